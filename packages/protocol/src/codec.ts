@@ -1,0 +1,330 @@
+import { Decoder, Encoder } from '@msgpack/msgpack';
+import { ErrorCode, ProtocolError } from './errors.js';
+import { type ProtocolLimits, resolveLimits } from './limits.js';
+import {
+  type KeyValue,
+  type Message,
+  Op,
+  type PeerRole,
+  type Request,
+  type Response,
+  type StatsMap,
+} from './messages.js';
+import { checkBodyShape, maxMessageElements } from './shape.js';
+
+type Field = unknown;
+const utf8 = new TextEncoder();
+const PEER_ROLES: ReadonlySet<string> = new Set<PeerRole>(['client', 'balancer', 'node']);
+
+/**
+ * Encodes messages to MessagePack frame bodies and decodes bodies back into typed messages,
+ * enforcing {@link ProtocolLimits}. One codec per connection: its Encoder buffer is reused.
+ */
+export class MessageCodec {
+  /** The limits this codec enforces on decode. */
+  readonly limits: ProtocolLimits;
+  private readonly encoder = new Encoder({ initialBufferSize: 4096, ignoreUndefined: true });
+  private readonly decoder: Decoder;
+
+  constructor(limits: Partial<ProtocolLimits> | ProtocolLimits = {}) {
+    this.limits = resolveLimits(limits);
+    this.decoder = new Decoder({
+      maxStrLength: this.limits.maxFrameBytes,
+      maxBinLength: this.limits.maxFrameBytes,
+      maxArrayLength: maxMessageElements(this.limits),
+      maxMapLength: this.limits.maxMapEntries,
+      maxExtLength: 0,
+    });
+  }
+
+  /**
+   * Encodes a message to its frame body. The returned bytes are a view of a shared buffer that
+   * the next `encode` overwrites: copy them (the connection does, into its output buffer) first.
+   */
+  encode(message: Message): Uint8Array {
+    return this.encoder.encodeSharedRef(toWireArray(message));
+  }
+
+  /** Decodes one frame body. Throws {@link ProtocolError} for anything that is not a valid message. */
+  decode(body: Uint8Array): Message {
+    checkBodyShape(body, this.limits);
+    let fields: Field[];
+    try {
+      fields = this.decoder.decode(body) as Field[];
+    } catch (error) {
+      throw new ProtocolError(ErrorCode.MALFORMED_FRAME, `undecodable body: ${(error as Error).message}`);
+    }
+    return fromWireArray(fields, this.limits);
+  }
+}
+
+/** The flat array a message travels as; see the protocol README for every layout. */
+export function toWireArray(message: Message): Field[] {
+  switch (message.op) {
+    case Op.HELLO:
+      return [message.op, message.id, message.version, message.role, message.token ?? null];
+    case Op.GET:
+    case Op.DEL:
+      return [message.op, message.id, message.key];
+    case Op.SET:
+      return [message.op, message.id, message.key, message.value];
+    case Op.MGET:
+      return [message.op, message.id, message.keys.length, ...message.keys];
+    case Op.MSET:
+      return [message.op, message.id, message.entries.length, ...flattenEntries(message.entries)];
+    case Op.PING:
+    case Op.STATS:
+    case Op.OK:
+      return [message.op, message.id];
+    case Op.JOIN:
+      return [message.op, message.id, message.nodeId, message.host, message.port, message.weight];
+    case Op.LEAVE:
+      return [message.op, message.id, message.nodeId];
+    case Op.HEARTBEAT:
+      return [message.op, message.id, message.nodeId, message.keyCount];
+    case Op.VALUE:
+      return [message.op, message.id, message.value];
+    case Op.VALUES:
+      return [message.op, message.id, message.values.length, ...message.values];
+    case Op.COUNT:
+      return [message.op, message.id, message.count];
+    case Op.STATS_RESULT:
+      return [message.op, message.id, message.stats];
+    case Op.HELLO_OK:
+      return [message.op, message.id, message.version, message.role, message.serverId];
+    case Op.ERROR:
+      return [message.op, message.id, message.code, message.message];
+  }
+}
+
+function flattenEntries(entries: readonly KeyValue[]): Uint8Array[] {
+  const flat = new Array<Uint8Array>(entries.length * 2);
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    flat[i * 2] = entry.key;
+    flat[i * 2 + 1] = entry.value;
+  }
+  return flat;
+}
+
+/** Reads typed fields out of a decoded array, naming the field in every error. */
+class FieldReader {
+  constructor(
+    private readonly fields: Field[],
+    private readonly limits: ProtocolLimits,
+    readonly id: number,
+  ) {}
+
+  fail(code: ErrorCode, message: string): ProtocolError {
+    return new ProtocolError(code, message, { requestId: this.id });
+  }
+
+  at(index: number, name: string): Field {
+    if (index >= this.fields.length) throw this.fail(ErrorCode.MALFORMED_FRAME, `missing field ${name}`);
+    return this.fields[index];
+  }
+
+  uint(index: number, name: string, max = 0xffff_ffff): number {
+    const value = this.at(index, name);
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
+      throw this.fail(ErrorCode.MALFORMED_FRAME, `field ${name} must be an integer in 0..${max}`);
+    }
+    return value;
+  }
+
+  finite(index: number, name: string): number {
+    const value = this.at(index, name);
+    if (typeof value !== 'number' || !Number.isFinite(value)) {
+      throw this.fail(ErrorCode.MALFORMED_FRAME, `field ${name} must be a finite number`);
+    }
+    return value;
+  }
+
+  string(index: number, name: string): string {
+    const value = this.at(index, name);
+    if (typeof value !== 'string')
+      throw this.fail(ErrorCode.MALFORMED_FRAME, `field ${name} must be a string`);
+    if (value.length > this.limits.maxStringBytes) {
+      throw this.fail(
+        ErrorCode.MALFORMED_FRAME,
+        `field ${name} is longer than ${this.limits.maxStringBytes}`,
+      );
+    }
+    return value;
+  }
+
+  optionalString(index: number, name: string): string | undefined {
+    const value = this.fields[index];
+    return value === undefined || value === null ? undefined : this.string(index, name);
+  }
+
+  bytes(index: number, name: string): Uint8Array {
+    const value = this.at(index, name);
+    if (value instanceof Uint8Array) return value;
+    if (typeof value === 'string') return utf8.encode(value);
+    throw this.fail(ErrorCode.MALFORMED_FRAME, `field ${name} must be bin or str`);
+  }
+
+  key(index: number): Uint8Array {
+    const key = this.bytes(index, 'key');
+    if (key.length === 0) throw this.fail(ErrorCode.INVALID_ARGUMENT, 'key must not be empty');
+    if (key.length > this.limits.maxKeyBytes) {
+      throw this.fail(
+        ErrorCode.KEY_TOO_LARGE,
+        `key is ${key.length} bytes, limit ${this.limits.maxKeyBytes}`,
+      );
+    }
+    return key;
+  }
+
+  value(index: number): Uint8Array {
+    const value = this.bytes(index, 'value');
+    if (value.length > this.limits.maxValueBytes) {
+      throw this.fail(
+        ErrorCode.VALUE_TOO_LARGE,
+        `value is ${value.length} bytes, limit ${this.limits.maxValueBytes}`,
+      );
+    }
+    return value;
+  }
+
+  nullableValue(index: number): Uint8Array | null {
+    return this.at(index, 'value') === null ? null : this.value(index);
+  }
+
+  /** Reads a batch count at `index` and checks that the items it announces are present. */
+  batchCount(index: number, itemsPerEntry: number): number {
+    const count = this.uint(index, 'count');
+    if (count > this.limits.maxBatchKeys) {
+      throw this.fail(ErrorCode.BATCH_TOO_LARGE, `batch of ${count}, limit ${this.limits.maxBatchKeys}`);
+    }
+    if (this.fields.length < index + 1 + count * itemsPerEntry) {
+      throw this.fail(ErrorCode.MALFORMED_FRAME, `batch announces ${count} entries but carries fewer`);
+    }
+    return count;
+  }
+
+  role(index: number): PeerRole {
+    const role = this.string(index, 'role');
+    if (!PEER_ROLES.has(role)) throw this.fail(ErrorCode.MALFORMED_FRAME, `unknown role ${role}`);
+    return role as PeerRole;
+  }
+
+  stats(index: number): StatsMap {
+    const value = this.at(index, 'stats');
+    if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) {
+      throw this.fail(ErrorCode.MALFORMED_FRAME, 'field stats must be a map');
+    }
+    const stats: Record<string, number | string> = Object.create(null);
+    for (const [name, entry] of Object.entries(value)) {
+      if (typeof entry !== 'number' && typeof entry !== 'string') {
+        throw this.fail(ErrorCode.MALFORMED_FRAME, `stats.${name} must be a number or string`);
+      }
+      stats[name] = entry;
+    }
+    return stats;
+  }
+}
+
+/**
+ * Turns a decoded array into a typed message. Fields past the ones this version knows are
+ * ignored, so a later version can append optional fields without breaking older readers.
+ */
+export function fromWireArray(fields: Field[], limits: ProtocolLimits): Message {
+  const op = fields[0];
+  const rawId = fields[1];
+  const id =
+    typeof rawId === 'number' && Number.isInteger(rawId) && rawId >= 0 && rawId <= 0xffff_ffff ? rawId : -1;
+  if (typeof op !== 'number' || !Number.isInteger(op))
+    throw new ProtocolError(ErrorCode.MALFORMED_FRAME, 'op must be an integer');
+  if (id < 0)
+    throw new ProtocolError(ErrorCode.MALFORMED_FRAME, 'request id must be an integer in 0..2^32-1');
+  const reader = new FieldReader(fields, limits, id);
+  return op <= 63 ? readRequest(op, reader) : readResponse(op, reader);
+}
+
+function readRequest(op: number, r: FieldReader): Request {
+  const id = r.id;
+  switch (op) {
+    case Op.HELLO:
+      return { op, id, version: r.uint(2, 'version'), role: r.role(3), token: r.optionalString(4, 'token') };
+    case Op.GET:
+      return { op, id, key: r.key(2) };
+    case Op.SET:
+      return { op, id, key: r.key(2), value: r.value(3) };
+    case Op.DEL:
+      return { op, id, key: r.key(2) };
+    case Op.MGET: {
+      const count = r.batchCount(2, 1);
+      const keys = new Array<Uint8Array>(count);
+      for (let i = 0; i < count; i++) keys[i] = r.key(3 + i);
+      return { op, id, keys };
+    }
+    case Op.MSET: {
+      const count = r.batchCount(2, 2);
+      const entries = new Array<KeyValue>(count);
+      for (let i = 0; i < count; i++) entries[i] = { key: r.key(3 + i * 2), value: r.value(4 + i * 2) };
+      return { op, id, entries };
+    }
+    case Op.PING:
+      return { op, id };
+    case Op.STATS:
+      return { op, id };
+    case Op.JOIN:
+      return {
+        op,
+        id,
+        nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId'),
+        host: nonEmpty(r, r.string(3, 'host'), 'host'),
+        port: r.uint(4, 'port', 65535),
+        weight: positive(r, r.finite(5, 'weight')),
+      };
+    case Op.LEAVE:
+      return { op, id, nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId') };
+    case Op.HEARTBEAT:
+      return {
+        op,
+        id,
+        nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId'),
+        keyCount: r.uint(3, 'keyCount', Number.MAX_SAFE_INTEGER),
+      };
+    default:
+      throw r.fail(ErrorCode.UNKNOWN_OP, `unknown op ${op}`);
+  }
+}
+
+function readResponse(op: number, r: FieldReader): Response {
+  const id = r.id;
+  switch (op) {
+    case Op.OK:
+      return { op, id };
+    case Op.VALUE:
+      return { op, id, value: r.nullableValue(2) };
+    case Op.VALUES: {
+      const count = r.batchCount(2, 1);
+      const values = new Array<Uint8Array | null>(count);
+      for (let i = 0; i < count; i++) values[i] = r.nullableValue(3 + i);
+      return { op, id, values };
+    }
+    case Op.COUNT:
+      return { op, id, count: r.uint(2, 'count', Number.MAX_SAFE_INTEGER) };
+    case Op.STATS_RESULT:
+      return { op, id, stats: r.stats(2) };
+    case Op.HELLO_OK:
+      return { op, id, version: r.uint(2, 'version'), role: r.role(3), serverId: r.string(4, 'serverId') };
+    case Op.ERROR:
+      return { op, id, code: r.string(2, 'code'), message: r.string(3, 'message') };
+    default:
+      throw r.fail(ErrorCode.UNKNOWN_OP, `unknown op ${op}`);
+  }
+}
+
+function nonEmpty(r: FieldReader, value: string, name: string): string {
+  if (value.length === 0) throw r.fail(ErrorCode.INVALID_ARGUMENT, `${name} must not be empty`);
+  return value;
+}
+
+function positive(r: FieldReader, value: number): number {
+  if (value <= 0) throw r.fail(ErrorCode.INVALID_ARGUMENT, 'weight must be positive');
+  return value;
+}

@@ -1,0 +1,471 @@
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { MessageCodec } from './codec.js';
+import { type DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
+import { DstoreError, ErrorCode, ProtocolError, timeoutError } from './errors.js';
+import { FrameDecoder } from './frame-decoder.js';
+import type { ProtocolLimits } from './limits.js';
+import {
+  type ErrorResponse,
+  MAX_REQUEST_OP,
+  type Message,
+  Op,
+  type Request,
+  type Response,
+  type WithoutId,
+} from './messages.js';
+import { OutputBuffer } from './output-buffer.js';
+
+/** Options of a {@link Connection}. Every bound has a default; none is unbounded. */
+export interface ConnectionOptions {
+  /** Limits enforced on received frames. Defaults: {@link DEFAULT_LIMITS}. */
+  readonly limits?: Partial<ProtocolLimits>;
+  /** Deadline of an outgoing request, in ms, unless the request sets its own. Default 5000. */
+  readonly requestTimeoutMs?: number;
+  /** Most outgoing requests awaiting an answer; past it `request()` fails with BUSY. Default 1024. */
+  readonly maxInFlight?: number;
+  /** Most received requests being served at once; past it the connection stops reading. Default 1024. */
+  readonly maxServing?: number;
+  /** Most bytes waiting to be written; past it requests fail with BUSY and a peer that does not read is dropped. Default 16 MiB. */
+  readonly maxOutputBytes?: number;
+  /** A frame that started arriving must be complete within this many ms (slow senders). Default 10000. */
+  readonly frameTimeoutMs?: number;
+  /** Close the connection after this many ms without traffic; 0 disables. Default 0. */
+  readonly idleTimeoutMs?: number;
+  /** Handles each received request; answer it with {@link Connection.reply}. Without it, requests are refused. */
+  readonly onRequest?: (request: Request, connection: Connection) => void;
+  /** The sweeper that checks deadlines. Default: the process-wide {@link sharedSweeper}. */
+  readonly sweeper?: DeadlineSweeper;
+}
+
+/** Per-request options. */
+export interface RequestOptions {
+  /** Deadline in ms for this request. Default: the connection's `requestTimeoutMs`. */
+  readonly timeoutMs?: number;
+  /** Aborts the wait; the request fails with ABORTED (it may still have been executed). */
+  readonly signal?: AbortSignal;
+}
+
+/** Events of a {@link Connection}. */
+export interface ConnectionEvents {
+  /** The socket closed; `error` says why when it was not a clean close. Emitted once. */
+  close: [error: Error | undefined];
+  /** A received frame was invalid. The connection answered it (or closed, when `fatal`). */
+  protocolError: [error: ProtocolError];
+}
+
+interface PendingRequest {
+  readonly resolve: (response: Response) => void;
+  readonly reject: (error: Error) => void;
+  readonly deadline: number;
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal | undefined;
+  readonly onAbort: (() => void) | undefined;
+}
+
+const DEFAULTS = {
+  requestTimeoutMs: 5000,
+  maxInFlight: 1024,
+  maxServing: 1024,
+  maxOutputBytes: 16 * 1024 * 1024,
+  frameTimeoutMs: 10_000,
+  idleTimeoutMs: 0,
+};
+
+/**
+ * A socket speaking dstore frames, in either direction: the one implementation of framing,
+ * request-id multiplexing, deadlines, backpressure and write coalescing that the client, the
+ * balancer and the storage nodes all use.
+ *
+ * - Outgoing requests get an id; answers are matched by id, in any order.
+ * - Frames written in one tick leave in one `socket.write()` (flushed on `setImmediate`).
+ * - Deadlines are checked by one shared sweep, never a timer per request.
+ * - When `write()` reports a full socket, frames wait for `drain`; a serving connection stops
+ *   reading meanwhile, so a peer that sends without reading slows itself down.
+ * - When the socket closes, every pending request fails with CONNECTION_CLOSED.
+ */
+export class Connection extends EventEmitter<ConnectionEvents> implements Sweepable {
+  /** The codec, exposing the limits this connection enforces. */
+  readonly codec: MessageCodec;
+  /** Free for the owner to attach per-connection state (for example, whether HELLO succeeded). */
+  authenticated = false;
+
+  private readonly options: typeof DEFAULTS;
+  private readonly onRequest: ConnectionOptions['onRequest'];
+  private readonly sweeper: DeadlineSweeper;
+  private readonly decoder: FrameDecoder;
+  private readonly output = new OutputBuffer();
+  private readonly pending = new Map<number, PendingRequest>();
+  private nextId = 1;
+  private earliestDeadline = Number.POSITIVE_INFINITY;
+  private partialFrameSince = -1;
+  private servingCount = 0;
+  private readingPaused = false;
+  private flushScheduled = false;
+  private socketFull = false;
+  private isClosed = false;
+  private closing = false;
+  private lateResponseCount = 0;
+
+  constructor(
+    readonly socket: Socket,
+    options: ConnectionOptions = {},
+  ) {
+    super();
+    this.options = {
+      requestTimeoutMs: options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs,
+      maxInFlight: options.maxInFlight ?? DEFAULTS.maxInFlight,
+      maxServing: options.maxServing ?? DEFAULTS.maxServing,
+      maxOutputBytes: options.maxOutputBytes ?? DEFAULTS.maxOutputBytes,
+      frameTimeoutMs: options.frameTimeoutMs ?? DEFAULTS.frameTimeoutMs,
+      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
+    };
+    this.onRequest = options.onRequest;
+    this.sweeper = options.sweeper ?? sharedSweeper;
+    this.codec = new MessageCodec(options.limits);
+    this.decoder = new FrameDecoder(this.codec.limits.maxFrameBytes, (body) => this.receiveFrame(body));
+    socket.setNoDelay(true);
+    if (this.options.idleTimeoutMs > 0) {
+      socket.setTimeout(this.options.idleTimeoutMs, () =>
+        this.destroy(new DstoreError(ErrorCode.TIMEOUT, `idle for ${this.options.idleTimeoutMs} ms`)),
+      );
+    }
+    socket.on('data', (chunk: Buffer) => this.receiveChunk(chunk));
+    socket.on('drain', () => this.onDrain());
+    socket.on('error', (error) => this.finish(error));
+    socket.on('close', () => this.finish(undefined));
+    // A half-closed peer will send nothing more; answer what is in flight, then close.
+    socket.on('end', () => this.close());
+    this.sweeper.add(this);
+  }
+
+  /** Outgoing requests awaiting an answer. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Received requests not answered yet. */
+  get serving(): number {
+    return this.servingCount;
+  }
+
+  /** Bytes waiting to be written, in this connection and in the socket. */
+  get bufferedOutputBytes(): number {
+    return this.output.length + this.socket.writableLength;
+  }
+
+  /** Answers that arrived after their request had timed out or been aborted. */
+  get lateResponses(): number {
+    return this.lateResponseCount;
+  }
+
+  /** False once the connection is closing or closed. */
+  get isOpen(): boolean {
+    return !this.isClosed && !this.closing;
+  }
+
+  /**
+   * Sends a request and resolves with its answer. An ERROR answer rejects with a
+   * {@link DstoreError} carrying the peer's code; so do TIMEOUT, BUSY, ABORTED and
+   * CONNECTION_CLOSED. Never hangs: every request ends by its deadline at the latest.
+   */
+  request(message: WithoutId<Request>, options: RequestOptions = {}): Promise<Response> {
+    return new Promise<Response>((resolve, reject) => {
+      const refusal = this.refusalFor();
+      if (refusal) {
+        reject(refusal);
+        return;
+      }
+      const { signal } = options;
+      if (signal?.aborted) {
+        reject(abortError(signal));
+        return;
+      }
+      const id = this.allocateId();
+      const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
+      const deadline = performance.now() + timeoutMs;
+      const onAbort = signal ? () => this.abortRequest(id, signal) : undefined;
+      if (signal && onAbort) signal.addEventListener('abort', onAbort, { once: true });
+      this.pending.set(id, { resolve, reject, deadline, timeoutMs, signal, onAbort });
+      if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
+      this.writeMessage({ ...message, id } as Request);
+    });
+  }
+
+  /** Answers a received request (the response carries the request's id). */
+  reply(response: Response): void {
+    if (this.servingCount > 0) this.servingCount--;
+    if (this.isClosed) return;
+    if (this.readingPaused && this.servingCount <= this.options.maxServing >> 1 && !this.socketFull) {
+      this.resumeReading();
+    }
+    this.writeMessage(response);
+    if (this.closing) this.endWhenIdle();
+  }
+
+  /** Answers request `id` with an ERROR frame. */
+  replyError(id: number, code: ErrorCode | (string & {}), message: string): void {
+    const response: ErrorResponse = { op: Op.ERROR, id, code, message };
+    this.reply(response);
+  }
+
+  /** Sends a message without tracking an answer (a frame the peer does not reply to). */
+  send(message: Message): void {
+    if (!this.isClosed) this.writeMessage(message);
+  }
+
+  /**
+   * Closes gracefully: stops reading, lets requests being served be answered and outgoing
+   * requests get their answers (or reach their deadlines), writes what is buffered, then ends the
+   * socket. Resolves once closed.
+   */
+  close(): Promise<void> {
+    if (this.isClosed) return Promise.resolve();
+    const closed = new Promise<void>((resolve) => this.once('close', () => resolve()));
+    if (!this.closing) {
+      this.closing = true;
+      this.socket.pause();
+      this.endWhenIdle();
+    }
+    return closed;
+  }
+
+  /** Closes at once; pending requests fail with CONNECTION_CLOSED (or `error`'s code). */
+  destroy(error?: Error): void {
+    if (this.isClosed) return;
+    this.socket.destroy();
+    this.finish(error);
+  }
+
+  /** Called by the sweeper: fails expired requests and drops senders of never-finished frames. */
+  sweep(now: number): void {
+    if (now >= this.earliestDeadline) this.expireRequests(now);
+    if (this.partialFrameSince >= 0 && now - this.partialFrameSince > this.options.frameTimeoutMs) {
+      this.failStream(
+        new ProtocolError(
+          ErrorCode.FRAME_TIMEOUT,
+          `frame incomplete after ${this.options.frameTimeoutMs} ms`,
+          {
+            fatal: true,
+          },
+        ),
+      );
+    }
+  }
+
+  /** During a graceful close, ends the socket once nothing is owed in either direction. */
+  private endWhenIdle(): void {
+    if (!this.closing || this.isClosed || this.servingCount > 0 || this.pending.size > 0) return;
+    this.flush();
+    this.socket.end();
+  }
+
+  private refusalFor(): DstoreError | undefined {
+    if (this.isClosed || this.closing)
+      return new DstoreError(ErrorCode.CONNECTION_CLOSED, 'connection is closed');
+    if (this.pending.size >= this.options.maxInFlight) {
+      return new DstoreError(ErrorCode.BUSY, `${this.pending.size} requests in flight on this connection`);
+    }
+    if (this.bufferedOutputBytes >= this.options.maxOutputBytes) {
+      return new DstoreError(ErrorCode.BUSY, `${this.bufferedOutputBytes} bytes waiting to be written`);
+    }
+    return undefined;
+  }
+
+  private allocateId(): number {
+    // Ids wrap at 2^32; skip 0 (reserved for errors about unreadable frames) and ids in use.
+    let id = this.nextId;
+    while (id === 0 || this.pending.has(id)) id = (id + 1) >>> 0;
+    this.nextId = (id + 1) >>> 0;
+    return id;
+  }
+
+  private writeMessage(message: Message): void {
+    this.output.appendFrame(this.codec.encode(message));
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    if (this.output.length > this.options.maxOutputBytes && message.op > MAX_REQUEST_OP) {
+      // The peer sends requests but does not read answers: drop it rather than buffer without bound.
+      this.destroy(new DstoreError(ErrorCode.BUSY, 'peer is not reading its responses'));
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.isClosed || this.socketFull || this.output.length === 0) return;
+    if (!this.socket.write(this.output.take())) {
+      this.socketFull = true;
+      if (this.onRequest && !this.readingPaused) this.pauseReading();
+    }
+  }
+
+  private onDrain(): void {
+    this.socketFull = false;
+    this.flush();
+    if (this.readingPaused && !this.socketFull && this.servingCount < this.options.maxServing)
+      this.resumeReading();
+  }
+
+  private pauseReading(): void {
+    this.readingPaused = true;
+    this.socket.pause();
+  }
+
+  private resumeReading(): void {
+    this.readingPaused = false;
+    this.socket.resume();
+  }
+
+  private receiveChunk(chunk: Buffer): void {
+    if (this.isClosed || this.closing) return;
+    try {
+      this.decoder.push(chunk);
+    } catch (error) {
+      if (error instanceof ProtocolError) this.failStream(error);
+      else this.destroy(error as Error);
+      return;
+    }
+    this.partialFrameSince = this.decoder.hasPartialFrame
+      ? this.partialFrameSince >= 0
+        ? this.partialFrameSince
+        : performance.now()
+      : -1;
+  }
+
+  private receiveFrame(body: Uint8Array): void {
+    if (this.isClosed) return;
+    let message: Message;
+    try {
+      message = this.codec.decode(body);
+    } catch (error) {
+      this.rejectFrame(error as ProtocolError);
+      return;
+    }
+    if (message.op > MAX_REQUEST_OP) this.settle(message as Response);
+    else this.serve(message as Request);
+  }
+
+  private rejectFrame(error: ProtocolError): void {
+    this.emit('protocolError', error);
+    // A serving side answers the bad request and carries on: framing is intact. A requesting side
+    // cannot tell which request the garbage answered, so it must drop the connection.
+    if (this.onRequest && !error.fatal) {
+      this.servingCount++;
+      this.replyError(error.requestId, error.code, error.message);
+    } else {
+      this.failStream(error);
+    }
+  }
+
+  private serve(request: Request): void {
+    if (!this.onRequest) {
+      this.rejectFrame(
+        new ProtocolError(ErrorCode.MALFORMED_FRAME, 'this peer does not accept requests', { fatal: true }),
+      );
+      return;
+    }
+    this.servingCount++;
+    if (this.servingCount >= this.options.maxServing && !this.readingPaused) this.pauseReading();
+    try {
+      this.onRequest(request, this);
+    } catch (error) {
+      this.replyError(request.id, ErrorCode.INTERNAL, (error as Error).message);
+    }
+  }
+
+  private settle(response: Response): void {
+    const entry = this.pending.get(response.id);
+    if (!entry) {
+      this.lateResponseCount++;
+      return;
+    }
+    this.pending.delete(response.id);
+    if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
+    if (response.op === Op.ERROR) entry.reject(new DstoreError(response.code, response.message));
+    else entry.resolve(response);
+    if (this.closing) this.endWhenIdle();
+  }
+
+  private abortRequest(id: number, signal: AbortSignal): void {
+    const entry = this.pending.get(id);
+    if (!entry) return;
+    this.pending.delete(id);
+    entry.reject(abortError(signal));
+    if (this.closing) this.endWhenIdle();
+  }
+
+  private expireRequests(now: number): void {
+    let earliest = Number.POSITIVE_INFINITY;
+    for (const [id, entry] of this.pending) {
+      if (entry.deadline <= now) {
+        this.pending.delete(id);
+        if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
+        entry.reject(timeoutError(entry.timeoutMs));
+      } else if (entry.deadline < earliest) {
+        earliest = entry.deadline;
+      }
+    }
+    this.earliestDeadline = earliest;
+    if (this.closing) this.endWhenIdle();
+  }
+
+  /** The byte stream cannot be trusted any more: say why once, then close. */
+  private failStream(error: ProtocolError): void {
+    if (this.isClosed || this.closing) return;
+    this.emit('protocolError', error);
+    this.decoder.reset();
+    this.partialFrameSince = -1;
+    if (this.onRequest) {
+      const response: ErrorResponse = {
+        op: Op.ERROR,
+        id: error.requestId,
+        code: error.code,
+        message: error.message,
+      };
+      this.writeMessage(response);
+      this.closing = true;
+      this.socket.pause();
+      this.flush();
+      this.socket.end();
+      // A peer that never reads must not keep us waiting on `end`.
+      setTimeout(() => this.destroy(error), 1000).unref();
+    } else {
+      this.destroy(error);
+    }
+  }
+
+  private finish(error: Error | undefined): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.sweeper.delete(this);
+    this.decoder.reset();
+    const failure =
+      error instanceof DstoreError
+        ? error
+        : new DstoreError(
+            ErrorCode.CONNECTION_CLOSED,
+            error ? `connection failed: ${error.message}` : 'connection closed',
+            {
+              cause: error,
+            },
+          );
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const entry of pending) {
+      if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
+      entry.reject(
+        failure.code === ErrorCode.CONNECTION_CLOSED
+          ? failure
+          : new DstoreError(ErrorCode.CONNECTION_CLOSED, failure.message, { cause: failure }),
+      );
+    }
+    if (!this.socket.destroyed) this.socket.destroy();
+    this.emit('close', error);
+  }
+}
+
+function abortError(signal: AbortSignal): DstoreError {
+  return new DstoreError(ErrorCode.ABORTED, 'request aborted', { cause: signal.reason });
+}

@@ -1,0 +1,99 @@
+/**
+ * Stable error codes shared by every dstore package and carried on the wire in ERROR frames.
+ * Codes never change meaning; new codes may be added in later protocol versions, so readers must
+ * accept a code they do not know (see {@link DstoreError.code}).
+ */
+export const ErrorCode = {
+  /** A frame's declared length is over the receiver's `maxFrameBytes`. The connection is closed. */
+  FRAME_TOO_LARGE: 'FRAME_TOO_LARGE',
+  /** A frame's body is not a valid message: bad MessagePack, wrong shape, wrong field type. */
+  MALFORMED_FRAME: 'MALFORMED_FRAME',
+  /** A frame began arriving but was not complete within the frame deadline (slow sender). */
+  FRAME_TIMEOUT: 'FRAME_TIMEOUT',
+  /** The op code is not one this peer knows. */
+  UNKNOWN_OP: 'UNKNOWN_OP',
+  /** A key is empty or longer than `maxKeyBytes`. */
+  KEY_TOO_LARGE: 'KEY_TOO_LARGE',
+  /** A value is longer than `maxValueBytes`. */
+  VALUE_TOO_LARGE: 'VALUE_TOO_LARGE',
+  /** An MGET/MSET carries more than `maxBatchKeys` keys. */
+  BATCH_TOO_LARGE: 'BATCH_TOO_LARGE',
+  /** A field has the right type but a value that is not allowed (for example an empty key). */
+  INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  /** The peer speaks an incompatible protocol version. */
+  VERSION_MISMATCH: 'VERSION_MISMATCH',
+  /** Authentication is required, or the token was wrong. */
+  UNAUTHORIZED: 'UNAUTHORIZED',
+  /** The node that owns the key is down or unreachable; the request was not executed there. */
+  UNAVAILABLE: 'UNAVAILABLE',
+  /** No answer within the deadline. The request may or may not have been executed (indeterminate). */
+  TIMEOUT: 'TIMEOUT',
+  /** A bound was hit (in-flight requests, buffered bytes, connections, queue length). Retry later. */
+  BUSY: 'BUSY',
+  /** The connection closed before the answer arrived. The request may or may not have been executed. */
+  CONNECTION_CLOSED: 'CONNECTION_CLOSED',
+  /** The peer is shutting down and no longer accepts requests. */
+  SHUTTING_DOWN: 'SHUTTING_DOWN',
+  /** The caller aborted the request (AbortSignal). Never sent by a server. */
+  ABORTED: 'ABORTED',
+  /** An unexpected failure inside the peer (for example a storage I/O error). */
+  INTERNAL: 'INTERNAL',
+} as const;
+
+/** One of the error codes this version of the protocol defines. */
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const KNOWN_CODES: ReadonlySet<string> = new Set(Object.values(ErrorCode));
+
+/** Whether `code` is one this version defines (a newer peer may send codes we do not know). */
+export function isKnownErrorCode(code: string): code is ErrorCode {
+  return KNOWN_CODES.has(code);
+}
+
+/**
+ * The one error class of dstore. Every failure a caller can see carries a stable `code`; branch on
+ * the code, never on the message.
+ */
+export class DstoreError extends Error {
+  /** Stable machine-readable code; an unknown string when a newer peer sent a code we do not know. */
+  readonly code: ErrorCode | (string & {});
+
+  constructor(code: ErrorCode | (string & {}), message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'DstoreError';
+    this.code = code;
+  }
+
+  /**
+   * True when the request certainly was not executed, so sending it again cannot apply it twice.
+   * TIMEOUT and CONNECTION_CLOSED are indeterminate: the write may have happened.
+   */
+  get notExecuted(): boolean {
+    return (
+      this.code === ErrorCode.UNAVAILABLE ||
+      this.code === ErrorCode.BUSY ||
+      this.code === ErrorCode.SHUTTING_DOWN ||
+      this.code === ErrorCode.UNAUTHORIZED
+    );
+  }
+}
+
+/** A peer sent bytes that are not a valid frame or message. */
+export class ProtocolError extends DstoreError {
+  /** The request id, when it could be read before the error was found; 0 otherwise. */
+  readonly requestId: number;
+  /** True when the byte stream can no longer be trusted and the connection must close. */
+  readonly fatal: boolean;
+
+  constructor(code: ErrorCode, message: string, options: { requestId?: number; fatal?: boolean } = {}) {
+    super(code, message);
+    this.name = 'ProtocolError';
+    this.requestId = options.requestId ?? 0;
+    this.fatal = options.fatal ?? false;
+  }
+}
+
+/** Shorthand for the error a request gets when its deadline passes. */
+export function timeoutError(ms: number): DstoreError {
+  return new DstoreError(ErrorCode.TIMEOUT, `no response within ${ms} ms`);
+}

@@ -1,0 +1,112 @@
+import { ErrorCode, ProtocolError } from './errors.js';
+
+/** Bytes in the length prefix of every frame. */
+export const FRAME_HEADER_BYTES = 4;
+
+/**
+ * Splits a byte stream into frame bodies: a 4-byte unsigned big-endian length, then that many
+ * bytes. Handles partial frames, many frames per chunk and frames split at any byte. A declared
+ * length over `maxFrameBytes` is refused as soon as the 4 header bytes are in, before any of the
+ * body is buffered, and bytes are only ever held as they arrive (never pre-allocated at the
+ * declared size), so a slow sender costs only what it actually sent.
+ *
+ * Bodies handed to `onFrame` are views of the received chunks: no copy when a frame arrives
+ * whole within one chunk.
+ */
+export class FrameDecoder {
+  private chunks: Uint8Array[] = [];
+  private buffered = 0;
+  /** Total bytes (header + body) of the frame being assembled, or -1 while its header is incomplete. */
+  private expected = -1;
+
+  constructor(
+    private readonly maxFrameBytes: number,
+    private readonly onFrame: (body: Uint8Array) => void,
+  ) {}
+
+  /** True while part of a frame has arrived and the rest has not. */
+  get hasPartialFrame(): boolean {
+    return this.buffered > 0;
+  }
+
+  /** Bytes held for the frame being assembled. */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  /**
+   * Feeds received bytes. Calls `onFrame` for every complete frame, in order. Throws a fatal
+   * {@link ProtocolError} (FRAME_TOO_LARGE) when a header declares more than the limit; the
+   * stream cannot be resynchronised after that and the caller must close the connection.
+   */
+  push(chunk: Uint8Array): void {
+    if (this.buffered === 0) {
+      this.parse(chunk);
+      return;
+    }
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    if (this.expected < 0) {
+      if (this.buffered < FRAME_HEADER_BYTES) return;
+      const merged = this.merge();
+      this.chunks = [merged];
+      this.expected = FRAME_HEADER_BYTES + this.readLength(merged, 0);
+    }
+    if (this.buffered < this.expected) return;
+    this.parse(this.merge());
+  }
+
+  /** Drops any partial frame (used when the connection is closing). */
+  reset(): void {
+    this.chunks = [];
+    this.buffered = 0;
+    this.expected = -1;
+  }
+
+  private parse(bytes: Uint8Array): void {
+    this.reset();
+    let offset = 0;
+    while (bytes.length - offset >= FRAME_HEADER_BYTES) {
+      const length = this.readLength(bytes, offset);
+      const end = offset + FRAME_HEADER_BYTES + length;
+      if (end > bytes.length) break;
+      const body = bytes.subarray(offset + FRAME_HEADER_BYTES, end);
+      offset = end;
+      this.onFrame(body);
+    }
+    if (offset < bytes.length) this.keep(bytes.subarray(offset));
+  }
+
+  private keep(rest: Uint8Array): void {
+    this.chunks = [rest];
+    this.buffered = rest.length;
+    this.expected = rest.length >= FRAME_HEADER_BYTES ? FRAME_HEADER_BYTES + this.readLength(rest, 0) : -1;
+  }
+
+  private readLength(bytes: Uint8Array, offset: number): number {
+    // Unsigned: `<<` would turn lengths of 2^31 and up negative.
+    const length =
+      (bytes[offset]! * 0x1000000 +
+        ((bytes[offset + 1]! << 16) | (bytes[offset + 2]! << 8) | bytes[offset + 3]!)) >>>
+      0;
+    if (length > this.maxFrameBytes) {
+      throw new ProtocolError(
+        ErrorCode.FRAME_TOO_LARGE,
+        `frame declares ${length} bytes, limit ${this.maxFrameBytes}`,
+        { fatal: true },
+      );
+    }
+    return length;
+  }
+
+  private merge(): Uint8Array {
+    if (this.chunks.length === 1) return this.chunks[0]!;
+    const merged = new Uint8Array(this.buffered);
+    let offset = 0;
+    for (const chunk of this.chunks) {
+      merged.set(chunk, offset);
+      offset += chunk.length;
+    }
+    return merged;
+  }
+}

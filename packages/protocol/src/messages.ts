@@ -1,0 +1,198 @@
+import type { ErrorCode } from './errors.js';
+
+/**
+ * The protocol version this package speaks. Peers exchange it in HELLO; a peer refuses a
+ * different major version with VERSION_MISMATCH. Versions are plain integers: a new version adds
+ * ops or appends optional trailing fields, never changes an existing field.
+ */
+export const PROTOCOL_VERSION = 1;
+
+/** Op codes. Requests are 1..63, responses 64..127; the split lets a reader route a frame by op alone. */
+export const Op = {
+  HELLO: 1,
+  GET: 2,
+  SET: 3,
+  DEL: 4,
+  MGET: 5,
+  MSET: 6,
+  PING: 7,
+  STATS: 8,
+  JOIN: 9,
+  LEAVE: 10,
+  HEARTBEAT: 11,
+  OK: 64,
+  VALUE: 65,
+  VALUES: 66,
+  COUNT: 67,
+  STATS_RESULT: 68,
+  HELLO_OK: 69,
+  ERROR: 127,
+} as const;
+
+/** A numeric op code. */
+export type Op = (typeof Op)[keyof typeof Op];
+
+/** Highest op code that is a request; everything above is a response. */
+export const MAX_REQUEST_OP = 63;
+
+/** What a peer says it is in HELLO. */
+export type PeerRole = 'client' | 'balancer' | 'node';
+
+/** Version handshake, optionally authenticating with a shared token. Answered by HELLO_OK or ERROR. */
+export interface HelloRequest {
+  readonly op: typeof Op.HELLO;
+  readonly id: number;
+  readonly version: number;
+  readonly role: PeerRole;
+  readonly token?: string | undefined;
+}
+/** Read one key. Answered by VALUE (value or null for not found). */
+export interface GetRequest {
+  readonly op: typeof Op.GET;
+  readonly id: number;
+  readonly key: Uint8Array;
+}
+/** Write one key. Answered by OK once the write is acknowledged by the owning engine. */
+export interface SetRequest {
+  readonly op: typeof Op.SET;
+  readonly id: number;
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+}
+/** Delete one key. Answered by COUNT: 1 if the key existed, 0 if not. */
+export interface DelRequest {
+  readonly op: typeof Op.DEL;
+  readonly id: number;
+  readonly key: Uint8Array;
+}
+/** Read several keys. Answered by VALUES in the same order. */
+export interface MGetRequest {
+  readonly op: typeof Op.MGET;
+  readonly id: number;
+  readonly keys: readonly Uint8Array[];
+}
+/** One key/value pair of an MSET. */
+export interface KeyValue {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+}
+/** Write several keys. Answered by OK once every write is acknowledged. Not atomic across nodes. */
+export interface MSetRequest {
+  readonly op: typeof Op.MSET;
+  readonly id: number;
+  readonly entries: readonly KeyValue[];
+}
+/** Liveness check. Answered by OK. */
+export interface PingRequest {
+  readonly op: typeof Op.PING;
+  readonly id: number;
+}
+/** Asks a node or balancer for counters. Answered by STATS_RESULT. */
+export interface StatsRequest {
+  readonly op: typeof Op.STATS;
+  readonly id: number;
+}
+/** A storage node registers with a balancer. Answered by OK. */
+export interface JoinRequest {
+  readonly op: typeof Op.JOIN;
+  readonly id: number;
+  readonly nodeId: string;
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+}
+/** A storage node leaves the cluster on purpose. Answered by OK. */
+export interface LeaveRequest {
+  readonly op: typeof Op.LEAVE;
+  readonly id: number;
+  readonly nodeId: string;
+}
+/** A storage node's periodic sign of life, with its key count. Answered by OK. */
+export interface HeartbeatRequest {
+  readonly op: typeof Op.HEARTBEAT;
+  readonly id: number;
+  readonly nodeId: string;
+  readonly keyCount: number;
+}
+
+/** Success with no payload (SET, MSET, PING, JOIN, LEAVE, HEARTBEAT). */
+export interface OkResponse {
+  readonly op: typeof Op.OK;
+  readonly id: number;
+}
+/** Answer to GET: the value, or null when the key does not exist (not-found is a result, not an error). */
+export interface ValueResponse {
+  readonly op: typeof Op.VALUE;
+  readonly id: number;
+  readonly value: Uint8Array | null;
+}
+/** Answer to MGET: one entry per requested key, in order. */
+export interface ValuesResponse {
+  readonly op: typeof Op.VALUES;
+  readonly id: number;
+  readonly values: readonly (Uint8Array | null)[];
+}
+/** Answer to DEL: how many keys were removed. */
+export interface CountResponse {
+  readonly op: typeof Op.COUNT;
+  readonly id: number;
+  readonly count: number;
+}
+/** A flat map of counters: names to numbers or short strings. */
+export type StatsMap = Readonly<Record<string, number | string>>;
+/** Answer to STATS. */
+export interface StatsResponse {
+  readonly op: typeof Op.STATS_RESULT;
+  readonly id: number;
+  readonly stats: StatsMap;
+}
+/** Answer to HELLO: the server's version, role and identity. */
+export interface HelloOkResponse {
+  readonly op: typeof Op.HELLO_OK;
+  readonly id: number;
+  readonly version: number;
+  readonly role: PeerRole;
+  readonly serverId: string;
+}
+/** A request failed. `code` is one of {@link ErrorCode} (or a newer code this version does not know). */
+export interface ErrorResponse {
+  readonly op: typeof Op.ERROR;
+  readonly id: number;
+  readonly code: ErrorCode | (string & {});
+  readonly message: string;
+}
+
+/** Every request message. */
+export type Request =
+  | HelloRequest
+  | GetRequest
+  | SetRequest
+  | DelRequest
+  | MGetRequest
+  | MSetRequest
+  | PingRequest
+  | StatsRequest
+  | JoinRequest
+  | LeaveRequest
+  | HeartbeatRequest;
+
+/** Every response message. */
+export type Response =
+  | OkResponse
+  | ValueResponse
+  | ValuesResponse
+  | CountResponse
+  | StatsResponse
+  | HelloOkResponse
+  | ErrorResponse;
+
+/** Any message. */
+export type Message = Request | Response;
+
+/** A message before the connection layer assigns it a request id. */
+export type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+/** Whether a message is a request (as opposed to a response). */
+export function isRequest(message: Message): message is Request {
+  return message.op <= MAX_REQUEST_OP;
+}

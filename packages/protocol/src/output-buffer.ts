@@ -1,0 +1,45 @@
+import { FRAME_HEADER_BYTES } from './frame-decoder.js';
+
+const SLAB_BYTES = 64 * 1024;
+
+/**
+ * Collects the frames written during one tick so they leave in a single `socket.write()`.
+ * Frames are appended into a slab; `take()` hands the socket a view of the bytes since the last
+ * take and never writes over them again, so a new slab is allocated only every ~64 KiB of
+ * output rather than once per flush.
+ */
+export class OutputBuffer {
+  private slab = Buffer.allocUnsafe(SLAB_BYTES);
+  private start = 0;
+  private end = 0;
+
+  /** Bytes appended and not yet taken. */
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  /** Appends one frame: the 4-byte big-endian length, then `body` (copied). */
+  appendFrame(body: Uint8Array): void {
+    const needed = FRAME_HEADER_BYTES + body.length;
+    if (this.end + needed > this.slab.length) this.moveToNewSlab(needed);
+    this.slab.writeUInt32BE(body.length, this.end);
+    this.slab.set(body, this.end + FRAME_HEADER_BYTES);
+    this.end += needed;
+  }
+
+  /** Returns the pending bytes; the caller owns them from now on. */
+  take(): Buffer {
+    const pending = this.slab.subarray(this.start, this.end);
+    this.start = this.end;
+    return pending;
+  }
+
+  private moveToNewSlab(needed: number): void {
+    const pending = this.end - this.start;
+    const next = Buffer.allocUnsafe(Math.max(SLAB_BYTES, pending + needed));
+    this.slab.copy(next, 0, this.start, this.end);
+    this.slab = next;
+    this.start = 0;
+    this.end = pending;
+  }
+}
