@@ -11,6 +11,7 @@ export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweep
 export { DstoreError, ErrorCode, isKnownErrorCode, ProtocolError, timeoutError } from './errors.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
 export { FrameServer, type FrameServerEvents, type FrameServerOptions } from './frame-server.js';
+export { LatencyHistogram, type LatencySummary } from './latency-histogram.js';
 export { DEFAULT_LIMITS, LMDB_MAX_KEY_BYTES, type ProtocolLimits, resolveLimits } from './limits.js';
 export * from './messages.js';
 export { OutputBuffer } from './output-buffer.js';
