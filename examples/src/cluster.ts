@@ -1,0 +1,246 @@
+/**
+ * The local cluster: starts storage nodes and a balancer as background processes, records their
+ * PIDs and ports, and stops exactly those processes again. Used by cluster:up / cluster:down /
+ * demo and by the end-to-end tests.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+
+const require = createRequire(import.meta.url);
+
+/** Absolute path of a workspace package's built CLI. */
+export function cliPath(pkg: '@dstore/storage-node' | '@dstore/balancer' | '@dstore/client'): string {
+  return join(dirname(require.resolve(`${pkg}/package.json`)), 'dist', 'cli.js');
+}
+
+/** A process of the cluster, as recorded in the state file. */
+export interface ClusterProcess {
+  readonly role: 'balancer' | 'node';
+  readonly id: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly port: number;
+  readonly adminPort?: number;
+  readonly dataDir?: string;
+  readonly log: string;
+}
+
+/** What cluster:up records and cluster:down reads. */
+export interface ClusterState {
+  readonly root: string;
+  readonly balancer: ClusterProcess;
+  readonly nodes: ClusterProcess[];
+}
+
+/** Options of {@link startCluster}. */
+export interface ClusterOptions {
+  /** Folder for data, logs and the state file. Default `<cwd>/.dstore`. */
+  readonly root?: string;
+  /** Storage nodes to start. Default 3. */
+  readonly nodes?: number;
+  /** Storage engine of every node. Default 'lmdb' (data survives restarts). */
+  readonly engine?: 'memory' | 'lmdb';
+  /** Balancer client port; 0 picks a free one. Default 0. */
+  readonly port?: number;
+  /** Balancer admin port; 0 picks a free one. Default 0. */
+  readonly adminPort?: number;
+  /** Keep the processes when this process exits (cluster:up). Default false. */
+  readonly detached?: boolean;
+  /** Ms to wait for each process to be ready. Default 20000. */
+  readonly readyTimeoutMs?: number;
+}
+
+interface ReadyLine {
+  readonly event: 'ready';
+  readonly id?: string;
+  readonly host: string;
+  readonly port: number;
+  readonly adminPort?: number;
+}
+
+/** The default state folder. */
+export function defaultRoot(): string {
+  return resolve(process.cwd(), '.dstore');
+}
+
+function statePath(root: string): string {
+  return join(root, 'cluster.json');
+}
+
+/** Reads the recorded cluster, or undefined when none is recorded. */
+export function readState(root = defaultRoot()): ClusterState | undefined {
+  const file = statePath(root);
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(readFileSync(file, 'utf8')) as ClusterState;
+}
+
+/** Starts a balancer, then the nodes (which register with it), and waits until the ring has them all up. */
+export async function startCluster(options: ClusterOptions = {}): Promise<ClusterState> {
+  const root = options.root ?? defaultRoot();
+  const nodeCount = options.nodes ?? 3;
+  const engine = options.engine ?? 'lmdb';
+  const timeoutMs = options.readyTimeoutMs ?? 20_000;
+  if (readState(root)) throw new Error(`a cluster is already recorded in ${statePath(root)}: run cluster:down first`);
+  mkdirSync(join(root, 'logs'), { recursive: true });
+  const started: ClusterProcess[] = [];
+  try {
+    const balancer = await startProcess(
+      {
+        role: 'balancer',
+        id: 'balancer',
+        cli: cliPath('@dstore/balancer'),
+        args: ['--port', String(options.port ?? 0), '--admin-port', String(options.adminPort ?? 0)],
+        root,
+        detached: options.detached ?? false,
+      },
+      timeoutMs,
+    );
+    started.push(balancer);
+    const nodes: ClusterProcess[] = [];
+    for (let index = 1; index <= nodeCount; index++) {
+      const id = `node-${index}`;
+      const dataDir = join(root, 'data', id);
+      const args = ['--port', '0', '--id', id, '--engine', engine, '--join', `${balancer.host}:${balancer.port}`];
+      if (engine === 'lmdb') args.push('--data-dir', dataDir);
+      const node = await startProcess(
+        { role: 'node', id, cli: cliPath('@dstore/storage-node'), args, root, detached: options.detached ?? false, dataDir },
+        timeoutMs,
+      );
+      started.push(node);
+      nodes.push(node);
+    }
+    const state: ClusterState = { root, balancer, nodes };
+    writeFileSync(statePath(root), `${JSON.stringify(state, null, 2)}\n`);
+    await waitForRing(state, timeoutMs);
+    return state;
+  } catch (error) {
+    await stopProcesses(started);
+    throw error;
+  }
+}
+
+/** Stops the recorded cluster's processes (SIGTERM, then SIGKILL after `graceMs`) and forgets it. */
+export async function stopCluster(root = defaultRoot(), graceMs = 10_000): Promise<ClusterProcess[]> {
+  const state = readState(root);
+  if (!state) return [];
+  // Nodes first, so their LEAVE reaches a balancer that is still up.
+  const processes = [...state.nodes, state.balancer];
+  await stopProcesses(processes, graceMs);
+  rmSync(statePath(root), { force: true });
+  return processes;
+}
+
+/** Whether `pid` is alive and still one of ours (its command line runs a dstore CLI). */
+export function isOurProcess(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('dist/cli.js');
+  } catch {
+    // No /proc (macOS): trust the recorded PID.
+    return true;
+  }
+}
+
+async function stopProcesses(processes: readonly ClusterProcess[], graceMs = 10_000): Promise<void> {
+  for (const proc of processes) {
+    if (isOurProcess(proc.pid)) process.kill(proc.pid, 'SIGTERM');
+  }
+  const deadline = Date.now() + graceMs;
+  for (const proc of processes) {
+    while (isOurProcess(proc.pid) && Date.now() < deadline) await sleep(50);
+    if (isOurProcess(proc.pid)) process.kill(proc.pid, 'SIGKILL');
+  }
+}
+
+interface StartSpec {
+  readonly role: 'balancer' | 'node';
+  readonly id: string;
+  readonly cli: string;
+  readonly args: string[];
+  readonly root: string;
+  readonly detached: boolean;
+  readonly dataDir?: string;
+}
+
+async function startProcess(spec: StartSpec, timeoutMs: number): Promise<ClusterProcess> {
+  const log = join(spec.root, 'logs', `${spec.id}.log`);
+  const out = join(spec.root, 'logs', `${spec.id}.out`);
+  const stdout = openSync(out, 'w');
+  const stderr = openSync(log, 'a');
+  const child: ChildProcess = spawn(process.execPath, [spec.cli, ...spec.args], {
+    detached: spec.detached,
+    stdio: ['ignore', stdout, stderr],
+  });
+  closeSync(stdout);
+  closeSync(stderr);
+  if (spec.detached) child.unref();
+  const ready = await waitForReadyLine(out, child, timeoutMs, log);
+  return {
+    role: spec.role,
+    id: ready.id ?? spec.id,
+    pid: child.pid!,
+    host: ready.host,
+    port: ready.port,
+    ...(ready.adminPort === undefined ? {} : { adminPort: ready.adminPort }),
+    ...(spec.dataDir === undefined ? {} : { dataDir: spec.dataDir }),
+    log,
+  };
+}
+
+async function waitForReadyLine(out: string, child: ChildProcess, timeoutMs: number, log: string): Promise<ReadyLine> {
+  const deadline = Date.now() + timeoutMs;
+  let exited: number | null = null;
+  child.once('exit', (code) => {
+    exited = code ?? -1;
+  });
+  while (Date.now() < deadline) {
+    const firstLine = readFileSync(out, 'utf8').split('\n')[0] ?? '';
+    if (firstLine.trim().startsWith('{')) {
+      const parsed = JSON.parse(firstLine) as ReadyLine;
+      if (parsed.event === 'ready') return parsed;
+    }
+    if (exited !== null) {
+      throw new Error(`${out} exited with code ${exited} before it was ready; see ${log}:\n${tail(log)}`);
+    }
+    await sleep(25);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`not ready within ${timeoutMs} ms; see ${log}:\n${tail(log)}`);
+}
+
+/** Polls the balancer's /health until every node is up. */
+export async function waitForRing(state: ClusterState, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(`http://${state.balancer.host}:${state.balancer.adminPort}/health`);
+      const health = (await response.json()) as { ready?: boolean; nodes?: number; nodesUp?: number };
+      last = JSON.stringify(health);
+      if (health.ready && health.nodesUp === state.nodes.length) return;
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    await sleep(50);
+  }
+  throw new Error(`the ring did not get ${state.nodes.length} nodes up within ${timeoutMs} ms (last /health: ${last})`);
+}
+
+function tail(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-15).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

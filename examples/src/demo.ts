@@ -1,0 +1,57 @@
+/**
+ * demo: the README's "run" command. Starts a local cluster (3 nodes + balancer on free ports),
+ * exercises it through @dstore/client and the `dstore` CLI (set/get/del, status, a latency
+ * report), then stops exactly the processes it started, even when a step fails.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient } from '@dstore/client';
+import { cliPath, startCluster, stopCluster } from './cluster.js';
+
+const root = mkdtempSync(join(tmpdir(), 'dstore-demo-'));
+const ops = process.env.DSTORE_DEMO_OPS ?? '50000';
+
+function dstore(...args: string[]): void {
+  console.log(`\n$ dstore ${args.join(' ')}`);
+  const result = spawnSync(process.execPath, [cliPath('@dstore/client'), ...args], { stdio: 'inherit' });
+  if (result.status !== 0) throw new Error(`dstore ${args[0]} exited with ${result.status}`);
+}
+
+let failed = false;
+try {
+  console.log('starting 3 storage nodes (LMDB) and a balancer...');
+  const state = await startCluster({ root, engine: 'lmdb' });
+  const server = `${state.balancer.host}:${state.balancer.port}`;
+  const admin = `${state.balancer.host}:${state.balancer.adminPort}`;
+  console.log(`balancer at dstore://${server}, admin http://${admin}`);
+
+  const client = createClient({ host: state.balancer.host, port: state.balancer.port });
+  try {
+    for (let i = 0; i < 1000; i++) await client.set(`demo:${i}`, `value-${i}`);
+    let checked = 0;
+    for (let i = 0; i < 1000; i++) {
+      if ((await client.getString(`demo:${i}`)) !== `value-${i}`) throw new Error(`demo:${i} read back wrong`);
+      checked++;
+    }
+    console.log(`wrote and read back ${checked} keys through the client library`);
+  } finally {
+    await client.close();
+  }
+
+  dstore('set', 'hello', 'world', '--server', server);
+  dstore('get', 'hello', '--server', server);
+  dstore('del', 'hello', '--server', server);
+  dstore('ping', '--server', server);
+  dstore('status', '--admin', admin);
+  dstore('bench', '--server', server, '--ops', ops, '--concurrency', '50', '--value-size', '100', '--read-ratio', '0.5');
+} catch (error) {
+  failed = true;
+  console.error(`demo failed: ${(error as Error).message}`);
+} finally {
+  const stopped = await stopCluster(root);
+  console.log(`\nstopped ${stopped.length} processes: ${stopped.map((proc) => `${proc.id} (pid ${proc.pid})`).join(', ')}`);
+  rmSync(root, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);

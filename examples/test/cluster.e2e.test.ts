@@ -1,0 +1,119 @@
+/**
+ * End to end with real processes: the built dstore-node and dstore-balancer CLIs on ephemeral
+ * ports, driven through @dstore/client and the `dstore` CLI.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient, type DstoreClient } from '@dstore/client';
+import { HashRing } from '@dstore/hashring';
+import { Op, PeerLink } from '@dstore/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ClusterState, cliPath, isOurProcess, startCluster, stopCluster } from '../src/cluster.js';
+
+const KEY_COUNT = 10_000;
+let root: string;
+let state: ClusterState;
+let client: DstoreClient;
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), 'dstore-e2e-'));
+  state = await startCluster({ root, engine: 'memory' });
+  client = createClient({ host: state.balancer.host, port: state.balancer.port });
+}, 60_000);
+
+afterAll(async () => {
+  await client?.close().catch(() => undefined);
+  const stopped = root ? await stopCluster(root) : [];
+  rmSync(root, { recursive: true, force: true });
+  // Clean shutdown: nothing we started is left running.
+  for (const proc of stopped) expect(isOurProcess(proc.pid)).toBe(false);
+}, 60_000);
+
+function dstore(...args: string[]): { stdout: string; stderr: string; status: number | null } {
+  const result = spawnSync(process.execPath, [cliPath('@dstore/client'), ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { stdout: result.stdout, stderr: result.stderr, status: result.status };
+}
+
+/** Reads a key straight from one node, bypassing the balancer. */
+async function readDirect(link: PeerLink, key: string): Promise<Uint8Array | null> {
+  const response = await link.request({ op: Op.GET, key: new TextEncoder().encode(key) });
+  if (response.op !== Op.VALUE) throw new Error(`unexpected op ${response.op}`);
+  return response.value;
+}
+
+describe('a 3-node cluster behind a balancer', () => {
+  it('stores 10,000 keys, reads every value back, deletes them all', async () => {
+    const keys = Array.from({ length: KEY_COUNT }, (_, i) => `e2e:${i}`);
+    const valueOf = (i: number) => `value-${i}-${'x'.repeat(i % 97)}`;
+    for (let start = 0; start < KEY_COUNT; start += 500) {
+      await Promise.all(keys.slice(start, start + 500).map((key, j) => client.set(key, valueOf(start + j))));
+    }
+    for (let start = 0; start < KEY_COUNT; start += 500) {
+      const values = await Promise.all(keys.slice(start, start + 500).map((key) => client.getString(key)));
+      values.forEach((value, j) => expect(value).toBe(valueOf(start + j)));
+    }
+
+    // Placement: every key is on the node the ring names, and only there.
+    const ring = HashRing.from(state.nodes.map((node) => ({ id: node.id })));
+    const links = new Map<string, PeerLink>();
+    try {
+      for (const node of state.nodes) {
+        const link = new PeerLink({ host: node.host, port: node.port });
+        const ready = new Promise((resolve) => link.once('ready', resolve));
+        link.start();
+        await ready;
+        links.set(node.id, link);
+      }
+      const perNode = new Map<string, number>();
+      for (let i = 0; i < KEY_COUNT; i += 7) {
+        const owner = ring.get(keys[i]!);
+        perNode.set(owner, (perNode.get(owner) ?? 0) + 1);
+        for (const [id, link] of links) {
+          const value = await readDirect(link, keys[i]!);
+          if (id === owner) expect(value && Buffer.from(value).toString()).toBe(valueOf(i));
+          else expect(value).toBeNull();
+        }
+      }
+      // Every node got a share of the keys.
+      expect(perNode.size).toBe(3);
+    } finally {
+      await Promise.all([...links.values()].map((link) => link.close()));
+    }
+
+    for (let start = 0; start < KEY_COUNT; start += 500) {
+      const removed = await Promise.all(keys.slice(start, start + 500).map((key) => client.del(key)));
+      expect(removed.every(Boolean)).toBe(true);
+    }
+    expect(await client.get(keys[0]!)).toBeNull();
+    expect(await client.del(keys[0]!)).toBe(false);
+  });
+
+  it('answers every dstore subcommand', () => {
+    const server = `${state.balancer.host}:${state.balancer.port}`;
+    const admin = `${state.balancer.host}:${state.balancer.adminPort}`;
+    expect(dstore('set', 'cli-key', 'cli-value', '--server', server)).toMatchObject({ status: 0 });
+    const got = dstore('get', 'cli-key', '--server', server);
+    expect(got.status).toBe(0);
+    expect(got.stdout.trim()).toBe('cli-value');
+    const deleted = dstore('del', 'cli-key', '--server', server);
+    expect(deleted.status).toBe(0);
+    expect(deleted.stdout.trim()).toBe('1');
+    expect(dstore('get', 'cli-key', '--server', server).stdout.trim()).toBe('(nil)');
+    expect(dstore('ping', '--server', server).stdout).toMatch(/PONG/);
+
+    const status = dstore('status', '--admin', admin, '--json');
+    expect(status.status).toBe(0);
+    const ring = JSON.parse(status.stdout) as { ring: { epoch: number; nodes: { id: string; status: string }[] } };
+    expect(ring.ring.nodes.map((node) => node.id).sort()).toEqual(['node-1', 'node-2', 'node-3']);
+    expect(ring.ring.nodes.every((node) => node.status === 'up')).toBe(true);
+
+    const bench = dstore('bench', '--server', server, '--ops', '3000', '--concurrency', '20', '--keyspace', '500', '--json');
+    expect(bench.status).toBe(0);
+    const report = JSON.parse(bench.stdout) as { ops: number; errors: Record<string, number>; latency: { p99Us: number } };
+    expect(report.ops).toBe(3000);
+    expect(Object.values(report.errors ?? {}).reduce((a, b) => a + b, 0)).toBe(0);
+    expect(report.latency.p99Us).toBeGreaterThan(0);
+  });
+});
