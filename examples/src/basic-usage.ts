@@ -11,7 +11,10 @@ try {
   console.log('get greeting ->', await client.getString('greeting'));
   await client.mset({ a: '1', b: '2' });
   const values = await client.mget(['a', 'b', 'missing']);
-  console.log('mget a b missing ->', values.map((value) => (value ? Buffer.from(value).toString() : null)));
+  console.log(
+    'mget a b missing ->',
+    values.map((value) => (value ? Buffer.from(value).toString() : null)),
+  );
   console.log('del greeting ->', await client.del('greeting'));
   console.log('get greeting ->', await client.getString('greeting'));
 } finally {

@@ -10,8 +10,12 @@ const state = await startCluster({
   adminPort: Number(process.env.DSTORE_ADMIN_PORT ?? 7380),
   engine: process.env.DSTORE_ENGINE === 'memory' ? 'memory' : 'lmdb',
 });
-console.log(`balancer  pid ${state.balancer.pid}  dstore://${state.balancer.host}:${state.balancer.port}  admin http://${state.balancer.host}:${state.balancer.adminPort}`);
+console.log(
+  `balancer  pid ${state.balancer.pid}  dstore://${state.balancer.host}:${state.balancer.port}  admin http://${state.balancer.host}:${state.balancer.adminPort}`,
+);
 for (const node of state.nodes) {
-  console.log(`${node.id.padEnd(9)} pid ${node.pid}  ${node.host}:${node.port}  data ${node.dataDir ?? '(memory)'}`);
+  console.log(
+    `${node.id.padEnd(9)} pid ${node.pid}  ${node.host}:${node.port}  data ${node.dataDir ?? '(memory)'}`,
+  );
 }
 console.log(`state: ${state.root}/cluster.json  logs: ${state.root}/logs/`);

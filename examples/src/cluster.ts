@@ -82,7 +82,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const nodeCount = options.nodes ?? 3;
   const engine = options.engine ?? 'lmdb';
   const timeoutMs = options.readyTimeoutMs ?? 20_000;
-  if (readState(root)) throw new Error(`a cluster is already recorded in ${statePath(root)}: run cluster:down first`);
+  if (readState(root))
+    throw new Error(`a cluster is already recorded in ${statePath(root)}: run cluster:down first`);
   mkdirSync(join(root, 'logs'), { recursive: true });
   const started: ClusterProcess[] = [];
   try {
@@ -102,10 +103,27 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     for (let index = 1; index <= nodeCount; index++) {
       const id = `node-${index}`;
       const dataDir = join(root, 'data', id);
-      const args = ['--port', '0', '--id', id, '--engine', engine, '--join', `${balancer.host}:${balancer.port}`];
+      const args = [
+        '--port',
+        '0',
+        '--id',
+        id,
+        '--engine',
+        engine,
+        '--join',
+        `${balancer.host}:${balancer.port}`,
+      ];
       if (engine === 'lmdb') args.push('--data-dir', dataDir);
       const node = await startProcess(
-        { role: 'node', id, cli: cliPath('@dstore/storage-node'), args, root, detached: options.detached ?? false, dataDir },
+        {
+          role: 'node',
+          id,
+          cli: cliPath('@dstore/storage-node'),
+          args,
+          root,
+          detached: options.detached ?? false,
+          dataDir,
+        },
         timeoutMs,
       );
       started.push(node);
@@ -193,7 +211,12 @@ async function startProcess(spec: StartSpec, timeoutMs: number): Promise<Cluster
   };
 }
 
-async function waitForReadyLine(out: string, child: ChildProcess, timeoutMs: number, log: string): Promise<ReadyLine> {
+async function waitForReadyLine(
+  out: string,
+  child: ChildProcess,
+  timeoutMs: number,
+  log: string,
+): Promise<ReadyLine> {
   const deadline = Date.now() + timeoutMs;
   let exited: number | null = null;
   child.once('exit', (code) => {
@@ -229,7 +252,9 @@ export async function waitForRing(state: ClusterState, timeoutMs = 20_000): Prom
     }
     await sleep(50);
   }
-  throw new Error(`the ring did not get ${state.nodes.length} nodes up within ${timeoutMs} ms (last /health: ${last})`);
+  throw new Error(
+    `the ring did not get ${state.nodes.length} nodes up within ${timeoutMs} ms (last /health: ${last})`,
+  );
 }
 
 function tail(file: string): string {

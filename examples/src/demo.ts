@@ -32,7 +32,8 @@ try {
     for (let i = 0; i < 1000; i++) await client.set(`demo:${i}`, `value-${i}`);
     let checked = 0;
     for (let i = 0; i < 1000; i++) {
-      if ((await client.getString(`demo:${i}`)) !== `value-${i}`) throw new Error(`demo:${i} read back wrong`);
+      if ((await client.getString(`demo:${i}`)) !== `value-${i}`)
+        throw new Error(`demo:${i} read back wrong`);
       checked++;
     }
     console.log(`wrote and read back ${checked} keys through the client library`);
@@ -45,13 +46,27 @@ try {
   dstore('del', 'hello', '--server', server);
   dstore('ping', '--server', server);
   dstore('status', '--admin', admin);
-  dstore('bench', '--server', server, '--ops', ops, '--concurrency', '50', '--value-size', '100', '--read-ratio', '0.5');
+  dstore(
+    'bench',
+    '--server',
+    server,
+    '--ops',
+    ops,
+    '--concurrency',
+    '50',
+    '--value-size',
+    '100',
+    '--read-ratio',
+    '0.5',
+  );
 } catch (error) {
   failed = true;
   console.error(`demo failed: ${(error as Error).message}`);
 } finally {
   const stopped = await stopCluster(root);
-  console.log(`\nstopped ${stopped.length} processes: ${stopped.map((proc) => `${proc.id} (pid ${proc.pid})`).join(', ')}`);
+  console.log(
+    `\nstopped ${stopped.length} processes: ${stopped.map((proc) => `${proc.id} (pid ${proc.pid})`).join(', ')}`,
+  );
   rmSync(root, { recursive: true, force: true });
 }
 process.exit(failed ? 1 : 0);

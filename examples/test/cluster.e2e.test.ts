@@ -32,7 +32,10 @@ afterAll(async () => {
 }, 60_000);
 
 function dstore(...args: string[]): { stdout: string; stderr: string; status: number | null } {
-  const result = spawnSync(process.execPath, [cliPath('@dstore/client'), ...args], { encoding: 'utf8', timeout: 60_000 });
+  const result = spawnSync(process.execPath, [cliPath('@dstore/client'), ...args], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   return { stdout: result.stdout, stderr: result.stderr, status: result.status };
 }
 
@@ -46,13 +49,17 @@ async function readDirect(link: PeerLink, key: string): Promise<Uint8Array | nul
 describe('a 3-node cluster behind a balancer', () => {
   it('stores 10,000 keys, reads every value back, deletes them all', async () => {
     const keys = Array.from({ length: KEY_COUNT }, (_, i) => `e2e:${i}`);
-    const valueOf = (i: number) => `value-${i}-${'x'.repeat(i % 97)}`;
+    const expectedValue = (i: number) => `value-${i}-${'x'.repeat(i % 97)}`;
     for (let start = 0; start < KEY_COUNT; start += 500) {
-      await Promise.all(keys.slice(start, start + 500).map((key, j) => client.set(key, valueOf(start + j))));
+      await Promise.all(
+        keys.slice(start, start + 500).map((key, j) => client.set(key, expectedValue(start + j))),
+      );
     }
     for (let start = 0; start < KEY_COUNT; start += 500) {
       const values = await Promise.all(keys.slice(start, start + 500).map((key) => client.getString(key)));
-      values.forEach((value, j) => expect(value).toBe(valueOf(start + j)));
+      values.forEach((value, j) => {
+        expect(value).toBe(expectedValue(start + j));
+      });
     }
 
     // Placement: every key is on the node the ring names, and only there.
@@ -72,7 +79,7 @@ describe('a 3-node cluster behind a balancer', () => {
         perNode.set(owner, (perNode.get(owner) ?? 0) + 1);
         for (const [id, link] of links) {
           const value = await readDirect(link, keys[i]!);
-          if (id === owner) expect(value && Buffer.from(value).toString()).toBe(valueOf(i));
+          if (id === owner) expect(value && Buffer.from(value).toString()).toBe(expectedValue(i));
           else expect(value).toBeNull();
         }
       }
@@ -105,13 +112,30 @@ describe('a 3-node cluster behind a balancer', () => {
 
     const status = dstore('status', '--admin', admin, '--json');
     expect(status.status).toBe(0);
-    const ring = JSON.parse(status.stdout) as { ring: { epoch: number; nodes: { id: string; status: string }[] } };
+    const ring = JSON.parse(status.stdout) as {
+      ring: { epoch: number; nodes: { id: string; status: string }[] };
+    };
     expect(ring.ring.nodes.map((node) => node.id).sort()).toEqual(['node-1', 'node-2', 'node-3']);
     expect(ring.ring.nodes.every((node) => node.status === 'up')).toBe(true);
 
-    const bench = dstore('bench', '--server', server, '--ops', '3000', '--concurrency', '20', '--keyspace', '500', '--json');
+    const bench = dstore(
+      'bench',
+      '--server',
+      server,
+      '--ops',
+      '3000',
+      '--concurrency',
+      '20',
+      '--keyspace',
+      '500',
+      '--json',
+    );
     expect(bench.status).toBe(0);
-    const report = JSON.parse(bench.stdout) as { ops: number; errors: Record<string, number>; latency: { p99Us: number } };
+    const report = JSON.parse(bench.stdout) as {
+      ops: number;
+      errors: Record<string, number>;
+      latency: { p99Us: number };
+    };
     expect(report.ops).toBe(3000);
     expect(Object.values(report.errors ?? {}).reduce((a, b) => a + b, 0)).toBe(0);
     expect(report.latency.p99Us).toBeGreaterThan(0);

@@ -1,2 +1,22 @@
-/** Placeholder until the package lands. */
-export const PACKAGE_NAME = '@dstore/hashring';
+/**
+ * `@dstore/hashring`: immutable consistent-hash rings (fast MurmurHash3 vnode
+ * ring by default, libketama/twemproxy-compatible ketama, rendezvous).
+ *
+ * @packageDocumentation
+ */
+
+export { inRange } from './diff.js';
+export { HashRingError, type HashRingErrorCode } from './errors.js';
+export { ketamaPointCount } from './ketama.js';
+export { md5 } from './md5.js';
+export { murmur3Bytes, murmur3String } from './murmur3.js';
+export { createRing, HashRing } from './ring.js';
+export {
+  DEFAULT_VNODES,
+  type RangeMove,
+  type RingAlgorithm,
+  type RingNode,
+  type RingNodeInput,
+  type RingOptions,
+} from './types.js';
+export { vnodePointCount } from './vnode.js';

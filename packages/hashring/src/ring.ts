@@ -1,0 +1,242 @@
+/**
+ * The immutable `HashRing` snapshot: every mutation returns a new ring so a
+ * balancer can swap one reference atomically while lookups keep running.
+ */
+
+import { type Continuum, continuumShares, locate, walkDistinct } from './continuum.js';
+import { diffContinua } from './diff.js';
+import { HashRingError } from './errors.js';
+import { buildKetamaContinuum } from './ketama.js';
+import { md5Hash32 } from './md5.js';
+import { buildRendezvous, type RendezvousTable, rendezvousOwner, rendezvousTop } from './rendezvous.js';
+import type { RangeMove, RingAlgorithm, RingNode, RingNodeInput, RingOptions } from './types.js';
+import {
+  checkCount,
+  normalizeNode,
+  normalizeNodes,
+  type ResolvedOptions,
+  resolveOptions,
+} from './validate.js';
+import { buildVnodeContinuum, murmurPosition } from './vnode.js';
+
+const EMPTY: Continuum = {
+  points: new Uint32Array(0),
+  owners: new Uint16Array(0),
+  index: new Uint32Array(2),
+  shift: 32,
+};
+
+function checkKey(key: unknown): void {
+  if (typeof key !== 'string' && !(key instanceof Uint8Array)) {
+    throw new HashRingError('INVALID_ARGUMENT', 'key must be a string or Uint8Array');
+  }
+}
+
+/** An immutable consistent-hash ring. Build with {@link HashRing.from} or {@link createRing}. */
+export class HashRing {
+  /** Number of nodes. */
+  readonly size: number;
+  /** Placement algorithm of this ring. */
+  readonly algorithm: RingAlgorithm;
+  /** Virtual nodes per unit weight (meaningful for `vnode` only). */
+  readonly vnodes: number;
+
+  readonly #nodes: readonly RingNode[];
+  readonly #ids: readonly string[];
+  readonly #index: ReadonlyMap<string, number>;
+  readonly #continuum: Continuum;
+  readonly #rendezvous: RendezvousTable | undefined;
+
+  private constructor(nodes: RingNode[], options: ResolvedOptions) {
+    this.algorithm = options.algorithm;
+    this.vnodes = options.vnodes;
+    this.size = nodes.length;
+    this.#nodes = Object.freeze(nodes);
+    this.#ids = Object.freeze(nodes.map((n) => n.id));
+    this.#index = new Map(nodes.map((n, i) => [n.id, i]));
+    this.#continuum = HashRing.#buildContinuum(nodes, options);
+    this.#rendezvous = options.algorithm === 'rendezvous' ? buildRendezvous(nodes) : undefined;
+    Object.freeze(this);
+  }
+
+  static #buildContinuum(nodes: RingNode[], options: ResolvedOptions): Continuum {
+    if (nodes.length === 0) return EMPTY;
+    if (options.algorithm === 'vnode') return buildVnodeContinuum(nodes, options.vnodes);
+    if (options.algorithm === 'ketama') return buildKetamaContinuum(nodes);
+    return EMPTY;
+  }
+
+  /**
+   * Builds a ring. The result depends only on the set of nodes (ids and
+   * weights) and the options, never on iteration order.
+   *
+   * @throws HashRingError `INVALID_NODE_ID`, `DUPLICATE_NODE`, `INVALID_WEIGHT`, `INVALID_ARGUMENT`
+   */
+  static from(nodes: Iterable<RingNodeInput>, options?: RingOptions): HashRing {
+    return new HashRing(normalizeNodes(nodes), resolveOptions(options));
+  }
+
+  /** Nodes sorted by id (code-unit order). Returns a fresh array. */
+  nodes(): RingNode[] {
+    return this.#nodes.slice();
+  }
+
+  /** Whether a node with this id is a member. */
+  has(id: string): boolean {
+    return this.#index.has(id);
+  }
+
+  /** The node with this id, or `undefined`. */
+  node(id: string): RingNode | undefined {
+    const i = this.#index.get(id);
+    return i === undefined ? undefined : this.#nodes[i];
+  }
+
+  /**
+   * A new ring with `node` added; this ring is unchanged.
+   *
+   * @throws HashRingError `DUPLICATE_NODE` if the id exists, or the validation codes of {@link HashRing.from}
+   */
+  add(node: RingNodeInput): HashRing {
+    const normalized = normalizeNode(node);
+    if (this.has(normalized.id)) {
+      throw new HashRingError('DUPLICATE_NODE', `node "${normalized.id}" is already in the ring`);
+    }
+    return new HashRing(normalizeNodes([...this.#nodes, normalized]), this.#options());
+  }
+
+  /**
+   * A new ring without node `id`; this ring is unchanged.
+   *
+   * @throws HashRingError `UNKNOWN_NODE` if absent
+   */
+  remove(id: string): HashRing {
+    if (!this.has(id)) throw new HashRingError('UNKNOWN_NODE', `node "${String(id)}" is not in the ring`);
+    return new HashRing(
+      this.#nodes.filter((n) => n.id !== id),
+      this.#options(),
+    );
+  }
+
+  /** A new ring with the same nodes and algorithm but different options. */
+  withOptions(options: RingOptions): HashRing {
+    return new HashRing(this.#nodes.slice(), resolveOptions({ ...this.#options(), ...options }));
+  }
+
+  #options(): ResolvedOptions {
+    return { algorithm: this.algorithm, vnodes: this.vnodes };
+  }
+
+  /**
+   * The key's unsigned 32-bit position: MD5-based for `ketama`
+   * (first 4 digest bytes, little-endian), MurmurHash3_x86_32 seed 0 otherwise.
+   * Strings hash as their UTF-8 bytes.
+   */
+  position(key: string | Uint8Array): number {
+    checkKey(key);
+    return this.algorithm === 'ketama' ? md5Hash32(key) : murmurPosition(key);
+  }
+
+  /**
+   * Owner node id of `key`.
+   *
+   * @throws HashRingError `EMPTY_RING`, `INVALID_ARGUMENT` for a non-string/bytes key
+   */
+  get(key: string | Uint8Array): string {
+    return this.getByPosition(this.position(key));
+  }
+
+  /**
+   * Owner of a position as returned by {@link HashRing.position}: the first
+   * point at or after it, wrapping (rendezvous: the highest score).
+   *
+   * @throws HashRingError `EMPTY_RING`
+   */
+  getByPosition(position: number): string {
+    if (this.size === 0) throw new HashRingError('EMPTY_RING', 'cannot look up a key on an empty ring');
+    if (this.#rendezvous) return this.#ids[rendezvousOwner(this.#rendezvous, position)]!;
+    const c = this.#continuum;
+    return this.#ids[c.owners[locate(c, position)]!]!;
+  }
+
+  /**
+   * Preference list: `n` distinct node ids for `key`, the owner first, then
+   * the next distinct owners clockwise (rendezvous: by descending score).
+   * Returns every node when `n > size`.
+   *
+   * @throws HashRingError `EMPTY_RING`, `INVALID_ARGUMENT` when `n` is not an integer >= 1
+   */
+  getN(key: string | Uint8Array, n: number): string[] {
+    checkCount(n);
+    const position = this.position(key);
+    if (this.size === 0) throw new HashRingError('EMPTY_RING', 'cannot look up a key on an empty ring');
+    const picked = this.#rendezvous
+      ? rendezvousTop(this.#rendezvous, position, n)
+      : walkDistinct(this.#continuum, position, n, this.size);
+    return picked.map((i) => this.#ids[i]!);
+  }
+
+  /**
+   * Fraction of the 2^32 keyspace each node owns; sums to 1 (empty map for an
+   * empty ring). Exact for ring algorithms; for `rendezvous` it is the
+   * expected share, weight / total weight.
+   */
+  shares(): Map<string, number> {
+    const result = new Map<string, number>();
+    if (this.#rendezvous) {
+      const total = this.#nodes.reduce((s, n) => s + n.weight, 0);
+      for (const n of this.#nodes) result.set(n.id, n.weight / total);
+      return result;
+    }
+    const shares = continuumShares(this.#continuum, this.size);
+    this.#ids.forEach((id, i) => {
+      result.set(id, shares[i]!);
+    });
+    return result;
+  }
+
+  /** Number of points on the continuum (0 for `rendezvous`). */
+  get pointCount(): number {
+    return this.#continuum.points.length;
+  }
+
+  /**
+   * Bytes held by the lookup structures (points, owners, bucket index; or
+   * rendezvous seeds and weights), excluding the node list itself.
+   */
+  get byteLength(): number {
+    const c = this.#continuum;
+    const table = this.#rendezvous;
+    const tableBytes = table ? table.seeds.byteLength + table.weights.byteLength : 0;
+    return c.points.byteLength + c.owners.byteLength + c.index.byteLength + tableBytes;
+  }
+
+  /**
+   * Hash ranges whose owner changes from this ring to `next`. A key moves iff
+   * `position(key)` is in one of the ranges (see {@link inRange}), from
+   * `from` to `to`. Ranges are disjoint and sorted by `end`.
+   *
+   * @throws HashRingError `INCOMPATIBLE_RINGS` if the algorithms differ,
+   *   `UNSUPPORTED_OPERATION` for `rendezvous`, `EMPTY_RING` if either ring is empty
+   */
+  diff(next: HashRing): RangeMove[] {
+    if (!(next instanceof HashRing) || next.algorithm !== this.algorithm) {
+      throw new HashRingError('INCOMPATIBLE_RINGS', 'diff needs two rings with the same algorithm');
+    }
+    if (this.#rendezvous) {
+      throw new HashRingError(
+        'UNSUPPORTED_OPERATION',
+        'rendezvous ownership is not range-based; diff keys instead',
+      );
+    }
+    if (this.size === 0 || next.size === 0) {
+      throw new HashRingError('EMPTY_RING', 'cannot diff against an empty ring');
+    }
+    return diffContinua(this.#continuum, this.#ids, next.#continuum, next.#ids);
+  }
+}
+
+/** Same as {@link HashRing.from}. */
+export function createRing(nodes: Iterable<RingNodeInput>, options?: RingOptions): HashRing {
+  return HashRing.from(nodes, options);
+}

@@ -1,0 +1,55 @@
+/** A member of a ring, as stored (immutable). */
+export interface RingNode {
+  /** Unique, non-empty node id; also the name hashed to place the node. */
+  readonly id: string;
+  /** Relative capacity; positive and finite. */
+  readonly weight: number;
+}
+
+/** A node as accepted by constructors and `add`. */
+export interface RingNodeInput {
+  /** Unique, non-empty node id. */
+  id: string;
+  /** Relative capacity; positive and finite. Defaults to 1. */
+  weight?: number;
+}
+
+/**
+ * Placement algorithm.
+ * - `vnode` (default): MurmurHash3 ring with `vnodes` points per unit weight.
+ * - `ketama`: byte-for-byte compatible with libketama/twemproxy (MD5, 160 points per server).
+ * - `rendezvous`: highest-random-weight hashing; perfect balance, O(nodes) lookups.
+ */
+export type RingAlgorithm = 'vnode' | 'ketama' | 'rendezvous';
+
+/** Options for building a ring. */
+export interface RingOptions {
+  /** Placement algorithm. Default `'vnode'`. */
+  algorithm?: RingAlgorithm;
+  /**
+   * Virtual nodes per unit of weight, `vnode` algorithm only (ignored by the
+   * others). Default {@link DEFAULT_VNODES}.
+   */
+  vnodes?: number;
+}
+
+/**
+ * A hash range whose owner changes between two rings.
+ *
+ * It covers positions `p` with `start < p <= end` (start exclusive, end
+ * inclusive). When `start >= end` the range wraps past 2^32-1 to 0 and covers
+ * `p > start || p <= end`; `start === end` therefore means the whole ring.
+ */
+export interface RangeMove {
+  /** Exclusive lower bound (unsigned 32-bit). */
+  readonly start: number;
+  /** Inclusive upper bound (unsigned 32-bit). */
+  readonly end: number;
+  /** Owner in the old ring. */
+  readonly from: string;
+  /** Owner in the new ring. */
+  readonly to: string;
+}
+
+/** Default virtual nodes per unit weight for the `vnode` algorithm. */
+export const DEFAULT_VNODES = 4096;

@@ -1,0 +1,36 @@
+/**
+ * Stable error codes raised by storage engines. Callers (the server) map them to protocol
+ * status codes, so they never change meaning once published.
+ *
+ * - `ENGINE_CLOSED`: the engine was used after `close()` was called.
+ * - `INVALID_KEY`: the key is empty (LMDB cannot store zero-length keys, and both engines
+ *   enforce the same rules so data can move between them).
+ * - `KEY_TOO_LARGE`: the key is longer than {@link MAX_KEY_BYTES}.
+ * - `ENGINE_IO`: the underlying store failed (LMDB commit, disk full, map full, ...).
+ */
+export type StorageEngineErrorCode = 'ENGINE_CLOSED' | 'INVALID_KEY' | 'KEY_TOO_LARGE' | 'ENGINE_IO';
+
+/** Error thrown (or rejected with) by every storage engine operation that fails. */
+export class StorageEngineError extends Error {
+  /** Machine-readable, stable reason. */
+  readonly code: StorageEngineErrorCode;
+
+  /**
+   * @param code - stable reason code
+   * @param message - human readable detail
+   * @param options - standard `cause` chaining for wrapped lower-level errors
+   */
+  constructor(code: StorageEngineErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StorageEngineError';
+    this.code = code;
+  }
+}
+
+/** True when `error` is a {@link StorageEngineError}, optionally with the given code. */
+export function isStorageEngineError(
+  error: unknown,
+  code?: StorageEngineErrorCode,
+): error is StorageEngineError {
+  return error instanceof StorageEngineError && (code === undefined || error.code === code);
+}

@@ -1,0 +1,16 @@
+/**
+ * Storage engines of a dstore node: a compact in-memory engine and a durable LMDB engine
+ * behind one {@link StorageEngine} interface.
+ * @packageDocumentation
+ */
+export type { EngineOptions, LmdbOpenOptions, MemoryEngineOptions, StorageEngine } from './engine.js';
+export { openEngine } from './engine.js';
+export type { StorageEngineErrorCode } from './errors.js';
+export { isStorageEngineError, StorageEngineError } from './errors.js';
+export { assertValidKey, inRingRange, MAX_KEY_BYTES } from './keys.js';
+export type { LmdbDurability, LmdbEngineOptions, LmdbEngineStats } from './lmdb-engine.js';
+export { LmdbEngine } from './lmdb-engine.js';
+export type { MemoryEngineStats } from './memory-engine.js';
+export { MemoryEngine } from './memory-engine.js';
+export type { SlabArenaStats } from './slab-arena.js';
+export { SlabArena } from './slab-arena.js';

@@ -1,0 +1,39 @@
+import { StorageEngineError } from './errors.js';
+
+/**
+ * Largest key accepted by every engine, in bytes. This is LMDB's limit with its default
+ * 4 KiB pages; the memory engine enforces it too so a key accepted by one engine is accepted
+ * by all (keys migrate between nodes that may run different engines).
+ */
+export const MAX_KEY_BYTES = 1978;
+
+/** Throws a {@link StorageEngineError} unless `key` is storable by every engine. */
+export function assertValidKey(key: Uint8Array): void {
+  if (key.byteLength === 0) {
+    throw new StorageEngineError('INVALID_KEY', 'empty keys are not allowed');
+  }
+  if (key.byteLength > MAX_KEY_BYTES) {
+    throw new StorageEngineError(
+      'KEY_TOO_LARGE',
+      `key is ${key.byteLength} bytes, the maximum is ${MAX_KEY_BYTES}`,
+    );
+  }
+}
+
+/**
+ * True when ring position `position` lies in the half-open ring arc (start, end].
+ * The arc wraps past the top of the ring when `start >= end`; `start === end` is the whole ring.
+ */
+export function inRingRange(position: number, start: number, end: number): boolean {
+  return start < end ? position > start && position <= end : position > start || position <= end;
+}
+
+/** The `ENGINE_CLOSED` error; shared so both engines word it identically. */
+export function closedError(kind: string): StorageEngineError {
+  return new StorageEngineError('ENGINE_CLOSED', `${kind} engine is closed`);
+}
+
+/** Throws `ENGINE_CLOSED` when `closed` is set. */
+export function assertOpen(closed: boolean, kind: string): void {
+  if (closed) throw closedError(kind);
+}
