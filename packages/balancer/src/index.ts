@@ -1,2 +1,36 @@
-/** Placeholder until the package lands. */
+export {
+  AdminServer,
+  type HealthView,
+  healthView,
+  type RingNodeView,
+  type RingView,
+  ringView,
+} from './admin-server.js';
+export { Balancer, type BalancerAddress, createBalancer } from './balancer.js';
+export { ClusterNode, type NodeAddress, type NodeLinkOptions } from './cluster-node.js';
+export {
+  type BalancerHashAlgorithm,
+  type BalancerOptions,
+  DEFAULT_ADMIN_PORT,
+  DEFAULT_BALANCER_PORT,
+  loadConfigFile,
+  parseNodeAddress,
+  type ResolvedBalancerOptions,
+  resolveBalancerOptions,
+  resolveNodeSpec,
+  type StaticNodeSpec,
+} from './config.js';
+export { HealthMonitor, type HealthMonitorEvents } from './health.js';
+export { createLogger } from './logger.js';
+export { type JoinOutcome, Membership, type MembershipEvents, type MembershipOptions } from './membership.js';
+export {
+  BalancerMetrics,
+  type ClusterGaugeSource,
+  DURATION_BUCKETS_SECONDS,
+  type NodeGaugeSource,
+} from './metrics.js';
+export { Router, type SingleKeyRequest, withRequestId } from './router.js';
+export { collectStats, type StatsSources } from './stats.js';
+
+/** Package name, for diagnostics. */
 export const PACKAGE_NAME = '@dstore/balancer';

@@ -144,7 +144,8 @@ class FieldReader {
     const value = this.at(index, name);
     if (typeof value !== 'string')
       throw this.fail(ErrorCode.MALFORMED_FRAME, `field ${name} must be a string`);
-    if (value.length > this.limits.maxStringBytes) {
+    // UTF-16 length * 3 bounds the UTF-8 length, so the byte count is only computed when it matters.
+    if (value.length * 3 > this.limits.maxStringBytes && utf8ByteLength(value) > this.limits.maxStringBytes) {
       throw this.fail(
         ErrorCode.MALFORMED_FRAME,
         `field ${name} is longer than ${this.limits.maxStringBytes}`,
@@ -235,8 +236,12 @@ export function fromWireArray(fields: Field[], limits: ProtocolLimits): Message 
   const rawId = fields[1];
   const id =
     typeof rawId === 'number' && Number.isInteger(rawId) && rawId >= 0 && rawId <= 0xffff_ffff ? rawId : -1;
-  if (typeof op !== 'number' || !Number.isInteger(op))
-    throw new ProtocolError(ErrorCode.MALFORMED_FRAME, 'op must be an integer');
+  if (typeof op !== 'number' || !Number.isInteger(op)) {
+    // Keep the id when it is readable, so the sender can match the error to its request.
+    throw new ProtocolError(ErrorCode.MALFORMED_FRAME, 'op must be an integer', {
+      requestId: Math.max(id, 0),
+    });
+  }
   if (id < 0)
     throw new ProtocolError(ErrorCode.MALFORMED_FRAME, 'request id must be an integer in 0..2^32-1');
   const reader = new FieldReader(fields, limits, id);
@@ -317,6 +322,10 @@ function readResponse(op: number, r: FieldReader): Response {
     default:
       throw r.fail(ErrorCode.UNKNOWN_OP, `unknown op ${op}`);
   }
+}
+
+function utf8ByteLength(value: string): number {
+  return Buffer.byteLength(value, 'utf8');
 }
 
 function nonEmpty(r: FieldReader, value: string, name: string): string {

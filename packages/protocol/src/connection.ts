@@ -63,6 +63,9 @@ interface PendingRequest {
   readonly onAbort: (() => void) | undefined;
 }
 
+/** How long a closed-by-us socket waits for the peer to close its side before being destroyed. */
+const END_GRACE_MS = 2000;
+
 const DEFAULTS = {
   requestTimeoutMs: 5000,
   maxInFlight: 1024,
@@ -101,10 +104,22 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private partialFrameSince = -1;
   private servingCount = 0;
   private readingPaused = false;
+  /**
+   * Frames already read (views of received chunks) that arrived while reading was paused: a
+   * chunk can hold thousands of small requests, and serving them all at once would defeat the
+   * pause. Bounded by the chunks read before the pause took effect.
+   */
+  private deferred: Uint8Array[] = [];
+  private drainingDeferred = false;
   private flushScheduled = false;
   private socketFull = false;
   private isClosed = false;
   private closing = false;
+  /** Set once the incoming byte stream is untrustworthy: nothing more is read from it. */
+  private streamFailed = false;
+  /** A connection-level ERROR (id 0) the peer sent, such as BUSY when it refused us. */
+  private peerError: DstoreError | undefined;
+  private closeTimer: NodeJS.Timeout | undefined;
   private lateResponseCount = 0;
 
   constructor(
@@ -134,8 +149,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     socket.on('drain', () => this.onDrain());
     socket.on('error', (error) => this.finish(error));
     socket.on('close', () => this.finish(undefined));
-    // A half-closed peer will send nothing more; answer what is in flight, then close.
-    socket.on('end', () => this.close());
+    // A half-closed peer will send nothing more: our requests can no longer be answered, but the
+    // requests it sent are still answered before we close.
+    socket.on('end', () => {
+      this.failPending(this.closedError(undefined));
+      void this.close();
+    });
     this.sweeper.add(this);
   }
 
@@ -182,13 +201,20 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
         return;
       }
       const id = this.allocateId();
+      let body: Uint8Array;
+      try {
+        body = this.encodeWithinLimit({ ...message, id } as Request);
+      } catch (error) {
+        reject(error);
+        return;
+      }
       const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
       const deadline = performance.now() + timeoutMs;
       const onAbort = signal ? () => this.abortRequest(id, signal) : undefined;
       if (signal && onAbort) signal.addEventListener('abort', onAbort, { once: true });
       this.pending.set(id, { resolve, reject, deadline, timeoutMs, signal, onAbort });
       if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
-      this.writeMessage({ ...message, id } as Request);
+      this.writeBody(body, false);
     });
   }
 
@@ -196,10 +222,23 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   reply(response: Response): void {
     if (this.servingCount > 0) this.servingCount--;
     if (this.isClosed) return;
-    if (this.readingPaused && this.servingCount <= this.options.maxServing >> 1 && !this.socketFull) {
-      this.resumeReading();
+    if (this.readingPaused && this.servingCount <= this.options.maxServing >> 1) this.maybeResumeReading();
+    let body: Uint8Array;
+    try {
+      body = this.encodeWithinLimit(response);
+    } catch (error) {
+      // Too big for one frame (say, an MGET of many large values): the peer would have to drop the
+      // connection on it, so tell this one request instead.
+      const refusal =
+        error instanceof DstoreError ? error : new DstoreError(ErrorCode.INTERNAL, String(error));
+      body = this.codec.encode({
+        op: Op.ERROR,
+        id: response.id,
+        code: refusal.code,
+        message: refusal.message,
+      });
     }
-    this.writeMessage(response);
+    this.writeBody(body, true);
     if (this.closing) this.endWhenIdle();
   }
 
@@ -211,7 +250,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
 
   /** Sends a message without tracking an answer (a frame the peer does not reply to). */
   send(message: Message): void {
-    if (!this.isClosed) this.writeMessage(message);
+    if (!this.isClosed) this.writeBody(this.encodeWithinLimit(message), message.op > MAX_REQUEST_OP);
   }
 
   /**
@@ -223,8 +262,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     if (this.isClosed) return Promise.resolve();
     const closed = new Promise<void>((resolve) => this.once('close', () => resolve()));
     if (!this.closing) {
+      // Reading goes on: answers to our pending requests are still wanted, and requests the peer
+      // sends meanwhile are refused with SHUTTING_DOWN rather than left unanswered.
       this.closing = true;
-      this.socket.pause();
       this.endWhenIdle();
     }
     return closed;
@@ -240,7 +280,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   /** Called by the sweeper: fails expired requests and drops senders of never-finished frames. */
   sweep(now: number): void {
     if (now >= this.earliestDeadline) this.expireRequests(now);
-    if (this.partialFrameSince >= 0 && now - this.partialFrameSince > this.options.frameTimeoutMs) {
+    // While we are not reading, a stalled frame is our doing, not the sender's.
+    if (
+      this.partialFrameSince >= 0 &&
+      !this.readingPaused &&
+      now - this.partialFrameSince > this.options.frameTimeoutMs
+    ) {
       this.failStream(
         new ProtocolError(
           ErrorCode.FRAME_TIMEOUT,
@@ -256,8 +301,20 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   /** During a graceful close, ends the socket once nothing is owed in either direction. */
   private endWhenIdle(): void {
     if (!this.closing || this.isClosed || this.servingCount > 0 || this.pending.size > 0) return;
-    this.flush();
+    this.endSocket();
+  }
+
+  /**
+   * Hands every buffered frame to the socket (even past a full socket: it queues them), ends our
+   * side, and destroys the socket if the peer has not closed its side soon after, so a peer that
+   * never reads or never closes cannot keep the connection alive.
+   */
+  private endSocket(reason?: Error): void {
+    if (this.socket.writableEnded) return;
+    if (this.output.length > 0) this.socket.write(this.output.take());
     this.socket.end();
+    this.closeTimer = setTimeout(() => this.destroy(reason), END_GRACE_MS);
+    this.closeTimer.unref();
   }
 
   private refusalFor(): DstoreError | undefined {
@@ -280,13 +337,26 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     return id;
   }
 
-  private writeMessage(message: Message): void {
-    this.output.appendFrame(this.codec.encode(message));
+  /** Encodes a message, refusing one the peer would have to drop the connection for. */
+  private encodeWithinLimit(message: Message): Uint8Array {
+    const body = this.codec.encode(message);
+    if (body.length > this.codec.limits.maxFrameBytes) {
+      throw new DstoreError(
+        ErrorCode.FRAME_TOO_LARGE,
+        `message encodes to ${body.length} bytes, over the ${this.codec.limits.maxFrameBytes}-byte frame limit`,
+      );
+    }
+    return body;
+  }
+
+  private writeBody(body: Uint8Array, isResponse: boolean): void {
+    if (this.socket.writableEnded) return;
+    this.output.appendFrame(body);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
-    if (this.output.length > this.options.maxOutputBytes && message.op > MAX_REQUEST_OP) {
+    if (isResponse && this.bufferedOutputBytes > this.options.maxOutputBytes) {
       // The peer sends requests but does not read answers: drop it rather than buffer without bound.
       this.destroy(new DstoreError(ErrorCode.BUSY, 'peer is not reading its responses'));
     }
@@ -294,18 +364,36 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
 
   private flush(): void {
     this.flushScheduled = false;
-    if (this.isClosed || this.socketFull || this.output.length === 0) return;
+    if (this.isClosed || this.socketFull || this.output.length === 0 || this.socket.writableEnded) return;
     if (!this.socket.write(this.output.take())) {
       this.socketFull = true;
       if (this.onRequest && !this.readingPaused) this.pauseReading();
+    } else if (this.readingPaused) {
+      // The socket took everything without filling up, so no `drain` will come to resume us.
+      this.maybeResumeReading();
     }
   }
 
   private onDrain(): void {
     this.socketFull = false;
     this.flush();
-    if (this.readingPaused && !this.socketFull && this.servingCount < this.options.maxServing)
-      this.resumeReading();
+    if (this.readingPaused) this.maybeResumeReading();
+  }
+
+  /** Output above this makes a serving connection stop reading until it drains. */
+  private get outputHighWater(): number {
+    return this.options.maxOutputBytes >> 1;
+  }
+
+  private maybeResumeReading(): void {
+    if (
+      this.socketFull ||
+      this.servingCount >= this.options.maxServing ||
+      this.bufferedOutputBytes >= this.outputHighWater
+    ) {
+      return;
+    }
+    this.resumeReading();
   }
 
   private pauseReading(): void {
@@ -315,11 +403,30 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
 
   private resumeReading(): void {
     this.readingPaused = false;
-    this.socket.resume();
+    // The frame deadline restarts: the sender could not send while we were not reading.
+    if (this.partialFrameSince >= 0) this.partialFrameSince = performance.now();
+    this.serveDeferred();
+    if (!this.readingPaused && !this.isClosed && !this.streamFailed) this.socket.resume();
+  }
+
+  private serveDeferred(): void {
+    if (this.drainingDeferred) return;
+    this.drainingDeferred = true;
+    const queue = this.deferred;
+    let next = 0;
+    try {
+      // An index rather than shift(): thousands of deferred frames must not cost O(n^2).
+      while (next < queue.length && !this.readingPaused && this.deferred === queue) {
+        this.handleFrame(queue[next++]!);
+      }
+    } finally {
+      if (this.deferred === queue) this.deferred = next === queue.length ? [] : queue.slice(next);
+      this.drainingDeferred = false;
+    }
   }
 
   private receiveChunk(chunk: Buffer): void {
-    if (this.isClosed || this.closing) return;
+    if (this.isClosed || this.streamFailed) return;
     try {
       this.decoder.push(chunk);
     } catch (error) {
@@ -335,7 +442,16 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   }
 
   private receiveFrame(body: Uint8Array): void {
-    if (this.isClosed) return;
+    if (this.isClosed || this.streamFailed) return;
+    if (this.readingPaused || this.deferred.length > 0) {
+      this.deferred.push(body);
+      return;
+    }
+    this.handleFrame(body);
+  }
+
+  private handleFrame(body: Uint8Array): void {
+    if (this.isClosed || this.streamFailed) return;
     let message: Message;
     try {
       message = this.codec.decode(body);
@@ -344,7 +460,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       return;
     }
     if (message.op > MAX_REQUEST_OP) this.settle(message as Response);
+    else if (this.closing) this.refuseWhileClosing(message as Request);
     else this.serve(message as Request);
+  }
+
+  private refuseWhileClosing(request: Request): void {
+    this.servingCount++;
+    this.replyError(request.id, ErrorCode.SHUTTING_DOWN, 'connection is closing');
   }
 
   private rejectFrame(error: ProtocolError): void {
@@ -373,12 +495,21 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     } catch (error) {
       this.replyError(request.id, ErrorCode.INTERNAL, (error as Error).message);
     }
+    if (!this.readingPaused && !this.isClosed && this.bufferedOutputBytes >= this.outputHighWater) {
+      this.pauseReading();
+    }
   }
 
   private settle(response: Response): void {
     const entry = this.pending.get(response.id);
     if (!entry) {
-      this.lateResponseCount++;
+      // Id 0 is never a request's: it is the peer speaking about the connection (e.g. BUSY when
+      // it refuses us). Remember it as the reason for the close that follows.
+      if (response.id === 0 && response.op === Op.ERROR) {
+        this.peerError = new DstoreError(response.code, response.message);
+      } else {
+        this.lateResponseCount++;
+      }
       return;
     }
     this.pending.delete(response.id);
@@ -413,9 +544,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
 
   /** The byte stream cannot be trusted any more: say why once, then close. */
   private failStream(error: ProtocolError): void {
-    if (this.isClosed || this.closing) return;
+    if (this.isClosed || this.streamFailed) return;
+    this.streamFailed = true;
     this.emit('protocolError', error);
     this.decoder.reset();
+    this.deferred = [];
     this.partialFrameSince = -1;
     if (this.onRequest) {
       const response: ErrorResponse = {
@@ -424,13 +557,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
         code: error.code,
         message: error.message,
       };
-      this.writeMessage(response);
+      this.writeBody(this.codec.encode(response), true);
       this.closing = true;
       this.socket.pause();
-      this.flush();
-      this.socket.end();
-      // A peer that never reads must not keep us waiting on `end`.
-      setTimeout(() => this.destroy(error), 1000).unref();
+      this.endSocket(error);
     } else {
       this.destroy(error);
     }
@@ -441,28 +571,38 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     this.isClosed = true;
     this.sweeper.delete(this);
     this.decoder.reset();
-    const failure =
-      error instanceof DstoreError
-        ? error
-        : new DstoreError(
-            ErrorCode.CONNECTION_CLOSED,
-            error ? `connection failed: ${error.message}` : 'connection closed',
-            {
-              cause: error,
-            },
-          );
+    this.deferred = [];
+    if (this.closeTimer) clearTimeout(this.closeTimer);
+    this.failPending(this.closedError(error));
+    if (!this.socket.destroyed) this.socket.destroy();
+    this.emit('close', error ?? this.peerError);
+  }
+
+  /**
+   * What pending requests fail with when the connection goes away: CONNECTION_CLOSED (the request
+   * may have run), unless the peer said before closing that it refused us with a not-executed
+   * code such as BUSY, which is then passed on so callers know a retry is safe.
+   */
+  private closedError(error: Error | undefined): DstoreError {
+    if (!error && this.peerError?.notExecuted) return this.peerError;
+    const reason = error ?? this.peerError;
+    if (reason instanceof DstoreError && reason.code === ErrorCode.CONNECTION_CLOSED) return reason;
+    return new DstoreError(
+      ErrorCode.CONNECTION_CLOSED,
+      reason ? `connection closed: ${reason.message}` : 'connection closed',
+      { cause: reason },
+    );
+  }
+
+  private failPending(failure: DstoreError): void {
+    if (this.pending.size === 0) return;
     const pending = [...this.pending.values()];
     this.pending.clear();
+    this.earliestDeadline = Number.POSITIVE_INFINITY;
     for (const entry of pending) {
       if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
-      entry.reject(
-        failure.code === ErrorCode.CONNECTION_CLOSED
-          ? failure
-          : new DstoreError(ErrorCode.CONNECTION_CLOSED, failure.message, { cause: failure }),
-      );
+      entry.reject(failure);
     }
-    if (!this.socket.destroyed) this.socket.destroy();
-    this.emit('close', error);
   }
 }
 

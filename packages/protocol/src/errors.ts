@@ -4,7 +4,10 @@
  * accept a code they do not know (see {@link DstoreError.code}).
  */
 export const ErrorCode = {
-  /** A frame's declared length is over the receiver's `maxFrameBytes`. The connection is closed. */
+  /**
+   * A received frame declares more than `maxFrameBytes`: the connection is closed. Also the
+   * local refusal (nothing sent, connection kept) of a request or reply that would encode larger.
+   */
   FRAME_TOO_LARGE: 'FRAME_TOO_LARGE',
   /** A frame's body is not a valid message: bad MessagePack, wrong shape, wrong field type. */
   MALFORMED_FRAME: 'MALFORMED_FRAME',

@@ -10,8 +10,8 @@ export const FRAME_HEADER_BYTES = 4;
  * body is buffered, and bytes are only ever held as they arrive (never pre-allocated at the
  * declared size), so a slow sender costs only what it actually sent.
  *
- * Bodies handed to `onFrame` are views of the received chunks: no copy when a frame arrives
- * whole within one chunk.
+ * Bodies handed to `onFrame` are plain `Uint8Array` views of the received chunks (never Buffers):
+ * no copy when a frame arrives whole within one chunk.
  */
 export class FrameDecoder {
   private chunks: Uint8Array[] = [];
@@ -40,6 +40,31 @@ export class FrameDecoder {
    * stream cannot be resynchronised after that and the caller must close the connection.
    */
   push(chunk: Uint8Array): void {
+    try {
+      this.pushUnchecked(chunk);
+    } catch (error) {
+      // Nothing after a bad header can be trusted; keep none of it (and hold no memory for it).
+      this.reset();
+      throw error;
+    }
+  }
+
+  /** Drops any partial frame (used when the connection is closing). */
+  reset(): void {
+    this.chunks = [];
+    this.buffered = 0;
+    this.expected = -1;
+  }
+
+  private pushUnchecked(received: Uint8Array): void {
+    if (received.length === 0) return;
+    // Slicing a Buffer builds a Buffer (a species constructor call), measurably slower than a
+    // plain view, and the codec slices out every key and value: so view each chunk once as a
+    // plain Uint8Array. Bodies, keys and values handed out are plain Uint8Array views.
+    const chunk =
+      received.constructor === Uint8Array
+        ? received
+        : new Uint8Array(received.buffer, received.byteOffset, received.byteLength);
     if (this.buffered === 0) {
       this.parse(chunk);
       return;
@@ -54,13 +79,6 @@ export class FrameDecoder {
     }
     if (this.buffered < this.expected) return;
     this.parse(this.merge());
-  }
-
-  /** Drops any partial frame (used when the connection is closing). */
-  reset(): void {
-    this.chunks = [];
-    this.buffered = 0;
-    this.expected = -1;
   }
 
   private parse(bytes: Uint8Array): void {

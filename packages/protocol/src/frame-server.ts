@@ -49,6 +49,9 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
       this.server.once('error', reject);
       this.server.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => {
         this.server.off('error', reject);
+        // After binding, the only server errors are failed accepts (EMFILE and the like): Node
+        // keeps accepting, so they must not crash the process as an unhandled 'error' event.
+        this.server.on('error', () => undefined);
         resolve(this.address);
       });
     });

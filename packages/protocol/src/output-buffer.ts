@@ -36,7 +36,9 @@ export class OutputBuffer {
 
   private moveToNewSlab(needed: number): void {
     const pending = this.end - this.start;
-    const next = Buffer.allocUnsafe(Math.max(SLAB_BYTES, pending + needed));
+    // Grow geometrically: sizing the slab to just fit would re-copy everything pending for every
+    // later frame of a large burst (quadratic; 16k tiny error replies took seconds).
+    const next = Buffer.allocUnsafe(Math.max(SLAB_BYTES, 2 * (pending + needed)));
     this.slab.copy(next, 0, this.start, this.end);
     this.slab = next;
     this.start = 0;

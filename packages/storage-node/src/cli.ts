@@ -1,2 +1,208 @@
 #!/usr/bin/env node
-export {};
+/**
+ * `dstore-node`: runs one storage node. Prints one JSON "ready" line on stdout once listening
+ * (scripts parse it), logs to stderr with pino, stops gracefully on SIGTERM/SIGINT.
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { type Logger, pino } from 'pino';
+import { DEFAULT_NODE_PORT, resolveNodeOptions, type StorageNodeOptions } from './options.js';
+import { createStorageNode, type StorageNode } from './storage-node.js';
+
+/** Exit code for invalid command-line options (POSIX usage error). */
+const EXIT_USAGE = 2;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function integer(min: number, max: number): (text: string) => number {
+  return (text) => {
+    const value = Number(text);
+    if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
+      throw new InvalidArgumentError(`expected an integer from ${min} to ${max}.`);
+    }
+    return value;
+  };
+}
+
+function positiveNumber(text: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) throw new InvalidArgumentError('expected a positive number.');
+  return value;
+}
+
+interface CliFlags {
+  host: string;
+  port: number;
+  id?: string;
+  engine: 'memory' | 'lmdb';
+  dataDir?: string;
+  durability: 'flush' | 'commit';
+  join?: string;
+  advertiseHost?: string;
+  weight: number;
+  maxConnections: number;
+  idleTimeout: number;
+  frameTimeout: number;
+  token?: string;
+  heartbeatInterval: number;
+  drainTimeout: number;
+  logLevel: string;
+}
+
+function buildProgram(): Command {
+  return new Command('dstore-node')
+    .description('Run a dstore storage node: a TCP server holding keys in memory or durably on LMDB.')
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('--port <port>', 'port to bind (0 = any free port)', integer(0, 65_535), DEFAULT_NODE_PORT)
+    .option(
+      '--id <id>',
+      'node id used by the ring and answered to HELLO; keep it stable across restarts (default: node-<hostname>-<port>)',
+    )
+    .addOption(
+      new Option('--engine <engine>', 'storage engine').choices(['memory', 'lmdb']).default('memory'),
+    )
+    .option('--data-dir <dir>', 'LMDB data directory (required with --engine lmdb)')
+    .addOption(
+      new Option(
+        '--durability <mode>',
+        'lmdb: acknowledge writes once on disk (flush) or once committed (commit)',
+      )
+        .choices(['flush', 'commit'])
+        .default('flush'),
+    )
+    .option('--join <host:port>', "balancer's client address to register with (JOIN, HEARTBEAT, LEAVE)")
+    .option(
+      '--advertise-host <host>',
+      'host the balancer should dial (default: --host, or 127.0.0.1 for 0.0.0.0/::)',
+    )
+    .option('--weight <weight>', 'ring weight announced in JOIN', positiveNumber, 1)
+    .option(
+      '--max-connections <n>',
+      'most open connections; the excess get BUSY',
+      integer(1, 1_000_000),
+      1024,
+    )
+    .option(
+      '--idle-timeout <ms>',
+      'close connections idle this long (0 = never)',
+      integer(0, 2 ** 31 - 1),
+      300_000,
+    )
+    .option(
+      '--frame-timeout <ms>',
+      'a started frame must be complete within this time',
+      integer(1, 2 ** 31 - 1),
+      10_000,
+    )
+    .option(
+      '--token <token>',
+      'shared secret every peer must send in HELLO (default: env DSTORE_TOKEN, else none)',
+    )
+    .option(
+      '--heartbeat-interval <ms>',
+      'interval between HEARTBEATs to the balancer',
+      integer(10, 2 ** 31 - 1),
+      1000,
+    )
+    .option(
+      '--drain-timeout <ms>',
+      'on shutdown, longest time to keep answering requests already sent',
+      integer(0, 2 ** 31 - 1),
+      2000,
+    )
+    .addOption(
+      new Option('--log-level <level>', 'pino log level (logs go to stderr)')
+        .choices(LOG_LEVELS)
+        .default('info'),
+    )
+    .showHelpAfterError('(run dstore-node --help for every option)')
+    .exitOverride();
+}
+
+function toNodeOptions(flags: CliFlags, logger: Logger): StorageNodeOptions {
+  return {
+    host: flags.host,
+    port: flags.port,
+    id: flags.id,
+    engine: flags.engine,
+    dataDir: flags.dataDir,
+    durability: flags.durability,
+    join: flags.join,
+    advertiseHost: flags.advertiseHost,
+    weight: flags.weight,
+    maxConnections: flags.maxConnections,
+    idleTimeoutMs: flags.idleTimeout,
+    frameTimeoutMs: flags.frameTimeout,
+    token: flags.token ?? process.env.DSTORE_TOKEN,
+    heartbeatIntervalMs: flags.heartbeatInterval,
+    drainTimeoutMs: flags.drainTimeout,
+    logger,
+  };
+}
+
+function parseFlags(argv: readonly string[]): CliFlags {
+  const program = buildProgram();
+  try {
+    program.parse(argv as string[]);
+  } catch (error) {
+    // Commander already printed the message (or the help).
+    if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? 0 : EXIT_USAGE);
+    throw error;
+  }
+  return program.opts<CliFlags>();
+}
+
+/** First signal: graceful stop then exit 0. Second signal: give up at once with exit 1. */
+function stopOnSignals(node: StorageNode, logger: Logger): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting without finishing the shutdown');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    node.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: (error as Error).message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+async function main(): Promise<void> {
+  const flags = parseFlags(process.argv);
+  const logger = pino(
+    { name: 'dstore-node', level: flags.logLevel },
+    pino.destination({ dest: 2, sync: true }),
+  );
+  const options = toNodeOptions(flags, logger);
+  let advertiseHost: string;
+  try {
+    advertiseHost = resolveNodeOptions(options).advertiseHost;
+  } catch (error) {
+    process.stderr.write(`dstore-node: ${(error as Error).message}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  const node = createStorageNode(options);
+  stopOnSignals(node, logger);
+  let address: Awaited<ReturnType<StorageNode['start']>>;
+  try {
+    address = await node.start();
+  } catch (error) {
+    logger.fatal({ err: (error as Error).message }, 'cannot start');
+    process.exit(1);
+  }
+  const ready = {
+    event: 'ready',
+    service: 'dstore-node',
+    id: node.id,
+    host: advertiseHost,
+    port: address.port,
+  };
+  process.stdout.write(`${JSON.stringify(ready)}\n`);
+}
+
+void main();

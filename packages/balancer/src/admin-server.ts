@@ -1,0 +1,142 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Membership } from './membership.js';
+import type { BalancerMetrics } from './metrics.js';
+
+/** One node as `/ring` shows it. */
+export interface RingNodeView {
+  readonly id: string;
+  readonly address: string;
+  readonly status: 'up' | 'down';
+  readonly weight: number;
+  /** Fraction of the hash space the node owns (0..1). */
+  readonly share: number;
+  /** Key count from the node's last heartbeat (0 for nodes that do not heartbeat). */
+  readonly keys: number;
+}
+
+/** The `/ring` document. */
+export interface RingView {
+  readonly epoch: number;
+  readonly algorithm: string;
+  readonly nodes: readonly RingNodeView[];
+}
+
+/** The `/health` document. */
+export interface HealthView {
+  readonly status: 'ok';
+  /** The ring is non-empty and every ring node is up. */
+  readonly ready: boolean;
+  readonly nodes: number;
+  readonly nodesUp: number;
+  readonly epoch: number;
+}
+
+/** Builds the `/ring` document from the current membership. */
+export function ringView(membership: Membership): RingView {
+  const shares = membership.ring.shares();
+  return {
+    epoch: membership.epoch,
+    algorithm: membership.algorithm,
+    nodes: [...membership.nodes].map((node) => ({
+      id: node.id,
+      address: node.address,
+      status: node.up ? 'up' : 'down',
+      weight: node.weight,
+      share: shares.get(node.id) ?? 0,
+      keys: node.keyCount,
+    })),
+  };
+}
+
+/** Builds the `/health` document from the current membership. */
+export function healthView(membership: Membership): HealthView {
+  let nodesUp = 0;
+  for (const node of membership.nodes) if (node.up) nodesUp++;
+  const nodes = membership.size;
+  return { status: 'ok', ready: nodes > 0 && nodesUp === nodes, nodes, nodesUp, epoch: membership.epoch };
+}
+
+function sendJson(response: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`;
+  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(text);
+}
+
+/**
+ * The admin HTTP server: `/health` (liveness, always 200 while the process serves, with
+ * readiness in the body), `/health/ready` (503 when not ready), `/ring` and `/metrics`.
+ * Separate from the client port so operators and scrapers never compete with clients.
+ */
+export class AdminServer {
+  private readonly server: Server;
+
+  constructor(
+    private readonly membership: Membership,
+    private readonly metrics: BalancerMetrics,
+    private readonly logger: Logger,
+  ) {
+    this.server = createServer((request, response) => {
+      this.handle(request, response).catch((error: unknown) => {
+        this.logger.error({ err: error }, 'admin request failed');
+        if (!response.headersSent) sendJson(response, 500, { error: (error as Error).message });
+        else response.destroy();
+      });
+    });
+    // Admin clients are few and short-lived; do not let a stuck one hold shutdown.
+    this.server.keepAliveTimeout = 1000;
+    this.server.headersTimeout = 5000;
+    this.server.requestTimeout = 10_000;
+  }
+
+  /** Binds and resolves with the bound address. */
+  listen(host: string, port: number): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** Stops accepting and closes idle keep-alive connections. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+  }
+
+  private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    const path = (request.url ?? '/').split('?', 1)[0];
+    switch (path) {
+      case '/health':
+      case '/health/live':
+        sendJson(response, 200, healthView(this.membership));
+        return;
+      case '/health/ready': {
+        const health = healthView(this.membership);
+        sendJson(response, health.ready ? 200 : 503, health);
+        return;
+      }
+      case '/ring':
+        sendJson(response, 200, ringView(this.membership));
+        return;
+      case '/metrics': {
+        const text = await this.metrics.registry.metrics();
+        response.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(text);
+        return;
+      }
+      default:
+        sendJson(response, 404, {
+          error: `no such endpoint: ${path}`,
+          endpoints: ['/health', '/health/ready', '/ring', '/metrics'],
+        });
+    }
+  }
+}

@@ -1,0 +1,300 @@
+import type { HashRing } from '@dstore/hashring';
+import {
+  answerHello,
+  type Connection,
+  DstoreError,
+  ErrorCode,
+  FrameServer,
+  Op,
+  type PeerRole,
+  type Request,
+} from '@dstore/protocol';
+import type { Logger } from 'pino';
+import { AdminServer } from './admin-server.js';
+import { type BalancerOptions, type ResolvedBalancerOptions, resolveBalancerOptions } from './config.js';
+import { ControlHandler } from './control.js';
+import { HealthMonitor } from './health.js';
+import { createLogger } from './logger.js';
+import { Membership } from './membership.js';
+import { BalancerMetrics } from './metrics.js';
+import { Router } from './router.js';
+import { collectStats } from './stats.js';
+
+/** Where a started balancer listens. */
+export interface BalancerAddress {
+  readonly host: string;
+  /** Client port (clients and node registrations). */
+  readonly port: number;
+  /** Admin HTTP port; -1 when the admin server is disabled. */
+  readonly adminPort: number;
+}
+
+/**
+ * A dstore balancer: accepts clients and node registrations on one port, places each key on the
+ * consistent-hash ring and forwards the request to its owner over one multiplexed connection per
+ * node. See the package README for membership, health and timeout semantics.
+ */
+export class Balancer {
+  /** The resolved options. */
+  readonly options: ResolvedBalancerOptions;
+  /** Node registry, ring and epoch. */
+  readonly membership: Membership;
+  /** Counters and the Prometheus registry. */
+  readonly metrics: BalancerMetrics;
+  /** The logger in use. */
+  readonly logger: Logger;
+
+  private readonly health: HealthMonitor;
+  private readonly router: Router;
+  private readonly control: ControlHandler;
+  private readonly server: FrameServer;
+  private readonly admin: AdminServer | undefined;
+  /** Role each connection announced in HELLO; JOIN/LEAVE/HEARTBEAT need 'node'. */
+  private readonly roles = new WeakMap<Connection, PeerRole>();
+  private readonly startedAt = Date.now();
+  private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
+  private stopping: Promise<void> | undefined;
+  private boundAddress: BalancerAddress | undefined;
+
+  constructor(options: BalancerOptions = {}) {
+    this.options = resolveBalancerOptions(options);
+    this.logger = options.logger ?? createLogger(this.options.logLevel);
+    this.health = new HealthMonitor(this.options.heartbeatTimeoutMs);
+    this.membership = new Membership({
+      algorithm: this.options.hash,
+      health: this.health,
+      logger: this.logger,
+      link: {
+        requestTimeoutMs: this.options.requestTimeoutMs,
+        maxInFlight: this.options.maxInFlightPerNode,
+        token: this.options.token,
+        connectTimeoutMs: Math.min(5000, this.options.requestTimeoutMs * 2),
+      },
+    });
+    this.metrics = new BalancerMetrics(this.membership);
+    this.router = new Router(this.membership, this.metrics);
+    this.control = new ControlHandler(this.membership, this.logger);
+    this.server = new FrameServer({
+      host: this.options.host,
+      port: this.options.port,
+      maxConnections: this.options.maxConnections,
+      onRequest: (request, connection) => this.onRequest(request, connection),
+    });
+    this.server.on('refused', (remote) =>
+      this.logger.warn({ remote }, 'connection refused: too many connections'),
+    );
+    this.admin =
+      this.options.adminPort >= 0 ? new AdminServer(this.membership, this.metrics, this.logger) : undefined;
+    this.health.on('status', (node, up) => {
+      if (up) this.logger.info({ node: node.id, address: node.address }, 'node up');
+      else
+        this.logger.warn(
+          { node: node.id, address: node.address },
+          'node down: its keys fail with UNAVAILABLE',
+        );
+    });
+  }
+
+  /** The current ring snapshot. */
+  get ring(): HashRing {
+    return this.membership.ring;
+  }
+
+  /** The current ring epoch. */
+  get epoch(): number {
+    return this.membership.epoch;
+  }
+
+  /** The balancer id (answered in HELLO). */
+  get id(): string {
+    return this.options.id;
+  }
+
+  /** Where the balancer listens (after {@link start}). */
+  get address(): BalancerAddress {
+    if (!this.boundAddress) throw new DstoreError(ErrorCode.UNAVAILABLE, 'balancer is not started');
+    return this.boundAddress;
+  }
+
+  /** Open client and node-registration connections. */
+  get connectionCount(): number {
+    return this.server.connectionCount;
+  }
+
+  /** Binds both ports, connects to the static nodes and starts health checks. */
+  async start(): Promise<BalancerAddress> {
+    if (this.state !== 'new') throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `balancer is ${this.state}`);
+    this.state = 'starting';
+    this.health.start();
+    this.membership.addStatic(
+      this.options.nodes.map((node) => ({
+        ...node,
+        verifyIdentity: node.id !== `${node.host}:${node.port}`,
+      })),
+    );
+    try {
+      const client = await this.server.listen();
+      const admin = this.admin
+        ? await this.admin.listen(this.options.adminHost, this.options.adminPort)
+        : undefined;
+      this.boundAddress = { host: client.address, port: client.port, adminPort: admin?.port ?? -1 };
+    } catch (error) {
+      await this.stop();
+      throw new DstoreError(ErrorCode.UNAVAILABLE, `cannot listen: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    this.state = 'running';
+    this.logger.info(
+      { ...this.boundAddress, epoch: this.epoch, nodes: this.membership.size },
+      'balancer ready',
+    );
+    return this.boundAddress;
+  }
+
+  /**
+   * Stops gracefully: stops accepting, lets requests in flight be answered (each is bounded by the
+   * request timeout), closes the node links, then the admin server. Idempotent.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.state = 'stopping';
+    this.logger.info('balancer stopping');
+    await this.server.close(this.options.shutdownGraceMs).catch(() => undefined);
+    this.health.stop();
+    await this.membership.close();
+    if (this.admin) await this.admin.close().catch(() => undefined);
+    this.state = 'stopped';
+    this.logger.info('balancer stopped');
+  }
+
+  private onRequest(request: Request, connection: Connection): void {
+    const startMs = performance.now();
+    if (this.options.token !== undefined && !connection.authenticated && request.op !== Op.HELLO) {
+      this.router.fail(
+        connection,
+        request.id,
+        request.op,
+        startMs,
+        new DstoreError(ErrorCode.UNAUTHORIZED, 'HELLO with a valid token first'),
+      );
+      return;
+    }
+    switch (request.op) {
+      case Op.GET:
+      case Op.SET:
+      case Op.DEL:
+        this.router.forwardToOwner(request, connection, startMs);
+        return;
+      case Op.MGET:
+        this.router.forwardMGet(request, connection, startMs);
+        return;
+      case Op.MSET:
+        this.router.forwardMSet(request, connection, startMs);
+        return;
+      case Op.PING:
+        this.metrics.record(Op.PING, startMs, true);
+        connection.reply({ op: Op.OK, id: request.id });
+        return;
+      case Op.STATS:
+        this.answerStats(request.id, connection, startMs);
+        return;
+      case Op.HELLO:
+        this.answerHello(request, connection, startMs);
+        return;
+      default:
+        this.answerControl(request, connection, startMs);
+    }
+  }
+
+  private answerHello(
+    request: Extract<Request, { op: typeof Op.HELLO }>,
+    connection: Connection,
+    startMs: number,
+  ): void {
+    const answer = answerHello(connection, request, {
+      role: 'balancer',
+      serverId: this.options.id,
+      token: this.options.token,
+    });
+    if (answer.op === Op.ERROR) {
+      this.router.fail(
+        connection,
+        request.id,
+        request.op,
+        startMs,
+        new DstoreError(answer.code, answer.message),
+      );
+      return;
+    }
+    this.roles.set(connection, request.role);
+    this.metrics.record(Op.HELLO, startMs, true);
+    connection.reply(answer);
+  }
+
+  private answerControl(request: Request, connection: Connection, startMs: number): void {
+    if (this.roles.get(connection) !== 'node') {
+      this.router.fail(
+        connection,
+        request.id,
+        request.op,
+        startMs,
+        new DstoreError(ErrorCode.UNAUTHORIZED, 'membership requests need HELLO with role node'),
+      );
+      return;
+    }
+    let answer: ReturnType<ControlHandler['leave']>;
+    switch (request.op) {
+      case Op.JOIN:
+        answer = this.control.join(request, connection);
+        break;
+      case Op.LEAVE:
+        answer = this.control.leave(request);
+        break;
+      case Op.HEARTBEAT:
+        answer = this.control.heartbeat(request);
+        break;
+      default:
+        answer = { op: Op.ERROR, id: request.id, code: ErrorCode.UNKNOWN_OP, message: `op ${request.op}` };
+    }
+    if (answer.op === Op.ERROR) {
+      this.router.fail(
+        connection,
+        request.id,
+        request.op,
+        startMs,
+        new DstoreError(answer.code, answer.message),
+      );
+      return;
+    }
+    this.metrics.record(request.op, startMs, true);
+    connection.reply(answer);
+  }
+
+  private answerStats(id: number, connection: Connection, startMs: number): void {
+    collectStats({
+      balancerId: this.options.id,
+      membership: this.membership,
+      metrics: this.metrics,
+      connections: this.server.connectionCount,
+      startedAt: this.startedAt,
+      timeoutMs: Math.min(this.options.statsTimeoutMs, this.options.requestTimeoutMs),
+      maxEntries: connection.codec.limits.maxMapEntries,
+    }).then(
+      (stats) => {
+        this.metrics.record(Op.STATS, startMs, true);
+        connection.reply({ op: Op.STATS_RESULT, id, stats });
+      },
+      (error: unknown) => this.router.fail(connection, id, Op.STATS, startMs, error),
+    );
+  }
+}
+
+/** Creates a balancer (call `start()` to listen). */
+export function createBalancer(options: BalancerOptions = {}): Balancer {
+  return new Balancer(options);
+}

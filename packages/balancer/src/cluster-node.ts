@@ -1,0 +1,120 @@
+import {
+  type Connection,
+  type HelloOkResponse,
+  PeerLink,
+  type Request,
+  type RequestOptions,
+  type Response,
+  type WithoutId,
+} from '@dstore/protocol';
+
+/** How the balancer talks to a node: the bounds of its one multiplexed connection. */
+export interface NodeLinkOptions {
+  /** Deadline of each forwarded request, in ms. */
+  readonly requestTimeoutMs: number;
+  /** Most requests in flight on the node connection; past it requests fail with BUSY. */
+  readonly maxInFlight: number;
+  /** Token sent in HELLO, for nodes that require one. */
+  readonly token: string | undefined;
+  /** Deadline of connecting plus HELLO, in ms. */
+  readonly connectTimeoutMs: number;
+}
+
+/** Where a node lives and how much of the ring it gets. */
+export interface NodeAddress {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+}
+
+/**
+ * One storage node as the balancer sees it: its address, its one persistent multiplexed link
+ * (a {@link PeerLink} that reconnects with backoff), and the health facts the monitor reads.
+ * `up` is a plain field written only by the health monitor, so the hot path reads one boolean.
+ */
+export class ClusterNode implements NodeAddress {
+  /** Whether requests for this node's keys are forwarded (else they fail fast with UNAVAILABLE). */
+  up = false;
+  /** Keys the node reported in its last HEARTBEAT (0 before any). */
+  keyCount = 0;
+  /** `performance.now()` of the last JOIN or HEARTBEAT; only meaningful when `registered`. */
+  lastHeartbeatAt = 0;
+  /** The peer at the address answered HELLO with another id: never forward to it. */
+  identityMismatch: string | undefined;
+  readonly link: PeerLink;
+  /** Longest wait for a graceful close: every pending request has met its deadline by then. */
+  private readonly closeGraceMs: number;
+
+  constructor(
+    readonly id: string,
+    readonly host: string,
+    readonly port: number,
+    readonly weight: number,
+    /** True when the node JOINed: it must then keep heartbeating to count as up. */
+    public registered: boolean,
+    /** False for static nodes listed as bare `host:port`: their id is ours, not theirs. */
+    readonly verifyIdentity: boolean,
+    options: NodeLinkOptions,
+  ) {
+    this.closeGraceMs = options.requestTimeoutMs + 100;
+    this.link = new PeerLink({
+      host,
+      port,
+      role: 'balancer',
+      connectTimeoutMs: options.connectTimeoutMs,
+      backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
+      ...(options.token === undefined ? {} : { token: options.token }),
+      connection: {
+        requestTimeoutMs: options.requestTimeoutMs,
+        maxInFlight: options.maxInFlight,
+      },
+    });
+    this.link.on('ready', (hello) => this.checkIdentity(hello));
+  }
+
+  /** `host:port`, as dialed. */
+  get address(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  /** Requests awaiting the node's answer. */
+  get inFlight(): number {
+    return this.link.connection?.inFlight ?? 0;
+  }
+
+  /** The live connection, when the link is ready. */
+  get connection(): Connection | undefined {
+    return this.link.connection;
+  }
+
+  /** Sends a request to the node; fails with UNAVAILABLE at once when the link is down. */
+  forward(message: WithoutId<Request>, options?: RequestOptions): Promise<Response> {
+    return this.link.request(message, options);
+  }
+
+  /** Starts connecting (and reconnecting with backoff). */
+  start(): void {
+    this.link.start();
+  }
+
+  /**
+   * Stops reconnecting; requests in flight get their answers (or their deadline) first. A node
+   * that never finishes its side (a stalled process) is cut after `graceMs`, so shutdown and
+   * re-registration are bounded.
+   */
+  async close(graceMs = this.closeGraceMs): Promise<void> {
+    const connection = this.link.connection;
+    const timer = setTimeout(() => connection?.destroy(), graceMs);
+    timer.unref();
+    try {
+      await this.link.close();
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private checkIdentity(hello: HelloOkResponse): void {
+    this.identityMismatch = this.verifyIdentity && hello.serverId !== this.id ? hello.serverId : undefined;
+  }
+}

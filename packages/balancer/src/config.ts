@@ -1,0 +1,181 @@
+import { readFile } from 'node:fs/promises';
+import { DstoreError, ErrorCode } from '@dstore/protocol';
+import type { Logger } from 'pino';
+
+/** Hash ring algorithms the balancer can route with. */
+export type BalancerHashAlgorithm = 'vnode' | 'ketama';
+
+/** A storage node known before any JOIN: from options, `--node` or `--config`. */
+export interface StaticNodeSpec {
+  /** Node id; must match the id the node answers HELLO with. Default `host:port`. */
+  readonly id?: string;
+  readonly host: string;
+  readonly port: number;
+  /** Relative ring weight. Default 1. */
+  readonly weight?: number;
+}
+
+/** Options of {@link createBalancer}. Every bound has a default. */
+export interface BalancerOptions {
+  /** Balancer id, answered in HELLO and reported in STATS. Default `balancer-<pid>`. */
+  readonly id?: string;
+  /** Address of the client port (clients and node registrations). Default '127.0.0.1'. */
+  readonly host?: string;
+  /** Client port; 0 picks a free one. Default 7379. */
+  readonly port?: number;
+  /** Address of the admin HTTP server. Default: `host`. */
+  readonly adminHost?: string;
+  /** Admin HTTP port; 0 picks a free one, -1 disables the admin server. Default 7380. */
+  readonly adminPort?: number;
+  /** Nodes in the ring from the start (in addition to those that JOIN). */
+  readonly nodes?: readonly StaticNodeSpec[];
+  /** Ring algorithm. Default 'vnode'. */
+  readonly hash?: BalancerHashAlgorithm;
+  /** Deadline of every forwarded request, in ms; past it the client gets TIMEOUT. Default 2000. */
+  readonly requestTimeoutMs?: number;
+  /** A JOINed node without a heartbeat for this long is down. Default 3000. */
+  readonly heartbeatTimeoutMs?: number;
+  /** Most requests in flight on one node connection; past it the client gets BUSY. Default 4096. */
+  readonly maxInFlightPerNode?: number;
+  /** Most client (and node registration) connections. Default 1024. */
+  readonly maxConnections?: number;
+  /** Shared secret: when set, every connection must HELLO with it before anything else. */
+  readonly token?: string;
+  /** Deadline of the per-node STATS fetch behind a client's STATS, in ms. Default 1000. */
+  readonly statsTimeoutMs?: number;
+  /** Grace period of a shutdown before open connections are cut, in ms. Default 5000. */
+  readonly shutdownGraceMs?: number;
+  /** Pino level when no `logger` is given. Default 'warn'. */
+  readonly logLevel?: string;
+  /** Logger to use (pino). Default: pino on stderr at `logLevel`. */
+  readonly logger?: Logger;
+}
+
+/** {@link BalancerOptions} with every default applied. */
+export interface ResolvedBalancerOptions {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  readonly adminHost: string;
+  readonly adminPort: number;
+  readonly nodes: readonly Required<StaticNodeSpec>[];
+  readonly hash: BalancerHashAlgorithm;
+  readonly requestTimeoutMs: number;
+  readonly heartbeatTimeoutMs: number;
+  readonly maxInFlightPerNode: number;
+  readonly maxConnections: number;
+  readonly token: string | undefined;
+  readonly statsTimeoutMs: number;
+  readonly shutdownGraceMs: number;
+  readonly logLevel: string;
+}
+
+/** Default client port of the balancer (cluster convention). */
+export const DEFAULT_BALANCER_PORT = 7379;
+/** Default admin HTTP port of the balancer (cluster convention). */
+export const DEFAULT_ADMIN_PORT = 7380;
+
+function invalid(message: string): DstoreError {
+  return new DstoreError(ErrorCode.INVALID_ARGUMENT, message);
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw invalid(`${name} must be a positive integer, got ${value}`);
+  return value;
+}
+
+function portNumber(name: string, value: number, allowDisabled = false): number {
+  const lowest = allowDisabled ? -1 : 0;
+  if (!Number.isSafeInteger(value) || value < lowest || value > 65535) {
+    throw invalid(`${name} must be a port number (0 = any free port), got ${value}`);
+  }
+  return value;
+}
+
+/** Checks one static node and fills in its id (`host:port`) and weight (1). */
+export function resolveNodeSpec(spec: StaticNodeSpec): Required<StaticNodeSpec> {
+  if (typeof spec.host !== 'string' || spec.host === '') throw invalid('a node needs a host');
+  const port = portNumber(`port of node ${spec.host}`, spec.port);
+  if (port === 0) throw invalid(`node ${spec.host} needs a non-zero port`);
+  const weight = spec.weight ?? 1;
+  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
+    throw invalid(`weight of node ${spec.host}:${port} must be a positive number, got ${String(weight)}`);
+  }
+  const id = spec.id ?? `${spec.host}:${port}`;
+  if (typeof id !== 'string' || id === '') throw invalid(`node ${spec.host}:${port} has an empty id`);
+  return { id, host: spec.host, port, weight };
+}
+
+/**
+ * Parses a `--node` value: `host:port` or `id=host:port` (IPv6 hosts in brackets: `[::1]:7400`).
+ */
+export function parseNodeAddress(text: string): StaticNodeSpec {
+  const equals = text.indexOf('=');
+  const id = equals >= 0 ? text.slice(0, equals) : undefined;
+  const address = equals >= 0 ? text.slice(equals + 1) : text;
+  const colon = address.lastIndexOf(':');
+  if (colon <= 0) throw invalid(`expected host:port or id=host:port, got '${text}'`);
+  let host = address.slice(0, colon);
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+  const port = Number(address.slice(colon + 1));
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`bad port in '${text}'`);
+  if (id === '') throw invalid(`empty node id in '${text}'`);
+  return id === undefined ? { host, port } : { id, host, port };
+}
+
+/** Reads a cluster file: `{"nodes": [{"id", "host", "port", "weight"}]}`. */
+export async function loadConfigFile(path: string): Promise<StaticNodeSpec[]> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, 'utf8'));
+  } catch (error) {
+    throw invalid(`cannot read config ${path}: ${(error as Error).message}`);
+  }
+  const nodes = (parsed as { nodes?: unknown } | null)?.nodes;
+  if (!Array.isArray(nodes)) throw invalid(`config ${path} must have a "nodes" array`);
+  return nodes.map((node: unknown, index) => {
+    if (node === null || typeof node !== 'object')
+      throw invalid(`config ${path}: nodes[${index}] is not an object`);
+    const { id, host, port, weight } = node as Record<string, unknown>;
+    if (id !== undefined && typeof id !== 'string')
+      throw invalid(`config ${path}: nodes[${index}].id must be a string`);
+    if (typeof host !== 'string') throw invalid(`config ${path}: nodes[${index}].host must be a string`);
+    if (typeof port !== 'number') throw invalid(`config ${path}: nodes[${index}].port must be a number`);
+    if (weight !== undefined && typeof weight !== 'number') {
+      throw invalid(`config ${path}: nodes[${index}].weight must be a number`);
+    }
+    return resolveNodeSpec({ id, host, port, weight });
+  });
+}
+
+/** Applies defaults and checks every option; throws INVALID_ARGUMENT on a bad one. */
+export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedBalancerOptions {
+  const hash = options.hash ?? 'vnode';
+  if (hash !== 'vnode' && hash !== 'ketama')
+    throw invalid(`hash must be vnode or ketama, got '${String(hash)}'`);
+  const nodes = (options.nodes ?? []).map(resolveNodeSpec);
+  const ids = new Set<string>();
+  for (const node of nodes) {
+    if (ids.has(node.id)) throw invalid(`node id '${node.id}' is listed twice`);
+    ids.add(node.id);
+  }
+  const host = options.host ?? '127.0.0.1';
+  return {
+    id: options.id ?? `balancer-${process.pid}`,
+    host,
+    port: portNumber('port', options.port ?? DEFAULT_BALANCER_PORT),
+    adminHost: options.adminHost ?? host,
+    adminPort: portNumber('adminPort', options.adminPort ?? DEFAULT_ADMIN_PORT, true),
+    nodes,
+    hash,
+    requestTimeoutMs: positiveInteger('requestTimeoutMs', options.requestTimeoutMs ?? 2000),
+    heartbeatTimeoutMs: positiveInteger('heartbeatTimeoutMs', options.heartbeatTimeoutMs ?? 3000),
+    maxInFlightPerNode: positiveInteger('maxInFlightPerNode', options.maxInFlightPerNode ?? 4096),
+    maxConnections: positiveInteger('maxConnections', options.maxConnections ?? 1024),
+    token: options.token === '' ? undefined : options.token,
+    statsTimeoutMs: positiveInteger('statsTimeoutMs', options.statsTimeoutMs ?? 1000),
+    shutdownGraceMs: positiveInteger('shutdownGraceMs', options.shutdownGraceMs ?? 5000),
+    logLevel: options.logLevel ?? 'warn',
+  };
+}

@@ -1,0 +1,65 @@
+import {
+  type Connection,
+  ErrorCode,
+  type HeartbeatRequest,
+  type JoinRequest,
+  type LeaveRequest,
+  Op,
+  type Response,
+} from '@dstore/protocol';
+import type { Logger } from 'pino';
+import type { Membership } from './membership.js';
+
+/** Hosts a node may announce that mean "this machine" rather than an address to dial. */
+const UNSPECIFIED_HOSTS: ReadonlySet<string> = new Set(['', '0.0.0.0', '::', '[::]']);
+
+function invalid(id: number, message: string): Response {
+  return { op: Op.ERROR, id, code: ErrorCode.INVALID_ARGUMENT, message };
+}
+
+/**
+ * Membership requests sent by storage nodes on the client port: JOIN, HEARTBEAT and LEAVE.
+ * They only change the registry; forwarding never waits on them.
+ */
+export class ControlHandler {
+  constructor(
+    private readonly membership: Membership,
+    private readonly logger: Logger,
+  ) {}
+
+  /** JOIN: adds or updates the node; re-registering the same address is a no-op. */
+  join(request: JoinRequest, connection: Connection): Response {
+    const { id, nodeId, port, weight } = request;
+    if (nodeId === '') return invalid(id, 'JOIN needs a non-empty nodeId');
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      return invalid(id, `JOIN port ${port} is not a port`);
+    if (!Number.isFinite(weight) || weight <= 0) return invalid(id, `JOIN weight ${weight} must be positive`);
+    // A node bound to all interfaces announces 0.0.0.0; dial the address it connected from.
+    const host = UNSPECIFIED_HOSTS.has(request.host)
+      ? (connection.socket.remoteAddress ?? '127.0.0.1')
+      : request.host;
+    const outcome = this.membership.join({ id: nodeId, host, port, weight });
+    const level = outcome === 'unchanged' ? 'debug' : 'info';
+    this.logger[level](
+      { node: nodeId, address: `${host}:${port}`, weight, outcome, epoch: this.membership.epoch },
+      'JOIN',
+    );
+    return { op: Op.OK, id };
+  }
+
+  /** LEAVE: removes the node from the ring (idempotent). */
+  leave(request: LeaveRequest): Response {
+    const removed = this.membership.leave(request.nodeId);
+    if (removed) this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE');
+    return { op: Op.OK, id: request.id };
+  }
+
+  /** HEARTBEAT: refreshes liveness and records the key count. */
+  heartbeat(request: HeartbeatRequest): Response {
+    const keyCount = Number.isFinite(request.keyCount) && request.keyCount >= 0 ? request.keyCount : 0;
+    if (!this.membership.heartbeat(request.nodeId, keyCount)) {
+      return invalid(request.id, `node '${request.nodeId}' is not in the ring: JOIN first`);
+    }
+    return { op: Op.OK, id: request.id };
+  }
+}

@@ -1,0 +1,193 @@
+import { EventEmitter } from 'node:events';
+import { HashRing } from '@dstore/hashring';
+import type { Logger } from 'pino';
+import { ClusterNode, type NodeAddress, type NodeLinkOptions } from './cluster-node.js';
+import type { BalancerHashAlgorithm } from './config.js';
+import type { HealthMonitor } from './health.js';
+
+/** What a JOIN did. */
+export type JoinOutcome = 'added' | 'updated' | 'unchanged';
+
+/** Events of a {@link Membership}. */
+export interface MembershipEvents {
+  /** The ring or a node's address changed; `epoch` is the new epoch. */
+  change: [epoch: number];
+}
+
+/** Options of a {@link Membership}. */
+export interface MembershipOptions {
+  readonly algorithm: BalancerHashAlgorithm;
+  readonly link: NodeLinkOptions;
+  readonly health: HealthMonitor;
+  readonly logger: Logger;
+}
+
+/**
+ * The node registry, the ring and its epoch. The ring is an immutable {@link HashRing} snapshot
+ * replaced as a whole on every change, so a request routes on one consistent ring even while
+ * nodes join or leave. Only JOIN, LEAVE and static configuration change it; health never does
+ * (a down node keeps its keys, so its requests fail instead of reading stale data elsewhere).
+ */
+export class Membership extends EventEmitter<MembershipEvents> {
+  private readonly registry = new Map<string, ClusterNode>();
+  private currentRing: HashRing;
+  private currentEpoch = 0;
+  private closed = false;
+
+  constructor(private readonly options: MembershipOptions) {
+    super();
+    this.currentRing = HashRing.from([], { algorithm: options.algorithm });
+  }
+
+  /** The current ring snapshot. */
+  get ring(): HashRing {
+    return this.currentRing;
+  }
+
+  /** Increases with every change of the ring or of a node's address or weight. */
+  get epoch(): number {
+    return this.currentEpoch;
+  }
+
+  /** The ring's algorithm. */
+  get algorithm(): BalancerHashAlgorithm {
+    return this.options.algorithm;
+  }
+
+  /** Every node of the ring, in registration order. */
+  get nodes(): IterableIterator<ClusterNode> {
+    return this.registry.values();
+  }
+
+  /** Number of nodes in the ring. */
+  get size(): number {
+    return this.registry.size;
+  }
+
+  /** The node with this id. */
+  node(id: string): ClusterNode | undefined {
+    return this.registry.get(id);
+  }
+
+  /** Adds the nodes configured up front (one epoch for all of them). */
+  addStatic(specs: readonly (NodeAddress & { verifyIdentity: boolean })[]): void {
+    if (specs.length === 0) return;
+    for (const spec of specs) this.install(spec, false, spec.verifyIdentity);
+    this.commit('static configuration', specs.map((spec) => spec.id).join(','));
+  }
+
+  /**
+   * Registers a node (JOIN). The same id at the same address and weight is an idempotent
+   * re-register (a node re-JOINs after every reconnect) and does not bump the epoch.
+   */
+  join(spec: NodeAddress): JoinOutcome {
+    const existing = this.registry.get(spec.id);
+    if (
+      existing &&
+      existing.host === spec.host &&
+      existing.port === spec.port &&
+      existing.weight === spec.weight
+    ) {
+      existing.registered = true;
+      existing.lastHeartbeatAt = performance.now();
+      // A restarted node re-JOINs before our backoff would redial it: dial again at once.
+      if (!existing.link.isReady) this.replace(existing, spec);
+      else this.options.health.evaluate(existing);
+      return 'unchanged';
+    }
+    if (existing) {
+      this.replace(existing, spec);
+      this.commit('node updated', spec.id, existing.weight !== spec.weight);
+      return 'updated';
+    }
+    this.install(spec, true, true);
+    this.commit('node joined', spec.id);
+    return 'added';
+  }
+
+  /** Removes a node (LEAVE). Returns false when it was not in the ring. */
+  leave(id: string): boolean {
+    const node = this.registry.get(id);
+    if (!node) return false;
+    this.uninstall(node);
+    this.commit('node left', id, true, node.keyCount);
+    return true;
+  }
+
+  /** Records a HEARTBEAT. Returns false for a node that is not in the ring (it must JOIN). */
+  heartbeat(id: string, keyCount: number): boolean {
+    const node = this.registry.get(id);
+    if (!node) return false;
+    node.keyCount = keyCount;
+    node.registered = true;
+    node.lastHeartbeatAt = performance.now();
+    if (!node.up) this.options.health.evaluate(node);
+    return true;
+  }
+
+  /** Closes every node link (requests in flight finish first). */
+  async close(): Promise<void> {
+    this.closed = true;
+    const nodes = [...this.registry.values()];
+    for (const node of nodes) this.options.health.unwatch(node);
+    await Promise.all(nodes.map((node) => node.close()));
+  }
+
+  private install(spec: NodeAddress, registered: boolean, verifyIdentity: boolean): ClusterNode {
+    const node = new ClusterNode(
+      spec.id,
+      spec.host,
+      spec.port,
+      spec.weight,
+      registered,
+      verifyIdentity,
+      this.options.link,
+    );
+    node.lastHeartbeatAt = performance.now();
+    this.registry.set(spec.id, node);
+    this.options.health.watch(node);
+    if (!this.closed) node.start();
+    return node;
+  }
+
+  private uninstall(node: ClusterNode): void {
+    this.registry.delete(node.id);
+    this.options.health.unwatch(node);
+    // In-flight requests on the old link still get their answers; new ones use the new ring.
+    void node.close();
+  }
+
+  private replace(existing: ClusterNode, spec: NodeAddress): void {
+    const keyCount = existing.keyCount;
+    this.uninstall(existing);
+    this.install(spec, true, true).keyCount = keyCount;
+  }
+
+  private commit(reason: string, nodeIds: string, placementChanged = true, departedKeys = 0): void {
+    const previous = this.currentRing;
+    if (placementChanged) {
+      const members = [...this.registry.values()].map((node) => ({ id: node.id, weight: node.weight }));
+      this.currentRing = HashRing.from(members, { algorithm: this.options.algorithm });
+    }
+    this.currentEpoch++;
+    const logger = this.options.logger;
+    logger.info(
+      { epoch: this.currentEpoch, reason, node: nodeIds, nodes: this.currentRing.size },
+      'ring changed',
+    );
+    if (placementChanged) this.warnAboutStrandedKeys(previous, departedKeys);
+    this.emit('change', this.currentEpoch);
+  }
+
+  private warnAboutStrandedKeys(previous: HashRing, departedKeys: number): void {
+    if (previous.size === 0) return;
+    let keysHeld = departedKeys;
+    for (const node of this.registry.values()) keysHeld += node.keyCount;
+    if (keysHeld === 0) return;
+    this.options.logger.warn(
+      { epoch: this.currentEpoch, keysHeld },
+      'ring changed while nodes hold keys: there is no key migration yet, so keys whose owner changed ' +
+        'stay on their old node and are unreachable through the balancer until written again',
+    );
+  }
+}

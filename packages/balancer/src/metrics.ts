@@ -1,0 +1,214 @@
+import { Op } from '@dstore/protocol';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Upper bounds (seconds) of the request duration histogram: 50 µs to 5 s. */
+export const DURATION_BUCKETS_SECONDS: readonly number[] = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+];
+
+/** Label value of each request op code (index = op code). */
+const OP_LABELS: readonly string[] = (() => {
+  const labels: string[] = [];
+  for (const [name, code] of Object.entries(Op)) if (code < 64) labels[code] = name.toLowerCase();
+  return labels;
+})();
+const OP_SLOTS = OP_LABELS.length;
+
+/** What the metrics need to know about a node at scrape time. */
+export interface NodeGaugeSource {
+  readonly id: string;
+  readonly up: boolean;
+  readonly inFlight: number;
+}
+
+/** What the metrics need to know about the cluster at scrape time. */
+export interface ClusterGaugeSource {
+  readonly epoch: number;
+  readonly nodes: Iterable<NodeGaugeSource>;
+}
+
+interface ExportedSample {
+  readonly metricName: string;
+  readonly labels: Record<string, string | number>;
+  readonly sharedLabels: Record<string, string>;
+  readonly value: number;
+}
+
+/**
+ * A histogram fed from plain typed arrays: recording is an array increment on the hot path, and
+ * prom-client only sees the counts when scraped (its own `observe` hashes a label object on every
+ * call).
+ */
+class ArrayBackedHistogram extends Histogram<'op'> {
+  constructor(
+    registry: Registry,
+    private readonly counts: Float64Array,
+    private readonly sums: Float64Array,
+  ) {
+    super({
+      name: 'dstore_balancer_request_duration_seconds',
+      help: 'Time from receiving a request to answering it, by op.',
+      labelNames: ['op'],
+      buckets: [...DURATION_BUCKETS_SECONDS],
+      registers: [registry],
+    });
+  }
+
+  /** Read by the registry when rendering Prometheus text (shadows prom-client's own). */
+  async getForPromString(): Promise<{
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: ExportedSample[];
+  }> {
+    const name = 'dstore_balancer_request_duration_seconds';
+    const bucketCount = DURATION_BUCKETS_SECONDS.length + 1;
+    const values: ExportedSample[] = [];
+    for (let op = 0; op < OP_SLOTS; op++) {
+      const label = OP_LABELS[op];
+      if (label === undefined) continue;
+      let cumulative = 0;
+      const base = op * bucketCount;
+      const total = sumRange(this.counts, base, bucketCount);
+      if (total === 0) continue;
+      const sharedLabels = { op: label };
+      for (let bucket = 0; bucket < DURATION_BUCKETS_SECONDS.length; bucket++) {
+        cumulative += this.counts[base + bucket]!;
+        values.push({
+          metricName: `${name}_bucket`,
+          labels: { le: DURATION_BUCKETS_SECONDS[bucket]! },
+          sharedLabels,
+          value: cumulative,
+        });
+      }
+      values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf' }, sharedLabels, value: total });
+      values.push({ metricName: `${name}_sum`, labels: {}, sharedLabels, value: this.sums[op]! });
+      values.push({ metricName: `${name}_count`, labels: {}, sharedLabels, value: total });
+    }
+    return {
+      name,
+      help: 'Time from receiving a request to answering it, by op.',
+      type: 'histogram',
+      aggregator: 'sum',
+      values,
+    };
+  }
+}
+
+function sumRange(array: Float64Array, start: number, length: number): number {
+  let total = 0;
+  for (let index = start; index < start + length; index++) total += array[index]!;
+  return total;
+}
+
+/**
+ * The balancer's counters. The hot path only touches typed arrays and plain numbers
+ * ({@link record}); a Prometheus registry of its own (never the global one, so several balancers
+ * can live in one process) publishes them through collect callbacks when `/metrics` is scraped.
+ */
+export class BalancerMetrics {
+  /** The registry `/metrics` renders. */
+  readonly registry = new Registry();
+  /** Requests answered since start. */
+  requests = 0;
+  /** Requests answered with an error since start. */
+  errors = 0;
+
+  private readonly outcomes = new Float64Array(OP_SLOTS * 2);
+  private readonly bucketCounts = new Float64Array(OP_SLOTS * (DURATION_BUCKETS_SECONDS.length + 1));
+  private readonly durationSums = new Float64Array(OP_SLOTS);
+  private readonly errorsByCode = new Map<string, number>();
+
+  constructor(cluster: ClusterGaugeSource) {
+    collectDefaultMetrics({ register: this.registry });
+    this.registerRequestCounters();
+    new ArrayBackedHistogram(this.registry, this.bucketCounts, this.durationSums);
+    this.registerClusterGauges(cluster);
+  }
+
+  /** Counts one answered request of op code `op` that started at `startMs` (`performance.now()`). */
+  record(op: number, startMs: number, ok: boolean): void {
+    this.requests++;
+    const seconds = (performance.now() - startMs) / 1000;
+    this.outcomes[op * 2 + (ok ? 0 : 1)]!++;
+    let bucket = 0;
+    while (bucket < DURATION_BUCKETS_SECONDS.length && seconds > DURATION_BUCKETS_SECONDS[bucket]!) bucket++;
+    this.bucketCounts[op * (DURATION_BUCKETS_SECONDS.length + 1) + bucket]!++;
+    this.durationSums[op]! += seconds;
+  }
+
+  /** Counts one error answer with its code. */
+  recordError(code: string): void {
+    this.errors++;
+    this.errorsByCode.set(code, (this.errorsByCode.get(code) ?? 0) + 1);
+  }
+
+  /** Answered requests of one op and outcome (for STATS and tests). */
+  count(op: number, ok: boolean): number {
+    return this.outcomes[op * 2 + (ok ? 0 : 1)] ?? 0;
+  }
+
+  private registerRequestCounters(): void {
+    const outcomes = this.outcomes;
+    const errorsByCode = this.errorsByCode;
+    new Counter({
+      name: 'dstore_balancer_requests_total',
+      help: 'Requests answered by the balancer, by op and result (ok or error).',
+      labelNames: ['op', 'result'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (let op = 0; op < OP_SLOTS; op++) {
+          const label = OP_LABELS[op];
+          if (label === undefined) continue;
+          const ok = outcomes[op * 2]!;
+          const failed = outcomes[op * 2 + 1]!;
+          if (ok > 0) this.inc({ op: label, result: 'ok' }, ok);
+          if (failed > 0) this.inc({ op: label, result: 'error' }, failed);
+        }
+      },
+    });
+    new Counter({
+      name: 'dstore_balancer_errors_total',
+      help: 'Error answers sent by the balancer, by error code.',
+      labelNames: ['code'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [code, count] of errorsByCode) this.inc({ code }, count);
+      },
+    });
+  }
+
+  private registerClusterGauges(cluster: ClusterGaugeSource): void {
+    new Gauge({
+      name: 'dstore_balancer_node_in_flight',
+      help: 'Requests forwarded to a node and not answered yet.',
+      labelNames: ['node'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const node of cluster.nodes) this.set({ node: node.id }, node.inFlight);
+      },
+    });
+    new Gauge({
+      name: 'dstore_balancer_node_up',
+      help: '1 when the node is up (link ready and heartbeats fresh), 0 when down.',
+      labelNames: ['node'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const node of cluster.nodes) this.set({ node: node.id }, node.up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'dstore_balancer_ring_epoch',
+      help: 'Epoch of the current ring; increases with every membership change.',
+      registers: [this.registry],
+      collect() {
+        this.set(cluster.epoch);
+      },
+    });
+  }
+}

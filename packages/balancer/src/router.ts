@@ -1,0 +1,219 @@
+import {
+  type Connection,
+  type DelRequest,
+  DstoreError,
+  ErrorCode,
+  type GetRequest,
+  type MGetRequest,
+  type MSetRequest,
+  Op,
+  type Response,
+  type SetRequest,
+  type WithoutId,
+} from '@dstore/protocol';
+import type { ClusterNode } from './cluster-node.js';
+import type { Membership } from './membership.js';
+import type { BalancerMetrics } from './metrics.js';
+
+/** A request for exactly one key. */
+export type SingleKeyRequest = GetRequest | SetRequest | DelRequest;
+
+/**
+ * The node's answer re-labelled with the client's request id. Built field by field so value bytes
+ * are never copied (they stay views into the node's socket chunk until encoded for the client).
+ */
+export function withRequestId(response: Response, id: number): Response {
+  switch (response.op) {
+    case Op.VALUE:
+      return { op: Op.VALUE, id, value: response.value };
+    case Op.OK:
+      return { op: Op.OK, id };
+    case Op.COUNT:
+      return { op: Op.COUNT, id, count: response.count };
+    case Op.VALUES:
+      return { op: Op.VALUES, id, values: response.values };
+    default:
+      return { ...response, id };
+  }
+}
+
+function errorCodeOf(error: unknown): string {
+  return error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
+}
+
+function downError(node: ClusterNode | undefined): DstoreError {
+  if (node === undefined) return new DstoreError(ErrorCode.UNAVAILABLE, 'the ring has no nodes');
+  const why = node.identityMismatch
+    ? `answers as '${node.identityMismatch}'`
+    : node.link.isReady
+      ? 'missed its heartbeats'
+      : 'is not connected';
+  return new DstoreError(ErrorCode.UNAVAILABLE, `node ${node.id} (${node.address}) is down: it ${why}`);
+}
+
+/** A group of an MGET/MSET bound for one owner, with the positions of its items in the request. */
+interface OwnerBatch<T> {
+  readonly node: ClusterNode;
+  readonly positions: number[];
+  readonly items: T[];
+}
+
+/**
+ * Forwards client requests to the owners of their keys: the hot path of the balancer. A key whose
+ * owner is down fails at once with UNAVAILABLE (no attempt, no waiting, no re-routing); every
+ * forwarded request carries the node link's deadline, so a client always gets an answer.
+ */
+export class Router {
+  constructor(
+    private readonly membership: Membership,
+    private readonly metrics: BalancerMetrics,
+  ) {}
+
+  /** The node that owns `key` on the current ring, when it is up. */
+  private upOwnerOf(key: Uint8Array): ClusterNode | DstoreError {
+    const ring = this.membership.ring;
+    if (ring.size === 0) return downError(undefined);
+    const node = this.membership.node(ring.get(key));
+    if (node === undefined || !node.up) return downError(node);
+    return node;
+  }
+
+  /** Answers `id` with `error` and counts it. */
+  fail(client: Connection, id: number, op: number, startMs: number, error: unknown): void {
+    const code = errorCodeOf(error);
+    this.metrics.recordError(code);
+    this.metrics.record(op, startMs, false);
+    client.replyError(id, code, error instanceof Error ? error.message : String(error));
+  }
+
+  /** GET, SET or DEL: forward to the key's owner and relay its answer. */
+  forwardToOwner(request: SingleKeyRequest, client: Connection, startMs: number): void {
+    const owner = this.upOwnerOf(request.key);
+    if (owner instanceof DstoreError) {
+      this.fail(client, request.id, request.op, startMs, owner);
+      return;
+    }
+    const { id, op } = request;
+    // The request object itself is forwarded: the link assigns its own id (the spread in
+    // Connection.request), and key/value views are encoded before this call returns.
+    owner.forward(request as WithoutId<SingleKeyRequest>).then(
+      (response) => {
+        this.metrics.record(op, startMs, true);
+        client.reply(withRequestId(response, id));
+      },
+      (error: unknown) => this.fail(client, id, op, startMs, error),
+    );
+  }
+
+  /** MGET: split per owner, sent concurrently, values reassembled in request order. */
+  forwardMGet(request: MGetRequest, client: Connection, startMs: number): void {
+    const { id, keys } = request;
+    const batches = this.splitByOwner(keys, (key) => key);
+    if (batches instanceof DstoreError) {
+      this.fail(client, id, Op.MGET, startMs, batches);
+      return;
+    }
+    if (batches.length === 0) {
+      this.metrics.record(Op.MGET, startMs, true);
+      client.reply({ op: Op.VALUES, id, values: [] });
+      return;
+    }
+    if (batches.length === 1) {
+      this.forwardWhole(batches[0]!.node, { op: Op.MGET, keys }, client, id, Op.MGET, startMs);
+      return;
+    }
+    const values = new Array<Uint8Array | null>(keys.length);
+    const parts = batches.map((batch) =>
+      batch.node.forward({ op: Op.MGET, keys: batch.items }).then((response) => {
+        if (response.op !== Op.VALUES || response.values.length !== batch.positions.length) {
+          throw new DstoreError(
+            ErrorCode.INTERNAL,
+            `node ${batch.node.id} answered MGET with op ${response.op}`,
+          );
+        }
+        for (let index = 0; index < batch.positions.length; index++) {
+          values[batch.positions[index]!] = response.values[index]!;
+        }
+      }),
+    );
+    Promise.all(parts).then(
+      () => {
+        this.metrics.record(Op.MGET, startMs, true);
+        client.reply({ op: Op.VALUES, id, values });
+      },
+      (error: unknown) => this.fail(client, id, Op.MGET, startMs, error),
+    );
+  }
+
+  /**
+   * MSET: split per owner, sent concurrently; OK once every owner acknowledged. Not atomic: when
+   * one owner fails the client gets its error, but other owners may have applied their part.
+   */
+  forwardMSet(request: MSetRequest, client: Connection, startMs: number): void {
+    const { id, entries } = request;
+    const batches = this.splitByOwner(entries, (entry) => entry.key);
+    if (batches instanceof DstoreError) {
+      this.fail(client, id, Op.MSET, startMs, batches);
+      return;
+    }
+    if (batches.length === 0) {
+      this.metrics.record(Op.MSET, startMs, true);
+      client.reply({ op: Op.OK, id });
+      return;
+    }
+    if (batches.length === 1) {
+      this.forwardWhole(batches[0]!.node, { op: Op.MSET, entries }, client, id, Op.MSET, startMs);
+      return;
+    }
+    Promise.all(batches.map((batch) => batch.node.forward({ op: Op.MSET, entries: batch.items }))).then(
+      () => {
+        this.metrics.record(Op.MSET, startMs, true);
+        client.reply({ op: Op.OK, id });
+      },
+      (error: unknown) => this.fail(client, id, Op.MSET, startMs, error),
+    );
+  }
+
+  private forwardWhole(
+    node: ClusterNode,
+    message: WithoutId<MGetRequest> | WithoutId<MSetRequest>,
+    client: Connection,
+    id: number,
+    op: number,
+    startMs: number,
+  ): void {
+    node.forward(message).then(
+      (response) => {
+        this.metrics.record(op, startMs, true);
+        client.reply(withRequestId(response, id));
+      },
+      (error: unknown) => this.fail(client, id, op, startMs, error),
+    );
+  }
+
+  /**
+   * Groups items by the owner of their key. Fails (before anything is sent) when any owner is
+   * down, so an MSET never half-applies because of a node we already know is down.
+   */
+  private splitByOwner<T>(
+    items: readonly T[],
+    keyOf: (item: T) => Uint8Array,
+  ): OwnerBatch<T>[] | DstoreError {
+    const byNode = new Map<ClusterNode, OwnerBatch<T>>();
+    const batches: OwnerBatch<T>[] = [];
+    for (let position = 0; position < items.length; position++) {
+      const item = items[position]!;
+      const owner = this.upOwnerOf(keyOf(item));
+      if (owner instanceof DstoreError) return owner;
+      let batch = byNode.get(owner);
+      if (batch === undefined) {
+        batch = { node: owner, positions: [], items: [] };
+        byNode.set(owner, batch);
+        batches.push(batch);
+      }
+      batch.positions.push(position);
+      batch.items.push(item);
+    }
+    return batches;
+  }
+}

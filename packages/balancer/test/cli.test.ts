@@ -1,0 +1,125 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Op, toBytes } from '@dstore/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  attempt,
+  BALANCER_CLI,
+  type BalancerReady,
+  connect,
+  Resources,
+  spawnCli,
+  spawnNode,
+  startFakeNode,
+  waitFor,
+} from './helpers.js';
+
+const resources = new Resources();
+afterEach(() => resources.releaseAll());
+
+async function health(adminPort: number): Promise<{ ready: boolean; nodesUp: number }> {
+  const response = await fetch(`http://127.0.0.1:${adminPort}/health`);
+  return (await response.json()) as { ready: boolean; nodesUp: number };
+}
+
+describe('dstore-balancer CLI', () => {
+  it('--help lists every flag and exits 0', () => {
+    const result = spawnSync(process.execPath, [BALANCER_CLI, '--help'], { encoding: 'utf8' });
+    expect(result.status).toBe(0);
+    for (const flag of [
+      '--host',
+      '--port',
+      '--admin-port',
+      '--node',
+      '--config',
+      '--hash',
+      '--request-timeout',
+      '--heartbeat-timeout',
+      '--max-connections',
+      '--token',
+      '--log-level',
+    ]) {
+      expect(result.stdout).toContain(flag);
+    }
+  });
+
+  it('refuses a bad flag value with a non-zero exit', () => {
+    const result = spawnSync(process.execPath, [BALANCER_CLI, '--port', '0', '--hash', 'md5'], {
+      encoding: 'utf8',
+    });
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain('md5');
+  });
+
+  it('prints the ready line, routes to joined real nodes, and exits 0 on SIGTERM', async () => {
+    const balancer = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
+      '--port',
+      '0',
+      '--admin-port',
+      '0',
+    ]);
+    expect(balancer.ready).toEqual({
+      event: 'ready',
+      service: 'dstore-balancer',
+      host: '127.0.0.1',
+      port: expect.any(Number),
+      adminPort: expect.any(Number),
+    });
+    await spawnNode(resources, 'cli-node-1', balancer.ready.port);
+    await waitFor(async () => (await health(balancer.ready.adminPort)).ready, 'ready');
+    const client = await connect(resources, balancer.ready.port);
+    expect(await client.request({ op: Op.SET, key: toBytes('a'), value: toBytes('1') })).toMatchObject({
+      op: Op.OK,
+    });
+    const stats = await client.request({ op: Op.STATS });
+    expect(stats).toMatchObject({
+      op: Op.STATS_RESULT,
+      stats: { role: 'balancer', 'node.cli-node-1.keys': 1 },
+    });
+    balancer.child.kill('SIGTERM');
+    expect(await balancer.exited).toBe(0);
+  });
+
+  it('drains requests in flight on SIGTERM before exiting 0 (static node from --config)', async () => {
+    const node = await startFakeNode(resources, 'slow-node');
+    const dir = mkdtempSync(join(tmpdir(), 'dstore-balancer-'));
+    resources.add(() => rmSync(dir, { recursive: true, force: true }));
+    const config = join(dir, 'cluster.json');
+    writeFileSync(
+      config,
+      JSON.stringify({ nodes: [{ id: 'slow-node', host: '127.0.0.1', port: node.port, weight: 1 }] }),
+    );
+    const balancer = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
+      '--port',
+      '0',
+      '--admin-port',
+      '0',
+      '--config',
+      config,
+      '--request-timeout',
+      '10000',
+      '--log-level',
+      'info',
+    ]);
+    await waitFor(async () => (await health(balancer.ready.adminPort)).ready, 'ready');
+    const client = await connect(resources, balancer.ready.port);
+    node.stalled = true;
+    const pending = Array.from({ length: 20 }, (_, index) =>
+      attempt(client, { op: Op.SET, key: toBytes(`d${index}`), value: toBytes('v') }),
+    );
+    await waitFor(
+      () => node.received.filter((request) => request.op === Op.SET).length === 20,
+      'requests at the node',
+    );
+    balancer.child.kill('SIGTERM');
+    // Once shutdown has begun, the node answers: every held request must still reach the client.
+    await waitFor(() => balancer.stderr().includes('balancer stopping'), 'shutdown to begin');
+    node.releaseHeld();
+    const results = await Promise.all(pending);
+    for (const result of results) expect(result).toMatchObject({ op: Op.OK });
+    expect(await balancer.exited).toBe(0);
+    expect(node.store.size).toBe(20);
+  });
+});

@@ -1,0 +1,57 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ErrorCode } from '@dstore/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfigFile, parseNodeAddress, resolveBalancerOptions } from '../src/index.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('configuration', () => {
+  it('parses --node values with and without an id', () => {
+    expect(parseNodeAddress('127.0.0.1:7400')).toEqual({ host: '127.0.0.1', port: 7400 });
+    expect(parseNodeAddress('n1=localhost:7401')).toEqual({ id: 'n1', host: 'localhost', port: 7401 });
+    expect(parseNodeAddress('[::1]:7402')).toEqual({ host: '::1', port: 7402 });
+    for (const bad of ['nohost', ':7400', 'h:0', 'h:99999', '=h:1', 'h:x']) {
+      expect(() => parseNodeAddress(bad), bad).toThrow(
+        expect.objectContaining({ code: ErrorCode.INVALID_ARGUMENT }),
+      );
+    }
+  });
+
+  it('applies defaults, uses host:port as a static node id, and rejects duplicates', () => {
+    const options = resolveBalancerOptions({ nodes: [{ host: '127.0.0.1', port: 7400 }] });
+    expect(options).toMatchObject({
+      port: 7379,
+      adminPort: 7380,
+      hash: 'vnode',
+      requestTimeoutMs: 2000,
+      heartbeatTimeoutMs: 3000,
+      nodes: [{ id: '127.0.0.1:7400', host: '127.0.0.1', port: 7400, weight: 1 }],
+    });
+    expect(() =>
+      resolveBalancerOptions({
+        nodes: [
+          { id: 'a', host: 'h', port: 1 },
+          { id: 'a', host: 'h', port: 2 },
+        ],
+      }),
+    ).toThrow(/twice/);
+    expect(() => resolveBalancerOptions({ requestTimeoutMs: 0 })).toThrow(/requestTimeoutMs/);
+  });
+
+  it('loads a cluster file and reports what is wrong with a bad one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstore-config-'));
+    dirs.push(dir);
+    const good = join(dir, 'good.json');
+    writeFileSync(good, JSON.stringify({ nodes: [{ id: 'n1', host: '127.0.0.1', port: 7400, weight: 2 }] }));
+    expect(await loadConfigFile(good)).toEqual([{ id: 'n1', host: '127.0.0.1', port: 7400, weight: 2 }]);
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, JSON.stringify({ nodes: [{ host: '127.0.0.1', port: 'x' }] }));
+    await expect(loadConfigFile(bad)).rejects.toThrow(/port must be a number/);
+    await expect(loadConfigFile(join(dir, 'missing.json'))).rejects.toThrow(/cannot read config/);
+  });
+});

@@ -1,0 +1,131 @@
+import { InvalidArgumentError } from 'commander';
+import { createClient, type DstoreClient } from '../client.js';
+import { DstoreError, ErrorCode } from '../errors.js';
+
+/** Exit codes of the `dstore` CLI. */
+export const ExitCode = {
+  OK: 0,
+  /** `get` found no value (like grep: a miss is not an error, but scripts can test it). */
+  NOT_FOUND: 1,
+  /** Any failure: bad arguments, unreachable server, an ERROR answer. */
+  ERROR: 2,
+} as const;
+
+/** Default `--server`: the balancer's client port. */
+export const DEFAULT_SERVER = '127.0.0.1:7379';
+/** Default `--admin`: the balancer's admin HTTP port. */
+export const DEFAULT_ADMIN = '127.0.0.1:7380';
+/** Default `--timeout` in ms (connect and each command). */
+export const DEFAULT_TIMEOUT_MS = 5000;
+
+/** Options every command that talks to the balancer accepts. */
+export interface ServerOptions {
+  readonly server: string;
+  readonly timeout: number;
+  readonly json?: boolean;
+}
+
+/** A host and port read from the command line. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Parses `host:port`, `[::1]:port`, `host`, `:port` or a `dstore://host:port` URL. */
+export function parseHostPort(text: string, defaultPort: number): HostPort {
+  const bare = text.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '');
+  const match = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(bare);
+  if (!match) throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `not a host:port address: ${text}`);
+  const host = match[1] ?? match[2] ?? '';
+  const port = match[3] === undefined ? defaultPort : Number(match[3]);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `port out of range in ${text}`);
+  }
+  return { host: host === '' ? '127.0.0.1' : host, port };
+}
+
+/** Commander parser for a positive integer option. */
+export function positiveInteger(value: string): number {
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError('expected a positive integer');
+  return number;
+}
+
+/** Commander parser for a non-negative integer option. */
+export function nonNegativeInteger(value: string): number {
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 0) throw new InvalidArgumentError('expected an integer >= 0');
+  return number;
+}
+
+/** Commander parser for a fraction in [0, 1]. */
+export function fraction(value: string): number {
+  const number = Number(value);
+  if (value.trim() === '' || !(number >= 0 && number <= 1))
+    throw new InvalidArgumentError('expected a number in [0, 1]');
+  return number;
+}
+
+/** Commander parser for a positive number (seconds may be fractional). */
+export function positiveNumber(value: string): number {
+  const number = Number(value);
+  if (!(number > 0) || !Number.isFinite(number)) throw new InvalidArgumentError('expected a positive number');
+  return number;
+}
+
+/**
+ * Opens a client for one CLI invocation: fail fast (no reconnect loop; an unreachable server is
+ * an error at once) and with the `--timeout` deadline on the connect and on every command.
+ */
+export async function openClient(options: ServerOptions): Promise<DstoreClient> {
+  const { host, port } = parseHostPort(options.server, 7379);
+  const client = createClient({
+    host,
+    port,
+    lazyConnect: true,
+    retryStrategy: () => null,
+    connectTimeout: options.timeout,
+    commandTimeout: options.timeout,
+    name: 'dstore',
+  });
+  try {
+    await client.connect();
+  } catch (error) {
+    await client.disconnect();
+    // The underlying connect failure (for example "ECONNREFUSED") says more than "gave up".
+    const cause = (error as Error).cause;
+    throw cause instanceof DstoreError ? cause : error;
+  }
+  return client;
+}
+
+/** Runs `body` with a connected client and always closes it. */
+export async function withClient<T>(
+  options: ServerOptions,
+  body: (client: DstoreClient) => Promise<T>,
+): Promise<T> {
+  const client = await openClient(options);
+  try {
+    return await body(client);
+  } finally {
+    await client.close();
+  }
+}
+
+/** Writes one line to stdout. */
+export function printLine(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+/** Writes `value` as one JSON line to stdout. */
+export function printJson(value: unknown): void {
+  printLine(JSON.stringify(value));
+}
+
+/** Prints `error <CODE>: message` to stderr and sets the error exit code. */
+export function reportError(error: unknown): void {
+  const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`error ${code}: ${message}\n`);
+  process.exitCode = ExitCode.ERROR;
+}

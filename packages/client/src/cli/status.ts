@@ -1,0 +1,112 @@
+import type { Command } from 'commander';
+import { formatTable } from '../bench/report.js';
+import { DstoreError, ErrorCode } from '../errors.js';
+import {
+  DEFAULT_ADMIN,
+  DEFAULT_TIMEOUT_MS,
+  parseHostPort,
+  positiveInteger,
+  printJson,
+  printLine,
+} from './shared.js';
+
+/** One node as the balancer's `GET /ring` describes it. */
+export interface RingNode {
+  readonly id: string;
+  readonly address: string;
+  readonly status: string;
+  readonly weight: number;
+  /** Fraction of the key space (0..1). */
+  readonly share: number;
+  readonly keys?: number;
+}
+
+/** The balancer's `GET /ring` answer. */
+export interface RingView {
+  readonly epoch: number;
+  readonly algorithm?: string;
+  readonly nodes: readonly RingNode[];
+}
+
+/** The balancer's `GET /health` answer. */
+export interface HealthView {
+  readonly status: string;
+  readonly ready: boolean;
+  readonly nodes: number;
+  readonly nodesUp: number;
+}
+
+interface StatusOptions {
+  readonly admin: string;
+  readonly timeout: number;
+  readonly json?: boolean;
+}
+
+/** Registers `status`: the ring and health from the balancer's admin HTTP port. */
+export function registerStatusCommand(program: Command): void {
+  program
+    .command('status')
+    .description(
+      "show the balancer's ring (epoch, each node's address, status, weight, share, keys) and health",
+    )
+    .option('--admin <host:port>', 'balancer admin HTTP address', DEFAULT_ADMIN)
+    .option('--timeout <ms>', 'HTTP deadline in ms', positiveInteger, DEFAULT_TIMEOUT_MS)
+    .option('--json', 'print {ring, health} as one JSON object')
+    .action(async (options: StatusOptions) => {
+      const { host, port } = parseHostPort(options.admin, 7380);
+      const base = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+      const [ring, health] = await Promise.all([
+        fetchJson<RingView>(`${base}/ring`, options.timeout, false),
+        fetchJson<HealthView>(`${base}/health`, options.timeout, true),
+      ]);
+      if (options.json) printJson({ ring, health });
+      else printLine(formatStatus(ring, health));
+    });
+}
+
+/** The human-readable status: a summary line, then one row per node. */
+export function formatStatus(ring: RingView, health: HealthView): string {
+  const summary =
+    `epoch ${ring.epoch}  algorithm ${ring.algorithm ?? '-'}  health ${health.status}  ` +
+    `ready ${health.ready ? 'yes' : 'no'}  nodes up ${health.nodesUp}/${health.nodes}`;
+  const rows: string[][] = [['ID', 'ADDRESS', 'STATUS', 'WEIGHT', 'SHARE', 'KEYS']];
+  for (const node of ring.nodes) {
+    rows.push([
+      node.id,
+      node.address,
+      node.status,
+      String(node.weight),
+      `${(node.share * 100).toFixed(1)}%`,
+      node.keys === undefined ? '-' : String(node.keys),
+    ]);
+  }
+  return ring.nodes.length === 0 ? `${summary}\n(no nodes in the ring)` : `${summary}\n${formatTable(rows)}`;
+}
+
+/** GETs JSON; `anyStatus` accepts non-2xx answers that still carry JSON (/health says "not ready" that way). */
+async function fetchJson<T>(url: string, timeoutMs: number, anyStatus: boolean): Promise<T> {
+  let response: Response;
+  try {
+    response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  } catch (error) {
+    const timedOut = (error as Error).name === 'TimeoutError';
+    throw new DstoreError(
+      timedOut ? ErrorCode.TIMEOUT : ErrorCode.UNAVAILABLE,
+      `cannot fetch ${url}: ${timedOut ? `no answer within ${timeoutMs} ms` : describe(error)}`,
+      { cause: error },
+    );
+  }
+  if (!response.ok && !anyStatus) {
+    throw new DstoreError(ErrorCode.UNAVAILABLE, `${url} answered HTTP ${response.status}`);
+  }
+  try {
+    return (await response.json()) as T;
+  } catch (error) {
+    throw new DstoreError(ErrorCode.MALFORMED_FRAME, `${url} did not answer JSON`, { cause: error });
+  }
+}
+
+function describe(error: unknown): string {
+  const cause = (error as Error).cause;
+  return cause instanceof Error ? cause.message : (error as Error).message;
+}

@@ -1,0 +1,564 @@
+import { EventEmitter } from 'node:events';
+import {
+  type BinaryLike,
+  bytesToString,
+  DEFAULT_LIMITS,
+  DstoreError,
+  ErrorCode,
+  type KeyValue,
+  Op,
+  PeerLink,
+  type Request,
+  type Response,
+  toBytes,
+  type WithoutId,
+} from '@dstore/protocol';
+import { abortedError, clientClosedError, commandTimeoutError, invalidArgument } from './errors.js';
+import { OfflineQueue } from './offline-queue.js';
+import { type ClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
+
+/** Per-command options. */
+export interface CommandOptions {
+  /** Aborts the command, queued or in flight; it fails with ABORTED (a write may still have happened). */
+  readonly signal?: AbortSignal;
+  /** Deadline of this command in ms, instead of the client's `commandTimeout`. */
+  readonly timeout?: number;
+}
+
+/** Entries of an MSET: an object of string keys, or any iterable of `[key, value]` pairs (a Map, an array). */
+export type MSetEntries = Readonly<Record<string, BinaryLike>> | Iterable<readonly [BinaryLike, BinaryLike]>;
+
+/** Counters answered by STATS: a flat map of names to numbers or short strings. */
+export type StatsRecord = Record<string, number | string>;
+
+/**
+ * Where the client is in its life: `wait` (lazyConnect, not started), `connecting`, `ready`,
+ * `reconnecting`, `end` (retryStrategy gave up; `connect()` starts again) or `closed` (for good).
+ */
+export type ClientStatus = 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end' | 'closed';
+
+/** Events of a {@link DstoreClient}; the names and meanings of ioredis. */
+export interface ClientEvents {
+  /** The TCP connection is established (HELLO not yet answered). */
+  connect: [];
+  /** HELLO succeeded: commands flow, and the offline queue is being drained in order. */
+  ready: [];
+  /** A connection attempt or a live connection failed. Emitted only when someone listens. */
+  error: [error: Error];
+  /** The connection closed (it reconnects unless the client is closing or the strategy gives up). */
+  close: [];
+  /** A reconnect attempt is scheduled in `delayMs` ms. */
+  reconnecting: [delayMs: number, attempt: number];
+  /** No more reconnects: after close()/disconnect(), or when retryStrategy returned null. */
+  end: [];
+}
+
+/** One command from the call until it settles; it may wait in the offline queue on the way. */
+interface Command {
+  readonly message: WithoutId<Request>;
+  readonly deadline: number;
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal | undefined;
+  readonly resolve: (response: Response) => void;
+  readonly reject: (error: Error) => void;
+  retries: number;
+  onAbortWhileQueued: (() => void) | undefined;
+}
+
+/** Failures that certainly left the command unexecuted, so resending cannot apply it twice. */
+const RESENDABLE_CODES: ReadonlySet<string> = new Set([
+  ErrorCode.UNAVAILABLE,
+  ErrorCode.BUSY,
+  ErrorCode.SHUTTING_DOWN,
+]);
+
+/** Fixed per-frame and per-entry overheads used to refuse an MSET that cannot fit in one frame. */
+const FRAME_OVERHEAD_BYTES = 16;
+const ENTRY_OVERHEAD_BYTES = 10;
+
+/**
+ * A client of a dstore balancer: one multiplexed connection that reconnects by itself, a promise
+ * API, a bounded offline queue and a deadline on every command.
+ *
+ * Many commands are in flight at once on the one connection; those issued in the same tick leave
+ * in one socket write (the protocol's connection layer coalesces them), which is the automatic
+ * pipelining ioredis users turn on with `enableAutoPipelining`.
+ */
+export class DstoreClient extends EventEmitter<ClientEvents> {
+  /** The options in effect, defaults filled in. */
+  readonly options: ResolvedClientOptions;
+  private readonly link: PeerLink;
+  private readonly queue: OfflineQueue<Command>;
+  private readonly prefix: Uint8Array;
+  private state: ClientStatus;
+  private lastError: Error | undefined;
+  private closing: Promise<void> | undefined;
+  private connectWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  private inFlight = 0;
+  private onAllAnswered: (() => void) | undefined;
+
+  constructor(options: ClientOptions | string = {}, overrides: ClientOptions = {}) {
+    super();
+    this.options = resolveClientOptions(options, overrides);
+    this.prefix = toBytes(this.options.keyPrefix);
+    this.queue = new OfflineQueue<Command>(this.options.maxQueueLength, (command) =>
+      this.expireQueued(command),
+    );
+    this.link = new PeerLink({
+      host: this.options.host,
+      port: this.options.port,
+      connectTimeoutMs: this.options.connectTimeout,
+      role: 'client',
+      ...(this.options.token === undefined ? {} : { token: this.options.token }),
+      retryStrategy: (attempt) => this.options.retryStrategy(attempt),
+      connection: { requestTimeoutMs: this.options.commandTimeout },
+    });
+    this.listenToLink();
+    this.state = 'wait';
+    if (!this.options.lazyConnect) this.start();
+  }
+
+  /** Where the client is in its life (see {@link ClientStatus}). */
+  get status(): ClientStatus {
+    return this.state;
+  }
+
+  /** Commands waiting in the offline queue. */
+  get queueLength(): number {
+    return this.queue.length;
+  }
+
+  /** `host:port` of the balancer. */
+  get address(): string {
+    return this.link.address;
+  }
+
+  /**
+   * Connects now (with `lazyConnect`, or again after `end`). Resolves when ready; rejects when the
+   * retry strategy gives up, the client is closed, or it is not ready within `connectTimeout`
+   * (reconnecting goes on in the background then).
+   */
+  connect(): Promise<void> {
+    if (this.state === 'closed') return Promise.reject(clientClosedError(`${this.label} is closed`));
+    if (this.state === 'ready') return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.connectWaiters = this.connectWaiters.filter((waiter) => waiter !== entry);
+        reject(
+          new DstoreError(
+            ErrorCode.TIMEOUT,
+            `${this.label} not ready within ${this.options.connectTimeout} ms`,
+            { cause: this.lastError },
+          ),
+        );
+      }, this.options.connectTimeout);
+      timer.unref();
+      const entry = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (error: Error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      };
+      this.connectWaiters.push(entry);
+      this.start();
+    });
+  }
+
+  /** The value of `key`, or null when it does not exist. The bytes are the caller's own copy. */
+  async get(key: BinaryLike, options?: CommandOptions): Promise<Uint8Array | null> {
+    const response = await this.send({ op: Op.GET, key: this.keyBytes(key) }, options);
+    if (response.op !== Op.VALUE) throw unexpectedAnswer('GET', response);
+    return response.value === null ? null : copyBytes(response.value);
+  }
+
+  /** The value of `key` decoded as UTF-8, or null when it does not exist. */
+  async getString(key: BinaryLike, options?: CommandOptions): Promise<string | null> {
+    const response = await this.send({ op: Op.GET, key: this.keyBytes(key) }, options);
+    if (response.op !== Op.VALUE) throw unexpectedAnswer('GET', response);
+    return response.value === null ? null : bytesToString(response.value);
+  }
+
+  /** Stores `value` under `key`; resolves 'OK' once the owning node acknowledged the write. */
+  async set(key: BinaryLike, value: BinaryLike, options?: CommandOptions): Promise<'OK'> {
+    const message = { op: Op.SET, key: this.keyBytes(key), value: valueBytes(value) } as const;
+    const response = await this.send(message, options);
+    if (response.op !== Op.OK) throw unexpectedAnswer('SET', response);
+    return 'OK';
+  }
+
+  /** Deletes `key`; true when a key was removed, false when it did not exist. */
+  async del(key: BinaryLike, options?: CommandOptions): Promise<boolean> {
+    const response = await this.send({ op: Op.DEL, key: this.keyBytes(key) }, options);
+    if (response.op !== Op.COUNT) throw unexpectedAnswer('DEL', response);
+    return response.count > 0;
+  }
+
+  /** The values of `keys`, in order, null for missing keys. An empty list answers [] without a round trip. */
+  async mget(keys: readonly BinaryLike[], options?: CommandOptions): Promise<(Uint8Array | null)[]> {
+    if (keys.length === 0) return [];
+    checkBatchSize(keys.length);
+    const response = await this.send({ op: Op.MGET, keys: keys.map((key) => this.keyBytes(key)) }, options);
+    if (response.op !== Op.VALUES || response.values.length !== keys.length) {
+      throw unexpectedAnswer('MGET', response);
+    }
+    return response.values.map((value) => (value === null ? null : copyBytes(value)));
+  }
+
+  /**
+   * Stores several keys. Not atomic across nodes: on failure some keys may have been written.
+   * No entries resolves 'OK' without a round trip.
+   */
+  async mset(entries: MSetEntries, options?: CommandOptions): Promise<'OK'> {
+    const pairs = this.entryBytes(entries);
+    if (pairs.length === 0) return 'OK';
+    const response = await this.send({ op: Op.MSET, entries: pairs }, options);
+    if (response.op !== Op.OK) throw unexpectedAnswer('MSET', response);
+    return 'OK';
+  }
+
+  /** Round trip to the balancer; resolves 'PONG'. */
+  async ping(options?: CommandOptions): Promise<'PONG'> {
+    const response = await this.send({ op: Op.PING }, options);
+    if (response.op !== Op.OK) throw unexpectedAnswer('PING', response);
+    return 'PONG';
+  }
+
+  /** The balancer's counters, including each node's as `node.<id>.<name>` (see the cluster conventions). */
+  async stats(options?: CommandOptions): Promise<StatsRecord> {
+    const response = await this.send({ op: Op.STATS }, options);
+    if (response.op !== Op.STATS_RESULT) throw unexpectedAnswer('STATS', response);
+    return { ...response.stats };
+  }
+
+  /**
+   * Closes gracefully: stops reconnecting, fails commands still in the offline queue (never sent)
+   * with CONNECTION_CLOSED, lets commands in flight get their answers (each within its deadline),
+   * then closes the connection. Idempotent.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutDown(false);
+    return this.closing;
+  }
+
+  /**
+   * Closes at once: queued commands and commands in flight fail with CONNECTION_CLOSED (an
+   * in-flight write may still have been applied). Idempotent.
+   */
+  disconnect(): Promise<void> {
+    this.closing ??= this.shutDown(true);
+    return this.closing;
+  }
+
+  private get label(): string {
+    return `${this.options.name || 'dstore client'} (${this.link.address})`;
+  }
+
+  private start(): void {
+    if (this.state !== 'wait' && this.state !== 'end') return;
+    this.state = 'connecting';
+    this.link.start();
+  }
+
+  private listenToLink(): void {
+    this.link.on('connect', () => this.emit('connect'));
+    this.link.on('ready', () => this.onReady());
+    this.link.on('error', (error) => {
+      this.lastError = error;
+      // Never emit 'error' without a listener: EventEmitter would throw and break reconnecting.
+      if (this.listenerCount('error') > 0) this.emit('error', error);
+    });
+    this.link.on('close', () => {
+      if (this.state === 'ready') this.state = 'reconnecting';
+      this.emit('close');
+    });
+    this.link.on('reconnecting', (delayMs, attempt) => {
+      if (this.state !== 'closed') this.state = 'reconnecting';
+      this.emit('reconnecting', delayMs, attempt);
+    });
+    this.link.on('end', () => this.onEnd());
+  }
+
+  private onReady(): void {
+    this.state = 'ready';
+    this.lastError = undefined;
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const waiter of waiters) waiter.resolve();
+    this.emit('ready');
+    // Oldest first, each with what is left of its deadline; all leave in one coalesced write.
+    for (const command of this.queue.takeAll()) {
+      this.unqueue(command);
+      this.submit(command);
+    }
+  }
+
+  private onEnd(): void {
+    if (this.state !== 'closed') {
+      this.state = 'end';
+      const reason = `${this.label} stopped reconnecting (retryStrategy returned null)`;
+      this.failQueued(this.endError(reason));
+      const waiters = this.connectWaiters;
+      this.connectWaiters = [];
+      for (const waiter of waiters) waiter.reject(this.endError(reason));
+    }
+    this.emit('end');
+  }
+
+  /** The error of commands failed by `end`: the last connection error when it says more. */
+  private endError(reason: string): DstoreError {
+    const last = this.lastError;
+    if (last instanceof DstoreError)
+      return new DstoreError(last.code, `${reason}: ${last.message}`, { cause: last });
+    return clientClosedError(reason);
+  }
+
+  private async shutDown(immediately: boolean): Promise<void> {
+    const wasRunning = this.state !== 'wait' && this.state !== 'end' && this.state !== 'closed';
+    this.state = 'closed';
+    this.failQueued(clientClosedError(`${this.label} closed before the command was sent`));
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const waiter of waiters) waiter.reject(clientClosedError(`${this.label} was closed`));
+    // Wait for answers here rather than in the connection's own graceful close, which stops
+    // reading at once; every command in flight settles by its deadline at the latest.
+    if (!immediately && this.inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        this.onAllAnswered = resolve;
+      });
+    }
+    const connection = this.link.connection;
+    const linkClosed = this.link.close();
+    connection?.destroy(clientClosedError(`${this.label} disconnected`));
+    await linkClosed;
+    // The link emits 'end' itself only when it was running.
+    if (!wasRunning) this.emit('end');
+  }
+
+  /** Sends a command now, queues it while not connected, or fails it at once. */
+  private send(message: WithoutId<Request>, options: CommandOptions = {}): Promise<Response> {
+    return new Promise<Response>((resolve, reject) => {
+      const { signal } = options;
+      if (signal?.aborted) {
+        reject(abortedError(signal));
+        return;
+      }
+      const timeoutMs = options.timeout ?? this.options.commandTimeout;
+      const command: Command = {
+        message,
+        deadline: performance.now() + timeoutMs,
+        timeoutMs,
+        signal,
+        resolve,
+        reject,
+        retries: 0,
+        onAbortWhileQueued: undefined,
+      };
+      this.submit(command);
+    });
+  }
+
+  private submit(command: Command): void {
+    const connection = this.link.connection;
+    if (connection?.isOpen) {
+      this.dispatch(command);
+      return;
+    }
+    if (this.state === 'closed') {
+      command.reject(clientClosedError(`${this.label} is closed`));
+      return;
+    }
+    if (this.state === 'end') {
+      command.reject(this.endError(`${this.label} is not reconnecting; call connect()`));
+      return;
+    }
+    this.start();
+    if (!this.options.enableOfflineQueue) {
+      command.reject(
+        new DstoreError(ErrorCode.UNAVAILABLE, `${this.label} is not connected (offline queue disabled)`),
+      );
+      return;
+    }
+    this.enqueue(command);
+  }
+
+  private enqueue(command: Command): void {
+    if (!this.queue.push(command)) {
+      command.reject(
+        new DstoreError(ErrorCode.BUSY, `${this.label}: offline queue full (${this.options.maxQueueLength})`),
+      );
+      return;
+    }
+    const { signal } = command;
+    if (signal) {
+      command.onAbortWhileQueued = () => {
+        if (this.queue.remove(command)) {
+          command.onAbortWhileQueued = undefined;
+          command.reject(abortedError(signal));
+        }
+      };
+      signal.addEventListener('abort', command.onAbortWhileQueued, { once: true });
+    }
+  }
+
+  private unqueue(command: Command): void {
+    if (command.onAbortWhileQueued) command.signal?.removeEventListener('abort', command.onAbortWhileQueued);
+    command.onAbortWhileQueued = undefined;
+  }
+
+  private expireQueued(command: Command): void {
+    this.unqueue(command);
+    command.reject(commandTimeoutError(command.timeoutMs, `still queued: ${this.label} is not connected`));
+  }
+
+  private failQueued(error: DstoreError): void {
+    for (const command of this.queue.takeAll()) {
+      this.unqueue(command);
+      command.reject(error);
+    }
+  }
+
+  private dispatch(command: Command): void {
+    const remainingMs = Math.ceil(command.deadline - performance.now());
+    if (remainingMs <= 0) {
+      command.reject(commandTimeoutError(command.timeoutMs, 'before it could be sent'));
+      return;
+    }
+    const requestOptions =
+      command.signal === undefined
+        ? { timeoutMs: remainingMs }
+        : { timeoutMs: remainingMs, signal: command.signal };
+    this.inFlight++;
+    this.link.request(command.message, requestOptions).then(
+      (response) => {
+        this.answered();
+        command.resolve(response);
+      },
+      (error: unknown) => {
+        this.answered();
+        this.onSendFailure(command, error);
+      },
+    );
+  }
+
+  private answered(): void {
+    this.inFlight--;
+    if (this.inFlight === 0 && this.onAllAnswered) {
+      const resolve = this.onAllAnswered;
+      this.onAllAnswered = undefined;
+      resolve();
+    }
+  }
+
+  /**
+   * Resends a command only when it certainly was not executed; a TIMEOUT or CONNECTION_CLOSED after
+   * the write is indeterminate, and resending a SET could overwrite a newer write by someone else.
+   */
+  private onSendFailure(command: Command, error: unknown): void {
+    if (
+      error instanceof DstoreError &&
+      RESENDABLE_CODES.has(error.code) &&
+      command.retries < this.options.maxRetriesPerRequest &&
+      performance.now() < command.deadline
+    ) {
+      command.retries++;
+      this.submit(command);
+      return;
+    }
+    if (error instanceof DstoreError && error.code === ErrorCode.TIMEOUT) {
+      command.reject(commandTimeoutError(command.timeoutMs, 'waiting for the answer'));
+      return;
+    }
+    command.reject(error instanceof Error ? error : new DstoreError(ErrorCode.INTERNAL, String(error)));
+  }
+
+  private keyBytes(key: BinaryLike): Uint8Array {
+    const bytes = inputBytes(key, 'key');
+    if (bytes.length === 0) throw invalidArgument('key must not be empty');
+    const full = this.prefix.length === 0 ? bytes : concatBytes(this.prefix, bytes);
+    if (full.length > DEFAULT_LIMITS.maxKeyBytes) {
+      throw new DstoreError(
+        ErrorCode.KEY_TOO_LARGE,
+        `key is ${full.length} bytes (with prefix), limit ${DEFAULT_LIMITS.maxKeyBytes}`,
+      );
+    }
+    return full;
+  }
+
+  private entryBytes(entries: MSetEntries): KeyValue[] {
+    const source: Iterable<readonly [BinaryLike, BinaryLike]> =
+      Symbol.iterator in entries
+        ? (entries as Iterable<readonly [BinaryLike, BinaryLike]>)
+        : Object.entries(entries as Readonly<Record<string, BinaryLike>>);
+    const pairs: KeyValue[] = [];
+    let frameBytes = FRAME_OVERHEAD_BYTES;
+    for (const [key, value] of source) {
+      const pair = { key: this.keyBytes(key), value: valueBytes(value) };
+      frameBytes += pair.key.length + pair.value.length + ENTRY_OVERHEAD_BYTES;
+      pairs.push(pair);
+    }
+    checkBatchSize(pairs.length);
+    if (frameBytes > DEFAULT_LIMITS.maxFrameBytes) {
+      throw new DstoreError(
+        ErrorCode.FRAME_TOO_LARGE,
+        `MSET of about ${frameBytes} bytes exceeds the ${DEFAULT_LIMITS.maxFrameBytes}-byte frame limit; split it`,
+      );
+    }
+    return pairs;
+  }
+}
+
+/** Creates a client from options or a `dstore://host:port` URL (plus optional overrides). */
+export function createClient(
+  options: ClientOptions | string = {},
+  overrides: ClientOptions = {},
+): DstoreClient {
+  return new DstoreClient(options, overrides);
+}
+
+function inputBytes(input: BinaryLike, what: string): Uint8Array {
+  if (typeof input === 'string' || input instanceof Uint8Array) return toBytes(input);
+  throw invalidArgument(`${what} must be a string or Uint8Array, got ${typeof input}`);
+}
+
+function valueBytes(value: BinaryLike): Uint8Array {
+  const bytes = inputBytes(value, 'value');
+  if (bytes.length > DEFAULT_LIMITS.maxValueBytes) {
+    throw new DstoreError(
+      ErrorCode.VALUE_TOO_LARGE,
+      `value is ${bytes.length} bytes, limit ${DEFAULT_LIMITS.maxValueBytes}`,
+    );
+  }
+  return bytes;
+}
+
+function checkBatchSize(count: number): void {
+  if (count > DEFAULT_LIMITS.maxBatchKeys) {
+    throw new DstoreError(
+      ErrorCode.BATCH_TOO_LARGE,
+      `batch of ${count} keys, limit ${DEFAULT_LIMITS.maxBatchKeys}`,
+    );
+  }
+}
+
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const joined = new Uint8Array(a.length + b.length);
+  joined.set(a, 0);
+  joined.set(b, a.length);
+  return joined;
+}
+
+/**
+ * Values arrive as views into the socket's receive chunk; handing the caller a copy keeps a small
+ * value from pinning a whole chunk in memory and makes the bytes safely theirs.
+ */
+function copyBytes(view: Uint8Array): Uint8Array {
+  return new Uint8Array(view);
+}
+
+function unexpectedAnswer(command: string, response: Response): DstoreError {
+  return new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${response.op}) to ${command}`);
+}

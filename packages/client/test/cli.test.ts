@@ -1,0 +1,229 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { FakeServer } from './helpers/fake-server.js';
+
+const cliPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
+
+const children = new Set<ChildProcess>();
+const servers: FakeServer[] = [];
+const httpServers: Server[] = [];
+
+afterEach(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  children.clear();
+  await Promise.all(servers.splice(0).map((server) => server.stop()));
+  await Promise.all(
+    httpServers.splice(0).map((server) => new Promise((resolve) => server.close(() => resolve(undefined)))),
+  );
+});
+
+interface Run {
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly code: number | null;
+}
+
+/** Runs the built CLI asynchronously: the fake server it talks to lives in this process. */
+function dstore(...args: string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      children.delete(child);
+      resolve({ stdout, stderr, code });
+    });
+  });
+}
+
+async function startServer(): Promise<FakeServer> {
+  const server = new FakeServer();
+  servers.push(server);
+  await server.start();
+  return server;
+}
+
+async function closedPort(): Promise<string> {
+  const server = await startServer();
+  const address = server.address;
+  await server.stop();
+  return address;
+}
+
+describe('dstore set/get/del/ping', () => {
+  it('writes, reads and deletes a key', async () => {
+    const server = await startServer();
+    const at = ['--server', server.address];
+    expect(await dstore('set', 'greeting', 'hello world', ...at)).toMatchObject({ code: 0, stdout: 'OK\n' });
+    expect(await dstore('get', 'greeting', ...at)).toMatchObject({ code: 0, stdout: 'hello world\n' });
+    expect(await dstore('del', 'greeting', ...at)).toMatchObject({ code: 0, stdout: '1\n' });
+    expect(await dstore('del', 'greeting', ...at)).toMatchObject({ code: 0, stdout: '0\n' });
+    expect(await dstore('get', 'greeting', ...at)).toMatchObject({ code: 1, stdout: '(nil)\n', stderr: '' });
+  });
+
+  it('prints JSON with --json', async () => {
+    const server = await startServer();
+    const at = ['--server', server.address, '--json'];
+    expect(JSON.parse((await dstore('set', 'k', 'v', ...at)).stdout)).toEqual({ ok: true });
+    expect(JSON.parse((await dstore('get', 'k', ...at)).stdout)).toEqual({ key: 'k', value: 'v' });
+    expect(JSON.parse((await dstore('get', 'nope', ...at)).stdout)).toEqual({ key: 'nope', value: null });
+    expect(JSON.parse((await dstore('del', 'k', ...at)).stdout)).toEqual({ key: 'k', deleted: 1 });
+    const ping = JSON.parse((await dstore('ping', ...at)).stdout) as { reply: string; ms: number };
+    expect(ping.reply).toBe('PONG');
+    expect(typeof ping.ms).toBe('number');
+  });
+
+  it('pings with the round-trip time', async () => {
+    const server = await startServer();
+    const run = await dstore('ping', '--server', `dstore://${server.address}`);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^PONG \d+\.\d{3} ms\n$/);
+  });
+
+  it('reports an unreachable server as error UNAVAILABLE with exit code 2', async () => {
+    const run = await dstore('get', 'k', '--server', await closedPort());
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(/^error UNAVAILABLE: cannot connect to 127\.0\.0\.1:\d+/);
+  });
+
+  it('reports bad arguments with exit code 2 and shows help with exit code 0', async () => {
+    expect((await dstore('get')).code).toBe(2);
+    expect((await dstore('bench', '--read-ratio', '2')).code).toBe(2);
+    expect((await dstore('get', 'k', '--server', 'host:99999')).stderr).toMatch(/^error INVALID_ARGUMENT/);
+    const help = await dstore('--help');
+    expect(help.code).toBe(0);
+    for (const command of ['set', 'get', 'del', 'ping', 'status', 'bench'])
+      expect(help.stdout).toContain(command);
+  });
+});
+
+describe('dstore bench', () => {
+  it('runs a small mix and prints one JSON report with node latency from STATS', async () => {
+    const server = await startServer();
+    server.stats = {
+      'node.node-1.latency.p50_us': 30,
+      'node.node-1.latency.p99_us': 80,
+      'node.node-1.keys': 25,
+      'node.node-2.status': 'down',
+    };
+    const run = await dstore(
+      'bench',
+      '--server',
+      server.address,
+      '--ops',
+      '400',
+      '--concurrency',
+      '8',
+      '--keyspace',
+      '50',
+      '--distribution',
+      'zipfian',
+      '--clients',
+      '2',
+      '--json',
+    );
+    expect(run.code).toBe(0);
+    const report = JSON.parse(run.stdout) as {
+      ops: number;
+      errors: Record<string, number>;
+      preloaded: number;
+      latency: { count: number; p99Us: number };
+      byOp: { get: { ops: number }; set: { ops: number } };
+      misses: number;
+      nodes: { id: string; status: string; latency?: { p50Us: number } }[];
+    };
+    expect(report.ops).toBe(400);
+    expect(report.errors).toEqual({});
+    expect(report.preloaded).toBe(50);
+    expect(report.misses).toBe(0);
+    expect(report.latency.count).toBe(400);
+    expect(report.latency.p99Us).toBeGreaterThan(0);
+    expect(report.byOp.get.ops + report.byOp.set.ops).toBe(400);
+    expect(report.nodes).toMatchObject([
+      { id: 'node-1', status: 'up', latency: { p50Us: 30 } },
+      { id: 'node-2', status: 'down' },
+    ]);
+    expect(server.connectionCount).toBe(0);
+  });
+
+  it('prints a readable report', async () => {
+    const server = await startServer();
+    server.stats = { 'node.n1.latency.p50_us': 30, 'node.n1.latency.p99_us': 80 };
+    const run = await dstore(
+      'bench',
+      '--server',
+      server.address,
+      '--ops',
+      '200',
+      '--concurrency',
+      '4',
+      '--keyspace',
+      '20',
+    );
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/throughput\s+\d+ ops\/s/);
+    expect(run.stdout).toMatch(/^all\s+200\s/m);
+    expect(run.stdout).toMatch(/errors\s+none/);
+    expect(run.stdout).toMatch(/^n1\s+up/m);
+  });
+});
+
+describe('dstore status', () => {
+  async function startAdmin(): Promise<string> {
+    const ring = {
+      epoch: 4,
+      algorithm: 'vnode',
+      nodes: [
+        { id: 'node-1', address: '127.0.0.1:7401', status: 'up', weight: 1, share: 0.3333, keys: 120 },
+        { id: 'node-2', address: '127.0.0.1:7402', status: 'down', weight: 2, share: 0.6667, keys: 240 },
+      ],
+    };
+    const health = { status: 'ok', ready: false, nodes: 2, nodesUp: 1 };
+    const server = createServer((request, response) => {
+      const body = request.url === '/ring' ? ring : request.url === '/health' ? health : undefined;
+      response.writeHead(body ? 200 : 404, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(body ?? { error: 'not found' }));
+    });
+    httpServers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+
+  it('prints the epoch and one row per node', async () => {
+    const admin = await startAdmin();
+    const run = await dstore('status', '--admin', admin);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/epoch 4 {2}algorithm vnode {2}health ok {2}ready no {2}nodes up 1\/2/);
+    expect(run.stdout).toMatch(/node-1\s+127\.0\.0\.1:7401\s+up\s+1\s+33\.3%\s+120/);
+    expect(run.stdout).toMatch(/node-2\s+127\.0\.0\.1:7402\s+down\s+2\s+66\.7%\s+240/);
+  });
+
+  it('prints {ring, health} with --json', async () => {
+    const admin = await startAdmin();
+    const run = await dstore('status', '--admin', admin, '--json');
+    const parsed = JSON.parse(run.stdout) as {
+      ring: { epoch: number; nodes: unknown[] };
+      health: { nodesUp: number };
+    };
+    expect(parsed.ring.epoch).toBe(4);
+    expect(parsed.ring.nodes).toHaveLength(2);
+    expect(parsed.health.nodesUp).toBe(1);
+  });
+
+  it('reports an unreachable admin port as error UNAVAILABLE', async () => {
+    const run = await dstore('status', '--admin', await closedPort());
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/^error UNAVAILABLE: cannot fetch http:\/\/127\.0\.0\.1:\d+\/(ring|health)/);
+  });
+});

@@ -1,0 +1,385 @@
+import { Op } from '@dstore/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type ClientOptions, createClient, type DstoreClient, DstoreError, ErrorCode } from '../src/index.js';
+import { FakeServer, keyOf } from './helpers/fake-server.js';
+import { failOnUnhandledRejections } from './helpers/unhandled.js';
+
+failOnUnhandledRejections();
+
+const servers: FakeServer[] = [];
+const clients: DstoreClient[] = [];
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((client) => client.disconnect()));
+  await Promise.all(servers.splice(0).map((server) => server.stop()));
+});
+
+async function startServer(token?: string): Promise<FakeServer> {
+  const server = new FakeServer(token);
+  servers.push(server);
+  await server.start();
+  return server;
+}
+
+function clientFor(server: FakeServer, options: ClientOptions = {}): DstoreClient {
+  const client = createClient({ host: '127.0.0.1', port: server.port, ...options });
+  clients.push(client);
+  return client;
+}
+
+async function readyClient(server: FakeServer, options: ClientOptions = {}): Promise<DstoreClient> {
+  const client = clientFor(server, options);
+  await client.connect();
+  return client;
+}
+
+/** Like events.once, but without listening for 'error' (which would change what the client emits). */
+function nextEvent(client: DstoreClient, name: 'ready' | 'end' | 'close'): Promise<void> {
+  return new Promise((resolve) => client.once(name, () => resolve()));
+}
+
+const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
+
+describe('commands', () => {
+  it('set, get, getString, del, mget, mset, ping and stats round-trip', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    expect(await client.set('k1', 'v1')).toBe('OK');
+    expect(await client.get('k1')).toEqual(bytes('v1'));
+    expect(await client.getString('k1')).toBe('v1');
+    expect(await client.get('missing')).toBeNull();
+    expect(await client.getString('missing')).toBeNull();
+    expect(await client.mset({ a: '1', b: bytes('2') })).toBe('OK');
+    expect(await client.mset(new Map([['c', '3']]))).toBe('OK');
+    expect(await client.mset([[bytes('d'), '4']])).toBe('OK');
+    expect(await client.mget(['a', 'b', 'nope', 'c', bytes('d')])).toEqual([
+      bytes('1'),
+      bytes('2'),
+      null,
+      bytes('3'),
+      bytes('4'),
+    ]);
+    expect(await client.del('a')).toBe(true);
+    expect(await client.del('a')).toBe(false);
+    expect(await client.ping()).toBe('PONG');
+    server.stats = { 'node.n1.latency.p50_us': 12 };
+    expect(await client.stats()).toMatchObject({ role: 'balancer', keys: 4, 'node.n1.latency.p50_us': 12 });
+  });
+
+  it('answers empty batches without a round trip', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    expect(await client.mget([])).toEqual([]);
+    expect(await client.mset({})).toBe('OK');
+    expect(server.count(Op.MGET) + server.count(Op.MSET)).toBe(0);
+  });
+
+  it('stores and returns binary keys and values byte for byte, as the caller own copies', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    const key = Uint8Array.from([0, 255, 10, 13, 0xc3, 0x28]);
+    const value = Uint8Array.from({ length: 256 }, (_, i) => i);
+    await client.set(key, value);
+    const read = await client.get(key);
+    expect(read).toEqual(value);
+    read![0] = 99;
+    expect(await client.get(key)).toEqual(value);
+    expect(await client.set('empty-value', new Uint8Array(0))).toBe('OK');
+    expect(await client.get('empty-value')).toEqual(new Uint8Array(0));
+  });
+
+  it('keeps many commands in flight on one connection', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    const keys = Array.from({ length: 500 }, (_, i) => `key-${i}`);
+    await Promise.all(keys.map((key) => client.set(key, key)));
+    expect(await Promise.all(keys.map((key) => client.getString(key)))).toEqual(keys);
+    expect(server.connectionCount).toBe(1);
+  });
+
+  it('prefixes every key with keyPrefix, and only keys', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { keyPrefix: 'app:' });
+    await client.set('k', 'v');
+    await client.mset({ m: 'w' });
+    expect([...server.store.keys()].sort()).toEqual(['app:k', 'app:m']);
+    expect(keyOf(server.store.get('app:k')!)).toBe('v');
+    expect(await client.getString('k')).toBe('v');
+    expect(await client.mget(['k', 'm'])).toEqual([bytes('v'), bytes('w')]);
+    expect(await client.del('k')).toBe(true);
+    expect([...server.store.keys()]).toEqual(['app:m']);
+  });
+
+  it('refuses bad keys, values and batches locally, before sending', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { keyPrefix: 'p:' });
+    await expect(client.get('')).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
+    await expect(client.get(42 as unknown as string)).rejects.toMatchObject({
+      code: ErrorCode.INVALID_ARGUMENT,
+    });
+    await expect(client.get('x'.repeat(1023))).rejects.toMatchObject({ code: ErrorCode.KEY_TOO_LARGE });
+    await expect(client.set('k', new Uint8Array(1024 * 1024))).rejects.toMatchObject({
+      code: ErrorCode.VALUE_TOO_LARGE,
+    });
+    await expect(client.mget(Array.from({ length: 1001 }, (_, i) => `k${i}`))).rejects.toMatchObject({
+      code: ErrorCode.BATCH_TOO_LARGE,
+    });
+    const big = new Uint8Array(600 * 1024);
+    await expect(client.mset({ a: big, b: big })).rejects.toMatchObject({ code: ErrorCode.FRAME_TOO_LARGE });
+    expect(server.count(Op.GET) + server.count(Op.SET) + server.count(Op.MGET) + server.count(Op.MSET)).toBe(
+      0,
+    );
+    const error = await client.get('').catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(DstoreError);
+  });
+});
+
+describe('connection life', () => {
+  it('emits connect and ready, then close, reconnecting and ready again after a restart', async () => {
+    const server = await startServer();
+    const client = clientFor(server);
+    const events: string[] = [];
+    for (const name of ['connect', 'ready', 'close', 'reconnecting', 'end'] as const) {
+      client.on(name, () => events.push(name));
+    }
+    await nextEvent(client, 'ready');
+    expect(client.status).toBe('ready');
+    const readyAgain = nextEvent(client, 'ready');
+    await server.restart();
+    await readyAgain;
+    expect(events.slice(0, 5)).toEqual(['connect', 'ready', 'close', 'reconnecting', 'connect']);
+    expect(events.at(-1)).toBe('ready');
+    await client.close();
+    expect(events.at(-1)).toBe('end');
+    expect(client.status).toBe('closed');
+  });
+
+  it('runs commands issued during an outage once the server is back on the same port', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { commandTimeout: 10_000 });
+    await client.set('before', '1');
+    const closed = nextEvent(client, 'close');
+    await server.stop();
+    await closed;
+    const pending = [client.set('during', '2'), client.getString('before'), client.ping()];
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(client.queueLength).toBe(3);
+    server.store.clear();
+    server.store.set('before', bytes('1'));
+    await server.start();
+    expect(await Promise.all(pending)).toEqual(['OK', '1', 'PONG']);
+    expect(server.store.has('during')).toBe(true);
+  });
+
+  it('keeps reconnecting and working with no error listener', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    expect(client.listenerCount('error')).toBe(0);
+    await server.stop();
+    // Let several reconnect attempts fail while nobody listens for 'error'.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await server.start();
+    expect(await client.set('k', 'v')).toBe('OK');
+    expect(await client.getString('k')).toBe('v');
+  });
+
+  it('emits error events to a listener while the server is down', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    const errors: Error[] = [];
+    client.on('error', (error) => errors.push(error));
+    await server.stop();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(errors.length).toBeGreaterThan(0);
+    expect(errors[0]).toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+
+  it('lazyConnect waits for connect() or the first command', async () => {
+    const server = await startServer();
+    const client = clientFor(server, { lazyConnect: true });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(client.status).toBe('wait');
+    expect(server.connectionCount).toBe(0);
+    expect(await client.ping()).toBe('PONG');
+    expect(server.connectionCount).toBe(1);
+    const other = clientFor(server, { lazyConnect: true });
+    await other.connect();
+    expect(other.status).toBe('ready');
+    await other.connect();
+  });
+
+  it('stops when retryStrategy returns null: end, and queued and later commands are rejected', async () => {
+    const server = await startServer();
+    await server.stop();
+    const attempts: number[] = [];
+    const client = clientFor(server, {
+      retryStrategy: (times) => {
+        attempts.push(times);
+        return times < 3 ? 10 : null;
+      },
+    });
+    const queued = client.get('k');
+    await nextEvent(client, 'end');
+    await expect(queued).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+    expect(attempts).toEqual([1, 2, 3]);
+    expect(client.status).toBe('end');
+    await expect(client.get('k')).rejects.toBeInstanceOf(DstoreError);
+    // connect() starts again after 'end'.
+    await server.start();
+    await client.connect();
+    expect(await client.ping()).toBe('PONG');
+  });
+
+  it('rejects a connect() the strategy gives up on', async () => {
+    const server = await startServer();
+    await server.stop();
+    const client = clientFor(server, { lazyConnect: true, retryStrategy: () => null });
+    await expect(client.connect()).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+
+  it('sends the token in HELLO; a wrong token ends with UNAUTHORIZED', async () => {
+    const server = await startServer('secret');
+    const good = await readyClient(server, { token: 'secret' });
+    expect(await good.ping()).toBe('PONG');
+    const bad = clientFor(server, { token: 'wrong', retryStrategy: () => null });
+    await expect(bad.ping()).rejects.toMatchObject({ code: ErrorCode.UNAUTHORIZED });
+  });
+
+  it('close() lets commands in flight finish and rejects commands issued afterwards', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    server.delayMs = 100;
+    const inFlight = client.set('k', 'v');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await client.close();
+    expect(await inFlight).toBe('OK');
+    await expect(client.get('k')).rejects.toMatchObject({ code: ErrorCode.CONNECTION_CLOSED });
+    await expect(client.connect()).rejects.toMatchObject({ code: ErrorCode.CONNECTION_CLOSED });
+    await client.close();
+  });
+
+  it('close() rejects commands still queued (never sent) with CONNECTION_CLOSED', async () => {
+    const server = await startServer();
+    await server.stop();
+    const client = clientFor(server);
+    const queued = client.get('k');
+    await client.close();
+    await expect(queued).rejects.toMatchObject({ code: ErrorCode.CONNECTION_CLOSED });
+  });
+
+  it('disconnect() fails commands in flight at once', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    server.mode = 'silent';
+    const inFlight = client.get('k');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await client.disconnect();
+    await expect(inFlight).rejects.toMatchObject({ code: ErrorCode.CONNECTION_CLOSED });
+  });
+});
+
+describe('offline queue and deadlines', () => {
+  it('rejects with BUSY at once past maxQueueLength', async () => {
+    const server = await startServer();
+    await server.stop();
+    const client = clientFor(server, { maxQueueLength: 2, commandTimeout: 200 });
+    const first = client.get('a');
+    const second = client.get('b');
+    await expect(client.get('c')).rejects.toMatchObject({ code: ErrorCode.BUSY });
+    expect(client.queueLength).toBe(2);
+    await expect(first).rejects.toMatchObject({ code: ErrorCode.TIMEOUT });
+    await expect(second).rejects.toMatchObject({ code: ErrorCode.TIMEOUT });
+  });
+
+  it('counts time in the queue: TIMEOUT although the command was never sent', async () => {
+    const server = await startServer();
+    await server.stop();
+    const client = clientFor(server, { commandTimeout: 100 });
+    const error = await client.set('k', 'v').catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: ErrorCode.TIMEOUT });
+    expect((error as Error).message).toMatch(/queued/);
+    expect(client.queueLength).toBe(0);
+    await server.start();
+    await client.connect();
+    expect(server.count(Op.SET)).toBe(0);
+  });
+
+  it('fails with TIMEOUT when the server never answers', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { commandTimeout: 100 });
+    server.mode = 'silent';
+    await expect(client.get('k')).rejects.toMatchObject({ code: ErrorCode.TIMEOUT });
+    await expect(client.get('k', { timeout: 50 })).rejects.toMatchObject({ code: ErrorCode.TIMEOUT });
+  });
+
+  it('fails at once with UNAVAILABLE while disconnected when enableOfflineQueue is false', async () => {
+    const server = await startServer();
+    await server.stop();
+    const client = clientFor(server, { enableOfflineQueue: false });
+    await expect(client.get('k')).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+    expect(client.queueLength).toBe(0);
+  });
+
+  it('aborts a queued command, an in-flight command and an already-aborted one with ABORTED', async () => {
+    const server = await startServer();
+    await server.stop();
+    const client = clientFor(server);
+    const queuedAbort = new AbortController();
+    const queued = client.get('k', { signal: queuedAbort.signal });
+    queuedAbort.abort();
+    await expect(queued).rejects.toMatchObject({ code: ErrorCode.ABORTED });
+    expect(client.queueLength).toBe(0);
+
+    await server.start();
+    await client.connect();
+    server.mode = 'silent';
+    const flightAbort = new AbortController();
+    const inFlight = client.get('k', { signal: flightAbort.signal });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    flightAbort.abort();
+    await expect(inFlight).rejects.toMatchObject({ code: ErrorCode.ABORTED });
+    await expect(client.get('k', { signal: AbortSignal.abort() })).rejects.toMatchObject({
+      code: ErrorCode.ABORTED,
+    });
+  });
+});
+
+describe('retries', () => {
+  it('resends a command that certainly was not executed, maxRetriesPerRequest times', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    server.failNext = [ErrorCode.UNAVAILABLE];
+    expect(await client.set('k', 'v')).toBe('OK');
+    expect(server.count(Op.SET)).toBe(2);
+    server.failNext = [ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN];
+    await expect(client.set('k', 'v')).rejects.toMatchObject({ code: ErrorCode.SHUTTING_DOWN });
+    const noRetry = await readyClient(server, { maxRetriesPerRequest: 0 });
+    server.failNext = [ErrorCode.UNAVAILABLE];
+    await expect(noRetry.get('k')).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+
+  it('never resends an indeterminate failure (TIMEOUT, INTERNAL)', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { commandTimeout: 100, maxRetriesPerRequest: 5 });
+    server.delayMs = 300;
+    await expect(client.set('k', 'v')).rejects.toMatchObject({ code: ErrorCode.TIMEOUT });
+    expect(server.count(Op.SET)).toBe(1);
+    server.delayMs = 0;
+    server.failNext = [ErrorCode.INTERNAL];
+    await expect(client.set('k', 'v')).rejects.toMatchObject({ code: ErrorCode.INTERNAL });
+    expect(server.count(Op.SET)).toBe(2);
+  });
+
+  it('does not resend commands in flight when the connection drops', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { maxRetriesPerRequest: 5, commandTimeout: 300 });
+    server.mode = 'silent';
+    const inFlight = client.set('k', 'v');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    server.dropConnections();
+    // The peer's FIN starts a graceful close that waits for answers, so the outcome is either.
+    const error = await inFlight.catch((caught: unknown) => caught);
+    expect([ErrorCode.CONNECTION_CLOSED, ErrorCode.TIMEOUT]).toContain((error as DstoreError).code);
+    expect(server.count(Op.SET)).toBe(1);
+  });
+});

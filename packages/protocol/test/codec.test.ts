@@ -1,0 +1,216 @@
+import { Encoder } from '@msgpack/msgpack';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_LIMITS,
+  ErrorCode,
+  type Message,
+  MessageCodec,
+  Op,
+  ProtocolError,
+  resolveLimits,
+  toWireArray,
+} from '../src/index.js';
+
+const limits = resolveLimits({ maxBatchKeys: 64 });
+const codec = new MessageCodec(limits);
+const raw = new Encoder();
+
+const id = fc.integer({ min: 0, max: 0xffff_ffff });
+// Bias toward the bytes that break naive string handling.
+const byte = fc.oneof(fc.constantFrom(0x00, 0xff, 0x7f, 0x80, 0xc0, 0xc1), fc.integer({ min: 0, max: 255 }));
+const key = fc.array(byte, { minLength: 1, maxLength: 64 }).map((bytes) => Uint8Array.from(bytes));
+const longKey = fc.integer({ min: 1, max: limits.maxKeyBytes }).map((n) => new Uint8Array(n).fill(0xff));
+const anyKey = fc.oneof({ weight: 9, arbitrary: key }, { weight: 1, arbitrary: longKey });
+const value = fc.oneof(
+  fc.constant(new Uint8Array(0)),
+  fc.array(byte, { maxLength: 300 }).map((bytes) => Uint8Array.from(bytes)),
+);
+const shortString = fc.string({ minLength: 1, maxLength: 40 });
+const role = fc.constantFrom('client', 'balancer', 'node' as const);
+const statsMap = fc
+  .dictionary(
+    fc.string({ maxLength: 20 }).filter((name) => !['__proto__', 'constructor', 'prototype'].includes(name)),
+    fc.oneof(fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.string({ maxLength: 30 })),
+    { maxKeys: 40 },
+  )
+  .map((entries) => Object.assign(Object.create(null), entries) as Record<string, number | string>);
+
+/** One arbitrary per message type, so every op is covered. */
+const messages: fc.Arbitrary<Message>[] = [
+  fc.record({
+    op: fc.constant(Op.HELLO),
+    id,
+    version: fc.integer({ min: 0, max: 0xffff_ffff }),
+    role,
+    token: fc.option(shortString, { nil: undefined }),
+  }),
+  fc.record({ op: fc.constant(Op.GET), id, key: anyKey }),
+  fc.record({ op: fc.constant(Op.SET), id, key: anyKey, value }),
+  fc.record({ op: fc.constant(Op.DEL), id, key: anyKey }),
+  fc.record({ op: fc.constant(Op.MGET), id, keys: fc.array(key, { maxLength: limits.maxBatchKeys }) }),
+  fc.record({
+    op: fc.constant(Op.MSET),
+    id,
+    entries: fc.array(fc.record({ key, value }), { maxLength: limits.maxBatchKeys }),
+  }),
+  fc.record({ op: fc.constant(Op.PING), id }),
+  fc.record({ op: fc.constant(Op.STATS), id }),
+  fc.record({
+    op: fc.constant(Op.JOIN),
+    id,
+    nodeId: shortString,
+    host: shortString,
+    port: fc.integer({ min: 0, max: 65535 }),
+    weight: fc.oneof(fc.integer({ min: 1, max: 1000 }), fc.double({ min: 0.001, max: 1e6, noNaN: true })),
+  }),
+  fc.record({ op: fc.constant(Op.LEAVE), id, nodeId: shortString }),
+  fc.record({
+    op: fc.constant(Op.HEARTBEAT),
+    id,
+    nodeId: shortString,
+    keyCount: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  }),
+  fc.record({ op: fc.constant(Op.OK), id }),
+  fc.record({ op: fc.constant(Op.VALUE), id, value: fc.option(value, { nil: null }) }),
+  fc.record({
+    op: fc.constant(Op.VALUES),
+    id,
+    values: fc.array(fc.option(value, { nil: null }), { maxLength: limits.maxBatchKeys }),
+  }),
+  fc.record({ op: fc.constant(Op.COUNT), id, count: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }) }),
+  fc.record({ op: fc.constant(Op.STATS_RESULT), id, stats: statsMap }),
+  fc.record({
+    op: fc.constant(Op.HELLO_OK),
+    id,
+    version: fc.nat(),
+    role,
+    serverId: fc.string({ maxLength: 40 }),
+  }),
+  fc.record({
+    op: fc.constant(Op.ERROR),
+    id,
+    // Unknown codes must survive: a newer peer may send codes this version does not define.
+    code: fc.oneof(fc.constantFrom(...Object.values(ErrorCode)), fc.string({ maxLength: 30 })),
+    message: fc.string({ maxLength: 200 }),
+  }),
+];
+
+/** Compares bytes as plain arrays: decoded bytes are views of a Buffer, sent ones may be Uint8Arrays. */
+function normalise(message: Message): unknown {
+  return JSON.parse(
+    JSON.stringify(message, (_name, field: unknown) =>
+      field instanceof Uint8Array ? { bytes: Array.from(field) } : field,
+    ),
+  );
+}
+
+describe('MessageCodec round trip', () => {
+  for (const arbitrary of messages) {
+    const sample = fc.sample(arbitrary, { numRuns: 1, seed: 1 })[0]!;
+    it(`op ${sample.op} round-trips`, () => {
+      fc.assert(
+        fc.property(arbitrary, (message) => {
+          const body = codec.encode(message).slice();
+          const decoded = codec.decode(body);
+          expect(normalise(decoded)).toEqual(normalise(message));
+        }),
+        { numRuns: 300 },
+      );
+    });
+  }
+
+  it('ids 0 and 2^32-1 round-trip', () => {
+    for (const edge of [0, 1, 0x7fff_ffff, 0xffff_ffff]) {
+      expect(codec.decode(codec.encode({ op: Op.PING, id: edge }).slice()).id).toBe(edge);
+    }
+  });
+
+  it('encodes string keys as UTF-8 bytes', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 50 }), (text) => {
+        const body = raw.encode([Op.GET, 1, text]);
+        const decoded = codec.decode(body);
+        expect(decoded.op).toBe(Op.GET);
+        expect(Buffer.from((decoded as { key: Uint8Array }).key)).toEqual(Buffer.from(text, 'utf8'));
+      }),
+    );
+  });
+
+  it('ignores trailing extra fields (forward compatibility)', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(...messages),
+        fc.array(fc.oneof(fc.integer(), fc.string({ maxLength: 10 }), fc.constant(null), fc.boolean()), {
+          minLength: 1,
+          maxLength: 5,
+        }),
+        (message, extras) => {
+          const body = raw.encode([...toWireArray(message), ...extras]);
+          expect(normalise(codec.decode(body))).toEqual(normalise(message));
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('answers unknown ops with UNKNOWN_OP carrying the request id', () => {
+    const known = new Set<number>(Object.values(Op));
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 255 }).filter((op) => !known.has(op)),
+        id,
+        (op, requestId) => {
+          const error = catchError(() => codec.decode(raw.encode([op, requestId, 'x'])));
+          expect(error).toBeInstanceOf(ProtocolError);
+          expect(error).toMatchObject({ code: ErrorCode.UNKNOWN_OP, requestId, fatal: false });
+        },
+      ),
+    );
+  });
+
+  it('keeps the request id on a bad op', () => {
+    const error = catchError(() => codec.decode(raw.encode(['GET', 77, 'x'])));
+    expect(error).toMatchObject({ code: ErrorCode.MALFORMED_FRAME, requestId: 77 });
+  });
+
+  it('enforces key, value, batch and string limits with their codes', () => {
+    const small = new MessageCodec({ maxKeyBytes: 4, maxValueBytes: 8, maxBatchKeys: 2, maxStringBytes: 6 });
+    const cases: [unknown[], string][] = [
+      [[Op.GET, 1, new Uint8Array(5)], ErrorCode.KEY_TOO_LARGE],
+      [[Op.GET, 1, new Uint8Array(0)], ErrorCode.INVALID_ARGUMENT],
+      [[Op.SET, 1, new Uint8Array(1), new Uint8Array(9)], ErrorCode.VALUE_TOO_LARGE],
+      [[Op.MGET, 1, 3, 'a', 'b', 'c'], ErrorCode.BATCH_TOO_LARGE],
+      [[Op.MGET, 1, 2, 'a'], ErrorCode.MALFORMED_FRAME],
+      [[Op.LEAVE, 1, 'abcdefg'], ErrorCode.MALFORMED_FRAME],
+      // 3 characters, 9 bytes in UTF-8: the limit is in bytes.
+      [[Op.LEAVE, 1, 'ééé'.replace(/é/g, '\u20ac')], ErrorCode.MALFORMED_FRAME],
+      [[Op.JOIN, 1, 'n', 'h', 1, 0], ErrorCode.INVALID_ARGUMENT],
+      [[Op.HELLO, 1, 1, 'root', null], ErrorCode.MALFORMED_FRAME],
+    ];
+    for (const [fields, code] of cases) {
+      expect(catchError(() => small.decode(raw.encode(fields)))).toMatchObject({ code });
+    }
+    expect(small.decode(raw.encode([Op.LEAVE, 1, 'abcdef']))).toMatchObject({ nodeId: 'abcdef' });
+  });
+
+  it('refuses map keys that reach a prototype', () => {
+    for (const name of ['__proto__', 'constructor', 'prototype']) {
+      const error = catchError(() => codec.decode(raw.encode([Op.STATS_RESULT, 1, { [name]: 1 }])));
+      expect(error).toMatchObject({ code: ErrorCode.MALFORMED_FRAME });
+    }
+  });
+
+  it('uses the default limits when none are given', () => {
+    expect(new MessageCodec().limits).toEqual(DEFAULT_LIMITS);
+  });
+});
+
+function catchError(run: () => unknown): unknown {
+  try {
+    run();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected an error');
+}

@@ -1,0 +1,247 @@
+import type { Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  answerHello,
+  type Connection,
+  DstoreError,
+  ErrorCode,
+  FrameDecoder,
+  FrameServer,
+  handshake,
+  type Message,
+  MessageCodec,
+  Op,
+  PeerLink,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type Request,
+} from '../src/index.js';
+import { badInputCorpus } from '../src/testing.js';
+import { failOnUncaught, Resources, waitFor } from './helpers.js';
+
+failOnUncaught();
+const resources = new Resources();
+afterEach(() => resources.closeAll());
+
+/** The reference server: HELLO (with an optional token) first, then PING. */
+function handler(token?: string) {
+  return (request: Request, connection: Connection): void => {
+    if (request.op === Op.HELLO) {
+      connection.reply(answerHello(connection, request, { role: 'node', serverId: 'n1', token }));
+      return;
+    }
+    if (token !== undefined && !connection.authenticated) {
+      connection.replyError(request.id, ErrorCode.UNAUTHORIZED, 'say HELLO first');
+      return;
+    }
+    connection.reply({ op: Op.OK, id: request.id });
+  };
+}
+
+function watch(socket: Socket): { messages: Message[]; closed: () => boolean } {
+  const codec = new MessageCodec();
+  const messages: Message[] = [];
+  let closed = false;
+  const decoder = new FrameDecoder(codec.limits.maxFrameBytes, (body) => messages.push(codec.decode(body)));
+  socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+  socket.on('end', () => socket.end());
+  socket.on('close', () => {
+    closed = true;
+  });
+  return { messages, closed: () => closed };
+}
+
+async function pingWorks(port: number): Promise<void> {
+  const client = await resources.connection(port);
+  expect((await client.request({ op: Op.PING })).op).toBe(Op.OK);
+  client.destroy();
+}
+
+describe('FrameServer', () => {
+  it('survives every case of the bad-input corpus', async () => {
+    const protocolErrors: ProtocolError[] = [];
+    const { server, address } = await resources.server({
+      connection: { frameTimeoutMs: 200 },
+      onRequest: handler(),
+    });
+    server.on('connection', (connection) =>
+      connection.on('protocolError', (error) => protocolErrors.push(error)),
+    );
+    for (const badCase of badInputCorpus()) {
+      const socket = await resources.socket(address.port);
+      const seen = watch(socket);
+      socket.write(badCase.bytes);
+      await waitFor(
+        () => seen.closed() || seen.messages.some((message) => message.op === Op.ERROR),
+        10_000,
+        `a reply to "${badCase.name}"`,
+      );
+      if (badCase.closes) await waitFor(seen.closed, 10_000, `"${badCase.name}" to close the connection`);
+      for (const message of seen.messages) {
+        expect(message.op, badCase.name).toBe(Op.ERROR);
+      }
+      socket.destroy();
+      await pingWorks(address.port);
+    }
+    expect(protocolErrors.every((error) => error instanceof ProtocolError)).toBe(true);
+    expect(protocolErrors.length).toBeGreaterThan(badInputCorpus().length);
+  });
+
+  it('refuses connections past maxConnections with BUSY, then closes them', async () => {
+    const refused: string[] = [];
+    const { server, address } = await resources.server({ maxConnections: 1, onRequest: handler() });
+    server.on('refused', (remote) => refused.push(remote));
+    const first = await resources.connection(address.port);
+    expect((await first.request({ op: Op.PING })).op).toBe(Op.OK);
+
+    const raw = await resources.socket(address.port);
+    const seen = watch(raw);
+    await waitFor(seen.closed, 10_000, 'the refused socket to close');
+    expect(seen.messages).toEqual([expect.objectContaining({ op: Op.ERROR, id: 0, code: ErrorCode.BUSY })]);
+
+    // A Connection sees the refusal as BUSY (not executed, safe to retry), not as a bare close.
+    const second = await resources.connection(address.port);
+    const error = await second.request({ op: Op.PING }).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(DstoreError);
+    expect(error).toMatchObject({ code: ErrorCode.BUSY, notExecuted: true });
+    expect(refused.length).toBe(2);
+    expect(server.connectionCount).toBe(1);
+  });
+
+  it('closes gracefully: in-flight requests are answered first', async () => {
+    const server = new FrameServer({
+      onRequest: (request, connection) =>
+        setTimeout(() => connection.reply({ op: Op.OK, id: request.id }), 100),
+    });
+    resources.add(() => server.close(100));
+    const { port } = await server.listen();
+    const client = await resources.connection(port);
+    const answers = Array.from({ length: 10 }, () => client.request({ op: Op.PING }));
+    await waitFor(
+      () => [...server.openConnections].some((connection) => connection.serving === 10),
+      5000,
+      'the server to receive the requests',
+    );
+    const closed = server.close();
+    const results = await Promise.all(answers);
+    expect(results.every((result) => result.op === Op.OK)).toBe(true);
+    await closed;
+    expect(server.connectionCount).toBe(0);
+    await waitFor(() => !client.isOpen, 5000, 'the client to see the close');
+  });
+});
+
+describe('HELLO', () => {
+  it('refuses another protocol version with VERSION_MISMATCH', async () => {
+    const { address } = await resources.server({ onRequest: handler() });
+    const client = await resources.connection(address.port);
+    await expect(
+      client.request({ op: Op.HELLO, version: PROTOCOL_VERSION + 1, role: 'client' }),
+    ).rejects.toMatchObject({ code: ErrorCode.VERSION_MISMATCH });
+    const hello = await handshake(client, 'client');
+    expect(hello).toMatchObject({ op: Op.HELLO_OK, version: PROTOCOL_VERSION, role: 'node', serverId: 'n1' });
+  });
+
+  it('checks the token and marks the connection authenticated', async () => {
+    const { server, address } = await resources.server({ onRequest: handler('s3cret') });
+    const client = await resources.connection(address.port);
+    await expect(client.request({ op: Op.PING })).rejects.toMatchObject({
+      code: ErrorCode.UNAUTHORIZED,
+      notExecuted: true,
+    });
+    await expect(handshake(client, 'client', { token: 'wrong' })).rejects.toMatchObject({
+      code: ErrorCode.UNAUTHORIZED,
+    });
+    await expect(handshake(client, 'client')).rejects.toMatchObject({ code: ErrorCode.UNAUTHORIZED });
+    await handshake(client, 'client', { token: 's3cret' });
+    expect([...server.openConnections][0]?.authenticated).toBe(true);
+    expect((await client.request({ op: Op.PING })).op).toBe(Op.OK);
+  });
+
+  it('handshake refuses a HELLO_OK of another version', async () => {
+    const { address } = await resources.server({
+      onRequest: (request, connection) =>
+        connection.reply({ op: Op.HELLO_OK, id: request.id, version: 99, role: 'node', serverId: 'x' }),
+    });
+    const client = await resources.connection(address.port);
+    await expect(handshake(client, 'client')).rejects.toMatchObject({ code: ErrorCode.VERSION_MISMATCH });
+  });
+});
+
+describe('PeerLink', () => {
+  it('reconnects after the server restarts on the same port', async () => {
+    const first = new FrameServer({ onRequest: handler('t') });
+    resources.add(() => first.close(100));
+    const { port } = await first.listen();
+    const link = new PeerLink({
+      host: '127.0.0.1',
+      port,
+      token: 't',
+      backoff: { initialDelayMs: 20, maxDelayMs: 100 },
+    });
+    resources.add(() => link.close());
+    const readies: string[] = [];
+    const reconnects: number[] = [];
+    link.on('ready', (hello) => readies.push(hello.serverId));
+    link.on('reconnecting', (_delay, attempt) => reconnects.push(attempt));
+    link.start();
+    await waitFor(() => link.isReady, 5000, 'the first ready');
+    expect((await link.request({ op: Op.PING })).op).toBe(Op.OK);
+
+    await first.close(100);
+    await waitFor(() => !link.isReady, 5000, 'the link to notice');
+    await expect(link.request({ op: Op.PING })).rejects.toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      notExecuted: true,
+    });
+    await waitFor(() => reconnects.length >= 2, 5000, 'a failed reconnect attempt');
+
+    const second = new FrameServer({ port, onRequest: handler('t') });
+    resources.add(() => second.close(100));
+    await second.listen();
+    await waitFor(() => link.isReady, 10_000, 'the link to come back');
+    expect(readies).toEqual(['n1', 'n1']);
+    expect(link.peerHello?.serverId).toBe('n1');
+    expect((await link.request({ op: Op.PING })).op).toBe(Op.OK);
+  });
+
+  it('emits end when retryStrategy returns null', async () => {
+    const probe = new FrameServer({ onRequest: handler() });
+    const { port } = await probe.listen();
+    await probe.close(0);
+    const attempts: number[] = [];
+    const link = new PeerLink({
+      host: '127.0.0.1',
+      port,
+      retryStrategy: (attempt, error) => {
+        attempts.push(attempt);
+        expect(error).toBeInstanceOf(DstoreError);
+        return attempt < 3 ? 10 : null;
+      },
+    });
+    resources.add(() => link.close());
+    const ended = new Promise<void>((resolve) => link.once('end', resolve));
+    link.start();
+    await ended;
+    expect(attempts).toEqual([1, 2, 3]);
+    expect(link.isReady).toBe(false);
+  });
+
+  it('emits error only to listeners and keeps retrying after a refused HELLO', async () => {
+    const { address } = await resources.server({ onRequest: handler('right') });
+    const errors: Error[] = [];
+    const link = new PeerLink({
+      host: '127.0.0.1',
+      port: address.port,
+      token: 'wrong',
+      retryStrategy: (attempt) => (attempt < 2 ? 10 : null),
+    });
+    resources.add(() => link.close());
+    link.on('error', (error) => errors.push(error));
+    const ended = new Promise<void>((resolve) => link.once('end', resolve));
+    link.start();
+    await ended;
+    expect(errors.length).toBeGreaterThanOrEqual(2);
+    expect(errors[0]).toMatchObject({ code: ErrorCode.UNAUTHORIZED });
+  });
+});

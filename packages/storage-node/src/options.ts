@@ -1,0 +1,163 @@
+import { hostname } from 'node:os';
+import { DstoreError, ErrorCode, type ProtocolLimits } from '@dstore/protocol';
+import type { Logger } from 'pino';
+import type { LmdbDurability } from './engines/index.js';
+
+/** Engines a node can run on. */
+export type EngineKind = 'memory' | 'lmdb';
+
+/** Default TCP port of a storage node (cluster convention). */
+export const DEFAULT_NODE_PORT = 7400;
+
+/** Options of {@link createStorageNode}. Every field has a documented default except `dataDir` for lmdb. */
+export interface StorageNodeOptions {
+  /**
+   * Node id: the name the balancer's ring uses and the `serverId` answered to HELLO. Keep it
+   * stable across restarts (a restarted node with the same id and data dir owns the same keys).
+   * Default `node-<hostname>-<port>`, where port is the configured port, or the bound one when
+   * the configured port is 0 (then it changes on every start: pass an id).
+   */
+  readonly id?: string;
+  /** Address to bind. Default '127.0.0.1'. */
+  readonly host?: string;
+  /** Port to bind; 0 picks a free one. Default 7400. */
+  readonly port?: number;
+  /** Storage engine. Default 'memory'. */
+  readonly engine?: EngineKind;
+  /** Directory of the LMDB files. Required when `engine` is 'lmdb'. */
+  readonly dataDir?: string;
+  /** When lmdb acknowledges a write: 'flush' (on disk, default) or 'commit'. See ENGINES.md. */
+  readonly durability?: LmdbDurability;
+  /** Ring weight announced in JOIN. Default 1. */
+  readonly weight?: number;
+  /** Balancer `host:port` to register with (JOIN, HEARTBEAT, LEAVE). Default: none (standalone). */
+  readonly join?: string;
+  /**
+   * Host the balancer should dial, announced in JOIN. Default: `host`, or '127.0.0.1' when
+   * `host` is a wildcard address ('0.0.0.0', '::').
+   */
+  readonly advertiseHost?: string;
+  /** Shared secret: when set, every connection must send HELLO with it before anything else. Default: none. */
+  readonly token?: string;
+  /** Most open connections; the excess get BUSY and are closed. Default 1024. */
+  readonly maxConnections?: number;
+  /** Close a connection after this many ms without traffic; 0 disables. Default 300000 (5 min). */
+  readonly idleTimeoutMs?: number;
+  /** A frame that started arriving must be complete within this many ms. Default 10000. */
+  readonly frameTimeoutMs?: number;
+  /** Most bytes buffered for one connection before it is treated as not reading. Default 16 MiB. */
+  readonly maxOutputBytes?: number;
+  /** Most requests served at once per connection; past it the connection stops reading. Default 1024. */
+  readonly maxServing?: number;
+  /** Limits enforced on received frames. Default: the protocol's `DEFAULT_LIMITS`. */
+  readonly limits?: Partial<ProtocolLimits>;
+  /** Interval between HEARTBEATs to the balancer, in ms. Default 1000. */
+  readonly heartbeatIntervalMs?: number;
+  /**
+   * Longest time `stop()` keeps reading requests that were already sent before it closes the
+   * connections, in ms. Default 2000. The drain ends earlier as soon as no request arrived for
+   * 50 ms and nothing is being served.
+   */
+  readonly drainTimeoutMs?: number;
+  /** Pino logger. Default: a new pino logger at `logLevel` writing to stderr. */
+  readonly logger?: Logger;
+  /** Level of the default logger ('fatal'…'trace', 'silent'). Default 'info'. Ignored with `logger`. */
+  readonly logLevel?: string;
+}
+
+/** {@link StorageNodeOptions} with every default applied and every value checked. */
+export interface ResolvedNodeOptions {
+  readonly id: string | undefined;
+  readonly host: string;
+  readonly port: number;
+  readonly engine: EngineKind;
+  readonly dataDir: string | undefined;
+  readonly durability: LmdbDurability;
+  readonly weight: number;
+  readonly join: { readonly host: string; readonly port: number } | undefined;
+  readonly advertiseHost: string;
+  readonly token: string | undefined;
+  readonly maxConnections: number;
+  readonly idleTimeoutMs: number;
+  readonly frameTimeoutMs: number;
+  readonly maxOutputBytes: number;
+  readonly maxServing: number;
+  readonly limits: Partial<ProtocolLimits> | undefined;
+  readonly heartbeatIntervalMs: number;
+  readonly drainTimeoutMs: number;
+}
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
+
+function invalid(message: string): DstoreError {
+  return new DstoreError(ErrorCode.INVALID_ARGUMENT, message);
+}
+
+function integerIn(name: string, value: number, min: number, max: number): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw invalid(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Parses `host:port` (IPv6 as `[::1]:7379`), failing with INVALID_ARGUMENT. */
+export function parseHostPort(text: string, what = 'address'): { host: string; port: number } {
+  const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  if (!match) throw invalid(`${what} must be host:port, got '${text}'`);
+  const port = integerIn(`${what} port`, Number(match[2]), 1, 65_535);
+  return { host: match[1] as string, port };
+}
+
+/** Applies defaults and validates; throws DstoreError INVALID_ARGUMENT with a readable message. */
+export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOptions {
+  const engine = options.engine ?? 'memory';
+  if (engine !== 'memory' && engine !== 'lmdb') {
+    throw invalid(`engine must be 'memory' or 'lmdb', got '${String(engine)}'`);
+  }
+  if (engine === 'lmdb' && !options.dataDir) {
+    throw invalid('the lmdb engine needs a data directory (dataDir / --data-dir)');
+  }
+  const durability = options.durability ?? 'flush';
+  if (durability !== 'flush' && durability !== 'commit') {
+    throw invalid(`durability must be 'flush' or 'commit', got '${String(durability)}'`);
+  }
+  if (options.id !== undefined && !/^[\w.:@-]{1,128}$/.test(options.id)) {
+    throw invalid(
+      `id must be 1-128 characters of letters, digits, '_', '-', '.', ':' or '@', got '${options.id}'`,
+    );
+  }
+  const weight = options.weight ?? 1;
+  if (!Number.isFinite(weight) || weight <= 0)
+    throw invalid(`weight must be a positive number, got ${weight}`);
+  const host = options.host ?? '127.0.0.1';
+  return {
+    id: options.id,
+    host,
+    port: integerIn('port', options.port ?? DEFAULT_NODE_PORT, 0, 65_535),
+    engine,
+    dataDir: options.dataDir,
+    durability,
+    weight,
+    join: options.join === undefined ? undefined : parseHostPort(options.join, 'join'),
+    advertiseHost: options.advertiseHost ?? (WILDCARD_HOSTS.has(host) ? '127.0.0.1' : host),
+    token: options.token === '' ? undefined : options.token,
+    maxConnections: integerIn('maxConnections', options.maxConnections ?? 1024, 1, 1_000_000),
+    idleTimeoutMs: integerIn('idleTimeoutMs', options.idleTimeoutMs ?? 300_000, 0, 2 ** 31 - 1),
+    frameTimeoutMs: integerIn('frameTimeoutMs', options.frameTimeoutMs ?? 10_000, 1, 2 ** 31 - 1),
+    maxOutputBytes: integerIn('maxOutputBytes', options.maxOutputBytes ?? 16 * 1024 * 1024, 1024, 2 ** 40),
+    maxServing: integerIn('maxServing', options.maxServing ?? 1024, 1, 1_000_000),
+    limits: options.limits,
+    heartbeatIntervalMs: integerIn(
+      'heartbeatIntervalMs',
+      options.heartbeatIntervalMs ?? 1000,
+      10,
+      2 ** 31 - 1,
+    ),
+    drainTimeoutMs: integerIn('drainTimeoutMs', options.drainTimeoutMs ?? 2000, 0, 2 ** 31 - 1),
+  };
+}
+
+/** The default node id for a port: stable as long as the host name and port are. */
+export function defaultNodeId(port: number): string {
+  return `node-${hostname()}-${port}`;
+}

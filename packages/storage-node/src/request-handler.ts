@@ -1,0 +1,269 @@
+import {
+  answerHello,
+  type Connection,
+  type DelRequest,
+  ErrorCode,
+  type GetRequest,
+  LatencyHistogram,
+  type MGetRequest,
+  type MSetRequest,
+  Op,
+  type Request,
+  type SetRequest,
+  type StatsMap,
+} from '@dstore/protocol';
+import { isStorageEngineError, type StorageEngine } from './engines/index.js';
+
+/** Plain-number op counters: incremented on the hot path, read by STATS. */
+export interface OpCounters {
+  get: number;
+  set: number;
+  del: number;
+  mget: number;
+  mset: number;
+  ping: number;
+  stats: number;
+  /** ERROR answers sent (bad frames, refused ops, engine failures). */
+  errors: number;
+}
+
+/** What the handler needs from the node beyond the engine. */
+export interface RequestHandlerContext {
+  readonly engine: StorageEngine;
+  /** Node id, answered to HELLO. Read on each HELLO because it may be known only after binding. */
+  readonly nodeId: () => string;
+  readonly token: string | undefined;
+  /** Extra STATS entries owned by the server (connections, uptime). */
+  readonly serverStats: () => { connections: number; uptimeSeconds: number };
+}
+
+const OK = Op.OK;
+
+/**
+ * Serves the requests of every connection of a storage node: one `switch` on the op, the engine
+ * call, the answer. Deliberately lean: no allocation beyond the answer itself, no logging, no
+ * timers; counters are plain numbers and latency goes into one {@link LatencyHistogram}.
+ */
+export class RequestHandler {
+  /** Op counters. */
+  readonly counters: OpCounters = { get: 0, set: 0, del: 0, mget: 0, mset: 0, ping: 0, stats: 0, errors: 0 };
+  /** Latency of data ops (GET, SET, DEL, MGET, MSET) from decode to answer, in µs. */
+  readonly latency = new LatencyHistogram();
+  /** `performance.now()` of the last request received (shutdown waits for quiet). */
+  lastRequestAt = 0;
+
+  private readonly engine: StorageEngine;
+
+  constructor(private readonly context: RequestHandlerContext) {
+    this.engine = context.engine;
+  }
+
+  /** The `onRequest` of the node's FrameServer. */
+  readonly handle = (request: Request, connection: Connection): void => {
+    const start = performance.now();
+    this.lastRequestAt = start;
+    if (this.context.token !== undefined && !connection.authenticated && request.op !== Op.HELLO) {
+      this.fail(connection, request.id, ErrorCode.UNAUTHORIZED, 'send HELLO with the token first');
+      return;
+    }
+    switch (request.op) {
+      case Op.GET:
+        this.get(request, connection, start);
+        return;
+      case Op.SET:
+        this.set(request, connection, start);
+        return;
+      case Op.DEL:
+        this.del(request, connection, start);
+        return;
+      case Op.MGET:
+        this.mget(request, connection, start);
+        return;
+      case Op.MSET:
+        this.mset(request, connection, start);
+        return;
+      case Op.PING:
+        this.counters.ping++;
+        connection.reply({ op: OK, id: request.id });
+        return;
+      case Op.STATS:
+        this.counters.stats++;
+        connection.reply({ op: Op.STATS_RESULT, id: request.id, stats: this.stats() });
+        return;
+      case Op.HELLO: {
+        const answer = answerHello(connection, request, {
+          role: 'node',
+          serverId: this.context.nodeId(),
+          token: this.context.token,
+        });
+        if (answer.op === Op.ERROR) this.counters.errors++;
+        connection.reply(answer);
+        return;
+      }
+      case Op.JOIN:
+      case Op.LEAVE:
+      case Op.HEARTBEAT:
+        this.fail(
+          connection,
+          request.id,
+          ErrorCode.UNKNOWN_OP,
+          `op ${request.op} (membership) is served by a balancer, not by a storage node`,
+        );
+        return;
+      default:
+        this.fail(
+          connection,
+          (request as Request).id,
+          ErrorCode.UNKNOWN_OP,
+          `op ${(request as Request).op} is not served here`,
+        );
+    }
+  };
+
+  /** The node's STATS map (cluster convention keys). */
+  stats(): StatsMap {
+    const summary = this.latency.summary();
+    const server = this.context.serverStats();
+    const counters = this.counters;
+    return {
+      id: this.context.nodeId(),
+      engine: this.engine.kind,
+      keys: this.engine.count(),
+      bytes: this.engine.bytesUsed(),
+      connections: server.connections,
+      'ops.get': counters.get,
+      'ops.set': counters.set,
+      'ops.del': counters.del,
+      'ops.mget': counters.mget,
+      'ops.mset': counters.mset,
+      'ops.ping': counters.ping,
+      'ops.stats': counters.stats,
+      errors: counters.errors,
+      'latency.count': summary.count,
+      'latency.mean_us': Math.round(summary.meanUs),
+      'latency.p50_us': summary.p50Us,
+      'latency.p99_us': summary.p99Us,
+      'latency.p999_us': summary.p999Us,
+      'latency.max_us': summary.maxUs,
+      uptime_s: server.uptimeSeconds,
+    };
+  }
+
+  private get(request: GetRequest, connection: Connection, start: number): void {
+    this.counters.get++;
+    let value: Uint8Array | undefined;
+    try {
+      value = this.engine.get(request.key);
+    } catch (error) {
+      this.engineFailed(connection, request.id, error);
+      return;
+    }
+    // Encoded into the answer now: a memory-engine view is only valid until the next write.
+    connection.reply({ op: Op.VALUE, id: request.id, value: value ?? null });
+    this.latency.recordSince(start);
+  }
+
+  private set(request: SetRequest, connection: Connection, start: number): void {
+    this.counters.set++;
+    const id = request.id;
+    let written: Promise<void>;
+    try {
+      written = this.engine.set(request.key, request.value);
+    } catch (error) {
+      this.engineFailed(connection, id, error);
+      return;
+    }
+    written.then(
+      () => {
+        connection.reply({ op: OK, id });
+        this.latency.recordSince(start);
+      },
+      (error: unknown) => this.engineFailed(connection, id, error),
+    );
+  }
+
+  private del(request: DelRequest, connection: Connection, start: number): void {
+    this.counters.del++;
+    const id = request.id;
+    let deleted: Promise<boolean>;
+    try {
+      deleted = this.engine.delete(request.key);
+    } catch (error) {
+      this.engineFailed(connection, id, error);
+      return;
+    }
+    deleted.then(
+      (existed) => {
+        connection.reply({ op: Op.COUNT, id, count: existed ? 1 : 0 });
+        this.latency.recordSince(start);
+      },
+      (error: unknown) => this.engineFailed(connection, id, error),
+    );
+  }
+
+  private mget(request: MGetRequest, connection: Connection, start: number): void {
+    this.counters.mget++;
+    const keys = request.keys;
+    const values: (Uint8Array | null)[] = new Array(keys.length);
+    try {
+      for (let i = 0; i < keys.length; i++) values[i] = this.engine.get(keys[i] as Uint8Array) ?? null;
+    } catch (error) {
+      this.engineFailed(connection, request.id, error);
+      return;
+    }
+    // Memory-engine views stay valid: nothing writes between these reads and the encoding.
+    connection.reply({ op: Op.VALUES, id: request.id, values });
+    this.latency.recordSince(start);
+  }
+
+  private mset(request: MSetRequest, connection: Connection, start: number): void {
+    this.counters.mset++;
+    const id = request.id;
+    const entries = request.entries;
+    const writes: Promise<void>[] = new Array(entries.length);
+    try {
+      for (let i = 0; i < entries.length; i++) {
+        const entry = entries[i] as MSetRequest['entries'][number];
+        writes[i] = this.engine.set(entry.key, entry.value);
+      }
+    } catch (error) {
+      // Writes issued before the failure still complete; the answer says the batch failed.
+      this.engineFailed(connection, id, error);
+      return;
+    }
+    // All issued in one turn, so lmdb commits them together and they share one flush.
+    Promise.all(writes).then(
+      () => {
+        connection.reply({ op: OK, id });
+        this.latency.recordSince(start);
+      },
+      (error: unknown) => this.engineFailed(connection, id, error),
+    );
+  }
+
+  private engineFailed(connection: Connection, id: number, error: unknown): void {
+    if (isStorageEngineError(error)) {
+      switch (error.code) {
+        case 'INVALID_KEY':
+          this.fail(connection, id, ErrorCode.INVALID_ARGUMENT, error.message);
+          return;
+        case 'KEY_TOO_LARGE':
+          this.fail(connection, id, ErrorCode.KEY_TOO_LARGE, error.message);
+          return;
+        case 'ENGINE_CLOSED':
+          this.fail(connection, id, ErrorCode.SHUTTING_DOWN, 'the node is shutting down');
+          return;
+        default:
+          this.fail(connection, id, ErrorCode.INTERNAL, error.message);
+          return;
+      }
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    this.fail(connection, id, ErrorCode.INTERNAL, `storage engine failed: ${message}`);
+  }
+
+  private fail(connection: Connection, id: number, code: ErrorCode, message: string): void {
+    this.counters.errors++;
+    connection.replyError(id, code, message);
+  }
+}

@@ -1,0 +1,238 @@
+import type { AddressInfo } from 'node:net';
+import { DstoreError, ErrorCode, FrameServer, type StatsMap } from '@dstore/protocol';
+import { type Logger, pino } from 'pino';
+import { openEngine, type StorageEngine } from './engines/index.js';
+import { Membership } from './membership.js';
+import {
+  defaultNodeId,
+  type ResolvedNodeOptions,
+  resolveNodeOptions,
+  type StorageNodeOptions,
+} from './options.js';
+import { RequestHandler } from './request-handler.js';
+
+/** A running (or runnable) storage node. */
+export interface StorageNode {
+  /** Opens the engine, binds, registers with the balancer (with `join`); resolves with the bound address. */
+  start(): Promise<AddressInfo>;
+  /**
+   * Graceful stop: LEAVE the balancer, keep answering requests already sent until the
+   * connections are quiet (bounded by `drainTimeoutMs`), stop accepting and close every
+   * connection once its in-flight requests are answered, flush and close the engine.
+   * Idempotent; concurrent calls share one stop.
+   */
+  stop(): Promise<void>;
+  /** The bound address (after `start()`). */
+  readonly address: AddressInfo;
+  /** The node id (final once `start()` resolved: the default id depends on the bound port). */
+  readonly id: string;
+  /** The open engine (after `start()`). */
+  readonly engine: StorageEngine;
+  /** The STATS map, as answered to a STATS request. */
+  stats(): StatsMap;
+}
+
+/** How often the drain checks whether the connections went quiet. */
+const DRAIN_POLL_MS = 10;
+/** No request for this long (and nothing being served) means the senders are done. */
+const DRAIN_QUIET_MS = 50;
+/** Longest wait for in-flight requests once the connections are closing. */
+const CLOSE_GRACE_MS = 5000;
+
+function notStarted(what: string): DstoreError {
+  return new DstoreError(ErrorCode.UNAVAILABLE, `storage node not started: ${what} is not available yet`);
+}
+
+function defaultLogger(level: string): Logger {
+  return pino({ name: 'dstore-node', level }, pino.destination(2));
+}
+
+class StorageNodeImpl implements StorageNode {
+  private readonly options: ResolvedNodeOptions;
+  private readonly logger: Logger;
+  private openedEngine: StorageEngine | undefined;
+  private server: FrameServer | undefined;
+  private handler: RequestHandler | undefined;
+  private membership: Membership | undefined;
+  private nodeId: string | undefined;
+  private startedAt = 0;
+  private stopping: Promise<void> | undefined;
+
+  constructor(options: StorageNodeOptions) {
+    this.options = resolveNodeOptions(options);
+    this.logger = options.logger ?? defaultLogger(options.logLevel ?? 'info');
+    this.nodeId = this.options.id ?? (this.options.port === 0 ? undefined : defaultNodeId(this.options.port));
+  }
+
+  get id(): string {
+    if (this.nodeId === undefined) throw notStarted('the default id (it depends on the bound port)');
+    return this.nodeId;
+  }
+
+  get address(): AddressInfo {
+    if (!this.server) throw notStarted('the address');
+    return this.server.address;
+  }
+
+  get engine(): StorageEngine {
+    if (!this.openedEngine) throw notStarted('the engine');
+    return this.openedEngine;
+  }
+
+  stats(): StatsMap {
+    if (!this.handler) throw notStarted('stats');
+    return this.handler.stats();
+  }
+
+  async start(): Promise<AddressInfo> {
+    if (this.server) throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'storage node already started');
+    const options = this.options;
+    const engine = await this.openConfiguredEngine();
+    this.openedEngine = engine;
+    const handler = new RequestHandler({
+      engine,
+      nodeId: () => this.id,
+      token: options.token,
+      serverStats: () => ({
+        connections: this.server?.connectionCount ?? 0,
+        uptimeSeconds: Math.floor((performance.now() - this.startedAt) / 1000),
+      }),
+    });
+    this.handler = handler;
+    const server = new FrameServer({
+      host: options.host,
+      port: options.port,
+      maxConnections: options.maxConnections,
+      connection: {
+        limits: options.limits,
+        idleTimeoutMs: options.idleTimeoutMs,
+        frameTimeoutMs: options.frameTimeoutMs,
+        maxOutputBytes: options.maxOutputBytes,
+        maxServing: options.maxServing,
+      },
+      onRequest: handler.handle,
+    });
+    this.server = server;
+    // Per connection, not per request: a bad frame is answered by the connection layer itself.
+    server.on('connection', (connection) => {
+      connection.on('protocolError', () => {
+        handler.counters.errors++;
+      });
+    });
+    server.on('refused', (remote) =>
+      this.logger.warn({ remote }, 'connection refused: too many connections'),
+    );
+    let address: AddressInfo;
+    try {
+      address = await server.listen();
+    } catch (error) {
+      await engine.close().catch(() => undefined);
+      this.server = undefined;
+      throw new DstoreError(
+        ErrorCode.UNAVAILABLE,
+        `cannot listen on ${options.host}:${options.port}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    this.startedAt = performance.now();
+    this.nodeId ??= defaultNodeId(address.port);
+    this.logger.info(
+      {
+        id: this.nodeId,
+        host: address.address,
+        port: address.port,
+        engine: engine.kind,
+        dataDir: options.dataDir,
+      },
+      'storage node listening',
+    );
+    if (options.join) this.startMembership(options.join, address.port, engine);
+    return address;
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async openConfiguredEngine(): Promise<StorageEngine> {
+    const { engine, dataDir, durability } = this.options;
+    try {
+      return engine === 'lmdb'
+        ? await openEngine({ engine: 'lmdb', dataDir: dataDir as string, durability })
+        : await openEngine({ engine: 'memory' });
+    } catch (error) {
+      throw new DstoreError(
+        ErrorCode.INTERNAL,
+        `cannot open the ${engine} engine${dataDir ? ` in ${dataDir}` : ''}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  private startMembership(
+    balancer: { host: string; port: number },
+    port: number,
+    engine: StorageEngine,
+  ): void {
+    this.membership = new Membership({
+      balancer,
+      nodeId: this.id,
+      advertiseHost: this.options.advertiseHost,
+      port,
+      weight: this.options.weight,
+      token: this.options.token,
+      heartbeatIntervalMs: this.options.heartbeatIntervalMs,
+      keyCount: () => engine.count(),
+      logger: this.logger,
+    });
+    this.membership.start();
+  }
+
+  private async shutdown(): Promise<void> {
+    const server = this.server;
+    const engine = this.openedEngine;
+    if (!server || !engine) return;
+    this.logger.info({ id: this.nodeId }, 'stopping');
+    // LEAVE first: the balancer stops routing here, so the drain below settles instead of
+    // racing new traffic. Our data connections stay open until the drain is over.
+    await this.membership?.leave();
+    await this.drain(server);
+    await server.close(CLOSE_GRACE_MS);
+    try {
+      await engine.flush();
+    } catch (error) {
+      this.logger.error({ err: (error as Error).message }, 'engine flush failed during shutdown');
+    }
+    await this.membership?.close();
+    await engine.close();
+    this.logger.info({ id: this.nodeId }, 'stopped');
+  }
+
+  /**
+   * Keeps serving until no request arrived for a short while and none is being served, so
+   * requests a peer sent just before the stop (still in the socket buffers) are read and
+   * answered rather than cut off. Bounded by `drainTimeoutMs`.
+   */
+  private async drain(server: FrameServer): Promise<void> {
+    const handler = this.handler as RequestHandler;
+    const deadline = performance.now() + this.options.drainTimeoutMs;
+    for (;;) {
+      const now = performance.now();
+      if (now >= deadline) return;
+      let serving = 0;
+      for (const connection of server.openConnections) serving += connection.serving;
+      if (serving === 0 && now - handler.lastRequestAt >= DRAIN_QUIET_MS) return;
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+    }
+  }
+}
+
+/**
+ * Creates a storage node: a {@link FrameServer} serving GET/SET/DEL/MGET/MSET/PING/STATS/HELLO
+ * from one storage engine, optionally registered with a balancer. Throws DstoreError
+ * INVALID_ARGUMENT for invalid options (for example lmdb without `dataDir`).
+ */
+export function createStorageNode(options: StorageNodeOptions = {}): StorageNode {
+  return new StorageNodeImpl(options);
+}

@@ -1,0 +1,185 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Connection, connectSocket, handshake, PROTOCOL_VERSION } from '@dstore/protocol';
+import { pino } from 'pino';
+import { createStorageNode, type StorageNode, type StorageNodeOptions } from '../src/index.js';
+
+/** The built CLI the end-to-end tests spawn. */
+export const CLI_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../dist/cli.js');
+
+/** A logger that drops everything (tests assert on behaviour, not logs). */
+export const silentLogger = pino({ level: 'silent' });
+
+/** Everything a test started, torn down in afterEach even when the test failed. */
+export class Resources {
+  private readonly cleanups: (() => Promise<void> | void)[] = [];
+
+  /** Registers a cleanup; run in reverse order. */
+  defer(cleanup: () => Promise<void> | void): void {
+    this.cleanups.push(cleanup);
+  }
+
+  /** A fresh temporary directory removed at cleanup. */
+  tempDir(prefix = 'dstore-node-test-'): string {
+    const dir = mkdtempSync(join(tmpdir(), prefix));
+    this.defer(() => rmSync(dir, { recursive: true, force: true }));
+    return dir;
+  }
+
+  /** Starts an in-process node on port 0, stopped at cleanup. */
+  async node(options: StorageNodeOptions = {}): Promise<StorageNode> {
+    const node = createStorageNode({ port: 0, logger: silentLogger, ...options });
+    await node.start();
+    this.defer(() => node.stop());
+    return node;
+  }
+
+  /** A protocol Connection to `port` after a successful HELLO, closed at cleanup. */
+  async client(port: number, token?: string): Promise<Connection> {
+    const connection = await this.connection(port);
+    await handshake(connection, 'client', { token });
+    return connection;
+  }
+
+  /** A protocol Connection without HELLO, destroyed at cleanup. */
+  async connection(port: number): Promise<Connection> {
+    const socket = await connectSocket({ host: '127.0.0.1', port });
+    const connection = new Connection(socket);
+    this.defer(() => connection.destroy());
+    return connection;
+  }
+
+  /** A raw TCP socket, destroyed at cleanup. */
+  async rawSocket(port: number): Promise<Socket> {
+    const socket = await new Promise<Socket>((resolvePromise, reject) => {
+      const s = connect({ host: '127.0.0.1', port }, () => resolvePromise(s));
+      s.once('error', reject);
+    });
+    socket.on('error', () => undefined);
+    this.defer(() => {
+      socket.destroy();
+    });
+    return socket;
+  }
+
+  /** Spawns the built CLI, waits for its ready line; SIGKILLed at cleanup if still running. */
+  async spawnNode(args: readonly string[]): Promise<SpawnedNode> {
+    const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolveExit) =>
+      child.once('exit', (code) => resolveExit(code)),
+    );
+    this.defer(async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    });
+    const ready = await readReadyLine(child);
+    return { child, ready, exited, stderr: () => stderrOf(child) };
+  }
+
+  /** Runs every cleanup, newest first; one failing does not stop the others. */
+  async cleanup(): Promise<void> {
+    while (this.cleanups.length > 0) {
+      const cleanup = this.cleanups.pop() as () => Promise<void> | void;
+      try {
+        await cleanup();
+      } catch {
+        // Best effort: the remaining resources must still be released.
+      }
+    }
+  }
+}
+
+/** The ready line a dstore-node prints first on stdout. */
+export interface ReadyLine {
+  readonly event: 'ready';
+  readonly service: 'dstore-node';
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A spawned dstore-node child. */
+export interface SpawnedNode {
+  readonly child: ChildProcess;
+  readonly ready: ReadyLine;
+  /** Resolves with the exit code (null when killed by a signal). */
+  readonly exited: Promise<number | null>;
+  readonly stderr: () => string;
+}
+
+const stderrBuffers = new WeakMap<ChildProcess, string[]>();
+
+function stderrOf(child: ChildProcess): string {
+  return (stderrBuffers.get(child) ?? []).join('');
+}
+
+function readReadyLine(child: ChildProcess): Promise<ReadyLine> {
+  const chunks: string[] = [];
+  stderrBuffers.set(child, chunks);
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => chunks.push(chunk));
+  return new Promise<ReadyLine>((resolveReady, reject) => {
+    let stdout = '';
+    child.stdout?.setEncoding('utf8');
+    const onData = (chunk: string): void => {
+      stdout += chunk;
+      const newline = stdout.indexOf('\n');
+      if (newline < 0) return;
+      child.stdout?.off('data', onData);
+      child.stdout?.resume();
+      try {
+        resolveReady(JSON.parse(stdout.slice(0, newline)) as ReadyLine);
+      } catch (error) {
+        reject(error);
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.once('exit', (code) =>
+      reject(new Error(`dstore-node exited with ${code} before ready: ${chunks.join('')}`)),
+    );
+  });
+}
+
+/** Protocol version used in raw HELLO frames. */
+export const VERSION = PROTOCOL_VERSION;
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolveSleep) => setTimeout(resolveSleep, ms));
+}
+
+/** Waits until `predicate()` is true, polling; fails after `timeoutMs`. */
+export async function waitFor(predicate: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Reads everything a raw socket receives until it closes (or `timeoutMs`), and whether it closed. */
+export function collectUntilClose(
+  socket: Socket,
+  timeoutMs: number,
+): Promise<{ bytes: Buffer; closed: boolean }> {
+  return new Promise((resolveCollect) => {
+    const chunks: Buffer[] = [];
+    const done = (closed: boolean): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      resolveCollect({ bytes: Buffer.concat(chunks), closed });
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.on('data', onData);
+    socket.once('close', () => done(true));
+  });
+}
