@@ -27,7 +27,7 @@ export const DEFAULT_LIMITS: ProtocolLimits = Object.freeze({
   maxValueBytes: 1024 * 1024 - 4096,
   maxBatchKeys: 1000,
   maxStringBytes: 4096,
-  maxMapEntries: 256,
+  maxMapEntries: 4096,
 });
 
 /** Merges overrides into the defaults and checks that the result is coherent. */

@@ -1,0 +1,110 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  backoffDelay,
+  type Connection,
+  DeadlineSweeper,
+  ErrorCode,
+  LatencyHistogram,
+  Op,
+  resolveLimits,
+} from '../src/index.js';
+import { failOnUncaught, Resources, waitFor } from './helpers.js';
+
+failOnUncaught();
+const resources = new Resources();
+afterEach(() => resources.closeAll());
+
+describe('Connection bounds', () => {
+  it('stops reading at maxServing and resumes as answers go out', async () => {
+    const held: (() => void)[] = [];
+    let peakServing = 0;
+    const { address } = await resources.server({
+      connection: { maxServing: 8 },
+      onRequest: (request, connection) => {
+        peakServing = Math.max(peakServing, connection.serving);
+        held.push(() => connection.reply({ op: Op.OK, id: request.id }));
+      },
+    });
+    const client = await resources.connection(address.port, { requestTimeoutMs: 30_000 });
+    const answers = Promise.all(Array.from({ length: 200 }, () => client.request({ op: Op.PING })));
+    await waitFor(() => held.length >= 8, 5000, 'the first requests');
+    // Requests of an already-read chunk may be handed over, but serving stops growing.
+    const servedBeforeRelease = held.length;
+    while (held.length > 0) {
+      held.shift()!();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const release = setInterval(() => {
+      while (held.length > 0) held.shift()!();
+    }, 1);
+    try {
+      expect(await answers).toHaveLength(200);
+    } finally {
+      clearInterval(release);
+    }
+    expect(servedBeforeRelease).toBeLessThan(200);
+    expect(peakServing).toBeLessThanOrEqual(8);
+  });
+
+  it('closes an idle connection after idleTimeoutMs', async () => {
+    const closes: (Error | undefined)[] = [];
+    const { address, server } = await resources.server({
+      connection: { idleTimeoutMs: 100 },
+      onRequest: (request, connection) => connection.reply({ op: Op.OK, id: request.id }),
+    });
+    server.on('connection', (connection: Connection) =>
+      connection.on('close', (error) => closes.push(error)),
+    );
+    const client = await resources.connection(address.port);
+    expect((await client.request({ op: Op.PING })).op).toBe(Op.OK);
+    await waitFor(() => !client.isOpen, 5000, 'the idle close');
+    expect(closes[0]).toMatchObject({ code: ErrorCode.TIMEOUT });
+  });
+
+  it('unregisters closed connections from the sweeper', async () => {
+    const sweeper = new DeadlineSweeper(10);
+    const { address } = await resources.server({
+      onRequest: (request, connection) => connection.reply({ op: Op.OK, id: request.id }),
+    });
+    const client = await resources.connection(address.port, { sweeper });
+    expect(sweeper.size).toBe(1);
+    await client.request({ op: Op.PING });
+    await client.close();
+    expect(sweeper.size).toBe(0);
+  });
+});
+
+describe('helpers', () => {
+  it('resolveLimits refuses incoherent limits', () => {
+    expect(() => resolveLimits({ maxKeyBytes: 5000 })).toThrow(RangeError);
+    expect(() => resolveLimits({ maxFrameBytes: 0 })).toThrow(RangeError);
+    expect(() => resolveLimits({ maxFrameBytes: 2 ** 32 })).toThrow(RangeError);
+    expect(resolveLimits({ maxBatchKeys: 5 }).maxBatchKeys).toBe(5);
+  });
+
+  it('backoffDelay grows, caps and jitters within bounds', () => {
+    for (let attempt = 1; attempt <= 12; attempt++) {
+      const base = Math.min(2000, 50 * 2 ** (attempt - 1));
+      const delay = backoffDelay(attempt);
+      expect(delay).toBeGreaterThanOrEqual(base);
+      expect(delay).toBeLessThanOrEqual(Math.round(base * 1.2));
+    }
+    expect(backoffDelay(3, { initialDelayMs: 10, multiplier: 3, jitter: 0 })).toBe(90);
+  });
+
+  it('LatencyHistogram percentiles are within 1/64 of the true values', () => {
+    const histogram = new LatencyHistogram();
+    for (let us = 1; us <= 100_000; us++) histogram.record(us);
+    const summary = histogram.summary();
+    expect(summary.count).toBe(100_000);
+    expect(summary.maxUs).toBe(100_000);
+    expect(Math.abs(summary.p50Us - 50_000) / 50_000).toBeLessThan(1 / 64);
+    expect(Math.abs(summary.p99Us - 99_000) / 99_000).toBeLessThan(1 / 64);
+    const other = new LatencyHistogram();
+    other.record(1_000_000);
+    histogram.merge(other);
+    expect(histogram.maximum()).toBe(1_000_000);
+    histogram.reset();
+    expect(histogram.summary().count).toBe(0);
+  });
+});
