@@ -1,23 +1,12 @@
+import { seededRandom } from '@dstore/protocol/testing';
 import { describe, expect, it } from 'vitest';
 import { nodeReportsFrom } from '../src/bench/node-stats.js';
 import { Workload } from '../src/bench/workload.js';
 import { ScrambledZipfianGenerator, ZipfianGenerator } from '../src/bench/zipfian.js';
 
-/** A small deterministic PRNG (mulberry32) so distribution checks are repeatable. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('zipfian', () => {
   it('draws in range with rank 0 the most popular and a heavy head', () => {
-    const generator = new ZipfianGenerator(1000, 0.99, seeded(1));
+    const generator = new ZipfianGenerator(1000, 0.99, seededRandom(1));
     const counts = new Array<number>(1000).fill(0);
     let outOfRange = 0;
     for (let i = 0; i < 100_000; i++) {
@@ -35,7 +24,7 @@ describe('zipfian', () => {
   });
 
   it('scrambles the popular items over the key space', () => {
-    const generator = new ScrambledZipfianGenerator(1000, 0.99, seeded(2));
+    const generator = new ScrambledZipfianGenerator(1000, 0.99, seededRandom(2));
     const counts = new Map<number, number>();
     for (let i = 0; i < 20_000; i++) {
       const item = generator.next();
@@ -59,7 +48,7 @@ describe('workload', () => {
       readRatio: 0.8,
       valueSize: 64,
       distribution: 'uniform',
-      random: seeded(3),
+      random: seededRandom(3),
     });
     let reads = 0;
     for (let i = 0; i < 10_000; i++) {

@@ -170,3 +170,18 @@ export function badInputCorpus(): BadInputCase[] {
   ];
   return cases;
 }
+
+/**
+ * Mulberry32: a small seeded PRNG for tests, fuzzers and load generators, so a failing run
+ * replays exactly from its printed seed. Not for anything security-related.
+ */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}

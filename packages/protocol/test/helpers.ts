@@ -85,14 +85,4 @@ export async function waitFor(condition: () => boolean, timeoutMs = 5000, what =
   }
 }
 
-/** Mulberry32: a small seeded PRNG so fuzz failures reproduce from the printed seed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from '../src/testing.js';

@@ -5,6 +5,7 @@
  * write must be there.
  */
 import { Connection, connectSocket, handshake, Op, toBytes } from '@dstore/protocol';
+import { seededRandom } from '@dstore/protocol/testing';
 
 /** A running node the harness can write to and kill. */
 export interface CrashTarget {
@@ -52,18 +53,6 @@ interface KeyHistory {
   readonly sentThisRound: Set<string>;
   /** Highest acknowledged version this round. */
   highestAcked: Version | undefined;
-}
-
-/** A small deterministic PRNG (mulberry32), so a failing seed can be replayed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
 }
 
 function encodeValue(round: number, connection: number, seq: number): string {
@@ -225,3 +214,5 @@ export async function runCrashRounds(options: CrashOptions): Promise<CrashRoundR
   await target.kill();
   return reports;
 }
+
+export { seededRandom };
