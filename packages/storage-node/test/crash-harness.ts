@@ -214,5 +214,3 @@ export async function runCrashRounds(options: CrashOptions): Promise<CrashRoundR
   await target.kill();
   return reports;
 }
-
-export { seededRandom };
