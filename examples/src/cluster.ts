@@ -36,7 +36,7 @@ export interface ClusterState {
 
 /** Options of {@link startCluster}. */
 export interface ClusterOptions {
-  /** Folder for data, logs and the state file. Default `<cwd>/.dstore`. */
+  /** Folder for data, logs and the state file. Default `.dstore` in the folder the command was run from. */
   readonly root?: string;
   /** Storage nodes to start. Default 3. */
   readonly nodes?: number;
@@ -60,9 +60,12 @@ interface ReadyLine {
   readonly adminPort?: number;
 }
 
-/** The default state folder. */
+/**
+ * The default state folder: `.dstore` where the user ran the command. pnpm runs a package script
+ * from the package's folder, so `INIT_CWD` (the caller's folder, set by pnpm and npm) comes first.
+ */
 export function defaultRoot(): string {
-  return resolve(process.cwd(), '.dstore');
+  return resolve(process.env.INIT_CWD ?? process.cwd(), '.dstore');
 }
 
 function statePath(root: string): string {
