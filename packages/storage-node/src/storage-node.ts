@@ -3,12 +3,14 @@ import { DstoreError, ErrorCode, FrameServer, type StatsMap } from '@dstore/prot
 import { type Logger, pino } from 'pino';
 import { openEngine, type StorageEngine } from './engines/index.js';
 import { Membership } from './membership.js';
+import { DEFAULT_MIGRATION_LIMITS, MigrationService } from './migration.js';
 import {
   defaultNodeId,
   type ResolvedNodeOptions,
   resolveNodeOptions,
   type StorageNodeOptions,
 } from './options.js';
+import { Ownership } from './ownership.js';
 import { RequestHandler } from './request-handler.js';
 
 /** A running (or runnable) storage node. */
@@ -89,7 +91,14 @@ class StorageNodeImpl implements StorageNode {
     const options = this.options;
     const engine = await this.openConfiguredEngine();
     this.openedEngine = engine;
+    const ownership = new Ownership(() => this.id);
+    const migration = new MigrationService(engine, ownership, {
+      token: options.token,
+      limits: DEFAULT_MIGRATION_LIMITS,
+    });
     const handler = new RequestHandler({
+      ownership,
+      migration,
       engine,
       nodeId: () => this.id,
       token: options.token,
