@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
+import type { MigrationProgress } from './migrator.js';
 
 /** One node as `/ring` shows it. */
 export interface RingNodeView {
@@ -21,6 +22,8 @@ export interface RingView {
   readonly epoch: number;
   readonly algorithm: string;
   readonly nodes: readonly RingNodeView[];
+  /** Key migration: the running one, or the last one when `active` is false. */
+  readonly migration: MigrationProgress;
 }
 
 /** The `/health` document. */
@@ -47,6 +50,7 @@ export function ringView(membership: Membership): RingView {
       share: shares.get(node.id) ?? 0,
       keys: node.keyCount,
     })),
+    migration: membership.migrator.snapshot(),
   };
 }
 

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { ClusterNode, type NodeAddress, type NodeLinkOptions } from './cluster-node.js';
 import type { BalancerHashAlgorithm } from './config.js';
 import type { HealthMonitor } from './health.js';
+import { Migrator } from './migrator.js';
 
 /** What a JOIN did. */
 export type JoinOutcome = 'added' | 'updated' | 'unchanged';
@@ -29,19 +30,56 @@ export interface MembershipOptions {
  * (a down node keeps its keys, so its requests fail instead of reading stale data elsewhere).
  */
 export class Membership extends EventEmitter<MembershipEvents> {
+  /** Key migration between ring changes. */
+  readonly migrator: Migrator;
   private readonly registry = new Map<string, ClusterNode>();
   private currentRing: HashRing;
+  private routedRing: HashRing;
   private currentEpoch = 0;
-  private closed = false;
+  private isClosed = false;
+  /** A migration with moving ranges runs: further placement changes wait. */
+  private migrating = false;
+  private queuedChange: { reasons: string[]; nodeIds: string[] } | undefined;
+  private announced: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: MembershipOptions) {
     super();
     this.currentRing = HashRing.from([], { algorithm: options.algorithm });
+    this.routedRing = this.currentRing;
+    const membership = this;
+    this.migrator = new Migrator({
+      node: (id) => this.registry.get(id),
+      get nodes() {
+        return membership.registry.values();
+      },
+      logger: options.logger,
+      get closed() {
+        return membership.isClosed;
+      },
+    });
   }
 
-  /** The current ring snapshot. */
+  /** The current ring snapshot (the latest epoch; see {@link routingRing} for forwarding). */
   get ring(): HashRing {
     return this.currentRing;
+  }
+
+  /**
+   * The ring requests are forwarded on: the previous ring until every node acknowledged the RING
+   * of the current epoch, so a node never receives a key it does not know it owns yet.
+   */
+  get routingRing(): HashRing {
+    return this.routedRing;
+  }
+
+  /** Resolves once the RING of the current epoch has been answered by every node. */
+  settled(): Promise<void> {
+    return this.announced;
+  }
+
+  /** Whether the balancer is closing. */
+  get closed(): boolean {
+    return this.isClosed;
   }
 
   /** Increases with every change of the ring or of a node's address or weight. */
@@ -127,7 +165,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   /** Closes every node link (requests in flight finish first). */
   async close(): Promise<void> {
-    this.closed = true;
+    this.isClosed = true;
     const nodes = [...this.registry.values()];
     for (const node of nodes) this.options.health.unwatch(node);
     await Promise.all(nodes.map((node) => node.close()));
@@ -146,7 +184,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
     node.lastHeartbeatAt = performance.now();
     this.registry.set(spec.id, node);
     this.options.health.watch(node);
-    if (!this.closed) node.start();
+    // Every (re)connect gets the ring, so a restarted node learns what it owns before traffic.
+    node.link.on('ready', () => void this.migrator.pushRing(node, this.currentRing, this.currentEpoch));
+    if (!this.isClosed) node.start();
     return node;
   }
 
@@ -164,6 +204,15 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   private commit(reason: string, nodeIds: string, placementChanged = true, departedKeys = 0): void {
+    if (placementChanged && this.migrating) {
+      // One migration at a time: the change is applied (from the registry as it is then) after it.
+      this.queuedChange ??= { reasons: [], nodeIds: [] };
+      this.queuedChange.reasons.push(reason);
+      this.queuedChange.nodeIds.push(nodeIds);
+      this.migrator.queuedChanges++;
+      this.options.logger.info({ reason, node: nodeIds }, 'ring change queued behind the running migration');
+      return;
+    }
     const previous = this.currentRing;
     if (placementChanged) {
       const members = [...this.registry.values()].map((node) => ({ id: node.id, weight: node.weight }));
@@ -175,19 +224,39 @@ export class Membership extends EventEmitter<MembershipEvents> {
       { epoch: this.currentEpoch, reason, node: nodeIds, nodes: this.currentRing.size },
       'ring changed',
     );
-    if (placementChanged) this.warnAboutStrandedKeys(previous, departedKeys);
+    if (placementChanged) {
+      if (departedKeys > 0) {
+        logger.warn(
+          { epoch: this.currentEpoch, node: nodeIds, keysHeld: departedKeys },
+          'a node left without handing off its keys: they are unreachable until it re-joins',
+        );
+      }
+      this.transition(previous, this.currentRing, this.currentEpoch);
+    } else this.routedRing = this.currentRing;
     this.emit('change', this.currentEpoch);
   }
 
-  private warnAboutStrandedKeys(previous: HashRing, departedKeys: number): void {
-    if (previous.size === 0) return;
-    let keysHeld = departedKeys;
-    for (const node of this.registry.values()) keysHeld += node.keyCount;
-    if (keysHeld === 0) return;
-    this.options.logger.warn(
-      { epoch: this.currentEpoch, keysHeld },
-      'ring changed while nodes hold keys: there is no key migration yet, so keys whose owner changed ' +
-        'stay on their old node and are unreachable through the balancer until written again',
-    );
+  /** Announces the new ring, then forwards on it and migrates the moving ranges. */
+  private transition(previous: HashRing, next: HashRing, epoch: number): void {
+    const hasMoves = previous.size > 0 && next.size > 0 && previous.diff(next).length > 0;
+    if (hasMoves) this.migrating = true;
+    const announced = this.migrator.announce(next, epoch).then(() => {
+      // A later change may have been announced meanwhile: never route on an older ring.
+      if (this.currentRing === next) this.routedRing = next;
+    });
+    this.announced = announced;
+    if (!hasMoves) return;
+    announced
+      .then(() => this.migrator.migrate(previous, next, epoch))
+      .catch((error: unknown) =>
+        this.options.logger.error({ epoch, err: (error as Error).message }, 'migration failed'),
+      )
+      .finally(() => {
+        this.migrating = false;
+        const queued = this.queuedChange;
+        this.queuedChange = undefined;
+        this.migrator.queuedChanges = 0;
+        if (queued && !this.isClosed) this.commit(queued.reasons.join(', '), queued.nodeIds.join(','));
+      });
   }
 }
