@@ -41,6 +41,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private migrating = false;
   private queuedChange: { reasons: string[]; nodeIds: string[] } | undefined;
   private announced: Promise<void> = Promise.resolve();
+  /** Callers waiting for a leaving node to be gone (LEAVE answers, operator removes). */
+  private readonly departures = new Map<string, ((removed: boolean) => void)[]>();
 
   constructor(private readonly options: MembershipOptions) {
     super();
@@ -143,13 +145,51 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return 'added';
   }
 
-  /** Removes a node (LEAVE). Returns false when it was not in the ring. */
-  leave(id: string): boolean {
+  /**
+   * Removes a node (LEAVE, or an operator's remove). Its ranges first move to their new owners
+   * (the node keeps serving them meanwhile); resolves true once it is out of the registry, false
+   * when it was not in it. A node that is the last one, or not in the ring, goes at once.
+   */
+  leave(id: string): Promise<boolean> {
     const node = this.registry.get(id);
-    if (!node) return false;
-    this.uninstall(node);
-    this.commit('node left', id, true, node.keyCount);
-    return true;
+    if (!node) return Promise.resolve(false);
+    const done = new Promise<boolean>((resolve) => {
+      const waiters = this.departures.get(id) ?? [];
+      waiters.push(resolve);
+      this.departures.set(id, waiters);
+    });
+    if (node.leaving) return done;
+    node.leaving = true;
+    const remaining = [...this.registry.values()].filter((member) => !member.leaving);
+    if (remaining.length === 0 || !this.currentRing.has(id)) {
+      this.uninstall(node);
+      this.commit('node left', id, true, remaining.length === 0 ? node.keyCount : 0);
+      this.resolveDeparture(id);
+      return done;
+    }
+    this.options.logger.info({ node: id }, 'node leaving: its ranges move to their new owners first');
+    this.commit('node leaving', id);
+    return done;
+  }
+
+  /** Nodes that are leaving and no longer in the ring leave the registry once nothing migrates. */
+  private releaseDeparted(): void {
+    if (this.migrating) return;
+    for (const node of [...this.registry.values()]) {
+      if (!node.leaving || this.currentRing.has(node.id)) continue;
+      this.uninstall(node);
+      this.options.logger.info(
+        { node: node.id, epoch: this.currentEpoch },
+        'node left after handing off its keys',
+      );
+      this.resolveDeparture(node.id);
+    }
+  }
+
+  private resolveDeparture(id: string): void {
+    const waiters = this.departures.get(id) ?? [];
+    this.departures.delete(id);
+    for (const resolve of waiters) resolve(true);
   }
 
   /** Records a HEARTBEAT. Returns false for a node that is not in the ring (it must JOIN). */
@@ -166,6 +206,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Closes every node link (requests in flight finish first). */
   async close(): Promise<void> {
     this.isClosed = true;
+    for (const id of [...this.departures.keys()]) this.resolveDeparture(id);
     const nodes = [...this.registry.values()];
     for (const node of nodes) this.options.health.unwatch(node);
     await Promise.all(nodes.map((node) => node.close()));
@@ -215,7 +256,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
     }
     const previous = this.currentRing;
     if (placementChanged) {
-      const members = [...this.registry.values()].map((node) => ({ id: node.id, weight: node.weight }));
+      const members = [...this.registry.values()]
+        .filter((node) => !node.leaving)
+        .map((node) => ({ id: node.id, weight: node.weight }));
       this.currentRing = HashRing.from(members, { algorithm: this.options.algorithm });
     }
     this.currentEpoch++;
@@ -245,7 +288,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (this.currentRing === next) this.routedRing = next;
     });
     this.announced = announced;
-    if (!hasMoves) return;
+    if (!hasMoves) {
+      void announced.then(() => this.releaseDeparted());
+      return;
+    }
     announced
       .then(() => this.migrator.migrate(previous, next, epoch))
       .catch((error: unknown) =>
@@ -253,6 +299,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       )
       .finally(() => {
         this.migrating = false;
+        this.releaseDeparted();
         const queued = this.queuedChange;
         this.queuedChange = undefined;
         this.migrator.queuedChanges = 0;

@@ -50,6 +50,20 @@ async function readAll(client: Connection): Promise<string[]> {
   return wrong;
 }
 
+async function writeAll(client: Connection): Promise<void> {
+  for (let start = 0; start < KEYS; start += 100) {
+    await Promise.all(
+      Array.from({ length: Math.min(100, KEYS - start) }, (_, offset) =>
+        client.request({
+          op: Op.SET,
+          key: toBytes(keyName(start + offset)),
+          value: toBytes(valueName(start + offset)),
+        }),
+      ),
+    );
+  }
+}
+
 describe('key migration when a node joins', () => {
   it('moves ~1/4 of the keys to the 4th node only, and every key reads its value during and after', async () => {
     const balancer: Balancer = await startBalancer(resources);
@@ -117,5 +131,36 @@ describe('key migration when a node joins', () => {
     const metrics = await (await fetch(`http://127.0.0.1:${balancer.address.adminPort}/metrics`)).text();
     expect(metrics).toContain(`dstore_balancer_migration_keys_total ${expectedMoved}`);
     expect(metrics).toContain('dstore_balancer_migration_pending_ranges 0');
+  });
+
+  it("hands a node's keys over on SIGTERM and on operator remove, losing nothing", async () => {
+    const balancer: Balancer = await startBalancer(resources);
+    const port = balancer.address.port;
+    const spawned = new Map<string, Awaited<ReturnType<typeof spawnNode>>>();
+    for (const id of ['node-1', 'node-2', 'node-3', 'node-4'])
+      spawned.set(id, await spawnNode(resources, id, port));
+    await waitForNodesUp(balancer, 4);
+    const client = await connect(resources, port);
+    await writeAll(client);
+
+    // SIGTERM: the node LEAVEs, its ranges move, then it exits 0.
+    const leaving = spawned.get('node-4')!;
+    leaving.child.kill('SIGTERM');
+    expect(await leaving.exited).toBe(0);
+    expect(balancer.membership.node('node-4')).toBeUndefined();
+    await waitForNodesUp(balancer, 3);
+    expect(await readAll(client)).toEqual([]);
+
+    // Operator remove through the admin port.
+    const admin = `http://127.0.0.1:${balancer.address.adminPort}`;
+    const unknown = await fetch(`${admin}/nodes/nope/remove`, { method: 'POST' });
+    expect(unknown.status).toBe(404);
+    const removal = await fetch(`${admin}/nodes/node-3/remove`, { method: 'POST' });
+    expect(removal.status).toBe(202);
+    await waitFor(() => balancer.membership.node('node-3') === undefined, 'node-3 removed');
+    await waitForNodesUp(balancer, 2);
+    expect(await readAll(client)).toEqual([]);
+    const counts = await nodeKeyCounts(client, ['node-1', 'node-2']);
+    expect([...counts.values()].reduce((sum, count) => sum + count, 0)).toBe(KEYS);
   });
 });

@@ -205,7 +205,7 @@ class StorageNodeImpl implements StorageNode {
     this.logger.info({ id: this.nodeId }, 'stopping');
     // LEAVE first: the balancer stops routing here, so the drain below settles instead of
     // racing new traffic. Our data connections stay open until the drain is over.
-    await this.membership?.leave();
+    await this.membership?.leave(this.options.leaveTimeoutMs);
     await this.drain(server);
     await server.close(CLOSE_GRACE_MS);
     try {
