@@ -41,6 +41,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private migrating = false;
   private queuedChange: { reasons: string[]; nodeIds: string[] } | undefined;
   private announced: Promise<void> = Promise.resolve();
+  /** The ring and epoch a running transition started from (announce or migration). */
+  private transitionFrom: { ring: HashRing; epoch: number } | undefined;
   /** Callers waiting for a leaving node to be gone (LEAVE answers, operator removes). */
   private readonly departures = new Map<string, ((removed: boolean) => void)[]>();
 
@@ -226,7 +228,14 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.registry.set(spec.id, node);
     this.options.health.watch(node);
     // Every (re)connect gets the ring, so a restarted node learns what it owns before traffic.
-    node.link.on('ready', () => void this.migrator.pushRing(node, this.currentRing, this.currentEpoch));
+    // During a transition it gets the ring before it first, so it derives the moving ranges
+    // (and tracks the writes that must win over migrated copies) like every other node.
+    node.link.on('ready', () => {
+      if (this.transitionFrom !== undefined) {
+        void this.migrator.pushRing(node, this.transitionFrom.ring, this.transitionFrom.epoch);
+      }
+      void this.migrator.pushRing(node, this.currentRing, this.currentEpoch);
+    });
     if (!this.isClosed) node.start();
     return node;
   }
@@ -255,6 +264,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       return;
     }
     const previous = this.currentRing;
+    const previousEpoch = this.currentEpoch;
     if (placementChanged) {
       const members = [...this.registry.values()]
         .filter((node) => !node.leaving)
@@ -274,6 +284,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
           'a node left without handing off its keys: they are unreachable until it re-joins',
         );
       }
+      if (previous.size > 0) this.transitionFrom = { ring: previous, epoch: previousEpoch };
       this.transition(previous, this.currentRing, this.currentEpoch);
     } else this.routedRing = this.currentRing;
     this.emit('change', this.currentEpoch);
@@ -283,13 +294,16 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private transition(previous: HashRing, next: HashRing, epoch: number): void {
     const hasMoves = previous.size > 0 && next.size > 0 && previous.diff(next).length > 0;
     if (hasMoves) this.migrating = true;
-    const announced = this.migrator.announce(next, epoch).then(() => {
+    const announced = this.migrator.announce(next, epoch, hasMoves).then(() => {
       // A later change may have been announced meanwhile: never route on an older ring.
       if (this.currentRing === next) this.routedRing = next;
     });
     this.announced = announced;
     if (!hasMoves) {
-      void announced.then(() => this.releaseDeparted());
+      void announced.then(() => {
+        if (this.currentRing === next && !this.migrating) this.transitionFrom = undefined;
+        this.releaseDeparted();
+      });
       return;
     }
     announced
@@ -299,6 +313,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       )
       .finally(() => {
         this.migrating = false;
+        this.transitionFrom = undefined;
         this.releaseDeparted();
         const queued = this.queuedChange;
         this.queuedChange = undefined;

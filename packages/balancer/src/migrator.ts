@@ -45,6 +45,22 @@ const TRANSIENT: ReadonlySet<string> = new Set([
   ErrorCode.SHUTTING_DOWN,
 ]);
 
+/** Longest wait for a ring node's link during an announce. */
+const ANNOUNCE_WAIT_MS = 10_000;
+
+function waitReady(node: ClusterNode, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      node.link.off('ready', done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    timer.unref();
+    node.link.on('ready', done);
+  });
+}
+
 function codeOf(error: unknown): string {
   return error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
 }
@@ -54,10 +70,11 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** The RING message of a ring at an epoch. */
-export function ringMessage(ring: HashRing, epoch: number): Omit<RingRequest, 'id'> {
+export function ringMessage(ring: HashRing, epoch: number, generation: number): Omit<RingRequest, 'id'> {
   return {
     op: Op.RING,
     epoch,
+    generation,
     algorithm: ring.algorithm,
     vnodes: ring.vnodes,
     nodes: ring.nodes().map((node) => ({ id: node.id, weight: node.weight })),
@@ -131,6 +148,8 @@ export class Migrator {
     finishedAt: 0,
   };
   queuedChanges = 0;
+  /** This balancer's incarnation, sent in every RING (see {@link RingRequest.generation}). */
+  readonly generation = Date.now();
 
   constructor(private readonly host: MigrationHost) {}
 
@@ -151,19 +170,29 @@ export class Migrator {
     };
   }
 
-  /** Sends the current RING to one node (on every (re)connect); failures are only logged. */
+  /** Sends a RING to one node; failures are only logged. */
   async pushRing(node: ClusterNode, ring: HashRing, epoch: number): Promise<void> {
     if (!node.verifyIdentity || ring.size === 0) return;
     try {
-      await node.forward(ringMessage(ring, epoch), { timeoutMs: CONTROL_TIMEOUT_MS });
+      await node.forward(ringMessage(ring, epoch, this.generation), { timeoutMs: CONTROL_TIMEOUT_MS });
     } catch (error) {
       this.host.logger.debug({ node: node.id, err: (error as Error).message }, 'RING not accepted');
     }
   }
 
-  /** Pushes the new ring to every node; resolves once each answered (or failed). */
-  async announce(ring: HashRing, epoch: number): Promise<void> {
-    await Promise.all([...this.host.nodes].map((node) => this.pushRing(node, ring, epoch)));
+  /**
+   * Pushes the new ring to every node and resolves once each answered (or failed). A node whose
+   * link is not up yet (one that just joined) is waited for, bounded: a new owner must know the
+   * ranges it gains before the balancer forwards writes to it, or it could not tell a client's
+   * write from an older migrated copy.
+   */
+  async announce(ring: HashRing, epoch: number, waitForLinks: boolean): Promise<void> {
+    await Promise.all(
+      [...this.host.nodes].map(async (node) => {
+        if (waitForLinks && !node.link.isReady && ring.has(node.id)) await waitReady(node, ANNOUNCE_WAIT_MS);
+        await this.pushRing(node, ring, epoch);
+      }),
+    );
   }
 
   /** Runs the migration from `previous` to `next` (already announced); resolves when it is final. */

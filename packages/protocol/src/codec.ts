@@ -91,6 +91,7 @@ export function toWireArray(message: Message): Field[] {
         message.op,
         message.id,
         message.epoch,
+        message.generation,
         message.algorithm,
         message.vnodes,
         message.nodes.length,
@@ -374,9 +375,10 @@ function readRequest(op: number, r: FieldReader): Request {
         op,
         id,
         epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
-        algorithm: nonEmpty(r, r.string(3, 'algorithm'), 'algorithm'),
-        vnodes: r.uint(4, 'vnodes'),
-        nodes: r.members(5),
+        generation: r.uint(3, 'generation', Number.MAX_SAFE_INTEGER),
+        algorithm: nonEmpty(r, r.string(4, 'algorithm'), 'algorithm'),
+        vnodes: r.uint(5, 'vnodes'),
+        nodes: r.members(6),
       };
     case Op.MIGRATE:
       return {

@@ -163,6 +163,11 @@ export interface RingRequest {
   readonly op: typeof Op.RING;
   readonly id: number;
   readonly epoch: number;
+  /**
+   * Identifies the balancer incarnation (its start time in ms): epochs only compare within one
+   * generation, so a restarted balancer, counting from 0 again, is still heard.
+   */
+  readonly generation: number;
   readonly algorithm: string;
   /** Virtual nodes per unit weight (0 = the algorithm's default). */
   readonly vnodes: number;

@@ -55,6 +55,7 @@ const messages: fc.Arbitrary<Message>[] = [
     op: fc.constant(Op.RING),
     id,
     epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     algorithm: fc.constantFrom('vnode', 'ketama'),
     vnodes: fc.integer({ min: 0, max: 1000 }),
     nodes: fc.array(fc.record({ id: shortString, weight: fc.integer({ min: 1, max: 1000 }) }), {

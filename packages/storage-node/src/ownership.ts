@@ -65,6 +65,7 @@ export class RangeSet {
 export class Ownership {
   private current: HashRing | undefined;
   private currentEpoch = -1;
+  private generation = -1;
   private pending: PendingMove[] = [];
   private readonly touched = new Set<string>();
   private incoming = 0;
@@ -92,11 +93,13 @@ export class Ownership {
   }
 
   /**
-   * Installs the ring of a RING request. An older or equal epoch is ignored (RING is resent on
-   * every reconnect). Ranges whose owner changes to or from this node become pending.
+   * Installs the ring of a RING request. An older or equal epoch of the same balancer generation
+   * is ignored (RING is resent on every reconnect). Ranges whose owner changes to or from this
+   * node become pending.
    */
   apply(request: RingRequest): void {
-    if (request.epoch <= this.currentEpoch) return;
+    if (request.generation === this.generation && request.epoch <= this.currentEpoch) return;
+    this.generation = request.generation;
     const next = HashRing.from(request.nodes, {
       algorithm: request.algorithm as RingAlgorithm,
       ...(request.vnodes > 0 ? { vnodes: request.vnodes } : {}),

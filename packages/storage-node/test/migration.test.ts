@@ -44,7 +44,7 @@ function countOf(response: Response): number {
 }
 
 function ringMessage(epoch: number, nodes: readonly RingMember[]) {
-  return { op: Op.RING, epoch, algorithm: 'vnode', vnodes: 0, nodes } as const;
+  return { op: Op.RING, epoch, generation: 1, algorithm: 'vnode', vnodes: 0, nodes } as const;
 }
 
 describe('RangeSet', () => {
