@@ -189,11 +189,16 @@ export class Router {
   }
 
   /** MGET: split per owner, sent concurrently, values reassembled in request order. */
-  forwardMGet(request: MGetRequest, client: Connection, startMs: number): void {
+  forwardMGet(request: MGetRequest, client: Connection, startMs: number, retried = false): void {
     if (this.membership.migrator.moves !== undefined) {
       this.forwardMGetDuringMigration(request, client, startMs);
       return;
     }
+    if (!retried && this.membership.routingRing !== this.membership.ring) {
+      // The ring is being announced: a node may already refuse with NOT_OWNER; keep a copy to retry.
+      request = { op: Op.MGET, id: request.id, keys: request.keys.map((key) => Uint8Array.from(key)) };
+    }
+    const again = retried ? undefined : () => this.forwardMGet(request, client, startMs, true);
     const { id, keys } = request;
     const batches = this.splitByOwner(keys, (key) => key);
     if (batches instanceof DstoreError) {
@@ -206,7 +211,7 @@ export class Router {
       return;
     }
     if (batches.length === 1) {
-      this.forwardWhole(batches[0]!.node, { op: Op.MGET, keys }, client, id, Op.MGET, startMs);
+      this.forwardWhole(batches[0]!.node, { op: Op.MGET, keys }, client, id, Op.MGET, startMs, again);
       return;
     }
     const values = new Array<Uint8Array | null>(keys.length);
@@ -228,7 +233,7 @@ export class Router {
         this.metrics.record(Op.MGET, startMs, true);
         client.reply({ op: Op.VALUES, id, values });
       },
-      (error: unknown) => this.fail(client, id, Op.MGET, startMs, error),
+      (error: unknown) => this.failOrRetry(client, id, Op.MGET, startMs, error, again),
     );
   }
 
@@ -268,7 +273,15 @@ export class Router {
    * MSET: split per owner, sent concurrently; OK once every owner acknowledged. Not atomic: when
    * one owner fails the client gets its error, but other owners may have applied their part.
    */
-  forwardMSet(request: MSetRequest, client: Connection, startMs: number): void {
+  forwardMSet(request: MSetRequest, client: Connection, startMs: number, retried = false): void {
+    if (!retried && this.membership.routingRing !== this.membership.ring) {
+      const entries = request.entries.map((entry) => ({
+        key: Uint8Array.from(entry.key),
+        value: Uint8Array.from(entry.value),
+      }));
+      request = { op: Op.MSET, id: request.id, entries };
+    }
+    const again = retried ? undefined : () => this.forwardMSet(request, client, startMs, true);
     const { id, entries } = request;
     const batches = this.splitByOwner(entries, (entry) => entry.key);
     if (batches instanceof DstoreError) {
@@ -281,7 +294,7 @@ export class Router {
       return;
     }
     if (batches.length === 1) {
-      this.forwardWhole(batches[0]!.node, { op: Op.MSET, entries }, client, id, Op.MSET, startMs);
+      this.forwardWhole(batches[0]!.node, { op: Op.MSET, entries }, client, id, Op.MSET, startMs, again);
       return;
     }
     Promise.all(batches.map((batch) => batch.node.forward({ op: Op.MSET, entries: batch.items }))).then(
@@ -289,8 +302,27 @@ export class Router {
         this.metrics.record(Op.MSET, startMs, true);
         client.reply({ op: Op.OK, id });
       },
-      (error: unknown) => this.fail(client, id, Op.MSET, startMs, error),
+      (error: unknown) => this.failOrRetry(client, id, Op.MSET, startMs, error, again),
     );
+  }
+
+  /**
+   * Fails the request, except a NOT_OWNER while the ring is announced: then `again` runs once the
+   * announce settled (MGET and MSET are idempotent, so resending the whole batch is safe).
+   */
+  private failOrRetry(
+    client: Connection,
+    id: number,
+    op: number,
+    startMs: number,
+    error: unknown,
+    again: (() => void) | undefined,
+  ): void {
+    if (again !== undefined && error instanceof DstoreError && error.code === ErrorCode.NOT_OWNER) {
+      this.membership.settled().then(again);
+      return;
+    }
+    this.fail(client, id, op, startMs, error);
   }
 
   private forwardWhole(
@@ -300,13 +332,14 @@ export class Router {
     id: number,
     op: number,
     startMs: number,
+    again?: () => void,
   ): void {
     node.forward(message).then(
       (response) => {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response, id));
       },
-      (error: unknown) => this.fail(client, id, op, startMs, error),
+      (error: unknown) => this.failOrRetry(client, id, op, startMs, error, again),
     );
   }
 

@@ -28,9 +28,9 @@ export interface MigrationLimits {
 
 /** Defaults: 256 KiB / 500-key batches, 4 in flight. */
 export const DEFAULT_MIGRATION_LIMITS: MigrationLimits = {
-  batchBytes: 256 * 1024,
-  batchKeys: 500,
-  maxInFlightBatches: 4,
+  batchBytes: 64 * 1024,
+  batchKeys: 100,
+  maxInFlightBatches: 1,
   batchTimeoutMs: 30_000,
 };
 
@@ -42,17 +42,30 @@ export interface MigrationCounters {
   keysPurged: number;
 }
 
-/** Keys (copied) of the engine whose ring position lies in one of `ranges`; one scan for all ranges. */
-function keysIn(
+/** Keys scanned between two yields to the event loop, so client requests keep flowing. */
+const SCAN_SLICE = 1000;
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Keys (copied) of the engine whose ring position lies in one of `ranges`; one scan for all
+ * ranges, yielding every {@link SCAN_SLICE} keys (a scan of a large engine would otherwise stall
+ * client traffic for its whole duration).
+ */
+async function keysIn(
   engine: StorageEngine,
   ranges: readonly { start: number; end: number }[],
   position: (key: Uint8Array) => number,
-): Uint8Array[] {
+): Promise<Uint8Array[]> {
   const set = new RangeSet(ranges);
   const keys: Uint8Array[] = [];
+  let scanned = 0;
   // start === end is the whole ring: one pass over every key, filtered here against all ranges.
   for (const key of engine.keysInRange({ start: 0, end: 0 }, () => 0)) {
     if (set.has(position(key))) keys.push(Uint8Array.from(key));
+    if (++scanned % SCAN_SLICE === 0) await yieldToEventLoop();
   }
   return keys;
 }
@@ -90,7 +103,7 @@ export class MigrationService {
     }
     // Writes issued before the RING that moved these ranges must be visible to the scan.
     await this.engine.flush();
-    const keys = keysIn(this.engine, request.ranges, (key) => ring.position(key));
+    const keys = await keysIn(this.engine, request.ranges, (key) => ring.position(key));
     const connection = await this.connect(request);
     try {
       return await this.stream(connection, request.epoch, keys);
@@ -127,11 +140,14 @@ export class MigrationService {
     let deleted = 0;
     if (ring !== undefined && ring.size > 0) {
       const self = this.ownership;
-      const keys = keysIn(this.engine, request.ranges, (key) => ring.position(key));
-      const deletions: Promise<boolean>[] = [];
-      for (const key of keys)
-        if (self.refusal(key, false) !== undefined) deletions.push(this.engine.delete(key));
-      for (const existed of await Promise.all(deletions)) if (existed) deleted++;
+      const keys = await keysIn(this.engine, request.ranges, (key) => ring.position(key));
+      for (let start = 0; start < keys.length; start += SCAN_SLICE) {
+        const deletions: Promise<boolean>[] = [];
+        for (const key of keys.slice(start, start + SCAN_SLICE)) {
+          if (self.refusal(key, false) !== undefined) deletions.push(this.engine.delete(key));
+        }
+        for (const existed of await Promise.all(deletions)) if (existed) deleted++;
+      }
     }
     this.ownership.finish(request.ranges);
     this.counters.keysPurged += deleted;
