@@ -2,7 +2,7 @@
  * Key migration end to end: an in-process balancer in front of REAL storage nodes (the built
  * dstore-node CLI, memory engine). A 4th node joins while clients read: every key keeps its value.
  */
-import { bytesToString, type Connection, Op, type Response, toBytes } from '@dstore/protocol';
+import { bytesToString, type Connection, Op, PeerLink, type Response, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
 import {
@@ -163,4 +163,59 @@ describe('key migration when a node joins', () => {
     const counts = await nodeKeyCounts(client, ['node-1', 'node-2']);
     expect([...counts.values()].reduce((sum, count) => sum + count, 0)).toBe(KEYS);
   });
+
+  it('queues a weight change that arrives during a migration and applies it after, losing nothing', async () => {
+    const balancer: Balancer = await startBalancer(resources);
+    const port = balancer.address.port;
+    for (const id of ['node-1', 'node-2', 'node-3']) await spawnNode(resources, id, port);
+    await waitForNodesUp(balancer, 3);
+    const client = await connect(resources, port);
+    const many = 20_000;
+    for (let start = 0; start < many; start += 500) {
+      const entries = Array.from({ length: 500 }, (_, offset) => ({
+        key: toBytes(keyName(start + offset)),
+        value: toBytes(valueName(start + offset)),
+      }));
+      await client.request({ op: Op.MSET, entries });
+    }
+    const epochBefore = balancer.epoch;
+    await spawnNode(resources, 'node-4', port);
+    await waitFor(() => balancer.membership.migrator.snapshot().active, 'migration running', 30_000);
+    // A second change while the first migration runs: node-1's weight doubles.
+    const node1 = balancer.membership.node('node-1')!;
+    const link = new PeerLink({ host: '127.0.0.1', port, role: 'node' });
+    resources.add(() => link.close());
+    link.start();
+    await waitFor(() => link.isReady, 'control link ready');
+    await link.request({ op: Op.JOIN, nodeId: 'node-1', host: node1.host, port: node1.port, weight: 2 });
+    expect(balancer.membership.migrator.snapshot().queuedChanges).toBe(1);
+    await waitFor(
+      () =>
+        balancer.ring.nodes().some((node) => node.id === 'node-1' && node.weight === 2) &&
+        ringSettled(balancer),
+      'queued change applied and migrated',
+      60_000,
+    );
+    expect(balancer.epoch).toBeGreaterThanOrEqual(epochBefore + 2);
+    const ring = balancer.ring;
+    const ids = ['node-1', 'node-2', 'node-3', 'node-4'];
+    const expectedCounts = new Map(ids.map((id) => [id, 0] as [string, number]));
+    for (let index = 0; index < many; index++) {
+      const owner = ring.get(keyName(index));
+      expectedCounts.set(owner, (expectedCounts.get(owner) ?? 0) + 1);
+    }
+    await waitFor(async () => {
+      const counts = await nodeKeyCounts(client, ids);
+      return [...counts.values()].reduce((sum, count) => sum + count, 0) === many;
+    }, 'purged old copies');
+    expect(await nodeKeyCounts(client, ids)).toEqual(expectedCounts);
+    for (let start = 0; start < many; start += 1000) {
+      const keys = Array.from({ length: 1000 }, (_, offset) => toBytes(keyName(start + offset)));
+      const answer = await client.request({ op: Op.MGET, keys });
+      if (answer.op !== Op.VALUES) throw new Error('expected VALUES');
+      answer.values.forEach((value, offset) => {
+        expect(value === null ? null : bytesToString(value)).toBe(valueName(start + offset));
+      });
+    }
+  }, 90_000);
 });
