@@ -20,6 +20,8 @@ const KEYS = Number(process.env.BENCH_MIG_KEYS ?? 200_000);
 const VALUE_BYTES = Number(process.env.BENCH_MIG_VALUE_BYTES ?? 100);
 const CONCURRENCY = Number(process.env.BENCH_MIG_CONCURRENCY ?? 50);
 const STEADY_SECONDS = Number(process.env.BENCH_MIG_STEADY_SECONDS ?? 3);
+/** `--migration-rate` of the nodes (keys/s per stream; 0 = unbounded); default: the node's own. */
+const RATE = process.env.BENCH_MIG_RATE;
 const children: ChildProcess[] = [];
 
 interface Ready {
@@ -54,6 +56,7 @@ const startNode = (id: string, join: number) =>
     'warn',
     '--join',
     `127.0.0.1:${join}`,
+    ...(RATE === undefined ? [] : ['--migration-rate', RATE]),
   ]);
 
 async function ring(adminPort: number): Promise<MigrationState> {
@@ -124,6 +127,7 @@ async function main(): Promise<void> {
         keys: KEYS,
         valueBytes: VALUE_BYTES,
         concurrency: CONCURRENCY,
+        migrationRate: RATE ?? 'default (5000 keys/s per stream)',
         keysMoved: migration.keysMoved,
         migrationSeconds: Math.round(seconds * 100) / 100,
         keysPerSecond: migration.keysPerSecond,

@@ -45,6 +45,7 @@ interface CliFlags {
   heartbeatInterval: number;
   drainTimeout: number;
   leaveTimeout: number;
+  migrationRate: number;
   logLevel: string;
 }
 
@@ -115,6 +116,12 @@ function buildProgram(): Command {
       integer(0, 2 ** 31 - 1),
       60_000,
     )
+    .option(
+      '--migration-rate <keys/s>',
+      'most keys per second streamed to one new owner during a key migration (0 = unbounded)',
+      integer(0, 2 ** 31 - 1),
+      5000,
+    )
     .addOption(
       new Option('--log-level <level>', 'pino log level (logs go to stderr)')
         .choices(LOG_LEVELS)
@@ -142,6 +149,7 @@ function toNodeOptions(flags: CliFlags, logger: Logger): StorageNodeOptions {
     heartbeatIntervalMs: flags.heartbeatInterval,
     drainTimeoutMs: flags.drainTimeout,
     leaveTimeoutMs: flags.leaveTimeout,
+    migrationRateKeysPerSecond: flags.migrationRate,
     logger,
   };
 }

@@ -65,6 +65,11 @@ export interface StorageNodeOptions {
    * streaming them) meanwhile. Default 60000.
    */
   readonly leaveTimeoutMs?: number;
+  /**
+   * Most keys per second this node streams to one new owner during a key migration (0 =
+   * unbounded). Lower keeps client latency flat, higher finishes sooner. Default 5000.
+   */
+  readonly migrationRateKeysPerSecond?: number;
   /** Pino logger. Default: a new pino logger at `logLevel` writing to stderr. */
   readonly logger?: Logger;
   /** Level of the default logger ('fatal'…'trace', 'silent'). Default 'info'. Ignored with `logger`. */
@@ -92,6 +97,7 @@ export interface ResolvedNodeOptions {
   readonly heartbeatIntervalMs: number;
   readonly drainTimeoutMs: number;
   readonly leaveTimeoutMs: number;
+  readonly migrationRateKeysPerSecond: number;
 }
 
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
@@ -162,6 +168,12 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
     ),
     drainTimeoutMs: integerIn('drainTimeoutMs', options.drainTimeoutMs ?? 2000, 0, 2 ** 31 - 1),
     leaveTimeoutMs: integerIn('leaveTimeoutMs', options.leaveTimeoutMs ?? 60_000, 0, 2 ** 31 - 1),
+    migrationRateKeysPerSecond: integerIn(
+      'migrationRateKeysPerSecond',
+      options.migrationRateKeysPerSecond ?? 5000,
+      0,
+      2 ** 31 - 1,
+    ),
   };
 }
 

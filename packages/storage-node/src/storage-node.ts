@@ -94,7 +94,7 @@ class StorageNodeImpl implements StorageNode {
     const ownership = new Ownership(() => this.id);
     const migration = new MigrationService(engine, ownership, {
       token: options.token,
-      limits: DEFAULT_MIGRATION_LIMITS,
+      limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
     });
     const handler = new RequestHandler({
       ownership,
