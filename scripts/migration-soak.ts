@@ -1,10 +1,11 @@
 /**
  * Migration soak: the CI migration-under-load scenario at 200,000+ operations (two joins and a
- * graceful leave under continuous reads and writes, per-key history check; with lmdb, every node
- * is then SIGKILLed and restarted on its data dir and checked again).
+ * graceful leave, then rounds of "a new node joins, the oldest leaves by SIGTERM" for as long as
+ * the load runs; continuous reads and writes, per-key history check; with lmdb, every node is then
+ * SIGKILLed and restarted on its data dir and checked again).
  *
  *   pnpm build
- *   npx tsx scripts/migration-soak.ts [--ops 200000] [--engine memory|lmdb] [--clients 8] [--keys 20000]
+ *   npx tsx scripts/migration-soak.ts [--ops 200000] [--engine memory|lmdb] [--clients 8] [--keys 20000] [--rounds 1000]
  *
  * Exits 0 when no acknowledged write was lost and no read was stale, 1 otherwise.
  */
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
       clients,
       keys,
       restart: engine === 'lmdb',
+      rounds: Number(flag('rounds', '1000')),
       log: (line) => console.log(line),
     });
     console.log(
@@ -44,7 +46,12 @@ async function main(): Promise<void> {
           staleReads: report.staleReads.length,
           lostWrites: report.lostWrites.length,
           lostAfterRestart: report.lostAfterRestart.length,
-          joins: report.joins,
+          joins: report.joins.length,
+          joinFractions: report.joins.map(
+            (join) =>
+              `${join.node} ${(join.fraction * 100).toFixed(1)}% (ideal ${(join.ideal * 100).toFixed(1)}%)`,
+          ),
+          everyJoinOnlyToNewNode: report.joins.every((join) => join.onlyToNewNode),
           seconds: Math.round(report.durationMs / 100) / 10,
           opsPerSecond: Math.round(report.ops / (report.durationMs / 1000)),
         },

@@ -10,7 +10,7 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join as joinPath } from 'node:path';
 import { bytesToString, type Connection, DstoreError, Op, toBytes } from '@dstore/protocol';
 import type { Balancer } from '../src/index.js';
 import {
@@ -35,6 +35,11 @@ export interface ScenarioOptions {
   readonly keys: number;
   /** With lmdb: SIGKILL and restart every node after the migrations, then check again. */
   readonly restart?: boolean;
+  /**
+   * Membership rounds: round 1 is join node-4, join node-5, leave node-2; each further round
+   * (while fewer than `ops` operations ran) joins a new node and gracefully removes the oldest.
+   */
+  readonly rounds?: number;
   readonly log?: (line: string) => void;
 }
 
@@ -192,7 +197,7 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
     if (engine !== 'lmdb') return [];
     let dir = dirs.get(id);
     if (dir === undefined) {
-      dir = mkdtempSync(join(tmpdir(), `dstore-mig-${id}-`));
+      dir = mkdtempSync(joinPath(tmpdir(), `dstore-mig-${id}-`));
       dirs.set(id, dir);
       const created = dir;
       resources.add(() => rmSync(created, { recursive: true, force: true }));
@@ -202,7 +207,12 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
   const balancer = await startBalancer(resources);
   const port = balancer.address.port;
   const nodes = new Map<string, Spawned<NodeReady>>();
-  const start = async (id: string) => nodes.set(id, await spawnNode(resources, id, port, nodeArgs(id)));
+  const start = async (id: string) => {
+    const node = await spawnNode(resources, id, port, nodeArgs(id));
+    // Re-inserted at the end: the map's order is the age order the soak's leaves use.
+    nodes.delete(id);
+    nodes.set(id, node);
+  };
   for (const id of ['node-1', 'node-2', 'node-3']) await start(id);
   await waitForNodesUp(balancer, 3);
 
@@ -222,7 +232,7 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
   );
 
   const joins: JoinFigure[] = [];
-  for (const id of ['node-4', 'node-5']) {
+  const joinNode = async (id: string) => {
     const before = balancer.ring;
     const epochBefore = balancer.epoch;
     await start(id);
@@ -241,16 +251,31 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
     log(
       `join ${id}: moved ${figure.keysMoved}/${keys} keys (${(figure.fraction * 100).toFixed(1)}%, ideal ${(figure.ideal * 100).toFixed(1)}%) at ${progress.keysPerSecond} keys/s`,
     );
+  };
+  // Graceful leave (SIGTERM): its ranges move, then it exits 0.
+  const leaveNode = async (id: string) => {
+    const leaving = nodes.get(id)!;
+    const epochBefore = balancer.epoch;
+    const size = balancer.ring.size;
+    leaving.child.kill('SIGTERM');
+    const exitCode = await leaving.exited;
+    if (exitCode !== 0) throw new Error(`${id} exited with ${exitCode} after SIGTERM`);
+    nodes.delete(id);
+    await waitForMigration(balancer, epochBefore, size - 1);
+    log(`leave ${id}: moved ${balancer.membership.migrator.snapshot().keysMoved} keys`);
+  };
+  await joinNode('node-4');
+  await joinNode('node-5');
+  await leaveNode('node-2');
+  // Soak: keep changing membership while the load runs (join a new node, then the oldest leaves).
+  for (
+    let round = 1;
+    (options.rounds ?? 1) > round && history.reads + history.writeCount < options.ops;
+    round++
+  ) {
+    await joinNode(`node-r${round}`);
+    await leaveNode([...nodes.keys()][0]!);
   }
-  // Graceful leave of node-2 (SIGTERM): its ranges move, then it exits.
-  const leaving = nodes.get('node-2')!;
-  const epochBefore = balancer.epoch;
-  leaving.child.kill('SIGTERM');
-  const exitCode = await leaving.exited;
-  if (exitCode !== 0) throw new Error(`node-2 exited with ${exitCode} after SIGTERM`);
-  nodes.delete('node-2');
-  await waitForMigration(balancer, epochBefore, 4);
-  log(`leave node-2: moved ${balancer.membership.migrator.snapshot().keysMoved} keys`);
   membershipDone = true;
   await load;
   const durationMs = performance.now() - startedAt;
