@@ -130,6 +130,14 @@ export class MigrationService {
         throw new DstoreError(ErrorCode.NOT_OWNER, `migrated key is owned by ${owner}, not by this node`);
       }
     }
+    // A late batch of a finished (purged) or unknown migration must not land: its touched set is
+    // gone, so it could overwrite a newer client write.
+    if (!this.ownership.expectsMigration(request.epoch)) {
+      throw new DstoreError(
+        ErrorCode.INVALID_ARGUMENT,
+        `no migration into this node is pending at epoch ${request.epoch}`,
+      );
+    }
     for (const entry of request.entries) {
       if (this.ownership.wasTouched(entry.key)) {
         this.counters.keysSkipped++;

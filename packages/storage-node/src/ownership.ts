@@ -133,6 +133,12 @@ export class Ownership {
     return owner;
   }
 
+  /** Whether ranges are moving to this node in the migration of `epoch` (not purged yet). */
+  expectsMigration(epoch: number): boolean {
+    const self = this.selfId();
+    return this.pending.some((move) => move.to === self && move.epoch === epoch);
+  }
+
   /** Remembers a client write of `key` while ranges move in. */
   noteWrite(key: Uint8Array): void {
     if (this.incoming > 0) this.touched.add(keyString(key));

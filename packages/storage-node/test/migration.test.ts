@@ -171,6 +171,12 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
     );
     expect(b.engine.count()).toBe(moved.length - 1);
     expect(b.stats()['migration.pending_ranges']).toBe(0);
+    // A late batch of the finished migration is refused: it could overwrite newer writes.
+    const late = await rejection(
+      cb.request({ op: Op.MIGRATE_PUT, epoch: 2, entries: [{ key: probe, value: toBytes('stale') }] }),
+    );
+    expect(late.code).toBe(ErrorCode.INVALID_ARGUMENT);
+    expect(textOf(await cb.request({ op: Op.GET, key: probe }))).toBe(`v${moved[2]!}`);
   });
 
   it('refuses MIGRATE_PUT of a key the receiver does not own', async () => {
