@@ -41,7 +41,14 @@ function dstore(...args: string[]): { stdout: string; stderr: string; status: nu
 
 /** Reads a key straight from one node, bypassing the balancer. */
 async function readDirect(link: PeerLink, key: string): Promise<Uint8Array | null> {
-  const response = await link.request({ op: Op.GET, key: new TextEncoder().encode(key) });
+  let response: Awaited<ReturnType<PeerLink['request']>>;
+  try {
+    response = await link.request({ op: Op.GET, key: new TextEncoder().encode(key) });
+  } catch (error) {
+    // A node refuses a key it does not own (it holds none of them): same as not found here.
+    if ((error as { code?: string }).code === 'NOT_OWNER') return null;
+    throw error;
+  }
   if (response.op !== Op.VALUE) throw new Error(`unexpected op ${response.op}`);
   return response.value;
 }

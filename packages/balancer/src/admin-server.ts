@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
+import type { MigrationProgress } from './migrator.js';
 
 /** One node as `/ring` shows it. */
 export interface RingNodeView {
@@ -21,6 +22,8 @@ export interface RingView {
   readonly epoch: number;
   readonly algorithm: string;
   readonly nodes: readonly RingNodeView[];
+  /** Key migration: the running one, or the last one when `active` is false. */
+  readonly migration: MigrationProgress;
 }
 
 /** The `/health` document. */
@@ -47,6 +50,7 @@ export function ringView(membership: Membership): RingView {
       share: shares.get(node.id) ?? 0,
       keys: node.keyCount,
     })),
+    migration: membership.migrator.snapshot(),
   };
 }
 
@@ -109,11 +113,16 @@ export class AdminServer {
   }
 
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    if (request.method !== 'GET' && request.method !== 'HEAD') {
-      response.writeHead(405, { allow: 'GET, HEAD' }).end();
+    const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
+    const remove = /^\/nodes\/([^/]+)\/remove$/.exec(path);
+    if (remove && request.method === 'POST') {
+      this.removeNode(decodeURIComponent(remove[1]!), response);
       return;
     }
-    const path = (request.url ?? '/').split('?', 1)[0];
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.writeHead(405, { allow: remove ? 'POST' : 'GET, HEAD' }).end();
+      return;
+    }
     switch (path) {
       case '/health':
       case '/health/live':
@@ -135,8 +144,26 @@ export class AdminServer {
       default:
         sendJson(response, 404, {
           error: `no such endpoint: ${path}`,
-          endpoints: ['/health', '/health/ready', '/ring', '/metrics'],
+          endpoints: ['/health', '/health/ready', '/ring', '/metrics', 'POST /nodes/<id>/remove'],
         });
     }
+  }
+
+  /**
+   * Operator remove: the node's ranges move to their new owners, then it leaves the ring. Answers
+   * 202 at once (a migration can outlast any HTTP deadline); progress and the end show in /ring.
+   */
+  private removeNode(id: string, response: ServerResponse): void {
+    if (this.membership.node(id) === undefined) {
+      sendJson(response, 404, { error: `no node '${id}' in the ring` });
+      return;
+    }
+    this.logger.info({ node: id }, 'operator remove');
+    this.membership
+      .leave(id)
+      .catch((error: unknown) =>
+        this.logger.error({ node: id, err: (error as Error).message }, 'operator remove failed'),
+      );
+    sendJson(response, 202, { status: 'removing', node: id, epoch: this.membership.epoch });
   }
 }

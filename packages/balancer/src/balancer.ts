@@ -247,13 +247,17 @@ export class Balancer {
       );
       return;
     }
-    let answer: ReturnType<ControlHandler['leave']>;
+    if (request.op === Op.LEAVE) {
+      this.control.leave(request).then(
+        (answer) => this.answerControlWith(answer, request, connection, startMs),
+        (error: unknown) => this.router.fail(connection, request.id, request.op, startMs, error),
+      );
+      return;
+    }
+    let answer: ReturnType<ControlHandler['heartbeat']>;
     switch (request.op) {
       case Op.JOIN:
         answer = this.control.join(request, connection);
-        break;
-      case Op.LEAVE:
-        answer = this.control.leave(request);
         break;
       case Op.HEARTBEAT:
         answer = this.control.heartbeat(request);
@@ -261,6 +265,15 @@ export class Balancer {
       default:
         answer = { op: Op.ERROR, id: request.id, code: ErrorCode.UNKNOWN_OP, message: `op ${request.op}` };
     }
+    this.answerControlWith(answer, request, connection, startMs);
+  }
+
+  private answerControlWith(
+    answer: ReturnType<ControlHandler['heartbeat']>,
+    request: Request,
+    connection: Connection,
+    startMs: number,
+  ): void {
     if (answer.op === Op.ERROR) {
       this.router.fail(
         connection,

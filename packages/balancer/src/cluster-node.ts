@@ -40,6 +40,8 @@ export class ClusterNode implements NodeAddress {
   keyCount = 0;
   /** `performance.now()` of the last JOIN or HEARTBEAT; only meaningful when `registered`. */
   lastHeartbeatAt = 0;
+  /** A graceful leave is under way: out of the ring, still serving its keys until they moved. */
+  leaving = false;
   /** The peer at the address answered HELLO with another id: never forward to it. */
   identityMismatch: string | undefined;
   readonly link: PeerLink;

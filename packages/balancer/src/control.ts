@@ -47,10 +47,14 @@ export class ControlHandler {
     return { op: Op.OK, id };
   }
 
-  /** LEAVE: removes the node from the ring (idempotent). */
-  leave(request: LeaveRequest): Response {
-    const removed = this.membership.leave(request.nodeId);
-    if (removed) this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE');
+  /**
+   * LEAVE: removes the node from the ring (idempotent). Answered once the node's ranges moved to
+   * their new owners, so a node that waits for the answer exits only when nothing is lost.
+   */
+  async leave(request: LeaveRequest): Promise<Response> {
+    this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE');
+    const removed = await this.membership.leave(request.nodeId);
+    if (removed) this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE done');
     return { op: Op.OK, id: request.id };
   }
 

@@ -25,6 +25,8 @@ export interface NodeGaugeSource {
 export interface ClusterGaugeSource {
   readonly epoch: number;
   readonly nodes: Iterable<NodeGaugeSource>;
+  /** Key migration progress (absent in clusters without migration). */
+  readonly migrator?: { snapshot(): { keysMovedTotal: number; pendingRanges: number } };
 }
 
 interface ExportedSample {
@@ -200,6 +202,24 @@ export class BalancerMetrics {
       collect() {
         this.reset();
         for (const node of cluster.nodes) this.set({ node: node.id }, node.up ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'dstore_balancer_migration_keys_total',
+      help: 'Keys moved to their new owner by key migration since the balancer started.',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const moved = cluster.migrator?.snapshot().keysMovedTotal ?? 0;
+        if (moved > 0) this.inc(moved);
+      },
+    });
+    new Gauge({
+      name: 'dstore_balancer_migration_pending_ranges',
+      help: 'Ring ranges of the running migration that have not moved yet (0 when none runs).',
+      registers: [this.registry],
+      collect() {
+        this.set(cluster.migrator?.snapshot().pendingRanges ?? 0);
       },
     });
     new Gauge({

@@ -51,6 +51,18 @@ function downError(node: ClusterNode | undefined): DstoreError {
   return new DstoreError(ErrorCode.UNAVAILABLE, `node ${node.id} (${node.address}) is down: it ${why}`);
 }
 
+function countOf(response: Response): number {
+  return response.op === Op.COUNT ? response.count : 0;
+}
+
+/** A copy of a single-key request whose key and value outlive the current tick. */
+function copyRequest(request: SingleKeyRequest): SingleKeyRequest {
+  const key = Uint8Array.from(request.key);
+  if (request.op === Op.SET)
+    return { op: Op.SET, id: request.id, key, value: Uint8Array.from(request.value) };
+  return { op: request.op, id: request.id, key };
+}
+
 /** A group of an MGET/MSET bound for one owner, with the positions of its items in the request. */
 interface OwnerBatch<T> {
   readonly node: ClusterNode;
@@ -69,13 +81,26 @@ export class Router {
     private readonly metrics: BalancerMetrics,
   ) {}
 
-  /** The node that owns `key` on the current ring, when it is up. */
+  /** The node that owns `key` on the routing ring, when it is up. */
   private upOwnerOf(key: Uint8Array): ClusterNode | DstoreError {
-    const ring = this.membership.ring;
+    const ring = this.membership.routingRing;
     if (ring.size === 0) return downError(undefined);
     const node = this.membership.node(ring.get(key));
     if (node === undefined || !node.up) return downError(node);
     return node;
+  }
+
+  /**
+   * The old owner of `key` while its range migrates (reads fall back to it, deletes go to it
+   * too); undefined when the key's range is not moving. One hash and a binary search, only
+   * while a migration runs.
+   */
+  private fallbackOf(key: Uint8Array, owner: ClusterNode): ClusterNode | undefined {
+    const moves = this.membership.migrator.moves;
+    if (moves === undefined) return undefined;
+    const from = moves.fromOf(this.membership.routingRing.position(key));
+    if (from === undefined || from === owner.id) return undefined;
+    return this.membership.node(from);
   }
 
   /** Answers `id` with `error` and counts it. */
@@ -87,10 +112,16 @@ export class Router {
   }
 
   /** GET, SET or DEL: forward to the key's owner and relay its answer. */
-  forwardToOwner(request: SingleKeyRequest, client: Connection, startMs: number): void {
+  forwardToOwner(request: SingleKeyRequest, client: Connection, startMs: number, retried = false): void {
     const owner = this.upOwnerOf(request.key);
     if (owner instanceof DstoreError) {
       this.fail(client, request.id, request.op, startMs, owner);
+      return;
+    }
+    const migrating =
+      this.membership.migrator.moves !== undefined || this.membership.routingRing !== this.membership.ring;
+    if (migrating) {
+      this.forwardDuringMigration(request, owner, client, startMs, retried);
       return;
     }
     const { id, op } = request;
@@ -105,8 +136,69 @@ export class Router {
     );
   }
 
+  /**
+   * The slow path while the ring changes. The key is copied (it is used after this tick). A
+   * moving key's GET asks the new owner and, on not-found, the old one (which keeps its copy
+   * until PURGE); its DEL goes to both; its SET to the new owner, which then refuses older
+   * copies. A NOT_OWNER (a node got the new ring before we route on it) is retried once on the
+   * settled ring.
+   */
+  private forwardDuringMigration(
+    original: SingleKeyRequest,
+    owner: ClusterNode,
+    client: Connection,
+    startMs: number,
+    retried: boolean,
+  ): void {
+    const request = copyRequest(original);
+    const { id, op } = request;
+    const fallback = this.fallbackOf(request.key, owner);
+    const answered = (response: Response) => {
+      this.metrics.record(op, startMs, true);
+      client.reply(withRequestId(response, id));
+    };
+    const failed = (error: unknown) => {
+      if (!retried && error instanceof DstoreError && error.code === ErrorCode.NOT_OWNER) {
+        this.membership.settled().then(() => this.forwardToOwner(request, client, startMs, true));
+        return;
+      }
+      this.fail(client, id, op, startMs, error);
+    };
+    if (fallback === undefined || op === Op.SET) {
+      owner.forward(request as WithoutId<SingleKeyRequest>).then(answered, failed);
+      return;
+    }
+    if (op === Op.DEL) {
+      Promise.all([
+        owner.forward({ op: Op.DEL, key: request.key }),
+        fallback.forward({ op: Op.DEL, key: request.key, fallback: true }),
+      ]).then(([fromOwner, fromFallback]) => {
+        const count = Math.max(countOf(fromOwner), countOf(fromFallback));
+        answered({ op: Op.COUNT, id, count });
+      }, failed);
+      return;
+    }
+    owner
+      .forward({ op: Op.GET, key: request.key })
+      .then((response) =>
+        response.op === Op.VALUE && response.value === null
+          ? fallback.forward({ op: Op.GET, key: request.key, fallback: true })
+          : response,
+      )
+      .then(answered, failed);
+  }
+
   /** MGET: split per owner, sent concurrently, values reassembled in request order. */
-  forwardMGet(request: MGetRequest, client: Connection, startMs: number): void {
+  forwardMGet(request: MGetRequest, client: Connection, startMs: number, retried = false): void {
+    if (this.membership.migrator.moves !== undefined) {
+      this.forwardMGetDuringMigration(request, client, startMs);
+      return;
+    }
+    if (!retried && this.membership.routingRing !== this.membership.ring) {
+      // The ring is being announced: a node may already refuse with NOT_OWNER; keep a copy to retry.
+      request = { op: Op.MGET, id: request.id, keys: request.keys.map((key) => Uint8Array.from(key)) };
+    }
+    const again = retried ? undefined : () => this.forwardMGet(request, client, startMs, true);
     const { id, keys } = request;
     const batches = this.splitByOwner(keys, (key) => key);
     if (batches instanceof DstoreError) {
@@ -119,7 +211,7 @@ export class Router {
       return;
     }
     if (batches.length === 1) {
-      this.forwardWhole(batches[0]!.node, { op: Op.MGET, keys }, client, id, Op.MGET, startMs);
+      this.forwardWhole(batches[0]!.node, { op: Op.MGET, keys }, client, id, Op.MGET, startMs, again);
       return;
     }
     const values = new Array<Uint8Array | null>(keys.length);
@@ -141,6 +233,38 @@ export class Router {
         this.metrics.record(Op.MGET, startMs, true);
         client.reply({ op: Op.VALUES, id, values });
       },
+      (error: unknown) => this.failOrRetry(client, id, Op.MGET, startMs, error, again),
+    );
+  }
+
+  /** MGET while ranges move: each key as a GET with fall-back (keys copied; a rare, slower path). */
+  private forwardMGetDuringMigration(request: MGetRequest, client: Connection, startMs: number): void {
+    const { id } = request;
+    const keys = request.keys.map((key) => Uint8Array.from(key));
+    const values = new Array<Uint8Array | null>(keys.length);
+    const reads = keys.map((key, index) => {
+      const owner = this.upOwnerOf(key);
+      if (owner instanceof DstoreError) return Promise.reject(owner);
+      const fallback = this.fallbackOf(key, owner);
+      return owner
+        .forward({ op: Op.GET, key })
+        .then((response) =>
+          response.op === Op.VALUE && response.value === null && fallback !== undefined
+            ? fallback.forward({ op: Op.GET, key, fallback: true })
+            : response,
+        )
+        .then((response) => {
+          if (response.op !== Op.VALUE) {
+            throw new DstoreError(ErrorCode.INTERNAL, `node answered GET with op ${response.op}`);
+          }
+          values[index] = response.value;
+        });
+    });
+    Promise.all(reads).then(
+      () => {
+        this.metrics.record(Op.MGET, startMs, true);
+        client.reply({ op: Op.VALUES, id, values });
+      },
       (error: unknown) => this.fail(client, id, Op.MGET, startMs, error),
     );
   }
@@ -149,7 +273,15 @@ export class Router {
    * MSET: split per owner, sent concurrently; OK once every owner acknowledged. Not atomic: when
    * one owner fails the client gets its error, but other owners may have applied their part.
    */
-  forwardMSet(request: MSetRequest, client: Connection, startMs: number): void {
+  forwardMSet(request: MSetRequest, client: Connection, startMs: number, retried = false): void {
+    if (!retried && this.membership.routingRing !== this.membership.ring) {
+      const entries = request.entries.map((entry) => ({
+        key: Uint8Array.from(entry.key),
+        value: Uint8Array.from(entry.value),
+      }));
+      request = { op: Op.MSET, id: request.id, entries };
+    }
+    const again = retried ? undefined : () => this.forwardMSet(request, client, startMs, true);
     const { id, entries } = request;
     const batches = this.splitByOwner(entries, (entry) => entry.key);
     if (batches instanceof DstoreError) {
@@ -162,7 +294,7 @@ export class Router {
       return;
     }
     if (batches.length === 1) {
-      this.forwardWhole(batches[0]!.node, { op: Op.MSET, entries }, client, id, Op.MSET, startMs);
+      this.forwardWhole(batches[0]!.node, { op: Op.MSET, entries }, client, id, Op.MSET, startMs, again);
       return;
     }
     Promise.all(batches.map((batch) => batch.node.forward({ op: Op.MSET, entries: batch.items }))).then(
@@ -170,8 +302,27 @@ export class Router {
         this.metrics.record(Op.MSET, startMs, true);
         client.reply({ op: Op.OK, id });
       },
-      (error: unknown) => this.fail(client, id, Op.MSET, startMs, error),
+      (error: unknown) => this.failOrRetry(client, id, Op.MSET, startMs, error, again),
     );
+  }
+
+  /**
+   * Fails the request, except a NOT_OWNER while the ring is announced: then `again` runs once the
+   * announce settled (MGET and MSET are idempotent, so resending the whole batch is safe).
+   */
+  private failOrRetry(
+    client: Connection,
+    id: number,
+    op: number,
+    startMs: number,
+    error: unknown,
+    again: (() => void) | undefined,
+  ): void {
+    if (again !== undefined && error instanceof DstoreError && error.code === ErrorCode.NOT_OWNER) {
+      this.membership.settled().then(again);
+      return;
+    }
+    this.fail(client, id, op, startMs, error);
   }
 
   private forwardWhole(
@@ -181,13 +332,14 @@ export class Router {
     id: number,
     op: number,
     startMs: number,
+    again?: () => void,
   ): void {
     node.forward(message).then(
       (response) => {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response, id));
       },
-      (error: unknown) => this.fail(client, id, op, startMs, error),
+      (error: unknown) => this.failOrRetry(client, id, op, startMs, error, again),
     );
   }
 

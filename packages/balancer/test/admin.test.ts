@@ -39,6 +39,16 @@ describe('admin HTTP', () => {
       epoch: 0,
       algorithm: 'ketama',
       nodes: [],
+      migration: {
+        active: false,
+        epoch: -1,
+        pendingRanges: 0,
+        totalRanges: 0,
+        keysMoved: 0,
+        keysPerSecond: 0,
+        keysMovedTotal: 0,
+        queuedChanges: 0,
+      },
     });
     const first = await startFakeNode(resources, 'fake-1');
     await first.register(balancer.address.port);

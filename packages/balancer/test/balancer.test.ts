@@ -1,6 +1,5 @@
 import { HashRing } from '@dstore/hashring';
 import { bytesToString, DstoreError, ErrorCode, Op, PeerLink, toBytes } from '@dstore/protocol';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   attempt,
@@ -201,27 +200,6 @@ describe('membership', () => {
     });
     await waitFor(() => balancer.membership.node('real')?.link.isReady === true, 'link ready');
     expect(balancer.membership.node('real')?.up).toBe(false);
-  });
-});
-
-describe('ring changes while nodes hold keys', () => {
-  it('logs a WARN that keys whose owner changed are unreachable until migration exists', async () => {
-    const lines: string[] = [];
-    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(line) });
-    const balancer = await startBalancer(resources, { logger, heartbeatTimeoutMs: 1000 });
-    const first = await startFakeNode(resources, 'fake-1');
-    await first.register(balancer.address.port, 50);
-    await waitForNodesUp(balancer, 1);
-    const client = await connect(resources, balancer.address.port);
-    await client.request({ op: Op.SET, key: toBytes('kept'), value: toBytes('v') });
-    await waitFor(() => balancer.membership.node('fake-1')?.keyCount === 1, 'heartbeat with the key count');
-    expect(lines.some((line) => line.includes('no key migration'))).toBe(false);
-    const second = await startFakeNode(resources, 'fake-2');
-    await second.register(balancer.address.port);
-    const warning = lines
-      .map((line) => JSON.parse(line) as { level: number; msg: string; epoch: number })
-      .find((entry) => entry.msg.includes('no key migration'));
-    expect(warning).toMatchObject({ level: 40, epoch: 2 });
   });
 });
 

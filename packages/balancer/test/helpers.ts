@@ -170,12 +170,24 @@ export function spawnNode(
   ]);
 }
 
-/** Waits until the balancer has `count` nodes, all up. */
+/** Waits until the balancer has `count` nodes, all up, in a settled ring (no migration running). */
 export function waitForNodesUp(balancer: Balancer, count: number): Promise<void> {
   return waitFor(() => {
     const nodes = [...balancer.membership.nodes];
-    return nodes.length === count && nodes.every((node) => node.up);
+    return nodes.length === count && nodes.every((node) => node.up) && ringSettled(balancer);
   }, `${count} nodes up`);
+}
+
+/** The ring holds every registered node, forwarding uses it, and no migration runs or waits. */
+export function ringSettled(balancer: Balancer): boolean {
+  const membership = balancer.membership;
+  const progress = membership.migrator.snapshot();
+  return (
+    membership.ring.size === membership.size &&
+    membership.routingRing === membership.ring &&
+    !progress.active &&
+    progress.queuedChanges === 0
+  );
 }
 
 /**

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerBenchCommand } from './cli/bench.js';
 import { registerKeyValueCommands } from './cli/kv.js';
+import { registerNodeCommands } from './cli/node.js';
 import { DEFAULT_SERVER, DEFAULT_TIMEOUT_MS, ExitCode, positiveInteger, reportError } from './cli/shared.js';
 import { registerStatusCommand } from './cli/status.js';
 
@@ -21,6 +22,7 @@ function buildProgram(): Command {
     .exitOverride();
   registerKeyValueCommands(program, addServerOptions);
   registerStatusCommand(program);
+  registerNodeCommands(program);
   registerBenchCommand(program, addServerOptions);
   for (const command of program.commands) command.exitOverride();
   return program;

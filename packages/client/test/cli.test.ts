@@ -227,3 +227,67 @@ describe('dstore status', () => {
     expect(run.stderr).toMatch(/^error UNAVAILABLE: cannot fetch http:\/\/127\.0\.0\.1:\d+\/(ring|health)/);
   });
 });
+
+describe('dstore status with a migration', () => {
+  it('prints the migration progress line', async () => {
+    const ring = {
+      epoch: 7,
+      algorithm: 'vnode',
+      nodes: [{ id: 'node-1', address: '127.0.0.1:7401', status: 'up', weight: 1, share: 1, keys: 10 }],
+      migration: {
+        active: true,
+        epoch: 7,
+        pendingRanges: 40,
+        totalRanges: 160,
+        keysMoved: 1234,
+        keysPerSecond: 5000,
+        queuedChanges: 1,
+      },
+    };
+    const health = { status: 'ok', ready: true, nodes: 1, nodesUp: 1 };
+    const server = createServer((request, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(request.url === '/ring' ? ring : health));
+    });
+    httpServers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const admin = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const run = await dstore('status', '--admin', admin);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(
+      /migration running \(epoch 7\) {2}pending ranges 40\/160 {2}keys moved 1234 {2}5000 keys\/s {2}queued changes 1/,
+    );
+  });
+});
+
+describe('dstore node remove', () => {
+  it('POSTs /nodes/<id>/remove and waits until the node left /ring', async () => {
+    const posts: string[] = [];
+    let polls = 0;
+    const server = createServer((request, response) => {
+      if (request.method === 'POST') {
+        posts.push(request.url ?? '');
+        response.writeHead(request.url === '/nodes/node-2/remove' ? 202 : 404, {
+          'content-type': 'application/json',
+        });
+        response.end('{}');
+        return;
+      }
+      polls++;
+      const nodes = [{ id: 'node-1', address: 'a', status: 'up', weight: 1, share: 1 }];
+      if (polls < 3) nodes.push({ id: 'node-2', address: 'b', status: 'up', weight: 1, share: 0 });
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ epoch: 9, nodes, migration: { keysMoved: 42 } }));
+    });
+    httpServers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const admin = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const run = await dstore('node', 'remove', 'node-2', '--admin', admin);
+    expect(run.code).toBe(0);
+    expect(posts).toEqual(['/nodes/node-2/remove']);
+    expect(run.stdout).toMatch(/node node-2 removed at epoch 9 \(42 keys moved/);
+    const missing = await dstore('node', 'remove', 'nope', '--admin', admin);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/no node 'nope'/);
+  });
+});

@@ -2,12 +2,14 @@ import { Decoder, Encoder } from '@msgpack/msgpack';
 import { ErrorCode, ProtocolError } from './errors.js';
 import { type ProtocolLimits, resolveLimits } from './limits.js';
 import {
+  type HashRange,
   type KeyValue,
   type Message,
   Op,
   type PeerRole,
   type Request,
   type Response,
+  type RingMember,
   type StatsMap,
 } from './messages.js';
 import { checkBodyShape, maxMessageElements } from './shape.js';
@@ -65,7 +67,9 @@ export function toWireArray(message: Message): Field[] {
       return [message.op, message.id, message.version, message.role, message.token ?? null];
     case Op.GET:
     case Op.DEL:
-      return [message.op, message.id, message.key];
+      return message.fallback
+        ? [message.op, message.id, message.key, 1]
+        : [message.op, message.id, message.key];
     case Op.SET:
       return [message.op, message.id, message.key, message.value];
     case Op.MGET:
@@ -82,6 +86,38 @@ export function toWireArray(message: Message): Field[] {
       return [message.op, message.id, message.nodeId];
     case Op.HEARTBEAT:
       return [message.op, message.id, message.nodeId, message.keyCount];
+    case Op.RING:
+      return [
+        message.op,
+        message.id,
+        message.epoch,
+        message.generation,
+        message.algorithm,
+        message.vnodes,
+        message.nodes.length,
+        ...message.nodes.flatMap((node) => [node.id, node.weight]),
+      ];
+    case Op.MIGRATE:
+      return [
+        message.op,
+        message.id,
+        message.epoch,
+        message.target,
+        message.host,
+        message.port,
+        message.ranges.length,
+        ...flattenRanges(message.ranges),
+      ];
+    case Op.MIGRATE_PUT:
+      return [
+        message.op,
+        message.id,
+        message.epoch,
+        message.entries.length,
+        ...flattenEntries(message.entries),
+      ];
+    case Op.PURGE:
+      return [message.op, message.id, message.epoch, message.ranges.length, ...flattenRanges(message.ranges)];
     case Op.VALUE:
       return [message.op, message.id, message.value];
     case Op.VALUES:
@@ -103,6 +139,16 @@ function flattenEntries(entries: readonly KeyValue[]): Uint8Array[] {
     const entry = entries[i]!;
     flat[i * 2] = entry.key;
     flat[i * 2 + 1] = entry.value;
+  }
+  return flat;
+}
+
+function flattenRanges(ranges: readonly HashRange[]): number[] {
+  const flat = new Array<number>(ranges.length * 2);
+  for (let i = 0; i < ranges.length; i++) {
+    const range = ranges[i]!;
+    flat[i * 2] = range.start;
+    flat[i * 2 + 1] = range.end;
   }
   return flat;
 }
@@ -205,6 +251,36 @@ class FieldReader {
     return count;
   }
 
+  /** A trailing optional flag: true only when present and truthy (1 or true). */
+  flag(index: number): boolean | undefined {
+    const value = this.fields[index];
+    return value === 1 || value === true ? true : undefined;
+  }
+
+  /** Reads `count` (start, end) pairs of 32-bit positions from `index`. */
+  ranges(index: number): HashRange[] {
+    const count = this.batchCount(index, 2);
+    const ranges = new Array<HashRange>(count);
+    for (let i = 0; i < count; i++) {
+      ranges[i] = {
+        start: this.uint(index + 1 + i * 2, 'start'),
+        end: this.uint(index + 2 + i * 2, 'end'),
+      };
+    }
+    return ranges;
+  }
+
+  /** Reads `count` (id, weight) ring members from `index`. */
+  members(index: number): RingMember[] {
+    const count = this.batchCount(index, 2);
+    const members = new Array<RingMember>(count);
+    for (let i = 0; i < count; i++) {
+      const id = nonEmpty(this, this.string(index + 1 + i * 2, 'nodeId'), 'nodeId');
+      members[i] = { id, weight: positive(this, this.finite(index + 2 + i * 2, 'weight')) };
+    }
+    return members;
+  }
+
   role(index: number): PeerRole {
     const role = this.string(index, 'role');
     if (!PEER_ROLES.has(role)) throw this.fail(ErrorCode.MALFORMED_FRAME, `unknown role ${role}`);
@@ -254,11 +330,12 @@ function readRequest(op: number, r: FieldReader): Request {
     case Op.HELLO:
       return { op, id, version: r.uint(2, 'version'), role: r.role(3), token: r.optionalString(4, 'token') };
     case Op.GET:
-      return { op, id, key: r.key(2) };
+    case Op.DEL: {
+      const fallback = r.flag(3);
+      return fallback ? { op, id, key: r.key(2), fallback } : { op, id, key: r.key(2) };
+    }
     case Op.SET:
       return { op, id, key: r.key(2), value: r.value(3) };
-    case Op.DEL:
-      return { op, id, key: r.key(2) };
     case Op.MGET: {
       const count = r.batchCount(2, 1);
       const keys = new Array<Uint8Array>(count);
@@ -293,6 +370,34 @@ function readRequest(op: number, r: FieldReader): Request {
         nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId'),
         keyCount: r.uint(3, 'keyCount', Number.MAX_SAFE_INTEGER),
       };
+    case Op.RING:
+      return {
+        op,
+        id,
+        epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
+        generation: r.uint(3, 'generation', Number.MAX_SAFE_INTEGER),
+        algorithm: nonEmpty(r, r.string(4, 'algorithm'), 'algorithm'),
+        vnodes: r.uint(5, 'vnodes'),
+        nodes: r.members(6),
+      };
+    case Op.MIGRATE:
+      return {
+        op,
+        id,
+        epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
+        target: nonEmpty(r, r.string(3, 'target'), 'target'),
+        host: nonEmpty(r, r.string(4, 'host'), 'host'),
+        port: r.uint(5, 'port', 65535),
+        ranges: r.ranges(6),
+      };
+    case Op.MIGRATE_PUT: {
+      const count = r.batchCount(3, 2);
+      const entries = new Array<KeyValue>(count);
+      for (let i = 0; i < count; i++) entries[i] = { key: r.key(4 + i * 2), value: r.value(5 + i * 2) };
+      return { op, id, epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER), entries };
+    }
+    case Op.PURGE:
+      return { op, id, epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER), ranges: r.ranges(3) };
     default:
       throw r.fail(ErrorCode.UNKNOWN_OP, `unknown op ${op}`);
   }

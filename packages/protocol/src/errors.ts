@@ -41,6 +41,11 @@ export const ErrorCode = {
   ABORTED: 'ABORTED',
   /** An unexpected failure inside the peer (for example a storage I/O error). */
   INTERNAL: 'INTERNAL',
+  /**
+   * The node does not own the key at its current ring epoch; the message names the owner. The
+   * request was not executed (a router with an older ring should refresh and resend).
+   */
+  NOT_OWNER: 'NOT_OWNER',
 } as const;
 
 /** One of the error codes this version of the protocol defines. */
@@ -76,7 +81,8 @@ export class DstoreError extends Error {
       this.code === ErrorCode.UNAVAILABLE ||
       this.code === ErrorCode.BUSY ||
       this.code === ErrorCode.SHUTTING_DOWN ||
-      this.code === ErrorCode.UNAUTHORIZED
+      this.code === ErrorCode.UNAUTHORIZED ||
+      this.code === ErrorCode.NOT_OWNER
     );
   }
 }

@@ -20,6 +20,10 @@ export const Op = {
   JOIN: 9,
   LEAVE: 10,
   HEARTBEAT: 11,
+  RING: 12,
+  MIGRATE: 13,
+  MIGRATE_PUT: 14,
+  PURGE: 15,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -51,6 +55,12 @@ export interface GetRequest {
   readonly op: typeof Op.GET;
   readonly id: number;
   readonly key: Uint8Array;
+  /**
+   * Migration fall-back (balancer only): the key's range is moving away from this node, which
+   * may answer from the copy it keeps until PURGE instead of refusing with NOT_OWNER.
+   * Travels as an optional trailing field `1`.
+   */
+  readonly fallback?: boolean | undefined;
 }
 /** Write one key. Answered by OK once the write is acknowledged by the owning engine. */
 export interface SetRequest {
@@ -64,6 +74,11 @@ export interface DelRequest {
   readonly op: typeof Op.DEL;
   readonly id: number;
   readonly key: Uint8Array;
+  /**
+   * Migration fall-back (balancer only): delete the copy this node keeps of a key whose range is
+   * moving away, so a fall-back read can never resurrect it. Optional trailing field `1`.
+   */
+  readonly fallback?: boolean | undefined;
 }
 /** Read several keys. Answered by VALUES in the same order. */
 export interface MGetRequest {
@@ -113,6 +128,84 @@ export interface HeartbeatRequest {
   readonly id: number;
   readonly nodeId: string;
   readonly keyCount: number;
+}
+
+/** One ring member as RING carries it. */
+export interface RingMember {
+  readonly id: string;
+  readonly weight: number;
+}
+/** A hash range (start, end] of the 32-bit ring, wrapping when start >= end. */
+export interface HashRange {
+  readonly start: number;
+  readonly end: number;
+}
+/**
+ * Most ranges one MIGRATE or PURGE should carry: two array elements each, so 500 stay within the
+ * element bound of a message under the default limits. Senders split longer range lists.
+ */
+export const MAX_RANGES_PER_MESSAGE = 500;
+
+/** Splits `ranges` into chunks of at most {@link MAX_RANGES_PER_MESSAGE}. */
+export function chunkRanges<T extends HashRange>(ranges: readonly T[]): T[][] {
+  const chunks: T[][] = [];
+  for (let i = 0; i < ranges.length; i += MAX_RANGES_PER_MESSAGE) {
+    chunks.push(ranges.slice(i, i + MAX_RANGES_PER_MESSAGE));
+  }
+  return chunks;
+}
+
+/**
+ * Balancer -> node: the ring at `epoch`. Nodes rebuild the identical (deterministic) ring to know
+ * which keys they own; older epochs are ignored. Answered by OK.
+ */
+export interface RingRequest {
+  readonly op: typeof Op.RING;
+  readonly id: number;
+  readonly epoch: number;
+  /**
+   * Identifies the balancer incarnation (its start time in ms): epochs only compare within one
+   * generation, so a restarted balancer, counting from 0 again, is still heard.
+   */
+  readonly generation: number;
+  readonly algorithm: string;
+  /** Virtual nodes per unit weight (0 = the algorithm's default). */
+  readonly vnodes: number;
+  readonly nodes: readonly RingMember[];
+}
+/**
+ * Balancer -> old owner: stream the keys of `ranges` to node `target` at host:port with
+ * MIGRATE_PUT. Answered by COUNT (keys sent) once every batch was acknowledged by the target.
+ */
+export interface MigrateRequest {
+  readonly op: typeof Op.MIGRATE;
+  readonly id: number;
+  readonly epoch: number;
+  readonly target: string;
+  readonly host: string;
+  readonly port: number;
+  readonly ranges: readonly HashRange[];
+}
+/**
+ * Old owner -> new owner: copies of keys. The receiver stores each one unless it was written or
+ * deleted there since the migration began (a copy never overwrites a newer write nor resurrects
+ * a delete). Answered by COUNT (keys stored) once they are acknowledged (durable on lmdb).
+ */
+export interface MigratePutRequest {
+  readonly op: typeof Op.MIGRATE_PUT;
+  readonly id: number;
+  readonly epoch: number;
+  readonly entries: readonly KeyValue[];
+}
+/**
+ * Balancer -> node, after the migration of `ranges` at `epoch` is final: delete the keys of
+ * those ranges the node does not own, and forget their migration state. Answered by COUNT (keys deleted).
+ */
+export interface PurgeRequest {
+  readonly op: typeof Op.PURGE;
+  readonly id: number;
+  readonly epoch: number;
+  readonly ranges: readonly HashRange[];
 }
 
 /** Success with no payload (SET, MSET, PING, JOIN, LEAVE, HEARTBEAT). */
@@ -174,7 +267,11 @@ export type Request =
   | StatsRequest
   | JoinRequest
   | LeaveRequest
-  | HeartbeatRequest;
+  | HeartbeatRequest
+  | RingRequest
+  | MigrateRequest
+  | MigratePutRequest
+  | PurgeRequest;
 
 /** Every response message. */
 export type Response =

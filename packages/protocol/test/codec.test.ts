@@ -36,6 +36,9 @@ const statsMap = fc
   )
   .map((entries) => Object.assign(Object.create(null), entries) as Record<string, number | string>);
 
+const position = fc.integer({ min: 0, max: 0xffff_ffff });
+const position2 = fc.record({ start: position, end: position });
+
 /** One arbitrary per message type, so every op is covered. */
 const messages: fc.Arbitrary<Message>[] = [
   fc.record({
@@ -46,6 +49,40 @@ const messages: fc.Arbitrary<Message>[] = [
     token: fc.option(shortString, { nil: undefined }),
   }),
   fc.record({ op: fc.constant(Op.GET), id, key: anyKey }),
+  fc.record({ op: fc.constant(Op.GET), id, key: anyKey, fallback: fc.constant(true) }),
+  fc.record({ op: fc.constant(Op.DEL), id, key: anyKey, fallback: fc.constant(true) }),
+  fc.record({
+    op: fc.constant(Op.RING),
+    id,
+    epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    algorithm: fc.constantFrom('vnode', 'ketama'),
+    vnodes: fc.integer({ min: 0, max: 1000 }),
+    nodes: fc.array(fc.record({ id: shortString, weight: fc.integer({ min: 1, max: 1000 }) }), {
+      maxLength: 20,
+    }),
+  }),
+  fc.record({
+    op: fc.constant(Op.MIGRATE),
+    id,
+    epoch: fc.nat(),
+    target: shortString,
+    host: shortString,
+    port: fc.integer({ min: 0, max: 65535 }),
+    ranges: fc.array(position2, { maxLength: 200 }),
+  }),
+  fc.record({
+    op: fc.constant(Op.MIGRATE_PUT),
+    id,
+    epoch: fc.nat(),
+    entries: fc.array(fc.record({ key, value }), { maxLength: limits.maxBatchKeys }),
+  }),
+  fc.record({
+    op: fc.constant(Op.PURGE),
+    id,
+    epoch: fc.nat(),
+    ranges: fc.array(position2, { maxLength: 200 }),
+  }),
   fc.record({ op: fc.constant(Op.SET), id, key: anyKey, value }),
   fc.record({ op: fc.constant(Op.DEL), id, key: anyKey }),
   fc.record({ op: fc.constant(Op.MGET), id, keys: fc.array(key, { maxLength: limits.maxBatchKeys }) }),
@@ -146,7 +183,10 @@ describe('MessageCodec round trip', () => {
           maxLength: 5,
         }),
         (message, extras) => {
-          const body = raw.encode([...toWireArray(message), ...extras]);
+          const wire = toWireArray(message);
+          // GET/DEL own an optional trailing flag at index 3; extras go after it (0 = not set).
+          if ((message.op === Op.GET || message.op === Op.DEL) && wire.length === 3) wire.push(0);
+          const body = raw.encode([...wire, ...extras]);
           expect(normalise(codec.decode(body))).toEqual(normalise(message));
         },
       ),

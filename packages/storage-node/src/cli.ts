@@ -44,6 +44,8 @@ interface CliFlags {
   token?: string;
   heartbeatInterval: number;
   drainTimeout: number;
+  leaveTimeout: number;
+  migrationRate: number;
   logLevel: string;
 }
 
@@ -108,6 +110,18 @@ function buildProgram(): Command {
       integer(0, 2 ** 31 - 1),
       2000,
     )
+    .option(
+      '--leave-timeout <ms>',
+      "on shutdown, longest wait for the balancer to move this node's keys away (LEAVE answered)",
+      integer(0, 2 ** 31 - 1),
+      60_000,
+    )
+    .option(
+      '--migration-rate <keys/s>',
+      'most keys per second streamed to one new owner during a key migration (0 = unbounded)',
+      integer(0, 2 ** 31 - 1),
+      5000,
+    )
     .addOption(
       new Option('--log-level <level>', 'pino log level (logs go to stderr)')
         .choices(LOG_LEVELS)
@@ -134,6 +148,8 @@ function toNodeOptions(flags: CliFlags, logger: Logger): StorageNodeOptions {
     token: flags.token ?? process.env.DSTORE_TOKEN,
     heartbeatIntervalMs: flags.heartbeatInterval,
     drainTimeoutMs: flags.drainTimeout,
+    leaveTimeoutMs: flags.leaveTimeout,
+    migrationRateKeysPerSecond: flags.migrationRate,
     logger,
   };
 }

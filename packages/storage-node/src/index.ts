@@ -6,6 +6,12 @@
 export * from './engines/index.js';
 export { Membership, type MembershipOptions } from './membership.js';
 export {
+  DEFAULT_MIGRATION_LIMITS,
+  type MigrationCounters,
+  type MigrationLimits,
+  MigrationService,
+} from './migration.js';
+export {
   DEFAULT_NODE_PORT,
   defaultNodeId,
   type EngineKind,
@@ -14,5 +20,6 @@ export {
   resolveNodeOptions,
   type StorageNodeOptions,
 } from './options.js';
+export { keyString, Ownership, type PendingMove, RangeSet } from './ownership.js';
 export { type OpCounters, RequestHandler, type RequestHandlerContext } from './request-handler.js';
 export { createStorageNode, type StorageNode } from './storage-node.js';

@@ -70,10 +70,16 @@ export class Membership {
     this.heartbeatTimer.unref();
   }
 
-  /** Stops heartbeating and sends LEAVE if the balancer is reachable; never throws. */
-  async leave(timeoutMs = 1000): Promise<void> {
-    this.stopHeartbeats();
-    if (!this.link.isReady) return;
+  /**
+   * Sends LEAVE if the balancer is reachable and waits for its answer, which comes once this
+   * node's ranges moved to their new owners; heartbeats go on meanwhile so the node stays "up"
+   * for the fall-back reads it serves. Never throws.
+   */
+  async leave(timeoutMs = 60_000): Promise<void> {
+    if (!this.link.isReady) {
+      this.stopHeartbeats();
+      return;
+    }
     try {
       await this.link.request({ op: Op.LEAVE, nodeId: this.options.nodeId }, { timeoutMs });
       this.options.logger.info({ balancer: this.link.address }, 'left balancer');
@@ -83,6 +89,7 @@ export class Membership {
         'LEAVE failed; the balancer will notice the missing heartbeats',
       );
     }
+    this.stopHeartbeats();
     this.joined = false;
   }
 

@@ -59,6 +59,17 @@ export interface StorageNodeOptions {
    * 50 ms and nothing is being served.
    */
   readonly drainTimeoutMs?: number;
+  /**
+   * Longest wait, on a graceful stop, for the balancer to answer LEAVE, in ms. The balancer
+   * answers once this node's ranges moved to their new owners; the node keeps serving (and
+   * streaming them) meanwhile. Default 60000.
+   */
+  readonly leaveTimeoutMs?: number;
+  /**
+   * Most keys per second this node streams to one new owner during a key migration (0 =
+   * unbounded). Lower keeps client latency flat, higher finishes sooner. Default 5000.
+   */
+  readonly migrationRateKeysPerSecond?: number;
   /** Pino logger. Default: a new pino logger at `logLevel` writing to stderr. */
   readonly logger?: Logger;
   /** Level of the default logger ('fatal'…'trace', 'silent'). Default 'info'. Ignored with `logger`. */
@@ -85,6 +96,8 @@ export interface ResolvedNodeOptions {
   readonly limits: Partial<ProtocolLimits> | undefined;
   readonly heartbeatIntervalMs: number;
   readonly drainTimeoutMs: number;
+  readonly leaveTimeoutMs: number;
+  readonly migrationRateKeysPerSecond: number;
 }
 
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
@@ -154,6 +167,13 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
       2 ** 31 - 1,
     ),
     drainTimeoutMs: integerIn('drainTimeoutMs', options.drainTimeoutMs ?? 2000, 0, 2 ** 31 - 1),
+    leaveTimeoutMs: integerIn('leaveTimeoutMs', options.leaveTimeoutMs ?? 60_000, 0, 2 ** 31 - 1),
+    migrationRateKeysPerSecond: integerIn(
+      'migrationRateKeysPerSecond',
+      options.migrationRateKeysPerSecond ?? 5000,
+      0,
+      2 ** 31 - 1,
+    ),
   };
 }
 

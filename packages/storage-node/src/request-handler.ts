@@ -2,6 +2,7 @@ import {
   answerHello,
   type Connection,
   type DelRequest,
+  DstoreError,
   ErrorCode,
   type GetRequest,
   LatencyHistogram,
@@ -13,6 +14,8 @@ import {
   type StatsMap,
 } from '@dstore/protocol';
 import { isStorageEngineError, type StorageEngine } from './engines/index.js';
+import type { MigrationService } from './migration.js';
+import type { Ownership } from './ownership.js';
 
 /** Plain-number op counters: incremented on the hot path, read by STATS. */
 export interface OpCounters {
@@ -35,6 +38,10 @@ export interface RequestHandlerContext {
   readonly token: string | undefined;
   /** Extra STATS entries owned by the server (connections, uptime). */
   readonly serverStats: () => { connections: number; uptimeSeconds: number };
+  /** Which keys this node owns at the latest RING epoch (inactive before the first RING). */
+  readonly ownership: Ownership;
+  /** RING / MIGRATE / MIGRATE_PUT / PURGE. */
+  readonly migration: MigrationService;
 }
 
 const OK = Op.OK;
@@ -53,9 +60,11 @@ export class RequestHandler {
   lastRequestAt = 0;
 
   private readonly engine: StorageEngine;
+  private readonly ownership: Ownership;
 
   constructor(private readonly context: RequestHandlerContext) {
     this.engine = context.engine;
+    this.ownership = context.ownership;
   }
 
   /** The `onRequest` of the node's FrameServer. */
@@ -100,6 +109,19 @@ export class RequestHandler {
         connection.reply(answer);
         return;
       }
+      case Op.RING:
+        this.context.migration.ring(request);
+        connection.reply({ op: OK, id: request.id });
+        return;
+      case Op.MIGRATE:
+        this.answerCount(connection, request.id, this.context.migration.migrate(request));
+        return;
+      case Op.MIGRATE_PUT:
+        this.answerCount(connection, request.id, this.context.migration.migratePut(request));
+        return;
+      case Op.PURGE:
+        this.answerCount(connection, request.id, this.context.migration.purge(request));
+        return;
       case Op.JOIN:
       case Op.LEAVE:
       case Op.HEARTBEAT:
@@ -146,11 +168,39 @@ export class RequestHandler {
       'latency.p999_us': summary.p999Us,
       'latency.max_us': summary.maxUs,
       uptime_s: server.uptimeSeconds,
+      'ring.epoch': this.ownership.epoch,
+      'migration.pending_ranges': this.ownership.pendingMoves.length,
+      'migration.keys_sent': this.context.migration.counters.keysSent,
+      'migration.keys_received': this.context.migration.counters.keysReceived,
     };
+  }
+
+  private answerCount(connection: Connection, id: number, counted: Promise<number>): void {
+    counted.then(
+      (count) => connection.reply({ op: Op.COUNT, id, count }),
+      (error: unknown) => {
+        if (error instanceof DstoreError) this.fail(connection, id, error.code as ErrorCode, error.message);
+        else this.engineFailed(connection, id, error);
+      },
+    );
+  }
+
+  /** Answers NOT_OWNER (naming the owner) and returns true when this node must not serve `key`. */
+  private refused(connection: Connection, id: number, key: Uint8Array, fallback: boolean): boolean {
+    const owner = this.ownership.refusal(key, fallback);
+    if (owner === undefined) return false;
+    this.fail(
+      connection,
+      id,
+      ErrorCode.NOT_OWNER,
+      `key is owned by ${owner} at epoch ${this.ownership.epoch}, not by ${this.context.nodeId()}`,
+    );
+    return true;
   }
 
   private get(request: GetRequest, connection: Connection, start: number): void {
     this.counters.get++;
+    if (this.refused(connection, request.id, request.key, request.fallback === true)) return;
     let value: Uint8Array | undefined;
     try {
       value = this.engine.get(request.key);
@@ -166,6 +216,8 @@ export class RequestHandler {
   private set(request: SetRequest, connection: Connection, start: number): void {
     this.counters.set++;
     const id = request.id;
+    if (this.refused(connection, id, request.key, false)) return;
+    this.ownership.noteWrite(request.key);
     let written: Promise<void>;
     try {
       written = this.engine.set(request.key, request.value);
@@ -185,6 +237,8 @@ export class RequestHandler {
   private del(request: DelRequest, connection: Connection, start: number): void {
     this.counters.del++;
     const id = request.id;
+    if (this.refused(connection, id, request.key, request.fallback === true)) return;
+    this.ownership.noteWrite(request.key);
     let deleted: Promise<boolean>;
     try {
       deleted = this.engine.delete(request.key);
@@ -204,6 +258,7 @@ export class RequestHandler {
   private mget(request: MGetRequest, connection: Connection, start: number): void {
     this.counters.mget++;
     const keys = request.keys;
+    for (const key of keys) if (this.refused(connection, request.id, key, false)) return;
     const values: (Uint8Array | null)[] = new Array(keys.length);
     try {
       for (let i = 0; i < keys.length; i++) values[i] = this.engine.get(keys[i] as Uint8Array) ?? null;
@@ -220,6 +275,8 @@ export class RequestHandler {
     this.counters.mset++;
     const id = request.id;
     const entries = request.entries;
+    for (const entry of entries) if (this.refused(connection, id, entry.key, false)) return;
+    for (const entry of entries) this.ownership.noteWrite(entry.key);
     const writes: Promise<void>[] = new Array(entries.length);
     try {
       for (let i = 0; i < entries.length; i++) {

@@ -3,12 +3,14 @@ import { DstoreError, ErrorCode, FrameServer, type StatsMap } from '@dstore/prot
 import { type Logger, pino } from 'pino';
 import { openEngine, type StorageEngine } from './engines/index.js';
 import { Membership } from './membership.js';
+import { DEFAULT_MIGRATION_LIMITS, MigrationService } from './migration.js';
 import {
   defaultNodeId,
   type ResolvedNodeOptions,
   resolveNodeOptions,
   type StorageNodeOptions,
 } from './options.js';
+import { Ownership } from './ownership.js';
 import { RequestHandler } from './request-handler.js';
 
 /** A running (or runnable) storage node. */
@@ -89,7 +91,14 @@ class StorageNodeImpl implements StorageNode {
     const options = this.options;
     const engine = await this.openConfiguredEngine();
     this.openedEngine = engine;
+    const ownership = new Ownership(() => this.id);
+    const migration = new MigrationService(engine, ownership, {
+      token: options.token,
+      limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
+    });
     const handler = new RequestHandler({
+      ownership,
+      migration,
       engine,
       nodeId: () => this.id,
       token: options.token,
@@ -196,7 +205,7 @@ class StorageNodeImpl implements StorageNode {
     this.logger.info({ id: this.nodeId }, 'stopping');
     // LEAVE first: the balancer stops routing here, so the drain below settles instead of
     // racing new traffic. Our data connections stay open until the drain is over.
-    await this.membership?.leave();
+    await this.membership?.leave(this.options.leaveTimeoutMs);
     await this.drain(server);
     await server.close(CLOSE_GRACE_MS);
     try {

@@ -21,11 +21,23 @@ export interface RingNode {
   readonly keys?: number;
 }
 
+/** Key migration progress as `GET /ring` reports it (balancers with key migration). */
+export interface MigrationView {
+  readonly active: boolean;
+  readonly epoch: number;
+  readonly pendingRanges: number;
+  readonly totalRanges: number;
+  readonly keysMoved: number;
+  readonly keysPerSecond: number;
+  readonly queuedChanges: number;
+}
+
 /** The balancer's `GET /ring` answer. */
 export interface RingView {
   readonly epoch: number;
   readonly algorithm?: string;
   readonly nodes: readonly RingNode[];
+  readonly migration?: MigrationView;
 }
 
 /** The balancer's `GET /health` answer. */
@@ -80,7 +92,19 @@ export function formatStatus(ring: RingView, health: HealthView): string {
       node.keys === undefined ? '-' : String(node.keys),
     ]);
   }
-  return ring.nodes.length === 0 ? `${summary}\n(no nodes in the ring)` : `${summary}\n${formatTable(rows)}`;
+  const table = ring.nodes.length === 0 ? '(no nodes in the ring)' : formatTable(rows);
+  const migration = formatMigration(ring.migration);
+  return migration === undefined ? `${summary}\n${table}` : `${summary}\n${migration}\n${table}`;
+}
+
+/** One line about key migration, when the balancer reports one (running or finished). */
+export function formatMigration(migration: MigrationView | undefined): string | undefined {
+  if (migration === undefined || migration.epoch < 0) return undefined;
+  const state = migration.active ? 'running' : 'done';
+  return (
+    `migration ${state} (epoch ${migration.epoch})  pending ranges ${migration.pendingRanges}/${migration.totalRanges}  ` +
+    `keys moved ${migration.keysMoved}  ${migration.keysPerSecond} keys/s  queued changes ${migration.queuedChanges}`
+  );
 }
 
 /** GETs JSON; `anyStatus` accepts non-2xx answers that still carry JSON (/health says "not ready" that way). */

@@ -1,0 +1,297 @@
+import type { HashRing, RangeMove } from '@dstore/hashring';
+import { chunkRanges, DstoreError, ErrorCode, type HashRange, Op, type RingRequest } from '@dstore/protocol';
+import type { Logger } from 'pino';
+import type { ClusterNode } from './cluster-node.js';
+
+/** What `/ring`, `dstore status` and the metrics show about key migration. */
+export interface MigrationProgress {
+  /** A migration is running (ranges are moving). */
+  readonly active: boolean;
+  /** Epoch of the ring the running (or last) migration moves keys to; -1 before any. */
+  readonly epoch: number;
+  /** Ranges of the running migration not yet moved. */
+  readonly pendingRanges: number;
+  /** Ranges of the running (or last) migration. */
+  readonly totalRanges: number;
+  /** Keys moved by the running (or last) migration. */
+  readonly keysMoved: number;
+  /** Bytes of keys and values moved is not known to the balancer; keys per second of the running (or last) migration. */
+  readonly keysPerSecond: number;
+  /** Keys moved by every migration since the balancer started. */
+  readonly keysMovedTotal: number;
+  /** Ring changes waiting for the running migration to finish. */
+  readonly queuedChanges: number;
+}
+
+/** What the migrator needs from the membership. */
+export interface MigrationHost {
+  node(id: string): ClusterNode | undefined;
+  readonly nodes: Iterable<ClusterNode>;
+  readonly logger: Logger;
+  /** Whether the balancer is closing (stop retrying). */
+  readonly closed: boolean;
+}
+
+/** Deadline of one MIGRATE (a whole batch of ranges): generous, it is flow-controlled by the node. */
+const MIGRATE_TIMEOUT_MS = 10 * 60_000;
+/** Deadline of RING and PURGE. */
+const CONTROL_TIMEOUT_MS = 30_000;
+/** Errors after which a MIGRATE is tried again (the source may come back with its data). */
+const TRANSIENT: ReadonlySet<string> = new Set([
+  ErrorCode.UNAVAILABLE,
+  ErrorCode.TIMEOUT,
+  ErrorCode.CONNECTION_CLOSED,
+  ErrorCode.BUSY,
+  ErrorCode.SHUTTING_DOWN,
+]);
+
+/** Longest wait for a ring node's link during an announce. */
+const ANNOUNCE_WAIT_MS = 10_000;
+
+function waitReady(node: ClusterNode, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      node.link.off('ready', done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    timer.unref();
+    node.link.on('ready', done);
+  });
+}
+
+function codeOf(error: unknown): string {
+  return error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** The RING message of a ring at an epoch. */
+export function ringMessage(ring: HashRing, epoch: number, generation: number): Omit<RingRequest, 'id'> {
+  return {
+    op: Op.RING,
+    epoch,
+    generation,
+    algorithm: ring.algorithm,
+    vnodes: ring.vnodes,
+    nodes: ring.nodes().map((node) => ({ id: node.id, weight: node.weight })),
+  };
+}
+
+/**
+ * Sorted, non-wrapping pieces of the moving ranges with their old owner: the router asks it,
+ * per key of a moving range, where to fall back to. Binary search, so a migration of hundreds of
+ * ranges costs the hot path one hash and ~10 comparisons.
+ */
+export class MoveIndex {
+  private readonly starts: number[] = [];
+  private readonly ends: number[] = [];
+  private readonly froms: string[] = [];
+
+  constructor(moves: readonly RangeMove[]) {
+    const pieces: [number, number, string][] = [];
+    for (const { start, end, from } of moves) {
+      if (start < end) pieces.push([start, end, from]);
+      else {
+        pieces.push([start, 0xffff_ffff, from]);
+        pieces.push([-1, end, from]);
+      }
+    }
+    pieces.sort((a, b) => a[1] - b[1]);
+    for (const [start, end, from] of pieces) {
+      this.starts.push(start);
+      this.ends.push(end);
+      this.froms.push(from);
+    }
+  }
+
+  /** The old owner of `position` when it lies in a moving range. */
+  fromOf(position: number): string | undefined {
+    const ends = this.ends;
+    let low = 0;
+    let high = ends.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (ends[mid]! < position) low = mid + 1;
+      else high = mid;
+    }
+    return low < ends.length && position > this.starts[low]! ? this.froms[low] : undefined;
+  }
+}
+
+/** One (old owner, new owner) pair of a migration and its ranges. */
+interface MoveGroup {
+  readonly from: string;
+  readonly to: string;
+  readonly ranges: HashRange[];
+}
+
+/**
+ * Moves keys when the ring changes: pushes RING to every node, asks each old owner to stream the
+ * moving ranges to their new owner (MIGRATE), and once every range moved, stops the fall-back
+ * reads and PURGEs. One migration at a time; the membership queues ring changes meanwhile.
+ */
+export class Migrator {
+  /** Fall-back index of the running migration, only once every node has the new ring. */
+  moves: MoveIndex | undefined;
+  private progress = {
+    active: false,
+    epoch: -1,
+    pendingRanges: 0,
+    totalRanges: 0,
+    keysMoved: 0,
+    keysMovedTotal: 0,
+    startedAt: 0,
+    finishedAt: 0,
+  };
+  queuedChanges = 0;
+  /** This balancer's incarnation, sent in every RING (see {@link RingRequest.generation}). */
+  readonly generation = Date.now();
+
+  constructor(private readonly host: MigrationHost) {}
+
+  /** Progress snapshot for `/ring`, status and metrics. */
+  snapshot(): MigrationProgress {
+    const p = this.progress;
+    const end = p.active ? performance.now() : p.finishedAt;
+    const seconds = (end - p.startedAt) / 1000;
+    return {
+      active: p.active,
+      epoch: p.epoch,
+      pendingRanges: p.pendingRanges,
+      totalRanges: p.totalRanges,
+      keysMoved: p.keysMoved,
+      keysPerSecond: seconds > 0 ? Math.round(p.keysMoved / seconds) : 0,
+      keysMovedTotal: p.keysMovedTotal,
+      queuedChanges: this.queuedChanges,
+    };
+  }
+
+  /** Sends a RING to one node; failures are only logged. */
+  async pushRing(node: ClusterNode, ring: HashRing, epoch: number): Promise<void> {
+    if (!node.verifyIdentity || ring.size === 0) return;
+    try {
+      await node.forward(ringMessage(ring, epoch, this.generation), { timeoutMs: CONTROL_TIMEOUT_MS });
+    } catch (error) {
+      this.host.logger.debug({ node: node.id, err: (error as Error).message }, 'RING not accepted');
+    }
+  }
+
+  /**
+   * Pushes the new ring to every node and resolves once each answered (or failed). A node whose
+   * link is not up yet (one that just joined) is waited for, bounded: a new owner must know the
+   * ranges it gains before the balancer forwards writes to it, or it could not tell a client's
+   * write from an older migrated copy.
+   */
+  async announce(ring: HashRing, epoch: number, waitForLinks: boolean): Promise<void> {
+    await Promise.all(
+      [...this.host.nodes].map(async (node) => {
+        if (waitForLinks && !node.link.isReady && ring.has(node.id)) await waitReady(node, ANNOUNCE_WAIT_MS);
+        await this.pushRing(node, ring, epoch);
+      }),
+    );
+  }
+
+  /** Runs the migration from `previous` to `next` (already announced); resolves when it is final. */
+  async migrate(previous: HashRing, next: HashRing, epoch: number): Promise<void> {
+    const moves = previous.size > 0 && next.size > 0 ? previous.diff(next) : [];
+    const p = this.progress;
+    p.active = moves.length > 0;
+    p.epoch = epoch;
+    p.totalRanges = moves.length;
+    p.pendingRanges = moves.length;
+    p.keysMoved = 0;
+    p.startedAt = performance.now();
+    if (moves.length === 0) {
+      p.finishedAt = p.startedAt;
+      return;
+    }
+    this.moves = new MoveIndex(moves);
+    const logger = this.host.logger;
+    logger.info({ epoch, ranges: moves.length }, 'migration started');
+    const groups = groupMoves(moves);
+    const done = await Promise.all(groups.map((group) => this.moveGroup(group, epoch)));
+    // Stop falling back before PURGE: a fall-back read after PURGE would find nothing.
+    this.moves = undefined;
+    p.active = false;
+    p.finishedAt = performance.now();
+    await Promise.all(
+      groups.map((group, index) => (done[index] ? this.purgeGroup(group, epoch) : undefined)),
+    );
+    logger.info(
+      { epoch, ranges: moves.length, keysMoved: p.keysMoved, keysPerSecond: this.snapshot().keysPerSecond },
+      'migration finished',
+    );
+  }
+
+  /** Streams one group; true when every range moved (so the old owner may purge). */
+  private async moveGroup(group: MoveGroup, epoch: number): Promise<boolean> {
+    const logger = this.host.logger;
+    for (const ranges of chunkRanges(group.ranges)) {
+      for (let attempt = 1; ; attempt++) {
+        const from = this.host.node(group.from);
+        const to = this.host.node(group.to);
+        if (from === undefined || to === undefined || this.host.closed) {
+          logger.warn({ epoch, from: group.from, to: group.to }, 'migration skipped: a node left the ring');
+          return false;
+        }
+        try {
+          const answer = await from.forward(
+            { op: Op.MIGRATE, epoch, target: to.id, host: to.host, port: to.port, ranges },
+            { timeoutMs: MIGRATE_TIMEOUT_MS },
+          );
+          const keys = answer.op === Op.COUNT ? answer.count : 0;
+          this.progress.keysMoved += keys;
+          this.progress.keysMovedTotal += keys;
+          this.progress.pendingRanges -= ranges.length;
+          break;
+        } catch (error) {
+          const code = codeOf(error);
+          if (!TRANSIENT.has(code)) {
+            logger.warn(
+              { epoch, from: group.from, to: group.to, code, err: (error as Error).message },
+              'migration of ranges failed; their keys stay on the old owner',
+            );
+            return false;
+          }
+          // A crashed source keeps its keys unavailable until it returns with its data: retry.
+          const level = attempt === 1 || attempt % 20 === 0 ? 'warn' : 'debug';
+          logger[level]({ epoch, from: group.from, to: group.to, code, attempt }, 'MIGRATE failed; retrying');
+          await sleep(Math.min(2000, 50 * 2 ** Math.min(attempt, 6)));
+        }
+      }
+    }
+    return true;
+  }
+
+  private async purgeGroup(group: MoveGroup, epoch: number): Promise<void> {
+    for (const id of [group.from, group.to]) {
+      const node = this.host.node(id);
+      if (node === undefined) continue;
+      for (const ranges of chunkRanges(group.ranges)) {
+        try {
+          await node.forward({ op: Op.PURGE, epoch, ranges }, { timeoutMs: CONTROL_TIMEOUT_MS });
+        } catch (error) {
+          this.host.logger.warn({ epoch, node: id, err: (error as Error).message }, 'PURGE failed');
+        }
+      }
+    }
+  }
+}
+
+function groupMoves(moves: readonly RangeMove[]): MoveGroup[] {
+  const groups = new Map<string, MoveGroup>();
+  for (const { start, end, from, to } of moves) {
+    const name = `${from}\u0000${to}`;
+    let group = groups.get(name);
+    if (group === undefined) {
+      group = { from, to, ranges: [] };
+      groups.set(name, group);
+    }
+    group.ranges.push({ start, end });
+  }
+  return [...groups.values()];
+}
