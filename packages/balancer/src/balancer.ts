@@ -8,6 +8,7 @@ import {
   Op,
   type PeerRole,
   type Request,
+  type Response,
 } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import { AdminServer } from './admin-server.js';
@@ -221,19 +222,8 @@ export class Balancer {
       serverId: this.options.id,
       token: this.options.token,
     });
-    if (answer.op === Op.ERROR) {
-      this.router.fail(
-        connection,
-        request.id,
-        request.op,
-        startMs,
-        new DstoreError(answer.code, answer.message),
-      );
-      return;
-    }
-    this.roles.set(connection, request.role);
-    this.metrics.record(Op.HELLO, startMs, true);
-    connection.reply(answer);
+    if (answer.op !== Op.ERROR) this.roles.set(connection, request.role);
+    this.sendAnswer(answer, request, connection, startMs);
   }
 
   private answerControl(request: Request, connection: Connection, startMs: number): void {
@@ -249,7 +239,7 @@ export class Balancer {
     }
     if (request.op === Op.LEAVE) {
       this.control.leave(request).then(
-        (answer) => this.answerControlWith(answer, request, connection, startMs),
+        (answer) => this.sendAnswer(answer, request, connection, startMs),
         (error: unknown) => this.router.fail(connection, request.id, request.op, startMs, error),
       );
       return;
@@ -265,15 +255,11 @@ export class Balancer {
       default:
         answer = { op: Op.ERROR, id: request.id, code: ErrorCode.UNKNOWN_OP, message: `op ${request.op}` };
     }
-    this.answerControlWith(answer, request, connection, startMs);
+    this.sendAnswer(answer, request, connection, startMs);
   }
 
-  private answerControlWith(
-    answer: ReturnType<ControlHandler['heartbeat']>,
-    request: Request,
-    connection: Connection,
-    startMs: number,
-  ): void {
+  /** Replies with `answer`, or fails the request (counted as an error) when it is an ERROR. */
+  private sendAnswer(answer: Response, request: Request, connection: Connection, startMs: number): void {
     if (answer.op === Op.ERROR) {
       this.router.fail(
         connection,
