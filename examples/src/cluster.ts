@@ -95,7 +95,15 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         role: 'balancer',
         id: 'balancer',
         cli: cliPath('@dstore/balancer'),
-        args: ['--port', String(options.port ?? 0), '--admin-port', String(options.adminPort ?? 0)],
+        args: [
+          '--port',
+          String(options.port ?? 0),
+          '--admin-port',
+          String(options.adminPort ?? 0),
+          // The authoritative cluster map: a restarted balancer routes on it at once.
+          '--data-dir',
+          join(root, 'data', 'balancer'),
+        ],
         root,
         detached: options.detached ?? false,
       },

@@ -120,8 +120,10 @@ describe('a 3-node cluster behind a balancer', () => {
     const status = dstore('status', '--admin', admin, '--json');
     expect(status.status).toBe(0);
     const ring = JSON.parse(status.stdout) as {
-      ring: { epoch: number; nodes: { id: string; status: string }[] };
+      ring: { epoch: number; map: { store: string; epoch: number }; nodes: { id: string; status: string }[] };
     };
+    // The local cluster keeps its map on disk, and the status shows it.
+    expect(ring.ring.map).toMatchObject({ store: 'file', epoch: ring.ring.epoch });
     expect(ring.ring.nodes.map((node) => node.id).sort()).toEqual(['node-1', 'node-2', 'node-3']);
     expect(ring.ring.nodes.every((node) => node.status === 'up')).toBe(true);
 

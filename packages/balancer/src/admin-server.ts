@@ -1,6 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import type { MemberState } from './cluster-map.js';
+import type { MapStoreKind } from './map-store.js';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
 import type { MigrationProgress } from './migrator.js';
@@ -15,11 +17,48 @@ export interface RingNodeView {
   readonly share: number;
   /** Key count from the node's last heartbeat (0 for nodes that do not heartbeat). */
   readonly keys: number;
+  /** The node's incarnation in the cluster map ('' for a static node that cannot prove one). */
+  readonly identity: string;
+  /** The member's state in the cluster map. */
+  readonly state: MemberState;
+}
+
+/** The cluster map as `/ring` shows it. */
+export interface MapView {
+  /** Epoch of the map: raised by every change. */
+  readonly epoch: number;
+  readonly cluster: string;
+  /** Where the map lives: memory, file or etcd, and the path or endpoints. */
+  readonly store: MapStoreKind;
+  readonly location: string;
+  /** The balancer that writes the map. */
+  readonly coordinator: string | undefined;
+  /** Map epoch at which the current ring was set (the epoch nodes see in RING). */
+  readonly ringEpoch: number;
+  readonly updatedAt: string;
+  /** The ring change in progress, if any. */
+  readonly transition: {
+    readonly phase: 'stream' | 'purge';
+    readonly reason: string;
+    readonly fromRingEpoch: number;
+    readonly startedAt: string;
+    readonly streamsDone: number;
+    readonly keysMoved: number;
+  } | null;
+  /** Members that were removed (their identities are refused). */
+  readonly removed: readonly {
+    readonly id: string;
+    readonly identity: string;
+    readonly sinceEpoch: number;
+  }[];
 }
 
 /** The `/ring` document. */
 export interface RingView {
+  /** The cluster map's epoch. */
   readonly epoch: number;
+  /** The authoritative cluster map this balancer routes on. */
+  readonly map: MapView;
   readonly algorithm: string;
   readonly nodes: readonly RingNodeView[];
   /** Key migration: the running one, or the last one when `active` is false. */
@@ -39,8 +78,13 @@ export interface HealthView {
 /** Builds the `/ring` document from the current membership. */
 export function ringView(membership: Membership): RingView {
   const shares = membership.ring.shares();
+  const map = membership.clusterMap;
+  const members = new Map(
+    map.members.filter((member) => member.state !== 'removed').map((member) => [member.id, member]),
+  );
   return {
-    epoch: membership.epoch,
+    epoch: map.epoch,
+    map: mapView(membership),
     algorithm: membership.algorithm,
     nodes: [...membership.nodes].map((node) => ({
       id: node.id,
@@ -49,8 +93,39 @@ export function ringView(membership: Membership): RingView {
       weight: node.weight,
       share: shares.get(node.id) ?? 0,
       keys: node.keyCount,
+      identity: members.get(node.id)?.identity ?? '',
+      state: members.get(node.id)?.state ?? 'removed',
     })),
     migration: membership.migrator.snapshot(),
+  };
+}
+
+/** The map part of `/ring`. */
+export function mapView(membership: Membership): MapView {
+  const map = membership.clusterMap;
+  const transition = map.transition;
+  return {
+    epoch: map.epoch,
+    cluster: map.cluster,
+    store: membership.store.kind,
+    location: membership.store.location,
+    coordinator: membership.store.leader(),
+    ringEpoch: map.ring.epoch,
+    updatedAt: map.updatedAt,
+    transition:
+      transition === null
+        ? null
+        : {
+            phase: transition.phase,
+            reason: transition.reason,
+            fromRingEpoch: transition.from.epoch,
+            startedAt: transition.startedAt,
+            streamsDone: transition.done.length,
+            keysMoved: transition.keysMoved,
+          },
+    removed: map.members
+      .filter((member) => member.state === 'removed')
+      .map(({ id, identity, sinceEpoch }) => ({ id, identity, sinceEpoch })),
   };
 }
 

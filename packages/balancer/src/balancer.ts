@@ -16,6 +16,7 @@ import { type BalancerOptions, type ResolvedBalancerOptions, resolveBalancerOpti
 import { ControlHandler } from './control.js';
 import { HealthMonitor } from './health.js';
 import { createLogger } from './logger.js';
+import { FileMapStore, MemoryMapStore } from './map-store.js';
 import { Membership } from './membership.js';
 import { BalancerMetrics } from './metrics.js';
 import { Router } from './router.js';
@@ -65,6 +66,11 @@ export class Balancer {
       algorithm: this.options.hash,
       health: this.health,
       logger: this.logger,
+      store:
+        options.mapStore ??
+        (this.options.dataDir === undefined ? new MemoryMapStore() : new FileMapStore(this.options.dataDir)),
+      balancerId: this.options.id,
+      heartbeatTimeoutMs: this.options.heartbeatTimeoutMs,
       link: {
         requestTimeoutMs: this.options.requestTimeoutMs,
         maxInFlight: this.options.maxInFlightPerNode,
@@ -127,12 +133,17 @@ export class Balancer {
     if (this.state !== 'new') throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `balancer is ${this.state}`);
     this.state = 'starting';
     this.health.start();
-    this.membership.addStatic(
-      this.options.nodes.map((node) => ({
-        ...node,
-        verifyIdentity: node.id !== `${node.host}:${node.port}`,
-      })),
-    );
+    try {
+      await this.membership.open(
+        this.options.nodes.map((node) => ({
+          ...node,
+          verifyIdentity: node.id !== `${node.host}:${node.port}`,
+        })),
+      );
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
     try {
       const client = await this.server.listen();
       const admin = this.admin
@@ -244,11 +255,15 @@ export class Balancer {
       );
       return;
     }
+    if (request.op === Op.JOIN) {
+      this.control.join(request, connection).then(
+        (answer) => this.sendAnswer(answer, request, connection, startMs),
+        (error: unknown) => this.router.fail(connection, request.id, request.op, startMs, error),
+      );
+      return;
+    }
     let answer: ReturnType<ControlHandler['heartbeat']>;
     switch (request.op) {
-      case Op.JOIN:
-        answer = this.control.join(request, connection);
-        break;
       case Op.HEARTBEAT:
         answer = this.control.heartbeat(request);
         break;

@@ -24,6 +24,7 @@ interface CliFlags {
   maxInFlight: number;
   token?: string;
   id?: string;
+  dataDir?: string;
   logLevel: string;
 }
 
@@ -77,6 +78,10 @@ function buildProgram(): Command {
     .option('--max-in-flight <n>', 'most requests in flight per node connection', integer(1), 4096)
     .option('--token <token>', 'shared secret clients and nodes must send in HELLO')
     .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
+    .option(
+      '--data-dir <dir>',
+      'keep the authoritative cluster map here (atomic replace + fsync); without it the map lives in memory and a restart starts a new cluster',
+    )
     .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info');
 }
 
@@ -99,6 +104,7 @@ async function main(): Promise<void> {
     logger,
     ...(flags.token === undefined ? {} : { token: flags.token }),
     ...(flags.id === undefined ? {} : { id: flags.id }),
+    ...(flags.dataDir === undefined ? {} : { dataDir: flags.dataDir }),
   });
   const address = await balancer.start();
   process.stdout.write(

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
 import type { Logger } from 'pino';
+import type { MapStore } from './map-store.js';
 
 /** Hash ring algorithms the balancer can route with. */
 export type BalancerHashAlgorithm = 'vnode' | 'ketama';
@@ -45,6 +46,15 @@ export interface BalancerOptions {
   readonly statsTimeoutMs?: number;
   /** Grace period of a shutdown before open connections are cut, in ms. Default 5000. */
   readonly shutdownGraceMs?: number;
+  /**
+   * Directory where the balancer keeps the authoritative cluster map (`cluster-map.json`, written
+   * by atomic replace + fsync) and a lock that keeps a second balancer off it. A restarted balancer
+   * loads the map and routes on it at once. Default: none, the map lives in memory and a restart
+   * starts a new cluster map (only for tests and throwaway clusters).
+   */
+  readonly dataDir?: string;
+  /** Where the cluster map lives, overriding `dataDir` (for example an etcd store). */
+  readonly mapStore?: MapStore;
   /** Pino level when no `logger` is given. Default 'warn'. */
   readonly logLevel?: string;
   /** Logger to use (pino). Default: pino on stderr at `logLevel`. */
@@ -67,6 +77,7 @@ export interface ResolvedBalancerOptions {
   readonly token: string | undefined;
   readonly statsTimeoutMs: number;
   readonly shutdownGraceMs: number;
+  readonly dataDir: string | undefined;
   readonly logLevel: string;
 }
 
@@ -176,6 +187,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     token: options.token === '' ? undefined : options.token,
     statsTimeoutMs: positiveInteger('statsTimeoutMs', options.statsTimeoutMs ?? 1000),
     shutdownGraceMs: positiveInteger('shutdownGraceMs', options.shutdownGraceMs ?? 5000),
+    dataDir: options.dataDir === '' ? undefined : options.dataDir,
     logLevel: options.logLevel ?? 'warn',
   };
 }

@@ -1,5 +1,6 @@
 import {
   type Connection,
+  DstoreError,
   ErrorCode,
   type HeartbeatRequest,
   type JoinRequest,
@@ -8,7 +9,7 @@ import {
   type Response,
 } from '@dstore/protocol';
 import type { Logger } from 'pino';
-import type { Membership } from './membership.js';
+import type { JoinOutcome, Membership } from './membership.js';
 
 /** Hosts a node may announce that mean "this machine" rather than an address to dial. */
 const UNSPECIFIED_HOSTS: ReadonlySet<string> = new Set(['', '0.0.0.0', '::', '[::]']);
@@ -27,8 +28,12 @@ export class ControlHandler {
     private readonly logger: Logger,
   ) {}
 
-  /** JOIN: adds or updates the node; re-registering the same address is a no-op. */
-  join(request: JoinRequest, connection: Connection): Response {
+  /**
+   * JOIN: adds or updates the member in the cluster map, answered once the map is stored;
+   * re-registering the same identity at the same address is a no-op. A refusal (removed identity,
+   * id held by another live identity) is answered with its typed error.
+   */
+  async join(request: JoinRequest, connection: Connection): Promise<Response> {
     const { id, nodeId, port, weight } = request;
     if (nodeId === '') return invalid(id, 'JOIN needs a non-empty nodeId');
     if (!Number.isInteger(port) || port < 1 || port > 65535)
@@ -38,7 +43,17 @@ export class ControlHandler {
     const host = UNSPECIFIED_HOSTS.has(request.host)
       ? (connection.socket.remoteAddress ?? '127.0.0.1')
       : request.host;
-    const outcome = this.membership.join({ id: nodeId, host, port, weight });
+    let outcome: JoinOutcome;
+    try {
+      outcome = await this.membership.join({ id: nodeId, host, port, weight, identity: request.identity });
+    } catch (error) {
+      if (!(error instanceof DstoreError)) throw error;
+      this.logger.warn(
+        { node: nodeId, address: `${host}:${port}`, code: error.code, err: error.message },
+        'JOIN refused',
+      );
+      return { op: Op.ERROR, id, code: error.code, message: error.message };
+    }
     const level = outcome === 'unchanged' ? 'debug' : 'info';
     this.logger[level](
       { node: nodeId, address: `${host}:${port}`, weight, outcome, epoch: this.membership.epoch },
@@ -53,7 +68,7 @@ export class ControlHandler {
    */
   async leave(request: LeaveRequest): Promise<Response> {
     this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE');
-    const removed = await this.membership.leave(request.nodeId);
+    const removed = await this.membership.leave(request.nodeId, 'node');
     if (removed) this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE done');
     return { op: Op.OK, id: request.id };
   }

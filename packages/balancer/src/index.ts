@@ -2,11 +2,21 @@ export {
   AdminServer,
   type HealthView,
   healthView,
+  type MapView,
+  mapView,
   type RingNodeView,
   type RingView,
   ringView,
 } from './admin-server.js';
 export { Balancer, type BalancerAddress, createBalancer } from './balancer.js';
+export type {
+  ClusterMap,
+  MapMember,
+  MapRing,
+  MapRingMember,
+  MapTransition,
+  MemberState,
+} from './cluster-map.js';
 export { ClusterNode, type NodeAddress, type NodeLinkOptions } from './cluster-node.js';
 export {
   type BalancerHashAlgorithm,
@@ -20,9 +30,17 @@ export {
   resolveNodeSpec,
   type StaticNodeSpec,
 } from './config.js';
+export { EtcdMapStore, type EtcdMapStoreOptions } from './etcd-map-store.js';
 export { HealthMonitor, type HealthMonitorEvents } from './health.js';
 export { createLogger } from './logger.js';
-export { type JoinOutcome, Membership, type MembershipEvents, type MembershipOptions } from './membership.js';
+export { FileMapStore, type MapStore, type MapStoreKind, MemoryMapStore } from './map-store.js';
+export {
+  type JoinOutcome,
+  type JoinSpec,
+  Membership,
+  type MembershipEvents,
+  type MembershipOptions,
+} from './membership.js';
 export {
   BalancerMetrics,
   type ClusterGaugeSource,

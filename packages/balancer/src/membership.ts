@@ -1,17 +1,41 @@
 import { EventEmitter } from 'node:events';
 import { HashRing } from '@dstore/hashring';
+import { DstoreError, ErrorCode } from '@dstore/protocol';
 import type { Logger } from 'pino';
+import {
+  activeMember,
+  type ClusterMap,
+  createClusterMap,
+  desiredRingMembers,
+  isRemovedIdentity,
+  type MapMember,
+  type MapRing,
+  type MapRingMember,
+  nextMap,
+  sameRingMembers,
+  withMember,
+} from './cluster-map.js';
 import { ClusterNode, type NodeAddress, type NodeLinkOptions } from './cluster-node.js';
 import type { BalancerHashAlgorithm } from './config.js';
 import type { HealthMonitor } from './health.js';
-import { Migrator } from './migrator.js';
+import type { MapStore } from './map-store.js';
+import { groupMoves, Migrator, type MoveGroup, streamName } from './migrator.js';
+
+/** A change to the cluster map (see {@link nextMap}). */
+type MapPatch = Partial<Pick<ClusterMap, 'ring' | 'members' | 'transition'>>;
 
 /** What a JOIN did. */
 export type JoinOutcome = 'added' | 'updated' | 'unchanged';
 
+/** A node's registration as JOIN carries it. */
+export interface JoinSpec extends NodeAddress {
+  /** The node's incarnation; undefined for a node that predates identities (not checked). */
+  readonly identity: string | undefined;
+}
+
 /** Events of a {@link Membership}. */
 export interface MembershipEvents {
-  /** The ring or a node's address changed; `epoch` is the new epoch. */
+  /** The cluster map changed; `epoch` is the new map epoch. */
   change: [epoch: number];
 }
 
@@ -21,34 +45,57 @@ export interface MembershipOptions {
   readonly link: NodeLinkOptions;
   readonly health: HealthMonitor;
   readonly logger: Logger;
+  /** Where the authoritative map lives. */
+  readonly store: MapStore;
+  /** This balancer's name, as the map's writer. */
+  readonly balancerId: string;
+  /**
+   * A member heard from within this long counts as live: a JOIN under its id with another
+   * identity is refused. Also the grace after start before an unheard member may be replaced.
+   */
+  readonly heartbeatTimeoutMs: number;
+}
+
+function ringOf(ring: MapRing): HashRing {
+  return HashRing.from(ring.members, {
+    algorithm: ring.algorithm,
+    ...(ring.vnodes > 0 ? { vnodes: ring.vnodes } : {}),
+  });
 }
 
 /**
- * The node registry, the ring and its epoch. The ring is an immutable {@link HashRing} snapshot
- * replaced as a whole on every change, so a request routes on one consistent ring even while
- * nodes join or leave. Only JOIN, LEAVE and static configuration change it; health never does
- * (a down node keeps its keys, so its requests fail instead of reading stale data elsewhere).
+ * The balancer's side of the authoritative cluster map (see docs/ARCHITECTURE.md, "The cluster
+ * map"). It is the map's single writer in this process: every change (JOIN, LEAVE, remove, a
+ * transition's progress) is queued, applied to the latest map, stored by compare-and-set, and only
+ * then acted on. Everything else is derived from the stored map: the node links (one per member
+ * that is not removed), the immutable {@link HashRing} snapshots that requests route on, and the
+ * transition that moves keys when the ring changes, which resumes from the map after a restart.
+ * Health never changes the map: a down member keeps its keys, whose requests fail with UNAVAILABLE.
  */
 export class Membership extends EventEmitter<MembershipEvents> {
   /** Key migration between ring changes. */
   readonly migrator: Migrator;
   private readonly registry = new Map<string, ClusterNode>();
+  private map: ClusterMap;
   private currentRing: HashRing;
   private routedRing: HashRing;
-  private currentEpoch = 0;
+  /** The ring before the running transition's change, sent before the current one to (re)connecting nodes. */
+  private fromRing: { ring: HashRing; epoch: number } | undefined;
   private isClosed = false;
-  /** A migration with moving ranges runs: further placement changes wait. */
-  private migrating = false;
-  private queuedChange: { reasons: string[]; nodeIds: string[] } | undefined;
+  private opened = false;
+  private openedAt = 0;
+  /** Map writes, one at a time, in order. */
+  private writes: Promise<unknown> = Promise.resolve();
+  /** The transition task running in this process, if any. */
+  private running: Promise<void> | undefined;
   private announced: Promise<void> = Promise.resolve();
-  /** The ring and epoch a running transition started from (announce or migration). */
-  private transitionFrom: { ring: HashRing; epoch: number } | undefined;
-  /** Callers waiting for a leaving node to be gone (LEAVE answers, operator removes). */
+  /** Callers waiting for a leaving member to be removed (LEAVE answers, operator removes). */
   private readonly departures = new Map<string, ((removed: boolean) => void)[]>();
 
   constructor(private readonly options: MembershipOptions) {
     super();
-    this.currentRing = HashRing.from([], { algorithm: options.algorithm });
+    this.map = createClusterMap(options.algorithm);
+    this.currentRing = ringOf(this.map.ring);
     this.routedRing = this.currentRing;
     const membership = this;
     this.migrator = new Migrator({
@@ -61,22 +108,33 @@ export class Membership extends EventEmitter<MembershipEvents> {
         return membership.isClosed;
       },
     });
+    this.migrator.generation = this.map.generation;
   }
 
-  /** The current ring snapshot (the latest epoch; see {@link routingRing} for forwarding). */
+  /** The latest stored cluster map (an immutable snapshot). */
+  get clusterMap(): ClusterMap {
+    return this.map;
+  }
+
+  /** Where the map lives. */
+  get store(): MapStore {
+    return this.options.store;
+  }
+
+  /** The ring of the map (the latest; see {@link routingRing} for forwarding). */
   get ring(): HashRing {
     return this.currentRing;
   }
 
   /**
    * The ring requests are forwarded on: the previous ring until every node acknowledged the RING
-   * of the current epoch, so a node never receives a key it does not know it owns yet.
+   * of the current one, so a node never receives a key it does not know it owns yet.
    */
   get routingRing(): HashRing {
     return this.routedRing;
   }
 
-  /** Resolves once the RING of the current epoch has been answered by every node. */
+  /** Resolves once the RING of the current ring has been answered by every node. */
   settled(): Promise<void> {
     return this.announced;
   }
@@ -86,115 +144,232 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return this.isClosed;
   }
 
-  /** Increases with every change of the ring or of a node's address or weight. */
+  /** The map's epoch: raised by every change of the map. */
   get epoch(): number {
-    return this.currentEpoch;
+    return this.map.epoch;
   }
 
   /** The ring's algorithm. */
   get algorithm(): BalancerHashAlgorithm {
-    return this.options.algorithm;
+    return this.map.ring.algorithm;
   }
 
-  /** Every node of the ring, in registration order. */
+  /** Every member with a link (joining, up or leaving), in map order. */
   get nodes(): IterableIterator<ClusterNode> {
     return this.registry.values();
   }
 
-  /** Number of nodes in the ring. */
+  /** Number of members with a link. */
   get size(): number {
     return this.registry.size;
   }
 
-  /** The node with this id. */
+  /** The member link with this id. */
   node(id: string): ClusterNode | undefined {
     return this.registry.get(id);
   }
 
-  /** Adds the nodes configured up front (one epoch for all of them). */
-  addStatic(specs: readonly (NodeAddress & { verifyIdentity: boolean })[]): void {
-    if (specs.length === 0) return;
-    for (const spec of specs) this.install(spec, false, spec.verifyIdentity);
-    this.commit('static configuration', specs.map((spec) => spec.id).join(','));
+  /**
+   * Loads the map (or creates it), becomes its writer, opens a link to every member and resumes
+   * an interrupted transition. Members not reconnected yet are down: their keys get UNAVAILABLE,
+   * never another node's answer. `statics` are the nodes configured up front.
+   */
+  async open(statics: readonly (NodeAddress & { verifyIdentity: boolean })[]): Promise<void> {
+    const store = this.options.store;
+    await store.acquireLeadership(this.options.balancerId, () =>
+      this.options.logger.error({ store: store.location }, 'lost the map writer role'),
+    );
+    const stored = await store.load();
+    let map = stored;
+    if (map === undefined) {
+      map = createClusterMap(this.options.algorithm);
+      await store.compareAndSet(undefined, map);
+      this.options.logger.info({ store: store.location, cluster: map.cluster }, 'cluster map created');
+    } else {
+      if (map.ring.algorithm !== this.options.algorithm) {
+        this.options.logger.warn(
+          { stored: map.ring.algorithm, configured: this.options.algorithm },
+          'the cluster map keeps its ring algorithm; --hash applies only to a new map',
+        );
+      }
+      this.options.logger.info(
+        {
+          store: store.location,
+          epoch: map.epoch,
+          members: map.members.length,
+          transition: map.transition?.phase,
+        },
+        'cluster map loaded',
+      );
+    }
+    this.verifyStatic = new Map(statics.map((spec) => [spec.id, spec.verifyIdentity]));
+    this.openedAt = performance.now();
+    this.install(map);
+    // Mid-stream, route on the ring before the change until every node has the new one and the
+    // fall-back index is set (runTransition); otherwise the map's ring is right at once.
+    this.routedRing =
+      map.transition?.phase === 'stream' && this.fromRing !== undefined
+        ? this.fromRing.ring
+        : this.currentRing;
+    this.opened = true;
+    await this.update('static configuration', (current) => this.withStatics(current, statics));
+    this.reconcile();
+  }
+
+  /** Which static nodes' ids are theirs (false: listed as bare host:port). */
+  private verifyStatic = new Map<string, boolean>();
+
+  private withStatics(
+    map: ClusterMap,
+    statics: readonly (NodeAddress & { verifyIdentity: boolean })[],
+  ): MapPatch | undefined {
+    let members = map.members;
+    for (const spec of statics) {
+      const existing = activeMember(map, spec.id);
+      if (
+        existing &&
+        existing.host === spec.host &&
+        existing.port === spec.port &&
+        existing.weight === spec.weight
+      )
+        continue;
+      members = withMember(members, {
+        id: spec.id,
+        identity: existing?.identity ?? '',
+        host: spec.host,
+        port: spec.port,
+        weight: spec.weight,
+        state: existing?.state ?? 'joining',
+        sinceEpoch: existing?.sinceEpoch ?? map.epoch + 1,
+      });
+    }
+    return members === map.members ? undefined : withRingPlan(map, { members });
   }
 
   /**
-   * Registers a node (JOIN). The same id at the same address and weight is an idempotent
-   * re-register (a node re-JOINs after every reconnect) and does not bump the epoch.
+   * Registers a node (JOIN). The same identity at the same address and weight is an idempotent
+   * re-register (a node re-JOINs after every reconnect) and changes nothing. Refused with
+   * MEMBER_REMOVED for a removed identity, IDENTITY_CONFLICT when another live identity holds the id.
    */
-  join(spec: NodeAddress): JoinOutcome {
-    const existing = this.registry.get(spec.id);
-    if (
-      existing &&
-      existing.host === spec.host &&
-      existing.port === spec.port &&
-      existing.weight === spec.weight
-    ) {
-      existing.registered = true;
-      existing.lastHeartbeatAt = performance.now();
+  async join(spec: JoinSpec): Promise<JoinOutcome> {
+    let outcome: JoinOutcome = 'unchanged';
+    await this.update(`node ${spec.id} joined`, (map) => {
+      const identity = spec.identity;
+      if (identity !== undefined && isRemovedIdentity(map, identity)) {
+        throw new DstoreError(
+          ErrorCode.MEMBER_REMOVED,
+          `node identity ${identity} (id '${spec.id}') was removed from the cluster; it can join again only as a new member (a fresh data dir)`,
+        );
+      }
+      const existing = activeMember(map, spec.id);
+      if (existing === undefined) {
+        outcome = 'added';
+        return withRingPlan(map, {
+          members: [
+            ...map.members,
+            { ...this.memberFields(spec, identity ?? ''), state: 'joining', sinceEpoch: map.epoch + 1 },
+          ],
+        });
+      }
+      const newIdentity =
+        identity !== undefined && existing.identity !== '' && identity !== existing.identity;
+      if (newIdentity) this.refuseIfLive(existing, identity);
+      const adopted = identity !== undefined && identity !== existing.identity;
+      if (
+        !adopted &&
+        existing.host === spec.host &&
+        existing.port === spec.port &&
+        existing.weight === spec.weight
+      ) {
+        return undefined;
+      }
+      outcome = 'updated';
+      if (newIdentity) {
+        this.options.logger.warn(
+          { node: spec.id, previous: existing.identity, identity },
+          'a new incarnation of the node replaces its previous one (a memory node restarted, or a new data dir): the keys only the previous one held are gone',
+        );
+      }
+      return withRingPlan(map, {
+        members: withMember(map.members, {
+          ...existing,
+          ...this.memberFields(spec, adopted ? identity : existing.identity),
+        }),
+      });
+    });
+    const node = this.registry.get(spec.id);
+    if (node !== undefined) {
+      node.registered = true;
+      node.lastHeartbeatAt = performance.now();
       // A restarted node re-JOINs before our backoff would redial it: dial again at once.
-      if (!existing.link.isReady) this.replace(existing, spec);
-      else this.options.health.evaluate(existing);
-      return 'unchanged';
+      if (outcome === 'unchanged' && !node.link.isReady) this.relink(node);
+      else this.options.health.evaluate(node);
     }
-    if (existing) {
-      this.replace(existing, spec);
-      this.commit('node updated', spec.id, existing.weight !== spec.weight);
-      return 'updated';
-    }
-    this.install(spec, true, true);
-    this.commit('node joined', spec.id);
-    return 'added';
+    return outcome;
+  }
+
+  private memberFields(spec: JoinSpec, identity: string): Omit<MapMember, 'state' | 'sinceEpoch'> {
+    return { id: spec.id, identity, host: spec.host, port: spec.port, weight: spec.weight };
   }
 
   /**
-   * Removes a node (LEAVE, or an operator's remove). Its ranges first move to their new owners
-   * (the node keeps serving them meanwhile); resolves true once it is out of the registry, false
-   * when it was not in it. A node that is the last one, or not in the ring, goes at once.
+   * Throws IDENTITY_CONFLICT when the member holding the id may be alive: its link is up, it was
+   * heard from recently, or this balancer started too recently to know.
    */
-  leave(id: string): Promise<boolean> {
-    const node = this.registry.get(id);
-    if (!node) return Promise.resolve(false);
+  private refuseIfLive(existing: MapMember, identity: string): void {
+    const node = this.registry.get(existing.id);
+    const now = performance.now();
+    const timeout = this.options.heartbeatTimeoutMs;
+    const heard = node?.registered === true && now - node.lastHeartbeatAt <= timeout;
+    const live = (node?.link.isReady ?? false) || heard || now - this.openedAt <= timeout;
+    if (!live) return;
+    throw new DstoreError(
+      ErrorCode.IDENTITY_CONFLICT,
+      `node id '${existing.id}' is held by identity ${existing.identity} at ${existing.host}:${existing.port}, which is live; this node (identity ${identity}) was refused: give it its own id, or stop the other one`,
+    );
+  }
+
+  /**
+   * Takes a member out (`node`: its own graceful LEAVE; `operator`: a remove). Its ranges first
+   * move to their new owners (it keeps serving them meanwhile); resolves true once it is out of
+   * the map's members, false when it is not a member. After an operator's remove its identity is
+   * refused from then on; a node that left by itself is forgotten and may join again later.
+   */
+  async leave(id: string, by: 'node' | 'operator' = 'operator'): Promise<boolean> {
+    if (activeMember(this.map, id) === undefined) return false;
     const done = new Promise<boolean>((resolve) => {
       const waiters = this.departures.get(id) ?? [];
       waiters.push(resolve);
       this.departures.set(id, waiters);
     });
-    if (node.leaving) return done;
-    node.leaving = true;
-    const remaining = [...this.registry.values()].filter((member) => !member.leaving);
-    if (remaining.length === 0 || !this.currentRing.has(id)) {
-      this.uninstall(node);
-      this.commit('node left', id, true, remaining.length === 0 ? node.keyCount : 0);
-      this.resolveDeparture(id);
-      return done;
-    }
-    this.options.logger.info({ node: id }, 'node leaving: its ranges move to their new owners first');
-    this.commit('node leaving', id);
+    await this.update(`node ${id} leaving (${by})`, (map) => {
+      const member = activeMember(map, id);
+      if (member === undefined) return undefined;
+      const leaving: MapMember = {
+        ...member,
+        state: 'leaving',
+        sinceEpoch: map.epoch + 1,
+        // An operator's remove wins over a graceful leave already under way.
+        leftBy: member.leftBy === 'operator' ? 'operator' : by,
+      };
+      if (member.state === 'leaving' && member.leftBy === leaving.leftBy) return undefined;
+      const members = withMember(map.members, leaving);
+      const othersInRing = map.ring.members.filter((m) => m.id !== id).length;
+      if (othersInRing > 0 || map.transition !== null) return withRingPlan(map, { members });
+      // Not in the ring yet, or the last one there: nothing can move, it goes at once.
+      if (map.ring.members.length > 0) {
+        this.options.logger.warn(
+          { node: id, keysHeld: this.registry.get(id)?.keyCount ?? 0 },
+          'the last node left without handing off its keys: they are unreachable until it joins again',
+        );
+      }
+      const ring = { ...map.ring, epoch: map.epoch + 1, members: [] };
+      return { ring, members: finalStates({ members, ring, epoch: map.epoch }) };
+    });
     return done;
   }
 
-  /** Nodes that are leaving and no longer in the ring leave the registry once nothing migrates. */
-  private releaseDeparted(): void {
-    if (this.migrating) return;
-    for (const node of [...this.registry.values()]) {
-      if (!node.leaving || this.currentRing.has(node.id)) continue;
-      this.uninstall(node);
-      this.options.logger.info(
-        { node: node.id, epoch: this.currentEpoch },
-        'node left after handing off its keys',
-      );
-      this.resolveDeparture(node.id);
-    }
-  }
-
-  private resolveDeparture(id: string): void {
-    const waiters = this.departures.get(id) ?? [];
-    this.departures.delete(id);
-    for (const resolve of waiters) resolve(true);
-  }
-
-  /** Records a HEARTBEAT. Returns false for a node that is not in the ring (it must JOIN). */
+  /** Records a HEARTBEAT. Returns false for a node that is not a member (it must JOIN). */
   heartbeat(id: string, keyCount: number): boolean {
     const node = this.registry.get(id);
     if (!node) return false;
@@ -205,25 +380,100 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return true;
   }
 
-  /** Closes every node link (requests in flight finish first). */
+  /** Closes every node link (requests in flight finish first) and the store. */
   async close(): Promise<void> {
     this.isClosed = true;
-    for (const id of [...this.departures.keys()]) this.resolveDeparture(id);
+    for (const id of [...this.departures.keys()]) this.resolveDeparture(id, false);
     const nodes = [...this.registry.values()];
     for (const node of nodes) this.options.health.unwatch(node);
     await Promise.all(nodes.map((node) => node.close()));
+    await this.writes.catch(() => undefined);
+    await this.options.store.close();
   }
 
-  private install(spec: NodeAddress, registered: boolean, verifyIdentity: boolean): ClusterNode {
+  /**
+   * Applies `change` to the latest map, stores the result by compare-and-set and installs it.
+   * Changes run one at a time in call order; `change` returns undefined for "nothing to do" and
+   * may throw to refuse (the error goes to the caller, the map is unchanged).
+   */
+  private update(reason: string, change: (map: ClusterMap) => MapPatch | undefined): Promise<void> {
+    const write = this.writes.then(async () => {
+      if (this.isClosed) throw new DstoreError(ErrorCode.SHUTTING_DOWN, 'balancer is closing');
+      const current = this.map;
+      const patch = change(current);
+      if (patch === undefined) return;
+      const next = nextMap(current, patch);
+      await this.options.store.compareAndSet(current.epoch, next);
+      this.options.logger.info(
+        { epoch: next.epoch, ringEpoch: next.ring.epoch, reason, transition: next.transition?.phase ?? null },
+        'cluster map changed',
+      );
+      this.install(next);
+      this.emit('change', next.epoch);
+    });
+    this.writes = write.catch(() => undefined);
+    return write;
+  }
+
+  /**
+   * Makes `map` the current one: links, ring snapshots, departures; then acts on it: a new ring
+   * without moves is announced (and routed on once every node has it), a transition is run.
+   */
+  private install(map: ClusterMap): void {
+    const previousRingEpoch = this.opened ? this.map.ring.epoch : -1;
+    this.map = map;
+    this.migrator.generation = map.generation;
+    this.migrator.queuedChanges =
+      map.transition === null ? 0 : ringDifference(desiredRingMembers(map), map.ring.members);
+    const ringChanged = map.ring.epoch !== previousRingEpoch;
+    if (ringChanged) this.currentRing = ringOf(map.ring);
+    const from = map.transition?.from;
+    if (from === undefined) this.fromRing = undefined;
+    else if (this.fromRing?.epoch !== from.epoch) this.fromRing = { ring: ringOf(from), epoch: from.epoch };
+    this.syncLinks(map);
+    for (const id of [...this.departures.keys()]) {
+      if (activeMember(map, id) === undefined) this.resolveDeparture(id, true);
+    }
+    if (!this.opened) return;
+    if (map.transition !== null) this.reconcile();
+    else if (ringChanged) this.announceRing();
+  }
+
+  /** Announces a ring that moves no keys; routes on it once every node answered. */
+  private announceRing(): void {
+    const ring = this.currentRing;
+    this.announced = this.migrator.announce(ring, this.map.ring.epoch, false).then(() => {
+      if (this.currentRing === ring) this.routedRing = ring;
+    });
+  }
+
+  /** One link per member that is not removed, at the address the map holds. */
+  private syncLinks(map: ClusterMap): void {
+    const wanted = new Map<string, MapMember>();
+    for (const member of map.members) if (member.state !== 'removed') wanted.set(member.id, member);
+    for (const [id, node] of this.registry) {
+      const member = wanted.get(id);
+      if (member === undefined) this.uninstall(node);
+      else if (member.host !== node.host || member.port !== node.port || member.weight !== node.weight)
+        this.replace(node, member);
+    }
+    for (const member of wanted.values()) {
+      if (!this.registry.has(member.id)) this.installNode(member, this.verifyStatic.get(member.id) ?? true);
+    }
+  }
+
+  private installNode(spec: NodeAddress, verifyIdentity: boolean): ClusterNode {
     const node = new ClusterNode(
       spec.id,
       spec.host,
       spec.port,
       spec.weight,
-      registered,
+      // A node listed as bare host:port never JOINs, so it cannot heartbeat.
+      verifyIdentity,
       verifyIdentity,
       this.options.link,
     );
+    // Not heard from yet: up only once its link is ready (HELLO answered by the right id).
     node.lastHeartbeatAt = performance.now();
     this.registry.set(spec.id, node);
     this.options.health.watch(node);
@@ -231,10 +481,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
     // During a transition it gets the ring before it first, so it derives the moving ranges
     // (and tracks the writes that must win over migrated copies) like every other node.
     node.link.on('ready', () => {
-      if (this.transitionFrom !== undefined) {
-        void this.migrator.pushRing(node, this.transitionFrom.ring, this.transitionFrom.epoch);
-      }
-      void this.migrator.pushRing(node, this.currentRing, this.currentEpoch);
+      if (this.fromRing !== undefined)
+        void this.migrator.pushRing(node, this.fromRing.ring, this.fromRing.epoch);
+      void this.migrator.pushRing(node, this.currentRing, this.map.ring.epoch);
     });
     if (!this.isClosed) node.start();
     return node;
@@ -248,77 +497,175 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   private replace(existing: ClusterNode, spec: NodeAddress): void {
-    const keyCount = existing.keyCount;
+    const { keyCount, registered, lastHeartbeatAt } = existing;
     this.uninstall(existing);
-    this.install(spec, true, true).keyCount = keyCount;
+    const node = this.installNode(spec, existing.verifyIdentity);
+    node.keyCount = keyCount;
+    node.registered = registered;
+    node.lastHeartbeatAt = lastHeartbeatAt;
   }
 
-  private commit(reason: string, nodeIds: string, placementChanged = true, departedKeys = 0): void {
-    if (placementChanged && this.migrating) {
-      // One migration at a time: the change is applied (from the registry as it is then) after it.
-      this.queuedChange ??= { reasons: [], nodeIds: [] };
-      this.queuedChange.reasons.push(reason);
-      this.queuedChange.nodeIds.push(nodeIds);
-      this.migrator.queuedChanges++;
-      this.options.logger.info({ reason, node: nodeIds }, 'ring change queued behind the running migration');
-      return;
-    }
-    const previous = this.currentRing;
-    const previousEpoch = this.currentEpoch;
-    if (placementChanged) {
-      const members = [...this.registry.values()]
-        .filter((node) => !node.leaving)
-        .map((node) => ({ id: node.id, weight: node.weight }));
-      this.currentRing = HashRing.from(members, { algorithm: this.options.algorithm });
-    }
-    this.currentEpoch++;
-    const logger = this.options.logger;
-    logger.info(
-      { epoch: this.currentEpoch, reason, node: nodeIds, nodes: this.currentRing.size },
-      'ring changed',
-    );
-    if (placementChanged) {
-      if (departedKeys > 0) {
-        logger.warn(
-          { epoch: this.currentEpoch, node: nodeIds, keysHeld: departedKeys },
-          'a node left without handing off its keys: they are unreachable until it re-joins',
+  /** Redials a member's link at once (its node restarted). */
+  private relink(node: ClusterNode): void {
+    this.replace(node, node);
+  }
+
+  private resolveDeparture(id: string, removed: boolean): void {
+    const waiters = this.departures.get(id) ?? [];
+    this.departures.delete(id);
+    for (const resolve of waiters) resolve(removed);
+  }
+
+  /**
+   * Runs (or resumes) the transition of the map, unless one runs in this process already. One at
+   * a time; ring changes that arrive meanwhile wait in the map (members not yet in the ring) and
+   * start in the same write that ends it.
+   */
+  private reconcile(): void {
+    if (this.running !== undefined || this.isClosed || !this.opened || this.map.transition === null) return;
+    const task = this.runTransition().catch(async (error: unknown) => {
+      if (this.isClosed) return;
+      this.options.logger.error({ err: (error as Error).message }, 'transition failed; retrying shortly');
+      await new Promise<void>((resolve) => setTimeout(resolve, 1000).unref());
+    });
+    this.running = task.finally(() => {
+      this.running = undefined;
+      this.reconcile();
+    });
+  }
+
+  private async runTransition(): Promise<void> {
+    const transition = this.map.transition;
+    if (transition === null) return;
+    const fromRing = this.fromRing?.ring ?? ringOf(transition.from);
+    const toRing = this.currentRing;
+    const epoch = this.map.ring.epoch;
+    if (transition.phase === 'stream') {
+      const hasMoves = fromRing.size > 0 && toRing.size > 0;
+      this.announced = this.migrator.announce(toRing, epoch, hasMoves).then(() => {
+        if (this.currentRing === toRing) this.routedRing = toRing;
+      });
+      await this.announced;
+      const results = await this.migrator.stream(
+        fromRing,
+        toRing,
+        epoch,
+        new Set(transition.done),
+        (stream, keys) =>
+          this.update(`stream ${stream} moved`, (map) =>
+            map.transition === null
+              ? undefined
+              : {
+                  transition: {
+                    ...map.transition,
+                    done: [...map.transition.done, stream],
+                    keysMoved: map.transition.keysMoved + keys,
+                  },
+                },
+          ),
+      );
+      // Stop falling back before PURGE: a fall-back read after PURGE would find nothing.
+      this.migrator.stopFallback();
+      const failed = results.filter((result) => !result.moved).map((result) => result.group);
+      await this.update('streams finished', (map) =>
+        map.transition === null ? undefined : { transition: { ...map.transition, phase: 'purge' } },
+      );
+      this.pendingPurge = results.filter((result) => result.moved).map((result) => result.group);
+      if (failed.length > 0) {
+        this.options.logger.warn(
+          { epoch, streams: failed.length },
+          'streams that failed for good are not purged',
         );
       }
-      if (previous.size > 0) this.transitionFrom = { ring: previous, epoch: previousEpoch };
-      this.transition(previous, this.currentRing, this.currentEpoch);
-    } else this.routedRing = this.currentRing;
-    this.emit('change', this.currentEpoch);
+    } else {
+      // Resumed in the purge phase: every completed stream is purged again (PURGE is idempotent).
+      this.migrator.stopFallback();
+      const done = new Set(transition.done);
+      const moves = fromRing.size > 0 && toRing.size > 0 ? fromRing.diff(toRing) : [];
+      this.pendingPurge = groupMoves(moves).filter((group) => done.has(streamName(group)));
+    }
+    await this.migrator.purge(this.pendingPurge, epoch);
+    this.pendingPurge = [];
+    await this.update('transition finished', (map) =>
+      withRingPlan(map, { transition: null, members: finalStates(map) }),
+    );
   }
 
-  /** Announces the new ring, then forwards on it and migrates the moving ranges. */
-  private transition(previous: HashRing, next: HashRing, epoch: number): void {
-    const hasMoves = previous.size > 0 && next.size > 0 && previous.diff(next).length > 0;
-    if (hasMoves) this.migrating = true;
-    const announced = this.migrator.announce(next, epoch, hasMoves).then(() => {
-      // A later change may have been announced meanwhile: never route on an older ring.
-      if (this.currentRing === next) this.routedRing = next;
-    });
-    this.announced = announced;
-    if (!hasMoves) {
-      void announced.then(() => {
-        if (this.currentRing === next && !this.migrating) this.transitionFrom = undefined;
-        this.releaseDeparted();
-      });
-      return;
-    }
-    announced
-      .then(() => this.migrator.migrate(previous, next, epoch))
-      .catch((error: unknown) =>
-        this.options.logger.error({ epoch, err: (error as Error).message }, 'migration failed'),
-      )
-      .finally(() => {
-        this.migrating = false;
-        this.transitionFrom = undefined;
-        this.releaseDeparted();
-        const queued = this.queuedChange;
-        this.queuedChange = undefined;
-        this.migrator.queuedChanges = 0;
-        if (queued && !this.isClosed) this.commit(queued.reasons.join(', '), queued.nodeIds.join(','));
-      });
+  private pendingPurge: MoveGroup[] = [];
+}
+
+/**
+ * `patch` plus the ring change it calls for: when no transition runs and the members that belong
+ * in the ring differ from it, the new ring, with a transition when keys move (else the members'
+ * final states at once). While a transition runs, the change waits in the map.
+ */
+function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members' | 'transition'>>): MapPatch {
+  const merged = { ...map, ...patch };
+  if (merged.transition !== null) return patch;
+  const desired = desiredRingMembers(merged);
+  if (sameRingMembers(desired, merged.ring.members)) return { ...patch, members: finalStates(merged) };
+  const ring: MapRing = { ...merged.ring, epoch: map.epoch + 1, members: desired };
+  const previous = ringOf(merged.ring);
+  const next = ringOf(ring);
+  const moves = previous.size > 0 && next.size > 0 && previous.diff(next).length > 0;
+  if (!moves) return { ...patch, ring, members: finalStates({ ...merged, ring }) };
+  return {
+    ...patch,
+    ring,
+    transition: {
+      phase: 'stream',
+      from: merged.ring,
+      reason: describeChange(merged.ring.members, desired),
+      startedAt: new Date().toISOString(),
+      done: [],
+      keysMoved: 0,
+    },
+  };
+}
+
+/** Members present in one list and not the other, or with another weight. */
+function ringDifference(a: readonly MapRingMember[], b: readonly MapRingMember[]): number {
+  const weights = new Map(b.map((member) => [member.id, member.weight]));
+  let differences = 0;
+  for (const member of a) {
+    if (weights.get(member.id) !== member.weight) differences++;
+    weights.delete(member.id);
   }
+  return differences + weights.size;
+}
+
+/**
+ * Member states once no transition runs: joining members in the ring are up; leaving members no
+ * longer in it are removed (by an operator: kept, their identity refused) or forgotten (they left
+ * by themselves). Returns `map.members` itself when nothing changes.
+ */
+function finalStates(map: Pick<ClusterMap, 'members' | 'ring' | 'epoch'>): readonly MapMember[] {
+  const inRing = new Set(map.ring.members.map((member) => member.id));
+  let changed = false;
+  const members: MapMember[] = [];
+  for (const member of map.members) {
+    if (member.state === 'joining' && inRing.has(member.id)) {
+      changed = true;
+      members.push({ ...member, state: 'up', sinceEpoch: map.epoch + 1 });
+    } else if (member.state === 'leaving' && !inRing.has(member.id)) {
+      changed = true;
+      if (member.leftBy !== 'node') members.push({ ...member, state: 'removed', sinceEpoch: map.epoch + 1 });
+    } else members.push(member);
+  }
+  return changed ? members : map.members;
+}
+
+function describeChange(
+  before: readonly { id: string; weight: number }[],
+  after: readonly { id: string; weight: number }[],
+): string {
+  const was = new Map(before.map((member) => [member.id, member.weight]));
+  const now = new Map(after.map((member) => [member.id, member.weight]));
+  const parts: string[] = [];
+  for (const [id, weight] of now) {
+    if (!was.has(id)) parts.push(`+${id}`);
+    else if (was.get(id) !== weight) parts.push(`${id} weight ${was.get(id)}->${weight}`);
+  }
+  for (const id of was.keys()) if (!now.has(id)) parts.push(`-${id}`);
+  return parts.join(', ');
 }

@@ -123,7 +123,7 @@ export class MoveIndex {
 }
 
 /** One (old owner, new owner) pair of a migration and its ranges. */
-interface MoveGroup {
+export interface MoveGroup {
   readonly from: string;
   readonly to: string;
   readonly ranges: HashRange[];
@@ -148,8 +148,8 @@ export class Migrator {
     finishedAt: 0,
   };
   queuedChanges = 0;
-  /** This balancer's incarnation, sent in every RING (see {@link RingRequest.generation}). */
-  readonly generation = Date.now();
+  /** The cluster map's generation, sent in every RING (see {@link RingRequest.generation}). */
+  generation = 0;
 
   constructor(private readonly host: MigrationHost) {}
 
@@ -195,48 +195,88 @@ export class Migrator {
     );
   }
 
-  /** Runs the migration from `previous` to `next` (already announced); resolves when it is final. */
-  async migrate(previous: HashRing, next: HashRing, epoch: number): Promise<void> {
+  /**
+   * Streams the ranges that move from `previous` to `next` (already announced), skipping the
+   * streams listed in `done` (a resumed transition). `onStreamDone` is awaited after each stream
+   * (the membership records it in the map) before it counts as done. Resolves with every stream
+   * of the transition and whether it moved all its keys; the fall-back index stays set until
+   * {@link stopFallback}.
+   */
+  async stream(
+    previous: HashRing,
+    next: HashRing,
+    epoch: number,
+    done: ReadonlySet<string>,
+    onStreamDone: (stream: string, keys: number) => Promise<void>,
+  ): Promise<{ group: MoveGroup; moved: boolean }[]> {
     const moves = previous.size > 0 && next.size > 0 ? previous.diff(next) : [];
+    const groups = groupMoves(moves);
     const p = this.progress;
     p.active = moves.length > 0;
     p.epoch = epoch;
     p.totalRanges = moves.length;
-    p.pendingRanges = moves.length;
+    p.pendingRanges = groups
+      .filter((group) => !done.has(streamName(group)))
+      .reduce((sum, group) => sum + group.ranges.length, 0);
     p.keysMoved = 0;
     p.startedAt = performance.now();
     if (moves.length === 0) {
       p.finishedAt = p.startedAt;
-      return;
+      return [];
     }
     this.moves = new MoveIndex(moves);
-    const logger = this.host.logger;
-    logger.info({ epoch, ranges: moves.length }, 'migration started');
-    const groups = groupMoves(moves);
-    const done = await Promise.all(groups.map((group) => this.moveGroup(group, epoch)));
-    // Stop falling back before PURGE: a fall-back read after PURGE would find nothing.
-    this.moves = undefined;
-    p.active = false;
-    p.finishedAt = performance.now();
-    await Promise.all(
-      groups.map((group, index) => (done[index] ? this.purgeGroup(group, epoch) : undefined)),
-    );
-    logger.info(
-      { epoch, ranges: moves.length, keysMoved: p.keysMoved, keysPerSecond: this.snapshot().keysPerSecond },
-      'migration finished',
+    this.host.logger.info({ epoch, ranges: moves.length, resumed: done.size > 0 }, 'migration started');
+    return Promise.all(
+      groups.map(async (group) => {
+        if (done.has(streamName(group))) return { group, moved: true };
+        const keys = await this.moveGroup(group, epoch);
+        if (keys === undefined) return { group, moved: false };
+        await onStreamDone(streamName(group), keys);
+        return { group, moved: true };
+      }),
     );
   }
 
-  /** Streams one group; true when every range moved (so the old owner may purge). */
-  private async moveGroup(group: MoveGroup, epoch: number): Promise<boolean> {
+  /** Stops the fall-back reads: called before PURGE, after which a fall-back would find nothing. */
+  stopFallback(): void {
+    if (this.moves === undefined && !this.progress.active) return;
+    this.moves = undefined;
+    this.progress.active = false;
+    this.progress.finishedAt = performance.now();
+    this.host.logger.info(
+      {
+        epoch: this.progress.epoch,
+        keysMoved: this.progress.keysMoved,
+        keysPerSecond: this.snapshot().keysPerSecond,
+      },
+      'migration streams finished',
+    );
+  }
+
+  /**
+   * Sends PURGE for `groups` to both sides of each, retrying transient failures until it is
+   * answered, the node left the registry or the balancer closes: a node that never gets its PURGE
+   * would keep stale copies that a later move back could resurrect.
+   */
+  async purge(groups: readonly MoveGroup[], epoch: number): Promise<void> {
+    const targets: { id: string; ranges: HashRange[] }[] = [];
+    for (const group of groups) {
+      targets.push({ id: group.from, ranges: group.ranges }, { id: group.to, ranges: group.ranges });
+    }
+    await Promise.all(targets.map((target) => this.purgeNode(target.id, target.ranges, epoch)));
+  }
+
+  /** Streams one group; the keys moved when every range moved (so the old owner may purge), else undefined. */
+  private async moveGroup(group: MoveGroup, epoch: number): Promise<number | undefined> {
     const logger = this.host.logger;
+    let moved = 0;
     for (const ranges of chunkRanges(group.ranges)) {
       for (let attempt = 1; ; attempt++) {
         const from = this.host.node(group.from);
         const to = this.host.node(group.to);
         if (from === undefined || to === undefined || this.host.closed) {
           logger.warn({ epoch, from: group.from, to: group.to }, 'migration skipped: a node left the ring');
-          return false;
+          return undefined;
         }
         try {
           const answer = await from.forward(
@@ -244,6 +284,7 @@ export class Migrator {
             { timeoutMs: MIGRATE_TIMEOUT_MS },
           );
           const keys = answer.op === Op.COUNT ? answer.count : 0;
+          moved += keys;
           this.progress.keysMoved += keys;
           this.progress.keysMovedTotal += keys;
           this.progress.pendingRanges -= ranges.length;
@@ -255,34 +296,53 @@ export class Migrator {
               { epoch, from: group.from, to: group.to, code, err: (error as Error).message },
               'migration of ranges failed; their keys stay on the old owner',
             );
-            return false;
+            return undefined;
           }
           // A crashed source keeps its keys unavailable until it returns with its data: retry.
           const level = attempt === 1 || attempt % 20 === 0 ? 'warn' : 'debug';
           logger[level]({ epoch, from: group.from, to: group.to, code, attempt }, 'MIGRATE failed; retrying');
-          await sleep(Math.min(2000, 50 * 2 ** Math.min(attempt, 6)));
+          await sleep(retryDelayMs(attempt));
         }
       }
     }
-    return true;
+    return moved;
   }
 
-  private async purgeGroup(group: MoveGroup, epoch: number): Promise<void> {
-    for (const id of [group.from, group.to]) {
-      const node = this.host.node(id);
-      if (node === undefined) continue;
-      for (const ranges of chunkRanges(group.ranges)) {
+  private async purgeNode(id: string, ranges: readonly HashRange[], epoch: number): Promise<void> {
+    for (const chunk of chunkRanges(ranges)) {
+      for (let attempt = 1; ; attempt++) {
+        const node = this.host.node(id);
+        if (node === undefined || this.host.closed) return;
         try {
-          await node.forward({ op: Op.PURGE, epoch, ranges }, { timeoutMs: CONTROL_TIMEOUT_MS });
+          await node.forward({ op: Op.PURGE, epoch, ranges: chunk }, { timeoutMs: CONTROL_TIMEOUT_MS });
+          break;
         } catch (error) {
-          this.host.logger.warn({ epoch, node: id, err: (error as Error).message }, 'PURGE failed');
+          const code = codeOf(error);
+          if (!TRANSIENT.has(code)) {
+            this.host.logger.warn({ epoch, node: id, code, err: (error as Error).message }, 'PURGE refused');
+            break;
+          }
+          const level = attempt === 1 || attempt % 20 === 0 ? 'warn' : 'debug';
+          this.host.logger[level]({ epoch, node: id, code, attempt }, 'PURGE failed; retrying');
+          await sleep(retryDelayMs(attempt));
         }
       }
     }
   }
 }
 
-function groupMoves(moves: readonly RangeMove[]): MoveGroup[] {
+/** Backoff between attempts of MIGRATE and PURGE: 100 ms doubling to 2 s. */
+function retryDelayMs(attempt: number): number {
+  return Math.min(2000, 50 * 2 ** Math.min(attempt, 6));
+}
+
+/** The name of a stream in the map's `transition.done`: `from>to`. */
+export function streamName(group: Pick<MoveGroup, 'from' | 'to'>): string {
+  return `${group.from}>${group.to}`;
+}
+
+/** Groups the moves of a ring change by (old owner, new owner): one stream each. */
+export function groupMoves(moves: readonly RangeMove[]): MoveGroup[] {
   const groups = new Map<string, MoveGroup>();
   for (const { start, end, from, to } of moves) {
     const name = `${from}\u0000${to}`;

@@ -37,6 +37,17 @@ describe('admin HTTP', () => {
     const admin = balancer.address.adminPort;
     expect((await getJson<RingView>(admin, '/ring')).body).toEqual({
       epoch: 0,
+      map: {
+        epoch: 0,
+        cluster: balancer.membership.clusterMap.cluster,
+        store: 'memory',
+        location: 'memory',
+        coordinator: balancer.id,
+        ringEpoch: 0,
+        updatedAt: balancer.membership.clusterMap.updatedAt,
+        transition: null,
+        removed: [],
+      },
       algorithm: 'ketama',
       nodes: [],
       migration: {
@@ -64,7 +75,8 @@ describe('admin HTTP', () => {
       'heartbeat key count',
     );
     const ring = (await getJson<RingView>(admin, '/ring')).body;
-    expect(ring.epoch).toBe(2);
+    expect(ring.epoch).toBe(balancer.epoch);
+    expect(ring.epoch).toBeGreaterThan(1);
     expect(ring.nodes.map((node) => node.id)).toEqual(['fake-1', 'fake-2']);
     expect(ring.nodes[0]).toMatchObject({
       address: `127.0.0.1:${first.port}`,
@@ -76,7 +88,7 @@ describe('admin HTTP', () => {
     expect(totalShare).toBeCloseTo(1, 6);
     await second.leave();
     const after = (await getJson<RingView>(admin, '/ring')).body;
-    expect(after.epoch).toBe(3);
+    expect(after.epoch).toBeGreaterThan(ring.epoch);
     expect(after.nodes.map((node) => node.id)).toEqual(['fake-1']);
     expect(after.nodes[0]!.share).toBe(1);
   });

@@ -226,7 +226,7 @@ describe('HELLO, token and STATS', () => {
     if (answer.op !== Op.STATS_RESULT) return;
     expect(answer.stats).toMatchObject({
       role: 'balancer',
-      epoch: 2,
+      epoch: balancer.epoch,
       nodes: 2,
       'nodes.up': 1,
       'node.fake-1.status': 'up',

@@ -185,6 +185,7 @@ export function ringSettled(balancer: Balancer): boolean {
   return (
     membership.ring.size === membership.size &&
     membership.routingRing === membership.ring &&
+    membership.clusterMap.transition === null &&
     !progress.active &&
     progress.queuedChanges === 0
   );

@@ -11,7 +11,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
-import { bytesToString, type Connection, DstoreError, Op, toBytes } from '@dstore/protocol';
 import type { Balancer } from '../src/index.js';
 import {
   connect,
@@ -24,6 +23,7 @@ import {
   waitFor,
   waitForNodesUp,
 } from './helpers.js';
+import { clientLoop, finalCheck, History, write } from './history.js';
 
 /** Options of {@link runMigrationScenario}. */
 export interface ScenarioOptions {
@@ -68,116 +68,6 @@ export interface ScenarioReport {
   readonly lostAfterRestart: readonly string[];
   readonly joins: readonly JoinFigure[];
   readonly durationMs: number;
-}
-
-interface WriteRecord {
-  readonly version: number;
-  state: 'pending' | 'acked' | 'failed' | 'indeterminate';
-  ackedAt: number;
-}
-
-/** Per-key write history and the stale-read checker. */
-class History {
-  readonly writes: WriteRecord[][];
-  readonly issued: number[];
-  readonly stale: string[] = [];
-  reads = 0;
-  writeCount = 0;
-  failed = 0;
-
-  constructor(readonly keys: number) {
-    this.writes = Array.from({ length: keys }, () => []);
-    this.issued = new Array<number>(keys).fill(0);
-  }
-
-  newestAckedBefore(key: number, time: number): number {
-    let newest = 0;
-    for (const write of this.writes[key]!) {
-      if (write.state === 'acked' && write.ackedAt < time && write.version > newest) newest = write.version;
-    }
-    return newest;
-  }
-
-  lastAcked(key: number): number {
-    return this.newestAckedBefore(key, Number.POSITIVE_INFINITY);
-  }
-
-  /** Versions a final read may return: the last acknowledged, or a later indeterminate one. */
-  acceptableFinal(key: number, version: number): boolean {
-    const acked = this.lastAcked(key);
-    if (version === acked) return true;
-    return this.writes[key]!.some(
-      (write) => write.version === version && version > acked && write.state === 'indeterminate',
-    );
-  }
-}
-
-const keyName = (index: number): string => `load-${index}`;
-const versionOf = (value: Uint8Array | null): number =>
-  value === null ? 0 : Number(bytesToString(value).split(':')[1]);
-
-async function write(history: History, client: Connection, key: number): Promise<void> {
-  const version = ++history.issued[key]!;
-  const record: WriteRecord = { version, state: 'pending', ackedAt: 0 };
-  history.writes[key]!.push(record);
-  history.writeCount++;
-  try {
-    await client.request({ op: Op.SET, key: toBytes(keyName(key)), value: toBytes(`${key}:${version}`) });
-    record.state = 'acked';
-    record.ackedAt = performance.now();
-  } catch (error) {
-    history.failed++;
-    record.state = error instanceof DstoreError && error.notExecuted ? 'failed' : 'indeterminate';
-  }
-}
-
-async function read(history: History, client: Connection, key: number): Promise<void> {
-  const startedAt = performance.now();
-  history.reads++;
-  try {
-    const answer = await client.request({ op: Op.GET, key: toBytes(keyName(key)) });
-    if (answer.op !== Op.VALUE) throw new Error(`GET answered op ${answer.op}`);
-    const version = versionOf(answer.value);
-    const newest = history.newestAckedBefore(key, startedAt);
-    if (version < newest) history.stale.push(`${keyName(key)}: read v${version}, v${newest} acked before`);
-  } catch (error) {
-    if (!(error instanceof DstoreError)) throw error;
-    history.failed++;
-  }
-}
-
-/** One client: random reads of any key, writes of the keys it owns (index % clients). */
-async function clientLoop(
-  history: History,
-  client: Connection,
-  index: number,
-  clients: number,
-  shouldStop: () => boolean,
-): Promise<void> {
-  const owned = Math.ceil((history.keys - index) / clients);
-  while (!shouldStop()) {
-    if (Math.random() < 0.5)
-      await write(history, client, index + clients * Math.floor(Math.random() * owned));
-    else await read(history, client, Math.floor(Math.random() * history.keys));
-  }
-}
-
-async function finalCheck(history: History, client: Connection): Promise<string[]> {
-  const lost: string[] = [];
-  for (let start = 0; start < history.keys; start += 200) {
-    const keys = Array.from({ length: Math.min(200, history.keys - start) }, (_, i) => start + i);
-    await Promise.all(
-      keys.map(async (key) => {
-        const answer = await client.request({ op: Op.GET, key: toBytes(keyName(key)) });
-        if (answer.op !== Op.VALUE) throw new Error(`GET answered op ${answer.op}`);
-        const version = versionOf(answer.value);
-        if (!history.acceptableFinal(key, version)) {
-          lost.push(`${keyName(key)}: read v${version}, last acked v${history.lastAcked(key)}`);
-        }
-      }),
-    );
-  }
-  return lost;
 }
 
 async function waitForMigration(balancer: Balancer, epochBefore: number, nodes: number): Promise<void> {
@@ -299,7 +189,7 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
     writes: history.writeCount,
     failedOps: history.failed,
     indeterminateWrites,
-    staleReads: history.stale,
+    staleReads: history.anomalies(),
     lostWrites,
     lostAfterRestart,
     joins,

@@ -183,9 +183,28 @@ describe('dstore status', () => {
   async function startAdmin(): Promise<string> {
     const ring = {
       epoch: 4,
+      map: {
+        epoch: 4,
+        cluster: 'c0ffee',
+        store: 'file',
+        location: '/var/lib/dstore/cluster-map.json',
+        coordinator: 'bal-1',
+        ringEpoch: 3,
+        transition: { phase: 'stream', reason: '+node-2', streamsDone: 1, keysMoved: 42 },
+        removed: [{ id: 'node-0', identity: 'abc' }],
+      },
       algorithm: 'vnode',
       nodes: [
-        { id: 'node-1', address: '127.0.0.1:7401', status: 'up', weight: 1, share: 0.3333, keys: 120 },
+        {
+          id: 'node-1',
+          address: '127.0.0.1:7401',
+          status: 'up',
+          weight: 1,
+          share: 0.3333,
+          keys: 120,
+          state: 'up',
+          identity: '0123456789abcdef',
+        },
         { id: 'node-2', address: '127.0.0.1:7402', status: 'down', weight: 2, share: 0.6667, keys: 240 },
       ],
     };
@@ -205,8 +224,13 @@ describe('dstore status', () => {
     const run = await dstore('status', '--admin', admin);
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/epoch 4 {2}algorithm vnode {2}health ok {2}ready no {2}nodes up 1\/2/);
-    expect(run.stdout).toMatch(/node-1\s+127\.0\.0\.1:7401\s+up\s+1\s+33\.3%\s+120/);
-    expect(run.stdout).toMatch(/node-2\s+127\.0\.0\.1:7402\s+down\s+2\s+66\.7%\s+240/);
+    expect(run.stdout).toMatch(/node-1\s+127\.0\.0\.1:7401\s+up\s+up\s+1\s+33\.3%\s+120\s+0123456789ab/);
+    expect(run.stdout).toMatch(/node-2\s+127\.0\.0\.1:7402\s+down\s+-\s+2\s+66\.7%\s+240\s+-/);
+    expect(run.stdout).toContain(
+      'map epoch 4  ring epoch 3  store file (/var/lib/dstore/cluster-map.json)  coordinator bal-1',
+    );
+    expect(run.stdout).toContain('transition stream: +node-2  streams done 1  keys moved 42');
+    expect(run.stdout).toContain('removed: node-0');
   });
 
   it('prints {ring, health} with --json', async () => {

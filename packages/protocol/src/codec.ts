@@ -81,7 +81,17 @@ export function toWireArray(message: Message): Field[] {
     case Op.OK:
       return [message.op, message.id];
     case Op.JOIN:
-      return [message.op, message.id, message.nodeId, message.host, message.port, message.weight];
+      return message.identity === undefined
+        ? [message.op, message.id, message.nodeId, message.host, message.port, message.weight]
+        : [
+            message.op,
+            message.id,
+            message.nodeId,
+            message.host,
+            message.port,
+            message.weight,
+            message.identity,
+          ];
     case Op.LEAVE:
       return [message.op, message.id, message.nodeId];
     case Op.HEARTBEAT:
@@ -360,6 +370,7 @@ function readRequest(op: number, r: FieldReader): Request {
         host: nonEmpty(r, r.string(3, 'host'), 'host'),
         port: r.uint(4, 'port', 65535),
         weight: positive(r, r.finite(5, 'weight')),
+        identity: r.optionalString(6, 'identity'),
       };
     case Op.LEAVE:
       return { op, id, nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId') };

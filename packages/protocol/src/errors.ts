@@ -46,6 +46,20 @@ export const ErrorCode = {
    * request was not executed (a router with an older ring should refresh and resend).
    */
   NOT_OWNER: 'NOT_OWNER',
+  /**
+   * A JOIN names a node id that another live node (another identity) holds; the original keeps
+   * its place. Start the new node with its own id, or stop the other one.
+   */
+  IDENTITY_CONFLICT: 'IDENTITY_CONFLICT',
+  /**
+   * A JOIN comes from a node identity that was removed from the cluster. It can come back only as
+   * a new member: a new identity (a fresh data dir) through a JOIN.
+   */
+  MEMBER_REMOVED: 'MEMBER_REMOVED',
+  /** The cluster map changed under a writer (compare-and-set failed): another writer got there first. */
+  MAP_CONFLICT: 'MAP_CONFLICT',
+  /** The stored cluster map cannot be read or is not a valid map: the balancer refuses to guess. */
+  MAP_CORRUPT: 'MAP_CORRUPT',
 } as const;
 
 /** One of the error codes this version of the protocol defines. */

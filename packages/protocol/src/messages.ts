@@ -115,6 +115,12 @@ export interface JoinRequest {
   readonly host: string;
   readonly port: number;
   readonly weight: number;
+  /**
+   * The node's incarnation: kept in its data dir by a durable node, new at each start of a memory
+   * node. The balancer refuses a JOIN under an id that another live identity holds, and any JOIN
+   * of a removed identity. Travels as an optional trailing field (absent: a node that predates it).
+   */
+  readonly identity?: string | undefined;
 }
 /** A storage node leaves the cluster on purpose. Answered by OK. */
 export interface LeaveRequest {

@@ -101,6 +101,15 @@ const messages: fc.Arbitrary<Message>[] = [
     port: fc.integer({ min: 0, max: 65535 }),
     weight: fc.oneof(fc.integer({ min: 1, max: 1000 }), fc.double({ min: 0.001, max: 1e6, noNaN: true })),
   }),
+  fc.record({
+    op: fc.constant(Op.JOIN),
+    id,
+    nodeId: shortString,
+    host: shortString,
+    port: fc.integer({ min: 0, max: 65535 }),
+    weight: fc.integer({ min: 1, max: 1000 }),
+    identity: shortString,
+  }),
   fc.record({ op: fc.constant(Op.LEAVE), id, nodeId: shortString }),
   fc.record({
     op: fc.constant(Op.HEARTBEAT),
@@ -186,6 +195,8 @@ describe('MessageCodec round trip', () => {
           const wire = toWireArray(message);
           // GET/DEL own an optional trailing flag at index 3; extras go after it (0 = not set).
           if ((message.op === Op.GET || message.op === Op.DEL) && wire.length === 3) wire.push(0);
+          // JOIN owns an optional trailing identity at index 6 (nil = not set).
+          if (message.op === Op.JOIN && wire.length === 6) wire.push(null);
           const body = raw.encode([...wire, ...extras]);
           expect(normalise(codec.decode(body))).toEqual(normalise(message));
         },

@@ -61,7 +61,10 @@ function buildProgram(): Command {
     .addOption(
       new Option('--engine <engine>', 'storage engine').choices(['memory', 'lmdb']).default('memory'),
     )
-    .option('--data-dir <dir>', 'LMDB data directory (required with --engine lmdb)')
+    .option(
+      '--data-dir <dir>',
+      "LMDB data directory, also holding the node's identity file node-identity (required with --engine lmdb)",
+    )
     .addOption(
       new Option(
         '--durability <mode>',

@@ -1,4 +1,4 @@
-import { type DstoreError, Op, PeerLink } from '@dstore/protocol';
+import { type BackoffOptions, backoffDelay, DstoreError, ErrorCode, Op, PeerLink } from '@dstore/protocol';
 import type { Logger } from 'pino';
 
 /** Options of a {@link Membership}. */
@@ -12,6 +12,12 @@ export interface MembershipOptions {
   readonly weight: number;
   readonly token: string | undefined;
   readonly heartbeatIntervalMs: number;
+  /**
+   * This node's identity (its incarnation), sent in every JOIN so that the balancer's cluster map
+   * tells a restarted node from a new one under the same id. Omitted: JOINs carry no identity,
+   * like those of a node that predates identities.
+   */
+  readonly identity?: string | undefined;
   /** Current key count, sent in each HEARTBEAT. */
   readonly keyCount: () => number;
   readonly logger: Logger;
@@ -20,10 +26,35 @@ export interface MembershipOptions {
 /** Deadline of JOIN / HEARTBEAT / LEAVE requests: short, they are retried or best effort. */
 const MEMBERSHIP_REQUEST_TIMEOUT_MS = 2000;
 
+/** Reconnect delays to the balancer; JOINs refused for the node's identity are retried on the same schedule. */
+const BALANCER_BACKOFF: BackoffOptions = { initialDelayMs: 100, maxDelayMs: 2000 };
+
+/**
+ * Refused JOINs that retrying alone does not fix, with what the operator has to do. They are
+ * retried anyway: a restarted memory node may race its own previous incarnation, which the
+ * balancer lets go once its heartbeats stop.
+ */
+const IDENTITY_REFUSAL_ADVICE: ReadonlyMap<string, string> = new Map([
+  [
+    ErrorCode.IDENTITY_CONFLICT,
+    'another live node holds this node id: start this node with its own --id, or stop the other one',
+  ],
+  [
+    ErrorCode.MEMBER_REMOVED,
+    'this node was removed from the cluster: it can join again only as a new member, with a fresh data dir (a memory node: restart it)',
+  ],
+]);
+
+/** A repeated identity refusal is logged at error level on this attempt and every so many after. */
+const REFUSAL_ERROR_LOG_EVERY = 20;
+
 /**
  * A storage node's registration with its balancer: a {@link PeerLink} with role 'node' that
- * JOINs on every `ready` (so a restarted balancer learns about the node again), sends a
- * HEARTBEAT with the key count every interval from one unref'd timer, and LEAVEs on shutdown.
+ * JOINs (with the node's identity) on every `ready`, so a restarted balancer learns about the node
+ * again, sends a HEARTBEAT with the key count every interval from one unref'd timer, and LEAVEs on
+ * shutdown. A JOIN refused for the identity (IDENTITY_CONFLICT, MEMBER_REMOVED) is logged at error
+ * level with what to do and sent again on the same link after a backoff delay; any other failed
+ * JOIN drops the link, whose reconnect JOINs again.
  */
 export class Membership {
   private readonly link: PeerLink;
@@ -31,6 +62,11 @@ export class Membership {
   private joined = false;
   private stopped = false;
   private heartbeatInFlight = false;
+  /** Consecutive JOINs refused for this node's identity; reset by a JOIN that succeeds. */
+  private identityRefusals = 0;
+  private lastRefusalCode: string | undefined;
+  /** Pending retry of a refused JOIN: while set, it alone sends the next JOIN. */
+  private joinRetryTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: MembershipOptions) {
     this.link = new PeerLink({
@@ -39,10 +75,10 @@ export class Membership {
       role: 'node',
       token: options.token,
       connectTimeoutMs: 2000,
-      backoff: { initialDelayMs: 100, maxDelayMs: 2000 },
+      backoff: BALANCER_BACKOFF,
       connection: { requestTimeoutMs: MEMBERSHIP_REQUEST_TIMEOUT_MS },
     });
-    this.link.on('ready', () => void this.join());
+    this.link.on('ready', () => this.onLinkReady());
     this.link.on('close', (error) => this.onLinkDown(error));
     this.link.on('reconnecting', (delayMs, attempt) => {
       // Every attempt at debug; a warning now and then so a long outage stays visible without flooding.
@@ -76,6 +112,7 @@ export class Membership {
    * for the fall-back reads it serves. Never throws.
    */
   async leave(timeoutMs = 60_000): Promise<void> {
+    this.cancelJoinRetry();
     if (!this.link.isReady) {
       this.stopHeartbeats();
       return;
@@ -97,6 +134,7 @@ export class Membership {
   async close(): Promise<void> {
     this.stopped = true;
     this.stopHeartbeats();
+    this.cancelJoinRetry();
     await this.link.close();
   }
 
@@ -105,16 +143,34 @@ export class Membership {
     this.heartbeatTimer = undefined;
   }
 
+  private cancelJoinRetry(): void {
+    if (this.joinRetryTimer) clearTimeout(this.joinRetryTimer);
+    this.joinRetryTimer = undefined;
+  }
+
+  private onLinkReady(): void {
+    // After an identity refusal the retry timer sends the next JOIN: a reconnect in between
+    // must not make the node JOIN sooner than the backoff allows.
+    if (this.joinRetryTimer === undefined) void this.join();
+  }
+
   private async join(): Promise<void> {
-    const { nodeId, advertiseHost, port, weight } = this.options;
+    const { nodeId, advertiseHost, port, weight, identity } = this.options;
     try {
-      await this.link.request({ op: Op.JOIN, nodeId, host: advertiseHost, port, weight });
+      await this.link.request({ op: Op.JOIN, nodeId, host: advertiseHost, port, weight, identity });
       this.joined = true;
+      this.identityRefusals = 0;
+      this.lastRefusalCode = undefined;
       this.options.logger.info(
-        { balancer: this.link.address, nodeId, host: advertiseHost, port, weight },
+        { balancer: this.link.address, nodeId, identity, host: advertiseHost, port, weight },
         'joined balancer',
       );
     } catch (error) {
+      const advice = error instanceof DstoreError ? IDENTITY_REFUSAL_ADVICE.get(error.code) : undefined;
+      if (advice !== undefined) {
+        this.retryRefusedJoin(error as DstoreError, advice);
+        return;
+      }
       // The balancer refused or did not answer: drop the link so the reconnect path retries JOIN.
       this.options.logger.warn(
         { balancer: this.link.address, err: (error as Error).message, code: (error as DstoreError).code },
@@ -122,6 +178,42 @@ export class Membership {
       );
       if (!this.stopped) this.link.connection?.destroy(error as Error);
     }
+  }
+
+  /**
+   * The balancer refused this node's identity: says at error level what to do, and JOINs again on
+   * the same link after the next backoff delay (the refusal did not close the link).
+   */
+  private retryRefusedJoin(refusal: DstoreError, advice: string): void {
+    this.identityRefusals++;
+    const delayMs = backoffDelay(this.identityRefusals, BALANCER_BACKOFF);
+    // Error level on the first refusal, when the reason changes, and now and then after: a
+    // refusal that lasts stays visible without an error line every couple of seconds.
+    const newReason = refusal.code !== this.lastRefusalCode;
+    this.lastRefusalCode = refusal.code;
+    const periodic = this.identityRefusals % REFUSAL_ERROR_LOG_EVERY === 0;
+    const level = newReason || periodic ? 'error' : 'debug';
+    const { nodeId, identity } = this.options;
+    this.options.logger[level](
+      {
+        balancer: this.link.address,
+        nodeId,
+        identity,
+        code: refusal.code,
+        err: refusal.message,
+        attempt: this.identityRefusals,
+        delayMs,
+      },
+      `JOIN refused (${refusal.code}): ${advice}; retrying`,
+    );
+    if (this.stopped) return;
+    this.cancelJoinRetry();
+    this.joinRetryTimer = setTimeout(() => {
+      this.joinRetryTimer = undefined;
+      // Link down: the next 'ready' JOINs. Joined meanwhile: nothing left to do.
+      if (!this.stopped && !this.joined && this.link.isReady) void this.join();
+    }, delayMs);
+    this.joinRetryTimer.unref();
   }
 
   private heartbeat(): void {

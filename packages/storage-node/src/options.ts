@@ -24,7 +24,10 @@ export interface StorageNodeOptions {
   readonly port?: number;
   /** Storage engine. Default 'memory'. */
   readonly engine?: EngineKind;
-  /** Directory of the LMDB files. Required when `engine` is 'lmdb'. */
+  /**
+   * Directory of the LMDB files and of the node's identity file (`node-identity`, see
+   * `StorageNode.identity`). Required when `engine` is 'lmdb'.
+   */
   readonly dataDir?: string;
   /** When lmdb acknowledges a write: 'flush' (on disk, default) or 'commit'. See ENGINES.md. */
   readonly durability?: LmdbDurability;

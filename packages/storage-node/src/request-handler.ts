@@ -35,6 +35,8 @@ export interface RequestHandlerContext {
   readonly engine: StorageEngine;
   /** Node id, answered to HELLO. Read on each HELLO because it may be known only after binding. */
   readonly nodeId: () => string;
+  /** Node identity, reported in STATS as `node.identity`. Omitted: STATS has no such entry. */
+  readonly identity?: string | undefined;
   readonly token: string | undefined;
   /** Extra STATS entries owned by the server (connections, uptime). */
   readonly serverStats: () => { connections: number; uptimeSeconds: number };
@@ -168,6 +170,7 @@ export class RequestHandler {
       'latency.p999_us': summary.p999Us,
       'latency.max_us': summary.maxUs,
       uptime_s: server.uptimeSeconds,
+      ...(this.context.identity === undefined ? {} : { 'node.identity': this.context.identity }),
       'ring.epoch': this.ownership.epoch,
       'migration.pending_ranges': this.ownership.pendingMoves.length,
       'migration.keys_sent': this.context.migration.counters.keysSent,

@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { DstoreError, ErrorCode, FrameServer, type StatsMap } from '@dstore/protocol';
 import { type Logger, pino } from 'pino';
 import { openEngine, type StorageEngine } from './engines/index.js';
+import { loadOrCreateNodeIdentity, newNodeIdentity } from './identity.js';
 import { Membership } from './membership.js';
 import { DEFAULT_MIGRATION_LIMITS, MigrationService } from './migration.js';
 import {
@@ -28,6 +29,13 @@ export interface StorageNode {
   readonly address: AddressInfo;
   /** The node id (final once `start()` resolved: the default id depends on the bound port). */
   readonly id: string;
+  /**
+   * The node's identity: 32 hex digits telling the balancer's cluster map which incarnation of
+   * the node answers under `id` (after `start()`). lmdb: created on the first start in the file
+   * `node-identity` of `dataDir` and the same at every later start on that data dir. memory: new
+   * at every start, since the data is gone and the cluster map must know it.
+   */
+  readonly identity: string;
   /** The open engine (after `start()`). */
   readonly engine: StorageEngine;
   /** The STATS map, as answered to a STATS request. */
@@ -57,6 +65,7 @@ class StorageNodeImpl implements StorageNode {
   private handler: RequestHandler | undefined;
   private membership: Membership | undefined;
   private nodeId: string | undefined;
+  private nodeIdentity: string | undefined;
   private startedAt = 0;
   private stopping: Promise<void> | undefined;
 
@@ -69,6 +78,11 @@ class StorageNodeImpl implements StorageNode {
   get id(): string {
     if (this.nodeId === undefined) throw notStarted('the default id (it depends on the bound port)');
     return this.nodeId;
+  }
+
+  get identity(): string {
+    if (this.nodeIdentity === undefined) throw notStarted('the identity');
+    return this.nodeIdentity;
   }
 
   get address(): AddressInfo {
@@ -90,6 +104,12 @@ class StorageNodeImpl implements StorageNode {
     if (this.server) throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'storage node already started');
     const options = this.options;
     const engine = await this.openConfiguredEngine();
+    // After the engine, which creates the data dir and reports a bad one in its own words.
+    const identity = await this.resolveIdentity().catch(async (error: unknown) => {
+      await engine.close().catch(() => undefined);
+      throw error;
+    });
+    this.nodeIdentity = identity;
     this.openedEngine = engine;
     const ownership = new Ownership(() => this.id);
     const migration = new MigrationService(engine, ownership, {
@@ -101,6 +121,7 @@ class StorageNodeImpl implements StorageNode {
       migration,
       engine,
       nodeId: () => this.id,
+      identity,
       token: options.token,
       serverStats: () => ({
         connections: this.server?.connectionCount ?? 0,
@@ -148,6 +169,7 @@ class StorageNodeImpl implements StorageNode {
     this.logger.info(
       {
         id: this.nodeId,
+        identity,
         host: address.address,
         port: address.port,
         engine: engine.kind,
@@ -162,6 +184,14 @@ class StorageNodeImpl implements StorageNode {
   stop(): Promise<void> {
     this.stopping ??= this.shutdown();
     return this.stopping;
+  }
+
+  /** lmdb: the identity kept in the data dir (created on the first start). memory: a new one. */
+  private resolveIdentity(): Promise<string> {
+    const { engine, dataDir } = this.options;
+    return engine === 'lmdb'
+      ? loadOrCreateNodeIdentity(dataDir as string)
+      : Promise.resolve(newNodeIdentity());
   }
 
   private async openConfiguredEngine(): Promise<StorageEngine> {
@@ -187,6 +217,7 @@ class StorageNodeImpl implements StorageNode {
     this.membership = new Membership({
       balancer,
       nodeId: this.id,
+      identity: this.identity,
       advertiseHost: this.options.advertiseHost,
       port,
       weight: this.options.weight,

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Connection, connectSocket, handshake, PROTOCOL_VERSION } from '@dstore/protocol';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { createStorageNode, type StorageNode, type StorageNodeOptions } from '../src/index.js';
 
 /** The built CLI the end-to-end tests spawn. */
@@ -13,6 +13,30 @@ export const CLI_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../dis
 
 /** A logger that drops everything (tests assert on behaviour, not logs). */
 export const silentLogger = pino({ level: 'silent' });
+
+/** One pino log record, as written. */
+export interface LogRecord {
+  readonly level: number;
+  readonly msg: string;
+  readonly [field: string]: unknown;
+}
+
+/** pino's number for the 'error' level. */
+export const ERROR_LEVEL = 50;
+
+/** A logger at `level` that keeps every record in memory, for tests about what a node logs. */
+export function capturingLogger(level = 'debug'): { logger: Logger; records: LogRecord[] } {
+  const records: LogRecord[] = [];
+  const logger = pino(
+    { level },
+    {
+      write(line: string): void {
+        records.push(JSON.parse(line) as LogRecord);
+      },
+    },
+  );
+  return { logger, records };
+}
 
 /** Everything a test started, torn down in afterEach even when the test failed. */
 export class Resources {

@@ -1,66 +1,14 @@
-import {
-  answerHello,
-  type Connection,
-  FrameServer,
-  type HeartbeatRequest,
-  type JoinRequest,
-  type LeaveRequest,
-  Op,
-  type Request,
-} from '@dstore/protocol';
+import { ErrorCode, Op } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Resources, waitFor } from './helpers.js';
+import { FakeBalancer } from './fake-balancer.js';
+import { capturingLogger, ERROR_LEVEL, Resources, sleep, waitFor } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
 
-type MembershipRequest = JoinRequest | LeaveRequest | HeartbeatRequest;
-
-/** A balancer stand-in: answers HELLO and records every JOIN / HEARTBEAT / LEAVE. */
-class FakeBalancer {
-  readonly received: MembershipRequest[] = [];
-  readonly roles: string[] = [];
-  private server: FrameServer | undefined;
-
-  async start(port = 0): Promise<number> {
-    const server = new FrameServer({
-      port,
-      onRequest: (request, connection) => this.serve(request, connection),
-    });
-    this.server = server;
-    const address = await server.listen();
-    resources.defer(() => server.close(100));
-    return address.port;
-  }
-
-  async stop(): Promise<void> {
-    // Drop links at once, like a crashed balancer would.
-    for (const connection of this.server?.openConnections ?? []) connection.destroy();
-    await this.server?.close(100);
-  }
-
-  count(op: MembershipRequest['op']): number {
-    return this.received.filter((request) => request.op === op).length;
-  }
-
-  private serve(request: Request, connection: Connection): void {
-    if (request.op === Op.HELLO) {
-      this.roles.push(request.role);
-      connection.reply(answerHello(connection, request, { role: 'balancer', serverId: 'fake-balancer' }));
-      return;
-    }
-    if (request.op === Op.JOIN || request.op === Op.LEAVE || request.op === Op.HEARTBEAT) {
-      this.received.push(request);
-      connection.reply({ op: Op.OK, id: request.id });
-      return;
-    }
-    connection.replyError(request.id, 'UNKNOWN_OP', 'fake balancer');
-  }
-}
-
 describe('membership', () => {
   it('JOINs, heartbeats with the key count, re-JOINs after a balancer restart, LEAVEs on stop', async () => {
-    const balancer = new FakeBalancer();
+    const balancer = new FakeBalancer(resources);
     const balancerPort = await balancer.start();
     const node = await resources.node({
       id: 'member-1',
@@ -90,7 +38,7 @@ describe('membership', () => {
 
     // The balancer goes away and comes back on the same port: the node joins again.
     await balancer.stop();
-    const restarted = new FakeBalancer();
+    const restarted = new FakeBalancer(resources);
     await restarted.start(balancerPort);
     await waitFor(() => restarted.count(Op.JOIN) === 1, 10_000, 'JOIN after the balancer restart');
     expect(restarted.received[0]).toMatchObject({ op: Op.JOIN, nodeId: 'member-1', port: node.address.port });
@@ -104,16 +52,101 @@ describe('membership', () => {
   });
 
   it('keeps serving and keeps retrying while the balancer is down', async () => {
-    const balancer = new FakeBalancer();
+    const balancer = new FakeBalancer(resources);
     const balancerPort = await balancer.start();
     await balancer.stop();
     const node = await resources.node({ join: `127.0.0.1:${balancerPort}`, heartbeatIntervalMs: 20 });
     const client = await resources.client(node.address.port);
     expect((await client.request({ op: Op.PING })).op).toBe(Op.OK);
-    const late = new FakeBalancer();
+    const late = new FakeBalancer(resources);
     await late.start(balancerPort);
     await waitFor(() => late.count(Op.JOIN) === 1, 10_000, 'JOIN once the balancer is up');
     await node.stop();
     expect(late.count(Op.LEAVE)).toBe(1);
+  });
+
+  const identityRefusals = [
+    {
+      code: ErrorCode.IDENTITY_CONFLICT,
+      advice:
+        /another live node holds this node id: start this node with its own --id, or stop the other one/,
+    },
+    {
+      code: ErrorCode.MEMBER_REMOVED,
+      advice:
+        /this node was removed from the cluster: it can join again only as a new member, with a fresh data dir/,
+    },
+  ];
+
+  it.each(identityRefusals)(
+    'retries a JOIN refused with $code on the same link and logs what to do at error level',
+    async ({ code, advice }) => {
+      const balancer = new FakeBalancer(resources);
+      const balancerPort = await balancer.start();
+      balancer.refuseJoins(2, code);
+      const { logger, records } = capturingLogger();
+      const node = await resources.node({
+        id: 'refused-1',
+        join: `127.0.0.1:${balancerPort}`,
+        heartbeatIntervalMs: 20,
+        logger,
+      });
+      await waitFor(() => balancer.count(Op.JOIN) === 3, 10_000, 'the JOIN accepted after two refusals');
+      await waitFor(() => balancer.count(Op.HEARTBEAT) > 0, 5000, 'heartbeats once joined');
+
+      expect(balancer.refusedJoins).toBe(2);
+      expect(balancer.joins().map((request) => request.identity)).toEqual([
+        node.identity,
+        node.identity,
+        node.identity,
+      ]);
+      // The refusal leaves the link up: the retries go over the same connection.
+      expect(balancer.roles).toEqual(['node']);
+      // No heartbeat before the JOIN that was accepted.
+      const joinPositions = balancer.received.flatMap((request, i) => (request.op === Op.JOIN ? [i] : []));
+      const acceptedJoin = joinPositions.at(-1) as number;
+      expect(balancer.received.findIndex((request) => request.op === Op.HEARTBEAT)).toBeGreaterThan(
+        acceptedJoin,
+      );
+
+      const refusalLogs = records.filter((record) => record.code === code);
+      expect(refusalLogs).toHaveLength(2);
+      expect(refusalLogs[0]).toMatchObject({
+        level: ERROR_LEVEL,
+        nodeId: 'refused-1',
+        identity: node.identity,
+        attempt: 1,
+      });
+      expect(refusalLogs[0]?.msg).toMatch(advice);
+      // The same reason again is not repeated at error level.
+      expect(refusalLogs[1]?.level).toBeLessThan(ERROR_LEVEL);
+      expect(records.some((record) => record.msg === 'joined balancer')).toBe(true);
+    },
+  );
+
+  it('keeps retrying a JOIN refused for its identity until stopped', async () => {
+    const balancer = new FakeBalancer(resources);
+    const balancerPort = await balancer.start();
+    balancer.refuseJoins(Number.POSITIVE_INFINITY, ErrorCode.IDENTITY_CONFLICT);
+    const node = await resources.node({ join: `127.0.0.1:${balancerPort}`, heartbeatIntervalMs: 20 });
+    await waitFor(() => balancer.count(Op.JOIN) >= 3, 10_000, 'three refused JOINs');
+    expect(balancer.count(Op.HEARTBEAT)).toBe(0);
+    await node.stop();
+    const joinsAtStop = balancer.count(Op.JOIN);
+    // Longer than the backoff's first delays: a retry still scheduled would show up.
+    await sleep(300);
+    expect(balancer.count(Op.JOIN)).toBe(joinsAtStop);
+  });
+
+  it('drops the link and re-JOINs after any other refusal, as before', async () => {
+    const balancer = new FakeBalancer(resources);
+    const balancerPort = await balancer.start();
+    balancer.refuseJoins(1, ErrorCode.INVALID_ARGUMENT);
+    const { logger, records } = capturingLogger();
+    await resources.node({ join: `127.0.0.1:${balancerPort}`, heartbeatIntervalMs: 20, logger });
+    await waitFor(() => balancer.count(Op.JOIN) === 2, 10_000, 'the JOIN after the refusal');
+    expect(balancer.roles).toEqual(['node', 'node']);
+    expect(records.some((record) => record.msg === 'JOIN failed; retrying')).toBe(true);
+    expect(records.some((record) => record.level >= ERROR_LEVEL)).toBe(false);
   });
 });

@@ -19,6 +19,27 @@ export interface RingNode {
   /** Fraction of the key space (0..1). */
   readonly share: number;
   readonly keys?: number;
+  /** The node's incarnation in the cluster map (balancers with a cluster map). */
+  readonly identity?: string;
+  /** The member's state in the cluster map: joining, up, leaving or removed. */
+  readonly state?: string;
+}
+
+/** The cluster map as `GET /ring` reports it (balancers with a cluster map). */
+export interface ClusterMapView {
+  readonly epoch: number;
+  readonly cluster: string;
+  readonly store: string;
+  readonly location: string;
+  readonly coordinator?: string;
+  readonly ringEpoch: number;
+  readonly transition: {
+    readonly phase: string;
+    readonly reason: string;
+    readonly streamsDone: number;
+    readonly keysMoved: number;
+  } | null;
+  readonly removed: readonly { readonly id: string; readonly identity: string }[];
 }
 
 /** Key migration progress as `GET /ring` reports it (balancers with key migration). */
@@ -35,6 +56,7 @@ export interface MigrationView {
 /** The balancer's `GET /ring` answer. */
 export interface RingView {
   readonly epoch: number;
+  readonly map?: ClusterMapView;
   readonly algorithm?: string;
   readonly nodes: readonly RingNode[];
   readonly migration?: MigrationView;
@@ -81,20 +103,37 @@ export function formatStatus(ring: RingView, health: HealthView): string {
   const summary =
     `epoch ${ring.epoch}  algorithm ${ring.algorithm ?? '-'}  health ${health.status}  ` +
     `ready ${health.ready ? 'yes' : 'no'}  nodes up ${health.nodesUp}/${health.nodes}`;
-  const rows: string[][] = [['ID', 'ADDRESS', 'STATUS', 'WEIGHT', 'SHARE', 'KEYS']];
+  const rows: string[][] = [['ID', 'ADDRESS', 'STATUS', 'STATE', 'WEIGHT', 'SHARE', 'KEYS', 'IDENTITY']];
   for (const node of ring.nodes) {
     rows.push([
       node.id,
       node.address,
       node.status,
+      node.state ?? '-',
       String(node.weight),
       `${(node.share * 100).toFixed(1)}%`,
       node.keys === undefined ? '-' : String(node.keys),
+      node.identity === undefined || node.identity === '' ? '-' : node.identity.slice(0, 12),
     ]);
   }
   const table = ring.nodes.length === 0 ? '(no nodes in the ring)' : formatTable(rows);
-  const migration = formatMigration(ring.migration);
-  return migration === undefined ? `${summary}\n${table}` : `${summary}\n${migration}\n${table}`;
+  const lines = [summary, formatMap(ring.map), formatMigration(ring.migration), table];
+  return lines.filter((line) => line !== undefined).join('\n');
+}
+
+/** The cluster map's lines: where it lives, who writes it, the transition and removed members. */
+export function formatMap(map: ClusterMapView | undefined): string | undefined {
+  if (map === undefined) return undefined;
+  const head =
+    `map epoch ${map.epoch}  ring epoch ${map.ringEpoch}  store ${map.store} (${map.location})  ` +
+    `coordinator ${map.coordinator ?? '-'}  cluster ${map.cluster}`;
+  const transition =
+    map.transition === null
+      ? undefined
+      : `transition ${map.transition.phase}: ${map.transition.reason}  streams done ${map.transition.streamsDone}  keys moved ${map.transition.keysMoved}`;
+  const removed =
+    map.removed.length === 0 ? undefined : `removed: ${map.removed.map((member) => member.id).join(', ')}`;
+  return [head, transition, removed].filter((line) => line !== undefined).join('\n');
 }
 
 /** One line about key migration, when the balancer reports one (running or finished). */

@@ -1,0 +1,222 @@
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { type ClusterMap, parseClusterMap, serializeClusterMap } from './cluster-map.js';
+
+/** Which kind of store holds the cluster map. */
+export type MapStoreKind = 'memory' | 'file' | 'etcd';
+
+/**
+ * Where the authoritative cluster map lives. Exactly one writer at a time (see
+ * {@link MapStore.acquireLeadership}); every write is a compare-and-set on the epoch it replaces.
+ */
+export interface MapStore {
+  readonly kind: MapStoreKind;
+  /** Where, for operators: a path, or etcd endpoints and prefix. */
+  readonly location: string;
+  /** The stored map, or undefined when none was ever stored. Throws MAP_CORRUPT on a damaged one. */
+  load(): Promise<ClusterMap | undefined>;
+  /**
+   * Stores `next` if the stored map's epoch is `expectedEpoch` (undefined: nothing stored yet);
+   * resolves once it is durable. Throws MAP_CONFLICT when another writer got there first.
+   */
+  compareAndSet(expectedEpoch: number | undefined, next: ClusterMap): Promise<void>;
+  /** Calls `listener` with each newer map stored by another process; returns the unsubscribe. */
+  watch(listener: (map: ClusterMap) => void): () => void;
+  /**
+   * Resolves once this process is the map's single writer (at once for a file store, which
+   * holds a lock; by election on etcd). `onLost` is called if that ends before {@link close}.
+   */
+  acquireLeadership(candidate: string, onLost: () => void): Promise<void>;
+  /** The current writer's name, when known. */
+  leader(): string | undefined;
+  /** Releases leadership, locks and connections. */
+  close(): Promise<void>;
+}
+
+function conflict(location: string, expected: number | undefined, actual: number | undefined): DstoreError {
+  return new DstoreError(
+    ErrorCode.MAP_CONFLICT,
+    `cluster map in ${location} is at epoch ${actual ?? 'none'}, expected ${expected ?? 'none'}: another writer changed it`,
+  );
+}
+
+/**
+ * The map in this process only: a balancer without `--data-dir`. Lost on restart (the ring is then
+ * rebuilt from JOINs, with the hazards the file store exists to avoid); for tests and throwaway
+ * clusters.
+ */
+export class MemoryMapStore implements MapStore {
+  readonly kind = 'memory';
+  readonly location = 'memory';
+  private current: ClusterMap | undefined;
+  private candidate: string | undefined;
+
+  async load(): Promise<ClusterMap | undefined> {
+    return this.current;
+  }
+
+  async compareAndSet(expectedEpoch: number | undefined, next: ClusterMap): Promise<void> {
+    if (this.current?.epoch !== expectedEpoch)
+      throw conflict(this.location, expectedEpoch, this.current?.epoch);
+    this.current = next;
+  }
+
+  watch(): () => void {
+    return () => undefined;
+  }
+
+  async acquireLeadership(candidate: string): Promise<void> {
+    this.candidate = candidate;
+  }
+
+  leader(): string | undefined {
+    return this.candidate;
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Name of the map document in a balancer's data dir. */
+export const MAP_FILE = 'cluster-map.json';
+/** Name of the lock file that keeps a second balancer off the same data dir. */
+export const LOCK_FILE = 'balancer.lock';
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The map in a file of the balancer's data dir. A write goes to a temporary file, is fsync'ed,
+ * renamed over the map and the directory is fsync'ed: a crash leaves the old map or the new one,
+ * never a mix. A lock file (with the owner's pid; a dead owner's lock is taken over) keeps a second
+ * balancer off the same directory, so this process is the only writer.
+ */
+export class FileMapStore implements MapStore {
+  readonly kind = 'file';
+  readonly location: string;
+  private readonly mapPath: string;
+  private readonly lockPath: string;
+  private storedEpoch: number | undefined;
+  private loaded = false;
+  private locked = false;
+  private writes: Promise<void> = Promise.resolve();
+  private candidate: string | undefined;
+
+  constructor(private readonly dir: string) {
+    this.mapPath = join(dir, MAP_FILE);
+    this.lockPath = join(dir, LOCK_FILE);
+    this.location = this.mapPath;
+  }
+
+  async load(): Promise<ClusterMap | undefined> {
+    await mkdir(this.dir, { recursive: true });
+    let text: string;
+    try {
+      text = await readFile(this.mapPath, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new DstoreError(
+          ErrorCode.MAP_CORRUPT,
+          `cannot read ${this.mapPath}: ${(error as Error).message}`,
+        );
+      }
+      this.loaded = true;
+      this.storedEpoch = undefined;
+      return undefined;
+    }
+    const map = parseClusterMap(text, this.mapPath);
+    this.loaded = true;
+    this.storedEpoch = map.epoch;
+    return map;
+  }
+
+  compareAndSet(expectedEpoch: number | undefined, next: ClusterMap): Promise<void> {
+    const write = this.writes.then(async () => {
+      if (!this.locked)
+        throw new DstoreError(ErrorCode.MAP_CONFLICT, `${this.lockPath} is not held by this process`);
+      if (!this.loaded) await this.load();
+      if (this.storedEpoch !== expectedEpoch) throw conflict(this.location, expectedEpoch, this.storedEpoch);
+      await this.writeDurably(serializeClusterMap(next));
+      this.storedEpoch = next.epoch;
+    });
+    // A failed write must not block the next one.
+    this.writes = write.catch(() => undefined);
+    return write;
+  }
+
+  watch(): () => void {
+    // One writer per directory (the lock): nobody else changes the file.
+    return () => undefined;
+  }
+
+  async acquireLeadership(candidate: string): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    this.takeLock();
+    this.candidate = candidate;
+  }
+
+  leader(): string | undefined {
+    return this.candidate;
+  }
+
+  async close(): Promise<void> {
+    await this.writes;
+    if (!this.locked) return;
+    this.locked = false;
+    try {
+      const owner = Number(readFileSync(this.lockPath, 'utf8'));
+      if (owner === process.pid) unlinkSync(this.lockPath);
+    } catch {
+      // Already gone: nothing to release.
+    }
+  }
+
+  private takeLock(): void {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(this.lockPath, 'wx');
+        writeSync(fd, String(process.pid));
+        closeSync(fd);
+        this.locked = true;
+        return;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+      const owner = Number.parseInt(readFileSync(this.lockPath, 'utf8'), 10);
+      if (Number.isSafeInteger(owner) && owner !== process.pid && isRunning(owner)) {
+        throw new DstoreError(
+          ErrorCode.MAP_CONFLICT,
+          `${this.dir} is in use by another balancer (pid ${owner}); give each balancer its own --data-dir, or share a map with --etcd`,
+        );
+      }
+      // The owner died without releasing it (SIGKILL): take the lock over.
+      unlinkSync(this.lockPath);
+    }
+    throw new DstoreError(ErrorCode.MAP_CONFLICT, `cannot take ${this.lockPath}`);
+  }
+
+  private async writeDurably(text: string): Promise<void> {
+    const temporary = `${this.mapPath}.tmp`;
+    const file = await open(temporary, 'w');
+    try {
+      await file.writeFile(text, 'utf8');
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(temporary, this.mapPath);
+    const dir = await open(this.dir, 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  }
+}

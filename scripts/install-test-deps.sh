@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests start for real, when they are missing:
+# etcd (Debian's etcd-server) for the balancer's etcd map store tests.
+# Part of the README's test command, so a fresh machine and CI get the same thing.
+set -euo pipefail
+
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+if [ "${#missing[@]}" -gt 0 ]; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "install-test-deps: ${missing[*]} missing and installing needs root (apt-get install ${missing[*]})" >&2
+      exit 1
+    fi
+    as_root=(sudo)
+  fi
+  echo "install-test-deps: installing ${missing[*]} from Debian's packages"
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "install-test-deps: $(etcd --version | head -n 1)"
