@@ -31,8 +31,10 @@ export interface MapView {
   /** Where the map lives: memory, file or etcd, and the path or endpoints. */
   readonly store: MapStoreKind;
   readonly location: string;
-  /** The balancer that writes the map. */
+  /** The balancer that writes the map (`<id>@<host>:<port>`). */
   readonly coordinator: string | undefined;
+  /** Whether this balancer writes the map, or follows it. */
+  readonly role: 'coordinator' | 'follower';
   /** Map epoch at which the current ring was set (the epoch nodes see in RING). */
   readonly ringEpoch: number;
   readonly updatedAt: string;
@@ -110,6 +112,7 @@ export function mapView(membership: Membership): MapView {
     store: membership.store.kind,
     location: membership.store.location,
     coordinator: membership.store.leader(),
+    role: membership.isCoordinator ? 'coordinator' : 'follower',
     ringEpoch: map.ring.epoch,
     updatedAt: map.updatedAt,
     transition:
@@ -229,6 +232,13 @@ export class AdminServer {
    * 202 at once (a migration can outlast any HTTP deadline); progress and the end show in /ring.
    */
   private removeNode(id: string, response: ServerResponse): void {
+    if (!this.membership.isCoordinator) {
+      sendJson(response, 409, {
+        error: 'this balancer does not write the cluster map: send the remove to the coordinator',
+        coordinator: this.membership.store.leader() ?? null,
+      });
+      return;
+    }
     if (this.membership.node(id) === undefined) {
       sendJson(response, 404, { error: `no node '${id}' in the ring` });
       return;

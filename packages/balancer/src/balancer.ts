@@ -13,10 +13,12 @@ import {
 import type { Logger } from 'pino';
 import { AdminServer } from './admin-server.js';
 import { type BalancerOptions, type ResolvedBalancerOptions, resolveBalancerOptions } from './config.js';
-import { ControlHandler } from './control.js';
+import { ControlHandler, UNSPECIFIED_HOSTS } from './control.js';
+import { candidateName } from './coordinator-link.js';
+import { EtcdMapStore } from './etcd-map-store.js';
 import { HealthMonitor } from './health.js';
 import { createLogger } from './logger.js';
-import { FileMapStore, MemoryMapStore } from './map-store.js';
+import { FileMapStore, type MapStore, MemoryMapStore } from './map-store.js';
 import { Membership } from './membership.js';
 import { BalancerMetrics } from './metrics.js';
 import { Router } from './router.js';
@@ -57,6 +59,11 @@ export class Balancer {
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
   private boundAddress: BalancerAddress | undefined;
+  private resolveStopped: () => void = () => undefined;
+  /** Resolves when the balancer starts stopping. */
+  private readonly stopped = new Promise<void>((resolve) => {
+    this.resolveStopped = resolve;
+  });
 
   constructor(options: BalancerOptions = {}) {
     this.options = resolveBalancerOptions(options);
@@ -66,9 +73,7 @@ export class Balancer {
       algorithm: this.options.hash,
       health: this.health,
       logger: this.logger,
-      store:
-        options.mapStore ??
-        (this.options.dataDir === undefined ? new MemoryMapStore() : new FileMapStore(this.options.dataDir)),
+      store: options.mapStore ?? this.createMapStore(),
       balancerId: this.options.id,
       heartbeatTimeoutMs: this.options.heartbeatTimeoutMs,
       link: {
@@ -100,6 +105,12 @@ export class Balancer {
           'node down: its keys fail with UNAVAILABLE',
         );
     });
+  }
+
+  private createMapStore(): MapStore {
+    const { dataDir, etcd } = this.options;
+    if (etcd !== undefined) return new EtcdMapStore({ ...etcd, logger: this.logger });
+    return dataDir === undefined ? new MemoryMapStore() : new FileMapStore(dataDir);
   }
 
   /** The current ring snapshot. */
@@ -156,12 +167,50 @@ export class Balancer {
         cause: error,
       });
     }
+    const bound = this.boundAddress;
+    // Followers dial the coordinator at the address in its name: never an unspecified one.
+    const host = UNSPECIFIED_HOSTS.has(bound.host) ? '127.0.0.1' : bound.host;
+    const candidate = candidateName(this.options.id, host, bound.port);
+    if (this.membership.store.kind === 'etcd') void this.campaign(candidate);
+    else {
+      try {
+        await this.membership.lead(candidate);
+      } catch (error) {
+        await this.stop();
+        throw error;
+      }
+    }
     this.state = 'running';
     this.logger.info(
       { ...this.boundAddress, epoch: this.epoch, nodes: this.membership.size },
       'balancer ready',
     );
     return this.boundAddress;
+  }
+
+  /**
+   * Campaigns for the map's writer role for as long as the balancer runs: on etcd several
+   * balancers share one map and one of them, elected, writes it; when it dies (or loses its
+   * lease) another takes over and resumes whatever the map calls for.
+   */
+  private async campaign(candidate: string): Promise<void> {
+    while (this.state === 'running' || this.state === 'starting') {
+      try {
+        await this.membership.lead(candidate);
+        if (this.state !== 'running' && this.state !== 'starting') return;
+        await new Promise<void>((resolve) => {
+          this.membership.once('leadershipLost', resolve);
+          this.stopped.then(resolve, resolve);
+        });
+      } catch (error) {
+        if (this.state !== 'running' && this.state !== 'starting') return;
+        this.logger.warn(
+          { err: (error as Error).message },
+          'campaign for the coordinator role failed; retrying',
+        );
+        await new Promise((resolve) => setTimeout(resolve, 1000).unref());
+      }
+    }
   }
 
   /**
@@ -175,6 +224,7 @@ export class Balancer {
 
   private async shutdown(): Promise<void> {
     this.state = 'stopping';
+    this.resolveStopped();
     this.logger.info('balancer stopping');
     await this.server.close(this.options.shutdownGraceMs).catch(() => undefined);
     this.health.stop();
@@ -238,7 +288,10 @@ export class Balancer {
   }
 
   private answerControl(request: Request, connection: Connection, startMs: number): void {
-    if (this.roles.get(connection) !== 'node') {
+    const role = this.roles.get(connection);
+    // Follower balancers forward the JOIN and LEAVE their nodes send to the map's writer.
+    const forwarded = role === 'balancer' && (request.op === Op.JOIN || request.op === Op.LEAVE);
+    if (role !== 'node' && !forwarded) {
       this.router.fail(
         connection,
         request.id,
@@ -256,7 +309,7 @@ export class Balancer {
       return;
     }
     if (request.op === Op.JOIN) {
-      this.control.join(request, connection).then(
+      this.control.join(request, connection, !forwarded).then(
         (answer) => this.sendAnswer(answer, request, connection, startMs),
         (error: unknown) => this.router.fail(connection, request.id, request.op, startMs, error),
       );

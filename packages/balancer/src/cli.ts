@@ -5,6 +5,7 @@ import {
   type BalancerHashAlgorithm,
   DEFAULT_ADMIN_PORT,
   DEFAULT_BALANCER_PORT,
+  DEFAULT_ETCD_PREFIX,
   loadConfigFile,
   parseNodeAddress,
   type StaticNodeSpec,
@@ -25,6 +26,9 @@ interface CliFlags {
   token?: string;
   id?: string;
   dataDir?: string;
+  etcd?: string;
+  etcdPrefix: string;
+  etcdLeaseTtl: number;
   logLevel: string;
 }
 
@@ -82,6 +86,17 @@ function buildProgram(): Command {
       '--data-dir <dir>',
       'keep the authoritative cluster map here (atomic replace + fsync); without it the map lives in memory and a restart starts a new cluster',
     )
+    .option(
+      '--etcd <urls>',
+      'keep the cluster map in etcd (comma-separated http://host:port): balancers with the same etcd and prefix are one cluster',
+    )
+    .option('--etcd-prefix <prefix>', 'etcd key prefix of this cluster', DEFAULT_ETCD_PREFIX)
+    .option(
+      '--etcd-lease-ttl <s>',
+      "coordinator lease TTL in seconds: how long a dead coordinator's role lasts",
+      integer(1),
+      5,
+    )
     .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info');
 }
 
@@ -105,6 +120,15 @@ async function main(): Promise<void> {
     ...(flags.token === undefined ? {} : { token: flags.token }),
     ...(flags.id === undefined ? {} : { id: flags.id }),
     ...(flags.dataDir === undefined ? {} : { dataDir: flags.dataDir }),
+    ...(flags.etcd === undefined
+      ? {}
+      : {
+          etcd: {
+            endpoints: flags.etcd.split(',').filter((url) => url !== ''),
+            prefix: flags.etcdPrefix,
+            leaseTtlSeconds: flags.etcdLeaseTtl,
+          },
+        }),
   });
   const address = await balancer.start();
   process.stdout.write(

@@ -53,13 +53,32 @@ export interface BalancerOptions {
    * starts a new cluster map (only for tests and throwaway clusters).
    */
   readonly dataDir?: string;
-  /** Where the cluster map lives, overriding `dataDir` (for example an etcd store). */
+  /**
+   * Keep the cluster map in etcd instead: several balancers with the same endpoints and prefix are
+   * one cluster; each serves clients and follows the map, one elected coordinator writes it.
+   * Exclusive with `dataDir`.
+   */
+  readonly etcd?: EtcdSettings;
+  /** Where the cluster map lives, overriding `dataDir` and `etcd` (for example a custom store). */
   readonly mapStore?: MapStore;
   /** Pino level when no `logger` is given. Default 'warn'. */
   readonly logLevel?: string;
   /** Logger to use (pino). Default: pino on stderr at `logLevel`. */
   readonly logger?: Logger;
 }
+
+/** Where a balancer finds the cluster map in etcd. */
+export interface EtcdSettings {
+  /** etcd client URLs, e.g. `http://127.0.0.1:2379`. */
+  readonly endpoints: readonly string[];
+  /** Key prefix of this cluster. Default `/dstore/default`. */
+  readonly prefix?: string;
+  /** TTL of the coordinator's lease in seconds: how long a dead coordinator holds the role. Default 5. */
+  readonly leaseTtlSeconds?: number;
+}
+
+/** Default etcd key prefix of a cluster. */
+export const DEFAULT_ETCD_PREFIX = '/dstore/default';
 
 /** {@link BalancerOptions} with every default applied. */
 export interface ResolvedBalancerOptions {
@@ -78,6 +97,7 @@ export interface ResolvedBalancerOptions {
   readonly statsTimeoutMs: number;
   readonly shutdownGraceMs: number;
   readonly dataDir: string | undefined;
+  readonly etcd: Required<EtcdSettings> | undefined;
   readonly logLevel: string;
 }
 
@@ -160,6 +180,26 @@ export async function loadConfigFile(path: string): Promise<StaticNodeSpec[]> {
   });
 }
 
+function resolveEtcd(options: BalancerOptions): Required<EtcdSettings> | undefined {
+  const etcd = options.etcd;
+  if (etcd === undefined) return undefined;
+  if (options.dataDir !== undefined && options.dataDir !== '')
+    throw invalid('dataDir and etcd both say where the cluster map lives: give one');
+  if (!Array.isArray(etcd.endpoints) || etcd.endpoints.length === 0)
+    throw invalid('etcd.endpoints needs at least one URL');
+  for (const endpoint of etcd.endpoints) {
+    if (!/^https?:\/\/[^/]+$/.test(endpoint))
+      throw invalid(`etcd endpoint '${endpoint}' is not http(s)://host:port`);
+  }
+  const prefix = etcd.prefix ?? DEFAULT_ETCD_PREFIX;
+  if (!prefix.startsWith('/')) throw invalid(`etcd prefix '${prefix}' must start with /`);
+  return {
+    endpoints: [...etcd.endpoints],
+    prefix,
+    leaseTtlSeconds: positiveInteger('etcd.leaseTtlSeconds', etcd.leaseTtlSeconds ?? 5),
+  };
+}
+
 /** Applies defaults and checks every option; throws INVALID_ARGUMENT on a bad one. */
 export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedBalancerOptions {
   const hash = options.hash ?? 'vnode';
@@ -188,6 +228,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     statsTimeoutMs: positiveInteger('statsTimeoutMs', options.statsTimeoutMs ?? 1000),
     shutdownGraceMs: positiveInteger('shutdownGraceMs', options.shutdownGraceMs ?? 5000),
     dataDir: options.dataDir === '' ? undefined : options.dataDir,
+    etcd: resolveEtcd(options),
     logLevel: options.logLevel ?? 'warn',
   };
 }

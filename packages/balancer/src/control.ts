@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import type { JoinOutcome, Membership } from './membership.js';
 
 /** Hosts a node may announce that mean "this machine" rather than an address to dial. */
-const UNSPECIFIED_HOSTS: ReadonlySet<string> = new Set(['', '0.0.0.0', '::', '[::]']);
+export const UNSPECIFIED_HOSTS: ReadonlySet<string> = new Set(['', '0.0.0.0', '::', '[::]']);
 
 function invalid(id: number, message: string): Response {
   return { op: Op.ERROR, id, code: ErrorCode.INVALID_ARGUMENT, message };
@@ -33,7 +33,7 @@ export class ControlHandler {
    * re-registering the same identity at the same address is a no-op. A refusal (removed identity,
    * id held by another live identity) is answered with its typed error.
    */
-  async join(request: JoinRequest, connection: Connection): Promise<Response> {
+  async join(request: JoinRequest, connection: Connection, registersHere = true): Promise<Response> {
     const { id, nodeId, port, weight } = request;
     if (nodeId === '') return invalid(id, 'JOIN needs a non-empty nodeId');
     if (!Number.isInteger(port) || port < 1 || port > 65535)
@@ -45,7 +45,10 @@ export class ControlHandler {
       : request.host;
     let outcome: JoinOutcome;
     try {
-      outcome = await this.membership.join({ id: nodeId, host, port, weight, identity: request.identity });
+      outcome = await this.membership.join(
+        { id: nodeId, host, port, weight, identity: request.identity },
+        registersHere,
+      );
     } catch (error) {
       if (!(error instanceof DstoreError)) throw error;
       this.logger.warn(
@@ -67,6 +70,7 @@ export class ControlHandler {
    * their new owners, so a node that waits for the answer exits only when nothing is lost.
    */
   async leave(request: LeaveRequest): Promise<Response> {
+    // Forwarded by a follower balancer or sent by the node itself: a graceful leave either way.
     this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE');
     const removed = await this.membership.leave(request.nodeId, 'node');
     if (removed) this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE done');

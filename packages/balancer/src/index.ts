@@ -23,6 +23,8 @@ export {
   type BalancerOptions,
   DEFAULT_ADMIN_PORT,
   DEFAULT_BALANCER_PORT,
+  DEFAULT_ETCD_PREFIX,
+  type EtcdSettings,
   loadConfigFile,
   parseNodeAddress,
   type ResolvedBalancerOptions,

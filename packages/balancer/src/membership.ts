@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { HashRing } from '@dstore/hashring';
-import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { DstoreError, ErrorCode, Op } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import {
   activeMember,
@@ -17,12 +17,18 @@ import {
 } from './cluster-map.js';
 import { ClusterNode, type NodeAddress, type NodeLinkOptions } from './cluster-node.js';
 import type { BalancerHashAlgorithm } from './config.js';
+import { CoordinatorLink } from './coordinator-link.js';
 import type { HealthMonitor } from './health.js';
 import type { MapStore } from './map-store.js';
 import { groupMoves, Migrator, type MoveGroup, streamName } from './migrator.js';
 
 /** A change to the cluster map (see {@link nextMap}). */
 type MapPatch = Partial<Pick<ClusterMap, 'ring' | 'members' | 'transition'>>;
+
+/** Deadline of a JOIN forwarded to the coordinator. */
+const FORWARD_TIMEOUT_MS = 10_000;
+/** Deadline of a LEAVE forwarded to the coordinator: it is answered once the node's keys moved. */
+const LEAVE_FORWARD_TIMEOUT_MS = 10 * 60_000;
 
 /** What a JOIN did. */
 export type JoinOutcome = 'added' | 'updated' | 'unchanged';
@@ -37,6 +43,8 @@ export interface JoinSpec extends NodeAddress {
 export interface MembershipEvents {
   /** The cluster map changed; `epoch` is the new map epoch. */
   change: [epoch: number];
+  /** This balancer stopped being the map's writer (its etcd lease was lost). */
+  leadershipLost: [];
 }
 
 /** Options of a {@link Membership}. */
@@ -104,11 +112,18 @@ export class Membership extends EventEmitter<MembershipEvents> {
         return membership.registry.values();
       },
       logger: options.logger,
+      // A balancer that lost the coordinator role stops its streams: the new one resumes them.
       get closed() {
-        return membership.isClosed;
+        return membership.isClosed || !membership.coordinator;
       },
     });
     this.migrator.generation = this.map.generation;
+    this.coordinatorLink = new CoordinatorLink({
+      coordinator: () => options.store.leader(),
+      self: () => this.candidate,
+      token: options.link.token,
+      connectTimeoutMs: options.link.connectTimeoutMs,
+    });
   }
 
   /** The latest stored cluster map (an immutable snapshot). */
@@ -170,22 +185,17 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /**
-   * Loads the map (or creates it), becomes its writer, opens a link to every member and resumes
-   * an interrupted transition. Members not reconnected yet are down: their keys get UNAVAILABLE,
-   * never another node's answer. `statics` are the nodes configured up front.
+   * Loads the stored map (if any), opens a link to every member and follows later maps stored by
+   * another balancer. Routes on the stored ring at once: members not reconnected yet are down, so
+   * their keys get UNAVAILABLE, never another node's answer. Writing needs {@link lead}.
    */
   async open(statics: readonly (NodeAddress & { verifyIdentity: boolean })[]): Promise<void> {
     const store = this.options.store;
-    await store.acquireLeadership(this.options.balancerId, () =>
-      this.options.logger.error({ store: store.location }, 'lost the map writer role'),
-    );
-    const stored = await store.load();
-    let map = stored;
-    if (map === undefined) {
-      map = createClusterMap(this.options.algorithm);
-      await store.compareAndSet(undefined, map);
-      this.options.logger.info({ store: store.location, cluster: map.cluster }, 'cluster map created');
-    } else {
+    this.statics = statics;
+    this.verifyStatic = new Map(statics.map((spec) => [spec.id, spec.verifyIdentity]));
+    this.openedAt = performance.now();
+    const map = await store.load();
+    if (map !== undefined) {
       if (map.ring.algorithm !== this.options.algorithm) {
         this.options.logger.warn(
           { stored: map.ring.algorithm, configured: this.options.algorithm },
@@ -201,20 +211,101 @@ export class Membership extends EventEmitter<MembershipEvents> {
         },
         'cluster map loaded',
       );
+      this.install(map);
+      // Mid-stream, route on the ring before the change until every node has the new one and the
+      // fall-back index is set; otherwise the map's ring is right at once.
+      this.routedRing =
+        map.transition?.phase === 'stream' && this.fromRing !== undefined
+          ? this.fromRing.ring
+          : this.currentRing;
     }
-    this.verifyStatic = new Map(statics.map((spec) => [spec.id, spec.verifyIdentity]));
-    this.openedAt = performance.now();
-    this.install(map);
-    // Mid-stream, route on the ring before the change until every node has the new one and the
-    // fall-back index is set (runTransition); otherwise the map's ring is right at once.
-    this.routedRing =
-      map.transition?.phase === 'stream' && this.fromRing !== undefined
-        ? this.fromRing.ring
-        : this.currentRing;
     this.opened = true;
-    await this.update('static configuration', (current) => this.withStatics(current, statics));
+    this.unwatch = store.watch((next) => this.follow(next));
+    if (map !== undefined) this.followTransition();
+  }
+
+  /**
+   * Becomes the map's writer: resolves once this balancer holds the store's leadership (at once
+   * for a file or memory store; by election on etcd, where it may wait for the current
+   * coordinator to die) and has resumed whatever the map calls for. `candidate` names this
+   * balancer and its client address, so followers can forward JOIN and LEAVE to it.
+   */
+  async lead(candidate: string): Promise<void> {
+    const store = this.options.store;
+    this.candidate = candidate;
+    await store.acquireLeadership(candidate, () => this.loseLeadership());
+    if (this.isClosed) return;
+    // Another coordinator may have written since this process last heard: start from the latest.
+    let map = await store.load();
+    if (map === undefined) {
+      map = createClusterMap(this.options.algorithm);
+      await store.compareAndSet(undefined, map);
+      this.options.logger.info({ store: store.location, cluster: map.cluster }, 'cluster map created');
+    }
+    if (map.epoch !== this.map.epoch || map.cluster !== this.map.cluster) this.install(map);
+    this.coordinator = true;
+    this.options.logger.info(
+      { store: store.location, epoch: map.epoch, candidate },
+      'coordinating the cluster map',
+    );
+    await this.update('static configuration', (current) => this.withStatics(current, this.statics));
     this.reconcile();
   }
+
+  /** Whether this balancer writes the map (it holds the store's leadership). */
+  get isCoordinator(): boolean {
+    return this.coordinator;
+  }
+
+  private coordinator = false;
+  private candidate: string | undefined;
+  private statics: readonly (NodeAddress & { verifyIdentity: boolean })[] = [];
+  private unwatch: (() => void) | undefined;
+
+  /** Leadership ended (etcd lease lost): stop writing; transitions stop at their next write. */
+  private loseLeadership(): void {
+    if (!this.coordinator) return;
+    this.coordinator = false;
+    this.options.logger.error(
+      { store: this.options.store.location },
+      'lost the coordinator role: following the map; campaigning again',
+    );
+    this.emit('leadershipLost');
+  }
+
+  /** A map stored by another balancer: install it when newer (followers only). */
+  private follow(map: ClusterMap): void {
+    if (this.coordinator || this.isClosed) return;
+    if (map.cluster === this.map.cluster && map.epoch <= this.map.epoch) return;
+    this.install(map);
+    this.emit('change', map.epoch);
+  }
+
+  /**
+   * A follower routes like the coordinator: during a transition's streams it announces the new
+   * ring to the nodes itself (they ignore a RING they have), then routes on it with fall-back reads
+   * to the old owners; once the map says `purge` (or the transition ended) it stops falling back.
+   */
+  private followTransition(): void {
+    if (this.coordinator) return;
+    const transition = this.map.transition;
+    if (transition === null || transition.phase === 'purge') {
+      this.migrator.stopFallback();
+      return;
+    }
+    const toRing = this.currentRing;
+    const fromRing = this.fromRing?.ring ?? ringOf(transition.from);
+    if (this.followedRingEpoch === this.map.ring.epoch) return;
+    this.followedRingEpoch = this.map.ring.epoch;
+    const epoch = this.map.ring.epoch;
+    this.announced = this.migrator.announce(toRing, epoch, false).then(() => {
+      if (this.currentRing !== toRing || this.coordinator) return;
+      this.migrator.followStreams(fromRing, toRing, epoch);
+      this.routedRing = toRing;
+    });
+  }
+
+  private followedRingEpoch = -1;
 
   /** Which static nodes' ids are theirs (false: listed as bare host:port). */
   private verifyStatic = new Map<string, boolean>();
@@ -251,7 +342,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * re-register (a node re-JOINs after every reconnect) and changes nothing. Refused with
    * MEMBER_REMOVED for a removed identity, IDENTITY_CONFLICT when another live identity holds the id.
    */
-  async join(spec: JoinSpec): Promise<JoinOutcome> {
+  async join(spec: JoinSpec, registersHere = true): Promise<JoinOutcome> {
+    if (!this.coordinator) return this.forwardJoin(spec, registersHere);
     let outcome: JoinOutcome = 'unchanged';
     await this.update(`node ${spec.id} joined`, (map) => {
       const identity = spec.identity;
@@ -297,16 +389,42 @@ export class Membership extends EventEmitter<MembershipEvents> {
         }),
       });
     });
-    const node = this.registry.get(spec.id);
-    if (node !== undefined) {
-      node.registered = true;
-      node.lastHeartbeatAt = performance.now();
-      // A restarted node re-JOINs before our backoff would redial it: dial again at once.
-      if (outcome === 'unchanged' && !node.link.isReady) this.relink(node);
-      else this.options.health.evaluate(node);
-    }
+    if (registersHere) this.noteRegistration(spec.id, outcome === 'unchanged');
     return outcome;
   }
+
+  /**
+   * The node registered on this balancer's port: from now on its heartbeats here decide its
+   * health (a member registered at another balancer is up while our link to it is ready).
+   */
+  private noteRegistration(id: string, redialIfDown: boolean): void {
+    const node = this.registry.get(id);
+    if (node === undefined) return;
+    node.registered = true;
+    node.lastHeartbeatAt = performance.now();
+    // A restarted node re-JOINs before our backoff would redial it: dial again at once.
+    if (redialIfDown && !node.link.isReady) this.relink(node);
+    else this.options.health.evaluate(node);
+  }
+
+  /** A follower hands a JOIN to the coordinator (the map's only writer) and relays its answer. */
+  private async forwardJoin(spec: JoinSpec, registersHere: boolean): Promise<JoinOutcome> {
+    await this.coordinatorLink.forward(
+      {
+        op: Op.JOIN,
+        nodeId: spec.id,
+        host: spec.host,
+        port: spec.port,
+        weight: spec.weight,
+        ...(spec.identity === undefined ? {} : { identity: spec.identity }),
+      },
+      FORWARD_TIMEOUT_MS,
+    );
+    if (registersHere) this.noteRegistration(spec.id, true);
+    return 'unchanged';
+  }
+
+  private readonly coordinatorLink: CoordinatorLink;
 
   private memberFields(spec: JoinSpec, identity: string): Omit<MapMember, 'state' | 'sinceEpoch'> {
     return { id: spec.id, identity, host: spec.host, port: spec.port, weight: spec.weight };
@@ -336,6 +454,17 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * refused from then on; a node that left by itself is forgotten and may join again later.
    */
   async leave(id: string, by: 'node' | 'operator' = 'operator'): Promise<boolean> {
+    if (!this.coordinator) {
+      if (by === 'operator') {
+        throw new DstoreError(
+          ErrorCode.UNAVAILABLE,
+          `this balancer does not write the cluster map: remove the node at the coordinator (${this.options.store.leader() ?? 'none elected yet'})`,
+        );
+      }
+      // A node's graceful LEAVE: the coordinator answers once its keys moved.
+      await this.coordinatorLink.forward({ op: Op.LEAVE, nodeId: id }, LEAVE_FORWARD_TIMEOUT_MS);
+      return true;
+    }
     if (activeMember(this.map, id) === undefined) return false;
     const done = new Promise<boolean>((resolve) => {
       const waiters = this.departures.get(id) ?? [];
@@ -383,6 +512,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Closes every node link (requests in flight finish first) and the store. */
   async close(): Promise<void> {
     this.isClosed = true;
+    this.unwatch?.();
+    await this.coordinatorLink.close();
     for (const id of [...this.departures.keys()]) this.resolveDeparture(id, false);
     const nodes = [...this.registry.values()];
     for (const node of nodes) this.options.health.unwatch(node);
@@ -399,6 +530,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private update(reason: string, change: (map: ClusterMap) => MapPatch | undefined): Promise<void> {
     const write = this.writes.then(async () => {
       if (this.isClosed) throw new DstoreError(ErrorCode.SHUTTING_DOWN, 'balancer is closing');
+      if (!this.coordinator) {
+        throw new DstoreError(
+          ErrorCode.UNAVAILABLE,
+          'this balancer does not write the cluster map now: retry',
+        );
+      }
       const current = this.map;
       const patch = change(current);
       if (patch === undefined) return;
@@ -435,6 +572,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (activeMember(map, id) === undefined) this.resolveDeparture(id, true);
     }
     if (!this.opened) return;
+    if (!this.coordinator) this.followTransition();
     if (map.transition !== null) this.reconcile();
     else if (ringChanged) this.announceRing();
   }
@@ -468,8 +606,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
       spec.host,
       spec.port,
       spec.weight,
-      // A node listed as bare host:port never JOINs, so it cannot heartbeat.
-      verifyIdentity,
+      // Heartbeats count once the node registers here (JOIN); until then the link decides.
+      false,
       verifyIdentity,
       this.options.link,
     );
@@ -522,7 +660,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * start in the same write that ends it.
    */
   private reconcile(): void {
-    if (this.running !== undefined || this.isClosed || !this.opened || this.map.transition === null) return;
+    if (this.running !== undefined || this.isClosed || !this.coordinator || this.map.transition === null)
+      return;
     const task = this.runTransition().catch(async (error: unknown) => {
       if (this.isClosed) return;
       this.options.logger.error({ err: (error as Error).message }, 'transition failed; retrying shortly');

@@ -1,4 +1,4 @@
-import type { HashRing, RangeMove } from '@dstore/hashring';
+import { type HashRing, RangeIndex, type RangeMove } from '@dstore/hashring';
 import { chunkRanges, DstoreError, ErrorCode, type HashRange, Op, type RingRequest } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { ClusterNode } from './cluster-node.js';
@@ -81,47 +81,6 @@ export function ringMessage(ring: HashRing, epoch: number, generation: number): 
   };
 }
 
-/**
- * Sorted, non-wrapping pieces of the moving ranges with their old owner: the router asks it,
- * per key of a moving range, where to fall back to. Binary search, so a migration of hundreds of
- * ranges costs the hot path one hash and ~10 comparisons.
- */
-export class MoveIndex {
-  private readonly starts: number[] = [];
-  private readonly ends: number[] = [];
-  private readonly froms: string[] = [];
-
-  constructor(moves: readonly RangeMove[]) {
-    const pieces: [number, number, string][] = [];
-    for (const { start, end, from } of moves) {
-      if (start < end) pieces.push([start, end, from]);
-      else {
-        pieces.push([start, 0xffff_ffff, from]);
-        pieces.push([-1, end, from]);
-      }
-    }
-    pieces.sort((a, b) => a[1] - b[1]);
-    for (const [start, end, from] of pieces) {
-      this.starts.push(start);
-      this.ends.push(end);
-      this.froms.push(from);
-    }
-  }
-
-  /** The old owner of `position` when it lies in a moving range. */
-  fromOf(position: number): string | undefined {
-    const ends = this.ends;
-    let low = 0;
-    let high = ends.length;
-    while (low < high) {
-      const mid = (low + high) >>> 1;
-      if (ends[mid]! < position) low = mid + 1;
-      else high = mid;
-    }
-    return low < ends.length && position > this.starts[low]! ? this.froms[low] : undefined;
-  }
-}
-
 /** One (old owner, new owner) pair of a migration and its ranges. */
 export interface MoveGroup {
   readonly from: string;
@@ -136,7 +95,7 @@ export interface MoveGroup {
  */
 export class Migrator {
   /** Fall-back index of the running migration, only once every node has the new ring. */
-  moves: MoveIndex | undefined;
+  moves: RangeIndex<string> | undefined;
   private progress = {
     active: false,
     epoch: -1,
@@ -224,7 +183,7 @@ export class Migrator {
       p.finishedAt = p.startedAt;
       return [];
     }
-    this.moves = new MoveIndex(moves);
+    this.moves = new RangeIndex(moves, (move) => (move as RangeMove).from);
     this.host.logger.info({ epoch, ranges: moves.length, resumed: done.size > 0 }, 'migration started');
     return Promise.all(
       groups.map(async (group) => {
@@ -235,6 +194,22 @@ export class Migrator {
         return { group, moved: true };
       }),
     );
+  }
+
+  /**
+   * A follower balancer routes during another balancer's streams: the fall-back index of the
+   * change from `previous` to `next`, without streaming anything itself.
+   */
+  followStreams(previous: HashRing, next: HashRing, epoch: number): void {
+    const moves = previous.size > 0 && next.size > 0 ? previous.diff(next) : [];
+    const p = this.progress;
+    p.active = moves.length > 0;
+    p.epoch = epoch;
+    p.totalRanges = moves.length;
+    p.pendingRanges = moves.length;
+    p.keysMoved = 0;
+    p.startedAt = performance.now();
+    this.moves = moves.length > 0 ? new RangeIndex(moves, (move) => (move as RangeMove).from) : undefined;
   }
 
   /** Stops the fall-back reads: called before PURGE, after which a fall-back would find nothing. */

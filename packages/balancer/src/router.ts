@@ -98,7 +98,7 @@ export class Router {
   private fallbackOf(key: Uint8Array, owner: ClusterNode): ClusterNode | undefined {
     const moves = this.membership.migrator.moves;
     if (moves === undefined) return undefined;
-    const from = moves.fromOf(this.membership.routingRing.position(key));
+    const from = moves.valueAt(this.membership.routingRing.position(key));
     if (from === undefined || from === owner.id) return undefined;
     return this.membership.node(from);
   }

@@ -10,6 +10,7 @@ export { HashRingError, type HashRingErrorCode } from './errors.js';
 export { ketamaPointCount } from './ketama.js';
 export { md5 } from './md5.js';
 export { murmur3Bytes, murmur3String } from './murmur3.js';
+export { type HashRangeLike, RangeIndex } from './range-index.js';
 export { createRing, HashRing } from './ring.js';
 export {
   DEFAULT_VNODES,

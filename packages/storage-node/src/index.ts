@@ -20,6 +20,6 @@ export {
   resolveNodeOptions,
   type StorageNodeOptions,
 } from './options.js';
-export { keyString, Ownership, type PendingMove, RangeSet } from './ownership.js';
+export { keyString, Ownership, type PendingMove } from './ownership.js';
 export { type OpCounters, RequestHandler, type RequestHandlerContext } from './request-handler.js';
 export { createStorageNode, type StorageNode } from './storage-node.js';

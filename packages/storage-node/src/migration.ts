@@ -1,3 +1,4 @@
+import { RangeIndex } from '@dstore/hashring';
 import {
   Connection,
   connectSocket,
@@ -12,7 +13,7 @@ import {
   type RingRequest,
 } from '@dstore/protocol';
 import type { StorageEngine } from './engines/index.js';
-import { type Ownership, RangeSet } from './ownership.js';
+import type { Ownership } from './ownership.js';
 
 /** Bounds of the MIGRATE stream: batch size and batches awaiting the target's acknowledgement. */
 export interface MigrationLimits {
@@ -68,7 +69,7 @@ async function keysIn(
   ranges: readonly { start: number; end: number }[],
   position: (key: Uint8Array) => number,
 ): Promise<Uint8Array[]> {
-  const set = new RangeSet(ranges);
+  const set = new RangeIndex(ranges);
   const keys: Uint8Array[] = [];
   let scanned = 0;
   // start === end is the whole ring: one pass over every key, filtered here against all ranges.

@@ -1,4 +1,4 @@
-import { HashRing, type RingAlgorithm } from '@dstore/hashring';
+import { HashRing, inRange, type RingAlgorithm } from '@dstore/hashring';
 import type { HashRange, RingRequest } from '@dstore/protocol';
 
 /** A range whose owner changed at some epoch and whose migration is not final yet (no PURGE). */
@@ -11,46 +11,6 @@ export interface PendingMove extends HashRange {
 /** Maps a key's bytes 1:1 to a string, so keys can sit in a Set. */
 export function keyString(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1');
-}
-
-/**
- * Sorted, non-wrapping copies of a set of disjoint ranges, for an O(log n) membership test: a
- * PURGE or MIGRATE scans every key once against all its ranges instead of once per range.
- */
-export class RangeSet {
-  private readonly starts: number[] = [];
-  private readonly ends: number[] = [];
-
-  constructor(ranges: readonly HashRange[]) {
-    const pieces: [number, number][] = [];
-    for (const { start, end } of ranges) {
-      if (start < end) pieces.push([start, end]);
-      else {
-        // (start, 2^32-1] and [0, end], written as (-1, end] so `> start` still holds for 0.
-        pieces.push([start, 0xffff_ffff]);
-        pieces.push([-1, end]);
-      }
-    }
-    pieces.sort((a, b) => a[1] - b[1]);
-    for (const [start, end] of pieces) {
-      this.starts.push(start);
-      this.ends.push(end);
-    }
-  }
-
-  /** Whether `position` lies in one of the ranges. */
-  has(position: number): boolean {
-    const ends = this.ends;
-    let low = 0;
-    let high = ends.length;
-    while (low < high) {
-      const mid = (low + high) >>> 1;
-      if (ends[mid]! < position) low = mid + 1;
-      else high = mid;
-    }
-    // Ranges are disjoint, so only the first range ending at or after `position` can hold it.
-    return low < ends.length && position > this.starts[low]!;
-  }
 }
 
 /**
@@ -166,10 +126,7 @@ export class Ownership {
 
   private isMovingAway(position: number, self: string): boolean {
     for (const move of this.pending) {
-      if (move.from !== self) continue;
-      const { start, end } = move;
-      const inside = start < end ? position > start && position <= end : position > start || position <= end;
-      if (inside) return true;
+      if (move.from === self && inRange(position, move)) return true;
     }
     return false;
   }

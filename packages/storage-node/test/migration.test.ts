@@ -11,7 +11,7 @@ import {
   toBytes,
 } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RangeSet, type StorageNode, type StorageNodeOptions } from '../src/index.js';
+import type { StorageNode, StorageNodeOptions } from '../src/index.js';
 import { Resources } from './helpers.js';
 
 const resources = new Resources();
@@ -46,23 +46,6 @@ function countOf(response: Response): number {
 function ringMessage(epoch: number, nodes: readonly RingMember[]) {
   return { op: Op.RING, epoch, generation: 1, algorithm: 'vnode', vnodes: 0, nodes } as const;
 }
-
-describe('RangeSet', () => {
-  it('agrees with a linear scan, including wrapping ranges', () => {
-    const ranges = [
-      { start: 4_000_000_000, end: 10 },
-      { start: 100, end: 200 },
-      { start: 500, end: 501 },
-    ];
-    const set = new RangeSet(ranges);
-    for (const position of [0, 5, 10, 11, 100, 101, 200, 201, 500, 501, 502, 4_000_000_000, 4_000_000_001]) {
-      const linear = ranges.some(({ start, end }) =>
-        start < end ? position > start && position <= end : position > start || position <= end,
-      );
-      expect(set.has(position), `position ${position}`).toBe(linear);
-    }
-  });
-});
 
 describe.each(engines)('migration between two nodes on $name', ({ options }) => {
   async function twoNodes(): Promise<{ a: StorageNode; b: StorageNode; ca: Connection; cb: Connection }> {
