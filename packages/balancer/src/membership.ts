@@ -616,11 +616,15 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.registry.set(spec.id, node);
     this.options.health.watch(node);
     // Every (re)connect gets the ring, so a restarted node learns what it owns before traffic.
-    // During a transition it gets the ring before it first, so it derives the moving ranges
-    // (and tracks the writes that must win over migrated copies) like every other node.
+    // While a transition streams it gets the ring before it first, so it derives the moving
+    // ranges (fall-back reads, tombstones for deletes) like every other node.
     node.link.on('ready', () => {
-      if (this.fromRing !== undefined)
+      // Only while keys stream: in the purge phase a restarted node needs no moving ranges (PURGE
+      // works from its ring alone), and ranges it would derive again after its PURGE was answered
+      // would stay pending forever.
+      if (this.fromRing !== undefined && this.map.transition?.phase === 'stream') {
         void this.migrator.pushRing(node, this.fromRing.ring, this.fromRing.epoch);
+      }
       void this.migrator.pushRing(node, this.currentRing, this.map.ring.epoch);
     });
     if (!this.isClosed) node.start();

@@ -55,6 +55,33 @@ function countOf(response: Response): number {
   return response.op === Op.COUNT ? response.count : 0;
 }
 
+/**
+ * The error of a DEL sent to both copies of a moving key when at least one side failed. Only when
+ * neither side executed it is the failure "not executed"; when one side applied it (the new
+ * owner's tombstone, or the old owner's copy gone) the outcome is unknown to the client, who may
+ * safely send the DEL again, so it must not be reported as never executed.
+ */
+function deleteOutcome(
+  fromOwner: PromiseSettledResult<Response>,
+  fromFallback: PromiseSettledResult<Response>,
+  ownerId: string,
+  fallbackId: string,
+): DstoreError {
+  const notExecuted = (result: PromiseSettledResult<Response>): boolean =>
+    result.status === 'rejected' && result.reason instanceof DstoreError && result.reason.notExecuted;
+  if (fromOwner.status === 'rejected' && notExecuted(fromOwner) && notExecuted(fromFallback)) {
+    return fromOwner.reason as DstoreError;
+  }
+  const failure = fromOwner.status === 'rejected' ? fromOwner : (fromFallback as PromiseRejectedResult);
+  const where = failure === fromOwner ? `new owner ${ownerId}` : `old owner ${fallbackId}`;
+  const reason = failure.reason instanceof Error ? failure.reason.message : String(failure.reason);
+  return new DstoreError(
+    ErrorCode.INTERNAL,
+    `DEL of a migrating key did not reach the ${where} (${reason}) and may have been applied elsewhere: outcome unknown, sending it again is safe`,
+    { cause: failure.reason },
+  );
+}
+
 /** A copy of a single-key request whose key and value outlive the current tick. */
 function copyRequest(request: SingleKeyRequest): SingleKeyRequest {
   const key = Uint8Array.from(request.key);
@@ -169,23 +196,39 @@ export class Router {
       return;
     }
     if (op === Op.DEL) {
-      Promise.all([
+      Promise.allSettled([
         owner.forward({ op: Op.DEL, key: request.key }),
         fallback.forward({ op: Op.DEL, key: request.key, fallback: true }),
       ]).then(([fromOwner, fromFallback]) => {
-        const count = Math.max(countOf(fromOwner), countOf(fromFallback));
-        answered({ op: Op.COUNT, id, count });
-      }, failed);
+        if (fromOwner.status === 'fulfilled' && fromFallback.status === 'fulfilled') {
+          answered({
+            op: Op.COUNT,
+            id,
+            count: Math.max(countOf(fromOwner.value), countOf(fromFallback.value)),
+          });
+        } else failed(deleteOutcome(fromOwner, fromFallback, owner.id, fallback.id));
+      });
       return;
     }
-    owner
-      .forward({ op: Op.GET, key: request.key })
-      .then((response) =>
-        response.op === Op.VALUE && response.value === null
-          ? fallback.forward({ op: Op.GET, key: request.key, fallback: true })
-          : response,
-      )
-      .then(answered, failed);
+    this.readWithFallback(request.key, owner, fallback).then(answered, failed);
+  }
+
+  /**
+   * A GET of a key whose range moves from `fallback` (old owner) to `owner`: the new owner first;
+   * only when it has nothing (not migrated yet) the old owner, which keeps its copy until PURGE.
+   * A key deleted on the new owner since the move began (it answers `deleted`) is not found:
+   * the old owner's copy is older than that delete.
+   */
+  private readWithFallback(
+    key: Uint8Array,
+    owner: ClusterNode,
+    fallback: ClusterNode | undefined,
+  ): Promise<Response> {
+    return owner.forward({ op: Op.GET, key }).then((response) => {
+      if (response.op !== Op.VALUE || response.value !== null) return response;
+      if (response.deleted === true) return { op: Op.VALUE, id: response.id, value: null };
+      return fallback === undefined ? response : fallback.forward({ op: Op.GET, key, fallback: true });
+    });
   }
 
   /** MGET: split per owner, sent concurrently, values reassembled in request order. */
@@ -246,19 +289,12 @@ export class Router {
       const owner = this.upOwnerOf(key);
       if (owner instanceof DstoreError) return Promise.reject(owner);
       const fallback = this.fallbackOf(key, owner);
-      return owner
-        .forward({ op: Op.GET, key })
-        .then((response) =>
-          response.op === Op.VALUE && response.value === null && fallback !== undefined
-            ? fallback.forward({ op: Op.GET, key, fallback: true })
-            : response,
-        )
-        .then((response) => {
-          if (response.op !== Op.VALUE) {
-            throw new DstoreError(ErrorCode.INTERNAL, `node answered GET with op ${response.op}`);
-          }
-          values[index] = response.value;
-        });
+      return this.readWithFallback(key, owner, fallback).then((response) => {
+        if (response.op !== Op.VALUE) {
+          throw new DstoreError(ErrorCode.INTERNAL, `node answered GET with op ${response.op}`);
+        }
+        values[index] = response.value;
+      });
     });
     Promise.all(reads).then(
       () => {

@@ -2,14 +2,16 @@
  * Per-key history checker shared by the load tests (migration, balancer restarts) and
  * scripts/migration-soak.ts.
  *
- * Each key has exactly one writer (so its versions are ordered) and every value is
- * `<key index>:<version>` with a version that increases per write. A read must return the newest
- * version acknowledged before the read began, or a later one; anything else is classified:
- * - `nil`: nothing, although a write was acknowledged before the read began;
- * - `stale`: an older version than one acknowledged before the read began;
- * - `wrong`: a value that was never written to this key (another key's value, a version never issued).
- * At the end every key must read its last acknowledged version (or a later write whose outcome was
- * indeterminate: a timeout or a lost connection).
+ * Each key has exactly one writer (so its operations are ordered) and every operation gets the
+ * next version of its key: a SET stores `<key index>:<version>`, a DEL deletes. A read must see the
+ * newest operation acknowledged before the read began, or a later one; anything else is classified:
+ * - `nil`: nothing, although a SET was acknowledged before the read began and no later DEL was sent;
+ * - `stale`: an older version than an operation acknowledged before the read began (after an
+ *   acknowledged DEL, any value older than it is a resurrected delete);
+ * - `wrong`: a value that was never written to this key (another key's value, a version never
+ *   issued, or a DEL's version).
+ * At the end every key must read its last acknowledged operation's result (or the result of a later
+ * operation whose outcome was indeterminate: a timeout or a lost connection).
  */
 import {
   bytesToString,
@@ -28,6 +30,8 @@ export interface Requester {
 
 interface WriteRecord {
   readonly version: number;
+  /** A DEL rather than a SET. */
+  readonly deleted: boolean;
   state: 'pending' | 'acked' | 'failed' | 'indeterminate';
   ackedAt: number;
 }
@@ -53,25 +57,56 @@ export class History {
     this.issued = new Array<number>(keys).fill(0);
   }
 
-  newestAckedBefore(key: number, time: number): number {
-    let newest = 0;
+  /** The newest operation on `key` acknowledged before `time` (undefined: none). */
+  newestAckedRecord(key: number, time: number): WriteRecord | undefined {
+    let newest: WriteRecord | undefined;
     for (const write of this.writes[key]!) {
-      if (write.state === 'acked' && write.ackedAt < time && write.version > newest) newest = write.version;
+      if (write.state === 'acked' && write.ackedAt < time && write.version > (newest?.version ?? 0))
+        newest = write;
     }
     return newest;
+  }
+
+  newestAckedBefore(key: number, time: number): number {
+    return this.newestAckedRecord(key, time)?.version ?? 0;
   }
 
   lastAcked(key: number): number {
     return this.newestAckedBefore(key, Number.POSITIVE_INFINITY);
   }
 
-  /** Versions a final read may return: the last acknowledged, or a later indeterminate one. */
-  acceptableFinal(key: number, version: number): boolean {
-    const acked = this.lastAcked(key);
-    if (version === acked) return true;
+  /** Whether a DEL newer than `version` was sent and may have been applied. */
+  private mayBeDeletedAfter(key: number, version: number): boolean {
     return this.writes[key]!.some(
-      (write) => write.version === version && version > acked && write.state === 'indeterminate',
+      (write) => write.deleted && write.version > version && write.state !== 'failed',
     );
+  }
+
+  /**
+   * Whether a final read may return `version` (0 = nil): the result of the last acknowledged
+   * operation, or of a later one whose outcome is unknown.
+   */
+  acceptableFinal(key: number, version: number): boolean {
+    const last = this.newestAckedRecord(key, Number.POSITIVE_INFINITY);
+    const lastVersion = last?.version ?? 0;
+    const lastResult = last === undefined || last.deleted ? 0 : lastVersion;
+    if (version === lastResult) return true;
+    const later = this.writes[key]!.filter(
+      (write) => write.version > lastVersion && write.state === 'indeterminate',
+    );
+    return version === 0
+      ? later.some((write) => write.deleted)
+      : later.some((write) => write.version === version && !write.deleted);
+  }
+
+  /** The operations on `key`, for failure messages: `v<n> SET|DEL <state> @<ms since origin>`. */
+  describe(key: number, origin: number): string {
+    return (this.writes[key] ?? [])
+      .map((write) => {
+        const at = write.state === 'acked' ? ` @${Math.round(write.ackedAt - origin)}` : '';
+        return `v${write.version} ${write.deleted ? 'DEL' : 'SET'} ${write.state}${at}`;
+      })
+      .join(', ');
   }
 
   /** Every anomaly found by reads so far. */
@@ -87,23 +122,28 @@ export class History {
 
   /** Checks a read of `key` that began at `startedAt` and returned `value`. */
   checkRead(key: number, startedAt: number, value: Uint8Array | null): void {
-    const newest = this.newestAckedBefore(key, startedAt);
+    const newest = this.newestAckedRecord(key, startedAt);
     if (value === null) {
-      if (newest > 0) this.nil.push(`${keyName(key)}: read nil, v${newest} acked before`);
+      if (newest !== undefined && !newest.deleted && !this.mayBeDeletedAfter(key, newest.version)) {
+        this.nil.push(
+          `${keyName(key)}: read nil, v${newest.version} acked before (read @${Math.round(startedAt)})`,
+        );
+      }
       return;
     }
     const [owner, versionText] = bytesToString(value).split(':');
     const version = Number(versionText);
-    if (
-      owner !== String(key) ||
-      !Number.isSafeInteger(version) ||
-      version < 1 ||
-      version > this.issued[key]!
-    ) {
+    const record = this.writes[key]!.find((write) => write.version === version);
+    if (owner !== String(key) || record === undefined || record.deleted) {
       this.wrong.push(`${keyName(key)}: read '${bytesToString(value).slice(0, 40)}', never written to it`);
       return;
     }
-    if (version < newest) this.stale.push(`${keyName(key)}: read v${version}, v${newest} acked before`);
+    if (newest !== undefined && version < newest.version) {
+      const what = newest.deleted ? 'deleted (resurrected)' : 'acked';
+      this.stale.push(
+        `${keyName(key)}: read v${version}, v${newest.version} ${what} before (read @${Math.round(startedAt)})`,
+      );
+    }
   }
 }
 
@@ -113,14 +153,17 @@ export const keyName = (index: number): string => `load-${index}`;
 const versionOf = (value: Uint8Array | null): number =>
   value === null ? 0 : Number(bytesToString(value).split(':')[1]);
 
-/** Writes the next version of `key`, recording the outcome. */
-export async function write(history: History, client: Requester, key: number): Promise<void> {
+/** Writes (or, with `remove`, deletes) the next version of `key`, recording the outcome. */
+export async function write(history: History, client: Requester, key: number, remove = false): Promise<void> {
   const version = ++history.issued[key]!;
-  const record: WriteRecord = { version, state: 'pending', ackedAt: 0 };
+  const record: WriteRecord = { version, deleted: remove, state: 'pending', ackedAt: 0 };
   history.writes[key]!.push(record);
   history.writeCount++;
   try {
-    await client.request({ op: Op.SET, key: toBytes(keyName(key)), value: toBytes(`${key}:${version}`) });
+    const name = toBytes(keyName(key));
+    await client.request(
+      remove ? { op: Op.DEL, key: name } : { op: Op.SET, key: name, value: toBytes(`${key}:${version}`) },
+    );
     record.state = 'acked';
     record.ackedAt = performance.now();
   } catch (error) {
@@ -143,7 +186,10 @@ export async function read(history: History, client: Requester, key: number): Pr
   }
 }
 
-/** One client: random reads of any key, writes of the keys it owns (index % clients). */
+/**
+ * One client: random reads of any key, writes (and, with `deleteRatio`, deletes) of the keys it
+ * owns (index % clients).
+ */
 export async function clientLoop(
   history: History,
   client: Requester,
@@ -151,12 +197,15 @@ export async function clientLoop(
   clients: number,
   shouldStop: () => boolean,
   pauseAfterFailureMs = 0,
+  deleteRatio = 0,
 ): Promise<void> {
   const owned = Math.ceil((history.keys - index) / clients);
+  const mine = () => index + clients * Math.floor(Math.random() * owned);
   while (!shouldStop()) {
     const failedBefore = history.failed;
-    if (Math.random() < 0.5)
-      await write(history, client, index + clients * Math.floor(Math.random() * owned));
+    const dice = Math.random();
+    if (dice < deleteRatio) await write(history, client, mine(), true);
+    else if (dice < 0.5) await write(history, client, mine());
     else await read(history, client, Math.floor(Math.random() * history.keys));
     // A client facing an outage backs off instead of spinning on instant UNAVAILABLE answers.
     if (pauseAfterFailureMs > 0 && history.failed > failedBefore) {
@@ -176,7 +225,14 @@ export async function finalCheck(history: History, client: Requester): Promise<s
         if (answer.op !== Op.VALUE) throw new Error(`GET answered op ${answer.op}`);
         const version = versionOf(answer.value);
         if (!history.acceptableFinal(key, version)) {
-          lost.push(`${keyName(key)}: read v${version}, last acked v${history.lastAcked(key)}`);
+          const last = history.newestAckedRecord(key, Number.POSITIVE_INFINITY);
+          const expected =
+            last === undefined
+              ? 'nothing'
+              : last.deleted
+                ? `deleted at v${last.version}`
+                : `v${last.version}`;
+          lost.push(`${keyName(key)}: read ${version === 0 ? 'nil' : `v${version}`}, last acked ${expected}`);
         }
       }),
     );

@@ -9,7 +9,11 @@ import { registerStatusCommand } from './cli/status.js';
 /** Adds `--server`, `--timeout` and `--json`, which every command that talks to the balancer takes. */
 function addServerOptions(command: Command): Command {
   return command
-    .option('--server <host:port>', 'balancer client address (or dstore://host:port)', DEFAULT_SERVER)
+    .option(
+      '--server <host:port[,host:port...]>',
+      'balancer client address, or several comma-separated (tried in order, failing over); dstore:// URL too',
+      DEFAULT_SERVER,
+    )
     .option('--timeout <ms>', 'connect and command deadline in ms', positiveInteger, DEFAULT_TIMEOUT_MS)
     .option('--json', 'machine-readable output (one JSON object)');
 }

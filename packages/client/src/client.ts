@@ -5,9 +5,9 @@ import {
   DEFAULT_LIMITS,
   DstoreError,
   ErrorCode,
+  FailoverLink,
   type KeyValue,
   Op,
-  PeerLink,
   type Request,
   type Response,
   toBytes,
@@ -47,7 +47,11 @@ export interface ClientEvents {
   error: [error: Error];
   /** The connection closed (it reconnects unless the client is closing or the strategy gives up). */
   close: [];
-  /** A reconnect attempt is scheduled in `delayMs` ms. */
+  /**
+   * A reconnect attempt is scheduled in `delayMs` ms. With several servers, moving on to the next
+   * server within a round is reported too, with delay 0; `attempt` counts failed attempts since
+   * the last `ready`, and {@link DstoreClient.server} names the server about to be tried.
+   */
   reconnecting: [delayMs: number, attempt: number];
   /** No more reconnects: after close()/disconnect(), or when retryStrategy returned null. */
   end: [];
@@ -80,6 +84,10 @@ const ENTRY_OVERHEAD_BYTES = 10;
  * A client of a dstore balancer: one multiplexed connection that reconnects by itself, a promise
  * API, a bounded offline queue and a deadline on every command.
  *
+ * Given several balancers (`servers`, or `dstore://h1:p1,h2:p2`), it still keeps one connection
+ * at a time and fails over to the next balancer in order when the current one cannot be reached
+ * or is lost; commands queued meanwhile go to whichever balancer connects.
+ *
  * Many commands are in flight at once on the one connection; those issued in the same tick leave
  * in one socket write (the protocol's connection layer coalesces them), which is the automatic
  * pipelining ioredis users turn on with `enableAutoPipelining`.
@@ -87,7 +95,7 @@ const ENTRY_OVERHEAD_BYTES = 10;
 export class DstoreClient extends EventEmitter<ClientEvents> {
   /** The options in effect, defaults filled in. */
   readonly options: ResolvedClientOptions;
-  private readonly link: PeerLink;
+  private readonly link: FailoverLink;
   private readonly queue: OfflineQueue<Command>;
   private readonly prefix: Uint8Array;
   private state: ClientStatus;
@@ -104,14 +112,16 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     this.queue = new OfflineQueue<Command>(this.options.maxQueueLength, (command) =>
       this.expireQueued(command),
     );
-    this.link = new PeerLink({
-      host: this.options.host,
-      port: this.options.port,
-      connectTimeoutMs: this.options.connectTimeout,
-      role: 'client',
-      ...(this.options.token === undefined ? {} : { token: this.options.token }),
-      retryStrategy: (attempt) => this.options.retryStrategy(attempt),
-      connection: { requestTimeoutMs: this.options.commandTimeout },
+    this.link = new FailoverLink({
+      servers: this.options.servers,
+      link: {
+        connectTimeoutMs: this.options.connectTimeout,
+        role: 'client',
+        ...(this.options.token === undefined ? {} : { token: this.options.token }),
+        connection: { requestTimeoutMs: this.options.commandTimeout },
+      },
+      // With one server a round is one attempt, so `times` means what it always did.
+      retryStrategy: (round) => this.options.retryStrategy(round),
     });
     this.listenToLink();
     this.state = 'wait';
@@ -128,7 +138,15 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return this.queue.length;
   }
 
-  /** `host:port` of the balancer. */
+  /**
+   * `host:port` of the current balancer: the one connected, or the one being tried while not
+   * ready. With a single server, always that server.
+   */
+  get server(): string {
+    return this.link.address;
+  }
+
+  /** `host:port` of the current balancer; the same as {@link server}. */
   get address(): string {
     return this.link.address;
   }

@@ -17,5 +17,7 @@ export {
   defaultRetryStrategy,
   parseDstoreUrl,
   type ResolvedClientOptions,
+  type ResolvedServerAddress,
   resolveClientOptions,
+  type ServerAddress,
 } from './options.js';

@@ -1,6 +1,20 @@
 import { backoffDelay } from '@dstore/protocol';
 import { invalidArgument } from './errors.js';
 
+/** One balancer in {@link ClientOptions.servers}: ioredis's `{ host, port }` shape. */
+export interface ServerAddress {
+  /** Balancer host. */
+  readonly host: string;
+  /** Balancer client port. Default `7379`. */
+  readonly port?: number;
+}
+
+/** A balancer address with its port decided. */
+export interface ResolvedServerAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
 /**
  * Options of a {@link DstoreClient}. Names follow ioredis wherever the meaning is the same, so
  * `host`, `port`, `connectTimeout`, `commandTimeout`, `retryStrategy`, `maxRetriesPerRequest`,
@@ -8,10 +22,17 @@ import { invalidArgument } from './errors.js';
  * differences are documented on each field).
  */
 export interface ClientOptions {
-  /** Balancer host. Default `127.0.0.1`. */
+  /** Balancer host: the single-server shorthand of {@link servers}. Default `127.0.0.1`. */
   readonly host?: string;
-  /** Balancer client port. Default `7379`. */
+  /** Balancer client port: the single-server shorthand of {@link servers}. Default `7379`. */
   readonly port?: number;
+  /**
+   * Several balancers of one cluster, in failover order (like ioredis `sentinels` / cluster
+   * `startupNodes`). The client keeps one connection at a time and, when it cannot connect to
+   * or loses the current balancer, tries the next one at once; `retryStrategy` spaces the full
+   * rounds. Give either `servers` or `host`/`port`, not both. Default: `[{ host, port }]`.
+   */
+  readonly servers?: readonly ServerAddress[];
   /** Give up a connection attempt (TCP connect + HELLO) after this many ms. Default `10000`. */
   readonly connectTimeout?: number;
   /**
@@ -21,7 +42,9 @@ export interface ClientOptions {
   readonly commandTimeout?: number;
   /**
    * Delay in ms before reconnect attempt `times` (1-based), or `null` to stop reconnecting (the
-   * client then emits `end` and fails every queued command). Default {@link defaultRetryStrategy}.
+   * client then emits `end` and fails every queued command). With several `servers`, `times`
+   * counts full rounds: the servers of one round are tried back to back, and this delay comes
+   * after a round in which none answered. Default {@link defaultRetryStrategy}.
    */
   readonly retryStrategy?: (times: number) => number | null;
   /**
@@ -44,8 +67,14 @@ export interface ClientOptions {
   readonly name?: string;
 }
 
-/** Every option with its value decided. */
-export type ResolvedClientOptions = Required<Omit<ClientOptions, 'token'>> & { readonly token?: string };
+/**
+ * Every option with its value decided. `servers` always lists at least one balancer; `host` and
+ * `port` are those of the first.
+ */
+export type ResolvedClientOptions = Required<Omit<ClientOptions, 'token' | 'servers'>> & {
+  readonly token?: string;
+  readonly servers: readonly ResolvedServerAddress[];
+};
 
 /**
  * The default reconnect delay: the protocol's one backoff policy (50 ms doubling up to 2000 ms,
@@ -59,6 +88,7 @@ export function defaultRetryStrategy(times: number): number {
 export const DEFAULT_CLIENT_OPTIONS: ResolvedClientOptions = Object.freeze({
   host: '127.0.0.1',
   port: 7379,
+  servers: Object.freeze([Object.freeze({ host: '127.0.0.1', port: 7379 })]),
   connectTimeout: 10_000,
   commandTimeout: 5000,
   retryStrategy: defaultRetryStrategy,
@@ -77,12 +107,36 @@ const NUMBER_PARAMS = ['connectTimeout', 'commandTimeout', 'maxRetriesPerRequest
 const BOOLEAN_PARAMS = ['enableOfflineQueue', 'lazyConnect'] as const;
 const STRING_PARAMS = ['keyPrefix', 'name', 'token'] as const;
 
+/** A URL cut around its host list: `scheme://[userinfo@]`, the hosts, then path, query and fragment. */
+const URL_PARTS = /^([a-z][a-z\d+.-]*:\/\/(?:[^/?#@]*@)?)([^/?#]*)(.*)$/is;
+
+/** A host and port as a URL names them; absent parts stay absent so defaults and overrides apply. */
+interface UrlAddress {
+  host?: string;
+  port?: number;
+}
+
 /**
- * Parses `dstore://[:token@]host[:port][?option=value&...]`. The password part of the URL is the
- * HELLO token (as in `redis://:password@host`); query parameters set the numeric, boolean and
- * string options by their option names. IPv6 hosts go in brackets: `dstore://[::1]:7379`.
+ * Parses `dstore://[:token@]host[:port][,host[:port]...][?option=value&...]`. The password part
+ * of the URL is the HELLO token (as in `redis://:password@host`); query parameters set the
+ * numeric, boolean and string options by their option names. IPv6 hosts go in brackets:
+ * `dstore://[::1]:7379`. One host gives `host` and `port`; several comma-separated hosts give
+ * `servers`, each host parsed exactly as the host of a one-host URL.
  */
 export function parseDstoreUrl(url: string): ClientOptions {
+  const parts = URL_PARTS.exec(url.trim());
+  const hosts = parts?.[2]?.split(',') ?? [];
+  if (!parts || hosts.length < 2) {
+    const parsed = parseUrl(url);
+    return { ...addressOf(parsed), ...optionsOf(parsed) };
+  }
+  // `new URL` refuses a host list, so the token and parameters are read from the URL rewritten
+  // with its first host only, and every host is parsed on its own.
+  const options = optionsOf(parseUrl(`${parts[1]}${hosts[0]}${parts[3]}`));
+  return { ...options, servers: hosts.map((host) => listedServer(host, url)) };
+}
+
+function parseUrl(url: string): URL {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -92,13 +146,29 @@ export function parseDstoreUrl(url: string): ClientOptions {
   if (parsed.protocol !== DSTORE_URL_SCHEME) {
     throw invalidArgument(`expected a dstore:// URL, got ${parsed.protocol}//`);
   }
+  return parsed;
+}
+
+function addressOf(parsed: URL): UrlAddress {
+  const address: UrlAddress = {};
+  if (parsed.hostname !== '') address.host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (parsed.port !== '') address.port = Number(parsed.port);
+  return address;
+}
+
+function optionsOf(parsed: URL): ClientOptions {
   const options: Record<string, unknown> = {};
-  if (parsed.hostname !== '') options.host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (parsed.port !== '') options.port = Number(parsed.port);
   const token = decodeURIComponent(parsed.password || parsed.username);
   if (token !== '') options.token = token;
   for (const [name, value] of parsed.searchParams) options[name] = parseParam(name, value);
   return options as ClientOptions;
+}
+
+/** One host of a URL's list; an empty entry (`a:1,,b:2`) is a typo, not the default host. */
+function listedServer(text: string, url: string): ServerAddress {
+  if (text === '') throw invalidArgument(`empty server address in the host list of ${url}`);
+  const { host = DEFAULT_CLIENT_OPTIONS.host, port } = addressOf(parseUrl(`${DSTORE_URL_SCHEME}//${text}`));
+  return port === undefined ? { host } : { host, port };
 }
 
 function parseParam(name: string, value: string): unknown {
@@ -125,15 +195,78 @@ export function resolveClientOptions(
   input: ClientOptions | string = {},
   overrides: ClientOptions = {},
 ): ResolvedClientOptions {
-  const base = typeof input === 'string' ? parseDstoreUrl(input) : input;
-  const merged = { ...DEFAULT_CLIENT_OPTIONS, ...withoutUndefined(base), ...withoutUndefined(overrides) };
-  checkInteger('port', merged.port, 0, 65_535);
+  const base = withoutUndefined(typeof input === 'string' ? parseDstoreUrl(input) : input);
+  const explicit = withoutUndefined(overrides);
+  checkOneAddressForm(base, typeof input === 'string' ? 'the URL' : 'the options');
+  checkOneAddressForm(explicit, 'the overrides');
+  const servers = resolveServers(base, explicit);
+  const first = servers[0] as ResolvedServerAddress;
+  const merged = {
+    ...DEFAULT_CLIENT_OPTIONS,
+    ...base,
+    ...explicit,
+    host: first.host,
+    port: first.port,
+    servers,
+  };
   checkInteger('connectTimeout', merged.connectTimeout, 1);
   checkInteger('commandTimeout', merged.commandTimeout, 1);
   checkInteger('maxRetriesPerRequest', merged.maxRetriesPerRequest, 0);
   checkInteger('maxQueueLength', merged.maxQueueLength, 0);
   if (typeof merged.retryStrategy !== 'function') throw invalidArgument('retryStrategy must be a function');
   return Object.freeze(merged);
+}
+
+/**
+ * The balancers to use. `servers` and `host`/`port` say the same thing two ways, so one options
+ * object giving both is refused. Overrides replace the URL's address; a lone `port` override
+ * still applies to the URL's one host, as before `servers` existed.
+ */
+function resolveServers(base: ClientOptions, overrides: ClientOptions): readonly ResolvedServerAddress[] {
+  if (overrides.servers !== undefined) return checkServers(overrides.servers);
+  if (base.servers !== undefined) {
+    if (hasHostOrPort(overrides)) {
+      throw invalidArgument(
+        'conflicting options: the overrides give host/port but the URL or options list several servers; override them with servers',
+      );
+    }
+    return checkServers(base.servers);
+  }
+  const host = overrides.host ?? base.host ?? DEFAULT_CLIENT_OPTIONS.host;
+  const port = overrides.port ?? base.port ?? DEFAULT_CLIENT_OPTIONS.port;
+  return Object.freeze([checkServer({ host, port }, '')]);
+}
+
+function hasHostOrPort(options: ClientOptions): boolean {
+  return options.host !== undefined || options.port !== undefined;
+}
+
+function checkOneAddressForm(options: ClientOptions, where: string): void {
+  if (options.servers !== undefined && hasHostOrPort(options)) {
+    throw invalidArgument(
+      `conflicting options in ${where}: servers and host/port both given; use servers for several balancers, host/port for one`,
+    );
+  }
+}
+
+function checkServers(servers: readonly ServerAddress[]): readonly ResolvedServerAddress[] {
+  if (!Array.isArray(servers) || servers.length === 0) {
+    throw invalidArgument('servers must be a non-empty array of { host, port }');
+  }
+  return Object.freeze(servers.map((server, i) => checkServer(server, `servers[${i}].`)));
+}
+
+/** `prefix` names the field in errors: `servers[1].` for a list entry, '' for host/port. */
+function checkServer(server: ServerAddress, prefix: string): ResolvedServerAddress {
+  if (typeof server !== 'object' || server === null) {
+    throw invalidArgument(`${prefix.slice(0, -1)} must be an object { host, port }`);
+  }
+  if (typeof server.host !== 'string' || server.host === '') {
+    throw invalidArgument(`${prefix}host must be a non-empty string, got ${String(server.host)}`);
+  }
+  const port = server.port ?? DEFAULT_CLIENT_OPTIONS.port;
+  checkInteger(`${prefix}port`, port, 0, 65_535);
+  return Object.freeze({ host: server.host, port });
 }
 
 function withoutUndefined(options: ClientOptions): ClientOptions {

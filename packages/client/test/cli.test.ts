@@ -97,6 +97,27 @@ describe('dstore set/get/del/ping', () => {
     expect(run.stderr).toMatch(/^error UNAVAILABLE: cannot connect to 127\.0\.0\.1:\d+/);
   });
 
+  it('takes a comma-separated --server list: uses the first, skips an unreachable one', async () => {
+    const first = await startServer();
+    const second = await startServer();
+    expect(await dstore('set', 'k', 'v', '--server', `${first.address},${second.address}`)).toMatchObject({
+      code: 0,
+      stdout: 'OK\n',
+    });
+    expect(first.store.has('k')).toBe(true);
+    expect(second.store.has('k')).toBe(false);
+    const unreachable = await closedPort();
+    const run = await dstore('set', 'k2', 'v2', '--server', `dstore://${unreachable},${second.address}`);
+    expect(run).toMatchObject({ code: 0, stdout: 'OK\n' });
+    expect(second.store.has('k2')).toBe(true);
+    const none = await dstore('get', 'k', '--server', `${unreachable},${await closedPort()}`);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/^error UNAVAILABLE: cannot connect to 127\.0\.0\.1:\d+/);
+    const empty = await dstore('get', 'k', '--server', `${second.address},,${first.address}`);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toMatch(/^error INVALID_ARGUMENT: empty address/);
+  });
+
   it('reports bad arguments with exit code 2 and shows help with exit code 0', async () => {
     expect((await dstore('get')).code).toBe(2);
     expect((await dstore('bench', '--read-ratio', '2')).code).toBe(2);

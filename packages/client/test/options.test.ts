@@ -1,6 +1,7 @@
 import { DeadlineSweeper } from '@dstore/protocol';
 import { describe, expect, it } from 'vitest';
 import {
+  type ClientOptions,
   DEFAULT_CLIENT_OPTIONS,
   ErrorCode,
   OfflineQueue,
@@ -72,6 +73,88 @@ describe('options', () => {
       host: undefined,
     });
     expect(options).toMatchObject({ host: 'h', port: 9, commandTimeout: 300 });
+  });
+});
+
+describe('several servers', () => {
+  it('parses a comma-separated host list in a URL into servers, with the token and parameters', () => {
+    expect(parseDstoreUrl('dstore://h1:7001,h2:7002')).toEqual({
+      servers: [
+        { host: 'h1', port: 7001 },
+        { host: 'h2', port: 7002 },
+      ],
+    });
+    expect(parseDstoreUrl('dstore://:s%40cret@h1,[::1]:7002,h3:7003/?commandTimeout=250')).toEqual({
+      token: 's@cret',
+      commandTimeout: 250,
+      servers: [{ host: 'h1' }, { host: '::1', port: 7002 }, { host: 'h3', port: 7003 }],
+    });
+    const options = resolveClientOptions('dstore://h1,h2:7002');
+    expect(options.servers).toEqual([
+      { host: 'h1', port: 7379 },
+      { host: 'h2', port: 7002 },
+    ]);
+    // host and port stay those of the first server, for code that reads them.
+    expect(options).toMatchObject({ host: 'h1', port: 7379 });
+  });
+
+  it('resolves servers from the option, and host/port into a one-server list', () => {
+    const options = resolveClientOptions({ servers: [{ host: 'a', port: 1 }, { host: 'b' }] });
+    expect(options.servers).toEqual([
+      { host: 'a', port: 1 },
+      { host: 'b', port: 7379 },
+    ]);
+    expect(resolveClientOptions({ host: 'h', port: 9 }).servers).toEqual([{ host: 'h', port: 9 }]);
+    expect(resolveClientOptions().servers).toEqual([{ host: '127.0.0.1', port: 7379 }]);
+    // Overrides replace the URL's servers; a lone port still applies to a one-host URL.
+    expect(resolveClientOptions('dstore://a:1,b:2', { servers: [{ host: 'c', port: 3 }] }).servers).toEqual([
+      { host: 'c', port: 3 },
+    ]);
+    expect(resolveClientOptions('dstore://a:1', { port: 4 }).servers).toEqual([{ host: 'a', port: 4 }]);
+  });
+
+  it('refuses servers together with host/port, naming the conflict', () => {
+    const conflicts: [ClientOptions | string, ClientOptions][] = [
+      [{ servers: [{ host: 'a', port: 1 }], host: 'b' }, {}],
+      [{ servers: [{ host: 'a', port: 1 }], port: 2 }, {}],
+      [{}, { servers: [{ host: 'a', port: 1 }], host: 'b' }],
+      ['dstore://a:1,b:2', { host: 'c' }],
+    ];
+    for (const [input, overrides] of conflicts) {
+      expect(() => resolveClientOptions(input, overrides)).toThrow(
+        expect.objectContaining({
+          code: ErrorCode.INVALID_ARGUMENT,
+          message: expect.stringMatching(/conflicting options.*servers.*host\/port|host\/port.*servers/),
+        }),
+      );
+    }
+  });
+
+  it('refuses bad server lists with INVALID_ARGUMENT', () => {
+    const bad: ClientOptions[] = [
+      { servers: [] },
+      { servers: [{ host: '', port: 1 }] },
+      {
+        servers: [
+          { host: 'a', port: 1 },
+          { host: 'b', port: 70_000 },
+        ],
+      },
+      { servers: [{ host: 'a', port: 1.5 }] },
+    ];
+    for (const options of bad) {
+      expect(() => resolveClientOptions(options), JSON.stringify(options)).toThrow(
+        expect.objectContaining({ code: ErrorCode.INVALID_ARGUMENT }),
+      );
+    }
+    expect(() => resolveClientOptions({ servers: [{ host: 'a' }, { host: 'b', port: -1 }] })).toThrow(
+      /servers\[1\]\.port/,
+    );
+    for (const url of ['dstore://a:1,,b:2', 'dstore://a:1,b:99999', 'dstore://a:1,b c:2']) {
+      expect(() => parseDstoreUrl(url), url).toThrow(
+        expect.objectContaining({ code: ErrorCode.INVALID_ARGUMENT }),
+      );
+    }
   });
 });
 

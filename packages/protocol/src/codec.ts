@@ -5,6 +5,7 @@ import {
   type HashRange,
   type KeyValue,
   type Message,
+  type MigratedEntry,
   Op,
   type PeerRole,
   type Request,
@@ -124,12 +125,14 @@ export function toWireArray(message: Message): Field[] {
         message.id,
         message.epoch,
         message.entries.length,
-        ...flattenEntries(message.entries),
+        ...flattenMigrated(message.entries),
       ];
     case Op.PURGE:
       return [message.op, message.id, message.epoch, message.ranges.length, ...flattenRanges(message.ranges)];
     case Op.VALUE:
-      return [message.op, message.id, message.value];
+      return message.deleted
+        ? [message.op, message.id, message.value, 1]
+        : [message.op, message.id, message.value];
     case Op.VALUES:
       return [message.op, message.id, message.values.length, ...message.values];
     case Op.COUNT:
@@ -149,6 +152,18 @@ function flattenEntries(entries: readonly KeyValue[]): Uint8Array[] {
     const entry = entries[i]!;
     flat[i * 2] = entry.key;
     flat[i * 2 + 1] = entry.value;
+  }
+  return flat;
+}
+
+function flattenMigrated(entries: readonly MigratedEntry[]): (Uint8Array | number)[] {
+  const flat = new Array<Uint8Array | number>(entries.length * 4);
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    flat[i * 4] = entry.key;
+    flat[i * 4 + 1] = entry.value;
+    flat[i * 4 + 2] = entry.writeEpoch;
+    flat[i * 4 + 3] = entry.seq;
   }
   return flat;
 }
@@ -402,9 +417,17 @@ function readRequest(op: number, r: FieldReader): Request {
         ranges: r.ranges(6),
       };
     case Op.MIGRATE_PUT: {
-      const count = r.batchCount(3, 2);
-      const entries = new Array<KeyValue>(count);
-      for (let i = 0; i < count; i++) entries[i] = { key: r.key(4 + i * 2), value: r.value(5 + i * 2) };
+      const count = r.batchCount(3, 4);
+      const entries = new Array<MigratedEntry>(count);
+      for (let i = 0; i < count; i++) {
+        const at = 4 + i * 4;
+        entries[i] = {
+          key: r.key(at),
+          value: r.value(at + 1),
+          writeEpoch: r.uint(at + 2, 'writeEpoch'),
+          seq: r.uint(at + 3, 'seq'),
+        };
+      }
       return { op, id, epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER), entries };
     }
     case Op.PURGE:
@@ -419,8 +442,10 @@ function readResponse(op: number, r: FieldReader): Response {
   switch (op) {
     case Op.OK:
       return { op, id };
-    case Op.VALUE:
-      return { op, id, value: r.nullableValue(2) };
+    case Op.VALUE: {
+      const value = r.nullableValue(2);
+      return r.flag(3) ? { op, id, value, deleted: true } : { op, id, value };
+    }
     case Op.VALUES: {
       const count = r.batchCount(2, 1);
       const values = new Array<Uint8Array | null>(count);

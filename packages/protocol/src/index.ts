@@ -9,6 +9,7 @@ export {
 } from './connection.js';
 export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
 export { DstoreError, ErrorCode, isKnownErrorCode, ProtocolError, timeoutError } from './errors.js';
+export { FailoverLink, type FailoverLinkOptions, type FailoverServer } from './failover-link.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
 export { FrameServer, type FrameServerEvents, type FrameServerOptions } from './frame-server.js';
 export { LatencyHistogram, type LatencySummary } from './latency-histogram.js';

@@ -91,6 +91,19 @@ export interface KeyValue {
   readonly key: Uint8Array;
   readonly value: Uint8Array;
 }
+/**
+ * One copy of a MIGRATE_PUT: a key, its value and the version the entry had on the old owner,
+ * which the new owner compares with its own entry to keep whichever is newer.
+ */
+export interface MigratedEntry extends KeyValue {
+  /**
+   * Ring epoch at which the entry's owner accepted the client write (uint32; 0 = before any
+   * RING). A copy keeps the writeEpoch it had on the old owner.
+   */
+  readonly writeEpoch: number;
+  /** The key's write counter on its owner (uint32, wrapping), carried along unchanged. */
+  readonly seq: number;
+}
 /** Write several keys. Answered by OK once every write is acknowledged. Not atomic across nodes. */
 export interface MSetRequest {
   readonly op: typeof Op.MSET;
@@ -193,15 +206,16 @@ export interface MigrateRequest {
   readonly ranges: readonly HashRange[];
 }
 /**
- * Old owner -> new owner: copies of keys. The receiver stores each one unless it was written or
- * deleted there since the migration began (a copy never overwrites a newer write nor resurrects
- * a delete). Answered by COUNT (keys stored) once they are acknowledged (durable on lmdb).
+ * Old owner -> new owner: copies of keys with their versions. The receiver stores a copy only
+ * when it has no entry for the key or the copy's `writeEpoch` is greater than its entry's (a
+ * value or a tombstone), so a copy never overwrites a newer write nor resurrects a delete.
+ * Answered by COUNT (keys stored) once they are acknowledged (durable on lmdb).
  */
 export interface MigratePutRequest {
   readonly op: typeof Op.MIGRATE_PUT;
   readonly id: number;
   readonly epoch: number;
-  readonly entries: readonly KeyValue[];
+  readonly entries: readonly MigratedEntry[];
 }
 /**
  * Balancer -> node, after the migration of `ranges` at `epoch` is final: delete the keys of
@@ -224,6 +238,12 @@ export interface ValueResponse {
   readonly op: typeof Op.VALUE;
   readonly id: number;
   readonly value: Uint8Array | null;
+  /**
+   * Node to balancer, during a migration only: the key was deleted here after its range began
+   * moving in (a tombstone), so the old owner's copy is older and a fall-back read must not ask
+   * for it. Travels as an optional trailing field `1`; never sent to clients.
+   */
+  readonly deleted?: boolean | undefined;
 }
 /** Answer to MGET: one entry per requested key, in order. */
 export interface ValuesResponse {

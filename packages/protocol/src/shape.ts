@@ -10,9 +10,12 @@ const FORBIDDEN_MAP_KEYS: readonly Uint8Array[] = ['__proto__', 'constructor', '
 /** Index of the one element that may be a map: STATS_RESULT's stats, `[68, id, {…}]`. */
 const STATS_MAP_INDEX = 2;
 
-/** Most elements any message may have: MSET's op, id, count, then key/value pairs, plus spare trailing fields. */
+/**
+ * Most elements any message may have: MIGRATE_PUT's op, id, epoch, count, then four fields per
+ * entry (key, value, writeEpoch, seq), plus spare trailing fields.
+ */
 export function maxMessageElements(limits: ProtocolLimits): number {
-  return limits.maxBatchKeys * 2 + 16;
+  return limits.maxBatchKeys * 4 + 16;
 }
 
 function malformed(message: string): ProtocolError {

@@ -138,6 +138,16 @@ export function badInputCorpus(): BadInputCase[] {
     },
     { name: 'MSET odd entries', bytes: frame(encoder.encode([Op.MSET, 1, 2, key, key, key])), closes: false },
     {
+      name: 'MIGRATE_PUT entries without writeEpoch and seq',
+      bytes: frame(encoder.encode([Op.MIGRATE_PUT, 1, 1, 2, key, key, key, key])),
+      closes: false,
+    },
+    {
+      name: 'MIGRATE_PUT writeEpoch over 2^32-1',
+      bytes: frame(encoder.encode([Op.MIGRATE_PUT, 1, 1, 1, key, key, 2 ** 32, 0])),
+      closes: false,
+    },
+    {
       name: 'JOIN with port 70000',
       bytes: frame(encoder.encode([Op.JOIN, 1, 'n', '127.0.0.1', 70000, 1])),
       closes: false,

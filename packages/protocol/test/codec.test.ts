@@ -37,6 +37,8 @@ const statsMap = fc
   .map((entries) => Object.assign(Object.create(null), entries) as Record<string, number | string>);
 
 const position = fc.integer({ min: 0, max: 0xffff_ffff });
+// Bias toward the ends of the range: 0 and 2^32-1 are the encodings most likely to go wrong.
+const uint32 = fc.oneof(fc.constantFrom(0, 1, 0x7fff_ffff, 0xffff_ffff), position);
 const position2 = fc.record({ start: position, end: position });
 
 /** One arbitrary per message type, so every op is covered. */
@@ -75,7 +77,9 @@ const messages: fc.Arbitrary<Message>[] = [
     op: fc.constant(Op.MIGRATE_PUT),
     id,
     epoch: fc.nat(),
-    entries: fc.array(fc.record({ key, value }), { maxLength: limits.maxBatchKeys }),
+    entries: fc.array(fc.record({ key, value, writeEpoch: uint32, seq: uint32 }), {
+      maxLength: limits.maxBatchKeys,
+    }),
   }),
   fc.record({
     op: fc.constant(Op.PURGE),
@@ -119,6 +123,7 @@ const messages: fc.Arbitrary<Message>[] = [
   }),
   fc.record({ op: fc.constant(Op.OK), id }),
   fc.record({ op: fc.constant(Op.VALUE), id, value: fc.option(value, { nil: null }) }),
+  fc.record({ op: fc.constant(Op.VALUE), id, value: fc.constant(null), deleted: fc.constant(true) }),
   fc.record({
     op: fc.constant(Op.VALUES),
     id,
@@ -195,6 +200,8 @@ describe('MessageCodec round trip', () => {
           const wire = toWireArray(message);
           // GET/DEL own an optional trailing flag at index 3; extras go after it (0 = not set).
           if ((message.op === Op.GET || message.op === Op.DEL) && wire.length === 3) wire.push(0);
+          // VALUE owns an optional trailing deleted flag at index 3 (0 = not set).
+          if (message.op === Op.VALUE && wire.length === 3) wire.push(0);
           // JOIN owns an optional trailing identity at index 6 (nil = not set).
           if (message.op === Op.JOIN && wire.length === 6) wire.push(null);
           const body = raw.encode([...wire, ...extras]);
@@ -250,6 +257,60 @@ describe('MessageCodec round trip', () => {
       const error = catchError(() => codec.decode(raw.encode([Op.STATS_RESULT, 1, { [name]: 1 }])));
       expect(error).toMatchObject({ code: ErrorCode.MALFORMED_FRAME });
     }
+  });
+
+  it('encodes MIGRATE_PUT as the README shows: key, value, writeEpoch, seq per entry', () => {
+    const body = new MessageCodec().encode({
+      op: Op.MIGRATE_PUT,
+      id: 12,
+      epoch: 3,
+      entries: [{ key: Uint8Array.of(0x61), value: Uint8Array.of(0x31), writeEpoch: 2, seq: 300 }],
+    });
+    expect(Buffer.from(body).toString('hex')).toBe('980e0c0301c40161c4013102cd012c');
+  });
+
+  it('refuses MIGRATE_PUT entries whose writeEpoch or seq is not a uint32, or that miss them', () => {
+    const entry = (writeEpoch: unknown, seq: unknown): unknown[] => [
+      Op.MIGRATE_PUT,
+      1,
+      3,
+      1,
+      'k',
+      'v',
+      writeEpoch,
+      seq,
+    ];
+    for (const bad of [-1, 2 ** 32, 1.5, '7', null, true, Number.NaN]) {
+      for (const fields of [entry(bad, 0), entry(0, bad)]) {
+        expect(catchError(() => codec.decode(raw.encode(fields)))).toMatchObject({
+          code: ErrorCode.MALFORMED_FRAME,
+          requestId: 1,
+        });
+      }
+    }
+    // The layout before entry versions (key, value pairs only) is refused, never misread.
+    const pairs = [Op.MIGRATE_PUT, 1, 3, 2, 'k1', 'v1', 'k2', 'v2'];
+    expect(catchError(() => codec.decode(raw.encode(pairs)))).toMatchObject({
+      code: ErrorCode.MALFORMED_FRAME,
+    });
+    expect(codec.decode(raw.encode(entry(0xffff_ffff, 0)))).toMatchObject({
+      entries: [{ writeEpoch: 0xffff_ffff, seq: 0 }],
+    });
+  });
+
+  it('accepts a MIGRATE_PUT of maxBatchKeys entries and refuses one more', () => {
+    const entries = Array.from({ length: limits.maxBatchKeys + 1 }, (_, i) => ({
+      key: Uint8Array.of(i & 0xff, i >> 8),
+      value: Uint8Array.of(i & 0xff),
+      writeEpoch: i,
+      seq: 0xffff_ffff - i,
+    }));
+    const full = { op: Op.MIGRATE_PUT, id: 5, epoch: 9, entries: entries.slice(0, -1) } as const;
+    expect(normalise(codec.decode(codec.encode(full).slice()))).toEqual(normalise(full));
+    const over = { ...full, entries };
+    expect(catchError(() => codec.decode(codec.encode(over).slice()))).toMatchObject({
+      code: ErrorCode.BATCH_TOO_LARGE,
+    });
   });
 
   it('uses the default limits when none are given', () => {

@@ -50,7 +50,7 @@ function key(random: Random): Uint8Array {
 /** A random valid message of any type. */
 export function randomMessage(random: Random): Message {
   const id = int(random, 2 ** 32);
-  switch (int(random, 14)) {
+  switch (int(random, 15)) {
     case 0:
       return { op: Op.HELLO, id, version: 1, role: 'client', token: random() < 0.5 ? 'secret' : undefined };
     case 1:
@@ -84,6 +84,18 @@ export function randomMessage(random: Random): Message {
       return { op: Op.HELLO_OK, id, version: 1, role: 'node', serverId: 'n1' };
     case 12:
       return { op: Op.COUNT, id, count: int(random, 2) };
+    case 13:
+      return {
+        op: Op.MIGRATE_PUT,
+        id,
+        epoch: int(random, 1000),
+        entries: Array.from({ length: int(random, 6) }, () => ({
+          key: key(random),
+          value: bytes(random, 50),
+          writeEpoch: random() < 0.2 ? 0xffff_ffff : int(random, 1000),
+          seq: random() < 0.2 ? 0xffff_ffff : int(random, 2 ** 32),
+        })),
+      };
     default:
       return { op: Op.PING, id };
   }

@@ -22,6 +22,11 @@ function integer(min: number, max: number): (text: string) => number {
   };
 }
 
+/** Collects a repeatable option: `--join a --join b,c` gives ['a', 'b,c'] (parsed later, as one list). */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
 function positiveNumber(text: string): number {
   const value = Number(text);
   if (!Number.isFinite(value) || value <= 0) throw new InvalidArgumentError('expected a positive number.');
@@ -35,7 +40,7 @@ interface CliFlags {
   engine: 'memory' | 'lmdb';
   dataDir?: string;
   durability: 'flush' | 'commit';
-  join?: string;
+  join?: string[];
   advertiseHost?: string;
   weight: number;
   maxConnections: number;
@@ -73,7 +78,11 @@ function buildProgram(): Command {
         .choices(['flush', 'commit'])
         .default('flush'),
     )
-    .option('--join <host:port>', "balancer's client address to register with (JOIN, HEARTBEAT, LEAVE)")
+    .option(
+      '--join <host:port[,host:port...]>',
+      "balancer's client address to register with (JOIN, HEARTBEAT, LEAVE); several, comma-separated or repeated, fail over in order",
+      collect,
+    )
     .option(
       '--advertise-host <host>',
       'host the balancer should dial (default: --host, or 127.0.0.1 for 0.0.0.0/::)',
@@ -142,7 +151,8 @@ function toNodeOptions(flags: CliFlags, logger: Logger): StorageNodeOptions {
     engine: flags.engine,
     dataDir: flags.dataDir,
     durability: flags.durability,
-    join: flags.join,
+    // One list for resolveNodeOptions' parser, whether given comma-separated or repeated.
+    join: flags.join?.join(','),
     advertiseHost: flags.advertiseHost,
     weight: flags.weight,
     maxConnections: flags.maxConnections,

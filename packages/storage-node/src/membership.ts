@@ -1,10 +1,36 @@
-import { type BackoffOptions, backoffDelay, DstoreError, ErrorCode, Op, PeerLink } from '@dstore/protocol';
+import {
+  type BackoffOptions,
+  backoffDelay,
+  DstoreError,
+  ErrorCode,
+  FailoverLink,
+  Op,
+} from '@dstore/protocol';
 import type { Logger } from 'pino';
+
+/** A balancer's client address. */
+export interface BalancerAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** LEAVE failures after which the node asks again: the request certainly did not complete. */
+const LEAVE_RETRY_CODES: ReadonlySet<string> = new Set([
+  ErrorCode.CONNECTION_CLOSED,
+  ErrorCode.UNAVAILABLE,
+  ErrorCode.SHUTTING_DOWN,
+  ErrorCode.BUSY,
+]);
 
 /** Options of a {@link Membership}. */
 export interface MembershipOptions {
-  /** The balancer's client port. */
-  readonly balancer: { readonly host: string; readonly port: number };
+  /**
+   * The balancers' client ports, in failover order: the node registers with one at a time and
+   * moves to the next when it cannot reach or loses the current one. Give this or `balancer`.
+   */
+  readonly balancers?: readonly BalancerAddress[];
+  /** One balancer's client port: the form from before `balancers`. Give this or `balancers`, not both. */
+  readonly balancer?: BalancerAddress;
   readonly nodeId: string;
   /** Address announced in JOIN: where the balancer dials this node. */
   readonly advertiseHost: string;
@@ -26,7 +52,10 @@ export interface MembershipOptions {
 /** Deadline of JOIN / HEARTBEAT / LEAVE requests: short, they are retried or best effort. */
 const MEMBERSHIP_REQUEST_TIMEOUT_MS = 2000;
 
-/** Reconnect delays to the balancer; JOINs refused for the node's identity are retried on the same schedule. */
+/**
+ * Pause before the next round of attempts once every balancer failed in a row (with one balancer:
+ * before every reconnect); JOINs refused for the node's identity are retried on the same schedule.
+ */
 const BALANCER_BACKOFF: BackoffOptions = { initialDelayMs: 100, maxDelayMs: 2000 };
 
 /**
@@ -49,17 +78,24 @@ const IDENTITY_REFUSAL_ADVICE: ReadonlyMap<string, string> = new Map([
 const REFUSAL_ERROR_LOG_EVERY = 20;
 
 /**
- * A storage node's registration with its balancer: a {@link PeerLink} with role 'node' that
- * JOINs (with the node's identity) on every `ready`, so a restarted balancer learns about the node
- * again, sends a HEARTBEAT with the key count every interval from one unref'd timer, and LEAVEs on
- * shutdown. A JOIN refused for the identity (IDENTITY_CONFLICT, MEMBER_REMOVED) is logged at error
- * level with what to do and sent again on the same link after a backoff delay; any other failed
- * JOIN drops the link, whose reconnect JOINs again.
+ * A storage node's registration with its balancers: one link with role 'node' at a time (see
+ * {@link BalancerLink}: on failure it moves to the next balancer) that JOINs (with the node's
+ * identity) on every `ready`, so a restarted or newly reached balancer learns about the node,
+ * sends a HEARTBEAT with the key count every interval from one unref'd timer to the connected
+ * balancer, and LEAVEs it on shutdown. A JOIN refused for the identity (IDENTITY_CONFLICT,
+ * MEMBER_REMOVED) is logged at error level with what to do and sent again on the same link after
+ * a backoff delay; any other failed JOIN drops the link, whose reconnect (to the next balancer
+ * when there are several) JOINs again.
  */
 export class Membership {
-  private readonly link: PeerLink;
+  private readonly link: FailoverLink;
+  private readonly balancers: readonly BalancerAddress[];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private joined = false;
+  /** A JOIN went out: this node may be a member, so a LEAVE must reach a balancer. */
+  private joinSent = false;
+  /** A graceful leave is under way. */
+  private leaving = false;
   private stopped = false;
   private heartbeatInFlight = false;
   /** Consecutive JOINs refused for this node's identity; reset by a JOIN that succeeds. */
@@ -69,19 +105,23 @@ export class Membership {
   private joinRetryTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: MembershipOptions) {
-    this.link = new PeerLink({
-      host: options.balancer.host,
-      port: options.balancer.port,
-      role: 'node',
-      token: options.token,
-      connectTimeoutMs: 2000,
-      backoff: BALANCER_BACKOFF,
-      connection: { requestTimeoutMs: MEMBERSHIP_REQUEST_TIMEOUT_MS },
+    this.balancers = membershipBalancers(options);
+    // One balancer at a time, the next one at once when it fails, a backoff after a full round.
+    this.link = new FailoverLink({
+      servers: this.balancers,
+      link: {
+        role: 'node',
+        token: options.token,
+        connectTimeoutMs: 2000,
+        connection: { requestTimeoutMs: MEMBERSHIP_REQUEST_TIMEOUT_MS },
+      },
+      retryStrategy: (round) => backoffDelay(round, BALANCER_BACKOFF),
     });
     this.link.on('ready', () => this.onLinkReady());
     this.link.on('close', (error) => this.onLinkDown(error));
     this.link.on('reconnecting', (delayMs, attempt) => {
-      // Every attempt at debug; a warning now and then so a long outage stays visible without flooding.
+      // Every attempt at debug; a warning now and then so a long outage stays visible without
+      // flooding. `balancer` is the one tried next (delay 0: the next one of the round).
       const level = attempt === 1 || attempt % 20 === 0 ? 'warn' : 'debug';
       this.options.logger[level](
         { balancer: this.link.address, delayMs, attempt },
@@ -98,9 +138,17 @@ export class Membership {
     return this.joined;
   }
 
+  /** `host:port` of the current balancer: the one registered with, or the one being tried. */
+  get balancer(): string {
+    return this.link.address;
+  }
+
   /** Starts connecting and heartbeating. */
   start(): void {
-    this.options.logger.info({ balancer: this.link.address }, 'joining balancer');
+    this.options.logger.info(
+      { balancer: this.link.address, balancers: this.balancers.map(addressOf) },
+      'joining balancer',
+    );
     this.link.start();
     this.heartbeatTimer = setInterval(() => this.heartbeat(), this.options.heartbeatIntervalMs);
     this.heartbeatTimer.unref();
@@ -113,21 +161,72 @@ export class Membership {
    */
   async leave(timeoutMs = 60_000): Promise<void> {
     this.cancelJoinRetry();
-    if (!this.link.isReady) {
+    // A node that never sent a JOIN is no member: nothing to hand off.
+    if (!this.joinSent) {
       this.stopHeartbeats();
       return;
     }
-    try {
-      await this.link.request({ op: Op.LEAVE, nodeId: this.options.nodeId }, { timeoutMs });
-      this.options.logger.info({ balancer: this.link.address }, 'left balancer');
-    } catch (error) {
-      this.options.logger.warn(
-        { balancer: this.link.address, err: (error as Error).message },
-        'LEAVE failed; the balancer will notice the missing heartbeats',
-      );
+    this.leaving = true;
+    const deadline = Date.now() + timeoutMs;
+    // Once a LEAVE went out, the cluster map may say "leaving": the node must stay until a balancer
+    // confirms the hand-off. Before that, no balancer reachable means nothing started: go now.
+    let sent = false;
+    for (;;) {
+      const remainingMs = deadline - Date.now();
+      if (remainingMs <= 0) {
+        this.options.logger.warn(
+          { timeoutMs },
+          'LEAVE not answered in time; leaving without a confirmed hand-off',
+        );
+        break;
+      }
+      if (!this.link.isReady) {
+        if (!sent) {
+          this.options.logger.warn('no balancer reachable: leaving without a hand-off (the keys stay here)');
+          break;
+        }
+        await this.waitForLink(remainingMs);
+        continue;
+      }
+      try {
+        sent = true;
+        await this.link.request({ op: Op.LEAVE, nodeId: this.options.nodeId }, { timeoutMs: remainingMs });
+        this.options.logger.info({ balancer: this.link.address }, 'left balancer');
+        break;
+      } catch (error) {
+        const code = error instanceof DstoreError ? error.code : undefined;
+        if (code === undefined || !LEAVE_RETRY_CODES.has(code)) {
+          this.options.logger.warn(
+            { balancer: this.link.address, err: (error as Error).message, code },
+            'LEAVE failed; the balancer will notice the missing heartbeats',
+          );
+          break;
+        }
+        // The balancer went away mid hand-off (a restart, a coordinator change): the transition
+        // is in the cluster map and resumes, and it needs this node to stream its keys. Stay up
+        // and ask again once a balancer is reachable; LEAVE is idempotent.
+        this.options.logger.warn(
+          { balancer: this.link.address, code },
+          'LEAVE interrupted; sending it again once a balancer is reachable',
+        );
+        await new Promise((resolve) => setTimeout(resolve, Math.min(200, remainingMs)));
+      }
     }
     this.stopHeartbeats();
     this.joined = false;
+  }
+
+  /** Resolves when the link is ready or after `timeoutMs`. */
+  private waitForLink(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.link.off('ready', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.link.on('ready', done);
+    });
   }
 
   /** Stops for good: no more heartbeats or reconnects; closes the link. */
@@ -149,6 +248,8 @@ export class Membership {
   }
 
   private onLinkReady(): void {
+    // Leaving: never JOIN again (that could make the node a member anew); leave() resends LEAVE.
+    if (this.leaving) return;
     // After an identity refusal the retry timer sends the next JOIN: a reconnect in between
     // must not make the node JOIN sooner than the backoff allows.
     if (this.joinRetryTimer === undefined) void this.join();
@@ -157,6 +258,7 @@ export class Membership {
   private async join(): Promise<void> {
     const { nodeId, advertiseHost, port, weight, identity } = this.options;
     try {
+      this.joinSent = true;
       await this.link.request({ op: Op.JOIN, nodeId, host: advertiseHost, port, weight, identity });
       this.joined = true;
       this.identityRefusals = 0;
@@ -242,9 +344,28 @@ export class Membership {
     if (this.joined) {
       this.options.logger.warn(
         { balancer: this.link.address, err: error?.message },
-        'lost the balancer; will re-join when it is back',
+        this.balancers.length > 1
+          ? 'lost the balancer; joining the next one'
+          : 'lost the balancer; will re-join when it is back',
       );
     }
     this.joined = false;
   }
+}
+
+/** The balancers a {@link Membership} registers with, from `balancers` or the older `balancer`. */
+function membershipBalancers(options: MembershipOptions): readonly BalancerAddress[] {
+  const { balancers, balancer } = options;
+  if (balancers !== undefined && balancer !== undefined) {
+    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'membership: give balancers or balancer, not both');
+  }
+  const list = balancers ?? (balancer === undefined ? [] : [balancer]);
+  if (list.length === 0) {
+    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'membership: no balancer to register with');
+  }
+  return list;
+}
+
+function addressOf(balancer: BalancerAddress): string {
+  return `${balancer.host}:${balancer.port}`;
 }

@@ -5,14 +5,14 @@ import {
   DstoreError,
   ErrorCode,
   handshake,
-  type KeyValue,
+  type MigratedEntry,
   type MigratePutRequest,
   type MigrateRequest,
   Op,
   type PurgeRequest,
   type RingRequest,
 } from '@dstore/protocol';
-import type { StorageEngine } from './engines/index.js';
+import type { ScannedEntry, StorageEngine } from './engines/index.js';
 import type { Ownership } from './ownership.js';
 
 /** Bounds of the MIGRATE stream: batch size and batches awaiting the target's acknowledgement. */
@@ -47,9 +47,13 @@ export const DEFAULT_MIGRATION_LIMITS: MigrationLimits = {
 /** Counters of the migrations this node took part in (STATS). */
 export interface MigrationCounters {
   keysSent: number;
+  /** Copies stored by MIGRATE_PUT. */
   keysReceived: number;
+  /** Copies MIGRATE_PUT skipped: the local entry (value or tombstone) was as new or newer. */
   keysSkipped: number;
   keysPurged: number;
+  /** Tombstones deleted by PURGE (their migration is over, no copy can arrive any more). */
+  tombstonesPurged: number;
 }
 
 /** Keys scanned between two yields to the event loop, so client requests keep flowing. */
@@ -60,33 +64,41 @@ function yieldToEventLoop(): Promise<void> {
 }
 
 /**
- * Keys (copied) of the engine whose ring position lies in one of `ranges`; one scan for all
- * ranges, yielding every {@link SCAN_SLICE} keys (a scan of a large engine would otherwise stall
- * client traffic for its whole duration).
+ * Entries (keys and headers) of the engine whose ring position lies in one of `ranges`, values
+ * only unless `tombstones`; one scan for all ranges, yielding every {@link SCAN_SLICE} keys (a
+ * scan of a large engine would otherwise stall client traffic for its whole duration).
  */
-async function keysIn(
+async function entriesIn(
   engine: StorageEngine,
   ranges: readonly { start: number; end: number }[],
   position: (key: Uint8Array) => number,
-): Promise<Uint8Array[]> {
+  tombstones: boolean,
+): Promise<ScannedEntry[]> {
   const set = new RangeIndex(ranges);
-  const keys: Uint8Array[] = [];
+  const entries: ScannedEntry[] = [];
   let scanned = 0;
   // start === end is the whole ring: one pass over every key, filtered here against all ranges.
-  for (const key of engine.keysInRange({ start: 0, end: 0 }, () => 0)) {
-    if (set.has(position(key))) keys.push(Uint8Array.from(key));
+  for (const entry of engine.entriesInRange({ start: 0, end: 0 }, () => 0, { tombstones })) {
+    if (set.has(position(entry.key))) entries.push(entry);
     if (++scanned % SCAN_SLICE === 0) await yieldToEventLoop();
   }
-  return keys;
+  return entries;
 }
 
 /**
  * The storage node's side of key migration: RING (ownership), MIGRATE (stream ranges to their
- * new owner), MIGRATE_PUT (store streamed copies unless touched) and PURGE (drop what moved away).
+ * new owner, each copy with its version), MIGRATE_PUT (store the copies that are newer than the
+ * local entry) and PURGE (drop what moved away, end the tombstones of what moved in).
  */
 export class MigrationService {
   /** Counters for STATS. */
-  readonly counters: MigrationCounters = { keysSent: 0, keysReceived: 0, keysSkipped: 0, keysPurged: 0 };
+  readonly counters: MigrationCounters = {
+    keysSent: 0,
+    keysReceived: 0,
+    keysSkipped: 0,
+    keysPurged: 0,
+    tombstonesPurged: 0,
+  };
 
   constructor(
     private readonly engine: StorageEngine,
@@ -113,7 +125,8 @@ export class MigrationService {
     }
     // Writes issued before the RING that moved these ranges must be visible to the scan.
     await this.engine.flush();
-    const keys = await keysIn(this.engine, request.ranges, (key) => ring.position(key));
+    const entries = await entriesIn(this.engine, request.ranges, (key) => ring.position(key), false);
+    const keys = entries.map((entry) => entry.key);
     const connection = await this.connect(request);
     try {
       return await this.stream(connection, request.epoch, keys);
@@ -122,53 +135,80 @@ export class MigrationService {
     }
   }
 
-  /** MIGRATE_PUT: stores each copy unless a client wrote or deleted the key here meanwhile. */
+  /**
+   * MIGRATE_PUT: stores each copy that is newer than the local entry: when there is none, or the
+   * copy's writeEpoch is greater than the entry's (a value or a tombstone). Every client write
+   * this node accepted during the migration has a writeEpoch >= the migration's epoch, and every
+   * copy is older than that (see {@link Ownership.writeEpoch}), so a copy never overwrites an
+   * acknowledged write nor resurrects a delete, even after this node restarted: the versions are
+   * stored with the data.
+   */
   async migratePut(request: MigratePutRequest): Promise<number> {
-    const writes: Promise<void>[] = [];
     for (const entry of request.entries) {
       const owner = this.ownership.refusal(entry.key, false);
       if (owner !== undefined) {
         throw new DstoreError(ErrorCode.NOT_OWNER, `migrated key is owned by ${owner}, not by this node`);
       }
     }
-    // A late batch of a finished (purged) or unknown migration must not land: its touched set is
-    // gone, so it could overwrite a newer client write.
+    // A late batch of a finished (purged) or unknown migration must not land: PURGE ended the
+    // tombstones of its ranges, so it could resurrect a delete.
     if (!this.ownership.expectsMigration(request.epoch)) {
       throw new DstoreError(
         ErrorCode.INVALID_ARGUMENT,
         `no migration into this node is pending at epoch ${request.epoch}`,
       );
     }
-    for (const entry of request.entries) {
-      if (this.ownership.wasTouched(entry.key)) {
-        this.counters.keysSkipped++;
-        continue;
-      }
-      writes.push(this.engine.set(entry.key, entry.value));
-    }
-    // Issued in one turn: lmdb commits (and fsyncs) them together before acknowledging.
-    await Promise.all(writes);
-    this.counters.keysReceived += writes.length;
-    return writes.length;
+    // A copy is older than the migration moving it, so its writeEpoch is below the request's
+    // epoch; one that is not comes from another cluster map generation (epochs restart with a new
+    // map) and is capped, so it cannot beat a write made here during this migration.
+    const ceiling = Math.max(0, Math.min(request.epoch - 1, 0xffff_ffff));
+    const entries = request.entries.some((entry) => entry.writeEpoch > ceiling)
+      ? request.entries.map((entry) =>
+          entry.writeEpoch > ceiling ? { ...entry, writeEpoch: ceiling } : entry,
+        )
+      : request.entries;
+    // One atomic write for the batch (lmdb: one transaction, fsync'ed before the answer), each
+    // copy compared with the entry as it is when the write applies.
+    const stored = await this.engine.applyIfNewer(entries);
+    this.counters.keysReceived += stored;
+    this.counters.keysSkipped += entries.length - stored;
+    return stored;
   }
 
-  /** PURGE: deletes the keys of the ranges this node does not own, then ends their migration state. */
+  /**
+   * PURGE: deletes the entries (values and tombstones) of the ranges this node does not own, and
+   * the tombstones of those it owns (ranges that moved in: their migration is over, no copy can
+   * arrive any more), after ending the ranges' migration state.
+   */
   async purge(request: PurgeRequest): Promise<number> {
+    // First, so that a late MIGRATE_PUT of this migration is refused from now on: it could
+    // otherwise land on a key whose tombstone is being removed below.
+    this.ownership.finish(request.ranges);
     const ring = this.ownership.ring;
     let deleted = 0;
+    let tombstones = 0;
     if (ring !== undefined && ring.size > 0) {
       const self = this.ownership;
-      const keys = await keysIn(this.engine, request.ranges, (key) => ring.position(key));
-      for (let start = 0; start < keys.length; start += SCAN_SLICE) {
+      const entries = await entriesIn(this.engine, request.ranges, (key) => ring.position(key), true);
+      for (let start = 0; start < entries.length; start += SCAN_SLICE) {
         const deletions: Promise<boolean>[] = [];
-        for (const key of keys.slice(start, start + SCAN_SLICE)) {
-          if (self.refusal(key, false) !== undefined) deletions.push(this.engine.delete(key));
+        const ended: Uint8Array[] = [];
+        for (const entry of entries.slice(start, start + SCAN_SLICE)) {
+          if (self.refusal(entry.key, false) !== undefined) deletions.push(this.engine.delete(entry.key));
+          else if (entry.tombstone) ended.push(entry.key);
         }
-        for (const existed of await Promise.all(deletions)) if (existed) deleted++;
+        // Only tombstones of this migration or older: a client write since the scan replaced
+        // the tombstone by a value (kept), and a newer tombstone belongs to a later migration.
+        const [existed, removed] = await Promise.all([
+          Promise.all(deletions),
+          ended.length > 0 ? this.engine.removeTombstones(ended, request.epoch) : 0,
+        ]);
+        for (const value of existed) if (value) deleted++;
+        tombstones += removed;
       }
     }
-    this.ownership.finish(request.ranges);
     this.counters.keysPurged += deleted;
+    this.counters.tombstonesPurged += tombstones;
     return deleted;
   }
 
@@ -200,15 +240,16 @@ export class MigrationService {
     while (index < keys.length && failure === undefined) {
       // Built and sent in one synchronous stretch: memory-engine values are views valid only
       // until the next write, and the request encodes them before it returns.
-      const entries: KeyValue[] = [];
+      const entries: MigratedEntry[] = [];
       let bytes = 0;
       while (index < keys.length && entries.length < batchKeys && bytes < batchBytes) {
         const key = keys[index++]!;
-        const value = this.engine.get(key);
+        // Value and version read together: the copy keeps the writeEpoch it has here.
+        const entry = this.engine.getEntry(key);
         // Deleted since the scan (a fall-back DEL): nothing to copy.
-        if (value === undefined) continue;
-        entries.push({ key, value });
-        bytes += key.length + value.length;
+        if (entry === undefined) continue;
+        entries.push({ key, value: entry.value, writeEpoch: entry.writeEpoch, seq: entry.seq });
+        bytes += key.length + entry.value.length;
       }
       if (entries.length === 0) continue;
       const count = entries.length;

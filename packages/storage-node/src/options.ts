@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { DstoreError, ErrorCode, type ProtocolLimits } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { LmdbDurability } from './engines/index.js';
+import type { BalancerAddress } from './membership.js';
 
 /** Engines a node can run on. */
 export type EngineKind = 'memory' | 'lmdb';
@@ -33,8 +34,18 @@ export interface StorageNodeOptions {
   readonly durability?: LmdbDurability;
   /** Ring weight announced in JOIN. Default 1. */
   readonly weight?: number;
-  /** Balancer `host:port` to register with (JOIN, HEARTBEAT, LEAVE). Default: none (standalone). */
+  /**
+   * Balancer `host:port` to register with (JOIN, HEARTBEAT, LEAVE), or several comma-separated
+   * (`10.0.0.1:7379,10.0.0.2:7379`) for failover: the node registers with one at a time and moves
+   * to the next when it cannot reach or loses the current one. Default: none (standalone). Give
+   * this or `balancers`, not both.
+   */
   readonly join?: string;
+  /**
+   * The balancers to register with, in failover order: the object form of `join`. Default: none
+   * (standalone). Give this or `join`, not both.
+   */
+  readonly balancers?: readonly BalancerAddress[];
   /**
    * Host the balancer should dial, announced in JOIN. Default: `host`, or '127.0.0.1' when
    * `host` is a wildcard address ('0.0.0.0', '::').
@@ -88,7 +99,8 @@ export interface ResolvedNodeOptions {
   readonly dataDir: string | undefined;
   readonly durability: LmdbDurability;
   readonly weight: number;
-  readonly join: { readonly host: string; readonly port: number } | undefined;
+  /** The balancers to register with, in failover order; empty for a standalone node. */
+  readonly balancers: readonly BalancerAddress[];
   readonly advertiseHost: string;
   readonly token: string | undefined;
   readonly maxConnections: number;
@@ -124,6 +136,38 @@ export function parseHostPort(text: string, what = 'address'): { host: string; p
   return { host: match[1] as string, port };
 }
 
+/**
+ * Parses a comma-separated list of `host:port` addresses, each as {@link parseHostPort} reads one
+ * (so an empty entry, as in `a:1,,b:2`, is refused), failing with INVALID_ARGUMENT.
+ */
+export function parseHostPortList(text: string, what = 'address'): BalancerAddress[] {
+  return text.split(',').map((entry) => parseHostPort(entry.trim(), what));
+}
+
+/** The balancers from `join` or `balancers` (one of them at most), checked. */
+function resolveBalancers(options: StorageNodeOptions): readonly BalancerAddress[] {
+  const { join, balancers } = options;
+  if (join !== undefined && balancers !== undefined) {
+    throw invalid(
+      'conflicting options: join and balancers both given; join is the host:port text form of balancers',
+    );
+  }
+  if (join !== undefined) return Object.freeze(parseHostPortList(join, 'join'));
+  if (balancers === undefined) return Object.freeze([]);
+  if (!Array.isArray(balancers) || balancers.length === 0) {
+    throw invalid('balancers must list at least one { host, port } (omit it for a standalone node)');
+  }
+  return Object.freeze(balancers.map((balancer, i) => checkBalancer(balancer, `balancers[${i}]`)));
+}
+
+function checkBalancer(balancer: BalancerAddress, name: string): BalancerAddress {
+  if (typeof balancer !== 'object' || balancer === null) throw invalid(`${name} must be { host, port }`);
+  if (typeof balancer.host !== 'string' || balancer.host === '') {
+    throw invalid(`${name}.host must be a non-empty string, got ${String(balancer.host)}`);
+  }
+  return Object.freeze({ host: balancer.host, port: integerIn(`${name}.port`, balancer.port, 1, 65_535) });
+}
+
 /** Applies defaults and validates; throws DstoreError INVALID_ARGUMENT with a readable message. */
 export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOptions {
   const engine = options.engine ?? 'memory';
@@ -146,6 +190,7 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
   if (!Number.isFinite(weight) || weight <= 0)
     throw invalid(`weight must be a positive number, got ${weight}`);
   const host = options.host ?? '127.0.0.1';
+  const balancers = resolveBalancers(options);
   return {
     id: options.id,
     host,
@@ -154,7 +199,7 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
     dataDir: options.dataDir,
     durability,
     weight,
-    join: options.join === undefined ? undefined : parseHostPort(options.join, 'join'),
+    balancers,
     advertiseHost: options.advertiseHost ?? (WILDCARD_HOSTS.has(host) ? '127.0.0.1' : host),
     token: options.token === '' ? undefined : options.token,
     maxConnections: integerIn('maxConnections', options.maxConnections ?? 1024, 1, 1_000_000),

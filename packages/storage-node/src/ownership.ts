@@ -1,4 +1,4 @@
-import { HashRing, inRange, type RingAlgorithm } from '@dstore/hashring';
+import { HashRing, inRange, RangeIndex, type RingAlgorithm } from '@dstore/hashring';
 import type { HashRange, RingRequest } from '@dstore/protocol';
 
 /** A range whose owner changed at some epoch and whose migration is not final yet (no PURGE). */
@@ -13,22 +13,27 @@ export function keyString(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1');
 }
 
+/** Largest writeEpoch an entry header holds (uint32). */
+const MAX_WRITE_EPOCH = 0xffff_ffff;
+
 /**
  * A node's view of the ring: which keys it owns at the balancer's current epoch, and the ranges
  * moving to or from it. Inactive (every key accepted) until the first RING arrives, so a node
  * without a balancer, or with an older balancer, serves as before.
  *
- * While a range moves in, every SET/DEL is remembered as "touched": a migrated copy of a touched
- * key is older than what the client wrote, so MIGRATE_PUT skips it. The set lives until the last
- * incoming range is purged; it holds the keys written during a migration, no more.
+ * Every client write is stored with {@link Ownership.writeEpoch}, and a DEL of a key in a range
+ * moving in leaves a tombstone ({@link Ownership.isMovingIn}); MIGRATE_PUT keeps a copy only when
+ * it is newer than the local entry. Both are stored with the data, so a node that restarts in the
+ * middle of a migration still knows what its clients wrote (nothing is tracked in memory here).
  */
 export class Ownership {
   private current: HashRing | undefined;
   private currentEpoch = -1;
   private generation = -1;
   private pending: PendingMove[] = [];
-  private readonly touched = new Set<string>();
-  private incoming = 0;
+  /** The pending moves towards this node, for the per-DEL check; undefined when there are none. */
+  private incoming: RangeIndex | undefined;
+  private currentWriteEpoch = 0;
 
   constructor(private readonly selfId: () => string) {}
 
@@ -47,9 +52,23 @@ export class Ownership {
     return this.pending;
   }
 
-  /** Whether ranges are moving to this node (writes are tracked as touched). */
+  /** Whether ranges are moving to this node (a DEL of their keys leaves a tombstone). */
   get migratingIn(): boolean {
-    return this.incoming > 0;
+    return this.incoming !== undefined;
+  }
+
+  /**
+   * The writeEpoch stored with a client write accepted now: the epoch of the latest RING, 0
+   * before any, held at 2^32-1 beyond (an entry header keeps a uint32; 4 billion map changes).
+   *
+   * Why it orders writes: within one ring epoch only one node accepts writes for a key, and a new
+   * owner learns the new ring (a higher epoch) before it receives writes for its new ranges while
+   * the old owner refuses them from then on. So every write the old owner made to a moving key has
+   * a smaller writeEpoch than every write its new owner accepts, and a migrated copy whose
+   * writeEpoch is not greater than the local entry's is never newer than it.
+   */
+  get writeEpoch(): number {
+    return this.currentWriteEpoch;
   }
 
   /**
@@ -67,14 +86,15 @@ export class Ownership {
     const previous = this.current;
     this.current = next;
     this.currentEpoch = request.epoch;
+    this.currentWriteEpoch = Math.min(Math.max(request.epoch, 0), MAX_WRITE_EPOCH);
     if (previous === undefined || previous.size === 0 || next.size === 0) return;
     if (previous.algorithm !== next.algorithm || next.algorithm === 'rendezvous') return;
     const self = this.selfId();
     for (const move of previous.diff(next)) {
       if (move.from !== self && move.to !== self) continue;
       this.pending.push({ ...move, epoch: request.epoch });
-      if (move.to === self) this.incoming++;
     }
+    this.indexIncoming();
   }
 
   /**
@@ -99,29 +119,28 @@ export class Ownership {
     return this.pending.some((move) => move.to === self && move.epoch === epoch);
   }
 
-  /** Remembers a client write of `key` while ranges move in. */
-  noteWrite(key: Uint8Array): void {
-    if (this.incoming > 0) this.touched.add(keyString(key));
+  /**
+   * Whether `key` lies in a range moving to this node that is not purged yet: a client delete of
+   * it must leave a tombstone, or a copy of the old owner's value could bring it back. One binary
+   * search while ranges move in; nothing (not even the hash) otherwise.
+   */
+  isMovingIn(key: Uint8Array): boolean {
+    const incoming = this.incoming;
+    const ring = this.current;
+    return incoming !== undefined && ring !== undefined && incoming.has(ring.position(key));
   }
 
-  /** Whether a client wrote or deleted `key` since the current incoming migrations began. */
-  wasTouched(key: Uint8Array): boolean {
-    return this.incoming > 0 && this.touched.has(keyString(key));
-  }
-
-  /** Ends the migration state of `ranges` (PURGE); returns the ranges this node no longer owns. */
+  /** Ends the migration state of `ranges` (PURGE). */
   finish(ranges: readonly HashRange[]): void {
     const done = new Set(ranges.map((range) => `${range.start}:${range.end}`));
+    this.pending = this.pending.filter((move) => !done.has(`${move.start}:${move.end}`));
+    this.indexIncoming();
+  }
+
+  private indexIncoming(): void {
     const self = this.selfId();
-    this.pending = this.pending.filter((move) => {
-      if (!done.has(`${move.start}:${move.end}`)) return true;
-      if (move.to === self) this.incoming--;
-      return false;
-    });
-    if (this.incoming <= 0) {
-      this.incoming = 0;
-      this.touched.clear();
-    }
+    const incoming = this.pending.filter((move) => move.to === self);
+    this.incoming = incoming.length === 0 ? undefined : new RangeIndex(incoming);
   }
 
   private isMovingAway(position: number, self: string): boolean {

@@ -153,6 +153,7 @@ export class RequestHandler {
       id: this.context.nodeId(),
       engine: this.engine.kind,
       keys: this.engine.count(),
+      tombstones: this.engine.tombstoneCount(),
       bytes: this.engine.bytesUsed(),
       connections: server.connections,
       'ops.get': counters.get,
@@ -175,6 +176,8 @@ export class RequestHandler {
       'migration.pending_ranges': this.ownership.pendingMoves.length,
       'migration.keys_sent': this.context.migration.counters.keysSent,
       'migration.keys_received': this.context.migration.counters.keysReceived,
+      'migration.keys_skipped': this.context.migration.counters.keysSkipped,
+      'migration.tombstones_purged': this.context.migration.counters.tombstonesPurged,
     };
   }
 
@@ -211,19 +214,34 @@ export class RequestHandler {
       this.engineFailed(connection, request.id, error);
       return;
     }
-    // Encoded into the answer now: a memory-engine view is only valid until the next write.
-    connection.reply({ op: Op.VALUE, id: request.id, value: value ?? null });
+    if (value === undefined && this.ownership.migratingIn && this.deletedHere(request.key)) {
+      // A tombstone: the key was deleted here while its range moves in, so the old owner's copy
+      // is older; the balancer must not fall back to it.
+      connection.reply({ op: Op.VALUE, id: request.id, value: null, deleted: true });
+    } else {
+      // Encoded into the answer now: a memory-engine view is only valid until the next write.
+      connection.reply({ op: Op.VALUE, id: request.id, value: value ?? null });
+    }
     this.latency.recordSince(start);
+  }
+
+  /** Whether `key` holds a tombstone (only ever in a range moving in). */
+  private deletedHere(key: Uint8Array): boolean {
+    try {
+      return this.engine.header(key)?.tombstone === true;
+    } catch {
+      // An unreadable header is no proof of a delete: answer "not found" as before.
+      return false;
+    }
   }
 
   private set(request: SetRequest, connection: Connection, start: number): void {
     this.counters.set++;
     const id = request.id;
     if (this.refused(connection, id, request.key, false)) return;
-    this.ownership.noteWrite(request.key);
     let written: Promise<void>;
     try {
-      written = this.engine.set(request.key, request.value);
+      written = this.engine.set(request.key, request.value, this.ownership.writeEpoch);
     } catch (error) {
       this.engineFailed(connection, id, error);
       return;
@@ -240,11 +258,15 @@ export class RequestHandler {
   private del(request: DelRequest, connection: Connection, start: number): void {
     this.counters.del++;
     const id = request.id;
-    if (this.refused(connection, id, request.key, request.fallback === true)) return;
-    this.ownership.noteWrite(request.key);
+    const key = request.key;
+    if (this.refused(connection, id, key, request.fallback === true)) return;
     let deleted: Promise<boolean>;
     try {
-      deleted = this.engine.delete(request.key);
+      // While the key's range moves in, the delete must outlive the migration: a tombstone
+      // newer than any copy the old owner can still send. Either answers 1 only for a value.
+      deleted = this.ownership.isMovingIn(key)
+        ? this.engine.tombstone(key, this.ownership.writeEpoch)
+        : this.engine.delete(key);
     } catch (error) {
       this.engineFailed(connection, id, error);
       return;
@@ -279,12 +301,12 @@ export class RequestHandler {
     const id = request.id;
     const entries = request.entries;
     for (const entry of entries) if (this.refused(connection, id, entry.key, false)) return;
-    for (const entry of entries) this.ownership.noteWrite(entry.key);
+    const writeEpoch = this.ownership.writeEpoch;
     const writes: Promise<void>[] = new Array(entries.length);
     try {
       for (let i = 0; i < entries.length; i++) {
         const entry = entries[i] as MSetRequest['entries'][number];
-        writes[i] = this.engine.set(entry.key, entry.value);
+        writes[i] = this.engine.set(entry.key, entry.value, writeEpoch);
       }
     } catch (error) {
       // Writes issued before the failure still complete; the answer says the batch failed.

@@ -3,7 +3,7 @@ import { DstoreError, ErrorCode, FrameServer, type StatsMap } from '@dstore/prot
 import { type Logger, pino } from 'pino';
 import { openEngine, type StorageEngine } from './engines/index.js';
 import { loadOrCreateNodeIdentity, newNodeIdentity } from './identity.js';
-import { Membership } from './membership.js';
+import { type BalancerAddress, Membership } from './membership.js';
 import { DEFAULT_MIGRATION_LIMITS, MigrationService } from './migration.js';
 import {
   defaultNodeId,
@@ -177,7 +177,7 @@ class StorageNodeImpl implements StorageNode {
       },
       'storage node listening',
     );
-    if (options.join) this.startMembership(options.join, address.port, engine);
+    if (options.balancers.length > 0) this.startMembership(options.balancers, address.port, engine);
     return address;
   }
 
@@ -209,13 +209,9 @@ class StorageNodeImpl implements StorageNode {
     }
   }
 
-  private startMembership(
-    balancer: { host: string; port: number },
-    port: number,
-    engine: StorageEngine,
-  ): void {
+  private startMembership(balancers: readonly BalancerAddress[], port: number, engine: StorageEngine): void {
     this.membership = new Membership({
-      balancer,
+      balancers,
       nodeId: this.id,
       identity: this.identity,
       advertiseHost: this.options.advertiseHost,

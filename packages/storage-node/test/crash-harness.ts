@@ -14,6 +14,24 @@ export interface CrashTarget {
   kill(): Promise<void>;
 }
 
+/** What {@link crashTarget} needs of a spawned node (the `SpawnedNode` of test/helpers.ts). */
+export interface KillableNode {
+  readonly child: { kill(signal: NodeJS.Signals): boolean };
+  readonly exited: Promise<unknown>;
+  readonly ready: { readonly port: number };
+}
+
+/** A spawned dstore-node as a {@link CrashTarget}: SIGKILL, no shutdown of any kind. */
+export function crashTarget(node: KillableNode): CrashTarget {
+  return {
+    port: node.ready.port,
+    kill: async () => {
+      node.child.kill('SIGKILL');
+      await node.exited;
+    },
+  };
+}
+
 /** Options of {@link runCrashRounds}. */
 export interface CrashOptions {
   readonly rounds: number;

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { runCrashRounds } from './crash-harness.js';
+import { crashTarget, runCrashRounds } from './crash-harness.js';
 import { Resources } from './helpers.js';
 
 const resources = new Resources();
@@ -27,16 +27,7 @@ describe('crash consistency (lmdb, durability flush)', () => {
     ];
     const reports = await runCrashRounds({
       rounds: ROUNDS,
-      start: async () => {
-        const node = await resources.spawnNode(args);
-        return {
-          port: node.ready.port,
-          kill: async () => {
-            node.child.kill('SIGKILL');
-            await node.exited;
-          },
-        };
-      },
+      start: async () => crashTarget(await resources.spawnNode(args)),
       log: (line) => process.stderr.write(`${line}\n`),
     });
     expect(reports).toHaveLength(ROUNDS);

@@ -8,11 +8,13 @@ import {
   Op,
   type Response,
   type RingMember,
+  type StatsMap,
   toBytes,
 } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { StorageNode, StorageNodeOptions } from '../src/index.js';
-import { Resources } from './helpers.js';
+import { crashTarget } from './crash-harness.js';
+import { Resources, sleep } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -85,7 +87,7 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
     expect(foreign).toBeGreaterThan(0);
   });
 
-  it('moves the keys of a joining node, skips touched keys, serves fall-back reads until PURGE', async () => {
+  it('moves the keys of a joining node, skips copies older than its writes, serves fall-back reads until PURGE', async () => {
     const { b, ca, cb } = await twoNodes();
     const one: RingMember[] = [{ id: 'node-a', weight: 1 }];
     const two: RingMember[] = [...one, { id: 'node-b', weight: 1 }];
@@ -156,17 +158,101 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
     expect(b.stats()['migration.pending_ranges']).toBe(0);
     // A late batch of the finished migration is refused: it could overwrite newer writes.
     const late = await rejection(
-      cb.request({ op: Op.MIGRATE_PUT, epoch: 2, entries: [{ key: probe, value: toBytes('stale') }] }),
+      cb.request({
+        op: Op.MIGRATE_PUT,
+        epoch: 2,
+        entries: [{ key: probe, value: toBytes('stale'), writeEpoch: 1, seq: 1 }],
+      }),
     );
     expect(late.code).toBe(ErrorCode.INVALID_ARGUMENT);
     expect(textOf(await cb.request({ op: Op.GET, key: probe }))).toBe(`v${moved[2]!}`);
+  });
+
+  it('stores a copy only when it is newer than the entry, keeps deletes, ends tombstones at PURGE', async () => {
+    const { b, cb } = await twoNodes();
+    const one: RingMember[] = [{ id: 'node-a', weight: 1 }];
+    const two: RingMember[] = [...one, { id: 'node-b', weight: 1 }];
+    await cb.request(ringMessage(3, one));
+    await cb.request(ringMessage(4, two));
+    const after = HashRing.from(two);
+    const incoming = [...Array(200).keys()].map((i) => `key-${i}`).filter((k) => after.get(k) === 'node-b');
+    const [written, deleted, copied, upgraded, foreign] = incoming;
+    expect(foreign).toBeDefined();
+    const key = (name: string | undefined): Uint8Array => toBytes(name as string);
+    const copy = (name: string | undefined, value: string, writeEpoch: number) => ({
+      key: key(name),
+      value: toBytes(value),
+      writeEpoch,
+      seq: 17,
+    });
+    const put = async (entries: ReturnType<typeof copy>[]): Promise<number> =>
+      countOf(await cb.request({ op: Op.MIGRATE_PUT, epoch: 4, entries }));
+
+    // Client writes on the new owner during the transition: stored at the ring epoch, 4.
+    await cb.request({ op: Op.SET, key: key(written), value: toBytes('client') });
+    expect(countOf(await cb.request({ op: Op.DEL, key: key(deleted) }))).toBe(0);
+    expect(await put([copy(upgraded, 'first copy', 1)])).toBe(1);
+
+    const stored = await put([
+      copy(written, 'older', 3),
+      copy(written, 'equal', 4),
+      // A version from another cluster map generation, above the migration's epoch: capped.
+      copy(written, 'other generation', 1000),
+      copy(deleted, 'resurrected', 3),
+      copy(deleted, 'resurrected', 4),
+      copy(copied, 'copied', 2),
+      copy(upgraded, 'second copy', 2),
+      copy(upgraded, 'stale copy', 1),
+    ]);
+    expect(stored).toBe(2);
+    expect(b.stats()['migration.keys_skipped']).toBe(6);
+    expect(textOf(await cb.request({ op: Op.GET, key: key(written) }))).toBe('client');
+    expect(textOf(await cb.request({ op: Op.GET, key: key(deleted) }))).toBeNull();
+    expect(textOf(await cb.request({ op: Op.GET, key: key(copied) }))).toBe('copied');
+    expect(textOf(await cb.request({ op: Op.GET, key: key(upgraded) }))).toBe('second copy');
+    // A copy keeps the old owner's version; a client write gets the node's epoch and seq + 1.
+    expect(b.engine.header(key(copied))).toEqual({ writeEpoch: 2, seq: 17, tombstone: false });
+    expect(b.engine.header(key(written))).toEqual({ writeEpoch: 4, seq: 1, tombstone: false });
+
+    // The tombstone is invisible: not counted, MGET nil, and a DEL answers 0.
+    expect(b.stats().keys).toBe(3);
+    expect(b.stats().tombstones).toBe(1);
+    const values = await cb.request({ op: Op.MGET, keys: [key(deleted), key(copied)] });
+    expect(values).toMatchObject({ op: Op.VALUES, values: [null, expect.any(Uint8Array)] });
+    expect(countOf(await cb.request({ op: Op.DEL, key: key(deleted) }))).toBe(0);
+    // A DEL of a value during the transition answers 1 and leaves a tombstone too.
+    expect(countOf(await cb.request({ op: Op.DEL, key: key(copied) }))).toBe(1);
+    expect(await put([copy(copied, 'copied', 2)])).toBe(0);
+    expect(textOf(await cb.request({ op: Op.GET, key: key(copied) }))).toBeNull();
+    expect(b.stats().tombstones).toBe(2);
+
+    // PURGE of the ranges that moved in ends their tombstones and keeps every value.
+    const ranges = HashRing.from(one)
+      .diff(after)
+      .map(({ start, end }) => ({ start, end }));
+    let purged = 0;
+    for (const chunk of chunkRanges(ranges)) {
+      purged += countOf(await cb.request({ op: Op.PURGE, epoch: 4, ranges: chunk }));
+    }
+    expect(purged).toBe(0);
+    expect(b.stats().tombstones).toBe(0);
+    expect(b.stats()['migration.tombstones_purged']).toBe(2);
+    expect(b.engine.header(key(deleted))).toBeUndefined();
+    expect(b.stats().keys).toBe(2);
+    // After the migration a DEL removes the key outright.
+    expect(countOf(await cb.request({ op: Op.DEL, key: key(written) }))).toBe(1);
+    expect(b.engine.header(key(written))).toBeUndefined();
   });
 
   it('refuses MIGRATE_PUT of a key the receiver does not own', async () => {
     const { cb } = await twoNodes();
     await cb.request(ringMessage(3, [{ id: 'node-a', weight: 1 }]));
     const error = await rejection(
-      cb.request({ op: Op.MIGRATE_PUT, epoch: 3, entries: [{ key: toBytes('k'), value: toBytes('v') }] }),
+      cb.request({
+        op: Op.MIGRATE_PUT,
+        epoch: 3,
+        entries: [{ key: toBytes('k'), value: toBytes('v'), writeEpoch: 0, seq: 1 }],
+      }),
     );
     expect(error.code).toBe(ErrorCode.NOT_OWNER);
   });
@@ -179,3 +265,131 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
     await ca.request({ op: Op.SET, key: toBytes('mine'), value: toBytes('v') });
   });
 });
+
+describe('a new owner SIGKILLed in the middle of a migration (lmdb)', () => {
+  it('keeps every acknowledged write and delete when the old owner streams everything again', async () => {
+    const one: RingMember[] = [{ id: 'node-a', weight: 1 }];
+    const two: RingMember[] = [...one, { id: 'node-b', weight: 1 }];
+    const after = HashRing.from(two);
+    const ranges = HashRing.from(one)
+      .diff(after)
+      .map(({ start, end }) => ({ start, end }));
+    // Slow enough that B is killed after the first batch, well before the stream ends.
+    const a = await resources.node({
+      id: 'node-a',
+      engine: 'lmdb',
+      dataDir: resources.tempDir(),
+      migrationRateKeysPerSecond: 150,
+    });
+    const ca = await resources.client(a.address.port);
+    const bDir = resources.tempDir();
+    const bArgs = [
+      '--id',
+      'node-b',
+      '--engine',
+      'lmdb',
+      '--data-dir',
+      bDir,
+      '--port',
+      '0',
+      '--log-level',
+      'warn',
+    ];
+    /** Starts B as a real process and gives it the rings a balancer gives a (re)connecting node. */
+    const startB = async () => {
+      const target = crashTarget(await resources.spawnNode(bArgs));
+      const connection = await resources.client(target.port);
+      await connection.request(ringMessage(1, one));
+      await connection.request(ringMessage(2, two));
+      return { target, connection };
+    };
+    /** The old owner's MIGRATE of every moving range (in chunks, as a balancer sends them). */
+    const migrate = async (port: number): Promise<number> => {
+      let sent = 0;
+      for (const chunk of chunkRanges(ranges)) {
+        const request = {
+          op: Op.MIGRATE,
+          epoch: 2,
+          target: 'node-b',
+          host: '127.0.0.1',
+          port,
+          ranges: chunk,
+        };
+        sent += countOf(await ca.request(request, { timeoutMs: 20_000 }));
+      }
+      return sent;
+    };
+
+    await ca.request(ringMessage(1, one));
+    const total = 400;
+    for (let i = 0; i < total; i++)
+      await ca.request({ op: Op.SET, key: toBytes(`key-${i}`), value: toBytes(`old-${i}`) });
+    const moved = [...Array(total).keys()].filter((i) => after.get(`key-${i}`) === 'node-b');
+    expect(moved.length).toBeGreaterThan(150);
+    let b = await startB();
+    await ca.request(ringMessage(2, two));
+
+    // What B acknowledges must survive: the expected value of every moved key (null = deleted).
+    const expected = new Map<number, string | null>(moved.map((i) => [i, `old-${i}`]));
+    const write = async (i: number, round: string): Promise<void> => {
+      await b.connection.request({ op: Op.SET, key: toBytes(`key-${i}`), value: toBytes(`${round}-${i}`) });
+      expected.set(i, `${round}-${i}`);
+    };
+    const remove = async (i: number): Promise<void> => {
+      await b.connection.request({ op: Op.DEL, key: toBytes(`key-${i}`) });
+      expected.set(i, null);
+    };
+    // Before any copy arrived: SETs and DELs of keys B does not hold yet (the DELs leave tombstones).
+    for (const i of moved.slice(0, 40)) await (i % 2 === 0 ? write(i, 'before') : remove(i));
+    // The first stream: B is killed once the first batch is in, with copies on disk.
+    const firstStream = migrate(b.target.port).catch(() => undefined);
+    const deadline = Date.now() + 15_000;
+    while (Number((await statsOf(b.connection))['migration.keys_received']) === 0) {
+      if (Date.now() > deadline) throw new Error('timed out waiting for the first batch on B');
+      await sleep(10);
+    }
+    // Writes over copies (the first batch) and over keys not copied yet, then the crash.
+    for (const i of moved.slice(40, 120)) await (i % 3 === 0 ? remove(i) : write(i, 'during'));
+    await b.target.kill();
+    await firstStream;
+
+    // Restarted on the same data dir: the old owner's MIGRATE is retried and sends every key again.
+    b = await startB();
+    for (const i of moved.slice(120, 140)) await (i % 2 === 0 ? remove(i) : write(i, 'after'));
+    expect(await migrate(b.target.port)).toBe(moved.length);
+
+    /** Every moved key must read as acknowledged: a lost write or a resurrected delete is listed. */
+    const check = async (): Promise<void> => {
+      const wrong: string[] = [];
+      for (const i of moved) {
+        const got = textOf(await b.connection.request({ op: Op.GET, key: toBytes(`key-${i}`) }));
+        if (got !== expected.get(i)) wrong.push(`key-${i}: ${got} instead of ${expected.get(i)}`);
+      }
+      expect(wrong).toEqual([]);
+    };
+    await check();
+    const deletes = [...expected.values()].filter((value) => value === null).length;
+    expect(deletes).toBeGreaterThan(20);
+    const stats = await statsOf(b.connection);
+    expect(stats.keys).toBe(moved.length - deletes);
+    expect(stats.tombstones).toBe(deletes);
+
+    // PURGE ends the migration: the old owner drops its copies, the new one its tombstones.
+    let purgedA = 0;
+    for (const chunk of chunkRanges(ranges)) {
+      purgedA += countOf(await ca.request({ op: Op.PURGE, epoch: 2, ranges: chunk }));
+      expect(countOf(await b.connection.request({ op: Op.PURGE, epoch: 2, ranges: chunk }))).toBe(0);
+    }
+    expect(purgedA).toBe(moved.length);
+    await check();
+    const purged = await statsOf(b.connection);
+    expect(purged.tombstones).toBe(0);
+    expect(purged.keys).toBe(moved.length - deletes);
+  }, 60_000);
+});
+
+async function statsOf(connection: Connection): Promise<StatsMap> {
+  const answer = await connection.request({ op: Op.STATS });
+  expect(answer.op).toBe(Op.STATS_RESULT);
+  return (answer as Extract<Response, { op: typeof Op.STATS_RESULT }>).stats;
+}

@@ -20,6 +20,7 @@ export const DEFAULT_TIMEOUT_MS = 5000;
 
 /** Options every command that talks to the balancer accepts. */
 export interface ServerOptions {
+  /** One balancer address or a comma-separated list of them (see {@link parseHostPortList}). */
   readonly server: string;
   readonly timeout: number;
   readonly json?: boolean;
@@ -31,11 +32,39 @@ export interface HostPort {
   readonly port: number;
 }
 
-/** Parses `host:port`, `[::1]:port`, `host`, `:port` or a `dstore://host:port` URL. */
+/**
+ * Parses one address: `host:port`, `[::1]:port`, `host`, `:port` or a `dstore://host:port` URL.
+ * A missing host is 127.0.0.1, a missing port `defaultPort`.
+ */
 export function parseHostPort(text: string, defaultPort: number): HostPort {
-  const bare = text.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '');
-  const match = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(bare);
-  if (!match) throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `not a host:port address: ${text}`);
+  const addresses = parseHostPortList(text, defaultPort);
+  if (addresses.length !== 1) {
+    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `expected one host:port address, got ${text}`);
+  }
+  return addresses[0] as HostPort;
+}
+
+/**
+ * Parses a comma-separated list of addresses, each as {@link parseHostPort} reads one, with at
+ * most one `dstore://` prefix for the whole list: `a:7379,b:7379` or `dstore://a:7379,[::1]:7379`.
+ */
+export function parseHostPortList(text: string, defaultPort: number): HostPort[] {
+  const entries = text
+    .replace(/^[a-z]+:\/\//i, '')
+    .replace(/\/.*$/, '')
+    .split(',')
+    .map((entry) => entry.trim());
+  // In a list an empty entry is a typo ("a,,b"), not a request for the default address.
+  if (entries.length > 1 && entries.includes('')) {
+    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `empty address in the list ${text}`);
+  }
+  return entries.map((entry) => parseAddress(entry, text, defaultPort));
+}
+
+function parseAddress(entry: string, text: string, defaultPort: number): HostPort {
+  const match = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(entry);
+  if (!match)
+    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `not a host:port address: ${entry} in ${text}`);
   const host = match[1] ?? match[2] ?? '';
   const port = match[3] === undefined ? defaultPort : Number(match[3]);
   if (!Number.isInteger(port) || port < 1 || port > 65_535) {
@@ -74,14 +103,13 @@ export function positiveNumber(value: string): number {
 }
 
 /**
- * Opens a client for one CLI invocation: fail fast (no reconnect loop; an unreachable server is
- * an error at once) and with the `--timeout` deadline on the connect and on every command.
+ * Opens a client for one CLI invocation: fail fast (no reconnect loop: each listed server is tried
+ * once, in order, and when none answers that is an error at once) and with the `--timeout`
+ * deadline on the connect and on every command.
  */
 export async function openClient(options: ServerOptions): Promise<DstoreClient> {
-  const { host, port } = parseHostPort(options.server, 7379);
   const client = createClient({
-    host,
-    port,
+    servers: parseHostPortList(options.server, 7379),
     lazyConnect: true,
     retryStrategy: () => null,
     connectTimeout: options.timeout,

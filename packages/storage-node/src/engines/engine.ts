@@ -2,35 +2,139 @@ import { type LmdbDurability, LmdbEngine } from './lmdb-engine.js';
 import { MemoryEngine } from './memory-engine.js';
 
 /**
- * A storage engine holds binary keys and values.
+ * The version every stored entry carries (its header).
+ *
+ * `writeEpoch` orders the writes of one key across nodes: it is the ring epoch at which the
+ * key's owner accepted the write. Within one ring epoch only one node accepts writes for a key,
+ * and a new owner learns the new ring (a higher epoch) before it receives writes for its new
+ * ranges while the old owner refuses them from then on; so an entry with a greater writeEpoch is
+ * newer, and a migrated copy whose writeEpoch is not greater than the local entry's is never
+ * newer than it.
+ */
+export interface EntryVersion {
+  /** Ring epoch at which the owner accepted the client write (uint32; 0 before any RING). */
+  readonly writeEpoch: number;
+  /**
+   * Per-key write counter (uint32): +1 on every client write of the key (value or tombstone),
+   * wrapping after 2^32-1; 1 for the first write after the key was absent. Kept for
+   * compare-and-set; never used to decide migrations. A migrated copy keeps the old owner's.
+   */
+  readonly seq: number;
+}
+
+/** An entry's header: its version and whether it is a tombstone rather than a value. */
+export interface EntryHeader extends EntryVersion {
+  /** A tombstone records a delete; it is invisible to clients (no value, not counted). */
+  readonly tombstone: boolean;
+}
+
+/** One entry of a scan: its key (a copy the caller owns) and header. */
+export interface ScannedEntry extends EntryHeader {
+  readonly key: Uint8Array;
+}
+
+/** A live value with its version. */
+export interface VersionedValue extends EntryVersion {
+  /** Same ownership rules as {@link StorageEngine.get}. */
+  readonly value: Uint8Array;
+}
+
+/** A key, value and version to store as they are (a migrated copy). */
+export interface VersionedEntry extends VersionedValue {
+  readonly key: Uint8Array;
+}
+
+/** Options of {@link StorageEngine.entriesInRange}. */
+export interface ScanOptions {
+  /** Include tombstones (default false: only live values, as a migration must send). */
+  readonly tombstones?: boolean;
+}
+
+/**
+ * A storage engine holds binary keys and values, each with a version header
+ * ({@link EntryVersion}), and tombstones.
  *
  * Keys must be 1..MAX_KEY_BYTES (1978) bytes in every engine. Values may be any length,
  * including empty.
+ *
+ * A **tombstone** is what a delete leaves while the key's range is moving into the node: it keeps
+ * the delete's version so that a migrated copy cannot resurrect the key. Tombstones are invisible
+ * to every client-facing read: `get`/`has` see no entry, `count` and `keysInRange` skip them, and
+ * `delete` reports that no value existed. Only `header`, `entriesInRange` with
+ * `{ tombstones: true }`, `tombstoneCount` and the version comparisons of `applyIfNewer` see them.
+ *
+ * Every write method applies its writes atomically, in the order the methods were called: a
+ * crash leaves each call's writes all applied or none (lmdb: one transaction).
  */
 export interface StorageEngine {
   /** Which implementation this is. */
   readonly kind: 'memory' | 'lmdb';
   /**
-   * Value or undefined. Synchronous: the hot path must not pay a promise per read.
-   * Ownership differs per engine: memory returns a view valid until the next write to the
-   * engine, lmdb a fresh copy. Callers that keep a value beyond the current tick must copy it.
+   * Value or undefined (also for a tombstone). Synchronous: the hot path must not pay a promise
+   * per read. Ownership differs per engine: memory returns a view valid until the next write to
+   * the engine, lmdb a fresh copy. Callers that keep a value beyond the current tick must copy it.
    */
   get(key: Uint8Array): Uint8Array | undefined;
-  /** Whether the key is stored. */
+  /** Whether the key holds a value (a tombstone does not count). */
   has(key: Uint8Array): boolean;
-  /** Resolves once the write is ACKNOWLEDGED as defined by the engine (lmdb: durable = flushed to disk by default). */
-  set(key: Uint8Array, value: Uint8Array): Promise<void>;
-  /** Resolves to whether the key existed; acknowledged like set. */
+  /** The value and version of a live entry, or undefined (absent or tombstone). Value as in {@link get}. */
+  getEntry(key: Uint8Array): VersionedValue | undefined;
+  /** The header of the key's entry, value or tombstone, or undefined when there is none. */
+  header(key: Uint8Array): EntryHeader | undefined;
+  /**
+   * Stores `value` as a client write accepted at `writeEpoch` (uint32, default 0), replacing a
+   * value or a tombstone in one write; `seq` becomes the previous entry's + 1. Resolves once
+   * ACKNOWLEDGED as defined by the engine (lmdb: durable = flushed to disk by default).
+   */
+  set(key: Uint8Array, value: Uint8Array, writeEpoch?: number): Promise<void>;
+  /**
+   * Removes the entry, value or tombstone. Resolves to whether a value existed (a tombstone does
+   * not count); acknowledged like set.
+   */
   delete(key: Uint8Array): Promise<boolean>;
-  /** Number of keys. */
+  /**
+   * A client delete accepted at `writeEpoch` that must outlive a migration: replaces the entry
+   * (value, tombstone or none) by a tombstone with that writeEpoch and the next `seq`. Resolves to
+   * whether a value existed; acknowledged like set.
+   */
+  tombstone(key: Uint8Array, writeEpoch: number): Promise<boolean>;
+  /**
+   * Stores each copy, with its version unchanged, only when the key has no entry or the copy's
+   * `writeEpoch` is greater than the entry's (value or tombstone); the others are skipped. All in
+   * one atomic write, checked against the entries as they are when it applies (so a client write
+   * issued before this call is compared with, never overwritten). Resolves to the number stored,
+   * once acknowledged like set. Values are copied before the call returns.
+   */
+  applyIfNewer(entries: readonly VersionedEntry[]): Promise<number>;
+  /**
+   * Deletes those of `keys` that are tombstones with `writeEpoch <= maxWriteEpoch` (values and
+   * newer tombstones stay), in one atomic write. Resolves to the number removed.
+   */
+  removeTombstones(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number>;
+  /** Number of keys holding a value (tombstones excluded). */
   count(): number;
+  /** Number of tombstones. */
+  tombstoneCount(): number;
   /** Bytes of keys+values held (exact for memory, approximate for lmdb: see `LmdbEngine.bytesUsed`). */
   bytesUsed(): number;
-  /** Keys whose `position(key)` falls in the ring range (start, end] (wrapping when start >= end). Used by key migration. */
+  /**
+   * Keys holding a value whose `position(key)` falls in the ring range (start, end] (wrapping
+   * when start >= end; start === end is the whole ring).
+   */
   keysInRange(
     range: { start: number; end: number },
     position: (key: Uint8Array) => number,
   ): Iterable<Uint8Array>;
+  /**
+   * Like {@link keysInRange}, with each key's header; tombstones only with
+   * `{ tombstones: true }`. Used by key migration (MIGRATE sends values, PURGE also ends
+   * tombstones). Keys are copies the caller may keep.
+   */
+  entriesInRange(
+    range: { start: number; end: number },
+    position: (key: Uint8Array) => number,
+    options?: ScanOptions,
+  ): Iterable<ScannedEntry>;
   /** Every pending acknowledged write is durable when this resolves. */
   flush(): Promise<void>;
   /** Flushes and releases resources; any later call fails with `ENGINE_CLOSED`. Idempotent. */

@@ -7,8 +7,15 @@
  *   enforce the same rules so data can move between them).
  * - `KEY_TOO_LARGE`: the key is longer than {@link MAX_KEY_BYTES}.
  * - `ENGINE_IO`: the underlying store failed (LMDB commit, disk full, map full, ...).
+ * - `UNSUPPORTED_FORMAT`: the data directory holds data in a format this version does not read
+ *   (for example an lmdb data dir written before entries carried versions); raised by `open`.
  */
-export type StorageEngineErrorCode = 'ENGINE_CLOSED' | 'INVALID_KEY' | 'KEY_TOO_LARGE' | 'ENGINE_IO';
+export type StorageEngineErrorCode =
+  | 'ENGINE_CLOSED'
+  | 'INVALID_KEY'
+  | 'KEY_TOO_LARGE'
+  | 'ENGINE_IO'
+  | 'UNSUPPORTED_FORMAT';
 
 /** Error thrown (or rejected with) by every storage engine operation that fails. */
 export class StorageEngineError extends Error {

@@ -3,13 +3,24 @@
  * behind one {@link StorageEngine} interface.
  * @packageDocumentation
  */
-export type { EngineOptions, LmdbOpenOptions, MemoryEngineOptions, StorageEngine } from './engine.js';
+export type {
+  EngineOptions,
+  EntryHeader,
+  EntryVersion,
+  LmdbOpenOptions,
+  MemoryEngineOptions,
+  ScannedEntry,
+  ScanOptions,
+  StorageEngine,
+  VersionedEntry,
+  VersionedValue,
+} from './engine.js';
 export { openEngine } from './engine.js';
 export type { StorageEngineErrorCode } from './errors.js';
 export { isStorageEngineError, StorageEngineError } from './errors.js';
 export { assertValidKey, inRingRange, MAX_KEY_BYTES } from './keys.js';
 export type { LmdbDurability, LmdbEngineOptions, LmdbEngineStats } from './lmdb-engine.js';
-export { LmdbEngine } from './lmdb-engine.js';
+export { LMDB_FORMAT, LmdbEngine } from './lmdb-engine.js';
 export type { MemoryEngineStats } from './memory-engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export type { SlabArenaStats } from './slab-arena.js';

@@ -21,6 +21,16 @@ export function assertValidKey(key: Uint8Array): void {
 }
 
 /**
+ * Throws a RangeError unless `value` (a writeEpoch or seq) is a uint32, the width every engine
+ * stores; the memory engine's typed arrays would otherwise wrap it silently.
+ */
+export function assertUint32(value: number, name: string): void {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
+    throw new RangeError(`${name} must be an integer in 0..2^32-1, got ${value}`);
+  }
+}
+
+/**
  * True when ring position `position` lies in the half-open ring arc (start, end].
  * The arc wraps past the top of the ring when `start >= end`; `start === end` is the whole ring.
  */

@@ -1,7 +1,14 @@
-import { open, type RootDatabase } from 'lmdb';
-import type { StorageEngine } from './engine.js';
+import { type Database, type DatabaseOptions, open, type RootDatabase } from 'lmdb';
+import type {
+  EntryHeader,
+  ScannedEntry,
+  ScanOptions,
+  StorageEngine,
+  VersionedEntry,
+  VersionedValue,
+} from './engine.js';
 import { StorageEngineError } from './errors.js';
-import { assertOpen, assertValidKey, inRingRange, MAX_KEY_BYTES } from './keys.js';
+import { assertOpen, assertUint32, assertValidKey, inRingRange, MAX_KEY_BYTES } from './keys.js';
 
 /**
  * When an LMDB write is acknowledged.
@@ -32,6 +39,31 @@ export interface LmdbEngineStats {
   readonly flushWaits: number;
 }
 
+/**
+ * The on-disk format this version reads and writes, recorded in the environment (see
+ * ENGINES.md, "LMDB layout"). Format 1 (before entry versions) kept bare values in LMDB's main
+ * database; format 2 keeps each entry as a 9-byte header and the value in the named database
+ * `dstore-entries`, and the format number and the tombstone count in `dstore-meta`.
+ */
+export const LMDB_FORMAT = 2;
+
+/** Named database of the entries: key -> header + value bytes. */
+const ENTRIES_DB = 'dstore-entries';
+/** Named database of the environment's metadata: format marker and tombstone count. */
+const META_DB = 'dstore-meta';
+const FORMAT_KEY = Buffer.from('format', 'latin1');
+const TOMBSTONES_KEY = Buffer.from('tombstones', 'latin1');
+
+/** Header before the value bytes: kind (1 byte), writeEpoch (uint32 BE), seq (uint32 BE). */
+const HEADER_BYTES = 9;
+const KIND_VALUE = 1;
+const KIND_TOMBSTONE = 2;
+const EPOCH_OFFSET = 1;
+const SEQ_OFFSET = 5;
+
+/** `Uint8Array.prototype.slice` copies; Buffer's own `slice` would return a view of lmdb's reused buffer. */
+const copyBytes = Uint8Array.prototype.slice;
+
 /** The subset of `getStats()` used here (lmdb-js types it as `{}`). */
 interface LmdbStats {
   readonly pageSize: number;
@@ -41,11 +73,25 @@ interface LmdbStats {
   readonly overflowPages: number;
 }
 
-type Db = RootDatabase<Uint8Array, Uint8Array>;
+type Root = RootDatabase<Uint8Array, Uint8Array>;
+type Db = Database<Uint8Array, Uint8Array>;
+/** lmdb-js honours `create: false` (open only if it exists) but does not declare it. */
+type NamedDbOptions = DatabaseOptions & { readonly name: string; readonly create?: boolean };
 
 function ioError(operation: string, cause: unknown): StorageEngineError {
   const detail = cause instanceof Error ? cause.message : String(cause);
   return new StorageEngineError('ENGINE_IO', `lmdb ${operation} failed: ${detail}`, { cause });
+}
+
+function formatError(dataDir: string, found: string, cause?: unknown): StorageEngineError {
+  return new StorageEngineError(
+    'UNSUPPORTED_FORMAT',
+    `the lmdb data dir ${dataDir} holds ${found}; this version of dstore-node reads and writes ` +
+      `format ${LMDB_FORMAT} (a version header on every entry, tombstones) and does not convert ` +
+      'data in place. Start this node on an empty data dir (it joins as a new member) or run the ' +
+      'version that wrote it',
+    cause === undefined ? undefined : { cause },
+  );
 }
 
 /** Keys LMDB could never have stored can be answered without touching it. */
@@ -53,13 +99,96 @@ function isStorable(key: Uint8Array): boolean {
   return key.byteLength > 0 && key.byteLength <= MAX_KEY_BYTES;
 }
 
+function readUint32(bytes: Uint8Array, offset: number): number {
+  // Multiplication rather than `<< 24`, which would turn values of 2^31 and up negative.
+  return (
+    bytes[offset]! * 0x1000000 + ((bytes[offset + 1]! << 16) | (bytes[offset + 2]! << 8) | bytes[offset + 3]!)
+  );
+}
+
+/** A stored entry: the header, then (for a value) its bytes. `seq` may be patched in later. */
+function encodeEntry(kind: number, writeEpoch: number, seq: number, value?: Uint8Array): Buffer {
+  assertUint32(writeEpoch, 'writeEpoch');
+  assertUint32(seq, 'seq');
+  const stored = Buffer.allocUnsafe(HEADER_BYTES + (value?.byteLength ?? 0));
+  stored[0] = kind;
+  stored.writeUInt32BE(writeEpoch, EPOCH_OFFSET);
+  stored.writeUInt32BE(seq, SEQ_OFFSET);
+  if (value !== undefined) stored.set(value, HEADER_BYTES);
+  return stored;
+}
+
+/** Small counters in the meta database are decimal ASCII, readable with `mdb_dump`. */
+function encodeCount(value: number): Buffer {
+  return Buffer.from(String(value), 'latin1');
+}
+
+function decodeCount(bytes: Uint8Array): number {
+  let value = 0;
+  // `length`, not the byte length: lmdb's reused read buffer reports the value's size there.
+  for (let i = 0; i < bytes.length; i++) {
+    const digit = bytes[i]! - 0x30;
+    if (digit < 0 || digit > 9) return Number.NaN;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+function entryCount(db: Db | Root): number {
+  return (db.getStats() as LmdbStats).entryCount;
+}
+
+/**
+ * Opens (or, in a new environment, creates) the named databases of format 2 and checks the
+ * format marker. Refuses, without writing anything, an environment holding format 1 data (bare
+ * values in the main database) or an unknown format.
+ */
+function openLayout(root: Root, dataDir: string): { entries: Db; meta: Db } {
+  const named = (name: string, create: boolean): Db | undefined => {
+    const options: NamedDbOptions = { name, encoding: 'binary', keyEncoding: 'binary', create };
+    // openDB returns undefined (its types say otherwise) when `create` is false and there is none.
+    return root.openDB<Uint8Array, Uint8Array>(options) as Db | undefined;
+  };
+  let meta: Db | undefined;
+  if (entryCount(root) > 0) {
+    // The main database of a format 2 environment holds only the records of its named
+    // databases; anything else there is format 1 user data.
+    try {
+      meta = named(META_DB, false);
+    } catch (error) {
+      // MDB_INCOMPATIBLE: a format 1 key happens to be named like the meta database.
+      throw formatError(dataDir, 'format 1 data (bare values in the main database)', error);
+    }
+    if (meta === undefined) throw formatError(dataDir, 'format 1 data (bare values in the main database)');
+  }
+  meta ??= named(META_DB, true) as Db;
+  const entries = named(ENTRIES_DB, true) as Db;
+  const marker = meta.getBinary(FORMAT_KEY);
+  if (marker === undefined) {
+    // A new environment, or one whose first open stopped before the marker was written (its
+    // entries database is then still empty, since nothing is written before the marker).
+    if (entryCount(entries) > 0) throw formatError(dataDir, 'entries but no format marker');
+    meta.putSync(FORMAT_KEY, encodeCount(LMDB_FORMAT));
+  } else if (decodeCount(marker) !== LMDB_FORMAT) {
+    throw formatError(dataDir, `format ${Buffer.from(marker).toString('latin1')}`);
+  }
+  return { entries, meta };
+}
+
 /**
  * Durable engine on LMDB (via lmdb-js): memory-mapped B-tree, synchronous reads, writes batched
  * by lmdb-js into one transaction per event turn and committed on its writer thread.
  *
- * Group commit: every `set`/`delete` issued in the same event turn lands in the same LMDB
- * transaction, and every writer resuming after a given commit shares one wait for the flush
- * that covers it, so N concurrent writes cost one commit and one fsync, not N.
+ * Every entry is stored as a 9-byte header (kind: value or tombstone, writeEpoch, seq: uint32
+ * big-endian) followed by the value bytes, in the named database `dstore-entries`; a tombstone
+ * is the header alone. Every write runs as a callback of an lmdb-js queued transaction, so it
+ * reads the entry it replaces (for `seq` and the version comparisons of `applyIfNewer`) inside
+ * the same transaction that writes, in the order the calls were made; a crash keeps or loses
+ * each call's writes whole.
+ *
+ * Group commit: every write issued in the same event turn lands in the same LMDB transaction,
+ * and every writer resuming after a given commit shares one wait for the flush that covers it,
+ * so N concurrent writes cost one commit and one fsync, not N.
  *
  * Values returned by {@link LmdbEngine.get} are fresh copies owned by the caller.
  */
@@ -72,22 +201,27 @@ export class LmdbEngine implements StorageEngine {
   private sharedFlush: { readonly epoch: number; readonly done: Promise<void> } | undefined;
 
   private constructor(
-    private readonly db: Db,
+    private readonly root: Root,
+    private readonly entries: Db,
+    private readonly meta: Db,
     /** Acknowledgement mode in force. */
     readonly durability: LmdbDurability,
   ) {
     // Fires synchronously before the commit's write promises resolve, so a writer resuming
     // after its commit always sees an epoch that includes it.
-    db.on('aftercommit', () => {
+    root.on('aftercommit', () => {
       this.commits++;
     });
   }
 
-  /** Opens (creating if needed) the database in `options.dataDir`. */
+  /**
+   * Opens (creating if needed) the database in `options.dataDir`. Rejects with
+   * `UNSUPPORTED_FORMAT` when the directory holds data of another format (see {@link LMDB_FORMAT}).
+   */
   static async open(options: LmdbEngineOptions): Promise<LmdbEngine> {
-    let db: Db;
+    let root: Root;
     try {
-      db = open<Uint8Array, Uint8Array>({
+      root = open<Uint8Array, Uint8Array>({
         path: options.dataDir,
         encoding: 'binary',
         keyEncoding: 'binary',
@@ -98,75 +232,238 @@ export class LmdbEngine implements StorageEngine {
     } catch (error) {
       throw ioError('open', error);
     }
-    return new LmdbEngine(db, options.durability ?? 'flush');
+    try {
+      const { entries, meta } = openLayout(root, options.dataDir);
+      return new LmdbEngine(root, entries, meta, options.durability ?? 'flush');
+    } catch (error) {
+      await root.close().catch(() => undefined);
+      throw error instanceof StorageEngineError ? error : ioError('open', error);
+    }
   }
 
-  /** A copy of the value stored under `key`, or undefined. */
+  /** A copy of the value stored under `key`, or undefined (absent or tombstone). */
   get(key: Uint8Array): Uint8Array | undefined {
     assertOpen(this.closed, this.kind);
     if (!isStorable(key)) return undefined;
     try {
-      return this.db.getBinary(key);
+      // The fast read fills lmdb-js's reused buffer; copying the value part out of it costs the
+      // same single copy `getBinary` made before there was a header.
+      const stored = this.entries.getBinaryFast(key);
+      if (stored === undefined || stored[0] !== KIND_VALUE) return undefined;
+      return copyBytes.call(stored, HEADER_BYTES, stored.length);
     } catch (error) {
       throw ioError('get', error);
     }
   }
 
-  /** Whether `key` is stored (committed). */
+  /** Whether `key` holds a value (committed). */
   has(key: Uint8Array): boolean {
     assertOpen(this.closed, this.kind);
     if (!isStorable(key)) return false;
     try {
-      return this.db.doesExist(key);
+      return this.entries.getBinaryFast(key)?.[0] === KIND_VALUE;
     } catch (error) {
       throw ioError('has', error);
     }
   }
 
-  /** Stores `value` under `key`; resolves once acknowledged per {@link LmdbEngine.durability}. */
-  async set(key: Uint8Array, value: Uint8Array): Promise<void> {
+  /** A copy of the value stored under `key` with its version, or undefined (absent or tombstone). */
+  getEntry(key: Uint8Array): VersionedValue | undefined {
+    assertOpen(this.closed, this.kind);
+    if (!isStorable(key)) return undefined;
+    try {
+      const stored = this.entries.getBinaryFast(key);
+      if (stored === undefined || stored[0] !== KIND_VALUE) return undefined;
+      return {
+        value: copyBytes.call(stored, HEADER_BYTES, stored.length),
+        writeEpoch: readUint32(stored, EPOCH_OFFSET),
+        seq: readUint32(stored, SEQ_OFFSET),
+      };
+    } catch (error) {
+      throw ioError('get', error);
+    }
+  }
+
+  /** The header of the entry under `key` (value or tombstone), or undefined. */
+  header(key: Uint8Array): EntryHeader | undefined {
+    assertOpen(this.closed, this.kind);
+    if (!isStorable(key)) return undefined;
+    try {
+      const stored = this.entries.getBinaryFast(key);
+      return stored === undefined ? undefined : decodeHeader(stored);
+    } catch (error) {
+      throw ioError('get', error);
+    }
+  }
+
+  /**
+   * Stores `value` as a client write at `writeEpoch` (seq = previous + 1), replacing a value or
+   * tombstone in one put; resolves once acknowledged per {@link LmdbEngine.durability}.
+   */
+  async set(key: Uint8Array, value: Uint8Array, writeEpoch = 0): Promise<void> {
     assertOpen(this.closed, this.kind);
     assertValidKey(key);
-    await this.commit('put', () => this.db.put(key, value));
+    // Encoded now: `value` may be a view of a network buffer, the transaction runs later.
+    const stored = encodeEntry(KIND_VALUE, writeEpoch, 0, value);
+    await this.write('put', () => {
+      const previous = this.entries.getBinaryFast(key);
+      let seq = 1;
+      if (previous !== undefined) {
+        seq = (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
+        if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
+      }
+      stored.writeUInt32BE(seq, SEQ_OFFSET);
+      this.entries.putSync(key, stored);
+    });
     await this.acknowledge();
   }
 
-  /** Removes `key`; resolves to whether it existed, once acknowledged like {@link LmdbEngine.set}. */
+  /** Removes `key` (value or tombstone); resolves to whether a value existed, once acknowledged like {@link LmdbEngine.set}. */
   async delete(key: Uint8Array): Promise<boolean> {
     assertOpen(this.closed, this.kind);
     if (!isStorable(key)) return false;
-    // `remove()` resolves true whether or not the key existed; `removeSync` inside a queued
-    // transaction reports existence atomically, in order with the other writes of the batch.
-    const existed = await this.commit('delete', () => this.db.transaction(() => this.db.removeSync(key)));
+    // Decided inside the transaction, so "did it exist" is atomic and in order with the other
+    // writes of the batch (`db.remove()` alone resolves `true` either way).
+    const existed = await this.write('delete', () => {
+      const previous = this.entries.getBinaryFast(key);
+      if (previous === undefined) return false;
+      const kind = previous[0];
+      this.entries.removeSync(key);
+      if (kind === KIND_TOMBSTONE) this.adjustTombstones(-1);
+      return kind === KIND_VALUE;
+    });
     await this.acknowledge();
     return existed;
   }
 
-  /** Number of keys, from the B-tree header (O(1)). */
+  /** Replaces `key`'s entry by a tombstone at `writeEpoch`; resolves to whether a value existed. */
+  async tombstone(key: Uint8Array, writeEpoch: number): Promise<boolean> {
+    assertOpen(this.closed, this.kind);
+    assertValidKey(key);
+    const stored = encodeEntry(KIND_TOMBSTONE, writeEpoch, 0);
+    const existed = await this.write('tombstone', () => {
+      const previous = this.entries.getBinaryFast(key);
+      let seq = 1;
+      let kind = 0;
+      if (previous !== undefined) {
+        seq = (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
+        kind = previous[0]!;
+      }
+      if (kind !== KIND_TOMBSTONE) this.adjustTombstones(1);
+      stored.writeUInt32BE(seq, SEQ_OFFSET);
+      this.entries.putSync(key, stored);
+      return kind === KIND_VALUE;
+    });
+    await this.acknowledge();
+    return existed;
+  }
+
+  /**
+   * Stores each copy whose writeEpoch is greater than its key's entry (or with no entry), in one
+   * transaction; resolves to how many, once acknowledged like {@link LmdbEngine.set}.
+   */
+  async applyIfNewer(entries: readonly VersionedEntry[]): Promise<number> {
+    assertOpen(this.closed, this.kind);
+    // Checked and encoded first: a bad entry stores nothing of the batch, and the values (views
+    // of a network buffer) are copied before the transaction runs.
+    for (const entry of entries) assertValidKey(entry.key);
+    const stored = entries.map((entry) => encodeEntry(KIND_VALUE, entry.writeEpoch, entry.seq, entry.value));
+    const applied = await this.write('put', () => {
+      let count = 0;
+      for (let i = 0; i < entries.length; i++) {
+        const key = entries[i]!.key;
+        const previous = this.entries.getBinaryFast(key);
+        if (previous !== undefined) {
+          if (entries[i]!.writeEpoch <= readUint32(previous, EPOCH_OFFSET)) continue;
+          if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
+        }
+        this.entries.putSync(key, stored[i]!);
+        count++;
+      }
+      return count;
+    });
+    await this.acknowledge();
+    return applied;
+  }
+
+  /** Deletes those of `keys` that are tombstones no newer than `maxWriteEpoch`, in one transaction. */
+  async removeTombstones(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number> {
+    assertOpen(this.closed, this.kind);
+    const removed = await this.write('delete', () => {
+      let count = 0;
+      for (const key of keys) {
+        if (!isStorable(key)) continue;
+        const previous = this.entries.getBinaryFast(key);
+        if (previous === undefined || previous[0] !== KIND_TOMBSTONE) continue;
+        if (readUint32(previous, EPOCH_OFFSET) > maxWriteEpoch) continue;
+        this.entries.removeSync(key);
+        count++;
+      }
+      if (count > 0) this.adjustTombstones(-count);
+      return count;
+    });
+    await this.acknowledge();
+    return removed;
+  }
+
+  /** Number of keys holding a value: the B-tree's entry count (O(1)) minus the tombstone count. */
   count(): number {
-    return this.pageStats().entryCount;
+    // Both read in the same read transaction, so they describe one commit.
+    return this.pageStats(this.entries).entryCount - this.tombstoneCount();
+  }
+
+  /** Number of tombstones, kept in the meta database by the transactions that change it. */
+  tombstoneCount(): number {
+    assertOpen(this.closed, this.kind);
+    try {
+      const stored = this.meta.getBinaryFast(TOMBSTONES_KEY);
+      return stored === undefined ? 0 : decodeCount(stored);
+    } catch (error) {
+      throw ioError('get', error);
+    }
   }
 
   /**
    * Approximate: bytes of the B-tree pages in use (branch + leaf + overflow pages × page size).
-   * Includes LMDB's per-entry node headers, page headers and partially filled pages, so it
-   * over-estimates the raw keys+values (typically by 1.2–2× for small entries); it excludes
-   * free pages and the file's unused pre-allocated space.
+   * Includes LMDB's per-entry node headers, page headers, the 9-byte entry headers, tombstones
+   * and partially filled pages, so it over-estimates the raw keys+values (typically by 1.2–2×
+   * for small entries); it excludes free pages and the file's unused pre-allocated space.
    */
   bytesUsed(): number {
-    const stats = this.pageStats();
-    const pages = stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages;
-    return pages * stats.pageSize;
+    let bytes = 0;
+    for (const db of [this.entries, this.meta]) {
+      const stats = this.pageStats(db);
+      bytes += (stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages) * stats.pageSize;
+    }
+    return bytes;
   }
 
-  /** Keys whose ring position lies in (start, end], wrapping when start >= end; read from one snapshot. */
+  /** Keys holding a value whose ring position lies in (start, end], wrapping when start >= end. */
   *keysInRange(
     range: { start: number; end: number },
     position: (key: Uint8Array) => number,
   ): Iterable<Uint8Array> {
+    for (const entry of this.entriesInRange(range, position)) yield entry.key;
+  }
+
+  /**
+   * Entries (with headers; tombstones only when asked) whose ring position lies in (start, end].
+   * Keys come from one snapshot; each header is read when its key is reached, so an entry
+   * deleted meanwhile is skipped. Values are not read (nor copied).
+   */
+  *entriesInRange(
+    range: { start: number; end: number },
+    position: (key: Uint8Array) => number,
+    options: ScanOptions = {},
+  ): Iterable<ScannedEntry> {
     assertOpen(this.closed, this.kind);
-    for (const key of this.db.getKeys()) {
-      if (inRingRange(position(key), range.start, range.end)) yield key;
+    const withTombstones = options.tombstones === true;
+    for (const key of this.entries.getKeys()) {
+      if (!inRingRange(position(key), range.start, range.end)) continue;
+      const stored = this.entries.getBinaryFast(key);
+      if (stored === undefined) continue;
+      if (stored[0] === KIND_TOMBSTONE && !withTombstones) continue;
+      yield { key, ...decodeHeader(stored) };
     }
   }
 
@@ -182,7 +479,7 @@ export class LmdbEngine implements StorageEngine {
     this.closed = true;
     await this.waitFlushed();
     try {
-      await this.db.close();
+      await this.root.close();
     } catch (error) {
       throw ioError('close', error);
     }
@@ -193,12 +490,24 @@ export class LmdbEngine implements StorageEngine {
     return { durability: this.durability, commits: this.commits, flushWaits: this.flushWaits };
   }
 
-  private async commit<T>(operation: string, write: () => Promise<T>): Promise<T> {
+  /**
+   * Queues `body` as an lmdb-js transaction callback: it runs in the write transaction of the
+   * next batch (with every other write issued in the same event turn, in call order), where
+   * reads see the writes before it.
+   */
+  private async write<T>(operation: string, body: () => T): Promise<T> {
     try {
-      return await write();
+      return await this.root.transaction(body);
     } catch (error) {
       throw ioError(operation, error);
     }
+  }
+
+  /** Inside a write transaction: moves the stored tombstone count by `delta`. */
+  private adjustTombstones(delta: number): void {
+    const stored = this.meta.getBinaryFast(TOMBSTONES_KEY);
+    const count = (stored === undefined ? 0 : decodeCount(stored)) + delta;
+    this.meta.putSync(TOMBSTONES_KEY, encodeCount(count));
   }
 
   private acknowledge(): Promise<void> {
@@ -215,14 +524,22 @@ export class LmdbEngine implements StorageEngine {
 
   private async waitFlushed(): Promise<void> {
     try {
-      await this.db.flushed;
+      await this.root.flushed;
     } catch (error) {
       throw ioError('flush', error);
     }
   }
 
-  private pageStats(): LmdbStats {
+  private pageStats(db: Db): LmdbStats {
     assertOpen(this.closed, this.kind);
-    return this.db.getStats() as LmdbStats;
+    return db.getStats() as LmdbStats;
   }
+}
+
+function decodeHeader(stored: Uint8Array): EntryHeader {
+  return {
+    writeEpoch: readUint32(stored, EPOCH_OFFSET),
+    seq: readUint32(stored, SEQ_OFFSET),
+    tombstone: stored[0] === KIND_TOMBSTONE,
+  };
 }

@@ -23,6 +23,11 @@ const EMPTY = new Uint8Array(0);
 const CLASS_SIZES: Uint32Array = buildClassSizes();
 /** Class id used for values larger than {@link MAX_SLAB_ITEM}. */
 const HUGE_CLASS = CLASS_SIZES.length;
+/**
+ * Class id of a tombstone: a handle that keeps a version but no bytes. Encoding it in the class
+ * byte costs no extra metadata per handle.
+ */
+const TOMBSTONE_CLASS = HUGE_CLASS + 1;
 
 function buildClassSizes(): Uint32Array {
   const sizes = [0];
@@ -153,7 +158,7 @@ class HugeValues {
 
 /** Space accounting of a {@link SlabArena}. */
 export interface SlabArenaStats {
-  /** Handles currently allocated. */
+  /** Handles currently allocated (values and tombstones). */
   readonly values: number;
   /** Sum of the lengths of the stored values. */
   readonly liveBytes: number;
@@ -162,38 +167,55 @@ export interface SlabArenaStats {
 }
 
 /**
- * Stores byte strings under integer handles. Handles are small non-negative integers that
- * stay valid until {@link SlabArena.free}; views returned by {@link SlabArena.read} alias
+ * Stores byte strings under integer handles, each with a version (writeEpoch, seq: two uint32),
+ * and tombstones (a handle with a version and no bytes). Handles are small non-negative integers
+ * that stay valid until {@link SlabArena.free}; views returned by {@link SlabArena.read} alias
  * arena memory and are only valid until the next mutation of the arena.
  */
 export class SlabArena {
   private readonly classes: SizeClass[] = Array.from(CLASS_SIZES, (size) => new SizeClass(size));
   private readonly huge = new HugeValues();
-  // Per-handle metadata in parallel typed arrays: 9 bytes per handle, no JS objects.
+  // Per-handle metadata in parallel typed arrays: 17 bytes per handle, no JS objects. The version
+  // lives here rather than in the slab item so that values keep their exact size class and reads
+  // stay a plain view of the value bytes.
   private slotClass = new Uint8Array(1024);
   private slotIndex = new Uint32Array(1024);
   private slotLength = new Uint32Array(1024);
+  private slotEpoch = new Uint32Array(1024);
+  private slotSeq = new Uint32Array(1024);
   private readonly freeSlots = new U32Stack();
   private nextSlot = 0;
   private live = 0;
   private liveBytes = 0;
 
-  /** Copies `value` into the arena and returns its handle. */
-  allocate(value: Uint8Array): number {
+  /** Copies `value` into the arena with its version and returns its handle. */
+  allocate(value: Uint8Array, writeEpoch = 0, seq = 0): number {
     const slot = this.takeSlot();
     this.place(slot, value);
+    this.setVersion(slot, writeEpoch, seq);
+    this.live++;
+    return slot;
+  }
+
+  /** A new tombstone handle with the given version. */
+  allocateTombstone(writeEpoch: number, seq: number): number {
+    const slot = this.takeSlot();
+    this.placeTombstone(slot);
+    this.setVersion(slot, writeEpoch, seq);
     this.live++;
     return slot;
   }
 
   /**
-   * Replaces the bytes stored under `handle`. Reuses the item in place when the size class is
-   * unchanged, which keeps overwrite-heavy workloads free of allocator churn.
+   * Replaces the bytes (or the tombstone) stored under `handle` and its version. Reuses the item
+   * in place when the size class is unchanged, which keeps overwrite-heavy workloads free of
+   * allocator churn.
    */
-  replace(handle: number, value: Uint8Array): void {
+  replace(handle: number, value: Uint8Array, writeEpoch = 0, seq = 0): void {
+    this.setVersion(handle, writeEpoch, seq);
     const cls = this.slotClass[handle]!;
     this.liveBytes += value.byteLength - this.slotLength[handle]!;
-    if (cls !== HUGE_CLASS && classFor(value.byteLength) === cls) {
+    if (cls !== HUGE_CLASS && cls !== TOMBSTONE_CLASS && classFor(value.byteLength) === cls) {
       const index = this.slotIndex[handle]!;
       this.classes[cls]!.view(index, value.byteLength).set(value);
       this.slotLength[handle] = value.byteLength;
@@ -206,11 +228,40 @@ export class SlabArena {
     this.releaseItem(cls, oldIndex);
   }
 
-  /** The bytes stored under `handle`, as a view into arena memory (valid until the next mutation). */
+  /** Turns `handle` into a tombstone with the given version, releasing its bytes. */
+  replaceWithTombstone(handle: number, writeEpoch: number, seq: number): void {
+    const cls = this.slotClass[handle]!;
+    const index = this.slotIndex[handle]!;
+    this.liveBytes -= this.slotLength[handle]!;
+    this.placeTombstone(handle);
+    this.setVersion(handle, writeEpoch, seq);
+    this.releaseItem(cls, index);
+  }
+
+  /** Whether `handle` is a tombstone. */
+  isTombstone(handle: number): boolean {
+    return this.slotClass[handle] === TOMBSTONE_CLASS;
+  }
+
+  /** writeEpoch of the entry under `handle`. */
+  writeEpoch(handle: number): number {
+    return this.slotEpoch[handle]!;
+  }
+
+  /** seq of the entry under `handle`. */
+  seq(handle: number): number {
+    return this.slotSeq[handle]!;
+  }
+
+  /**
+   * The bytes stored under `handle`, as a view into arena memory (valid until the next
+   * mutation). An empty view for a tombstone.
+   */
   read(handle: number): Uint8Array {
     const cls = this.slotClass[handle]!;
     const index = this.slotIndex[handle]!;
     if (cls === HUGE_CLASS) return this.huge.view(index);
+    if (cls === TOMBSTONE_CLASS) return EMPTY;
     return this.classes[cls]!.view(index, this.slotLength[handle]!);
   }
 
@@ -231,6 +282,7 @@ export class SlabArena {
   stats(): SlabArenaStats {
     let reserved = this.huge.bytes + this.freeSlots.bytes;
     reserved += this.slotClass.byteLength + this.slotIndex.byteLength + this.slotLength.byteLength;
+    reserved += this.slotEpoch.byteLength + this.slotSeq.byteLength;
     for (const sizeClass of this.classes) reserved += sizeClass.reservedBytes;
     return { values: this.live, liveBytes: this.liveBytes, reservedBytes: reserved };
   }
@@ -251,7 +303,19 @@ export class SlabArena {
     this.liveBytes += value.byteLength;
   }
 
+  private placeTombstone(slot: number): void {
+    this.slotClass[slot] = TOMBSTONE_CLASS;
+    this.slotIndex[slot] = 0;
+    this.slotLength[slot] = 0;
+  }
+
+  private setVersion(slot: number, writeEpoch: number, seq: number): void {
+    this.slotEpoch[slot] = writeEpoch;
+    this.slotSeq[slot] = seq;
+  }
+
   private releaseItem(cls: number, index: number): void {
+    if (cls === TOMBSTONE_CLASS) return;
     if (cls === HUGE_CLASS) this.huge.release(index);
     else this.classes[cls]!.release(index);
   }
@@ -264,6 +328,8 @@ export class SlabArena {
       this.slotClass = grow(this.slotClass, capacity);
       this.slotIndex = grow(this.slotIndex, capacity);
       this.slotLength = grow(this.slotLength, capacity);
+      this.slotEpoch = grow(this.slotEpoch, capacity);
+      this.slotSeq = grow(this.slotSeq, capacity);
     }
     return slot;
   }

@@ -2,8 +2,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
+import { open as openLmdb } from 'lmdb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  type EntryHeader,
+  LMDB_FORMAT,
   LmdbEngine,
   MAX_KEY_BYTES,
   MemoryEngine,
@@ -148,6 +151,161 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(hex(engine.get(bytes(49, 1))!)).toBe(hex(bytes(199)));
   });
 
+  it('stores a version header with every value: writeEpoch as given, seq +1 per write', async () => {
+    const k = text('k');
+    expect(engine.header(k)).toBeUndefined();
+    expect(engine.getEntry(k)).toBeUndefined();
+    await engine.set(k, text('one'), 7);
+    expect(engine.header(k)).toEqual({ writeEpoch: 7, seq: 1, tombstone: false });
+    await engine.set(k, text('two'), 0xffff_ffff);
+    const entry = engine.getEntry(k)!;
+    expect([hex(entry.value), entry.writeEpoch, entry.seq]).toEqual([hex(text('two')), 0xffff_ffff, 2]);
+    // The default writeEpoch is 0 (no RING yet); seq goes on from the previous entry.
+    await engine.set(k, new Uint8Array(0));
+    expect(engine.header(k)).toEqual({ writeEpoch: 0, seq: 3, tombstone: false });
+    expect(engine.getEntry(k)!.value.byteLength).toBe(0);
+    // A delete forgets the key: its next write starts again at seq 1.
+    await engine.delete(k);
+    await engine.set(k, text('again'), 2);
+    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 1, tombstone: false });
+  });
+
+  it('refuses a version that is not a uint32, storing nothing', async () => {
+    for (const bad of [-1, 2 ** 32, 1.5, Number.NaN]) {
+      await expect(engine.set(text('k'), text('v'), bad)).rejects.toThrow(RangeError);
+      await expect(engine.tombstone(text('k'), bad)).rejects.toThrow(RangeError);
+      const batch = [
+        { key: text('a'), value: text('v'), writeEpoch: 1, seq: 1 },
+        { key: text('b'), value: text('v'), writeEpoch: 1, seq: bad },
+      ];
+      await expect(engine.applyIfNewer(batch)).rejects.toThrow(RangeError);
+    }
+    expect(engine.header(text('k'))).toBeUndefined();
+    expect(engine.header(text('a'))).toBeUndefined();
+  });
+
+  it('wraps seq after 2^32-1', async () => {
+    const k = text('wrap');
+    expect(await engine.applyIfNewer([{ key: k, value: text('v'), writeEpoch: 1, seq: 0xffff_ffff }])).toBe(
+      1,
+    );
+    await engine.set(k, text('w'), 2);
+    expect(engine.header(k)?.seq).toBe(0);
+    await engine.tombstone(k, 2);
+    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 1, tombstone: true });
+  });
+
+  it('keeps tombstones invisible to reads, counts and scans', async () => {
+    for (const first of [1, 5, 10]) await engine.set(bytes(first, 9), text('v'), 1);
+    expect(await engine.tombstone(bytes(5, 9), 3)).toBe(true);
+    expect(await engine.tombstone(bytes(6, 9), 3)).toBe(false);
+    for (const key of [bytes(5, 9), bytes(6, 9)]) {
+      expect(engine.get(key)).toBeUndefined();
+      expect(engine.has(key)).toBe(false);
+      expect(engine.getEntry(key)).toBeUndefined();
+    }
+    expect(engine.header(bytes(5, 9))).toEqual({ writeEpoch: 3, seq: 2, tombstone: true });
+    expect(engine.header(bytes(6, 9))).toEqual({ writeEpoch: 3, seq: 1, tombstone: true });
+    expect(engine.count()).toBe(2);
+    expect(engine.tombstoneCount()).toBe(2);
+    const firsts = (keys: Iterable<Uint8Array>): number[] => [...keys].map(firstByte).sort((a, b) => a - b);
+    expect(firsts(engine.keysInRange({ start: 0, end: 0 }, firstByte))).toEqual([1, 10]);
+    const scanned = [...engine.entriesInRange({ start: 0, end: 0 }, firstByte)];
+    expect(scanned.map((entry) => [firstByte(entry.key), entry.tombstone, entry.writeEpoch])).toEqual(
+      expect.arrayContaining([
+        [1, false, 1],
+        [10, false, 1],
+      ]),
+    );
+    expect(scanned).toHaveLength(2);
+    const all = [...engine.entriesInRange({ start: 4, end: 6 }, firstByte, { tombstones: true })];
+    expect(all.map((entry) => [firstByte(entry.key), entry.tombstone, entry.writeEpoch, entry.seq])).toEqual(
+      expect.arrayContaining([
+        [5, true, 3, 2],
+        [6, true, 3, 1],
+      ]),
+    );
+    expect(all).toHaveLength(2);
+    // A tombstone over a tombstone: no value existed, the newer version is kept.
+    expect(await engine.tombstone(bytes(6, 9), 4)).toBe(false);
+    expect(engine.header(bytes(6, 9))).toEqual({ writeEpoch: 4, seq: 2, tombstone: true });
+    expect(engine.tombstoneCount()).toBe(2);
+    // DEL of a tombstone answers "no value" and removes it.
+    expect(await engine.delete(bytes(6, 9))).toBe(false);
+    expect(engine.header(bytes(6, 9))).toBeUndefined();
+    expect(engine.tombstoneCount()).toBe(1);
+    // A client write replaces a tombstone in one write, going on with its seq.
+    await engine.set(bytes(5, 9), text('back'), 4);
+    expect(new TextDecoder().decode(engine.get(bytes(5, 9)))).toBe('back');
+    expect(engine.header(bytes(5, 9))).toEqual({ writeEpoch: 4, seq: 3, tombstone: false });
+    expect(engine.count()).toBe(3);
+    expect(engine.tombstoneCount()).toBe(0);
+  });
+
+  it('applies a copy only when it is newer than the entry, value or tombstone', async () => {
+    await engine.set(text('value'), text('client'), 5);
+    await engine.tombstone(text('deleted'), 5);
+    await engine.set(text('old'), text('stale'), 2);
+    await engine.tombstone(text('old-tombstone'), 2);
+    const copy = (key: string, writeEpoch: number) => ({
+      key: text(key),
+      value: text(`copy-${writeEpoch}`),
+      writeEpoch,
+      seq: 40,
+    });
+    const applied = await engine.applyIfNewer([
+      copy('value', 4),
+      copy('value', 5),
+      copy('deleted', 4),
+      copy('deleted', 5),
+      copy('old', 3),
+      copy('old-tombstone', 3),
+      copy('absent', 0),
+    ]);
+    expect(applied).toBe(3);
+    const read = (key: string): string | undefined => {
+      const value = engine.get(text(key));
+      return value === undefined ? undefined : new TextDecoder().decode(value);
+    };
+    expect(read('value')).toBe('client');
+    expect(read('deleted')).toBeUndefined();
+    expect(engine.header(text('deleted'))?.tombstone).toBe(true);
+    expect(read('old')).toBe('copy-3');
+    expect(read('old-tombstone')).toBe('copy-3');
+    expect(read('absent')).toBe('copy-0');
+    // A copy keeps the version it had on the old owner.
+    expect(engine.header(text('old'))).toEqual({ writeEpoch: 3, seq: 40, tombstone: false });
+    expect(engine.count()).toBe(4);
+    expect(engine.tombstoneCount()).toBe(1);
+  });
+
+  it('compares a copy with a client write issued before it, even if not yet committed', async () => {
+    const k = text('race');
+    const client = engine.set(k, text('client'), 6);
+    const copy = engine.applyIfNewer([{ key: k, value: text('copy'), writeEpoch: 5, seq: 1 }]);
+    const deleted = engine.tombstone(text('race-del'), 6);
+    const resurrect = engine.applyIfNewer([
+      { key: text('race-del'), value: text('x'), writeEpoch: 5, seq: 1 },
+    ]);
+    expect(await Promise.all([client, copy, deleted, resurrect])).toEqual([undefined, 0, false, 0]);
+    expect(new TextDecoder().decode(engine.get(k))).toBe('client');
+    expect(engine.get(text('race-del'))).toBeUndefined();
+  });
+
+  it('removes tombstones no newer than the given epoch, never values', async () => {
+    await engine.tombstone(text('t2'), 2);
+    await engine.tombstone(text('t3'), 3);
+    await engine.set(text('v'), text('value'), 1);
+    expect(await engine.removeTombstones([text('t2'), text('t3'), text('v'), text('none')], 2)).toBe(1);
+    expect(engine.header(text('t2'))).toBeUndefined();
+    expect(engine.header(text('t3'))?.tombstone).toBe(true);
+    expect(engine.has(text('v'))).toBe(true);
+    expect(engine.tombstoneCount()).toBe(1);
+    expect(await engine.removeTombstones([text('t3')], 3)).toBe(1);
+    expect(engine.tombstoneCount()).toBe(0);
+    expect(engine.count()).toBe(1);
+  });
+
   it('matches a Map model under random set/delete sequences', async () => {
     const key = fc.uint8Array({ minLength: 1, maxLength: 4, min: 0, max: 3 });
     const op = fc.oneof(
@@ -182,12 +340,189 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(engine.bytesUsed()).toBeGreaterThanOrEqual(before + 100 * 100);
   });
 
+  it('matches a versioned model under random writes, tombstones, copies and purges', async () => {
+    interface Model {
+      value: string | undefined;
+      writeEpoch: number;
+      seq: number;
+    }
+    const key = fc.uint8Array({ minLength: 1, maxLength: 3, min: 0, max: 3 });
+    const epoch = fc.integer({ min: 0, max: 6 });
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('set' as const), key, value: fc.uint8Array({ maxLength: 80 }), epoch }),
+      fc.record({ kind: fc.constant('delete' as const), key }),
+      fc.record({ kind: fc.constant('tombstone' as const), key, epoch }),
+      fc.record({
+        kind: fc.constant('copy' as const),
+        key,
+        value: fc.uint8Array({ maxLength: 80 }),
+        epoch,
+        seq: fc.nat(),
+      }),
+      fc.record({ kind: fc.constant('purge' as const), key, epoch }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { maxLength: 60 }), async (ops) => {
+        const everything = [...engine.entriesInRange({ start: 0, end: 0 }, () => 1, { tombstones: true })];
+        for (const entry of everything) await engine.delete(entry.key);
+        const model = new Map<string, Model>();
+        // Issued without awaiting, then awaited together: order must hold inside one batch too.
+        const pending: Promise<unknown>[] = [];
+        for (const step of ops) {
+          const id = hex(step.key);
+          const before = model.get(id);
+          switch (step.kind) {
+            case 'set':
+              pending.push(engine.set(step.key, step.value, step.epoch));
+              model.set(id, { value: hex(step.value), writeEpoch: step.epoch, seq: (before?.seq ?? 0) + 1 });
+              break;
+            case 'delete':
+              pending.push(
+                engine.delete(step.key).then((existed) => expect(existed).toBe(before?.value !== undefined)),
+              );
+              model.delete(id);
+              break;
+            case 'tombstone':
+              pending.push(
+                engine
+                  .tombstone(step.key, step.epoch)
+                  .then((existed) => expect(existed).toBe(before?.value !== undefined)),
+              );
+              model.set(id, { value: undefined, writeEpoch: step.epoch, seq: (before?.seq ?? 0) + 1 });
+              break;
+            case 'copy': {
+              const newer = before === undefined || step.epoch > before.writeEpoch;
+              pending.push(
+                engine
+                  .applyIfNewer([{ key: step.key, value: step.value, writeEpoch: step.epoch, seq: step.seq }])
+                  .then((applied) => expect(applied).toBe(newer ? 1 : 0)),
+              );
+              if (newer) model.set(id, { value: hex(step.value), writeEpoch: step.epoch, seq: step.seq });
+              break;
+            }
+            case 'purge': {
+              const ends =
+                before !== undefined && before.value === undefined && before.writeEpoch <= step.epoch;
+              pending.push(
+                engine
+                  .removeTombstones([step.key], step.epoch)
+                  .then((removed) => expect(removed).toBe(ends ? 1 : 0)),
+              );
+              if (ends) model.delete(id);
+              break;
+            }
+          }
+        }
+        await Promise.all(pending);
+        const values = [...model.values()].filter((entry) => entry.value !== undefined);
+        expect(engine.count()).toBe(values.length);
+        expect(engine.tombstoneCount()).toBe(model.size - values.length);
+        for (const [id, entry] of model) {
+          const k = Buffer.from(id, 'hex');
+          const expected: EntryHeader = {
+            writeEpoch: entry.writeEpoch,
+            seq: entry.seq,
+            tombstone: entry.value === undefined,
+          };
+          expect(engine.header(k)).toEqual(expected);
+          expect(engine.get(k) === undefined ? undefined : hex(engine.get(k)!)).toBe(entry.value);
+        }
+        const listed = [...engine.entriesInRange({ start: 0, end: 0 }, () => 1, { tombstones: true })];
+        expect(listed.map((entry) => hex(entry.key)).sort()).toEqual([...model.keys()].sort());
+      }),
+      { numRuns: 40 },
+    );
+  });
+
   it('keeps data across reopen (lmdb only)', async () => {
     if (harness.name !== 'lmdb') return;
     await engine.set(bytes(0, 0xff), text('durable'));
     await engine.close();
     engine = await harness.open(true);
     expect(new TextDecoder().decode(engine.get(bytes(0, 0xff)))).toBe('durable');
+  });
+
+  it('keeps headers and tombstones across reopen (lmdb only)', async () => {
+    if (harness.name !== 'lmdb') return;
+    await engine.set(text('v'), text('value'), 9);
+    await engine.set(text('v'), text('value2'), 9);
+    await engine.set(text('gone'), text('x'), 3);
+    await engine.tombstone(text('gone'), 9);
+    await engine.tombstone(text('never'), 8);
+    await engine.close();
+    engine = await harness.open(true);
+    expect(engine.header(text('v'))).toEqual({ writeEpoch: 9, seq: 2, tombstone: false });
+    expect(engine.header(text('gone'))).toEqual({ writeEpoch: 9, seq: 2, tombstone: true });
+    expect(engine.header(text('never'))).toEqual({ writeEpoch: 8, seq: 1, tombstone: true });
+    expect(engine.get(text('gone'))).toBeUndefined();
+    expect(engine.count()).toBe(1);
+    expect(engine.tombstoneCount()).toBe(2);
+    // A copy older than the tombstone still cannot bring the key back after the restart.
+    expect(await engine.applyIfNewer([{ key: text('gone'), value: text('x'), writeEpoch: 3, seq: 1 }])).toBe(
+      0,
+    );
+    expect(engine.get(text('gone'))).toBeUndefined();
+  });
+});
+
+describe('LmdbEngine data format', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dstore-lmdb-format-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Writes `keys` the way a node before entry versions did: bare values in the main database. */
+  async function writeFormat1(keys: string[]): Promise<void> {
+    const db = openLmdb<Uint8Array, Uint8Array>({ path: dir, encoding: 'binary', keyEncoding: 'binary' });
+    for (const key of keys) await db.put(text(key), text(`value of ${key}`));
+    await db.close();
+  }
+
+  it('refuses a data dir written before entry versions (format 1), naming the format', async () => {
+    await writeFormat1(['a', 'b']);
+    const error = await LmdbEngine.open({ dataDir: dir }).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(StorageEngineError);
+    expect(error).toMatchObject({ code: 'UNSUPPORTED_FORMAT' });
+    expect((error as Error).message).toMatch(/format 1/);
+    expect((error as Error).message).toContain(`format ${LMDB_FORMAT}`);
+    expect((error as Error).message).toContain(dir);
+    // Nothing was written: the old data is still there for the version that can read it.
+    const db = openLmdb<Uint8Array, Uint8Array>({ path: dir, encoding: 'binary', keyEncoding: 'binary' });
+    expect(new TextDecoder().decode(db.getBinary(text('a')))).toBe('value of a');
+    expect((db.getStats() as { entryCount: number }).entryCount).toBe(2);
+    await db.close();
+  });
+
+  it('refuses format 1 data even with a key named like the meta database', async () => {
+    await writeFormat1(['dstore-meta', 'dstore-entries']);
+    await expect(LmdbEngine.open({ dataDir: dir })).rejects.toMatchObject({ code: 'UNSUPPORTED_FORMAT' });
+  });
+
+  it('refuses an unknown format number', async () => {
+    const engine = await LmdbEngine.open({ dataDir: dir });
+    await engine.close();
+    const root = openLmdb<Uint8Array, Uint8Array>({ path: dir, encoding: 'binary', keyEncoding: 'binary' });
+    const meta = root.openDB<Uint8Array, Uint8Array>({
+      name: 'dstore-meta',
+      encoding: 'binary',
+      keyEncoding: 'binary',
+    });
+    await meta.put(text('format'), text('3'));
+    await root.close();
+    await expect(LmdbEngine.open({ dataDir: dir })).rejects.toThrow(/format 3/);
+  });
+
+  it('opens an empty directory written by any version as format 2', async () => {
+    await writeFormat1([]);
+    const engine = await LmdbEngine.open({ dataDir: dir });
+    await engine.set(text('k'), text('v'), 1);
+    await engine.close();
+    const reopened = await LmdbEngine.open({ dataDir: dir });
+    expect(reopened.header(text('k'))).toEqual({ writeEpoch: 1, seq: 1, tombstone: false });
+    await reopened.close();
   });
 });
 
