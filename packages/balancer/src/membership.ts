@@ -86,7 +86,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private readonly registry = new Map<string, ClusterNode>();
   private map: ClusterMap;
   private currentRing: HashRing;
-  private routedRing: HashRing;
+  /** The ring requests are forwarded on, with its epoch (the fence every request carries). */
+  private routing: { readonly ring: HashRing; readonly epoch: number };
   /** The ring before the running transition's change, sent before the current one to (re)connecting nodes. */
   private fromRing: { ring: HashRing; epoch: number } | undefined;
   private isClosed = false;
@@ -104,7 +105,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     super();
     this.map = createClusterMap(options.algorithm);
     this.currentRing = ringOf(this.map.ring);
-    this.routedRing = this.currentRing;
+    this.routing = { ring: this.currentRing, epoch: this.map.ring.epoch };
     const membership = this;
     this.migrator = new Migrator({
       node: (id) => this.registry.get(id),
@@ -146,7 +147,60 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * of the current one, so a node never receives a key it does not know it owns yet.
    */
   get routingRing(): HashRing {
-    return this.routedRing;
+    return this.routing.ring;
+  }
+
+  /** Epoch of {@link routingRing}: the fence sent with every forwarded data request. */
+  get routingEpoch(): number {
+    return this.routing.epoch;
+  }
+
+  /**
+   * After a node refused a request with STALE_EPOCH: catch up with whoever is behind. When the
+   * node is ahead, this balancer missed a map (a follower whose watch lags): load the latest from
+   * the store. When the node is behind (it missed a RING), send every node the current ring (a
+   * RING a node already has is ignored). Otherwise this balancer is announcing a new ring: wait
+   * for it. One catch-up at a time; concurrent callers share it.
+   */
+  catchUp(error: unknown): Promise<void> {
+    if (!(error instanceof DstoreError) || error.code !== ErrorCode.STALE_EPOCH) return this.announced;
+    const match = /this node is at epoch (\d+)/.exec(error.message);
+    const nodeEpoch = match === null ? Number.NaN : Number(match[1]);
+    if (!Number.isSafeInteger(nodeEpoch)) return this.announced;
+    this.catchingUp ??= this.catchUpWith(nodeEpoch).finally(() => {
+      this.catchingUp = undefined;
+    });
+    return this.catchingUp;
+  }
+
+  private catchingUp: Promise<void> | undefined;
+
+  private async catchUpWith(nodeEpoch: number): Promise<void> {
+    if (nodeEpoch > this.map.ring.epoch) {
+      if (this.coordinator) {
+        this.options.logger.warn(
+          { nodeEpoch, ringEpoch: this.map.ring.epoch },
+          'a node is at a newer ring epoch than the map this coordinator writes: is it in another cluster?',
+        );
+        return;
+      }
+      const latest = await this.options.store.load().catch(() => undefined);
+      if (latest !== undefined) this.follow(latest);
+      await this.announced;
+      return;
+    }
+    if (nodeEpoch < this.routing.epoch) {
+      await Promise.all(
+        [...this.registry.values()].map(async (node) => {
+          if (this.fromRing !== undefined && this.map.transition?.phase === 'stream') {
+            await this.migrator.pushRing(node, this.fromRing.ring, this.fromRing.epoch);
+          }
+          await this.migrator.pushRing(node, this.currentRing, this.map.ring.epoch);
+        }),
+      );
+      return;
+    }
+    await this.announced;
   }
 
   /** Resolves once the RING of the current ring has been answered by every node. */
@@ -214,10 +268,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.install(map);
       // Mid-stream, route on the ring before the change until every node has the new one and the
       // fall-back index is set; otherwise the map's ring is right at once.
-      this.routedRing =
+      this.routing =
         map.transition?.phase === 'stream' && this.fromRing !== undefined
-          ? this.fromRing.ring
-          : this.currentRing;
+          ? { ring: this.fromRing.ring, epoch: this.fromRing.epoch }
+          : { ring: this.currentRing, epoch: map.ring.epoch };
     }
     this.opened = true;
     this.unwatch = store.watch((next) => this.follow(next));
@@ -291,6 +345,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const transition = this.map.transition;
     if (transition === null || transition.phase === 'purge') {
       this.migrator.stopFallback();
+      // First seen past its streams (or the map jumped): still route on the map's ring.
+      if (this.routing.ring !== this.currentRing) this.announceRing();
       return;
     }
     const toRing = this.currentRing;
@@ -301,7 +357,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.announced = this.migrator.announce(toRing, epoch, false).then(() => {
       if (this.currentRing !== toRing || this.coordinator) return;
       this.migrator.followStreams(fromRing, toRing, epoch);
-      this.routedRing = toRing;
+      this.routing = { ring: toRing, epoch };
     });
   }
 
@@ -580,8 +636,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Announces a ring that moves no keys; routes on it once every node answered. */
   private announceRing(): void {
     const ring = this.currentRing;
-    this.announced = this.migrator.announce(ring, this.map.ring.epoch, false).then(() => {
-      if (this.currentRing === ring) this.routedRing = ring;
+    const epoch = this.map.ring.epoch;
+    this.announced = this.migrator.announce(ring, epoch, false).then(() => {
+      if (this.currentRing === ring) this.routing = { ring, epoch };
     });
   }
 
@@ -686,7 +743,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (transition.phase === 'stream') {
       const hasMoves = fromRing.size > 0 && toRing.size > 0;
       this.announced = this.migrator.announce(toRing, epoch, hasMoves).then(() => {
-        if (this.currentRing === toRing) this.routedRing = toRing;
+        if (this.currentRing === toRing) this.routing = { ring: toRing, epoch };
       });
       await this.announced;
       const results = await this.migrator.stream(

@@ -82,6 +82,30 @@ function deleteOutcome(
   );
 }
 
+/** The data requests a router forwards: each carries the fence epoch. */
+type DataMessage =
+  | WithoutId<GetRequest>
+  | WithoutId<SetRequest>
+  | WithoutId<DelRequest>
+  | WithoutId<MGetRequest>
+  | WithoutId<MSetRequest>;
+
+/** A node refused because the request was routed on another ring epoch (the fence). */
+function isFenceRefusal(error: unknown): error is DstoreError {
+  return error instanceof DstoreError && error.code === ErrorCode.STALE_EPOCH;
+}
+
+/**
+ * A node refused a request for routing reasons, before executing it: NOT_OWNER (it has a ring
+ * this balancer has not switched to yet) or STALE_EPOCH (the fence). Retried once, after catching up.
+ */
+function isRoutingRefusal(error: unknown): error is DstoreError {
+  return (
+    error instanceof DstoreError &&
+    (error.code === ErrorCode.NOT_OWNER || error.code === ErrorCode.STALE_EPOCH)
+  );
+}
+
 /** A copy of a single-key request whose key and value outlive the current tick. */
 function copyRequest(request: SingleKeyRequest): SingleKeyRequest {
   const key = Uint8Array.from(request.key);
@@ -152,23 +176,32 @@ export class Router {
       return;
     }
     const { id, op } = request;
-    // The request object itself is forwarded: the link assigns its own id (the spread in
-    // Connection.request), and key/value views are encoded before this call returns.
-    owner.forward(request as WithoutId<SingleKeyRequest>).then(
+    // Key/value views are encoded before this call returns; the copy only adds the fence.
+    owner.forward(this.fenced(request)).then(
       (response) => {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response, id));
       },
-      (error: unknown) => this.fail(client, id, op, startMs, error),
+      (error: unknown) => {
+        // A fence refusal here means a map this balancer has not seen yet (or a node that missed
+        // a RING): the request was not executed; catch up for the next ones and say so.
+        if (isFenceRefusal(error)) void this.membership.catchUp(error);
+        this.fail(client, id, op, startMs, error);
+      },
     );
+  }
+
+  /** `message` with the fence: the epoch of the ring it is routed on. */
+  private fenced(message: DataMessage): DataMessage {
+    return { ...message, epoch: this.membership.routingEpoch };
   }
 
   /**
    * The slow path while the ring changes. The key is copied (it is used after this tick). A
    * moving key's GET asks the new owner and, on not-found, the old one (which keeps its copy
    * until PURGE); its DEL goes to both; its SET to the new owner, which then refuses older
-   * copies. A NOT_OWNER (a node got the new ring before we route on it) is retried once on the
-   * settled ring.
+   * copies. A NOT_OWNER or STALE_EPOCH (a node got the new ring before we route on it) is retried
+   * once on the settled ring.
    */
   private forwardDuringMigration(
     original: SingleKeyRequest,
@@ -185,20 +218,20 @@ export class Router {
       client.reply(withRequestId(response, id));
     };
     const failed = (error: unknown) => {
-      if (!retried && error instanceof DstoreError && error.code === ErrorCode.NOT_OWNER) {
-        this.membership.settled().then(() => this.forwardToOwner(request, client, startMs, true));
+      if (!retried && isRoutingRefusal(error)) {
+        this.membership.catchUp(error).then(() => this.forwardToOwner(request, client, startMs, true));
         return;
       }
       this.fail(client, id, op, startMs, error);
     };
     if (fallback === undefined || op === Op.SET) {
-      owner.forward(request as WithoutId<SingleKeyRequest>).then(answered, failed);
+      owner.forward(this.fenced(request)).then(answered, failed);
       return;
     }
     if (op === Op.DEL) {
       Promise.allSettled([
-        owner.forward({ op: Op.DEL, key: request.key }),
-        fallback.forward({ op: Op.DEL, key: request.key, fallback: true }),
+        owner.forward(this.fenced({ op: Op.DEL, key: request.key })),
+        fallback.forward(this.fenced({ op: Op.DEL, key: request.key, fallback: true })),
       ]).then(([fromOwner, fromFallback]) => {
         if (fromOwner.status === 'fulfilled' && fromFallback.status === 'fulfilled') {
           answered({
@@ -224,10 +257,12 @@ export class Router {
     owner: ClusterNode,
     fallback: ClusterNode | undefined,
   ): Promise<Response> {
-    return owner.forward({ op: Op.GET, key }).then((response) => {
+    return owner.forward(this.fenced({ op: Op.GET, key })).then((response) => {
       if (response.op !== Op.VALUE || response.value !== null) return response;
       if (response.deleted === true) return { op: Op.VALUE, id: response.id, value: null };
-      return fallback === undefined ? response : fallback.forward({ op: Op.GET, key, fallback: true });
+      return fallback === undefined
+        ? response
+        : fallback.forward(this.fenced({ op: Op.GET, key, fallback: true }));
     });
   }
 
@@ -259,7 +294,7 @@ export class Router {
     }
     const values = new Array<Uint8Array | null>(keys.length);
     const parts = batches.map((batch) =>
-      batch.node.forward({ op: Op.MGET, keys: batch.items }).then((response) => {
+      batch.node.forward(this.fenced({ op: Op.MGET, keys: batch.items })).then((response) => {
         if (response.op !== Op.VALUES || response.values.length !== batch.positions.length) {
           throw new DstoreError(
             ErrorCode.INTERNAL,
@@ -333,7 +368,9 @@ export class Router {
       this.forwardWhole(batches[0]!.node, { op: Op.MSET, entries }, client, id, Op.MSET, startMs, again);
       return;
     }
-    Promise.all(batches.map((batch) => batch.node.forward({ op: Op.MSET, entries: batch.items }))).then(
+    Promise.all(
+      batches.map((batch) => batch.node.forward(this.fenced({ op: Op.MSET, entries: batch.items }))),
+    ).then(
       () => {
         this.metrics.record(Op.MSET, startMs, true);
         client.reply({ op: Op.OK, id });
@@ -343,8 +380,8 @@ export class Router {
   }
 
   /**
-   * Fails the request, except a NOT_OWNER while the ring is announced: then `again` runs once the
-   * announce settled (MGET and MSET are idempotent, so resending the whole batch is safe).
+   * Fails the request, except a NOT_OWNER or STALE_EPOCH while the ring is announced: then `again`
+   * runs once caught up (MGET and MSET are idempotent, so resending the whole batch is safe).
    */
   private failOrRetry(
     client: Connection,
@@ -354,10 +391,11 @@ export class Router {
     error: unknown,
     again: (() => void) | undefined,
   ): void {
-    if (again !== undefined && error instanceof DstoreError && error.code === ErrorCode.NOT_OWNER) {
-      this.membership.settled().then(again);
+    if (again !== undefined && isRoutingRefusal(error)) {
+      this.membership.catchUp(error).then(again);
       return;
     }
+    if (isFenceRefusal(error)) void this.membership.catchUp(error);
     this.fail(client, id, op, startMs, error);
   }
 
@@ -370,7 +408,7 @@ export class Router {
     startMs: number,
     again?: () => void,
   ): void {
-    node.forward(message).then(
+    node.forward(this.fenced(message)).then(
       (response) => {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response, id));

@@ -6,7 +6,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Connection, connectSocket, Op, PeerLink } from '@dstore/protocol';
+import {
+  bytesToString,
+  Connection,
+  connectSocket,
+  type DstoreError,
+  ErrorCode,
+  handshake,
+  Op,
+  PeerLink,
+  toBytes,
+} from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RingView } from '../src/index.js';
 import {
@@ -236,5 +246,65 @@ describe('the cluster map', () => {
     const after = await waitForRing(balancer, ['node-1', 'node-2']);
     expect(after.nodes.map((node) => node.id).sort()).toEqual(['node-1', 'node-2']);
     expect(after.nodes.find((node) => node.id === 'node-1')?.identity).toBe(original.identity);
+  });
+
+  it('fences a node left on an old ring: refused (not executed), never a wrong answer, and caught up', async () => {
+    const dataDir = temporaryDir('dstore-map-');
+    const balancer = await spawnBalancer(dataDir);
+    const port = balancer.ready.port;
+    const nodes = new Map<string, Spawned<NodeReady>>();
+    for (const id of ['node-1', 'node-2', 'node-3']) nodes.set(id, await spawnNode(resources, id, port));
+    await waitForRing(balancer, ['node-1', 'node-2', 'node-3']);
+    const link = clientLink(port);
+    await waitFor(() => link.isReady, 'client');
+    const keys = Array.from({ length: 300 }, (_, i) => `fence-${i}`);
+    for (const key of keys) await link.request({ op: Op.SET, key: toBytes(key), value: toBytes(`v-${key}`) });
+    const ringEpochBefore = (await nodeStats(nodes.get('node-1')!))['ring.epoch'];
+
+    // node-1 is handed an old, wrong ring (another generation, it alone, at epoch 1), as a node
+    // that missed ring changes would have: it must not serve on it.
+    const rogue = new Connection(
+      await connectSocket({ host: '127.0.0.1', port: nodes.get('node-1')!.ready.port }),
+      {
+        requestTimeoutMs: 5000,
+      },
+    );
+    resources.add(() => rogue.destroy());
+    await handshake(rogue, 'balancer');
+    await rogue.request({
+      op: Op.RING,
+      epoch: 1,
+      generation: 1,
+      algorithm: 'vnode',
+      vnodes: 0,
+      nodes: [{ id: 'node-1', weight: 1 }],
+    });
+    expect((await nodeStats(nodes.get('node-1')!))['ring.epoch']).toBe(1);
+
+    let refused = 0;
+    await waitFor(
+      async () => {
+        let served = 0;
+        for (const key of keys) {
+          try {
+            const answer = await link.request({ op: Op.GET, key: toBytes(key) });
+            expect(answer.op === Op.VALUE && answer.value !== null ? bytesToString(answer.value) : null).toBe(
+              `v-${key}`,
+            );
+            served++;
+          } catch (error) {
+            expect((error as DstoreError).code).toBe(ErrorCode.STALE_EPOCH);
+            refused++;
+          }
+        }
+        return served === keys.length;
+      },
+      'every key served again',
+      30_000,
+    );
+    expect(refused).toBeGreaterThan(0);
+    const after = await nodeStats(nodes.get('node-1')!);
+    expect(after.fenced).toBeGreaterThan(0);
+    expect(after['ring.epoch']).toBe(ringEpochBefore);
   });
 });

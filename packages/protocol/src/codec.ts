@@ -61,6 +61,12 @@ export class MessageCodec {
   }
 }
 
+/** Appends the optional trailing fence epoch of a data request. */
+function withEpoch(fields: Field[], epoch: number | undefined): Field[] {
+  if (epoch !== undefined) fields.push(epoch);
+  return fields;
+}
+
 /** The flat array a message travels as; see the protocol README for every layout. */
 export function toWireArray(message: Message): Field[] {
   switch (message.op) {
@@ -68,15 +74,21 @@ export function toWireArray(message: Message): Field[] {
       return [message.op, message.id, message.version, message.role, message.token ?? null];
     case Op.GET:
     case Op.DEL:
+      if (message.epoch !== undefined) {
+        return [message.op, message.id, message.key, message.fallback ? 1 : 0, message.epoch];
+      }
       return message.fallback
         ? [message.op, message.id, message.key, 1]
         : [message.op, message.id, message.key];
     case Op.SET:
-      return [message.op, message.id, message.key, message.value];
+      return withEpoch([message.op, message.id, message.key, message.value], message.epoch);
     case Op.MGET:
-      return [message.op, message.id, message.keys.length, ...message.keys];
+      return withEpoch([message.op, message.id, message.keys.length, ...message.keys], message.epoch);
     case Op.MSET:
-      return [message.op, message.id, message.entries.length, ...flattenEntries(message.entries)];
+      return withEpoch(
+        [message.op, message.id, message.entries.length, ...flattenEntries(message.entries)],
+        message.epoch,
+      );
     case Op.PING:
     case Op.STATS:
     case Op.OK:
@@ -276,6 +288,12 @@ class FieldReader {
     return count;
   }
 
+  /** A trailing optional uint32: undefined when absent or nil. */
+  optionalUint(index: number, name: string): number | undefined {
+    const value = this.fields[index];
+    return value === undefined || value === null ? undefined : this.uint(index, name);
+  }
+
   /** A trailing optional flag: true only when present and truthy (1 or true). */
   flag(index: number): boolean | undefined {
     const value = this.fields[index];
@@ -357,21 +375,28 @@ function readRequest(op: number, r: FieldReader): Request {
     case Op.GET:
     case Op.DEL: {
       const fallback = r.flag(3);
-      return fallback ? { op, id, key: r.key(2), fallback } : { op, id, key: r.key(2) };
+      const epoch = r.optionalUint(4, 'epoch');
+      const request = fallback ? { op, id, key: r.key(2), fallback } : { op, id, key: r.key(2) };
+      return epoch === undefined ? request : { ...request, epoch };
     }
-    case Op.SET:
-      return { op, id, key: r.key(2), value: r.value(3) };
+    case Op.SET: {
+      const epoch = r.optionalUint(4, 'epoch');
+      const request = { op, id, key: r.key(2), value: r.value(3) };
+      return epoch === undefined ? request : { ...request, epoch };
+    }
     case Op.MGET: {
       const count = r.batchCount(2, 1);
       const keys = new Array<Uint8Array>(count);
       for (let i = 0; i < count; i++) keys[i] = r.key(3 + i);
-      return { op, id, keys };
+      const epoch = r.optionalUint(3 + count, 'epoch');
+      return epoch === undefined ? { op, id, keys } : { op, id, keys, epoch };
     }
     case Op.MSET: {
       const count = r.batchCount(2, 2);
       const entries = new Array<KeyValue>(count);
       for (let i = 0; i < count; i++) entries[i] = { key: r.key(3 + i * 2), value: r.value(4 + i * 2) };
-      return { op, id, entries };
+      const epoch = r.optionalUint(3 + count * 2, 'epoch');
+      return epoch === undefined ? { op, id, entries } : { op, id, entries, epoch };
     }
     case Op.PING:
       return { op, id };

@@ -56,6 +56,12 @@ export const ErrorCode = {
    * a new member: a new identity (a fresh data dir) through a JOIN.
    */
   MEMBER_REMOVED: 'MEMBER_REMOVED',
+  /**
+   * Fence: the request was routed on another ring epoch than the node's (the message names both:
+   * `routed on epoch <r>, this node is at epoch <n>`). Not executed; the router catches up (a
+   * newer map, or a RING for a node that missed one) and resends.
+   */
+  STALE_EPOCH: 'STALE_EPOCH',
   /** The cluster map changed under a writer (compare-and-set failed): another writer got there first. */
   MAP_CONFLICT: 'MAP_CONFLICT',
   /** The stored cluster map cannot be read or is not a valid map: the balancer refuses to guess. */
@@ -96,7 +102,8 @@ export class DstoreError extends Error {
       this.code === ErrorCode.BUSY ||
       this.code === ErrorCode.SHUTTING_DOWN ||
       this.code === ErrorCode.UNAUTHORIZED ||
-      this.code === ErrorCode.NOT_OWNER
+      this.code === ErrorCode.NOT_OWNER ||
+      this.code === ErrorCode.STALE_EPOCH
     );
   }
 }

@@ -61,6 +61,13 @@ export interface GetRequest {
    * Travels as an optional trailing field `1`.
    */
   readonly fallback?: boolean | undefined;
+  /**
+   * Fence (router to node): the ring epoch the request was routed with. A node that has a ring
+   * refuses a request routed on another epoch with STALE_EPOCH naming its own, so a router with
+   * an old map never acts on it and a node that missed a ring never serves on its old one.
+   * Travels as an optional trailing field; absent from clients and routers that predate it.
+   */
+  readonly epoch?: number | undefined;
 }
 /** Write one key. Answered by OK once the write is acknowledged by the owning engine. */
 export interface SetRequest {
@@ -68,6 +75,13 @@ export interface SetRequest {
   readonly id: number;
   readonly key: Uint8Array;
   readonly value: Uint8Array;
+  /**
+   * Fence (router to node): the ring epoch the request was routed with. A node that has a ring
+   * refuses a request routed on another epoch with STALE_EPOCH naming its own, so a router with
+   * an old map never acts on it and a node that missed a ring never serves on its old one.
+   * Travels as an optional trailing field; absent from clients and routers that predate it.
+   */
+  readonly epoch?: number | undefined;
 }
 /** Delete one key. Answered by COUNT: 1 if the key existed, 0 if not. */
 export interface DelRequest {
@@ -79,12 +93,26 @@ export interface DelRequest {
    * moving away, so a fall-back read can never resurrect it. Optional trailing field `1`.
    */
   readonly fallback?: boolean | undefined;
+  /**
+   * Fence (router to node): the ring epoch the request was routed with. A node that has a ring
+   * refuses a request routed on another epoch with STALE_EPOCH naming its own, so a router with
+   * an old map never acts on it and a node that missed a ring never serves on its old one.
+   * Travels as an optional trailing field; absent from clients and routers that predate it.
+   */
+  readonly epoch?: number | undefined;
 }
 /** Read several keys. Answered by VALUES in the same order. */
 export interface MGetRequest {
   readonly op: typeof Op.MGET;
   readonly id: number;
   readonly keys: readonly Uint8Array[];
+  /**
+   * Fence (router to node): the ring epoch the request was routed with. A node that has a ring
+   * refuses a request routed on another epoch with STALE_EPOCH naming its own, so a router with
+   * an old map never acts on it and a node that missed a ring never serves on its old one.
+   * Travels as an optional trailing field; absent from clients and routers that predate it.
+   */
+  readonly epoch?: number | undefined;
 }
 /** One key/value pair of an MSET. */
 export interface KeyValue {
@@ -109,6 +137,13 @@ export interface MSetRequest {
   readonly op: typeof Op.MSET;
   readonly id: number;
   readonly entries: readonly KeyValue[];
+  /**
+   * Fence (router to node): the ring epoch the request was routed with. A node that has a ring
+   * refuses a request routed on another epoch with STALE_EPOCH naming its own, so a router with
+   * an old map never acts on it and a node that missed a ring never serves on its old one.
+   * Travels as an optional trailing field; absent from clients and routers that predate it.
+   */
+  readonly epoch?: number | undefined;
 }
 /** Liveness check. Answered by OK. */
 export interface PingRequest {

@@ -52,6 +52,21 @@ const messages: fc.Arbitrary<Message>[] = [
   }),
   fc.record({ op: fc.constant(Op.GET), id, key: anyKey }),
   fc.record({ op: fc.constant(Op.GET), id, key: anyKey, fallback: fc.constant(true) }),
+  fc.record({ op: fc.constant(Op.GET), id, key: anyKey, epoch: fc.nat({ max: 0xffff_ffff }) }),
+  fc.record({
+    op: fc.constant(Op.DEL),
+    id,
+    key: anyKey,
+    fallback: fc.constant(true),
+    epoch: fc.nat({ max: 0xffff_ffff }),
+  }),
+  fc.record({ op: fc.constant(Op.SET), id, key: anyKey, value: anyKey, epoch: fc.nat({ max: 0xffff_ffff }) }),
+  fc.record({
+    op: fc.constant(Op.MGET),
+    id,
+    keys: fc.array(anyKey, { maxLength: 4 }),
+    epoch: fc.nat({ max: 0xffff_ffff }),
+  }),
   fc.record({ op: fc.constant(Op.DEL), id, key: anyKey, fallback: fc.constant(true) }),
   fc.record({
     op: fc.constant(Op.RING),
@@ -200,6 +215,10 @@ describe('MessageCodec round trip', () => {
           const wire = toWireArray(message);
           // GET/DEL own an optional trailing flag at index 3; extras go after it (0 = not set).
           if ((message.op === Op.GET || message.op === Op.DEL) && wire.length === 3) wire.push(0);
+          // Data requests own an optional trailing fence epoch after their fields (nil = not set).
+          const fenced = [Op.GET, Op.DEL, Op.SET, Op.MGET, Op.MSET] as number[];
+          if (fenced.includes(message.op) && !('epoch' in message && message.epoch !== undefined))
+            wire.push(null);
           // VALUE owns an optional trailing deleted flag at index 3 (0 = not set).
           if (message.op === Op.VALUE && wire.length === 3) wire.push(0);
           // JOIN owns an optional trailing identity at index 6 (nil = not set).

@@ -28,6 +28,8 @@ export interface OpCounters {
   stats: number;
   /** ERROR answers sent (bad frames, refused ops, engine failures). */
   errors: number;
+  /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
+  fenced: number;
 }
 
 /** What the handler needs from the node beyond the engine. */
@@ -55,7 +57,17 @@ const OK = Op.OK;
  */
 export class RequestHandler {
   /** Op counters. */
-  readonly counters: OpCounters = { get: 0, set: 0, del: 0, mget: 0, mset: 0, ping: 0, stats: 0, errors: 0 };
+  readonly counters: OpCounters = {
+    get: 0,
+    set: 0,
+    del: 0,
+    mget: 0,
+    mset: 0,
+    ping: 0,
+    stats: 0,
+    errors: 0,
+    fenced: 0,
+  };
   /** Latency of data ops (GET, SET, DEL, MGET, MSET) from decode to answer, in µs. */
   readonly latency = new LatencyHistogram();
   /** `performance.now()` of the last request received (shutdown waits for quiet). */
@@ -164,6 +176,7 @@ export class RequestHandler {
       'ops.ping': counters.ping,
       'ops.stats': counters.stats,
       errors: counters.errors,
+      fenced: counters.fenced,
       'latency.count': summary.count,
       'latency.mean_us': Math.round(summary.meanUs),
       'latency.p50_us': summary.p50Us,
@@ -192,6 +205,25 @@ export class RequestHandler {
   }
 
   /** Answers NOT_OWNER (naming the owner) and returns true when this node must not serve `key`. */
+  /**
+   * The fence: a request routed on another ring epoch than ours is refused before anything runs
+   * (STALE_EPOCH names both), so a router with an old map never acts on it and this node, if it
+   * missed a RING, never serves on its old ring. Requests without an epoch (clients of a node
+   * without a balancer, older routers) and a node without a ring are not fenced.
+   */
+  private fenced(connection: Connection, id: number, epoch: number | undefined): boolean {
+    if (epoch === undefined || this.ownership.ring === undefined || epoch === this.ownership.epoch)
+      return false;
+    this.counters.fenced++;
+    this.fail(
+      connection,
+      id,
+      ErrorCode.STALE_EPOCH,
+      `routed on epoch ${epoch}, this node is at epoch ${this.ownership.epoch}`,
+    );
+    return true;
+  }
+
   private refused(connection: Connection, id: number, key: Uint8Array, fallback: boolean): boolean {
     const owner = this.ownership.refusal(key, fallback);
     if (owner === undefined) return false;
@@ -206,6 +238,7 @@ export class RequestHandler {
 
   private get(request: GetRequest, connection: Connection, start: number): void {
     this.counters.get++;
+    if (this.fenced(connection, request.id, request.epoch)) return;
     if (this.refused(connection, request.id, request.key, request.fallback === true)) return;
     let value: Uint8Array | undefined;
     try {
@@ -238,6 +271,7 @@ export class RequestHandler {
   private set(request: SetRequest, connection: Connection, start: number): void {
     this.counters.set++;
     const id = request.id;
+    if (this.fenced(connection, id, request.epoch)) return;
     if (this.refused(connection, id, request.key, false)) return;
     let written: Promise<void>;
     try {
@@ -259,6 +293,7 @@ export class RequestHandler {
     this.counters.del++;
     const id = request.id;
     const key = request.key;
+    if (this.fenced(connection, id, request.epoch)) return;
     if (this.refused(connection, id, key, request.fallback === true)) return;
     let deleted: Promise<boolean>;
     try {
@@ -283,6 +318,7 @@ export class RequestHandler {
   private mget(request: MGetRequest, connection: Connection, start: number): void {
     this.counters.mget++;
     const keys = request.keys;
+    if (this.fenced(connection, request.id, request.epoch)) return;
     for (const key of keys) if (this.refused(connection, request.id, key, false)) return;
     const values: (Uint8Array | null)[] = new Array(keys.length);
     try {
@@ -300,6 +336,7 @@ export class RequestHandler {
     this.counters.mset++;
     const id = request.id;
     const entries = request.entries;
+    if (this.fenced(connection, id, request.epoch)) return;
     for (const entry of entries) if (this.refused(connection, id, entry.key, false)) return;
     const writeEpoch = this.ownership.writeEpoch;
     const writes: Promise<void>[] = new Array(entries.length);

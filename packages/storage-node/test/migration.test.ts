@@ -56,6 +56,33 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
     return { a, b, ca: await resources.client(a.address.port), cb: await resources.client(b.address.port) };
   }
 
+  it('fences requests routed on another ring epoch with STALE_EPOCH, before executing them', async () => {
+    const { ca } = await twoNodes();
+    const key = toBytes('fenced-key');
+    // No ring yet: nothing to fence against, every epoch is served.
+    await ca.request({ op: Op.SET, key, value: toBytes('v1'), epoch: 9 });
+    await ca.request(ringMessage(5, [{ id: 'node-a', weight: 1 }]));
+    for (const epoch of [4, 6]) {
+      const refused = await rejection(ca.request({ op: Op.SET, key, value: toBytes('stale'), epoch }));
+      expect(refused.code).toBe(ErrorCode.STALE_EPOCH);
+      expect(refused.notExecuted).toBe(true);
+      expect(refused.message).toBe(`routed on epoch ${epoch}, this node is at epoch 5`);
+      for (const request of [
+        { op: Op.GET, key, epoch },
+        { op: Op.DEL, key, epoch },
+        { op: Op.MGET, keys: [key], epoch },
+        { op: Op.MSET, entries: [{ key, value: toBytes('stale') }], epoch },
+      ] as const) {
+        expect((await rejection(ca.request(request))).code).toBe(ErrorCode.STALE_EPOCH);
+      }
+    }
+    // Nothing refused was executed; the right epoch, and no epoch (a client), are served.
+    expect(textOf(await ca.request({ op: Op.GET, key, epoch: 5 }))).toBe('v1');
+    expect(textOf(await ca.request({ op: Op.GET, key }))).toBe('v1');
+    const stats = await ca.request({ op: Op.STATS });
+    expect(stats.op === Op.STATS_RESULT ? stats.stats.fenced : undefined).toBe(10);
+  });
+
   it('serves every key before a RING, refuses foreign keys with NOT_OWNER after', async () => {
     const { ca } = await twoNodes();
     const key = toBytes('any-key');
