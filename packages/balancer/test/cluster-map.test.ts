@@ -3,9 +3,6 @@
  * (also in the middle of a migration) restarts from its --data-dir and never answers with another
  * node's data; duplicate ids and removed nodes are refused, also across restarts.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import {
   bytesToString,
   Connection,
@@ -14,31 +11,29 @@ import {
   ErrorCode,
   handshake,
   Op,
-  PeerLink,
   toBytes,
 } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { RingView } from '../src/index.js';
 import {
   BALANCER_CLI,
   type BalancerReady,
+  clientLink,
   type NodeReady,
+  nodeStats,
   Resources,
+  ringOf,
   type Spawned,
+  sleep,
   spawnCli,
   spawnNode,
+  temporaryDir,
   waitFor,
+  waitForRing,
 } from './helpers.js';
-import { clientLoop, finalCheck, History, write } from './history.js';
+import { finalCheck, History, startLoad } from './history.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
-
-function temporaryDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  resources.add(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 /** A balancer process on `port` (0: any) keeping its map in `dataDir`. */
 function spawnBalancer(dataDir: string, port = 0): Promise<Spawned<BalancerReady>> {
@@ -55,60 +50,6 @@ function spawnBalancer(dataDir: string, port = 0): Promise<Spawned<BalancerReady
   ]);
 }
 
-async function ringOf(balancer: Spawned<BalancerReady>): Promise<RingView> {
-  const response = await fetch(`http://127.0.0.1:${balancer.ready.adminPort}/ring`);
-  return (await response.json()) as RingView;
-}
-
-/** Waits until the map has exactly `ids` in the ring, all up, and no transition runs. */
-async function waitForRing(balancer: Spawned<BalancerReady>, ids: readonly string[]): Promise<RingView> {
-  let last: RingView | undefined;
-  await waitFor(
-    async () => {
-      last = await ringOf(balancer);
-      const inRing = last.nodes.filter((node) => node.share > 0);
-      return (
-        last.map.transition === null &&
-        inRing.length === ids.length &&
-        ids.every((id) => inRing.some((node) => node.id === id && node.status === 'up'))
-      );
-    },
-    `ring of ${ids.join(', ')}`,
-    60_000,
-  );
-  return last!;
-}
-
-/** A client that reconnects on its own (a balancer restart drops its connection). */
-function clientLink(port: number): PeerLink {
-  const link = new PeerLink({
-    host: '127.0.0.1',
-    port,
-    role: 'client',
-    connectTimeoutMs: 1000,
-    backoff: { initialDelayMs: 20, maxDelayMs: 200 },
-    connection: { requestTimeoutMs: 3000 },
-  });
-  resources.add(() => link.close());
-  link.start();
-  return link;
-}
-
-async function nodeStats(node: Spawned<NodeReady>): Promise<Record<string, number | string>> {
-  const connection = new Connection(await connectSocket({ host: '127.0.0.1', port: node.ready.port }), {
-    requestTimeoutMs: 5000,
-  });
-  try {
-    const answer = await connection.request({ op: Op.STATS });
-    if (answer.op !== Op.STATS_RESULT) throw new Error(`STATS answered op ${answer.op}`);
-    return { ...answer.stats };
-  } finally {
-    connection.destroy();
-  }
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** SIGKILLs the balancer and starts it again on the same port and data dir. */
 async function restart(balancer: Spawned<BalancerReady>, dataDir: string): Promise<Spawned<BalancerReady>> {
   balancer.child.kill('SIGKILL');
@@ -118,22 +59,16 @@ async function restart(balancer: Spawned<BalancerReady>, dataDir: string): Promi
 
 describe('the cluster map', () => {
   it('survives three balancer SIGKILLs under load: no nil, stale or wrong read, no acknowledged write lost', async () => {
-    const dataDir = temporaryDir('dstore-map-');
+    const dataDir = temporaryDir(resources, 'dstore-map-');
     let balancer = await spawnBalancer(dataDir);
     const port = balancer.ready.port;
     for (const id of ['node-1', 'node-2', 'node-3']) await spawnNode(resources, id, port);
     await waitForRing(balancer, ['node-1', 'node-2', 'node-3']);
 
     const history = new History(1500);
-    const links = Array.from({ length: 4 }, () => clientLink(port));
+    const links = Array.from({ length: 4 }, () => clientLink(resources, port));
     await waitFor(() => links.every((link) => link.isReady), 'clients connected');
-    for (let key = 0; key < history.keys; key += 100) {
-      await Promise.all(Array.from({ length: 100 }, (_, i) => write(history, links[0]!, key + i)));
-    }
-    let stopping = false;
-    const load = Promise.all(
-      links.map((link, index) => clientLoop(history, link, index, links.length, () => stopping, 5)),
-    );
+    const load = await startLoad(history, links);
     for (let round = 0; round < 3; round++) {
       const okBefore = history.reads + history.writeCount - history.failed;
       await waitFor(
@@ -149,9 +84,8 @@ describe('the cluster map', () => {
     }
     const okBefore = history.reads + history.writeCount - history.failed;
     await waitFor(() => history.reads + history.writeCount - history.failed > okBefore + 2000, 'load served');
-    stopping = true;
-    await load;
-    const final = clientLink(port);
+    await load.stop();
+    const final = clientLink(resources, port);
     await waitFor(() => final.isReady, 'final client');
     const lost = await finalCheck(history, final);
     expect(history.nil).toEqual([]);
@@ -163,7 +97,7 @@ describe('the cluster map', () => {
   });
 
   it('resumes a migration cut by a balancer SIGKILL, finishes and purges it, losing nothing', async () => {
-    const dataDir = temporaryDir('dstore-map-');
+    const dataDir = temporaryDir(resources, 'dstore-map-');
     let balancer = await spawnBalancer(dataDir);
     const port = balancer.ready.port;
     // Slow streams, so the SIGKILL lands in the middle of the migration.
@@ -173,15 +107,9 @@ describe('the cluster map', () => {
     await waitForRing(balancer, ['node-1', 'node-2', 'node-3']);
 
     const history = new History(3000);
-    const links = Array.from({ length: 3 }, () => clientLink(port));
+    const links = Array.from({ length: 3 }, () => clientLink(resources, port));
     await waitFor(() => links.every((link) => link.isReady), 'clients connected');
-    for (let key = 0; key < history.keys; key += 100) {
-      await Promise.all(Array.from({ length: 100 }, (_, i) => write(history, links[0]!, key + i)));
-    }
-    let stopping = false;
-    const load = Promise.all(
-      links.map((link, index) => clientLoop(history, link, index, links.length, () => stopping, 5)),
-    );
+    const load = await startLoad(history, links);
     nodes.push(await spawnNode(resources, 'node-4', port, slow));
     await waitFor(
       async () => (await ringOf(balancer)).map.transition?.phase === 'stream',
@@ -193,21 +121,22 @@ describe('the cluster map', () => {
     expect(resumed.map.transition).not.toBeNull();
     const ring = await waitForRing(balancer, ['node-1', 'node-2', 'node-3', 'node-4']);
     expect(ring.migration.keysMovedTotal).toBeGreaterThan(0);
-    stopping = true;
-    await load;
-    const final = clientLink(port);
+    await load.stop();
+    const final = clientLink(resources, port);
     await waitFor(() => final.isReady, 'final client');
     const lost = await finalCheck(history, final);
     expect(history.anomalies()).toEqual([]);
     expect(lost).toEqual([]);
     // Every node finished the transition: nothing pending, old copies purged.
-    for (const node of nodes) expect((await nodeStats(node))['migration.pending_ranges']).toBe(0);
-    const held = await Promise.all(nodes.map(async (node) => Number((await nodeStats(node))['keys'])));
+    for (const node of nodes) expect((await nodeStats(node.ready.port))['migration.pending_ranges']).toBe(0);
+    const held = await Promise.all(
+      nodes.map(async (node) => Number((await nodeStats(node.ready.port))['keys'])),
+    );
     expect(held.reduce((sum, keys) => sum + keys, 0)).toBe(history.keys);
   });
 
   it('refuses a second node under a live id, and a removed node, also after a balancer restart', async () => {
-    const dataDir = temporaryDir('dstore-map-');
+    const dataDir = temporaryDir(resources, 'dstore-map-');
     let balancer = await spawnBalancer(dataDir);
     const port = balancer.ready.port;
     const nodes = new Map<string, Spawned<NodeReady>>();
@@ -249,17 +178,17 @@ describe('the cluster map', () => {
   });
 
   it('fences a node left on an old ring: refused (not executed), never a wrong answer, and caught up', async () => {
-    const dataDir = temporaryDir('dstore-map-');
+    const dataDir = temporaryDir(resources, 'dstore-map-');
     const balancer = await spawnBalancer(dataDir);
     const port = balancer.ready.port;
     const nodes = new Map<string, Spawned<NodeReady>>();
     for (const id of ['node-1', 'node-2', 'node-3']) nodes.set(id, await spawnNode(resources, id, port));
     await waitForRing(balancer, ['node-1', 'node-2', 'node-3']);
-    const link = clientLink(port);
+    const link = clientLink(resources, port);
     await waitFor(() => link.isReady, 'client');
     const keys = Array.from({ length: 300 }, (_, i) => `fence-${i}`);
     for (const key of keys) await link.request({ op: Op.SET, key: toBytes(key), value: toBytes(`v-${key}`) });
-    const ringEpochBefore = (await nodeStats(nodes.get('node-1')!))['ring.epoch'];
+    const ringEpochBefore = (await nodeStats(nodes.get('node-1')!.ready.port))['ring.epoch'];
 
     // node-1 is handed an old, wrong ring (another generation, it alone, at epoch 1), as a node
     // that missed ring changes would have: it must not serve on it.
@@ -279,7 +208,7 @@ describe('the cluster map', () => {
       vnodes: 0,
       nodes: [{ id: 'node-1', weight: 1 }],
     });
-    expect((await nodeStats(nodes.get('node-1')!))['ring.epoch']).toBe(1);
+    expect((await nodeStats(nodes.get('node-1')!.ready.port))['ring.epoch']).toBe(1);
 
     let refused = 0;
     await waitFor(
@@ -303,7 +232,7 @@ describe('the cluster map', () => {
       30_000,
     );
     expect(refused).toBeGreaterThan(0);
-    const after = await nodeStats(nodes.get('node-1')!);
+    const after = await nodeStats(nodes.get('node-1')!.ready.port);
     expect(after.fenced).toBeGreaterThan(0);
     expect(after['ring.epoch']).toBe(ringEpochBefore);
   });

@@ -8,23 +8,23 @@
  * "acknowledged" means for the memory engine without replication), so only the balancer is killed
  * under the memory engine.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Connection, connectSocket, Op, PeerLink } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { RingView } from '../src/index.js';
 import {
   BALANCER_CLI,
   type BalancerReady,
+  clientLink,
   type NodeReady,
+  nodeStats,
   Resources,
+  ringOf,
   type Spawned,
+  sleep,
   spawnCli,
   spawnNode,
+  temporaryDir,
   waitFor,
 } from './helpers.js';
-import { clientLoop, finalCheck, History, write } from './history.js';
+import { finalCheck, History, startLoad } from './history.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
@@ -44,51 +44,11 @@ const cases: { engine: Engine; change: Change; victim: Victim }[] = [
   { engine: 'memory', change: 'leave', victim: 'balancer' },
 ];
 
-function temporaryDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  resources.add(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function ringOf(balancer: Spawned<BalancerReady>): Promise<RingView> {
-  const response = await fetch(`http://127.0.0.1:${balancer.ready.adminPort}/ring`);
-  return (await response.json()) as RingView;
-}
-
-function clientLink(port: number): PeerLink {
-  const link = new PeerLink({
-    host: '127.0.0.1',
-    port,
-    role: 'client',
-    connectTimeoutMs: 1000,
-    backoff: { initialDelayMs: 20, maxDelayMs: 200 },
-    connection: { requestTimeoutMs: 3000 },
-  });
-  resources.add(() => link.close());
-  link.start();
-  return link;
-}
-
-async function nodeStats(port: number): Promise<Record<string, number | string>> {
-  const connection = new Connection(await connectSocket({ host: '127.0.0.1', port }), {
-    requestTimeoutMs: 5000,
-  });
-  try {
-    const answer = await connection.request({ op: Op.STATS });
-    if (answer.op !== Op.STATS_RESULT) throw new Error(`STATS answered op ${answer.op}`);
-    return { ...answer.stats };
-  } finally {
-    connection.destroy();
-  }
-}
-
 describe.each(cases)('SIGKILL of the $victim during a $change ($engine)', ({ engine, change, victim }) => {
   it('loses no acknowledged write, serves no stale read, resurrects no delete, leaves nothing pending', {
     timeout: 150_000,
   }, async () => {
-    const balancerDir = temporaryDir('dstore-crash-bal-');
+    const balancerDir = temporaryDir(resources, 'dstore-crash-bal-');
     const balancerArgs = (port: number) => [
       '--port',
       String(port),
@@ -107,7 +67,7 @@ describe.each(cases)('SIGKILL of the $victim during a $change ($engine)', ({ eng
     const nodes = new Map<string, Spawned<NodeReady>>();
     // Slow streams, so the kill lands in the middle of the migration.
     const startNode = async (id: string) => {
-      if (!dataDirs.has(id)) dataDirs.set(id, temporaryDir(`dstore-crash-${id}-`));
+      if (!dataDirs.has(id)) dataDirs.set(id, temporaryDir(resources, `dstore-crash-${id}-`));
       const extra = ['--migration-rate', '1000', '--heartbeat-interval', '200'];
       if (engine === 'lmdb') extra.push('--engine', 'lmdb', '--data-dir', dataDirs.get(id)!);
       nodes.set(id, await spawnNode(resources, id, port, extra));
@@ -133,15 +93,9 @@ describe.each(cases)('SIGKILL of the $victim during a $change ($engine)', ({ eng
     const history = new History(2000);
     const startedAt = performance.now();
     let killedAt = 0;
-    const links = Array.from({ length: 3 }, () => clientLink(port));
+    const links = Array.from({ length: 3 }, () => clientLink(resources, port));
     await waitFor(() => links.every((link) => link.isReady), 'clients connected');
-    for (let key = 0; key < history.keys; key += 100) {
-      await Promise.all(Array.from({ length: 100 }, (_, i) => write(history, links[0]!, key + i)));
-    }
-    let stopping = false;
-    const load = Promise.all(
-      links.map((link, index) => clientLoop(history, link, index, links.length, () => stopping, 5, 0.1)),
-    );
+    const load = await startLoad(history, links, { deleteRatio: 0.1 });
 
     if (change === 'join') await startNode('node-4');
     else nodes.get('node-2')!.child.kill('SIGTERM');
@@ -175,9 +129,8 @@ describe.each(cases)('SIGKILL of the $victim during a $change ($engine)', ({ eng
     }
     const finalIds = change === 'join' ? ['node-1', 'node-2', 'node-3', 'node-4'] : ['node-1', 'node-3'];
     await settled(finalIds);
-    stopping = true;
-    await load;
-    const final = clientLink(port);
+    await load.stop();
+    const final = clientLink(resources, port);
     await waitFor(() => final.isReady, 'final client');
     const lost = await finalCheck(history, final);
     // On failure, the histories of a few offending keys (ms since the load began) help find why.

@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { dirname, resolve } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import {
@@ -13,7 +15,7 @@ import {
   type Response,
   type WithoutId,
 } from '@dstore/protocol';
-import { type Balancer, type BalancerOptions, createBalancer } from '../src/index.js';
+import { type Balancer, type BalancerOptions, createBalancer, type RingView } from '../src/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The built balancer CLI. */
@@ -309,3 +311,75 @@ export async function startFakeNode(resources: Resources, id: string): Promise<F
   resources.add(() => node.stop());
   return node;
 }
+
+/** A fresh temporary directory, removed at release. */
+export function temporaryDir(resources: Resources, prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  resources.add(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The `/ring` document of a balancer process. */
+export async function ringOf(balancer: Spawned<BalancerReady>): Promise<RingView> {
+  const response = await fetch(`http://127.0.0.1:${balancer.ready.adminPort}/ring`);
+  return (await response.json()) as RingView;
+}
+
+/**
+ * Waits until the balancer process routes on a ring of exactly `ids` (the nodes with a share),
+ * all up, with no transition in the map and no migration running; resolves with that `/ring`.
+ */
+export async function waitForRing(
+  balancer: Spawned<BalancerReady>,
+  ids: readonly string[],
+  timeoutMs = 60_000,
+): Promise<RingView> {
+  let last: RingView | undefined;
+  await waitFor(
+    async () => {
+      last = await ringOf(balancer);
+      const inRing = last.nodes.filter((node) => node.share > 0);
+      return (
+        last.map.transition === null &&
+        !last.migration.active &&
+        inRing.length === ids.length &&
+        ids.every((id) => inRing.some((node) => node.id === id && node.status === 'up'))
+      );
+    },
+    `ring of ${ids.join(', ')}`,
+    timeoutMs,
+  );
+  return last as RingView;
+}
+
+/** A client link that reconnects on its own (a balancer restart drops it), closed at release. */
+export function clientLink(resources: Resources, port: number): PeerLink {
+  const link = new PeerLink({
+    host: '127.0.0.1',
+    port,
+    role: 'client',
+    connectTimeoutMs: 1000,
+    backoff: { initialDelayMs: 20, maxDelayMs: 200 },
+    connection: { requestTimeoutMs: 3000 },
+  });
+  resources.add(() => link.close());
+  link.start();
+  return link;
+}
+
+/** A storage node's STATS, asked directly on its port. */
+export async function nodeStats(port: number): Promise<Record<string, number | string>> {
+  const connection = new Connection(await connectSocket({ host: '127.0.0.1', port }), {
+    requestTimeoutMs: 5000,
+  });
+  try {
+    const answer = await connection.request({ op: Op.STATS });
+    if (answer.op !== Op.STATS_RESULT) throw new Error(`STATS answered op ${answer.op}`);
+    return { ...answer.stats };
+  } finally {
+    connection.destroy();
+  }
+}
+
+/** Resolves after `ms`. */
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -239,3 +239,45 @@ export async function finalCheck(history: History, client: Requester): Promise<s
   }
   return lost;
 }
+
+/** A running load started by {@link startLoad}. */
+export interface RunningLoad {
+  /** Stops every client loop after its current operation; resolves when all have stopped. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Writes a first version of every key (spread over the links, 100 at a time), then runs one
+ * {@link clientLoop} per link until {@link RunningLoad.stop}. Key `k` is written by link
+ * `k % links.length` throughout, so each key keeps exactly one writer.
+ */
+export async function startLoad(
+  history: History,
+  links: readonly Requester[],
+  options: { readonly pauseAfterFailureMs?: number; readonly deleteRatio?: number } = {},
+): Promise<RunningLoad> {
+  for (let key = 0; key < history.keys; key += 100) {
+    const batch = Array.from({ length: Math.min(100, history.keys - key) }, (_, i) => key + i);
+    await Promise.all(batch.map((k) => write(history, links[k % links.length]!, k)));
+  }
+  let stopping = false;
+  const loops = Promise.all(
+    links.map((link, index) =>
+      clientLoop(
+        history,
+        link,
+        index,
+        links.length,
+        () => stopping,
+        options.pauseAfterFailureMs ?? 5,
+        options.deleteRatio ?? 0,
+      ),
+    ),
+  );
+  return {
+    stop: async () => {
+      stopping = true;
+      await loops;
+    },
+  };
+}
