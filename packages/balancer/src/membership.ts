@@ -15,12 +15,13 @@ import {
   sameRingMembers,
   withMember,
 } from './cluster-map.js';
-import { ClusterNode, type NodeAddress, type NodeLinkOptions } from './cluster-node.js';
+import type { ClusterNode, NodeAddress, NodeLinkOptions } from './cluster-node.js';
 import type { BalancerHashAlgorithm } from './config.js';
 import { CoordinatorLink } from './coordinator-link.js';
 import type { HealthMonitor } from './health.js';
 import type { MapStore } from './map-store.js';
 import { groupMoves, Migrator, type MoveGroup, streamName } from './migrator.js';
+import { NodePool } from './node-pool.js';
 
 /** A change to the cluster map (see {@link nextMap}). */
 type MapPatch = Partial<Pick<ClusterMap, 'ring' | 'members' | 'transition'>>;
@@ -83,7 +84,8 @@ function ringOf(ring: MapRing): HashRing {
 export class Membership extends EventEmitter<MembershipEvents> {
   /** Key migration between ring changes. */
   readonly migrator: Migrator;
-  private readonly registry = new Map<string, ClusterNode>();
+  /** Links to the members (one writer: {@link install} syncs it with the map). */
+  private readonly pool: NodePool;
   private map: ClusterMap;
   private currentRing: HashRing;
   /** The ring requests are forwarded on, with its epoch (the fence every request carries). */
@@ -108,9 +110,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.routing = { ring: this.currentRing, epoch: this.map.ring.epoch };
     const membership = this;
     this.migrator = new Migrator({
-      node: (id) => this.registry.get(id),
+      node: (id) => this.pool.get(id),
       get nodes() {
-        return membership.registry.values();
+        return membership.pool.values();
       },
       logger: options.logger,
       // A balancer that lost the coordinator role stops its streams: the new one resumes them.
@@ -119,6 +121,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
       },
     });
     this.migrator.generation = this.map.generation;
+    this.pool = new NodePool({
+      link: options.link,
+      health: options.health,
+      verifyIdentity: (id) => this.verifyStatic.get(id) ?? true,
+      onReady: (node) => this.sendRings(node),
+    });
     this.coordinatorLink = new CoordinatorLink({
       coordinator: () => options.store.leader(),
       self: () => this.candidate,
@@ -191,7 +199,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     }
     if (nodeEpoch < this.routing.epoch) {
       await Promise.all(
-        [...this.registry.values()].map(async (node) => {
+        [...this.pool.values()].map(async (node) => {
           if (this.fromRing !== undefined && this.map.transition?.phase === 'stream') {
             await this.migrator.pushRing(node, this.fromRing.ring, this.fromRing.epoch);
           }
@@ -225,17 +233,17 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   /** Every member with a link (joining, up or leaving), in map order. */
   get nodes(): IterableIterator<ClusterNode> {
-    return this.registry.values();
+    return this.pool.values();
   }
 
   /** Number of members with a link. */
   get size(): number {
-    return this.registry.size;
+    return this.pool.size;
   }
 
   /** The member link with this id. */
   node(id: string): ClusterNode | undefined {
-    return this.registry.get(id);
+    return this.pool.get(id);
   }
 
   /**
@@ -445,22 +453,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
         }),
       });
     });
-    if (registersHere) this.noteRegistration(spec.id, outcome === 'unchanged');
+    if (registersHere) this.pool.noteRegistration(spec.id, outcome === 'unchanged');
     return outcome;
-  }
-
-  /**
-   * The node registered on this balancer's port: from now on its heartbeats here decide its
-   * health (a member registered at another balancer is up while our link to it is ready).
-   */
-  private noteRegistration(id: string, redialIfDown: boolean): void {
-    const node = this.registry.get(id);
-    if (node === undefined) return;
-    node.registered = true;
-    node.lastHeartbeatAt = performance.now();
-    // A restarted node re-JOINs before our backoff would redial it: dial again at once.
-    if (redialIfDown && !node.link.isReady) this.relink(node);
-    else this.options.health.evaluate(node);
   }
 
   /** A follower hands a JOIN to the coordinator (the map's only writer) and relays its answer. */
@@ -476,7 +470,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       },
       FORWARD_TIMEOUT_MS,
     );
-    if (registersHere) this.noteRegistration(spec.id, true);
+    if (registersHere) this.pool.noteRegistration(spec.id, true);
     return 'unchanged';
   }
 
@@ -491,7 +485,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * heard from recently, or this balancer started too recently to know.
    */
   private refuseIfLive(existing: MapMember, identity: string): void {
-    const node = this.registry.get(existing.id);
+    const node = this.pool.get(existing.id);
     const now = performance.now();
     const timeout = this.options.heartbeatTimeoutMs;
     const heard = node?.registered === true && now - node.lastHeartbeatAt <= timeout;
@@ -544,7 +538,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       // Not in the ring yet, or the last one there: nothing can move, it goes at once.
       if (map.ring.members.length > 0) {
         this.options.logger.warn(
-          { node: id, keysHeld: this.registry.get(id)?.keyCount ?? 0 },
+          { node: id, keysHeld: this.pool.get(id)?.keyCount ?? 0 },
           'the last node left without handing off its keys: they are unreachable until it joins again',
         );
       }
@@ -556,13 +550,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   /** Records a HEARTBEAT. Returns false for a node that is not a member (it must JOIN). */
   heartbeat(id: string, keyCount: number): boolean {
-    const node = this.registry.get(id);
-    if (!node) return false;
-    node.keyCount = keyCount;
-    node.registered = true;
-    node.lastHeartbeatAt = performance.now();
-    if (!node.up) this.options.health.evaluate(node);
-    return true;
+    return this.pool.heartbeat(id, keyCount);
   }
 
   /** Closes every node link (requests in flight finish first) and the store. */
@@ -571,9 +559,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.unwatch?.();
     await this.coordinatorLink.close();
     for (const id of [...this.departures.keys()]) this.resolveDeparture(id, false);
-    const nodes = [...this.registry.values()];
-    for (const node of nodes) this.options.health.unwatch(node);
-    await Promise.all(nodes.map((node) => node.close()));
+    await this.pool.close();
     await this.writes.catch(() => undefined);
     await this.options.store.close();
   }
@@ -623,7 +609,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const from = map.transition?.from;
     if (from === undefined) this.fromRing = undefined;
     else if (this.fromRing?.epoch !== from.epoch) this.fromRing = { ring: ringOf(from), epoch: from.epoch };
-    this.syncLinks(map);
+    this.pool.sync(map.members);
     for (const id of [...this.departures.keys()]) {
       if (activeMember(map, id) === undefined) this.resolveDeparture(id, true);
     }
@@ -642,71 +628,18 @@ export class Membership extends EventEmitter<MembershipEvents> {
     });
   }
 
-  /** One link per member that is not removed, at the address the map holds. */
-  private syncLinks(map: ClusterMap): void {
-    const wanted = new Map<string, MapMember>();
-    for (const member of map.members) if (member.state !== 'removed') wanted.set(member.id, member);
-    for (const [id, node] of this.registry) {
-      const member = wanted.get(id);
-      if (member === undefined) this.uninstall(node);
-      else if (member.host !== node.host || member.port !== node.port || member.weight !== node.weight)
-        this.replace(node, member);
+  /**
+   * Every (re)connect of a node's link gets the ring before any request, so a restarted node
+   * learns what it owns first. While a transition streams it gets the ring before it first, so it
+   * derives the moving ranges (fall-back reads, tombstones for deletes) like every other node;
+   * not in the purge phase: PURGE works from its ring alone, and moving ranges derived after its
+   * PURGE was answered would stay pending forever.
+   */
+  private sendRings(node: ClusterNode): void {
+    if (this.fromRing !== undefined && this.map.transition?.phase === 'stream') {
+      void this.migrator.pushRing(node, this.fromRing.ring, this.fromRing.epoch);
     }
-    for (const member of wanted.values()) {
-      if (!this.registry.has(member.id)) this.installNode(member, this.verifyStatic.get(member.id) ?? true);
-    }
-  }
-
-  private installNode(spec: NodeAddress, verifyIdentity: boolean): ClusterNode {
-    const node = new ClusterNode(
-      spec.id,
-      spec.host,
-      spec.port,
-      spec.weight,
-      // Heartbeats count once the node registers here (JOIN); until then the link decides.
-      false,
-      verifyIdentity,
-      this.options.link,
-    );
-    // Not heard from yet: up only once its link is ready (HELLO answered by the right id).
-    node.lastHeartbeatAt = performance.now();
-    this.registry.set(spec.id, node);
-    this.options.health.watch(node);
-    // Every (re)connect gets the ring, so a restarted node learns what it owns before traffic.
-    // While a transition streams it gets the ring before it first, so it derives the moving
-    // ranges (fall-back reads, tombstones for deletes) like every other node.
-    node.link.on('ready', () => {
-      // Only while keys stream: in the purge phase a restarted node needs no moving ranges (PURGE
-      // works from its ring alone), and ranges it would derive again after its PURGE was answered
-      // would stay pending forever.
-      if (this.fromRing !== undefined && this.map.transition?.phase === 'stream') {
-        void this.migrator.pushRing(node, this.fromRing.ring, this.fromRing.epoch);
-      }
-      void this.migrator.pushRing(node, this.currentRing, this.map.ring.epoch);
-    });
-    if (!this.isClosed) node.start();
-    return node;
-  }
-
-  private uninstall(node: ClusterNode): void {
-    this.registry.delete(node.id);
-    this.options.health.unwatch(node);
-    // In-flight requests on the old link still get their answers; new ones use the new ring.
-    void node.close();
-  }
-
-  private replace(existing: ClusterNode, spec: NodeAddress): void {
-    const { keyCount, registered, lastHeartbeatAt } = existing;
-    this.uninstall(existing);
-    const node = this.installNode(spec, existing.verifyIdentity);
-    node.keyCount = keyCount;
-    node.registered = registered;
-    node.lastHeartbeatAt = lastHeartbeatAt;
-  }
-
-  /** Redials a member's link at once (its node restarted). */
-  private relink(node: ClusterNode): void {
-    this.replace(node, node);
+    void this.migrator.pushRing(node, this.currentRing, this.map.ring.epoch);
   }
 
   private resolveDeparture(id: string, removed: boolean): void {
