@@ -7,8 +7,12 @@
  *    record, to the restarted balancer's ready line). The restarted balancer routes on the stored
  *    map at once; what remains is process start, the nodes' links and their reconnect backoff.
  * 2. Coordinator takeover on etcd (skipped when `etcd` is not on PATH): two balancers on one etcd
- *    (`--etcd-lease-ttl` BENCH_REC_TTL, default 2 s); the coordinator is SIGKILLed; reported: ms
- *    until the other balancer's /ring says it coordinates, and until a JOIN sent to it succeeds.
+ *    (`--etcd-lease-ttl` BENCH_REC_TTL, default 2 s); once the second follows the first, the
+ *    coordinator is SIGKILLed; reported: ms until the other balancer's /ring says it coordinates,
+ *    and until a JOIN sent to it succeeds. A JOIN is sent every 20 ms without waiting for the
+ *    previous one: a follower holds a JOIN it forwards to a dead coordinator (up to its connect
+ *    timeout, 4 s by default) rather than failing it, so one probe at a time would measure the
+ *    probe's own 2 s request timeout.
  *
  *   pnpm build && pnpm --filter @dstore/balancer exec tsx bench/recovery.ts
  */
@@ -46,9 +50,14 @@ function start(script: string, args: string[]): { child: ChildProcess; ready: Pr
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
-async function ring(adminPort: number): Promise<{ map: { role: string }; nodes: { status: string }[] }> {
+interface RingView {
+  readonly map: { readonly role: string; readonly coordinator?: string };
+  readonly nodes: { readonly status: string }[];
+}
+
+async function ring(adminPort: number): Promise<RingView> {
   const response = await fetch(`http://127.0.0.1:${adminPort}/ring`);
-  return (await response.json()) as { map: { role: string }; nodes: { status: string }[] };
+  return (await response.json()) as RingView;
 }
 
 async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
@@ -59,11 +68,11 @@ async function until(condition: () => Promise<boolean>, what: string, timeoutMs 
   }
 }
 
-function clientLink(port: number): PeerLink {
+function clientLink(port: number, role: 'client' | 'node' = 'client'): PeerLink {
   const link = new PeerLink({
     host: '127.0.0.1',
     port,
-    role: 'client',
+    role,
     connectTimeoutMs: 1000,
     backoff: { initialDelayMs: 10, maxDelayMs: 100 },
     connection: { requestTimeoutMs: 2000 },
@@ -104,8 +113,9 @@ async function restartBench(): Promise<void> {
       'memory',
       '--join',
       `127.0.0.1:${port}`,
+      // Their "lost the balancer" warnings after each SIGKILL are expected here.
       '--log-level',
-      'warn',
+      'error',
     ]).ready;
   }
   await until(
@@ -180,6 +190,7 @@ async function takeoverBench(): Promise<void> {
   children.push(etcd);
   await until(async () => (await fetch(`${endpoint}/health`)).ok, 'etcd');
   const takeovers: number[] = [];
+  const joins: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const args = (id: string) => [
       '--id',
@@ -202,15 +213,46 @@ async function takeoverBench(): Promise<void> {
     await until(async () => (await ring(a.adminPort!)).map.role === 'coordinator', 'a coordinates');
     const second = start(BALANCER_CLI, args('b'));
     const b = await second.ready;
+    // Steady state first: b follows a (it knows the coordinator it would forward to).
+    await until(async () => {
+      const view = (await ring(b.adminPort!)).map;
+      return view.role === 'follower' && view.coordinator?.startsWith('a@') === true;
+    }, 'b follows a');
+    // A node's link to b, for the JOIN probe (a fake node: nothing listens on its port).
+    const nodeLink = clientLink(b.port, 'node');
+    await until(async () => nodeLink.isReady, 'node link to b');
+    const probe = { op: Op.JOIN, nodeId: `probe-${round}`, host: '127.0.0.1', port: 1, weight: 1 } as const;
     const killedAt = performance.now();
     first.child.kill('SIGKILL');
+    const joined = new Promise<number>((done, reject) => {
+      let answered = false;
+      const send = (): void => {
+        if (answered) return;
+        if (performance.now() - killedAt > 60_000) {
+          reject(new Error('timed out: JOIN through b'));
+          return;
+        }
+        nodeLink.request(probe).then(
+          () => {
+            if (!answered) done(performance.now() - killedAt);
+            answered = true;
+          },
+          () => undefined,
+        );
+        setTimeout(send, 20);
+      };
+      send();
+    });
     await until(async () => (await ring(b.adminPort!)).map.role === 'coordinator', 'b takes over');
     takeovers.push(performance.now() - killedAt);
+    joins.push(await joined);
+    await nodeLink.close();
     second.child.kill('SIGKILL');
   }
   console.log(
-    `etcd coordinator SIGKILL -> the other balancer coordinates (lease TTL ${TTL} s): ${stats(takeovers)}`,
+    `etcd coordinator SIGKILL -> the other balancer coordinates (lease TTL ${TTL} s): ${stats(takeovers)} (${ROUNDS} rounds)`,
   );
+  console.log(`etcd coordinator SIGKILL -> first JOIN through the other balancer succeeds: ${stats(joins)}`);
 }
 
 try {

@@ -51,6 +51,7 @@ export {
 } from './metrics.js';
 export { Router, type SingleKeyRequest, withRequestId } from './router.js';
 export { collectStats, type StatsSources } from './stats.js';
+export { Topology } from './topology.js';
 
 /** Package name, for diagnostics. */
 export const PACKAGE_NAME = '@dstore/balancer';

@@ -22,6 +22,7 @@ import type { HealthMonitor } from './health.js';
 import type { MapStore } from './map-store.js';
 import { groupMoves, Migrator, type MoveGroup, streamName } from './migrator.js';
 import { NodePool } from './node-pool.js';
+import { Topology } from './topology.js';
 
 /** A change to the cluster map (see {@link nextMap}). */
 type MapPatch = Partial<Pick<ClusterMap, 'ring' | 'members' | 'transition'>>;
@@ -108,6 +109,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.map = createClusterMap(options.algorithm);
     this.currentRing = ringOf(this.map.ring);
     this.routing = { ring: this.currentRing, epoch: this.map.ring.epoch };
+    this.published = new Topology(this.currentRing, this.map.ring.epoch, this.currentRing, undefined);
     const membership = this;
     this.migrator = new Migrator({
       node: (id) => this.pool.get(id),
@@ -119,6 +121,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       get closed() {
         return membership.isClosed || !membership.coordinator;
       },
+      fallbackChanged: () => this.publish(),
     });
     this.migrator.generation = this.map.generation;
     this.pool = new NodePool({
@@ -161,6 +164,33 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Epoch of {@link routingRing}: the fence sent with every forwarded data request. */
   get routingEpoch(): number {
     return this.routing.epoch;
+  }
+
+  /** What the router places requests with: one immutable snapshot, replaced whenever it changes. */
+  get topology(): Topology {
+    return this.published;
+  }
+
+  private published: Topology;
+
+  /**
+   * Publishes a new {@link Topology} from the routed ring, the map's latest ring and the
+   * fall-back index; called by every writer of one of them (this class and, for the fall-back
+   * index, the migrator through its host).
+   */
+  private publish(): void {
+    this.published = new Topology(
+      this.routing.ring,
+      this.routing.epoch,
+      this.currentRing,
+      this.migrator?.moves,
+    );
+  }
+
+  /** Routes on `ring` (at `epoch`) from now on. */
+  private routeOn(ring: HashRing, epoch: number): void {
+    this.routing = { ring, epoch };
+    this.publish();
   }
 
   /**
@@ -276,10 +306,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.install(map);
       // Mid-stream, route on the ring before the change until every node has the new one and the
       // fall-back index is set; otherwise the map's ring is right at once.
-      this.routing =
-        map.transition?.phase === 'stream' && this.fromRing !== undefined
-          ? { ring: this.fromRing.ring, epoch: this.fromRing.epoch }
-          : { ring: this.currentRing, epoch: map.ring.epoch };
+      if (map.transition?.phase === 'stream' && this.fromRing !== undefined) {
+        this.routeOn(this.fromRing.ring, this.fromRing.epoch);
+      } else this.routeOn(this.currentRing, map.ring.epoch);
     }
     this.opened = true;
     this.unwatch = store.watch((next) => this.follow(next));
@@ -365,7 +394,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.announced = this.migrator.announce(toRing, epoch, false).then(() => {
       if (this.currentRing !== toRing || this.coordinator) return;
       this.migrator.followStreams(fromRing, toRing, epoch);
-      this.routing = { ring: toRing, epoch };
+      this.routeOn(toRing, epoch);
     });
   }
 
@@ -605,7 +634,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.migrator.queuedChanges =
       map.transition === null ? 0 : ringDifference(desiredRingMembers(map), map.ring.members);
     const ringChanged = map.ring.epoch !== previousRingEpoch;
-    if (ringChanged) this.currentRing = ringOf(map.ring);
+    if (ringChanged) {
+      this.currentRing = ringOf(map.ring);
+      this.publish();
+    }
     const from = map.transition?.from;
     if (from === undefined) this.fromRing = undefined;
     else if (this.fromRing?.epoch !== from.epoch) this.fromRing = { ring: ringOf(from), epoch: from.epoch };
@@ -624,7 +656,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const ring = this.currentRing;
     const epoch = this.map.ring.epoch;
     this.announced = this.migrator.announce(ring, epoch, false).then(() => {
-      if (this.currentRing === ring) this.routing = { ring, epoch };
+      if (this.currentRing === ring) this.routeOn(ring, epoch);
     });
   }
 
@@ -676,7 +708,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (transition.phase === 'stream') {
       const hasMoves = fromRing.size > 0 && toRing.size > 0;
       this.announced = this.migrator.announce(toRing, epoch, hasMoves).then(() => {
-        if (this.currentRing === toRing) this.routing = { ring: toRing, epoch };
+        if (this.currentRing === toRing) this.routeOn(toRing, epoch);
       });
       await this.announced;
       const results = await this.migrator.stream(

@@ -30,6 +30,8 @@ export interface MigrationHost {
   readonly logger: Logger;
   /** Whether the balancer is closing (stop retrying). */
   readonly closed: boolean;
+  /** The fall-back index ({@link Migrator.moves}) changed: republish the routing snapshot. */
+  fallbackChanged(): void;
 }
 
 /** Deadline of one MIGRATE (a whole batch of ranges): generous, it is flow-controlled by the node. */
@@ -95,7 +97,16 @@ export interface MoveGroup {
  */
 export class Migrator {
   /** Fall-back index of the running migration, only once every node has the new ring. */
-  moves: RangeIndex<string> | undefined;
+  get moves(): RangeIndex<string> | undefined {
+    return this.fallback;
+  }
+
+  private fallback: RangeIndex<string> | undefined;
+
+  private setFallback(moves: RangeIndex<string> | undefined): void {
+    this.fallback = moves;
+    this.host.fallbackChanged();
+  }
   private progress = {
     active: false,
     epoch: -1,
@@ -183,7 +194,7 @@ export class Migrator {
       p.finishedAt = p.startedAt;
       return [];
     }
-    this.moves = new RangeIndex(moves, (move) => (move as RangeMove).from);
+    this.setFallback(new RangeIndex(moves, (move) => (move as RangeMove).from));
     this.host.logger.info({ epoch, ranges: moves.length, resumed: done.size > 0 }, 'migration started');
     return Promise.all(
       groups.map(async (group) => {
@@ -209,13 +220,15 @@ export class Migrator {
     p.pendingRanges = moves.length;
     p.keysMoved = 0;
     p.startedAt = performance.now();
-    this.moves = moves.length > 0 ? new RangeIndex(moves, (move) => (move as RangeMove).from) : undefined;
+    this.setFallback(
+      moves.length > 0 ? new RangeIndex(moves, (move) => (move as RangeMove).from) : undefined,
+    );
   }
 
   /** Stops the fall-back reads: called before PURGE, after which a fall-back would find nothing. */
   stopFallback(): void {
-    if (this.moves === undefined && !this.progress.active) return;
-    this.moves = undefined;
+    if (this.fallback === undefined && !this.progress.active) return;
+    this.setFallback(undefined);
     this.progress.active = false;
     this.progress.finishedAt = performance.now();
     this.host.logger.info(

@@ -14,6 +14,7 @@ import {
 import type { ClusterNode } from './cluster-node.js';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
+import type { Topology } from './topology.js';
 
 /** A request for exactly one key. */
 export type SingleKeyRequest = GetRequest | SetRequest | DelRequest;
@@ -82,6 +83,11 @@ function deleteOutcome(
   );
 }
 
+/** `message` with the fence: the epoch of the ring it was routed on. */
+function fenced(message: DataMessage, topology: Topology): DataMessage {
+  return { ...message, epoch: topology.epoch };
+}
+
 /** The data requests a router forwards: each carries the fence epoch. */
 type DataMessage =
   | WithoutId<GetRequest>
@@ -132,26 +138,19 @@ export class Router {
     private readonly metrics: BalancerMetrics,
   ) {}
 
-  /** The node that owns `key` on the routing ring, when it is up. */
-  private upOwnerOf(key: Uint8Array): ClusterNode | DstoreError {
-    const ring = this.membership.routingRing;
-    if (ring.size === 0) return downError(undefined);
-    const node = this.membership.node(ring.get(key));
+  /** The node that owns `key` on the topology's ring, when it is up. */
+  private upOwnerOf(key: Uint8Array, topology: Topology): ClusterNode | DstoreError {
+    const id = topology.ownerOf(key);
+    if (id === undefined) return downError(undefined);
+    const node = this.membership.node(id);
     if (node === undefined || !node.up) return downError(node);
     return node;
   }
 
-  /**
-   * The old owner of `key` while its range migrates (reads fall back to it, deletes go to it
-   * too); undefined when the key's range is not moving. One hash and a binary search, only
-   * while a migration runs.
-   */
-  private fallbackOf(key: Uint8Array, owner: ClusterNode): ClusterNode | undefined {
-    const moves = this.membership.migrator.moves;
-    if (moves === undefined) return undefined;
-    const from = moves.valueAt(this.membership.routingRing.position(key));
-    if (from === undefined || from === owner.id) return undefined;
-    return this.membership.node(from);
+  /** The old owner of `key` while its range moves to `owner`; undefined when it is not moving. */
+  private fallbackOf(key: Uint8Array, owner: ClusterNode, topology: Topology): ClusterNode | undefined {
+    const from = topology.fallbackOf(key, owner.id);
+    return from === undefined ? undefined : this.membership.node(from);
   }
 
   /** Answers `id` with `error` and counts it. */
@@ -164,20 +163,19 @@ export class Router {
 
   /** GET, SET or DEL: forward to the key's owner and relay its answer. */
   forwardToOwner(request: SingleKeyRequest, client: Connection, startMs: number, retried = false): void {
-    const owner = this.upOwnerOf(request.key);
+    const topology = this.membership.topology;
+    const owner = this.upOwnerOf(request.key, topology);
     if (owner instanceof DstoreError) {
       this.fail(client, request.id, request.op, startMs, owner);
       return;
     }
-    const migrating =
-      this.membership.migrator.moves !== undefined || this.membership.routingRing !== this.membership.ring;
-    if (migrating) {
-      this.forwardDuringMigration(request, owner, client, startMs, retried);
+    if (topology.changing) {
+      this.forwardDuringMigration(request, owner, client, startMs, retried, topology);
       return;
     }
     const { id, op } = request;
     // Key/value views are encoded before this call returns; the copy only adds the fence.
-    owner.forward(this.fenced(request)).then(
+    owner.forward(fenced(request, topology)).then(
       (response) => {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response, id));
@@ -189,11 +187,6 @@ export class Router {
         this.fail(client, id, op, startMs, error);
       },
     );
-  }
-
-  /** `message` with the fence: the epoch of the ring it is routed on. */
-  private fenced(message: DataMessage): DataMessage {
-    return { ...message, epoch: this.membership.routingEpoch };
   }
 
   /**
@@ -209,10 +202,11 @@ export class Router {
     client: Connection,
     startMs: number,
     retried: boolean,
+    topology: Topology,
   ): void {
     const request = copyRequest(original);
     const { id, op } = request;
-    const fallback = this.fallbackOf(request.key, owner);
+    const fallback = this.fallbackOf(request.key, owner, topology);
     const answered = (response: Response) => {
       this.metrics.record(op, startMs, true);
       client.reply(withRequestId(response, id));
@@ -225,13 +219,13 @@ export class Router {
       this.fail(client, id, op, startMs, error);
     };
     if (fallback === undefined || op === Op.SET) {
-      owner.forward(this.fenced(request)).then(answered, failed);
+      owner.forward(fenced(request, topology)).then(answered, failed);
       return;
     }
     if (op === Op.DEL) {
       Promise.allSettled([
-        owner.forward(this.fenced({ op: Op.DEL, key: request.key })),
-        fallback.forward(this.fenced({ op: Op.DEL, key: request.key, fallback: true })),
+        owner.forward(fenced({ op: Op.DEL, key: request.key }, topology)),
+        fallback.forward(fenced({ op: Op.DEL, key: request.key, fallback: true }, topology)),
       ]).then(([fromOwner, fromFallback]) => {
         if (fromOwner.status === 'fulfilled' && fromFallback.status === 'fulfilled') {
           answered({
@@ -243,7 +237,7 @@ export class Router {
       });
       return;
     }
-    this.readWithFallback(request.key, owner, fallback).then(answered, failed);
+    this.readWithFallback(request.key, owner, fallback, topology).then(answered, failed);
   }
 
   /**
@@ -256,29 +250,31 @@ export class Router {
     key: Uint8Array,
     owner: ClusterNode,
     fallback: ClusterNode | undefined,
+    topology: Topology,
   ): Promise<Response> {
-    return owner.forward(this.fenced({ op: Op.GET, key })).then((response) => {
+    return owner.forward(fenced({ op: Op.GET, key }, topology)).then((response) => {
       if (response.op !== Op.VALUE || response.value !== null) return response;
       if (response.deleted === true) return { op: Op.VALUE, id: response.id, value: null };
       return fallback === undefined
         ? response
-        : fallback.forward(this.fenced({ op: Op.GET, key, fallback: true }));
+        : fallback.forward(fenced({ op: Op.GET, key, fallback: true }, topology));
     });
   }
 
   /** MGET: split per owner, sent concurrently, values reassembled in request order. */
   forwardMGet(request: MGetRequest, client: Connection, startMs: number, retried = false): void {
-    if (this.membership.migrator.moves !== undefined) {
-      this.forwardMGetDuringMigration(request, client, startMs);
+    const topology = this.membership.topology;
+    if (topology.moves !== undefined) {
+      this.forwardMGetDuringMigration(request, client, startMs, topology);
       return;
     }
-    if (!retried && this.membership.routingRing !== this.membership.ring) {
+    if (!retried && topology.announcing) {
       // The ring is being announced: a node may already refuse with NOT_OWNER; keep a copy to retry.
       request = { op: Op.MGET, id: request.id, keys: request.keys.map((key) => Uint8Array.from(key)) };
     }
     const again = retried ? undefined : () => this.forwardMGet(request, client, startMs, true);
     const { id, keys } = request;
-    const batches = this.splitByOwner(keys, (key) => key);
+    const batches = this.splitByOwner(keys, (key) => key, topology);
     if (batches instanceof DstoreError) {
       this.fail(client, id, Op.MGET, startMs, batches);
       return;
@@ -289,12 +285,20 @@ export class Router {
       return;
     }
     if (batches.length === 1) {
-      this.forwardWhole(batches[0]!.node, { op: Op.MGET, keys }, client, id, Op.MGET, startMs, again);
+      this.forwardWhole(
+        batches[0]!.node,
+        fenced({ op: Op.MGET, keys }, topology),
+        client,
+        id,
+        Op.MGET,
+        startMs,
+        again,
+      );
       return;
     }
     const values = new Array<Uint8Array | null>(keys.length);
     const parts = batches.map((batch) =>
-      batch.node.forward(this.fenced({ op: Op.MGET, keys: batch.items })).then((response) => {
+      batch.node.forward(fenced({ op: Op.MGET, keys: batch.items }, topology)).then((response) => {
         if (response.op !== Op.VALUES || response.values.length !== batch.positions.length) {
           throw new DstoreError(
             ErrorCode.INTERNAL,
@@ -316,15 +320,20 @@ export class Router {
   }
 
   /** MGET while ranges move: each key as a GET with fall-back (keys copied; a rare, slower path). */
-  private forwardMGetDuringMigration(request: MGetRequest, client: Connection, startMs: number): void {
+  private forwardMGetDuringMigration(
+    request: MGetRequest,
+    client: Connection,
+    startMs: number,
+    topology: Topology,
+  ): void {
     const { id } = request;
     const keys = request.keys.map((key) => Uint8Array.from(key));
     const values = new Array<Uint8Array | null>(keys.length);
     const reads = keys.map((key, index) => {
-      const owner = this.upOwnerOf(key);
+      const owner = this.upOwnerOf(key, topology);
       if (owner instanceof DstoreError) return Promise.reject(owner);
-      const fallback = this.fallbackOf(key, owner);
-      return this.readWithFallback(key, owner, fallback).then((response) => {
+      const fallback = this.fallbackOf(key, owner, topology);
+      return this.readWithFallback(key, owner, fallback, topology).then((response) => {
         if (response.op !== Op.VALUE) {
           throw new DstoreError(ErrorCode.INTERNAL, `node answered GET with op ${response.op}`);
         }
@@ -345,7 +354,8 @@ export class Router {
    * one owner fails the client gets its error, but other owners may have applied their part.
    */
   forwardMSet(request: MSetRequest, client: Connection, startMs: number, retried = false): void {
-    if (!retried && this.membership.routingRing !== this.membership.ring) {
+    const topology = this.membership.topology;
+    if (!retried && topology.announcing) {
       const entries = request.entries.map((entry) => ({
         key: Uint8Array.from(entry.key),
         value: Uint8Array.from(entry.value),
@@ -354,7 +364,7 @@ export class Router {
     }
     const again = retried ? undefined : () => this.forwardMSet(request, client, startMs, true);
     const { id, entries } = request;
-    const batches = this.splitByOwner(entries, (entry) => entry.key);
+    const batches = this.splitByOwner(entries, (entry) => entry.key, topology);
     if (batches instanceof DstoreError) {
       this.fail(client, id, Op.MSET, startMs, batches);
       return;
@@ -365,11 +375,19 @@ export class Router {
       return;
     }
     if (batches.length === 1) {
-      this.forwardWhole(batches[0]!.node, { op: Op.MSET, entries }, client, id, Op.MSET, startMs, again);
+      this.forwardWhole(
+        batches[0]!.node,
+        fenced({ op: Op.MSET, entries }, topology),
+        client,
+        id,
+        Op.MSET,
+        startMs,
+        again,
+      );
       return;
     }
     Promise.all(
-      batches.map((batch) => batch.node.forward(this.fenced({ op: Op.MSET, entries: batch.items }))),
+      batches.map((batch) => batch.node.forward(fenced({ op: Op.MSET, entries: batch.items }, topology))),
     ).then(
       () => {
         this.metrics.record(Op.MSET, startMs, true);
@@ -401,14 +419,14 @@ export class Router {
 
   private forwardWhole(
     node: ClusterNode,
-    message: WithoutId<MGetRequest> | WithoutId<MSetRequest>,
+    message: DataMessage,
     client: Connection,
     id: number,
     op: number,
     startMs: number,
     again?: () => void,
   ): void {
-    node.forward(this.fenced(message)).then(
+    node.forward(message).then(
       (response) => {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response, id));
@@ -424,12 +442,13 @@ export class Router {
   private splitByOwner<T>(
     items: readonly T[],
     keyOf: (item: T) => Uint8Array,
+    topology: Topology,
   ): OwnerBatch<T>[] | DstoreError {
     const byNode = new Map<ClusterNode, OwnerBatch<T>>();
     const batches: OwnerBatch<T>[] = [];
     for (let position = 0; position < items.length; position++) {
       const item = items[position]!;
-      const owner = this.upOwnerOf(keyOf(item));
+      const owner = this.upOwnerOf(keyOf(item), topology);
       if (owner instanceof DstoreError) return owner;
       let batch = byNode.get(owner);
       if (batch === undefined) {
