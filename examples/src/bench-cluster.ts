@@ -1,7 +1,7 @@
 /**
  * `pnpm bench` for the whole cluster: the issue's load (200,000 ops, 50 in flight, 100-byte
  * values, half reads) through the balancer to 3 nodes, and the same load directly against one
- * node as the in-run baseline, so the ratio balancer/direct means something on a noisy machine.
+ * node (alone in its own cluster, so it owns every key) as the in-run baseline, so the ratio balancer/direct means something on a noisy machine.
  * Runs once per engine. With Debian's redis-server, redis-benchmark and nutcracker installed it
  * also runs the twemproxy + 3 Redis reference (scripts/reference-twemproxy.sh).
  *
@@ -12,38 +12,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cliPath, startCluster, stopCluster } from './cluster.js';
-
-interface BenchJson {
-  readonly throughput: number;
-  readonly ops: number;
-  readonly latency: { readonly p50Us: number; readonly p99Us: number; readonly p999Us: number };
-  readonly errors: Record<string, number>;
-}
+import { type BenchJson, errorCount, runLoad } from './bench-load.js';
+import { type ClusterProcess, type ClusterState, startCluster, stopCluster } from './cluster.js';
 
 const ops = process.env.DSTORE_BENCH_OPS ?? '200000';
 const concurrency = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
 const engines = (process.env.DSTORE_BENCH_ENGINES ?? 'memory,lmdb').split(',') as ('memory' | 'lmdb')[];
 
-function bench(server: string): BenchJson {
-  const args = [
-    cliPath('@dstore/client'),
-    'bench',
-    '--server',
-    server,
-    '--ops',
-    ops,
-    '--concurrency',
-    concurrency,
-  ];
-  args.push('--value-size', '100', '--read-ratio', '0.5', '--keyspace', '10000', '--json', '--no-progress');
-  const result = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 300_000 });
-  if (result.status !== 0) throw new Error(`dstore bench failed: ${result.stderr}`);
-  return JSON.parse(result.stdout) as BenchJson;
-}
+const bench = (server: string): BenchJson => runLoad(server, { ops, concurrency });
 
 function row(label: string, report: BenchJson): string {
-  const errors = Object.values(report.errors).reduce((sum, count) => sum + count, 0);
+  const errors = errorCount(report);
   const ms = (us: number) => (us / 1000).toFixed(2).padStart(7);
   return `${label.padEnd(34)} ${Math.round(report.throughput).toString().padStart(8)} ${ms(report.latency.p50Us)} ${ms(report.latency.p99Us)} ${ms(report.latency.p999Us)} ${String(errors).padStart(6)}`;
 }
@@ -54,22 +33,33 @@ console.log(
 console.log(
   `${'setup'.padEnd(34)} ${'ops/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'p999 ms'.padStart(7)} ${'errors'.padStart(6)}`,
 );
-for (const engine of engines) {
+/** Starts a cluster of `nodes` nodes, runs the load against the server `target` picks, stops it. */
+async function benchCluster(
+  engine: 'memory' | 'lmdb',
+  nodes: number,
+  target: (state: ClusterState) => ClusterProcess,
+): Promise<BenchJson> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-${engine}-`));
   try {
-    const state = await startCluster({ root, engine });
-    const direct = state.nodes[0]!;
-    const viaBalancer = bench(`${state.balancer.host}:${state.balancer.port}`);
-    const baseline = bench(`${direct.host}:${direct.port}`);
-    console.log(row(`${engine}: client -> balancer -> 3 nodes`, viaBalancer));
-    console.log(row(`${engine}: client -> 1 node (baseline)`, baseline));
-    console.log(
-      `${engine}: ratio balancer/direct = ${(viaBalancer.throughput / baseline.throughput).toFixed(2)}`,
-    );
+    const state = await startCluster({ root, engine, nodes });
+    const server = target(state);
+    return bench(`${server.host}:${server.port}`);
   } finally {
     await stopCluster(root);
     rmSync(root, { recursive: true, force: true });
   }
+}
+
+for (const engine of engines) {
+  const viaBalancer = await benchCluster(engine, 3, (state) => state.balancer);
+  // The direct baseline is a node that owns every key: a cluster node refuses (NOT_OWNER) the
+  // keys the ring gives to the others, so it is the only node of its own cluster.
+  const baseline = await benchCluster(engine, 1, (state) => state.nodes[0]!);
+  console.log(row(`${engine}: client -> balancer -> 3 nodes`, viaBalancer));
+  console.log(row(`${engine}: client -> 1 node (baseline)`, baseline));
+  console.log(
+    `${engine}: ratio balancer/direct = ${(viaBalancer.throughput / baseline.throughput).toFixed(2)}`,
+  );
 }
 
 const haveReference = ['nutcracker', 'redis-server', 'redis-benchmark'].every(

@@ -10,8 +10,16 @@ import { dirname, join, resolve } from 'node:path';
 
 const require = createRequire(import.meta.url);
 
-/** Absolute path of a workspace package's built CLI. */
-export function cliPath(pkg: '@dstore/storage-node' | '@dstore/balancer' | '@dstore/client'): string {
+/**
+ * Absolute path of a package's built CLI: this workspace's, or with `distRoot` the one in another
+ * checkout of the repository (`<distRoot>/packages/<name>/dist/cli.js`, e.g. a baseline worktree).
+ */
+export function cliPath(
+  pkg: '@dstore/storage-node' | '@dstore/balancer' | '@dstore/client',
+  distRoot?: string,
+): string {
+  if (distRoot !== undefined)
+    return join(resolve(distRoot), 'packages', pkg.slice('@dstore/'.length), 'dist', 'cli.js');
   return join(dirname(require.resolve(`${pkg}/package.json`)), 'dist', 'cli.js');
 }
 
@@ -50,6 +58,13 @@ export interface ClusterOptions {
   readonly detached?: boolean;
   /** Ms to wait for each process to be ready. Default 20000. */
   readonly readyTimeoutMs?: number;
+  /** Root of another checkout whose built CLIs to run (see {@link cliPath}). Default: this workspace's. */
+  readonly distRoot?: string;
+  /**
+   * Give the balancer a `--data-dir` for its cluster map. Default true; false for builds that
+   * predate the cluster map (their balancer refuses the option).
+   */
+  readonly balancerDataDir?: boolean;
 }
 
 interface ReadyLine {
@@ -94,15 +109,14 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       {
         role: 'balancer',
         id: 'balancer',
-        cli: cliPath('@dstore/balancer'),
+        cli: cliPath('@dstore/balancer', options.distRoot),
         args: [
           '--port',
           String(options.port ?? 0),
           '--admin-port',
           String(options.adminPort ?? 0),
           // The authoritative cluster map: a restarted balancer routes on it at once.
-          '--data-dir',
-          join(root, 'data', 'balancer'),
+          ...(options.balancerDataDir === false ? [] : ['--data-dir', join(root, 'data', 'balancer')]),
         ],
         root,
         detached: options.detached ?? false,
@@ -129,7 +143,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         {
           role: 'node',
           id,
-          cli: cliPath('@dstore/storage-node'),
+          cli: cliPath('@dstore/storage-node', options.distRoot),
           args,
           root,
           detached: options.detached ?? false,

@@ -283,6 +283,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
    */
   async open(statics: readonly (NodeAddress & { verifyIdentity: boolean })[]): Promise<void> {
     const store = this.options.store;
+    if (store.kind !== 'etcd') {
+      this.leading = new Promise((resolve) => {
+        this.leadingDecided = resolve;
+      });
+    }
     this.statics = statics;
     this.verifyStatic = new Map(statics.map((spec) => [spec.id, spec.verifyIdentity]));
     this.openedAt = performance.now();
@@ -322,6 +327,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * balancer and its client address, so followers can forward JOIN and LEAVE to it.
    */
   async lead(candidate: string): Promise<void> {
+    try {
+      await this.becomeLeader(candidate);
+    } finally {
+      this.leadingDecided();
+    }
+  }
+
+  /**
+   * With a file or memory store this balancer is the only writer, decided by {@link lead} right
+   * after it listens: JOINs that arrive before wait for it rather than being refused for want of
+   * a coordinator (on etcd they are forwarded to the elected one).
+   */
+  private leading: Promise<void> | undefined;
+  private leadingDecided: () => void = () => undefined;
+
+  private async becomeLeader(candidate: string): Promise<void> {
     const store = this.options.store;
     this.candidate = candidate;
     await store.acquireLeadership(candidate, () => this.loseLeadership());
@@ -436,6 +457,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * MEMBER_REMOVED for a removed identity, IDENTITY_CONFLICT when another live identity holds the id.
    */
   async join(spec: JoinSpec, registersHere = true): Promise<JoinOutcome> {
+    if (!this.coordinator && this.leading !== undefined) await this.leading;
     if (!this.coordinator) return this.forwardJoin(spec, registersHere);
     let outcome: JoinOutcome = 'unchanged';
     await this.update(`node ${spec.id} joined`, (map) => {

@@ -83,9 +83,25 @@ function deleteOutcome(
   );
 }
 
-/** `message` with the fence: the epoch of the ring it was routed on. */
+/**
+ * `message` with the fence: the epoch of the ring it was routed on. One object literal per op
+ * (not a spread of the decoded request): this runs for every forwarded request.
+ */
 function fenced(message: DataMessage, topology: Topology): DataMessage {
-  return { ...message, epoch: topology.epoch };
+  const epoch = topology.epoch;
+  switch (message.op) {
+    case Op.GET:
+    case Op.DEL:
+      return message.fallback === true
+        ? { op: message.op, key: message.key, fallback: true, epoch }
+        : { op: message.op, key: message.key, epoch };
+    case Op.SET:
+      return { op: Op.SET, key: message.key, value: message.value, epoch };
+    case Op.MGET:
+      return { op: Op.MGET, keys: message.keys, epoch };
+    case Op.MSET:
+      return { op: Op.MSET, entries: message.entries, epoch };
+  }
 }
 
 /** The data requests a router forwards: each carries the fence epoch. */

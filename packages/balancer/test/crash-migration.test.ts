@@ -143,8 +143,8 @@ describe.each(cases)('SIGKILL of the $victim during a $change ($engine)', ({ eng
     // The transition is over everywhere: no node keeps pending ranges (nor their tombstones).
     for (const id of finalIds) {
       const stats = await nodeStats(nodes.get(id)!.ready.port);
-      expect(stats['migration.pending_ranges'], id).toBe(0);
-      if (stats.tombstones !== undefined) expect(stats.tombstones, id).toBe(0);
+      expect(stats['migration.pending_ranges'], `${id} pending ranges`).toBe(0);
+      expect(stats.tombstones, `${id} tombstones`).toBe(0);
     }
   });
 });

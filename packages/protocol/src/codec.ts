@@ -374,15 +374,18 @@ function readRequest(op: number, r: FieldReader): Request {
       return { op, id, version: r.uint(2, 'version'), role: r.role(3), token: r.optionalString(4, 'token') };
     case Op.GET:
     case Op.DEL: {
+      // Object literals of one shape each, never a spread of a decoded object: the hot path.
+      const key = r.key(2);
       const fallback = r.flag(3);
       const epoch = r.optionalUint(4, 'epoch');
-      const request = fallback ? { op, id, key: r.key(2), fallback } : { op, id, key: r.key(2) };
-      return epoch === undefined ? request : { ...request, epoch };
+      if (epoch === undefined) return fallback ? { op, id, key, fallback } : { op, id, key };
+      return fallback ? { op, id, key, fallback, epoch } : { op, id, key, epoch };
     }
     case Op.SET: {
+      const key = r.key(2);
+      const value = r.value(3);
       const epoch = r.optionalUint(4, 'epoch');
-      const request = { op, id, key: r.key(2), value: r.value(3) };
-      return epoch === undefined ? request : { ...request, epoch };
+      return epoch === undefined ? { op, id, key, value } : { op, id, key, value, epoch };
     }
     case Op.MGET: {
       const count = r.batchCount(2, 1);

@@ -184,6 +184,9 @@ export class MigrationService {
     // First, so that a late MIGRATE_PUT of this migration is refused from now on: it could
     // otherwise land on a key whose tombstone is being removed below.
     this.ownership.finish(request.ranges);
+    // A DEL decided before `finish` may still be queued (lmdb commits per batch): wait for it, so
+    // the scan below sees its tombstone and ends it, instead of leaving it behind for good.
+    await this.engine.flush();
     const ring = this.ownership.ring;
     let deleted = 0;
     let tombstones = 0;
