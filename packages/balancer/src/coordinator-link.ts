@@ -90,22 +90,8 @@ export class CoordinatorLink {
     this.link = link;
     this.linkedTo = name;
     link.start();
-    await waitUntilReady(link, this.options.connectTimeoutMs);
+    // Not ready in time: the request that follows fails fast with UNAVAILABLE.
+    await link.whenReady(this.options.connectTimeoutMs);
     return link;
   }
-}
-
-function waitUntilReady(link: PeerLink, timeoutMs: number): Promise<void> {
-  if (link.isReady) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      link.off('ready', done);
-      resolve();
-    };
-    // Not ready in time: the request that follows fails fast with UNAVAILABLE.
-    const timer = setTimeout(done, timeoutMs);
-    timer.unref();
-    link.on('ready', done);
-  });
 }

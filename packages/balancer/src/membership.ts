@@ -128,7 +128,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       link: options.link,
       health: options.health,
       verifyIdentity: (id) => this.verifyStatic.get(id) ?? true,
-      onReady: (node) => this.sendRings(node),
+      onReady: (node) => void this.sendRings(node),
     });
     this.coordinatorLink = new CoordinatorLink({
       coordinator: () => options.store.leader(),
@@ -228,14 +228,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       return;
     }
     if (nodeEpoch < this.routing.epoch) {
-      await Promise.all(
-        [...this.pool.values()].map(async (node) => {
-          if (this.fromRing !== undefined && this.map.transition?.phase === 'stream') {
-            await this.migrator.pushRing(node, this.fromRing.ring, this.fromRing.epoch);
-          }
-          await this.migrator.pushRing(node, this.currentRing, this.map.ring.epoch);
-        }),
-      );
+      await Promise.all([...this.pool.values()].map((node) => this.sendRings(node)));
       return;
     }
     await this.announced;
@@ -689,11 +682,14 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * not in the purge phase: PURGE works from its ring alone, and moving ranges derived after its
    * PURGE was answered would stay pending forever.
    */
-  private sendRings(node: ClusterNode): void {
-    if (this.fromRing !== undefined && this.map.transition?.phase === 'stream') {
-      void this.migrator.pushRing(node, this.fromRing.ring, this.fromRing.epoch);
-    }
-    void this.migrator.pushRing(node, this.currentRing, this.map.ring.epoch);
+  private sendRings(node: ClusterNode): Promise<void> {
+    // Both queued in this tick, in order, before any request can use the link.
+    const before =
+      this.fromRing !== undefined && this.map.transition?.phase === 'stream'
+        ? this.migrator.pushRing(node, this.fromRing.ring, this.fromRing.epoch)
+        : Promise.resolve();
+    const current = this.migrator.pushRing(node, this.currentRing, this.map.ring.epoch);
+    return Promise.all([before, current]).then(() => undefined);
   }
 
   private resolveDeparture(id: string, removed: boolean): void {

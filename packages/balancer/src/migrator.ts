@@ -50,19 +50,6 @@ const TRANSIENT: ReadonlySet<string> = new Set([
 /** Longest wait for a ring node's link during an announce. */
 const ANNOUNCE_WAIT_MS = 10_000;
 
-function waitReady(node: ClusterNode, timeoutMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      node.link.off('ready', done);
-      resolve();
-    };
-    const timer = setTimeout(done, timeoutMs);
-    timer.unref();
-    node.link.on('ready', done);
-  });
-}
-
 function codeOf(error: unknown): string {
   return error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
 }
@@ -159,7 +146,8 @@ export class Migrator {
   async announce(ring: HashRing, epoch: number, waitForLinks: boolean): Promise<void> {
     await Promise.all(
       [...this.host.nodes].map(async (node) => {
-        if (waitForLinks && !node.link.isReady && ring.has(node.id)) await waitReady(node, ANNOUNCE_WAIT_MS);
+        if (waitForLinks && !node.link.isReady && ring.has(node.id))
+          await node.link.whenReady(ANNOUNCE_WAIT_MS);
         await this.pushRing(node, ring, epoch);
       }),
     );

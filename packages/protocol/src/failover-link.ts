@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Connection, RequestOptions } from './connection.js';
 import { DstoreError, ErrorCode } from './errors.js';
 import type { Request, Response, WithoutId } from './messages.js';
-import { PeerLink, type PeerLinkEvents, type PeerLinkOptions } from './peer-link.js';
+import { PeerLink, type PeerLinkEvents, type PeerLinkOptions, readyWithin } from './peer-link.js';
 
 /** A peer of a {@link FailoverLink}. */
 export interface FailoverServer {
@@ -71,6 +71,11 @@ export class FailoverLink extends EventEmitter<PeerLinkEvents> {
   /** True when requests can be sent. */
   get isReady(): boolean {
     return this.current.isReady;
+  }
+
+  /** Resolves once a server's link is ready, or after `timeoutMs`, whichever comes first; never rejects. */
+  whenReady(timeoutMs: number): Promise<void> {
+    return readyWithin(this, timeoutMs);
   }
 
   /** Starts connecting, from the first peer, until {@link close}. */

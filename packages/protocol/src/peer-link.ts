@@ -178,6 +178,11 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     return this.ready;
   }
 
+  /** Resolves once the link is ready, or after `timeoutMs`, whichever comes first; never rejects. */
+  whenReady(timeoutMs: number): Promise<void> {
+    return readyWithin(this, timeoutMs);
+  }
+
   /** The peer's answer to the last successful HELLO. */
   get peerHello(): HelloOkResponse | undefined {
     return this.lastHello;
@@ -270,4 +275,26 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
   private emitError(error: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', error);
   }
+}
+
+/**
+ * Resolves once `link` is ready (its `ready` event), or after `timeoutMs`: the one bounded wait for
+ * a link, shared by {@link PeerLink} and FailoverLink. The timer is unref'd: waiting alone never
+ * keeps a process alive.
+ */
+export function readyWithin(
+  link: { readonly isReady: boolean } & Pick<EventEmitter<PeerLinkEvents>, 'on' | 'off'>,
+  timeoutMs: number,
+): Promise<void> {
+  if (link.isReady) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      link.off('ready', done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    timer.unref();
+    link.on('ready', done);
+  });
 }

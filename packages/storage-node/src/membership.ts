@@ -185,7 +185,7 @@ export class Membership {
           this.options.logger.warn('no balancer reachable: leaving without a hand-off (the keys stay here)');
           break;
         }
-        await this.waitForLink(remainingMs);
+        await this.link.whenReady(remainingMs);
         continue;
       }
       try {
@@ -214,19 +214,6 @@ export class Membership {
     }
     this.stopHeartbeats();
     this.joined = false;
-  }
-
-  /** Resolves when the link is ready or after `timeoutMs`. */
-  private waitForLink(timeoutMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.link.off('ready', done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      this.link.on('ready', done);
-    });
   }
 
   /** Stops for good: no more heartbeats or reconnects; closes the link. */
