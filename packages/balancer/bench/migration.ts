@@ -7,27 +7,15 @@
  *
  *   pnpm build && pnpm --filter @dstore/balancer exec tsx bench/migration.ts
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { dirname, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { Connection, connectSocket, handshake, LatencyHistogram, Op, toBytes } from '@dstore/protocol';
+import { BALANCER_CLI, killAll, NODE_CLI, type Ready, startProcess } from './processes.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BALANCER_CLI = resolve(here, '../dist/cli.js');
-const NODE_CLI = resolve(here, '../../storage-node/dist/cli.js');
 const KEYS = Number(process.env.BENCH_MIG_KEYS ?? 200_000);
 const VALUE_BYTES = Number(process.env.BENCH_MIG_VALUE_BYTES ?? 100);
 const CONCURRENCY = Number(process.env.BENCH_MIG_CONCURRENCY ?? 50);
 const STEADY_SECONDS = Number(process.env.BENCH_MIG_STEADY_SECONDS ?? 3);
 /** `--migration-rate` of the nodes (keys/s per stream; 0 = unbounded); default: the node's own. */
 const RATE = process.env.BENCH_MIG_RATE;
-const children: ChildProcess[] = [];
-
-interface Ready {
-  readonly port: number;
-  readonly adminPort?: number;
-}
 
 interface MigrationState {
   readonly epoch: number;
@@ -36,12 +24,7 @@ interface MigrationState {
 }
 
 function start(script: string, args: string[]): Promise<Ready> {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  return new Promise((done, fail) => {
-    createInterface({ input: child.stdout! }).once('line', (line) => done(JSON.parse(line) as Ready));
-    child.once('exit', (code) => fail(new Error(`${script} exited with ${code}`)));
-  });
+  return startProcess(script, args).ready;
 }
 
 const startNode = (id: string, join: number) =>
@@ -149,5 +132,5 @@ main()
     process.exitCode = 1;
   })
   .finally(() => {
-    for (const child of children) child.kill('SIGKILL');
+    killAll();
   });

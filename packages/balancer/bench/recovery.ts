@@ -20,33 +20,17 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Op, PeerLink, toBytes } from '@dstore/protocol';
+import { BALANCER_CLI, killAll, NODE_CLI, startProcess } from './processes.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BALANCER_CLI = resolve(here, '../dist/cli.js');
-const NODE_CLI = resolve(here, '../../storage-node/dist/cli.js');
 const ROUNDS = Number(process.env.BENCH_REC_ROUNDS ?? 5);
 const TTL = Number(process.env.BENCH_REC_TTL ?? 2);
-const children: ChildProcess[] = [];
+/** Processes not started by startProcess (etcd). */
+const others: ChildProcess[] = [];
 const dirs: string[] = [];
 
-interface Ready {
-  readonly port: number;
-  readonly adminPort?: number;
-}
-
-function start(script: string, args: string[]): { child: ChildProcess; ready: Promise<Ready> } {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  const ready = new Promise<Ready>((resolveReady, reject) => {
-    createInterface({ input: child.stdout! }).once('line', (line) => resolveReady(JSON.parse(line) as Ready));
-    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
-  });
-  return { child, ready };
-}
+const start = startProcess;
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
@@ -187,7 +171,7 @@ async function takeoverBench(): Promise<void> {
     ],
     { stdio: 'ignore' },
   );
-  children.push(etcd);
+  others.push(etcd);
   await until(async () => (await fetch(`${endpoint}/health`)).ok, 'etcd');
   const takeovers: number[] = [];
   const joins: number[] = [];
@@ -259,6 +243,7 @@ try {
   await restartBench();
   await takeoverBench();
 } finally {
-  for (const child of children) child.kill('SIGKILL');
+  killAll();
+  for (const child of others) child.kill('SIGKILL');
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 }
