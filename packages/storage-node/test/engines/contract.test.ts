@@ -292,6 +292,26 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(engine.get(text('race-del'))).toBeUndefined();
   });
 
+  it('numbers writes from the entry they replace when puts, deletes and tombstones interleave', async () => {
+    const k = text('interleave');
+    // Issued in one turn: two puts, a delete queued behind them, then a write after the delete.
+    const first = [engine.set(k, text('a'), 1), engine.set(k, text('b'), 1)];
+    const deleted = engine.delete(k);
+    await deleted;
+    // The delete has committed; the puts before it may not have reported yet.
+    const afterDelete = engine.set(k, text('c'), 1);
+    await Promise.all([...first, afterDelete]);
+    expect(engine.header(k)).toEqual({ writeEpoch: 1, seq: 1, tombstone: false });
+    await engine.tombstone(k, 2);
+    await Promise.all([engine.set(k, text('d'), 2), engine.set(k, text('e'), 2)]);
+    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 4, tombstone: false });
+    expect(engine.tombstoneCount()).toBe(0);
+    // No tombstone is left: plain writes again, numbered on from the last one.
+    await Promise.all([engine.set(k, text('f'), 2), engine.set(k, text('g'), 2)]);
+    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 6, tombstone: false });
+    expect(new TextDecoder().decode(engine.get(k))).toBe('g');
+  });
+
   it('removes tombstones no newer than the given epoch, never values', async () => {
     await engine.tombstone(text('t2'), 2);
     await engine.tombstone(text('t3'), 3);
