@@ -1,7 +1,9 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { MemberState } from './cluster-map.js';
+import type { AdminAuthScope } from './config.js';
 import type { MapStoreKind } from './map-store.js';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
@@ -140,6 +142,18 @@ export function healthView(membership: Membership): HealthView {
   return { status: 'ok', ready: nodes > 0 && nodesUp === nodes, nodes, nodesUp, epoch: membership.epoch };
 }
 
+/** Options of the {@link AdminServer}'s authentication. */
+export interface AdminAuthOptions {
+  /** The Bearer token; undefined = mutating endpoints are refused (and reads are open). */
+  readonly token: string | undefined;
+  /** Which endpoints need it. */
+  readonly scope: AdminAuthScope;
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
 function sendJson(response: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body, null, 2)}\n`;
   response.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(text);
@@ -152,12 +166,16 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
  */
 export class AdminServer {
   private readonly server: Server;
+  /** SHA-256 of the token: compared in constant time with the digest of what a request sends. */
+  private readonly tokenDigest: Buffer | undefined;
 
   constructor(
     private readonly membership: Membership,
     private readonly metrics: BalancerMetrics,
     private readonly logger: Logger,
+    private readonly auth: AdminAuthOptions = { token: undefined, scope: 'mutating' },
   ) {
+    this.tokenDigest = auth.token === undefined ? undefined : digest(auth.token);
     this.server = createServer((request, response) => {
       this.handle(request, response).catch((error: unknown) => {
         this.logger.error({ err: error }, 'admin request failed');
@@ -193,6 +211,8 @@ export class AdminServer {
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
     const remove = /^\/nodes\/([^/]+)\/remove$/.exec(path);
+    const mutating = request.method !== 'GET' && request.method !== 'HEAD';
+    if ((mutating || this.auth.scope === 'all') && !this.authorized(request, response, mutating)) return;
     if (remove && request.method === 'POST') {
       this.removeNode(decodeURIComponent(remove[1]!), response);
       return;
@@ -225,6 +245,27 @@ export class AdminServer {
           endpoints: ['/health', '/health/ready', '/ring', '/metrics', 'POST /nodes/<id>/remove'],
         });
     }
+  }
+
+  /**
+   * Whether the request carries the admin token (`Authorization: Bearer <token>`); answers 401
+   * (wrong or missing token) or 403 (no token configured: mutating endpoints are off) otherwise.
+   */
+  private authorized(request: IncomingMessage, response: ServerResponse, mutating: boolean): boolean {
+    if (this.tokenDigest === undefined) {
+      if (!mutating) return true;
+      sendJson(response, 403, {
+        error: 'mutating admin endpoints are disabled: start the balancer with --admin-token',
+      });
+      return false;
+    }
+    const header = request.headers.authorization ?? '';
+    const match = /^Bearer (.+)$/.exec(header);
+    if (match !== null && timingSafeEqual(digest(match[1]!), this.tokenDigest)) return true;
+    this.logger.warn({ remote: request.socket.remoteAddress, path: request.url }, 'admin request refused');
+    response.setHeader('www-authenticate', 'Bearer realm="dstore-admin"');
+    sendJson(response, 401, { error: 'this endpoint needs the admin token: Authorization: Bearer <token>' });
+    return false;
   }
 
   /**

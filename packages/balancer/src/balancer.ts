@@ -1,14 +1,16 @@
 import type { HashRing } from '@dstore/hashring';
 import {
-  answerHello,
+  Authenticator,
   type Connection,
+  clusterOnly,
   DstoreError,
   ErrorCode,
   FrameServer,
   Op,
-  type PeerRole,
   type Request,
   type Response,
+  requestDenied,
+  UserDirectory,
 } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import { AdminServer } from './admin-server.js';
@@ -53,8 +55,11 @@ export class Balancer {
   private readonly control: ControlHandler;
   private readonly server: FrameServer;
   private readonly admin: AdminServer | undefined;
-  /** Role each connection announced in HELLO; JOIN/LEAVE/HEARTBEAT need 'node'. */
-  private readonly roles = new WeakMap<Connection, PeerRole>();
+  /** The node id each node connection JOINed as: it may speak for that node only. */
+  private readonly nodeIds = new WeakMap<Connection, string>();
+  /** Set in {@link start}, before the port opens (the users file is read then). */
+  private authenticator!: Authenticator;
+  private users: UserDirectory | undefined;
   private readonly startedAt = Date.now();
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
@@ -79,7 +84,10 @@ export class Balancer {
       link: {
         requestTimeoutMs: this.options.requestTimeoutMs,
         maxInFlight: this.options.maxInFlightPerNode,
-        token: this.options.token,
+        credentials:
+          this.options.clusterSecret === undefined
+            ? undefined
+            : { kind: 'peer', secret: this.options.clusterSecret },
         connectTimeoutMs: Math.min(5000, this.options.requestTimeoutMs * 2),
       },
     });
@@ -90,13 +98,24 @@ export class Balancer {
       host: this.options.host,
       port: this.options.port,
       maxConnections: this.options.maxConnections,
+      maxPeerConnections: this.options.maxPeerConnections,
+      maxPendingConnections: this.options.maxPendingConnections,
+      maxPendingPerAddress: this.options.maxPendingPerAddress,
+      authTimeoutMs: this.options.authTimeoutMs,
+      clientIdleTimeoutMs: this.options.clientIdleTimeoutMs,
+      requireAuthentication: true,
       onRequest: (request, connection) => this.onRequest(request, connection),
     });
     this.server.on('refused', (remote) =>
       this.logger.warn({ remote }, 'connection refused: too many connections'),
     );
     this.admin =
-      this.options.adminPort >= 0 ? new AdminServer(this.membership, this.metrics, this.logger) : undefined;
+      this.options.adminPort >= 0
+        ? new AdminServer(this.membership, this.metrics, this.logger, {
+            token: this.options.adminToken,
+            scope: this.options.adminAuth,
+          })
+        : undefined;
     this.health.on('status', (node, up) => {
       if (up) this.logger.info({ node: node.id, address: node.address }, 'node up');
       else
@@ -143,6 +162,20 @@ export class Balancer {
   async start(): Promise<BalancerAddress> {
     if (this.state !== 'new') throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `balancer is ${this.state}`);
     this.state = 'starting';
+    try {
+      this.users = await UserDirectory.open({ file: this.options.usersFile, token: this.options.token });
+    } catch (error) {
+      this.state = 'stopped';
+      throw error;
+    }
+    this.authenticator = new Authenticator({
+      role: 'balancer',
+      serverId: () => this.options.id,
+      clusterSecret: this.options.clusterSecret,
+      users: this.users,
+      protectedMode: this.options.protectedMode,
+      admit: (connection, kind) => this.server.admit(connection, kind),
+    });
     this.health.start();
     try {
       await this.membership.open(
@@ -236,15 +269,14 @@ export class Balancer {
 
   private onRequest(request: Request, connection: Connection): void {
     const startMs = performance.now();
-    if (this.options.token !== undefined && !connection.authenticated && request.op !== Op.HELLO) {
-      this.router.fail(
-        connection,
-        request.id,
-        request.op,
-        startMs,
-        new DstoreError(ErrorCode.UNAUTHORIZED, 'HELLO with a valid token first'),
-      );
+    const principal = connection.principal;
+    if (principal === undefined || request.op === Op.HELLO || request.op === Op.AUTH) {
+      this.beforeAuthentication(request, connection, startMs);
       return;
+    }
+    // The hot path reads one field for a client with full access, anonymous or a peer.
+    if (principal.kind === 'user' && (principal.grant.limited || principal.grant.revoked)) {
+      if (!this.permitted(request, connection, startMs)) return;
     }
     switch (request.op) {
       case Op.GET:
@@ -265,30 +297,67 @@ export class Balancer {
       case Op.STATS:
         this.answerStats(request.id, connection, startMs);
         return;
-      case Op.HELLO:
-        this.answerHello(request, connection, startMs);
-        return;
       default:
         this.answerControl(request, connection, startMs);
     }
   }
 
-  private answerHello(
-    request: Extract<Request, { op: typeof Op.HELLO }>,
-    connection: Connection,
-    startMs: number,
-  ): void {
-    const answer = answerHello(connection, request, {
-      role: 'balancer',
-      serverId: this.options.id,
-      token: this.options.token,
-    });
-    if (answer.op !== Op.ERROR) this.roles.set(connection, request.role);
-    this.sendAnswer(answer, request, connection, startMs);
+  /** HELLO and AUTH; any other request of a connection without a principal may get an anonymous one. */
+  private beforeAuthentication(request: Request, connection: Connection, startMs: number): void {
+    if (request.op === Op.HELLO || request.op === Op.AUTH) {
+      const succeeded = this.authenticator.respond(connection, request);
+      this.metrics.record(request.op, startMs, succeeded);
+      return;
+    }
+    const refusal = this.authenticator.implicit(connection);
+    if (refusal !== undefined) {
+      this.router.fail(
+        connection,
+        request.id,
+        request.op,
+        startMs,
+        new DstoreError(ErrorCode.UNAUTHORIZED, refusal),
+      );
+      return;
+    }
+    this.onRequest(request, connection);
+  }
+
+  /** The permission check of a limited (or reloaded) user; answers the refusal itself. */
+  private permitted(request: Request, connection: Connection, startMs: number): boolean {
+    const principal = this.authenticator.current(connection);
+    if (principal === undefined) {
+      this.router.fail(
+        connection,
+        request.id,
+        request.op,
+        startMs,
+        new DstoreError(ErrorCode.UNAUTHORIZED, 'this user no longer exists (users file reloaded)'),
+      );
+      void connection.close();
+      return false;
+    }
+    const denial = principal.kind === 'user' ? requestDenied(principal.grant, request) : undefined;
+    if (denial === undefined) return true;
+    this.router.fail(
+      connection,
+      request.id,
+      request.op,
+      startMs,
+      new DstoreError(ErrorCode.NO_PERMISSION, denial),
+    );
+    return false;
+  }
+
+  /** Reloads the users file (the CLI calls it on SIGHUP); the current users stay on error. */
+  async reloadUsers(): Promise<void> {
+    await this.users?.reload();
+    this.logger.info({ users: this.users?.size ?? 0 }, 'users reloaded');
   }
 
   private answerControl(request: Request, connection: Connection, startMs: number): void {
-    const role = this.roles.get(connection);
+    const principal = connection.principal;
+    const role = principal?.kind === 'peer' ? principal.role : undefined;
     // Follower balancers forward the JOIN and LEAVE their nodes send to the map's writer.
     const forwarded = role === 'balancer' && (request.op === Op.JOIN || request.op === Op.LEAVE);
     if (role !== 'node' && !forwarded) {
@@ -297,9 +366,31 @@ export class Balancer {
         request.id,
         request.op,
         startMs,
-        new DstoreError(ErrorCode.UNAUTHORIZED, 'membership requests need HELLO with role node'),
+        new DstoreError(
+          role === undefined ? ErrorCode.NO_PERMISSION : ErrorCode.UNKNOWN_OP,
+          role === undefined ? clusterOnly(request.op) : `op ${request.op} is not served to a ${role}`,
+        ),
       );
       return;
+    }
+    // A node speaks for itself only: once a connection JOINed as one node, it cannot LEAVE or
+    // HEARTBEAT as another.
+    if (!forwarded && (request.op === Op.JOIN || request.op === Op.LEAVE || request.op === Op.HEARTBEAT)) {
+      const speaksFor = this.nodeIds.get(connection);
+      if (speaksFor !== undefined && speaksFor !== request.nodeId) {
+        this.router.fail(
+          connection,
+          request.id,
+          request.op,
+          startMs,
+          new DstoreError(
+            ErrorCode.NO_PERMISSION,
+            `this connection registered node '${speaksFor}': it cannot speak for '${request.nodeId}'`,
+          ),
+        );
+        return;
+      }
+      if (request.op === Op.JOIN) this.nodeIds.set(connection, request.nodeId);
     }
     if (request.op === Op.LEAVE) {
       this.control.leave(request).then(

@@ -24,6 +24,14 @@ interface CliFlags {
   maxConnections: number;
   maxInFlight: number;
   token?: string;
+  clusterSecret?: string;
+  users?: string;
+  protectedMode: boolean;
+  authTimeout: number;
+  clientIdleTimeout: number;
+  adminHost: string;
+  adminToken?: string;
+  adminAuth: 'mutating' | 'all';
   id?: string;
   dataDir?: string;
   etcd?: string;
@@ -40,6 +48,11 @@ function integer(min: number, max = Number.MAX_SAFE_INTEGER): (text: string) => 
     }
     return value;
   };
+}
+
+/** `{ [name]: value }` when the value is set (non-empty), else `{}`: for optional options. */
+function optional<K extends string>(name: K, value: string | undefined): { [key in K]?: string } {
+  return value === undefined || value === '' ? {} : ({ [name]: value } as { [key in K]?: string });
 }
 
 function collectNode(text: string, previous: StaticNodeSpec[]): StaticNodeSpec[] {
@@ -80,7 +93,39 @@ function buildProgram(): Command {
     )
     .option('--max-connections <n>', 'most client connections', integer(1), 1024)
     .option('--max-in-flight <n>', 'most requests in flight per node connection', integer(1), 4096)
-    .option('--token <token>', 'shared secret clients and nodes must send in HELLO')
+    .option(
+      '--token <token>',
+      'password of the one read-write user `default` (env DSTORE_TOKEN); never crosses the wire',
+    )
+    .option(
+      '--users <file>',
+      'users file (JSON; passwords hashed with `dstore hash-password`); reloaded on SIGHUP',
+    )
+    .option(
+      '--cluster-secret <secret>',
+      'secret every balancer and node proves to the others (env DSTORE_CLUSTER_SECRET, at least 16 characters)',
+    )
+    .option(
+      '--no-protected-mode',
+      'accept unauthenticated peers (no cluster secret) and clients (no users) from any address, not only loopback',
+    )
+    .option('--auth-timeout <ms>', 'a connection must authenticate within this time', integer(1), 5000)
+    .option(
+      '--client-idle-timeout <ms>',
+      'close client connections idle this long (0 = never)',
+      integer(0),
+      300_000,
+    )
+    .option('--admin-host <host>', 'address of the admin HTTP server', '127.0.0.1')
+    .option(
+      '--admin-token <token>',
+      'Bearer token of the admin API (env DSTORE_ADMIN_TOKEN); without it node removal by HTTP is off',
+    )
+    .addOption(
+      new Option('--admin-auth <scope>', 'admin endpoints that need the token')
+        .choices(['mutating', 'all'])
+        .default('mutating'),
+    )
     .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
     .option(
       '--data-dir <dir>',
@@ -117,7 +162,15 @@ async function main(): Promise<void> {
     maxConnections: flags.maxConnections,
     maxInFlightPerNode: flags.maxInFlight,
     logger,
-    ...(flags.token === undefined ? {} : { token: flags.token }),
+    adminHost: flags.adminHost,
+    adminAuth: flags.adminAuth,
+    authTimeoutMs: flags.authTimeout,
+    clientIdleTimeoutMs: flags.clientIdleTimeout,
+    protectedMode: flags.protectedMode,
+    ...optional('token', flags.token ?? process.env.DSTORE_TOKEN),
+    ...optional('clusterSecret', flags.clusterSecret ?? process.env.DSTORE_CLUSTER_SECRET),
+    ...optional('adminToken', flags.adminToken ?? process.env.DSTORE_ADMIN_TOKEN),
+    ...optional('usersFile', flags.users),
     ...(flags.id === undefined ? {} : { id: flags.id }),
     ...(flags.dataDir === undefined ? {} : { dataDir: flags.dataDir }),
     ...(flags.etcd === undefined
@@ -155,6 +208,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
+  process.on('SIGHUP', () => {
+    balancer
+      .reloadUsers()
+      .catch((error: unknown) =>
+        logger.error({ err: (error as Error).message }, 'users reload failed: the previous users stay'),
+      );
+  });
 }
 
 main().catch((error: unknown) => {

@@ -1,5 +1,6 @@
 import {
   type Connection,
+  type Credentials,
   type HelloOkResponse,
   PeerLink,
   type Request,
@@ -14,8 +15,8 @@ export interface NodeLinkOptions {
   readonly requestTimeoutMs: number;
   /** Most requests in flight on the node connection; past it requests fail with BUSY. */
   readonly maxInFlight: number;
-  /** Token sent in HELLO, for nodes that require one. */
-  readonly token: string | undefined;
+  /** What the balancer proves to nodes: the cluster secret (undefined: nothing). */
+  readonly credentials: Credentials | undefined;
   /** Deadline of connecting plus HELLO, in ms. */
   readonly connectTimeoutMs: number;
 }
@@ -66,7 +67,7 @@ export class ClusterNode implements NodeAddress {
       role: 'balancer',
       connectTimeoutMs: options.connectTimeoutMs,
       backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
-      ...(options.token === undefined ? {} : { token: options.token }),
+      credentials: options.credentials,
       connection: {
         requestTimeoutMs: options.requestTimeoutMs,
         maxInFlight: options.maxInFlight,

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { clusterSecretOption, DstoreError, ErrorCode } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { MapStore } from './map-store.js';
 
@@ -24,8 +24,21 @@ export interface BalancerOptions {
   readonly host?: string;
   /** Client port; 0 picks a free one. Default 7379. */
   readonly port?: number;
-  /** Address of the admin HTTP server. Default: `host`. */
+  /**
+   * Address of the admin HTTP server. Default '127.0.0.1': the admin API is not exposed beyond
+   * this machine unless asked.
+   */
   readonly adminHost?: string;
+  /**
+   * Bearer token of the admin HTTP API (`Authorization: Bearer <token>`). Without it the mutating
+   * endpoints (node removal) are refused: nothing on the network can change the cluster by HTTP.
+   */
+  readonly adminToken?: string;
+  /**
+   * Which admin endpoints need the token: 'mutating' (default: reads such as /ring, /health and
+   * /metrics stay open) or 'all'.
+   */
+  readonly adminAuth?: AdminAuthScope;
   /** Admin HTTP port; 0 picks a free one, -1 disables the admin server. Default 7380. */
   readonly adminPort?: number;
   /** Nodes in the ring from the start (in addition to those that JOIN). */
@@ -38,10 +51,33 @@ export interface BalancerOptions {
   readonly heartbeatTimeoutMs?: number;
   /** Most requests in flight on one node connection; past it the client gets BUSY. Default 4096. */
   readonly maxInFlightPerNode?: number;
-  /** Most client (and node registration) connections. Default 1024. */
+  /** Most authenticated client connections. Default 1024. */
   readonly maxConnections?: number;
-  /** Shared secret: when set, every connection must HELLO with it before anything else. */
+  /** Most authenticated peer connections (nodes, other balancers): never taken by clients. Default 256. */
+  readonly maxPeerConnections?: number;
+  /** Most connections not yet authenticated (the oldest is closed to make room). Default 256. */
+  readonly maxPendingConnections?: number;
+  /** Most connections not yet authenticated per source address. Default 64. */
+  readonly maxPendingPerAddress?: number;
+  /** A connection must authenticate within this many ms of connecting. Default 5000. */
+  readonly authTimeoutMs?: number;
+  /** An authenticated client connection idle this long is closed; 0 = never. Default 300000. */
+  readonly clientIdleTimeoutMs?: number;
+  /**
+   * The cluster secret (at least 16 characters): balancers and nodes prove it to each other by
+   * challenge-response, and only they may send cluster operations (JOIN, LEAVE, RING, MIGRATE,
+   * ...). Without it, peers are accepted from loopback addresses only (protected mode).
+   */
+  readonly clusterSecret?: string;
+  /** A users file (see the README, "Users"); reloaded on SIGHUP by the CLI. */
+  readonly usersFile?: string;
+  /** Shorthand for one read-write user `default` with this password. */
   readonly token?: string;
+  /**
+   * Protected mode (default true): without a cluster secret, peers are accepted only from
+   * loopback addresses; without users, clients too.
+   */
+  readonly protectedMode?: boolean;
   /** Deadline of the per-node STATS fetch behind a client's STATS, in ms. Default 1000. */
   readonly statsTimeoutMs?: number;
   /** Grace period of a shutdown before open connections are cut, in ms. Default 5000. */
@@ -67,6 +103,9 @@ export interface BalancerOptions {
   readonly logger?: Logger;
 }
 
+/** Which admin endpoints need the admin token. */
+export type AdminAuthScope = 'mutating' | 'all';
+
 /** Where a balancer finds the cluster map in etcd. */
 export interface EtcdSettings {
   /** etcd client URLs, e.g. `http://127.0.0.1:2379`. */
@@ -87,13 +126,23 @@ export interface ResolvedBalancerOptions {
   readonly port: number;
   readonly adminHost: string;
   readonly adminPort: number;
+  readonly adminToken: string | undefined;
+  readonly adminAuth: AdminAuthScope;
   readonly nodes: readonly Required<StaticNodeSpec>[];
   readonly hash: BalancerHashAlgorithm;
   readonly requestTimeoutMs: number;
   readonly heartbeatTimeoutMs: number;
   readonly maxInFlightPerNode: number;
   readonly maxConnections: number;
+  readonly maxPeerConnections: number;
+  readonly maxPendingConnections: number;
+  readonly maxPendingPerAddress: number;
+  readonly authTimeoutMs: number;
+  readonly clientIdleTimeoutMs: number;
+  readonly clusterSecret: string | undefined;
+  readonly usersFile: string | undefined;
   readonly token: string | undefined;
+  readonly protectedMode: boolean;
   readonly statsTimeoutMs: number;
   readonly shutdownGraceMs: number;
   readonly dataDir: string | undefined;
@@ -113,6 +162,18 @@ function invalid(message: string): DstoreError {
 function positiveInteger(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value < 1)
     throw invalid(`${name} must be a positive integer, got ${value}`);
+  return value;
+}
+
+function nonNegativeInteger(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0)
+    throw invalid(`${name} must be a non-negative integer, got ${value}`);
+  return value;
+}
+
+function adminAuthScope(value: string): AdminAuthScope {
+  if (value !== 'mutating' && value !== 'all')
+    throw invalid(`adminAuth must be mutating or all, got '${value}'`);
   return value;
 }
 
@@ -216,15 +277,25 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     id: options.id ?? `balancer-${process.pid}`,
     host,
     port: portNumber('port', options.port ?? DEFAULT_BALANCER_PORT),
-    adminHost: options.adminHost ?? host,
+    adminHost: options.adminHost ?? '127.0.0.1',
     adminPort: portNumber('adminPort', options.adminPort ?? DEFAULT_ADMIN_PORT, true),
+    adminToken: options.adminToken === '' ? undefined : options.adminToken,
+    adminAuth: adminAuthScope(options.adminAuth ?? 'mutating'),
     nodes,
     hash,
     requestTimeoutMs: positiveInteger('requestTimeoutMs', options.requestTimeoutMs ?? 2000),
     heartbeatTimeoutMs: positiveInteger('heartbeatTimeoutMs', options.heartbeatTimeoutMs ?? 3000),
     maxInFlightPerNode: positiveInteger('maxInFlightPerNode', options.maxInFlightPerNode ?? 4096),
     maxConnections: positiveInteger('maxConnections', options.maxConnections ?? 1024),
+    maxPeerConnections: positiveInteger('maxPeerConnections', options.maxPeerConnections ?? 256),
+    maxPendingConnections: positiveInteger('maxPendingConnections', options.maxPendingConnections ?? 256),
+    maxPendingPerAddress: positiveInteger('maxPendingPerAddress', options.maxPendingPerAddress ?? 64),
+    authTimeoutMs: positiveInteger('authTimeoutMs', options.authTimeoutMs ?? 5000),
+    clientIdleTimeoutMs: nonNegativeInteger('clientIdleTimeoutMs', options.clientIdleTimeoutMs ?? 300_000),
+    clusterSecret: clusterSecretOption(options.clusterSecret),
+    usersFile: options.usersFile === '' ? undefined : options.usersFile,
     token: options.token === '' ? undefined : options.token,
+    protectedMode: options.protectedMode ?? true,
     statsTimeoutMs: positiveInteger('statsTimeoutMs', options.statsTimeoutMs ?? 1000),
     shutdownGraceMs: positiveInteger('shutdownGraceMs', options.shutdownGraceMs ?? 5000),
     dataDir: options.dataDir === '' ? undefined : options.dataDir,

@@ -1,4 +1,5 @@
 import {
+  type Credentials,
   DstoreError,
   ErrorCode,
   type JoinRequest,
@@ -31,7 +32,8 @@ export interface CoordinatorLinkOptions {
   readonly coordinator: () => string | undefined;
   /** This balancer's own candidate name (never forward to ourselves). */
   readonly self: () => string | undefined;
-  readonly token: string | undefined;
+  /** What this balancer proves to the coordinator: the cluster secret (undefined: nothing). */
+  readonly credentials: Credentials | undefined;
   readonly connectTimeoutMs: number;
 }
 
@@ -84,7 +86,7 @@ export class CoordinatorLink {
       role: 'balancer',
       connectTimeoutMs: this.options.connectTimeoutMs,
       backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
-      ...(this.options.token === undefined ? {} : { token: this.options.token }),
+      credentials: this.options.credentials,
     });
     link.on('error', () => undefined);
     this.link = link;

@@ -122,18 +122,23 @@ export class Membership extends EventEmitter<MembershipEvents> {
         return membership.isClosed || !membership.coordinator;
       },
       fallbackChanged: () => this.publish(),
+      resendRings: (node) => this.sendRings(node),
     });
     this.migrator.generation = this.map.generation;
     this.pool = new NodePool({
       link: options.link,
       health: options.health,
       verifyIdentity: (id) => this.verifyStatic.get(id) ?? true,
-      onReady: (node) => void this.sendRings(node),
+      // Every node, not only the one that (re)connected: it may have come back at a new address,
+      // which the others' rings must hold before they stream keys to it.
+      onReady: () => {
+        for (const node of this.pool.values()) void this.sendRings(node);
+      },
     });
     this.coordinatorLink = new CoordinatorLink({
       coordinator: () => options.store.leader(),
       self: () => this.candidate,
-      token: options.link.token,
+      credentials: options.link.credentials,
       connectTimeoutMs: options.link.connectTimeoutMs,
     });
   }

@@ -32,6 +32,8 @@ export interface MigrationHost {
   readonly closed: boolean;
   /** The fall-back index ({@link Migrator.moves}) changed: republish the routing snapshot. */
   fallbackChanged(): void;
+  /** Sends `node` the rings it should have now (they carry every member's current address). */
+  resendRings(node: ClusterNode): Promise<void>;
 }
 
 /** Deadline of one MIGRATE (a whole batch of ranges): generous, it is flow-controlled by the node. */
@@ -59,14 +61,29 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** The RING message of a ring at an epoch. */
-export function ringMessage(ring: HashRing, epoch: number, generation: number): Omit<RingRequest, 'id'> {
+/**
+ * The RING message of a ring at an epoch, with each member's address from `addresses` (the
+ * cluster map's): a node streams migrated keys only to a ring member at the address the ring
+ * gives, never to one a request names.
+ */
+export function ringMessage(
+  ring: HashRing,
+  epoch: number,
+  generation: number,
+  addresses: ReadonlyMap<string, { readonly host: string; readonly port: number }>,
+): Omit<RingRequest, 'id'> {
   return {
     op: Op.RING,
     epoch,
     generation,
     algorithm: ring.algorithm,
     vnodes: ring.vnodes,
-    nodes: ring.nodes().map((node) => ({ id: node.id, weight: node.weight })),
+    nodes: ring.nodes().map((node) => {
+      const address = addresses.get(node.id);
+      return address === undefined
+        ? { id: node.id, weight: node.weight }
+        : { id: node.id, weight: node.weight, host: address.host, port: address.port };
+    }),
   };
 }
 
@@ -131,7 +148,10 @@ export class Migrator {
   async pushRing(node: ClusterNode, ring: HashRing, epoch: number): Promise<void> {
     if (!node.verifyIdentity || ring.size === 0) return;
     try {
-      await node.forward(ringMessage(ring, epoch, this.generation), { timeoutMs: CONTROL_TIMEOUT_MS });
+      const addresses = new Map([...this.host.nodes].map((member) => [member.id, member]));
+      await node.forward(ringMessage(ring, epoch, this.generation, addresses), {
+        timeoutMs: CONTROL_TIMEOUT_MS,
+      });
     } catch (error) {
       this.host.logger.debug({ node: node.id, err: (error as Error).message }, 'RING not accepted');
     }
@@ -267,7 +287,15 @@ export class Migrator {
           break;
         } catch (error) {
           const code = codeOf(error);
-          if (!TRANSIENT.has(code)) {
+          if (code === ErrorCode.NO_PERMISSION) {
+            // The old owner's ring holds another address for the new owner (it restarted on a new
+            // port): it streams only to the address its ring gives, so give it the current ring.
+            logger.info(
+              { epoch, from: group.from, to: group.to },
+              'MIGRATE target unknown to the source; resending the ring',
+            );
+            await this.host.resendRings(from);
+          } else if (!TRANSIENT.has(code)) {
             logger.warn(
               { epoch, from: group.from, to: group.to, code, err: (error as Error).message },
               'migration of ranges failed; their keys stay on the old owner',

@@ -148,7 +148,7 @@ describe('admin HTTP', () => {
     expect(samples.get('dstore_balancer_requests_total{op="mget",result="ok"}')).toBe(1);
     expect(samples.get('dstore_balancer_requests_total{op="ping",result="ok"}')).toBe(1);
     expect(samples.get('dstore_balancer_requests_total{op="leave",result="error"}')).toBe(3);
-    expect(samples.get('dstore_balancer_errors_total{code="UNAUTHORIZED"}')).toBe(3);
+    expect(samples.get('dstore_balancer_errors_total{code="NO_PERMISSION"}')).toBe(3);
     expect(samples.get('dstore_balancer_request_duration_seconds_count{op="set"}')).toBe(7);
     expect(samples.get('dstore_balancer_request_duration_seconds_bucket{le="+Inf",op="get"}')).toBe(5);
     expect(samples.get('dstore_balancer_ring_epoch')).toBe(1);

@@ -1,5 +1,5 @@
 import { HashRing } from '@dstore/hashring';
-import { bytesToString, DstoreError, ErrorCode, Op, PeerLink, toBytes } from '@dstore/protocol';
+import { bytesToString, DstoreError, ErrorCode, handshake, Op, PeerLink, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   attempt,
@@ -159,7 +159,7 @@ describe('membership', () => {
     const balancer = await startBalancer(resources);
     const client = await connect(resources, balancer.address.port);
     const result = await attempt(client, { op: Op.JOIN, nodeId: 'x', host: '127.0.0.1', port: 1, weight: 1 });
-    expect((result as DstoreError).code).toBe(ErrorCode.UNAUTHORIZED);
+    expect((result as DstoreError).code).toBe(ErrorCode.NO_PERMISSION);
     expect(balancer.ring.size).toBe(0);
   });
 
@@ -208,9 +208,14 @@ describe('HELLO, token and STATS', () => {
     const balancer = await startBalancer(resources, { token: 's3cret', id: 'bal-1' });
     const client = await connect(resources, balancer.address.port);
     expect(((await attempt(client, { op: Op.PING })) as DstoreError).code).toBe(ErrorCode.UNAUTHORIZED);
-    const wrong = await attempt(client, { op: Op.HELLO, version: 1, role: 'client', token: 'nope' });
-    expect((wrong as DstoreError).code).toBe(ErrorCode.UNAUTHORIZED);
-    const hello = await client.request({ op: Op.HELLO, version: 1, role: 'client', token: 's3cret' });
+    const wrong = await connect(resources, balancer.address.port);
+    const refused = await handshake(wrong, 'client', {
+      credentials: { kind: 'user', user: 'default', password: 'nope' },
+    }).catch((error: unknown) => error);
+    expect((refused as DstoreError).code).toBe(ErrorCode.UNAUTHORIZED);
+    const hello = await handshake(client, 'client', {
+      credentials: { kind: 'user', user: 'default', password: 's3cret' },
+    });
     expect(hello).toMatchObject({ op: Op.HELLO_OK, role: 'balancer', serverId: 'bal-1' });
     expect(await client.request({ op: Op.PING })).toMatchObject({ op: Op.OK });
   });

@@ -34,6 +34,8 @@ import { finalCheck, History, startLoad } from './history.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
+/** The admin token the balancers run with: node removal by HTTP needs it. */
+const ADMIN_TOKEN = 'test-admin-token';
 
 /** A balancer process on `port` (0: any) keeping its map in `dataDir`. */
 function spawnBalancer(dataDir: string, port = 0): Promise<Spawned<BalancerReady>> {
@@ -43,6 +45,8 @@ function spawnBalancer(dataDir: string, port = 0): Promise<Spawned<BalancerReady
     '--admin-port',
     '0',
     ...(process.env.NO_MAP ? [] : ['--data-dir', dataDir]),
+    '--admin-token',
+    ADMIN_TOKEN,
     '--heartbeat-timeout',
     '1000',
     '--log-level',
@@ -159,6 +163,7 @@ describe('the cluster map', () => {
     // An operator removes node-3, which keeps running and keeps trying to join.
     const removal = await fetch(`http://127.0.0.1:${balancer.ready.adminPort}/nodes/node-3/remove`, {
       method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
     });
     expect(removal.status).toBe(202);
     const removed = await waitForRing(balancer, ['node-1', 'node-2']);

@@ -19,6 +19,8 @@ const resources = new Resources();
 afterEach(() => resources.releaseAll());
 
 const KEYS = 3000;
+/** The admin token of the balancer whose nodes are removed by HTTP. */
+const ADMIN_TOKEN = 'test-admin-token';
 const keyName = (index: number): string => `mig-key-${index}`;
 const valueName = (index: number): string => `value-${index}`;
 
@@ -134,7 +136,7 @@ describe('key migration when a node joins', () => {
   });
 
   it("hands a node's keys over on SIGTERM and on operator remove, losing nothing", async () => {
-    const balancer: Balancer = await startBalancer(resources);
+    const balancer: Balancer = await startBalancer(resources, { adminToken: ADMIN_TOKEN });
     const port = balancer.address.port;
     const spawned = new Map<string, Awaited<ReturnType<typeof spawnNode>>>();
     for (const id of ['node-1', 'node-2', 'node-3', 'node-4'])
@@ -153,9 +155,12 @@ describe('key migration when a node joins', () => {
 
     // Operator remove through the admin port.
     const admin = `http://127.0.0.1:${balancer.address.adminPort}`;
-    const unknown = await fetch(`${admin}/nodes/nope/remove`, { method: 'POST' });
+    const refused = await fetch(`${admin}/nodes/node-3/remove`, { method: 'POST' });
+    expect(refused.status).toBe(401);
+    const headers = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const unknown = await fetch(`${admin}/nodes/nope/remove`, { method: 'POST', headers });
     expect(unknown.status).toBe(404);
-    const removal = await fetch(`${admin}/nodes/node-3/remove`, { method: 'POST' });
+    const removal = await fetch(`${admin}/nodes/node-3/remove`, { method: 'POST', headers });
     expect(removal.status).toBe(202);
     await waitFor(() => balancer.membership.node('node-3') === undefined, 'node-3 removed');
     await waitForNodesUp(balancer, 2);

@@ -6,18 +6,20 @@
  *
  *   pnpm --filter @dstore/client bench
  */
-import { answerHello, type Connection, FrameServer, Op, type Request } from '@dstore/protocol';
+import { Authenticator, type Connection, FrameServer, Op, type Request } from '@dstore/protocol';
 import { runBench } from '../src/bench/runner.js';
 import { createClient, type DstoreClient } from '../src/index.js';
 
 const store = new Map<string, Uint8Array>();
+const authenticator = new Authenticator({ role: 'balancer', serverId: () => 'bench' });
 const decoder = new TextDecoder('latin1');
 
 function serve(request: Request, connection: Connection): void {
   const id = request.id;
   switch (request.op) {
     case Op.HELLO:
-      connection.reply(answerHello(connection, request, { role: 'balancer', serverId: 'bench' }));
+    case Op.AUTH:
+      authenticator.respond(connection, request);
       return;
     case Op.GET:
       connection.reply({ op: Op.VALUE, id, value: store.get(decoder.decode(request.key)) ?? null });

@@ -5,6 +5,7 @@ import { registerKeyValueCommands } from './cli/kv.js';
 import { registerNodeCommands } from './cli/node.js';
 import { DEFAULT_SERVER, DEFAULT_TIMEOUT_MS, ExitCode, positiveInteger, reportError } from './cli/shared.js';
 import { registerStatusCommand } from './cli/status.js';
+import { registerHashPasswordCommand } from './cli/users.js';
 
 /** Adds `--server`, `--timeout` and `--json`, which every command that talks to the balancer takes. */
 function addServerOptions(command: Command): Command {
@@ -15,7 +16,10 @@ function addServerOptions(command: Command): Command {
       DEFAULT_SERVER,
     )
     .option('--timeout <ms>', 'connect and command deadline in ms', positiveInteger, DEFAULT_TIMEOUT_MS)
-    .option('--json', 'machine-readable output (one JSON object)');
+    .option('--json', 'machine-readable output (one JSON object)')
+    .option('--token <token>', 'password of the user default (env DSTORE_TOKEN)')
+    .option('--user <name>', 'user to authenticate as, with --password (or dstore://user:password@host)')
+    .option('--password <password>', 'password of --user (env DSTORE_PASSWORD)');
 }
 
 /** Builds the `dstore` program (exported shape kept internal; the CLI is the interface). */
@@ -26,6 +30,7 @@ function buildProgram(): Command {
     .exitOverride();
   registerKeyValueCommands(program, addServerOptions);
   registerStatusCommand(program);
+  registerHashPasswordCommand(program);
   registerNodeCommands(program);
   registerBenchCommand(program, addServerOptions);
   for (const command of program.commands) command.exitOverride();

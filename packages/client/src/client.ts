@@ -15,7 +15,12 @@ import {
 } from '@dstore/protocol';
 import { abortedError, clientClosedError, commandTimeoutError, invalidArgument } from './errors.js';
 import { OfflineQueue } from './offline-queue.js';
-import { type ClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
+import {
+  type ClientOptions,
+  credentialsOf,
+  type ResolvedClientOptions,
+  resolveClientOptions,
+} from './options.js';
 
 /** Per-command options. */
 export interface CommandOptions {
@@ -117,7 +122,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       link: {
         connectTimeoutMs: this.options.connectTimeout,
         role: 'client',
-        ...(this.options.token === undefined ? {} : { token: this.options.token }),
+        credentials: credentialsOf(this.options),
         connection: { requestTimeoutMs: this.options.commandTimeout },
       },
       // With one server a round is one attempt, so `times` means what it always did.

@@ -1,4 +1,4 @@
-import { backoffDelay } from '@dstore/protocol';
+import { backoffDelay, type Credentials, DEFAULT_USER } from '@dstore/protocol';
 import { invalidArgument } from './errors.js';
 
 /** One balancer in {@link ClientOptions.servers}: ioredis's `{ host, port }` shape. */
@@ -61,8 +61,15 @@ export interface ClientOptions {
   readonly lazyConnect?: boolean;
   /** Prepended to every key sent (not to values). Default `''`. */
   readonly keyPrefix?: string;
-  /** Token sent in HELLO when the balancer requires one. Default: none. */
+  /**
+   * The password of the user `default` (the servers' `--token`). Proved by challenge-response:
+   * it never crosses the wire. Default: none.
+   */
   readonly token?: string;
+  /** The user to authenticate as, with `password`. Default: none (`default` with `token`). */
+  readonly user?: string;
+  /** The password of `user`; never crosses the wire. Default: none. */
+  readonly password?: string;
   /** A label for this client, used in error messages. Not sent on the wire. Default `''`. */
   readonly name?: string;
 }
@@ -71,8 +78,12 @@ export interface ClientOptions {
  * Every option with its value decided. `servers` always lists at least one balancer; `host` and
  * `port` are those of the first.
  */
-export type ResolvedClientOptions = Required<Omit<ClientOptions, 'token' | 'servers'>> & {
+export type ResolvedClientOptions = Required<
+  Omit<ClientOptions, 'token' | 'user' | 'password' | 'servers'>
+> & {
   readonly token?: string;
+  readonly user?: string;
+  readonly password?: string;
   readonly servers: readonly ResolvedServerAddress[];
 };
 
@@ -105,7 +116,7 @@ export const DSTORE_URL_SCHEME = 'dstore:';
 
 const NUMBER_PARAMS = ['connectTimeout', 'commandTimeout', 'maxRetriesPerRequest', 'maxQueueLength'] as const;
 const BOOLEAN_PARAMS = ['enableOfflineQueue', 'lazyConnect'] as const;
-const STRING_PARAMS = ['keyPrefix', 'name', 'token'] as const;
+const STRING_PARAMS = ['keyPrefix', 'name', 'token', 'user', 'password'] as const;
 
 /** A URL cut around its host list: `scheme://[userinfo@]`, the hosts, then path, query and fragment. */
 const URL_PARTS = /^([a-z][a-z\d+.-]*:\/\/(?:[^/?#@]*@)?)([^/?#]*)(.*)$/is;
@@ -158,8 +169,15 @@ function addressOf(parsed: URL): UrlAddress {
 
 function optionsOf(parsed: URL): ClientOptions {
   const options: Record<string, unknown> = {};
-  const token = decodeURIComponent(parsed.password || parsed.username);
-  if (token !== '') options.token = token;
+  // `user:password@` names a user; a lone `:token@` or `token@` is the token (as `redis://:pw@`).
+  const user = decodeURIComponent(parsed.username);
+  const password = decodeURIComponent(parsed.password);
+  if (user !== '' && password !== '') {
+    options.user = user;
+    options.password = password;
+  } else if (user !== '' || password !== '') {
+    options.token = user || password;
+  }
   for (const [name, value] of parsed.searchParams) options[name] = parseParam(name, value);
   return options as ClientOptions;
 }
@@ -214,7 +232,31 @@ export function resolveClientOptions(
   checkInteger('maxRetriesPerRequest', merged.maxRetriesPerRequest, 0);
   checkInteger('maxQueueLength', merged.maxQueueLength, 0);
   if (typeof merged.retryStrategy !== 'function') throw invalidArgument('retryStrategy must be a function');
+  checkCredentials(merged);
   return Object.freeze(merged);
+}
+
+/** `user` goes with `password`, and a token is the password of `default`: one way at a time. */
+function checkCredentials(options: ClientOptions): void {
+  if ((options.user === undefined) !== (options.password === undefined)) {
+    throw invalidArgument('user and password go together: give both (or token alone)');
+  }
+  if (options.user !== undefined && options.token !== undefined) {
+    throw invalidArgument(
+      'conflicting options: token is the password of the user default; give user/password or token',
+    );
+  }
+}
+
+/** What the client proves in HELLO/AUTH: `user`/`password`, or `token` as the user `default`. */
+export function credentialsOf(options: ResolvedClientOptions): Credentials | undefined {
+  if (options.user !== undefined && options.password !== undefined) {
+    return { kind: 'user', user: options.user, password: options.password };
+  }
+  if (options.token !== undefined && options.token !== '') {
+    return { kind: 'user', user: DEFAULT_USER, password: options.token };
+  }
+  return undefined;
 }
 
 /**

@@ -35,6 +35,12 @@ describe('options', () => {
     expect(parseDstoreUrl('dstore://db.local')).toEqual({ host: 'db.local' });
     expect(parseDstoreUrl('dstore://[::1]:7379')).toEqual({ host: '::1', port: 7379 });
     expect(parseDstoreUrl('dstore://:s%40cret@h:1')).toEqual({ host: 'h', port: 1, token: 's@cret' });
+    expect(parseDstoreUrl('dstore://app:p%40ss@h:1')).toEqual({
+      host: 'h',
+      port: 1,
+      user: 'app',
+      password: 'p@ss',
+    });
     expect(
       parseDstoreUrl(
         'dstore://h:2?commandTimeout=250&lazyConnect=true&keyPrefix=app:&name=web&maxQueueLength=5',
@@ -190,5 +196,16 @@ describe('OfflineQueue', () => {
     queue.push(entry);
     expect(queue.remove(entry)).toBe(true);
     expect(sweeper.size).toBe(0);
+  });
+});
+
+describe('credentials', () => {
+  it('takes user and password together, or a token, never both', () => {
+    expect(resolveClientOptions({ user: 'app', password: 'pw' })).toMatchObject({
+      user: 'app',
+      password: 'pw',
+    });
+    expect(() => resolveClientOptions({ user: 'app' })).toThrow(/user and password go together/);
+    expect(() => resolveClientOptions({ user: 'app', password: 'pw', token: 't' })).toThrow(/conflicting/);
   });
 });

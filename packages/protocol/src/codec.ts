@@ -71,7 +71,13 @@ function withEpoch(fields: Field[], epoch: number | undefined): Field[] {
 export function toWireArray(message: Message): Field[] {
   switch (message.op) {
     case Op.HELLO:
-      return [message.op, message.id, message.version, message.role, message.token ?? null];
+      return message.nonce === undefined
+        ? [message.op, message.id, message.version, message.role, message.user ?? null]
+        : [message.op, message.id, message.version, message.role, message.user ?? null, message.nonce];
+    case Op.AUTH:
+      return [message.op, message.id, message.proof];
+    case Op.AUTH_OK:
+      return [message.op, message.id, message.signature];
     case Op.GET:
     case Op.DEL:
       if (message.epoch !== undefined) {
@@ -119,6 +125,10 @@ export function toWireArray(message: Message): Field[] {
         message.vnodes,
         message.nodes.length,
         ...message.nodes.flatMap((node) => [node.id, node.weight]),
+        // The members' addresses, trailing and optional: their count (all members), then pairs.
+        ...(message.nodes.every((node) => node.host !== undefined && node.port !== undefined)
+          ? [message.nodes.length, ...message.nodes.flatMap((node) => [node.host!, node.port!])]
+          : []),
       ];
     case Op.MIGRATE:
       return [
@@ -152,7 +162,18 @@ export function toWireArray(message: Message): Field[] {
     case Op.STATS_RESULT:
       return [message.op, message.id, message.stats];
     case Op.HELLO_OK:
-      return [message.op, message.id, message.version, message.role, message.serverId];
+      return message.challenge === undefined
+        ? [message.op, message.id, message.version, message.role, message.serverId]
+        : [
+            message.op,
+            message.id,
+            message.version,
+            message.role,
+            message.serverId,
+            message.challenge.nonce,
+            message.challenge.salt,
+            message.challenge.kdf,
+          ];
     case Op.ERROR:
       return [message.op, message.id, message.code, message.message];
   }
@@ -242,6 +263,12 @@ class FieldReader {
     return value === undefined || value === null ? undefined : this.string(index, name);
   }
 
+  /** A trailing optional bin/str: undefined when absent or nil. */
+  optionalBytes(index: number, name: string): Uint8Array | undefined {
+    const value = this.fields[index];
+    return value === undefined || value === null ? undefined : this.bytes(index, name);
+  }
+
   bytes(index: number, name: string): Uint8Array {
     const value = this.at(index, name);
     if (value instanceof Uint8Array) return value;
@@ -313,13 +340,34 @@ class FieldReader {
     return ranges;
   }
 
-  /** Reads `count` (id, weight) ring members from `index`. */
-  members(index: number): RingMember[] {
+  /**
+   * Reads `count` (id, weight) ring members from `index`, then, when `withAddresses` and present,
+   * the trailing list of their (host, port) in the same order.
+   */
+  members(index: number, withAddresses = false): RingMember[] {
     const count = this.batchCount(index, 2);
     const members = new Array<RingMember>(count);
+    // The optional trailing address list: its count (nil or absent = none), then (host, port) pairs.
+    const addressCount = withAddresses ? this.optionalUint(index + 1 + count * 2, 'addresses') : undefined;
+    if (addressCount !== undefined && addressCount !== count) {
+      throw this.fail(ErrorCode.MALFORMED_FRAME, `ring lists ${addressCount} addresses for ${count} members`);
+    }
+    if (addressCount !== undefined && this.fields.length < index + 2 + count * 4) {
+      throw this.fail(ErrorCode.MALFORMED_FRAME, 'ring announces member addresses but carries fewer');
+    }
+    const addresses = index + 2 + count * 2;
+    const addressed = addressCount !== undefined && count > 0;
     for (let i = 0; i < count; i++) {
       const id = nonEmpty(this, this.string(index + 1 + i * 2, 'nodeId'), 'nodeId');
-      members[i] = { id, weight: positive(this, this.finite(index + 2 + i * 2, 'weight')) };
+      const weight = positive(this, this.finite(index + 2 + i * 2, 'weight'));
+      members[i] = addressed
+        ? {
+            id,
+            weight,
+            host: nonEmpty(this, this.string(addresses + i * 2, 'host'), 'host'),
+            port: this.uint(addresses + 1 + i * 2, 'port', 65535),
+          }
+        : { id, weight };
     }
     return members;
   }
@@ -371,7 +419,16 @@ function readRequest(op: number, r: FieldReader): Request {
   const id = r.id;
   switch (op) {
     case Op.HELLO:
-      return { op, id, version: r.uint(2, 'version'), role: r.role(3), token: r.optionalString(4, 'token') };
+      return {
+        op,
+        id,
+        version: r.uint(2, 'version'),
+        role: r.role(3),
+        user: r.optionalString(4, 'user'),
+        nonce: r.optionalBytes(5, 'nonce'),
+      };
+    case Op.AUTH:
+      return { op, id, proof: r.bytes(2, 'proof') };
     case Op.GET:
     case Op.DEL: {
       // Object literals of one shape each, never a spread of a decoded object: the hot path.
@@ -432,7 +489,7 @@ function readRequest(op: number, r: FieldReader): Request {
         generation: r.uint(3, 'generation', Number.MAX_SAFE_INTEGER),
         algorithm: nonEmpty(r, r.string(4, 'algorithm'), 'algorithm'),
         vnodes: r.uint(5, 'vnodes'),
-        nodes: r.members(6),
+        nodes: r.members(6, true),
       };
     case Op.MIGRATE:
       return {
@@ -485,7 +542,19 @@ function readResponse(op: number, r: FieldReader): Response {
     case Op.STATS_RESULT:
       return { op, id, stats: r.stats(2) };
     case Op.HELLO_OK:
-      return { op, id, version: r.uint(2, 'version'), role: r.role(3), serverId: r.string(4, 'serverId') };
+      return {
+        op,
+        id,
+        version: r.uint(2, 'version'),
+        role: r.role(3),
+        serverId: r.string(4, 'serverId'),
+        challenge:
+          r.optionalBytes(5, 'nonce') === undefined
+            ? undefined
+            : { nonce: r.bytes(5, 'nonce'), salt: r.bytes(6, 'salt'), kdf: r.string(7, 'kdf') },
+      };
+    case Op.AUTH_OK:
+      return { op, id, signature: r.bytes(2, 'signature') };
     case Op.ERROR:
       return { op, id, code: r.string(2, 'code'), message: r.string(3, 'message') };
     default:

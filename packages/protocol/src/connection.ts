@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import type { Principal } from './authenticator.js';
 import { MessageCodec } from './codec.js';
 import { type DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
 import { DstoreError, ErrorCode, ProtocolError, timeoutError } from './errors.js';
@@ -90,8 +91,8 @@ const DEFAULTS = {
 export class Connection extends EventEmitter<ConnectionEvents> implements Sweepable {
   /** The codec, exposing the limits this connection enforces. */
   readonly codec: MessageCodec;
-  /** Free for the owner to attach per-connection state (for example, whether HELLO succeeded). */
-  authenticated = false;
+  /** Who the peer authenticated as; set by the server's Authenticator, undefined until then. */
+  principal: Principal | undefined = undefined;
 
   private readonly options: typeof DEFAULTS;
   private readonly onRequest: ConnectionOptions['onRequest'];
@@ -140,11 +141,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     this.codec = new MessageCodec(options.limits);
     this.decoder = new FrameDecoder(this.codec.limits.maxFrameBytes, (body) => this.receiveFrame(body));
     socket.setNoDelay(true);
-    if (this.options.idleTimeoutMs > 0) {
-      socket.setTimeout(this.options.idleTimeoutMs, () =>
-        this.destroy(new DstoreError(ErrorCode.TIMEOUT, `idle for ${this.options.idleTimeoutMs} ms`)),
-      );
-    }
+    // The listener is always there; the timeout itself is armed only when non-zero.
+    socket.on('timeout', () =>
+      this.destroy(new DstoreError(ErrorCode.TIMEOUT, `idle for ${this.options.idleTimeoutMs} ms`)),
+    );
+    if (this.options.idleTimeoutMs > 0) socket.setTimeout(this.options.idleTimeoutMs);
     socket.on('data', (chunk: Buffer) => this.receiveChunk(chunk));
     socket.on('drain', () => this.onDrain());
     socket.on('error', (error) => this.finish(error));
@@ -166,6 +167,20 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   /** Received requests not answered yet. */
   get serving(): number {
     return this.servingCount;
+  }
+
+  /** Whether the peer has authenticated (has a {@link principal}). */
+  get authenticated(): boolean {
+    return this.principal !== undefined;
+  }
+
+  /**
+   * Closes the connection after `ms` without traffic (0: never); replaces the constructor's
+   * `idleTimeoutMs`. Servers set it once a connection is admitted as a client.
+   */
+  setIdleTimeout(ms: number): void {
+    this.options.idleTimeoutMs = ms;
+    this.socket.setTimeout(ms);
   }
 
   /** Bytes waiting to be written, in this connection and in the socket. */

@@ -25,8 +25,16 @@ export const ErrorCode = {
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
   /** The peer speaks an incompatible protocol version. */
   VERSION_MISMATCH: 'VERSION_MISMATCH',
-  /** Authentication is required, or the token was wrong. */
+  /**
+   * Authentication is required, failed (wrong user, password, token or cluster secret), or did
+   * not finish in time; the message says which. Not executed.
+   */
   UNAUTHORIZED: 'UNAUTHORIZED',
+  /**
+   * Authenticated, but not allowed to do this: a read-only user writing, a key outside the
+   * user's prefixes, a client sending a cluster (peer) operation. Not executed.
+   */
+  NO_PERMISSION: 'NO_PERMISSION',
   /** The node that owns the key is down or unreachable; the request was not executed there. */
   UNAVAILABLE: 'UNAVAILABLE',
   /** No answer within the deadline. The request may or may not have been executed (indeterminate). */
@@ -102,6 +110,7 @@ export class DstoreError extends Error {
       this.code === ErrorCode.BUSY ||
       this.code === ErrorCode.SHUTTING_DOWN ||
       this.code === ErrorCode.UNAUTHORIZED ||
+      this.code === ErrorCode.NO_PERMISSION ||
       this.code === ErrorCode.NOT_OWNER ||
       this.code === ErrorCode.STALE_EPOCH
     );

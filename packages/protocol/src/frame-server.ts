@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import type { AdmissionKind } from './authenticator.js';
 import { Connection, type ConnectionOptions } from './connection.js';
 import { ErrorCode } from './errors.js';
 import { Op, type Request } from './messages.js';
@@ -10,8 +11,36 @@ export interface FrameServerOptions {
   readonly host?: string;
   /** Port to bind; 0 picks a free one (read it from {@link FrameServer.address}). Default 0. */
   readonly port?: number;
-  /** Most open connections; the excess get one BUSY error frame and are closed. Default 1024. */
+  /**
+   * Most authenticated client connections; a client that authenticates past it is answered BUSY
+   * and closed. Default 1024.
+   */
   readonly maxConnections?: number;
+  /**
+   * Most authenticated peer connections (balancers, nodes): slots of their own, so clients and
+   * unauthenticated sockets can never keep a node from its balancer. Default 256.
+   */
+  readonly maxPeerConnections?: number;
+  /**
+   * Most connections that have not authenticated yet; a new one past it evicts the oldest, so
+   * idle sockets can never lock legitimate peers out. Default 256.
+   */
+  readonly maxPendingConnections?: number;
+  /** Most not-yet-authenticated connections per source address (same eviction). Default 64. */
+  readonly maxPendingPerAddress?: number;
+  /**
+   * Whether connections start unauthenticated (pending) and must be admitted by the owner's
+   * authentication ({@link FrameServer.admit}) within `authTimeoutMs`. Default false: every
+   * connection is admitted as a client when accepted (servers without authentication, tests).
+   */
+  readonly requireAuthentication?: boolean;
+  /**
+   * A connection must authenticate within this many ms of being accepted (HELLO and AUTH, or a
+   * first request where no authentication is configured), or it is closed. Default 5000.
+   */
+  readonly authTimeoutMs?: number;
+  /** Close admitted client connections idle for this many ms; 0 = never. Default 0. */
+  readonly clientIdleTimeoutMs?: number;
   /** Options of every accepted {@link Connection}. `onRequest` is set by the server. */
   readonly connection?: Omit<ConnectionOptions, 'onRequest'>;
   /** Handles each request of each connection. */
@@ -22,8 +51,10 @@ export interface FrameServerOptions {
 export interface FrameServerEvents {
   /** A connection was accepted. */
   connection: [connection: Connection];
-  /** A connection was refused because the server is at `maxConnections`. */
+  /** A connection was refused because every kind of slot is full. */
   refused: [remote: string];
+  /** A connection that had not authenticated was closed: its deadline passed, or a newer one took its slot. */
+  evicted: [remote: string, reason: string];
 }
 
 /**
@@ -34,11 +65,28 @@ export interface FrameServerEvents {
 export class FrameServer extends EventEmitter<FrameServerEvents> {
   private readonly server: Server;
   private readonly connections = new Set<Connection>();
-  private readonly maxConnections: number;
+  /** Connections not yet admitted, oldest first, with when they were accepted and from where. */
+  private readonly pending = new Map<Connection, { readonly since: number; readonly address: string }>();
+  private readonly pendingPerAddress = new Map<string, number>();
+  private readonly admitted = { client: new Set<Connection>(), peer: new Set<Connection>() };
+  private readonly limits: {
+    readonly client: number;
+    readonly peer: number;
+    readonly pending: number;
+    readonly pendingPerAddress: number;
+    readonly authTimeoutMs: number;
+  };
+  private deadlineTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: FrameServerOptions) {
     super();
-    this.maxConnections = options.maxConnections ?? 1024;
+    this.limits = {
+      client: options.maxConnections ?? 1024,
+      peer: options.maxPeerConnections ?? 256,
+      pending: options.maxPendingConnections ?? 256,
+      pendingPerAddress: options.maxPendingPerAddress ?? 64,
+      authTimeoutMs: options.authTimeoutMs ?? 5000,
+    };
     // Half-open: a peer that sends its last requests and shuts its side still gets its answers.
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
   }
@@ -52,6 +100,12 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
         // After binding, the only server errors are failed accepts (EMFILE and the like): Node
         // keeps accepting, so they must not crash the process as an unhandled 'error' event.
         this.server.on('error', () => undefined);
+        if (this.options.requireAuthentication === true) {
+          // One sweep per server for the authentication deadlines, never a timer per connection.
+          const period = Math.max(50, Math.min(1000, this.limits.authTimeoutMs / 4));
+          this.deadlineTimer = setInterval(() => this.expirePending(), period);
+          this.deadlineTimer.unref();
+        }
         resolve(this.address);
       });
     });
@@ -79,6 +133,7 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
    * first), and destroys what is still open after `graceMs`.
    */
   async close(graceMs = 5000): Promise<void> {
+    if (this.deadlineTimer !== undefined) clearInterval(this.deadlineTimer);
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const timer = setTimeout(() => {
       for (const connection of this.connections) connection.destroy();
@@ -88,18 +143,102 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
     await stopped;
   }
 
+  /** Open connections by kind: admitted clients and peers, and those not authenticated yet. */
+  get connectionCounts(): { readonly client: number; readonly peer: number; readonly pending: number } {
+    return { client: this.admitted.client.size, peer: this.admitted.peer.size, pending: this.pending.size };
+  }
+
+  /**
+   * Gives an authenticated connection a slot of `kind`, ending its authentication deadline.
+   * False when that kind is full (the caller answers BUSY and closes it). Idempotent.
+   */
+  admit(connection: Connection, kind: AdmissionKind): boolean {
+    if (this.admitted[kind].has(connection)) return true;
+    if (!this.connections.has(connection) || this.admitted[kind].size >= this.limits[kind]) return false;
+    this.forgetPending(connection);
+    this.admitted[kind].add(connection);
+    const idleMs = this.options.clientIdleTimeoutMs ?? 0;
+    if (kind === 'client' && idleMs > 0) connection.setIdleTimeout(idleMs);
+    return true;
+  }
+
   private accept(socket: Socket): void {
-    if (this.connections.size >= this.maxConnections) {
+    const { client, peer, pending } = this.limits;
+    if (this.connections.size >= client + peer + pending) {
       this.refuse(socket);
       return;
     }
+    const address = socket.remoteAddress ?? '';
+    if (this.options.requireAuthentication !== true) {
+      if (this.admitted.client.size >= client) {
+        this.refuse(socket);
+        return;
+      }
+      const connection = this.track(socket, address);
+      this.admit(connection, 'client');
+      this.emit('connection', connection);
+      return;
+    }
+    if (this.pending.size >= pending) this.evictOldest(undefined);
+    if ((this.pendingPerAddress.get(address) ?? 0) >= this.limits.pendingPerAddress)
+      this.evictOldest(address);
+    const connection = this.track(socket, address);
+    this.emit('connection', connection);
+  }
+
+  /** Wraps an accepted socket, pending until admitted, and forgets it when it closes. */
+  private track(socket: Socket, address: string): Connection {
     const connection = new Connection(socket, {
       ...this.options.connection,
       onRequest: this.options.onRequest,
     });
     this.connections.add(connection);
-    connection.once('close', () => this.connections.delete(connection));
-    this.emit('connection', connection);
+    this.pending.set(connection, { since: performance.now(), address });
+    this.pendingPerAddress.set(address, (this.pendingPerAddress.get(address) ?? 0) + 1);
+    connection.once('close', () => {
+      this.connections.delete(connection);
+      this.forgetPending(connection);
+      this.admitted.client.delete(connection);
+      this.admitted.peer.delete(connection);
+    });
+    return connection;
+  }
+
+  private forgetPending(connection: Connection): void {
+    const entry = this.pending.get(connection);
+    if (entry === undefined) return;
+    this.pending.delete(connection);
+    const count = (this.pendingPerAddress.get(entry.address) ?? 1) - 1;
+    if (count > 0) this.pendingPerAddress.set(entry.address, count);
+    else this.pendingPerAddress.delete(entry.address);
+  }
+
+  /** Closes the oldest unauthenticated connection (from `address`, when given) to make room. */
+  private evictOldest(address: string | undefined): void {
+    for (const [connection, entry] of this.pending) {
+      if (address !== undefined && entry.address !== address) continue;
+      this.dropPending(connection, 'too many unauthenticated connections: the oldest is closed');
+      return;
+    }
+  }
+
+  private expirePending(): void {
+    const cutoff = performance.now() - this.limits.authTimeoutMs;
+    for (const [connection, entry] of this.pending) {
+      // Oldest first: the first one inside the deadline ends the sweep.
+      if (entry.since > cutoff) return;
+      this.dropPending(connection, `did not authenticate within ${this.limits.authTimeoutMs} ms`);
+    }
+  }
+
+  private dropPending(connection: Connection, reason: string): void {
+    const entry = this.pending.get(connection);
+    this.forgetPending(connection);
+    connection.send({ op: Op.ERROR, id: 0, code: ErrorCode.UNAUTHORIZED, message: reason });
+    void connection.close();
+    // A peer that does not read cannot hold the socket open: the close is bounded.
+    setTimeout(() => connection.destroy(), 1000).unref();
+    this.emit('evicted', entry?.address ?? '', reason);
   }
 
   private refuse(socket: Socket): void {
@@ -110,7 +249,7 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
       op: Op.ERROR,
       id: 0,
       code: ErrorCode.BUSY,
-      message: `too many connections (limit ${this.maxConnections})`,
+      message: `too many connections (limit ${this.connections.size})`,
     });
     void connection.close();
     setTimeout(() => connection.destroy(), 1000).unref();

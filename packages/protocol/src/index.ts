@@ -1,3 +1,22 @@
+export {
+  type AuthChallenge,
+  assertClusterSecret,
+  type Credentials,
+  clusterSecretOption,
+  DEFAULT_SCRYPT,
+  DEFAULT_USER,
+  hashPassword,
+  isLoopbackAddress,
+  MIN_CLUSTER_SECRET_LENGTH,
+  type ScryptParams,
+} from './auth.js';
+export {
+  type AdmissionKind,
+  Authenticator,
+  type AuthenticatorOptions,
+  type AuthStep,
+  type Principal,
+} from './authenticator.js';
 export { type BackoffOptions, backoffDelay } from './backoff.js';
 export { type BinaryLike, bytesToString, toBytes } from './bytes.js';
 export { fromWireArray, MessageCodec, toWireArray } from './codec.js';
@@ -17,12 +36,23 @@ export { DEFAULT_LIMITS, LMDB_MAX_KEY_BYTES, type ProtocolLimits, resolveLimits 
 export * from './messages.js';
 export { OutputBuffer } from './output-buffer.js';
 export {
-  answerHello,
   type ConnectSocketOptions,
   connectSocket,
+  type HandshakeOptions,
   handshake,
   PeerLink,
   type PeerLinkEvents,
   type PeerLinkOptions,
 } from './peer-link.js';
 export { checkBodyShape } from './shape.js';
+export {
+  clusterOnly,
+  keyDenied,
+  parseUsersFile,
+  requestDenied,
+  type UserAccess,
+  UserDirectory,
+  type UserDirectoryOptions,
+  type UserEntry,
+  type UserGrant,
+} from './users.js';

@@ -1,3 +1,4 @@
+import type { AuthChallenge } from './auth.js';
 import type { ErrorCode } from './errors.js';
 
 /**
@@ -5,7 +6,7 @@ import type { ErrorCode } from './errors.js';
  * different major version with VERSION_MISMATCH. Versions are plain integers: a new version adds
  * ops or appends optional trailing fields, never changes an existing field.
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Op codes. Requests are 1..63, responses 64..127; the split lets a reader route a frame by op alone. */
 export const Op = {
@@ -24,12 +25,14 @@ export const Op = {
   MIGRATE: 13,
   MIGRATE_PUT: 14,
   PURGE: 15,
+  AUTH: 16,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
   COUNT: 67,
   STATS_RESULT: 68,
   HELLO_OK: 69,
+  AUTH_OK: 70,
   ERROR: 127,
 } as const;
 
@@ -42,13 +45,28 @@ export const MAX_REQUEST_OP = 63;
 /** What a peer says it is in HELLO. */
 export type PeerRole = 'client' | 'balancer' | 'node';
 
-/** Version handshake, optionally authenticating with a shared token. Answered by HELLO_OK or ERROR. */
+/**
+ * Version handshake and the start of authentication (see the protocol README, "Authentication").
+ * Answered by HELLO_OK (with a challenge when the server authenticates this role) or ERROR.
+ */
 export interface HelloRequest {
   readonly op: typeof Op.HELLO;
   readonly id: number;
   readonly version: number;
   readonly role: PeerRole;
-  readonly token?: string | undefined;
+  /** The user a client authenticates as; absent for peers and anonymous clients. */
+  readonly user?: string | undefined;
+  /** The initiator's random nonce; present when it has credentials to prove. */
+  readonly nonce?: Uint8Array | undefined;
+}
+/**
+ * Second step of authentication: the proof computed from the HELLO_OK challenge. Answered by
+ * AUTH_OK (with the server's own proof) or ERROR UNAUTHORIZED (the connection then closes).
+ */
+export interface AuthRequest {
+  readonly op: typeof Op.AUTH;
+  readonly id: number;
+  readonly proof: Uint8Array;
 }
 /** Read one key. Answered by VALUE (value or null for not found). */
 export interface GetRequest {
@@ -188,6 +206,12 @@ export interface HeartbeatRequest {
 export interface RingMember {
   readonly id: string;
   readonly weight: number;
+  /**
+   * The address the cluster map holds for the member: a node streams migrated keys only to a
+   * member of its ring at this address. Optional trailing list on the wire (all members or none).
+   */
+  readonly host?: string | undefined;
+  readonly port?: number | undefined;
 }
 /** A hash range (start, end] of the 32-bit ring, wrapping when start >= end. */
 export interface HashRange {
@@ -307,6 +331,14 @@ export interface HelloOkResponse {
   readonly version: number;
   readonly role: PeerRole;
   readonly serverId: string;
+  /** Present when the server authenticates the initiator: the input of its AUTH proof. */
+  readonly challenge?: AuthChallenge | undefined;
+}
+/** Answer to a valid AUTH: the server's signature, proving it holds the initiator's credential too. */
+export interface AuthOkResponse {
+  readonly op: typeof Op.AUTH_OK;
+  readonly id: number;
+  readonly signature: Uint8Array;
 }
 /** A request failed. `code` is one of {@link ErrorCode} (or a newer code this version does not know). */
 export interface ErrorResponse {
@@ -332,7 +364,8 @@ export type Request =
   | RingRequest
   | MigrateRequest
   | MigratePutRequest
-  | PurgeRequest;
+  | PurgeRequest
+  | AuthRequest;
 
 /** Every response message. */
 export type Response =
@@ -342,6 +375,7 @@ export type Response =
   | CountResponse
   | StatsResponse
   | HelloOkResponse
+  | AuthOkResponse
   | ErrorResponse;
 
 /** Any message. */

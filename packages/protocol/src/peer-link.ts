@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
+import { type Credentials, newNonce, proveIdentity, SaltedKeyCache, sameBytes } from './auth.js';
 import { type BackoffOptions, backoffDelay } from './backoff.js';
 import { Connection, type ConnectionOptions, type RequestOptions } from './connection.js';
 import { DstoreError, ErrorCode } from './errors.js';
@@ -55,18 +56,39 @@ export function connectSocket(options: ConnectSocketOptions): Promise<Socket> {
   });
 }
 
+/** Options of {@link handshake}. */
+export interface HandshakeOptions {
+  /** What to prove: the cluster secret (peers) or a user's password. Default: nothing (anonymous). */
+  readonly credentials?: Credentials | undefined;
+  /** Deadline of each step, in ms. Default: the connection's request timeout. */
+  readonly timeoutMs?: number;
+  /** Keeps the derived password key across reconnects (scrypt is paid once per server salt). */
+  readonly cache?: SaltedKeyCache;
+}
+
 /**
- * Sends HELLO on a fresh connection and checks the answer: the same protocol version, and the
- * token accepted. Rejects with VERSION_MISMATCH or UNAUTHORIZED otherwise.
+ * Says HELLO on a fresh connection and, when the server sends a challenge, authenticates (AUTH)
+ * and checks the server's signature: after it resolves, both ends know who the other is. Rejects
+ * with VERSION_MISMATCH, or UNAUTHORIZED when either side fails to prove itself. A peer with a
+ * cluster secret refuses a server that does not ask for it (it could be anyone).
  */
 export async function handshake(
   connection: Connection,
   role: PeerRole,
-  options: { token?: string | undefined; timeoutMs?: number } = {},
+  options: HandshakeOptions = {},
 ): Promise<HelloOkResponse> {
+  const { credentials } = options;
+  const requestOptions = options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs };
+  const clientNonce = credentials === undefined ? undefined : newNonce();
   const answer = await connection.request(
-    { op: Op.HELLO, version: PROTOCOL_VERSION, role, token: options.token },
-    options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs },
+    {
+      op: Op.HELLO,
+      version: PROTOCOL_VERSION,
+      role,
+      user: credentials?.kind === 'user' ? credentials.user : undefined,
+      nonce: clientNonce,
+    },
+    requestOptions,
   );
   if (answer.op !== Op.HELLO_OK) {
     throw new DstoreError(ErrorCode.MALFORMED_FRAME, `expected HELLO_OK, got op ${answer.op}`);
@@ -77,37 +99,37 @@ export async function handshake(
       `peer speaks version ${answer.version}, we speak ${PROTOCOL_VERSION}`,
     );
   }
+  const challenge = answer.challenge;
+  if (challenge === undefined) {
+    if (credentials?.kind === 'peer') {
+      throw new DstoreError(
+        ErrorCode.UNAUTHORIZED,
+        `${answer.serverId} does not authenticate its peers (no cluster secret): refusing to talk to it`,
+      );
+    }
+    return answer;
+  }
+  if (credentials === undefined || clientNonce === undefined) {
+    throw new DstoreError(ErrorCode.UNAUTHORIZED, 'the server asks for credentials and none are configured');
+  }
+  const { proof, expectedSignature } = await proveIdentity(
+    credentials,
+    role,
+    clientNonce,
+    challenge,
+    options.cache,
+  );
+  const accepted = await connection.request({ op: Op.AUTH, proof }, requestOptions);
+  if (accepted.op !== Op.AUTH_OK) {
+    throw new DstoreError(ErrorCode.MALFORMED_FRAME, `expected AUTH_OK, got op ${accepted.op}`);
+  }
+  if (!sameBytes(accepted.signature, expectedSignature)) {
+    throw new DstoreError(
+      ErrorCode.UNAUTHORIZED,
+      `${answer.serverId} could not prove it holds the ${credentials.kind === 'peer' ? 'cluster secret' : 'credentials'}`,
+    );
+  }
   return answer;
-}
-
-/**
- * The server side of HELLO: the answer to send, given the server's token (if it requires one).
- * Marks the connection authenticated on success.
- */
-export function answerHello(
-  connection: Connection,
-  hello: Extract<Request, { op: typeof Op.HELLO }>,
-  server: { role: PeerRole; serverId: string; token?: string | undefined },
-): Response {
-  if (hello.version !== PROTOCOL_VERSION) {
-    return {
-      op: Op.ERROR,
-      id: hello.id,
-      code: ErrorCode.VERSION_MISMATCH,
-      message: `this peer speaks protocol version ${PROTOCOL_VERSION}, not ${hello.version}`,
-    };
-  }
-  if (server.token !== undefined && server.token !== '' && hello.token !== server.token) {
-    return { op: Op.ERROR, id: hello.id, code: ErrorCode.UNAUTHORIZED, message: 'invalid token' };
-  }
-  connection.authenticated = true;
-  return {
-    op: Op.HELLO_OK,
-    id: hello.id,
-    version: PROTOCOL_VERSION,
-    role: server.role,
-    serverId: server.serverId,
-  };
 }
 
 /** Options of a {@link PeerLink}. */
@@ -116,8 +138,8 @@ export interface PeerLinkOptions extends ConnectSocketOptions {
   readonly connection?: ConnectionOptions;
   /** Role announced in HELLO. Default 'client'. */
   readonly role?: PeerRole;
-  /** Token sent in HELLO. */
-  readonly token?: string;
+  /** What the link proves in HELLO/AUTH (cluster secret or user password). Default: nothing. */
+  readonly credentials?: Credentials | undefined;
   /** Reconnect delays. Ignored when `retryStrategy` is given. */
   readonly backoff?: BackoffOptions;
   /**
@@ -158,6 +180,7 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private lastHello: HelloOkResponse | undefined;
+  private readonly saltedKeys = new SaltedKeyCache();
 
   constructor(readonly options: PeerLinkOptions) {
     super();
@@ -229,8 +252,9 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
       connection.once('close', (error) => this.onConnectionClosed(connection!, error));
       this.emit('connect');
       const hello = await handshake(connection, this.options.role ?? 'client', {
-        token: this.options.token,
+        credentials: this.options.credentials,
         timeoutMs: this.options.connectTimeoutMs ?? 5000,
+        cache: this.saltedKeys,
       });
       if (this.stopped || this.current !== connection) return;
       this.attempt = 0;

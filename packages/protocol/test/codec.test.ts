@@ -48,8 +48,11 @@ const messages: fc.Arbitrary<Message>[] = [
     id,
     version: fc.integer({ min: 0, max: 0xffff_ffff }),
     role,
-    token: fc.option(shortString, { nil: undefined }),
+    user: fc.option(shortString, { nil: undefined }),
+    nonce: fc.option(fc.uint8Array({ minLength: 1, maxLength: 32 }), { nil: undefined }),
   }),
+  fc.record({ op: fc.constant(Op.AUTH), id, proof: fc.uint8Array({ maxLength: 64 }) }),
+  fc.record({ op: fc.constant(Op.AUTH_OK), id, signature: fc.uint8Array({ maxLength: 64 }) }),
   fc.record({ op: fc.constant(Op.GET), id, key: anyKey }),
   fc.record({ op: fc.constant(Op.GET), id, key: anyKey, fallback: fc.constant(true) }),
   fc.record({ op: fc.constant(Op.GET), id, key: anyKey, epoch: fc.nat({ max: 0xffff_ffff }) }),
@@ -78,6 +81,23 @@ const messages: fc.Arbitrary<Message>[] = [
     nodes: fc.array(fc.record({ id: shortString, weight: fc.integer({ min: 1, max: 1000 }) }), {
       maxLength: 20,
     }),
+  }),
+  fc.record({
+    op: fc.constant(Op.RING),
+    id,
+    epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    algorithm: fc.constantFrom('vnode', 'ketama'),
+    vnodes: fc.integer({ min: 0, max: 1000 }),
+    nodes: fc.array(
+      fc.record({
+        id: shortString,
+        weight: fc.integer({ min: 1, max: 1000 }),
+        host: fc.constantFrom('127.0.0.1', '::1', 'node-a.local'),
+        port: fc.integer({ min: 0, max: 65535 }),
+      }),
+      { minLength: 1, maxLength: 20 },
+    ),
   }),
   fc.record({
     op: fc.constant(Op.MIGRATE),
@@ -152,6 +172,14 @@ const messages: fc.Arbitrary<Message>[] = [
     version: fc.nat(),
     role,
     serverId: fc.string({ maxLength: 40 }),
+    challenge: fc.option(
+      fc.record({
+        nonce: fc.uint8Array({ minLength: 1, maxLength: 32 }),
+        salt: fc.uint8Array({ maxLength: 32 }),
+        kdf: fc.constantFrom('scrypt:16384,8,1', 'hmac-sha256'),
+      }),
+      { nil: undefined },
+    ),
   }),
   fc.record({
     op: fc.constant(Op.ERROR),
@@ -223,6 +251,11 @@ describe('MessageCodec round trip', () => {
           if (message.op === Op.VALUE && wire.length === 3) wire.push(0);
           // JOIN owns an optional trailing identity at index 6 (nil = not set).
           if (message.op === Op.JOIN && wire.length === 6) wire.push(null);
+          // HELLO owns an optional trailing nonce at index 5, HELLO_OK a challenge from index 5.
+          if ((message.op === Op.HELLO || message.op === Op.HELLO_OK) && wire.length === 5) wire.push(null);
+          // RING owns an optional trailing address count after its members (nil = none).
+          if (message.op === Op.RING && !message.nodes.some((node) => node.host !== undefined))
+            wire.push(null);
           const body = raw.encode([...wire, ...extras]);
           expect(normalise(codec.decode(body))).toEqual(normalise(message));
         },
@@ -263,7 +296,7 @@ describe('MessageCodec round trip', () => {
       // 3 characters, 9 bytes in UTF-8: the limit is in bytes.
       [[Op.LEAVE, 1, 'ééé'.replace(/é/g, '\u20ac')], ErrorCode.MALFORMED_FRAME],
       [[Op.JOIN, 1, 'n', 'h', 1, 0], ErrorCode.INVALID_ARGUMENT],
-      [[Op.HELLO, 1, 1, 'root', null], ErrorCode.MALFORMED_FRAME],
+      [[Op.HELLO, 1, 2, 'root', null], ErrorCode.MALFORMED_FRAME],
     ];
     for (const [fields, code] of cases) {
       expect(catchError(() => small.decode(raw.encode(fields)))).toMatchObject({ code });

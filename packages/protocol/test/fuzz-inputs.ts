@@ -52,7 +52,9 @@ export function randomMessage(random: Random): Message {
   const id = int(random, 2 ** 32);
   switch (int(random, 15)) {
     case 0:
-      return { op: Op.HELLO, id, version: 1, role: 'client', token: random() < 0.5 ? 'secret' : undefined };
+      return random() < 0.5
+        ? { op: Op.HELLO, id, version: 2, role: 'client' }
+        : { op: Op.HELLO, id, version: 2, role: 'client', user: 'secret', nonce: bytes(random, 18) };
     case 1:
       return { op: Op.GET, id, key: key(random) };
     case 2:
@@ -80,8 +82,15 @@ export function randomMessage(random: Random): Message {
       return { op: Op.STATS_RESULT, id, stats: { keys: int(random, 1000), engine: 'memory', 'ops.get': 3 } };
     case 10:
       return { op: Op.ERROR, id, code: random() < 0.5 ? 'BUSY' : 'SOME_FUTURE_CODE', message: 'nope' };
-    case 11:
-      return { op: Op.HELLO_OK, id, version: 1, role: 'node', serverId: 'n1' };
+    case 11: {
+      const pick = int(random, 4);
+      if (pick === 0) return { op: Op.AUTH, id, proof: bytes(random, 40) };
+      if (pick === 1) return { op: Op.AUTH_OK, id, signature: bytes(random, 40) };
+      const challenge = { nonce: bytes(random, 18), salt: bytes(random, 16), kdf: 'scrypt:16384,8,1' };
+      return pick === 2
+        ? { op: Op.HELLO_OK, id, version: 2, role: 'node', serverId: 'n1' }
+        : { op: Op.HELLO_OK, id, version: 2, role: 'node', serverId: 'n1', challenge };
+    }
     case 12:
       return { op: Op.COUNT, id, count: int(random, 2) };
     case 13:

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  answerHello,
+  Authenticator,
   type Connection,
   DstoreError,
   ErrorCode,
@@ -15,6 +15,7 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   type Request,
+  UserDirectory,
 } from '../src/index.js';
 import { badInputCorpus } from '../src/testing.js';
 import { failOnUncaught, Resources, waitFor } from './helpers.js';
@@ -23,20 +24,29 @@ failOnUncaught();
 const resources = new Resources();
 afterEach(() => resources.closeAll());
 
-/** The reference server: HELLO (with an optional token) first, then PING. */
-function handler(token?: string) {
-  return (request: Request, connection: Connection): void => {
-    if (request.op === Op.HELLO) {
-      connection.reply(answerHello(connection, request, { role: 'node', serverId: 'n1', token }));
+/** The reference server: HELLO (and AUTH, with a token) first, then PING. */
+async function handler(token?: string): Promise<(request: Request, connection: Connection) => void> {
+  const auth = new Authenticator({
+    role: 'node',
+    serverId: () => 'n1',
+    users: token === undefined ? undefined : await UserDirectory.open({ token }),
+  });
+  return (request, connection) => {
+    if (request.op === Op.HELLO || request.op === Op.AUTH) {
+      auth.respond(connection, request);
       return;
     }
-    if (token !== undefined && !connection.authenticated) {
-      connection.replyError(request.id, ErrorCode.UNAUTHORIZED, 'say HELLO first');
+    const refusal = auth.implicit(connection);
+    if (refusal !== undefined) {
+      connection.replyError(request.id, ErrorCode.UNAUTHORIZED, refusal);
       return;
     }
     connection.reply({ op: Op.OK, id: request.id });
   };
 }
+
+/** Credentials of the token user. */
+const tokenUser = (password: string) => ({ kind: 'user' as const, user: 'default', password });
 
 function watch(socket: Socket): { messages: Message[]; closed: () => boolean } {
   const codec = new MessageCodec();
@@ -62,7 +72,7 @@ describe('FrameServer', () => {
     const protocolErrors: ProtocolError[] = [];
     const { server, address } = await resources.server({
       connection: { frameTimeoutMs: 200 },
-      onRequest: handler(),
+      onRequest: await handler(),
     });
     server.on('connection', (connection) =>
       connection.on('protocolError', (error) => protocolErrors.push(error)),
@@ -89,7 +99,7 @@ describe('FrameServer', () => {
 
   it('refuses connections past maxConnections with BUSY, then closes them', async () => {
     const refused: string[] = [];
-    const { server, address } = await resources.server({ maxConnections: 1, onRequest: handler() });
+    const { server, address } = await resources.server({ maxConnections: 1, onRequest: await handler() });
     server.on('refused', (remote) => refused.push(remote));
     const first = await resources.connection(address.port);
     expect((await first.request({ op: Op.PING })).op).toBe(Op.OK);
@@ -133,7 +143,7 @@ describe('FrameServer', () => {
 
 describe('HELLO', () => {
   it('refuses another protocol version with VERSION_MISMATCH', async () => {
-    const { address } = await resources.server({ onRequest: handler() });
+    const { address } = await resources.server({ onRequest: await handler() });
     const client = await resources.connection(address.port);
     await expect(
       client.request({ op: Op.HELLO, version: PROTOCOL_VERSION + 1, role: 'client' }),
@@ -143,18 +153,20 @@ describe('HELLO', () => {
   });
 
   it('checks the token and marks the connection authenticated', async () => {
-    const { server, address } = await resources.server({ onRequest: handler('s3cret') });
+    const { server, address } = await resources.server({ onRequest: await handler('s3cret') });
     const client = await resources.connection(address.port);
     await expect(client.request({ op: Op.PING })).rejects.toMatchObject({
       code: ErrorCode.UNAUTHORIZED,
       notExecuted: true,
     });
-    await expect(handshake(client, 'client', { token: 'wrong' })).rejects.toMatchObject({
+    await expect(handshake(client, 'client')).rejects.toMatchObject({ code: ErrorCode.UNAUTHORIZED });
+    // A wrong password ends the connection: one attempt per connection.
+    const wrong = await resources.connection(address.port);
+    await expect(handshake(wrong, 'client', { credentials: tokenUser('wrong') })).rejects.toMatchObject({
       code: ErrorCode.UNAUTHORIZED,
     });
-    await expect(handshake(client, 'client')).rejects.toMatchObject({ code: ErrorCode.UNAUTHORIZED });
-    await handshake(client, 'client', { token: 's3cret' });
-    expect([...server.openConnections][0]?.authenticated).toBe(true);
+    await handshake(client, 'client', { credentials: tokenUser('s3cret') });
+    expect([...server.openConnections].some((connection) => connection.authenticated)).toBe(true);
     expect((await client.request({ op: Op.PING })).op).toBe(Op.OK);
   });
 
@@ -170,13 +182,13 @@ describe('HELLO', () => {
 
 describe('PeerLink', () => {
   it('reconnects after the server restarts on the same port', async () => {
-    const first = new FrameServer({ onRequest: handler('t') });
+    const first = new FrameServer({ onRequest: await handler('t') });
     resources.add(() => first.close(100));
     const { port } = await first.listen();
     const link = new PeerLink({
       host: '127.0.0.1',
       port,
-      token: 't',
+      credentials: tokenUser('t'),
       backoff: { initialDelayMs: 20, maxDelayMs: 100 },
     });
     resources.add(() => link.close());
@@ -196,7 +208,7 @@ describe('PeerLink', () => {
     });
     await waitFor(() => reconnects.length >= 2, 5000, 'a failed reconnect attempt');
 
-    const second = new FrameServer({ port, onRequest: handler('t') });
+    const second = new FrameServer({ port, onRequest: await handler('t') });
     resources.add(() => second.close(100));
     await second.listen();
     await waitFor(() => link.isReady, 10_000, 'the link to come back');
@@ -206,7 +218,7 @@ describe('PeerLink', () => {
   });
 
   it('emits end when retryStrategy returns null', async () => {
-    const probe = new FrameServer({ onRequest: handler() });
+    const probe = new FrameServer({ onRequest: await handler() });
     const { port } = await probe.listen();
     await probe.close(0);
     const attempts: number[] = [];
@@ -228,12 +240,12 @@ describe('PeerLink', () => {
   });
 
   it('emits error only to listeners and keeps retrying after a refused HELLO', async () => {
-    const { address } = await resources.server({ onRequest: handler('right') });
+    const { address } = await resources.server({ onRequest: await handler('right') });
     const errors: Error[] = [];
     const link = new PeerLink({
       host: '127.0.0.1',
       port: address.port,
-      token: 'wrong',
+      credentials: tokenUser('wrong'),
       retryStrategy: (attempt) => (attempt < 2 ? 10 : null),
     });
     resources.add(() => link.close());

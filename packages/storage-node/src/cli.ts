@@ -47,6 +47,10 @@ interface CliFlags {
   idleTimeout: number;
   frameTimeout: number;
   token?: string;
+  users?: string;
+  clusterSecret?: string;
+  protectedMode: boolean;
+  authTimeout: number;
   heartbeatInterval: number;
   drainTimeout: number;
   leaveTimeout: number;
@@ -108,7 +112,22 @@ function buildProgram(): Command {
     )
     .option(
       '--token <token>',
-      'shared secret every peer must send in HELLO (default: env DSTORE_TOKEN, else none)',
+      'password of the user `default` for clients connecting here (default: env DSTORE_TOKEN, else none)',
+    )
+    .option('--users <file>', 'users file for clients connecting here; reloaded on SIGHUP')
+    .option(
+      '--cluster-secret <secret>',
+      'secret every balancer and node proves to the others (default: env DSTORE_CLUSTER_SECRET, else none)',
+    )
+    .option(
+      '--no-protected-mode',
+      'accept unauthenticated peers and clients from any address, not only loopback',
+    )
+    .option(
+      '--auth-timeout <ms>',
+      'a connection must authenticate within this time',
+      integer(1, 2 ** 31 - 1),
+      5000,
     )
     .option(
       '--heartbeat-interval <ms>',
@@ -159,6 +178,10 @@ function toNodeOptions(flags: CliFlags, logger: Logger): StorageNodeOptions {
     idleTimeoutMs: flags.idleTimeout,
     frameTimeoutMs: flags.frameTimeout,
     token: flags.token ?? process.env.DSTORE_TOKEN,
+    usersFile: flags.users,
+    clusterSecret: flags.clusterSecret ?? process.env.DSTORE_CLUSTER_SECRET,
+    protectedMode: flags.protectedMode,
+    authTimeoutMs: flags.authTimeout,
     heartbeatIntervalMs: flags.heartbeatInterval,
     drainTimeoutMs: flags.drainTimeout,
     leaveTimeoutMs: flags.leaveTimeout,
@@ -199,6 +222,13 @@ function stopOnSignals(node: StorageNode, logger: Logger): void {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => {
+    node.reloadUsers().then(
+      () => logger.info('users reloaded'),
+      (error: unknown) =>
+        logger.error({ err: (error as Error).message }, 'users reload failed: the previous users stay'),
+    );
+  });
 }
 
 async function main(): Promise<void> {

@@ -1,6 +1,7 @@
 import {
   type BackoffOptions,
   backoffDelay,
+  type Credentials,
   DstoreError,
   ErrorCode,
   FailoverLink,
@@ -36,7 +37,8 @@ export interface MembershipOptions {
   readonly advertiseHost: string;
   readonly port: number;
   readonly weight: number;
-  readonly token: string | undefined;
+  /** What the node proves to balancers: the cluster secret (undefined: nothing). */
+  readonly credentials: Credentials | undefined;
   readonly heartbeatIntervalMs: number;
   /**
    * This node's identity (its incarnation), sent in every JOIN so that the balancer's cluster map
@@ -111,7 +113,7 @@ export class Membership {
       servers: this.balancers,
       link: {
         role: 'node',
-        token: options.token,
+        credentials: options.credentials,
         connectTimeoutMs: 2000,
         connection: { requestTimeoutMs: MEMBERSHIP_REQUEST_TIMEOUT_MS },
       },

@@ -1,6 +1,7 @@
 import { RangeIndex } from '@dstore/hashring';
 import {
   Connection,
+  type Credentials,
   connectSocket,
   DstoreError,
   ErrorCode,
@@ -104,7 +105,8 @@ export class MigrationService {
     private readonly engine: StorageEngine,
     private readonly ownership: Ownership,
     private readonly options: {
-      readonly token: string | undefined;
+      /** What the node proves to the new owner: the cluster secret (undefined: nothing). */
+      readonly credentials: Credentials | undefined;
       readonly limits: MigrationLimits;
     },
   ) {}
@@ -122,6 +124,16 @@ export class MigrationService {
     const ring = this.ownership.ring;
     if (ring === undefined) {
       throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'MIGRATE before any RING: ownership unknown');
+    }
+    // The target must be a member of the ring this node was given, at the address the ring holds:
+    // a MIGRATE can never make this node send its keys anywhere else.
+    const address = this.ownership.addressOf(request.target);
+    if (address === undefined || address.host !== request.host || address.port !== request.port) {
+      throw new DstoreError(
+        ErrorCode.NO_PERMISSION,
+        `MIGRATE target ${request.target} at ${request.host}:${request.port} is not a member of this ` +
+          "node's ring at that address",
+      );
     }
     // Writes issued before the RING that moved these ranges must be visible to the scan.
     await this.engine.flush();
@@ -219,7 +231,7 @@ export class MigrationService {
     const socket = await connectSocket({ host: request.host, port: request.port, connectTimeoutMs: 5000 });
     const connection = new Connection(socket, { requestTimeoutMs: this.options.limits.batchTimeoutMs });
     try {
-      const hello = await handshake(connection, 'node', { token: this.options.token });
+      const hello = await handshake(connection, 'node', { credentials: this.options.credentials });
       if (hello.serverId !== request.target) {
         throw new DstoreError(
           ErrorCode.UNAVAILABLE,

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { DstoreError, ErrorCode, type ProtocolLimits } from '@dstore/protocol';
+import { clusterSecretOption, DstoreError, ErrorCode, type ProtocolLimits } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { LmdbDurability } from './engines/index.js';
 import type { BalancerAddress } from './membership.js';
@@ -51,8 +51,23 @@ export interface StorageNodeOptions {
    * `host` is a wildcard address ('0.0.0.0', '::').
    */
   readonly advertiseHost?: string;
-  /** Shared secret: when set, every connection must send HELLO with it before anything else. Default: none. */
+  /** Password of the one read-write user `default` that clients connecting here prove. Default: none. */
   readonly token?: string;
+  /** A users file (see the balancer README, "Users"); reloaded by {@link StorageNode.reloadUsers}. */
+  readonly usersFile?: string;
+  /**
+   * The cluster secret (at least 16 characters), proved to and by balancers and other nodes by
+   * challenge-response; only authenticated peers may send RING, MIGRATE, MIGRATE_PUT and PURGE.
+   * Default: none (peers accepted from loopback only, see `protectedMode`).
+   */
+  readonly clusterSecret?: string;
+  /**
+   * Protected mode (default true): without a cluster secret, peers are accepted only from
+   * loopback addresses; without users, clients too.
+   */
+  readonly protectedMode?: boolean;
+  /** A connection must authenticate within this many ms of connecting. Default 5000. */
+  readonly authTimeoutMs?: number;
   /** Most open connections; the excess get BUSY and are closed. Default 1024. */
   readonly maxConnections?: number;
   /** Close a connection after this many ms without traffic; 0 disables. Default 300000 (5 min). */
@@ -103,6 +118,10 @@ export interface ResolvedNodeOptions {
   readonly balancers: readonly BalancerAddress[];
   readonly advertiseHost: string;
   readonly token: string | undefined;
+  readonly usersFile: string | undefined;
+  readonly clusterSecret: string | undefined;
+  readonly protectedMode: boolean;
+  readonly authTimeoutMs: number;
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
   readonly frameTimeoutMs: number;
@@ -202,6 +221,10 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
     balancers,
     advertiseHost: options.advertiseHost ?? (WILDCARD_HOSTS.has(host) ? '127.0.0.1' : host),
     token: options.token === '' ? undefined : options.token,
+    usersFile: options.usersFile === '' ? undefined : options.usersFile,
+    clusterSecret: clusterSecretOption(options.clusterSecret),
+    protectedMode: options.protectedMode ?? true,
+    authTimeoutMs: integerIn('authTimeoutMs', options.authTimeoutMs ?? 5000, 1, 2 ** 31 - 1),
     maxConnections: integerIn('maxConnections', options.maxConnections ?? 1024, 1, 1_000_000),
     idleTimeoutMs: integerIn('idleTimeoutMs', options.idleTimeoutMs ?? 300_000, 0, 2 ** 31 - 1),
     frameTimeoutMs: integerIn('frameTimeoutMs', options.frameTimeoutMs ?? 10_000, 1, 2 ** 31 - 1),

@@ -28,6 +28,8 @@ const MAX_WRITE_EPOCH = 0xffff_ffff;
  */
 export class Ownership {
   private current: HashRing | undefined;
+  /** Member addresses of the latest RING: where a MIGRATE may send keys. */
+  private addresses = new Map<string, { readonly host: string; readonly port: number }>();
   private currentEpoch = -1;
   private generation = -1;
   private pending: PendingMove[] = [];
@@ -77,7 +79,12 @@ export class Ownership {
    * node become pending.
    */
   apply(request: RingRequest): void {
-    if (request.generation === this.generation && request.epoch <= this.currentEpoch) return;
+    if (request.generation === this.generation && request.epoch <= this.currentEpoch) {
+      // The same ring again, resent because a member came back at a new address: only the
+      // addresses can differ (members and weights are fixed by the epoch).
+      if (request.epoch === this.currentEpoch) this.learnAddresses(request);
+      return;
+    }
     this.generation = request.generation;
     const next = HashRing.from(request.nodes, {
       algorithm: request.algorithm as RingAlgorithm,
@@ -85,6 +92,7 @@ export class Ownership {
     });
     const previous = this.current;
     this.current = next;
+    this.learnAddresses(request);
     this.currentEpoch = request.epoch;
     this.currentWriteEpoch = Math.min(Math.max(request.epoch, 0), MAX_WRITE_EPOCH);
     if (previous === undefined || previous.size === 0 || next.size === 0) return;
@@ -95,6 +103,21 @@ export class Ownership {
       this.pending.push({ ...move, epoch: request.epoch });
     }
     this.indexIncoming();
+  }
+
+  private learnAddresses(request: RingRequest): void {
+    const addresses = new Map<string, { readonly host: string; readonly port: number }>();
+    for (const node of request.nodes) {
+      if (node.host !== undefined && node.port !== undefined) {
+        addresses.set(node.id, { host: node.host, port: node.port });
+      }
+    }
+    this.addresses = addresses;
+  }
+
+  /** The address the latest RING gives for member `id`, or undefined (not a member, or no address). */
+  addressOf(id: string): { readonly host: string; readonly port: number } | undefined {
+    return this.addresses.get(id);
   }
 
   /**

@@ -1,6 +1,7 @@
 import {
-  answerHello,
+  type Authenticator,
   type Connection,
+  clusterOnly,
   type DelRequest,
   DstoreError,
   ErrorCode,
@@ -10,6 +11,7 @@ import {
   type MSetRequest,
   Op,
   type Request,
+  requestDenied,
   type SetRequest,
   type StatsMap,
 } from '@dstore/protocol';
@@ -39,7 +41,8 @@ export interface RequestHandlerContext {
   readonly nodeId: () => string;
   /** Node identity, reported in STATS as `node.identity`. Omitted: STATS has no such entry. */
   readonly identity?: string | undefined;
-  readonly token: string | undefined;
+  /** Answers HELLO/AUTH and gives each connection its principal (peer, user or anonymous). */
+  readonly authenticator: Authenticator;
   /** Extra STATS entries owned by the server (connections, uptime). */
   readonly serverStats: () => { connections: number; uptimeSeconds: number };
   /** Which keys this node owns at the latest RING epoch (inactive before the first RING). */
@@ -85,10 +88,13 @@ export class RequestHandler {
   readonly handle = (request: Request, connection: Connection): void => {
     const start = performance.now();
     this.lastRequestAt = start;
-    if (this.context.token !== undefined && !connection.authenticated && request.op !== Op.HELLO) {
-      this.fail(connection, request.id, ErrorCode.UNAUTHORIZED, 'send HELLO with the token first');
+    const principal = connection.principal;
+    if (principal === undefined || request.op === Op.HELLO || request.op === Op.AUTH) {
+      this.beforeAuthentication(request, connection);
       return;
     }
+    // Balancers and nodes (the hot path from a balancer) skip the client checks.
+    if (principal.kind !== 'peer' && !this.clientMay(request, connection)) return;
     switch (request.op) {
       case Op.GET:
         this.get(request, connection, start);
@@ -113,27 +119,21 @@ export class RequestHandler {
         this.counters.stats++;
         connection.reply({ op: Op.STATS_RESULT, id: request.id, stats: this.stats() });
         return;
-      case Op.HELLO: {
-        const answer = answerHello(connection, request, {
-          role: 'node',
-          serverId: this.context.nodeId(),
-          token: this.context.token,
-        });
-        if (answer.op === Op.ERROR) this.counters.errors++;
-        connection.reply(answer);
-        return;
-      }
       case Op.RING:
+        if (!this.fromPeer(connection, request, 'balancer')) return;
         this.context.migration.ring(request);
         connection.reply({ op: OK, id: request.id });
         return;
       case Op.MIGRATE:
+        if (!this.fromPeer(connection, request, 'balancer')) return;
         this.answerCount(connection, request.id, this.context.migration.migrate(request));
         return;
       case Op.MIGRATE_PUT:
+        if (!this.fromPeer(connection, request, 'node')) return;
         this.answerCount(connection, request.id, this.context.migration.migratePut(request));
         return;
       case Op.PURGE:
+        if (!this.fromPeer(connection, request, 'balancer')) return;
         this.answerCount(connection, request.id, this.context.migration.purge(request));
         return;
       case Op.JOIN:
@@ -379,6 +379,54 @@ export class RequestHandler {
     }
     const message = error instanceof Error ? error.message : String(error);
     this.fail(connection, id, ErrorCode.INTERNAL, `storage engine failed: ${message}`);
+  }
+
+  /** HELLO and AUTH; any other request of a connection without a principal may get an anonymous one. */
+  private beforeAuthentication(request: Request, connection: Connection): void {
+    const authenticator = this.context.authenticator;
+    if (request.op === Op.HELLO || request.op === Op.AUTH) {
+      if (!authenticator.respond(connection, request)) this.counters.errors++;
+      return;
+    }
+    const refusal = authenticator.implicit(connection);
+    if (refusal !== undefined) {
+      this.fail(connection, request.id, ErrorCode.UNAUTHORIZED, refusal);
+      return;
+    }
+    this.handle(request, connection);
+  }
+
+  /** A client's (user or anonymous) permission for `request`; answers the refusal itself. */
+  private clientMay(request: Request, connection: Connection): boolean {
+    if (request.op >= Op.JOIN && request.op !== Op.AUTH) {
+      this.fail(connection, request.id, ErrorCode.NO_PERMISSION, clusterOnly(request.op));
+      return false;
+    }
+    const principal = connection.principal;
+    if (principal?.kind !== 'user' || !(principal.grant.limited || principal.grant.revoked)) return true;
+    const current = this.context.authenticator.current(connection);
+    if (current === undefined) {
+      this.fail(
+        connection,
+        request.id,
+        ErrorCode.UNAUTHORIZED,
+        'this user no longer exists (users file reloaded)',
+      );
+      void connection.close();
+      return false;
+    }
+    const denial = current.kind === 'user' ? requestDenied(current.grant, request) : undefined;
+    if (denial === undefined) return true;
+    this.fail(connection, request.id, ErrorCode.NO_PERMISSION, denial);
+    return false;
+  }
+
+  /** Whether a cluster operation comes from a peer of the role that sends it; answers the refusal. */
+  private fromPeer(connection: Connection, request: Request, role: 'balancer' | 'node'): boolean {
+    const principal = connection.principal;
+    if (principal?.kind === 'peer' && principal.role === role) return true;
+    this.fail(connection, request.id, ErrorCode.NO_PERMISSION, `${clusterOnly(request.op)} (as a ${role})`);
+    return false;
   }
 
   private fail(connection: Connection, id: number, code: ErrorCode, message: string): void {

@@ -1,5 +1,13 @@
 import type { AddressInfo } from 'node:net';
-import { DstoreError, ErrorCode, FrameServer, type StatsMap } from '@dstore/protocol';
+import {
+  Authenticator,
+  type Credentials,
+  DstoreError,
+  ErrorCode,
+  FrameServer,
+  type StatsMap,
+  UserDirectory,
+} from '@dstore/protocol';
 import { type Logger, pino } from 'pino';
 import { openEngine, type StorageEngine } from './engines/index.js';
 import { loadOrCreateNodeIdentity, newNodeIdentity } from './identity.js';
@@ -40,6 +48,8 @@ export interface StorageNode {
   readonly engine: StorageEngine;
   /** The STATS map, as answered to a STATS request. */
   stats(): StatsMap;
+  /** Rereads the users file (the CLI calls it on SIGHUP); on error the current users stay. */
+  reloadUsers(): Promise<void>;
 }
 
 /** How often the drain checks whether the connections went quiet. */
@@ -64,6 +74,7 @@ class StorageNodeImpl implements StorageNode {
   private server: FrameServer | undefined;
   private handler: RequestHandler | undefined;
   private membership: Membership | undefined;
+  private users: UserDirectory | undefined;
   private nodeId: string | undefined;
   private nodeIdentity: string | undefined;
   private startedAt = 0;
@@ -95,6 +106,16 @@ class StorageNodeImpl implements StorageNode {
     return this.openedEngine;
   }
 
+  async reloadUsers(): Promise<void> {
+    await this.users?.reload();
+  }
+
+  /** What this node proves to its peers: the cluster secret, when there is one. */
+  private get peerCredentials(): Credentials | undefined {
+    const secret = this.options.clusterSecret;
+    return secret === undefined ? undefined : { kind: 'peer', secret };
+  }
+
   stats(): StatsMap {
     if (!this.handler) throw notStarted('stats');
     return this.handler.stats();
@@ -103,6 +124,8 @@ class StorageNodeImpl implements StorageNode {
   async start(): Promise<AddressInfo> {
     if (this.server) throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'storage node already started');
     const options = this.options;
+    const users = await UserDirectory.open({ file: options.usersFile, token: options.token });
+    this.users = users;
     const engine = await this.openConfiguredEngine();
     // After the engine, which creates the data dir and reports a bad one in its own words.
     const identity = await this.resolveIdentity().catch(async (error: unknown) => {
@@ -113,7 +136,7 @@ class StorageNodeImpl implements StorageNode {
     this.openedEngine = engine;
     const ownership = new Ownership(() => this.id);
     const migration = new MigrationService(engine, ownership, {
-      token: options.token,
+      credentials: this.peerCredentials,
       limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
     });
     const handler = new RequestHandler({
@@ -122,7 +145,14 @@ class StorageNodeImpl implements StorageNode {
       engine,
       nodeId: () => this.id,
       identity,
-      token: options.token,
+      authenticator: new Authenticator({
+        role: 'node',
+        serverId: () => this.id,
+        clusterSecret: options.clusterSecret,
+        users,
+        protectedMode: options.protectedMode,
+        admit: (connection, kind) => this.server?.admit(connection, kind) ?? false,
+      }),
       serverStats: () => ({
         connections: this.server?.connectionCount ?? 0,
         uptimeSeconds: Math.floor((performance.now() - this.startedAt) / 1000),
@@ -133,6 +163,8 @@ class StorageNodeImpl implements StorageNode {
       host: options.host,
       port: options.port,
       maxConnections: options.maxConnections,
+      authTimeoutMs: options.authTimeoutMs,
+      requireAuthentication: true,
       connection: {
         limits: options.limits,
         idleTimeoutMs: options.idleTimeoutMs,
@@ -217,7 +249,7 @@ class StorageNodeImpl implements StorageNode {
       advertiseHost: this.options.advertiseHost,
       port,
       weight: this.options.weight,
-      token: this.options.token,
+      credentials: this.peerCredentials,
       heartbeatIntervalMs: this.options.heartbeatIntervalMs,
       keyCount: () => engine.count(),
       logger: this.logger,

@@ -4,6 +4,7 @@ import {
   FrameDecoder,
   MessageCodec,
   Op,
+  PROTOCOL_VERSION,
   type Response,
   toBytes,
 } from '@dstore/protocol';
@@ -88,7 +89,9 @@ describe('connection limits', () => {
     const node = await resources.node({ maxConnections: 2 });
     const first = await resources.client(node.address.port);
     const second = await resources.client(node.address.port);
+    // Past the cap, a connection that authenticates is answered BUSY and closed.
     const third = await resources.rawSocket(node.address.port);
+    third.write(encodeFrame({ op: Op.HELLO, id: 1, version: PROTOCOL_VERSION, role: 'client' }));
     const { bytes, closed } = await collectUntilClose(third, 3000);
     expect(closed).toBe(true);
     const [refusal] = decodeResponses(bytes);

@@ -1,5 +1,5 @@
 import {
-  answerHello,
+  Authenticator,
   type Connection,
   FrameServer,
   type HeartbeatRequest,
@@ -29,6 +29,7 @@ export class FakeBalancer {
   readonly received: MembershipRequest[] = [];
   /** Role announced by each HELLO: one per connection a node opened. */
   readonly roles: string[] = [];
+  private readonly authenticator = new Authenticator({ role: 'balancer', serverId: () => 'fake-balancer' });
   /** JOINs answered with an ERROR. */
   refusedJoins = 0;
   private server: FrameServer | undefined;
@@ -68,9 +69,9 @@ export class FakeBalancer {
   }
 
   private serve(request: Request, connection: Connection): void {
-    if (request.op === Op.HELLO) {
-      this.roles.push(request.role);
-      connection.reply(answerHello(connection, request, { role: 'balancer', serverId: 'fake-balancer' }));
+    if (request.op === Op.HELLO || request.op === Op.AUTH) {
+      if (request.op === Op.HELLO) this.roles.push(request.role);
+      this.authenticator.respond(connection, request);
       return;
     }
     if (request.op === Op.JOIN || request.op === Op.LEAVE || request.op === Op.HEARTBEAT) {

@@ -65,7 +65,19 @@ export class Resources {
   /** A protocol Connection to `port` after a successful HELLO, closed at cleanup. */
   async client(port: number, token?: string): Promise<Connection> {
     const connection = await this.connection(port);
-    await handshake(connection, 'client', { token });
+    const credentials =
+      token === undefined ? undefined : { kind: 'user' as const, user: 'default', password: token };
+    await handshake(connection, 'client', { credentials });
+    return connection;
+  }
+
+  /**
+   * A protocol Connection that said HELLO as a cluster peer (no cluster secret: accepted over
+   * loopback), as a balancer does: it may send RING, MIGRATE and PURGE. Closed at cleanup.
+   */
+  async peer(port: number, role: 'balancer' | 'node' = 'balancer'): Promise<Connection> {
+    const connection = await this.connection(port);
+    await handshake(connection, role);
     return connection;
   }
 

@@ -45,15 +45,38 @@ function countOf(response: Response): number {
   return (response as Extract<Response, { op: typeof Op.COUNT }>).count;
 }
 
-function ringMessage(epoch: number, nodes: readonly RingMember[]) {
+/** The port each node id listens on, as the cluster map would hold it (RING carries addresses). */
+const ports = new Map<string, number>();
+
+function ringMessage(epoch: number, members: readonly RingMember[]) {
+  const nodes = members.map((member) => {
+    const port = ports.get(member.id);
+    return port === undefined ? member : { ...member, host: '127.0.0.1', port };
+  });
   return { op: Op.RING, epoch, generation: 1, algorithm: 'vnode', vnodes: 0, nodes } as const;
 }
 
 describe.each(engines)('migration between two nodes on $name', ({ options }) => {
-  async function twoNodes(): Promise<{ a: StorageNode; b: StorageNode; ca: Connection; cb: Connection }> {
+  async function twoNodes(): Promise<{
+    a: StorageNode;
+    b: StorageNode;
+    ca: Connection;
+    cb: Connection;
+    /** B as another node sees it: MIGRATE_PUT comes from a node, never from a balancer. */
+    nb: Connection;
+  }> {
     const a = await resources.node({ id: 'node-a', ...options() });
     const b = await resources.node({ id: 'node-b', ...options() });
-    return { a, b, ca: await resources.client(a.address.port), cb: await resources.client(b.address.port) };
+    ports.set('node-a', a.address.port);
+    ports.set('node-b', b.address.port);
+    // Peers, as a balancer is: only they may send RING, MIGRATE and PURGE.
+    return {
+      a,
+      b,
+      ca: await resources.peer(a.address.port),
+      cb: await resources.peer(b.address.port),
+      nb: await resources.peer(b.address.port, 'node'),
+    };
   }
 
   it('fences requests routed on another ring epoch with STALE_EPOCH, before executing them', async () => {
@@ -115,7 +138,7 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
   });
 
   it('moves the keys of a joining node, skips copies older than its writes, serves fall-back reads until PURGE', async () => {
-    const { b, ca, cb } = await twoNodes();
+    const { b, ca, cb, nb } = await twoNodes();
     const one: RingMember[] = [{ id: 'node-a', weight: 1 }];
     const two: RingMember[] = [...one, { id: 'node-b', weight: 1 }];
     await ca.request(ringMessage(1, one));
@@ -185,7 +208,7 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
     expect(b.stats()['migration.pending_ranges']).toBe(0);
     // A late batch of the finished migration is refused: it could overwrite newer writes.
     const late = await rejection(
-      cb.request({
+      nb.request({
         op: Op.MIGRATE_PUT,
         epoch: 2,
         entries: [{ key: probe, value: toBytes('stale'), writeEpoch: 1, seq: 1 }],
@@ -196,7 +219,7 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
   });
 
   it('stores a copy only when it is newer than the entry, keeps deletes, ends tombstones at PURGE', async () => {
-    const { b, cb } = await twoNodes();
+    const { b, cb, nb } = await twoNodes();
     const one: RingMember[] = [{ id: 'node-a', weight: 1 }];
     const two: RingMember[] = [...one, { id: 'node-b', weight: 1 }];
     await cb.request(ringMessage(3, one));
@@ -213,7 +236,7 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
       seq: 17,
     });
     const put = async (entries: ReturnType<typeof copy>[]): Promise<number> =>
-      countOf(await cb.request({ op: Op.MIGRATE_PUT, epoch: 4, entries }));
+      countOf(await nb.request({ op: Op.MIGRATE_PUT, epoch: 4, entries }));
 
     // Client writes on the new owner during the transition: stored at the ring epoch, 4.
     await cb.request({ op: Op.SET, key: key(written), value: toBytes('client') });
@@ -272,10 +295,10 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
   });
 
   it('refuses MIGRATE_PUT of a key the receiver does not own', async () => {
-    const { cb } = await twoNodes();
+    const { cb, nb } = await twoNodes();
     await cb.request(ringMessage(3, [{ id: 'node-a', weight: 1 }]));
     const error = await rejection(
-      cb.request({
+      nb.request({
         op: Op.MIGRATE_PUT,
         epoch: 3,
         entries: [{ key: toBytes('k'), value: toBytes('v'), writeEpoch: 0, seq: 1 }],
@@ -308,7 +331,8 @@ describe('a new owner SIGKILLed in the middle of a migration (lmdb)', () => {
       dataDir: resources.tempDir(),
       migrationRateKeysPerSecond: 150,
     });
-    const ca = await resources.client(a.address.port);
+    ports.set('node-a', a.address.port);
+    const ca = await resources.peer(a.address.port);
     const bDir = resources.tempDir();
     const bArgs = [
       '--id',
@@ -325,7 +349,10 @@ describe('a new owner SIGKILLed in the middle of a migration (lmdb)', () => {
     /** Starts B as a real process and gives it the rings a balancer gives a (re)connecting node. */
     const startB = async () => {
       const target = crashTarget(await resources.spawnNode(bArgs));
-      const connection = await resources.client(target.port);
+      // Restarted on the port it had: the ring holds that address.
+      bArgs[bArgs.indexOf('--port') + 1] = String(target.port);
+      ports.set('node-b', target.port);
+      const connection = await resources.peer(target.port);
       await connection.request(ringMessage(1, one));
       await connection.request(ringMessage(2, two));
       return { target, connection };

@@ -5,6 +5,7 @@ import {
   type Connection,
   DstoreError,
   ErrorCode,
+  handshake,
   Op,
   PeerLink,
   type Response,
@@ -149,15 +150,21 @@ describe.each(engines)('storage node on $name', ({ name, options }) => {
     expect(stats.uptime_s).toBeGreaterThanOrEqual(0);
   });
 
-  it('refuses membership ops with UNKNOWN_OP and keeps serving', async () => {
+  it('refuses membership ops (NO_PERMISSION from a client, UNKNOWN_OP from a peer) and keeps serving', async () => {
     const { client } = await connected();
     const join = await rejection(
       client.request({ op: Op.JOIN, nodeId: 'n', host: '127.0.0.1', port: 1, weight: 1 }),
     );
-    expect(join.code).toBe(ErrorCode.UNKNOWN_OP);
-    expect(join.message).toMatch(/balancer/);
-    expect((await rejection(client.request({ op: Op.LEAVE, nodeId: 'n' }))).code).toBe(ErrorCode.UNKNOWN_OP);
-    expect((await rejection(client.request({ op: Op.HEARTBEAT, nodeId: 'n', keyCount: 1 }))).code).toBe(
+    expect(join.code).toBe(ErrorCode.NO_PERMISSION);
+    expect(join.message).toMatch(/cluster operation/);
+    const peer = await resources.peer(client.socket.remotePort!);
+    const fromPeer = await rejection(
+      peer.request({ op: Op.JOIN, nodeId: 'n', host: '127.0.0.1', port: 1, weight: 1 }),
+    );
+    expect(fromPeer.code).toBe(ErrorCode.UNKNOWN_OP);
+    expect(fromPeer.message).toMatch(/balancer/);
+    expect((await rejection(peer.request({ op: Op.LEAVE, nodeId: 'n' }))).code).toBe(ErrorCode.UNKNOWN_OP);
+    expect((await rejection(peer.request({ op: Op.HEARTBEAT, nodeId: 'n', keyCount: 1 }))).code).toBe(
       ErrorCode.UNKNOWN_OP,
     );
     expectOp(await client.request({ op: Op.PING }), Op.OK);
@@ -214,11 +221,12 @@ describe('storage node, token', () => {
     expect((await rejection(anonymous.request({ op: Op.PING }))).code).toBe(ErrorCode.UNAUTHORIZED);
     const wrong = await resources.connection(node.address.port);
     const refused = await rejection(
-      wrong.request({ op: Op.HELLO, version: 1, role: 'client', token: 'nope' }),
+      handshake(wrong, 'client', { credentials: { kind: 'user', user: 'default', password: 'nope' } }),
     );
     expect(refused.code).toBe(ErrorCode.UNAUTHORIZED);
+    // One attempt per connection: the refused one is closed, nothing more is served on it.
     expect((await rejection(wrong.request({ op: Op.GET, key: toBytes('k') }))).code).toBe(
-      ErrorCode.UNAUTHORIZED,
+      ErrorCode.CONNECTION_CLOSED,
     );
     const client = await resources.client(node.address.port, 's3cret');
     expectOp(await client.request({ op: Op.SET, key: toBytes('k'), value: toBytes('v') }), Op.OK);

@@ -1,10 +1,20 @@
 import type { Command } from 'commander';
 import { DstoreError, ErrorCode } from '../errors.js';
-import { DEFAULT_ADMIN, parseHostPort, positiveInteger, printJson, printLine } from './shared.js';
+import {
+  ADMIN_TOKEN_FLAG,
+  ADMIN_TOKEN_HELP,
+  adminHeaders,
+  DEFAULT_ADMIN,
+  parseHostPort,
+  positiveInteger,
+  printJson,
+  printLine,
+} from './shared.js';
 import type { RingView } from './status.js';
 
 interface RemoveOptions {
   readonly admin: string;
+  readonly adminToken?: string;
   readonly timeout: number;
   readonly json?: boolean;
 }
@@ -23,12 +33,14 @@ export function registerNodeCommands(program: Command): void {
     .option('--admin <host:port>', 'balancer admin HTTP address', DEFAULT_ADMIN)
     .option('--timeout <ms>', 'longest wait for the hand-off in ms', positiveInteger, 60_000)
     .option('--json', 'print the final /ring migration state as JSON')
+    .option(ADMIN_TOKEN_FLAG, ADMIN_TOKEN_HELP)
     .exitOverride()
     .action(async (id: string, options: RemoveOptions) => {
       const { host, port } = parseHostPort(options.admin, 7380);
       const base = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-      await requestRemoval(base, id);
-      const ring = await waitUntilGone(base, id, options.timeout);
+      const headers = adminHeaders(options.adminToken);
+      await requestRemoval(base, id, headers);
+      const ring = await waitUntilGone(base, id, options.timeout, headers);
       if (options.json) printJson({ removed: id, epoch: ring.epoch, migration: ring.migration });
       else {
         const moved = ring.migration?.keysMoved ?? 0;
@@ -38,11 +50,12 @@ export function registerNodeCommands(program: Command): void {
   node.exitOverride();
 }
 
-async function requestRemoval(base: string, id: string): Promise<void> {
+async function requestRemoval(base: string, id: string, headers: Record<string, string>): Promise<void> {
   let response: Response;
   try {
     response = await fetch(`${base}/nodes/${encodeURIComponent(id)}/remove`, {
       method: 'POST',
+      headers,
       signal: AbortSignal.timeout(5000),
     });
   } catch (error) {
@@ -50,15 +63,24 @@ async function requestRemoval(base: string, id: string): Promise<void> {
       cause: error,
     });
   }
+  if (response.status === 401 || response.status === 403) {
+    const detail = ((await response.json().catch(() => ({}))) as { error?: string }).error;
+    throw new DstoreError(ErrorCode.UNAUTHORIZED, detail ?? `remove answered HTTP ${response.status}`);
+  }
   if (response.status === 404)
     throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `no node '${id}' in the ring`);
   if (!response.ok) throw new DstoreError(ErrorCode.INTERNAL, `remove answered HTTP ${response.status}`);
 }
 
-async function waitUntilGone(base: string, id: string, timeoutMs: number): Promise<RingView> {
+async function waitUntilGone(
+  base: string,
+  id: string,
+  timeoutMs: number,
+  headers: Record<string, string>,
+): Promise<RingView> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const response = await fetch(`${base}/ring`, { signal: AbortSignal.timeout(5000) });
+    const response = await fetch(`${base}/ring`, { headers, signal: AbortSignal.timeout(5000) });
     const ring = (await response.json()) as RingView;
     if (!ring.nodes.some((node) => node.id === id)) return ring;
     if (Date.now() > deadline) {

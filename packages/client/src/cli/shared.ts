@@ -24,6 +24,29 @@ export interface ServerOptions {
   readonly server: string;
   readonly timeout: number;
   readonly json?: boolean;
+  /** The password of the user `default` (else env DSTORE_TOKEN). */
+  readonly token?: string;
+  /** A user, with `password` (else env DSTORE_PASSWORD); a `dstore://user:password@` server too. */
+  readonly user?: string;
+  readonly password?: string;
+}
+
+/** The credentials of a command: flags, then the `user:password@` of a URL, then the env. */
+function credentialOptions(options: ServerOptions): { token?: string; user?: string; password?: string } {
+  const userInfo = /^[a-z]+:\/\/([^@/]*)@/i.exec(options.server)?.[1];
+  let user = options.user;
+  let password = options.password;
+  let token = options.token;
+  if (userInfo !== undefined && user === undefined && token === undefined) {
+    const colon = userInfo.indexOf(':');
+    const name = decodeURIComponent(colon < 0 ? userInfo : userInfo.slice(0, colon));
+    const secret = colon < 0 ? '' : decodeURIComponent(userInfo.slice(colon + 1));
+    if (name !== '' && secret !== '') [user, password] = [name, secret];
+    else token = name || secret;
+  }
+  if (user !== undefined) return { user, password: password ?? process.env.DSTORE_PASSWORD ?? '' };
+  token ??= process.env.DSTORE_TOKEN;
+  return token === undefined || token === '' ? {} : { token };
 }
 
 /** A host and port read from the command line. */
@@ -50,7 +73,7 @@ export function parseHostPort(text: string, defaultPort: number): HostPort {
  */
 export function parseHostPortList(text: string, defaultPort: number): HostPort[] {
   const entries = text
-    .replace(/^[a-z]+:\/\//i, '')
+    .replace(/^[a-z]+:\/\/(?:[^@/]*@)?/i, '')
     .replace(/\/.*$/, '')
     .split(',')
     .map((entry) => entry.trim());
@@ -110,6 +133,7 @@ export function positiveNumber(value: string): number {
 export async function openClient(options: ServerOptions): Promise<DstoreClient> {
   const client = createClient({
     servers: parseHostPortList(options.server, 7379),
+    ...credentialOptions(options),
     lazyConnect: true,
     retryStrategy: () => null,
     connectTimeout: options.timeout,
@@ -138,6 +162,16 @@ export async function withClient<T>(
   } finally {
     await client.close();
   }
+}
+
+/** The `--admin-token` flag of the admin commands (else env DSTORE_ADMIN_TOKEN). */
+export const ADMIN_TOKEN_FLAG = '--admin-token <token>';
+export const ADMIN_TOKEN_HELP = 'Bearer token of the balancer admin API (env DSTORE_ADMIN_TOKEN)';
+
+/** HTTP headers carrying the admin token, when there is one. */
+export function adminHeaders(token: string | undefined): Record<string, string> {
+  const value = token ?? process.env.DSTORE_ADMIN_TOKEN;
+  return value === undefined || value === '' ? {} : { authorization: `Bearer ${value}` };
 }
 
 /** Writes one line to stdout. */

@@ -2,6 +2,9 @@ import type { Command } from 'commander';
 import { formatTable } from '../bench/report.js';
 import { DstoreError, ErrorCode } from '../errors.js';
 import {
+  ADMIN_TOKEN_FLAG,
+  ADMIN_TOKEN_HELP,
+  adminHeaders,
   DEFAULT_ADMIN,
   DEFAULT_TIMEOUT_MS,
   parseHostPort,
@@ -74,6 +77,7 @@ interface StatusOptions {
   readonly admin: string;
   readonly timeout: number;
   readonly json?: boolean;
+  readonly adminToken?: string;
 }
 
 /** Registers `status`: the ring and health from the balancer's admin HTTP port. */
@@ -86,12 +90,14 @@ export function registerStatusCommand(program: Command): void {
     .option('--admin <host:port>', 'balancer admin HTTP address', DEFAULT_ADMIN)
     .option('--timeout <ms>', 'HTTP deadline in ms', positiveInteger, DEFAULT_TIMEOUT_MS)
     .option('--json', 'print {ring, health} as one JSON object')
+    .option(ADMIN_TOKEN_FLAG, ADMIN_TOKEN_HELP)
     .action(async (options: StatusOptions) => {
+      const headers = adminHeaders(options.adminToken);
       const { host, port } = parseHostPort(options.admin, 7380);
       const base = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
       const [ring, health] = await Promise.all([
-        fetchJson<RingView>(`${base}/ring`, options.timeout, false),
-        fetchJson<HealthView>(`${base}/health`, options.timeout, true),
+        fetchJson<RingView>(`${base}/ring`, options.timeout, false, headers),
+        fetchJson<HealthView>(`${base}/health`, options.timeout, true, headers),
       ]);
       if (options.json) printJson({ ring, health });
       else printLine(formatStatus(ring, health));
@@ -147,10 +153,15 @@ export function formatMigration(migration: MigrationView | undefined): string | 
 }
 
 /** GETs JSON; `anyStatus` accepts non-2xx answers that still carry JSON (/health says "not ready" that way). */
-async function fetchJson<T>(url: string, timeoutMs: number, anyStatus: boolean): Promise<T> {
+async function fetchJson<T>(
+  url: string,
+  timeoutMs: number,
+  anyStatus: boolean,
+  headers: Record<string, string>,
+): Promise<T> {
   let response: Response;
   try {
-    response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    response = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs) });
   } catch (error) {
     const timedOut = (error as Error).name === 'TimeoutError';
     throw new DstoreError(
@@ -158,6 +169,9 @@ async function fetchJson<T>(url: string, timeoutMs: number, anyStatus: boolean):
       `cannot fetch ${url}: ${timedOut ? `no answer within ${timeoutMs} ms` : describe(error)}`,
       { cause: error },
     );
+  }
+  if (response.status === 401 || response.status === 403) {
+    throw new DstoreError(ErrorCode.UNAUTHORIZED, `${url} needs the admin token (--admin-token)`);
   }
   if (!response.ok && !anyStatus) {
     throw new DstoreError(ErrorCode.UNAVAILABLE, `${url} answered HTTP ${response.status}`);

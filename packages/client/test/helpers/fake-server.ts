@@ -1,11 +1,12 @@
 import {
-  answerHello,
+  Authenticator,
   type Connection,
   ErrorCode,
   FrameServer,
   Op,
   type Request,
   type Response,
+  UserDirectory,
 } from '@dstore/protocol';
 
 /** How the fake server treats requests (HELLO is always answered). */
@@ -27,6 +28,7 @@ export class FakeServer {
   stats: Record<string, number | string> = {};
   port = 0;
   private server: FrameServer | undefined;
+  private authenticator: Authenticator | undefined;
   private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly token?: string) {}
@@ -49,6 +51,8 @@ export class FakeServer {
 
   /** Listens on `this.port` (0 the first time: a free port, then the same one on restart). */
   async start(): Promise<void> {
+    const users = this.token === undefined ? undefined : await UserDirectory.open({ token: this.token });
+    this.authenticator ??= new Authenticator({ role: 'balancer', serverId: () => 'fake', users });
     const server = new FrameServer({
       port: this.port,
       onRequest: (request, connection) => this.onRequest(request, connection),
@@ -81,14 +85,14 @@ export class FakeServer {
 
   private onRequest(request: Request, connection: Connection): void {
     this.received.set(request.op, this.count(request.op) + 1);
-    if (request.op === Op.HELLO) {
-      connection.reply(
-        answerHello(connection, request, { role: 'balancer', serverId: 'fake', token: this.token }),
-      );
+    const authenticator = this.authenticator!;
+    if (request.op === Op.HELLO || request.op === Op.AUTH) {
+      authenticator.respond(connection, request);
       return;
     }
-    if (this.token && !connection.authenticated) {
-      connection.replyError(request.id, ErrorCode.UNAUTHORIZED, 'HELLO first');
+    const refusal = authenticator.implicit(connection);
+    if (refusal !== undefined) {
+      connection.replyError(request.id, ErrorCode.UNAUTHORIZED, refusal);
       return;
     }
     if (this.mode === 'silent') return;

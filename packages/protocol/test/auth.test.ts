@@ -1,0 +1,265 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  Authenticator,
+  type AuthenticatorOptions,
+  type Connection,
+  type Credentials,
+  DstoreError,
+  ErrorCode,
+  type FrameServer,
+  type FrameServerOptions,
+  handshake,
+  hashPassword,
+  keyDenied,
+  Op,
+  parseUsersFile,
+  type Request,
+  requestDenied,
+  toBytes,
+  UserDirectory,
+} from '../src/index.js';
+import { failOnUncaught, Resources, waitFor } from './helpers.js';
+
+failOnUncaught();
+const resources = new Resources();
+afterEach(() => resources.closeAll());
+
+const SECRET = 'a-cluster-secret-of-32-characters';
+/** Cheap scrypt for tests: the cost is the client's, and the algorithm is the same. */
+const CHEAP = { N: 1024, r: 8, p: 1 };
+
+/** A server that authenticates with `options` and answers PING to anyone authenticated. */
+async function authServer(
+  options: Omit<AuthenticatorOptions, 'role' | 'serverId' | 'admit'>,
+  server: Partial<FrameServerOptions> = {},
+): Promise<{ port: number; frames: FrameServer; seen: Connection[] }> {
+  const seen: Connection[] = [];
+  let frames: FrameServer | undefined;
+  const authenticator = new Authenticator({
+    ...options,
+    role: 'node',
+    serverId: () => 'n1',
+    admit: (connection, kind) => frames!.admit(connection, kind),
+  });
+  const onRequest = (request: Request, connection: Connection): void => {
+    seen.push(connection);
+    if (request.op === Op.HELLO || request.op === Op.AUTH) {
+      authenticator.respond(connection, request);
+      return;
+    }
+    const refusal = authenticator.implicit(connection);
+    if (refusal !== undefined) connection.replyError(request.id, ErrorCode.UNAUTHORIZED, refusal);
+    else connection.reply({ op: Op.OK, id: request.id });
+  };
+  const started = await resources.server({ ...server, requireAuthentication: true, onRequest });
+  frames = started.server;
+  return { port: started.address.port, frames, seen };
+}
+
+async function usersFile(users: unknown): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'dstore-users-'));
+  resources.add(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'users.json');
+  await writeFile(path, JSON.stringify({ users }));
+  return path;
+}
+
+async function attempt(port: number, role: 'client' | 'node', credentials?: Credentials): Promise<unknown> {
+  const connection = await resources.connection(port);
+  return handshake(connection, role, { credentials }).then(
+    () => 'ok',
+    (error: unknown) => error,
+  );
+}
+
+describe('password hashes', () => {
+  it('round-trip through a users file and never contain the password', async () => {
+    const hash = await hashPassword('correct horse', CHEAP);
+    expect(hash).toMatch(/^scram-scrypt\$1024\$8\$1\$/);
+    expect(hash).not.toContain('correct horse');
+    const [grant] = parseUsersFile(JSON.stringify({ users: [{ name: 'app', password: hash }] }));
+    expect(grant).toMatchObject({ name: 'app', access: 'readwrite', limited: false });
+  });
+
+  it('refuses malformed users files with INVALID_ARGUMENT naming the entry', async () => {
+    const hash = await hashPassword('pw', CHEAP);
+    const cases: [unknown, RegExp][] = [
+      [{ users: [{ name: 'a', password: 'plain-text' }] }, /users\[0\]\.password/],
+      [{ users: [{ name: 'a', password: hash, role: 'admin' }] }, /unknown field 'role'/],
+      [{ users: [{ name: 'a', password: hash, access: 'write' }] }, /access/],
+      [{ users: [{ name: 'a', password: hash, prefixes: [] }] }, /prefixes/],
+      [
+        {
+          users: [
+            { name: 'a', password: hash },
+            { name: 'a', password: hash },
+          ],
+        },
+        /twice/,
+      ],
+      [{ nope: [] }, /expected/],
+    ];
+    for (const [document, message] of cases) {
+      const refused = (() => {
+        try {
+          parseUsersFile(JSON.stringify(document));
+          return undefined;
+        } catch (error) {
+          return error;
+        }
+      })();
+      expect(refused).toBeInstanceOf(DstoreError);
+      expect((refused as DstoreError).code).toBe(ErrorCode.INVALID_ARGUMENT);
+      expect((refused as DstoreError).message).toMatch(message);
+    }
+  });
+
+  it('limits users to their access and prefixes', async () => {
+    const hash = await hashPassword('pw', CHEAP);
+    const [reader, scoped] = parseUsersFile(
+      JSON.stringify({
+        users: [
+          { name: 'reader', password: hash, access: 'read' },
+          { name: 'scoped', password: hash, prefixes: ['app:', 'shared:'] },
+        ],
+      }),
+    );
+    expect(keyDenied(reader!, toBytes('k'), false)).toBeUndefined();
+    expect(keyDenied(reader!, toBytes('k'), true)).toMatch(/read-only/);
+    expect(keyDenied(scoped!, toBytes('app:1'), true)).toBeUndefined();
+    expect(keyDenied(scoped!, toBytes('other:1'), false)).toMatch(/"app:", "shared:"/);
+    const mset: Request = {
+      op: Op.MSET,
+      id: 1,
+      entries: [
+        { key: toBytes('app:1'), value: toBytes('v') },
+        { key: toBytes('x'), value: toBytes('v') },
+      ],
+    };
+    expect(requestDenied(scoped!, mset)).toMatch(/may only use keys/);
+    expect(requestDenied(reader!, { op: Op.PURGE, id: 1, epoch: 1, ranges: [] })).toMatch(
+      /cluster operation/,
+    );
+  });
+});
+
+describe('peer authentication (cluster secret)', () => {
+  it('lets a peer with the secret in, and refuses a wrong secret or none', async () => {
+    const { port, frames } = await authServer({ clusterSecret: SECRET });
+    expect(await attempt(port, 'node', { kind: 'peer', secret: SECRET })).toBe('ok');
+    const wrong = await attempt(port, 'node', { kind: 'peer', secret: `${SECRET}-wrong` });
+    expect(wrong).toMatchObject({ code: ErrorCode.UNAUTHORIZED, message: 'wrong cluster secret' });
+    const none = await attempt(port, 'node');
+    expect(none).toMatchObject({
+      code: ErrorCode.UNAUTHORIZED,
+      message: expect.stringMatching(/--cluster-secret/),
+    });
+    await waitFor(() => frames.connectionCounts.peer === 1, 5000, 'one admitted peer');
+  });
+
+  it('makes a peer with a secret refuse a server that does not prove it', async () => {
+    const { port } = await authServer({});
+    const refused = await attempt(port, 'node', { kind: 'peer', secret: SECRET });
+    expect(refused).toMatchObject({
+      code: ErrorCode.UNAUTHORIZED,
+      message: expect.stringMatching(/does not authenticate its peers/),
+    });
+  });
+
+  it('does not accept a proof replayed on another connection', async () => {
+    const { port } = await authServer({ clusterSecret: SECRET });
+    // A recorded exchange: the proof of a real peer's first connection.
+    const first = await resources.connection(port);
+    const nonce = new Uint8Array(18).fill(7);
+    const hello = await first.request({ op: Op.HELLO, version: 2, role: 'node', nonce });
+    expect(hello.op === Op.HELLO_OK && hello.challenge !== undefined).toBe(true);
+    const proof = new Uint8Array(32).fill(1);
+    await expect(first.request({ op: Op.AUTH, proof })).rejects.toMatchObject({
+      code: ErrorCode.UNAUTHORIZED,
+    });
+    // Another connection gets another server nonce, so nothing recorded on one works on another;
+    // and AUTH without a HELLO challenge is refused outright.
+    const second = await resources.connection(port);
+    await expect(second.request({ op: Op.AUTH, proof })).rejects.toMatchObject({
+      code: ErrorCode.UNAUTHORIZED,
+    });
+  });
+});
+
+describe('user authentication', () => {
+  it('authenticates users from a file and the token user, and refuses wrong passwords alike', async () => {
+    const file = await usersFile([{ name: 'app', password: await hashPassword('app-pw', CHEAP) }]);
+    const users = await UserDirectory.open({ file, token: 'the-token' });
+    const { port } = await authServer({ users });
+    expect(await attempt(port, 'client', { kind: 'user', user: 'app', password: 'app-pw' })).toBe('ok');
+    expect(await attempt(port, 'client', { kind: 'user', user: 'default', password: 'the-token' })).toBe(
+      'ok',
+    );
+    const wrong = await attempt(port, 'client', { kind: 'user', user: 'app', password: 'nope' });
+    const unknown = await attempt(port, 'client', { kind: 'user', user: 'ghost', password: 'nope' });
+    // The same answer for a wrong password and an unknown user: names cannot be probed.
+    expect(wrong).toMatchObject({ code: ErrorCode.UNAUTHORIZED, message: 'invalid user or password' });
+    expect(unknown).toMatchObject({ code: ErrorCode.UNAUTHORIZED, message: 'invalid user or password' });
+    const anonymous = await resources.connection(port);
+    await expect(anonymous.request({ op: Op.PING })).rejects.toMatchObject({
+      code: ErrorCode.UNAUTHORIZED,
+      notExecuted: true,
+    });
+  });
+
+  it('revokes a removed user on reload: its open connection loses access', async () => {
+    const file = await usersFile([
+      { name: 'app', password: await hashPassword('pw', CHEAP) },
+      { name: 'other', password: await hashPassword('pw', CHEAP) },
+    ]);
+    const users = await UserDirectory.open({ file });
+    const before = users.get('app')!;
+    await writeFile(
+      file,
+      JSON.stringify({ users: [{ name: 'other', password: await hashPassword('pw', CHEAP) }] }),
+    );
+    await users.reload();
+    expect(before.revoked).toBe(true);
+    expect(users.get('app')).toBeUndefined();
+    // A broken file keeps the users as they were.
+    await writeFile(file, '{ not json');
+    await expect(users.reload()).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
+    expect(users.get('other')).toBeDefined();
+  });
+});
+
+describe('connections before authentication', () => {
+  it('closes a connection that does not authenticate in time, with UNAUTHORIZED', async () => {
+    const { port, frames } = await authServer({ clusterSecret: SECRET }, { authTimeoutMs: 200 });
+    const idle = await resources.connection(port);
+    const closed = new Promise<Error | undefined>((resolve) => idle.once('close', resolve));
+    await closed;
+    expect(frames.connectionCounts.pending).toBe(0);
+  });
+
+  it('evicts the oldest unauthenticated connections so a peer always gets in', async () => {
+    const { port, frames } = await authServer(
+      { clusterSecret: SECRET },
+      { maxPendingConnections: 20, maxPendingPerAddress: 10 },
+    );
+    const idle = await Promise.all(Array.from({ length: 50 }, () => resources.socket(port)));
+    await waitFor(() => frames.connectionCounts.pending <= 10, 5000, 'evictions');
+    expect(await attempt(port, 'node', { kind: 'peer', secret: SECRET })).toBe('ok');
+    expect(frames.connectionCounts.peer).toBe(1);
+    expect(idle).toHaveLength(50);
+  });
+
+  it('keeps peers and clients in separate slots', async () => {
+    const users = await UserDirectory.open({ token: 'tok' });
+    const { port, frames } = await authServer({ clusterSecret: SECRET, users }, { maxConnections: 1 });
+    const client = { kind: 'user', user: 'default', password: 'tok' } as const;
+    expect(await attempt(port, 'client', client)).toBe('ok');
+    expect(await attempt(port, 'client', client)).toMatchObject({ code: ErrorCode.BUSY });
+    // The client slots are full; a peer still gets in.
+    expect(await attempt(port, 'node', { kind: 'peer', secret: SECRET })).toBe('ok');
+    expect(frames.connectionCounts).toMatchObject({ client: 1, peer: 1 });
+  });
+});
