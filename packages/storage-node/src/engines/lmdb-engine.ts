@@ -326,25 +326,33 @@ export class LmdbEngine implements StorageEngine {
    * previous entry where it writes. lmdb-js runs queued callbacks after the queued single puts of
    * a batch, so a put is only ever issued while no callback is queued: call order is kept.
    */
-  async set(key: Uint8Array, value: Uint8Array, writeEpoch = 0): Promise<void> {
-    assertOpen(this.closed, this.kind);
-    assertValidKey(key);
-    // Encoded now: `value` may be a view of a network buffer, the transaction runs later.
-    const stored = encodeEntry(KIND_VALUE, writeEpoch, 0, value);
-    if (this.callbacksQueued === 0 && !this.tombstonesStored) {
-      await this.putQueued(key, stored);
-    } else {
-      await this.write('put', () => {
-        const previous = this.entries.getBinaryFast(key);
-        let seq = 1;
-        if (previous !== undefined) {
-          seq = (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
-          if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
-        }
-        stored.writeUInt32BE(seq, SEQ_OFFSET);
-        this.entries.putSync(key, stored);
-      });
+  set(key: Uint8Array, value: Uint8Array, writeEpoch = 0): Promise<void> {
+    let stored: Buffer;
+    try {
+      assertOpen(this.closed, this.kind);
+      assertValidKey(key);
+      // Encoded now: `value` may be a view of a network buffer, the transaction runs later.
+      stored = encodeEntry(KIND_VALUE, writeEpoch, 0, value);
+    } catch (error) {
+      return Promise.reject(error);
     }
+    // Not an async function: the common path returns the put's own promise chain, one frame less.
+    if (this.callbacksQueued === 0 && !this.tombstonesStored) return this.putQueued(key, stored);
+    return this.setInTransaction(key, stored);
+  }
+
+  /** The slow path of {@link LmdbEngine.set}: read the previous entry where the write happens. */
+  private async setInTransaction(key: Uint8Array, stored: Buffer): Promise<void> {
+    await this.write('put', () => {
+      const previous = this.entries.getBinaryFast(key);
+      let seq = 1;
+      if (previous !== undefined) {
+        seq = (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
+        if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
+      }
+      stored.writeUInt32BE(seq, SEQ_OFFSET);
+      this.entries.putSync(key, stored);
+    });
     await this.acknowledge();
   }
 
@@ -541,7 +549,8 @@ export class LmdbEngine implements StorageEngine {
 
   /**
    * The fast path of {@link LmdbEngine.set}: `seq` from the newest queued put of the key, else
-   * from the committed entry (a value: no tombstone is stored), then a native asynchronous put.
+   * from the committed entry (a value: no tombstone is stored), then a native asynchronous put,
+   * acknowledged like every write.
    */
   private async putQueued(key: Uint8Array, stored: Buffer): Promise<void> {
     const name = latin1(key);
@@ -572,6 +581,7 @@ export class LmdbEngine implements StorageEngine {
     } finally {
       if (--queued.count === 0) this.queuedPuts.delete(name);
     }
+    await this.acknowledge();
   }
 
   /** Inside a write transaction: moves the stored tombstone count by `delta`. */
