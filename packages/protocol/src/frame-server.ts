@@ -3,6 +3,7 @@ import { type AddressInfo, createServer, type Server, type Socket } from 'node:n
 import { Connection, type ConnectionOptions } from './connection.js';
 import { ErrorCode } from './errors.js';
 import { Op, type Request } from './messages.js';
+import { TLS_REQUIRED_MESSAGE, TlsGate, type TlsServerOptions } from './tls.js';
 
 /** Options of a {@link FrameServer}. */
 export interface FrameServerOptions {
@@ -14,6 +15,11 @@ export interface FrameServerOptions {
   readonly maxConnections?: number;
   /** Options of every accepted {@link Connection}. `onRequest` is set by the server. */
   readonly connection?: Omit<ConnectionOptions, 'onRequest'>;
+  /**
+   * Serve TLS only: a plaintext connection gets one ERROR `TLS_REQUIRED` and is closed. Default:
+   * plaintext.
+   */
+  readonly tls?: TlsServerOptions | undefined;
   /** Handles each request of each connection. */
   readonly onRequest: (request: Request, connection: Connection) => void;
 }
@@ -35,12 +41,26 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
   private readonly server: Server;
   private readonly connections = new Set<Connection>();
   private readonly maxConnections: number;
+  private readonly tlsGate: TlsGate | undefined;
 
   constructor(private readonly options: FrameServerOptions) {
     super();
     this.maxConnections = options.maxConnections ?? 1024;
+    // With TLS, sockets reach accept() once secure; at most maxConnections wait for that.
+    this.tlsGate =
+      options.tls === undefined
+        ? undefined
+        : new TlsGate(
+            options.tls,
+            this.maxConnections,
+            (socket) => this.accept(socket),
+            (socket) => this.refuse(socket, ErrorCode.TLS_REQUIRED, TLS_REQUIRED_MESSAGE),
+          );
+    const gate = this.tlsGate;
     // Half-open: a peer that sends its last requests and shuts its side still gets its answers.
-    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
+    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) =>
+      gate === undefined ? this.accept(socket) : gate.admit(socket),
+    );
   }
 
   /** Binds and resolves with the bound address. */
@@ -80,6 +100,7 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
    */
   async close(graceMs = 5000): Promise<void> {
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.tlsGate?.destroyPending();
     const timer = setTimeout(() => {
       for (const connection of this.connections) connection.destroy();
     }, graceMs);
@@ -90,7 +111,8 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
 
   private accept(socket: Socket): void {
     if (this.connections.size >= this.maxConnections) {
-      this.refuse(socket);
+      this.refuse(socket, ErrorCode.BUSY, `too many connections (limit ${this.maxConnections})`);
+      this.emit('refused', `${socket.remoteAddress}:${socket.remotePort}`);
       return;
     }
     const connection = new Connection(socket, {
@@ -102,18 +124,14 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
     this.emit('connection', connection);
   }
 
-  private refuse(socket: Socket): void {
-    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+  /** Sends one connection-level ERROR (id 0) and closes, never waiting more than a second. */
+  private refuse(socket: Socket, code: ErrorCode, message: string): void {
     socket.on('error', () => undefined);
     const connection = new Connection(socket);
-    connection.send({
-      op: Op.ERROR,
-      id: 0,
-      code: ErrorCode.BUSY,
-      message: `too many connections (limit ${this.maxConnections})`,
-    });
+    connection.send({ op: Op.ERROR, id: 0, code, message });
     void connection.close();
+    // Read on (a sniffed socket is paused) so the peer's own close is seen and ends it early.
+    socket.resume();
     setTimeout(() => connection.destroy(), 1000).unref();
-    this.emit('refused', remote);
   }
 }

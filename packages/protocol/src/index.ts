@@ -26,3 +26,17 @@ export {
   type PeerLinkOptions,
 } from './peer-link.js';
 export { checkBodyShape } from './shape.js';
+export {
+  isTlsPeerVerified,
+  type PeerTlsOptions,
+  type PemInput,
+  peerClientTls,
+  readPeerTlsFiles,
+  readTlsFiles,
+  TLS_HANDSHAKE_RECORD,
+  TLS_REQUIRED_MESSAGE,
+  type TlsClientOptions,
+  type TlsFiles,
+  type TlsMaterial,
+  type TlsServerOptions,
+} from './tls.js';
