@@ -1,5 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TlsServerOptions } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { MemberState } from './cluster-map.js';
 import type { MapStoreKind } from './map-store.js';
@@ -157,14 +159,23 @@ export class AdminServer {
     private readonly membership: Membership,
     private readonly metrics: BalancerMetrics,
     private readonly logger: Logger,
+    /** Serve HTTPS with the balancer's certificate (a client certificate is not asked for). Default: HTTP. */
+    tls?: TlsServerOptions,
   ) {
-    this.server = createServer((request, response) => {
+    const listener = (request: IncomingMessage, response: ServerResponse): void => {
       this.handle(request, response).catch((error: unknown) => {
         this.logger.error({ err: error }, 'admin request failed');
         if (!response.headersSent) sendJson(response, 500, { error: (error as Error).message });
         else response.destroy();
       });
-    });
+    };
+    this.server =
+      tls === undefined
+        ? createServer(listener)
+        : createHttpsServer(
+            { cert: tls.cert, key: tls.key, handshakeTimeout: tls.handshakeTimeoutMs ?? 10_000 },
+            listener,
+          );
     // Admin clients are few and short-lived; do not let a stuck one hold shutdown.
     this.server.keepAliveTimeout = 1000;
     this.server.headersTimeout = 5000;

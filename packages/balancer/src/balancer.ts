@@ -7,6 +7,7 @@ import {
   FrameServer,
   Op,
   type PeerRole,
+  peerClientTls,
   type Request,
   type Response,
 } from '@dstore/protocol';
@@ -81,6 +82,7 @@ export class Balancer {
         maxInFlight: this.options.maxInFlightPerNode,
         token: this.options.token,
         connectTimeoutMs: Math.min(5000, this.options.requestTimeoutMs * 2),
+        tls: this.options.tls === undefined ? undefined : peerClientTls(this.options.tls),
       },
     });
     this.metrics = new BalancerMetrics(this.membership);
@@ -90,13 +92,16 @@ export class Balancer {
       host: this.options.host,
       port: this.options.port,
       maxConnections: this.options.maxConnections,
+      tls: this.options.tls,
       onRequest: (request, connection) => this.onRequest(request, connection),
     });
     this.server.on('refused', (remote) =>
       this.logger.warn({ remote }, 'connection refused: too many connections'),
     );
     this.admin =
-      this.options.adminPort >= 0 ? new AdminServer(this.membership, this.metrics, this.logger) : undefined;
+      this.options.adminPort >= 0
+        ? new AdminServer(this.membership, this.metrics, this.logger, this.options.tls)
+        : undefined;
     this.health.on('status', (node, up) => {
       if (up) this.logger.info({ node: node.id, address: node.address }, 'node up');
       else
@@ -298,6 +303,20 @@ export class Balancer {
         request.op,
         startMs,
         new DstoreError(ErrorCode.UNAUTHORIZED, 'membership requests need HELLO with role node'),
+      );
+      return;
+    }
+    // Mutual TLS: with a cluster CA, only a peer whose certificate it signed may change the map.
+    if (this.options.tls?.ca !== undefined && !connection.tlsPeerVerified) {
+      this.router.fail(
+        connection,
+        request.id,
+        request.op,
+        startMs,
+        new DstoreError(
+          ErrorCode.UNAUTHORIZED,
+          'membership requests need a TLS client certificate signed by the cluster CA (--tls-ca)',
+        ),
       );
       return;
     }

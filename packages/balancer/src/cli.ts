@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readPeerTlsFiles } from '@dstore/protocol';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Balancer } from './balancer.js';
 import {
@@ -24,6 +25,9 @@ interface CliFlags {
   maxConnections: number;
   maxInFlight: number;
   token?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
   id?: string;
   dataDir?: string;
   etcd?: string;
@@ -81,6 +85,15 @@ function buildProgram(): Command {
     .option('--max-connections <n>', 'most client connections', integer(1), 1024)
     .option('--max-in-flight <n>', 'most requests in flight per node connection', integer(1), 4096)
     .option('--token <token>', 'shared secret clients and nodes must send in HELLO')
+    .option(
+      '--tls-cert <file>',
+      'serve TLS only (client port; admin over HTTPS) with this PEM certificate, also presented when dialing nodes and balancers (default: plaintext)',
+    )
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option(
+      '--tls-ca <file>',
+      'PEM CA bundle that nodes and balancers are verified against; JOIN/LEAVE/HEARTBEAT then need a client certificate it signed',
+    )
     .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
     .option(
       '--data-dir <dir>',
@@ -106,6 +119,7 @@ async function main(): Promise<void> {
   const flags = program.opts<CliFlags>();
   const logger = createLogger(flags.logLevel);
   const fromFile = flags.config ? await loadConfigFile(flags.config) : [];
+  const tls = await readPeerTlsFiles({ cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa });
   const balancer = new Balancer({
     host: flags.host,
     port: flags.port,
@@ -118,6 +132,7 @@ async function main(): Promise<void> {
     maxInFlightPerNode: flags.maxInFlight,
     logger,
     ...(flags.token === undefined ? {} : { token: flags.token }),
+    ...(tls === undefined ? {} : { tls }),
     ...(flags.id === undefined ? {} : { id: flags.id }),
     ...(flags.dataDir === undefined ? {} : { dataDir: flags.dataDir }),
     ...(flags.etcd === undefined

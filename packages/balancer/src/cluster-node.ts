@@ -5,6 +5,7 @@ import {
   type Request,
   type RequestOptions,
   type Response,
+  type TlsClientOptions,
   type WithoutId,
 } from '@dstore/protocol';
 
@@ -18,6 +19,11 @@ export interface NodeLinkOptions {
   readonly token: string | undefined;
   /** Deadline of connecting plus HELLO, in ms. */
   readonly connectTimeoutMs: number;
+  /**
+   * TLS to the nodes and to other balancers (the balancer's certificate as client certificate,
+   * the cluster CA). Undefined: plaintext.
+   */
+  readonly tls?: TlsClientOptions | undefined;
 }
 
 /** Where a node lives and how much of the ring it gets. */
@@ -65,6 +71,7 @@ export class ClusterNode implements NodeAddress {
       port,
       role: 'balancer',
       connectTimeoutMs: options.connectTimeoutMs,
+      tls: options.tls,
       backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
       ...(options.token === undefined ? {} : { token: options.token }),
       connection: {

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { DstoreError, ErrorCode, type PeerTlsOptions } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { MapStore } from './map-store.js';
 
@@ -42,6 +42,14 @@ export interface BalancerOptions {
   readonly maxConnections?: number;
   /** Shared secret: when set, every connection must HELLO with it before anything else. */
   readonly token?: string;
+  /**
+   * TLS on every hop: the client port serves TLS only (plaintext connections get TLS_REQUIRED),
+   * the admin server serves HTTPS, and the links to nodes and other balancers use TLS with `cert`
+   * as client certificate, verifying peers against `ca`. With a `ca`, a JOIN, LEAVE or HEARTBEAT
+   * is accepted only on a connection whose peer certificate verified against it (mutual TLS).
+   * Default: plaintext.
+   */
+  readonly tls?: PeerTlsOptions;
   /** Deadline of the per-node STATS fetch behind a client's STATS, in ms. Default 1000. */
   readonly statsTimeoutMs?: number;
   /** Grace period of a shutdown before open connections are cut, in ms. Default 5000. */
@@ -94,6 +102,7 @@ export interface ResolvedBalancerOptions {
   readonly maxInFlightPerNode: number;
   readonly maxConnections: number;
   readonly token: string | undefined;
+  readonly tls: PeerTlsOptions | undefined;
   readonly statsTimeoutMs: number;
   readonly shutdownGraceMs: number;
   readonly dataDir: string | undefined;
@@ -225,6 +234,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     maxInFlightPerNode: positiveInteger('maxInFlightPerNode', options.maxInFlightPerNode ?? 4096),
     maxConnections: positiveInteger('maxConnections', options.maxConnections ?? 1024),
     token: options.token === '' ? undefined : options.token,
+    tls: options.tls,
     statsTimeoutMs: positiveInteger('statsTimeoutMs', options.statsTimeoutMs ?? 1000),
     shutdownGraceMs: positiveInteger('shutdownGraceMs', options.shutdownGraceMs ?? 5000),
     dataDir: options.dataDir === '' ? undefined : options.dataDir,

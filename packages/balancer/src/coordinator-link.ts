@@ -5,6 +5,7 @@ import {
   type LeaveRequest,
   PeerLink,
   type Response,
+  type TlsClientOptions,
   type WithoutId,
 } from '@dstore/protocol';
 
@@ -33,6 +34,8 @@ export interface CoordinatorLinkOptions {
   readonly self: () => string | undefined;
   readonly token: string | undefined;
   readonly connectTimeoutMs: number;
+  /** TLS to the coordinator, as to the nodes. Undefined: plaintext. */
+  readonly tls?: TlsClientOptions | undefined;
 }
 
 /**
@@ -83,6 +86,7 @@ export class CoordinatorLink {
       port: address.port,
       role: 'balancer',
       connectTimeoutMs: this.options.connectTimeoutMs,
+      tls: this.options.tls,
       backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
       ...(this.options.token === undefined ? {} : { token: this.options.token }),
     });

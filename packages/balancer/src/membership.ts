@@ -135,6 +135,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       self: () => this.candidate,
       token: options.link.token,
       connectTimeoutMs: options.link.connectTimeoutMs,
+      tls: options.link.tls,
     });
   }
 

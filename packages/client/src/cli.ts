@@ -6,14 +6,20 @@ import { registerNodeCommands } from './cli/node.js';
 import { DEFAULT_SERVER, DEFAULT_TIMEOUT_MS, ExitCode, positiveInteger, reportError } from './cli/shared.js';
 import { registerStatusCommand } from './cli/status.js';
 
-/** Adds `--server`, `--timeout` and `--json`, which every command that talks to the balancer takes. */
+/**
+ * Adds `--server`, `--timeout`, `--json` and the TLS flags, which every command that talks to the
+ * balancer takes.
+ */
 function addServerOptions(command: Command): Command {
   return command
     .option(
       '--server <host:port[,host:port...]>',
-      'balancer client address, or several comma-separated (tried in order, failing over); dstore:// URL too',
+      'balancer client address, or several comma-separated (tried in order, failing over); dstore:// URL too, dstores:// for TLS',
       DEFAULT_SERVER,
     )
+    .option('--tls-ca <file>', 'connect with TLS, verifying the balancer against this PEM CA bundle')
+    .option('--tls-cert <file>', 'connect with TLS, presenting this PEM client certificate')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--timeout <ms>', 'connect and command deadline in ms', positiveInteger, DEFAULT_TIMEOUT_MS)
     .option('--json', 'machine-readable output (one JSON object)');
 }

@@ -1,4 +1,4 @@
-import { backoffDelay } from '@dstore/protocol';
+import { backoffDelay, type TlsClientOptions } from '@dstore/protocol';
 import { invalidArgument } from './errors.js';
 
 /** One balancer in {@link ClientOptions.servers}: ioredis's `{ host, port }` shape. */
@@ -63,6 +63,13 @@ export interface ClientOptions {
   readonly keyPrefix?: string;
   /** Token sent in HELLO when the balancer requires one. Default: none. */
   readonly token?: string;
+  /**
+   * Connect with TLS, as ioredis's `tls`: `{ ca, cert, key, servername, rejectUnauthorized }`
+   * (the fields of Node's `tls.connect`). `{}` verifies the balancer against Node's bundled CAs;
+   * a private cluster CA goes in `ca`. A `dstores://` URL sets `{}` when no `tls` is given.
+   * Default: none (plaintext; a TLS-only balancer answers TLS_REQUIRED).
+   */
+  readonly tls?: TlsClientOptions;
   /** A label for this client, used in error messages. Not sent on the wire. Default `''`. */
   readonly name?: string;
 }
@@ -71,8 +78,9 @@ export interface ClientOptions {
  * Every option with its value decided. `servers` always lists at least one balancer; `host` and
  * `port` are those of the first.
  */
-export type ResolvedClientOptions = Required<Omit<ClientOptions, 'token' | 'servers'>> & {
+export type ResolvedClientOptions = Required<Omit<ClientOptions, 'token' | 'servers' | 'tls'>> & {
   readonly token?: string;
+  readonly tls?: TlsClientOptions;
   readonly servers: readonly ResolvedServerAddress[];
 };
 
@@ -102,6 +110,8 @@ export const DEFAULT_CLIENT_OPTIONS: ResolvedClientOptions = Object.freeze({
 
 /** The URL scheme of dstore addresses. */
 export const DSTORE_URL_SCHEME = 'dstore:';
+/** The URL scheme of dstore addresses reached over TLS (as `rediss:` is to `redis:`). */
+export const DSTORE_TLS_URL_SCHEME = 'dstores:';
 
 const NUMBER_PARAMS = ['connectTimeout', 'commandTimeout', 'maxRetriesPerRequest', 'maxQueueLength'] as const;
 const BOOLEAN_PARAMS = ['enableOfflineQueue', 'lazyConnect'] as const;
@@ -117,7 +127,9 @@ interface UrlAddress {
 }
 
 /**
- * Parses `dstore://[:token@]host[:port][,host[:port]...][?option=value&...]`. The password part
+ * Parses `dstore://[:token@]host[:port][,host[:port]...][?option=value&...]`, or the same with
+ * `dstores://`, which connects with TLS (`tls: {}`: the balancer verified against Node's bundled
+ * CAs; pass `tls` in the overrides for a private CA). The password part
  * of the URL is the HELLO token (as in `redis://:password@host`); query parameters set the
  * numeric, boolean and string options by their option names. IPv6 hosts go in brackets:
  * `dstore://[::1]:7379`. One host gives `host` and `port`; several comma-separated hosts give
@@ -143,8 +155,8 @@ function parseUrl(url: string): URL {
   } catch {
     throw invalidArgument(`not a valid URL: ${url}`);
   }
-  if (parsed.protocol !== DSTORE_URL_SCHEME) {
-    throw invalidArgument(`expected a dstore:// URL, got ${parsed.protocol}//`);
+  if (parsed.protocol !== DSTORE_URL_SCHEME && parsed.protocol !== DSTORE_TLS_URL_SCHEME) {
+    throw invalidArgument(`expected a dstore:// or dstores:// URL, got ${parsed.protocol}//`);
   }
   return parsed;
 }
@@ -158,6 +170,7 @@ function addressOf(parsed: URL): UrlAddress {
 
 function optionsOf(parsed: URL): ClientOptions {
   const options: Record<string, unknown> = {};
+  if (parsed.protocol === DSTORE_TLS_URL_SCHEME) options.tls = {};
   const token = decodeURIComponent(parsed.password || parsed.username);
   if (token !== '') options.token = token;
   for (const [name, value] of parsed.searchParams) options[name] = parseParam(name, value);

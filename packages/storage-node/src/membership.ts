@@ -5,6 +5,7 @@ import {
   ErrorCode,
   FailoverLink,
   Op,
+  type TlsClientOptions,
 } from '@dstore/protocol';
 import type { Logger } from 'pino';
 
@@ -37,6 +38,8 @@ export interface MembershipOptions {
   readonly port: number;
   readonly weight: number;
   readonly token: string | undefined;
+  /** TLS to the balancers (this node's certificate as client certificate, the cluster CA). Default: plaintext. */
+  readonly tls?: TlsClientOptions | undefined;
   readonly heartbeatIntervalMs: number;
   /**
    * This node's identity (its incarnation), sent in every JOIN so that the balancer's cluster map
@@ -112,6 +115,7 @@ export class Membership {
       link: {
         role: 'node',
         token: options.token,
+        tls: options.tls,
         connectTimeoutMs: 2000,
         connection: { requestTimeoutMs: MEMBERSHIP_REQUEST_TIMEOUT_MS },
       },

@@ -11,6 +11,7 @@ import {
   Op,
   type PurgeRequest,
   type RingRequest,
+  type TlsClientOptions,
 } from '@dstore/protocol';
 import type { ScannedEntry, StorageEngine } from './engines/index.js';
 import type { Ownership } from './ownership.js';
@@ -105,6 +106,8 @@ export class MigrationService {
     private readonly ownership: Ownership,
     private readonly options: {
       readonly token: string | undefined;
+      /** TLS to the new owners (this node's certificate, the cluster CA). Default: plaintext. */
+      readonly tls?: TlsClientOptions | undefined;
       readonly limits: MigrationLimits;
     },
   ) {}
@@ -216,7 +219,12 @@ export class MigrationService {
   }
 
   private async connect(request: MigrateRequest): Promise<Connection> {
-    const socket = await connectSocket({ host: request.host, port: request.port, connectTimeoutMs: 5000 });
+    const socket = await connectSocket({
+      host: request.host,
+      port: request.port,
+      connectTimeoutMs: 5000,
+      tls: this.options.tls,
+    });
     const connection = new Connection(socket, { requestTimeoutMs: this.options.limits.batchTimeoutMs });
     try {
       const hello = await handshake(connection, 'node', { token: this.options.token });

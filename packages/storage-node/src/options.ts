@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { DstoreError, ErrorCode, type ProtocolLimits } from '@dstore/protocol';
+import { DstoreError, ErrorCode, type PeerTlsOptions, type ProtocolLimits } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { LmdbDurability } from './engines/index.js';
 import type { BalancerAddress } from './membership.js';
@@ -53,6 +53,13 @@ export interface StorageNodeOptions {
   readonly advertiseHost?: string;
   /** Shared secret: when set, every connection must send HELLO with it before anything else. Default: none. */
   readonly token?: string;
+  /**
+   * TLS on every hop of this node: its port serves TLS only (plaintext connections get
+   * TLS_REQUIRED), and it dials the balancers and, when migrating keys, other nodes with TLS,
+   * presenting `cert` as its client certificate and verifying them against `ca`. Default:
+   * plaintext.
+   */
+  readonly tls?: PeerTlsOptions;
   /** Most open connections; the excess get BUSY and are closed. Default 1024. */
   readonly maxConnections?: number;
   /** Close a connection after this many ms without traffic; 0 disables. Default 300000 (5 min). */
@@ -103,6 +110,7 @@ export interface ResolvedNodeOptions {
   readonly balancers: readonly BalancerAddress[];
   readonly advertiseHost: string;
   readonly token: string | undefined;
+  readonly tls: PeerTlsOptions | undefined;
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
   readonly frameTimeoutMs: number;
@@ -202,6 +210,7 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
     balancers,
     advertiseHost: options.advertiseHost ?? (WILDCARD_HOSTS.has(host) ? '127.0.0.1' : host),
     token: options.token === '' ? undefined : options.token,
+    tls: options.tls,
     maxConnections: integerIn('maxConnections', options.maxConnections ?? 1024, 1, 1_000_000),
     idleTimeoutMs: integerIn('idleTimeoutMs', options.idleTimeoutMs ?? 300_000, 0, 2 ** 31 - 1),
     frameTimeoutMs: integerIn('frameTimeoutMs', options.frameTimeoutMs ?? 10_000, 1, 2 ** 31 - 1),

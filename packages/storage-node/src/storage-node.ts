@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { DstoreError, ErrorCode, FrameServer, type StatsMap } from '@dstore/protocol';
+import { DstoreError, ErrorCode, FrameServer, peerClientTls, type StatsMap } from '@dstore/protocol';
 import { type Logger, pino } from 'pino';
 import { openEngine, type StorageEngine } from './engines/index.js';
 import { loadOrCreateNodeIdentity, newNodeIdentity } from './identity.js';
@@ -112,8 +112,10 @@ class StorageNodeImpl implements StorageNode {
     this.nodeIdentity = identity;
     this.openedEngine = engine;
     const ownership = new Ownership(() => this.id);
+    const peerTls = options.tls === undefined ? undefined : peerClientTls(options.tls);
     const migration = new MigrationService(engine, ownership, {
       token: options.token,
+      tls: peerTls,
       limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
     });
     const handler = new RequestHandler({
@@ -133,6 +135,7 @@ class StorageNodeImpl implements StorageNode {
       host: options.host,
       port: options.port,
       maxConnections: options.maxConnections,
+      tls: options.tls,
       connection: {
         limits: options.limits,
         idleTimeoutMs: options.idleTimeoutMs,
@@ -218,6 +221,7 @@ class StorageNodeImpl implements StorageNode {
       port,
       weight: this.options.weight,
       token: this.options.token,
+      tls: this.options.tls === undefined ? undefined : peerClientTls(this.options.tls),
       heartbeatIntervalMs: this.options.heartbeatIntervalMs,
       keyCount: () => engine.count(),
       logger: this.logger,

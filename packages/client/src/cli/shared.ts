@@ -1,3 +1,4 @@
+import { readTlsFiles, type TlsClientOptions } from '@dstore/protocol';
 import { InvalidArgumentError } from 'commander';
 import { createClient, type DstoreClient } from '../client.js';
 import { DstoreError, ErrorCode } from '../errors.js';
@@ -24,6 +25,21 @@ export interface ServerOptions {
   readonly server: string;
   readonly timeout: number;
   readonly json?: boolean;
+  /** PEM CA bundle the balancer is verified against; implies TLS. */
+  readonly tlsCa?: string;
+  /** PEM client certificate (with `tlsKey`), for balancers that check one; implies TLS. */
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
+}
+
+/**
+ * The TLS of a CLI connection: from `--tls-ca`/`--tls-cert`/`--tls-key` (files), or `{}` (Node's
+ * bundled CAs) for a `dstores://` server without them; undefined for plaintext.
+ */
+export async function cliTls(options: ServerOptions): Promise<TlsClientOptions | undefined> {
+  const material = await readTlsFiles({ ca: options.tlsCa, cert: options.tlsCert, key: options.tlsKey });
+  if (material !== undefined) return material;
+  return /^dstores:\/\//i.test(options.server.trim()) ? {} : undefined;
 }
 
 /** A host and port read from the command line. */
@@ -46,7 +62,7 @@ export function parseHostPort(text: string, defaultPort: number): HostPort {
 
 /**
  * Parses a comma-separated list of addresses, each as {@link parseHostPort} reads one, with at
- * most one `dstore://` prefix for the whole list: `a:7379,b:7379` or `dstore://a:7379,[::1]:7379`.
+ * most one `dstore://` (or `dstores://`) prefix for the whole list: `a:7379,b:7379` or `dstore://a:7379,[::1]:7379`.
  */
 export function parseHostPortList(text: string, defaultPort: number): HostPort[] {
   const entries = text
@@ -108,8 +124,10 @@ export function positiveNumber(value: string): number {
  * deadline on the connect and on every command.
  */
 export async function openClient(options: ServerOptions): Promise<DstoreClient> {
+  const tls = await cliTls(options);
   const client = createClient({
     servers: parseHostPortList(options.server, 7379),
+    ...(tls === undefined ? {} : { tls }),
     lazyConnect: true,
     retryStrategy: () => null,
     connectTimeout: options.timeout,
