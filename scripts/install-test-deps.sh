@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests start for real, when they are missing:
-# etcd (Debian's etcd-server) for the balancer's etcd map store tests.
+# etcd (Debian's etcd-server) for the balancer's etcd map store tests, and the openssl CLI that
+# the TLS tests make their throwaway CA and certificates with.
 # Part of the README's test command, so a fresh machine and CI get the same thing.
 set -euo pipefail
 
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
   as_root=()
   if [ "$(id -u)" -ne 0 ]; then
@@ -19,4 +21,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "install-test-deps: $(etcd --version | head -n 1)"
+echo "install-test-deps: $(etcd --version | head -n 1); $(openssl version)"

@@ -3,6 +3,7 @@
  * the cluster benchmarks (bench-cluster.ts, bench-versions.ts).
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { cliPath } from './cluster.js';
 
 /** The part of `dstore bench --json` the benchmarks read. */
@@ -19,6 +20,8 @@ export interface LoadOptions {
   readonly concurrency: number | string;
   /** The `dstore` CLI to run. Default: this workspace's. */
   readonly clientCli?: string;
+  /** More `dstore bench` arguments (for example `--tls-ca <file>`). Default: none. */
+  readonly extraArgs?: readonly string[];
 }
 
 /**
@@ -38,6 +41,7 @@ export function runLoad(server: string, options: LoadOptions): BenchJson {
     String(options.concurrency),
   ];
   args.push('--value-size', '100', '--read-ratio', '0.5', '--keyspace', '10000', '--json', '--no-progress');
+  args.push(...(options.extraArgs ?? []));
   const result = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 300_000 });
   if (result.status !== 0) throw new Error(`dstore bench failed: ${result.stderr}`);
   return JSON.parse(result.stdout) as BenchJson;
@@ -46,4 +50,45 @@ export function runLoad(server: string, options: LoadOptions): BenchJson {
 /** Failed operations of a run, all codes together. */
 export function errorCount(report: BenchJson): number {
   return Object.values(report.errors).reduce((sum, count) => sum + count, 0);
+}
+
+/** Clock ticks per second of /proc/<pid>/stat's CPU times. */
+export const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
+
+/** CPU seconds (user + system, all threads) process `pid` has used so far (Linux: /proc). */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+/** A load's report and, around it, each server's CPU µs per completed op. */
+export interface CpuSample {
+  readonly report: BenchJson;
+  /** One entry per process of `pids`, in their order. */
+  readonly cpuUsPerOp: number[];
+}
+
+/**
+ * Runs `warmupOps` (when > 0), then the measured load against `server`, reading the CPU time of
+ * the processes `pids` (Linux: /proc) just around the measured load.
+ */
+export function runLoadWithCpu(
+  server: string,
+  pids: readonly number[],
+  options: LoadOptions & { readonly warmupOps: number },
+): CpuSample {
+  if (options.warmupOps > 0) runLoad(server, { ...options, ops: options.warmupOps });
+  const before = pids.map(cpuSeconds);
+  const report = runLoad(server, options);
+  const cpuUsPerOp = pids.map((pid, i) => ((cpuSeconds(pid) - before[i]!) * 1e6) / report.ops);
+  return { report, cpuUsPerOp };
+}
+
+/** The median of `values` (the mean of the middle two for an even count). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }

@@ -32,11 +32,11 @@
  * DSTORE_BENCH_WARMUP_OPS (20000; 0 = none), DSTORE_BENCH_ENGINES (memory,lmdb).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type BenchJson, errorCount, runLoad } from './bench-load.js';
+import { type BenchJson, CLK_TCK, errorCount, median, runLoadWithCpu } from './bench-load.js';
 import { type ClusterProcess, cliPath, startCluster, stopCluster } from './cluster.js';
 
 type Engine = 'memory' | 'lmdb';
@@ -61,7 +61,6 @@ const OPS = process.env.DSTORE_BENCH_OPS ?? '100000';
 const CONCURRENCY = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
 const WARMUP_OPS = Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 20_000);
 const ENGINES = (process.env.DSTORE_BENCH_ENGINES ?? 'memory,lmdb').split(',') as Engine[];
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
 
 function build(label: Build['label'], root: string): Build {
   const balancerCli = cliPath('@dstore/balancer', root);
@@ -79,37 +78,22 @@ function build(label: Build['label'], root: string): Build {
   };
 }
 
-/** CPU seconds (user + system, all threads) the process has used so far. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
 async function measure(target: Build, engine: Engine): Promise<Sample> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-versions-${target.label}-${engine}-`));
   try {
     const state = await startCluster({ root, engine, distRoot: target.root, balancerDataDir: target.hasMap });
     const server = `${state.balancer.host}:${state.balancer.port}`;
-    const load = { concurrency: CONCURRENCY, clientCli: CLIENT_CLI };
-    if (WARMUP_OPS > 0) runLoad(server, { ...load, ops: WARMUP_OPS });
     const servers: ClusterProcess[] = [state.balancer, ...state.nodes];
-    const before = servers.map((proc) => cpuSeconds(proc.pid));
-    const report = runLoad(server, { ...load, ops: OPS });
-    const after = servers.map((proc) => cpuSeconds(proc.pid));
-    const cpuUsPerOp = servers.map((_, i) => ((after[i]! - before[i]!) * 1e6) / report.ops);
+    const { report, cpuUsPerOp } = runLoadWithCpu(
+      server,
+      servers.map((proc) => proc.pid),
+      { concurrency: CONCURRENCY, clientCli: CLIENT_CLI, ops: OPS, warmupOps: WARMUP_OPS },
+    );
     return { report, cpuUsPerOp, totalUsPerOp: cpuUsPerOp.reduce((sum, us) => sum + us, 0) };
   } finally {
     await stopCluster(root);
     rmSync(root, { recursive: true, force: true });
   }
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const int = (n: number) => Math.round(n).toLocaleString('en-US');

@@ -5,6 +5,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { get as httpGet, type IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 
@@ -35,11 +37,20 @@ export interface ClusterProcess {
   readonly log: string;
 }
 
+/** PEM files of a TLS cluster: every process serves and dials with `cert`, and verifies peers against `ca`. */
+export interface ClusterTls {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+}
+
 /** What cluster:up records and cluster:down reads. */
 export interface ClusterState {
   readonly root: string;
   readonly balancer: ClusterProcess;
   readonly nodes: ClusterProcess[];
+  /** Set when every hop runs over TLS (the admin port serves HTTPS). */
+  readonly tls?: ClusterTls;
 }
 
 /** Options of {@link startCluster}. */
@@ -65,6 +76,59 @@ export interface ClusterOptions {
    * predate the cluster map (their balancer refuses the option).
    */
   readonly balancerDataDir?: boolean;
+  /** TLS on every hop (`--tls-cert/--tls-key/--tls-ca` for every process). Default: plaintext. */
+  readonly tls?: ClusterTls;
+}
+
+/** Options of {@link startNode}. */
+export interface NodeStartOptions {
+  readonly engine?: 'memory' | 'lmdb';
+  readonly readyTimeoutMs?: number;
+  readonly distRoot?: string;
+  readonly detached?: boolean;
+  /** TLS files of this node. Default: the cluster's. */
+  readonly tls?: ClusterTls;
+}
+
+function tlsArgs(tls: ClusterTls | undefined): string[] {
+  return tls === undefined ? [] : ['--tls-cert', tls.cert, '--tls-key', tls.key, '--tls-ca', tls.ca];
+}
+
+/**
+ * Starts one storage node `id` that registers with the cluster's balancer; it is not recorded in
+ * the state file (stop it with its pid, or let it be one of {@link startCluster}'s).
+ */
+export function startNode(
+  state: Pick<ClusterState, 'root' | 'balancer' | 'tls'>,
+  id: string,
+  options: NodeStartOptions = {},
+): Promise<ClusterProcess> {
+  const engine = options.engine ?? 'memory';
+  const dataDir = join(state.root, 'data', id);
+  const args = [
+    '--port',
+    '0',
+    '--id',
+    id,
+    '--engine',
+    engine,
+    '--join',
+    `${state.balancer.host}:${state.balancer.port}`,
+  ];
+  if (engine === 'lmdb') args.push('--data-dir', dataDir);
+  args.push(...tlsArgs(options.tls ?? state.tls));
+  return startProcess(
+    {
+      role: 'node',
+      id,
+      cli: cliPath('@dstore/storage-node', options.distRoot),
+      args,
+      root: state.root,
+      detached: options.detached ?? false,
+      dataDir,
+    },
+    options.readyTimeoutMs ?? 20_000,
+  );
 }
 
 interface ReadyLine {
@@ -117,6 +181,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
           String(options.adminPort ?? 0),
           // The authoritative cluster map: a restarted balancer routes on it at once.
           ...(options.balancerDataDir === false ? [] : ['--data-dir', join(root, 'data', 'balancer')]),
+          ...tlsArgs(options.tls),
         ],
         root,
         detached: options.detached ?? false,
@@ -125,36 +190,22 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     );
     started.push(balancer);
     const nodes: ClusterProcess[] = [];
+    const tls = options.tls;
     for (let index = 1; index <= nodeCount; index++) {
-      const id = `node-${index}`;
-      const dataDir = join(root, 'data', id);
-      const args = [
-        '--port',
-        '0',
-        '--id',
-        id,
-        '--engine',
-        engine,
-        '--join',
-        `${balancer.host}:${balancer.port}`,
-      ];
-      if (engine === 'lmdb') args.push('--data-dir', dataDir);
-      const node = await startProcess(
+      const node = await startNode(
+        { root, balancer, ...(tls === undefined ? {} : { tls }) },
+        `node-${index}`,
         {
-          role: 'node',
-          id,
-          cli: cliPath('@dstore/storage-node', options.distRoot),
-          args,
-          root,
-          detached: options.detached ?? false,
-          dataDir,
+          engine,
+          readyTimeoutMs: timeoutMs,
+          ...(options.distRoot === undefined ? {} : { distRoot: options.distRoot }),
+          ...(options.detached === undefined ? {} : { detached: options.detached }),
         },
-        timeoutMs,
       );
       started.push(node);
       nodes.push(node);
     }
-    const state: ClusterState = { root, balancer, nodes };
+    const state: ClusterState = { root, balancer, nodes, ...(tls === undefined ? {} : { tls }) };
     writeFileSync(statePath(root), `${JSON.stringify(state, null, 2)}\n`);
     await waitForRing(state, timeoutMs);
     return state;
@@ -262,24 +313,54 @@ async function waitForReadyLine(
   throw new Error(`not ready within ${timeoutMs} ms; see ${log}:\n${tail(log)}`);
 }
 
-/** Polls the balancer's /health until every node is up. */
-export async function waitForRing(state: ClusterState, timeoutMs = 20_000): Promise<void> {
+/**
+ * GETs a JSON document from the balancer's admin port: HTTPS verified against the cluster CA when
+ * the cluster runs TLS (fetch cannot take a CA), HTTP otherwise.
+ */
+export function adminJson<T>(state: Pick<ClusterState, 'balancer' | 'tls'>, path: string): Promise<T> {
+  const url = `${state.tls ? 'https' : 'http'}://${state.balancer.host}:${state.balancer.adminPort}${path}`;
+  return new Promise<T>((resolveJson, reject) => {
+    const onResponse = (response: IncomingMessage): void => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => {
+        body += chunk;
+      });
+      response.on('end', () => {
+        try {
+          resolveJson(JSON.parse(body) as T);
+        } catch (error) {
+          reject(error);
+        }
+      });
+    };
+    const request = state.tls
+      ? httpsGet(url, { ca: readFileSync(state.tls.ca), timeout: 5000 }, onResponse)
+      : httpGet(url, { timeout: 5000 }, onResponse);
+    request.on('timeout', () => request.destroy(new Error(`no answer from ${url} within 5000 ms`)));
+    request.on('error', reject);
+  });
+}
+
+/** Polls the balancer's /health until `nodes` nodes (default: every recorded node) are up. */
+export async function waitForRing(
+  state: ClusterState,
+  timeoutMs = 20_000,
+  nodes = state.nodes.length,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
     try {
-      const response = await fetch(`http://${state.balancer.host}:${state.balancer.adminPort}/health`);
-      const health = (await response.json()) as { ready?: boolean; nodes?: number; nodesUp?: number };
+      const health = await adminJson<{ ready?: boolean; nodes?: number; nodesUp?: number }>(state, '/health');
       last = JSON.stringify(health);
-      if (health.ready && health.nodesUp === state.nodes.length) return;
+      if (health.ready && health.nodesUp === nodes) return;
     } catch (error) {
       last = (error as Error).message;
     }
     await sleep(50);
   }
-  throw new Error(
-    `the ring did not get ${state.nodes.length} nodes up within ${timeoutMs} ms (last /health: ${last})`,
-  );
+  throw new Error(`the ring did not get ${nodes} nodes up within ${timeoutMs} ms (last /health: ${last})`);
 }
 
 function tail(file: string): string {

@@ -1,6 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TlsServerOptions } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { MemberState } from './cluster-map.js';
 import type { AdminAuthScope } from './config.js';
@@ -174,15 +176,24 @@ export class AdminServer {
     private readonly metrics: BalancerMetrics,
     private readonly logger: Logger,
     private readonly auth: AdminAuthOptions = { token: undefined, scope: 'mutating' },
+    /** Serve HTTPS with the balancer's certificate (a client certificate is not asked for). Default: HTTP. */
+    tls?: TlsServerOptions,
   ) {
     this.tokenDigest = auth.token === undefined ? undefined : digest(auth.token);
-    this.server = createServer((request, response) => {
+    const listener = (request: IncomingMessage, response: ServerResponse): void => {
       this.handle(request, response).catch((error: unknown) => {
         this.logger.error({ err: error }, 'admin request failed');
         if (!response.headersSent) sendJson(response, 500, { error: (error as Error).message });
         else response.destroy();
       });
-    });
+    };
+    this.server =
+      tls === undefined
+        ? createServer(listener)
+        : createHttpsServer(
+            { cert: tls.cert, key: tls.key, handshakeTimeout: tls.handshakeTimeoutMs ?? 10_000 },
+            listener,
+          );
     // Admin clients are few and short-lived; do not let a stuck one hold shutdown.
     this.server.keepAliveTimeout = 1000;
     this.server.headersTimeout = 5000;

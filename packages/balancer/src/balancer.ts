@@ -7,6 +7,7 @@ import {
   ErrorCode,
   FrameServer,
   Op,
+  peerClientTls,
   type Request,
   type Response,
   requestDenied,
@@ -89,6 +90,7 @@ export class Balancer {
             ? undefined
             : { kind: 'peer', secret: this.options.clusterSecret },
         connectTimeoutMs: Math.min(5000, this.options.requestTimeoutMs * 2),
+        tls: this.options.tls === undefined ? undefined : peerClientTls(this.options.tls),
       },
     });
     this.metrics = new BalancerMetrics(this.membership);
@@ -104,6 +106,7 @@ export class Balancer {
       authTimeoutMs: this.options.authTimeoutMs,
       clientIdleTimeoutMs: this.options.clientIdleTimeoutMs,
       requireAuthentication: true,
+      tls: this.options.tls,
       onRequest: (request, connection) => this.onRequest(request, connection),
     });
     this.server.on('refused', (remote) =>
@@ -111,10 +114,13 @@ export class Balancer {
     );
     this.admin =
       this.options.adminPort >= 0
-        ? new AdminServer(this.membership, this.metrics, this.logger, {
-            token: this.options.adminToken,
-            scope: this.options.adminAuth,
-          })
+        ? new AdminServer(
+            this.membership,
+            this.metrics,
+            this.logger,
+            { token: this.options.adminToken, scope: this.options.adminAuth },
+            this.options.tls,
+          )
         : undefined;
     this.health.on('status', (node, up) => {
       if (up) this.logger.info({ node: node.id, address: node.address }, 'node up');
@@ -174,6 +180,7 @@ export class Balancer {
       clusterSecret: this.options.clusterSecret,
       users: this.users,
       protectedMode: this.options.protectedMode,
+      requireVerifiedPeers: this.options.tls?.ca !== undefined,
       admit: (connection, kind) => this.server.admit(connection, kind),
     });
     this.health.start();

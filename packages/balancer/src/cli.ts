@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readPeerTlsFiles } from '@dstore/protocol';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Balancer } from './balancer.js';
 import {
@@ -32,6 +33,9 @@ interface CliFlags {
   adminHost: string;
   adminToken?: string;
   adminAuth: 'mutating' | 'all';
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
   id?: string;
   dataDir?: string;
   etcd?: string;
@@ -126,6 +130,15 @@ function buildProgram(): Command {
         .choices(['mutating', 'all'])
         .default('mutating'),
     )
+    .option(
+      '--tls-cert <file>',
+      'serve TLS only (client port; admin over HTTPS) with this PEM certificate, also presented when dialing nodes and balancers (default: plaintext)',
+    )
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option(
+      '--tls-ca <file>',
+      'PEM CA bundle that nodes and balancers are verified against; balancers and nodes are then accepted as peers only with a client certificate it signed',
+    )
     .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
     .option(
       '--data-dir <dir>',
@@ -151,6 +164,7 @@ async function main(): Promise<void> {
   const flags = program.opts<CliFlags>();
   const logger = createLogger(flags.logLevel);
   const fromFile = flags.config ? await loadConfigFile(flags.config) : [];
+  const tls = await readPeerTlsFiles({ cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa });
   const balancer = new Balancer({
     host: flags.host,
     port: flags.port,
@@ -171,6 +185,7 @@ async function main(): Promise<void> {
     ...optional('clusterSecret', flags.clusterSecret ?? process.env.DSTORE_CLUSTER_SECRET),
     ...optional('adminToken', flags.adminToken ?? process.env.DSTORE_ADMIN_TOKEN),
     ...optional('usersFile', flags.users),
+    ...(tls === undefined ? {} : { tls }),
     ...(flags.id === undefined ? {} : { id: flags.id }),
     ...(flags.dataDir === undefined ? {} : { dataDir: flags.dataDir }),
     ...(flags.etcd === undefined

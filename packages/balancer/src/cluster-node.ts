@@ -6,6 +6,7 @@ import {
   type Request,
   type RequestOptions,
   type Response,
+  type TlsClientOptions,
   type WithoutId,
 } from '@dstore/protocol';
 
@@ -19,6 +20,11 @@ export interface NodeLinkOptions {
   readonly credentials: Credentials | undefined;
   /** Deadline of connecting plus HELLO, in ms. */
   readonly connectTimeoutMs: number;
+  /**
+   * TLS to the nodes and to other balancers (the balancer's certificate as client certificate,
+   * the cluster CA). Undefined: plaintext.
+   */
+  readonly tls?: TlsClientOptions | undefined;
 }
 
 /** Where a node lives and how much of the ring it gets. */
@@ -66,6 +72,7 @@ export class ClusterNode implements NodeAddress {
       port,
       role: 'balancer',
       connectTimeoutMs: options.connectTimeoutMs,
+      tls: options.tls,
       backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
       credentials: options.credentials,
       connection: {

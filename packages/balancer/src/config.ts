@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { clusterSecretOption, DstoreError, ErrorCode } from '@dstore/protocol';
+import { clusterSecretOption, DstoreError, ErrorCode, type PeerTlsOptions } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { MapStore } from './map-store.js';
 
@@ -78,6 +78,14 @@ export interface BalancerOptions {
    * loopback addresses; without users, clients too.
    */
   readonly protectedMode?: boolean;
+  /**
+   * TLS on every hop: the client port serves TLS only (plaintext connections get TLS_REQUIRED),
+   * the admin server serves HTTPS, and the links to nodes and other balancers use TLS with `cert`
+   * as client certificate, verifying peers against `ca`. With a `ca`, a balancer or node is
+   * accepted as a peer only on a connection whose certificate verified against it (mutual TLS).
+   * Default: plaintext.
+   */
+  readonly tls?: PeerTlsOptions;
   /** Deadline of the per-node STATS fetch behind a client's STATS, in ms. Default 1000. */
   readonly statsTimeoutMs?: number;
   /** Grace period of a shutdown before open connections are cut, in ms. Default 5000. */
@@ -143,6 +151,7 @@ export interface ResolvedBalancerOptions {
   readonly usersFile: string | undefined;
   readonly token: string | undefined;
   readonly protectedMode: boolean;
+  readonly tls: PeerTlsOptions | undefined;
   readonly statsTimeoutMs: number;
   readonly shutdownGraceMs: number;
   readonly dataDir: string | undefined;
@@ -296,6 +305,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     usersFile: options.usersFile === '' ? undefined : options.usersFile,
     token: options.token === '' ? undefined : options.token,
     protectedMode: options.protectedMode ?? true,
+    tls: options.tls,
     statsTimeoutMs: positiveInteger('statsTimeoutMs', options.statsTimeoutMs ?? 1000),
     shutdownGraceMs: positiveInteger('shutdownGraceMs', options.shutdownGraceMs ?? 5000),
     dataDir: options.dataDir === '' ? undefined : options.dataDir,

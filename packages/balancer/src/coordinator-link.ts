@@ -6,6 +6,7 @@ import {
   type LeaveRequest,
   PeerLink,
   type Response,
+  type TlsClientOptions,
   type WithoutId,
 } from '@dstore/protocol';
 
@@ -35,6 +36,8 @@ export interface CoordinatorLinkOptions {
   /** What this balancer proves to the coordinator: the cluster secret (undefined: nothing). */
   readonly credentials: Credentials | undefined;
   readonly connectTimeoutMs: number;
+  /** TLS to the coordinator, as to the nodes. Undefined: plaintext. */
+  readonly tls?: TlsClientOptions | undefined;
 }
 
 /**
@@ -85,6 +88,7 @@ export class CoordinatorLink {
       port: address.port,
       role: 'balancer',
       connectTimeoutMs: this.options.connectTimeoutMs,
+      tls: this.options.tls,
       backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
       credentials: this.options.credentials,
     });

@@ -140,6 +140,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       self: () => this.candidate,
       credentials: options.link.credentials,
       connectTimeoutMs: options.link.connectTimeoutMs,
+      tls: options.link.tls,
     });
   }
 

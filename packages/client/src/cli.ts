@@ -7,14 +7,20 @@ import { DEFAULT_SERVER, DEFAULT_TIMEOUT_MS, ExitCode, positiveInteger, reportEr
 import { registerStatusCommand } from './cli/status.js';
 import { registerHashPasswordCommand } from './cli/users.js';
 
-/** Adds `--server`, `--timeout` and `--json`, which every command that talks to the balancer takes. */
+/**
+ * Adds `--server`, `--timeout`, `--json` and the TLS flags, which every command that talks to the
+ * balancer takes.
+ */
 function addServerOptions(command: Command): Command {
   return command
     .option(
       '--server <host:port[,host:port...]>',
-      'balancer client address, or several comma-separated (tried in order, failing over); dstore:// URL too',
+      'balancer client address, or several comma-separated (tried in order, failing over); dstore:// URL too, dstores:// for TLS',
       DEFAULT_SERVER,
     )
+    .option('--tls-ca <file>', 'connect with TLS, verifying the balancer against this PEM CA bundle')
+    .option('--tls-cert <file>', 'connect with TLS, presenting this PEM client certificate')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--timeout <ms>', 'connect and command deadline in ms', positiveInteger, DEFAULT_TIMEOUT_MS)
     .option('--json', 'machine-readable output (one JSON object)')
     .option('--token <token>', 'password of the user default (env DSTORE_TOKEN)')

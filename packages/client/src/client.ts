@@ -123,6 +123,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
         connectTimeoutMs: this.options.connectTimeout,
         role: 'client',
         credentials: credentialsOf(this.options),
+        ...(this.options.tls === undefined ? {} : { tls: this.options.tls }),
         connection: { requestTimeoutMs: this.options.commandTimeout },
       },
       // With one server a round is one attempt, so `times` means what it always did.

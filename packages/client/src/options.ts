@@ -1,4 +1,4 @@
-import { backoffDelay, type Credentials, DEFAULT_USER } from '@dstore/protocol';
+import { backoffDelay, type Credentials, DEFAULT_USER, type TlsClientOptions } from '@dstore/protocol';
 import { invalidArgument } from './errors.js';
 
 /** One balancer in {@link ClientOptions.servers}: ioredis's `{ host, port }` shape. */
@@ -70,6 +70,13 @@ export interface ClientOptions {
   readonly user?: string;
   /** The password of `user`; never crosses the wire. Default: none. */
   readonly password?: string;
+  /**
+   * Connect with TLS, as ioredis's `tls`: `{ ca, cert, key, servername, rejectUnauthorized }`
+   * (the fields of Node's `tls.connect`). `{}` verifies the balancer against Node's bundled CAs;
+   * a private cluster CA goes in `ca`. A `dstores://` URL sets `{}` when no `tls` is given.
+   * Default: none (plaintext; a TLS-only balancer answers TLS_REQUIRED).
+   */
+  readonly tls?: TlsClientOptions;
   /** A label for this client, used in error messages. Not sent on the wire. Default `''`. */
   readonly name?: string;
 }
@@ -79,11 +86,12 @@ export interface ClientOptions {
  * `port` are those of the first.
  */
 export type ResolvedClientOptions = Required<
-  Omit<ClientOptions, 'token' | 'user' | 'password' | 'servers'>
+  Omit<ClientOptions, 'token' | 'user' | 'password' | 'servers' | 'tls'>
 > & {
   readonly token?: string;
   readonly user?: string;
   readonly password?: string;
+  readonly tls?: TlsClientOptions;
   readonly servers: readonly ResolvedServerAddress[];
 };
 
@@ -113,6 +121,8 @@ export const DEFAULT_CLIENT_OPTIONS: ResolvedClientOptions = Object.freeze({
 
 /** The URL scheme of dstore addresses. */
 export const DSTORE_URL_SCHEME = 'dstore:';
+/** The URL scheme of dstore addresses reached over TLS (as `rediss:` is to `redis:`). */
+export const DSTORE_TLS_URL_SCHEME = 'dstores:';
 
 const NUMBER_PARAMS = ['connectTimeout', 'commandTimeout', 'maxRetriesPerRequest', 'maxQueueLength'] as const;
 const BOOLEAN_PARAMS = ['enableOfflineQueue', 'lazyConnect'] as const;
@@ -128,7 +138,9 @@ interface UrlAddress {
 }
 
 /**
- * Parses `dstore://[:token@]host[:port][,host[:port]...][?option=value&...]`. The password part
+ * Parses `dstore://[:token@]host[:port][,host[:port]...][?option=value&...]`, or the same with
+ * `dstores://`, which connects with TLS (`tls: {}`: the balancer verified against Node's bundled
+ * CAs; pass `tls` in the overrides for a private CA). The password part
  * of the URL is the HELLO token (as in `redis://:password@host`); query parameters set the
  * numeric, boolean and string options by their option names. IPv6 hosts go in brackets:
  * `dstore://[::1]:7379`. One host gives `host` and `port`; several comma-separated hosts give
@@ -154,8 +166,8 @@ function parseUrl(url: string): URL {
   } catch {
     throw invalidArgument(`not a valid URL: ${url}`);
   }
-  if (parsed.protocol !== DSTORE_URL_SCHEME) {
-    throw invalidArgument(`expected a dstore:// URL, got ${parsed.protocol}//`);
+  if (parsed.protocol !== DSTORE_URL_SCHEME && parsed.protocol !== DSTORE_TLS_URL_SCHEME) {
+    throw invalidArgument(`expected a dstore:// or dstores:// URL, got ${parsed.protocol}//`);
   }
   return parsed;
 }
@@ -169,6 +181,7 @@ function addressOf(parsed: URL): UrlAddress {
 
 function optionsOf(parsed: URL): ClientOptions {
   const options: Record<string, unknown> = {};
+  if (parsed.protocol === DSTORE_TLS_URL_SCHEME) options.tls = {};
   // `user:password@` names a user; a lone `:token@` or `token@` is the token (as `redis://:pw@`).
   const user = decodeURIComponent(parsed.username);
   const password = decodeURIComponent(parsed.password);

@@ -53,6 +53,12 @@ export interface AuthenticatorOptions {
    */
   readonly protectedMode?: boolean;
   /**
+   * Mutual TLS: accept a balancer or node only on a connection whose TLS client certificate
+   * verified against the cluster CA (`Connection.tlsPeerVerified`), in addition to the cluster
+   * secret. Set it when the server has a CA. Default false.
+   */
+  readonly requireVerifiedPeers?: boolean;
+  /**
    * Gives an authenticated connection its slot (per-kind caps); false when there is none, and the
    * connection is then answered BUSY and closed. Default: always admitted.
    */
@@ -137,6 +143,13 @@ export class Authenticator {
     }
     if (connection.principal !== undefined) return refuse(id, 'this connection is already authenticated');
     if (hello.role === 'client') return this.helloClient(connection, hello);
+    if (this.options.requireVerifiedPeers === true && !connection.tlsPeerVerified) {
+      return refuse(
+        id,
+        'peers need a TLS client certificate signed by the cluster CA (--tls-cert/--tls-key, --tls-ca)',
+        true,
+      );
+    }
     if (this.peer === undefined) {
       if (this.protectedMode && !isLoopbackAddress(connection.socket.remoteAddress)) {
         return refuse(

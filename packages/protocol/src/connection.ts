@@ -16,6 +16,7 @@ import {
   type WithoutId,
 } from './messages.js';
 import { OutputBuffer } from './output-buffer.js';
+import { isTlsPeerVerified } from './tls.js';
 
 /** Options of a {@link Connection}. Every bound has a default; none is unbounded. */
 export interface ConnectionOptions {
@@ -157,6 +158,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       void this.close();
     });
     this.sweeper.add(this);
+  }
+
+  /**
+   * True when the connection is TLS and the peer's certificate verified against the CA: on a
+   * server, a peer that presented a certificate signed by the cluster's CA (mutual TLS); on a
+   * client, the server's certificate. False on plaintext and for clients without a certificate.
+   */
+  get tlsPeerVerified(): boolean {
+    return isTlsPeerVerified(this.socket);
   }
 
   /** Outgoing requests awaiting an answer. */

@@ -70,6 +70,11 @@ export const ErrorCode = {
    * newer map, or a RING for a node that missed one) and resends.
    */
   STALE_EPOCH: 'STALE_EPOCH',
+  /**
+   * A plaintext connection reached a port that serves TLS only: sent once (id 0), then the
+   * connection is closed. Connect with TLS (`dstores://`, `--tls-ca`).
+   */
+  TLS_REQUIRED: 'TLS_REQUIRED',
   /** The cluster map changed under a writer (compare-and-set failed): another writer got there first. */
   MAP_CONFLICT: 'MAP_CONFLICT',
   /** The stored cluster map cannot be read or is not a valid map: the balancer refuses to guess. */
@@ -111,6 +116,7 @@ export class DstoreError extends Error {
       this.code === ErrorCode.SHUTTING_DOWN ||
       this.code === ErrorCode.UNAUTHORIZED ||
       this.code === ErrorCode.NO_PERMISSION ||
+      this.code === ErrorCode.TLS_REQUIRED ||
       this.code === ErrorCode.NOT_OWNER ||
       this.code === ErrorCode.STALE_EPOCH
     );

@@ -4,6 +4,7 @@ import type { AdmissionKind } from './authenticator.js';
 import { Connection, type ConnectionOptions } from './connection.js';
 import { ErrorCode } from './errors.js';
 import { Op, type Request } from './messages.js';
+import { TLS_REQUIRED_MESSAGE, TlsGate, type TlsServerOptions } from './tls.js';
 
 /** Options of a {@link FrameServer}. */
 export interface FrameServerOptions {
@@ -43,6 +44,11 @@ export interface FrameServerOptions {
   readonly clientIdleTimeoutMs?: number;
   /** Options of every accepted {@link Connection}. `onRequest` is set by the server. */
   readonly connection?: Omit<ConnectionOptions, 'onRequest'>;
+  /**
+   * Serve TLS only: a plaintext connection gets one ERROR `TLS_REQUIRED` and is closed. Default:
+   * plaintext.
+   */
+  readonly tls?: TlsServerOptions | undefined;
   /** Handles each request of each connection. */
   readonly onRequest: (request: Request, connection: Connection) => void;
 }
@@ -77,6 +83,7 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
     readonly authTimeoutMs: number;
   };
   private deadlineTimer: NodeJS.Timeout | undefined;
+  private readonly tlsGate: TlsGate | undefined;
 
   constructor(private readonly options: FrameServerOptions) {
     super();
@@ -87,8 +94,22 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
       pendingPerAddress: options.maxPendingPerAddress ?? 64,
       authTimeoutMs: options.authTimeoutMs ?? 5000,
     };
+    // With TLS, sockets reach accept() once secure; a socket in its handshake has not
+    // authenticated either, so at most the pending cap of them wait for that.
+    this.tlsGate =
+      options.tls === undefined
+        ? undefined
+        : new TlsGate(
+            options.tls,
+            this.limits.pending,
+            (socket) => this.accept(socket),
+            (socket) => this.refuse(socket, ErrorCode.TLS_REQUIRED, TLS_REQUIRED_MESSAGE),
+          );
+    const gate = this.tlsGate;
     // Half-open: a peer that sends its last requests and shuts its side still gets its answers.
-    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
+    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) =>
+      gate === undefined ? this.accept(socket) : gate.admit(socket),
+    );
   }
 
   /** Binds and resolves with the bound address. */
@@ -135,6 +156,7 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
   async close(graceMs = 5000): Promise<void> {
     if (this.deadlineTimer !== undefined) clearInterval(this.deadlineTimer);
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.tlsGate?.destroyPending();
     const timer = setTimeout(() => {
       for (const connection of this.connections) connection.destroy();
     }, graceMs);
@@ -165,13 +187,15 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
   private accept(socket: Socket): void {
     const { client, peer, pending } = this.limits;
     if (this.connections.size >= client + peer + pending) {
-      this.refuse(socket);
+      this.refuse(socket, ErrorCode.BUSY, `too many connections (limit ${client + peer + pending})`);
+      this.emit('refused', `${socket.remoteAddress}:${socket.remotePort}`);
       return;
     }
     const address = socket.remoteAddress ?? '';
     if (this.options.requireAuthentication !== true) {
       if (this.admitted.client.size >= client) {
-        this.refuse(socket);
+        this.refuse(socket, ErrorCode.BUSY, `too many connections (limit ${client})`);
+        this.emit('refused', `${socket.remoteAddress}:${socket.remotePort}`);
         return;
       }
       const connection = this.track(socket, address);
@@ -241,18 +265,14 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
     this.emit('evicted', entry?.address ?? '', reason);
   }
 
-  private refuse(socket: Socket): void {
-    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+  /** Sends one connection-level ERROR (id 0) and closes, never waiting more than a second. */
+  private refuse(socket: Socket, code: ErrorCode, message: string): void {
     socket.on('error', () => undefined);
     const connection = new Connection(socket);
-    connection.send({
-      op: Op.ERROR,
-      id: 0,
-      code: ErrorCode.BUSY,
-      message: `too many connections (limit ${this.connections.size})`,
-    });
+    connection.send({ op: Op.ERROR, id: 0, code, message });
     void connection.close();
+    // Read on (a sniffed socket is paused) so the peer's own close is seen and ends it early.
+    socket.resume();
     setTimeout(() => connection.destroy(), 1000).unref();
-    this.emit('refused', remote);
   }
 }

@@ -46,6 +46,20 @@ export {
 } from './peer-link.js';
 export { checkBodyShape } from './shape.js';
 export {
+  isTlsPeerVerified,
+  type PeerTlsOptions,
+  type PemInput,
+  peerClientTls,
+  readPeerTlsFiles,
+  readTlsFiles,
+  TLS_HANDSHAKE_RECORD,
+  TLS_REQUIRED_MESSAGE,
+  type TlsClientOptions,
+  type TlsFiles,
+  type TlsMaterial,
+  type TlsServerOptions,
+} from './tls.js';
+export {
   clusterOnly,
   keyDenied,
   parseUsersFile,

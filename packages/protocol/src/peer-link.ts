@@ -13,18 +13,25 @@ import {
   type Response,
   type WithoutId,
 } from './messages.js';
+import { connectTls, type TlsClientOptions } from './tls.js';
 
 /** Options of {@link connectSocket}. */
 export interface ConnectSocketOptions {
   readonly host: string;
   readonly port: number;
-  /** Give up connecting after this many ms. Default 5000. */
+  /** Give up connecting (TLS handshake included) after this many ms. Default 5000. */
   readonly connectTimeoutMs?: number;
+  /** Connect with TLS, verifying the server as these options say. Default: plaintext. */
+  readonly tls?: TlsClientOptions | undefined;
 }
 
-/** Opens a TCP socket, failing with UNAVAILABLE on refusal and TIMEOUT past `connectTimeoutMs`. */
+/**
+ * Opens a TCP socket, or a TLS one when `tls` is given, failing with UNAVAILABLE on refusal or a
+ * failed TLS handshake (the TLS cause in the message) and TIMEOUT past `connectTimeoutMs`.
+ */
 export function connectSocket(options: ConnectSocketOptions): Promise<Socket> {
   const timeoutMs = options.connectTimeoutMs ?? 5000;
+  if (options.tls !== undefined) return connectTls(options, options.tls, timeoutMs);
   return new Promise<Socket>((resolve, reject) => {
     const socket = netConnect({ host: options.host, port: options.port, allowHalfOpen: true });
     const timer = setTimeout(() => {

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { type PeerTlsOptions, readPeerTlsFiles } from '@dstore/protocol';
 /**
  * `dstore-node`: runs one storage node. Prints one JSON "ready" line on stdout once listening
  * (scripts parse it), logs to stderr with pino, stops gracefully on SIGTERM/SIGINT.
@@ -51,6 +52,9 @@ interface CliFlags {
   clusterSecret?: string;
   protectedMode: boolean;
   authTimeout: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
   heartbeatInterval: number;
   drainTimeout: number;
   leaveTimeout: number;
@@ -130,6 +134,15 @@ function buildProgram(): Command {
       5000,
     )
     .option(
+      '--tls-cert <file>',
+      'serve TLS only with this PEM certificate, also presented when dialing balancers and nodes (default: plaintext)',
+    )
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option(
+      '--tls-ca <file>',
+      'PEM CA bundle that balancers and nodes are verified against (mutual TLS between peers)',
+    )
+    .option(
       '--heartbeat-interval <ms>',
       'interval between HEARTBEATs to the balancer',
       integer(10, 2 ** 31 - 1),
@@ -162,8 +175,9 @@ function buildProgram(): Command {
     .exitOverride();
 }
 
-function toNodeOptions(flags: CliFlags, logger: Logger): StorageNodeOptions {
+function toNodeOptions(flags: CliFlags, logger: Logger, tls: PeerTlsOptions | undefined): StorageNodeOptions {
   return {
+    ...(tls === undefined ? {} : { tls }),
     host: flags.host,
     port: flags.port,
     id: flags.id,
@@ -237,9 +251,11 @@ async function main(): Promise<void> {
     { name: 'dstore-node', level: flags.logLevel },
     pino.destination({ dest: 2, sync: true }),
   );
-  const options = toNodeOptions(flags, logger);
+  let options: StorageNodeOptions;
   let advertiseHost: string;
   try {
+    const tls = await readPeerTlsFiles({ cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa });
+    options = toNodeOptions(flags, logger, tls);
     advertiseHost = resolveNodeOptions(options).advertiseHost;
   } catch (error) {
     process.stderr.write(`dstore-node: ${(error as Error).message}\n`);

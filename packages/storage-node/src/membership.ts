@@ -6,6 +6,7 @@ import {
   ErrorCode,
   FailoverLink,
   Op,
+  type TlsClientOptions,
 } from '@dstore/protocol';
 import type { Logger } from 'pino';
 
@@ -39,6 +40,8 @@ export interface MembershipOptions {
   readonly weight: number;
   /** What the node proves to balancers: the cluster secret (undefined: nothing). */
   readonly credentials: Credentials | undefined;
+  /** TLS to the balancers (this node's certificate as client certificate, the cluster CA). Default: plaintext. */
+  readonly tls?: TlsClientOptions | undefined;
   readonly heartbeatIntervalMs: number;
   /**
    * This node's identity (its incarnation), sent in every JOIN so that the balancer's cluster map
@@ -114,6 +117,7 @@ export class Membership {
       link: {
         role: 'node',
         credentials: options.credentials,
+        tls: options.tls,
         connectTimeoutMs: 2000,
         connection: { requestTimeoutMs: MEMBERSHIP_REQUEST_TIMEOUT_MS },
       },

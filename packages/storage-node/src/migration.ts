@@ -12,6 +12,7 @@ import {
   Op,
   type PurgeRequest,
   type RingRequest,
+  type TlsClientOptions,
 } from '@dstore/protocol';
 import type { ScannedEntry, StorageEngine } from './engines/index.js';
 import type { Ownership } from './ownership.js';
@@ -107,6 +108,8 @@ export class MigrationService {
     private readonly options: {
       /** What the node proves to the new owner: the cluster secret (undefined: nothing). */
       readonly credentials: Credentials | undefined;
+      /** TLS to the new owners (this node's certificate, the cluster CA). Default: plaintext. */
+      readonly tls?: TlsClientOptions | undefined;
       readonly limits: MigrationLimits;
     },
   ) {}
@@ -228,7 +231,12 @@ export class MigrationService {
   }
 
   private async connect(request: MigrateRequest): Promise<Connection> {
-    const socket = await connectSocket({ host: request.host, port: request.port, connectTimeoutMs: 5000 });
+    const socket = await connectSocket({
+      host: request.host,
+      port: request.port,
+      connectTimeoutMs: 5000,
+      tls: this.options.tls,
+    });
     const connection = new Connection(socket, { requestTimeoutMs: this.options.limits.batchTimeoutMs });
     try {
       const hello = await handshake(connection, 'node', { credentials: this.options.credentials });

@@ -1,5 +1,11 @@
 import { hostname } from 'node:os';
-import { clusterSecretOption, DstoreError, ErrorCode, type ProtocolLimits } from '@dstore/protocol';
+import {
+  clusterSecretOption,
+  DstoreError,
+  ErrorCode,
+  type PeerTlsOptions,
+  type ProtocolLimits,
+} from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { LmdbDurability } from './engines/index.js';
 import type { BalancerAddress } from './membership.js';
@@ -68,6 +74,13 @@ export interface StorageNodeOptions {
   readonly protectedMode?: boolean;
   /** A connection must authenticate within this many ms of connecting. Default 5000. */
   readonly authTimeoutMs?: number;
+  /**
+   * TLS on every hop of this node: its port serves TLS only (plaintext connections get
+   * TLS_REQUIRED), and it dials the balancers and, when migrating keys, other nodes with TLS,
+   * presenting `cert` as its client certificate and verifying them against `ca`. Default:
+   * plaintext.
+   */
+  readonly tls?: PeerTlsOptions;
   /** Most open connections; the excess get BUSY and are closed. Default 1024. */
   readonly maxConnections?: number;
   /** Close a connection after this many ms without traffic; 0 disables. Default 300000 (5 min). */
@@ -122,6 +135,7 @@ export interface ResolvedNodeOptions {
   readonly clusterSecret: string | undefined;
   readonly protectedMode: boolean;
   readonly authTimeoutMs: number;
+  readonly tls: PeerTlsOptions | undefined;
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
   readonly frameTimeoutMs: number;
@@ -225,6 +239,7 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
     clusterSecret: clusterSecretOption(options.clusterSecret),
     protectedMode: options.protectedMode ?? true,
     authTimeoutMs: integerIn('authTimeoutMs', options.authTimeoutMs ?? 5000, 1, 2 ** 31 - 1),
+    tls: options.tls,
     maxConnections: integerIn('maxConnections', options.maxConnections ?? 1024, 1, 1_000_000),
     idleTimeoutMs: integerIn('idleTimeoutMs', options.idleTimeoutMs ?? 300_000, 0, 2 ** 31 - 1),
     frameTimeoutMs: integerIn('frameTimeoutMs', options.frameTimeoutMs ?? 10_000, 1, 2 ** 31 - 1),

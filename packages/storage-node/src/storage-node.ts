@@ -5,6 +5,7 @@ import {
   DstoreError,
   ErrorCode,
   FrameServer,
+  peerClientTls,
   type StatsMap,
   UserDirectory,
 } from '@dstore/protocol';
@@ -135,8 +136,10 @@ class StorageNodeImpl implements StorageNode {
     this.nodeIdentity = identity;
     this.openedEngine = engine;
     const ownership = new Ownership(() => this.id);
+    const peerTls = options.tls === undefined ? undefined : peerClientTls(options.tls);
     const migration = new MigrationService(engine, ownership, {
       credentials: this.peerCredentials,
+      tls: peerTls,
       limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
     });
     const handler = new RequestHandler({
@@ -151,6 +154,7 @@ class StorageNodeImpl implements StorageNode {
         clusterSecret: options.clusterSecret,
         users,
         protectedMode: options.protectedMode,
+        requireVerifiedPeers: options.tls?.ca !== undefined,
         admit: (connection, kind) => this.server?.admit(connection, kind) ?? false,
       }),
       serverStats: () => ({
@@ -165,6 +169,7 @@ class StorageNodeImpl implements StorageNode {
       maxConnections: options.maxConnections,
       authTimeoutMs: options.authTimeoutMs,
       requireAuthentication: true,
+      tls: options.tls,
       connection: {
         limits: options.limits,
         idleTimeoutMs: options.idleTimeoutMs,
@@ -250,6 +255,7 @@ class StorageNodeImpl implements StorageNode {
       port,
       weight: this.options.weight,
       credentials: this.peerCredentials,
+      tls: this.options.tls === undefined ? undefined : peerClientTls(this.options.tls),
       heartbeatIntervalMs: this.options.heartbeatIntervalMs,
       keyCount: () => engine.count(),
       logger: this.logger,

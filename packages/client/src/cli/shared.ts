@@ -1,3 +1,4 @@
+import { readTlsFiles, type TlsClientOptions } from '@dstore/protocol';
 import { InvalidArgumentError } from 'commander';
 import { createClient, type DstoreClient } from '../client.js';
 import { DstoreError, ErrorCode } from '../errors.js';
@@ -29,6 +30,11 @@ export interface ServerOptions {
   /** A user, with `password` (else env DSTORE_PASSWORD); a `dstore://user:password@` server too. */
   readonly user?: string;
   readonly password?: string;
+  /** PEM CA bundle the balancer is verified against; implies TLS. */
+  readonly tlsCa?: string;
+  /** PEM client certificate (with `tlsKey`), for balancers that check one; implies TLS. */
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
 }
 
 /** The credentials of a command: flags, then the `user:password@` of a URL, then the env. */
@@ -47,6 +53,16 @@ function credentialOptions(options: ServerOptions): { token?: string; user?: str
   if (user !== undefined) return { user, password: password ?? process.env.DSTORE_PASSWORD ?? '' };
   token ??= process.env.DSTORE_TOKEN;
   return token === undefined || token === '' ? {} : { token };
+}
+
+/**
+ * The TLS of a CLI connection: from `--tls-ca`/`--tls-cert`/`--tls-key` (files), or `{}` (Node's
+ * bundled CAs) for a `dstores://` server without them; undefined for plaintext.
+ */
+export async function cliTls(options: ServerOptions): Promise<TlsClientOptions | undefined> {
+  const material = await readTlsFiles({ ca: options.tlsCa, cert: options.tlsCert, key: options.tlsKey });
+  if (material !== undefined) return material;
+  return /^dstores:\/\//i.test(options.server.trim()) ? {} : undefined;
 }
 
 /** A host and port read from the command line. */
@@ -69,7 +85,7 @@ export function parseHostPort(text: string, defaultPort: number): HostPort {
 
 /**
  * Parses a comma-separated list of addresses, each as {@link parseHostPort} reads one, with at
- * most one `dstore://` prefix for the whole list: `a:7379,b:7379` or `dstore://a:7379,[::1]:7379`.
+ * most one `dstore://` (or `dstores://`) prefix for the whole list: `a:7379,b:7379` or `dstore://a:7379,[::1]:7379`.
  */
 export function parseHostPortList(text: string, defaultPort: number): HostPort[] {
   const entries = text
@@ -131,9 +147,11 @@ export function positiveNumber(value: string): number {
  * deadline on the connect and on every command.
  */
 export async function openClient(options: ServerOptions): Promise<DstoreClient> {
+  const tls = await cliTls(options);
   const client = createClient({
     servers: parseHostPortList(options.server, 7379),
     ...credentialOptions(options),
+    ...(tls === undefined ? {} : { tls }),
     lazyConnect: true,
     retryStrategy: () => null,
     connectTimeout: options.timeout,
