@@ -20,6 +20,14 @@ export interface NodeLinkOptions {
   readonly connectTimeoutMs: number;
 }
 
+/** A node's storage condition, as its last HEARTBEAT reported it. */
+export interface NodeStorage {
+  /** '' when the node accepts writes; else why it refuses them (a full disk, a memory cap). */
+  readonly degraded: string;
+  readonly usedBytes: number;
+  readonly availableBytes: number;
+}
+
 /** Where a node lives and how much of the ring it gets. */
 export interface NodeAddress {
   readonly id: string;
@@ -38,6 +46,8 @@ export class ClusterNode implements NodeAddress {
   up = false;
   /** Keys the node reported in its last HEARTBEAT (0 before any). */
   keyCount = 0;
+  /** Storage condition from its last HEARTBEAT; undefined before one, or from a node that does not report it. */
+  storage: NodeStorage | undefined;
   /** `performance.now()` of the last JOIN or HEARTBEAT; only meaningful when `registered`. */
   lastHeartbeatAt = 0;
   /** A graceful leave is under way: out of the ring, still serving its keys until they moved. */

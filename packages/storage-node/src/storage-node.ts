@@ -195,11 +195,11 @@ class StorageNodeImpl implements StorageNode {
   }
 
   private async openConfiguredEngine(): Promise<StorageEngine> {
-    const { engine, dataDir, durability } = this.options;
+    const { engine, dataDir, durability, mapSize, maxMemory, eviction } = this.options;
     try {
       return engine === 'lmdb'
-        ? await openEngine({ engine: 'lmdb', dataDir: dataDir as string, durability })
-        : await openEngine({ engine: 'memory' });
+        ? await openEngine({ engine: 'lmdb', dataDir: dataDir as string, durability, mapSize })
+        : await openEngine({ engine: 'memory', maxMemory, eviction });
     } catch (error) {
       throw new DstoreError(
         ErrorCode.INTERNAL,
@@ -220,6 +220,7 @@ class StorageNodeImpl implements StorageNode {
       token: this.options.token,
       heartbeatIntervalMs: this.options.heartbeatIntervalMs,
       keyCount: () => engine.count(),
+      storage: () => engine.health(),
       logger: this.logger,
     });
     this.membership.start();
