@@ -90,6 +90,7 @@ export class Balancer {
       host: this.options.host,
       port: this.options.port,
       maxConnections: this.options.maxConnections,
+      connection: { maxServingBytes: this.options.maxClientBytesInFlight },
       onRequest: (request, connection) => this.onRequest(request, connection),
     });
     this.server.on('refused', (remote) =>

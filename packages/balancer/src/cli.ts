@@ -23,6 +23,7 @@ interface CliFlags {
   heartbeatTimeout: number;
   maxConnections: number;
   maxInFlight: number;
+  maxClientBytesInFlight: number;
   token?: string;
   id?: string;
   dataDir?: string;
@@ -80,6 +81,12 @@ function buildProgram(): Command {
     )
     .option('--max-connections <n>', 'most client connections', integer(1), 1024)
     .option('--max-in-flight <n>', 'most requests in flight per node connection', integer(1), 4096)
+    .option(
+      '--max-client-bytes-in-flight <bytes>',
+      'most bytes of large requests one client connection may have in flight to the nodes (reading it pauses past this)',
+      integer(1),
+      4 * 1024 * 1024,
+    )
     .option('--token <token>', 'shared secret clients and nodes must send in HELLO')
     .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
     .option(
@@ -116,6 +123,7 @@ async function main(): Promise<void> {
     heartbeatTimeoutMs: flags.heartbeatTimeout,
     maxConnections: flags.maxConnections,
     maxInFlightPerNode: flags.maxInFlight,
+    maxClientBytesInFlight: flags.maxClientBytesInFlight,
     logger,
     ...(flags.token === undefined ? {} : { token: flags.token }),
     ...(flags.id === undefined ? {} : { id: flags.id }),

@@ -1,6 +1,8 @@
 import {
   type Connection,
   type HelloOkResponse,
+  LARGE_REQUEST_BYTES,
+  Op,
   PeerLink,
   type Request,
   type RequestOptions,
@@ -26,6 +28,24 @@ export interface NodeStorage {
   readonly degraded: string;
   readonly usedBytes: number;
   readonly availableBytes: number;
+}
+
+/**
+ * Output bound of a bulk link: room for the bytes in flight of many flooding client connections
+ * (each bounded by the balancer's `maxClientBytesInFlight`) before it answers BUSY, and only to them.
+ */
+const BULK_LINK_OUTPUT_BYTES = 64 * 1024 * 1024;
+
+/** A SET or MSET carrying at least {@link LARGE_REQUEST_BYTES} of values. Counted without allocating. */
+function isLargeWrite(message: WithoutId<Request>): boolean {
+  if (message.op === Op.SET) return message.value.length >= LARGE_REQUEST_BYTES;
+  if (message.op !== Op.MSET) return false;
+  let bytes = 0;
+  for (const entry of message.entries) {
+    bytes += entry.value.length;
+    if (bytes >= LARGE_REQUEST_BYTES) return true;
+  }
+  return false;
 }
 
 /** Where a node lives and how much of the ring it gets. */
@@ -55,6 +75,14 @@ export class ClusterNode implements NodeAddress {
   /** The peer at the address answered HELLO with another id: never forward to it. */
   identityMismatch: string | undefined;
   readonly link: PeerLink;
+  /**
+   * A second link for large writes (a SET or MSET of {@link LARGE_REQUEST_BYTES} or more): a
+   * client flooding big values fills this link's buffers and the node's socket, not the one the
+   * small requests of every other client share, so theirs do not queue behind megabytes.
+   */
+  readonly bulkLink: PeerLink;
+  /** The bulk link's peer answered HELLO with this node's id (large writes never go elsewhere). */
+  private bulkVerified = false;
   /** Longest wait for a graceful close: every pending request has met its deadline by then. */
   private readonly closeGraceMs: number;
 
@@ -70,19 +98,26 @@ export class ClusterNode implements NodeAddress {
     options: NodeLinkOptions,
   ) {
     this.closeGraceMs = options.requestTimeoutMs + 100;
-    this.link = new PeerLink({
-      host,
-      port,
-      role: 'balancer',
-      connectTimeoutMs: options.connectTimeoutMs,
-      backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
-      ...(options.token === undefined ? {} : { token: options.token }),
-      connection: {
-        requestTimeoutMs: options.requestTimeoutMs,
-        maxInFlight: options.maxInFlight,
-      },
-    });
+    const link = (maxOutputBytes: number | undefined): PeerLink =>
+      new PeerLink({
+        host,
+        port,
+        role: 'balancer',
+        connectTimeoutMs: options.connectTimeoutMs,
+        backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
+        ...(options.token === undefined ? {} : { token: options.token }),
+        connection: {
+          requestTimeoutMs: options.requestTimeoutMs,
+          maxInFlight: options.maxInFlight,
+          ...(maxOutputBytes === undefined ? {} : { maxOutputBytes }),
+        },
+      });
+    this.link = link(undefined);
+    this.bulkLink = link(BULK_LINK_OUTPUT_BYTES);
     this.link.on('ready', (hello) => this.checkIdentity(hello));
+    this.bulkLink.on('ready', (hello) => {
+      this.bulkVerified = !this.verifyIdentity || hello.serverId === this.id;
+    });
   }
 
   /** `host:port`, as dialed. */
@@ -100,14 +135,20 @@ export class ClusterNode implements NodeAddress {
     return this.link.connection;
   }
 
-  /** Sends a request to the node; fails with UNAVAILABLE at once when the link is down. */
+  /**
+   * Sends a request to the node, large writes on the bulk link (while it is up); fails with
+   * UNAVAILABLE at once when the link is down.
+   */
   forward(message: WithoutId<Request>, options?: RequestOptions): Promise<Response> {
+    if (this.bulkVerified && this.bulkLink.isReady && isLargeWrite(message))
+      return this.bulkLink.request(message, options);
     return this.link.request(message, options);
   }
 
   /** Starts connecting (and reconnecting with backoff). */
   start(): void {
     this.link.start();
+    this.bulkLink.start();
   }
 
   /**
@@ -116,11 +157,13 @@ export class ClusterNode implements NodeAddress {
    * re-registration are bounded.
    */
   async close(graceMs = this.closeGraceMs): Promise<void> {
-    const connection = this.link.connection;
-    const timer = setTimeout(() => connection?.destroy(), graceMs);
+    const connections = [this.link.connection, this.bulkLink.connection];
+    const timer = setTimeout(() => {
+      for (const connection of connections) connection?.destroy();
+    }, graceMs);
     timer.unref();
     try {
-      await this.link.close();
+      await Promise.all([this.link.close(), this.bulkLink.close()]);
     } finally {
       clearTimeout(timer);
     }

@@ -38,6 +38,12 @@ export interface BalancerOptions {
   readonly heartbeatTimeoutMs?: number;
   /** Most requests in flight on one node connection; past it the client gets BUSY. Default 4096. */
   readonly maxInFlightPerNode?: number;
+  /**
+   * Most bytes of large requests (16 KiB or more each) one client connection may have in flight
+   * towards the nodes; past it the balancer stops reading that connection until answers come
+   * back, so a client flooding big writes slows itself, not the others. Default 4 MiB.
+   */
+  readonly maxClientBytesInFlight?: number;
   /** Most client (and node registration) connections. Default 1024. */
   readonly maxConnections?: number;
   /** Shared secret: when set, every connection must HELLO with it before anything else. */
@@ -92,6 +98,7 @@ export interface ResolvedBalancerOptions {
   readonly requestTimeoutMs: number;
   readonly heartbeatTimeoutMs: number;
   readonly maxInFlightPerNode: number;
+  readonly maxClientBytesInFlight: number;
   readonly maxConnections: number;
   readonly token: string | undefined;
   readonly statsTimeoutMs: number;
@@ -223,6 +230,10 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     requestTimeoutMs: positiveInteger('requestTimeoutMs', options.requestTimeoutMs ?? 2000),
     heartbeatTimeoutMs: positiveInteger('heartbeatTimeoutMs', options.heartbeatTimeoutMs ?? 3000),
     maxInFlightPerNode: positiveInteger('maxInFlightPerNode', options.maxInFlightPerNode ?? 4096),
+    maxClientBytesInFlight: positiveInteger(
+      'maxClientBytesInFlight',
+      options.maxClientBytesInFlight ?? 4 * 1024 * 1024,
+    ),
     maxConnections: positiveInteger('maxConnections', options.maxConnections ?? 1024),
     token: options.token === '' ? undefined : options.token,
     statsTimeoutMs: positiveInteger('statsTimeoutMs', options.statsTimeoutMs ?? 1000),
