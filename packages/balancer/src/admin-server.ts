@@ -25,6 +25,17 @@ export interface RingNodeView {
   readonly identity: string;
   /** The member's state in the cluster map. */
   readonly state: MemberState;
+  /**
+   * The node's storage as its last HEARTBEAT reported it: `ok`, or `degraded` (writes refused,
+   * reads and deletes served) with the reason, and its used/available bytes. Absent for nodes that
+   * do not heartbeat here or do not report it.
+   */
+  readonly storage?: {
+    readonly state: 'ok' | 'degraded';
+    readonly reason: string;
+    readonly usedBytes: number;
+    readonly availableBytes: number;
+  };
 }
 
 /** The cluster map as `/ring` shows it. */
@@ -101,6 +112,16 @@ export function ringView(membership: Membership): RingView {
       keys: node.keyCount,
       identity: members.get(node.id)?.identity ?? '',
       state: members.get(node.id)?.state ?? 'removed',
+      ...(node.storage === undefined
+        ? {}
+        : {
+            storage: {
+              state: node.storage.degraded === '' ? ('ok' as const) : ('degraded' as const),
+              reason: node.storage.degraded,
+              usedBytes: node.storage.usedBytes,
+              availableBytes: node.storage.availableBytes,
+            },
+          }),
     })),
     migration: membership.migrator.snapshot(),
   };

@@ -107,6 +107,7 @@ export class Balancer {
       clientIdleTimeoutMs: this.options.clientIdleTimeoutMs,
       requireAuthentication: true,
       tls: this.options.tls,
+      connection: { maxServingBytes: this.options.maxClientBytesInFlight },
       onRequest: (request, connection) => this.onRequest(request, connection),
     });
     this.server.on('refused', (remote) =>

@@ -24,6 +24,7 @@ interface CliFlags {
   heartbeatTimeout: number;
   maxConnections: number;
   maxInFlight: number;
+  maxClientBytesInFlight: number;
   token?: string;
   clusterSecret?: string;
   users?: string;
@@ -139,6 +140,12 @@ function buildProgram(): Command {
       '--tls-ca <file>',
       'PEM CA bundle that nodes and balancers are verified against; balancers and nodes are then accepted as peers only with a client certificate it signed',
     )
+    .option(
+      '--max-client-bytes-in-flight <bytes>',
+      'most bytes of large requests one client connection may have in flight to the nodes (reading it pauses past this)',
+      integer(1),
+      4 * 1024 * 1024,
+    )
     .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
     .option(
       '--data-dir <dir>',
@@ -175,6 +182,7 @@ async function main(): Promise<void> {
     heartbeatTimeoutMs: flags.heartbeatTimeout,
     maxConnections: flags.maxConnections,
     maxInFlightPerNode: flags.maxInFlight,
+    maxClientBytesInFlight: flags.maxClientBytesInFlight,
     logger,
     adminHost: flags.adminHost,
     adminAuth: flags.adminAuth,

@@ -2,6 +2,8 @@ import {
   type Connection,
   type Credentials,
   type HelloOkResponse,
+  LARGE_REQUEST_BYTES,
+  Op,
   PeerLink,
   type Request,
   type RequestOptions,
@@ -27,6 +29,32 @@ export interface NodeLinkOptions {
   readonly tls?: TlsClientOptions | undefined;
 }
 
+/** A node's storage condition, as its last HEARTBEAT reported it. */
+export interface NodeStorage {
+  /** '' when the node accepts writes; else why it refuses them (a full disk, a memory cap). */
+  readonly degraded: string;
+  readonly usedBytes: number;
+  readonly availableBytes: number;
+}
+
+/**
+ * Output bound of a bulk link: room for the bytes in flight of many flooding client connections
+ * (each bounded by the balancer's `maxClientBytesInFlight`) before it answers BUSY, and only to them.
+ */
+const BULK_LINK_OUTPUT_BYTES = 64 * 1024 * 1024;
+
+/** A SET or MSET carrying at least {@link LARGE_REQUEST_BYTES} of values. Counted without allocating. */
+function isLargeWrite(message: WithoutId<Request>): boolean {
+  if (message.op === Op.SET) return message.value.length >= LARGE_REQUEST_BYTES;
+  if (message.op !== Op.MSET) return false;
+  let bytes = 0;
+  for (const entry of message.entries) {
+    bytes += entry.value.length;
+    if (bytes >= LARGE_REQUEST_BYTES) return true;
+  }
+  return false;
+}
+
 /** Where a node lives and how much of the ring it gets. */
 export interface NodeAddress {
   readonly id: string;
@@ -45,6 +73,8 @@ export class ClusterNode implements NodeAddress {
   up = false;
   /** Keys the node reported in its last HEARTBEAT (0 before any). */
   keyCount = 0;
+  /** Storage condition from its last HEARTBEAT; undefined before one, or from a node that does not report it. */
+  storage: NodeStorage | undefined;
   /** `performance.now()` of the last JOIN or HEARTBEAT; only meaningful when `registered`. */
   lastHeartbeatAt = 0;
   /** A graceful leave is under way: out of the ring, still serving its keys until they moved. */
@@ -52,6 +82,14 @@ export class ClusterNode implements NodeAddress {
   /** The peer at the address answered HELLO with another id: never forward to it. */
   identityMismatch: string | undefined;
   readonly link: PeerLink;
+  /**
+   * A second link for large writes (a SET or MSET of {@link LARGE_REQUEST_BYTES} or more): a
+   * client flooding big values fills this link's buffers and the node's socket, not the one the
+   * small requests of every other client share, so theirs do not queue behind megabytes.
+   */
+  readonly bulkLink: PeerLink;
+  /** The bulk link's peer answered HELLO with this node's id (large writes never go elsewhere). */
+  private bulkVerified = false;
   /** Longest wait for a graceful close: every pending request has met its deadline by then. */
   private readonly closeGraceMs: number;
 
@@ -67,20 +105,27 @@ export class ClusterNode implements NodeAddress {
     options: NodeLinkOptions,
   ) {
     this.closeGraceMs = options.requestTimeoutMs + 100;
-    this.link = new PeerLink({
-      host,
-      port,
-      role: 'balancer',
-      connectTimeoutMs: options.connectTimeoutMs,
-      tls: options.tls,
-      backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
-      credentials: options.credentials,
-      connection: {
-        requestTimeoutMs: options.requestTimeoutMs,
-        maxInFlight: options.maxInFlight,
-      },
-    });
+    const link = (maxOutputBytes: number | undefined): PeerLink =>
+      new PeerLink({
+        host,
+        port,
+        role: 'balancer',
+        connectTimeoutMs: options.connectTimeoutMs,
+        tls: options.tls,
+        backoff: { initialDelayMs: 50, maxDelayMs: 1000 },
+        credentials: options.credentials,
+        connection: {
+          requestTimeoutMs: options.requestTimeoutMs,
+          maxInFlight: options.maxInFlight,
+          ...(maxOutputBytes === undefined ? {} : { maxOutputBytes }),
+        },
+      });
+    this.link = link(undefined);
+    this.bulkLink = link(BULK_LINK_OUTPUT_BYTES);
     this.link.on('ready', (hello) => this.checkIdentity(hello));
+    this.bulkLink.on('ready', (hello) => {
+      this.bulkVerified = !this.verifyIdentity || hello.serverId === this.id;
+    });
   }
 
   /** `host:port`, as dialed. */
@@ -98,14 +143,20 @@ export class ClusterNode implements NodeAddress {
     return this.link.connection;
   }
 
-  /** Sends a request to the node; fails with UNAVAILABLE at once when the link is down. */
+  /**
+   * Sends a request to the node, large writes on the bulk link (while it is up); fails with
+   * UNAVAILABLE at once when the link is down.
+   */
   forward(message: WithoutId<Request>, options?: RequestOptions): Promise<Response> {
+    if (this.bulkVerified && this.bulkLink.isReady && isLargeWrite(message))
+      return this.bulkLink.request(message, options);
     return this.link.request(message, options);
   }
 
   /** Starts connecting (and reconnecting with backoff). */
   start(): void {
     this.link.start();
+    this.bulkLink.start();
   }
 
   /**
@@ -114,11 +165,13 @@ export class ClusterNode implements NodeAddress {
    * re-registration are bounded.
    */
   async close(graceMs = this.closeGraceMs): Promise<void> {
-    const connection = this.link.connection;
-    const timer = setTimeout(() => connection?.destroy(), graceMs);
+    const connections = [this.link.connection, this.bulkLink.connection];
+    const timer = setTimeout(() => {
+      for (const connection of connections) connection?.destroy();
+    }, graceMs);
     timer.unref();
     try {
-      await this.link.close();
+      await Promise.all([this.link.close(), this.bulkLink.close()]);
     } finally {
       clearTimeout(timer);
     }

@@ -51,6 +51,12 @@ export interface BalancerOptions {
   readonly heartbeatTimeoutMs?: number;
   /** Most requests in flight on one node connection; past it the client gets BUSY. Default 4096. */
   readonly maxInFlightPerNode?: number;
+  /**
+   * Most bytes of large requests (16 KiB or more each) one client connection may have in flight
+   * towards the nodes; past it the balancer stops reading that connection until answers come
+   * back, so a client flooding big writes slows itself, not the others. Default 4 MiB.
+   */
+  readonly maxClientBytesInFlight?: number;
   /** Most authenticated client connections. Default 1024. */
   readonly maxConnections?: number;
   /** Most authenticated peer connections (nodes, other balancers): never taken by clients. Default 256. */
@@ -141,6 +147,7 @@ export interface ResolvedBalancerOptions {
   readonly requestTimeoutMs: number;
   readonly heartbeatTimeoutMs: number;
   readonly maxInFlightPerNode: number;
+  readonly maxClientBytesInFlight: number;
   readonly maxConnections: number;
   readonly maxPeerConnections: number;
   readonly maxPendingConnections: number;
@@ -295,6 +302,10 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     requestTimeoutMs: positiveInteger('requestTimeoutMs', options.requestTimeoutMs ?? 2000),
     heartbeatTimeoutMs: positiveInteger('heartbeatTimeoutMs', options.heartbeatTimeoutMs ?? 3000),
     maxInFlightPerNode: positiveInteger('maxInFlightPerNode', options.maxInFlightPerNode ?? 4096),
+    maxClientBytesInFlight: positiveInteger(
+      'maxClientBytesInFlight',
+      options.maxClientBytesInFlight ?? 4 * 1024 * 1024,
+    ),
     maxConnections: positiveInteger('maxConnections', options.maxConnections ?? 1024),
     maxPeerConnections: positiveInteger('maxPeerConnections', options.maxPeerConnections ?? 256),
     maxPendingConnections: positiveInteger('maxPendingConnections', options.maxPendingConnections ?? 256),

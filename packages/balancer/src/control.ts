@@ -77,11 +77,25 @@ export class ControlHandler {
     return { op: Op.OK, id: request.id };
   }
 
-  /** HEARTBEAT: refreshes liveness and records the key count. */
+  /** HEARTBEAT: refreshes liveness and records the key count and the storage condition. */
   heartbeat(request: HeartbeatRequest): Response {
     const keyCount = Number.isFinite(request.keyCount) && request.keyCount >= 0 ? request.keyCount : 0;
-    if (!this.membership.heartbeat(request.nodeId, keyCount)) {
+    const before = this.membership.node(request.nodeId)?.storage?.degraded ?? '';
+    const storage =
+      request.degraded === undefined
+        ? undefined
+        : {
+            degraded: request.degraded,
+            usedBytes: request.usedBytes ?? 0,
+            availableBytes: request.availableBytes ?? 0,
+          };
+    if (!this.membership.heartbeat(request.nodeId, keyCount, storage)) {
       return invalid(request.id, `node '${request.nodeId}' is not in the ring: JOIN first`);
+    }
+    const after = storage?.degraded ?? '';
+    if (after !== before) {
+      if (after === '') this.logger.info({ node: request.nodeId }, 'node storage recovered: writes accepted');
+      else this.logger.warn({ node: request.nodeId, reason: after }, 'node storage degraded: writes refused');
     }
     return { op: Op.OK, id: request.id };
   }

@@ -15,7 +15,7 @@ import {
   sameRingMembers,
   withMember,
 } from './cluster-map.js';
-import type { ClusterNode, NodeAddress, NodeLinkOptions } from './cluster-node.js';
+import type { ClusterNode, NodeAddress, NodeLinkOptions, NodeStorage } from './cluster-node.js';
 import type { BalancerHashAlgorithm } from './config.js';
 import { CoordinatorLink } from './coordinator-link.js';
 import type { HealthMonitor } from './health.js';
@@ -599,8 +599,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /** Records a HEARTBEAT. Returns false for a node that is not a member (it must JOIN). */
-  heartbeat(id: string, keyCount: number): boolean {
-    return this.pool.heartbeat(id, keyCount);
+  heartbeat(id: string, keyCount: number, storage?: NodeStorage): boolean {
+    return this.pool.heartbeat(id, keyCount, storage);
   }
 
   /** Closes every node link (requests in flight finish first) and the store. */

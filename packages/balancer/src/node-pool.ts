@@ -1,5 +1,5 @@
 import type { MapMember } from './cluster-map.js';
-import { ClusterNode, type NodeAddress, type NodeLinkOptions } from './cluster-node.js';
+import { ClusterNode, type NodeAddress, type NodeLinkOptions, type NodeStorage } from './cluster-node.js';
 import type { HealthMonitor } from './health.js';
 
 /** Options of a {@link NodePool}. */
@@ -72,10 +72,11 @@ export class NodePool {
   }
 
   /** Records a HEARTBEAT. Returns false for a node that is not a member (it must JOIN). */
-  heartbeat(id: string, keyCount: number): boolean {
+  heartbeat(id: string, keyCount: number, storage?: NodeStorage): boolean {
     const node = this.nodes.get(id);
     if (!node) return false;
     node.keyCount = keyCount;
+    node.storage = storage;
     node.registered = true;
     node.lastHeartbeatAt = performance.now();
     if (!node.up) this.options.health.evaluate(node);
@@ -118,11 +119,12 @@ export class NodePool {
   }
 
   private replace(existing: ClusterNode, spec: NodeAddress): void {
-    const { keyCount, registered, lastHeartbeatAt } = existing;
+    const { keyCount, registered, lastHeartbeatAt, storage } = existing;
     this.remove(existing);
     const node = this.add(spec, existing.verifyIdentity);
     node.keyCount = keyCount;
     node.registered = registered;
     node.lastHeartbeatAt = lastHeartbeatAt;
+    node.storage = storage;
   }
 }

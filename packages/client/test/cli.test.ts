@@ -225,6 +225,12 @@ describe('dstore status', () => {
           keys: 120,
           state: 'up',
           identity: '0123456789abcdef',
+          storage: {
+            state: 'degraded',
+            reason: 'out of space: the map-size limit of 2097152 bytes is reached',
+            usedBytes: 2 * 2 ** 20,
+            availableBytes: 512,
+          },
         },
         { id: 'node-2', address: '127.0.0.1:7402', status: 'down', weight: 2, share: 0.6667, keys: 240 },
       ],
@@ -252,6 +258,10 @@ describe('dstore status', () => {
     );
     expect(run.stdout).toContain('transition stream: +node-2  streams done 1  keys moved 42');
     expect(run.stdout).toContain('removed: node-0');
+    expect(run.stdout).toMatch(/0123456789ab\s+degraded\s+2\.0 MiB\s+512 B/);
+    expect(run.stdout).toContain(
+      'node-1 degraded: out of space: the map-size limit of 2097152 bytes is reached',
+    );
   });
 
   it('prints {ring, health} with --json', async () => {

@@ -3,6 +3,7 @@ import { ErrorCode, ProtocolError } from './errors.js';
 import { type ProtocolLimits, resolveLimits } from './limits.js';
 import {
   type HashRange,
+  type HeartbeatRequest,
   type KeyValue,
   type Message,
   type MigratedEntry,
@@ -114,7 +115,17 @@ export function toWireArray(message: Message): Field[] {
     case Op.LEAVE:
       return [message.op, message.id, message.nodeId];
     case Op.HEARTBEAT:
-      return [message.op, message.id, message.nodeId, message.keyCount];
+      return message.degraded === undefined
+        ? [message.op, message.id, message.nodeId, message.keyCount]
+        : [
+            message.op,
+            message.id,
+            message.nodeId,
+            message.keyCount,
+            message.degraded,
+            message.usedBytes ?? 0,
+            message.availableBytes ?? 0,
+          ];
     case Op.RING:
       return [
         message.op,
@@ -315,10 +326,10 @@ class FieldReader {
     return count;
   }
 
-  /** A trailing optional uint32: undefined when absent or nil. */
-  optionalUint(index: number, name: string): number | undefined {
+  /** A trailing optional uint (uint32 unless `max` says otherwise): undefined when absent or nil. */
+  optionalUint(index: number, name: string, max?: number): number | undefined {
     const value = this.fields[index];
-    return value === undefined || value === null ? undefined : this.uint(index, name);
+    return value === undefined || value === null ? undefined : this.uint(index, name, max);
   }
 
   /** A trailing optional flag: true only when present and truthy (1 or true). */
@@ -480,6 +491,7 @@ function readRequest(op: number, r: FieldReader): Request {
         id,
         nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId'),
         keyCount: r.uint(3, 'keyCount', Number.MAX_SAFE_INTEGER),
+        ...heartbeatStorage(r),
       };
     case Op.RING:
       return {
@@ -574,4 +586,17 @@ function nonEmpty(r: FieldReader, value: string, name: string): string {
 function positive(r: FieldReader, value: number): number {
   if (value <= 0) throw r.fail(ErrorCode.INVALID_ARGUMENT, 'weight must be positive');
   return value;
+}
+
+/** The optional storage condition a HEARTBEAT carries after its key count (absent from older nodes). */
+function heartbeatStorage(
+  r: FieldReader,
+): Pick<HeartbeatRequest, 'degraded' | 'usedBytes' | 'availableBytes'> {
+  const degraded = r.optionalString(4, 'degraded');
+  if (degraded === undefined) return {};
+  return {
+    degraded,
+    usedBytes: r.optionalUint(5, 'usedBytes', Number.MAX_SAFE_INTEGER) ?? 0,
+    availableBytes: r.optionalUint(6, 'availableBytes', Number.MAX_SAFE_INTEGER) ?? 0,
+  };
 }

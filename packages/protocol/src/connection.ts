@@ -28,6 +28,13 @@ export interface ConnectionOptions {
   readonly maxInFlight?: number;
   /** Most received requests being served at once; past it the connection stops reading. Default 1024. */
   readonly maxServing?: number;
+  /**
+   * Most bytes of large received requests (frames of {@link LARGE_REQUEST_BYTES} or more) being
+   * served at once; past it the connection stops reading until answers bring it below half, so a
+   * peer pipelining big writes waits in its own socket instead of taking a shared resource
+   * (the balancer's node links). 0 (default): no byte bound, only `maxServing`.
+   */
+  readonly maxServingBytes?: number;
   /** Most bytes waiting to be written; past it requests fail with BUSY and a peer that does not read is dropped. Default 16 MiB. */
   readonly maxOutputBytes?: number;
   /** A frame that started arriving must be complete within this many ms (slow senders). Default 10000. */
@@ -68,10 +75,14 @@ interface PendingRequest {
 /** How long a closed-by-us socket waits for the peer to close its side before being destroyed. */
 const END_GRACE_MS = 2000;
 
+/** Received frames this large or larger count against `maxServingBytes` (smaller ones cost no bookkeeping). */
+export const LARGE_REQUEST_BYTES = 16 * 1024;
+
 const DEFAULTS = {
   requestTimeoutMs: 5000,
   maxInFlight: 1024,
   maxServing: 1024,
+  maxServingBytes: 0,
   maxOutputBytes: 16 * 1024 * 1024,
   frameTimeoutMs: 10_000,
   idleTimeoutMs: 0,
@@ -105,6 +116,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private earliestDeadline = Number.POSITIVE_INFINITY;
   private partialFrameSince = -1;
   private servingCount = 0;
+  /** Bytes of the large requests being served, and each one's size by request id. */
+  private servingBytes = 0;
+  private readonly largeServing = new Map<number, number>();
   private readingPaused = false;
   /**
    * Frames already read (views of received chunks) that arrived while reading was paused: a
@@ -133,6 +147,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       requestTimeoutMs: options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs,
       maxInFlight: options.maxInFlight ?? DEFAULTS.maxInFlight,
       maxServing: options.maxServing ?? DEFAULTS.maxServing,
+      maxServingBytes: options.maxServingBytes ?? DEFAULTS.maxServingBytes,
       maxOutputBytes: options.maxOutputBytes ?? DEFAULTS.maxOutputBytes,
       frameTimeoutMs: options.frameTimeoutMs ?? DEFAULTS.frameTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
@@ -246,8 +261,14 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   /** Answers a received request (the response carries the request's id). */
   reply(response: Response): void {
     if (this.servingCount > 0) this.servingCount--;
+    if (this.servingBytes > 0) this.answeredLarge(response.id);
     if (this.isClosed) return;
-    if (this.readingPaused && this.servingCount <= this.options.maxServing >> 1) this.maybeResumeReading();
+    if (
+      this.readingPaused &&
+      this.servingCount <= this.options.maxServing >> 1 &&
+      this.servingBytes <= this.options.maxServingBytes >> 1
+    )
+      this.maybeResumeReading();
     let body: Uint8Array;
     try {
       body = this.encodeWithinLimit(response);
@@ -414,6 +435,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     if (
       this.socketFull ||
       this.servingCount >= this.options.maxServing ||
+      (this.options.maxServingBytes > 0 && this.servingBytes >= this.options.maxServingBytes) ||
       this.bufferedOutputBytes >= this.outputHighWater
     ) {
       return;
@@ -486,7 +508,28 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     }
     if (message.op > MAX_REQUEST_OP) this.settle(message as Response);
     else if (this.closing) this.refuseWhileClosing(message as Request);
-    else this.serve(message as Request);
+    else {
+      if (body.length >= LARGE_REQUEST_BYTES && this.options.maxServingBytes > 0) {
+        this.servingLarge((message as Request).id, body.length);
+      }
+      this.serve(message as Request);
+    }
+  }
+
+  /** Counts a large request as being served; pauses reading past `maxServingBytes`. */
+  private servingLarge(id: number, bytes: number): void {
+    // A peer reusing an id it is still waiting on gets no second entry (the first answer ends it).
+    if (this.largeServing.has(id)) return;
+    this.largeServing.set(id, bytes);
+    this.servingBytes += bytes;
+    if (this.servingBytes >= this.options.maxServingBytes && !this.readingPaused) this.pauseReading();
+  }
+
+  private answeredLarge(id: number): void {
+    const bytes = this.largeServing.get(id);
+    if (bytes === undefined) return;
+    this.largeServing.delete(id);
+    this.servingBytes -= bytes;
   }
 
   private refuseWhileClosing(request: Request): void {

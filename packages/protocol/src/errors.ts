@@ -47,8 +47,26 @@ export const ErrorCode = {
   SHUTTING_DOWN: 'SHUTTING_DOWN',
   /** The caller aborted the request (AbortSignal). Never sent by a server. */
   ABORTED: 'ABORTED',
-  /** An unexpected failure inside the peer (for example a storage I/O error). */
+  /** An unexpected failure inside the peer (a handler threw). Storage failures have their own codes below. */
   INTERNAL: 'INTERNAL',
+  /**
+   * A storage node cannot store the write: its lmdb map-size limit is reached or its filesystem is
+   * full (the message says which, with the bytes used and available). Not executed: nothing of the
+   * request was stored. Reads and deletes go on; writes succeed again once space is freed (DEL, a
+   * larger `--map-size`, a cleaned disk).
+   */
+  OUT_OF_SPACE: 'OUT_OF_SPACE',
+  /**
+   * A memory node is at its `--max-memory` cap and its eviction policy is `noeviction` (Redis's
+   * OOM). Not executed. Reads and deletes go on; writes succeed again once keys are deleted.
+   */
+  OUT_OF_MEMORY: 'OUT_OF_MEMORY',
+  /**
+   * The storage failed for another reason (an I/O error of the disk, a failed commit or flush); the
+   * message carries the reason. The write was not acknowledged and may or may not have been stored
+   * (indeterminate). The node stays up and keeps serving.
+   */
+  STORAGE_ERROR: 'STORAGE_ERROR',
   /**
    * The node does not own the key at its current ring epoch; the message names the owner. The
    * request was not executed (a router with an older ring should refresh and resend).
@@ -118,7 +136,9 @@ export class DstoreError extends Error {
       this.code === ErrorCode.NO_PERMISSION ||
       this.code === ErrorCode.TLS_REQUIRED ||
       this.code === ErrorCode.NOT_OWNER ||
-      this.code === ErrorCode.STALE_EPOCH
+      this.code === ErrorCode.STALE_EPOCH ||
+      this.code === ErrorCode.OUT_OF_SPACE ||
+      this.code === ErrorCode.OUT_OF_MEMORY
     );
   }
 }

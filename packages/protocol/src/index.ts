@@ -24,6 +24,7 @@ export {
   Connection,
   type ConnectionEvents,
   type ConnectionOptions,
+  LARGE_REQUEST_BYTES,
   type RequestOptions,
 } from './connection.js';
 export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';

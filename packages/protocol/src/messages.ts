@@ -194,12 +194,21 @@ export interface LeaveRequest {
   readonly id: number;
   readonly nodeId: string;
 }
-/** A storage node's periodic sign of life, with its key count. Answered by OK. */
+/** A storage node's periodic sign of life, with its key count and storage condition. Answered by OK. */
 export interface HeartbeatRequest {
   readonly op: typeof Op.HEARTBEAT;
   readonly id: number;
   readonly nodeId: string;
   readonly keyCount: number;
+  /**
+   * Storage condition: '' when healthy, else why the node is degraded (for example a full disk:
+   * writes are refused while reads and deletes go on). Absent from nodes that predate it.
+   */
+  readonly degraded?: string;
+  /** Bytes the node's storage uses (lmdb pages in use, memory engine footprint). */
+  readonly usedBytes?: number;
+  /** Bytes it can still store before writes are refused (its limit or free disk, less what is used). */
+  readonly availableBytes?: number;
 }
 
 /** One ring member as RING carries it. */

@@ -156,6 +156,15 @@ const messages: fc.Arbitrary<Message>[] = [
     nodeId: shortString,
     keyCount: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
   }),
+  fc.record({
+    op: fc.constant(Op.HEARTBEAT),
+    id,
+    nodeId: shortString,
+    keyCount: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    degraded: fc.string({ maxLength: 40 }),
+    usedBytes: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    availableBytes: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  }),
   fc.record({ op: fc.constant(Op.OK), id }),
   fc.record({ op: fc.constant(Op.VALUE), id, value: fc.option(value, { nil: null }) }),
   fc.record({ op: fc.constant(Op.VALUE), id, value: fc.constant(null), deleted: fc.constant(true) }),
@@ -256,6 +265,8 @@ describe('MessageCodec round trip', () => {
           // RING owns an optional trailing address count after its members (nil = none).
           if (message.op === Op.RING && !message.nodes.some((node) => node.host !== undefined))
             wire.push(null);
+          // HEARTBEAT owns optional trailing storage fields at 4..6 (nil degraded = not set).
+          if (message.op === Op.HEARTBEAT && wire.length === 4) wire.push(null, null, null);
           const body = raw.encode([...wire, ...extras]);
           expect(normalise(codec.decode(body))).toEqual(normalise(message));
         },

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-import { type PeerTlsOptions, readPeerTlsFiles } from '@dstore/protocol';
+import { DstoreError, type PeerTlsOptions, readPeerTlsFiles } from '@dstore/protocol';
 /**
  * `dstore-node`: runs one storage node. Prints one JSON "ready" line on stdout once listening
  * (scripts parse it), logs to stderr with pino, stops gracefully on SIGTERM/SIGINT.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type Logger, pino } from 'pino';
-import { DEFAULT_NODE_PORT, resolveNodeOptions, type StorageNodeOptions } from './options.js';
+import type { EvictionPolicy } from './engines/index.js';
+import { DEFAULT_NODE_PORT, parseByteSize, resolveNodeOptions, type StorageNodeOptions } from './options.js';
 import { createStorageNode, type StorageNode } from './storage-node.js';
 
 /** Exit code for invalid command-line options (POSIX usage error). */
@@ -28,6 +29,15 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
+/** A byte size for commander: the options' parser, its refusal as commander's usage error. */
+function byteSize(text: string): number {
+  try {
+    return parseByteSize(text);
+  } catch (error) {
+    throw new InvalidArgumentError(error instanceof DstoreError ? `${error.message}.` : String(error));
+  }
+}
+
 function positiveNumber(text: string): number {
   const value = Number(text);
   if (!Number.isFinite(value) || value <= 0) throw new InvalidArgumentError('expected a positive number.');
@@ -41,6 +51,9 @@ interface CliFlags {
   engine: 'memory' | 'lmdb';
   dataDir?: string;
   durability: 'flush' | 'commit';
+  mapSize: number;
+  maxMemory: number;
+  eviction: EvictionPolicy;
   join?: string[];
   advertiseHost?: string;
   weight: number;
@@ -85,6 +98,23 @@ function buildProgram(): Command {
       )
         .choices(['flush', 'commit'])
         .default('flush'),
+    )
+    .option(
+      '--map-size <bytes>',
+      'lmdb: most bytes the data may occupy (k/m/g suffixes; 0 = no fixed limit: the free disk less a 2% reserve); writes past it get OUT_OF_SPACE',
+      byteSize,
+      0,
+    )
+    .option(
+      '--max-memory <bytes>',
+      'memory: cap on the engine footprint (k/m/g suffixes; 0 = none); RSS is this plus a fixed overhead',
+      byteSize,
+      0,
+    )
+    .addOption(
+      new Option('--eviction <policy>', 'memory: what a write past --max-memory does')
+        .choices(['noeviction', 'allkeys-lru', 'allkeys-random'])
+        .default('noeviction'),
     )
     .option(
       '--join <host:port[,host:port...]>',
@@ -184,6 +214,9 @@ function toNodeOptions(flags: CliFlags, logger: Logger, tls: PeerTlsOptions | un
     engine: flags.engine,
     dataDir: flags.dataDir,
     durability: flags.durability,
+    mapSize: flags.mapSize,
+    maxMemory: flags.maxMemory,
+    eviction: flags.eviction,
     // One list for resolveNodeOptions' parser, whether given comma-separated or repeated.
     join: flags.join?.join(','),
     advertiseHost: flags.advertiseHost,

@@ -15,6 +15,7 @@ export {
   DEFAULT_NODE_PORT,
   defaultNodeId,
   type EngineKind,
+  parseByteSize,
   parseHostPort,
   type ResolvedNodeOptions,
   resolveNodeOptions,

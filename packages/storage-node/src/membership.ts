@@ -9,6 +9,7 @@ import {
   type TlsClientOptions,
 } from '@dstore/protocol';
 import type { Logger } from 'pino';
+import type { StorageHealth } from './engines/index.js';
 
 /** A balancer's client address. */
 export interface BalancerAddress {
@@ -51,6 +52,8 @@ export interface MembershipOptions {
   readonly identity?: string | undefined;
   /** Current key count, sent in each HEARTBEAT. */
   readonly keyCount: () => number;
+  /** The storage condition, sent in each HEARTBEAT (the balancer shows it in `/ring`). Omitted: not sent. */
+  readonly storage?: () => StorageHealth;
   readonly logger: Logger;
 }
 
@@ -315,15 +318,29 @@ export class Membership {
     // One heartbeat at a time: a slow balancer must not pile them up.
     if (!this.joined || this.heartbeatInFlight || !this.link.isReady) return;
     let keyCount: number;
+    let storage: StorageHealth | undefined;
     try {
       keyCount = this.options.keyCount();
+      storage = this.options.storage?.();
     } catch (error) {
       this.options.logger.warn({ err: (error as Error).message }, 'cannot count keys for the heartbeat');
       return;
     }
+    const nodeId = this.options.nodeId;
     this.heartbeatInFlight = true;
     this.link
-      .request({ op: Op.HEARTBEAT, nodeId: this.options.nodeId, keyCount })
+      .request(
+        storage === undefined
+          ? { op: Op.HEARTBEAT, nodeId, keyCount }
+          : {
+              op: Op.HEARTBEAT,
+              nodeId,
+              keyCount,
+              degraded: storage.degraded,
+              usedBytes: storage.usedBytes,
+              availableBytes: storage.availableBytes,
+            },
+      )
       .catch((error: unknown) =>
         this.options.logger.debug({ err: (error as Error).message }, 'heartbeat failed'),
       )

@@ -7,7 +7,7 @@ import {
   type ProtocolLimits,
 } from '@dstore/protocol';
 import type { Logger } from 'pino';
-import type { LmdbDurability } from './engines/index.js';
+import type { EvictionPolicy, LmdbDurability } from './engines/index.js';
 import type { BalancerAddress } from './membership.js';
 
 /** Engines a node can run on. */
@@ -38,6 +38,19 @@ export interface StorageNodeOptions {
   readonly dataDir?: string;
   /** When lmdb acknowledges a write: 'flush' (on disk, default) or 'commit'. See ENGINES.md. */
   readonly durability?: LmdbDurability;
+  /**
+   * lmdb: most bytes the data may occupy (B-tree pages in use; deletes give room back); writes
+   * past it fail with OUT_OF_SPACE while reads and deletes go on. Default 0: no fixed limit, the
+   * data grows while the filesystem has room, less a reserve of 2% (256 KiB..64 MiB) kept for deletes.
+   */
+  readonly mapSize?: number;
+  /**
+   * memory: cap on the engine's footprint in bytes (value slabs, metadata and the key index; the
+   * process's RSS is this plus a fixed overhead, see ENGINES.md). Default 0: no cap.
+   */
+  readonly maxMemory?: number;
+  /** memory: what a write past `maxMemory` does. Default 'noeviction' (OUT_OF_MEMORY). */
+  readonly eviction?: EvictionPolicy;
   /** Ring weight announced in JOIN. Default 1. */
   readonly weight?: number;
   /**
@@ -126,6 +139,9 @@ export interface ResolvedNodeOptions {
   readonly engine: EngineKind;
   readonly dataDir: string | undefined;
   readonly durability: LmdbDurability;
+  readonly mapSize: number;
+  readonly maxMemory: number;
+  readonly eviction: EvictionPolicy;
   readonly weight: number;
   /** The balancers to register with, in failover order; empty for a standalone node. */
   readonly balancers: readonly BalancerAddress[];
@@ -160,6 +176,29 @@ function integerIn(name: string, value: number, min: number, max: number): numbe
   }
   return value;
 }
+
+const BYTE_UNITS: Readonly<Record<string, number>> = {
+  '': 1,
+  k: 2 ** 10,
+  m: 2 ** 20,
+  g: 2 ** 30,
+  t: 2 ** 40,
+};
+
+/**
+ * Parses a byte size: an integer with an optional binary unit `k`, `m`, `g` or `t` (case-insensitive,
+ * an optional trailing `b` or `ib`: `64m`, `1.5G`, `512KiB`, `4096`), failing with INVALID_ARGUMENT.
+ */
+export function parseByteSize(text: string, what = 'size'): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!match)
+    throw invalid(`${what} must be a number of bytes with an optional k/m/g/t suffix, got '${text}'`);
+  const bytes = Math.floor(Number(match[1]) * (BYTE_UNITS[(match[2] as string).toLowerCase()] as number));
+  if (!Number.isSafeInteger(bytes)) throw invalid(`${what} is too large: '${text}'`);
+  return bytes;
+}
+
+const EVICTION_POLICIES: ReadonlySet<string> = new Set(['noeviction', 'allkeys-lru', 'allkeys-random']);
 
 /** Parses `host:port` (IPv6 as `[::1]:7379`), failing with INVALID_ARGUMENT. */
 export function parseHostPort(text: string, what = 'address'): { host: string; port: number } {
@@ -214,6 +253,17 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
   if (durability !== 'flush' && durability !== 'commit') {
     throw invalid(`durability must be 'flush' or 'commit', got '${String(durability)}'`);
   }
+  const eviction = options.eviction ?? 'noeviction';
+  if (!EVICTION_POLICIES.has(eviction)) {
+    throw invalid(
+      `eviction must be 'noeviction', 'allkeys-lru' or 'allkeys-random', got '${String(eviction)}'`,
+    );
+  }
+  // At least 1 MiB when set: less cannot hold the engines' own fixed structures.
+  const mapSize = options.mapSize ?? 0;
+  if (mapSize !== 0) integerIn('mapSize', mapSize, 2 ** 20, Number.MAX_SAFE_INTEGER);
+  const maxMemory = options.maxMemory ?? 0;
+  if (maxMemory !== 0) integerIn('maxMemory', maxMemory, 2 ** 20, Number.MAX_SAFE_INTEGER);
   if (options.id !== undefined && !/^[\w.:@-]{1,128}$/.test(options.id)) {
     throw invalid(
       `id must be 1-128 characters of letters, digits, '_', '-', '.', ':' or '@', got '${options.id}'`,
@@ -231,6 +281,9 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
     engine,
     dataDir: options.dataDir,
     durability,
+    mapSize,
+    maxMemory,
+    eviction,
     weight,
     balancers,
     advertiseHost: options.advertiseHost ?? (WILDCARD_HOSTS.has(host) ? '127.0.0.1' : host),

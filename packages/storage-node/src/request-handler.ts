@@ -15,7 +15,7 @@ import {
   type SetRequest,
   type StatsMap,
 } from '@dstore/protocol';
-import { isStorageEngineError, type StorageEngine } from './engines/index.js';
+import { isStorageEngineError, type StorageEngine, StorageEngineError } from './engines/index.js';
 import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
 
@@ -52,6 +52,22 @@ export interface RequestHandlerContext {
 }
 
 const OK = Op.OK;
+
+/**
+ * The error of an MSET some of whose entries were stored before one failed: whatever the failure
+ * (even one that stores nothing, like OUT_OF_SPACE), the batch's outcome is mixed, so it is
+ * reported as STORAGE_ERROR (indeterminate), never as "not executed".
+ */
+function partial(error: unknown, stored: number): unknown {
+  if (stored === 0 || !isStorageEngineError(error)) return error;
+  return new StorageEngineError(
+    'ENGINE_IO',
+    `MSET partly applied (${stored} entries stored): ${error.message}`,
+    {
+      cause: error,
+    },
+  );
+}
 
 /**
  * Serves the requests of every connection of a storage node: one `switch` on the op, the engine
@@ -161,12 +177,21 @@ export class RequestHandler {
     const summary = this.latency.summary();
     const server = this.context.serverStats();
     const counters = this.counters;
+    const storage = this.engine.health();
     return {
       id: this.context.nodeId(),
       engine: this.engine.kind,
       keys: this.engine.count(),
       tombstones: this.engine.tombstoneCount(),
       bytes: this.engine.bytesUsed(),
+      'storage.state': storage.degraded === '' ? 'ok' : 'degraded',
+      'storage.reason': storage.degraded,
+      'storage.used_bytes': storage.usedBytes,
+      'storage.available_bytes': storage.availableBytes,
+      'storage.limit_bytes': storage.limitBytes,
+      'storage.refused_writes': storage.refusedWrites,
+      'storage.failed_writes': storage.failedWrites,
+      'storage.evictions': storage.evictions,
       connections: server.connections,
       'ops.get': counters.get,
       'ops.set': counters.set,
@@ -340,24 +365,41 @@ export class RequestHandler {
     for (const entry of entries) if (this.refused(connection, id, entry.key, false)) return;
     const writeEpoch = this.ownership.writeEpoch;
     const writes: Promise<void>[] = new Array(entries.length);
+    let bytes = 0;
+    for (const entry of entries) bytes += entry.key.byteLength + entry.value.byteLength;
     try {
-      for (let i = 0; i < entries.length; i++) {
-        const entry = entries[i] as MSetRequest['entries'][number];
-        writes[i] = this.engine.set(entry.key, entry.value, writeEpoch);
-      }
+      // A batch that cannot fit is refused whole, before any of it is written.
+      this.engine.assertCapacity(bytes);
     } catch (error) {
-      // Writes issued before the failure still complete; the answer says the batch failed.
       this.engineFailed(connection, id, error);
       return;
     }
+    let issued = 0;
+    try {
+      for (; issued < entries.length; issued++) {
+        const entry = entries[issued] as MSetRequest['entries'][number];
+        writes[issued] = this.engine.set(entry.key, entry.value, writeEpoch);
+      }
+    } catch (error) {
+      // Writes issued before the failure still complete; the answer says the batch failed.
+      this.engineFailed(connection, id, partial(error, issued));
+      return;
+    }
     // All issued in one turn, so lmdb commits them together and they share one flush.
-    Promise.all(writes).then(
-      () => {
+    Promise.allSettled(writes).then((results) => {
+      let stored = 0;
+      let failure: PromiseRejectedResult | undefined;
+      for (const result of results) {
+        if (result.status === 'fulfilled') stored++;
+        else failure ??= result;
+      }
+      if (failure === undefined) {
         connection.reply({ op: OK, id });
         this.latency.recordSince(start);
-      },
-      (error: unknown) => this.engineFailed(connection, id, error),
-    );
+      } else {
+        this.engineFailed(connection, id, partial(failure.reason, stored));
+      }
+    });
   }
 
   private engineFailed(connection: Connection, id: number, error: unknown): void {
@@ -371,6 +413,15 @@ export class RequestHandler {
           return;
         case 'ENGINE_CLOSED':
           this.fail(connection, id, ErrorCode.SHUTTING_DOWN, 'the node is shutting down');
+          return;
+        case 'OUT_OF_SPACE':
+          this.fail(connection, id, ErrorCode.OUT_OF_SPACE, error.message);
+          return;
+        case 'OUT_OF_MEMORY':
+          this.fail(connection, id, ErrorCode.OUT_OF_MEMORY, error.message);
+          return;
+        case 'ENGINE_IO':
+          this.fail(connection, id, ErrorCode.STORAGE_ERROR, error.message);
           return;
         default:
           this.fail(connection, id, ErrorCode.INTERNAL, error.message);

@@ -232,11 +232,11 @@ class StorageNodeImpl implements StorageNode {
   }
 
   private async openConfiguredEngine(): Promise<StorageEngine> {
-    const { engine, dataDir, durability } = this.options;
+    const { engine, dataDir, durability, mapSize, maxMemory, eviction } = this.options;
     try {
       return engine === 'lmdb'
-        ? await openEngine({ engine: 'lmdb', dataDir: dataDir as string, durability })
-        : await openEngine({ engine: 'memory' });
+        ? await openEngine({ engine: 'lmdb', dataDir: dataDir as string, durability, mapSize })
+        : await openEngine({ engine: 'memory', maxMemory, eviction });
     } catch (error) {
       throw new DstoreError(
         ErrorCode.INTERNAL,
@@ -258,6 +258,7 @@ class StorageNodeImpl implements StorageNode {
       tls: this.options.tls === undefined ? undefined : peerClientTls(this.options.tls),
       heartbeatIntervalMs: this.options.heartbeatIntervalMs,
       keyCount: () => engine.count(),
+      storage: () => engine.health(),
       logger: this.logger,
     });
     this.membership.start();

@@ -26,6 +26,13 @@ export interface RingNode {
   readonly identity?: string;
   /** The member's state in the cluster map: joining, up, leaving or removed. */
   readonly state?: string;
+  /** The node's storage from its last heartbeat: ok, or degraded (writes refused) with the reason. */
+  readonly storage?: {
+    readonly state: string;
+    readonly reason: string;
+    readonly usedBytes: number;
+    readonly availableBytes: number;
+  };
 }
 
 /** The cluster map as `GET /ring` reports it (balancers with a cluster map). */
@@ -109,8 +116,26 @@ export function formatStatus(ring: RingView, health: HealthView): string {
   const summary =
     `epoch ${ring.epoch}  algorithm ${ring.algorithm ?? '-'}  health ${health.status}  ` +
     `ready ${health.ready ? 'yes' : 'no'}  nodes up ${health.nodesUp}/${health.nodes}`;
-  const rows: string[][] = [['ID', 'ADDRESS', 'STATUS', 'STATE', 'WEIGHT', 'SHARE', 'KEYS', 'IDENTITY']];
+  const rows: string[][] = [
+    [
+      'ID',
+      'ADDRESS',
+      'STATUS',
+      'STATE',
+      'WEIGHT',
+      'SHARE',
+      'KEYS',
+      'IDENTITY',
+      'STORAGE',
+      'USED',
+      'AVAILABLE',
+    ],
+  ];
+  const degraded: string[] = [];
   for (const node of ring.nodes) {
+    const storage = node.storage;
+    if (storage !== undefined && storage.state !== 'ok')
+      degraded.push(`${node.id} degraded: ${storage.reason}`);
     rows.push([
       node.id,
       node.address,
@@ -120,11 +145,26 @@ export function formatStatus(ring: RingView, health: HealthView): string {
       `${(node.share * 100).toFixed(1)}%`,
       node.keys === undefined ? '-' : String(node.keys),
       node.identity === undefined || node.identity === '' ? '-' : node.identity.slice(0, 12),
+      storage?.state ?? '-',
+      storage === undefined ? '-' : formatBytes(storage.usedBytes),
+      storage === undefined ? '-' : formatBytes(storage.availableBytes),
     ]);
   }
   const table = ring.nodes.length === 0 ? '(no nodes in the ring)' : formatTable(rows);
-  const lines = [summary, formatMap(ring.map), formatMigration(ring.migration), table];
+  const lines = [summary, formatMap(ring.map), formatMigration(ring.migration), table, ...degraded];
   return lines.filter((line) => line !== undefined).join('\n');
+}
+
+/** Bytes as a short human figure (binary units): `512 B`, `3.2 MiB`. */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** The cluster map's lines: where it lives, who writes it, the transition and removed members. */

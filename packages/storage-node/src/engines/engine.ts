@@ -1,5 +1,5 @@
 import { type LmdbDurability, LmdbEngine } from './lmdb-engine.js';
-import { MemoryEngine } from './memory-engine.js';
+import { type EvictionPolicy, MemoryEngine } from './memory-engine.js';
 
 /**
  * The version every stored entry carries (its header).
@@ -48,6 +48,30 @@ export interface VersionedEntry extends VersionedValue {
 export interface ScanOptions {
   /** Include tombstones (default false: only live values, as a migration must send). */
   readonly tombstones?: boolean;
+}
+
+/**
+ * The storage condition of an engine, for health and metrics (node STATS `storage.*`, HEARTBEAT,
+ * the balancer's `/ring`).
+ */
+export interface StorageHealth {
+  /** Bytes the engine's data occupies as its limit counts them (lmdb: pages in use; memory: footprint). */
+  readonly usedBytes: number;
+  /** Bytes it can still take before writes are refused (the limit, or the free disk, less what is used). */
+  readonly availableBytes: number;
+  /** The limit in force (lmdb `mapSize`, memory `maxMemory`); 0 when only the disk or the machine bounds it. */
+  readonly limitBytes: number;
+  /**
+   * '' when writes are accepted; otherwise why they are refused or failing (for example
+   * `out of space: map-size limit reached`). Cleared once a write succeeds again or space is freed.
+   */
+  readonly degraded: string;
+  /** Writes refused for lack of space or memory since open (OUT_OF_SPACE / OUT_OF_MEMORY). */
+  readonly refusedWrites: number;
+  /** Writes that failed in the storage itself since open (ENGINE_IO). */
+  readonly failedWrites: number;
+  /** Keys evicted to make room since open (memory engine with an eviction policy). */
+  readonly evictions: number;
 }
 
 /**
@@ -135,6 +159,14 @@ export interface StorageEngine {
     position: (key: Uint8Array) => number,
     options?: ScanOptions,
   ): Iterable<ScannedEntry>;
+  /**
+   * Throws `OUT_OF_SPACE` (lmdb) or `OUT_OF_MEMORY` (memory, no eviction possible) when `bytes` of
+   * new keys and values certainly cannot be stored now, so that a batch is refused whole before
+   * any of it is written. Each write checks again for itself.
+   */
+  assertCapacity(bytes: number): void;
+  /** Used and available bytes and whether writes are being refused; cheap enough for every STATS. */
+  health(): StorageHealth;
   /** Every pending acknowledged write is durable when this resolves. */
   flush(): Promise<void>;
   /** Flushes and releases resources; any later call fails with `ENGINE_CLOSED`. Idempotent. */
@@ -144,6 +176,10 @@ export interface StorageEngine {
 /** Options selecting the non-durable in-memory engine. */
 export interface MemoryEngineOptions {
   readonly engine: 'memory';
+  /** Cap on the engine's memory footprint in bytes (see `MemoryEngine`); 0 (default) = none. */
+  readonly maxMemory?: number;
+  /** What a write past `maxMemory` does. Default `noeviction` (it fails with OUT_OF_MEMORY). */
+  readonly eviction?: EvictionPolicy;
 }
 
 /** Options selecting the durable LMDB engine. */
@@ -153,6 +189,8 @@ export interface LmdbOpenOptions {
   readonly dataDir: string;
   /** When writes are acknowledged (default `flush`: only once fsync'ed). */
   readonly durability?: LmdbDurability;
+  /** Most bytes the data may occupy (see `LmdbEngineOptions.mapSize`); 0 (default) = the disk's room. */
+  readonly mapSize?: number;
 }
 
 /** Options of {@link openEngine}. */
@@ -160,6 +198,15 @@ export type EngineOptions = MemoryEngineOptions | LmdbOpenOptions;
 
 /** Opens the selected engine (creating the LMDB data directory if needed). */
 export async function openEngine(options: EngineOptions): Promise<StorageEngine> {
-  if (options.engine === 'memory') return new MemoryEngine();
-  return LmdbEngine.open({ dataDir: options.dataDir, durability: options.durability ?? 'flush' });
+  if (options.engine === 'memory') {
+    return new MemoryEngine({
+      maxMemory: options.maxMemory ?? 0,
+      eviction: options.eviction ?? 'noeviction',
+    });
+  }
+  return LmdbEngine.open({
+    dataDir: options.dataDir,
+    durability: options.durability ?? 'flush',
+    mapSize: options.mapSize ?? 0,
+  });
 }

@@ -6,7 +6,12 @@
  * - `INVALID_KEY`: the key is empty (LMDB cannot store zero-length keys, and both engines
  *   enforce the same rules so data can move between them).
  * - `KEY_TOO_LARGE`: the key is longer than {@link MAX_KEY_BYTES}.
- * - `ENGINE_IO`: the underlying store failed (LMDB commit, disk full, map full, ...).
+ * - `OUT_OF_SPACE`: lmdb cannot store the write: its `mapSize` limit is reached or the filesystem
+ *   is full. Nothing of the call was stored.
+ * - `OUT_OF_MEMORY`: the memory engine is at its `maxMemory` cap and may not (or cannot) evict.
+ *   Nothing of the call was stored.
+ * - `ENGINE_IO`: the underlying store failed otherwise (an I/O error of a commit or a flush); the
+ *   call's writes may or may not have been stored.
  * - `UNSUPPORTED_FORMAT`: the data directory holds data in a format this version does not read
  *   (for example an lmdb data dir written before entries carried versions); raised by `open`.
  */
@@ -15,6 +20,8 @@ export type StorageEngineErrorCode =
   | 'INVALID_KEY'
   | 'KEY_TOO_LARGE'
   | 'ENGINE_IO'
+  | 'OUT_OF_SPACE'
+  | 'OUT_OF_MEMORY'
   | 'UNSUPPORTED_FORMAT';
 
 /** Error thrown (or rejected with) by every storage engine operation that fails. */

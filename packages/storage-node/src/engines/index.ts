@@ -12,6 +12,7 @@ export type {
   ScannedEntry,
   ScanOptions,
   StorageEngine,
+  StorageHealth,
   VersionedEntry,
   VersionedValue,
 } from './engine.js';
@@ -21,7 +22,7 @@ export { isStorageEngineError, StorageEngineError } from './errors.js';
 export { assertValidKey, inRingRange, MAX_KEY_BYTES } from './keys.js';
 export type { LmdbDurability, LmdbEngineOptions, LmdbEngineStats } from './lmdb-engine.js';
 export { LMDB_FORMAT, LmdbEngine } from './lmdb-engine.js';
-export type { MemoryEngineStats } from './memory-engine.js';
+export type { EvictionPolicy, MemoryEngineLimits, MemoryEngineStats } from './memory-engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export type { SlabArenaStats } from './slab-arena.js';
 export { SlabArena } from './slab-arena.js';

@@ -1,9 +1,11 @@
+import { statfsSync } from 'node:fs';
 import { type Database, type DatabaseOptions, open, type RootDatabase } from 'lmdb';
 import type {
   EntryHeader,
   ScannedEntry,
   ScanOptions,
   StorageEngine,
+  StorageHealth,
   VersionedEntry,
   VersionedValue,
 } from './engine.js';
@@ -27,7 +29,32 @@ export interface LmdbEngineOptions {
   readonly dataDir: string;
   /** When writes are acknowledged; see {@link LmdbDurability}. Default `flush`. */
   readonly durability?: LmdbDurability;
+  /**
+   * Most bytes the data may occupy, counted as {@link LmdbEngine.bytesUsed} counts them (B-tree
+   * pages in use, so deletes give room back). A write that would pass it fails with
+   * `OUT_OF_SPACE`; reads and deletes go on. 0 (default): no fixed limit, the data grows while its
+   * filesystem has room (less a reserve kept for deletes, see {@link diskReserveBytes}). lmdb-js
+   * grows the memory map itself as the data grows, so this is a limit, not a pre-allocation.
+   */
+  readonly mapSize?: number;
 }
+
+/**
+ * Free space kept on the data's filesystem: writes that would eat into it are refused with
+ * OUT_OF_SPACE, so that deletes (LMDB copies the pages it changes) and the pages of recent
+ * transactions still find room. 2% of the filesystem, within 256 KiB..64 MiB.
+ */
+export function diskReserveBytes(filesystemBytes: number): number {
+  return Math.min(64 * 1024 * 1024, Math.max(256 * 1024, Math.floor(filesystemBytes * 0.02)));
+}
+
+/** Longest interval between two reads of the filesystem's free space (one `statfs`). */
+const STATFS_INTERVAL_MS = 250;
+/** errno values (as lmdb-js reports them) that mean "no room": ENOSPC, EDQUOT, MDB_MAP_FULL. */
+const NO_SPACE_ERRNOS: ReadonlySet<number> = new Set([28, 122, -30792]);
+const EIO = 5;
+/** How long a failed commit's cause is awaited (lmdb-js settles it in the same turn). */
+const COMMIT_CAUSE_WAIT_MS = 100;
 
 /** Group-commit counters of an {@link LmdbEngine}. */
 export interface LmdbEngineStats {
@@ -71,12 +98,88 @@ interface LmdbStats {
   readonly treeBranchPageCount: number;
   readonly treeLeafPageCount: number;
   readonly overflowPages: number;
+  /** Environment info (in every database's stats): the data file's last page in use. */
+  readonly lastPageNumber: number;
+}
+
+/** What the space check compares a write with; renewed once per commit (see `refreshUsage`). */
+interface SpaceUsage {
+  /** Bytes of B-tree pages in use (`bytesUsed()`). */
+  used: number;
+  /** Most bytes `used` may reach: `mapSize`, or the data file plus the free disk less the reserve. */
+  limit: number;
+  /** Whether `limit` is the configured map size (else the disk's room). */
+  mapLimited: boolean;
+  pageSize: number;
+  /** Free bytes of the filesystem (for unprivileged users), as of `statfsAt`. */
+  diskFree: number;
+  /** Size of the filesystem, in bytes. */
+  diskTotal: number;
+}
+
+/** The errno of a failed lmdb-js write: its own, or that of the commit it was part of. */
+async function commitCause(error: unknown): Promise<unknown> {
+  // lmdb-js rejects every write of a failed commit with a generic error whose `commitError`
+  // promise rejects with the real one. Nobody else listens to that promise, so without a handler
+  // here its rejection would be unhandled and end the process.
+  const commitError = (error as { commitError?: unknown } | null)?.commitError;
+  if (!(commitError instanceof Promise)) return error;
+  let timer: NodeJS.Timeout | undefined;
+  const cause = await Promise.race([
+    commitError.then(
+      () => error,
+      (reason: unknown) => reason,
+    ),
+    new Promise<unknown>((resolve) => {
+      timer = setTimeout(() => resolve(error), COMMIT_CAUSE_WAIT_MS);
+    }),
+  ]);
+  clearTimeout(timer);
+  return cause;
+}
+
+/** lmdb-js's error for every write of a failed commit (the real cause is in `commitError`). */
+function isCommitFailure(error: unknown): boolean {
+  return error instanceof Error && (error as { commitError?: unknown }).commitError instanceof Promise;
+}
+
+let commitRejectionsHandled = false;
+
+/**
+ * lmdb-js rejects an internal promise of its own (the start of each event-turn batch) when a commit
+ * fails, and nothing of lmdb-js handles it: with Node's default `--unhandled-rejections=throw` that
+ * kills the process although every writer of the failed commit got its own rejection (this is how
+ * a full disk crashed nodes). This handler drops exactly those; any other unhandled rejection is
+ * rethrown when it is the only handler, which is what Node does without one.
+ */
+function handleCommitRejections(): void {
+  if (commitRejectionsHandled) return;
+  commitRejectionsHandled = true;
+  process.on('unhandledRejection', function onUnhandled(reason) {
+    if (isCommitFailure(reason)) {
+      (reason as { commitError: Promise<unknown> }).commitError.catch(() => undefined);
+      return;
+    }
+    if (process.listeners('unhandledRejection').every((listener) => listener === onUnhandled)) throw reason;
+  });
+}
+
+function errnoOf(error: unknown): number | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'number' ? code : undefined;
 }
 
 type Root = RootDatabase<Uint8Array, Uint8Array>;
 type Db = Database<Uint8Array, Uint8Array>;
 /** lmdb-js honours `create: false` (open only if it exists) but does not declare it. */
 type NamedDbOptions = DatabaseOptions & { readonly name: string; readonly create?: boolean };
+
+/** Bytes a stored entry adds to the B-tree, roughly: its node, or its overflow pages when large. */
+function entryCost(keyBytes: number, valueBytes: number, pageSize: number): number {
+  // LMDB puts a node bigger than about half a page on overflow pages of its own.
+  const node = keyBytes + valueBytes + HEADER_BYTES + 16;
+  return node * 2 < pageSize ? node : Math.ceil((valueBytes + HEADER_BYTES) / pageSize) * pageSize + 64;
+}
 
 function ioError(operation: string, cause: unknown): StorageEngineError {
   const detail = cause instanceof Error ? cause.message : String(cause);
@@ -216,6 +319,33 @@ export class LmdbEngine implements StorageEngine {
    * callback generation it was queued in (a later callback may have replaced the entry since).
    */
   private readonly queuedPuts = new Map<string, { seq: number; count: number; generation: number }>();
+  /** Estimated bytes of the writes issued and not settled yet (the space check counts them as used). */
+  private pendingBytes = 0;
+  private readonly usage: SpaceUsage = {
+    used: 0,
+    limit: Number.POSITIVE_INFINITY,
+    mapLimited: false,
+    pageSize: 4096,
+    diskFree: Number.POSITIVE_INFINITY,
+    diskTotal: 0,
+  };
+  /** A commit happened since `usage` was computed. */
+  private usageStale = true;
+  /** Size of the data file as of the last `usage` (LMDB's last page in use). */
+  private fileBytes = 0;
+  private statfsAt = Number.NEGATIVE_INFINITY;
+  /** Why writes are refused or failing ('' when they are not), and what clears it. */
+  private degraded = '';
+  private degradedBy: 'space' | 'io' | undefined;
+  /** The estimated size of the write refused last: room for it clears a space degradation. */
+  private refusedBytes = 0;
+  private refusedWrites = 0;
+  private failedWrites = 0;
+  /**
+   * The newest commit failed. lmdb-js's `flushed` then waits for that batch's flush, which never
+   * comes until another commit succeeds, so flush() and close() must not simply await it.
+   */
+  private lastCommitFailed = false;
 
   private constructor(
     private readonly root: Root,
@@ -223,12 +353,16 @@ export class LmdbEngine implements StorageEngine {
     private readonly meta: Db,
     /** Acknowledgement mode in force. */
     readonly durability: LmdbDurability,
+    private readonly dataDir: string,
+    /** The configured limit on the data's bytes; 0 = the disk's room. */
+    readonly mapSize: number,
   ) {
     this.tombstonesStored = this.tombstoneCount() > 0;
     // Fires synchronously before the commit's write promises resolve, so a writer resuming
-    // after its commit always sees an epoch that includes it.
+    // after its commit always sees an epoch that includes it. Failed commits fire it too.
     root.on('aftercommit', () => {
       this.commits++;
+      this.usageStale = true;
     });
   }
 
@@ -237,6 +371,7 @@ export class LmdbEngine implements StorageEngine {
    * `UNSUPPORTED_FORMAT` when the directory holds data of another format (see {@link LMDB_FORMAT}).
    */
   static async open(options: LmdbEngineOptions): Promise<LmdbEngine> {
+    handleCommitRejections();
     let root: Root;
     try {
       root = open<Uint8Array, Uint8Array>({
@@ -252,7 +387,14 @@ export class LmdbEngine implements StorageEngine {
     }
     try {
       const { entries, meta } = openLayout(root, options.dataDir);
-      return new LmdbEngine(root, entries, meta, options.durability ?? 'flush');
+      return new LmdbEngine(
+        root,
+        entries,
+        meta,
+        options.durability ?? 'flush',
+        options.dataDir,
+        options.mapSize ?? 0,
+      );
     } catch (error) {
       await root.close().catch(() => undefined);
       throw error instanceof StorageEngineError ? error : ioError('open', error);
@@ -326,34 +468,37 @@ export class LmdbEngine implements StorageEngine {
    * previous entry where it writes. lmdb-js runs queued callbacks after the queued single puts of
    * a batch, so a put is only ever issued while no callback is queued: call order is kept.
    */
-  set(key: Uint8Array, value: Uint8Array, writeEpoch = 0): Promise<void> {
-    let stored: Buffer;
+  async set(key: Uint8Array, value: Uint8Array, writeEpoch = 0): Promise<void> {
+    assertOpen(this.closed, this.kind);
+    assertValidKey(key);
+    // Encoded now: `value` may be a view of a network buffer, the transaction runs later.
+    const stored = encodeEntry(KIND_VALUE, writeEpoch, 0, value);
+    const cost = entryCost(key.byteLength, value.byteLength, this.usage.pageSize);
+    this.reserveSpace(cost, true);
     try {
-      assertOpen(this.closed, this.kind);
-      assertValidKey(key);
-      // Encoded now: `value` may be a view of a network buffer, the transaction runs later.
-      stored = encodeEntry(KIND_VALUE, writeEpoch, 0, value);
-    } catch (error) {
-      return Promise.reject(error);
+      await this.storeValue(key, stored);
+    } finally {
+      this.pendingBytes -= cost;
     }
-    // Not an async function: the common path returns the put's own promise chain, one frame less.
-    if (this.callbacksQueued === 0 && !this.tombstonesStored) return this.putQueued(key, stored);
-    return this.setInTransaction(key, stored);
+    await this.acknowledge();
   }
 
-  /** The slow path of {@link LmdbEngine.set}: read the previous entry where the write happens. */
-  private async setInTransaction(key: Uint8Array, stored: Buffer): Promise<void> {
-    await this.write('put', () => {
-      const previous = this.entries.getBinaryFast(key);
-      let seq = 1;
-      if (previous !== undefined) {
-        seq = (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
-        if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
-      }
-      stored.writeUInt32BE(seq, SEQ_OFFSET);
-      this.entries.putSync(key, stored);
-    });
-    await this.acknowledge();
+  /** The write of {@link LmdbEngine.set}, on one of its two paths. */
+  private async storeValue(key: Uint8Array, stored: Buffer): Promise<void> {
+    if (this.callbacksQueued === 0 && !this.tombstonesStored) {
+      await this.putQueued(key, stored);
+    } else {
+      await this.write('put', () => {
+        const previous = this.entries.getBinaryFast(key);
+        let seq = 1;
+        if (previous !== undefined) {
+          seq = (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
+          if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
+        }
+        stored.writeUInt32BE(seq, SEQ_OFFSET);
+        this.entries.putSync(key, stored);
+      });
+    }
   }
 
   /** Removes `key` (value or tombstone); resolves to whether a value existed, once acknowledged like {@link LmdbEngine.set}. */
@@ -404,22 +549,32 @@ export class LmdbEngine implements StorageEngine {
     assertOpen(this.closed, this.kind);
     // Checked and encoded first: a bad entry stores nothing of the batch, and the values (views
     // of a network buffer) are copied before the transaction runs.
-    for (const entry of entries) assertValidKey(entry.key);
+    let cost = 0;
+    for (const entry of entries) {
+      assertValidKey(entry.key);
+      cost += entryCost(entry.key.byteLength, entry.value.byteLength, this.usage.pageSize);
+    }
     const stored = entries.map((entry) => encodeEntry(KIND_VALUE, entry.writeEpoch, entry.seq, entry.value));
-    const applied = await this.write('put', () => {
-      let count = 0;
-      for (let i = 0; i < entries.length; i++) {
-        const key = entries[i]!.key;
-        const previous = this.entries.getBinaryFast(key);
-        if (previous !== undefined) {
-          if (entries[i]!.writeEpoch <= readUint32(previous, EPOCH_OFFSET)) continue;
-          if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
+    this.reserveSpace(cost, true);
+    let applied: number;
+    try {
+      applied = await this.write('put', () => {
+        let count = 0;
+        for (let i = 0; i < entries.length; i++) {
+          const key = entries[i]!.key;
+          const previous = this.entries.getBinaryFast(key);
+          if (previous !== undefined) {
+            if (entries[i]!.writeEpoch <= readUint32(previous, EPOCH_OFFSET)) continue;
+            if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
+          }
+          this.entries.putSync(key, stored[i]!);
+          count++;
         }
-        this.entries.putSync(key, stored[i]!);
-        count++;
-      }
-      return count;
-    });
+        return count;
+      });
+    } finally {
+      this.pendingBytes -= cost;
+    }
     await this.acknowledge();
     return applied;
   }
@@ -505,22 +660,55 @@ export class LmdbEngine implements StorageEngine {
     }
   }
 
-  /** Resolves once every write issued so far (in any durability mode) is fsync'ed. */
+  /**
+   * Resolves once every write issued so far (in any durability mode) is fsync'ed. After a failed
+   * commit, a rewrite of the format marker makes a new commit whose flush covers the earlier
+   * ones (it fails with the same typed error while the disk is still full).
+   */
   async flush(): Promise<void> {
     assertOpen(this.closed, this.kind);
+    if (this.lastCommitFailed) {
+      await this.write('put', () => this.meta.putSync(FORMAT_KEY, encodeCount(LMDB_FORMAT)));
+    }
     await this.waitFlushed();
   }
 
-  /** Flushes, then closes the environment; later calls fail with `ENGINE_CLOSED`. Idempotent. */
+  /**
+   * Flushes, then closes the environment; later calls fail with `ENGINE_CLOSED`. Idempotent.
+   * After a failed commit it closes without that wait (LMDB syncs on close; the failed batch
+   * stored nothing).
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.waitFlushed();
+    if (!this.lastCommitFailed) await this.waitFlushed();
     try {
       await this.root.close();
     } catch (error) {
       throw ioError('close', error);
     }
+  }
+
+  /** Refuses (OUT_OF_SPACE) `bytes` more of keys and values when they certainly do not fit now. */
+  assertCapacity(bytes: number): void {
+    assertOpen(this.closed, this.kind);
+    this.reserveSpace(bytes, false);
+  }
+
+  /** Used and available bytes, the limit, and why writes are refused or failing, if they are. */
+  health(): StorageHealth {
+    assertOpen(this.closed, this.kind);
+    this.refreshUsage();
+    const { used, limit } = this.usage;
+    return {
+      usedBytes: used,
+      availableBytes: Math.max(0, Math.min(Number.MAX_SAFE_INTEGER, limit - used - this.pendingBytes)),
+      limitBytes: this.mapSize,
+      degraded: this.degraded,
+      refusedWrites: this.refusedWrites,
+      failedWrites: this.failedWrites,
+      evictions: 0,
+    };
   }
 
   /** Group-commit counters. */
@@ -537,9 +725,11 @@ export class LmdbEngine implements StorageEngine {
     this.callbacksQueued++;
     this.callbackGeneration++;
     try {
-      return await this.root.transaction(body);
+      const result = await this.root.transaction(body);
+      this.wrote();
+      return result;
     } catch (error) {
-      throw ioError(operation, error);
+      throw await this.writeFailed(operation, error);
     } finally {
       // Only callbacks change the tombstone count; once none is queued the committed count is
       // final until the next one, so this is the one place the fast path's condition is renewed.
@@ -549,8 +739,7 @@ export class LmdbEngine implements StorageEngine {
 
   /**
    * The fast path of {@link LmdbEngine.set}: `seq` from the newest queued put of the key, else
-   * from the committed entry (a value: no tombstone is stored), then a native asynchronous put,
-   * acknowledged like every write.
+   * from the committed entry (a value: no tombstone is stored), then a native asynchronous put.
    */
   private async putQueued(key: Uint8Array, stored: Buffer): Promise<void> {
     const name = latin1(key);
@@ -576,12 +765,12 @@ export class LmdbEngine implements StorageEngine {
     stored.writeUInt32BE(seq, SEQ_OFFSET);
     try {
       await this.entries.put(key, stored);
+      this.wrote();
     } catch (error) {
-      throw ioError('put', error);
+      throw await this.writeFailed('put', error);
     } finally {
       if (--queued.count === 0) this.queuedPuts.delete(name);
     }
-    await this.acknowledge();
   }
 
   /** Inside a write transaction: moves the stored tombstone count by `delta`. */
@@ -607,8 +796,114 @@ export class LmdbEngine implements StorageEngine {
     try {
       await this.root.flushed;
     } catch (error) {
-      throw ioError('flush', error);
+      throw await this.writeFailed('flush', error);
     }
+  }
+
+  /**
+   * The space check of a write of `bytes` (estimated B-tree bytes): throws OUT_OF_SPACE when the
+   * data, with the writes still in flight, would pass the limit. With `hold`, the bytes count as
+   * in flight until the caller gives them back.
+   */
+  private reserveSpace(bytes: number, hold: boolean): void {
+    this.refreshUsage();
+    const { used, limit, mapLimited } = this.usage;
+    if (used + this.pendingBytes + bytes <= limit) {
+      if (hold) this.pendingBytes += bytes;
+      return;
+    }
+    this.refusedWrites++;
+    this.refusedBytes = bytes;
+    const bound = mapLimited
+      ? `the map-size limit of ${this.mapSize} bytes`
+      : `the free space of the filesystem of ${this.dataDir} (less ${diskReserveBytes(this.usage.diskTotal)} bytes kept for deletes)`;
+    const available = Math.max(0, limit - used - this.pendingBytes);
+    this.degrade('space', `out of space: ${bound} is reached (${used} bytes used, ${available} available)`);
+    throw new StorageEngineError(
+      'OUT_OF_SPACE',
+      `cannot store ${bytes} more bytes: ${bound} is reached (${used} bytes used, ${available} available)`,
+    );
+  }
+
+  /**
+   * Renews `usage` after a commit (at most once per commit: the write path calls this for every
+   * write) and the filesystem's free space at most every {@link STATFS_INTERVAL_MS}, or at every
+   * commit once the room left is within a few reserves.
+   */
+  private refreshUsage(force = false): void {
+    const usage = this.usage;
+    const now = performance.now();
+    const reserve = diskReserveBytes(usage.diskTotal);
+    // Near the limit the free space is read for every write: room freed outside (a cleaned disk)
+    // must be seen at once, and writes are being refused anyway.
+    const diskDue =
+      force || now - this.statfsAt >= STATFS_INTERVAL_MS || usage.limit - usage.used < 4 * reserve;
+    if (!this.usageStale && !diskDue) return;
+    if (this.usageStale || force) {
+      this.usageStale = false;
+      try {
+        const env = this.root.getStats() as LmdbStats;
+        usage.pageSize = env.pageSize;
+        this.fileBytes = (env.lastPageNumber + 1) * env.pageSize;
+        usage.used = this.bytesUsed();
+      } catch {
+        // Keep the last figures: a stats read is no reason to fail a write.
+      }
+    }
+    if (diskDue) {
+      this.statfsAt = now;
+      try {
+        const disk = statfsSync(this.dataDir);
+        usage.diskFree = disk.bavail * disk.bsize;
+        usage.diskTotal = disk.blocks * disk.bsize;
+      } catch {
+        usage.diskFree = Number.POSITIVE_INFINITY;
+      }
+    }
+    const diskLimit = this.fileBytes + usage.diskFree - diskReserveBytes(usage.diskTotal);
+    usage.mapLimited = this.mapSize > 0 && this.mapSize <= diskLimit;
+    usage.limit = usage.mapLimited ? this.mapSize : diskLimit;
+    if (this.degradedBy === 'space' && usage.used + this.pendingBytes + this.refusedBytes <= usage.limit) {
+      this.degrade(undefined, '');
+    }
+  }
+
+  /** A write committed: a storage failure is over. */
+  private wrote(): void {
+    this.lastCommitFailed = false;
+    if (this.degradedBy === 'io') this.degrade(undefined, '');
+  }
+
+  /**
+   * The typed error of a failed write or flush: OUT_OF_SPACE when the disk or the map is full
+   * (an EIO counts when the filesystem has less than the reserve left: a full tmpfs reports
+   * it), ENGINE_IO otherwise. LMDB aborted the transaction, so the engine goes on: the next
+   * commit starts from the last good one.
+   */
+  private async writeFailed(operation: string, error: unknown): Promise<StorageEngineError> {
+    if (isCommitFailure(error)) this.lastCommitFailed = true;
+    const cause = await commitCause(error);
+    const errno = errnoOf(cause);
+    this.refreshUsage(true);
+    const diskFull = this.usage.diskFree < diskReserveBytes(this.usage.diskTotal);
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    const noSpace = (errno !== undefined && NO_SPACE_ERRNOS.has(errno)) || (errno === EIO && diskFull);
+    // A failed flush is of a commit already applied: its outcome is unknown, never "not stored".
+    if (noSpace && operation !== 'flush') {
+      this.refusedWrites++;
+      const message = `out of space: lmdb ${operation} failed (${detail}) with ${this.usage.diskFree} bytes free on the filesystem of ${this.dataDir}`;
+      this.degrade('space', message);
+      return new StorageEngineError('OUT_OF_SPACE', message, { cause });
+    }
+    this.failedWrites++;
+    const failure = ioError(operation, cause);
+    this.degrade('io', `storage error: ${failure.message}`);
+    return failure;
+  }
+
+  private degrade(by: 'space' | 'io' | undefined, reason: string): void {
+    this.degradedBy = by;
+    this.degraded = reason;
   }
 
   private pageStats(db: Db): LmdbStats {

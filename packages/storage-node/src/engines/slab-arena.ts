@@ -53,24 +53,35 @@ function classFor(length: number): number {
   return lo;
 }
 
+/**
+ * The arena's running total of bytes held (slabs, huge values, metadata, free lists), kept by
+ * every structure as it grows or shrinks, so the memory cap is checked in O(1) per write.
+ */
+interface Reserved {
+  bytes: number;
+}
+
 /** A stack of uint32 that grows by doubling; used for free lists. */
 class U32Stack {
   private items = new Uint32Array(16);
   /** Number of items on the stack. */
   size = 0;
 
+  constructor(private readonly reserved: Reserved) {
+    reserved.bytes += this.items.byteLength;
+  }
+
   push(value: number): void {
-    if (this.size === this.items.length) this.items = grow(this.items, this.size * 2);
+    if (this.size === this.items.length) {
+      this.reserved.bytes += this.items.byteLength;
+      this.items = grow(this.items, this.size * 2);
+    }
     this.items[this.size++] = value;
   }
 
   /** Pops the top item; callers check `size` first. */
   pop(): number {
     return this.items[--this.size]!;
-  }
-
-  get bytes(): number {
-    return this.items.byteLength;
   }
 }
 
@@ -84,14 +95,28 @@ function grow<T extends Uint8Array | Uint32Array>(array: T, length: number): T {
 class SizeClass {
   readonly itemsPerSlab: number;
   private slabs: Uint8Array[] = [];
-  private readonly free = new U32Stack();
+  private readonly free: U32Stack;
   /** Items ever handed out since the class was last emptied; new items are carved from here. */
   private carved = 0;
   /** Items currently in use. */
   live = 0;
 
-  constructor(readonly itemSize: number) {
+  constructor(
+    readonly itemSize: number,
+    private readonly reserved: Reserved,
+  ) {
     this.itemsPerSlab = itemSize === 0 ? 0 : Math.max(1, Math.floor(SLAB_BYTES / itemSize));
+    this.free = new U32Stack(reserved);
+  }
+
+  /** Bytes one more item would newly reserve: a slab when no free or carved item is left. */
+  get growth(): number {
+    if (this.itemSize === 0 || this.free.size > 0) return 0;
+    return this.carved < this.slabs.length * this.itemsPerSlab ? 0 : this.slabBytes;
+  }
+
+  private get slabBytes(): number {
+    return this.itemsPerSlab * this.itemSize;
   }
 
   allocate(): number {
@@ -100,7 +125,8 @@ class SizeClass {
     if (this.free.size > 0) return this.free.pop();
     const index = this.carved++;
     if (index >= this.slabs.length * this.itemsPerSlab) {
-      this.slabs.push(new Uint8Array(this.itemsPerSlab * this.itemSize));
+      this.slabs.push(new Uint8Array(this.slabBytes));
+      this.reserved.bytes += this.slabBytes;
     }
     return index;
   }
@@ -111,6 +137,7 @@ class SizeClass {
     if (this.live === 0) {
       // The whole class is empty: hand its slabs back to the GC instead of keeping them for a
       // size that may never be used again (e.g. after a bulk delete of one value shape).
+      this.reserved.bytes -= this.slabs.length * this.slabBytes;
       this.slabs = [];
       this.carved = 0;
       this.free.size = 0;
@@ -125,21 +152,22 @@ class SizeClass {
     const offset = (index % this.itemsPerSlab) * this.itemSize;
     return slab.subarray(offset, offset + length);
   }
-
-  get reservedBytes(): number {
-    return this.slabs.length * this.itemsPerSlab * this.itemSize + this.free.bytes;
-  }
 }
 
 /** Values bigger than a slab item: one buffer each, indexes recycled through a free list. */
 class HugeValues {
   private values: (Uint8Array | undefined)[] = [];
-  private readonly free = new U32Stack();
+  private readonly free: U32Stack;
   bytes = 0;
+
+  constructor(private readonly reserved: Reserved) {
+    this.free = new U32Stack(reserved);
+  }
 
   store(value: Uint8Array): number {
     const copy = value.slice();
     this.bytes += copy.byteLength;
+    this.reserved.bytes += copy.byteLength;
     const index = this.free.size > 0 ? this.free.pop() : this.values.length;
     this.values[index] = copy;
     return index;
@@ -147,6 +175,7 @@ class HugeValues {
 
   release(index: number): void {
     this.bytes -= this.values[index]!.byteLength;
+    this.reserved.bytes -= this.values[index]!.byteLength;
     this.values[index] = undefined;
     this.free.push(index);
   }
@@ -162,7 +191,7 @@ export interface SlabArenaStats {
   readonly values: number;
   /** Sum of the lengths of the stored values. */
   readonly liveBytes: number;
-  /** Bytes of buffers held by the arena (slabs, huge values, metadata), i.e. its real footprint. */
+  /** Bytes of buffers held by the arena (slabs, huge values, metadata, free lists, eviction order). */
   readonly reservedBytes: number;
 }
 
@@ -173,8 +202,12 @@ export interface SlabArenaStats {
  * arena memory and are only valid until the next mutation of the arena.
  */
 export class SlabArena {
-  private readonly classes: SizeClass[] = Array.from(CLASS_SIZES, (size) => new SizeClass(size));
-  private readonly huge = new HugeValues();
+  private readonly reserved: Reserved = { bytes: 0 };
+  private readonly classes: SizeClass[] = Array.from(
+    CLASS_SIZES,
+    (size) => new SizeClass(size, this.reserved),
+  );
+  private readonly huge = new HugeValues(this.reserved);
   // Per-handle metadata in parallel typed arrays: 17 bytes per handle, no JS objects. The version
   // lives here rather than in the slab item so that values keep their exact size class and reads
   // stay a plain view of the value bytes.
@@ -183,10 +216,71 @@ export class SlabArena {
   private slotLength = new Uint32Array(1024);
   private slotEpoch = new Uint32Array(1024);
   private slotSeq = new Uint32Array(1024);
-  private readonly freeSlots = new U32Stack();
+  private readonly freeSlots = new U32Stack(this.reserved);
   private nextSlot = 0;
   private live = 0;
   private liveBytes = 0;
+  /** Eviction order of the values (not tombstones) of each class, when eviction is on. */
+  private order: EvictionOrder | undefined;
+
+  constructor(options: { evictionOrder?: boolean } = {}) {
+    this.reserved.bytes += this.slotClass.length * SLOT_METADATA_BYTES;
+    if (options.evictionOrder === true) {
+      this.order = new EvictionOrder(this.slotClass.length);
+      this.reserved.bytes += this.order.bytes;
+    }
+  }
+
+  /** Bytes held (slabs, huge values, metadata, free lists): what the memory cap bounds, in O(1). */
+  get reservedBytes(): number {
+    return this.reserved.bytes;
+  }
+
+  /**
+   * Bytes placing a value of `length` would newly reserve: a slab when its class has no free or
+   * carved item left, the value itself when huge, and the doubling of the metadata arrays when a
+   * new handle is needed (`newHandle`) and none is free.
+   */
+  growthFor(length: number, newHandle: boolean): number {
+    const cls = classFor(length);
+    let bytes = cls === HUGE_CLASS ? length : this.classes[cls]!.growth;
+    if (newHandle && this.freeSlots.size === 0 && this.nextSlot === this.slotClass.length) {
+      bytes +=
+        this.slotClass.length * (SLOT_METADATA_BYTES + (this.order === undefined ? 0 : EVICTION_ORDER_BYTES));
+    }
+    return bytes;
+  }
+
+  /**
+   * A value to evict so that a value of `length` finds room: one of the same size class (whose
+   * item the new value can then take; for huge values any huge one, whose bytes are released),
+   * never `exclude`. `lru`: the least recently used (reads and writes count as uses, see
+   * {@link SlabArena.touch}); otherwise a random one (sampled; when sampling misses, the oldest
+   * written). -1 when the class holds no other value.
+   */
+  victimFor(length: number, lru: boolean, exclude: number): number {
+    const order = this.order;
+    if (order === undefined) return -1;
+    const cls = classFor(length);
+    if (!lru) {
+      for (let attempt = 0; attempt < RANDOM_SAMPLES; attempt++) {
+        const slot = Math.floor(Math.random() * this.nextSlot);
+        if (slot !== exclude && this.slotClass[slot] === cls && order.contains(slot)) return slot;
+      }
+    }
+    return order.oldest(cls, exclude);
+  }
+
+  /** Whether a value of `length` can replace the one under `handle` in its own item (no new space). */
+  fitsInPlace(handle: number, length: number): boolean {
+    const cls = this.slotClass[handle]!;
+    return cls !== HUGE_CLASS && cls !== TOMBSTONE_CLASS && classFor(length) === cls;
+  }
+
+  /** Marks `handle` as just used (allkeys-lru: a read moves the value to the young end). O(1). */
+  touch(handle: number): void {
+    if (this.slotClass[handle] !== TOMBSTONE_CLASS) this.order?.touch(handle, this.slotClass[handle]!);
+  }
 
   /** Copies `value` into the arena with its version and returns its handle. */
   allocate(value: Uint8Array, writeEpoch = 0, seq = 0): number {
@@ -219,10 +313,12 @@ export class SlabArena {
       const index = this.slotIndex[handle]!;
       this.classes[cls]!.view(index, value.byteLength).set(value);
       this.slotLength[handle] = value.byteLength;
+      this.order?.touch(handle, cls);
       return;
     }
     // Copy into the new item before releasing the old one: `value` may be a view of it.
     const oldIndex = this.slotIndex[handle]!;
+    if (cls !== TOMBSTONE_CLASS) this.order?.unlink(handle, cls);
     this.liveBytes -= value.byteLength;
     this.place(handle, value);
     this.releaseItem(cls, oldIndex);
@@ -233,6 +329,7 @@ export class SlabArena {
     const cls = this.slotClass[handle]!;
     const index = this.slotIndex[handle]!;
     this.liveBytes -= this.slotLength[handle]!;
+    if (cls !== TOMBSTONE_CLASS) this.order?.unlink(handle, cls);
     this.placeTombstone(handle);
     this.setVersion(handle, writeEpoch, seq);
     this.releaseItem(cls, index);
@@ -273,6 +370,7 @@ export class SlabArena {
   /** Releases `handle` and its storage; the handle may be returned by a later allocation. */
   free(handle: number): void {
     this.liveBytes -= this.slotLength[handle]!;
+    if (this.slotClass[handle] !== TOMBSTONE_CLASS) this.order?.unlink(handle, this.slotClass[handle]!);
     this.releaseItem(this.slotClass[handle]!, this.slotIndex[handle]!);
     this.freeSlots.push(handle);
     this.live--;
@@ -280,11 +378,7 @@ export class SlabArena {
 
   /** Current space accounting. */
   stats(): SlabArenaStats {
-    let reserved = this.huge.bytes + this.freeSlots.bytes;
-    reserved += this.slotClass.byteLength + this.slotIndex.byteLength + this.slotLength.byteLength;
-    reserved += this.slotEpoch.byteLength + this.slotSeq.byteLength;
-    for (const sizeClass of this.classes) reserved += sizeClass.reservedBytes;
-    return { values: this.live, liveBytes: this.liveBytes, reservedBytes: reserved };
+    return { values: this.live, liveBytes: this.liveBytes, reservedBytes: this.reserved.bytes };
   }
 
   private place(slot: number, value: Uint8Array): void {
@@ -301,6 +395,7 @@ export class SlabArena {
     this.slotIndex[slot] = index;
     this.slotLength[slot] = value.byteLength;
     this.liveBytes += value.byteLength;
+    this.order?.link(slot, cls);
   }
 
   private placeTombstone(slot: number): void {
@@ -325,6 +420,12 @@ export class SlabArena {
     const slot = this.nextSlot++;
     if (slot === this.slotClass.length) {
       const capacity = slot * 2;
+      this.reserved.bytes += slot * SLOT_METADATA_BYTES;
+      if (this.order !== undefined) {
+        this.reserved.bytes -= this.order.bytes;
+        this.order.grow(capacity);
+        this.reserved.bytes += this.order.bytes;
+      }
       this.slotClass = grow(this.slotClass, capacity);
       this.slotIndex = grow(this.slotIndex, capacity);
       this.slotLength = grow(this.slotLength, capacity);
@@ -332,5 +433,80 @@ export class SlabArena {
       this.slotSeq = grow(this.slotSeq, capacity);
     }
     return slot;
+  }
+}
+
+/** Bytes of metadata per handle: class (1), item index, length, writeEpoch, seq (4 each). */
+const SLOT_METADATA_BYTES = 17;
+/** Bytes of eviction order per handle: the previous and next handle of its class's list. */
+const EVICTION_ORDER_BYTES = 8;
+/** Random handles tried by `allkeys-random` before it falls back to the oldest value of the class. */
+const RANDOM_SAMPLES = 16;
+const NONE = -1;
+const UNLINKED = -2;
+
+/**
+ * One doubly linked list of handles per size class, in typed arrays (no object per value): young
+ * values at the head, the eviction candidate at the tail. Link, unlink and touch are O(1).
+ */
+class EvictionOrder {
+  private prev: Int32Array;
+  private next: Int32Array;
+  private readonly head = new Int32Array(TOMBSTONE_CLASS).fill(NONE);
+  private readonly tail = new Int32Array(TOMBSTONE_CLASS).fill(NONE);
+
+  constructor(capacity: number) {
+    this.prev = new Int32Array(capacity).fill(UNLINKED);
+    this.next = new Int32Array(capacity).fill(UNLINKED);
+  }
+
+  get bytes(): number {
+    return this.prev.byteLength + this.next.byteLength + this.head.byteLength + this.tail.byteLength;
+  }
+
+  grow(capacity: number): void {
+    const prev = new Int32Array(capacity).fill(UNLINKED);
+    const next = new Int32Array(capacity).fill(UNLINKED);
+    prev.set(this.prev);
+    next.set(this.next);
+    this.prev = prev;
+    this.next = next;
+  }
+
+  contains(slot: number): boolean {
+    return this.prev[slot] !== UNLINKED;
+  }
+
+  link(slot: number, cls: number): void {
+    const first = this.head[cls]!;
+    this.prev[slot] = NONE;
+    this.next[slot] = first;
+    if (first === NONE) this.tail[cls] = slot;
+    else this.prev[first] = slot;
+    this.head[cls] = slot;
+  }
+
+  unlink(slot: number, cls: number): void {
+    const before = this.prev[slot]!;
+    const after = this.next[slot]!;
+    if (before === UNLINKED) return;
+    if (before === NONE) this.head[cls] = after;
+    else this.next[before] = after;
+    if (after === NONE) this.tail[cls] = before;
+    else this.prev[after] = before;
+    this.prev[slot] = UNLINKED;
+    this.next[slot] = UNLINKED;
+  }
+
+  touch(slot: number, cls: number): void {
+    if (this.head[cls] === slot) return;
+    this.unlink(slot, cls);
+    this.link(slot, cls);
+  }
+
+  /** The tail of the class's list, or the one before it when the tail is `exclude`; -1 if none. */
+  oldest(cls: number, exclude: number): number {
+    const last = this.tail[cls]!;
+    return last === exclude && last !== NONE ? this.prev[last]! : last;
   }
 }
