@@ -79,10 +79,28 @@ export function isKnownErrorCode(code: string): code is ErrorCode {
 }
 
 /**
+ * Brand every DstoreError carries. A registered symbol is the same in every copy of this module:
+ * the ESM and the CJS build of `@dstore/protocol` (both can be loaded in one process: the dual
+ * package hazard) and two installed versions.
+ */
+const DSTORE_ERROR: unique symbol = Symbol.for('@dstore/protocol.DstoreError');
+
+/**
  * The one error class of dstore. Every failure a caller can see carries a stable `code`; branch on
  * the code, never on the message.
+ *
+ * `err instanceof DstoreError` holds for a DstoreError made by any copy of this package (the ESM
+ * and the CJS build, another installed version): the check looks for a brand, not at the
+ * prototype chain. Subclasses ({@link ProtocolError}) keep the ordinary prototype check.
  */
 export class DstoreError extends Error {
+  /** Brand check across module copies; see the class comment. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: subclasses inherit this method, `this` is the class tested
+    if (this !== DstoreError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === 'object' && value !== null && DSTORE_ERROR in value;
+  }
+
   /** Stable machine-readable code; an unknown string when a newer peer sent a code we do not know. */
   readonly code: ErrorCode | (string & {});
 
@@ -107,6 +125,8 @@ export class DstoreError extends Error {
     );
   }
 }
+
+Object.defineProperty(DstoreError.prototype, DSTORE_ERROR, { value: true });
 
 /** A peer sent bytes that are not a valid frame or message. */
 export class ProtocolError extends DstoreError {
