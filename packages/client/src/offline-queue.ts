@@ -1,4 +1,4 @@
-import { type DeadlineSweeper, type Sweepable, sharedSweeper } from '@dstore/protocol';
+import { type DeadlineSweeper, type Sweepable, sharedSweeper } from '@dstore/protocol/internal';
 
 /** Something that can wait in an {@link OfflineQueue}: it only needs a deadline. */
 export interface QueueEntry {

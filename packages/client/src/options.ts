@@ -1,4 +1,4 @@
-import { backoffDelay } from '@dstore/protocol';
+import { backoffDelay } from '@dstore/protocol/internal';
 import { invalidArgument } from './errors.js';
 
 /** One balancer in {@link ClientOptions.servers}: ioredis's `{ host, port }` shape. */

@@ -3,8 +3,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FakeServer } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FakeServer } from './helpers/fake-server.js';
 
 const cliPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
 

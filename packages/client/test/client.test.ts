@@ -1,7 +1,7 @@
 import { Op } from '@dstore/protocol';
+import { FakeServer, keyOf } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ClientOptions, createClient, type DstoreClient, DstoreError, ErrorCode } from '../src/index.js';
-import { FakeServer, keyOf } from './helpers/fake-server.js';
 import { failOnUnhandledRejections } from './helpers/unhandled.js';
 
 failOnUnhandledRejections();
@@ -15,7 +15,7 @@ afterEach(async () => {
 });
 
 async function startServer(token?: string): Promise<FakeServer> {
-  const server = new FakeServer(token);
+  const server = new FakeServer({ token });
   servers.push(server);
   await server.start();
   return server;

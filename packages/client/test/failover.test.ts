@@ -1,4 +1,5 @@
 import { Op } from '@dstore/protocol';
+import { FakeServer } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   type ClientOptions,
@@ -7,7 +8,6 @@ import {
   type DstoreError,
   ErrorCode,
 } from '../src/index.js';
-import { FakeServer } from './helpers/fake-server.js';
 import { failOnUnhandledRejections } from './helpers/unhandled.js';
 
 failOnUnhandledRejections();

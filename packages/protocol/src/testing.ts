@@ -195,3 +195,5 @@ export function seededRandom(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
   };
 }
+
+export { FakeServer, type FakeServerMode, type FakeServerOptions, keyOf } from './fake-server.js';

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ErrorCode, FrameDecoder, OutputBuffer, ProtocolError } from '../src/index.js';
+import { ErrorCode, ProtocolError } from '../src/index.js';
+import { FrameDecoder, OutputBuffer } from '../src/internal.js';
 import { frame, header } from '../src/testing.js';
 
 function collect(maxFrameBytes = 1024 * 1024): { decoder: FrameDecoder; frames: Uint8Array[] } {

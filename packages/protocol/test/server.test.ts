@@ -5,7 +5,6 @@ import {
   type Connection,
   DstoreError,
   ErrorCode,
-  FrameDecoder,
   FrameServer,
   handshake,
   type Message,
@@ -16,6 +15,7 @@ import {
   ProtocolError,
   type Request,
 } from '../src/index.js';
+import { FrameDecoder } from '../src/internal.js';
 import { badInputCorpus } from '../src/testing.js';
 import { failOnUncaught, Resources, waitFor } from './helpers.js';
 

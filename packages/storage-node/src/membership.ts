@@ -1,11 +1,5 @@
-import {
-  type BackoffOptions,
-  backoffDelay,
-  DstoreError,
-  ErrorCode,
-  FailoverLink,
-  Op,
-} from '@dstore/protocol';
+import { DstoreError, ErrorCode, FailoverLink, Op } from '@dstore/protocol';
+import { type BackoffOptions, backoffDelay } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 
 /** A balancer's client address. */
