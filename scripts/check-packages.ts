@@ -75,7 +75,7 @@ function checkReadmeLinks(name: string, dir: string): void {
 
 /** The code every consumer compiles: each package's main entry point, used through its types. */
 const consumerSource = `import { createRing, HashRing } from '@dstore/hashring';
-import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { classifyError, DstoreError, ErrorCode } from '@dstore/protocol';
 import { seededRandom } from '@dstore/protocol/testing';
 import { createStorageNode, type StorageNodeOptions } from '@dstore/storage-node';
 import { createBalancer, type BalancerOptions } from '@dstore/balancer';
@@ -87,7 +87,7 @@ const balancer: BalancerOptions = { port: 0 };
 const options: ClientOptions = { port: 7379, lazyConnect: true };
 export function use(client: DstoreClient, err: unknown): string {
   const random: () => number = seededRandom(1);
-  if (err instanceof DstoreError && err.code === ErrorCode.UNAVAILABLE) return err.message;
+  if (err instanceof DstoreError && err.code === ErrorCode.UNAVAILABLE) return String(classifyError(err).notExecuted);
   return [ring.size, node.port, balancer.port, options.port, random(), typeof client.get, typeof createClient,
     typeof createStorageNode, typeof createBalancer].join();
 }

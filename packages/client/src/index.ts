@@ -8,6 +8,16 @@
  */
 export type { BinaryLike, LatencySummary } from '@dstore/protocol';
 export {
+  classifyError,
+  DstoreError,
+  type ErrorClass,
+  ErrorCode,
+  isKnownErrorCode,
+  isRetryable,
+  isSafeToResend,
+  ProtocolError,
+} from '@dstore/protocol';
+export {
   type ClientEvents,
   type ClientStatus,
   type CommandOptions,
@@ -17,8 +27,9 @@ export {
   type StatsRecord,
 } from './client.js';
 export { closeDefaultClient, DEFAULT_DSTORE_URL, dget, dset, getDefaultClient } from './compat.js';
-export { DstoreError, ErrorCode, isKnownErrorCode, isSafeToRetry, ProtocolError } from './errors.js';
+export { isSafeToRetry } from './errors.js';
 export {
+  type ClientArguments,
   type ClientOptions,
   DEFAULT_CLIENT_OPTIONS,
   defaultRetryStrategy,

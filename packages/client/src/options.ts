@@ -63,6 +63,16 @@ export interface ClientOptions {
   readonly keyPrefix?: string;
   /** Token sent in HELLO when the balancer requires one. Default: none. */
   readonly token?: string;
+  /**
+   * The token under the name ioredis and node-redis users give it: an alias of {@link token}
+   * (giving both, different, is refused). Default: none.
+   */
+  readonly password?: string;
+  /**
+   * A `dstore://` URL (node-redis's `{ url }`), read as {@link createClient} reads a URL string;
+   * the other options of the same object apply over it.
+   */
+  readonly url?: string;
   /** A label for this client, used in error messages. Not sent on the wire. Default `''`. */
   readonly name?: string;
 }
@@ -71,7 +81,9 @@ export interface ClientOptions {
  * Every option with its value decided. `servers` always lists at least one balancer; `host` and
  * `port` are those of the first.
  */
-export type ResolvedClientOptions = Required<Omit<ClientOptions, 'token' | 'servers'>> & {
+export type ResolvedClientOptions = Required<
+  Omit<ClientOptions, 'token' | 'servers' | 'password' | 'url'>
+> & {
   readonly token?: string;
   readonly servers: readonly ResolvedServerAddress[];
 };
@@ -99,6 +111,91 @@ export const DEFAULT_CLIENT_OPTIONS: ResolvedClientOptions = Object.freeze({
   keyPrefix: '',
   name: '',
 });
+
+/**
+ * Every option name, so that an unknown one is refused rather than silently ignored (a typo, or
+ * an option of another client, would otherwise leave the client on its defaults).
+ */
+const OPTION_NAMES: ReadonlySet<string> = new Set<keyof ClientOptions>([
+  'host',
+  'port',
+  'servers',
+  'connectTimeout',
+  'commandTimeout',
+  'retryStrategy',
+  'maxRetriesPerRequest',
+  'enableOfflineQueue',
+  'maxQueueLength',
+  'lazyConnect',
+  'keyPrefix',
+  'token',
+  'password',
+  'url',
+  'name',
+]);
+
+/** Options of other clients (ioredis, node-redis, memcached) and what to use here instead. */
+const FOREIGN_OPTIONS: ReadonlyMap<string, string> = new Map([
+  ['socket', 'host, port and connectTimeout (node-redis socket.host, socket.port, socket.connectTimeout)'],
+  ['auth_pass', 'password (or token)'],
+  ['authPass', 'password (or token)'],
+  ['prefix', 'keyPrefix'],
+  ['db', 'keyPrefix (dstore has no numbered databases)'],
+  ['database', 'keyPrefix (dstore has no numbered databases)'],
+  ['timeout', 'commandTimeout (and connectTimeout)'],
+  ['connect_timeout', 'connectTimeout'],
+  ['retry_strategy', 'retryStrategy'],
+  ['reconnectStrategy', 'retryStrategy'],
+  ['maxRetries', 'maxRetriesPerRequest'],
+  ['disableOfflineQueue', 'enableOfflineQueue: false'],
+  ['commandsQueueMaxLength', 'maxQueueLength'],
+  ['sentinels', 'servers'],
+  ['startupNodes', 'servers'],
+  ['rootNodes', 'servers'],
+  ['enableAutoPipelining', 'nothing: commands issued in one tick always leave in one write'],
+  ['clientName', 'name'],
+  ['connectionName', 'name'],
+]);
+
+/** Refuses options this client does not know, naming the right one when it is a known mix-up. */
+function checkOptionNames(options: object, where: string): void {
+  for (const name of Object.keys(options)) {
+    if (OPTION_NAMES.has(name)) continue;
+    const instead = FOREIGN_OPTIONS.get(name);
+    throw invalidArgument(
+      instead === undefined
+        ? `unknown option ${name} in ${where}; the options are ${[...OPTION_NAMES].join(', ')}`
+        : `unknown option ${name} in ${where}: use ${instead}`,
+    );
+  }
+}
+
+/**
+ * The forms {@link createClient} accepts, as (options or URL, overrides): `(options)`, `(url)`,
+ * `(url, overrides)`, and ioredis's `(port)`, `(port, host)`, `(port, host, options)` and
+ * `(port, options)`, where the explicit port and host win over the options.
+ */
+export type ClientArguments =
+  | [options?: ClientOptions | string, overrides?: ClientOptions]
+  | [port: number, host?: string, options?: ClientOptions]
+  | [port: number, options: ClientOptions];
+
+/** Normalises the {@link ClientArguments} forms to (options or URL, overrides). */
+export function clientArguments(args: ClientArguments): [ClientOptions | string, ClientOptions] {
+  const [first, second, third] = args;
+  if (typeof first === 'number') {
+    const host = typeof second === 'string' ? second : undefined;
+    const options = (typeof second === 'object' ? second : third) ?? {};
+    return [options, host === undefined ? { port: first } : { port: first, host }];
+  }
+  if (first !== undefined && typeof first !== 'string' && (typeof first !== 'object' || first === null)) {
+    throw invalidArgument(`expected options, a dstore:// URL or a port, got ${String(first)}`);
+  }
+  if (second !== undefined && (typeof second !== 'object' || second === null)) {
+    throw invalidArgument(`expected override options as the second argument, got ${String(second)}`);
+  }
+  return [first ?? {}, (second as ClientOptions | undefined) ?? {}];
+}
 
 /** The URL scheme of dstore addresses. */
 export const DSTORE_URL_SCHEME = 'dstore:';
@@ -195,13 +292,17 @@ export function resolveClientOptions(
   input: ClientOptions | string = {},
   overrides: ClientOptions = {},
 ): ResolvedClientOptions {
-  const base = withoutUndefined(typeof input === 'string' ? parseDstoreUrl(input) : input);
-  const explicit = withoutUndefined(overrides);
+  const base = typeof input === 'string' ? parseDstoreUrl(input) : fromObject(input, 'the options');
+  const explicit = fromObject(overrides, 'the overrides');
   checkOneAddressForm(base, typeof input === 'string' ? 'the URL' : 'the options');
   checkOneAddressForm(explicit, 'the overrides');
   const servers = resolveServers(base, explicit);
   const first = servers[0] as ResolvedServerAddress;
-  const merged = {
+  const {
+    password: _password,
+    url: _url,
+    ...merged
+  } = {
     ...DEFAULT_CLIENT_OPTIONS,
     ...base,
     ...explicit,
@@ -267,6 +368,28 @@ function checkServer(server: ServerAddress, prefix: string): ResolvedServerAddre
   const port = server.port ?? DEFAULT_CLIENT_OPTIONS.port;
   checkInteger(`${prefix}port`, port, 0, 65_535);
   return Object.freeze({ host: server.host, port });
+}
+
+/**
+ * An options object with its names checked, `url` expanded under the other options and `password`
+ * turned into `token`.
+ */
+function fromObject(options: ClientOptions, where: string): ClientOptions {
+  checkOptionNames(options, where);
+  const { url, password, ...rest } = withoutUndefined(options);
+  if (url !== undefined && typeof url !== 'string')
+    throw invalidArgument(`url must be a string, got ${typeof url}`);
+  if (password !== undefined && rest.token !== undefined && password !== rest.token) {
+    throw invalidArgument(`conflicting options in ${where}: password is an alias of token, give one of them`);
+  }
+  const fromUrl = url === undefined ? {} : parseDstoreUrl(url);
+  if (url !== undefined && fromUrl.servers !== undefined && hasHostOrPort(rest)) {
+    throw invalidArgument(
+      `conflicting options in ${where}: the url lists several servers and host/port is given`,
+    );
+  }
+  const merged: ClientOptions = { ...fromUrl, ...rest };
+  return password === undefined ? merged : { ...merged, token: password };
 }
 
 function withoutUndefined(options: ClientOptions): ClientOptions {

@@ -14,7 +14,17 @@ export {
   type ConnectionOptions,
   type RequestOptions,
 } from './connection.js';
-export { DstoreError, ErrorCode, isKnownErrorCode, ProtocolError } from './errors.js';
+export {
+  classifyError,
+  DstoreError,
+  type DstoreErrorOptions,
+  type ErrorClass,
+  ErrorCode,
+  isKnownErrorCode,
+  isRetryable,
+  isSafeToResend,
+  ProtocolError,
+} from './errors.js';
 export { FailoverLink, type FailoverLinkOptions, type FailoverServer } from './failover-link.js';
 export { FrameServer, type FrameServerEvents, type FrameServerOptions } from './frame-server.js';
 export { LatencyHistogram, type LatencySummary } from './latency-histogram.js';

@@ -7,6 +7,19 @@
  * @packageDocumentation
  */
 export { type BackoffOptions, backoffDelay } from './backoff.js';
+export {
+  type AddressOptions,
+  EnvVar,
+  ExitCode,
+  type HostPort,
+  type IntegerOptions,
+  optionParser,
+  parseAddress,
+  parseAddressList,
+  parseByteSize,
+  parseDuration,
+  parseInteger,
+} from './cli-args.js';
 export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
 export { timeoutError } from './errors.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';

@@ -167,3 +167,22 @@ describe('FrameDecoder', () => {
     expect(frames).toEqual(parts);
   });
 });
+
+describe('another protocol on the other end', () => {
+  it('says an HTTP answer looks like an HTTP server (VERSION_MISMATCH, fatal), not an absurd frame length', () => {
+    const { decoder } = collect();
+    const push = (): void => decoder.push(new TextEncoder().encode('HTTP/1.1 400 Bad Request\r\n\r\n'));
+    expect(push).toThrow(ProtocolError);
+    expect(push).toThrow(/HTTP server.*admin port/);
+    try {
+      push();
+    } catch (error) {
+      expect(error).toMatchObject({ code: ErrorCode.VERSION_MISMATCH, fatal: true, notExecuted: true });
+    }
+  });
+
+  it('says an HTTP request looks like one', () => {
+    const { decoder } = collect();
+    expect(() => decoder.push(new TextEncoder().encode('GET /health HTTP/1.1\r\n'))).toThrow(/HTTP request/);
+  });
+});

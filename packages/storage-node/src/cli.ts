@@ -3,24 +3,20 @@
  * `dstore-node`: runs one storage node. Prints one JSON "ready" line on stdout once listening
  * (scripts parse it), logs to stderr with pino, stops gracefully on SIGTERM/SIGINT.
  */
+import { EnvVar, ExitCode, optionParser, parseDuration, parseInteger } from '@dstore/protocol/internal';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type Logger, pino } from 'pino';
+import { version } from '../package.json';
 import { DEFAULT_NODE_PORT, resolveNodeOptions, type StorageNodeOptions } from './options.js';
 import { createStorageNode, type StorageNode } from './storage-node.js';
 
-/** Exit code for invalid command-line options (POSIX usage error). */
-const EXIT_USAGE = 2;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-function integer(min: number, max: number): (text: string) => number {
-  return (text) => {
-    const value = Number(text);
-    if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
-      throw new InvalidArgumentError(`expected an integer from ${min} to ${max}.`);
-    }
-    return value;
-  };
-}
+/** The shared parsers (`@dstore/protocol/internal`) as commander option parsers: a bad value is a usage error. */
+const arg = <T>(parse: (text: string) => T): ((text: string) => T) =>
+  optionParser(parse, (message) => new InvalidArgumentError(message));
+const integer = (min: number, max: number) => arg((text) => parseInteger(text, { min, max }));
+const duration = (min: number) => arg((text) => parseDuration(text, { min }));
 
 /** Collects a repeatable option: `--join a --join b,c` gives ['a', 'b,c'] (parsed later, as one list). */
 function collect(value: string, previous: string[] | undefined): string[] {
@@ -58,6 +54,7 @@ function buildProgram(): Command {
   return new Command('dstore-node')
     .description('Run a dstore storage node: a TCP server holding keys in memory or durably on LMDB.')
     .option('--host <host>', 'address to bind', '127.0.0.1')
+    .version(version, '-V, --version', 'print the version of @dstore/storage-node')
     .option('--port <port>', 'port to bind (0 = any free port)', integer(0, 65_535), DEFAULT_NODE_PORT)
     .option(
       '--id <id>',
@@ -96,36 +93,36 @@ function buildProgram(): Command {
     )
     .option(
       '--idle-timeout <ms>',
-      'close connections idle this long (0 = never)',
-      integer(0, 2 ** 31 - 1),
+      'close connections idle this long (ms, or 5m; 0 = never)',
+      duration(0),
       300_000,
     )
     .option(
       '--frame-timeout <ms>',
-      'a started frame must be complete within this time',
-      integer(1, 2 ** 31 - 1),
+      'a started frame must be complete within this time (ms, or 10s)',
+      duration(1),
       10_000,
     )
     .option(
       '--token <token>',
-      'shared secret every peer must send in HELLO (default: env DSTORE_TOKEN, else none)',
+      `shared secret every peer must send in HELLO (default: env ${EnvVar.TOKEN}, else none)`,
     )
     .option(
       '--heartbeat-interval <ms>',
-      'interval between HEARTBEATs to the balancer',
-      integer(10, 2 ** 31 - 1),
+      'interval between HEARTBEATs to the balancer (ms, or 1s)',
+      duration(10),
       1000,
     )
     .option(
       '--drain-timeout <ms>',
-      'on shutdown, longest time to keep answering requests already sent',
-      integer(0, 2 ** 31 - 1),
+      'on shutdown, longest time to keep answering requests already sent (ms, or 2s)',
+      duration(0),
       2000,
     )
     .option(
       '--leave-timeout <ms>',
-      "on shutdown, longest wait for the balancer to move this node's keys away (LEAVE answered)",
-      integer(0, 2 ** 31 - 1),
+      "on shutdown, longest wait for the balancer to move this node's keys away (LEAVE answered; ms, or 1m)",
+      duration(0),
       60_000,
     )
     .option(
@@ -138,6 +135,10 @@ function buildProgram(): Command {
       new Option('--log-level <level>', 'pino log level (logs go to stderr)')
         .choices(LOG_LEVELS)
         .default('info'),
+    )
+    .addHelpText(
+      'after',
+      `\nExit codes: 0 stopped cleanly, 1 failure, 2 usage error. Environment: ${EnvVar.TOKEN}.`,
     )
     .showHelpAfterError('(run dstore-node --help for every option)')
     .exitOverride();
@@ -158,7 +159,7 @@ function toNodeOptions(flags: CliFlags, logger: Logger): StorageNodeOptions {
     maxConnections: flags.maxConnections,
     idleTimeoutMs: flags.idleTimeout,
     frameTimeoutMs: flags.frameTimeout,
-    token: flags.token ?? process.env.DSTORE_TOKEN,
+    token: flags.token ?? process.env[EnvVar.TOKEN],
     heartbeatIntervalMs: flags.heartbeatInterval,
     drainTimeoutMs: flags.drainTimeout,
     leaveTimeoutMs: flags.leaveTimeout,
@@ -173,7 +174,7 @@ function parseFlags(argv: readonly string[]): CliFlags {
     program.parse(argv as string[]);
   } catch (error) {
     // Commander already printed the message (or the help).
-    if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? 0 : EXIT_USAGE);
+    if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE);
     throw error;
   }
   return program.opts<CliFlags>();
@@ -213,7 +214,7 @@ async function main(): Promise<void> {
     advertiseHost = resolveNodeOptions(options).advertiseHost;
   } catch (error) {
     process.stderr.write(`dstore-node: ${(error as Error).message}\n`);
-    process.exit(EXIT_USAGE);
+    process.exit(ExitCode.USAGE);
   }
   const node = createStorageNode(options);
   stopOnSignals(node, logger);

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { DstoreError, ErrorCode, type ProtocolLimits } from '@dstore/protocol';
+import { parseAddressList } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 import type { LmdbDurability } from './engines/index.js';
 import type { BalancerAddress } from './membership.js';
@@ -128,22 +129,6 @@ function integerIn(name: string, value: number, min: number, max: number): numbe
   return value;
 }
 
-/** Parses `host:port` (IPv6 as `[::1]:7379`), failing with INVALID_ARGUMENT. */
-export function parseHostPort(text: string, what = 'address'): { host: string; port: number } {
-  const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
-  if (!match) throw invalid(`${what} must be host:port, got '${text}'`);
-  const port = integerIn(`${what} port`, Number(match[2]), 1, 65_535);
-  return { host: match[1] as string, port };
-}
-
-/**
- * Parses a comma-separated list of `host:port` addresses, each as {@link parseHostPort} reads one
- * (so an empty entry, as in `a:1,,b:2`, is refused), failing with INVALID_ARGUMENT.
- */
-export function parseHostPortList(text: string, what = 'address'): BalancerAddress[] {
-  return text.split(',').map((entry) => parseHostPort(entry.trim(), what));
-}
-
 /** The balancers from `join` or `balancers` (one of them at most), checked. */
 function resolveBalancers(options: StorageNodeOptions): readonly BalancerAddress[] {
   const { join, balancers } = options;
@@ -152,7 +137,7 @@ function resolveBalancers(options: StorageNodeOptions): readonly BalancerAddress
       'conflicting options: join and balancers both given; join is the host:port text form of balancers',
     );
   }
-  if (join !== undefined) return Object.freeze(parseHostPortList(join, 'join'));
+  if (join !== undefined) return Object.freeze(parseAddressList(join, { what: 'join' }));
   if (balancers === undefined) return Object.freeze([]);
   if (!Array.isArray(balancers) || balancers.length === 0) {
     throw invalid('balancers must list at least one { host, port } (omit it for a standalone node)');

@@ -1,6 +1,7 @@
+import { parseAddress } from '@dstore/protocol/internal';
 import type { Command } from 'commander';
 import { DstoreError, ErrorCode } from '../errors.js';
-import { DEFAULT_ADMIN, parseHostPort, positiveInteger, printJson, printLine } from './shared.js';
+import { DEFAULT_ADMIN, duration, printJson, printLine } from './shared.js';
 import type { RingView } from './status.js';
 
 interface RemoveOptions {
@@ -21,11 +22,15 @@ export function registerNodeCommands(program: Command): void {
       "move a node's keys to their new owners, then take it out of the ring (POST /nodes/<id>/remove)",
     )
     .option('--admin <host:port>', 'balancer admin HTTP address', DEFAULT_ADMIN)
-    .option('--timeout <ms>', 'longest wait for the hand-off in ms', positiveInteger, 60_000)
+    .option('--timeout <ms>', 'longest wait for the hand-off (ms, or 30s, 2m)', duration, 60_000)
     .option('--json', 'print the final /ring migration state as JSON')
     .exitOverride()
     .action(async (id: string, options: RemoveOptions) => {
-      const { host, port } = parseHostPort(options.admin, 7380);
+      const { host, port } = parseAddress(options.admin, {
+        defaultPort: 7380,
+        defaultHost: '127.0.0.1',
+        what: '--admin',
+      });
       const base = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
       await requestRemoval(base, id);
       const ring = await waitUntilGone(base, id, options.timeout);
