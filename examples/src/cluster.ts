@@ -44,6 +44,16 @@ export interface ClusterTls {
   readonly ca: string;
 }
 
+/**
+ * Authentication of a secured cluster: the cluster secret every balancer and node proves, and the
+ * balancer's users file and admin token.
+ */
+export interface ClusterAuth {
+  readonly clusterSecret: string;
+  readonly usersFile?: string;
+  readonly adminToken?: string;
+}
+
 /** What cluster:up records and cluster:down reads. */
 export interface ClusterState {
   readonly root: string;
@@ -51,6 +61,8 @@ export interface ClusterState {
   readonly nodes: ClusterProcess[];
   /** Set when every hop runs over TLS (the admin port serves HTTPS). */
   readonly tls?: ClusterTls;
+  /** Set when the cluster authenticates its peers (and clients, with users). */
+  readonly auth?: ClusterAuth;
 }
 
 /** Options of {@link startCluster}. */
@@ -78,6 +90,8 @@ export interface ClusterOptions {
   readonly balancerDataDir?: boolean;
   /** TLS on every hop (`--tls-cert/--tls-key/--tls-ca` for every process). Default: plaintext. */
   readonly tls?: ClusterTls;
+  /** A cluster secret for every process, users and an admin token for the balancer. Default: none. */
+  readonly auth?: ClusterAuth;
 }
 
 /** Options of {@link startNode}. */
@@ -94,12 +108,21 @@ function tlsArgs(tls: ClusterTls | undefined): string[] {
   return tls === undefined ? [] : ['--tls-cert', tls.cert, '--tls-key', tls.key, '--tls-ca', tls.ca];
 }
 
+/** The authentication flags of a balancer (everything) or a node (the cluster secret). */
+function authArgs(auth: ClusterAuth | undefined, role: 'balancer' | 'node'): string[] {
+  if (auth === undefined) return [];
+  const args = ['--cluster-secret', auth.clusterSecret];
+  if (role === 'balancer' && auth.usersFile !== undefined) args.push('--users', auth.usersFile);
+  if (role === 'balancer' && auth.adminToken !== undefined) args.push('--admin-token', auth.adminToken);
+  return args;
+}
+
 /**
  * Starts one storage node `id` that registers with the cluster's balancer; it is not recorded in
  * the state file (stop it with its pid, or let it be one of {@link startCluster}'s).
  */
 export function startNode(
-  state: Pick<ClusterState, 'root' | 'balancer' | 'tls'>,
+  state: Pick<ClusterState, 'root' | 'balancer' | 'tls' | 'auth'>,
   id: string,
   options: NodeStartOptions = {},
 ): Promise<ClusterProcess> {
@@ -116,7 +139,7 @@ export function startNode(
     `${state.balancer.host}:${state.balancer.port}`,
   ];
   if (engine === 'lmdb') args.push('--data-dir', dataDir);
-  args.push(...tlsArgs(options.tls ?? state.tls));
+  args.push(...tlsArgs(options.tls ?? state.tls), ...authArgs(state.auth, 'node'));
   return startProcess(
     {
       role: 'node',
@@ -182,6 +205,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
           // The authoritative cluster map: a restarted balancer routes on it at once.
           ...(options.balancerDataDir === false ? [] : ['--data-dir', join(root, 'data', 'balancer')]),
           ...tlsArgs(options.tls),
+          ...authArgs(options.auth, 'balancer'),
         ],
         root,
         detached: options.detached ?? false,
@@ -190,22 +214,19 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     );
     started.push(balancer);
     const nodes: ClusterProcess[] = [];
-    const tls = options.tls;
+    const { tls, auth } = options;
+    const secured = { ...(tls === undefined ? {} : { tls }), ...(auth === undefined ? {} : { auth }) };
     for (let index = 1; index <= nodeCount; index++) {
-      const node = await startNode(
-        { root, balancer, ...(tls === undefined ? {} : { tls }) },
-        `node-${index}`,
-        {
-          engine,
-          readyTimeoutMs: timeoutMs,
-          ...(options.distRoot === undefined ? {} : { distRoot: options.distRoot }),
-          ...(options.detached === undefined ? {} : { detached: options.detached }),
-        },
-      );
+      const node = await startNode({ root, balancer, ...secured }, `node-${index}`, {
+        engine,
+        readyTimeoutMs: timeoutMs,
+        ...(options.distRoot === undefined ? {} : { distRoot: options.distRoot }),
+        ...(options.detached === undefined ? {} : { detached: options.detached }),
+      });
       started.push(node);
       nodes.push(node);
     }
-    const state: ClusterState = { root, balancer, nodes, ...(tls === undefined ? {} : { tls }) };
+    const state: ClusterState = { root, balancer, nodes, ...secured };
     writeFileSync(statePath(root), `${JSON.stringify(state, null, 2)}\n`);
     await waitForRing(state, timeoutMs);
     return state;

@@ -1,16 +1,25 @@
 /**
- * TLS on every hop, end to end with real processes: a balancer and 3 nodes started with
- * `--tls-cert/--tls-key/--tls-ca`, driven through @dstore/client (`dstores://`) and the `dstore`
- * CLI; a 4th node joins and a node leaves, so keys migrate node to node over TLS. Plaintext and
- * wrong-CA clients get typed errors, and a node whose certificate the cluster CA did not sign
- * cannot JOIN.
+ * A secured cluster end to end with real processes: TLS on every hop (`--tls-cert/--tls-key/
+ * --tls-ca`), a cluster secret on every balancer and node, users on the balancer (a read-write and
+ * a read-only one) and an admin token; driven through @dstore/client (`dstores://` with a user) and
+ * the `dstore` CLI (`--user/--password`, `status` over HTTPS with `--admin-token`); a 4th node
+ * joins and a node leaves, so keys migrate node to node over TLS between authenticated peers.
+ * Plaintext, wrong-CA and wrong-password clients get typed errors, and a node whose certificate
+ * the cluster CA did not sign cannot join.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient, type DstoreClient } from '@dstore/client';
-import { type DstoreError, ErrorCode, Op, PeerLink, TLS_REQUIRED_MESSAGE } from '@dstore/protocol';
+import {
+  type DstoreError,
+  ErrorCode,
+  hashPassword,
+  Op,
+  PeerLink,
+  TLS_REQUIRED_MESSAGE,
+} from '@dstore/protocol';
 import { createTestPki, type TestPki } from '@dstore/protocol/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -27,6 +36,10 @@ import {
 } from '../src/cluster.js';
 
 const KEY_COUNT = 2000;
+const SECRET = 'e2e-cluster-secret-0123456789abcdef';
+const ADMIN_TOKEN = 'e2e-admin-token';
+const WRITER = { user: 'app', password: 'app-password' };
+const READER = { user: 'viewer', password: 'viewer-password' };
 let root: string;
 let pki: TestPki;
 let state: ClusterState;
@@ -37,13 +50,21 @@ const extra: ClusterProcess[] = [];
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'dstore-tls-e2e-'));
   pki = createTestPki(join(root, 'pki'));
+  const usersFile = join(root, 'users.json');
+  const users = [
+    { name: WRITER.user, password: await hashPassword(WRITER.password) },
+    { name: READER.user, password: await hashPassword(READER.password), access: 'read' },
+  ];
+  writeFileSync(usersFile, JSON.stringify({ users }));
   state = await startCluster({
     root,
     engine: 'memory',
     tls: { cert: pki.peer.certFile, key: pki.peer.keyFile, ca: pki.ca.certFile },
+    auth: { clusterSecret: SECRET, usersFile, adminToken: ADMIN_TOKEN },
   });
   client = createClient(`dstores://${state.balancer.host}:${state.balancer.port}`, {
     tls: { ca: pki.ca.cert },
+    ...WRITER,
   });
 }, 60_000);
 
@@ -104,28 +125,98 @@ describe('a TLS cluster', () => {
     expect(ring.nodes.map((node) => node.id).sort()).toEqual(['node-2', 'node-3', 'node-4']);
   }, 90_000);
 
-  it('the dstore CLI speaks TLS with --tls-ca and dstores://', () => {
+  it('the dstore CLI speaks TLS with --tls-ca and dstores://, as a user', () => {
     const server = `dstores://${state.balancer.host}:${state.balancer.port}`;
-    const set = dstore('set', 'cli:tls', 'over-tls', '--server', server, '--tls-ca', pki.ca.certFile);
+    const asWriter = ['--user', WRITER.user, '--password', WRITER.password];
+    const set = dstore(
+      'set',
+      'cli:tls',
+      'over-tls',
+      '--server',
+      server,
+      '--tls-ca',
+      pki.ca.certFile,
+      ...asWriter,
+    );
     expect(set.stderr).toBe('');
     expect(set.status).toBe(0);
-    // --tls-ca alone implies TLS, whatever the scheme.
+    // --tls-ca alone implies TLS, whatever the scheme; the user can come in the URL too.
     const get = dstore(
       'get',
       'cli:tls',
       '--server',
-      `${state.balancer.host}:${state.balancer.port}`,
+      `dstore://${READER.user}:${READER.password}@${state.balancer.host}:${state.balancer.port}`,
       '--tls-ca',
       pki.ca.certFile,
     );
     expect(get.stdout.trim()).toBe('over-tls');
     expect(get.status).toBe(0);
+    // The read-only user may not write; a wrong password is refused; nobody gets in anonymously.
+    const asReader = ['--user', READER.user, '--password', READER.password];
+    const write = dstore('set', 'cli:tls', 'x', '--server', server, '--tls-ca', pki.ca.certFile, ...asReader);
+    expect(write.stderr).toMatch(/error NO_PERMISSION: user 'viewer' is read-only/);
+    expect(write.status).toBe(1);
+    const wrong = dstore(
+      'get',
+      'cli:tls',
+      '--server',
+      server,
+      '--tls-ca',
+      pki.ca.certFile,
+      '--user',
+      'app',
+      '--password',
+      'nope',
+    );
+    expect(wrong.stderr).toMatch(/invalid user or password/);
+    expect(wrong.status).toBe(1);
+    const anonymous = dstore('get', 'cli:tls', '--server', server, '--tls-ca', pki.ca.certFile);
+    expect(anonymous.stderr).toMatch(/authentication required/);
+    expect(anonymous.status).toBe(1);
+  });
+
+  it('dstore status reads the HTTPS admin port; node removal needs the admin token', () => {
+    const admin = `${state.balancer.host}:${state.balancer.adminPort}`;
+    const status = dstore('status', '--admin', admin, '--tls-ca', pki.ca.certFile, '--json');
+    expect(status.stderr).toBe('');
+    const parsed = JSON.parse(status.stdout) as { ring: { nodes: { id: string }[] }; healthy: boolean };
+    expect(parsed.ring.nodes.length).toBeGreaterThanOrEqual(3);
+    expect(parsed.healthy).toBe(true);
+    const refused = dstore('node', 'remove', 'node-2', '--admin', admin, '--tls-ca', pki.ca.certFile);
+    expect(refused.stderr).toMatch(/UNAUTHORIZED/);
+    expect(refused.status).toBe(1);
+    const wrongToken = dstore(
+      'node',
+      'remove',
+      'node-2',
+      '--admin',
+      admin,
+      '--tls-ca',
+      pki.ca.certFile,
+      '--admin-token',
+      'guess',
+    );
+    expect(wrongToken.stderr).toMatch(/UNAUTHORIZED/);
+    expect(wrongToken.status).toBe(1);
+    // With the token the request is authorized: an unknown node is the answer, not a refusal.
+    const unknown = dstore(
+      'node',
+      'remove',
+      'nope',
+      '--admin',
+      admin,
+      '--tls-ca',
+      pki.ca.certFile,
+      '--admin-token',
+      ADMIN_TOKEN,
+    );
+    expect(unknown.stderr).toMatch(/no node 'nope' in the ring/);
   });
 
   it('answers a plaintext client with TLS_REQUIRED at once', async () => {
     const cli = dstore('get', 'cli:tls', '--server', `${state.balancer.host}:${state.balancer.port}`);
-    expect(cli.status).toBe(2);
-    expect(cli.stderr).toContain(`error TLS_REQUIRED: ${TLS_REQUIRED_MESSAGE}`);
+    expect(cli.stderr).toContain(TLS_REQUIRED_MESSAGE);
+    expect(cli.status).toBe(1);
 
     const plain = createClient({
       host: state.balancer.host,
@@ -150,9 +241,10 @@ describe('a TLS cluster', () => {
     });
     try {
       const failure = await wrong.connect().catch((error: unknown) => error);
-      const cause = (failure as Error).cause as DstoreError;
-      expect(cause.code).toBe(ErrorCode.UNAVAILABLE);
-      expect(cause.message).toMatch(/certificate/);
+      // Typed: UNAVAILABLE, not executed, with the TLS verification failure as its cause.
+      expect((failure as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+      expect((failure as DstoreError).notExecuted).toBe(true);
+      expect(String((failure as DstoreError).message)).toMatch(/certificate|SELF_SIGNED/i);
     } finally {
       await wrong.disconnect();
     }
@@ -164,8 +256,8 @@ describe('a TLS cluster', () => {
       '--tls-ca',
       pki.rogueCa.certFile,
     );
-    expect(cli.status).toBe(2);
-    expect(cli.stderr).toMatch(/error UNAVAILABLE: TLS connection .* failed/);
+    expect(cli.stderr).toMatch(/error UNAVAILABLE: cannot connect to .*certificate/);
+    expect(cli.status).toBe(1);
   });
 
   it('refuses the JOIN of a node whose certificate the cluster CA did not sign', async () => {

@@ -44,9 +44,15 @@ export interface BalancerAddress {
 export class Balancer {
   /** The resolved options. */
   readonly options: ResolvedBalancerOptions;
-  /** Node registry, ring and epoch. */
+  /**
+   * Node registry, ring and epoch.
+   * @internal Exposed for this repository's tests; its type is not part of the public API.
+   */
   readonly membership: Membership;
-  /** Counters and the Prometheus registry. */
+  /**
+   * Counters and the Prometheus registry.
+   * @internal Exposed for this repository's tests; its type is not part of the public API.
+   */
   readonly metrics: BalancerMetrics;
   /** The logger in use. */
   readonly logger: Logger;

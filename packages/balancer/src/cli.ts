@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { readPeerTlsFiles } from '@dstore/protocol';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { EnvVar, ExitCode, optionParser, parseDuration, parseInteger } from '@dstore/protocol/internal';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { version } from '../package.json';
 import { Balancer } from './balancer.js';
 import {
   type BalancerHashAlgorithm,
@@ -45,32 +47,26 @@ interface CliFlags {
   logLevel: string;
 }
 
-function integer(min: number, max = Number.MAX_SAFE_INTEGER): (text: string) => number {
-  return (text) => {
-    const value = Number(text);
-    if (!Number.isInteger(value) || value < min || value > max) {
-      throw new InvalidArgumentError(`expected an integer from ${min} to ${max}`);
-    }
-    return value;
-  };
-}
+/** The shared parsers (`@dstore/protocol/internal`) as commander option parsers: a bad value is a usage error. */
+const arg = <T>(parse: (text: string) => T): ((text: string) => T) =>
+  optionParser(parse, (message) => new InvalidArgumentError(message));
+const integer = (min: number, max?: number) =>
+  arg((text) => parseInteger(text, max === undefined ? { min } : { min, max }));
+const duration = (min: number) => arg((text) => parseDuration(text, { min }));
+const collectNode = (text: string, previous: StaticNodeSpec[]): StaticNodeSpec[] => [
+  ...previous,
+  arg(parseNodeAddress)(text),
+];
 
 /** `{ [name]: value }` when the value is set (non-empty), else `{}`: for optional options. */
 function optional<K extends string>(name: K, value: string | undefined): { [key in K]?: string } {
   return value === undefined || value === '' ? {} : ({ [name]: value } as { [key in K]?: string });
 }
 
-function collectNode(text: string, previous: StaticNodeSpec[]): StaticNodeSpec[] {
-  try {
-    return [...previous, parseNodeAddress(text)];
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
-}
-
 function buildProgram(): Command {
   return new Command('dstore-balancer')
     .description('dstore balancer: routes each key to its owner on a consistent-hash ring of storage nodes')
+    .version(version, '-V, --version', 'print the version of @dstore/balancer')
     .option('--host <host>', 'address to listen on (clients and node registrations)', '127.0.0.1')
     .option('--port <port>', 'client port (0 = any free port)', integer(0, 65535), DEFAULT_BALANCER_PORT)
     .option(
@@ -89,18 +85,18 @@ function buildProgram(): Command {
     .addOption(
       new Option('--hash <algorithm>', 'ring algorithm').choices(['vnode', 'ketama']).default('vnode'),
     )
-    .option('--request-timeout <ms>', 'deadline of every forwarded request', integer(1), 2000)
+    .option('--request-timeout <ms>', 'deadline of every forwarded request (ms, or 2s)', duration(1), 2000)
     .option(
       '--heartbeat-timeout <ms>',
-      'a JOINed node without heartbeat for this long is down',
-      integer(1),
+      'a JOINed node without heartbeat for this long is down (ms, or 3s)',
+      duration(1),
       3000,
     )
     .option('--max-connections <n>', 'most client connections', integer(1), 1024)
     .option('--max-in-flight <n>', 'most requests in flight per node connection', integer(1), 4096)
     .option(
       '--token <token>',
-      'password of the one read-write user `default` (env DSTORE_TOKEN); never crosses the wire',
+      `password of the one read-write user default (env ${EnvVar.TOKEN}); never crosses the wire`,
     )
     .option(
       '--users <file>',
@@ -108,7 +104,7 @@ function buildProgram(): Command {
     )
     .option(
       '--cluster-secret <secret>',
-      'secret every balancer and node proves to the others (env DSTORE_CLUSTER_SECRET, at least 16 characters)',
+      `secret every balancer and node proves to the others (env ${EnvVar.CLUSTER_SECRET}, at least 16 characters)`,
     )
     .option(
       '--no-protected-mode',
@@ -124,7 +120,7 @@ function buildProgram(): Command {
     .option('--admin-host <host>', 'address of the admin HTTP server', '127.0.0.1')
     .option(
       '--admin-token <token>',
-      'Bearer token of the admin API (env DSTORE_ADMIN_TOKEN); without it node removal by HTTP is off',
+      `Bearer token of the admin API (env ${EnvVar.ADMIN_TOKEN}); without it node removal by HTTP is off`,
     )
     .addOption(
       new Option('--admin-auth <scope>', 'admin endpoints that need the token')
@@ -162,13 +158,30 @@ function buildProgram(): Command {
       integer(1),
       5,
     )
-    .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info');
+    .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
+    .addHelpText(
+      'after',
+      `\nExit codes: 0 stopped cleanly, 1 failure, 2 usage error. Environment: ${EnvVar.TOKEN}, ${EnvVar.CLUSTER_SECRET}, ${EnvVar.ADMIN_TOKEN}.`,
+    )
+    .showHelpAfterError('(run dstore-balancer --help for every option)')
+    .exitOverride();
+}
+
+/** Parses the command line; a usage error exits 2 (commander printed it), --help/--version 0. */
+function parseFlags(): CliFlags {
+  const program = buildProgram();
+  try {
+    program.parse();
+  } catch (error) {
+    if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE);
+    throw error;
+  }
+  return program.opts<CliFlags>();
 }
 
 async function main(): Promise<void> {
-  const program = buildProgram();
-  program.parse();
-  const flags = program.opts<CliFlags>();
+  const flags = parseFlags();
+  const token = flags.token ?? process.env[EnvVar.TOKEN];
   const logger = createLogger(flags.logLevel);
   const fromFile = flags.config ? await loadConfigFile(flags.config) : [];
   const tls = await readPeerTlsFiles({ cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa });
@@ -189,9 +202,9 @@ async function main(): Promise<void> {
     authTimeoutMs: flags.authTimeout,
     clientIdleTimeoutMs: flags.clientIdleTimeout,
     protectedMode: flags.protectedMode,
-    ...optional('token', flags.token ?? process.env.DSTORE_TOKEN),
-    ...optional('clusterSecret', flags.clusterSecret ?? process.env.DSTORE_CLUSTER_SECRET),
-    ...optional('adminToken', flags.adminToken ?? process.env.DSTORE_ADMIN_TOKEN),
+    ...optional('token', token),
+    ...optional('clusterSecret', flags.clusterSecret ?? process.env[EnvVar.CLUSTER_SECRET]),
+    ...optional('adminToken', flags.adminToken ?? process.env[EnvVar.ADMIN_TOKEN]),
     ...optional('usersFile', flags.users),
     ...(tls === undefined ? {} : { tls }),
     ...(flags.id === undefined ? {} : { id: flags.id }),
@@ -243,5 +256,6 @@ async function main(): Promise<void> {
 main().catch((error: unknown) => {
   const code = (error as { code?: string }).code;
   process.stderr.write(`dstore-balancer: ${(error as Error).message}${code ? ` (${code})` : ''}\n`);
-  process.exit(1);
+  // A bad option value found past commander (a --node list, the config file) is a usage error.
+  process.exit(code === 'INVALID_ARGUMENT' ? ExitCode.USAGE : ExitCode.FAILURE);
 });

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { clusterSecretOption, DstoreError, ErrorCode, type PeerTlsOptions } from '@dstore/protocol';
+import { parseAddress } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 import type { MapStore } from './map-store.js';
 
@@ -221,14 +222,8 @@ export function resolveNodeSpec(spec: StaticNodeSpec): Required<StaticNodeSpec> 
 export function parseNodeAddress(text: string): StaticNodeSpec {
   const equals = text.indexOf('=');
   const id = equals >= 0 ? text.slice(0, equals) : undefined;
-  const address = equals >= 0 ? text.slice(equals + 1) : text;
-  const colon = address.lastIndexOf(':');
-  if (colon <= 0) throw invalid(`expected host:port or id=host:port, got '${text}'`);
-  let host = address.slice(0, colon);
-  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
-  const port = Number(address.slice(colon + 1));
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`bad port in '${text}'`);
   if (id === '') throw invalid(`empty node id in '${text}'`);
+  const { host, port } = parseAddress(equals >= 0 ? text.slice(equals + 1) : text, { what: '--node' });
   return id === undefined ? { host, port } : { id, host, port };
 }
 

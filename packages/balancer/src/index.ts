@@ -1,13 +1,13 @@
-export {
-  AdminServer,
-  type HealthView,
-  healthView,
-  type MapView,
-  mapView,
-  type RingNodeView,
-  type RingView,
-  ringView,
-} from './admin-server.js';
+/**
+ * dstore balancer: membership, consistent-hash routing, forwarding, health, admin HTTP and
+ * Prometheus metrics. Start one with {@link createBalancer} or the `dstore-balancer` CLI.
+ *
+ * This is the whole public API. The router, membership, migrator, node links, health monitor,
+ * metrics and map stores are internals: they change without a major release.
+ *
+ * @packageDocumentation
+ */
+export type { HealthView, MapView, RingNodeView, RingView } from './admin-server.js';
 export { Balancer, type BalancerAddress, createBalancer } from './balancer.js';
 export type {
   ClusterMap,
@@ -17,7 +17,6 @@ export type {
   MapTransition,
   MemberState,
 } from './cluster-map.js';
-export { ClusterNode, type NodeAddress, type NodeLinkOptions } from './cluster-node.js';
 export {
   type BalancerHashAlgorithm,
   type BalancerOptions,
@@ -25,33 +24,7 @@ export {
   DEFAULT_BALANCER_PORT,
   DEFAULT_ETCD_PREFIX,
   type EtcdSettings,
-  loadConfigFile,
-  parseNodeAddress,
   type ResolvedBalancerOptions,
-  resolveBalancerOptions,
-  resolveNodeSpec,
   type StaticNodeSpec,
 } from './config.js';
-export { EtcdMapStore, type EtcdMapStoreOptions } from './etcd-map-store.js';
-export { HealthMonitor, type HealthMonitorEvents } from './health.js';
-export { createLogger } from './logger.js';
-export { FileMapStore, type MapStore, type MapStoreKind, MemoryMapStore } from './map-store.js';
-export {
-  type JoinOutcome,
-  type JoinSpec,
-  Membership,
-  type MembershipEvents,
-  type MembershipOptions,
-} from './membership.js';
-export {
-  BalancerMetrics,
-  type ClusterGaugeSource,
-  DURATION_BUCKETS_SECONDS,
-  type NodeGaugeSource,
-} from './metrics.js';
-export { Router, type SingleKeyRequest, withRequestId } from './router.js';
-export { collectStats, type StatsSources } from './stats.js';
-export { Topology } from './topology.js';
-
-/** Package name, for diagnostics. */
-export const PACKAGE_NAME = '@dstore/balancer';
+export type { MapStore, MapStoreKind } from './map-store.js';

@@ -1,5 +1,13 @@
 import { type HashRing, RangeIndex, type RangeMove } from '@dstore/hashring';
-import { chunkRanges, DstoreError, ErrorCode, type HashRange, Op, type RingRequest } from '@dstore/protocol';
+import {
+  chunkRanges,
+  DstoreError,
+  ErrorCode,
+  type HashRange,
+  isRetryable,
+  Op,
+  type RingRequest,
+} from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { ClusterNode } from './cluster-node.js';
 
@@ -40,15 +48,6 @@ export interface MigrationHost {
 const MIGRATE_TIMEOUT_MS = 10 * 60_000;
 /** Deadline of RING and PURGE. */
 const CONTROL_TIMEOUT_MS = 30_000;
-/** Errors after which a MIGRATE is tried again (the source may come back with its data). */
-const TRANSIENT: ReadonlySet<string> = new Set([
-  ErrorCode.UNAVAILABLE,
-  ErrorCode.TIMEOUT,
-  ErrorCode.CONNECTION_CLOSED,
-  ErrorCode.BUSY,
-  ErrorCode.SHUTTING_DOWN,
-]);
-
 /** Longest wait for a ring node's link during an announce. */
 const ANNOUNCE_WAIT_MS = 10_000;
 
@@ -295,7 +294,7 @@ export class Migrator {
               'MIGRATE target unknown to the source; resending the ring',
             );
             await this.host.resendRings(from);
-          } else if (!TRANSIENT.has(code)) {
+          } else if (!isRetryable(error)) {
             logger.warn(
               { epoch, from: group.from, to: group.to, code, err: (error as Error).message },
               'migration of ranges failed; their keys stay on the old owner',
@@ -322,7 +321,8 @@ export class Migrator {
           break;
         } catch (error) {
           const code = codeOf(error);
-          if (!TRANSIENT.has(code)) {
+          // MIGRATE and PURGE are idempotent: any transient failure is worth another try.
+          if (!isRetryable(error)) {
             this.host.logger.warn({ epoch, node: id, code, err: (error as Error).message }, 'PURGE refused');
             break;
           }

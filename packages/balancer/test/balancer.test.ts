@@ -1,10 +1,10 @@
 import { HashRing } from '@dstore/hashring';
 import { bytesToString, DstoreError, ErrorCode, handshake, Op, PeerLink, toBytes } from '@dstore/protocol';
+import type { FakeServer } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   attempt,
   connect,
-  type FakeNode,
   Resources,
   startBalancer,
   startFakeNode,
@@ -16,7 +16,7 @@ const resources = new Resources();
 afterEach(() => resources.releaseAll());
 
 async function clusterOfFakes(count: number, options: Parameters<typeof startBalancer>[1] = {}) {
-  const nodes: FakeNode[] = [];
+  const nodes: FakeServer[] = [];
   for (let index = 1; index <= count; index++) nodes.push(await startFakeNode(resources, `fake-${index}`));
   const balancer = await startBalancer(resources, options);
   for (const node of nodes) await node.register(balancer.address.port);

@@ -45,12 +45,27 @@ describe('dstore-balancer CLI', () => {
     }
   });
 
-  it('refuses a bad flag value with a non-zero exit', () => {
+  it('refuses a bad flag value with exit code 2 (usage), and prints --version', () => {
     const result = spawnSync(process.execPath, [BALANCER_CLI, '--port', '0', '--hash', 'md5'], {
       encoding: 'utf8',
     });
-    expect(result.status).not.toBe(0);
+    expect(result.status).toBe(2);
     expect(result.stderr).toContain('md5');
+    for (const bad of [
+      ['--port', '1e3'],
+      ['--request-timeout', '2x'],
+      ['--node', 'nohost'],
+      ['--node', '=h:1'],
+      ['--unknown-flag'],
+    ]) {
+      expect(
+        spawnSync(process.execPath, [BALANCER_CLI, ...bad], { encoding: 'utf8' }).status,
+        bad.join(' '),
+      ).toBe(2);
+    }
+    const version = spawnSync(process.execPath, [BALANCER_CLI, '--version'], { encoding: 'utf8' });
+    expect(version.status).toBe(0);
+    expect(version.stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
   });
 
   it('prints the ready line, routes to joined real nodes, and exits 0 on SIGTERM', async () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadConfigFile, parseNodeAddress, resolveBalancerOptions } from '../src/index.js';
+import { loadConfigFile, parseNodeAddress, resolveBalancerOptions } from '../src/config.js';
 
 const dirs: string[] = [];
 afterEach(() => {

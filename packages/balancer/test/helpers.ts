@@ -8,13 +8,13 @@ import {
   Connection,
   connectSocket,
   DstoreError,
-  FrameServer,
   Op,
   PeerLink,
   type Request,
   type Response,
   type WithoutId,
 } from '@dstore/protocol';
+import { FakeServer } from '@dstore/protocol/testing';
 import { type Balancer, type BalancerOptions, createBalancer, type RingView } from '../src/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -193,121 +193,10 @@ export function ringSettled(balancer: Balancer): boolean {
   );
 }
 
-/**
- * A fake storage node for unit tests: a FrameServer that keeps keys in a Map, answers HELLO with
- * its id, and can register with a balancer (JOIN + heartbeats) like a real node.
- */
-export class FakeNode {
-  readonly store = new Map<string, Uint8Array>();
-  readonly received: Request[] = [];
-  /** When set, requests are held (not answered) until {@link releaseHeld}, like a stalled node. */
-  stalled = false;
-  private readonly held: [Request, Connection][] = [];
-  private readonly server: FrameServer;
-  private link: PeerLink | undefined;
-  private heartbeatTimer: NodeJS.Timeout | undefined;
-  port = 0;
-
-  constructor(readonly id: string) {
-    this.server = new FrameServer({ onRequest: (request, connection) => this.serve(request, connection) });
-  }
-
-  async start(): Promise<this> {
-    this.port = (await this.server.listen()).port;
-    return this;
-  }
-
-  /** JOINs the balancer and heartbeats every `intervalMs`. */
-  async register(balancerPort: number, intervalMs = 100): Promise<void> {
-    const link = new PeerLink({ host: '127.0.0.1', port: balancerPort, role: 'node' });
-    this.link = link;
-    const joined = new Promise<void>((done) => {
-      link.on('ready', () => {
-        void link
-          .request({ op: Op.JOIN, nodeId: this.id, host: '127.0.0.1', port: this.port, weight: 1 })
-          .then(() => done());
-      });
-    });
-    link.start();
-    await joined;
-    this.heartbeatTimer = setInterval(() => {
-      void link
-        .request({ op: Op.HEARTBEAT, nodeId: this.id, keyCount: this.store.size })
-        .catch(() => undefined);
-    }, intervalMs);
-  }
-
-  /** Stops heartbeating (the balancer will declare the node down). */
-  stopHeartbeats(): void {
-    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    this.heartbeatTimer = undefined;
-  }
-
-  /** Sends LEAVE. */
-  async leave(): Promise<void> {
-    await this.link?.request({ op: Op.LEAVE, nodeId: this.id });
-  }
-
-  async stop(): Promise<void> {
-    this.stopHeartbeats();
-    await this.link?.close();
-    await this.server.close(100);
-  }
-
-  private serve(request: Request, connection: Connection): void {
-    this.received.push(request);
-    if (this.stalled) {
-      this.held.push([request, connection]);
-      return;
-    }
-    connection.reply(this.answer(request));
-  }
-
-  /** Stops stalling and answers every held request. */
-  releaseHeld(): void {
-    this.stalled = false;
-    for (const [request, connection] of this.held.splice(0)) connection.reply(this.answer(request));
-  }
-
-  private answer(request: Request): Response {
-    const { id } = request;
-    switch (request.op) {
-      case Op.HELLO:
-        return { op: Op.HELLO_OK, id, version: request.version, role: 'node', serverId: this.id };
-      case Op.GET:
-        return { op: Op.VALUE, id, value: this.store.get(keyOf(request.key)) ?? null };
-      case Op.SET:
-        this.store.set(keyOf(request.key), request.value.slice());
-        return { op: Op.OK, id };
-      case Op.DEL:
-        return { op: Op.COUNT, id, count: this.store.delete(keyOf(request.key)) ? 1 : 0 };
-      case Op.MGET:
-        return { op: Op.VALUES, id, values: request.keys.map((key) => this.store.get(keyOf(key)) ?? null) };
-      case Op.MSET:
-        for (const entry of request.entries) this.store.set(keyOf(entry.key), entry.value.slice());
-        return { op: Op.OK, id };
-      case Op.PING:
-        return { op: Op.OK, id };
-      case Op.STATS:
-        return {
-          op: Op.STATS_RESULT,
-          id,
-          stats: { id: this.id, keys: this.store.size, 'latency.p99_us': 7 },
-        };
-      default:
-        return { op: Op.ERROR, id, code: 'UNKNOWN_OP', message: 'fake node' };
-    }
-  }
-}
-
-/** Map key of a byte key. */
-export function keyOf(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
-}
-
 /** Starts a fake node, stopped at release. */
-export async function startFakeNode(resources: Resources, id: string): Promise<FakeNode> {
-  const node = await new FakeNode(id).start();
+export async function startFakeNode(resources: Resources, id: string): Promise<FakeServer> {
+  const node = await new FakeServer({ role: 'node', id }).start();
+  node.stats = { 'latency.p99_us': 7 };
   resources.add(() => node.stop());
   return node;
 }

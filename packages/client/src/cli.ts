@@ -1,9 +1,11 @@
 #!/usr/bin/env node
+import { EnvVar } from '@dstore/protocol/internal';
 import { Command, CommanderError } from 'commander';
+import { version } from '../package.json';
 import { registerBenchCommand } from './cli/bench.js';
 import { registerKeyValueCommands } from './cli/kv.js';
 import { registerNodeCommands } from './cli/node.js';
-import { DEFAULT_SERVER, DEFAULT_TIMEOUT_MS, ExitCode, positiveInteger, reportError } from './cli/shared.js';
+import { DEFAULT_SERVER, DEFAULT_TIMEOUT_MS, duration, ExitCode, reportError } from './cli/shared.js';
 import { registerStatusCommand } from './cli/status.js';
 import { registerHashPasswordCommand } from './cli/users.js';
 
@@ -21,17 +23,19 @@ function addServerOptions(command: Command): Command {
     .option('--tls-ca <file>', 'connect with TLS, verifying the balancer against this PEM CA bundle')
     .option('--tls-cert <file>', 'connect with TLS, presenting this PEM client certificate')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
-    .option('--timeout <ms>', 'connect and command deadline in ms', positiveInteger, DEFAULT_TIMEOUT_MS)
+    .option('--timeout <ms>', 'connect and command deadline (ms, or 2s)', duration, DEFAULT_TIMEOUT_MS)
     .option('--json', 'machine-readable output (one JSON object)')
-    .option('--token <token>', 'password of the user default (env DSTORE_TOKEN)')
+    .option('--token <token>', `password of the user default (env ${EnvVar.TOKEN})`)
     .option('--user <name>', 'user to authenticate as, with --password (or dstore://user:password@host)')
-    .option('--password <password>', 'password of --user (env DSTORE_PASSWORD)');
+    .option('--password <password>', `password of --user (env ${EnvVar.PASSWORD})`);
 }
 
 /** Builds the `dstore` program (exported shape kept internal; the CLI is the interface). */
 function buildProgram(): Command {
   const program = new Command('dstore')
     .description('dstore command line: read and write keys, check the cluster, run a benchmark')
+    .version(version, '-V, --version', 'print the version of @dstore/client')
+    .addHelpText('after', '\nExit codes: 0 done, 1 failure, 2 usage error, 3 get of a missing key.')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerKeyValueCommands(program, addServerOptions);
@@ -49,7 +53,7 @@ async function main(argv: string[]): Promise<void> {
   } catch (error) {
     if (error instanceof CommanderError) {
       // Commander has printed help or the usage error already.
-      process.exitCode = error.exitCode === 0 ? ExitCode.OK : ExitCode.ERROR;
+      process.exitCode = error.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
       return;
     }
     reportError(error);

@@ -6,6 +6,7 @@ import {
   DstoreError,
   ErrorCode,
   FailoverLink,
+  isSafeToResend,
   type KeyValue,
   Op,
   type Request,
@@ -13,10 +14,19 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
-import { abortedError, clientClosedError, commandTimeoutError, invalidArgument } from './errors.js';
+import {
+  abortedError,
+  clientClosedError,
+  commandTimeoutError,
+  connectFailedError,
+  invalidArgument,
+  isForeignProtocol,
+} from './errors.js';
 import { OfflineQueue } from './offline-queue.js';
 import {
+  type ClientArguments,
   type ClientOptions,
+  clientArguments,
   credentialsOf,
   type ResolvedClientOptions,
   resolveClientOptions,
@@ -74,13 +84,6 @@ interface Command {
   onAbortWhileQueued: (() => void) | undefined;
 }
 
-/** Failures that certainly left the command unexecuted, so resending cannot apply it twice. */
-const RESENDABLE_CODES: ReadonlySet<string> = new Set([
-  ErrorCode.UNAVAILABLE,
-  ErrorCode.BUSY,
-  ErrorCode.SHUTTING_DOWN,
-]);
-
 /** Fixed per-frame and per-entry overheads used to refuse an MSET that cannot fit in one frame. */
 const FRAME_OVERHEAD_BYTES = 16;
 const ENTRY_OVERHEAD_BYTES = 10;
@@ -104,15 +107,22 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   private readonly queue: OfflineQueue<Command>;
   private readonly prefix: Uint8Array;
   private state: ClientStatus;
+  /** The last failed connection attempt since the last `ready` (cleared on `ready`). */
   private lastError: Error | undefined;
+  /** Whether the client was ever ready since it was (re)started. */
+  private everReady = false;
+  /** The failure of the last round in which no server could be reached (cleared on `ready`). */
+  private roundFailure: Error | undefined;
+  /** When the next connection attempt starts (`performance.now()`), after a failed round. */
+  private nextAttemptAt = 0;
   private closing: Promise<void> | undefined;
   private connectWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   private inFlight = 0;
   private onAllAnswered: (() => void) | undefined;
 
-  constructor(options: ClientOptions | string = {}, overrides: ClientOptions = {}) {
+  constructor(...args: ClientArguments) {
     super();
-    this.options = resolveClientOptions(options, overrides);
+    this.options = resolveClientOptions(...clientArguments(args));
     this.prefix = toBytes(this.options.keyPrefix);
     this.queue = new OfflineQueue<Command>(this.options.maxQueueLength, (command) =>
       this.expireQueued(command),
@@ -294,6 +304,9 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       this.lastError = error;
       // Never emit 'error' without a listener: EventEmitter would throw and break reconnecting.
       if (this.listenerCount('error') > 0) this.emit('error', error);
+      // Another protocol on the only server (the admin port, an HTTP proxy): every attempt would
+      // fail the same way, so stop instead of looping; 'end' fails what is queued.
+      if (this.options.servers.length === 1 && isForeignProtocol(error)) void this.link.close();
     });
     this.link.on('close', () => {
       if (this.state === 'ready') this.state = 'reconnecting';
@@ -301,14 +314,49 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     });
     this.link.on('reconnecting', (delayMs, attempt) => {
       if (this.state !== 'closed') this.state = 'reconnecting';
+      this.onConnectFailed(delayMs, attempt);
       this.emit('reconnecting', delayMs, attempt);
     });
     this.link.on('end', () => this.onEnd());
   }
 
+  /**
+   * A connection attempt failed (or a live connection was lost) and the next one is `delayMs`
+   * away. Once every server failed in this round, commands that cannot be sent in time fail now,
+   * as not executed, with the cause: before the first `ready` all of them (nothing says the
+   * server will appear, and a wrong address or token must be reported, not waited out), after it
+   * those whose deadline passes before the next attempt. Others wait for the next attempt.
+   */
+  private onConnectFailed(delayMs: number, attempt: number): void {
+    const failure = this.lastError;
+    if (failure === undefined || attempt % this.options.servers.length !== 0) return;
+    const error = connectFailedError(this.label, failure);
+    this.roundFailure = failure;
+    this.nextAttemptAt = performance.now() + delayMs;
+    for (const command of this.queue.takeDue(this.sendableBefore())) {
+      this.unqueue(command);
+      command.reject(error);
+    }
+    if (!this.everReady) {
+      const waiters = this.connectWaiters;
+      this.connectWaiters = [];
+      for (const waiter of waiters) waiter.reject(error);
+    }
+  }
+
+  /**
+   * After a failed round, commands whose deadline comes before this cannot be sent in time: all of
+   * them before the first `ready`, else those due before the next attempt.
+   */
+  private sendableBefore(): number {
+    return this.everReady ? this.nextAttemptAt : Number.POSITIVE_INFINITY;
+  }
+
   private onReady(): void {
     this.state = 'ready';
+    this.everReady = true;
     this.lastError = undefined;
+    this.roundFailure = undefined;
     const waiters = this.connectWaiters;
     this.connectWaiters = [];
     for (const waiter of waiters) waiter.resolve();
@@ -323,7 +371,10 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   private onEnd(): void {
     if (this.state !== 'closed') {
       this.state = 'end';
-      const reason = `${this.label} stopped reconnecting (retryStrategy returned null)`;
+      const reason =
+        this.lastError !== undefined && isForeignProtocol(this.lastError)
+          ? `${this.label} stopped reconnecting: the server does not speak the dstore protocol`
+          : `${this.label} stopped reconnecting (retryStrategy returned null)`;
       this.failQueued(this.endError(reason));
       const waiters = this.connectWaiters;
       this.connectWaiters = [];
@@ -332,11 +383,10 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     this.emit('end');
   }
 
-  /** The error of commands failed by `end`: the last connection error when it says more. */
+  /** The error of commands failed by `end`: the last connection failure when there is one. */
   private endError(reason: string): DstoreError {
     const last = this.lastError;
-    if (last instanceof DstoreError)
-      return new DstoreError(last.code, `${reason}: ${last.message}`, { cause: last });
+    if (last !== undefined) return connectFailedError(`${reason}`, last);
     return clientClosedError(reason);
   }
 
@@ -400,6 +450,11 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       return;
     }
     this.start();
+    // The last round failed and this command cannot outlive the wait for the next one: say why now.
+    if (this.roundFailure !== undefined && command.deadline <= this.sendableBefore()) {
+      command.reject(connectFailedError(this.label, this.roundFailure));
+      return;
+    }
     if (!this.options.enableOfflineQueue) {
       command.reject(
         new DstoreError(ErrorCode.UNAVAILABLE, `${this.label} is not connected (offline queue disabled)`),
@@ -435,7 +490,11 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
 
   private expireQueued(command: Command): void {
     this.unqueue(command);
-    command.reject(commandTimeoutError(command.timeoutMs, `still queued: ${this.label} is not connected`));
+    command.reject(
+      commandTimeoutError(command.timeoutMs, `still queued: ${this.label} is not connected`, {
+        cause: this.lastError,
+      }),
+    );
   }
 
   private failQueued(error: DstoreError): void {
@@ -448,7 +507,9 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   private dispatch(command: Command): void {
     const remainingMs = Math.ceil(command.deadline - performance.now());
     if (remainingMs <= 0) {
-      command.reject(commandTimeoutError(command.timeoutMs, 'before it could be sent'));
+      command.reject(
+        commandTimeoutError(command.timeoutMs, 'before it could be sent', { cause: this.lastError }),
+      );
       return;
     }
     const requestOptions =
@@ -483,8 +544,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    */
   private onSendFailure(command: Command, error: unknown): void {
     if (
-      error instanceof DstoreError &&
-      RESENDABLE_CODES.has(error.code) &&
+      isSafeToResend(error) &&
       command.retries < this.options.maxRetriesPerRequest &&
       performance.now() < command.deadline
     ) {
@@ -535,12 +595,18 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   }
 }
 
-/** Creates a client from options or a `dstore://host:port` URL (plus optional overrides). */
-export function createClient(
-  options: ClientOptions | string = {},
-  overrides: ClientOptions = {},
-): DstoreClient {
-  return new DstoreClient(options, overrides);
+/**
+ * Creates a client. The forms users bring from ioredis and node-redis work:
+ * `createClient()` (127.0.0.1:7379), `createClient('dstore://host:port')`, `createClient({ host, port })`,
+ * `createClient({ url })`, `createClient(port)`, `createClient(port, host)`,
+ * `createClient(port, host, options)`; a URL or options may be followed by overrides. Unknown
+ * options are refused with an error naming the right one.
+ */
+export function createClient(options?: ClientOptions | string, overrides?: ClientOptions): DstoreClient;
+export function createClient(port: number, host?: string, options?: ClientOptions): DstoreClient;
+export function createClient(port: number, options: ClientOptions): DstoreClient;
+export function createClient(...args: ClientArguments): DstoreClient {
+  return new DstoreClient(...args);
 }
 
 function inputBytes(input: BinaryLike, what: string): Uint8Array {

@@ -1,12 +1,13 @@
 import { DstoreError, ErrorCode } from '@dstore/protocol';
 
-export { DstoreError, ErrorCode, isKnownErrorCode, ProtocolError } from '@dstore/protocol';
+export { DstoreError, ErrorCode } from '@dstore/protocol';
 
 /**
- * Whether sending the failed command again cannot apply it twice: true for UNAVAILABLE, BUSY,
- * SHUTTING_DOWN and UNAUTHORIZED (the command certainly was not executed). TIMEOUT,
- * CONNECTION_CLOSED and ABORTED are indeterminate — a write may have happened — so they are not
- * safe to retry blindly.
+ * Whether sending the failed command again cannot apply it twice: the command certainly was not
+ * executed (`error.notExecuted`; see `classifyError` for the one classification every dstore
+ * package uses). TIMEOUT, CONNECTION_CLOSED and ABORTED after sending are indeterminate: a write
+ * may have happened, so they are not safe to retry blindly. `isSafeToResend` also asks
+ * that the cause be transient (a bad key would fail again).
  */
 export function isSafeToRetry(error: unknown): boolean {
   return error instanceof DstoreError && error.notExecuted;
@@ -17,9 +18,60 @@ export function clientClosedError(reason: string): DstoreError {
   return new DstoreError(ErrorCode.CONNECTION_CLOSED, reason);
 }
 
-/** The error of a command that waited longer than its deadline (in the queue or on the wire). */
-export function commandTimeoutError(timeoutMs: number, where: string): DstoreError {
-  return new DstoreError(ErrorCode.TIMEOUT, `no response within ${timeoutMs} ms (${where})`);
+/**
+ * The error of a command that waited longer than its deadline, on the wire (indeterminate) or
+ * before it could be sent (`notSent`: not executed, with the last connection failure as cause).
+ */
+export function commandTimeoutError(
+  timeoutMs: number,
+  where: string,
+  notSent?: { readonly cause: Error | undefined },
+): DstoreError {
+  const message = `no response within ${timeoutMs} ms (${where})`;
+  if (notSent === undefined) return new DstoreError(ErrorCode.TIMEOUT, message);
+  return new DstoreError(ErrorCode.TIMEOUT, message, { notExecuted: true, cause: notSent.cause });
+}
+
+/**
+ * What made a connection attempt fail, for the user: the socket error (ECONNREFUSED, ENOTFOUND,
+ * a TLS error), the peer's refusal (UNAUTHORIZED) or the protocol mismatch (an HTTP server)
+ * rather than the UNAVAILABLE or CONNECTION_CLOSED wrappers around them.
+ */
+export function rootConnectCause(error: Error): Error {
+  let current = error;
+  while (
+    current instanceof DstoreError &&
+    (current.code === ErrorCode.UNAVAILABLE || current.code === ErrorCode.CONNECTION_CLOSED) &&
+    current.cause instanceof Error
+  ) {
+    current = current.cause;
+  }
+  return current;
+}
+
+/**
+ * The error of a command that could not be sent because connecting failed: UNAVAILABLE, not
+ * executed, with the root cause (see {@link rootConnectCause}) as `cause` and in the message.
+ */
+export function connectFailedError(label: string, failure: Error): DstoreError {
+  const cause = rootConnectCause(failure);
+  const code = (cause as { code?: unknown }).code;
+  const detail =
+    typeof code === 'string' && !cause.message.includes(code) ? `${code}: ${cause.message}` : cause.message;
+  return new DstoreError(
+    ErrorCode.UNAVAILABLE,
+    `${label}: cannot connect, the command was not sent (${detail})`,
+    {
+      cause,
+      notExecuted: true,
+    },
+  );
+}
+
+/** True when connecting failed in a way retrying the same server cannot fix: another protocol. */
+export function isForeignProtocol(failure: Error): boolean {
+  const cause = rootConnectCause(failure);
+  return cause instanceof DstoreError && cause.code === ErrorCode.VERSION_MISMATCH;
 }
 
 /** The error of a command aborted through its AbortSignal. */

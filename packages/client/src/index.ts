@@ -1,4 +1,22 @@
-export { type BinaryLike, LatencyHistogram, type LatencySummary } from '@dstore/protocol';
+/**
+ * `@dstore/client`: the Node.js client of dstore. Create one with {@link createClient}.
+ *
+ * This is the whole public API. The offline queue and option resolution are internals: they
+ * change without a major release.
+ *
+ * @packageDocumentation
+ */
+export type { BinaryLike, LatencySummary } from '@dstore/protocol';
+export {
+  classifyError,
+  DstoreError,
+  type ErrorClass,
+  ErrorCode,
+  isKnownErrorCode,
+  isRetryable,
+  isSafeToResend,
+  ProtocolError,
+} from '@dstore/protocol';
 export {
   type ClientEvents,
   type ClientStatus,
@@ -9,15 +27,11 @@ export {
   type StatsRecord,
 } from './client.js';
 export { closeDefaultClient, DEFAULT_DSTORE_URL, dget, dset, getDefaultClient } from './compat.js';
-export { DstoreError, ErrorCode, isKnownErrorCode, isSafeToRetry, ProtocolError } from './errors.js';
-export { OfflineQueue, type QueueEntry } from './offline-queue.js';
+export { isSafeToRetry } from './errors.js';
 export {
+  type ClientArguments,
   type ClientOptions,
   DEFAULT_CLIENT_OPTIONS,
   defaultRetryStrategy,
-  parseDstoreUrl,
-  type ResolvedClientOptions,
-  type ResolvedServerAddress,
-  resolveClientOptions,
   type ServerAddress,
 } from './options.js';

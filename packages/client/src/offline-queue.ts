@@ -1,4 +1,4 @@
-import { type DeadlineSweeper, type Sweepable, sharedSweeper } from '@dstore/protocol';
+import { type DeadlineSweeper, type Sweepable, sharedSweeper } from '@dstore/protocol/internal';
 
 /** Something that can wait in an {@link OfflineQueue}: it only needs a deadline. */
 export interface QueueEntry {
@@ -61,14 +61,14 @@ export class OfflineQueue<T extends QueueEntry> implements Sweepable {
     return taken;
   }
 
-  /** Called by the sweeper: hands every expired entry to `onExpire`, keeping the others in order. */
-  sweep(now: number): void {
-    if (now < this.earliestDeadline) return;
-    const expired: T[] = [];
+  /** Removes and returns, oldest first, the entries whose deadline is at or before `time`. */
+  takeDue(time: number): T[] {
+    if (time < this.earliestDeadline) return [];
+    const due: T[] = [];
     const kept: T[] = [];
     let earliest = Number.POSITIVE_INFINITY;
     for (const entry of this.entries) {
-      if (entry.deadline <= now) expired.push(entry);
+      if (entry.deadline <= time) due.push(entry);
       else {
         kept.push(entry);
         if (entry.deadline < earliest) earliest = entry.deadline;
@@ -77,7 +77,12 @@ export class OfflineQueue<T extends QueueEntry> implements Sweepable {
     this.entries = kept;
     this.earliestDeadline = earliest;
     this.stopSweepingIfEmpty();
-    for (const entry of expired) this.onExpire(entry);
+    return due;
+  }
+
+  /** Called by the sweeper: hands every expired entry to `onExpire`, keeping the others in order. */
+  sweep(now: number): void {
+    for (const entry of this.takeDue(now)) this.onExpire(entry);
   }
 
   private stopSweepingIfEmpty(): void {

@@ -1,4 +1,5 @@
-import { backoffDelay, type Credentials, DEFAULT_USER, type TlsClientOptions } from '@dstore/protocol';
+import { type Credentials, DEFAULT_USER, type TlsClientOptions } from '@dstore/protocol';
+import { backoffDelay } from '@dstore/protocol/internal';
 import { invalidArgument } from './errors.js';
 
 /** One balancer in {@link ClientOptions.servers}: ioredis's `{ host, port }` shape. */
@@ -66,9 +67,15 @@ export interface ClientOptions {
    * it never crosses the wire. Default: none.
    */
   readonly token?: string;
-  /** The user to authenticate as, with `password`. Default: none (`default` with `token`). */
+  /**
+   * The user to authenticate as, with `password` (ioredis's `username`). Default: none.
+   */
   readonly user?: string;
-  /** The password of `user`; never crosses the wire. Default: none. */
+  /**
+   * With `user`, that user's password; alone, the password of the user `default`, that is an
+   * alias of {@link token} (as ioredis's and node-redis's `password`; giving both, different, is
+   * refused). Never crosses the wire. Default: none.
+   */
   readonly password?: string;
   /**
    * Connect with TLS, as ioredis's `tls`: `{ ca, cert, key, servername, rejectUnauthorized }`
@@ -77,6 +84,11 @@ export interface ClientOptions {
    * Default: none (plaintext; a TLS-only balancer answers TLS_REQUIRED).
    */
   readonly tls?: TlsClientOptions;
+  /**
+   * A `dstore://` URL (node-redis's `{ url }`), read as {@link createClient} reads a URL string;
+   * the other options of the same object apply over it.
+   */
+  readonly url?: string;
   /** A label for this client, used in error messages. Not sent on the wire. Default `''`. */
   readonly name?: string;
 }
@@ -86,7 +98,7 @@ export interface ClientOptions {
  * `port` are those of the first.
  */
 export type ResolvedClientOptions = Required<
-  Omit<ClientOptions, 'token' | 'user' | 'password' | 'servers' | 'tls'>
+  Omit<ClientOptions, 'token' | 'user' | 'password' | 'servers' | 'tls' | 'url'>
 > & {
   readonly token?: string;
   readonly user?: string;
@@ -118,6 +130,94 @@ export const DEFAULT_CLIENT_OPTIONS: ResolvedClientOptions = Object.freeze({
   keyPrefix: '',
   name: '',
 });
+
+/**
+ * Every option name, so that an unknown one is refused rather than silently ignored (a typo, or
+ * an option of another client, would otherwise leave the client on its defaults).
+ */
+const OPTION_NAMES: ReadonlySet<string> = new Set<keyof ClientOptions>([
+  'host',
+  'port',
+  'servers',
+  'connectTimeout',
+  'commandTimeout',
+  'retryStrategy',
+  'maxRetriesPerRequest',
+  'enableOfflineQueue',
+  'maxQueueLength',
+  'lazyConnect',
+  'keyPrefix',
+  'token',
+  'user',
+  'password',
+  'tls',
+  'url',
+  'name',
+]);
+
+/** Options of other clients (ioredis, node-redis, memcached) and what to use here instead. */
+const FOREIGN_OPTIONS: ReadonlyMap<string, string> = new Map([
+  ['socket', 'host, port and connectTimeout (node-redis socket.host, socket.port, socket.connectTimeout)'],
+  ['username', 'user'],
+  ['auth_pass', 'password (or token)'],
+  ['authPass', 'password (or token)'],
+  ['prefix', 'keyPrefix'],
+  ['db', 'keyPrefix (dstore has no numbered databases)'],
+  ['database', 'keyPrefix (dstore has no numbered databases)'],
+  ['timeout', 'commandTimeout (and connectTimeout)'],
+  ['connect_timeout', 'connectTimeout'],
+  ['retry_strategy', 'retryStrategy'],
+  ['reconnectStrategy', 'retryStrategy'],
+  ['maxRetries', 'maxRetriesPerRequest'],
+  ['disableOfflineQueue', 'enableOfflineQueue: false'],
+  ['commandsQueueMaxLength', 'maxQueueLength'],
+  ['sentinels', 'servers'],
+  ['startupNodes', 'servers'],
+  ['rootNodes', 'servers'],
+  ['enableAutoPipelining', 'nothing: commands issued in one tick always leave in one write'],
+  ['clientName', 'name'],
+  ['connectionName', 'name'],
+]);
+
+/** Refuses options this client does not know, naming the right one when it is a known mix-up. */
+function checkOptionNames(options: object, where: string): void {
+  for (const name of Object.keys(options)) {
+    if (OPTION_NAMES.has(name)) continue;
+    const instead = FOREIGN_OPTIONS.get(name);
+    throw invalidArgument(
+      instead === undefined
+        ? `unknown option ${name} in ${where}; the options are ${[...OPTION_NAMES].join(', ')}`
+        : `unknown option ${name} in ${where}: use ${instead}`,
+    );
+  }
+}
+
+/**
+ * The forms {@link createClient} accepts, as (options or URL, overrides): `(options)`, `(url)`,
+ * `(url, overrides)`, and ioredis's `(port)`, `(port, host)`, `(port, host, options)` and
+ * `(port, options)`, where the explicit port and host win over the options.
+ */
+export type ClientArguments =
+  | [options?: ClientOptions | string, overrides?: ClientOptions]
+  | [port: number, host?: string, options?: ClientOptions]
+  | [port: number, options: ClientOptions];
+
+/** Normalises the {@link ClientArguments} forms to (options or URL, overrides). */
+export function clientArguments(args: ClientArguments): [ClientOptions | string, ClientOptions] {
+  const [first, second, third] = args;
+  if (typeof first === 'number') {
+    const host = typeof second === 'string' ? second : undefined;
+    const options = (typeof second === 'object' ? second : third) ?? {};
+    return [options, host === undefined ? { port: first } : { port: first, host }];
+  }
+  if (first !== undefined && typeof first !== 'string' && (typeof first !== 'object' || first === null)) {
+    throw invalidArgument(`expected options, a dstore:// URL or a port, got ${String(first)}`);
+  }
+  if (second !== undefined && (typeof second !== 'object' || second === null)) {
+    throw invalidArgument(`expected override options as the second argument, got ${String(second)}`);
+  }
+  return [first ?? {}, (second as ClientOptions | undefined) ?? {}];
+}
 
 /** The URL scheme of dstore addresses. */
 export const DSTORE_URL_SCHEME = 'dstore:';
@@ -226,13 +326,13 @@ export function resolveClientOptions(
   input: ClientOptions | string = {},
   overrides: ClientOptions = {},
 ): ResolvedClientOptions {
-  const base = withoutUndefined(typeof input === 'string' ? parseDstoreUrl(input) : input);
-  const explicit = withoutUndefined(overrides);
+  const base = typeof input === 'string' ? parseDstoreUrl(input) : fromObject(input, 'the options');
+  const explicit = fromObject(overrides, 'the overrides');
   checkOneAddressForm(base, typeof input === 'string' ? 'the URL' : 'the options');
   checkOneAddressForm(explicit, 'the overrides');
   const servers = resolveServers(base, explicit);
   const first = servers[0] as ResolvedServerAddress;
-  const merged = {
+  const { url: _url, ...merged } = {
     ...DEFAULT_CLIENT_OPTIONS,
     ...base,
     ...explicit,
@@ -251,8 +351,8 @@ export function resolveClientOptions(
 
 /** `user` goes with `password`, and a token is the password of `default`: one way at a time. */
 function checkCredentials(options: ClientOptions): void {
-  if ((options.user === undefined) !== (options.password === undefined)) {
-    throw invalidArgument('user and password go together: give both (or token alone)');
+  if (options.user !== undefined && options.password === undefined) {
+    throw invalidArgument('user needs its password: give user and password (or token alone)');
   }
   if (options.user !== undefined && options.token !== undefined) {
     throw invalidArgument(
@@ -322,6 +422,31 @@ function checkServer(server: ServerAddress, prefix: string): ResolvedServerAddre
   const port = server.port ?? DEFAULT_CLIENT_OPTIONS.port;
   checkInteger(`${prefix}port`, port, 0, 65_535);
   return Object.freeze({ host: server.host, port });
+}
+
+/**
+ * An options object with its names checked, `url` expanded under the other options and `password`
+ * turned into `token`.
+ */
+function fromObject(options: ClientOptions, where: string): ClientOptions {
+  checkOptionNames(options, where);
+  const { url, password, ...rest } = withoutUndefined(options);
+  if (url !== undefined && typeof url !== 'string')
+    throw invalidArgument(`url must be a string, got ${typeof url}`);
+  // Without a user, `password` is the password of the user `default`: the token.
+  const alias = rest.user === undefined ? password : undefined;
+  if (alias !== undefined && rest.token !== undefined && alias !== rest.token) {
+    throw invalidArgument(`conflicting options in ${where}: password is an alias of token, give one of them`);
+  }
+  const fromUrl = url === undefined ? {} : parseDstoreUrl(url);
+  if (url !== undefined && fromUrl.servers !== undefined && hasHostOrPort(rest)) {
+    throw invalidArgument(
+      `conflicting options in ${where}: the url lists several servers and host/port is given`,
+    );
+  }
+  const merged: ClientOptions = { ...fromUrl, ...rest };
+  if (password === undefined) return merged;
+  return alias === undefined ? { ...merged, password } : { ...merged, token: alias };
 }
 
 function withoutUndefined(options: ClientOptions): ClientOptions {

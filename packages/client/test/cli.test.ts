@@ -1,10 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FakeServer } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FakeServer } from './helpers/fake-server.js';
 
 const cliPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
 
@@ -29,13 +31,25 @@ interface Run {
 
 /** Runs the built CLI asynchronously: the fake server it talks to lives in this process. */
 function dstore(...args: string[]): Promise<Run> {
+  return dstoreWith({}, ...args);
+}
+
+/** {@link dstore} with bytes on stdin and/or a callback run once the child printed something. */
+function dstoreWith(
+  io: { readonly stdin?: Uint8Array; readonly onOutput?: (child: ChildProcess, stdout: string) => void },
+  ...args: string[]
+): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliPath, ...args], {
+      stdio: [io.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    if (io.stdin !== undefined) child.stdin?.end(io.stdin);
+    if (io.onOutput) child.stdout?.on('data', () => io.onOutput?.(child, stdout));
     children.add(child);
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
     child.on('error', reject);
     child.on('close', (code) => {
@@ -68,7 +82,7 @@ describe('dstore set/get/del/ping', () => {
     expect(await dstore('get', 'greeting', ...at)).toMatchObject({ code: 0, stdout: 'hello world\n' });
     expect(await dstore('del', 'greeting', ...at)).toMatchObject({ code: 0, stdout: '1\n' });
     expect(await dstore('del', 'greeting', ...at)).toMatchObject({ code: 0, stdout: '0\n' });
-    expect(await dstore('get', 'greeting', ...at)).toMatchObject({ code: 1, stdout: '(nil)\n', stderr: '' });
+    expect(await dstore('get', 'greeting', ...at)).toMatchObject({ code: 3, stdout: '(nil)\n', stderr: '' });
   });
 
   it('prints JSON with --json', async () => {
@@ -90,9 +104,9 @@ describe('dstore set/get/del/ping', () => {
     expect(run.stdout).toMatch(/^PONG \d+\.\d{3} ms\n$/);
   });
 
-  it('reports an unreachable server as error UNAVAILABLE with exit code 2', async () => {
+  it('reports an unreachable server as error UNAVAILABLE with exit code 1', async () => {
     const run = await dstore('get', 'k', '--server', await closedPort());
-    expect(run.code).toBe(2);
+    expect(run.code).toBe(1);
     expect(run.stdout).toBe('');
     expect(run.stderr).toMatch(/^error UNAVAILABLE: cannot connect to 127\.0\.0\.1:\d+/);
   });
@@ -111,11 +125,11 @@ describe('dstore set/get/del/ping', () => {
     expect(run).toMatchObject({ code: 0, stdout: 'OK\n' });
     expect(second.store.has('k2')).toBe(true);
     const none = await dstore('get', 'k', '--server', `${unreachable},${await closedPort()}`);
-    expect(none.code).toBe(2);
+    expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/^error UNAVAILABLE: cannot connect to 127\.0\.0\.1:\d+/);
     const empty = await dstore('get', 'k', '--server', `${second.address},,${first.address}`);
     expect(empty.code).toBe(2);
-    expect(empty.stderr).toMatch(/^error INVALID_ARGUMENT: empty address/);
+    expect(empty.stderr).toMatch(/^error INVALID_ARGUMENT: --server: empty address/);
   });
 
   it('reports bad arguments with exit code 2 and shows help with exit code 0', async () => {
@@ -126,6 +140,52 @@ describe('dstore set/get/del/ping', () => {
     expect(help.code).toBe(0);
     for (const command of ['set', 'get', 'del', 'ping', 'status', 'bench'])
       expect(help.stdout).toContain(command);
+  });
+});
+
+describe('dstore values from stdin and files, mget and mset', () => {
+  it('set KEY - reads the value from stdin, --file from a file (values past the argument limit)', async () => {
+    const server = await startServer();
+    const at = ['--server', server.address];
+    const big = new Uint8Array(300 * 1024).map((_, i) => 97 + (i % 26));
+    expect(await dstoreWith({ stdin: big }, 'set', 'big', '-', ...at)).toMatchObject({
+      code: 0,
+      stdout: 'OK\n',
+    });
+    expect(server.store.get('big')).toEqual(big);
+    const dir = mkdtempSync(join(tmpdir(), 'dstore-cli-'));
+    try {
+      const file = join(dir, 'value.bin');
+      writeFileSync(file, Uint8Array.from([0, 255, 1, 254]));
+      expect(await dstore('set', 'bin', '--file', file, ...at)).toMatchObject({ code: 0 });
+      expect(server.store.get('bin')).toEqual(Uint8Array.from([0, 255, 1, 254]));
+      expect((await dstore('set', 'x', 'v', '--file', file, ...at)).code).toBe(2);
+      expect((await dstore('set', 'x', '--file', join(dir, 'missing'), ...at)).code).toBe(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect((await dstore('set', 'x', ...at)).code).toBe(2);
+  });
+
+  it('mset KEY VALUE ... and mget KEY ...', async () => {
+    const server = await startServer();
+    const at = ['--server', server.address];
+    expect(await dstore('mset', 'a', '1', 'b', '2', ...at)).toMatchObject({ code: 0, stdout: 'OK\n' });
+    expect(await dstore('mget', 'a', 'nope', 'b', ...at)).toMatchObject({ code: 0, stdout: '1\n(nil)\n2\n' });
+    expect(JSON.parse((await dstore('mget', 'a', 'nope', ...at, '--json')).stdout)).toEqual({
+      values: { a: '1', nope: null },
+    });
+    expect((await dstore('mset', 'a', '1', 'b', ...at)).code).toBe(2);
+  });
+
+  it('--version, and the shared parsers: bad numbers are usage errors (exit 2)', async () => {
+    const version = await dstore('--version');
+    expect(version.code).toBe(0);
+    expect(version.stdout).toMatch(/^\d+\.\d+\.\d+/);
+    const server = await startServer();
+    expect((await dstore('ping', '--server', server.address, '--timeout', '1e3')).code).toBe(2);
+    expect((await dstore('ping', '--server', server.address, '--timeout', '2s')).code).toBe(0);
+    expect((await dstore('ping', '--server', 'h:1e3')).code).toBe(2);
   });
 });
 
@@ -201,7 +261,7 @@ describe('dstore bench', () => {
 });
 
 describe('dstore status', () => {
-  async function startAdmin(): Promise<string> {
+  async function startAdmin(healthy = false): Promise<string> {
     const ring = {
       epoch: 4,
       map: {
@@ -235,7 +295,9 @@ describe('dstore status', () => {
         { id: 'node-2', address: '127.0.0.1:7402', status: 'down', weight: 2, share: 0.6667, keys: 240 },
       ],
     };
-    const health = { status: 'ok', ready: false, nodes: 2, nodesUp: 1 };
+    const health = healthy
+      ? { status: 'ok', ready: true, nodes: 2, nodesUp: 2 }
+      : { status: 'ok', ready: false, nodes: 2, nodesUp: 1 };
     const server = createServer((request, response) => {
       const body = request.url === '/ring' ? ring : request.url === '/health' ? health : undefined;
       response.writeHead(body ? 200 : 404, { 'content-type': 'application/json' });
@@ -246,10 +308,11 @@ describe('dstore status', () => {
     return `127.0.0.1:${(server.address() as AddressInfo).port}`;
   }
 
-  it('prints the epoch and one row per node', async () => {
+  it('prints the epoch and one row per node; exits 1 when a node is down', async () => {
     const admin = await startAdmin();
     const run = await dstore('status', '--admin', admin);
-    expect(run.code).toBe(0);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain('NOT HEALTHY');
     expect(run.stdout).toMatch(/epoch 4 {2}algorithm vnode {2}health ok {2}ready no {2}nodes up 1\/2/);
     expect(run.stdout).toMatch(/node-1\s+127\.0\.0\.1:7401\s+up\s+up\s+1\s+33\.3%\s+120\s+0123456789ab/);
     expect(run.stdout).toMatch(/node-2\s+127\.0\.0\.1:7402\s+down\s+-\s+2\s+66\.7%\s+240\s+-/);
@@ -262,6 +325,34 @@ describe('dstore status', () => {
     expect(run.stdout).toContain(
       'node-1 degraded: out of space: the map-size limit of 2097152 bytes is reached',
     );
+  });
+
+  it('exits 0 when every node is up', async () => {
+    const run = await dstore('status', '--admin', await startAdmin(true));
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('healthy');
+  });
+
+  it('--watch prints the status again until interrupted, then exits with the last status', async () => {
+    const admin = await startAdmin();
+    let interrupted = false;
+    const run = await dstoreWith(
+      {
+        onOutput: (child, stdout) => {
+          if (!interrupted && (stdout.match(/^epoch 4/gm) ?? []).length >= 2) {
+            interrupted = true;
+            child.kill('SIGINT');
+          }
+        },
+      },
+      'status',
+      '--admin',
+      admin,
+      '--watch',
+      '50ms',
+    );
+    expect((run.stdout.match(/^epoch 4/gm) ?? []).length).toBeGreaterThanOrEqual(2);
+    expect(run.code).toBe(1);
   });
 
   it('prints {ring, health} with --json', async () => {
@@ -278,7 +369,7 @@ describe('dstore status', () => {
 
   it('reports an unreachable admin port as error UNAVAILABLE', async () => {
     const run = await dstore('status', '--admin', await closedPort());
-    expect(run.code).toBe(2);
+    expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/^error UNAVAILABLE: cannot fetch http:\/\/127\.0\.0\.1:\d+\/(ring|health)/);
   });
 });

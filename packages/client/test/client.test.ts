@@ -1,7 +1,14 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import {
+  type AddressInfo,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
 import { Op } from '@dstore/protocol';
+import { FakeServer, keyOf } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ClientOptions, createClient, type DstoreClient, DstoreError, ErrorCode } from '../src/index.js';
-import { FakeServer, keyOf } from './helpers/fake-server.js';
 import { failOnUnhandledRejections } from './helpers/unhandled.js';
 
 failOnUnhandledRejections();
@@ -15,7 +22,7 @@ afterEach(async () => {
 });
 
 async function startServer(token?: string): Promise<FakeServer> {
-  const server = new FakeServer(token);
+  const server = new FakeServer({ token });
   servers.push(server);
   await server.start();
   return server;
@@ -39,6 +46,39 @@ function nextEvent(client: DstoreClient, name: 'ready' | 'end' | 'close'): Promi
 }
 
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
+
+/**
+ * connect() after a server came back: an attempt already under way when it started listening
+ * fails (and rejects connect() of a never-ready client); the next one succeeds.
+ */
+async function connectEventually(client: DstoreClient): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await client.connect();
+      return;
+    } catch (error) {
+      if (attempt >= 20) throw error;
+    }
+  }
+}
+
+/** Listens on 127.0.0.1, port 0; `close` also ends the open sockets. */
+async function listen(server: NetServer | HttpServer): Promise<{ port: number; close: () => Promise<void> }> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
 
 describe('commands', () => {
   it('set, get, getString, del, mget, mset, ping and stats round-trip', async () => {
@@ -218,9 +258,13 @@ describe('connection life', () => {
         return times < 3 ? 10 : null;
       },
     });
-    const queued = client.get('k');
+    // Never ready: the queued command fails with the first failed attempt, not at 'end'.
+    const queued = expect(client.get('k')).rejects.toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      notExecuted: true,
+    });
     await nextEvent(client, 'end');
-    await expect(queued).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+    await queued;
     expect(attempts).toEqual([1, 2, 3]);
     expect(client.status).toBe('end');
     await expect(client.get('k')).rejects.toBeInstanceOf(DstoreError);
@@ -242,7 +286,11 @@ describe('connection life', () => {
     const good = await readyClient(server, { token: 'secret' });
     expect(await good.ping()).toBe('PONG');
     const bad = clientFor(server, { token: 'wrong', retryStrategy: () => null });
-    await expect(bad.ping()).rejects.toMatchObject({ code: ErrorCode.UNAUTHORIZED });
+    await expect(bad.ping()).rejects.toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      notExecuted: true,
+      cause: { code: ErrorCode.UNAUTHORIZED },
+    });
   });
 
   it('close() lets commands in flight finish and rejects commands issued afterwards', async () => {
@@ -283,25 +331,26 @@ describe('offline queue and deadlines', () => {
     const server = await startServer();
     await server.stop();
     const client = clientFor(server, { maxQueueLength: 2, commandTimeout: 200 });
-    const first = client.get('a');
-    const second = client.get('b');
-    await expect(client.get('c')).rejects.toMatchObject({ code: ErrorCode.BUSY });
+    const first = expect(client.get('a')).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+    const second = expect(client.get('b')).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+    const third = client.get('c');
     expect(client.queueLength).toBe(2);
-    await expect(first).rejects.toMatchObject({ code: ErrorCode.TIMEOUT });
-    await expect(second).rejects.toMatchObject({ code: ErrorCode.TIMEOUT });
+    await expect(third).rejects.toMatchObject({ code: ErrorCode.BUSY });
+    await first;
+    await second;
   });
 
-  it('counts time in the queue: TIMEOUT although the command was never sent', async () => {
-    const server = await startServer();
-    await server.stop();
-    const client = clientFor(server, { commandTimeout: 100 });
+  it('counts time in the queue: TIMEOUT, not executed, although the command was never sent', async () => {
+    // A server that accepts connections and never answers HELLO: the attempt outlives the command.
+    const mute = await listen(createNetServer(() => undefined));
+    const client = createClient({ port: mute.port, commandTimeout: 100, connectTimeout: 60_000 });
+    clients.push(client);
     const error = await client.set('k', 'v').catch((caught: unknown) => caught);
-    expect(error).toMatchObject({ code: ErrorCode.TIMEOUT });
+    expect(error).toMatchObject({ code: ErrorCode.TIMEOUT, notExecuted: true });
     expect((error as Error).message).toMatch(/queued/);
     expect(client.queueLength).toBe(0);
-    await server.start();
-    await client.connect();
-    expect(server.count(Op.SET)).toBe(0);
+    await client.disconnect();
+    await mute.close();
   });
 
   it('fails with TIMEOUT when the server never answers', async () => {
@@ -331,7 +380,7 @@ describe('offline queue and deadlines', () => {
     expect(client.queueLength).toBe(0);
 
     await server.start();
-    await client.connect();
+    await connectEventually(client);
     server.mode = 'silent';
     const flightAbort = new AbortController();
     const inFlight = client.get('k', { signal: flightAbort.signal });
@@ -381,5 +430,127 @@ describe('retries', () => {
     const error = await inFlight.catch((caught: unknown) => caught);
     expect([ErrorCode.CONNECTION_CLOSED, ErrorCode.TIMEOUT]).toContain((error as DstoreError).code);
     expect(server.count(Op.SET)).toBe(1);
+  });
+});
+
+/**
+ * Errors say what happened, at once. No test asserts a duration: the commands have a deadline far
+ * beyond the test timeout, so only an early failure lets them pass.
+ */
+describe('connection failures fail commands at once', () => {
+  const patient = { commandTimeout: 600_000, connectTimeout: 5000 } as const;
+
+  it('nothing listening: UNAVAILABLE, not executed, cause ECONNREFUSED', async () => {
+    const server = await startServer();
+    await server.stop();
+    const client = clientFor(server, patient);
+    const error = await client.get('k').catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(DstoreError);
+    expect(error).toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      notExecuted: true,
+      cause: { code: 'ECONNREFUSED' },
+    });
+    expect((error as Error).message).toMatch(/ECONNREFUSED/);
+    expect(client.queueLength).toBe(0);
+    // Later commands fail the same way at once while no server can be reached.
+    await expect(client.set('k', 'v')).rejects.toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      notExecuted: true,
+    });
+    // connect() too.
+    await expect(client.connect()).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+
+  it('a wrong token: UNAVAILABLE with cause UNAUTHORIZED, while the client keeps retrying', async () => {
+    const server = await startServer('secret');
+    const client = clientFor(server, { ...patient, token: 'wrong' });
+    const error = await client.get('k').catch((caught: unknown) => caught);
+    expect(error).toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      notExecuted: true,
+      cause: { code: ErrorCode.UNAUTHORIZED },
+    });
+    expect((error as Error).message).toMatch(/UNAUTHORIZED|invalid token/);
+    expect(server.count(Op.GET)).toBe(0);
+  });
+
+  it('an HTTP server (the admin port): says so, does not retry in a loop', async () => {
+    let requests = 0;
+    const http = await listen(
+      createHttpServer((_request, response) => {
+        requests++;
+        response.end('{}');
+      }),
+    );
+    const client = createClient({ port: http.port, ...patient });
+    clients.push(client);
+    const ended = nextEvent(client, 'end');
+    const error = await client.get('k').catch((caught: unknown) => caught);
+    expect(error).toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      notExecuted: true,
+      cause: { code: ErrorCode.VERSION_MISMATCH },
+    });
+    expect((error as Error).message).toMatch(/HTTP server.*admin port/);
+    await ended;
+    expect(client.status).toBe('end');
+    // One attempt, no reconnect loop (an HTTP server answers the HELLO bytes with 400 and no request).
+    expect(requests).toBe(0);
+    await http.close();
+  });
+
+  it('after a lost connection, waits for the next attempt when the deadline allows it', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { retryStrategy: () => 20 });
+    const closed = nextEvent(client, 'close');
+    await server.stop();
+    await closed;
+    const pending = client.set('k', 'v');
+    await server.start();
+    expect(await pending).toBe('OK');
+  });
+});
+
+describe('constructor forms', () => {
+  it('createClient(port), (port, host), (port, host, options) and { url }', () => {
+    const lazy = { lazyConnect: true } as const;
+    const byPort = createClient(7001, lazy);
+    const byPortHost = createClient(7002, 'localhost', lazy);
+    const byUrl = createClient({ url: 'dstore://10.0.0.1:7003', ...lazy });
+    const urlOverridden = createClient({ url: 'dstore://10.0.0.1:7003', port: 7004, ...lazy });
+    clients.push(byPort, byPortHost, byUrl, urlOverridden);
+    expect(byPort.options).toMatchObject({ host: '127.0.0.1', port: 7001 });
+    expect(byPortHost.options).toMatchObject({ host: 'localhost', port: 7002 });
+    expect(byUrl.options).toMatchObject({ host: '10.0.0.1', port: 7003 });
+    expect(urlOverridden.options).toMatchObject({ host: '10.0.0.1', port: 7004 });
+  });
+
+  it('password is an alias of token', async () => {
+    const server = await startServer('secret');
+    const client = await readyClient(server, { password: 'secret' });
+    expect(client.options.token).toBe('secret');
+    expect(await client.ping()).toBe('PONG');
+    expect(() => createClient({ token: 'a', password: 'b', lazyConnect: true })).toThrow(/alias of token/);
+  });
+
+  it('refuses unknown options, naming the right one', () => {
+    const refuse = (options: object): unknown => {
+      try {
+        createClient({ lazyConnect: true, ...options } as ClientOptions);
+      } catch (error) {
+        return error;
+      }
+      return undefined;
+    };
+    expect(refuse({ socket: { host: 'h', port: 1 } })).toMatchObject({
+      code: ErrorCode.INVALID_ARGUMENT,
+      message: expect.stringMatching(/socket.*use host, port/),
+    });
+    expect(refuse({ db: 1 })).toMatchObject({ message: expect.stringMatching(/keyPrefix/) });
+    expect(refuse({ hots: 'h' })).toMatchObject({
+      message: expect.stringMatching(/unknown option hots.*host, port/),
+    });
+    expect(() => createClient('not a url')).toThrow(DstoreError);
   });
 });

@@ -1,6 +1,6 @@
+import { FakeServer } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { closeDefaultClient, dget, dset, getDefaultClient } from '../src/index.js';
-import { FakeServer } from './helpers/fake-server.js';
 import { failOnUnhandledRejections } from './helpers/unhandled.js';
 
 failOnUnhandledRejections();

@@ -1,13 +1,8 @@
-import { DeadlineSweeper } from '@dstore/protocol';
+import { DeadlineSweeper } from '@dstore/protocol/internal';
 import { describe, expect, it } from 'vitest';
-import {
-  type ClientOptions,
-  DEFAULT_CLIENT_OPTIONS,
-  ErrorCode,
-  OfflineQueue,
-  parseDstoreUrl,
-  resolveClientOptions,
-} from '../src/index.js';
+import { type ClientOptions, DEFAULT_CLIENT_OPTIONS, ErrorCode } from '../src/index.js';
+import { OfflineQueue } from '../src/offline-queue.js';
+import { parseDstoreUrl, resolveClientOptions } from '../src/options.js';
 
 describe('options', () => {
   it('has the documented defaults', () => {
@@ -205,7 +200,7 @@ describe('credentials', () => {
       user: 'app',
       password: 'pw',
     });
-    expect(() => resolveClientOptions({ user: 'app' })).toThrow(/user and password go together/);
+    expect(() => resolveClientOptions({ user: 'app' })).toThrow(/user needs its password/);
     expect(() => resolveClientOptions({ user: 'app', password: 'pw', token: 't' })).toThrow(/conflicting/);
   });
 });

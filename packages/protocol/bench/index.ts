@@ -9,7 +9,8 @@
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import { Bench } from 'tinybench';
-import { FrameDecoder, type Message, MessageCodec, Op, OutputBuffer, toWireArray } from '../src/index.js';
+import { type Message, MessageCodec, Op, toWireArray } from '../src/index.js';
+import { FrameDecoder, OutputBuffer } from '../src/internal.js';
 
 const BATCH = 100;
 const TIME_MS = Number(process.env.BENCH_TIME_MS ?? 2000);

@@ -23,7 +23,10 @@ export const ErrorCode = {
   BATCH_TOO_LARGE: 'BATCH_TOO_LARGE',
   /** A field has the right type but a value that is not allowed (for example an empty key). */
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
-  /** The peer speaks an incompatible protocol version. */
+  /**
+   * The peer speaks an incompatible protocol version, or another protocol altogether (an HTTP
+   * server such as the balancer's admin port, an HTTP client on a dstore port: the message says so).
+   */
   VERSION_MISMATCH: 'VERSION_MISMATCH',
   /**
    * Authentication is required, failed (wrong user, password, token or cluster secret), or did
@@ -109,39 +112,149 @@ export function isKnownErrorCode(code: string): code is ErrorCode {
   return KNOWN_CODES.has(code);
 }
 
+/** Options of a {@link DstoreError}. */
+export interface DstoreErrorOptions {
+  /** The error behind this one (a socket error, the peer's refusal). */
+  readonly cause?: unknown;
+  /**
+   * Overrides what the code says about execution: true for a failure that certainly happened
+   * before the request was sent (a TIMEOUT while queued, a failed connection attempt).
+   */
+  readonly notExecuted?: boolean;
+}
+
+/**
+ * Codes that certainly mean "not executed": refusals before the request ran (the peer down, busy or
+ * closing, a wrong token, another protocol version, a key the node does not own, another ring
+ * epoch, an invalid request, a refused JOIN or map write). Every other code is indeterminate: no
+ * answer in time, a connection lost with the request on the wire, an abort, a failure inside the
+ * peer (a DEL that reached one of two copies), framing errors (the connection closes and other
+ * requests on it may have run), and any code this version does not know (from a newer peer).
+ */
+const NOT_EXECUTED_CODES: ReadonlySet<string> = new Set([
+  ErrorCode.UNAVAILABLE,
+  ErrorCode.BUSY,
+  ErrorCode.SHUTTING_DOWN,
+  ErrorCode.UNAUTHORIZED,
+  ErrorCode.NO_PERMISSION,
+  ErrorCode.TLS_REQUIRED,
+  ErrorCode.OUT_OF_SPACE,
+  ErrorCode.OUT_OF_MEMORY,
+  ErrorCode.VERSION_MISMATCH,
+  ErrorCode.NOT_OWNER,
+  ErrorCode.STALE_EPOCH,
+  ErrorCode.KEY_TOO_LARGE,
+  ErrorCode.VALUE_TOO_LARGE,
+  ErrorCode.BATCH_TOO_LARGE,
+  ErrorCode.INVALID_ARGUMENT,
+  ErrorCode.UNKNOWN_OP,
+  ErrorCode.IDENTITY_CONFLICT,
+  ErrorCode.MEMBER_REMOVED,
+  ErrorCode.MAP_CONFLICT,
+  ErrorCode.MAP_CORRUPT,
+]);
+
+/**
+ * Codes of transient conditions: the peer is down, busy, restarting or slow, so the same request
+ * may succeed later. Refusals of the request itself (a bad key, a wrong token, another protocol)
+ * and routing refusals the router resolves itself (NOT_OWNER, STALE_EPOCH) are not.
+ */
+const TRANSIENT_CODES: ReadonlySet<string> = new Set([
+  ErrorCode.UNAVAILABLE,
+  ErrorCode.BUSY,
+  ErrorCode.SHUTTING_DOWN,
+  ErrorCode.TIMEOUT,
+  ErrorCode.CONNECTION_CLOSED,
+]);
+
+/**
+ * What a failure says about its request, for anyone deciding whether to send it again:
+ * `retryable` (a transient condition: it may succeed later), `notExecuted` (it certainly was not
+ * applied, so sending it again cannot apply it twice) and `indeterminate` (it may have been
+ * applied). A request is safe to resend automatically when it is both retryable and not executed;
+ * an idempotent one (GET, a MIGRATE, a PURGE) when it is retryable.
+ */
+export interface ErrorClass {
+  readonly retryable: boolean;
+  readonly notExecuted: boolean;
+  readonly indeterminate: boolean;
+}
+
+/**
+ * The one classification of failures that the client, the balancer's router and migrator and the
+ * storage node's membership all use. Anything that is not a {@link DstoreError} (a bug, a socket
+ * error that escaped) is indeterminate and not retryable.
+ */
+export function classifyError(error: unknown): ErrorClass {
+  if (!(error instanceof DstoreError)) return { retryable: false, notExecuted: false, indeterminate: true };
+  const notExecuted = error.notExecuted;
+  return { retryable: error.retryable, notExecuted, indeterminate: !notExecuted };
+}
+
+/** True when `error` is a transient failure: the same request may succeed later. */
+export function isRetryable(error: unknown): boolean {
+  return error instanceof DstoreError && error.retryable;
+}
+
+/**
+ * True when sending the failed request again can neither apply it twice nor fail the same way for
+ * sure: it was not executed, and the cause is transient.
+ */
+export function isSafeToResend(error: unknown): boolean {
+  return error instanceof DstoreError && error.retryable && error.notExecuted;
+}
+
+/**
+ * Brand every DstoreError carries. A registered symbol is the same in every copy of this module:
+ * the ESM and the CJS build of `@dstore/protocol` (both can be loaded in one process: the dual
+ * package hazard) and two installed versions.
+ */
+const DSTORE_ERROR: unique symbol = Symbol.for('@dstore/protocol.DstoreError');
+
 /**
  * The one error class of dstore. Every failure a caller can see carries a stable `code`; branch on
  * the code, never on the message.
+ *
+ * `err instanceof DstoreError` holds for a DstoreError made by any copy of this package (the ESM
+ * and the CJS build, another installed version): the check looks for a brand, not at the
+ * prototype chain. Subclasses ({@link ProtocolError}) keep the ordinary prototype check.
  */
 export class DstoreError extends Error {
+  /** Brand check across module copies; see the class comment. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: subclasses inherit this method, `this` is the class tested
+    if (this !== DstoreError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === 'object' && value !== null && DSTORE_ERROR in value;
+  }
+
   /** Stable machine-readable code; an unknown string when a newer peer sent a code we do not know. */
   readonly code: ErrorCode | (string & {});
+  /** Set when the failing side knows better than the code (see {@link DstoreErrorOptions.notExecuted}). */
+  readonly #notExecuted: boolean | undefined;
 
-  constructor(code: ErrorCode | (string & {}), message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: ErrorCode | (string & {}), message: string, options?: DstoreErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'DstoreError';
     this.code = code;
+    this.#notExecuted = options?.notExecuted;
   }
 
   /**
    * True when the request certainly was not executed, so sending it again cannot apply it twice.
-   * TIMEOUT and CONNECTION_CLOSED are indeterminate: the write may have happened.
+   * By code (see {@link classifyError}), unless the error was made knowing better: a TIMEOUT of a
+   * command that never left the client's queue is not executed.
    */
   get notExecuted(): boolean {
-    return (
-      this.code === ErrorCode.UNAVAILABLE ||
-      this.code === ErrorCode.BUSY ||
-      this.code === ErrorCode.SHUTTING_DOWN ||
-      this.code === ErrorCode.UNAUTHORIZED ||
-      this.code === ErrorCode.NO_PERMISSION ||
-      this.code === ErrorCode.TLS_REQUIRED ||
-      this.code === ErrorCode.NOT_OWNER ||
-      this.code === ErrorCode.STALE_EPOCH ||
-      this.code === ErrorCode.OUT_OF_SPACE ||
-      this.code === ErrorCode.OUT_OF_MEMORY
-    );
+    return this.#notExecuted ?? NOT_EXECUTED_CODES.has(this.code);
+  }
+
+  /** True when the same request may succeed if tried again later (a transient condition). */
+  get retryable(): boolean {
+    return TRANSIENT_CODES.has(this.code);
   }
 }
+
+Object.defineProperty(DstoreError.prototype, DSTORE_ERROR, { value: true });
 
 /** A peer sent bytes that are not a valid frame or message. */
 export class ProtocolError extends DstoreError {

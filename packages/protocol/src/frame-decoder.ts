@@ -107,14 +107,18 @@ export class FrameDecoder {
       (bytes[offset]! * 0x1000000 +
         ((bytes[offset + 1]! << 16) | (bytes[offset + 2]! << 8) | bytes[offset + 3]!)) >>>
       0;
-    if (length > this.maxFrameBytes) {
-      throw new ProtocolError(
-        ErrorCode.FRAME_TOO_LARGE,
-        `frame declares ${length} bytes, limit ${this.maxFrameBytes}`,
-        { fatal: true },
-      );
-    }
+    if (length > this.maxFrameBytes) throw foreignProtocolError(length) ?? this.tooLarge(length);
     return length;
+  }
+
+  private tooLarge(length: number): ProtocolError {
+    return new ProtocolError(
+      ErrorCode.FRAME_TOO_LARGE,
+      `frame declares ${length} bytes, limit ${this.maxFrameBytes}`,
+      {
+        fatal: true,
+      },
+    );
   }
 
   private merge(): Uint8Array {
@@ -127,4 +131,43 @@ export class FrameDecoder {
     }
     return merged;
   }
+}
+
+/**
+ * Another protocol on the other end: its first four bytes read as an absurd frame length. HTTP is
+ * the one people hit (a client pointed at the admin port, curl pointed at the client port); saying
+ * so beats "frame declares 1213486160 bytes". VERSION_MISMATCH: the peer speaks another protocol,
+ * so nothing was executed and trying again cannot help.
+ */
+const FOREIGN_PREFIXES: ReadonlyMap<number, string> = new Map([
+  // A server's answer: the peer is an HTTP server.
+  [
+    0x48545450,
+    'the peer answered "HTTP": this looks like an HTTP server, not a dstore one (is this the admin port?)',
+  ],
+  // A request: the peer is an HTTP client.
+  ...['GET ', 'POST', 'PUT ', 'HEAD', 'DELE', 'OPTI', 'PATC'].map(
+    (method) =>
+      [
+        asciiWord(method),
+        `the peer sent "${method.trim()}": this looks like an HTTP request, not dstore frames (HTTP goes to the admin port)`,
+      ] as const,
+  ),
+]);
+
+function asciiWord(text: string): number {
+  return (
+    ((text.charCodeAt(0) << 24) |
+      (text.charCodeAt(1) << 16) |
+      (text.charCodeAt(2) << 8) |
+      text.charCodeAt(3)) >>>
+    0
+  );
+}
+
+function foreignProtocolError(length: number): ProtocolError | undefined {
+  const message = FOREIGN_PREFIXES.get(length);
+  return message === undefined
+    ? undefined
+    : new ProtocolError(ErrorCode.VERSION_MISMATCH, message, { fatal: true });
 }

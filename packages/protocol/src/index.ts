@@ -1,3 +1,11 @@
+/**
+ * `@dstore/protocol`: the dstore wire format (length-prefixed MessagePack frames, messages, error
+ * codes, limits; the spec is the README) and the connection layer every dstore package uses
+ * (`Connection`, `FrameServer`, `PeerLink`, `FailoverLink`). What the other packages share beyond
+ * this is in `@dstore/protocol/internal`, which is not covered by semver.
+ *
+ * @packageDocumentation
+ */
 export {
   type AuthChallenge,
   assertClusterSecret,
@@ -17,7 +25,6 @@ export {
   type AuthStep,
   type Principal,
 } from './authenticator.js';
-export { type BackoffOptions, backoffDelay } from './backoff.js';
 export { type BinaryLike, bytesToString, toBytes } from './bytes.js';
 export { fromWireArray, MessageCodec, toWireArray } from './codec.js';
 export {
@@ -27,15 +34,22 @@ export {
   LARGE_REQUEST_BYTES,
   type RequestOptions,
 } from './connection.js';
-export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
-export { DstoreError, ErrorCode, isKnownErrorCode, ProtocolError, timeoutError } from './errors.js';
+export {
+  classifyError,
+  DstoreError,
+  type DstoreErrorOptions,
+  type ErrorClass,
+  ErrorCode,
+  isKnownErrorCode,
+  isRetryable,
+  isSafeToResend,
+  ProtocolError,
+} from './errors.js';
 export { FailoverLink, type FailoverLinkOptions, type FailoverServer } from './failover-link.js';
-export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
 export { FrameServer, type FrameServerEvents, type FrameServerOptions } from './frame-server.js';
 export { LatencyHistogram, type LatencySummary } from './latency-histogram.js';
 export { DEFAULT_LIMITS, LMDB_MAX_KEY_BYTES, type ProtocolLimits, resolveLimits } from './limits.js';
 export * from './messages.js';
-export { OutputBuffer } from './output-buffer.js';
 export {
   type ConnectSocketOptions,
   connectSocket,
@@ -45,7 +59,6 @@ export {
   type PeerLinkEvents,
   type PeerLinkOptions,
 } from './peer-link.js';
-export { checkBodyShape } from './shape.js';
 export {
   isTlsPeerVerified,
   type PeerTlsOptions,

@@ -242,7 +242,10 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     const connection = this.current;
-    if (connection) await connection.close();
+    // Mid-handshake there is nothing to let finish: a graceful close would wait for the HELLO
+    // answer, up to the connect timeout.
+    if (connection && !this.ready) connection.destroy();
+    else if (connection) await connection.close();
     if (!wasStopped) this.emit('end');
   }
 

@@ -196,4 +196,5 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
+export { FakeServer, type FakeServerMode, type FakeServerOptions, keyOf } from './fake-server.js';
 export { createTestPki, type TestCertificate, type TestPki } from './testing-tls.js';

@@ -4,13 +4,13 @@ import {
   type Connection,
   DstoreError,
   ErrorCode,
-  FrameDecoder,
   type Message,
   MessageCodec,
   Op,
   type Request,
   type Response,
 } from '../src/index.js';
+import { FrameDecoder } from '../src/internal.js';
 import { encodeFrame, header } from '../src/testing.js';
 import { failOnUncaught, Resources, sleep, waitFor } from './helpers.js';
 

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ErrorCode, FrameDecoder, OutputBuffer, ProtocolError } from '../src/index.js';
+import { ErrorCode, ProtocolError } from '../src/index.js';
+import { FrameDecoder, OutputBuffer } from '../src/internal.js';
 import { frame, header } from '../src/testing.js';
 
 function collect(maxFrameBytes = 1024 * 1024): { decoder: FrameDecoder; frames: Uint8Array[] } {
@@ -164,5 +165,24 @@ describe('FrameDecoder', () => {
     const { decoder, frames } = collect();
     decoder.push(concat(taken));
     expect(frames).toEqual(parts);
+  });
+});
+
+describe('another protocol on the other end', () => {
+  it('says an HTTP answer looks like an HTTP server (VERSION_MISMATCH, fatal), not an absurd frame length', () => {
+    const { decoder } = collect();
+    const push = (): void => decoder.push(new TextEncoder().encode('HTTP/1.1 400 Bad Request\r\n\r\n'));
+    expect(push).toThrow(ProtocolError);
+    expect(push).toThrow(/HTTP server.*admin port/);
+    try {
+      push();
+    } catch (error) {
+      expect(error).toMatchObject({ code: ErrorCode.VERSION_MISMATCH, fatal: true, notExecuted: true });
+    }
+  });
+
+  it('says an HTTP request looks like one', () => {
+    const { decoder } = collect();
+    expect(() => decoder.push(new TextEncoder().encode('GET /health HTTP/1.1\r\n'))).toThrow(/HTTP request/);
   });
 });

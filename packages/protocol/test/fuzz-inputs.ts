@@ -5,7 +5,6 @@
 import { Encoder } from '@msgpack/msgpack';
 import {
   ErrorCode,
-  FrameDecoder,
   isKnownErrorCode,
   type Message,
   type MessageCodec,
@@ -13,6 +12,7 @@ import {
   ProtocolError,
   toWireArray,
 } from '../src/index.js';
+import { FrameDecoder } from '../src/internal.js';
 
 const encoder = new Encoder();
 const LENGTHS = [0, 1, 2 ** 16, 2 ** 31 - 1, 2 ** 32 - 1];

@@ -1,13 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  backoffDelay,
-  type Connection,
-  DeadlineSweeper,
-  ErrorCode,
-  LatencyHistogram,
-  Op,
-  resolveLimits,
-} from '../src/index.js';
+import { type Connection, ErrorCode, LatencyHistogram, Op, resolveLimits } from '../src/index.js';
+import { backoffDelay, DeadlineSweeper } from '../src/internal.js';
 import { failOnUncaught, Resources, waitFor } from './helpers.js';
 
 failOnUncaught();

@@ -5,7 +5,6 @@ import {
   type Connection,
   DstoreError,
   ErrorCode,
-  FrameDecoder,
   FrameServer,
   handshake,
   type Message,
@@ -17,6 +16,7 @@ import {
   type Request,
   UserDirectory,
 } from '../src/index.js';
+import { FrameDecoder } from '../src/internal.js';
 import { badInputCorpus } from '../src/testing.js';
 import { failOnUncaught, Resources, waitFor } from './helpers.js';
 

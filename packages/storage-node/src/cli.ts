@@ -1,42 +1,39 @@
 #!/usr/bin/env node
-import { DstoreError, type PeerTlsOptions, readPeerTlsFiles } from '@dstore/protocol';
+import { type PeerTlsOptions, readPeerTlsFiles } from '@dstore/protocol';
 /**
  * `dstore-node`: runs one storage node. Prints one JSON "ready" line on stdout once listening
  * (scripts parse it), logs to stderr with pino, stops gracefully on SIGTERM/SIGINT.
  */
+import {
+  EnvVar,
+  ExitCode,
+  optionParser,
+  parseByteSize,
+  parseDuration,
+  parseInteger,
+} from '@dstore/protocol/internal';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type Logger, pino } from 'pino';
+import { version } from '../package.json';
 import type { EvictionPolicy } from './engines/index.js';
-import { DEFAULT_NODE_PORT, parseByteSize, resolveNodeOptions, type StorageNodeOptions } from './options.js';
+import { DEFAULT_NODE_PORT, resolveNodeOptions, type StorageNodeOptions } from './options.js';
 import { createStorageNode, type StorageNode } from './storage-node.js';
 
-/** Exit code for invalid command-line options (POSIX usage error). */
-const EXIT_USAGE = 2;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-function integer(min: number, max: number): (text: string) => number {
-  return (text) => {
-    const value = Number(text);
-    if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
-      throw new InvalidArgumentError(`expected an integer from ${min} to ${max}.`);
-    }
-    return value;
-  };
-}
+/** The shared parsers (`@dstore/protocol/internal`) as commander option parsers: a bad value is a usage error. */
+const arg = <T>(parse: (text: string) => T): ((text: string) => T) =>
+  optionParser(parse, (message) => new InvalidArgumentError(message));
+const integer = (min: number, max: number) => arg((text) => parseInteger(text, { min, max }));
+const duration = (min: number) => arg((text) => parseDuration(text, { min }));
 
 /** Collects a repeatable option: `--join a --join b,c` gives ['a', 'b,c'] (parsed later, as one list). */
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
-/** A byte size for commander: the options' parser, its refusal as commander's usage error. */
-function byteSize(text: string): number {
-  try {
-    return parseByteSize(text);
-  } catch (error) {
-    throw new InvalidArgumentError(error instanceof DstoreError ? `${error.message}.` : String(error));
-  }
-}
+/** A byte size for commander (the shared parser): a bad one is a usage error. */
+const byteSize = arg((text) => parseByteSize(text));
 
 function positiveNumber(text: string): number {
   const value = Number(text);
@@ -79,6 +76,7 @@ function buildProgram(): Command {
   return new Command('dstore-node')
     .description('Run a dstore storage node: a TCP server holding keys in memory or durably on LMDB.')
     .option('--host <host>', 'address to bind', '127.0.0.1')
+    .version(version, '-V, --version', 'print the version of @dstore/storage-node')
     .option('--port <port>', 'port to bind (0 = any free port)', integer(0, 65_535), DEFAULT_NODE_PORT)
     .option(
       '--id <id>',
@@ -134,24 +132,24 @@ function buildProgram(): Command {
     )
     .option(
       '--idle-timeout <ms>',
-      'close connections idle this long (0 = never)',
-      integer(0, 2 ** 31 - 1),
+      'close connections idle this long (ms, or 5m; 0 = never)',
+      duration(0),
       300_000,
     )
     .option(
       '--frame-timeout <ms>',
-      'a started frame must be complete within this time',
-      integer(1, 2 ** 31 - 1),
+      'a started frame must be complete within this time (ms, or 10s)',
+      duration(1),
       10_000,
     )
     .option(
       '--token <token>',
-      'password of the user `default` for clients connecting here (default: env DSTORE_TOKEN, else none)',
+      `password of the user default for clients connecting here (default: env ${EnvVar.TOKEN}, else none)`,
     )
     .option('--users <file>', 'users file for clients connecting here; reloaded on SIGHUP')
     .option(
       '--cluster-secret <secret>',
-      'secret every balancer and node proves to the others (default: env DSTORE_CLUSTER_SECRET, else none)',
+      `secret every balancer and node proves to the others (default: env ${EnvVar.CLUSTER_SECRET}, else none)`,
     )
     .option(
       '--no-protected-mode',
@@ -174,20 +172,20 @@ function buildProgram(): Command {
     )
     .option(
       '--heartbeat-interval <ms>',
-      'interval between HEARTBEATs to the balancer',
-      integer(10, 2 ** 31 - 1),
+      'interval between HEARTBEATs to the balancer (ms, or 1s)',
+      duration(10),
       1000,
     )
     .option(
       '--drain-timeout <ms>',
-      'on shutdown, longest time to keep answering requests already sent',
-      integer(0, 2 ** 31 - 1),
+      'on shutdown, longest time to keep answering requests already sent (ms, or 2s)',
+      duration(0),
       2000,
     )
     .option(
       '--leave-timeout <ms>',
-      "on shutdown, longest wait for the balancer to move this node's keys away (LEAVE answered)",
-      integer(0, 2 ** 31 - 1),
+      "on shutdown, longest wait for the balancer to move this node's keys away (LEAVE answered; ms, or 1m)",
+      duration(0),
       60_000,
     )
     .option(
@@ -200,6 +198,10 @@ function buildProgram(): Command {
       new Option('--log-level <level>', 'pino log level (logs go to stderr)')
         .choices(LOG_LEVELS)
         .default('info'),
+    )
+    .addHelpText(
+      'after',
+      `\nExit codes: 0 stopped cleanly, 1 failure, 2 usage error. Environment: ${EnvVar.TOKEN}, ${EnvVar.CLUSTER_SECRET}.`,
     )
     .showHelpAfterError('(run dstore-node --help for every option)')
     .exitOverride();
@@ -224,9 +226,9 @@ function toNodeOptions(flags: CliFlags, logger: Logger, tls: PeerTlsOptions | un
     maxConnections: flags.maxConnections,
     idleTimeoutMs: flags.idleTimeout,
     frameTimeoutMs: flags.frameTimeout,
-    token: flags.token ?? process.env.DSTORE_TOKEN,
+    token: flags.token ?? process.env[EnvVar.TOKEN],
     usersFile: flags.users,
-    clusterSecret: flags.clusterSecret ?? process.env.DSTORE_CLUSTER_SECRET,
+    clusterSecret: flags.clusterSecret ?? process.env[EnvVar.CLUSTER_SECRET],
     protectedMode: flags.protectedMode,
     authTimeoutMs: flags.authTimeout,
     heartbeatIntervalMs: flags.heartbeatInterval,
@@ -243,7 +245,7 @@ function parseFlags(argv: readonly string[]): CliFlags {
     program.parse(argv as string[]);
   } catch (error) {
     // Commander already printed the message (or the help).
-    if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? 0 : EXIT_USAGE);
+    if (error instanceof CommanderError) process.exit(error.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE);
     throw error;
   }
   return program.opts<CliFlags>();
@@ -292,7 +294,7 @@ async function main(): Promise<void> {
     advertiseHost = resolveNodeOptions(options).advertiseHost;
   } catch (error) {
     process.stderr.write(`dstore-node: ${(error as Error).message}\n`);
-    process.exit(EXIT_USAGE);
+    process.exit(ExitCode.USAGE);
   }
   const node = createStorageNode(options);
   stopOnSignals(node, logger);

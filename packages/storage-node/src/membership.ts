@@ -1,13 +1,13 @@
 import {
-  type BackoffOptions,
-  backoffDelay,
   type Credentials,
   DstoreError,
   ErrorCode,
   FailoverLink,
+  isRetryable,
   Op,
   type TlsClientOptions,
 } from '@dstore/protocol';
+import { type BackoffOptions, backoffDelay } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 import type { StorageHealth } from './engines/index.js';
 
@@ -16,14 +16,6 @@ export interface BalancerAddress {
   readonly host: string;
   readonly port: number;
 }
-
-/** LEAVE failures after which the node asks again: the request certainly did not complete. */
-const LEAVE_RETRY_CODES: ReadonlySet<string> = new Set([
-  ErrorCode.CONNECTION_CLOSED,
-  ErrorCode.UNAVAILABLE,
-  ErrorCode.SHUTTING_DOWN,
-  ErrorCode.BUSY,
-]);
 
 /** Options of a {@link Membership}. */
 export interface MembershipOptions {
@@ -204,7 +196,9 @@ export class Membership {
         break;
       } catch (error) {
         const code = error instanceof DstoreError ? error.code : undefined;
-        if (code === undefined || !LEAVE_RETRY_CODES.has(code)) {
+        // LEAVE is idempotent (a repeated one changes nothing): any transient failure is worth
+        // another try within the leave timeout.
+        if (!isRetryable(error)) {
           this.options.logger.warn(
             { balancer: this.link.address, err: (error as Error).message, code },
             'LEAVE failed; the balancer will notice the missing heartbeats',

@@ -6,6 +6,7 @@ import {
   type PeerTlsOptions,
   type ProtocolLimits,
 } from '@dstore/protocol';
+import { parseAddressList } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 import type { EvictionPolicy, LmdbDurability } from './engines/index.js';
 import type { BalancerAddress } from './membership.js';
@@ -177,44 +178,7 @@ function integerIn(name: string, value: number, min: number, max: number): numbe
   return value;
 }
 
-const BYTE_UNITS: Readonly<Record<string, number>> = {
-  '': 1,
-  k: 2 ** 10,
-  m: 2 ** 20,
-  g: 2 ** 30,
-  t: 2 ** 40,
-};
-
-/**
- * Parses a byte size: an integer with an optional binary unit `k`, `m`, `g` or `t` (case-insensitive,
- * an optional trailing `b` or `ib`: `64m`, `1.5G`, `512KiB`, `4096`), failing with INVALID_ARGUMENT.
- */
-export function parseByteSize(text: string, what = 'size'): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
-  if (!match)
-    throw invalid(`${what} must be a number of bytes with an optional k/m/g/t suffix, got '${text}'`);
-  const bytes = Math.floor(Number(match[1]) * (BYTE_UNITS[(match[2] as string).toLowerCase()] as number));
-  if (!Number.isSafeInteger(bytes)) throw invalid(`${what} is too large: '${text}'`);
-  return bytes;
-}
-
 const EVICTION_POLICIES: ReadonlySet<string> = new Set(['noeviction', 'allkeys-lru', 'allkeys-random']);
-
-/** Parses `host:port` (IPv6 as `[::1]:7379`), failing with INVALID_ARGUMENT. */
-export function parseHostPort(text: string, what = 'address'): { host: string; port: number } {
-  const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
-  if (!match) throw invalid(`${what} must be host:port, got '${text}'`);
-  const port = integerIn(`${what} port`, Number(match[2]), 1, 65_535);
-  return { host: match[1] as string, port };
-}
-
-/**
- * Parses a comma-separated list of `host:port` addresses, each as {@link parseHostPort} reads one
- * (so an empty entry, as in `a:1,,b:2`, is refused), failing with INVALID_ARGUMENT.
- */
-export function parseHostPortList(text: string, what = 'address'): BalancerAddress[] {
-  return text.split(',').map((entry) => parseHostPort(entry.trim(), what));
-}
 
 /** The balancers from `join` or `balancers` (one of them at most), checked. */
 function resolveBalancers(options: StorageNodeOptions): readonly BalancerAddress[] {
@@ -224,7 +188,7 @@ function resolveBalancers(options: StorageNodeOptions): readonly BalancerAddress
       'conflicting options: join and balancers both given; join is the host:port text form of balancers',
     );
   }
-  if (join !== undefined) return Object.freeze(parseHostPortList(join, 'join'));
+  if (join !== undefined) return Object.freeze(parseAddressList(join, { what: 'join' }));
   if (balancers === undefined) return Object.freeze([]);
   if (!Array.isArray(balancers) || balancers.length === 0) {
     throw invalid('balancers must list at least one { host, port } (omit it for a standalone node)');

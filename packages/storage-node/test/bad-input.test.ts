@@ -1,13 +1,13 @@
 import {
   DstoreError,
   ErrorCode,
-  FrameDecoder,
   MessageCodec,
   Op,
   PROTOCOL_VERSION,
   type Response,
   toBytes,
 } from '@dstore/protocol';
+import { FrameDecoder } from '@dstore/protocol/internal';
 import { badInputCorpus, encodeFrame, header } from '@dstore/protocol/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { StorageNode } from '../src/index.js';

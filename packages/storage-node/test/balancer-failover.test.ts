@@ -154,7 +154,7 @@ describe('balancer options', () => {
       encoding: 'utf8',
     });
     expect(run.status).toBe(2);
-    expect(run.stderr).toMatch(/join must be host:port/);
+    expect(run.stderr).toMatch(/join: empty address/);
   });
 });
 

@@ -178,6 +178,11 @@ async function writeUntilKilled(
   await Promise.all(Array.from({ length: options.inFlightPerConnection }, worker));
 }
 
+/** Resolves once the load has at least one acknowledged write (polling: no hook in the workers). */
+async function firstAcknowledged(counters: LoadCounters): Promise<void> {
+  while (counters.acknowledged === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
 /** Runs `rounds` kill/restart rounds; throws on the first lost acknowledged write. */
 export async function runCrashRounds(options: CrashOptions): Promise<CrashRoundReport[]> {
   const connections = options.connections ?? 4;
@@ -209,6 +214,9 @@ export async function runCrashRounds(options: CrashOptions): Promise<CrashRoundR
     const loads = clients.map((client, index) =>
       writeUntilKilled(client, index, round, load, histories, random, counters),
     );
+    // The kill delay counts from the first acknowledged write, so that the load really runs at
+    // every kill however slow the machine is (a fixed delay alone is a timing assumption).
+    await firstAcknowledged(counters);
     await new Promise((resolve) => setTimeout(resolve, killDelayMs));
     await target.kill();
     // A half-open Connection would wait for answers a dead peer can never send (until the

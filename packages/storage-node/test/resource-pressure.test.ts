@@ -302,7 +302,8 @@ describe('engine capacity checks', () => {
   });
 
   it('refuses bad sizes and policies as invalid options', async () => {
-    const { createStorageNode, parseByteSize } = await import('../src/index.js');
+    const { createStorageNode } = await import('../src/index.js');
+    const { parseByteSize } = await import('@dstore/protocol/internal');
     expect(parseByteSize('64m')).toBe(64 * 2 ** 20);
     expect(parseByteSize('1.5G')).toBe(1.5 * 2 ** 30);
     expect(parseByteSize('512KiB')).toBe(512 * 1024);

@@ -133,6 +133,21 @@ describe('graceful shutdown of the dstore-node CLI', () => {
     expect(port.stderr).toMatch(/--port/);
     const engine = spawnSync(process.execPath, [CLI_PATH, '--engine', 'rocks'], { encoding: 'utf8' });
     expect(engine.status).toBe(2);
+    // The shared parsers: no 1e3 for an integer, units for durations, host:port for --join.
+    for (const bad of [
+      ['--port', '1e3'],
+      ['--idle-timeout', '5x'],
+      ['--join', 'nohost'],
+      ['--join', 'h:1,,h:2'],
+    ]) {
+      expect(
+        spawnSync(process.execPath, [CLI_PATH, ...bad], { encoding: 'utf8' }).status,
+        bad.join(' '),
+      ).toBe(2);
+    }
+    const version = spawnSync(process.execPath, [CLI_PATH, '--version'], { encoding: 'utf8' });
+    expect(version.status).toBe(0);
+    expect(version.stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
     const help = spawnSync(process.execPath, [CLI_PATH, '--help'], { encoding: 'utf8' });
     expect(help.status).toBe(0);
     for (const flag of [

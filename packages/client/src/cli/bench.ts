@@ -5,6 +5,7 @@ import type { KeyDistribution } from '../bench/workload.js';
 import type { DstoreClient } from '../client.js';
 import { DstoreError, ErrorCode } from '../errors.js';
 import {
+  byteSize,
   fraction,
   nonNegativeInteger,
   openClient,
@@ -50,7 +51,7 @@ export function registerBenchCommand(
         60,
       )
       .option('--concurrency <n>', 'requests in flight', positiveInteger, 50)
-      .option('--value-size <bytes>', 'bytes per written value', nonNegativeInteger, 100)
+      .option('--value-size <bytes>', 'bytes per written value (100, 4k, 1MiB)', byteSize, 100)
       .option('--read-ratio <r>', 'fraction of reads (GET); the rest are SET', fraction, 0.5)
       .option('--keyspace <n>', 'distinct keys', positiveInteger, 10_000)
       .option('--distribution <d>', 'key choice: uniform or zipfian (YCSB, constant 0.99)', 'uniform')

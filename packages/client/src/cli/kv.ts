@@ -1,6 +1,41 @@
-import { bytesToString } from '@dstore/protocol';
+import { readFile } from 'node:fs/promises';
+import { bytesToString, DstoreError, ErrorCode } from '@dstore/protocol';
 import type { Command } from 'commander';
 import { ExitCode, printJson, printLine, type ServerOptions, withClient } from './shared.js';
+
+interface SetOptions extends ServerOptions {
+  /** Read the value from this file instead of the argument. */
+  readonly file?: string;
+}
+
+/**
+ * The value of `set`: the argument, all of stdin for `-`, or a file's bytes with `--file`. Large
+ * values go through stdin or a file: an argument is bounded by the OS (about 128 KiB per argument
+ * on Linux, "Argument list too long").
+ */
+async function setValue(value: string | undefined, options: SetOptions): Promise<string | Uint8Array> {
+  if (options.file !== undefined) {
+    if (value !== undefined) throw usage('give the value as an argument, - (stdin) or --file, not both');
+    try {
+      return new Uint8Array(await readFile(options.file));
+    } catch (error) {
+      throw new DstoreError(
+        ErrorCode.INVALID_ARGUMENT,
+        `cannot read --file ${options.file}: ${(error as Error).message}`,
+      );
+    }
+  }
+  if (value === undefined)
+    throw usage('missing value: give it as an argument, - for stdin, or --file <path>');
+  if (value !== '-') return value;
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+function usage(message: string): DstoreError {
+  return new DstoreError(ErrorCode.INVALID_ARGUMENT, message);
+}
 
 /** Registers `set`, `get`, `del` and `ping`. */
 export function registerKeyValueCommands(
@@ -10,19 +45,56 @@ export function registerKeyValueCommands(
   addServerOptions(
     program
       .command('set')
-      .description('store a value (UTF-8) under a key')
+      .description(
+        'store a value under a key: the argument (UTF-8), - to read stdin, or --file <path> (bytes as they are)',
+      )
       .argument('<key>')
-      .argument('<value>'),
-  ).action(async (key: string, value: string, options: ServerOptions) => {
-    await withClient(options, (client) => client.set(key, value));
+      .argument('[value]')
+      .option('--file <path>', 'read the value from a file'),
+  ).action(async (key: string, value: string | undefined, options: SetOptions) => {
+    const bytes = await setValue(value, options);
+    await withClient(options, (client) => client.set(key, bytes));
     if (options.json) printJson({ ok: true });
     else printLine('OK');
   });
 
   addServerOptions(
     program
+      .command('mset')
+      .description(
+        'store several keys in one request: mset KEY VALUE [KEY VALUE ...] (not atomic across nodes)',
+      )
+      .argument('<pairs...>'),
+  ).action(async (pairs: string[], options: ServerOptions) => {
+    if (pairs.length % 2 !== 0) throw usage(`mset takes KEY VALUE pairs, got ${pairs.length} arguments`);
+    const entries: [string, string][] = [];
+    for (let i = 0; i < pairs.length; i += 2) entries.push([pairs[i] as string, pairs[i + 1] as string]);
+    await withClient(options, (client) => client.mset(entries));
+    if (options.json) printJson({ ok: true, keys: entries.length });
+    else printLine('OK');
+  });
+
+  addServerOptions(
+    program
+      .command('mget')
+      .description(
+        'print the values of several keys, one line each, (nil) for a missing one; exit 0 either way',
+      )
+      .argument('<keys...>'),
+  ).action(async (keys: string[], options: ServerOptions) => {
+    const values = await withClient(options, (client) => client.mget(keys));
+    const texts = values.map((value) => (value === null ? null : bytesToString(value)));
+    if (options.json)
+      printJson({ values: Object.fromEntries(keys.map((key, i) => [key, texts[i] ?? null])) });
+    else for (const text of texts) printLine(text ?? '(nil)');
+  });
+
+  addServerOptions(
+    program
       .command('get')
-      .description('print the value of a key, or (nil) with exit code 1 when it does not exist')
+      .description(
+        `print the value of a key, or (nil) with exit code ${ExitCode.NOT_FOUND} when it does not exist`,
+      )
       .argument('<key>'),
   ).action(async (key: string, options: ServerOptions) => {
     const value = await withClient(options, (client) => client.get(key));

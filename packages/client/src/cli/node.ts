@@ -1,20 +1,16 @@
 import type { Command } from 'commander';
 import { DstoreError, ErrorCode } from '../errors.js';
 import {
-  ADMIN_TOKEN_FLAG,
-  ADMIN_TOKEN_HELP,
-  adminHeaders,
-  DEFAULT_ADMIN,
-  parseHostPort,
-  positiveInteger,
-  printJson,
-  printLine,
-} from './shared.js';
+  ADMIN_FLAGS,
+  type AdminEndpoint,
+  type AdminOptions,
+  adminEndpoint,
+  adminRequest,
+} from './admin-http.js';
+import { DEFAULT_ADMIN, duration, printJson, printLine } from './shared.js';
 import type { RingView } from './status.js';
 
-interface RemoveOptions {
-  readonly admin: string;
-  readonly adminToken?: string;
+interface RemoveOptions extends AdminOptions {
   readonly timeout: number;
   readonly json?: boolean;
 }
@@ -31,16 +27,15 @@ export function registerNodeCommands(program: Command): void {
       "move a node's keys to their new owners, then take it out of the ring (POST /nodes/<id>/remove)",
     )
     .option('--admin <host:port>', 'balancer admin HTTP address', DEFAULT_ADMIN)
-    .option('--timeout <ms>', 'longest wait for the hand-off in ms', positiveInteger, 60_000)
+    .option('--timeout <ms>', 'longest wait for the hand-off (ms, or 30s, 2m)', duration, 60_000)
     .option('--json', 'print the final /ring migration state as JSON')
-    .option(ADMIN_TOKEN_FLAG, ADMIN_TOKEN_HELP)
+    .option(...ADMIN_FLAGS.token)
+    .option(...ADMIN_FLAGS.tlsCa)
     .exitOverride()
     .action(async (id: string, options: RemoveOptions) => {
-      const { host, port } = parseHostPort(options.admin, 7380);
-      const base = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-      const headers = adminHeaders(options.adminToken);
-      await requestRemoval(base, id, headers);
-      const ring = await waitUntilGone(base, id, options.timeout, headers);
+      const base = await adminEndpoint(options);
+      await requestRemoval(base, id);
+      const ring = await waitUntilGone(base, id, options.timeout);
       if (options.json) printJson({ removed: id, epoch: ring.epoch, migration: ring.migration });
       else {
         const moved = ring.migration?.keysMoved ?? 0;
@@ -50,38 +45,24 @@ export function registerNodeCommands(program: Command): void {
   node.exitOverride();
 }
 
-async function requestRemoval(base: string, id: string, headers: Record<string, string>): Promise<void> {
-  let response: Response;
-  try {
-    response = await fetch(`${base}/nodes/${encodeURIComponent(id)}/remove`, {
-      method: 'POST',
-      headers,
-      signal: AbortSignal.timeout(5000),
-    });
-  } catch (error) {
-    throw new DstoreError(ErrorCode.UNAVAILABLE, `cannot reach the balancer admin at ${base}`, {
-      cause: error,
-    });
+async function requestRemoval(base: AdminEndpoint, id: string): Promise<void> {
+  const answer = await adminRequest<{ error?: string }>(base, `/nodes/${encodeURIComponent(id)}/remove`, {
+    method: 'POST',
+    timeoutMs: 5000,
+  });
+  if (answer.status === 404) throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `no node '${id}' in the ring`);
+  if (answer.status < 200 || answer.status > 299) {
+    throw new DstoreError(
+      ErrorCode.INTERNAL,
+      `remove answered HTTP ${answer.status}: ${answer.body.error ?? ''}`,
+    );
   }
-  if (response.status === 401 || response.status === 403) {
-    const detail = ((await response.json().catch(() => ({}))) as { error?: string }).error;
-    throw new DstoreError(ErrorCode.UNAUTHORIZED, detail ?? `remove answered HTTP ${response.status}`);
-  }
-  if (response.status === 404)
-    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `no node '${id}' in the ring`);
-  if (!response.ok) throw new DstoreError(ErrorCode.INTERNAL, `remove answered HTTP ${response.status}`);
 }
 
-async function waitUntilGone(
-  base: string,
-  id: string,
-  timeoutMs: number,
-  headers: Record<string, string>,
-): Promise<RingView> {
+async function waitUntilGone(base: AdminEndpoint, id: string, timeoutMs: number): Promise<RingView> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const response = await fetch(`${base}/ring`, { headers, signal: AbortSignal.timeout(5000) });
-    const ring = (await response.json()) as RingView;
+    const ring = (await adminRequest<RingView>(base, '/ring', { timeoutMs: 5000 })).body;
     if (!ring.nodes.some((node) => node.id === id)) return ring;
     if (Date.now() > deadline) {
       throw new DstoreError(ErrorCode.TIMEOUT, `node ${id} still in the ring after ${timeoutMs} ms`);

@@ -1,16 +1,22 @@
 import { readTlsFiles, type TlsClientOptions } from '@dstore/protocol';
+import {
+  ExitCode as CommonExitCode,
+  EnvVar,
+  optionParser,
+  parseAddressList,
+  parseByteSize,
+  parseDuration,
+  parseInteger,
+} from '@dstore/protocol/internal';
 import { InvalidArgumentError } from 'commander';
 import { createClient, type DstoreClient } from '../client.js';
 import { DstoreError, ErrorCode } from '../errors.js';
 
-/** Exit codes of the `dstore` CLI. */
-export const ExitCode = {
-  OK: 0,
-  /** `get` found no value (like grep: a miss is not an error, but scripts can test it). */
-  NOT_FOUND: 1,
-  /** Any failure: bad arguments, unreachable server, an ERROR answer. */
-  ERROR: 2,
-} as const;
+/**
+ * Exit codes of the `dstore` CLI: those of every dstore CLI (0 done, 1 failure, 2 usage), plus 3
+ * for a `get` of a key that does not exist (a miss is not a failure, but scripts can test it).
+ */
+export const ExitCode = { ...CommonExitCode, NOT_FOUND: 3 } as const;
 
 /** Default `--server`: the balancer's client port. */
 export const DEFAULT_SERVER = '127.0.0.1:7379';
@@ -21,7 +27,7 @@ export const DEFAULT_TIMEOUT_MS = 5000;
 
 /** Options every command that talks to the balancer accepts. */
 export interface ServerOptions {
-  /** One balancer address or a comma-separated list of them (see {@link parseHostPortList}). */
+  /** One balancer address or a comma-separated list of them (see `parseAddressList`). */
   readonly server: string;
   readonly timeout: number;
   readonly json?: boolean;
@@ -50,8 +56,8 @@ function credentialOptions(options: ServerOptions): { token?: string; user?: str
     if (name !== '' && secret !== '') [user, password] = [name, secret];
     else token = name || secret;
   }
-  if (user !== undefined) return { user, password: password ?? process.env.DSTORE_PASSWORD ?? '' };
-  token ??= process.env.DSTORE_TOKEN;
+  if (user !== undefined) return { user, password: password ?? process.env[EnvVar.PASSWORD] ?? '' };
+  token ??= process.env[EnvVar.TOKEN];
   return token === undefined || token === '' ? {} : { token };
 }
 
@@ -65,65 +71,21 @@ export async function cliTls(options: ServerOptions): Promise<TlsClientOptions |
   return /^dstores:\/\//i.test(options.server.trim()) ? {} : undefined;
 }
 
-/** A host and port read from the command line. */
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
+/** Commander parser of the shared {@link parseInteger}: a positive decimal integer. */
+export const positiveInteger = commanderParser((text) => parseInteger(text, { min: 1 }));
 
-/**
- * Parses one address: `host:port`, `[::1]:port`, `host`, `:port` or a `dstore://host:port` URL.
- * A missing host is 127.0.0.1, a missing port `defaultPort`.
- */
-export function parseHostPort(text: string, defaultPort: number): HostPort {
-  const addresses = parseHostPortList(text, defaultPort);
-  if (addresses.length !== 1) {
-    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `expected one host:port address, got ${text}`);
-  }
-  return addresses[0] as HostPort;
-}
+/** Commander parser of the shared {@link parseInteger}: a decimal integer >= 0. */
+export const nonNegativeInteger = commanderParser((text) => parseInteger(text, { min: 0 }));
 
-/**
- * Parses a comma-separated list of addresses, each as {@link parseHostPort} reads one, with at
- * most one `dstore://` (or `dstores://`) prefix for the whole list: `a:7379,b:7379` or `dstore://a:7379,[::1]:7379`.
- */
-export function parseHostPortList(text: string, defaultPort: number): HostPort[] {
-  const entries = text
-    .replace(/^[a-z]+:\/\/(?:[^@/]*@)?/i, '')
-    .replace(/\/.*$/, '')
-    .split(',')
-    .map((entry) => entry.trim());
-  // In a list an empty entry is a typo ("a,,b"), not a request for the default address.
-  if (entries.length > 1 && entries.includes('')) {
-    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `empty address in the list ${text}`);
-  }
-  return entries.map((entry) => parseAddress(entry, text, defaultPort));
-}
+/** Commander parser of the shared {@link parseDuration}: `500`, `500ms`, `2s`, at least 1 ms. */
+export const duration = commanderParser((text) => parseDuration(text, { min: 1 }));
 
-function parseAddress(entry: string, text: string, defaultPort: number): HostPort {
-  const match = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(entry);
-  if (!match)
-    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `not a host:port address: ${entry} in ${text}`);
-  const host = match[1] ?? match[2] ?? '';
-  const port = match[3] === undefined ? defaultPort : Number(match[3]);
-  if (!Number.isInteger(port) || port < 1 || port > 65_535) {
-    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `port out of range in ${text}`);
-  }
-  return { host: host === '' ? '127.0.0.1' : host, port };
-}
+/** Commander parser of the shared {@link parseByteSize}: `100`, `64k`, `1MiB`. */
+export const byteSize = commanderParser((text) => parseByteSize(text));
 
-/** Commander parser for a positive integer option. */
-export function positiveInteger(value: string): number {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < 1) throw new InvalidArgumentError('expected a positive integer');
-  return number;
-}
-
-/** Commander parser for a non-negative integer option. */
-export function nonNegativeInteger(value: string): number {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < 0) throw new InvalidArgumentError('expected an integer >= 0');
-  return number;
+/** Adapts a shared parser to commander: a bad value is a usage error (exit 2). */
+export function commanderParser<T>(parse: (text: string) => T): (text: string) => T {
+  return optionParser(parse, (message) => new InvalidArgumentError(message));
 }
 
 /** Commander parser for a fraction in [0, 1]. */
@@ -149,7 +111,11 @@ export function positiveNumber(value: string): number {
 export async function openClient(options: ServerOptions): Promise<DstoreClient> {
   const tls = await cliTls(options);
   const client = createClient({
-    servers: parseHostPortList(options.server, 7379),
+    servers: parseAddressList(options.server, {
+      defaultPort: 7379,
+      defaultHost: '127.0.0.1',
+      what: '--server',
+    }),
     ...credentialOptions(options),
     ...(tls === undefined ? {} : { tls }),
     lazyConnect: true,
@@ -164,7 +130,8 @@ export async function openClient(options: ServerOptions): Promise<DstoreClient> 
     await client.disconnect();
     // The underlying connect failure (for example "ECONNREFUSED") says more than "gave up".
     const cause = (error as Error).cause;
-    throw cause instanceof DstoreError ? cause : error;
+    if (!(error instanceof DstoreError) || !(cause instanceof Error)) throw error;
+    throw new DstoreError(error.code, `cannot connect to ${options.server}: ${cause.message}`, { cause });
   }
   return client;
 }
@@ -182,16 +149,6 @@ export async function withClient<T>(
   }
 }
 
-/** The `--admin-token` flag of the admin commands (else env DSTORE_ADMIN_TOKEN). */
-export const ADMIN_TOKEN_FLAG = '--admin-token <token>';
-export const ADMIN_TOKEN_HELP = 'Bearer token of the balancer admin API (env DSTORE_ADMIN_TOKEN)';
-
-/** HTTP headers carrying the admin token, when there is one. */
-export function adminHeaders(token: string | undefined): Record<string, string> {
-  const value = token ?? process.env.DSTORE_ADMIN_TOKEN;
-  return value === undefined || value === '' ? {} : { authorization: `Bearer ${value}` };
-}
-
 /** Writes one line to stdout. */
 export function printLine(text: string): void {
   process.stdout.write(`${text}\n`);
@@ -202,10 +159,13 @@ export function printJson(value: unknown): void {
   printLine(JSON.stringify(value));
 }
 
-/** Prints `error <CODE>: message` to stderr and sets the error exit code. */
+/**
+ * Prints `error <CODE>: message` to stderr and sets the exit code: 2 for an invalid argument (the
+ * command line, or a key or value refused before sending), 1 for any other failure.
+ */
 export function reportError(error: unknown): void {
   const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
   const message = error instanceof Error ? error.message : String(error);
   process.stderr.write(`error ${code}: ${message}\n`);
-  process.exitCode = ExitCode.ERROR;
+  process.exitCode = code === ErrorCode.INVALID_ARGUMENT ? ExitCode.USAGE : ExitCode.FAILURE;
 }

@@ -2,15 +2,20 @@ import type { Command } from 'commander';
 import { formatTable } from '../bench/report.js';
 import { DstoreError, ErrorCode } from '../errors.js';
 import {
-  ADMIN_TOKEN_FLAG,
-  ADMIN_TOKEN_HELP,
-  adminHeaders,
+  ADMIN_FLAGS,
+  type AdminEndpoint,
+  type AdminOptions,
+  adminEndpoint,
+  adminRequest,
+} from './admin-http.js';
+import {
   DEFAULT_ADMIN,
   DEFAULT_TIMEOUT_MS,
-  parseHostPort,
-  positiveInteger,
+  duration,
+  ExitCode,
   printJson,
   printLine,
+  reportError,
 } from './shared.js';
 
 /** One node as the balancer's `GET /ring` describes it. */
@@ -80,12 +85,15 @@ export interface HealthView {
   readonly nodesUp: number;
 }
 
-interface StatusOptions {
-  readonly admin: string;
+interface StatusOptions extends AdminOptions {
   readonly timeout: number;
   readonly json?: boolean;
-  readonly adminToken?: string;
+  /** Interval in ms with `--watch`, or true for the default; undefined without it. */
+  readonly watch?: number | true;
 }
+
+/** Default `--watch` interval in ms. */
+const DEFAULT_WATCH_MS = 2000;
 
 /** Registers `status`: the ring and health from the balancer's admin HTTP port. */
 export function registerStatusCommand(program: Command): void {
@@ -95,20 +103,79 @@ export function registerStatusCommand(program: Command): void {
       "show the balancer's ring (epoch, each node's address, status, weight, share, keys) and health",
     )
     .option('--admin <host:port>', 'balancer admin HTTP address', DEFAULT_ADMIN)
-    .option('--timeout <ms>', 'HTTP deadline in ms', positiveInteger, DEFAULT_TIMEOUT_MS)
-    .option('--json', 'print {ring, health} as one JSON object')
-    .option(ADMIN_TOKEN_FLAG, ADMIN_TOKEN_HELP)
+    .option('--timeout <ms>', 'HTTP deadline (ms, or 2s)', duration, DEFAULT_TIMEOUT_MS)
+    .option('--json', 'print {ring, health, healthy} as one JSON object')
+    .option(...ADMIN_FLAGS.token)
+    .option(...ADMIN_FLAGS.tlsCa)
+    .option(
+      '--watch [interval]',
+      `print the status again every interval (default ${DEFAULT_WATCH_MS} ms) until interrupted`,
+      duration,
+    )
+    .addHelpText(
+      'after',
+      '\nExit code: 0 when the cluster is fully healthy (every node in the ring up), 1 when it is not or the balancer cannot be reached, 2 for a usage error. With --watch: that of the last status printed, on SIGINT/SIGTERM.',
+    )
     .action(async (options: StatusOptions) => {
-      const headers = adminHeaders(options.adminToken);
-      const { host, port } = parseHostPort(options.admin, 7380);
-      const base = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-      const [ring, health] = await Promise.all([
-        fetchJson<RingView>(`${base}/ring`, options.timeout, false, headers),
-        fetchJson<HealthView>(`${base}/health`, options.timeout, true, headers),
-      ]);
-      if (options.json) printJson({ ring, health });
-      else printLine(formatStatus(ring, health));
+      const base = await adminEndpoint(options);
+      if (options.watch === undefined) {
+        process.exitCode = await printStatus(base, options);
+        return;
+      }
+      await watchStatus(base, options, options.watch === true ? DEFAULT_WATCH_MS : options.watch);
     });
+}
+
+/** Fetches and prints the status once; the exit code it means (a failure is reported, exit 1). */
+async function printStatus(base: AdminEndpoint, options: StatusOptions): Promise<number> {
+  const [ring, health] = await Promise.all([
+    fetchJson<RingView>(base, '/ring', options.timeout, false),
+    fetchJson<HealthView>(base, '/health', options.timeout, true),
+  ]);
+  const healthy = isHealthy(health);
+  if (options.json) printJson({ ring, health, healthy });
+  else
+    printLine(`${formatStatus(ring, health)}\n${healthy ? 'healthy' : 'NOT HEALTHY: not every node is up'}`);
+  return healthy ? ExitCode.OK : ExitCode.FAILURE;
+}
+
+/** Fully healthy: the ring has nodes and every one of them is up. */
+export function isHealthy(health: HealthView): boolean {
+  return health.ready && health.nodes > 0 && health.nodesUp === health.nodes;
+}
+
+/**
+ * Prints the status every `intervalMs` until SIGINT/SIGTERM, then exits with the code of the last
+ * status (an unreachable balancer is printed and counts as a failure; watching goes on).
+ */
+async function watchStatus(base: AdminEndpoint, options: StatusOptions, intervalMs: number): Promise<void> {
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  const stop = (): void => {
+    stopped = true;
+    wake?.();
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  let code: number = ExitCode.FAILURE;
+  while (!stopped) {
+    try {
+      code = await printStatus(base, options);
+    } catch (error) {
+      reportError(error);
+      code = ExitCode.FAILURE;
+    }
+    if (!options.json) printLine('');
+    if (stopped) break;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, intervalMs);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+  process.exitCode = code;
 }
 
 /** The human-readable status: a summary line, then one row per node. */
@@ -194,36 +261,14 @@ export function formatMigration(migration: MigrationView | undefined): string | 
 
 /** GETs JSON; `anyStatus` accepts non-2xx answers that still carry JSON (/health says "not ready" that way). */
 async function fetchJson<T>(
-  url: string,
+  base: AdminEndpoint,
+  path: string,
   timeoutMs: number,
   anyStatus: boolean,
-  headers: Record<string, string>,
 ): Promise<T> {
-  let response: Response;
-  try {
-    response = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs) });
-  } catch (error) {
-    const timedOut = (error as Error).name === 'TimeoutError';
-    throw new DstoreError(
-      timedOut ? ErrorCode.TIMEOUT : ErrorCode.UNAVAILABLE,
-      `cannot fetch ${url}: ${timedOut ? `no answer within ${timeoutMs} ms` : describe(error)}`,
-      { cause: error },
-    );
+  const answer = await adminRequest<T>(base, path, { timeoutMs });
+  if ((answer.status < 200 || answer.status > 299) && !anyStatus) {
+    throw new DstoreError(ErrorCode.UNAVAILABLE, `${base.base}${path} answered HTTP ${answer.status}`);
   }
-  if (response.status === 401 || response.status === 403) {
-    throw new DstoreError(ErrorCode.UNAUTHORIZED, `${url} needs the admin token (--admin-token)`);
-  }
-  if (!response.ok && !anyStatus) {
-    throw new DstoreError(ErrorCode.UNAVAILABLE, `${url} answered HTTP ${response.status}`);
-  }
-  try {
-    return (await response.json()) as T;
-  } catch (error) {
-    throw new DstoreError(ErrorCode.MALFORMED_FRAME, `${url} did not answer JSON`, { cause: error });
-  }
-}
-
-function describe(error: unknown): string {
-  const cause = (error as Error).cause;
-  return cause instanceof Error ? cause.message : (error as Error).message;
+  return answer.body;
 }

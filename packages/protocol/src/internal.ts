@@ -1,0 +1,27 @@
+/**
+ * `@dstore/protocol/internal`: mechanisms the other dstore packages share (the storage node, the
+ * balancer, the client and their CLIs) but that are not part of the public API. Nothing here is
+ * covered by semver: it may change in any release, in step with the packages of this repository.
+ *
+ * @internal
+ * @packageDocumentation
+ */
+export { type BackoffOptions, backoffDelay } from './backoff.js';
+export {
+  type AddressOptions,
+  EnvVar,
+  ExitCode,
+  type HostPort,
+  type IntegerOptions,
+  optionParser,
+  parseAddress,
+  parseAddressList,
+  parseByteSize,
+  parseDuration,
+  parseInteger,
+} from './cli-args.js';
+export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
+export { timeoutError } from './errors.js';
+export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
+export { OutputBuffer } from './output-buffer.js';
+export { checkBodyShape } from './shape.js';

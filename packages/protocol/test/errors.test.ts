@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { classifyError, DstoreError, ErrorCode, isRetryable, isSafeToResend } from '../src/index.js';
+
+describe('classifyError: the one classification of failures', () => {
+  const classOf = (code: string, notExecuted?: boolean) =>
+    classifyError(new DstoreError(code, 'x', notExecuted === undefined ? undefined : { notExecuted }));
+
+  it('refusals before execution are not executed; only transient ones are retryable', () => {
+    for (const code of [ErrorCode.UNAVAILABLE, ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN]) {
+      expect(classOf(code)).toEqual({ retryable: true, notExecuted: true, indeterminate: false });
+    }
+    for (const code of [
+      ErrorCode.UNAUTHORIZED,
+      ErrorCode.KEY_TOO_LARGE,
+      ErrorCode.VERSION_MISMATCH,
+      ErrorCode.STALE_EPOCH,
+    ]) {
+      expect(classOf(code)).toEqual({ retryable: false, notExecuted: true, indeterminate: false });
+    }
+  });
+
+  it('lost answers are indeterminate but retryable; unknown codes and non-dstore errors are indeterminate', () => {
+    for (const code of [ErrorCode.TIMEOUT, ErrorCode.CONNECTION_CLOSED]) {
+      expect(classOf(code)).toEqual({ retryable: true, notExecuted: false, indeterminate: true });
+    }
+    for (const code of [ErrorCode.INTERNAL, ErrorCode.ABORTED, 'SOME_FUTURE_CODE']) {
+      expect(classOf(code)).toEqual({ retryable: false, notExecuted: false, indeterminate: true });
+    }
+    expect(classifyError(new Error('bug'))).toEqual({
+      retryable: false,
+      notExecuted: false,
+      indeterminate: true,
+    });
+  });
+
+  it('an error made knowing better overrides its code: a TIMEOUT while still queued', () => {
+    expect(classOf(ErrorCode.TIMEOUT, true)).toEqual({
+      retryable: true,
+      notExecuted: true,
+      indeterminate: false,
+    });
+    expect(isSafeToResend(new DstoreError(ErrorCode.TIMEOUT, 'queued', { notExecuted: true }))).toBe(true);
+    expect(isSafeToResend(new DstoreError(ErrorCode.TIMEOUT, 'sent'))).toBe(false);
+    expect(isRetryable(new DstoreError(ErrorCode.UNAUTHORIZED, 'x'))).toBe(false);
+  });
+
+  it('instanceof holds for a DstoreError of another copy of the module (brand, not prototype)', () => {
+    const foreign = Object.create(Object.getPrototypeOf(new Error('x'))) as Error;
+    expect(foreign instanceof DstoreError).toBe(false);
+    Object.defineProperty(foreign, Symbol.for('@dstore/protocol.DstoreError'), { value: true });
+    expect(foreign instanceof DstoreError).toBe(true);
+  });
+});
