@@ -8,8 +8,8 @@
  * (balancer + 3 nodes, from that build's CLIs; the balancer gets `--data-dir` when the build has a
  * cluster map), loaded with `dstore bench --ops 100000 --concurrency 50 --value-size 100
  * --read-ratio 0.5 --keyspace 10000` through the balancer, and stopped: baseline, current,
- * baseline, current, ... Every load uses the current build's `dstore` CLI (the client's GET/SET
- * wire format did not change), so only the servers differ. Around the measured load, each server process's CPU time
+ * baseline, current, ... Every load uses its own build's `dstore` CLI (protocol version 2 changed
+ * the handshake; the GET/SET path is the same), and only the servers' CPU is measured. Around the measured load, each server process's CPU time
  * (utime + stime from /proc/<pid>/stat, all its threads) is read; CPU µs per op = CPU time /
  * completed ops of the run. The measured run includes the CLI's preload (10,000 keys in MSETs) and
  * follows a warm-up load (same command, DSTORE_BENCH_WARMUP_OPS ops) on the same cluster, so JIT
@@ -87,7 +87,12 @@ async function measure(target: Build, engine: Engine): Promise<Sample> {
     const { report, cpuUsPerOp } = runLoadWithCpu(
       server,
       servers.map((proc) => proc.pid),
-      { concurrency: CONCURRENCY, clientCli: CLIENT_CLI, ops: OPS, warmupOps: WARMUP_OPS },
+      {
+        concurrency: CONCURRENCY,
+        clientCli: cliPath('@dstore/client', target.root),
+        ops: OPS,
+        warmupOps: WARMUP_OPS,
+      },
     );
     return { report, cpuUsPerOp, totalUsPerOp: cpuUsPerOp.reduce((sum, us) => sum + us, 0) };
   } finally {
@@ -130,7 +135,6 @@ if (!baselineRoot) {
   process.exit(2);
 }
 const builds = [build('baseline', resolve(baselineRoot)), build('current', currentRoot)];
-const CLIENT_CLI = cliPath('@dstore/client', currentRoot);
 
 console.log(
   `bench:versions: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +

@@ -325,13 +325,7 @@ export class Balancer {
     }
     const refusal = this.authenticator.implicit(connection);
     if (refusal !== undefined) {
-      this.router.fail(
-        connection,
-        request.id,
-        request.op,
-        startMs,
-        new DstoreError(ErrorCode.UNAUTHORIZED, refusal),
-      );
+      this.refuse(request, connection, startMs, ErrorCode.UNAUTHORIZED, refusal);
       return;
     }
     this.onRequest(request, connection);
@@ -341,26 +335,31 @@ export class Balancer {
   private permitted(request: Request, connection: Connection, startMs: number): boolean {
     const principal = this.authenticator.current(connection);
     if (principal === undefined) {
-      this.router.fail(
+      this.refuse(
+        request,
         connection,
-        request.id,
-        request.op,
         startMs,
-        new DstoreError(ErrorCode.UNAUTHORIZED, 'this user no longer exists (users file reloaded)'),
+        ErrorCode.UNAUTHORIZED,
+        'this user no longer exists (users file reloaded)',
       );
       void connection.close();
       return false;
     }
     const denial = principal.kind === 'user' ? requestDenied(principal.grant, request) : undefined;
     if (denial === undefined) return true;
-    this.router.fail(
-      connection,
-      request.id,
-      request.op,
-      startMs,
-      new DstoreError(ErrorCode.NO_PERMISSION, denial),
-    );
+    this.refuse(request, connection, startMs, ErrorCode.NO_PERMISSION, denial);
     return false;
+  }
+
+  /** Answers `request` with an error (counted in the metrics as one). */
+  private refuse(
+    request: Request,
+    connection: Connection,
+    startMs: number,
+    code: string,
+    message: string,
+  ): void {
+    this.router.fail(connection, request.id, request.op, startMs, new DstoreError(code, message));
   }
 
   /** Reloads the users file (the CLI calls it on SIGHUP); the current users stay on error. */
@@ -375,15 +374,12 @@ export class Balancer {
     // Follower balancers forward the JOIN and LEAVE their nodes send to the map's writer.
     const forwarded = role === 'balancer' && (request.op === Op.JOIN || request.op === Op.LEAVE);
     if (role !== 'node' && !forwarded) {
-      this.router.fail(
+      this.refuse(
+        request,
         connection,
-        request.id,
-        request.op,
         startMs,
-        new DstoreError(
-          role === undefined ? ErrorCode.NO_PERMISSION : ErrorCode.UNKNOWN_OP,
-          role === undefined ? clusterOnly(request.op) : `op ${request.op} is not served to a ${role}`,
-        ),
+        role === undefined ? ErrorCode.NO_PERMISSION : ErrorCode.UNKNOWN_OP,
+        role === undefined ? clusterOnly(request.op) : `op ${request.op} is not served to a ${role}`,
       );
       return;
     }
@@ -392,15 +388,12 @@ export class Balancer {
     if (!forwarded && (request.op === Op.JOIN || request.op === Op.LEAVE || request.op === Op.HEARTBEAT)) {
       const speaksFor = this.nodeIds.get(connection);
       if (speaksFor !== undefined && speaksFor !== request.nodeId) {
-        this.router.fail(
+        this.refuse(
+          request,
           connection,
-          request.id,
-          request.op,
           startMs,
-          new DstoreError(
-            ErrorCode.NO_PERMISSION,
-            `this connection registered node '${speaksFor}': it cannot speak for '${request.nodeId}'`,
-          ),
+          ErrorCode.NO_PERMISSION,
+          `this connection registered node '${speaksFor}': it cannot speak for '${request.nodeId}'`,
         );
         return;
       }
@@ -434,13 +427,7 @@ export class Balancer {
   /** Replies with `answer`, or fails the request (counted as an error) when it is an ERROR. */
   private sendAnswer(answer: Response, request: Request, connection: Connection, startMs: number): void {
     if (answer.op === Op.ERROR) {
-      this.router.fail(
-        connection,
-        request.id,
-        request.op,
-        startMs,
-        new DstoreError(answer.code, answer.message),
-      );
+      this.refuse(request, connection, startMs, answer.code, answer.message);
       return;
     }
     this.metrics.record(request.op, startMs, true);
