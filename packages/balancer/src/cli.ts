@@ -1,6 +1,13 @@
 #!/usr/bin/env node
 import { readPeerTlsFiles } from '@dstore/protocol';
-import { EnvVar, ExitCode, optionParser, parseDuration, parseInteger } from '@dstore/protocol/internal';
+import {
+  EnvVar,
+  ExitCode,
+  LOG_LEVELS,
+  optionParser,
+  parseDuration,
+  parseInteger,
+} from '@dstore/protocol/internal';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { version } from '../package.json';
 import { Balancer } from './balancer.js';
@@ -158,7 +165,11 @@ function buildProgram(): Command {
       integer(1),
       5,
     )
-    .option('--log-level <level>', 'pino log level (logs go to stderr)', 'info')
+    .addOption(
+      new Option('--log-level <level>', 'pino log level (logs go to stderr)')
+        .choices([...LOG_LEVELS])
+        .default('info'),
+    )
     .addHelpText(
       'after',
       `\nExit codes: 0 stopped cleanly, 1 failure, 2 usage error. Environment: ${EnvVar.TOKEN}, ${EnvVar.CLUSTER_SECRET}, ${EnvVar.ADMIN_TOKEN}.`,

@@ -1,3 +1,4 @@
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import {
   type AddressInfo,
@@ -5,8 +6,10 @@ import {
   type Server as NetServer,
   type Socket,
 } from 'node:net';
-import { Op } from '@dstore/protocol';
-import { FakeServer, keyOf } from '@dstore/protocol/testing';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FrameServer, Op } from '@dstore/protocol';
+import { createTestPki, FakeServer, keyOf } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ClientOptions, createClient, type DstoreClient, DstoreError, ErrorCode } from '../src/index.js';
 import { failOnUnhandledRejections } from './helpers/unhandled.js';
@@ -460,6 +463,35 @@ describe('connection failures fail commands at once', () => {
     });
     // connect() too.
     await expect(client.connect()).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+
+  it('a host that does not resolve: UNAVAILABLE, not executed, cause ENOTFOUND', async () => {
+    // `.invalid` never resolves (RFC 2606): the resolver answers at once, no network needed.
+    const client = createClient({ host: 'no-such-balancer.invalid', port: 7379, ...patient });
+    clients.push(client);
+    const error = await client.get('k').catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: ErrorCode.UNAVAILABLE, notExecuted: true });
+    expect((error as Error).message).toMatch(/ENOTFOUND|EAI_AGAIN/);
+  });
+
+  it('a TLS balancer the client does not trust: UNAVAILABLE, not executed, the TLS failure as cause', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstore-client-pki-'));
+    const pki = createTestPki(dir);
+    const server = new FrameServer({
+      tls: { cert: pki.peer.cert, key: pki.peer.key },
+      onRequest: () => undefined,
+    });
+    const { port } = await server.listen();
+    try {
+      const client = createClient({ port, tls: { ca: pki.rogueCa.cert }, ...patient });
+      clients.push(client);
+      const error = await client.get('k').catch((caught: unknown) => caught);
+      expect(error).toMatchObject({ code: ErrorCode.UNAVAILABLE, notExecuted: true });
+      expect((error as Error).message).toMatch(/certificate/);
+    } finally {
+      await server.close(100);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a wrong token: UNAVAILABLE with cause UNAUTHORIZED, while the client keeps retrying', async () => {

@@ -28,6 +28,9 @@ export const EnvVar = {
   ADMIN_TOKEN: 'DSTORE_ADMIN_TOKEN',
 } as const;
 
+/** The pino log levels the CLIs accept for `--log-level`. */
+export const LOG_LEVELS: readonly string[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
 /** A host and port read from the command line. */
 export interface HostPort {
   readonly host: string;

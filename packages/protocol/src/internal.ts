@@ -13,6 +13,7 @@ export {
   ExitCode,
   type HostPort,
   type IntegerOptions,
+  LOG_LEVELS,
   optionParser,
   parseAddress,
   parseAddressList,

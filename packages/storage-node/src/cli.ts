@@ -7,6 +7,7 @@ import { type PeerTlsOptions, readPeerTlsFiles } from '@dstore/protocol';
 import {
   EnvVar,
   ExitCode,
+  LOG_LEVELS,
   optionParser,
   parseByteSize,
   parseDuration,
@@ -18,8 +19,6 @@ import { version } from '../package.json';
 import type { EvictionPolicy } from './engines/index.js';
 import { DEFAULT_NODE_PORT, resolveNodeOptions, type StorageNodeOptions } from './options.js';
 import { createStorageNode, type StorageNode } from './storage-node.js';
-
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** The shared parsers (`@dstore/protocol/internal`) as commander option parsers: a bad value is a usage error. */
 const arg = <T>(parse: (text: string) => T): ((text: string) => T) =>
@@ -196,7 +195,7 @@ function buildProgram(): Command {
     )
     .addOption(
       new Option('--log-level <level>', 'pino log level (logs go to stderr)')
-        .choices(LOG_LEVELS)
+        .choices([...LOG_LEVELS])
         .default('info'),
     )
     .addHelpText(
