@@ -55,6 +55,9 @@ const NO_SPACE_ERRNOS: ReadonlySet<number> = new Set([28, 122, -30792]);
 const EIO = 5;
 /** How long a failed commit's cause is awaited (lmdb-js settles it in the same turn). */
 const COMMIT_CAUSE_WAIT_MS = 100;
+/** Delay and number of attempts of the commit made to unblock `flushed` after a failed one. */
+const KICK_DELAY_MS = 20;
+const KICK_ATTEMPTS = 250;
 
 /** Group-commit counters of an {@link LmdbEngine}. */
 export interface LmdbEngineStats {
@@ -346,6 +349,9 @@ export class LmdbEngine implements StorageEngine {
    * comes until another commit succeeds, so flush() and close() must not simply await it.
    */
   private lastCommitFailed = false;
+  /** Attempts left of the commit that unblocks `flushed` after a failed one (see {@link kickCommit}). */
+  private kicksLeft = 0;
+  private kickTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     private readonly root: Root,
@@ -681,6 +687,7 @@ export class LmdbEngine implements StorageEngine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.kickTimer !== undefined) clearTimeout(this.kickTimer);
     if (!this.lastCommitFailed) await this.waitFlushed();
     try {
       await this.root.close();
@@ -778,6 +785,35 @@ export class LmdbEngine implements StorageEngine {
     const stored = this.meta.getBinaryFast(TOMBSTONES_KEY);
     const count = (stored === undefined ? 0 : decodeCount(stored)) + delta;
     this.meta.putSync(TOMBSTONES_KEY, encodeCount(count));
+  }
+
+  /**
+   * After a failed commit, lmdb-js's `flushed` (which follows the newest commit) resolves only
+   * once a later commit succeeds, so writers of earlier, successful commits waiting for their flush
+   * would never be acknowledged (their clients would time out on writes that are stored). This
+   * makes that later commit: a rewrite of the format marker, which needs no new space when LMDB has
+   * free pages, retried every 20 ms for a few seconds while commits keep failing.
+   */
+  private kickCommit(): void {
+    if (this.closed) return;
+    if (this.kickTimer === undefined && this.kicksLeft === 0) this.kicksLeft = KICK_ATTEMPTS;
+    if (this.kickTimer !== undefined || this.kicksLeft <= 0) return;
+    this.kicksLeft--;
+    this.kickTimer = setTimeout(() => {
+      this.kickTimer = undefined;
+      if (this.closed || !this.lastCommitFailed) {
+        this.kicksLeft = 0;
+        return;
+      }
+      // Its own failure comes back through writeFailed, which kicks again while attempts remain.
+      this.write('put', () => this.meta.putSync(FORMAT_KEY, encodeCount(LMDB_FORMAT))).then(
+        () => {
+          this.kicksLeft = 0;
+        },
+        () => undefined,
+      );
+    }, KICK_DELAY_MS);
+    this.kickTimer.unref();
   }
 
   private acknowledge(): Promise<void> {
@@ -881,7 +917,10 @@ export class LmdbEngine implements StorageEngine {
    * commit starts from the last good one.
    */
   private async writeFailed(operation: string, error: unknown): Promise<StorageEngineError> {
-    if (isCommitFailure(error)) this.lastCommitFailed = true;
+    if (isCommitFailure(error)) {
+      this.lastCommitFailed = true;
+      this.kickCommit();
+    }
     const cause = await commitCause(error);
     const errno = errnoOf(cause);
     this.refreshUsage(true);
