@@ -20,6 +20,7 @@ import {
   Op,
   type PeerRole,
   PROTOCOL_VERSION,
+  type Request,
   type Response,
 } from './messages.js';
 import type { UserDirectory, UserGrant } from './users.js';
@@ -125,6 +126,22 @@ export class Authenticator {
     connection.reply(step.response);
     if (step.close) void connection.close();
     return step.response.op !== Op.ERROR;
+  }
+
+  /**
+   * The whole gate, for a server with no accounting of its own (the test fakes, benches): answers
+   * HELLO and AUTH, gives a request sent without HELLO its anonymous principal when allowed, and
+   * answers UNAUTHORIZED otherwise. True when the caller should serve `request`.
+   */
+  gate(connection: Connection, request: Request): boolean {
+    if (request.op === Op.HELLO || request.op === Op.AUTH) {
+      this.respond(connection, request);
+      return false;
+    }
+    const refusal = this.implicit(connection);
+    if (refusal === undefined) return true;
+    connection.replyError(request.id, ErrorCode.UNAUTHORIZED, refusal);
+    return false;
   }
 
   /** HELLO: version check, then a challenge, or (nothing to prove) the principal at once. */

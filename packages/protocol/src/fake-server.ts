@@ -165,16 +165,7 @@ export class FakeServer {
 
   private onRequest(request: Request, connection: Connection): void {
     this.received.push(request);
-    const authenticator = this.authenticator!;
-    if (request.op === Op.HELLO || request.op === Op.AUTH) {
-      authenticator.respond(connection, request);
-      return;
-    }
-    const refusal = authenticator.implicit(connection);
-    if (refusal !== undefined) {
-      connection.replyError(request.id, ErrorCode.UNAUTHORIZED, refusal);
-      return;
-    }
+    if (!this.authenticator!.gate(connection, request)) return;
     if (this.mode === 'silent') return;
     if (this.stalled) {
       this.held.push([request, connection]);

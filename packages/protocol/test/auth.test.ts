@@ -46,13 +46,7 @@ async function authServer(
   });
   const onRequest = (request: Request, connection: Connection): void => {
     seen.push(connection);
-    if (request.op === Op.HELLO || request.op === Op.AUTH) {
-      authenticator.respond(connection, request);
-      return;
-    }
-    const refusal = authenticator.implicit(connection);
-    if (refusal !== undefined) connection.replyError(request.id, ErrorCode.UNAUTHORIZED, refusal);
-    else connection.reply({ op: Op.OK, id: request.id });
+    if (authenticator.gate(connection, request)) connection.reply({ op: Op.OK, id: request.id });
   };
   const started = await resources.server({ ...server, requireAuthentication: true, onRequest });
   frames = started.server;

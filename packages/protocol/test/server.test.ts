@@ -32,16 +32,7 @@ async function handler(token?: string): Promise<(request: Request, connection: C
     users: token === undefined ? undefined : await UserDirectory.open({ token }),
   });
   return (request, connection) => {
-    if (request.op === Op.HELLO || request.op === Op.AUTH) {
-      auth.respond(connection, request);
-      return;
-    }
-    const refusal = auth.implicit(connection);
-    if (refusal !== undefined) {
-      connection.replyError(request.id, ErrorCode.UNAUTHORIZED, refusal);
-      return;
-    }
-    connection.reply({ op: Op.OK, id: request.id });
+    if (auth.gate(connection, request)) connection.reply({ op: Op.OK, id: request.id });
   };
 }
 

@@ -8,11 +8,6 @@ export interface PendingMove extends HashRange {
   readonly epoch: number;
 }
 
-/** Maps a key's bytes 1:1 to a string, so keys can sit in a Set. */
-export function keyString(key: Uint8Array): string {
-  return Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1');
-}
-
 /** Largest writeEpoch an entry header holds (uint32). */
 const MAX_WRITE_EPOCH = 0xffff_ffff;
 

@@ -7,6 +7,16 @@ import { StorageEngineError } from './errors.js';
  */
 export const MAX_KEY_BYTES = 1978;
 
+/**
+ * A key as a latin1 string: one char per byte, so the mapping is exact for arbitrary binary keys,
+ * and V8 stores it as a compact one-byte string hashed natively by `Map`. The engines index keys
+ * (memory) and queued writes (lmdb) by it.
+ */
+export function keyToString(key: Uint8Array): string {
+  const buffer = Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength);
+  return buffer.toString('latin1');
+}
+
 /** Throws a {@link StorageEngineError} unless `key` is storable by every engine. */
 export function assertValidKey(key: Uint8Array): void {
   if (key.byteLength === 0) {

@@ -10,7 +10,7 @@ import type {
   VersionedValue,
 } from './engine.js';
 import { StorageEngineError } from './errors.js';
-import { assertOpen, assertUint32, assertValidKey, inRingRange, MAX_KEY_BYTES } from './keys.js';
+import { assertOpen, assertUint32, assertValidKey, inRingRange, keyToString, MAX_KEY_BYTES } from './keys.js';
 
 /**
  * When an LMDB write is acknowledged.
@@ -238,11 +238,6 @@ function decodeCount(bytes: Uint8Array): number {
     value = value * 10 + digit;
   }
   return value;
-}
-
-/** The key as a string (one char per byte), to index queued writes by key. */
-function latin1(key: Uint8Array): string {
-  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
 }
 
 function entryCount(db: Db | Root): number {
@@ -749,7 +744,7 @@ export class LmdbEngine implements StorageEngine {
    * from the committed entry (a value: no tombstone is stored), then a native asynchronous put.
    */
   private async putQueued(key: Uint8Array, stored: Buffer): Promise<void> {
-    const name = latin1(key);
+    const name = keyToString(key);
     const generation = this.callbackGeneration;
     let queued = this.queuedPuts.get(name);
     let seq: number;

@@ -9,7 +9,7 @@ import type {
   VersionedValue,
 } from './engine.js';
 import { StorageEngineError } from './errors.js';
-import { assertOpen, assertUint32, assertValidKey, closedError, inRingRange } from './keys.js';
+import { assertOpen, assertUint32, assertValidKey, closedError, inRingRange, keyToString } from './keys.js';
 import { SlabArena } from './slab-arena.js';
 
 /**
@@ -61,15 +61,6 @@ export interface MemoryEngineStats {
 const RESOLVED: Promise<void> = Promise.resolve();
 /** Room a batch check keeps for slab granularity: one slab (see `SlabArena`). */
 const SLAB_SLACK_BYTES = 256 * 1024;
-
-/**
- * Keys are indexed as latin1 strings: one char per byte, so the mapping is exact for arbitrary
- * binary keys, and V8 stores them as compact one-byte strings hashed natively by `Map`.
- */
-function keyToString(key: Uint8Array): string {
-  const buffer = Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength);
-  return buffer.toString('latin1');
-}
 
 function stringToKey(key: string): Uint8Array {
   return Buffer.from(key, 'latin1');
