@@ -23,8 +23,9 @@ export interface FrameServerOptions {
    */
   readonly maxPeerConnections?: number;
   /**
-   * Most connections that have not authenticated yet; a new one past it evicts the oldest, so
-   * idle sockets can never lock legitimate peers out. Default 256.
+   * Most connections that have not authenticated yet; a new one past it evicts the oldest that
+   * has sent nothing (else the oldest), so idle sockets can never lock legitimate peers out.
+   * Default 256.
    */
   readonly maxPendingConnections?: number;
   /** Most not-yet-authenticated connections per source address (same eviction). Default 64. */
@@ -72,7 +73,10 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
   private readonly server: Server;
   private readonly connections = new Set<Connection>();
   /** Connections not yet admitted, oldest first, with when they were accepted and from where. */
-  private readonly pending = new Map<Connection, { readonly since: number; readonly address: string }>();
+  private readonly pending = new Map<
+    Connection,
+    { readonly since: number; readonly address: string; readonly socket: Socket }
+  >();
   private readonly pendingPerAddress = new Map<string, number>();
   private readonly admitted = { client: new Set<Connection>(), peer: new Set<Connection>() };
   private readonly limits: {
@@ -217,7 +221,7 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
       onRequest: this.options.onRequest,
     });
     this.connections.add(connection);
-    this.pending.set(connection, { since: performance.now(), address });
+    this.pending.set(connection, { since: performance.now(), address, socket });
     this.pendingPerAddress.set(address, (this.pendingPerAddress.get(address) ?? 0) + 1);
     connection.once('close', () => {
       this.connections.delete(connection);
@@ -237,13 +241,23 @@ export class FrameServer extends EventEmitter<FrameServerEvents> {
     else this.pendingPerAddress.delete(entry.address);
   }
 
-  /** Closes the oldest unauthenticated connection (from `address`, when given) to make room. */
+  /**
+   * Closes an unauthenticated connection (from `address`, when given) to make room: the oldest
+   * that has sent nothing at all, else the oldest. A client in the middle of its handshake has
+   * sent its HELLO, so a stream of silent sockets cannot push it out before it finishes.
+   */
   private evictOldest(address: string | undefined): void {
+    let oldest: Connection | undefined;
     for (const [connection, entry] of this.pending) {
       if (address !== undefined && entry.address !== address) continue;
-      this.dropPending(connection, 'too many unauthenticated connections: the oldest is closed');
-      return;
+      if (entry.socket.bytesRead === 0) {
+        this.dropPending(connection, 'too many unauthenticated connections: the oldest idle one is closed');
+        return;
+      }
+      oldest ??= connection;
     }
+    if (oldest !== undefined)
+      this.dropPending(oldest, 'too many unauthenticated connections: the oldest is closed');
   }
 
   private expirePending(): void {
