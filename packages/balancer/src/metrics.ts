@@ -26,7 +26,7 @@ export interface ClusterGaugeSource {
   readonly epoch: number;
   readonly nodes: Iterable<NodeGaugeSource>;
   /** Key migration progress (absent in clusters without migration). */
-  readonly migrator?: { snapshot(): { keysMovedTotal: number; pendingRanges: number } };
+  readonly migrator?: { snapshot(): { keysMovedTotal: number; pendingRanges: number; stalled: unknown } };
 }
 
 interface ExportedSample {
@@ -220,6 +220,14 @@ export class BalancerMetrics {
       registers: [this.registry],
       collect() {
         this.set(cluster.migrator?.snapshot().pendingRanges ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'dstore_balancer_migration_stalled',
+      help: '1 while a migration stream is refused for a reason an operator must fix (see /ring migration.stalled), else 0.',
+      registers: [this.registry],
+      collect() {
+        this.set(cluster.migrator?.snapshot().stalled ? 1 : 0);
       },
     });
     new Gauge({

@@ -29,6 +29,26 @@ export interface MigrationProgress {
   readonly keysMovedTotal: number;
   /** Ring changes waiting for the running migration to finish. */
   readonly queuedChanges: number;
+  /**
+   * A stream the nodes refuse for a reason only an operator can fix (the new owner is out of
+   * space or memory, a storage error): the migration retries it and does not finish until it
+   * moves, and the keys stay readable on the old owner meanwhile. Null when nothing is stalled.
+   */
+  readonly stalled: StalledStream | null;
+}
+
+/** A migration stream that keeps failing with a refusal (see {@link MigrationProgress.stalled}). */
+export interface StalledStream {
+  /** Old owner (the source of the stream). */
+  readonly from: string;
+  /** New owner (the target). */
+  readonly to: string;
+  /** Error code of the last refusal. */
+  readonly code: string;
+  /** Message of the last refusal. */
+  readonly message: string;
+  /** Attempts so far. */
+  readonly attempts: number;
 }
 
 /** What the migrator needs from the membership. */
@@ -119,6 +139,7 @@ export class Migrator {
     keysMovedTotal: 0,
     startedAt: 0,
     finishedAt: 0,
+    stalled: null as StalledStream | null,
   };
   queuedChanges = 0;
   /** The cluster map's generation, sent in every RING (see {@link RingRequest.generation}). */
@@ -140,6 +161,7 @@ export class Migrator {
       keysPerSecond: seconds > 0 ? Math.round(p.keysMoved / seconds) : 0,
       keysMovedTotal: p.keysMovedTotal,
       queuedChanges: this.queuedChanges,
+      stalled: p.stalled,
     };
   }
 
@@ -196,6 +218,7 @@ export class Migrator {
       .filter((group) => !done.has(streamName(group)))
       .reduce((sum, group) => sum + group.ranges.length, 0);
     p.keysMoved = 0;
+    p.stalled = null;
     p.startedAt = performance.now();
     if (moves.length === 0) {
       p.finishedAt = p.startedAt;
@@ -261,7 +284,12 @@ export class Migrator {
     await Promise.all(targets.map((target) => this.purgeNode(target.id, target.ranges, epoch)));
   }
 
-  /** Streams one group; the keys moved when every range moved (so the old owner may purge), else undefined. */
+  /**
+   * Streams one group; the keys moved, or undefined when a node left the ring (or the balancer
+   * closes) before every range moved. Any other failure is retried: a refusal (the new owner out
+   * of space, say) stalls the migration, loudly, rather than finishing it with keys the new ring
+   * sends nobody to.
+   */
   private async moveGroup(group: MoveGroup, epoch: number): Promise<number | undefined> {
     const logger = this.host.logger;
     let moved = 0;
@@ -283,32 +311,59 @@ export class Migrator {
           this.progress.keysMoved += keys;
           this.progress.keysMovedTotal += keys;
           this.progress.pendingRanges -= ranges.length;
+          this.clearStall(group);
           break;
         } catch (error) {
-          const code = codeOf(error);
-          if (code === ErrorCode.NO_PERMISSION) {
-            // The old owner's ring holds another address for the new owner (it restarted on a new
-            // port): it streams only to the address its ring gives, so give it the current ring.
-            logger.info(
-              { epoch, from: group.from, to: group.to },
-              'MIGRATE target unknown to the source; resending the ring',
-            );
-            await this.host.resendRings(from);
-          } else if (!isRetryable(error)) {
-            logger.warn(
-              { epoch, from: group.from, to: group.to, code, err: (error as Error).message },
-              'migration of ranges failed; their keys stay on the old owner',
-            );
-            return undefined;
-          }
-          // A crashed source keeps its keys unavailable until it returns with its data: retry.
-          const level = attempt === 1 || attempt % 20 === 0 ? 'warn' : 'debug';
-          logger[level]({ epoch, from: group.from, to: group.to, code, attempt }, 'MIGRATE failed; retrying');
-          await sleep(retryDelayMs(attempt));
+          await this.afterFailedMigrate(group, epoch, error, attempt, from);
         }
       }
     }
     return moved;
+  }
+
+  /** Logs a failed MIGRATE, records a stall when it is a refusal, and waits before the next try. */
+  private async afterFailedMigrate(
+    group: MoveGroup,
+    epoch: number,
+    error: unknown,
+    attempt: number,
+    from: ClusterNode,
+  ): Promise<void> {
+    const logger = this.host.logger;
+    const code = codeOf(error);
+    const loud = attempt === 1 || attempt % 20 === 0;
+    if (code === ErrorCode.NO_PERMISSION) {
+      // The old owner's ring holds another address for the new owner (it restarted on a new
+      // port): it streams only to the address its ring gives, so give it the current ring.
+      logger.info(
+        { epoch, from: group.from, to: group.to },
+        'MIGRATE target unknown to the source; resending the ring',
+      );
+      await this.host.resendRings(from);
+    } else if (isRetryable(error)) {
+      // A crashed or busy node keeps its keys unavailable until it returns with its data: retry.
+      logger[loud ? 'warn' : 'debug'](
+        { epoch, from: group.from, to: group.to, code, attempt },
+        'MIGRATE failed; retrying',
+      );
+    } else {
+      const message = error instanceof Error ? error.message : String(error);
+      this.progress.stalled = { from: group.from, to: group.to, code, message, attempts: attempt };
+      if (loud) {
+        logger.error(
+          { epoch, from: group.from, to: group.to, code, err: message, attempt },
+          'migration stalled: the nodes refuse a stream; it is retried until it moves (free space on the new owner, or give it a larger --map-size / --max-memory)',
+        );
+      }
+    }
+    await sleep(retryDelayMs(attempt));
+  }
+
+  private clearStall(group: MoveGroup): void {
+    const stalled = this.progress.stalled;
+    if (stalled === null || stalled.from !== group.from || stalled.to !== group.to) return;
+    this.progress.stalled = null;
+    this.host.logger.info({ from: group.from, to: group.to }, 'stalled migration stream moved');
   }
 
   private async purgeNode(id: string, ranges: readonly HashRange[], epoch: number): Promise<void> {

@@ -60,6 +60,7 @@ describe('admin HTTP', () => {
         keysPerSecond: 0,
         keysMovedTotal: 0,
         queuedChanges: 0,
+        stalled: null,
       },
     });
     const first = await startFakeNode(resources, 'fake-1');

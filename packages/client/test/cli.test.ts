@@ -375,20 +375,12 @@ describe('dstore status', () => {
 });
 
 describe('dstore status with a migration', () => {
-  it('prints the migration progress line', async () => {
+  async function adminWith(migration: Record<string, unknown>): Promise<string> {
     const ring = {
       epoch: 7,
       algorithm: 'vnode',
       nodes: [{ id: 'node-1', address: '127.0.0.1:7401', status: 'up', weight: 1, share: 1, keys: 10 }],
-      migration: {
-        active: true,
-        epoch: 7,
-        pendingRanges: 40,
-        totalRanges: 160,
-        keysMoved: 1234,
-        keysPerSecond: 5000,
-        queuedChanges: 1,
-      },
+      migration,
     };
     const health = { status: 'ok', ready: true, nodes: 1, nodesUp: 1 };
     const server = createServer((request, response) => {
@@ -397,7 +389,38 @@ describe('dstore status with a migration', () => {
     });
     httpServers.push(server);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const admin = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+
+  it('says a stalled migration is not healthy, with its cause, and exits 1', async () => {
+    const admin = await adminWith({
+      active: true,
+      epoch: 7,
+      pendingRanges: 4,
+      totalRanges: 16,
+      keysMoved: 12,
+      keysPerSecond: 3,
+      queuedChanges: 0,
+      stalled: { from: 'node-1', to: 'node-4', code: 'OUT_OF_SPACE', message: 'disk full', attempts: 21 },
+    });
+    const run = await dstore('status', '--admin', admin);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain(
+      'migration STALLED: node-1 -> node-4 refused 21 times: OUT_OF_SPACE disk full',
+    );
+    expect(run.stdout).toContain('NOT HEALTHY: a migration is stalled');
+  });
+
+  it('prints the migration progress line', async () => {
+    const admin = await adminWith({
+      active: true,
+      epoch: 7,
+      pendingRanges: 40,
+      totalRanges: 160,
+      keysMoved: 1234,
+      keysPerSecond: 5000,
+      queuedChanges: 1,
+    });
     const run = await dstore('status', '--admin', admin);
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(

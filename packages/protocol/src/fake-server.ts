@@ -26,7 +26,8 @@ export interface FakeServerOptions {
 
 /**
  * A stand-in for a balancer or a storage node in tests: a real {@link FrameServer} on 127.0.0.1 that
- * keeps keys in a Map and answers GET, SET, DEL, MGET, MSET, PING and STATS. Tests steer it: stop
+ * keeps keys in a Map and answers GET, SET, DEL, MGET, MSET, PING and STATS, and accepts RING,
+ * MIGRATE and PURGE (moving no keys). Tests steer it: stop
  * answering (`mode = 'silent'`), hold answers until {@link releaseHeld} (`stalled`), delay them
  * (`delayMs`), fail the next requests with chosen codes (`failNext`), drop connections, restart on
  * the same port, or register with a balancer like a node ({@link register}).
@@ -212,6 +213,13 @@ export class FakeServer {
           id,
           stats: { role: this.role, id: this.id, keys: this.store.size, ...this.stats },
         };
+      // The cluster's control ops are accepted, and a MIGRATE streams nothing (a fake node moves
+      // no keys): a balancer can run its transitions over fake nodes to the end.
+      case Op.RING:
+        return { op: Op.OK, id };
+      case Op.MIGRATE:
+      case Op.PURGE:
+        return { op: Op.COUNT, id, count: 0 };
       default:
         return { op: Op.ERROR, id, code: ErrorCode.UNKNOWN_OP, message: `fake server: op ${request.op}` };
     }

@@ -66,6 +66,14 @@ export interface MigrationView {
   readonly keysMoved: number;
   readonly keysPerSecond: number;
   readonly queuedChanges: number;
+  /** A stream the nodes keep refusing (the new owner out of space, say); absent from older balancers. */
+  readonly stalled?: {
+    readonly from: string;
+    readonly to: string;
+    readonly code: string;
+    readonly message: string;
+    readonly attempts: number;
+  } | null;
 }
 
 /** The balancer's `GET /ring` answer. */
@@ -132,10 +140,17 @@ async function printStatus(base: AdminEndpoint, options: StatusOptions): Promise
     fetchJson<RingView>(base, '/ring', options.timeout, false),
     fetchJson<HealthView>(base, '/health', options.timeout, true),
   ]);
-  const healthy = isHealthy(health);
+  const stalled = ring.migration?.stalled ?? null;
+  const healthy = isHealthy(health) && stalled === null;
   if (options.json) printJson({ ring, health, healthy });
-  else
-    printLine(`${formatStatus(ring, health)}\n${healthy ? 'healthy' : 'NOT HEALTHY: not every node is up'}`);
+  else {
+    const verdict = healthy
+      ? 'healthy'
+      : stalled === null
+        ? 'NOT HEALTHY: not every node is up'
+        : 'NOT HEALTHY: a migration is stalled';
+    printLine(`${formatStatus(ring, health)}\n${verdict}`);
+  }
   return healthy ? ExitCode.OK : ExitCode.FAILURE;
 }
 
@@ -253,10 +268,12 @@ export function formatMap(map: ClusterMapView | undefined): string | undefined {
 export function formatMigration(migration: MigrationView | undefined): string | undefined {
   if (migration === undefined || migration.epoch < 0) return undefined;
   const state = migration.active ? 'running' : 'done';
-  return (
+  const line =
     `migration ${state} (epoch ${migration.epoch})  pending ranges ${migration.pendingRanges}/${migration.totalRanges}  ` +
-    `keys moved ${migration.keysMoved}  ${migration.keysPerSecond} keys/s  queued changes ${migration.queuedChanges}`
-  );
+    `keys moved ${migration.keysMoved}  ${migration.keysPerSecond} keys/s  queued changes ${migration.queuedChanges}`;
+  const stalled = migration.stalled;
+  if (stalled === undefined || stalled === null) return line;
+  return `${line}\nmigration STALLED: ${stalled.from} -> ${stalled.to} refused ${stalled.attempts} times: ${stalled.code} ${stalled.message}`;
 }
 
 /** GETs JSON; `anyStatus` accepts non-2xx answers that still carry JSON (/health says "not ready" that way). */
