@@ -103,6 +103,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private announced: Promise<void> = Promise.resolve();
   /** Callers waiting for a leaving member to be removed (LEAVE answers, operator removes). */
   private readonly departures = new Map<string, ((removed: boolean) => void)[]>();
+  /**
+   * Each member's address as the nodes' rings last heard it (the map's when first seen, then the
+   * address of its last ready link): a member that comes back at another address makes every
+   * node get the rings again.
+   */
+  private readonly ringAddresses = new Map<string, string>();
 
   constructor(private readonly options: MembershipOptions) {
     super();
@@ -129,11 +135,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       link: options.link,
       health: options.health,
       verifyIdentity: (id) => this.verifyStatic.get(id) ?? true,
-      // Every node, not only the one that (re)connected: it may have come back at a new address,
-      // which the others' rings must hold before they stream keys to it.
-      onReady: () => {
-        for (const node of this.pool.values()) void this.sendRings(node);
-      },
+      onReady: (node) => this.nodeReady(node),
     });
     this.coordinatorLink = new CoordinatorLink({
       coordinator: () => options.store.leader(),
@@ -663,6 +665,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (from === undefined) this.fromRing = undefined;
     else if (this.fromRing?.epoch !== from.epoch) this.fromRing = { ring: ringOf(from), epoch: from.epoch };
     this.pool.sync(map.members);
+    this.trackRingAddresses(map);
     for (const id of [...this.departures.keys()]) {
       if (activeMember(map, id) === undefined) this.resolveDeparture(id, true);
     }
@@ -679,6 +682,32 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.announced = this.migrator.announce(ring, epoch, false).then(() => {
       if (this.currentRing === ring) this.routeOn(ring, epoch);
     });
+  }
+
+  private trackRingAddresses(map: ClusterMap): void {
+    const members = new Set<string>();
+    for (const member of map.members) {
+      members.add(member.id);
+      if (!this.ringAddresses.has(member.id))
+        this.ringAddresses.set(member.id, `${member.host}:${member.port}`);
+    }
+    for (const id of this.ringAddresses.keys()) if (!members.has(id)) this.ringAddresses.delete(id);
+  }
+
+  /**
+   * A node's link is (re)connected: it gets the rings. The others get them again only when it
+   * came back at another address than their rings hold, which they need before they stream keys
+   * to it (not on every connect: that would be nodes² RINGs at every cluster start).
+   */
+  private nodeReady(ready: ClusterNode): void {
+    const address = `${ready.host}:${ready.port}`;
+    const heard = this.ringAddresses.get(ready.id);
+    this.ringAddresses.set(ready.id, address);
+    if (heard === address) {
+      void this.sendRings(ready);
+      return;
+    }
+    for (const node of this.pool.values()) void this.sendRings(node);
   }
 
   /**
