@@ -231,7 +231,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     await waitForRing(state, timeoutMs);
     return state;
   } catch (error) {
-    await stopProcesses(started);
+    await stopProcesses(started, Date.now() + 10_000);
     throw error;
   }
 }
@@ -240,11 +240,13 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
 export async function stopCluster(root = defaultRoot(), graceMs = 10_000): Promise<ClusterProcess[]> {
   const state = readState(root);
   if (!state) return [];
-  // Nodes first, so their LEAVE reaches a balancer that is still up.
-  const processes = [...state.nodes, state.balancer];
-  await stopProcesses(processes, graceMs);
+  // Nodes first, and the balancer once they are gone, so their LEAVE reaches a balancer that is
+  // still up (a leaving node whose balancer is gone waits for one until its --leave-timeout).
+  const deadline = Date.now() + graceMs;
+  await stopProcesses(state.nodes, deadline);
+  await stopProcesses([state.balancer], Math.max(deadline, Date.now() + 2000));
   rmSync(statePath(root), { force: true });
-  return processes;
+  return [...state.nodes, state.balancer];
 }
 
 /** Whether `pid` is alive and still one of ours (its command line runs a dstore CLI). */
@@ -262,14 +264,16 @@ export function isOurProcess(pid: number): boolean {
   }
 }
 
-async function stopProcesses(processes: readonly ClusterProcess[], graceMs = 10_000): Promise<void> {
+/** SIGTERM to each of `processes`, SIGKILL to those still running at `deadline`; resolves once all are gone. */
+async function stopProcesses(processes: readonly ClusterProcess[], deadline: number): Promise<void> {
   for (const proc of processes) {
     if (isOurProcess(proc.pid)) process.kill(proc.pid, 'SIGTERM');
   }
-  const deadline = Date.now() + graceMs;
   for (const proc of processes) {
     while (isOurProcess(proc.pid) && Date.now() < deadline) await sleep(50);
     if (isOurProcess(proc.pid)) process.kill(proc.pid, 'SIGKILL');
+    // A SIGKILLed process is gone a moment later, not at once.
+    while (isOurProcess(proc.pid)) await sleep(20);
   }
 }
 
