@@ -335,14 +335,18 @@ export class MemoryEngine implements StorageEngine {
 
   /**
    * Refuses (OUT_OF_MEMORY) `bytes` of keys and values in `keys` new keys when, without eviction,
-   * they would pass the cap. Conservative: counts each key's metadata and index bucket (twice: the
-   * arrays double), the size classes' 12.5% rounding and one slab of slack. With an eviction
-   * policy writes make room instead.
+   * they would pass the cap. Conservative: counts each key as new (its metadata, an index bucket,
+   * the doublings of those arrays it would cause), the size classes' rounding (12.5%, 8 bytes for
+   * the smallest) and one slab of slack. With an eviction policy writes make room instead.
    */
   assertCapacity(bytes: number, keys = 1): void {
     assertOpen(this.closed, this.kind);
     if (this.maxMemory === 0 || this.evicting) return;
-    const needed = Math.ceil(bytes * 1.125) + keys * 2 * (SLOT_METADATA_BYTES + 8) + SLAB_SLACK_BYTES;
+    const needed =
+      Math.ceil(bytes * 1.125) +
+      keys * (SLOT_METADATA_BYTES + 8 + 8) +
+      this.arena.handlesGrowth(keys) +
+      SLAB_SLACK_BYTES;
     if (this.footprint() + needed > this.maxMemory) throw this.outOfMemory(bytes);
   }
 

@@ -376,14 +376,23 @@ export class SlabArena {
     return bytes;
   }
 
-  private handleGrowth(): number {
+  /**
+   * Bytes `count` new handles would newly reserve: the doublings of the metadata arrays (when no
+   * freed handle is left) and of the index (past its load) they would cause.
+   */
+  handlesGrowth(count: number): number {
     let bytes = 0;
-    if (this.freeSlots.size === 0 && this.nextSlot === this.slotClass.length) {
-      bytes +=
-        this.slotClass.length * (SLOT_METADATA_BYTES + (this.order === undefined ? 0 : EVICTION_ORDER_BYTES));
-    }
-    if ((this.live + 1) * 4 > this.buckets.length * 3) bytes += this.buckets.byteLength;
+    const perHandle = SLOT_METADATA_BYTES + (this.order === undefined ? 0 : EVICTION_ORDER_BYTES);
+    const handles = this.nextSlot + Math.max(0, count - this.freeSlots.size);
+    for (let capacity = this.slotClass.length; handles > capacity; capacity *= 2)
+      bytes += capacity * perHandle;
+    for (let buckets = this.buckets.length; (this.live + count) * 4 > buckets * 3; buckets *= 2)
+      bytes += buckets * 4;
     return bytes;
+  }
+
+  private handleGrowth(): number {
+    return this.handlesGrowth(1);
   }
 
   /**
