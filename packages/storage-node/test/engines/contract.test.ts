@@ -691,6 +691,26 @@ describe('MemoryEngine under a memory cap', () => {
     },
   );
 
+  it('an overwrite whose own old value is evicted with a slab stores the new value', async () => {
+    const engine = new MemoryEngine({ maxMemory: 2 ** 20, eviction: 'allkeys-lru' });
+    // Fill the cap with 100-byte values until the first eviction: the key written just before it
+    // was the last item carved, in the last slab of its class (the last one took an evicted item).
+    let i = 0;
+    const name = (n: number): Uint8Array => text(`k${String(n).padStart(6, '0')}`);
+    while (engine.stats().evictions === 0) await engine.set(name(i++), new Uint8Array(100));
+    const last = name(i - 2);
+    expect(engine.header(last)?.seq).toBe(1);
+    // A 4,000-byte value has no class of its own yet: the 100-byte class's last slab is emptied,
+    // this key's own value with it, and the key is stored anew (seq starts again, as after a DEL).
+    await engine.set(last, new Uint8Array(4000).fill(9));
+    expect(engine.get(last)?.byteLength).toBe(4000);
+    expect(engine.get(last)?.[3999]).toBe(9);
+    expect(engine.header(last)).toEqual({ writeEpoch: 0, seq: 1, tombstone: false });
+    expect(engine.footprint()).toBeLessThanOrEqual(2 ** 20);
+    expect(engine.count()).toBeLessThan(i);
+    expect(engine.bytesUsed()).toBe(engine.stats().keyBytes + engine.stats().valueBytes);
+  });
+
   it('noeviction: OUT_OF_MEMORY once full, reads and deletes go on, deletes make room', async () => {
     const engine = new MemoryEngine({ maxMemory: CAP });
     let stored = 0;
