@@ -9,8 +9,8 @@ export const MAX_KEY_BYTES = 1978;
 
 /**
  * A key as a latin1 string: one char per byte, so the mapping is exact for arbitrary binary keys,
- * and V8 stores it as a compact one-byte string hashed natively by `Map`. The engines index keys
- * (memory) and queued writes (lmdb) by it.
+ * and V8 stores it as a compact one-byte string hashed natively by `Map`. The lmdb engine indexes
+ * its queued writes by it (the memory engine hashes key bytes in its own index: `SlabArena`).
  */
 export function keyToString(key: Uint8Array): string {
   const buffer = Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength);

@@ -146,25 +146,22 @@ function isCommitFailure(error: unknown): boolean {
   return error instanceof Error && (error as { commitError?: unknown }).commitError instanceof Promise;
 }
 
-let commitRejectionsHandled = false;
+const ignore = (): void => undefined;
 
 /**
- * lmdb-js rejects an internal promise of its own (the start of each event-turn batch) when a commit
- * fails, and nothing of lmdb-js handles it: with Node's default `--unhandled-rejections=throw` that
- * kills the process although every writer of the failed commit got its own rejection (this is how
- * a full disk crashed nodes). This handler drops exactly those; any other unhandled rejection is
- * rethrown when it is the only handler, which is what Node does without one.
+ * Handles a rejection of the promise lmdb-js creates for the start of an event-turn batch. lmdb-js
+ * (3.x, `write.js`) writes a "batch start" instruction for every event turn with writes and calls
+ * it from its `setImmediate` task, dropping the promise it returns. When that instruction begins a
+ * new transaction, the promise is a fresh commit promise that nothing else holds; if the commit
+ * fails it rejects with nobody listening, and Node's default `--unhandled-rejections=throw` ended
+ * the process (how a full disk crashed nodes). The writers of the failed commit get their own
+ * rejections, which the engine maps (see `LmdbEngine.fail`), so here the error is only consumed,
+ * with the `commitError` promise it carries (rejected with the real cause: when the batch start
+ * is the only rejected write of the commit, nothing else would listen to that one either).
  */
-function handleCommitRejections(): void {
-  if (commitRejectionsHandled) return;
-  commitRejectionsHandled = true;
-  process.on('unhandledRejection', function onUnhandled(reason) {
-    if (isCommitFailure(reason)) {
-      (reason as { commitError: Promise<unknown> }).commitError.catch(() => undefined);
-      return;
-    }
-    if (process.listeners('unhandledRejection').every((listener) => listener === onUnhandled)) throw reason;
-  });
+function consumeBatchFailure(error: unknown): void {
+  const commitError = (error as { commitError?: unknown } | null)?.commitError;
+  if (commitError instanceof Promise) commitError.catch(ignore);
 }
 
 function errnoOf(error: unknown): number | undefined {
@@ -347,6 +344,11 @@ export class LmdbEngine implements StorageEngine {
   /** Attempts left of the commit that unblocks `flushed` after a failed one (see {@link kickCommit}). */
   private kicksLeft = 0;
   private kickTimer: NodeJS.Timeout | undefined;
+  /** Attaches a handler to the promise lmdb-js dropped for the current batch's start. */
+  private readonly watchBatch = (): void => {
+    // Both callbacks: with no commit promise pending, `committed` calls the first unconditionally.
+    this.root.committed.then(ignore, consumeBatchFailure);
+  };
 
   private constructor(
     private readonly root: Root,
@@ -365,6 +367,12 @@ export class LmdbEngine implements StorageEngine {
       this.commits++;
       this.usageStale = true;
     });
+    // lmdb-js calls the `beforecommit` listeners in its event-turn task just before it calls, and
+    // drops the promise of, the batch start (see `consumeBatchFailure`); a microtask queued here
+    // runs right after that task, when `committed` is exactly that promise (or the one the turn's
+    // writes already share, which is handled twice, harmlessly). One listener and one handler per
+    // batch, none per write.
+    root.on('beforecommit', () => queueMicrotask(this.watchBatch));
   }
 
   /**
@@ -372,7 +380,6 @@ export class LmdbEngine implements StorageEngine {
    * `UNSUPPORTED_FORMAT` when the directory holds data of another format (see {@link LMDB_FORMAT}).
    */
   static async open(options: LmdbEngineOptions): Promise<LmdbEngine> {
-    handleCommitRejections();
     let root: Root;
     try {
       root = open<Uint8Array, Uint8Array>({

@@ -9,15 +9,17 @@ import type {
   VersionedValue,
 } from './engine.js';
 import { StorageEngineError } from './errors.js';
-import { assertOpen, assertUint32, assertValidKey, closedError, inRingRange, keyToString } from './keys.js';
-import { SlabArena } from './slab-arena.js';
+import { assertOpen, assertUint32, assertValidKey, closedError, inRingRange, MAX_KEY_BYTES } from './keys.js';
+import { SLOT_METADATA_BYTES, SlabArena } from './slab-arena.js';
 
 /**
  * What a write past the memory cap does (Redis's `maxmemory-policy` names):
  * - `noeviction`: it fails with OUT_OF_MEMORY; reads and deletes go on.
- * - `allkeys-lru`: the least recently used value (reads and writes count) of the new value's size
- *   class is evicted to make room.
- * - `allkeys-random`: a random value of that size class is evicted (sampled).
+ * - `allkeys-lru`: the least recently used value (reads and writes count) of the new entry's size
+ *   class is evicted to make room; when that class holds none, the values of the last slab of the
+ *   class holding the most memory are, and the slab goes to the new entry's class.
+ * - `allkeys-random`: the same with a random value (sampled) of the new entry's class.
+ * A write fails with OUT_OF_MEMORY only when evicting every value could not make room.
  * Tombstones are never evicted: they keep deletes from being undone by a migration.
  */
 export type EvictionPolicy = 'noeviction' | 'allkeys-lru' | 'allkeys-random';
@@ -30,16 +32,6 @@ export interface MemoryEngineLimits {
   readonly eviction?: EvictionPolicy;
 }
 
-/**
- * Bytes the key index costs per key beyond the key's own bytes (rounded up to 8): V8's one-byte
- * string header and the `Map` entry with its share of the hash table, as measured by
- * `bench/engine-memory.ts` (~61 bytes per 16-byte key: ENGINES.md). An estimate: the V8 heap
- * is not visible per object, so this is the one part of the footprint that is modelled.
- */
-const INDEX_BYTES_PER_KEY = 48;
-/** Extra per key with eviction on: the handle -> key reference an eviction needs. */
-const EVICTION_BYTES_PER_KEY = 8;
-
 /** Counters describing a {@link MemoryEngine}'s footprint. */
 export interface MemoryEngineStats {
   /** Number of keys holding a value. */
@@ -50,9 +42,9 @@ export interface MemoryEngineStats {
   readonly keyBytes: number;
   /** Sum of value lengths. */
   readonly valueBytes: number;
-  /** Bytes of buffers held for values and their metadata (excludes the key index, which lives on the V8 heap). */
+  /** Bytes of buffers held for keys, values, their metadata and the key index. */
   readonly arenaReservedBytes: number;
-  /** What the memory cap bounds: the arena's bytes plus the modelled key index ({@link MemoryEngine.footprint}). */
+  /** What the memory cap bounds ({@link MemoryEngine.footprint}): the same bytes as `arenaReservedBytes`. */
   readonly footprintBytes: number;
   /** Values evicted to make room since the engine was created. */
   readonly evictions: number;
@@ -61,10 +53,6 @@ export interface MemoryEngineStats {
 const RESOLVED: Promise<void> = Promise.resolve();
 /** Room a batch check keeps for slab granularity: one slab (see `SlabArena`). */
 const SLAB_SLACK_BYTES = 256 * 1024;
-
-function stringToKey(key: string): Uint8Array {
-  return Buffer.from(key, 'latin1');
-}
 
 /**
  * Non-durable engine keeping everything in process memory: for tests, demos and caches.
@@ -77,8 +65,9 @@ function stringToKey(key: string): Uint8Array {
  * until the next write to this engine (the slot may be reused). Use them synchronously
  * (e.g. encode into a response frame in the same tick) or copy them.
  *
- * Versions (writeEpoch, seq) live in the arena's per-handle metadata; a tombstone is a handle
- * with a version and no bytes, so it costs its key and 17 bytes.
+ * Keys, values, versions and the key index all live in the {@link SlabArena}'s typed arrays, none
+ * on the V8 heap, so the footprint the cap bounds is counted, not modelled. A tombstone is a
+ * handle with its key and a version and no value.
  */
 export class MemoryEngine implements StorageEngine {
   /** Engine discriminator. */
@@ -87,15 +76,10 @@ export class MemoryEngine implements StorageEngine {
   readonly maxMemory: number;
   /** What a write past the cap does. */
   readonly eviction: EvictionPolicy;
-  private readonly index = new Map<string, number>();
-  private readonly arena: SlabArena;
-  /** The key of each handle, for evictions (empty without an eviction policy). */
-  private readonly keysByHandle: (string | undefined)[] = [];
+  private arena: SlabArena;
   private readonly evicting: boolean;
   private readonly lru: boolean;
   private keyBytes = 0;
-  /** The modelled bytes of the key index (see {@link INDEX_BYTES_PER_KEY}). */
-  private indexBytes = 0;
   private tombstones = 0;
   private closed = false;
   private evictions = 0;
@@ -115,20 +99,20 @@ export class MemoryEngine implements StorageEngine {
   }
 
   /**
-   * Bytes the memory cap bounds: every buffer the arena holds (value slabs, values over 64 KiB,
-   * per-handle metadata, free lists, eviction order) plus the key index as modelled per key. The
-   * process's RSS is this plus a fixed overhead (the Node runtime and the node's code, buffers and
-   * connections): see ENGINES.md, "Memory cap".
+   * Bytes the memory cap bounds: every buffer the arena holds (slabs of keys and values, entries
+   * over 64 KiB, per-handle metadata, the key index, free lists, eviction order), counted as they
+   * are allocated. The process's RSS is this plus a fixed overhead (the Node runtime, the node's
+   * code, the V8 heap, buffers and connections): see ENGINES.md, "Memory cap".
    */
   footprint(): number {
-    return this.arena.reservedBytes + this.indexBytes;
+    return this.arena.reservedBytes;
   }
 
   /** The value stored under `key` as a short-lived view, or undefined (absent or tombstone). */
   get(key: Uint8Array): Uint8Array | undefined {
     assertOpen(this.closed, this.kind);
-    const handle = this.index.get(keyToString(key));
-    if (handle === undefined || this.arena.isTombstone(handle)) return undefined;
+    const handle = this.find(key);
+    if (handle < 0 || this.arena.isTombstone(handle)) return undefined;
     if (this.lru) this.arena.touch(handle);
     return this.arena.read(handle);
   }
@@ -136,15 +120,15 @@ export class MemoryEngine implements StorageEngine {
   /** Whether `key` holds a value. */
   has(key: Uint8Array): boolean {
     assertOpen(this.closed, this.kind);
-    const handle = this.index.get(keyToString(key));
-    return handle !== undefined && !this.arena.isTombstone(handle);
+    const handle = this.find(key);
+    return handle >= 0 && !this.arena.isTombstone(handle);
   }
 
   /** The value (a short-lived view, as in {@link MemoryEngine.get}) and version of a live entry. */
   getEntry(key: Uint8Array): VersionedValue | undefined {
     assertOpen(this.closed, this.kind);
-    const handle = this.index.get(keyToString(key));
-    if (handle === undefined || this.arena.isTombstone(handle)) return undefined;
+    const handle = this.find(key);
+    if (handle < 0 || this.arena.isTombstone(handle)) return undefined;
     const arena = this.arena;
     if (this.lru) arena.touch(handle);
     return { value: arena.read(handle), writeEpoch: arena.writeEpoch(handle), seq: arena.seq(handle) };
@@ -153,8 +137,8 @@ export class MemoryEngine implements StorageEngine {
   /** The header of the entry under `key`, value or tombstone. */
   header(key: Uint8Array): EntryHeader | undefined {
     assertOpen(this.closed, this.kind);
-    const handle = this.index.get(keyToString(key));
-    return handle === undefined ? undefined : this.headerOf(handle);
+    const handle = this.find(key);
+    return handle < 0 ? undefined : this.headerOf(handle);
   }
 
   /** Stores a copy of `value` written at `writeEpoch`; applied before returning, acknowledged immediately. */
@@ -163,11 +147,11 @@ export class MemoryEngine implements StorageEngine {
       assertOpen(this.closed, this.kind);
       assertValidKey(key);
       assertUint32(writeEpoch, 'writeEpoch');
-      const encoded = keyToString(key);
-      const handle = this.index.get(encoded);
-      if (this.maxMemory > 0) this.makeRoom(encoded, value.byteLength, handle);
-      if (handle === undefined) {
-        this.addKey(encoded, this.arena.allocate(value, writeEpoch, 1));
+      let handle = this.arena.find(key);
+      if (this.maxMemory > 0) handle = this.makeRoom(key, value.byteLength, handle);
+      if (handle < 0) {
+        this.arena.allocate(key, value, writeEpoch, 1);
+        this.keyBytes += key.byteLength;
       } else {
         if (this.arena.isTombstone(handle)) this.tombstones--;
         this.arena.replace(handle, value, writeEpoch, (this.arena.seq(handle) + 1) >>> 0);
@@ -182,7 +166,8 @@ export class MemoryEngine implements StorageEngine {
   delete(key: Uint8Array): Promise<boolean> {
     try {
       assertOpen(this.closed, this.kind);
-      return Promise.resolve(this.remove(keyToString(key)));
+      const handle = this.find(key);
+      return Promise.resolve(handle >= 0 && this.remove(handle));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -194,11 +179,11 @@ export class MemoryEngine implements StorageEngine {
       assertOpen(this.closed, this.kind);
       assertValidKey(key);
       assertUint32(writeEpoch, 'writeEpoch');
-      const encoded = keyToString(key);
-      const handle = this.index.get(encoded);
-      if (handle === undefined) {
+      const handle = this.arena.find(key);
+      if (handle < 0) {
         // Not checked against the cap: a delete must go through when memory is full.
-        this.addKey(encoded, this.arena.allocateTombstone(writeEpoch, 1));
+        this.arena.allocateTombstone(key, writeEpoch, 1);
+        this.keyBytes += key.byteLength;
         this.tombstones++;
         return Promise.resolve(false);
       }
@@ -227,12 +212,12 @@ export class MemoryEngine implements StorageEngine {
       if (!this.evicting) this.assertCapacity(bytes, entries.length);
       let applied = 0;
       for (const { key, value, writeEpoch, seq } of entries) {
-        const encoded = keyToString(key);
-        const handle = this.index.get(encoded);
-        if (handle !== undefined && writeEpoch <= this.arena.writeEpoch(handle)) continue;
-        if (this.evicting && this.maxMemory > 0) this.makeRoom(encoded, value.byteLength, handle);
-        if (handle === undefined) {
-          this.addKey(encoded, this.arena.allocate(value, writeEpoch, seq));
+        let handle = this.arena.find(key);
+        if (handle >= 0 && writeEpoch <= this.arena.writeEpoch(handle)) continue;
+        if (this.evicting && this.maxMemory > 0) handle = this.makeRoom(key, value.byteLength, handle);
+        if (handle < 0) {
+          this.arena.allocate(key, value, writeEpoch, seq);
+          this.keyBytes += key.byteLength;
         } else {
           if (this.arena.isTombstone(handle)) this.tombstones--;
           this.arena.replace(handle, value, writeEpoch, seq);
@@ -251,11 +236,10 @@ export class MemoryEngine implements StorageEngine {
       assertOpen(this.closed, this.kind);
       let removed = 0;
       for (const key of keys) {
-        const encoded = keyToString(key);
-        const handle = this.index.get(encoded);
-        if (handle === undefined || !this.arena.isTombstone(handle)) continue;
+        const handle = this.find(key);
+        if (handle < 0 || !this.arena.isTombstone(handle)) continue;
         if (this.arena.writeEpoch(handle) > maxWriteEpoch) continue;
-        this.remove(encoded);
+        this.remove(handle);
         removed++;
       }
       return Promise.resolve(removed);
@@ -267,7 +251,7 @@ export class MemoryEngine implements StorageEngine {
   /** Number of keys holding a value. */
   count(): number {
     assertOpen(this.closed, this.kind);
-    return this.index.size - this.tombstones;
+    return this.arena.size - this.tombstones;
   }
 
   /** Number of tombstones. */
@@ -301,12 +285,16 @@ export class MemoryEngine implements StorageEngine {
   ): Iterable<ScannedEntry> {
     assertOpen(this.closed, this.kind);
     const withTombstones = options.tombstones === true;
-    // Map iteration tolerates concurrent inserts/deletes, so migration may delete as it goes.
-    for (const [encoded, handle] of this.index) {
-      if (!withTombstones && this.arena.isTombstone(handle)) continue;
-      const key = stringToKey(encoded);
+    const arena = this.arena;
+    // In handle order, reading the limit and each handle afresh: the caller may delete as it goes
+    // (migration does) and entries added meanwhile are seen unless they reuse a handle already
+    // passed. Keys are copied: they outlive the next write.
+    for (let handle = 0; handle < arena.handleLimit; handle++) {
+      if (this.closed) return;
+      if (!arena.isLive(handle)) continue;
+      if (!withTombstones && arena.isTombstone(handle)) continue;
+      const key = Buffer.from(arena.key(handle));
       if (!inRingRange(position(key), range.start, range.end)) continue;
-      const arena = this.arena;
       yield {
         key,
         writeEpoch: arena.writeEpoch(handle),
@@ -324,8 +312,10 @@ export class MemoryEngine implements StorageEngine {
   /** Drops all data; later calls fail with `ENGINE_CLOSED`. Idempotent. */
   close(): Promise<void> {
     this.closed = true;
-    this.index.clear();
+    // Drops every buffer: a closed engine keeps nothing.
+    this.arena = new SlabArena();
     this.tombstones = 0;
+    this.keyBytes = 0;
     return RESOLVED;
   }
 
@@ -333,7 +323,7 @@ export class MemoryEngine implements StorageEngine {
   stats(): MemoryEngineStats {
     const arena = this.arena.stats();
     return {
-      keys: this.index.size - this.tombstones,
+      keys: this.arena.size - this.tombstones,
       tombstones: this.tombstones,
       keyBytes: this.keyBytes,
       valueBytes: arena.liveBytes,
@@ -345,13 +335,18 @@ export class MemoryEngine implements StorageEngine {
 
   /**
    * Refuses (OUT_OF_MEMORY) `bytes` of keys and values in `keys` new keys when, without eviction,
-   * they would pass the cap. Conservative: counts each key's index cost, the size classes' 12.5%
-   * rounding and one slab of slack. With an eviction policy writes make room instead.
+   * they would pass the cap. Conservative: counts each key as new (its metadata, an index bucket,
+   * the doublings of those arrays it would cause), the size classes' rounding (12.5%, 8 bytes for
+   * the smallest) and one slab of slack. With an eviction policy writes make room instead.
    */
   assertCapacity(bytes: number, keys = 1): void {
     assertOpen(this.closed, this.kind);
     if (this.maxMemory === 0 || this.evicting) return;
-    const needed = Math.ceil(bytes * 1.125) + keys * (INDEX_BYTES_PER_KEY + 8) + SLAB_SLACK_BYTES;
+    const needed =
+      Math.ceil(bytes * 1.125) +
+      keys * (SLOT_METADATA_BYTES + 8 + 8) +
+      this.arena.handlesGrowth(keys) +
+      SLAB_SLACK_BYTES;
     if (this.footprint() + needed > this.maxMemory) throw this.outOfMemory(bytes);
   }
 
@@ -372,25 +367,43 @@ export class MemoryEngine implements StorageEngine {
   }
 
   /**
-   * Before a value of `length` is stored under `key` (`handle`: its entry, if any): evicts values
-   * of the same size class while the footprint would pass the cap, or throws OUT_OF_MEMORY when
-   * the policy is `noeviction` or nothing of that size is left to evict.
+   * Before a value of `length` is stored under `key` (`handle`: its entry, or -1): evicts values
+   * while the footprint would pass the cap, or throws OUT_OF_MEMORY when the policy is
+   * `noeviction` or nothing left to evict can make room. Returns the key's handle afterwards (-1
+   * when it had none, or when its own value was evicted with a slab).
+   *
+   * Eviction is incremental: first values of the new entry's size class (each frees an item the
+   * entry can take: one eviction per write in a steady state); only when that class holds no other
+   * value, the values of the last slab of the class holding the most memory, whose slab is then
+   * released (at most 256 KiB / item size values, and only on that path).
    */
-  private makeRoom(key: string, length: number, handle: number | undefined): void {
+  private makeRoom(key: Uint8Array, length: number, handle: number): number {
     const arena = this.arena;
-    if (handle !== undefined && arena.fitsInPlace(handle, length)) return;
-    const indexCost = handle === undefined ? this.indexCost(key.length) : 0;
+    if (handle >= 0 && arena.fitsInPlace(handle, length)) return handle;
+    const keyLength = key.byteLength;
     for (;;) {
-      const needed = arena.growthFor(length, handle === undefined) + indexCost;
-      if (this.footprint() + needed <= this.maxMemory) {
+      const needed = arena.growthFor(keyLength, length, handle < 0);
+      if (arena.reservedBytes + needed <= this.maxMemory) {
         if (this.degraded !== '') this.degraded = '';
-        return;
+        return handle;
       }
-      const victim = this.evicting ? arena.victimFor(length, this.lru, handle ?? -1) : -1;
-      if (victim < 0) throw this.outOfMemory(length);
-      this.remove(this.keysByHandle[victim] as string);
-      this.evictions++;
+      if (!this.evicting) throw this.outOfMemory(length);
+      const victim = arena.victimFor(keyLength + length, this.lru, handle);
+      if (victim >= 0) {
+        this.evict(victim);
+        continue;
+      }
+      const donor = arena.donorFor(keyLength + length);
+      if (donor < 0) throw this.outOfMemory(length);
+      for (const value of arena.donorVictims(donor)) this.evict(value);
+      arena.releaseDonorSlab(donor);
+      if (handle >= 0 && !arena.isLive(handle)) handle = -1;
     }
+  }
+
+  private evict(handle: number): void {
+    this.remove(handle);
+    this.evictions++;
   }
 
   private outOfMemory(bytes: number): StorageEngineError {
@@ -398,22 +411,15 @@ export class MemoryEngine implements StorageEngine {
     const why =
       this.eviction === 'noeviction'
         ? 'and the eviction policy is noeviction'
-        : `and no value of that size is left to evict (${this.eviction})`;
+        : `and no value is left to evict (${this.eviction}; tombstones are never evicted)`;
     const message = `cannot store ${bytes} more bytes: the memory cap of ${this.maxMemory} bytes is reached (${this.footprint()} bytes used) ${why}`;
     this.degraded = `out of memory: the memory cap of ${this.maxMemory} bytes is reached ${why}`;
     return new StorageEngineError('OUT_OF_MEMORY', message);
   }
 
-  private indexCost(keyLength: number): number {
-    return INDEX_BYTES_PER_KEY + ((keyLength + 7) & ~7) + (this.evicting ? EVICTION_BYTES_PER_KEY : 0);
-  }
-
-  /** Indexes a new key under `handle`. */
-  private addKey(key: string, handle: number): void {
-    this.index.set(key, handle);
-    this.keyBytes += key.length;
-    this.indexBytes += this.indexCost(key.length);
-    if (this.evicting) this.keysByHandle[handle] = key;
+  /** The handle of `key`'s entry, or -1; keys no engine could store are simply absent. */
+  private find(key: Uint8Array): number {
+    return key.byteLength === 0 || key.byteLength > MAX_KEY_BYTES ? -1 : this.arena.find(key);
   }
 
   private headerOf(handle: number): EntryHeader {
@@ -425,17 +431,12 @@ export class MemoryEngine implements StorageEngine {
     };
   }
 
-  /** Removes the entry under `key`; returns whether it held a value. */
-  private remove(key: string): boolean {
-    const handle = this.index.get(key);
-    if (handle === undefined) return false;
+  /** Removes the entry under `handle`; returns whether it held a value. */
+  private remove(handle: number): boolean {
     const wasTombstone = this.arena.isTombstone(handle);
     if (wasTombstone) this.tombstones--;
-    this.index.delete(key);
+    this.keyBytes -= this.arena.keyLength(handle);
     this.arena.free(handle);
-    this.keyBytes -= key.length;
-    this.indexBytes -= this.indexCost(key.length);
-    if (this.evicting) this.keysByHandle[handle] = undefined;
     return !wasTombstone;
   }
 }

@@ -623,3 +623,126 @@ describe('MemoryEngine space reclamation', () => {
     expect(hex(engine.get(text('c'))!)).toBe(hex(bytes(7, 8, 9)));
   });
 });
+
+describe('MemoryEngine key index', () => {
+  it('finds every key after random inserts, overwrites and deletes (a Map as the model)', async () => {
+    const engine = new MemoryEngine();
+    const model = new Map<string, string>();
+    let seed = 12345;
+    const random = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    for (let step = 0; step < 60_000; step++) {
+      // Few distinct keys of varied lengths (1..40 bytes): long probe runs, many deletes.
+      const name = `${random(5000)}`.padEnd(1 + random(40), '#');
+      if (random(3) === 0) {
+        expect(await engine.delete(text(name))).toBe(model.delete(name));
+      } else {
+        const value = `${step}`.repeat(random(30));
+        await engine.set(text(name), text(value));
+        model.set(name, value);
+      }
+    }
+    expect(engine.count()).toBe(model.size);
+    for (const [name, value] of model) expect(Buffer.from(engine.get(text(name))!).toString()).toBe(value);
+    const scanned = [...engine.keysInRange({ start: 0, end: 0 }, () => 1)].map((key) =>
+      Buffer.from(key).toString(),
+    );
+    expect(scanned.sort()).toEqual([...model.keys()].sort());
+    for (const name of model.keys()) await engine.delete(text(name));
+    expect(engine.count()).toBe(0);
+    expect(engine.bytesUsed()).toBe(0);
+  });
+});
+
+describe('MemoryEngine under a memory cap', () => {
+  const CAP = 4 * 2 ** 20;
+
+  it.each(['allkeys-lru', 'allkeys-random'] as const)(
+    '%s: writes of any size succeed while values of other sizes can be evicted, within the cap',
+    async (eviction) => {
+      const engine = new MemoryEngine({ maxMemory: CAP, eviction });
+      const written = new Map<string, number>();
+      const set = async (name: string, size: number): Promise<void> => {
+        await engine.set(text(name), new Uint8Array(size).fill(size & 0xff));
+        written.set(name, size);
+        expect(engine.footprint()).toBeLessThanOrEqual(CAP);
+      };
+      // One size class fills the cap, then each other size (slab classes and entries over
+      // 64 KiB) must take space from it, and back.
+      for (let i = 0; i < 60_000; i++) await set(`small-${i}`, 100);
+      for (let i = 0; i < 2_000; i++) await set(`mid-${i}`, 4000);
+      for (let i = 0; i < 50; i++) await set(`huge-${i}`, 200_000);
+      for (let i = 0; i < 60_000; i++) await set(`tiny-${i}`, 10);
+      let seed = 7;
+      for (let i = 0; i < 20_000; i++) {
+        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+        await set(`mixed-${i % 3000}`, [1, 60, 500, 3000, 20_000, 70_000][seed % 6]!);
+      }
+      expect(engine.stats().evictions).toBeGreaterThan(0);
+      // What is left reads back whole; evicted keys read as absent.
+      for (const [name, size] of written) {
+        const value = engine.get(text(name));
+        if (value === undefined) continue;
+        expect(value.byteLength).toBe(size);
+        expect(value[0]).toBe(size & 0xff);
+      }
+    },
+  );
+
+  it('an overwrite whose own old value is evicted with a slab stores the new value', async () => {
+    const engine = new MemoryEngine({ maxMemory: 2 ** 20, eviction: 'allkeys-lru' });
+    // Fill the cap with 100-byte values until the first eviction: the key written just before it
+    // was the last item carved, in the last slab of its class (the last one took an evicted item).
+    let i = 0;
+    const name = (n: number): Uint8Array => text(`k${String(n).padStart(6, '0')}`);
+    while (engine.stats().evictions === 0) await engine.set(name(i++), new Uint8Array(100));
+    const last = name(i - 2);
+    expect(engine.header(last)?.seq).toBe(1);
+    // A 4,000-byte value has no class of its own yet: the 100-byte class's last slab is emptied,
+    // this key's own value with it, and the key is stored anew (seq starts again, as after a DEL).
+    await engine.set(last, new Uint8Array(4000).fill(9));
+    expect(engine.get(last)?.byteLength).toBe(4000);
+    expect(engine.get(last)?.[3999]).toBe(9);
+    expect(engine.header(last)).toEqual({ writeEpoch: 0, seq: 1, tombstone: false });
+    expect(engine.footprint()).toBeLessThanOrEqual(2 ** 20);
+    expect(engine.count()).toBeLessThan(i);
+    expect(engine.bytesUsed()).toBe(engine.stats().keyBytes + engine.stats().valueBytes);
+  });
+
+  it('noeviction: OUT_OF_MEMORY once full, reads and deletes go on, deletes make room', async () => {
+    const engine = new MemoryEngine({ maxMemory: CAP });
+    let stored = 0;
+    let refusal: unknown;
+    for (; stored < 100_000; stored++) {
+      try {
+        await engine.set(text(`k${stored}`), new Uint8Array(100));
+      } catch (error) {
+        refusal = error;
+        break;
+      }
+    }
+    expect(refusal).toBeInstanceOf(StorageEngineError);
+    expect((refusal as StorageEngineError).code).toBe('OUT_OF_MEMORY');
+    expect(engine.footprint()).toBeLessThanOrEqual(CAP);
+    expect(stored).toBeGreaterThan(CAP / 200);
+    expect(engine.get(text('k0'))?.byteLength).toBe(100);
+    // Space is per size class without eviction: keys of the same length take the freed items.
+    for (let i = 10_000; i < 10_100; i++) expect(await engine.delete(text(`k${i}`))).toBe(true);
+    for (let i = 10_000; i < 10_100; i++) await engine.set(text(`a${i}`), new Uint8Array(100));
+    expect(engine.health().degraded).toBe('');
+  });
+
+  it('with an eviction policy, OUT_OF_MEMORY only when nothing is evictable (tombstones)', async () => {
+    const engine = new MemoryEngine({ maxMemory: 2 ** 20, eviction: 'allkeys-lru' });
+    // Tombstones are never refused (a delete must go through) and never evicted.
+    for (let i = 0; engine.footprint() < 2 ** 20; i++) await engine.tombstone(text(`t${i}`), 1);
+    const refused = await engine.set(text('value'), new Uint8Array(100)).then(
+      () => undefined,
+      (error: StorageEngineError) => error.code,
+    );
+    expect(refused).toBe('OUT_OF_MEMORY');
+    expect(engine.health().degraded).toMatch(/out of memory/);
+  });
+});
