@@ -46,8 +46,8 @@ export interface StorageNodeOptions {
    */
   readonly mapSize?: number;
   /**
-   * memory: cap on the engine's footprint in bytes (value slabs, metadata and the key index; the
-   * process's RSS is this plus a fixed overhead, see ENGINES.md). Default 0: no cap.
+   * memory: cap on the engine's footprint in bytes (the slabs holding keys with their values, the
+   * per-key metadata and the key index; RSS is this plus a fixed overhead, see ENGINES.md). Default 0: no cap.
    */
   readonly maxMemory?: number;
   /** memory: what a write past `maxMemory` does. Default 'noeviction' (OUT_OF_MEMORY). */
