@@ -33,9 +33,18 @@ function directClient(port: number, extra: Parameters<typeof createClient>[1] = 
   return client;
 }
 
+/** Waits until `client` has a map and a ready connection to every node of it. */
 async function withMap(client: DstoreClient): Promise<DstoreClient> {
   await waitFor(() => (client.routingStats?.mapEpoch ?? -1) >= 0, 'the client has a cluster map');
+  await waitForLinks(client);
   return client;
+}
+
+async function waitForLinks(client: DstoreClient): Promise<void> {
+  await waitFor(() => {
+    const stats = client.routingStats!;
+    return stats.nodesReady === stats.nodes;
+  }, 'connections to every node of the map');
 }
 
 /** The history checker's request shape over a client's GET/SET/DEL. */
@@ -67,6 +76,7 @@ describe('direct routing under membership changes', () => {
       clients: 6,
       keys: 1500,
       restart: true,
+      restartUnderLoad: true,
       deleteRatio: 0.1,
       requester: async (port) => {
         const client = await withMap(directClient(port));
@@ -125,6 +135,7 @@ describe('direct routing rules', () => {
     const movedBefore = stale.routingStats!.moved;
     forceMap(stale, old);
     expect(stale.routingStats!.mapEpoch).toBe(old.epoch);
+    await waitForLinks(stale);
     for (let i = 0; i < 200; i++) expect(await stale.getString(`stale:${i}`)).toBe(`v${i}`);
     const after = stale.routingStats!;
     expect(after.moved).toBeGreaterThan(movedBefore);
@@ -134,7 +145,41 @@ describe('direct routing rules', () => {
     const direct = after.direct;
     for (let i = 0; i < 50; i++) expect(await stale.getString(`stale:${i}`)).toBe(`v${i}`);
     expect(stale.routingStats!.direct).toBe(direct + 50);
+
+    // The bound: with no redirect allowed, the first MOVED fails the command, naming the redirect.
+    const bounded = directClient(port, { maxRedirections: 0, mapRefreshInterval: 3_600_000 });
+    await withMap(bounded);
+    forceMap(bounded, old);
+    await waitForLinks(bounded);
+    const failure = await bounded.set('stale:0', 'never').catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(DstoreError);
+    expect((failure as DstoreError).code).toBe(ErrorCode.TOO_MANY_REDIRECTS);
+    expect((failure as DstoreError).notExecuted).toBe(true);
+    expect((failure as DstoreError).message).toMatch(/last: MOVED from node-\d to node-\d .* at epoch \d+/);
+    expect(await client.getString('stale:0')).toBe('v0');
   }, 90_000);
+
+  it('splits MGET and MSET per node and sends each part straight to its node', async () => {
+    const balancer = await startBalancer(resources);
+    const port = balancer.address.port;
+    for (const id of ['node-1', 'node-2', 'node-3']) await spawnNode(resources, id, port);
+    await waitForNodesUp(balancer, 3);
+    const client = await withMap(directClient(port));
+    const entries = Array.from({ length: 120 }, (_, i) => [`batch:${i}`, `v${i}`] as const);
+    await client.mset(entries);
+    const afterMset = client.routingStats!;
+    // One part per node, none through the balancer.
+    expect(afterMset.direct).toBe(3);
+    expect(afterMset.viaBalancer).toBe(0);
+    const keys = [...entries.map(([key]) => key), 'batch:missing'];
+    const values = await client.mget(keys);
+    expect(values.map((value) => (value === null ? null : Buffer.from(value).toString()))).toEqual([
+      ...entries.map(([, value]) => value),
+      null,
+    ]);
+    expect(client.routingStats!.direct).toBe(6);
+    expect(client.routingStats!.viaBalancer).toBe(0);
+  }, 60_000);
 
   it('a node that was removed refuses direct requests', async () => {
     const balancer = await startBalancer(resources);
@@ -184,7 +229,7 @@ describe('direct routing rules', () => {
     const unreachable: string[] = [];
     const client = directClient(port, { token: 'balancer-users-token' });
     client.on('nodeUnreachable', (nodeId) => unreachable.push(nodeId));
-    await withMap(client);
+    await waitFor(() => (client.routingStats?.mapEpoch ?? -1) >= 0, 'the client has a cluster map');
     await waitFor(() => unreachable.length === 2, 'both nodes reported unreachable');
     expect(new Set(unreachable)).toEqual(new Set(['node-1', 'node-2']));
     await client.set('through:balancer', 'v');
@@ -206,8 +251,9 @@ describe('direct routing rules', () => {
     const unreachable: string[] = [];
     const client = directClient(port, { maxRetriesPerRequest: 0 });
     client.on('nodeUnreachable', (nodeId) => unreachable.push(nodeId));
-    await withMap(client);
+    await waitFor(() => (client.routingStats?.mapEpoch ?? -1) >= 0, 'the client has a cluster map');
     await waitFor(() => unreachable.length === 1, 'node-1 reported unreachable');
+    expect(client.routingStats!.nodesReady).toBe(0);
     await expect(client.set('k', 'v')).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
     expect(client.routingStats!.viaBalancer).toBe(1);
   }, 60_000);

@@ -48,6 +48,11 @@ export interface ScenarioOptions {
   readonly requester?: (balancerPort: number) => Promise<Requester>;
   /** Fraction of operations that are DELs (default 0). */
   readonly deleteRatio?: number;
+  /**
+   * With lmdb: after the membership rounds, while the load still runs, SIGKILL one node and
+   * restart it on its data dir (at a new port); its keys fail (UNAVAILABLE) meanwhile, never stale.
+   */
+  readonly restartUnderLoad?: boolean;
 }
 
 /** What one join moved. */
@@ -177,6 +182,14 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
   ) {
     await joinNode(`node-r${round}`);
     await leaveNode([...nodes.keys()][0]!);
+  }
+  if (options.restartUnderLoad && engine === 'lmdb') {
+    const [id, node] = [...nodes][0]!;
+    node.child.kill('SIGKILL');
+    await node.exited;
+    await start(id);
+    await waitForNodesUp(balancer, nodes.size);
+    log(`restart under load: ${id} SIGKILLed and restarted on its data dir`);
   }
   membershipDone = true;
   await load;

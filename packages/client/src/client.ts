@@ -175,7 +175,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * through the balancer, redirects, map fetches and pushes, the map's epoch. Undefined otherwise.
    */
   get routingStats(): Readonly<DirectRoutingStats> | undefined {
-    return this.direct === undefined ? undefined : { ...this.direct.stats };
+    return this.direct?.snapshot();
   }
 
   /** Commands waiting in the offline queue. */

@@ -52,6 +52,10 @@ export interface DirectRoutingStats {
   pushes: number;
   /** Epoch of the map in use; -1 before the first. */
   mapEpoch: number;
+  /** Nodes of the map. */
+  nodes: number;
+  /** Nodes of the map whose connection is ready now (the others' commands go through the balancer). */
+  nodesReady: number;
 }
 
 /** What the router needs from its client. */
@@ -119,6 +123,8 @@ export class DirectRouter {
     refreshes: 0,
     pushes: 0,
     mapEpoch: -1,
+    nodes: 0,
+    nodesReady: 0,
   };
 
   private map: DirectMap | undefined;
@@ -131,6 +137,13 @@ export class DirectRouter {
   constructor(private readonly options: DirectRouterOptions) {
     this.backstop = setInterval(() => void this.refresh(), options.refreshIntervalMs);
     this.backstop.unref();
+  }
+
+  /** The counters, with the node counts of this moment. */
+  snapshot(): DirectRoutingStats {
+    let ready = 0;
+    for (const node of this.map?.nodes.values() ?? []) if (node.link.isReady) ready++;
+    return { ...this.stats, nodes: this.map?.nodes.size ?? 0, nodesReady: ready };
   }
 
   /** Epoch of the map in use; undefined before the first map. */
