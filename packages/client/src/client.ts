@@ -468,7 +468,9 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       });
     }
     const connection = this.link.connection;
-    const routerClosed = this.direct?.close();
+    const routerClosed = this.direct?.close(
+      immediately ? clientClosedError(`${this.label} disconnected`) : undefined,
+    );
     const linkClosed = this.link.close();
     connection?.destroy(clientClosedError(`${this.label} disconnected`));
     await linkClosed;

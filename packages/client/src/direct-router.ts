@@ -226,13 +226,18 @@ export class DirectRouter {
     }
   }
 
-  /** Stops refreshing and closes every node link. */
-  async close(): Promise<void> {
+  /**
+   * Stops refreshing and closes every node link; with `destroyWith`, commands in flight on them
+   * fail at once with that error (the client's `disconnect()`).
+   */
+  async close(destroyWith?: Error): Promise<void> {
     this.closed = true;
     clearInterval(this.backstop);
     if (this.delayedRefresh !== undefined) clearTimeout(this.delayedRefresh);
-    const nodes = this.map?.nodes.values() ?? [];
-    await Promise.all([...nodes].map((node) => node.link.close()));
+    const nodes = [...(this.map?.nodes.values() ?? [])];
+    const closed = Promise.all(nodes.map((node) => node.link.close()));
+    if (destroyWith !== undefined) for (const node of nodes) node.link.connection?.destroy(destroyWith);
+    await closed;
   }
 
   private async fetchMap(): Promise<void> {
@@ -323,7 +328,10 @@ export class DirectRouter {
       }
       redirects++;
       lastRedirect = describe(response, node.id);
-      if (redirects > this.options.maxRedirections) {
+      // An ASK of a DEL is always followed: the DEL already ran on this node, so failing it now
+      // could not say "not executed". Any other redirect means nothing ran (or it is a read).
+      const executedHere = response.op === Op.ASK && message.op === Op.DEL;
+      if (redirects > this.options.maxRedirections && !executedHere) {
         throw tooManyRedirects(redirects, this.options.maxRedirections, lastRedirect);
       }
       if (response.op === Op.ASK) {
@@ -532,9 +540,14 @@ function remaining(options: RouteOptions, deadline: number): RouteOptions {
   return options.signal === undefined ? { timeoutMs } : { timeoutMs, signal: options.signal };
 }
 
-/** A failure of the node link that certainly did not run the command and may pass elsewhere. */
+/**
+ * A failure of the node link that certainly did not run the command and may pass elsewhere: the
+ * link is down, the node is busy or closing, or a node that predates direct routing refused it
+ * for routing reasons (NOT_OWNER, STALE_EPOCH instead of MOVED).
+ */
 function isSafeToReroute(error: unknown): boolean {
-  return error instanceof DstoreError && error.notExecuted && error.retryable;
+  if (!(error instanceof DstoreError) || !error.notExecuted) return false;
+  return error.retryable || error.code === ErrorCode.NOT_OWNER || error.code === ErrorCode.STALE_EPOCH;
 }
 
 function describe(redirect: MovedResponse | AskResponse, from: string): string {
