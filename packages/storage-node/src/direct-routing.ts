@@ -83,16 +83,17 @@ export class DirectRouting {
   }
 
   /**
-   * A direct GET found nothing: while the key's range moves here (and it was not deleted here),
-   * the old owner may still hold its value, so the client is sent there once (ASK). Returns true
-   * when it answered.
+   * A direct GET found nothing while the key's range moves here: the old owner may still hold its
+   * value, so the client is sent there once (ASK); unless the key was deleted here (a tombstone,
+   * newer than the old owner's copy): then it is not found. Returns true when it answered.
    */
-  askOnMiss(request: GetRequest, connection: Connection): boolean {
+  answerMiss(request: GetRequest, connection: Connection): boolean {
     if (request.epoch === undefined || request.fallback === true || connection.principal?.kind === 'peer')
       return false;
     const source = this.ownership.sourceOf(request.key);
-    if (source === undefined || this.deletedHere(request.key)) return false;
-    connection.reply(this.ask(request.id, source, undefined));
+    if (source === undefined) return false;
+    if (this.deletedHere(request.key)) connection.reply({ op: Op.VALUE, id: request.id, value: null });
+    else connection.reply(this.ask(request.id, source, undefined));
     return true;
   }
 

@@ -283,8 +283,8 @@ export class RequestHandler {
       this.engineFailed(connection, request.id, error);
       return;
     }
-    if (value === undefined && this.ownership.migratingIn && this.direct.askOnMiss(request, connection)) {
-      // A direct client is sent to the old owner once (ASK), as a balancer would fall back to it.
+    if (value === undefined && this.ownership.migratingIn && this.direct.answerMiss(request, connection)) {
+      // A direct client: sent to the old owner once (ASK), as a balancer would fall back to it.
     } else if (value === undefined && this.ownership.migratingIn && this.deletedHere(request.key)) {
       // A tombstone: the key was deleted here while its range moves in, so the old owner's copy
       // is older; the balancer must not fall back to it.
