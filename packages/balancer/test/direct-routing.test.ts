@@ -24,6 +24,8 @@ import type { Requester } from './history.js';
 import { runMigrationScenario } from './migration-load.js';
 
 const resources = new Resources();
+/** Keys of the load scenario. */
+const LOAD_KEYS = 1500;
 afterEach(() => resources.releaseAll());
 
 /** A direct-routing client, closed at release. */
@@ -47,15 +49,26 @@ async function waitForLinks(client: DstoreClient): Promise<void> {
   }, 'connections to every node of the map');
 }
 
-/** The history checker's request shape over a client's GET/SET/DEL. */
-function asRequester(client: DstoreClient): Requester {
+/**
+ * The history checker's request shape over a client. Every third read is an MGET of the key and
+ * another one (split per node, redirected parts through the balancer) and every third write a
+ * one-entry MSET, so the batch paths face the same migrations and checks as GET and SET.
+ */
+function asRequester(client: DstoreClient, keys: number): Requester {
+  let calls = 0;
   return {
     async request(message: WithoutId<Request>): Promise<Response> {
+      calls++;
       switch (message.op) {
-        case Op.GET:
-          return { op: Op.VALUE, id: 0, value: await client.get(message.key) };
+        case Op.GET: {
+          if (calls % 3 !== 0) return { op: Op.VALUE, id: 0, value: await client.get(message.key) };
+          const other = `load-${Math.floor(Math.random() * keys)}`;
+          const [value] = await client.mget([message.key, other]);
+          return { op: Op.VALUE, id: 0, value: value ?? null };
+        }
         case Op.SET:
-          await client.set(message.key, message.value);
+          if (calls % 3 === 0) await client.mset([[message.key, message.value]]);
+          else await client.set(message.key, message.value);
           return { op: Op.OK, id: 0 };
         case Op.DEL:
           return { op: Op.COUNT, id: 0, count: (await client.del(message.key)) ? 1 : 0 };
@@ -74,14 +87,14 @@ describe('direct routing under membership changes', () => {
       engine: 'lmdb',
       ops: 12_000,
       clients: 6,
-      keys: 1500,
+      keys: LOAD_KEYS,
       restart: true,
       restartUnderLoad: true,
       deleteRatio: 0.1,
       requester: async (port) => {
         const client = await withMap(directClient(port));
         clients.push(client);
-        return asRequester(client);
+        return asRequester(client, LOAD_KEYS);
       },
       log: (line) => console.log(`[direct] ${line}`),
     });
