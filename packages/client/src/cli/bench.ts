@@ -98,7 +98,7 @@ export function registerBenchCommand(
 
 /** Lets a direct-routing client get its first map (else the first requests go via the balancer). */
 async function waitForMap(client: DstoreClient): Promise<void> {
-  for (let waited = 0; waited < 5000 && (client.routingStats?.mapEpoch ?? -1) < 0; waited += 20) {
+  for (let waited = 0; waited < 3000 && (client.routingStats?.mapEpoch ?? -1) < 0; waited += 20) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
