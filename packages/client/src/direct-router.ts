@@ -146,11 +146,6 @@ export class DirectRouter {
     return { ...this.stats, nodes: this.map?.nodes.size ?? 0, nodesReady: ready };
   }
 
-  /** Epoch of the map in use; undefined before the first map. */
-  get epoch(): number | undefined {
-    return this.map?.topology.epoch;
-  }
-
   /**
    * Installs a map from the balancer if it is newer than the one in use (a higher epoch of the
    * same generation, the same epoch with other addresses, or another generation: the cluster was
@@ -165,9 +160,9 @@ export class DirectRouter {
       if (snapshot.epoch < current.topology.epoch) return false;
       if (snapshot.epoch === current.topology.epoch && signature === current.signature) return false;
     }
-    let ring: Topology;
+    let topology: Topology;
     try {
-      ring = new Topology(ringOfSpec(snapshot), snapshot.epoch);
+      topology = new Topology(ringOfSpec(snapshot), snapshot.epoch);
     } catch {
       // A ring this client cannot build (an algorithm it does not know): keep using the balancer.
       return false;
@@ -189,7 +184,7 @@ export class DirectRouter {
         if (nodes.get(id) !== entry) void entry.link.close();
       }
     }
-    this.map = { topology: ring, generation: snapshot.generation, nodes, signature };
+    this.map = { topology, generation: snapshot.generation, nodes, signature };
     this.stats.mapEpoch = snapshot.epoch;
     this.options.host.mapChanged(snapshot.epoch);
     return true;
