@@ -7,77 +7,19 @@
  * smart client correct, one by one: a stale map is redirected and converges, a removed node
  * refuses direct requests, unreachable nodes fall back to the balancer.
  */
-import { createClient, type DstoreClient, ErrorCode } from '@dstore/client';
-import {
-  type ClusterMapSnapshot,
-  DstoreError,
-  Op,
-  PeerLink,
-  type Request,
-  type Response,
-  toBytes,
-  type WithoutId,
-} from '@dstore/protocol';
+import { type DstoreClient, ErrorCode } from '@dstore/client';
+import { type ClusterMapSnapshot, DstoreError, Op, PeerLink, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
+import { asRequester, directClient as newDirectClient, waitForLinks, withMap } from './direct-client.js';
 import { Resources, spawnNode, startBalancer, waitFor, waitForNodesUp } from './helpers.js';
-import type { Requester } from './history.js';
 import { runMigrationScenario } from './migration-load.js';
 
 const resources = new Resources();
+const directClient = (port: number, extra: Parameters<typeof newDirectClient>[2] = {}): DstoreClient =>
+  newDirectClient(resources, port, extra);
 /** Keys of the load scenario. */
 const LOAD_KEYS = 1500;
 afterEach(() => resources.releaseAll());
-
-/** A direct-routing client, closed at release. */
-function directClient(port: number, extra: Parameters<typeof createClient>[1] = {}): DstoreClient {
-  const client = createClient({ host: '127.0.0.1', port, routing: 'direct', ...extra });
-  resources.add(() => client.disconnect());
-  return client;
-}
-
-/** Waits until `client` has a map and a ready connection to every node of it. */
-async function withMap(client: DstoreClient): Promise<DstoreClient> {
-  await waitFor(() => (client.routingStats?.mapEpoch ?? -1) >= 0, 'the client has a cluster map');
-  await waitForLinks(client);
-  return client;
-}
-
-async function waitForLinks(client: DstoreClient): Promise<void> {
-  await waitFor(() => {
-    const stats = client.routingStats!;
-    return stats.nodesReady === stats.nodes;
-  }, 'connections to every node of the map');
-}
-
-/**
- * The history checker's request shape over a client. Every third read is an MGET of the key and
- * another one (split per node, redirected parts through the balancer) and every third write a
- * one-entry MSET, so the batch paths face the same migrations and checks as GET and SET.
- */
-function asRequester(client: DstoreClient, keys: number): Requester {
-  let calls = 0;
-  return {
-    async request(message: WithoutId<Request>): Promise<Response> {
-      calls++;
-      switch (message.op) {
-        case Op.GET: {
-          if (calls % 3 !== 0) return { op: Op.VALUE, id: 0, value: await client.get(message.key) };
-          const other = `load-${Math.floor(Math.random() * keys)}`;
-          const [value] = await client.mget([message.key, other]);
-          return { op: Op.VALUE, id: 0, value: value ?? null };
-        }
-        case Op.SET:
-          if (calls % 3 === 0) await client.mset([[message.key, message.value]]);
-          else await client.set(message.key, message.value);
-          return { op: Op.OK, id: 0 };
-        case Op.DEL:
-          return { op: Op.COUNT, id: 0, count: (await client.del(message.key)) ? 1 : 0 };
-        default:
-          throw new Error(`op ${message.op} is not used by the history checker`);
-      }
-    },
-  };
-}
 
 describe('direct routing under membership changes', () => {
   it('loses no acknowledged write and serves no stale read across joins, a leave and restarts', async () => {
