@@ -6,13 +6,18 @@
  * also runs the twemproxy + 3 Redis reference (scripts/reference-twemproxy.sh).
  *
  * Env: DSTORE_BENCH_OPS (default 200000), DSTORE_BENCH_CONCURRENCY (50), DSTORE_BENCH_ENGINES (memory,lmdb).
+ *
+ * `--routing balancer` (default): the above. `--routing direct`: the same load with `dstore bench
+ * --routing direct` (the client sends each request straight to the key's node) against the
+ * 3-node cluster, with each process's CPU µs per op. `--routing both`: balancer and direct on one
+ * cluster in one run, with the ratio.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type BenchJson, errorCount, runLoad } from './bench-load.js';
+import { type BenchJson, type CpuSample, errorCount, runLoad, runLoadWithCpu } from './bench-load.js';
 import { type ClusterProcess, type ClusterState, startCluster, stopCluster } from './cluster.js';
 
 const ops = process.env.DSTORE_BENCH_OPS ?? '200000';
@@ -20,6 +25,14 @@ const concurrency = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
 const engines = (process.env.DSTORE_BENCH_ENGINES ?? 'memory,lmdb').split(',') as ('memory' | 'lmdb')[];
 
 const bench = (server: string): BenchJson => runLoad(server, { ops, concurrency });
+
+type RoutingFlag = 'balancer' | 'direct' | 'both';
+const routingAt = process.argv.indexOf('--routing');
+const routingFlag = (routingAt < 0 ? 'balancer' : process.argv[routingAt + 1]) as RoutingFlag;
+if (!['balancer', 'direct', 'both'].includes(routingFlag)) {
+  console.error(`--routing must be balancer, direct or both, got ${String(routingFlag)}`);
+  process.exit(2);
+}
 
 function row(label: string, report: BenchJson): string {
   const errors = errorCount(report);
@@ -48,6 +61,57 @@ async function benchCluster(
     await stopCluster(root);
     rmSync(root, { recursive: true, force: true });
   }
+}
+
+/** One routing mode against a running cluster, with the CPU of every process around the measured load. */
+function benchRouting(state: ClusterState, routing: 'balancer' | 'direct'): CpuSample {
+  const server = `${state.balancer.host}:${state.balancer.port}`;
+  const pids = [state.balancer.pid, ...state.nodes.map((node) => node.pid)];
+  return runLoadWithCpu(server, pids, {
+    ops,
+    concurrency,
+    warmupOps: 20_000,
+    extraArgs: ['--routing', routing],
+  });
+}
+
+function cpuRow(label: string, sample: CpuSample): string {
+  const [balancer = 0, ...nodes] = sample.cpuUsPerOp;
+  const nodesTotal = nodes.reduce((sum, us) => sum + us, 0);
+  const total = balancer + nodesTotal + sample.loadCpuUsPerOp;
+  return `${row(label, sample.report)}   cpu µs/op: balancer ${balancer.toFixed(1)}, nodes ${nodesTotal.toFixed(1)} (${nodes.map((us) => us.toFixed(1)).join(' / ')}), load ${sample.loadCpuUsPerOp.toFixed(1)}, total ${total.toFixed(1)}`;
+}
+
+if (routingFlag !== 'balancer') {
+  for (const engine of engines) {
+    const root = mkdtempSync(join(tmpdir(), `dstore-bench-${engine}-`));
+    try {
+      const state = await startCluster({ root, engine, nodes: 3 });
+      const modes = routingFlag === 'both' ? (['balancer', 'direct'] as const) : (['direct'] as const);
+      const samples = new Map<string, CpuSample>();
+      for (const mode of modes) {
+        const sample = benchRouting(state, mode);
+        samples.set(mode, sample);
+        console.log(
+          cpuRow(
+            `${engine}: ${mode === 'direct' ? 'client -> 3 nodes (direct)' : 'client -> balancer -> 3 nodes'}`,
+            sample,
+          ),
+        );
+      }
+      const viaBalancer = samples.get('balancer');
+      const direct = samples.get('direct');
+      if (viaBalancer !== undefined && direct !== undefined) {
+        console.log(
+          `${engine}: ratio direct/balancer = ${(direct.report.throughput / viaBalancer.report.throughput).toFixed(2)}`,
+        );
+      }
+    } finally {
+      await stopCluster(root);
+      rmSync(root, { recursive: true, force: true });
+    }
+  }
+  process.exit(0);
 }
 
 for (const engine of engines) {

@@ -63,11 +63,23 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }
 
+/**
+ * CPU seconds (user + system) of this process's children that have exited and been waited for
+ * (Linux: /proc/self/stat cutime + cstime): read around a `spawnSync`, the CPU of the load process.
+ */
+export function reapedChildrenCpuSeconds(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / CLK_TCK;
+}
+
 /** A load's report and, around it, each server's CPU µs per completed op. */
 export interface CpuSample {
   readonly report: BenchJson;
   /** One entry per process of `pids`, in their order. */
   readonly cpuUsPerOp: number[];
+  /** The load process's own CPU µs per completed op (Linux). */
+  readonly loadCpuUsPerOp: number;
 }
 
 /**
@@ -81,9 +93,11 @@ export function runLoadWithCpu(
 ): CpuSample {
   if (options.warmupOps > 0) runLoad(server, { ...options, ops: options.warmupOps });
   const before = pids.map(cpuSeconds);
+  const loadBefore = reapedChildrenCpuSeconds();
   const report = runLoad(server, options);
+  const loadCpuUsPerOp = ((reapedChildrenCpuSeconds() - loadBefore) * 1e6) / report.ops;
   const cpuUsPerOp = pids.map((pid, i) => ((cpuSeconds(pid) - before[i]!) * 1e6) / report.ops);
-  return { report, cpuUsPerOp };
+  return { report, cpuUsPerOp, loadCpuUsPerOp };
 }
 
 /** The median of `values` (the mean of the middle two for an even count). */

@@ -108,11 +108,14 @@ function tlsArgs(tls: ClusterTls | undefined): string[] {
   return tls === undefined ? [] : ['--tls-cert', tls.cert, '--tls-key', tls.key, '--tls-ca', tls.ca];
 }
 
-/** The authentication flags of a balancer (everything) or a node (the cluster secret). */
+/**
+ * The authentication flags of a balancer (everything) or a node (the cluster secret and the users,
+ * so clients that route directly authenticate at the nodes as at the balancer).
+ */
 function authArgs(auth: ClusterAuth | undefined, role: 'balancer' | 'node'): string[] {
   if (auth === undefined) return [];
   const args = ['--cluster-secret', auth.clusterSecret];
-  if (role === 'balancer' && auth.usersFile !== undefined) args.push('--users', auth.usersFile);
+  if (auth.usersFile !== undefined) args.push('--users', auth.usersFile);
   if (role === 'balancer' && auth.adminToken !== undefined) args.push('--admin-token', auth.adminToken);
   return args;
 }

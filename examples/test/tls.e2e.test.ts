@@ -125,6 +125,41 @@ describe('a TLS cluster', () => {
     expect(ring.nodes.map((node) => node.id).sort()).toEqual(['node-2', 'node-3', 'node-4']);
   }, 90_000);
 
+  it('routes directly to the nodes over TLS, as a user, and refuses what the user may not do', async () => {
+    const direct = createClient(`dstores://${state.balancer.host}:${state.balancer.port}`, {
+      tls: { ca: pki.ca.cert },
+      ...WRITER,
+      routing: 'direct',
+    });
+    const reader = createClient(`dstores://${state.balancer.host}:${state.balancer.port}`, {
+      tls: { ca: pki.ca.cert },
+      ...READER,
+      routing: 'direct',
+    });
+    try {
+      const linked = (c: DstoreClient) => {
+        const stats = c.routingStats;
+        return (
+          stats !== undefined && stats.mapEpoch >= 0 && stats.nodes > 0 && stats.nodesReady === stats.nodes
+        );
+      };
+      for (let waited = 0; !(linked(direct) && linked(reader)); waited += 20) {
+        if (waited > 15_000) throw new Error('direct clients never connected to every node');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      for (let i = 0; i < 50; i++) await direct.set(`tls-direct:${i}`, `v${i}`);
+      for (let i = 0; i < 50; i++) expect(await reader.getString(`tls-direct:${i}`)).toBe(`v${i}`);
+      expect(direct.routingStats!.direct).toBeGreaterThanOrEqual(50);
+      expect(reader.routingStats!.direct).toBeGreaterThanOrEqual(50);
+      expect(direct.routingStats!.viaBalancer).toBe(0);
+      // The node checks the user's grant as the balancer does: a read-only user cannot write.
+      await expect(reader.set('tls-direct:0', 'x')).rejects.toMatchObject({ code: 'NO_PERMISSION' });
+      expect(await direct.getString('tls-direct:0')).toBe('v0');
+    } finally {
+      await Promise.all([direct.close(), reader.close()]);
+    }
+  });
+
   it('the dstore CLI speaks TLS with --tls-ca and dstores://, as a user', () => {
     const server = `dstores://${state.balancer.host}:${state.balancer.port}`;
     const asWriter = ['--user', WRITER.user, '--password', WRITER.password];

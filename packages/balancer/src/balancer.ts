@@ -21,6 +21,7 @@ import { candidateName } from './coordinator-link.js';
 import { EtcdMapStore } from './etcd-map-store.js';
 import { HealthMonitor } from './health.js';
 import { createLogger } from './logger.js';
+import { MapPublisher } from './map-publisher.js';
 import { FileMapStore, type MapStore, MemoryMapStore } from './map-store.js';
 import { Membership } from './membership.js';
 import { BalancerMetrics } from './metrics.js';
@@ -59,6 +60,8 @@ export class Balancer {
 
   private readonly health: HealthMonitor;
   private readonly router: Router;
+  /** The cluster map for direct-routing clients (CLUSTER_MAP, MAP_PUSH). */
+  private readonly maps: MapPublisher;
   private readonly control: ControlHandler;
   private readonly server: FrameServer;
   private readonly admin: AdminServer | undefined;
@@ -101,6 +104,7 @@ export class Balancer {
     });
     this.metrics = new BalancerMetrics(this.membership);
     this.router = new Router(this.membership, this.metrics);
+    this.maps = new MapPublisher(this.membership);
     this.control = new ControlHandler(this.membership, this.logger);
     this.server = new FrameServer({
       host: this.options.host,
@@ -310,6 +314,10 @@ export class Balancer {
         return;
       case Op.STATS:
         this.answerStats(request.id, connection, startMs);
+        return;
+      case Op.CLUSTER_MAP:
+        // Any authenticated client may route directly; the map holds no secrets.
+        this.maps.serve(request, connection);
         return;
       default:
         this.answerControl(request, connection, startMs);

@@ -47,6 +47,8 @@ export interface MembershipEvents {
   change: [epoch: number];
   /** This balancer stopped being the map's writer (its etcd lease was lost). */
   leadershipLost: [];
+  /** A new {@link Topology} was published (routed ring, epoch or fall-back index changed). */
+  topology: [];
 }
 
 /** Options of a {@link Membership}. */
@@ -193,6 +195,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.currentRing,
       this.migrator?.moves,
     );
+    this.emit('topology');
   }
 
   /** Routes on `ring` (at `epoch`) from now on. */

@@ -23,7 +23,7 @@ import {
   waitFor,
   waitForNodesUp,
 } from './helpers.js';
-import { clientLoop, finalCheck, History, write } from './history.js';
+import { clientLoop, finalCheck, History, type Requester, write } from './history.js';
 
 /** Options of {@link runMigrationScenario}. */
 export interface ScenarioOptions {
@@ -41,6 +41,18 @@ export interface ScenarioOptions {
    */
   readonly rounds?: number;
   readonly log?: (line: string) => void;
+  /**
+   * How each load client talks to the cluster; default a plain connection to the balancer. The
+   * direct-routing test passes a `routing: 'direct'` client, so the same scenario and checks apply.
+   */
+  readonly requester?: (balancerPort: number) => Promise<Requester>;
+  /** Fraction of operations that are DELs (default 0). */
+  readonly deleteRatio?: number;
+  /**
+   * With lmdb: after the membership rounds, while the load still runs, SIGKILL one node and
+   * restart it on its data dir (at a new port); its keys fail (UNAVAILABLE) meanwhile, never stale.
+   */
+  readonly restartUnderLoad?: boolean;
 }
 
 /** What one join moved. */
@@ -68,6 +80,8 @@ export interface ScenarioReport {
   readonly lostAfterRestart: readonly string[];
   readonly joins: readonly JoinFigure[];
   readonly durationMs: number;
+  /** Failed operations by error code. */
+  readonly failures: ReadonlyMap<string, number>;
 }
 
 async function waitForMigration(balancer: Balancer, epochBefore: number, nodes: number): Promise<void> {
@@ -107,7 +121,8 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
   await waitForNodesUp(balancer, 3);
 
   const history = new History(keys);
-  const connections = await Promise.all(Array.from({ length: clients }, () => connect(resources, port)));
+  const requester = options.requester ?? ((balancerPort: number) => connect(resources, balancerPort));
+  const connections = await Promise.all(Array.from({ length: clients }, () => requester(port)));
   const startedAt = performance.now();
   // Fill: every key gets a first version, so each join has keys to move.
   for (let key = 0; key < keys; key += 100) {
@@ -118,7 +133,9 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
   let membershipDone = false;
   const stop = () => membershipDone && history.reads + history.writeCount >= options.ops;
   const load = Promise.all(
-    connections.map((client, index) => clientLoop(history, client, index, clients, stop)),
+    connections.map((client, index) =>
+      clientLoop(history, client, index, clients, stop, 0, options.deleteRatio ?? 0),
+    ),
   );
 
   const joins: JoinFigure[] = [];
@@ -166,6 +183,14 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
     await joinNode(`node-r${round}`);
     await leaveNode([...nodes.keys()][0]!);
   }
+  if (options.restartUnderLoad && engine === 'lmdb') {
+    const [id, node] = [...nodes][0]!;
+    node.child.kill('SIGKILL');
+    await node.exited;
+    await start(id);
+    await waitForNodesUp(balancer, nodes.size);
+    log(`restart under load: ${id} SIGKILLed and restarted on its data dir`);
+  }
   membershipDone = true;
   await load;
   const durationMs = performance.now() - startedAt;
@@ -194,5 +219,6 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
     lostAfterRestart,
     joins,
     durationMs,
+    failures: history.failures,
   };
 }

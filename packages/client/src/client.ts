@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import {
   type BinaryLike,
   bytesToString,
+  type ClusterMapSnapshot,
+  type Connection,
   DEFAULT_LIMITS,
   DstoreError,
   ErrorCode,
@@ -14,6 +16,7 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
+import { type DataCommand, DirectRouter, type DirectRoutingStats } from './direct-router.js';
 import {
   abortedError,
   clientClosedError,
@@ -70,6 +73,14 @@ export interface ClientEvents {
   reconnecting: [delayMs: number, attempt: number];
   /** No more reconnects: after close()/disconnect(), or when retryStrategy returned null. */
   end: [];
+  /**
+   * `routing: 'direct'`: a storage node of the cluster map cannot be reached at the address the
+   * map gives (`error` says why: refused, unreachable, TLS, credentials). Its keys' commands go
+   * through the balancer meanwhile; emitted once per outage, again after it was reachable.
+   */
+  nodeUnreachable: [nodeId: string, address: string, error: Error];
+  /** `routing: 'direct'`: the client routes on a newer cluster map (fetched or pushed). */
+  clusterMap: [epoch: number];
 }
 
 /** One command from the call until it settles; it may wait in the offline queue on the way. */
@@ -119,6 +130,8 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   private connectWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   private inFlight = 0;
   private onAllAnswered: (() => void) | undefined;
+  /** Direct routing (`routing: 'direct'`): the map and the node links; undefined otherwise. */
+  private readonly direct: DirectRouter | undefined;
 
   constructor(...args: ClientArguments) {
     super();
@@ -127,14 +140,22 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     this.queue = new OfflineQueue<Command>(this.options.maxQueueLength, (command) =>
       this.expireQueued(command),
     );
+    const credentials = credentialsOf(this.options);
+    const direct = this.options.routing === 'direct';
+    this.direct = direct ? this.createDirectRouter() : undefined;
     this.link = new FailoverLink({
       servers: this.options.servers,
       link: {
         connectTimeoutMs: this.options.connectTimeout,
         role: 'client',
-        credentials: credentialsOf(this.options),
+        credentials,
         ...(this.options.tls === undefined ? {} : { tls: this.options.tls }),
-        connection: { requestTimeoutMs: this.options.commandTimeout },
+        connection: direct
+          ? {
+              requestTimeoutMs: this.options.commandTimeout,
+              onRequest: (request, connection) => this.onBalancerPush(request, connection),
+            }
+          : { requestTimeoutMs: this.options.commandTimeout },
       },
       // With one server a round is one attempt, so `times` means what it always did.
       retryStrategy: (round) => this.options.retryStrategy(round),
@@ -147,6 +168,14 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   /** Where the client is in its life (see {@link ClientStatus}). */
   get status(): ClientStatus {
     return this.state;
+  }
+
+  /**
+   * Direct routing counters (`routing: 'direct'`): commands answered by nodes directly, sent
+   * through the balancer, redirects, map fetches and pushes, the map's epoch. Undefined otherwise.
+   */
+  get routingStats(): Readonly<DirectRoutingStats> | undefined {
+    return this.direct?.snapshot();
   }
 
   /** Commands waiting in the offline queue. */
@@ -287,6 +316,38 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return this.closing;
   }
 
+  private createDirectRouter(): DirectRouter {
+    const tls = this.options.tls;
+    return new DirectRouter({
+      link: {
+        connectTimeoutMs: this.options.connectTimeout,
+        role: 'client',
+        credentials: credentialsOf(this.options),
+        // The balancer's server name is not a node's: each node is verified under its own host.
+        ...(tls === undefined ? {} : { tls: { ...tls, servername: undefined } }),
+        connection: { requestTimeoutMs: this.options.commandTimeout },
+      },
+      maxRedirections: this.options.maxRedirections,
+      refreshIntervalMs: this.options.mapRefreshInterval,
+      host: {
+        viaBalancer: (message, options) => this.link.request(message, options),
+        unreachable: (nodeId, address, error) => this.emit('nodeUnreachable', nodeId, address, error),
+        mapChanged: (epoch) => this.emit('clusterMap', epoch),
+      },
+    });
+  }
+
+  /** Requests the balancer sends on its link: only MAP_PUSH, to a client that subscribed. */
+  private onBalancerPush(request: Request, connection: Connection): void {
+    if (request.op === Op.MAP_PUSH && this.direct !== undefined) {
+      const snapshot: ClusterMapSnapshot = request;
+      this.direct.pushed(snapshot);
+      connection.reply({ op: Op.OK, id: request.id });
+      return;
+    }
+    connection.replyError(request.id, ErrorCode.UNKNOWN_OP, `op ${request.op} is not served by a client`);
+  }
+
   private get label(): string {
     return `${this.options.name || 'dstore client'} (${this.link.address})`;
   }
@@ -361,6 +422,8 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     this.connectWaiters = [];
     for (const waiter of waiters) waiter.resolve();
     this.emit('ready');
+    // Every new balancer connection fetches the map and subscribes to its pushes.
+    void this.direct?.refresh();
     // Oldest first, each with what is left of its deadline; all leave in one coalesced write.
     for (const command of this.queue.takeAll()) {
       this.unqueue(command);
@@ -405,9 +468,13 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       });
     }
     const connection = this.link.connection;
+    const routerClosed = this.direct?.close(
+      immediately ? clientClosedError(`${this.label} disconnected`) : undefined,
+    );
     const linkClosed = this.link.close();
     connection?.destroy(clientClosedError(`${this.label} disconnected`));
     await linkClosed;
+    await routerClosed;
     // The link emits 'end' itself only when it was running.
     if (!wasRunning) this.emit('end');
   }
@@ -517,7 +584,12 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
         ? { timeoutMs: remainingMs }
         : { timeoutMs: remainingMs, signal: command.signal };
     this.inFlight++;
-    this.link.request(command.message, requestOptions).then(
+    const direct = this.direct;
+    const sent =
+      direct !== undefined && isDataCommand(command.message)
+        ? direct.request(command.message, requestOptions)
+        : this.link.request(command.message, requestOptions);
+    sent.then(
       (response) => {
         this.answered();
         command.resolve(response);
@@ -607,6 +679,10 @@ export function createClient(port: number, host?: string, options?: ClientOption
 export function createClient(port: number, options: ClientOptions): DstoreClient;
 export function createClient(...args: ClientArguments): DstoreClient {
   return new DstoreClient(...args);
+}
+
+function isDataCommand(message: WithoutId<Request>): message is DataCommand {
+  return message.op >= Op.GET && message.op <= Op.MSET;
 }
 
 function inputBytes(input: BinaryLike, what: string): Uint8Array {

@@ -27,11 +27,13 @@ export {
   type StatsRecord,
 } from './client.js';
 export { closeDefaultClient, DEFAULT_DSTORE_URL, dget, dset, getDefaultClient } from './compat.js';
+export type { DirectRoutingStats } from './direct-router.js';
 export { isSafeToRetry } from './errors.js';
 export {
   type ClientArguments,
   type ClientOptions,
   DEFAULT_CLIENT_OPTIONS,
   defaultRetryStrategy,
+  type RoutingMode,
   type ServerAddress,
 } from './options.js';

@@ -91,7 +91,28 @@ export interface ClientOptions {
   readonly url?: string;
   /** A label for this client, used in error messages. Not sent on the wire. Default `''`. */
   readonly name?: string;
+  /**
+   * Where data commands (GET, SET, DEL, MGET, MSET) go. `'balancer'`: every command through the
+   * balancer. `'direct'`: the client fetches the cluster map from the balancer (and is pushed its
+   * changes), keeps one connection per storage node and sends each command straight to the key's
+   * owner; a node it cannot reach, or a map it cannot resolve, sends that command through the
+   * balancer instead (see the README, "Direct routing"). Default `'balancer'`.
+   */
+  readonly routing?: RoutingMode;
+  /**
+   * Direct routing: most MOVED/ASK redirects one command follows before it fails with
+   * TOO_MANY_REDIRECTS (naming the last one). Default `5`.
+   */
+  readonly maxRedirections?: number;
+  /**
+   * Direct routing: ms between backstop refreshes of the cluster map (changes are pushed; this
+   * only bounds how long a missed push can go unnoticed). Default `30000`.
+   */
+  readonly mapRefreshInterval?: number;
 }
+
+/** Where a client sends data commands: through the balancer, or straight to the key's node. */
+export type RoutingMode = 'balancer' | 'direct';
 
 /**
  * Every option with its value decided. `servers` always lists at least one balancer; `host` and
@@ -129,6 +150,9 @@ export const DEFAULT_CLIENT_OPTIONS: ResolvedClientOptions = Object.freeze({
   lazyConnect: false,
   keyPrefix: '',
   name: '',
+  routing: 'balancer',
+  maxRedirections: 5,
+  mapRefreshInterval: 30_000,
 });
 
 /**
@@ -153,6 +177,9 @@ const OPTION_NAMES: ReadonlySet<string> = new Set<keyof ClientOptions>([
   'tls',
   'url',
   'name',
+  'routing',
+  'maxRedirections',
+  'mapRefreshInterval',
 ]);
 
 /** Options of other clients (ioredis, node-redis, memcached) and what to use here instead. */
@@ -177,6 +204,7 @@ const FOREIGN_OPTIONS: ReadonlyMap<string, string> = new Map([
   ['enableAutoPipelining', 'nothing: commands issued in one tick always leave in one write'],
   ['clientName', 'name'],
   ['connectionName', 'name'],
+  ['scaleReads', "nothing: reads go to the key's owner (routing: 'direct') or the balancer"],
 ]);
 
 /** Refuses options this client does not know, naming the right one when it is a known mix-up. */
@@ -224,9 +252,16 @@ export const DSTORE_URL_SCHEME = 'dstore:';
 /** The URL scheme of dstore addresses reached over TLS (as `rediss:` is to `redis:`). */
 export const DSTORE_TLS_URL_SCHEME = 'dstores:';
 
-const NUMBER_PARAMS = ['connectTimeout', 'commandTimeout', 'maxRetriesPerRequest', 'maxQueueLength'] as const;
+const NUMBER_PARAMS = [
+  'connectTimeout',
+  'commandTimeout',
+  'maxRetriesPerRequest',
+  'maxQueueLength',
+  'maxRedirections',
+  'mapRefreshInterval',
+] as const;
 const BOOLEAN_PARAMS = ['enableOfflineQueue', 'lazyConnect'] as const;
-const STRING_PARAMS = ['keyPrefix', 'name', 'token', 'user', 'password'] as const;
+const STRING_PARAMS = ['keyPrefix', 'name', 'token', 'user', 'password', 'routing'] as const;
 
 /** A URL cut around its host list: `scheme://[userinfo@]`, the hosts, then path, query and fragment. */
 const URL_PARTS = /^([a-z][a-z\d+.-]*:\/\/(?:[^/?#@]*@)?)([^/?#]*)(.*)$/is;
@@ -344,6 +379,11 @@ export function resolveClientOptions(
   checkInteger('commandTimeout', merged.commandTimeout, 1);
   checkInteger('maxRetriesPerRequest', merged.maxRetriesPerRequest, 0);
   checkInteger('maxQueueLength', merged.maxQueueLength, 0);
+  checkInteger('maxRedirections', merged.maxRedirections, 0, 100);
+  checkInteger('mapRefreshInterval', merged.mapRefreshInterval, 1000);
+  if (merged.routing !== 'balancer' && merged.routing !== 'direct') {
+    throw invalidArgument(`routing must be 'balancer' or 'direct', got ${String(merged.routing)}`);
+  }
   if (typeof merged.retryStrategy !== 'function') throw invalidArgument('retryStrategy must be a function');
   checkCredentials(merged);
   return Object.freeze(merged);

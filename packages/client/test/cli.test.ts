@@ -238,6 +238,37 @@ describe('dstore bench', () => {
     expect(server.connectionCount).toBe(0);
   });
 
+  it('takes --routing: direct against a balancer without cluster maps routes everything through it', async () => {
+    expect((await dstore('bench', '--routing', 'sideways')).code).toBe(2);
+    const server = await startServer();
+    const run = await dstore(
+      'bench',
+      '--server',
+      server.address,
+      '--ops',
+      '200',
+      '--concurrency',
+      '4',
+      '--keyspace',
+      '20',
+      '--routing',
+      'direct',
+      '--json',
+    );
+    expect(run.code).toBe(0);
+    const report = JSON.parse(run.stdout) as {
+      ops: number;
+      errors: Record<string, number>;
+      config: { routing: string };
+      routing: { direct: number; viaBalancer: number; redirects: number };
+    };
+    expect(report.ops).toBe(200);
+    expect(report.errors).toEqual({});
+    expect(report.config.routing).toBe('direct');
+    // The fake balancer predates CLUSTER_MAP (UNKNOWN_OP): no map, so the balancer route serves all.
+    expect(report.routing).toEqual({ direct: 0, viaBalancer: 200, redirects: 0 });
+  });
+
   it('prints a readable report', async () => {
     const server = await startServer();
     server.stats = { 'node.n1.latency.p50_us': 30, 'node.n1.latency.p99_us': 80 };

@@ -18,6 +18,9 @@ describe('options', () => {
       lazyConnect: false,
       keyPrefix: '',
       name: '',
+      routing: 'balancer',
+      maxRedirections: 5,
+      mapRefreshInterval: 30_000,
     });
     expect(options.token).toBeUndefined();
     const delays = [1, 2, 3, 10].map((times) => DEFAULT_CLIENT_OPTIONS.retryStrategy(times));
@@ -66,6 +69,15 @@ describe('options', () => {
     expect(() => resolveClientOptions({ commandTimeout: 0 })).toThrow(/commandTimeout/);
     expect(() => resolveClientOptions({ port: 70_000 })).toThrow(/port/);
     expect(() => resolveClientOptions({ maxQueueLength: -1 })).toThrow(/maxQueueLength/);
+    expect(() => resolveClientOptions({ routing: 'cluster' as 'direct' })).toThrow(/routing/);
+    expect(() => resolveClientOptions({ maxRedirections: -1 })).toThrow(/maxRedirections/);
+    expect(() => resolveClientOptions({ mapRefreshInterval: 10 })).toThrow(/mapRefreshInterval/);
+  });
+
+  it('takes the routing options from a URL too', () => {
+    expect(
+      resolveClientOptions('dstore://h:1?routing=direct&maxRedirections=3&mapRefreshInterval=5000'),
+    ).toMatchObject({ routing: 'direct', maxRedirections: 3, mapRefreshInterval: 5000 });
   });
 
   it('lets explicit options override the URL, and ignores undefined ones', () => {

@@ -12,6 +12,7 @@ export { md5 } from './md5.js';
 export { murmur3Bytes, murmur3String } from './murmur3.js';
 export { type HashRangeLike, RangeIndex } from './range-index.js';
 export { createRing, HashRing } from './ring.js';
+export { type RingSpec, ringOfSpec, Topology } from './topology.js';
 export {
   DEFAULT_VNODES,
   type RangeMove,

@@ -2,6 +2,7 @@ import { Decoder, Encoder } from '@msgpack/msgpack';
 import { ErrorCode, ProtocolError } from './errors.js';
 import { type ProtocolLimits, resolveLimits } from './limits.js';
 import {
+  type ClusterMapSnapshot,
   type HashRange,
   type HeartbeatRequest,
   type KeyValue,
@@ -187,6 +188,30 @@ export function toWireArray(message: Message): Field[] {
           ];
     case Op.ERROR:
       return [message.op, message.id, message.code, message.message];
+    case Op.CLUSTER_MAP:
+      return [message.op, message.id, message.subscribe ? 1 : 0];
+    case Op.MAP_PUSH:
+    case Op.MAP:
+      // RING's layout after the id, addresses included the same way.
+      return [
+        message.op,
+        message.id,
+        message.epoch,
+        message.generation,
+        message.algorithm,
+        message.vnodes,
+        message.nodes.length,
+        ...message.nodes.flatMap((node) => [node.id, node.weight]),
+        ...(message.nodes.every((node) => node.host !== undefined && node.port !== undefined)
+          ? [message.nodes.length, ...message.nodes.flatMap((node) => [node.host!, node.port!])]
+          : []),
+      ];
+    case Op.MOVED:
+      return [message.op, message.id, message.epoch, message.nodeId, message.host, message.port];
+    case Op.ASK:
+      return message.count === undefined
+        ? [message.op, message.id, message.epoch, message.nodeId, message.host, message.port]
+        : [message.op, message.id, message.epoch, message.nodeId, message.host, message.port, message.count];
   }
 }
 
@@ -529,6 +554,10 @@ function readRequest(op: number, r: FieldReader): Request {
     }
     case Op.PURGE:
       return { op, id, epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER), ranges: r.ranges(3) };
+    case Op.CLUSTER_MAP:
+      return { op, id, subscribe: r.flag(2) === true };
+    case Op.MAP_PUSH:
+      return { op, id, ...mapSnapshot(r) };
     default:
       throw r.fail(ErrorCode.UNKNOWN_OP, `unknown op ${op}`);
   }
@@ -569,6 +598,29 @@ function readResponse(op: number, r: FieldReader): Response {
       return { op, id, signature: r.bytes(2, 'signature') };
     case Op.ERROR:
       return { op, id, code: r.string(2, 'code'), message: r.string(3, 'message') };
+    case Op.MAP:
+      return { op, id, ...mapSnapshot(r) };
+    case Op.MOVED:
+      return {
+        op,
+        id,
+        epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
+        nodeId: nonEmpty(r, r.string(3, 'nodeId'), 'nodeId'),
+        host: r.string(4, 'host'),
+        port: r.uint(5, 'port', 65535),
+      };
+    case Op.ASK: {
+      const count = r.optionalUint(6, 'count', 1);
+      const ask = {
+        op,
+        id,
+        epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
+        nodeId: nonEmpty(r, r.string(3, 'nodeId'), 'nodeId'),
+        host: r.string(4, 'host'),
+        port: r.uint(5, 'port', 65535),
+      };
+      return count === undefined ? ask : { ...ask, count };
+    }
     default:
       throw r.fail(ErrorCode.UNKNOWN_OP, `unknown op ${op}`);
   }
@@ -586,6 +638,17 @@ function nonEmpty(r: FieldReader, value: string, name: string): string {
 function positive(r: FieldReader, value: number): number {
   if (value <= 0) throw r.fail(ErrorCode.INVALID_ARGUMENT, 'weight must be positive');
   return value;
+}
+
+/** The fields of MAP and MAP_PUSH (RING's layout after the id). */
+function mapSnapshot(r: FieldReader): ClusterMapSnapshot {
+  return {
+    epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
+    generation: r.uint(3, 'generation', Number.MAX_SAFE_INTEGER),
+    algorithm: nonEmpty(r, r.string(4, 'algorithm'), 'algorithm'),
+    vnodes: r.uint(5, 'vnodes'),
+    nodes: r.members(6, true),
+  };
 }
 
 /** The optional storage condition a HEARTBEAT carries after its key count (absent from older nodes). */

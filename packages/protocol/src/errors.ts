@@ -100,6 +100,12 @@ export const ErrorCode = {
   MAP_CONFLICT: 'MAP_CONFLICT',
   /** The stored cluster map cannot be read or is not a valid map: the balancer refuses to guess. */
   MAP_CORRUPT: 'MAP_CORRUPT',
+  /**
+   * A directly routed command was redirected (MOVED) more often than the client's
+   * `maxRedirections` allows; the message names the last redirect. Not executed: a MOVED answer
+   * means the node did not run it. The cluster map keeps changing, or a node disagrees with it.
+   */
+  TOO_MANY_REDIRECTS: 'TOO_MANY_REDIRECTS',
 } as const;
 
 /** One of the error codes this version of the protocol defines. */
@@ -152,6 +158,7 @@ const NOT_EXECUTED_CODES: ReadonlySet<string> = new Set([
   ErrorCode.MEMBER_REMOVED,
   ErrorCode.MAP_CONFLICT,
   ErrorCode.MAP_CORRUPT,
+  ErrorCode.TOO_MANY_REDIRECTS,
 ]);
 
 /**

@@ -26,6 +26,8 @@ export const Op = {
   MIGRATE_PUT: 14,
   PURGE: 15,
   AUTH: 16,
+  CLUSTER_MAP: 17,
+  MAP_PUSH: 18,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -33,6 +35,9 @@ export const Op = {
   STATS_RESULT: 68,
   HELLO_OK: 69,
   AUTH_OK: 70,
+  MAP: 71,
+  MOVED: 72,
+  ASK: 73,
   ERROR: 127,
 } as const;
 
@@ -296,6 +301,42 @@ export interface PurgeRequest {
   readonly ranges: readonly HashRange[];
 }
 
+/**
+ * Client -> balancer: the cluster map a direct-routing client routes on (answered by MAP). With
+ * `subscribe`, the balancer also pushes every later map to this connection (MAP_PUSH) until it
+ * closes. Any authenticated client may ask: the map holds node ids, addresses and epochs only.
+ */
+export interface ClusterMapRequest {
+  readonly op: typeof Op.CLUSTER_MAP;
+  readonly id: number;
+  /** Push later maps to this connection too. Travels as `1` / `0`. */
+  readonly subscribe: boolean;
+}
+/**
+ * What a direct-routing client needs of the cluster map: the ring the balancer routes on (its
+ * members, algorithm and vnodes, so the client builds the identical ring), the epoch every direct
+ * request is fenced with, and where each member listens. The same layout as RING's fields.
+ */
+export interface ClusterMapSnapshot {
+  /** Epoch of the routed ring: the fence of every direct request. */
+  readonly epoch: number;
+  /** The balancer incarnation the epoch belongs to (epochs compare only within one generation). */
+  readonly generation: number;
+  readonly algorithm: string;
+  /** Virtual nodes per unit weight (0 = the algorithm's default). */
+  readonly vnodes: number;
+  /** The ring's members, each with the address it registered (JOIN). */
+  readonly nodes: readonly RingMember[];
+}
+/**
+ * Balancer -> subscribed client: a newer cluster map (see {@link ClusterMapRequest}). Answered by
+ * OK; the balancer does not wait for it (a client that does not answer is not retried).
+ */
+export interface MapPushRequest extends ClusterMapSnapshot {
+  readonly op: typeof Op.MAP_PUSH;
+  readonly id: number;
+}
+
 /** Success with no payload (SET, MSET, PING, JOIN, LEAVE, HEARTBEAT). */
 export interface OkResponse {
   readonly op: typeof Op.OK;
@@ -349,6 +390,45 @@ export interface AuthOkResponse {
   readonly id: number;
   readonly signature: Uint8Array;
 }
+/** Answer to CLUSTER_MAP: the map the balancer routes on now. */
+export interface MapResponse extends ClusterMapSnapshot {
+  readonly op: typeof Op.MAP;
+  readonly id: number;
+}
+/**
+ * Node -> direct client: not executed, the request was routed on another ring epoch than this
+ * node's, or names a key this node does not own. Names the key's owner on this node's ring, where
+ * it listens (host '' and port 0 when unknown) and this node's epoch. Never sent to a balancer
+ * (it gets STALE_EPOCH / NOT_OWNER) nor to a request without an epoch.
+ */
+export interface MovedResponse {
+  readonly op: typeof Op.MOVED;
+  readonly id: number;
+  /** This node's ring epoch. */
+  readonly epoch: number;
+  /** The owner of the (first refused) key on this node's ring. */
+  readonly nodeId: string;
+  readonly host: string;
+  readonly port: number;
+}
+/**
+ * Node -> direct client, while the key's range moves to this node (one-shot: the client keeps its
+ * map). GET: not found here, read the old owner's copy with the fall-back flag. DEL: executed here
+ * (`count`), also delete the old owner's copy with the fall-back flag; removed if either removed.
+ * MGET: not executed, some keys move; read them one by one. Names the old owner.
+ */
+export interface AskResponse {
+  readonly op: typeof Op.ASK;
+  readonly id: number;
+  /** This node's ring epoch (the fence of the follow-up request). */
+  readonly epoch: number;
+  /** The old owner of the key's range. */
+  readonly nodeId: string;
+  readonly host: string;
+  readonly port: number;
+  /** DEL only: what the delete removed here (0 or 1). */
+  readonly count?: number | undefined;
+}
 /** A request failed. `code` is one of {@link ErrorCode} (or a newer code this version does not know). */
 export interface ErrorResponse {
   readonly op: typeof Op.ERROR;
@@ -374,7 +454,9 @@ export type Request =
   | MigrateRequest
   | MigratePutRequest
   | PurgeRequest
-  | AuthRequest;
+  | AuthRequest
+  | ClusterMapRequest
+  | MapPushRequest;
 
 /** Every response message. */
 export type Response =
@@ -385,6 +467,9 @@ export type Response =
   | StatsResponse
   | HelloOkResponse
   | AuthOkResponse
+  | MapResponse
+  | MovedResponse
+  | AskResponse
   | ErrorResponse;
 
 /** Any message. */

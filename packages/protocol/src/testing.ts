@@ -158,6 +158,16 @@ export function badInputCorpus(): BadInputCase[] {
       closes: false,
     },
     {
+      name: 'MAP_PUSH announcing more member addresses than it carries',
+      bytes: frame(encoder.encode([Op.MAP_PUSH, 1, 3, 1, 'vnode', 0, 1, 'n', 1, 1, '127.0.0.1'])),
+      closes: false,
+    },
+    {
+      name: 'MAP_PUSH with a negative epoch',
+      bytes: frame(encoder.encode([Op.MAP_PUSH, 1, -1, 1, 'vnode', 0, 0])),
+      closes: false,
+    },
+    {
       name: 'HELLO with unknown role',
       bytes: frame(encoder.encode([Op.HELLO, 1, 1, 'root', null])),
       closes: false,

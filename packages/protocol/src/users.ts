@@ -237,6 +237,7 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
     case Op.STATS:
     case Op.HELLO:
     case Op.AUTH:
+    case Op.CLUSTER_MAP:
       return undefined;
     default:
       return clusterOnly(request.op);

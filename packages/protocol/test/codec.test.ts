@@ -190,6 +190,46 @@ const messages: fc.Arbitrary<Message>[] = [
       { nil: undefined },
     ),
   }),
+  fc.record({ op: fc.constant(Op.CLUSTER_MAP), id, subscribe: fc.boolean() }),
+  ...([Op.MAP, Op.MAP_PUSH] as const).map((op) =>
+    fc.record({
+      op: fc.constant(op),
+      id,
+      epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      algorithm: fc.constantFrom('vnode', 'ketama'),
+      vnodes: fc.integer({ min: 0, max: 1000 }),
+      nodes: fc.array(
+        fc.record({
+          id: shortString,
+          weight: fc.integer({ min: 1, max: 1000 }),
+          host: fc.constantFrom('127.0.0.1', '::1', 'node-a.local'),
+          port: fc.integer({ min: 0, max: 65535 }),
+        }),
+        { minLength: 1, maxLength: 20 },
+      ),
+    }),
+  ),
+  fc.record({
+    op: fc.constant(Op.MOVED),
+    id,
+    epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    nodeId: shortString,
+    host: fc.constantFrom('127.0.0.1', '', 'node-a.local'),
+    port: fc.integer({ min: 0, max: 65535 }),
+  }),
+  fc.record(
+    {
+      op: fc.constant(Op.ASK),
+      id,
+      epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      nodeId: shortString,
+      host: fc.constantFrom('127.0.0.1', '', 'node-a.local'),
+      port: fc.integer({ min: 0, max: 65535 }),
+      count: fc.integer({ min: 0, max: 1 }),
+    },
+    { requiredKeys: ['op', 'id', 'epoch', 'nodeId', 'host', 'port'] },
+  ),
   fc.record({
     op: fc.constant(Op.ERROR),
     id,
@@ -265,6 +305,8 @@ describe('MessageCodec round trip', () => {
           // RING owns an optional trailing address count after its members (nil = none).
           if (message.op === Op.RING && !message.nodes.some((node) => node.host !== undefined))
             wire.push(null);
+          // ASK owns an optional trailing count at index 6 (nil = not set).
+          if (message.op === Op.ASK && wire.length === 6) wire.push(null);
           // HEARTBEAT owns optional trailing storage fields at 4..6 (nil degraded = not set).
           if (message.op === Op.HEARTBEAT && wire.length === 4) wire.push(null, null, null);
           const body = raw.encode([...wire, ...extras]);

@@ -1,4 +1,4 @@
-import { HashRing, inRange, RangeIndex, type RingAlgorithm } from '@dstore/hashring';
+import { type HashRing, inRange, RangeIndex, ringOfSpec } from '@dstore/hashring';
 import type { HashRange, RingRequest } from '@dstore/protocol';
 
 /** A range whose owner changed at some epoch and whose migration is not final yet (no PURGE). */
@@ -28,8 +28,11 @@ export class Ownership {
   private currentEpoch = -1;
   private generation = -1;
   private pending: PendingMove[] = [];
-  /** The pending moves towards this node, for the per-DEL check; undefined when there are none. */
-  private incoming: RangeIndex | undefined;
+  /**
+   * The pending moves towards this node with their old owner, for the per-DEL check and a direct
+   * client's fall-back; undefined when there are none.
+   */
+  private incoming: RangeIndex<string> | undefined;
   private currentWriteEpoch = 0;
 
   constructor(private readonly selfId: () => string) {}
@@ -81,10 +84,7 @@ export class Ownership {
       return;
     }
     this.generation = request.generation;
-    const next = HashRing.from(request.nodes, {
-      algorithm: request.algorithm as RingAlgorithm,
-      ...(request.vnodes > 0 ? { vnodes: request.vnodes } : {}),
-    });
+    const next = ringOfSpec(request);
     const previous = this.current;
     this.current = next;
     this.learnAddresses(request);
@@ -148,6 +148,16 @@ export class Ownership {
     return incoming !== undefined && ring !== undefined && incoming.has(ring.position(key));
   }
 
+  /**
+   * The old owner of `key` when its range is moving to this node and not purged yet, else
+   * undefined: where a direct client reads a key this node does not have yet (ASK).
+   */
+  sourceOf(key: Uint8Array): string | undefined {
+    const incoming = this.incoming;
+    const ring = this.current;
+    return incoming === undefined || ring === undefined ? undefined : incoming.valueAt(ring.position(key));
+  }
+
   /** Ends the migration state of `ranges` (PURGE). */
   finish(ranges: readonly HashRange[]): void {
     const done = new Set(ranges.map((range) => `${range.start}:${range.end}`));
@@ -158,7 +168,8 @@ export class Ownership {
   private indexIncoming(): void {
     const self = this.selfId();
     const incoming = this.pending.filter((move) => move.to === self);
-    this.incoming = incoming.length === 0 ? undefined : new RangeIndex(incoming);
+    this.incoming =
+      incoming.length === 0 ? undefined : new RangeIndex(incoming, (range) => (range as PendingMove).from);
   }
 
   private isMovingAway(position: number, self: string): boolean {

@@ -15,6 +15,7 @@ import {
   type SetRequest,
   type StatsMap,
 } from '@dstore/protocol';
+import { DirectRouting } from './direct-routing.js';
 import { isStorageEngineError, type StorageEngine, StorageEngineError } from './engines/index.js';
 import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
@@ -92,12 +93,16 @@ export class RequestHandler {
   /** `performance.now()` of the last request received (shutdown waits for quiet). */
   lastRequestAt = 0;
 
+  /** Redirects for clients that route directly (MOVED, ASK). */
+  readonly direct: DirectRouting;
+
   private readonly engine: StorageEngine;
   private readonly ownership: Ownership;
 
   constructor(private readonly context: RequestHandlerContext) {
     this.engine = context.engine;
     this.ownership = context.ownership;
+    this.direct = new DirectRouting(context.ownership, context.engine, context.nodeId);
   }
 
   /** The `onRequest` of the node's FrameServer. */
@@ -110,7 +115,11 @@ export class RequestHandler {
       return;
     }
     // Balancers and nodes (the hot path from a balancer) skip the client checks.
-    if (principal.kind !== 'peer' && !this.clientMay(request, connection)) return;
+    if (
+      principal.kind !== 'peer' &&
+      (!this.clientMay(request, connection) || this.direct.refuse(request, connection))
+    )
+      return;
     switch (request.op) {
       case Op.GET:
         this.get(request, connection, start);
@@ -202,6 +211,8 @@ export class RequestHandler {
       'ops.stats': counters.stats,
       errors: counters.errors,
       fenced: counters.fenced,
+      'direct.moved': this.direct.counters.moved,
+      'direct.ask': this.direct.counters.asked,
       'latency.count': summary.count,
       'latency.mean_us': Math.round(summary.meanUs),
       'latency.p50_us': summary.p50Us,
@@ -272,7 +283,9 @@ export class RequestHandler {
       this.engineFailed(connection, request.id, error);
       return;
     }
-    if (value === undefined && this.ownership.migratingIn && this.deletedHere(request.key)) {
+    if (value === undefined && this.ownership.migratingIn && this.direct.answerMiss(request, connection)) {
+      // A direct client: sent to the old owner once (ASK), as a balancer would fall back to it.
+    } else if (value === undefined && this.ownership.migratingIn && this.deletedHere(request.key)) {
       // A tombstone: the key was deleted here while its range moves in, so the old owner's copy
       // is older; the balancer must not fall back to it.
       connection.reply({ op: Op.VALUE, id: request.id, value: null, deleted: true });
@@ -333,7 +346,8 @@ export class RequestHandler {
     }
     deleted.then(
       (existed) => {
-        connection.reply({ op: Op.COUNT, id, count: existed ? 1 : 0 });
+        if (!this.direct.askAfterDelete(request, connection, existed))
+          connection.reply({ op: Op.COUNT, id, count: existed ? 1 : 0 });
         this.latency.recordSince(start);
       },
       (error: unknown) => this.engineFailed(connection, id, error),

@@ -34,9 +34,16 @@ export function formatBenchReport(report: BenchReport): string {
   lines.push(
     `dstore bench: ${report.ops} ops (${readPercent}% get / ${100 - readPercent}% set), ` +
       `${config.valueSize}-byte values, ${config.keyspace} keys ${config.distribution}, ` +
-      `concurrency ${config.concurrency}, ${config.clients} connection${config.clients === 1 ? '' : 's'}`,
+      `concurrency ${config.concurrency}, ${config.clients} connection${config.clients === 1 ? '' : 's'}` +
+      `, routing ${config.routing ?? 'balancer'}`,
   );
-  lines.push(`preloaded ${report.preloaded} keys in ${report.preloadS.toFixed(2)} s`, '');
+  lines.push(`preloaded ${report.preloaded} keys in ${report.preloadS.toFixed(2)} s`);
+  if (report.routing !== undefined) {
+    lines.push(
+      `routed      ${report.routing.direct} direct, ${report.routing.viaBalancer} via the balancer, ${report.routing.redirects} redirects`,
+    );
+  }
+  lines.push('');
   lines.push(
     `throughput  ${Math.round(report.throughput)} ops/s (${report.ops} ops in ${report.durationS.toFixed(2)} s)`,
     '',

@@ -1,5 +1,6 @@
 import { DstoreError, ErrorCode, LatencyHistogram, type LatencySummary } from '@dstore/protocol';
 import type { DstoreClient } from '../client.js';
+import type { RoutingMode } from '../options.js';
 import { type NodeReport, nodeReportsFrom } from './node-stats.js';
 import { type BenchOpType, type KeyDistribution, Workload } from './workload.js';
 
@@ -17,6 +18,8 @@ export interface BenchOptions {
   readonly distribution: KeyDistribution;
   /** Keys written before the run so reads hit: keys 0..preload-1. */
   readonly preload: number;
+  /** How the clients route (reported only; the caller creates the clients). Default `'balancer'`. */
+  readonly routing?: RoutingMode;
 }
 
 /** A progress sample, about once a second. */
@@ -47,6 +50,8 @@ export interface BenchReport {
   readonly errors: Record<string, number>;
   /** Each storage node's own latency, from the balancer's STATS (empty when not available). */
   readonly nodes: NodeReport[];
+  /** With `routing: 'direct'`: operations answered by nodes directly, sent via the balancer, redirects (all clients). */
+  readonly routing?: { readonly direct: number; readonly viaBalancer: number; readonly redirects: number };
 }
 
 /** Hooks of a run. */
@@ -76,7 +81,9 @@ export async function runBench(
   const preloaded = await preload(clients, workload, options);
   const preloadS = (performance.now() - preloadStart) / 1000;
   const run = new BenchRun(clients, workload, options);
+  const routedBefore = routedTotals(clients);
   const measured = await run.execute(hooks);
+  const routedAfter = routedTotals(clients);
   const nodes = await fetchNodeReports(clients[0]!);
   return {
     config: { ...options, clients: clients.length },
@@ -84,7 +91,32 @@ export async function runBench(
     preloadS,
     ...measured,
     nodes,
+    ...(routedBefore === undefined || routedAfter === undefined
+      ? {}
+      : {
+          routing: {
+            direct: routedAfter.direct - routedBefore.direct,
+            viaBalancer: routedAfter.viaBalancer - routedBefore.viaBalancer,
+            redirects: routedAfter.redirects - routedBefore.redirects,
+          },
+        }),
   };
+}
+
+/** Direct-routing counters summed over the clients; undefined when they do not route directly. */
+function routedTotals(
+  clients: readonly DstoreClient[],
+): { direct: number; viaBalancer: number; redirects: number } | undefined {
+  let totals: { direct: number; viaBalancer: number; redirects: number } | undefined;
+  for (const client of clients) {
+    const stats = client.routingStats;
+    if (stats === undefined) continue;
+    totals ??= { direct: 0, viaBalancer: 0, redirects: 0 };
+    totals.direct += stats.direct;
+    totals.viaBalancer += stats.viaBalancer;
+    totals.redirects += stats.moved + stats.asked;
+  }
+  return totals;
 }
 
 async function preload(

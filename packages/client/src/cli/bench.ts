@@ -4,6 +4,7 @@ import { type BenchOptions, runBench } from '../bench/runner.js';
 import type { KeyDistribution } from '../bench/workload.js';
 import type { DstoreClient } from '../client.js';
 import { DstoreError, ErrorCode } from '../errors.js';
+import type { RoutingMode } from '../options.js';
 import {
   byteSize,
   fraction,
@@ -27,6 +28,7 @@ interface BenchCliOptions extends ServerOptions {
   readonly clients: number;
   readonly preload?: number;
   readonly progress: boolean;
+  readonly routing: string;
 }
 
 /** Most keys preloaded unless `--preload` says otherwise, so a huge keyspace does not stall the start. */
@@ -61,12 +63,20 @@ export function registerBenchCommand(
         `keys written before the run (default min(keyspace, ${DEFAULT_PRELOAD_LIMIT}))`,
         nonNegativeInteger,
       )
+      .option(
+        '--routing <mode>',
+        "balancer (every request through the balancer) or direct (straight to each key's node)",
+        'balancer',
+      )
       .option('--no-progress', 'no progress line on stderr'),
   ).action(async (options: BenchCliOptions) => {
     const settings = benchSettings(options);
     const clients: DstoreClient[] = [];
     try {
-      for (let i = 0; i < options.clients; i++) clients.push(await openClient(options));
+      for (let i = 0; i < options.clients; i++) {
+        clients.push(await openClient(options, { routing: settings.routing ?? 'balancer' }));
+      }
+      if (settings.routing === 'direct') await Promise.all(clients.map((client) => waitForMap(client)));
       const report = await runBench(clients, settings, {
         ...(options.progress
           ? {
@@ -86,7 +96,20 @@ export function registerBenchCommand(
   });
 }
 
+/** Lets a direct-routing client get its first map (else the first requests go via the balancer). */
+async function waitForMap(client: DstoreClient): Promise<void> {
+  for (let waited = 0; waited < 3000 && (client.routingStats?.mapEpoch ?? -1) < 0; waited += 20) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 function benchSettings(options: BenchCliOptions): BenchOptions {
+  if (options.routing !== 'balancer' && options.routing !== 'direct') {
+    throw new DstoreError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--routing must be balancer or direct, got ${options.routing}`,
+    );
+  }
   if (options.distribution !== 'uniform' && options.distribution !== 'zipfian') {
     throw new DstoreError(
       ErrorCode.INVALID_ARGUMENT,
@@ -102,5 +125,6 @@ function benchSettings(options: BenchCliOptions): BenchOptions {
     keyspace: options.keyspace,
     distribution: options.distribution as KeyDistribution,
     preload: options.preload ?? Math.min(options.keyspace, DEFAULT_PRELOAD_LIMIT),
+    routing: options.routing as RoutingMode,
   };
 }

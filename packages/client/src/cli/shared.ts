@@ -11,6 +11,7 @@ import {
 import { InvalidArgumentError } from 'commander';
 import { createClient, type DstoreClient } from '../client.js';
 import { DstoreError, ErrorCode } from '../errors.js';
+import type { ClientOptions } from '../options.js';
 
 /**
  * Exit codes of the `dstore` CLI: those of every dstore CLI (0 done, 1 failure, 2 usage), plus 3
@@ -108,9 +109,10 @@ export function positiveNumber(value: string): number {
  * once, in order, and when none answers that is an error at once) and with the `--timeout`
  * deadline on the connect and on every command.
  */
-export async function openClient(options: ServerOptions): Promise<DstoreClient> {
+export async function openClient(options: ServerOptions, extra: ClientOptions = {}): Promise<DstoreClient> {
   const tls = await cliTls(options);
   const client = createClient({
+    ...extra,
     servers: parseAddressList(options.server, {
       defaultPort: 7379,
       defaultHost: '127.0.0.1',

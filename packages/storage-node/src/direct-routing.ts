@@ -1,0 +1,161 @@
+import {
+  type AskResponse,
+  type Connection,
+  type DelRequest,
+  type GetRequest,
+  type MovedResponse,
+  Op,
+  type Request,
+} from '@dstore/protocol';
+import type { StorageEngine } from './engines/index.js';
+import type { Ownership } from './ownership.js';
+
+/** Counters of the redirects answered to direct clients, read by STATS. */
+export interface DirectRoutingCounters {
+  /** MOVED answers: requests routed on another epoch or to a node that does not own the key. */
+  moved: number;
+  /** ASK answers: one-shot redirects to the old owner of a key whose range moves here. */
+  asked: number;
+}
+
+/**
+ * The storage node's side of direct routing: a client (not a balancer) that sends a data request
+ * with an epoch routed it itself, on a cluster map. Such a request is answered with a redirect
+ * instead of STALE_EPOCH / NOT_OWNER, so the client learns where the key is and at which epoch:
+ *
+ * - MOVED (not executed) when the request's epoch is not this node's, or a key is not this
+ *   node's at that epoch. The fence is the same as for a balancer: nothing runs on another epoch.
+ * - ASK (one-shot, the client keeps its map) while a key's range moves here and the migration
+ *   is not purged: a GET that finds nothing (and no tombstone) names the old owner, which keeps
+ *   its copy until PURGE; a DEL is executed here and names the old owner, whose copy goes too;
+ *   an MGET with such keys is refused whole (the client reads them one by one). These are the
+ *   answers the balancer gives for the same keys, decided from this node's own migration state.
+ *
+ * Requests without an epoch (clients of a standalone node) and requests of peers are not touched.
+ */
+export class DirectRouting {
+  /** Redirect counters. */
+  readonly counters: DirectRoutingCounters = { moved: 0, asked: 0 };
+
+  constructor(
+    private readonly ownership: Ownership,
+    private readonly engine: StorageEngine,
+    private readonly nodeId: () => string,
+  ) {}
+
+  /**
+   * Before a client's request runs: answers MOVED (or ASK for an MGET of moving keys) and returns
+   * true when it must not run here. Only data requests carrying an epoch, on a node with a ring.
+   */
+  refuse(request: Request, connection: Connection): boolean {
+    switch (request.op) {
+      case Op.GET:
+      case Op.DEL:
+        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        return this.misrouted(request.id, request.epoch, request.key, request.fallback === true, connection);
+      case Op.SET:
+        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        return this.misrouted(request.id, request.epoch, request.key, false, connection);
+      case Op.MGET: {
+        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        for (const key of request.keys) {
+          if (this.misrouted(request.id, request.epoch, key, false, connection)) return true;
+        }
+        if (!this.ownership.migratingIn) return false;
+        for (const key of request.keys) {
+          const source = this.ownership.sourceOf(key);
+          if (source !== undefined) {
+            connection.reply(this.ask(request.id, source, undefined));
+            return true;
+          }
+        }
+        return false;
+      }
+      case Op.MSET:
+        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        for (const entry of request.entries) {
+          if (this.misrouted(request.id, request.epoch, entry.key, false, connection)) return true;
+        }
+        return false;
+      default:
+        return false;
+    }
+  }
+
+  /**
+   * A direct GET found nothing while the key's range moves here: the old owner may still hold its
+   * value, so the client is sent there once (ASK); unless the key was deleted here (a tombstone,
+   * newer than the old owner's copy): then it is not found. Returns true when it answered.
+   */
+  answerMiss(request: GetRequest, connection: Connection): boolean {
+    if (request.epoch === undefined || request.fallback === true || connection.principal?.kind === 'peer')
+      return false;
+    const source = this.ownership.sourceOf(request.key);
+    if (source === undefined) return false;
+    if (this.deletedHere(request.key)) connection.reply({ op: Op.VALUE, id: request.id, value: null });
+    else connection.reply(this.ask(request.id, source, undefined));
+    return true;
+  }
+
+  /**
+   * A direct DEL ran here: while the key's range moves here, the old owner's copy must go too,
+   * so the answer is ASK with what was removed here. Returns true when it answered.
+   */
+  askAfterDelete(request: DelRequest, connection: Connection, existed: boolean): boolean {
+    if (request.epoch === undefined || request.fallback === true || connection.principal?.kind === 'peer')
+      return false;
+    const source = this.ownership.sourceOf(request.key);
+    if (source === undefined) return false;
+    connection.reply(this.ask(request.id, source, existed ? 1 : 0));
+    return true;
+  }
+
+  /** Answers MOVED and returns true when `key` must not be served here at `epoch`. */
+  private misrouted(
+    id: number,
+    epoch: number,
+    key: Uint8Array,
+    fallback: boolean,
+    connection: Connection,
+  ): boolean {
+    const ownership = this.ownership;
+    const owner =
+      epoch === ownership.epoch
+        ? ownership.refusal(key, fallback)
+        : (ownership.ring?.get(key) ?? this.nodeId());
+    if (owner === undefined) return false;
+    this.counters.moved++;
+    const address = ownership.addressOf(owner);
+    const moved: MovedResponse = {
+      op: Op.MOVED,
+      id,
+      epoch: ownership.epoch,
+      nodeId: owner,
+      host: address?.host ?? '',
+      port: address?.port ?? 0,
+    };
+    connection.reply(moved);
+    return true;
+  }
+
+  private ask(id: number, source: string, count: number | undefined): AskResponse {
+    this.counters.asked++;
+    const address = this.ownership.addressOf(source);
+    const host = address?.host ?? '';
+    const port = address?.port ?? 0;
+    const epoch = this.ownership.epoch;
+    return count === undefined
+      ? { op: Op.ASK, id, epoch, nodeId: source, host, port }
+      : { op: Op.ASK, id, epoch, nodeId: source, host, port, count };
+  }
+
+  /** Whether `key` holds a tombstone (a delete newer than the old owner's copy). */
+  private deletedHere(key: Uint8Array): boolean {
+    try {
+      return this.engine.header(key)?.tombstone === true;
+    } catch {
+      // An unreadable header is no proof of a delete: ask the old owner, as a balancer would.
+      return false;
+    }
+  }
+}
