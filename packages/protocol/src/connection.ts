@@ -63,9 +63,20 @@ export interface ConnectionEvents {
   protocolError: [error: ProtocolError];
 }
 
+/**
+ * Receives the outcome of a request sent with {@link Connection.requestWith}: the answer, or the
+ * error (the peer's ERROR as a {@link DstoreError}, TIMEOUT, CONNECTION_CLOSED). Called once.
+ */
+export type ResponseCallback = (error: DstoreError | undefined, response: Response | undefined) => void;
+
+/**
+ * One request awaiting its answer: a promise's settle functions, or (the forwarding hot path)
+ * one callback, so no promise is made per request.
+ */
 interface PendingRequest {
-  readonly resolve: (response: Response) => void;
-  readonly reject: (error: Error) => void;
+  readonly resolve: ((response: Response) => void) | undefined;
+  readonly reject: ((error: Error) => void) | undefined;
+  readonly callback: ResponseCallback | undefined;
   readonly deadline: number;
   readonly timeoutMs: number;
   readonly signal: AbortSignal | undefined;
@@ -243,7 +254,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       const id = this.allocateId();
       let body: Uint8Array;
       try {
-        body = this.encodeWithinLimit({ ...message, id } as Request);
+        body = this.encodeWithinLimit(message, id);
       } catch (error) {
         reject(error);
         return;
@@ -252,10 +263,45 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       const deadline = performance.now() + timeoutMs;
       const onAbort = signal ? () => this.abortRequest(id, signal) : undefined;
       if (signal && onAbort) signal.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, { resolve, reject, deadline, timeoutMs, signal, onAbort });
+      this.pending.set(id, { resolve, reject, callback: undefined, deadline, timeoutMs, signal, onAbort });
       if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
       this.writeBody(body, false);
     });
+  }
+
+  /**
+   * {@link request} without a promise, for forwarding hot paths: returns the refusal when the
+   * request cannot be sent (closed, BUSY, too large; `callback` is then never called), otherwise
+   * sends it and calls `callback` exactly once with its answer or error, the same outcomes and
+   * deadline as `request` (`timeoutMs`, default the connection's `requestTimeoutMs`).
+   */
+  requestWith(
+    message: WithoutId<Request>,
+    callback: ResponseCallback,
+    timeoutMs = this.options.requestTimeoutMs,
+  ): DstoreError | undefined {
+    const refusal = this.refusalFor();
+    if (refusal) return refusal;
+    const id = this.allocateId();
+    let body: Uint8Array;
+    try {
+      body = this.encodeWithinLimit(message, id);
+    } catch (error) {
+      return error instanceof DstoreError ? error : new DstoreError(ErrorCode.INTERNAL, String(error));
+    }
+    const deadline = performance.now() + timeoutMs;
+    this.pending.set(id, {
+      resolve: undefined,
+      reject: undefined,
+      callback,
+      deadline,
+      timeoutMs,
+      signal: undefined,
+      onAbort: undefined,
+    });
+    if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
+    this.writeBody(body, false);
+    return undefined;
   }
 
   /** Answers a received request (the response carries the request's id). */
@@ -383,9 +429,17 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     return id;
   }
 
-  /** Encodes a message, refusing one the peer would have to drop the connection for. */
-  private encodeWithinLimit(message: Message): Uint8Array {
-    const body = this.codec.encode(message);
+  /**
+   * Encodes a message (a request under `id` when given), refusing one the peer would have to
+   * drop the connection for.
+   */
+  private encodeWithinLimit(message: Message): Uint8Array;
+  private encodeWithinLimit(message: WithoutId<Request>, id: number): Uint8Array;
+  private encodeWithinLimit(message: Message | WithoutId<Request>, id?: number): Uint8Array {
+    const body =
+      id === undefined
+        ? this.codec.encode(message as Message)
+        : this.codec.encodeRequest(message as WithoutId<Request>, id);
     if (body.length > this.codec.limits.maxFrameBytes) {
       throw new DstoreError(
         ErrorCode.FRAME_TOO_LARGE,
@@ -582,8 +636,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     }
     this.pending.delete(response.id);
     if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
-    if (response.op === Op.ERROR) entry.reject(new DstoreError(response.code, response.message));
-    else entry.resolve(response);
+    if (response.op === Op.ERROR) failRequest(entry, new DstoreError(response.code, response.message));
+    else if (entry.callback) callBack(entry.callback, undefined, response);
+    else entry.resolve!(response);
     if (this.closing) this.endWhenIdle();
   }
 
@@ -591,7 +646,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     const entry = this.pending.get(id);
     if (!entry) return;
     this.pending.delete(id);
-    entry.reject(abortError(signal));
+    failRequest(entry, abortError(signal));
     if (this.closing) this.endWhenIdle();
   }
 
@@ -601,7 +656,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       if (entry.deadline <= now) {
         this.pending.delete(id);
         if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
-        entry.reject(timeoutError(entry.timeoutMs));
+        failRequest(entry, timeoutError(entry.timeoutMs));
       } else if (entry.deadline < earliest) {
         earliest = entry.deadline;
       }
@@ -669,8 +724,33 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     this.earliestDeadline = Number.POSITIVE_INFINITY;
     for (const entry of pending) {
       if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
-      entry.reject(failure);
+      failRequest(entry, failure);
     }
+  }
+}
+
+/** Ends a pending request with `error`: rejects its promise or calls its callback. */
+function failRequest(entry: PendingRequest, error: DstoreError): void {
+  if (entry.callback) callBack(entry.callback, error, undefined);
+  else entry.reject!(error);
+}
+
+/**
+ * Calls a request's callback. It runs inside our frame handling (or the sweep): an exception of
+ * its own must not break this connection, so it is rethrown on its own, like an unhandled
+ * rejection of a promise caller would surface.
+ */
+function callBack(
+  callback: ResponseCallback,
+  error: DstoreError | undefined,
+  response: Response | undefined,
+): void {
+  try {
+    callback(error, response);
+  } catch (thrown) {
+    queueMicrotask(() => {
+      throw thrown;
+    });
   }
 }
 
