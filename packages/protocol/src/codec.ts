@@ -73,8 +73,7 @@ export class MessageCodec {
       return this.encoder.encodeSharedRef(toWireArray(whole));
     }
     if (size > this.scratch.length) this.scratch = new Uint8Array(Math.max(size, this.scratch.length * 2));
-    const end = writeHot(this.scratch, message, id);
-    return this.scratch.subarray(0, end);
+    return this.scratch.subarray(0, writeHot(this.scratch, 0, message, id));
   }
 
   /** Decodes one frame body. Throws {@link ProtocolError} for anything that is not a valid message. */
@@ -115,9 +114,10 @@ function isUint32(value: number | undefined): value is number {
 /**
  * The body size of a message the hand writer encodes, or -1 for one it leaves to the generic
  * encoder (every other op, and values the Encoder would write in another form, such as an id
- * or epoch that is not a uint32).
+ * or epoch that is not a uint32). Internal: the connection uses it to write frames straight into
+ * its output buffer.
  */
-function hotSize(message: Message | WithoutId<Request>, id: number): number {
+export function hotSize(message: Message | WithoutId<Request>, id: number): number {
   if (!isUint32(id)) return -1;
   const base = 2 + uintSize(id); // array header + op + id
   switch (message.op) {
@@ -200,19 +200,25 @@ function writeBin(out: Uint8Array, at: number, bytes: Uint8Array): number {
 }
 
 /**
- * Writes a message {@link hotSize} accepted into `out` (large enough) under `id`; returns the end.
- * One case per op, the same layouts as {@link toWireArray}.
+ * Writes a message {@link hotSize} accepted under `id` into `out` from `at` (room for its
+ * `hotSize` bytes); returns the end. One case per op, the same layouts as {@link toWireArray}.
+ * Internal, like {@link hotSize}.
  */
-function writeHot(out: Uint8Array, message: Message | WithoutId<Request>, id: number): number {
+export function writeHot(
+  out: Uint8Array,
+  at: number,
+  message: Message | WithoutId<Request>,
+  id: number,
+): number {
   let pos: number;
   switch (message.op) {
     case Op.GET:
     case Op.DEL: {
       const epoch = message.epoch;
       const fields = epoch !== undefined ? 5 : message.fallback ? 4 : 3;
-      out[0] = 0x90 | fields;
-      out[1] = message.op;
-      pos = writeBin(out, writeUint(out, 2, id), message.key);
+      out[at] = 0x90 | fields;
+      out[at + 1] = message.op;
+      pos = writeBin(out, writeUint(out, at + 2, id), message.key);
       if (epoch !== undefined) {
         out[pos++] = message.fallback ? 1 : 0;
         pos = writeUint(out, pos, epoch);
@@ -221,29 +227,29 @@ function writeHot(out: Uint8Array, message: Message | WithoutId<Request>, id: nu
     }
     case Op.SET: {
       const epoch = message.epoch;
-      out[0] = epoch === undefined ? 0x94 : 0x95;
-      out[1] = Op.SET;
-      pos = writeBin(out, writeUint(out, 2, id), message.key);
+      out[at] = epoch === undefined ? 0x94 : 0x95;
+      out[at + 1] = Op.SET;
+      pos = writeBin(out, writeUint(out, at + 2, id), message.key);
       pos = writeBin(out, pos, message.value);
       return epoch === undefined ? pos : writeUint(out, pos, epoch);
     }
     case Op.OK:
-      out[0] = 0x92;
-      out[1] = Op.OK;
-      return writeUint(out, 2, id);
+      out[at] = 0x92;
+      out[at + 1] = Op.OK;
+      return writeUint(out, at + 2, id);
     case Op.VALUE: {
-      out[0] = message.deleted ? 0x94 : 0x93;
-      out[1] = Op.VALUE;
-      pos = writeUint(out, 2, id);
+      out[at] = message.deleted ? 0x94 : 0x93;
+      out[at + 1] = Op.VALUE;
+      pos = writeUint(out, at + 2, id);
       if (message.value === null) out[pos++] = 0xc0;
       else pos = writeBin(out, pos, message.value);
       if (message.deleted) out[pos++] = 1;
       return pos;
     }
     case Op.COUNT:
-      out[0] = 0x93;
-      out[1] = Op.COUNT;
-      return writeUint(out, writeUint(out, 2, id), message.count);
+      out[at] = 0x93;
+      out[at + 1] = Op.COUNT;
+      return writeUint(out, writeUint(out, at + 2, id), message.count);
     default:
       throw new RangeError(`op ${message.op} has no hand-written encoding`);
   }

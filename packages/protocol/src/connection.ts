@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Principal } from './authenticator.js';
-import { MessageCodec } from './codec.js';
+import { hotSize, MessageCodec, writeHot } from './codec.js';
 import { type DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
 import { DstoreError, ErrorCode, ProtocolError, timeoutError } from './errors.js';
 import { FrameDecoder } from './frame-decoder.js';
@@ -252,12 +252,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
         return;
       }
       const id = this.allocateId();
-      let body: Uint8Array;
-      try {
-        body = this.encodeWithinLimit(message, id);
-      } catch (error) {
-        reject(error);
-        return;
+      const size = this.hotFrameSize(message, id);
+      let body: Uint8Array | undefined;
+      if (size < 0) {
+        try {
+          body = this.encodeWithinLimit(message, id);
+        } catch (error) {
+          reject(error);
+          return;
+        }
       }
       const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
       const deadline = performance.now() + timeoutMs;
@@ -265,7 +268,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       if (signal && onAbort) signal.addEventListener('abort', onAbort, { once: true });
       this.pending.set(id, { resolve, reject, callback: undefined, deadline, timeoutMs, signal, onAbort });
       if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
-      this.writeBody(body, false);
+      if (body === undefined) this.writeHotFrame(message, id, size, false);
+      else this.writeBody(body, false);
     });
   }
 
@@ -283,11 +287,14 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     const refusal = this.refusalFor();
     if (refusal) return refusal;
     const id = this.allocateId();
-    let body: Uint8Array;
-    try {
-      body = this.encodeWithinLimit(message, id);
-    } catch (error) {
-      return error instanceof DstoreError ? error : new DstoreError(ErrorCode.INTERNAL, String(error));
+    const size = this.hotFrameSize(message, id);
+    let body: Uint8Array | undefined;
+    if (size < 0) {
+      try {
+        body = this.encodeWithinLimit(message, id);
+      } catch (error) {
+        return error instanceof DstoreError ? error : new DstoreError(ErrorCode.INTERNAL, String(error));
+      }
     }
     const deadline = performance.now() + timeoutMs;
     this.pending.set(id, {
@@ -300,7 +307,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       onAbort: undefined,
     });
     if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
-    this.writeBody(body, false);
+    if (body === undefined) this.writeHotFrame(message, id, size, false);
+    else this.writeBody(body, false);
     return undefined;
   }
 
@@ -315,6 +323,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       this.servingBytes <= this.options.maxServingBytes >> 1
     )
       this.maybeResumeReading();
+    const size = this.hotFrameSize(response, response.id);
+    if (size >= 0) {
+      this.writeHotFrame(response, response.id, size, true);
+      if (this.closing) this.endWhenIdle();
+      return;
+    }
     let body: Uint8Array;
     try {
       body = this.encodeWithinLimit(response);
@@ -449,18 +463,47 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     return body;
   }
 
+  /**
+   * The body size of a message the codec's hand writer encodes straight into the output buffer
+   * (a hot op within the frame limit), or -1: encode it with {@link encodeWithinLimit}.
+   */
+  private hotFrameSize(message: Message | WithoutId<Request>, id: number): number {
+    const size = hotSize(message, id);
+    return size > this.codec.limits.maxFrameBytes ? -1 : size;
+  }
+
+  /** {@link writeBody} for a message {@link hotFrameSize} accepted: no intermediate copy. */
+  private writeHotFrame(
+    message: Message | WithoutId<Request>,
+    id: number,
+    size: number,
+    isResponse: boolean,
+  ): void {
+    if (this.socket.writableEnded) return;
+    const at = this.output.reserveFrame(size);
+    writeHot(this.output.bytes, at, message, id);
+    this.scheduleFlush(isResponse);
+  }
+
   private writeBody(body: Uint8Array, isResponse: boolean): void {
     if (this.socket.writableEnded) return;
     this.output.appendFrame(body);
+    this.scheduleFlush(isResponse);
+  }
+
+  private scheduleFlush(isResponse: boolean): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(this.flushNow);
     }
     if (isResponse && this.bufferedOutputBytes > this.options.maxOutputBytes) {
       // The peer sends requests but does not read answers: drop it rather than buffer without bound.
       this.destroy(new DstoreError(ErrorCode.BUSY, 'peer is not reading its responses'));
     }
   }
+
+  /** {@link flush} bound once, so scheduling a flush allocates no closure. */
+  private readonly flushNow = (): void => this.flush();
 
   private flush(): void {
     this.flushScheduled = false;
