@@ -63,11 +63,23 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }
 
+/**
+ * CPU seconds (user + system) of this process's finished and waited-for children so far
+ * (/proc/self/stat cutime + cstime): what a `spawnSync` load process used.
+ */
+export function childrenCpuSeconds(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / CLK_TCK;
+}
+
 /** A load's report and, around it, each server's CPU µs per completed op. */
 export interface CpuSample {
   readonly report: BenchJson;
   /** One entry per process of `pids`, in their order. */
   readonly cpuUsPerOp: number[];
+  /** CPU µs per completed op of the load process itself (`dstore bench`, its start and preload included). */
+  readonly loadUsPerOp: number;
 }
 
 /**
@@ -81,9 +93,11 @@ export function runLoadWithCpu(
 ): CpuSample {
   if (options.warmupOps > 0) runLoad(server, { ...options, ops: options.warmupOps });
   const before = pids.map(cpuSeconds);
+  const loadBefore = childrenCpuSeconds();
   const report = runLoad(server, options);
   const cpuUsPerOp = pids.map((pid, i) => ((cpuSeconds(pid) - before[i]!) * 1e6) / report.ops);
-  return { report, cpuUsPerOp };
+  const loadUsPerOp = ((childrenCpuSeconds() - loadBefore) * 1e6) / report.ops;
+  return { report, cpuUsPerOp, loadUsPerOp };
 }
 
 /** The median of `values` (the mean of the middle two for an even count). */
