@@ -27,7 +27,9 @@
  * (DSTORE_PEERS_ROUNDS, 3), --warmup (DSTORE_PEERS_WARMUP_OPS, 20000 per load process), --systems
  * (DSTORE_PEERS_SYSTEMS, twemproxy,redis-cluster,dstore), --routing (DSTORE_PEERS_ROUTING,
  * balancer,direct: which dstore rows), --dist-root (DSTORE_PEERS_DIST_ROOT: another built checkout
- * whose dstore CLIs to run). Linux only (/proc).
+ * whose dstore CLIs to run), --baseline-root (DSTORE_PEERS_BASELINE_ROOT: one more row, "dstore
+ * (baseline build)", with the server CLIs of that built checkout, e.g. the commit before an
+ * optimisation; the load is the same @dstore/client). Linux only (/proc).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -58,6 +60,7 @@ const { values: flags } = parseArgs({
     systems: { type: 'string' },
     routing: { type: 'string' },
     'dist-root': { type: 'string' },
+    'baseline-root': { type: 'string' },
   },
   allowPositionals: true,
 });
@@ -70,6 +73,7 @@ const WARMUP = Number(flags.warmup ?? env.DSTORE_PEERS_WARMUP_OPS ?? 20_000);
 const SYSTEMS = (flags.systems ?? env.DSTORE_PEERS_SYSTEMS ?? 'twemproxy,redis-cluster,dstore').split(',');
 const ROUTING = (flags.routing ?? env.DSTORE_PEERS_ROUTING ?? 'balancer,direct').split(',');
 const DIST_ROOT = flags['dist-root'] ?? env.DSTORE_PEERS_DIST_ROOT;
+const BASELINE_ROOT = flags['baseline-root'] ?? env.DSTORE_PEERS_BASELINE_ROOT;
 
 /** One row of the comparison: a system, how the load reaches it, and how it is started. */
 interface Contender {
@@ -104,13 +108,13 @@ function fromPeer(system: PeerSystem): RunningSystem {
   };
 }
 
-async function startDstore(dir: string): Promise<RunningSystem> {
+async function startDstore(dir: string, distRoot = DIST_ROOT): Promise<RunningSystem> {
   const root = join(dir, 'dstore');
   const state = await startCluster({
     root,
     engine: 'memory',
     nodes: 3,
-    ...(DIST_ROOT === undefined ? {} : { distRoot: DIST_ROOT }),
+    ...(distRoot === undefined ? {} : { distRoot }),
   });
   return {
     processes: [state.balancer, ...state.nodes].map((proc) => ({ name: proc.id, pid: proc.pid })),
@@ -148,13 +152,23 @@ if (SYSTEMS.includes('redis-cluster')) {
 }
 if (SYSTEMS.includes('dstore')) {
   if (ROUTING.includes('balancer'))
-    contenders.push({ label: 'dstore: balancer + 3 memory nodes', driver: 'dstore', start: startDstore });
+    contenders.push({
+      label: 'dstore: balancer + 3 memory nodes',
+      driver: 'dstore',
+      start: (dir) => startDstore(dir),
+    });
+  if (BASELINE_ROOT !== undefined)
+    contenders.push({
+      label: 'dstore (baseline build): balancer + 3 memory nodes',
+      driver: 'dstore',
+      start: (dir) => startDstore(join(dir, 'baseline'), BASELINE_ROOT),
+    });
   if (ROUTING.includes('direct')) {
     if (directRoutingAvailable())
       contenders.push({
         label: 'dstore direct (routing: direct)',
         driver: 'dstore-direct',
-        start: startDstore,
+        start: (dir) => startDstore(dir),
       });
     else skipped.push("dstore direct: not available (this @dstore/client has no routing: 'direct')");
   }
