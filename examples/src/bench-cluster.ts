@@ -3,7 +3,8 @@
  * values, half reads) through the balancer to 3 nodes, and the same load directly against one
  * node (alone in its own cluster, so it owns every key) as the in-run baseline, so the ratio balancer/direct means something on a noisy machine.
  * Runs once per engine. With Debian's redis-server, redis-benchmark and nutcracker installed it
- * also runs the twemproxy + 3 Redis reference (scripts/reference-twemproxy.sh).
+ * also runs the twemproxy + 3 Redis reference with redis-benchmark (redis-peers.ts starts it;
+ * bench:peers compares with Node clients on every system).
  *
  * Env: DSTORE_BENCH_OPS (default 200000), DSTORE_BENCH_CONCURRENCY (50), DSTORE_BENCH_ENGINES (memory,lmdb).
  *
@@ -15,10 +16,10 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { type BenchJson, type CpuSample, errorCount, runLoad, runLoadWithCpu } from './bench-load.js';
 import { type ClusterProcess, type ClusterState, startCluster, stopCluster } from './cluster.js';
+import { missingPeerTools, PEER_PACKAGES, startTwemproxy, stopPeers } from './redis-peers.js';
 
 const ops = process.env.DSTORE_BENCH_OPS ?? '200000';
 const concurrency = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
@@ -126,15 +127,48 @@ for (const engine of engines) {
   );
 }
 
-const haveReference = ['nutcracker', 'redis-server', 'redis-benchmark'].every(
-  (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0,
-);
-if (haveReference) {
-  const script = join(dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'reference-twemproxy.sh');
-  console.log('\nreference on this machine:');
-  spawnSync('bash', [script], { stdio: 'inherit', env: { ...process.env, REQUESTS: ops } });
+const missing = missingPeerTools(['redis-server', 'redis-cli', 'redis-benchmark', 'nutcracker']);
+if (missing.length === 0) {
+  // The C client redis-benchmark (-c 1 -P 50: one connection, 50 in flight) against twemproxy in
+  // front of 3 Redis servers, and against one Redis without the proxy.
+  const dir = mkdtempSync(join(tmpdir(), 'dstore-bench-twemproxy-'));
+  const twemproxy = await startTwemproxy(dir);
+  try {
+    const redisBenchmark = (port: number) =>
+      spawnSync(
+        'redis-benchmark',
+        [
+          '-h',
+          '127.0.0.1',
+          '-p',
+          String(port),
+          '-c',
+          '1',
+          '-P',
+          '50',
+          '-d',
+          '100',
+          '-n',
+          ops,
+          '-r',
+          '10000',
+        ].concat(['-t', 'set,get', '-q']),
+        { encoding: 'utf8' },
+      )
+        .stdout.split(/[\r\n]/)
+        .filter((line) => line.includes('requests per second'))
+        .join('\n');
+    console.log(
+      `\nreference on this machine: redis-benchmark -c 1 -P 50 -d 100 -n ${ops} -r 10000 -t set,get`,
+    );
+    console.log(`twemproxy + 3 redis:\n${redisBenchmark(twemproxy.endpoints[0]!.port)}`);
+    console.log(`one redis, no proxy:\n${redisBenchmark(twemproxy.processes[1]!.port)}`);
+  } finally {
+    await stopPeers(twemproxy.processes);
+    rmSync(dir, { recursive: true, force: true });
+  }
 } else {
   console.log(
-    '\n(twemproxy + Redis reference skipped: apt-get install -y redis-server redis-tools nutcracker)',
+    `\n(twemproxy + Redis reference skipped: ${missing.join(', ')} missing; apt-get install -y ${PEER_PACKAGES})`,
   );
 }

@@ -1,24 +1,28 @@
 /**
- * `bench:versions`: the CPU cost per request of entry versions and the cluster map (issue #10),
- * before and after in ONE run, because on a shared machine only figures from the same run compare.
+ * `bench:versions`: two builds' CPU cost per request, before and after in ONE run, because on a
+ * shared machine only figures from the same run compare (issue #10's versions and cluster map,
+ * issue #13's CPU per request).
  *
- * Two builds: the baseline (by default the commit before this work, acedbee: no cluster map, no
- * version header on stored values, in-memory touched set) from another checkout, and the current
- * one (this workspace). For each engine (memory, lmdb) and round, one cluster per build is started
+ * Two builds: the baseline from another checkout (DSTORE_BASELINE_ROOT) and the current one (this
+ * workspace). For each engine (memory, lmdb) and round, one cluster per build is started
  * (balancer + 3 nodes, from that build's CLIs; the balancer gets `--data-dir` when the build has a
  * cluster map), loaded with `dstore bench --ops 100000 --concurrency 50 --value-size 100
  * --read-ratio 0.5 --keyspace 10000` through the balancer, and stopped: baseline, current,
  * baseline, current, ... Every load uses its own build's `dstore` CLI (protocol version 2 changed
- * the handshake; the GET/SET path is the same), and only the servers' CPU is measured. Around the measured load, each server process's CPU time
- * (utime + stime from /proc/<pid>/stat, all its threads) is read; CPU µs per op = CPU time /
- * completed ops of the run. The measured run includes the CLI's preload (10,000 keys in MSETs) and
- * follows a warm-up load (same command, DSTORE_BENCH_WARMUP_OPS ops) on the same cluster, so JIT
- * warm-up is not counted. Printed: every round, the median per build, and the ratio
- * current/baseline of the total CPU µs per op (median over rounds; the issue's goal: <= 1.05).
+ * the handshake; the GET/SET path is the same). Around the measured load, each server process's
+ * CPU time (utime + stime from /proc/<pid>/stat, all its threads) is read, and the load
+ * process's (cutime + cstime of this process: the finished `dstore bench`, its start and preload
+ * included);
+ * CPU µs per op = CPU time / completed ops of the run. The nodes' µs per request served is their
+ * sum (each op is served by one node). The measured run includes the CLI's preload (10,000 keys
+ * in MSETs) and follows a warm-up load (same command, DSTORE_BENCH_WARMUP_OPS ops) on the same
+ * cluster, so JIT warm-up is not counted. Printed: every round, the median per build, the
+ * current/baseline ratio per process (median of the per-round ratios), and the ratio of the
+ * total server CPU µs per op.
  *
  * Linux only (/proc). Make the baseline once, outside this checkout, then run:
  *
- *   git worktree add /tmp/dstore-baseline acedbee
+ *   git worktree add /tmp/dstore-baseline <commit>
  *   (cd /tmp/dstore-baseline && pnpm install --frozen-lockfile --offline && pnpm build)
  *   pnpm build
  *   DSTORE_BASELINE_ROOT=/tmp/dstore-baseline pnpm --filter @dstore/examples bench:versions
@@ -54,6 +58,8 @@ interface Sample {
   /** CPU µs per completed op of each server process: balancer, node-1, node-2, node-3. */
   readonly cpuUsPerOp: number[];
   readonly totalUsPerOp: number;
+  /** CPU µs per completed op of the load process (this build's `dstore bench`). */
+  readonly loadCpuUsPerOp: number;
 }
 
 const ROUNDS = Number(process.env.DSTORE_BENCH_ROUNDS ?? 3);
@@ -84,7 +90,7 @@ async function measure(target: Build, engine: Engine): Promise<Sample> {
     const state = await startCluster({ root, engine, distRoot: target.root, balancerDataDir: target.hasMap });
     const server = `${state.balancer.host}:${state.balancer.port}`;
     const servers: ClusterProcess[] = [state.balancer, ...state.nodes];
-    const { report, cpuUsPerOp } = runLoadWithCpu(
+    const { report, cpuUsPerOp, loadCpuUsPerOp } = runLoadWithCpu(
       server,
       servers.map((proc) => proc.pid),
       {
@@ -94,7 +100,7 @@ async function measure(target: Build, engine: Engine): Promise<Sample> {
         warmupOps: WARMUP_OPS,
       },
     );
-    return { report, cpuUsPerOp, totalUsPerOp: cpuUsPerOp.reduce((sum, us) => sum + us, 0) };
+    return { report, cpuUsPerOp, loadCpuUsPerOp, totalUsPerOp: cpuUsPerOp.reduce((sum, us) => sum + us, 0) };
   } finally {
     await stopCluster(root);
     rmSync(root, { recursive: true, force: true });
@@ -102,6 +108,11 @@ async function measure(target: Build, engine: Engine): Promise<Sample> {
 }
 
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
+/**
+ * The nodes' CPU per request they serve: every client op is served by exactly one node here
+ * (GET/SET of one key; the preload's MSETs are split), so the three nodes' µs per op added up.
+ */
+const nodesUsPerOp = (s: Sample) => (s.cpuUsPerOp[1] ?? 0) + (s.cpuUsPerOp[2] ?? 0) + (s.cpuUsPerOp[3] ?? 0);
 const ms = (us: number) => (us / 1000).toFixed(2);
 const cpu = (us: number) => us.toFixed(1);
 
@@ -115,7 +126,9 @@ function sampleRow(engine: Engine, target: Build, round: string, samples: readon
     ms(pick((s) => s.report.latency.p50Us)),
     ms(pick((s) => s.report.latency.p99Us)),
     ...[0, 1, 2, 3].map((i) => cpu(pick((s) => s.cpuUsPerOp[i] ?? 0))),
+    cpu(pick(nodesUsPerOp)),
     `**${cpu(pick((s) => s.totalUsPerOp))}**`,
+    cpu(pick((s) => s.loadCpuUsPerOp)),
     String(samples.reduce((sum, s) => sum + errorCount(s.report), 0)),
   ];
   return `| ${cells.join(' | ')} |`;
@@ -128,7 +141,7 @@ const baselineRoot = process.env.DSTORE_BASELINE_ROOT;
 if (!baselineRoot) {
   console.error(
     'set DSTORE_BASELINE_ROOT to a built checkout of the baseline, e.g.\n' +
-      '  git worktree add /tmp/dstore-baseline acedbee\n' +
+      '  git worktree add /tmp/dstore-baseline <commit>\n' +
       '  (cd /tmp/dstore-baseline && pnpm install --frozen-lockfile --offline && pnpm build)\n' +
       '  DSTORE_BASELINE_ROOT=/tmp/dstore-baseline pnpm --filter @dstore/examples bench:versions',
   );
@@ -147,10 +160,11 @@ for (const b of builds)
 console.log(
   '\nCPU columns: µs of CPU (user + system) per completed op, per process and for the 4 servers together.\n',
 );
-console.log(
-  '| engine | build | round | ops/s | p50 ms | p99 ms | balancer µs/op | node-1 | node-2 | node-3 | total µs/op | errors |',
-);
-console.log('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+const HEADER =
+  '| engine | build | round | ops/s | p50 ms | p99 ms | balancer µs/op | node-1 | node-2 | node-3 | nodes µs per request served | servers µs/op | load process µs/op | errors |';
+const ALIGN = '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|';
+console.log(HEADER);
+console.log(ALIGN);
 
 const results = new Map<string, Sample[]>();
 const key = (engine: Engine, target: Build) => `${engine}/${target.label}`;
@@ -165,16 +179,29 @@ for (const engine of ENGINES) {
 }
 
 console.log('\nMedian over rounds (each column its own median):\n');
-console.log(
-  '| engine | build | rounds | ops/s | p50 ms | p99 ms | balancer µs/op | node-1 | node-2 | node-3 | total µs/op | errors |',
-);
-console.log('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+console.log(HEADER.replace('| round |', '| rounds |'));
+console.log(ALIGN);
 for (const engine of ENGINES) {
   for (const target of builds)
     console.log(sampleRow(engine, target, `${ROUNDS}`, results.get(key(engine, target))!));
 }
 
-console.log('\nTotal CPU µs per op, current/baseline (goal <= 1.05):\n');
+console.log('\nCurrent/baseline per process (median of the per-round ratios; CPU: lower is better):\n');
+console.log(
+  '| engine | ops/s | p99 | balancer CPU/op | nodes CPU per request | servers CPU/op | load process CPU/op |',
+);
+console.log('|---|---:|---:|---:|---:|---:|---:|');
+for (const engine of ENGINES) {
+  const [base, cur] = builds.map((b) => results.get(key(engine, b))!) as [Sample[], Sample[]];
+  const ratio = (f: (s: Sample) => number) => `x${median(cur.map((c, i) => f(c) / f(base[i]!))).toFixed(2)}`;
+  console.log(
+    `| ${engine} | ${ratio((s) => s.report.throughput)} | ${ratio((s) => s.report.latency.p99Us)} | ` +
+      `${ratio((s) => s.cpuUsPerOp[0] ?? 0)} | ${ratio(nodesUsPerOp)} | ${ratio((s) => s.totalUsPerOp)} | ` +
+      `${ratio((s) => s.loadCpuUsPerOp)} |`,
+  );
+}
+
+console.log('\nTotal server CPU µs per op, current/baseline:\n');
 for (const engine of ENGINES) {
   const [base, cur] = builds.map((b) => results.get(key(engine, b))!.map((s) => s.totalUsPerOp)) as [
     number[],

@@ -1,6 +1,8 @@
 import {
   type Connection,
   type Credentials,
+  DstoreError,
+  ErrorCode,
   type HelloOkResponse,
   LARGE_REQUEST_BYTES,
   Op,
@@ -8,6 +10,7 @@ import {
   type Request,
   type RequestOptions,
   type Response,
+  type ResponseCallback,
   type TlsClientOptions,
   type WithoutId,
 } from '@dstore/protocol';
@@ -151,6 +154,20 @@ export class ClusterNode implements NodeAddress {
     if (this.bulkVerified && this.bulkLink.isReady && isLargeWrite(message))
       return this.bulkLink.request(message, options);
     return this.link.request(message, options);
+  }
+
+  /**
+   * {@link forward} without a promise (the router's hot path): returns the refusal when the
+   * request cannot be sent (link down: UNAVAILABLE, like `forward`; BUSY; too large), otherwise
+   * calls `callback` once with the node's answer or the error.
+   */
+  forwardWith(message: WithoutId<Request>, callback: ResponseCallback): DstoreError | undefined {
+    const link =
+      this.bulkVerified && this.bulkLink.isReady && isLargeWrite(message) ? this.bulkLink : this.link;
+    const connection = link.connection;
+    if (connection === undefined)
+      return new DstoreError(ErrorCode.UNAVAILABLE, `${link.address} is not connected`);
+    return connection.requestWith(message, callback);
   }
 
   /** Starts connecting (and reconnecting with backoff). */

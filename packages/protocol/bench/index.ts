@@ -4,7 +4,8 @@
  * Each task does BATCH encode+decode round trips per iteration (a single one is below timer
  * resolution), so figures are per frame = per iteration / BATCH. The dstore path is the real hot
  * path: MessageCodec.encode -> OutputBuffer.appendFrame/take -> FrameDecoder.push ->
- * MessageCodec.decode (shape check, msgpack decode, field validation). The bare path is
+ * MessageCodec.decode (shape check, msgpack decode, field validation; for SET and GET the
+ * hand-written hot path, which writes and reads the same bytes). The bare path is
  * @msgpack/msgpack Encoder.encode + Decoder.decode of the same wire array, no framing or checks.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';

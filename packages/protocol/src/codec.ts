@@ -14,6 +14,7 @@ import {
   type Response,
   type RingMember,
   type StatsMap,
+  type WithoutId,
 } from './messages.js';
 import { checkBodyShape, maxMessageElements } from './shape.js';
 
@@ -23,13 +24,21 @@ const PEER_ROLES: ReadonlySet<string> = new Set<PeerRole>(['client', 'balancer',
 
 /**
  * Encodes messages to MessagePack frame bodies and decodes bodies back into typed messages,
- * enforcing {@link ProtocolLimits}. One codec per connection: its Encoder buffer is reused.
+ * enforcing {@link ProtocolLimits}. One codec per connection: its buffers are reused.
+ *
+ * The data path's frames (GET, SET, DEL and their answers OK, VALUE, COUNT) are written and read
+ * by hand ({@link writeHot}, {@link readHot}): one pass over the bytes, no intermediate array, no
+ * generic MessagePack walk. They produce and accept exactly the bytes the generic path does (the
+ * same MessagePack encoding, byte for byte); a body the hand reader does not recognise as a
+ * canonical, valid hot frame goes through the generic path (shape check, MessagePack decoder,
+ * field validation), which owns every error, so limits and error codes are the same either way.
  */
 export class MessageCodec {
   /** The limits this codec enforces on decode. */
   readonly limits: ProtocolLimits;
   private readonly encoder = new Encoder({ initialBufferSize: 4096, ignoreUndefined: true });
   private readonly decoder: Decoder;
+  private scratch = new Uint8Array(4096);
 
   constructor(limits: Partial<ProtocolLimits> | ProtocolLimits = {}) {
     this.limits = resolveLimits(limits);
@@ -47,11 +56,31 @@ export class MessageCodec {
    * the next `encode` overwrites: copy them (the connection does, into its output buffer) first.
    */
   encode(message: Message): Uint8Array {
-    return this.encoder.encodeSharedRef(toWireArray(message));
+    return this.encodeWithId(message, message.id);
+  }
+
+  /**
+   * Encodes a request under `id` (the connection's own) without building a copy of the message:
+   * the same bytes as `encode({ ...message, id })`, and the same shared-buffer contract.
+   */
+  encodeRequest(message: WithoutId<Request>, id: number): Uint8Array {
+    return this.encodeWithId(message, id);
+  }
+
+  private encodeWithId(message: Message | WithoutId<Request>, id: number): Uint8Array {
+    const size = hotSize(message, id);
+    if (size < 0) {
+      const whole = (message as Message).id === id ? (message as Message) : ({ ...message, id } as Message);
+      return this.encoder.encodeSharedRef(toWireArray(whole));
+    }
+    if (size > this.scratch.length) this.scratch = new Uint8Array(Math.max(size, this.scratch.length * 2));
+    return this.scratch.subarray(0, writeHot(this.scratch, 0, message, id));
   }
 
   /** Decodes one frame body. Throws {@link ProtocolError} for anything that is not a valid message. */
   decode(body: Uint8Array): Message {
+    const hot = readHot(body, this.limits);
+    if (hot !== undefined) return hot;
     checkBodyShape(body, this.limits);
     let fields: Field[];
     try {
@@ -60,6 +89,313 @@ export class MessageCodec {
       throw new ProtocolError(ErrorCode.MALFORMED_FRAME, `undecodable body: ${(error as Error).message}`);
     }
     return fromWireArray(fields, this.limits);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hand-written writer and reader of the hot frames. MessagePack encodings used (the ones
+// @msgpack/msgpack's Encoder picks, so the bytes are identical): fixarray 0x90|n; positive fixint
+// 0x00-0x7f, uint8 0xcc, uint16 0xcd, uint32 0xce; bin8 0xc4, bin16 0xc5, bin32 0xc6; nil 0xc0.
+
+/** Bytes of the MessagePack encoding of an unsigned integer below 2^32. */
+function uintSize(value: number): number {
+  return value < 0x80 ? 1 : value < 0x100 ? 2 : value < 0x10000 ? 3 : 5;
+}
+
+/** Bytes of the MessagePack encoding of a bin of `length` bytes. */
+function binSize(length: number): number {
+  return (length < 0x100 ? 2 : length < 0x10000 ? 3 : 5) + length;
+}
+
+/** An integer the hand writer encodes like the Encoder does (0..2^32-1). */
+function isUint32(value: number | undefined): value is number {
+  return value !== undefined && Number.isInteger(value) && value >= 0 && value <= 0xffff_ffff;
+}
+
+/**
+ * The body size of a message the hand writer encodes, or -1 for one it leaves to the generic
+ * encoder (every other op, and values the Encoder would write in another form, such as an id
+ * or epoch that is not a uint32). Internal: the connection uses it to write frames straight into
+ * its output buffer.
+ */
+export function hotSize(message: Message | WithoutId<Request>, id: number): number {
+  if (!isUint32(id)) return -1;
+  const base = 2 + uintSize(id); // array header + op + id
+  switch (message.op) {
+    case Op.GET:
+    case Op.DEL: {
+      const epoch = message.epoch;
+      if (epoch !== undefined && !isUint32(epoch)) return -1;
+      if (!(message.key instanceof Uint8Array)) return -1;
+      const size = base + binSize(message.key.length);
+      if (epoch !== undefined) return size + 1 + uintSize(epoch);
+      return message.fallback ? size + 1 : size;
+    }
+    case Op.SET: {
+      const epoch = message.epoch;
+      if (epoch !== undefined && !isUint32(epoch)) return -1;
+      if (!(message.key instanceof Uint8Array) || !(message.value instanceof Uint8Array)) return -1;
+      const size = base + binSize(message.key.length) + binSize(message.value.length);
+      return epoch === undefined ? size : size + uintSize(epoch);
+    }
+    case Op.OK:
+      return base;
+    case Op.VALUE: {
+      const value = message.value;
+      if (value !== null && !(value instanceof Uint8Array)) return -1;
+      const size = base + (value === null ? 1 : binSize(value.length));
+      return message.deleted ? size + 1 : size;
+    }
+    case Op.COUNT:
+      return isUint32(message.count) ? base + uintSize(message.count) : -1;
+    default:
+      return -1;
+  }
+}
+
+function writeUint(out: Uint8Array, at: number, value: number): number {
+  if (value < 0x80) {
+    out[at] = value;
+    return at + 1;
+  }
+  if (value < 0x100) {
+    out[at] = 0xcc;
+    out[at + 1] = value;
+    return at + 2;
+  }
+  if (value < 0x10000) {
+    out[at] = 0xcd;
+    out[at + 1] = value >>> 8;
+    out[at + 2] = value & 0xff;
+    return at + 3;
+  }
+  out[at] = 0xce;
+  out[at + 1] = value >>> 24;
+  out[at + 2] = (value >>> 16) & 0xff;
+  out[at + 3] = (value >>> 8) & 0xff;
+  out[at + 4] = value & 0xff;
+  return at + 5;
+}
+
+function writeBin(out: Uint8Array, at: number, bytes: Uint8Array): number {
+  const length = bytes.length;
+  let pos = at;
+  if (length < 0x100) {
+    out[pos++] = 0xc4;
+    out[pos++] = length;
+  } else if (length < 0x10000) {
+    out[pos++] = 0xc5;
+    out[pos++] = length >>> 8;
+    out[pos++] = length & 0xff;
+  } else {
+    out[pos++] = 0xc6;
+    out[pos++] = length >>> 24;
+    out[pos++] = (length >>> 16) & 0xff;
+    out[pos++] = (length >>> 8) & 0xff;
+    out[pos++] = length & 0xff;
+  }
+  // Small values are copied byte by byte: cheaper than TypedArray#set's call for a few bytes.
+  if (length <= 32) for (let i = 0; i < length; i++) out[pos + i] = bytes[i]!;
+  else out.set(bytes, pos);
+  return pos + length;
+}
+
+/**
+ * Writes a message {@link hotSize} accepted under `id` into `out` from `at` (room for its
+ * `hotSize` bytes); returns the end. One case per op, the same layouts as {@link toWireArray}.
+ * Internal, like {@link hotSize}.
+ */
+export function writeHot(
+  out: Uint8Array,
+  at: number,
+  message: Message | WithoutId<Request>,
+  id: number,
+): number {
+  let pos: number;
+  switch (message.op) {
+    case Op.GET:
+    case Op.DEL: {
+      const epoch = message.epoch;
+      const fields = epoch !== undefined ? 5 : message.fallback ? 4 : 3;
+      out[at] = 0x90 | fields;
+      out[at + 1] = message.op;
+      pos = writeBin(out, writeUint(out, at + 2, id), message.key);
+      if (epoch !== undefined) {
+        out[pos++] = message.fallback ? 1 : 0;
+        pos = writeUint(out, pos, epoch);
+      } else if (message.fallback) out[pos++] = 1;
+      return pos;
+    }
+    case Op.SET: {
+      const epoch = message.epoch;
+      out[at] = epoch === undefined ? 0x94 : 0x95;
+      out[at + 1] = Op.SET;
+      pos = writeBin(out, writeUint(out, at + 2, id), message.key);
+      pos = writeBin(out, pos, message.value);
+      return epoch === undefined ? pos : writeUint(out, pos, epoch);
+    }
+    case Op.OK:
+      out[at] = 0x92;
+      out[at + 1] = Op.OK;
+      return writeUint(out, at + 2, id);
+    case Op.VALUE: {
+      out[at] = message.deleted ? 0x94 : 0x93;
+      out[at + 1] = Op.VALUE;
+      pos = writeUint(out, at + 2, id);
+      if (message.value === null) out[pos++] = 0xc0;
+      else pos = writeBin(out, pos, message.value);
+      if (message.deleted) out[pos++] = 1;
+      return pos;
+    }
+    case Op.COUNT:
+      out[at] = 0x93;
+      out[at + 1] = Op.COUNT;
+      return writeUint(out, writeUint(out, at + 2, id), message.count);
+    default:
+      throw new RangeError(`op ${message.op} has no hand-written encoding`);
+  }
+}
+
+/**
+ * Reads a positive integer below 2^32 at `at` (fixint, uint8/16/32), or -1 when the byte there
+ * starts anything else. The caller checks that the bytes are present (`uintEnd`).
+ */
+function readUint(body: Uint8Array, at: number): number {
+  const tag = body[at]!;
+  if (tag < 0x80) return tag;
+  if (tag === 0xcc) return body[at + 1]!;
+  if (tag === 0xcd) return (body[at + 1]! << 8) | body[at + 2]!;
+  if (tag === 0xce)
+    return body[at + 1]! * 0x1000000 + ((body[at + 2]! << 16) | (body[at + 3]! << 8) | body[at + 4]!);
+  return -1;
+}
+
+/** The end of the uint at `at` (see {@link readUint}), or -1 when it is not one or is cut short. */
+function uintEnd(body: Uint8Array, at: number): number {
+  if (at >= body.length) return -1;
+  const tag = body[at]!;
+  const end =
+    tag < 0x80 ? at + 1 : tag === 0xcc ? at + 2 : tag === 0xcd ? at + 3 : tag === 0xce ? at + 5 : -1;
+  return end > body.length ? -1 : end;
+}
+
+/** The end of the bin at `at` (its bytes are `body[end - length, end)`), or -1. */
+function binEnd(body: Uint8Array, at: number): number {
+  if (at >= body.length) return -1;
+  const tag = body[at]!;
+  let start: number;
+  let length: number;
+  if (tag === 0xc4) {
+    if (at + 2 > body.length) return -1;
+    start = at + 2;
+    length = body[at + 1]!;
+  } else if (tag === 0xc5) {
+    if (at + 3 > body.length) return -1;
+    start = at + 3;
+    length = (body[at + 1]! << 8) | body[at + 2]!;
+  } else if (tag === 0xc6) {
+    if (at + 5 > body.length) return -1;
+    start = at + 5;
+    length = body[at + 1]! * 0x1000000 + ((body[at + 2]! << 16) | (body[at + 3]! << 8) | body[at + 4]!);
+  } else return -1;
+  const end = start + length;
+  return end > body.length ? -1 : end;
+}
+
+/** Where the bin ending at `end` (found by {@link binEnd} from `at`) starts. */
+function binStart(body: Uint8Array, at: number): number {
+  const tag = body[at]!;
+  return at + (tag === 0xc4 ? 2 : tag === 0xc5 ? 3 : 5);
+}
+
+/**
+ * Decodes a canonical hot frame (GET, SET, DEL, OK, VALUE, COUNT: bin keys and values, the flags
+ * 0/1, uint32 ids, epochs and counts, nothing after the last field) whose keys and values are
+ * within the limits, into exactly the message the generic path would return. Anything else,
+ * valid or not, is undefined: the generic path decides (and produces the error).
+ */
+function readHot(body: Uint8Array, limits: ProtocolLimits): Message | undefined {
+  const length = body.length;
+  if (length < 3) return undefined;
+  const header = body[0]!;
+  if (header < 0x92 || header > 0x95) return undefined;
+  const fields = header & 0x0f;
+  const op = body[1]!;
+  const idEnd = uintEnd(body, 2);
+  if (idEnd < 0) return undefined;
+  const id = readUint(body, 2);
+  switch (op) {
+    case Op.GET:
+    case Op.DEL: {
+      if (fields < 3) return undefined;
+      const keyEnd = binEnd(body, idEnd);
+      if (keyEnd < 0) return undefined;
+      const keyStart = binStart(body, idEnd);
+      const keyLength = keyEnd - keyStart;
+      if (keyLength === 0 || keyLength > limits.maxKeyBytes) return undefined;
+      const key = body.subarray(keyStart, keyEnd);
+      if (fields === 3) return keyEnd === length ? { op, id, key } : undefined;
+      if (keyEnd >= length) return undefined;
+      const flag = body[keyEnd]!;
+      if (flag > 1) return undefined;
+      if (fields === 4) {
+        if (keyEnd + 1 !== length) return undefined;
+        return flag === 1 ? { op, id, key, fallback: true } : { op, id, key };
+      }
+      const epochEnd = uintEnd(body, keyEnd + 1);
+      if (epochEnd !== length) return undefined;
+      const epoch = readUint(body, keyEnd + 1);
+      return flag === 1 ? { op, id, key, fallback: true, epoch } : { op, id, key, epoch };
+    }
+    case Op.SET: {
+      if (fields < 4) return undefined;
+      const keyEnd = binEnd(body, idEnd);
+      if (keyEnd < 0) return undefined;
+      const keyStart = binStart(body, idEnd);
+      const keyLength = keyEnd - keyStart;
+      if (keyLength === 0 || keyLength > limits.maxKeyBytes) return undefined;
+      const valueEnd = binEnd(body, keyEnd);
+      if (valueEnd < 0) return undefined;
+      const valueStart = binStart(body, keyEnd);
+      if (valueEnd - valueStart > limits.maxValueBytes) return undefined;
+      const key = body.subarray(keyStart, keyEnd);
+      const value = body.subarray(valueStart, valueEnd);
+      if (fields === 4) return valueEnd === length ? { op, id, key, value } : undefined;
+      const epochEnd = uintEnd(body, valueEnd);
+      if (epochEnd !== length) return undefined;
+      return { op, id, key, value, epoch: readUint(body, valueEnd) };
+    }
+    case Op.OK:
+      return fields === 2 && idEnd === length ? { op, id } : undefined;
+    case Op.VALUE: {
+      if (fields !== 3 && fields !== 4) return undefined;
+      if (idEnd >= length) return undefined;
+      let value: Uint8Array | null;
+      let end: number;
+      if (body[idEnd] === 0xc0) {
+        value = null;
+        end = idEnd + 1;
+      } else {
+        end = binEnd(body, idEnd);
+        if (end < 0) return undefined;
+        const start = binStart(body, idEnd);
+        if (end - start > limits.maxValueBytes) return undefined;
+        value = body.subarray(start, end);
+      }
+      if (fields === 3) return end === length ? { op, id, value } : undefined;
+      if (end + 1 !== length) return undefined;
+      const flag = body[end]!;
+      if (flag > 1) return undefined;
+      return flag === 1 ? { op, id, value, deleted: true } : { op, id, value };
+    }
+    case Op.COUNT: {
+      if (fields !== 3) return undefined;
+      const countEnd = uintEnd(body, idEnd);
+      if (countEnd !== length) return undefined;
+      return { op, id, count: readUint(body, idEnd) };
+    }
+    default:
+      return undefined;
   }
 }
 

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Principal } from './authenticator.js';
-import { MessageCodec } from './codec.js';
+import { hotSize, MessageCodec, writeHot } from './codec.js';
 import { type DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
 import { DstoreError, ErrorCode, ProtocolError, timeoutError } from './errors.js';
 import { FrameDecoder } from './frame-decoder.js';
@@ -63,9 +63,20 @@ export interface ConnectionEvents {
   protocolError: [error: ProtocolError];
 }
 
+/**
+ * Receives the outcome of a request sent with {@link Connection.requestWith}: the answer, or the
+ * error (the peer's ERROR as a {@link DstoreError}, TIMEOUT, CONNECTION_CLOSED). Called once.
+ */
+export type ResponseCallback = (error: DstoreError | undefined, response: Response | undefined) => void;
+
+/**
+ * One request awaiting its answer: a promise's settle functions, or (the forwarding hot path)
+ * one callback, so no promise is made per request.
+ */
 interface PendingRequest {
-  readonly resolve: (response: Response) => void;
-  readonly reject: (error: Error) => void;
+  readonly resolve: ((response: Response) => void) | undefined;
+  readonly reject: ((error: Error) => void) | undefined;
+  readonly callback: ResponseCallback | undefined;
   readonly deadline: number;
   readonly timeoutMs: number;
   readonly signal: AbortSignal | undefined;
@@ -241,21 +252,64 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
         return;
       }
       const id = this.allocateId();
-      let body: Uint8Array;
-      try {
-        body = this.encodeWithinLimit({ ...message, id } as Request);
-      } catch (error) {
-        reject(error);
-        return;
+      const size = this.hotFrameSize(message, id);
+      let body: Uint8Array | undefined;
+      if (size < 0) {
+        try {
+          body = this.encodeWithinLimit(message, id);
+        } catch (error) {
+          reject(error);
+          return;
+        }
       }
       const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
       const deadline = performance.now() + timeoutMs;
       const onAbort = signal ? () => this.abortRequest(id, signal) : undefined;
       if (signal && onAbort) signal.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, { resolve, reject, deadline, timeoutMs, signal, onAbort });
+      this.pending.set(id, { resolve, reject, callback: undefined, deadline, timeoutMs, signal, onAbort });
       if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
-      this.writeBody(body, false);
+      if (body === undefined) this.writeHotFrame(message, id, size, false);
+      else this.writeBody(body, false);
     });
+  }
+
+  /**
+   * {@link request} without a promise, for forwarding hot paths: returns the refusal when the
+   * request cannot be sent (closed, BUSY, too large; `callback` is then never called), otherwise
+   * sends it and calls `callback` exactly once with its answer or error, the same outcomes and
+   * deadline as `request` (`timeoutMs`, default the connection's `requestTimeoutMs`).
+   */
+  requestWith(
+    message: WithoutId<Request>,
+    callback: ResponseCallback,
+    timeoutMs = this.options.requestTimeoutMs,
+  ): DstoreError | undefined {
+    const refusal = this.refusalFor();
+    if (refusal) return refusal;
+    const id = this.allocateId();
+    const size = this.hotFrameSize(message, id);
+    let body: Uint8Array | undefined;
+    if (size < 0) {
+      try {
+        body = this.encodeWithinLimit(message, id);
+      } catch (error) {
+        return error instanceof DstoreError ? error : new DstoreError(ErrorCode.INTERNAL, String(error));
+      }
+    }
+    const deadline = performance.now() + timeoutMs;
+    this.pending.set(id, {
+      resolve: undefined,
+      reject: undefined,
+      callback,
+      deadline,
+      timeoutMs,
+      signal: undefined,
+      onAbort: undefined,
+    });
+    if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
+    if (body === undefined) this.writeHotFrame(message, id, size, false);
+    else this.writeBody(body, false);
+    return undefined;
   }
 
   /** Answers a received request (the response carries the request's id). */
@@ -269,6 +323,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       this.servingBytes <= this.options.maxServingBytes >> 1
     )
       this.maybeResumeReading();
+    const size = this.hotFrameSize(response, response.id);
+    if (size >= 0) {
+      this.writeHotFrame(response, response.id, size, true);
+      if (this.closing) this.endWhenIdle();
+      return;
+    }
     let body: Uint8Array;
     try {
       body = this.encodeWithinLimit(response);
@@ -383,9 +443,17 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     return id;
   }
 
-  /** Encodes a message, refusing one the peer would have to drop the connection for. */
-  private encodeWithinLimit(message: Message): Uint8Array {
-    const body = this.codec.encode(message);
+  /**
+   * Encodes a message (a request under `id` when given), refusing one the peer would have to
+   * drop the connection for.
+   */
+  private encodeWithinLimit(message: Message): Uint8Array;
+  private encodeWithinLimit(message: WithoutId<Request>, id: number): Uint8Array;
+  private encodeWithinLimit(message: Message | WithoutId<Request>, id?: number): Uint8Array {
+    const body =
+      id === undefined
+        ? this.codec.encode(message as Message)
+        : this.codec.encodeRequest(message as WithoutId<Request>, id);
     if (body.length > this.codec.limits.maxFrameBytes) {
       throw new DstoreError(
         ErrorCode.FRAME_TOO_LARGE,
@@ -395,18 +463,47 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     return body;
   }
 
+  /**
+   * The body size of a message the codec's hand writer encodes straight into the output buffer
+   * (a hot op within the frame limit), or -1: encode it with {@link encodeWithinLimit}.
+   */
+  private hotFrameSize(message: Message | WithoutId<Request>, id: number): number {
+    const size = hotSize(message, id);
+    return size > this.codec.limits.maxFrameBytes ? -1 : size;
+  }
+
+  /** {@link writeBody} for a message {@link hotFrameSize} accepted: no intermediate copy. */
+  private writeHotFrame(
+    message: Message | WithoutId<Request>,
+    id: number,
+    size: number,
+    isResponse: boolean,
+  ): void {
+    if (this.socket.writableEnded) return;
+    const at = this.output.reserveFrame(size);
+    writeHot(this.output.bytes, at, message, id);
+    this.scheduleFlush(isResponse);
+  }
+
   private writeBody(body: Uint8Array, isResponse: boolean): void {
     if (this.socket.writableEnded) return;
     this.output.appendFrame(body);
+    this.scheduleFlush(isResponse);
+  }
+
+  private scheduleFlush(isResponse: boolean): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(this.flushNow);
     }
     if (isResponse && this.bufferedOutputBytes > this.options.maxOutputBytes) {
       // The peer sends requests but does not read answers: drop it rather than buffer without bound.
       this.destroy(new DstoreError(ErrorCode.BUSY, 'peer is not reading its responses'));
     }
   }
+
+  /** {@link flush} bound once, so scheduling a flush allocates no closure. */
+  private readonly flushNow = (): void => this.flush();
 
   private flush(): void {
     this.flushScheduled = false;
@@ -582,8 +679,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     }
     this.pending.delete(response.id);
     if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
-    if (response.op === Op.ERROR) entry.reject(new DstoreError(response.code, response.message));
-    else entry.resolve(response);
+    if (response.op === Op.ERROR) failRequest(entry, new DstoreError(response.code, response.message));
+    else if (entry.callback) callBack(entry.callback, undefined, response);
+    else entry.resolve!(response);
     if (this.closing) this.endWhenIdle();
   }
 
@@ -591,7 +689,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     const entry = this.pending.get(id);
     if (!entry) return;
     this.pending.delete(id);
-    entry.reject(abortError(signal));
+    failRequest(entry, abortError(signal));
     if (this.closing) this.endWhenIdle();
   }
 
@@ -601,7 +699,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       if (entry.deadline <= now) {
         this.pending.delete(id);
         if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
-        entry.reject(timeoutError(entry.timeoutMs));
+        failRequest(entry, timeoutError(entry.timeoutMs));
       } else if (entry.deadline < earliest) {
         earliest = entry.deadline;
       }
@@ -669,8 +767,33 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     this.earliestDeadline = Number.POSITIVE_INFINITY;
     for (const entry of pending) {
       if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
-      entry.reject(failure);
+      failRequest(entry, failure);
     }
+  }
+}
+
+/** Ends a pending request with `error`: rejects its promise or calls its callback. */
+function failRequest(entry: PendingRequest, error: DstoreError): void {
+  if (entry.callback) callBack(entry.callback, error, undefined);
+  else entry.reject!(error);
+}
+
+/**
+ * Calls a request's callback. It runs inside our frame handling (or the sweep): an exception of
+ * its own must not break this connection, so it is rethrown on its own, like an unhandled
+ * rejection of a promise caller would surface.
+ */
+function callBack(
+  callback: ResponseCallback,
+  error: DstoreError | undefined,
+  response: Response | undefined,
+): void {
+  try {
+    callback(error, response);
+  } catch (thrown) {
+    queueMicrotask(() => {
+      throw thrown;
+    });
   }
 }
 

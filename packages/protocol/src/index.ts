@@ -33,6 +33,7 @@ export {
   type ConnectionOptions,
   LARGE_REQUEST_BYTES,
   type RequestOptions,
+  type ResponseCallback,
 } from './connection.js';
 export {
   classifyError,

@@ -27,6 +27,25 @@ export class OutputBuffer {
     this.end += needed;
   }
 
+  /**
+   * Appends the header of a frame of `bodyBytes` and reserves its body, which the caller writes
+   * into {@link bytes} from the returned offset before anything else is appended (no copy: the
+   * codec's hand writer encodes straight into the slab).
+   */
+  reserveFrame(bodyBytes: number): number {
+    const needed = FRAME_HEADER_BYTES + bodyBytes;
+    if (this.end + needed > this.slab.length) this.moveToNewSlab(needed);
+    this.slab.writeUInt32BE(bodyBytes, this.end);
+    const at = this.end + FRAME_HEADER_BYTES;
+    this.end += needed;
+    return at;
+  }
+
+  /** The slab {@link reserveFrame}'s offsets point into (replaced when it fills up). */
+  get bytes(): Uint8Array {
+    return this.slab;
+  }
+
   /** Returns the pending bytes; the caller owns them from now on. */
   take(): Buffer {
     const pending = this.slab.subarray(this.start, this.end);
