@@ -1,0 +1,308 @@
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import type { HashRing } from '@dstore/hashring';
+import type { RingView } from './admin-server.js';
+import type { ClusterHistory, HistoryPoint, MembershipEvent } from './history.js';
+import { type Membership, ringOf } from './membership.js';
+
+/** Dashboard streams open at once; one more is refused with 503. */
+export const DASHBOARD_MAX_STREAMS = 16;
+/** A stream whose unsent bytes exceed this is a slow consumer and is closed. */
+export const DASHBOARD_MAX_BUFFERED_BYTES = 512 * 1024;
+/** Positions sampled around the ring to draw its arcs (one per half degree). */
+const RING_SAMPLES = 720;
+const HASH_SPACE = 2 ** 32;
+
+/**
+ * Forbids every request outside the balancer: scripts, styles and fetches from this origin only,
+ * no inline script, no frames, no form posts elsewhere.
+ */
+const CONTENT_SECURITY_POLICY = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+const SECURITY_HEADERS = {
+  'content-security-policy': CONTENT_SECURITY_POLICY,
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+  'cache-control': 'no-store',
+};
+
+/** The page shell: no data in it, everything comes from the (authenticated) stream. */
+const INDEX_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>dstore dashboard</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/dashboard/dashboard.css">
+<script defer src="/dashboard/dashboard.js"></script>
+</head>
+<body><noscript>The dstore dashboard needs JavaScript.</noscript></body>
+</html>
+`;
+
+/** A file the dashboard serves, read once from the package's `dist/dashboard`. */
+interface Asset {
+  readonly contentType: string;
+  readonly body: Buffer;
+}
+
+/** The only files served: a fixed table, so no request path ever reaches the file system. */
+const ASSET_FILES: Readonly<Record<string, { file: string; contentType: string }>> = {
+  '/dashboard/dashboard.js': { file: 'dashboard.global.js', contentType: 'text/javascript; charset=utf-8' },
+  '/dashboard/dashboard.css': { file: 'dashboard.css', contentType: 'text/css; charset=utf-8' },
+};
+
+/** Where the built page is: next to the bundle (`dist/`), or `dist/` when running from `src/`. */
+function assetDirectories(): URL[] {
+  const here = import.meta.url;
+  return [new URL('./dashboard/', here), new URL('../dist/dashboard/', here)];
+}
+
+function loadAsset(file: string): Buffer | undefined {
+  for (const directory of assetDirectories()) {
+    try {
+      return readFileSync(fileURLToPath(new URL(file, directory)));
+    } catch {
+      // Try the next place.
+    }
+  }
+  return undefined;
+}
+
+/** One arc of the ring drawing: `owner` owns positions from `start` to `end` (fractions of the circle). */
+export interface RingArc {
+  readonly owner: string;
+  readonly start: number;
+  readonly end: number;
+}
+
+/** Part of the ring where keys change owner in the running transition (fractions of the circle). */
+export interface MovingRange {
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * The moving parts of the ring at drawing resolution: every {@link RING_SAMPLES}th of the circle
+ * that a move touches, merged. Bounded however many ranges a vnode ring moves, and a range too
+ * small to see still shows as one slot.
+ */
+export function movingSlots(moves: readonly { start: number; end: number }[]): MovingRange[] {
+  const touched = new Uint8Array(RING_SAMPLES);
+  const slotOf = (position: number): number =>
+    Math.min(RING_SAMPLES - 1, Math.floor((position / HASH_SPACE) * RING_SAMPLES));
+  for (const move of moves) {
+    // start is exclusive and the range may wrap past 2^32 - 1 to 0.
+    const first = slotOf((move.start + 1) % HASH_SPACE);
+    const last = slotOf(move.end);
+    for (let slot = first; ; slot = (slot + 1) % RING_SAMPLES) {
+      touched[slot] = 1;
+      if (slot === last) break;
+    }
+  }
+  const ranges: MovingRange[] = [];
+  for (let slot = 0; slot < RING_SAMPLES; slot++) {
+    if (touched[slot] === 0) continue;
+    const start = slot;
+    while (slot + 1 < RING_SAMPLES && touched[slot + 1] === 1) slot++;
+    ranges.push({ start: start / RING_SAMPLES, end: (slot + 1) / RING_SAMPLES });
+  }
+  return ranges;
+}
+
+/** What the dashboard stream sends once a second. */
+export interface DashboardSnapshot {
+  readonly balancer: { readonly id: string; readonly role: 'coordinator' | 'follower' };
+  readonly ring: RingView;
+  readonly arcs: readonly RingArc[];
+  readonly moving: readonly MovingRange[];
+  readonly heartbeatAgeMs: Readonly<Record<string, number>>;
+  readonly events: readonly MembershipEvent[];
+  readonly point: HistoryPoint;
+}
+
+/** The ring's arcs, sampled at {@link RING_SAMPLES} positions and merged by owner. */
+export function ringArcs(ring: HashRing): RingArc[] {
+  if (ring.size === 0) return [];
+  const arcs: RingArc[] = [];
+  let owner = ring.getByPosition(0);
+  let start = 0;
+  for (let sample = 1; sample <= RING_SAMPLES; sample++) {
+    const next =
+      sample === RING_SAMPLES ? '' : ring.getByPosition(Math.floor((sample * HASH_SPACE) / RING_SAMPLES));
+    if (next === owner) continue;
+    arcs.push({ owner, start, end: sample / RING_SAMPLES });
+    owner = next;
+    start = sample / RING_SAMPLES;
+  }
+  return arcs;
+}
+
+/** Options of the {@link DashboardServer}. */
+export interface DashboardOptions {
+  /** This balancer's id, shown in the page's header. */
+  readonly balancerId: string;
+  /** Streams open at once (default {@link DASHBOARD_MAX_STREAMS}). */
+  readonly maxStreams?: number;
+}
+
+/**
+ * `GET /` (the page), `GET /dashboard/*` (its two built files, from a fixed table) and `GET /events`
+ * (one Server-Sent Events stream per page: the history once, then a snapshot a second). The
+ * snapshot is built once per second for every stream together, never per request; streams are
+ * capped, and a stream that does not keep up is closed.
+ */
+export class DashboardServer {
+  private readonly streams = new Set<ServerResponse>();
+  private readonly assets = new Map<string, Asset>();
+  private unsubscribe: (() => void) | undefined;
+  private arcsCache: { ring: HashRing; arcs: RingArc[] } | undefined;
+  private movingCache: { key: string; moving: MovingRange[] } | undefined;
+
+  constructor(
+    private readonly membership: Membership,
+    private readonly history: ClusterHistory,
+    private readonly ringViewOf: (membership: Membership) => RingView,
+    private readonly options: DashboardOptions,
+  ) {}
+
+  /** Whether `path` is one of the dashboard's (the admin server routes it here, before its own). */
+  static serves(path: string): boolean {
+    return path === '/' || path === '/events' || path in ASSET_FILES;
+  }
+
+  /** Serves a GET or HEAD of a path {@link serves} accepted. `operator`: the request carried the admin token. */
+  handle(path: string, request: IncomingMessage, response: ServerResponse, operator: boolean): void {
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path === '/') {
+      response.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/html; charset=utf-8' });
+      response.end(request.method === 'HEAD' ? undefined : INDEX_HTML);
+      return;
+    }
+    if (path === '/events') {
+      this.openStream(request, response, operator);
+      return;
+    }
+    this.serveAsset(path, request, response);
+  }
+
+  /** Ends every stream (the admin server cannot close while they are open). */
+  close(): void {
+    for (const stream of this.streams) stream.destroy();
+    this.streams.clear();
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  private serveAsset(path: string, request: IncomingMessage, response: ServerResponse): void {
+    const entry = ASSET_FILES[path]!;
+    let asset = this.assets.get(path);
+    if (asset === undefined) {
+      const body = loadAsset(entry.file);
+      if (body === undefined) {
+        response.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('dashboard not built\n');
+        return;
+      }
+      asset = { contentType: entry.contentType, body };
+      this.assets.set(path, asset);
+    }
+    response.writeHead(200, {
+      ...SECURITY_HEADERS,
+      'content-type': asset.contentType,
+      'content-length': asset.body.length,
+    });
+    response.end(request.method === 'HEAD' ? undefined : asset.body);
+  }
+
+  private openStream(request: IncomingMessage, response: ServerResponse, operator: boolean): void {
+    const maxStreams = this.options.maxStreams ?? DASHBOARD_MAX_STREAMS;
+    if (this.streams.size >= maxStreams) {
+      response
+        .writeHead(503, { 'content-type': 'application/json; charset=utf-8', 'retry-after': '5' })
+        .end(`${JSON.stringify({ error: `too many dashboard streams (at most ${maxStreams})` })}\n`);
+      return;
+    }
+    response.writeHead(200, {
+      ...SECURITY_HEADERS,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'x-accel-buffering': 'no',
+    });
+    if (request.method === 'HEAD') {
+      response.end();
+      return;
+    }
+    // A stream lives as long as the page: no idle timeout of the admin server's applies to it.
+    request.socket.setTimeout(0);
+    this.streams.add(response);
+    response.on('close', () => this.streams.delete(response));
+    response.write(
+      `event: hello\ndata: ${JSON.stringify({ operator, history: this.history.history() })}\n\n`,
+    );
+    this.unsubscribe ??= this.history.subscribe(() => this.broadcast());
+  }
+
+  /** Builds the snapshot once and writes it to every stream, closing those that fall behind. */
+  private broadcast(): void {
+    if (this.streams.size === 0) return;
+    const message = `event: snapshot\ndata: ${JSON.stringify(this.snapshot())}\n\n`;
+    for (const stream of this.streams) {
+      if (stream.writableLength > DASHBOARD_MAX_BUFFERED_BYTES) {
+        // A consumer this far behind would only ever see old data; it reconnects when it can.
+        stream.destroy();
+        this.streams.delete(stream);
+        continue;
+      }
+      stream.write(message);
+    }
+  }
+
+  private snapshot(): DashboardSnapshot {
+    const history = this.history.history();
+    const ring = this.membership.ring;
+    if (this.arcsCache?.ring !== ring) this.arcsCache = { ring, arcs: ringArcs(ring) };
+    return {
+      balancer: {
+        id: this.options.balancerId,
+        role: this.membership.isCoordinator ? 'coordinator' : 'follower',
+      },
+      ring: this.ringViewOf(this.membership),
+      arcs: this.arcsCache.arcs,
+      moving: this.movingRanges(ring),
+      heartbeatAgeMs: this.history.heartbeatAges(),
+      events: this.history.eventLog(),
+      point: history[history.length - 1]!,
+    };
+  }
+
+  /** The ranges the running transition moves (cached per transition; none when no transition runs). */
+  private movingRanges(ring: HashRing): MovingRange[] {
+    const transition = this.membership.clusterMap.transition;
+    if (transition === null || transition.phase !== 'stream') return [];
+    const key = `${transition.from.epoch}>${this.membership.clusterMap.ring.epoch}`;
+    if (this.movingCache?.key !== key) {
+      let moving: MovingRange[] = [];
+      try {
+        moving = movingSlots(ringOf(transition.from).diff(ring));
+      } catch {
+        // Rendezvous rings and empty rings have no ranges to draw.
+      }
+      this.movingCache = { key, moving };
+    }
+    return this.movingCache.moving;
+  }
+}
