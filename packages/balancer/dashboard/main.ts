@@ -320,6 +320,7 @@ class Dashboard {
     }
     if (!response.ok || response.body === null) throw new Error(`HTTP ${response.status}`);
     this.setStatus('live', 'ok');
+    this.layout.tokenForm.classList.remove('needed');
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = '';
     for (;;) {
@@ -450,10 +451,24 @@ function renderRing(layout: Layout, snapshot: Snapshot): void {
     path.lastChild!.textContent = arc.owner;
     parts.push(path);
   }
+  // A vnode ring interleaves thin arcs; the inner ring sums each node's share in one segment.
+  let shareStart = 0;
+  for (const node of snapshot.ring.nodes) {
+    if (node.share <= 0) continue;
+    parts.push(
+      svgElement('path', {
+        d: arcPath(shareStart, shareStart + node.share, 78),
+        stroke: colourOf(node.id),
+        class: 'share',
+        'data-share-of': node.id,
+      }),
+    );
+    shareStart += node.share;
+  }
   for (const range of snapshot.moving) {
     parts.push(svgElement('path', { d: arcPath(range.start, range.end, 134), class: 'moving' }));
   }
-  const centre = svgElement('text', { x: '150', y: '146', class: 'centre' });
+  const centre = svgElement('text', { x: '150', y: '148', class: 'centre' });
   centre.textContent = `epoch ${snapshot.ring.map.epoch}`;
   const sub = svgElement('text', { x: '150', y: '166', class: 'centre small' });
   sub.textContent = `${snapshot.ring.nodes.length} nodes · ${snapshot.ring.algorithm}`;
@@ -486,7 +501,7 @@ function renderMap(container: HTMLElement, snapshot: Snapshot): void {
   definition(list, 'epoch', String(map.epoch), 'epoch');
   definition(list, 'ring epoch', String(map.ringEpoch));
   definition(list, 'cluster', map.cluster);
-  definition(list, 'store', `${map.store} ${map.location}`);
+  definition(list, 'store', map.location === map.store ? map.store : `${map.store} ${map.location}`);
   definition(list, 'coordinator', map.coordinator ?? '–');
   definition(list, 'this balancer', `${snapshot.balancer.id}, ${map.role}`);
   const parts: HTMLElement[] = [list];

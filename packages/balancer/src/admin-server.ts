@@ -255,9 +255,19 @@ export class AdminServer {
     const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
     const remove = /^\/nodes\/([^/]+)\/remove$/.exec(path);
     const mutating = request.method !== 'GET' && request.method !== 'HEAD';
+    const operator = this.carriesToken(request);
+    if (!mutating && DashboardServer.servesWithoutToken(path)) {
+      // The page shell and its two files hold no cluster data: without the token the shell asks
+      // for it (401), and everything with data (/events, /ring...) still needs it below.
+      this.dashboard.handle(path, request, response, {
+        operator,
+        refused: this.auth.scope === 'all' && !operator,
+      });
+      return;
+    }
     if ((mutating || this.auth.scope === 'all') && !this.authorized(request, response, mutating)) return;
     if (DashboardServer.serves(path)) {
-      this.dashboard.handle(path, request, response, this.carriesToken(request));
+      this.dashboard.handle(path, request, response, { operator, refused: false });
       return;
     }
     if (remove && request.method === 'POST') {

@@ -150,6 +150,14 @@ export function ringArcs(ring: HashRing): RingArc[] {
   return arcs;
 }
 
+/** What a dashboard request may see and do. */
+export interface DashboardAccess {
+  /** It carries the admin token: the page may offer operator actions. */
+  readonly operator: boolean;
+  /** The admin API needs a token for reads (`--admin-auth all`) and the request has none. */
+  readonly refused: boolean;
+}
+
 /** Options of the {@link DashboardServer}. */
 export interface DashboardOptions {
   /** This balancer's id, shown in the page's header. */
@@ -180,22 +188,35 @@ export class DashboardServer {
 
   /** Whether `path` is one of the dashboard's (the admin server routes it here, before its own). */
   static serves(path: string): boolean {
-    return path === '/' || path === '/events' || path in ASSET_FILES;
+    return path === '/events' || DashboardServer.servesWithoutToken(path);
   }
 
-  /** Serves a GET or HEAD of a path {@link serves} accepted. `operator`: the request carried the admin token. */
-  handle(path: string, request: IncomingMessage, response: ServerResponse, operator: boolean): void {
+  /**
+   * The page shell and its built files: the package's own code, no cluster data, so served to a
+   * browser that has not given the token yet (it cannot send a header on navigation).
+   */
+  static servesWithoutToken(path: string): boolean {
+    return path === '/' || path in ASSET_FILES;
+  }
+
+  /** Serves a GET or HEAD of a path {@link serves} accepted. */
+  handle(path: string, request: IncomingMessage, response: ServerResponse, access: DashboardAccess): void {
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       response.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
     }
     if (path === '/') {
-      response.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/html; charset=utf-8' });
+      // Without a needed token the shell answers 401: it only shows the token form.
+      const headers = { ...SECURITY_HEADERS, 'content-type': 'text/html; charset=utf-8' };
+      response.writeHead(
+        access.refused ? 401 : 200,
+        access.refused ? { ...headers, 'www-authenticate': 'Bearer realm="dstore-admin"' } : headers,
+      );
       response.end(request.method === 'HEAD' ? undefined : INDEX_HTML);
       return;
     }
     if (path === '/events') {
-      this.openStream(request, response, operator);
+      this.openStream(request, response, access.operator);
       return;
     }
     this.serveAsset(path, request, response);

@@ -92,10 +92,10 @@ describe('dashboard HTTP', () => {
     expect(post.status).toBe(403); // mutating and no token configured, like every other POST
   });
 
-  it('with --admin-auth all, the page, its files and its stream need the token (401 without it)', async () => {
+  it('with --admin-auth all, the page and its stream need the token (401 without it)', async () => {
     const balancer = await startBalancer(resources, { adminToken: TOKEN, adminAuth: 'all' });
     const port = balancer.address.adminPort;
-    for (const path of ['/', '/events', '/dashboard/dashboard.js']) {
+    for (const path of ['/', '/events', '/ring']) {
       const refused = await open(port, path);
       refused.resume();
       expect(refused.statusCode, path).toBe(401);
@@ -103,6 +103,15 @@ describe('dashboard HTTP', () => {
       wrong.resume();
       expect(wrong.statusCode, path).toBe(401);
     }
+    // The shell without the token: 401, and nothing in it but the code that asks for the token.
+    const shell = await fetch(`http://127.0.0.1:${port}/`);
+    expect(shell.status).toBe(401);
+    expect(await shell.text()).toContain('/dashboard/dashboard.js');
+    expect((await fetch(`http://127.0.0.1:${port}/`, { headers: bearer })).status).toBe(200);
+    // The page's own files are the package's code (no cluster data): a browser loads them first.
+    const script = await open(port, '/dashboard/dashboard.js');
+    script.resume();
+    expect(script.statusCode).toBe(200);
     const stream = await open(port, '/events', bearer);
     expect(stream.statusCode).toBe(200);
     expect(stream.headers['content-type']).toBe('text/event-stream; charset=utf-8');
