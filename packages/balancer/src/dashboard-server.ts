@@ -164,6 +164,8 @@ export interface DashboardOptions {
   readonly balancerId: string;
   /** Streams open at once (default {@link DASHBOARD_MAX_STREAMS}). */
   readonly maxStreams?: number;
+  /** Unsent bytes past which a stream is closed (default {@link DASHBOARD_MAX_BUFFERED_BYTES}). */
+  readonly maxBufferedBytes?: number;
 }
 
 /**
@@ -220,6 +222,11 @@ export class DashboardServer {
       return;
     }
     this.serveAsset(path, request, response);
+  }
+
+  /** Streams open now. */
+  get streamCount(): number {
+    return this.streams.size;
   }
 
   /** Ends every stream (the admin server cannot close while they are open). */
@@ -281,8 +288,9 @@ export class DashboardServer {
   private broadcast(): void {
     if (this.streams.size === 0) return;
     const message = `event: snapshot\ndata: ${JSON.stringify(this.snapshot())}\n\n`;
+    const maxBuffered = this.options.maxBufferedBytes ?? DASHBOARD_MAX_BUFFERED_BYTES;
     for (const stream of this.streams) {
-      if (stream.writableLength > DASHBOARD_MAX_BUFFERED_BYTES) {
+      if (stream.writableLength > maxBuffered) {
         // A consumer this far behind would only ever see old data; it reconnects when it can.
         stream.destroy();
         this.streams.delete(stream);
