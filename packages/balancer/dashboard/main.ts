@@ -182,6 +182,8 @@ class TimeChart {
     private readonly unit: string,
     private readonly extract: (point: HistoryPoint) => Readonly<Record<string, number>>,
     private readonly colour: (name: string, index: number) => string,
+    /** A series absent from a point is 0 there (errors), not a gap (a node that did not answer). */
+    private readonly absentIsZero = false,
   ) {
     this.container = element('div', 'chart');
     this.container.dataset.chart = title;
@@ -194,7 +196,7 @@ class TimeChart {
     const names = [...new Set(values.flatMap((value) => Object.keys(value)))].sort();
     const data: uPlot.AlignedData = [
       points.map((point) => point.t),
-      ...names.map((name) => values.map((value) => value[name] ?? null)),
+      ...names.map((name) => values.map((value) => value[name] ?? (this.absentIsZero ? 0 : null))),
     ];
     // What the chart holds, for tests and for anyone inspecting the page.
     this.container.dataset.points = String(points.length);
@@ -254,7 +256,7 @@ class Dashboard {
     const nodeColour = (name: string): string => colourOf(name);
     this.charts = [
       new TimeChart(layout.charts, 'Requests by operation', 'ops/s', (point) => point.ops, opColour),
-      new TimeChart(layout.charts, 'Errors by code', 'errors/s', (point) => point.errors, opColour),
+      new TimeChart(layout.charts, 'Errors by code', 'errors/s', (point) => point.errors, opColour, true),
       new TimeChart(
         layout.charts,
         'Balancer latency',

@@ -1,7 +1,7 @@
 /// <reference lib="dom" />
 /// <reference lib="dom.iterable" />
 // The page functions below run in Chromium (puppeteer evaluates them there).
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Connection, connectSocket, Op } from '@dstore/protocol';
@@ -26,6 +26,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = resolve(here, '../test-artifacts');
 /** Debian's chromium (scripts/install-test-deps.sh); CHROMIUM_PATH overrides. */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+/** Debian's firefox-esr: not installed by CI (see the README); the Firefox case runs where it is. */
+const FIREFOX = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
 const TOKEN = 'dashboard-browser-token';
 /** Slow enough that a join's migration runs for a few seconds, so the page sees it. */
 const MIGRATION_RATE = '300';
@@ -207,6 +209,12 @@ describe('dashboard in a real browser', () => {
     expect(await page.$eval('.action-result', (element) => element.textContent)).toContain('removing node-3');
     await screenshot(page, 'dashboard-removed');
 
+    // Readable on a laptop screen as at 1920x1080: nothing wider than the window.
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await page.setViewport({ width: 1366, height: 768 });
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= window.innerWidth);
+    await screenshot(page, 'dashboard-laptop');
+
     expect(outside).toEqual([]);
   }, 180_000);
 
@@ -245,4 +253,42 @@ describe('dashboard in a real browser', () => {
     await screenshot(page, 'dashboard-token');
     await page.close();
   }, 60_000);
+});
+
+describe.runIf(existsSync(FIREFOX))('dashboard in a real Firefox', () => {
+  it('draws the nodes, the ring and the charts from the stream, with no request outside the balancer', async () => {
+    const balancer: Spawned<BalancerReady> = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
+      '--port',
+      '0',
+      '--admin-port',
+      '0',
+      '--log-level',
+      'warn',
+    ]);
+    await spawnNode(resources, 'node-1', balancer.ready.port);
+    await spawnNode(resources, 'node-2', balancer.ready.port);
+    await waitForRing(balancer, ['node-1', 'node-2']);
+    const origin = `http://127.0.0.1:${balancer.ready.adminPort}`;
+    const browser = await puppeteer.launch({ browser: 'firefox', executablePath: FIREFOX, headless: true });
+    resources.add(() => browser.close());
+    const page = await browser.newPage();
+    const requests: string[] = [];
+    page.on('request', (request) => requests.push(request.url()));
+    await page.setViewport({ width: 1366, height: 768 });
+    await page.goto(`${origin}/`);
+    await page.waitForFunction(() => document.querySelectorAll('#nodes tbody tr').length === 2);
+    await load(balancer.ready.port, 'f', 500);
+    await page.waitForFunction(
+      () =>
+        Number(
+          (document.querySelector('[data-chart="Requests by operation"]') as HTMLElement).dataset.total,
+        ) > 0,
+    );
+    const owners = await page.$$eval('#ring path.arc', (paths) => [
+      ...new Set(paths.map((path) => path.getAttribute('data-owner'))),
+    ]);
+    expect(owners.sort()).toEqual(['node-1', 'node-2']);
+    await screenshot(page, 'dashboard-firefox');
+    expect(requests.filter((url) => !url.startsWith(`${origin}/`) && !url.startsWith('data:'))).toEqual([]);
+  }, 120_000);
 });
