@@ -6,7 +6,7 @@
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
-import type { HistoryPoint, Snapshot } from './types.js';
+import type { HistoryPoint, RingArc, Snapshot } from './types.js';
 
 /** Points kept by the page: 15 minutes at one a second, like the balancer. */
 const MAX_POINTS = 900;
@@ -248,6 +248,8 @@ class Dashboard {
   private points: HistoryPoint[] = [];
   private snapshot: Snapshot | undefined;
   private operator = false;
+  /** The ring's arcs: sent in the hello, then again only when the ring changes. */
+  private arcs: readonly RingArc[] = [];
   private readonly charts: TimeChart[];
   private stream: AbortController | undefined;
 
@@ -346,13 +348,15 @@ class Dashboard {
       else if (line.startsWith('data: ')) data += line.slice(6);
     }
     if (name === 'hello') {
-      const hello = JSON.parse(data) as { operator: boolean; history: HistoryPoint[] };
+      const hello = JSON.parse(data) as { operator: boolean; arcs: RingArc[]; history: HistoryPoint[] };
       this.operator = hello.operator;
+      this.arcs = hello.arcs;
       this.layout.tokenForm.classList.toggle('operator', hello.operator);
       this.points = hello.history.slice(-MAX_POINTS);
     } else if (name === 'snapshot') {
       const snapshot = JSON.parse(data) as Snapshot;
       this.snapshot = snapshot;
+      if (snapshot.arcs !== undefined) this.arcs = snapshot.arcs;
       this.points.push(snapshot.point);
       if (this.points.length > MAX_POINTS) this.points.splice(0, this.points.length - MAX_POINTS);
       this.render(snapshot);
@@ -373,7 +377,7 @@ class Dashboard {
     const { map } = snapshot.ring;
     this.layout.balancer.textContent = `balancer ${snapshot.balancer.id} (${snapshot.balancer.role}) at ${location.host}`;
     document.title = `dstore · ${snapshot.balancer.id} · epoch ${map.epoch}`;
-    renderRing(this.layout, snapshot);
+    renderRing(this.layout, snapshot, this.arcs);
     renderMap(this.layout.map, snapshot);
     renderEvents(this.layout.events, snapshot);
     renderNodes(this.layout.nodes, snapshot, this.operator);
@@ -440,9 +444,9 @@ function svgElement(tag: string, attributes: Record<string, string>): SVGElement
   return created;
 }
 
-function renderRing(layout: Layout, snapshot: Snapshot): void {
+function renderRing(layout: Layout, snapshot: Snapshot, arcs: readonly RingArc[]): void {
   const parts: SVGElement[] = [svgElement('circle', { cx: '150', cy: '150', r: '110', class: 'track' })];
-  for (const arc of snapshot.arcs) {
+  for (const arc of arcs) {
     const path = svgElement('path', {
       d: arcPath(arc.start, arc.end, 110),
       stroke: colourOf(arc.owner),

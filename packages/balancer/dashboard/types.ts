@@ -72,11 +72,19 @@ export interface RingDocument {
   };
 }
 
+/** One arc of the ring drawing, in fractions of the circle. */
+export interface RingArc {
+  readonly owner: string;
+  readonly start: number;
+  readonly end: number;
+}
+
 /** What `/events` sends once a second (`DashboardSnapshot` in src/dashboard-server.ts). */
 export interface Snapshot {
   readonly balancer: { readonly id: string; readonly role: 'coordinator' | 'follower' };
   readonly ring: RingDocument;
-  readonly arcs: readonly { readonly owner: string; readonly start: number; readonly end: number }[];
+  /** Only when the ring changed since the previous snapshot; the hello carries the current ones. */
+  readonly arcs?: readonly RingArc[];
   readonly moving: readonly { readonly start: number; readonly end: number }[];
   readonly heartbeatAgeMs: Readonly<Record<string, number>>;
   readonly events: readonly { readonly at: number; readonly text: string }[];

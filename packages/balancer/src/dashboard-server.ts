@@ -126,7 +126,8 @@ export function movingSlots(moves: readonly { start: number; end: number }[]): M
 export interface DashboardSnapshot {
   readonly balancer: { readonly id: string; readonly role: 'coordinator' | 'follower' };
   readonly ring: RingView;
-  readonly arcs: readonly RingArc[];
+  /** The ring's arcs, only when the ring changed since the previous snapshot (the hello has them). */
+  readonly arcs?: readonly RingArc[];
   readonly moving: readonly MovingRange[];
   readonly heartbeatAgeMs: Readonly<Record<string, number>>;
   readonly events: readonly MembershipEvent[];
@@ -175,7 +176,13 @@ export interface DashboardOptions {
  * capped, and a stream that does not keep up is closed.
  */
 export class DashboardServer {
-  private readonly streams = new Set<ServerResponse>();
+  /**
+   * Open streams, each with the bytes of its hello not yet flushed: a page's first message carries
+   * up to 15 minutes of history, so a slow link may hold that much more before it counts as behind.
+   */
+  private readonly streams = new Map<ServerResponse, { helloBytes: number }>();
+  /** The ring whose arcs the last snapshot carried. */
+  private broadcastRing: HashRing | undefined;
   private readonly assets = new Map<string, Asset>();
   private unsubscribe: (() => void) | undefined;
   private arcsCache: { ring: HashRing; arcs: RingArc[] } | undefined;
@@ -231,7 +238,7 @@ export class DashboardServer {
 
   /** Ends every stream (the admin server cannot close while they are open). */
   close(): void {
-    for (const stream of this.streams) stream.destroy();
+    for (const stream of this.streams.keys()) stream.destroy();
     this.streams.clear();
     this.unsubscribe?.();
     this.unsubscribe = undefined;
@@ -276,21 +283,30 @@ export class DashboardServer {
     }
     // A stream lives as long as the page: no idle timeout of the admin server's applies to it.
     request.socket.setTimeout(0);
-    this.streams.add(response);
+    const hello = `event: hello\ndata: ${JSON.stringify({ operator, arcs: this.arcs(), history: this.history.history() })}\n\n`;
+    const state = { helloBytes: Buffer.byteLength(hello) };
+    this.streams.set(response, state);
     response.on('close', () => this.streams.delete(response));
-    response.write(
-      `event: hello\ndata: ${JSON.stringify({ operator, history: this.history.history() })}\n\n`,
-    );
-    this.unsubscribe ??= this.history.subscribe(() => this.broadcast());
+    response.write(hello, () => {
+      state.helloBytes = 0;
+    });
+    this.unsubscribe ??= this.history.subscribe((point) => this.broadcast(point));
+  }
+
+  /** The current ring's arcs (recomputed only when the ring changes). */
+  private arcs(): RingArc[] {
+    const ring = this.membership.ring;
+    if (this.arcsCache?.ring !== ring) this.arcsCache = { ring, arcs: ringArcs(ring) };
+    return this.arcsCache.arcs;
   }
 
   /** Builds the snapshot once and writes it to every stream, closing those that fall behind. */
-  private broadcast(): void {
+  private broadcast(point: HistoryPoint): void {
     if (this.streams.size === 0) return;
-    const message = `event: snapshot\ndata: ${JSON.stringify(this.snapshot())}\n\n`;
+    const message = `event: snapshot\ndata: ${JSON.stringify(this.snapshot(point))}\n\n`;
     const maxBuffered = this.options.maxBufferedBytes ?? DASHBOARD_MAX_BUFFERED_BYTES;
-    for (const stream of this.streams) {
-      if (stream.writableLength > maxBuffered) {
+    for (const [stream, state] of this.streams) {
+      if (stream.writableLength > maxBuffered + state.helloBytes) {
         // A consumer this far behind would only ever see old data; it reconnects when it can.
         stream.destroy();
         this.streams.delete(stream);
@@ -300,21 +316,21 @@ export class DashboardServer {
     }
   }
 
-  private snapshot(): DashboardSnapshot {
-    const history = this.history.history();
+  private snapshot(point: HistoryPoint): DashboardSnapshot {
     const ring = this.membership.ring;
-    if (this.arcsCache?.ring !== ring) this.arcsCache = { ring, arcs: ringArcs(ring) };
+    const ringChanged = this.broadcastRing !== ring;
+    this.broadcastRing = ring;
     return {
       balancer: {
         id: this.options.balancerId,
         role: this.membership.isCoordinator ? 'coordinator' : 'follower',
       },
       ring: this.ringViewOf(this.membership),
-      arcs: this.arcsCache.arcs,
+      ...(ringChanged ? { arcs: this.arcs() } : {}),
       moving: this.movingRanges(ring),
       heartbeatAgeMs: this.history.heartbeatAges(),
       events: this.history.eventLog(),
-      point: history[history.length - 1]!,
+      point,
     };
   }
 

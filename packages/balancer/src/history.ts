@@ -251,7 +251,7 @@ export class ClusterHistory {
     }
     if (nodes.length === 0) return;
     this.statsPending = true;
-    Promise.all(nodes.map((node) => this.pollNode(node))).finally(() => {
+    void Promise.all(nodes.map((node) => this.pollNode(node))).finally(() => {
       this.statsPending = false;
     });
   }
