@@ -6,7 +6,7 @@
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
-import type { HistoryPoint, RingArc, Snapshot } from './types.js';
+import type { HistoryPoint, RingSlots, Snapshot } from './types.js';
 
 /** Points kept by the page: 15 minutes at one a second, like the balancer. */
 const MAX_POINTS = 900;
@@ -250,6 +250,7 @@ class Dashboard {
   private operator = false;
   /** The ring's arcs: sent in the hello, then again only when the ring changes. */
   private arcs: readonly RingArc[] = [];
+
   private readonly charts: TimeChart[];
   private stream: AbortController | undefined;
 
@@ -348,15 +349,15 @@ class Dashboard {
       else if (line.startsWith('data: ')) data += line.slice(6);
     }
     if (name === 'hello') {
-      const hello = JSON.parse(data) as { operator: boolean; arcs: RingArc[]; history: HistoryPoint[] };
+      const hello = JSON.parse(data) as { operator: boolean; ringSlots: RingSlots; history: HistoryPoint[] };
       this.operator = hello.operator;
-      this.arcs = hello.arcs;
+      this.arcs = arcsOf(hello.ringSlots);
       this.layout.tokenForm.classList.toggle('operator', hello.operator);
       this.points = hello.history.slice(-MAX_POINTS);
     } else if (name === 'snapshot') {
       const snapshot = JSON.parse(data) as Snapshot;
       this.snapshot = snapshot;
-      if (snapshot.arcs !== undefined) this.arcs = snapshot.arcs;
+      if (snapshot.ringSlots !== undefined) this.arcs = arcsOf(snapshot.ringSlots);
       this.points.push(snapshot.point);
       if (this.points.length > MAX_POINTS) this.points.splice(0, this.points.length - MAX_POINTS);
       this.render(snapshot);
@@ -421,6 +422,26 @@ function perNode(point: HistoryPoint, field: 'ops' | 'p99Us', scale = 1): Record
     if (value >= 0) out[id] = value * scale;
   }
   return out;
+}
+
+/** One arc of the ring drawing: `owner` owns the circle from `start` to `end` (fractions). */
+interface RingArc {
+  readonly owner: string;
+  readonly start: number;
+  readonly end: number;
+}
+
+/** Merges runs of slots with the same owner into arcs. */
+function arcsOf(ring: RingSlots): RingArc[] {
+  const arcs: RingArc[] = [];
+  const count = ring.slots.length;
+  let start = 0;
+  for (let slot = 1; slot <= count; slot++) {
+    if (slot < count && ring.slots[slot] === ring.slots[start]) continue;
+    arcs.push({ owner: ring.owners[ring.slots[start] ?? 0] ?? '', start: start / count, end: slot / count });
+    start = slot;
+  }
+  return arcs;
 }
 
 /** A point on the ring circle at `fraction` of the hash space (0 at the top, clockwise). */

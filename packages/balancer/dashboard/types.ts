@@ -72,11 +72,10 @@ export interface RingDocument {
   };
 }
 
-/** One arc of the ring drawing, in fractions of the circle. */
-export interface RingArc {
-  readonly owner: string;
-  readonly start: number;
-  readonly end: number;
+/** The owner of each equal slot of the circle, as an index into `owners` (`RingSlots` in src). */
+export interface RingSlots {
+  readonly owners: readonly string[];
+  readonly slots: readonly number[];
 }
 
 /** What `/events` sends once a second (`DashboardSnapshot` in src/dashboard-server.ts). */
@@ -84,7 +83,7 @@ export interface Snapshot {
   readonly balancer: { readonly id: string; readonly role: 'coordinator' | 'follower' };
   readonly ring: RingDocument;
   /** Only when the ring changed since the previous snapshot; the hello carries the current ones. */
-  readonly arcs?: readonly RingArc[];
+  readonly ringSlots?: RingSlots;
   readonly moving: readonly { readonly start: number; readonly end: number }[];
   readonly heartbeatAgeMs: Readonly<Record<string, number>>;
   readonly events: readonly { readonly at: number; readonly text: string }[];

@@ -81,11 +81,13 @@ function loadAsset(file: string): Buffer | undefined {
   return undefined;
 }
 
-/** One arc of the ring drawing: `owner` owns positions from `start` to `end` (fractions of the circle). */
-export interface RingArc {
-  readonly owner: string;
-  readonly start: number;
-  readonly end: number;
+/**
+ * The ring at drawing resolution: the owner of each of {@link RING_SAMPLES} equal slots of the
+ * circle, as an index into `owners` (compact: a vnode ring has hundreds of arcs).
+ */
+export interface RingSlots {
+  readonly owners: readonly string[];
+  readonly slots: readonly number[];
 }
 
 /** Part of the ring where keys change owner in the running transition (fractions of the circle). */
@@ -126,29 +128,30 @@ export function movingSlots(moves: readonly { start: number; end: number }[]): M
 export interface DashboardSnapshot {
   readonly balancer: { readonly id: string; readonly role: 'coordinator' | 'follower' };
   readonly ring: RingView;
-  /** The ring's arcs, only when the ring changed since the previous snapshot (the hello has them). */
-  readonly arcs?: readonly RingArc[];
+  /** The ring's slots, only when the ring changed since the previous snapshot (the hello has them). */
+  readonly ringSlots?: RingSlots;
   readonly moving: readonly MovingRange[];
   readonly heartbeatAgeMs: Readonly<Record<string, number>>;
   readonly events: readonly MembershipEvent[];
   readonly point: HistoryPoint;
 }
 
-/** The ring's arcs, sampled at {@link RING_SAMPLES} positions and merged by owner. */
-export function ringArcs(ring: HashRing): RingArc[] {
-  if (ring.size === 0) return [];
-  const arcs: RingArc[] = [];
-  let owner = ring.getByPosition(0);
-  let start = 0;
-  for (let sample = 1; sample <= RING_SAMPLES; sample++) {
-    const next =
-      sample === RING_SAMPLES ? '' : ring.getByPosition(Math.floor((sample * HASH_SPACE) / RING_SAMPLES));
-    if (next === owner) continue;
-    arcs.push({ owner, start, end: sample / RING_SAMPLES });
-    owner = next;
-    start = sample / RING_SAMPLES;
+/** The owner of each slot of the circle (sampled at the slot's start). */
+export function ringSlots(ring: HashRing): RingSlots {
+  if (ring.size === 0) return { owners: [], slots: [] };
+  const owners: string[] = [];
+  const indexOf = new Map<string, number>();
+  const slots: number[] = [];
+  for (let slot = 0; slot < RING_SAMPLES; slot++) {
+    const owner = ring.getByPosition(Math.floor((slot * HASH_SPACE) / RING_SAMPLES));
+    let index = indexOf.get(owner);
+    if (index === undefined) {
+      index = owners.push(owner) - 1;
+      indexOf.set(owner, index);
+    }
+    slots.push(index);
   }
-  return arcs;
+  return { owners, slots };
 }
 
 /** What a dashboard request may see and do. */
@@ -181,11 +184,11 @@ export class DashboardServer {
    * up to 15 minutes of history, so a slow link may hold that much more before it counts as behind.
    */
   private readonly streams = new Map<ServerResponse, { helloBytes: number }>();
-  /** The ring whose arcs the last snapshot carried. */
+  /** The ring whose slots the last snapshot carried. */
   private broadcastRing: HashRing | undefined;
   private readonly assets = new Map<string, Asset>();
   private unsubscribe: (() => void) | undefined;
-  private arcsCache: { ring: HashRing; arcs: RingArc[] } | undefined;
+  private slotsCache: { ring: HashRing; slots: RingSlots } | undefined;
   private movingCache: { key: string; moving: MovingRange[] } | undefined;
 
   constructor(
@@ -283,7 +286,7 @@ export class DashboardServer {
     }
     // A stream lives as long as the page: no idle timeout of the admin server's applies to it.
     request.socket.setTimeout(0);
-    const hello = `event: hello\ndata: ${JSON.stringify({ operator, arcs: this.arcs(), history: this.history.history() })}\n\n`;
+    const hello = `event: hello\ndata: ${JSON.stringify({ operator, ringSlots: this.slots(), history: this.history.history() })}\n\n`;
     const state = { helloBytes: Buffer.byteLength(hello) };
     this.streams.set(response, state);
     response.on('close', () => this.streams.delete(response));
@@ -293,11 +296,11 @@ export class DashboardServer {
     this.unsubscribe ??= this.history.subscribe((point) => this.broadcast(point));
   }
 
-  /** The current ring's arcs (recomputed only when the ring changes). */
-  private arcs(): RingArc[] {
+  /** The current ring's slots (recomputed only when the ring changes). */
+  private slots(): RingSlots {
     const ring = this.membership.ring;
-    if (this.arcsCache?.ring !== ring) this.arcsCache = { ring, arcs: ringArcs(ring) };
-    return this.arcsCache.arcs;
+    if (this.slotsCache?.ring !== ring) this.slotsCache = { ring, slots: ringSlots(ring) };
+    return this.slotsCache.slots;
   }
 
   /** Builds the snapshot once and writes it to every stream, closing those that fall behind. */
@@ -326,7 +329,7 @@ export class DashboardServer {
         role: this.membership.isCoordinator ? 'coordinator' : 'follower',
       },
       ring: this.ringViewOf(this.membership),
-      ...(ringChanged ? { arcs: this.arcs() } : {}),
+      ...(ringChanged ? { ringSlots: this.slots() } : {}),
       moving: this.movingRanges(ring),
       heartbeatAgeMs: this.history.heartbeatAges(),
       events: this.history.eventLog(),

@@ -3,7 +3,7 @@ import { connect as connectTcp, type Socket } from 'node:net';
 import { createRing } from '@dstore/hashring';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ringView } from '../src/admin-server.js';
-import { DashboardServer, movingSlots, ringArcs } from '../src/dashboard-server.js';
+import { DashboardServer, movingSlots, ringSlots } from '../src/dashboard-server.js';
 import { ClusterHistory, EVENT_LOG_CAPACITY, HISTORY_CAPACITY, percentileMs } from '../src/history.js';
 import { DURATION_BUCKETS_SECONDS } from '../src/metrics.js';
 import { Resources, startBalancer, startFakeNode, waitFor } from './helpers.js';
@@ -22,17 +22,15 @@ describe('dashboard history and drawing', () => {
     expect(percentileMs(buckets, 200, 0.99)).toBe(5000);
   });
 
-  it('draws a ring as arcs covering the whole circle, each owned by a ring member', () => {
+  it('draws a ring as 720 slots of the circle, each owned by a ring member, every member present', () => {
     const ring = createRing([{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
-    const arcs = ringArcs(ring);
-    expect(arcs[0]!.start).toBe(0);
-    expect(arcs.at(-1)!.end).toBe(1);
-    for (let index = 1; index < arcs.length; index++) {
-      expect(arcs[index]!.start).toBe(arcs[index - 1]!.end);
-      expect(arcs[index]!.owner).not.toBe(arcs[index - 1]!.owner);
+    const { owners, slots } = ringSlots(ring);
+    expect(slots).toHaveLength(720);
+    expect([...owners].sort()).toEqual(['a', 'b', 'c']);
+    for (let slot = 0; slot < slots.length; slot++) {
+      expect(owners[slots[slot]!]).toBe(ring.getByPosition(Math.floor((slot * 2 ** 32) / 720)));
     }
-    expect(new Set(arcs.map((arc) => arc.owner))).toEqual(new Set(['a', 'b', 'c']));
-    expect(ringArcs(createRing([]))).toEqual([]);
+    expect(ringSlots(createRing([]))).toEqual({ owners: [], slots: [] });
   });
 
   it('marks the moving parts of the ring at drawing resolution, bounded, wrapping past 2^32', () => {
