@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests start for real, when they are missing:
 # etcd (Debian's etcd-server) for the balancer's etcd map store tests, and the openssl CLI that
-# the TLS tests make their throwaway CA and certificates with.
+# the TLS tests make their throwaway CA and certificates with, and Chromium (Debian's chromium) that
+# the balancer's dashboard tests drive headless through puppeteer-core (no browser download).
 # Part of the README's test command, so a fresh machine and CI get the same thing.
 set -euo pipefail
 
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   as_root=()
   if [ "$(id -u)" -ne 0 ]; then
@@ -21,4 +23,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "install-test-deps: $(etcd --version | head -n 1); $(openssl version)"
+echo "install-test-deps: $(etcd --version | head -n 1); $(openssl version); $(chromium --version 2>/dev/null || echo 'chromium: no version')"

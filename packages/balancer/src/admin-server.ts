@@ -6,6 +6,8 @@ import type { TlsServerOptions } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { MemberState } from './cluster-map.js';
 import type { AdminAuthScope } from './config.js';
+import { type DashboardOptions, DashboardServer } from './dashboard-server.js';
+import { ClusterHistory } from './history.js';
 import type { MapStoreKind } from './map-store.js';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
@@ -191,6 +193,9 @@ export class AdminServer {
   private readonly server: Server;
   /** SHA-256 of the token: compared in constant time with the digest of what a request sends. */
   private readonly tokenDigest: Buffer | undefined;
+  /** The last 15 minutes, sampled once a second for the dashboard. */
+  private readonly history: ClusterHistory;
+  private readonly dashboard: DashboardServer;
 
   constructor(
     private readonly membership: Membership,
@@ -199,8 +204,11 @@ export class AdminServer {
     private readonly auth: AdminAuthOptions = { token: undefined, scope: 'mutating' },
     /** Serve HTTPS with the balancer's certificate (a client certificate is not asked for). Default: HTTP. */
     tls?: TlsServerOptions,
+    dashboard: DashboardOptions = { balancerId: 'balancer' },
   ) {
     this.tokenDigest = auth.token === undefined ? undefined : digest(auth.token);
+    this.history = new ClusterHistory(membership, metrics);
+    this.dashboard = new DashboardServer(membership, this.history, ringView, dashboard);
     const listener = (request: IncomingMessage, response: ServerResponse): void => {
       this.handle(request, response).catch((error: unknown) => {
         this.logger.error({ err: error }, 'admin request failed');
@@ -227,6 +235,7 @@ export class AdminServer {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
+        this.history.start();
         resolve(this.server.address() as AddressInfo);
       });
     });
@@ -234,6 +243,8 @@ export class AdminServer {
 
   /** Stops accepting and closes idle keep-alive connections. */
   close(): Promise<void> {
+    this.history.stop();
+    this.dashboard.close();
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
@@ -244,7 +255,21 @@ export class AdminServer {
     const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
     const remove = /^\/nodes\/([^/]+)\/remove$/.exec(path);
     const mutating = request.method !== 'GET' && request.method !== 'HEAD';
+    const operator = this.carriesToken(request);
+    if (!mutating && DashboardServer.servesWithoutToken(path)) {
+      // The page shell and its two files hold no cluster data: without the token the shell asks
+      // for it (401), and everything with data (/events, /ring...) still needs it below.
+      this.dashboard.handle(path, request, response, {
+        operator,
+        refused: this.auth.scope === 'all' && !operator,
+      });
+      return;
+    }
     if ((mutating || this.auth.scope === 'all') && !this.authorized(request, response, mutating)) return;
+    if (DashboardServer.serves(path)) {
+      this.dashboard.handle(path, request, response, { operator, refused: false });
+      return;
+    }
     if (remove && request.method === 'POST') {
       this.removeNode(decodeURIComponent(remove[1]!), response);
       return;
@@ -274,7 +299,15 @@ export class AdminServer {
       default:
         sendJson(response, 404, {
           error: `no such endpoint: ${path}`,
-          endpoints: ['/health', '/health/ready', '/ring', '/metrics', 'POST /nodes/<id>/remove'],
+          endpoints: [
+            '/',
+            '/events',
+            '/health',
+            '/health/ready',
+            '/ring',
+            '/metrics',
+            'POST /nodes/<id>/remove',
+          ],
         });
     }
   }
@@ -291,13 +324,18 @@ export class AdminServer {
       });
       return false;
     }
-    const header = request.headers.authorization ?? '';
-    const match = /^Bearer (.+)$/.exec(header);
-    if (match !== null && timingSafeEqual(digest(match[1]!), this.tokenDigest)) return true;
+    if (this.carriesToken(request)) return true;
     this.logger.warn({ remote: request.socket.remoteAddress, path: request.url }, 'admin request refused');
     response.setHeader('www-authenticate', 'Bearer realm="dstore-admin"');
     sendJson(response, 401, { error: 'this endpoint needs the admin token: Authorization: Bearer <token>' });
     return false;
+  }
+
+  /** Whether the request carries the configured admin token (false when none is configured). */
+  private carriesToken(request: IncomingMessage): boolean {
+    if (this.tokenDigest === undefined) return false;
+    const match = /^Bearer (.+)$/.exec(request.headers.authorization ?? '');
+    return match !== null && timingSafeEqual(digest(match[1]!), this.tokenDigest);
   }
 
   /**

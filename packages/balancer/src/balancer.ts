@@ -131,6 +131,7 @@ export class Balancer {
             this.logger,
             { token: this.options.adminToken, scope: this.options.adminAuth },
             this.options.tls,
+            { balancerId: this.options.id },
           )
         : undefined;
     this.health.on('status', (node, up) => {

@@ -68,7 +68,8 @@ export interface MembershipOptions {
   readonly heartbeatTimeoutMs: number;
 }
 
-function ringOf(ring: MapRing): HashRing {
+/** The hash ring a cluster map's ring describes (also used by the admin dashboard's ring view). */
+export function ringOf(ring: MapRing): HashRing {
   return HashRing.from(ring.members, {
     algorithm: ring.algorithm,
     ...(ring.vnodes > 0 ? { vnodes: ring.vnodes } : {}),

@@ -146,6 +146,19 @@ export class BalancerMetrics {
     this.errorsByCode.set(code, (this.errorsByCode.get(code) ?? 0) + 1);
   }
 
+  /**
+   * The raw counters, read once a second by the dashboard's history sampler (never on the hot
+   * path): outcomes at `op * 2 + (ok ? 0 : 1)`, duration buckets at
+   * `op * (DURATION_BUCKETS_SECONDS.length + 1) + bucket`, errors by code.
+   */
+  counters(): {
+    readonly outcomes: Float64Array;
+    readonly durationBuckets: Float64Array;
+    readonly errorsByCode: ReadonlyMap<string, number>;
+  } {
+    return { outcomes: this.outcomes, durationBuckets: this.bucketCounts, errorsByCode: this.errorsByCode };
+  }
+
   /** Answered requests of one op and outcome (for STATS and tests). */
   count(op: number, ok: boolean): number {
     return this.outcomes[op * 2 + (ok ? 0 : 1)] ?? 0;
