@@ -50,7 +50,11 @@ import {
   stopPeers,
 } from './redis-peers.js';
 
+// `pnpm --filter … bench:peers -- --flag` hands the script a literal `--` first: skip it, or
+// parseArgs takes every flag after it for a positional and silently runs the defaults.
+const argv = process.argv.slice(2);
 const { values: flags } = parseArgs({
+  args: argv[0] === '--' ? argv.slice(1) : argv,
   options: {
     ops: { type: 'string' },
     concurrency: { type: 'string' },
@@ -62,7 +66,6 @@ const { values: flags } = parseArgs({
     'dist-root': { type: 'string' },
     'baseline-root': { type: 'string' },
   },
-  allowPositionals: true,
 });
 const env = process.env;
 const OPS = Number(flags.ops ?? env.DSTORE_PEERS_OPS ?? 200_000);
