@@ -25,7 +25,7 @@ try {
   const state = await startCluster({ root, engine: 'lmdb' });
   const server = `${state.balancer.host}:${state.balancer.port}`;
   const admin = `${state.balancer.host}:${state.balancer.adminPort}`;
-  console.log(`balancer at dstore://${server}, admin http://${admin}`);
+  console.log(`balancer at dstore://${server}, admin API and dashboard http://${admin}/`);
 
   const client = createClient({ host: state.balancer.host, port: state.balancer.port });
   try {
