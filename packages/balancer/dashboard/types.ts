@@ -1,27 +1,13 @@
 /**
- * The stream's documents as the page reads them: the parts of `DashboardSnapshot` and `RingView`
- * (packages/balancer/src) it draws. Kept apart because the page compiles for the browser, without
- * the balancer's Node.js types; the browser test checks the page against `/ring`.
+ * The stream's documents as the page reads them: the history points from src/dashboard-wire.ts
+ * (shared with the balancer), and the parts of `DashboardSnapshot` and `RingView` it draws, kept
+ * apart because those modules import the balancer's Node.js code; the browser test checks the
+ * page against `/ring`.
  */
 
-/** Per-node sample of one second (`NodeSample` in src/history.ts). */
-export interface NodeSample {
-  readonly ops: number;
-  readonly p50Us: number;
-  readonly p99Us: number;
-  readonly keys: number;
-}
+import type { HistoryPoint } from '../src/dashboard-wire.js';
 
-/** One second of the cluster (`HistoryPoint` in src/history.ts). */
-export interface HistoryPoint {
-  readonly t: number;
-  readonly ops: Readonly<Record<string, number>>;
-  readonly errors: Readonly<Record<string, number>>;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly migrationKeys: number;
-  readonly nodes: Readonly<Record<string, NodeSample>>;
-}
+export type { HistoryPoint, NodeSample } from '../src/dashboard-wire.js';
 
 /** One node of `/ring`. */
 export interface RingNode {

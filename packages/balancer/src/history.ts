@@ -1,7 +1,10 @@
 import { Op } from '@dstore/protocol';
 import type { ClusterNode } from './cluster-node.js';
+import type { HistoryPoint, MembershipEvent, NodeSample } from './dashboard-wire.js';
 import type { Membership } from './membership.js';
 import { type BalancerMetrics, DURATION_BUCKETS_SECONDS } from './metrics.js';
+
+export type { HistoryPoint, MembershipEvent, NodeSample };
 
 /** Samples kept: one a second for 15 minutes. */
 export const HISTORY_CAPACITY = 900;
@@ -22,40 +25,6 @@ const CHARTED_OPS: Readonly<Record<string, number>> = {
 };
 const OP_SLOTS = 64;
 const BUCKETS_PER_OP = DURATION_BUCKETS_SECONDS.length + 1;
-
-/** What one node reported in its latest STATS (per-node series of the dashboard). */
-export interface NodeSample {
-  /** Operations per second the node served (its own counters, STATS excluded). */
-  readonly ops: number;
-  /** Latency the node reports (µs; its own histogram), or -1 when unknown. */
-  readonly p50Us: number;
-  readonly p99Us: number;
-  readonly keys: number;
-}
-
-/** One second of the cluster as the balancer saw it. */
-export interface HistoryPoint {
-  /** Unix time, seconds. */
-  readonly t: number;
-  /** Requests answered per second, by op (`other` = the rest). */
-  readonly ops: Readonly<Record<string, number>>;
-  /** Error answers per second, by error code. */
-  readonly errors: Readonly<Record<string, number>>;
-  /** Balancer-side latency percentiles of the requests answered in this second (ms; -1 = none). */
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  /** Keys moved by key migration in this second. */
-  readonly migrationKeys: number;
-  /** Per node, from its STATS (absent for nodes that did not answer). */
-  readonly nodes: Readonly<Record<string, NodeSample>>;
-}
-
-/** One membership change seen by the sampler. */
-export interface MembershipEvent {
-  /** Unix time, ms. */
-  readonly at: number;
-  readonly text: string;
-}
 
 /** The latest STATS of one node, as the sampler keeps it between seconds. */
 interface NodeCounters {

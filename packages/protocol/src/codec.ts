@@ -463,21 +463,6 @@ export function toWireArray(message: Message): Field[] {
             message.usedBytes ?? 0,
             message.availableBytes ?? 0,
           ];
-    case Op.RING:
-      return [
-        message.op,
-        message.id,
-        message.epoch,
-        message.generation,
-        message.algorithm,
-        message.vnodes,
-        message.nodes.length,
-        ...message.nodes.flatMap((node) => [node.id, node.weight]),
-        // The members' addresses, trailing and optional: their count (all members), then pairs.
-        ...(message.nodes.every((node) => node.host !== undefined && node.port !== undefined)
-          ? [message.nodes.length, ...message.nodes.flatMap((node) => [node.host!, node.port!])]
-          : []),
-      ];
     case Op.MIGRATE:
       return [
         message.op,
@@ -526,9 +511,9 @@ export function toWireArray(message: Message): Field[] {
       return [message.op, message.id, message.code, message.message];
     case Op.CLUSTER_MAP:
       return [message.op, message.id, message.subscribe ? 1 : 0];
+    case Op.RING:
     case Op.MAP_PUSH:
     case Op.MAP:
-      // RING's layout after the id, addresses included the same way.
       return [
         message.op,
         message.id,
@@ -538,6 +523,7 @@ export function toWireArray(message: Message): Field[] {
         message.vnodes,
         message.nodes.length,
         ...message.nodes.flatMap((node) => [node.id, node.weight]),
+        // The members' addresses, trailing and optional: their count (all members), then pairs.
         ...(message.nodes.every((node) => node.host !== undefined && node.port !== undefined)
           ? [message.nodes.length, ...message.nodes.flatMap((node) => [node.host!, node.port!])]
           : []),
@@ -855,15 +841,7 @@ function readRequest(op: number, r: FieldReader): Request {
         ...heartbeatStorage(r),
       };
     case Op.RING:
-      return {
-        op,
-        id,
-        epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
-        generation: r.uint(3, 'generation', Number.MAX_SAFE_INTEGER),
-        algorithm: nonEmpty(r, r.string(4, 'algorithm'), 'algorithm'),
-        vnodes: r.uint(5, 'vnodes'),
-        nodes: r.members(6, true),
-      };
+      return { op, id, ...mapSnapshot(r) };
     case Op.MIGRATE:
       return {
         op,
@@ -937,24 +915,10 @@ function readResponse(op: number, r: FieldReader): Response {
     case Op.MAP:
       return { op, id, ...mapSnapshot(r) };
     case Op.MOVED:
-      return {
-        op,
-        id,
-        epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
-        nodeId: nonEmpty(r, r.string(3, 'nodeId'), 'nodeId'),
-        host: r.string(4, 'host'),
-        port: r.uint(5, 'port', 65535),
-      };
+      return { op, id, ...redirectTarget(r) };
     case Op.ASK: {
       const count = r.optionalUint(6, 'count', 1);
-      const ask = {
-        op,
-        id,
-        epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
-        nodeId: nonEmpty(r, r.string(3, 'nodeId'), 'nodeId'),
-        host: r.string(4, 'host'),
-        port: r.uint(5, 'port', 65535),
-      };
+      const ask = { op, id, ...redirectTarget(r) };
       return count === undefined ? ask : { ...ask, count };
     }
     default:
@@ -977,6 +941,17 @@ function positive(r: FieldReader, value: number): number {
 }
 
 /** The fields of MAP and MAP_PUSH (RING's layout after the id). */
+/** Where a MOVED or ASK sends the request: the node's epoch, the owner's id and address. */
+function redirectTarget(r: FieldReader): { epoch: number; nodeId: string; host: string; port: number } {
+  return {
+    epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
+    nodeId: nonEmpty(r, r.string(3, 'nodeId'), 'nodeId'),
+    host: r.string(4, 'host'),
+    port: r.uint(5, 'port', 65535),
+  };
+}
+
+/** The ring layout RING, MAP_PUSH and MAP share after the id. */
 function mapSnapshot(r: FieldReader): ClusterMapSnapshot {
   return {
     epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
