@@ -12,6 +12,7 @@
 import { createInterface } from 'node:readline';
 import { type ClientOptions, createClient } from '@dstore/client';
 import { LatencyHistogram, type LatencySummary } from '@dstore/protocol';
+import { seededRandom } from '@dstore/protocol/testing';
 import { Cluster, Redis } from 'ioredis';
 import { cpuSeconds } from './bench-load.js';
 
@@ -119,18 +120,6 @@ async function connect(config: LoadConfig): Promise<KvDriver> {
   }
 }
 
-/** A small fast PRNG (mulberry32): the key sequence costs next to nothing and is reproducible. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface PhaseCounters {
   errors: number;
   firstError?: string;
@@ -170,7 +159,8 @@ async function main(): Promise<void> {
   const config = JSON.parse(process.argv[2] ?? '{}') as LoadConfig;
   const keys = Array.from({ length: config.keyspace }, (_, i) => `key:${String(i).padStart(8, '0')}`);
   const value = Buffer.alloc(config.valueSize, 0x61);
-  const next = random(config.seed);
+  // The key sequence costs next to nothing and is reproducible from the seed.
+  const next = seededRandom(config.seed);
   const driver = await connect(config);
   const unmeasured: PhaseCounters = { errors: 0 };
   // Every key once (so GETs hit), then a warm-up of both kinds so the JIT has settled.
