@@ -282,6 +282,14 @@ class Dashboard {
         (point) => perNode(point, 'p99Us', 1 / 1000),
         nodeColour,
       ),
+      new TimeChart(
+        layout.charts,
+        'Errors per node',
+        'errors/s',
+        nodeErrorSeries,
+        (name) => colourOf(name.slice(0, name.lastIndexOf(' '))),
+        true,
+      ),
     ];
     layout.tokenForm.addEventListener('submit', (event) => {
       event.preventDefault();
@@ -413,6 +421,15 @@ class Dashboard {
   get latest(): Snapshot | undefined {
     return this.snapshot;
   }
+}
+
+/** One series per node and error code ("node-2 TIMEOUT"), in the node's colour. */
+function nodeErrorSeries(point: HistoryPoint): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [id, codes] of Object.entries(point.nodeErrors ?? {})) {
+    for (const [code, rate] of Object.entries(codes)) out[`${id} ${code}`] = rate;
+  }
+  return out;
 }
 
 function perNode(point: HistoryPoint, field: 'ops' | 'p99Us', scale = 1): Record<string, number> {

@@ -27,6 +27,11 @@ export interface HistoryPoint {
   readonly p99Ms: number;
   /** Keys moved by key migration in this second. */
   readonly migrationKeys: number;
+  /**
+   * Failures per second of each node, by error code, as the balancer saw them (requests a node
+   * refused or failed, or that were refused because it was down); only nodes with failures.
+   */
+  readonly nodeErrors: Readonly<Record<string, Readonly<Record<string, number>>>>;
   /** Per node, from its STATS (absent for nodes that did not answer). */
   readonly nodes: Readonly<Record<string, NodeSample>>;
 }

@@ -76,6 +76,7 @@ export class ClusterHistory {
   private previousOutcomes = new Float64Array(0);
   private previousBuckets = new Float64Array(0);
   private previousErrors = new Map<string, number>();
+  private previousNodeErrors = new Map<string, Map<string, number>>();
   private previousKeysMoved = 0;
   private readonly nodeCounters = new Map<string, NodeCounters>();
   private statsPending = false;
@@ -151,6 +152,7 @@ export class ClusterHistory {
     this.previousOutcomes = counters.outcomes.slice();
     this.previousBuckets = counters.durationBuckets.slice();
     this.previousErrors = new Map(counters.errorsByCode);
+    this.previousNodeErrors = copyNodeErrors(counters.errorsByNode);
     this.previousKeysMoved = this.membership.migrator.snapshot().keysMovedTotal;
     this.logMembershipChanges();
     this.pollNodeStats();
@@ -183,6 +185,7 @@ export class ClusterHistory {
       if (delta > 0 && Object.keys(errors).length < MAX_SERIES_KEYS) errors[code] = delta;
     }
     this.previousErrors = new Map(counters.errorsByCode);
+    const nodeErrors = this.nodeErrorRates(counters.errorsByNode);
     const keysMovedTotal = this.membership.migrator.snapshot().keysMovedTotal;
     const migrationKeys = Math.max(0, keysMovedTotal - this.previousKeysMoved);
     this.previousKeysMoved = keysMovedTotal;
@@ -193,8 +196,29 @@ export class ClusterHistory {
       p50Ms: percentileMs(latency, answered, 0.5),
       p99Ms: percentileMs(latency, answered, 0.99),
       migrationKeys,
+      nodeErrors,
       nodes: this.nodeSamples(),
     };
+  }
+
+  /** Each node's failures since the previous sample, by code (nodes without any left out). */
+  private nodeErrorRates(
+    totals: ReadonlyMap<string, ReadonlyMap<string, number>>,
+  ): Record<string, Record<string, number>> {
+    const rates: Record<string, Record<string, number>> = {};
+    let kept = 0;
+    for (const [node, codes] of totals) {
+      const before = this.previousNodeErrors.get(node);
+      for (const [code, total] of codes) {
+        const delta = total - (before?.get(code) ?? 0);
+        if (delta <= 0 || kept >= MAX_SERIES_KEYS) continue;
+        rates[node] ??= {};
+        rates[node][code] = delta;
+        kept++;
+      }
+    }
+    this.previousNodeErrors = copyNodeErrors(totals);
+    return rates;
   }
 
   private nodeSamples(): Record<string, NodeSample> {
@@ -286,4 +310,10 @@ export class ClusterHistory {
     this.events.push({ at: Date.now(), text });
     if (this.events.length > EVENT_LOG_CAPACITY) this.events.shift();
   }
+}
+
+function copyNodeErrors(
+  totals: ReadonlyMap<string, ReadonlyMap<string, number>>,
+): Map<string, Map<string, number>> {
+  return new Map([...totals].map(([node, codes]) => [node, new Map(codes)]));
 }

@@ -104,6 +104,9 @@ function sumRange(array: Float64Array, start: number, length: number): number {
   return total;
 }
 
+/** Most nodes whose failures are counted one by one (the cluster map bounds them anyway). */
+const MAX_NODES_WITH_ERRORS = 256;
+
 /**
  * The balancer's counters. The hot path only touches typed arrays and plain numbers
  * ({@link record}); a Prometheus registry of its own (never the global one, so several balancers
@@ -121,6 +124,8 @@ export class BalancerMetrics {
   private readonly bucketCounts = new Float64Array(OP_SLOTS * (DURATION_BUCKETS_SECONDS.length + 1));
   private readonly durationSums = new Float64Array(OP_SLOTS);
   private readonly errorsByCode = new Map<string, number>();
+  /** Failures of each node by code (node id -> code -> count), for the dashboard's per-node series. */
+  private readonly errorsByNode = new Map<string, Map<string, number>>();
 
   constructor(cluster: ClusterGaugeSource) {
     collectDefaultMetrics({ register: this.registry });
@@ -147,6 +152,21 @@ export class BalancerMetrics {
   }
 
   /**
+   * Counts one failure of node `node` (a request it refused or failed, or one refused because it
+   * is down). Routing refusals the balancer resolves itself are not counted by the router. At
+   * most {@link MAX_NODES_WITH_ERRORS} nodes are tracked: ids come from the cluster map.
+   */
+  recordNodeError(node: string, code: string): void {
+    let codes = this.errorsByNode.get(node);
+    if (codes === undefined) {
+      if (this.errorsByNode.size >= MAX_NODES_WITH_ERRORS) return;
+      codes = new Map();
+      this.errorsByNode.set(node, codes);
+    }
+    codes.set(code, (codes.get(code) ?? 0) + 1);
+  }
+
+  /**
    * The raw counters, read once a second by the dashboard's history sampler (never on the hot
    * path): outcomes at `op * 2 + (ok ? 0 : 1)`, duration buckets at
    * `op * (DURATION_BUCKETS_SECONDS.length + 1) + bucket`, errors by code.
@@ -155,8 +175,14 @@ export class BalancerMetrics {
     readonly outcomes: Float64Array;
     readonly durationBuckets: Float64Array;
     readonly errorsByCode: ReadonlyMap<string, number>;
+    readonly errorsByNode: ReadonlyMap<string, ReadonlyMap<string, number>>;
   } {
-    return { outcomes: this.outcomes, durationBuckets: this.bucketCounts, errorsByCode: this.errorsByCode };
+    return {
+      outcomes: this.outcomes,
+      durationBuckets: this.bucketCounts,
+      errorsByCode: this.errorsByCode,
+      errorsByNode: this.errorsByNode,
+    };
   }
 
   /** Answered requests of one op and outcome (for STATS and tests). */

@@ -133,8 +133,17 @@ export class Router {
     const id = topology.ownerOf(key);
     if (id === undefined) return downError(undefined);
     const node = this.membership.node(id);
-    if (node === undefined || !node.up) return downError(node);
+    if (node === undefined || !node.up) {
+      const error = downError(node);
+      if (node !== undefined) this.nodeFailed(node, error);
+      return error;
+    }
     return node;
+  }
+
+  /** Counts a failure of `node` for its per-node series (not the routing refusals resolved here). */
+  private nodeFailed(node: ClusterNode, error: unknown): void {
+    if (!isRoutingRefusal(error)) this.metrics.recordNodeError(node.id, errorCodeOf(error));
   }
 
   /** The old owner of `key` while its range moves to `owner`; undefined when it is not moving. */
@@ -170,9 +179,9 @@ export class Router {
       if (error === undefined) {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response!, id));
-      } else this.forwardFailed(client, id, op, startMs, error);
+      } else this.forwardFailed(client, id, op, startMs, error, owner);
     });
-    if (refusal !== undefined) this.forwardFailed(client, id, op, startMs, refusal);
+    if (refusal !== undefined) this.forwardFailed(client, id, op, startMs, refusal, owner);
   }
 
   private forwardFailed(
@@ -181,7 +190,9 @@ export class Router {
     op: number,
     startMs: number,
     error: DstoreError,
+    owner: ClusterNode,
   ): void {
+    this.nodeFailed(owner, error);
     // A fence refusal here means a map this balancer has not seen yet (or a node that missed
     // a RING): the request was not executed; catch up for the next ones and say so.
     if (isFenceRefusal(error)) void this.membership.catchUp(error);
@@ -211,6 +222,7 @@ export class Router {
       client.reply(withRequestId(response, id));
     };
     const failed = (error: unknown) => {
+      this.nodeFailed(owner, error);
       if (!retried && isRoutingRefusal(error)) {
         this.membership.catchUp(error).then(() => this.forwardToOwner(request, client, startMs, true));
         return;
@@ -297,17 +309,19 @@ export class Router {
     }
     const values = new Array<Uint8Array | null>(keys.length);
     const parts = batches.map((batch) =>
-      batch.node.forward(fenced({ op: Op.MGET, keys: batch.items }, topology)).then((response) => {
-        if (response.op !== Op.VALUES || response.values.length !== batch.positions.length) {
-          throw new DstoreError(
-            ErrorCode.INTERNAL,
-            `node ${batch.node.id} answered MGET with op ${response.op}`,
-          );
-        }
-        for (let index = 0; index < batch.positions.length; index++) {
-          values[batch.positions[index]!] = response.values[index]!;
-        }
-      }),
+      this.forwardCounted(batch.node, fenced({ op: Op.MGET, keys: batch.items }, topology)).then(
+        (response) => {
+          if (response.op !== Op.VALUES || response.values.length !== batch.positions.length) {
+            throw new DstoreError(
+              ErrorCode.INTERNAL,
+              `node ${batch.node.id} answered MGET with op ${response.op}`,
+            );
+          }
+          for (let index = 0; index < batch.positions.length; index++) {
+            values[batch.positions[index]!] = response.values[index]!;
+          }
+        },
+      ),
     );
     Promise.all(parts).then(
       () => {
@@ -332,12 +346,18 @@ export class Router {
       const owner = this.upOwnerOf(key, topology);
       if (owner instanceof DstoreError) return Promise.reject(owner);
       const fallback = this.fallbackOf(key, owner, topology);
-      return this.readWithFallback(key, owner, fallback, topology).then((response) => {
-        if (response.op !== Op.VALUE) {
-          throw new DstoreError(ErrorCode.INTERNAL, `node answered GET with op ${response.op}`);
-        }
-        values[index] = response.value;
-      });
+      return this.readWithFallback(key, owner, fallback, topology).then(
+        (response) => {
+          if (response.op !== Op.VALUE) {
+            throw new DstoreError(ErrorCode.INTERNAL, `node answered GET with op ${response.op}`);
+          }
+          values[index] = response.value;
+        },
+        (error: unknown) => {
+          this.nodeFailed(owner, error);
+          throw error;
+        },
+      );
     });
     Promise.all(reads).then(
       () => {
@@ -386,7 +406,9 @@ export class Router {
       return;
     }
     Promise.all(
-      batches.map((batch) => batch.node.forward(fenced({ op: Op.MSET, entries: batch.items }, topology))),
+      batches.map((batch) =>
+        this.forwardCounted(batch.node, fenced({ op: Op.MSET, entries: batch.items }, topology)),
+      ),
     ).then(
       () => {
         this.metrics.record(Op.MSET, startMs, true);
@@ -425,13 +447,21 @@ export class Router {
     startMs: number,
     again?: () => void,
   ): void {
-    node.forward(message).then(
+    this.forwardCounted(node, message).then(
       (response) => {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response, id));
       },
       (error: unknown) => this.failOrRetry(client, id, op, startMs, error, again),
     );
+  }
+
+  /** `node.forward(message)`, its failure counted in the node's series (multi-key paths). */
+  private forwardCounted(node: ClusterNode, message: DataMessage): Promise<Response> {
+    return node.forward(message).catch((error: unknown) => {
+      this.nodeFailed(node, error);
+      throw error;
+    });
   }
 
   /**

@@ -1,12 +1,13 @@
 import { createServer, type Server } from 'node:http';
 import { connect as connectTcp, type Socket } from 'node:net';
 import { createRing } from '@dstore/hashring';
+import { type DstoreError, ErrorCode, Op, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ringView } from '../src/admin-server.js';
 import { DashboardServer, movingSlots, ringSlots } from '../src/dashboard-server.js';
 import { ClusterHistory, EVENT_LOG_CAPACITY, HISTORY_CAPACITY, percentileMs } from '../src/history.js';
 import { DURATION_BUCKETS_SECONDS } from '../src/metrics.js';
-import { Resources, startBalancer, startFakeNode, waitFor } from './helpers.js';
+import { connect, Resources, startBalancer, startFakeNode, waitFor, waitForNodesUp } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
@@ -62,6 +63,32 @@ describe('dashboard history and drawing', () => {
     expect(history.eventLog().some((event) => event.text.startsWith('node fake-1 joined'))).toBe(true);
     expect(history.eventLog().some((event) => event.text.startsWith('map epoch 0 →'))).toBe(true);
     expect(history.eventLog().length).toBeLessThanOrEqual(EVENT_LOG_CAPACITY);
+    history.stop();
+  });
+
+  it("counts each node's failures by code, and only the failures of that node", async () => {
+    const balancer = await startBalancer(resources);
+    const history = new ClusterHistory(balancer.membership, balancer.metrics);
+    const fake = await startFakeNode(resources, 'fake-1');
+    await fake.register(balancer.address.port);
+    await waitForNodesUp(balancer, 1);
+    const client = await connect(resources, balancer.address.port);
+    fake.failNext.push(ErrorCode.OUT_OF_SPACE, ErrorCode.OUT_OF_SPACE, ErrorCode.STORAGE_ERROR);
+    const outcomes = await Promise.all(
+      ['a', 'b', 'c', 'd'].map((key) =>
+        client.request({ op: Op.SET, key: toBytes(key), value: toBytes('v') }).then(
+          () => 'ok',
+          (error: DstoreError) => error.code,
+        ),
+      ),
+    );
+    expect(outcomes.sort()).toEqual(['OUT_OF_SPACE', 'OUT_OF_SPACE', 'STORAGE_ERROR', 'ok']);
+    history.sample();
+    const [point] = history.history().slice(-1);
+    expect(point?.nodeErrors).toEqual({ 'fake-1': { OUT_OF_SPACE: 2, STORAGE_ERROR: 1 } });
+    // Per second: the next sample has none.
+    history.sample();
+    expect(history.history().slice(-1)[0]?.nodeErrors).toEqual({});
     history.stop();
   });
 

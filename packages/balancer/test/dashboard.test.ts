@@ -173,6 +173,7 @@ describe('dashboard in a real browser', () => {
     await page.waitForFunction(
       () => Number((document.querySelector('[data-chart="Ops per node"]') as HTMLElement).dataset.total) > 0,
     );
+    expect(await page.$('[data-chart="Errors per node"]')).not.toBeNull();
     await screenshot(page, 'dashboard-loaded');
 
     // A join: the transition appears (moving ranges drawn), then finishes with three nodes.
