@@ -277,19 +277,22 @@ class Dashboard {
       new TimeChart(layout.charts, 'Ops per node', 'ops/s', (point) => perNode(point, 'ops'), nodeColour),
       new TimeChart(
         layout.charts,
-        'p99 per node',
-        'ms',
-        (point) => perNode(point, 'p99Us', 1 / 1000),
-        nodeColour,
-      ),
-      new TimeChart(
-        layout.charts,
-        'Errors per node',
-        'errors/s',
-        nodeErrorSeries,
-        (name) => colourOf(name.slice(0, name.lastIndexOf(' '))),
+        'Ops per node by operation',
+        'ops/s',
+        nodeOpSeries,
+        seriesNodeColour,
         true,
       ),
+      new TimeChart(layout.charts, 'Latency per node', 'ms', nodeLatencySeries, seriesNodeColour),
+      new TimeChart(
+        layout.charts,
+        'Migration per node',
+        'keys/s',
+        (point) => perNode(point, 'migrationKeys'),
+        nodeColour,
+        true,
+      ),
+      new TimeChart(layout.charts, 'Errors per node', 'errors/s', nodeErrorSeries, seriesNodeColour, true),
     ];
     layout.tokenForm.addEventListener('submit', (event) => {
       event.preventDefault();
@@ -423,6 +426,31 @@ class Dashboard {
   }
 }
 
+/** The colour of a "<node> <what>" series: its node's. */
+function seriesNodeColour(name: string): string {
+  return colourOf(name.slice(0, name.lastIndexOf(' ')));
+}
+
+/** One series per node and operation ("node-1 get"), from the nodes' STATS; 0 where absent. */
+function nodeOpSeries(point: HistoryPoint): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [id, sample] of Object.entries(point.nodes)) {
+    // Only the operations a node served in the window: no legend entry for idle ones.
+    for (const [op, rate] of Object.entries(sample.opsByOp ?? {})) if (rate > 0) out[`${id} ${op}`] = rate;
+  }
+  return out;
+}
+
+/** p50 and p99 of each node ("node-1 p99", ms), from the nodes' own histograms. */
+function nodeLatencySeries(point: HistoryPoint): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [id, sample] of Object.entries(point.nodes)) {
+    if (sample.p50Us >= 0) out[`${id} p50`] = sample.p50Us / 1000;
+    if (sample.p99Us >= 0) out[`${id} p99`] = sample.p99Us / 1000;
+  }
+  return out;
+}
+
 /** One series per node and error code ("node-2 TIMEOUT"), in the node's colour. */
 function nodeErrorSeries(point: HistoryPoint): Record<string, number> {
   const out: Record<string, number> = {};
@@ -432,11 +460,12 @@ function nodeErrorSeries(point: HistoryPoint): Record<string, number> {
   return out;
 }
 
-function perNode(point: HistoryPoint, field: 'ops' | 'p99Us', scale = 1): Record<string, number> {
+/** One series per node: `field` of its sample (ops/s or migration keys/s). */
+function perNode(point: HistoryPoint, field: 'ops' | 'migrationKeys'): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [id, sample] of Object.entries(point.nodes)) {
     const value = sample[field];
-    if (value >= 0) out[id] = value * scale;
+    if (value >= 0) out[id] = value;
   }
   return out;
 }

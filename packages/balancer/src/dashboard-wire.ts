@@ -8,6 +8,10 @@
 export interface NodeSample {
   /** Operations per second the node served (its own counters, STATS excluded). */
   readonly ops: number;
+  /** The same by operation (`get`, `set`, `del`, `mget`, `mset`; `other` = the rest but STATS). */
+  readonly opsByOp: Readonly<Record<string, number>>;
+  /** Keys per second the node sent and received by key migration. */
+  readonly migrationKeys: number;
   /** Latency the node reports (µs; its own histogram), or -1 when unknown. */
   readonly p50Us: number;
   readonly p99Us: number;

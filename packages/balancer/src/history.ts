@@ -29,6 +29,10 @@ const BUCKETS_PER_OP = DURATION_BUCKETS_SECONDS.length + 1;
 /** The latest STATS of one node, as the sampler keeps it between seconds. */
 interface NodeCounters {
   opsTotal: number;
+  /** `ops.<name>` totals of its STATS, STATS itself excluded. */
+  opsByOp: Record<string, number>;
+  /** Keys sent plus received by migration, in total. */
+  migrationKeys: number;
   at: number;
   sample: NodeSample | undefined;
 }
@@ -259,23 +263,37 @@ export class ClusterHistory {
       return; // A node that cannot answer shows as down in the table; its series gets a gap.
     }
     let opsTotal = 0;
+    const opsByOp: Record<string, number> = {};
     for (const [name, value] of Object.entries(stats)) {
       // The dashboard's own STATS are not the node's traffic.
-      if (name.startsWith('ops.') && name !== 'ops.stats' && typeof value === 'number') opsTotal += value;
+      if (!name.startsWith('ops.') || name === 'ops.stats' || typeof value !== 'number') continue;
+      opsTotal += value;
+      const op = name.slice(4);
+      const charted = op in CHARTED_OPS ? op : 'other';
+      opsByOp[charted] = (opsByOp[charted] ?? 0) + value;
     }
+    const migrationKeys =
+      Math.max(0, numberOf(stats['migration.keys_sent'])) +
+      Math.max(0, numberOf(stats['migration.keys_received']));
     const now = performance.now();
     const previous = this.nodeCounters.get(node.id);
     const seconds = previous === undefined ? 0 : (now - previous.at) / 1000;
+    const rate = (total: number, before: number): number =>
+      Math.max(0, Math.round((total - before) / seconds));
     const sample: NodeSample | undefined =
       previous === undefined || seconds <= 0
         ? undefined
         : {
-            ops: Math.max(0, Math.round((opsTotal - previous.opsTotal) / seconds)),
+            ops: rate(opsTotal, previous.opsTotal),
+            opsByOp: Object.fromEntries(
+              Object.entries(opsByOp).map(([op, total]) => [op, rate(total, previous.opsByOp[op] ?? 0)]),
+            ),
+            migrationKeys: rate(migrationKeys, previous.migrationKeys),
             p50Us: numberOf(stats['latency.p50_us']),
             p99Us: numberOf(stats['latency.p99_us']),
             keys: node.keyCount,
           };
-    this.nodeCounters.set(node.id, { opsTotal, at: now, sample });
+    this.nodeCounters.set(node.id, { opsTotal, opsByOp, migrationKeys, at: now, sample });
   }
 
   /** Logs joins, leaves, state and up/down changes, epoch changes and transitions (bounded log). */

@@ -92,6 +92,41 @@ describe('dashboard history and drawing', () => {
     history.stop();
   });
 
+  it("samples each node's ops by operation, latency and migration from its STATS, without its own STATS", async () => {
+    const balancer = await startBalancer(resources);
+    const history = new ClusterHistory(balancer.membership, balancer.metrics);
+    const fake = await startFakeNode(resources, 'fake-1');
+    await fake.register(balancer.address.port);
+    await waitForNodesUp(balancer, 1);
+    const statsAsked = () => fake.received.filter((request) => request.op === Op.STATS).length;
+    const totals = (scale: number) => ({
+      'ops.get': 200_000 * scale,
+      'ops.set': 100_000 * scale,
+      'ops.stats': 900_000 * scale,
+      'migration.keys_sent': 50_000 * scale,
+      'migration.keys_received': 50_000 * scale,
+      'latency.p50_us': 120,
+      'latency.p99_us': 900,
+    });
+    fake.stats = totals(1);
+    history.sample();
+    // The first STATS was answered with these totals (answers are built when a request arrives).
+    await waitFor(() => statsAsked() >= 1, 'the first STATS');
+    fake.stats = totals(2);
+    await waitFor(() => {
+      history.sample();
+      return history.history().slice(-1)[0]?.nodes['fake-1'] !== undefined;
+    }, 'a sample of the node');
+    const sample = history.history().slice(-1)[0]!.nodes['fake-1']!;
+    // Rates over the same interval: their ratios are the totals' (rounding aside).
+    expect(Object.keys(sample.opsByOp).sort()).toEqual(['get', 'set']);
+    expect(Math.abs(sample.opsByOp.get! - 2 * sample.opsByOp.set!)).toBeLessThanOrEqual(2);
+    expect(Math.abs(sample.ops - sample.opsByOp.get! - sample.opsByOp.set!)).toBeLessThanOrEqual(1);
+    expect(Math.abs(sample.migrationKeys - sample.opsByOp.set!)).toBeLessThanOrEqual(2);
+    expect(sample).toMatchObject({ p50Us: 120, p99Us: 900 });
+    history.stop();
+  });
+
   it('closes a stream whose reader does not keep up', async () => {
     const balancer = await startBalancer(resources);
     const history = new ClusterHistory(balancer.membership, balancer.metrics);
