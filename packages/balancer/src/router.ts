@@ -11,7 +11,11 @@ import {
   type SetRequest,
   type WithoutId,
 } from '@dstore/protocol';
-import { migratingDeleteOutcome as deleteOutcome } from '@dstore/protocol/internal';
+import {
+  type DataRequest,
+  migratingDeleteOutcome as deleteOutcome,
+  withEpoch,
+} from '@dstore/protocol/internal';
 import type { ClusterNode } from './cluster-node.js';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
@@ -57,34 +61,10 @@ function countOf(response: Response): number {
   return response.op === Op.COUNT ? response.count : 0;
 }
 
-/**
- * `message` with the fence: the epoch of the ring it was routed on. One object literal per op
- * (not a spread of the decoded request): this runs for every forwarded request.
- */
-function fenced(message: DataMessage, topology: Topology): DataMessage {
-  const epoch = topology.epoch;
-  switch (message.op) {
-    case Op.GET:
-    case Op.DEL:
-      return message.fallback === true
-        ? { op: message.op, key: message.key, fallback: true, epoch }
-        : { op: message.op, key: message.key, epoch };
-    case Op.SET:
-      return { op: Op.SET, key: message.key, value: message.value, epoch };
-    case Op.MGET:
-      return { op: Op.MGET, keys: message.keys, epoch };
-    case Op.MSET:
-      return { op: Op.MSET, entries: message.entries, epoch };
-  }
+/** `message` fenced with the epoch of the ring `topology` routes on. */
+function fenced(message: DataRequest, topology: Topology): DataRequest {
+  return withEpoch(message, topology.epoch);
 }
-
-/** The data requests a router forwards: each carries the fence epoch. */
-type DataMessage =
-  | WithoutId<GetRequest>
-  | WithoutId<SetRequest>
-  | WithoutId<DelRequest>
-  | WithoutId<MGetRequest>
-  | WithoutId<MSetRequest>;
 
 /** A node refused because the request was routed on another ring epoch (the fence). */
 function isFenceRefusal(error: unknown): error is DstoreError {
@@ -440,7 +420,7 @@ export class Router {
 
   private forwardWhole(
     node: ClusterNode,
-    message: DataMessage,
+    message: DataRequest,
     client: Connection,
     id: number,
     op: number,
@@ -457,7 +437,7 @@ export class Router {
   }
 
   /** `node.forward(message)`, its failure counted in the node's series (multi-key paths). */
-  private forwardCounted(node: ClusterNode, message: DataMessage): Promise<Response> {
+  private forwardCounted(node: ClusterNode, message: DataRequest): Promise<Response> {
     return node.forward(message).catch((error: unknown) => {
       this.nodeFailed(node, error);
       throw error;

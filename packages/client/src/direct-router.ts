@@ -18,15 +18,10 @@ import {
   type SetRequest,
   type WithoutId,
 } from '@dstore/protocol';
-import { migratingDeleteOutcome } from '@dstore/protocol/internal';
+import { type DataRequest, migratingDeleteOutcome, withEpoch } from '@dstore/protocol/internal';
 
 /** A data command as the client sends it (no id, no epoch yet). */
-export type DataCommand =
-  | WithoutId<GetRequest>
-  | WithoutId<SetRequest>
-  | WithoutId<DelRequest>
-  | WithoutId<MGetRequest>
-  | WithoutId<MSetRequest>;
+export type DataCommand = DataRequest;
 
 /** Per-request options of a routed command: what is left of its deadline, and its AbortSignal. */
 export interface RouteOptions {
@@ -510,22 +505,6 @@ export class DirectRouter {
 
   private noteRedirects(redirects: number): void {
     if (redirects > this.stats.maxRedirectsPerRequest) this.stats.maxRedirectsPerRequest = redirects;
-  }
-}
-
-/** `message` fenced with the map's epoch: one literal per op, as the balancer's router builds them. */
-function withEpoch(message: DataCommand, epoch: number): DataCommand {
-  switch (message.op) {
-    case Op.GET:
-      return { op: Op.GET, key: message.key, epoch };
-    case Op.DEL:
-      return { op: Op.DEL, key: message.key, epoch };
-    case Op.SET:
-      return { op: Op.SET, key: message.key, value: message.value, epoch };
-    case Op.MGET:
-      return { op: Op.MGET, keys: message.keys, epoch };
-    case Op.MSET:
-      return { op: Op.MSET, entries: message.entries, epoch };
   }
 }
 

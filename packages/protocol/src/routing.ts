@@ -1,5 +1,43 @@
 import { DstoreError, ErrorCode } from './errors.js';
-import type { Response } from './messages.js';
+import {
+  type DelRequest,
+  type GetRequest,
+  type MGetRequest,
+  type MSetRequest,
+  Op,
+  type Response,
+  type SetRequest,
+  type WithoutId,
+} from './messages.js';
+
+/** The data requests a router (the balancer's, or a direct client's) sends fenced with an epoch. */
+export type DataRequest =
+  | WithoutId<GetRequest>
+  | WithoutId<SetRequest>
+  | WithoutId<DelRequest>
+  | WithoutId<MGetRequest>
+  | WithoutId<MSetRequest>;
+
+/**
+ * `message` with the fence: the epoch of the ring it was routed on (a GET's or DEL's fall-back
+ * flag kept). One object literal per op, not a spread of the decoded request: the balancer runs
+ * this for every request it forwards.
+ */
+export function withEpoch(message: DataRequest, epoch: number): DataRequest {
+  switch (message.op) {
+    case Op.GET:
+    case Op.DEL:
+      return message.fallback === true
+        ? { op: message.op, key: message.key, fallback: true, epoch }
+        : { op: message.op, key: message.key, epoch };
+    case Op.SET:
+      return { op: Op.SET, key: message.key, value: message.value, epoch };
+    case Op.MGET:
+      return { op: Op.MGET, keys: message.keys, epoch };
+    case Op.MSET:
+      return { op: Op.MSET, entries: message.entries, epoch };
+  }
+}
 
 /**
  * The error of a DEL sent to both copies of a moving key (the new owner and, with the fall-back
