@@ -3,7 +3,7 @@
  * PIDs and ports, and stops exactly those processes again. Used by cluster:up / cluster:down /
  * demo and by the end-to-end tests.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { get as httpGet, type IncomingMessage } from 'node:http';
 import { get as httpsGet } from 'node:https';
@@ -23,6 +23,22 @@ export function cliPath(
   if (distRoot !== undefined)
     return join(resolve(distRoot), 'packages', pkg.slice('@dstore/'.length), 'dist', 'cli.js');
   return join(dirname(require.resolve(`${pkg}/package.json`)), 'dist', 'cli.js');
+}
+
+/** What a `dstore` CLI run printed and its exit status (null when killed at `timeoutMs`). */
+export interface CliRun {
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly status: number | null;
+}
+
+/** Runs this workspace's `dstore` CLI with `args`, capturing its output, killed after `timeoutMs`. */
+export function runDstore(args: readonly string[], timeoutMs: number): CliRun {
+  const result = spawnSync(process.execPath, [cliPath('@dstore/client'), ...args], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+  });
+  return { stdout: result.stdout, stderr: result.stderr, status: result.status };
 }
 
 /** A process of the cluster, as recorded in the state file. */

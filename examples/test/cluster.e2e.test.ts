@@ -2,7 +2,6 @@
  * End to end with real processes: the built dstore-node and dstore-balancer CLIs on ephemeral
  * ports, driven through @dstore/client and the `dstore` CLI.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +9,14 @@ import { createClient, type DstoreClient } from '@dstore/client';
 import { HashRing } from '@dstore/hashring';
 import { Op, PeerLink } from '@dstore/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ClusterState, cliPath, isOurProcess, startCluster, stopCluster } from '../src/cluster.js';
+import {
+  type CliRun,
+  type ClusterState,
+  isOurProcess,
+  runDstore,
+  startCluster,
+  stopCluster,
+} from '../src/cluster.js';
 
 const KEY_COUNT = 10_000;
 let root: string;
@@ -31,12 +37,8 @@ afterAll(async () => {
   for (const proc of stopped) expect(isOurProcess(proc.pid)).toBe(false);
 }, 60_000);
 
-function dstore(...args: string[]): { stdout: string; stderr: string; status: number | null } {
-  const result = spawnSync(process.execPath, [cliPath('@dstore/client'), ...args], {
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  return { stdout: result.stdout, stderr: result.stderr, status: result.status };
+function dstore(...args: string[]): CliRun {
+  return runDstore(args, 60_000);
 }
 
 /** Reads a key straight from one node, bypassing the balancer. */

@@ -7,7 +7,6 @@
  * Plaintext, wrong-CA and wrong-password clients get typed errors, and a node whose certificate
  * the cluster CA did not sign cannot join.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,10 +23,11 @@ import { createTestPki, type TestPki } from '@dstore/protocol/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   adminJson,
+  type CliRun,
   type ClusterProcess,
   type ClusterState,
-  cliPath,
   isOurProcess,
+  runDstore,
   sleep,
   startCluster,
   startNode,
@@ -76,12 +76,8 @@ afterAll(async () => {
   for (const proc of stopped) expect(isOurProcess(proc.pid)).toBe(false);
 }, 60_000);
 
-function dstore(...args: string[]): { stdout: string; stderr: string; status: number | null } {
-  const result = spawnSync(process.execPath, [cliPath('@dstore/client'), ...args], {
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  return { stdout: result.stdout, stderr: result.stderr, status: result.status };
+function dstore(...args: string[]): CliRun {
+  return runDstore(args, 30_000);
 }
 
 const value = (i: number): string => `tls-value-${i}`;
