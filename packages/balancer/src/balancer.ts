@@ -309,6 +309,16 @@ export class Balancer {
       case Op.MSET:
         this.router.forwardMSet(request, connection, startMs);
         return;
+      case Op.SET_WITH:
+      case Op.EXPIRE:
+      case Op.TTL:
+      case Op.GETDEL:
+      case Op.INCRBY:
+        this.router.forwardKeyed(request, connection, startMs);
+        return;
+      case Op.EXISTS:
+        this.router.forwardExists(request, connection, startMs);
+        return;
       case Op.PING:
         this.metrics.record(Op.PING, startMs, true);
         connection.reply({ op: Op.OK, id: request.id });

@@ -3,17 +3,18 @@ import {
   type DelRequest,
   DstoreError,
   ErrorCode,
+  type ExistsRequest,
   type GetRequest,
   type MGetRequest,
   type MSetRequest,
   Op,
   type Response,
   type SetRequest,
-  type WithoutId,
 } from '@dstore/protocol';
 import {
   type DataRequest,
   migratingDeleteOutcome as deleteOutcome,
+  type KeyedRequest,
   withEpoch,
 } from '@dstore/protocol/internal';
 import type { ClusterNode } from './cluster-node.js';
@@ -23,6 +24,20 @@ import type { Topology } from './topology.js';
 
 /** A request for exactly one key. */
 export type SingleKeyRequest = GetRequest | SetRequest | DelRequest;
+
+/**
+ * A single-key data-model request as a client sent it (SET_WITH, EXPIRE, TTL, GETDEL, INCRBY): see
+ * {@link Router.forwardKeyed}.
+ */
+export type KeyedClientRequest = KeyedRequest & { readonly id: number };
+
+/** A copy of a keyed request whose key and value outlive the current tick (for a retry). */
+function copyKeyed(request: KeyedClientRequest): KeyedClientRequest {
+  const key = Uint8Array.from(request.key);
+  return request.op === Op.SET_WITH
+    ? { ...request, key, value: Uint8Array.from(request.value) }
+    : { ...request, key };
+}
 
 /**
  * The node's answer re-labelled with the client's request id. Built field by field so value bytes
@@ -250,6 +265,69 @@ export class Router {
         ? response
         : fallback.forward(fenced({ op: Op.GET, key, fallback: true }, topology));
     });
+  }
+
+  /**
+   * A single-key data-model request (SET_WITH, EXPIRE, TTL, GETDEL, INCRBY): forwarded to the key's
+   * owner, fenced, and its answer relayed. No fall-back during a migration: the owner brings a
+   * moving key's copy in from the old owner itself before it executes (PULL), so every answer
+   * comes from one atomic step on the owner. A routing refusal (NOT_OWNER, STALE_EPOCH: not
+   * executed) is retried once after catching up.
+   */
+  forwardKeyed(request: KeyedClientRequest, client: Connection, startMs: number, retried = false): void {
+    const topology = this.membership.topology;
+    const owner = this.upOwnerOf(request.key, topology);
+    if (owner instanceof DstoreError) {
+      this.fail(client, request.id, request.op, startMs, owner);
+      return;
+    }
+    const { id, op } = request;
+    // Copied only when a retry may need it after this tick: the forward encodes the views now.
+    const kept = retried || !topology.changing ? request : copyKeyed(request);
+    const { id: _, ...message } = kept;
+    this.forwardCounted(owner, fenced(message, topology)).then(
+      (response) => {
+        this.metrics.record(op, startMs, true);
+        client.reply(withRequestId(response, id));
+      },
+      (error: unknown) => {
+        if (!retried && topology.changing && isRoutingRefusal(error)) {
+          this.membership.catchUp(error).then(() => this.forwardKeyed(kept, client, startMs, true));
+          return;
+        }
+        if (isFenceRefusal(error)) void this.membership.catchUp(error);
+        this.fail(client, id, op, startMs, error);
+      },
+    );
+  }
+
+  /**
+   * EXISTS: split per owner like MGET, the counts summed. Each owner brings moving keys in itself
+   * (see {@link forwardKeyed}); a routing refusal is retried once, caught up (EXISTS only reads).
+   */
+  forwardExists(request: ExistsRequest, client: Connection, startMs: number, retried = false): void {
+    const topology = this.membership.topology;
+    if (!retried && topology.changing) {
+      request = { op: Op.EXISTS, id: request.id, keys: request.keys.map((key) => Uint8Array.from(key)) };
+    }
+    const again = retried ? undefined : () => this.forwardExists(request, client, startMs, true);
+    const { id, keys } = request;
+    const batches = this.splitByOwner(keys, (key) => key, topology);
+    if (batches instanceof DstoreError) {
+      this.fail(client, id, Op.EXISTS, startMs, batches);
+      return;
+    }
+    Promise.all(
+      batches.map((batch) =>
+        this.forwardCounted(batch.node, fenced({ op: Op.EXISTS, keys: batch.items }, topology)).then(countOf),
+      ),
+    ).then(
+      (counts) => {
+        this.metrics.record(Op.EXISTS, startMs, true);
+        client.reply({ op: Op.COUNT, id, count: counts.reduce((sum, count) => sum + count, 0) });
+      },
+      (error: unknown) => this.failOrRetry(client, id, Op.EXISTS, startMs, error, again),
+    );
   }
 
   /** MGET: split per owner, sent concurrently, values reassembled in request order. */

@@ -13,6 +13,8 @@ import {
   Op,
   type Request,
   type Response,
+  type SetExpiry,
+  type SetWithRequest,
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
@@ -41,6 +43,37 @@ export interface CommandOptions {
   readonly signal?: AbortSignal;
   /** Deadline of this command in ms, instead of the client's `commandTimeout`. */
   readonly timeout?: number;
+}
+
+/**
+ * Options of {@link DstoreClient.set}, Redis's SET options (all off by default; a plain SET also
+ * removes any expiry the key had). At most one of `ex`, `px`, `exat`, `pxat`, `keepTtl`, and not
+ * both `nx` and `xx`. Relative times (`ex`, `px`) count from when the owning node executes the
+ * write, on its clock, as Redis counts them on the server.
+ */
+export interface SetOptions extends CommandOptions {
+  /** Expire after this many seconds (a positive integer). */
+  readonly ex?: number;
+  /** Expire after this many milliseconds (a positive integer). */
+  readonly px?: number;
+  /** Expire at this Unix time in seconds (a positive integer). */
+  readonly exat?: number;
+  /** Expire at this Unix time in milliseconds (a positive integer). */
+  readonly pxat?: number;
+  /** Keep the key's current expiry. */
+  readonly keepTtl?: boolean;
+  /** Write only if the key does not exist; resolves null when it does. */
+  readonly nx?: boolean;
+  /** Write only if the key exists; resolves null when it does not. */
+  readonly xx?: boolean;
+  /** Resolve the value before the write (null when there was none) instead of 'OK'. */
+  readonly get?: boolean;
+}
+
+/** Options of {@link DstoreClient.expire} and its kin: Redis 7's condition (default: none). */
+export interface ExpireOptions extends CommandOptions {
+  /** `nx`: only when the key has no expiry; `xx`: only when it has one; `gt`/`lt`: only when later/earlier. */
+  readonly condition?: 'nx' | 'xx' | 'gt' | 'lt';
 }
 
 /** Entries of an MSET: an object of string keys, or any iterable of `[key, value]` pairs (a Map, an array). */
@@ -245,12 +278,157 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return response.value === null ? null : bytesToString(response.value);
   }
 
-  /** Stores `value` under `key`; resolves 'OK' once the owning node acknowledged the write. */
-  async set(key: BinaryLike, value: BinaryLike, options?: CommandOptions): Promise<'OK'> {
-    const message = { op: Op.SET, key: this.keyBytes(key), value: valueBytes(value) } as const;
+  /**
+   * Stores `value` under `key`; resolves 'OK' once the owning node acknowledged the write. With
+   * {@link SetOptions} it is Redis's SET: an expiry, NX/XX (null when the condition does not hold)
+   * and GET (the previous value), in one atomic step on the key's owner.
+   */
+  set(
+    key: BinaryLike,
+    value: BinaryLike,
+    options: SetOptions & { readonly get: true },
+  ): Promise<Uint8Array | null>;
+  set(
+    key: BinaryLike,
+    value: BinaryLike,
+    options: SetOptions & ({ readonly nx: true } | { readonly xx: true }),
+  ): Promise<'OK' | null>;
+  set(
+    key: BinaryLike,
+    value: BinaryLike,
+    options?: SetOptions & { readonly nx?: false; readonly xx?: false },
+  ): Promise<'OK'>;
+  set(key: BinaryLike, value: BinaryLike, options?: SetOptions): Promise<'OK' | null | Uint8Array>;
+  async set(key: BinaryLike, value: BinaryLike, options: SetOptions = {}): Promise<'OK' | null | Uint8Array> {
+    const keyBytes = this.keyBytes(key);
+    const bytes = valueBytes(value);
+    const request = setWithRequest(keyBytes, bytes, options);
+    if (request === undefined) {
+      const response = await this.send({ op: Op.SET, key: keyBytes, value: bytes }, options);
+      if (response.op !== Op.OK) throw unexpectedAnswer('SET', response);
+      return 'OK';
+    }
+    const response = await this.send(request, options);
+    if (request.get === true) {
+      if (response.op !== Op.VALUE) throw unexpectedAnswer('SET', response);
+      return response.value === null ? null : copyBytes(response.value);
+    }
+    if (response.op !== Op.COUNT) throw unexpectedAnswer('SET', response);
+    return response.count > 0 ? 'OK' : null;
+  }
+
+  /** SETNX: stores `value` only when `key` does not exist; true when it wrote. */
+  async setnx(key: BinaryLike, value: BinaryLike, options?: CommandOptions): Promise<boolean> {
+    return (await this.set(key, value, { ...options, nx: true })) === 'OK';
+  }
+
+  /** Makes `key` expire after `seconds` (EXPIRE); true when the key exists and the condition held. */
+  expire(key: BinaryLike, seconds: number, options?: ExpireOptions): Promise<boolean> {
+    return this.expireCommand(key, 'in', secondsToMs(seconds, 'seconds'), options);
+  }
+
+  /** Makes `key` expire after `ms` milliseconds (PEXPIRE). */
+  pexpire(key: BinaryLike, ms: number, options?: ExpireOptions): Promise<boolean> {
+    return this.expireCommand(key, 'in', safeInteger(ms, 'ms'), options);
+  }
+
+  /** Makes `key` expire at Unix time `seconds` (EXPIREAT). */
+  expireat(key: BinaryLike, seconds: number, options?: ExpireOptions): Promise<boolean> {
+    return this.expireCommand(key, 'at', secondsToMs(seconds, 'seconds'), options);
+  }
+
+  /** Makes `key` expire at Unix time `ms` in milliseconds (PEXPIREAT). */
+  pexpireat(key: BinaryLike, ms: number, options?: ExpireOptions): Promise<boolean> {
+    return this.expireCommand(key, 'at', safeInteger(ms, 'ms'), options);
+  }
+
+  /** Removes `key`'s expiry (PERSIST); true when it had one. */
+  persist(key: BinaryLike, options?: CommandOptions): Promise<boolean> {
+    return this.expireCommand(key, 'persist', 0, options);
+  }
+
+  /** Seconds until `key` expires, rounded as Redis rounds them; -1 without expiry, -2 when it does not exist. */
+  async ttl(key: BinaryLike, options?: CommandOptions): Promise<number> {
+    const ms = await this.pttl(key, options);
+    return ms < 0 ? ms : Math.floor((ms + 500) / 1000);
+  }
+
+  /** Milliseconds until `key` expires; -1 without expiry, -2 when it does not exist. */
+  async pttl(key: BinaryLike, options?: CommandOptions): Promise<number> {
+    const response = await this.send({ op: Op.TTL, key: this.keyBytes(key) }, options);
+    if (response.op !== Op.INTEGER) throw unexpectedAnswer('PTTL', response);
+    return Number(response.value);
+  }
+
+  /** How many of `keys` exist (a key named twice counts twice, as Redis). No keys: 0 without a round trip. */
+  async exists(...keys: BinaryLike[]): Promise<number> {
+    if (keys.length === 0) return 0;
+    checkBatchSize(keys.length);
+    const response = await this.send({ op: Op.EXISTS, keys: keys.map((key) => this.keyBytes(key)) });
+    if (response.op !== Op.COUNT) throw unexpectedAnswer('EXISTS', response);
+    return response.count;
+  }
+
+  /** Reads and deletes `key` in one atomic step (GETDEL); null when it did not exist. */
+  async getdel(key: BinaryLike, options?: CommandOptions): Promise<Uint8Array | null> {
+    const response = await this.send({ op: Op.GETDEL, key: this.keyBytes(key) }, options);
+    if (response.op !== Op.VALUE) throw unexpectedAnswer('GETDEL', response);
+    return response.value === null ? null : copyBytes(response.value);
+  }
+
+  /** INCR: adds 1 to the integer value of `key` (absent: 0); resolves the new value. */
+  incr(key: BinaryLike, options?: CommandOptions): Promise<number> {
+    return this.incrCommand(key, 1n, options);
+  }
+
+  /** DECR: subtracts 1. */
+  decr(key: BinaryLike, options?: CommandOptions): Promise<number> {
+    return this.incrCommand(key, -1n, options);
+  }
+
+  /** INCRBY: adds `increment` (an integer; a bigint for the whole 64-bit range). */
+  incrby(key: BinaryLike, increment: number | bigint, options?: CommandOptions): Promise<number> {
+    return this.incrCommand(key, int64Argument(increment, 'increment'), options);
+  }
+
+  /** DECRBY: subtracts `decrement`. */
+  decrby(key: BinaryLike, decrement: number | bigint, options?: CommandOptions): Promise<number> {
+    return this.incrCommand(key, -int64Argument(decrement, 'decrement'), options);
+  }
+
+  /**
+   * INCRBY resolving the exact 64-bit value as a bigint (incr and its kin resolve a number, as
+   * ioredis does, which is exact only within ±2^53).
+   */
+  async incrbyBig(key: BinaryLike, increment: bigint, options?: CommandOptions): Promise<bigint> {
+    const response = await this.send(
+      { op: Op.INCRBY, key: this.keyBytes(key), delta: int64Argument(increment, 'increment') },
+      options,
+    );
+    if (response.op !== Op.INTEGER) throw unexpectedAnswer('INCRBY', response);
+    return response.value;
+  }
+
+  private async incrCommand(key: BinaryLike, delta: bigint, options?: CommandOptions): Promise<number> {
+    return Number(await this.incrbyBig(key, delta, options));
+  }
+
+  private async expireCommand(
+    key: BinaryLike,
+    mode: 'in' | 'at' | 'persist',
+    ms: number,
+    options: ExpireOptions = {},
+  ): Promise<boolean> {
+    const message = {
+      op: Op.EXPIRE,
+      key: this.keyBytes(key),
+      mode,
+      ms,
+      condition: options.condition,
+    } as const;
     const response = await this.send(message, options);
-    if (response.op !== Op.OK) throw unexpectedAnswer('SET', response);
-    return 'OK';
+    if (response.op !== Op.COUNT) throw unexpectedAnswer('EXPIRE', response);
+    return response.count > 0;
   }
 
   /** Deletes `key`; true when a key was removed, false when it did not exist. */
@@ -682,7 +860,53 @@ export function createClient(...args: ClientArguments): DstoreClient {
 }
 
 function isDataCommand(message: WithoutId<Request>): message is DataCommand {
-  return message.op >= Op.GET && message.op <= Op.MSET;
+  return (
+    (message.op >= Op.GET && message.op <= Op.MSET) || (message.op >= Op.SET_WITH && message.op <= Op.INCRBY)
+  );
+}
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/** The SET_WITH request for `options`, or undefined when none of them is set (a plain SET). */
+function setWithRequest(
+  key: Uint8Array,
+  value: Uint8Array,
+  options: SetOptions,
+): WithoutId<SetWithRequest> | undefined {
+  const { ex, px, exat, pxat, keepTtl, nx, xx, get } = options;
+  const expiries = [ex, px, exat, pxat].filter((time) => time !== undefined).length + (keepTtl ? 1 : 0);
+  if (expiries > 1) throw invalidArgument('set: at most one of ex, px, exat, pxat and keepTtl');
+  if (nx === true && xx === true) throw invalidArgument('set: nx and xx are exclusive');
+  let expiry: SetExpiry | undefined;
+  if (keepTtl === true) expiry = { kind: 'keep' };
+  else if (ex !== undefined) expiry = { kind: 'in', ms: positiveMs(secondsToMs(ex, 'ex'), 'ex') };
+  else if (px !== undefined) expiry = { kind: 'in', ms: positiveMs(safeInteger(px, 'px'), 'px') };
+  else if (exat !== undefined) expiry = { kind: 'at', ms: positiveMs(secondsToMs(exat, 'exat'), 'exat') };
+  else if (pxat !== undefined) expiry = { kind: 'at', ms: positiveMs(safeInteger(pxat, 'pxat'), 'pxat') };
+  const condition = nx === true ? 'nx' : xx === true ? 'xx' : undefined;
+  if (expiry === undefined && condition === undefined && get !== true) return undefined;
+  return { op: Op.SET_WITH, key, value, condition, get: get === true ? true : undefined, expiry };
+}
+
+function safeInteger(value: number, name: string): number {
+  if (!Number.isSafeInteger(value)) throw invalidArgument(`${name} must be an integer, got ${value}`);
+  return value;
+}
+
+function secondsToMs(seconds: number, name: string): number {
+  return safeInteger(safeInteger(seconds, name) * 1000, name);
+}
+
+function positiveMs(ms: number, name: string): number {
+  if (ms <= 0) throw invalidArgument(`invalid expire time in 'set' command (${name})`);
+  return ms;
+}
+
+function int64Argument(value: number | bigint, name: string): bigint {
+  const big = typeof value === 'bigint' ? value : BigInt(safeInteger(value, name));
+  if (big < INT64_MIN || big > INT64_MAX) throw invalidArgument(`${name} is out of the 64-bit signed range`);
+  return big;
 }
 
 function inputBytes(input: BinaryLike, what: string): Uint8Array {

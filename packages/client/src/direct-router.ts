@@ -5,6 +5,7 @@ import {
   type DelRequest,
   DstoreError,
   ErrorCode,
+  type ExistsRequest,
   type GetRequest,
   type KeyValue,
   type MGetRequest,
@@ -18,10 +19,21 @@ import {
   type SetRequest,
   type WithoutId,
 } from '@dstore/protocol';
-import { type DataRequest, migratingDeleteOutcome, withEpoch } from '@dstore/protocol/internal';
+import {
+  type DataRequest,
+  type KeyedRequest,
+  migratingDeleteOutcome,
+  withEpoch,
+} from '@dstore/protocol/internal';
 
 /** A data command as the client sends it (no id, no epoch yet). */
 export type DataCommand = DataRequest;
+
+/** A command for exactly one key: GET, SET, DEL and the data model's single-key requests. */
+type SingleCommand = WithoutId<GetRequest> | WithoutId<SetRequest> | WithoutId<DelRequest> | KeyedRequest;
+
+/** A command split per owner: each part goes to its node (or, redirected, through the balancer). */
+type PartCommand = WithoutId<MGetRequest> | WithoutId<MSetRequest> | WithoutId<ExistsRequest>;
 
 /** Per-request options of a routed command: what is left of its deadline, and its AbortSignal. */
 export interface RouteOptions {
@@ -211,6 +223,8 @@ export class DirectRouter {
         return this.mget(message, options);
       case Op.MSET:
         return this.mset(message, options);
+      case Op.EXISTS:
+        return this.exists(message, options);
       default:
         return this.single(message, options, performance.now() + options.timeoutMs);
     }
@@ -289,12 +303,8 @@ export class DirectRouter {
     return this.options.host.viaBalancer(message, options);
   }
 
-  /** GET, SET or DEL. */
-  private async single(
-    message: WithoutId<GetRequest> | WithoutId<SetRequest> | WithoutId<DelRequest>,
-    options: RouteOptions,
-    deadline: number,
-  ): Promise<Response> {
+  /** GET, SET, DEL or a single-key data-model command (never ASKed: the owner brings its key in). */
+  private async single(message: SingleCommand, options: RouteOptions, deadline: number): Promise<Response> {
     let redirects = 0;
     let lastRedirect = '';
     for (;;) {
@@ -364,7 +374,7 @@ export class DirectRouter {
    * (its range was purged meanwhile): the command starts over.
    */
   private async followAsk(
-    message: WithoutId<GetRequest> | WithoutId<SetRequest> | WithoutId<DelRequest>,
+    message: SingleCommand,
     ask: AskResponse,
     ownerId: string,
     map: DirectMap,
@@ -410,7 +420,7 @@ export class DirectRouter {
       const there = response.op === Op.COUNT ? response.count : 0;
       return { op: Op.COUNT, id: response.id, count: Math.max(here, there) };
     }
-    // A node never answers SET with ASK; if one did, the balancer is the safe route.
+    // A node never answers SET or a data-model command with ASK; if one did, the balancer is the safe route.
     return this.viaBalancer(message, remaining(options, deadline));
   }
 
@@ -464,15 +474,39 @@ export class DirectRouter {
     return { op: Op.OK, id: 0 };
   }
 
+  /** EXISTS: split per owner like MGET, the counts summed (a key named twice counts twice). */
+  private async exists(message: WithoutId<ExistsRequest>, options: RouteOptions): Promise<Response> {
+    const map = this.map;
+    if (map === undefined) return this.viaBalancer(message, options);
+    const deadline = performance.now() + options.timeoutMs;
+    const parts = splitByOwner(map, message.keys, (key) => key);
+    const counts = await Promise.all(
+      parts.map(async (part) => {
+        const response = await this.sendPart(
+          map,
+          part.nodeId,
+          { op: Op.EXISTS, keys: part.items },
+          options,
+          deadline,
+        );
+        if (response.op !== Op.COUNT) {
+          throw new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${response.op}) to EXISTS`);
+        }
+        return response.count;
+      }),
+    );
+    return { op: Op.COUNT, id: 0, count: counts.reduce((sum, count) => sum + count, 0) };
+  }
+
   /**
-   * One MGET/MSET part: to its node when it is ready; through the balancer when it is not, or when
+   * One MGET/MSET/EXISTS part: to its node when it is ready; through the balancer when it is not, or when
    * the node redirects (MOVED starts a refresh for the next commands; ASK means keys of the part
    * are moving, which the balancer resolves key by key). A redirected part was not executed.
    */
   private async sendPart(
     map: DirectMap,
     nodeId: string | undefined,
-    message: WithoutId<MGetRequest> | WithoutId<MSetRequest>,
+    message: PartCommand,
     options: RouteOptions,
     deadline: number,
   ): Promise<Response> {

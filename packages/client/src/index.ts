@@ -23,7 +23,9 @@ export {
   type CommandOptions,
   createClient,
   DstoreClient,
+  type ExpireOptions,
   type MSetEntries,
+  type SetOptions,
   type StatsRecord,
 } from './client.js';
 export { closeDefaultClient, DEFAULT_DSTORE_URL, dget, dset, getDefaultClient } from './compat.js';

@@ -3,6 +3,7 @@ import { ErrorCode, ProtocolError } from './errors.js';
 import { type ProtocolLimits, resolveLimits } from './limits.js';
 import {
   type ClusterMapSnapshot,
+  type ExpireRequest,
   type HashRange,
   type HeartbeatRequest,
   type KeyValue,
@@ -13,6 +14,8 @@ import {
   type Request,
   type Response,
   type RingMember,
+  type SetExpiry,
+  type SetWithRequest,
   type StatsMap,
   type WithoutId,
 } from './messages.js';
@@ -405,9 +408,76 @@ function withEpoch(fields: Field[], epoch: number | undefined): Field[] {
   return fields;
 }
 
+/** SET_WITH's flag bits (see the protocol README, "SET_WITH"). */
+const SetFlag = { NX: 1, XX: 2, GET: 4, KEEPTTL: 8, IN: 16, AT: 32 } as const;
+const SET_FLAGS_KNOWN = 63;
+/** EXPIRE's modes and conditions, by their wire numbers. */
+const EXPIRE_MODES = ['in', 'at', 'persist'] as const;
+const EXPIRE_CONDITIONS = [undefined, 'nx', 'xx', 'gt', 'lt'] as const;
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+/** A signed 64-bit integer in its decimal form: optional minus, no leading zero, at most 19 digits. */
+const DECIMAL_INT64 = /^(0|-?[1-9][0-9]{0,18})$/;
+
+function setFlags(message: SetWithRequest): number {
+  let flags = 0;
+  if (message.condition === 'nx') flags |= SetFlag.NX;
+  if (message.condition === 'xx') flags |= SetFlag.XX;
+  if (message.get === true) flags |= SetFlag.GET;
+  const expiry = message.expiry;
+  if (expiry?.kind === 'keep') flags |= SetFlag.KEEPTTL;
+  if (expiry?.kind === 'in') flags |= SetFlag.IN;
+  if (expiry?.kind === 'at') flags |= SetFlag.AT;
+  return flags;
+}
+
+/** A 64-bit integer as it travels: a MessagePack integer when exact as a number, else its decimal text. */
+function int64Field(value: bigint): number | string {
+  return value >= -BigInt(Number.MAX_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER)
+    ? Number(value)
+    : value.toString();
+}
+
 /** The flat array a message travels as; see the protocol README for every layout. */
 export function toWireArray(message: Message): Field[] {
   switch (message.op) {
+    case Op.SET_WITH: {
+      const expiry = message.expiry;
+      const ms = expiry === undefined || expiry.kind === 'keep' ? 0 : expiry.ms;
+      return withEpoch(
+        [message.op, message.id, message.key, message.value, setFlags(message), ms],
+        message.epoch,
+      );
+    }
+    case Op.EXPIRE:
+      return withEpoch(
+        [
+          message.op,
+          message.id,
+          message.key,
+          EXPIRE_MODES.indexOf(message.mode),
+          message.ms,
+          EXPIRE_CONDITIONS.indexOf(message.condition),
+        ],
+        message.epoch,
+      );
+    case Op.TTL:
+    case Op.GETDEL:
+      return withEpoch([message.op, message.id, message.key], message.epoch);
+    case Op.EXISTS:
+      return withEpoch([message.op, message.id, message.keys.length, ...message.keys], message.epoch);
+    case Op.INCRBY:
+      return withEpoch([message.op, message.id, message.key, message.delta.toString()], message.epoch);
+    case Op.PULL:
+      return [message.op, message.id, message.key];
+    case Op.INTEGER:
+      return [message.op, message.id, int64Field(message.value)];
+    case Op.ENTRY: {
+      const entry = message.entry;
+      return entry === null
+        ? [message.op, message.id, null]
+        : [message.op, message.id, entry.value, entry.writeEpoch, entry.seq, entry.expireAt ?? 0];
+    }
     case Op.HELLO:
       return message.nonce === undefined
         ? [message.op, message.id, message.version, message.role, message.user ?? null]
@@ -481,6 +551,10 @@ export function toWireArray(message: Message): Field[] {
         message.epoch,
         message.entries.length,
         ...flattenMigrated(message.entries),
+        // The expiry times, trailing and optional (all entries or none): their count, then each.
+        ...(message.entries.some((entry) => (entry.expireAt ?? 0) > 0)
+          ? [message.entries.length, ...message.entries.map((entry) => entry.expireAt ?? 0)]
+          : []),
       ];
     case Op.PURGE:
       return [message.op, message.id, message.epoch, message.ranges.length, ...flattenRanges(message.ranges)];
@@ -581,6 +655,11 @@ class FieldReader {
     return new ProtocolError(code, message, { requestId: this.id });
   }
 
+  /** Number of fields the message carries. */
+  get fieldCount(): number {
+    return this.fields.length;
+  }
+
   at(index: number, name: string): Field {
     if (index >= this.fields.length) throw this.fail(ErrorCode.MALFORMED_FRAME, `missing field ${name}`);
     return this.fields[index];
@@ -677,6 +756,26 @@ class FieldReader {
   optionalUint(index: number, name: string, max?: number): number | undefined {
     const value = this.fields[index];
     return value === undefined || value === null ? undefined : this.uint(index, name, max);
+  }
+
+  /** An integer in the safe range (-(2^53-1)..2^53-1). */
+  safeInt(index: number, name: string): number {
+    const value = this.at(index, name);
+    if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
+      throw this.fail(ErrorCode.MALFORMED_FRAME, `field ${name} must be a safe integer`);
+    }
+    return value;
+  }
+
+  /** A 64-bit signed integer: a safe MessagePack integer or its decimal text (see `int64Field`). */
+  int64(index: number, name: string): bigint {
+    const value = this.at(index, name);
+    if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt(value);
+    if (typeof value === 'string' && DECIMAL_INT64.test(value)) {
+      const parsed = BigInt(value);
+      if (parsed >= INT64_MIN && parsed <= INT64_MAX) return parsed;
+    }
+    throw this.fail(ErrorCode.MALFORMED_FRAME, `field ${name} must be a 64-bit signed integer`);
   }
 
   /** A trailing optional flag: true only when present and truthy (1 or true). */
@@ -855,13 +954,25 @@ function readRequest(op: number, r: FieldReader): Request {
     case Op.MIGRATE_PUT: {
       const count = r.batchCount(3, 4);
       const entries = new Array<MigratedEntry>(count);
+      // The optional trailing expiry times: their count (all entries), then one per entry.
+      const expiries = 4 + count * 4;
+      const expiryCount = r.optionalUint(expiries, 'expiries');
+      if (expiryCount !== undefined && (expiryCount !== count || r.fieldCount < expiries + 1 + count)) {
+        throw r.fail(
+          ErrorCode.MALFORMED_FRAME,
+          `MIGRATE_PUT lists ${expiryCount} expiry times for ${count} entries`,
+        );
+      }
       for (let i = 0; i < count; i++) {
         const at = 4 + i * 4;
+        const expireAt =
+          expiryCount === undefined ? 0 : r.uint(expiries + 1 + i, 'expireAt', Number.MAX_SAFE_INTEGER);
         entries[i] = {
           key: r.key(at),
           value: r.value(at + 1),
           writeEpoch: r.uint(at + 2, 'writeEpoch'),
           seq: r.uint(at + 3, 'seq'),
+          ...(expireAt > 0 ? { expireAt } : {}),
         };
       }
       return { op, id, epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER), entries };
@@ -872,9 +983,75 @@ function readRequest(op: number, r: FieldReader): Request {
       return { op, id, subscribe: r.flag(2) === true };
     case Op.MAP_PUSH:
       return { op, id, ...mapSnapshot(r) };
+    case Op.SET_WITH:
+      return readSetWith(r);
+    case Op.EXPIRE:
+      return readExpire(r);
+    case Op.TTL:
+    case Op.GETDEL: {
+      const key = r.key(2);
+      const epoch = r.optionalUint(3, 'epoch');
+      return epoch === undefined ? { op, id, key } : { op, id, key, epoch };
+    }
+    case Op.EXISTS: {
+      const count = r.batchCount(2, 1);
+      const keys = new Array<Uint8Array>(count);
+      for (let i = 0; i < count; i++) keys[i] = r.key(3 + i);
+      const epoch = r.optionalUint(3 + count, 'epoch');
+      return epoch === undefined ? { op, id, keys } : { op, id, keys, epoch };
+    }
+    case Op.INCRBY: {
+      const key = r.key(2);
+      const delta = r.int64(3, 'delta');
+      const epoch = r.optionalUint(4, 'epoch');
+      return epoch === undefined ? { op, id, key, delta } : { op, id, key, delta, epoch };
+    }
+    case Op.PULL:
+      return { op, id, key: r.key(2) };
     default:
       throw r.fail(ErrorCode.UNKNOWN_OP, `unknown op ${op}`);
   }
+}
+
+function readSetWith(r: FieldReader): SetWithRequest {
+  const key = r.key(2);
+  const value = r.value(3);
+  const flags = r.uint(4, 'flags', SET_FLAGS_KNOWN);
+  const ms = r.safeInt(5, 'ms');
+  const epoch = r.optionalUint(6, 'epoch');
+  if ((flags & SetFlag.NX) !== 0 && (flags & SetFlag.XX) !== 0) {
+    throw r.fail(ErrorCode.INVALID_ARGUMENT, 'NX and XX are exclusive');
+  }
+  const expiryBits = flags & (SetFlag.KEEPTTL | SetFlag.IN | SetFlag.AT);
+  if (expiryBits !== 0 && (expiryBits & (expiryBits - 1)) !== 0) {
+    throw r.fail(ErrorCode.INVALID_ARGUMENT, 'KEEPTTL, a relative and an absolute expiry are exclusive');
+  }
+  let expiry: SetExpiry | undefined;
+  if (expiryBits === SetFlag.KEEPTTL) expiry = { kind: 'keep' };
+  else if (expiryBits !== 0) {
+    if (ms <= 0) throw r.fail(ErrorCode.INVALID_ARGUMENT, "invalid expire time in 'set' command");
+    expiry = { kind: expiryBits === SetFlag.IN ? 'in' : 'at', ms };
+  }
+  const condition = (flags & SetFlag.NX) !== 0 ? 'nx' : (flags & SetFlag.XX) !== 0 ? 'xx' : undefined;
+  return {
+    op: Op.SET_WITH,
+    id: r.id,
+    key,
+    value,
+    condition,
+    get: (flags & SetFlag.GET) !== 0 ? true : undefined,
+    expiry,
+    epoch,
+  };
+}
+
+function readExpire(r: FieldReader): ExpireRequest {
+  const key = r.key(2);
+  const mode = EXPIRE_MODES[r.uint(3, 'mode', EXPIRE_MODES.length - 1)]!;
+  const ms = r.safeInt(4, 'ms');
+  const condition = EXPIRE_CONDITIONS[r.uint(5, 'condition', EXPIRE_CONDITIONS.length - 1)];
+  const epoch = r.optionalUint(6, 'epoch');
+  return { op: Op.EXPIRE, id: r.id, key, mode, ms, condition, epoch };
 }
 
 function readResponse(op: number, r: FieldReader): Response {
@@ -894,6 +1071,22 @@ function readResponse(op: number, r: FieldReader): Response {
     }
     case Op.COUNT:
       return { op, id, count: r.uint(2, 'count', Number.MAX_SAFE_INTEGER) };
+    case Op.INTEGER:
+      return { op, id, value: r.int64(2, 'value') };
+    case Op.ENTRY: {
+      if (r.at(2, 'value') === null) return { op, id, entry: null };
+      const expireAt = r.uint(5, 'expireAt', Number.MAX_SAFE_INTEGER);
+      return {
+        op,
+        id,
+        entry: {
+          value: r.value(2),
+          writeEpoch: r.uint(3, 'writeEpoch'),
+          seq: r.uint(4, 'seq'),
+          ...(expireAt > 0 ? { expireAt } : {}),
+        },
+      };
+    }
     case Op.STATS_RESULT:
       return { op, id, stats: r.stats(2) };
     case Op.HELLO_OK:

@@ -106,6 +106,16 @@ export const ErrorCode = {
    * means the node did not run it. The cluster map keeps changing, or a node disagrees with it.
    */
   TOO_MANY_REDIRECTS: 'TOO_MANY_REDIRECTS',
+  /**
+   * INCR/INCRBY/DECR/DECRBY on a value that is not the decimal text of a 64-bit signed integer
+   * (Redis's `value is not an integer or out of range`). Not executed: the value is unchanged.
+   */
+  NOT_AN_INTEGER: 'NOT_AN_INTEGER',
+  /**
+   * INCR/INCRBY/DECR/DECRBY whose result would leave the 64-bit signed range (Redis's `increment
+   * or decrement would overflow`). Not executed: the value is unchanged.
+   */
+  OVERFLOW: 'OVERFLOW',
 } as const;
 
 /** One of the error codes this version of the protocol defines. */
@@ -159,6 +169,8 @@ const NOT_EXECUTED_CODES: ReadonlySet<string> = new Set([
   ErrorCode.MAP_CONFLICT,
   ErrorCode.MAP_CORRUPT,
   ErrorCode.TOO_MANY_REDIRECTS,
+  ErrorCode.NOT_AN_INTEGER,
+  ErrorCode.OVERFLOW,
 ]);
 
 /**

@@ -28,6 +28,13 @@ export const Op = {
   AUTH: 16,
   CLUSTER_MAP: 17,
   MAP_PUSH: 18,
+  SET_WITH: 19,
+  EXPIRE: 20,
+  TTL: 21,
+  EXISTS: 22,
+  GETDEL: 23,
+  INCRBY: 24,
+  PULL: 25,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -38,6 +45,8 @@ export const Op = {
   MAP: 71,
   MOVED: 72,
   ASK: 73,
+  INTEGER: 74,
+  ENTRY: 75,
   ERROR: 127,
 } as const;
 
@@ -154,6 +163,11 @@ export interface MigratedEntry extends KeyValue {
   readonly writeEpoch: number;
   /** The key's write counter on its owner (uint32, wrapping), carried along unchanged. */
   readonly seq: number;
+  /**
+   * When the value expires (ms since the Unix epoch; absent or 0 = never), carried along
+   * unchanged: a key expires at the same instant wherever it moved.
+   */
+  readonly expireAt?: number | undefined;
 }
 /** Write several keys. Answered by OK once every write is acknowledged. Not atomic across nodes. */
 export interface MSetRequest {
@@ -168,6 +182,106 @@ export interface MSetRequest {
    */
   readonly epoch?: number | undefined;
 }
+/** The fence of a data request (see {@link GetRequest.epoch}). */
+interface Fenced {
+  /**
+   * Fence (router to node): the ring epoch the request was routed with; absent from clients of a
+   * standalone node. As for GET/SET/DEL.
+   */
+  readonly epoch?: number | undefined;
+}
+
+/**
+ * When a value written by {@link SetWithRequest} expires. Relative times are counted on the
+ * owning node's clock when it executes the write (as Redis counts EX/PX on the server), absolute
+ * times are ms since the Unix epoch (EXAT/PXAT). `keep` keeps the key's current expiry (KEEPTTL).
+ */
+export type SetExpiry =
+  | { readonly kind: 'in'; readonly ms: number }
+  | { readonly kind: 'at'; readonly ms: number }
+  | { readonly kind: 'keep' };
+
+/**
+ * SET with Redis's options, executed in one atomic step on the key's owner. Answered, with `get`,
+ * by VALUE (the value before the write, null when there was none, whether or not it wrote);
+ * otherwise by COUNT: 1 written, 0 not written (the NX/XX condition did not hold).
+ */
+export interface SetWithRequest extends Fenced {
+  readonly op: typeof Op.SET_WITH;
+  readonly id: number;
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+  /** Write only when the key does not exist (`nx`) or only when it exists (`xx`). */
+  readonly condition?: 'nx' | 'xx' | undefined;
+  /** Answer the previous value (SET ... GET). */
+  readonly get?: boolean | undefined;
+  /** The new value's expiry; absent: none (a plain SET clears any expiry). */
+  readonly expiry?: SetExpiry | undefined;
+}
+
+/**
+ * EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT and PERSIST: sets (or with `persist` removes) a live key's
+ * expiry, atomically on its owner. A time already past deletes the key (as Redis). Answered by
+ * COUNT: 1 changed, 0 not (no such key, the condition did not hold, PERSIST of a key without one).
+ */
+export interface ExpireRequest extends Fenced {
+  readonly op: typeof Op.EXPIRE;
+  readonly id: number;
+  readonly key: Uint8Array;
+  /** `in`: `ms` from now on the owner's clock; `at`: at `ms` since the Unix epoch; `persist`: none. */
+  readonly mode: 'in' | 'at' | 'persist';
+  /** A safe integer (may be negative for `in`: already past). Ignored for `persist`. */
+  readonly ms: number;
+  /** Redis 7's NX (no expiry yet), XX (has one), GT / LT (later / earlier than the current one; none counts as infinite). */
+  readonly condition?: 'nx' | 'xx' | 'gt' | 'lt' | undefined;
+}
+
+/** PTTL: answered by INTEGER: ms left, -1 when the key has no expiry, -2 when it does not exist. */
+export interface TtlRequest extends Fenced {
+  readonly op: typeof Op.TTL;
+  readonly id: number;
+  readonly key: Uint8Array;
+}
+
+/** How many of `keys` exist (a key named twice counts twice, as Redis). Answered by COUNT. */
+export interface ExistsRequest extends Fenced {
+  readonly op: typeof Op.EXISTS;
+  readonly id: number;
+  readonly keys: readonly Uint8Array[];
+}
+
+/** Reads and deletes one key in one atomic step on its owner. Answered by VALUE (null: none). */
+export interface GetDelRequest extends Fenced {
+  readonly op: typeof Op.GETDEL;
+  readonly id: number;
+  readonly key: Uint8Array;
+}
+
+/**
+ * INCRBY (INCR, DECR, DECRBY are `delta` 1, -1, -n): adds `delta` to the key's value read as a
+ * 64-bit signed decimal integer (absent: 0), keeping its expiry, atomically on its owner.
+ * Answered by INTEGER (the new value); ERROR NOT_AN_INTEGER or OVERFLOW as Redis.
+ * `delta` travels as a decimal string (MessagePack numbers past 2^53 do not survive every reader).
+ */
+export interface IncrByRequest extends Fenced {
+  readonly op: typeof Op.INCRBY;
+  readonly id: number;
+  readonly key: Uint8Array;
+  /** In the 64-bit signed range. */
+  readonly delta: bigint;
+}
+
+/**
+ * Node -> node (cluster only): the new owner of a key whose range is moving in asks the old owner
+ * for its copy before it executes a read-modify-write of the key (see the protocol README,
+ * "Read-modify-write during a migration"). Answered by ENTRY.
+ */
+export interface PullRequest {
+  readonly op: typeof Op.PULL;
+  readonly id: number;
+  readonly key: Uint8Array;
+}
+
 /** Liveness check. Answered by OK. */
 export interface PingRequest {
   readonly op: typeof Op.PING;
@@ -360,6 +474,21 @@ export interface ValuesResponse {
   readonly id: number;
   readonly values: readonly (Uint8Array | null)[];
 }
+/** A signed integer answer (PTTL, INCRBY): a 64-bit signed value. */
+export interface IntegerResponse {
+  readonly op: typeof Op.INTEGER;
+  readonly id: number;
+  readonly value: bigint;
+}
+/**
+ * Answer to PULL: the old owner's copy of the key with its version and expiry, or null when it
+ * has none (absent, deleted or expired).
+ */
+export interface EntryResponse {
+  readonly op: typeof Op.ENTRY;
+  readonly id: number;
+  readonly entry: Omit<MigratedEntry, 'key'> | null;
+}
 /** Answer to DEL: how many keys were removed. */
 export interface CountResponse {
   readonly op: typeof Op.COUNT;
@@ -456,7 +585,14 @@ export type Request =
   | PurgeRequest
   | AuthRequest
   | ClusterMapRequest
-  | MapPushRequest;
+  | MapPushRequest
+  | SetWithRequest
+  | ExpireRequest
+  | TtlRequest
+  | ExistsRequest
+  | GetDelRequest
+  | IncrByRequest
+  | PullRequest;
 
 /** Every response message. */
 export type Response =
@@ -470,6 +606,8 @@ export type Response =
   | MapResponse
   | MovedResponse
   | AskResponse
+  | IntegerResponse
+  | EntryResponse
   | ErrorResponse;
 
 /** Any message. */

@@ -1,14 +1,33 @@
 import { DstoreError, ErrorCode } from './errors.js';
 import {
   type DelRequest,
+  type ExistsRequest,
+  type ExpireRequest,
+  type GetDelRequest,
   type GetRequest,
+  type IncrByRequest,
   type MGetRequest,
   type MSetRequest,
   Op,
   type Response,
   type SetRequest,
+  type SetWithRequest,
+  type TtlRequest,
   type WithoutId,
 } from './messages.js';
+
+/**
+ * The single-key data requests of the data model (expiry, atomic operations): a router forwards
+ * each to its key's owner, fenced, as it forwards a SET. During a migration the owner itself
+ * brings the key's current copy in before it executes one (see the protocol README,
+ * "Read-modify-write during a migration"), so a router never needs a fall-back for them.
+ */
+export type KeyedRequest =
+  | WithoutId<SetWithRequest>
+  | WithoutId<ExpireRequest>
+  | WithoutId<TtlRequest>
+  | WithoutId<GetDelRequest>
+  | WithoutId<IncrByRequest>;
 
 /** The data requests a router (the balancer's, or a direct client's) sends fenced with an epoch. */
 export type DataRequest =
@@ -16,7 +35,9 @@ export type DataRequest =
   | WithoutId<SetRequest>
   | WithoutId<DelRequest>
   | WithoutId<MGetRequest>
-  | WithoutId<MSetRequest>;
+  | WithoutId<MSetRequest>
+  | WithoutId<ExistsRequest>
+  | KeyedRequest;
 
 /**
  * `message` with the fence: the epoch of the ring it was routed on (a GET's or DEL's fall-back
@@ -36,6 +57,9 @@ export function withEpoch(message: DataRequest, epoch: number): DataRequest {
       return { op: Op.MGET, keys: message.keys, epoch };
     case Op.MSET:
       return { op: Op.MSET, entries: message.entries, epoch };
+    default:
+      // The data-model requests: not the balancer's hottest path, a spread is fine.
+      return { ...message, epoch };
   }
 }
 

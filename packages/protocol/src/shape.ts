@@ -12,10 +12,11 @@ const STATS_MAP_INDEX = 2;
 
 /**
  * Most elements any message may have: MIGRATE_PUT's op, id, epoch, count, then four fields per
- * entry (key, value, writeEpoch, seq), plus spare trailing fields.
+ * entry (key, value, writeEpoch, seq), the optional count and expiry time of every entry, plus
+ * spare trailing fields.
  */
 export function maxMessageElements(limits: ProtocolLimits): number {
-  return limits.maxBatchKeys * 4 + 16;
+  return limits.maxBatchKeys * 5 + 16;
 }
 
 function malformed(message: string): ProtocolError {

@@ -216,10 +216,18 @@ export function keyDenied(grant: UserGrant, key: Uint8Array, write: boolean): st
 export function requestDenied(grant: UserGrant, request: Request): string | undefined {
   switch (request.op) {
     case Op.GET:
+    case Op.TTL:
+      return grant.limited ? keyDenied(grant, request.key, false) : undefined;
     case Op.SET:
     case Op.DEL:
-      return grant.limited ? keyDenied(grant, request.key, request.op !== Op.GET) : undefined;
+    case Op.SET_WITH:
+    case Op.EXPIRE:
+    case Op.GETDEL:
+    case Op.INCRBY:
+      // Every one of these may write (GETDEL and SET ... GET read too: a writer may read).
+      return grant.limited ? keyDenied(grant, request.key, true) : undefined;
     case Op.MGET:
+    case Op.EXISTS:
       if (!grant.limited) return undefined;
       for (const key of request.keys) {
         const denial = keyDenied(grant, key, false);

@@ -230,6 +230,7 @@ const messages: fc.Arbitrary<Message>[] = [
     },
     { requiredKeys: ['op', 'id', 'epoch', 'nodeId', 'host', 'port'] },
   ),
+  ...dataModelMessages(),
   fc.record({
     op: fc.constant(Op.ERROR),
     id,
@@ -240,10 +241,89 @@ const messages: fc.Arbitrary<Message>[] = [
 ];
 
 /** Compares bytes as plain arrays: decoded bytes are views of a Buffer, sent ones may be Uint8Arrays. */
+/** The data model's requests and answers (expiry, atomic operations, PULL/ENTRY). */
+function dataModelMessages(): fc.Arbitrary<Message>[] {
+  const epoch = fc.nat({ max: 0xffff_ffff });
+  const safe = fc.integer({ min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER });
+  const positive = fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
+  const int64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
+  const expiry = fc.oneof(
+    fc.constant({ kind: 'keep' as const }),
+    fc.record({ kind: fc.constantFrom('in' as const, 'at' as const), ms: positive }),
+  );
+  return [
+    fc.record(
+      {
+        op: fc.constant(Op.SET_WITH),
+        id,
+        key: anyKey,
+        value,
+        condition: fc.constantFrom('nx' as const, 'xx' as const),
+        get: fc.constant(true as const),
+        expiry,
+        epoch,
+      },
+      { requiredKeys: ['op', 'id', 'key', 'value'] },
+    ),
+    fc.record(
+      {
+        op: fc.constant(Op.EXPIRE),
+        id,
+        key: anyKey,
+        mode: fc.constantFrom('in' as const, 'at' as const, 'persist' as const),
+        ms: safe,
+        condition: fc.constantFrom('nx' as const, 'xx' as const, 'gt' as const, 'lt' as const),
+        epoch,
+      },
+      { requiredKeys: ['op', 'id', 'key', 'mode', 'ms'] },
+    ),
+    ...([Op.TTL, Op.GETDEL] as const).map((op) =>
+      fc.record({ op: fc.constant(op), id, key: anyKey, epoch }, { requiredKeys: ['op', 'id', 'key'] }),
+    ),
+    fc.record(
+      { op: fc.constant(Op.EXISTS), id, keys: fc.array(key, { maxLength: limits.maxBatchKeys }), epoch },
+      { requiredKeys: ['op', 'id', 'keys'] },
+    ),
+    fc.record(
+      { op: fc.constant(Op.INCRBY), id, key: anyKey, delta: int64, epoch },
+      { requiredKeys: ['op', 'id', 'key', 'delta'] },
+    ),
+    fc.record({ op: fc.constant(Op.PULL), id, key: anyKey }),
+    fc.record({ op: fc.constant(Op.INTEGER), id, value: int64 }),
+    fc.record({
+      op: fc.constant(Op.ENTRY),
+      id,
+      entry: fc.option(
+        fc.record(
+          { value, writeEpoch: uint32, seq: uint32, expireAt: positive },
+          { requiredKeys: ['value', 'writeEpoch', 'seq'] },
+        ),
+        { nil: null },
+      ),
+    }),
+    fc.record({
+      op: fc.constant(Op.MIGRATE_PUT),
+      id,
+      epoch: fc.nat(),
+      entries: fc.array(
+        fc.record(
+          { key, value, writeEpoch: uint32, seq: uint32, expireAt: positive },
+          { requiredKeys: ['key', 'value', 'writeEpoch', 'seq'] },
+        ),
+        { minLength: 1, maxLength: 50 },
+      ),
+    }),
+  ];
+}
+
 function normalise(message: Message): unknown {
   return JSON.parse(
     JSON.stringify(message, (_name, field: unknown) =>
-      field instanceof Uint8Array ? { bytes: Array.from(field) } : field,
+      field instanceof Uint8Array
+        ? { bytes: Array.from(field) }
+        : typeof field === 'bigint'
+          ? { bigint: field.toString() }
+          : field,
     ),
   );
 }
@@ -293,7 +373,19 @@ describe('MessageCodec round trip', () => {
           // GET/DEL own an optional trailing flag at index 3; extras go after it (0 = not set).
           if ((message.op === Op.GET || message.op === Op.DEL) && wire.length === 3) wire.push(0);
           // Data requests own an optional trailing fence epoch after their fields (nil = not set).
-          const fenced = [Op.GET, Op.DEL, Op.SET, Op.MGET, Op.MSET] as number[];
+          const fenced = [
+            Op.GET,
+            Op.DEL,
+            Op.SET,
+            Op.MGET,
+            Op.MSET,
+            Op.SET_WITH,
+            Op.EXPIRE,
+            Op.TTL,
+            Op.GETDEL,
+            Op.EXISTS,
+            Op.INCRBY,
+          ] as number[];
           if (fenced.includes(message.op) && !('epoch' in message && message.epoch !== undefined))
             wire.push(null);
           // VALUE owns an optional trailing deleted flag at index 3 (0 = not set).
@@ -309,6 +401,9 @@ describe('MessageCodec round trip', () => {
           if (message.op === Op.ASK && wire.length === 6) wire.push(null);
           // HEARTBEAT owns optional trailing storage fields at 4..6 (nil degraded = not set).
           if (message.op === Op.HEARTBEAT && wire.length === 4) wire.push(null, null, null);
+          // MIGRATE_PUT owns an optional trailing list of expiry times (nil count = none).
+          if (message.op === Op.MIGRATE_PUT && !message.entries.some((entry) => entry.expireAt !== undefined))
+            wire.push(null);
           const body = raw.encode([...wire, ...extras]);
           expect(normalise(codec.decode(body))).toEqual(normalise(message));
         },
@@ -372,6 +467,48 @@ describe('MessageCodec round trip', () => {
       entries: [{ key: Uint8Array.of(0x61), value: Uint8Array.of(0x31), writeEpoch: 2, seq: 300 }],
     });
     expect(Buffer.from(body).toString('hex')).toBe('980e0c0301c40161c4013102cd012c');
+  });
+
+  it('refuses data-model frames with contradictory or out-of-range fields, naming the request', () => {
+    const cases: [unknown[], string][] = [
+      // SET_WITH: NX and XX together; two expiries; a relative expiry of 0; unknown flag bits.
+      [[Op.SET_WITH, 4, 'k', 'v', 1 | 2, 0], ErrorCode.INVALID_ARGUMENT],
+      [[Op.SET_WITH, 4, 'k', 'v', 8 | 16, 10], ErrorCode.INVALID_ARGUMENT],
+      [[Op.SET_WITH, 4, 'k', 'v', 16, 0], ErrorCode.INVALID_ARGUMENT],
+      [[Op.SET_WITH, 4, 'k', 'v', 64, 0], ErrorCode.MALFORMED_FRAME],
+      [[Op.SET_WITH, 4, 'k', 'v', 16, 2 ** 60], ErrorCode.MALFORMED_FRAME],
+      // EXPIRE: an unknown mode or condition, a time that is not a safe integer.
+      [[Op.EXPIRE, 4, 'k', 3, 10, 0], ErrorCode.MALFORMED_FRAME],
+      [[Op.EXPIRE, 4, 'k', 0, 10, 5], ErrorCode.MALFORMED_FRAME],
+      [[Op.EXPIRE, 4, 'k', 0, 1.5, 0], ErrorCode.MALFORMED_FRAME],
+      // INCRBY: a delta outside the 64-bit signed range, or not canonical decimal text.
+      [[Op.INCRBY, 4, 'k', '9223372036854775808'], ErrorCode.MALFORMED_FRAME],
+      [[Op.INCRBY, 4, 'k', '-0'], ErrorCode.MALFORMED_FRAME],
+      [[Op.INCRBY, 4, 'k', ' 1'], ErrorCode.MALFORMED_FRAME],
+      [[Op.INCRBY, 4, 'k', 2 ** 60], ErrorCode.MALFORMED_FRAME],
+      // EXISTS: more keys than the batch limit allows, fewer than announced.
+      [[Op.EXISTS, 4, limits.maxBatchKeys + 1], ErrorCode.BATCH_TOO_LARGE],
+      [[Op.EXISTS, 4, 3, 'a', 'b'], ErrorCode.MALFORMED_FRAME],
+      // MIGRATE_PUT: an expiry list of another length than the entries.
+      [[Op.MIGRATE_PUT, 4, 3, 1, 'k', 'v', 1, 1, 2, 5, 6], ErrorCode.MALFORMED_FRAME],
+      [[Op.MIGRATE_PUT, 4, 3, 1, 'k', 'v', 1, 1, 1], ErrorCode.MALFORMED_FRAME],
+      // INTEGER beyond 64 bits.
+      [[Op.INTEGER, 4, '99999999999999999999'], ErrorCode.MALFORMED_FRAME],
+    ];
+    for (const [fields, code] of cases) {
+      expect(
+        catchError(() => codec.decode(raw.encode(fields))),
+        JSON.stringify(fields),
+      ).toMatchObject({
+        code,
+        requestId: 4,
+      });
+    }
+    // The extremes of INCRBY's range travel exactly.
+    for (const delta of [-(2n ** 63n), 2n ** 63n - 1n, 2n ** 53n, -(2n ** 53n) - 1n]) {
+      const body = codec.encode({ op: Op.INCRBY, id: 1, key: new Uint8Array([1]), delta }).slice();
+      expect(codec.decode(body)).toMatchObject({ delta });
+    }
   });
 
   it('refuses MIGRATE_PUT entries whose writeEpoch or seq is not a uint32, or that miss them', () => {

@@ -50,7 +50,7 @@ function key(random: Random): Uint8Array {
 /** A random valid message of any type. */
 export function randomMessage(random: Random): Message {
   const id = int(random, 2 ** 32);
-  switch (int(random, 15)) {
+  switch (int(random, 17)) {
     case 0:
       return random() < 0.5
         ? { op: Op.HELLO, id, version: 2, role: 'client' }
@@ -105,6 +105,30 @@ export function randomMessage(random: Random): Message {
           seq: random() < 0.2 ? 0xffff_ffff : int(random, 2 ** 32),
         })),
       };
+    case 14: {
+      const pick = int(random, 5);
+      if (pick === 0)
+        return {
+          op: Op.SET_WITH,
+          id,
+          key: key(random),
+          value: bytes(random, 50),
+          condition: random() < 0.5 ? 'nx' : 'xx',
+          get: true,
+          expiry: { kind: 'in', ms: 1 + int(random, 1e9) },
+        };
+      if (pick === 1)
+        return { op: Op.EXPIRE, id, key: key(random), mode: 'at', ms: int(random, 2 ** 40), condition: 'gt' };
+      if (pick === 2)
+        return { op: Op.INCRBY, id, key: key(random), delta: BigInt(int(random, 2 ** 32)) - 2n ** 31n };
+      if (pick === 3)
+        return { op: Op.EXISTS, id, keys: Array.from({ length: int(random, 8) }, () => key(random)) };
+      return { op: Op.TTL, id, key: key(random), epoch: int(random, 100) };
+    }
+    case 15:
+      return random() < 0.5
+        ? { op: Op.INTEGER, id, value: random() < 0.5 ? -2n : 2n ** 62n }
+        : { op: Op.ENTRY, id, entry: { value: bytes(random, 50), writeEpoch: 3, seq: 9, expireAt: 2 ** 41 } };
     default:
       return { op: Op.PING, id };
   }

@@ -54,8 +54,20 @@ export class DirectRouting {
         if (request.epoch === undefined || this.ownership.ring === undefined) return false;
         return this.misrouted(request.id, request.epoch, request.key, request.fallback === true, connection);
       case Op.SET:
+      case Op.SET_WITH:
+      case Op.EXPIRE:
+      case Op.TTL:
+      case Op.GETDEL:
+      case Op.INCRBY:
+        // The data-model requests are never ASKed: the owner brings a moving key in itself.
         if (request.epoch === undefined || this.ownership.ring === undefined) return false;
         return this.misrouted(request.id, request.epoch, request.key, false, connection);
+      case Op.EXISTS:
+        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        for (const key of request.keys) {
+          if (this.misrouted(request.id, request.epoch, key, false, connection)) return true;
+        }
+        return false;
       case Op.MGET: {
         if (request.epoch === undefined || this.ownership.ring === undefined) return false;
         for (const key of request.keys) {

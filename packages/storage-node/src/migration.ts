@@ -4,13 +4,16 @@ import {
   type Credentials,
   connectSocket,
   DstoreError,
+  type EntryResponse,
   ErrorCode,
   handshake,
   type MigratedEntry,
   type MigratePutRequest,
   type MigrateRequest,
   Op,
+  type PullRequest,
   type PurgeRequest,
+  type Response,
   type RingRequest,
   type TlsClientOptions,
 } from '@dstore/protocol';
@@ -56,6 +59,8 @@ export interface MigrationCounters {
   keysPurged: number;
   /** Tombstones deleted by PURGE (their migration is over, no copy can arrive any more). */
   tombstonesPurged: number;
+  /** Copies pulled from an old owner before a read-modify-write of a moving key (PULL). */
+  keysPulled: number;
 }
 
 /** Keys scanned between two yields to the event loop, so client requests keep flowing. */
@@ -100,7 +105,11 @@ export class MigrationService {
     keysSkipped: 0,
     keysPurged: 0,
     tombstonesPurged: 0,
+    keysPulled: 0,
   };
+  /** Links to old owners for PULL, by node id; dropped when they fail. */
+  private readonly pullLinks = new Map<string, Promise<Connection>>();
+  private closed = false;
 
   constructor(
     private readonly engine: StorageEngine,
@@ -230,7 +239,88 @@ export class MigrationService {
     return deleted;
   }
 
-  private async connect(request: MigrateRequest): Promise<Connection> {
+  /**
+   * Makes this node's entry for `key` authoritative before a data-model operation runs on it.
+   * While the key's range moves here and this node has no entry for it (no value, tombstone or
+   * expired value: the stream has not brought it yet), the old owner still holds the current copy:
+   * it is pulled (PULL) and stored like a MIGRATE_PUT copy, older than any write accepted here.
+   * Otherwise the local entry already is the newest (a copy, a write made here, a delete's
+   * tombstone). Rejects with UNAVAILABLE (not executed) when the old owner cannot be asked.
+   */
+  async bringIn(key: Uint8Array): Promise<void> {
+    const source = this.ownership.sourceOf(key);
+    if (source === undefined || this.engine.header(key) !== undefined) return;
+    let response: Response;
+    try {
+      const link = await this.pullLink(source);
+      response = await link.request({ op: Op.PULL, key });
+    } catch (error) {
+      // The old owner purged already: the migration is over and the stream brought everything.
+      if (error instanceof DstoreError && error.code === ErrorCode.NOT_OWNER) return;
+      this.pullLinks.delete(source);
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new DstoreError(
+        ErrorCode.UNAVAILABLE,
+        `the key's range is moving here from ${source}, which could not be asked for its copy: ${reason}`,
+        { cause: error, notExecuted: true },
+      );
+    }
+    if (response.op !== Op.ENTRY) {
+      throw new DstoreError(ErrorCode.INTERNAL, `${source} answered PULL with op ${response.op}`);
+    }
+    const entry = response.entry;
+    if (entry === null) return;
+    // As for MIGRATE_PUT: a copy is older than any write accepted here at the current epoch.
+    const ceiling = Math.max(0, this.ownership.writeEpoch - 1);
+    const writeEpoch = Math.min(entry.writeEpoch, ceiling);
+    this.counters.keysPulled += await this.engine.applyIfNewer([{ ...entry, key, writeEpoch }]);
+  }
+
+  /** PULL (old owner side): this node's copy of a key it owns or that is moving away from it. */
+  pulled(request: PullRequest): EntryResponse {
+    const owner = this.ownership.refusal(request.key, true);
+    if (owner !== undefined) {
+      throw new DstoreError(ErrorCode.NOT_OWNER, `key is owned by ${owner}, not by this node`);
+    }
+    const entry = this.engine.getEntry(request.key);
+    return {
+      op: Op.ENTRY,
+      id: request.id,
+      entry:
+        entry === undefined
+          ? null
+          : { value: entry.value, writeEpoch: entry.writeEpoch, seq: entry.seq, expireAt: entry.expireAt },
+    };
+  }
+
+  /** Closes the PULL links (node shutdown). */
+  close(): void {
+    this.closed = true;
+    for (const link of this.pullLinks.values())
+      link.then(
+        (connection) => connection.destroy(),
+        () => undefined,
+      );
+    this.pullLinks.clear();
+  }
+
+  private pullLink(source: string): Promise<Connection> {
+    const existing = this.pullLinks.get(source);
+    if (existing !== undefined) return existing;
+    const address = this.ownership.addressOf(source);
+    if (address === undefined || this.closed) {
+      return Promise.reject(new DstoreError(ErrorCode.UNAVAILABLE, `no address known for ${source}`));
+    }
+    const link = this.connect({ target: source, host: address.host, port: address.port });
+    this.pullLinks.set(source, link);
+    link.then(
+      (connection) => connection.once('close', () => this.pullLinks.delete(source)),
+      () => this.pullLinks.delete(source),
+    );
+    return link;
+  }
+
+  private async connect(request: Pick<MigrateRequest, 'target' | 'host' | 'port'>): Promise<Connection> {
     const socket = await connectSocket({
       host: request.host,
       port: request.port,
@@ -271,7 +361,13 @@ export class MigrationService {
         const entry = this.engine.getEntry(key);
         // Deleted since the scan (a fall-back DEL): nothing to copy.
         if (entry === undefined) continue;
-        entries.push({ key, value: entry.value, writeEpoch: entry.writeEpoch, seq: entry.seq });
+        entries.push({
+          key,
+          value: entry.value,
+          writeEpoch: entry.writeEpoch,
+          seq: entry.seq,
+          expireAt: entry.expireAt,
+        });
         bytes += key.length + entry.value.length;
       }
       if (entries.length === 0) continue;

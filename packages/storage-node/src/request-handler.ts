@@ -5,18 +5,33 @@ import {
   type DelRequest,
   DstoreError,
   ErrorCode,
+  type ExistsRequest,
+  type ExpireRequest,
+  type GetDelRequest,
   type GetRequest,
+  type IncrByRequest,
   LatencyHistogram,
   type MGetRequest,
   type MSetRequest,
   Op,
   type Request,
+  type Response,
   requestDenied,
   type SetRequest,
+  type SetWithRequest,
   type StatsMap,
+  type TtlRequest,
 } from '@dstore/protocol';
+import { decideExpire, decideGetDel, decideIncrBy, decideSetWith } from './atomic-ops.js';
 import { DirectRouting } from './direct-routing.js';
-import { isStorageEngineError, type StorageEngine, StorageEngineError } from './engines/index.js';
+import {
+  type Decision,
+  isStorageEngineError,
+  type StorageEngine,
+  StorageEngineError,
+  type VersionedValue,
+} from './engines/index.js';
+import type { ExpirySweeper } from './expiry-sweeper.js';
 import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
 
@@ -33,6 +48,36 @@ export interface OpCounters {
   errors: number;
   /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
   fenced: number;
+  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY. */
+  dataModel: number;
+}
+
+/** The single-key data-model requests, executed on the key's owner (see {@link RequestHandler}). */
+type KeyedRequest = SetWithRequest | ExpireRequest | TtlRequest | GetDelRequest | IncrByRequest;
+
+/**
+ * Cluster operations a client may never send to a node: membership (a balancer's), the ring and
+ * migration (peers'), CLUSTER_MAP and MAP_PUSH (a balancer's), PULL (a node's).
+ */
+const CLUSTER_OPS: ReadonlySet<number> = new Set<number>([
+  Op.JOIN,
+  Op.LEAVE,
+  Op.HEARTBEAT,
+  Op.RING,
+  Op.MIGRATE,
+  Op.MIGRATE_PUT,
+  Op.PURGE,
+  Op.CLUSTER_MAP,
+  Op.MAP_PUSH,
+  Op.PULL,
+]);
+
+/** A copy of a keyed request whose key and value outlive the current tick (it waits for a PULL). */
+function stableKeyed(request: KeyedRequest): KeyedRequest {
+  const key = Uint8Array.from(request.key);
+  return request.op === Op.SET_WITH
+    ? { ...request, key, value: Uint8Array.from(request.value) }
+    : { ...request, key };
 }
 
 /** What the handler needs from the node beyond the engine. */
@@ -48,9 +93,13 @@ export interface RequestHandlerContext {
   readonly serverStats: () => { connections: number; uptimeSeconds: number };
   /** Which keys this node owns at the latest RING epoch (inactive before the first RING). */
   readonly ownership: Ownership;
-  /** RING / MIGRATE / MIGRATE_PUT / PURGE. */
+  /** RING / MIGRATE / MIGRATE_PUT / PURGE / PULL. */
   readonly migration: MigrationService;
+  /** The background reclaiming of expired values (its counter is in STATS). */
+  readonly sweeper?: ExpirySweeper | undefined;
 }
+
+const RESOLVED: Promise<void> = Promise.resolve();
 
 const OK = Op.OK;
 
@@ -87,6 +136,7 @@ export class RequestHandler {
     stats: 0,
     errors: 0,
     fenced: 0,
+    dataModel: 0,
   };
   /** Latency of data ops (GET, SET, DEL, MGET, MSET) from decode to answer, in µs. */
   readonly latency = new LatencyHistogram();
@@ -135,6 +185,24 @@ export class RequestHandler {
         return;
       case Op.MSET:
         this.mset(request, connection, start);
+        return;
+      case Op.SET_WITH:
+      case Op.EXPIRE:
+      case Op.TTL:
+      case Op.GETDEL:
+      case Op.INCRBY:
+        this.keyed(request, connection, start);
+        return;
+      case Op.EXISTS:
+        this.exists(request, connection, start);
+        return;
+      case Op.PULL:
+        if (!this.fromPeer(connection, request, 'node')) return;
+        try {
+          connection.reply(this.context.migration.pulled(request));
+        } catch (error) {
+          this.failed(connection, request.id, error);
+        }
         return;
       case Op.PING:
         this.counters.ping++;
@@ -208,6 +276,8 @@ export class RequestHandler {
       'ops.mget': counters.mget,
       'ops.mset': counters.mset,
       'ops.ping': counters.ping,
+      'ops.data_model': counters.dataModel,
+      'expired.swept': this.context.sweeper?.swept ?? 0,
       'ops.stats': counters.stats,
       errors: counters.errors,
       fenced: counters.fenced,
@@ -227,16 +297,121 @@ export class RequestHandler {
       'migration.keys_received': this.context.migration.counters.keysReceived,
       'migration.keys_skipped': this.context.migration.counters.keysSkipped,
       'migration.tombstones_purged': this.context.migration.counters.tombstonesPurged,
+      'migration.keys_pulled': this.context.migration.counters.keysPulled,
     };
   }
 
   private answerCount(connection: Connection, id: number, counted: Promise<number>): void {
     counted.then(
       (count) => connection.reply({ op: Op.COUNT, id, count }),
-      (error: unknown) => {
-        if (error instanceof DstoreError) this.fail(connection, id, error.code as ErrorCode, error.message);
-        else this.engineFailed(connection, id, error);
-      },
+      (error: unknown) => this.failed(connection, id, error),
+    );
+  }
+
+  /** Answers a failure: a typed refusal as it is, an engine failure mapped to its code. */
+  private failed(connection: Connection, id: number, error: unknown): void {
+    if (error instanceof DstoreError) this.fail(connection, id, error.code as ErrorCode, error.message);
+    else this.engineFailed(connection, id, error);
+  }
+
+  /**
+   * A single-key data-model request: one atomic step on the owner (`StorageEngine.update`), after
+   * the key's current copy is here (see `MigrationService.bringIn`) when its range is moving in.
+   */
+  private keyed(original: KeyedRequest, connection: Connection, start: number): void {
+    this.counters.dataModel++;
+    const id = original.id;
+    if (this.fenced(connection, id, original.epoch)) return;
+    if (this.refused(connection, id, original.key, false)) return;
+    const moving = this.ownership.isMovingIn(original.key);
+    const request = moving ? stableKeyed(original) : original;
+    const ready = moving ? this.context.migration.bringIn(request.key) : RESOLVED;
+    ready
+      .then(() => this.execute(request))
+      .then(
+        (response) => {
+          connection.reply(response);
+          this.latency.recordSince(start);
+        },
+        (error: unknown) => this.failed(connection, id, error),
+      );
+  }
+
+  private execute(request: KeyedRequest): Promise<Response> {
+    const id = request.id;
+    switch (request.op) {
+      case Op.TTL:
+        return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key)) });
+      case Op.SET_WITH:
+        return this.update(request.key, (current, now) => decideSetWith(request, current, now)).then(
+          (result): Response =>
+            request.get === true
+              ? { op: Op.VALUE, id, value: result.previous }
+              : { op: Op.COUNT, id, count: result.written ? 1 : 0 },
+        );
+      case Op.EXPIRE:
+        return this.update(request.key, (current, now) => decideExpire(request, current, now)).then(
+          (changed): Response => ({ op: Op.COUNT, id, count: changed ? 1 : 0 }),
+        );
+      case Op.GETDEL:
+        return this.update(request.key, decideGetDel).then(
+          (value): Response => ({ op: Op.VALUE, id, value }),
+        );
+      case Op.INCRBY:
+        return this.update(request.key, (current) => decideIncrBy(request.delta, current)).then(
+          (result): Response => {
+            if (result instanceof DstoreError) throw result;
+            return { op: Op.INTEGER, id, value: result };
+          },
+        );
+    }
+  }
+
+  /** `engine.update` with this node's write epoch; a delete leaves a tombstone in a range moving in. */
+  private update<T>(
+    key: Uint8Array,
+    decide: (current: VersionedValue | undefined, now: number) => Decision<T>,
+  ): Promise<T> {
+    const options = { writeEpoch: this.ownership.writeEpoch, tombstone: this.ownership.isMovingIn(key) };
+    try {
+      return this.engine.update(key, options, decide);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** PTTL: ms left, -1 without expiry, -2 when the key does not exist (as Redis). */
+  private pttl(key: Uint8Array): number {
+    const entry = this.engine.getEntry(key);
+    if (entry === undefined) return -2;
+    if (entry.expireAt === 0) return -1;
+    return Math.max(0, entry.expireAt - Date.now());
+  }
+
+  /** EXISTS: how many of the keys hold a live value (duplicates count), moving keys brought in first. */
+  private exists(request: ExistsRequest, connection: Connection, start: number): void {
+    this.counters.dataModel++;
+    const id = request.id;
+    if (this.fenced(connection, id, request.epoch)) return;
+    for (const key of request.keys) if (this.refused(connection, id, key, false)) return;
+    const count = (keys: readonly Uint8Array[]): void => {
+      let found = 0;
+      for (const key of keys) if (this.engine.has(key)) found++;
+      connection.reply({ op: Op.COUNT, id, count: found });
+      this.latency.recordSince(start);
+    };
+    if (!this.ownership.migratingIn) {
+      try {
+        count(request.keys);
+      } catch (error) {
+        this.failed(connection, id, error);
+      }
+      return;
+    }
+    const keys = request.keys.map((key) => Uint8Array.from(key));
+    Promise.all(keys.map((key) => this.context.migration.bringIn(key))).then(
+      () => count(keys),
+      (error: unknown) => this.failed(connection, id, error),
     );
   }
 
@@ -463,7 +638,7 @@ export class RequestHandler {
 
   /** A client's (user or anonymous) permission for `request`; answers the refusal itself. */
   private clientMay(request: Request, connection: Connection): boolean {
-    if (request.op >= Op.JOIN && request.op !== Op.AUTH) {
+    if (CLUSTER_OPS.has(request.op)) {
       this.fail(connection, request.id, ErrorCode.NO_PERMISSION, clusterOnly(request.op));
       return false;
     }

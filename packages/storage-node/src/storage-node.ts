@@ -11,6 +11,7 @@ import {
 } from '@dstore/protocol';
 import { type Logger, pino } from 'pino';
 import { openEngine, type StorageEngine } from './engines/index.js';
+import { ExpirySweeper } from './expiry-sweeper.js';
 import { loadOrCreateNodeIdentity, newNodeIdentity } from './identity.js';
 import { type BalancerAddress, Membership } from './membership.js';
 import { DEFAULT_MIGRATION_LIMITS, MigrationService } from './migration.js';
@@ -75,6 +76,8 @@ class StorageNodeImpl implements StorageNode {
   private server: FrameServer | undefined;
   private handler: RequestHandler | undefined;
   private membership: Membership | undefined;
+  private migration: MigrationService | undefined;
+  private sweeper: ExpirySweeper | undefined;
   private users: UserDirectory | undefined;
   private nodeId: string | undefined;
   private nodeIdentity: string | undefined;
@@ -142,9 +145,16 @@ class StorageNodeImpl implements StorageNode {
       tls: peerTls,
       limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
     });
+    this.migration = migration;
+    // An expired value of a range moving in leaves a tombstone: the old owner's older copy must
+    // not bring the key back (see ENGINES.md, "Expiry").
+    engine.setRetainExpired((key) => ownership.isMovingIn(key));
+    const sweeper = new ExpirySweeper(engine);
+    this.sweeper = sweeper;
     const handler = new RequestHandler({
       ownership,
       migration,
+      sweeper,
       engine,
       nodeId: () => this.id,
       identity,
@@ -214,6 +224,7 @@ class StorageNodeImpl implements StorageNode {
       },
       'storage node listening',
     );
+    sweeper.start();
     if (options.balancers.length > 0) this.startMembership(options.balancers, address.port, engine);
     return address;
   }
@@ -280,6 +291,8 @@ class StorageNodeImpl implements StorageNode {
       this.logger.error({ err: (error as Error).message }, 'engine flush failed during shutdown');
     }
     await this.membership?.close();
+    this.sweeper?.stop();
+    this.migration?.close();
     await engine.close();
     this.logger.info({ id: this.nodeId }, 'stopped');
   }

@@ -261,8 +261,8 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
     expect(textOf(await cb.request({ op: Op.GET, key: key(copied) }))).toBe('copied');
     expect(textOf(await cb.request({ op: Op.GET, key: key(upgraded) }))).toBe('second copy');
     // A copy keeps the old owner's version; a client write gets the node's epoch and seq + 1.
-    expect(b.engine.header(key(copied))).toEqual({ writeEpoch: 2, seq: 17, tombstone: false });
-    expect(b.engine.header(key(written))).toEqual({ writeEpoch: 4, seq: 1, tombstone: false });
+    expect(b.engine.header(key(copied))).toEqual({ writeEpoch: 2, seq: 17, tombstone: false, expireAt: 0 });
+    expect(b.engine.header(key(written))).toEqual({ writeEpoch: 4, seq: 1, tombstone: false, expireAt: 0 });
 
     // The tombstone is invisible: not counted, MGET nil, and a DEL answers 0.
     expect(b.stats().keys).toBe(3);

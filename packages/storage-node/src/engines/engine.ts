@@ -22,9 +22,52 @@ export interface EntryVersion {
   readonly seq: number;
 }
 
-/** An entry's header: its version and whether it is a tombstone rather than a value. */
-export interface EntryHeader extends EntryVersion {
+/**
+ * When a value expires: an absolute time in ms since the Unix epoch on the clock of the node that
+ * stores it (0 = never). A value whose time has come is gone for every client-facing read, and
+ * is reclaimed on access or by {@link StorageEngine.sweepExpired}.
+ */
+export interface Expiring {
+  /** Expiry time (ms since the Unix epoch); 0 = none. Always 0 for a tombstone. */
+  readonly expireAt: number;
+}
+
+/** Whether an entry with expiry time `expireAt` is expired at `now` (ms since the Unix epoch). */
+export function isExpired(expireAt: number, now: number): boolean {
+  return expireAt !== 0 && expireAt <= now;
+}
+
+/** An entry's header: its version, its expiry time and whether it is a tombstone rather than a value. */
+export interface EntryHeader extends EntryVersion, Expiring {
   /** A tombstone records a delete; it is invisible to clients (no value, not counted). */
+  readonly tombstone: boolean;
+}
+
+/**
+ * What {@link StorageEngine.update} does to the key once its `decide` saw the current entry:
+ * - `none`: nothing is written;
+ * - `put`: stores `value` with `expireAt` (0 = none) as a client write;
+ * - `expire`: keeps the value, sets its expiry time (0 = persist) as a client write;
+ * - `delete`: removes the value (a tombstone when the update asked for one).
+ * Every write takes the update's writeEpoch and the next seq.
+ */
+export type Mutation =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'put'; readonly value: Uint8Array; readonly expireAt: number }
+  | { readonly kind: 'expire'; readonly expireAt: number }
+  | { readonly kind: 'delete' };
+
+/** The outcome of a `decide` callback: the write to make and what the update resolves to. */
+export interface Decision<T> {
+  readonly mutation: Mutation;
+  readonly result: T;
+}
+
+/** How {@link StorageEngine.update} writes. */
+export interface UpdateOptions {
+  /** Ring epoch at which the owner accepted the client write (uint32). */
+  readonly writeEpoch: number;
+  /** A `delete` leaves a tombstone (the key's range is moving in) instead of removing the entry. */
   readonly tombstone: boolean;
 }
 
@@ -33,15 +76,19 @@ export interface ScannedEntry extends EntryHeader {
   readonly key: Uint8Array;
 }
 
-/** A live value with its version. */
-export interface VersionedValue extends EntryVersion {
+/** A live value with its version and expiry time. */
+export interface VersionedValue extends EntryVersion, Expiring {
   /** Same ownership rules as {@link StorageEngine.get}. */
   readonly value: Uint8Array;
 }
 
-/** A key, value and version to store as they are (a migrated copy). */
-export interface VersionedEntry extends VersionedValue {
+/** A key, value, version and expiry time to store as they are (a migrated copy). */
+export interface VersionedEntry extends EntryVersion {
   readonly key: Uint8Array;
+  /** Same ownership rules as {@link StorageEngine.get}. */
+  readonly value: Uint8Array;
+  /** Expiry time (ms since the Unix epoch); absent or 0 = none. */
+  readonly expireAt?: number | undefined;
 }
 
 /** Options of {@link StorageEngine.entriesInRange}. */
@@ -106,11 +153,38 @@ export interface StorageEngine {
   /** The header of the key's entry, value or tombstone, or undefined when there is none. */
   header(key: Uint8Array): EntryHeader | undefined;
   /**
-   * Stores `value` as a client write accepted at `writeEpoch` (uint32, default 0), replacing a
-   * value or a tombstone in one write; `seq` becomes the previous entry's + 1. Resolves once
-   * ACKNOWLEDGED as defined by the engine (lmdb: durable = flushed to disk by default).
+   * Stores `value` as a client write accepted at `writeEpoch` (uint32, default 0) expiring at
+   * `expireAt` (ms since the Unix epoch, default 0 = never), replacing a value or a tombstone in
+   * one write; `seq` becomes the previous entry's + 1. Resolves once ACKNOWLEDGED as defined by
+   * the engine (lmdb: durable = flushed to disk by default).
    */
-  set(key: Uint8Array, value: Uint8Array, writeEpoch?: number): Promise<void>;
+  set(key: Uint8Array, value: Uint8Array, writeEpoch?: number, expireAt?: number): Promise<void>;
+  /**
+   * The one read-modify-write of every engine: `decide` is called with the key's live entry (a
+   * copy of its value the callback may keep; undefined when absent, a tombstone or expired) and
+   * the engine's clock, and its mutation is applied in the same atomic step, after every write
+   * issued before this call and before every write issued after it (lmdb: inside the write
+   * transaction; memory: synchronously). Resolves to the decision's result once the write is
+   * acknowledged like set. `decide` must not throw and must not call the engine.
+   */
+  update<T>(
+    key: Uint8Array,
+    options: UpdateOptions,
+    decide: (current: VersionedValue | undefined, now: number) => Decision<T>,
+  ): Promise<T>;
+  /**
+   * Reclaims expired values, examining at most `maxEntries` entries from where the previous call
+   * stopped (wrapping around), so that one call's work is bounded. An expired value whose key
+   * `retainExpired` names becomes a tombstone with its version instead of vanishing. Resolves to
+   * the number reclaimed.
+   */
+  sweepExpired(maxEntries: number): Promise<number>;
+  /**
+   * Keys whose expired value must leave a tombstone when it is reclaimed (on access or by the
+   * sweep): those of ranges moving in, where a migrated copy, older than the expired value, could
+   * otherwise bring the key back. Default: none.
+   */
+  setRetainExpired(predicate: (key: Uint8Array) => boolean): void;
   /**
    * Removes the entry, value or tombstone. Resolves to whether a value existed (a tombstone does
    * not count); acknowledged like set.

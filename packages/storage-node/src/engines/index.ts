@@ -4,19 +4,23 @@
  * @packageDocumentation
  */
 export type {
+  Decision,
   EngineOptions,
   EntryHeader,
   EntryVersion,
+  Expiring,
   LmdbOpenOptions,
   MemoryEngineOptions,
+  Mutation,
   ScannedEntry,
   ScanOptions,
   StorageEngine,
   StorageHealth,
+  UpdateOptions,
   VersionedEntry,
   VersionedValue,
 } from './engine.js';
-export { openEngine } from './engine.js';
+export { isExpired, openEngine } from './engine.js';
 export type { StorageEngineErrorCode } from './errors.js';
 export { isStorageEngineError, StorageEngineError } from './errors.js';
 export { assertValidKey, inRingRange, MAX_KEY_BYTES } from './keys.js';

@@ -1,13 +1,17 @@
 import { statfsSync } from 'node:fs';
 import { type Database, type DatabaseOptions, open, type RootDatabase } from 'lmdb';
-import type {
-  EntryHeader,
-  ScannedEntry,
-  ScanOptions,
-  StorageEngine,
-  StorageHealth,
-  VersionedEntry,
-  VersionedValue,
+import {
+  type Decision,
+  type EntryHeader,
+  isExpired,
+  type Mutation,
+  type ScannedEntry,
+  type ScanOptions,
+  type StorageEngine,
+  type StorageHealth,
+  type UpdateOptions,
+  type VersionedEntry,
+  type VersionedValue,
 } from './engine.js';
 import { StorageEngineError } from './errors.js';
 import { assertOpen, assertUint32, assertValidKey, inRingRange, keyToString, MAX_KEY_BYTES } from './keys.js';
@@ -70,12 +74,17 @@ export interface LmdbEngineStats {
 }
 
 /**
- * The on-disk format this version reads and writes, recorded in the environment (see
- * ENGINES.md, "LMDB layout"). Format 1 (before entry versions) kept bare values in LMDB's main
- * database; format 2 keeps each entry as a 9-byte header and the value in the named database
- * `dstore-entries`, and the format number and the tombstone count in `dstore-meta`.
+ * The on-disk format this version writes, recorded in the environment (see ENGINES.md, "LMDB
+ * layout"). Format 1 (before entry versions) kept bare values in LMDB's main database; format 2
+ * keeps each entry as a 9-byte header and the value in the named database `dstore-entries`, and
+ * the format number and the tombstone count in `dstore-meta`; format 3 adds a third entry kind,
+ * a value with an expiry time (a 17-byte header). Format 2 data is format 3 data without that
+ * kind, so a format 2 environment is read as it is and its marker raised to 3 on open (after
+ * which an older version refuses it rather than misreading expiring values).
  */
-export const LMDB_FORMAT = 2;
+export const LMDB_FORMAT = 3;
+/** The older format this version opens as it is (see {@link LMDB_FORMAT}). */
+const LMDB_FORMAT_WITHOUT_EXPIRY = 2;
 
 /** Named database of the entries: key -> header + value bytes. */
 const ENTRIES_DB = 'dstore-entries';
@@ -86,10 +95,33 @@ const TOMBSTONES_KEY = Buffer.from('tombstones', 'latin1');
 
 /** Header before the value bytes: kind (1 byte), writeEpoch (uint32 BE), seq (uint32 BE). */
 const HEADER_BYTES = 9;
+/** Header of an expiring value: the same 9 bytes, then the expiry time (float64 BE, ms since the Unix epoch). */
+const EXPIRING_HEADER_BYTES = 17;
 const KIND_VALUE = 1;
 const KIND_TOMBSTONE = 2;
+/** A value with an expiry time (format 3). */
+const KIND_EXPIRING = 3;
 const EPOCH_OFFSET = 1;
 const SEQ_OFFSET = 5;
+const EXPIRE_OFFSET = 9;
+
+/** The expiry time of a stored entry (0 = none). */
+function expireAtOf(stored: Uint8Array): number {
+  if (stored[0] !== KIND_EXPIRING) return 0;
+  return Buffer.from(stored.buffer, stored.byteOffset, stored.length).readDoubleBE(EXPIRE_OFFSET);
+}
+
+/** Whether a stored entry is a value that has not expired at `now`. */
+function isLiveValue(stored: Uint8Array | undefined, now: number): boolean {
+  if (stored === undefined) return false;
+  const kind = stored[0];
+  return kind === KIND_VALUE || (kind === KIND_EXPIRING && !isExpired(expireAtOf(stored), now));
+}
+
+/** Where a stored value's bytes start. */
+function valueStart(stored: Uint8Array): number {
+  return stored[0] === KIND_EXPIRING ? EXPIRING_HEADER_BYTES : HEADER_BYTES;
+}
 
 /** `Uint8Array.prototype.slice` copies; Buffer's own `slice` would return a view of lmdb's reused buffer. */
 const copyBytes = Uint8Array.prototype.slice;
@@ -189,8 +221,9 @@ function ioError(operation: string, cause: unknown): StorageEngineError {
 function formatError(dataDir: string, found: string, cause?: unknown): StorageEngineError {
   return new StorageEngineError(
     'UNSUPPORTED_FORMAT',
-    `the lmdb data dir ${dataDir} holds ${found}; this version of dstore-node reads and writes ` +
-      `format ${LMDB_FORMAT} (a version header on every entry, tombstones) and does not convert ` +
+    `the lmdb data dir ${dataDir} holds ${found}; this version of dstore-node reads ` +
+      `format ${LMDB_FORMAT} (a version header on every entry, tombstones, expiry times) and ` +
+      `format ${LMDB_FORMAT_WITHOUT_EXPIRY} (the same without expiry times, raised to format ${LMDB_FORMAT} on open) and does not convert other formats ` +
       'data in place. Start this node on an empty data dir (it joins as a new member) or run the ' +
       'version that wrote it',
     cause === undefined ? undefined : { cause },
@@ -209,15 +242,27 @@ function readUint32(bytes: Uint8Array, offset: number): number {
   );
 }
 
-/** A stored entry: the header, then (for a value) its bytes. `seq` may be patched in later. */
-function encodeEntry(kind: number, writeEpoch: number, seq: number, value?: Uint8Array): Buffer {
+/**
+ * A stored entry: the header, then (for a value) its bytes. `seq` may be patched in later. A
+ * value with an expiry time (`expireAt` > 0) is stored as {@link KIND_EXPIRING}.
+ */
+function encodeEntry(
+  kind: number,
+  writeEpoch: number,
+  seq: number,
+  value?: Uint8Array,
+  expireAt = 0,
+): Buffer {
   assertUint32(writeEpoch, 'writeEpoch');
   assertUint32(seq, 'seq');
-  const stored = Buffer.allocUnsafe(HEADER_BYTES + (value?.byteLength ?? 0));
-  stored[0] = kind;
+  const expiring = kind === KIND_VALUE && expireAt > 0;
+  const header = expiring ? EXPIRING_HEADER_BYTES : HEADER_BYTES;
+  const stored = Buffer.allocUnsafe(header + (value?.byteLength ?? 0));
+  stored[0] = expiring ? KIND_EXPIRING : kind;
   stored.writeUInt32BE(writeEpoch, EPOCH_OFFSET);
   stored.writeUInt32BE(seq, SEQ_OFFSET);
-  if (value !== undefined) stored.set(value, HEADER_BYTES);
+  if (expiring) stored.writeDoubleBE(expireAt, EXPIRE_OFFSET);
+  if (value !== undefined) stored.set(value, header);
   return stored;
 }
 
@@ -272,6 +317,10 @@ function openLayout(root: Root, dataDir: string): { entries: Db; meta: Db } {
     // entries database is then still empty, since nothing is written before the marker).
     if (entryCount(entries) > 0) throw formatError(dataDir, 'entries but no format marker');
     meta.putSync(FORMAT_KEY, encodeCount(LMDB_FORMAT));
+  } else if (decodeCount(marker) === LMDB_FORMAT_WITHOUT_EXPIRY) {
+    // Nothing to convert: format 3 only adds an entry kind. Raised first, so that a version that
+    // reads only format 2 never opens data holding expiring values.
+    meta.putSync(FORMAT_KEY, encodeCount(LMDB_FORMAT));
   } else if (decodeCount(marker) !== LMDB_FORMAT) {
     throw formatError(dataDir, `format ${Buffer.from(marker).toString('latin1')}`);
   }
@@ -314,6 +363,11 @@ export class LmdbEngine implements StorageEngine {
    * callback generation it was queued in (a later callback may have replaced the entry since).
    */
   private readonly queuedPuts = new Map<string, { seq: number; count: number; generation: number }>();
+  /** Keys whose expired value a read found and whose reclaiming is queued (latin1). */
+  private readonly reclaiming = new Set<string>();
+  /** Last key examined by {@link LmdbEngine.sweepExpired}; undefined: start from the first. */
+  private sweepCursor: Uint8Array | undefined;
+  private retainExpired: (key: Uint8Array) => boolean = () => false;
   /** Estimated bytes of the writes issued and not settled yet (the space check counts them as used). */
   private pendingBytes = 0;
   private readonly usage: SpaceUsage = {
@@ -417,11 +471,33 @@ export class LmdbEngine implements StorageEngine {
       // The fast read fills lmdb-js's reused buffer; copying the value part out of it costs the
       // same single copy `getBinary` made before there was a header.
       const stored = this.entries.getBinaryFast(key);
-      if (stored === undefined || stored[0] !== KIND_VALUE) return undefined;
-      return copyBytes.call(stored, HEADER_BYTES, stored.length);
+      if (stored === undefined) return undefined;
+      if (stored[0] === KIND_VALUE) return copyBytes.call(stored, HEADER_BYTES, stored.length);
+      if (!this.liveOrReclaim(key, stored)) return undefined;
+      return copyBytes.call(stored, EXPIRING_HEADER_BYTES, stored.length);
     } catch (error) {
       throw ioError('get', error);
     }
+  }
+
+  /**
+   * Whether `stored` (the entry under `key`) is a live value; an expired one is reclaimed in the
+   * background (a write cannot be made in a synchronous read), once per key at a time.
+   */
+  private liveOrReclaim(key: Uint8Array, stored: Uint8Array): boolean {
+    if (stored[0] === KIND_VALUE) return true;
+    if (stored[0] !== KIND_EXPIRING) return false;
+    if (!isExpired(expireAtOf(stored), Date.now())) return true;
+    const name = keyToString(key);
+    if (!this.reclaiming.has(name)) {
+      this.reclaiming.add(name);
+      const copy = Uint8Array.from(key);
+      this.reclaimExpired([copy]).then(
+        () => this.reclaiming.delete(name),
+        () => this.reclaiming.delete(name),
+      );
+    }
+    return false;
   }
 
   /** Whether `key` holds a value (committed). */
@@ -429,7 +505,8 @@ export class LmdbEngine implements StorageEngine {
     assertOpen(this.closed, this.kind);
     if (!isStorable(key)) return false;
     try {
-      return this.entries.getBinaryFast(key)?.[0] === KIND_VALUE;
+      const stored = this.entries.getBinaryFast(key);
+      return stored !== undefined && this.liveOrReclaim(key, stored);
     } catch (error) {
       throw ioError('has', error);
     }
@@ -441,12 +518,8 @@ export class LmdbEngine implements StorageEngine {
     if (!isStorable(key)) return undefined;
     try {
       const stored = this.entries.getBinaryFast(key);
-      if (stored === undefined || stored[0] !== KIND_VALUE) return undefined;
-      return {
-        value: copyBytes.call(stored, HEADER_BYTES, stored.length),
-        writeEpoch: readUint32(stored, EPOCH_OFFSET),
-        seq: readUint32(stored, SEQ_OFFSET),
-      };
+      if (stored === undefined || !this.liveOrReclaim(key, stored)) return undefined;
+      return decodeValue(stored);
     } catch (error) {
       throw ioError('get', error);
     }
@@ -476,11 +549,11 @@ export class LmdbEngine implements StorageEngine {
    * previous entry where it writes. lmdb-js runs queued callbacks after the queued single puts of
    * a batch, so a put is only ever issued while no callback is queued: call order is kept.
    */
-  async set(key: Uint8Array, value: Uint8Array, writeEpoch = 0): Promise<void> {
+  async set(key: Uint8Array, value: Uint8Array, writeEpoch = 0, expireAt = 0): Promise<void> {
     assertOpen(this.closed, this.kind);
     assertValidKey(key);
     // Encoded now: `value` may be a view of a network buffer, the transaction runs later.
-    const stored = encodeEntry(KIND_VALUE, writeEpoch, 0, value);
+    const stored = encodeEntry(KIND_VALUE, writeEpoch, 0, value, expireAt);
     const cost = entryCost(key.byteLength, value.byteLength, this.usage.pageSize);
     this.reserveSpace(cost, true);
     try {
@@ -519,9 +592,10 @@ export class LmdbEngine implements StorageEngine {
       const previous = this.entries.getBinaryFast(key);
       if (previous === undefined) return false;
       const kind = previous[0];
+      const existed = isLiveValue(previous, Date.now());
       this.entries.removeSync(key);
       if (kind === KIND_TOMBSTONE) this.adjustTombstones(-1);
-      return kind === KIND_VALUE;
+      return existed;
     });
     await this.acknowledge();
     return existed;
@@ -540,10 +614,11 @@ export class LmdbEngine implements StorageEngine {
         seq = (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
         kind = previous[0]!;
       }
+      const existed = isLiveValue(previous, Date.now());
       if (kind !== KIND_TOMBSTONE) this.adjustTombstones(1);
       stored.writeUInt32BE(seq, SEQ_OFFSET);
       this.entries.putSync(key, stored);
-      return kind === KIND_VALUE;
+      return existed;
     });
     await this.acknowledge();
     return existed;
@@ -562,7 +637,10 @@ export class LmdbEngine implements StorageEngine {
       assertValidKey(entry.key);
       cost += entryCost(entry.key.byteLength, entry.value.byteLength, this.usage.pageSize);
     }
-    const stored = entries.map((entry) => encodeEntry(KIND_VALUE, entry.writeEpoch, entry.seq, entry.value));
+    const stored = entries.map((entry) =>
+      encodeEntry(KIND_VALUE, entry.writeEpoch, entry.seq, entry.value, entry.expireAt ?? 0),
+    );
+    const now = Date.now();
     this.reserveSpace(cost, true);
     let applied: number;
     try {
@@ -570,6 +648,8 @@ export class LmdbEngine implements StorageEngine {
         let count = 0;
         for (let i = 0; i < entries.length; i++) {
           const key = entries[i]!.key;
+          // An expired copy is not stored: the key is gone wherever it is.
+          if (isExpired(entries[i]!.expireAt ?? 0, now)) continue;
           const previous = this.entries.getBinaryFast(key);
           if (previous !== undefined) {
             if (entries[i]!.writeEpoch <= readUint32(previous, EPOCH_OFFSET)) continue;
@@ -585,6 +665,133 @@ export class LmdbEngine implements StorageEngine {
     }
     await this.acknowledge();
     return applied;
+  }
+
+  /**
+   * Decides on the live entry inside the write transaction (after every write issued before this
+   * call) and applies the mutation there; resolves to the result once acknowledged like set.
+   */
+  async update<T>(
+    key: Uint8Array,
+    options: UpdateOptions,
+    decide: (current: VersionedValue | undefined, now: number) => Decision<T>,
+  ): Promise<T> {
+    assertOpen(this.closed, this.kind);
+    assertValidKey(key);
+    assertUint32(options.writeEpoch, 'writeEpoch');
+    // `key` may be a view of a network buffer: the transaction runs later.
+    const ownKey = Uint8Array.from(key);
+    // Room is reserved for the largest value the update may write: the value it replaces is
+    // unknown until the transaction, so a key of the average entry is assumed.
+    const cost = entryCost(key.byteLength, 0, this.usage.pageSize);
+    this.reserveSpace(cost, true);
+    let result: T;
+    try {
+      result = await this.write('put', () => {
+        const now = Date.now();
+        const previous = this.entries.getBinaryFast(ownKey);
+        const live = isLiveValue(previous, now);
+        const decision = decide(live ? decodeValue(previous!) : undefined, now);
+        this.applyMutation(ownKey, previous, live, options, decision.mutation);
+        return decision.result;
+      });
+    } finally {
+      this.pendingBytes -= cost;
+    }
+    await this.acknowledge();
+    return result;
+  }
+
+  /** Inside a write transaction: writes `mutation` over `previous` (the entry under `key`, if any). */
+  private applyMutation(
+    key: Uint8Array,
+    previous: Uint8Array | undefined,
+    live: boolean,
+    options: UpdateOptions,
+    mutation: Mutation,
+  ): void {
+    if (mutation.kind === 'none') return;
+    if (mutation.kind !== 'put' && !live) return;
+    const seq = previous === undefined ? 1 : (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
+    const wasTombstone = previous?.[0] === KIND_TOMBSTONE;
+    switch (mutation.kind) {
+      case 'put':
+        if (wasTombstone) this.adjustTombstones(-1);
+        this.entries.putSync(
+          key,
+          encodeEntry(KIND_VALUE, options.writeEpoch, seq, mutation.value, mutation.expireAt),
+        );
+        return;
+      case 'expire': {
+        const value = previous!.subarray(valueStart(previous!));
+        this.entries.putSync(key, encodeEntry(KIND_VALUE, options.writeEpoch, seq, value, mutation.expireAt));
+        return;
+      }
+      case 'delete':
+        if (options.tombstone) {
+          this.adjustTombstones(1);
+          this.entries.putSync(key, encodeEntry(KIND_TOMBSTONE, options.writeEpoch, seq));
+        } else this.entries.removeSync(key);
+        return;
+    }
+  }
+
+  /**
+   * Examines up to `maxEntries` entries in key order from where the last sweep stopped and
+   * reclaims the expired values among them in one transaction (each checked again there).
+   */
+  async sweepExpired(maxEntries: number): Promise<number> {
+    assertOpen(this.closed, this.kind);
+    const now = Date.now();
+    const expired: Uint8Array[] = [];
+    let examined = 0;
+    let last: Uint8Array | undefined;
+    const range =
+      this.sweepCursor === undefined
+        ? this.entries.getRange({})
+        : this.entries.getRange({ start: this.sweepCursor });
+    for (const { key, value } of range) {
+      // The cursor itself was examined by the previous sweep.
+      if (examined === 0 && this.sweepCursor !== undefined && Buffer.compare(key, this.sweepCursor) === 0)
+        continue;
+      if (examined++ >= maxEntries) break;
+      last = key;
+      if (value[0] === KIND_EXPIRING && isExpired(expireAtOf(value), now)) expired.push(Uint8Array.from(key));
+    }
+    // The end of the keys: the next sweep starts again from the first.
+    this.sweepCursor = examined > maxEntries && last !== undefined ? Uint8Array.from(last) : undefined;
+    return expired.length === 0 ? 0 : this.reclaimExpired(expired);
+  }
+
+  /** Keys whose expired values become tombstones when reclaimed. */
+  setRetainExpired(predicate: (key: Uint8Array) => boolean): void {
+    this.retainExpired = predicate;
+  }
+
+  /** Reclaims those of `keys` that hold an expired value, in one transaction; resolves to how many. */
+  private async reclaimExpired(keys: readonly Uint8Array[]): Promise<number> {
+    if (this.closed) return 0;
+    const reclaimed = await this.write('delete', () => {
+      const now = Date.now();
+      let count = 0;
+      let tombstones = 0;
+      for (const key of keys) {
+        const stored = this.entries.getBinaryFast(key);
+        if (stored?.[0] !== KIND_EXPIRING || !isExpired(expireAtOf(stored), now)) continue;
+        if (this.retainExpired(key)) {
+          // The expired value's own version: only a copy newer than it may replace the tombstone.
+          const epoch = readUint32(stored, EPOCH_OFFSET);
+          const seq = readUint32(stored, SEQ_OFFSET);
+          this.entries.putSync(key, encodeEntry(KIND_TOMBSTONE, epoch, seq));
+          tombstones++;
+        } else this.entries.removeSync(key);
+        count++;
+      }
+      if (tombstones > 0) this.adjustTombstones(tombstones);
+      return count;
+    });
+    await this.acknowledge();
+    return reclaimed;
   }
 
   /** Deletes those of `keys` that are tombstones no newer than `maxWriteEpoch`, in one transaction. */
@@ -659,11 +866,12 @@ export class LmdbEngine implements StorageEngine {
   ): Iterable<ScannedEntry> {
     assertOpen(this.closed, this.kind);
     const withTombstones = options.tombstones === true;
+    const now = Date.now();
     for (const key of this.entries.getKeys()) {
       if (!inRingRange(position(key), range.start, range.end)) continue;
       const stored = this.entries.getBinaryFast(key);
       if (stored === undefined) continue;
-      if (stored[0] === KIND_TOMBSTONE && !withTombstones) continue;
+      if (!withTombstones && !isLiveValue(stored, now)) continue;
       yield { key, ...decodeHeader(stored) };
     }
   }
@@ -957,6 +1165,17 @@ function decodeHeader(stored: Uint8Array): EntryHeader {
   return {
     writeEpoch: readUint32(stored, EPOCH_OFFSET),
     seq: readUint32(stored, SEQ_OFFSET),
+    expireAt: expireAtOf(stored),
     tombstone: stored[0] === KIND_TOMBSTONE,
+  };
+}
+
+/** A copy of a stored value with its version and expiry time. */
+function decodeValue(stored: Uint8Array): VersionedValue {
+  return {
+    value: copyBytes.call(stored, valueStart(stored), stored.length),
+    writeEpoch: readUint32(stored, EPOCH_OFFSET),
+    seq: readUint32(stored, SEQ_OFFSET),
+    expireAt: expireAtOf(stored),
   };
 }

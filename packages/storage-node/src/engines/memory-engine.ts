@@ -1,12 +1,16 @@
 import { freemem } from 'node:os';
-import type {
-  EntryHeader,
-  ScannedEntry,
-  ScanOptions,
-  StorageEngine,
-  StorageHealth,
-  VersionedEntry,
-  VersionedValue,
+import {
+  type Decision,
+  type EntryHeader,
+  isExpired,
+  type Mutation,
+  type ScannedEntry,
+  type ScanOptions,
+  type StorageEngine,
+  type StorageHealth,
+  type UpdateOptions,
+  type VersionedEntry,
+  type VersionedValue,
 } from './engine.js';
 import { StorageEngineError } from './errors.js';
 import { assertOpen, assertUint32, assertValidKey, closedError, inRingRange, MAX_KEY_BYTES } from './keys.js';
@@ -86,6 +90,9 @@ export class MemoryEngine implements StorageEngine {
   private refusedWrites = 0;
   /** Set when a write is refused, cleared once one fits again. */
   private degraded = '';
+  /** Next handle {@link MemoryEngine.sweepExpired} examines. */
+  private sweepCursor = 0;
+  private retainExpired: (key: Uint8Array) => boolean = () => false;
 
   constructor(limits: MemoryEngineLimits = {}) {
     this.maxMemory = limits.maxMemory ?? 0;
@@ -111,8 +118,8 @@ export class MemoryEngine implements StorageEngine {
   /** The value stored under `key` as a short-lived view, or undefined (absent or tombstone). */
   get(key: Uint8Array): Uint8Array | undefined {
     assertOpen(this.closed, this.kind);
-    const handle = this.find(key);
-    if (handle < 0 || this.arena.isTombstone(handle)) return undefined;
+    const handle = this.findLive(key);
+    if (handle < 0) return undefined;
     if (this.lru) this.arena.touch(handle);
     return this.arena.read(handle);
   }
@@ -120,18 +127,22 @@ export class MemoryEngine implements StorageEngine {
   /** Whether `key` holds a value. */
   has(key: Uint8Array): boolean {
     assertOpen(this.closed, this.kind);
-    const handle = this.find(key);
-    return handle >= 0 && !this.arena.isTombstone(handle);
+    return this.findLive(key) >= 0;
   }
 
   /** The value (a short-lived view, as in {@link MemoryEngine.get}) and version of a live entry. */
   getEntry(key: Uint8Array): VersionedValue | undefined {
     assertOpen(this.closed, this.kind);
-    const handle = this.find(key);
-    if (handle < 0 || this.arena.isTombstone(handle)) return undefined;
+    const handle = this.findLive(key);
+    if (handle < 0) return undefined;
     const arena = this.arena;
     if (this.lru) arena.touch(handle);
-    return { value: arena.read(handle), writeEpoch: arena.writeEpoch(handle), seq: arena.seq(handle) };
+    return {
+      value: arena.read(handle),
+      writeEpoch: arena.writeEpoch(handle),
+      seq: arena.seq(handle),
+      expireAt: arena.expireAt(handle),
+    };
   }
 
   /** The header of the entry under `key`, value or tombstone. */
@@ -142,24 +153,109 @@ export class MemoryEngine implements StorageEngine {
   }
 
   /** Stores a copy of `value` written at `writeEpoch`; applied before returning, acknowledged immediately. */
-  set(key: Uint8Array, value: Uint8Array, writeEpoch = 0): Promise<void> {
+  set(key: Uint8Array, value: Uint8Array, writeEpoch = 0, expireAt = 0): Promise<void> {
     try {
       assertOpen(this.closed, this.kind);
       assertValidKey(key);
       assertUint32(writeEpoch, 'writeEpoch');
-      let handle = this.arena.find(key);
-      if (this.maxMemory > 0) handle = this.makeRoom(key, value.byteLength, handle);
-      if (handle < 0) {
-        this.arena.allocate(key, value, writeEpoch, 1);
-        this.keyBytes += key.byteLength;
-      } else {
-        if (this.arena.isTombstone(handle)) this.tombstones--;
-        this.arena.replace(handle, value, writeEpoch, (this.arena.seq(handle) + 1) >>> 0);
-      }
+      this.put(key, value, writeEpoch, expireAt, this.arena.find(key));
       return RESOLVED;
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** Stores `value` as a client write under `key` (`handle`: its entry, or -1), making room first. */
+  private put(key: Uint8Array, value: Uint8Array, writeEpoch: number, expireAt: number, found: number): void {
+    let handle = found;
+    if (this.maxMemory > 0) handle = this.makeRoom(key, value.byteLength, handle);
+    if (handle < 0) {
+      this.arena.allocate(key, value, writeEpoch, 1, expireAt);
+      this.keyBytes += key.byteLength;
+    } else {
+      if (this.arena.isTombstone(handle)) this.tombstones--;
+      this.arena.replace(handle, value, writeEpoch, (this.arena.seq(handle) + 1) >>> 0, expireAt);
+    }
+  }
+
+  /** Decides on the live entry and applies the mutation, synchronously; acknowledged immediately. */
+  update<T>(
+    key: Uint8Array,
+    options: UpdateOptions,
+    decide: (current: VersionedValue | undefined, now: number) => Decision<T>,
+  ): Promise<T> {
+    try {
+      assertOpen(this.closed, this.kind);
+      assertValidKey(key);
+      assertUint32(options.writeEpoch, 'writeEpoch');
+      const now = Date.now();
+      const live = this.findLive(key, now);
+      const arena = this.arena;
+      const current =
+        live < 0
+          ? undefined
+          : {
+              // A copy: the mutation below may reuse the item the view points at.
+              value: Uint8Array.prototype.slice.call(arena.read(live)),
+              writeEpoch: arena.writeEpoch(live),
+              seq: arena.seq(live),
+              expireAt: arena.expireAt(live),
+            };
+      const decision = decide(current, now);
+      this.mutate(key, live, options, decision.mutation);
+      return Promise.resolve(decision.result);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private mutate(key: Uint8Array, live: number, options: UpdateOptions, mutation: Mutation): void {
+    const { writeEpoch } = options;
+    switch (mutation.kind) {
+      case 'none':
+        return;
+      case 'put':
+        this.put(key, mutation.value, writeEpoch, mutation.expireAt, this.arena.find(key));
+        return;
+      case 'expire':
+        if (live >= 0)
+          this.arena.restamp(live, writeEpoch, (this.arena.seq(live) + 1) >>> 0, mutation.expireAt);
+        return;
+      case 'delete': {
+        if (live < 0) return;
+        if (options.tombstone) {
+          this.tombstones++;
+          this.arena.replaceWithTombstone(live, writeEpoch, (this.arena.seq(live) + 1) >>> 0);
+        } else this.remove(live);
+        return;
+      }
+    }
+  }
+
+  /** Examines up to `maxEntries` handles from where the last sweep stopped; reclaims the expired values. */
+  sweepExpired(maxEntries: number): Promise<number> {
+    try {
+      assertOpen(this.closed, this.kind);
+      const arena = this.arena;
+      const now = Date.now();
+      let reclaimed = 0;
+      for (let examined = 0; examined < maxEntries && arena.handleLimit > 0; examined++) {
+        if (this.sweepCursor >= arena.handleLimit) this.sweepCursor = 0;
+        const handle = this.sweepCursor++;
+        if (!arena.isLive(handle) || arena.isTombstone(handle)) continue;
+        if (!isExpired(arena.expireAt(handle), now)) continue;
+        this.reclaim(handle);
+        reclaimed++;
+      }
+      return Promise.resolve(reclaimed);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Keys whose expired values become tombstones when reclaimed (see {@link StorageEngine.setRetainExpired}). */
+  setRetainExpired(predicate: (key: Uint8Array) => boolean): void {
+    this.retainExpired = predicate;
   }
 
   /** Removes `key`'s value or tombstone; resolves to whether a value existed. */
@@ -200,6 +296,7 @@ export class MemoryEngine implements StorageEngine {
   applyIfNewer(entries: readonly VersionedEntry[]): Promise<number> {
     try {
       assertOpen(this.closed, this.kind);
+      const now = Date.now();
       // Checked first, so that a bad entry stores nothing of the batch.
       let bytes = 0;
       for (const entry of entries) {
@@ -211,16 +308,18 @@ export class MemoryEngine implements StorageEngine {
       // The batch is atomic: refused whole up front (without eviction), never cut in the middle.
       if (!this.evicting) this.assertCapacity(bytes, entries.length);
       let applied = 0;
-      for (const { key, value, writeEpoch, seq } of entries) {
+      for (const { key, value, writeEpoch, seq, expireAt = 0 } of entries) {
+        // An expired copy is not stored: the key is gone wherever it is.
+        if (isExpired(expireAt, now)) continue;
         let handle = this.arena.find(key);
         if (handle >= 0 && writeEpoch <= this.arena.writeEpoch(handle)) continue;
         if (this.evicting && this.maxMemory > 0) handle = this.makeRoom(key, value.byteLength, handle);
         if (handle < 0) {
-          this.arena.allocate(key, value, writeEpoch, seq);
+          this.arena.allocate(key, value, writeEpoch, seq, expireAt);
           this.keyBytes += key.byteLength;
         } else {
           if (this.arena.isTombstone(handle)) this.tombstones--;
-          this.arena.replace(handle, value, writeEpoch, seq);
+          this.arena.replace(handle, value, writeEpoch, seq, expireAt);
         }
         applied++;
       }
@@ -286,19 +385,21 @@ export class MemoryEngine implements StorageEngine {
     assertOpen(this.closed, this.kind);
     const withTombstones = options.tombstones === true;
     const arena = this.arena;
+    const now = Date.now();
     // In handle order, reading the limit and each handle afresh: the caller may delete as it goes
     // (migration does) and entries added meanwhile are seen unless they reuse a handle already
     // passed. Keys are copied: they outlive the next write.
     for (let handle = 0; handle < arena.handleLimit; handle++) {
       if (this.closed) return;
       if (!arena.isLive(handle)) continue;
-      if (!withTombstones && arena.isTombstone(handle)) continue;
+      if (!withTombstones && (arena.isTombstone(handle) || isExpired(arena.expireAt(handle), now))) continue;
       const key = Buffer.from(arena.key(handle));
       if (!inRingRange(position(key), range.start, range.end)) continue;
       yield {
         key,
         writeEpoch: arena.writeEpoch(handle),
         seq: arena.seq(handle),
+        expireAt: arena.expireAt(handle),
         tombstone: arena.isTombstone(handle),
       };
     }
@@ -422,11 +523,34 @@ export class MemoryEngine implements StorageEngine {
     return key.byteLength === 0 || key.byteLength > MAX_KEY_BYTES ? -1 : this.arena.find(key);
   }
 
+  /**
+   * The handle of `key`'s live value, or -1 (absent, tombstone, expired). An expired value is
+   * reclaimed on the spot. The clock is read only for a value that has an expiry time.
+   */
+  private findLive(key: Uint8Array, now?: number): number {
+    const handle = this.find(key);
+    if (handle < 0 || this.arena.isTombstone(handle)) return -1;
+    const expireAt = this.arena.expireAt(handle);
+    if (expireAt === 0 || !isExpired(expireAt, now ?? Date.now())) return handle;
+    this.reclaim(handle);
+    return -1;
+  }
+
+  /** Reclaims an expired value: a tombstone with its version when its key must keep one, else nothing. */
+  private reclaim(handle: number): void {
+    const arena = this.arena;
+    if (this.retainExpired(arena.key(handle))) {
+      this.tombstones++;
+      arena.replaceWithTombstone(handle, arena.writeEpoch(handle), arena.seq(handle));
+    } else this.remove(handle);
+  }
+
   private headerOf(handle: number): EntryHeader {
     const arena = this.arena;
     return {
       writeEpoch: arena.writeEpoch(handle),
       seq: arena.seq(handle),
+      expireAt: arena.expireAt(handle),
       tombstone: arena.isTombstone(handle),
     };
   }

@@ -100,7 +100,10 @@ class U32Stack {
   }
 }
 
-function grow<T extends Uint8Array | Uint16Array | Uint32Array | Int32Array>(array: T, length: number): T {
+function grow<T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(
+  array: T,
+  length: number,
+): T {
   const next = new (array.constructor as new (length: number) => T)(length);
   next.set(array);
   return next;
@@ -260,9 +263,10 @@ export interface SlabArenaStats {
 
 /**
  * Bytes of metadata per handle: class (1), item index (4), value length (4), key length (2),
- * writeEpoch (4), seq (4), key hash (4).
+ * writeEpoch (4), seq (4), key hash (4), expiry time (8: ms since the Unix epoch as a float64,
+ * exact for every integer below 2^53; 0 = none).
  */
-export const SLOT_METADATA_BYTES = 23;
+export const SLOT_METADATA_BYTES = 31;
 /** Bytes of eviction order per handle: the previous and next handle of its class's list. */
 export const EVICTION_ORDER_BYTES = 8;
 /** Random handles tried by `allkeys-random` before it falls back to the oldest value of the class. */
@@ -293,6 +297,7 @@ export class SlabArena {
   private slotKeyLength = new Uint16Array(INITIAL_SLOTS);
   private slotEpoch = new Uint32Array(INITIAL_SLOTS);
   private slotSeq = new Uint32Array(INITIAL_SLOTS);
+  private slotExpire = new Float64Array(INITIAL_SLOTS);
   private slotHash = new Uint32Array(INITIAL_SLOTS);
   private readonly freeSlots = new U32Stack(this.reserved);
   private nextSlot = 0;
@@ -470,13 +475,14 @@ export class SlabArena {
   }
 
   /** Stores `key` (absent: see {@link SlabArena.find}) with a copy of `value` and its version; returns its handle. */
-  allocate(key: Uint8Array, value: Uint8Array, writeEpoch = 0, seq = 0): number {
+  allocate(key: Uint8Array, value: Uint8Array, writeEpoch = 0, seq = 0, expireAt = 0): number {
     const slot = this.takeSlot();
     const hash = this.hash(key);
     this.slotHash[slot] = hash;
     this.slotKeyLength[slot] = key.byteLength;
     this.place(slot, key, value);
     this.setVersion(slot, writeEpoch, seq);
+    this.slotExpire[slot] = expireAt;
     this.insert(slot, hash);
     return slot;
   }
@@ -489,6 +495,7 @@ export class SlabArena {
     this.slotKeyLength[slot] = key.byteLength;
     this.placeTombstone(slot, key);
     this.setVersion(slot, writeEpoch, seq);
+    this.slotExpire[slot] = 0;
     this.insert(slot, hash);
     return slot;
   }
@@ -498,8 +505,9 @@ export class SlabArena {
    * in place when the size class is unchanged, which keeps overwrite-heavy workloads free of
    * allocator churn.
    */
-  replace(handle: number, value: Uint8Array, writeEpoch = 0, seq = 0): void {
+  replace(handle: number, value: Uint8Array, writeEpoch = 0, seq = 0, expireAt = 0): void {
     this.setVersion(handle, writeEpoch, seq);
+    this.slotExpire[handle] = expireAt;
     const cls = this.slotClass[handle]!;
     const keyLength = this.slotKeyLength[handle]!;
     this.liveBytes += value.byteLength - this.slotLength[handle]!;
@@ -523,6 +531,7 @@ export class SlabArena {
   replaceWithTombstone(handle: number, writeEpoch: number, seq: number): void {
     const cls = this.slotClass[handle]!;
     this.setVersion(handle, writeEpoch, seq);
+    this.slotExpire[handle] = 0;
     if (cls === TOMBSTONE_CLASS) return;
     const index = this.slotIndex[handle]!;
     this.liveBytes -= this.slotLength[handle]!;
@@ -544,6 +553,17 @@ export class SlabArena {
   /** seq of the entry under `handle`. */
   seq(handle: number): number {
     return this.slotSeq[handle]!;
+  }
+
+  /** Expiry time of the entry under `handle` (ms since the Unix epoch; 0 = none, and for tombstones). */
+  expireAt(handle: number): number {
+    return this.slotExpire[handle]!;
+  }
+
+  /** Changes the version and expiry time of the value under `handle`, keeping the value. */
+  restamp(handle: number, writeEpoch: number, seq: number, expireAt: number): void {
+    this.setVersion(handle, writeEpoch, seq);
+    this.slotExpire[handle] = expireAt;
   }
 
   /**
@@ -571,6 +591,7 @@ export class SlabArena {
     this.releaseItem(cls, this.slotIndex[handle]!, this.slotKeyLength[handle]!);
     this.slotKeyLength[handle] = 0;
     this.slotLength[handle] = 0;
+    this.slotExpire[handle] = 0;
     this.freeSlots.push(handle);
     this.live--;
   }
@@ -723,6 +744,7 @@ export class SlabArena {
       this.slotKeyLength = grow(this.slotKeyLength, capacity);
       this.slotEpoch = grow(this.slotEpoch, capacity);
       this.slotSeq = grow(this.slotSeq, capacity);
+      this.slotExpire = grow(this.slotExpire, capacity);
       this.slotHash = grow(this.slotHash, capacity);
     }
     return slot;

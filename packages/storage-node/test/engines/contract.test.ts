@@ -156,18 +156,18 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(engine.header(k)).toBeUndefined();
     expect(engine.getEntry(k)).toBeUndefined();
     await engine.set(k, text('one'), 7);
-    expect(engine.header(k)).toEqual({ writeEpoch: 7, seq: 1, tombstone: false });
+    expect(engine.header(k)).toEqual({ writeEpoch: 7, seq: 1, tombstone: false, expireAt: 0 });
     await engine.set(k, text('two'), 0xffff_ffff);
     const entry = engine.getEntry(k)!;
     expect([hex(entry.value), entry.writeEpoch, entry.seq]).toEqual([hex(text('two')), 0xffff_ffff, 2]);
     // The default writeEpoch is 0 (no RING yet); seq goes on from the previous entry.
     await engine.set(k, new Uint8Array(0));
-    expect(engine.header(k)).toEqual({ writeEpoch: 0, seq: 3, tombstone: false });
+    expect(engine.header(k)).toEqual({ writeEpoch: 0, seq: 3, tombstone: false, expireAt: 0 });
     expect(engine.getEntry(k)!.value.byteLength).toBe(0);
     // A delete forgets the key: its next write starts again at seq 1.
     await engine.delete(k);
     await engine.set(k, text('again'), 2);
-    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 1, tombstone: false });
+    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 1, tombstone: false, expireAt: 0 });
   });
 
   it('refuses a version that is not a uint32, storing nothing', async () => {
@@ -192,7 +192,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     await engine.set(k, text('w'), 2);
     expect(engine.header(k)?.seq).toBe(0);
     await engine.tombstone(k, 2);
-    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 1, tombstone: true });
+    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 1, tombstone: true, expireAt: 0 });
   });
 
   it('keeps tombstones invisible to reads, counts and scans', async () => {
@@ -204,8 +204,8 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
       expect(engine.has(key)).toBe(false);
       expect(engine.getEntry(key)).toBeUndefined();
     }
-    expect(engine.header(bytes(5, 9))).toEqual({ writeEpoch: 3, seq: 2, tombstone: true });
-    expect(engine.header(bytes(6, 9))).toEqual({ writeEpoch: 3, seq: 1, tombstone: true });
+    expect(engine.header(bytes(5, 9))).toEqual({ writeEpoch: 3, seq: 2, tombstone: true, expireAt: 0 });
+    expect(engine.header(bytes(6, 9))).toEqual({ writeEpoch: 3, seq: 1, tombstone: true, expireAt: 0 });
     expect(engine.count()).toBe(2);
     expect(engine.tombstoneCount()).toBe(2);
     const firsts = (keys: Iterable<Uint8Array>): number[] => [...keys].map(firstByte).sort((a, b) => a - b);
@@ -228,7 +228,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(all).toHaveLength(2);
     // A tombstone over a tombstone: no value existed, the newer version is kept.
     expect(await engine.tombstone(bytes(6, 9), 4)).toBe(false);
-    expect(engine.header(bytes(6, 9))).toEqual({ writeEpoch: 4, seq: 2, tombstone: true });
+    expect(engine.header(bytes(6, 9))).toEqual({ writeEpoch: 4, seq: 2, tombstone: true, expireAt: 0 });
     expect(engine.tombstoneCount()).toBe(2);
     // DEL of a tombstone answers "no value" and removes it.
     expect(await engine.delete(bytes(6, 9))).toBe(false);
@@ -237,7 +237,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     // A client write replaces a tombstone in one write, going on with its seq.
     await engine.set(bytes(5, 9), text('back'), 4);
     expect(new TextDecoder().decode(engine.get(bytes(5, 9)))).toBe('back');
-    expect(engine.header(bytes(5, 9))).toEqual({ writeEpoch: 4, seq: 3, tombstone: false });
+    expect(engine.header(bytes(5, 9))).toEqual({ writeEpoch: 4, seq: 3, tombstone: false, expireAt: 0 });
     expect(engine.count()).toBe(3);
     expect(engine.tombstoneCount()).toBe(0);
   });
@@ -274,7 +274,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(read('old-tombstone')).toBe('copy-3');
     expect(read('absent')).toBe('copy-0');
     // A copy keeps the version it had on the old owner.
-    expect(engine.header(text('old'))).toEqual({ writeEpoch: 3, seq: 40, tombstone: false });
+    expect(engine.header(text('old'))).toEqual({ writeEpoch: 3, seq: 40, tombstone: false, expireAt: 0 });
     expect(engine.count()).toBe(4);
     expect(engine.tombstoneCount()).toBe(1);
   });
@@ -301,14 +301,14 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     // The delete has committed; the puts before it may not have reported yet.
     const afterDelete = engine.set(k, text('c'), 1);
     await Promise.all([...first, afterDelete]);
-    expect(engine.header(k)).toEqual({ writeEpoch: 1, seq: 1, tombstone: false });
+    expect(engine.header(k)).toEqual({ writeEpoch: 1, seq: 1, tombstone: false, expireAt: 0 });
     await engine.tombstone(k, 2);
     await Promise.all([engine.set(k, text('d'), 2), engine.set(k, text('e'), 2)]);
-    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 4, tombstone: false });
+    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 4, tombstone: false, expireAt: 0 });
     expect(engine.tombstoneCount()).toBe(0);
     // No tombstone is left: plain writes again, numbered on from the last one.
     await Promise.all([engine.set(k, text('f'), 2), engine.set(k, text('g'), 2)]);
-    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 6, tombstone: false });
+    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 6, tombstone: false, expireAt: 0 });
     expect(new TextDecoder().decode(engine.get(k))).toBe('g');
   });
 
@@ -442,6 +442,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
           const expected: EntryHeader = {
             writeEpoch: entry.writeEpoch,
             seq: entry.seq,
+            expireAt: 0,
             tombstone: entry.value === undefined,
           };
           expect(engine.header(k)).toEqual(expected);
@@ -471,9 +472,9 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     await engine.tombstone(text('never'), 8);
     await engine.close();
     engine = await harness.open(true);
-    expect(engine.header(text('v'))).toEqual({ writeEpoch: 9, seq: 2, tombstone: false });
-    expect(engine.header(text('gone'))).toEqual({ writeEpoch: 9, seq: 2, tombstone: true });
-    expect(engine.header(text('never'))).toEqual({ writeEpoch: 8, seq: 1, tombstone: true });
+    expect(engine.header(text('v'))).toEqual({ writeEpoch: 9, seq: 2, tombstone: false, expireAt: 0 });
+    expect(engine.header(text('gone'))).toEqual({ writeEpoch: 9, seq: 2, tombstone: true, expireAt: 0 });
+    expect(engine.header(text('never'))).toEqual({ writeEpoch: 8, seq: 1, tombstone: true, expireAt: 0 });
     expect(engine.get(text('gone'))).toBeUndefined();
     expect(engine.count()).toBe(1);
     expect(engine.tombstoneCount()).toBe(2);
@@ -530,18 +531,18 @@ describe('LmdbEngine data format', () => {
       encoding: 'binary',
       keyEncoding: 'binary',
     });
-    await meta.put(text('format'), text('3'));
+    await meta.put(text('format'), text('9'));
     await root.close();
-    await expect(LmdbEngine.open({ dataDir: dir })).rejects.toThrow(/format 3/);
+    await expect(LmdbEngine.open({ dataDir: dir })).rejects.toThrow(/format 9/);
   });
 
-  it('opens an empty directory written by any version as format 2', async () => {
+  it('opens an empty directory written by any version as the current format', async () => {
     await writeFormat1([]);
     const engine = await LmdbEngine.open({ dataDir: dir });
     await engine.set(text('k'), text('v'), 1);
     await engine.close();
     const reopened = await LmdbEngine.open({ dataDir: dir });
-    expect(reopened.header(text('k'))).toEqual({ writeEpoch: 1, seq: 1, tombstone: false });
+    expect(reopened.header(text('k'))).toEqual({ writeEpoch: 1, seq: 1, tombstone: false, expireAt: 0 });
     await reopened.close();
   });
 });
@@ -705,7 +706,7 @@ describe('MemoryEngine under a memory cap', () => {
     await engine.set(last, new Uint8Array(4000).fill(9));
     expect(engine.get(last)?.byteLength).toBe(4000);
     expect(engine.get(last)?.[3999]).toBe(9);
-    expect(engine.header(last)).toEqual({ writeEpoch: 0, seq: 1, tombstone: false });
+    expect(engine.header(last)).toEqual({ writeEpoch: 0, seq: 1, tombstone: false, expireAt: 0 });
     expect(engine.footprint()).toBeLessThanOrEqual(2 ** 20);
     expect(engine.count()).toBeLessThan(i);
     expect(engine.bytesUsed()).toBe(engine.stats().keyBytes + engine.stats().valueBytes);

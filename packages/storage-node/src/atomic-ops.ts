@@ -1,0 +1,136 @@
+import { DstoreError, ErrorCode, type ExpireRequest, type SetWithRequest } from '@dstore/protocol';
+import type { Decision, VersionedValue } from './engines/index.js';
+
+/**
+ * The decisions of the data model's read-modify-write operations: pure functions of the key's live
+ * entry (or undefined) and the engine's clock, run by `StorageEngine.update` in one atomic step on
+ * the key's owner. Redis's semantics, and its error texts where it has them.
+ */
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+/** Longest decimal text of a 64-bit signed integer ("-9223372036854775808"). */
+const MAX_INT64_DIGITS = 20;
+const NONE: Decision<never>['mutation'] = { kind: 'none' };
+
+/** The answer of a SET_WITH: whether it wrote, and (asked with GET) the value before it. */
+export interface SetWithResult {
+  readonly written: boolean;
+  readonly previous: Uint8Array | null;
+}
+
+/** SET with NX/XX/GET/EX/PX/EXAT/PXAT/KEEPTTL (see `SetWithRequest`). */
+export function decideSetWith(
+  request: SetWithRequest,
+  current: VersionedValue | undefined,
+  now: number,
+): Decision<SetWithResult> {
+  const previous = current?.value ?? null;
+  const condition = request.condition;
+  if ((condition === 'nx' && current !== undefined) || (condition === 'xx' && current === undefined)) {
+    return { mutation: NONE, result: { written: false, previous } };
+  }
+  const expiry = request.expiry;
+  let expireAt = 0;
+  if (expiry?.kind === 'keep') expireAt = current?.expireAt ?? 0;
+  else if (expiry?.kind === 'in') expireAt = now + expiry.ms;
+  else if (expiry?.kind === 'at') expireAt = expiry.ms;
+  // Copied: the request's value is a view of a network buffer, and lmdb writes later.
+  const value = Uint8Array.from(request.value);
+  // An absolute time already past stores nothing and removes the key (Redis does the same).
+  const mutation =
+    expireAt !== 0 && expireAt <= now
+      ? ({ kind: 'delete' } as const)
+      : ({ kind: 'put', value, expireAt } as const);
+  return { mutation, result: { written: true, previous } };
+}
+
+/** EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT/PERSIST with NX/XX/GT/LT; the result is whether it changed anything. */
+export function decideExpire(
+  request: ExpireRequest,
+  current: VersionedValue | undefined,
+  now: number,
+): Decision<boolean> {
+  if (current === undefined) return { mutation: NONE, result: false };
+  const had = current.expireAt;
+  if (request.mode === 'persist') {
+    return had === 0
+      ? { mutation: NONE, result: false }
+      : { mutation: { kind: 'expire', expireAt: 0 }, result: true };
+  }
+  const expireAt = request.mode === 'in' ? now + request.ms : request.ms;
+  if (!conditionHolds(request.condition, had, expireAt)) return { mutation: NONE, result: false };
+  // A time already past deletes the key (as Redis); 0 (the Unix epoch itself) is past too.
+  if (expireAt <= now) return { mutation: { kind: 'delete' }, result: true };
+  return { mutation: { kind: 'expire', expireAt }, result: true };
+}
+
+/** NX: no expiry yet; XX: has one; GT/LT: later/earlier than the current one (none = infinite, as Redis). */
+function conditionHolds(condition: ExpireRequest['condition'], had: number, next: number): boolean {
+  switch (condition) {
+    case undefined:
+      return true;
+    case 'nx':
+      return had === 0;
+    case 'xx':
+      return had !== 0;
+    case 'gt':
+      return had !== 0 && next > had;
+    case 'lt':
+      return had === 0 || next < had;
+  }
+}
+
+/** GETDEL: the value (null when none) and its removal. */
+export function decideGetDel(current: VersionedValue | undefined): Decision<Uint8Array | null> {
+  return current === undefined
+    ? { mutation: NONE, result: null }
+    : { mutation: { kind: 'delete' }, result: current.value };
+}
+
+/** INCRBY: the new value, or the typed error (nothing written). Keeps the key's expiry, as Redis. */
+export function decideIncrBy(
+  delta: bigint,
+  current: VersionedValue | undefined,
+): Decision<bigint | DstoreError> {
+  const base = current === undefined ? 0n : parseInt64(current.value);
+  if (base === undefined) {
+    return {
+      mutation: NONE,
+      result: new DstoreError(ErrorCode.NOT_AN_INTEGER, 'value is not an integer or out of range'),
+    };
+  }
+  const next = base + delta;
+  if (next < INT64_MIN || next > INT64_MAX) {
+    return {
+      mutation: NONE,
+      result: new DstoreError(ErrorCode.OVERFLOW, 'increment or decrement would overflow'),
+    };
+  }
+  const value = Buffer.from(next.toString(), 'latin1');
+  return { mutation: { kind: 'put', value, expireAt: current?.expireAt ?? 0 }, result: next };
+}
+
+/**
+ * The value as Redis reads an integer (`string2ll`): optional minus, decimal digits, no leading
+ * zero, no sign on 0, no spaces, within the 64-bit signed range; undefined otherwise. Small
+ * values are read as numbers; BigInt only for the digits that may not fit one exactly.
+ */
+export function parseInt64(bytes: Uint8Array): bigint | undefined {
+  const length = bytes.length;
+  if (length === 0 || length > MAX_INT64_DIGITS) return undefined;
+  const negative = bytes[0] === 0x2d;
+  const start = negative ? 1 : 0;
+  if (start === length) return undefined;
+  if (bytes[start] === 0x30 && (length - start > 1 || negative)) return undefined;
+  let small = 0;
+  for (let i = start; i < length; i++) {
+    const digit = bytes[i]! - 0x30;
+    if (digit < 0 || digit > 9) return undefined;
+    small = small * 10 + digit;
+  }
+  // 15 digits are always exact as a number; longer ones are parsed again exactly.
+  if (length - start <= 15) return BigInt(negative ? -small : small);
+  const exact = BigInt(Buffer.from(bytes.buffer, bytes.byteOffset, length).toString('latin1'));
+  return exact < INT64_MIN || exact > INT64_MAX ? undefined : exact;
+}
