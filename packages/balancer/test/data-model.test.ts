@@ -1,0 +1,253 @@
+/**
+ * The data model of issue #15 end to end: an in-process balancer in front of REAL storage nodes
+ * (the built dstore-node CLI), driven by @dstore/client through the balancer and directly.
+ * Expiry, atomic operations, and the crux: read-modify-writes of keys whose range is moving
+ * answer exactly as if the key had never moved (the new owner pulls the key's copy first).
+ */
+import { type ClientOptions, createClient, type DstoreClient, DstoreError, ErrorCode } from '@dstore/client';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Balancer } from '../src/index.js';
+import { withMap } from './direct-client.js';
+import {
+  type NodeReady,
+  nodeStats,
+  Resources,
+  type Spawned,
+  spawnNode,
+  startBalancer,
+  waitFor,
+  waitForNodesUp,
+} from './helpers.js';
+
+const resources = new Resources();
+afterEach(() => resources.releaseAll());
+
+const text = (value: Uint8Array | null): string | null =>
+  value === null ? null : Buffer.from(value).toString();
+
+/** A client of the balancer at `port` (routing through it, or directly to the nodes), closed at release. */
+async function clientOf(
+  port: number,
+  routing: 'balancer' | 'direct',
+  extra: ClientOptions = {},
+): Promise<DstoreClient> {
+  const client = createClient({ host: '127.0.0.1', port, routing, ...extra });
+  resources.add(() => client.disconnect());
+  await client.connect();
+  return routing === 'direct' ? withMap(client) : client;
+}
+
+async function cluster(
+  nodes: number,
+  extra: string[] = [],
+): Promise<{ balancer: Balancer; spawned: Spawned<NodeReady>[] }> {
+  const balancer = await startBalancer(resources);
+  const spawned: Spawned<NodeReady>[] = [];
+  for (let i = 1; i <= nodes; i++)
+    spawned.push(await spawnNode(resources, `node-${i}`, balancer.address.port, extra));
+  await waitForNodesUp(balancer, nodes);
+  return { balancer, spawned };
+}
+
+/** Runs `work` for 0..count-1, 50 at a time (the connection's in-flight bound is 1024). */
+async function inGroups(count: number, work: (index: number) => Promise<unknown>): Promise<void> {
+  for (let start = 0; start < count; start += 50) {
+    await Promise.all(
+      Array.from({ length: Math.min(50, count - start) }, (_, offset) => work(start + offset)),
+    );
+  }
+}
+
+async function failure(promise: Promise<unknown>): Promise<DstoreError> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(error).toBeInstanceOf(DstoreError);
+  return error as DstoreError;
+}
+
+describe.each(['balancer', 'direct'] as const)('data model through %s routing', (routing) => {
+  it('serves SET options, expiry, EXISTS, GETDEL and INCR with Redis semantics and errors', async () => {
+    const { balancer } = await cluster(2);
+    const client = await clientOf(balancer.address.port, routing);
+
+    // SET NX / XX / GET / SETNX.
+    expect(await client.set('lock', 'a', { nx: true })).toBe('OK');
+    expect(await client.set('lock', 'b', { nx: true })).toBeNull();
+    expect(await client.setnx('lock', 'c')).toBe(false);
+    expect(await client.set('missing', 'x', { xx: true })).toBeNull();
+    expect(await client.exists('missing')).toBe(0);
+    expect(text(await client.set('lock', 'd', { xx: true, get: true }))).toBe('a');
+    expect(text(await client.set('fresh', 'e', { get: true }))).toBeNull();
+    expect(await client.getString('lock')).toBe('d');
+
+    // Expiry: relative and absolute, KEEPTTL, a plain SET clears it, PERSIST, EXPIRE conditions.
+    await client.set('ttl', 'v', { ex: 100 });
+    const ttl = await client.ttl('ttl');
+    expect(ttl).toBeGreaterThan(90);
+    expect(ttl).toBeLessThanOrEqual(100);
+    expect(await client.pttl('ttl')).toBeLessThanOrEqual(100_000);
+    await client.set('ttl', 'w', { keepTtl: true });
+    expect(await client.ttl('ttl')).toBeGreaterThan(90);
+    await client.set('ttl', 'x');
+    expect(await client.ttl('ttl')).toBe(-1);
+    expect(await client.ttl('nothing')).toBe(-2);
+    expect(await client.pttl('nothing')).toBe(-2);
+    const at = Date.now() + 50_000;
+    await client.set('at', 'v', { pxat: at });
+    expect(await client.pttl('at')).toBeLessThanOrEqual(50_000);
+    expect(await client.expire('at', 10, { condition: 'gt' })).toBe(false);
+    expect(await client.expire('at', 10, { condition: 'lt' })).toBe(true);
+    expect(await client.expire('at', 20, { condition: 'nx' })).toBe(false);
+    expect(await client.persist('at')).toBe(true);
+    expect(await client.persist('at')).toBe(false);
+    expect(await client.expire('at', 30, { condition: 'xx' })).toBe(false);
+    expect(await client.expire('nothing', 30)).toBe(false);
+    expect(await client.pexpireat('at', Date.now() + 60_000)).toBe(true);
+    expect(await client.ttl('at')).toBeGreaterThan(50);
+    // A time already past deletes the key, as Redis does.
+    expect(await client.expireat('at', Math.floor(Date.now() / 1000) - 10)).toBe(true);
+    expect(await client.exists('at')).toBe(0);
+    await client.set('short', 'v', { px: 30 });
+    await waitFor(async () => (await client.get('short')) === null, 'the key to expire');
+    expect(await client.exists('short')).toBe(0);
+    expect(await client.ttl('short')).toBe(-2);
+    await expect(client.set('bad', 'v', { ex: 0 })).rejects.toThrow(/invalid expire time/);
+    await expect(client.set('bad', 'v', { nx: true, xx: true } as never)).rejects.toThrow(/exclusive/);
+
+    // EXISTS across nodes, a key named twice counting twice.
+    await client.mset({ e1: '1', e2: '2', e3: '3' });
+    expect(await client.exists('e1', 'e2', 'e3', 'e1', 'none')).toBe(4);
+
+    // GETDEL.
+    expect(text(await client.getdel('e1'))).toBe('1');
+    expect(await client.getdel('e1')).toBeNull();
+    expect(await client.exists('e1')).toBe(0);
+
+    // INCR and kin: 64-bit range, Redis's errors, the expiry kept.
+    expect(await client.incr('n')).toBe(1);
+    expect(await client.incrby('n', 41)).toBe(42);
+    expect(await client.decr('n')).toBe(41);
+    expect(await client.decrby('n', 50)).toBe(-9);
+    await client.set('n', '9223372036854775806');
+    expect(await client.incrbyBig('n', 1n)).toBe(9223372036854775807n);
+    const overflow = await failure(client.incr('n'));
+    expect(overflow.code).toBe(ErrorCode.OVERFLOW);
+    expect(overflow.message).toBe('increment or decrement would overflow');
+    expect(overflow.notExecuted).toBe(true);
+    expect(await client.getString('n')).toBe('9223372036854775807');
+    for (const bad of ['abc', ' 1', '01', '1.5', '', '-0', '99999999999999999999']) {
+      await client.set('s', bad);
+      const error = await failure(client.incr('s'));
+      expect(error.code).toBe(ErrorCode.NOT_AN_INTEGER);
+      expect(error.message).toBe('value is not an integer or out of range');
+    }
+    await client.set('kept', '5', { ex: 100 });
+    expect(await client.incr('kept')).toBe(6);
+    expect(await client.ttl('kept')).toBeGreaterThan(90);
+  });
+
+  it('counts INCRs from several connections exactly', async () => {
+    const { balancer } = await cluster(2);
+    const clients = await Promise.all(
+      Array.from({ length: 4 }, () => clientOf(balancer.address.port, routing)),
+    );
+    await Promise.all(
+      clients.map(async (client) => {
+        for (let round = 0; round < 25; round++) {
+          await Promise.all(Array.from({ length: 10 }, () => client.incr('race')));
+        }
+      }),
+    );
+    expect(await clients[0]!.getString('race')).toBe('1000');
+  });
+
+  it('answers read-modify-writes of moving keys as if they had never moved (join, stream throttled)', async () => {
+    const KEYS = 300;
+    // A slow stream: the new owner is asked about most moving keys before the stream brings them.
+    const { balancer, spawned } = await cluster(3, ['--migration-rate', '40']);
+    const port = balancer.address.port;
+    const client = await clientOf(port, routing);
+    await inGroups(KEYS, (i) =>
+      Promise.all([
+        client.set(`ctr-${i}`, '10'),
+        client.set(`lock-${i}`, 'held', { ex: 1000 }),
+        client.set(`gd-${i}`, `v-${i}`),
+        client.set(`ttl-${i}`, 'v', { ex: 1000 }),
+      ]),
+    );
+
+    spawned.push(await spawnNode(resources, 'node-4', port, ['--migration-rate', '40']));
+    await waitFor(() => balancer.membership.migrator.snapshot().active, 'the migration to start');
+    const wrong: string[] = [];
+    const expectEqual = (what: string, got: unknown, expected: unknown): void => {
+      if (got !== expected) wrong.push(`${what}: got ${String(got)}, expected ${String(expected)}`);
+    };
+    await inGroups(KEYS, async (i) => {
+      const [incremented, locked, taken, exists, ttl] = await Promise.all([
+        client.incr(`ctr-${i}`),
+        client.set(`lock-${i}`, 'mine', { nx: true }),
+        client.getdel(`gd-${i}`),
+        client.exists(`ctr-${i}`, `lock-${i}`),
+        client.ttl(`ttl-${i}`),
+      ]);
+      expectEqual(`INCR ctr-${i}`, incremented, 11);
+      expectEqual(`SET NX lock-${i}`, locked, null);
+      expectEqual(`GETDEL gd-${i}`, text(taken), `v-${i}`);
+      expectEqual(`EXISTS ctr-${i} lock-${i}`, exists, 2);
+      if (!(ttl > 900 && ttl <= 1000)) wrong.push(`TTL ttl-${i}: got ${ttl}`);
+    });
+    await waitForNodesUp(balancer, 4);
+    expect(wrong).toEqual([]);
+    // After the migration, every key holds what those answers imply.
+    for (let i = 0; i < KEYS; i++) {
+      expectEqual(`ctr-${i} after`, await client.getString(`ctr-${i}`), '11');
+      expectEqual(`lock-${i} after`, await client.getString(`lock-${i}`), 'held');
+      expectEqual(`gd-${i} after`, await client.get(`gd-${i}`), null);
+    }
+    expect(wrong).toEqual([]);
+    // The path under test ran: the new owner pulled keys the stream had not brought yet.
+    const pulled = Number((await nodeStats(spawned[3]!.ready.port))['migration.keys_pulled']);
+    expect(pulled).toBeGreaterThan(0);
+  });
+
+  it('never brings a key back after its expiry, wherever it moved (join, then leave)', async () => {
+    const KEYS = 200;
+    const { balancer, spawned } = await cluster(3, ['--migration-rate', '200']);
+    const port = balancer.address.port;
+    const client = await clientOf(port, routing);
+    // Short-lived keys expire during the migration; long-lived ones keep their expiry time.
+    await inGroups(KEYS, (i) =>
+      Promise.all([client.set(`short-${i}`, 'v', { px: 300 }), client.set(`long-${i}`, 'v', { ex: 1000 })]),
+    );
+    const expireBy = Date.now() + 300;
+
+    spawned.push(await spawnNode(resources, 'node-4', port, ['--migration-rate', '200']));
+    await waitFor(() => Date.now() > expireBy, 'the short keys to expire');
+    const back: string[] = [];
+    const check = async (): Promise<void> => {
+      for (let i = 0; i < KEYS; i++) {
+        if ((await client.get(`short-${i}`)) !== null) back.push(`short-${i}`);
+        const ttl = await client.ttl(`long-${i}`);
+        if (!(ttl > 900 && ttl <= 1000)) back.push(`long-${i} ttl ${ttl}`);
+      }
+    };
+    await check();
+    await waitForNodesUp(balancer, 4);
+    await check();
+    // A node leaves: its keys (and their expiry times) move to the others.
+    spawned[0]!.child.kill('SIGTERM');
+    await spawned[0]!.exited;
+    await waitForNodesUp(balancer, 3);
+    await check();
+    expect(back).toEqual([]);
+    expect(await client.exists(...Array.from({ length: KEYS }, (_, i) => `short-${i}`))).toBe(0);
+    // The sweep reclaims what nobody reads: only the long-lived keys stay held.
+    await waitFor(async () => {
+      let held = 0;
+      for (const node of spawned.slice(1)) held += Number((await nodeStats(node.ready.port)).keys);
+      return held === KEYS;
+    }, 'the sweep to reclaim the expired keys');
+  });
+});
