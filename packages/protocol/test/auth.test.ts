@@ -140,6 +140,40 @@ describe('password hashes', () => {
       /cluster operation/,
     );
   });
+
+  it('classifies the data-model requests: TTL and EXISTS read, the others write, PULL is a peer op', async () => {
+    const hash = await hashPassword('pw', CHEAP);
+    const [reader, scoped] = parseUsersFile(
+      JSON.stringify({
+        users: [
+          { name: 'reader', password: hash, access: 'read' },
+          { name: 'scoped', password: hash, prefixes: ['app:'] },
+        ],
+      }),
+    );
+    const key = toBytes('app:k');
+    const reads: Request[] = [
+      { op: Op.TTL, id: 1, key },
+      { op: Op.EXISTS, id: 1, keys: [key, key] },
+    ];
+    const writes: Request[] = [
+      { op: Op.SET_WITH, id: 1, key, value: toBytes('v'), condition: 'nx' },
+      { op: Op.SET_WITH, id: 1, key, value: toBytes('v'), get: true },
+      { op: Op.EXPIRE, id: 1, key, mode: 'persist', ms: 0 },
+      { op: Op.GETDEL, id: 1, key },
+      { op: Op.INCRBY, id: 1, key, delta: 1n },
+    ];
+    for (const request of reads) expect(requestDenied(reader!, request)).toBeUndefined();
+    for (const request of writes) expect(requestDenied(reader!, request)).toMatch(/read-only/);
+    for (const request of [...reads, ...writes]) expect(requestDenied(scoped!, request)).toBeUndefined();
+    expect(requestDenied(scoped!, { op: Op.EXISTS, id: 1, keys: [key, toBytes('x')] })).toMatch(
+      /may only use keys/,
+    );
+    expect(requestDenied(scoped!, { op: Op.INCRBY, id: 1, key: toBytes('x'), delta: 1n })).toMatch(
+      /may only use keys/,
+    );
+    expect(requestDenied(scoped!, { op: Op.PULL, id: 1, key })).toMatch(/cluster operation/);
+  });
 });
 
 describe('peer authentication (cluster secret)', () => {

@@ -343,7 +343,11 @@ export class RequestHandler {
       case Op.TTL:
         return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key)) });
       case Op.SET_WITH:
-        return this.update(request.key, (current, now) => decideSetWith(request, current, now)).then(
+        return this.update(
+          request.key,
+          (current, now) => decideSetWith(request, current, now),
+          request.value.byteLength,
+        ).then(
           (result): Response =>
             request.get === true
               ? { op: Op.VALUE, id, value: result.previous }
@@ -371,8 +375,13 @@ export class RequestHandler {
   private update<T>(
     key: Uint8Array,
     decide: (current: VersionedValue | undefined, now: number) => Decision<T>,
+    valueBytes = 0,
   ): Promise<T> {
-    const options = { writeEpoch: this.ownership.writeEpoch, tombstone: this.ownership.isMovingIn(key) };
+    const options = {
+      writeEpoch: this.ownership.writeEpoch,
+      tombstone: this.ownership.isMovingIn(key),
+      valueBytes,
+    };
     try {
       return this.engine.update(key, options, decide);
     } catch (error) {

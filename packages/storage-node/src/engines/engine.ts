@@ -69,6 +69,11 @@ export interface UpdateOptions {
   readonly writeEpoch: number;
   /** A `delete` leaves a tombstone (the key's range is moving in) instead of removing the entry. */
   readonly tombstone: boolean;
+  /**
+   * Bytes of the largest value the mutation may write (default 0: a small one, like a counter):
+   * what the space check counts before the write (see `assertCapacity`).
+   */
+  readonly valueBytes?: number | undefined;
 }
 
 /** One entry of a scan: its key (a copy the caller owns) and header. */

@@ -681,9 +681,8 @@ export class LmdbEngine implements StorageEngine {
     assertUint32(options.writeEpoch, 'writeEpoch');
     // `key` may be a view of a network buffer: the transaction runs later.
     const ownKey = Uint8Array.from(key);
-    // Room is reserved for the largest value the update may write: the value it replaces is
-    // unknown until the transaction, so a key of the average entry is assumed.
-    const cost = entryCost(key.byteLength, 0, this.usage.pageSize);
+    // Room is reserved for the largest value the update may write, as the caller bounds it.
+    const cost = entryCost(key.byteLength, options.valueBytes ?? 0, this.usage.pageSize);
     this.reserveSpace(cost, true);
     let result: T;
     try {
