@@ -4,6 +4,11 @@
  * Expiry, atomic operations, and the crux: read-modify-writes of keys whose range is moving
  * answer exactly as if the key had never moved (the new owner pulls the key's copy first).
  */
+
+import { execFile } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { type ClientOptions, createClient, type DstoreClient, DstoreError, ErrorCode } from '@dstore/client';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
@@ -21,6 +26,22 @@ import {
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
+
+/** The built `dstore` CLI of @dstore/client. */
+const DSTORE_CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../client/dist/cli.js');
+
+/** Runs the `dstore` CLI; resolves its stdout and exit code (never rejects on a non-zero exit). */
+async function dstore(...args: string[]): Promise<{ stdout: string; code: number }> {
+  try {
+    const { stdout } = await promisify(execFile)(process.execPath, [DSTORE_CLI, ...args], {
+      timeout: 20_000,
+    });
+    return { stdout, code: 0 };
+  } catch (error) {
+    const failed = error as { stdout?: string; code?: number };
+    return { stdout: failed.stdout ?? '', code: failed.code ?? -1 };
+  }
+}
 
 const text = (value: Uint8Array | null): string | null =>
   value === null ? null : Buffer.from(value).toString();
@@ -66,6 +87,27 @@ async function failure(promise: Promise<unknown>): Promise<DstoreError> {
   expect(error).toBeInstanceOf(DstoreError);
   return error as DstoreError;
 }
+
+describe('the dstore CLI', () => {
+  it('sets with --ex/--nx and reads ttl, expire, persist, incr and exists', async () => {
+    const { balancer } = await cluster(1);
+    const at = ['--server', `127.0.0.1:${balancer.address.port}`];
+    expect(await dstore('set', 'k', 'v', '--ex', '100', ...at)).toEqual({ stdout: 'OK\n', code: 0 });
+    expect(await dstore('set', 'k', 'w', '--nx', ...at)).toEqual({ stdout: '(nil)\n', code: 3 });
+    const ttl = Number((await dstore('ttl', 'k', ...at)).stdout);
+    expect(ttl).toBeGreaterThan(90);
+    expect(ttl).toBeLessThanOrEqual(100);
+    expect(await dstore('expire', 'k', '500', '--gt', ...at)).toEqual({ stdout: '1\n', code: 0 });
+    expect(Number((await dstore('ttl', 'k', '--ms', ...at)).stdout)).toBeGreaterThan(400_000);
+    expect(await dstore('persist', 'k', ...at)).toEqual({ stdout: '1\n', code: 0 });
+    expect(await dstore('ttl', 'k', ...at)).toEqual({ stdout: '-1\n', code: 0 });
+    expect(await dstore('incr', 'n', ...at)).toEqual({ stdout: '1\n', code: 0 });
+    expect(await dstore('incr', 'n', '--by', '-5', ...at)).toEqual({ stdout: '-4\n', code: 0 });
+    expect(await dstore('exists', 'k', 'n', 'k', 'none', ...at)).toEqual({ stdout: '3\n', code: 0 });
+    const notInteger = await dstore('incr', 'k', ...at);
+    expect(notInteger.code).toBe(1);
+  });
+});
 
 describe.each(['balancer', 'direct'] as const)('data model through %s routing', (routing) => {
   it('serves SET options, expiry, EXISTS, GETDEL and INCR with Redis semantics and errors', async () => {

@@ -3,6 +3,7 @@ import { EnvVar } from '@dstore/protocol/internal';
 import { Command, CommanderError } from 'commander';
 import { version } from '../package.json';
 import { registerBenchCommand } from './cli/bench.js';
+import { registerDataModelCommands } from './cli/data-model.js';
 import { registerKeyValueCommands } from './cli/kv.js';
 import { registerNodeCommands } from './cli/node.js';
 import { DEFAULT_SERVER, DEFAULT_TIMEOUT_MS, duration, ExitCode, reportError } from './cli/shared.js';
@@ -39,6 +40,7 @@ function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerKeyValueCommands(program, addServerOptions);
+  registerDataModelCommands(program, addServerOptions);
   registerStatusCommand(program);
   registerHashPasswordCommand(program);
   registerNodeCommands(program);

@@ -1,11 +1,19 @@
 import { readFile } from 'node:fs/promises';
 import { bytesToString, DstoreError, ErrorCode } from '@dstore/protocol';
 import type { Command } from 'commander';
-import { ExitCode, printJson, printLine, type ServerOptions, withClient } from './shared.js';
+import { ExitCode, positiveInteger, printJson, printLine, type ServerOptions, withClient } from './shared.js';
 
 interface SetOptions extends ServerOptions {
   /** Read the value from this file instead of the argument. */
   readonly file?: string;
+  /** Expire after this many seconds. */
+  readonly ex?: number;
+  /** Expire after this many milliseconds. */
+  readonly px?: number;
+  /** Only if the key does not exist. */
+  readonly nx?: boolean;
+  /** Only if the key exists. */
+  readonly xx?: boolean;
 }
 
 /**
@@ -50,12 +58,18 @@ export function registerKeyValueCommands(
       )
       .argument('<key>')
       .argument('[value]')
-      .option('--file <path>', 'read the value from a file'),
+      .option('--file <path>', 'read the value from a file')
+      .option('--ex <seconds>', 'expire after this many seconds', positiveInteger)
+      .option('--px <ms>', 'expire after this many milliseconds', positiveInteger)
+      .option('--nx', 'only if the key does not exist (prints (nil) and exits 1 otherwise)')
+      .option('--xx', 'only if the key exists (prints (nil) and exits 1 otherwise)'),
   ).action(async (key: string, value: string | undefined, options: SetOptions) => {
     const bytes = await setValue(value, options);
-    await withClient(options, (client) => client.set(key, bytes));
-    if (options.json) printJson({ ok: true });
-    else printLine('OK');
+    const { ex, px, nx, xx } = options;
+    const reply = await withClient(options, (client) => client.set(key, bytes, { ex, px, nx, xx }));
+    if (options.json) printJson({ ok: reply === 'OK' });
+    else printLine(reply === 'OK' ? 'OK' : '(nil)');
+    if (reply === null) process.exitCode = ExitCode.NOT_FOUND;
   });
 
   addServerOptions(

@@ -78,6 +78,9 @@ export const positiveInteger = commanderParser((text) => parseInteger(text, { mi
 /** Commander parser of the shared {@link parseInteger}: a decimal integer >= 0. */
 export const nonNegativeInteger = commanderParser((text) => parseInteger(text, { min: 0 }));
 
+/** Commander parser of the shared {@link parseInteger}: any safe decimal integer, negative too. */
+export const signedInteger = commanderParser((text) => parseInteger(text, { min: -Number.MAX_SAFE_INTEGER }));
+
 /** Commander parser of the shared {@link parseDuration}: `500`, `500ms`, `2s`, at least 1 ms. */
 export const duration = commanderParser((text) => parseDuration(text, { min: 1 }));
 
