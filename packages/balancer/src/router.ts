@@ -12,6 +12,7 @@ import {
   type SetRequest,
 } from '@dstore/protocol';
 import {
+  copyKeyed,
   type DataRequest,
   migratingDeleteOutcome as deleteOutcome,
   type KeyedRequest,
@@ -30,14 +31,6 @@ export type SingleKeyRequest = GetRequest | SetRequest | DelRequest;
  * {@link Router.forwardKeyed}.
  */
 export type KeyedClientRequest = KeyedRequest & { readonly id: number };
-
-/** A copy of a keyed request whose key and value outlive the current tick (for a retry). */
-function copyKeyed(request: KeyedClientRequest): KeyedClientRequest {
-  const key = Uint8Array.from(request.key);
-  return request.op === Op.SET_WITH
-    ? { ...request, key, value: Uint8Array.from(request.value) }
-    : { ...request, key };
-}
 
 /**
  * The node's answer re-labelled with the client's request id. Built field by field so value bytes

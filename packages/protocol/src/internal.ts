@@ -25,5 +25,11 @@ export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweep
 export { timeoutError } from './errors.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
 export { OutputBuffer } from './output-buffer.js';
-export { type DataRequest, type KeyedRequest, migratingDeleteOutcome, withEpoch } from './routing.js';
+export {
+  copyKeyed,
+  type DataRequest,
+  type KeyedRequest,
+  migratingDeleteOutcome,
+  withEpoch,
+} from './routing.js';
 export { checkBodyShape } from './shape.js';

@@ -40,6 +40,18 @@ export type DataRequest =
   | KeyedRequest;
 
 /**
+ * A copy of a keyed request whose key (and SET_WITH's value) outlive the current tick, for a
+ * request that waits before it is sent or executed (a retry after a routing refusal, a PULL):
+ * decoded keys and values are views of a receive buffer.
+ */
+export function copyKeyed<T extends KeyedRequest>(request: T): T {
+  const key = Uint8Array.from(request.key);
+  return request.op === Op.SET_WITH
+    ? { ...request, key, value: Uint8Array.from(request.value) }
+    : { ...request, key };
+}
+
+/**
  * `message` with the fence: the epoch of the ring it was routed on (a GET's or DEL's fall-back
  * flag kept). One object literal per op, not a spread of the decoded request: the balancer runs
  * this for every request it forwards.

@@ -22,6 +22,7 @@ import {
   type StatsMap,
   type TtlRequest,
 } from '@dstore/protocol';
+import { copyKeyed } from '@dstore/protocol/internal';
 import { decideExpire, decideGetDel, decideIncrBy, decideSetWith } from './atomic-ops.js';
 import { DirectRouting } from './direct-routing.js';
 import {
@@ -71,14 +72,6 @@ const CLUSTER_OPS: ReadonlySet<number> = new Set<number>([
   Op.MAP_PUSH,
   Op.PULL,
 ]);
-
-/** A copy of a keyed request whose key and value outlive the current tick (it waits for a PULL). */
-function stableKeyed(request: KeyedRequest): KeyedRequest {
-  const key = Uint8Array.from(request.key);
-  return request.op === Op.SET_WITH
-    ? { ...request, key, value: Uint8Array.from(request.value) }
-    : { ...request, key };
-}
 
 /** What the handler needs from the node beyond the engine. */
 export interface RequestHandlerContext {
@@ -324,7 +317,8 @@ export class RequestHandler {
     if (this.fenced(connection, id, original.epoch)) return;
     if (this.refused(connection, id, original.key, false)) return;
     const moving = this.ownership.isMovingIn(original.key);
-    const request = moving ? stableKeyed(original) : original;
+    // Copied when it waits for a PULL: its key and value are views of the receive buffer.
+    const request = moving ? copyKeyed(original) : original;
     const ready = moving ? this.context.migration.bringIn(request.key) : RESOLVED;
     ready
       .then(() => this.execute(request))

@@ -10,41 +10,16 @@ import {
   LmdbEngine,
   MAX_KEY_BYTES,
   MemoryEngine,
-  openEngine,
   type StorageEngine,
   StorageEngineError,
 } from '../../src/engines/index.js';
+import { type Harness, lmdbHarness, memoryHarness } from './harness.js';
 
 const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values);
 const text = (value: string): Uint8Array => new TextEncoder().encode(value);
 const hex = (value: Uint8Array): string => Buffer.from(value).toString('hex');
 /** Ring position of a key for tests: its first byte, so ranges are easy to reason about. */
 const firstByte = (key: Uint8Array): number => key[0]!;
-
-interface Harness {
-  readonly name: 'memory' | 'lmdb';
-  /** Opens a fresh engine (or reopens the same lmdb directory when `reopen` is set). */
-  open(reopen?: boolean): Promise<StorageEngine>;
-  cleanup(): Promise<void>;
-}
-
-function memoryHarness(): Harness {
-  return { name: 'memory', open: () => openEngine({ engine: 'memory' }), cleanup: async () => {} };
-}
-
-function lmdbHarness(): Harness {
-  let dir: string | undefined;
-  return {
-    name: 'lmdb',
-    async open(reopen = false) {
-      if (!reopen || dir === undefined) dir = await mkdtemp(join(tmpdir(), 'dstore-engine-'));
-      return openEngine({ engine: 'lmdb', dataDir: dir });
-    },
-    async cleanup() {
-      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (makeHarness) => {
   let harness: Harness;

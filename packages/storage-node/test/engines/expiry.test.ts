@@ -4,37 +4,14 @@ import { join } from 'node:path';
 import { open as openLmdb } from 'lmdb';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { decideIncrBy } from '../../src/atomic-ops.js';
-import { LMDB_FORMAT, LmdbEngine, openEngine, type StorageEngine } from '../../src/engines/index.js';
+import { LMDB_FORMAT, LmdbEngine, type StorageEngine } from '../../src/engines/index.js';
+import { type Harness, lmdbHarness, memoryHarness } from './harness.js';
 
 const text = (value: string): Uint8Array => new TextEncoder().encode(value);
 const str = (value: Uint8Array | undefined): string | undefined =>
   value === undefined ? undefined : Buffer.from(value).toString('latin1');
 const HOUR = 3_600_000;
 const WRITE = { writeEpoch: 0, tombstone: false } as const;
-
-interface Harness {
-  readonly name: 'memory' | 'lmdb';
-  open(reopen?: boolean): Promise<StorageEngine>;
-  cleanup(): Promise<void>;
-}
-
-function memoryHarness(): Harness {
-  return { name: 'memory', open: () => openEngine({ engine: 'memory' }), cleanup: async () => {} };
-}
-
-function lmdbHarness(): Harness {
-  let dir: string | undefined;
-  return {
-    name: 'lmdb',
-    async open(reopen = false) {
-      if (!reopen || dir === undefined) dir = await mkdtemp(join(tmpdir(), 'dstore-expiry-'));
-      return openEngine({ engine: 'lmdb', dataDir: dir });
-    },
-    async cleanup() {
-      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 /** Sweeps until a whole pass over `entries` found nothing more to reclaim. */
 async function sweepAll(engine: StorageEngine, entries: number): Promise<number> {
