@@ -217,23 +217,43 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         client.set(`lock-${i}`, 'held', { ex: 1000 }),
         client.set(`gd-${i}`, `v-${i}`),
         client.set(`ttl-${i}`, 'v', { ex: 1000 }),
+        client.set(`ord-${i}`, '10'),
       ]),
     );
 
     spawned.push(await spawnNode(resources, 'node-4', port, ['--migration-rate', '40']));
-    await waitFor(() => balancer.membership.migrator.snapshot().active, 'the migration to start');
+    // Keys are streaming and every router routes on the new ring: no request is refused for routing
+    // (a refused request is retried after a catch-up, which does not keep a pipeline's order).
+    await waitFor(() => {
+      const topology = balancer.membership.topology;
+      return topology.moves !== undefined && !topology.announcing;
+    }, 'the keys to stream on the announced ring');
+    if (routing === 'direct') {
+      await waitFor(
+        () => client.routingStats?.mapEpoch === balancer.membership.topology.epoch,
+        'the client to route on the new map',
+      );
+    }
     const wrong: string[] = [];
     const expectEqual = (what: string, got: unknown, expected: unknown): void => {
       if (got !== expected) wrong.push(`${what}: got ${String(got)}, expected ${String(expected)}`);
     };
     await inGroups(KEYS, async (i) => {
-      const [incremented, locked, taken, exists, ttl] = await Promise.all([
+      const [incremented, locked, taken, exists, ttl, [ordered, overwritten]] = await Promise.all([
         client.incr(`ctr-${i}`),
         client.set(`lock-${i}`, 'mine', { nx: true }),
         client.getdel(`gd-${i}`),
         client.exists(`ctr-${i}`, `lock-${i}`),
         client.ttl(`ttl-${i}`),
+        // Pipelined on one connection: the SET must not overtake the INCR (waiting for its PULL).
+        Promise.allSettled([client.incr(`ord-${i}`), client.set(`ord-${i}`, 'x')]),
       ]);
+      expectEqual(
+        `INCR ord-${i}`,
+        ordered.status === 'fulfilled' ? ordered.value : String(ordered.reason),
+        11,
+      );
+      expectEqual(`SET ord-${i}`, overwritten.status, 'fulfilled');
       expectEqual(`INCR ctr-${i}`, incremented, 11);
       expectEqual(`SET NX lock-${i}`, locked, null);
       expectEqual(`GETDEL gd-${i}`, text(taken), `v-${i}`);
@@ -247,6 +267,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       expectEqual(`ctr-${i} after`, await client.getString(`ctr-${i}`), '11');
       expectEqual(`lock-${i} after`, await client.getString(`lock-${i}`), 'held');
       expectEqual(`gd-${i} after`, await client.get(`gd-${i}`), null);
+      expectEqual(`ord-${i} after`, await client.getString(`ord-${i}`), 'x');
     }
     expect(wrong).toEqual([]);
     // The path under test ran: the new owner pulled keys the stream had not brought yet.

@@ -18,6 +18,7 @@ import {
   type TlsClientOptions,
 } from '@dstore/protocol';
 import type { ScannedEntry, StorageEngine } from './engines/index.js';
+import { keyToString } from './engines/keys.js';
 import type { Ownership } from './ownership.js';
 
 /** Bounds of the MIGRATE stream: batch size and batches awaiting the target's acknowledgement. */
@@ -107,6 +108,8 @@ export class MigrationService {
     tombstonesPurged: 0,
     keysPulled: 0,
   };
+  /** PULLs in flight by key (latin1): later requests of the key wait for them, in order. */
+  private readonly pulls = new Map<string, Promise<void>>();
   /** Links to old owners for PULL, by node id; dropped when they fail. */
   private readonly pullLinks = new Map<string, Promise<Connection>>();
   private closed = false;
@@ -246,10 +249,33 @@ export class MigrationService {
    * it is pulled (PULL) and stored like a MIGRATE_PUT copy, older than any write accepted here.
    * Otherwise the local entry already is the newest (a copy, a write made here, a delete's
    * tombstone). Rejects with UNAVAILABLE (not executed) when the old owner cannot be asked.
+   * Undefined when there is nothing to wait for: the caller then executes at once, so a request
+   * decoded after it (a pipeline) cannot run first.
    */
-  async bringIn(key: Uint8Array): Promise<void> {
+  bringIn(key: Uint8Array): Promise<void> | undefined {
+    const name = keyToString(key);
+    const pending = this.pulls.get(name);
+    // A request behind a pull of its key runs after it, in arrival order (a pipeline's order).
+    if (pending !== undefined) return pending;
     const source = this.ownership.sourceOf(key);
-    if (source === undefined || this.engine.header(key) !== undefined) return;
+    if (source === undefined || this.engine.header(key) !== undefined) return undefined;
+    const pull = this.pull(key, source).finally(() => {
+      if (this.pulls.get(name) === pull) this.pulls.delete(name);
+    });
+    this.pulls.set(name, pull);
+    return pull;
+  }
+
+  /**
+   * The PULL of `key` in flight, if any: a plain GET/SET/DEL/MGET/MSET of the key arriving now
+   * must run after it, or it would overtake a read-modify-write sent before it. Undefined (and
+   * no work) when nothing is being pulled.
+   */
+  pullOf(key: Uint8Array): Promise<void> | undefined {
+    return this.pulls.size === 0 ? undefined : this.pulls.get(keyToString(key));
+  }
+
+  private async pull(key: Uint8Array, source: string): Promise<void> {
     let response: Response;
     try {
       const link = await this.pullLink(source);

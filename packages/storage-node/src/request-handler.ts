@@ -92,8 +92,6 @@ export interface RequestHandlerContext {
   readonly sweeper?: ExpirySweeper | undefined;
 }
 
-const RESOLVED: Promise<void> = Promise.resolve();
-
 const OK = Op.OK;
 
 /**
@@ -163,6 +161,7 @@ export class RequestHandler {
       (!this.clientMay(request, connection) || this.direct.refuse(request, connection))
     )
       return;
+    if (this.ownership.migratingIn && this.waitsForPull(request, connection)) return;
     switch (request.op) {
       case Op.GET:
         this.get(request, connection, start);
@@ -242,6 +241,35 @@ export class RequestHandler {
     }
   };
 
+  /**
+   * While keys are pulled (PULL before a read-modify-write of a moving key), a plain data request
+   * of such a key waits for the pull and then runs, so it never overtakes a request sent before
+   * it (a pipeline keeps its order). Returns whether it was deferred.
+   */
+  private waitsForPull(request: Request, connection: Connection): boolean {
+    const migration = this.context.migration;
+    let pending: Promise<void> | undefined;
+    switch (request.op) {
+      case Op.GET:
+      case Op.SET:
+      case Op.DEL:
+        pending = migration.pullOf(request.key);
+        break;
+      case Op.MGET:
+        for (const key of request.keys) pending ??= migration.pullOf(key);
+        break;
+      case Op.MSET:
+        for (const entry of request.entries) pending ??= migration.pullOf(entry.key);
+        break;
+      default:
+        return false;
+    }
+    if (pending === undefined) return false;
+    const again = (): void => this.handle(request, connection);
+    pending.then(again, again);
+    return true;
+  }
+
   /** The node's STATS map (cluster convention keys). */
   stats(): StatsMap {
     const summary = this.latency.summary();
@@ -316,22 +344,48 @@ export class RequestHandler {
     const id = original.id;
     if (this.fenced(connection, id, original.epoch)) return;
     if (this.refused(connection, id, original.key, false)) return;
-    const moving = this.ownership.isMovingIn(original.key);
-    // Copied when it waits for a PULL: its key and value are views of the receive buffer.
-    const request = moving ? copyKeyed(original) : original;
-    const ready = moving ? this.context.migration.bringIn(request.key) : RESOLVED;
-    ready
-      .then(() => this.execute(request))
-      .then(
+    const answer = (executed: Promise<Response>): void => {
+      executed.then(
         (response) => {
           connection.reply(response);
           this.latency.recordSince(start);
         },
         (error: unknown) => this.failed(connection, id, error),
       );
+    };
+    let pull: Promise<void> | undefined;
+    try {
+      pull = this.pullFor(original.key);
+    } catch (error) {
+      this.failed(connection, id, error);
+      return;
+    }
+    if (pull === undefined) {
+      // Executed now, not a microtask later: a request decoded after it from the same chunk (a
+      // pipeline) must not run first.
+      answer(this.execute(original));
+      return;
+    }
+    // Copied: it waits for the PULL, and its key and value are views of the receive buffer.
+    const request = copyKeyed(original);
+    answer(pull.then(() => this.execute(request)));
   }
 
+  /** The PULL to wait for before `key` is read-modify-written here, or undefined (none needed). */
+  private pullFor(key: Uint8Array): Promise<void> | undefined {
+    return this.ownership.isMovingIn(key) ? this.context.migration.bringIn(key) : undefined;
+  }
+
+  /** Runs a keyed request on the engine now; never throws (a failure is the promise's). */
   private execute(request: KeyedRequest): Promise<Response> {
+    try {
+      return this.executeNow(request);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private executeNow(request: KeyedRequest): Promise<Response> {
     const id = request.id;
     switch (request.op) {
       case Op.TTL:
@@ -403,16 +457,22 @@ export class RequestHandler {
       connection.reply({ op: Op.COUNT, id, count: found });
       this.latency.recordSince(start);
     };
-    if (!this.ownership.migratingIn) {
-      try {
-        count(request.keys);
-      } catch (error) {
-        this.failed(connection, id, error);
+    const pulls: Promise<void>[] = [];
+    try {
+      for (const key of request.keys) {
+        const pull = this.pullFor(key);
+        if (pull !== undefined) pulls.push(pull);
       }
+      if (pulls.length === 0) {
+        count(request.keys);
+        return;
+      }
+    } catch (error) {
+      this.failed(connection, id, error);
       return;
     }
     const keys = request.keys.map((key) => Uint8Array.from(key));
-    Promise.all(keys.map((key) => this.context.migration.bringIn(key))).then(
+    Promise.all(pulls).then(
       () => count(keys),
       (error: unknown) => this.failed(connection, id, error),
     );
