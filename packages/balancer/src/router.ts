@@ -23,6 +23,12 @@ import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
 import type { Topology } from './topology.js';
 
+/**
+ * Where the router sends a client's answer: the client's native connection, or any front door
+ * that turns answers into its own protocol (the RESP port) by implementing these two methods.
+ */
+export type Replier = Pick<Connection, 'reply' | 'replyError'>;
+
 /** A request for exactly one key. */
 export type SingleKeyRequest = GetRequest | SetRequest | DelRequest;
 
@@ -141,7 +147,7 @@ export class Router {
   }
 
   /** Answers `id` with `error` and counts it. */
-  fail(client: Connection, id: number, op: number, startMs: number, error: unknown): void {
+  fail(client: Replier, id: number, op: number, startMs: number, error: unknown): void {
     const code = errorCodeOf(error);
     this.metrics.recordError(code);
     this.metrics.record(op, startMs, false);
@@ -149,7 +155,7 @@ export class Router {
   }
 
   /** GET, SET or DEL: forward to the key's owner and relay its answer. */
-  forwardToOwner(request: SingleKeyRequest, client: Connection, startMs: number, retried = false): void {
+  forwardToOwner(request: SingleKeyRequest, client: Replier, startMs: number, retried = false): void {
     const topology = this.membership.topology;
     const owner = this.upOwnerOf(request.key, topology);
     if (owner instanceof DstoreError) {
@@ -173,7 +179,7 @@ export class Router {
   }
 
   private forwardFailed(
-    client: Connection,
+    client: Replier,
     id: number,
     op: number,
     startMs: number,
@@ -197,7 +203,7 @@ export class Router {
   private forwardDuringMigration(
     original: SingleKeyRequest,
     owner: ClusterNode,
-    client: Connection,
+    client: Replier,
     startMs: number,
     retried: boolean,
     topology: Topology,
@@ -267,7 +273,7 @@ export class Router {
    * comes from one atomic step on the owner. A routing refusal (NOT_OWNER, STALE_EPOCH: not
    * executed) is retried once after catching up.
    */
-  forwardKeyed(request: KeyedClientRequest, client: Connection, startMs: number, retried = false): void {
+  forwardKeyed(request: KeyedClientRequest, client: Replier, startMs: number, retried = false): void {
     const topology = this.membership.topology;
     const owner = this.upOwnerOf(request.key, topology);
     if (owner instanceof DstoreError) {
@@ -298,7 +304,7 @@ export class Router {
    * EXISTS: split per owner like MGET, the counts summed. Each owner brings moving keys in itself
    * (see {@link forwardKeyed}); a routing refusal is retried once, caught up (EXISTS only reads).
    */
-  forwardExists(request: ExistsRequest, client: Connection, startMs: number, retried = false): void {
+  forwardExists(request: ExistsRequest, client: Replier, startMs: number, retried = false): void {
     const topology = this.membership.topology;
     if (!retried && topology.changing) {
       request = { op: Op.EXISTS, id: request.id, keys: request.keys.map((key) => Uint8Array.from(key)) };
@@ -324,7 +330,7 @@ export class Router {
   }
 
   /** MGET: split per owner, sent concurrently, values reassembled in request order. */
-  forwardMGet(request: MGetRequest, client: Connection, startMs: number, retried = false): void {
+  forwardMGet(request: MGetRequest, client: Replier, startMs: number, retried = false): void {
     const topology = this.membership.topology;
     if (topology.moves !== undefined) {
       this.forwardMGetDuringMigration(request, client, startMs, topology);
@@ -386,7 +392,7 @@ export class Router {
   /** MGET while ranges move: each key as a GET with fall-back (keys copied; a rare, slower path). */
   private forwardMGetDuringMigration(
     request: MGetRequest,
-    client: Connection,
+    client: Replier,
     startMs: number,
     topology: Topology,
   ): void {
@@ -423,7 +429,7 @@ export class Router {
    * MSET: split per owner, sent concurrently; OK once every owner acknowledged. Not atomic: when
    * one owner fails the client gets its error, but other owners may have applied their part.
    */
-  forwardMSet(request: MSetRequest, client: Connection, startMs: number, retried = false): void {
+  forwardMSet(request: MSetRequest, client: Replier, startMs: number, retried = false): void {
     const topology = this.membership.topology;
     if (!retried && topology.announcing) {
       const entries = request.entries.map((entry) => ({
@@ -474,7 +480,7 @@ export class Router {
    * runs once caught up (MGET and MSET are idempotent, so resending the whole batch is safe).
    */
   private failOrRetry(
-    client: Connection,
+    client: Replier,
     id: number,
     op: number,
     startMs: number,
@@ -492,7 +498,7 @@ export class Router {
   private forwardWhole(
     node: ClusterNode,
     message: DataRequest,
-    client: Connection,
+    client: Replier,
     id: number,
     op: number,
     startMs: number,
