@@ -47,7 +47,9 @@ function render(result: Message | { error: string }): string {
   return JSON.stringify(result, (_name, value: unknown) =>
     value instanceof Uint8Array
       ? `${value.constructor.name}:${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')}`
-      : value,
+      : typeof value === 'bigint'
+        ? `bigint:${value}`
+        : value,
   );
 }
 
