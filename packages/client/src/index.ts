@@ -24,6 +24,8 @@ export {
   createClient,
   DstoreClient,
   type MSetEntries,
+  type ScanOptions,
+  type ScanPage,
   type StatsRecord,
 } from './client.js';
 export { closeDefaultClient, DEFAULT_DSTORE_URL, dget, dset, getDefaultClient } from './compat.js';

@@ -106,6 +106,12 @@ export const ErrorCode = {
    * means the node did not run it. The cluster map keeps changing, or a node disagrees with it.
    */
   TOO_MANY_REDIRECTS: 'TOO_MANY_REDIRECTS',
+  /**
+   * A SCAN cursor the node no longer knows (an lmdb node keeps the last 1,024 open iterations,
+   * none across a restart). Not executed. A balancer restarts that node's part of the iteration
+   * itself; a client of a single node starts again from cursor 0.
+   */
+  CURSOR_EXPIRED: 'CURSOR_EXPIRED',
 } as const;
 
 /** One of the error codes this version of the protocol defines. */
@@ -159,6 +165,7 @@ const NOT_EXECUTED_CODES: ReadonlySet<string> = new Set([
   ErrorCode.MAP_CONFLICT,
   ErrorCode.MAP_CORRUPT,
   ErrorCode.TOO_MANY_REDIRECTS,
+  ErrorCode.CURSOR_EXPIRED,
 ]);
 
 /**

@@ -6,17 +6,26 @@ import {
   DstoreError,
   ErrorCode,
   type GetRequest,
+  keyspaceDenied,
+  keyVisible,
   LatencyHistogram,
   type MGetRequest,
   type MSetRequest,
   Op,
   type Request,
   requestDenied,
+  type ScanRequest,
   type SetRequest,
   type StatsMap,
 } from '@dstore/protocol';
 import { DirectRouting } from './direct-routing.js';
-import { isStorageEngineError, type StorageEngine, StorageEngineError } from './engines/index.js';
+import {
+  isStorageEngineError,
+  MAX_SCAN_CURSOR,
+  type StorageEngine,
+  StorageEngineError,
+} from './engines/index.js';
+import { globMatcher } from './glob.js';
 import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
 
@@ -29,6 +38,8 @@ export interface OpCounters {
   mset: number;
   ping: number;
   stats: number;
+  /** SCAN pages served. */
+  scan: number;
   /** ERROR answers sent (bad frames, refused ops, engine failures). */
   errors: number;
   /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
@@ -53,6 +64,23 @@ export interface RequestHandlerContext {
 }
 
 const OK = Op.OK;
+
+/** Keys a SCAN page examines by default (Redis's COUNT default). */
+const DEFAULT_SCAN_COUNT = 10;
+/**
+ * Most keys a page examines: half the batch limit, because a memory-engine step returns every key
+ * of a hash bucket, so a page may hold a few keys more than asked and must still fit in KEYS.
+ */
+const MAX_SCAN_COUNT = 500;
+
+/** Ops only peers send (membership, rings, migrations); every op below JOIN and AUTH, SCAN, DBSIZE are clients'. */
+function isClusterOperation(op: number): boolean {
+  return op >= Op.JOIN && op !== Op.AUTH && op !== Op.SCAN && op !== Op.DBSIZE;
+}
+
+function scanCount(requested: number | undefined): number {
+  return Math.min(Math.max(requested ?? DEFAULT_SCAN_COUNT, 1), MAX_SCAN_COUNT);
+}
 
 /**
  * The error of an MSET some of whose entries were stored before one failed: whatever the failure
@@ -85,6 +113,7 @@ export class RequestHandler {
     mset: 0,
     ping: 0,
     stats: 0,
+    scan: 0,
     errors: 0,
     fenced: 0,
   };
@@ -143,6 +172,13 @@ export class RequestHandler {
       case Op.STATS:
         this.counters.stats++;
         connection.reply({ op: Op.STATS_RESULT, id: request.id, stats: this.stats() });
+        return;
+      case Op.SCAN:
+        this.scan(request, connection);
+        return;
+      case Op.DBSIZE:
+        if (this.keyspaceRefused(connection, request.id)) return;
+        connection.reply({ op: Op.COUNT, id: request.id, count: this.engine.count() });
         return;
       case Op.RING:
         if (!this.fromPeer(connection, request, 'balancer')) return;
@@ -209,6 +245,7 @@ export class RequestHandler {
       'ops.mset': counters.mset,
       'ops.ping': counters.ping,
       'ops.stats': counters.stats,
+      'ops.scan': counters.scan,
       errors: counters.errors,
       fenced: counters.fenced,
       'direct.moved': this.direct.counters.moved,
@@ -416,6 +453,68 @@ export class RequestHandler {
     });
   }
 
+  /**
+   * One page of SCAN: the engine's cursor over the keys this node serves (see
+   * `Ownership.scanFilter`), filtered by MATCH and, for a user limited to prefixes, by them.
+   */
+  private scan(request: ScanRequest, connection: Connection): void {
+    this.counters.scan++;
+    const id = request.id;
+    if (this.fenced(connection, id, request.epoch)) return;
+    if (
+      request.moving === true &&
+      request.epoch !== undefined &&
+      this.ownership.purgedEpoch >= request.epoch
+    ) {
+      this.counters.fenced++;
+      this.fail(
+        connection,
+        id,
+        ErrorCode.STALE_EPOCH,
+        `the ranges moving at epoch ${request.epoch} were purged here: the iteration must start again`,
+      );
+      return;
+    }
+    if (request.cursor > MAX_SCAN_CURSOR) {
+      this.fail(
+        connection,
+        id,
+        ErrorCode.INVALID_ARGUMENT,
+        `a node's scan cursor is at most ${MAX_SCAN_CURSOR}`,
+      );
+      return;
+    }
+    const accept = this.scanAccept(request, connection);
+    try {
+      const page = this.engine.scan(request.cursor, scanCount(request.count), accept);
+      connection.reply({ op: Op.KEYS, id, cursor: page.cursor, keys: page.keys });
+    } catch (error) {
+      if (isStorageEngineError(error, 'SCAN_EXPIRED'))
+        this.fail(connection, id, ErrorCode.CURSOR_EXPIRED, error.message);
+      else this.engineFailed(connection, id, error);
+    }
+  }
+
+  /** The keys a SCAN page may hold: served here, matching the pattern, visible to the user. */
+  private scanAccept(request: ScanRequest, connection: Connection): (key: Uint8Array) => boolean {
+    const served = this.ownership.scanFilter(request.moving === true);
+    const match = request.match === undefined ? undefined : globMatcher(request.match);
+    const principal = connection.principal;
+    const grant =
+      principal?.kind === 'user' && principal.grant.prefixes !== undefined ? principal.grant : undefined;
+    return (key) =>
+      served(key) && (match === undefined || match(key)) && (grant === undefined || keyVisible(grant, key));
+  }
+
+  /** Refuses a whole-keyspace request (DBSIZE) of a user limited to prefixes; true when refused. */
+  private keyspaceRefused(connection: Connection, id: number): boolean {
+    const principal = connection.principal;
+    const denial = principal?.kind === 'user' ? keyspaceDenied(principal.grant) : undefined;
+    if (denial === undefined) return false;
+    this.fail(connection, id, ErrorCode.NO_PERMISSION, denial);
+    return true;
+  }
+
   private engineFailed(connection: Connection, id: number, error: unknown): void {
     if (isStorageEngineError(error)) {
       switch (error.code) {
@@ -463,7 +562,7 @@ export class RequestHandler {
 
   /** A client's (user or anonymous) permission for `request`; answers the refusal itself. */
   private clientMay(request: Request, connection: Connection): boolean {
-    if (request.op >= Op.JOIN && request.op !== Op.AUTH) {
+    if (isClusterOperation(request.op)) {
       this.fail(connection, request.id, ErrorCode.NO_PERMISSION, clusterOnly(request.op));
       return false;
     }

@@ -11,6 +11,7 @@ export type {
   MemoryEngineOptions,
   ScannedEntry,
   ScanOptions,
+  ScanPage,
   StorageEngine,
   StorageHealth,
   VersionedEntry,
@@ -19,7 +20,7 @@ export type {
 export { openEngine } from './engine.js';
 export type { StorageEngineErrorCode } from './errors.js';
 export { isStorageEngineError, StorageEngineError } from './errors.js';
-export { assertValidKey, inRingRange, MAX_KEY_BYTES } from './keys.js';
+export { assertValidKey, inRingRange, MAX_KEY_BYTES, MAX_SCAN_CURSOR } from './keys.js';
 export type { LmdbDurability, LmdbEngineOptions, LmdbEngineStats } from './lmdb-engine.js';
 export { LMDB_FORMAT, LmdbEngine } from './lmdb-engine.js';
 export type { EvictionPolicy, MemoryEngineLimits, MemoryEngineStats } from './memory-engine.js';
