@@ -170,11 +170,16 @@ async function finalReads(recorder: HistoryRecorder, client: DstoreClient): Prom
   }
 }
 
-/** Prints the checker's explanation and dumps the history (JSONL) for a look with other tools. */
-function report(result: CheckResult, recorder: HistoryRecorder, name: string, extra = ''): void {
-  const file = join(tmpdir(), `dstore-linearizable-${name}-${process.pid}.jsonl`);
-  recorder.dump(file);
-  console.log(`${formatCheckResult(result)}\nhistory: ${file}\n${extra}`);
+/**
+ * A failed check: prints the checker's explanation and dumps the history (JSONL) for a closer
+ * look. With DSTORE_HISTORY_DIR set, every run's history is kept there (e.g. to cross-check the
+ * verdicts with another checker).
+ */
+function report(result: CheckResult, recorder: HistoryRecorder, name: string, extra: string): void {
+  const keepDir = process.env.DSTORE_HISTORY_DIR;
+  const file = join(keepDir ?? tmpdir(), `dstore-linearizable-${name}-${process.pid}.jsonl`);
+  if (keepDir !== undefined || result.verdict !== 'ok') recorder.dump(file);
+  if (result.verdict !== 'ok') console.log(`${formatCheckResult(result)}\nhistory: ${file}\n${extra}`);
 }
 
 /**
@@ -237,7 +242,7 @@ async function checkUnderFaults(engine: Engine, routing: Routing, mix: Operation
   await finalReads(recorder, final);
 
   const result = checkHistory(recorder.events, { timeLimitMs: 30_000 });
-  if (result.verdict !== 'ok') report(result, recorder, `${engine}-${routing}`, JSON.stringify(stats));
+  report(result, recorder, `${engine}-${routing}`, JSON.stringify(stats));
   expect(result.verdict).toBe('ok');
   // The load really ran, and through the faults: most operations answered, every key was
   // written by several processes.

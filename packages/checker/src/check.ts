@@ -66,7 +66,11 @@ export function explainFailure<S, I, O>(
 ): string {
   const placed = new Set(longestPrefix);
   const unplaced = operations.filter((_, op) => !placed.has(op));
-  const firstReturn = Math.min(...unplaced.map((operation) => operation.ret));
+  // A loop, not Math.min(...): a spread of a long history would overflow the call stack.
+  const firstReturn = unplaced.reduce(
+    (first, operation) => Math.min(first, operation.ret),
+    Number.POSITIVE_INFINITY,
+  );
   const blocked = unplaced.filter((operation) => operation.call < firstReturn);
   const prefixTail = longestPrefix.slice(-10);
   const lines = [
