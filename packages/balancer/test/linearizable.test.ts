@@ -3,8 +3,9 @@
  *
  * Several clients (each with two workers) read, write and delete the SAME few keys — every key has
  * many writers, which the one-writer-per-key History of the other load tests cannot check — while
- * a 4th node joins, a node leaves gracefully (SIGTERM) and, on lmdb, a node is SIGKILLed and
- * restarted on its data dir. A filler of a few thousand keys, streamed at a low migration rate,
+ * a 4th node joins, a node leaves gracefully (SIGTERM), a node is paused (SIGSTOP) past the
+ * heartbeat and command timeouts and resumed, and, on lmdb, a node is SIGKILLed and restarted on
+ * its data dir; through the balancer and with `routing: 'direct'` clients. A filler of a few thousand keys, streamed at a low migration rate,
  * keeps each migration running long enough for the load to meet its fall-back reads and
  * double deletes. At the end one more process reads every key: what survived is part of the
  * history too. The whole history (faults included) must be linearizable: one value per key at a
