@@ -75,8 +75,9 @@ const WITH_DELETES: OperationMix = { read: 5, write: 4, delete: 1 };
 /**
  * Direct-routing clients run without deletes for now: their DEL of a key whose range moves can
  * take effect twice on the new owner, erasing an acknowledged write made in between (found by
- * this test; the history and the analysis are in fixtures/README.md). The case with deletes is
- * kept below, skipped, to be enabled with the fix.
+ * this test; the history and the analysis are in fixtures/README.md, a deterministic reproduction
+ * in linearizable-direct-delete.test.ts). The case with deletes is kept below, skipped, to be
+ * enabled with the fix.
  */
 const WITHOUT_DELETES: OperationMix = { read: 5, write: 5, delete: 0 };
 
