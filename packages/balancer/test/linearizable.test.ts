@@ -288,6 +288,10 @@ describe('known violation: a direct DEL of a moving key executed twice (fixtures
     expect(result.illegal[0]!.explanation).toMatch(
       /None of these can come next[^\n]*\n {2}#15926 process 5: read -> null \[30820\.705/,
     );
+    // During the graceful leave of node-2.
+    expect(result.illegal[0]!.explanation).toMatch(
+      /Last faults injected before it: .*leave node-2 @30270\.0$/,
+    );
   });
 });
 

@@ -24,6 +24,8 @@ export interface KeyResult {
   readonly steps: number;
   /** `illegal`: why (see {@link explainFailure}); `unknown`: which budget ran out. */
   readonly explanation?: string;
+  /** `illegal`: clock time (ms) of the invocation of the first operation that could not be placed. */
+  readonly blockedAt?: number;
 }
 
 /** The verdict on a history: `illegal` if any key is, else `unknown` if any key is, else `ok`. */
@@ -64,14 +66,7 @@ export function explainFailure<S, I, O>(
   longestPrefix: readonly number[],
   stateAfterPrefix: S,
 ): string {
-  const placed = new Set(longestPrefix);
-  const unplaced = operations.filter((_, op) => !placed.has(op));
-  // A loop, not Math.min(...): a spread of a long history would overflow the call stack.
-  const firstReturn = unplaced.reduce(
-    (first, operation) => Math.min(first, operation.ret),
-    Number.POSITIVE_INFINITY,
-  );
-  const blocked = unplaced.filter((operation) => operation.call < firstReturn);
+  const { blocked, unplaced } = blockedOperations(operations, longestPrefix);
   const prefixTail = longestPrefix.slice(-10);
   const lines = [
     `key ${JSON.stringify(key)}: not linearizable (${operations.length} operations).`,
@@ -82,9 +77,26 @@ export function explainFailure<S, I, O>(
     `None of these can come next (each was invoked before the earliest completion left, and none is possible in state ${model.describeState(stateAfterPrefix)}):`,
     ...blocked.map((operation) => `  ${describe(model, operation)}`),
   ];
-  if (unplaced.length > blocked.length)
-    lines.push(`(${unplaced.length - blocked.length} later operations not reached)`);
+  if (unplaced > blocked.length) lines.push(`(${unplaced - blocked.length} later operations not reached)`);
   return lines.join('\n');
+}
+
+/**
+ * The operations that could not come after the prefix (invoked before the earliest completion
+ * among the unplaced ones), and how many operations are unplaced in all.
+ */
+function blockedOperations<I, O>(
+  operations: readonly Operation<I, O>[],
+  longestPrefix: readonly number[],
+): { readonly blocked: Operation<I, O>[]; readonly unplaced: number } {
+  const placed = new Set(longestPrefix);
+  const unplaced = operations.filter((_, op) => !placed.has(op));
+  // A loop, not Math.min(...): a spread of a long history would overflow the call stack.
+  const firstReturn = unplaced.reduce(
+    (first, operation) => Math.min(first, operation.ret),
+    Number.POSITIVE_INFINITY,
+  );
+  return { blocked: unplaced.filter((operation) => operation.call < firstReturn), unplaced: unplaced.length };
 }
 
 /** Checks the operations of one partition (`key` names it in the explanation). */
@@ -102,6 +114,7 @@ export function checkOperations<S, I, O>(
     return {
       ...base,
       explanation: explainFailure(model, key, operations, found.longestPrefix, found.stateAfterPrefix),
+      blockedAt: blockedOperations(operations, found.longestPrefix).blocked[0]?.callTime,
     };
   }
   if (found.verdict === 'unknown') {
@@ -123,8 +136,10 @@ export function checkHistoryWith<S, I, O>(
 ): CheckResult {
   const deadline = performance.now() + (options.timeLimitMs ?? DEFAULT_TIME_LIMIT_MS);
   const keys: KeyResult[] = [];
+  const faults = events.filter((event) => event.process === 'nemesis');
   for (const [key, operations] of partitionByKey(events, build)) {
-    keys.push(checkOperations(model, key, operations, { ...options, deadline }));
+    const result = checkOperations(model, key, operations, { ...options, deadline });
+    keys.push(result.blockedAt === undefined ? result : withFaults(result, result.blockedAt, faults));
   }
   const illegal = keys.filter((result) => result.verdict === 'illegal');
   const unknown = keys.filter((result) => result.verdict === 'unknown');
@@ -135,6 +150,22 @@ export function checkHistoryWith<S, I, O>(
     illegal,
     unknown,
     operations: keys.reduce((sum, result) => sum + result.operations, 0),
+  };
+}
+
+/** How many of the faults injected before a failure its explanation names (the latest ones). */
+const FAULTS_SHOWN = 3;
+
+/** Adds to an illegal key's explanation the faults injected last before it went wrong (the phase). */
+function withFaults(result: KeyResult, blockedAt: number, faults: readonly HistoryEvent[]): KeyResult {
+  const before = faults.filter((fault) => fault.time <= blockedAt).slice(-FAULTS_SHOWN);
+  if (before.length === 0) return result;
+  const named = before.map((fault) =>
+    `${fault.f} ${String(fault.value ?? '')} @${fault.time.toFixed(1)}`.trim(),
+  );
+  return {
+    ...result,
+    explanation: `${result.explanation}\nLast faults injected before it: ${named.join(', ')}`,
   };
 }
 

@@ -241,6 +241,20 @@ describe('reports, budget and malformed histories', () => {
     expect(text).toMatch(/None of these can come next[^\n]*\n {2}#4 process 1: read -> "a"/);
   });
 
+  it('names the faults injected last before the operation that could not be placed (the phase)', () => {
+    const h = recorder();
+    h.nemesis('join', 'node-4');
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.nemesis('kill', 'node-2');
+    h.invoke(1, 'read', 'k').ok(null);
+    h.nemesis('restart', 'node-2');
+    const [illegal] = checkHistory(h.events).illegal;
+    expect(illegal!.blockedAt).toBe(4);
+    expect(illegal!.explanation).toMatch(
+      /\nLast faults injected before it: join node-4 @0\.0, kill node-2 @3\.0$/,
+    );
+  });
+
   it('a search that runs out of budget is unknown, never a pass', () => {
     // Many concurrent writes of unknown outcome and reads that fit no order: the search must
     // explore many orders before it can conclude anything.
