@@ -133,14 +133,15 @@ export interface Fault {
 
 /** The processes of a test and the faults injected into them. */
 export class Nemesis {
-  private readonly processes: ManagedProcess<unknown>[] = [];
+  /** Every process made here, whatever its ready document: all the cleanup needs is to kill it. */
+  private readonly processes: Pick<ManagedProcess<unknown>, 'kill'>[] = [];
 
   constructor(private readonly recorder?: HistoryRecorder) {}
 
   /** A process tracked for cleanup (not started yet). */
   process<Ready>(options: ProcessOptions): ManagedProcess<Ready> {
     const managed = new ManagedProcess<Ready>(options);
-    this.processes.push(managed as ManagedProcess<unknown>);
+    this.processes.push(managed);
     return managed;
   }
 

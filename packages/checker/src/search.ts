@@ -85,11 +85,14 @@ function unlift(call: ListNode): void {
   if (call.next) call.next.prev = call;
 }
 
+/** What the cache needs of a model: state equality and a hash consistent with it. */
+type StateIdentity<State> = Pick<Model<State, never, never>, 'equal' | 'hash'>;
+
 /** The memoisation cache: (linearized set, state) pairs already explored. */
 class ExploredCache<State> {
   private readonly buckets = new Map<number, { linearized: Uint32Array; state: State }[]>();
 
-  constructor(private readonly model: Pick<Model<State, unknown, unknown>, 'equal' | 'hash'>) {}
+  constructor(private readonly model: StateIdentity<State>) {}
 
   /** Records the pair; false when it was already there. */
   addIfNew(linearized: LinearizedSet, state: State): boolean {
@@ -118,7 +121,7 @@ export function searchLinearization<State, Input, Output>(
 ): SearchResult<State> {
   const head = buildList(operations);
   const linearized = new LinearizedSet(operations.length);
-  const cache = new ExploredCache<State>(model as Pick<Model<State, unknown, unknown>, 'equal' | 'hash'>);
+  const cache = new ExploredCache<State>(model);
   const calls: { node: ListNode; before: State }[] = [];
   let state = model.init();
   let longestPrefix: number[] = [];
