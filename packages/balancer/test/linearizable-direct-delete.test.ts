@@ -40,6 +40,12 @@ afterEach(async () => {
   await resources.releaseAll();
 });
 
+/**
+ * Set when the reproduction got as far as the check: `it.fails` passes on any failure, so the test
+ * after it makes sure the expected failure is the verdict, not a broken setup.
+ */
+let reachedCheck = false;
+
 const KEYS = Array.from({ length: 60 }, (_, i) => `dd-${i}`);
 /** Keys that keep the leave's stream busy while the test runs. */
 const FILLER = 3000;
@@ -139,7 +145,12 @@ describe('direct DEL of a key moving away from a leaving node', () => {
     );
 
     const result = checkHistory(recorder.events);
+    reachedCheck = true;
     if (result.verdict !== 'ok') console.log(formatCheckResult(result).split('\n').slice(0, 16).join('\n'));
     expect(result.verdict).toBe('ok');
+  });
+
+  it('(the reproduction above ran up to its check)', () => {
+    expect(reachedCheck).toBe(true);
   });
 });
