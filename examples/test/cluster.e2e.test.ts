@@ -106,6 +106,49 @@ describe('a 3-node cluster behind a balancer', () => {
     expect(await client.del(keys[0]!)).toBe(false);
   });
 
+  it('walks every key with scanIterator (MATCH, COUNT, keyPrefix, direct routing) and counts them with dbsize', async () => {
+    const keys = Array.from({ length: 2000 }, (_, i) => `scan:${i}`);
+    for (let start = 0; start < keys.length; start += 1000) {
+      await client.mset(keys.slice(start, start + 1000).map((key) => [key, 'v'] as [string, string]));
+    }
+    try {
+      expect(await client.dbsize()).toBe(keys.length);
+      const all = new Set<string>();
+      for await (const key of client.scanIterator({ match: 'scan:*', count: 100 })) all.add(key);
+      expect([...all].sort()).toEqual([...keys].sort());
+      const some: string[] = [];
+      for await (const key of client.scanIterator({ match: 'scan:1?[0-4]' })) some.push(key);
+      expect(some.sort()).toEqual(keys.filter((key) => /^scan:1\d[0-4]$/.test(key)).sort());
+      const first = await client.scan('0', { count: 5 });
+      expect(typeof first.cursor).toBe('string');
+      await expect(client.scan('not-a-cursor')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+
+      // keyPrefix applies to the pattern and is taken off the keys; direct routing scans through the balancer.
+      const prefixed = createClient({
+        host: state.balancer.host,
+        port: state.balancer.port,
+        keyPrefix: 'scan:',
+        routing: 'direct',
+      });
+      try {
+        const stripped = new Set<string>();
+        for await (const key of prefixed.scanIterator({ match: '19*' })) stripped.add(key);
+        expect([...stripped].sort()).toEqual(
+          keys
+            .map((key) => key.slice('scan:'.length))
+            .filter((key) => key.startsWith('19'))
+            .sort(),
+        );
+      } finally {
+        await prefixed.close();
+      }
+    } finally {
+      for (let start = 0; start < keys.length; start += 500) {
+        await Promise.all(keys.slice(start, start + 500).map((key) => client.del(key)));
+      }
+    }
+  });
+
   it('answers every dstore subcommand', () => {
     const server = `${state.balancer.host}:${state.balancer.port}`;
     const admin = `${state.balancer.host}:${state.balancer.adminPort}`;
@@ -118,6 +161,15 @@ describe('a 3-node cluster behind a balancer', () => {
     expect(deleted.stdout.trim()).toBe('1');
     expect(dstore('get', 'cli-key', '--server', server).stdout.trim()).toBe('(nil)');
     expect(dstore('ping', '--server', server).stdout).toMatch(/PONG/);
+    expect(dstore('mset', 'cli:a', '1', 'cli:b', '2', 'other', '3', '--server', server).status).toBe(0);
+    const scanned = dstore('scan', '--match', 'cli:*', '--count', '50', '--server', server);
+    expect(scanned.status).toBe(0);
+    expect(scanned.stdout.trim().split('\n').sort()).toEqual(['cli:a', 'cli:b']);
+    expect(dstore('scan', '--count', '0', '--server', server).status).toBe(2);
+    const size = dstore('dbsize', '--server', server);
+    expect(size.status).toBe(0);
+    expect(Number(size.stdout.trim())).toBeGreaterThanOrEqual(3);
+    for (const key of ['cli:a', 'cli:b', 'other']) dstore('del', key, '--server', server);
 
     const status = dstore('status', '--admin', admin, '--json');
     expect(status.status).toBe(0);

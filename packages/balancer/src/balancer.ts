@@ -3,18 +3,23 @@ import {
   Authenticator,
   type Connection,
   clusterOnly,
+  type DbSizeRequest,
   DstoreError,
   ErrorCode,
   FrameServer,
+  keyspaceDenied,
   Op,
   peerClientTls,
   type Request,
   type Response,
   requestDenied,
+  type ScanRequest,
   UserDirectory,
+  type WithoutId,
 } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import { AdminServer } from './admin-server.js';
+import { ClusterScan, clusterDbSize } from './cluster-scan.js';
 import { type BalancerOptions, type ResolvedBalancerOptions, resolveBalancerOptions } from './config.js';
 import { ControlHandler, UNSPECIFIED_HOSTS } from './control.js';
 import { candidateName } from './coordinator-link.js';
@@ -62,6 +67,7 @@ export class Balancer {
   private readonly router: Router;
   /** The cluster map for direct-routing clients (CLUSTER_MAP, MAP_PUSH). */
   private readonly maps: MapPublisher;
+  private readonly scans: ClusterScan;
   private readonly control: ControlHandler;
   private readonly server: FrameServer;
   private readonly admin: AdminServer | undefined;
@@ -105,6 +111,7 @@ export class Balancer {
     this.metrics = new BalancerMetrics(this.membership);
     this.router = new Router(this.membership, this.metrics);
     this.maps = new MapPublisher(this.membership);
+    this.scans = new ClusterScan(this.membership);
     this.control = new ControlHandler(this.membership, this.logger);
     this.server = new FrameServer({
       host: this.options.host,
@@ -330,6 +337,10 @@ export class Balancer {
         // Any authenticated client may route directly; the map holds no secrets.
         this.maps.serve(request, connection);
         return;
+      case Op.SCAN:
+      case Op.DBSIZE:
+        this.answerKeyspace(request, connection, startMs);
+        return;
       default:
         this.answerControl(request, connection, startMs);
     }
@@ -451,6 +462,35 @@ export class Balancer {
     }
     this.metrics.record(request.op, startMs, true);
     connection.reply(answer);
+  }
+
+  /** SCAN (a page of the cluster-wide iteration) and DBSIZE (the sum over the nodes). */
+  private answerKeyspace(
+    request: ScanRequest | DbSizeRequest,
+    connection: Connection,
+    startMs: number,
+  ): void {
+    const principal = this.authenticator.current(connection);
+    const grant = principal?.kind === 'user' ? principal.grant : undefined;
+    const id = request.id;
+    if (request.op === Op.DBSIZE) {
+      const denial = grant === undefined ? undefined : keyspaceDenied(grant);
+      if (denial !== undefined) {
+        this.refuse(request, connection, startMs, ErrorCode.NO_PERMISSION, denial);
+        return;
+      }
+    }
+    const answer: Promise<WithoutId<Response>> =
+      request.op === Op.SCAN
+        ? this.scans.page(request, grant?.prefixes === undefined ? undefined : grant)
+        : clusterDbSize(this.membership).then((count) => ({ op: Op.COUNT, count }));
+    answer.then(
+      (response) => {
+        this.metrics.record(request.op, startMs, true);
+        connection.reply({ ...response, id });
+      },
+      (error: unknown) => this.router.fail(connection, id, request.op, startMs, error),
+    );
   }
 
   private answerStats(id: number, connection: Connection, startMs: number): void {

@@ -284,6 +284,39 @@ describe('a secured cluster under attack', () => {
     );
   });
 
+  it('shows a user limited to prefixes only its own keys through SCAN, and refuses it DBSIZE', async () => {
+    const port = balancer.ready.port;
+    const tenant = await authenticated(port, 'client', scoped);
+    const own = Array.from({ length: 30 }, (_, i) => `tenant-a:scan-${i}`);
+    for (const key of own) await request(tenant, { op: Op.SET, key: toBytes(key), value: toBytes('v') });
+    const scanAll = async (connection: Connection, match?: string): Promise<string[]> => {
+      const keys: string[] = [];
+      let cursor = 0;
+      do {
+        const page = await request(connection, {
+          op: Op.SCAN,
+          cursor,
+          count: 100,
+          ...(match === undefined ? {} : { match: toBytes(match) }),
+        });
+        if (page.op !== Op.KEYS) throw new Error(`expected KEYS, got op ${page.op}`);
+        keys.push(...page.keys.map((key) => Buffer.from(key).toString()));
+        cursor = page.cursor;
+      } while (cursor !== 0);
+      return [...new Set(keys)].sort();
+    };
+    expect(await scanAll(tenant)).toEqual([...own].sort());
+    // A pattern for someone else's keys finds nothing, rather than an error that confirms them.
+    expect(await scanAll(tenant, 'sec-*')).toEqual([]);
+    expect((await refusal(request(tenant, { op: Op.DBSIZE }))).code).toBe(ErrorCode.NO_PERMISSION);
+    const full = await authenticated(port, 'client', writer);
+    const everything = await scanAll(full);
+    expect(everything).toEqual([...own, ...Array.from({ length: KEYS }, (_, i) => `sec-${i}`)].sort());
+    const size = await request(full, { op: Op.DBSIZE });
+    expect(size.op === Op.COUNT && size.count).toBe(KEYS + own.length);
+    for (const key of own) await request(tenant, { op: Op.DEL, key: toBytes(key) });
+  });
+
   it('serves a new client and a node re-registration while 2,000 idle sockets are open', async () => {
     const { connectSocket } = await import('@dstore/protocol');
     const sockets = await Promise.all(

@@ -76,6 +76,25 @@ export interface ExpireOptions extends CommandOptions {
   readonly condition?: 'nx' | 'xx' | 'gt' | 'lt';
 }
 
+/** Options of {@link DstoreClient.scan} and {@link DstoreClient.scanIterator}. */
+export interface ScanOptions extends CommandOptions {
+  /**
+   * Redis glob pattern the keys must match (`*`, `?`, `[...]`, `\` escapes), as Redis's MATCH;
+   * with `keyPrefix` set it applies to the key without the prefix. Default: every key.
+   */
+  readonly match?: string;
+  /** Hint of the keys each page examines (Redis's COUNT), 1..1000. Default 10. */
+  readonly count?: number;
+}
+
+/** One page of {@link DstoreClient.scan}. */
+export interface ScanPage {
+  /** Pass it to the next call; `'0'` when the iteration is complete. */
+  readonly cursor: string;
+  /** The keys of this page (without `keyPrefix`), as UTF-8 strings. */
+  readonly keys: string[];
+}
+
 /** Entries of an MSET: an object of string keys, or any iterable of `[key, value]` pairs (a Map, an array). */
 export type MSetEntries = Readonly<Record<string, BinaryLike>> | Iterable<readonly [BinaryLike, BinaryLike]>;
 
@@ -461,6 +480,63 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return 'OK';
   }
 
+  /**
+   * One page of an iteration over every key of the cluster (Redis's SCAN). Start with cursor
+   * `'0'` and call again with the returned cursor until it is `'0'`. Every key present for the
+   * whole iteration is returned at least once, even while nodes join and leave; keys may come
+   * more than once (deduplicate if it matters) and a page may be empty before the end. Through the
+   * balancer in both routing modes. See {@link scanIterator} for the loop.
+   */
+  async scan(cursor: string | number, options: ScanOptions = {}): Promise<ScanPage> {
+    const value = typeof cursor === 'number' ? cursor : Number(cursor);
+    if (!Number.isSafeInteger(value) || value < 0) throw invalidArgument(`invalid SCAN cursor '${cursor}'`);
+    const count = options.count;
+    if (
+      count !== undefined &&
+      (!Number.isInteger(count) || count < 1 || count > DEFAULT_LIMITS.maxBatchKeys)
+    ) {
+      throw invalidArgument(`count must be an integer in 1..${DEFAULT_LIMITS.maxBatchKeys}`);
+    }
+    const match = this.scanPattern(options.match);
+    const message = {
+      op: Op.SCAN,
+      cursor: value,
+      ...(count === undefined ? {} : { count }),
+      ...(match === undefined ? {} : { match }),
+    } as const;
+    const response = await this.send(message, options);
+    if (response.op !== Op.KEYS) throw unexpectedAnswer('SCAN', response);
+    const prefix = this.prefix.length;
+    return {
+      cursor: String(response.cursor),
+      keys: response.keys.map((key) => bytesToString(prefix === 0 ? key : key.subarray(prefix))),
+    };
+  }
+
+  /**
+   * Every key of the cluster, page after page of {@link scan} (same guarantee: keys present for
+   * the whole iteration come at least once, duplicates possible).
+   */
+  async *scanIterator(options: ScanOptions = {}): AsyncGenerator<string, void, undefined> {
+    let cursor = '0';
+    do {
+      const page = await this.scan(cursor, options);
+      yield* page.keys;
+      cursor = page.cursor;
+    } while (cursor !== '0');
+  }
+
+  /**
+   * Number of keys in the cluster (Redis's DBSIZE): the sum of the nodes' counts, exact on a
+   * settled ring, approximate while keys move. Refused (NO_PERMISSION) for a user limited to key
+   * prefixes.
+   */
+  async dbsize(options?: CommandOptions): Promise<number> {
+    const response = await this.send({ op: Op.DBSIZE }, options);
+    if (response.op !== Op.COUNT) throw unexpectedAnswer('DBSIZE', response);
+    return response.count;
+  }
+
   /** Round trip to the balancer; resolves 'PONG'. */
   async ping(options?: CommandOptions): Promise<'PONG'> {
     const response = await this.send({ op: Op.PING }, options);
@@ -807,6 +883,15 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       return;
     }
     command.reject(error instanceof Error ? error : new DstoreError(ErrorCode.INTERNAL, String(error)));
+  }
+
+  /** SCAN's MATCH on the wire: the pattern behind the key prefix (escaped), or undefined for every key. */
+  private scanPattern(match: string | undefined): Uint8Array | undefined {
+    if (this.prefix.length === 0) return match === undefined ? undefined : toBytes(match);
+    const escaped = Buffer.from(this.prefix)
+      .toString('latin1')
+      .replace(/[*?[\]\\]/g, '\\$&');
+    return concatBytes(Buffer.from(escaped, 'latin1'), toBytes(match ?? '*'));
   }
 
   private keyBytes(key: BinaryLike): Uint8Array {

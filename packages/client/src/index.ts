@@ -25,6 +25,8 @@ export {
   DstoreClient,
   type ExpireOptions,
   type MSetEntries,
+  type ScanOptions,
+  type ScanPage,
   type SetOptions,
   type StatsRecord,
 } from './client.js';

@@ -11,6 +11,7 @@ export { ketamaPointCount } from './ketama.js';
 export { md5 } from './md5.js';
 export { murmur3Bytes, murmur3String } from './murmur3.js';
 export { type HashRangeLike, RangeIndex } from './range-index.js';
+export type { ReplicaRange, ReplicaSetChange } from './replica-sets.js';
 export { createRing, HashRing } from './ring.js';
 export { type RingSpec, ringOfSpec, Topology } from './topology.js';
 export {

@@ -18,7 +18,7 @@ export interface HashRangeLike {
 export class RangeIndex<T = true> {
   private readonly starts: number[] = [];
   private readonly ends: number[] = [];
-  private readonly values: T[] = [];
+  private readonly rangeValues: T[] = [];
 
   /** Builds the index; `valueFor` gives each range's value (default `true`). */
   constructor(ranges: Iterable<HashRangeLike>, valueFor?: (range: HashRangeLike) => T) {
@@ -37,7 +37,7 @@ export class RangeIndex<T = true> {
     for (const [start, end, value] of pieces) {
       this.starts.push(start);
       this.ends.push(end);
-      this.values.push(value);
+      this.rangeValues.push(value);
     }
   }
 
@@ -57,7 +57,12 @@ export class RangeIndex<T = true> {
       else high = mid;
     }
     // Ranges are disjoint, so only the first range ending at or after `position` can hold it.
-    return low < ends.length && position > this.starts[low]! ? this.values[low] : undefined;
+    return low < ends.length && position > this.starts[low]! ? this.rangeValues[low] : undefined;
+  }
+
+  /** The distinct values of the indexed ranges (for example every old owner of the moving ranges). */
+  distinctValues(): T[] {
+    return [...new Set(this.rangeValues)];
   }
 
   /** Whether a range holds `position`. */

@@ -9,6 +9,12 @@ import { HashRingError } from './errors.js';
 import { buildKetamaContinuum } from './ketama.js';
 import { md5Hash32 } from './md5.js';
 import { buildRendezvous, type RendezvousTable, rendezvousOwner, rendezvousTop } from './rendezvous.js';
+import {
+  diffReplicaRanges,
+  type ReplicaRange,
+  type ReplicaSetChange,
+  replicaRangesOf,
+} from './replica-sets.js';
 import type { RangeMove, RingAlgorithm, RingNode, RingNodeInput, RingOptions } from './types.js';
 import {
   checkCount,
@@ -174,6 +180,45 @@ export class HashRing {
       ? rendezvousTop(this.#rendezvous, position, n)
       : walkDistinct(this.#continuum, position, n, this.size);
     return picked.map((i) => this.#ids[i]!);
+  }
+
+  /**
+   * Every hash range with its `n` replicas: the owner, then the next distinct members clockwise
+   * (the same lists as {@link getN} for the keys of the range). Ranges are disjoint, cover the
+   * ring, are sorted by `end` (a wrapping range first) and neighbours with the same replicas are
+   * merged. Fewer than `n` replicas when the ring has fewer members.
+   *
+   * @throws HashRingError `INVALID_ARGUMENT` when `n` is not an integer >= 1,
+   *   `UNSUPPORTED_OPERATION` for `rendezvous`, `EMPTY_RING` for an empty ring
+   */
+  replicaSets(n: number): ReplicaRange[] {
+    checkCount(n);
+    this.#assertRanged('replica sets');
+    return replicaRangesOf(this.#continuum, this.#ids, n);
+  }
+
+  /**
+   * Hash ranges whose `n` replicas (in order: the owner first) differ between this ring and
+   * `next`, with both lists; sorted by `end`, neighbours with the same change merged. What a
+   * replicating cluster must copy (members in `after` only) and may drop (in `before` only).
+   *
+   * @throws HashRingError as {@link diff}, and `INVALID_ARGUMENT` for a bad `n`
+   */
+  diffReplicaSets(next: HashRing, n: number): ReplicaSetChange[] {
+    checkCount(n);
+    if (!(next instanceof HashRing) || next.algorithm !== this.algorithm) {
+      throw new HashRingError('INCOMPATIBLE_RINGS', 'diff needs two rings with the same algorithm');
+    }
+    this.#assertRanged('replica set diffs');
+    next.#assertRanged('replica set diffs');
+    return diffReplicaRanges(this.replicaSets(n), next.replicaSets(n));
+  }
+
+  #assertRanged(what: string): void {
+    if (this.#rendezvous) {
+      throw new HashRingError('UNSUPPORTED_OPERATION', `rendezvous rings are not range-based: no ${what}`);
+    }
+    if (this.size === 0) throw new HashRingError('EMPTY_RING', `an empty ring has no ${what}`);
   }
 
   /**

@@ -50,3 +50,18 @@ describe('RangeIndex', () => {
     );
   });
 });
+
+describe('RangeIndex.distinctValues', () => {
+  it('lists each value once, wrapping ranges included', () => {
+    const index = new RangeIndex(
+      [
+        { start: 4_000_000_000, end: 10 },
+        { start: 100, end: 200 },
+        { start: 500, end: 501 },
+      ],
+      (range) => (range.start === 100 ? 'b' : 'a'),
+    );
+    expect(index.distinctValues().sort()).toEqual(['a', 'b']);
+    expect(new RangeIndex([]).distinctValues()).toEqual([]);
+  });
+});

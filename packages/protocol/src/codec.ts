@@ -585,6 +585,21 @@ export function toWireArray(message: Message): Field[] {
       return [message.op, message.id, message.code, message.message];
     case Op.CLUSTER_MAP:
       return [message.op, message.id, message.subscribe ? 1 : 0];
+    case Op.SCAN: {
+      const fields: Field[] = [
+        message.op,
+        message.id,
+        message.cursor,
+        message.count ?? null,
+        message.match ?? null,
+      ];
+      if (message.epoch !== undefined) fields.push(message.epoch, message.moving ? 1 : 0);
+      return fields;
+    }
+    case Op.DBSIZE:
+      return [message.op, message.id];
+    case Op.KEYS:
+      return [message.op, message.id, message.cursor, message.keys.length, ...message.keys];
     case Op.RING:
     case Op.MAP_PUSH:
     case Op.MAP:
@@ -647,7 +662,7 @@ function flattenRanges(ranges: readonly HashRange[]): number[] {
 class FieldReader {
   constructor(
     private readonly fields: Field[],
-    private readonly limits: ProtocolLimits,
+    readonly limits: ProtocolLimits,
     readonly id: number,
   ) {}
 
@@ -776,6 +791,19 @@ class FieldReader {
       if (parsed >= INT64_MIN && parsed <= INT64_MAX) return parsed;
     }
     throw this.fail(ErrorCode.MALFORMED_FRAME, `field ${name} must be a 64-bit signed integer`);
+  }
+
+  /** SCAN's optional MATCH pattern: bytes no longer than a key may be (nor empty). */
+  optionalPattern(index: number): Uint8Array | undefined {
+    const pattern = this.optionalBytes(index, 'match');
+    if (pattern === undefined) return undefined;
+    if (pattern.length === 0 || pattern.length > this.limits.maxKeyBytes) {
+      throw this.fail(
+        ErrorCode.INVALID_ARGUMENT,
+        `match pattern must be 1..${this.limits.maxKeyBytes} bytes`,
+      );
+    }
+    return pattern;
   }
 
   /** A trailing optional flag: true only when present and truthy (1 or true). */
@@ -1008,6 +1036,18 @@ function readRequest(op: number, r: FieldReader): Request {
     }
     case Op.PULL:
       return { op, id, key: r.key(2) };
+    case Op.SCAN:
+      return {
+        op,
+        id,
+        cursor: r.uint(2, 'cursor', Number.MAX_SAFE_INTEGER),
+        count: r.optionalUint(3, 'count', r.limits.maxBatchKeys),
+        match: r.optionalPattern(4),
+        epoch: r.optionalUint(5, 'epoch', Number.MAX_SAFE_INTEGER),
+        moving: r.flag(6),
+      };
+    case Op.DBSIZE:
+      return { op, id };
     default:
       throw r.fail(ErrorCode.UNKNOWN_OP, `unknown op ${op}`);
   }
@@ -1107,6 +1147,12 @@ function readResponse(op: number, r: FieldReader): Response {
       return { op, id, code: r.string(2, 'code'), message: r.string(3, 'message') };
     case Op.MAP:
       return { op, id, ...mapSnapshot(r) };
+    case Op.KEYS: {
+      const count = r.batchCount(3, 1);
+      const keys = new Array<Uint8Array>(count);
+      for (let i = 0; i < count; i++) keys[i] = r.key(4 + i);
+      return { op, id, cursor: r.uint(2, 'cursor', Number.MAX_SAFE_INTEGER), keys };
+    }
     case Op.MOVED:
       return { op, id, ...redirectTarget(r) };
     case Op.ASK: {

@@ -116,6 +116,12 @@ export const ErrorCode = {
    * or decrement would overflow`). Not executed: the value is unchanged.
    */
   OVERFLOW: 'OVERFLOW',
+  /**
+   * A SCAN cursor the node no longer knows (an lmdb node keeps the last 1,024 open iterations,
+   * none across a restart). Not executed. A balancer restarts that node's part of the iteration
+   * itself; a client of a single node starts again from cursor 0.
+   */
+  CURSOR_EXPIRED: 'CURSOR_EXPIRED',
 } as const;
 
 /** One of the error codes this version of the protocol defines. */
@@ -171,6 +177,7 @@ const NOT_EXECUTED_CODES: ReadonlySet<string> = new Set([
   ErrorCode.TOO_MANY_REDIRECTS,
   ErrorCode.NOT_AN_INTEGER,
   ErrorCode.OVERFLOW,
+  ErrorCode.CURSOR_EXPIRED,
 ]);
 
 /**

@@ -77,6 +77,8 @@ export {
 export {
   clusterOnly,
   keyDenied,
+  keyspaceDenied,
+  keyVisible,
   parseUsersFile,
   requestDenied,
   type UserAccess,

@@ -35,6 +35,8 @@ export const Op = {
   GETDEL: 23,
   INCRBY: 24,
   PULL: 25,
+  SCAN: 30,
+  DBSIZE: 31,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -47,6 +49,7 @@ export const Op = {
   ASK: 73,
   INTEGER: 74,
   ENTRY: 75,
+  KEYS: 80,
   ERROR: 127,
 } as const;
 
@@ -558,6 +561,41 @@ export interface AskResponse {
   /** DEL only: what the delete removed here (0 or 1). */
   readonly count?: number | undefined;
 }
+/**
+ * One page of an iteration over the keys (Redis's SCAN): from a client to a balancer, `cursor` is
+ * a cluster cursor (0 to start; the balancer's answer gives the next, 0 when done) and every key
+ * present for the whole iteration is returned at least once, even while nodes join and leave;
+ * from a balancer to a node, a cursor of that node's engine. Answered by KEYS. `count` is a hint
+ * of the keys examined per call (default 10, at most the batch limit); `match` a Redis glob
+ * pattern (`*`, `?`, `[...]`, `\` escapes) applied to the keys, as bytes.
+ */
+export interface ScanRequest {
+  readonly op: typeof Op.SCAN;
+  readonly id: number;
+  readonly cursor: number;
+  readonly count?: number | undefined;
+  readonly match?: Uint8Array | undefined;
+  /** Fence (balancer to node): the ring epoch the cursor belongs to, as for GET. */
+  readonly epoch?: number | undefined;
+  /**
+   * Balancer to node: the iteration began while keys streamed at `epoch`, so the node also returns
+   * its copies of ranges moving away, and refuses (STALE_EPOCH) once it has purged that epoch's
+   * ranges: the balancer then restarts the iteration instead of missing keys.
+   */
+  readonly moving?: boolean | undefined;
+}
+/** Number of keys holding a value (Redis's DBSIZE): on a node its engine's, on a balancer the sum over the nodes. Answered by COUNT. */
+export interface DbSizeRequest {
+  readonly op: typeof Op.DBSIZE;
+  readonly id: number;
+}
+/** A page of SCAN: the next cursor (0 when the iteration is complete) and the keys. */
+export interface KeysResponse {
+  readonly op: typeof Op.KEYS;
+  readonly id: number;
+  readonly cursor: number;
+  readonly keys: Uint8Array[];
+}
 /** A request failed. `code` is one of {@link ErrorCode} (or a newer code this version does not know). */
 export interface ErrorResponse {
   readonly op: typeof Op.ERROR;
@@ -592,7 +630,9 @@ export type Request =
   | ExistsRequest
   | GetDelRequest
   | IncrByRequest
-  | PullRequest;
+  | PullRequest
+  | ScanRequest
+  | DbSizeRequest;
 
 /** Every response message. */
 export type Response =
@@ -608,6 +648,7 @@ export type Response =
   | AskResponse
   | IntegerResponse
   | EntryResponse
+  | KeysResponse
   | ErrorResponse;
 
 /** Any message. */

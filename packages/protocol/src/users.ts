@@ -246,10 +246,31 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
     case Op.HELLO:
     case Op.AUTH:
     case Op.CLUSTER_MAP:
+    // Whole-keyspace reads: a user limited to prefixes is answered only its keys (SCAN) or refused
+    // (DBSIZE, which would count others' keys) by the server, not here.
+    case Op.SCAN:
+    case Op.DBSIZE:
       return undefined;
     default:
       return clusterOnly(request.op);
   }
+}
+
+/**
+ * The refusal of a request about the whole keyspace (DBSIZE) for a user limited to key prefixes:
+ * its answer would tell about keys the user may not see. Undefined when allowed.
+ */
+export function keyspaceDenied(grant: UserGrant): string | undefined {
+  return grant.prefixes === undefined
+    ? undefined
+    : `user '${grant.name}' is limited to key prefixes: whole-keyspace commands are refused`;
+}
+
+/**
+ * Whether a user may see `key` at all (SCAN answers only those keys to a user limited to prefixes).
+ */
+export function keyVisible(grant: UserGrant, key: Uint8Array): boolean {
+  return grant.prefixes === undefined || keyDenied(grant, key, false) === undefined;
 }
 
 /** The refusal of a cluster (peer) operation sent by anything but an authenticated peer. */

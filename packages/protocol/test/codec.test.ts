@@ -191,6 +191,34 @@ const messages: fc.Arbitrary<Message>[] = [
     ),
   }),
   fc.record({ op: fc.constant(Op.CLUSTER_MAP), id, subscribe: fc.boolean() }),
+  fc.record(
+    {
+      op: fc.constant(Op.SCAN),
+      id,
+      cursor: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      count: fc.integer({ min: 0, max: limits.maxBatchKeys }),
+      match: fc.uint8Array({ minLength: 1, maxLength: 40 }),
+    },
+    { requiredKeys: ['op', 'id', 'cursor'] },
+  ),
+  fc.record(
+    {
+      op: fc.constant(Op.SCAN),
+      id,
+      cursor: fc.integer({ min: 0, max: 2 ** 30 }),
+      count: fc.integer({ min: 0, max: limits.maxBatchKeys }),
+      epoch: fc.nat(),
+      moving: fc.constant(true),
+    },
+    { requiredKeys: ['op', 'id', 'cursor', 'epoch'] },
+  ),
+  fc.record({ op: fc.constant(Op.DBSIZE), id }),
+  fc.record({
+    op: fc.constant(Op.KEYS),
+    id,
+    cursor: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    keys: fc.array(key, { maxLength: limits.maxBatchKeys }),
+  }),
   ...([Op.MAP, Op.MAP_PUSH] as const).map((op) =>
     fc.record({
       op: fc.constant(op),
@@ -399,6 +427,8 @@ describe('MessageCodec round trip', () => {
             wire.push(null);
           // ASK owns an optional trailing count at index 6 (nil = not set).
           if (message.op === Op.ASK && wire.length === 6) wire.push(null);
+          // SCAN owns an optional trailing fence (epoch, moving flag) at 5..6 (nil = not set).
+          if (message.op === Op.SCAN && wire.length === 5) wire.push(null, 0);
           // HEARTBEAT owns optional trailing storage fields at 4..6 (nil degraded = not set).
           if (message.op === Op.HEARTBEAT && wire.length === 4) wire.push(null, null, null);
           // MIGRATE_PUT owns an optional trailing list of expiry times (nil count = none).
@@ -410,6 +440,23 @@ describe('MessageCodec round trip', () => {
       ),
       { numRuns: 500 },
     );
+  });
+
+  it('refuses SCAN with an empty or oversized pattern, a count over the batch limit or a negative cursor', () => {
+    const cases: [unknown[], string][] = [
+      [[Op.SCAN, 1, 0, 10, new Uint8Array(0)], ErrorCode.INVALID_ARGUMENT],
+      [[Op.SCAN, 1, 0, 10, new Uint8Array(limits.maxKeyBytes + 1)], ErrorCode.INVALID_ARGUMENT],
+      [[Op.SCAN, 1, 0, limits.maxBatchKeys + 1, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.SCAN, 1, -1, 10, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.SCAN, 1, 2 ** 53, 10, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.KEYS, 1, 0, 2, new Uint8Array([1])], ErrorCode.MALFORMED_FRAME],
+    ];
+    for (const [fields, code] of cases) {
+      expect(
+        catchError(() => codec.decode(raw.encode(fields))),
+        JSON.stringify(fields),
+      ).toMatchObject({ code });
+    }
   });
 
   it('answers unknown ops with UNKNOWN_OP carrying the request id', () => {

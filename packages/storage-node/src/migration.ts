@@ -210,7 +210,7 @@ export class MigrationService {
   async purge(request: PurgeRequest): Promise<number> {
     // First, so that a late MIGRATE_PUT of this migration is refused from now on: it could
     // otherwise land on a key whose tombstone is being removed below.
-    this.ownership.finish(request.ranges);
+    this.ownership.finish(request.ranges, request.epoch);
     // A DEL decided before `finish` may still be queued (lmdb commits per batch): wait for it, so
     // the scan below sees its tombstone and ends it, instead of leaving it behind for good.
     await this.engine.flush();

@@ -34,6 +34,8 @@ export class Ownership {
    */
   private incoming: RangeIndex<string> | undefined;
   private currentWriteEpoch = 0;
+  /** Highest epoch whose ranges a PURGE ended here; -1 before any (not kept across restarts). */
+  private purged = -1;
 
   constructor(private readonly selfId: () => string) {}
 
@@ -158,8 +160,32 @@ export class Ownership {
     return incoming === undefined || ring === undefined ? undefined : incoming.valueAt(ring.position(key));
   }
 
-  /** Ends the migration state of `ranges` (PURGE). */
-  finish(ranges: readonly HashRange[]): void {
+  /**
+   * Highest ring epoch whose moving ranges were purged here: a SCAN that began while that epoch's
+   * keys streamed may have counted on copies this node no longer has.
+   */
+  get purgedEpoch(): number {
+    return this.purged;
+  }
+
+  /**
+   * Which keys a SCAN page may return from this node: the keys it owns, and with `moving` also its
+   * copies of ranges moving away (kept until PURGE), so that a key streaming elsewhere is found on
+   * one side or the other. Every key before the first RING.
+   */
+  scanFilter(moving: boolean): (key: Uint8Array) => boolean {
+    const ring = this.current;
+    if (ring === undefined || ring.size === 0) return () => true;
+    const self = this.selfId();
+    return (key) => {
+      const position = ring.position(key);
+      return ring.getByPosition(position) === self || (moving && this.isMovingAway(position, self));
+    };
+  }
+
+  /** Ends the migration state of `ranges` (PURGE of the migration of `epoch`). */
+  finish(ranges: readonly HashRange[], epoch: number): void {
+    this.purged = Math.max(this.purged, epoch);
     const done = new Set(ranges.map((range) => `${range.start}:${range.end}`));
     this.pending = this.pending.filter((move) => !done.has(`${move.start}:${move.end}`));
     this.indexIncoming();

@@ -10,6 +10,8 @@ import {
   type GetDelRequest,
   type GetRequest,
   type IncrByRequest,
+  keyspaceDenied,
+  keyVisible,
   LatencyHistogram,
   type MGetRequest,
   type MSetRequest,
@@ -17,6 +19,7 @@ import {
   type Request,
   type Response,
   requestDenied,
+  type ScanRequest,
   type SetRequest,
   type SetWithRequest,
   type StatsMap,
@@ -28,11 +31,13 @@ import { DirectRouting } from './direct-routing.js';
 import {
   type Decision,
   isStorageEngineError,
+  MAX_SCAN_CURSOR,
   type StorageEngine,
   StorageEngineError,
   type VersionedValue,
 } from './engines/index.js';
 import type { ExpirySweeper } from './expiry-sweeper.js';
+import { globMatcher } from './glob.js';
 import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
 
@@ -45,6 +50,8 @@ export interface OpCounters {
   mset: number;
   ping: number;
   stats: number;
+  /** SCAN pages served. */
+  scan: number;
   /** ERROR answers sent (bad frames, refused ops, engine failures). */
   errors: number;
   /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
@@ -58,7 +65,8 @@ type KeyedRequest = SetWithRequest | ExpireRequest | TtlRequest | GetDelRequest 
 
 /**
  * Cluster operations a client may never send to a node: membership (a balancer's), the ring and
- * migration (peers'), CLUSTER_MAP and MAP_PUSH (a balancer's), PULL (a node's).
+ * migration (peers'), CLUSTER_MAP and MAP_PUSH (a balancer's), PULL (a node's). Every other op
+ * (the data ops, the data model, SCAN, DBSIZE, PING, STATS, the handshake) is a client's too.
  */
 const CLUSTER_OPS: ReadonlySet<number> = new Set<number>([
   Op.JOIN,
@@ -94,6 +102,18 @@ export interface RequestHandlerContext {
 
 const OK = Op.OK;
 
+/** Keys a SCAN page examines by default (Redis's COUNT default). */
+const DEFAULT_SCAN_COUNT = 10;
+/**
+ * Most keys a page examines: half the batch limit, because a memory-engine step returns every key
+ * of a hash bucket, so a page may hold a few keys more than asked and must still fit in KEYS.
+ */
+const MAX_SCAN_COUNT = 500;
+
+function scanCount(requested: number | undefined): number {
+  return Math.min(Math.max(requested ?? DEFAULT_SCAN_COUNT, 1), MAX_SCAN_COUNT);
+}
+
 /**
  * The error of an MSET some of whose entries were stored before one failed: whatever the failure
  * (even one that stores nothing, like OUT_OF_SPACE), the batch's outcome is mixed, so it is
@@ -125,6 +145,7 @@ export class RequestHandler {
     mset: 0,
     ping: 0,
     stats: 0,
+    scan: 0,
     errors: 0,
     fenced: 0,
     dataModel: 0,
@@ -203,6 +224,13 @@ export class RequestHandler {
       case Op.STATS:
         this.counters.stats++;
         connection.reply({ op: Op.STATS_RESULT, id: request.id, stats: this.stats() });
+        return;
+      case Op.SCAN:
+        this.scan(request, connection);
+        return;
+      case Op.DBSIZE:
+        if (this.keyspaceRefused(connection, request.id)) return;
+        connection.reply({ op: Op.COUNT, id: request.id, count: this.engine.count() });
         return;
       case Op.RING:
         if (!this.fromPeer(connection, request, 'balancer')) return;
@@ -300,6 +328,7 @@ export class RequestHandler {
       'ops.data_model': counters.dataModel,
       'expired.swept': this.context.sweeper?.swept ?? 0,
       'ops.stats': counters.stats,
+      'ops.scan': counters.scan,
       errors: counters.errors,
       fenced: counters.fenced,
       'direct.moved': this.direct.counters.moved,
@@ -652,6 +681,68 @@ export class RequestHandler {
         this.engineFailed(connection, id, partial(failure.reason, stored));
       }
     });
+  }
+
+  /**
+   * One page of SCAN: the engine's cursor over the keys this node serves (see
+   * `Ownership.scanFilter`), filtered by MATCH and, for a user limited to prefixes, by them.
+   */
+  private scan(request: ScanRequest, connection: Connection): void {
+    this.counters.scan++;
+    const id = request.id;
+    if (this.fenced(connection, id, request.epoch)) return;
+    if (
+      request.moving === true &&
+      request.epoch !== undefined &&
+      this.ownership.purgedEpoch >= request.epoch
+    ) {
+      this.counters.fenced++;
+      this.fail(
+        connection,
+        id,
+        ErrorCode.STALE_EPOCH,
+        `the ranges moving at epoch ${request.epoch} were purged here: the iteration must start again`,
+      );
+      return;
+    }
+    if (request.cursor > MAX_SCAN_CURSOR) {
+      this.fail(
+        connection,
+        id,
+        ErrorCode.INVALID_ARGUMENT,
+        `a node's scan cursor is at most ${MAX_SCAN_CURSOR}`,
+      );
+      return;
+    }
+    const accept = this.scanAccept(request, connection);
+    try {
+      const page = this.engine.scan(request.cursor, scanCount(request.count), accept);
+      connection.reply({ op: Op.KEYS, id, cursor: page.cursor, keys: page.keys });
+    } catch (error) {
+      if (isStorageEngineError(error, 'SCAN_EXPIRED'))
+        this.fail(connection, id, ErrorCode.CURSOR_EXPIRED, error.message);
+      else this.engineFailed(connection, id, error);
+    }
+  }
+
+  /** The keys a SCAN page may hold: served here, matching the pattern, visible to the user. */
+  private scanAccept(request: ScanRequest, connection: Connection): (key: Uint8Array) => boolean {
+    const served = this.ownership.scanFilter(request.moving === true);
+    const match = request.match === undefined ? undefined : globMatcher(request.match);
+    const principal = connection.principal;
+    const grant =
+      principal?.kind === 'user' && principal.grant.prefixes !== undefined ? principal.grant : undefined;
+    return (key) =>
+      served(key) && (match === undefined || match(key)) && (grant === undefined || keyVisible(grant, key));
+  }
+
+  /** Refuses a whole-keyspace request (DBSIZE) of a user limited to prefixes; true when refused. */
+  private keyspaceRefused(connection: Connection, id: number): boolean {
+    const principal = connection.principal;
+    const denial = principal?.kind === 'user' ? keyspaceDenied(principal.grant) : undefined;
+    if (denial === undefined) return false;
+    this.fail(connection, id, ErrorCode.NO_PERMISSION, denial);
+    return true;
   }
 
   private engineFailed(connection: Connection, id: number, error: unknown): void {

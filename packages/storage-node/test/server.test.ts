@@ -103,6 +103,41 @@ describe.each(engines)('storage node on $name', ({ name, options }) => {
     ]);
   });
 
+  it('SCAN pages through every key with MATCH and COUNT; DBSIZE counts them', async () => {
+    const { client } = await connected();
+    const entries = Array.from({ length: 600 }, (_, i) => ({
+      key: toBytes(i % 3 === 0 ? `user:${i}` : `item:${i}`),
+      value: toBytes('v'),
+    }));
+    for (let i = 0; i < entries.length; i += 200) {
+      expectOp(await client.request({ op: Op.MSET, entries: entries.slice(i, i + 200) }), Op.OK);
+    }
+    expect(expectOp(await client.request({ op: Op.DBSIZE }), Op.COUNT).count).toBe(600);
+    const seen = new Set<string>();
+    let cursor = 0;
+    let pages = 0;
+    do {
+      const page = expectOp(
+        await client.request({ op: Op.SCAN, cursor, count: 25, match: toBytes('user:*') }),
+        Op.KEYS,
+      );
+      for (const key of page.keys) seen.add(bytesToString(key));
+      cursor = page.cursor;
+      pages++;
+    } while (cursor !== 0 && pages < 10_000);
+    expect(cursor).toBe(0);
+    expect(pages).toBeGreaterThan(1);
+    expect([...seen].sort()).toEqual(
+      entries
+        .map((entry) => bytesToString(entry.key))
+        .filter((key) => key.startsWith('user:'))
+        .sort(),
+    );
+    await expect(client.request({ op: Op.SCAN, cursor: 2 ** 31, count: 10 })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
+  });
+
   it('serves many pipelined requests on one connection', async () => {
     const { client } = await connected();
     const writes = Array.from({ length: 500 }, (_, i) =>

@@ -1,7 +1,21 @@
 import { readFile } from 'node:fs/promises';
 import { bytesToString, DstoreError, ErrorCode } from '@dstore/protocol';
+import { parseInteger } from '@dstore/protocol/internal';
 import type { Command } from 'commander';
-import { ExitCode, positiveInteger, printJson, printLine, type ServerOptions, withClient } from './shared.js';
+import {
+  commanderParser,
+  ExitCode,
+  positiveInteger,
+  printJson,
+  printLine,
+  type ServerOptions,
+  withClient,
+} from './shared.js';
+
+interface ScanCliOptions extends ServerOptions {
+  readonly match?: string;
+  readonly count?: number;
+}
 
 interface SetOptions extends ServerOptions {
   /** Read the value from this file instead of the argument. */
@@ -45,7 +59,7 @@ function usage(message: string): DstoreError {
   return new DstoreError(ErrorCode.INVALID_ARGUMENT, message);
 }
 
-/** Registers `set`, `get`, `del` and `ping`. */
+/** Registers `set`, `mset`, `mget`, `get`, `del`, `scan`, `dbsize` and `ping`. */
 export function registerKeyValueCommands(
   program: Command,
   addServerOptions: (command: Command) => Command,
@@ -124,6 +138,40 @@ export function registerKeyValueCommands(
     const removed = await withClient(options, (client) => client.del(key));
     if (options.json) printJson({ key, deleted: removed ? 1 : 0 });
     else printLine(removed ? '1' : '0');
+  });
+
+  addServerOptions(
+    program
+      .command('scan')
+      .description(
+        'print every key of the cluster, one per line, once each (SCAN until the end; --match a Redis glob pattern)',
+      )
+      .option('--match <pattern>', 'only keys matching this glob pattern (*, ?, [...], \\ escapes)')
+      .option(
+        '--count <n>',
+        'keys examined per page (Redis COUNT), 1..1000',
+        commanderParser((text) => parseInteger(text, { min: 1, max: 1000, what: '--count' })),
+      ),
+  ).action(async (options: ScanCliOptions) => {
+    const keys = await withClient(options, async (client) => {
+      // Keys may come more than once during a ring change (as Redis's SCAN): print each once.
+      const unique = new Set<string>();
+      for await (const key of client.scanIterator({ match: options.match, count: options.count }))
+        unique.add(key);
+      return [...unique];
+    });
+    if (options.json) printJson({ keys });
+    else for (const key of keys) printLine(key);
+  });
+
+  addServerOptions(
+    program
+      .command('dbsize')
+      .description('print the number of keys in the cluster (approximate while keys move)'),
+  ).action(async (options: ServerOptions) => {
+    const size = await withClient(options, (client) => client.dbsize());
+    if (options.json) printJson({ keys: size });
+    else printLine(String(size));
   });
 
   addServerOptions(

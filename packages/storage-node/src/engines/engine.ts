@@ -102,6 +102,14 @@ export interface ScanOptions {
   readonly tombstones?: boolean;
 }
 
+/** One page of {@link StorageEngine.scan}. */
+export interface ScanPage {
+  /** Where the next page starts; 0 when the iteration is complete. */
+  readonly cursor: number;
+  /** Keys holding a value that `accept` took (copies the caller may keep). */
+  readonly keys: Uint8Array[];
+}
+
 /**
  * The storage condition of an engine, for health and metrics (node STATS `storage.*`, HEARTBEAT,
  * the balancer's `/ring`).
@@ -238,6 +246,17 @@ export interface StorageEngine {
     position: (key: Uint8Array) => number,
     options?: ScanOptions,
   ): Iterable<ScannedEntry>;
+  /**
+   * One page of an iteration over the keys holding a value, started with cursor 0 and complete
+   * when 0 comes back. Every key that holds a value for the whole iteration is returned at least
+   * once, whatever is written between pages; keys written or deleted meanwhile may or may not be,
+   * and a key may come twice. `count` bounds the work of a call (about that many entries examined),
+   * so a page may hold nothing and still have a next cursor. `accept` filters keys before they are
+   * copied (it sees a view valid during the call). Cursors are at most `MAX_SCAN_CURSOR` (2^30 - 1).
+   * An lmdb cursor names an iteration the engine keeps (the last key it returned): after 1,024
+   * newer iterations, or a restart, it is forgotten and the call throws `SCAN_EXPIRED`.
+   */
+  scan(cursor: number, count: number, accept: (key: Uint8Array) => boolean): ScanPage;
   /**
    * Throws `OUT_OF_SPACE` (lmdb) or `OUT_OF_MEMORY` (memory, no eviction possible) when `bytes` of
    * new keys and values certainly cannot be stored now, so that a batch is refused whole before

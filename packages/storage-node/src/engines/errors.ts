@@ -12,6 +12,8 @@
  *   Nothing of the call was stored.
  * - `ENGINE_IO`: the underlying store failed otherwise (an I/O error of a commit or a flush); the
  *   call's writes may or may not have been stored.
+ * - `SCAN_EXPIRED`: a scan cursor the engine no longer knows (lmdb keeps a bounded number of open
+ *   iterations, none across a restart); the caller starts the iteration again from 0.
  * - `UNSUPPORTED_FORMAT`: the data directory holds data in a format this version does not read
  *   (for example an lmdb data dir written before entries carried versions); raised by `open`.
  */
@@ -22,6 +24,7 @@ export type StorageEngineErrorCode =
   | 'ENGINE_IO'
   | 'OUT_OF_SPACE'
   | 'OUT_OF_MEMORY'
+  | 'SCAN_EXPIRED'
   | 'UNSUPPORTED_FORMAT';
 
 /** Error thrown (or rejected with) by every storage engine operation that fails. */

@@ -14,6 +14,7 @@ export type {
   Mutation,
   ScannedEntry,
   ScanOptions,
+  ScanPage,
   StorageEngine,
   StorageHealth,
   UpdateOptions,
@@ -23,7 +24,7 @@ export type {
 export { isExpired, openEngine } from './engine.js';
 export type { StorageEngineErrorCode } from './errors.js';
 export { isStorageEngineError, StorageEngineError } from './errors.js';
-export { assertValidKey, inRingRange, MAX_KEY_BYTES } from './keys.js';
+export { assertValidKey, inRingRange, MAX_KEY_BYTES, MAX_SCAN_CURSOR } from './keys.js';
 export type { LmdbDurability, LmdbEngineOptions, LmdbEngineStats } from './lmdb-engine.js';
 export { LMDB_FORMAT, LmdbEngine } from './lmdb-engine.js';
 export type { EvictionPolicy, MemoryEngineLimits, MemoryEngineStats } from './memory-engine.js';

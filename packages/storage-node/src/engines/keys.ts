@@ -57,3 +57,6 @@ export function closedError(kind: string): StorageEngineError {
 export function assertOpen(closed: boolean, kind: string): void {
   if (closed) throw closedError(kind);
 }
+
+/** Largest cursor a storage engine's `scan` returns (30 bits: it travels inside a cluster cursor). */
+export const MAX_SCAN_CURSOR = 2 ** 30 - 1;

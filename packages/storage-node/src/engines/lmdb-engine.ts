@@ -7,6 +7,7 @@ import {
   type Mutation,
   type ScannedEntry,
   type ScanOptions,
+  type ScanPage,
   type StorageEngine,
   type StorageHealth,
   type UpdateOptions,
@@ -14,7 +15,15 @@ import {
   type VersionedValue,
 } from './engine.js';
 import { StorageEngineError } from './errors.js';
-import { assertOpen, assertUint32, assertValidKey, inRingRange, keyToString, MAX_KEY_BYTES } from './keys.js';
+import {
+  assertOpen,
+  assertUint32,
+  assertValidKey,
+  inRingRange,
+  keyToString,
+  MAX_KEY_BYTES,
+  MAX_SCAN_CURSOR,
+} from './keys.js';
 
 /**
  * When an LMDB write is acknowledged.
@@ -62,6 +71,8 @@ const COMMIT_CAUSE_WAIT_MS = 100;
 /** Delay and number of attempts of the commit made to unblock `flushed` after a failed one. */
 const KICK_DELAY_MS = 20;
 const KICK_ATTEMPTS = 250;
+/** Open scan iterations an engine remembers (the last key of each); the least recently used goes first. */
+export const MAX_SCAN_ITERATIONS = 1024;
 
 /** Group-commit counters of an {@link LmdbEngine}. */
 export interface LmdbEngineStats {
@@ -349,6 +360,9 @@ export class LmdbEngine implements StorageEngine {
   /** Engine discriminator. */
   readonly kind = 'lmdb' as const;
   private closed = false;
+  /** Open scan iterations: cursor -> last key returned, least recently used first. */
+  private readonly scanIterations = new Map<number, Uint8Array>();
+  private lastScanCursor = 0;
   private commits = 0;
   private flushWaits = 0;
   private sharedFlush: { readonly epoch: number; readonly done: Promise<void> } | undefined;
@@ -843,6 +857,58 @@ export class LmdbEngine implements StorageEngine {
       bytes += (stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages) * stats.pageSize;
     }
     return bytes;
+  }
+
+  /**
+   * See {@link StorageEngine.scan}: keys in LMDB's order, after the last key of the iteration the
+   * cursor names. The engine keeps the last key of up to {@link MAX_SCAN_ITERATIONS} iterations
+   * (the least recently used is dropped), so a cursor stays a small number.
+   */
+  scan(cursor: number, count: number, accept: (key: Uint8Array) => boolean): ScanPage {
+    assertOpen(this.closed, this.kind);
+    let after: Uint8Array | undefined;
+    if (cursor !== 0) {
+      after = this.scanIterations.get(cursor);
+      if (after === undefined) {
+        throw new StorageEngineError(
+          'SCAN_EXPIRED',
+          `scan cursor ${cursor} is unknown or expired: start again from 0`,
+        );
+      }
+      this.scanIterations.delete(cursor);
+    }
+    const keys: Uint8Array[] = [];
+    let last: Uint8Array | undefined;
+    let examined = 0;
+    const now = Date.now();
+    for (const key of this.entries.getKeys(after === undefined ? {} : { start: after })) {
+      if (after !== undefined && examined === 0 && Buffer.compare(key, after) === 0) continue;
+      if (examined >= count) {
+        return { cursor: this.rememberScan(cursor, last ?? after ?? key), keys };
+      }
+      examined++;
+      last = key;
+      const stored = this.entries.getBinaryFast(key);
+      // Tombstones and expired values are not keys (an expired one is reclaimed by the sweep).
+      if (!isLiveValue(stored, now)) continue;
+      if (accept(key)) keys.push(key);
+    }
+    return { cursor: 0, keys };
+  }
+
+  /** Records where an iteration stopped under a cursor (`previous`, or a new one) and returns it. */
+  private rememberScan(previous: number, lastKey: Uint8Array): number {
+    let cursor = previous;
+    if (cursor === 0) {
+      this.lastScanCursor = this.lastScanCursor >= MAX_SCAN_CURSOR ? 1 : this.lastScanCursor + 1;
+      cursor = this.lastScanCursor;
+    }
+    this.scanIterations.set(cursor, Buffer.from(lastKey));
+    if (this.scanIterations.size > MAX_SCAN_ITERATIONS) {
+      const oldest = this.scanIterations.keys().next().value;
+      if (oldest !== undefined) this.scanIterations.delete(oldest);
+    }
+    return cursor;
   }
 
   /** Keys holding a value whose ring position lies in (start, end], wrapping when start >= end. */

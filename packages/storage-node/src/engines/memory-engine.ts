@@ -6,6 +6,7 @@ import {
   type Mutation,
   type ScannedEntry,
   type ScanOptions,
+  type ScanPage,
   type StorageEngine,
   type StorageHealth,
   type UpdateOptions,
@@ -366,6 +367,31 @@ export class MemoryEngine implements StorageEngine {
   bytesUsed(): number {
     assertOpen(this.closed, this.kind);
     return this.keyBytes + this.arena.stats().liveBytes;
+  }
+
+  /** See {@link StorageEngine.scan}: reverse-binary steps over the key index's home buckets. */
+  scan(cursor: number, count: number, accept: (key: Uint8Array) => boolean): ScanPage {
+    assertOpen(this.closed, this.kind);
+    const arena = this.arena;
+    const keys: Uint8Array[] = [];
+    // Nothing to walk (tombstones aside): done at once, as Redis answers an empty SCAN.
+    if (arena.size === 0) return { cursor: 0, keys };
+    const now = Date.now();
+    const visit = (handle: number): void => {
+      // Tombstones and expired values are not keys (freeing one here would move the buckets the
+      // cursor walks: the sweep reclaims it).
+      if (arena.isTombstone(handle) || isExpired(arena.expireAt(handle), now)) return;
+      const key = arena.key(handle);
+      if (accept(key)) keys.push(Buffer.from(key));
+    };
+    // Steps until `count` keys were taken, or 10 x count buckets were visited (Redis's bound, so
+    // a sparse index cannot make one call long).
+    let next = cursor;
+    for (let steps = 0; steps < count * 10; steps++) {
+      next = arena.scanStep(next, visit);
+      if (next === 0 || keys.length >= count) break;
+    }
+    return { cursor: next, keys };
   }
 
   /** Keys holding a value whose ring position lies in (start, end], wrapping when start >= end. */

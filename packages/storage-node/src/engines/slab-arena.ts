@@ -357,6 +357,29 @@ export class SlabArena {
     }
   }
 
+  /**
+   * One step of an iteration over every entry that survives the index growing between steps:
+   * calls `visit` with the handle of each entry (value or tombstone) whose home bucket is
+   * `cursor`, and returns the next cursor, 0 once every bucket was visited. Start from 0.
+   *
+   * Buckets are visited in reverse-binary order (Redis's SCAN argument): the cursor's bits are
+   * incremented from the top, so when the index doubles between two steps, the buckets a smaller
+   * index already covered are exactly the ones the larger index's cursor has passed, and none is
+   * skipped (some may be visited twice). With linear probing an entry lies in the run of occupied
+   * buckets that starts at its home bucket, so a step walks that run only: O(run length).
+   * `visit` must not mutate the arena.
+   */
+  scanStep(cursor: number, visit: (handle: number) => void): number {
+    const buckets = this.buckets;
+    const mask = this.mask;
+    const home = cursor & mask;
+    for (let i = home; buckets[i] !== EMPTY_BUCKET; i = (i + 1) & mask) {
+      const handle = buckets[i]!;
+      if ((this.slotHash[handle]! & mask) === home) visit(handle);
+    }
+    return nextReverseBinary(cursor, mask);
+  }
+
   /** The key of the entry under `handle`, as a view into arena memory (valid until the next mutation). */
   key(handle: number): Uint8Array {
     this.locate(handle);
@@ -749,6 +772,25 @@ export class SlabArena {
     }
     return slot;
   }
+}
+
+/** `value`'s 32 bits in reverse order. */
+function reverseBits(value: number): number {
+  let v = value >>> 0;
+  v = ((v >>> 1) & 0x5555_5555) | ((v & 0x5555_5555) << 1);
+  v = ((v >>> 2) & 0x3333_3333) | ((v & 0x3333_3333) << 2);
+  v = ((v >>> 4) & 0x0f0f_0f0f) | ((v & 0x0f0f_0f0f) << 4);
+  v = ((v >>> 8) & 0x00ff_00ff) | ((v & 0x00ff_00ff) << 8);
+  return ((v >>> 16) | (v << 16)) >>> 0;
+}
+
+/**
+ * The cursor after `cursor` for a table of `mask + 1` buckets: the bits above the mask set, the
+ * reversed value incremented, reversed back; 0 after the last bucket.
+ */
+export function nextReverseBinary(cursor: number, mask: number): number {
+  const filled = (cursor | ~mask) >>> 0;
+  return reverseBits((reverseBits(filled) + 1) >>> 0);
 }
 
 const NONE = -1;

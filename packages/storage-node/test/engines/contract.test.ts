@@ -35,6 +35,41 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     await harness.cleanup();
   });
 
+  it('scans every key present for the whole iteration while keys are written and deleted between pages', async () => {
+    const stable = Array.from({ length: 3000 }, (_, i) => `stable-${i}`);
+    // Issued together (lmdb: one transaction and one flush instead of one per write).
+    await Promise.all([
+      ...stable.map((name) => engine.set(text(name), text('v'))),
+      ...Array.from({ length: 500 }, (_, i) => engine.set(text(`doomed-${i}`), text('v'))),
+      engine.tombstone(text('ghost'), 1),
+    ]);
+    const seen = new Set<string>();
+    let cursor = 0;
+    let pages = 0;
+    let added = 0;
+    do {
+      const page = engine.scan(cursor, 50, (key) => key[0] !== 0x78 /* 'x': filtered out */);
+      for (const key of page.keys) seen.add(Buffer.from(key).toString());
+      cursor = page.cursor;
+      pages++;
+      // Between pages: new keys (the memory index doubles several times), deletes, overwrites.
+      await Promise.all([
+        ...Array.from({ length: 100 }, () => engine.set(text(`added-${added++}`), text('v'))),
+        engine.delete(text(`doomed-${pages}`)),
+        engine.set(text(stable[pages % stable.length]!), text(`v${pages}`)),
+        engine.set(text(`x-filtered-${pages}`), text('v')),
+      ]);
+    } while (cursor !== 0 && pages < 10_000);
+    expect(cursor).toBe(0);
+    for (const name of stable) expect(seen.has(name), name).toBe(true);
+    expect(seen.has('ghost')).toBe(false);
+    expect([...seen].some((name) => name.startsWith('x'))).toBe(false);
+  });
+
+  it('scans an empty engine in one call', async () => {
+    expect(engine.scan(0, 10, () => true)).toEqual({ cursor: 0, keys: [] });
+  });
+
   it('round-trips set/get/has/delete/count', async () => {
     expect(engine.get(text('a'))).toBeUndefined();
     expect(engine.has(text('a'))).toBe(false);
@@ -597,6 +632,25 @@ describe('MemoryEngine space reclamation', () => {
     await engine.set(text('c'), bytes(7, 8, 9));
     expect(hex(engine.get(text('b'))!)).toBe(hex(bytes(4, 5, 6)));
     expect(hex(engine.get(text('c'))!)).toBe(hex(bytes(7, 8, 9)));
+  });
+});
+
+describe('LmdbEngine scan iterations', () => {
+  it('forgets the least recently used iteration past 1,024 and says so with SCAN_EXPIRED', async () => {
+    const harness = lmdbHarness();
+    const engine = await harness.open();
+    try {
+      for (let i = 0; i < 20; i++) await engine.set(text(`k${i}`), text('v'));
+      const first = engine.scan(0, 1, () => true);
+      expect(first.cursor).not.toBe(0);
+      for (let i = 0; i < 1024; i++) expect(engine.scan(0, 1, () => true).cursor).not.toBe(0);
+      expect(() => engine.scan(first.cursor, 1, () => true)).toThrow(
+        expect.objectContaining({ code: 'SCAN_EXPIRED' }),
+      );
+    } finally {
+      await engine.close();
+      await harness.cleanup();
+    }
   });
 });
 

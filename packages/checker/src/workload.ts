@@ -1,0 +1,176 @@
+/**
+ * A register workload: N async workers over K keys issue random reads, writes (each of a value
+ * never written before) and deletes against a store, recording every operation in a
+ * {@link HistoryRecorder} for the linearizability checker.
+ */
+import { classifyError, DstoreError } from '@dstore/protocol';
+import type { HistoryRecorder } from './recorder.js';
+
+/** One register operation for the store. */
+export type WorkloadOperation =
+  | { readonly f: 'read'; readonly key: string }
+  | { readonly f: 'write'; readonly key: string; readonly value: string }
+  | { readonly f: 'delete'; readonly key: string };
+
+/** What the store answered: a read its value (null: absent), a delete whether it removed a value. */
+export type WorkloadResult = string | null | boolean | undefined;
+
+/** How a failed operation enters the history: `fail` (certainly not applied) or `info` (unknown). */
+export type FailureKind = 'fail' | 'info';
+
+/**
+ * dstore's classification: an error that says the request was not executed (`notExecuted`:
+ * UNAVAILABLE, BUSY, STALE_EPOCH...) is `fail`; anything else (TIMEOUT, CONNECTION_CLOSED after
+ * sending, INTERNAL, an error that is not a DstoreError) may have been applied: `info`.
+ */
+export function classifyFailure(error: unknown): FailureKind {
+  return classifyError(error).notExecuted ? 'fail' : 'info';
+}
+
+/** The mix of operations (weights, need not sum to 1). */
+export interface OperationMix {
+  readonly read: number;
+  readonly write: number;
+  readonly delete: number;
+}
+
+/** Options of {@link startWorkload}. */
+export interface WorkloadOptions {
+  readonly recorder: HistoryRecorder;
+  /** Runs one operation against the store. `worker` is the worker's index (to pick its client). */
+  readonly execute: (operation: WorkloadOperation, worker: number) => Promise<WorkloadResult>;
+  /** The keys every worker picks from (all workers share them: several writers per key). */
+  readonly keys: readonly string[];
+  /** Concurrent workers. Default 8. */
+  readonly workers?: number;
+  /** Stop after this many operations in all. Default 3,000. */
+  readonly maxOperations?: number;
+  /** Stop after this long (ms). Default 5,000. */
+  readonly durationMs?: number;
+  /** Default `{ read: 5, write: 4, delete: 1 }`. */
+  readonly mix?: OperationMix;
+  /** Random numbers in [0, 1); default `Math.random`. Pass a seeded one to replay a run's choices. */
+  readonly random?: () => number;
+  /** How an error enters the history; default {@link classifyFailure}. */
+  readonly classify?: (error: unknown) => FailureKind;
+  /** A worker waits this long after a failed operation, instead of spinning on instant refusals. Default 5. */
+  readonly pauseAfterFailureMs?: number;
+}
+
+/** Counts of a finished workload. */
+export interface WorkloadStats {
+  readonly operations: number;
+  readonly ok: number;
+  readonly fail: number;
+  readonly info: number;
+  /** Failures by error code (`NOT_A_DSTORE_ERROR` for anything else). */
+  readonly failures: Readonly<Record<string, number>>;
+}
+
+/** A running workload. */
+export interface RunningWorkload {
+  /** Resolves when the workload ends (count or time reached, or {@link RunningWorkload.stop}). */
+  readonly done: Promise<WorkloadStats>;
+  /** Asks every worker to stop after its current operation; resolves with the counts. */
+  stop(): Promise<WorkloadStats>;
+  /** Operations started so far. */
+  readonly started: number;
+}
+
+const DEFAULT_MIX: OperationMix = { read: 5, write: 4, delete: 1 };
+
+class Counts {
+  operations = 0;
+  ok = 0;
+  fail = 0;
+  info = 0;
+  readonly failures: Record<string, number> = {};
+
+  noteFailure(kind: FailureKind, error: unknown): void {
+    this[kind]++;
+    const code = error instanceof DstoreError ? error.code : 'NOT_A_DSTORE_ERROR';
+    this.failures[code] = (this.failures[code] ?? 0) + 1;
+  }
+
+  snapshot(): WorkloadStats {
+    return {
+      operations: this.operations,
+      ok: this.ok,
+      fail: this.fail,
+      info: this.info,
+      failures: { ...this.failures },
+    };
+  }
+}
+
+const errorText = (error: unknown): string =>
+  error instanceof DstoreError ? error.code : error instanceof Error ? error.message : String(error);
+
+/** Starts the workers; see {@link WorkloadOptions} for the defaults. */
+export function startWorkload(options: WorkloadOptions): RunningWorkload {
+  const { recorder, execute, keys } = options;
+  const random = options.random ?? Math.random;
+  const mix = options.mix ?? DEFAULT_MIX;
+  const total = mix.read + mix.write + mix.delete;
+  const maxOperations = options.maxOperations ?? 3000;
+  const until = performance.now() + (options.durationMs ?? 5000);
+  const classify = options.classify ?? classifyFailure;
+  const pause = options.pauseAfterFailureMs ?? 5;
+  const counts = new Counts();
+  let stopping = false;
+
+  /** The next operation; a write's value (`w<process>.<n>`) is unique within the recorder's history. */
+  const next = (process: number, n: number): WorkloadOperation => {
+    const key = keys[Math.floor(random() * keys.length)]!;
+    const dice = random() * total;
+    if (dice < mix.read) return { f: 'read', key };
+    if (dice < mix.read + mix.write) return { f: 'write', key, value: `w${process}.${n}` };
+    return { f: 'delete', key };
+  };
+
+  const worker = async (index: number): Promise<void> => {
+    let process = recorder.newProcess();
+    let n = 0;
+    while (!stopping && counts.operations < maxOperations && performance.now() < until) {
+      counts.operations++;
+      const operation = next(process, n++);
+      const pending = recorder.invoke(
+        process,
+        operation.f,
+        operation.key,
+        operation.f === 'write' ? operation.value : undefined,
+      );
+      try {
+        const result = await execute(operation, index);
+        counts.ok++;
+        pending.ok(operation.f === 'write' ? undefined : (result ?? null));
+      } catch (error) {
+        const kind = classify(error);
+        counts.noteFailure(kind, error);
+        if (kind === 'fail') pending.fail(errorText(error));
+        else {
+          pending.info(errorText(error));
+          // Jepsen's rule: an operation of unknown outcome may still be running, so its process
+          // never invokes again; the worker goes on as a new process.
+          process = recorder.newProcess();
+          n = 0;
+        }
+        if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
+  };
+
+  const done = Promise.all(Array.from({ length: options.workers ?? 8 }, (_, index) => worker(index))).then(
+    () => counts.snapshot(),
+  );
+  return {
+    done,
+    stop: () => {
+      stopping = true;
+      return done;
+    },
+    get started() {
+      return counts.operations;
+    },
+  };
+}

@@ -1,0 +1,288 @@
+/**
+ * The checker on hand-made histories, each small enough to verify by hand. Histories are written
+ * with the recorder itself (a counting clock): the order of the calls is the real-time order.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  checkHistory,
+  formatCheckResult,
+  HistoryRecorder,
+  MalformedHistoryError,
+  parseHistory,
+} from '../src/index.js';
+
+/** A recorder whose clock counts events, so times in explanations are small and exact. */
+function recorder(): HistoryRecorder {
+  let now = 0;
+  return new HistoryRecorder({ clock: () => now++ });
+}
+
+const verdictOf = (history: HistoryRecorder) => checkHistory(history.events).verdict;
+
+describe('sequential histories', () => {
+  it('a read sees the last write; an absent key reads null', () => {
+    const h = recorder();
+    h.invoke(0, 'read', 'k').ok(null);
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'read', 'k').ok('a');
+    h.invoke(1, 'write', 'k', 'b').ok();
+    h.invoke(0, 'read', 'k').ok('b');
+    expect(verdictOf(h)).toBe('ok');
+  });
+
+  it('a value never written is illegal', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'read', 'k').ok('zzz');
+    expect(verdictOf(h)).toBe('illegal');
+  });
+
+  it('a read before any write that sees a value is illegal', () => {
+    const h = recorder();
+    h.invoke(1, 'read', 'k').ok('a');
+    h.invoke(0, 'write', 'k', 'a').ok();
+    expect(verdictOf(h)).toBe('illegal');
+  });
+
+  it('a stale read (an older value after a newer write completed) is illegal', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(0, 'write', 'k', 'b').ok();
+    h.invoke(1, 'read', 'k').ok('a');
+    expect(verdictOf(h)).toBe('illegal');
+  });
+
+  it('keys are independent registers', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'x', 'a').ok();
+    h.invoke(0, 'write', 'y', 'b').ok();
+    h.invoke(1, 'read', 'x').ok('a');
+    h.invoke(1, 'read', 'y').ok('b');
+    const result = checkHistory(h.events);
+    expect(result.verdict).toBe('ok');
+    expect(result.keys.map((key) => key.key).sort()).toEqual(['x', 'y']);
+    h.invoke(1, 'read', 'y').ok('a');
+    expect(checkHistory(h.events).illegal.map((key) => key.key)).toEqual(['y']);
+  });
+});
+
+describe('deletes', () => {
+  it('a read after a delete sees null; the delete reports what it removed', () => {
+    const h = recorder();
+    h.invoke(0, 'delete', 'k').ok(false);
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(0, 'delete', 'k').ok(true);
+    h.invoke(1, 'read', 'k').ok(null);
+    expect(verdictOf(h)).toBe('ok');
+  });
+
+  it('a value read after its delete completed is a resurrection: illegal', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(0, 'delete', 'k').ok(true);
+    h.invoke(1, 'read', 'k').ok('a');
+    expect(verdictOf(h)).toBe('illegal');
+  });
+
+  it('a delete that removed nothing although a value was there is illegal', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(0, 'delete', 'k').ok(false);
+    expect(verdictOf(h)).toBe('illegal');
+  });
+});
+
+describe('concurrent operations', () => {
+  it('a read concurrent with a write may see the old or the new value', () => {
+    for (const seen of [null, 'a']) {
+      const h = recorder();
+      const write = h.invoke(0, 'write', 'k', 'a');
+      h.invoke(1, 'read', 'k').ok(seen);
+      write.ok();
+      expect(verdictOf(h)).toBe('ok');
+    }
+  });
+
+  it('two concurrent writes take effect in one order, the same for every later reader', () => {
+    const ordered = recorder();
+    const a = ordered.invoke(0, 'write', 'k', 'a');
+    const b = ordered.invoke(1, 'write', 'k', 'b');
+    a.ok();
+    b.ok();
+    ordered.invoke(2, 'read', 'k').ok('a');
+    ordered.invoke(3, 'read', 'k').ok('a');
+    expect(verdictOf(ordered)).toBe('ok');
+
+    const flipping = recorder();
+    const a2 = flipping.invoke(0, 'write', 'k', 'a');
+    const b2 = flipping.invoke(1, 'write', 'k', 'b');
+    a2.ok();
+    b2.ok();
+    flipping.invoke(2, 'read', 'k').ok('a');
+    flipping.invoke(3, 'read', 'k').ok('b');
+    flipping.invoke(2, 'read', 'k').ok('a');
+    expect(verdictOf(flipping)).toBe('illegal');
+  });
+
+  it('overlapping reads may see the two values only in the order of the writes', () => {
+    // write a completes; write b runs; reader 1 sees b while b runs, then reader 2 (after reader 1
+    // returned) sees a: b already took effect, so a is stale.
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    const b = h.invoke(0, 'write', 'k', 'b');
+    h.invoke(1, 'read', 'k').ok('b');
+    h.invoke(2, 'read', 'k').ok('a');
+    b.ok();
+    expect(verdictOf(h)).toBe('illegal');
+  });
+});
+
+describe('outcome unknown (info) and failed operations', () => {
+  it('an info write may take effect after the history moves on', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'write', 'k', 'b').info('TIMEOUT');
+    h.invoke(2, 'read', 'k').ok('a');
+    h.invoke(2, 'read', 'k').ok('b');
+    expect(verdictOf(h)).toBe('ok');
+  });
+
+  it('an info write may never take effect', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'write', 'k', 'b').info('CONNECTION_CLOSED');
+    h.invoke(2, 'read', 'k').ok('a');
+    h.invoke(2, 'read', 'k').ok('a');
+    expect(verdictOf(h)).toBe('ok');
+  });
+
+  it('an info write takes effect once: its value cannot come back after being overwritten', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'write', 'k', 'b').info('TIMEOUT');
+    h.invoke(2, 'read', 'k').ok('b');
+    h.invoke(0, 'write', 'k', 'c').ok();
+    h.invoke(2, 'read', 'k').ok('b');
+    expect(verdictOf(h)).toBe('illegal');
+  });
+
+  it('an info write cannot take effect before it was invoked', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(2, 'read', 'k').ok('b');
+    h.invoke(1, 'write', 'k', 'b').info('TIMEOUT');
+    expect(verdictOf(h)).toBe('illegal');
+  });
+
+  it('an invocation never completed (the history ended) is an info', () => {
+    const h = recorder();
+    h.invoke(1, 'write', 'k', 'b');
+    h.invoke(2, 'read', 'k').ok('b');
+    expect(verdictOf(h)).toBe('ok');
+  });
+
+  it('a failed write certainly did not happen: reading its value is illegal', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'write', 'k', 'b').fail('UNAVAILABLE');
+    h.invoke(2, 'read', 'k').ok('a');
+    expect(verdictOf(h)).toBe('ok');
+    h.invoke(2, 'read', 'k').ok('b');
+    expect(verdictOf(h)).toBe('illegal');
+  });
+
+  it('an info delete may or may not have removed the value', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'delete', 'k').info('TIMEOUT');
+    h.invoke(2, 'read', 'k').ok('a');
+    h.invoke(2, 'read', 'k').ok(null);
+    expect(verdictOf(h)).toBe('ok');
+    h.invoke(2, 'read', 'k').ok('a');
+    expect(verdictOf(h)).toBe('illegal');
+  });
+
+  it('an info read constrains nothing', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'read', 'k').info('TIMEOUT');
+    expect(checkHistory(h.events).operations).toBe(1);
+  });
+});
+
+describe('cas (for the atomic operations to come)', () => {
+  it('an applied cas replaces the expected value', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'cas', 'k', ['a', 'b']).ok();
+    h.invoke(2, 'read', 'k').ok('b');
+    expect(verdictOf(h)).toBe('ok');
+  });
+
+  it('a cas cannot apply when the value was something else', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'x').ok();
+    h.invoke(1, 'cas', 'k', ['a', 'b']).ok();
+    expect(verdictOf(h)).toBe('illegal');
+  });
+});
+
+describe('reports, budget and malformed histories', () => {
+  it('explains a failure: the key, the longest linearizable prefix and the operations that cannot come next', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(0, 'write', 'k', 'b').ok();
+    h.invoke(1, 'read', 'k').ok('a');
+    const result = checkHistory(h.events);
+    const text = formatCheckResult(result);
+    expect(text).toContain('verdict: illegal');
+    expect(text).toContain('key "k": not linearizable (3 operations)');
+    expect(text).toContain('Longest linearizable prefix: 2 operations, leaving the state "b"');
+    expect(text).toMatch(/None of these can come next[^\n]*\n {2}#4 process 1: read -> "a"/);
+  });
+
+  it('names the faults injected last before the operation that could not be placed (the phase)', () => {
+    const h = recorder();
+    h.nemesis('join', 'node-4');
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.nemesis('kill', 'node-2');
+    h.invoke(1, 'read', 'k').ok(null);
+    h.nemesis('restart', 'node-2');
+    const [illegal] = checkHistory(h.events).illegal;
+    expect(illegal!.blockedAt).toBe(4);
+    expect(illegal!.explanation).toMatch(
+      /\nLast faults injected before it: join node-4 @0\.0, kill node-2 @3\.0$/,
+    );
+  });
+
+  it('a search that runs out of budget is unknown, never a pass', () => {
+    // Many concurrent writes of unknown outcome and reads that fit no order: the search must
+    // explore many orders before it can conclude anything.
+    const h = recorder();
+    for (let p = 0; p < 14; p++) h.invoke(p, 'write', 'k', `v${p}`).info('TIMEOUT');
+    for (let i = 0; i < 14; i++) h.invoke(100, 'read', 'k').ok(`v${(i * 5) % 14}`);
+    h.invoke(100, 'read', 'k').ok('v0');
+    const result = checkHistory(h.events, { maxStepsPerKey: 1000 });
+    expect(result.verdict).toBe('unknown');
+    expect(result.unknown[0]!.explanation).toContain('1000 steps');
+  });
+
+  it('round-trips through JSONL', () => {
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a').ok();
+    h.invoke(1, 'read', 'k').ok('a');
+    h.nemesis('kill', 'node-2');
+    h.invoke(1, 'delete', 'k').ok(true);
+    expect(parseHistory(h.toJsonl())).toEqual(h.events);
+    expect(checkHistory(parseHistory(h.toJsonl())).verdict).toBe('ok');
+  });
+
+  it('refuses a completion without an invocation and a second invocation of an open process', () => {
+    const orphan = [{ index: 0, type: 'ok' as const, process: 0, f: 'read', key: 'k', value: null, time: 0 }];
+    expect(() => checkHistory(orphan)).toThrow(MalformedHistoryError);
+    const h = recorder();
+    h.invoke(0, 'write', 'k', 'a');
+    h.invoke(0, 'write', 'k', 'b');
+    expect(() => checkHistory(h.events)).toThrow(MalformedHistoryError);
+  });
+});

@@ -1,0 +1,141 @@
+/**
+ * Replica sets by range: the ranges of the ring with the N distinct members that hold each one
+ * (the owner first, then the next distinct members clockwise: the preference list of
+ * `HashRing.getN`), and the difference between two rings' replica sets. A replicating cluster
+ * derives its chains from these, so every party that builds the same ring agrees on them.
+ */
+
+import type { Continuum } from './continuum.js';
+
+/** A ring range `(start, end]` (wrapping when `start >= end`) and the members that hold it. */
+export interface ReplicaRange {
+  /** Exclusive lower bound (unsigned 32-bit). */
+  readonly start: number;
+  /** Inclusive upper bound (unsigned 32-bit). */
+  readonly end: number;
+  /** Distinct member ids, the owner first, then clockwise; `min(n, members)` of them. */
+  readonly replicas: readonly string[];
+}
+
+/** A range whose replica set differs between two rings. */
+export interface ReplicaSetChange {
+  /** Exclusive lower bound (unsigned 32-bit). */
+  readonly start: number;
+  /** Inclusive upper bound (unsigned 32-bit). */
+  readonly end: number;
+  /** Replica set on the old ring. */
+  readonly before: readonly string[];
+  /** Replica set on the new ring. */
+  readonly after: readonly string[];
+}
+
+/** The first `want` distinct owners met walking clockwise from point index `from`. */
+function distinctFrom(c: Continuum, ids: readonly string[], from: number, want: number): string[] {
+  const { owners } = c;
+  const total = owners.length;
+  const picked: string[] = [];
+  const seen = new Set<number>();
+  for (let i = from, steps = 0; steps < total && picked.length < want; steps++) {
+    const owner = owners[i]!;
+    if (!seen.has(owner)) {
+      seen.add(owner);
+      picked.push(ids[owner]!);
+    }
+    i = i + 1 === total ? 0 : i + 1;
+  }
+  return picked;
+}
+
+function sameMembers(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Joins neighbours with the same replicas (`same` compares two entries' members), including the
+ * last range with the first across the wrap. Ranges arrive ascending by `end`.
+ */
+function mergeNeighbours<T extends { readonly start: number; readonly end: number }>(
+  ranges: T[],
+  same: (a: T, b: T) => boolean,
+): T[] {
+  const merged: T[] = [];
+  for (const range of ranges) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && last.end === range.start && same(last, range)) {
+      merged[merged.length - 1] = { ...range, start: last.start };
+    } else {
+      merged.push(range);
+    }
+  }
+  const first = merged[0];
+  const last = merged[merged.length - 1];
+  if (merged.length > 1 && first !== undefined && last !== undefined && last.end === first.start) {
+    if (same(last, first)) {
+      merged[0] = { ...first, start: last.start };
+      merged.pop();
+    }
+  }
+  return merged;
+}
+
+/**
+ * Every range of the continuum with its `n` replicas, ascending by `end` (a range that wraps past
+ * 2^32 - 1 comes first), neighbours with the same replicas merged. A continuum whose points are all
+ * equal yields one range covering the whole ring (`start === end`).
+ */
+export function replicaRangesOf(c: Continuum, ids: readonly string[], n: number): ReplicaRange[] {
+  const { points } = c;
+  const want = Math.min(n, ids.length);
+  const ranges: ReplicaRange[] = [];
+  let previous = points[points.length - 1]!;
+  for (let i = 0; i < points.length; i++) {
+    const end = points[i]!;
+    // Of equal points only the first owns anything (the lookup rule of `locate`).
+    if (i > 0 && end === points[i - 1]) continue;
+    ranges.push({ start: previous, end, replicas: distinctFrom(c, ids, i, want) });
+    previous = end;
+  }
+  return mergeNeighbours(ranges, (a, b) => sameMembers(a.replicas, b.replicas));
+}
+
+/** Walks a sorted replica-range list by ascending positions, as lookups do. */
+class ReplicaCursor {
+  private i = 0;
+  constructor(private readonly ranges: readonly ReplicaRange[]) {}
+
+  /** Replicas of the range holding `position`; positions must be asked in ascending order. */
+  replicasAt(position: number): readonly string[] {
+    const ranges = this.ranges;
+    while (this.i < ranges.length && ranges[this.i]!.end < position) this.i++;
+    // Past the last end: the range that wraps, which is the first one.
+    return ranges[this.i === ranges.length ? 0 : this.i]!.replicas;
+  }
+}
+
+/**
+ * Ranges whose replica set differs between two lists from {@link replicaRangesOf} (order matters:
+ * a member moving from first to second replica is a change, the owner changed), ascending by `end`,
+ * neighbours with the same change merged.
+ */
+export function diffReplicaRanges(
+  before: readonly ReplicaRange[],
+  after: readonly ReplicaRange[],
+): ReplicaSetChange[] {
+  const bounds = [...new Set([...before.map((r) => r.end), ...after.map((r) => r.end)])].sort(
+    (a, b) => a - b,
+  );
+  const old = new ReplicaCursor(before);
+  const next = new ReplicaCursor(after);
+  const changes: ReplicaSetChange[] = [];
+  for (let k = 0; k < bounds.length; k++) {
+    const end = bounds[k]!;
+    const was = old.replicasAt(end);
+    const now = next.replicasAt(end);
+    if (sameMembers(was, now)) continue;
+    const start = k === 0 ? bounds[bounds.length - 1]! : bounds[k - 1]!;
+    changes.push({ start, end, before: was, after: now });
+  }
+  return mergeNeighbours(changes, (a, b) => sameMembers(a.before, b.before) && sameMembers(a.after, b.after));
+}
