@@ -50,6 +50,20 @@ describe.each([memoryHarness, lmdbHarness])('expiry and read-modify-write (%o)',
     expect(engine.getEntry(text('live'))).toMatchObject({ expireAt: 0, seq: 2 });
   });
 
+  it('never lists an expired value in a SCAN', async () => {
+    await engine.set(text('live'), text('v'), 0, Date.now() + HOUR);
+    await engine.set(text('plain'), text('v'));
+    for (let i = 0; i < 20; i++) await engine.set(text(`dead${i}`), text('v'), 0, Date.now() - 1);
+    const listed: string[] = [];
+    let cursor = 0;
+    do {
+      const page = engine.scan(cursor, 5, () => true);
+      listed.push(...page.keys.map((key) => str(key)!));
+      cursor = page.cursor;
+    } while (cursor !== 0);
+    expect(listed.sort()).toEqual(['live', 'plain']);
+  });
+
   it('lets a value expire while it is stored, and reclaims it on access', async () => {
     const soon = Date.now() + 30;
     await engine.set(text('k'), text('v'), 0, soon);
