@@ -5,6 +5,7 @@ import {
   ErrorCode,
   type ExistsRequest,
   type GetRequest,
+  type KeyValue,
   type MGetRequest,
   type MSetRequest,
   Op,
@@ -96,6 +97,21 @@ function isRoutingRefusal(error: unknown): error is DstoreError {
   );
 }
 
+/**
+ * The error of a split MSET one part of which failed: when another part was stored, a "not
+ * executed" failure would be a lie, so it becomes indeterminate (INTERNAL, as a DEL that reached
+ * one of two copies), the cause kept.
+ */
+function partlyApplied(failure: unknown, results: readonly PromiseSettledResult<Response>[]): unknown {
+  const stored = results.filter((result) => result.status === 'fulfilled').length;
+  if (stored === 0 || !(failure instanceof DstoreError) || !failure.notExecuted) return failure;
+  return new DstoreError(
+    ErrorCode.INTERNAL,
+    `MSET partly applied (${stored} of ${results.length} nodes stored their keys): ${failure.message}`,
+    { cause: failure },
+  );
+}
+
 /** A copy of a single-key request whose key and value outlive the current tick. */
 function copyRequest(request: SingleKeyRequest): SingleKeyRequest {
   const key = Uint8Array.from(request.key);
@@ -156,6 +172,10 @@ export class Router {
 
   /** GET, SET or DEL: forward to the key's owner and relay its answer. */
   forwardToOwner(request: SingleKeyRequest, client: Replier, startMs: number, retried = false): void {
+    if (request.op === Op.DEL && request.fallback === true) {
+      this.deleteOldCopy(request, client, startMs);
+      return;
+    }
     const topology = this.membership.topology;
     const owner = this.upOwnerOf(request.key, topology);
     if (owner instanceof DstoreError) {
@@ -176,6 +196,38 @@ export class Router {
       } else this.forwardFailed(client, id, op, startMs, error, owner);
     });
     if (refusal !== undefined) this.forwardFailed(client, id, op, startMs, refusal, owner);
+  }
+
+  /**
+   * A client's DEL with the fall-back flag: delete only the old owner's copy of a moving key. A
+   * direct client sends it after the key's new owner executed its DEL and answered ASK naming an
+   * old owner the client cannot reach (a leaving node is not in the map clients get): the whole DEL
+   * again would run twice on the new owner. COUNT 0 when the key's range no longer moves here
+   * (nobody reads that copy any more, and PURGE removes it).
+   */
+  private deleteOldCopy(request: DelRequest, client: Replier, startMs: number): void {
+    const topology = this.membership.topology;
+    const { id } = request;
+    const ownerId = topology.ownerOf(request.key);
+    const fromId = ownerId === undefined ? undefined : topology.fallbackOf(request.key, ownerId);
+    if (fromId === undefined) {
+      this.metrics.record(Op.DEL, startMs, true);
+      client.reply({ op: Op.COUNT, id, count: 0 });
+      return;
+    }
+    const from = this.membership.node(fromId);
+    if (from === undefined || !from.up) {
+      this.fail(client, id, Op.DEL, startMs, downError(from));
+      return;
+    }
+    const key = Uint8Array.from(request.key);
+    from.forward(fenced({ op: Op.DEL, key, fallback: true }, topology)).then(
+      (response) => {
+        this.metrics.record(Op.DEL, startMs, true);
+        client.reply(withRequestId(response, id));
+      },
+      (error: unknown) => this.forwardFailed(client, id, Op.DEL, startMs, error as DstoreError, from),
+    );
   }
 
   private forwardFailed(
@@ -462,17 +514,49 @@ export class Router {
       );
       return;
     }
-    Promise.all(
+    Promise.allSettled(
       batches.map((batch) =>
         this.forwardCounted(batch.node, fenced({ op: Op.MSET, entries: batch.items }, topology)),
       ),
-    ).then(
-      () => {
-        this.metrics.record(Op.MSET, startMs, true);
-        client.reply({ op: Op.OK, id });
-      },
-      (error: unknown) => this.failOrRetry(client, id, Op.MSET, startMs, error, again),
-    );
+    ).then((results) => this.msetSettled(request, batches, results, client, startMs, retried));
+  }
+
+  /**
+   * The end of a split MSET: OK when every part was stored. While the ring is announced, only the
+   * parts a node refused for routing (not executed) are sent again once caught up: the parts other
+   * nodes stored stay as they are, since storing them again could overwrite a write acknowledged
+   * in between (what the linearizability tests look for).
+   */
+  private msetSettled(
+    request: MSetRequest,
+    batches: readonly OwnerBatch<KeyValue>[],
+    results: readonly PromiseSettledResult<Response>[],
+    client: Replier,
+    startMs: number,
+    retried: boolean,
+  ): void {
+    const { id } = request;
+    const refused: KeyValue[] = [];
+    let refusal: DstoreError | undefined;
+    let failure: unknown;
+    results.forEach((result, index) => {
+      if (result.status === 'fulfilled') return;
+      if (!retried && isRoutingRefusal(result.reason)) {
+        refusal ??= result.reason;
+        refused.push(...batches[index]!.items);
+      } else failure ??= result.reason;
+    });
+    if (failure !== undefined) {
+      this.failOrRetry(client, id, Op.MSET, startMs, partlyApplied(failure, results), undefined);
+      return;
+    }
+    if (refusal === undefined) {
+      this.metrics.record(Op.MSET, startMs, true);
+      client.reply({ op: Op.OK, id });
+      return;
+    }
+    const rest: MSetRequest = { op: Op.MSET, id, entries: refused };
+    this.membership.catchUp(refusal).then(() => this.forwardMSet(rest, client, startMs, true));
   }
 
   /**

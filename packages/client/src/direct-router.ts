@@ -394,18 +394,14 @@ export class DirectRouter {
     }
     if (message.op === Op.DEL) {
       const here = ask.count ?? 0;
-      if (source === undefined) {
-        // The balancer deletes both copies again (the tombstone here is already in place): the
-        // key was removed if it was removed here or there.
-        const again = await this.viaBalancer(message, remaining(options, deadline));
-        return again.op === Op.COUNT
-          ? { op: Op.COUNT, id: again.id, count: Math.max(here, again.count) }
-          : again;
-      }
       const fromOwner: PromiseSettledResult<Response> = {
         status: 'fulfilled',
         value: { op: Op.COUNT, id: 0, count: here },
       };
+      if (source === undefined) {
+        const owners = { owner: ownerId, old: ask.nodeId };
+        return this.deleteOldCopyViaBalancer(message.key, here, fromOwner, owners, options, deadline);
+      }
       let response: Response;
       try {
         response = await source.link.request(
@@ -422,6 +418,36 @@ export class DirectRouter {
     }
     // A node never answers SET or a data-model command with ASK; if one did, the balancer is the safe route.
     return this.viaBalancer(message, remaining(options, deadline));
+  }
+
+  /**
+   * The old owner's half of a DEL the new owner already executed, when this client has no link to
+   * the old owner (a leaving node is not in the map clients get): the balancer deletes only that
+   * copy (a DEL with the fall-back flag). Sending the whole DEL again would run it a second time on
+   * the new owner and could erase a write acknowledged in between (found by the linearizability
+   * test). A failure of this half leaves the DEL indeterminate, as when a direct one fails.
+   */
+  private async deleteOldCopyViaBalancer(
+    key: Uint8Array,
+    here: number,
+    fromOwner: PromiseSettledResult<Response>,
+    owners: { readonly owner: string; readonly old: string },
+    options: RouteOptions,
+    deadline: number,
+  ): Promise<Response> {
+    let there: Response;
+    try {
+      there = await this.viaBalancer({ op: Op.DEL, key, fallback: true }, remaining(options, deadline));
+    } catch (error) {
+      throw migratingDeleteOutcome(
+        fromOwner,
+        { status: 'rejected', reason: error },
+        owners.owner,
+        owners.old,
+      );
+    }
+    const count = there.op === Op.COUNT ? there.count : 0;
+    return { op: Op.COUNT, id: there.id, count: Math.max(here, count) };
   }
 
   /** MGET: split per owner, each part sent to its node; a part that is redirected goes through the balancer. */
