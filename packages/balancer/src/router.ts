@@ -17,6 +17,7 @@ import {
   type DataRequest,
   migratingDeleteOutcome as deleteOutcome,
   type KeyedRequest,
+  partlyApplied,
   withEpoch,
 } from '@dstore/protocol/internal';
 import type { ClusterNode } from './cluster-node.js';
@@ -94,21 +95,6 @@ function isRoutingRefusal(error: unknown): error is DstoreError {
   return (
     error instanceof DstoreError &&
     (error.code === ErrorCode.NOT_OWNER || error.code === ErrorCode.STALE_EPOCH)
-  );
-}
-
-/**
- * The error of a split MSET one part of which failed: when another part was stored, a "not
- * executed" failure would be a lie, so it becomes indeterminate (INTERNAL, as a DEL that reached
- * one of two copies), the cause kept.
- */
-function partlyApplied(failure: unknown, results: readonly PromiseSettledResult<Response>[]): unknown {
-  const stored = results.filter((result) => result.status === 'fulfilled').length;
-  if (stored === 0 || !(failure instanceof DstoreError) || !failure.notExecuted) return failure;
-  return new DstoreError(
-    ErrorCode.INTERNAL,
-    `MSET partly applied (${stored} of ${results.length} nodes stored their keys): ${failure.message}`,
-    { cause: failure },
   );
 }
 
@@ -547,7 +533,15 @@ export class Router {
       } else failure ??= result.reason;
     });
     if (failure !== undefined) {
-      this.failOrRetry(client, id, Op.MSET, startMs, partlyApplied(failure, results), undefined);
+      const stored = results.filter((result) => result.status === 'fulfilled').length;
+      this.failOrRetry(
+        client,
+        id,
+        Op.MSET,
+        startMs,
+        partlyApplied(failure, stored, results.length),
+        undefined,
+      );
       return;
     }
     if (refusal === undefined) {

@@ -23,6 +23,7 @@ import {
   type DataRequest,
   type KeyedRequest,
   migratingDeleteOutcome,
+  partlyApplied,
   withEpoch,
 } from '@dstore/protocol/internal';
 
@@ -483,7 +484,7 @@ export class DirectRouter {
     if (map === undefined) return this.viaBalancer(message, options);
     const deadline = performance.now() + options.timeoutMs;
     const parts = splitByOwner(map, message.entries, (entry: KeyValue) => entry.key);
-    await Promise.all(
+    const results = await Promise.allSettled(
       parts.map(async (part) => {
         const response = await this.sendPart(
           map,
@@ -497,6 +498,12 @@ export class DirectRouter {
         }
       }),
     );
+    const failed = results.find((result) => result.status === 'rejected');
+    if (failed !== undefined) {
+      // Parts other nodes stored stay stored: the whole MSET must not look "not executed".
+      const stored = results.filter((result) => result.status === 'fulfilled').length;
+      throw partlyApplied(failed.reason, stored, results.length);
+    }
     return { op: Op.OK, id: 0 };
   }
 

@@ -30,6 +30,7 @@ export {
   type DataRequest,
   type KeyedRequest,
   migratingDeleteOutcome,
+  partlyApplied,
   withEpoch,
 } from './routing.js';
 export { checkBodyShape } from './shape.js';

@@ -103,3 +103,18 @@ export function migratingDeleteOutcome(
     { cause: failure.reason },
   );
 }
+
+/**
+ * The error of a write split over several nodes (MSET) one part of which failed with `failure`
+ * while `stored` of the `parts` were stored: a "not executed" failure would then be a lie (a
+ * caller could resend the whole batch and overwrite writes made since), so it becomes
+ * indeterminate (INTERNAL, as a DEL that reached one of two copies), the cause kept.
+ */
+export function partlyApplied(failure: unknown, stored: number, parts: number): unknown {
+  if (stored === 0 || !(failure instanceof DstoreError) || !failure.notExecuted) return failure;
+  return new DstoreError(
+    ErrorCode.INTERNAL,
+    `MSET partly applied (${stored} of ${parts} nodes stored their keys): ${failure.message}`,
+    { cause: failure },
+  );
+}

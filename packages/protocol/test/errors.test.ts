@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { classifyError, DstoreError, ErrorCode, isRetryable, isSafeToResend } from '../src/index.js';
+import { partlyApplied } from '../src/internal.js';
 
 describe('classifyError: the one classification of failures', () => {
   const classOf = (code: string, notExecuted?: boolean) =>
@@ -49,5 +50,23 @@ describe('classifyError: the one classification of failures', () => {
     expect(foreign instanceof DstoreError).toBe(false);
     Object.defineProperty(foreign, Symbol.for('@dstore/protocol.DstoreError'), { value: true });
     expect(foreign instanceof DstoreError).toBe(true);
+  });
+});
+
+describe('partlyApplied (a write split over nodes, one part failed)', () => {
+  it('turns a "not executed" failure into an indeterminate one when another part was stored', () => {
+    const refused = new DstoreError(ErrorCode.OUT_OF_SPACE, 'disk full');
+    const partly = partlyApplied(refused, 1, 3);
+    expect(partly).toBeInstanceOf(DstoreError);
+    expect(classifyError(partly)).toMatchObject({ notExecuted: false, indeterminate: true });
+    expect((partly as DstoreError).message).toMatch(/1 of 3 nodes/);
+    expect((partly as DstoreError).cause).toBe(refused);
+  });
+
+  it('keeps the failure when nothing was stored, or when it was indeterminate already', () => {
+    const refused = new DstoreError(ErrorCode.OUT_OF_SPACE, 'disk full');
+    expect(partlyApplied(refused, 0, 3)).toBe(refused);
+    const timeout = new DstoreError(ErrorCode.TIMEOUT, 'late');
+    expect(partlyApplied(timeout, 2, 3)).toBe(timeout);
   });
 });
