@@ -18,6 +18,7 @@ import {
   type WithoutId,
 } from '@dstore/protocol';
 import type { Logger } from 'pino';
+import { version } from '../package.json';
 import { AdminServer } from './admin-server.js';
 import { ClusterScan, clusterDbSize } from './cluster-scan.js';
 import { type BalancerOptions, type ResolvedBalancerOptions, resolveBalancerOptions } from './config.js';
@@ -30,6 +31,7 @@ import { MapPublisher } from './map-publisher.js';
 import { FileMapStore, type MapStore, MemoryMapStore } from './map-store.js';
 import { Membership } from './membership.js';
 import { BalancerMetrics } from './metrics.js';
+import { createRespServer, type RespServer } from './resp/index.js';
 import { Router } from './router.js';
 import { collectStats } from './stats.js';
 
@@ -40,6 +42,8 @@ export interface BalancerAddress {
   readonly port: number;
   /** Admin HTTP port; -1 when the admin server is disabled. */
   readonly adminPort: number;
+  /** RESP port (Redis clients); -1 when there is none. */
+  readonly respPort: number;
 }
 
 /**
@@ -71,6 +75,8 @@ export class Balancer {
   private readonly control: ControlHandler;
   private readonly server: FrameServer;
   private readonly admin: AdminServer | undefined;
+  /** The RESP front door; created in {@link start} (it needs the users), when `respPort` >= 0. */
+  private resp: RespServer | undefined;
   /** The node id each node connection JOINed as: it may speak for that node only. */
   private readonly nodeIds = new WeakMap<Connection, string>();
   /** Set in {@link start}, before the port opens (the users file is read then). */
@@ -202,6 +208,20 @@ export class Balancer {
       requireVerifiedPeers: this.options.tls?.ca !== undefined,
       admit: (connection, kind) => this.server.admit(connection, kind),
     });
+    if (this.options.respPort >= 0) {
+      this.resp = createRespServer({
+        options: this.options,
+        router: this.router,
+        users: this.users,
+        facts: () => ({
+          balancerId: this.options.id,
+          version,
+          uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000),
+          nodes: this.membership.size,
+          epoch: this.epoch,
+        }),
+      });
+    }
     this.health.start();
     try {
       await this.membership.open(
@@ -219,7 +239,13 @@ export class Balancer {
       const admin = this.admin
         ? await this.admin.listen(this.options.adminHost, this.options.adminPort)
         : undefined;
-      this.boundAddress = { host: client.address, port: client.port, adminPort: admin?.port ?? -1 };
+      const resp = this.resp ? await this.resp.listen() : undefined;
+      this.boundAddress = {
+        host: client.address,
+        port: client.port,
+        adminPort: admin?.port ?? -1,
+        respPort: resp?.port ?? -1,
+      };
     } catch (error) {
       await this.stop();
       throw new DstoreError(ErrorCode.UNAVAILABLE, `cannot listen: ${(error as Error).message}`, {
@@ -285,7 +311,10 @@ export class Balancer {
     this.state = 'stopping';
     this.resolveStopped();
     this.logger.info('balancer stopping');
-    await this.server.close(this.options.shutdownGraceMs).catch(() => undefined);
+    await Promise.all([
+      this.server.close(this.options.shutdownGraceMs).catch(() => undefined),
+      this.resp?.close(this.options.shutdownGraceMs).catch(() => undefined),
+    ]);
     this.health.stop();
     await this.membership.close();
     if (this.admin) await this.admin.close().catch(() => undefined);

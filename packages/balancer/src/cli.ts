@@ -26,6 +26,8 @@ interface CliFlags {
   host: string;
   port: number;
   adminPort: number;
+  respPort?: number;
+  respHost?: string;
   node: StaticNodeSpec[];
   config?: string;
   hash: BalancerHashAlgorithm;
@@ -82,6 +84,12 @@ function buildProgram(): Command {
       integer(0, 65535),
       DEFAULT_ADMIN_PORT,
     )
+    .option(
+      '--resp-port <port>',
+      'serve Redis clients (RESP2/RESP3) on this port too (0 = any free port; default: no RESP port)',
+      integer(0, 65535),
+    )
+    .option('--resp-host <host>', 'address of the RESP port (default: --host)')
     .option(
       '--node <[id=]host:port>',
       'static storage node (repeatable); id defaults to host:port',
@@ -200,6 +208,8 @@ async function main(): Promise<void> {
     host: flags.host,
     port: flags.port,
     adminPort: flags.adminPort,
+    ...(flags.respPort === undefined ? {} : { respPort: flags.respPort }),
+    ...optional('respHost', flags.respHost),
     nodes: [...fromFile, ...flags.node],
     hash: flags.hash,
     requestTimeoutMs: flags.requestTimeout,
@@ -231,9 +241,16 @@ async function main(): Promise<void> {
         }),
   });
   const address = await balancer.start();
-  process.stdout.write(
-    `${JSON.stringify({ event: 'ready', service: 'dstore-balancer', host: address.host, port: address.port, adminPort: address.adminPort })}\n`,
-  );
+  const ready = {
+    event: 'ready',
+    service: 'dstore-balancer',
+    host: address.host,
+    port: address.port,
+    adminPort: address.adminPort,
+    // Only with --resp-port: the ready line of a balancer without one is unchanged.
+    ...(address.respPort >= 0 ? { respPort: address.respPort } : {}),
+  };
+  process.stdout.write(`${JSON.stringify(ready)}\n`);
   let signals = 0;
   const shutdown = (signal: NodeJS.Signals): void => {
     signals++;

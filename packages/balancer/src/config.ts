@@ -42,6 +42,13 @@ export interface BalancerOptions {
   readonly adminAuth?: AdminAuthScope;
   /** Admin HTTP port; 0 picks a free one, -1 disables the admin server. Default 7380. */
   readonly adminPort?: number;
+  /**
+   * RESP port (Redis clients and tools: redis-cli, ioredis, node-redis); 0 picks a free one.
+   * Default -1: no RESP port.
+   */
+  readonly respPort?: number;
+  /** Address of the RESP port. Default: {@link host}. */
+  readonly respHost?: string;
   /** Nodes in the ring from the start (in addition to those that JOIN). */
   readonly nodes?: readonly StaticNodeSpec[];
   /** Ring algorithm. Default 'vnode'. */
@@ -141,6 +148,8 @@ export interface ResolvedBalancerOptions {
   readonly port: number;
   readonly adminHost: string;
   readonly adminPort: number;
+  readonly respHost: string;
+  readonly respPort: number;
   readonly adminToken: string | undefined;
   readonly adminAuth: AdminAuthScope;
   readonly nodes: readonly Required<StaticNodeSpec>[];
@@ -290,6 +299,8 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     port: portNumber('port', options.port ?? DEFAULT_BALANCER_PORT),
     adminHost: options.adminHost ?? '127.0.0.1',
     adminPort: portNumber('adminPort', options.adminPort ?? DEFAULT_ADMIN_PORT, true),
+    respHost: options.respHost ?? host,
+    respPort: portNumber('respPort', options.respPort ?? -1, true),
     adminToken: options.adminToken === '' ? undefined : options.adminToken,
     adminAuth: adminAuthScope(options.adminAuth ?? 'mutating'),
     nodes,

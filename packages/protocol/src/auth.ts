@@ -224,6 +224,18 @@ export function verifyProof(credential: StoredCredential, message: Uint8Array, p
   return sameBytes(sha256(clientKey), credential.storedKey);
 }
 
+/**
+ * Server side, for protocols that send the password itself (RESP's `AUTH user pass`, over TLS or
+ * loopback): derives the keys from `password` with the credential's salt and cost, and compares
+ * them with the stored ones in constant time. Costs one scrypt (~40 ms, in libuv's thread pool).
+ */
+export async function verifyPassword(credential: StoredCredential, password: string): Promise<boolean> {
+  const params = parseScryptKdf(credential.kdf);
+  if (params === undefined) return false;
+  const { storedKey } = keysOf(await scryptKey(password, credential.salt, params));
+  return sameBytes(storedKey, credential.storedKey);
+}
+
 /** Server side: the signature that proves to the initiator that this server holds its credential. */
 export function serverSignature(credential: StoredCredential, message: Uint8Array): Buffer {
   return hmac(credential.serverKey, message);

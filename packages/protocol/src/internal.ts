@@ -6,6 +6,7 @@
  * @internal
  * @packageDocumentation
  */
+export { decoyCredential, verifyPassword } from './auth.js';
 export { type BackoffOptions, backoffDelay } from './backoff.js';
 export {
   type AddressOptions,
@@ -21,6 +22,12 @@ export {
   parseDuration,
   parseInteger,
 } from './cli-args.js';
+export {
+  ConnectionServer,
+  type ConnectionServerEvents,
+  type ConnectionServerOptions,
+  type ServedConnection,
+} from './connection-server.js';
 export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
 export { timeoutError } from './errors.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';

@@ -41,6 +41,27 @@ export class OutputBuffer {
     return at;
   }
 
+  /**
+   * Reserves `byteCount` bytes with no frame header (protocols with their own framing, such as
+   * RESP); the caller fills {@link bytes} from the returned offset before appending anything else.
+   */
+  reserve(byteCount: number): number {
+    if (this.end + byteCount > this.slab.length) this.moveToNewSlab(byteCount);
+    const at = this.end;
+    this.end += byteCount;
+    return at;
+  }
+
+  /** Appends `body` (copied) with no frame header. */
+  append(body: Uint8Array): void {
+    this.slab.set(body, this.reserve(body.length));
+  }
+
+  /** Appends `text` as latin1 (one byte per character) with no frame header. */
+  appendLatin1(text: string): void {
+    this.slab.write(text, this.reserve(text.length), 'latin1');
+  }
+
   /** The slab {@link reserveFrame}'s offsets point into (replaced when it fills up). */
   get bytes(): Uint8Array {
     return this.slab;

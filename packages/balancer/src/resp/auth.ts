@@ -1,0 +1,74 @@
+import { randomBytes } from 'node:crypto';
+import { DEFAULT_USER, isLoopbackAddress } from '@dstore/protocol';
+import { decoyCredential, verifyPassword } from '@dstore/protocol/internal';
+import type { RespConnection } from './connection.js';
+import type { RespServices } from './services.js';
+
+/** Redis's answer to a wrong user or password (the same for both, so names cannot be probed). */
+export const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
+/** Redis's answer to a command before AUTH when a password is required. */
+export const NOAUTH = 'NOAUTH Authentication required.';
+/** Redis's answer when no client slot is left. */
+export const MAX_CLIENTS = 'ERR max number of clients reached';
+const PROTECTED_MODE =
+  'DENIED dstore is running in protected mode: no users are configured, so clients are accepted ' +
+  'from loopback addresses only. Configure --users or --token.';
+
+/** Secret per process: decoy credentials of unknown users are stable but unguessable. */
+const pepper = randomBytes(32);
+
+/** Whether the front door requires AUTH (the balancer has users). */
+export function authenticationRequired(services: RespServices): boolean {
+  return services.users?.enabled === true;
+}
+
+/**
+ * Admits a connection as anonymous when no users are configured (from loopback only in protected
+ * mode). False, the refusal answered and the connection closing, when it may not be.
+ */
+export function admitAnonymous(services: RespServices, connection: RespConnection, seq: number): boolean {
+  if (services.protectedMode && !isLoopbackAddress(connection.socket.remoteAddress)) {
+    connection.replyError(seq, PROTECTED_MODE);
+    void connection.close();
+    return false;
+  }
+  if (!services.admit(connection)) {
+    connection.replyError(seq, MAX_CLIENTS);
+    void connection.close();
+    return false;
+  }
+  connection.identity = { kind: 'anonymous' };
+  return true;
+}
+
+/**
+ * Verifies `user`/`password` against the users file's stored verifier (the same scrypt
+ * derivation as the native handshake, compared in constant time; an unknown user costs the same
+ * as a known one), then calls `succeeded` in the command's turn, or answers WRONGPASS. Commands
+ * pipelined behind it wait for the outcome, as they would on Redis.
+ */
+export function authenticate(
+  services: RespServices,
+  connection: RespConnection,
+  seq: number,
+  user: string,
+  password: string,
+  succeeded: () => void,
+): void {
+  const grant = services.users?.get(user);
+  const credential = grant?.credential ?? decoyCredential(user || DEFAULT_USER, pepper);
+  connection.hold();
+  verifyPassword(credential, password)
+    .catch(() => false)
+    .then((verified) => {
+      if (!verified || grant === undefined) connection.replyError(seq, WRONGPASS);
+      else if (!services.admit(connection)) {
+        connection.replyError(seq, MAX_CLIENTS);
+        void connection.close();
+      } else {
+        connection.identity = { kind: 'user', grant };
+        succeeded();
+      }
+      connection.release();
+    });
+}

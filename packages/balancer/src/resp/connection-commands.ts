@@ -1,0 +1,365 @@
+import { integerOf, isWord, textOf, unknownSubcommand, wrongArity } from './arguments.js';
+import { admitAnonymous, authenticate, authenticationRequired } from './auth.js';
+import type { CommandCall, RespCommand } from './command-table.js';
+import type { RespWriter } from './encoder.js';
+import type { RespServices } from './services.js';
+
+/** The Redis version dstore's RESP front door answers as (the command set it follows). */
+export const REDIS_COMPATIBLE_VERSION = '7.0.0';
+
+/** Answers `seq` with +OK. */
+function ok({ connection, seq }: CommandCall): void {
+  connection.beginReply(seq).ok();
+  connection.endReply(seq);
+}
+
+function error({ connection, seq }: CommandCall, line: string): void {
+  connection.replyError(seq, line);
+}
+
+function ping(call: CommandCall): void {
+  const { connection, seq, args } = call;
+  if (args.length > 2) {
+    error(call, wrongArity('ping'));
+    return;
+  }
+  const writer = connection.beginReply(seq);
+  if (args.length === 2) writer.bulk(args[1]!);
+  else writer.simple('PONG');
+  connection.endReply(seq);
+}
+
+function echo({ connection, seq, args }: CommandCall): void {
+  connection.beginReply(seq).bulk(args[1]!);
+  connection.endReply(seq);
+}
+
+function quit(call: CommandCall): void {
+  ok(call);
+  void call.connection.close();
+}
+
+function select(call: CommandCall): void {
+  const index = integerOf(call.args[1]!);
+  if (index === undefined) {
+    error(call, 'ERR value is not an integer or out of range');
+    return;
+  }
+  if (index !== 0) {
+    error(call, 'ERR DB index is out of range');
+    return;
+  }
+  ok(call);
+}
+
+/** AUTH [user] password. */
+function auth(call: CommandCall): void {
+  const { args, services, connection, seq } = call;
+  if (args.length > 3) {
+    error(call, 'ERR syntax error');
+    return;
+  }
+  if (!authenticationRequired(services)) {
+    error(
+      call,
+      'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
+    );
+    return;
+  }
+  const user = args.length === 3 ? textOf(args[1]!) : 'default';
+  authenticate(services, connection, seq, user, textOf(args[args.length - 1]!), () => ok(call));
+}
+
+/** Redis refuses client names with spaces, newlines or other characters outside '!'..'~'. */
+function validClientName(name: Uint8Array): boolean {
+  for (const byte of name) if (byte < 33 || byte > 126) return false;
+  return true;
+}
+
+const BAD_CLIENT_NAME = 'ERR Client names cannot contain spaces, newlines or special characters.';
+
+/** HELLO [protover [AUTH user pass] [SETNAME name]]: switches protocol, answers the server map. */
+function hello(call: CommandCall): void {
+  const { args, services, connection, seq } = call;
+  let version = connection.version;
+  if (args.length >= 2) {
+    const requested = integerOf(args[1]!);
+    if (requested === undefined) {
+      error(call, 'ERR Protocol version is not an integer or out of range');
+      return;
+    }
+    if (requested !== 2 && requested !== 3) {
+      error(call, 'NOPROTO unsupported protocol version');
+      return;
+    }
+    version = requested;
+  }
+  let credentials: { user: string; password: string } | undefined;
+  let name: Uint8Array | undefined;
+  for (let index = 2; index < args.length; index++) {
+    const rest = args.length - index - 1;
+    if (isWord(args[index]!, 'auth') && rest >= 2) {
+      credentials = { user: textOf(args[index + 1]!), password: textOf(args[index + 2]!) };
+      index += 2;
+    } else if (isWord(args[index]!, 'setname') && rest >= 1) {
+      name = args[++index]!;
+      if (!validClientName(name)) {
+        error(call, BAD_CLIENT_NAME);
+        return;
+      }
+    } else {
+      error(call, `ERR Syntax error in HELLO option '${textOf(args[index]!).slice(0, 128)}'`);
+      return;
+    }
+  }
+  const answer = (): void => {
+    connection.version = version;
+    if (name !== undefined) connection.name = name;
+    helloReply(call);
+  };
+  if (credentials !== undefined && authenticationRequired(services)) {
+    authenticate(services, connection, seq, credentials.user, credentials.password, answer);
+    return;
+  }
+  if (connection.identity === undefined) {
+    if (authenticationRequired(services)) {
+      error(
+        call,
+        'NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time',
+      );
+      return;
+    }
+    if (!admitAnonymous(services, connection, seq)) return;
+  }
+  answer();
+}
+
+function helloReply({ connection, seq }: CommandCall): void {
+  const writer = connection.beginReply(seq);
+  writer.map(7);
+  writer.bulkText('server');
+  writer.bulkText('redis');
+  writer.bulkText('version');
+  writer.bulkText(REDIS_COMPATIBLE_VERSION);
+  writer.bulkText('proto');
+  writer.integer(connection.version);
+  writer.bulkText('id');
+  writer.integer(connection.id);
+  writer.bulkText('mode');
+  writer.bulkText('standalone');
+  writer.bulkText('role');
+  writer.bulkText('master');
+  writer.bulkText('modules');
+  writer.array(0);
+  connection.endReply(seq);
+}
+
+/** CLIENT SETINFO | SETNAME | GETNAME | ID; other subcommands are an error, the connection stays. */
+function client(call: CommandCall): void {
+  const { args, connection, seq } = call;
+  const sub = args[1]!;
+  if (isWord(sub, 'setinfo')) {
+    if (args.length !== 4) {
+      error(call, wrongArity('client|setinfo'));
+      return;
+    }
+    if (!isWord(args[2]!, 'lib-name') && !isWord(args[2]!, 'lib-ver')) {
+      error(call, `ERR Unrecognized option '${textOf(args[2]!).slice(0, 128)}'`);
+      return;
+    }
+    ok(call);
+    return;
+  }
+  if (isWord(sub, 'setname')) {
+    if (args.length !== 3) {
+      error(call, wrongArity('client|setname'));
+      return;
+    }
+    if (!validClientName(args[2]!)) {
+      error(call, BAD_CLIENT_NAME);
+      return;
+    }
+    connection.name = args[2]!.length === 0 ? undefined : Uint8Array.from(args[2]!);
+    ok(call);
+    return;
+  }
+  if (isWord(sub, 'getname')) {
+    connection.beginReply(seq).bulk(connection.name ?? null);
+    connection.endReply(seq);
+    return;
+  }
+  if (isWord(sub, 'id')) {
+    connection.beginReply(seq).integer(connection.id);
+    connection.endReply(seq);
+    return;
+  }
+  error(call, unknownSubcommand(sub, 'client'));
+}
+
+/** The sections of INFO, in Redis's order; `loading:0` is what ioredis's ready check reads. */
+function infoSections(services: RespServices): [name: string, lines: string[]][] {
+  const facts = services.facts();
+  return [
+    [
+      'server',
+      [
+        `redis_version:${REDIS_COMPATIBLE_VERSION}`,
+        'redis_mode:standalone',
+        `dstore_version:${facts.version}`,
+        `dstore_balancer_id:${facts.balancerId}`,
+        `process_id:${process.pid}`,
+        `tcp_port:${facts.port}`,
+        `uptime_in_seconds:${facts.uptimeSeconds}`,
+      ],
+    ],
+    ['clients', [`connected_clients:${facts.connectedClients}`]],
+    ['persistence', ['loading:0']],
+    ['replication', ['role:master', 'connected_slaves:0']],
+    ['cluster', ['cluster_enabled:0', `dstore_nodes:${facts.nodes}`, `dstore_ring_epoch:${facts.epoch}`]],
+    ['keyspace', []],
+  ];
+}
+
+/** INFO [section ...]: `all`, `default`, `everything` or no section = every section. */
+function info(call: CommandCall): void {
+  const { args, services, connection, seq } = call;
+  const wanted = args.slice(1).map((arg) => textOf(arg).toLowerCase());
+  const everything =
+    wanted.length === 0 || wanted.some((name) => ['all', 'default', 'everything'].includes(name));
+  const text = infoSections(services)
+    .filter(([name]) => everything || wanted.includes(name))
+    .map(
+      ([name, lines]) =>
+        `# ${name[0]!.toUpperCase()}${name.slice(1)}\r\n${lines.map((line) => `${line}\r\n`).join('')}`,
+    )
+    .join('\r\n');
+  connection.beginReply(seq).bulkText(text);
+  connection.endReply(seq);
+}
+
+/** One COMMAND entry, as Redis 7 shapes it (name, arity, flags, keys, then empty ACL/tips/specs/subcommands). */
+function writeCommandInfo(writer: RespWriter, command: RespCommand): void {
+  writer.array(10);
+  writer.bulkText(command.name);
+  writer.integer(command.arity);
+  writer.array(command.flags.length);
+  for (const flag of command.flags) writer.simple(flag);
+  writer.integer(command.keys[0]);
+  writer.integer(command.keys[1]);
+  writer.integer(command.keys[2]);
+  for (let empty = 0; empty < 4; empty++) writer.array(0);
+}
+
+/** COMMAND, COMMAND COUNT, COMMAND INFO name..., COMMAND DOCS (empty: clients fall back to their own help). */
+function command(call: CommandCall): void {
+  const { args, services, connection, seq } = call;
+  const commands = services.commands.all();
+  const writer = connection.beginReply(seq);
+  if (args.length === 1) {
+    writer.array(commands.length);
+    for (const entry of commands) writeCommandInfo(writer, entry);
+    connection.endReply(seq);
+    return;
+  }
+  const sub = args[1]!;
+  if (isWord(sub, 'count')) {
+    writer.integer(commands.length);
+    connection.endReply(seq);
+    return;
+  }
+  if (isWord(sub, 'docs')) {
+    writer.map(0);
+    connection.endReply(seq);
+    return;
+  }
+  if (isWord(sub, 'info')) {
+    writer.array(args.length - 2);
+    for (const name of args.slice(2)) {
+      const entry = services.commands.get(textOf(name));
+      if (entry === undefined) writer.nil();
+      else writeCommandInfo(writer, entry);
+    }
+    connection.endReply(seq);
+    return;
+  }
+  error(call, unknownSubcommand(sub, 'command'));
+}
+
+/** What CONFIG GET reports: enough for redis-benchmark and test harnesses. */
+const CONFIG: readonly [string, string][] = [
+  ['save', ''],
+  ['appendonly', 'no'],
+  ['databases', '1'],
+  ['maxmemory', '0'],
+  ['maxmemory-policy', 'noeviction'],
+];
+
+/** Redis's glob (`*`, `?`, `[...]`) for CONFIG GET patterns, as a RegExp. */
+function globPattern(glob: string): RegExp {
+  const source = glob
+    .replace(/[.+^${}()|\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
+  return new RegExp(`^${source}$`, 'i');
+}
+
+/** CONFIG GET pattern [pattern ...]; other subcommands are refused. */
+function config(call: CommandCall): void {
+  const { args, connection, seq } = call;
+  if (!isWord(args[1]!, 'get')) {
+    error(call, unknownSubcommand(args[1]!, 'config'));
+    return;
+  }
+  if (args.length < 3) {
+    error(call, wrongArity('config|get'));
+    return;
+  }
+  const patterns = args.slice(2).map((arg) => globPattern(textOf(arg)));
+  const matches = CONFIG.filter(([name]) => patterns.some((pattern) => pattern.test(name)));
+  const writer = connection.beginReply(seq);
+  writer.map(matches.length);
+  for (const [name, value] of matches) {
+    writer.bulkText(name);
+    writer.bulkText(value);
+  }
+  connection.endReply(seq);
+}
+
+function flush(call: CommandCall): void {
+  error(
+    call,
+    `ERR ${textOf(call.args[0]!).toUpperCase()} is not supported by dstore yet: the storage nodes have no flush operation`,
+  );
+}
+
+const NO_KEYS = [0, 0, 0] as const;
+
+/** The connection commands: what clients send on connect, and the housekeeping ones. */
+export const CONNECTION_COMMANDS: readonly RespCommand[] = [
+  { name: 'ping', arity: -1, flags: ['fast', 'stale'], keys: NO_KEYS, run: ping },
+  { name: 'echo', arity: 2, flags: ['fast'], keys: NO_KEYS, run: echo },
+  { name: 'quit', arity: -1, flags: ['fast', 'no_auth'], keys: NO_KEYS, beforeAuth: true, run: quit },
+  { name: 'select', arity: 2, flags: ['loading', 'stale', 'fast'], keys: NO_KEYS, run: select },
+  {
+    name: 'auth',
+    arity: -2,
+    flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth'],
+    keys: NO_KEYS,
+    beforeAuth: true,
+    run: auth,
+  },
+  {
+    name: 'hello',
+    arity: -1,
+    flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth'],
+    keys: NO_KEYS,
+    beforeAuth: true,
+    run: hello,
+  },
+  { name: 'client', arity: -2, flags: ['noscript', 'loading', 'stale'], keys: NO_KEYS, run: client },
+  { name: 'info', arity: -1, flags: ['loading', 'stale'], keys: NO_KEYS, run: info },
+  { name: 'command', arity: -1, flags: ['loading', 'stale'], keys: NO_KEYS, run: command },
+  { name: 'config', arity: -2, flags: ['admin', 'noscript', 'loading', 'stale'], keys: NO_KEYS, run: config },
+  { name: 'flushall', arity: -1, flags: ['write'], keys: NO_KEYS, run: flush },
+  { name: 'flushdb', arity: -1, flags: ['write'], keys: NO_KEYS, run: flush },
+];

@@ -1,0 +1,323 @@
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { type ErrorCode, Op, type Response, type UserGrant } from '@dstore/protocol';
+import { OutputBuffer, type ServedConnection } from '@dstore/protocol/internal';
+import { RespWriter } from './encoder.js';
+import { respErrorLine } from './errors.js';
+import { type RespCommandSink, RespParser, type RespParserLimits, RespProtocolError } from './parser.js';
+
+/** Who a RESP connection acts as: a user of the users file, or anyone (no users configured). */
+export type RespIdentity = { readonly kind: 'user'; grant: UserGrant } | { readonly kind: 'anonymous' };
+
+/** Runs the commands of a {@link RespConnection}; implemented by the RESP front door. */
+export interface RespCommandRunner {
+  /** Runs `args` (a complete command); answers through `connection.beginReply(seq)`. */
+  run(connection: RespConnection, args: Uint8Array[], seq: number): void;
+}
+
+/** Options of a {@link RespConnection}. */
+export interface RespConnectionOptions {
+  readonly parser: RespParserLimits;
+  /** Most commands read and not answered yet; reading pauses there (back-pressure). */
+  readonly maxInFlight: number;
+  /**
+   * Most reply bytes buffered for a client that does not read them; past it the client is
+   * disconnected (as Redis's client-output-buffer-limit does). Reading pauses at half of it.
+   */
+  readonly maxOutputBytes: number;
+}
+
+/** How long a connection closed by us waits for the client to close its side before destroying it. */
+const END_GRACE_MS = 2000;
+
+/** The part of the native `Connection` the router answers through. */
+export interface RouterReplyTarget {
+  reply(response: Response): void;
+  replyError(id: number, code: ErrorCode | (string & {}), message: string): void;
+}
+
+/**
+ * One client on the RESP port: parses its commands, hands them to the runner in order, and writes
+ * the answers in command order even when they complete out of order (pipelined commands on
+ * different nodes). An answer that completes ahead of its turn is encoded into a side buffer and
+ * released when its turn comes; in-order answers go straight to the output buffer, flushed once
+ * per tick. At most `maxInFlight` commands wait for answers: past that, reading stops until they
+ * drain, so a pipelining client is slowed down rather than buffered without bound.
+ */
+export class RespConnection extends EventEmitter<{ close: [] }> implements ServedConnection, RespCommandSink {
+  /** This connection's id (CLIENT ID, HELLO's `id`). */
+  readonly id: number;
+  /** The name set by CLIENT SETNAME or HELLO SETNAME. */
+  name: Uint8Array | undefined;
+  /** Who the connection acts as; undefined until authenticated (or admitted anonymously). */
+  identity: RespIdentity | undefined;
+  /** The writer of in-order answers; its `version` is the connection's RESP version. */
+  private readonly writer: RespWriter;
+  private readonly output = new OutputBuffer();
+  /** Answers that completed ahead of their turn are encoded here, then held by sequence number. */
+  private readonly sideOutput = new OutputBuffer();
+  private readonly sideWriter = new RespWriter(this.sideOutput);
+  private readonly early = new Map<number, Uint8Array>();
+  private readonly parser: RespParser;
+  /** Sequence number of the next command read, and of the next answer to write. */
+  private nextSeq = 0;
+  private headSeq = 0;
+  /** Commands parsed while dispatching was held (reading paused, or an AUTH being checked). */
+  private deferred: (Uint8Array[] | string)[] = [];
+  private readingPaused = false;
+  /** Dispatching waits while an AUTH or HELLO AUTH is being verified: later commands need its outcome. */
+  private held = false;
+  private flushScheduled = false;
+  private closing = false;
+  private closed = false;
+  private closeTimer: NodeJS.Timeout | undefined;
+  /** What the router answers through: it calls `reply`/`replyError` with the command's sequence number as id. */
+  readonly routerTarget: RouterReplyTarget;
+
+  constructor(
+    readonly socket: Socket,
+    id: number,
+    private readonly runner: RespCommandRunner,
+    private readonly options: RespConnectionOptions,
+  ) {
+    super();
+    this.id = id;
+    this.writer = new RespWriter(this.output);
+    this.parser = new RespParser(options.parser, this);
+    this.routerTarget = {
+      reply: (response) => this.replyResponse(response),
+      replyError: (seq, code, message) => this.replyError(seq, respErrorLine(code, message)),
+    };
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('drain', () => this.onDrain());
+    socket.on('timeout', () => this.destroy());
+    socket.on('error', () => this.finish());
+    socket.on('close', () => this.finish());
+    // A client that shut its side sends nothing more; what it sent is still answered.
+    socket.on('end', () => void this.close());
+  }
+
+  /** The RESP version answers are encoded in (2 until HELLO 3). */
+  get version(): 2 | 3 {
+    return this.writer.version;
+  }
+
+  set version(version: 2 | 3) {
+    this.writer.version = version;
+    this.sideWriter.version = version;
+  }
+
+  /** Commands read and not answered yet. */
+  get inFlight(): number {
+    return this.nextSeq - this.headSeq;
+  }
+
+  /** Bytes of answers waiting to be written, here and in the socket. */
+  get bufferedOutputBytes(): number {
+    return this.output.length + this.socket.writableLength;
+  }
+
+  /** Closes after `ms` without traffic (0: never). */
+  setIdleTimeout(ms: number): void {
+    this.socket.setTimeout(ms);
+  }
+
+  /**
+   * Starts the answer of command `seq`: the returned writer takes exactly one reply, then
+   * {@link endReply}. In-order answers are written in place, early ones aside.
+   */
+  beginReply(seq: number): RespWriter {
+    return seq === this.headSeq ? this.writer : this.sideWriter;
+  }
+
+  /** Ends the answer of `seq` started by {@link beginReply}; releases the answers it was holding up. */
+  endReply(seq: number): void {
+    if (seq !== this.headSeq) {
+      this.early.set(seq, this.sideOutput.take());
+      return;
+    }
+    this.headSeq++;
+    while (this.early.size > 0) {
+      const next = this.early.get(this.headSeq);
+      if (next === undefined) break;
+      this.early.delete(this.headSeq);
+      this.writer.raw(next);
+      this.headSeq++;
+    }
+    this.scheduleFlush();
+  }
+
+  /** Answers `seq` with an error line (`PREFIX message`). */
+  replyError(seq: number, line: string): void {
+    this.beginReply(seq).error(line);
+    this.endReply(seq);
+  }
+
+  /** Holds the commands after the current one until {@link release} (an AUTH being verified). */
+  hold(): void {
+    this.held = true;
+  }
+
+  /** Resumes dispatching after {@link hold}. */
+  release(): void {
+    this.held = false;
+    this.dispatchDeferred();
+  }
+
+  /** A command parsed from the stream. */
+  command(args: Uint8Array[]): void {
+    if (this.closing) return;
+    if (this.readingPaused || this.held || this.deferred.length > 0) this.deferred.push(args);
+    else this.runner.run(this, args, this.nextSeq++);
+  }
+
+  /** A command skipped for going over a limit: its turn gets `-ERR message`. */
+  refused(message: string): void {
+    if (this.closing) return;
+    if (this.readingPaused || this.held || this.deferred.length > 0) this.deferred.push(message);
+    else this.replyError(this.nextSeq++, `ERR ${message}`);
+  }
+
+  /** Closes gracefully: reads nothing more, writes every answer owed, then ends the socket. */
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const done = new Promise<void>((resolve) => this.once('close', () => resolve()));
+    if (!this.closing) {
+      this.closing = true;
+      this.deferred = [];
+      this.socket.pause();
+      this.endWhenAnswered();
+    }
+    return done;
+  }
+
+  /** Closes at once. */
+  destroy(): void {
+    if (this.closed) return;
+    this.socket.destroy();
+    this.finish();
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.closing || this.closed) return;
+    try {
+      this.parser.push(chunk);
+    } catch (error) {
+      if (!(error instanceof RespProtocolError)) throw error;
+      // Answered in its turn, after the commands before it, then the connection ends (as Redis).
+      this.deferred = [];
+      this.replyError(this.nextSeq++, `ERR ${error.message}`);
+      void this.close();
+    }
+  }
+
+  private dispatchDeferred(): void {
+    const queue = this.deferred;
+    let next = 0;
+    // An index rather than shift(): thousands of deferred commands must not cost O(n^2).
+    while (
+      next < queue.length &&
+      !this.readingPaused &&
+      !this.held &&
+      !this.closing &&
+      this.deferred === queue
+    ) {
+      const item = queue[next++]!;
+      if (typeof item === 'string') this.replyError(this.nextSeq++, `ERR ${item}`);
+      else this.runner.run(this, item, this.nextSeq++);
+    }
+    if (this.deferred === queue) this.deferred = next === queue.length ? [] : queue.slice(next);
+    if (!this.closing && !this.readingPaused) this.socket.resume();
+  }
+
+  private scheduleFlush(): void {
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushNow);
+    }
+    if (this.bufferedOutputBytes > this.options.maxOutputBytes) {
+      // It sends but does not read: drop it rather than buffer its answers without bound.
+      this.destroy();
+      return;
+    }
+    this.applyBackPressure();
+  }
+
+  /** Pauses reading while too many commands wait or too many answer bytes are unread. */
+  private applyBackPressure(): void {
+    const over =
+      this.inFlight >= this.options.maxInFlight ||
+      this.bufferedOutputBytes >= this.options.maxOutputBytes >> 1;
+    if (over && !this.readingPaused) {
+      this.readingPaused = true;
+      this.socket.pause();
+    } else if (
+      !over &&
+      this.readingPaused &&
+      this.inFlight <= this.options.maxInFlight >> 1 &&
+      !this.socket.writableNeedDrain
+    ) {
+      this.readingPaused = false;
+      this.dispatchDeferred();
+    }
+  }
+
+  /** {@link flush} bound once, so scheduling a flush allocates no closure. */
+  private readonly flushNow = (): void => this.flush();
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.closed || this.output.length === 0 || this.socket.writableEnded) return;
+    this.socket.write(this.output.take());
+    this.applyBackPressure();
+    if (this.closing) this.endWhenAnswered();
+  }
+
+  private onDrain(): void {
+    this.applyBackPressure();
+  }
+
+  private endWhenAnswered(): void {
+    if (this.closed || this.inFlight > 0 || this.socket.writableEnded) return;
+    if (this.output.length > 0) this.socket.write(this.output.take());
+    this.socket.end();
+    this.closeTimer = setTimeout(() => this.destroy(), END_GRACE_MS);
+    this.closeTimer.unref();
+  }
+
+  /** Encodes a routed answer (a node's VALUE, OK, COUNT or VALUES) in the command's turn. */
+  private replyResponse(response: Response): void {
+    const seq = response.id;
+    const writer = this.beginReply(seq);
+    switch (response.op) {
+      case Op.VALUE:
+        writer.bulk(response.value);
+        break;
+      case Op.OK:
+        writer.ok();
+        break;
+      case Op.COUNT:
+        writer.integer(response.count);
+        break;
+      case Op.VALUES:
+        writer.array(response.values.length);
+        for (const value of response.values) writer.bulk(value);
+        break;
+      default:
+        writer.error(`ERR unexpected answer (op ${response.op}) from a node`);
+    }
+    this.endReply(seq);
+  }
+
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closing = true;
+    this.deferred = [];
+    this.early.clear();
+    if (this.closeTimer !== undefined) clearTimeout(this.closeTimer);
+    if (!this.socket.destroyed) this.socket.destroy();
+    this.emit('close');
+  }
+}

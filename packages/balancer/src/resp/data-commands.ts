@@ -1,0 +1,177 @@
+import { ErrorCode, keyDenied, Op, type Response } from '@dstore/protocol';
+import { wrongArity } from './arguments.js';
+import type { CommandCall, RespCommand } from './command-table.js';
+import type { RouterReplyTarget } from './connection.js';
+import { respErrorLine } from './errors.js';
+import { asRouterClient } from './services.js';
+
+/**
+ * Refuses the command (answering it) when a key is over the size limit or the user may not touch
+ * it: `-ERR KEY_TOO_LARGE: ...`, or `-NOPERM ...` as Redis 6 ACLs answer. False when refused.
+ */
+function keysAllowed(call: CommandCall, keys: RespCommand['keys'], write: boolean): boolean {
+  const { args, services, connection, seq } = call;
+  const [first, lastKey, step] = keys;
+  const last = lastKey < 0 ? args.length + lastKey : lastKey;
+  const identity = connection.identity;
+  const grant = identity?.kind === 'user' && identity.grant.limited ? identity.grant : undefined;
+  const maxKeyBytes = services.limits.maxKeyBytes;
+  for (let index = first; index <= last; index += step) {
+    const key = args[index]!;
+    if (key.length > maxKeyBytes) {
+      connection.replyError(
+        seq,
+        respErrorLine(ErrorCode.KEY_TOO_LARGE, `key of ${key.length} bytes, limit ${maxKeyBytes}`),
+      );
+      return false;
+    }
+    const denial = grant === undefined ? undefined : keyDenied(grant, key, write);
+    if (denial !== undefined) {
+      connection.replyError(seq, `NOPERM ${denial}`);
+      return false;
+    }
+  }
+  return true;
+}
+
+/** Key positions (Redis's first, last, step): one key; every argument; key-value pairs. */
+const SINGLE_KEY = [1, 1, 1] as const;
+const EVERY_ARGUMENT = [1, -1, 1] as const;
+const PAIRS = [1, -1, 2] as const;
+
+/** Refuses (answering) a command with more keys than one batch may hold. False when refused. */
+function batchAllowed(call: CommandCall, keys: number): boolean {
+  const max = call.services.limits.maxBatchKeys;
+  if (keys <= max) return true;
+  call.connection.replyError(
+    call.seq,
+    respErrorLine(ErrorCode.BATCH_TOO_LARGE, `${keys} keys, limit ${max}`),
+  );
+  return false;
+}
+
+function get(call: CommandCall): void {
+  if (!keysAllowed(call, SINGLE_KEY, false)) return;
+  const { args, services, connection, seq } = call;
+  services.router.forwardToOwner(
+    { op: Op.GET, id: seq, key: args[1]! },
+    asRouterClient(connection.routerTarget),
+    performance.now(),
+  );
+}
+
+/**
+ * The error line for SET's option words, or undefined when there are none. The options (EX, PX,
+ * NX, XX, GET, KEEPTTL, ...) need the data model's expiry and conditional writes: until the
+ * router serves them, every option word is Redis's syntax error.
+ */
+function setOptionsError(args: readonly Uint8Array[]): string | undefined {
+  return args.length > 3 ? 'ERR syntax error' : undefined;
+}
+
+function set(call: CommandCall): void {
+  const { args, services, connection, seq } = call;
+  const optionsError = setOptionsError(args);
+  if (optionsError !== undefined) {
+    connection.replyError(seq, optionsError);
+    return;
+  }
+  if (!keysAllowed(call, SINGLE_KEY, true)) return;
+  services.router.forwardToOwner(
+    { op: Op.SET, id: seq, key: args[1]!, value: args[2]! },
+    asRouterClient(connection.routerTarget),
+    performance.now(),
+  );
+}
+
+/**
+ * Sums the answers of a many-key DEL, sent as one DEL per key (each to its owner, in parallel),
+ * and answers the command once all are in: the count, or the first error.
+ */
+class DeleteCount implements RouterReplyTarget {
+  private remaining: number;
+  private count = 0;
+  private failure: string | undefined;
+
+  constructor(
+    private readonly call: CommandCall,
+    keys: number,
+  ) {
+    this.remaining = keys;
+  }
+
+  reply(response: Response): void {
+    if (response.op === Op.COUNT) this.count += response.count;
+    this.settle();
+  }
+
+  replyError(_id: number, code: string, message: string): void {
+    this.failure ??= respErrorLine(code, message);
+    this.settle();
+  }
+
+  private settle(): void {
+    if (--this.remaining > 0) return;
+    const { connection, seq } = this.call;
+    if (this.failure !== undefined) connection.replyError(seq, this.failure);
+    else {
+      connection.beginReply(seq).integer(this.count);
+      connection.endReply(seq);
+    }
+  }
+}
+
+function del(call: CommandCall): void {
+  if (!keysAllowed(call, EVERY_ARGUMENT, true) || !batchAllowed(call, call.args.length - 1)) return;
+  const { args, services, connection, seq } = call;
+  const startMs = performance.now();
+  if (args.length === 2) {
+    services.router.forwardToOwner(
+      { op: Op.DEL, id: seq, key: args[1]! },
+      asRouterClient(connection.routerTarget),
+      startMs,
+    );
+    return;
+  }
+  const client = asRouterClient(new DeleteCount(call, args.length - 1));
+  for (let index = 1; index < args.length; index++) {
+    services.router.forwardToOwner({ op: Op.DEL, id: index, key: args[index]! }, client, startMs);
+  }
+}
+
+function mget(call: CommandCall): void {
+  if (!keysAllowed(call, EVERY_ARGUMENT, false) || !batchAllowed(call, call.args.length - 1)) return;
+  const { args, services, connection, seq } = call;
+  services.router.forwardMGet(
+    { op: Op.MGET, id: seq, keys: args.slice(1) },
+    asRouterClient(connection.routerTarget),
+    performance.now(),
+  );
+}
+
+function mset(call: CommandCall): void {
+  const { args, services, connection, seq } = call;
+  if (args.length % 2 === 0) {
+    connection.replyError(seq, wrongArity('mset'));
+    return;
+  }
+  if (!keysAllowed(call, PAIRS, true) || !batchAllowed(call, (args.length - 1) / 2)) return;
+  const entries = new Array<{ key: Uint8Array; value: Uint8Array }>((args.length - 1) / 2);
+  for (let index = 1; index < args.length; index += 2) {
+    entries[(index - 1) / 2] = { key: args[index]!, value: args[index + 1]! };
+  }
+  services.router.forwardMSet(
+    { op: Op.MSET, id: seq, entries },
+    asRouterClient(connection.routerTarget),
+    performance.now(),
+  );
+}
+
+/** The string commands the router serves today. */
+export const DATA_COMMANDS: readonly RespCommand[] = [
+  { name: 'get', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: get },
+  { name: 'set', arity: -3, flags: ['write', 'denyoom'], keys: SINGLE_KEY, run: set },
+  { name: 'del', arity: -2, flags: ['write'], keys: EVERY_ARGUMENT, run: del },
+  { name: 'mget', arity: -2, flags: ['readonly', 'fast'], keys: EVERY_ARGUMENT, run: mget },
+  { name: 'mset', arity: -3, flags: ['write', 'denyoom'], keys: PAIRS, run: mset },
+];

@@ -1,0 +1,58 @@
+import { textOf, unknownCommand, wrongArity } from './arguments.js';
+import { admitAnonymous, authenticationRequired, NOAUTH } from './auth.js';
+import type { RespCommandRunner, RespConnection } from './connection.js';
+import type { RespServices } from './services.js';
+
+/**
+ * Runs each command of each RESP connection: looks it up, checks its arity and the connection's
+ * authentication (and that a user's grant still exists after a users-file reload), then hands it
+ * to the command. Unknown commands get Redis's exact error and the connection stays open.
+ */
+export class RespFrontDoor implements RespCommandRunner {
+  constructor(private readonly services: RespServices) {}
+
+  run(connection: RespConnection, args: Uint8Array[], seq: number): void {
+    const services = this.services;
+    const command = services.commands.get(textOf(args[0]!));
+    if (command === undefined) {
+      connection.replyError(seq, unknownCommand(args));
+      return;
+    }
+    if (command.arity > 0 ? args.length !== command.arity : args.length < -command.arity) {
+      connection.replyError(seq, wrongArity(command.name));
+      return;
+    }
+    if (!command.beforeAuth && !this.authorized(connection, seq)) return;
+    command.run({ connection, services, args, seq });
+  }
+
+  /**
+   * Whether the connection may run commands: authenticated, or admitted as anonymous now when no
+   * users are configured. Answers the refusal itself.
+   */
+  private authorized(connection: RespConnection, seq: number): boolean {
+    const identity = connection.identity;
+    if (identity === undefined) {
+      if (authenticationRequired(this.services)) {
+        connection.replyError(seq, NOAUTH);
+        return false;
+      }
+      return admitAnonymous(this.services, connection, seq);
+    }
+    if (identity.kind === 'user' && identity.grant.revoked) {
+      // The users file was reloaded: the user's current grant applies, or none if it is gone.
+      const grant = this.services.users?.get(identity.grant.name);
+      if (grant === undefined) {
+        connection.identity = undefined;
+        connection.replyError(
+          seq,
+          `NOPERM user '${identity.grant.name}' no longer exists (users file reloaded)`,
+        );
+        void connection.close();
+        return false;
+      }
+      identity.grant = grant;
+    }
+    return true;
+  }
+}

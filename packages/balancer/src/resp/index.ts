@@ -1,0 +1,72 @@
+/**
+ * The balancer's RESP front door (`--resp-port`): Redis clients and tools on the same router,
+ * limits, deadlines and users as the native port. See the package README, section "RESP".
+ */
+import { DEFAULT_LIMITS, type UserDirectory } from '@dstore/protocol';
+import type { ResolvedBalancerOptions } from '../config.js';
+import type { Router } from '../router.js';
+import { CommandTable } from './command-table.js';
+import { CONNECTION_COMMANDS } from './connection-commands.js';
+import { DATA_COMMANDS } from './data-commands.js';
+import { RespServer } from './server.js';
+import type { ServerFacts } from './services.js';
+
+export { RespServer } from './server.js';
+
+/** Most commands of one connection read and not answered yet (as the native port's maxServing). */
+const MAX_IN_FLIGHT = 1024;
+/** Unread reply bytes past which a client is disconnected (reading pauses at half of it). */
+const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
+
+/** What the balancer hands its RESP front door. */
+export interface RespFrontDoorParts {
+  readonly options: ResolvedBalancerOptions;
+  readonly router: Router;
+  readonly users: UserDirectory | undefined;
+  /** Facts for INFO; `port` and `connectedClients` are filled in by the server. */
+  readonly facts: () => Omit<ServerFacts, 'port' | 'connectedClients'>;
+}
+
+/** The RESP server of a balancer, with the balancer's connection caps, deadlines, TLS and users. */
+export function createRespServer(parts: RespFrontDoorParts): RespServer {
+  const { options } = parts;
+  const limits = DEFAULT_LIMITS;
+  const server: RespServer = new RespServer(
+    {
+      host: options.respHost,
+      port: options.respPort,
+      maxConnections: options.maxConnections,
+      // Peers never connect here: their slots stay unused.
+      maxPeerConnections: 1,
+      maxPendingConnections: options.maxPendingConnections,
+      maxPendingPerAddress: options.maxPendingPerAddress,
+      requireAuthentication: true,
+      authTimeoutMs: options.authTimeoutMs,
+      clientIdleTimeoutMs: options.clientIdleTimeoutMs,
+      tls: options.tls,
+      connection: {
+        parser: {
+          maxArgBytes: Math.max(limits.maxValueBytes, limits.maxKeyBytes),
+          maxCommandBytes: limits.maxFrameBytes,
+          // MSET: its name, then a key and a value per entry.
+          maxArgs: 2 * limits.maxBatchKeys + 1,
+        },
+        maxInFlight: MAX_IN_FLIGHT,
+        maxOutputBytes: MAX_OUTPUT_BYTES,
+      },
+    },
+    {
+      router: parts.router,
+      limits,
+      users: parts.users,
+      protectedMode: options.protectedMode,
+      commands: new CommandTable([...CONNECTION_COMMANDS, ...DATA_COMMANDS]),
+      facts: () => ({
+        ...parts.facts(),
+        port: server.address.port,
+        connectedClients: server.connectionCount,
+      }),
+    },
+  );
+  return server;
+}

@@ -1,0 +1,45 @@
+import type { Connection, ProtocolLimits, UserDirectory } from '@dstore/protocol';
+import type { Router } from '../router.js';
+import type { CommandTable } from './command-table.js';
+import type { RespConnection, RouterReplyTarget } from './connection.js';
+
+/** What INFO and HELLO report about this balancer. */
+export interface ServerFacts {
+  readonly balancerId: string;
+  /** The dstore version. */
+  readonly version: string;
+  /** The RESP port. */
+  readonly port: number;
+  readonly connectedClients: number;
+  readonly uptimeSeconds: number;
+  /** Storage nodes in the ring, and its epoch. */
+  readonly nodes: number;
+  readonly epoch: number;
+}
+
+/** What the RESP front door offers its commands. */
+export interface RespServices {
+  /** The balancer's router: the same forwarding, deadlines and fail-fast as the native port. */
+  readonly router: Router;
+  /** The balancer's limits (key, value and batch sizes). */
+  readonly limits: ProtocolLimits;
+  /** The users of the users file / token; authentication is required when it has any. */
+  readonly users: UserDirectory | undefined;
+  /** Without users, accept clients from loopback addresses only (as Redis's protected mode). */
+  readonly protectedMode: boolean;
+  /** The command table (COMMAND lists it). */
+  readonly commands: CommandTable;
+  /** Gives an authenticated connection a client slot; false when every slot is taken. */
+  admit(connection: RespConnection): boolean;
+  /** Facts for INFO and HELLO. */
+  facts(): ServerFacts;
+}
+
+/**
+ * `target` as the router's client type. The router answers a client through `reply` and
+ * `replyError` only (the id it passes back is the command's sequence number), which is all a
+ * {@link RouterReplyTarget} has: the one place a RESP connection stands in for a native one.
+ */
+export function asRouterClient(target: RouterReplyTarget): Connection {
+  return target as unknown as Connection;
+}

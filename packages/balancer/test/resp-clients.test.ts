@@ -1,0 +1,206 @@
+/**
+ * Real Redis clients and tools against the balancer's RESP port, with three real storage nodes:
+ * redis-cli (one-shot and --pipe), redis-benchmark, ioredis 5 (plain and auto-pipelining),
+ * node-redis 4 and node-redis 5 over RESP3, each with its default options.
+ */
+import { DEFAULT_LIMITS } from '@dstore/protocol';
+import { Redis } from 'ioredis';
+import { commandOptions, createClient as createClient4 } from 'redis4';
+import { createClient as createClient5, RESP_TYPES } from 'redis5';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Balancer } from '../src/index.js';
+import { Resources } from './helpers.js';
+import { keyPerNode, redisCli, run, startRespCluster } from './resp-helpers.js';
+
+const resources = new Resources();
+let balancer: Balancer;
+let port: number;
+
+beforeAll(async () => {
+  ({ balancer, respPort: port } = await startRespCluster(resources, 3));
+}, 60_000);
+afterAll(() => resources.releaseAll());
+
+/** What the suite needs of a client: binary-safe strings commands and a MULTI-less batch. */
+interface SuiteClient {
+  set(key: string, value: Buffer): Promise<unknown>;
+  get(key: string): Promise<Buffer | null>;
+  mset(entries: [string, string][]): Promise<unknown>;
+  mget(keys: string[]): Promise<(string | null)[]>;
+  del(keys: string[]): Promise<number>;
+  /** Many commands sent without waiting for each answer (a pipeline or one tick's batch). */
+  batch(commands: string[][]): Promise<unknown[]>;
+}
+
+/** The same checks for every client. */
+async function exerciseClient(client: SuiteClient, prefix: string): Promise<void> {
+  // A key on every node.
+  const spread = keyPerNode(balancer, `${prefix}:node:`);
+  expect(spread).toHaveLength(3);
+  for (const key of spread) await client.set(key, Buffer.from(`v-${key}`));
+  expect((await Promise.all(spread.map((key) => client.get(key)))).map(String)).toEqual(
+    spread.map((key) => `v-${key}`),
+  );
+  // Binary values, every byte value, and a value at the size limit.
+  const binary = Buffer.from(Array.from({ length: 512 }, (_, index) => index % 256));
+  await client.set(`${prefix}:binary`, binary);
+  expect(await client.get(`${prefix}:binary`)).toEqual(binary);
+  const big = Buffer.alloc(DEFAULT_LIMITS.maxValueBytes, 0x61);
+  big[big.length - 1] = 0x7a;
+  await client.set(`${prefix}:big`, big);
+  expect((await client.get(`${prefix}:big`))?.equals(big)).toBe(true);
+  // MSET/MGET across nodes, a missing key in the middle.
+  const entries = Array.from({ length: 50 }, (_, index): [string, string] => [
+    `${prefix}:m:${index}`,
+    `value ${index}`,
+  ]);
+  await client.mset(entries);
+  const keys = entries.map(([key]) => key);
+  expect(await client.mget([keys[0]!, `${prefix}:absent`, ...keys.slice(1)])).toEqual([
+    entries[0]![1],
+    null,
+    ...entries.slice(1).map(([, value]) => value),
+  ]);
+  // A batch whose answers complete out of order (different nodes) comes back in order.
+  const batch = keys.flatMap((key, index) => [
+    ['SET', key, `batch ${index}`],
+    ['GET', key],
+  ]);
+  const answers = await client.batch(batch);
+  expect(answers.filter((_, index) => index % 2 === 1)).toEqual(keys.map((_, index) => `batch ${index}`));
+  expect(await client.del([...keys, `${prefix}:absent`])).toBe(keys.length);
+  expect(await client.get(keys[0]!)).toBeNull();
+}
+
+describe('RESP front door with real clients', () => {
+  it('answers redis-cli one-shot commands', async () => {
+    expect(await redisCli(port, 'PING')).toBe('PONG');
+    expect(await redisCli(port, 'SET', 'cli:k', 'hello world')).toBe('OK');
+    expect(await redisCli(port, 'GET', 'cli:k')).toBe('hello world');
+    expect(await redisCli(port, 'MSET', 'cli:a', '1', 'cli:b', '2')).toBe('OK');
+    expect(await redisCli(port, 'MGET', 'cli:a', 'cli:nope', 'cli:b')).toBe('1\n\n2');
+    expect(await redisCli(port, 'DEL', 'cli:a', 'cli:b', 'cli:k', 'cli:nope')).toBe('3');
+    expect(await redisCli(port, 'ECHO', 'hi')).toBe('hi');
+    expect(await redisCli(port, 'FOOBAR', 'x', 'y')).toBe(
+      "ERR unknown command 'FOOBAR', with args beginning with: 'x' 'y'",
+    );
+    expect(await redisCli(port, 'GET')).toBe("ERR wrong number of arguments for 'get' command");
+    expect(await redisCli(port, 'SELECT', '1')).toBe('ERR DB index is out of range');
+    expect(await redisCli(port, 'INFO', 'persistence')).toContain('loading:0');
+    expect(await redisCli(port, '-3', 'HELLO', '3')).toContain('proto 3');
+    expect(await redisCli(port, 'HELLO', '4')).toBe('NOPROTO unsupported protocol version');
+  });
+
+  it('takes a redis-cli --pipe mass insertion of 10,000 keys, all readable back', async () => {
+    let input = '';
+    for (let index = 0; index < 10_000; index++) {
+      const key = `pipe:${index}`;
+      const value = `value-${index}`;
+      input += `*3\r\n$3\r\nSET\r\n$${key.length}\r\n${key}\r\n$${value.length}\r\n${value}\r\n`;
+    }
+    const result = await run('redis-cli', ['-p', String(port), '--pipe'], input);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain('errors: 0, replies: 10000');
+    const redis = new Redis({ port, lazyConnect: true });
+    try {
+      await redis.connect();
+      for (let start = 0; start < 10_000; start += 1000) {
+        const keys = Array.from({ length: 1000 }, (_, index) => `pipe:${start + index}`);
+        expect(await redis.mget(keys)).toEqual(keys.map((_, index) => `value-${start + index}`));
+      }
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('runs redis-benchmark ping,set,get,mset with no error', async () => {
+    const result = await run('redis-benchmark', [
+      '-p',
+      String(port),
+      '-t',
+      'ping,set,get,mset',
+      '-n',
+      '20000',
+      '-q',
+    ]);
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(result.stdout + result.stderr).not.toMatch(/error/i);
+    expect(result.stdout).toContain('MSET');
+  }, 120_000);
+
+  for (const autoPipelining of [false, true]) {
+    it(`serves ioredis 5${autoPipelining ? ' with enableAutoPipelining' : ''}`, async () => {
+      const redis = new Redis({ port, enableAutoPipelining: autoPipelining, lazyConnect: true });
+      try {
+        await redis.connect();
+        await exerciseClient(
+          {
+            set: (key, value) => redis.set(key, value),
+            get: (key) => redis.getBuffer(key),
+            mset: (entries) => redis.mset(...entries.flat()),
+            mget: (keys) => redis.mget(keys),
+            del: (keys) => redis.del(keys),
+            batch: async (commands) => {
+              // ioredis names pipeline commands by their method names (lower case).
+              const lower = commands.map(([name, ...args]) => [name!.toLowerCase(), ...args]);
+              const results = await redis.pipeline(lower).exec();
+              return (results ?? []).map(([error, value]) => error ?? value);
+            },
+          },
+          `ioredis${autoPipelining ? '-auto' : ''}`,
+        );
+        // An error answer keeps the connection usable.
+        await expect(redis.call('NOSUCHCOMMAND')).rejects.toThrow(/unknown command 'NOSUCHCOMMAND'/);
+        await expect(redis.set('ioredis:opt', 'v', 'EX', 10)).rejects.toThrow('ERR syntax error');
+        expect(await redis.ping()).toBe('PONG');
+      } finally {
+        redis.disconnect();
+      }
+    });
+  }
+
+  it('serves node-redis 4', async () => {
+    const client = createClient4({ socket: { port } });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      const binary = commandOptions({ returnBuffers: true });
+      await exerciseClient(
+        {
+          set: (key, value) => client.set(key, value),
+          get: (key) => client.get(binary, key),
+          mset: (entries) => client.mSet(entries),
+          mget: (keys) => client.mGet(keys),
+          del: (keys) => client.del(keys),
+          batch: (commands) => Promise.all(commands.map((command) => client.sendCommand(command))),
+        },
+        'redis4',
+      );
+    } finally {
+      await client.quit();
+    }
+  });
+
+  it('serves node-redis 5 over RESP3 (HELLO 3)', async () => {
+    const client = createClient5({ socket: { port }, RESP: 3 });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      const binary = client.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
+      await exerciseClient(
+        {
+          set: (key, value) => client.set(key, value),
+          get: (key) => binary.get(key),
+          mset: (entries) => client.mSet(entries),
+          mget: (keys) => client.mGet(keys),
+          del: (keys) => client.del(keys),
+          batch: (commands) => Promise.all(commands.map((command) => client.sendCommand(command))),
+        },
+        'redis5',
+      );
+      expect(await client.get('redis5:never-set')).toBeNull();
+    } finally {
+      client.destroy();
+    }
+  });
+});

@@ -1,0 +1,62 @@
+import { execFile, spawn } from 'node:child_process';
+import type { Balancer, BalancerOptions } from '../src/index.js';
+import { type Resources, spawnNode, startBalancer, waitForNodesUp } from './helpers.js';
+
+/** A balancer with a RESP port and `nodes` real storage-node processes, all stopped at release. */
+export async function startRespCluster(
+  resources: Resources,
+  nodes: number,
+  options: BalancerOptions = {},
+): Promise<{ balancer: Balancer; respPort: number }> {
+  const balancer = await startBalancer(resources, { respPort: 0, ...options });
+  await Promise.all(
+    Array.from({ length: nodes }, (_, index) =>
+      spawnNode(resources, `resp-node-${index + 1}`, balancer.address.port),
+    ),
+  );
+  await waitForNodesUp(balancer, nodes);
+  return { balancer, respPort: balancer.address.respPort };
+}
+
+/** Runs a command line tool; resolves with its exit code and output (never rejects). */
+export function run(
+  command: string,
+  args: string[],
+  input?: string | Buffer,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
+  });
+}
+
+/** `redis-cli -p port args...`: its output, trimmed. */
+export async function redisCli(port: number, ...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', ['-p', String(port), ...args], (error, stdout) =>
+      error ? reject(error) : resolve(stdout.trim()),
+    );
+  });
+}
+
+/** One key owned by each node of the balancer's ring (found by asking the ring). */
+export function keyPerNode(balancer: Balancer, prefix: string): string[] {
+  const owners = new Map<string, string>();
+  const nodes = balancer.ring.nodes().length;
+  for (let index = 0; owners.size < nodes && index < 10_000; index++) {
+    const key = `${prefix}${index}`;
+    const owner = balancer.ring.get(key);
+    if (!owners.has(owner)) owners.set(owner, key);
+  }
+  return [...owners.values()];
+}
