@@ -208,3 +208,38 @@ export function seededRandom(seed: number): () => number {
 
 export { FakeServer, type FakeServerMode, type FakeServerOptions, keyOf } from './fake-server.js';
 export { createTestPki, type TestCertificate, type TestPki } from './testing-tls.js';
+
+const latin1 = (text: string): Uint8Array => Uint8Array.from(text, (char) => char.charCodeAt(0));
+
+/**
+ * Hostile RESP for a RESP port (the balancer's `--resp-port`), after Redis's own protocol limits:
+ * each case either gets `-ERR Protocol error: ...` and a close (`closes`), or is an incomplete or
+ * refused command the server answers or waits on without holding what it declared. Whatever the
+ * case, the server must keep serving its other clients.
+ */
+export function respBadInputCorpus(): BadInputCase[] {
+  const repeat = (text: string, count: number): Uint8Array => latin1(text.repeat(count));
+  return [
+    { name: 'truncated bulk', bytes: latin1('*2\r\n$3\r\nGET\r\n$10\r\nabc'), closes: false },
+    { name: 'truncated multibulk', bytes: latin1('*3\r\n$3\r\nSET\r\n'), closes: false },
+    {
+      name: 'bulk over the value limit, declared only',
+      bytes: latin1(`*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$${DEFAULT_LIMITS.maxValueBytes * 100}\r\n`),
+      closes: false,
+    },
+    { name: 'bulk over proto-max-bulk-len', bytes: latin1('*1\r\n$600000000\r\n'), closes: true },
+    { name: 'negative bulk length', bytes: latin1('*1\r\n$-5\r\n'), closes: true },
+    { name: 'null bulk in a request', bytes: latin1('*1\r\n$-1\r\n'), closes: true },
+    { name: 'negative multibulk count (ignored)', bytes: latin1('*-5\r\n'), closes: false },
+    { name: 'huge bulk length digits', bytes: latin1('*1\r\n$99999999999999999999999999\r\n'), closes: true },
+    { name: 'huge multibulk count', bytes: latin1('*2000000\r\n'), closes: true },
+    { name: 'multibulk count at the limit, no elements', bytes: latin1('*1048576\r\n'), closes: false },
+    { name: 'non-digit length', bytes: latin1('*1\r\n$abc\r\n'), closes: true },
+    { name: 'missing CRLF after a bulk', bytes: latin1('*1\r\n$4\r\nPINGxx'), closes: true },
+    { name: 'nested arrays', bytes: repeat('*1\r\n', 10_000), closes: true },
+    { name: 'inline line over 64 KiB', bytes: repeat('A', 70_000), closes: true },
+    { name: 'unbalanced quotes', bytes: latin1('GET "abc\r\n'), closes: true },
+    { name: 'binary garbage line', bytes: Uint8Array.from([0, 1, 2, 0xff, 0xfe, 13, 10]), closes: false },
+    { name: 'a native dstore frame', bytes: encodeFrame({ op: Op.PING, id: 1 }), closes: false },
+  ];
+}

@@ -248,14 +248,14 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   private applyBackPressure(): void {
     const over =
       this.inFlight >= this.options.maxInFlight ||
-      this.bufferedOutputBytes >= this.options.maxOutputBytes >> 1;
+      this.bufferedOutputBytes >= this.options.maxOutputBytes / 2;
     if (over && !this.readingPaused) {
       this.readingPaused = true;
       this.socket.pause();
     } else if (
       !over &&
       this.readingPaused &&
-      this.inFlight <= this.options.maxInFlight >> 1 &&
+      this.inFlight <= this.options.maxInFlight / 2 &&
       !this.socket.writableNeedDrain
     ) {
       this.readingPaused = false;

@@ -1,0 +1,120 @@
+/**
+ * The RESP port with a users file: AUTH and HELLO AUTH against the stored verifiers, NOAUTH before,
+ * per-key grants answered NOPERM, a users-file reload, with redis-cli, ioredis and node-redis 5.
+ */
+import { writeFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { join } from 'node:path';
+import { hashPassword } from '@dstore/protocol';
+import { Redis } from 'ioredis';
+import { createClient } from 'redis5';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Balancer } from '../src/index.js';
+import { Resources, temporaryDir, waitFor } from './helpers.js';
+import { redisCli, startRespCluster } from './resp-helpers.js';
+
+const resources = new Resources();
+let balancer: Balancer;
+let port: number;
+let usersFile: string;
+
+async function writeUsers(names: string[]): Promise<void> {
+  const all = [
+    { name: 'writer', password: await hashPassword('writer-password') },
+    { name: 'reader', password: await hashPassword('reader-password'), access: 'read' },
+    { name: 'scoped', password: await hashPassword('scoped-password'), prefixes: ['tenant-a:'] },
+  ];
+  writeFileSync(usersFile, JSON.stringify({ users: all.filter((user) => names.includes(user.name)) }));
+}
+
+beforeAll(async () => {
+  usersFile = join(temporaryDir(resources, 'resp-users-'), 'users.json');
+  await writeUsers(['writer', 'reader', 'scoped']);
+  ({ balancer, respPort: port } = await startRespCluster(resources, 2, { usersFile }));
+}, 60_000);
+afterAll(() => resources.releaseAll());
+
+/** An ioredis client as `username`, disconnected at release. */
+async function login(username: string, password: string): Promise<Redis> {
+  const redis = new Redis({ port, username, password, lazyConnect: true, maxRetriesPerRequest: 0 });
+  redis.on('error', () => undefined);
+  resources.add(() => redis.disconnect());
+  await redis.connect();
+  return redis;
+}
+
+describe('RESP authentication and grants', () => {
+  it('refuses commands before AUTH and wrong passwords with Redis errors', async () => {
+    expect(await redisCli(port, 'GET', 'k')).toBe('NOAUTH Authentication required.');
+    expect(await redisCli(port, 'PING')).toBe('NOAUTH Authentication required.');
+    expect(await redisCli(port, 'AUTH', 'writer', 'wrong')).toBe(
+      'WRONGPASS invalid username-password pair or user is disabled.',
+    );
+    expect(await redisCli(port, 'AUTH', 'nobody', 'writer-password')).toBe(
+      'WRONGPASS invalid username-password pair or user is disabled.',
+    );
+    expect(
+      await redisCli(port, '--user', 'writer', '--pass', 'writer-password', '--no-auth-warning', 'PING'),
+    ).toBe('PONG');
+  });
+
+  it('runs commands pipelined behind AUTH with its outcome', async () => {
+    const reply = await new Promise<string>((resolve) => {
+      const socket = netConnect({ host: '127.0.0.1', port });
+      let text = '';
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+        if (text.endsWith('+PONG\r\n')) {
+          socket.destroy();
+          resolve(text);
+        }
+      });
+      socket.write('AUTH writer writer-password\r\nGET never-set\r\nPING\r\n');
+    });
+    expect(reply).toBe('+OK\r\n$-1\r\n+PONG\r\n');
+  });
+
+  it('checks read/write grants and key prefixes per key (NOPERM)', async () => {
+    const writer = await login('writer', 'writer-password');
+    await writer.set('shared', 'from writer');
+    const reader = await login('reader', 'reader-password');
+    expect(await reader.get('shared')).toBe('from writer');
+    await expect(reader.set('shared', 'x')).rejects.toThrow(/^NOPERM user 'reader' is read-only/);
+    await expect(reader.del('shared')).rejects.toThrow(/^NOPERM/);
+    const scoped = await login('scoped', 'scoped-password');
+    await scoped.mset('tenant-a:1', 'a', 'tenant-a:2', 'b');
+    expect(await scoped.mget('tenant-a:1', 'tenant-a:2')).toEqual(['a', 'b']);
+    await expect(scoped.get('shared')).rejects.toThrow(
+      /^NOPERM user 'scoped' may only use keys starting with/,
+    );
+    await expect(scoped.mget('tenant-a:1', 'shared')).rejects.toThrow(/^NOPERM/);
+  });
+
+  it('authenticates node-redis 5 over RESP3 with HELLO 3 AUTH', async () => {
+    const client = createClient({
+      socket: { port },
+      RESP: 3,
+      username: 'writer',
+      password: 'writer-password',
+    });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      await client.set('redis5-auth', 'ok');
+      expect(await client.get('redis5-auth')).toBe('ok');
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('drops a user removed from the users file at the next command', async () => {
+    const scoped = await login('scoped', 'scoped-password');
+    expect(await scoped.get('tenant-a:1')).toBe('a');
+    await writeUsers(['writer', 'reader']);
+    await balancer.reloadUsers();
+    await expect(scoped.get('tenant-a:1')).rejects.toThrow(/^NOPERM user 'scoped' no longer exists/);
+    await waitFor(() => scoped.status !== 'ready', 'the connection closed');
+    await writeUsers(['writer', 'reader', 'scoped']);
+    await balancer.reloadUsers();
+  });
+});
