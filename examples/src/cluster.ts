@@ -108,6 +108,8 @@ export interface ClusterOptions {
   readonly tls?: ClusterTls;
   /** A cluster secret for every process, users and an admin token for the balancer. Default: none. */
   readonly auth?: ClusterAuth;
+  /** More options of the balancer (such as `--resp-port`). Default: none. */
+  readonly balancerArgs?: readonly string[];
 }
 
 /** Options of {@link startNode}. */
@@ -225,6 +227,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
           ...(options.balancerDataDir === false ? [] : ['--data-dir', join(root, 'data', 'balancer')]),
           ...tlsArgs(options.tls),
           ...authArgs(options.auth, 'balancer'),
+          ...(options.balancerArgs ?? []),
         ],
         root,
         detached: options.detached ?? false,

@@ -1,0 +1,188 @@
+/**
+ * `bench:resp` (issue #15): redis-benchmark against dstore's RESP port (`--resp-port`: a balancer
+ * + 3 memory nodes) next to twemproxy + 3 Redis, in ONE run on the same machine: `-t set,get`
+ * with `-P 1` and `-P 16`, the same requests, clients and value size for both. For each system and
+ * pipeline depth: requests per second of SET and GET (redis-benchmark's own figures), CPU µs per
+ * op of every server process (utime + stime from /proc/<pid>/stat around the run, all threads),
+ * and the ratio dstore / twemproxy. Systems are interleaved per round; medians over rounds.
+ *
+ *   pnpm build && pnpm --filter @dstore/examples bench:resp
+ *   pnpm --filter @dstore/examples bench:resp -- --requests 200000 --clients 50 --rounds 3
+ *
+ * Flags (or env): --requests (DSTORE_RESP_REQUESTS, 100000 per test), --clients
+ * (DSTORE_RESP_CLIENTS, 50 connections), --rounds (DSTORE_RESP_ROUNDS, 3), --pipelines
+ * (DSTORE_RESP_PIPELINES, 1,16). Needs redis-server, redis-tools and nutcracker (Debian). Linux
+ * only (/proc).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { cpuSeconds, median } from './bench-load.js';
+import { startCluster, stopCluster } from './cluster.js';
+import { freePort, missingPeerTools, PEER_PACKAGES, startTwemproxy, stopPeers } from './redis-peers.js';
+
+const { values: flags } = parseArgs({
+  options: {
+    requests: { type: 'string', default: process.env.DSTORE_RESP_REQUESTS ?? '100000' },
+    clients: { type: 'string', default: process.env.DSTORE_RESP_CLIENTS ?? '50' },
+    rounds: { type: 'string', default: process.env.DSTORE_RESP_ROUNDS ?? '3' },
+    pipelines: { type: 'string', default: process.env.DSTORE_RESP_PIPELINES ?? '1,16' },
+  },
+});
+const REQUESTS = Number(flags.requests);
+const CLIENTS = Number(flags.clients);
+const ROUNDS = Number(flags.rounds);
+const PIPELINES = flags.pipelines.split(',').map(Number);
+const TESTS = ['SET', 'GET'] as const;
+
+/** A system under test: where redis-benchmark connects, and which processes serve it. */
+interface System {
+  readonly label: string;
+  readonly port: number;
+  readonly processes: readonly { readonly name: string; readonly pid: number }[];
+  readonly stop: () => Promise<void>;
+}
+
+/** One redis-benchmark run: requests/s per test, and CPU µs per op of each server process. */
+interface Sample {
+  readonly rps: Record<(typeof TESTS)[number], number>;
+  readonly cpuUsPerOp: number[];
+}
+
+async function startDstore(dir: string): Promise<System> {
+  const root = join(dir, 'dstore');
+  const respPort = await freePort();
+  const state = await startCluster({
+    root,
+    engine: 'memory',
+    nodes: 3,
+    balancerArgs: ['--resp-port', String(respPort)],
+  });
+  return {
+    label: 'dstore RESP: balancer + 3 memory nodes',
+    port: respPort,
+    processes: [state.balancer, ...state.nodes].map((proc) => ({ name: proc.id, pid: proc.pid })),
+    stop: async () => void (await stopCluster(root)),
+  };
+}
+
+async function startPeer(dir: string): Promise<System> {
+  const system = await startTwemproxy(join(dir, 'twemproxy'));
+  return {
+    label: 'twemproxy + 3 Redis',
+    port: system.endpoints[0]!.port,
+    processes: system.processes.map((proc) => ({ name: proc.name, pid: proc.pid })),
+    stop: () => stopPeers(system.processes),
+  };
+}
+
+/** Runs redis-benchmark (CSV output); resolves with requests/s by test name. */
+function redisBenchmark(port: number, pipeline: number): Promise<Record<string, number>> {
+  const args = ['-p', String(port), '-t', 'set,get', '-n', String(REQUESTS), '-c', String(CLIENTS)];
+  args.push('-P', String(pipeline), '-r', '10000', '-d', '100', '--csv');
+  return new Promise((resolve, reject) => {
+    const child = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+    });
+    child.once('close', (code) => {
+      if (code !== 0) {
+        reject(new Error(`redis-benchmark exited with ${code}: ${err}${out}`));
+        return;
+      }
+      const rps: Record<string, number> = {};
+      for (const line of out.split('\n')) {
+        const match = /^"([A-Z_]+)","([0-9.]+)"/.exec(line);
+        if (match) rps[match[1]!] = Number(match[2]);
+      }
+      resolve(rps);
+    });
+  });
+}
+
+async function measure(system: System, pipeline: number): Promise<Sample> {
+  const before = system.processes.map((proc) => cpuSeconds(proc.pid));
+  const rps = await redisBenchmark(system.port, pipeline);
+  const after = system.processes.map((proc) => cpuSeconds(proc.pid));
+  const ops = REQUESTS * TESTS.length;
+  return {
+    rps: { SET: rps.SET ?? 0, GET: rps.GET ?? 0 },
+    cpuUsPerOp: after.map((seconds, index) => ((seconds - before[index]!) * 1e6) / ops),
+  };
+}
+
+const fixed = (value: number, digits = 1): string => value.toFixed(digits);
+
+async function main(): Promise<void> {
+  const missing = missingPeerTools(['redis-server', 'redis-cli', 'redis-benchmark', 'nutcracker']);
+  if (missing.length > 0) {
+    console.error(`missing: ${missing.join(', ')} (apt-get install -y ${PEER_PACKAGES})`);
+    process.exit(1);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'dstore-bench-resp-'));
+  const systems: System[] = [];
+  try {
+    systems.push(await startDstore(dir), await startPeer(dir));
+    const samples = new Map<string, Sample[]>();
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const pipeline of PIPELINES) {
+        for (const system of systems) {
+          const sample = await measure(system, pipeline);
+          const key = `${system.label}|${pipeline}`;
+          samples.set(key, [...(samples.get(key) ?? []), sample]);
+          console.log(
+            `round ${round} -P ${pipeline} ${system.label}: SET ${fixed(sample.rps.SET, 0)}/s GET ${fixed(sample.rps.GET, 0)}/s, CPU µs/op ${sample.cpuUsPerOp.map((us) => fixed(us)).join(' ')}`,
+          );
+        }
+      }
+    }
+    console.log(
+      `\nredis-benchmark -t set,get -n ${REQUESTS} -c ${CLIENTS} -d 100 -r 10000, medians of ${ROUNDS} rounds:\n`,
+    );
+    console.log('| system | -P | SET ops/s | GET ops/s | CPU µs/op per server process | servers total |');
+    console.log('|---|---|---|---|---|---|');
+    for (const pipeline of PIPELINES) {
+      for (const system of systems) {
+        const runs = samples.get(`${system.label}|${pipeline}`) ?? [];
+        const cpu = system.processes.map((_, index) => median(runs.map((run) => run.cpuUsPerOp[index]!)));
+        const perProcess = system.processes
+          .map((proc, index) => `${proc.name} ${fixed(cpu[index]!)}`)
+          .join(', ');
+        console.log(
+          `| ${system.label} | ${pipeline} | ${fixed(median(runs.map((run) => run.rps.SET)), 0)} | ${fixed(median(runs.map((run) => run.rps.GET)), 0)} | ${perProcess} | ${fixed(cpu.reduce((sum, us) => sum + us, 0))} |`,
+        );
+      }
+    }
+    console.log(
+      '\nRatios dstore / twemproxy (ops/s: higher is better; server CPU per op: lower is better):\n',
+    );
+    console.log('| -P | SET ops/s | GET ops/s | server CPU/op |');
+    console.log('|---|---|---|---|');
+    const [dstore, peer] = systems as [System, System];
+    for (const pipeline of PIPELINES) {
+      const ours = samples.get(`${dstore.label}|${pipeline}`) ?? [];
+      const theirs = samples.get(`${peer.label}|${pipeline}`) ?? [];
+      const ratio = (pick: (sample: Sample) => number): string =>
+        fixed(median(ours.map(pick)) / median(theirs.map(pick)), 2);
+      const cpu = (sample: Sample): number => sample.cpuUsPerOp.reduce((sum, us) => sum + us, 0);
+      console.log(
+        `| ${pipeline} | ${ratio((sample) => sample.rps.SET)}x | ${ratio((sample) => sample.rps.GET)}x | ${ratio(cpu)}x |`,
+      );
+    }
+  } finally {
+    for (const system of systems) await system.stop().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
