@@ -101,6 +101,8 @@ describe('RESP front door with real clients', () => {
     const result = await run('redis-cli', ['-p', String(port), '--pipe'], input);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toContain('errors: 0, replies: 10000');
+    // The ring is settled (no range moving): the nodes' counts sum to exactly what is stored.
+    expect(await redisCli(port, 'DBSIZE')).toBe('10000');
     const redis = new Redis({ port, lazyConnect: true });
     try {
       await redis.connect();

@@ -133,6 +133,11 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
 
   /** Ends the answer of `seq` started by {@link beginReply}; releases the answers it was holding up. */
   endReply(seq: number): void {
+    if (this.closed) {
+      // Answers arriving after the client left are dropped (the side buffer is not kept either).
+      if (seq !== this.headSeq) this.sideOutput.take();
+      return;
+    }
     if (seq !== this.headSeq) {
       this.early.set(seq, this.sideOutput.take());
       return;
@@ -169,7 +174,22 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   command(args: Uint8Array[]): void {
     if (this.closing) return;
     if (this.readingPaused || this.held || this.deferred.length > 0) this.deferred.push(args);
-    else this.runner.run(this, args, this.nextSeq++);
+    else this.runCommand(args);
+  }
+
+  /**
+   * Runs one command in its turn. A handler that throws (a bug) must not take the process down
+   * from inside a socket event: its command is answered with the error instead.
+   */
+  private runCommand(args: Uint8Array[]): void {
+    const seq = this.nextSeq++;
+    try {
+      this.runner.run(this, args, seq);
+    } catch (error) {
+      if (seq >= this.headSeq && !this.early.has(seq)) {
+        this.replyError(seq, `ERR INTERNAL: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
   }
 
   /** A command skipped for going over a limit: its turn gets `-ERR message`. */
@@ -225,7 +245,7 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     ) {
       const item = queue[next++]!;
       if (typeof item === 'string') this.replyError(this.nextSeq++, `ERR ${item}`);
-      else this.runner.run(this, item, this.nextSeq++);
+      else this.runCommand(item);
     }
     if (this.deferred === queue) this.deferred = next === queue.length ? [] : queue.slice(next);
     if (!this.closing && !this.readingPaused) this.socket.resume();

@@ -1,4 +1,4 @@
-import { ErrorCode, keyDenied, Op, type Response } from '@dstore/protocol';
+import { DstoreError, ErrorCode, keyDenied, Op, type Response } from '@dstore/protocol';
 import { wrongArity } from './arguments.js';
 import type { CommandCall, RespCommand } from './command-table.js';
 import type { RouterReplyTarget } from './connection.js';
@@ -167,6 +167,20 @@ function mset(call: CommandCall): void {
   );
 }
 
+/** DBSIZE: the nodes' key counts, summed (approximate while ranges move: see `countKeys`). */
+function dbsize({ services, connection, seq }: CommandCall): void {
+  services.countKeys().then(
+    (keys) => {
+      connection.beginReply(seq).integer(keys);
+      connection.endReply(seq);
+    },
+    (error: unknown) => {
+      const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
+      connection.replyError(seq, respErrorLine(code, error instanceof Error ? error.message : String(error)));
+    },
+  );
+}
+
 /** The string commands the router serves today. */
 export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'get', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: get },
@@ -174,4 +188,5 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'del', arity: -2, flags: ['write'], keys: EVERY_ARGUMENT, run: del },
   { name: 'mget', arity: -2, flags: ['readonly', 'fast'], keys: EVERY_ARGUMENT, run: mget },
   { name: 'mset', arity: -3, flags: ['write', 'denyoom'], keys: PAIRS, run: mset },
+  { name: 'dbsize', arity: 1, flags: ['readonly', 'fast'], keys: [0, 0, 0], run: dbsize },
 ];

@@ -25,6 +25,8 @@ export interface RespFrontDoorParts {
   readonly users: UserDirectory | undefined;
   /** Facts for INFO; `port` and `connectedClients` are filled in by the server. */
   readonly facts: () => Omit<ServerFacts, 'port' | 'connectedClients'>;
+  /** The keys of every node, summed (DBSIZE). */
+  readonly countKeys: () => Promise<number>;
 }
 
 /** The RESP server of a balancer, with the balancer's connection caps, deadlines, TLS and users. */
@@ -61,6 +63,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
       users: parts.users,
       protectedMode: options.protectedMode,
       commands: new CommandTable([...CONNECTION_COMMANDS, ...DATA_COMMANDS]),
+      countKeys: parts.countKeys,
       facts: () => ({
         ...parts.facts(),
         port: server.address.port,

@@ -33,6 +33,8 @@ export interface RespServices {
   admit(connection: RespConnection): boolean;
   /** Facts for INFO and HELLO. */
   facts(): ServerFacts;
+  /** The keys of every node, summed (DBSIZE; approximate while ranges move). */
+  countKeys(): Promise<number>;
 }
 
 /**
