@@ -49,6 +49,11 @@ export interface BalancerOptions {
   readonly respPort?: number;
   /** Address of the RESP port. Default: {@link host}. */
   readonly respHost?: string;
+  /**
+   * Unread reply bytes past which a RESP client is disconnected (reading it pauses at half), as
+   * Redis's client-output-buffer-limit. Default 64 MiB.
+   */
+  readonly respMaxOutputBytes?: number;
   /** Nodes in the ring from the start (in addition to those that JOIN). */
   readonly nodes?: readonly StaticNodeSpec[];
   /** Ring algorithm. Default 'vnode'. */
@@ -150,6 +155,7 @@ export interface ResolvedBalancerOptions {
   readonly adminPort: number;
   readonly respHost: string;
   readonly respPort: number;
+  readonly respMaxOutputBytes: number;
   readonly adminToken: string | undefined;
   readonly adminAuth: AdminAuthScope;
   readonly nodes: readonly Required<StaticNodeSpec>[];
@@ -301,6 +307,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     adminPort: portNumber('adminPort', options.adminPort ?? DEFAULT_ADMIN_PORT, true),
     respHost: options.respHost ?? host,
     respPort: portNumber('respPort', options.respPort ?? -1, true),
+    respMaxOutputBytes: positiveInteger('respMaxOutputBytes', options.respMaxOutputBytes ?? 64 * 1024 * 1024),
     adminToken: options.adminToken === '' ? undefined : options.adminToken,
     adminAuth: adminAuthScope(options.adminAuth ?? 'mutating'),
     nodes,

@@ -1,32 +1,10 @@
-import { connect as netConnect } from 'node:net';
 import { Op } from '@dstore/protocol';
 import { badInputCorpus } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connect, Resources, startBalancer, startFakeNode, waitForNodesUp } from './helpers.js';
+import { connect, Resources, sendRaw, startBalancer, startFakeNode, waitForNodesUp } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
-
-/** Writes raw bytes; resolves once the server closed the socket or `settleMs` passed. */
-function sendRaw(port: number, bytes: Uint8Array, settleMs: number): Promise<{ closedByServer: boolean }> {
-  return new Promise((resolve) => {
-    const socket = netConnect({ host: '127.0.0.1', port });
-    socket.on('error', () => undefined);
-    socket.on('data', () => undefined);
-    let finished = false;
-    const finish = (closedByServer: boolean): void => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ closedByServer });
-    };
-    const timer = setTimeout(() => finish(false), settleMs);
-    socket.once('close', () => finish(true));
-    socket.once('end', () => finish(true));
-    socket.once('connect', () => socket.write(bytes));
-  });
-}
 
 describe('bad input from clients', () => {
   it('survives every case of the corpus and keeps serving new connections', async () => {

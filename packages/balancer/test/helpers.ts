@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -272,3 +273,34 @@ export async function nodeStats(port: number): Promise<Record<string, number | s
 
 /** Resolves after `ms`. */
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Writes raw bytes to `port`; resolves with what came back once the server closed the socket or
+ * `settleMs` passed (the bad-input suites of both ports).
+ */
+export function sendRaw(
+  port: number,
+  bytes: Uint8Array,
+  settleMs: number,
+): Promise<{ closedByServer: boolean; reply: string }> {
+  return new Promise((resolve) => {
+    const socket = netConnect({ host: '127.0.0.1', port });
+    let reply = '';
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('latin1');
+    });
+    let finished = false;
+    const finish = (closedByServer: boolean): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ closedByServer, reply });
+    };
+    const timer = setTimeout(() => finish(false), settleMs);
+    socket.once('close', () => finish(true));
+    socket.once('end', () => finish(true));
+    socket.once('connect', () => socket.write(bytes));
+  });
+}

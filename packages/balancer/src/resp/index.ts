@@ -15,8 +15,6 @@ export { RespServer } from './server.js';
 
 /** Most commands of one connection read and not answered yet (as the native port's maxServing). */
 const MAX_IN_FLIGHT = 1024;
-/** Unread reply bytes past which a client is disconnected (reading pauses at half of it). */
-const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
 /** What the balancer hands its RESP front door. */
 export interface RespFrontDoorParts {
@@ -54,7 +52,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
           maxArgs: 2 * limits.maxBatchKeys + 1,
         },
         maxInFlight: MAX_IN_FLIGHT,
-        maxOutputBytes: MAX_OUTPUT_BYTES,
+        maxOutputBytes: options.respMaxOutputBytes,
       },
     },
     {
