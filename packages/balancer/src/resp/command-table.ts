@@ -1,3 +1,4 @@
+import { isWord } from './arguments.js';
 import type { RespConnection } from './connection.js';
 import type { RespServices } from './services.js';
 
@@ -27,12 +28,19 @@ export interface RespCommand {
   readonly run: (call: CommandCall) => void;
 }
 
+/** A bucket number for a command name from its length and first and last letters, any case. */
+function bucketOf(length: number, first: number, last: number): number {
+  return length * 65536 + (first | 0x20) * 256 + (last | 0x20);
+}
+
 /**
  * The commands by lower-case name. Adding a command is adding an entry: the front door checks
- * arity and authentication from its description, and COMMAND / COMMAND COUNT list it.
+ * arity and authentication from its description, and COMMAND / COMMAND COUNT list it. Looking a
+ * name up allocates nothing (no string is made of the bytes): the hot path of every command.
  */
 export class CommandTable {
   private readonly byName = new Map<string, RespCommand>();
+  private readonly buckets = new Map<number, RespCommand[]>();
 
   constructor(commands: readonly RespCommand[]) {
     for (const command of commands) this.add(command);
@@ -40,18 +48,29 @@ export class CommandTable {
 
   /** Adds (or replaces) a command. */
   add(command: RespCommand): void {
-    this.byName.set(command.name, command);
-    // Clients send names upper-case almost always: a second entry spares the lower-casing.
-    this.byName.set(command.name.toUpperCase(), command);
+    const { name } = command;
+    this.byName.set(name, command);
+    const bucket = bucketOf(name.length, name.charCodeAt(0), name.charCodeAt(name.length - 1));
+    const entries = (this.buckets.get(bucket) ?? []).filter((entry) => entry.name !== name);
+    this.buckets.set(bucket, [...entries, command]);
   }
 
   /** The command named `name` (any case), or undefined. */
   get(name: string): RespCommand | undefined {
-    return this.byName.get(name) ?? this.byName.get(name.toLowerCase());
+    return this.byName.get(name.toLowerCase());
+  }
+
+  /** The command whose name `bytes` spells (any ASCII case), or undefined. */
+  find(bytes: Uint8Array): RespCommand | undefined {
+    if (bytes.length === 0) return undefined;
+    const entries = this.buckets.get(bucketOf(bytes.length, bytes[0]!, bytes[bytes.length - 1]!));
+    if (entries === undefined) return undefined;
+    for (const entry of entries) if (isWord(bytes, entry.name)) return entry;
+    return undefined;
   }
 
   /** Every command, once each. */
   all(): RespCommand[] {
-    return [...new Set(this.byName.values())];
+    return [...this.byName.values()];
   }
 }

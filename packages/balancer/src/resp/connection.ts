@@ -190,6 +190,11 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
         this.replyError(seq, `ERR INTERNAL: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
+    if (this.inFlight >= this.options.maxInFlight && !this.readingPaused) {
+      // The bound is reached: what the current chunk still holds waits in `deferred`.
+      this.readingPaused = true;
+      this.socket.pause();
+    }
   }
 
   /** A command skipped for going over a limit: its turn gets `-ERR message`. */

@@ -1,4 +1,4 @@
-import { textOf, unknownCommand, wrongArity } from './arguments.js';
+import { unknownCommand, wrongArity } from './arguments.js';
 import { admitAnonymous, authenticationRequired, NOAUTH } from './auth.js';
 import type { RespCommandRunner, RespConnection } from './connection.js';
 import type { RespServices } from './services.js';
@@ -13,7 +13,7 @@ export class RespFrontDoor implements RespCommandRunner {
 
   run(connection: RespConnection, args: Uint8Array[], seq: number): void {
     const services = this.services;
-    const command = services.commands.get(textOf(args[0]!));
+    const command = services.commands.find(args[0]!);
     if (command === undefined) {
       connection.replyError(seq, unknownCommand(args));
       return;

@@ -1,0 +1,89 @@
+/**
+ * RespConnection over a real socket with a runner that answers late and out of order: answers
+ * leave in command order, and reading stops at the in-flight bound until answers drain.
+ */
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type RespCommandRunner, RespConnection } from '../src/resp/connection.js';
+import { Resources, waitFor } from './helpers.js';
+
+const resources = new Resources();
+afterEach(() => resources.releaseAll());
+
+/** Commands received and not answered yet, by sequence number. */
+class LateRunner implements RespCommandRunner {
+  readonly waiting: { connection: RespConnection; seq: number; text: string }[] = [];
+
+  run(connection: RespConnection, args: Uint8Array[], seq: number): void {
+    this.waiting.push({ connection, seq, text: Buffer.from(args[1] ?? args[0]!).toString() });
+  }
+
+  /** Answers every waiting command, last first, each with its own argument. */
+  answerInReverse(): void {
+    for (const { connection, seq, text } of this.waiting.splice(0).reverse()) {
+      connection.beginReply(seq).bulkText(text);
+      connection.endReply(seq);
+    }
+  }
+}
+
+/** A listening socket whose first connection becomes a RespConnection; the client socket. */
+async function connectionPair(runner: RespCommandRunner, maxInFlight: number): Promise<Socket> {
+  const server: Server = createServer((socket) => {
+    const connection = new RespConnection(socket, 1, runner, {
+      parser: { maxArgBytes: 1024, maxCommandBytes: 4096, maxArgs: 8 },
+      maxInFlight,
+      maxOutputBytes: 1024 * 1024,
+    });
+    resources.add(() => connection.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  resources.add(() => new Promise((resolve) => server.close(resolve)));
+  const address = server.address();
+  const client = netConnect({
+    host: '127.0.0.1',
+    port: typeof address === 'object' && address ? address.port : 0,
+  });
+  client.on('error', () => undefined);
+  resources.add(() => client.destroy());
+  await new Promise((resolve) => client.once('connect', resolve));
+  return client;
+}
+
+describe('RespConnection', () => {
+  it('writes answers in command order when they complete in reverse', async () => {
+    const runner = new LateRunner();
+    const client = await connectionPair(runner, 64);
+    let reply = '';
+    client.on('data', (chunk: Buffer) => {
+      reply += chunk.toString();
+    });
+    client.write('ECHO a\r\nECHO b\r\nECHO c\r\n');
+    await waitFor(() => runner.waiting.length === 3, 'three commands');
+    runner.answerInReverse();
+    await waitFor(() => reply.length >= 21, 'three answers');
+    expect(reply).toBe('$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n');
+  });
+
+  it('stops reading at the in-flight bound and resumes when answers drain', async () => {
+    const runner = new LateRunner();
+    const client = await connectionPair(runner, 4);
+    let answers = 0;
+    client.on('data', (chunk: Buffer) => {
+      answers += chunk
+        .toString()
+        .split('\r\n')
+        .filter((line) => line.startsWith('$')).length;
+    });
+    // Ten commands in separate writes: the connection takes the first four, then waits.
+    for (let index = 0; index < 10; index++) client.write(`ECHO ${index}\r\n`);
+    await waitFor(() => runner.waiting.length === 4, 'four in flight');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(runner.waiting.length).toBeLessThanOrEqual(4);
+    while (answers < 10) {
+      runner.answerInReverse();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(answers).toBe(10);
+  });
+});
