@@ -29,7 +29,8 @@ class LateRunner implements RespCommandRunner {
 
 /** A listening socket whose first connection becomes a RespConnection; the client socket. */
 async function connectionPair(runner: RespCommandRunner, maxInFlight: number): Promise<Socket> {
-  const server: Server = createServer((socket) => {
+  // Half-open, as the RESP server: a client that shut its side still gets its answers.
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
     const connection = new RespConnection(socket, 1, runner, {
       parser: { maxArgBytes: 1024, maxCommandBytes: 4096, maxArgs: 8 },
       maxInFlight,
@@ -85,5 +86,28 @@ describe('RespConnection', () => {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     expect(answers).toBe(10);
+  });
+
+  it('answers every command of a client that shut its side, also those past the in-flight bound', async () => {
+    const runner = new LateRunner();
+    const client = await connectionPair(runner, 4);
+    let answers = 0;
+    let ended = false;
+    client.on('data', (chunk: Buffer) => {
+      answers += chunk
+        .toString()
+        .split('\r\n')
+        .filter((line) => line.startsWith('$')).length;
+    });
+    client.on('end', () => {
+      ended = true;
+    });
+    client.end('ECHO 0\r\nECHO 1\r\nECHO 2\r\nECHO 3\r\nECHO 4\r\nECHO 5\r\nECHO 6\r\nECHO 7\r\n');
+    await waitFor(() => runner.waiting.length === 4, 'four in flight');
+    while (!ended) {
+      runner.answerInReverse();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(answers).toBe(8);
   });
 });

@@ -67,6 +67,8 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   private readingPaused = false;
   /** Dispatching waits while an AUTH or HELLO AUTH is being verified: later commands need its outcome. */
   private held = false;
+  /** The client shut its side: once the commands it sent are dispatched, the connection closes. */
+  private inputEnded = false;
   private flushScheduled = false;
   private closing = false;
   private closed = false;
@@ -94,8 +96,12 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     socket.on('timeout', () => this.destroy());
     socket.on('error', () => this.finish());
     socket.on('close', () => this.finish());
-    // A client that shut its side sends nothing more; what it sent is still answered.
-    socket.on('end', () => void this.close());
+    // A client that shut its side sends nothing more; what it sent is still answered, including
+    // commands waiting for the in-flight bound.
+    socket.on('end', () => {
+      this.inputEnded = true;
+      this.closeWhenDispatched();
+    });
   }
 
   /** The RESP version answers are encoded in (2 until HELLO 3). */
@@ -254,6 +260,12 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     }
     if (this.deferred === queue) this.deferred = next === queue.length ? [] : queue.slice(next);
     if (!this.closing && !this.readingPaused) this.socket.resume();
+    this.closeWhenDispatched();
+  }
+
+  /** After the client's end of input, closes (gracefully) once every command it sent is dispatched. */
+  private closeWhenDispatched(): void {
+    if (this.inputEnded && this.deferred.length === 0 && !this.held) void this.close();
   }
 
   private scheduleFlush(): void {
