@@ -110,4 +110,23 @@ describe('RespConnection', () => {
     }
     expect(answers).toBe(8);
   });
+
+  it('answers the commands before a protocol error, then the error, then closes', async () => {
+    const runner = new LateRunner();
+    const client = await connectionPair(runner, 1);
+    let reply = '';
+    let closed = false;
+    client.on('data', (chunk: Buffer) => {
+      reply += chunk.toString();
+    });
+    client.on('close', () => {
+      closed = true;
+    });
+    client.write('ECHO a\r\nECHO b\r\n*1\r\n$x\r\n');
+    while (!closed) {
+      runner.answerInReverse();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(reply).toBe('$1\r\na\r\n$1\r\nb\r\n-ERR Protocol error: invalid bulk length\r\n');
+  });
 });

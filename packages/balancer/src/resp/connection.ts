@@ -27,6 +27,12 @@ export interface RespConnectionOptions {
   readonly maxOutputBytes: number;
 }
 
+/**
+ * What waits in a connection's queue while dispatching is held: a command, the message of a
+ * command refused for its size, or the protocol error that ends the stream.
+ */
+type DeferredItem = Uint8Array[] | string | { readonly protocolError: string };
+
 /** How long a connection closed by us waits for the client to close its side before destroying it. */
 const END_GRACE_MS = 2000;
 
@@ -63,7 +69,7 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   private nextSeq = 0;
   private headSeq = 0;
   /** Commands parsed while dispatching was held (reading paused, or an AUTH being checked). */
-  private deferred: (Uint8Array[] | string)[] = [];
+  private deferred: DeferredItem[] = [];
   private readingPaused = false;
   /** Dispatching waits while an AUTH or HELLO AUTH is being verified: later commands need its outcome. */
   private held = false;
@@ -237,10 +243,17 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     } catch (error) {
       if (!(error instanceof RespProtocolError)) throw error;
       // Answered in its turn, after the commands before it, then the connection ends (as Redis).
-      this.deferred = [];
-      this.replyError(this.nextSeq++, `ERR ${error.message}`);
-      void this.close();
+      this.socket.pause();
+      if (this.readingPaused || this.held || this.deferred.length > 0) {
+        this.deferred.push({ protocolError: error.message });
+      } else this.failStream(error.message);
     }
+  }
+
+  /** Answers the protocol error in its turn and closes: nothing after it can be trusted. */
+  private failStream(message: string): void {
+    this.replyError(this.nextSeq++, `ERR ${message}`);
+    void this.close();
   }
 
   private dispatchDeferred(): void {
@@ -256,7 +269,8 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     ) {
       const item = queue[next++]!;
       if (typeof item === 'string') this.replyError(this.nextSeq++, `ERR ${item}`);
-      else this.runCommand(item);
+      else if (Array.isArray(item)) this.runCommand(item);
+      else this.failStream(item.protocolError);
     }
     if (this.deferred === queue) this.deferred = next === queue.length ? [] : queue.slice(next);
     if (!this.closing && !this.readingPaused) this.socket.resume();
