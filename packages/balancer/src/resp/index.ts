@@ -40,7 +40,10 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
       maxPeerConnections: 1,
       maxPendingConnections: options.maxPendingConnections,
       maxPendingPerAddress: options.maxPendingPerAddress,
-      requireAuthentication: true,
+      // Without users a RESP client has nothing to prove: it takes a client slot when accepted, so
+      // redis-benchmark's hundreds of connections opened at once are not evicted as silent
+      // pending ones. With users, connections stay pending (capped, evicted, deadline) until AUTH.
+      requireAuthentication: parts.users?.enabled === true,
       authTimeoutMs: options.authTimeoutMs,
       clientIdleTimeoutMs: options.clientIdleTimeoutMs,
       tls: options.tls,
