@@ -40,6 +40,8 @@ describe('dstore-balancer CLI', () => {
       '--max-connections',
       '--token',
       '--log-level',
+      '--resp-port',
+      '--resp-host',
     ]) {
       expect(result.stdout).toContain(flag);
     }
@@ -56,6 +58,7 @@ describe('dstore-balancer CLI', () => {
       ['--request-timeout', '2x'],
       ['--node', 'nohost'],
       ['--node', '=h:1'],
+      ['--resp-port', '70000'],
       ['--unknown-flag'],
     ]) {
       expect(
@@ -136,5 +139,23 @@ describe('dstore-balancer CLI', () => {
     for (const result of results) expect(result).toMatchObject({ op: Op.OK });
     expect(await balancer.exited).toBe(0);
     expect(node.store.size).toBe(20);
+  });
+
+  it('serves Redis clients on --resp-port and names the port in the ready line', async () => {
+    const balancer = await spawnCli<BalancerReady & { respPort: number }>(resources, BALANCER_CLI, [
+      '--port',
+      '0',
+      '--admin-port',
+      '0',
+      '--resp-port',
+      '0',
+      '--log-level',
+      'warn',
+    ]);
+    expect(balancer.ready.respPort).toBeGreaterThan(0);
+    const ping = spawnSync('redis-cli', ['-p', String(balancer.ready.respPort), 'PING'], {
+      encoding: 'utf8',
+    });
+    expect(ping.stdout.trim()).toBe('PONG');
   });
 });
