@@ -2,7 +2,18 @@ import { isWord } from './arguments.js';
 import type { RespConnection } from './connection.js';
 import type { RespServices } from './services.js';
 
-/** What a command handler gets: the connection, the front door's services, the command's turn. */
+/**
+ * Runs one command: answers it exactly once, now or later, through `connection.beginReply(seq)` /
+ * `endReply(seq)`. Positional arguments, so the hot commands allocate nothing per call.
+ */
+export type CommandHandler = (
+  connection: RespConnection,
+  args: Uint8Array[],
+  seq: number,
+  services: RespServices,
+) => void;
+
+/** A command's call as one object, for the handlers that are not on the hot path. */
 export interface CommandCall {
   readonly connection: RespConnection;
   readonly services: RespServices;
@@ -25,7 +36,7 @@ export interface RespCommand {
   /** True for the commands served before authentication (AUTH, HELLO, QUIT). */
   readonly beforeAuth?: boolean;
   /** Runs the command; answers exactly once, now or later. */
-  readonly run: (call: CommandCall) => void;
+  readonly run: CommandHandler;
 }
 
 /** A bucket number for a command name from its length and first and last letters, any case. */
@@ -73,4 +84,9 @@ export class CommandTable {
   all(): RespCommand[] {
     return [...this.byName.values()];
   }
+}
+
+/** A {@link CommandHandler} written against a {@link CommandCall} (one object per call). */
+export function withCall(handler: (call: CommandCall) => void): CommandHandler {
+  return (connection, args, seq, services) => handler({ connection, args, seq, services });
 }

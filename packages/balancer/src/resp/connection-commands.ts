@@ -1,6 +1,7 @@
 import { integerOf, isWord, textOf, unknownSubcommand, wrongArity } from './arguments.js';
 import { admitAnonymous, authenticate, authenticationRequired } from './auth.js';
-import type { CommandCall, RespCommand } from './command-table.js';
+import { type CommandCall, type RespCommand, withCall } from './command-table.js';
+import type { RespConnection } from './connection.js';
 import type { RespWriter } from './encoder.js';
 import type { RespServices } from './services.js';
 
@@ -17,10 +18,10 @@ function error({ connection, seq }: CommandCall, line: string): void {
   connection.replyError(seq, line);
 }
 
-function ping(call: CommandCall): void {
-  const { connection, seq, args } = call;
+/** PING [message]: positional, as the data commands (redis-benchmark's PING tests are hot). */
+function ping(connection: RespConnection, args: Uint8Array[], seq: number): void {
   if (args.length > 2) {
-    error(call, wrongArity('ping'));
+    connection.replyError(seq, wrongArity('ping'));
     return;
   }
   const writer = connection.beginReply(seq);
@@ -337,16 +338,23 @@ const NO_KEYS = [0, 0, 0] as const;
 /** The connection commands: what clients send on connect, and the housekeeping ones. */
 export const CONNECTION_COMMANDS: readonly RespCommand[] = [
   { name: 'ping', arity: -1, flags: ['fast', 'stale'], keys: NO_KEYS, run: ping },
-  { name: 'echo', arity: 2, flags: ['fast'], keys: NO_KEYS, run: echo },
-  { name: 'quit', arity: -1, flags: ['fast', 'no_auth'], keys: NO_KEYS, beforeAuth: true, run: quit },
-  { name: 'select', arity: 2, flags: ['loading', 'stale', 'fast'], keys: NO_KEYS, run: select },
+  { name: 'echo', arity: 2, flags: ['fast'], keys: NO_KEYS, run: withCall(echo) },
+  {
+    name: 'quit',
+    arity: -1,
+    flags: ['fast', 'no_auth'],
+    keys: NO_KEYS,
+    beforeAuth: true,
+    run: withCall(quit),
+  },
+  { name: 'select', arity: 2, flags: ['loading', 'stale', 'fast'], keys: NO_KEYS, run: withCall(select) },
   {
     name: 'auth',
     arity: -2,
     flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth'],
     keys: NO_KEYS,
     beforeAuth: true,
-    run: auth,
+    run: withCall(auth),
   },
   {
     name: 'hello',
@@ -354,12 +362,24 @@ export const CONNECTION_COMMANDS: readonly RespCommand[] = [
     flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth'],
     keys: NO_KEYS,
     beforeAuth: true,
-    run: hello,
+    run: withCall(hello),
   },
-  { name: 'client', arity: -2, flags: ['noscript', 'loading', 'stale'], keys: NO_KEYS, run: client },
-  { name: 'info', arity: -1, flags: ['loading', 'stale'], keys: NO_KEYS, run: info },
-  { name: 'command', arity: -1, flags: ['loading', 'stale'], keys: NO_KEYS, run: command },
-  { name: 'config', arity: -2, flags: ['admin', 'noscript', 'loading', 'stale'], keys: NO_KEYS, run: config },
-  { name: 'flushall', arity: -1, flags: ['write'], keys: NO_KEYS, run: flush },
-  { name: 'flushdb', arity: -1, flags: ['write'], keys: NO_KEYS, run: flush },
+  {
+    name: 'client',
+    arity: -2,
+    flags: ['noscript', 'loading', 'stale'],
+    keys: NO_KEYS,
+    run: withCall(client),
+  },
+  { name: 'info', arity: -1, flags: ['loading', 'stale'], keys: NO_KEYS, run: withCall(info) },
+  { name: 'command', arity: -1, flags: ['loading', 'stale'], keys: NO_KEYS, run: withCall(command) },
+  {
+    name: 'config',
+    arity: -2,
+    flags: ['admin', 'noscript', 'loading', 'stale'],
+    keys: NO_KEYS,
+    run: withCall(config),
+  },
+  { name: 'flushall', arity: -1, flags: ['write'], keys: NO_KEYS, run: withCall(flush) },
+  { name: 'flushdb', arity: -1, flags: ['write'], keys: NO_KEYS, run: withCall(flush) },
 ];

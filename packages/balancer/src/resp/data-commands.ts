@@ -1,22 +1,28 @@
 import { DstoreError, ErrorCode, keyDenied, Op, type Response } from '@dstore/protocol';
 import { wrongArity } from './arguments.js';
-import type { CommandCall, RespCommand } from './command-table.js';
-import type { RouterReplyTarget } from './connection.js';
+import type { RespCommand } from './command-table.js';
+import type { RespConnection, RouterReplyTarget } from './connection.js';
 import { respErrorLine } from './errors.js';
-import { asRouterClient } from './services.js';
+import { asRouterClient, type RespServices } from './services.js';
 
 /**
  * Refuses the command (answering it) when a key is over the size limit or the user may not touch
  * it: `-ERR KEY_TOO_LARGE: ...`, or `-NOPERM ...` as Redis 6 ACLs answer. False when refused.
  */
-function keysAllowed(call: CommandCall, keys: RespCommand['keys'], write: boolean): boolean {
-  const { args, services, connection, seq } = call;
-  const [first, lastKey, step] = keys;
-  const last = lastKey < 0 ? args.length + lastKey : lastKey;
+function keysAllowed(
+  connection: RespConnection,
+  args: Uint8Array[],
+  seq: number,
+  services: RespServices,
+  keys: RespCommand['keys'],
+  write: boolean,
+): boolean {
+  const step = keys[2];
+  const last = keys[1] < 0 ? args.length + keys[1] : keys[1];
   const identity = connection.identity;
   const grant = identity?.kind === 'user' && identity.grant.limited ? identity.grant : undefined;
   const maxKeyBytes = services.limits.maxKeyBytes;
-  for (let index = first; index <= last; index += step) {
+  for (let index = keys[0]; index <= last; index += step) {
     const key = args[index]!;
     if (key.length > maxKeyBytes) {
       connection.replyError(
@@ -40,19 +46,20 @@ const EVERY_ARGUMENT = [1, -1, 1] as const;
 const PAIRS = [1, -1, 2] as const;
 
 /** Refuses (answering) a command with more keys than one batch may hold. False when refused. */
-function batchAllowed(call: CommandCall, keys: number): boolean {
-  const max = call.services.limits.maxBatchKeys;
+function batchAllowed(
+  connection: RespConnection,
+  seq: number,
+  services: RespServices,
+  keys: number,
+): boolean {
+  const max = services.limits.maxBatchKeys;
   if (keys <= max) return true;
-  call.connection.replyError(
-    call.seq,
-    respErrorLine(ErrorCode.BATCH_TOO_LARGE, `${keys} keys, limit ${max}`),
-  );
+  connection.replyError(seq, respErrorLine(ErrorCode.BATCH_TOO_LARGE, `${keys} keys, limit ${max}`));
   return false;
 }
 
-function get(call: CommandCall): void {
-  if (!keysAllowed(call, SINGLE_KEY, false)) return;
-  const { args, services, connection, seq } = call;
+function get(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
   services.router.forwardToOwner(
     { op: Op.GET, id: seq, key: args[1]! },
     asRouterClient(connection.routerTarget),
@@ -69,14 +76,13 @@ function setOptionsError(args: readonly Uint8Array[]): string | undefined {
   return args.length > 3 ? 'ERR syntax error' : undefined;
 }
 
-function set(call: CommandCall): void {
-  const { args, services, connection, seq } = call;
+function set(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
   const optionsError = setOptionsError(args);
   if (optionsError !== undefined) {
     connection.replyError(seq, optionsError);
     return;
   }
-  if (!keysAllowed(call, SINGLE_KEY, true)) return;
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
   services.router.forwardToOwner(
     { op: Op.SET, id: seq, key: args[1]!, value: args[2]! },
     asRouterClient(connection.routerTarget),
@@ -94,7 +100,8 @@ class DeleteCount implements RouterReplyTarget {
   private failure: string | undefined;
 
   constructor(
-    private readonly call: CommandCall,
+    private readonly connection: RespConnection,
+    private readonly seq: number,
     keys: number,
   ) {
     this.remaining = keys;
@@ -112,7 +119,7 @@ class DeleteCount implements RouterReplyTarget {
 
   private settle(): void {
     if (--this.remaining > 0) return;
-    const { connection, seq } = this.call;
+    const { connection, seq } = this;
     if (this.failure !== undefined) connection.replyError(seq, this.failure);
     else {
       connection.beginReply(seq).integer(this.count);
@@ -121,9 +128,9 @@ class DeleteCount implements RouterReplyTarget {
   }
 }
 
-function del(call: CommandCall): void {
-  if (!keysAllowed(call, EVERY_ARGUMENT, true) || !batchAllowed(call, call.args.length - 1)) return;
-  const { args, services, connection, seq } = call;
+function del(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, true)) return;
+  if (!batchAllowed(connection, seq, services, args.length - 1)) return;
   const startMs = performance.now();
   if (args.length === 2) {
     services.router.forwardToOwner(
@@ -133,15 +140,15 @@ function del(call: CommandCall): void {
     );
     return;
   }
-  const client = asRouterClient(new DeleteCount(call, args.length - 1));
+  const client = asRouterClient(new DeleteCount(connection, seq, args.length - 1));
   for (let index = 1; index < args.length; index++) {
     services.router.forwardToOwner({ op: Op.DEL, id: index, key: args[index]! }, client, startMs);
   }
 }
 
-function mget(call: CommandCall): void {
-  if (!keysAllowed(call, EVERY_ARGUMENT, false) || !batchAllowed(call, call.args.length - 1)) return;
-  const { args, services, connection, seq } = call;
+function mget(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, false)) return;
+  if (!batchAllowed(connection, seq, services, args.length - 1)) return;
   services.router.forwardMGet(
     { op: Op.MGET, id: seq, keys: args.slice(1) },
     asRouterClient(connection.routerTarget),
@@ -149,13 +156,13 @@ function mget(call: CommandCall): void {
   );
 }
 
-function mset(call: CommandCall): void {
-  const { args, services, connection, seq } = call;
+function mset(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
   if (args.length % 2 === 0) {
     connection.replyError(seq, wrongArity('mset'));
     return;
   }
-  if (!keysAllowed(call, PAIRS, true) || !batchAllowed(call, (args.length - 1) / 2)) return;
+  if (!keysAllowed(connection, args, seq, services, PAIRS, true)) return;
+  if (!batchAllowed(connection, seq, services, (args.length - 1) / 2)) return;
   const entries = new Array<{ key: Uint8Array; value: Uint8Array }>((args.length - 1) / 2);
   for (let index = 1; index < args.length; index += 2) {
     entries[(index - 1) / 2] = { key: args[index]!, value: args[index + 1]! };
@@ -168,7 +175,7 @@ function mset(call: CommandCall): void {
 }
 
 /** DBSIZE: the nodes' key counts, summed (approximate while ranges move: see `countKeys`). */
-function dbsize({ services, connection, seq }: CommandCall): void {
+function dbsize(connection: RespConnection, _args: Uint8Array[], seq: number, services: RespServices): void {
   services.countKeys().then(
     (keys) => {
       connection.beginReply(seq).integer(keys);

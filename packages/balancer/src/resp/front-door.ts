@@ -23,7 +23,7 @@ export class RespFrontDoor implements RespCommandRunner {
       return;
     }
     if (!command.beforeAuth && !this.authorized(connection, seq)) return;
-    command.run({ connection, services, args, seq });
+    command.run(connection, args, seq, services);
   }
 
   /**
