@@ -174,6 +174,8 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   /** Holds the commands after the current one until {@link release} (an AUTH being verified). */
   hold(): void {
     this.held = true;
+    // Reading stops too: a client must not queue commands without bound behind a slow AUTH.
+    this.socket.pause();
   }
 
   /** Resumes dispatching after {@link hold}. */
