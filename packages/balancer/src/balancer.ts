@@ -33,7 +33,7 @@ import { Membership } from './membership.js';
 import { BalancerMetrics } from './metrics.js';
 import { createRespServer, type RespServer } from './resp/index.js';
 import { Router } from './router.js';
-import { collectStats, countKeys } from './stats.js';
+import { collectStats } from './stats.js';
 
 /** Where a started balancer listens. */
 export interface BalancerAddress {
@@ -220,8 +220,8 @@ export class Balancer {
           nodes: this.membership.size,
           epoch: this.epoch,
         }),
-        countKeys: () =>
-          countKeys(this.membership, Math.min(this.options.statsTimeoutMs, this.options.requestTimeoutMs)),
+        dbSize: () => clusterDbSize(this.membership),
+        scan: (request, grant) => this.scans.page(request, grant),
       });
     }
     this.health.start();

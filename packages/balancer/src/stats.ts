@@ -1,4 +1,4 @@
-import { DEFAULT_LIMITS, DstoreError, ErrorCode, Op, type StatsMap } from '@dstore/protocol';
+import { DEFAULT_LIMITS, Op, type StatsMap } from '@dstore/protocol';
 import type { ClusterNode } from './cluster-node.js';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
@@ -64,23 +64,4 @@ export async function collectStats(sources: StatsSources): Promise<Record<string
     entries += 1 + nodeEntries.length;
   }
   return stats;
-}
-
-/**
- * The keys every node holds (the `keys` of their STATS), summed: DBSIZE. Approximate by nature:
- * while a range moves, its keys are counted on both the old and the new owner until the old one
- * purges them. Rejects with UNAVAILABLE when a node cannot answer (a sum without it would lie).
- */
-export async function countKeys(membership: Membership, timeoutMs: number): Promise<number> {
-  const nodes = [...membership.nodes];
-  const fetched = await Promise.all(nodes.map((node) => fetchNodeStats(node, timeoutMs)));
-  let total = 0;
-  for (let index = 0; index < nodes.length; index++) {
-    const keys = fetched[index]?.keys;
-    if (typeof keys !== 'number') {
-      throw new DstoreError(ErrorCode.UNAVAILABLE, `node ${nodes[index]!.id} did not report its key count`);
-    }
-    total += keys;
-  }
-  return total;
 }

@@ -89,6 +89,9 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'INFO', 'persistence')).toContain('loading:0');
     expect(await redisCli(port, '-3', 'HELLO', '3')).toContain('proto 3');
     expect(await redisCli(port, 'HELLO', '4')).toBe('NOPROTO unsupported protocol version');
+    expect(await redisCli(port, 'SCAN', 'x')).toBe('ERR invalid cursor');
+    expect(await redisCli(port, 'SCAN', '0', 'COUNT', '0')).toBe('ERR syntax error');
+    expect(await redisCli(port, 'SCAN', '0', 'TYPE', 'hash')).toMatch(/^\d+$/);
   });
 
   it('takes a redis-cli --pipe mass insertion of 10,000 keys, all readable back', async () => {
@@ -103,6 +106,10 @@ describe('RESP front door with real clients', () => {
     expect(result.stdout).toContain('errors: 0, replies: 10000');
     // The ring is settled (no range moving): the nodes' counts sum to exactly what is stored.
     expect(await redisCli(port, 'DBSIZE')).toBe('10000');
+    // redis-cli --scan drives SCAN cursor MATCH ... to the end: every key, once or more.
+    const scanned = await run('redis-cli', ['-p', String(port), '--scan', '--pattern', 'pipe:*']);
+    expect(scanned.code, scanned.stderr).toBe(0);
+    expect(new Set(scanned.stdout.trim().split('\n')).size).toBe(10_000);
     const redis = new Redis({ port, lazyConnect: true });
     try {
       await redis.connect();

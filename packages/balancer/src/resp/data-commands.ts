@@ -1,5 +1,5 @@
 import { DstoreError, ErrorCode, keyDenied, Op, type Response } from '@dstore/protocol';
-import { wrongArity } from './arguments.js';
+import { integerOf, isWord, wrongArity } from './arguments.js';
 import type { RespCommand } from './command-table.js';
 import type { RespConnection, RouterReplyTarget } from './connection.js';
 import { respErrorLine } from './errors.js';
@@ -174,17 +174,74 @@ function mset(connection: RespConnection, args: Uint8Array[], seq: number, servi
   );
 }
 
-/** DBSIZE: the nodes' key counts, summed (approximate while ranges move: see `countKeys`). */
+/** Answers `seq` with the error a keyspace operation failed with. */
+function replyFailure(connection: RespConnection, seq: number, error: unknown): void {
+  const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
+  connection.replyError(seq, respErrorLine(code, error instanceof Error ? error.message : String(error)));
+}
+
+/** DBSIZE: the cluster's, as the native DBSIZE (exact on a settled ring). */
 function dbsize(connection: RespConnection, _args: Uint8Array[], seq: number, services: RespServices): void {
-  services.countKeys().then(
+  services.dbSize().then(
     (keys) => {
       connection.beginReply(seq).integer(keys);
       connection.endReply(seq);
     },
-    (error: unknown) => {
-      const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
-      connection.replyError(seq, respErrorLine(code, error instanceof Error ? error.message : String(error)));
+    (error: unknown) => replyFailure(connection, seq, error),
+  );
+}
+
+/**
+ * SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]: one page of the native cluster-wide
+ * SCAN (every key present for the whole iteration is returned at least once, also while nodes join
+ * and leave). Every value is a string: TYPE string filters nothing, any other type returns no keys.
+ */
+function scan(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  const cursor = integerOf(args[1]!);
+  if (cursor === undefined || cursor < 0) {
+    connection.replyError(seq, 'ERR invalid cursor');
+    return;
+  }
+  let match: Uint8Array | undefined;
+  let count: number | undefined;
+  let typeMatches = true;
+  for (let index = 2; index < args.length; index += 2) {
+    const value = args[index + 1];
+    if (value === undefined) {
+      connection.replyError(seq, 'ERR syntax error');
+      return;
+    }
+    if (isWord(args[index]!, 'match')) match = Uint8Array.from(value);
+    else if (isWord(args[index]!, 'type')) typeMatches = isWord(value, 'string');
+    else if (isWord(args[index]!, 'count')) {
+      count = integerOf(value);
+      if (count === undefined || count < 1) {
+        connection.replyError(
+          seq,
+          count === undefined ? 'ERR value is not an integer or out of range' : 'ERR syntax error',
+        );
+        return;
+      }
+      count = Math.min(count, services.limits.maxBatchKeys);
+    } else {
+      connection.replyError(seq, 'ERR syntax error');
+      return;
+    }
+  }
+  const identity = connection.identity;
+  const grant =
+    identity?.kind === 'user' && identity.grant.prefixes !== undefined ? identity.grant : undefined;
+  services.scan({ op: Op.SCAN, id: seq, cursor, count, match }, grant).then(
+    (page) => {
+      const keys = typeMatches ? page.keys : [];
+      const writer = connection.beginReply(seq);
+      writer.array(2);
+      writer.bulkText(String(page.cursor));
+      writer.array(keys.length);
+      for (const key of keys) writer.bulk(key);
+      connection.endReply(seq);
     },
+    (error: unknown) => replyFailure(connection, seq, error),
   );
 }
 
@@ -196,4 +253,5 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'mget', arity: -2, flags: ['readonly', 'fast'], keys: EVERY_ARGUMENT, run: mget },
   { name: 'mset', arity: -3, flags: ['write', 'denyoom'], keys: PAIRS, run: mset },
   { name: 'dbsize', arity: 1, flags: ['readonly', 'fast'], keys: [0, 0, 0], run: dbsize },
+  { name: 'scan', arity: -2, flags: ['readonly'], keys: [0, 0, 0], run: scan },
 ];

@@ -9,7 +9,7 @@ import { CommandTable } from './command-table.js';
 import { CONNECTION_COMMANDS } from './connection-commands.js';
 import { DATA_COMMANDS } from './data-commands.js';
 import { RespServer } from './server.js';
-import type { ServerFacts } from './services.js';
+import type { RespServices, ServerFacts } from './services.js';
 
 export { RespServer } from './server.js';
 
@@ -23,8 +23,9 @@ export interface RespFrontDoorParts {
   readonly users: UserDirectory | undefined;
   /** Facts for INFO; `port` and `connectedClients` are filled in by the server. */
   readonly facts: () => Omit<ServerFacts, 'port' | 'connectedClients'>;
-  /** The keys of every node, summed (DBSIZE). */
-  readonly countKeys: () => Promise<number>;
+  /** DBSIZE and SCAN pages of the cluster. */
+  readonly dbSize: RespServices['dbSize'];
+  readonly scan: RespServices['scan'];
 }
 
 /** The RESP server of a balancer, with the balancer's connection caps, deadlines, TLS and users. */
@@ -64,7 +65,8 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
       users: parts.users,
       protectedMode: options.protectedMode,
       commands: new CommandTable([...CONNECTION_COMMANDS, ...DATA_COMMANDS]),
-      countKeys: parts.countKeys,
+      dbSize: parts.dbSize,
+      scan: parts.scan,
       facts: () => ({
         ...parts.facts(),
         port: server.address.port,

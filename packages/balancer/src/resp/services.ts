@@ -1,4 +1,12 @@
-import type { Connection, ProtocolLimits, UserDirectory } from '@dstore/protocol';
+import type {
+  Connection,
+  KeysResponse,
+  ProtocolLimits,
+  ScanRequest,
+  UserDirectory,
+  UserGrant,
+  WithoutId,
+} from '@dstore/protocol';
 import type { Router } from '../router.js';
 import type { CommandTable } from './command-table.js';
 import type { RespConnection, RouterReplyTarget } from './connection.js';
@@ -33,8 +41,10 @@ export interface RespServices {
   admit(connection: RespConnection): boolean;
   /** Facts for INFO and HELLO. */
   facts(): ServerFacts;
-  /** The keys of every node, summed (DBSIZE; approximate while ranges move). */
-  countKeys(): Promise<number>;
+  /** DBSIZE of the cluster (the balancer's, as on the native port). */
+  dbSize(): Promise<number>;
+  /** One page of the cluster-wide SCAN (the balancer's, as on the native port). */
+  scan(request: ScanRequest, grant: UserGrant | undefined): Promise<WithoutId<KeysResponse>>;
 }
 
 /**
