@@ -88,6 +88,16 @@ describe('RESP authentication and grants', () => {
       /^NOPERM user 'scoped' may only use keys starting with/,
     );
     await expect(scoped.mget('tenant-a:1', 'shared')).rejects.toThrow(/^NOPERM/);
+    await expect(scoped.dbsize()).rejects.toThrow(/^NOPERM .*whole-keyspace commands are refused/);
+    // SCAN shows a scoped user its own keys only.
+    const seen = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, keys] = await scoped.scan(cursor, 'COUNT', 100);
+      for (const key of keys) seen.add(key);
+      cursor = next;
+    } while (cursor !== '0');
+    expect([...seen].sort()).toEqual(['tenant-a:1', 'tenant-a:2']);
   });
 
   it('authenticates node-redis 5 over RESP3 with HELLO 3 AUTH', async () => {

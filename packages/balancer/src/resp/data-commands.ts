@@ -1,4 +1,4 @@
-import { DstoreError, ErrorCode, keyDenied, Op, type Response } from '@dstore/protocol';
+import { DstoreError, ErrorCode, keyDenied, keyspaceDenied, Op, type Response } from '@dstore/protocol';
 import { integerOf, isWord, wrongArity } from './arguments.js';
 import type { RespCommand } from './command-table.js';
 import type { RespConnection, RouterReplyTarget } from './connection.js';
@@ -182,6 +182,13 @@ function replyFailure(connection: RespConnection, seq: number, error: unknown): 
 
 /** DBSIZE: the cluster's, as the native DBSIZE (exact on a settled ring). */
 function dbsize(connection: RespConnection, _args: Uint8Array[], seq: number, services: RespServices): void {
+  // As on the native port: a user limited to prefixes may not learn the size of the whole keyspace.
+  const identity = connection.identity;
+  const denial = identity?.kind === 'user' ? keyspaceDenied(identity.grant) : undefined;
+  if (denial !== undefined) {
+    connection.replyError(seq, `NOPERM ${denial}`);
+    return;
+  }
   services.dbSize().then(
     (keys) => {
       connection.beginReply(seq).integer(keys);
