@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { type ErrorCode, Op, type Response, type UserGrant } from '@dstore/protocol';
+import { Op, type Response, type UserGrant } from '@dstore/protocol';
 import { OutputBuffer, type ServedConnection } from '@dstore/protocol/internal';
+import type { Replier } from '../router.js';
 import { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
 import { type RespCommandSink, RespParser, type RespParserLimits, RespProtocolError } from './parser.js';
@@ -35,12 +36,6 @@ type DeferredItem = Uint8Array[] | string | { readonly protocolError: string };
 
 /** How long a connection closed by us waits for the client to close its side before destroying it. */
 const END_GRACE_MS = 2000;
-
-/** The part of the native `Connection` the router answers through. */
-export interface RouterReplyTarget {
-  reply(response: Response): void;
-  replyError(id: number, code: ErrorCode | (string & {}), message: string): void;
-}
 
 /**
  * One client on the RESP port: parses its commands, hands them to the runner in order, and writes
@@ -80,7 +75,7 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   private closed = false;
   private closeTimer: NodeJS.Timeout | undefined;
   /** What the router answers through: it calls `reply`/`replyError` with the command's sequence number as id. */
-  readonly routerTarget: RouterReplyTarget;
+  readonly routerTarget: Replier;
 
   constructor(
     readonly socket: Socket,

@@ -1,9 +1,10 @@
 import { DstoreError, ErrorCode, keyDenied, keyspaceDenied, Op, type Response } from '@dstore/protocol';
+import type { Replier } from '../router.js';
 import { integerOf, isWord, wrongArity } from './arguments.js';
 import type { RespCommand } from './command-table.js';
-import type { RespConnection, RouterReplyTarget } from './connection.js';
+import type { RespConnection } from './connection.js';
 import { respErrorLine } from './errors.js';
-import { asRouterClient, type RespServices } from './services.js';
+import type { RespServices } from './services.js';
 
 /**
  * Refuses the command (answering it) when a key is over the size limit or the user may not touch
@@ -62,7 +63,7 @@ function get(connection: RespConnection, args: Uint8Array[], seq: number, servic
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
   services.router.forwardToOwner(
     { op: Op.GET, id: seq, key: args[1]! },
-    asRouterClient(connection.routerTarget),
+    connection.routerTarget,
     performance.now(),
   );
 }
@@ -85,7 +86,7 @@ function set(connection: RespConnection, args: Uint8Array[], seq: number, servic
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
   services.router.forwardToOwner(
     { op: Op.SET, id: seq, key: args[1]!, value: args[2]! },
-    asRouterClient(connection.routerTarget),
+    connection.routerTarget,
     performance.now(),
   );
 }
@@ -94,7 +95,7 @@ function set(connection: RespConnection, args: Uint8Array[], seq: number, servic
  * Sums the answers of a many-key DEL, sent as one DEL per key (each to its owner, in parallel),
  * and answers the command once all are in: the count, or the first error.
  */
-class DeleteCount implements RouterReplyTarget {
+class DeleteCount implements Replier {
   private remaining: number;
   private count = 0;
   private failure: string | undefined;
@@ -133,14 +134,10 @@ function del(connection: RespConnection, args: Uint8Array[], seq: number, servic
   if (!batchAllowed(connection, seq, services, args.length - 1)) return;
   const startMs = performance.now();
   if (args.length === 2) {
-    services.router.forwardToOwner(
-      { op: Op.DEL, id: seq, key: args[1]! },
-      asRouterClient(connection.routerTarget),
-      startMs,
-    );
+    services.router.forwardToOwner({ op: Op.DEL, id: seq, key: args[1]! }, connection.routerTarget, startMs);
     return;
   }
-  const client = asRouterClient(new DeleteCount(connection, seq, args.length - 1));
+  const client = new DeleteCount(connection, seq, args.length - 1);
   for (let index = 1; index < args.length; index++) {
     services.router.forwardToOwner({ op: Op.DEL, id: index, key: args[index]! }, client, startMs);
   }
@@ -151,7 +148,7 @@ function mget(connection: RespConnection, args: Uint8Array[], seq: number, servi
   if (!batchAllowed(connection, seq, services, args.length - 1)) return;
   services.router.forwardMGet(
     { op: Op.MGET, id: seq, keys: args.slice(1) },
-    asRouterClient(connection.routerTarget),
+    connection.routerTarget,
     performance.now(),
   );
 }
@@ -167,11 +164,7 @@ function mset(connection: RespConnection, args: Uint8Array[], seq: number, servi
   for (let index = 1; index < args.length; index += 2) {
     entries[(index - 1) / 2] = { key: args[index]!, value: args[index + 1]! };
   }
-  services.router.forwardMSet(
-    { op: Op.MSET, id: seq, entries },
-    asRouterClient(connection.routerTarget),
-    performance.now(),
-  );
+  services.router.forwardMSet({ op: Op.MSET, id: seq, entries }, connection.routerTarget, performance.now());
 }
 
 /** Answers `seq` with the error a keyspace operation failed with. */

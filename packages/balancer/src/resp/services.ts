@@ -1,5 +1,4 @@
 import type {
-  Connection,
   KeysResponse,
   ProtocolLimits,
   ScanRequest,
@@ -9,7 +8,7 @@ import type {
 } from '@dstore/protocol';
 import type { Router } from '../router.js';
 import type { CommandTable } from './command-table.js';
-import type { RespConnection, RouterReplyTarget } from './connection.js';
+import type { RespConnection } from './connection.js';
 
 /** What INFO and HELLO report about this balancer. */
 export interface ServerFacts {
@@ -45,13 +44,4 @@ export interface RespServices {
   dbSize(): Promise<number>;
   /** One page of the cluster-wide SCAN (the balancer's, as on the native port). */
   scan(request: ScanRequest, grant: UserGrant | undefined): Promise<WithoutId<KeysResponse>>;
-}
-
-/**
- * `target` as the router's client type. The router answers a client through `reply` and
- * `replyError` only (the id it passes back is the command's sequence number), which is all a
- * {@link RouterReplyTarget} has: the one place a RESP connection stands in for a native one.
- */
-export function asRouterClient(target: RouterReplyTarget): Connection {
-  return target as unknown as Connection;
 }
