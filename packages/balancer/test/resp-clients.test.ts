@@ -89,6 +89,14 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'INFO', 'persistence')).toContain('loading:0');
     expect(await redisCli(port, '-3', 'HELLO', '3')).toContain('proto 3');
     expect(await redisCli(port, 'HELLO', '4')).toBe('NOPROTO unsupported protocol version');
+    expect(await redisCli(port, 'INCR', 'cli:n')).toBe('1');
+    expect(await redisCli(port, 'INCRBY', 'cli:n', '41')).toBe('42');
+    expect(await redisCli(port, 'DECRBY', 'cli:n', '50')).toBe('-8');
+    expect(await redisCli(port, 'DECR', 'cli:n')).toBe('-9');
+    expect(await redisCli(port, 'INCRBY', 'cli:n', 'x')).toBe('ERR value is not an integer or out of range');
+    expect(await redisCli(port, 'EXISTS', 'cli:n', 'cli:none', 'cli:n')).toBe('2');
+    expect(await redisCli(port, 'GETDEL', 'cli:n')).toBe('-9');
+    expect(await redisCli(port, 'EXISTS', 'cli:n')).toBe('0');
     expect(await redisCli(port, 'SCAN', 'x')).toBe('ERR invalid cursor');
     expect(await redisCli(port, 'SCAN', '0', 'COUNT', '0')).toBe('ERR syntax error');
     expect(await redisCli(port, 'SCAN', '0', 'TYPE', 'hash')).toMatch(/^\d+$/);
@@ -122,15 +130,28 @@ describe('RESP front door with real clients', () => {
     }
   });
 
-  it('runs redis-benchmark ping,set,get,mset with no error, 150 connections opened at once', async () => {
+  it('runs redis-benchmark ping,set,get,incr,mset with no error, 150 connections opened at once', async () => {
     // More connections from one address than the pending-connection cap (64): without users they
     // must be admitted as they connect, not evicted as silent pending ones.
-    const args = ['-p', String(port), '-t', 'ping,set,get,mset', '-n', '20000', '-c', '150', '-q'];
+    const args = ['-p', String(port), '-t', 'ping,set,get,incr,mset', '-n', '20000', '-c', '150', '-q'];
     const result = await run('redis-benchmark', args);
     expect(result.code, result.stdout + result.stderr).toBe(0);
     expect(result.stdout + result.stderr).not.toMatch(/error/i);
     expect(result.stdout).toContain('MSET');
   }, 120_000);
+
+  it('counts INCRs from several connections exactly', async () => {
+    const clients = Array.from({ length: 4 }, () => new Redis({ port, lazyConnect: true }));
+    try {
+      await Promise.all(clients.map((client) => client.connect()));
+      await Promise.all(
+        clients.map((client) => Promise.all(Array.from({ length: 250 }, () => client.incr('race:counter')))),
+      );
+      expect(await clients[0]!.get('race:counter')).toBe('1000');
+    } finally {
+      for (const client of clients) client.disconnect();
+    }
+  });
 
   for (const autoPipelining of [false, true]) {
     it(`serves ioredis 5${autoPipelining ? ' with enableAutoPipelining' : ''}`, async () => {

@@ -348,6 +348,9 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
       case Op.COUNT:
         writer.integer(response.count);
         break;
+      case Op.INTEGER:
+        writer.integer(response.value);
+        break;
       case Op.VALUES:
         writer.array(response.values.length);
         for (const value of response.values) writer.bulk(value);

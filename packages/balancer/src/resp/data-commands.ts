@@ -1,7 +1,7 @@
 import { DstoreError, ErrorCode, keyDenied, keyspaceDenied, Op, type Response } from '@dstore/protocol';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, wrongArity } from './arguments.js';
-import type { RespCommand } from './command-table.js';
+import type { CommandHandler, RespCommand } from './command-table.js';
 import type { RespConnection } from './connection.js';
 import { respErrorLine } from './errors.js';
 import type { RespServices } from './services.js';
@@ -167,6 +167,55 @@ function mset(connection: RespConnection, args: Uint8Array[], seq: number, servi
   services.router.forwardMSet({ op: Op.MSET, id: seq, entries }, connection.routerTarget, performance.now());
 }
 
+/** EXISTS key [key ...]: how many of the keys hold a value (a key named twice counts twice, as Redis). */
+function exists(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, false)) return;
+  if (!batchAllowed(connection, seq, services, args.length - 1)) return;
+  services.router.forwardExists(
+    { op: Op.EXISTS, id: seq, keys: args.slice(1) },
+    connection.routerTarget,
+    performance.now(),
+  );
+}
+
+/** GETDEL key: the value, deleted in the same step on its owner. */
+function getdel(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+  services.router.forwardKeyed(
+    { op: Op.GETDEL, id: seq, key: args[1]! },
+    connection.routerTarget,
+    performance.now(),
+  );
+}
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/** A signed 64-bit decimal argument, as Redis reads INCRBY's; undefined when it is not one. */
+function int64Of(bytes: Uint8Array): bigint | undefined {
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+  if (!/^(0|-?[1-9][0-9]{0,18})$/.test(text)) return undefined;
+  const value = BigInt(text);
+  return value < INT64_MIN || value > INT64_MAX ? undefined : value;
+}
+
+/** INCR, DECR, INCRBY, DECRBY: one atomic INCRBY on the key's owner, with Redis's integer semantics. */
+function incrBy(sign: 1n | -1n, fixed: bigint | undefined): CommandHandler {
+  return (connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void => {
+    const step = fixed ?? int64Of(args[2]!);
+    if (step === undefined || (sign === -1n && step === INT64_MIN)) {
+      connection.replyError(seq, 'ERR value is not an integer or out of range');
+      return;
+    }
+    if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+    services.router.forwardKeyed(
+      { op: Op.INCRBY, id: seq, key: args[1]!, delta: sign * step },
+      connection.routerTarget,
+      performance.now(),
+    );
+  };
+}
+
 /** Answers `seq` with the error a keyspace operation failed with. */
 function replyFailure(connection: RespConnection, seq: number, error: unknown): void {
   const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
@@ -252,6 +301,24 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'del', arity: -2, flags: ['write'], keys: EVERY_ARGUMENT, run: del },
   { name: 'mget', arity: -2, flags: ['readonly', 'fast'], keys: EVERY_ARGUMENT, run: mget },
   { name: 'mset', arity: -3, flags: ['write', 'denyoom'], keys: PAIRS, run: mset },
+  { name: 'exists', arity: -2, flags: ['readonly', 'fast'], keys: EVERY_ARGUMENT, run: exists },
+  { name: 'getdel', arity: 2, flags: ['write', 'fast'], keys: SINGLE_KEY, run: getdel },
+  { name: 'incr', arity: 2, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: incrBy(1n, 1n) },
+  { name: 'decr', arity: 2, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: incrBy(-1n, 1n) },
+  {
+    name: 'incrby',
+    arity: 3,
+    flags: ['write', 'denyoom', 'fast'],
+    keys: SINGLE_KEY,
+    run: incrBy(1n, undefined),
+  },
+  {
+    name: 'decrby',
+    arity: 3,
+    flags: ['write', 'denyoom', 'fast'],
+    keys: SINGLE_KEY,
+    run: incrBy(-1n, undefined),
+  },
   { name: 'dbsize', arity: 1, flags: ['readonly', 'fast'], keys: [0, 0, 0], run: dbsize },
   { name: 'scan', arity: -2, flags: ['readonly'], keys: [0, 0, 0], run: scan },
 ];

@@ -53,8 +53,8 @@ export class RespWriter {
     this.out.append(bytes);
   }
 
-  /** An integer (`:n`). */
-  integer(value: number): void {
+  /** An integer (`:n`); a bigint for the 64-bit results of INCR and the like. */
+  integer(value: number | bigint): void {
     if (value === 0) this.out.append(ZERO);
     else if (value === 1) this.out.append(ONE);
     else this.out.appendLatin1(`:${value}\r\n`);
