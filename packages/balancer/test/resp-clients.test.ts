@@ -9,7 +9,7 @@ import { commandOptions, createClient as createClient4 } from 'redis4';
 import { createClient as createClient5, RESP_TYPES } from 'redis5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
-import { Resources } from './helpers.js';
+import { Resources, waitFor } from './helpers.js';
 import { keyPerNode, redisCli, run, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
@@ -89,6 +89,8 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'INFO', 'persistence')).toContain('loading:0');
     expect(await redisCli(port, '-3', 'HELLO', '3')).toContain('proto 3');
     expect(await redisCli(port, 'HELLO', '4')).toBe('NOPROTO unsupported protocol version');
+    expect(await redisCli(port, 'SETNX', 'cli:n', '0')).toBe('1');
+    expect(await redisCli(port, 'SETNX', 'cli:n', '5')).toBe('0');
     expect(await redisCli(port, 'INCR', 'cli:n')).toBe('1');
     expect(await redisCli(port, 'INCRBY', 'cli:n', '41')).toBe('42');
     expect(await redisCli(port, 'DECRBY', 'cli:n', '50')).toBe('-8');
@@ -176,7 +178,21 @@ describe('RESP front door with real clients', () => {
         );
         // An error answer keeps the connection usable.
         await expect(redis.call('NOSUCHCOMMAND')).rejects.toThrow(/unknown command 'NOSUCHCOMMAND'/);
-        await expect(redis.set('ioredis:opt', 'v', 'EX', 10)).rejects.toThrow('ERR syntax error');
+        expect(await redis.set('ioredis:opt', 'v', 'EX', 100)).toBe('OK');
+        expect(await redis.set('ioredis:opt', 'w', 'NX')).toBeNull();
+        expect(await redis.set('ioredis:opt', 'w', 'XX', 'GET')).toBe('v');
+        expect(await redis.ttl('ioredis:opt')).toBe(-1);
+        expect(await redis.expire('ioredis:opt', 100)).toBe(1);
+        expect(await redis.ttl('ioredis:opt')).toBeGreaterThan(0);
+        expect(await redis.persist('ioredis:opt')).toBe(1);
+        expect(await redis.pttl('ioredis:opt')).toBe(-1);
+        expect(await redis.pttl('ioredis:none')).toBe(-2);
+        await expect(redis.set('ioredis:opt', 'v', 'EX', 0)).rejects.toThrow(
+          "ERR invalid expire time in 'set' command",
+        );
+        await expect(redis.call('SET', 'ioredis:opt', 'v', 'NX', 'XX')).rejects.toThrow('ERR syntax error');
+        await redis.set('ioredis:short', 'v', 'PX', 50);
+        await waitFor(async () => (await redis.get('ioredis:short')) === null, 'the key expired');
         expect(await redis.ping()).toBe('PONG');
       } finally {
         redis.disconnect();

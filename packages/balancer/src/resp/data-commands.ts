@@ -1,6 +1,14 @@
-import { DstoreError, ErrorCode, keyDenied, keyspaceDenied, Op, type Response } from '@dstore/protocol';
+import {
+  DstoreError,
+  ErrorCode,
+  keyDenied,
+  keyspaceDenied,
+  Op,
+  type Response,
+  type SetExpiry,
+} from '@dstore/protocol';
 import type { Replier } from '../router.js';
-import { integerOf, isWord, wrongArity } from './arguments.js';
+import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
 import type { CommandHandler, RespCommand } from './command-table.js';
 import type { RespConnection } from './connection.js';
 import { respErrorLine } from './errors.js';
@@ -68,27 +76,175 @@ function get(connection: RespConnection, args: Uint8Array[], seq: number, servic
   );
 }
 
+/** A safe-integer decimal argument (times in EX/PX/EXPIRE), or undefined. */
+function safeIntegerOf(bytes: Uint8Array): number | undefined {
+  const value = int64Of(bytes);
+  return value === undefined ||
+    value > BigInt(Number.MAX_SAFE_INTEGER) ||
+    value < -BigInt(Number.MAX_SAFE_INTEGER)
+    ? undefined
+    : Number(value);
+}
+
+/** SET's options, as the native SET_WITH takes them; a string is the error line. */
+interface SetOptions {
+  readonly condition: 'nx' | 'xx' | undefined;
+  readonly get: boolean;
+  readonly expiry: SetExpiry | undefined;
+}
+
+/** Parses SET's option words (EX, PX, EXAT, PXAT, KEEPTTL, NX, XX, GET) as Redis does. */
+function setOptionsOf(args: readonly Uint8Array[]): SetOptions | string {
+  let condition: 'nx' | 'xx' | undefined;
+  let get = false;
+  let expiry: SetExpiry | undefined;
+  for (let index = 3; index < args.length; index++) {
+    const word = args[index]!;
+    if (isWord(word, 'nx') || isWord(word, 'xx')) {
+      const next = isWord(word, 'nx') ? 'nx' : 'xx';
+      if (condition !== undefined && condition !== next) return 'ERR syntax error';
+      condition = next;
+    } else if (isWord(word, 'get')) get = true;
+    else if (isWord(word, 'keepttl')) {
+      if (expiry !== undefined && expiry.kind !== 'keep') return 'ERR syntax error';
+      expiry = { kind: 'keep' };
+    } else {
+      const unit =
+        isWord(word, 'ex') || isWord(word, 'exat')
+          ? 1000
+          : isWord(word, 'px') || isWord(word, 'pxat')
+            ? 1
+            : 0;
+      if (unit === 0 || expiry !== undefined || args[index + 1] === undefined) return 'ERR syntax error';
+      const amount = safeIntegerOf(args[++index]!);
+      if (amount === undefined) return 'ERR value is not an integer or out of range';
+      if (amount <= 0 || !Number.isSafeInteger(amount * unit))
+        return "ERR invalid expire time in 'set' command";
+      const absolute = isWord(word, 'exat') || isWord(word, 'pxat');
+      expiry = { kind: absolute ? 'at' : 'in', ms: amount * unit };
+    }
+  }
+  return { condition, get, expiry };
+}
+
 /**
- * The error line for SET's option words, or undefined when there are none. The options (EX, PX,
- * NX, XX, GET, KEEPTTL, ...) need the data model's expiry and conditional writes: until the
- * router serves them, every option word is Redis's syntax error.
+ * The answer of a SET with options: the native COUNT (1 written, 0 not) becomes `+OK` or null,
+ * and with GET the previous value is the answer, as Redis's SET.
  */
-function setOptionsError(args: readonly Uint8Array[]): string | undefined {
-  return args.length > 3 ? 'ERR syntax error' : undefined;
+class SetAnswer implements Replier {
+  constructor(
+    private readonly connection: RespConnection,
+    private readonly seq: number,
+  ) {}
+
+  reply(response: Response): void {
+    const writer = this.connection.beginReply(this.seq);
+    if (response.op === Op.VALUE) writer.bulk(response.value);
+    else if (response.op === Op.COUNT && response.count === 1) writer.ok();
+    else writer.nil();
+    this.connection.endReply(this.seq);
+  }
+
+  replyError(_id: number, code: string, message: string): void {
+    this.connection.replyError(this.seq, respErrorLine(code, message));
+  }
 }
 
 function set(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
-  const optionsError = setOptionsError(args);
-  if (optionsError !== undefined) {
-    connection.replyError(seq, optionsError);
+  const options = args.length > 3 ? setOptionsOf(args) : undefined;
+  if (typeof options === 'string') {
+    connection.replyError(seq, options);
     return;
   }
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
-  services.router.forwardToOwner(
-    { op: Op.SET, id: seq, key: args[1]!, value: args[2]! },
+  if (options === undefined) {
+    services.router.forwardToOwner(
+      { op: Op.SET, id: seq, key: args[1]!, value: args[2]! },
+      connection.routerTarget,
+      performance.now(),
+    );
+    return;
+  }
+  services.router.forwardKeyed(
+    { op: Op.SET_WITH, id: seq, key: args[1]!, value: args[2]!, ...options },
+    new SetAnswer(connection, seq),
+    performance.now(),
+  );
+}
+
+/** SETNX key value: SET NX answered 1 (written) or 0, the native COUNT as is. */
+function setnx(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+  services.router.forwardKeyed(
+    { op: Op.SET_WITH, id: seq, key: args[1]!, value: args[2]!, condition: 'nx' },
     connection.routerTarget,
     performance.now(),
   );
+}
+
+/** TTL and PTTL: the native PTTL's milliseconds (or -1 / -2), in seconds for TTL as Redis rounds them. */
+class TtlAnswer implements Replier {
+  constructor(
+    private readonly connection: RespConnection,
+    private readonly seq: number,
+    private readonly inSeconds: boolean,
+  ) {}
+
+  reply(response: Response): void {
+    const ms = response.op === Op.INTEGER ? response.value : -2n;
+    const writer = this.connection.beginReply(this.seq);
+    writer.integer(this.inSeconds && ms >= 0n ? (ms + 500n) / 1000n : ms);
+    this.connection.endReply(this.seq);
+  }
+
+  replyError(_id: number, code: string, message: string): void {
+    this.connection.replyError(this.seq, respErrorLine(code, message));
+  }
+}
+
+function ttl(inSeconds: boolean): CommandHandler {
+  return (connection, args, seq, services) => {
+    if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
+    services.router.forwardKeyed(
+      { op: Op.TTL, id: seq, key: args[1]! },
+      new TtlAnswer(connection, seq, inSeconds),
+      performance.now(),
+    );
+  };
+}
+
+/** EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT [NX|XX|GT|LT] and PERSIST: the native EXPIRE, answered 1 or 0. */
+function expire(mode: 'in' | 'at' | 'persist', unit: number): CommandHandler {
+  return (connection, args, seq, services) => {
+    let ms = 0;
+    let condition: 'nx' | 'xx' | 'gt' | 'lt' | undefined;
+    if (mode !== 'persist') {
+      const amount = safeIntegerOf(args[2]!);
+      if (amount === undefined || !Number.isSafeInteger(amount * unit)) {
+        connection.replyError(seq, 'ERR value is not an integer or out of range');
+        return;
+      }
+      ms = amount * unit;
+      for (const word of args.slice(3)) {
+        const next = (['nx', 'xx', 'gt', 'lt'] as const).find((option) => isWord(word, option));
+        if (next === undefined) {
+          connection.replyError(seq, `ERR Unsupported option ${textOf(word).slice(0, 128)}`);
+          return;
+        }
+        if (condition !== undefined && condition !== next) {
+          connection.replyError(seq, 'ERR NX and XX, GT or LT options at the same time are not compatible');
+          return;
+        }
+        condition = next;
+      }
+    }
+    if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+    services.router.forwardKeyed(
+      { op: Op.EXPIRE, id: seq, key: args[1]!, mode, ms, condition },
+      connection.routerTarget,
+      performance.now(),
+    );
+  };
 }
 
 /**
@@ -301,6 +457,14 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'del', arity: -2, flags: ['write'], keys: EVERY_ARGUMENT, run: del },
   { name: 'mget', arity: -2, flags: ['readonly', 'fast'], keys: EVERY_ARGUMENT, run: mget },
   { name: 'mset', arity: -3, flags: ['write', 'denyoom'], keys: PAIRS, run: mset },
+  { name: 'setnx', arity: 3, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: setnx },
+  { name: 'ttl', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: ttl(true) },
+  { name: 'pttl', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: ttl(false) },
+  { name: 'expire', arity: -3, flags: ['write', 'fast'], keys: SINGLE_KEY, run: expire('in', 1000) },
+  { name: 'pexpire', arity: -3, flags: ['write', 'fast'], keys: SINGLE_KEY, run: expire('in', 1) },
+  { name: 'expireat', arity: -3, flags: ['write', 'fast'], keys: SINGLE_KEY, run: expire('at', 1000) },
+  { name: 'pexpireat', arity: -3, flags: ['write', 'fast'], keys: SINGLE_KEY, run: expire('at', 1) },
+  { name: 'persist', arity: 2, flags: ['write', 'fast'], keys: SINGLE_KEY, run: expire('persist', 1) },
   { name: 'exists', arity: -2, flags: ['readonly', 'fast'], keys: EVERY_ARGUMENT, run: exists },
   { name: 'getdel', arity: 2, flags: ['write', 'fast'], keys: SINGLE_KEY, run: getdel },
   { name: 'incr', arity: 2, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: incrBy(1n, 1n) },
