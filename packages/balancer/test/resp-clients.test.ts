@@ -142,6 +142,16 @@ describe('RESP front door with real clients', () => {
     expect(result.stdout).toContain('MSET');
   }, 120_000);
 
+  it('runs redis-benchmark set,get pipelined 16 deep on one connection with 100-byte values (answers cross output slabs)', async () => {
+    // One connection, 16 commands per round trip: a page of answers passes the 64 KiB output slab
+    // (this caught bytes appended to the old slab after it was replaced).
+    const args = ['-p', String(port), '-t', 'set,get', '-n', '20000', '-c', '1', '-P', '16', '-r', '10000'];
+    const result = await run('redis-benchmark', [...args, '-d', '100', '-q']);
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(result.stdout + result.stderr).not.toMatch(/error/i);
+    expect(result.stdout).toContain('GET');
+  }, 120_000);
+
   it('counts INCRs from several connections exactly', async () => {
     const clients = Array.from({ length: 4 }, () => new Redis({ port, lazyConnect: true }));
     try {

@@ -54,12 +54,15 @@ export class OutputBuffer {
 
   /** Appends `body` (copied) with no frame header. */
   append(body: Uint8Array): void {
-    this.slab.set(body, this.reserve(body.length));
+    // Reserve first: it may move to a new slab, and `this.slab` must be read after that.
+    const at = this.reserve(body.length);
+    this.slab.set(body, at);
   }
 
   /** Appends `text` as latin1 (one byte per character) with no frame header. */
   appendLatin1(text: string): void {
-    this.slab.write(text, this.reserve(text.length), 'latin1');
+    const at = this.reserve(text.length);
+    this.slab.write(text, at, 'latin1');
   }
 
   /** The slab {@link reserveFrame}'s offsets point into (replaced when it fills up). */

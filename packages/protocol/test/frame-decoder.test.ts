@@ -168,6 +168,26 @@ describe('FrameDecoder', () => {
   });
 });
 
+describe('OutputBuffer without frames (RESP)', () => {
+  it('append and appendLatin1 keep every byte across slab boundaries', () => {
+    const output = new OutputBuffer();
+    const expected: number[] = [];
+    const taken: Buffer[] = [];
+    for (let i = 0; i < 2000; i++) {
+      // Sizes that cross the 64 KiB slab boundary at odd offsets, bytes and text interleaved.
+      const body = new Uint8Array(97 + (i % 13)).fill(i & 0xff);
+      output.append(body);
+      expected.push(...body);
+      const text = `+OK ${i}\r\n`;
+      output.appendLatin1(text);
+      for (const char of text) expected.push(char.charCodeAt(0));
+      if (i % 50 === 0) taken.push(output.take());
+    }
+    taken.push(output.take());
+    expect(Buffer.concat(taken).equals(Buffer.from(expected))).toBe(true);
+  });
+});
+
 describe('another protocol on the other end', () => {
   it('says an HTTP answer looks like an HTTP server (VERSION_MISMATCH, fatal), not an absurd frame length', () => {
     const { decoder } = collect();
