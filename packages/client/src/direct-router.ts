@@ -455,20 +455,19 @@ export class DirectRouter {
   private async mget(message: WithoutId<MGetRequest>, options: RouteOptions): Promise<Response> {
     const map = this.map;
     if (map === undefined) return this.viaBalancer(message, options);
-    const deadline = performance.now() + options.timeoutMs;
-    const parts = splitByOwner(map, message.keys, (key) => key);
     const values = new Array<Uint8Array | null>(message.keys.length);
+    const split = this.sendParts(
+      map,
+      message.keys,
+      (key) => key,
+      (keys) => ({ op: Op.MGET, keys }),
+      options,
+    );
     await Promise.all(
-      parts.map(async (part) => {
-        const response = await this.sendPart(
-          map,
-          part.nodeId,
-          { op: Op.MGET, keys: part.items },
-          options,
-          deadline,
-        );
+      split.map(async ({ part, answer }) => {
+        const response = await answer;
         if (response.op !== Op.VALUES || response.values.length !== part.items.length) {
-          throw new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${response.op}) to MGET`);
+          throw unexpectedPartAnswer('MGET', response);
         }
         for (let index = 0; index < part.positions.length; index++) {
           values[part.positions[index]!] = response.values[index]!;
@@ -482,20 +481,18 @@ export class DirectRouter {
   private async mset(message: WithoutId<MSetRequest>, options: RouteOptions): Promise<Response> {
     const map = this.map;
     if (map === undefined) return this.viaBalancer(message, options);
-    const deadline = performance.now() + options.timeoutMs;
-    const parts = splitByOwner(map, message.entries, (entry: KeyValue) => entry.key);
+    const keyOf = (entry: KeyValue) => entry.key;
+    const split = this.sendParts(
+      map,
+      message.entries,
+      keyOf,
+      (entries) => ({ op: Op.MSET, entries }),
+      options,
+    );
     const results = await Promise.allSettled(
-      parts.map(async (part) => {
-        const response = await this.sendPart(
-          map,
-          part.nodeId,
-          { op: Op.MSET, entries: part.items },
-          options,
-          deadline,
-        );
-        if (response.op !== Op.OK) {
-          throw new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${response.op}) to MSET`);
-        }
+      split.map(async ({ answer }) => {
+        const response = await answer;
+        if (response.op !== Op.OK) throw unexpectedPartAnswer('MSET', response);
       }),
     );
     const failed = results.find((result) => result.status === 'rejected');
@@ -511,24 +508,39 @@ export class DirectRouter {
   private async exists(message: WithoutId<ExistsRequest>, options: RouteOptions): Promise<Response> {
     const map = this.map;
     if (map === undefined) return this.viaBalancer(message, options);
-    const deadline = performance.now() + options.timeoutMs;
-    const parts = splitByOwner(map, message.keys, (key) => key);
+    const split = this.sendParts(
+      map,
+      message.keys,
+      (key) => key,
+      (keys) => ({ op: Op.EXISTS, keys }),
+      options,
+    );
     const counts = await Promise.all(
-      parts.map(async (part) => {
-        const response = await this.sendPart(
-          map,
-          part.nodeId,
-          { op: Op.EXISTS, keys: part.items },
-          options,
-          deadline,
-        );
-        if (response.op !== Op.COUNT) {
-          throw new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${response.op}) to EXISTS`);
-        }
+      split.map(async ({ answer }) => {
+        const response = await answer;
+        if (response.op !== Op.COUNT) throw unexpectedPartAnswer('EXISTS', response);
         return response.count;
       }),
     );
     return { op: Op.COUNT, id: 0, count: counts.reduce((sum, count) => sum + count, 0) };
+  }
+
+  /**
+   * A multi-key command split per owner on `map`: each part built by `command` and sent at once
+   * with {@link sendPart} under one deadline; the parts in order, each with its answer to come.
+   */
+  private sendParts<T>(
+    map: DirectMap,
+    items: readonly T[],
+    keyOf: (item: T) => Uint8Array,
+    command: (items: T[]) => PartCommand,
+    options: RouteOptions,
+  ): { readonly part: OwnerPart<T>; readonly answer: Promise<Response> }[] {
+    const deadline = performance.now() + options.timeoutMs;
+    return splitByOwner(map, items, keyOf).map((part) => ({
+      part,
+      answer: this.sendPart(map, part.nodeId, command(part.items), options, deadline),
+    }));
   }
 
   /**
@@ -615,6 +627,10 @@ interface OwnerPart<T> {
   readonly nodeId: string | undefined;
   readonly positions: number[];
   readonly items: T[];
+}
+
+function unexpectedPartAnswer(command: string, response: Response): DstoreError {
+  return new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${response.op}) to ${command}`);
 }
 
 function splitByOwner<T>(
