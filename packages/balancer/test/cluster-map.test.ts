@@ -134,7 +134,7 @@ describe('the cluster map', () => {
     // Every node finished the transition: nothing pending, old copies purged.
     for (const node of nodes) expect((await nodeStats(node.ready.port))['migration.pending_ranges']).toBe(0);
     const held = await Promise.all(
-      nodes.map(async (node) => Number((await nodeStats(node.ready.port))['keys'])),
+      nodes.map(async (node) => Number((await nodeStats(node.ready.port)).keys)),
     );
     expect(held.reduce((sum, keys) => sum + keys, 0)).toBe(history.keys);
   });

@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type ClientOptions, createClient, type DstoreClient, DstoreError, ErrorCode } from '@dstore/client';
+import { type ClientOptions, createClient, type DstoreClient, ErrorCode } from '@dstore/client';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
 import { withMap } from './direct-client.js';
@@ -17,6 +17,7 @@ import {
   type NodeReady,
   nodeStats,
   Resources,
+  refusal,
   type Spawned,
   spawnNode,
   startBalancer,
@@ -77,15 +78,6 @@ async function inGroups(count: number, work: (index: number) => Promise<unknown>
       Array.from({ length: Math.min(50, count - start) }, (_, offset) => work(start + offset)),
     );
   }
-}
-
-async function failure(promise: Promise<unknown>): Promise<DstoreError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(DstoreError);
-  return error as DstoreError;
 }
 
 describe('the dstore CLI', () => {
@@ -174,14 +166,14 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     expect(await client.decrby('n', 50)).toBe(-9);
     await client.set('n', '9223372036854775806');
     expect(await client.incrbyBig('n', 1n)).toBe(9223372036854775807n);
-    const overflow = await failure(client.incr('n'));
+    const overflow = await refusal(client.incr('n'));
     expect(overflow.code).toBe(ErrorCode.OVERFLOW);
     expect(overflow.message).toBe('increment or decrement would overflow');
     expect(overflow.notExecuted).toBe(true);
     expect(await client.getString('n')).toBe('9223372036854775807');
     for (const bad of ['abc', ' 1', '01', '1.5', '', '-0', '99999999999999999999']) {
       await client.set('s', bad);
-      const error = await failure(client.incr('s'));
+      const error = await refusal(client.incr('s'));
       expect(error.code).toBe(ErrorCode.NOT_AN_INTEGER);
       expect(error.message).toBe('value is not an integer or out of range');
     }

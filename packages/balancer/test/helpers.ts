@@ -87,6 +87,16 @@ export async function attempt(
   }
 }
 
+/** The DstoreError `promise` rejects with; fails the test when it resolves or rejects with anything else. */
+export async function refusal(promise: Promise<unknown>): Promise<DstoreError> {
+  const outcome = await promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  if (!(outcome instanceof DstoreError)) throw new Error(`expected a DstoreError, got ${String(outcome)}`);
+  return outcome;
+}
+
 /** A child process started from a CLI, with its parsed ready line. */
 export interface Spawned<Ready> {
   readonly child: ChildProcess;

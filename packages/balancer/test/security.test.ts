@@ -28,6 +28,7 @@ import {
   connect,
   type NodeReady,
   Resources,
+  refusal,
   ringOf,
   type Spawned,
   spawnCli,
@@ -67,15 +68,6 @@ async function withRetries<T>(attempt: () => Promise<T>): Promise<T> {
       if (!closed || tries === 5) throw error;
     }
   }
-}
-
-async function refusal(promise: Promise<unknown>): Promise<DstoreError> {
-  const outcome = await promise.then(
-    () => undefined,
-    (error: unknown) => error,
-  );
-  expect(outcome).toBeInstanceOf(DstoreError);
-  return outcome as DstoreError;
 }
 
 function request(connection: Connection, message: WithoutId<Request>): Promise<Response> {
