@@ -102,7 +102,7 @@ export function randomMessage(random: Random): Message {
           key: key(random),
           value: bytes(random, 50),
           writeEpoch: random() < 0.2 ? 0xffff_ffff : int(random, 1000),
-          seq: random() < 0.2 ? 0xffff_ffff : int(random, 2 ** 32),
+          version: random() < 0.2 ? 0xffff_ffff : int(random, 2 ** 32),
         })),
       };
     case 14: {
@@ -128,7 +128,11 @@ export function randomMessage(random: Random): Message {
     case 15:
       return random() < 0.5
         ? { op: Op.INTEGER, id, value: random() < 0.5 ? -2n : 2n ** 62n }
-        : { op: Op.ENTRY, id, entry: { value: bytes(random, 50), writeEpoch: 3, seq: 9, expireAt: 2 ** 41 } };
+        : {
+            op: Op.ENTRY,
+            id,
+            entry: { value: bytes(random, 50), writeEpoch: 3, version: 2 ** 50, expireAt: 2 ** 41 },
+          };
     default:
       return { op: Op.PING, id };
   }
