@@ -310,6 +310,57 @@ describe.each(['balancer', 'direct'] as const)('versions through %s routing', (r
   });
 });
 
+/**
+ * A storage node whose wall clock is `skewMs` behind: `Date.now` (what its version clock reads)
+ * patched by a module preloaded through NODE_OPTIONS, which the child process inherits.
+ */
+function spawnSkewedNode(id: string, balancerPort: number, skewMs: number): Promise<Spawned<NodeReady>> {
+  const previous = process.env.NODE_OPTIONS;
+  const patch = `const now = Date.now; Date.now = () => now() - ${skewMs};`;
+  process.env.NODE_OPTIONS = `--import=data:text/javascript,${encodeURIComponent(patch)}`;
+  try {
+    // The child is spawned synchronously here, with the environment as it is now.
+    return spawnNode(resources, id, balancerPort);
+  } finally {
+    if (previous === undefined) delete process.env.NODE_OPTIONS;
+    else process.env.NODE_OPTIONS = previous;
+  }
+}
+
+describe('versions across nodes whose clocks disagree', () => {
+  it('gives a moved key versions above the ones it had, even on a new owner whose clock is an hour behind', async () => {
+    const KEYS = 200;
+    const { balancer } = await cluster(2);
+    const port = balancer.address.port;
+    const client = await clientOf(port, 'balancer');
+    await inGroups(KEYS, (i) => client.set(`skew-${i}`, 'v'));
+    const held: number[] = new Array(KEYS);
+    await inGroups(KEYS, async (i) => {
+      held[i] = (await client.getWithVersion(`skew-${i}`))!.version;
+    });
+    const behind = await spawnSkewedNode('node-late', port, 3_600_000);
+    await waitForNodesUp(balancer, 3);
+    const moved = [...Array(KEYS).keys()].filter((i) => balancer.ring.get(`skew-${i}`) === 'node-late');
+    expect(moved.length).toBeGreaterThan(0);
+    expect(Number((await nodeStats(behind.ready.port)).keys)).toBe(moved.length);
+    const wrong: string[] = [];
+    for (const i of moved) {
+      // Moved with its version; the version held before the move still matches (once).
+      const before = await client.getWithVersion(`skew-${i}`);
+      if (before?.version !== held[i]) wrong.push(`skew-${i}: moved as ${before?.version}, had ${held[i]}`);
+      const written = await client.setWithVersion(`skew-${i}`, 'w', { ifVersion: held[i]! });
+      // A write on the late node: above every version the key had.
+      if (written <= held[i]!) wrong.push(`skew-${i}: written at ${written} <= ${held[i]}`);
+      // ABA: deleted and re-created there, never a version it had before.
+      await client.del(`skew-${i}`);
+      await client.set(`skew-${i}`, 'again');
+      const again = (await client.getWithVersion(`skew-${i}`))!.version;
+      if (again <= written) wrong.push(`skew-${i}: re-created at ${again} <= ${written}`);
+    }
+    expect(wrong).toEqual([]);
+  });
+});
+
 describe('FLUSHALL', () => {
   it('is refused for read-only and prefix-limited users, on the native and the RESP port', async () => {
     const usersFile = join(temporaryDir(resources, 'dstore-flush-users-'), 'users.json');
