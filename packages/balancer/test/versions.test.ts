@@ -5,8 +5,11 @@
  * migration, and FLUSHALL (native, RESP, refused for limited users and during a migration).
  */
 
+import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import {
   type ClientOptions,
   createClient,
@@ -34,6 +37,22 @@ import { redisCli } from './resp-helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
+
+/** The built `dstore` CLI of @dstore/client. */
+const DSTORE_CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../client/dist/cli.js');
+
+/** Runs the `dstore` CLI; resolves its stdout, stderr and exit code (never rejects on a non-zero exit). */
+async function dstore(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [DSTORE_CLI, ...args], {
+      timeout: 20_000,
+    });
+    return { stdout, stderr, code: 0 };
+  } catch (error) {
+    const failed = error as { stdout?: string; stderr?: string; code?: number };
+    return { stdout: failed.stdout ?? '', stderr: failed.stderr ?? '', code: failed.code ?? -1 };
+  }
+}
 
 /** A client of the balancer at `port` (routing through it, or directly to the nodes), closed at release. */
 async function clientOf(
@@ -358,6 +377,38 @@ describe('versions across nodes whose clocks disagree', () => {
       if (again <= written) wrong.push(`skew-${i}: re-created at ${again} <= ${written}`);
     }
     expect(wrong).toEqual([]);
+  });
+});
+
+describe('the dstore CLI', () => {
+  it('reads versions, compare-and-sets, compare-and-deletes and flushes with --yes', async () => {
+    const { balancer } = await cluster(1);
+    const at = ['--server', `127.0.0.1:${balancer.address.port}`];
+    expect(await dstore('set', 'k', 'v', ...at)).toMatchObject({ stdout: 'OK\n', code: 0 });
+    const read = await dstore('get', 'k', '--with-version', ...at);
+    const [value, version] = read.stdout.trim().split('\n');
+    expect([value, read.code]).toEqual(['v', 0]);
+    expect(Number(version)).toBeGreaterThan(0);
+    const stale = await dstore('set', 'k', 'w', '--if-version', String(Number(version) - 1), ...at);
+    expect(stale.code).toBe(1);
+    expect(stale.stderr).toMatch(/^error VERSION_CONFLICT: .* at version /);
+    const cas = await dstore('set', 'k', 'w', '--if-version', version!, ...at);
+    expect(cas.code).toBe(0);
+    const written = Number(cas.stdout.trim().split(' ')[1]);
+    expect(written).toBeGreaterThan(Number(version));
+    expect((await dstore('del', 'k', '--if-version', version!, ...at)).code).toBe(1);
+    expect(await dstore('del', 'k', '--if-version', String(written), ...at)).toMatchObject({
+      stdout: '1\n',
+      code: 0,
+    });
+    expect((await dstore('get', 'k', '--with-version', '--json', ...at)).stdout).toBe(
+      '{"key":"k","value":null,"version":0}\n',
+    );
+    await dstore('set', 'a', '1', ...at);
+    expect((await dstore('flushall', ...at)).code).toBe(2);
+    expect(await dstore('dbsize', ...at)).toMatchObject({ stdout: '1\n' });
+    expect(await dstore('flushall', '--yes', ...at)).toMatchObject({ stdout: 'OK 1\n', code: 0 });
+    expect(await dstore('dbsize', ...at)).toMatchObject({ stdout: '0\n' });
   });
 });
 
