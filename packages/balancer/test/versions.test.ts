@@ -5,22 +5,13 @@
  * migration, and FLUSHALL (native, RESP, refused for limited users and during a migration).
  */
 
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import {
-  type ClientOptions,
-  createClient,
-  type DstoreClient,
-  ErrorCode,
-  VersionConflictError,
-} from '@dstore/client';
+import { join } from 'node:path';
+import { type DstoreClient, ErrorCode, VersionConflictError } from '@dstore/client';
 import { hashPassword } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Balancer, BalancerOptions } from '../src/index.js';
-import { withMap } from './direct-client.js';
+import type { Balancer } from '../src/index.js';
+import { clientOf, cluster, dstore, inGroups } from './data-model-helpers.js';
 import {
   type NodeReady,
   nodeStats,
@@ -28,7 +19,6 @@ import {
   refusal,
   type Spawned,
   spawnNode,
-  startBalancer,
   temporaryDir,
   waitFor,
   waitForNodesUp,
@@ -37,56 +27,6 @@ import { redisCli } from './resp-helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
-
-/** The built `dstore` CLI of @dstore/client. */
-const DSTORE_CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../client/dist/cli.js');
-
-/** Runs the `dstore` CLI; resolves its stdout, stderr and exit code (never rejects on a non-zero exit). */
-async function dstore(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [DSTORE_CLI, ...args], {
-      timeout: 20_000,
-    });
-    return { stdout, stderr, code: 0 };
-  } catch (error) {
-    const failed = error as { stdout?: string; stderr?: string; code?: number };
-    return { stdout: failed.stdout ?? '', stderr: failed.stderr ?? '', code: failed.code ?? -1 };
-  }
-}
-
-/** A client of the balancer at `port` (routing through it, or directly to the nodes), closed at release. */
-async function clientOf(
-  port: number,
-  routing: 'balancer' | 'direct',
-  extra: ClientOptions = {},
-): Promise<DstoreClient> {
-  const client = createClient({ host: '127.0.0.1', port, routing, ...extra });
-  resources.add(() => client.disconnect());
-  await client.connect();
-  return routing === 'direct' ? withMap(client) : client;
-}
-
-async function cluster(
-  nodes: number,
-  extra: string[] = [],
-  options: BalancerOptions = {},
-): Promise<{ balancer: Balancer; spawned: Spawned<NodeReady>[] }> {
-  const balancer = await startBalancer(resources, options);
-  const spawned: Spawned<NodeReady>[] = [];
-  for (let i = 1; i <= nodes; i++)
-    spawned.push(await spawnNode(resources, `node-${i}`, balancer.address.port, extra));
-  await waitForNodesUp(balancer, nodes);
-  return { balancer, spawned };
-}
-
-/** Runs `work` for 0..count-1, 50 at a time (the connection's in-flight bound is 1024). */
-async function inGroups(count: number, work: (index: number) => Promise<unknown>): Promise<void> {
-  for (let start = 0; start < count; start += 50) {
-    await Promise.all(
-      Array.from({ length: Math.min(50, count - start) }, (_, offset) => work(start + offset)),
-    );
-  }
-}
 
 /**
  * Increments the decimal counter under `key` by compare-and-set: read value and version, write
@@ -127,9 +67,9 @@ async function keysMoving(balancer: Balancer, client: DstoreClient, routing: str
 
 describe.each(['balancer', 'direct'] as const)('versions through %s routing', (routing) => {
   it('counts compare-and-set increments from four connections exactly', async () => {
-    const { balancer } = await cluster(2);
+    const { balancer } = await cluster(resources, 2);
     const clients = await Promise.all(
-      Array.from({ length: 4 }, () => clientOf(balancer.address.port, routing)),
+      Array.from({ length: 4 }, () => clientOf(resources, balancer.address.port, routing)),
     );
     const ROUNDS = 200;
     const versions: number[] = [];
@@ -154,8 +94,8 @@ describe.each(['balancer', 'direct'] as const)('versions through %s routing', (r
   });
 
   it('never gives a re-created key a version a client held before (ABA), and checks ifVersion on SET and DEL', async () => {
-    const { balancer } = await cluster(2);
-    const client = await clientOf(balancer.address.port, routing);
+    const { balancer } = await cluster(resources, 2);
+    const client = await clientOf(resources, balancer.address.port, routing);
     expect(await client.getWithVersion('aba')).toBeNull();
     // ifVersion 0: only when absent.
     const v1 = await client.setWithVersion('aba', 'one', { ifVersion: 0 });
@@ -208,10 +148,10 @@ describe.each(['balancer', 'direct'] as const)('versions through %s routing', (r
   it('keeps a key’s version when it moves, and answers every CAS right while keys move (join under load)', async () => {
     const KEYS = 200;
     // A slow stream: the new owner is asked about most moving keys before the stream brings them.
-    const { balancer, spawned } = await cluster(3, ['--migration-rate', '40']);
+    const { balancer, spawned } = await cluster(resources, 3, ['--migration-rate', '40']);
     const port = balancer.address.port;
-    const client = await clientOf(port, routing);
-    const other = await clientOf(port, routing);
+    const client = await clientOf(resources, port, routing);
+    const other = await clientOf(resources, port, routing);
     await inGroups(KEYS, (i) => Promise.all([client.set(`held-${i}`, 'v0'), client.set(`ctr-${i}`, '0')]));
     const held: number[] = new Array(KEYS);
     await inGroups(KEYS, async (i) => {
@@ -285,9 +225,9 @@ describe.each(['balancer', 'direct'] as const)('versions through %s routing', (r
 
   it('accepts the version read before a move once after it, and flushes every node', async () => {
     const KEYS = 100;
-    const { balancer, spawned } = await cluster(2, ['--migration-rate', '2000']);
+    const { balancer, spawned } = await cluster(resources, 2, ['--migration-rate', '2000']);
     const port = balancer.address.port;
-    const client = await clientOf(port, routing);
+    const client = await clientOf(resources, port, routing);
     await inGroups(KEYS, (i) => client.set(`moving-${i}`, `v-${i}`));
     const held: number[] = new Array(KEYS);
     await inGroups(KEYS, async (i) => {
@@ -349,9 +289,9 @@ function spawnSkewedNode(id: string, balancerPort: number, skewMs: number): Prom
 describe('versions across nodes whose clocks disagree', () => {
   it('gives a moved key versions above the ones it had, even on a new owner whose clock is an hour behind', async () => {
     const KEYS = 200;
-    const { balancer } = await cluster(2);
+    const { balancer } = await cluster(resources, 2);
     const port = balancer.address.port;
-    const client = await clientOf(port, 'balancer');
+    const client = await clientOf(resources, port, 'balancer');
     await inGroups(KEYS, (i) => client.set(`skew-${i}`, 'v'));
     const held: number[] = new Array(KEYS);
     await inGroups(KEYS, async (i) => {
@@ -382,7 +322,7 @@ describe('versions across nodes whose clocks disagree', () => {
 
 describe('the dstore CLI', () => {
   it('reads versions, compare-and-sets, compare-and-deletes and flushes with --yes', async () => {
-    const { balancer } = await cluster(1);
+    const { balancer } = await cluster(resources, 1);
     const at = ['--server', `127.0.0.1:${balancer.address.port}`];
     expect(await dstore('set', 'k', 'v', ...at)).toMatchObject({ stdout: 'OK\n', code: 0 });
     const read = await dstore('get', 'k', '--with-version', ...at);
@@ -421,16 +361,16 @@ describe('FLUSHALL', () => {
       { name: 'scoped', password: await hashPassword('scoped-password'), prefixes: ['tenant-a:'] },
     ];
     writeFileSync(usersFile, JSON.stringify({ users }));
-    const { balancer } = await cluster(2, [], { usersFile, respPort: 0 });
+    const { balancer } = await cluster(resources, 2, [], { usersFile, respPort: 0 });
     const port = balancer.address.port;
-    const admin = await clientOf(port, 'balancer', { user: 'admin', password: 'admin-password' });
+    const admin = await clientOf(resources, port, 'balancer', { user: 'admin', password: 'admin-password' });
     await admin.set('tenant-a:1', 'x');
     await admin.set('other', 'y');
     for (const [user, password] of [
       ['reader', 'reader-password'],
       ['scoped', 'scoped-password'],
     ] as const) {
-      const limited = await clientOf(port, 'balancer', { user, password });
+      const limited = await clientOf(resources, port, 'balancer', { user, password });
       expect((await refusal(limited.flushAll())).code).toBe(ErrorCode.NO_PERMISSION);
       const resp = balancer.address.respPort;
       expect(
@@ -453,9 +393,9 @@ describe('FLUSHALL', () => {
 
   it('is refused (BUSY, retryable, not executed) while keys migrate, and no key comes back afterwards', async () => {
     const KEYS = 300;
-    const { balancer, spawned } = await cluster(2, ['--migration-rate', '40']);
+    const { balancer, spawned } = await cluster(resources, 2, ['--migration-rate', '40']);
     const port = balancer.address.port;
-    const client = await clientOf(port, 'balancer', { maxRetriesPerRequest: 0 });
+    const client = await clientOf(resources, port, 'balancer', { maxRetriesPerRequest: 0 });
     await inGroups(KEYS, (i) => client.set(`k-${i}`, 'v'));
     spawned.push(await spawnNode(resources, 'node-3', port, ['--migration-rate', '40']));
     await waitFor(() => balancer.membership.migrator.snapshot().active, 'the migration to start');
@@ -463,7 +403,7 @@ describe('FLUSHALL', () => {
     expect(busy).toMatchObject({ code: ErrorCode.BUSY, notExecuted: true, retryable: true });
     expect(busy.message).toMatch(/migration/);
     // A node refuses it too while its ranges move (a FLUSH that raced a ring change).
-    const direct = await clientOf(spawned[2]!.ready.port, 'balancer', { maxRetriesPerRequest: 0 });
+    const direct = await clientOf(resources, spawned[2]!.ready.port, 'balancer', { maxRetriesPerRequest: 0 });
     expect((await refusal(direct.flushAll())).code).toBe(ErrorCode.BUSY);
     await waitForNodesUp(balancer, 3);
     expect(await client.dbsize()).toBe(KEYS);

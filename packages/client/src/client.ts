@@ -382,15 +382,10 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     }
     if (ifVersion !== undefined) versionArgument(ifVersion);
     const keyBytes = this.keyBytes(key);
-    const request: WithoutId<SetWithRequest> = {
-      ...(setWithRequest(keyBytes, valueBytes(value), options) ?? {
-        op: Op.SET_WITH,
-        key: keyBytes,
-        value: valueBytes(value),
-      }),
-      withVersion: true,
-      ...(ifVersion === undefined ? {} : { ifVersion }),
-    };
+    const bytes = valueBytes(value);
+    // The expiry options as for a SET_WITH; a plain write when there are none.
+    const base = setWithRequest(keyBytes, bytes, options) ?? { op: Op.SET_WITH, key: keyBytes, value: bytes };
+    const request: WithoutId<SetWithRequest> = { ...base, withVersion: true, ifVersion };
     const response = await this.send(request, options);
     if (response.op !== Op.VERSION) throw unexpectedAnswer('SET', response);
     if (!response.written) throw new VersionConflictError(ifVersion ?? 0, response.version);

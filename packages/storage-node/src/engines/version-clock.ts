@@ -12,9 +12,6 @@ export const VERSIONS_PER_MS = 4096;
  */
 export const VERSION_EPOCH_MS = Date.UTC(2024, 0, 1);
 
-/** Largest version: every version is a safe integer. */
-export const MAX_VERSION = Number.MAX_SAFE_INTEGER;
-
 /**
  * The node-wide version clock C of a storage engine (see the protocol README, "Versions"): every
  * client write takes `v = max(C + 1, (Date.now() - VERSION_EPOCH_MS) * 4096)` and sets C = v, and
