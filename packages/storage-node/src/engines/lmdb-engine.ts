@@ -647,7 +647,7 @@ export class LmdbEngine implements StorageEngine {
       setVersion(stored, this.clock.next());
       const mark = this.markVersions();
       // Issued before the entry's put, so it commits with it (one batch) or before it.
-      if (mark !== undefined) this.meta.put(VERSIONS_KEY, mark).catch(ignore);
+      if (mark !== undefined) this.meta.put(VERSIONS_KEY, mark).catch(this.markLost);
       try {
         await this.entries.put(key, stored);
         this.wrote();
@@ -674,6 +674,14 @@ export class LmdbEngine implements StorageEngine {
     this.versionMark = current + VERSION_MARK_BLOCK;
     return encodeCount(this.versionMark);
   }
+
+  /**
+   * A write of the high-water mark failed (its commit did): what is stored is unknown, so the next
+   * write stores the mark again.
+   */
+  private readonly markLost = (): void => {
+    this.versionMark = 0;
+  };
 
   /** Inside a write transaction: stores the high-water mark if the clock reached it. */
   private markVersionsSync(): void {
@@ -1268,6 +1276,8 @@ export class LmdbEngine implements StorageEngine {
    * commit starts from the last good one.
    */
   private async writeFailed(operation: string, error: unknown): Promise<StorageEngineError> {
+    // The failed transaction may have held a new high-water mark of the version clock.
+    this.markLost();
     if (isCommitFailure(error)) {
       this.lastCommitFailed = true;
       this.kickCommit();
