@@ -50,7 +50,7 @@ function key(random: Random): Uint8Array {
 /** A random valid message of any type. */
 export function randomMessage(random: Random): Message {
   const id = int(random, 2 ** 32);
-  switch (int(random, 17)) {
+  switch (int(random, 18)) {
     case 0:
       return random() < 0.5
         ? { op: Op.HELLO, id, version: 2, role: 'client' }
@@ -133,6 +133,25 @@ export function randomMessage(random: Random): Message {
             id,
             entry: { value: bytes(random, 50), writeEpoch: 3, version: 2 ** 50, expireAt: 2 ** 41 },
           };
+    case 16: {
+      // Versions: reads with the version, compare-and-set and compare-and-delete, their answers.
+      const pick = int(random, 5);
+      const version = int(random, 2 ** 53);
+      if (pick === 0) return { op: Op.GET_VERSIONED, id, key: key(random) };
+      if (pick === 1)
+        return {
+          op: Op.SET_WITH,
+          id,
+          key: key(random),
+          value: bytes(random, 50),
+          ifVersion: version,
+          withVersion: true,
+        };
+      if (pick === 2)
+        return { op: Op.DEL_VERSIONED, id, key: key(random), ifVersion: version, epoch: int(random, 100) };
+      if (pick === 3) return { op: Op.VERSION, id, written: random() < 0.5, version };
+      return { op: Op.VERSIONED, id, value: random() < 0.3 ? null : bytes(random, 50), version };
+    }
     default:
       return { op: Op.PING, id };
   }
