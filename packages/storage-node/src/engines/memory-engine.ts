@@ -458,11 +458,18 @@ export class MemoryEngine implements StorageEngine {
   }
 
   /** Drops all data; later calls fail with `ENGINE_CLOSED`. Idempotent. */
-  /** Drops every entry at once (a fresh arena); resolves to the number of values there were. */
+  /** Drops every entry at once (a fresh arena); resolves to the number of live values there were. */
   clear(): Promise<number> {
     try {
       assertOpen(this.closed, this.kind);
-      const removed = this.count();
+      // Live values only, as the lmdb engine counts them: an expired value not yet reclaimed is gone.
+      const arena = this.arena;
+      const now = Date.now();
+      let removed = 0;
+      for (let handle = 0; handle < arena.handleLimit; handle++) {
+        if (arena.isLive(handle) && !arena.isTombstone(handle) && !isExpired(arena.expireAt(handle), now))
+          removed++;
+      }
       this.arena = new SlabArena({ evictionOrder: this.evicting });
       this.tombstones = 0;
       this.keyBytes = 0;

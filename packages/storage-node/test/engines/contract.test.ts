@@ -199,6 +199,30 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(engine.clock.current).toBe(engine.header(text('other'))!.version);
   });
 
+  it('clears every entry at once (FLUSH), keeping the clock going', async () => {
+    for (let i = 0; i < 50; i++) await engine.set(text(`k${i}`), text('v'), 1);
+    await engine.set(text('expired'), text('v'), 1, Date.now() - 1);
+    await engine.tombstone(text('gone'), 2);
+    const before = engine.clock.current;
+    expect(await engine.clear()).toBe(50);
+    expect(engine.count()).toBe(0);
+    expect(engine.tombstoneCount()).toBe(0);
+    expect(engine.header(text('gone'))).toBeUndefined();
+    expect(engine.get(text('k1'))).toBeUndefined();
+    expect([...engine.entriesInRange({ start: 0, end: 0 }, () => 1, { tombstones: true })]).toEqual([]);
+    expect(engine.scan(0, 100, () => true)).toEqual({ cursor: 0, keys: [] });
+    // A key written again takes a version above every one before the flush.
+    await engine.set(text('k1'), text('again'), 1);
+    expect(engine.header(text('k1'))!.version).toBeGreaterThan(before);
+    expect(engine.count()).toBe(1);
+    if (harness.name === 'lmdb') {
+      await engine.close();
+      engine = await harness.open(true);
+      expect(engine.count()).toBe(1);
+      expect(engine.tombstoneCount()).toBe(0);
+    }
+  });
+
   it('refuses a writeEpoch that is not a uint32 or a version that is not below 2^53, storing nothing', async () => {
     for (const bad of [-1, 2 ** 32, 1.5, Number.NaN]) {
       await expect(engine.set(text('k'), text('v'), bad)).rejects.toThrow(RangeError);
