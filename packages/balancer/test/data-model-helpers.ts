@@ -17,6 +17,7 @@ import {
   type Spawned,
   spawnNode,
   startBalancer,
+  waitFor,
   waitForNodesUp,
 } from './helpers.js';
 
@@ -69,6 +70,20 @@ export async function inGroups(count: number, work: (index: number) => Promise<u
   for (let start = 0; start < count; start += 50) {
     await Promise.all(
       Array.from({ length: Math.min(50, count - start) }, (_, offset) => work(start + offset)),
+    );
+  }
+}
+
+/** Waits until keys stream on the announced ring (and a direct client routes on it). */
+export async function keysMoving(balancer: Balancer, client: DstoreClient, routing: string): Promise<void> {
+  await waitFor(() => {
+    const topology = balancer.membership.topology;
+    return topology.moves !== undefined && !topology.announcing;
+  }, 'the keys to stream on the announced ring');
+  if (routing === 'direct') {
+    await waitFor(
+      () => client.routingStats?.mapEpoch === balancer.membership.topology.epoch,
+      'the client to route on the new map',
     );
   }
 }

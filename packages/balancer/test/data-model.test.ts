@@ -7,7 +7,7 @@
 
 import { ErrorCode } from '@dstore/client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { clientOf, cluster, dstore, inGroups } from './data-model-helpers.js';
+import { clientOf, cluster, dstore, inGroups, keysMoving } from './data-model-helpers.js';
 import { nodeStats, Resources, refusal, spawnNode, waitFor, waitForNodesUp } from './helpers.js';
 
 const resources = new Resources();
@@ -152,16 +152,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     spawned.push(await spawnNode(resources, 'node-4', port, ['--migration-rate', '40']));
     // Keys are streaming and every router routes on the new ring: no request is refused for routing
     // (a refused request is retried after a catch-up, which does not keep a pipeline's order).
-    await waitFor(() => {
-      const topology = balancer.membership.topology;
-      return topology.moves !== undefined && !topology.announcing;
-    }, 'the keys to stream on the announced ring');
-    if (routing === 'direct') {
-      await waitFor(
-        () => client.routingStats?.mapEpoch === balancer.membership.topology.epoch,
-        'the client to route on the new map',
-      );
-    }
+    await keysMoving(balancer, client, routing);
     const wrong: string[] = [];
     const expectEqual = (what: string, got: unknown, expected: unknown): void => {
       if (got !== expected) wrong.push(`${what}: got ${String(got)}, expected ${String(expected)}`);

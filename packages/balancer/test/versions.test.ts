@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { type DstoreClient, ErrorCode, VersionConflictError } from '@dstore/client';
 import { hashPassword } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Balancer } from '../src/index.js';
-import { clientOf, cluster, dstore, inGroups } from './data-model-helpers.js';
+import { clientOf, cluster, dstore, inGroups, keysMoving } from './data-model-helpers.js';
 import {
   type NodeReady,
   nodeStats,
@@ -48,20 +47,6 @@ async function casIncrement(
       if (!(error instanceof VersionConflictError)) throw error;
       conflicts++;
     }
-  }
-}
-
-/** Waits until keys stream on the announced ring (and a direct client routes on it). */
-async function keysMoving(balancer: Balancer, client: DstoreClient, routing: string): Promise<void> {
-  await waitFor(() => {
-    const topology = balancer.membership.topology;
-    return topology.moves !== undefined && !topology.announcing;
-  }, 'the keys to stream on the announced ring');
-  if (routing === 'direct') {
-    await waitFor(
-      () => client.routingStats?.mapEpoch === balancer.membership.topology.epoch,
-      'the client to route on the new map',
-    );
   }
 }
 
