@@ -299,5 +299,10 @@ describe('chains in /ring, the metrics, RING and the direct map', () => {
     expect(await metric(balancer.address.adminPort, 'dstore_balancer_under_replicated_ranges')).toBe(
       independent,
     );
+    // A direct client's map carries the states: two members are not up.
+    const client = directClient(resources, balancer.address.port);
+    await client.connect();
+    await waitFor(() => (client.routingStats?.mapEpoch ?? -1) >= 0, 'the client has a map');
+    expect(client.routingStats).toMatchObject({ replicationFactor: 3, membersNotUp: 2 });
   });
 });
