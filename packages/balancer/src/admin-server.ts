@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { ReplicaState } from '@dstore/hashring';
+import type { Chain, ReplicaState } from '@dstore/hashring';
 import type { TlsServerOptions } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { MemberState } from './cluster-map.js';
@@ -75,17 +75,13 @@ export interface MapView {
   }[];
 }
 
-/** The ranges of the ring that share one chain, as `/ring` shows them. */
-export interface ChainView {
-  /** The first `factor` distinct members clockwise that are not dead, in ring order (head first). */
-  readonly desired: readonly string[];
-  /** The desired members that are `up`, same order. */
-  readonly serving: readonly string[];
-  /** First and last serving member (null when none serves). */
+/**
+ * The ranges of the ring that share one chain, as `/ring` shows them: the chain's fields (see
+ * `Chain` in `@dstore/hashring`), head and tail null when none serves (JSON has no undefined).
+ */
+export interface ChainView extends Omit<Chain, 'head' | 'tail'> {
   readonly head: string | null;
   readonly tail: string | null;
-  /** Fewer than `factor` members serve (never with factor 1: a single copy has no replica). */
-  readonly underReplicated: boolean;
   /** Ring ranges with this chain (neighbours with the same chain counted as one). */
   readonly ranges: number;
   /** Fraction of the hash space (0..1) they cover. */

@@ -43,6 +43,44 @@ const uint32 = fc.oneof(fc.constantFrom(0, 1, 0x7fff_ffff, 0xffff_ffff), positio
 const position2 = fc.record({ start: position, end: position });
 
 /** One arbitrary per message type, so every op is covered. */
+const replicaState = fc.constantFrom<ReplicaStateName>('up', 'syncing', 'failed', 'dead');
+
+/** RING, MAP or MAP_PUSH, its members with addresses and/or replication states (optional trailing lists). */
+function mapMessage(
+  op: typeof Op.RING | typeof Op.MAP | typeof Op.MAP_PUSH,
+  addressed: boolean,
+  replicated: boolean,
+): fc.Arbitrary<Message> {
+  const member = fc.record({
+    id: shortString,
+    weight: fc.integer({ min: 1, max: 1000 }),
+    host: fc.constantFrom('127.0.0.1', '::1', 'node-a.local'),
+    port: fc.integer({ min: 0, max: 65535 }),
+    replicaState,
+  });
+  return fc
+    .record({
+      op: fc.constant(op),
+      id,
+      epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      algorithm: fc.constantFrom('vnode', 'ketama'),
+      vnodes: fc.integer({ min: 0, max: 1000 }),
+      nodes: fc.array(
+        member.map(({ host, port, replicaState: state, ...rest }) => ({
+          ...rest,
+          ...(addressed ? { host, port } : {}),
+          ...(replicated ? { replicaState: state } : {}),
+        })),
+        { minLength: addressed || replicated ? 1 : 0, maxLength: 20 },
+      ),
+      replicationFactor: replicated ? fc.integer({ min: 1, max: 7 }) : fc.constant(undefined),
+    })
+    .map(({ replicationFactor, ...message }) =>
+      replicationFactor === undefined ? message : { ...message, replicationFactor },
+    );
+}
+
 const messages: fc.Arbitrary<Message>[] = [
   fc.record({
     op: fc.constant(Op.HELLO),
@@ -72,63 +110,14 @@ const messages: fc.Arbitrary<Message>[] = [
     epoch: fc.nat({ max: 0xffff_ffff }),
   }),
   fc.record({ op: fc.constant(Op.DEL), id, key: anyKey, fallback: fc.constant(true) }),
-  fc.record({
-    op: fc.constant(Op.RING),
-    id,
-    epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    algorithm: fc.constantFrom('vnode', 'ketama'),
-    vnodes: fc.integer({ min: 0, max: 1000 }),
-    nodes: fc.array(fc.record({ id: shortString, weight: fc.integer({ min: 1, max: 1000 }) }), {
-      maxLength: 20,
-    }),
-  }),
-  fc.record({
-    op: fc.constant(Op.RING),
-    id,
-    epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    algorithm: fc.constantFrom('vnode', 'ketama'),
-    vnodes: fc.integer({ min: 0, max: 1000 }),
-    nodes: fc.array(
-      fc.record({
-        id: shortString,
-        weight: fc.integer({ min: 1, max: 1000 }),
-        host: fc.constantFrom('127.0.0.1', '::1', 'node-a.local'),
-        port: fc.integer({ min: 0, max: 65535 }),
-      }),
-      { minLength: 1, maxLength: 20 },
-    ),
-  }),
-  // A map with its replication factor and members' replication states (trailing, optional).
+  // RING, MAP and MAP_PUSH with and without their optional trailing addresses and replication.
   ...([Op.RING, Op.MAP, Op.MAP_PUSH] as const).flatMap((op) =>
-    [true, false].map((addressed) =>
-      fc.record({
-        op: fc.constant(op),
-        id,
-        epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-        generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-        algorithm: fc.constantFrom('vnode', 'ketama'),
-        vnodes: fc.integer({ min: 0, max: 1000 }),
-        nodes: fc.array(
-          addressed
-            ? fc.record({
-                id: shortString,
-                weight: fc.integer({ min: 1, max: 1000 }),
-                host: fc.constantFrom('127.0.0.1', '::1'),
-                port: fc.integer({ min: 0, max: 65535 }),
-                replicaState: fc.constantFrom<ReplicaStateName>('up', 'syncing', 'failed', 'dead'),
-              })
-            : fc.record({
-                id: shortString,
-                weight: fc.integer({ min: 1, max: 1000 }),
-                replicaState: fc.constantFrom<ReplicaStateName>('up', 'syncing', 'failed', 'dead'),
-              }),
-          { minLength: 1, maxLength: 20 },
-        ),
-        replicationFactor: fc.integer({ min: 1, max: 7 }),
-      }),
-    ),
+    [
+      [false, false],
+      [true, false],
+      [true, true],
+      [false, true],
+    ].map(([addressed, replicated]) => mapMessage(op, addressed!, replicated!)),
   ),
   fc.record({
     op: fc.constant(Op.MIGRATE),
@@ -250,25 +239,6 @@ const messages: fc.Arbitrary<Message>[] = [
     cursor: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     keys: fc.array(key, { maxLength: limits.maxBatchKeys }),
   }),
-  ...([Op.MAP, Op.MAP_PUSH] as const).map((op) =>
-    fc.record({
-      op: fc.constant(op),
-      id,
-      epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-      generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-      algorithm: fc.constantFrom('vnode', 'ketama'),
-      vnodes: fc.integer({ min: 0, max: 1000 }),
-      nodes: fc.array(
-        fc.record({
-          id: shortString,
-          weight: fc.integer({ min: 1, max: 1000 }),
-          host: fc.constantFrom('127.0.0.1', '::1', 'node-a.local'),
-          port: fc.integer({ min: 0, max: 65535 }),
-        }),
-        { minLength: 1, maxLength: 20 },
-      ),
-    }),
-  ),
   fc.record({
     op: fc.constant(Op.MOVED),
     id,

@@ -4,7 +4,7 @@
  * the ones the balancer and direct clients derive (`HashRing.chainOf` on the same ring).
  */
 import { HashRing } from '@dstore/hashring';
-import { MessageCodec, Op, type RingRequest } from '@dstore/protocol';
+import { MessageCodec, Op, type ReplicaStateName, type RingRequest } from '@dstore/protocol';
 import { describe, expect, it } from 'vitest';
 import { Ownership } from '../src/ownership.js';
 
@@ -18,6 +18,24 @@ function received(ring: Omit<RingRequest, 'op' | 'id'>): RingRequest {
 }
 
 const ids = ['n1', 'n2', 'n3', 'n4'];
+
+/** RING at epoch 3 with factor 3, the members at ports from `basePort`, in the states `stateOf` gives. */
+function factorThree(basePort: number, stateOf: (id: string) => ReplicaStateName): RingRequest {
+  return received({
+    epoch: 3,
+    generation: 7,
+    algorithm: 'vnode',
+    vnodes: 0,
+    nodes: ids.map((id, i) => ({
+      id,
+      weight: 1,
+      host: '127.0.0.1',
+      port: basePort + i,
+      replicaState: stateOf(id),
+    })),
+    replicationFactor: 3,
+  });
+}
 const keys = Array.from({ length: 200 }, (_, i) => new TextEncoder().encode(`key-${i}`));
 
 describe('Ownership replication fields', () => {
@@ -48,22 +66,7 @@ describe('Ownership replication fields', () => {
   it('derives the chains the balancer derives from the factor and states of the RING', () => {
     const ownership = new Ownership(() => 'n2');
     const states = { n1: 'up', n2: 'up', n3: 'failed', n4: 'dead' } as const;
-    ownership.apply(
-      received({
-        epoch: 3,
-        generation: 7,
-        algorithm: 'vnode',
-        vnodes: 0,
-        nodes: ids.map((id, i) => ({
-          id,
-          weight: 1,
-          host: '127.0.0.1',
-          port: 9000 + i,
-          replicaState: states[id as keyof typeof states],
-        })),
-        replicationFactor: 3,
-      }),
-    );
+    ownership.apply(factorThree(9000, (id) => states[id as keyof typeof states]));
     expect(ownership.replicationFactor).toBe(3);
     expect(Object.fromEntries(ownership.replicaStates)).toEqual(states);
     const ring = HashRing.from(ids.map((id) => ({ id })));
@@ -75,22 +78,7 @@ describe('Ownership replication fields', () => {
       expect(chain.serving).not.toContain('n3');
     }
     // The same epoch again (a member's new address) carries states too: they are replaced.
-    ownership.apply(
-      received({
-        epoch: 3,
-        generation: 7,
-        algorithm: 'vnode',
-        vnodes: 0,
-        nodes: ids.map((id, i) => ({
-          id,
-          weight: 1,
-          host: '127.0.0.1',
-          port: 9100 + i,
-          replicaState: 'up' as const,
-        })),
-        replicationFactor: 3,
-      }),
-    );
+    ownership.apply(factorThree(9100, () => 'up'));
     expect([...ownership.replicaStates.values()]).toEqual(['up', 'up', 'up', 'up']);
     expect(ownership.addressOf('n1')).toEqual({ host: '127.0.0.1', port: 9100 });
   });
