@@ -22,6 +22,7 @@ import { MAP_FILE } from '../src/map-store.js';
 import { directClient } from './direct-client.js';
 import {
   BALANCER_CLI,
+  type BalancerReady,
   Resources,
   refusal,
   spawnCli,
@@ -125,6 +126,22 @@ describe('replication factor in the cluster map', () => {
     await expect(
       spawnCli(resources, BALANCER_CLI, ['--port', '0', '--admin-port', '0', '--replication-factor', '3']),
     ).rejects.toThrow(/exited with 2 before ready: .*replication is not built yet.*INVALID_ARGUMENT/s);
+    // With the experimental flag the CLI stores it and says what it does not do.
+    const accepted = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
+      '--port',
+      '0',
+      '--admin-port',
+      '0',
+      '--replication-factor',
+      '3',
+      '--experimental-replication',
+      '--data-dir',
+      temporaryDir(resources, 'dstore-repl-cli-'),
+      '--log-level',
+      'warn',
+    ]);
+    expect((await ringOverHttp(accepted.ready.adminPort)).replication.factor).toBe(3);
+    await waitFor(() => accepted.stderr().includes('replication is not built yet'), 'the warning');
   });
 
   it('stores the factor in a new map, keeps it across a restart and refuses another one', async () => {
