@@ -66,14 +66,14 @@ function mergeNeighbours<T extends { readonly start: number; readonly end: numbe
 /**
  * Every range of the continuum with its `n` replicas, ascending by `end` (a range that wraps past
  * 2^32 - 1 comes first), neighbours with the same replicas merged. A continuum whose points are all
- * equal yields one range covering the whole ring (`start === end`). Owners whose entry in `skip` is
- * 1 hold no replicas: the next distinct members clockwise take their place.
+ * equal yields one range covering the whole ring (`start === end`). Owners for which `skip` is true
+ * hold no replicas: the next distinct members clockwise take their place.
  */
 export function replicaRangesOf(
   c: Continuum,
   ids: readonly string[],
   n: number,
-  skip?: Uint8Array,
+  skip?: (owner: number) => boolean,
 ): ReplicaRange[] {
   const { points } = c;
   const ranges: ReplicaRange[] = [];

@@ -241,12 +241,12 @@ export class HashRing {
   chainAtPosition(position: number, n: number, states?: ReplicaStates): Chain {
     checkCount(n);
     if (this.size === 0) throw new HashRingError('EMPTY_RING', 'cannot look up a key on an empty ring');
-    const skip = this.#deadMask(states);
+    const skip = this.#isDead(states);
     let picked: number[];
     if (this.#rendezvous) {
       // Every member by descending score, then the first n that are not dead.
       const ranked = rendezvousTop(this.#rendezvous, position, this.size);
-      picked = (skip === undefined ? ranked : ranked.filter((i) => skip[i] === 0)).slice(0, n);
+      picked = (skip === undefined ? ranked : ranked.filter((i) => !skip(i))).slice(0, n);
     } else {
       picked = walkDistinct(this.#continuum, position, n, this.size, skip);
     }
@@ -269,24 +269,18 @@ export class HashRing {
   chains(n: number, states?: ReplicaStates): ChainRange[] {
     checkCount(n);
     this.#assertRanged('chains');
-    return replicaRangesOf(this.#continuum, this.#ids, n, this.#deadMask(states)).map((range) => ({
+    return replicaRangesOf(this.#continuum, this.#ids, n, this.#isDead(states)).map((range) => ({
       start: range.start,
       end: range.end,
       ...chainOfDesired(range.replicas, n, states),
     }));
   }
 
-  /** 1 for each member index whose state is `dead`; undefined when none is. */
-  #deadMask(states: ReplicaStates | undefined): Uint8Array | undefined {
-    if (states === undefined) return undefined;
-    let mask: Uint8Array | undefined;
-    for (const [id, state] of states) {
-      const i = this.#index.get(id);
-      if (state !== 'dead' || i === undefined) continue;
-      mask ??= new Uint8Array(this.size);
-      mask[i] = 1;
-    }
-    return mask;
+  /** Whether the member at an index is `dead` in `states` (undefined without states). */
+  #isDead(states: ReplicaStates | undefined): ((owner: number) => boolean) | undefined {
+    if (states === undefined || states.size === 0) return undefined;
+    const ids = this.#ids;
+    return (owner) => states.get(ids[owner]!) === 'dead';
   }
 
   #assertRanged(what: string): void {
