@@ -13,6 +13,7 @@ import {
   type PeerRole,
   REPLICA_STATE_NAMES,
   type ReplicaStateName,
+  type ReplicatedEntry,
   type Request,
   type Response,
   type RingMember,
@@ -573,6 +574,17 @@ export function toWireArray(message: Message): Field[] {
       ];
     case Op.PURGE:
       return [message.op, message.id, message.epoch, message.ranges.length, ...flattenRanges(message.ranges)];
+    case Op.REPLICATE:
+      return [
+        message.op,
+        message.id,
+        message.epoch,
+        message.batch,
+        message.entries.length,
+        ...flattenReplicated(message.entries),
+      ];
+    case Op.REPLICATED:
+      return [message.op, message.id, message.batch];
     case Op.VALUE:
       return message.deleted
         ? [message.op, message.id, message.value, 1]
@@ -656,6 +668,19 @@ function flattenMigrated(entries: readonly MigratedEntry[]): (Uint8Array | numbe
     flat[i * 4 + 1] = entry.value;
     flat[i * 4 + 2] = entry.writeEpoch;
     flat[i * 4 + 3] = entry.version;
+  }
+  return flat;
+}
+
+function flattenReplicated(entries: readonly ReplicatedEntry[]): (Uint8Array | number | null)[] {
+  const flat = new Array<Uint8Array | number | null>(entries.length * 5);
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    flat[i * 5] = entry.key;
+    flat[i * 5 + 1] = entry.value;
+    flat[i * 5 + 2] = entry.writeEpoch;
+    flat[i * 5 + 3] = entry.version;
+    flat[i * 5 + 4] = entry.expireAt;
   }
   return flat;
 }
@@ -1019,6 +1044,32 @@ function readRequest(op: number, r: FieldReader): Request {
     }
     case Op.PURGE:
       return { op, id, epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER), ranges: r.ranges(3) };
+    case Op.REPLICATE: {
+      const count = r.batchCount(4, 5);
+      const entries = new Array<ReplicatedEntry>(count);
+      for (let i = 0; i < count; i++) {
+        const at = 5 + i * 5;
+        const value = r.nullableValue(at + 1);
+        const expireAt = r.uint(at + 4, 'expireAt', Number.MAX_SAFE_INTEGER);
+        if (value === null && expireAt !== 0) {
+          throw r.fail(ErrorCode.MALFORMED_FRAME, 'REPLICATE: a delete has no expiry time');
+        }
+        entries[i] = {
+          key: r.key(at),
+          value,
+          writeEpoch: r.uint(at + 2, 'writeEpoch'),
+          version: r.uint(at + 3, 'version', Number.MAX_SAFE_INTEGER),
+          expireAt,
+        };
+      }
+      return {
+        op,
+        id,
+        epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
+        batch: r.uint(3, 'batch', Number.MAX_SAFE_INTEGER),
+        entries,
+      };
+    }
     case Op.CLUSTER_MAP:
       return { op, id, subscribe: r.flag(2) === true };
     case Op.MAP_PUSH:
@@ -1160,6 +1211,8 @@ function readResponse(op: number, r: FieldReader): Response {
         written: r.uint(2, 'written', 1) === 1,
         version: r.uint(3, 'version', Number.MAX_SAFE_INTEGER),
       };
+    case Op.REPLICATED:
+      return { op, id, batch: r.uint(2, 'batch', Number.MAX_SAFE_INTEGER) };
     case Op.ENTRY: {
       if (r.at(2, 'value') === null) return { op, id, entry: null };
       const expireAt = r.uint(5, 'expireAt', Number.MAX_SAFE_INTEGER);

@@ -38,6 +38,7 @@ export const Op = {
   GET_VERSIONED: 26,
   DEL_VERSIONED: 27,
   FLUSH: 28,
+  REPLICATE: 29,
   SCAN: 30,
   DBSIZE: 31,
   OK: 64,
@@ -54,6 +55,7 @@ export const Op = {
   ENTRY: 75,
   VERSIONED: 76,
   VERSION: 77,
+  REPLICATED: 78,
   KEYS: 80,
   ERROR: 127,
 } as const;
@@ -477,6 +479,36 @@ export interface MigratePutRequest {
   readonly entries: readonly MigratedEntry[];
 }
 /**
+ * One write of a REPLICATE: the key's entry exactly as the chain's head stored it (value or
+ * delete, writeEpoch, version, expiry). The receiver stores it only when it is newer than its own
+ * entry ((writeEpoch, version) greater), so a batch sent twice changes nothing the second time.
+ */
+export interface ReplicatedEntry {
+  readonly key: Uint8Array;
+  /** The value, or null for a delete. */
+  readonly value: Uint8Array | null;
+  /** Ring epoch at which the head accepted the client write (uint32). */
+  readonly writeEpoch: number;
+  /** The write's version (an integer below 2^53, see the protocol README, "Versions"). */
+  readonly version: number;
+  /** Expiry time (ms since the Unix epoch; 0 = never; always 0 for a delete). */
+  readonly expireAt: number;
+}
+/**
+ * Chain member -> its successor (replication, experimental): the writes of one tick for every
+ * chain the two share, in the order the sender applied them. `batch` numbers the link's frames
+ * (consecutive per connection). Answered by REPLICATED once the chain's tail has applied (lmdb:
+ * flushed) this batch: each member answers after its own forward of the entries is answered.
+ */
+export interface ReplicateRequest {
+  readonly op: typeof Op.REPLICATE;
+  readonly id: number;
+  /** The map epoch the sender forwards on; a receiver at another epoch refuses (STALE_EPOCH). */
+  readonly epoch: number;
+  readonly batch: number;
+  readonly entries: readonly ReplicatedEntry[];
+}
+/**
  * Balancer -> node, after the migration of `ranges` at `epoch` is final: delete the keys of
  * those ranges the node does not own, and forget their migration state. Answered by COUNT (keys deleted).
  */
@@ -547,6 +579,12 @@ export interface ValuesResponse {
   readonly op: typeof Op.VALUES;
   readonly id: number;
   readonly values: readonly (Uint8Array | null)[];
+}
+/** Answer to REPLICATE: batch `batch` of the link is applied on every member down to the tail. */
+export interface ReplicatedResponse {
+  readonly op: typeof Op.REPLICATED;
+  readonly id: number;
+  readonly batch: number;
 }
 /** A signed integer answer (PTTL, INCRBY): a 64-bit signed value. */
 export interface IntegerResponse {
@@ -724,7 +762,8 @@ export type Request =
   | DbSizeRequest
   | GetVersionedRequest
   | DelVersionedRequest
-  | FlushRequest;
+  | FlushRequest
+  | ReplicateRequest;
 
 /** Every response message. */
 export type Response =
@@ -743,6 +782,7 @@ export type Response =
   | VersionedResponse
   | VersionResponse
   | KeysResponse
+  | ReplicatedResponse
   | ErrorResponse;
 
 /** Any message. */

@@ -168,6 +168,21 @@ export function badInputCorpus(): BadInputCase[] {
       closes: false,
     },
     {
+      name: 'REPLICATE count larger than its entries',
+      bytes: frame(encoder.encode([Op.REPLICATE, 1, 1, 1, 2, key, key, 1, 1, 0])),
+      closes: false,
+    },
+    {
+      name: 'REPLICATE delete with an expiry time',
+      bytes: frame(encoder.encode([Op.REPLICATE, 1, 1, 1, 1, key, null, 1, 1, 5])),
+      closes: false,
+    },
+    {
+      name: 'REPLICATE version past 2^53',
+      bytes: frame(encoder.encode([Op.REPLICATE, 1, 1, 1, 1, key, key, 1, 2 ** 60, 0])),
+      closes: false,
+    },
+    {
       name: 'JOIN with port 70000',
       bytes: frame(encoder.encode([Op.JOIN, 1, 'n', '127.0.0.1', 70000, 1])),
       closes: false,

@@ -343,6 +343,26 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
       { requiredKeys: ['op', 'id', 'key'] },
     ),
     fc.record({ op: fc.constant(Op.FLUSH), id }),
+    fc.record({
+      op: fc.constant(Op.REPLICATE),
+      id,
+      epoch: fc.nat(),
+      batch: version,
+      entries: fc.array(
+        fc.oneof(
+          fc.record({
+            key,
+            value,
+            writeEpoch: uint32,
+            version,
+            expireAt: fc.oneof(fc.constant(0), positive),
+          }),
+          fc.record({ key, value: fc.constant(null), writeEpoch: uint32, version, expireAt: fc.constant(0) }),
+        ),
+        { maxLength: 50 },
+      ),
+    }),
+    fc.record({ op: fc.constant(Op.REPLICATED), id, batch: version }),
     fc.record({ op: fc.constant(Op.VERSIONED), id, value: fc.option(value, { nil: null }), version }),
     fc.record({ op: fc.constant(Op.VERSION), id, written: fc.boolean(), version }),
     fc.record({
