@@ -89,13 +89,33 @@ export interface VersionedValue extends EntryVersion, Expiring {
   readonly value: Uint8Array;
 }
 
-/** A key, value, version and expiry time to store as they are (a migrated copy). */
+/** A key, value, version and expiry time to store as they are (a migrated or replicated copy). */
 export interface VersionedEntry extends EntryVersion {
   readonly key: Uint8Array;
-  /** Same ownership rules as {@link StorageEngine.get}. */
+  /** Same ownership rules as {@link StorageEngine.get}. Ignored for a delete. */
   readonly value: Uint8Array;
   /** Expiry time (ms since the Unix epoch); absent or 0 = none. */
   readonly expireAt?: number | undefined;
+  /**
+   * A replicated delete: when newer than the key's entry, it removes that entry (leaving nothing,
+   * as the head's delete did) instead of storing a value.
+   */
+  readonly deleted?: boolean | undefined;
+}
+
+/**
+ * Whether an entry `(writeEpoch, version)` is newer than `(otherEpoch, otherVersion)`: the
+ * writeEpoch first (writes of a later owner win, see {@link EntryVersion}), then the version (the
+ * writes of one owner within one epoch, which its clock orders). The one comparison of
+ * `applyIfNewer` in every engine.
+ */
+export function isNewerEntry(
+  writeEpoch: number,
+  version: number,
+  otherEpoch: number,
+  otherVersion: number,
+): boolean {
+  return writeEpoch > otherEpoch || (writeEpoch === otherEpoch && version > otherVersion);
 }
 
 /** Options of {@link StorageEngine.entriesInRange}. */
@@ -216,8 +236,9 @@ export interface StorageEngine {
    */
   tombstone(key: Uint8Array, writeEpoch: number): Promise<boolean>;
   /**
-   * Stores each copy, with its version unchanged, only when the key has no entry or the copy's
-   * `writeEpoch` is greater than the entry's (value or tombstone); the others are skipped. All in
+   * Stores each copy, with its version unchanged, only when the key has no entry or the copy is
+   * newer than the entry (value or tombstone; {@link isNewerEntry}: writeEpoch, then version); the
+   * others are skipped. A newer copy that is a delete, or already expired, removes the entry. All in
    * one atomic write, checked against the entries as they are when it applies (so a client write
    * issued before this call is compared with, never overwritten). Every copy's version, stored or
    * skipped, raises {@link clock} (so this node's later writes of the key are above it). Resolves

@@ -21,7 +21,7 @@ export type {
   VersionedEntry,
   VersionedValue,
 } from './engine.js';
-export { isExpired, openEngine } from './engine.js';
+export { isExpired, isNewerEntry, openEngine } from './engine.js';
 export type { StorageEngineErrorCode } from './errors.js';
 export { isStorageEngineError, StorageEngineError } from './errors.js';
 export { assertValidKey, inRingRange, MAX_KEY_BYTES, MAX_SCAN_CURSOR } from './keys.js';

@@ -4,6 +4,7 @@ import {
   type Decision,
   type EntryHeader,
   isExpired,
+  isNewerEntry,
   type Mutation,
   type ScannedEntry,
   type ScanOptions,
@@ -759,14 +760,23 @@ export class LmdbEngine implements StorageEngine {
         this.markVersionsSync();
         let count = 0;
         for (let i = 0; i < entries.length; i++) {
-          const key = entries[i]!.key;
-          // An expired copy is not stored: the key is gone wherever it is.
-          if (isExpired(entries[i]!.expireAt ?? 0, now)) continue;
+          const entry = entries[i]!;
+          const key = entry.key;
           const previous = this.entries.getBinaryFast(key);
           if (previous !== undefined) {
-            if (entries[i]!.writeEpoch <= readUint32(previous, EPOCH_OFFSET)) continue;
-            if (isTombstone(previous)) this.adjustTombstones(-1);
+            const epoch = readUint32(previous, EPOCH_OFFSET);
+            if (!isNewerEntry(entry.writeEpoch, entry.version, epoch, versionOf(previous))) continue;
           }
+          // A delete, or an expired copy (the key is gone wherever it is): the older entry goes.
+          if (entry.deleted === true || isExpired(entry.expireAt ?? 0, now)) {
+            if (previous !== undefined) {
+              this.entries.removeSync(key);
+              if (isTombstone(previous)) this.adjustTombstones(-1);
+            }
+            if (entry.deleted === true) count++;
+            continue;
+          }
+          if (previous !== undefined && isTombstone(previous)) this.adjustTombstones(-1);
           this.entries.putSync(key, stored[i]!);
           count++;
         }

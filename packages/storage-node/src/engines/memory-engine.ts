@@ -3,6 +3,7 @@ import {
   type Decision,
   type EntryHeader,
   isExpired,
+  isNewerEntry,
   type Mutation,
   type ScannedEntry,
   type ScanOptions,
@@ -330,11 +331,19 @@ export class MemoryEngine implements StorageEngine {
       if (!this.evicting) this.assertCapacity(bytes, entries.length);
       let applied = 0;
       for (const entry of entries) this.clock.observe(entry.version);
-      for (const { key, value, writeEpoch, version, expireAt = 0 } of entries) {
-        // An expired copy is not stored: the key is gone wherever it is.
-        if (isExpired(expireAt, now)) continue;
+      for (const { key, value, writeEpoch, version, expireAt = 0, deleted } of entries) {
         let handle = this.arena.find(key);
-        if (handle >= 0 && writeEpoch <= this.arena.writeEpoch(handle)) continue;
+        if (
+          handle >= 0 &&
+          !isNewerEntry(writeEpoch, version, this.arena.writeEpoch(handle), this.arena.version(handle))
+        )
+          continue;
+        // A delete, or an expired copy (the key is gone wherever it is): the older entry goes.
+        if (deleted === true || isExpired(expireAt, now)) {
+          if (handle >= 0) this.remove(handle);
+          if (deleted === true) applied++;
+          continue;
+        }
         if (this.evicting && this.maxMemory > 0) handle = this.makeRoom(key, value.byteLength, handle);
         if (handle < 0) {
           this.arena.allocate(key, value, writeEpoch, version, expireAt);

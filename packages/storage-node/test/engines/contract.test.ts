@@ -369,6 +369,23 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(engine.tombstoneCount()).toBe(1);
   });
 
+  it('orders copies of one writeEpoch by version: a replicated write or delete applies once, in order', async () => {
+    const k = text('replicated');
+    const put = (version: number, value: string) => ({ key: k, value: text(value), writeEpoch: 7, version });
+    expect(await engine.applyIfNewer([put(100, 'a'), put(200, 'b')])).toBe(2);
+    // Sent again (a re-sent batch) or out of date: skipped.
+    expect(await engine.applyIfNewer([put(100, 'a'), put(200, 'b'), put(150, 'c')])).toBe(0);
+    expect(new TextDecoder().decode(engine.get(k))).toBe('b');
+    const remove = { key: k, value: new Uint8Array(0), writeEpoch: 7, version: 300, deleted: true };
+    expect(await engine.applyIfNewer([remove])).toBe(1);
+    expect(engine.header(k)).toBeUndefined();
+    // A newer copy that already expired removes the older value too.
+    await engine.applyIfNewer([put(400, 'd')]);
+    await engine.applyIfNewer([{ ...put(500, 'e'), expireAt: Date.now() - 1 }]);
+    expect(engine.get(k)).toBeUndefined();
+    expect(engine.count()).toBe(0);
+  });
+
   it('compares a copy with a client write issued before it, even if not yet committed', async () => {
     const k = text('race');
     const client = engine.set(k, text('client'), 6);
