@@ -52,28 +52,37 @@ export class DirectRouting {
       case Op.GET:
       case Op.DEL:
         if (request.epoch === undefined || this.ownership.ring === undefined) return false;
-        return this.misrouted(request.id, request.epoch, request.key, request.fallback === true, connection);
+        return this.misrouted(
+          request.id,
+          request.epoch,
+          request.key,
+          request.fallback === true,
+          connection,
+          request.op === Op.DEL,
+        );
       case Op.SET:
       case Op.SET_WITH:
       case Op.EXPIRE:
-      case Op.TTL:
       case Op.GETDEL:
       case Op.INCRBY:
-      case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
         // The data-model requests are never ASKed: the owner brings a moving key in itself.
         if (request.epoch === undefined || this.ownership.ring === undefined) return false;
-        return this.misrouted(request.id, request.epoch, request.key, false, connection);
+        return this.misrouted(request.id, request.epoch, request.key, false, connection, true);
+      case Op.TTL:
+      case Op.GET_VERSIONED:
+        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        return this.misrouted(request.id, request.epoch, request.key, false, connection, false);
       case Op.EXISTS:
         if (request.epoch === undefined || this.ownership.ring === undefined) return false;
         for (const key of request.keys) {
-          if (this.misrouted(request.id, request.epoch, key, false, connection)) return true;
+          if (this.misrouted(request.id, request.epoch, key, false, connection, false)) return true;
         }
         return false;
       case Op.MGET: {
         if (request.epoch === undefined || this.ownership.ring === undefined) return false;
         for (const key of request.keys) {
-          if (this.misrouted(request.id, request.epoch, key, false, connection)) return true;
+          if (this.misrouted(request.id, request.epoch, key, false, connection, false)) return true;
         }
         if (!this.ownership.migratingIn) return false;
         for (const key of request.keys) {
@@ -88,7 +97,7 @@ export class DirectRouting {
       case Op.MSET:
         if (request.epoch === undefined || this.ownership.ring === undefined) return false;
         for (const entry of request.entries) {
-          if (this.misrouted(request.id, request.epoch, entry.key, false, connection)) return true;
+          if (this.misrouted(request.id, request.epoch, entry.key, false, connection, true)) return true;
         }
         return false;
       default:
@@ -124,19 +133,21 @@ export class DirectRouting {
     return true;
   }
 
-  /** Answers MOVED and returns true when `key` must not be served here at `epoch`. */
+  /** Answers MOVED and returns true when `key` must not be served here at `epoch` (`write`: by a write). */
   private misrouted(
     id: number,
     epoch: number,
     key: Uint8Array,
     fallback: boolean,
     connection: Connection,
+    write: boolean,
   ): boolean {
     const ownership = this.ownership;
+    // With replication, a write belongs to the head of the key's chain and a read to its tail.
     const owner =
       epoch === ownership.epoch
-        ? ownership.refusal(key, fallback)
-        : (ownership.ring?.get(key) ?? this.nodeId());
+        ? ownership.routeRefusal(key, fallback, write)
+        : (ownership.routeOf(key, write) ?? this.nodeId());
     if (owner === undefined) return false;
     this.counters.moved++;
     const address = ownership.addressOf(owner);

@@ -1,12 +1,9 @@
 import { RangeIndex } from '@dstore/hashring';
 import {
-  Connection,
-  type Credentials,
-  connectSocket,
+  type Connection,
   DstoreError,
   type EntryResponse,
   ErrorCode,
-  handshake,
   type MigratedEntry,
   type MigratePutRequest,
   type MigrateRequest,
@@ -15,11 +12,11 @@ import {
   type PurgeRequest,
   type Response,
   type RingRequest,
-  type TlsClientOptions,
 } from '@dstore/protocol';
 import type { ScannedEntry, StorageEngine } from './engines/index.js';
 import { keyToString } from './engines/keys.js';
 import type { Ownership } from './ownership.js';
+import { connectPeer, type PeerLinkOptions, type PeerLinks } from './peer-links.js';
 
 /** Bounds of the MIGRATE stream: batch size and batches awaiting the target's acknowledgement. */
 export interface MigrationLimits {
@@ -110,18 +107,15 @@ export class MigrationService {
   };
   /** PULLs in flight by key (latin1): later requests of the key wait for them, in order. */
   private readonly pulls = new Map<string, Promise<void>>();
-  /** Links to old owners for PULL, by node id; dropped when they fail. */
-  private readonly pullLinks = new Map<string, Promise<Connection>>();
-  private closed = false;
 
   constructor(
     private readonly engine: StorageEngine,
     private readonly ownership: Ownership,
     private readonly options: {
-      /** What the node proves to the new owner: the cluster secret (undefined: nothing). */
-      readonly credentials: Credentials | undefined;
-      /** TLS to the new owners (this node's certificate, the cluster CA). Default: plaintext. */
-      readonly tls?: TlsClientOptions | undefined;
+      /** How the node reaches its peers (the cluster secret, TLS): MIGRATE's stream connects with it. */
+      readonly peer: PeerLinkOptions;
+      /** The node's long-lived peer links: PULLs go to old owners over them. */
+      readonly links: PeerLinks;
       readonly limits: MigrationLimits;
     },
   ) {}
@@ -154,7 +148,10 @@ export class MigrationService {
     await this.engine.flush();
     const entries = await entriesIn(this.engine, request.ranges, (key) => ring.position(key), false);
     const keys = entries.map((entry) => entry.key);
-    const connection = await this.connect(request);
+    const connection = await connectPeer(
+      { id: request.target, host: request.host, port: request.port },
+      { ...this.options.peer, requestTimeoutMs: this.options.limits.batchTimeoutMs },
+    );
     try {
       return await this.stream(connection, request.epoch, keys);
     } finally {
@@ -278,12 +275,12 @@ export class MigrationService {
   private async pull(key: Uint8Array, source: string): Promise<void> {
     let response: Response;
     try {
-      const link = await this.pullLink(source);
-      response = await link.request({ op: Op.PULL, key });
+      const link = await this.options.links.get(source);
+      response = await link.request({ op: Op.PULL, key }, { timeoutMs: this.options.limits.batchTimeoutMs });
     } catch (error) {
       // The old owner purged already: the migration is over and the stream brought everything.
       if (error instanceof DstoreError && error.code === ErrorCode.NOT_OWNER) return;
-      this.pullLinks.delete(source);
+      this.options.links.drop(source);
       const reason = error instanceof Error ? error.message : String(error);
       throw new DstoreError(
         ErrorCode.UNAVAILABLE,
@@ -302,9 +299,19 @@ export class MigrationService {
     this.counters.keysPulled += await this.engine.applyIfNewer([{ ...entry, key, writeEpoch }]);
   }
 
-  /** PULL (old owner side): this node's copy of a key it owns or that is moving away from it. */
+  /**
+   * PULL (old owner side): this node's copy of a key it owns or that is moving away from it. With
+   * replication, any member of the key's serving chain answers with its replica's copy (a peer
+   * comparing replicas; clients read at the tail only).
+   */
   pulled(request: PullRequest): EntryResponse {
-    const owner = this.ownership.refusal(request.key, true);
+    const ownership = this.ownership;
+    const owner =
+      ownership.replicationFactor > 1
+        ? ownership.chainOf(request.key)?.serving.includes(ownership.self) === true
+          ? undefined
+          : ownership.routeOf(request.key, false)
+        : ownership.refusal(request.key, true);
     if (owner !== undefined) {
       throw new DstoreError(ErrorCode.NOT_OWNER, `key is owned by ${owner}, not by this node`);
     }
@@ -322,56 +329,6 @@ export class MigrationService {
               expireAt: entry.expireAt,
             },
     };
-  }
-
-  /** Closes the PULL links (node shutdown). */
-  close(): void {
-    this.closed = true;
-    for (const link of this.pullLinks.values())
-      link.then(
-        (connection) => connection.destroy(),
-        () => undefined,
-      );
-    this.pullLinks.clear();
-  }
-
-  private pullLink(source: string): Promise<Connection> {
-    const existing = this.pullLinks.get(source);
-    if (existing !== undefined) return existing;
-    const address = this.ownership.addressOf(source);
-    if (address === undefined || this.closed) {
-      return Promise.reject(new DstoreError(ErrorCode.UNAVAILABLE, `no address known for ${source}`));
-    }
-    const link = this.connect({ target: source, host: address.host, port: address.port });
-    this.pullLinks.set(source, link);
-    link.then(
-      (connection) => connection.once('close', () => this.pullLinks.delete(source)),
-      () => this.pullLinks.delete(source),
-    );
-    return link;
-  }
-
-  private async connect(request: Pick<MigrateRequest, 'target' | 'host' | 'port'>): Promise<Connection> {
-    const socket = await connectSocket({
-      host: request.host,
-      port: request.port,
-      connectTimeoutMs: 5000,
-      tls: this.options.tls,
-    });
-    const connection = new Connection(socket, { requestTimeoutMs: this.options.limits.batchTimeoutMs });
-    try {
-      const hello = await handshake(connection, 'node', { credentials: this.options.credentials });
-      if (hello.serverId !== request.target) {
-        throw new DstoreError(
-          ErrorCode.UNAVAILABLE,
-          `${request.host}:${request.port} answers as ${hello.serverId}, not ${request.target}`,
-        );
-      }
-    } catch (error) {
-      connection.destroy();
-      throw error;
-    }
-    return connection;
   }
 
   private async stream(connection: Connection, epoch: number, keys: readonly Uint8Array[]): Promise<number> {

@@ -126,6 +126,17 @@ export interface StorageNodeOptions {
    * unbounded). Lower keeps client latency flat, higher finishes sooner. Default 5000.
    */
   readonly migrationRateKeysPerSecond?: number;
+  /**
+   * Replication (experimental, a map with a factor above 1): most bytes of keys and values a link
+   * to a chain successor holds unacknowledged; past it new writes are refused with BUSY
+   * (retryable, not executed). Default 16 MiB.
+   */
+  readonly replicationQueueBytes?: number;
+  /**
+   * Replication: deadline of one REPLICATE forward, in ms; a write whose forward is not answered
+   * by then fails with TIMEOUT (indeterminate). Default 2000.
+   */
+  readonly replicationTimeoutMs?: number;
   /** Pino logger. Default: a new pino logger at `logLevel` writing to stderr. */
   readonly logger?: Logger;
   /** Level of the default logger ('fatal'…'trace', 'silent'). Default 'info'. Ignored with `logger`. */
@@ -163,6 +174,8 @@ export interface ResolvedNodeOptions {
   readonly drainTimeoutMs: number;
   readonly leaveTimeoutMs: number;
   readonly migrationRateKeysPerSecond: number;
+  readonly replicationQueueBytes: number;
+  readonly replicationTimeoutMs: number;
 }
 
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
@@ -275,6 +288,18 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
       'migrationRateKeysPerSecond',
       options.migrationRateKeysPerSecond ?? 5000,
       0,
+      2 ** 31 - 1,
+    ),
+    replicationQueueBytes: integerIn(
+      'replicationQueueBytes',
+      options.replicationQueueBytes ?? 16 * 1024 * 1024,
+      1024,
+      2 ** 40,
+    ),
+    replicationTimeoutMs: integerIn(
+      'replicationTimeoutMs',
+      options.replicationTimeoutMs ?? 2000,
+      1,
       2 ** 31 - 1,
     ),
   };

@@ -169,6 +169,37 @@ export class Ownership {
     return owner;
   }
 
+  /** This node's id. */
+  get self(): string {
+    return this.selfId();
+  }
+
+  /**
+   * With a replication factor above 1 (the one branch the factor-1 path pays), the member to name
+   * in NOT_OWNER / MOVED when this node must refuse a client request of `key`, or undefined when
+   * it may serve it: a write is served by the head of the key's serving chain, a read by its tail
+   * (the other members may hold writes the tail has not acknowledged). Otherwise as {@link refusal}.
+   */
+  routeRefusal(key: Uint8Array, fallback: boolean, write: boolean): string | undefined {
+    if (this.factor === 1) return this.refusal(key, fallback);
+    const chain = this.chainOf(key);
+    if (chain === undefined) return undefined;
+    const serving = write ? chain.head : chain.tail;
+    return serving === this.selfId() ? undefined : (serving ?? chain.desired[0]);
+  }
+
+  /**
+   * The member a request of `key` should have been sent to on the latest ring: with factor 1 its
+   * owner, above it the head (a write) or tail (a read) of its serving chain. Undefined before any RING.
+   */
+  routeOf(key: Uint8Array, write: boolean): string | undefined {
+    const ring = this.current;
+    if (ring === undefined || ring.size === 0) return undefined;
+    if (this.factor === 1) return ring.get(key);
+    const chain = ring.chainOf(key, this.factor, this.states);
+    return (write ? chain.head : chain.tail) ?? chain.desired[0];
+  }
+
   /** Whether ranges are moving to this node in the migration of `epoch` (not purged yet). */
   expectsMigration(epoch: number): boolean {
     const self = this.selfId();

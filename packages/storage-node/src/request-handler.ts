@@ -49,6 +49,7 @@ import type { ExpirySweeper } from './expiry-sweeper.js';
 import { globMatcher } from './glob.js';
 import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
+import type { ReplicationService } from './replication.js';
 
 /** Plain-number op counters: incremented on the hot path, read by STATS. */
 export interface OpCounters {
@@ -99,6 +100,7 @@ const CLUSTER_OPS: ReadonlySet<number> = new Set<number>([
   Op.CLUSTER_MAP,
   Op.MAP_PUSH,
   Op.PULL,
+  Op.REPLICATE,
 ]);
 
 /** What the handler needs from the node beyond the engine. */
@@ -116,6 +118,8 @@ export interface RequestHandlerContext {
   readonly ownership: Ownership;
   /** RING / MIGRATE / MIGRATE_PUT / PURGE / PULL. */
   readonly migration: MigrationService;
+  /** REPLICATE and the head's write path, used only with a map whose replication factor is above 1. */
+  readonly replication?: ReplicationService | undefined;
   /** The background reclaiming of expired values (its counter is in STATS). */
   readonly sweeper?: ExpirySweeper | undefined;
 }
@@ -236,6 +240,20 @@ export class RequestHandler {
       case Op.EXISTS:
         this.exists(request, connection, start);
         return;
+      case Op.REPLICATE: {
+        if (!this.fromPeer(connection, request, 'node')) return;
+        const replication = this.context.replication;
+        if (replication === undefined) {
+          this.fail(connection, request.id, ErrorCode.UNKNOWN_OP, 'this node does not replicate');
+          return;
+        }
+        const { id, batch } = request;
+        replication.replicate(request, (error) => {
+          if (error === undefined) connection.reply({ op: Op.REPLICATED, id, batch });
+          else this.failed(connection, id, error);
+        });
+        return;
+      }
       case Op.PULL:
         if (!this.fromPeer(connection, request, 'node')) return;
         try {
@@ -377,6 +395,24 @@ export class RequestHandler {
       'migration.keys_skipped': this.context.migration.counters.keysSkipped,
       'migration.tombstones_purged': this.context.migration.counters.tombstonesPurged,
       'migration.keys_pulled': this.context.migration.counters.keysPulled,
+      'replication.factor': this.ownership.replicationFactor,
+      ...this.replicationStats(),
+    };
+  }
+
+  /** STATS `replication.*` of a node that replicates (nothing otherwise). */
+  private replicationStats(): StatsMap {
+    const replication = this.context.replication;
+    if (replication === undefined) return {};
+    const counters = replication.counters;
+    return {
+      'replication.batches_sent': counters.batchesSent,
+      'replication.entries_sent': counters.entriesSent,
+      'replication.batches_failed': counters.batchesFailed,
+      'replication.entries_applied': counters.entriesApplied,
+      'replication.entries_skipped': counters.entriesSkipped,
+      'replication.refused_busy': counters.refusedBusy,
+      'replication.queued_bytes': replication.queuedBytes,
     };
   }
 
@@ -401,7 +437,8 @@ export class RequestHandler {
     this.counters.dataModel++;
     const id = original.id;
     if (this.fenced(connection, id, original.epoch)) return;
-    if (this.refused(connection, id, original.key, false)) return;
+    const write = original.op !== Op.TTL && original.op !== Op.GET_VERSIONED;
+    if (this.refused(connection, id, original.key, false, write)) return;
     const answer = (executed: Promise<Response>): void => {
       executed.then(
         (response) => {
@@ -420,8 +457,8 @@ export class RequestHandler {
     }
     if (pull === undefined) {
       // Executed now, not a microtask later: a request decoded after it from the same chunk (a
-      // pipeline) must not run first.
-      answer(this.execute(original));
+      // pipeline) must not run first. Replicated, its key and value are sent on a later tick: copied.
+      answer(this.execute(write && this.replicating !== undefined ? copyKeyed(original) : original));
       return;
     }
     // Copied: it waits for the PULL, and its key and value are views of the receive buffer.
@@ -550,6 +587,16 @@ export class RequestHandler {
       tombstone: this.ownership.isMovingIn(key),
       valueBytes,
     };
+    const replication = this.replicating;
+    if (replication !== undefined) {
+      // Answered once the key's chain has the write (see ReplicationService.write).
+      return new Promise<T>((resolve, reject) =>
+        replication.write(key, options, decide, (error, result) => {
+          if (error === undefined) resolve(result as T);
+          else reject(error);
+        }),
+      );
+    }
     try {
       return this.engine.update(key, options, decide);
     } catch (error) {
@@ -570,7 +617,7 @@ export class RequestHandler {
     this.counters.dataModel++;
     const id = request.id;
     if (this.fenced(connection, id, request.epoch)) return;
-    for (const key of request.keys) if (this.refused(connection, id, key, false)) return;
+    for (const key of request.keys) if (this.refused(connection, id, key, false, false)) return;
     const count = (keys: readonly Uint8Array[]): void => {
       let found = 0;
       for (const key of keys) if (this.engine.has(key)) found++;
@@ -598,7 +645,6 @@ export class RequestHandler {
     );
   }
 
-  /** Answers NOT_OWNER (naming the owner) and returns true when this node must not serve `key`. */
   /**
    * The fence: a request routed on another ring epoch than ours is refused before anything runs
    * (STALE_EPOCH names both), so a router with an old map never acts on it and this node, if it
@@ -618,8 +664,19 @@ export class RequestHandler {
     return true;
   }
 
-  private refused(connection: Connection, id: number, key: Uint8Array, fallback: boolean): boolean {
-    const owner = this.ownership.refusal(key, fallback);
+  /**
+   * Answers NOT_OWNER (naming the member that serves it: the owner, or with replication the head
+   * of its chain for a write and the tail for a read) and returns true when this node must not
+   * serve `key`.
+   */
+  private refused(
+    connection: Connection,
+    id: number,
+    key: Uint8Array,
+    fallback: boolean,
+    write: boolean,
+  ): boolean {
+    const owner = this.ownership.routeRefusal(key, fallback, write);
     if (owner === undefined) return false;
     this.fail(
       connection,
@@ -630,10 +687,15 @@ export class RequestHandler {
     return true;
   }
 
+  /** The chain replication of a map whose factor is above 1, else undefined (the one branch of factor 1). */
+  private get replicating(): ReplicationService | undefined {
+    return this.ownership.replicationFactor > 1 ? this.context.replication : undefined;
+  }
+
   private get(request: GetRequest, connection: Connection, start: number): void {
     this.counters.get++;
     if (this.fenced(connection, request.id, request.epoch)) return;
-    if (this.refused(connection, request.id, request.key, request.fallback === true)) return;
+    if (this.refused(connection, request.id, request.key, request.fallback === true, false)) return;
     let value: Uint8Array | undefined;
     try {
       value = this.engine.get(request.key);
@@ -668,7 +730,25 @@ export class RequestHandler {
     this.counters.set++;
     const id = request.id;
     if (this.fenced(connection, id, request.epoch)) return;
-    if (this.refused(connection, id, request.key, false)) return;
+    if (this.refused(connection, id, request.key, false, true)) return;
+    const replication = this.replicating;
+    if (replication !== undefined) {
+      const value = request.value.slice();
+      replication.write(
+        request.key.slice(),
+        { writeEpoch: this.ownership.writeEpoch, tombstone: false, valueBytes: value.byteLength },
+        () => ({ mutation: { kind: 'put', value, expireAt: 0 }, result: undefined }),
+        (error) => {
+          if (error !== undefined) {
+            this.failed(connection, id, error);
+            return;
+          }
+          connection.reply({ op: OK, id });
+          this.latency.recordSince(start);
+        },
+      );
+      return;
+    }
     let written: Promise<void>;
     try {
       written = this.engine.set(request.key, request.value, this.ownership.writeEpoch);
@@ -690,7 +770,27 @@ export class RequestHandler {
     const id = request.id;
     const key = request.key;
     if (this.fenced(connection, id, request.epoch)) return;
-    if (this.refused(connection, id, key, request.fallback === true)) return;
+    if (this.refused(connection, id, key, request.fallback === true, true)) return;
+    const replication = this.replicating;
+    if (replication !== undefined) {
+      replication.write(
+        key.slice(),
+        { writeEpoch: this.ownership.writeEpoch, tombstone: false },
+        (current) =>
+          current === undefined
+            ? { mutation: { kind: 'none' }, result: false }
+            : { mutation: { kind: 'delete' }, result: true },
+        (error, existed) => {
+          if (error !== undefined) {
+            this.failed(connection, id, error);
+            return;
+          }
+          connection.reply({ op: Op.COUNT, id, count: existed === true ? 1 : 0 });
+          this.latency.recordSince(start);
+        },
+      );
+      return;
+    }
     let deleted: Promise<boolean>;
     try {
       // While the key's range moves in, the delete must outlive the migration: a tombstone
@@ -716,7 +816,7 @@ export class RequestHandler {
     this.counters.mget++;
     const keys = request.keys;
     if (this.fenced(connection, request.id, request.epoch)) return;
-    for (const key of keys) if (this.refused(connection, request.id, key, false)) return;
+    for (const key of keys) if (this.refused(connection, request.id, key, false, false)) return;
     const values: (Uint8Array | null)[] = new Array(keys.length);
     try {
       for (let i = 0; i < keys.length; i++) values[i] = this.engine.get(keys[i] as Uint8Array) ?? null;
@@ -734,7 +834,7 @@ export class RequestHandler {
     const id = request.id;
     const entries = request.entries;
     if (this.fenced(connection, id, request.epoch)) return;
-    for (const entry of entries) if (this.refused(connection, id, entry.key, false)) return;
+    for (const entry of entries) if (this.refused(connection, id, entry.key, false, true)) return;
     const writeEpoch = this.ownership.writeEpoch;
     const writes: Promise<void>[] = new Array(entries.length);
     let bytes = 0;
@@ -744,6 +844,11 @@ export class RequestHandler {
       this.engine.assertCapacity(bytes);
     } catch (error) {
       this.engineFailed(connection, id, error);
+      return;
+    }
+    const replication = this.replicating;
+    if (replication !== undefined) {
+      this.replicatedMset(replication, request, connection, start);
       return;
     }
     let issued = 0;
@@ -772,6 +877,43 @@ export class RequestHandler {
         this.engineFailed(connection, id, partial(failure.reason, stored));
       }
     });
+  }
+
+  /**
+   * MSET at the head of replicated chains: each entry a replicated write (see
+   * ReplicationService.write), issued in one turn; OK once every one is on its chain, else the
+   * first failure (an indeterminate outcome for the batch when some were stored).
+   */
+  private replicatedMset(
+    replication: ReplicationService,
+    request: MSetRequest,
+    connection: Connection,
+    start: number,
+  ): void {
+    const id = request.id;
+    const entries = request.entries;
+    const options = { writeEpoch: this.ownership.writeEpoch, tombstone: false };
+    let left = entries.length;
+    let stored = 0;
+    let failure: unknown;
+    const one = (error: unknown): void => {
+      if (error === undefined) stored++;
+      else failure ??= error;
+      if (--left > 0) return;
+      if (failure === undefined) {
+        connection.reply({ op: OK, id });
+        this.latency.recordSince(start);
+      } else this.failed(connection, id, partial(failure, stored));
+    };
+    for (const entry of entries) {
+      const value = entry.value.slice();
+      replication.write(
+        entry.key.slice(),
+        { ...options, valueBytes: value.byteLength },
+        () => ({ mutation: { kind: 'put', value, expireAt: 0 }, result: undefined }),
+        one,
+      );
+    }
   }
 
   /**

@@ -22,6 +22,8 @@ import {
   type StorageNodeOptions,
 } from './options.js';
 import { Ownership } from './ownership.js';
+import { PeerLinks } from './peer-links.js';
+import { ReplicationService } from './replication.js';
 import { RequestHandler } from './request-handler.js';
 
 /** A running (or runnable) storage node. */
@@ -76,7 +78,7 @@ class StorageNodeImpl implements StorageNode {
   private server: FrameServer | undefined;
   private handler: RequestHandler | undefined;
   private membership: Membership | undefined;
-  private migration: MigrationService | undefined;
+  private links: PeerLinks | undefined;
   private sweeper: ExpirySweeper | undefined;
   private users: UserDirectory | undefined;
   private nodeId: string | undefined;
@@ -140,12 +142,23 @@ class StorageNodeImpl implements StorageNode {
     this.openedEngine = engine;
     const ownership = new Ownership(() => this.id);
     const peerTls = options.tls === undefined ? undefined : peerClientTls(options.tls);
-    const migration = new MigrationService(engine, ownership, {
+    const peer = {
       credentials: this.peerCredentials,
       tls: peerTls,
+      requestTimeoutMs: DEFAULT_MIGRATION_LIMITS.batchTimeoutMs,
+    };
+    const links = new PeerLinks(ownership, peer);
+    this.links = links;
+    const migration = new MigrationService(engine, ownership, {
+      peer,
+      links,
       limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
     });
-    this.migration = migration;
+    const replication = new ReplicationService(engine, ownership, links, {
+      queueBytes: options.replicationQueueBytes,
+      timeoutMs: options.replicationTimeoutMs,
+      limits: options.limits,
+    });
     // An expired value of a range moving in leaves a tombstone: the old owner's older copy must
     // not bring the key back (see ENGINES.md, "Expiry").
     engine.setRetainExpired((key) => ownership.isMovingIn(key));
@@ -154,6 +167,7 @@ class StorageNodeImpl implements StorageNode {
     const handler = new RequestHandler({
       ownership,
       migration,
+      replication,
       sweeper,
       engine,
       nodeId: () => this.id,
@@ -292,7 +306,7 @@ class StorageNodeImpl implements StorageNode {
     }
     await this.membership?.close();
     this.sweeper?.stop();
-    this.migration?.close();
+    this.links?.close();
     await engine.close();
     this.logger.info({ id: this.nodeId }, 'stopped');
   }
