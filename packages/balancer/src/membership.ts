@@ -197,11 +197,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * index, the migrator through its host).
    */
   private publish(): void {
+    const factor = this.map.replicationFactor;
     this.published = new Topology(
       this.routing.ring,
       this.routing.epoch,
       this.currentRing,
       this.migrator?.moves,
+      factor > 1 ? { factor, states: replicaStatesOf(this.map) } : undefined,
     );
     this.emit('topology');
   }
@@ -525,6 +527,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       }
       const existing = activeMember(map, spec.id);
       if (existing === undefined) {
+        this.refuseReplicatedRingChange(map, `node ${spec.id} cannot join`);
         outcome = 'added';
         return withRingPlan(map, {
           members: [
@@ -631,6 +634,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       return true;
     }
     if (activeMember(this.map, id) === undefined) return false;
+    this.refuseReplicatedRingChange(this.map, `node ${id} cannot leave`);
     const done = new Promise<boolean>((resolve) => {
       const waiters = this.departures.get(id) ?? [];
       waiters.push(resolve);
@@ -661,6 +665,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
       return { ring, members: finalStates({ members, ring, epoch: map.epoch }) };
     });
     return done;
+  }
+
+  /**
+   * Replication step 2 moves no replicated range: with a factor above 1, a ring change (a join, a
+   * leave, a remove) is refused once a ring member reports keys in its heartbeats, since no
+   * migration may run on replicated ranges before step 5 of docs/design/replication.md. A cluster
+   * still forms (its members join while it is empty).
+   */
+  private refuseReplicatedRingChange(map: ClusterMap, what: string): void {
+    if (map.replicationFactor <= 1) return;
+    const holding = map.ring.members.find((member) => (this.pool.get(member.id)?.keyCount ?? 0) > 0);
+    if (holding === undefined) return;
+    throw new DstoreError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${what}: the ring of a cluster with replication factor ${map.replicationFactor} holds keys (${holding.id}), and moving replicated ranges is not built yet (replication step 5)`,
+    );
   }
 
   /** Records a HEARTBEAT. Returns false for a node that is not a member (it must JOIN). */

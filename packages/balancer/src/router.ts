@@ -124,9 +124,12 @@ export class Router {
     private readonly metrics: BalancerMetrics,
   ) {}
 
-  /** The node that owns `key` on the topology's ring, when it is up. */
-  private upOwnerOf(key: Uint8Array, topology: Topology): ClusterNode | DstoreError {
-    const id = topology.ownerOf(key);
+  /**
+   * The node that serves `key` on the topology's ring, when it is up: its owner, or with
+   * replication the head of its chain for a write and the tail for a read.
+   */
+  private upOwnerOf(key: Uint8Array, topology: Topology, write: boolean): ClusterNode | DstoreError {
+    const id = topology.targetOf(key, write);
     if (id === undefined) return downError(undefined);
     const node = this.membership.node(id);
     if (node === undefined || !node.up) {
@@ -163,7 +166,7 @@ export class Router {
       return;
     }
     const topology = this.membership.topology;
-    const owner = this.upOwnerOf(request.key, topology);
+    const owner = this.upOwnerOf(request.key, topology, request.op !== Op.GET);
     if (owner instanceof DstoreError) {
       this.fail(client, request.id, request.op, startMs, owner);
       return;
@@ -313,7 +316,8 @@ export class Router {
    */
   forwardKeyed(request: KeyedClientRequest, client: Replier, startMs: number, retried = false): void {
     const topology = this.membership.topology;
-    const owner = this.upOwnerOf(request.key, topology);
+    const write = request.op !== Op.TTL && request.op !== Op.GET_VERSIONED;
+    const owner = this.upOwnerOf(request.key, topology, write);
     if (owner instanceof DstoreError) {
       this.fail(client, request.id, request.op, startMs, owner);
       return;
@@ -349,7 +353,7 @@ export class Router {
     }
     const again = retried ? undefined : () => this.forwardExists(request, client, startMs, true);
     const { id, keys } = request;
-    const batches = this.splitByOwner(keys, (key) => key, topology);
+    const batches = this.splitByOwner(keys, (key) => key, topology, false);
     if (batches instanceof DstoreError) {
       this.fail(client, id, Op.EXISTS, startMs, batches);
       return;
@@ -380,7 +384,7 @@ export class Router {
     }
     const again = retried ? undefined : () => this.forwardMGet(request, client, startMs, true);
     const { id, keys } = request;
-    const batches = this.splitByOwner(keys, (key) => key, topology);
+    const batches = this.splitByOwner(keys, (key) => key, topology, false);
     if (batches instanceof DstoreError) {
       this.fail(client, id, Op.MGET, startMs, batches);
       return;
@@ -438,7 +442,7 @@ export class Router {
     const keys = request.keys.map((key) => Uint8Array.from(key));
     const values = new Array<Uint8Array | null>(keys.length);
     const reads = keys.map((key, index) => {
-      const owner = this.upOwnerOf(key, topology);
+      const owner = this.upOwnerOf(key, topology, false);
       if (owner instanceof DstoreError) return Promise.reject(owner);
       const fallback = this.fallbackOf(key, owner, topology);
       return this.readWithFallback(key, owner, fallback, topology).then(
@@ -478,7 +482,7 @@ export class Router {
     }
     const again = retried ? undefined : () => this.forwardMSet(request, client, startMs, true);
     const { id, entries } = request;
-    const batches = this.splitByOwner(entries, (entry) => entry.key, topology);
+    const batches = this.splitByOwner(entries, (entry) => entry.key, topology, true);
     if (batches instanceof DstoreError) {
       this.fail(client, id, Op.MSET, startMs, batches);
       return;
@@ -600,19 +604,20 @@ export class Router {
   }
 
   /**
-   * Groups items by the owner of their key. Fails (before anything is sent) when any owner is
+   * Groups items by the node that serves their key (`write`: see {@link upOwnerOf}). Fails (before anything is sent) when any owner is
    * down, so an MSET never half-applies because of a node we already know is down.
    */
   private splitByOwner<T>(
     items: readonly T[],
     keyOf: (item: T) => Uint8Array,
     topology: Topology,
+    write: boolean,
   ): OwnerBatch<T>[] | DstoreError {
     const byNode = new Map<ClusterNode, OwnerBatch<T>>();
     const batches: OwnerBatch<T>[] = [];
     for (let position = 0; position < items.length; position++) {
       const item = items[position]!;
-      const owner = this.upOwnerOf(keyOf(item), topology);
+      const owner = this.upOwnerOf(keyOf(item), topology, write);
       if (owner instanceof DstoreError) return owner;
       let batch = byNode.get(owner);
       if (batch === undefined) {

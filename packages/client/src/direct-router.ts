@@ -1,4 +1,4 @@
-import { type Chain, type ReplicaState, ringOfSpec, Topology } from '@dstore/hashring';
+import { type Chain, type ReplicaState, ringOfSpec, Topology, type TopologyReplication } from '@dstore/hashring';
 import {
   type AskResponse,
   type ClusterMapSnapshot,
@@ -179,7 +179,13 @@ export class DirectRouter {
     }
     let topology: Topology;
     try {
-      topology = new Topology(ringOfSpec(snapshot), snapshot.epoch);
+      topology = new Topology(
+        ringOfSpec(snapshot),
+        snapshot.epoch,
+        undefined,
+        undefined,
+        replicationOf(snapshot),
+      );
     } catch {
       // A ring this client cannot build (an algorithm it does not know): keep using the balancer.
       return false;
@@ -337,7 +343,8 @@ export class DirectRouter {
     for (;;) {
       const map = this.map;
       if (map === undefined) return this.viaBalancer(message, options);
-      const node = this.readyNode(map, map.topology.ownerOf(message.key));
+      // With replication, a write goes to the head of the key's chain and a read to its tail.
+      const node = this.readyNode(map, map.topology.targetOf(message.key, isWrite(message)));
       if (node === undefined) return this.viaBalancer(message, options);
       const hop = remaining(options, deadline);
       let response: Response;
@@ -488,6 +495,7 @@ export class DirectRouter {
       (key) => key,
       (keys) => ({ op: Op.MGET, keys }),
       options,
+      false,
     );
     await Promise.all(
       split.map(async ({ part, answer }) => {
@@ -514,6 +522,7 @@ export class DirectRouter {
       keyOf,
       (entries) => ({ op: Op.MSET, entries }),
       options,
+      true,
     );
     const results = await Promise.allSettled(
       split.map(async ({ answer }) => {
@@ -540,6 +549,7 @@ export class DirectRouter {
       (key) => key,
       (keys) => ({ op: Op.EXISTS, keys }),
       options,
+      false,
     );
     const counts = await Promise.all(
       split.map(async ({ answer }) => {
@@ -552,7 +562,8 @@ export class DirectRouter {
   }
 
   /**
-   * A multi-key command split per owner on `map`: each part built by `command` and sent at once
+   * A multi-key command split per owner on `map` (`write`: MSET, whose parts go to chain heads;
+   * reads go to tails): each part built by `command` and sent at once
    * with {@link sendPart} under one deadline; the parts in order, each with its answer to come.
    */
   private sendParts<T>(
@@ -561,9 +572,10 @@ export class DirectRouter {
     keyOf: (item: T) => Uint8Array,
     command: (items: T[]) => PartCommand,
     options: RouteOptions,
+    write: boolean,
   ): { readonly part: OwnerPart<T>; readonly answer: Promise<Response> }[] {
     const deadline = performance.now() + options.timeoutMs;
-    return splitByOwner(map, items, keyOf).map((part) => ({
+    return splitByOwner(map, items, keyOf, write).map((part) => ({
       part,
       answer: this.sendPart(map, part.nodeId, command(part.items), options, deadline),
     }));
@@ -659,16 +671,32 @@ function unexpectedPartAnswer(command: string, response: Response): DstoreError 
   return new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${response.op}) to ${command}`);
 }
 
+/** Whether a single-key command writes (it goes to the head of a replicated chain, a read to the tail). */
+function isWrite(message: SingleCommand): boolean {
+  return message.op !== Op.GET && message.op !== Op.TTL && message.op !== Op.GET_VERSIONED;
+}
+
+/** The replication a map snapshot describes, for its {@link Topology}; undefined with factor 1. */
+function replicationOf(snapshot: ClusterMapSnapshot): TopologyReplication | undefined {
+  const factor = snapshot.replicationFactor ?? 1;
+  if (factor <= 1) return undefined;
+  const states = new Map<string, ReplicaState>();
+  for (const member of snapshot.nodes)
+    if (member.replicaState !== undefined) states.set(member.id, member.replicaState);
+  return { factor, states };
+}
+
 function splitByOwner<T>(
   map: DirectMap,
   items: readonly T[],
   keyOf: (item: T) => Uint8Array,
+  write: boolean,
 ): OwnerPart<T>[] {
   const byOwner = new Map<string | undefined, OwnerPart<T>>();
   const parts: OwnerPart<T>[] = [];
   for (let position = 0; position < items.length; position++) {
     const item = items[position]!;
-    const nodeId = map.topology.ownerOf(keyOf(item));
+    const nodeId = map.topology.targetOf(keyOf(item), write);
     let part = byOwner.get(nodeId);
     if (part === undefined) {
       part = { nodeId, positions: [], items: [] };

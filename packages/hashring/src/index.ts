@@ -20,7 +20,7 @@ export type {
   ReplicaStates,
 } from './replica-sets.js';
 export { createRing, HashRing } from './ring.js';
-export { type RingSpec, ringOfSpec, Topology } from './topology.js';
+export { type RingSpec, ringOfSpec, Topology, type TopologyReplication } from './topology.js';
 export {
   DEFAULT_VNODES,
   type RangeMove,

@@ -1,4 +1,5 @@
 import type { RangeIndex } from './range-index.js';
+import type { ReplicaStates } from './replica-sets.js';
 import { HashRing } from './ring.js';
 import type { RingAlgorithm, RingNodeInput } from './types.js';
 
@@ -25,6 +26,13 @@ export function ringOfSpec(spec: RingSpec): HashRing {
   });
 }
 
+/** What a {@link Topology} routes replicated chains by: the map's factor and members' states. */
+export interface TopologyReplication {
+  readonly factor: number;
+  /** Members' replication states (absent: `up`). */
+  readonly states?: ReplicaStates | undefined;
+}
+
 /**
  * Where keys are, as one immutable snapshot: the ring requests are routed on and its epoch (the
  * fence they carry), the latest ring (differs while a newer one is being announced), and while
@@ -43,6 +51,8 @@ export class Topology {
     readonly latest: HashRing = ring,
     /** Old owner per moving range while keys stream; undefined otherwise. */
     readonly moves: RangeIndex<string> | undefined = undefined,
+    /** The map's replication factor and members' states; undefined (or factor 1): no replication. */
+    readonly replication: TopologyReplication | undefined = undefined,
   ) {}
 
   /** A newer ring is being announced: nodes may refuse with NOT_OWNER or STALE_EPOCH until it settles. */
@@ -58,6 +68,19 @@ export class Topology {
   /** The id of the node that owns `key` on the routed ring; undefined when the ring is empty. */
   ownerOf(key: Uint8Array): string | undefined {
     return this.ring.size === 0 ? undefined : this.ring.get(key);
+  }
+
+  /**
+   * The node a request for `key` goes to: its owner with replication factor 1; above it the head
+   * of the key's serving chain for a write and its tail for a read (see `HashRing.chainOf`).
+   * Undefined when the ring is empty or no member of the chain serves.
+   */
+  targetOf(key: Uint8Array, write: boolean): string | undefined {
+    const replication = this.replication;
+    if (replication === undefined || replication.factor <= 1) return this.ownerOf(key);
+    if (this.ring.size === 0) return undefined;
+    const chain = this.ring.chainOf(key, replication.factor, replication.states);
+    return write ? chain.head : chain.tail;
   }
 
   /**

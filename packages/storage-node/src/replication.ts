@@ -103,6 +103,8 @@ class ForwardLink {
 
   constructor(
     readonly successor: string,
+    /** The sender's position in the chains of this stream's entries (0: head). */
+    readonly position: number,
     private readonly service: ReplicationService,
   ) {}
 
@@ -169,6 +171,8 @@ class ForwardLink {
   };
 
   private sendAll(connection: Connection): void {
+    // Whatever is sent is closed: a later write of this tick starts the next batch.
+    this.filling = undefined;
     const epoch = this.service.epoch;
     for (const batch of this.toSend.splice(0)) {
       const number = this.nextBatch++;
@@ -307,6 +311,24 @@ export class ReplicationService {
   }
 
   /**
+   * The forward stream towards `successor` for the entries of chains where this node is at
+   * `position`. One stream per (successor, position), not per successor: an answer waits for the
+   * successor's own forwards, so a batch mixing the entries of a head (whose successor forwards
+   * them) with those of a middle (whose successor is their tail) would make answers wait on each
+   * other around the ring and deadlock. Separated, a stream's answer depends only on streams of
+   * later positions, which end at the tail.
+   */
+  private linkTo(successor: string, position: number): ForwardLink {
+    const name = `${position} ${successor}`;
+    let link = this.links.get(name);
+    if (link === undefined) {
+      link = new ForwardLink(successor, position, this);
+      this.links.set(name, link);
+    }
+    return link;
+  }
+
+  /**
    * A client write at the head: `decide` runs in one engine step (`StorageEngine.update`) as with
    * factor 1; the entry it leaves (a value, an expiry change with the value, or a delete) is
    * appended to the link towards the key's successor, and `done` is called once that link's forward is
@@ -337,7 +359,8 @@ export class ReplicationService {
       );
       return;
     }
-    const link = this.linkTo(successor);
+    // The fence let this write in: this node is the head (position 0) of the key's chain.
+    const link = this.linkTo(successor, 0);
     if (link.bytes >= this.options.queueBytes) {
       this.counters.refusedBusy++;
       done(
@@ -415,6 +438,7 @@ export class ReplicationService {
     const self = this.ownership.self;
     const entries = request.entries;
     const successors = new Array<string | undefined>(entries.length);
+    const positions = new Array<number>(entries.length);
     for (let i = 0; i < entries.length; i++) {
       const chain = this.ownership.chainOf(entries[i]!.key);
       const at = chain === undefined ? -1 : chain.serving.indexOf(self);
@@ -428,6 +452,7 @@ export class ReplicationService {
         return;
       }
       successors[i] = chain.serving[at + 1];
+      positions[i] = at;
     }
     // Copied once: the engine stores them after this tick (lmdb) and the forward sends them later.
     const copies = new Array<VersionedEntry>(entries.length);
@@ -446,7 +471,7 @@ export class ReplicationService {
       };
       const successor = successors[i];
       if (successor === undefined) continue;
-      const batch = this.linkTo(successor).append({
+      const batch = this.linkTo(successor, positions[i]!).append({
         key,
         value,
         writeEpoch: entry.writeEpoch,
@@ -472,12 +497,4 @@ export class ReplicationService {
     );
   }
 
-  private linkTo(successor: string): ForwardLink {
-    let link = this.links.get(successor);
-    if (link === undefined) {
-      link = new ForwardLink(successor, this);
-      this.links.set(successor, link);
-    }
-    return link;
-  }
 }
