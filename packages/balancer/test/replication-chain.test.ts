@@ -150,7 +150,9 @@ function keyWhere(cluster: ReplicatedCluster, node: string, position: number, pr
 }
 
 describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nodes (%s)', (engine) => {
-  it('every acknowledged write and delete is on all 3 members of its chain', { timeout: 60_000 }, async () => {
+  it('every acknowledged write and delete is on all 3 members of its chain', {
+    timeout: 60_000,
+  }, async () => {
     const cluster = await ReplicatedCluster.start(engine);
     const writer = client(cluster);
     // Each member read as soon as the write is acknowledged: acknowledged means applied everywhere.
@@ -178,7 +180,9 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
     expect(new TextDecoder().decode(kept!)).toBe('v1');
   });
 
-  it('a read at a non-tail and a write at a non-head are refused, naming the tail or the head', { timeout: 60_000 }, async () => {
+  it('a read at a non-tail and a write at a non-head are refused, naming the tail or the head', {
+    timeout: 60_000,
+  }, async () => {
     const cluster = await ReplicatedCluster.start(engine);
     await client(cluster).set('fenced', 'x');
     const [head, middle, tail] = cluster.chainOf('fenced') as [string, string, string];
@@ -211,14 +215,21 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
     // The right members serve them.
     const value = (await (await cluster.direct(tail)).request({ op: Op.GET, key, epoch })) as Response;
     expect(value).toMatchObject({ op: Op.VALUE, value: text.encode('x') });
-    const set = await (await cluster.direct(head)).request({ op: Op.SET, key, value: text.encode('z'), epoch });
+    const set = await (await cluster.direct(head)).request({
+      op: Op.SET,
+      key,
+      value: text.encode('z'),
+      epoch,
+    });
     expect(set.op).toBe(Op.OK);
     await cluster.expectOnChain('fenced', 'z');
     // And the refusals changed nothing.
     expect(await client(cluster).getString('fenced')).toBe('z');
   });
 
-  it('a SIGSTOPped tail: writes of its chains fail typed within the deadline, others succeed', { timeout: 60_000 }, async () => {
+  it('a SIGSTOPped tail: writes of its chains fail typed within the deadline, others succeed', {
+    timeout: 60_000,
+  }, async () => {
     const cluster = await ReplicatedCluster.start(engine);
     const victim = 'node-3';
     const stalled = keyWhere(cluster, victim, FACTOR - 1, 'stalled');
@@ -262,7 +273,9 @@ describe.each([
   { engine: 'memory', routing: 'balancer' },
   { engine: 'lmdb', routing: 'direct' },
 ] as const)('linearizable with factor 3, no faults ($engine, $routing)', ({ engine, routing }) => {
-  it('4 clients x 2 workers on few keys: the checker finds the history linearizable', { timeout: 90_000 }, async () => {
+  it('4 clients x 2 workers on few keys: the checker finds the history linearizable', {
+    timeout: 90_000,
+  }, async () => {
     const cluster = await ReplicatedCluster.start(engine);
     const clients: DstoreClient[] = [];
     for (let i = 0; i < 4; i++) {

@@ -1,4 +1,10 @@
-import { type Chain, type ReplicaState, ringOfSpec, Topology, type TopologyReplication } from '@dstore/hashring';
+import {
+  type Chain,
+  type ReplicaState,
+  ringOfSpec,
+  Topology,
+  type TopologyReplication,
+} from '@dstore/hashring';
 import {
   type AskResponse,
   type ClusterMapSnapshot,

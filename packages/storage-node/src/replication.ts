@@ -496,5 +496,4 @@ export class ReplicationService {
       (error: unknown) => done(error),
     );
   }
-
 }
