@@ -530,7 +530,14 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
               model.set(id, { value: undefined, writeEpoch: step.epoch, version: undefined });
               break;
             case 'copy': {
-              const newer = before === undefined || step.epoch > before.writeEpoch;
+              // (writeEpoch, version) in that order; a client write's version (from the clock, far
+              // above the copies' small versions) beats a copy of its own writeEpoch.
+              const newer =
+                before === undefined ||
+                step.epoch > before.writeEpoch ||
+                (step.epoch === before.writeEpoch &&
+                  before.version !== undefined &&
+                  step.version > before.version);
               pending.push(
                 engine
                   .applyIfNewer([
