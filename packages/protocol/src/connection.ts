@@ -15,7 +15,7 @@ import {
   type Response,
   type WithoutId,
 } from './messages.js';
-import { OutputBuffer } from './output-buffer.js';
+import { type EndOfTickWriter, flushAtEndOfTick, OutputBuffer } from './output-buffer.js';
 import { isTlsPeerVerified } from './tls.js';
 
 /** Options of a {@link Connection}. Every bound has a default; none is unbounded. */
@@ -494,7 +494,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private scheduleFlush(isResponse: boolean): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.flushNow);
+      flushAtEndOfTick(this.endOfTick);
     }
     if (isResponse && this.bufferedOutputBytes > this.options.maxOutputBytes) {
       // The peer sends requests but does not read answers: drop it rather than buffer without bound.
@@ -502,11 +502,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     }
   }
 
-  /** {@link flush} bound once, so scheduling a flush allocates no closure. */
-  private readonly flushNow = (): void => this.flush();
+  /** Writes the tick's frames at its end ({@link flushAtEndOfTick}); made once, so queueing allocates nothing. */
+  private readonly endOfTick: EndOfTickWriter = {
+    flushBuffered: () => {
+      this.flushScheduled = false;
+      this.flush();
+    },
+  };
 
   private flush(): void {
-    this.flushScheduled = false;
     if (this.isClosed || this.socketFull || this.output.length === 0 || this.socket.writableEnded) return;
     if (!this.socket.write(this.output.take())) {
       this.socketFull = true;

@@ -1,7 +1,12 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { Op, type Response, type UserGrant } from '@dstore/protocol';
-import { OutputBuffer, type ServedConnection } from '@dstore/protocol/internal';
+import {
+  type EndOfTickWriter,
+  flushAtEndOfTick,
+  OutputBuffer,
+  type ServedConnection,
+} from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
@@ -142,11 +147,11 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   endReply(seq: number): void {
     if (this.closed) {
       // Answers arriving after the client left are dropped (the side buffer is not kept either).
-      if (seq !== this.headSeq) this.sideOutput.take();
+      if (seq !== this.headSeq) this.sideOutput.takeView();
       return;
     }
     if (seq !== this.headSeq) {
-      this.early.set(seq, this.sideOutput.take());
+      this.early.set(seq, this.sideOutput.takeView());
       return;
     }
     this.headSeq++;
@@ -279,17 +284,16 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     if (this.inputEnded && this.deferred.length === 0 && !this.held) void this.close();
   }
 
+  /**
+   * Queues the flush that writes this tick's answers at its end. The output bounds (pause, cut off)
+   * are checked there, once per tick rather than once per answer: they concern what the client
+   * leaves unread across ticks, and within one tick answers are bounded by `maxInFlight`.
+   */
   private scheduleFlush(): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.flushNow);
+      flushAtEndOfTick(this.endOfTick);
     }
-    if (this.bufferedOutputBytes > this.options.maxOutputBytes) {
-      // It sends but does not read: drop it rather than buffer its answers without bound.
-      this.destroy();
-      return;
-    }
-    this.applyBackPressure();
   }
 
   /** Pauses reading while too many commands wait or too many answer bytes are unread. */
@@ -311,12 +315,17 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     }
   }
 
-  /** {@link flush} bound once, so scheduling a flush allocates no closure. */
-  private readonly flushNow = (): void => this.flush();
+  /** The end-of-tick flush, made once so queueing it allocates nothing. */
+  private readonly endOfTick: EndOfTickWriter = { flushBuffered: () => this.flush() };
 
   private flush(): void {
     this.flushScheduled = false;
     if (this.closed || this.output.length === 0 || this.socket.writableEnded) return;
+    if (this.bufferedOutputBytes > this.options.maxOutputBytes) {
+      // It sends but does not read: drop it rather than buffer its answers without bound.
+      this.destroy();
+      return;
+    }
     this.socket.write(this.output.take());
     this.applyBackPressure();
     if (this.closing) this.endWhenAnswered();
