@@ -118,7 +118,7 @@ describe('RESP request parser', () => {
     const limits: RespParserLimits = { maxArgBytes: 64, maxCommandBytes: 100_000, maxArgs: 40 };
     // Commands of 1 to 40 arguments (small ones get a preallocated array, larger ones grow), some
     // with an argument over the limit (refused midway, then the next command must start clean).
-    const command = fc.array(fc.uint8Array({ maxLength: 70 }), { minLength: 1, maxLength: 40 });
+    const command = fc.array(fc.uint8Array({ maxLength: 70 }), { minLength: 1, maxLength: 40, size: 'max' });
     fc.assert(
       fc.property(fc.array(command, { minLength: 1, maxLength: 8 }), fc.nat(), (commands, seed) => {
         const wire = Buffer.concat(
