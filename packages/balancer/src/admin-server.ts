@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Chain, ReplicaState } from '@dstore/hashring';
 import type { TlsServerOptions } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { MemberState } from './cluster-map.js';
@@ -27,6 +28,8 @@ export interface RingNodeView {
   readonly identity: string;
   /** The member's state in the cluster map. */
   readonly state: MemberState;
+  /** The member's replication state in the cluster map (chains are derived from it). */
+  readonly replicaState: ReplicaState;
   /**
    * The node's storage as its last HEARTBEAT reported it: `ok`, or `degraded` (writes refused,
    * reads and deletes served) with the reason, and its used/available bytes. Absent for nodes that
@@ -72,6 +75,34 @@ export interface MapView {
   }[];
 }
 
+/**
+ * The ranges of the ring that share one chain, as `/ring` shows them: the chain's fields (see
+ * `Chain` in `@dstore/hashring`), head and tail null when none serves (JSON has no undefined).
+ */
+export interface ChainView extends Omit<Chain, 'head' | 'tail'> {
+  readonly head: string | null;
+  readonly tail: string | null;
+  /** Ring ranges with this chain (neighbours with the same chain counted as one). */
+  readonly ranges: number;
+  /** Fraction of the hash space (0..1) they cover. */
+  readonly share: number;
+}
+
+/** The cluster map's replication as `/ring` shows it. */
+export interface ReplicationView {
+  /** Copies of each key the map asks for (fixed when the map was created). */
+  readonly factor: number;
+  /**
+   * Whether the copies beyond the first are made. Always false in this version: the map and its
+   * chains exist, the replication protocol does not yet, so every key has one copy (its owner's).
+   */
+  readonly active: false;
+  /** Ring ranges whose serving chain is shorter than the factor (0 with factor 1). */
+  readonly underReplicatedRanges: number;
+  /** Ranges grouped by chain, most of the hash space first. */
+  readonly chains: readonly ChainView[];
+}
+
 /** The `/ring` document. */
 export interface RingView {
   /** The cluster map's epoch. */
@@ -80,8 +111,49 @@ export interface RingView {
   readonly map: MapView;
   readonly algorithm: string;
   readonly nodes: readonly RingNodeView[];
+  /** Replication factor, chains and under-replicated ranges of the map's ring. */
+  readonly replication: ReplicationView;
   /** Key migration: the running one, or the last one when `active` is false. */
   readonly migration: MigrationProgress;
+}
+
+/** Size of the hash space: a range's share is its length over this. */
+const RING_SIZE = 2 ** 32;
+
+/** The replication part of `/ring`: the map's chains grouped by desired chain. */
+export function replicationView(membership: Membership): ReplicationView {
+  const groups = new Map<
+    string,
+    { view: Omit<ChainView, 'ranges' | 'share'>; ranges: number; length: number }
+  >();
+  let underReplicatedRanges = 0;
+  for (const range of membership.chains) {
+    if (range.underReplicated) underReplicatedRanges++;
+    // (start, end], wrapping; start === end is the whole ring.
+    const length = range.end > range.start ? range.end - range.start : range.end - range.start + RING_SIZE;
+    const key = range.desired.join('\u0000');
+    const group = groups.get(key);
+    if (group !== undefined) {
+      group.ranges++;
+      group.length += length;
+      continue;
+    }
+    groups.set(key, {
+      view: {
+        desired: range.desired,
+        serving: range.serving,
+        head: range.head ?? null,
+        tail: range.tail ?? null,
+        underReplicated: range.underReplicated,
+      },
+      ranges: 1,
+      length,
+    });
+  }
+  const chains = [...groups.values()]
+    .sort((a, b) => b.length - a.length)
+    .map(({ view, ranges, length }) => ({ ...view, ranges, share: length / RING_SIZE }));
+  return { factor: membership.clusterMap.replicationFactor, active: false, underReplicatedRanges, chains };
 }
 
 /** The `/health` document. */
@@ -114,6 +186,7 @@ export function ringView(membership: Membership): RingView {
       keys: node.keyCount,
       identity: members.get(node.id)?.identity ?? '',
       state: members.get(node.id)?.state ?? 'removed',
+      replicaState: members.get(node.id)?.replicaState ?? 'up',
       ...(node.storage === undefined
         ? {}
         : {
@@ -125,6 +198,7 @@ export function ringView(membership: Membership): RingView {
             },
           }),
     })),
+    replication: replicationView(membership),
     migration: membership.migrator.snapshot(),
   };
 }

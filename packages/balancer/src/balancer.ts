@@ -98,6 +98,7 @@ export class Balancer {
     this.health = new HealthMonitor(this.options.heartbeatTimeoutMs);
     this.membership = new Membership({
       algorithm: this.options.hash,
+      replicationFactor: this.options.replicationFactor,
       health: this.health,
       logger: this.logger,
       store: options.mapStore ?? this.createMapStore(),

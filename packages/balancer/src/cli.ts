@@ -11,6 +11,7 @@ import {
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { version } from '../package.json';
 import { Balancer } from './balancer.js';
+import { MAX_REPLICATION_FACTOR } from './cluster-map.js';
 import {
   type BalancerHashAlgorithm,
   DEFAULT_ADMIN_PORT,
@@ -31,6 +32,8 @@ interface CliFlags {
   node: StaticNodeSpec[];
   config?: string;
   hash: BalancerHashAlgorithm;
+  replicationFactor?: number;
+  experimentalReplication?: boolean;
   requestTimeout: number;
   heartbeatTimeout: number;
   maxConnections: number;
@@ -99,6 +102,15 @@ function buildProgram(): Command {
     .option('--config <file>', 'JSON cluster file: {"nodes":[{"id","host","port","weight"}]}')
     .addOption(
       new Option('--hash <algorithm>', 'ring algorithm').choices(['vnode', 'ketama']).default('vnode'),
+    )
+    .option(
+      '--replication-factor <n>',
+      "copies of each key, stored in a new cluster map and fixed for its life (default: the stored map's, 1 for a new one; above 1 needs --experimental-replication: replication is not built yet)",
+      integer(1, MAX_REPLICATION_FACTOR),
+    )
+    .option(
+      '--experimental-replication',
+      'accept --replication-factor above 1 to try the map and its chains; every key still has ONE copy',
     )
     .option('--request-timeout <ms>', 'deadline of every forwarded request (ms, or 2s)', duration(1), 2000)
     .option(
@@ -212,6 +224,8 @@ async function main(): Promise<void> {
     ...optional('respHost', flags.respHost),
     nodes: [...fromFile, ...flags.node],
     hash: flags.hash,
+    ...(flags.replicationFactor === undefined ? {} : { replicationFactor: flags.replicationFactor }),
+    ...(flags.experimentalReplication === true ? { experimentalReplication: true } : {}),
     requestTimeoutMs: flags.requestTimeout,
     heartbeatTimeoutMs: flags.heartbeatTimeout,
     maxConnections: flags.maxConnections,

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { ReplicaState } from '@dstore/hashring';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
 import type { BalancerHashAlgorithm } from './config.js';
 
@@ -31,6 +32,12 @@ export interface MapMember {
    * new member. `operator`: a remove: once out it stays `removed` and its identity is refused.
    */
   readonly leftBy?: 'node' | 'operator' | undefined;
+  /**
+   * The member's replication state (see docs/design/replication.md): `up` serves in its chains,
+   * `syncing` and `failed` are in desired chains only, `dead` in none. Every member is `up` until
+   * the replication steps that set the others land; a stored map without it loads as `up`.
+   */
+  readonly replicaState: ReplicaState;
 }
 
 /** One member of a ring: what placement depends on. */
@@ -82,6 +89,11 @@ export interface ClusterMap {
   readonly generation: number;
   /** Raised by every change. */
   readonly epoch: number;
+  /**
+   * Copies of each key the cluster keeps (the length of every desired chain), fixed when the map
+   * is created; a stored map without it loads as 1.
+   */
+  readonly replicationFactor: number;
   readonly ring: MapRing;
   /** Every member, including removed ones (their identities stay refused). */
   readonly members: readonly MapMember[];
@@ -94,14 +106,22 @@ export interface ClusterMap {
 /** At most this many removed members are remembered (oldest forgotten first). */
 export const MAX_REMOVED_MEMBERS = 1024;
 
+/** Highest replication factor a map may hold (a chain is walked per write: keep it short). */
+export const MAX_REPLICATION_FACTOR = 7;
+
 /** Creates the first map of a new cluster (epoch 0, empty ring). */
-export function createClusterMap(algorithm: BalancerHashAlgorithm, now = new Date()): ClusterMap {
+export function createClusterMap(
+  algorithm: BalancerHashAlgorithm,
+  replicationFactor = 1,
+  now = new Date(),
+): ClusterMap {
   return {
     format: 1,
     cluster: randomBytes(8).toString('hex'),
     // 48 random bits: a safe integer, and as unlikely to repeat as the balancer start time was.
     generation: randomBytes(6).readUIntBE(0, 6),
     epoch: 0,
+    replicationFactor,
     ring: { algorithm, vnodes: 0, epoch: 0, members: [] },
     members: [],
     transition: null,
@@ -212,6 +232,15 @@ function expect(where: string): {
 }
 
 const STATES: ReadonlySet<string> = new Set(['joining', 'up', 'leaving', 'removed']);
+const REPLICA_STATES: ReadonlySet<string> = new Set<ReplicaState>(['up', 'syncing', 'failed', 'dead']);
+
+/** Members' replication states by id (removed members have none): what chains are derived from. */
+export function replicaStatesOf(map: ClusterMap): Map<string, ReplicaState> {
+  const states = new Map<string, ReplicaState>();
+  for (const member of map.members)
+    if (member.state !== 'removed') states.set(member.id, member.replicaState);
+  return states;
+}
 
 function checkRing(value: unknown, path: string, where: string): void {
   const e = expect(where);
@@ -245,8 +274,12 @@ export function parseClusterMap(text: string, where: string): ClusterMap {
   e.int(map.generation, 'generation');
   e.int(map.epoch, 'epoch');
   e.string(map.updatedAt, 'updatedAt');
+  // Absent in maps written before replication: one copy, as they were.
+  const factor = map.replicationFactor ?? 1;
+  if (!Number.isSafeInteger(factor) || (factor as number) < 1 || (factor as number) > MAX_REPLICATION_FACTOR)
+    throw corrupt(where, `replicationFactor must be an integer from 1 to ${MAX_REPLICATION_FACTOR}`);
   checkRing(map.ring, 'ring', where);
-  e.array(map.members, 'members').forEach((member, index) => {
+  const members = e.array(map.members, 'members').map((member, index) => {
     const m = e.object(member, `members[${index}]`);
     for (const field of ['id', 'identity', 'host']) e.string(m[field], `members[${index}].${field}`);
     e.int(m.port, `members[${index}].port`);
@@ -255,6 +288,10 @@ export function parseClusterMap(text: string, where: string): ClusterMap {
     if (!STATES.has(m.state as string)) throw corrupt(where, `members[${index}].state is not a state`);
     if (m.leftBy !== undefined && m.leftBy !== 'node' && m.leftBy !== 'operator')
       throw corrupt(where, `members[${index}].leftBy must be node or operator`);
+    if (m.replicaState === undefined) return { ...m, replicaState: 'up' };
+    if (!REPLICA_STATES.has(m.replicaState as string))
+      throw corrupt(where, `members[${index}].replicaState must be up, syncing, failed or dead`);
+    return m;
   });
   if (map.transition !== null) {
     const t = e.object(map.transition, 'transition');
@@ -267,5 +304,5 @@ export function parseClusterMap(text: string, where: string): ClusterMap {
       e.string(stream, `transition.done[${index}]`);
     }
   }
-  return parsed as ClusterMap;
+  return { ...map, replicationFactor: factor, members } as unknown as ClusterMap;
 }

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { clusterSecretOption, DstoreError, ErrorCode, type PeerTlsOptions } from '@dstore/protocol';
 import { parseAddress } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
+import { MAX_REPLICATION_FACTOR } from './cluster-map.js';
 import type { MapStore } from './map-store.js';
 
 /** Hash ring algorithms the balancer can route with. */
@@ -58,6 +59,20 @@ export interface BalancerOptions {
   readonly nodes?: readonly StaticNodeSpec[];
   /** Ring algorithm. Default 'vnode'. */
   readonly hash?: BalancerHashAlgorithm;
+  /**
+   * Copies of each key (1 to 7), stored in the cluster map when this balancer creates it and
+   * fixed for the map's life; a stored map with another factor is refused at start. Default: the
+   * stored map's factor, 1 for a new map. Replication itself is not built yet, so a factor above 1
+   * is refused unless {@link experimentalReplication} is set.
+   */
+  readonly replicationFactor?: number;
+  /**
+   * Accept a replication factor above 1 although replication is not built yet: the map stores it
+   * and /ring, `dstore status` and metrics show the chains, but every key still has one copy (its
+   * owner's), so nothing survives a node's loss. For trying the map format and tooling only.
+   * Default false.
+   */
+  readonly experimentalReplication?: boolean;
   /** Deadline of every forwarded request, in ms; past it the client gets TIMEOUT. Default 2000. */
   readonly requestTimeoutMs?: number;
   /** A JOINed node without a heartbeat for this long is down. Default 3000. */
@@ -160,6 +175,7 @@ export interface ResolvedBalancerOptions {
   readonly adminAuth: AdminAuthScope;
   readonly nodes: readonly Required<StaticNodeSpec>[];
   readonly hash: BalancerHashAlgorithm;
+  readonly replicationFactor: number | undefined;
   readonly requestTimeoutMs: number;
   readonly heartbeatTimeoutMs: number;
   readonly maxInFlightPerNode: number;
@@ -287,6 +303,23 @@ function resolveEtcd(options: BalancerOptions): Required<EtcdSettings> | undefin
   };
 }
 
+/**
+ * The configured factor. Above 1 only with `experimentalReplication`: until the replication
+ * protocol lands a factor above 1 would claim copies that do not exist.
+ */
+function replicationFactor(options: BalancerOptions): number | undefined {
+  const factor = options.replicationFactor;
+  if (factor === undefined) return undefined;
+  if (!Number.isSafeInteger(factor) || factor < 1 || factor > MAX_REPLICATION_FACTOR)
+    throw invalid(`replicationFactor must be an integer from 1 to ${MAX_REPLICATION_FACTOR}, got ${factor}`);
+  if (factor > 1 && options.experimentalReplication !== true) {
+    throw invalid(
+      `replication is not built yet: replicationFactor ${factor} would keep one copy of each key while claiming ${factor}; only 1 is accepted (experimentalReplication stores the factor to try the map and tooling, still with one copy)`,
+    );
+  }
+  return factor;
+}
+
 /** Applies defaults and checks every option; throws INVALID_ARGUMENT on a bad one. */
 export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedBalancerOptions {
   const hash = options.hash ?? 'vnode';
@@ -300,6 +333,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
   }
   const host = options.host ?? '127.0.0.1';
   return {
+    replicationFactor: replicationFactor(options),
     id: options.id ?? `balancer-${process.pid}`,
     host,
     port: portNumber('port', options.port ?? DEFAULT_BALANCER_PORT),

@@ -7,7 +7,14 @@
  *
  * @packageDocumentation
  */
-export type { HealthView, MapView, RingNodeView, RingView } from './admin-server.js';
+export type {
+  ChainView,
+  HealthView,
+  MapView,
+  ReplicationView,
+  RingNodeView,
+  RingView,
+} from './admin-server.js';
 export { Balancer, type BalancerAddress, createBalancer } from './balancer.js';
 export type {
   ClusterMap,

@@ -5,6 +5,7 @@ import {
   Op,
   type RingMember,
 } from '@dstore/protocol';
+import { replicaStatesOf } from './cluster-map.js';
 import type { Membership } from './membership.js';
 
 /** How long a pushed map may wait for the client's OK before the push is forgotten. */
@@ -49,18 +50,20 @@ export class MapPublisher {
   snapshot(): ClusterMapSnapshot {
     const topology = this.membership.topology;
     const ring = topology.ring;
+    const map = this.membership.clusterMap;
+    const states = replicaStatesOf(map);
     const nodes: RingMember[] = ring.nodes().map((member) => {
       const node = this.membership.node(member.id);
-      return node === undefined
-        ? { id: member.id, weight: member.weight }
-        : { id: member.id, weight: member.weight, host: node.host, port: node.port };
+      const fields = { id: member.id, weight: member.weight, replicaState: states.get(member.id) ?? 'up' };
+      return node === undefined ? fields : { ...fields, host: node.host, port: node.port };
     });
     return {
       epoch: topology.epoch,
-      generation: this.membership.clusterMap.generation,
+      generation: map.generation,
       algorithm: ring.algorithm,
       vnodes: ring.vnodes,
       nodes,
+      replicationFactor: map.replicationFactor,
     };
   }
 
@@ -91,8 +94,13 @@ export class MapPublisher {
   }
 }
 
-/** What makes two maps different for a client: epoch, generation and every member's address. */
+/**
+ * What makes two maps different for a client: epoch, generation, the replication factor and every
+ * member's address and replication state.
+ */
 function signature(snapshot: ClusterMapSnapshot): string {
-  const members = snapshot.nodes.map((node) => `${node.id}@${node.host ?? ''}:${node.port ?? 0}`).join(',');
-  return `${snapshot.generation}/${snapshot.epoch}/${members}`;
+  const members = snapshot.nodes
+    .map((node) => `${node.id}@${node.host ?? ''}:${node.port ?? 0}/${node.replicaState ?? 'up'}`)
+    .join(',');
+  return `${snapshot.generation}/${snapshot.epoch}/${snapshot.replicationFactor ?? 1}/${members}`;
 }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { HashRing } from '@dstore/hashring';
+import { type ChainRange, HashRing } from '@dstore/hashring';
 import { DstoreError, ErrorCode, Op } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import {
@@ -12,6 +12,7 @@ import {
   type MapRing,
   type MapRingMember,
   nextMap,
+  replicaStatesOf,
   sameRingMembers,
   withMember,
 } from './cluster-map.js';
@@ -54,6 +55,11 @@ export interface MembershipEvents {
 /** Options of a {@link Membership}. */
 export interface MembershipOptions {
   readonly algorithm: BalancerHashAlgorithm;
+  /**
+   * Replication factor of a map this balancer creates; a stored map with another factor is
+   * refused (INVALID_ARGUMENT). Undefined: a new map gets 1, a stored map keeps its own.
+   */
+  readonly replicationFactor: number | undefined;
   readonly link: NodeLinkOptions;
   readonly health: HealthMonitor;
   readonly logger: Logger;
@@ -134,6 +140,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       resendRings: (node) => this.sendRings(node),
     });
     this.migrator.generation = this.map.generation;
+    this.migrator.replication = { factor: this.map.replicationFactor, states: replicaStatesOf(this.map) };
     this.pool = new NodePool({
       link: options.link,
       health: options.health,
@@ -261,6 +268,25 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return this.map.epoch;
   }
 
+  /**
+   * The chains of the map's ring (see `HashRing.chains`) for the map's replication factor and its
+   * members' replication states: the desired and serving chain of every range, neighbours with
+   * the same chain merged. Derived, never stored; computed once per map (for /ring and metrics).
+   */
+  get chains(): readonly ChainRange[] {
+    const map = this.map;
+    if (this.chainsOf?.map !== map) {
+      const chains =
+        this.currentRing.size === 0
+          ? []
+          : this.currentRing.chains(map.replicationFactor, replicaStatesOf(map));
+      this.chainsOf = { map, chains };
+    }
+    return this.chainsOf.chains;
+  }
+
+  private chainsOf: { readonly map: ClusterMap; readonly chains: readonly ChainRange[] } | undefined;
+
   /** The ring's algorithm. */
   get algorithm(): BalancerHashAlgorithm {
     return this.map.ring.algorithm;
@@ -298,6 +324,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.openedAt = performance.now();
     const map = await store.load();
     if (map !== undefined) {
+      this.checkReplicationFactor(map);
       if (map.ring.algorithm !== this.options.algorithm) {
         this.options.logger.warn(
           { stored: map.ring.algorithm, configured: this.options.algorithm },
@@ -355,9 +382,18 @@ export class Membership extends EventEmitter<MembershipEvents> {
     // Another coordinator may have written since this process last heard: start from the latest.
     let map = await store.load();
     if (map === undefined) {
-      map = createClusterMap(this.options.algorithm);
+      map = createClusterMap(this.options.algorithm, this.options.replicationFactor ?? 1);
       await store.compareAndSet(undefined, map);
-      this.options.logger.info({ store: store.location, cluster: map.cluster }, 'cluster map created');
+      this.options.logger.info(
+        { store: store.location, cluster: map.cluster, replicationFactor: map.replicationFactor },
+        'cluster map created',
+      );
+    } else this.checkReplicationFactor(map);
+    if (map.replicationFactor > 1) {
+      this.options.logger.warn(
+        { replicationFactor: map.replicationFactor },
+        'replication is not built yet: the map keeps its factor and /ring shows chains, but every key has ONE copy',
+      );
     }
     if (map.epoch !== this.map.epoch || map.cluster !== this.map.cluster) this.install(map);
     this.coordinator = true;
@@ -367,6 +403,19 @@ export class Membership extends EventEmitter<MembershipEvents> {
     );
     await this.update('static configuration', (current) => this.withStatics(current, this.statics));
     this.reconcile();
+  }
+
+  /**
+   * The factor is fixed for the map's life (chains of every range depend on it): a configured one
+   * that differs from the stored one is an operator's mistake, refused rather than ignored.
+   */
+  private checkReplicationFactor(map: ClusterMap): void {
+    const configured = this.options.replicationFactor;
+    if (configured === undefined || configured === map.replicationFactor) return;
+    throw new DstoreError(
+      ErrorCode.INVALID_ARGUMENT,
+      `the cluster map in ${this.options.store.location} has replication factor ${map.replicationFactor}, not the configured ${configured}: the factor is fixed when the map is created (omit --replication-factor to use the stored one)`,
+    );
   }
 
   /** Whether this balancer writes the map (it holds the store's leadership). */
@@ -451,6 +500,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         weight: spec.weight,
         state: existing?.state ?? 'joining',
         sinceEpoch: existing?.sinceEpoch ?? map.epoch + 1,
+        replicaState: existing?.replicaState ?? 'up',
       });
     }
     return members === map.members ? undefined : withRingPlan(map, { members });
@@ -479,7 +529,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
         return withRingPlan(map, {
           members: [
             ...map.members,
-            { ...this.memberFields(spec, identity ?? ''), state: 'joining', sinceEpoch: map.epoch + 1 },
+            {
+              ...this.memberFields(spec, identity ?? ''),
+              state: 'joining',
+              sinceEpoch: map.epoch + 1,
+              // Up from the start: nothing syncs a member's copies before replication's learners exist.
+              replicaState: 'up',
+            },
           ],
         });
       }
@@ -532,7 +588,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   private readonly coordinatorLink: CoordinatorLink;
 
-  private memberFields(spec: JoinSpec, identity: string): Omit<MapMember, 'state' | 'sinceEpoch'> {
+  private memberFields(
+    spec: JoinSpec,
+    identity: string,
+  ): Omit<MapMember, 'state' | 'sinceEpoch' | 'replicaState'> {
     return { id: spec.id, identity, host: spec.host, port: spec.port, weight: spec.weight };
   }
 
@@ -658,6 +717,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const previousRingEpoch = this.opened ? this.map.ring.epoch : -1;
     this.map = map;
     this.migrator.generation = map.generation;
+    this.migrator.replication = { factor: map.replicationFactor, states: replicaStatesOf(map) };
     this.migrator.queuedChanges =
       map.transition === null ? 0 : ringDifference(desiredRingMembers(map), map.ring.members);
     const ringChanged = map.ring.epoch !== previousRingEpoch;

@@ -27,6 +27,8 @@ export interface ClusterGaugeSource {
   readonly nodes: Iterable<NodeGaugeSource>;
   /** Key migration progress (absent in clusters without migration). */
   readonly migrator?: { snapshot(): { keysMovedTotal: number; pendingRanges: number; stalled: unknown } };
+  /** The ring's chains (absent in clusters without a cluster map): under-replicated ranges are counted. */
+  readonly chains?: Iterable<{ readonly underReplicated: boolean }>;
 }
 
 interface ExportedSample {
@@ -267,6 +269,16 @@ export class BalancerMetrics {
       registers: [this.registry],
       collect() {
         this.set(cluster.migrator?.snapshot().stalled ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'dstore_balancer_under_replicated_ranges',
+      help: 'Ring ranges (neighbours with the same chain counted once) with fewer serving replicas than the replication factor; always 0 with factor 1.',
+      registers: [this.registry],
+      collect() {
+        let count = 0;
+        for (const chain of cluster.chains ?? []) if (chain.underReplicated) count++;
+        this.set(count);
       },
     });
     new Gauge({

@@ -1,4 +1,4 @@
-import { type HashRing, RangeIndex, type RangeMove } from '@dstore/hashring';
+import { type HashRing, RangeIndex, type RangeMove, type ReplicaStates } from '@dstore/hashring';
 import {
   chunkRanges,
   DstoreError,
@@ -79,17 +79,24 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
-/** The RING message of a ring at an epoch. */
+/** What RING, MAP and MAP_PUSH carry of the map's replication: nodes and clients derive chains from it. */
+export interface MapReplication {
+  readonly factor: number;
+  readonly states: ReplicaStates;
+}
+
 /**
  * The RING message of a ring at an epoch, with each member's address from `addresses` (the
  * cluster map's): a node streams migrated keys only to a ring member at the address the ring
- * gives, never to one a request names.
+ * gives, never to one a request names. With `replication`, the map's factor and each member's
+ * replication state too.
  */
 export function ringMessage(
   ring: HashRing,
   epoch: number,
   generation: number,
   addresses: ReadonlyMap<string, { readonly host: string; readonly port: number }>,
+  replication?: MapReplication,
 ): Omit<RingRequest, 'id'> {
   return {
     op: Op.RING,
@@ -99,10 +106,14 @@ export function ringMessage(
     vnodes: ring.vnodes,
     nodes: ring.nodes().map((node) => {
       const address = addresses.get(node.id);
-      return address === undefined
-        ? { id: node.id, weight: node.weight }
-        : { id: node.id, weight: node.weight, host: address.host, port: address.port };
+      const replicaState = replication?.states.get(node.id) ?? 'up';
+      const member =
+        replication === undefined
+          ? { id: node.id, weight: node.weight }
+          : { id: node.id, weight: node.weight, replicaState };
+      return address === undefined ? member : { ...member, host: address.host, port: address.port };
     }),
+    ...(replication === undefined ? {} : { replicationFactor: replication.factor }),
   };
 }
 
@@ -144,6 +155,8 @@ export class Migrator {
   queuedChanges = 0;
   /** The cluster map's generation, sent in every RING (see {@link RingRequest.generation}). */
   generation = 0;
+  /** The cluster map's replication factor and members' states, sent in every RING. */
+  replication: MapReplication | undefined;
 
   constructor(private readonly host: MigrationHost) {}
 
@@ -170,7 +183,7 @@ export class Migrator {
     if (!node.verifyIdentity || ring.size === 0) return;
     try {
       const addresses = new Map([...this.host.nodes].map((member) => [member.id, member]));
-      await node.forward(ringMessage(ring, epoch, this.generation, addresses), {
+      await node.forward(ringMessage(ring, epoch, this.generation, addresses, this.replication), {
         timeoutMs: CONTROL_TIMEOUT_MS,
       });
     } catch (error) {

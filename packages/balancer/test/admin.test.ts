@@ -51,6 +51,7 @@ describe('admin HTTP', () => {
       },
       algorithm: 'ketama',
       nodes: [],
+      replication: { factor: 1, active: false, underReplicatedRanges: 0, chains: [] },
       migration: {
         active: false,
         epoch: -1,

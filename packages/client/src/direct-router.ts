@@ -1,4 +1,4 @@
-import { ringOfSpec, Topology } from '@dstore/hashring';
+import { type Chain, type ReplicaState, ringOfSpec, Topology } from '@dstore/hashring';
 import {
   type AskResponse,
   type ClusterMapSnapshot,
@@ -64,6 +64,10 @@ export interface DirectRoutingStats {
   nodes: number;
   /** Nodes of the map whose connection is ready now (the others' commands go through the balancer). */
   nodesReady: number;
+  /** Replication factor of the map in use (1 before the first, or from a balancer that predates it). */
+  replicationFactor: number;
+  /** Members of the map in use whose replication state is not `up` (they serve in no chain). */
+  membersNotUp: number;
 }
 
 /** What the router needs from its client. */
@@ -100,6 +104,9 @@ interface DirectMap {
   readonly generation: number;
   readonly nodes: ReadonlyMap<string, NodeEntry>;
   readonly signature: string;
+  /** The map's replication factor and members' replication states: what chains derive from. */
+  readonly replicationFactor: number;
+  readonly states: ReadonlyMap<string, ReplicaState>;
 }
 
 /** Fewest ms between two map fetches caused by redirects (the backstop and pushes are separate). */
@@ -133,6 +140,8 @@ export class DirectRouter {
     mapEpoch: -1,
     nodes: 0,
     nodesReady: 0,
+    replicationFactor: 1,
+    membersNotUp: 0,
   };
 
   private map: DirectMap | undefined;
@@ -192,10 +201,27 @@ export class DirectRouter {
         if (nodes.get(id) !== entry) void entry.link.close();
       }
     }
-    this.map = { topology, generation: snapshot.generation, nodes, signature };
+    const states = new Map<string, ReplicaState>();
+    for (const member of snapshot.nodes)
+      if (member.replicaState !== undefined) states.set(member.id, member.replicaState);
+    const replicationFactor = snapshot.replicationFactor ?? 1;
+    this.map = { topology, generation: snapshot.generation, nodes, signature, replicationFactor, states };
     this.stats.mapEpoch = snapshot.epoch;
+    this.stats.replicationFactor = replicationFactor;
+    this.stats.membersNotUp = [...states.values()].filter((state) => state !== 'up').length;
     this.options.host.mapChanged(snapshot.epoch);
     return true;
+  }
+
+  /**
+   * The chain of `key` on the map in use (see `HashRing.chainOf`): the chain the balancer and the
+   * nodes derive from the same map. Undefined before the first map. With factor 1 its head and
+   * tail are the owner this router sends the key to.
+   */
+  chainOf(key: Uint8Array): Chain | undefined {
+    const map = this.map;
+    if (map === undefined || map.topology.ring.size === 0) return undefined;
+    return map.topology.ring.chainOf(key, map.replicationFactor, map.states);
   }
 
   /** A map the balancer pushed (MAP_PUSH). */
@@ -617,9 +643,9 @@ function tooManyRedirects(redirects: number, limit: number, last: string): Dstor
 
 function mapSignature(snapshot: ClusterMapSnapshot): string {
   const members = snapshot.nodes.map(
-    (node) => `${node.id}=${node.weight}@${node.host ?? ''}:${node.port ?? 0}`,
+    (node) => `${node.id}=${node.weight}@${node.host ?? ''}:${node.port ?? 0}/${node.replicaState ?? 'up'}`,
   );
-  return `${snapshot.generation}/${snapshot.epoch}/${snapshot.algorithm}/${snapshot.vnodes}/${members.join(',')}`;
+  return `${snapshot.generation}/${snapshot.epoch}/${snapshot.algorithm}/${snapshot.vnodes}/${snapshot.replicationFactor ?? 1}/${members.join(',')}`;
 }
 
 /** A part of an MGET/MSET bound for one owner, with the positions of its items in the command. */

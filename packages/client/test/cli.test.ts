@@ -292,8 +292,9 @@ describe('dstore bench', () => {
 });
 
 describe('dstore status', () => {
-  async function startAdmin(healthy = false): Promise<string> {
+  async function startAdmin(healthy = false, replication?: Record<string, unknown>): Promise<string> {
     const ring = {
+      ...(replication === undefined ? {} : { replication }),
       epoch: 4,
       map: {
         epoch: 4,
@@ -323,7 +324,15 @@ describe('dstore status', () => {
             availableBytes: 512,
           },
         },
-        { id: 'node-2', address: '127.0.0.1:7402', status: 'down', weight: 2, share: 0.6667, keys: 240 },
+        {
+          id: 'node-2',
+          address: '127.0.0.1:7402',
+          status: 'down',
+          weight: 2,
+          share: 0.6667,
+          keys: 240,
+          ...(replication === undefined ? {} : { replicaState: 'failed' }),
+        },
       ],
     };
     const health = healthy
@@ -345,8 +354,8 @@ describe('dstore status', () => {
     expect(run.code).toBe(1);
     expect(run.stdout).toContain('NOT HEALTHY');
     expect(run.stdout).toMatch(/epoch 4 {2}algorithm vnode {2}health ok {2}ready no {2}nodes up 1\/2/);
-    expect(run.stdout).toMatch(/node-1\s+127\.0\.0\.1:7401\s+up\s+up\s+1\s+33\.3%\s+120\s+0123456789ab/);
-    expect(run.stdout).toMatch(/node-2\s+127\.0\.0\.1:7402\s+down\s+-\s+2\s+66\.7%\s+240\s+-/);
+    expect(run.stdout).toMatch(/node-1\s+127\.0\.0\.1:7401\s+up\s+up\s+-\s+1\s+33\.3%\s+120\s+0123456789ab/);
+    expect(run.stdout).toMatch(/node-2\s+127\.0\.0\.1:7402\s+down\s+-\s+-\s+2\s+66\.7%\s+240\s+-/);
     expect(run.stdout).toContain(
       'map epoch 4  ring epoch 3  store file (/var/lib/dstore/cluster-map.json)  coordinator bal-1',
     );
@@ -356,6 +365,35 @@ describe('dstore status', () => {
     expect(run.stdout).toContain(
       'node-1 degraded: out of space: the map-size limit of 2097152 bytes is reached',
     );
+  });
+
+  it('prints the replication factor, member states and under-replicated ranges; those are not healthy', async () => {
+    const chain = {
+      desired: ['node-1', 'node-2'],
+      serving: ['node-1'],
+      underReplicated: true,
+      ranges: 2,
+      share: 1,
+    };
+    const under = await dstore(
+      'status',
+      '--admin',
+      await startAdmin(true, { factor: 2, active: false, underReplicatedRanges: 2, chains: [chain] }),
+    );
+    expect(under.code).toBe(1);
+    expect(under.stdout).toContain(
+      'replication factor 2 (not replicating yet: every key has ONE copy)  under-replicated ranges 2  chains 1',
+    );
+    expect(under.stdout).toMatch(/node-2\s+127\.0\.0\.1:7402\s+down\s+-\s+failed\s+2/);
+    expect(under.stdout).toContain('NOT HEALTHY: 2 under-replicated ranges');
+    const single = { desired: ['node-1'], serving: ['node-1'], underReplicated: false, ranges: 1, share: 1 };
+    const one = await dstore(
+      'status',
+      '--admin',
+      await startAdmin(true, { factor: 1, active: false, underReplicatedRanges: 0, chains: [single] }),
+    );
+    expect(one.code).toBe(0);
+    expect(one.stdout).toContain('replication factor 1  under-replicated ranges 0  chains 1');
   });
 
   it('exits 0 when every node is up', async () => {

@@ -166,24 +166,42 @@ export function continuumShares(c: Continuum, nodeCount: number): Float64Array {
 }
 
 /**
- * Walks the ring clockwise from `position`, collecting up to `n` distinct
- * owner indices in the order they are met (the replication preference list).
+ * Walks the ring clockwise from point index `from`, collecting up to `n` distinct owner indices
+ * in the order they are met (the replication preference list). Owners for which `skip` is true
+ * are passed over (members that must not hold replicas: dead ones), so the walk takes the next;
+ * `skip` is asked once per distinct owner met.
  */
-export function walkDistinct(c: Continuum, position: number, n: number, nodeCount: number): number[] {
+export function distinctFromIndex(
+  c: Continuum,
+  from: number,
+  n: number,
+  nodeCount: number,
+  skip?: (owner: number) => boolean,
+): number[] {
   const want = Math.min(n, nodeCount);
   const result: number[] = [];
-  const { points, owners } = c;
-  const total = points.length;
+  const { owners } = c;
+  const total = owners.length;
   // A per-call bitmap beats Array#includes once n grows past a handful.
   const seen = new Uint8Array(nodeCount);
-  let i = locate(c, position);
-  for (let steps = 0; steps < total && result.length < want; steps++) {
+  for (let i = from, steps = 0; steps < total && result.length < want; steps++) {
     const owner = owners[i]!;
     if (seen[owner] === 0) {
       seen[owner] = 1;
-      result.push(owner);
+      if (skip === undefined || !skip(owner)) result.push(owner);
     }
     i = i + 1 === total ? 0 : i + 1;
   }
   return result;
+}
+
+/** {@link distinctFromIndex} from the point that owns `position`. */
+export function walkDistinct(
+  c: Continuum,
+  position: number,
+  n: number,
+  nodeCount: number,
+  skip?: (owner: number) => boolean,
+): number[] {
+  return distinctFromIndex(c, locate(c, position), n, nodeCount, skip);
 }

@@ -11,7 +11,14 @@ export { ketamaPointCount } from './ketama.js';
 export { md5 } from './md5.js';
 export { murmur3Bytes, murmur3String } from './murmur3.js';
 export { type HashRangeLike, RangeIndex } from './range-index.js';
-export type { ReplicaRange, ReplicaSetChange } from './replica-sets.js';
+export type {
+  Chain,
+  ChainRange,
+  ReplicaRange,
+  ReplicaSetChange,
+  ReplicaState,
+  ReplicaStates,
+} from './replica-sets.js';
 export { createRing, HashRing } from './ring.js';
 export { type RingSpec, ringOfSpec, Topology } from './topology.js';
 export {

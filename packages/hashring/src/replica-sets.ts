@@ -5,7 +5,7 @@
  * derives its chains from these, so every party that builds the same ring agrees on them.
  */
 
-import type { Continuum } from './continuum.js';
+import { type Continuum, distinctFromIndex } from './continuum.js';
 
 /** A ring range `(start, end]` (wrapping when `start >= end`) and the members that hold it. */
 export interface ReplicaRange {
@@ -27,23 +27,6 @@ export interface ReplicaSetChange {
   readonly before: readonly string[];
   /** Replica set on the new ring. */
   readonly after: readonly string[];
-}
-
-/** The first `want` distinct owners met walking clockwise from point index `from`. */
-function distinctFrom(c: Continuum, ids: readonly string[], from: number, want: number): string[] {
-  const { owners } = c;
-  const total = owners.length;
-  const picked: string[] = [];
-  const seen = new Set<number>();
-  for (let i = from, steps = 0; steps < total && picked.length < want; steps++) {
-    const owner = owners[i]!;
-    if (!seen.has(owner)) {
-      seen.add(owner);
-      picked.push(ids[owner]!);
-    }
-    i = i + 1 === total ? 0 : i + 1;
-  }
-  return picked;
 }
 
 function sameMembers(a: readonly string[], b: readonly string[]): boolean {
@@ -83,18 +66,24 @@ function mergeNeighbours<T extends { readonly start: number; readonly end: numbe
 /**
  * Every range of the continuum with its `n` replicas, ascending by `end` (a range that wraps past
  * 2^32 - 1 comes first), neighbours with the same replicas merged. A continuum whose points are all
- * equal yields one range covering the whole ring (`start === end`).
+ * equal yields one range covering the whole ring (`start === end`). Owners for which `skip` is true
+ * hold no replicas: the next distinct members clockwise take their place.
  */
-export function replicaRangesOf(c: Continuum, ids: readonly string[], n: number): ReplicaRange[] {
+export function replicaRangesOf(
+  c: Continuum,
+  ids: readonly string[],
+  n: number,
+  skip?: (owner: number) => boolean,
+): ReplicaRange[] {
   const { points } = c;
-  const want = Math.min(n, ids.length);
   const ranges: ReplicaRange[] = [];
   let previous = points[points.length - 1]!;
   for (let i = 0; i < points.length; i++) {
     const end = points[i]!;
     // Of equal points only the first owns anything (the lookup rule of `locate`).
     if (i > 0 && end === points[i - 1]) continue;
-    ranges.push({ start: previous, end, replicas: distinctFrom(c, ids, i, want) });
+    const replicas = distinctFromIndex(c, i, n, ids.length, skip).map((owner) => ids[owner]!);
+    ranges.push({ start: previous, end, replicas });
     previous = end;
   }
   return mergeNeighbours(ranges, (a, b) => sameMembers(a.replicas, b.replicas));
@@ -138,4 +127,57 @@ export function diffReplicaRanges(
     changes.push({ start, end, before: was, after: now });
   }
   return mergeNeighbours(changes, (a, b) => sameMembers(a.before, b.before) && sameMembers(a.after, b.after));
+}
+
+/**
+ * A member's replication state in a cluster map (see the replication design):
+ * - `up`: holds every committed write of its ranges; serves in its chains at its ring position;
+ * - `syncing`: catching up (a learner): in desired chains, not in serving ones;
+ * - `failed`: stopped answering: in desired chains (its copies are missing), not in serving ones;
+ * - `dead`: declared gone for good: skipped, the next member clockwise takes its place.
+ */
+export type ReplicaState = 'up' | 'syncing' | 'failed' | 'dead';
+
+/** Members' replication states by id; a member absent from the map is `up`. */
+export type ReplicaStates = ReadonlyMap<string, ReplicaState>;
+
+/** The replica chain of a key or range, derived from the ring, the factor and members' states. */
+export interface Chain {
+  /** The first `n` distinct members clockwise that are not `dead`, in ring order. */
+  readonly desired: readonly string[];
+  /** {@link desired} restricted to `up` members, same order: the members that serve. */
+  readonly serving: readonly string[];
+  /** First serving member (where writes enter), or undefined when none serves. */
+  readonly head: string | undefined;
+  /** Last serving member (where reads are answered), or undefined when none serves. */
+  readonly tail: string | undefined;
+  /**
+   * Fewer than `n` members serve. Always false for `n = 1`: a single copy has no replica to
+   * restore (its range is unavailable while its owner is down, which is not under-replication).
+   */
+  readonly underReplicated: boolean;
+}
+
+/** A ring range `(start, end]` (wrapping when `start >= end`) and its chain. */
+export interface ChainRange extends Chain {
+  /** Exclusive lower bound (unsigned 32-bit). */
+  readonly start: number;
+  /** Inclusive upper bound (unsigned 32-bit). */
+  readonly end: number;
+}
+
+/** The chain whose desired members are `desired` (dead members already skipped). */
+export function chainOfDesired(
+  desired: readonly string[],
+  n: number,
+  states: ReplicaStates | undefined,
+): Chain {
+  const serving = states === undefined ? desired : desired.filter((id) => (states.get(id) ?? 'up') === 'up');
+  return {
+    desired,
+    serving,
+    head: serving[0],
+    tail: serving[serving.length - 1],
+    underReplicated: n > 1 && serving.length < n,
+  };
 }

@@ -10,9 +10,13 @@ import { buildKetamaContinuum } from './ketama.js';
 import { md5Hash32 } from './md5.js';
 import { buildRendezvous, type RendezvousTable, rendezvousOwner, rendezvousTop } from './rendezvous.js';
 import {
+  type Chain,
+  type ChainRange,
+  chainOfDesired,
   diffReplicaRanges,
   type ReplicaRange,
   type ReplicaSetChange,
+  type ReplicaStates,
   replicaRangesOf,
 } from './replica-sets.js';
 import type { RangeMove, RingAlgorithm, RingNode, RingNodeInput, RingOptions } from './types.js';
@@ -212,6 +216,71 @@ export class HashRing {
     this.#assertRanged('replica set diffs');
     next.#assertRanged('replica set diffs');
     return diffReplicaRanges(this.replicaSets(n), next.replicaSets(n));
+  }
+
+  /**
+   * The replica chain of `key` with replication factor `n` (see {@link Chain}): the desired chain
+   * is {@link getN}'s list with `dead` members skipped (the next distinct members clockwise take
+   * their place), the serving chain its `up` members. With `n = 1` and every member up, head and
+   * tail are {@link get}'s owner. Every party that builds the same ring from the same map (the
+   * balancer, nodes, direct clients) derives the same chains.
+   *
+   * @param states - replication state by member id; absent ids (or no map) are `up`
+   * @throws HashRingError `EMPTY_RING`, `INVALID_ARGUMENT` for a bad key or `n`
+   */
+  chainOf(key: string | Uint8Array, n: number, states?: ReplicaStates): Chain {
+    checkCount(n);
+    return this.chainAtPosition(this.position(key), n, states);
+  }
+
+  /**
+   * {@link chainOf} for a position as returned by {@link position}.
+   *
+   * @throws HashRingError `EMPTY_RING`, `INVALID_ARGUMENT` for a bad `n`
+   */
+  chainAtPosition(position: number, n: number, states?: ReplicaStates): Chain {
+    checkCount(n);
+    if (this.size === 0) throw new HashRingError('EMPTY_RING', 'cannot look up a key on an empty ring');
+    const skip = this.#isDead(states);
+    let picked: number[];
+    if (this.#rendezvous) {
+      // Every member by descending score, then the first n that are not dead.
+      const ranked = rendezvousTop(this.#rendezvous, position, this.size);
+      picked = (skip === undefined ? ranked : ranked.filter((i) => !skip(i))).slice(0, n);
+    } else {
+      picked = walkDistinct(this.#continuum, position, n, this.size, skip);
+    }
+    return chainOfDesired(
+      picked.map((i) => this.#ids[i]!),
+      n,
+      states,
+    );
+  }
+
+  /**
+   * Every hash range with its chain for replication factor `n` (see {@link chainOf}): disjoint,
+   * covering the ring, sorted by `end` (a wrapping range first), neighbours with the same desired
+   * chain merged. The ranges and desired chains are {@link replicaSets}' with `dead` members
+   * skipped.
+   *
+   * @throws HashRingError `INVALID_ARGUMENT` for a bad `n`, `UNSUPPORTED_OPERATION` for
+   *   `rendezvous`, `EMPTY_RING` for an empty ring
+   */
+  chains(n: number, states?: ReplicaStates): ChainRange[] {
+    checkCount(n);
+    this.#assertRanged('chains');
+    return replicaRangesOf(this.#continuum, this.#ids, n, this.#isDead(states)).map((range) => ({
+      start: range.start,
+      end: range.end,
+      ...chainOfDesired(range.replicas, n, states),
+    }));
+  }
+
+  /** Whether the member at an index is `dead` in `states` (undefined without states). */
+  #isDead(states: ReplicaStates | undefined): ((owner: number) => boolean) | undefined {
+    if (states === undefined || states.size === 0) return undefined;
+    const ids = this.#ids;
+    return (owner) => states.get(ids[owner]!) === 'dead';
   }
 
   #assertRanged(what: string): void {

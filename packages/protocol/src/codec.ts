@@ -11,6 +11,8 @@ import {
   type MigratedEntry,
   Op,
   type PeerRole,
+  REPLICA_STATE_NAMES,
+  type ReplicaStateName,
   type Request,
   type Response,
   type RingMember,
@@ -612,10 +614,7 @@ export function toWireArray(message: Message): Field[] {
         message.vnodes,
         message.nodes.length,
         ...message.nodes.flatMap((node) => [node.id, node.weight]),
-        // The members' addresses, trailing and optional: their count (all members), then pairs.
-        ...(message.nodes.every((node) => node.host !== undefined && node.port !== undefined)
-          ? [message.nodes.length, ...message.nodes.flatMap((node) => [node.host!, node.port!])]
-          : []),
+        ...mapTrailer(message),
       ];
     case Op.MOVED:
       return [message.op, message.id, message.epoch, message.nodeId, message.host, message.port];
@@ -1190,15 +1189,59 @@ function redirectTarget(r: FieldReader): { epoch: number; nodeId: string; host: 
   };
 }
 
+/**
+ * The optional trailing lists of RING, MAP and MAP_PUSH after the members: their addresses (count,
+ * then pairs; nil when not every member has one), then the replication factor and each member's
+ * replication state (count, then names), present when the message carries a factor (nil or
+ * absent factor: 1, every member up).
+ */
+function mapTrailer(message: ClusterMapSnapshot): Field[] {
+  const { nodes } = message;
+  const addressed = nodes.every((node) => node.host !== undefined && node.port !== undefined);
+  const addresses: Field[] = addressed
+    ? [nodes.length, ...nodes.flatMap((node) => [node.host!, node.port!])]
+    : [];
+  if (message.replicationFactor === undefined) return addresses;
+  return [
+    ...(addressed ? addresses : [null]),
+    message.replicationFactor,
+    nodes.length,
+    ...nodes.map((node) => node.replicaState ?? 'up'),
+  ];
+}
+
 /** The ring layout RING, MAP_PUSH and MAP share after the id. */
 function mapSnapshot(r: FieldReader): ClusterMapSnapshot {
-  return {
+  const members = r.members(6, true);
+  const snapshot = {
     epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
     generation: r.uint(3, 'generation', Number.MAX_SAFE_INTEGER),
     algorithm: nonEmpty(r, r.string(4, 'algorithm'), 'algorithm'),
     vnodes: r.uint(5, 'vnodes'),
-    nodes: r.members(6, true),
+    nodes: members,
   };
+  // Past the members and their optional address list (nil or a count and pairs).
+  const addressAt = 7 + members.length * 2;
+  const replicationAt =
+    addressAt + 1 + (r.optionalUint(addressAt, 'addresses') === undefined ? 0 : members.length * 2);
+  const replicationFactor = r.optionalUint(replicationAt, 'replicationFactor', 255);
+  if (replicationFactor === undefined) return snapshot;
+  if (replicationFactor === 0)
+    throw r.fail(ErrorCode.MALFORMED_FRAME, 'replicationFactor must be at least 1');
+  const count = r.batchCount(replicationAt + 1, 1);
+  if (count !== members.length) {
+    throw r.fail(
+      ErrorCode.MALFORMED_FRAME,
+      `ring lists ${count} replica states for ${members.length} members`,
+    );
+  }
+  const nodes = members.map((member, i) => {
+    const state = r.string(replicationAt + 2 + i, 'replicaState');
+    if (!REPLICA_STATE_NAMES.has(state))
+      throw r.fail(ErrorCode.MALFORMED_FRAME, `unknown replica state ${state}`);
+    return { ...member, replicaState: state as ReplicaStateName };
+  });
+  return { ...snapshot, nodes, replicationFactor };
 }
 
 /** The optional storage condition a HEARTBEAT carries after its key count (absent from older nodes). */

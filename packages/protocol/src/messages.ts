@@ -343,7 +343,24 @@ export interface RingMember {
    */
   readonly host?: string | undefined;
   readonly port?: number | undefined;
+  /**
+   * The member's replication state in the cluster map (chains are derived from it; see
+   * `HashRing.chainOf` in `@dstore/hashring`). Optional trailing list on the wire, with the map's
+   * replication factor; absent = `up`.
+   */
+  readonly replicaState?: ReplicaStateName | undefined;
 }
+
+/** A member's replication state as RING, MAP and MAP_PUSH carry it. */
+export type ReplicaStateName = 'up' | 'syncing' | 'failed' | 'dead';
+
+/** Every {@link ReplicaStateName}: what a reader accepts. */
+export const REPLICA_STATE_NAMES: ReadonlySet<string> = new Set<ReplicaStateName>([
+  'up',
+  'syncing',
+  'failed',
+  'dead',
+]);
 /** A hash range (start, end] of the 32-bit ring, wrapping when start >= end. */
 export interface HashRange {
   readonly start: number;
@@ -381,6 +398,8 @@ export interface RingRequest {
   /** Virtual nodes per unit weight (0 = the algorithm's default). */
   readonly vnodes: number;
   readonly nodes: readonly RingMember[];
+  /** The map's replication factor (optional trailing field; absent = 1). */
+  readonly replicationFactor?: number | undefined;
 }
 /**
  * Balancer -> old owner: stream the keys of `ranges` to node `target` at host:port with
@@ -442,8 +461,10 @@ export interface ClusterMapSnapshot {
   readonly algorithm: string;
   /** Virtual nodes per unit weight (0 = the algorithm's default). */
   readonly vnodes: number;
-  /** The ring's members, each with the address it registered (JOIN). */
+  /** The ring's members, each with the address it registered (JOIN) and its replication state. */
   readonly nodes: readonly RingMember[];
+  /** The map's replication factor (optional trailing field; absent = 1). */
+  readonly replicationFactor?: number | undefined;
 }
 /**
  * Balancer -> subscribed client: a newer cluster map (see {@link ClusterMapRequest}). Answered by

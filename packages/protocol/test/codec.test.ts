@@ -8,6 +8,7 @@ import {
   MessageCodec,
   Op,
   ProtocolError,
+  type ReplicaStateName,
   resolveLimits,
   toWireArray,
 } from '../src/index.js';
@@ -42,6 +43,44 @@ const uint32 = fc.oneof(fc.constantFrom(0, 1, 0x7fff_ffff, 0xffff_ffff), positio
 const position2 = fc.record({ start: position, end: position });
 
 /** One arbitrary per message type, so every op is covered. */
+const replicaState = fc.constantFrom<ReplicaStateName>('up', 'syncing', 'failed', 'dead');
+
+/** RING, MAP or MAP_PUSH, its members with addresses and/or replication states (optional trailing lists). */
+function mapMessage(
+  op: typeof Op.RING | typeof Op.MAP | typeof Op.MAP_PUSH,
+  addressed: boolean,
+  replicated: boolean,
+): fc.Arbitrary<Message> {
+  const member = fc.record({
+    id: shortString,
+    weight: fc.integer({ min: 1, max: 1000 }),
+    host: fc.constantFrom('127.0.0.1', '::1', 'node-a.local'),
+    port: fc.integer({ min: 0, max: 65535 }),
+    replicaState,
+  });
+  return fc
+    .record({
+      op: fc.constant(op),
+      id,
+      epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      algorithm: fc.constantFrom('vnode', 'ketama'),
+      vnodes: fc.integer({ min: 0, max: 1000 }),
+      nodes: fc.array(
+        member.map(({ host, port, replicaState: state, ...rest }) => ({
+          ...rest,
+          ...(addressed ? { host, port } : {}),
+          ...(replicated ? { replicaState: state } : {}),
+        })),
+        { minLength: addressed || replicated ? 1 : 0, maxLength: 20 },
+      ),
+      replicationFactor: replicated ? fc.integer({ min: 1, max: 7 }) : fc.constant(undefined),
+    })
+    .map(({ replicationFactor, ...message }) =>
+      replicationFactor === undefined ? message : { ...message, replicationFactor },
+    );
+}
+
 const messages: fc.Arbitrary<Message>[] = [
   fc.record({
     op: fc.constant(Op.HELLO),
@@ -71,34 +110,15 @@ const messages: fc.Arbitrary<Message>[] = [
     epoch: fc.nat({ max: 0xffff_ffff }),
   }),
   fc.record({ op: fc.constant(Op.DEL), id, key: anyKey, fallback: fc.constant(true) }),
-  fc.record({
-    op: fc.constant(Op.RING),
-    id,
-    epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    algorithm: fc.constantFrom('vnode', 'ketama'),
-    vnodes: fc.integer({ min: 0, max: 1000 }),
-    nodes: fc.array(fc.record({ id: shortString, weight: fc.integer({ min: 1, max: 1000 }) }), {
-      maxLength: 20,
-    }),
-  }),
-  fc.record({
-    op: fc.constant(Op.RING),
-    id,
-    epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    algorithm: fc.constantFrom('vnode', 'ketama'),
-    vnodes: fc.integer({ min: 0, max: 1000 }),
-    nodes: fc.array(
-      fc.record({
-        id: shortString,
-        weight: fc.integer({ min: 1, max: 1000 }),
-        host: fc.constantFrom('127.0.0.1', '::1', 'node-a.local'),
-        port: fc.integer({ min: 0, max: 65535 }),
-      }),
-      { minLength: 1, maxLength: 20 },
-    ),
-  }),
+  // RING, MAP and MAP_PUSH with and without their optional trailing addresses and replication.
+  ...([Op.RING, Op.MAP, Op.MAP_PUSH] as const).flatMap((op) =>
+    [
+      [false, false],
+      [true, false],
+      [true, true],
+      [false, true],
+    ].map(([addressed, replicated]) => mapMessage(op, addressed!, replicated!)),
+  ),
   fc.record({
     op: fc.constant(Op.MIGRATE),
     id,
@@ -219,25 +239,6 @@ const messages: fc.Arbitrary<Message>[] = [
     cursor: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     keys: fc.array(key, { maxLength: limits.maxBatchKeys }),
   }),
-  ...([Op.MAP, Op.MAP_PUSH] as const).map((op) =>
-    fc.record({
-      op: fc.constant(op),
-      id,
-      epoch: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-      generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-      algorithm: fc.constantFrom('vnode', 'ketama'),
-      vnodes: fc.integer({ min: 0, max: 1000 }),
-      nodes: fc.array(
-        fc.record({
-          id: shortString,
-          weight: fc.integer({ min: 1, max: 1000 }),
-          host: fc.constantFrom('127.0.0.1', '::1', 'node-a.local'),
-          port: fc.integer({ min: 0, max: 65535 }),
-        }),
-        { minLength: 1, maxLength: 20 },
-      ),
-    }),
-  ),
   fc.record({
     op: fc.constant(Op.MOVED),
     id,
@@ -423,8 +424,15 @@ describe('MessageCodec round trip', () => {
           // HELLO owns an optional trailing nonce at index 5, HELLO_OK a challenge from index 5.
           if ((message.op === Op.HELLO || message.op === Op.HELLO_OK) && wire.length === 5) wire.push(null);
           // RING owns an optional trailing address count after its members (nil = none).
-          if (message.op === Op.RING && !message.nodes.some((node) => node.host !== undefined))
+          const map = message.op === Op.RING || message.op === Op.MAP || message.op === Op.MAP_PUSH;
+          if (
+            map &&
+            !message.nodes.some((node) => node.host !== undefined) &&
+            message.replicationFactor === undefined
+          )
             wire.push(null);
+          // RING, MAP and MAP_PUSH own an optional trailing replication factor after it (nil = 1).
+          if (map && message.replicationFactor === undefined) wire.push(null);
           // ASK owns an optional trailing count at index 6 (nil = not set).
           if (message.op === Op.ASK && wire.length === 6) wire.push(null);
           // SCAN owns an optional trailing fence (epoch, moving flag) at 5..6 (nil = not set).
@@ -456,6 +464,40 @@ describe('MessageCodec round trip', () => {
         catchError(() => codec.decode(raw.encode(fields))),
         JSON.stringify(fields),
       ).toMatchObject({ code });
+    }
+  });
+
+  it('reads a map without replication fields as factor 1, and refuses bad replication fields', () => {
+    const head = [Op.RING, 1, 5, 9, 'vnode', 0, 2, 'a', 1, 'b', 1, 2, 'h', 1, 'h', 2];
+    const plain = codec.decode(raw.encode(head));
+    if (plain.op !== Op.RING) throw new Error(`decoded op ${plain.op}`);
+    expect(plain.replicationFactor).toBeUndefined();
+    expect(plain.nodes.map((node) => node.replicaState)).toEqual([undefined, undefined]);
+    expect(codec.decode(raw.encode([...head, 3, 2, 'up', 'failed']))).toMatchObject({
+      replicationFactor: 3,
+      nodes: [
+        { id: 'a', replicaState: 'up' },
+        { id: 'b', replicaState: 'failed' },
+      ],
+    });
+    // No addresses (nil), then the factor: the states still belong to the members.
+    expect(
+      codec.decode(raw.encode([Op.MAP, 1, 5, 9, 'vnode', 0, 1, 'a', 1, null, 2, 1, 'dead'])),
+    ).toMatchObject({ replicationFactor: 2, nodes: [{ id: 'a', replicaState: 'dead' }] });
+    const cases: unknown[][] = [
+      [...head, 0, 2, 'up', 'up'],
+      [...head, 3, 1, 'up'],
+      [...head, 3, 2, 'up', 'gone'],
+      [...head, 3, 2, 'up'],
+      [...head, 'three', 2, 'up', 'up'],
+    ];
+    for (const fields of cases) {
+      expect(
+        catchError(() => codec.decode(raw.encode(fields))),
+        JSON.stringify(fields),
+      ).toMatchObject({
+        code: ErrorCode.MALFORMED_FRAME,
+      });
     }
   });
 

@@ -1,4 +1,11 @@
-import { type HashRing, inRange, RangeIndex, ringOfSpec } from '@dstore/hashring';
+import {
+  type Chain,
+  type HashRing,
+  inRange,
+  RangeIndex,
+  type ReplicaState,
+  ringOfSpec,
+} from '@dstore/hashring';
 import type { HashRange, RingRequest } from '@dstore/protocol';
 
 /** A range whose owner changed at some epoch and whose migration is not final yet (no PURGE). */
@@ -25,6 +32,9 @@ export class Ownership {
   private current: HashRing | undefined;
   /** Member addresses of the latest RING: where a MIGRATE may send keys. */
   private addresses = new Map<string, { readonly host: string; readonly port: number }>();
+  /** Replication factor and members' replication states of the latest RING (1 and all up without). */
+  private factor = 1;
+  private states = new Map<string, ReplicaState>();
   private currentEpoch = -1;
   private generation = -1;
   private pending: PendingMove[] = [];
@@ -81,7 +91,8 @@ export class Ownership {
   apply(request: RingRequest): void {
     if (request.generation === this.generation && request.epoch <= this.currentEpoch) {
       // The same ring again, resent because a member came back at a new address: only the
-      // addresses can differ (members and weights are fixed by the epoch).
+      // addresses (and the members' replication states) can differ (members and weights are
+      // fixed by the epoch).
       if (request.epoch === this.currentEpoch) this.learnAddresses(request);
       return;
     }
@@ -104,12 +115,37 @@ export class Ownership {
 
   private learnAddresses(request: RingRequest): void {
     const addresses = new Map<string, { readonly host: string; readonly port: number }>();
+    const states = new Map<string, ReplicaState>();
     for (const node of request.nodes) {
       if (node.host !== undefined && node.port !== undefined) {
         addresses.set(node.id, { host: node.host, port: node.port });
       }
+      if (node.replicaState !== undefined) states.set(node.id, node.replicaState);
     }
     this.addresses = addresses;
+    this.states = states;
+    this.factor = request.replicationFactor ?? 1;
+  }
+
+  /** The replication factor of the latest RING; 1 before any, or from a balancer that predates it. */
+  get replicationFactor(): number {
+    return this.factor;
+  }
+
+  /** Each ring member's replication state as the latest RING gives it (absent: `up`). */
+  get replicaStates(): ReadonlyMap<string, ReplicaState> {
+    return this.states;
+  }
+
+  /**
+   * The chain of `key` on the latest ring (see `HashRing.chainOf`): the same chain the balancer
+   * and direct clients derive from the same map. Undefined before the first RING. With factor 1
+   * its head and tail are the key's owner, which is what this node routes by today.
+   */
+  chainOf(key: Uint8Array): Chain | undefined {
+    const ring = this.current;
+    if (ring === undefined || ring.size === 0) return undefined;
+    return ring.chainOf(key, this.factor, this.states);
   }
 
   /** The address the latest RING gives for member `id`, or undefined (not a member, or no address). */

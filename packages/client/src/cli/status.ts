@@ -31,6 +31,8 @@ export interface RingNode {
   readonly identity?: string;
   /** The member's state in the cluster map: joining, up, leaving or removed. */
   readonly state?: string;
+  /** The member's replication state: up, syncing, failed or dead (balancers with replication fields). */
+  readonly replicaState?: string;
   /** The node's storage from its last heartbeat: ok, or degraded (writes refused) with the reason. */
   readonly storage?: {
     readonly state: string;
@@ -76,10 +78,28 @@ export interface MigrationView {
   } | null;
 }
 
+/** The map's replication as `GET /ring` reports it (balancers with replication fields). */
+export interface ReplicationView {
+  /** Copies of each key the map asks for. */
+  readonly factor: number;
+  /** Whether the copies beyond the first are made (false until the replication protocol lands). */
+  readonly active: boolean;
+  /** Ranges whose serving chain is shorter than the factor (0 with factor 1). */
+  readonly underReplicatedRanges: number;
+  readonly chains: readonly {
+    readonly desired: readonly string[];
+    readonly serving: readonly string[];
+    readonly underReplicated: boolean;
+    readonly ranges: number;
+    readonly share: number;
+  }[];
+}
+
 /** The balancer's `GET /ring` answer. */
 export interface RingView {
   readonly epoch: number;
   readonly map?: ClusterMapView;
+  readonly replication?: ReplicationView;
   readonly algorithm?: string;
   readonly nodes: readonly RingNode[];
   readonly migration?: MigrationView;
@@ -122,7 +142,7 @@ export function registerStatusCommand(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nExit code: 0 when the cluster is fully healthy (every node in the ring up), 1 when it is not or the balancer cannot be reached, 2 for a usage error. With --watch: that of the last status printed, on SIGINT/SIGTERM.',
+      '\nExit code: 0 when the cluster is fully healthy (every node in the ring up, no migration stalled, no range under-replicated), 1 when it is not or the balancer cannot be reached, 2 for a usage error. With --watch: that of the last status printed, on SIGINT/SIGTERM.',
     )
     .action(async (options: StatusOptions) => {
       const base = await adminEndpoint(options);
@@ -141,14 +161,17 @@ async function printStatus(base: AdminEndpoint, options: StatusOptions): Promise
     fetchJson<HealthView>(base, '/health', options.timeout, true),
   ]);
   const stalled = ring.migration?.stalled ?? null;
-  const healthy = isHealthy(health) && stalled === null;
+  const underReplicated = ring.replication?.underReplicatedRanges ?? 0;
+  const healthy = isHealthy(health) && stalled === null && underReplicated === 0;
   if (options.json) printJson({ ring, health, healthy });
   else {
     const verdict = healthy
       ? 'healthy'
-      : stalled === null
-        ? 'NOT HEALTHY: not every node is up'
-        : 'NOT HEALTHY: a migration is stalled';
+      : stalled !== null
+        ? 'NOT HEALTHY: a migration is stalled'
+        : !isHealthy(health)
+          ? 'NOT HEALTHY: not every node is up'
+          : `NOT HEALTHY: ${underReplicated} under-replicated ranges`;
     printLine(`${formatStatus(ring, health)}\n${verdict}`);
   }
   return healthy ? ExitCode.OK : ExitCode.FAILURE;
@@ -204,6 +227,7 @@ export function formatStatus(ring: RingView, health: HealthView): string {
       'ADDRESS',
       'STATUS',
       'STATE',
+      'REPLICA',
       'WEIGHT',
       'SHARE',
       'KEYS',
@@ -223,6 +247,7 @@ export function formatStatus(ring: RingView, health: HealthView): string {
       node.address,
       node.status,
       node.state ?? '-',
+      node.replicaState ?? '-',
       String(node.weight),
       `${(node.share * 100).toFixed(1)}%`,
       node.keys === undefined ? '-' : String(node.keys),
@@ -233,7 +258,14 @@ export function formatStatus(ring: RingView, health: HealthView): string {
     ]);
   }
   const table = ring.nodes.length === 0 ? '(no nodes in the ring)' : formatTable(rows);
-  const lines = [summary, formatMap(ring.map), formatMigration(ring.migration), table, ...degraded];
+  const lines = [
+    summary,
+    formatMap(ring.map),
+    formatReplication(ring.replication),
+    formatMigration(ring.migration),
+    table,
+    ...degraded,
+  ];
   return lines.filter((line) => line !== undefined).join('\n');
 }
 
@@ -262,6 +294,23 @@ export function formatMap(map: ClusterMapView | undefined): string | undefined {
   const removed =
     map.removed.length === 0 ? undefined : `removed: ${map.removed.map((member) => member.id).join(', ')}`;
   return [head, transition, removed].filter((line) => line !== undefined).join('\n');
+}
+
+/**
+ * One line about replication: the factor, whether copies are made, the under-replicated ranges
+ * (none with factor 1, by definition: a single copy has no replica to restore).
+ */
+export function formatReplication(replication: ReplicationView | undefined): string | undefined {
+  if (replication === undefined) return undefined;
+  const copies = replication.active
+    ? ''
+    : replication.factor > 1
+      ? ' (not replicating yet: every key has ONE copy)'
+      : '';
+  return (
+    `replication factor ${replication.factor}${copies}  under-replicated ranges ${replication.underReplicatedRanges}  ` +
+    `chains ${replication.chains.length}`
+  );
 }
 
 /** One line about key migration, when the balancer reports one (running or finished). */

@@ -1,0 +1,325 @@
+/**
+ * Replication step 1: the cluster map's replication factor and members' replication states, and
+ * the chains every party derives from them. Real balancers (in process and the CLI), real map
+ * stores (a data dir; etcd in replication-map-etcd.test.ts), fake nodes on real sockets, a real
+ * direct-routing client.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HashRing, type ReplicaRange } from '@dstore/hashring';
+import { DstoreError, ErrorCode, Op, type RingRequest } from '@dstore/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type RingView, ringView } from '../src/admin-server.js';
+import {
+  type ClusterMap,
+  createClusterMap,
+  type MapMember,
+  nextMap,
+  serializeClusterMap,
+} from '../src/cluster-map.js';
+import type { BalancerOptions } from '../src/index.js';
+import { MAP_FILE } from '../src/map-store.js';
+import { directClient } from './direct-client.js';
+import {
+  BALANCER_CLI,
+  type BalancerReady,
+  Resources,
+  refusal,
+  spawnCli,
+  startBalancer,
+  startFakeNode,
+  temporaryDir,
+  waitFor,
+  waitForNodesUp,
+} from './helpers.js';
+
+const resources = new Resources();
+afterEach(() => resources.releaseAll());
+
+const EXPERIMENTAL: BalancerOptions = { replicationFactor: 3, experimentalReplication: true };
+
+/** `/ring` of an in-process balancer, over HTTP. */
+async function ringOverHttp(adminPort: number): Promise<RingView> {
+  const response = await fetch(`http://127.0.0.1:${adminPort}/ring`);
+  return (await response.json()) as RingView;
+}
+
+/** `/metrics` value of an unlabelled metric. */
+async function metric(adminPort: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const line = text.split('\n').find((row) => row.startsWith(`${name} `));
+  if (line === undefined) throw new Error(`no metric ${name}`);
+  return Number(line.slice(name.length + 1));
+}
+
+/**
+ * The chains `/ring` should show, computed here from the hashring's replica sets alone: ranges
+ * grouped by replica list, with a count and a share of the hash space each.
+ */
+function groupedReplicaSets(ranges: readonly ReplicaRange[]): Map<string, { ranges: number; share: number }> {
+  const groups = new Map<string, { ranges: number; share: number }>();
+  for (const range of ranges) {
+    const length = range.end > range.start ? range.end - range.start : range.end - range.start + 2 ** 32;
+    const key = range.replicas.join(',');
+    const group = groups.get(key) ?? { ranges: 0, share: 0 };
+    group.ranges += 1;
+    group.share += length / 2 ** 32;
+    groups.set(key, group);
+  }
+  return groups;
+}
+
+function groupedView(view: RingView): Map<string, { ranges: number; share: number }> {
+  return new Map(
+    view.replication.chains.map((chain) => [
+      chain.desired.join(','),
+      { ranges: chain.ranges, share: chain.share },
+    ]),
+  );
+}
+
+function expectSameGroups(
+  actual: Map<string, { ranges: number; share: number }>,
+  expected: Map<string, { ranges: number; share: number }>,
+): void {
+  expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
+  for (const [key, group] of expected) {
+    expect(actual.get(key)?.ranges, key).toBe(group.ranges);
+    expect(actual.get(key)?.share, key).toBeCloseTo(group.share, 9);
+  }
+}
+
+/** A stored map with `ids` in the ring, each with the given replication state. */
+function mapWith(states: Record<string, MapMember['replicaState']>, replicationFactor: number): ClusterMap {
+  const base = createClusterMap('vnode', replicationFactor);
+  const ids = Object.keys(states).sort();
+  const members: MapMember[] = ids.map((id, index) => ({
+    id,
+    identity: '',
+    host: '127.0.0.1',
+    // Nothing listens there: the members stay down, which /ring and the chains do not depend on.
+    port: 1 + index,
+    weight: 1,
+    state: 'up',
+    sinceEpoch: 1,
+    replicaState: states[id]!,
+  }));
+  return nextMap(base, {
+    members,
+    ring: { algorithm: 'vnode', vnodes: 0, epoch: 1, members: ids.map((id) => ({ id, weight: 1 })) },
+  });
+}
+
+/** Writes `document` as the map file of a fresh data dir; returns the dir. */
+function dataDirWith(document: unknown): string {
+  const dir = temporaryDir(resources, 'dstore-repl-map-');
+  writeFileSync(join(dir, MAP_FILE), typeof document === 'string' ? document : JSON.stringify(document));
+  return dir;
+}
+
+describe('replication factor in the cluster map', () => {
+  it('refuses a factor above 1 without the experimental flag: replication is not built yet', async () => {
+    const error = await refusal(startBalancer(resources, { replicationFactor: 2 }));
+    expect(error.code).toBe(ErrorCode.INVALID_ARGUMENT);
+    expect(error.message).toMatch(/replication is not built yet/);
+    // The CLI: a usage error (exit 2) before it is ready, saying why.
+    await expect(
+      spawnCli(resources, BALANCER_CLI, ['--port', '0', '--admin-port', '0', '--replication-factor', '3']),
+    ).rejects.toThrow(/exited with 2 before ready: .*replication is not built yet.*INVALID_ARGUMENT/s);
+    // With the experimental flag the CLI stores it and says what it does not do.
+    const accepted = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
+      '--port',
+      '0',
+      '--admin-port',
+      '0',
+      '--replication-factor',
+      '3',
+      '--experimental-replication',
+      '--data-dir',
+      temporaryDir(resources, 'dstore-repl-cli-'),
+      '--log-level',
+      'warn',
+    ]);
+    expect((await ringOverHttp(accepted.ready.adminPort)).replication.factor).toBe(3);
+    await waitFor(() => accepted.stderr().includes('replication is not built yet'), 'the warning');
+  });
+
+  it('stores the factor in a new map, keeps it across a restart and refuses another one', async () => {
+    const dir = temporaryDir(resources, 'dstore-repl-map-');
+    const first = await startBalancer(resources, { ...EXPERIMENTAL, dataDir: dir });
+    expect(first.membership.clusterMap.replicationFactor).toBe(3);
+    const stored = JSON.parse(readFileSync(join(dir, MAP_FILE), 'utf8')) as ClusterMap;
+    expect(stored.replicationFactor).toBe(3);
+    await first.stop();
+
+    // Without the flag the stored factor holds.
+    const again = await startBalancer(resources, { dataDir: dir });
+    expect(again.membership.clusterMap.replicationFactor).toBe(3);
+    expect((await ringOverHttp(again.address.adminPort)).replication.factor).toBe(3);
+    await again.stop();
+
+    for (const options of [
+      { replicationFactor: 1 },
+      { replicationFactor: 2, experimentalReplication: true },
+    ]) {
+      const error = await refusal(startBalancer(resources, { ...options, dataDir: dir }));
+      expect(error.code).toBe(ErrorCode.INVALID_ARGUMENT);
+      expect(error.message).toMatch(/has replication factor 3, not the configured/);
+    }
+    // The refused starts left the map as it was.
+    expect((JSON.parse(readFileSync(join(dir, MAP_FILE), 'utf8')) as ClusterMap).replicationFactor).toBe(3);
+  });
+
+  it('a new map without the flag has factor 1 and nothing is under-replicated', async () => {
+    const balancer = await startBalancer(resources);
+    expect(balancer.membership.clusterMap.replicationFactor).toBe(1);
+    const node = await startFakeNode(resources, 'solo');
+    await node.register(balancer.address.port);
+    await waitForNodesUp(balancer, 1);
+    await waitFor(() => balancer.membership.ring.size === 1, 'the ring has the node');
+    const view = await ringOverHttp(balancer.address.adminPort);
+    expect(view.replication).toEqual({
+      factor: 1,
+      active: false,
+      underReplicatedRanges: 0,
+      chains: [
+        {
+          desired: ['solo'],
+          serving: ['solo'],
+          head: 'solo',
+          tail: 'solo',
+          underReplicated: false,
+          ranges: 1,
+          share: 1,
+        },
+      ],
+    });
+    expect(view.nodes[0]).toMatchObject({ id: 'solo', replicaState: 'up' });
+  });
+
+  it('loads a map stored before replication as factor 1 with every member up', async () => {
+    const document = JSON.parse(serializeClusterMap(mapWith({ a: 'up', b: 'up', c: 'up' }, 1))) as Record<
+      string,
+      unknown
+    >;
+    delete document.replicationFactor;
+    for (const member of document.members as Record<string, unknown>[]) delete member.replicaState;
+    const dir = dataDirWith(document);
+    const balancer = await startBalancer(resources, { dataDir: dir });
+    const map = balancer.membership.clusterMap;
+    expect(map.replicationFactor).toBe(1);
+    expect(map.members.map((member) => member.replicaState)).toEqual(['up', 'up', 'up']);
+    const view = ringView(balancer.membership);
+    expect(view.replication.underReplicatedRanges).toBe(0);
+    expectSameGroups(groupedView(view), groupedReplicaSets(HashRing.from(map.ring.members).replicaSets(1)));
+  });
+
+  it('refuses a malformed stored factor or replication state with MAP_CORRUPT naming the field', async () => {
+    const good = JSON.parse(serializeClusterMap(mapWith({ a: 'up', b: 'up' }, 1))) as Record<string, unknown>;
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ ...good, replicationFactor: 0 }, /replicationFactor must be an integer from 1 to 7/],
+      [{ ...good, replicationFactor: '3' }, /replicationFactor must be an integer/],
+      [{ ...good, replicationFactor: 2.5 }, /replicationFactor must be an integer/],
+      [
+        {
+          ...good,
+          members: (good.members as Record<string, unknown>[]).map((member, index) =>
+            index === 1 ? { ...member, replicaState: 'zombie' } : member,
+          ),
+        },
+        /members\[1\]\.replicaState must be up, syncing, failed or dead/,
+      ],
+    ];
+    for (const [document, message] of cases) {
+      const error = await refusal(startBalancer(resources, { dataDir: dataDirWith(document) }));
+      expect(error).toBeInstanceOf(DstoreError);
+      expect(error.code).toBe(ErrorCode.MAP_CORRUPT);
+      expect(error.message).toMatch(message);
+    }
+  });
+});
+
+describe('chains in /ring, the metrics, RING and the direct map', () => {
+  it('/ring groups the ranges by chain exactly as the ring replica sets, and nodes and clients get the factor', async () => {
+    const balancer = await startBalancer(resources, EXPERIMENTAL);
+    const ids = ['n1', 'n2', 'n3', 'n4'];
+    const fakes = [];
+    for (const id of ids) {
+      const fake = await startFakeNode(resources, id);
+      await fake.register(balancer.address.port);
+      fakes.push(fake);
+    }
+    await waitForNodesUp(balancer, ids.length);
+    await waitFor(() => balancer.membership.ring.size === ids.length, 'every node in the ring');
+    await balancer.membership.settled();
+
+    const view = await ringOverHttp(balancer.address.adminPort);
+    expect(view.replication.factor).toBe(3);
+    expect(view.replication.underReplicatedRanges).toBe(0);
+    // Computed here, independently of the balancer: the same ids and weights, default vnodes.
+    const expected = groupedReplicaSets(HashRing.from(ids.map((id) => ({ id }))).replicaSets(3));
+    expectSameGroups(groupedView(view), expected);
+    for (const chain of view.replication.chains) {
+      expect(chain.serving).toEqual(chain.desired);
+      expect(chain.head).toBe(chain.desired[0]);
+      expect(chain.tail).toBe(chain.desired[2]);
+    }
+    expect(view.nodes.map((node) => node.replicaState)).toEqual(['up', 'up', 'up', 'up']);
+    expect(await metric(balancer.address.adminPort, 'dstore_balancer_under_replicated_ranges')).toBe(0);
+
+    // Every node got a RING with the factor and each member's state.
+    for (const fake of fakes) {
+      await waitFor(
+        () =>
+          fake.received.some(
+            (request) =>
+              request.op === Op.RING &&
+              request.nodes.length === ids.length &&
+              request.replicationFactor === 3,
+          ),
+        `RING with the factor at ${fake.id}`,
+      );
+      const ring = fake.received.filter((request): request is RingRequest => request.op === Op.RING).at(-1)!;
+      expect(ring.nodes.map((node) => [node.id, node.replicaState])).toEqual(ids.map((id) => [id, 'up']));
+    }
+
+    // A direct-routing client gets them in its map.
+    const client = directClient(resources, balancer.address.port);
+    await client.connect();
+    await waitFor(() => (client.routingStats?.mapEpoch ?? -1) >= 0, 'the client has a map');
+    expect(client.routingStats).toMatchObject({ replicationFactor: 3, membersNotUp: 0, nodes: ids.length });
+  });
+
+  it('a failed member leaves the serving chains: its ranges are under-replicated; a dead one is skipped', async () => {
+    const states = { a: 'up', b: 'failed', c: 'up', d: 'dead', e: 'up' } as const;
+    const dir = dataDirWith(serializeClusterMap(mapWith(states, 3)));
+    const balancer = await startBalancer(resources, { dataDir: dir });
+    const view = await ringOverHttp(balancer.address.adminPort);
+    expect(view.replication.factor).toBe(3);
+    expect(Object.fromEntries(view.nodes.map((node) => [node.id, node.replicaState]))).toEqual(states);
+
+    // Skipping d is placing on a ring without it (the others' points do not move).
+    const withoutDead = HashRing.from(['a', 'b', 'c', 'e'].map((id) => ({ id }))).replicaSets(3);
+    const expected = groupedReplicaSets(withoutDead);
+    expectSameGroups(groupedView(view), expected);
+    let under = 0;
+    for (const chain of view.replication.chains) {
+      expect(chain.desired).not.toContain('d');
+      expect(chain.serving).toEqual(chain.desired.filter((id) => id !== 'b'));
+      expect(chain.underReplicated).toBe(chain.desired.includes('b'));
+      if (chain.underReplicated) under += chain.ranges;
+    }
+    const independent = withoutDead.filter((range) => range.replicas.includes('b')).length;
+    expect(under).toBe(independent);
+    expect(view.replication.underReplicatedRanges).toBe(independent);
+    expect(independent).toBeGreaterThan(0);
+    expect(await metric(balancer.address.adminPort, 'dstore_balancer_under_replicated_ranges')).toBe(
+      independent,
+    );
+    // A direct client's map carries the states: two members are not up.
+    const client = directClient(resources, balancer.address.port);
+    await client.connect();
+    await waitFor(() => (client.routingStats?.mapEpoch ?? -1) >= 0, 'the client has a map');
+    expect(client.routingStats).toMatchObject({ replicationFactor: 3, membersNotUp: 2 });
+  });
+});

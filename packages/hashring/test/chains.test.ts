@@ -1,0 +1,146 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { type ChainRange, HashRing, HashRingError, inRange, type ReplicaState } from '../src/index.js';
+
+const STATES: readonly ReplicaState[] = ['up', 'syncing', 'failed', 'dead'];
+
+function ringOf(ids: readonly string[], algorithm: 'vnode' | 'ketama' | 'rendezvous', vnodes = 16): HashRing {
+  return HashRing.from(
+    ids.map((id) => ({ id })),
+    algorithm === 'vnode' ? { algorithm, vnodes } : { algorithm },
+  );
+}
+
+/** The chain range holding `position`, by a linear scan. */
+function rangeAt(ranges: readonly ChainRange[], position: number): ChainRange {
+  const holding = ranges.filter((range) => inRange(position, range));
+  expect(holding.length, `ranges holding ${position}`).toBe(1);
+  return holding[0]!;
+}
+
+/**
+ * The chain by its definition, from getN alone: the whole preference list, dead members
+ * dropped, the first n kept; serving = the up ones.
+ */
+function expected(ring: HashRing, key: string, n: number, states: ReadonlyMap<string, ReplicaState>) {
+  const desired = ring
+    .getN(key, ring.size)
+    .filter((id) => states.get(id) !== 'dead')
+    .slice(0, n);
+  const serving = desired.filter((id) => (states.get(id) ?? 'up') === 'up');
+  return {
+    desired,
+    serving,
+    head: serving[0],
+    tail: serving[serving.length - 1],
+    underReplicated: n > 1 && serving.length < n,
+  };
+}
+
+const cluster = fc
+  .uniqueArray(fc.stringMatching(/^[a-z]{1,6}$/), { minLength: 1, maxLength: 7 })
+  .chain((ids) =>
+    fc.record({
+      ids: fc.constant(ids),
+      states: fc.array(fc.constantFrom(...STATES), { minLength: ids.length, maxLength: ids.length }),
+    }),
+  );
+
+describe('HashRing.chainOf', () => {
+  it('is the preference list without dead members, serving the up ones (property)', () => {
+    fc.assert(
+      fc.property(
+        cluster,
+        fc.integer({ min: 1, max: 5 }),
+        fc.constantFrom<'vnode' | 'ketama' | 'rendezvous'>('vnode', 'ketama', 'rendezvous'),
+        fc.array(fc.string({ minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 30 }),
+        ({ ids, states }, n, algorithm, keys) => {
+          const ring = ringOf(ids, algorithm);
+          const byId = new Map(ids.map((id, i) => [id, states[i]!]));
+          for (const key of keys) {
+            expect(ring.chainOf(key, n, byId)).toEqual(expected(ring, key, n, byId));
+            expect(ring.chainAtPosition(ring.position(key), n, byId)).toEqual(expected(ring, key, n, byId));
+          }
+        },
+      ),
+      { numRuns: 80 },
+    );
+  });
+
+  it('is getN when every member is up, and the owner alone for n = 1', () => {
+    const ring = ringOf(['a', 'b', 'c', 'd'], 'vnode');
+    for (const key of ['k1', 'user:42', 'x', '']) {
+      expect(ring.chainOf(key, 3).desired).toEqual(ring.getN(key, 3));
+      expect(ring.chainOf(key, 3).serving).toEqual(ring.getN(key, 3));
+      const single = ring.chainOf(key, 1, new Map([['a', 'up']]));
+      expect(single).toEqual({
+        desired: [ring.get(key)],
+        serving: [ring.get(key)],
+        head: ring.get(key),
+        tail: ring.get(key),
+        underReplicated: false,
+      });
+    }
+  });
+
+  it('takes the next member clockwise past a dead one, and leaves a failed one out of serving', () => {
+    const ring = ringOf(['a', 'b', 'c', 'd', 'e'], 'vnode');
+    const key = 'some-key';
+    const [first, second, third, fourth] = ring.getN(key, 4);
+    const dead = ring.chainOf(key, 3, new Map([[second!, 'dead']]));
+    expect(dead.desired).toEqual([first, third, fourth]);
+    expect(dead.underReplicated).toBe(false);
+    const failed = ring.chainOf(key, 3, new Map([[first!, 'failed']]));
+    expect(failed.desired).toEqual([first, second, third]);
+    expect(failed.serving).toEqual([second, third]);
+    expect(failed.head).toBe(second);
+    expect(failed.tail).toBe(third);
+    expect(failed.underReplicated).toBe(true);
+  });
+
+  it('refuses a bad factor and an empty ring with typed errors', () => {
+    const ring = ringOf(['a'], 'vnode');
+    expect(() => ring.chainOf('k', 0)).toThrow(HashRingError);
+    expect(() => ringOf([], 'vnode').chainOf('k', 1)).toThrow(
+      expect.objectContaining({ code: 'EMPTY_RING' }),
+    );
+    expect(() => ringOf(['a'], 'rendezvous').chains(1)).toThrow(
+      expect.objectContaining({ code: 'UNSUPPORTED_OPERATION' }),
+    );
+  });
+});
+
+describe('HashRing.chains', () => {
+  it('gives every key the chain of chainOf; without states the ranges of replicaSets (property)', () => {
+    fc.assert(
+      fc.property(
+        cluster,
+        fc.integer({ min: 1, max: 5 }),
+        fc.constantFrom<'vnode' | 'ketama'>('vnode', 'ketama'),
+        fc.array(fc.string({ minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 30 }),
+        ({ ids, states }, n, algorithm, keys) => {
+          const ring = ringOf(ids, algorithm);
+          const byId = new Map(ids.map((id, i) => [id, states[i]!]));
+          const ranges = ring.chains(n, byId);
+          for (const key of keys) {
+            const { start: _start, end: _end, ...chain } = rangeAt(ranges, ring.position(key));
+            expect(chain).toEqual(expected(ring, key, n, byId));
+          }
+          const plain = ring.chains(n).map((r) => ({ start: r.start, end: r.end, replicas: r.desired }));
+          expect(plain).toEqual(ring.replicaSets(n));
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('merges neighbours: one range per distinct chain run, never two neighbours with one chain', () => {
+    const ring = ringOf(['a', 'b', 'c', 'd', 'e'], 'vnode', 64);
+    const ranges = ring.chains(3, new Map([['c', 'dead']]));
+    for (let i = 1; i < ranges.length; i++) {
+      expect(ranges[i]!.desired).not.toEqual(ranges[i - 1]!.desired);
+      expect(ranges[i]!.start).toBe(ranges[i - 1]!.end);
+    }
+    for (const range of ranges) expect(range.desired).not.toContain('c');
+  });
+});
