@@ -6,6 +6,7 @@ import {
   type DbSizeRequest,
   DstoreError,
   ErrorCode,
+  type FlushRequest,
   FrameServer,
   keyspaceDenied,
   Op,
@@ -20,7 +21,7 @@ import {
 import type { Logger } from 'pino';
 import { version } from '../package.json';
 import { AdminServer } from './admin-server.js';
-import { ClusterScan, clusterDbSize } from './cluster-scan.js';
+import { ClusterScan, clusterDbSize, clusterFlush } from './cluster-scan.js';
 import { type BalancerOptions, type ResolvedBalancerOptions, resolveBalancerOptions } from './config.js';
 import { ControlHandler, UNSPECIFIED_HOSTS } from './control.js';
 import { candidateName } from './coordinator-link.js';
@@ -222,6 +223,7 @@ export class Balancer {
           epoch: this.epoch,
         }),
         dbSize: () => clusterDbSize(this.membership),
+        flush: () => clusterFlush(this.membership),
         scan: (request, grant) => this.scans.page(request, grant),
       });
     }
@@ -353,6 +355,8 @@ export class Balancer {
       case Op.TTL:
       case Op.GETDEL:
       case Op.INCRBY:
+      case Op.GET_VERSIONED:
+      case Op.DEL_VERSIONED:
         this.router.forwardKeyed(request, connection, startMs);
         return;
       case Op.EXISTS:
@@ -371,6 +375,7 @@ export class Balancer {
         return;
       case Op.SCAN:
       case Op.DBSIZE:
+      case Op.FLUSH:
         this.answerKeyspace(request, connection, startMs);
         return;
       default:
@@ -496,16 +501,16 @@ export class Balancer {
     connection.reply(answer);
   }
 
-  /** SCAN (a page of the cluster-wide iteration) and DBSIZE (the sum over the nodes). */
+  /** SCAN (a page of the cluster-wide iteration), DBSIZE (the sum over the nodes) and FLUSH (on every node). */
   private answerKeyspace(
-    request: ScanRequest | DbSizeRequest,
+    request: ScanRequest | DbSizeRequest | FlushRequest,
     connection: Connection,
     startMs: number,
   ): void {
     const principal = this.authenticator.current(connection);
     const grant = principal?.kind === 'user' ? principal.grant : undefined;
     const id = request.id;
-    if (request.op === Op.DBSIZE) {
+    if (request.op !== Op.SCAN) {
       const denial = grant === undefined ? undefined : keyspaceDenied(grant);
       if (denial !== undefined) {
         this.refuse(request, connection, startMs, ErrorCode.NO_PERMISSION, denial);
@@ -515,7 +520,9 @@ export class Balancer {
     const answer: Promise<WithoutId<Response>> =
       request.op === Op.SCAN
         ? this.scans.page(request, grant?.prefixes === undefined ? undefined : grant)
-        : clusterDbSize(this.membership).then((count) => ({ op: Op.COUNT, count }));
+        : (request.op === Op.DBSIZE ? clusterDbSize(this.membership) : clusterFlush(this.membership)).then(
+            (count) => ({ op: Op.COUNT, count }),
+          );
     answer.then(
       (response) => {
         this.metrics.record(request.op, startMs, true);

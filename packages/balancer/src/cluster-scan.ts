@@ -169,18 +169,73 @@ export class ClusterScan {
 }
 
 /**
+ * Sends `op` (DBSIZE or FLUSH) to every member of the routed ring concurrently and sums their
+ * COUNT answers. All are awaited; when some failed, the first failure is thrown, as it is when
+ * none of them executed (a DBSIZE only reads). A FLUSH that some nodes executed and others did
+ * not is neither done nor "not executed": its error then says so and is indeterminate (sending
+ * it again is safe, a flush is idempotent).
+ */
+async function sumOverMembers(
+  membership: Membership,
+  op: typeof Op.DBSIZE | typeof Op.FLUSH,
+): Promise<number> {
+  const name = op === Op.DBSIZE ? 'DBSIZE' : 'FLUSHALL';
+  const results = await Promise.allSettled(
+    membership.topology.ring.nodes().map(async ({ id }) => {
+      const node = membership.node(id);
+      if (node === undefined || !node.up) throw new DstoreError(ErrorCode.UNAVAILABLE, `node ${id} is down`);
+      const response = await node.forward({ op });
+      if (response.op !== Op.COUNT)
+        throw new DstoreError(ErrorCode.INTERNAL, `node answered ${name} with op ${response.op}`);
+      return response.count;
+    }),
+  );
+  let sum = 0;
+  let failure: PromiseRejectedResult | undefined;
+  let executed = 0;
+  for (const result of results) {
+    if (result.status === 'fulfilled') {
+      sum += result.value;
+      executed++;
+    } else failure ??= result;
+  }
+  if (failure === undefined) return sum;
+  const reason: unknown = failure.reason;
+  if (op === Op.FLUSH && executed > 0 && reason instanceof DstoreError) {
+    throw new DstoreError(
+      reason.code,
+      `FLUSHALL executed on ${executed} of ${results.length} nodes (${sum} keys deleted), not on the others: ${reason.message}`,
+      { cause: reason, notExecuted: false },
+    );
+  }
+  throw reason;
+}
+
+/**
  * DBSIZE of the cluster: the sum of the key counts of the routed ring's members (one DBSIZE each,
  * concurrently). Exact on a settled ring; while keys stream a moving key may be counted on both of
  * its owners or, for an instant, on neither (as documented for Redis Cluster's per-node DBSIZE).
  */
-export async function clusterDbSize(membership: Membership): Promise<number> {
-  const counts = membership.topology.ring.nodes().map(async ({ id }) => {
-    const node = membership.node(id);
-    if (node === undefined || !node.up) throw new DstoreError(ErrorCode.UNAVAILABLE, `node ${id} is down`);
-    const response = await node.forward({ op: Op.DBSIZE });
-    if (response.op !== Op.COUNT)
-      throw new DstoreError(ErrorCode.INTERNAL, `node answered DBSIZE with op ${response.op}`);
-    return response.count;
-  });
-  return (await Promise.all(counts)).reduce((sum, count) => sum + count, 0);
+export function clusterDbSize(membership: Membership): Promise<number> {
+  return sumOverMembers(membership, Op.DBSIZE);
+}
+
+/**
+ * FLUSHALL of the cluster: every member of the routed ring deletes all its keys (one FLUSH each,
+ * concurrently); resolves to the keys deleted. Refused (BUSY: not executed, retryable) while a
+ * migration runs or a ring change waits for one, so that no key of a moving range survives or
+ * comes back from a migration stream; each node refuses it too while ranges move to or from it,
+ * which covers a ring change that starts while the flush is on its way.
+ */
+export function clusterFlush(membership: Membership): Promise<number> {
+  const migrator = membership.migrator;
+  if (migrator.snapshot().active || migrator.queuedChanges > 0) {
+    return Promise.reject(
+      new DstoreError(
+        ErrorCode.BUSY,
+        'a migration is in progress: FLUSHALL is refused until it ends (retry later)',
+      ),
+    );
+  }
+  return sumOverMembers(membership, Op.FLUSH);
 }

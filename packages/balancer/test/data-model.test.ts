@@ -5,97 +5,33 @@
  * answer exactly as if the key had never moved (the new owner pulls the key's copy first).
  */
 
-import { execFile } from 'node:child_process';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { type ClientOptions, createClient, type DstoreClient, ErrorCode } from '@dstore/client';
+import { ErrorCode } from '@dstore/client';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Balancer } from '../src/index.js';
-import { withMap } from './direct-client.js';
-import {
-  type NodeReady,
-  nodeStats,
-  Resources,
-  refusal,
-  type Spawned,
-  spawnNode,
-  startBalancer,
-  waitFor,
-  waitForNodesUp,
-} from './helpers.js';
+import { clientOf, cluster, dstore, inGroups, keysMoving } from './data-model-helpers.js';
+import { nodeStats, Resources, refusal, spawnNode, waitFor, waitForNodesUp } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
 
-/** The built `dstore` CLI of @dstore/client. */
-const DSTORE_CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../client/dist/cli.js');
-
-/** Runs the `dstore` CLI; resolves its stdout and exit code (never rejects on a non-zero exit). */
-async function dstore(...args: string[]): Promise<{ stdout: string; code: number }> {
-  try {
-    const { stdout } = await promisify(execFile)(process.execPath, [DSTORE_CLI, ...args], {
-      timeout: 20_000,
-    });
-    return { stdout, code: 0 };
-  } catch (error) {
-    const failed = error as { stdout?: string; code?: number };
-    return { stdout: failed.stdout ?? '', code: failed.code ?? -1 };
-  }
-}
-
 const text = (value: Uint8Array | null): string | null =>
   value === null ? null : Buffer.from(value).toString();
 
-/** A client of the balancer at `port` (routing through it, or directly to the nodes), closed at release. */
-async function clientOf(
-  port: number,
-  routing: 'balancer' | 'direct',
-  extra: ClientOptions = {},
-): Promise<DstoreClient> {
-  const client = createClient({ host: '127.0.0.1', port, routing, ...extra });
-  resources.add(() => client.disconnect());
-  await client.connect();
-  return routing === 'direct' ? withMap(client) : client;
-}
-
-async function cluster(
-  nodes: number,
-  extra: string[] = [],
-): Promise<{ balancer: Balancer; spawned: Spawned<NodeReady>[] }> {
-  const balancer = await startBalancer(resources);
-  const spawned: Spawned<NodeReady>[] = [];
-  for (let i = 1; i <= nodes; i++)
-    spawned.push(await spawnNode(resources, `node-${i}`, balancer.address.port, extra));
-  await waitForNodesUp(balancer, nodes);
-  return { balancer, spawned };
-}
-
-/** Runs `work` for 0..count-1, 50 at a time (the connection's in-flight bound is 1024). */
-async function inGroups(count: number, work: (index: number) => Promise<unknown>): Promise<void> {
-  for (let start = 0; start < count; start += 50) {
-    await Promise.all(
-      Array.from({ length: Math.min(50, count - start) }, (_, offset) => work(start + offset)),
-    );
-  }
-}
-
 describe('the dstore CLI', () => {
   it('sets with --ex/--nx and reads ttl, expire, persist, incr and exists', async () => {
-    const { balancer } = await cluster(1);
+    const { balancer } = await cluster(resources, 1);
     const at = ['--server', `127.0.0.1:${balancer.address.port}`];
-    expect(await dstore('set', 'k', 'v', '--ex', '100', ...at)).toEqual({ stdout: 'OK\n', code: 0 });
-    expect(await dstore('set', 'k', 'w', '--nx', ...at)).toEqual({ stdout: '(nil)\n', code: 3 });
+    expect(await dstore('set', 'k', 'v', '--ex', '100', ...at)).toMatchObject({ stdout: 'OK\n', code: 0 });
+    expect(await dstore('set', 'k', 'w', '--nx', ...at)).toMatchObject({ stdout: '(nil)\n', code: 3 });
     const ttl = Number((await dstore('ttl', 'k', ...at)).stdout);
     expect(ttl).toBeGreaterThan(90);
     expect(ttl).toBeLessThanOrEqual(100);
-    expect(await dstore('expire', 'k', '500', '--gt', ...at)).toEqual({ stdout: '1\n', code: 0 });
+    expect(await dstore('expire', 'k', '500', '--gt', ...at)).toMatchObject({ stdout: '1\n', code: 0 });
     expect(Number((await dstore('ttl', 'k', '--ms', ...at)).stdout)).toBeGreaterThan(400_000);
-    expect(await dstore('persist', 'k', ...at)).toEqual({ stdout: '1\n', code: 0 });
-    expect(await dstore('ttl', 'k', ...at)).toEqual({ stdout: '-1\n', code: 0 });
-    expect(await dstore('incr', 'n', ...at)).toEqual({ stdout: '1\n', code: 0 });
-    expect(await dstore('incr', 'n', '--by', '-5', ...at)).toEqual({ stdout: '-4\n', code: 0 });
-    expect(await dstore('exists', 'k', 'n', 'k', 'none', ...at)).toEqual({ stdout: '3\n', code: 0 });
+    expect(await dstore('persist', 'k', ...at)).toMatchObject({ stdout: '1\n', code: 0 });
+    expect(await dstore('ttl', 'k', ...at)).toMatchObject({ stdout: '-1\n', code: 0 });
+    expect(await dstore('incr', 'n', ...at)).toMatchObject({ stdout: '1\n', code: 0 });
+    expect(await dstore('incr', 'n', '--by', '-5', ...at)).toMatchObject({ stdout: '-4\n', code: 0 });
+    expect(await dstore('exists', 'k', 'n', 'k', 'none', ...at)).toMatchObject({ stdout: '3\n', code: 0 });
     const notInteger = await dstore('incr', 'k', ...at);
     expect(notInteger.code).toBe(1);
   });
@@ -103,8 +39,8 @@ describe('the dstore CLI', () => {
 
 describe.each(['balancer', 'direct'] as const)('data model through %s routing', (routing) => {
   it('serves SET options, expiry, EXISTS, GETDEL and INCR with Redis semantics and errors', async () => {
-    const { balancer } = await cluster(2);
-    const client = await clientOf(balancer.address.port, routing);
+    const { balancer } = await cluster(resources, 2);
+    const client = await clientOf(resources, balancer.address.port, routing);
 
     // SET NX / XX / GET / SETNX.
     expect(await client.set('lock', 'a', { nx: true })).toBe('OK');
@@ -183,9 +119,9 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
   });
 
   it('counts INCRs from several connections exactly', async () => {
-    const { balancer } = await cluster(2);
+    const { balancer } = await cluster(resources, 2);
     const clients = await Promise.all(
-      Array.from({ length: 4 }, () => clientOf(balancer.address.port, routing)),
+      Array.from({ length: 4 }, () => clientOf(resources, balancer.address.port, routing)),
     );
     await Promise.all(
       clients.map(async (client) => {
@@ -200,9 +136,9 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
   it('answers read-modify-writes of moving keys as if they had never moved (join, stream throttled)', async () => {
     const KEYS = 300;
     // A slow stream: the new owner is asked about most moving keys before the stream brings them.
-    const { balancer, spawned } = await cluster(3, ['--migration-rate', '40']);
+    const { balancer, spawned } = await cluster(resources, 3, ['--migration-rate', '40']);
     const port = balancer.address.port;
-    const client = await clientOf(port, routing);
+    const client = await clientOf(resources, port, routing);
     await inGroups(KEYS, (i) =>
       Promise.all([
         client.set(`ctr-${i}`, '10'),
@@ -216,16 +152,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     spawned.push(await spawnNode(resources, 'node-4', port, ['--migration-rate', '40']));
     // Keys are streaming and every router routes on the new ring: no request is refused for routing
     // (a refused request is retried after a catch-up, which does not keep a pipeline's order).
-    await waitFor(() => {
-      const topology = balancer.membership.topology;
-      return topology.moves !== undefined && !topology.announcing;
-    }, 'the keys to stream on the announced ring');
-    if (routing === 'direct') {
-      await waitFor(
-        () => client.routingStats?.mapEpoch === balancer.membership.topology.epoch,
-        'the client to route on the new map',
-      );
-    }
+    await keysMoving(balancer, client, routing);
     const wrong: string[] = [];
     const expectEqual = (what: string, got: unknown, expected: unknown): void => {
       if (got !== expected) wrong.push(`${what}: got ${String(got)}, expected ${String(expected)}`);
@@ -269,9 +196,9 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
 
   it('never brings a key back after its expiry, wherever it moved (join, then leave)', async () => {
     const KEYS = 200;
-    const { balancer, spawned } = await cluster(3, ['--migration-rate', '200']);
+    const { balancer, spawned } = await cluster(resources, 3, ['--migration-rate', '200']);
     const port = balancer.address.port;
-    const client = await clientOf(port, routing);
+    const client = await clientOf(resources, port, routing);
     // Short-lived keys expire during the migration; long-lived ones keep their expiry time.
     await inGroups(KEYS, (i) =>
       Promise.all([client.set(`short-${i}`, 'v', { px: 300 }), client.set(`long-${i}`, 'v', { ex: 1000 })]),

@@ -191,7 +191,7 @@ describe('a secured cluster under attack', () => {
       {
         op: Op.MIGRATE_PUT,
         epoch: 99,
-        entries: [{ key: toBytes('sec-1'), value: toBytes('evil'), writeEpoch: 9, seq: 1 }],
+        entries: [{ key: toBytes('sec-1'), value: toBytes('evil'), writeEpoch: 9, version: 1 }],
       },
     ];
     // Over a connection that never said HELLO (the node has no users: it treats it as a client,

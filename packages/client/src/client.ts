@@ -26,6 +26,7 @@ import {
   connectFailedError,
   invalidArgument,
   isForeignProtocol,
+  VersionConflictError,
 } from './errors.js';
 import { OfflineQueue } from './offline-queue.js';
 import {
@@ -68,6 +69,35 @@ export interface SetOptions extends CommandOptions {
   readonly xx?: boolean;
   /** Resolve the value before the write (null when there was none) instead of 'OK'. */
   readonly get?: boolean;
+  /**
+   * Compare-and-set: write only when the key's version (see {@link DstoreClient.getWithVersion})
+   * is this one; 0 = only when the key does not exist. Otherwise the write is not made and the
+   * command fails with {@link VersionConflictError} (code VERSION_CONFLICT, never retried), which
+   * carries the key's current version. Not with `nx`, `xx` or `get`.
+   */
+  readonly ifVersion?: number;
+}
+
+/** Options of {@link DstoreClient.del}. */
+export interface DelOptions extends CommandOptions {
+  /**
+   * Compare-and-delete: delete only when the key's version is this one; otherwise nothing is
+   * deleted and the command fails with {@link VersionConflictError}. 0 never matches a value
+   * (the command then resolves false when the key does not exist).
+   */
+  readonly ifVersion?: number;
+}
+
+/** A value with its version, as {@link DstoreClient.getWithVersion} reads it. */
+export interface VersionedValue {
+  /** The value (a copy the caller owns). */
+  readonly value: Uint8Array;
+  /**
+   * The value's version: an integer below 2^53 that changes with every write of the key (SET,
+   * an expiry change, INCR, ...) and never repeats for it, not even after a delete and a
+   * re-create or a move to another node. Compare-and-set with `set(key, v, { ifVersion })`.
+   */
+  readonly version: number;
 }
 
 /** Options of {@link DstoreClient.expire} and its kin: Redis 7's condition (default: none). */
@@ -321,6 +351,10 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   async set(key: BinaryLike, value: BinaryLike, options: SetOptions = {}): Promise<'OK' | null | Uint8Array> {
     const keyBytes = this.keyBytes(key);
     const bytes = valueBytes(value);
+    if (options.ifVersion !== undefined) {
+      await this.setWithVersion(key, value, options);
+      return 'OK';
+    }
     const request = setWithRequest(keyBytes, bytes, options);
     if (request === undefined) {
       const response = await this.send({ op: Op.SET, key: keyBytes, value: bytes }, options);
@@ -334,6 +368,38 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     }
     if (response.op !== Op.COUNT) throw unexpectedAnswer('SET', response);
     return response.count > 0 ? 'OK' : null;
+  }
+
+  /**
+   * Stores `value` like {@link set} (expiry options and `ifVersion` included, not `nx`, `xx` or
+   * `get`) and resolves the version the write gave the key. A failed `ifVersion` fails with
+   * {@link VersionConflictError}.
+   */
+  async setWithVersion(key: BinaryLike, value: BinaryLike, options: SetOptions = {}): Promise<number> {
+    const { ifVersion } = options;
+    if (options.nx === true || options.xx === true || options.get === true) {
+      throw invalidArgument('set: ifVersion and a version answer exclude nx, xx and get');
+    }
+    if (ifVersion !== undefined) versionArgument(ifVersion);
+    const keyBytes = this.keyBytes(key);
+    const bytes = valueBytes(value);
+    // The expiry options as for a SET_WITH; a plain write when there are none.
+    const base = setWithRequest(keyBytes, bytes, options) ?? { op: Op.SET_WITH, key: keyBytes, value: bytes };
+    const request: WithoutId<SetWithRequest> = { ...base, withVersion: true, ifVersion };
+    const response = await this.send(request, options);
+    if (response.op !== Op.VERSION) throw unexpectedAnswer('SET', response);
+    if (!response.written) throw new VersionConflictError(ifVersion ?? 0, response.version);
+    return response.version;
+  }
+
+  /**
+   * The value of `key` with its version, or null when the key does not exist. Read on the key's
+   * owner (during a migration, after the owner brought the key's current copy in).
+   */
+  async getWithVersion(key: BinaryLike, options?: CommandOptions): Promise<VersionedValue | null> {
+    const response = await this.send({ op: Op.GET_VERSIONED, key: this.keyBytes(key) }, options);
+    if (response.op !== Op.VERSIONED) throw unexpectedAnswer('GET', response);
+    return response.value === null ? null : { value: copyBytes(response.value), version: response.version };
   }
 
   /** SETNX: stores `value` only when `key` does not exist; true when it wrote. */
@@ -450,8 +516,20 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return response.count > 0;
   }
 
-  /** Deletes `key`; true when a key was removed, false when it did not exist. */
-  async del(key: BinaryLike, options?: CommandOptions): Promise<boolean> {
+  /**
+   * Deletes `key`; true when a key was removed, false when it did not exist. With `ifVersion`,
+   * only when the key is at that version (else {@link VersionConflictError}).
+   */
+  async del(key: BinaryLike, options?: DelOptions): Promise<boolean> {
+    const ifVersion = options?.ifVersion;
+    if (ifVersion !== undefined) {
+      versionArgument(ifVersion);
+      const response = await this.send({ op: Op.DEL_VERSIONED, key: this.keyBytes(key), ifVersion }, options);
+      if (response.op !== Op.VERSION) throw unexpectedAnswer('DEL', response);
+      if (response.written) return true;
+      if (response.version === ifVersion) return false;
+      throw new VersionConflictError(ifVersion, response.version);
+    }
     const response = await this.send({ op: Op.DEL, key: this.keyBytes(key) }, options);
     if (response.op !== Op.COUNT) throw unexpectedAnswer('DEL', response);
     return response.count > 0;
@@ -534,6 +612,18 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   async dbsize(options?: CommandOptions): Promise<number> {
     const response = await this.send({ op: Op.DBSIZE }, options);
     if (response.op !== Op.COUNT) throw unexpectedAnswer('DBSIZE', response);
+    return response.count;
+  }
+
+  /**
+   * FLUSHALL: deletes every key of the cluster; resolves to the number deleted. Only for a user
+   * with read-write access to every key (NO_PERMISSION otherwise). Refused with BUSY (not
+   * executed, retryable) while keys migrate; fails indeterminate when some nodes flushed and
+   * others could not (sending it again is safe).
+   */
+  async flushAll(options?: CommandOptions): Promise<number> {
+    const response = await this.send({ op: Op.FLUSH }, options);
+    if (response.op !== Op.COUNT) throw unexpectedAnswer('FLUSHALL', response);
     return response.count;
   }
 
@@ -946,8 +1036,18 @@ export function createClient(...args: ClientArguments): DstoreClient {
 
 function isDataCommand(message: WithoutId<Request>): message is DataCommand {
   return (
-    (message.op >= Op.GET && message.op <= Op.MSET) || (message.op >= Op.SET_WITH && message.op <= Op.INCRBY)
+    (message.op >= Op.GET && message.op <= Op.MSET) ||
+    (message.op >= Op.SET_WITH && message.op <= Op.INCRBY) ||
+    message.op === Op.GET_VERSIONED ||
+    message.op === Op.DEL_VERSIONED
   );
+}
+
+/** Refuses an `ifVersion` that is no version (an integer in 0..2^53-1). */
+function versionArgument(version: number): void {
+  if (!Number.isSafeInteger(version) || version < 0) {
+    throw invalidArgument(`ifVersion must be an integer in 0..2^53-1, got ${version}`);
+  }
 }
 
 const INT64_MIN = -(2n ** 63n);

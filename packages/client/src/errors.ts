@@ -83,3 +83,26 @@ export function abortedError(signal: AbortSignal): DstoreError {
 export function invalidArgument(message: string): DstoreError {
   return new DstoreError(ErrorCode.INVALID_ARGUMENT, message);
 }
+
+/**
+ * A compare-and-set (`ifVersion`) found the key at another version: nothing was written. Code
+ * VERSION_CONFLICT (not executed, not retryable: read the key again and decide anew).
+ */
+export class VersionConflictError extends DstoreError {
+  /** The version the command required. */
+  readonly expectedVersion: number;
+  /** The key's version when the command ran (0: the key did not exist). */
+  readonly currentVersion: number;
+
+  constructor(expectedVersion: number, currentVersion: number) {
+    super(
+      ErrorCode.VERSION_CONFLICT,
+      currentVersion === 0
+        ? `version conflict: expected version ${expectedVersion}, the key does not exist`
+        : `version conflict: expected version ${expectedVersion}, the key is at version ${currentVersion}`,
+    );
+    this.name = 'VersionConflictError';
+    this.expectedVersion = expectedVersion;
+    this.currentVersion = currentVersion;
+  }
+}

@@ -22,6 +22,7 @@ export {
   type ClientStatus,
   type CommandOptions,
   createClient,
+  type DelOptions,
   DstoreClient,
   type ExpireOptions,
   type MSetEntries,
@@ -29,10 +30,11 @@ export {
   type ScanPage,
   type SetOptions,
   type StatsRecord,
+  type VersionedValue,
 } from './client.js';
 export { closeDefaultClient, DEFAULT_DSTORE_URL, dget, dset, getDefaultClient } from './compat.js';
 export type { DirectRoutingStats } from './direct-router.js';
-export { isSafeToRetry } from './errors.js';
+export { isSafeToRetry, VersionConflictError } from './errors.js';
 export {
   type ClientArguments,
   type ClientOptions,

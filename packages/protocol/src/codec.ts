@@ -411,8 +411,8 @@ function withEpoch(fields: Field[], epoch: number | undefined): Field[] {
 }
 
 /** SET_WITH's flag bits (see the protocol README, "SET_WITH"). */
-const SetFlag = { NX: 1, XX: 2, GET: 4, KEEPTTL: 8, IN: 16, AT: 32 } as const;
-const SET_FLAGS_KNOWN = 63;
+const SetFlag = { NX: 1, XX: 2, GET: 4, KEEPTTL: 8, IN: 16, AT: 32, VERSION: 64, IF_VERSION: 128 } as const;
+const SET_FLAGS_KNOWN = 255;
 /** EXPIRE's modes and conditions, by their wire numbers. */
 const EXPIRE_MODES = ['in', 'at', 'persist'] as const;
 const EXPIRE_CONDITIONS = [undefined, 'nx', 'xx', 'gt', 'lt'] as const;
@@ -430,6 +430,8 @@ function setFlags(message: SetWithRequest): number {
   if (expiry?.kind === 'keep') flags |= SetFlag.KEEPTTL;
   if (expiry?.kind === 'in') flags |= SetFlag.IN;
   if (expiry?.kind === 'at') flags |= SetFlag.AT;
+  if (message.withVersion === true) flags |= SetFlag.VERSION;
+  if (message.ifVersion !== undefined) flags |= SetFlag.IF_VERSION;
   return flags;
 }
 
@@ -446,11 +448,22 @@ export function toWireArray(message: Message): Field[] {
     case Op.SET_WITH: {
       const expiry = message.expiry;
       const ms = expiry === undefined || expiry.kind === 'keep' ? 0 : expiry.ms;
-      return withEpoch(
-        [message.op, message.id, message.key, message.value, setFlags(message), ms],
-        message.epoch,
-      );
+      const fields: Field[] = [message.op, message.id, message.key, message.value, setFlags(message), ms];
+      // The compare-and-set version follows the (then possibly nil) fence epoch.
+      if (message.ifVersion !== undefined) fields.push(message.epoch ?? null, message.ifVersion);
+      else if (message.epoch !== undefined) fields.push(message.epoch);
+      return fields;
     }
+    case Op.GET_VERSIONED:
+      return withEpoch([message.op, message.id, message.key], message.epoch);
+    case Op.DEL_VERSIONED:
+      return withEpoch([message.op, message.id, message.key, message.ifVersion ?? null], message.epoch);
+    case Op.FLUSH:
+      return [message.op, message.id];
+    case Op.VERSIONED:
+      return [message.op, message.id, message.value, message.version];
+    case Op.VERSION:
+      return [message.op, message.id, message.written ? 1 : 0, message.version];
     case Op.EXPIRE:
       return withEpoch(
         [
@@ -478,7 +491,7 @@ export function toWireArray(message: Message): Field[] {
       const entry = message.entry;
       return entry === null
         ? [message.op, message.id, null]
-        : [message.op, message.id, entry.value, entry.writeEpoch, entry.seq, entry.expireAt ?? 0];
+        : [message.op, message.id, entry.value, entry.writeEpoch, entry.version, entry.expireAt ?? 0];
     }
     case Op.HELLO:
       return message.nonce === undefined
@@ -642,7 +655,7 @@ function flattenMigrated(entries: readonly MigratedEntry[]): (Uint8Array | numbe
     flat[i * 4] = entry.key;
     flat[i * 4 + 1] = entry.value;
     flat[i * 4 + 2] = entry.writeEpoch;
-    flat[i * 4 + 3] = entry.seq;
+    flat[i * 4 + 3] = entry.version;
   }
   return flat;
 }
@@ -998,7 +1011,7 @@ function readRequest(op: number, r: FieldReader): Request {
           key: r.key(at),
           value: r.value(at + 1),
           writeEpoch: r.uint(at + 2, 'writeEpoch'),
-          seq: r.uint(at + 3, 'seq'),
+          version: r.uint(at + 3, 'version', Number.MAX_SAFE_INTEGER),
           ...(expireAt > 0 ? { expireAt } : {}),
         };
       }
@@ -1046,7 +1059,25 @@ function readRequest(op: number, r: FieldReader): Request {
         moving: r.flag(6),
       };
     case Op.DBSIZE:
+    case Op.FLUSH:
       return { op, id };
+    case Op.GET_VERSIONED: {
+      const key = r.key(2);
+      const epoch = r.optionalUint(3, 'epoch');
+      return epoch === undefined ? { op, id, key } : { op, id, key, epoch };
+    }
+    case Op.DEL_VERSIONED: {
+      const key = r.key(2);
+      const ifVersion = r.optionalUint(3, 'ifVersion', Number.MAX_SAFE_INTEGER);
+      const epoch = r.optionalUint(4, 'epoch');
+      return {
+        op,
+        id,
+        key,
+        ...(ifVersion === undefined ? {} : { ifVersion }),
+        ...(epoch === undefined ? {} : { epoch }),
+      };
+    }
     default:
       throw r.fail(ErrorCode.UNKNOWN_OP, `unknown op ${op}`);
   }
@@ -1072,6 +1103,12 @@ function readSetWith(r: FieldReader): SetWithRequest {
     expiry = { kind: expiryBits === SetFlag.IN ? 'in' : 'at', ms };
   }
   const condition = (flags & SetFlag.NX) !== 0 ? 'nx' : (flags & SetFlag.XX) !== 0 ? 'xx' : undefined;
+  const ifVersion =
+    (flags & SetFlag.IF_VERSION) !== 0 ? r.uint(7, 'ifVersion', Number.MAX_SAFE_INTEGER) : undefined;
+  const withVersion = (flags & SetFlag.VERSION) !== 0 ? true : undefined;
+  if ((ifVersion !== undefined || withVersion) && ((flags & SetFlag.GET) !== 0 || condition !== undefined)) {
+    throw r.fail(ErrorCode.INVALID_ARGUMENT, 'a version condition or answer excludes NX, XX and GET');
+  }
   return {
     op: Op.SET_WITH,
     id: r.id,
@@ -1081,6 +1118,8 @@ function readSetWith(r: FieldReader): SetWithRequest {
     get: (flags & SetFlag.GET) !== 0 ? true : undefined,
     expiry,
     epoch,
+    ...(ifVersion === undefined ? {} : { ifVersion }),
+    ...(withVersion === undefined ? {} : { withVersion }),
   };
 }
 
@@ -1112,6 +1151,15 @@ function readResponse(op: number, r: FieldReader): Response {
       return { op, id, count: r.uint(2, 'count', Number.MAX_SAFE_INTEGER) };
     case Op.INTEGER:
       return { op, id, value: r.int64(2, 'value') };
+    case Op.VERSIONED:
+      return { op, id, value: r.nullableValue(2), version: r.uint(3, 'version', Number.MAX_SAFE_INTEGER) };
+    case Op.VERSION:
+      return {
+        op,
+        id,
+        written: r.uint(2, 'written', 1) === 1,
+        version: r.uint(3, 'version', Number.MAX_SAFE_INTEGER),
+      };
     case Op.ENTRY: {
       if (r.at(2, 'value') === null) return { op, id, entry: null };
       const expireAt = r.uint(5, 'expireAt', Number.MAX_SAFE_INTEGER);
@@ -1121,7 +1169,7 @@ function readResponse(op: number, r: FieldReader): Response {
         entry: {
           value: r.value(2),
           writeEpoch: r.uint(3, 'writeEpoch'),
-          seq: r.uint(4, 'seq'),
+          version: r.uint(4, 'version', Number.MAX_SAFE_INTEGER),
           ...(expireAt > 0 ? { expireAt } : {}),
         },
       };

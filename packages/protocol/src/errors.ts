@@ -122,6 +122,13 @@ export const ErrorCode = {
    * itself; a client of a single node starts again from cursor 0.
    */
   CURSOR_EXPIRED: 'CURSOR_EXPIRED',
+  /**
+   * A compare-and-set (`ifVersion`) found the key at another version (or absent, or present for
+   * `ifVersion: 0`): another writer got there first. Not executed; read the key again (its
+   * current version is in the error) and decide anew. Made by the client from the node's VERSION
+   * answer, so it is never retried automatically.
+   */
+  VERSION_CONFLICT: 'VERSION_CONFLICT',
 } as const;
 
 /** One of the error codes this version of the protocol defines. */
@@ -178,6 +185,7 @@ const NOT_EXECUTED_CODES: ReadonlySet<string> = new Set([
   ErrorCode.NOT_AN_INTEGER,
   ErrorCode.OVERFLOW,
   ErrorCode.CURSOR_EXPIRED,
+  ErrorCode.VERSION_CONFLICT,
 ]);
 
 /**

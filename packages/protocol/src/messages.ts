@@ -35,6 +35,9 @@ export const Op = {
   GETDEL: 23,
   INCRBY: 24,
   PULL: 25,
+  GET_VERSIONED: 26,
+  DEL_VERSIONED: 27,
+  FLUSH: 28,
   SCAN: 30,
   DBSIZE: 31,
   OK: 64,
@@ -49,6 +52,8 @@ export const Op = {
   ASK: 73,
   INTEGER: 74,
   ENTRY: 75,
+  VERSIONED: 76,
+  VERSION: 77,
   KEYS: 80,
   ERROR: 127,
 } as const;
@@ -164,8 +169,11 @@ export interface MigratedEntry extends KeyValue {
    * RING). A copy keeps the writeEpoch it had on the old owner.
    */
   readonly writeEpoch: number;
-  /** The key's write counter on its owner (uint32, wrapping), carried along unchanged. */
-  readonly seq: number;
+  /**
+   * The entry's version (an integer below 2^53, see the protocol README, "Versions"), carried
+   * along unchanged; the receiver's version clock is raised to at least it, stored or not.
+   */
+  readonly version: number;
   /**
    * When the value expires (ms since the Unix epoch; absent or 0 = never), carried along
    * unchanged: a key expires at the same instant wherever it moved.
@@ -220,6 +228,48 @@ export interface SetWithRequest extends Fenced {
   readonly get?: boolean | undefined;
   /** The new value's expiry; absent: none (a plain SET clears any expiry). */
   readonly expiry?: SetExpiry | undefined;
+  /**
+   * Compare-and-set: write only when the key's version is this one (0: only when the key does
+   * not exist). Answered by VERSION: written, or not with the key's current version (0: none).
+   * Not with `condition` nor `get`.
+   */
+  readonly ifVersion?: number | undefined;
+  /** Answer VERSION (written or not, and the key's version after the request) instead of COUNT. Not with `get`. */
+  readonly withVersion?: boolean | undefined;
+}
+
+/**
+ * Reads one key with its version (see the protocol README, "Versions"), on the key's owner.
+ * Answered by VERSIONED (value and version; null and 0 when the key does not exist).
+ */
+export interface GetVersionedRequest extends Fenced {
+  readonly op: typeof Op.GET_VERSIONED;
+  readonly id: number;
+  readonly key: Uint8Array;
+}
+
+/**
+ * Deletes one key, with `ifVersion` only when its version is that one (0 never matches a value),
+ * in one atomic step on its owner. Answered by VERSION: `written` when a value was deleted, with
+ * the version of the delete; otherwise the key's current version (0: none). So a compare-and-set
+ * failed exactly when `written` is false and `version` differs from `ifVersion`.
+ */
+export interface DelVersionedRequest extends Fenced {
+  readonly op: typeof Op.DEL_VERSIONED;
+  readonly id: number;
+  readonly key: Uint8Array;
+  /** The version the key must have for the delete to happen (an integer below 2^53). */
+  readonly ifVersion?: number | undefined;
+}
+
+/**
+ * FLUSHALL: deletes every key, for a user with read-write access to every key (no prefixes).
+ * On a node, every entry of its engine; on a balancer, every node's, refused (BUSY, retryable,
+ * not executed) while a migration is in progress. Answered by COUNT (the keys deleted).
+ */
+export interface FlushRequest {
+  readonly op: typeof Op.FLUSH;
+  readonly id: number;
 }
 
 /**
@@ -513,6 +563,24 @@ export interface EntryResponse {
   readonly id: number;
   readonly entry: Omit<MigratedEntry, 'key'> | null;
 }
+/** Answer to GET_VERSIONED: the value (null when the key does not exist) and its version (0 then). */
+export interface VersionedResponse {
+  readonly op: typeof Op.VERSIONED;
+  readonly id: number;
+  readonly value: Uint8Array | null;
+  readonly version: number;
+}
+/**
+ * Answer to a write that reports versions (SET_WITH with `ifVersion` or `withVersion`,
+ * DEL_VERSIONED): whether it wrote, and the key's version after the request: the new version
+ * when it wrote, else the current one (0: the key does not exist).
+ */
+export interface VersionResponse {
+  readonly op: typeof Op.VERSION;
+  readonly id: number;
+  readonly written: boolean;
+  readonly version: number;
+}
 /** Answer to DEL: how many keys were removed. */
 export interface CountResponse {
   readonly op: typeof Op.COUNT;
@@ -653,7 +721,10 @@ export type Request =
   | IncrByRequest
   | PullRequest
   | ScanRequest
-  | DbSizeRequest;
+  | DbSizeRequest
+  | GetVersionedRequest
+  | DelVersionedRequest
+  | FlushRequest;
 
 /** Every response message. */
 export type Response =
@@ -669,6 +740,8 @@ export type Response =
   | AskResponse
   | IntegerResponse
   | EntryResponse
+  | VersionedResponse
+  | VersionResponse
   | KeysResponse
   | ErrorResponse;
 

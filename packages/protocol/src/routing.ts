@@ -1,10 +1,12 @@
 import { DstoreError, ErrorCode } from './errors.js';
 import {
   type DelRequest,
+  type DelVersionedRequest,
   type ExistsRequest,
   type ExpireRequest,
   type GetDelRequest,
   type GetRequest,
+  type GetVersionedRequest,
   type IncrByRequest,
   type MGetRequest,
   type MSetRequest,
@@ -17,7 +19,8 @@ import {
 } from './messages.js';
 
 /**
- * The single-key data requests of the data model (expiry, atomic operations): a router forwards
+ * The single-key data requests of the data model (expiry, atomic operations, versions and
+ * compare-and-set): a router forwards
  * each to its key's owner, fenced, as it forwards a SET. During a migration the owner itself
  * brings the key's current copy in before it executes one (see the protocol README,
  * "Read-modify-write during a migration"), so a router never needs a fall-back for them.
@@ -27,7 +30,9 @@ export type KeyedRequest =
   | WithoutId<ExpireRequest>
   | WithoutId<TtlRequest>
   | WithoutId<GetDelRequest>
-  | WithoutId<IncrByRequest>;
+  | WithoutId<IncrByRequest>
+  | WithoutId<GetVersionedRequest>
+  | WithoutId<DelVersionedRequest>;
 
 /** The data requests a router (the balancer's, or a direct client's) sends fenced with an epoch. */
 export type DataRequest =

@@ -138,8 +138,28 @@ export function badInputCorpus(): BadInputCase[] {
     },
     { name: 'MSET odd entries', bytes: frame(encoder.encode([Op.MSET, 1, 2, key, key, key])), closes: false },
     {
-      name: 'MIGRATE_PUT entries without writeEpoch and seq',
+      name: 'MIGRATE_PUT entries without writeEpoch and version',
       bytes: frame(encoder.encode([Op.MIGRATE_PUT, 1, 1, 2, key, key, key, key])),
+      closes: false,
+    },
+    {
+      name: 'MIGRATE_PUT version past 2^53',
+      bytes: frame(encoder.encode([Op.MIGRATE_PUT, 1, 1, 1, key, key, 1, 2 ** 60])),
+      closes: false,
+    },
+    {
+      name: 'SET_WITH IF_VERSION without the version',
+      bytes: frame(encoder.encode([Op.SET_WITH, 1, key, key, 128, 0])),
+      closes: false,
+    },
+    {
+      name: 'DEL_VERSIONED with a negative ifVersion',
+      bytes: frame(encoder.encode([Op.DEL_VERSIONED, 1, key, -1])),
+      closes: false,
+    },
+    {
+      name: 'GET_VERSIONED key is nil',
+      bytes: frame(encoder.encode([Op.GET_VERSIONED, 1, null])),
       closes: false,
     },
     {

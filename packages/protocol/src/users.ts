@@ -217,6 +217,7 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
   switch (request.op) {
     case Op.GET:
     case Op.TTL:
+    case Op.GET_VERSIONED:
       return grant.limited ? keyDenied(grant, request.key, false) : undefined;
     case Op.SET:
     case Op.DEL:
@@ -224,6 +225,7 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
     case Op.EXPIRE:
     case Op.GETDEL:
     case Op.INCRBY:
+    case Op.DEL_VERSIONED:
       // Every one of these may write (GETDEL and SET ... GET read too: a writer may read).
       return grant.limited ? keyDenied(grant, request.key, true) : undefined;
     case Op.MGET:
@@ -251,6 +253,11 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
     case Op.SCAN:
     case Op.DBSIZE:
       return undefined;
+    // Deletes every key: only for a user who may write every key.
+    case Op.FLUSH:
+      return grant.limited
+        ? `user '${grant.name}' may not flush: FLUSHALL needs read-write access to every key`
+        : undefined;
     default:
       return clusterOnly(request.op);
   }

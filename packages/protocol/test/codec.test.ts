@@ -132,7 +132,7 @@ const messages: fc.Arbitrary<Message>[] = [
     op: fc.constant(Op.MIGRATE_PUT),
     id,
     epoch: fc.nat(),
-    entries: fc.array(fc.record({ key, value, writeEpoch: uint32, seq: uint32 }), {
+    entries: fc.array(fc.record({ key, value, writeEpoch: uint32, version: uint32 }), {
       maxLength: limits.maxBatchKeys,
     }),
   }),
@@ -276,6 +276,7 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
   const safe = fc.integer({ min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER });
   const positive = fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
   const int64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
+  const version = fc.nat({ max: Number.MAX_SAFE_INTEGER });
   const expiry = fc.oneof(
     fc.constant({ kind: 'keep' as const }),
     fc.record({ kind: fc.constantFrom('in' as const, 'at' as const), ms: positive }),
@@ -319,13 +320,38 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
     ),
     fc.record({ op: fc.constant(Op.PULL), id, key: anyKey }),
     fc.record({ op: fc.constant(Op.INTEGER), id, value: int64 }),
+    // Versions: compare-and-set SET_WITH, GET_VERSIONED, DEL_VERSIONED, FLUSH and their answers.
+    fc.record(
+      {
+        op: fc.constant(Op.SET_WITH),
+        id,
+        key: anyKey,
+        value,
+        expiry,
+        epoch,
+        ifVersion: version,
+        withVersion: fc.constant(true as const),
+      },
+      { requiredKeys: ['op', 'id', 'key', 'value'] },
+    ),
+    fc.record(
+      { op: fc.constant(Op.GET_VERSIONED), id, key: anyKey, epoch },
+      { requiredKeys: ['op', 'id', 'key'] },
+    ),
+    fc.record(
+      { op: fc.constant(Op.DEL_VERSIONED), id, key: anyKey, ifVersion: version, epoch },
+      { requiredKeys: ['op', 'id', 'key'] },
+    ),
+    fc.record({ op: fc.constant(Op.FLUSH), id }),
+    fc.record({ op: fc.constant(Op.VERSIONED), id, value: fc.option(value, { nil: null }), version }),
+    fc.record({ op: fc.constant(Op.VERSION), id, written: fc.boolean(), version }),
     fc.record({
       op: fc.constant(Op.ENTRY),
       id,
       entry: fc.option(
         fc.record(
-          { value, writeEpoch: uint32, seq: uint32, expireAt: positive },
-          { requiredKeys: ['value', 'writeEpoch', 'seq'] },
+          { value, writeEpoch: uint32, version, expireAt: positive },
+          { requiredKeys: ['value', 'writeEpoch', 'version'] },
         ),
         { nil: null },
       ),
@@ -336,8 +362,8 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
       epoch: fc.nat(),
       entries: fc.array(
         fc.record(
-          { key, value, writeEpoch: uint32, seq: uint32, expireAt: positive },
-          { requiredKeys: ['key', 'value', 'writeEpoch', 'seq'] },
+          { key, value, writeEpoch: uint32, version, expireAt: positive },
+          { requiredKeys: ['key', 'value', 'writeEpoch', 'version'] },
         ),
         { minLength: 1, maxLength: 50 },
       ),
@@ -414,8 +440,16 @@ describe('MessageCodec round trip', () => {
             Op.GETDEL,
             Op.EXISTS,
             Op.INCRBY,
+            Op.GET_VERSIONED,
+            Op.DEL_VERSIONED,
           ] as number[];
-          if (fenced.includes(message.op) && !('epoch' in message && message.epoch !== undefined))
+          // A SET_WITH with ifVersion carries its epoch (or nil) before the version already.
+          const versioned = message.op === Op.SET_WITH && message.ifVersion !== undefined;
+          if (
+            fenced.includes(message.op) &&
+            !versioned &&
+            !('epoch' in message && message.epoch !== undefined)
+          )
             wire.push(null);
           // VALUE owns an optional trailing deleted flag at index 3 (0 = not set).
           if (message.op === Op.VALUE && wire.length === 3) wire.push(0);
@@ -548,12 +582,12 @@ describe('MessageCodec round trip', () => {
     }
   });
 
-  it('encodes MIGRATE_PUT as the README shows: key, value, writeEpoch, seq per entry', () => {
+  it('encodes MIGRATE_PUT as the README shows: key, value, writeEpoch, version per entry', () => {
     const body = new MessageCodec().encode({
       op: Op.MIGRATE_PUT,
       id: 12,
       epoch: 3,
-      entries: [{ key: Uint8Array.of(0x61), value: Uint8Array.of(0x31), writeEpoch: 2, seq: 300 }],
+      entries: [{ key: Uint8Array.of(0x61), value: Uint8Array.of(0x31), writeEpoch: 2, version: 300 }],
     });
     expect(Buffer.from(body).toString('hex')).toBe('980e0c0301c40161c4013102cd012c');
   });
@@ -564,7 +598,14 @@ describe('MessageCodec round trip', () => {
       [[Op.SET_WITH, 4, 'k', 'v', 1 | 2, 0], ErrorCode.INVALID_ARGUMENT],
       [[Op.SET_WITH, 4, 'k', 'v', 8 | 16, 10], ErrorCode.INVALID_ARGUMENT],
       [[Op.SET_WITH, 4, 'k', 'v', 16, 0], ErrorCode.INVALID_ARGUMENT],
-      [[Op.SET_WITH, 4, 'k', 'v', 64, 0], ErrorCode.MALFORMED_FRAME],
+      [[Op.SET_WITH, 4, 'k', 'v', 256, 0], ErrorCode.MALFORMED_FRAME],
+      // SET_WITH: a version condition with NX or GET, a version past 2^53 or missing.
+      [[Op.SET_WITH, 4, 'k', 'v', 128 | 1, 0, null, 5], ErrorCode.INVALID_ARGUMENT],
+      [[Op.SET_WITH, 4, 'k', 'v', 64 | 4, 0], ErrorCode.INVALID_ARGUMENT],
+      [[Op.SET_WITH, 4, 'k', 'v', 128, 0, null, 2 ** 53], ErrorCode.MALFORMED_FRAME],
+      [[Op.SET_WITH, 4, 'k', 'v', 128, 0], ErrorCode.MALFORMED_FRAME],
+      [[Op.DEL_VERSIONED, 4, 'k', -1], ErrorCode.MALFORMED_FRAME],
+      [[Op.VERSION, 4, 2, 1], ErrorCode.MALFORMED_FRAME],
       [[Op.SET_WITH, 4, 'k', 'v', 16, 2 ** 60], ErrorCode.MALFORMED_FRAME],
       // EXPIRE: an unknown mode or condition, a time that is not a safe integer.
       [[Op.EXPIRE, 4, 'k', 3, 10, 0], ErrorCode.MALFORMED_FRAME],
@@ -600,8 +641,8 @@ describe('MessageCodec round trip', () => {
     }
   });
 
-  it('refuses MIGRATE_PUT entries whose writeEpoch or seq is not a uint32, or that miss them', () => {
-    const entry = (writeEpoch: unknown, seq: unknown): unknown[] => [
+  it('refuses MIGRATE_PUT entries whose writeEpoch is not a uint32 or version not below 2^53, or that miss them', () => {
+    const entry = (writeEpoch: unknown, version: unknown): unknown[] => [
       Op.MIGRATE_PUT,
       1,
       3,
@@ -609,10 +650,10 @@ describe('MessageCodec round trip', () => {
       'k',
       'v',
       writeEpoch,
-      seq,
+      version,
     ];
     for (const bad of [-1, 2 ** 32, 1.5, '7', null, true, Number.NaN]) {
-      for (const fields of [entry(bad, 0), entry(0, bad)]) {
+      for (const fields of bad === 2 ** 32 ? [entry(bad, 0)] : [entry(bad, 0), entry(0, bad)]) {
         expect(catchError(() => codec.decode(raw.encode(fields)))).toMatchObject({
           code: ErrorCode.MALFORMED_FRAME,
           requestId: 1,
@@ -625,7 +666,13 @@ describe('MessageCodec round trip', () => {
       code: ErrorCode.MALFORMED_FRAME,
     });
     expect(codec.decode(raw.encode(entry(0xffff_ffff, 0)))).toMatchObject({
-      entries: [{ writeEpoch: 0xffff_ffff, seq: 0 }],
+      entries: [{ writeEpoch: 0xffff_ffff, version: 0 }],
+    });
+    expect(codec.decode(raw.encode(entry(0, Number.MAX_SAFE_INTEGER)))).toMatchObject({
+      entries: [{ version: Number.MAX_SAFE_INTEGER }],
+    });
+    expect(catchError(() => codec.decode(raw.encode(entry(0, 2 ** 53))))).toMatchObject({
+      code: ErrorCode.MALFORMED_FRAME,
     });
   });
 
@@ -634,7 +681,7 @@ describe('MessageCodec round trip', () => {
       key: Uint8Array.of(i & 0xff, i >> 8),
       value: Uint8Array.of(i & 0xff),
       writeEpoch: i,
-      seq: 0xffff_ffff - i,
+      version: 0xffff_ffff - i,
     }));
     const full = { op: Op.MIGRATE_PUT, id: 5, epoch: 9, entries: entries.slice(0, -1) } as const;
     expect(normalise(codec.decode(codec.encode(full).slice()))).toEqual(normalise(full));

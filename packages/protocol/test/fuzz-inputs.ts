@@ -50,7 +50,7 @@ function key(random: Random): Uint8Array {
 /** A random valid message of any type. */
 export function randomMessage(random: Random): Message {
   const id = int(random, 2 ** 32);
-  switch (int(random, 17)) {
+  switch (int(random, 18)) {
     case 0:
       return random() < 0.5
         ? { op: Op.HELLO, id, version: 2, role: 'client' }
@@ -102,7 +102,7 @@ export function randomMessage(random: Random): Message {
           key: key(random),
           value: bytes(random, 50),
           writeEpoch: random() < 0.2 ? 0xffff_ffff : int(random, 1000),
-          seq: random() < 0.2 ? 0xffff_ffff : int(random, 2 ** 32),
+          version: random() < 0.2 ? 0xffff_ffff : int(random, 2 ** 32),
         })),
       };
     case 14: {
@@ -128,7 +128,30 @@ export function randomMessage(random: Random): Message {
     case 15:
       return random() < 0.5
         ? { op: Op.INTEGER, id, value: random() < 0.5 ? -2n : 2n ** 62n }
-        : { op: Op.ENTRY, id, entry: { value: bytes(random, 50), writeEpoch: 3, seq: 9, expireAt: 2 ** 41 } };
+        : {
+            op: Op.ENTRY,
+            id,
+            entry: { value: bytes(random, 50), writeEpoch: 3, version: 2 ** 50, expireAt: 2 ** 41 },
+          };
+    case 16: {
+      // Versions: reads with the version, compare-and-set and compare-and-delete, their answers.
+      const pick = int(random, 5);
+      const version = int(random, 2 ** 53);
+      if (pick === 0) return { op: Op.GET_VERSIONED, id, key: key(random) };
+      if (pick === 1)
+        return {
+          op: Op.SET_WITH,
+          id,
+          key: key(random),
+          value: bytes(random, 50),
+          ifVersion: version,
+          withVersion: true,
+        };
+      if (pick === 2)
+        return { op: Op.DEL_VERSIONED, id, key: key(random), ifVersion: version, epoch: int(random, 100) };
+      if (pick === 3) return { op: Op.VERSION, id, written: random() < 0.5, version };
+      return { op: Op.VERSIONED, id, value: random() < 0.3 ? null : bytes(random, 50), version };
+    }
     default:
       return { op: Op.PING, id };
   }

@@ -45,6 +45,50 @@ export function decideSetWith(
   return { mutation, result: { written: true, previous } };
 }
 
+/** The answer of a write that reports versions: whether it wrote, and the key's version after it. */
+export interface VersionResult {
+  readonly written: boolean;
+  /** The new version when written, else the current one (0: the key does not exist). */
+  readonly version: number;
+}
+
+/** Whether the key's version is `ifVersion` (0 stands for "does not exist"); true when there is no condition. */
+function versionHolds(ifVersion: number | undefined, current: VersionedValue | undefined): boolean {
+  return ifVersion === undefined || (current?.version ?? 0) === ifVersion;
+}
+
+/**
+ * SET_WITH with `ifVersion` (compare-and-set) or `withVersion`: the expiry options as
+ * {@link decideSetWith}, the write only when the key is at `ifVersion`; `version` is the one the
+ * write takes (see `StorageEngine.update`).
+ */
+export function decideSetVersioned(
+  request: SetWithRequest,
+  current: VersionedValue | undefined,
+  now: number,
+  version: number,
+): Decision<VersionResult> {
+  if (!versionHolds(request.ifVersion, current)) {
+    return { mutation: NONE, result: { written: false, version: current?.version ?? 0 } };
+  }
+  return { mutation: decideSetWith(request, current, now).mutation, result: { written: true, version } };
+}
+
+/**
+ * DEL_VERSIONED: deletes a live value when it is at `ifVersion` (or unconditionally without one);
+ * written with the delete's `version`, otherwise the current version (0: none).
+ */
+export function decideDelVersioned(
+  ifVersion: number | undefined,
+  current: VersionedValue | undefined,
+  version: number,
+): Decision<VersionResult> {
+  if (current === undefined || !versionHolds(ifVersion, current)) {
+    return { mutation: NONE, result: { written: false, version: current?.version ?? 0 } };
+  }
+  return { mutation: { kind: 'delete' }, result: { written: true, version } };
+}
+
 /** EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT/PERSIST with NX/XX/GT/LT; the result is whether it changed anything. */
 export function decideExpire(
   request: ExpireRequest,

@@ -59,6 +59,8 @@ export class DirectRouting {
       case Op.TTL:
       case Op.GETDEL:
       case Op.INCRBY:
+      case Op.GET_VERSIONED:
+      case Op.DEL_VERSIONED:
         // The data-model requests are never ASKed: the owner brings a moving key in itself.
         if (request.epoch === undefined || this.ownership.ring === undefined) return false;
         return this.misrouted(request.id, request.epoch, request.key, false, connection);

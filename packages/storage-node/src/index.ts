@@ -19,7 +19,7 @@ export type {
   VersionedEntry,
   VersionedValue,
 } from './engines/index.js';
-export { isStorageEngineError, StorageEngineError } from './engines/index.js';
+export { isStorageEngineError, StorageEngineError, type VersionClock } from './engines/index.js';
 export type { BalancerAddress } from './membership.js';
 export { DEFAULT_NODE_PORT, type EngineKind, type StorageNodeOptions } from './options.js';
 export { createStorageNode, type StorageNode } from './storage-node.js';

@@ -315,7 +315,12 @@ export class MigrationService {
       entry:
         entry === undefined
           ? null
-          : { value: entry.value, writeEpoch: entry.writeEpoch, seq: entry.seq, expireAt: entry.expireAt },
+          : {
+              value: entry.value,
+              writeEpoch: entry.writeEpoch,
+              version: entry.version,
+              expireAt: entry.expireAt,
+            },
     };
   }
 
@@ -391,7 +396,7 @@ export class MigrationService {
           key,
           value: entry.value,
           writeEpoch: entry.writeEpoch,
-          seq: entry.seq,
+          version: entry.version,
           expireAt: entry.expireAt,
         });
         bytes += key.length + entry.value.length;

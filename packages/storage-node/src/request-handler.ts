@@ -3,12 +3,14 @@ import {
   type Connection,
   clusterOnly,
   type DelRequest,
+  type DelVersionedRequest,
   DstoreError,
   ErrorCode,
   type ExistsRequest,
   type ExpireRequest,
   type GetDelRequest,
   type GetRequest,
+  type GetVersionedRequest,
   type IncrByRequest,
   keyspaceDenied,
   keyVisible,
@@ -26,7 +28,14 @@ import {
   type TtlRequest,
 } from '@dstore/protocol';
 import { copyKeyed } from '@dstore/protocol/internal';
-import { decideExpire, decideGetDel, decideIncrBy, decideSetWith } from './atomic-ops.js';
+import {
+  decideDelVersioned,
+  decideExpire,
+  decideGetDel,
+  decideIncrBy,
+  decideSetVersioned,
+  decideSetWith,
+} from './atomic-ops.js';
 import { DirectRouting } from './direct-routing.js';
 import {
   type Decision,
@@ -56,12 +65,23 @@ export interface OpCounters {
   errors: number;
   /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
   fenced: number;
-  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY. */
+  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY, GET_VERSIONED, DEL_VERSIONED. */
   dataModel: number;
+  /** Compare-and-set requests (SET_WITH or DEL_VERSIONED with ifVersion) that found another version. */
+  versionConflicts: number;
+  /** FLUSH requests executed. */
+  flushes: number;
 }
 
 /** The single-key data-model requests, executed on the key's owner (see {@link RequestHandler}). */
-type KeyedRequest = SetWithRequest | ExpireRequest | TtlRequest | GetDelRequest | IncrByRequest;
+type KeyedRequest =
+  | SetWithRequest
+  | ExpireRequest
+  | TtlRequest
+  | GetDelRequest
+  | IncrByRequest
+  | GetVersionedRequest
+  | DelVersionedRequest;
 
 /**
  * Cluster operations a client may never send to a node: membership (a balancer's), the ring and
@@ -149,6 +169,8 @@ export class RequestHandler {
     errors: 0,
     fenced: 0,
     dataModel: 0,
+    versionConflicts: 0,
+    flushes: 0,
   };
   /** Latency of data ops (GET, SET, DEL, MGET, MSET) from decode to answer, in µs. */
   readonly latency = new LatencyHistogram();
@@ -204,7 +226,12 @@ export class RequestHandler {
       case Op.TTL:
       case Op.GETDEL:
       case Op.INCRBY:
+      case Op.GET_VERSIONED:
+      case Op.DEL_VERSIONED:
         this.keyed(request, connection, start);
+        return;
+      case Op.FLUSH:
+        this.flush(request.id, connection);
         return;
       case Op.EXISTS:
         this.exists(request, connection, start);
@@ -326,6 +353,8 @@ export class RequestHandler {
       'ops.mset': counters.mset,
       'ops.ping': counters.ping,
       'ops.data_model': counters.dataModel,
+      'ops.version_conflicts': counters.versionConflicts,
+      'ops.flush': counters.flushes,
       'expired.swept': this.context.sweeper?.swept ?? 0,
       'ops.stats': counters.stats,
       'ops.scan': counters.scan,
@@ -420,6 +449,13 @@ export class RequestHandler {
       case Op.TTL:
         return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key)) });
       case Op.SET_WITH:
+        if (request.ifVersion !== undefined || request.withVersion === true) {
+          return this.update(
+            request.key,
+            (current, now, version) => decideSetVersioned(request, current, now, version),
+            request.value.byteLength,
+          ).then((result) => this.versionAnswer(id, request.ifVersion, result));
+        }
         return this.update(
           request.key,
           (current, now) => decideSetWith(request, current, now),
@@ -445,13 +481,68 @@ export class RequestHandler {
             return { op: Op.INTEGER, id, value: result };
           },
         );
+      case Op.GET_VERSIONED: {
+        const entry = this.engine.getEntry(request.key);
+        // Copied: the answer is sent a microtask later, and a memory-engine view may not last.
+        return Promise.resolve(
+          entry === undefined
+            ? { op: Op.VERSIONED, id, value: null, version: 0 }
+            : { op: Op.VERSIONED, id, value: Uint8Array.from(entry.value), version: entry.version },
+        );
+      }
+      case Op.DEL_VERSIONED:
+        return this.update(request.key, (current, _now, version) =>
+          decideDelVersioned(request.ifVersion, current, version),
+        ).then((result) => this.versionAnswer(id, request.ifVersion, result));
     }
+  }
+
+  /** The VERSION answer of a write that reports versions, counting a failed compare-and-set. */
+  private versionAnswer(
+    id: number,
+    ifVersion: number | undefined,
+    result: { readonly written: boolean; readonly version: number },
+  ): Response {
+    if (!result.written && ifVersion !== undefined && result.version !== ifVersion)
+      this.counters.versionConflicts++;
+    return { op: Op.VERSION, id, written: result.written, version: result.version };
+  }
+
+  /**
+   * FLUSH: every entry of the engine goes, for a user with read-write access to every key.
+   * Refused (BUSY: not executed, retry later) while ranges move here or away: keys of a range
+   * moving in could still arrive from the old owner (or be pulled) after the flush, and a copy
+   * kept for a range moving away could be streamed, so no flush can be complete until it ends.
+   */
+  private flush(id: number, connection: Connection): void {
+    if (this.keyspaceRefused(connection, id)) return;
+    if (this.ownership.pendingMoves.length > 0) {
+      this.fail(
+        connection,
+        id,
+        ErrorCode.BUSY,
+        `a migration is in progress (${this.ownership.pendingMoves.length} ranges moving): FLUSHALL is refused until it ends`,
+      );
+      return;
+    }
+    this.counters.flushes++;
+    let cleared: Promise<number>;
+    try {
+      cleared = this.engine.clear();
+    } catch (error) {
+      this.engineFailed(connection, id, error);
+      return;
+    }
+    cleared.then(
+      (count) => connection.reply({ op: Op.COUNT, id, count }),
+      (error: unknown) => this.engineFailed(connection, id, error),
+    );
   }
 
   /** `engine.update` with this node's write epoch; a delete leaves a tombstone in a range moving in. */
   private update<T>(
     key: Uint8Array,
-    decide: (current: VersionedValue | undefined, now: number) => Decision<T>,
+    decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
     valueBytes = 0,
   ): Promise<T> {
     const options = {

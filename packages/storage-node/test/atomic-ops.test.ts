@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { decideExpire, decideIncrBy, decideSetWith, parseInt64 } from '../src/atomic-ops.js';
 
 const text = (value: string): Uint8Array => Buffer.from(value, 'latin1');
-const entry = (value: string, expireAt = 0) => ({ value: text(value), writeEpoch: 1, seq: 1, expireAt });
+const entry = (value: string, expireAt = 0) => ({ value: text(value), writeEpoch: 1, version: 1, expireAt });
 
 describe('atomic operations (the decisions of a read-modify-write)', () => {
   it('reads integers exactly as Redis does (string2ll)', () => {

@@ -211,7 +211,7 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
       nb.request({
         op: Op.MIGRATE_PUT,
         epoch: 2,
-        entries: [{ key: probe, value: toBytes('stale'), writeEpoch: 1, seq: 1 }],
+        entries: [{ key: probe, value: toBytes('stale'), writeEpoch: 1, version: 1 }],
       }),
     );
     expect(late.code).toBe(ErrorCode.INVALID_ARGUMENT);
@@ -233,7 +233,7 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
       key: key(name),
       value: toBytes(value),
       writeEpoch,
-      seq: 17,
+      version: 17,
     });
     const put = async (entries: ReturnType<typeof copy>[]): Promise<number> =>
       countOf(await nb.request({ op: Op.MIGRATE_PUT, epoch: 4, entries }));
@@ -260,9 +260,19 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
     expect(textOf(await cb.request({ op: Op.GET, key: key(deleted) }))).toBeNull();
     expect(textOf(await cb.request({ op: Op.GET, key: key(copied) }))).toBe('copied');
     expect(textOf(await cb.request({ op: Op.GET, key: key(upgraded) }))).toBe('second copy');
-    // A copy keeps the old owner's version; a client write gets the node's epoch and seq + 1.
-    expect(b.engine.header(key(copied))).toEqual({ writeEpoch: 2, seq: 17, tombstone: false, expireAt: 0 });
-    expect(b.engine.header(key(written))).toEqual({ writeEpoch: 4, seq: 1, tombstone: false, expireAt: 0 });
+    // A copy keeps the old owner's version; a client write gets the node's epoch and a newer version.
+    expect(b.engine.header(key(copied))).toEqual({
+      writeEpoch: 2,
+      version: 17,
+      tombstone: false,
+      expireAt: 0,
+    });
+    expect(b.engine.header(key(written))).toEqual({
+      writeEpoch: 4,
+      version: expect.any(Number),
+      tombstone: false,
+      expireAt: 0,
+    });
 
     // The tombstone is invisible: not counted, MGET nil, and a DEL answers 0.
     expect(b.stats().keys).toBe(3);
@@ -301,7 +311,7 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
       nb.request({
         op: Op.MIGRATE_PUT,
         epoch: 3,
-        entries: [{ key: toBytes('k'), value: toBytes('v'), writeEpoch: 0, seq: 1 }],
+        entries: [{ key: toBytes('k'), value: toBytes('v'), writeEpoch: 0, version: 1 }],
       }),
     );
     expect(error.code).toBe(ErrorCode.NOT_OWNER);

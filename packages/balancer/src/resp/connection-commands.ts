@@ -1,8 +1,10 @@
+import { DstoreError, ErrorCode } from '@dstore/protocol';
 import { integerOf, isWord, textOf, unknownSubcommand, wrongArity } from './arguments.js';
 import { admitAnonymous, authenticate, authenticationRequired } from './auth.js';
 import { type CommandCall, type RespCommand, withCall } from './command-table.js';
 import type { RespConnection } from './connection.js';
 import type { RespWriter } from './encoder.js';
+import { respErrorLine } from './errors.js';
 import type { RespServices } from './services.js';
 
 /** The Redis version dstore's RESP front door answers as (the command set it follows). */
@@ -326,10 +328,31 @@ function config(call: CommandCall): void {
   connection.endReply(seq);
 }
 
+/**
+ * FLUSHALL / FLUSHDB [ASYNC|SYNC]: the native FLUSH of every node (one database: both flush it
+ * all), for a user who may write every key; refused (TRYAGAIN) while a migration runs. ASYNC and
+ * SYNC both answer once every node has flushed.
+ */
 function flush(call: CommandCall): void {
-  error(
-    call,
-    `ERR ${textOf(call.args[0]!).toUpperCase()} is not supported by dstore yet: the storage nodes have no flush operation`,
+  const { args, connection } = call;
+  if (args.length > 2 || (args.length === 2 && !isWord(args[1]!, 'async') && !isWord(args[1]!, 'sync'))) {
+    error(call, 'ERR syntax error');
+    return;
+  }
+  const identity = connection.identity;
+  if (identity?.kind === 'user' && identity.grant.limited) {
+    error(
+      call,
+      `NOPERM user '${identity.grant.name}' may not flush: FLUSHALL needs read-write access to every key`,
+    );
+    return;
+  }
+  call.services.flush().then(
+    () => ok(call),
+    (failure: unknown) => {
+      const code = failure instanceof DstoreError ? failure.code : ErrorCode.INTERNAL;
+      error(call, respErrorLine(code, failure instanceof Error ? failure.message : String(failure)));
+    },
   );
 }
 

@@ -26,6 +26,8 @@ export interface RespFrontDoorParts {
   /** DBSIZE and SCAN pages of the cluster. */
   readonly dbSize: RespServices['dbSize'];
   readonly scan: RespServices['scan'];
+  /** FLUSHALL of the cluster. */
+  readonly flush: RespServices['flush'];
 }
 
 /** The RESP server of a balancer, with the balancer's connection caps, deadlines, TLS and users. */
@@ -67,6 +69,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
       commands: new CommandTable([...CONNECTION_COMMANDS, ...DATA_COMMANDS]),
       dbSize: parts.dbSize,
       scan: parts.scan,
+      flush: parts.flush,
       facts: () => ({
         ...parts.facts(),
         port: server.address.port,

@@ -42,6 +42,8 @@ export interface RespServices {
   facts(): ServerFacts;
   /** DBSIZE of the cluster (the balancer's, as on the native port). */
   dbSize(): Promise<number>;
+  /** FLUSHALL of the cluster (the balancer's, as on the native port): resolves to the keys deleted. */
+  flush(): Promise<number>;
   /** One page of the cluster-wide SCAN (the balancer's, as on the native port). */
   scan(request: ScanRequest, grant: UserGrant | undefined): Promise<WithoutId<KeysResponse>>;
 }

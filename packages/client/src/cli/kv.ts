@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import {
   commanderParser,
   ExitCode,
+  nonNegativeInteger,
   positiveInteger,
   printJson,
   printLine,
@@ -28,6 +29,18 @@ interface SetOptions extends ServerOptions {
   readonly nx?: boolean;
   /** Only if the key exists. */
   readonly xx?: boolean;
+  /** Compare-and-set: only if the key is at this version (0: does not exist). */
+  readonly ifVersion?: number;
+}
+
+interface GetCliOptions extends ServerOptions {
+  /** Print the value's version too. */
+  readonly withVersion?: boolean;
+}
+
+interface DelCliOptions extends ServerOptions {
+  /** Only if the key is at this version. */
+  readonly ifVersion?: number;
 }
 
 /**
@@ -59,7 +72,7 @@ function usage(message: string): DstoreError {
   return new DstoreError(ErrorCode.INVALID_ARGUMENT, message);
 }
 
-/** Registers `set`, `mset`, `mget`, `get`, `del`, `scan`, `dbsize` and `ping`. */
+/** Registers `set`, `mset`, `mget`, `get`, `del`, `scan`, `dbsize`, `flushall` and `ping`. */
 export function registerKeyValueCommands(
   program: Command,
   addServerOptions: (command: Command) => Command,
@@ -76,10 +89,23 @@ export function registerKeyValueCommands(
       .option('--ex <seconds>', 'expire after this many seconds', positiveInteger)
       .option('--px <ms>', 'expire after this many milliseconds', positiveInteger)
       .option('--nx', 'only if the key does not exist (prints (nil) and exits 1 otherwise)')
-      .option('--xx', 'only if the key exists (prints (nil) and exits 1 otherwise)'),
+      .option('--xx', 'only if the key exists (prints (nil) and exits 1 otherwise)')
+      .option(
+        '--if-version <n>',
+        'compare-and-set: only if the key is at this version, 0 = does not exist (VERSION_CONFLICT, exit 1, otherwise); prints the new version',
+        nonNegativeInteger,
+      ),
   ).action(async (key: string, value: string | undefined, options: SetOptions) => {
     const bytes = await setValue(value, options);
-    const { ex, px, nx, xx } = options;
+    const { ex, px, nx, xx, ifVersion } = options;
+    if (ifVersion !== undefined) {
+      const version = await withClient(options, (client) =>
+        client.setWithVersion(key, bytes, { ex, px, nx, xx, ifVersion }),
+      );
+      if (options.json) printJson({ ok: true, version });
+      else printLine(`OK ${version}`);
+      return;
+    }
     const reply = await withClient(options, (client) => client.set(key, bytes, { ex, px, nx, xx }));
     if (options.json) printJson({ ok: reply === 'OK' });
     else printLine(reply === 'OK' ? 'OK' : '(nil)');
@@ -123,8 +149,20 @@ export function registerKeyValueCommands(
       .description(
         `print the value of a key, or (nil) with exit code ${ExitCode.NOT_FOUND} when it does not exist`,
       )
-      .argument('<key>'),
-  ).action(async (key: string, options: ServerOptions) => {
+      .argument('<key>')
+      .option('--with-version', "print the value's version (for set/del --if-version) on a second line"),
+  ).action(async (key: string, options: GetCliOptions) => {
+    if (options.withVersion) {
+      const entry = await withClient(options, (client) => client.getWithVersion(key));
+      const text = entry === null ? null : bytesToString(entry.value);
+      if (options.json) printJson({ key, value: text, version: entry?.version ?? 0 });
+      else {
+        printLine(text ?? '(nil)');
+        printLine(String(entry?.version ?? 0));
+      }
+      if (entry === null) process.exitCode = ExitCode.NOT_FOUND;
+      return;
+    }
     const value = await withClient(options, (client) => client.get(key));
     const text = value === null ? null : bytesToString(value);
     if (options.json) printJson({ key, value: text });
@@ -133,9 +171,17 @@ export function registerKeyValueCommands(
   });
 
   addServerOptions(
-    program.command('del').description('delete a key; prints 1 if it existed, 0 if not').argument('<key>'),
-  ).action(async (key: string, options: ServerOptions) => {
-    const removed = await withClient(options, (client) => client.del(key));
+    program
+      .command('del')
+      .description('delete a key; prints 1 if it existed, 0 if not')
+      .argument('<key>')
+      .option(
+        '--if-version <n>',
+        'only if the key is at this version (VERSION_CONFLICT, exit 1, otherwise)',
+        nonNegativeInteger,
+      ),
+  ).action(async (key: string, options: DelCliOptions) => {
+    const removed = await withClient(options, (client) => client.del(key, { ifVersion: options.ifVersion }));
     if (options.json) printJson({ key, deleted: removed ? 1 : 0 });
     else printLine(removed ? '1' : '0');
   });
@@ -172,6 +218,20 @@ export function registerKeyValueCommands(
     const size = await withClient(options, (client) => client.dbsize());
     if (options.json) printJson({ keys: size });
     else printLine(String(size));
+  });
+
+  addServerOptions(
+    program
+      .command('flushall')
+      .description(
+        'delete every key of the cluster (admin users only; refused while keys migrate); needs --yes',
+      )
+      .option('--yes', 'really delete every key'),
+  ).action(async (options: ServerOptions & { readonly yes?: boolean }) => {
+    if (options.yes !== true) throw usage('flushall deletes every key of the cluster: confirm with --yes');
+    const deleted = await withClient(options, (client) => client.flushAll());
+    if (options.json) printJson({ ok: true, deleted });
+    else printLine(`OK ${deleted}`);
   });
 
   addServerOptions(

@@ -1,8 +1,9 @@
 import { type LmdbDurability, LmdbEngine } from './lmdb-engine.js';
 import { type EvictionPolicy, MemoryEngine } from './memory-engine.js';
+import type { VersionClock } from './version-clock.js';
 
 /**
- * The version every stored entry carries (its header).
+ * The version header every stored entry carries.
  *
  * `writeEpoch` orders the writes of one key across nodes: it is the ring epoch at which the
  * key's owner accepted the write. Within one ring epoch only one node accepts writes for a key,
@@ -15,11 +16,12 @@ export interface EntryVersion {
   /** Ring epoch at which the owner accepted the client write (uint32; 0 before any RING). */
   readonly writeEpoch: number;
   /**
-   * Per-key write counter (uint32): +1 on every client write of the key (value or tombstone),
-   * wrapping after 2^32-1; 1 for the first write after the key was absent. Kept for
-   * compare-and-set; never used to decide migrations. A migrated copy keeps the old owner's.
+   * The entry's version (an integer below 2^53), what compare-and-set compares: issued by the
+   * owner's {@link VersionClock} for every client write of the key (value, expiry change or
+   * delete), so it never repeats for the key (see the protocol README, "Versions"). A migrated
+   * copy keeps the old owner's. 0 only for an entry stored without one (tests).
    */
-  readonly seq: number;
+  readonly version: number;
 }
 
 /**
@@ -49,7 +51,7 @@ export interface EntryHeader extends EntryVersion, Expiring {
  * - `put`: stores `value` with `expireAt` (0 = none) as a client write;
  * - `expire`: keeps the value, sets its expiry time (0 = persist) as a client write;
  * - `delete`: removes the value (a tombstone when the update asked for one).
- * Every write takes the update's writeEpoch and the next seq.
+ * Every write takes the update's writeEpoch and the version `decide` was given.
  */
 export type Mutation =
   | { readonly kind: 'none' }
@@ -153,6 +155,8 @@ export interface StorageHealth {
 export interface StorageEngine {
   /** Which implementation this is. */
   readonly kind: 'memory' | 'lmdb';
+  /** The node-wide version clock every client write of this engine takes its version from. */
+  readonly clock: VersionClock;
   /**
    * Value or undefined (also for a tombstone). Synchronous: the hot path must not pay a promise
    * per read. Ownership differs per engine: memory returns a view valid until the next write to
@@ -168,22 +172,24 @@ export interface StorageEngine {
   /**
    * Stores `value` as a client write accepted at `writeEpoch` (uint32, default 0) expiring at
    * `expireAt` (ms since the Unix epoch, default 0 = never), replacing a value or a tombstone in
-   * one write; `seq` becomes the previous entry's + 1. Resolves once ACKNOWLEDGED as defined by
+   * one write, with the next version of {@link clock}. Resolves once ACKNOWLEDGED as defined by
    * the engine (lmdb: durable = flushed to disk by default).
    */
   set(key: Uint8Array, value: Uint8Array, writeEpoch?: number, expireAt?: number): Promise<void>;
   /**
    * The one read-modify-write of every engine: `decide` is called with the key's live entry (a
    * copy of its value the callback may keep; undefined when absent, a tombstone or expired) and
-   * the engine's clock, and its mutation is applied in the same atomic step, after every write
-   * issued before this call and before every write issued after it (lmdb: inside the write
+   * the engine's clock, and the version its write takes (the next of {@link clock}: a decision
+   * that answers the new version, such as a compare-and-set's, knows it; one that writes nothing
+   * leaves a gap, which is harmless); its mutation is applied in the same atomic step, after every
+   * write issued before this call and before every write issued after it (lmdb: inside the write
    * transaction; memory: synchronously). Resolves to the decision's result once the write is
    * acknowledged like set. `decide` must not throw and must not call the engine.
    */
   update<T>(
     key: Uint8Array,
     options: UpdateOptions,
-    decide: (current: VersionedValue | undefined, now: number) => Decision<T>,
+    decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
   ): Promise<T>;
   /**
    * Reclaims expired values, examining at most `maxEntries` entries from where the previous call
@@ -205,7 +211,7 @@ export interface StorageEngine {
   delete(key: Uint8Array): Promise<boolean>;
   /**
    * A client delete accepted at `writeEpoch` that must outlive a migration: replaces the entry
-   * (value, tombstone or none) by a tombstone with that writeEpoch and the next `seq`. Resolves to
+   * (value, tombstone or none) by a tombstone with that writeEpoch and the next version. Resolves to
    * whether a value existed; acknowledged like set.
    */
   tombstone(key: Uint8Array, writeEpoch: number): Promise<boolean>;
@@ -213,8 +219,9 @@ export interface StorageEngine {
    * Stores each copy, with its version unchanged, only when the key has no entry or the copy's
    * `writeEpoch` is greater than the entry's (value or tombstone); the others are skipped. All in
    * one atomic write, checked against the entries as they are when it applies (so a client write
-   * issued before this call is compared with, never overwritten). Resolves to the number stored,
-   * once acknowledged like set. Values are copied before the call returns.
+   * issued before this call is compared with, never overwritten). Every copy's version, stored or
+   * skipped, raises {@link clock} (so this node's later writes of the key are above it). Resolves
+   * to the number stored, once acknowledged like set. Values are copied before the call returns.
    */
   applyIfNewer(entries: readonly VersionedEntry[]): Promise<number>;
   /**
@@ -222,6 +229,12 @@ export interface StorageEngine {
    * newer tombstones stay), in one atomic write. Resolves to the number removed.
    */
   removeTombstones(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number>;
+  /**
+   * Removes every entry (values, tombstones, expired values) in one atomic write; resolves to the
+   * number of live values removed (FLUSHALL). The clock is unaffected, so a key written again
+   * later has a version above any it had.
+   */
+  clear(): Promise<number>;
   /** Number of keys holding a value (tombstones excluded). */
   count(): number;
   /** Number of tombstones. */

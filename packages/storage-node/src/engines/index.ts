@@ -31,3 +31,4 @@ export type { EvictionPolicy, MemoryEngineLimits, MemoryEngineStats } from './me
 export { MemoryEngine } from './memory-engine.js';
 export type { SlabArenaStats } from './slab-arena.js';
 export { SlabArena } from './slab-arena.js';
+export { VERSION_EPOCH_MS, VERSIONS_PER_MS, VersionClock } from './version-clock.js';

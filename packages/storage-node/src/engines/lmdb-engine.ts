@@ -24,6 +24,7 @@ import {
   MAX_KEY_BYTES,
   MAX_SCAN_CURSOR,
 } from './keys.js';
+import { assertVersion, VERSIONS_PER_MS, VersionClock } from './version-clock.js';
 
 /**
  * When an LMDB write is acknowledged.
@@ -87,51 +88,101 @@ export interface LmdbEngineStats {
 /**
  * The on-disk format this version writes, recorded in the environment (see ENGINES.md, "LMDB
  * layout"). Format 1 (before entry versions) kept bare values in LMDB's main database; format 2
- * keeps each entry as a 9-byte header and the value in the named database `dstore-entries`, and
- * the format number and the tombstone count in `dstore-meta`; format 3 adds a third entry kind,
- * a value with an expiry time (a 17-byte header). Format 2 data is format 3 data without that
- * kind, so a format 2 environment is read as it is and its marker raised to 3 on open (after
- * which an older version refuses it rather than misreading expiring values).
+ * keeps each entry as a 9-byte header (kind, writeEpoch, a uint32 per-key counter) and the value
+ * in the named database `dstore-entries`, and the format number and the tombstone count in
+ * `dstore-meta`; format 3 adds a third entry kind, a value with an expiry time (a 17-byte
+ * header); format 4 adds three kinds whose header holds a version below 2^53 instead of the
+ * counter (13 bytes, 21 with an expiry time), and the version clock's high-water mark in
+ * `dstore-meta`. Formats 2 and 3 are format 4 data without the new kinds, so such an environment
+ * is read as it is and its marker raised to 4 on open (after which an older version refuses it
+ * rather than misreading the new kinds); its entries keep their counter as their version (below
+ * 2^32, so below every version issued since) until they are written again.
  */
-export const LMDB_FORMAT = 3;
-/** The older format this version opens as it is (see {@link LMDB_FORMAT}). */
-const LMDB_FORMAT_WITHOUT_EXPIRY = 2;
+export const LMDB_FORMAT = 4;
+/** The older formats this version opens as they are (see {@link LMDB_FORMAT}). */
+const LMDB_OLDER_FORMATS: ReadonlySet<number> = new Set([2, 3]);
 
 /** Named database of the entries: key -> header + value bytes. */
 const ENTRIES_DB = 'dstore-entries';
-/** Named database of the environment's metadata: format marker and tombstone count. */
+/** Named database of the environment's metadata: format marker, tombstone count, version mark. */
 const META_DB = 'dstore-meta';
 const FORMAT_KEY = Buffer.from('format', 'latin1');
 const TOMBSTONES_KEY = Buffer.from('tombstones', 'latin1');
+/** The version clock's high-water mark: no version at or above it was issued (decimal ASCII). */
+const VERSIONS_KEY = Buffer.from('versions', 'latin1');
+/**
+ * How far ahead of the clock the stored high-water mark is set: one second of wall-clock
+ * versions, so that the mark is written about once a second under load, not once per write.
+ */
+const VERSION_MARK_BLOCK = VERSIONS_PER_MS * 1000;
 
-/** Header before the value bytes: kind (1 byte), writeEpoch (uint32 BE), seq (uint32 BE). */
-const HEADER_BYTES = 9;
-/** Header of an expiring value: the same 9 bytes, then the expiry time (float64 BE, ms since the Unix epoch). */
-const EXPIRING_HEADER_BYTES = 17;
-const KIND_VALUE = 1;
-const KIND_TOMBSTONE = 2;
-/** A value with an expiry time (format 3). */
-const KIND_EXPIRING = 3;
+/** Header before the value bytes: kind (1 byte), writeEpoch (uint32 BE), version (float64 BE). */
+const HEADER_BYTES = 13;
+/** Header of an expiring value: the same 13 bytes, then the expiry time (float64 BE, ms since the Unix epoch). */
+const EXPIRING_HEADER_BYTES = 21;
+const KIND_VALUE = 4;
+const KIND_TOMBSTONE = 5;
+/** A value with an expiry time. */
+const KIND_EXPIRING = 6;
 const EPOCH_OFFSET = 1;
-const SEQ_OFFSET = 5;
-const EXPIRE_OFFSET = 9;
+const VERSION_OFFSET = 5;
+const EXPIRE_OFFSET = 13;
+/**
+ * The kinds of formats 2 and 3 (read, never written): their header has a uint32 counter where
+ * the version is, 9 bytes long (17 with the expiry time at offset 9).
+ */
+const OLD_KIND_VALUE = 1;
+const OLD_KIND_TOMBSTONE = 2;
+const OLD_KIND_EXPIRING = 3;
+const OLD_HEADER_BYTES = 9;
+const OLD_EXPIRE_OFFSET = 9;
+
+function isTombstone(stored: Uint8Array): boolean {
+  return stored[0] === KIND_TOMBSTONE || stored[0] === OLD_KIND_TOMBSTONE;
+}
+
+function isExpiring(stored: Uint8Array): boolean {
+  return stored[0] === KIND_EXPIRING || stored[0] === OLD_KIND_EXPIRING;
+}
+
+function view(stored: Uint8Array): Buffer {
+  return Buffer.from(stored.buffer, stored.byteOffset, stored.length);
+}
+
+/** The version of a stored entry (an old-format entry's counter). */
+function versionOf(stored: Uint8Array): number {
+  return stored[0]! >= KIND_VALUE
+    ? view(stored).readDoubleBE(VERSION_OFFSET)
+    : readUint32(stored, VERSION_OFFSET);
+}
 
 /** The expiry time of a stored entry (0 = none). */
 function expireAtOf(stored: Uint8Array): number {
-  if (stored[0] !== KIND_EXPIRING) return 0;
-  return Buffer.from(stored.buffer, stored.byteOffset, stored.length).readDoubleBE(EXPIRE_OFFSET);
+  if (stored[0] === KIND_EXPIRING) return view(stored).readDoubleBE(EXPIRE_OFFSET);
+  if (stored[0] === OLD_KIND_EXPIRING) return view(stored).readDoubleBE(OLD_EXPIRE_OFFSET);
+  return 0;
 }
 
 /** Whether a stored entry is a value that has not expired at `now`. */
 function isLiveValue(stored: Uint8Array | undefined, now: number): boolean {
   if (stored === undefined) return false;
   const kind = stored[0];
-  return kind === KIND_VALUE || (kind === KIND_EXPIRING && !isExpired(expireAtOf(stored), now));
+  if (kind === KIND_VALUE || kind === OLD_KIND_VALUE) return true;
+  return isExpiring(stored) && !isExpired(expireAtOf(stored), now);
 }
 
 /** Where a stored value's bytes start. */
 function valueStart(stored: Uint8Array): number {
-  return stored[0] === KIND_EXPIRING ? EXPIRING_HEADER_BYTES : HEADER_BYTES;
+  switch (stored[0]) {
+    case KIND_VALUE:
+      return HEADER_BYTES;
+    case KIND_EXPIRING:
+      return EXPIRING_HEADER_BYTES;
+    case OLD_KIND_EXPIRING:
+      return OLD_HEADER_BYTES + 8;
+    default:
+      return OLD_HEADER_BYTES;
+  }
 }
 
 /** `Uint8Array.prototype.slice` copies; Buffer's own `slice` would return a view of lmdb's reused buffer. */
@@ -234,7 +285,7 @@ function formatError(dataDir: string, found: string, cause?: unknown): StorageEn
     'UNSUPPORTED_FORMAT',
     `the lmdb data dir ${dataDir} holds ${found}; this version of dstore-node reads ` +
       `format ${LMDB_FORMAT} (a version header on every entry, tombstones, expiry times) and ` +
-      `format ${LMDB_FORMAT_WITHOUT_EXPIRY} (the same without expiry times, raised to format ${LMDB_FORMAT} on open) and does not convert other formats ` +
+      `formats 2 and 3 (older version headers, raised to format ${LMDB_FORMAT} on open) and does not convert other formats ` +
       'data in place. Start this node on an empty data dir (it joins as a new member) or run the ' +
       'version that wrote it',
     cause === undefined ? undefined : { cause },
@@ -254,27 +305,32 @@ function readUint32(bytes: Uint8Array, offset: number): number {
 }
 
 /**
- * A stored entry: the header, then (for a value) its bytes. `seq` may be patched in later. A
- * value with an expiry time (`expireAt` > 0) is stored as {@link KIND_EXPIRING}.
+ * A stored entry: the header, then (for a value) its bytes. The version may be patched in later
+ * ({@link setVersion}). A value with an expiry time (`expireAt` > 0) is stored as {@link KIND_EXPIRING}.
  */
 function encodeEntry(
   kind: number,
   writeEpoch: number,
-  seq: number,
+  version: number,
   value?: Uint8Array,
   expireAt = 0,
 ): Buffer {
   assertUint32(writeEpoch, 'writeEpoch');
-  assertUint32(seq, 'seq');
+  assertVersion(version);
   const expiring = kind === KIND_VALUE && expireAt > 0;
   const header = expiring ? EXPIRING_HEADER_BYTES : HEADER_BYTES;
   const stored = Buffer.allocUnsafe(header + (value?.byteLength ?? 0));
   stored[0] = expiring ? KIND_EXPIRING : kind;
   stored.writeUInt32BE(writeEpoch, EPOCH_OFFSET);
-  stored.writeUInt32BE(seq, SEQ_OFFSET);
+  stored.writeDoubleBE(version, VERSION_OFFSET);
   if (expiring) stored.writeDoubleBE(expireAt, EXPIRE_OFFSET);
   if (value !== undefined) stored.set(value, header);
   return stored;
+}
+
+/** Writes `version` into an entry made by {@link encodeEntry}. */
+function setVersion(stored: Buffer, version: number): void {
+  stored.writeDoubleBE(version, VERSION_OFFSET);
 }
 
 /** Small counters in the meta database are decimal ASCII, readable with `mdb_dump`. */
@@ -328,9 +384,9 @@ function openLayout(root: Root, dataDir: string): { entries: Db; meta: Db } {
     // entries database is then still empty, since nothing is written before the marker).
     if (entryCount(entries) > 0) throw formatError(dataDir, 'entries but no format marker');
     meta.putSync(FORMAT_KEY, encodeCount(LMDB_FORMAT));
-  } else if (decodeCount(marker) === LMDB_FORMAT_WITHOUT_EXPIRY) {
-    // Nothing to convert: format 3 only adds an entry kind. Raised first, so that a version that
-    // reads only format 2 never opens data holding expiring values.
+  } else if (LMDB_OLDER_FORMATS.has(decodeCount(marker))) {
+    // Nothing to convert: formats 3 and 4 only add entry kinds. Raised first, so that a version
+    // that reads only an older format never opens data holding kinds it does not know.
     meta.putSync(FORMAT_KEY, encodeCount(LMDB_FORMAT));
   } else if (decodeCount(marker) !== LMDB_FORMAT) {
     throw formatError(dataDir, `format ${Buffer.from(marker).toString('latin1')}`);
@@ -342,8 +398,9 @@ function openLayout(root: Root, dataDir: string): { entries: Db; meta: Db } {
  * Durable engine on LMDB (via lmdb-js): memory-mapped B-tree, synchronous reads, writes batched
  * by lmdb-js into one transaction per event turn and committed on its writer thread.
  *
- * Every entry is stored as a 9-byte header (kind: value or tombstone, writeEpoch, seq: uint32
- * big-endian) followed by the value bytes, in the named database `dstore-entries`; a tombstone
+ * Every entry is stored as a 13-byte header (kind: value or tombstone, writeEpoch: uint32
+ * big-endian, version: float64 big-endian; 8 more bytes of expiry time for an expiring value)
+ * followed by the value bytes, in the named database `dstore-entries`; a tombstone
  * is the header alone. Writes that depend on the entry they replace (deletes, tombstones, the
  * version comparisons of `applyIfNewer`) run as callbacks of an lmdb-js queued transaction and
  * read it inside the transaction that writes; a client SET is a native queued put when nothing
@@ -370,13 +427,8 @@ export class LmdbEngine implements StorageEngine {
   private callbacksQueued = 0;
   /** Whether the committed tombstone count is above 0 (renewed whenever no callback is queued). */
   private tombstonesStored: boolean;
-  /** Transaction callbacks queued since open: a queued put older than the newest one is committed. */
-  private callbackGeneration = 0;
-  /**
-   * Plain puts not yet settled, by key (latin1): the newest one's seq, how many, and the
-   * callback generation it was queued in (a later callback may have replaced the entry since).
-   */
-  private readonly queuedPuts = new Map<string, { seq: number; count: number; generation: number }>();
+  /** The stored high-water mark of {@link clock}: no version at or above it was issued. */
+  private versionMark: number;
   /** Keys whose expired value a read found and whose reclaiming is queued (latin1). */
   private readonly reclaiming = new Set<string>();
   /** Last key examined by {@link LmdbEngine.sweepExpired}; undefined: start from the first. */
@@ -418,6 +470,12 @@ export class LmdbEngine implements StorageEngine {
     this.root.committed.then(ignore, consumeBatchFailure);
   };
 
+  /**
+   * The node-wide version clock, started from the stored high-water mark, so a restart never
+   * issues a version again (see {@link markVersions}).
+   */
+  readonly clock: VersionClock;
+
   private constructor(
     private readonly root: Root,
     private readonly entries: Db,
@@ -429,6 +487,9 @@ export class LmdbEngine implements StorageEngine {
     readonly mapSize: number,
   ) {
     this.tombstonesStored = this.tombstoneCount() > 0;
+    const mark = this.meta.getBinary(VERSIONS_KEY);
+    this.versionMark = mark === undefined ? 0 : decodeCount(mark);
+    this.clock = new VersionClock(this.versionMark);
     // Fires synchronously before the commit's write promises resolve, so a writer resuming
     // after its commit always sees an epoch that includes it. Failed commits fire it too.
     root.on('aftercommit', () => {
@@ -488,7 +549,7 @@ export class LmdbEngine implements StorageEngine {
       if (stored === undefined) return undefined;
       if (stored[0] === KIND_VALUE) return copyBytes.call(stored, HEADER_BYTES, stored.length);
       if (!this.liveOrReclaim(key, stored)) return undefined;
-      return copyBytes.call(stored, EXPIRING_HEADER_BYTES, stored.length);
+      return copyBytes.call(stored, valueStart(stored), stored.length);
     } catch (error) {
       throw ioError('get', error);
     }
@@ -499,8 +560,8 @@ export class LmdbEngine implements StorageEngine {
    * background (a write cannot be made in a synchronous read), once per key at a time.
    */
   private liveOrReclaim(key: Uint8Array, stored: Uint8Array): boolean {
-    if (stored[0] === KIND_VALUE) return true;
-    if (stored[0] !== KIND_EXPIRING) return false;
+    if (stored[0] === KIND_VALUE || stored[0] === OLD_KIND_VALUE) return true;
+    if (!isExpiring(stored)) return false;
     if (!isExpired(expireAtOf(stored), Date.now())) return true;
     const name = keyToString(key);
     if (!this.reclaiming.has(name)) {
@@ -552,16 +613,18 @@ export class LmdbEngine implements StorageEngine {
   }
 
   /**
-   * Stores `value` as a client write at `writeEpoch` (seq = previous + 1), replacing a value or
-   * tombstone in one put; resolves once acknowledged per {@link LmdbEngine.durability}.
+   * Stores `value` as a client write at `writeEpoch` with the next version of {@link clock},
+   * replacing a value or tombstone in one put; resolves once acknowledged per
+   * {@link LmdbEngine.durability}.
    *
    * Two paths with one outcome. When no transaction callback is queued and the environment holds
-   * no tombstone, the previous entry can only be a value committed or a plain put still queued,
-   * so `seq` is known now and the write is lmdb-js's native asynchronous `put`: no JavaScript
-   * runs inside the write transaction, which is what makes it ~15-25% cheaper per write at small
-   * batches (BENCHMARKS.md, "Cluster map"). Otherwise it is a transaction callback that reads the
-   * previous entry where it writes. lmdb-js runs queued callbacks after the queued single puts of
-   * a batch, so a put is only ever issued while no callback is queued: call order is kept.
+   * no tombstone, the version is taken now and the write is lmdb-js's native asynchronous `put`:
+   * no JavaScript runs inside the write transaction, which is what makes it ~15-25% cheaper per
+   * write at small batches (BENCHMARKS.md, "Cluster map"). Otherwise it is a transaction callback
+   * that takes its version where it writes (after the callbacks queued before it, which take
+   * theirs there too) and keeps the tombstone count. lmdb-js runs queued callbacks after the
+   * queued single puts of a batch, so a put is only ever issued while no callback is queued: call
+   * order, and so the order of versions, is kept.
    */
   async set(key: Uint8Array, value: Uint8Array, writeEpoch = 0, expireAt = 0): Promise<void> {
     assertOpen(this.closed, this.kind);
@@ -581,19 +644,56 @@ export class LmdbEngine implements StorageEngine {
   /** The write of {@link LmdbEngine.set}, on one of its two paths. */
   private async storeValue(key: Uint8Array, stored: Buffer): Promise<void> {
     if (this.callbacksQueued === 0 && !this.tombstonesStored) {
-      await this.putQueued(key, stored);
+      setVersion(stored, this.clock.next());
+      const mark = this.markVersions();
+      // Issued before the entry's put, so it commits with it (one batch) or before it.
+      if (mark !== undefined) this.meta.put(VERSIONS_KEY, mark).catch(this.markLost);
+      try {
+        await this.entries.put(key, stored);
+        this.wrote();
+      } catch (error) {
+        throw await this.writeFailed('put', error);
+      }
     } else {
       await this.write('put', () => {
         const previous = this.entries.getBinaryFast(key);
-        let seq = 1;
-        if (previous !== undefined) {
-          seq = (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
-          if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
-        }
-        stored.writeUInt32BE(seq, SEQ_OFFSET);
+        if (previous !== undefined && isTombstone(previous)) this.adjustTombstones(-1);
+        setVersion(stored, this.nextVersion());
         this.entries.putSync(key, stored);
       });
     }
+  }
+
+  /**
+   * The new high-water mark to store when {@link clock} reached the stored one, else undefined:
+   * set a block ahead, so that it is written about once a second rather than with every write.
+   */
+  private markVersions(): Buffer | undefined {
+    const current = this.clock.current;
+    if (current < this.versionMark) return undefined;
+    this.versionMark = current + VERSION_MARK_BLOCK;
+    return encodeCount(this.versionMark);
+  }
+
+  /**
+   * A write of the high-water mark failed (its commit did): what is stored is unknown, so the next
+   * write stores the mark again.
+   */
+  private readonly markLost = (): void => {
+    this.versionMark = 0;
+  };
+
+  /** Inside a write transaction: stores the high-water mark if the clock reached it. */
+  private markVersionsSync(): void {
+    const mark = this.markVersions();
+    if (mark !== undefined) this.meta.putSync(VERSIONS_KEY, mark);
+  }
+
+  /** Inside a write transaction: the next version, its high-water mark stored with it if needed. */
+  private nextVersion(): number {
+    const version = this.clock.next();
+    this.markVersionsSync();
+    return version;
   }
 
   /** Removes `key` (value or tombstone); resolves to whether a value existed, once acknowledged like {@link LmdbEngine.set}. */
@@ -605,10 +705,10 @@ export class LmdbEngine implements StorageEngine {
     const existed = await this.write('delete', () => {
       const previous = this.entries.getBinaryFast(key);
       if (previous === undefined) return false;
-      const kind = previous[0];
+      const wasTombstone = isTombstone(previous);
       const existed = isLiveValue(previous, Date.now());
       this.entries.removeSync(key);
-      if (kind === KIND_TOMBSTONE) this.adjustTombstones(-1);
+      if (wasTombstone) this.adjustTombstones(-1);
       return existed;
     });
     await this.acknowledge();
@@ -622,15 +722,9 @@ export class LmdbEngine implements StorageEngine {
     const stored = encodeEntry(KIND_TOMBSTONE, writeEpoch, 0);
     const existed = await this.write('tombstone', () => {
       const previous = this.entries.getBinaryFast(key);
-      let seq = 1;
-      let kind = 0;
-      if (previous !== undefined) {
-        seq = (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
-        kind = previous[0]!;
-      }
       const existed = isLiveValue(previous, Date.now());
-      if (kind !== KIND_TOMBSTONE) this.adjustTombstones(1);
-      stored.writeUInt32BE(seq, SEQ_OFFSET);
+      if (previous === undefined || !isTombstone(previous)) this.adjustTombstones(1);
+      setVersion(stored, this.nextVersion());
       this.entries.putSync(key, stored);
       return existed;
     });
@@ -649,16 +743,20 @@ export class LmdbEngine implements StorageEngine {
     let cost = 0;
     for (const entry of entries) {
       assertValidKey(entry.key);
+      assertVersion(entry.version);
       cost += entryCost(entry.key.byteLength, entry.value.byteLength, this.usage.pageSize);
     }
     const stored = entries.map((entry) =>
-      encodeEntry(KIND_VALUE, entry.writeEpoch, entry.seq, entry.value, entry.expireAt ?? 0),
+      encodeEntry(KIND_VALUE, entry.writeEpoch, entry.version, entry.value, entry.expireAt ?? 0),
     );
     const now = Date.now();
     this.reserveSpace(cost, true);
     let applied: number;
     try {
       applied = await this.write('put', () => {
+        // Every copy's version, stored or not, raises the clock (see StorageEngine.applyIfNewer).
+        for (const entry of entries) this.clock.observe(entry.version);
+        this.markVersionsSync();
         let count = 0;
         for (let i = 0; i < entries.length; i++) {
           const key = entries[i]!.key;
@@ -667,7 +765,7 @@ export class LmdbEngine implements StorageEngine {
           const previous = this.entries.getBinaryFast(key);
           if (previous !== undefined) {
             if (entries[i]!.writeEpoch <= readUint32(previous, EPOCH_OFFSET)) continue;
-            if (previous[0] === KIND_TOMBSTONE) this.adjustTombstones(-1);
+            if (isTombstone(previous)) this.adjustTombstones(-1);
           }
           this.entries.putSync(key, stored[i]!);
           count++;
@@ -688,7 +786,7 @@ export class LmdbEngine implements StorageEngine {
   async update<T>(
     key: Uint8Array,
     options: UpdateOptions,
-    decide: (current: VersionedValue | undefined, now: number) => Decision<T>,
+    decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
   ): Promise<T> {
     assertOpen(this.closed, this.kind);
     assertValidKey(key);
@@ -704,8 +802,9 @@ export class LmdbEngine implements StorageEngine {
         const now = Date.now();
         const previous = this.entries.getBinaryFast(ownKey);
         const live = isLiveValue(previous, now);
-        const decision = decide(live ? decodeValue(previous!) : undefined, now);
-        this.applyMutation(ownKey, previous, live, options, decision.mutation);
+        const version = this.nextVersion();
+        const decision = decide(live ? decodeValue(previous!) : undefined, now, version);
+        this.applyMutation(ownKey, previous, live, options, decision.mutation, version);
         return decision.result;
       });
     } finally {
@@ -722,28 +821,31 @@ export class LmdbEngine implements StorageEngine {
     live: boolean,
     options: UpdateOptions,
     mutation: Mutation,
+    version: number,
   ): void {
     if (mutation.kind === 'none') return;
     if (mutation.kind !== 'put' && !live) return;
-    const seq = previous === undefined ? 1 : (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
-    const wasTombstone = previous?.[0] === KIND_TOMBSTONE;
+    const wasTombstone = previous !== undefined && isTombstone(previous);
     switch (mutation.kind) {
       case 'put':
         if (wasTombstone) this.adjustTombstones(-1);
         this.entries.putSync(
           key,
-          encodeEntry(KIND_VALUE, options.writeEpoch, seq, mutation.value, mutation.expireAt),
+          encodeEntry(KIND_VALUE, options.writeEpoch, version, mutation.value, mutation.expireAt),
         );
         return;
       case 'expire': {
         const value = previous!.subarray(valueStart(previous!));
-        this.entries.putSync(key, encodeEntry(KIND_VALUE, options.writeEpoch, seq, value, mutation.expireAt));
+        this.entries.putSync(
+          key,
+          encodeEntry(KIND_VALUE, options.writeEpoch, version, value, mutation.expireAt),
+        );
         return;
       }
       case 'delete':
         if (options.tombstone) {
           this.adjustTombstones(1);
-          this.entries.putSync(key, encodeEntry(KIND_TOMBSTONE, options.writeEpoch, seq));
+          this.entries.putSync(key, encodeEntry(KIND_TOMBSTONE, options.writeEpoch, version));
         } else this.entries.removeSync(key);
         return;
     }
@@ -769,7 +871,7 @@ export class LmdbEngine implements StorageEngine {
         continue;
       if (examined++ >= maxEntries) break;
       last = key;
-      if (value[0] === KIND_EXPIRING && isExpired(expireAtOf(value), now)) expired.push(Uint8Array.from(key));
+      if (isExpiring(value) && isExpired(expireAtOf(value), now)) expired.push(Uint8Array.from(key));
     }
     // The end of the keys: the next sweep starts again from the first.
     this.sweepCursor = examined > maxEntries && last !== undefined ? Uint8Array.from(last) : undefined;
@@ -790,12 +892,11 @@ export class LmdbEngine implements StorageEngine {
       let tombstones = 0;
       for (const key of keys) {
         const stored = this.entries.getBinaryFast(key);
-        if (stored?.[0] !== KIND_EXPIRING || !isExpired(expireAtOf(stored), now)) continue;
+        if (stored === undefined || !isExpiring(stored) || !isExpired(expireAtOf(stored), now)) continue;
         if (this.retainExpired(key)) {
           // The expired value's own version: only a copy newer than it may replace the tombstone.
           const epoch = readUint32(stored, EPOCH_OFFSET);
-          const seq = readUint32(stored, SEQ_OFFSET);
-          this.entries.putSync(key, encodeEntry(KIND_TOMBSTONE, epoch, seq));
+          this.entries.putSync(key, encodeEntry(KIND_TOMBSTONE, epoch, versionOf(stored)));
           tombstones++;
         } else this.entries.removeSync(key);
         count++;
@@ -815,7 +916,7 @@ export class LmdbEngine implements StorageEngine {
       for (const key of keys) {
         if (!isStorable(key)) continue;
         const previous = this.entries.getBinaryFast(key);
-        if (previous === undefined || previous[0] !== KIND_TOMBSTONE) continue;
+        if (previous === undefined || !isTombstone(previous)) continue;
         if (readUint32(previous, EPOCH_OFFSET) > maxWriteEpoch) continue;
         this.entries.removeSync(key);
         count++;
@@ -823,6 +924,26 @@ export class LmdbEngine implements StorageEngine {
       if (count > 0) this.adjustTombstones(-count);
       return count;
     });
+    await this.acknowledge();
+    return removed;
+  }
+
+  /**
+   * Removes every entry in one transaction (LMDB empties the database, keeping it open); resolves
+   * to the number of values there were, once acknowledged like {@link LmdbEngine.set}.
+   */
+  async clear(): Promise<number> {
+    assertOpen(this.closed, this.kind);
+    const removed = await this.write('delete', () => {
+      const now = Date.now();
+      let values = 0;
+      for (const { value } of this.entries.getRange({})) if (isLiveValue(value, now)) values++;
+      this.entries.clearSync();
+      this.meta.putSync(TOMBSTONES_KEY, encodeCount(0));
+      return values;
+    });
+    this.scanIterations.clear();
+    this.sweepCursor = undefined;
     await this.acknowledge();
     return removed;
   }
@@ -1005,7 +1126,6 @@ export class LmdbEngine implements StorageEngine {
    */
   private async write<T>(operation: string, body: () => T): Promise<T> {
     this.callbacksQueued++;
-    this.callbackGeneration++;
     try {
       const result = await this.root.transaction(body);
       this.wrote();
@@ -1016,42 +1136,6 @@ export class LmdbEngine implements StorageEngine {
       // Only callbacks change the tombstone count; once none is queued the committed count is
       // final until the next one, so this is the one place the fast path's condition is renewed.
       if (--this.callbacksQueued === 0 && !this.closed) this.tombstonesStored = this.tombstoneCount() > 0;
-    }
-  }
-
-  /**
-   * The fast path of {@link LmdbEngine.set}: `seq` from the newest queued put of the key, else
-   * from the committed entry (a value: no tombstone is stored), then a native asynchronous put.
-   */
-  private async putQueued(key: Uint8Array, stored: Buffer): Promise<void> {
-    const name = keyToString(key);
-    const generation = this.callbackGeneration;
-    let queued = this.queuedPuts.get(name);
-    let seq: number;
-    if (queued !== undefined && queued.generation === generation) {
-      seq = (queued.seq + 1) >>> 0;
-    } else {
-      // No put of this key is queued, or a callback queued after it has committed since (none is
-      // queued now) and may have replaced the entry: the committed entry is the previous one.
-      const previous = this.entries.getBinaryFast(key);
-      seq = previous === undefined ? 1 : (readUint32(previous, SEQ_OFFSET) + 1) >>> 0;
-    }
-    if (queued === undefined) {
-      queued = { seq, count: 1, generation };
-      this.queuedPuts.set(name, queued);
-    } else {
-      queued.seq = seq;
-      queued.count++;
-      queued.generation = generation;
-    }
-    stored.writeUInt32BE(seq, SEQ_OFFSET);
-    try {
-      await this.entries.put(key, stored);
-      this.wrote();
-    } catch (error) {
-      throw await this.writeFailed('put', error);
-    } finally {
-      if (--queued.count === 0) this.queuedPuts.delete(name);
     }
   }
 
@@ -1192,6 +1276,8 @@ export class LmdbEngine implements StorageEngine {
    * commit starts from the last good one.
    */
   private async writeFailed(operation: string, error: unknown): Promise<StorageEngineError> {
+    // The failed transaction may have held a new high-water mark of the version clock.
+    this.markLost();
     if (isCommitFailure(error)) {
       this.lastCommitFailed = true;
       this.kickCommit();
@@ -1229,9 +1315,9 @@ export class LmdbEngine implements StorageEngine {
 function decodeHeader(stored: Uint8Array): EntryHeader {
   return {
     writeEpoch: readUint32(stored, EPOCH_OFFSET),
-    seq: readUint32(stored, SEQ_OFFSET),
+    version: versionOf(stored),
     expireAt: expireAtOf(stored),
-    tombstone: stored[0] === KIND_TOMBSTONE,
+    tombstone: isTombstone(stored),
   };
 }
 
@@ -1240,7 +1326,7 @@ function decodeValue(stored: Uint8Array): VersionedValue {
   return {
     value: copyBytes.call(stored, valueStart(stored), stored.length),
     writeEpoch: readUint32(stored, EPOCH_OFFSET),
-    seq: readUint32(stored, SEQ_OFFSET),
+    version: versionOf(stored),
     expireAt: expireAtOf(stored),
   };
 }

@@ -16,6 +16,7 @@ import {
 import { StorageEngineError } from './errors.js';
 import { assertOpen, assertUint32, assertValidKey, closedError, inRingRange, MAX_KEY_BYTES } from './keys.js';
 import { SLOT_METADATA_BYTES, SlabArena } from './slab-arena.js';
+import { assertVersion, VersionClock } from './version-clock.js';
 
 /**
  * What a write past the memory cap does (Redis's `maxmemory-policy` names):
@@ -77,6 +78,12 @@ const SLAB_SLACK_BYTES = 256 * 1024;
 export class MemoryEngine implements StorageEngine {
   /** Engine discriminator. */
   readonly kind = 'memory' as const;
+  /**
+   * Starts from the wall clock at construction: a restarted memory node holds no data, and its
+   * versions stay above those of its previous run as long as the wall clock did not step back
+   * across the restart (see the protocol README, "Versions").
+   */
+  readonly clock = new VersionClock();
   /** Cap on the footprint in bytes; 0 = none. */
   readonly maxMemory: number;
   /** What a write past the cap does. */
@@ -141,7 +148,7 @@ export class MemoryEngine implements StorageEngine {
     return {
       value: arena.read(handle),
       writeEpoch: arena.writeEpoch(handle),
-      seq: arena.seq(handle),
+      version: arena.version(handle),
       expireAt: arena.expireAt(handle),
     };
   }
@@ -159,7 +166,7 @@ export class MemoryEngine implements StorageEngine {
       assertOpen(this.closed, this.kind);
       assertValidKey(key);
       assertUint32(writeEpoch, 'writeEpoch');
-      this.put(key, value, writeEpoch, expireAt, this.arena.find(key));
+      this.put(key, value, writeEpoch, expireAt, this.arena.find(key), this.clock.next());
       return RESOLVED;
     } catch (error) {
       return Promise.reject(error);
@@ -167,15 +174,22 @@ export class MemoryEngine implements StorageEngine {
   }
 
   /** Stores `value` as a client write under `key` (`handle`: its entry, or -1), making room first. */
-  private put(key: Uint8Array, value: Uint8Array, writeEpoch: number, expireAt: number, found: number): void {
+  private put(
+    key: Uint8Array,
+    value: Uint8Array,
+    writeEpoch: number,
+    expireAt: number,
+    found: number,
+    version: number,
+  ): void {
     let handle = found;
     if (this.maxMemory > 0) handle = this.makeRoom(key, value.byteLength, handle);
     if (handle < 0) {
-      this.arena.allocate(key, value, writeEpoch, 1, expireAt);
+      this.arena.allocate(key, value, writeEpoch, version, expireAt);
       this.keyBytes += key.byteLength;
     } else {
       if (this.arena.isTombstone(handle)) this.tombstones--;
-      this.arena.replace(handle, value, writeEpoch, (this.arena.seq(handle) + 1) >>> 0, expireAt);
+      this.arena.replace(handle, value, writeEpoch, version, expireAt);
     }
   }
 
@@ -183,7 +197,7 @@ export class MemoryEngine implements StorageEngine {
   update<T>(
     key: Uint8Array,
     options: UpdateOptions,
-    decide: (current: VersionedValue | undefined, now: number) => Decision<T>,
+    decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
   ): Promise<T> {
     try {
       assertOpen(this.closed, this.kind);
@@ -199,34 +213,40 @@ export class MemoryEngine implements StorageEngine {
               // A copy: the mutation below may reuse the item the view points at.
               value: Uint8Array.prototype.slice.call(arena.read(live)),
               writeEpoch: arena.writeEpoch(live),
-              seq: arena.seq(live),
+              version: arena.version(live),
               expireAt: arena.expireAt(live),
             };
-      const decision = decide(current, now);
-      this.mutate(key, live, options, decision.mutation);
+      const version = this.clock.next();
+      const decision = decide(current, now, version);
+      this.mutate(key, live, options, decision.mutation, version);
       return Promise.resolve(decision.result);
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  private mutate(key: Uint8Array, live: number, options: UpdateOptions, mutation: Mutation): void {
+  private mutate(
+    key: Uint8Array,
+    live: number,
+    options: UpdateOptions,
+    mutation: Mutation,
+    version: number,
+  ): void {
     const { writeEpoch } = options;
     switch (mutation.kind) {
       case 'none':
         return;
       case 'put':
-        this.put(key, mutation.value, writeEpoch, mutation.expireAt, this.arena.find(key));
+        this.put(key, mutation.value, writeEpoch, mutation.expireAt, this.arena.find(key), version);
         return;
       case 'expire':
-        if (live >= 0)
-          this.arena.restamp(live, writeEpoch, (this.arena.seq(live) + 1) >>> 0, mutation.expireAt);
+        if (live >= 0) this.arena.restamp(live, writeEpoch, version, mutation.expireAt);
         return;
       case 'delete': {
         if (live < 0) return;
         if (options.tombstone) {
           this.tombstones++;
-          this.arena.replaceWithTombstone(live, writeEpoch, (this.arena.seq(live) + 1) >>> 0);
+          this.arena.replaceWithTombstone(live, writeEpoch, version);
         } else this.remove(live);
         return;
       }
@@ -279,14 +299,14 @@ export class MemoryEngine implements StorageEngine {
       const handle = this.arena.find(key);
       if (handle < 0) {
         // Not checked against the cap: a delete must go through when memory is full.
-        this.arena.allocateTombstone(key, writeEpoch, 1);
+        this.arena.allocateTombstone(key, writeEpoch, this.clock.next());
         this.keyBytes += key.byteLength;
         this.tombstones++;
         return Promise.resolve(false);
       }
       const existed = !this.arena.isTombstone(handle);
       if (existed) this.tombstones++;
-      this.arena.replaceWithTombstone(handle, writeEpoch, (this.arena.seq(handle) + 1) >>> 0);
+      this.arena.replaceWithTombstone(handle, writeEpoch, this.clock.next());
       return Promise.resolve(existed);
     } catch (error) {
       return Promise.reject(error);
@@ -303,24 +323,25 @@ export class MemoryEngine implements StorageEngine {
       for (const entry of entries) {
         assertValidKey(entry.key);
         assertUint32(entry.writeEpoch, 'writeEpoch');
-        assertUint32(entry.seq, 'seq');
+        assertVersion(entry.version);
         bytes += entry.key.byteLength + entry.value.byteLength;
       }
       // The batch is atomic: refused whole up front (without eviction), never cut in the middle.
       if (!this.evicting) this.assertCapacity(bytes, entries.length);
       let applied = 0;
-      for (const { key, value, writeEpoch, seq, expireAt = 0 } of entries) {
+      for (const entry of entries) this.clock.observe(entry.version);
+      for (const { key, value, writeEpoch, version, expireAt = 0 } of entries) {
         // An expired copy is not stored: the key is gone wherever it is.
         if (isExpired(expireAt, now)) continue;
         let handle = this.arena.find(key);
         if (handle >= 0 && writeEpoch <= this.arena.writeEpoch(handle)) continue;
         if (this.evicting && this.maxMemory > 0) handle = this.makeRoom(key, value.byteLength, handle);
         if (handle < 0) {
-          this.arena.allocate(key, value, writeEpoch, seq, expireAt);
+          this.arena.allocate(key, value, writeEpoch, version, expireAt);
           this.keyBytes += key.byteLength;
         } else {
           if (this.arena.isTombstone(handle)) this.tombstones--;
-          this.arena.replace(handle, value, writeEpoch, seq, expireAt);
+          this.arena.replace(handle, value, writeEpoch, version, expireAt);
         }
         applied++;
       }
@@ -424,7 +445,7 @@ export class MemoryEngine implements StorageEngine {
       yield {
         key,
         writeEpoch: arena.writeEpoch(handle),
-        seq: arena.seq(handle),
+        version: arena.version(handle),
         expireAt: arena.expireAt(handle),
         tombstone: arena.isTombstone(handle),
       };
@@ -437,6 +458,28 @@ export class MemoryEngine implements StorageEngine {
   }
 
   /** Drops all data; later calls fail with `ENGINE_CLOSED`. Idempotent. */
+  /** Drops every entry at once (a fresh arena); resolves to the number of live values there were. */
+  clear(): Promise<number> {
+    try {
+      assertOpen(this.closed, this.kind);
+      // Live values only, as the lmdb engine counts them: an expired value not yet reclaimed is gone.
+      const arena = this.arena;
+      const now = Date.now();
+      let removed = 0;
+      for (let handle = 0; handle < arena.handleLimit; handle++) {
+        if (arena.isLive(handle) && !arena.isTombstone(handle) && !isExpired(arena.expireAt(handle), now))
+          removed++;
+      }
+      this.arena = new SlabArena({ evictionOrder: this.evicting });
+      this.tombstones = 0;
+      this.keyBytes = 0;
+      this.sweepCursor = 0;
+      return Promise.resolve(removed);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   close(): Promise<void> {
     this.closed = true;
     // Drops every buffer: a closed engine keeps nothing.
@@ -567,7 +610,7 @@ export class MemoryEngine implements StorageEngine {
     const arena = this.arena;
     if (this.retainExpired(arena.key(handle))) {
       this.tombstones++;
-      arena.replaceWithTombstone(handle, arena.writeEpoch(handle), arena.seq(handle));
+      arena.replaceWithTombstone(handle, arena.writeEpoch(handle), arena.version(handle));
     } else this.remove(handle);
   }
 
@@ -575,7 +618,7 @@ export class MemoryEngine implements StorageEngine {
     const arena = this.arena;
     return {
       writeEpoch: arena.writeEpoch(handle),
-      seq: arena.seq(handle),
+      version: arena.version(handle),
       expireAt: arena.expireAt(handle),
       tombstone: arena.isTombstone(handle),
     };

@@ -263,10 +263,10 @@ export interface SlabArenaStats {
 
 /**
  * Bytes of metadata per handle: class (1), item index (4), value length (4), key length (2),
- * writeEpoch (4), seq (4), key hash (4), expiry time (8: ms since the Unix epoch as a float64,
- * exact for every integer below 2^53; 0 = none).
+ * writeEpoch (4), version (8: a float64, exact for every integer below 2^53), key hash (4),
+ * expiry time (8: ms since the Unix epoch as a float64; 0 = none).
  */
-export const SLOT_METADATA_BYTES = 31;
+export const SLOT_METADATA_BYTES = 35;
 /** Bytes of eviction order per handle: the previous and next handle of its class's list. */
 export const EVICTION_ORDER_BYTES = 8;
 /** Random handles tried by `allkeys-random` before it falls back to the oldest value of the class. */
@@ -277,7 +277,7 @@ const EMPTY_BUCKET = -1;
 
 /**
  * Stores entries (a key with a value, or a tombstone: a key with no value) under integer handles,
- * each with a version (writeEpoch, seq: two uint32), and finds them by key. Handles are small
+ * each with a version (writeEpoch: uint32, version: below 2^53), and finds them by key. Handles are small
  * non-negative integers that stay valid until {@link SlabArena.free}; views returned by
  * {@link SlabArena.read} and {@link SlabArena.key} alias arena memory and are only valid until the
  * next mutation of the arena.
@@ -296,7 +296,7 @@ export class SlabArena {
   /** 0 marks a free handle (keys have at least one byte). */
   private slotKeyLength = new Uint16Array(INITIAL_SLOTS);
   private slotEpoch = new Uint32Array(INITIAL_SLOTS);
-  private slotSeq = new Uint32Array(INITIAL_SLOTS);
+  private slotVersion = new Float64Array(INITIAL_SLOTS);
   private slotExpire = new Float64Array(INITIAL_SLOTS);
   private slotHash = new Uint32Array(INITIAL_SLOTS);
   private readonly freeSlots = new U32Stack(this.reserved);
@@ -498,26 +498,26 @@ export class SlabArena {
   }
 
   /** Stores `key` (absent: see {@link SlabArena.find}) with a copy of `value` and its version; returns its handle. */
-  allocate(key: Uint8Array, value: Uint8Array, writeEpoch = 0, seq = 0, expireAt = 0): number {
+  allocate(key: Uint8Array, value: Uint8Array, writeEpoch = 0, version = 0, expireAt = 0): number {
     const slot = this.takeSlot();
     const hash = this.hash(key);
     this.slotHash[slot] = hash;
     this.slotKeyLength[slot] = key.byteLength;
     this.place(slot, key, value);
-    this.setVersion(slot, writeEpoch, seq);
+    this.setVersion(slot, writeEpoch, version);
     this.slotExpire[slot] = expireAt;
     this.insert(slot, hash);
     return slot;
   }
 
   /** Stores `key` (absent) as a tombstone with the given version; returns its handle. */
-  allocateTombstone(key: Uint8Array, writeEpoch: number, seq: number): number {
+  allocateTombstone(key: Uint8Array, writeEpoch: number, version: number): number {
     const slot = this.takeSlot();
     const hash = this.hash(key);
     this.slotHash[slot] = hash;
     this.slotKeyLength[slot] = key.byteLength;
     this.placeTombstone(slot, key);
-    this.setVersion(slot, writeEpoch, seq);
+    this.setVersion(slot, writeEpoch, version);
     this.slotExpire[slot] = 0;
     this.insert(slot, hash);
     return slot;
@@ -528,8 +528,8 @@ export class SlabArena {
    * in place when the size class is unchanged, which keeps overwrite-heavy workloads free of
    * allocator churn.
    */
-  replace(handle: number, value: Uint8Array, writeEpoch = 0, seq = 0, expireAt = 0): void {
-    this.setVersion(handle, writeEpoch, seq);
+  replace(handle: number, value: Uint8Array, writeEpoch = 0, version = 0, expireAt = 0): void {
+    this.setVersion(handle, writeEpoch, version);
     this.slotExpire[handle] = expireAt;
     const cls = this.slotClass[handle]!;
     const keyLength = this.slotKeyLength[handle]!;
@@ -551,9 +551,9 @@ export class SlabArena {
   }
 
   /** Turns `handle` into a tombstone with the given version, releasing its value. */
-  replaceWithTombstone(handle: number, writeEpoch: number, seq: number): void {
+  replaceWithTombstone(handle: number, writeEpoch: number, version: number): void {
     const cls = this.slotClass[handle]!;
-    this.setVersion(handle, writeEpoch, seq);
+    this.setVersion(handle, writeEpoch, version);
     this.slotExpire[handle] = 0;
     if (cls === TOMBSTONE_CLASS) return;
     const index = this.slotIndex[handle]!;
@@ -573,9 +573,9 @@ export class SlabArena {
     return this.slotEpoch[handle]!;
   }
 
-  /** seq of the entry under `handle`. */
-  seq(handle: number): number {
-    return this.slotSeq[handle]!;
+  /** Version of the entry under `handle`. */
+  version(handle: number): number {
+    return this.slotVersion[handle]!;
   }
 
   /** Expiry time of the entry under `handle` (ms since the Unix epoch; 0 = none, and for tombstones). */
@@ -584,8 +584,8 @@ export class SlabArena {
   }
 
   /** Changes the version and expiry time of the value under `handle`, keeping the value. */
-  restamp(handle: number, writeEpoch: number, seq: number, expireAt: number): void {
-    this.setVersion(handle, writeEpoch, seq);
+  restamp(handle: number, writeEpoch: number, version: number, expireAt: number): void {
+    this.setVersion(handle, writeEpoch, version);
     this.slotExpire[handle] = expireAt;
   }
 
@@ -739,9 +739,9 @@ export class SlabArena {
     this.slotLength[slot] = 0;
   }
 
-  private setVersion(slot: number, writeEpoch: number, seq: number): void {
+  private setVersion(slot: number, writeEpoch: number, version: number): void {
     this.slotEpoch[slot] = writeEpoch;
-    this.slotSeq[slot] = seq;
+    this.slotVersion[slot] = version;
   }
 
   private releaseItem(cls: number, index: number, keyLength: number): void {
@@ -766,7 +766,7 @@ export class SlabArena {
       this.slotLength = grow(this.slotLength, capacity);
       this.slotKeyLength = grow(this.slotKeyLength, capacity);
       this.slotEpoch = grow(this.slotEpoch, capacity);
-      this.slotSeq = grow(this.slotSeq, capacity);
+      this.slotVersion = grow(this.slotVersion, capacity);
       this.slotExpire = grow(this.slotExpire, capacity);
       this.slotHash = grow(this.slotHash, capacity);
     }

@@ -161,32 +161,82 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(hex(engine.get(bytes(49, 1))!)).toBe(hex(bytes(199)));
   });
 
-  it('stores a version header with every value: writeEpoch as given, seq +1 per write', async () => {
+  it('stores a version header with every value: writeEpoch as given, a new version per write', async () => {
     const k = text('k');
     expect(engine.header(k)).toBeUndefined();
     expect(engine.getEntry(k)).toBeUndefined();
+    const versions: number[] = [];
+    const version = (): number => engine.header(k)!.version;
     await engine.set(k, text('one'), 7);
-    expect(engine.header(k)).toEqual({ writeEpoch: 7, seq: 1, tombstone: false, expireAt: 0 });
+    expect(engine.header(k)).toEqual({
+      writeEpoch: 7,
+      version: expect.any(Number),
+      tombstone: false,
+      expireAt: 0,
+    });
+    versions.push(version());
     await engine.set(k, text('two'), 0xffff_ffff);
     const entry = engine.getEntry(k)!;
-    expect([hex(entry.value), entry.writeEpoch, entry.seq]).toEqual([hex(text('two')), 0xffff_ffff, 2]);
-    // The default writeEpoch is 0 (no RING yet); seq goes on from the previous entry.
+    expect([hex(entry.value), entry.writeEpoch]).toEqual([hex(text('two')), 0xffff_ffff]);
+    versions.push(entry.version);
+    // The default writeEpoch is 0 (no RING yet).
     await engine.set(k, new Uint8Array(0));
-    expect(engine.header(k)).toEqual({ writeEpoch: 0, seq: 3, tombstone: false, expireAt: 0 });
+    expect(engine.header(k)).toMatchObject({ writeEpoch: 0, tombstone: false, expireAt: 0 });
+    versions.push(version());
     expect(engine.getEntry(k)!.value.byteLength).toBe(0);
-    // A delete forgets the key: its next write starts again at seq 1.
+    // A delete forgets the key, not the clock: the re-created key's version is above every one before.
     await engine.delete(k);
     await engine.set(k, text('again'), 2);
-    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 1, tombstone: false, expireAt: 0 });
+    versions.push(version());
+    await engine.tombstone(k, 3);
+    versions.push(version());
+    await engine.set(k, text('back'), 3);
+    versions.push(version());
+    expect(versions.every((v, i) => Number.isSafeInteger(v) && (i === 0 || v > versions[i - 1]!))).toBe(true);
+    // Versions come from the node-wide clock: another key's write is above them too.
+    await engine.set(text('other'), text('x'));
+    expect(engine.header(text('other'))!.version).toBeGreaterThan(versions.at(-1)!);
+    expect(engine.clock.current).toBe(engine.header(text('other'))!.version);
   });
 
-  it('refuses a version that is not a uint32, storing nothing', async () => {
+  it('clears every entry at once (FLUSH), keeping the clock going', async () => {
+    for (let i = 0; i < 50; i++) await engine.set(text(`k${i}`), text('v'), 1);
+    await engine.set(text('expired'), text('v'), 1, Date.now() - 1);
+    await engine.tombstone(text('gone'), 2);
+    const before = engine.clock.current;
+    expect(await engine.clear()).toBe(50);
+    expect(engine.count()).toBe(0);
+    expect(engine.tombstoneCount()).toBe(0);
+    expect(engine.header(text('gone'))).toBeUndefined();
+    expect(engine.get(text('k1'))).toBeUndefined();
+    expect([...engine.entriesInRange({ start: 0, end: 0 }, () => 1, { tombstones: true })]).toEqual([]);
+    expect(engine.scan(0, 100, () => true)).toEqual({ cursor: 0, keys: [] });
+    // A key written again takes a version above every one before the flush.
+    await engine.set(text('k1'), text('again'), 1);
+    expect(engine.header(text('k1'))!.version).toBeGreaterThan(before);
+    expect(engine.count()).toBe(1);
+    if (harness.name === 'lmdb') {
+      await engine.close();
+      engine = await harness.open(true);
+      expect(engine.count()).toBe(1);
+      expect(engine.tombstoneCount()).toBe(0);
+    }
+  });
+
+  it('refuses a writeEpoch that is not a uint32 or a version that is not below 2^53, storing nothing', async () => {
     for (const bad of [-1, 2 ** 32, 1.5, Number.NaN]) {
       await expect(engine.set(text('k'), text('v'), bad)).rejects.toThrow(RangeError);
       await expect(engine.tombstone(text('k'), bad)).rejects.toThrow(RangeError);
       const batch = [
-        { key: text('a'), value: text('v'), writeEpoch: 1, seq: 1 },
-        { key: text('b'), value: text('v'), writeEpoch: 1, seq: bad },
+        { key: text('a'), value: text('v'), writeEpoch: 1, version: 1 },
+        { key: text('b'), value: text('v'), writeEpoch: bad, version: 1 },
+      ];
+      await expect(engine.applyIfNewer(batch)).rejects.toThrow(RangeError);
+    }
+    for (const bad of [-1, 2 ** 53, 1.5, Number.NaN]) {
+      const batch = [
+        { key: text('a'), value: text('v'), writeEpoch: 1, version: 1 },
+        { key: text('b'), value: text('v'), writeEpoch: 1, version: bad },
       ];
       await expect(engine.applyIfNewer(batch)).rejects.toThrow(RangeError);
     }
@@ -194,15 +244,25 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(engine.header(text('a'))).toBeUndefined();
   });
 
-  it('wraps seq after 2^32-1', async () => {
-    const k = text('wrap');
-    expect(await engine.applyIfNewer([{ key: k, value: text('v'), writeEpoch: 1, seq: 0xffff_ffff }])).toBe(
-      1,
-    );
-    await engine.set(k, text('w'), 2);
-    expect(engine.header(k)?.seq).toBe(0);
-    await engine.tombstone(k, 2);
-    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 1, tombstone: true, expireAt: 0 });
+  it('raises the clock to every version a copy brings, stored or skipped', async () => {
+    const ahead = engine.clock.current + 10 ** 12;
+    // Stored: the key's next client write is above the copy's version.
+    expect(
+      await engine.applyIfNewer([{ key: text('moved'), value: text('v'), writeEpoch: 1, version: ahead }]),
+    ).toBe(1);
+    expect(engine.header(text('moved'))!.version).toBe(ahead);
+    await engine.set(text('moved'), text('w'), 2);
+    expect(engine.header(text('moved'))!.version).toBeGreaterThan(ahead);
+    // Skipped (the local entry is newer): the clock still moves past the copy's version.
+    await engine.set(text('local'), text('v'), 5);
+    const further = engine.clock.current + 10 ** 12;
+    expect(
+      await engine.applyIfNewer([
+        { key: text('local'), value: text('old'), writeEpoch: 4, version: further },
+      ]),
+    ).toBe(0);
+    await engine.tombstone(text('local'), 5);
+    expect(engine.header(text('local'))!.version).toBeGreaterThan(further);
   });
 
   it('keeps tombstones invisible to reads, counts and scans', async () => {
@@ -214,8 +274,18 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
       expect(engine.has(key)).toBe(false);
       expect(engine.getEntry(key)).toBeUndefined();
     }
-    expect(engine.header(bytes(5, 9))).toEqual({ writeEpoch: 3, seq: 2, tombstone: true, expireAt: 0 });
-    expect(engine.header(bytes(6, 9))).toEqual({ writeEpoch: 3, seq: 1, tombstone: true, expireAt: 0 });
+    expect(engine.header(bytes(5, 9))).toEqual({
+      writeEpoch: 3,
+      version: expect.any(Number),
+      tombstone: true,
+      expireAt: 0,
+    });
+    expect(engine.header(bytes(6, 9))).toEqual({
+      writeEpoch: 3,
+      version: expect.any(Number),
+      tombstone: true,
+      expireAt: 0,
+    });
     expect(engine.count()).toBe(2);
     expect(engine.tombstoneCount()).toBe(2);
     const firsts = (keys: Iterable<Uint8Array>): number[] => [...keys].map(firstByte).sort((a, b) => a - b);
@@ -229,25 +299,35 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     );
     expect(scanned).toHaveLength(2);
     const all = [...engine.entriesInRange({ start: 4, end: 6 }, firstByte, { tombstones: true })];
-    expect(all.map((entry) => [firstByte(entry.key), entry.tombstone, entry.writeEpoch, entry.seq])).toEqual(
+    expect(all.map((entry) => [firstByte(entry.key), entry.tombstone, entry.writeEpoch])).toEqual(
       expect.arrayContaining([
-        [5, true, 3, 2],
-        [6, true, 3, 1],
+        [5, true, 3],
+        [6, true, 3],
       ]),
     );
     expect(all).toHaveLength(2);
     // A tombstone over a tombstone: no value existed, the newer version is kept.
     expect(await engine.tombstone(bytes(6, 9), 4)).toBe(false);
-    expect(engine.header(bytes(6, 9))).toEqual({ writeEpoch: 4, seq: 2, tombstone: true, expireAt: 0 });
+    expect(engine.header(bytes(6, 9))).toEqual({
+      writeEpoch: 4,
+      version: expect.any(Number),
+      tombstone: true,
+      expireAt: 0,
+    });
     expect(engine.tombstoneCount()).toBe(2);
     // DEL of a tombstone answers "no value" and removes it.
     expect(await engine.delete(bytes(6, 9))).toBe(false);
     expect(engine.header(bytes(6, 9))).toBeUndefined();
     expect(engine.tombstoneCount()).toBe(1);
-    // A client write replaces a tombstone in one write, going on with its seq.
+    // A client write replaces a tombstone in one write.
     await engine.set(bytes(5, 9), text('back'), 4);
     expect(new TextDecoder().decode(engine.get(bytes(5, 9)))).toBe('back');
-    expect(engine.header(bytes(5, 9))).toEqual({ writeEpoch: 4, seq: 3, tombstone: false, expireAt: 0 });
+    expect(engine.header(bytes(5, 9))).toEqual({
+      writeEpoch: 4,
+      version: expect.any(Number),
+      tombstone: false,
+      expireAt: 0,
+    });
     expect(engine.count()).toBe(3);
     expect(engine.tombstoneCount()).toBe(0);
   });
@@ -261,7 +341,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
       key: text(key),
       value: text(`copy-${writeEpoch}`),
       writeEpoch,
-      seq: 40,
+      version: 40,
     });
     const applied = await engine.applyIfNewer([
       copy('value', 4),
@@ -284,7 +364,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(read('old-tombstone')).toBe('copy-3');
     expect(read('absent')).toBe('copy-0');
     // A copy keeps the version it had on the old owner.
-    expect(engine.header(text('old'))).toEqual({ writeEpoch: 3, seq: 40, tombstone: false, expireAt: 0 });
+    expect(engine.header(text('old'))).toEqual({ writeEpoch: 3, version: 40, tombstone: false, expireAt: 0 });
     expect(engine.count()).toBe(4);
     expect(engine.tombstoneCount()).toBe(1);
   });
@@ -292,18 +372,19 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
   it('compares a copy with a client write issued before it, even if not yet committed', async () => {
     const k = text('race');
     const client = engine.set(k, text('client'), 6);
-    const copy = engine.applyIfNewer([{ key: k, value: text('copy'), writeEpoch: 5, seq: 1 }]);
+    const copy = engine.applyIfNewer([{ key: k, value: text('copy'), writeEpoch: 5, version: 1 }]);
     const deleted = engine.tombstone(text('race-del'), 6);
     const resurrect = engine.applyIfNewer([
-      { key: text('race-del'), value: text('x'), writeEpoch: 5, seq: 1 },
+      { key: text('race-del'), value: text('x'), writeEpoch: 5, version: 1 },
     ]);
     expect(await Promise.all([client, copy, deleted, resurrect])).toEqual([undefined, 0, false, 0]);
     expect(new TextDecoder().decode(engine.get(k))).toBe('client');
     expect(engine.get(text('race-del'))).toBeUndefined();
   });
 
-  it('numbers writes from the entry they replace when puts, deletes and tombstones interleave', async () => {
+  it('gives writes increasing versions in call order when puts, deletes and tombstones interleave', async () => {
     const k = text('interleave');
+    const versions: number[] = [];
     // Issued in one turn: two puts, a delete queued behind them, then a write after the delete.
     const first = [engine.set(k, text('a'), 1), engine.set(k, text('b'), 1)];
     const deleted = engine.delete(k);
@@ -311,15 +392,25 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     // The delete has committed; the puts before it may not have reported yet.
     const afterDelete = engine.set(k, text('c'), 1);
     await Promise.all([...first, afterDelete]);
-    expect(engine.header(k)).toEqual({ writeEpoch: 1, seq: 1, tombstone: false, expireAt: 0 });
+    expect(engine.header(k)).toEqual({
+      writeEpoch: 1,
+      version: expect.any(Number),
+      tombstone: false,
+      expireAt: 0,
+    });
+    versions.push(engine.header(k)!.version);
     await engine.tombstone(k, 2);
+    versions.push(engine.header(k)!.version);
+    // A put queued behind a tombstone's callback takes its version after it, in the transaction.
     await Promise.all([engine.set(k, text('d'), 2), engine.set(k, text('e'), 2)]);
-    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 4, tombstone: false, expireAt: 0 });
+    expect(engine.header(k)).toMatchObject({ writeEpoch: 2, tombstone: false, expireAt: 0 });
+    versions.push(engine.header(k)!.version);
     expect(engine.tombstoneCount()).toBe(0);
-    // No tombstone is left: plain writes again, numbered on from the last one.
+    // No tombstone is left: plain writes again (lmdb's native puts), versions taken at the call.
     await Promise.all([engine.set(k, text('f'), 2), engine.set(k, text('g'), 2)]);
-    expect(engine.header(k)).toEqual({ writeEpoch: 2, seq: 6, tombstone: false, expireAt: 0 });
+    versions.push(engine.header(k)!.version);
     expect(new TextDecoder().decode(engine.get(k))).toBe('g');
+    expect(versions.every((v, i) => i === 0 || v > versions[i - 1]!)).toBe(true);
   });
 
   it('removes tombstones no newer than the given epoch, never values', async () => {
@@ -374,7 +465,8 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     interface Model {
       value: string | undefined;
       writeEpoch: number;
-      seq: number;
+      /** A copy's version; undefined for a client write (the engine's clock chose it). */
+      version: number | undefined;
     }
     const key = fc.uint8Array({ minLength: 1, maxLength: 3, min: 0, max: 3 });
     const epoch = fc.integer({ min: 0, max: 6 });
@@ -387,7 +479,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
         key,
         value: fc.uint8Array({ maxLength: 80 }),
         epoch,
-        seq: fc.nat(),
+        version: fc.nat(),
       }),
       fc.record({ kind: fc.constant('purge' as const), key, epoch }),
     );
@@ -404,7 +496,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
           switch (step.kind) {
             case 'set':
               pending.push(engine.set(step.key, step.value, step.epoch));
-              model.set(id, { value: hex(step.value), writeEpoch: step.epoch, seq: (before?.seq ?? 0) + 1 });
+              model.set(id, { value: hex(step.value), writeEpoch: step.epoch, version: undefined });
               break;
             case 'delete':
               pending.push(
@@ -418,16 +510,19 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
                   .tombstone(step.key, step.epoch)
                   .then((existed) => expect(existed).toBe(before?.value !== undefined)),
               );
-              model.set(id, { value: undefined, writeEpoch: step.epoch, seq: (before?.seq ?? 0) + 1 });
+              model.set(id, { value: undefined, writeEpoch: step.epoch, version: undefined });
               break;
             case 'copy': {
               const newer = before === undefined || step.epoch > before.writeEpoch;
               pending.push(
                 engine
-                  .applyIfNewer([{ key: step.key, value: step.value, writeEpoch: step.epoch, seq: step.seq }])
+                  .applyIfNewer([
+                    { key: step.key, value: step.value, writeEpoch: step.epoch, version: step.version },
+                  ])
                   .then((applied) => expect(applied).toBe(newer ? 1 : 0)),
               );
-              if (newer) model.set(id, { value: hex(step.value), writeEpoch: step.epoch, seq: step.seq });
+              if (newer)
+                model.set(id, { value: hex(step.value), writeEpoch: step.epoch, version: step.version });
               break;
             }
             case 'purge': {
@@ -451,7 +546,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
           const k = Buffer.from(id, 'hex');
           const expected: EntryHeader = {
             writeEpoch: entry.writeEpoch,
-            seq: entry.seq,
+            version: entry.version ?? (expect.any(Number) as number),
             expireAt: 0,
             tombstone: entry.value === undefined,
           };
@@ -482,16 +577,31 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     await engine.tombstone(text('never'), 8);
     await engine.close();
     engine = await harness.open(true);
-    expect(engine.header(text('v'))).toEqual({ writeEpoch: 9, seq: 2, tombstone: false, expireAt: 0 });
-    expect(engine.header(text('gone'))).toEqual({ writeEpoch: 9, seq: 2, tombstone: true, expireAt: 0 });
-    expect(engine.header(text('never'))).toEqual({ writeEpoch: 8, seq: 1, tombstone: true, expireAt: 0 });
+    expect(engine.header(text('v'))).toEqual({
+      writeEpoch: 9,
+      version: expect.any(Number),
+      tombstone: false,
+      expireAt: 0,
+    });
+    expect(engine.header(text('gone'))).toEqual({
+      writeEpoch: 9,
+      version: expect.any(Number),
+      tombstone: true,
+      expireAt: 0,
+    });
+    expect(engine.header(text('never'))).toEqual({
+      writeEpoch: 8,
+      version: expect.any(Number),
+      tombstone: true,
+      expireAt: 0,
+    });
     expect(engine.get(text('gone'))).toBeUndefined();
     expect(engine.count()).toBe(1);
     expect(engine.tombstoneCount()).toBe(2);
     // A copy older than the tombstone still cannot bring the key back after the restart.
-    expect(await engine.applyIfNewer([{ key: text('gone'), value: text('x'), writeEpoch: 3, seq: 1 }])).toBe(
-      0,
-    );
+    expect(
+      await engine.applyIfNewer([{ key: text('gone'), value: text('x'), writeEpoch: 3, version: 1 }]),
+    ).toBe(0);
     expect(engine.get(text('gone'))).toBeUndefined();
   });
 });
@@ -552,7 +662,12 @@ describe('LmdbEngine data format', () => {
     await engine.set(text('k'), text('v'), 1);
     await engine.close();
     const reopened = await LmdbEngine.open({ dataDir: dir });
-    expect(reopened.header(text('k'))).toEqual({ writeEpoch: 1, seq: 1, tombstone: false, expireAt: 0 });
+    expect(reopened.header(text('k'))).toEqual({
+      writeEpoch: 1,
+      version: expect.any(Number),
+      tombstone: false,
+      expireAt: 0,
+    });
     await reopened.close();
   });
 });
@@ -729,13 +844,19 @@ describe('MemoryEngine under a memory cap', () => {
     const name = (n: number): Uint8Array => text(`k${String(n).padStart(6, '0')}`);
     while (engine.stats().evictions === 0) await engine.set(name(i++), new Uint8Array(100));
     const last = name(i - 2);
-    expect(engine.header(last)?.seq).toBe(1);
+    const before = engine.header(last)!.version;
     // A 4,000-byte value has no class of its own yet: the 100-byte class's last slab is emptied,
-    // this key's own value with it, and the key is stored anew (seq starts again, as after a DEL).
+    // this key's own value with it, and the key is stored anew with a new version.
     await engine.set(last, new Uint8Array(4000).fill(9));
     expect(engine.get(last)?.byteLength).toBe(4000);
     expect(engine.get(last)?.[3999]).toBe(9);
-    expect(engine.header(last)).toEqual({ writeEpoch: 0, seq: 1, tombstone: false, expireAt: 0 });
+    expect(engine.header(last)).toEqual({
+      writeEpoch: 0,
+      version: expect.any(Number),
+      tombstone: false,
+      expireAt: 0,
+    });
+    expect(engine.header(last)!.version).toBeGreaterThan(before);
     expect(engine.footprint()).toBeLessThanOrEqual(2 ** 20);
     expect(engine.count()).toBeLessThan(i);
     expect(engine.bytesUsed()).toBe(engine.stats().keyBytes + engine.stats().valueBytes);

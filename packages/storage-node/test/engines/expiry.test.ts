@@ -39,7 +39,8 @@ describe.each([memoryHarness, lmdbHarness])('expiry and read-modify-write (%o)',
     await engine.set(text('live'), text('v'), 3, later);
     await engine.set(text('gone'), text('v'), 3, Date.now() - 1);
     expect(str(engine.get(text('live')))).toBe('v');
-    expect(engine.getEntry(text('live'))).toMatchObject({ writeEpoch: 3, seq: 1, expireAt: later });
+    expect(engine.getEntry(text('live'))).toMatchObject({ writeEpoch: 3, expireAt: later });
+    const first = engine.getEntry(text('live'))!.version;
     expect(engine.header(text('live'))).toMatchObject({ expireAt: later, tombstone: false });
     expect(engine.get(text('gone'))).toBeUndefined();
     expect(engine.has(text('gone'))).toBe(false);
@@ -47,7 +48,8 @@ describe.each([memoryHarness, lmdbHarness])('expiry and read-modify-write (%o)',
     expect([...engine.keysInRange({ start: 0, end: 0 }, () => 1)].map(str)).toEqual(['live']);
     // A plain set clears the expiry, as Redis's SET does.
     await engine.set(text('live'), text('w'), 4);
-    expect(engine.getEntry(text('live'))).toMatchObject({ expireAt: 0, seq: 2 });
+    expect(engine.getEntry(text('live'))).toMatchObject({ expireAt: 0 });
+    expect(engine.getEntry(text('live'))!.version).toBeGreaterThan(first);
   });
 
   it('never lists an expired value in a SCAN', async () => {
@@ -99,7 +101,7 @@ describe.each([memoryHarness, lmdbHarness])('expiry and read-modify-write (%o)',
     expect(engine.tombstoneCount()).toBe(1);
     // The old owner's copy, older than the expired value: never stored.
     expect(
-      await engine.applyIfNewer([{ key: text('moving'), value: text('old'), writeEpoch: 6, seq: 1 }]),
+      await engine.applyIfNewer([{ key: text('moving'), value: text('old'), writeEpoch: 6, version: 1 }]),
     ).toBe(0);
     expect(engine.get(text('moving'))).toBeUndefined();
   });
@@ -107,33 +109,54 @@ describe.each([memoryHarness, lmdbHarness])('expiry and read-modify-write (%o)',
   it('does not store an expired migrated copy, and keeps the expiry of a live one', async () => {
     const later = Date.now() + HOUR;
     const stored = await engine.applyIfNewer([
-      { key: text('expired'), value: text('v'), writeEpoch: 1, seq: 1, expireAt: Date.now() - 1 },
-      { key: text('expiring'), value: text('v'), writeEpoch: 1, seq: 4, expireAt: later },
+      { key: text('expired'), value: text('v'), writeEpoch: 1, version: 1, expireAt: Date.now() - 1 },
+      { key: text('expiring'), value: text('v'), writeEpoch: 1, version: 4, expireAt: later },
     ]);
     expect(stored).toBe(1);
     expect(engine.header(text('expired'))).toBeUndefined();
-    expect(engine.getEntry(text('expiring'))).toMatchObject({ seq: 4, expireAt: later });
+    expect(engine.getEntry(text('expiring'))).toMatchObject({ version: 4, expireAt: later });
   });
 
   it('applies every kind of mutation of update in one step, seeing the entry as it is then', async () => {
     const later = Date.now() + HOUR;
     await engine.set(text('k'), text('one'), 1, later);
-    const seen = await engine.update(text('k'), { writeEpoch: 2, tombstone: false }, (current) => ({
-      mutation: { kind: 'put', value: text('two'), expireAt: current?.expireAt ?? 0 },
-      result: str(current?.value),
+    const before = engine.getEntry(text('k'))!.version;
+    // `decide` sees the current entry and is told the version its write takes.
+    const seen = await engine.update(
+      text('k'),
+      { writeEpoch: 2, tombstone: false },
+      (current, _now, version) => ({
+        mutation: { kind: 'put', value: text('two'), expireAt: current?.expireAt ?? 0 },
+        result: { value: str(current?.value), had: current?.version, version },
+      }),
+    );
+    expect(seen).toMatchObject({ value: 'one', had: before });
+    expect(seen.version).toBeGreaterThan(before);
+    expect(engine.getEntry(text('k'))).toMatchObject({
+      writeEpoch: 2,
+      version: seen.version,
+      expireAt: later,
+    });
+    // An expiry change is a modification: it takes a new version.
+    const persisted = await engine.update(text('k'), WRITE, (_current, _now, version) => ({
+      mutation: { kind: 'expire', expireAt: 0 },
+      result: version,
     }));
-    expect(seen).toBe('one');
-    expect(engine.getEntry(text('k'))).toMatchObject({ writeEpoch: 2, seq: 2, expireAt: later });
-    await engine.update(text('k'), WRITE, () => ({ mutation: { kind: 'expire', expireAt: 0 }, result: 0 }));
-    expect(engine.getEntry(text('k'))).toMatchObject({ seq: 3, expireAt: 0 });
+    expect(persisted).toBeGreaterThan(seen.version);
+    expect(engine.getEntry(text('k'))).toMatchObject({ version: persisted, expireAt: 0 });
     expect(str(engine.get(text('k')))).toBe('two');
     await engine.update(text('k'), WRITE, () => ({ mutation: { kind: 'none' }, result: 0 }));
-    expect(engine.getEntry(text('k'))).toMatchObject({ seq: 3 });
-    await engine.update(text('k'), { writeEpoch: 5, tombstone: true }, () => ({
-      mutation: { kind: 'delete' },
-      result: 0,
-    }));
-    expect(engine.header(text('k'))).toMatchObject({ tombstone: true, writeEpoch: 5, seq: 4 });
+    expect(engine.getEntry(text('k'))).toMatchObject({ version: persisted });
+    const deleted = await engine.update(
+      text('k'),
+      { writeEpoch: 5, tombstone: true },
+      (_current, _now, version) => ({
+        mutation: { kind: 'delete' },
+        result: version,
+      }),
+    );
+    expect(engine.header(text('k'))).toMatchObject({ tombstone: true, writeEpoch: 5, version: deleted });
+    expect(deleted).toBeGreaterThan(persisted);
     // An expired value is no current entry.
     await engine.set(text('e'), text('41'), 0, Date.now() - 1);
     const current = await engine.update(text('e'), WRITE, (entry) => ({
@@ -182,33 +205,98 @@ describe('LmdbEngine expiry on disk', () => {
       interval: 10,
     });
     const reopened = await LmdbEngine.open({ dataDir: dir });
-    expect(reopened.getEntry(text('later'))).toMatchObject({ expireAt: later, seq: 1 });
+    expect(reopened.getEntry(text('later'))).toMatchObject({ expireAt: later });
     expect(reopened.get(text('soon'))).toBeUndefined();
     await reopened.close();
   });
 
-  it('opens a format 2 data dir as it is and raises its marker to the current format', async () => {
-    // A format 2 environment: what the previous version wrote (no expiring entries).
+  it('opens a format 2 or 3 data dir as it is, raises its marker, and never re-issues its versions', async () => {
+    for (const format of ['2', '3']) {
+      await rm(dir, { recursive: true, force: true });
+      // What the versions before format 4 wrote: 9-byte headers (kind 1 value, 2 tombstone; 3 a
+      // value with an expiry time at offset 9) with a uint32 per-key counter at offset 5.
+      const root = openLmdb<Uint8Array, Uint8Array>({ path: dir, encoding: 'binary', keyEncoding: 'binary' });
+      const named = (name: string) =>
+        root.openDB<Uint8Array, Uint8Array>({ name, encoding: 'binary', keyEncoding: 'binary' });
+      const meta = named('dstore-meta');
+      const entries = named('dstore-entries');
+      const old = (kind: number, writeEpoch: number, counter: number, value = '', expireAt = 0): Buffer => {
+        const header = Buffer.alloc(kind === 3 ? 17 : 9);
+        header[0] = kind;
+        header.writeUInt32BE(writeEpoch, 1);
+        header.writeUInt32BE(counter, 5);
+        if (kind === 3) header.writeDoubleBE(expireAt, 9);
+        return Buffer.concat([header, Buffer.from(value, 'latin1')]);
+      };
+      const later = Date.now() + HOUR;
+      await meta.put(text('format'), text(format));
+      await meta.put(text('tombstones'), text('1'));
+      await entries.put(text('old'), old(1, 4, 0xffff_fff0, 'value'));
+      await entries.put(text('deleted'), old(2, 4, 7));
+      if (format === '3') await entries.put(text('expiring'), old(3, 2, 5, 'soon', later));
+      await root.close();
+
+      const engine = await LmdbEngine.open({ dataDir: dir });
+      expect(str(engine.get(text('old')))).toBe('value');
+      expect(engine.getEntry(text('old'))).toMatchObject({
+        writeEpoch: 4,
+        version: 0xffff_fff0,
+        expireAt: 0,
+      });
+      expect(engine.header(text('deleted'))).toEqual({
+        writeEpoch: 4,
+        version: 7,
+        tombstone: true,
+        expireAt: 0,
+      });
+      if (format === '3') {
+        expect(engine.getEntry(text('expiring'))).toMatchObject({ version: 5, expireAt: later });
+        expect(str(engine.get(text('expiring')))).toBe('soon');
+      }
+      expect(engine.count()).toBe(format === '3' ? 2 : 1);
+      // The old counters are below every version issued now: a rewrite moves the key past them.
+      await engine.set(text('old'), text('new'), 5);
+      expect(engine.getEntry(text('old'))!.version).toBeGreaterThan(0xffff_ffff);
+      // A copy older than the old tombstone still cannot bring its key back.
+      expect(
+        await engine.applyIfNewer([{ key: text('deleted'), value: text('x'), writeEpoch: 3, version: 1 }]),
+      ).toBe(0);
+      await engine.close();
+
+      const check = openLmdb<Uint8Array, Uint8Array>({
+        path: dir,
+        encoding: 'binary',
+        keyEncoding: 'binary',
+      });
+      const marker = check
+        .openDB<Uint8Array, Uint8Array>({ name: 'dstore-meta', encoding: 'binary', keyEncoding: 'binary' })
+        .getBinary(text('format'));
+      expect(str(marker)).toBe(String(LMDB_FORMAT));
+      await check.close();
+    }
+  });
+
+  it('never issues a version again after a restart, even with the wall clock stepped back', async () => {
     const engine = await LmdbEngine.open({ dataDir: dir });
-    await engine.set(text('old'), text('value'), 4);
+    await engine.set(text('k'), text('v'), 1);
+    const before = engine.header(text('k'))!.version;
+    // A version received far ahead of the clock (a copy from a node whose clock is ahead).
+    const ahead = before + 5 * 10 ** 9;
+    await engine.applyIfNewer([{ key: text('moved'), value: text('v'), writeEpoch: 1, version: ahead }]);
     await engine.close();
-    const root = openLmdb<Uint8Array, Uint8Array>({ path: dir, encoding: 'binary', keyEncoding: 'binary' });
-    const meta = root.openDB<Uint8Array, Uint8Array>({
-      name: 'dstore-meta',
-      encoding: 'binary',
-      keyEncoding: 'binary',
-    });
-    await meta.put(text('format'), text('2'));
-    await root.close();
-    const reopened = await LmdbEngine.open({ dataDir: dir });
-    expect(str(reopened.get(text('old')))).toBe('value');
-    expect(reopened.getEntry(text('old'))).toMatchObject({ writeEpoch: 4, seq: 1, expireAt: 0 });
-    await reopened.close();
-    const check = openLmdb<Uint8Array, Uint8Array>({ path: dir, encoding: 'binary', keyEncoding: 'binary' });
-    const marker = check
-      .openDB<Uint8Array, Uint8Array>({ name: 'dstore-meta', encoding: 'binary', keyEncoding: 'binary' })
-      .getBinary(text('format'));
-    expect(str(marker)).toBe(String(LMDB_FORMAT));
-    await check.close();
+    const now = Date.now();
+    // The wall clock goes back an hour across the restart: only the stored mark is left.
+    const clock = vi.spyOn(Date, 'now').mockReturnValue(now - HOUR);
+    try {
+      const reopened = await LmdbEngine.open({ dataDir: dir });
+      expect(reopened.clock.current).toBeGreaterThanOrEqual(ahead);
+      await reopened.set(text('k'), text('w'), 1);
+      await reopened.tombstone(text('moved'), 2);
+      expect(reopened.header(text('k'))!.version).toBeGreaterThan(ahead);
+      expect(reopened.header(text('moved'))!.version).toBeGreaterThan(ahead);
+      await reopened.close();
+    } finally {
+      clock.mockRestore();
+    }
   });
 });
