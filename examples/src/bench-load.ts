@@ -106,3 +106,13 @@ export function median(values: readonly number[]): number {
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
+
+/**
+ * The script's own arguments. `pnpm --filter … bench:x -- --flag` hands the script a literal `--`
+ * first: it is skipped, or `parseArgs` would take every flag after it for a positional (and the
+ * script would refuse them, or silently run its defaults).
+ */
+export function scriptArgs(): string[] {
+  const argv = process.argv.slice(2);
+  return argv[0] === '--' ? argv.slice(1) : argv;
+}

@@ -6,7 +6,10 @@
  * - **redis-cluster**: a 3-master Redis Cluster, driven by ioredis.Cluster;
  * - **dstore**: a balancer + 3 memory nodes (this checkout's CLIs), driven by @dstore/client;
  * - **dstore-direct**: the same cluster, @dstore/client with `routing: 'direct'`, when this client
- *   has it (otherwise the row says "not available").
+ *   has it (otherwise the row says "not available");
+ * - **dstore RESP port**: the same cluster with `--resp-port`, driven by ioredis with the options
+ *   used against twemproxy (issue #15: ioredis against the RESP port next to ioredis through
+ *   twemproxy).
  *
  * The workload (the issue's): closed loop, one connection per server, `concurrency` requests in
  * flight per load process, `ops/2` SETs then `ops/2` GETs of 100-byte values over 10,000 keys;
@@ -26,7 +29,7 @@
  * runs ops/clients with its own connections and `concurrency` in flight), --rounds
  * (DSTORE_PEERS_ROUNDS, 3), --warmup (DSTORE_PEERS_WARMUP_OPS, 20000 per load process), --systems
  * (DSTORE_PEERS_SYSTEMS, twemproxy,redis-cluster,dstore), --routing (DSTORE_PEERS_ROUTING,
- * balancer,direct: which dstore rows), --dist-root (DSTORE_PEERS_DIST_ROOT: another built checkout
+ * balancer,direct,resp: which dstore rows; resp = the RESP port driven by ioredis), --dist-root (DSTORE_PEERS_DIST_ROOT: another built checkout
  * whose dstore CLIs to run), --baseline-root (DSTORE_PEERS_BASELINE_ROOT: one more row, "dstore
  * (baseline build)", with the server CLIs of that built checkout, e.g. the commit before an
  * optimisation; the load is the same @dstore/client). Linux only (/proc).
@@ -37,10 +40,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { CLK_TCK, cpuSeconds, median } from './bench-load.js';
+import { CLK_TCK, cpuSeconds, median, scriptArgs } from './bench-load.js';
 import { startCluster, stopCluster } from './cluster.js';
 import { type Driver, directRoutingAvailable, type LoadConfig, type LoadResult } from './peers-load.js';
 import {
+  freePort,
   missingPeerTools,
   PEER_PACKAGES,
   type PeerProcess,
@@ -50,11 +54,8 @@ import {
   stopPeers,
 } from './redis-peers.js';
 
-// `pnpm --filter … bench:peers -- --flag` hands the script a literal `--` first: skip it, or
-// parseArgs takes every flag after it for a positional and silently runs the defaults.
-const argv = process.argv.slice(2);
 const { values: flags } = parseArgs({
-  args: argv[0] === '--' ? argv.slice(1) : argv,
+  args: scriptArgs(),
   options: {
     ops: { type: 'string' },
     concurrency: { type: 'string' },
@@ -74,7 +75,7 @@ const CLIENTS = Number(flags.clients ?? env.DSTORE_PEERS_CLIENTS ?? 1);
 const ROUNDS = Number(flags.rounds ?? env.DSTORE_PEERS_ROUNDS ?? 3);
 const WARMUP = Number(flags.warmup ?? env.DSTORE_PEERS_WARMUP_OPS ?? 20_000);
 const SYSTEMS = (flags.systems ?? env.DSTORE_PEERS_SYSTEMS ?? 'twemproxy,redis-cluster,dstore').split(',');
-const ROUTING = (flags.routing ?? env.DSTORE_PEERS_ROUTING ?? 'balancer,direct').split(',');
+const ROUTING = (flags.routing ?? env.DSTORE_PEERS_ROUTING ?? 'balancer,direct,resp').split(',');
 const DIST_ROOT = flags['dist-root'] ?? env.DSTORE_PEERS_DIST_ROOT;
 const BASELINE_ROOT = flags['baseline-root'] ?? env.DSTORE_PEERS_BASELINE_ROOT;
 
@@ -111,17 +112,23 @@ function fromPeer(system: PeerSystem): RunningSystem {
   };
 }
 
-async function startDstore(dir: string, distRoot = DIST_ROOT): Promise<RunningSystem> {
+/**
+ * A balancer + 3 memory nodes; the load connects to the native port, or with `resp` to the
+ * balancer's RESP port (`--resp-port`).
+ */
+async function startDstore(dir: string, distRoot = DIST_ROOT, resp = false): Promise<RunningSystem> {
   const root = join(dir, 'dstore');
+  const respPort = resp ? await freePort() : undefined;
   const state = await startCluster({
     root,
     engine: 'memory',
     nodes: 3,
     ...(distRoot === undefined ? {} : { distRoot }),
+    ...(respPort === undefined ? {} : { balancerArgs: ['--resp-port', String(respPort)] }),
   });
   return {
     processes: [state.balancer, ...state.nodes].map((proc) => ({ name: proc.id, pid: proc.pid })),
-    endpoints: [{ host: state.balancer.host, port: state.balancer.port }],
+    endpoints: [{ host: state.balancer.host, port: respPort ?? state.balancer.port }],
     stop: async () => void (await stopCluster(root)),
   };
 }
@@ -175,6 +182,13 @@ if (SYSTEMS.includes('dstore')) {
       });
     else skipped.push("dstore direct: not available (this @dstore/client has no routing: 'direct')");
   }
+  if (ROUTING.includes('resp'))
+    contenders.push({
+      // The same ioredis options and load as against twemproxy: only the server side differs.
+      label: 'dstore RESP port: balancer + 3 memory nodes (ioredis)',
+      driver: 'ioredis',
+      start: (dir) => startDstore(dir, DIST_ROOT, true),
+    });
 }
 
 /** Starts `CLIENTS` load processes, lets them warm up, runs the measured load, reads the CPU. */
@@ -274,7 +288,7 @@ try {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const contender of contenders) {
       // A fresh system per round and contender: no state, no warm caches carried over.
-      const dir = join(work, `${round}-${contender.driver}`);
+      const dir = join(work, `${round}-${contenders.indexOf(contender)}`);
       const system = await contender.start(dir);
       running.push(system);
       try {

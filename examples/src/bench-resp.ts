@@ -4,14 +4,17 @@
  * with `-P 1` and `-P 16`, the same requests, clients and value size for both. For each system and
  * pipeline depth: requests per second of SET and GET (redis-benchmark's own figures), CPU µs per
  * op of every server process (utime + stime from /proc/<pid>/stat around the run, all threads),
- * and the ratio dstore / twemproxy. Systems are interleaved per round; medians over rounds.
+ * and the ratio dstore / twemproxy. An unmeasured warm-up (20,000 requests per test and depth)
+ * runs against every system first. Systems are interleaved per round; medians over rounds.
  *
  *   pnpm build && pnpm --filter @dstore/examples bench:resp
  *   pnpm --filter @dstore/examples bench:resp -- --requests 200000 --clients 50 --rounds 3
  *
  * Flags (or env): --requests (DSTORE_RESP_REQUESTS, 100000 per test), --clients
  * (DSTORE_RESP_CLIENTS, 50 connections), --rounds (DSTORE_RESP_ROUNDS, 3), --pipelines
- * (DSTORE_RESP_PIPELINES, 1,16). Needs redis-server, redis-tools and nutcracker (Debian). Linux
+ * (DSTORE_RESP_PIPELINES, 1,16), --baseline-root (DSTORE_RESP_BASELINE_ROOT: one more system, the
+ * balancer and nodes of another built checkout, e.g. the commit before an optimisation, measured
+ * in the same rounds; its ratios to this build and to twemproxy are printed too). Needs redis-server, redis-tools and nutcracker (Debian). Linux
  * only (/proc).
  */
 import { spawn } from 'node:child_process';
@@ -19,22 +22,27 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { cpuSeconds, median } from './bench-load.js';
+import { cpuSeconds, median, scriptArgs } from './bench-load.js';
 import { startCluster, stopCluster } from './cluster.js';
 import { freePort, missingPeerTools, PEER_PACKAGES, startTwemproxy, stopPeers } from './redis-peers.js';
 
 const { values: flags } = parseArgs({
+  args: scriptArgs(),
   options: {
     requests: { type: 'string', default: process.env.DSTORE_RESP_REQUESTS ?? '100000' },
     clients: { type: 'string', default: process.env.DSTORE_RESP_CLIENTS ?? '50' },
     rounds: { type: 'string', default: process.env.DSTORE_RESP_ROUNDS ?? '3' },
     pipelines: { type: 'string', default: process.env.DSTORE_RESP_PIPELINES ?? '1,16' },
+    'baseline-root': { type: 'string', default: process.env.DSTORE_RESP_BASELINE_ROOT },
   },
 });
+const BASELINE_ROOT = flags['baseline-root'];
 const REQUESTS = Number(flags.requests);
 const CLIENTS = Number(flags.clients);
 const ROUNDS = Number(flags.rounds);
 const PIPELINES = flags.pipelines.split(',').map(Number);
+/** Unmeasured requests per test and pipeline depth before the first round. */
+const WARMUP = 20_000;
 const TESTS = ['SET', 'GET'] as const;
 
 /** A system under test: where redis-benchmark connects, and which processes serve it. */
@@ -51,17 +59,19 @@ interface Sample {
   readonly cpuUsPerOp: number[];
 }
 
-async function startDstore(dir: string): Promise<System> {
-  const root = join(dir, 'dstore');
+/** This checkout's balancer + 3 memory nodes, or with `distRoot` those of another built checkout. */
+async function startDstore(dir: string, distRoot?: string): Promise<System> {
+  const root = join(dir, distRoot === undefined ? 'dstore' : 'baseline');
   const respPort = await freePort();
   const state = await startCluster({
     root,
     engine: 'memory',
     nodes: 3,
     balancerArgs: ['--resp-port', String(respPort)],
+    ...(distRoot === undefined ? {} : { distRoot }),
   });
   return {
-    label: 'dstore RESP: balancer + 3 memory nodes',
+    label: `dstore RESP${distRoot === undefined ? '' : ' (baseline build)'}: balancer + 3 memory nodes`,
     port: respPort,
     processes: [state.balancer, ...state.nodes].map((proc) => ({ name: proc.id, pid: proc.pid })),
     stop: async () => void (await stopCluster(root)),
@@ -79,8 +89,12 @@ async function startPeer(dir: string): Promise<System> {
 }
 
 /** Runs redis-benchmark (CSV output); resolves with requests/s by test name. */
-function redisBenchmark(port: number, pipeline: number): Promise<Record<string, number>> {
-  const args = ['-p', String(port), '-t', 'set,get', '-n', String(REQUESTS), '-c', String(CLIENTS)];
+function redisBenchmark(
+  port: number,
+  pipeline: number,
+  requests = REQUESTS,
+): Promise<Record<string, number>> {
+  const args = ['-p', String(port), '-t', 'set,get', '-n', String(requests), '-c', String(CLIENTS)];
   args.push('-P', String(pipeline), '-r', '10000', '-d', '100', '--csv');
   return new Promise((resolve, reject) => {
     const child = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -130,6 +144,12 @@ async function main(): Promise<void> {
   const systems: System[] = [];
   try {
     systems.push(await startDstore(dir), await startPeer(dir));
+    if (BASELINE_ROOT !== undefined) systems.push(await startDstore(dir, BASELINE_ROOT));
+    // Unmeasured: every key written once and the JIT of the Node processes warmed up, so the first
+    // round measures the same steady state as the others (the C servers need none, and get the same).
+    for (const system of systems) {
+      for (const pipeline of PIPELINES) await redisBenchmark(system.port, pipeline, WARMUP);
+    }
     const samples = new Map<string, Sample[]>();
     for (let round = 1; round <= ROUNDS; round++) {
       for (const pipeline of PIPELINES) {
@@ -165,16 +185,26 @@ async function main(): Promise<void> {
     );
     console.log('| -P | SET ops/s | GET ops/s | server CPU/op |');
     console.log('|---|---|---|---|');
-    const [dstore, peer] = systems as [System, System];
-    for (const pipeline of PIPELINES) {
-      const ours = samples.get(`${dstore.label}|${pipeline}`) ?? [];
-      const theirs = samples.get(`${peer.label}|${pipeline}`) ?? [];
-      const ratio = (pick: (sample: Sample) => number): string =>
-        fixed(median(ours.map(pick)) / median(theirs.map(pick)), 2);
-      const cpu = (sample: Sample): number => sample.cpuUsPerOp.reduce((sum, us) => sum + us, 0);
-      console.log(
-        `| ${pipeline} | ${ratio((sample) => sample.rps.SET)}x | ${ratio((sample) => sample.rps.GET)}x | ${ratio(cpu)}x |`,
-      );
+    const [dstore, peer, baseline] = systems as [System, System, System | undefined];
+    const cpu = (sample: Sample): number => sample.cpuUsPerOp.reduce((sum, us) => sum + us, 0);
+    const ratios = (ours: System, theirs: System, label: string): void => {
+      for (const pipeline of PIPELINES) {
+        const a = samples.get(`${ours.label}|${pipeline}`) ?? [];
+        const b = samples.get(`${theirs.label}|${pipeline}`) ?? [];
+        const ratio = (pick: (sample: Sample) => number): string =>
+          fixed(median(a.map(pick)) / median(b.map(pick)), 2);
+        console.log(
+          `| ${label}${pipeline} | ${ratio((sample) => sample.rps.SET)}x | ${ratio((sample) => sample.rps.GET)}x | ${ratio(cpu)}x |`,
+        );
+      }
+    };
+    ratios(dstore, peer, '');
+    if (baseline !== undefined) {
+      console.log('\nThis build / the baseline build (same ratios):\n');
+      console.log('| -P | SET ops/s | GET ops/s | server CPU/op |');
+      console.log('|---|---|---|---|');
+      ratios(dstore, baseline, '');
+      ratios(baseline, peer, '(baseline / twemproxy) ');
     }
   } finally {
     for (const system of systems) await system.stop().catch(() => undefined);

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   MAX_INLINE_BYTES,
@@ -111,6 +112,46 @@ describe('RESP request parser', () => {
     parser.push(whole);
     for (const byte of whole) parser.push(Uint8Array.of(byte));
     expect(seen.map((bytes) => [...bytes])).toEqual([[...value], [...value]]);
+  });
+
+  it('hands out every argument of every command exactly, as plain views, whatever the sizes and splits (property)', () => {
+    const limits: RespParserLimits = { maxArgBytes: 64, maxCommandBytes: 100_000, maxArgs: 40 };
+    // Commands of 1 to 40 arguments (small ones get a preallocated array, larger ones grow), some
+    // with an argument over the limit (refused midway, then the next command must start clean).
+    const command = fc.array(fc.uint8Array({ maxLength: 70 }), { minLength: 1, maxLength: 40, size: 'max' });
+    fc.assert(
+      fc.property(fc.array(command, { minLength: 1, maxLength: 8 }), fc.nat(), (commands, seed) => {
+        const wire = Buffer.concat(
+          commands.flatMap((args) => [
+            Buffer.from(`*${args.length}\r\n`),
+            ...args.flatMap((arg) => [Buffer.from(`$${arg.length}\r\n`), arg, Buffer.from('\r\n')]),
+          ]),
+        );
+        const expected = commands.map((args) =>
+          args.some((arg) => arg.length > limits.maxArgBytes) ? 'refused' : args.map((arg) => [...arg]),
+        );
+        const seen: unknown[] = [];
+        const parser = new RespParser(limits, {
+          command: (args) => {
+            for (let index = 0; index < args.length; index++) {
+              expect(args[index]?.constructor).toBe(Uint8Array);
+            }
+            seen.push(args.map((arg) => [...arg]));
+          },
+          refused: () => seen.push('refused'),
+        });
+        // Split into chunks at pseudo-random points (some single bytes, some large).
+        let at = 0;
+        let state = seed;
+        while (at < wire.length) {
+          state = (state * 1103515245 + 12345) % 2147483648;
+          const size = 1 + (state % 97);
+          parser.push(wire.subarray(at, at + size));
+          at += size;
+        }
+        expect(seen).toEqual(expected);
+      }),
+    );
   });
 
   it('splits inline arguments as Redis does (quotes and escapes)', () => {

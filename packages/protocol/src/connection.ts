@@ -15,7 +15,7 @@ import {
   type Response,
   type WithoutId,
 } from './messages.js';
-import { OutputBuffer } from './output-buffer.js';
+import { type EndOfTickWriter, flushAtEndOfTick, OutputBuffer } from './output-buffer.js';
 import { isTlsPeerVerified } from './tls.js';
 
 /** Options of a {@link Connection}. Every bound has a default; none is unbounded. */
@@ -73,7 +73,8 @@ export type ResponseCallback = (error: DstoreError | undefined, response: Respon
  * One request awaiting its answer: a promise's settle functions, or (the forwarding hot path)
  * one callback, so no promise is made per request.
  */
-interface PendingRequest {
+export interface PendingRequest {
+  readonly id: number;
   readonly resolve: ((response: Response) => void) | undefined;
   readonly reject: ((error: Error) => void) | undefined;
   readonly callback: ResponseCallback | undefined;
@@ -81,6 +82,63 @@ interface PendingRequest {
   readonly timeoutMs: number;
   readonly signal: AbortSignal | undefined;
   readonly onAbort: (() => void) | undefined;
+}
+
+/**
+ * The requests awaiting answers, by id: a table indexed by the id's low bits, at most half full
+ * (doubled when it would be more). Ids are allocated so that each lands on a free slot, so a lookup
+ * is one index and one comparison. A Map keyed by id rehashes whenever its size swings (it shrinks
+ * below a quarter full), which requests in flight on a busy link make it do all the time.
+ * Exported for its tests only (not from the package's entry points).
+ */
+export class PendingTable {
+  private slots: (PendingRequest | undefined)[] = new Array<PendingRequest | undefined>(64).fill(undefined);
+  private mask = 63;
+  /** Requests held. */
+  size = 0;
+
+  /** Whether a new request may take `id` (its slot is free). */
+  isFree(id: number): boolean {
+    return this.slots[id & this.mask] === undefined;
+  }
+
+  /** The request with `id`, if it is pending. */
+  get(id: number): PendingRequest | undefined {
+    const entry = this.slots[id & this.mask];
+    return entry !== undefined && entry.id === id ? entry : undefined;
+  }
+
+  /** Holds `entry`, whose id {@link isFree} accepted. */
+  set(entry: PendingRequest): void {
+    this.slots[entry.id & this.mask] = entry;
+    if (++this.size * 2 > this.slots.length) this.grow();
+  }
+
+  /** Removes `entry` (held). */
+  delete(entry: PendingRequest): void {
+    this.slots[entry.id & this.mask] = undefined;
+    this.size--;
+  }
+
+  /** Every request held, in no particular order (a copy: the caller may delete as it goes). */
+  entries(): PendingRequest[] {
+    const entries: PendingRequest[] = [];
+    for (const entry of this.slots) if (entry !== undefined) entries.push(entry);
+    return entries;
+  }
+
+  clear(): void {
+    this.slots.fill(undefined);
+    this.size = 0;
+  }
+
+  /** Doubles the table; ids on distinct slots stay on distinct slots (one more bit of the id). */
+  private grow(): void {
+    const old = this.slots;
+    this.slots = new Array<PendingRequest | undefined>(old.length * 2).fill(undefined);
+    this.mask = this.slots.length - 1;
+    for (const entry of old) if (entry !== undefined) this.slots[entry.id & this.mask] = entry;
+  }
 }
 
 /** How long a closed-by-us socket waits for the peer to close its side before being destroyed. */
@@ -122,7 +180,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private readonly sweeper: DeadlineSweeper;
   private readonly decoder: FrameDecoder;
   private readonly output = new OutputBuffer();
-  private readonly pending = new Map<number, PendingRequest>();
+  private readonly pending = new PendingTable();
   private nextId = 1;
   private earliestDeadline = Number.POSITIVE_INFINITY;
   private partialFrameSince = -1;
@@ -266,7 +324,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       const deadline = performance.now() + timeoutMs;
       const onAbort = signal ? () => this.abortRequest(id, signal) : undefined;
       if (signal && onAbort) signal.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, { resolve, reject, callback: undefined, deadline, timeoutMs, signal, onAbort });
+      this.pending.set({ id, resolve, reject, callback: undefined, deadline, timeoutMs, signal, onAbort });
       if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
       if (body === undefined) this.writeHotFrame(message, id, size, false);
       else this.writeBody(body, false);
@@ -297,7 +355,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       }
     }
     const deadline = performance.now() + timeoutMs;
-    this.pending.set(id, {
+    this.pending.set({
+      id,
       resolve: undefined,
       reject: undefined,
       callback,
@@ -438,7 +497,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private allocateId(): number {
     // Ids wrap at 2^32; skip 0 (reserved for errors about unreadable frames) and ids in use.
     let id = this.nextId;
-    while (id === 0 || this.pending.has(id)) id = (id + 1) >>> 0;
+    while (id === 0 || !this.pending.isFree(id)) id = (id + 1) >>> 0;
     this.nextId = (id + 1) >>> 0;
     return id;
   }
@@ -494,7 +553,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private scheduleFlush(isResponse: boolean): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.flushNow);
+      flushAtEndOfTick(this.endOfTick);
     }
     if (isResponse && this.bufferedOutputBytes > this.options.maxOutputBytes) {
       // The peer sends requests but does not read answers: drop it rather than buffer without bound.
@@ -502,11 +561,15 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     }
   }
 
-  /** {@link flush} bound once, so scheduling a flush allocates no closure. */
-  private readonly flushNow = (): void => this.flush();
+  /** Writes the tick's frames at its end ({@link flushAtEndOfTick}); made once, so queueing allocates nothing. */
+  private readonly endOfTick: EndOfTickWriter = {
+    flushBuffered: () => {
+      this.flushScheduled = false;
+      this.flush();
+    },
+  };
 
   private flush(): void {
-    this.flushScheduled = false;
     if (this.isClosed || this.socketFull || this.output.length === 0 || this.socket.writableEnded) return;
     if (!this.socket.write(this.output.take())) {
       this.socketFull = true;
@@ -677,7 +740,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       }
       return;
     }
-    this.pending.delete(response.id);
+    this.pending.delete(entry);
     if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
     if (response.op === Op.ERROR) failRequest(entry, new DstoreError(response.code, response.message));
     else if (entry.callback) callBack(entry.callback, undefined, response);
@@ -688,16 +751,16 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private abortRequest(id: number, signal: AbortSignal): void {
     const entry = this.pending.get(id);
     if (!entry) return;
-    this.pending.delete(id);
+    this.pending.delete(entry);
     failRequest(entry, abortError(signal));
     if (this.closing) this.endWhenIdle();
   }
 
   private expireRequests(now: number): void {
     let earliest = Number.POSITIVE_INFINITY;
-    for (const [id, entry] of this.pending) {
+    for (const entry of this.pending.entries()) {
       if (entry.deadline <= now) {
-        this.pending.delete(id);
+        this.pending.delete(entry);
         if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
         failRequest(entry, timeoutError(entry.timeoutMs));
       } else if (entry.deadline < earliest) {
@@ -762,7 +825,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
 
   private failPending(failure: DstoreError): void {
     if (this.pending.size === 0) return;
-    const pending = [...this.pending.values()];
+    const pending = this.pending.entries();
     this.pending.clear();
     this.earliestDeadline = Number.POSITIVE_INFINITY;
     for (const entry of pending) {

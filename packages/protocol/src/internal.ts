@@ -31,7 +31,12 @@ export {
 export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
 export { timeoutError } from './errors.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
-export { OutputBuffer } from './output-buffer.js';
+export {
+  EndOfTickQueue,
+  type EndOfTickWriter,
+  flushAtEndOfTick,
+  OutputBuffer,
+} from './output-buffer.js';
 export {
   copyKeyed,
   type DataRequest,

@@ -77,6 +77,21 @@ export class OutputBuffer {
     return pending;
   }
 
+  /**
+   * {@link take} as a plain `Uint8Array` view, for bytes that are copied elsewhere rather than
+   * written to a socket: a Buffer's subarray goes through a species constructor, measurably
+   * slower than a plain view.
+   */
+  takeView(): Uint8Array {
+    const pending = new Uint8Array(
+      this.slab.buffer,
+      this.slab.byteOffset + this.start,
+      this.end - this.start,
+    );
+    this.start = this.end;
+    return pending;
+  }
+
   private moveToNewSlab(needed: number): void {
     const pending = this.end - this.start;
     // Grow geometrically: sizing the slab to just fit would re-copy everything pending for every
@@ -87,4 +102,60 @@ export class OutputBuffer {
     this.start = 0;
     this.end = pending;
   }
+}
+
+/** A connection whose buffered output goes to its socket at the end of the tick. */
+export interface EndOfTickWriter {
+  /** Writes what was buffered during the tick (one `socket.write()`). */
+  flushBuffered(): void;
+}
+
+/**
+ * Writers to flush at the end of the tick, all on one `setImmediate`: one immediate per tick
+ * rather than one per connection (each costs an object and a microtask checkpoint, and at one
+ * request in flight per connection that is one per request). The process uses one queue
+ * ({@link flushAtEndOfTick}).
+ */
+export class EndOfTickQueue {
+  private queued: EndOfTickWriter[] = [];
+  /** The list flushed last time, reused for the next tick's writers (no array per tick). */
+  private spare: EndOfTickWriter[] = [];
+  private scheduled = false;
+  private readonly run = (): void => this.flushAll();
+
+  /** Queues `writer` for this tick's end. The caller queues a writer at most once per tick. */
+  add(writer: EndOfTickWriter): void {
+    this.queued.push(writer);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.run);
+    }
+  }
+
+  /** Flushes every queued writer, in order. Writers queued meanwhile wait for the next immediate. */
+  flushAll(): void {
+    this.scheduled = false;
+    const writers = this.queued;
+    this.queued = this.spare;
+    let next = 0;
+    try {
+      while (next < writers.length) writers[next++]!.flushBuffered();
+    } finally {
+      // A throwing flush (a bug) must not strand the writers after it: they go out next time.
+      for (let index = next; index < writers.length; index++) this.add(writers[index]!);
+      writers.length = 0;
+      this.spare = writers;
+    }
+  }
+}
+
+const processQueue = new EndOfTickQueue();
+
+/**
+ * Calls `writer.flushBuffered()` once at the end of this tick, together with every other writer
+ * queued in the tick (see {@link EndOfTickQueue}). The caller keeps its own "scheduled" flag,
+ * cleared when `flushBuffered` runs, so it queues itself at most once per tick.
+ */
+export function flushAtEndOfTick(writer: EndOfTickWriter): void {
+  processQueue.add(writer);
 }

@@ -1,7 +1,12 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { Op, type Response, type UserGrant } from '@dstore/protocol';
-import { OutputBuffer, type ServedConnection } from '@dstore/protocol/internal';
+import {
+  type EndOfTickWriter,
+  flushAtEndOfTick,
+  OutputBuffer,
+  type ServedConnection,
+} from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
@@ -34,6 +39,74 @@ export interface RespConnectionOptions {
  */
 type DeferredItem = Uint8Array[] | string | { readonly protocolError: string };
 
+/**
+ * The answers completed ahead of their turn, by sequence number: a ring indexed by the low bits of
+ * the number, grown (never shrunk) when a number is a ring's length or more ahead of the oldest
+ * one held. A Map keyed by sequence number rehashes whenever its size swings (it shrinks below a
+ * quarter full), which pipelined answers spread over several nodes make it do all the time.
+ */
+export class EarlyAnswers {
+  private slots: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(16).fill(undefined);
+  /** The sequence number of each slot's answer (meaningful only where the slot holds one). */
+  private seqs: number[] = new Array<number>(16).fill(0);
+  private count = 0;
+
+  /** Answers held. */
+  get size(): number {
+    return this.count;
+  }
+
+  /** Holds `bytes`, the answer of `seq`; `head` is the next answer to write (`head < seq`). */
+  set(seq: number, bytes: Uint8Array, head: number): void {
+    while (seq - head >= this.slots.length) this.grow();
+    const slot = seq & (this.slots.length - 1);
+    if (this.slots[slot] === undefined) this.count++;
+    this.slots[slot] = bytes;
+    this.seqs[slot] = seq;
+  }
+
+  /** Removes and returns the answer of `seq`, if held. */
+  take(seq: number): Uint8Array | undefined {
+    const slot = seq & (this.slots.length - 1);
+    const bytes = this.slots[slot];
+    if (bytes === undefined || this.seqs[slot] !== seq) return undefined;
+    this.slots[slot] = undefined;
+    this.count--;
+    return bytes;
+  }
+
+  /** Whether the answer of `seq` is held. */
+  has(seq: number): boolean {
+    const slot = seq & (this.slots.length - 1);
+    return this.slots[slot] !== undefined && this.seqs[slot] === seq;
+  }
+
+  /** Drops every answer. */
+  clear(): void {
+    this.slots.fill(undefined);
+    this.count = 0;
+  }
+
+  /**
+   * Doubles the ring, keeping every answer: all lie within one old ring's length from the head
+   * (each was, when set, and the head only moves past answers taken), so none collide.
+   */
+  private grow(): void {
+    const old = this.slots;
+    const oldSeqs = this.seqs;
+    const length = old.length * 2;
+    this.slots = new Array<Uint8Array | undefined>(length).fill(undefined);
+    this.seqs = new Array<number>(length).fill(0);
+    for (let index = 0; index < old.length; index++) {
+      const bytes = old[index];
+      if (bytes === undefined) continue;
+      const seq = oldSeqs[index]!;
+      this.slots[seq & (length - 1)] = bytes;
+      this.seqs[seq & (length - 1)] = seq;
+    }
+  }
+}
+
 /** How long a connection closed by us waits for the client to close its side before destroying it. */
 const END_GRACE_MS = 2000;
 
@@ -58,7 +131,7 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   /** Answers that completed ahead of their turn are encoded here, then held by sequence number. */
   private readonly sideOutput = new OutputBuffer();
   private readonly sideWriter = new RespWriter(this.sideOutput);
-  private readonly early = new Map<number, Uint8Array>();
+  private readonly early = new EarlyAnswers();
   private readonly parser: RespParser;
   /** Sequence number of the next command read, and of the next answer to write. */
   private nextSeq = 0;
@@ -142,18 +215,17 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   endReply(seq: number): void {
     if (this.closed) {
       // Answers arriving after the client left are dropped (the side buffer is not kept either).
-      if (seq !== this.headSeq) this.sideOutput.take();
+      if (seq !== this.headSeq) this.sideOutput.takeView();
       return;
     }
     if (seq !== this.headSeq) {
-      this.early.set(seq, this.sideOutput.take());
+      this.early.set(seq, this.sideOutput.takeView(), this.headSeq);
       return;
     }
     this.headSeq++;
     while (this.early.size > 0) {
-      const next = this.early.get(this.headSeq);
+      const next = this.early.take(this.headSeq);
       if (next === undefined) break;
-      this.early.delete(this.headSeq);
       this.writer.raw(next);
       this.headSeq++;
     }
@@ -279,17 +351,16 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     if (this.inputEnded && this.deferred.length === 0 && !this.held) void this.close();
   }
 
+  /**
+   * Queues the flush that writes this tick's answers at its end. The output bounds (pause, cut off)
+   * are checked there, once per tick rather than once per answer: they concern what the client
+   * leaves unread across ticks, and within one tick answers are bounded by `maxInFlight`.
+   */
   private scheduleFlush(): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.flushNow);
+      flushAtEndOfTick(this.endOfTick);
     }
-    if (this.bufferedOutputBytes > this.options.maxOutputBytes) {
-      // It sends but does not read: drop it rather than buffer its answers without bound.
-      this.destroy();
-      return;
-    }
-    this.applyBackPressure();
   }
 
   /** Pauses reading while too many commands wait or too many answer bytes are unread. */
@@ -311,12 +382,17 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     }
   }
 
-  /** {@link flush} bound once, so scheduling a flush allocates no closure. */
-  private readonly flushNow = (): void => this.flush();
+  /** The end-of-tick flush, made once so queueing it allocates nothing. */
+  private readonly endOfTick: EndOfTickWriter = { flushBuffered: () => this.flush() };
 
   private flush(): void {
     this.flushScheduled = false;
     if (this.closed || this.output.length === 0 || this.socket.writableEnded) return;
+    if (this.bufferedOutputBytes > this.options.maxOutputBytes) {
+      // It sends but does not read: drop it rather than buffer its answers without bound.
+      this.destroy();
+      return;
+    }
     this.socket.write(this.output.take());
     this.applyBackPressure();
     if (this.closing) this.endWhenAnswered();

@@ -54,6 +54,8 @@ const STAR = 42;
 const DOLLAR = 36;
 /** Longest decimal length accepted (19 digits fit a safe 64-bit count, as string2ll does). */
 const MAX_LENGTH_DIGITS = 19;
+/** Commands with at most this many arguments get their argument array allocated at its size. */
+const PREALLOCATED_ARGS = 16;
 
 /** Where the parser is in the grammar. */
 enum State {
@@ -129,6 +131,8 @@ export class RespParser {
   /** True when the current bulk is read past rather than kept. */
   private skippingBulk = false;
   private args: Uint8Array[] = [];
+  /** Arguments stored in {@link args} so far (it may be preallocated to the command's count). */
+  private filled = 0;
   private commandBytes = 0;
   /** Why the current command is refused once complete (it went over a dstore limit). */
   private refusal: string | undefined;
@@ -158,7 +162,14 @@ export class RespParser {
     }
   }
 
-  private parse(chunk: Uint8Array): void {
+  private parse(received: Uint8Array): void {
+    // A Buffer's subarray builds a Buffer (a species constructor call), measurably slower than a
+    // plain view, and every argument is a subarray: view the chunk once as a plain Uint8Array, so
+    // arguments are all plain views (one shape for the handlers, as the frame decoder does).
+    const chunk =
+      received.constructor === Uint8Array
+        ? received
+        : new Uint8Array(received.buffer, received.byteOffset, received.byteLength);
     let at = 0;
     const end = chunk.length;
     while (at < end) {
@@ -245,6 +256,11 @@ export class RespParser {
     this.count = this.number;
     this.read = 0;
     this.commandBytes = 0;
+    // Sized to the command when it is small (every hot command): an empty array would grow to a
+    // 17-slot backing store at its first push. Larger ones grow with what actually arrives, so a
+    // declared count costs nothing before its arguments do.
+    if (this.count <= PREALLOCATED_ARGS) this.args = new Array<Uint8Array>(this.count);
+    this.filled = 0;
     this.refusal =
       this.count > this.limits.maxArgs
         ? `too many arguments in one command (${this.count}, limit ${this.limits.maxArgs})`
@@ -267,7 +283,7 @@ export class RespParser {
     this.skippingBulk = this.refusal !== undefined;
     if (this.skippingBulk) this.args = [];
     this.state = this.number === 0 ? State.BulkCr : State.Bulk;
-    if (this.number === 0 && !this.skippingBulk) this.args.push(new Uint8Array(0));
+    if (this.number === 0 && !this.skippingBulk) this.args[this.filled++] = new Uint8Array(0);
   }
 
   private readBulk(chunk: Uint8Array, at: number, end: number): number {
@@ -275,10 +291,10 @@ export class RespParser {
     if (!this.skippingBulk) {
       if (available === this.bulkLength) {
         // Whole within this chunk: a view, no copy (the common case).
-        this.args.push(chunk.subarray(at, at + available));
+        this.args[this.filled++] = chunk.subarray(at, at + available);
       } else {
         this.partial.append(chunk.subarray(at, at + available), this.bulkLength);
-        if (this.partial.length === this.bulkLength) this.args.push(this.partial.take());
+        if (this.partial.length === this.bulkLength) this.args[this.filled++] = this.partial.take();
       }
     }
     this.bulkRemaining -= available;
