@@ -29,13 +29,11 @@ import {
   type OperationMix,
   parseHistory,
   startWorkload,
-  type WorkloadOperation,
-  type WorkloadResult,
 } from '@dstore/checker';
 import { createClient, type DstoreClient } from '@dstore/client';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
-import { directClient, withMap } from './direct-client.js';
+import { directClient, runOperation, withMap } from './direct-client.js';
 import {
   NODE_CLI,
   type NodeReady,
@@ -140,19 +138,6 @@ async function clientsFor(routing: Routing, port: number): Promise<DstoreClient[
   return clients;
 }
 
-/** Runs one workload operation on a client. */
-async function run(client: DstoreClient, operation: WorkloadOperation): Promise<WorkloadResult> {
-  switch (operation.f) {
-    case 'read':
-      return client.getString(operation.key);
-    case 'write':
-      await client.set(operation.key, operation.value);
-      return undefined;
-    case 'delete':
-      return client.del(operation.key);
-  }
-}
-
 async function writeFiller(client: DstoreClient): Promise<void> {
   for (let start = 0; start < FILLER; start += 500) {
     const entries = Array.from({ length: Math.min(500, FILLER - start) }, (_, i): [string, string] => [
@@ -206,7 +191,7 @@ async function checkUnderFaults(engine: Engine, routing: Routing, mix: Operation
     maxOperations: 20_000,
     durationMs: 60_000,
     mix,
-    execute: (operation, worker) => run(clients[worker % CLIENTS]!, operation),
+    execute: (operation, worker) => runOperation(clients[worker % CLIENTS]!, operation),
   });
   const schedule: Fault[] = [
     { afterMs: 300, f: 'join', target: 'node-4', run: () => cluster.start('node-4') },
@@ -314,7 +299,7 @@ describe('the same harness catches a real violation', () => {
       keys: KEYS,
       workers: WORKERS,
       maxOperations: 500,
-      execute: (operation) => run(client!, operation),
+      execute: (operation) => runOperation(client!, operation),
     });
     await load.done;
     // The last word on every key is an acknowledged write, so a read of null can only be a loss.

@@ -11,8 +11,6 @@ import {
   type ManagedProcess,
   Nemesis,
   startWorkload,
-  type WorkloadOperation,
-  type WorkloadResult,
 } from '@dstore/checker';
 import { createClient, type DstoreClient } from '@dstore/client';
 import type { HashRing } from '@dstore/hashring';
@@ -27,7 +25,7 @@ import {
 } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
-import { directClient, withMap } from './direct-client.js';
+import { directClient, runOperation, withMap } from './direct-client.js';
 import {
   attempt,
   NODE_CLI,
@@ -256,19 +254,6 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
   });
 });
 
-/** Runs one workload operation on a client. */
-async function run(target: DstoreClient, operation: WorkloadOperation): Promise<WorkloadResult> {
-  switch (operation.f) {
-    case 'read':
-      return target.getString(operation.key);
-    case 'write':
-      await target.set(operation.key, operation.value);
-      return undefined;
-    case 'delete':
-      return target.del(operation.key);
-  }
-}
-
 describe.each([
   { engine: 'memory', routing: 'balancer' },
   { engine: 'lmdb', routing: 'direct' },
@@ -294,7 +279,7 @@ describe.each([
       maxOperations: 3000,
       durationMs: 8000,
       mix: { read: 5, write: 4, delete: 1 },
-      execute: (operation, worker) => run(clients[worker % clients.length]!, operation),
+      execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
     });
     const stats = await load.done;
     const result = checkHistory(recorder.events, { timeLimitMs: 30_000 });

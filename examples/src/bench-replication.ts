@@ -1,0 +1,109 @@
+/**
+ * `bench:replication`: throughput, latency and server CPU per op with replication factor 1, 2 and
+ * 3 in ONE run (issue #14's benchmark; replication is experimental, step 2: static chains). For
+ * each engine, round and factor, a cluster (balancer + 3 nodes, this workspace's CLIs; the
+ * balancer with `--replication-factor N --experimental-replication` above 1) is started, loaded
+ * through the balancer with `dstore bench --ops 100000 --concurrency 50 --value-size 100
+ * --read-ratio 0.5 --keyspace 10000` after a warm-up load, and stopped; factors interleave within
+ * a round, because on a shared machine only figures from the same run compare. CPU: user + system
+ * time of every server process (Linux /proc) around the measured load, per completed op.
+ *
+ * Run: `pnpm build && pnpm --filter @dstore/examples bench:replication`.
+ * Env: DSTORE_BENCH_ROUNDS (3), DSTORE_BENCH_OPS (100000), DSTORE_BENCH_CONCURRENCY (50),
+ * DSTORE_BENCH_WARMUP_OPS (20000), DSTORE_BENCH_ENGINES (memory,lmdb), DSTORE_BENCH_FACTORS (1,2,3).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type BenchJson, CLK_TCK, errorCount, median, runLoadWithCpu } from './bench-load.js';
+import { type ClusterProcess, startCluster, stopCluster } from './cluster.js';
+
+type Engine = 'memory' | 'lmdb';
+
+interface Sample {
+  readonly report: BenchJson;
+  /** CPU µs per completed op of the balancer and the nodes together. */
+  readonly serversUsPerOp: number;
+  /** CPU µs per completed op of the nodes alone. */
+  readonly nodesUsPerOp: number;
+}
+
+const ROUNDS = Number(process.env.DSTORE_BENCH_ROUNDS ?? 3);
+const OPS = process.env.DSTORE_BENCH_OPS ?? '100000';
+const CONCURRENCY = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
+const WARMUP_OPS = Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 20_000);
+const ENGINES = (process.env.DSTORE_BENCH_ENGINES ?? 'memory,lmdb').split(',') as Engine[];
+const FACTORS = (process.env.DSTORE_BENCH_FACTORS ?? '1,2,3').split(',').map(Number);
+
+async function measure(engine: Engine, factor: number): Promise<Sample> {
+  const root = mkdtempSync(join(tmpdir(), `dstore-bench-replication-${engine}-${factor}-`));
+  try {
+    const state = await startCluster({
+      root,
+      engine,
+      balancerArgs: factor > 1 ? ['--replication-factor', String(factor), '--experimental-replication'] : [],
+    });
+    const servers: ClusterProcess[] = [state.balancer, ...state.nodes];
+    const { report, cpuUsPerOp } = runLoadWithCpu(
+      `${state.balancer.host}:${state.balancer.port}`,
+      servers.map((proc) => proc.pid),
+      { concurrency: CONCURRENCY, ops: OPS, warmupOps: WARMUP_OPS },
+    );
+    const serversUsPerOp = cpuUsPerOp.reduce((sum, us) => sum + us, 0);
+    return { report, serversUsPerOp, nodesUsPerOp: serversUsPerOp - (cpuUsPerOp[0] ?? 0) };
+  } finally {
+    await stopCluster(root);
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const ms = (us: number) => (us / 1000).toFixed(2);
+const cpu = (us: number) => us.toFixed(1);
+
+function row(engine: Engine, factor: number, rounds: string, samples: readonly Sample[]): string {
+  const pick = (f: (s: Sample) => number) => median(samples.map(f));
+  const cells = [
+    engine,
+    String(factor),
+    rounds,
+    int(pick((s) => s.report.throughput)),
+    ms(pick((s) => s.report.latency.p50Us)),
+    ms(pick((s) => s.report.latency.p99Us)),
+    cpu(pick((s) => s.nodesUsPerOp)),
+    cpu(pick((s) => s.serversUsPerOp)),
+    String(samples.reduce((sum, s) => sum + errorCount(s.report), 0)),
+  ];
+  return `| ${cells.join(' | ')} |`;
+}
+
+console.log(
+  `bench:replication: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +
+    `50% reads, 10,000 keys, 3 nodes; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}\n`,
+);
+const HEADER = '| engine | factor | round | ops/s | p50 ms | p99 ms | nodes µs/op | servers µs/op | errors |';
+const ALIGN = '|---|---:|---|---:|---:|---:|---:|---:|---:|';
+console.log(HEADER);
+console.log(ALIGN);
+const results = new Map<string, Sample[]>();
+for (const engine of ENGINES) {
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const factor of FACTORS) {
+      const sample = await measure(engine, factor);
+      const name = `${engine}/${factor}`;
+      results.set(name, [...(results.get(name) ?? []), sample]);
+      console.log(row(engine, factor, String(round), [sample]));
+    }
+  }
+}
+console.log('\nMedian over rounds, and the nodes’ CPU per op against factor 1:\n');
+console.log(`${HEADER.replace('| round |', '| rounds |')} nodes CPU / factor 1 |`);
+console.log(`${ALIGN}---:|`);
+for (const engine of ENGINES) {
+  const base = median(results.get(`${engine}/${FACTORS[0]}`)!.map((s) => s.nodesUsPerOp));
+  for (const factor of FACTORS) {
+    const samples = results.get(`${engine}/${factor}`)!;
+    const ratio = median(samples.map((s) => s.nodesUsPerOp)) / base;
+    console.log(`${row(engine, factor, String(ROUNDS), samples)} x${ratio.toFixed(2)} |`);
+  }
+}
