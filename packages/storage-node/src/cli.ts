@@ -68,6 +68,8 @@ interface CliFlags {
   drainTimeout: number;
   leaveTimeout: number;
   migrationRate: number;
+  replicationQueueBytes: number;
+  replicationTimeout: number;
   logLevel: string;
 }
 
@@ -193,6 +195,18 @@ function buildProgram(): Command {
       integer(0, 2 ** 31 - 1),
       5000,
     )
+    .option(
+      '--replication-queue-bytes <bytes>',
+      'experimental replication: most bytes of writes held unacknowledged towards one successor (k/m/g suffixes); writes past it get BUSY',
+      byteSize,
+      16 * 1024 * 1024,
+    )
+    .option(
+      '--replication-timeout <ms>',
+      'experimental replication: deadline of one REPLICATE forward (ms, or 2s); past it the writes it carries fail as indeterminate',
+      duration(1),
+      2000,
+    )
     .addOption(
       new Option('--log-level <level>', 'pino log level (logs go to stderr)')
         .choices([...LOG_LEVELS])
@@ -234,6 +248,8 @@ function toNodeOptions(flags: CliFlags, logger: Logger, tls: PeerTlsOptions | un
     drainTimeoutMs: flags.drainTimeout,
     leaveTimeoutMs: flags.leaveTimeout,
     migrationRateKeysPerSecond: flags.migrationRate,
+    replicationQueueBytes: flags.replicationQueueBytes,
+    replicationTimeoutMs: flags.replicationTimeout,
     logger,
   };
 }
