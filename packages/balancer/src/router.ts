@@ -16,6 +16,7 @@ import {
   copyKeyed,
   type DataRequest,
   migratingDeleteOutcome as deleteOutcome,
+  isSingleKeyRead,
   type KeyedRequest,
   partlyApplied,
   withEpoch,
@@ -166,7 +167,7 @@ export class Router {
       return;
     }
     const topology = this.membership.topology;
-    const owner = this.upOwnerOf(request.key, topology, request.op !== Op.GET);
+    const owner = this.upOwnerOf(request.key, topology, !isSingleKeyRead(request.op));
     if (owner instanceof DstoreError) {
       this.fail(client, request.id, request.op, startMs, owner);
       return;
@@ -316,8 +317,7 @@ export class Router {
    */
   forwardKeyed(request: KeyedClientRequest, client: Replier, startMs: number, retried = false): void {
     const topology = this.membership.topology;
-    const write = request.op !== Op.TTL && request.op !== Op.GET_VERSIONED;
-    const owner = this.upOwnerOf(request.key, topology, write);
+    const owner = this.upOwnerOf(request.key, topology, !isSingleKeyRead(request.op));
     if (owner instanceof DstoreError) {
       this.fail(client, request.id, request.op, startMs, owner);
       return;

@@ -27,6 +27,7 @@ import {
 } from '@dstore/protocol';
 import {
   type DataRequest,
+  isSingleKeyRead,
   type KeyedRequest,
   migratingDeleteOutcome,
   partlyApplied,
@@ -679,7 +680,7 @@ function unexpectedPartAnswer(command: string, response: Response): DstoreError 
 
 /** Whether a single-key command writes (it goes to the head of a replicated chain, a read to the tail). */
 function isWrite(message: SingleCommand): boolean {
-  return message.op !== Op.GET && message.op !== Op.TTL && message.op !== Op.GET_VERSIONED;
+  return !isSingleKeyRead(message.op);
 }
 
 /** The replication a map snapshot describes, for its {@link Topology}; undefined with factor 1. */

@@ -40,6 +40,7 @@ export {
 export {
   copyKeyed,
   type DataRequest,
+  isSingleKeyRead,
   type KeyedRequest,
   migratingDeleteOutcome,
   partlyApplied,

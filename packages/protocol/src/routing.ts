@@ -49,6 +49,15 @@ export type DataRequest =
  * request that waits before it is sent or executed (a retry after a routing refusal, a PULL):
  * decoded keys and values are views of a receive buffer.
  */
+/**
+ * Whether a single-key request only reads (GET, TTL, GET_VERSIONED): with replication it goes to the
+ * tail of the key's chain, every other single-key request (a write, an atomic operation) to the
+ * head. The one classification for the balancer's router, the direct client and the node's fence.
+ */
+export function isSingleKeyRead(op: number): boolean {
+  return op === Op.GET || op === Op.TTL || op === Op.GET_VERSIONED;
+}
+
 export function copyKeyed<T extends KeyedRequest>(request: T): T {
   const key = Uint8Array.from(request.key);
   return request.op === Op.SET_WITH

@@ -27,7 +27,7 @@ import {
   type StatsMap,
   type TtlRequest,
 } from '@dstore/protocol';
-import { copyKeyed } from '@dstore/protocol/internal';
+import { copyKeyed, isSingleKeyRead } from '@dstore/protocol/internal';
 import {
   decideDelVersioned,
   decideExpire,
@@ -437,7 +437,7 @@ export class RequestHandler {
     this.counters.dataModel++;
     const id = original.id;
     if (this.fenced(connection, id, original.epoch)) return;
-    const write = original.op !== Op.TTL && original.op !== Op.GET_VERSIONED;
+    const write = !isSingleKeyRead(original.op);
     if (this.refused(connection, id, original.key, false, write)) return;
     const answer = (executed: Promise<Response>): void => {
       executed.then(
