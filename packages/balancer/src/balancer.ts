@@ -105,6 +105,9 @@ export class Balancer {
       store: options.mapStore ?? this.createMapStore(),
       balancerId: this.options.id,
       heartbeatTimeoutMs: this.options.heartbeatTimeoutMs,
+      failureTimeoutMs: this.options.failureTimeoutMs,
+      leaseMs: this.options.leaseMs,
+      onMemberFailed: () => this.metrics.memberFailed(),
       link: {
         requestTimeoutMs: this.options.requestTimeoutMs,
         maxInFlight: this.options.maxInFlightPerNode,

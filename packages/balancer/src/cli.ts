@@ -17,6 +17,8 @@ import {
   DEFAULT_ADMIN_PORT,
   DEFAULT_BALANCER_PORT,
   DEFAULT_ETCD_PREFIX,
+  DEFAULT_FAILURE_TIMEOUT_MS,
+  DEFAULT_LEASE_MS,
   loadConfigFile,
   parseNodeAddress,
   type StaticNodeSpec,
@@ -36,6 +38,8 @@ interface CliFlags {
   experimentalReplication?: boolean;
   requestTimeout: number;
   heartbeatTimeout: number;
+  failureTimeout: number;
+  lease: number;
   maxConnections: number;
   maxInFlight: number;
   maxClientBytesInFlight: number;
@@ -118,6 +122,18 @@ function buildProgram(): Command {
       'a JOINed node without heartbeat for this long is down (ms, or 3s)',
       duration(1),
       3000,
+    )
+    .option(
+      '--failure-timeout <ms>',
+      'replication: an up node not heard from for this long is marked failed (ms, or 5s; at least 2 x --lease)',
+      duration(1),
+      DEFAULT_FAILURE_TIMEOUT_MS,
+    )
+    .option(
+      '--lease <ms>',
+      "replication: lease granted to up nodes in heartbeat answers (ms, or 2s); nodes' heartbeat interval must be below half of it",
+      duration(1),
+      DEFAULT_LEASE_MS,
     )
     .option('--max-connections <n>', 'most client connections', integer(1), 1024)
     .option('--max-in-flight <n>', 'most requests in flight per node connection', integer(1), 4096)
@@ -228,6 +244,8 @@ async function main(): Promise<void> {
     ...(flags.experimentalReplication === true ? { experimentalReplication: true } : {}),
     requestTimeoutMs: flags.requestTimeout,
     heartbeatTimeoutMs: flags.heartbeatTimeout,
+    failureTimeoutMs: flags.failureTimeout,
+    leaseMs: flags.lease,
     maxConnections: flags.maxConnections,
     maxInFlightPerNode: flags.maxInFlight,
     maxClientBytesInFlight: flags.maxClientBytesInFlight,

@@ -77,6 +77,17 @@ export interface BalancerOptions {
   readonly requestTimeoutMs?: number;
   /** A JOINed node without a heartbeat for this long is down. Default 3000. */
   readonly heartbeatTimeoutMs?: number;
+  /**
+   * Replication (a map factor above 1) only: a ring member `up` in the map and not heard from
+   * (heartbeat) for this long is marked `failed` by the map's writer. Must be at least twice
+   * {@link leaseMs}; the nodes' heartbeat interval must stay below half the lease. Default 5000.
+   */
+  readonly failureTimeoutMs?: number;
+  /**
+   * Replication only: the lease, in ms, the map's writer grants an `up` node in each heartbeat's
+   * answer; the node serves (and accepts REPLICATE) only while it holds one. Default 2000.
+   */
+  readonly leaseMs?: number;
   /** Most requests in flight on one node connection; past it the client gets BUSY. Default 4096. */
   readonly maxInFlightPerNode?: number;
   /**
@@ -178,6 +189,8 @@ export interface ResolvedBalancerOptions {
   readonly replicationFactor: number | undefined;
   readonly requestTimeoutMs: number;
   readonly heartbeatTimeoutMs: number;
+  readonly failureTimeoutMs: number;
+  readonly leaseMs: number;
   readonly maxInFlightPerNode: number;
   readonly maxClientBytesInFlight: number;
   readonly maxConnections: number;
@@ -320,6 +333,31 @@ function replicationFactor(options: BalancerOptions): number | undefined {
   return factor;
 }
 
+/**
+ * The failure timeout and lease (replication). The failure timeout must exceed the lease plus the
+ * drift margin (10%) plus one node heartbeat interval: the balancer cannot know the nodes' interval
+ * (their own option), so it requires failure timeout >= 2 x lease, which covers any interval below
+ * lease / 2 (the nodes warn when theirs is not).
+ */
+function failureDetection(options: BalancerOptions): { failureTimeoutMs: number; leaseMs: number } {
+  const leaseMs = positiveInteger('leaseMs', options.leaseMs ?? DEFAULT_LEASE_MS);
+  const failureTimeoutMs = positiveInteger(
+    'failureTimeoutMs',
+    options.failureTimeoutMs ?? DEFAULT_FAILURE_TIMEOUT_MS,
+  );
+  if (failureTimeoutMs < 2 * leaseMs) {
+    throw invalid(
+      `failureTimeoutMs (${failureTimeoutMs}) must be at least twice leaseMs (${leaseMs}): a node must have lost its lease before the writer marks it failed`,
+    );
+  }
+  return { failureTimeoutMs, leaseMs };
+}
+
+/** Default of {@link BalancerOptions.failureTimeoutMs}. */
+export const DEFAULT_FAILURE_TIMEOUT_MS = 5000;
+/** Default of {@link BalancerOptions.leaseMs}. */
+export const DEFAULT_LEASE_MS = 2000;
+
 /** Applies defaults and checks every option; throws INVALID_ARGUMENT on a bad one. */
 export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedBalancerOptions {
   const hash = options.hash ?? 'vnode';
@@ -348,6 +386,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     hash,
     requestTimeoutMs: positiveInteger('requestTimeoutMs', options.requestTimeoutMs ?? 2000),
     heartbeatTimeoutMs: positiveInteger('heartbeatTimeoutMs', options.heartbeatTimeoutMs ?? 3000),
+    ...failureDetection(options),
     maxInFlightPerNode: positiveInteger('maxInFlightPerNode', options.maxInFlightPerNode ?? 4096),
     maxClientBytesInFlight: positiveInteger(
       'maxClientBytesInFlight',

@@ -97,6 +97,8 @@ export class ControlHandler {
       if (after === '') this.logger.info({ node: request.nodeId }, 'node storage recovered: writes accepted');
       else this.logger.warn({ node: request.nodeId, reason: after }, 'node storage degraded: writes refused');
     }
-    return { op: Op.OK, id: request.id };
+    // The map's writer grants a lease to an up member of a replicated map (none otherwise).
+    const lease = this.membership.leaseFor(request.nodeId);
+    return lease === undefined ? { op: Op.OK, id: request.id } : { op: Op.OK, id: request.id, lease };
   }
 }

@@ -72,6 +72,15 @@ export interface MembershipOptions {
    * identity is refused. Also the grace after start before an unheard member may be replaced.
    */
   readonly heartbeatTimeoutMs: number;
+  /**
+   * Replication only (a map factor above 1): a ring member `up` in the map and not heard from for
+   * this long is marked `failed` by the writer. Default 5000.
+   */
+  readonly failureTimeoutMs?: number;
+  /** Replication only: the lease granted to `up` members in heartbeat answers, in ms. Default 2000. */
+  readonly leaseMs?: number;
+  /** Called once per member the writer marks `failed` (the metrics' counter). */
+  readonly onMemberFailed?: (id: string) => void;
 }
 
 /** The hash ring a cluster map's ring describes (also used by the admin dashboard's ring view). */
@@ -405,6 +414,147 @@ export class Membership extends EventEmitter<MembershipEvents> {
     );
     await this.update('static configuration', (current) => this.withStatics(current, this.statics));
     this.reconcile();
+    this.startFailureDetection();
+  }
+
+  /**
+   * The writer's failure detection (replication): one unref'd timer checks, a few times per
+   * failure timeout, for ring members `up` in the map not heard from for `failureTimeoutMs`, and
+   * marks them `failed`. Nothing is marked during the first failure timeout after this process
+   * became the writer: it cannot know the leases a previous writer granted, and a member heard
+   * since then is not silent.
+   */
+  private startFailureDetection(): void {
+    this.stopFailureDetection();
+    this.writerSince = performance.now();
+    const timeout = this.failureTimeoutMs;
+    this.failureTimer = setInterval(
+      () => this.detectFailures(),
+      Math.max(25, Math.min(1000, Math.floor(timeout / 4))),
+    );
+    this.failureTimer.unref();
+  }
+
+  private stopFailureDetection(): void {
+    if (this.failureTimer !== undefined) clearInterval(this.failureTimer);
+    this.failureTimer = undefined;
+  }
+
+  private failureTimer: NodeJS.Timeout | undefined;
+  /** `performance.now()` when this process last became the map's writer. */
+  private writerSince = 0;
+  /** A failure being written: one at a time, so each sees the states the previous one left. */
+  private markingFailed = false;
+  /** Members kept `up` although silent (the last serving member of a chain), logged once each. */
+  private readonly keptLastUp = new Set<string>();
+
+  private get failureTimeoutMs(): number {
+    return this.options.failureTimeoutMs ?? 5000;
+  }
+
+  /**
+   * The lease (ms) to grant node `id` in a heartbeat's answer: only from the map's writer, only
+   * with a replication factor above 1, and only to a ring member the map keeps `up`; else
+   * undefined (no lease: a replicating node then refuses everything once its lease runs out).
+   */
+  leaseFor(id: string): number | undefined {
+    const map = this.map;
+    if (!this.coordinator || this.isClosed || map.replicationFactor <= 1) return undefined;
+    const member = activeMember(map, id);
+    if (member === undefined || member.replicaState !== 'up') return undefined;
+    return this.options.leaseMs ?? 2000;
+  }
+
+  private detectFailures(): void {
+    const map = this.map;
+    if (!this.coordinator || this.isClosed || this.markingFailed || map.replicationFactor <= 1) return;
+    const now = performance.now();
+    const timeout = this.failureTimeoutMs;
+    if (now - this.writerSince < timeout) return;
+    for (const ringMember of map.ring.members) {
+      const member = activeMember(map, ringMember.id);
+      if (member === undefined || member.replicaState !== 'up') continue;
+      const node = this.pool.get(member.id);
+      // Heard: a heartbeat here (a node registered here) or, for one that never registered here,
+      // its link being up; never before this process became the writer.
+      const heardAt = Math.max(
+        this.writerSince,
+        node === undefined
+          ? 0
+          : node.registered
+            ? node.lastHeartbeatAt
+            : node.up
+              ? now
+              : node.lastHeartbeatAt,
+      );
+      if (now - heardAt <= timeout) {
+        this.keptLastUp.delete(member.id);
+        continue;
+      }
+      this.markingFailed = true;
+      void this.markFailed(member.id, now - heardAt).finally(() => {
+        this.markingFailed = false;
+      });
+      return;
+    }
+  }
+
+  /**
+   * Marks `id` failed in one map write (a new ring epoch: every node's fence moves on, so the
+   * failed member's old-epoch forwards are refused), unless it is the last `up` member of one of
+   * its chains: that range is unavailable either way, and keeping it lets it serve again with its
+   * data when it comes back.
+   */
+  private async markFailed(id: string, silentMs: number): Promise<void> {
+    let marked = false;
+    try {
+      await this.update(`node ${id} failed`, (map) => {
+        const member = activeMember(map, id);
+        if (member === undefined || member.replicaState !== 'up' || map.replicationFactor <= 1)
+          return undefined;
+        const states = replicaStatesOf(map);
+        states.set(id, 'failed');
+        const lastUp = ringOf(map.ring)
+          .chains(map.replicationFactor, states)
+          .find((chain) => chain.serving.length === 0 && chain.desired.includes(id));
+        if (lastUp !== undefined) {
+          if (!this.keptLastUp.has(id)) {
+            this.keptLastUp.add(id);
+            this.options.logger.warn(
+              { node: id, silentMs: Math.round(silentMs), chain: lastUp.desired },
+              'node silent past the failure timeout but kept up: it is the last up member of a chain (its range is unavailable until it returns)',
+            );
+          }
+          return undefined;
+        }
+        marked = true;
+        return {
+          ring: { ...map.ring, epoch: map.epoch + 1 },
+          members: withMember(map.members, {
+            ...member,
+            replicaState: 'failed',
+            sinceEpoch: member.sinceEpoch,
+          }),
+        };
+      });
+    } catch (error) {
+      this.options.logger.warn(
+        { node: id, err: (error as Error).message },
+        'marking a node failed did not happen; retrying',
+      );
+      return;
+    }
+    if (!marked) return;
+    this.options.logger.warn(
+      {
+        node: id,
+        silentMs: Math.round(silentMs),
+        epoch: this.map.epoch,
+        failureTimeoutMs: this.failureTimeoutMs,
+      },
+      'node failed: taken out of its chains (failover)',
+    );
+    this.options.onMemberFailed?.(id);
   }
 
   /**
@@ -434,6 +584,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private loseLeadership(): void {
     if (!this.coordinator) return;
     this.coordinator = false;
+    this.stopFailureDetection();
     this.options.logger.error(
       { store: this.options.store.location },
       'lost the coordinator role: following the map; campaigning again',
@@ -691,6 +842,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Closes every node link (requests in flight finish first) and the store. */
   async close(): Promise<void> {
     this.isClosed = true;
+    this.stopFailureDetection();
     this.unwatch?.();
     await this.coordinatorLink.close();
     for (const id of [...this.departures.keys()]) this.resolveDeparture(id, false);

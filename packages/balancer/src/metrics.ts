@@ -147,6 +147,20 @@ export class BalancerMetrics {
     this.durationSums[op]! += seconds;
   }
 
+  /**
+   * Counts one member the map's writer marked `failed` (replication failover), as
+   * `dstore_balancer_members_failed_total`.
+   */
+  memberFailed(): void {
+    this.membersFailed.inc();
+  }
+
+  private readonly membersFailed = new Counter({
+    name: 'dstore_balancer_members_failed_total',
+    help: 'Members this balancer, as the map writer, marked failed (replication failover) since it started.',
+    registers: [this.registry],
+  });
+
   /** Counts one error answer with its code. */
   recordError(code: string): void {
     this.errors++;

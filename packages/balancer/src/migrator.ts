@@ -200,6 +200,12 @@ export class Migrator {
   async announce(ring: HashRing, epoch: number, waitForLinks: boolean): Promise<void> {
     await Promise.all(
       [...this.host.nodes].map(async (node) => {
+        // A failed member (replication) serves nothing and may be paused: it gets the ring, but
+        // routing must not wait for its answer (a SIGSTOPped node would hold it for the deadline).
+        if (this.replication?.states.get(node.id) === 'failed') {
+          void this.pushRing(node, ring, epoch);
+          return;
+        }
         if (waitForLinks && !node.link.isReady && ring.has(node.id))
           await node.link.whenReady(ANNOUNCE_WAIT_MS);
         await this.pushRing(node, ring, epoch);

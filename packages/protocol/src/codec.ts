@@ -145,7 +145,8 @@ export function hotSize(message: Message | WithoutId<Request>, id: number): numb
       return epoch === undefined ? size : size + uintSize(epoch);
     }
     case Op.OK:
-      return base;
+      // An OK with a lease (a heartbeat's answer) takes the generic path.
+      return message.lease === undefined ? base : -1;
     case Op.VALUE: {
       const value = message.value;
       if (value !== null && !(value instanceof Uint8Array)) return -1;
@@ -521,8 +522,9 @@ export function toWireArray(message: Message): Field[] {
       );
     case Op.PING:
     case Op.STATS:
-    case Op.OK:
       return [message.op, message.id];
+    case Op.OK:
+      return message.lease === undefined ? [message.op, message.id] : [message.op, message.id, message.lease];
     case Op.JOIN:
       return message.identity === undefined
         ? [message.op, message.id, message.nodeId, message.host, message.port, message.weight]
@@ -1186,8 +1188,11 @@ function readExpire(r: FieldReader): ExpireRequest {
 function readResponse(op: number, r: FieldReader): Response {
   const id = r.id;
   switch (op) {
-    case Op.OK:
-      return { op, id };
+    case Op.OK: {
+      // A heartbeat's answer may carry a lease (optional trailing field).
+      const lease = r.optionalUint(2, 'lease', Number.MAX_SAFE_INTEGER);
+      return lease === undefined ? { op, id } : { op, id, lease };
+    }
     case Op.VALUE: {
       const value = r.nullableValue(2);
       return r.flag(3) ? { op, id, value, deleted: true } : { op, id, value };

@@ -129,6 +129,12 @@ export const ErrorCode = {
    * answer, so it is never retried automatically.
    */
   VERSION_CONFLICT: 'VERSION_CONFLICT',
+  /**
+   * Replication (peers only): a REPLICATE's batch number does not follow the previous batch of its
+   * stream on this connection (a batch went missing). Not executed: nothing of it was applied; the
+   * sender drops the connection and re-sends what is not acknowledged from batch 1 on a new one.
+   */
+  REPLICATION_GAP: 'REPLICATION_GAP',
 } as const;
 
 /** One of the error codes this version of the protocol defines. */
@@ -186,6 +192,7 @@ const NOT_EXECUTED_CODES: ReadonlySet<string> = new Set([
   ErrorCode.OVERFLOW,
   ErrorCode.CURSOR_EXPIRED,
   ErrorCode.VERSION_CONFLICT,
+  ErrorCode.REPLICATION_GAP,
 ]);
 
 /**

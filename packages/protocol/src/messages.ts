@@ -368,7 +368,10 @@ export interface LeaveRequest {
   readonly id: number;
   readonly nodeId: string;
 }
-/** A storage node's periodic sign of life, with its key count and storage condition. Answered by OK. */
+/**
+ * A storage node's periodic sign of life, with its key count and storage condition. Answered by
+ * OK (with a `lease` from the map's writer when the map replicates and the node is `up`).
+ */
 export interface HeartbeatRequest {
   readonly op: typeof Op.HEARTBEAT;
   readonly id: number;
@@ -561,6 +564,13 @@ export interface MapPushRequest extends ClusterMapSnapshot {
 export interface OkResponse {
   readonly op: typeof Op.OK;
   readonly id: number;
+  /**
+   * Only in the answer to a HEARTBEAT, from the cluster map's writer when the map's replication
+   * factor is above 1 and the node is an `up` member: a lease of this many ms, counted by the node
+   * from when it sent the heartbeat on its own monotonic clock (optional trailing field; absent:
+   * no lease). See docs/design/replication.md, "Fencing and leases".
+   */
+  readonly lease?: number | undefined;
 }
 /** Answer to GET: the value, or null when the key does not exist (not-found is a result, not an error). */
 export interface ValueResponse {

@@ -46,7 +46,38 @@ export interface MembershipOptions {
   readonly keyCount: () => number;
   /** The storage condition, sent in each HEARTBEAT (the balancer shows it in `/ring`). Omitted: not sent. */
   readonly storage?: () => StorageHealth;
+  /** Where the leases granted in heartbeat answers are recorded (replication). Omitted: ignored. */
+  readonly lease?: NodeLease | undefined;
   readonly logger: Logger;
+}
+
+/**
+ * The lease the cluster map's writer grants this node in heartbeat answers (replication, see
+ * docs/design/replication.md, "Fencing and leases"): with a map whose replication factor is above
+ * 1 the node serves client requests and accepts REPLICATE only while it holds one. Counted on the
+ * node's monotonic clock from when the heartbeat was SENT, so the node's lease always ends before
+ * the writer's view of it: no synchronised clocks are needed.
+ */
+export class NodeLease {
+  private until = Number.NEGATIVE_INFINITY;
+
+  /** Records a grant of `leaseMs` for a heartbeat sent at `sentAt` (`performance.now()`). */
+  grant(sentAt: number, leaseMs: number): void {
+    this.until = Math.max(this.until, sentAt + leaseMs);
+  }
+
+  /** Whether the lease is held now: one `performance.now()`. */
+  get held(): boolean {
+    return performance.now() < this.until;
+  }
+
+  /** Why a request is refused without a lease (the UNAVAILABLE message). */
+  refusal(): string {
+    const ms = performance.now() - this.until;
+    return Number.isFinite(ms)
+      ? `this node's lease expired ${Math.round(ms)} ms ago (no heartbeat answer from the cluster map's writer granted a new one): it may no longer be in its chains; retry`
+      : "this node holds no lease from the cluster map's writer yet (replication): retry";
+  }
 }
 
 /** Deadline of JOIN / HEARTBEAT / LEAVE requests: short, they are retried or best effort. */
@@ -251,6 +282,8 @@ export class Membership {
       this.joinSent = true;
       await this.link.request({ op: Op.JOIN, nodeId, host: advertiseHost, port, weight, identity });
       this.joined = true;
+      // At once, not one interval later: a replicating node serves nothing before its first lease.
+      this.heartbeat();
       this.identityRefusals = 0;
       this.lastRefusalCode = undefined;
       this.options.logger.info(
@@ -322,6 +355,8 @@ export class Membership {
     }
     const nodeId = this.options.nodeId;
     this.heartbeatInFlight = true;
+    // The lease counts from the send: the writer's clock started no earlier than this.
+    const sentAt = performance.now();
     this.link
       .request(
         storage === undefined
@@ -335,13 +370,34 @@ export class Membership {
               availableBytes: storage.availableBytes,
             },
       )
-      .catch((error: unknown) =>
-        this.options.logger.debug({ err: (error as Error).message }, 'heartbeat failed'),
+      .then(
+        (answer) => {
+          if (answer.op === Op.OK && answer.lease !== undefined) this.granted(sentAt, answer.lease);
+        },
+        (error: unknown) => this.options.logger.debug({ err: (error as Error).message }, 'heartbeat failed'),
       )
       .finally(() => {
         this.heartbeatInFlight = false;
       });
   }
+
+  private granted(sentAt: number, leaseMs: number): void {
+    const lease = this.options.lease;
+    if (lease === undefined) return;
+    lease.grant(sentAt, leaseMs);
+    // A heartbeat every interval must renew the lease before it runs out, with a margin for one
+    // late or lost heartbeat: the interval must stay below half the lease. The node learns the
+    // lease only now, so it warns (once) rather than refusing to start.
+    if (!this.warnedInterval && this.options.heartbeatIntervalMs >= leaseMs / 2) {
+      this.warnedInterval = true;
+      this.options.logger.warn(
+        { heartbeatIntervalMs: this.options.heartbeatIntervalMs, leaseMs },
+        'the heartbeat interval is not below half the lease the balancer grants: the node may lose its lease between heartbeats and refuse requests (lower --heartbeat-interval or raise the balancer --lease)',
+      );
+    }
+  }
+
+  private warnedInterval = false;
 
   private onLinkDown(error: Error | undefined): void {
     if (this.stopped) return;

@@ -56,6 +56,8 @@ export async function connectPeer(
  */
 export class PeerLinks {
   private readonly links = new Map<string, Promise<Connection>>();
+  /** The connection each link of {@link links} opened, once it did. */
+  private readonly opened = new Map<string, Connection>();
   private closed = false;
 
   constructor(
@@ -74,10 +76,15 @@ export class PeerLinks {
     const link = connectPeer({ id, host: address.host, port: address.port }, this.options);
     this.links.set(id, link);
     link.then(
-      (connection) =>
+      (connection) => {
+        if (this.links.get(id) === link) this.opened.set(id, connection);
         connection.once('close', () => {
-          if (this.links.get(id) === link) this.links.delete(id);
-        }),
+          if (this.links.get(id) === link) {
+            this.links.delete(id);
+            this.opened.delete(id);
+          }
+        });
+      },
       () => {
         if (this.links.get(id) === link) this.links.delete(id);
       },
@@ -85,10 +92,16 @@ export class PeerLinks {
     return link;
   }
 
-  /** Forgets the link to `id` (it failed): the next {@link get} opens another. */
-  drop(id: string): void {
+  /**
+   * Forgets the link to `id` (it failed): the next {@link get} opens another. With `only`, only
+   * when the current link is that connection (a failure seen on an older connection must not close
+   * its replacement).
+   */
+  drop(id: string, only?: Connection): void {
     const link = this.links.get(id);
     if (link === undefined) return;
+    if (only !== undefined && this.opened.get(id) !== only) return;
+    this.opened.delete(id);
     this.links.delete(id);
     link.then(
       (connection) => connection.destroy(),

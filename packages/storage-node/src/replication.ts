@@ -9,6 +9,7 @@ import {
   type ReplicateRequest,
   type Response,
 } from '@dstore/protocol';
+import { backoffDelay } from '@dstore/protocol/internal';
 import type {
   Decision,
   StorageEngine,
@@ -16,6 +17,7 @@ import type {
   VersionedEntry,
   VersionedValue,
 } from './engines/index.js';
+import type { NodeLease } from './membership.js';
 import type { Ownership } from './ownership.js';
 import type { PeerLinks } from './peer-links.js';
 
@@ -30,6 +32,13 @@ export interface ReplicationOptions {
   readonly timeoutMs: number;
   /** The node's protocol limits: a REPLICATE frame stays within `maxFrameBytes` and `maxBatchKeys`. */
   readonly limits?: Partial<ProtocolLimits> | undefined;
+  /** The node's lease: REPLICATE is accepted only while it is held. Omitted: not checked. */
+  readonly lease?: NodeLease | undefined;
+  /**
+   * How long a replicated delete's tombstone is kept on a chain member before it is purged, in
+   * ms. Default: the larger of 60 s and 10 replication timeouts (see {@link TombstoneReaper}).
+   */
+  readonly tombstoneTtlMs?: number | undefined;
 }
 
 /** Counters of replication (STATS `replication.*`). */
@@ -46,7 +55,18 @@ export interface ReplicationCounters {
   entriesSkipped: number;
   /** Client writes refused with BUSY because their link held `queueBytes` already. */
   refusedBusy: number;
+  /** Client writes refused with UNAVAILABLE because their link was re-sending failed forwards. */
+  refusedUnavailable: number;
+  /** Entries sent again: kept after a failed forward, or re-routed on a new epoch (failover). */
+  entriesResent: number;
+  /** REPLICATE frames refused because their batch number left a gap in their stream. */
+  gapsRefused: number;
+  /** Tombstones of replicated deletes purged once their time to live passed. */
+  tombstonesPurged: number;
 }
+
+/** Delays between sends of entries kept after failed forwards (the one backoff policy). */
+const RESEND_BACKOFF = { initialDelayMs: 50, maxDelayMs: 1000 } as const;
 
 /** Bytes an entry counts for in a frame and in the queue bound beyond its key and value. */
 const ENTRY_OVERHEAD = 32;
@@ -65,12 +85,22 @@ class ForwardBatch {
   /** Answered (undefined) or failed (the error); unset while in flight. */
   outcome: DstoreError | undefined | null = null;
   settled = false;
+  /** Taken off its link on a new epoch (its entries went to their new successors): answers are ignored. */
+  rerouted = false;
+  /** The connection it was sent on. */
+  connection: Connection | undefined;
   private waiters: ForwardWaiter[] = [];
 
   /** Calls `waiter` once the batch is settled (at once when it is). */
   whenSettled(waiter: ForwardWaiter): void {
     if (this.settled) waiter(this.outcome ?? undefined);
     else this.waiters.push(waiter);
+  }
+
+  /** Settles with `outcome` (a batch taken off its link, once its entries' new forwards settled). */
+  settleWith(outcome: DstoreError | undefined): void {
+    this.outcome = outcome;
+    this.settle();
   }
 
   settle(): void {
@@ -86,19 +116,33 @@ class ForwardBatch {
  * One node's forward queue towards one successor: the batches not yet answered, in order. Every
  * write appended in a tick goes out in one REPLICATE on `setImmediate` (more only when a frame's
  * limits are reached); answers settle the batches strictly in order, so the answer of batch b
- * releases its waiters only after every earlier batch of the link is settled.
+ * releases its waiters only after every earlier batch of the link is settled. The entries of a
+ * batch whose forward fails stay queued (their waiters get the indeterminate error at once) and go
+ * out again, after a backoff delay, on a new connection; on a new epoch every unacknowledged entry
+ * is taken off the link ({@link detach}) and re-routed to its key's new successor.
  */
 class ForwardLink {
-  /** Bytes of keys and values held until answered: the queue bound. */
+  /** Bytes of keys and values held until answered (kept entries included): the queue bound. */
   bytes = 0;
   private filling: ForwardBatch | undefined;
   /** Batches created and not settled yet, oldest first (sent or about to be). */
-  private readonly unsettled: ForwardBatch[] = [];
+  private unsettled: ForwardBatch[] = [];
   /** Batches waiting to be sent (the tick has not ended, or the connection is opening). */
-  private readonly toSend: ForwardBatch[] = [];
+  private toSend: ForwardBatch[] = [];
+  /** Entries of failed forwards, oldest first, to send again (their bytes stay in {@link bytes}). */
+  private kept: ReplicatedEntry[] = [];
   private scheduled = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Failed forwards in a row (the backoff's attempt); reset by an answer. */
+  private failures = 0;
+  /** Failed forwards since the link was made (a write that changes nothing checks it). */
+  failuresTotal = 0;
   private connection: Connection | undefined;
   private connecting = false;
+  /**
+   * Number of the next batch: from 1 on every new connection and after every re-route (a new
+   * epoch), which the receiver accepts as the start of the stream; otherwise consecutive.
+   */
   private nextBatch = 1;
 
   constructor(
@@ -110,7 +154,12 @@ class ForwardLink {
 
   /** Appends a write to this tick's batch; returns the batch whose answer covers it. */
   append(entry: ReplicatedEntry): ForwardBatch {
-    const size = entry.key.byteLength + (entry.value?.byteLength ?? 0) + ENTRY_OVERHEAD;
+    const size = entrySize(entry);
+    this.bytes += size;
+    return this.place(entry, size);
+  }
+
+  private place(entry: ReplicatedEntry, size: number): ForwardBatch {
     let batch = this.filling;
     if (
       batch !== undefined &&
@@ -123,15 +172,17 @@ class ForwardLink {
       this.filling = batch;
       this.unsettled.push(batch);
       this.toSend.push(batch);
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(this.flush);
-      }
+      this.schedule();
     }
     batch.entries.push(entry);
     batch.bytes += size;
-    this.bytes += size;
     return batch;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flush);
   }
 
   /** The newest batch not settled yet: a write that changed nothing waits for it (it saw its writes). */
@@ -139,9 +190,42 @@ class ForwardLink {
     return this.unsettled[this.unsettled.length - 1];
   }
 
+  /**
+   * Takes every unacknowledged entry off this link (a new epoch: their successor may have
+   * changed): the batches not settled, oldest first, each marked so that a late answer is ignored,
+   * and the entries kept from failed forwards. The link starts afresh (batch numbers from 1).
+   */
+  detach(): { batches: ForwardBatch[]; kept: ReplicatedEntry[] } {
+    const batches = this.unsettled;
+    const kept = this.kept;
+    for (const batch of batches) batch.rerouted = true;
+    this.unsettled = [];
+    this.toSend = [];
+    this.kept = [];
+    this.filling = undefined;
+    this.bytes = 0;
+    this.failures = 0;
+    this.nextBatch = 1;
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    return { batches, kept };
+  }
+
+  /** Whether entries of failed forwards wait to be sent again (new client writes are refused meanwhile). */
+  get resending(): boolean {
+    return this.kept.length > 0;
+  }
+
+  /** Whether the link holds nothing (it may be forgotten). */
+  get idle(): boolean {
+    return this.bytes === 0 && this.unsettled.length === 0 && this.kept.length === 0;
+  }
+
   private readonly flush = (): void => {
     this.scheduled = false;
     this.filling = undefined;
+    if (this.kept.length > 0 && this.retryTimer === undefined) this.resendKept();
+    if (this.toSend.length === 0) return;
     const connection = this.connection;
     if (connection?.isOpen === true) {
       this.sendAll(connection);
@@ -153,6 +237,7 @@ class ForwardLink {
     this.service.peers.get(this.successor).then(
       (opened) => {
         this.connecting = false;
+        if (this.connection !== opened) this.nextBatch = 1;
         this.connection = opened;
         this.sendAll(opened);
       },
@@ -170,12 +255,24 @@ class ForwardLink {
     );
   };
 
+  /** Puts the kept entries into batches of their own (no waiters: their clients had their answer). */
+  private resendKept(): void {
+    const kept = this.kept;
+    this.kept = [];
+    this.filling = undefined;
+    this.service.counters.entriesResent += kept.length;
+    // Their bytes are still counted in `bytes`.
+    for (const entry of kept) this.place(entry, entrySize(entry));
+    this.filling = undefined;
+  }
+
   private sendAll(connection: Connection): void {
     // Whatever is sent is closed: a later write of this tick starts the next batch.
     this.filling = undefined;
     const epoch = this.service.epoch;
     for (const batch of this.toSend.splice(0)) {
       const number = this.nextBatch++;
+      batch.connection = connection;
       const refusal = connection.requestWith(
         { op: Op.REPLICATE, epoch, batch: number, entries: batch.entries },
         (error, response) => this.answered(batch, error ?? unexpected(response, number)),
@@ -190,21 +287,52 @@ class ForwardLink {
   }
 
   private answered(batch: ForwardBatch, error: DstoreError | undefined): void {
+    // Re-routed on a new epoch: its entries travel in other batches now.
+    if (batch.rerouted || batch.outcome !== null) return;
     if (error !== undefined) {
       this.service.counters.batchesFailed++;
-      // A link that failed is reopened for the next batch (a TIMEOUT may hide a dead socket).
-      if (this.connection !== undefined) {
-        this.service.peers.drop(this.successor);
+      this.failuresTotal++;
+      // The next batch restarts the stream (number 1): the receiver may not have this one.
+      this.nextBatch = 1;
+      // A link that timed out or closed is reopened for the next batch (a TIMEOUT may hide a dead
+      // socket); only the connection the batch went out on, not a newer one.
+      const transport = error.code === ErrorCode.TIMEOUT || error.code === ErrorCode.CONNECTION_CLOSED;
+      if (transport && batch.connection !== undefined && batch.connection === this.connection) {
+        this.service.peers.drop(this.successor, batch.connection);
         this.connection = undefined;
       }
+      // Kept for the re-send (the successor may still be in the chain, or a new one will be).
+      for (const entry of batch.entries) this.kept.push(entry);
+      this.failures++;
+      this.scheduleRetry();
+    } else {
+      this.failures = 0;
+      this.bytes -= batch.bytes;
     }
     batch.outcome = error === undefined ? undefined : indeterminate(error, this.successor);
-    this.bytes -= batch.bytes;
     // In link order: a batch settles only once every earlier one has.
     while (this.unsettled.length > 0 && this.unsettled[0]!.outcome !== null) {
       (this.unsettled.shift() as ForwardBatch).settle();
     }
   }
+
+  /** Sends the kept entries again after the backoff delay of the failures in a row (one timer). */
+  private scheduleRetry(): void {
+    if (this.retryTimer !== undefined) return;
+    this.retryTimer = setTimeout(
+      () => {
+        this.retryTimer = undefined;
+        if (this.kept.length > 0) this.schedule();
+      },
+      backoffDelay(this.failures, RESEND_BACKOFF),
+    );
+    this.retryTimer.unref();
+  }
+}
+
+/** Bytes `entry` counts for in a frame and in the queue bound. */
+function entrySize(entry: ReplicatedEntry): number {
+  return entry.key.byteLength + (entry.value?.byteLength ?? 0) + ENTRY_OVERHEAD;
 }
 
 /** A REPLICATED answer with the right batch, or the error of anything else. */
@@ -262,12 +390,21 @@ export class ReplicationService {
     entriesApplied: 0,
     entriesSkipped: 0,
     refusedBusy: 0,
+    refusedUnavailable: 0,
+    entriesResent: 0,
+    gapsRefused: 0,
+    tombstonesPurged: 0,
   };
   /** Most entries in one REPLICATE. */
   readonly maxBatchKeys: number;
   /** Most bytes of keys and values (with {@link ENTRY_OVERHEAD} each) in one REPLICATE. */
   readonly maxBatchBytes: number;
   private readonly links = new Map<string, ForwardLink>();
+  /** Per connection from a predecessor, the last batch number accepted of each stream (by sender position). */
+  private readonly streams = new WeakMap<object, number[]>();
+  /** The epoch the links were last routed on ({@link reconfigure}). */
+  private routedEpoch = -1;
+  private readonly reaper: TombstoneReaper;
 
   constructor(
     private readonly engine: StorageEngine,
@@ -279,6 +416,72 @@ export class ReplicationService {
     const limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.maxBatchKeys = limits.maxBatchKeys;
     this.maxBatchBytes = limits.maxFrameBytes - FRAME_HEADROOM;
+    this.reaper = new TombstoneReaper(
+      engine,
+      options.tombstoneTtlMs ?? Math.max(60_000, 10 * options.timeoutMs),
+      (purged) => {
+        this.counters.tombstonesPurged += purged;
+      },
+    );
+  }
+
+  /** Stops the tombstone reaper's timer (node shutdown). */
+  close(): void {
+    this.reaper.stop();
+  }
+
+  /**
+   * After a RING: on a new epoch, every entry not acknowledged yet (in flight, waiting, or kept
+   * after a failed forward) is taken off its link and appended to the link towards its key's
+   * successor on the new ring (the CR invariant after a failover: the new successor may miss
+   * exactly those). Versions make the re-send idempotent. A batch taken off settles once the
+   * batches its entries went to settle (its clients are answered when the new tail has them);
+   * an entry whose key has no successor now is acknowledged here (this node is its tail), unless
+   * this node left the key's serving chain (then its waiters get the indeterminate error).
+   */
+  reconfigure(): void {
+    const epoch = this.ownership.epoch;
+    if (epoch === this.routedEpoch) return;
+    this.routedEpoch = epoch;
+    if (this.ownership.replicationFactor <= 1 && this.links.size === 0) return;
+    const detached: { batches: ForwardBatch[]; kept: ReplicatedEntry[] }[] = [];
+    for (const [name, link] of this.links) {
+      detached.push(link.detach());
+      this.links.delete(name);
+    }
+    const self = this.ownership.self;
+    let left: DstoreError | undefined;
+    const route = (entry: ReplicatedEntry): ForwardBatch | null | undefined => {
+      const chain = this.ownership.chainOf(entry.key);
+      const at = chain === undefined ? -1 : chain.serving.indexOf(self);
+      if (chain === undefined || at < 0) return null;
+      const successor = chain.serving[at + 1];
+      if (successor === undefined) return undefined;
+      this.counters.entriesResent++;
+      return this.linkTo(successor, at).append(entry);
+    };
+    for (const { batches, kept } of detached) {
+      for (const entry of kept) route(entry);
+      for (const batch of batches) {
+        const next: ForwardBatch[] = [];
+        let outside = false;
+        for (const entry of batch.entries) {
+          const routed = route(entry);
+          if (routed === null) outside = true;
+          else if (routed !== undefined && next[next.length - 1] !== routed && !next.includes(routed))
+            next.push(routed);
+        }
+        if (outside) {
+          left ??= new DstoreError(
+            ErrorCode.CONNECTION_CLOSED,
+            `${self} left the chain of the write at epoch ${epoch} before its tail acknowledged it; the write may be on some replicas`,
+            { notExecuted: false },
+          );
+        }
+        const failure = outside ? left : undefined;
+        whenAll(next, (error) => batch.settleWith(failure ?? error));
+      }
+    }
   }
 
   /** Deadline of one REPLICATE, in ms. */
@@ -372,8 +575,24 @@ export class ReplicationService {
       );
       return;
     }
+    if (link.resending) {
+      // Writes of a failed forward wait to be sent again (the successor is unreachable, or a
+      // failover is under way): a new write is refused before it runs, so the client retries it.
+      this.counters.refusedUnavailable++;
+      done(
+        new DstoreError(
+          ErrorCode.UNAVAILABLE,
+          `replication to ${successor} failed and is being retried (a failover may be under way): retry`,
+        ),
+        undefined,
+      );
+      return;
+    }
     const writeEpoch = options.writeEpoch;
     let batch: ForwardBatch | undefined;
+    // A write that changes nothing rests on every earlier write of the link: it is answered only
+    // if none of their forwards failed meanwhile (a failed one may be missing at the tail).
+    let failuresSeen = -1;
     const recorded = (current: VersionedValue | undefined, now: number, version: number): Decision<T> => {
       const decision = decide(current, now, version);
       const mutation = decision.mutation;
@@ -388,15 +607,24 @@ export class ReplicationService {
           });
           break;
         case 'expire':
-          batch =
-            current === undefined
-              ? link.last()
-              : link.append({ key, value: current.value, writeEpoch, version, expireAt: mutation.expireAt });
+          if (current === undefined) {
+            failuresSeen = link.failuresTotal;
+            batch = link.last();
+          } else {
+            batch = link.append({
+              key,
+              value: current.value,
+              writeEpoch,
+              version,
+              expireAt: mutation.expireAt,
+            });
+          }
           break;
         case 'delete':
           batch = link.append({ key, value: null, writeEpoch, version, expireAt: 0 });
           break;
         case 'none':
+          failuresSeen = link.failuresTotal;
           batch = link.last();
           break;
       }
@@ -411,8 +639,20 @@ export class ReplicationService {
     }
     updated.then(
       (result) => {
-        if (batch === undefined) done(undefined, result);
-        else batch.whenSettled((error) => done(error, result));
+        const settled = (error: DstoreError | undefined): void => {
+          if (error === undefined && failuresSeen >= 0 && link.failuresTotal !== failuresSeen) {
+            // Nothing was written: not executed, and retryable once the re-send went through.
+            done(
+              new DstoreError(
+                ErrorCode.UNAVAILABLE,
+                `replication to ${successor} failed meanwhile: the answer could rest on a write not at the tail; retry`,
+              ),
+              undefined,
+            );
+          } else done(error, result);
+        };
+        if (batch === undefined) settled(undefined);
+        else batch.whenSettled(settled);
       },
       (error: unknown) => done(error, undefined),
     );
@@ -425,7 +665,12 @@ export class ReplicationService {
    * chain, and `done` is called once the apply is acknowledged (lmdb: flushed) and every forward is
    * answered: the tail answers after its apply alone.
    */
-  replicate(request: ReplicateRequest, done: (error: unknown) => void): void {
+  replicate(request: ReplicateRequest, stream: object, done: (error: unknown) => void): void {
+    const lease = this.options.lease;
+    if (lease !== undefined && !lease.held) {
+      done(new DstoreError(ErrorCode.UNAVAILABLE, lease.refusal()));
+      return;
+    }
     if (request.epoch !== this.ownership.epoch) {
       done(
         new DstoreError(
@@ -454,6 +699,27 @@ export class ReplicationService {
       successors[i] = chain.serving[at + 1];
       positions[i] = at;
     }
+    if (entries.length > 0) {
+      // One stream per (connection, sender position): its batches are consecutive, or restart at 1.
+      const sender = positions[0]! - 1;
+      let last = this.streams.get(stream);
+      if (last === undefined) {
+        last = [];
+        this.streams.set(stream, last);
+      }
+      const previous = last[sender] ?? 0;
+      if (request.batch !== 1 && request.batch !== previous + 1) {
+        this.counters.gapsRefused++;
+        done(
+          new DstoreError(
+            ErrorCode.REPLICATION_GAP,
+            `REPLICATE batch ${request.batch} after batch ${previous} of its stream: a batch is missing; send again from batch 1 on a new connection`,
+          ),
+        );
+        return;
+      }
+      last[sender] = request.batch;
+    }
     // Copied once: the engine stores them after this tick (lmdb) and the forward sends them later.
     const copies = new Array<VersionedEntry>(entries.length);
     const forwards: ForwardBatch[] = [];
@@ -468,7 +734,11 @@ export class ReplicationService {
         version: entry.version,
         expireAt: entry.expireAt,
         deleted: value === null,
+        // A delete leaves a tombstone with its version: a re-sent older write of the key (after a
+        // failover) must never bring it back, not even for a moment on the tail.
+        tombstone: value === null,
       };
+      if (value === null) this.reaper.add(key, entry.writeEpoch, entry.version);
       const successor = successors[i];
       if (successor === undefined) continue;
       const batch = this.linkTo(successor, positions[i]!).append({
@@ -495,5 +765,71 @@ export class ReplicationService {
       },
       (error: unknown) => done(error),
     );
+  }
+}
+
+/**
+ * Purges the tombstones replicated deletes leave on chain members once they can no longer matter:
+ * a re-send of an older write of the key can only come from a predecessor's unacknowledged
+ * entries, which are acknowledged, re-routed (a new epoch) or retried within the failure timeout
+ * plus a few replication timeouts. So each tombstone lives `ttlMs` (default the larger of 60 s and
+ * 10 replication timeouts), checked by one unref'd timer, never per request; a tombstone replaced
+ * meanwhile (a newer write or delete of the key) is left alone. The list is in memory: a node that
+ * restarts keeps the tombstones it had (invisible to clients, counted in STATS) until a later
+ * delete of the same key is purged.
+ */
+class TombstoneReaper {
+  private queue: { key: Uint8Array; writeEpoch: number; version: number; dueAt: number }[] = [];
+  private head = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly engine: StorageEngine,
+    private readonly ttlMs: number,
+    private readonly purged: (count: number) => void,
+  ) {}
+
+  add(key: Uint8Array, writeEpoch: number, version: number): void {
+    this.queue.push({ key, writeEpoch, version, dueAt: performance.now() + this.ttlMs });
+    if (this.timer === undefined) {
+      this.timer = setInterval(() => this.reap(), Math.max(100, Math.min(5000, Math.floor(this.ttlMs / 4))));
+      this.timer.unref();
+    }
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private reap(): void {
+    const now = performance.now();
+    const byEpoch = new Map<number, Uint8Array[]>();
+    while (this.head < this.queue.length && this.queue[this.head]!.dueAt <= now) {
+      const due = this.queue[this.head++]!;
+      let header: ReturnType<StorageEngine['header']>;
+      try {
+        header = this.engine.header(due.key);
+      } catch {
+        continue;
+      }
+      // Only the tombstone this delete left: a newer entry of the key is not ours to remove.
+      if (header?.tombstone !== true || header.version !== due.version) continue;
+      const keys = byEpoch.get(due.writeEpoch) ?? [];
+      keys.push(due.key);
+      byEpoch.set(due.writeEpoch, keys);
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+      this.stop();
+    }
+    for (const [writeEpoch, keys] of byEpoch) {
+      this.engine.removeTombstones(keys, writeEpoch).then(this.purged, () => undefined);
+    }
   }
 }

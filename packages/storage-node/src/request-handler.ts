@@ -47,6 +47,7 @@ import {
 } from './engines/index.js';
 import type { ExpirySweeper } from './expiry-sweeper.js';
 import { globMatcher } from './glob.js';
+import type { NodeLease } from './membership.js';
 import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
 import type { ReplicationService } from './replication.js';
@@ -120,6 +121,8 @@ export interface RequestHandlerContext {
   readonly migration: MigrationService;
   /** REPLICATE and the head's write path, used only with a map whose replication factor is above 1. */
   readonly replication?: ReplicationService | undefined;
+  /** The lease of a replicating node: with factor above 1, client requests are served only while held. */
+  readonly lease?: NodeLease | undefined;
   /** The background reclaiming of expired values (its counter is in STATS). */
   readonly sweeper?: ExpirySweeper | undefined;
 }
@@ -248,7 +251,7 @@ export class RequestHandler {
           return;
         }
         const { id, batch } = request;
-        replication.replicate(request, (error) => {
+        replication.replicate(request, connection, (error) => {
           if (error === undefined) connection.reply({ op: Op.REPLICATED, id, batch });
           else this.failed(connection, id, error);
         });
@@ -280,6 +283,8 @@ export class RequestHandler {
       case Op.RING:
         if (!this.fromPeer(connection, request, 'balancer')) return;
         this.context.migration.ring(request);
+        // Replication: a new epoch may change this node's successors: re-send what is unacknowledged.
+        this.context.replication?.reconfigure();
         connection.reply({ op: OK, id: request.id });
         return;
       case Op.MIGRATE:
@@ -412,6 +417,10 @@ export class RequestHandler {
       'replication.entries_applied': counters.entriesApplied,
       'replication.entries_skipped': counters.entriesSkipped,
       'replication.refused_busy': counters.refusedBusy,
+      'replication.refused_unavailable': counters.refusedUnavailable,
+      'replication.entries_resent': counters.entriesResent,
+      'replication.gaps_refused': counters.gapsRefused,
+      'replication.tombstones_purged': counters.tombstonesPurged,
       'replication.queued_bytes': replication.queuedBytes,
     };
   }
@@ -677,7 +686,14 @@ export class RequestHandler {
     write: boolean,
   ): boolean {
     const owner = this.ownership.routeRefusal(key, fallback, write);
-    if (owner === undefined) return false;
+    if (owner === undefined) {
+      // Replication: a node whose lease ran out may have been replaced in its chains (paused,
+      // cut off): it answers nothing, however old the map that routed the request here.
+      const lease = this.context.lease;
+      if (this.ownership.replicationFactor === 1 || lease === undefined || lease.held) return false;
+      this.fail(connection, id, ErrorCode.UNAVAILABLE, lease.refusal());
+      return true;
+    }
     this.fail(
       connection,
       id,

@@ -13,7 +13,7 @@ import { type Logger, pino } from 'pino';
 import { openEngine, type StorageEngine } from './engines/index.js';
 import { ExpirySweeper } from './expiry-sweeper.js';
 import { loadOrCreateNodeIdentity, newNodeIdentity } from './identity.js';
-import { type BalancerAddress, Membership } from './membership.js';
+import { type BalancerAddress, Membership, NodeLease } from './membership.js';
 import { DEFAULT_MIGRATION_LIMITS, MigrationService } from './migration.js';
 import {
   defaultNodeId,
@@ -78,8 +78,11 @@ class StorageNodeImpl implements StorageNode {
   private server: FrameServer | undefined;
   private handler: RequestHandler | undefined;
   private membership: Membership | undefined;
+  /** The lease heartbeat answers grant (replication): checked by the request handler and REPLICATE. */
+  private readonly lease = new NodeLease();
   private links: PeerLinks | undefined;
   private sweeper: ExpirySweeper | undefined;
+  private replication: ReplicationService | undefined;
   private users: UserDirectory | undefined;
   private nodeId: string | undefined;
   private nodeIdentity: string | undefined;
@@ -158,16 +161,19 @@ class StorageNodeImpl implements StorageNode {
       queueBytes: options.replicationQueueBytes,
       timeoutMs: options.replicationTimeoutMs,
       limits: options.limits,
+      lease: this.lease,
     });
     // An expired value of a range moving in leaves a tombstone: the old owner's older copy must
     // not bring the key back (see ENGINES.md, "Expiry").
     engine.setRetainExpired((key) => ownership.isMovingIn(key));
     const sweeper = new ExpirySweeper(engine);
     this.sweeper = sweeper;
+    this.replication = replication;
     const handler = new RequestHandler({
       ownership,
       migration,
       replication,
+      lease: this.lease,
       sweeper,
       engine,
       nodeId: () => this.id,
@@ -284,6 +290,7 @@ class StorageNodeImpl implements StorageNode {
       heartbeatIntervalMs: this.options.heartbeatIntervalMs,
       keyCount: () => engine.count(),
       storage: () => engine.health(),
+      lease: this.lease,
       logger: this.logger,
     });
     this.membership.start();
@@ -306,6 +313,7 @@ class StorageNodeImpl implements StorageNode {
     }
     await this.membership?.close();
     this.sweeper?.stop();
+    this.replication?.close();
     this.links?.close();
     await engine.close();
     this.logger.info({ id: this.nodeId }, 'stopped');

@@ -101,6 +101,12 @@ export interface VersionedEntry extends EntryVersion {
    * as the head's delete did) instead of storing a value.
    */
   readonly deleted?: boolean | undefined;
+  /**
+   * With `deleted`: the newer delete leaves a tombstone with its writeEpoch and version instead
+   * of nothing (a chain member's replicated delete: a re-sent older write must not bring the key
+   * back). Invisible to clients like every tombstone.
+   */
+  readonly tombstone?: boolean | undefined;
 }
 
 /**

@@ -748,7 +748,9 @@ export class LmdbEngine implements StorageEngine {
       cost += entryCost(entry.key.byteLength, entry.value.byteLength, this.usage.pageSize);
     }
     const stored = entries.map((entry) =>
-      encodeEntry(KIND_VALUE, entry.writeEpoch, entry.version, entry.value, entry.expireAt ?? 0),
+      entry.deleted === true && entry.tombstone === true
+        ? encodeEntry(KIND_TOMBSTONE, entry.writeEpoch, entry.version)
+        : encodeEntry(KIND_VALUE, entry.writeEpoch, entry.version, entry.value, entry.expireAt ?? 0),
     );
     const now = Date.now();
     this.reserveSpace(cost, true);
@@ -766,6 +768,13 @@ export class LmdbEngine implements StorageEngine {
           if (previous !== undefined) {
             const epoch = readUint32(previous, EPOCH_OFFSET);
             if (!isNewerEntry(entry.writeEpoch, entry.version, epoch, versionOf(previous))) continue;
+          }
+          if (entry.deleted === true && entry.tombstone === true) {
+            // A replicated delete keeps its version: a re-sent older write must not win.
+            if (previous === undefined || !isTombstone(previous)) this.adjustTombstones(1);
+            this.entries.putSync(key, stored[i]!);
+            count++;
+            continue;
           }
           // A delete, or an expired copy (the key is gone wherever it is): the older entry goes.
           if (entry.deleted === true || isExpired(entry.expireAt ?? 0, now)) {

@@ -331,7 +331,7 @@ export class MemoryEngine implements StorageEngine {
       if (!this.evicting) this.assertCapacity(bytes, entries.length);
       let applied = 0;
       for (const entry of entries) this.clock.observe(entry.version);
-      for (const { key, value, writeEpoch, version, expireAt = 0, deleted } of entries) {
+      for (const { key, value, writeEpoch, version, expireAt = 0, deleted, tombstone } of entries) {
         let handle = this.arena.find(key);
         if (
           handle >= 0 &&
@@ -339,6 +339,19 @@ export class MemoryEngine implements StorageEngine {
         )
           continue;
         // A delete, or an expired copy (the key is gone wherever it is): the older entry goes.
+        if (deleted === true && tombstone === true) {
+          // Not checked against the cap: a delete must go through when memory is full.
+          if (handle < 0) {
+            this.arena.allocateTombstone(key, writeEpoch, version);
+            this.keyBytes += key.byteLength;
+            this.tombstones++;
+          } else {
+            if (!this.arena.isTombstone(handle)) this.tombstones++;
+            this.arena.replaceWithTombstone(handle, writeEpoch, version);
+          }
+          applied++;
+          continue;
+        }
         if (deleted === true || isExpired(expireAt, now)) {
           if (handle >= 0) this.remove(handle);
           if (deleted === true) applied++;

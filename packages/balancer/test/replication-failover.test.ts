@@ -1,0 +1,339 @@
+/**
+ * Replication step 3 (experimental): leases, failure detection and failover. Five real dstore-node
+ * processes, replication factor 3, an in-process balancer, under the checker's workload with
+ * SIGKILL and SIGSTOP faults (see docs/design/replication.md, "Step 3 as built").
+ *
+ * Timeouts: nodes heartbeat every 200 ms, the lease is 1000 ms and the failure timeout 3000 ms.
+ * On a loaded 2-core CI machine a node's heartbeat can be late by a few hundred ms (GC, scheduling)
+ * without its lease lapsing (five heartbeats per lease), and a healthy node is never silent for
+ * 3 s, so only the faulted nodes are marked failed; 3 s keeps the tests short.
+ */
+import {
+  checkHistory,
+  formatCheckResult,
+  HistoryRecorder,
+  Nemesis,
+  type OperationMix,
+  startWorkload,
+} from '@dstore/checker';
+import type { DstoreClient } from '@dstore/client';
+import { DstoreError, ErrorCode, Op, type Response } from '@dstore/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import { directClient, runOperation, withMap } from './direct-client.js';
+import { attempt, Resources, sleep, waitFor } from './helpers.js';
+import { type Engine, ReplicatedCluster } from './replicated-cluster.js';
+
+const resources = new Resources();
+let nemesis = new Nemesis();
+afterEach(async () => {
+  await nemesis.cleanup();
+  await resources.releaseAll();
+});
+
+const FAILOVER = { heartbeatTimeoutMs: 1000, leaseMs: 1000, failureTimeoutMs: 3000 } as const;
+const KEYS = Array.from({ length: 12 }, (_, i) => `lin-${i}`);
+const MIX: OperationMix = { read: 4, write: 5, delete: 1 };
+const text = new TextEncoder();
+
+function start(engine: Engine, recorder?: HistoryRecorder): Promise<ReplicatedCluster> {
+  nemesis = new Nemesis(recorder);
+  return ReplicatedCluster.start({ engine, resources, nemesis, balancer: FAILOVER });
+}
+
+/** 4 clients (through the balancer, or routing directly); the deadline covers one failover. */
+async function clientsOf(
+  cluster: ReplicatedCluster,
+  routing: 'balancer' | 'direct',
+): Promise<DstoreClient[]> {
+  const clients: DstoreClient[] = [];
+  for (let i = 0; i < 4; i++) {
+    clients.push(
+      routing === 'direct'
+        ? await withMap(directClient(resources, cluster.port, { commandTimeout: 8000 }))
+        : cluster.client(8000),
+    );
+  }
+  return clients;
+}
+
+/**
+ * A writer of distinct keys, one at a time, recording which writes were acknowledged: after the
+ * faults every acknowledged one must still be there (0 acknowledged writes lost).
+ */
+function setWorkload(client: DstoreClient): { stop: () => Promise<Map<string, string>> } {
+  const acknowledged = new Map<string, string>();
+  let stopped = false;
+  const running = (async () => {
+    for (let i = 0; !stopped; i++) {
+      const key = `set-${i}`;
+      try {
+        await client.set(key, `v${i}`);
+        acknowledged.set(key, `v${i}`);
+      } catch {
+        // Unacknowledged: its outcome is unknown, nothing to check.
+        await sleep(5);
+      }
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await running;
+      return acknowledged;
+    },
+  };
+}
+
+/** Every acknowledged write reads back (from the tails) and sits on every surviving member. */
+async function expectNothingLost(
+  cluster: ReplicatedCluster,
+  reader: DstoreClient,
+  acknowledged: Map<string, string>,
+): Promise<void> {
+  const keys = [...acknowledged.keys()];
+  for (let i = 0; i < keys.length; i += 200) {
+    const part = keys.slice(i, i + 200);
+    const values = await reader.mget(part);
+    part.forEach((key, j) => {
+      const value = values[j];
+      expect(value === null || value === undefined ? null : new TextDecoder().decode(value), key).toBe(
+        acknowledged.get(key),
+      );
+    });
+  }
+  for (const key of keys) await cluster.expectOnChain(key, acknowledged.get(key));
+}
+
+/** The whole run's history is linearizable. */
+function expectLinearizable(recorder: HistoryRecorder): void {
+  const result = checkHistory(recorder.events, { timeLimitMs: 30_000 });
+  if (result.verdict !== 'ok') console.log(formatCheckResult(result));
+  expect(result.verdict).toBe('ok');
+}
+
+describe.each([
+  { engine: 'memory', routing: 'balancer' },
+  { engine: 'lmdb', routing: 'direct' },
+] as const)('failover, factor 3 on 5 nodes ($engine, $routing)', ({ engine, routing }) => {
+  it('SIGKILL of one node under load: marked failed, its chains serve again, nothing acknowledged lost', {
+    timeout: 60_000,
+  }, async () => {
+    const recorder = new HistoryRecorder();
+    const cluster = await start(engine, recorder);
+    const clients = await clientsOf(cluster, routing);
+    const victim = 'node-2';
+    // A key where the victim is the middle: its head's forwards to it are in flight when it dies.
+    const middleKey = cluster.keyWhere(victim, 1, 'middle');
+    const keys = [...KEYS, middleKey];
+    const writes = setWorkload(clients[0]!);
+    const load = startWorkload({
+      recorder,
+      keys,
+      workers: 8,
+      maxOperations: 20_000,
+      durationMs: 7000,
+      mix: MIX,
+      execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
+    });
+    await sleep(1000);
+    await cluster.nodes.get(victim)!.kill();
+    await waitFor(() => cluster.stateOf(victim) === 'failed', `${victim} marked failed`);
+    const stats = await load.done;
+    const acknowledged = await writes.stop();
+    expectLinearizable(recorder);
+    expect(stats.ok).toBeGreaterThan(200);
+    // Only the victim failed; its ranges take writes again (at their new heads).
+    expect([...cluster.states.values()].filter((state) => state === 'failed')).toEqual(['failed']);
+    const writer = clients[1]!;
+    await writer.set(middleKey, 'after');
+    expect(await writer.getString(middleKey)).toBe('after');
+    await cluster.expectOnChain(middleKey, 'after');
+    // The survivors of every chain converged (re-sent entries included).
+    for (const key of KEYS) await cluster.expectOnChain(key);
+    expect(acknowledged.size).toBeGreaterThan(50);
+    await expectNothingLost(cluster, writer, acknowledged);
+  });
+});
+
+describe('failover, factor 3 on 5 nodes (memory, two at once)', () => {
+  it('SIGKILL of two nodes at once: both failed, chains holding both keep one copy and serve', {
+    timeout: 60_000,
+  }, async () => {
+    const recorder = new HistoryRecorder();
+    const cluster = await start('memory', recorder);
+    const clients = await clientsOf(cluster, 'balancer');
+    const [first, second] = ['node-2', 'node-3'];
+    // A key whose chain holds both victims: one member survives.
+    let both = '';
+    for (let i = 0; both === ''; i++) {
+      const chain = cluster.chainOf(`both-${i}`);
+      if (chain.includes(first) && chain.includes(second)) both = `both-${i}`;
+    }
+    const keys = [...KEYS, both];
+    const writes = setWorkload(clients[0]!);
+    const load = startWorkload({
+      recorder,
+      keys,
+      workers: 8,
+      maxOperations: 20_000,
+      durationMs: 7000,
+      mix: MIX,
+      execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
+    });
+    await sleep(1000);
+    await Promise.all([cluster.nodes.get(first)!.kill(), cluster.nodes.get(second)!.kill()]);
+    await waitFor(
+      () => cluster.stateOf(first) === 'failed' && cluster.stateOf(second) === 'failed',
+      'both marked failed',
+    );
+    const stats = await load.done;
+    const acknowledged = await writes.stop();
+    expectLinearizable(recorder);
+    expect(stats.ok).toBeGreaterThan(200);
+    expect(cluster.chainOf(both)).toHaveLength(1);
+    const writer = clients[1]!;
+    await writer.set(both, 'one copy');
+    expect(await writer.getString(both)).toBe('one copy');
+    for (const key of KEYS) await cluster.expectOnChain(key);
+    await expectNothingLost(cluster, writer, acknowledged);
+  });
+});
+
+describe('leases: a node that may have been replaced answers nothing', () => {
+  it('SIGSTOP past the failure timeout, then SIGCONT: requests on the old map are all refused', {
+    timeout: 60_000,
+  }, async () => {
+    const recorder = new HistoryRecorder();
+    const cluster = await start('memory', recorder);
+    const clients = await clientsOf(cluster, 'balancer');
+    const victim = 'node-4';
+    const tailKey = cluster.keyWhere(victim, 2, 'tail');
+    const headKey = cluster.keyWhere(victim, 0, 'head');
+    await clients[0]!.set(tailKey, 'old');
+    await clients[0]!.set(headKey, 'old');
+    const oldEpoch = cluster.balancer.membership.topology.epoch;
+    // A client connection straight to the victim, holding the OLD map: it will send there.
+    const stale = await cluster.direct(victim);
+    const load = startWorkload({
+      recorder,
+      keys: KEYS,
+      workers: 8,
+      maxOperations: 20_000,
+      durationMs: 6000,
+      mix: MIX,
+      execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
+    });
+    const node = cluster.nodes.get(victim)!;
+    await sleep(500);
+    node.pause();
+    let resumed = false;
+    try {
+      await waitFor(() => cluster.stateOf(victim) === 'failed', `${victim} marked failed`);
+      // Newer values the victim never saw, written through the new chains.
+      await clients[1]!.set(tailKey, 'new');
+      await clients[1]!.set(headKey, 'new');
+      // Sent while it is paused: it reads them first thing after SIGCONT, with its old map.
+      const answers = [
+        attempt(stale, { op: Op.GET, key: text.encode(tailKey), epoch: oldEpoch }),
+        attempt(stale, {
+          op: Op.SET,
+          key: text.encode(headKey),
+          value: text.encode('stale'),
+          epoch: oldEpoch,
+        }),
+        attempt(stale, { op: Op.GET, key: text.encode(tailKey) }),
+      ];
+      node.resume();
+      resumed = true;
+      for (const answer of await Promise.all(answers)) expectRefused(answer);
+    } finally {
+      if (!resumed) node.resume();
+    }
+    await load.done;
+    expectLinearizable(recorder);
+    expect(await clients[2]!.getString(tailKey)).toBe('new');
+    expect(await clients[2]!.getString(headKey)).toBe('new');
+    expect(cluster.stateOf(victim)).toBe('failed');
+  });
+
+  it('a node cut off from the map writer stops serving once its lease runs out', {
+    timeout: 60_000,
+  }, async () => {
+    const cluster = await start('memory');
+    const writer = cluster.client();
+    await writer.set('leased', 'v');
+    const [head, , tail] = cluster.chainOf('leased') as [string, string, string];
+    const epoch = cluster.balancer.membership.topology.epoch;
+    const reader = await cluster.direct(tail);
+    const key = text.encode('leased');
+    expect(await reader.request({ op: Op.GET, key, epoch })).toMatchObject({ op: Op.VALUE });
+    // The writer goes away (as if another balancer took over and failed the nodes): no heartbeat
+    // answer renews the leases, and past one lease every node refuses, on the map it still has.
+    await cluster.balancer.stop();
+    await sleep(FAILOVER.leaseMs + 500);
+    const read = await attempt(reader, { op: Op.GET, key, epoch });
+    expectRefused(read);
+    expect((read as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+    expect((read as DstoreError).message).toContain('lease');
+    const write = await attempt(await cluster.direct(head), {
+      op: Op.SET,
+      key,
+      value: text.encode('w'),
+      epoch,
+    });
+    expect((write as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+  });
+});
+
+describe('REPLICATE receivers (a peer connection standing in for a predecessor)', () => {
+  it('a re-sent older write never resurrects a replicated delete; gaps and stale epochs are refused', {
+    timeout: 60_000,
+  }, async () => {
+    const cluster = await start('memory');
+    const [, , tail] = cluster.chainOf('resent') as [string, string, string];
+    const epoch = cluster.balancer.membership.topology.epoch;
+    const key = text.encode('resent');
+    const put = { key, value: text.encode('old'), writeEpoch: epoch, version: 1_000, expireAt: 0 };
+    const del = { key, value: null, writeEpoch: epoch, version: 2_000, expireAt: 0 };
+    const first = await cluster.newPeer(tail);
+    expect(await first.request({ op: Op.REPLICATE, epoch, batch: 1, entries: [put] })).toMatchObject({
+      op: Op.REPLICATED,
+    });
+    expect(await first.request({ op: Op.REPLICATE, epoch, batch: 2, entries: [del] })).toMatchObject({
+      op: Op.REPLICATED,
+    });
+    // The predecessor re-sends its older put (a failover's re-send restarts at batch 1).
+    expect(await first.request({ op: Op.REPLICATE, epoch, batch: 1, entries: [put] })).toMatchObject({
+      op: Op.REPLICATED,
+    });
+    const client = await cluster.direct(tail);
+    expect(await client.request({ op: Op.GET, key, epoch })).toMatchObject({ op: Op.VALUE, value: null });
+    // A batch after a gap in its stream is refused, typed; nothing of it is applied.
+    const gap = await attempt(first, {
+      op: Op.REPLICATE,
+      epoch,
+      batch: 5,
+      entries: [{ ...put, version: 3_000 }],
+    });
+    expect((gap as DstoreError).code).toBe(ErrorCode.REPLICATION_GAP);
+    expect(await client.request({ op: Op.GET, key, epoch })).toMatchObject({ op: Op.VALUE, value: null });
+    // A predecessor at an older epoch cannot get a write acknowledged.
+    const stale = await attempt(await cluster.newPeer(tail), {
+      op: Op.REPLICATE,
+      epoch: epoch - 1,
+      batch: 1,
+      entries: [{ ...put, version: 4_000 }],
+    });
+    expect((stale as DstoreError).code).toBe(ErrorCode.STALE_EPOCH);
+    expect(await client.request({ op: Op.GET, key, epoch })).toMatchObject({ op: Op.VALUE, value: null });
+  });
+});
+
+/** A request to a node that may be stale was refused (never a value, never an OK): an error or MOVED. */
+function expectRefused(answer: Response | DstoreError): void {
+  if (!(answer instanceof DstoreError)) {
+    expect(answer.op, `answered ${JSON.stringify(answer)}`).toBe(Op.MOVED);
+    return;
+  }
+  expect([ErrorCode.UNAVAILABLE, ErrorCode.STALE_EPOCH, ErrorCode.NOT_OWNER]).toContain(answer.code);
+}
