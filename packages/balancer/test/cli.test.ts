@@ -59,6 +59,8 @@ describe('dstore-balancer CLI', () => {
       ['--node', 'nohost'],
       ['--node', '=h:1'],
       ['--resp-port', '70000'],
+      ['--port', '0', '--admin-port', '0', '--lease', '3000', '--failure-timeout', '5000'],
+      ['--lease', '0'],
       ['--unknown-flag'],
     ]) {
       expect(

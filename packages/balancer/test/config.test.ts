@@ -43,6 +43,19 @@ describe('configuration', () => {
     expect(() => resolveBalancerOptions({ requestTimeoutMs: 0 })).toThrow(/requestTimeoutMs/);
   });
 
+  it('replication failover: failure timeout and lease default to 5 s and 2 s, the timeout at least twice the lease', () => {
+    expect(resolveBalancerOptions({})).toMatchObject({ failureTimeoutMs: 5000, leaseMs: 2000 });
+    expect(resolveBalancerOptions({ failureTimeoutMs: 3000, leaseMs: 1000 })).toMatchObject({
+      failureTimeoutMs: 3000,
+      leaseMs: 1000,
+    });
+    expect(() => resolveBalancerOptions({ failureTimeoutMs: 3000, leaseMs: 2000 })).toThrow(
+      /at least twice leaseMs/,
+    );
+    expect(() => resolveBalancerOptions({ leaseMs: 0 })).toThrow(/leaseMs/);
+    expect(() => resolveBalancerOptions({ failureTimeoutMs: -1 })).toThrow(/failureTimeoutMs/);
+  });
+
   it('loads a cluster file and reports what is wrong with a bad one', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'dstore-config-'));
     dirs.push(dir);

@@ -186,6 +186,7 @@ const messages: fc.Arbitrary<Message>[] = [
     availableBytes: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
   }),
   fc.record({ op: fc.constant(Op.OK), id }),
+  fc.record({ op: fc.constant(Op.OK), id, lease: fc.integer({ min: 0, max: 2 ** 31 }) }),
   fc.record({ op: fc.constant(Op.VALUE), id, value: fc.option(value, { nil: null }) }),
   fc.record({ op: fc.constant(Op.VALUE), id, value: fc.constant(null), deleted: fc.constant(true) }),
   fc.record({
@@ -493,6 +494,8 @@ describe('MessageCodec round trip', () => {
           if (message.op === Op.SCAN && wire.length === 5) wire.push(null, 0);
           // HEARTBEAT owns optional trailing storage fields at 4..6 (nil degraded = not set).
           if (message.op === Op.HEARTBEAT && wire.length === 4) wire.push(null, null, null);
+          // OK owns an optional trailing lease at index 2 (nil = none).
+          if (message.op === Op.OK && wire.length === 2) wire.push(null);
           // MIGRATE_PUT owns an optional trailing list of expiry times (nil count = none).
           if (message.op === Op.MIGRATE_PUT && !message.entries.some((entry) => entry.expireAt !== undefined))
             wire.push(null);
