@@ -56,40 +56,75 @@ async function clientsOf(
   return clients;
 }
 
+/** What a {@link setWorkload} wrote: the acknowledged writes, and every key it tried. */
+interface SetOutcome {
+  readonly acknowledged: Map<string, string>;
+  readonly attempted: string[];
+}
+
 /**
- * A writer of distinct keys, one at a time, recording which writes were acknowledged: after the
- * faults every acknowledged one must still be there (0 acknowledged writes lost).
+ * Writers of distinct keys (`workers` at once, each write a new key from `keys`), recording which
+ * writes were acknowledged: after the faults every acknowledged one must still be there (0
+ * acknowledged writes lost), and the survivors must agree on every key tried (acknowledged or not).
  */
-function setWorkload(client: DstoreClient): { stop: () => Promise<Map<string, string>> } {
+function setWorkload(
+  client: DstoreClient,
+  keys: readonly string[],
+  workers = 1,
+): { stop: () => Promise<SetOutcome> } {
   const acknowledged = new Map<string, string>();
+  const attempted: string[] = [];
+  let next = 0;
   let stopped = false;
-  const running = (async () => {
-    for (let i = 0; !stopped; i++) {
-      const key = `set-${i}`;
+  const worker = async (): Promise<void> => {
+    while (!stopped && next < keys.length) {
+      const key = keys[next++]!;
+      attempted.push(key);
       try {
-        await client.set(key, `v${i}`);
-        acknowledged.set(key, `v${i}`);
+        await client.set(key, `v-${key}`);
+        acknowledged.set(key, `v-${key}`);
       } catch {
-        // Unacknowledged: its outcome is unknown, nothing to check.
+        // Unacknowledged: its outcome is unknown, only the survivors' agreement is checked.
         await sleep(5);
       }
     }
-  })();
+  };
+  const running = Promise.all(Array.from({ length: workers }, worker));
   return {
     async stop() {
       stopped = true;
       await running;
-      return acknowledged;
+      return { acknowledged, attempted };
     },
   };
 }
 
-/** Every acknowledged write reads back (from the tails) and sits on every surviving member. */
+/** `count` keys named after `prefix` (all of them, or those whose chain puts `node` at `position`). */
+function keysOf(
+  cluster: ReplicatedCluster,
+  prefix: string,
+  count: number,
+  node?: string,
+  position = 0,
+): string[] {
+  const keys: string[] = [];
+  for (let i = 0; keys.length < count; i++) {
+    const key = `${prefix}-${i}`;
+    if (node === undefined || cluster.chainOf(key).indexOf(node) === position) keys.push(key);
+  }
+  return keys;
+}
+
+/**
+ * Every acknowledged write reads back (from the tails) and sits on every surviving member, and the
+ * survivors agree on every key tried (a write in flight at the fault is on all of them or none).
+ */
 async function expectNothingLost(
   cluster: ReplicatedCluster,
   reader: DstoreClient,
-  acknowledged: Map<string, string>,
+  outcome: SetOutcome,
 ): Promise<void> {
+  const { acknowledged, attempted } = outcome;
   const keys = [...acknowledged.keys()];
   for (let i = 0; i < keys.length; i += 200) {
     const part = keys.slice(i, i + 200);
@@ -101,7 +136,7 @@ async function expectNothingLost(
       );
     });
   }
-  for (const key of keys) await cluster.expectOnChain(key, acknowledged.get(key));
+  for (const key of attempted) await cluster.expectOnChain(key, acknowledged.get(key));
 }
 
 /** The whole run's history is linearizable. */
@@ -125,7 +160,9 @@ describe.each([
     // A key where the victim is the middle: its head's forwards to it are in flight when it dies.
     const middleKey = cluster.keyWhere(victim, 1, 'middle');
     const keys = [...KEYS, middleKey];
-    const writes = setWorkload(clients[0]!);
+    // Writers of new keys whose chains have the victim in the middle: their heads' forwards are in
+    // flight when it dies, and only the re-send brings them to the new successors.
+    const writes = setWorkload(clients[0]!, keysOf(cluster, 'set', 20_000, victim, 1), 8);
     const load = startWorkload({
       recorder,
       keys,
@@ -139,7 +176,7 @@ describe.each([
     await cluster.nodes.get(victim)!.kill();
     await waitFor(() => cluster.stateOf(victim) === 'failed', `${victim} marked failed`);
     const stats = await load.done;
-    const acknowledged = await writes.stop();
+    const written = await writes.stop();
     expectLinearizable(recorder);
     expect(stats.ok).toBeGreaterThan(200);
     // Only the victim failed; its ranges take writes again (at their new heads).
@@ -150,8 +187,8 @@ describe.each([
     await cluster.expectOnChain(middleKey, 'after');
     // The survivors of every chain converged (re-sent entries included).
     for (const key of KEYS) await cluster.expectOnChain(key);
-    expect(acknowledged.size).toBeGreaterThan(50);
-    await expectNothingLost(cluster, writer, acknowledged);
+    expect(written.acknowledged.size).toBeGreaterThan(50);
+    await expectNothingLost(cluster, writer, written);
   });
 });
 
@@ -170,7 +207,7 @@ describe('failover, factor 3 on 5 nodes (memory, two at once)', () => {
       if (chain.includes(first) && chain.includes(second)) both = `both-${i}`;
     }
     const keys = [...KEYS, both];
-    const writes = setWorkload(clients[0]!);
+    const writes = setWorkload(clients[0]!, keysOf(cluster, 'set', 20_000), 4);
     const load = startWorkload({
       recorder,
       keys,
@@ -187,7 +224,7 @@ describe('failover, factor 3 on 5 nodes (memory, two at once)', () => {
       'both marked failed',
     );
     const stats = await load.done;
-    const acknowledged = await writes.stop();
+    const written = await writes.stop();
     expectLinearizable(recorder);
     expect(stats.ok).toBeGreaterThan(200);
     expect(cluster.chainOf(both)).toHaveLength(1);
@@ -195,7 +232,7 @@ describe('failover, factor 3 on 5 nodes (memory, two at once)', () => {
     await writer.set(both, 'one copy');
     expect(await writer.getString(both)).toBe('one copy');
     for (const key of KEYS) await cluster.expectOnChain(key);
-    await expectNothingLost(cluster, writer, acknowledged);
+    await expectNothingLost(cluster, writer, written);
   });
 });
 
