@@ -441,8 +441,11 @@ export class Balancer {
   private answerControl(request: Request, connection: Connection, startMs: number): void {
     const principal = connection.principal;
     const role = principal?.kind === 'peer' ? principal.role : undefined;
-    // Follower balancers forward the JOIN and LEAVE their nodes send to the map's writer.
-    const forwarded = role === 'balancer' && (request.op === Op.JOIN || request.op === Op.LEAVE);
+    // Follower balancers forward the JOIN and LEAVE their nodes send to the map's writer (and,
+    // with replication, their HEARTBEATs: the writer grants the leases).
+    const forwarded =
+      role === 'balancer' &&
+      (request.op === Op.JOIN || request.op === Op.LEAVE || request.op === Op.HEARTBEAT);
     if (role !== 'node' && !forwarded) {
       this.refuse(
         request,
@@ -490,6 +493,13 @@ export class Balancer {
         break;
       default:
         answer = { op: Op.ERROR, id: request.id, code: ErrorCode.UNKNOWN_OP, message: `op ${request.op}` };
+    }
+    if (answer instanceof Promise) {
+      answer.then(
+        (relayed) => this.sendAnswer(relayed, request, connection, startMs),
+        (error: unknown) => this.router.fail(connection, request.id, request.op, startMs, error),
+      );
+      return;
     }
     this.sendAnswer(answer, request, connection, startMs);
   }

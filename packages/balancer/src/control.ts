@@ -77,8 +77,12 @@ export class ControlHandler {
     return { op: Op.OK, id: request.id };
   }
 
-  /** HEARTBEAT: refreshes liveness and records the key count and the storage condition. */
-  heartbeat(request: HeartbeatRequest): Response {
+  /**
+   * HEARTBEAT: refreshes liveness and records the key count and the storage condition. With
+   * replication the answer carries the lease the map's writer grants: a follower (etcd) relays the
+   * heartbeat to the coordinator and answers with its lease.
+   */
+  heartbeat(request: HeartbeatRequest): Response | Promise<Response> {
     const keyCount = Number.isFinite(request.keyCount) && request.keyCount >= 0 ? request.keyCount : 0;
     const before = this.membership.node(request.nodeId)?.storage?.degraded ?? '';
     const storage =
@@ -96,6 +100,14 @@ export class ControlHandler {
     if (after !== before) {
       if (after === '') this.logger.info({ node: request.nodeId }, 'node storage recovered: writes accepted');
       else this.logger.warn({ node: request.nodeId, reason: after }, 'node storage degraded: writes refused');
+    }
+    if (this.membership.forwardsHeartbeats) {
+      return this.membership.forwardHeartbeat({ nodeId: request.nodeId, keyCount, storage }).then(
+        (lease) =>
+          lease === undefined ? { op: Op.OK, id: request.id } : { op: Op.OK, id: request.id, lease },
+        // No lease this time: the node keeps its current one until it runs out.
+        () => ({ op: Op.OK, id: request.id }),
+      );
     }
     // The map's writer grants a lease to an up member of a replicated map (none otherwise).
     const lease = this.membership.leaseFor(request.nodeId);

@@ -2,6 +2,7 @@ import {
   type Credentials,
   DstoreError,
   ErrorCode,
+  type HeartbeatRequest,
   type JoinRequest,
   type LeaveRequest,
   PeerLink,
@@ -42,7 +43,8 @@ export interface CoordinatorLinkOptions {
 
 /**
  * A follower balancer's link to the map's writer (the coordinator): JOIN and LEAVE that nodes
- * send to a follower are forwarded there, so the map keeps exactly one writer. One PeerLink,
+ * send to a follower are forwarded there, so the map keeps exactly one writer (and, with a
+ * replication factor above 1, HEARTBEAT: the writer alone grants leases and detects failures). One PeerLink,
  * replaced when the coordinator changes; its address comes from the election (a peer), never from
  * a client.
  */
@@ -52,9 +54,12 @@ export class CoordinatorLink {
 
   constructor(private readonly options: CoordinatorLinkOptions) {}
 
-  /** Forwards a JOIN or LEAVE; fails with UNAVAILABLE when no coordinator is known or reachable. */
+  /**
+   * Forwards a JOIN, a LEAVE or (replication: the coordinator grants the leases) a HEARTBEAT;
+   * fails with UNAVAILABLE when no coordinator is known or reachable.
+   */
   async forward(
-    message: WithoutId<JoinRequest> | WithoutId<LeaveRequest>,
+    message: WithoutId<JoinRequest> | WithoutId<LeaveRequest> | WithoutId<HeartbeatRequest>,
     timeoutMs: number,
   ): Promise<Response> {
     const link = await this.current();

@@ -30,6 +30,8 @@ type MapPatch = Partial<Pick<ClusterMap, 'ring' | 'members' | 'transition'>>;
 
 /** Deadline of a JOIN forwarded to the coordinator. */
 const FORWARD_TIMEOUT_MS = 10_000;
+/** Deadline of a HEARTBEAT forwarded to the coordinator (the node's own deadline is 2 s). */
+const HEARTBEAT_FORWARD_TIMEOUT_MS = 1500;
 /** Deadline of a LEAVE forwarded to the coordinator: it is answered once the node's keys moved. */
 const LEAVE_FORWARD_TIMEOUT_MS = 10 * 60_000;
 
@@ -837,6 +839,30 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Records a HEARTBEAT. Returns false for a node that is not a member (it must JOIN). */
   heartbeat(id: string, keyCount: number, storage?: NodeStorage): boolean {
     return this.pool.heartbeat(id, keyCount, storage);
+  }
+
+  /**
+   * Whether a HEARTBEAT received here goes on to the coordinator: on a follower when the map
+   * replicates, since only the map's writer grants leases and detects failures.
+   */
+  get forwardsHeartbeats(): boolean {
+    return !this.coordinator && this.map.replicationFactor > 1 && this.options.store.kind === 'etcd';
+  }
+
+  /** A follower relays a node's HEARTBEAT to the coordinator; resolves to the lease it granted, if any. */
+  async forwardHeartbeat(heartbeat: {
+    nodeId: string;
+    keyCount: number;
+    storage?: NodeStorage | undefined;
+  }): Promise<number | undefined> {
+    const { nodeId, keyCount, storage } = heartbeat;
+    const answer = await this.coordinatorLink.forward(
+      storage === undefined
+        ? { op: Op.HEARTBEAT, nodeId, keyCount }
+        : { op: Op.HEARTBEAT, nodeId, keyCount, ...storage },
+      HEARTBEAT_FORWARD_TIMEOUT_MS,
+    );
+    return answer.op === Op.OK ? answer.lease : undefined;
   }
 
   /** Closes every node link (requests in flight finish first) and the store. */
