@@ -109,12 +109,12 @@ function buildProgram(): Command {
     )
     .option(
       '--replication-factor <n>',
-      "copies of each key, stored in a new cluster map and fixed for its life (default: the stored map's, 1 for a new one; above 1 needs --experimental-replication: replication is not built yet)",
+      "copies of each key, stored in a new cluster map and fixed for its life (default: the stored map's, 1 for a new one; above 1 needs --experimental-replication: replication is experimental)",
       integer(1, MAX_REPLICATION_FACTOR),
     )
     .option(
       '--experimental-replication',
-      'accept --replication-factor above 1 to try the map and its chains; every key still has ONE copy',
+      'accept --replication-factor above 1: experimental chain replication (leases, failover; no learners yet)',
     )
     .option('--request-timeout <ms>', 'deadline of every forwarded request (ms, or 2s)', duration(1), 2000)
     .option(

@@ -62,15 +62,15 @@ export interface BalancerOptions {
   /**
    * Copies of each key (1 to 7), stored in the cluster map when this balancer creates it and
    * fixed for the map's life; a stored map with another factor is refused at start. Default: the
-   * stored map's factor, 1 for a new map. Replication itself is not built yet, so a factor above 1
-   * is refused unless {@link experimentalReplication} is set.
+   * stored map's factor, 1 for a new map. Replication is experimental, so a factor above 1 is
+   * refused unless {@link experimentalReplication} is set.
    */
   readonly replicationFactor?: number;
   /**
-   * Accept a replication factor above 1 although replication is not built yet: the map stores it
-   * and /ring, `dstore status` and metrics show the chains, but every key still has one copy (its
-   * owner's), so nothing survives a node's loss. For trying the map format and tooling only.
-   * Default false.
+   * Accept a replication factor above 1: experimental chain replication (steps 2 and 3 of
+   * docs/design/replication.md: writes at heads, reads at tails, leases, failover of silent
+   * members; no learners, so a member marked failed stays out, and no ring changes once keys
+   * exist). Default false.
    */
   readonly experimentalReplication?: boolean;
   /** Deadline of every forwarded request, in ms; past it the client gets TIMEOUT. Default 2000. */
@@ -327,7 +327,7 @@ function replicationFactor(options: BalancerOptions): number | undefined {
     throw invalid(`replicationFactor must be an integer from 1 to ${MAX_REPLICATION_FACTOR}, got ${factor}`);
   if (factor > 1 && options.experimentalReplication !== true) {
     throw invalid(
-      `replication is not built yet: replicationFactor ${factor} would keep one copy of each key while claiming ${factor}; only 1 is accepted (experimentalReplication stores the factor to try the map and tooling, still with one copy)`,
+      `replication is experimental: replicationFactor ${factor} is accepted only with experimentalReplication (--experimental-replication); without it only 1 is accepted`,
     );
   }
   return factor;

@@ -405,7 +405,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (map.replicationFactor > 1) {
       this.options.logger.warn(
         { replicationFactor: map.replicationFactor },
-        'replication is not built yet: the map keeps its factor and /ring shows chains, but every key has ONE copy',
+        'replication is experimental: chains, leases and failover work, but a member marked failed stays out (no learners yet) and the ring cannot change once it holds keys',
       );
     }
     if (map.epoch !== this.map.epoch || map.cluster !== this.map.cluster) this.install(map);

@@ -14,6 +14,7 @@ import {
   HistoryRecorder,
   Nemesis,
   type OperationMix,
+  type RunningWorkload,
   startWorkload,
 } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
@@ -139,6 +140,24 @@ async function expectNothingLost(
   for (const key of attempted) await cluster.expectOnChain(key, acknowledged.get(key));
 }
 
+/** The checker's register workload: 8 workers over `keys` on `clients`, for `durationMs`. */
+function registerLoad(
+  recorder: HistoryRecorder,
+  clients: readonly DstoreClient[],
+  keys: readonly string[],
+  durationMs: number,
+): RunningWorkload {
+  return startWorkload({
+    recorder,
+    keys,
+    workers: 8,
+    maxOperations: 20_000,
+    durationMs,
+    mix: MIX,
+    execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
+  });
+}
+
 /** The whole run's history is linearizable. */
 function expectLinearizable(recorder: HistoryRecorder): void {
   const result = checkHistory(recorder.events, { timeLimitMs: 30_000 });
@@ -163,15 +182,7 @@ describe.each([
     // Writers of new keys whose chains have the victim in the middle: their heads' forwards are in
     // flight when it dies, and only the re-send brings them to the new successors.
     const writes = setWorkload(clients[0]!, keysOf(cluster, 'set', 20_000, victim, 1), 8);
-    const load = startWorkload({
-      recorder,
-      keys,
-      workers: 8,
-      maxOperations: 20_000,
-      durationMs: 7000,
-      mix: MIX,
-      execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
-    });
+    const load = registerLoad(recorder, clients, keys, 6000);
     await sleep(1000);
     await cluster.nodes.get(victim)!.kill();
     await waitFor(() => cluster.stateOf(victim) === 'failed', `${victim} marked failed`);
@@ -208,15 +219,7 @@ describe('failover, factor 3 on 5 nodes (memory, two at once)', () => {
     }
     const keys = [...KEYS, both];
     const writes = setWorkload(clients[0]!, keysOf(cluster, 'set', 20_000), 4);
-    const load = startWorkload({
-      recorder,
-      keys,
-      workers: 8,
-      maxOperations: 20_000,
-      durationMs: 7000,
-      mix: MIX,
-      execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
-    });
+    const load = registerLoad(recorder, clients, keys, 6000);
     await sleep(1000);
     await Promise.all([cluster.nodes.get(first)!.kill(), cluster.nodes.get(second)!.kill()]);
     await waitFor(
@@ -251,15 +254,7 @@ describe('leases: a node that may have been replaced answers nothing', () => {
     const oldEpoch = cluster.balancer.membership.topology.epoch;
     // A client connection straight to the victim, holding the OLD map: it will send there.
     const stale = await cluster.direct(victim);
-    const load = startWorkload({
-      recorder,
-      keys: KEYS,
-      workers: 8,
-      maxOperations: 20_000,
-      durationMs: 6000,
-      mix: MIX,
-      execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
-    });
+    const load = registerLoad(recorder, clients, KEYS, 6000);
     const node = cluster.nodes.get(victim)!;
     await sleep(500);
     node.pause();

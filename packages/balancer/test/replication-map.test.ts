@@ -118,14 +118,14 @@ function dataDirWith(document: unknown): string {
 }
 
 describe('replication factor in the cluster map', () => {
-  it('refuses a factor above 1 without the experimental flag: replication is not built yet', async () => {
+  it('refuses a factor above 1 without the experimental flag: replication is experimental', async () => {
     const error = await refusal(startBalancer(resources, { replicationFactor: 2 }));
     expect(error.code).toBe(ErrorCode.INVALID_ARGUMENT);
-    expect(error.message).toMatch(/replication is not built yet/);
+    expect(error.message).toMatch(/replication is experimental/);
     // The CLI: a usage error (exit 2) before it is ready, saying why.
     await expect(
       spawnCli(resources, BALANCER_CLI, ['--port', '0', '--admin-port', '0', '--replication-factor', '3']),
-    ).rejects.toThrow(/exited with 2 before ready: .*replication is not built yet.*INVALID_ARGUMENT/s);
+    ).rejects.toThrow(/exited with 2 before ready: .*replication is experimental.*INVALID_ARGUMENT/s);
     // With the experimental flag the CLI stores it and says what it does not do.
     const accepted = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
       '--port',
@@ -141,7 +141,7 @@ describe('replication factor in the cluster map', () => {
       'warn',
     ]);
     expect((await ringOverHttp(accepted.ready.adminPort)).replication.factor).toBe(3);
-    await waitFor(() => accepted.stderr().includes('replication is not built yet'), 'the warning');
+    await waitFor(() => accepted.stderr().includes('replication is experimental'), 'the warning');
   });
 
   it('stores the factor in a new map, keeps it across a restart and refuses another one', async () => {
