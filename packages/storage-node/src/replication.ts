@@ -216,11 +216,6 @@ class ForwardLink {
     return this.kept.length > 0;
   }
 
-  /** Whether the link holds nothing (it may be forgotten). */
-  get idle(): boolean {
-    return this.bytes === 0 && this.unsettled.length === 0 && this.kept.length === 0;
-  }
-
   private readonly flush = (): void => {
     this.scheduled = false;
     this.filling = undefined;
