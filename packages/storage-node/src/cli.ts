@@ -173,9 +173,9 @@ function buildProgram(): Command {
     )
     .option(
       '--heartbeat-interval <ms>',
-      'interval between HEARTBEATs to the balancer (ms, or 1s)',
+      'interval between HEARTBEATs to the balancer (ms, or 1s); with replication below half the balancer --lease',
       duration(10),
-      1000,
+      500,
     )
     .option(
       '--drain-timeout <ms>',

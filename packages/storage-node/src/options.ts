@@ -107,7 +107,11 @@ export interface StorageNodeOptions {
   readonly maxServing?: number;
   /** Limits enforced on received frames. Default: the protocol's `DEFAULT_LIMITS`. */
   readonly limits?: Partial<ProtocolLimits>;
-  /** Interval between HEARTBEATs to the balancer, in ms. Default 1000. */
+  /**
+   * Interval between HEARTBEATs to the balancer, in ms. Default 500: with replication each
+   * heartbeat renews the node's lease (the balancer's `--lease`, default 2000), so it must stay
+   * below half of it, with room for a late answer.
+   */
   readonly heartbeatIntervalMs?: number;
   /**
    * Longest time `stop()` keeps reading requests that were already sent before it closes the
@@ -278,7 +282,7 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
     limits: options.limits,
     heartbeatIntervalMs: integerIn(
       'heartbeatIntervalMs',
-      options.heartbeatIntervalMs ?? 1000,
+      options.heartbeatIntervalMs ?? 500,
       10,
       2 ** 31 - 1,
     ),
