@@ -32,7 +32,9 @@
  * balancer,direct,resp: which dstore rows; resp = the RESP port driven by ioredis), --dist-root (DSTORE_PEERS_DIST_ROOT: another built checkout
  * whose dstore CLIs to run), --baseline-root (DSTORE_PEERS_BASELINE_ROOT: one more row, "dstore
  * (baseline build)", with the server CLIs of that built checkout, e.g. the commit before an
- * optimisation; the load is the same @dstore/client). Linux only (/proc).
+ * optimisation; the load is the same @dstore/client; with direct routing also "dstore direct (baseline
+ * build)"; then the ratios of this build to the baseline build, with the storage nodes' CPU per
+ * request served, the sum of the nodes' CPU per op since each op is served by one node). Linux only (/proc).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -167,7 +169,7 @@ if (SYSTEMS.includes('dstore')) {
       driver: 'dstore',
       start: (dir) => startDstore(dir),
     });
-  if (BASELINE_ROOT !== undefined)
+  if (BASELINE_ROOT !== undefined && ROUTING.includes('balancer'))
     contenders.push({
       label: 'dstore (baseline build): balancer + 3 memory nodes',
       driver: 'dstore',
@@ -181,6 +183,12 @@ if (SYSTEMS.includes('dstore')) {
         start: (dir) => startDstore(dir),
       });
     else skipped.push("dstore direct: not available (this @dstore/client has no routing: 'direct')");
+    if (BASELINE_ROOT !== undefined && directRoutingAvailable())
+      contenders.push({
+        label: 'dstore direct (baseline build)',
+        driver: 'dstore-direct',
+        start: (dir) => startDstore(join(dir, 'baseline'), BASELINE_ROOT),
+      });
   }
   if (ROUTING.includes('resp'))
     contenders.push({
@@ -322,6 +330,8 @@ interface Summary {
   readonly throughput: number;
   readonly p99Us: number;
   readonly serversUs: number;
+  /** The storage nodes' CPU per op, all together: each op is served by one node, so per request served. */
+  readonly nodesUs: number;
   readonly loadUs: number;
   readonly totalUs: number;
 }
@@ -343,6 +353,7 @@ for (const contender of contenders) {
     throughput: pick((s) => s.throughput),
     p99Us: pick((s) => s.p99Us),
     serversUs: pick((s) => sum(s.serverUs)),
+    nodesUs: pick((s) => sum(s.serverUs.filter((_, i) => names[i]?.startsWith('node') === true))),
     loadUs: pick((s) => s.loadUs),
     totalUs: pick((s) => sum(s.serverUs) + s.loadUs),
   };
@@ -369,5 +380,27 @@ if (ours.length > 0 && peers.length > 0) {
           `${ratio(our.serversUs, peer.serversUs)} | ${ratio(our.totalUs, peer.totalUs)} |`,
       );
     }
+  }
+}
+
+const baselines = ours.filter((s) => s.label.includes('(baseline build)'));
+if (baselines.length > 0) {
+  console.log('\nThis build / the baseline build (same run, medians; lower CPU is better):\n');
+  console.log(
+    '| this build | ops/s | p99 | node CPU µs per request served (this / baseline) | nodes | server CPU/op | total CPU/op |',
+  );
+  console.log('|---|---:|---:|---|---:|---:|---:|');
+  for (const baseline of baselines) {
+    const label = baseline.label.startsWith('dstore direct')
+      ? 'dstore direct (routing: direct)'
+      : 'dstore: balancer + 3 memory nodes';
+    const our = ours.find((s) => s.label === label);
+    if (our === undefined) continue;
+    const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+    console.log(
+      `| ${our.label} | ${ratio(our.throughput, baseline.throughput)} | ${ratio(our.p99Us, baseline.p99Us)} | ` +
+        `${fixed(our.nodesUs)} / ${fixed(baseline.nodesUs)} | ${ratio(our.nodesUs, baseline.nodesUs)} | ` +
+        `${ratio(our.serversUs, baseline.serversUs)} | ${ratio(our.totalUs, baseline.totalUs)} |`,
+    );
   }
 }
