@@ -79,6 +79,16 @@ export function cpuSeconds(pid: number): number {
 /** Whether this kernel has per-thread schedstat (else CPU is read in ticks). */
 const HAS_SCHEDSTAT = existsSync(`/proc/${process.pid}/task/${process.pid}/schedstat`);
 
+/** Write syscalls process `pid` has made so far (Linux: `syscw` of /proc/<pid>/io; NaN without it). */
+export function writeSyscalls(pid: number): number {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    return Number(/^syscw: (\d+)$/m.exec(io)?.[1] ?? Number.NaN);
+  } catch {
+    return Number.NaN;
+  }
+}
+
 function tickCpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.

@@ -34,7 +34,8 @@
  * (baseline build)", with the server CLIs of that built checkout, e.g. the commit before an
  * optimisation; the load is the same @dstore/client; with direct routing also "dstore direct (baseline
  * build)"; then the ratios of this build to the baseline build, with the storage nodes' CPU per
- * request served, the sum of the nodes' CPU per op since each op is served by one node). Linux only (/proc).
+ * request served, the sum of the nodes' CPU per op since each op is served by one node, and their
+ * write syscalls per request served, from /proc/<pid>/io). Linux only (/proc).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -42,7 +43,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { CLK_TCK, cpuSeconds, median, scriptArgs } from './bench-load.js';
+import { CLK_TCK, cpuSeconds, median, scriptArgs, writeSyscalls } from './bench-load.js';
 import { startCluster, stopCluster } from './cluster.js';
 import { type Driver, directRoutingAvailable, type LoadConfig, type LoadResult } from './peers-load.js';
 import {
@@ -102,6 +103,8 @@ interface Sample {
   readonly errors: number;
   /** CPU µs per op of each server process, in the system's process order. */
   readonly serverUs: number[];
+  /** Write syscalls of each server process per op (Linux /proc/<pid>/io), in the same order. */
+  readonly serverWrites: number[];
   /** CPU µs per op of the load process(es), all together. */
   readonly loadUs: number;
 }
@@ -231,6 +234,7 @@ async function measure(contender: Contender, system: RunningSystem): Promise<Sam
     for (const entry of children) await nextLine(entry); // {"event":"ready"}
     const pids = system.processes.map((proc) => proc.pid);
     const before = pids.map(cpuSeconds);
+    const writesBefore = pids.map(writeSyscalls);
     const start = performance.now();
     for (const entry of children) entry.child.stdin!.write('go\n');
     const results = await Promise.all(
@@ -238,6 +242,7 @@ async function measure(contender: Contender, system: RunningSystem): Promise<Sam
     );
     const wallS = (performance.now() - start) / 1000;
     const after = pids.map(cpuSeconds);
+    const writesAfter = pids.map(writeSyscalls);
     const ops = results.reduce((sum, r) => sum + r.ops, 0);
     const perOp = (seconds: number) => (seconds * 1e6) / ops;
     for (const r of results)
@@ -252,6 +257,7 @@ async function measure(contender: Contender, system: RunningSystem): Promise<Sam
       p999Us: Math.max(...results.map((r) => r.latency.p999Us)),
       errors: results.reduce((sum, r) => sum + r.errors, 0),
       serverUs: pids.map((_, i) => perOp(after[i]! - before[i]!)),
+      serverWrites: pids.map((_, i) => (writesAfter[i]! - writesBefore[i]!) / ops),
       loadUs: perOp(results.reduce((sum, r) => sum + r.cpuS, 0)),
     };
   } finally {
@@ -332,6 +338,8 @@ interface Summary {
   readonly serversUs: number;
   /** The storage nodes' CPU per op, all together: each op is served by one node, so per request served. */
   readonly nodesUs: number;
+  /** The storage nodes' write syscalls per op, all together (per request served). */
+  readonly nodeWrites: number;
   readonly loadUs: number;
   readonly totalUs: number;
 }
@@ -354,6 +362,7 @@ for (const contender of contenders) {
     p99Us: pick((s) => s.p99Us),
     serversUs: pick((s) => sum(s.serverUs)),
     nodesUs: pick((s) => sum(s.serverUs.filter((_, i) => names[i]?.startsWith('node') === true))),
+    nodeWrites: pick((s) => sum(s.serverWrites.filter((_, i) => names[i]?.startsWith('node') === true))),
     loadUs: pick((s) => s.loadUs),
     totalUs: pick((s) => sum(s.serverUs) + s.loadUs),
   };
@@ -387,9 +396,9 @@ const baselines = ours.filter((s) => s.label.includes('(baseline build)'));
 if (baselines.length > 0) {
   console.log('\nThis build / the baseline build (same run, medians; lower CPU is better):\n');
   console.log(
-    '| this build | ops/s | p99 | node CPU µs per request served (this / baseline) | nodes | server CPU/op | total CPU/op |',
+    '| this build | ops/s | p99 | node CPU µs per request served (this / baseline) | nodes | node writes per request (this / baseline) | server CPU/op | total CPU/op |',
   );
-  console.log('|---|---:|---:|---|---:|---:|---:|');
+  console.log('|---|---:|---:|---|---:|---|---:|---:|');
   for (const baseline of baselines) {
     const label = baseline.label.startsWith('dstore direct')
       ? 'dstore direct (routing: direct)'
@@ -400,6 +409,7 @@ if (baselines.length > 0) {
     console.log(
       `| ${our.label} | ${ratio(our.throughput, baseline.throughput)} | ${ratio(our.p99Us, baseline.p99Us)} | ` +
         `${fixed(our.nodesUs)} / ${fixed(baseline.nodesUs)} | ${ratio(our.nodesUs, baseline.nodesUs)} | ` +
+        `${our.nodeWrites.toFixed(2)} / ${baseline.nodeWrites.toFixed(2)} | ` +
         `${ratio(our.serversUs, baseline.serversUs)} | ${ratio(our.totalUs, baseline.totalUs)} |`,
     );
   }
