@@ -17,8 +17,13 @@ let port: number;
 let bystander: Redis;
 
 beforeAll(async () => {
-  // A small output limit, so the kernel's socket buffers cannot absorb what goes over it.
-  ({ respPort: port } = await startRespCluster(resources, 1, { respMaxOutputBytes: 4 * 1024 * 1024 }));
+  // A small output limit, so the kernel's socket buffers cannot absorb what goes over it. A long
+  // node deadline: the non-reader's 100 MiB of GETs share the node link with the bystander's
+  // requests, and on a loaded machine they can take longer than the default 2 s to stream.
+  ({ respPort: port } = await startRespCluster(resources, 1, {
+    respMaxOutputBytes: 4 * 1024 * 1024,
+    requestTimeoutMs: 15_000,
+  }));
   bystander = new Redis({ port, lazyConnect: true });
   await bystander.connect();
   resources.add(() => bystander.disconnect());

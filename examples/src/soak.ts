@@ -1,0 +1,449 @@
+/**
+ * `soak`: a long run under randomized faults, checked for linearizability (issue #14's soak, for
+ * releases; CI runs the short, fixed-schedule versions in packages/balancer/test).
+ *
+ * A balancer process (with `--data-dir`, on a fixed port so that it can be SIGKILLed and restarted
+ * under its clients) and 3 to 5 storage node processes; rounds of `--round-seconds` each, until
+ * `--minutes` have passed. In every round 4 clients x 2 workers read, write and delete 12 keys of
+ * that round (fresh keys per round, so an operation of unknown outcome from an earlier round
+ * cannot be mistaken for a violation), through the balancer or routing directly (alternating with
+ * `--routing both`), while the round's faults run: 2 or 3 drawn from the menu below with a seeded
+ * random generator (`--seed` replays a run's choices; the load's timing still varies).
+ *
+ * | fault | what | when |
+ * |---|---|---|
+ * | join | a new node joins (a migration streams its ranges in) | fewer than 5 nodes |
+ * | leave | SIGTERM: a graceful leave (its ranges stream out) | more than 3 nodes |
+ * | pause | SIGSTOP for 0.3-3 s (past the heartbeat and command timeouts), then SIGCONT | always |
+ * | kill | SIGKILL a node, restart it on its data after 0.1-1 s | lmdb only: a memory node's keys die with it |
+ * | balancer | SIGKILL the balancer, restart it on its map after 0.1-1 s | always |
+ *
+ * After each round: the load stops, the cluster settles (every node up, no migration), one more
+ * process reads the round's keys, and the round's history is checked (@dstore/checker, WGL).
+ * Every round also writes one durable key (acknowledged) and every later round reads all of them
+ * back: no acknowledged write may be lost over the whole soak. A violation, a lost durable key, or a
+ * cluster that does not settle within 60 s stops the soak with exit code 1; the history (JSONL) and
+ * the processes' logs are kept in the run's folder (printed).
+ *
+ *   pnpm build && pnpm --filter @dstore/examples soak                       # 10 minutes, lmdb
+ *   pnpm --filter @dstore/examples soak -- --minutes 30 --engine memory --routing direct --seed 7
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  checkHistory,
+  formatCheckResult,
+  HistoryRecorder,
+  type ManagedProcess,
+  Nemesis,
+  startWorkload,
+  type WorkloadOperation,
+  type WorkloadResult,
+} from '@dstore/checker';
+import { createClient, type DstoreClient } from '@dstore/client';
+import { seededRandom } from '@dstore/protocol/testing';
+import { scriptArgs } from './bench-load.js';
+import { adminJson, type ClusterProcess, type ClusterState, cliPath, sleep } from './cluster.js';
+import { freePort } from './redis-peers.js';
+
+type Engine = 'memory' | 'lmdb';
+type Routing = 'balancer' | 'direct';
+
+const { values: flags } = parseArgs({
+  args: scriptArgs(),
+  options: {
+    minutes: { type: 'string' },
+    'round-seconds': { type: 'string' },
+    engine: { type: 'string' },
+    routing: { type: 'string' },
+    seed: { type: 'string' },
+    keep: { type: 'boolean' },
+  },
+});
+const MINUTES = Number(flags.minutes ?? 10);
+const ROUND_MS = Number(flags['round-seconds'] ?? 40) * 1000;
+const ENGINE = (flags.engine ?? 'lmdb') as Engine;
+const ROUTINGS: Routing[] =
+  (flags.routing ?? 'both') === 'both' ? ['balancer', 'direct'] : [flags.routing as Routing];
+const SEED = Number(flags.seed ?? Date.now() % 1_000_000);
+if (
+  !(MINUTES > 0) ||
+  !(ROUND_MS >= 5000) ||
+  !['memory', 'lmdb'].includes(ENGINE) ||
+  !ROUTINGS.every((routing) => routing === 'balancer' || routing === 'direct') ||
+  !Number.isInteger(SEED)
+) {
+  console.error(
+    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--keep]',
+  );
+  process.exit(2);
+}
+
+const KEYS_PER_ROUND = 12;
+const CLIENTS = 4;
+const WORKERS = 8;
+/** Short, so that requests caught by a pause time out (outcome unknown) and run after SIGCONT. */
+const COMMAND_TIMEOUT_MS = 1000;
+const MIN_NODES = 3;
+const MAX_NODES = 5;
+const SETTLE_TIMEOUT_MS = 60_000;
+/** Each worker waits this long before each operation: at most 8 x 250 = 2,000 operations/s. */
+const PACE_MS = 4;
+/** Keys written before the rounds, so that every migration streams for a while. */
+const FILLER = 3000;
+
+interface Ready {
+  readonly port: number;
+  readonly adminPort?: number;
+}
+
+/** The soak's processes: one balancer on fixed ports, nodes that come and go. */
+class SoakCluster {
+  readonly nemesis: Nemesis;
+  readonly balancer: ManagedProcess<Ready>;
+  /** Nodes currently in the cluster (joined and not left), by id. */
+  readonly nodes = new Map<string, ManagedProcess<Ready>>();
+  /** Nodes that left, kept for their logs. */
+  readonly departed: ManagedProcess<Ready>[] = [];
+  private nextNode = 1;
+
+  constructor(
+    readonly root: string,
+    readonly port: number,
+    readonly adminPort: number,
+  ) {
+    // Faults enter each round's history from `round` (one recorder per round), not from here.
+    this.nemesis = new Nemesis();
+    this.balancer = this.nemesis.process<Ready>({
+      name: 'balancer',
+      script: cliPath('@dstore/balancer'),
+      args: [
+        ...['--port', String(port), '--admin-port', String(adminPort)],
+        ...['--data-dir', join(root, 'balancer'), '--heartbeat-timeout', '1000', '--log-level', 'warn'],
+      ],
+    });
+  }
+
+  /** Starts a node with a new id (a node that left cannot come back under its id). */
+  async join(): Promise<string> {
+    const id = `node-${this.nextNode++}`;
+    const args = ['--port', '0', '--id', id, '--join', `127.0.0.1:${this.port}`];
+    args.push('--heartbeat-interval', '200', '--migration-rate', '3000', '--log-level', 'warn');
+    args.push('--engine', ENGINE);
+    if (ENGINE === 'lmdb') args.push('--data-dir', join(this.root, id));
+    const node = this.nemesis.process<Ready>({ name: id, script: cliPath('@dstore/storage-node'), args });
+    this.nodes.set(id, node);
+    await node.start();
+    return id;
+  }
+
+  async leave(id: string): Promise<void> {
+    const node = this.nodes.get(id)!;
+    this.nodes.delete(id);
+    this.departed.push(node);
+    await node.terminate();
+  }
+
+  /** Waits until the balancer has exactly the current nodes, all up, and no migration runs or waits. */
+  async settled(): Promise<void> {
+    const deadline = Date.now() + SETTLE_TIMEOUT_MS;
+    let last = '';
+    while (Date.now() < deadline) {
+      try {
+        const ring = await adminJson<RingDocument>(this.admin, '/ring');
+        last = JSON.stringify({
+          nodes: ring.nodes,
+          transition: ring.map.transition,
+          migration: ring.migration,
+        });
+        const ids = new Set(ring.nodes.map((node) => node.id));
+        if (
+          ring.nodes.length === this.nodes.size &&
+          [...this.nodes.keys()].every((id) => ids.has(id)) &&
+          ring.nodes.every((node) => node.status === 'up') &&
+          ring.map.transition === null &&
+          !ring.migration.active &&
+          ring.migration.queuedChanges === 0
+        )
+          return;
+      } catch (error) {
+        last = (error as Error).message;
+      }
+      await sleep(100);
+    }
+    throw new Error(`the cluster did not settle within ${SETTLE_TIMEOUT_MS} ms; last /ring: ${last}`);
+  }
+
+  /** The balancer as {@link adminJson} addresses it. */
+  private get admin(): Pick<ClusterState, 'balancer'> {
+    const balancer: ClusterProcess = {
+      role: 'balancer',
+      id: 'balancer',
+      pid: 0,
+      host: '127.0.0.1',
+      port: this.port,
+      adminPort: this.adminPort,
+      log: '',
+    };
+    return { balancer };
+  }
+}
+
+/** The part of the balancer's `/ring` document the soak reads. */
+interface RingDocument {
+  readonly nodes: readonly { readonly id: string; readonly status: string }[];
+  readonly map: { readonly transition: unknown };
+  readonly migration: { readonly active: boolean; readonly queuedChanges: number };
+}
+
+/** A fault the round may draw: whether it applies now, and what it does. */
+interface FaultKind {
+  readonly name: string;
+  readonly applies: (cluster: SoakCluster) => boolean;
+  readonly run: (cluster: SoakCluster, random: () => number) => Promise<string>;
+}
+
+const pick = <T>(items: readonly T[], random: () => number): T => items[Math.floor(random() * items.length)]!;
+const between = (low: number, high: number, random: () => number) =>
+  low + Math.floor(random() * (high - low));
+
+const FAULTS: readonly FaultKind[] = [
+  {
+    name: 'join',
+    applies: (cluster) => cluster.nodes.size < MAX_NODES,
+    run: async (cluster) => `join ${await cluster.join()}`,
+  },
+  {
+    name: 'leave',
+    applies: (cluster) => cluster.nodes.size > MIN_NODES,
+    run: async (cluster, random) => {
+      const id = pick([...cluster.nodes.keys()], random);
+      await cluster.leave(id);
+      return `leave ${id}`;
+    },
+  },
+  {
+    name: 'pause',
+    applies: () => true,
+    run: async (cluster, random) => {
+      const id = pick([...cluster.nodes.keys()], random);
+      const node = cluster.nodes.get(id)!;
+      const ms = between(300, 3000, random);
+      node.pause();
+      await sleep(ms);
+      node.resume();
+      return `pause ${id} ${ms} ms`;
+    },
+  },
+  {
+    name: 'kill',
+    applies: () => ENGINE === 'lmdb',
+    run: async (cluster, random) => {
+      const id = pick([...cluster.nodes.keys()], random);
+      const node = cluster.nodes.get(id)!;
+      const ms = between(100, 1000, random);
+      await node.kill('SIGKILL');
+      await sleep(ms);
+      await node.start();
+      return `kill ${id}, restart after ${ms} ms`;
+    },
+  },
+  {
+    name: 'balancer',
+    applies: () => true,
+    run: async (cluster, random) => {
+      const ms = between(100, 1000, random);
+      await cluster.balancer.kill('SIGKILL');
+      await sleep(ms);
+      await cluster.balancer.start();
+      return `kill the balancer, restart after ${ms} ms`;
+    },
+  },
+];
+
+/** Runs one checker operation on a client. */
+async function runOperation(client: DstoreClient, operation: WorkloadOperation): Promise<WorkloadResult> {
+  switch (operation.f) {
+    case 'read':
+      return client.getString(operation.key);
+    case 'write':
+      await client.set(operation.key, operation.value);
+      return undefined;
+    case 'delete':
+      return client.del(operation.key);
+  }
+}
+
+function clientsFor(routing: Routing, port: number): DstoreClient[] {
+  return Array.from({ length: CLIENTS }, () =>
+    createClient({
+      host: '127.0.0.1',
+      port,
+      commandTimeout: COMMAND_TIMEOUT_MS,
+      ...(routing === 'direct' ? { routing: 'direct' as const } : {}),
+    }),
+  );
+}
+
+interface RoundResult {
+  readonly faults: string[];
+  readonly ok: number;
+  readonly fail: number;
+  readonly info: number;
+  readonly checkMs: number;
+}
+
+/** One round: load on fresh keys under drawn faults, settle, final reads, check. Throws on a violation. */
+async function round(
+  cluster: SoakCluster,
+  recorder: HistoryRecorder,
+  index: number,
+  routing: Routing,
+  random: () => number,
+): Promise<RoundResult> {
+  const keys = Array.from({ length: KEYS_PER_ROUND }, (_, i) => `soak-r${index}-k${i}`);
+  const clients = clientsFor(routing, cluster.port);
+  try {
+    const load = startWorkload({
+      recorder,
+      keys,
+      workers: WORKERS,
+      // Stopped once the round is over; these bound it if its faults take unusually long.
+      maxOperations: 150_000,
+      durationMs: ROUND_MS + SETTLE_TIMEOUT_MS,
+      random: seededRandom(SEED + 1 + index),
+      // Paced: the checker's cost grows with the history, and a round must stay checkable.
+      execute: async (operation, worker) => {
+        await sleep(PACE_MS);
+        return runOperation(clients[worker % CLIENTS]!, operation);
+      },
+    });
+    const faults: string[] = [];
+    const count = between(2, 4, random);
+    const started = performance.now();
+    try {
+      for (let i = 0; i < count && performance.now() - started < ROUND_MS * 0.6; i++) {
+        await sleep(between(200, Math.max(400, ROUND_MS / (count + 1)), random));
+        const kind = pick(
+          FAULTS.filter((fault) => fault.applies(cluster)),
+          random,
+        );
+        recorder.nemesis(kind.name);
+        const done = await kind.run(cluster, random);
+        recorder.nemesis(`${kind.name} done`, done);
+        faults.push(done);
+        console.log(`  ${new Date().toISOString()} round ${index}: ${done}`);
+        await cluster.settled();
+      }
+      await sleep(Math.max(0, ROUND_MS - (performance.now() - started)));
+    } finally {
+      await load.stop();
+    }
+    const stats = await load.done;
+    await cluster.settled();
+    const reader = recorder.newProcess();
+    const final = createClient({ host: '127.0.0.1', port: cluster.port, commandTimeout: 5000 });
+    try {
+      for (const key of keys) {
+        const pending = recorder.invoke(reader, 'read', key);
+        pending.ok(await final.getString(key));
+      }
+    } finally {
+      await final.disconnect();
+    }
+    const checkStarted = performance.now();
+    const result = checkHistory(recorder.events, { timeLimitMs: 120_000 });
+    const checkMs = performance.now() - checkStarted;
+    if (result.verdict !== 'ok') {
+      const file = join(cluster.root, `round-${index}.jsonl`);
+      recorder.dump(file);
+      throw new Error(`round ${index}: ${formatCheckResult(result)}\nhistory: ${file}`);
+    }
+    return { faults, ok: stats.ok, fail: stats.fail, info: stats.info, checkMs };
+  } finally {
+    await Promise.all(clients.map((client) => client.disconnect()));
+  }
+}
+
+/** Writes round `index`'s durable key and reads every earlier one back; throws on a loss. */
+async function checkDurable(port: number, index: number): Promise<void> {
+  const client = createClient({ host: '127.0.0.1', port, commandTimeout: 5000 });
+  try {
+    await client.set(`soak-durable-${index}`, `round-${index}`);
+    for (let earlier = 0; earlier <= index; earlier++) {
+      const value = await client.getString(`soak-durable-${earlier}`);
+      if (value !== `round-${earlier}`)
+        throw new Error(`acknowledged write lost: soak-durable-${earlier} reads ${JSON.stringify(value)}`);
+    }
+  } finally {
+    await client.disconnect();
+  }
+}
+
+async function writeFiller(port: number): Promise<void> {
+  const client = createClient({ host: '127.0.0.1', port, commandTimeout: 5000 });
+  try {
+    for (let start = 0; start < FILLER; start += 500) {
+      const entries = Array.from({ length: Math.min(500, FILLER - start) }, (_, i): [string, string] => [
+        `soak-filler-${start + i}`,
+        'x'.repeat(64),
+      ]);
+      await client.mset(entries);
+    }
+  } finally {
+    await client.disconnect();
+  }
+}
+
+async function main(): Promise<number> {
+  const root = mkdtempSync(join(tmpdir(), 'dstore-soak-'));
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const random = seededRandom(SEED);
+  const cluster = new SoakCluster(root, port, adminPort);
+  console.log(
+    `soak: ${MINUTES} min, rounds of ${ROUND_MS / 1000} s, engine ${ENGINE}, routing ${ROUTINGS.join('+')}, seed ${SEED}, folder ${root}`,
+  );
+  let failed = false;
+  const until = performance.now() + MINUTES * 60_000;
+  try {
+    await cluster.balancer.start();
+    for (let i = 0; i < MIN_NODES; i++) await cluster.join();
+    await cluster.settled();
+    await writeFiller(port);
+    let totals = { rounds: 0, ok: 0, info: 0, faults: 0 };
+    for (let index = 0; performance.now() < until; index++) {
+      const routing = ROUTINGS[index % ROUTINGS.length]!;
+      // A history per round: the checker's cost grows with its length and its unknown outcomes.
+      const recorder = new HistoryRecorder();
+      const result = await round(cluster, recorder, index, routing, random);
+      await checkDurable(port, index);
+      totals = {
+        rounds: totals.rounds + 1,
+        ok: totals.ok + result.ok,
+        info: totals.info + result.info,
+        faults: totals.faults + result.faults.length,
+      };
+      console.log(
+        `round ${index} (${routing}, ${cluster.nodes.size} nodes): linearizable, ${result.ok} ok / ${result.fail} fail / ${result.info} info, checked in ${Math.round(result.checkMs)} ms; faults: ${result.faults.join('; ')}`,
+      );
+    }
+    console.log(
+      `soak passed: ${totals.rounds} rounds, ${totals.ok} operations ok, ${totals.info} of unknown outcome, ${totals.faults} faults, every durable key read back`,
+    );
+    return 0;
+  } catch (error) {
+    failed = true;
+    console.error(`soak FAILED (seed ${SEED}): ${(error as Error).message}`);
+    for (const proc of [cluster.balancer, ...cluster.nodes.values(), ...cluster.departed])
+      writeFileSync(join(root, `${proc.name}.stderr.log`), proc.stderr());
+    console.error(`history and process logs kept in ${root}`);
+    return 1;
+  } finally {
+    await cluster.nemesis.cleanup();
+    if (!failed && flags.keep !== true) rmSync(root, { recursive: true, force: true });
+  }
+}
+
+process.exitCode = await main();
