@@ -32,7 +32,10 @@
  * balancer,direct,resp: which dstore rows; resp = the RESP port driven by ioredis), --dist-root (DSTORE_PEERS_DIST_ROOT: another built checkout
  * whose dstore CLIs to run), --baseline-root (DSTORE_PEERS_BASELINE_ROOT: one more row, "dstore
  * (baseline build)", with the server CLIs of that built checkout, e.g. the commit before an
- * optimisation; the load is the same @dstore/client). Linux only (/proc).
+ * optimisation; the load is the same @dstore/client; with direct routing also "dstore direct (baseline
+ * build)"; then the ratios of this build to the baseline build, with the storage nodes' CPU per
+ * request served, the sum of the nodes' CPU per op since each op is served by one node, and their
+ * write syscalls per request served, from /proc/<pid>/io). Linux only (/proc).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -40,7 +43,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { CLK_TCK, cpuSeconds, median, scriptArgs } from './bench-load.js';
+import { CLK_TCK, cpuSeconds, median, scriptArgs, writeSyscalls } from './bench-load.js';
 import { startCluster, stopCluster } from './cluster.js';
 import { type Driver, directRoutingAvailable, type LoadConfig, type LoadResult } from './peers-load.js';
 import {
@@ -100,6 +103,8 @@ interface Sample {
   readonly errors: number;
   /** CPU µs per op of each server process, in the system's process order. */
   readonly serverUs: number[];
+  /** Write syscalls of each server process per op (Linux /proc/<pid>/io), in the same order. */
+  readonly serverWrites: number[];
   /** CPU µs per op of the load process(es), all together. */
   readonly loadUs: number;
 }
@@ -167,7 +172,7 @@ if (SYSTEMS.includes('dstore')) {
       driver: 'dstore',
       start: (dir) => startDstore(dir),
     });
-  if (BASELINE_ROOT !== undefined)
+  if (BASELINE_ROOT !== undefined && ROUTING.includes('balancer'))
     contenders.push({
       label: 'dstore (baseline build): balancer + 3 memory nodes',
       driver: 'dstore',
@@ -181,6 +186,12 @@ if (SYSTEMS.includes('dstore')) {
         start: (dir) => startDstore(dir),
       });
     else skipped.push("dstore direct: not available (this @dstore/client has no routing: 'direct')");
+    if (BASELINE_ROOT !== undefined && directRoutingAvailable())
+      contenders.push({
+        label: 'dstore direct (baseline build)',
+        driver: 'dstore-direct',
+        start: (dir) => startDstore(join(dir, 'baseline'), BASELINE_ROOT),
+      });
   }
   if (ROUTING.includes('resp'))
     contenders.push({
@@ -223,6 +234,7 @@ async function measure(contender: Contender, system: RunningSystem): Promise<Sam
     for (const entry of children) await nextLine(entry); // {"event":"ready"}
     const pids = system.processes.map((proc) => proc.pid);
     const before = pids.map(cpuSeconds);
+    const writesBefore = pids.map(writeSyscalls);
     const start = performance.now();
     for (const entry of children) entry.child.stdin!.write('go\n');
     const results = await Promise.all(
@@ -230,6 +242,7 @@ async function measure(contender: Contender, system: RunningSystem): Promise<Sam
     );
     const wallS = (performance.now() - start) / 1000;
     const after = pids.map(cpuSeconds);
+    const writesAfter = pids.map(writeSyscalls);
     const ops = results.reduce((sum, r) => sum + r.ops, 0);
     const perOp = (seconds: number) => (seconds * 1e6) / ops;
     for (const r of results)
@@ -244,6 +257,7 @@ async function measure(contender: Contender, system: RunningSystem): Promise<Sam
       p999Us: Math.max(...results.map((r) => r.latency.p999Us)),
       errors: results.reduce((sum, r) => sum + r.errors, 0),
       serverUs: pids.map((_, i) => perOp(after[i]! - before[i]!)),
+      serverWrites: pids.map((_, i) => (writesAfter[i]! - writesBefore[i]!) / ops),
       loadUs: perOp(results.reduce((sum, r) => sum + r.cpuS, 0)),
     };
   } finally {
@@ -322,6 +336,10 @@ interface Summary {
   readonly throughput: number;
   readonly p99Us: number;
   readonly serversUs: number;
+  /** The storage nodes' CPU per op, all together: each op is served by one node, so per request served. */
+  readonly nodesUs: number;
+  /** The storage nodes' write syscalls per op, all together (per request served). */
+  readonly nodeWrites: number;
   readonly loadUs: number;
   readonly totalUs: number;
 }
@@ -343,6 +361,8 @@ for (const contender of contenders) {
     throughput: pick((s) => s.throughput),
     p99Us: pick((s) => s.p99Us),
     serversUs: pick((s) => sum(s.serverUs)),
+    nodesUs: pick((s) => sum(s.serverUs.filter((_, i) => names[i]?.startsWith('node') === true))),
+    nodeWrites: pick((s) => sum(s.serverWrites.filter((_, i) => names[i]?.startsWith('node') === true))),
     loadUs: pick((s) => s.loadUs),
     totalUs: pick((s) => sum(s.serverUs) + s.loadUs),
   };
@@ -369,5 +389,28 @@ if (ours.length > 0 && peers.length > 0) {
           `${ratio(our.serversUs, peer.serversUs)} | ${ratio(our.totalUs, peer.totalUs)} |`,
       );
     }
+  }
+}
+
+const baselines = ours.filter((s) => s.label.includes('(baseline build)'));
+if (baselines.length > 0) {
+  console.log('\nThis build / the baseline build (same run, medians; lower CPU is better):\n');
+  console.log(
+    '| this build | ops/s | p99 | node CPU µs per request served (this / baseline) | nodes | node writes per request (this / baseline) | server CPU/op | total CPU/op |',
+  );
+  console.log('|---|---:|---:|---|---:|---|---:|---:|');
+  for (const baseline of baselines) {
+    const label = baseline.label.startsWith('dstore direct')
+      ? 'dstore direct (routing: direct)'
+      : 'dstore: balancer + 3 memory nodes';
+    const our = ours.find((s) => s.label === label);
+    if (our === undefined) continue;
+    const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+    console.log(
+      `| ${our.label} | ${ratio(our.throughput, baseline.throughput)} | ${ratio(our.p99Us, baseline.p99Us)} | ` +
+        `${fixed(our.nodesUs)} / ${fixed(baseline.nodesUs)} | ${ratio(our.nodesUs, baseline.nodesUs)} | ` +
+        `${our.nodeWrites.toFixed(2)} / ${baseline.nodeWrites.toFixed(2)} | ` +
+        `${ratio(our.serversUs, baseline.serversUs)} | ${ratio(our.totalUs, baseline.totalUs)} |`,
+    );
   }
 }

@@ -206,6 +206,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private peerError: DstoreError | undefined;
   private closeTimer: NodeJS.Timeout | undefined;
   private lateResponseCount = 0;
+  /**
+   * Whether this connection is registered with the sweeper. It is only while it has something to
+   * watch (requests awaiting answers, a frame partly received): an idle registered connection
+   * keeps the process waking up every sweep (a node with one idle connection burnt ~15 ms of CPU
+   * per second on the 10 ms sweep), so the sweep that finds nothing to watch unregisters it.
+   */
+  private swept = false;
 
   constructor(
     readonly socket: Socket,
@@ -241,7 +248,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       this.failPending(this.closedError(undefined));
       void this.close();
     });
-    this.sweeper.add(this);
+    this.watch();
   }
 
   /**
@@ -326,6 +333,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       if (signal && onAbort) signal.addEventListener('abort', onAbort, { once: true });
       this.pending.set({ id, resolve, reject, callback: undefined, deadline, timeoutMs, signal, onAbort });
       if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
+      if (!this.swept) this.watch();
       if (body === undefined) this.writeHotFrame(message, id, size, false);
       else this.writeBody(body, false);
     });
@@ -366,6 +374,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       onAbort: undefined,
     });
     if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
+    if (!this.swept) this.watch();
     if (body === undefined) this.writeHotFrame(message, id, size, false);
     else this.writeBody(body, false);
     return undefined;
@@ -442,7 +451,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     this.finish(error);
   }
 
-  /** Called by the sweeper: fails expired requests and drops senders of never-finished frames. */
+  /**
+   * Called by the sweeper: fails expired requests and drops senders of never-finished frames;
+   * stops being swept once there is neither (see {@link watch}).
+   */
   sweep(now: number): void {
     if (now >= this.earliestDeadline) this.expireRequests(now);
     // While we are not reading, a stalled frame is our doing, not the sender's.
@@ -461,6 +473,17 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
         ),
       );
     }
+    if (this.pending.size === 0 && this.partialFrameSince < 0) {
+      this.swept = false;
+      this.sweeper.delete(this);
+    }
+  }
+
+  /** Registers with the sweeper (a request now awaits an answer, or a frame started arriving). */
+  private watch(): void {
+    if (this.swept || this.isClosed) return;
+    this.swept = true;
+    this.sweeper.add(this);
   }
 
   /** During a graceful close, ends the socket once nothing is owed in either direction. */
@@ -641,11 +664,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       else this.destroy(error as Error);
       return;
     }
-    this.partialFrameSince = this.decoder.hasPartialFrame
-      ? this.partialFrameSince >= 0
-        ? this.partialFrameSince
-        : performance.now()
-      : -1;
+    if (!this.decoder.hasPartialFrame) this.partialFrameSince = -1;
+    else if (this.partialFrameSince < 0) {
+      this.partialFrameSince = performance.now();
+      if (!this.swept) this.watch();
+    }
   }
 
   private receiveFrame(body: Uint8Array): void {
@@ -798,6 +821,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private finish(error: Error | undefined): void {
     if (this.isClosed) return;
     this.isClosed = true;
+    this.swept = false;
     this.sweeper.delete(this);
     this.decoder.reset();
     this.deferred = [];

@@ -19,6 +19,14 @@ export interface DirectRoutingCounters {
 }
 
 /**
+ * What {@link DirectRouting.refuse} did with a client's request: `'answered'` (a redirect was
+ * sent, the request must not run), `'verified'` (routed on this node's epoch to the node that
+ * serves every key it names: the fence and the ownership check are done), `'unchecked'` (not a
+ * direct request: the handler applies its own checks).
+ */
+export type DirectVerdict = 'answered' | 'verified' | 'unchecked';
+
+/**
  * The storage node's side of direct routing: a client (not a balancer) that sends a data request
  * with an epoch routed it itself, on a cluster map. Such a request is answered with a redirect
  * instead of STALE_EPOCH / NOT_OWNER, so the client learns where the key is and at which epoch:
@@ -45,13 +53,16 @@ export class DirectRouting {
 
   /**
    * Before a client's request runs: answers MOVED (or ASK for an MGET of moving keys) and returns
-   * true when it must not run here. Only data requests carrying an epoch, on a node with a ring.
+   * `'answered'` when it must not run here. Only data requests carrying an epoch, on a node with a
+   * ring, are checked; `'verified'` says this one was, at this node's epoch, and every key it names
+   * is served here: the handler's own fence and ownership checks would repeat the same hashing and
+   * ring lookups, so it skips them. Anything else is `'unchecked'` (the handler checks as for a peer).
    */
-  refuse(request: Request, connection: Connection): boolean {
+  refuse(request: Request, connection: Connection): DirectVerdict {
     switch (request.op) {
       case Op.GET:
       case Op.DEL:
-        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        if (request.epoch === undefined || this.ownership.ring === undefined) return 'unchecked';
         return this.misrouted(
           request.id,
           request.epoch,
@@ -67,41 +78,44 @@ export class DirectRouting {
       case Op.INCRBY:
       case Op.DEL_VERSIONED:
         // The data-model requests are never ASKed: the owner brings a moving key in itself.
-        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        if (request.epoch === undefined || this.ownership.ring === undefined) return 'unchecked';
         return this.misrouted(request.id, request.epoch, request.key, false, connection, true);
       case Op.TTL:
       case Op.GET_VERSIONED:
-        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        if (request.epoch === undefined || this.ownership.ring === undefined) return 'unchecked';
         return this.misrouted(request.id, request.epoch, request.key, false, connection, false);
       case Op.EXISTS:
-        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        if (request.epoch === undefined || this.ownership.ring === undefined) return 'unchecked';
         for (const key of request.keys) {
-          if (this.misrouted(request.id, request.epoch, key, false, connection, false)) return true;
+          if (this.misrouted(request.id, request.epoch, key, false, connection, false) === 'answered')
+            return 'answered';
         }
-        return false;
+        return 'verified';
       case Op.MGET: {
-        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        if (request.epoch === undefined || this.ownership.ring === undefined) return 'unchecked';
         for (const key of request.keys) {
-          if (this.misrouted(request.id, request.epoch, key, false, connection, false)) return true;
+          if (this.misrouted(request.id, request.epoch, key, false, connection, false) === 'answered')
+            return 'answered';
         }
-        if (!this.ownership.migratingIn) return false;
+        if (!this.ownership.migratingIn) return 'verified';
         for (const key of request.keys) {
           const source = this.ownership.sourceOf(key);
           if (source !== undefined) {
             connection.reply(this.ask(request.id, source, undefined));
-            return true;
+            return 'answered';
           }
         }
-        return false;
+        return 'verified';
       }
       case Op.MSET:
-        if (request.epoch === undefined || this.ownership.ring === undefined) return false;
+        if (request.epoch === undefined || this.ownership.ring === undefined) return 'unchecked';
         for (const entry of request.entries) {
-          if (this.misrouted(request.id, request.epoch, entry.key, false, connection, true)) return true;
+          if (this.misrouted(request.id, request.epoch, entry.key, false, connection, true) === 'answered')
+            return 'answered';
         }
-        return false;
+        return 'verified';
       default:
-        return false;
+        return 'unchecked';
     }
   }
 
@@ -133,7 +147,10 @@ export class DirectRouting {
     return true;
   }
 
-  /** Answers MOVED and returns true when `key` must not be served here at `epoch` (`write`: by a write). */
+  /**
+   * Answers MOVED and returns `'answered'` when `key` must not be served here at `epoch` (`write`:
+   * by a write); else `'verified'`: `epoch` is this node's and the key is served here.
+   */
   private misrouted(
     id: number,
     epoch: number,
@@ -141,14 +158,14 @@ export class DirectRouting {
     fallback: boolean,
     connection: Connection,
     write: boolean,
-  ): boolean {
+  ): DirectVerdict {
     const ownership = this.ownership;
     // With replication, a write belongs to the head of the key's chain and a read to its tail.
     const owner =
       epoch === ownership.epoch
         ? ownership.routeRefusal(key, fallback, write)
         : (ownership.routeOf(key, write) ?? this.nodeId());
-    if (owner === undefined) return false;
+    if (owner === undefined) return 'verified';
     this.counters.moved++;
     const address = ownership.addressOf(owner);
     const moved: MovedResponse = {
@@ -160,7 +177,7 @@ export class DirectRouting {
       port: address?.port ?? 0,
     };
     connection.reply(moved);
-    return true;
+    return 'answered';
   }
 
   private ask(id: number, source: string, count: number | undefined): AskResponse {

@@ -205,28 +205,32 @@ export class RequestHandler {
       this.beforeAuthentication(request, connection);
       return;
     }
-    // Balancers and nodes (the hot path from a balancer) skip the client checks.
-    if (
-      principal.kind !== 'peer' &&
-      (!this.clientMay(request, connection) || this.direct.refuse(request, connection))
-    )
-      return;
+    // Balancers and nodes (the hot path from a balancer) skip the client checks. A direct
+    // client's request whose routing was verified skips the fence and ownership checks below
+    // (the same ring lookups, already done).
+    let verified = false;
+    if (principal.kind !== 'peer') {
+      if (!this.clientMay(request, connection)) return;
+      const verdict = this.direct.refuse(request, connection);
+      if (verdict === 'answered') return;
+      verified = verdict === 'verified';
+    }
     if (this.ownership.migratingIn && this.waitsForPull(request, connection)) return;
     switch (request.op) {
       case Op.GET:
-        this.get(request, connection, start);
+        this.get(request, connection, start, verified);
         return;
       case Op.SET:
-        this.set(request, connection, start);
+        this.set(request, connection, start, verified);
         return;
       case Op.DEL:
-        this.del(request, connection, start);
+        this.del(request, connection, start, verified);
         return;
       case Op.MGET:
-        this.mget(request, connection, start);
+        this.mget(request, connection, start, verified);
         return;
       case Op.MSET:
-        this.mset(request, connection, start);
+        this.mset(request, connection, start, verified);
         return;
       case Op.SET_WITH:
       case Op.EXPIRE:
@@ -673,6 +677,18 @@ export class RequestHandler {
     return true;
   }
 
+  /** The fence, then the ownership check of `key` (see {@link fenced}, {@link refused}); true when answered. */
+  private misplaced(
+    connection: Connection,
+    id: number,
+    epoch: number | undefined,
+    key: Uint8Array,
+    fallback: boolean | undefined,
+    write: boolean,
+  ): boolean {
+    return this.fenced(connection, id, epoch) || this.refused(connection, id, key, fallback === true, write);
+  }
+
   /**
    * Answers NOT_OWNER (naming the member that serves it: the owner, or with replication the head
    * of its chain for a write and the tail for a read) and returns true when this node must not
@@ -708,10 +724,13 @@ export class RequestHandler {
     return this.ownership.replicationFactor > 1 ? this.context.replication : undefined;
   }
 
-  private get(request: GetRequest, connection: Connection, start: number): void {
+  private get(request: GetRequest, connection: Connection, start: number, verified: boolean): void {
     this.counters.get++;
-    if (this.fenced(connection, request.id, request.epoch)) return;
-    if (this.refused(connection, request.id, request.key, request.fallback === true, false)) return;
+    if (
+      !verified &&
+      this.misplaced(connection, request.id, request.epoch, request.key, request.fallback, false)
+    )
+      return;
     let value: Uint8Array | undefined;
     try {
       value = this.engine.get(request.key);
@@ -742,11 +761,10 @@ export class RequestHandler {
     }
   }
 
-  private set(request: SetRequest, connection: Connection, start: number): void {
+  private set(request: SetRequest, connection: Connection, start: number, verified: boolean): void {
     this.counters.set++;
     const id = request.id;
-    if (this.fenced(connection, id, request.epoch)) return;
-    if (this.refused(connection, id, request.key, false, true)) return;
+    if (!verified && this.misplaced(connection, id, request.epoch, request.key, false, true)) return;
     const replication = this.replicating;
     if (replication !== undefined) {
       const value = request.value.slice();
@@ -765,9 +783,22 @@ export class RequestHandler {
       );
       return;
     }
+    const engine = this.engine;
+    if (engine.setNow !== undefined) {
+      // Applied and acknowledged now: answered without a promise and a microtask per write.
+      try {
+        engine.setNow(request.key, request.value, this.ownership.writeEpoch);
+      } catch (error) {
+        this.engineFailed(connection, id, error);
+        return;
+      }
+      connection.reply({ op: OK, id });
+      this.latency.recordSince(start);
+      return;
+    }
     let written: Promise<void>;
     try {
-      written = this.engine.set(request.key, request.value, this.ownership.writeEpoch);
+      written = engine.set(request.key, request.value, this.ownership.writeEpoch);
     } catch (error) {
       this.engineFailed(connection, id, error);
       return;
@@ -781,12 +812,11 @@ export class RequestHandler {
     );
   }
 
-  private del(request: DelRequest, connection: Connection, start: number): void {
+  private del(request: DelRequest, connection: Connection, start: number, verified: boolean): void {
     this.counters.del++;
     const id = request.id;
     const key = request.key;
-    if (this.fenced(connection, id, request.epoch)) return;
-    if (this.refused(connection, id, key, request.fallback === true, true)) return;
+    if (!verified && this.misplaced(connection, id, request.epoch, key, request.fallback, true)) return;
     const replication = this.replicating;
     if (replication !== undefined) {
       replication.write(
@@ -807,32 +837,49 @@ export class RequestHandler {
       );
       return;
     }
+    // While the key's range moves in, the delete must outlive the migration: a tombstone
+    // newer than any copy the old owner can still send. Either answers 1 only for a value.
+    const movingIn = this.ownership.isMovingIn(key);
+    const engine = this.engine;
+    if (!movingIn && engine.deleteNow !== undefined) {
+      // Applied and acknowledged now: answered without a promise and a microtask per delete.
+      let existed: boolean;
+      try {
+        existed = engine.deleteNow(key);
+      } catch (error) {
+        this.engineFailed(connection, id, error);
+        return;
+      }
+      this.deleted(request, connection, existed, start);
+      return;
+    }
     let deleted: Promise<boolean>;
     try {
-      // While the key's range moves in, the delete must outlive the migration: a tombstone
-      // newer than any copy the old owner can still send. Either answers 1 only for a value.
-      deleted = this.ownership.isMovingIn(key)
-        ? this.engine.tombstone(key, this.ownership.writeEpoch)
-        : this.engine.delete(key);
+      deleted = movingIn ? engine.tombstone(key, this.ownership.writeEpoch) : engine.delete(key);
     } catch (error) {
       this.engineFailed(connection, id, error);
       return;
     }
     deleted.then(
-      (existed) => {
-        if (!this.direct.askAfterDelete(request, connection, existed))
-          connection.reply({ op: Op.COUNT, id, count: existed ? 1 : 0 });
-        this.latency.recordSince(start);
-      },
+      (existed) => this.deleted(request, connection, existed, start),
       (error: unknown) => this.engineFailed(connection, id, error),
     );
   }
 
-  private mget(request: MGetRequest, connection: Connection, start: number): void {
+  /** Answers a DEL that ran: COUNT, or ASK for a direct client while the key's range moves in. */
+  private deleted(request: DelRequest, connection: Connection, existed: boolean, start: number): void {
+    if (!this.direct.askAfterDelete(request, connection, existed))
+      connection.reply({ op: Op.COUNT, id: request.id, count: existed ? 1 : 0 });
+    this.latency.recordSince(start);
+  }
+
+  private mget(request: MGetRequest, connection: Connection, start: number, verified: boolean): void {
     this.counters.mget++;
     const keys = request.keys;
-    if (this.fenced(connection, request.id, request.epoch)) return;
-    for (const key of keys) if (this.refused(connection, request.id, key, false, false)) return;
+    if (!verified) {
+      if (this.fenced(connection, request.id, request.epoch)) return;
+      for (const key of keys) if (this.refused(connection, request.id, key, false, false)) return;
+    }
     const values: (Uint8Array | null)[] = new Array(keys.length);
     try {
       for (let i = 0; i < keys.length; i++) values[i] = this.engine.get(keys[i] as Uint8Array) ?? null;
@@ -845,12 +892,14 @@ export class RequestHandler {
     this.latency.recordSince(start);
   }
 
-  private mset(request: MSetRequest, connection: Connection, start: number): void {
+  private mset(request: MSetRequest, connection: Connection, start: number, verified: boolean): void {
     this.counters.mset++;
     const id = request.id;
     const entries = request.entries;
-    if (this.fenced(connection, id, request.epoch)) return;
-    for (const entry of entries) if (this.refused(connection, id, entry.key, false, true)) return;
+    if (!verified) {
+      if (this.fenced(connection, id, request.epoch)) return;
+      for (const entry of entries) if (this.refused(connection, id, entry.key, false, true)) return;
+    }
     const writeEpoch = this.ownership.writeEpoch;
     const writes: Promise<void>[] = new Array(entries.length);
     let bytes = 0;

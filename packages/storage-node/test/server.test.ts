@@ -222,8 +222,13 @@ describe('storage node, engine failures', () => {
     const engine = node.engine;
     const originalSet = engine.set.bind(engine);
     const originalGet = engine.get.bind(engine);
+    const originalSetNow = engine.setNow?.bind(engine);
     Object.assign(engine, {
       set: () => Promise.reject(new Error('disk on fire')),
+      // The memory engine's synchronous write, which a SET uses instead of `set`.
+      setNow: () => {
+        throw new Error('disk on fire');
+      },
       get: () => {
         throw new Error('read failed');
       },
@@ -242,7 +247,7 @@ describe('storage node, engine failures', () => {
     );
     expect(msetError.code).toBe(ErrorCode.INTERNAL);
     expectOp(await client.request({ op: Op.PING }), Op.OK);
-    Object.assign(engine, { set: originalSet, get: originalGet });
+    Object.assign(engine, { set: originalSet, setNow: originalSetNow, get: originalGet });
     expectOp(await client.request({ op: Op.SET, key: toBytes('k'), value: toBytes('v') }), Op.OK);
     const stats = node.stats();
     expect(stats.errors).toBe(4);

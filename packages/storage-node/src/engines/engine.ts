@@ -203,6 +203,17 @@ export interface StorageEngine {
    */
   set(key: Uint8Array, value: Uint8Array, writeEpoch?: number, expireAt?: number): Promise<void>;
   /**
+   * Only on engines whose writes are acknowledged as soon as they are applied (memory): the write
+   * of {@link set} (no expiry), applied and acknowledged before it returns; throws what `set`
+   * would reject with. Lets the hot path answer a SET without a promise and a microtask per write.
+   */
+  setNow?(key: Uint8Array, value: Uint8Array, writeEpoch: number): void;
+  /**
+   * Only on engines that have {@link setNow}: {@link delete}, applied and acknowledged before it
+   * returns; whether a value existed. Throws what `delete` would reject with.
+   */
+  deleteNow?(key: Uint8Array): boolean;
+  /**
    * The one read-modify-write of every engine: `decide` is called with the key's live entry (a
    * copy of its value the callback may keep; undefined when absent, a tombstone or expired) and
    * the engine's clock, and the version its write takes (the next of {@link clock}: a decision

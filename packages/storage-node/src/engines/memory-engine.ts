@@ -164,14 +164,23 @@ export class MemoryEngine implements StorageEngine {
   /** Stores a copy of `value` written at `writeEpoch`; applied before returning, acknowledged immediately. */
   set(key: Uint8Array, value: Uint8Array, writeEpoch = 0, expireAt = 0): Promise<void> {
     try {
-      assertOpen(this.closed, this.kind);
-      assertValidKey(key);
-      assertUint32(writeEpoch, 'writeEpoch');
-      this.put(key, value, writeEpoch, expireAt, this.arena.find(key), this.clock.next());
+      this.write(key, value, writeEpoch, expireAt);
       return RESOLVED;
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** {@link set} without expiry, applied (and so acknowledged) before returning; throws instead of rejecting. */
+  setNow(key: Uint8Array, value: Uint8Array, writeEpoch: number): void {
+    this.write(key, value, writeEpoch, 0);
+  }
+
+  private write(key: Uint8Array, value: Uint8Array, writeEpoch: number, expireAt: number): void {
+    assertOpen(this.closed, this.kind);
+    assertValidKey(key);
+    assertUint32(writeEpoch, 'writeEpoch');
+    this.put(key, value, writeEpoch, expireAt, this.arena.find(key), this.clock.next());
   }
 
   /** Stores `value` as a client write under `key` (`handle`: its entry, or -1), making room first. */
@@ -283,12 +292,17 @@ export class MemoryEngine implements StorageEngine {
   /** Removes `key`'s value or tombstone; resolves to whether a value existed. */
   delete(key: Uint8Array): Promise<boolean> {
     try {
-      assertOpen(this.closed, this.kind);
-      const handle = this.find(key);
-      return Promise.resolve(handle >= 0 && this.remove(handle));
+      return Promise.resolve(this.deleteNow(key));
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** {@link delete}, applied before returning; throws instead of rejecting. */
+  deleteNow(key: Uint8Array): boolean {
+    assertOpen(this.closed, this.kind);
+    const handle = this.find(key);
+    return handle >= 0 && this.remove(handle);
   }
 
   /** Replaces `key`'s entry by a tombstone written at `writeEpoch`; resolves to whether a value existed. */
