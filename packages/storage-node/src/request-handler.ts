@@ -213,7 +213,10 @@ export class RequestHandler {
       if (!this.clientMay(request, connection)) return;
       const verdict = this.direct.refuse(request, connection);
       if (verdict === 'answered') return;
-      verified = verdict === 'verified';
+      // A replicating node without a lease takes the full checks (refused() answers UNAVAILABLE).
+      verified =
+        verdict === 'verified' &&
+        (this.ownership.replicationFactor === 1 || this.context.lease?.held !== false);
     }
     if (this.ownership.migratingIn && this.waitsForPull(request, connection)) return;
     switch (request.op) {
