@@ -89,6 +89,8 @@ class ForwardBatch {
   rerouted = false;
   /** The connection it was sent on. */
   connection: Connection | undefined;
+  /** For a batch of entries sent again after a failed forward (no waiters): each entry's chain. */
+  resentChains: string[] | undefined;
   private waiters: ForwardWaiter[] = [];
 
   /** Calls `waiter` once the batch is settled (at once when it is). */
@@ -131,6 +133,14 @@ class ForwardLink {
   private toSend: ForwardBatch[] = [];
   /** Entries of failed forwards, oldest first, to send again (their bytes stay in {@link bytes}). */
   private kept: ReplicatedEntry[] = [];
+  /** The serving chain ({@link ReplicationService.chainId}) of each entry of {@link kept}. */
+  private keptChains: string[] = [];
+  /**
+   * Entries kept or being sent again, by serving chain: new client writes of those chains are
+   * refused until their re-send went through. Writes of the link's other chains go on (the
+   * failure may lie further down another chain).
+   */
+  private readonly blocked = new Map<string, number>();
   private scheduled = false;
   private retryTimer: NodeJS.Timeout | undefined;
   /** Failed forwards in a row (the backoff's attempt); reset by an answer. */
@@ -202,6 +212,8 @@ class ForwardLink {
     this.unsettled = [];
     this.toSend = [];
     this.kept = [];
+    this.keptChains = [];
+    this.blocked.clear();
     this.filling = undefined;
     this.bytes = 0;
     this.failures = 0;
@@ -211,9 +223,12 @@ class ForwardLink {
     return { batches, kept };
   }
 
-  /** Whether entries of failed forwards wait to be sent again (new client writes are refused meanwhile). */
-  get resending(): boolean {
-    return this.kept.length > 0;
+  /**
+   * Whether writes of `key`'s chain wait to be sent again after a failed forward (a new client
+   * write of that chain is refused meanwhile). Free while nothing failed: one size check.
+   */
+  blocks(key: Uint8Array): boolean {
+    return this.blocked.size > 0 && this.blocked.has(this.service.chainId(key));
   }
 
   private readonly flush = (): void => {
@@ -250,14 +265,30 @@ class ForwardLink {
     );
   };
 
-  /** Puts the kept entries into batches of their own (no waiters: their clients had their answer). */
+  /**
+   * Puts the kept entries into batches of their own, one chain at a time (no waiters: their
+   * clients had their answer), so a chain whose member further down still fails does not hold
+   * back the re-send of the others. Their bytes are still counted in `bytes`.
+   */
   private resendKept(): void {
-    const kept = this.kept;
+    const byChain = new Map<string, ReplicatedEntry[]>();
+    for (let i = 0; i < this.kept.length; i++) {
+      const chain = this.keptChains[i]!;
+      const entries = byChain.get(chain);
+      if (entries === undefined) byChain.set(chain, [this.kept[i]!]);
+      else entries.push(this.kept[i]!);
+    }
+    this.service.counters.entriesResent += this.kept.length;
     this.kept = [];
-    this.filling = undefined;
-    this.service.counters.entriesResent += kept.length;
-    // Their bytes are still counted in `bytes`.
-    for (const entry of kept) this.place(entry, entrySize(entry));
+    this.keptChains = [];
+    for (const [chain, entries] of byChain) {
+      this.filling = undefined;
+      for (const entry of entries) {
+        const batch = this.place(entry, entrySize(entry));
+        batch.resentChains ??= [];
+        batch.resentChains.push(chain);
+      }
+    }
     this.filling = undefined;
   }
 
@@ -297,12 +328,25 @@ class ForwardLink {
         this.connection = undefined;
       }
       // Kept for the re-send (the successor may still be in the chain, or a new one will be).
-      for (const entry of batch.entries) this.kept.push(entry);
+      const chains = batch.resentChains;
+      batch.entries.forEach((entry, i) => {
+        const chain = chains?.[i] ?? this.service.chainId(entry.key);
+        this.kept.push(entry);
+        this.keptChains.push(chain);
+        // A re-sent entry is counted already.
+        if (chains === undefined) this.blocked.set(chain, (this.blocked.get(chain) ?? 0) + 1);
+      });
       this.failures++;
       this.scheduleRetry();
     } else {
       this.failures = 0;
       this.bytes -= batch.bytes;
+      // Re-sent entries through: their chains take writes again once none of theirs is pending.
+      for (const chain of batch.resentChains ?? []) {
+        const left = (this.blocked.get(chain) ?? 1) - 1;
+        if (left > 0) this.blocked.set(chain, left);
+        else this.blocked.delete(chain);
+      }
     }
     batch.outcome = error === undefined ? undefined : indeterminate(error, this.successor);
     // In link order: a batch settles only once every earlier one has.
@@ -489,6 +533,11 @@ export class ReplicationService {
     return this.ownership.epoch;
   }
 
+  /** The serving chain of `key` as one string (members joined by spaces): a stream's unit of blocking. */
+  chainId(key: Uint8Array): string {
+    return this.ownership.chainOf(key)?.serving.join(' ') ?? '';
+  }
+
   /** Bytes held unacknowledged over every link (STATS). */
   get queuedBytes(): number {
     let bytes = 0;
@@ -570,7 +619,7 @@ export class ReplicationService {
       );
       return;
     }
-    if (link.resending) {
+    if (link.blocks(key)) {
       // Writes of a failed forward wait to be sent again (the successor is unreachable, or a
       // failover is under way): a new write is refused before it runs, so the client retries it.
       this.counters.refusedUnavailable++;
