@@ -18,17 +18,26 @@
  * | kill | SIGKILL a node, restart it on its data after 0.1-1 s | lmdb only: a memory node's keys die with it |
  * | balancer | SIGKILL the balancer, restart it on its map after 0.1-1 s | always |
  *
+ * With `--replication-factor N` (2-5; experimental replication, step 3: failover without re-sync)
+ * the cluster keeps 5 nodes (ring changes are refused once there is data) and the faults are, besides
+ * short pauses and balancer kills, failures: a node SIGKILLed for good (`fail-kill`) or SIGSTOPped past
+ * the failure timeout (`fail-pause`, resumed afterwards: it must never answer again), at most N - 1
+ * at a time. Memory nodes are killed too: every key keeps a copy. A failed member stays out of its
+ * chains until re-sync exists, so once N - 1 failed and a round ran that way, the next round starts
+ * on a fresh cluster.
+ *
  * After each round: the load stops, the cluster settles (every node up, no migration), one more
  * process reads the round's keys, and the round's history is checked (@dstore/checker, WGL).
- * Every round also writes one durable key (acknowledged) and every later round reads all of them
- * back: no acknowledged write may be lost over the whole soak. A violation, a lost durable key, or a
+ * Every round also writes one durable key (acknowledged) and every later round on the same
+ * cluster reads all of them back: no acknowledged write may be lost over the cluster's life. A violation, a lost durable key, or a
  * cluster that does not settle within 60 s stops the soak with exit code 1; the history (JSONL) and
  * the processes' logs are kept in the run's folder (printed).
  *
  *   pnpm build && pnpm --filter @dstore/examples soak                       # 10 minutes, lmdb
  *   pnpm --filter @dstore/examples soak -- --minutes 30 --engine memory --routing direct --seed 7
+ *   pnpm --filter @dstore/examples soak -- --replication-factor 3 --engine memory
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -59,6 +68,7 @@ const { values: flags } = parseArgs({
     engine: { type: 'string' },
     routing: { type: 'string' },
     seed: { type: 'string' },
+    'replication-factor': { type: 'string' },
     keep: { type: 'boolean' },
   },
 });
@@ -68,15 +78,17 @@ const ENGINE = (flags.engine ?? 'lmdb') as Engine;
 const ROUTINGS: Routing[] =
   (flags.routing ?? 'both') === 'both' ? ['balancer', 'direct'] : [flags.routing as Routing];
 const SEED = Number(flags.seed ?? Date.now() % 1_000_000);
+const FACTOR = Number(flags['replication-factor'] ?? 1);
 if (
   !(MINUTES > 0) ||
   !(ROUND_MS >= 5000) ||
   !['memory', 'lmdb'].includes(ENGINE) ||
   !ROUTINGS.every((routing) => routing === 'balancer' || routing === 'direct') ||
-  !Number.isInteger(SEED)
+  !Number.isInteger(SEED) ||
+  !(Number.isInteger(FACTOR) && FACTOR >= 1 && FACTOR <= 5)
 ) {
   console.error(
-    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--keep]',
+    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--keep]',
   );
   process.exit(2);
 }
@@ -86,8 +98,15 @@ const CLIENTS = 4;
 const WORKERS = 8;
 /** Short, so that requests caught by a pause time out (outcome unknown) and run after SIGCONT. */
 const COMMAND_TIMEOUT_MS = 1000;
-const MIN_NODES = 3;
+/**
+ * With replication, ring changes are refused once there is data (step 5 of the design): the
+ * cluster keeps its 5 nodes, and the faults are failures (up to factor - 1 at a time).
+ */
+const MIN_NODES = FACTOR > 1 ? 5 : 3;
 const MAX_NODES = 5;
+/** Replication: failure detection and lease of the balancer (a lease well under the timeout). */
+const FAILURE_TIMEOUT_MS = 3000;
+const LEASE_MS = 1000;
 const SETTLE_TIMEOUT_MS = 60_000;
 /** Each worker waits this long before each operation: at most 8 x 250 = 2,000 operations/s. */
 const PACE_MS = 4;
@@ -107,6 +126,8 @@ class SoakCluster {
   readonly nodes = new Map<string, ManagedProcess<Ready>>();
   /** Nodes that left, kept for their logs. */
   readonly departed: ManagedProcess<Ready>[] = [];
+  /** Replication: nodes made to fail (killed, or paused past the failure timeout), out of their chains. */
+  readonly failed = new Map<string, ManagedProcess<Ready>>();
   private nextNode = 1;
 
   constructor(
@@ -122,6 +143,8 @@ class SoakCluster {
       args: [
         ...['--port', String(port), '--admin-port', String(adminPort)],
         ...['--data-dir', join(root, 'balancer'), '--heartbeat-timeout', '1000', '--log-level', 'warn'],
+        ...(FACTOR > 1 ? ['--replication-factor', String(FACTOR), '--experimental-replication'] : []),
+        ...(FACTOR > 1 ? ['--failure-timeout', String(FAILURE_TIMEOUT_MS), '--lease', String(LEASE_MS)] : []),
       ],
     });
   }
@@ -139,6 +162,12 @@ class SoakCluster {
     return id;
   }
 
+  /** Replication: `id` is failing (killed or paused past the failure timeout); the writer marks it failed. */
+  failing(id: string): void {
+    this.failed.set(id, this.nodes.get(id)!);
+    this.nodes.delete(id);
+  }
+
   async leave(id: string): Promise<void> {
     const node = this.nodes.get(id)!;
     this.nodes.delete(id);
@@ -146,7 +175,10 @@ class SoakCluster {
     await node.terminate();
   }
 
-  /** Waits until the balancer has exactly the current nodes, all up, and no migration runs or waits. */
+  /**
+   * Waits until the balancer has exactly the current nodes, all up (and `up` in their chains), the
+   * failed ones marked failed, and no migration runs or waits.
+   */
   async settled(): Promise<void> {
     const deadline = Date.now() + SETTLE_TIMEOUT_MS;
     let last = '';
@@ -158,11 +190,12 @@ class SoakCluster {
           transition: ring.map.transition,
           migration: ring.migration,
         });
-        const ids = new Set(ring.nodes.map((node) => node.id));
+        const byId = new Map(ring.nodes.map((node) => [node.id, node]));
+        const up = (id: string) => byId.get(id)?.status === 'up' && byId.get(id)?.replicaState === 'up';
         if (
-          ring.nodes.length === this.nodes.size &&
-          [...this.nodes.keys()].every((id) => ids.has(id)) &&
-          ring.nodes.every((node) => node.status === 'up') &&
+          ring.nodes.length === this.nodes.size + this.failed.size &&
+          [...this.nodes.keys()].every(up) &&
+          [...this.failed.keys()].every((id) => byId.get(id)?.replicaState === 'failed') &&
           ring.map.transition === null &&
           !ring.migration.active &&
           ring.migration.queuedChanges === 0
@@ -193,7 +226,7 @@ class SoakCluster {
 
 /** The part of the balancer's `/ring` document the soak reads. */
 interface RingDocument {
-  readonly nodes: readonly { readonly id: string; readonly status: string }[];
+  readonly nodes: readonly { readonly id: string; readonly status: string; readonly replicaState: string }[];
   readonly map: { readonly transition: unknown };
   readonly migration: { readonly active: boolean; readonly queuedChanges: number };
 }
@@ -209,15 +242,18 @@ const pick = <T>(items: readonly T[], random: () => number): T => items[Math.flo
 const between = (low: number, high: number, random: () => number) =>
   low + Math.floor(random() * (high - low));
 
+/** Replication: fewer failed nodes than copies, so every key keeps one. */
+const mayFail = (cluster: SoakCluster) => FACTOR > 1 && cluster.failed.size < FACTOR - 1;
+
 const FAULTS: readonly FaultKind[] = [
   {
     name: 'join',
-    applies: (cluster) => cluster.nodes.size < MAX_NODES,
+    applies: (cluster) => FACTOR === 1 && cluster.nodes.size < MAX_NODES,
     run: async (cluster) => `join ${await cluster.join()}`,
   },
   {
     name: 'leave',
-    applies: (cluster) => cluster.nodes.size > MIN_NODES,
+    applies: (cluster) => FACTOR === 1 && cluster.nodes.size > MIN_NODES,
     run: async (cluster, random) => {
       const id = pick([...cluster.nodes.keys()], random);
       await cluster.leave(id);
@@ -230,7 +266,8 @@ const FAULTS: readonly FaultKind[] = [
     run: async (cluster, random) => {
       const id = pick([...cluster.nodes.keys()], random);
       const node = cluster.nodes.get(id)!;
-      const ms = between(300, 3000, random);
+      // With replication, well under the failure timeout: the node must stay in its chains.
+      const ms = FACTOR > 1 ? between(200, FAILURE_TIMEOUT_MS / 2, random) : between(300, 3000, random);
       node.pause();
       await sleep(ms);
       node.resume();
@@ -239,7 +276,8 @@ const FAULTS: readonly FaultKind[] = [
   },
   {
     name: 'kill',
-    applies: () => ENGINE === 'lmdb',
+    // With replication a restarted member stays failed until re-sync (learners) exists.
+    applies: () => FACTOR === 1 && ENGINE === 'lmdb',
     run: async (cluster, random) => {
       const id = pick([...cluster.nodes.keys()], random);
       const node = cluster.nodes.get(id)!;
@@ -248,6 +286,30 @@ const FAULTS: readonly FaultKind[] = [
       await sleep(ms);
       await node.start();
       return `kill ${id}, restart after ${ms} ms`;
+    },
+  },
+  {
+    name: 'fail-kill',
+    applies: mayFail,
+    run: async (cluster, random) => {
+      const id = pick([...cluster.nodes.keys()], random);
+      cluster.failing(id);
+      await cluster.failed.get(id)!.kill('SIGKILL');
+      return `kill ${id} (stays down: failover)`;
+    },
+  },
+  {
+    name: 'fail-pause',
+    applies: mayFail,
+    run: async (cluster, random) => {
+      const id = pick([...cluster.nodes.keys()], random);
+      const node = cluster.nodes.get(id)!;
+      const ms = between(FAILURE_TIMEOUT_MS + 1000, FAILURE_TIMEOUT_MS + 3000, random);
+      cluster.failing(id);
+      node.pause();
+      await sleep(ms);
+      node.resume();
+      return `pause ${id} ${ms} ms, past the failure timeout (failover; it must not answer again)`;
     },
   },
   {
@@ -367,12 +429,15 @@ async function round(
   }
 }
 
-/** Writes round `index`'s durable key and reads every earlier one back; throws on a loss. */
-async function checkDurable(port: number, index: number): Promise<void> {
+/**
+ * Writes round `index`'s durable key and reads back every one since `first` (the current
+ * cluster's first round); throws on a loss.
+ */
+async function checkDurable(port: number, first: number, index: number): Promise<void> {
   const client = createClient({ host: '127.0.0.1', port, commandTimeout: 5000 });
   try {
     await client.set(`soak-durable-${index}`, `round-${index}`);
-    for (let earlier = 0; earlier <= index; earlier++) {
+    for (let earlier = first; earlier <= index; earlier++) {
       const value = await client.getString(`soak-durable-${earlier}`);
       if (value !== `round-${earlier}`)
         throw new Error(`acknowledged write lost: soak-durable-${earlier} reads ${JSON.stringify(value)}`);
@@ -397,51 +462,89 @@ async function writeFiller(port: number): Promise<void> {
   }
 }
 
+/** Starts one generation of the cluster: the balancer, the first nodes, the filler keys. */
+async function startGeneration(root: string): Promise<SoakCluster> {
+  mkdirSync(root, { recursive: true });
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const cluster = new SoakCluster(root, port, adminPort);
+  await cluster.balancer.start();
+  for (let i = 0; i < MIN_NODES; i++) await cluster.join();
+  await cluster.settled();
+  await writeFiller(port);
+  return cluster;
+}
+
+/**
+ * Whether to start the next round on a fresh cluster: with replication, once factor - 1 nodes
+ * failed (no further failure is allowed) and a whole round ran in that state, as a failed member
+ * stays out until re-sync (learners) exists.
+ */
+function exhausted(cluster: SoakCluster, roundsSinceLastFailure: number): boolean {
+  return FACTOR > 1 && cluster.failed.size >= FACTOR - 1 && roundsSinceLastFailure >= 1;
+}
+
 async function main(): Promise<number> {
   const root = mkdtempSync(join(tmpdir(), 'dstore-soak-'));
-  const [port, adminPort] = [await freePort(), await freePort()];
   const random = seededRandom(SEED);
-  const cluster = new SoakCluster(root, port, adminPort);
   console.log(
-    `soak: ${MINUTES} min, rounds of ${ROUND_MS / 1000} s, engine ${ENGINE}, routing ${ROUTINGS.join('+')}, seed ${SEED}, folder ${root}`,
+    `soak: ${MINUTES} min, rounds of ${ROUND_MS / 1000} s, engine ${ENGINE}, routing ${ROUTINGS.join('+')}, replication factor ${FACTOR}, seed ${SEED}, folder ${root}`,
   );
   let failed = false;
+  let cluster: SoakCluster | undefined;
   const until = performance.now() + MINUTES * 60_000;
   try {
-    await cluster.balancer.start();
-    for (let i = 0; i < MIN_NODES; i++) await cluster.join();
-    await cluster.settled();
-    await writeFiller(port);
-    let totals = { rounds: 0, ok: 0, info: 0, faults: 0 };
+    let totals = { rounds: 0, ok: 0, info: 0, faults: 0, generations: 0 };
+    /** The first round of the current cluster: its durable keys are those since. */
+    let firstRound = 0;
+    let roundsSinceLastFailure = 0;
     for (let index = 0; performance.now() < until; index++) {
+      if (cluster === undefined || exhausted(cluster, roundsSinceLastFailure)) {
+        await cluster?.nemesis.cleanup();
+        cluster = await startGeneration(join(root, `cluster-${totals.generations}`));
+        totals = { ...totals, generations: totals.generations + 1 };
+        firstRound = index;
+        roundsSinceLastFailure = 0;
+      }
       const routing = ROUTINGS[index % ROUTINGS.length]!;
+      const failedBefore = cluster.failed.size;
       // A history per round: the checker's cost grows with its length and its unknown outcomes.
       const recorder = new HistoryRecorder();
       const result = await round(cluster, recorder, index, routing, random);
-      await checkDurable(port, index);
+      await checkDurable(cluster.port, firstRound, index);
+      roundsSinceLastFailure = cluster.failed.size > failedBefore ? 0 : roundsSinceLastFailure + 1;
       totals = {
+        ...totals,
         rounds: totals.rounds + 1,
         ok: totals.ok + result.ok,
         info: totals.info + result.info,
         faults: totals.faults + result.faults.length,
       };
+      const failedNote = FACTOR > 1 ? `, ${cluster.failed.size} failed` : '';
       console.log(
-        `round ${index} (${routing}, ${cluster.nodes.size} nodes): linearizable, ${result.ok} ok / ${result.fail} fail / ${result.info} info, checked in ${Math.round(result.checkMs)} ms; faults: ${result.faults.join('; ')}`,
+        `round ${index} (${routing}, ${cluster.nodes.size} nodes${failedNote}): linearizable, ${result.ok} ok / ${result.fail} fail / ${result.info} info, checked in ${Math.round(result.checkMs)} ms; faults: ${result.faults.join('; ')}`,
       );
     }
     console.log(
-      `soak passed: ${totals.rounds} rounds, ${totals.ok} operations ok, ${totals.info} of unknown outcome, ${totals.faults} faults, every durable key read back`,
+      `soak passed: ${totals.rounds} rounds on ${totals.generations} cluster(s), ${totals.ok} operations ok, ${totals.info} of unknown outcome, ${totals.faults} faults, every durable key read back`,
     );
     return 0;
   } catch (error) {
     failed = true;
     console.error(`soak FAILED (seed ${SEED}): ${(error as Error).message}`);
-    for (const proc of [cluster.balancer, ...cluster.nodes.values(), ...cluster.departed])
-      writeFileSync(join(root, `${proc.name}.stderr.log`), proc.stderr());
+    if (cluster !== undefined) {
+      const processes = [
+        cluster.balancer,
+        ...cluster.nodes.values(),
+        ...cluster.failed.values(),
+        ...cluster.departed,
+      ];
+      for (const proc of processes)
+        writeFileSync(join(cluster.root, `${proc.name}.stderr.log`), proc.stderr());
+    }
     console.error(`history and process logs kept in ${root}`);
     return 1;
   } finally {
-    await cluster.nemesis.cleanup();
+    await cluster?.nemesis.cleanup();
     if (!failed && flags.keep !== true) rmSync(root, { recursive: true, force: true });
   }
 }

@@ -93,10 +93,10 @@ export interface ReplicationView {
   /** Copies of each key the map asks for (fixed when the map was created). */
   readonly factor: number;
   /**
-   * Whether the copies beyond the first are made. Always false in this version: the map and its
-   * chains exist, the replication protocol does not yet, so every key has one copy (its owner's).
+   * Whether copies beyond the first are made: true when the factor is above 1 (chain replication,
+   * experimental: a write is acknowledged once every member of its serving chain has it).
    */
-  readonly active: false;
+  readonly active: boolean;
   /** Ring ranges whose serving chain is shorter than the factor (0 with factor 1). */
   readonly underReplicatedRanges: number;
   /** Ranges grouped by chain, most of the hash space first. */
@@ -153,7 +153,8 @@ export function replicationView(membership: Membership): ReplicationView {
   const chains = [...groups.values()]
     .sort((a, b) => b.length - a.length)
     .map(({ view, ranges, length }) => ({ ...view, ranges, share: length / RING_SIZE }));
-  return { factor: membership.clusterMap.replicationFactor, active: false, underReplicatedRanges, chains };
+  const factor = membership.clusterMap.replicationFactor;
+  return { factor, active: factor > 1, underReplicatedRanges, chains };
 }
 
 /** The `/health` document. */

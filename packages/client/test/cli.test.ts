@@ -386,6 +386,14 @@ describe('dstore status', () => {
     );
     expect(under.stdout).toMatch(/node-2\s+127\.0\.0\.1:7402\s+down\s+-\s+failed\s+2/);
     expect(under.stdout).toContain('NOT HEALTHY: 2 under-replicated ranges');
+    const replicating = await dstore(
+      'status',
+      '--admin',
+      await startAdmin(true, { factor: 3, active: true, underReplicatedRanges: 0, chains: [chain] }),
+    );
+    expect(replicating.stdout).toContain(
+      'replication factor 3 (chain replication, experimental)  under-replicated ranges 0  chains 1',
+    );
     const single = { desired: ['node-1'], serving: ['node-1'], underReplicated: false, ranges: 1, share: 1 };
     const one = await dstore(
       'status',

@@ -302,11 +302,13 @@ export function formatMap(map: ClusterMapView | undefined): string | undefined {
  */
 export function formatReplication(replication: ReplicationView | undefined): string | undefined {
   if (replication === undefined) return undefined;
-  const copies = replication.active
-    ? ''
-    : replication.factor > 1
-      ? ' (not replicating yet: every key has ONE copy)'
-      : '';
+  // A balancer of replication step 1 reports a factor above 1 with no copies made.
+  const copies =
+    replication.factor === 1
+      ? ''
+      : replication.active
+        ? ' (chain replication, experimental)'
+        : ' (not replicating yet: every key has ONE copy)';
   return (
     `replication factor ${replication.factor}${copies}  under-replicated ranges ${replication.underReplicatedRanges}  ` +
     `chains ${replication.chains.length}`
