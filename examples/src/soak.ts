@@ -47,9 +47,8 @@ import {
   HistoryRecorder,
   type ManagedProcess,
   Nemesis,
+  runRegisterOperation,
   startWorkload,
-  type WorkloadOperation,
-  type WorkloadResult,
 } from '@dstore/checker';
 import { createClient, type DstoreClient } from '@dstore/client';
 import { seededRandom } from '@dstore/protocol/testing';
@@ -325,19 +324,6 @@ const FAULTS: readonly FaultKind[] = [
   },
 ];
 
-/** Runs one checker operation on a client. */
-async function runOperation(client: DstoreClient, operation: WorkloadOperation): Promise<WorkloadResult> {
-  switch (operation.f) {
-    case 'read':
-      return client.getString(operation.key);
-    case 'write':
-      await client.set(operation.key, operation.value);
-      return undefined;
-    case 'delete':
-      return client.del(operation.key);
-  }
-}
-
 function clientsFor(routing: Routing, port: number): DstoreClient[] {
   return Array.from({ length: CLIENTS }, () =>
     createClient({
@@ -379,7 +365,7 @@ async function round(
       // Paced: the checker's cost grows with the history, and a round must stay checkable.
       execute: async (operation, worker) => {
         await sleep(PACE_MS);
-        return runOperation(clients[worker % CLIENTS]!, operation);
+        return runRegisterOperation(clients[worker % CLIENTS]!, operation);
       },
     });
     const faults: string[] = [];

@@ -2,7 +2,6 @@
  * Direct-routing clients for the load tests: created with `routing: 'direct'`, closed at release,
  * and seen by the per-key history checker through {@link asRequester}.
  */
-import type { WorkloadOperation, WorkloadResult } from '@dstore/checker';
 import { createClient, type DstoreClient } from '@dstore/client';
 import { Op, type Request, type Response, type WithoutId } from '@dstore/protocol';
 import { type Resources, waitFor } from './helpers.js';
@@ -62,20 +61,4 @@ export function asRequester(client: DstoreClient, keys: number): Requester {
       }
     },
   };
-}
-
-/** Runs one @dstore/checker workload operation (read, write, delete of a register) on a client. */
-export async function runOperation(
-  client: DstoreClient,
-  operation: WorkloadOperation,
-): Promise<WorkloadResult> {
-  switch (operation.f) {
-    case 'read':
-      return client.getString(operation.key);
-    case 'write':
-      await client.set(operation.key, operation.value);
-      return undefined;
-    case 'delete':
-      return client.del(operation.key);
-  }
 }

@@ -28,12 +28,13 @@ import {
   Nemesis,
   type OperationMix,
   parseHistory,
+  runRegisterOperation,
   startWorkload,
 } from '@dstore/checker';
 import { createClient, type DstoreClient } from '@dstore/client';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
-import { directClient, runOperation, withMap } from './direct-client.js';
+import { directClient, withMap } from './direct-client.js';
 import {
   NODE_CLI,
   type NodeReady,
@@ -191,7 +192,7 @@ async function checkUnderFaults(engine: Engine, routing: Routing, mix: Operation
     maxOperations: 20_000,
     durationMs: 60_000,
     mix,
-    execute: (operation, worker) => runOperation(clients[worker % CLIENTS]!, operation),
+    execute: (operation, worker) => runRegisterOperation(clients[worker % CLIENTS]!, operation),
   });
   const schedule: Fault[] = [
     { afterMs: 300, f: 'join', target: 'node-4', run: () => cluster.start('node-4') },
@@ -299,7 +300,7 @@ describe('the same harness catches a real violation', () => {
       keys: KEYS,
       workers: WORKERS,
       maxOperations: 500,
-      execute: (operation) => runOperation(client!, operation),
+      execute: (operation) => runRegisterOperation(client!, operation),
     });
     await load.done;
     // The last word on every key is an acknowledged write, so a read of null can only be a loss.

@@ -4,11 +4,18 @@
  * balancer and routing directly. Every member of a key's chain is read straight from the node
  * with PULL (a peer's read of its replica, which bypasses the tail-only rule for clients).
  */
-import { checkHistory, formatCheckResult, HistoryRecorder, Nemesis, startWorkload } from '@dstore/checker';
+import {
+  checkHistory,
+  formatCheckResult,
+  HistoryRecorder,
+  Nemesis,
+  runRegisterOperation,
+  startWorkload,
+} from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
 import { DstoreError, ErrorCode, Op, type Response } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { directClient, runOperation, withMap } from './direct-client.js';
+import { directClient, withMap } from './direct-client.js';
 import { attempt, Resources, refusal, waitFor } from './helpers.js';
 import { type Engine, FACTOR, ReplicatedCluster } from './replicated-cluster.js';
 
@@ -172,7 +179,7 @@ describe.each([
       maxOperations: 3000,
       durationMs: 8000,
       mix: { read: 5, write: 4, delete: 1 },
-      execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
+      execute: (operation, worker) => runRegisterOperation(clients[worker % clients.length]!, operation),
     });
     const stats = await load.done;
     const result = checkHistory(recorder.events, { timeLimitMs: 30_000 });

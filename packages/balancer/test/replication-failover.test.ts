@@ -15,12 +15,13 @@ import {
   Nemesis,
   type OperationMix,
   type RunningWorkload,
+  runRegisterOperation,
   startWorkload,
 } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
 import { DstoreError, ErrorCode, Op, type Response } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { directClient, runOperation, withMap } from './direct-client.js';
+import { directClient, withMap } from './direct-client.js';
 import { attempt, Resources, sleep, waitFor } from './helpers.js';
 import { type Engine, ReplicatedCluster } from './replicated-cluster.js';
 
@@ -154,7 +155,7 @@ function registerLoad(
     maxOperations: 20_000,
     durationMs,
     mix: MIX,
-    execute: (operation, worker) => runOperation(clients[worker % clients.length]!, operation),
+    execute: (operation, worker) => runRegisterOperation(clients[worker % clients.length]!, operation),
   });
 }
 

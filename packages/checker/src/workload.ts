@@ -15,6 +15,32 @@ export type WorkloadOperation =
 /** What the store answered: a read its value (null: absent), a delete whether it removed a value. */
 export type WorkloadResult = string | null | boolean | undefined;
 
+/**
+ * The register operations of a key-value client: `@dstore/client`'s `DstoreClient` has them
+ * (structural, so this package needs no dependency on the client).
+ */
+export interface RegisterStore {
+  getString(key: string): Promise<string | null>;
+  set(key: string, value: string): Promise<unknown>;
+  del(key: string): Promise<boolean>;
+}
+
+/** Runs one workload operation on `store`: read = GET, write = SET, delete = DEL. */
+export async function runRegisterOperation(
+  store: RegisterStore,
+  operation: WorkloadOperation,
+): Promise<WorkloadResult> {
+  switch (operation.f) {
+    case 'read':
+      return store.getString(operation.key);
+    case 'write':
+      await store.set(operation.key, operation.value);
+      return undefined;
+    case 'delete':
+      return store.del(operation.key);
+  }
+}
+
 /** How a failed operation enters the history: `fail` (certainly not applied) or `info` (unknown). */
 export type FailureKind = 'fail' | 'info';
 
