@@ -15,8 +15,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createClient, type DstoreClient } from '@dstore/client';
 import { type BenchJson, CLK_TCK, errorCount, median, runLoadWithCpu } from './bench-load.js';
-import { type ClusterProcess, startCluster, stopCluster } from './cluster.js';
+import { type ClusterProcess, sleep, startCluster, stopCluster } from './cluster.js';
 
 type Engine = 'memory' | 'lmdb';
 
@@ -34,6 +35,12 @@ const CONCURRENCY = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
 const WARMUP_OPS = Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 20_000);
 const ENGINES = (process.env.DSTORE_BENCH_ENGINES ?? 'memory,lmdb').split(',') as Engine[];
 const FACTORS = (process.env.DSTORE_BENCH_FACTORS ?? '1,2,3').split(',').map(Number);
+/** Measure the failover too (0 to skip): SIGKILL of one node of 5, factor 3. */
+const FAILOVER = process.env.DSTORE_BENCH_FAILOVER !== '0';
+/** Keys written before the kill and then written and read until each succeeds again. */
+const FAILOVER_KEYS = 300;
+/** A key not served again within this long counts as never (the run is bounded). */
+const FAILOVER_GIVE_UP_MS = 60_000;
 
 async function measure(engine: Engine, factor: number): Promise<Sample> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-replication-${engine}-${factor}-`));
@@ -52,6 +59,73 @@ async function measure(engine: Engine, factor: number): Promise<Sample> {
     const serversUsPerOp = cpuUsPerOp.reduce((sum, us) => sum + us, 0);
     return { report, serversUsPerOp, nodesUsPerOp: serversUsPerOp - (cpuUsPerOp[0] ?? 0) };
   } finally {
+    await stopCluster(root);
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/** Time from the kill until one operation on `key` succeeds (attempts 20 ms apart), or undefined. */
+async function untilServed(operation: () => Promise<unknown>, killedAt: number): Promise<number | undefined> {
+  while (performance.now() - killedAt < FAILOVER_GIVE_UP_MS) {
+    try {
+      await operation();
+      return performance.now() - killedAt;
+    } catch {
+      await sleep(20);
+    }
+  }
+  return undefined;
+}
+
+interface FailoverSample {
+  /** Keys whose first write after the kill failed (their chain had the victim). */
+  readonly affected: number;
+  readonly writableMedianMs: number;
+  readonly writableMaxMs: number;
+  readonly readableMaxMs: number;
+  /** Keys not served again within the give-up time. */
+  readonly never: number;
+}
+
+/**
+ * Issue #14's "time from a SIGKILL to the affected keys being writable again": balancer + 5
+ * nodes, factor 3, the balancer's default failure timeout and lease; FAILOVER_KEYS keys written,
+ * one node SIGKILLed, then every key written (and read) until it succeeds, attempts 20 ms apart
+ * (each bounded by a 1 s command deadline). Keys whose chains did not hold the victim succeed at
+ * once; the others once the map's writer marked the victim failed and the survivors re-routed.
+ */
+async function measureFailover(engine: Engine): Promise<FailoverSample> {
+  const root = mkdtempSync(join(tmpdir(), `dstore-bench-failover-${engine}-`));
+  let client: DstoreClient | undefined;
+  try {
+    const state = await startCluster({
+      root,
+      engine,
+      nodes: 5,
+      balancerArgs: ['--replication-factor', '3', '--experimental-replication'],
+    });
+    client = createClient({ host: state.balancer.host, port: state.balancer.port, commandTimeout: 1000 });
+    const keys = Array.from({ length: FAILOVER_KEYS }, (_, i) => `failover-${i}`);
+    await client.mset(keys.map((key): [string, string] => [key, 'before']));
+    const victim = state.nodes[1]!;
+    process.kill(victim.pid, 'SIGKILL');
+    const killedAt = performance.now();
+    const writer = client;
+    const [writable, readable] = await Promise.all([
+      Promise.all(keys.map((key) => untilServed(() => writer.set(key, 'after'), killedAt))),
+      Promise.all(keys.map((key) => untilServed(() => writer.get(key), killedAt))),
+    ]);
+    const served = writable.filter((ms): ms is number => ms !== undefined);
+    const affected = served.filter((ms) => ms > 100);
+    return {
+      affected: affected.length + (writable.length - served.length),
+      writableMedianMs: affected.length > 0 ? median(affected) : 0,
+      writableMaxMs: Math.max(0, ...served),
+      readableMaxMs: Math.max(0, ...readable.filter((ms): ms is number => ms !== undefined)),
+      never: writable.length - served.length,
+    };
+  } finally {
+    await client?.disconnect();
     await stopCluster(root);
     rmSync(root, { recursive: true, force: true });
   }
@@ -105,5 +179,23 @@ for (const engine of ENGINES) {
     const samples = results.get(`${engine}/${factor}`)!;
     const ratio = median(samples.map((s) => s.nodesUsPerOp)) / base;
     console.log(`${row(engine, factor, String(ROUNDS), samples)} x${ratio.toFixed(2)} |`);
+  }
+}
+
+if (FAILOVER) {
+  console.log(
+    `\nFailover: balancer + 5 nodes, factor 3, default --failure-timeout and --lease; ${FAILOVER_KEYS} keys, one node SIGKILLed, then each key written and read until it succeeds:\n`,
+  );
+  console.log(
+    '| engine | round | keys affected | writable again: median ms | max ms | readable again: max ms | never |',
+  );
+  console.log('|---|---|---:|---:|---:|---:|---:|');
+  for (const engine of ENGINES) {
+    for (let round = 1; round <= ROUNDS; round++) {
+      const f = await measureFailover(engine);
+      console.log(
+        `| ${engine} | ${round} | ${f.affected} | ${int(f.writableMedianMs)} | ${int(f.writableMaxMs)} | ${int(f.readableMaxMs)} | ${f.never} |`,
+      );
+    }
   }
 }

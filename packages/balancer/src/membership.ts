@@ -547,6 +547,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
       return;
     }
     if (!marked) return;
+    // During a transition install() leaves the ring to it, but the transition may be waiting on
+    // the failed member itself (its PURGE): the survivors need the failover's ring now. With
+    // replication a transition moves no keys (ring changes are refused once there are keys), so
+    // the ring announced here has the transition's members, only the states change.
+    if (this.map.transition !== null) this.announceRing();
     this.options.logger.warn(
       {
         node: id,

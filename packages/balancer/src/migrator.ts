@@ -155,8 +155,45 @@ export class Migrator {
   queuedChanges = 0;
   /** The cluster map's generation, sent in every RING (see {@link RingRequest.generation}). */
   generation = 0;
+  private currentReplication: MapReplication | undefined;
+  /** Announces waiting on a member's answer, released when the member is marked failed. */
+  private readonly failedWaiters = new Map<string, (() => void)[]>();
+
   /** The cluster map's replication factor and members' states, sent in every RING. */
-  replication: MapReplication | undefined;
+  get replication(): MapReplication | undefined {
+    return this.currentReplication;
+  }
+
+  set replication(replication: MapReplication | undefined) {
+    this.currentReplication = replication;
+    for (const [id, waiters] of this.failedWaiters) {
+      if (replication?.states.get(id) !== 'failed') continue;
+      this.failedWaiters.delete(id);
+      for (const release of waiters) release();
+    }
+  }
+
+  /**
+   * Resolves `failed` once member `id` is marked failed (never, unless it is); `cancel` drops the
+   * waiter when the wait ended another way.
+   */
+  private whenFailed(id: string): { failed: Promise<void>; cancel: () => void } {
+    let release: () => void = () => undefined;
+    const failed = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const waiters = this.failedWaiters.get(id) ?? [];
+    waiters.push(release);
+    this.failedWaiters.set(id, waiters);
+    const cancel = (): void => {
+      const list = this.failedWaiters.get(id);
+      if (list === undefined) return;
+      const at = list.indexOf(release);
+      if (at >= 0) list.splice(at, 1);
+      if (list.length === 0) this.failedWaiters.delete(id);
+    };
+    return { failed, cancel };
+  }
 
   constructor(private readonly host: MigrationHost) {}
 
@@ -208,7 +245,13 @@ export class Migrator {
         }
         if (waitForLinks && !node.link.isReady && ring.has(node.id))
           await node.link.whenReady(ANNOUNCE_WAIT_MS);
-        await this.pushRing(node, ring, epoch);
+        const answered = this.pushRing(node, ring, epoch);
+        if (this.replication === undefined || this.replication.factor <= 1) return answered;
+        // A member that stops answering is marked failed after the failure timeout: the announce
+        // stops waiting for it then, not at the control deadline.
+        const { failed, cancel } = this.whenFailed(node.id);
+        await Promise.race([answered, failed]);
+        cancel();
       }),
     );
   }
@@ -292,8 +335,9 @@ export class Migrator {
 
   /**
    * Sends PURGE for `groups` to both sides of each, retrying transient failures until it is
-   * answered, the node left the registry or the balancer closes: a node that never gets its PURGE
-   * would keep stale copies that a later move back could resurrect.
+   * answered, the node left the registry, was marked `failed` (replication: out of every chain,
+   * it serves nothing until it is synced again) or the balancer closes: a node that never gets its
+   * PURGE would keep stale copies that a later move back could resurrect.
    */
   async purge(groups: readonly MoveGroup[], epoch: number): Promise<void> {
     const targets: { id: string; ranges: HashRange[] }[] = [];
@@ -318,6 +362,13 @@ export class Migrator {
         const to = this.host.node(group.to);
         if (from === undefined || to === undefined || this.host.closed) {
           logger.warn({ epoch, from: group.from, to: group.to }, 'migration skipped: a node left the ring');
+          return undefined;
+        }
+        // Replication: a failed member serves nothing until it is synced again (its chains' other
+        // members hold its keys); a stream from or to it would hold the transition forever.
+        const states = this.replication?.states;
+        if (states?.get(group.from) === 'failed' || states?.get(group.to) === 'failed') {
+          logger.warn({ epoch, from: group.from, to: group.to }, 'migration skipped: a node failed');
           return undefined;
         }
         try {
@@ -390,6 +441,8 @@ export class Migrator {
       for (let attempt = 1; ; attempt++) {
         const node = this.host.node(id);
         if (node === undefined || this.host.closed) return;
+        // A failed member would hold the transition (and with it the failover's ring) forever.
+        if (this.replication?.states.get(id) === 'failed') return;
         try {
           await node.forward({ op: Op.PURGE, epoch, ranges: chunk }, { timeoutMs: CONTROL_TIMEOUT_MS });
           break;

@@ -22,7 +22,7 @@ import type { DstoreClient } from '@dstore/client';
 import { DstoreError, ErrorCode, Op, type Response } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { directClient, withMap } from './direct-client.js';
-import { attempt, Resources, sleep, waitFor } from './helpers.js';
+import { attempt, NODE_CLI, type NodeReady, Resources, sleep, waitFor } from './helpers.js';
 import { type Engine, ReplicatedCluster } from './replicated-cluster.js';
 
 const resources = new Resources();
@@ -237,6 +237,54 @@ describe('failover, factor 3 on 5 nodes (memory, two at once)', () => {
     expect(await writer.getString(both)).toBe('one copy');
     for (const key of KEYS) await cluster.expectOnChain(key);
     await expectNothingLost(cluster, writer, written);
+  });
+});
+
+describe('a failure while a ring change waits on the failed member', () => {
+  it('a node paused during a join (empty cluster) is marked failed, the survivors get the failover ring and serve its keys', {
+    timeout: 60_000,
+  }, async () => {
+    const cluster = await start('memory');
+    const victim = 'node-2';
+    // Keys with the victim in their chain, by position: head, middle, tail.
+    const keys = [0, 1, 2].flatMap((position) => keysOf(cluster, `join-${position}`, 5, victim, position));
+    const epochBefore = cluster.balancer.membership.clusterMap.ring.epoch;
+    cluster.nodes.get(victim)!.pause();
+    // The cluster holds no keys yet, so the ring may still change: a sixth node joins, and the
+    // transition's RING and PURGE wait on the paused member until it is marked failed.
+    const sixth = nemesis.process<NodeReady>({
+      name: 'node-6',
+      script: NODE_CLI,
+      args: [
+        '--port',
+        '0',
+        '--id',
+        'node-6',
+        '--join',
+        `127.0.0.1:${cluster.port}`,
+        '--heartbeat-interval',
+        '200',
+        '--log-level',
+        'error',
+      ],
+    });
+    cluster.nodes.set('node-6', sixth);
+    await sixth.start();
+    await waitFor(() => cluster.stateOf(victim) === 'failed', 'the paused member marked failed', 20_000);
+    expect(cluster.balancer.membership.clusterMap.ring.epoch).toBeGreaterThan(epochBefore);
+    // Every key whose chain held the victim is writable and readable again: the survivors were
+    // told of the failover although the transition had not finished.
+    const client = cluster.client(8000);
+    for (const key of keys) {
+      await client.set(key, `after-${key}`);
+      expect(await client.getString(key)).toBe(`after-${key}`);
+    }
+    // And the transition finishes without it.
+    await waitFor(
+      () => cluster.balancer.membership.clusterMap.transition === null,
+      'the join finished',
+      20_000,
+    );
   });
 });
 
