@@ -64,7 +64,7 @@ async function measure(engine: Engine, factor: number): Promise<Sample> {
   }
 }
 
-/** Time from the kill until one operation on `key` succeeds (attempts 20 ms apart), or undefined. */
+/** Time from the kill until `operation` succeeds (attempts 20 ms apart), or undefined after the give-up time. */
 async function untilServed(operation: () => Promise<unknown>, killedAt: number): Promise<number | undefined> {
   while (performance.now() - killedAt < FAILOVER_GIVE_UP_MS) {
     try {

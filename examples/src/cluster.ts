@@ -373,7 +373,13 @@ async function waitForReadyLine(
  * GETs a JSON document from the balancer's admin port: HTTPS verified against the cluster CA when
  * the cluster runs TLS (fetch cannot take a CA), HTTP otherwise.
  */
-export function adminJson<T>(state: Pick<ClusterState, 'balancer' | 'tls'>, path: string): Promise<T> {
+export function adminJson<T>(
+  state: {
+    readonly balancer: Pick<ClusterProcess, 'host' | 'adminPort'>;
+    readonly tls?: ClusterTls | undefined;
+  },
+  path: string,
+): Promise<T> {
   const url = `${state.tls ? 'https' : 'http'}://${state.balancer.host}:${state.balancer.adminPort}${path}`;
   return new Promise<T>((resolveJson, reject) => {
     const onResponse = (response: IncomingMessage): void => {

@@ -53,7 +53,7 @@ import {
 import { createClient, type DstoreClient } from '@dstore/client';
 import { seededRandom } from '@dstore/protocol/testing';
 import { scriptArgs } from './bench-load.js';
-import { adminJson, type ClusterProcess, type ClusterState, cliPath, sleep } from './cluster.js';
+import { adminJson, cliPath, sleep } from './cluster.js';
 import { freePort } from './redis-peers.js';
 
 type Engine = 'memory' | 'lmdb';
@@ -209,17 +209,8 @@ class SoakCluster {
   }
 
   /** The balancer as {@link adminJson} addresses it. */
-  private get admin(): Pick<ClusterState, 'balancer'> {
-    const balancer: ClusterProcess = {
-      role: 'balancer',
-      id: 'balancer',
-      pid: 0,
-      host: '127.0.0.1',
-      port: this.port,
-      adminPort: this.adminPort,
-      log: '',
-    };
-    return { balancer };
+  private get admin(): { readonly balancer: { host: string; adminPort: number } } {
+    return { balancer: { host: '127.0.0.1', adminPort: this.adminPort } };
   }
 }
 
