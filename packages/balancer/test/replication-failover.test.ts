@@ -207,7 +207,8 @@ describe('leases: a node that may have been replaced answers nothing', () => {
     expectLinearizable(recorder);
     expect(await clients[2]!.getString(tailKey)).toBe('new');
     expect(await clients[2]!.getString(headKey)).toBe('new');
-    expect(cluster.stateOf(victim)).toBe('failed');
+    // Back and heartbeating, it is no longer left failed: it catches up as a learner (step 4,
+    // replication-recovery.test.ts) and, being wiped first, never serves its stale values.
   });
 
   it('a node cut off from the map writer stops serving once its lease runs out', {

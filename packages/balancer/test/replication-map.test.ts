@@ -186,6 +186,7 @@ describe('replication factor in the cluster map', () => {
         {
           desired: ['solo'],
           serving: ['solo'],
+          path: ['solo'],
           head: 'solo',
           tail: 'solo',
           underReplicated: false,
@@ -193,6 +194,8 @@ describe('replication factor in the cluster map', () => {
           share: 1,
         },
       ],
+      sync: null,
+      syncKeysTotal: 0,
     });
     expect(view.nodes[0]).toMatchObject({ id: 'solo', replicaState: 'up' });
   });
@@ -227,7 +230,7 @@ describe('replication factor in the cluster map', () => {
             index === 1 ? { ...member, replicaState: 'zombie' } : member,
           ),
         },
-        /members\[1\]\.replicaState must be up, syncing, failed or dead/,
+        /members\[1\]\.replicaState must be up, syncing, promoting, failed or dead/,
       ],
     ];
     for (const [document, message] of cases) {
