@@ -183,6 +183,14 @@ export class ReplicatedCluster {
 
 const MIX: OperationMix = { read: 4, write: 5, delete: 1 };
 
+/** `/metrics` value of an unlabelled metric of an in-process balancer. */
+export async function metric(adminPort: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const line = text.split('\n').find((row) => row.startsWith(`${name} `));
+  if (line === undefined) throw new Error(`no metric ${name}`);
+  return Number(line.slice(name.length + 1));
+}
+
 /** 4 clients (through the balancer, or routing directly); the deadline covers one failover. */
 export async function clientsOf(
   cluster: ReplicatedCluster,

@@ -32,6 +32,7 @@ import {
   waitFor,
   waitForNodesUp,
 } from './helpers.js';
+import { metric } from './replicated-cluster.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
@@ -42,14 +43,6 @@ const EXPERIMENTAL: BalancerOptions = { replicationFactor: 3, experimentalReplic
 async function ringOverHttp(adminPort: number): Promise<RingView> {
   const response = await fetch(`http://127.0.0.1:${adminPort}/ring`);
   return (await response.json()) as RingView;
-}
-
-/** `/metrics` value of an unlabelled metric. */
-async function metric(adminPort: number, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-  const line = text.split('\n').find((row) => row.startsWith(`${name} `));
-  if (line === undefined) throw new Error(`no metric ${name}`);
-  return Number(line.slice(name.length + 1));
 }
 
 /**

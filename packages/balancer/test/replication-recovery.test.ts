@@ -15,6 +15,8 @@ import type { DstoreClient } from '@dstore/client';
 import type { ReplicaState } from '@dstore/hashring';
 import { Op } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
+import { replicationView } from '../src/admin-server.js';
+import type { SyncProgress } from '../src/resync.js';
 import { Resources, sleep, waitFor } from './helpers.js';
 import {
   clientsOf,
@@ -23,6 +25,7 @@ import {
   expectNothingLost,
   FACTOR,
   keysOf,
+  metric,
   ReplicatedCluster,
   registerLoad,
   type SetOutcome,
@@ -95,15 +98,24 @@ async function waitUntilUp(cluster: ReplicatedCluster, seen: Set<ReplicaState>):
   );
 }
 
-/** Polls the victim's state in the background (a promotion can be short): every state it had. */
-function watchStates(cluster: ReplicatedCluster): { seen: Set<ReplicaState>; stop: () => void } {
+/**
+ * Polls the victim's state in the background (a promotion can be short): every state it had, and
+ * the last sync progress `/ring` would show.
+ */
+function watchStates(cluster: ReplicatedCluster): {
+  seen: Set<ReplicaState>;
+  sync: () => SyncProgress | null;
+  stop: () => void;
+} {
   const seen = new Set<ReplicaState>();
+  let sync: SyncProgress | null = null;
   const timer = setInterval(() => {
     const state = cluster.stateOf(VICTIM);
     if (state !== undefined) seen.add(state);
+    sync = replicationView(cluster.balancer.membership).sync ?? sync;
   }, 5);
   resources.add(() => clearInterval(timer));
-  return { seen, stop: () => clearInterval(timer) };
+  return { seen, sync: () => sync, stop: () => clearInterval(timer) };
 }
 
 /**
@@ -203,6 +215,12 @@ describe('a failed member returns and serves again (factor 3 on 5 nodes)', () =>
     await expectHealed(cluster, reader, [...before, ...KEYS, ...counters], written.attempted);
     // The returned member holds the copies of the keys written before it died.
     for (const key of before.slice(0, 20)) expect((await cluster.copyAt(VICTIM, key)).value).toBe(`v-${key}`);
+    // Visible: /ring showed the sync's progress, the metrics count the copies and no learner is left.
+    expect(states.sync()).toMatchObject({ node: VICTIM });
+    expect(states.sync()!.rangesTotal).toBeGreaterThan(0);
+    const adminPort = cluster.balancer.address.adminPort;
+    expect(await metric(adminPort, 'dstore_balancer_sync_keys_total')).toBeGreaterThanOrEqual(before.length);
+    expect(await metric(adminPort, 'dstore_balancer_syncing_members')).toBe(0);
   });
 
   it('lmdb: SIGKILL, keys overwritten and deleted while down, restart with the data dir: no deleted key comes back', {
