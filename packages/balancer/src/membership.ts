@@ -168,11 +168,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
         return membership.coordinator && !membership.isClosed;
       },
       node: (id) => this.pool.get(id),
+      get nodes() {
+        return membership.pool.values();
+      },
       logger: options.logger,
       migrator: this.migrator,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs,
       writeMember: (reason, change) => this.writeReplicaState(reason, change),
-      settled: () => this.announced,
       onKeysStreamed: (keys) => options.onSyncKeys?.(keys),
     });
     this.pool = new NodePool({

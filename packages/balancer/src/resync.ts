@@ -30,6 +30,8 @@ export interface ResyncHost {
   /** Whether this process writes the map and is not closing: the resync runs only then. */
   readonly writing: boolean;
   node(id: string): ClusterNode | undefined;
+  /** Every member with a link. */
+  readonly nodes: Iterable<ClusterNode>;
   readonly logger: Logger;
   readonly migrator: Migrator;
   /** A member heard from within this long is back (its heartbeats arrive again). */
@@ -39,8 +41,6 @@ export interface ResyncHost {
    * whether it was written.
    */
   writeMember(reason: string, change: (map: ClusterMap) => MapMember | undefined): Promise<boolean>;
-  /** Resolves once every node answered the RING of the latest ring (see `Membership.settled`). */
-  settled(): Promise<void>;
   /** Called with the keys of each completed copy (the metrics' counter). */
   onKeysStreamed(keys: number): void;
 }
@@ -176,19 +176,42 @@ export class Resync {
     }
     if (this.stateOf(id) !== 'promoting') return;
     this.track(id, 'promoting');
-    // Every node answers a ring promoting it only once drained; a later ring (another failure)
-    // with it still promoting is drained again: wait for the latest to be answered everywhere.
-    for (;;) {
-      const epoch = host.map.ring.epoch;
-      await host.settled();
-      if (this.stateOf(id) !== 'promoting' || !host.writing) return;
-      if (host.map.ring.epoch === epoch) break;
-    }
+    // Every node answers a ring promoting it only once drained (a later ring, another failure,
+    // with it still promoting is drained again): the latest must be answered by every node.
+    if (!(await this.answeredByAll(id, 'promoting'))) return;
     const up = await host.writeMember(`node ${id} up again`, (map) => {
       const member = activeMember(map, id);
       return member?.replicaState === 'promoting' ? { ...member, replicaState: 'up' } : undefined;
     });
     if (up) host.logger.info({ node: id, epoch: host.map.epoch }, 'node up again');
+  }
+
+  /**
+   * Resolves true once every member that is not `failed` answered the RING of the latest ring
+   * epoch while `id` is in `state` there (sent again until it is: a RING a node has is answered
+   * without change, after the drain it calls for); false when `id` left `state` or this process
+   * stopped writing. Not the membership's announce: that one also ends at a RING's deadline, and
+   * a learner must not be fed or promoted by a node that never got its ring.
+   */
+  private async answeredByAll(id: string, state: 'syncing' | 'promoting'): Promise<boolean> {
+    const host = this.host;
+    for (let attempt = 1; ; attempt++) {
+      if (this.stateOf(id) !== state || !host.writing) return false;
+      const map = host.map;
+      const ring = host.ring;
+      const epoch = map.ring.epoch;
+      const answers = await Promise.all(
+        [...host.nodes].map((node) =>
+          // A failed member serves nothing and is in no write path; a static member without an
+          // identity gets no RING at all (it does not replicate).
+          activeMember(map, node.id)?.replicaState === 'failed' || !node.verifyIdentity
+            ? true
+            : host.migrator.pushRing(node, ring, epoch),
+        ),
+      );
+      if (answers.every(Boolean) && host.map.ring.epoch === epoch) return true;
+      await sleep(Math.min(1000, ROUND_PAUSE_MS * attempt));
+    }
   }
 
   private track(id: string, phase: 'syncing' | 'promoting'): void {
@@ -215,7 +238,7 @@ export class Resync {
     this.track(id, 'syncing');
     // The ring with the member syncing must be answered by every node first: the tails then
     // forward every new write to it, and it has wiped what it held.
-    await host.settled();
+    if (!(await this.answeredByAll(id, 'syncing'))) return false;
     // Ranges by desired chain (merged by desired members only: the partition does not change
     // with the states of members that are not dead).
     const pending: HashRange[] = host.ring
