@@ -433,6 +433,8 @@ export class RequestHandler {
       'replication.entries_resent': counters.entriesResent,
       'replication.gaps_refused': counters.gapsRefused,
       'replication.tombstones_purged': counters.tombstonesPurged,
+      'replication.wipes': counters.wipes,
+      'replication.refused_promoting': counters.refusedPromoting,
       'replication.queued_bytes': replication.queuedBytes,
     };
   }
