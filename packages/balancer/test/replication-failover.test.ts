@@ -17,7 +17,9 @@ import {
   type Engine,
   expectLinearizable,
   expectNothingLost,
+  FAILOVER_TIMEOUTS,
   keysOf,
+  REGISTER_KEYS,
   ReplicatedCluster,
   registerLoad,
   setWorkload,
@@ -30,8 +32,8 @@ afterEach(async () => {
   await resources.releaseAll();
 });
 
-const FAILOVER = { heartbeatTimeoutMs: 1000, leaseMs: 1000, failureTimeoutMs: 3000 } as const;
-const KEYS = Array.from({ length: 12 }, (_, i) => `lin-${i}`);
+const FAILOVER = FAILOVER_TIMEOUTS;
+const KEYS = REGISTER_KEYS;
 const text = new TextEncoder();
 
 function start(engine: Engine, recorder?: HistoryRecorder): Promise<ReplicatedCluster> {

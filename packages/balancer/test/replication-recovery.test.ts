@@ -10,7 +10,7 @@
  * Timeouts as in replication-failover.test.ts: node heartbeats every 200 ms, lease 1 s, failure
  * timeout 3 s.
  */
-import { HistoryRecorder, Nemesis, type RunningWorkload } from '@dstore/checker';
+import { HistoryRecorder, Nemesis } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
 import type { ReplicaState } from '@dstore/hashring';
 import { Op } from '@dstore/protocol';
@@ -24,11 +24,12 @@ import {
   expectLinearizable,
   expectNothingLost,
   FACTOR,
+  FAILOVER_TIMEOUTS,
+  REGISTER_KEYS as KEYS,
   keysOf,
   metric,
   ReplicatedCluster,
   registerLoad,
-  type SetOutcome,
   setWorkload,
 } from './replicated-cluster.js';
 
@@ -39,14 +40,7 @@ afterEach(async () => {
   await resources.releaseAll();
 });
 
-const FAILOVER = { heartbeatTimeoutMs: 1000, leaseMs: 1000, failureTimeoutMs: 3000 } as const;
-const KEYS = Array.from({ length: 12 }, (_, i) => `lin-${i}`);
 const VICTIM = 'node-2';
-
-function start(engine: Engine, recorder: HistoryRecorder): Promise<ReplicatedCluster> {
-  nemesis = new Nemesis(recorder);
-  return ReplicatedCluster.start({ engine, resources, nemesis, balancer: FAILOVER });
-}
 
 /**
  * Counters incremented by `workers` at once, keys whose chain has the victim at `position` (its
@@ -153,147 +147,177 @@ async function expectHealed(
   }
 }
 
-/** The checker's workload and a set workload of new keys: running until stopped. */
-async function startLoad(
-  cluster: ReplicatedCluster,
-  recorder: HistoryRecorder,
-  routing: 'balancer' | 'direct',
-): Promise<{
-  clients: DstoreClient[];
-  load: RunningWorkload;
-  writes: { stop: () => Promise<SetOutcome> };
-}> {
-  const clients = await clientsOf(cluster, resources, routing);
+/** What a {@link returnScenario} leaves for the test's own checks. */
+interface Returned {
+  readonly cluster: ReplicatedCluster;
+  readonly reader: DstoreClient;
+  /** The keys seeded before the fault: `seeded` of each chain position of the victim. */
+  readonly keys: readonly string[];
+  readonly sync: SyncProgress | null;
+}
+
+/**
+ * The common run: 5 nodes with `engine`, keys of every chain position of the victim seeded, the
+ * checker's workload (`routing`) and a paced set workload of new keys throughout (plus `extra`
+ * load started and stopped with them), `fault` (it fails the victim and brings it back), then
+ * until the victim went failed, syncing, promoting and up and a little beyond. Checks the history
+ * is linearizable, nothing acknowledged was lost and the cluster healed ({@link expectHealed}
+ * over the seeded keys, the register keys and `extraKeys`).
+ */
+async function returnScenario(options: {
+  engine: Engine;
+  routing: 'balancer' | 'direct';
+  prefix: string;
+  seeded: number;
+  /** Fails the victim and brings it back. */
+  fault: (cluster: ReplicatedCluster, seeder: DstoreClient, keys: readonly string[]) => Promise<void>;
+  /** More load, on `keys` (checked like the register keys at the end). */
+  extra?: (
+    cluster: ReplicatedCluster,
+    clients: readonly DstoreClient[],
+  ) => { readonly keys: readonly string[]; stop: () => Promise<void> };
+}): Promise<Returned> {
+  const recorder = new HistoryRecorder();
+  nemesis = new Nemesis(recorder);
+  const cluster = await ReplicatedCluster.start({
+    engine: options.engine,
+    resources,
+    nemesis,
+    balancer: FAILOVER_TIMEOUTS,
+  });
+  const states = watchStates(cluster);
+  const keys = [0, 1, 2].flatMap((position) =>
+    keysOf(cluster, `${options.prefix}-${position}`, options.seeded, VICTIM, position),
+  );
+  const seeder = cluster.client(8000);
+  for (const key of keys) await seeder.set(key, `old-${key}`);
+  const clients = await clientsOf(cluster, resources, options.routing);
   // Paced: every key it tries is compared on its 3 members at the end.
   const writes = setWorkload(clients[0]!, keysOf(cluster, 'set', 5000), 2, 5);
   const load = registerLoad(recorder, clients, KEYS, 60_000, 60_000);
-  return { clients, load, writes };
+  const extra = options.extra?.(cluster, clients);
+  await sleep(500);
+  await options.fault(cluster, seeder, keys);
+  await waitUntilUp(cluster, states.seen);
+  // The load goes on a little with the victim serving again.
+  await sleep(500);
+  const stats = await load.stop();
+  const written = await writes.stop();
+  await extra?.stop();
+  states.stop();
+  expect([...states.seen]).toEqual(expect.arrayContaining(['failed', 'syncing', 'promoting', 'up']));
+  expectLinearizable(recorder);
+  expect(stats.ok).toBeGreaterThan(200);
+  const reader = clients[1]!;
+  await expectNothingLost(cluster, reader, written);
+  await expectHealed(cluster, reader, [...keys, ...KEYS, ...(extra?.keys ?? [])], written.attempted);
+  return { cluster, reader, keys, sync: states.sync() };
+}
+
+/** The victim's copy of each key: `expected(i)` for the i-th, null for none. */
+async function expectOnVictim(
+  cluster: ReplicatedCluster,
+  keys: readonly string[],
+  expected: (key: string, i: number) => string | null,
+): Promise<void> {
+  for (const [i, key] of keys.entries()) {
+    expect((await cluster.copyAt(VICTIM, key)).value, `${key} on ${VICTIM}`).toBe(expected(key, i));
+  }
 }
 
 describe('a failed member returns and serves again (factor 3 on 5 nodes)', () => {
   it('memory: SIGKILL under load, restart empty: syncing, promoting, up; every chain identical', {
     timeout: 90_000,
   }, async () => {
-    const recorder = new HistoryRecorder();
-    const cluster = await start('memory', recorder);
-    const states = watchStates(cluster);
-    // Keys of every chain position of the victim, written before it dies: copied to it on return.
-    const before = [0, 1, 2].flatMap((position) =>
-      keysOf(cluster, `before-${position}`, 100, VICTIM, position),
-    );
-    const seeder = cluster.client(8000);
-    for (const key of before) await seeder.set(key, `v-${key}`);
-    const counters = keysOf(cluster, 'counter', 3, VICTIM, 0);
-    const { clients, load, writes } = await startLoad(cluster, recorder, 'balancer');
-    const increments = incrWorkload(clients[3]!, counters, 6);
-    await sleep(500);
-    const victim = cluster.nodes.get(VICTIM)!;
-    await victim.kill();
-    await waitFor(() => cluster.stateOf(VICTIM) === 'failed', `${VICTIM} marked failed`);
-    await victim.start();
-    await waitUntilUp(cluster, states.seen);
-    // The load goes on a little with the victim serving again.
-    await sleep(500);
-    const stats = await load.stop();
-    const written = await writes.stop();
-    const counted = await increments.stop();
-    states.stop();
-    expect([...states.seen]).toEqual(expect.arrayContaining(['failed', 'syncing', 'promoting', 'up']));
-    expectLinearizable(recorder);
-    expect(stats.ok).toBeGreaterThan(200);
-    const reader = clients[1]!;
-    await expectNothingLost(cluster, reader, written);
+    let counters: string[] = [];
+    let counted: { acknowledged: Map<string, number>; attempted: Map<string, number> } | undefined;
+    const { cluster, reader, keys, sync } = await returnScenario({
+      engine: 'memory',
+      routing: 'balancer',
+      prefix: 'before',
+      seeded: 100,
+      fault: async (started) => {
+        const victim = started.nodes.get(VICTIM)!;
+        await victim.kill();
+        await waitFor(() => started.stateOf(VICTIM) === 'failed', `${VICTIM} marked failed`);
+        await victim.start();
+      },
+      // Counters the victim heads once up: an increment lost at its promotion shows as a count
+      // below the acknowledged increments.
+      extra: (started, clients) => {
+        counters = keysOf(started, 'counter', 3, VICTIM, 0);
+        const increments = incrWorkload(clients[3]!, counters, 6);
+        return {
+          keys: counters,
+          stop: async () => {
+            counted = await increments.stop();
+          },
+        };
+      },
+    });
     for (const key of counters) {
       const value = Number(await reader.getString(key));
       expect(value, `${key}: no acknowledged increment lost`).toBeGreaterThanOrEqual(
-        counted.acknowledged.get(key) ?? 0,
+        counted!.acknowledged.get(key) ?? 0,
       );
       expect(value, `${key}: no increment applied twice`).toBeLessThanOrEqual(
-        counted.attempted.get(key) ?? 0,
+        counted!.attempted.get(key) ?? 0,
       );
     }
-    await expectHealed(cluster, reader, [...before, ...KEYS, ...counters], written.attempted);
     // The returned member holds the copies of the keys written before it died.
-    for (const key of before.slice(0, 20)) expect((await cluster.copyAt(VICTIM, key)).value).toBe(`v-${key}`);
+    await expectOnVictim(cluster, keys.slice(0, 20), (key) => `old-${key}`);
     // Visible: /ring showed the sync's progress, the metrics count the copies and no learner is left.
-    expect(states.sync()).toMatchObject({ node: VICTIM });
-    expect(states.sync()!.rangesTotal).toBeGreaterThan(0);
+    expect(sync).toMatchObject({ node: VICTIM });
+    expect(sync!.rangesTotal).toBeGreaterThan(0);
     const adminPort = cluster.balancer.address.adminPort;
-    expect(await metric(adminPort, 'dstore_balancer_sync_keys_total')).toBeGreaterThanOrEqual(before.length);
+    expect(await metric(adminPort, 'dstore_balancer_sync_keys_total')).toBeGreaterThanOrEqual(keys.length);
     expect(await metric(adminPort, 'dstore_balancer_syncing_members')).toBe(0);
   });
 
   it('lmdb: SIGKILL, keys overwritten and deleted while down, restart with the data dir: no deleted key comes back', {
     timeout: 90_000,
   }, async () => {
-    const recorder = new HistoryRecorder();
-    const cluster = await start('lmdb', recorder);
-    const states = watchStates(cluster);
-    const keys = [0, 1, 2].flatMap((position) => keysOf(cluster, `kept-${position}`, 30, VICTIM, position));
-    const seeder = cluster.client(8000);
-    for (const key of keys) await seeder.set(key, `old-${key}`);
-    const { clients, load, writes } = await startLoad(cluster, recorder, 'direct');
-    await sleep(500);
-    const victim = cluster.nodes.get(VICTIM)!;
-    await victim.kill();
-    await waitFor(() => cluster.stateOf(VICTIM) === 'failed', `${VICTIM} marked failed`);
-    // While it is down: a third of its keys overwritten, a third deleted (its data dir still has them).
-    const overwritten = keys.filter((_, i) => i % 3 === 0);
-    const deleted = keys.filter((_, i) => i % 3 === 1);
-    for (const key of overwritten) await seeder.set(key, `new-${key}`);
-    for (const key of deleted) expect(await seeder.del(key)).toBe(true);
-    await victim.start();
-    await waitUntilUp(cluster, states.seen);
-    await sleep(500);
-    const stats = await load.stop();
-    const written = await writes.stop();
-    states.stop();
-    expect([...states.seen]).toEqual(expect.arrayContaining(['failed', 'syncing', 'promoting', 'up']));
-    expectLinearizable(recorder);
-    expect(stats.ok).toBeGreaterThan(200);
-    const reader = clients[1]!;
-    await expectNothingLost(cluster, reader, written);
-    for (const key of deleted) {
-      expect((await cluster.copyAt(VICTIM, key)).value, `${key} deleted while ${VICTIM} was down`).toBeNull();
-    }
-    for (const key of overwritten) expect((await cluster.copyAt(VICTIM, key)).value).toBe(`new-${key}`);
-    await expectHealed(cluster, reader, [...keys, ...KEYS], written.attempted);
+    const { cluster, keys } = await returnScenario({
+      engine: 'lmdb',
+      routing: 'direct',
+      prefix: 'kept',
+      seeded: 30,
+      fault: async (started, seeder, seeded) => {
+        const victim = started.nodes.get(VICTIM)!;
+        await victim.kill();
+        await waitFor(() => started.stateOf(VICTIM) === 'failed', `${VICTIM} marked failed`);
+        // While it is down: a third of its keys overwritten, a third deleted (its data dir keeps them).
+        for (const [i, key] of seeded.entries()) {
+          if (i % 3 === 0) await seeder.set(key, `new-${key}`);
+          else if (i % 3 === 1) expect(await seeder.del(key)).toBe(true);
+        }
+        await victim.start();
+      },
+    });
+    await expectOnVictim(cluster, keys, (key, i) =>
+      i % 3 === 0 ? `new-${key}` : i % 3 === 1 ? null : `old-${key}`,
+    );
   });
 
   it('SIGSTOP past the failure timeout, then SIGCONT: it returns with stale data and an old epoch, syncs and serves', {
     timeout: 90_000,
   }, async () => {
-    const recorder = new HistoryRecorder();
-    const cluster = await start('memory', recorder);
-    const states = watchStates(cluster);
-    const keys = [0, 1, 2].flatMap((position) => keysOf(cluster, `stale-${position}`, 30, VICTIM, position));
-    const seeder = cluster.client(8000);
-    for (const key of keys) await seeder.set(key, `old-${key}`);
-    const { clients, load, writes } = await startLoad(cluster, recorder, 'balancer');
-    await sleep(500);
-    const victim = cluster.nodes.get(VICTIM)!;
-    victim.pause();
-    try {
-      await waitFor(() => cluster.stateOf(VICTIM) === 'failed', `${VICTIM} marked failed`);
-      const deleted = keys.filter((_, i) => i % 2 === 0);
-      for (const key of deleted) expect(await seeder.del(key)).toBe(true);
-    } finally {
-      victim.resume();
-    }
-    await waitUntilUp(cluster, states.seen);
-    await sleep(500);
-    const stats = await load.stop();
-    const written = await writes.stop();
-    states.stop();
-    expect([...states.seen]).toEqual(expect.arrayContaining(['failed', 'syncing', 'promoting', 'up']));
-    expectLinearizable(recorder);
-    expect(stats.ok).toBeGreaterThan(200);
-    const reader = clients[1]!;
-    await expectNothingLost(cluster, reader, written);
-    for (const [i, key] of keys.entries()) {
-      const copy = await cluster.copyAt(VICTIM, key);
-      expect(copy.value === null ? null : copy.value, key).toBe(i % 2 === 0 ? null : `old-${key}`);
-    }
-    await expectHealed(cluster, reader, [...keys, ...KEYS], written.attempted);
+    const { cluster, keys } = await returnScenario({
+      engine: 'memory',
+      routing: 'balancer',
+      prefix: 'stale',
+      seeded: 30,
+      fault: async (started, seeder, seeded) => {
+        const victim = started.nodes.get(VICTIM)!;
+        victim.pause();
+        try {
+          await waitFor(() => started.stateOf(VICTIM) === 'failed', `${VICTIM} marked failed`);
+          for (const [i, key] of seeded.entries()) if (i % 2 === 0) expect(await seeder.del(key)).toBe(true);
+        } finally {
+          victim.resume();
+        }
+      },
+    });
+    await expectOnVictim(cluster, keys, (key, i) => (i % 2 === 0 ? null : `old-${key}`));
   });
 });
