@@ -565,15 +565,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
         const member = activeMember(map, id);
         if (member === undefined || !inWritePaths(member.replicaState) || map.replicationFactor <= 1)
           return undefined;
-        const states = replicaStatesOf(map);
-        states.set(id, 'failed');
         // A learner serves nothing: taking it out leaves every serving chain as it is.
-        const lastUp =
-          member.replicaState !== 'up'
-            ? undefined
-            : ringOf(map.ring)
-                .chains(map.replicationFactor, states)
-                .find((chain) => chain.serving.length === 0 && chain.desired.includes(id));
+        const lastUp = member.replicaState !== 'up' ? undefined : chainServedOnlyBy(map, id);
         if (lastUp !== undefined) {
           if (!this.keptLastUp.has(id)) {
             this.keptLastUp.add(id);
@@ -774,12 +767,30 @@ export class Membership extends EventEmitter<MembershipEvents> {
           'a new incarnation of the node replaces its previous one (a memory node restarted, or a new data dir): the keys only the previous one held are gone',
         );
       }
-      return withRingPlan(map, {
-        members: withMember(map.members, {
-          ...existing,
-          ...this.memberFields(spec, adopted ? identity : existing.identity),
-        }),
-      });
+      const updated: MapMember = {
+        ...existing,
+        ...this.memberFields(spec, adopted ? identity : existing.identity),
+      };
+      // Replication: a new incarnation lost its copies (it restarted before it was found silent):
+      // it must not serve, nor be promoted from a sync it no longer holds. It goes `failed` in
+      // this write and catches up as a learner (unless it is the last member serving a chain:
+      // that range's copies are gone either way).
+      if (
+        newIdentity &&
+        map.replicationFactor > 1 &&
+        inWritePaths(existing.replicaState) &&
+        (existing.replicaState !== 'up' || chainServedOnlyBy(map, spec.id) === undefined)
+      ) {
+        this.options.logger.warn(
+          { node: spec.id, replicaState: existing.replicaState },
+          'node failed: a new incarnation of a replicating member, taken out of its chains until it catches up',
+        );
+        const patch = withRingPlan(map, {
+          members: withMember(map.members, { ...updated, replicaState: 'failed', sinceEpoch: map.epoch + 1 }),
+        });
+        return patch.ring === undefined ? { ...patch, ring: { ...map.ring, epoch: map.epoch + 1 } } : patch;
+      }
+      return withRingPlan(map, { members: withMember(map.members, updated) });
     });
     if (registersHere) this.pool.noteRegistration(spec.id, outcome === 'unchanged');
     return outcome;
@@ -1022,6 +1033,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * to it (not on every connect: that would be nodes² RINGs at every cluster start).
    */
   private nodeReady(ready: ClusterNode): void {
+    // A learner whose link reconnects may have restarted (and wiped, or lost, what it was sent):
+    // it starts over, through failed (the copies recorded as done may be gone).
+    if (this.resync.member === ready.id) void this.markFailed(ready.id, 0);
     const address = `${ready.host}:${ready.port}`;
     const heard = this.ringAddresses.get(ready.id);
     this.ringAddresses.set(ready.id, address);
@@ -1161,6 +1175,18 @@ function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members'
       keysMoved: 0,
     },
   };
+}
+
+/**
+ * A chain that member `id` alone serves in `map` (it would serve nothing without it), if any: the
+ * writer never takes such a member out (its range is unavailable either way, and it keeps its data).
+ */
+function chainServedOnlyBy(map: ClusterMap, id: string): ChainRange | undefined {
+  const states = replicaStatesOf(map);
+  states.set(id, 'failed');
+  return ringOf(map.ring)
+    .chains(map.replicationFactor, states)
+    .find((chain) => chain.serving.length === 0 && chain.desired.includes(id));
 }
 
 /** Whether a member in `state` is in write paths (serving, or a learner): failure detection watches it. */

@@ -85,6 +85,12 @@ export class Resync {
     | undefined;
   /** Keys copied to learners since this balancer started. */
   keysStreamedTotal = 0;
+  private syncing: string | undefined;
+
+  /** The member whose sync runs now (returned, syncing or promoting), if any. */
+  get member(): string | undefined {
+    return this.syncing;
+  }
 
   constructor(private readonly host: ResyncHost) {}
 
@@ -128,12 +134,14 @@ export class Resync {
     }
     if (next === undefined) return;
     const id = next;
+    this.syncing = id;
     this.running = this.sync(id)
       .catch((error: unknown) => {
         this.host.logger.warn({ node: id, err: (error as Error).message }, 'sync interrupted; retried');
       })
       .finally(() => {
         this.running = undefined;
+        this.syncing = undefined;
         this.progress = undefined;
       });
   }

@@ -299,6 +299,24 @@ describe('a failed member returns and serves again (factor 3 on 5 nodes)', () =>
     );
   });
 
+  it('memory: SIGKILL and restart at once, before it is found silent: the new incarnation is failed, then catches up', {
+    timeout: 90_000,
+  }, async () => {
+    const { cluster, keys } = await returnScenario({
+      engine: 'memory',
+      routing: 'balancer',
+      prefix: 'quick',
+      seeded: 30,
+      fault: async (started) => {
+        const victim = started.nodes.get(VICTIM)!;
+        await victim.kill();
+        // Back with an empty engine while the map still has it up: it must not serve.
+        await victim.start();
+      },
+    });
+    await expectOnVictim(cluster, keys, (key) => `old-${key}`);
+  });
+
   it('SIGSTOP past the failure timeout, then SIGCONT: it returns with stale data and an old epoch, syncs and serves', {
     timeout: 90_000,
   }, async () => {
