@@ -627,6 +627,12 @@ export class ReplicationService {
     });
   }
 
+  /** A client write admitted at `generation` is answered: it no longer holds a drain. */
+  private writeAnswered(generation: number): void {
+    if (generation === this.admitGeneration) this.admittedNow--;
+    else this.admittedBefore--;
+  }
+
   /** Deletes every entry (values and tombstones), retried after a storage error; see {@link wiping}. */
   private wipe(): void {
     this.isWiping = true;
@@ -782,14 +788,9 @@ export class ReplicationService {
       );
       return;
     }
-    // Admitted: counted until answered, so a drain that begins meanwhile waits for it.
+    // Admitted: counted until answered (see writeAnswered()), so a drain that begins meanwhile waits for it.
     const generation = this.admitGeneration;
     this.admittedNow++;
-    const answer = (error: unknown, result: T | undefined): void => {
-      if (generation === this.admitGeneration) this.admittedNow--;
-      else this.admittedBefore--;
-      done(error, result);
-    };
     const writeEpoch = options.writeEpoch;
     let batch: ForwardBatch | undefined;
     // A write that changes nothing rests on every earlier write of the link: it is answered only
@@ -836,7 +837,8 @@ export class ReplicationService {
     try {
       updated = this.engine.update(key, options, recorded);
     } catch (error) {
-      answer(error, undefined);
+      this.writeAnswered(generation);
+      done(error, undefined);
       return;
     }
     updated.then(
@@ -844,19 +846,26 @@ export class ReplicationService {
         const settled = (error: DstoreError | undefined): void => {
           if (error === undefined && failuresSeen >= 0 && link.failuresTotal !== failuresSeen) {
             // Nothing was written: not executed, and retryable once the re-send went through.
-            answer(
+            this.writeAnswered(generation);
+            done(
               new DstoreError(
                 ErrorCode.UNAVAILABLE,
                 `replication to ${successor} failed meanwhile: the answer could rest on a write not at the tail; retry`,
               ),
               undefined,
             );
-          } else answer(error, result);
+          } else {
+            this.writeAnswered(generation);
+            done(error, result);
+          }
         };
         if (batch === undefined) settled(undefined);
         else batch.whenSettled(settled);
       },
-      (error: unknown) => answer(error, undefined),
+      (error: unknown) => {
+        this.writeAnswered(generation);
+        done(error, undefined);
+      },
     );
   }
 

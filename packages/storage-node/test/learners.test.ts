@@ -78,52 +78,67 @@ async function answerOf(promise: Promise<Response>): Promise<Response | DstoreEr
   }
 }
 
+/**
+ * Two nodes (`engine`) holding leases from a fake balancer and the learner stand-in; a key whose
+ * desired chain is [learner, head, tail] (the learner heads it once up); `ringOf` builds the RING
+ * of an epoch with the learner `syncing` or `promoting`, and `control` holds a balancer-role
+ * connection to each node, which already applied the `syncing` ring of epoch 10.
+ */
+async function learnerCluster(engine: 'memory' | 'lmdb') {
+  const balancer = new FakeBalancer(resources);
+  balancer.lease = 60_000;
+  const balancerPort = await balancer.start();
+  const ports = new Map<string, number>();
+  for (const id of ['node-a', 'node-b']) {
+    const node = await resources.node({
+      id,
+      join: `127.0.0.1:${balancerPort}`,
+      heartbeatIntervalMs: 100,
+      ...(engine === 'lmdb' ? { engine, dataDir: resources.tempDir() } : { engine }),
+    });
+    ports.set(id, node.address.port);
+  }
+  const learner = new HeldLearner();
+  ports.set(LEARNER, await learner.start());
+  // Both nodes hold a lease (heartbeat answers) before they are asked to serve.
+  while (balancer.count(Op.HEARTBEAT) < 4) await sleep(20);
+  const ring = HashRing.from(
+    IDS.map((id) => ({ id })),
+    { algorithm: 'vnode' },
+  );
+  // A key whose desired chain starts with the learner: once up it is the key's head.
+  let key = '';
+  for (let i = 0; key === ''; i++) if (ring.chainOf(`k-${i}`, 3).desired[0] === LEARNER) key = `k-${i}`;
+  const [, head, tail] = ring.chainOf(key, 3).desired as [string, string, string];
+  const ringOf = (epoch: number, learnerState: 'syncing' | 'promoting') => ({
+    op: Op.RING,
+    epoch,
+    generation: 1,
+    algorithm: 'vnode',
+    vnodes: 0,
+    replicationFactor: 3,
+    nodes: IDS.map(
+      (id): RingMember => ({
+        id,
+        weight: 1,
+        host: '127.0.0.1',
+        port: ports.get(id)!,
+        replicaState: id === LEARNER ? learnerState : 'up',
+      }),
+    ),
+  });
+  const control = new Map<string, Connection>();
+  for (const id of [head, tail]) {
+    const connection = await resources.peer(ports.get(id)!);
+    control.set(id, connection);
+    expect(await connection.request(ringOf(10, 'syncing'))).toMatchObject({ op: Op.OK });
+  }
+  return { learner, key, head, tail, ringOf, control };
+}
+
 describe('a learner at the end of the write path (factor 3)', () => {
   it('receives every write after the serving tail; promoting it makes heads refuse its chains and every node answer RING only once drained', async () => {
-    const balancer = new FakeBalancer(resources);
-    balancer.lease = 60_000;
-    const balancerPort = await balancer.start();
-    const ports = new Map<string, number>();
-    for (const id of ['node-a', 'node-b']) {
-      const node = await resources.node({ id, join: `127.0.0.1:${balancerPort}`, heartbeatIntervalMs: 100 });
-      ports.set(id, node.address.port);
-    }
-    const learner = new HeldLearner();
-    ports.set(LEARNER, await learner.start());
-    // Both nodes hold a lease (heartbeat answers) before they are asked to serve.
-    while (balancer.count(Op.HEARTBEAT) < 4) await sleep(20);
-
-    const ring = HashRing.from(
-      IDS.map((id) => ({ id })),
-      { algorithm: 'vnode' },
-    );
-    // A key whose desired chain starts with the learner: once up it is the key's head.
-    let key = '';
-    for (let i = 0; key === ''; i++) if (ring.chainOf(`k-${i}`, 3).desired[0] === LEARNER) key = `k-${i}`;
-    const [, head, tail] = ring.chainOf(key, 3).desired as [string, string, string];
-    const ringOf = (epoch: number, learnerState: 'syncing' | 'promoting') => ({
-      op: Op.RING,
-      epoch,
-      generation: 1,
-      algorithm: 'vnode',
-      vnodes: 0,
-      replicationFactor: 3,
-      nodes: IDS.map(
-        (id): RingMember => ({
-          id,
-          weight: 1,
-          host: '127.0.0.1',
-          port: ports.get(id)!,
-          replicaState: id === LEARNER ? learnerState : 'up',
-        }),
-      ),
-    });
-    const control = new Map<string, Connection>();
-    for (const id of [head, tail]) {
-      const connection = await resources.peer(ports.get(id)!);
-      control.set(id, connection);
-      expect(await connection.request(ringOf(10, 'syncing'))).toMatchObject({ op: Op.OK });
-    }
+    const { learner, key, head, tail, ringOf, control } = await learnerCluster('memory');
 
     // A write at the head travels head -> tail -> learner, and waits for the learner's answer.
     const headControl = control.get(head)!;
@@ -169,5 +184,28 @@ describe('a learner at the end of the write path (factor 3)', () => {
     );
     expect(values).not.toContain('refused');
     expect(values).toContain('in flight');
+  });
+
+  it('the drain also waits for a write admitted before the RING whose engine update had not run yet (lmdb)', async () => {
+    const { learner, key, head, tail, ringOf, control } = await learnerCluster('lmdb');
+    // The tail first (nothing in flight there): the head's forward then goes out on the new epoch.
+    expect(await control.get(tail)!.request(ringOf(11, 'promoting'))).toMatchObject({ op: Op.OK });
+    const headControl = control.get(head)!;
+    // Pipelined on one connection: the head admits the SET, and lmdb decides it in a later write
+    // transaction, so its entry is on no forward stream yet when the RING arrives.
+    const events: string[] = [];
+    const write = answerOf(
+      headControl.request({ op: Op.SET, key: toBytes(key), value: toBytes('admitted'), epoch: 10 }),
+    ).then((answer) => {
+      events.push('write');
+      return answer;
+    });
+    const ring = headControl.request(ringOf(11, 'promoting')).then(() => events.push('ring'));
+    await sleep(300);
+    events.push('released');
+    learner.release();
+    expect(await write).toMatchObject({ op: Op.OK });
+    await ring;
+    expect(events).toEqual(['released', 'write', 'ring']);
   });
 });
