@@ -38,6 +38,7 @@
  *   pnpm build && pnpm --filter @dstore/examples soak                       # 10 minutes, lmdb
  *   pnpm --filter @dstore/examples soak -- --minutes 30 --engine memory --routing direct --seed 7
  *   pnpm --filter @dstore/examples soak -- --replication-factor 3 --engine memory
+ *   pnpm --filter @dstore/examples soak -- --replication-factor 3 --faults balancer,fail-kill   # only these
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -70,6 +71,7 @@ const { values: flags } = parseArgs({
     routing: { type: 'string' },
     seed: { type: 'string' },
     'replication-factor': { type: 'string' },
+    faults: { type: 'string' },
     keep: { type: 'boolean' },
   },
 });
@@ -80,6 +82,8 @@ const ROUTINGS: Routing[] =
   (flags.routing ?? 'both') === 'both' ? ['balancer', 'direct'] : [flags.routing as Routing];
 const SEED = Number(flags.seed ?? Date.now() % 1_000_000);
 const FACTOR = Number(flags['replication-factor'] ?? 1);
+/** The fault kinds a round may draw (`--faults pause,balancer`); all by default. */
+const FAULT_NAMES = flags.faults?.split(',').map((name) => name.trim());
 if (
   !(MINUTES > 0) ||
   !(ROUND_MS >= 5000) ||
@@ -89,7 +93,7 @@ if (
   !(Number.isInteger(FACTOR) && FACTOR >= 1 && FACTOR <= 5)
 ) {
   console.error(
-    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--keep]',
+    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--faults join,leave,pause,kill,fail-kill,fail-pause,balancer] [--keep]',
   );
   process.exit(2);
 }
@@ -334,6 +338,14 @@ const FAULTS: readonly FaultKind[] = [
   },
 ];
 
+const unknownFault = FAULT_NAMES?.find((name) => !FAULTS.some((fault) => fault.name === name));
+if (unknownFault !== undefined) {
+  console.error(
+    `soak: unknown fault '${unknownFault}' (faults: ${FAULTS.map((fault) => fault.name).join(', ')})`,
+  );
+  process.exit(2);
+}
+
 function clientsFor(routing: Routing, port: number): DstoreClient[] {
   return Array.from({ length: CLIENTS }, () =>
     createClient({
@@ -384,10 +396,12 @@ async function round(
     try {
       for (let i = 0; i < count && performance.now() - started < ROUND_MS * 0.6; i++) {
         await sleep(between(200, Math.max(400, ROUND_MS / (count + 1)), random));
-        const kind = pick(
-          FAULTS.filter((fault) => fault.applies(cluster)),
-          random,
+        const kinds = FAULTS.filter(
+          (fault) =>
+            (FAULT_NAMES === undefined || FAULT_NAMES.includes(fault.name)) && fault.applies(cluster),
         );
+        if (kinds.length === 0) break;
+        const kind = pick(kinds, random);
         recorder.nemesis(kind.name);
         const done = await kind.run(cluster, random);
         recorder.nemesis(`${kind.name} done`, done);
