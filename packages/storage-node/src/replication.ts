@@ -398,6 +398,40 @@ function indeterminate(error: DstoreError, successor: string): DstoreError {
   );
 }
 
+/** Copies bytes one by one (entries not all within one buffer). */
+const sliceOf = (bytes: Uint8Array): Uint8Array => bytes.slice();
+
+/**
+ * A copier of the keys and values of a received REPLICATE: they are views of the one frame
+ * body, so the span they cover is copied once (one allocation per frame, rather than two per
+ * entry) and each copy is a view of it. Bytes outside that buffer, or a span much larger than
+ * the bytes themselves, are copied one by one.
+ */
+function copierOf(entries: readonly ReplicatedEntry[]): (bytes: Uint8Array) => Uint8Array {
+  const first = entries[0]?.key;
+  if (first === undefined) return sliceOf;
+  const buffer = first.buffer;
+  let start = first.byteOffset;
+  let end = start;
+  let bytes = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const { key, value } = entries[i]!;
+    if (key.buffer !== buffer || (value !== null && value.buffer !== buffer)) return sliceOf;
+    start = Math.min(start, key.byteOffset);
+    end = Math.max(end, key.byteOffset + key.length);
+    bytes += key.length + ENTRY_OVERHEAD;
+    if (value !== null) {
+      start = Math.min(start, value.byteOffset);
+      end = Math.max(end, value.byteOffset + value.length);
+      bytes += value.length;
+    }
+  }
+  if (end - start > bytes) return sliceOf;
+  const span = new Uint8Array(buffer, start, end - start).slice();
+  return (view) =>
+    view.buffer === buffer ? new Uint8Array(span.buffer, view.byteOffset - start, view.length) : view.slice();
+}
+
 /** Calls `done` once every batch of `batches` is settled, with the first failure if any. */
 function whenAll(batches: readonly ForwardBatch[], done: ForwardWaiter): void {
   let left = batches.length;
@@ -765,12 +799,13 @@ export class ReplicationService {
       last[sender] = request.batch;
     }
     // Copied once: the engine stores them after this tick (lmdb) and the forward sends them later.
+    const copy = copierOf(entries);
     const copies = new Array<VersionedEntry>(entries.length);
     const forwards: ForwardBatch[] = [];
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i]!;
-      const key = entry.key.slice();
-      const value = entry.value === null ? null : entry.value.slice();
+      const key = copy(entry.key);
+      const value = entry.value === null ? null : copy(entry.value);
       copies[i] = {
         key,
         value: value ?? NO_VALUE,
@@ -782,7 +817,8 @@ export class ReplicationService {
         // failover) must never bring it back, not even for a moment on the tail.
         tombstone: value === null,
       };
-      if (value === null) this.reaper.add(key, entry.writeEpoch, entry.version);
+      // A key of its own: the reaper keeps it for minutes, which must not hold the whole frame.
+      if (value === null) this.reaper.add(key.slice(), entry.writeEpoch, entry.version);
       const successor = successors[i];
       if (successor === undefined) continue;
       const batch = this.linkTo(successor, positions[i]!).append({
