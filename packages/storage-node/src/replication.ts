@@ -9,7 +9,7 @@ import {
   type ReplicateRequest,
   type Response,
 } from '@dstore/protocol';
-import { backoffDelay } from '@dstore/protocol/internal';
+import { backoffDelay, type EndOfTickWriter, flushAtEndOfTick } from '@dstore/protocol/internal';
 import type {
   Decision,
   StorageEngine,
@@ -116,7 +116,7 @@ class ForwardBatch {
 
 /**
  * One node's forward queue towards one successor: the batches not yet answered, in order. Every
- * write appended in a tick goes out in one REPLICATE on `setImmediate` (more only when a frame's
+ * write appended in a tick goes out in one REPLICATE at the tick's end (`flushAtEndOfTick`, more only when a frame's
  * limits are reached); answers settle the batches strictly in order, so the answer of batch b
  * releases its waiters only after every earlier batch of the link is settled. The entries of a
  * batch whose forward fails stay queued (their waiters get the indeterminate error at once) and go
@@ -192,8 +192,11 @@ class ForwardLink {
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(this.flush);
+    // With the connections' writes of the tick: the frame leaves in this turn of the event loop.
+    flushAtEndOfTick(this.endOfTick);
   }
+
+  private readonly endOfTick: EndOfTickWriter = { flushBuffered: () => this.flush() };
 
   /** The newest batch not settled yet: a write that changed nothing waits for it (it saw its writes). */
   last(): ForwardBatch | undefined {
