@@ -207,44 +207,55 @@ export function hotSize(message: Message | WithoutId<Request>, id: number): numb
   }
 }
 
+/**
+ * Writes a MessagePack tag and the size that follows it, big-endian, as the Encoder does: `tag8`
+ * and one byte below 2^8, `tag8 + 1` and two below 2^16, `tag8 + 2` and four above; returns the
+ * end. The uints (0xcc-0xce) and bins (0xc4-0xc6) take this form.
+ */
+function writeSized(out: Uint8Array, at: number, tag8: number, value: number): number {
+  if (value < 0x100) {
+    out[at] = tag8;
+    out[at + 1] = value;
+    return at + 2;
+  }
+  return writeSized16or32(out, at, tag8 + 1, value);
+}
+
+/** `tag16` and 2 big-endian bytes below 2^16, else `tag16 + 1` and 4; returns the end. */
+function writeSized16or32(out: Uint8Array, at: number, tag16: number, value: number): number {
+  if (value < 0x10000) {
+    out[at] = tag16;
+    out[at + 1] = value >>> 8;
+    out[at + 2] = value & 0xff;
+    return at + 3;
+  }
+  out[at] = tag16 + 1;
+  writeU32(out, at + 1, value);
+  return at + 5;
+}
+
+/** Writes `value` (below 2^32) as 4 big-endian bytes. */
+function writeU32(out: Uint8Array, at: number, value: number): void {
+  out[at] = value >>> 24;
+  out[at + 1] = (value >>> 16) & 0xff;
+  out[at + 2] = (value >>> 8) & 0xff;
+  out[at + 3] = value & 0xff;
+}
+
 function writeUint(out: Uint8Array, at: number, value: number): number {
   if (value < 0x80) {
     out[at] = value;
     return at + 1;
   }
-  if (value < 0x100) {
-    out[at] = 0xcc;
-    out[at + 1] = value;
-    return at + 2;
-  }
-  if (value < 0x10000) {
-    out[at] = 0xcd;
-    out[at + 1] = value >>> 8;
-    out[at + 2] = value & 0xff;
-    return at + 3;
-  }
-  out[at] = 0xce;
-  out[at + 1] = value >>> 24;
-  out[at + 2] = (value >>> 16) & 0xff;
-  out[at + 3] = (value >>> 8) & 0xff;
-  out[at + 4] = value & 0xff;
-  return at + 5;
+  return writeSized(out, at, 0xcc, value);
 }
 
 /** Writes a non-negative integer below 2^53 as the Encoder does (uint64 above 2^32-1). */
 function writeUint53(out: Uint8Array, at: number, value: number): number {
   if (value <= 0xffff_ffff) return writeUint(out, at, value);
-  const high = Math.floor(value / 0x1_0000_0000);
-  const low = value >>> 0;
   out[at] = 0xcf;
-  out[at + 1] = high >>> 24;
-  out[at + 2] = (high >>> 16) & 0xff;
-  out[at + 3] = (high >>> 8) & 0xff;
-  out[at + 4] = high & 0xff;
-  out[at + 5] = low >>> 24;
-  out[at + 6] = (low >>> 16) & 0xff;
-  out[at + 7] = (low >>> 8) & 0xff;
-  out[at + 8] = low & 0xff;
+  writeU32(out, at + 1, Math.floor(value / 0x1_0000_0000));
+  writeU32(out, at + 5, value >>> 0);
   return at + 9;
 }
 
@@ -254,37 +265,12 @@ function writeArrayHeader(out: Uint8Array, at: number, fields: number): number {
     out[at] = 0x90 | fields;
     return at + 1;
   }
-  if (fields < 0x10000) {
-    out[at] = 0xdc;
-    out[at + 1] = fields >>> 8;
-    out[at + 2] = fields & 0xff;
-    return at + 3;
-  }
-  out[at] = 0xdd;
-  out[at + 1] = fields >>> 24;
-  out[at + 2] = (fields >>> 16) & 0xff;
-  out[at + 3] = (fields >>> 8) & 0xff;
-  out[at + 4] = fields & 0xff;
-  return at + 5;
+  return writeSized16or32(out, at, 0xdc, fields);
 }
 
 function writeBin(out: Uint8Array, at: number, bytes: Uint8Array): number {
   const length = bytes.length;
-  let pos = at;
-  if (length < 0x100) {
-    out[pos++] = 0xc4;
-    out[pos++] = length;
-  } else if (length < 0x10000) {
-    out[pos++] = 0xc5;
-    out[pos++] = length >>> 8;
-    out[pos++] = length & 0xff;
-  } else {
-    out[pos++] = 0xc6;
-    out[pos++] = length >>> 24;
-    out[pos++] = (length >>> 16) & 0xff;
-    out[pos++] = (length >>> 8) & 0xff;
-    out[pos++] = length & 0xff;
-  }
+  const pos = writeSized(out, at, 0xc4, length);
   // Small values are copied byte by byte: cheaper than TypedArray#set's call for a few bytes.
   if (length <= 32) for (let i = 0; i < length; i++) out[pos + i] = bytes[i]!;
   else out.set(bytes, pos);
@@ -370,6 +356,11 @@ export function writeHot(
   }
 }
 
+/** The 4 big-endian bytes at `at` as an unsigned integer (the caller checks they are present). */
+function readU32(body: Uint8Array, at: number): number {
+  return body[at]! * 0x1000000 + ((body[at + 1]! << 16) | (body[at + 2]! << 8) | body[at + 3]!);
+}
+
 /**
  * Reads a positive integer below 2^32 at `at` (fixint, uint8/16/32), or -1 when the byte there
  * starts anything else. The caller checks that the bytes are present (`uintEnd`).
@@ -379,8 +370,7 @@ function readUint(body: Uint8Array, at: number): number {
   if (tag < 0x80) return tag;
   if (tag === 0xcc) return body[at + 1]!;
   if (tag === 0xcd) return (body[at + 1]! << 8) | body[at + 2]!;
-  if (tag === 0xce)
-    return body[at + 1]! * 0x1000000 + ((body[at + 2]! << 16) | (body[at + 3]! << 8) | body[at + 4]!);
+  if (tag === 0xce) return readU32(body, at + 1);
   return -1;
 }
 
@@ -407,10 +397,8 @@ function uint53End(body: Uint8Array, at: number): number {
 /** Reads the integer {@link uint53End} accepted at `at`. */
 function readUint53(body: Uint8Array, at: number): number {
   if (body[at] !== 0xcf) return readUint(body, at);
-  // The high word is below 2^21 (checked by uint53End): its top byte is 0.
-  const high = (body[at + 2]! << 16) | (body[at + 3]! << 8) | body[at + 4]!;
-  const low = body[at + 5]! * 0x1000000 + ((body[at + 6]! << 16) | (body[at + 7]! << 8) | body[at + 8]!);
-  return high * 0x1_0000_0000 + low;
+  // The high word is below 2^21 (checked by uint53End), so the sum is exact.
+  return readU32(body, at + 1) * 0x1_0000_0000 + readU32(body, at + 5);
 }
 
 /** The end of the bin at `at` (its bytes are `body[end - length, end)`), or -1. */
@@ -430,7 +418,7 @@ function binEnd(body: Uint8Array, at: number): number {
   } else if (tag === 0xc6) {
     if (at + 5 > body.length) return -1;
     start = at + 5;
-    length = body[at + 1]! * 0x1000000 + ((body[at + 2]! << 16) | (body[at + 3]! << 8) | body[at + 4]!);
+    length = readU32(body, at + 1);
   } else return -1;
   const end = start + length;
   return end > body.length ? -1 : end;
@@ -562,7 +550,7 @@ function readReplicate(body: Uint8Array, limits: ProtocolLimits): ReplicateReque
     pos = 3;
   } else if (header === 0xdd) {
     if (length < 5) return undefined;
-    fields = body[1]! * 0x1000000 + ((body[2]! << 16) | (body[3]! << 8) | body[4]!);
+    fields = readU32(body, 1);
     pos = 5;
   } else return undefined;
   if (pos >= length || body[pos] !== Op.REPLICATE) return undefined;
