@@ -116,7 +116,7 @@ class ForwardBatch {
 
 /**
  * One node's forward queue towards one successor: the batches not yet answered, in order. Every
- * write appended in a tick goes out in one REPLICATE at the tick's end (`flushAtEndOfTick`, more only when a frame's
+ * write appended in a tick goes out in one REPLICATE at the tick's end (more only when a frame's
  * limits are reached); answers settle the batches strictly in order, so the answer of batch b
  * releases its waiters only after every earlier batch of the link is settled. The entries of a
  * batch whose forward fails stay queued (their waiters get the indeterminate error at once) and go
