@@ -18,13 +18,15 @@
  * | kill | SIGKILL a node, restart it on its data after 0.1-1 s | lmdb only: a memory node's keys die with it |
  * | balancer | SIGKILL the balancer, restart it on its map after 0.1-1 s | always |
  *
- * With `--replication-factor N` (2-5; experimental replication, step 3: failover without re-sync)
- * the cluster keeps 5 nodes (ring changes are refused once there is data) and the faults are, besides
- * short pauses and balancer kills, failures: a node SIGKILLed for good (`fail-kill`) or SIGSTOPped past
- * the failure timeout (`fail-pause`, resumed afterwards: it must never answer again), at most N - 1
- * at a time. Memory nodes are killed too: every key keeps a copy. A failed member stays out of its
- * chains until re-sync exists, so once N - 1 failed and a round ran that way, the next round starts
- * on a fresh cluster.
+ * With `--replication-factor N` (2-5; experimental replication) the cluster keeps 5 nodes (ring
+ * changes are refused once there is data: step 5 of the design) and the faults are, besides short
+ * pauses and balancer kills, failures and returns: `fail-kill` SIGKILLs 1 to N - 1 nodes at once,
+ * waits until the balancer marked them `failed` (failover), then restarts them (lmdb on their data,
+ * memory empty); `fail-pause` SIGSTOPs one past the failure timeout and resumes it (stale, on an
+ * old epoch: it must never answer from it); `kill` SIGKILLs one and restarts it at once, before
+ * the failure timeout (a memory node comes back empty: it must not serve until it caught up).
+ * Every returning member catches up (learners: `syncing`, `promoting`, `up`) before the round
+ * goes on, so the cluster is whole again after each fault.
  *
  * After each round: the load stops, the cluster settles (every node up, no migration), one more
  * process reads the round's keys, and the round's history is checked (@dstore/checker, WGL).
@@ -125,8 +127,6 @@ class SoakCluster {
   readonly nodes = new Map<string, ManagedProcess<Ready>>();
   /** Nodes that left, kept for their logs. */
   readonly departed: ManagedProcess<Ready>[] = [];
-  /** Replication: nodes made to fail (killed, or paused past the failure timeout), out of their chains. */
-  readonly failed = new Map<string, ManagedProcess<Ready>>();
   private nextNode = 1;
 
   constructor(
@@ -161,10 +161,23 @@ class SoakCluster {
     return id;
   }
 
-  /** Replication: `id` is failing (killed or paused past the failure timeout); the writer marks it failed. */
-  failing(id: string): void {
-    this.failed.set(id, this.nodes.get(id)!);
-    this.nodes.delete(id);
+  /**
+   * Replication: waits until the balancer marked every one of `ids` failed (taken out of its
+   * chains after the failure timeout); throws past the settle timeout.
+   */
+  async markedFailed(ids: readonly string[]): Promise<void> {
+    const deadline = Date.now() + SETTLE_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      try {
+        const ring = await adminJson<RingDocument>(this.admin, '/ring');
+        const byId = new Map(ring.nodes.map((node) => [node.id, node]));
+        if (ids.every((id) => byId.get(id)?.replicaState === 'failed')) return;
+      } catch {
+        // The balancer may be restarting (a balancer fault of the same round): ask again.
+      }
+      await sleep(100);
+    }
+    throw new Error(`${ids.join(', ')} not marked failed within ${SETTLE_TIMEOUT_MS} ms`);
   }
 
   async leave(id: string): Promise<void> {
@@ -175,8 +188,8 @@ class SoakCluster {
   }
 
   /**
-   * Waits until the balancer has exactly the current nodes, all up (and `up` in their chains), the
-   * failed ones marked failed, and no migration runs or waits.
+   * Waits until the balancer has exactly the current nodes, all up (and `up` in their chains: a
+   * member that returned after a failure has caught up), and no migration runs or waits.
    */
   async settled(): Promise<void> {
     const deadline = Date.now() + SETTLE_TIMEOUT_MS;
@@ -192,9 +205,8 @@ class SoakCluster {
         const byId = new Map(ring.nodes.map((node) => [node.id, node]));
         const up = (id: string) => byId.get(id)?.status === 'up' && byId.get(id)?.replicaState === 'up';
         if (
-          ring.nodes.length === this.nodes.size + this.failed.size &&
+          ring.nodes.length === this.nodes.size &&
           [...this.nodes.keys()].every(up) &&
-          [...this.failed.keys()].every((id) => byId.get(id)?.replicaState === 'failed') &&
           ring.map.transition === null &&
           !ring.migration.active &&
           ring.migration.queuedChanges === 0
@@ -232,9 +244,6 @@ const pick = <T>(items: readonly T[], random: () => number): T => items[Math.flo
 const between = (low: number, high: number, random: () => number) =>
   low + Math.floor(random() * (high - low));
 
-/** Replication: fewer failed nodes than copies, so every key keeps one. */
-const mayFail = (cluster: SoakCluster) => FACTOR > 1 && cluster.failed.size < FACTOR - 1;
-
 const FAULTS: readonly FaultKind[] = [
   {
     name: 'join',
@@ -266,8 +275,9 @@ const FAULTS: readonly FaultKind[] = [
   },
   {
     name: 'kill',
-    // With replication a restarted member stays failed until re-sync (learners) exists.
-    applies: () => FACTOR === 1 && ENGINE === 'lmdb',
+    // Restarted before the failure timeout. With replication a memory node comes back empty under
+    // a new incarnation: the balancer must take it out of its chains until it caught up.
+    applies: () => FACTOR > 1 || ENGINE === 'lmdb',
     run: async (cluster, random) => {
       const id = pick([...cluster.nodes.keys()], random);
       const node = cluster.nodes.get(id)!;
@@ -280,26 +290,35 @@ const FAULTS: readonly FaultKind[] = [
   },
   {
     name: 'fail-kill',
-    applies: mayFail,
+    applies: () => FACTOR > 1,
     run: async (cluster, random) => {
-      const id = pick([...cluster.nodes.keys()], random);
-      cluster.failing(id);
-      await cluster.failed.get(id)!.kill('SIGKILL');
-      return `kill ${id} (stays down: failover)`;
+      // 1 to factor - 1 at once: every key keeps a copy.
+      const count = between(1, FACTOR, random);
+      const candidates = [...cluster.nodes.keys()];
+      const ids = Array.from(
+        { length: count },
+        () => candidates.splice(between(0, candidates.length, random), 1)[0]!,
+      );
+      await Promise.all(ids.map((id) => cluster.nodes.get(id)!.kill('SIGKILL')));
+      await cluster.markedFailed(ids);
+      await Promise.all(ids.map((id) => cluster.nodes.get(id)!.start()));
+      return `kill ${ids.join(' + ')} past the failure timeout (failover), then restart (catch up)`;
     },
   },
   {
     name: 'fail-pause',
-    applies: mayFail,
+    applies: () => FACTOR > 1,
     run: async (cluster, random) => {
       const id = pick([...cluster.nodes.keys()], random);
       const node = cluster.nodes.get(id)!;
-      const ms = between(FAILURE_TIMEOUT_MS + 1000, FAILURE_TIMEOUT_MS + 3000, random);
-      cluster.failing(id);
       node.pause();
-      await sleep(ms);
-      node.resume();
-      return `pause ${id} ${ms} ms, past the failure timeout (failover; it must not answer again)`;
+      try {
+        await cluster.markedFailed([id]);
+        await sleep(between(0, 1000, random));
+      } finally {
+        node.resume();
+      }
+      return `pause ${id} past the failure timeout (failover; stale, it must not answer), then resume (catch up)`;
     },
   },
   {
@@ -407,14 +426,14 @@ async function round(
 }
 
 /**
- * Writes round `index`'s durable key and reads back every one since `first` (the current
- * cluster's first round); throws on a loss.
+ * Writes round `index`'s durable key and reads back every one of the earlier rounds; throws on a
+ * loss.
  */
-async function checkDurable(port: number, first: number, index: number): Promise<void> {
+async function checkDurable(port: number, index: number): Promise<void> {
   const client = createClient({ host: '127.0.0.1', port, commandTimeout: 5000 });
   try {
     await client.set(`soak-durable-${index}`, `round-${index}`);
-    for (let earlier = first; earlier <= index; earlier++) {
+    for (let earlier = 0; earlier <= index; earlier++) {
       const value = await client.getString(`soak-durable-${earlier}`);
       if (value !== `round-${earlier}`)
         throw new Error(`acknowledged write lost: soak-durable-${earlier} reads ${JSON.stringify(value)}`);
@@ -439,8 +458,8 @@ async function writeFiller(port: number): Promise<void> {
   }
 }
 
-/** Starts one generation of the cluster: the balancer, the first nodes, the filler keys. */
-async function startGeneration(root: string): Promise<SoakCluster> {
+/** Starts the cluster: the balancer, the first nodes, the filler keys. */
+async function startCluster(root: string): Promise<SoakCluster> {
   mkdirSync(root, { recursive: true });
   const [port, adminPort] = [await freePort(), await freePort()];
   const cluster = new SoakCluster(root, port, adminPort);
@@ -449,15 +468,6 @@ async function startGeneration(root: string): Promise<SoakCluster> {
   await cluster.settled();
   await writeFiller(port);
   return cluster;
-}
-
-/**
- * Whether to start the next round on a fresh cluster: with replication, once factor - 1 nodes
- * failed (no further failure is allowed) and a whole round ran in that state, as a failed member
- * stays out until re-sync (learners) exists.
- */
-function exhausted(cluster: SoakCluster, roundsSinceLastFailure: number): boolean {
-  return FACTOR > 1 && cluster.failed.size >= FACTOR - 1 && roundsSinceLastFailure >= 1;
 }
 
 async function main(): Promise<number> {
@@ -470,25 +480,14 @@ async function main(): Promise<number> {
   let cluster: SoakCluster | undefined;
   const until = performance.now() + MINUTES * 60_000;
   try {
-    let totals = { rounds: 0, ok: 0, info: 0, faults: 0, generations: 0 };
-    /** The first round of the current cluster: its durable keys are those since. */
-    let firstRound = 0;
-    let roundsSinceLastFailure = 0;
+    let totals = { rounds: 0, ok: 0, info: 0, faults: 0 };
+    cluster = await startCluster(join(root, 'cluster'));
     for (let index = 0; performance.now() < until; index++) {
-      if (cluster === undefined || exhausted(cluster, roundsSinceLastFailure)) {
-        await cluster?.nemesis.cleanup();
-        cluster = await startGeneration(join(root, `cluster-${totals.generations}`));
-        totals = { ...totals, generations: totals.generations + 1 };
-        firstRound = index;
-        roundsSinceLastFailure = 0;
-      }
       const routing = ROUTINGS[index % ROUTINGS.length]!;
-      const failedBefore = cluster.failed.size;
       // A history per round: the checker's cost grows with its length and its unknown outcomes.
       const recorder = new HistoryRecorder();
       const result = await round(cluster, recorder, index, routing, random);
-      await checkDurable(cluster.port, firstRound, index);
-      roundsSinceLastFailure = cluster.failed.size > failedBefore ? 0 : roundsSinceLastFailure + 1;
+      await checkDurable(cluster.port, index);
       totals = {
         ...totals,
         rounds: totals.rounds + 1,
@@ -496,25 +495,19 @@ async function main(): Promise<number> {
         info: totals.info + result.info,
         faults: totals.faults + result.faults.length,
       };
-      const failedNote = FACTOR > 1 ? `, ${cluster.failed.size} failed` : '';
       console.log(
-        `round ${index} (${routing}, ${cluster.nodes.size} nodes${failedNote}): linearizable, ${result.ok} ok / ${result.fail} fail / ${result.info} info, checked in ${Math.round(result.checkMs)} ms; faults: ${result.faults.join('; ')}`,
+        `round ${index} (${routing}, ${cluster.nodes.size} nodes): linearizable, ${result.ok} ok / ${result.fail} fail / ${result.info} info, checked in ${Math.round(result.checkMs)} ms; faults: ${result.faults.join('; ')}`,
       );
     }
     console.log(
-      `soak passed: ${totals.rounds} rounds on ${totals.generations} cluster(s), ${totals.ok} operations ok, ${totals.info} of unknown outcome, ${totals.faults} faults, every durable key read back`,
+      `soak passed: ${totals.rounds} rounds, ${totals.ok} operations ok, ${totals.info} of unknown outcome, ${totals.faults} faults, every durable key read back`,
     );
     return 0;
   } catch (error) {
     failed = true;
     console.error(`soak FAILED (seed ${SEED}): ${(error as Error).message}`);
     if (cluster !== undefined) {
-      const processes = [
-        cluster.balancer,
-        ...cluster.nodes.values(),
-        ...cluster.failed.values(),
-        ...cluster.departed,
-      ];
+      const processes = [cluster.balancer, ...cluster.nodes.values(), ...cluster.departed];
       for (const proc of processes)
         writeFileSync(join(cluster.root, `${proc.name}.stderr.log`), proc.stderr());
     }

@@ -13,6 +13,7 @@ import type { MapStoreKind } from './map-store.js';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
 import type { MigrationProgress } from './migrator.js';
+import type { SyncProgress } from './resync.js';
 
 /** One node as `/ring` shows it. */
 export interface RingNodeView {
@@ -101,6 +102,13 @@ export interface ReplicationView {
   readonly underReplicatedRanges: number;
   /** Ranges grouped by chain, most of the hash space first. */
   readonly chains: readonly ChainView[];
+  /**
+   * The catch-up of a returning member (one at a time; each member's state is in `nodes`):
+   * keys streamed to it, keys per second, ranges left. Null when none runs.
+   */
+  readonly sync: SyncProgress | null;
+  /** Keys copied to returning members since this balancer started. */
+  readonly syncKeysTotal: number;
 }
 
 /** The `/ring` document. */
@@ -142,6 +150,7 @@ export function replicationView(membership: Membership): ReplicationView {
       view: {
         desired: range.desired,
         serving: range.serving,
+        path: range.path,
         head: range.head ?? null,
         tail: range.tail ?? null,
         underReplicated: range.underReplicated,
@@ -154,7 +163,14 @@ export function replicationView(membership: Membership): ReplicationView {
     .sort((a, b) => b.length - a.length)
     .map(({ view, ranges, length }) => ({ ...view, ranges, share: length / RING_SIZE }));
   const factor = membership.clusterMap.replicationFactor;
-  return { factor, active: factor > 1, underReplicatedRanges, chains };
+  return {
+    factor,
+    active: factor > 1,
+    underReplicatedRanges,
+    chains,
+    sync: membership.resync.snapshot(),
+    syncKeysTotal: membership.resync.keysStreamedTotal,
+  };
 }
 
 /** The `/health` document. */

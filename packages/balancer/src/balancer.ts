@@ -108,6 +108,7 @@ export class Balancer {
       failureTimeoutMs: this.options.failureTimeoutMs,
       leaseMs: this.options.leaseMs,
       onMemberFailed: () => this.metrics.memberFailed(),
+      onSyncKeys: (keys) => this.metrics.syncKeys(keys),
       link: {
         requestTimeoutMs: this.options.requestTimeoutMs,
         maxInFlight: this.options.maxInFlightPerNode,

@@ -114,7 +114,7 @@ function buildProgram(): Command {
     )
     .option(
       '--experimental-replication',
-      'accept --replication-factor above 1: experimental chain replication (leases, failover; no learners yet)',
+      'accept --replication-factor above 1: experimental chain replication (leases, failover, failed members catching up)',
     )
     .option('--request-timeout <ms>', 'deadline of every forwarded request (ms, or 2s)', duration(1), 2000)
     .option(

@@ -34,8 +34,9 @@ export interface MapMember {
   readonly leftBy?: 'node' | 'operator' | undefined;
   /**
    * The member's replication state (see docs/design/replication.md): `up` serves in its chains,
-   * `syncing` and `failed` are in desired chains only, `dead` in none. Every member is `up` until
-   * the replication steps that set the others land; a stored map without it loads as `up`.
+   * `syncing` and `promoting` (learners: at the end of write paths) and `failed` are in desired
+   * chains only, `dead` in none. The map's writer sets `failed` (failover) and `syncing`,
+   * `promoting`, `up` (a failed member's return); a stored map without it loads as `up`.
    */
   readonly replicaState: ReplicaState;
 }
@@ -232,7 +233,13 @@ function expect(where: string): {
 }
 
 const STATES: ReadonlySet<string> = new Set(['joining', 'up', 'leaving', 'removed']);
-const REPLICA_STATES: ReadonlySet<string> = new Set<ReplicaState>(['up', 'syncing', 'failed', 'dead']);
+const REPLICA_STATES: ReadonlySet<string> = new Set<ReplicaState>([
+  'up',
+  'syncing',
+  'promoting',
+  'failed',
+  'dead',
+]);
 
 /** Members' replication states by id (removed members have none): what chains are derived from. */
 export function replicaStatesOf(map: ClusterMap): Map<string, ReplicaState> {
@@ -290,7 +297,7 @@ export function parseClusterMap(text: string, where: string): ClusterMap {
       throw corrupt(where, `members[${index}].leftBy must be node or operator`);
     if (m.replicaState === undefined) return { ...m, replicaState: 'up' };
     if (!REPLICA_STATES.has(m.replicaState as string))
-      throw corrupt(where, `members[${index}].replicaState must be up, syncing, failed or dead`);
+      throw corrupt(where, `members[${index}].replicaState must be up, syncing, promoting, failed or dead`);
     return m;
   });
   if (map.transition !== null) {

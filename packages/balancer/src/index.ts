@@ -35,3 +35,4 @@ export {
   type StaticNodeSpec,
 } from './config.js';
 export type { MapStore, MapStoreKind } from './map-store.js';
+export type { SyncProgress } from './resync.js';

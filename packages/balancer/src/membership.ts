@@ -23,6 +23,7 @@ import type { HealthMonitor } from './health.js';
 import type { MapStore } from './map-store.js';
 import { groupMoves, Migrator, type MoveGroup, streamName } from './migrator.js';
 import { NodePool } from './node-pool.js';
+import { Resync } from './resync.js';
 import { Topology } from './topology.js';
 
 /** A change to the cluster map (see {@link nextMap}). */
@@ -83,6 +84,8 @@ export interface MembershipOptions {
   readonly leaseMs?: number;
   /** Called once per member the writer marks `failed` (the metrics' counter). */
   readonly onMemberFailed?: (id: string) => void;
+  /** Called with the keys of each completed copy to a returning member (the metrics' counter). */
+  readonly onSyncKeys?: (keys: number) => void;
 }
 
 /** The hash ring a cluster map's ring describes (also used by the admin dashboard's ring view). */
@@ -105,6 +108,8 @@ export function ringOf(ring: MapRing): HashRing {
 export class Membership extends EventEmitter<MembershipEvents> {
   /** Key migration between ring changes. */
   readonly migrator: Migrator;
+  /** Replication: the catch-up of `failed` members that return (learners). */
+  readonly resync: Resync;
   /** Links to the members (one writer: {@link install} syncs it with the map). */
   private readonly pool: NodePool;
   private map: ClusterMap;
@@ -152,6 +157,26 @@ export class Membership extends EventEmitter<MembershipEvents> {
     });
     this.migrator.generation = this.map.generation;
     this.migrator.replication = { factor: this.map.replicationFactor, states: replicaStatesOf(this.map) };
+    this.resync = new Resync({
+      get map() {
+        return membership.map;
+      },
+      get ring() {
+        return membership.currentRing;
+      },
+      get writing() {
+        return membership.coordinator && !membership.isClosed;
+      },
+      node: (id) => this.pool.get(id),
+      get nodes() {
+        return membership.pool.values();
+      },
+      logger: options.logger,
+      migrator: this.migrator,
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+      writeMember: (reason, change) => this.writeReplicaState(reason, change),
+      onKeysStreamed: (keys) => options.onSyncKeys?.(keys),
+    });
     this.pool = new NodePool({
       link: options.link,
       health: options.health,
@@ -405,7 +430,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (map.replicationFactor > 1) {
       this.options.logger.warn(
         { replicationFactor: map.replicationFactor },
-        'replication is experimental: chains, leases and failover work, but a member marked failed stays out (no learners yet) and the ring cannot change once it holds keys',
+        'replication is experimental: chains, leases, failover and the return of failed members work, but the ring cannot change once it holds keys',
       );
     }
     if (map.epoch !== this.map.epoch || map.cluster !== this.map.cluster) this.install(map);
@@ -456,15 +481,39 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   /**
    * The lease (ms) to grant node `id` in a heartbeat's answer: only from the map's writer, only
-   * with a replication factor above 1, and only to a ring member the map keeps `up`; else
-   * undefined (no lease: a replicating node then refuses everything once its lease runs out).
+   * with a replication factor above 1, and only to a ring member the map keeps `up` or a learner
+   * (`syncing`, `promoting`: it serves no client request, but holds its lease when it becomes
+   * `up`, so its chains take writes at once); else undefined (no lease: a replicating node then
+   * refuses everything once its lease runs out). Never to a `failed` member.
    */
   leaseFor(id: string): number | undefined {
     const map = this.map;
     if (!this.coordinator || this.isClosed || map.replicationFactor <= 1) return undefined;
-    const member = activeMember(map, id);
-    if (member === undefined || member.replicaState !== 'up') return undefined;
+    const state = activeMember(map, id)?.replicaState;
+    if (state !== 'up' && state !== 'syncing' && state !== 'promoting') return undefined;
     return this.options.leaseMs ?? 2000;
+  }
+
+  /**
+   * One map write of a member's replication state (the resync's steps): `change` returns the
+   * member's new entry, or undefined for nothing to do. A new ring epoch, announced as every ring:
+   * every node's chains (write paths, serving members) follow. Resolves whether it was written.
+   */
+  private async writeReplicaState(
+    reason: string,
+    change: (map: ClusterMap) => MapMember | undefined,
+  ): Promise<boolean> {
+    let written = false;
+    await this.update(reason, (map) => {
+      const member = change(map);
+      if (member === undefined) return undefined;
+      written = true;
+      return {
+        ring: { ...map.ring, epoch: map.epoch + 1 },
+        members: withMember(map.members, { ...member, sinceEpoch: map.epoch + 1 }),
+      };
+    });
+    return written;
   }
 
   private detectFailures(): void {
@@ -475,7 +524,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (now - this.writerSince < timeout) return;
     for (const ringMember of map.ring.members) {
       const member = activeMember(map, ringMember.id);
-      if (member === undefined || member.replicaState !== 'up') continue;
+      // Learners are in write paths: a silent one holds its chains' writes like any member.
+      if (member === undefined || !inWritePaths(member.replicaState)) continue;
       const node = this.pool.get(member.id);
       // Heard: a heartbeat here (a node registered here) or, for one that never registered here,
       // its link being up; never before this process became the writer.
@@ -499,6 +549,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       });
       return;
     }
+    this.resync.tick();
   }
 
   /**
@@ -512,13 +563,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
     try {
       await this.update(`node ${id} failed`, (map) => {
         const member = activeMember(map, id);
-        if (member === undefined || member.replicaState !== 'up' || map.replicationFactor <= 1)
+        if (member === undefined || !inWritePaths(member.replicaState) || map.replicationFactor <= 1)
           return undefined;
-        const states = replicaStatesOf(map);
-        states.set(id, 'failed');
-        const lastUp = ringOf(map.ring)
-          .chains(map.replicationFactor, states)
-          .find((chain) => chain.serving.length === 0 && chain.desired.includes(id));
+        // A learner serves nothing: taking it out leaves every serving chain as it is.
+        const lastUp = member.replicaState !== 'up' ? undefined : chainServedOnlyBy(map, id);
         if (lastUp !== undefined) {
           if (!this.keptLastUp.has(id)) {
             this.keptLastUp.add(id);
@@ -719,12 +767,30 @@ export class Membership extends EventEmitter<MembershipEvents> {
           'a new incarnation of the node replaces its previous one (a memory node restarted, or a new data dir): the keys only the previous one held are gone',
         );
       }
-      return withRingPlan(map, {
-        members: withMember(map.members, {
-          ...existing,
-          ...this.memberFields(spec, adopted ? identity : existing.identity),
-        }),
-      });
+      const updated: MapMember = {
+        ...existing,
+        ...this.memberFields(spec, adopted ? identity : existing.identity),
+      };
+      // Replication: a new incarnation lost its copies (it restarted before it was found silent):
+      // it must not serve, nor be promoted from a sync it no longer holds. It goes `failed` in
+      // this write and catches up as a learner (unless it is the last member serving a chain:
+      // that range's copies are gone either way).
+      if (
+        newIdentity &&
+        map.replicationFactor > 1 &&
+        inWritePaths(existing.replicaState) &&
+        (existing.replicaState !== 'up' || chainServedOnlyBy(map, spec.id) === undefined)
+      ) {
+        this.options.logger.warn(
+          { node: spec.id, replicaState: existing.replicaState },
+          'node failed: a new incarnation of a replicating member, taken out of its chains until it catches up',
+        );
+        const patch = withRingPlan(map, {
+          members: withMember(map.members, { ...updated, replicaState: 'failed', sinceEpoch: map.epoch + 1 }),
+        });
+        return patch.ring === undefined ? { ...patch, ring: { ...map.ring, epoch: map.epoch + 1 } } : patch;
+      }
+      return withRingPlan(map, { members: withMember(map.members, updated) });
     });
     if (registersHere) this.pool.noteRegistration(spec.id, outcome === 'unchanged');
     return outcome;
@@ -967,6 +1033,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * to it (not on every connect: that would be nodes² RINGs at every cluster start).
    */
   private nodeReady(ready: ClusterNode): void {
+    // A learner whose link reconnects may have restarted (and wiped, or lost, what it was sent):
+    // it starts over, through failed (the copies recorded as done may be gone).
+    if (this.resync.member === ready.id) void this.markFailed(ready.id, 0);
     const address = `${ready.host}:${ready.port}`;
     const heard = this.ringAddresses.get(ready.id);
     this.ringAddresses.set(ready.id, address);
@@ -1106,6 +1175,23 @@ function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members'
       keysMoved: 0,
     },
   };
+}
+
+/**
+ * A chain that member `id` alone serves in `map` (it would serve nothing without it), if any: the
+ * writer never takes such a member out (its range is unavailable either way, and it keeps its data).
+ */
+function chainServedOnlyBy(map: ClusterMap, id: string): ChainRange | undefined {
+  const states = replicaStatesOf(map);
+  states.set(id, 'failed');
+  return ringOf(map.ring)
+    .chains(map.replicationFactor, states)
+    .find((chain) => chain.serving.length === 0 && chain.desired.includes(id));
+}
+
+/** Whether a member in `state` is in write paths (serving, or a learner): failure detection watches it. */
+function inWritePaths(state: MapMember['replicaState']): boolean {
+  return state === 'up' || state === 'syncing' || state === 'promoting';
 }
 
 /** Members present in one list and not the other, or with another weight. */

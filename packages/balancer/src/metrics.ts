@@ -29,6 +29,10 @@ export interface ClusterGaugeSource {
   readonly migrator?: { snapshot(): { keysMovedTotal: number; pendingRanges: number; stalled: unknown } };
   /** The ring's chains (absent in clusters without a cluster map): under-replicated ranges are counted. */
   readonly chains?: Iterable<{ readonly underReplicated: boolean }>;
+  /** The cluster map's members (absent without a cluster map): learners are counted. */
+  readonly clusterMap?: {
+    readonly members: readonly { readonly replicaState: string; readonly state: string }[];
+  };
 }
 
 interface ExportedSample {
@@ -158,6 +162,20 @@ export class BalancerMetrics {
   private readonly membersFailed = new Counter({
     name: 'dstore_balancer_members_failed_total',
     help: 'Members this balancer, as the map writer, marked failed (replication failover) since it started.',
+    registers: [this.registry],
+  });
+
+  /**
+   * Counts keys copied to a returning member (replication learners), as
+   * `dstore_balancer_sync_keys_total`.
+   */
+  syncKeys(keys: number): void {
+    this.syncKeysTotal.inc(keys);
+  }
+
+  private readonly syncKeysTotal = new Counter({
+    name: 'dstore_balancer_sync_keys_total',
+    help: 'Keys this balancer, as the map writer, copied to returning members (learners) since it started.',
     registers: [this.registry],
   });
 
@@ -292,6 +310,22 @@ export class BalancerMetrics {
       collect() {
         let count = 0;
         for (const chain of cluster.chains ?? []) if (chain.underReplicated) count++;
+        this.set(count);
+      },
+    });
+    new Gauge({
+      name: 'dstore_balancer_syncing_members',
+      help: 'Members catching up (replication state syncing or promoting): in write paths, serving nothing yet.',
+      registers: [this.registry],
+      collect() {
+        let count = 0;
+        for (const member of cluster.clusterMap?.members ?? []) {
+          if (
+            member.state !== 'removed' &&
+            (member.replicaState === 'syncing' || member.replicaState === 'promoting')
+          )
+            count++;
+        }
         this.set(count);
       },
     });

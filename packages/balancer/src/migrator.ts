@@ -215,16 +215,18 @@ export class Migrator {
     };
   }
 
-  /** Sends a RING to one node; failures are only logged. */
-  async pushRing(node: ClusterNode, ring: HashRing, epoch: number): Promise<void> {
-    if (!node.verifyIdentity || ring.size === 0) return;
+  /** Sends a RING to one node; resolves true once it answered, false when it did not (only logged). */
+  async pushRing(node: ClusterNode, ring: HashRing, epoch: number): Promise<boolean> {
+    if (!node.verifyIdentity || ring.size === 0) return false;
     try {
       const addresses = new Map([...this.host.nodes].map((member) => [member.id, member]));
       await node.forward(ringMessage(ring, epoch, this.generation, addresses, this.replication), {
         timeoutMs: CONTROL_TIMEOUT_MS,
       });
+      return true;
     } catch (error) {
       this.host.logger.debug({ node: node.id, err: (error as Error).message }, 'RING not accepted');
+      return false;
     }
   }
 
@@ -357,7 +359,7 @@ export class Migrator {
     const logger = this.host.logger;
     let moved = 0;
     for (const ranges of chunkRanges(group.ranges)) {
-      for (let attempt = 1; ; attempt++) {
+      const keys = await this.migrateWithRetries(ranges, () => {
         const from = this.host.node(group.from);
         const to = this.host.node(group.to);
         if (from === undefined || to === undefined || this.host.closed) {
@@ -371,29 +373,49 @@ export class Migrator {
           logger.warn({ epoch, from: group.from, to: group.to }, 'migration skipped: a node failed');
           return undefined;
         }
-        try {
-          const answer = await from.forward(
-            { op: Op.MIGRATE, epoch, target: to.id, host: to.host, port: to.port, ranges },
-            { timeoutMs: MIGRATE_TIMEOUT_MS },
-          );
-          const keys = answer.op === Op.COUNT ? answer.count : 0;
-          moved += keys;
-          this.progress.keysMoved += keys;
-          this.progress.keysMovedTotal += keys;
-          this.progress.pendingRanges -= ranges.length;
-          this.clearStall(group);
-          break;
-        } catch (error) {
-          await this.afterFailedMigrate(group, epoch, error, attempt, from);
-        }
-      }
+        return { from, to, epoch };
+      });
+      if (keys === undefined) return undefined;
+      moved += keys;
+      this.progress.keysMoved += keys;
+      this.progress.keysMovedTotal += keys;
+      this.progress.pendingRanges -= ranges.length;
     }
     return moved;
   }
 
+  /**
+   * One MIGRATE of `ranges` (at most one chunk, see `chunkRanges`), retried until it is answered:
+   * before each attempt `plan` names the source, the target and the epoch (it may change between
+   * attempts: a learner's copy restarts from a new tail after a failover), or returns undefined to
+   * give up. Resolves with the keys the source sent, or undefined when given up. Also the loop of
+   * a learner's copies (see `resync.ts`).
+   */
+  async migrateWithRetries(
+    ranges: HashRange[],
+    plan: () => { from: ClusterNode; to: ClusterNode; epoch: number } | undefined,
+  ): Promise<number | undefined> {
+    for (let attempt = 1; ; attempt++) {
+      const planned = plan();
+      if (planned === undefined) return undefined;
+      const { from, to, epoch } = planned;
+      const group = { from: from.id, to: to.id };
+      try {
+        const answer = await from.forward(
+          { op: Op.MIGRATE, epoch, target: to.id, host: to.host, port: to.port, ranges },
+          { timeoutMs: MIGRATE_TIMEOUT_MS },
+        );
+        this.clearStall(group);
+        return answer.op === Op.COUNT ? answer.count : 0;
+      } catch (error) {
+        await this.afterFailedMigrate(group, epoch, error, attempt, from);
+      }
+    }
+  }
+
   /** Logs a failed MIGRATE, records a stall when it is a refusal, and waits before the next try. */
   private async afterFailedMigrate(
-    group: MoveGroup,
+    group: Pick<MoveGroup, 'from' | 'to'>,
     epoch: number,
     error: unknown,
     attempt: number,
@@ -429,7 +451,7 @@ export class Migrator {
     await sleep(retryDelayMs(attempt));
   }
 
-  private clearStall(group: MoveGroup): void {
+  private clearStall(group: Pick<MoveGroup, 'from' | 'to'>): void {
     const stalled = this.progress.stalled;
     if (stalled === null || stalled.from !== group.from || stalled.to !== group.to) return;
     this.progress.stalled = null;

@@ -51,7 +51,14 @@ describe('admin HTTP', () => {
       },
       algorithm: 'ketama',
       nodes: [],
-      replication: { factor: 1, active: false, underReplicatedRanges: 0, chains: [] },
+      replication: {
+        factor: 1,
+        active: false,
+        underReplicatedRanges: 0,
+        chains: [],
+        sync: null,
+        syncKeysTotal: 0,
+      },
       migration: {
         active: false,
         epoch: -1,

@@ -4,16 +4,28 @@
  * at it: each member's copy of a key read straight from the node with PULL (a peer's read of its
  * replica, which bypasses the tail-only rule for clients), client and peer connections to a node.
  */
-import { type ManagedProcess, Nemesis } from '@dstore/checker';
+import {
+  checkHistory,
+  formatCheckResult,
+  type HistoryRecorder,
+  type ManagedProcess,
+  Nemesis,
+  type OperationMix,
+  type RunningWorkload,
+  runRegisterOperation,
+  startWorkload,
+} from '@dstore/checker';
 import { createClient, type DstoreClient } from '@dstore/client';
 import type { Chain, HashRing, ReplicaState } from '@dstore/hashring';
 import { Connection, connectSocket, handshake, Op } from '@dstore/protocol';
 import { expect } from 'vitest';
 import type { Balancer, BalancerOptions } from '../src/index.js';
+import { directClient, withMap } from './direct-client.js';
 import {
   NODE_CLI,
   type NodeReady,
   type Resources,
+  sleep,
   startBalancer,
   temporaryDir,
   waitForNodesUp,
@@ -21,6 +33,13 @@ import {
 
 export type Engine = 'memory' | 'lmdb';
 export const FACTOR = 3;
+/**
+ * Balancer timeouts of the failover and recovery tests: nodes heartbeat every 200 ms, the lease is
+ * 1000 ms and the failure timeout 3000 ms (see replication-failover.test.ts for why).
+ */
+export const FAILOVER_TIMEOUTS = { heartbeatTimeoutMs: 1000, leaseMs: 1000, failureTimeoutMs: 3000 } as const;
+/** The register keys of the checker's workload. */
+export const REGISTER_KEYS = Array.from({ length: 12 }, (_, i) => `lin-${i}`);
 export const NODES = ['node-1', 'node-2', 'node-3', 'node-4', 'node-5'];
 const text = new TextEncoder();
 
@@ -167,6 +186,144 @@ export class ReplicatedCluster {
     }
     throw new Error(`no key with ${node} at position ${position}`);
   }
+}
+
+const MIX: OperationMix = { read: 4, write: 5, delete: 1 };
+
+/** `/metrics` value of an unlabelled metric of an in-process balancer. */
+export async function metric(adminPort: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const line = text.split('\n').find((row) => row.startsWith(`${name} `));
+  if (line === undefined) throw new Error(`no metric ${name}`);
+  return Number(line.slice(name.length + 1));
+}
+
+/** 4 clients (through the balancer, or routing directly); the deadline covers one failover. */
+export async function clientsOf(
+  cluster: ReplicatedCluster,
+  resources: Resources,
+  routing: 'balancer' | 'direct',
+): Promise<DstoreClient[]> {
+  const clients: DstoreClient[] = [];
+  for (let i = 0; i < 4; i++) {
+    clients.push(
+      routing === 'direct'
+        ? await withMap(directClient(resources, cluster.port, { commandTimeout: 8000 }))
+        : cluster.client(8000),
+    );
+  }
+  return clients;
+}
+
+/** What a {@link setWorkload} wrote: the acknowledged writes, and every key it tried. */
+export interface SetOutcome {
+  readonly acknowledged: Map<string, string>;
+  readonly attempted: string[];
+}
+
+/**
+ * Writers of distinct keys (`workers` at once, each write a new key from `keys`, `pauseMs` after each acknowledged one), recording which
+ * writes were acknowledged: after the faults every acknowledged one must still be there (0
+ * acknowledged writes lost), and the survivors must agree on every key tried (acknowledged or not).
+ */
+export function setWorkload(
+  client: DstoreClient,
+  keys: readonly string[],
+  workers = 1,
+  pauseMs = 0,
+): { stop: () => Promise<SetOutcome> } {
+  const acknowledged = new Map<string, string>();
+  const attempted: string[] = [];
+  let next = 0;
+  let stopped = false;
+  const worker = async (): Promise<void> => {
+    while (!stopped && next < keys.length) {
+      const key = keys[next++]!;
+      attempted.push(key);
+      try {
+        await client.set(key, `v-${key}`);
+        acknowledged.set(key, `v-${key}`);
+        if (pauseMs > 0) await sleep(pauseMs);
+      } catch {
+        // Unacknowledged: its outcome is unknown, only the survivors' agreement is checked.
+        await sleep(5);
+      }
+    }
+  };
+  const running = Promise.all(Array.from({ length: workers }, worker));
+  return {
+    async stop() {
+      stopped = true;
+      await running;
+      return { acknowledged, attempted };
+    },
+  };
+}
+
+/** `count` keys named after `prefix` (all of them, or those whose chain puts `node` at `position`). */
+export function keysOf(
+  cluster: ReplicatedCluster,
+  prefix: string,
+  count: number,
+  node?: string,
+  position = 0,
+): string[] {
+  const keys: string[] = [];
+  for (let i = 0; keys.length < count; i++) {
+    const key = `${prefix}-${i}`;
+    if (node === undefined || cluster.chainOf(key).indexOf(node) === position) keys.push(key);
+  }
+  return keys;
+}
+
+/**
+ * Every acknowledged write reads back (from the tails) and sits on every surviving member, and the
+ * survivors agree on every key tried (a write in flight at the fault is on all of them or none).
+ */
+export async function expectNothingLost(
+  cluster: ReplicatedCluster,
+  reader: DstoreClient,
+  outcome: SetOutcome,
+): Promise<void> {
+  const { acknowledged, attempted } = outcome;
+  const keys = [...acknowledged.keys()];
+  for (let i = 0; i < keys.length; i += 200) {
+    const part = keys.slice(i, i + 200);
+    const values = await reader.mget(part);
+    part.forEach((key, j) => {
+      const value = values[j];
+      expect(value === null || value === undefined ? null : new TextDecoder().decode(value), key).toBe(
+        acknowledged.get(key),
+      );
+    });
+  }
+  for (const key of attempted) await cluster.expectOnChain(key, acknowledged.get(key));
+}
+
+/** The checker's register workload: 8 workers over `keys` on `clients`, for `durationMs` (or `maxOperations`). */
+export function registerLoad(
+  recorder: HistoryRecorder,
+  clients: readonly DstoreClient[],
+  keys: readonly string[],
+  durationMs: number,
+  maxOperations = 20_000,
+): RunningWorkload {
+  return startWorkload({
+    recorder,
+    keys,
+    workers: 8,
+    maxOperations,
+    durationMs,
+    mix: MIX,
+    execute: (operation, worker) => runRegisterOperation(clients[worker % clients.length]!, operation),
+  });
+}
+
+/** The whole run's history is linearizable. */
+export function expectLinearizable(recorder: HistoryRecorder): void {
+  const result = checkHistory(recorder.events, { timeLimitMs: 30_000 });
+  if (result.verdict !== 'ok') console.log(formatCheckResult(result));
+  expect(result.verdict).toBe('ok');
 }
 
 export { Nemesis };

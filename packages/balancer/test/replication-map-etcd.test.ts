@@ -116,6 +116,8 @@ describe('replication factor in the etcd map store', () => {
     await raw!.put(`${prefix}/map`).value(JSON.stringify(document));
     const error = await refusal(startBalancer(resources, onEtcd(prefix)));
     expect(error.code).toBe(ErrorCode.MAP_CORRUPT);
-    expect(error.message).toMatch(/members\[0\]\.replicaState must be up, syncing, failed or dead/);
+    expect(error.message).toMatch(
+      /members\[0\]\.replicaState must be up, syncing, promoting, failed or dead/,
+    );
   });
 });

@@ -32,6 +32,7 @@ import {
   waitFor,
   waitForNodesUp,
 } from './helpers.js';
+import { metric } from './replicated-cluster.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
@@ -42,14 +43,6 @@ const EXPERIMENTAL: BalancerOptions = { replicationFactor: 3, experimentalReplic
 async function ringOverHttp(adminPort: number): Promise<RingView> {
   const response = await fetch(`http://127.0.0.1:${adminPort}/ring`);
   return (await response.json()) as RingView;
-}
-
-/** `/metrics` value of an unlabelled metric. */
-async function metric(adminPort: number, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-  const line = text.split('\n').find((row) => row.startsWith(`${name} `));
-  if (line === undefined) throw new Error(`no metric ${name}`);
-  return Number(line.slice(name.length + 1));
 }
 
 /**
@@ -186,6 +179,7 @@ describe('replication factor in the cluster map', () => {
         {
           desired: ['solo'],
           serving: ['solo'],
+          path: ['solo'],
           head: 'solo',
           tail: 'solo',
           underReplicated: false,
@@ -193,6 +187,8 @@ describe('replication factor in the cluster map', () => {
           share: 1,
         },
       ],
+      sync: null,
+      syncKeysTotal: 0,
     });
     expect(view.nodes[0]).toMatchObject({ id: 'solo', replicaState: 'up' });
   });
@@ -227,7 +223,7 @@ describe('replication factor in the cluster map', () => {
             index === 1 ? { ...member, replicaState: 'zombie' } : member,
           ),
         },
-        /members\[1\]\.replicaState must be up, syncing, failed or dead/,
+        /members\[1\]\.replicaState must be up, syncing, promoting, failed or dead/,
       ],
     ];
     for (const [document, message] of cases) {

@@ -394,6 +394,22 @@ describe('dstore status', () => {
     expect(replicating.stdout).toContain(
       'replication factor 3 (chain replication, experimental)  under-replicated ranges 0  chains 1',
     );
+    // A returning member catching up: its progress, and its ranges still count as under-replicated.
+    const sync = {
+      node: 'node-2',
+      phase: 'syncing',
+      keysStreamed: 1200,
+      keysPerSecond: 400,
+      rangesLeft: 3,
+      rangesTotal: 8,
+    };
+    const syncing = await dstore(
+      'status',
+      '--admin',
+      await startAdmin(true, { factor: 3, active: true, underReplicatedRanges: 2, chains: [chain], sync }),
+    );
+    expect(syncing.code).toBe(1);
+    expect(syncing.stdout).toContain('syncing node-2: 1200 keys streamed (400 keys/s), 3 of 8 ranges left');
     const single = { desired: ['node-1'], serving: ['node-1'], underReplicated: false, ranges: 1, share: 1 };
     const one = await dstore(
       'status',

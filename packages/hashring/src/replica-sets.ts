@@ -132,11 +132,19 @@ export function diffReplicaRanges(
 /**
  * A member's replication state in a cluster map (see the replication design):
  * - `up`: holds every committed write of its ranges; serves in its chains at its ring position;
- * - `syncing`: catching up (a learner): in desired chains, not in serving ones;
+ * - `syncing`: catching up (a learner): in desired chains and at the end of write paths (it
+ *   receives every write of its chains), not in serving ones;
+ * - `promoting`: synced, about to serve: as `syncing`, and the heads of its chains refuse new
+ *   writes until every write in flight reached it (the drain before it becomes `up`);
  * - `failed`: stopped answering: in desired chains (its copies are missing), not in serving ones;
  * - `dead`: declared gone for good: skipped, the next member clockwise takes its place.
  */
-export type ReplicaState = 'up' | 'syncing' | 'failed' | 'dead';
+export type ReplicaState = 'up' | 'syncing' | 'promoting' | 'failed' | 'dead';
+
+/** Whether a member in `state` is a learner: in write paths after the serving members, serving nothing. */
+export function isLearnerState(state: ReplicaState | undefined): boolean {
+  return state === 'syncing' || state === 'promoting';
+}
 
 /** Members' replication states by id; a member absent from the map is `up`. */
 export type ReplicaStates = ReadonlyMap<string, ReplicaState>;
@@ -147,6 +155,13 @@ export interface Chain {
   readonly desired: readonly string[];
   /** {@link desired} restricted to `up` members, same order: the members that serve. */
   readonly serving: readonly string[];
+  /**
+   * The write path: {@link serving}, then the learners ({@link desired}'s `syncing` and
+   * `promoting` members, ring order). Writes enter at its first member and are acknowledged once
+   * its last one applied them; reads stay at {@link tail}. Equal to `serving` (the same array)
+   * when no member of the chain is a learner.
+   */
+  readonly path: readonly string[];
   /** First serving member (where writes enter), or undefined when none serves. */
   readonly head: string | undefined;
   /** Last serving member (where reads are answered), or undefined when none serves. */
@@ -173,9 +188,15 @@ export function chainOfDesired(
   states: ReplicaStates | undefined,
 ): Chain {
   const serving = states === undefined ? desired : desired.filter((id) => (states.get(id) ?? 'up') === 'up');
+  let path = serving;
+  if (states !== undefined && serving.length < desired.length) {
+    const learners = desired.filter((id) => isLearnerState(states.get(id)));
+    if (learners.length > 0) path = [...serving, ...learners];
+  }
   return {
     desired,
     serving,
+    path,
     head: serving[0],
     tail: serving[serving.length - 1],
     underReplicated: n > 1 && serving.length < n,

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type ChainRange, HashRing, HashRingError, inRange, type ReplicaState } from '../src/index.js';
 
-const STATES: readonly ReplicaState[] = ['up', 'syncing', 'failed', 'dead'];
+const STATES: readonly ReplicaState[] = ['up', 'syncing', 'promoting', 'failed', 'dead'];
 
 function ringOf(ids: readonly string[], algorithm: 'vnode' | 'ketama' | 'rendezvous', vnodes = 16): HashRing {
   return HashRing.from(
@@ -28,9 +28,11 @@ function expected(ring: HashRing, key: string, n: number, states: ReadonlyMap<st
     .filter((id) => states.get(id) !== 'dead')
     .slice(0, n);
   const serving = desired.filter((id) => (states.get(id) ?? 'up') === 'up');
+  const learners = desired.filter((id) => states.get(id) === 'syncing' || states.get(id) === 'promoting');
   return {
     desired,
     serving,
+    path: [...serving, ...learners],
     head: serving[0],
     tail: serving[serving.length - 1],
     underReplicated: n > 1 && serving.length < n,
@@ -76,6 +78,7 @@ describe('HashRing.chainOf', () => {
       expect(single).toEqual({
         desired: [ring.get(key)],
         serving: [ring.get(key)],
+        path: [ring.get(key)],
         head: ring.get(key),
         tail: ring.get(key),
         underReplicated: false,
@@ -96,6 +99,28 @@ describe('HashRing.chainOf', () => {
     expect(failed.head).toBe(second);
     expect(failed.tail).toBe(third);
     expect(failed.underReplicated).toBe(true);
+    expect(failed.path).toEqual([second, third]);
+  });
+
+  it('appends learners (syncing, promoting) to the write path after the serving members, in ring order', () => {
+    const ring = ringOf(['a', 'b', 'c', 'd', 'e'], 'vnode');
+    const key = 'learner-key';
+    const [first, second, third] = ring.getN(key, 3);
+    const chain = ring.chainOf(
+      key,
+      3,
+      new Map<string, ReplicaState>([
+        [first!, 'syncing'],
+        [second!, 'promoting'],
+      ]),
+    );
+    expect(chain.serving).toEqual([third]);
+    expect(chain.path).toEqual([third, first, second]);
+    expect(chain.head).toBe(third);
+    expect(chain.tail).toBe(third);
+    expect(chain.underReplicated).toBe(true);
+    const failedLearner = ring.chainOf(key, 3, new Map<string, ReplicaState>([[first!, 'failed']]));
+    expect(failedLearner.path).toEqual([second, third]);
   });
 
   it('refuses a bad factor and an empty ring with typed errors', () => {

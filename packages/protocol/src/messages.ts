@@ -407,12 +407,13 @@ export interface RingMember {
 }
 
 /** A member's replication state as RING, MAP and MAP_PUSH carry it. */
-export type ReplicaStateName = 'up' | 'syncing' | 'failed' | 'dead';
+export type ReplicaStateName = 'up' | 'syncing' | 'promoting' | 'failed' | 'dead';
 
 /** Every {@link ReplicaStateName}: what a reader accepts. */
 export const REPLICA_STATE_NAMES: ReadonlySet<string> = new Set<ReplicaStateName>([
   'up',
   'syncing',
+  'promoting',
   'failed',
   'dead',
 ]);

@@ -43,7 +43,7 @@ const uint32 = fc.oneof(fc.constantFrom(0, 1, 0x7fff_ffff, 0xffff_ffff), positio
 const position2 = fc.record({ start: position, end: position });
 
 /** One arbitrary per message type, so every op is covered. */
-const replicaState = fc.constantFrom<ReplicaStateName>('up', 'syncing', 'failed', 'dead');
+const replicaState = fc.constantFrom<ReplicaStateName>('up', 'syncing', 'promoting', 'failed', 'dead');
 
 /** RING, MAP or MAP_PUSH, its members with addresses and/or replication states (optional trailing lists). */
 function mapMessage(

@@ -117,6 +117,11 @@ export class MigrationService {
       /** The node's long-lived peer links: PULLs go to old owners over them. */
       readonly links: PeerLinks;
       readonly limits: MigrationLimits;
+      /**
+       * Whether the node is wiping its entries before it catches up as a learner (replication):
+       * copies are refused meanwhile. Omitted: never.
+       */
+      readonly wiping?: () => boolean;
     },
   ) {}
 
@@ -168,6 +173,7 @@ export class MigrationService {
    * stored with the data.
    */
   async migratePut(request: MigratePutRequest): Promise<number> {
+    if (this.ownership.replicationFactor > 1 && this.isLearnerCopy(request)) return this.learnerPut(request);
     for (const entry of request.entries) {
       const owner = this.ownership.refusal(entry.key, false);
       if (owner !== undefined) {
@@ -196,6 +202,52 @@ export class MigrationService {
     const stored = await this.engine.applyIfNewer(entries);
     this.counters.keysReceived += stored;
     this.counters.keysSkipped += entries.length - stored;
+    return stored;
+  }
+
+  /** Whether a MIGRATE_PUT is a copy for a learner: this node is a learner of its first key's chain. */
+  private isLearnerCopy(request: MigratePutRequest): boolean {
+    const first = request.entries[0];
+    if (first === undefined) return false;
+    const chain = this.ownership.chainOf(first.key);
+    return chain !== undefined && chain.path.indexOf(this.ownership.self) >= chain.serving.length;
+  }
+
+  /**
+   * MIGRATE_PUT to a learner (replication step 4): the serving tail's copies of a range whose write
+   * path ends at this node. Accepted only at this node's epoch (a stream of an older epoch may come
+   * from a tail that has changed since: the balancer streams the range again from the current one)
+   * and once the wipe is done, for keys whose path holds this node as a learner. Applied by
+   * `(writeEpoch, version)` as sent, not capped: the feed brings every write made since the
+   * learner entered the path through the forward streams, so a copy never beats a forwarded write
+   * or its tombstone, and a copy keeps the exact version every serving member holds.
+   */
+  private async learnerPut(request: MigratePutRequest): Promise<number> {
+    if (this.options.wiping?.() === true) {
+      throw new DstoreError(
+        ErrorCode.UNAVAILABLE,
+        'this node is deleting its stale entries before it catches up (learner): retry',
+      );
+    }
+    if (request.epoch !== this.ownership.epoch) {
+      throw new DstoreError(
+        ErrorCode.STALE_EPOCH,
+        `learner copy sent on epoch ${request.epoch}, this node is at epoch ${this.ownership.epoch}`,
+      );
+    }
+    const self = this.ownership.self;
+    for (const entry of request.entries) {
+      const chain = this.ownership.chainOf(entry.key);
+      if (chain === undefined || chain.path.indexOf(self) < chain.serving.length) {
+        throw new DstoreError(
+          ErrorCode.NOT_OWNER,
+          `copied key's chain (${chain?.path.join(', ') ?? 'none'}) does not hold ${self} as a learner`,
+        );
+      }
+    }
+    const stored = await this.engine.applyIfNewer(request.entries);
+    this.counters.keysReceived += stored;
+    this.counters.keysSkipped += request.entries.length - stored;
     return stored;
   }
 
@@ -301,14 +353,14 @@ export class MigrationService {
 
   /**
    * PULL (old owner side): this node's copy of a key it owns or that is moving away from it. With
-   * replication, any member of the key's serving chain answers with its replica's copy (a peer
-   * comparing replicas; clients read at the tail only).
+   * replication, any member of the key's write path (serving members and learners) answers with
+   * its replica's copy (a peer comparing replicas; clients read at the tail only).
    */
   pulled(request: PullRequest): EntryResponse {
     const ownership = this.ownership;
     const owner =
       ownership.replicationFactor > 1
-        ? ownership.chainOf(request.key)?.serving.includes(ownership.self) === true
+        ? ownership.chainOf(request.key)?.path.includes(ownership.self) === true
           ? undefined
           : ownership.routeOf(request.key, false)
         : ownership.refusal(request.key, true);

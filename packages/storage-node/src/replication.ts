@@ -1,3 +1,4 @@
+import { type Chain, isLearnerState, type ReplicaState } from '@dstore/hashring';
 import {
   type Connection,
   DEFAULT_LIMITS,
@@ -63,7 +64,16 @@ export interface ReplicationCounters {
   gapsRefused: number;
   /** Tombstones of replicated deletes purged once their time to live passed. */
   tombstonesPurged: number;
+  /** Wipes of every entry: this node became a learner (`syncing`) after being failed or restarted. */
+  wipes: number;
+  /** Client writes refused with UNAVAILABLE because a learner of their chain is being promoted (drain). */
+  refusedPromoting: number;
 }
+
+/** How often a drain (a RING promoting a learner) checks whether its writes are acknowledged. */
+const DRAIN_POLL_MS = 10;
+/** Delay before a wipe that failed (a storage error) is tried again; REPLICATE is refused meanwhile. */
+const WIPE_RETRY_MS = 1000;
 
 /** Delays between sends of entries kept after failed forwards (the one backoff policy). */
 const RESEND_BACKOFF = { initialDelayMs: 50, maxDelayMs: 1000 } as const;
@@ -81,6 +91,8 @@ const NO_VALUE = new Uint8Array(0);
  */
 class ForwardBatch {
   readonly entries: ReplicatedEntry[] = [];
+  /** Creation order over every link of the node: a drain waits for the batches made before it. */
+  readonly seq: number;
   bytes = 0;
   /** Answered (undefined) or failed (the error); unset while in flight. */
   outcome: DstoreError | undefined | null = null;
@@ -92,6 +104,10 @@ class ForwardBatch {
   /** For a batch of entries sent again after a failed forward (no waiters): each entry's chain. */
   resentChains: string[] | undefined;
   private waiters: ForwardWaiter[] = [];
+
+  constructor(seq: number) {
+    this.seq = seq;
+  }
 
   /** Calls `waiter` once the batch is settled (at once when it is). */
   whenSettled(waiter: ForwardWaiter): void {
@@ -178,7 +194,7 @@ class ForwardLink {
       batch = undefined;
     }
     if (batch === undefined) {
-      batch = new ForwardBatch();
+      batch = new ForwardBatch(this.service.nextBatchSeq());
       this.filling = batch;
       this.unsettled.push(batch);
       this.toSend.push(batch);
@@ -197,6 +213,15 @@ class ForwardLink {
   }
 
   private readonly endOfTick: EndOfTickWriter = { flushBuffered: () => this.flush() };
+
+  /**
+   * Whether every entry this link held before batch `mark` was made is acknowledged: no batch
+   * older than it unsettled, nothing kept from a failed forward, nothing being sent again.
+   */
+  drainedBefore(mark: number): boolean {
+    const oldest = this.unsettled[0];
+    return this.kept.length === 0 && this.blocked.size === 0 && (oldest === undefined || oldest.seq >= mark);
+  }
 
   /** The newest batch not settled yet: a write that changed nothing waits for it (it saw its writes). */
   last(): ForwardBatch | undefined {
@@ -470,6 +495,8 @@ export class ReplicationService {
     entriesResent: 0,
     gapsRefused: 0,
     tombstonesPurged: 0,
+    wipes: 0,
+    refusedPromoting: 0,
   };
   /** Most entries in one REPLICATE. */
   readonly maxBatchKeys: number;
@@ -480,6 +507,21 @@ export class ReplicationService {
   private readonly streams = new WeakMap<object, number[]>();
   /** The epoch the links were last routed on ({@link reconfigure}). */
   private routedEpoch = -1;
+  /** This node's replication state on the ring the links were last routed on; undefined before any. */
+  private routedState: ReplicaState | undefined;
+  /** The drain the latest RING called for (a learner being promoted), until it completes. */
+  private draining: Promise<void> | undefined;
+  /** Creation counter of forward batches (see {@link ForwardBatch.seq}). */
+  private batchSeq = 0;
+  /**
+   * Client writes admitted at the head and not answered yet, counted from admission (before the
+   * engine ran them: their entry may not be on a link yet) to their answer: those admitted since
+   * the latest drain began, and those admitted before it (the drain waits for them).
+   */
+  private admittedNow = 0;
+  private admittedBefore = 0;
+  private admitGeneration = 0;
+  private isWiping = false;
   private readonly reaper: TombstoneReaper;
 
   constructor(
@@ -501,6 +543,19 @@ export class ReplicationService {
     );
   }
 
+  /** The next forward batch's creation number. */
+  nextBatchSeq(): number {
+    return this.batchSeq++;
+  }
+
+  /**
+   * Whether this node is deleting every entry it holds (it became a learner): REPLICATE and
+   * MIGRATE_PUT are refused with UNAVAILABLE (retryable: the sender keeps and re-sends) meanwhile.
+   */
+  get wiping(): boolean {
+    return this.isWiping;
+  }
+
   /** Stops the tombstone reaper's timer (node shutdown). */
   close(): void {
     this.reaper.stop();
@@ -513,25 +568,39 @@ export class ReplicationService {
    * exactly those). Versions make the re-send idempotent. A batch taken off settles once the
    * batches its entries went to settle (its clients are answered when the new tail has them);
    * an entry whose key has no successor now is acknowledged here (this node is its tail), unless
-   * this node left the key's serving chain (then its waiters get the indeterminate error).
+   * this node left the key's write path (then its waiters get the indeterminate error).
+   *
+   * Learners (replication step 4): when this node becomes `syncing` and was not at its previous
+   * ring (it was `failed`, or this process is new), it first deletes every entry it holds (see
+   * {@link wiping}): it is in no serving chain, so all of it is stale or redundant, and a key
+   * deleted while it was away must not come back. Its unacknowledged entries are dropped too.
+   * When a chain's path holds a `promoting` learner, returns a promise that resolves once this
+   * node is drained (see {@link drain}): the RING is answered only then. Undefined otherwise.
    */
-  reconfigure(): void {
+  reconfigure(): Promise<void> | undefined {
     const epoch = this.ownership.epoch;
-    if (epoch === this.routedEpoch) return;
+    if (epoch === this.routedEpoch) return this.draining;
     this.routedEpoch = epoch;
-    if (this.ownership.replicationFactor <= 1 && this.links.size === 0) return;
+    if (this.ownership.replicationFactor <= 1 && this.links.size === 0) return undefined;
     const detached: { batches: ForwardBatch[]; kept: ReplicatedEntry[] }[] = [];
     for (const [name, link] of this.links) {
       detached.push(link.detach());
       this.links.delete(name);
     }
     const self = this.ownership.self;
+    const states = this.ownership.replicaStates;
+    const state = states.get(self) ?? 'up';
+    const wiped = state === 'syncing' && this.routedState !== 'syncing';
+    this.routedState = state;
+    if (wiped) this.wipe();
     let left: DstoreError | undefined;
     const route = (entry: ReplicatedEntry): ForwardBatch | null | undefined => {
+      // A wiped node's entries predate its failure: never forwarded again.
+      if (wiped) return null;
       const chain = this.ownership.chainOf(entry.key);
-      const at = chain === undefined ? -1 : chain.serving.indexOf(self);
+      const at = chain === undefined ? -1 : chain.path.indexOf(self);
       if (chain === undefined || at < 0) return null;
-      const successor = chain.serving[at + 1];
+      const successor = chain.path[at + 1];
       if (successor === undefined) return undefined;
       this.counters.entriesResent++;
       return this.linkTo(successor, at).append(entry);
@@ -558,6 +627,70 @@ export class ReplicationService {
         whenAll(next, (error) => batch.settleWith(failure ?? error));
       }
     }
+    let promoting = false;
+    for (const memberState of states.values()) if (memberState === 'promoting') promoting = true;
+    this.draining = promoting ? this.drain() : undefined;
+    return this.draining;
+  }
+
+  /**
+   * Resolves once every write this node admitted before now (including one whose engine update
+   * has not appended its entry to a link yet) is answered, and every entry its links held before
+   * now is acknowledged (nothing kept from a failed forward, nothing being sent again). With new
+   * writes of a promoting learner's chains refused from this epoch on, that learner then holds
+   * every write of those chains that any member holds, whatever position it takes when `up`.
+   * Polls (only while a drain runs: a learner's promotion), never per request.
+   */
+  private drain(): Promise<void> {
+    this.admittedBefore += this.admittedNow;
+    this.admittedNow = 0;
+    this.admitGeneration++;
+    const mark = this.batchSeq;
+    return new Promise((resolve) => {
+      const check = (): void => {
+        let drained = this.admittedBefore === 0;
+        if (drained) {
+          for (const link of this.links.values()) {
+            if (!link.drainedBefore(mark)) {
+              drained = false;
+              break;
+            }
+          }
+        }
+        if (drained) resolve();
+        else setTimeout(check, DRAIN_POLL_MS).unref();
+      };
+      check();
+    });
+  }
+
+  /** A client write admitted at `generation` is answered: it no longer holds a drain. */
+  private writeAnswered(generation: number): void {
+    if (generation === this.admitGeneration) this.admittedNow--;
+    else this.admittedBefore--;
+  }
+
+  /** Deletes every entry (values and tombstones), retried after a storage error; see {@link wiping}. */
+  private wipe(): void {
+    this.isWiping = true;
+    this.counters.wipes++;
+    const attempt = (): void => {
+      let cleared: Promise<number>;
+      try {
+        cleared = this.engine.clear();
+      } catch (error) {
+        cleared = Promise.reject(error);
+      }
+      cleared.then(
+        () => {
+          this.isWiping = false;
+        },
+        () => {
+          setTimeout(attempt, WIPE_RETRY_MS).unref();
+        },
+      );
+    };
+    attempt();
   }
 
   /** Deadline of one REPLICATE, in ms. */
@@ -570,9 +703,9 @@ export class ReplicationService {
     return this.ownership.epoch;
   }
 
-  /** The serving chain of `key` as one string (members joined by spaces): a stream's unit of blocking. */
+  /** The write path of `key` as one string (members joined by spaces): a stream's unit of blocking. */
   chainId(key: Uint8Array): string {
-    return this.ownership.chainOf(key)?.serving.join(' ') ?? '';
+    return this.ownership.chainOf(key)?.path.join(' ') ?? '';
   }
 
   /** Bytes held unacknowledged over every link (STATS). */
@@ -583,15 +716,25 @@ export class ReplicationService {
   }
 
   /**
-   * This node's successor in `key`'s serving chain, or undefined when it is the tail (or not in
-   * the chain, or no map with a factor above 1 arrived).
+   * This node's successor in `chain`'s write path (the serving members, then the learners), or
+   * undefined when it is the path's last member (or not in it).
    */
-  successorOf(key: Uint8Array): string | undefined {
-    const chain = this.ownership.chainOf(key);
+  private successorIn(chain: Chain | undefined): string | undefined {
     if (chain === undefined) return undefined;
-    const serving = chain.serving;
-    const at = serving.indexOf(this.ownership.self);
-    return at < 0 || at + 1 >= serving.length ? undefined : serving[at + 1];
+    const path = chain.path;
+    const at = path.indexOf(this.ownership.self);
+    return at < 0 || at + 1 >= path.length ? undefined : path[at + 1];
+  }
+
+  /** Whether a learner of `chain` is being promoted: its head refuses new writes (the drain). */
+  private promotingIn(chain: Chain): boolean {
+    const path = chain.path;
+    if (path === chain.serving) return false;
+    const states = this.ownership.replicaStates;
+    for (let i = chain.serving.length; i < path.length; i++) {
+      if (states.get(path[i]!) === 'promoting') return true;
+    }
+    return false;
   }
 
   /**
@@ -619,7 +762,8 @@ export class ReplicationService {
    * answered (the tail has it) or failed. A decision that writes nothing waits for the link's
    * newest batch (it may have seen its writes). `key` and any value `decide` puts must be copies
    * the caller will not reuse: they are sent on a later tick. Refused with BUSY, before anything
-   * runs, when the link holds its byte bound already.
+   * runs, when the link holds its byte bound already, and with UNAVAILABLE while a learner of the
+   * key's chain is being promoted (retryable: the drain before it serves).
    */
   write<T>(
     key: Uint8Array,
@@ -627,7 +771,19 @@ export class ReplicationService {
     decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
     done: (error: unknown, result: T | undefined) => void,
   ): void {
-    const successor = this.successorOf(key);
+    const chain = this.ownership.chainOf(key);
+    if (chain !== undefined && this.promotingIn(chain)) {
+      this.counters.refusedPromoting++;
+      done(
+        new DstoreError(
+          ErrorCode.UNAVAILABLE,
+          'a replica of this key is being promoted to serve (its chain drains the writes in flight): retry',
+        ),
+        undefined,
+      );
+      return;
+    }
+    const successor = this.successorIn(chain);
     if (successor === undefined) {
       // The chain has one serving member (this node): nothing to forward.
       let updated: Promise<T>;
@@ -669,6 +825,9 @@ export class ReplicationService {
       );
       return;
     }
+    // Admitted: counted until answered (see writeAnswered()), so a drain that begins meanwhile waits for it.
+    const generation = this.admitGeneration;
+    this.admittedNow++;
     const writeEpoch = options.writeEpoch;
     let batch: ForwardBatch | undefined;
     // A write that changes nothing rests on every earlier write of the link: it is answered only
@@ -715,6 +874,7 @@ export class ReplicationService {
     try {
       updated = this.engine.update(key, options, recorded);
     } catch (error) {
+      this.writeAnswered(generation);
       done(error, undefined);
       return;
     }
@@ -723,6 +883,7 @@ export class ReplicationService {
         const settled = (error: DstoreError | undefined): void => {
           if (error === undefined && failuresSeen >= 0 && link.failuresTotal !== failuresSeen) {
             // Nothing was written: not executed, and retryable once the re-send went through.
+            this.writeAnswered(generation);
             done(
               new DstoreError(
                 ErrorCode.UNAVAILABLE,
@@ -730,12 +891,18 @@ export class ReplicationService {
               ),
               undefined,
             );
-          } else done(error, result);
+          } else {
+            this.writeAnswered(generation);
+            done(error, result);
+          }
         };
         if (batch === undefined) settled(undefined);
         else batch.whenSettled(settled);
       },
-      (error: unknown) => done(error, undefined),
+      (error: unknown) => {
+        this.writeAnswered(generation);
+        done(error, undefined);
+      },
     );
   }
 
@@ -747,9 +914,21 @@ export class ReplicationService {
    * answered: the tail answers after its apply alone.
    */
   replicate(request: ReplicateRequest, stream: object, done: (error: unknown) => void): void {
+    const self = this.ownership.self;
     const lease = this.options.lease;
-    if (lease !== undefined && !lease.held) {
+    // A learner serves nothing: every predecessor in its path checked its own lease, and the
+    // epoch fence below still holds it to its map.
+    if (lease !== undefined && !lease.held && !isLearnerState(this.ownership.replicaStates.get(self))) {
       done(new DstoreError(ErrorCode.UNAVAILABLE, lease.refusal()));
+      return;
+    }
+    if (this.isWiping) {
+      done(
+        new DstoreError(
+          ErrorCode.UNAVAILABLE,
+          'this node is deleting its stale entries before it catches up (learner): retry',
+        ),
+      );
       return;
     }
     if (request.epoch !== this.ownership.epoch) {
@@ -761,23 +940,22 @@ export class ReplicationService {
       );
       return;
     }
-    const self = this.ownership.self;
     const entries = request.entries;
     const successors = new Array<string | undefined>(entries.length);
     const positions = new Array<number>(entries.length);
     for (let i = 0; i < entries.length; i++) {
       const chain = this.ownership.chainOf(entries[i]!.key);
-      const at = chain === undefined ? -1 : chain.serving.indexOf(self);
+      const at = chain === undefined ? -1 : chain.path.indexOf(self);
       if (chain === undefined || at <= 0) {
         done(
           new DstoreError(
             ErrorCode.NOT_OWNER,
-            `REPLICATE of a key whose chain (${chain?.serving.join(', ') ?? 'none'}) has no predecessor of ${self}`,
+            `REPLICATE of a key whose write path (${chain?.path.join(', ') ?? 'none'}) has no predecessor of ${self}`,
           ),
         );
         return;
       }
-      successors[i] = chain.serving[at + 1];
+      successors[i] = chain.path[at + 1];
       positions[i] = at;
     }
     if (entries.length > 0) {

@@ -290,9 +290,14 @@ export class RequestHandler {
       case Op.RING:
         if (!this.fromPeer(connection, request, 'balancer')) return;
         this.context.migration.ring(request);
-        // Replication: a new epoch may change this node's successors: re-send what is unacknowledged.
-        this.context.replication?.reconfigure();
-        connection.reply({ op: OK, id: request.id });
+        {
+          // Replication: a new epoch may change this node's successors: re-send what is
+          // unacknowledged. A ring promoting a learner is answered once this node is drained.
+          const drained = this.context.replication?.reconfigure();
+          const { id } = request;
+          if (drained === undefined) connection.reply({ op: OK, id });
+          else void drained.then(() => connection.reply({ op: OK, id }));
+        }
         return;
       case Op.MIGRATE:
         if (!this.fromPeer(connection, request, 'balancer')) return;
@@ -428,6 +433,8 @@ export class RequestHandler {
       'replication.entries_resent': counters.entriesResent,
       'replication.gaps_refused': counters.gapsRefused,
       'replication.tombstones_purged': counters.tombstonesPurged,
+      'replication.wipes': counters.wipes,
+      'replication.refused_promoting': counters.refusedPromoting,
       'replication.queued_bytes': replication.queuedBytes,
     };
   }

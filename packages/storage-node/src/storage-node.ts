@@ -152,16 +152,17 @@ class StorageNodeImpl implements StorageNode {
     };
     const links = new PeerLinks(ownership, peer);
     this.links = links;
-    const migration = new MigrationService(engine, ownership, {
-      peer,
-      links,
-      limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
-    });
     const replication = new ReplicationService(engine, ownership, links, {
       queueBytes: options.replicationQueueBytes,
       timeoutMs: options.replicationTimeoutMs,
       limits: options.limits,
       lease: this.lease,
+    });
+    const migration = new MigrationService(engine, ownership, {
+      peer,
+      links,
+      limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
+      wiping: () => replication.wiping,
     });
     // An expired value of a range moving in leaves a tombstone: the old owner's older copy must
     // not bring the key back (see ENGINES.md, "Expiry").

@@ -32,6 +32,8 @@ export class FakeBalancer {
   private readonly authenticator = new Authenticator({ role: 'balancer', serverId: () => 'fake-balancer' });
   /** JOINs answered with an ERROR. */
   refusedJoins = 0;
+  /** The lease (ms) HEARTBEAT answers grant (replication), or none. */
+  lease: number | undefined;
   private server: FrameServer | undefined;
   private joinRefusal: JoinRefusal | undefined;
 
@@ -77,7 +79,10 @@ export class FakeBalancer {
     if (request.op === Op.JOIN || request.op === Op.LEAVE || request.op === Op.HEARTBEAT) {
       this.received.push(request);
       if (request.op === Op.JOIN && this.refuseThisJoin(connection, request.id)) return;
-      connection.reply({ op: Op.OK, id: request.id });
+      const lease = request.op === Op.HEARTBEAT ? this.lease : undefined;
+      connection.reply(
+        lease === undefined ? { op: Op.OK, id: request.id } : { op: Op.OK, id: request.id, lease },
+      );
       return;
     }
     connection.replyError(request.id, 'UNKNOWN_OP', 'fake balancer');

@@ -31,7 +31,10 @@ export interface RingNode {
   readonly identity?: string;
   /** The member's state in the cluster map: joining, up, leaving or removed. */
   readonly state?: string;
-  /** The member's replication state: up, syncing, failed or dead (balancers with replication fields). */
+  /**
+   * The member's replication state: up, syncing, promoting, failed or dead (balancers with
+   * replication fields).
+   */
   readonly replicaState?: string;
   /** The node's storage from its last heartbeat: ok, or degraded (writes refused) with the reason. */
   readonly storage?: {
@@ -93,6 +96,15 @@ export interface ReplicationView {
     readonly ranges: number;
     readonly share: number;
   }[];
+  /** The catch-up of a returning member, null when none runs (absent from older balancers). */
+  readonly sync?: {
+    readonly node: string;
+    readonly phase: string;
+    readonly keysStreamed: number;
+    readonly keysPerSecond: number;
+    readonly rangesLeft: number;
+    readonly rangesTotal: number;
+  } | null;
 }
 
 /** The balancer's `GET /ring` answer. */
@@ -309,9 +321,16 @@ export function formatReplication(replication: ReplicationView | undefined): str
       : replication.active
         ? ' (chain replication, experimental)'
         : ' (not replicating yet: every key has ONE copy)';
+  const sync = replication.sync;
+  // A returning member catching up: its ranges stay under-replicated until it is up again.
+  const catchUp =
+    sync === undefined || sync === null
+      ? ''
+      : `\n${sync.phase} ${sync.node}: ${sync.keysStreamed} keys streamed (${sync.keysPerSecond} keys/s), ` +
+        `${sync.rangesLeft} of ${sync.rangesTotal} ranges left`;
   return (
     `replication factor ${replication.factor}${copies}  under-replicated ranges ${replication.underReplicatedRanges}  ` +
-    `chains ${replication.chains.length}`
+    `chains ${replication.chains.length}${catchUp}`
   );
 }
 

@@ -1,0 +1,211 @@
+/**
+ * Replication step 4 on the node side: a learner at the end of a write path, and the drain before
+ * it is promoted. Two in-process nodes (the serving members) and a stand-in learner: a peer server
+ * that holds its answers to REPLICATE, so a write stays in flight for as long as the test wants.
+ */
+import { HashRing } from '@dstore/hashring';
+import {
+  Authenticator,
+  type Connection,
+  DstoreError,
+  ErrorCode,
+  FrameServer,
+  Op,
+  type ReplicateRequest,
+  type Request,
+  type Response,
+  type RingMember,
+  toBytes,
+} from '@dstore/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import { FakeBalancer } from './fake-balancer.js';
+import { Resources, sleep } from './helpers.js';
+
+const resources = new Resources();
+afterEach(() => resources.cleanup());
+
+const IDS = ['node-a', 'node-b', 'node-m'] as const;
+const LEARNER = 'node-m';
+
+/** A learner stand-in: answers HELLO as a node and REPLICATE only once released. */
+class HeldLearner {
+  readonly received: ReplicateRequest[] = [];
+  private held: { request: ReplicateRequest; connection: Connection }[] = [];
+  private released = false;
+  private readonly authenticator = new Authenticator({ role: 'node', serverId: () => LEARNER });
+
+  async start(): Promise<number> {
+    const server = new FrameServer({
+      port: 0,
+      onRequest: (request, connection) => this.serve(request, connection),
+    });
+    const address = await server.listen();
+    resources.defer(() => server.close(100));
+    return address.port;
+  }
+
+  /** Answers every REPLICATE held, and every later one at once. */
+  release(): void {
+    this.released = true;
+    for (const { request, connection } of this.held.splice(0)) this.answer(request, connection);
+  }
+
+  private serve(request: Request, connection: Connection): void {
+    if (request.op === Op.HELLO || request.op === Op.AUTH) {
+      this.authenticator.respond(connection, request);
+      return;
+    }
+    if (request.op !== Op.REPLICATE) {
+      connection.replyError(request.id, 'UNKNOWN_OP', 'learner stand-in');
+      return;
+    }
+    this.received.push(request);
+    if (this.released) this.answer(request, connection);
+    else this.held.push({ request, connection });
+  }
+
+  private answer(request: ReplicateRequest, connection: Connection): void {
+    connection.reply({ op: Op.REPLICATED, id: request.id, batch: request.batch });
+  }
+}
+
+async function answerOf(promise: Promise<Response>): Promise<Response | DstoreError> {
+  try {
+    return await promise;
+  } catch (error) {
+    if (error instanceof DstoreError) return error;
+    throw error;
+  }
+}
+
+/**
+ * Two nodes (`engine`) holding leases from a fake balancer and the learner stand-in; a key whose
+ * desired chain is [learner, head, tail] (the learner heads it once up); `ringOf` builds the RING
+ * of an epoch with the learner `syncing` or `promoting`, and `control` holds a balancer-role
+ * connection to each node, which already applied the `syncing` ring of epoch 10.
+ */
+async function learnerCluster(engine: 'memory' | 'lmdb') {
+  const balancer = new FakeBalancer(resources);
+  balancer.lease = 60_000;
+  const balancerPort = await balancer.start();
+  const ports = new Map<string, number>();
+  for (const id of ['node-a', 'node-b']) {
+    const node = await resources.node({
+      id,
+      join: `127.0.0.1:${balancerPort}`,
+      heartbeatIntervalMs: 100,
+      ...(engine === 'lmdb' ? { engine, dataDir: resources.tempDir() } : { engine }),
+    });
+    ports.set(id, node.address.port);
+  }
+  const learner = new HeldLearner();
+  ports.set(LEARNER, await learner.start());
+  // Both nodes hold a lease (heartbeat answers) before they are asked to serve.
+  while (balancer.count(Op.HEARTBEAT) < 4) await sleep(20);
+  const ring = HashRing.from(
+    IDS.map((id) => ({ id })),
+    { algorithm: 'vnode' },
+  );
+  // A key whose desired chain starts with the learner: once up it is the key's head.
+  let key = '';
+  for (let i = 0; key === ''; i++) if (ring.chainOf(`k-${i}`, 3).desired[0] === LEARNER) key = `k-${i}`;
+  const [, head, tail] = ring.chainOf(key, 3).desired as [string, string, string];
+  const ringOf = (epoch: number, learnerState: 'syncing' | 'promoting') => ({
+    op: Op.RING,
+    epoch,
+    generation: 1,
+    algorithm: 'vnode',
+    vnodes: 0,
+    replicationFactor: 3,
+    nodes: IDS.map(
+      (id): RingMember => ({
+        id,
+        weight: 1,
+        host: '127.0.0.1',
+        port: ports.get(id)!,
+        replicaState: id === LEARNER ? learnerState : 'up',
+      }),
+    ),
+  });
+  const control = new Map<string, Connection>();
+  for (const id of [head, tail]) {
+    const connection = await resources.peer(ports.get(id)!);
+    control.set(id, connection);
+    expect(await connection.request(ringOf(10, 'syncing'))).toMatchObject({ op: Op.OK });
+  }
+  return { learner, key, head, tail, ringOf, control };
+}
+
+describe('a learner at the end of the write path (factor 3)', () => {
+  it('receives every write after the serving tail; promoting it makes heads refuse its chains and every node answer RING only once drained', async () => {
+    const { learner, key, head, tail, ringOf, control } = await learnerCluster('memory');
+
+    // A write at the head travels head -> tail -> learner, and waits for the learner's answer.
+    const headControl = control.get(head)!;
+    const write = answerOf(
+      headControl.request({ op: Op.SET, key: toBytes(key), value: toBytes('in flight'), epoch: 10 }),
+    );
+    while (
+      !learner.received.some((request) =>
+        request.entries.some((e) => new TextDecoder().decode(e.key) === key),
+      )
+    )
+      await sleep(10);
+    const forwarded = learner.received.find((request) => request.entries.length > 0)!;
+    expect(forwarded.epoch).toBe(10);
+    expect(new TextDecoder().decode(forwarded.entries[0]!.value!)).toBe('in flight');
+
+    // The learner is promoted: each node answers the RING only once its writes are acknowledged.
+    const events: string[] = [];
+    const rings = [head, tail].map((id) =>
+      control
+        .get(id)!
+        .request(ringOf(11, 'promoting'))
+        .then(() => events.push(`ring ${id}`)),
+    );
+    // On the same connection, after the RING: a new write of the chain is refused, not executed.
+    const refused = await answerOf(
+      headControl.request({ op: Op.SET, key: toBytes(key), value: toBytes('refused'), epoch: 11 }),
+    );
+    expect(refused).toBeInstanceOf(DstoreError);
+    expect((refused as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+    expect((refused as DstoreError).notExecuted).toBe(true);
+    // Give the nodes every chance to answer early (they must not), then let the write through.
+    await sleep(300);
+    events.push('released');
+    learner.release();
+    expect(await write).toMatchObject({ op: Op.OK });
+    await Promise.all(rings);
+    expect(events[0]).toBe('released');
+    expect(events).toHaveLength(3);
+    // Nothing of the refused write reached the learner.
+    const values = learner.received.flatMap((request) =>
+      request.entries.map((entry) => (entry.value === null ? null : new TextDecoder().decode(entry.value))),
+    );
+    expect(values).not.toContain('refused');
+    expect(values).toContain('in flight');
+  });
+
+  it('the drain also waits for a write admitted before the RING whose engine update had not run yet (lmdb)', async () => {
+    const { learner, key, head, tail, ringOf, control } = await learnerCluster('lmdb');
+    // The tail first (nothing in flight there): the head's forward then goes out on the new epoch.
+    expect(await control.get(tail)!.request(ringOf(11, 'promoting'))).toMatchObject({ op: Op.OK });
+    const headControl = control.get(head)!;
+    // Pipelined on one connection: the head admits the SET, and lmdb decides it in a later write
+    // transaction, so its entry is on no forward stream yet when the RING arrives.
+    const events: string[] = [];
+    const write = answerOf(
+      headControl.request({ op: Op.SET, key: toBytes(key), value: toBytes('admitted'), epoch: 10 }),
+    ).then((answer) => {
+      events.push('write');
+      return answer;
+    });
+    const ring = headControl.request(ringOf(11, 'promoting')).then(() => events.push('ring'));
+    await sleep(300);
+    events.push('released');
+    learner.release();
+    expect(await write).toMatchObject({ op: Op.OK });
+    await ring;
+    expect(events).toEqual(['released', 'write', 'ring']);
+  });
+});
