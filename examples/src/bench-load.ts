@@ -113,6 +113,8 @@ export interface CpuSample {
   readonly cpuUsPerOp: number[];
   /** The load process's own CPU µs per completed op (Linux). */
   readonly loadCpuUsPerOp: number;
+  /** Write syscalls per completed op of each process of `pids`, in their order (NaN without /proc/<pid>/io). */
+  readonly writesPerOp: number[];
 }
 
 /**
@@ -126,11 +128,13 @@ export function runLoadWithCpu(
 ): CpuSample {
   if (options.warmupOps > 0) runLoad(server, { ...options, ops: options.warmupOps });
   const before = pids.map(cpuSeconds);
+  const writesBefore = pids.map(writeSyscalls);
   const loadBefore = reapedChildrenCpuSeconds();
   const report = runLoad(server, options);
   const loadCpuUsPerOp = ((reapedChildrenCpuSeconds() - loadBefore) * 1e6) / report.ops;
   const cpuUsPerOp = pids.map((pid, i) => ((cpuSeconds(pid) - before[i]!) * 1e6) / report.ops);
-  return { report, cpuUsPerOp, loadCpuUsPerOp };
+  const writesPerOp = pids.map((pid, i) => (writeSyscalls(pid) - writesBefore[i]!) / report.ops);
+  return { report, cpuUsPerOp, loadCpuUsPerOp, writesPerOp };
 }
 
 /** The median of `values` (the mean of the middle two for an even count). */

@@ -10,7 +10,9 @@
  *
  * Run: `pnpm build && pnpm --filter @dstore/examples bench:replication`.
  * Env: DSTORE_BENCH_ROUNDS (3), DSTORE_BENCH_OPS (100000), DSTORE_BENCH_CONCURRENCY (50),
- * DSTORE_BENCH_WARMUP_OPS (20000), DSTORE_BENCH_ENGINES (memory,lmdb), DSTORE_BENCH_FACTORS (1,2,3).
+ * DSTORE_BENCH_WARMUP_OPS (20000), DSTORE_BENCH_ENGINES (memory,lmdb), DSTORE_BENCH_FACTORS (1,2,3),
+ * DSTORE_BENCH_BASELINE_ROOT (another built checkout: each round measures its CLIs too, right
+ * before this workspace's, so an A/B of two builds comes from one run on one machine state).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,6 +29,8 @@ interface Sample {
   readonly serversUsPerOp: number;
   /** CPU µs per completed op of the nodes alone. */
   readonly nodesUsPerOp: number;
+  /** Write syscalls per completed op of the nodes alone (NaN without /proc/<pid>/io). */
+  readonly nodesWritesPerOp: number;
 }
 
 const ROUNDS = Number(process.env.DSTORE_BENCH_ROUNDS ?? 3);
@@ -35,6 +39,13 @@ const CONCURRENCY = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
 const WARMUP_OPS = Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 20_000);
 const ENGINES = (process.env.DSTORE_BENCH_ENGINES ?? 'memory,lmdb').split(',') as Engine[];
 const FACTORS = (process.env.DSTORE_BENCH_FACTORS ?? '1,2,3').split(',').map(Number);
+/** A built checkout to compare against in the same run (`cliPath`'s distRoot), or undefined. */
+const BASELINE_ROOT = process.env.DSTORE_BENCH_BASELINE_ROOT;
+/** The builds measured: the baseline's CLIs (when given), then this workspace's. */
+const BUILDS: readonly { readonly label: string; readonly distRoot: string | undefined }[] = [
+  ...(BASELINE_ROOT === undefined ? [] : [{ label: 'base', distRoot: BASELINE_ROOT }]),
+  { label: BASELINE_ROOT === undefined ? '' : 'this', distRoot: undefined },
+];
 /** Measure the failover too (0 to skip): SIGKILL of one node of 5, factor 3. */
 const FAILOVER = process.env.DSTORE_BENCH_FAILOVER !== '0';
 /** Keys written before the kill and then written and read until each succeeds again. */
@@ -42,22 +53,28 @@ const FAILOVER_KEYS = 300;
 /** A key not served again within this long counts as never (the run is bounded). */
 const FAILOVER_GIVE_UP_MS = 60_000;
 
-async function measure(engine: Engine, factor: number): Promise<Sample> {
+async function measure(engine: Engine, factor: number, distRoot: string | undefined): Promise<Sample> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-replication-${engine}-${factor}-`));
   try {
     const state = await startCluster({
       root,
       engine,
       balancerArgs: factor > 1 ? ['--replication-factor', String(factor), '--experimental-replication'] : [],
+      ...(distRoot === undefined ? {} : { distRoot }),
     });
     const servers: ClusterProcess[] = [state.balancer, ...state.nodes];
-    const { report, cpuUsPerOp } = runLoadWithCpu(
+    const { report, cpuUsPerOp, writesPerOp } = runLoadWithCpu(
       `${state.balancer.host}:${state.balancer.port}`,
       servers.map((proc) => proc.pid),
       { concurrency: CONCURRENCY, ops: OPS, warmupOps: WARMUP_OPS },
     );
     const serversUsPerOp = cpuUsPerOp.reduce((sum, us) => sum + us, 0);
-    return { report, serversUsPerOp, nodesUsPerOp: serversUsPerOp - (cpuUsPerOp[0] ?? 0) };
+    return {
+      report,
+      serversUsPerOp,
+      nodesUsPerOp: serversUsPerOp - (cpuUsPerOp[0] ?? 0),
+      nodesWritesPerOp: writesPerOp.slice(1).reduce((sum, writes) => sum + writes, 0),
+    };
   } finally {
     await stopCluster(root);
     rmSync(root, { recursive: true, force: true });
@@ -135,7 +152,7 @@ const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const ms = (us: number) => (us / 1000).toFixed(2);
 const cpu = (us: number) => us.toFixed(1);
 
-function row(engine: Engine, factor: number, rounds: string, samples: readonly Sample[]): string {
+function row(engine: string, factor: number, rounds: string, samples: readonly Sample[]): string {
   const pick = (f: (s: Sample) => number) => median(samples.map(f));
   const cells = [
     engine,
@@ -146,6 +163,7 @@ function row(engine: Engine, factor: number, rounds: string, samples: readonly S
     ms(pick((s) => s.report.latency.p99Us)),
     cpu(pick((s) => s.nodesUsPerOp)),
     cpu(pick((s) => s.serversUsPerOp)),
+    pick((s) => s.nodesWritesPerOp).toFixed(2),
     String(samples.reduce((sum, s) => sum + errorCount(s.report), 0)),
   ];
   return `| ${cells.join(' | ')} |`;
@@ -153,20 +171,26 @@ function row(engine: Engine, factor: number, rounds: string, samples: readonly S
 
 console.log(
   `bench:replication: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +
-    `50% reads, 10,000 keys, 3 nodes; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}\n`,
+    `50% reads, 10,000 keys, 3 nodes; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}` +
+    `${BASELINE_ROOT === undefined ? '' : `; "base" rows: the CLIs of ${BASELINE_ROOT}`}\n`,
 );
-const HEADER = '| engine | factor | round | ops/s | p50 ms | p99 ms | nodes µs/op | servers µs/op | errors |';
-const ALIGN = '|---|---:|---|---:|---:|---:|---:|---:|---:|';
+const HEADER =
+  '| engine | factor | round | ops/s | p50 ms | p99 ms | nodes µs/op | servers µs/op | nodes writes/op | errors |';
+const ALIGN = '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|';
+/** The engine column: with a baseline, which build the row measured. */
+const named = (engine: Engine, label: string) => (label === '' ? engine : `${engine} (${label})`);
 console.log(HEADER);
 console.log(ALIGN);
 const results = new Map<string, Sample[]>();
 for (const engine of ENGINES) {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const factor of FACTORS) {
-      const sample = await measure(engine, factor);
-      const name = `${engine}/${factor}`;
-      results.set(name, [...(results.get(name) ?? []), sample]);
-      console.log(row(engine, factor, String(round), [sample]));
+      for (const build of BUILDS) {
+        const sample = await measure(engine, factor, build.distRoot);
+        const name = `${build.label}/${engine}/${factor}`;
+        results.set(name, [...(results.get(name) ?? []), sample]);
+        console.log(row(named(engine, build.label), factor, String(round), [sample]));
+      }
     }
   }
 }
@@ -174,11 +198,15 @@ console.log('\nMedian over rounds, and the nodes’ CPU per op against factor 1:
 console.log(`${HEADER.replace('| round |', '| rounds |')} nodes CPU / factor 1 |`);
 console.log(`${ALIGN}---:|`);
 for (const engine of ENGINES) {
-  const base = median(results.get(`${engine}/${FACTORS[0]}`)!.map((s) => s.nodesUsPerOp));
-  for (const factor of FACTORS) {
-    const samples = results.get(`${engine}/${factor}`)!;
-    const ratio = median(samples.map((s) => s.nodesUsPerOp)) / base;
-    console.log(`${row(engine, factor, String(ROUNDS), samples)} x${ratio.toFixed(2)} |`);
+  for (const build of BUILDS) {
+    const base = median(results.get(`${build.label}/${engine}/${FACTORS[0]}`)!.map((s) => s.nodesUsPerOp));
+    for (const factor of FACTORS) {
+      const samples = results.get(`${build.label}/${engine}/${factor}`)!;
+      const ratio = median(samples.map((s) => s.nodesUsPerOp)) / base;
+      console.log(
+        `${row(named(engine, build.label), factor, String(ROUNDS), samples)} x${ratio.toFixed(2)} |`,
+      );
+    }
   }
 }
 

@@ -170,6 +170,17 @@ export class HashRing {
   }
 
   /**
+   * The index (0 .. {@link pointCount} - 1) of the continuum point that owns `position` (as returned
+   * by {@link HashRing.position}), or -1 for `rendezvous` and an empty ring. Positions with the same
+   * point index have the same owner and the same chains ({@link chainAtPosition} walks from that
+   * point), so a caller can cache per point what it derives from them.
+   */
+  pointIndex(position: number): number {
+    if (this.#rendezvous || this.size === 0) return -1;
+    return locate(this.#continuum, position);
+  }
+
+  /**
    * Preference list: `n` distinct node ids for `key`, the owner first, then
    * the next distinct owners clockwise (rendezvous: by descending score).
    * Returns every node when `n > size`.

@@ -206,3 +206,31 @@ describe('withOptions', () => {
     expect(ring.withOptions({ algorithm: 'ketama' }).algorithm).toBe('ketama');
   });
 });
+
+describe('pointIndex', () => {
+  it('maps positions onto the continuum points, one chain per point; -1 without points', () => {
+    for (const algorithm of ['vnode', 'ketama'] as const) {
+      const ring = HashRing.from(nodes(5), { algorithm, vnodes: 16 });
+      const states = new Map([['node-2', 'failed' as const]]);
+      const positions = fc.sample(fc.integer({ min: 0, max: 0xffff_ffff }), 5000);
+      positions.push(0, 0xffff_ffff);
+      const chainAt = new Map<number, string>();
+      const seen = new Set<number>();
+      for (const position of positions) {
+        const point = ring.pointIndex(position);
+        expect(point).toBeGreaterThanOrEqual(0);
+        expect(point).toBeLessThan(ring.pointCount);
+        seen.add(point);
+        // Positions of one point share their owner and their chains.
+        const chain = ring.chainAtPosition(position, 3, states);
+        const rendered = `${ring.getByPosition(position)} ${chain.desired.join()} ${chain.serving.join()}`;
+        expect(chainAt.get(point) ?? rendered).toBe(rendered);
+        chainAt.set(point, rendered);
+      }
+      // Different points are told apart (80 points, 5000 positions: nearly all of them seen).
+      expect(seen.size).toBeGreaterThan(ring.pointCount / 2);
+    }
+    expect(HashRing.from(nodes(3), { algorithm: 'rendezvous' }).pointIndex(7)).toBe(-1);
+    expect(HashRing.from([]).pointIndex(7)).toBe(-1);
+  });
+});

@@ -14,6 +14,7 @@ import {
   REPLICA_STATE_NAMES,
   type ReplicaStateName,
   type ReplicatedEntry,
+  type ReplicateRequest,
   type Request,
   type Response,
   type RingMember,
@@ -32,8 +33,8 @@ const PEER_ROLES: ReadonlySet<string> = new Set<PeerRole>(['client', 'balancer',
  * Encodes messages to MessagePack frame bodies and decodes bodies back into typed messages,
  * enforcing {@link ProtocolLimits}. One codec per connection: its buffers are reused.
  *
- * The data path's frames (GET, SET, DEL and their answers OK, VALUE, COUNT) are written and read
- * by hand ({@link writeHot}, {@link readHot}): one pass over the bytes, no intermediate array, no
+ * The data path's frames (GET, SET, DEL and their answers OK, VALUE, COUNT, and replication's
+ * REPLICATE and REPLICATED) are written and read by hand ({@link writeHot}, {@link readHot}): one pass over the bytes, no intermediate array, no
  * generic MessagePack walk. They produce and accept exactly the bytes the generic path does (the
  * same MessagePack encoding, byte for byte); a body the hand reader does not recognise as a
  * canonical, valid hot frame goes through the generic path (shape check, MessagePack decoder,
@@ -118,6 +119,44 @@ function isUint32(value: number | undefined): value is number {
   return value !== undefined && Number.isInteger(value) && value >= 0 && value <= 0xffff_ffff;
 }
 
+/** A non-negative integer below 2^53 (versions, expiry times, epochs): uint64 above 2^32-1. */
+function isUint53(value: number): boolean {
+  return Number.isSafeInteger(value) && value >= 0;
+}
+
+/** Bytes of the MessagePack encoding of a non-negative integer below 2^53 (see {@link isUint53}). */
+function uint53Size(value: number): number {
+  return value <= 0xffff_ffff ? uintSize(value) : 9;
+}
+
+/** Bytes of the MessagePack header of an array of `fields` elements (fixarray, array16, array32). */
+function arrayHeaderSize(fields: number): number {
+  return fields < 16 ? 1 : fields < 0x10000 ? 3 : 5;
+}
+
+/**
+ * REPLICATE's body size without its array header, op and id, or -1 when a field is not one the
+ * hand writer encodes (the generic encoder then writes it, or refuses it).
+ */
+function replicateSize(message: WithoutId<ReplicateRequest>): number {
+  const { epoch, batch, entries } = message;
+  if (!isUint53(epoch) || !isUint53(batch)) return -1;
+  let size = uint53Size(epoch) + uint53Size(batch) + uintSize(entries.length);
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    const { key, value, writeEpoch, version, expireAt } = entry;
+    if (!(key instanceof Uint8Array) || (value !== null && !(value instanceof Uint8Array))) return -1;
+    if (!isUint32(writeEpoch) || !isUint53(version) || !isUint53(expireAt)) return -1;
+    size +=
+      binSize(key.length) +
+      (value === null ? 1 : binSize(value.length)) +
+      uintSize(writeEpoch) +
+      uint53Size(version) +
+      uint53Size(expireAt);
+  }
+  return size;
+}
+
 /**
  * The body size of a message the hand writer encodes, or -1 for one it leaves to the generic
  * encoder (every other op, and values the Encoder would write in another form, such as an id
@@ -155,9 +194,52 @@ export function hotSize(message: Message | WithoutId<Request>, id: number): numb
     }
     case Op.COUNT:
       return isUint32(message.count) ? base + uintSize(message.count) : -1;
+    case Op.REPLICATE: {
+      if (message.entries.length > 0xffff_ffff) return -1;
+      const size = replicateSize(message);
+      // `base` counted a one-byte array header: a batch of 3 entries or more has 20 fields or more.
+      return size < 0 ? -1 : base - 1 + arrayHeaderSize(5 + 5 * message.entries.length) + size;
+    }
+    case Op.REPLICATED:
+      return isUint53(message.batch) ? base + uint53Size(message.batch) : -1;
     default:
       return -1;
   }
+}
+
+/**
+ * Writes a MessagePack tag and the size that follows it, big-endian, as the Encoder does: `tag8`
+ * and one byte below 2^8, `tag8 + 1` and two below 2^16, `tag8 + 2` and four above; returns the
+ * end. The uints (0xcc-0xce) and bins (0xc4-0xc6) take this form.
+ */
+function writeSized(out: Uint8Array, at: number, tag8: number, value: number): number {
+  if (value < 0x100) {
+    out[at] = tag8;
+    out[at + 1] = value;
+    return at + 2;
+  }
+  return writeSized16or32(out, at, tag8 + 1, value);
+}
+
+/** `tag16` and 2 big-endian bytes below 2^16, else `tag16 + 1` and 4; returns the end. */
+function writeSized16or32(out: Uint8Array, at: number, tag16: number, value: number): number {
+  if (value < 0x10000) {
+    out[at] = tag16;
+    out[at + 1] = value >>> 8;
+    out[at + 2] = value & 0xff;
+    return at + 3;
+  }
+  out[at] = tag16 + 1;
+  writeU32(out, at + 1, value);
+  return at + 5;
+}
+
+/** Writes `value` (below 2^32) as 4 big-endian bytes. */
+function writeU32(out: Uint8Array, at: number, value: number): void {
+  out[at] = value >>> 24;
+  out[at + 1] = (value >>> 16) & 0xff;
+  out[at + 2] = (value >>> 8) & 0xff;
+  out[at + 3] = value & 0xff;
 }
 
 function writeUint(out: Uint8Array, at: number, value: number): number {
@@ -165,42 +247,30 @@ function writeUint(out: Uint8Array, at: number, value: number): number {
     out[at] = value;
     return at + 1;
   }
-  if (value < 0x100) {
-    out[at] = 0xcc;
-    out[at + 1] = value;
-    return at + 2;
+  return writeSized(out, at, 0xcc, value);
+}
+
+/** Writes a non-negative integer below 2^53 as the Encoder does (uint64 above 2^32-1). */
+function writeUint53(out: Uint8Array, at: number, value: number): number {
+  if (value <= 0xffff_ffff) return writeUint(out, at, value);
+  out[at] = 0xcf;
+  writeU32(out, at + 1, Math.floor(value / 0x1_0000_0000));
+  writeU32(out, at + 5, value >>> 0);
+  return at + 9;
+}
+
+/** Writes an array header of `fields` elements as the Encoder does (fixarray, array16, array32). */
+function writeArrayHeader(out: Uint8Array, at: number, fields: number): number {
+  if (fields < 16) {
+    out[at] = 0x90 | fields;
+    return at + 1;
   }
-  if (value < 0x10000) {
-    out[at] = 0xcd;
-    out[at + 1] = value >>> 8;
-    out[at + 2] = value & 0xff;
-    return at + 3;
-  }
-  out[at] = 0xce;
-  out[at + 1] = value >>> 24;
-  out[at + 2] = (value >>> 16) & 0xff;
-  out[at + 3] = (value >>> 8) & 0xff;
-  out[at + 4] = value & 0xff;
-  return at + 5;
+  return writeSized16or32(out, at, 0xdc, fields);
 }
 
 function writeBin(out: Uint8Array, at: number, bytes: Uint8Array): number {
   const length = bytes.length;
-  let pos = at;
-  if (length < 0x100) {
-    out[pos++] = 0xc4;
-    out[pos++] = length;
-  } else if (length < 0x10000) {
-    out[pos++] = 0xc5;
-    out[pos++] = length >>> 8;
-    out[pos++] = length & 0xff;
-  } else {
-    out[pos++] = 0xc6;
-    out[pos++] = length >>> 24;
-    out[pos++] = (length >>> 16) & 0xff;
-    out[pos++] = (length >>> 8) & 0xff;
-    out[pos++] = length & 0xff;
-  }
+  const pos = writeSized(out, at, 0xc4, length);
   // Small values are copied byte by byte: cheaper than TypedArray#set's call for a few bytes.
   if (length <= 32) for (let i = 0; i < length; i++) out[pos + i] = bytes[i]!;
   else out.set(bytes, pos);
@@ -258,9 +328,37 @@ export function writeHot(
       out[at] = 0x93;
       out[at + 1] = Op.COUNT;
       return writeUint(out, writeUint(out, at + 2, id), message.count);
+    case Op.REPLICATE: {
+      const entries = message.entries;
+      pos = writeArrayHeader(out, at, 5 + 5 * entries.length);
+      out[pos++] = Op.REPLICATE;
+      pos = writeUint(out, pos, id);
+      pos = writeUint53(out, pos, message.epoch);
+      pos = writeUint53(out, pos, message.batch);
+      pos = writeUint(out, pos, entries.length);
+      for (let i = 0; i < entries.length; i++) {
+        const entry = entries[i]!;
+        pos = writeBin(out, pos, entry.key);
+        if (entry.value === null) out[pos++] = 0xc0;
+        else pos = writeBin(out, pos, entry.value);
+        pos = writeUint(out, pos, entry.writeEpoch);
+        pos = writeUint53(out, pos, entry.version);
+        pos = writeUint53(out, pos, entry.expireAt);
+      }
+      return pos;
+    }
+    case Op.REPLICATED:
+      out[at] = 0x93;
+      out[at + 1] = Op.REPLICATED;
+      return writeUint53(out, writeUint(out, at + 2, id), message.batch);
     default:
       throw new RangeError(`op ${message.op} has no hand-written encoding`);
   }
+}
+
+/** The 4 big-endian bytes at `at` as an unsigned integer (the caller checks they are present). */
+function readU32(body: Uint8Array, at: number): number {
+  return body[at]! * 0x1000000 + ((body[at + 1]! << 16) | (body[at + 2]! << 8) | body[at + 3]!);
 }
 
 /**
@@ -272,8 +370,7 @@ function readUint(body: Uint8Array, at: number): number {
   if (tag < 0x80) return tag;
   if (tag === 0xcc) return body[at + 1]!;
   if (tag === 0xcd) return (body[at + 1]! << 8) | body[at + 2]!;
-  if (tag === 0xce)
-    return body[at + 1]! * 0x1000000 + ((body[at + 2]! << 16) | (body[at + 3]! << 8) | body[at + 4]!);
+  if (tag === 0xce) return readU32(body, at + 1);
   return -1;
 }
 
@@ -284,6 +381,24 @@ function uintEnd(body: Uint8Array, at: number): number {
   const end =
     tag < 0x80 ? at + 1 : tag === 0xcc ? at + 2 : tag === 0xcd ? at + 3 : tag === 0xce ? at + 5 : -1;
   return end > body.length ? -1 : end;
+}
+
+/**
+ * The end of the non-negative integer below 2^53 at `at` (a uint, or a uint64 within 2^53-1), or
+ * -1 when it is not one or is cut short.
+ */
+function uint53End(body: Uint8Array, at: number): number {
+  if (at >= body.length || body[at] !== 0xcf) return uintEnd(body, at);
+  // A uint64 above 2^53-1 is left to the generic path (which refuses it for every such field).
+  if (at + 9 > body.length || body[at + 1] !== 0 || body[at + 2]! > 0x1f) return -1;
+  return at + 9;
+}
+
+/** Reads the integer {@link uint53End} accepted at `at`. */
+function readUint53(body: Uint8Array, at: number): number {
+  if (body[at] !== 0xcf) return readUint(body, at);
+  // The high word is below 2^21 (checked by uint53End), so the sum is exact.
+  return readU32(body, at + 1) * 0x1_0000_0000 + readU32(body, at + 5);
 }
 
 /** The end of the bin at `at` (its bytes are `body[end - length, end)`), or -1. */
@@ -303,7 +418,7 @@ function binEnd(body: Uint8Array, at: number): number {
   } else if (tag === 0xc6) {
     if (at + 5 > body.length) return -1;
     start = at + 5;
-    length = body[at + 1]! * 0x1000000 + ((body[at + 2]! << 16) | (body[at + 3]! << 8) | body[at + 4]!);
+    length = readU32(body, at + 1);
   } else return -1;
   const end = start + length;
   return end > body.length ? -1 : end;
@@ -325,7 +440,8 @@ function readHot(body: Uint8Array, limits: ProtocolLimits): Message | undefined 
   const length = body.length;
   if (length < 3) return undefined;
   const header = body[0]!;
-  if (header < 0x92 || header > 0x95) return undefined;
+  // Only REPLICATE has more than 5 fields (10 or more, an array16 past 15).
+  if (header < 0x92 || header > 0x95) return readReplicate(body, limits);
   const fields = header & 0x0f;
   const op = body[1]!;
   const idEnd = uintEnd(body, 2);
@@ -401,9 +517,97 @@ function readHot(body: Uint8Array, limits: ProtocolLimits): Message | undefined 
       if (countEnd !== length) return undefined;
       return { op, id, count: readUint(body, idEnd) };
     }
+    case Op.REPLICATED: {
+      if (fields !== 3) return undefined;
+      const batchEnd = uint53End(body, idEnd);
+      if (batchEnd !== length) return undefined;
+      return { op, id, batch: readUint53(body, idEnd) };
+    }
+    case Op.REPLICATE:
+      return readReplicate(body, limits);
     default:
       return undefined;
   }
+}
+
+/**
+ * {@link readHot} for REPLICATE (any array header: fixarray, array16 or array32): the message the
+ * generic path would return for a body whose fields all have the expected types and are within
+ * the limits, with exactly `5 + 5 * count` fields; anything else is undefined (the generic path
+ * decides). Keys and values are views of `body`, as the generic decoder's are.
+ */
+function readReplicate(body: Uint8Array, limits: ProtocolLimits): ReplicateRequest | undefined {
+  const length = body.length;
+  const header = body[0]!;
+  let fields: number;
+  let pos: number;
+  if (header >= 0x90 && header <= 0x9f) {
+    fields = header & 0x0f;
+    pos = 1;
+  } else if (header === 0xdc) {
+    if (length < 3) return undefined;
+    fields = (body[1]! << 8) | body[2]!;
+    pos = 3;
+  } else if (header === 0xdd) {
+    if (length < 5) return undefined;
+    fields = readU32(body, 1);
+    pos = 5;
+  } else return undefined;
+  if (pos >= length || body[pos] !== Op.REPLICATE) return undefined;
+  const idAt = pos + 1;
+  const idEnd = uintEnd(body, idAt);
+  if (idEnd < 0) return undefined;
+  const epochEnd = uint53End(body, idEnd);
+  if (epochEnd < 0) return undefined;
+  const batchEnd = uint53End(body, epochEnd);
+  if (batchEnd < 0) return undefined;
+  const countEnd = uintEnd(body, batchEnd);
+  if (countEnd < 0) return undefined;
+  const count = readUint(body, batchEnd);
+  if (count > limits.maxBatchKeys || fields !== 5 + 5 * count) return undefined;
+  const entries = new Array<ReplicatedEntry>(count);
+  pos = countEnd;
+  for (let i = 0; i < count; i++) {
+    const keyEnd = binEnd(body, pos);
+    if (keyEnd < 0) return undefined;
+    const keyStart = binStart(body, pos);
+    if (keyEnd === keyStart || keyEnd - keyStart > limits.maxKeyBytes) return undefined;
+    let value: Uint8Array | null = null;
+    let valueEnd = keyEnd + 1;
+    if (keyEnd >= length) return undefined;
+    if (body[keyEnd] !== 0xc0) {
+      valueEnd = binEnd(body, keyEnd);
+      if (valueEnd < 0) return undefined;
+      const valueStart = binStart(body, keyEnd);
+      if (valueEnd - valueStart > limits.maxValueBytes) return undefined;
+      value = body.subarray(valueStart, valueEnd);
+    }
+    const writeEpochEnd = uintEnd(body, valueEnd);
+    if (writeEpochEnd < 0) return undefined;
+    const versionEnd = uint53End(body, writeEpochEnd);
+    if (versionEnd < 0) return undefined;
+    const expireAtEnd = uint53End(body, versionEnd);
+    if (expireAtEnd < 0) return undefined;
+    const expireAt = readUint53(body, versionEnd);
+    // The generic path refuses a delete with an expiry time.
+    if (value === null && expireAt !== 0) return undefined;
+    entries[i] = {
+      key: body.subarray(keyStart, keyEnd),
+      value,
+      writeEpoch: readUint(body, valueEnd),
+      version: readUint53(body, writeEpochEnd),
+      expireAt,
+    };
+    pos = expireAtEnd;
+  }
+  if (pos !== length) return undefined;
+  return {
+    op: Op.REPLICATE,
+    id: readUint(body, idAt),
+    epoch: readUint53(body, idEnd),
+    batch: readUint53(body, epochEnd),
+    entries,
+  };
 }
 
 /** Appends the optional trailing fence epoch of a data request. */

@@ -111,30 +111,58 @@ export interface EndOfTickWriter {
 }
 
 /**
+ * Most rounds of {@link EndOfTickQueue.flushAll} for writers queued by other writers' flushes;
+ * any left after them wait for the next immediate (a writer that keeps queueing itself cannot
+ * hold the event loop).
+ */
+const MAX_FLUSH_ROUNDS = 4;
+
+/**
  * Writers to flush at the end of the tick, all on one `setImmediate`: one immediate per tick
  * rather than one per connection (each costs an object and a microtask checkpoint, and at one
  * request in flight per connection that is one per request). The process uses one queue
  * ({@link flushAtEndOfTick}).
+ *
+ * A writer queued while the queue flushes (a replication stream's flush writes its frame into a
+ * connection, which queues that connection) is flushed in the same pass, not on the next
+ * immediate: the frame leaves in this turn of the event loop instead of the next one.
  */
 export class EndOfTickQueue {
   private queued: EndOfTickWriter[] = [];
   /** The list flushed last time, reused for the next tick's writers (no array per tick). */
   private spare: EndOfTickWriter[] = [];
   private scheduled = false;
+  private flushing = false;
   private readonly run = (): void => this.flushAll();
 
   /** Queues `writer` for this tick's end. The caller queues a writer at most once per tick. */
   add(writer: EndOfTickWriter): void {
     this.queued.push(writer);
-    if (!this.scheduled) {
+    if (!this.scheduled && !this.flushing) {
       this.scheduled = true;
       setImmediate(this.run);
     }
   }
 
-  /** Flushes every queued writer, in order. Writers queued meanwhile wait for the next immediate. */
+  /**
+   * Flushes every queued writer, in order, then those they queued meanwhile (up to
+   * {@link MAX_FLUSH_ROUNDS} rounds); any left wait for the next immediate.
+   */
   flushAll(): void {
     this.scheduled = false;
+    this.flushing = true;
+    try {
+      for (let round = 0; round < MAX_FLUSH_ROUNDS && this.queued.length > 0; round++) this.flushRound();
+    } finally {
+      this.flushing = false;
+      if (this.queued.length > 0 && !this.scheduled) {
+        this.scheduled = true;
+        setImmediate(this.run);
+      }
+    }
+  }
+
+  private flushRound(): void {
     const writers = this.queued;
     this.queued = this.spare;
     let next = 0;
@@ -142,7 +170,7 @@ export class EndOfTickQueue {
       while (next < writers.length) writers[next++]!.flushBuffered();
     } finally {
       // A throwing flush (a bug) must not strand the writers after it: they go out next time.
-      for (let index = next; index < writers.length; index++) this.add(writers[index]!);
+      for (let index = next; index < writers.length; index++) this.queued.push(writers[index]!);
       writers.length = 0;
       this.spare = writers;
     }

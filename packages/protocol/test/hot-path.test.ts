@@ -1,6 +1,6 @@
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   fromWireArray,
   type Message,
@@ -13,7 +13,7 @@ import {
 } from '../src/index.js';
 import { checkBodyShape } from '../src/internal.js';
 
-// The hand-written writer and reader of GET/SET/DEL/OK/VALUE/COUNT must be invisible: the same
+// The hand-written writer and reader of GET/SET/DEL/OK/VALUE/COUNT/REPLICATE/REPLICATED must be invisible: the same
 // bytes as the generic MessagePack encoder, and for any body (valid, mutated, truncated) the same
 // message or the same error as the generic decoder.
 
@@ -75,6 +75,17 @@ const bytesOf = (sizes: number[]) =>
 const key = bytesOf([1, 255, 256, 300, 301]).filter((k) => k.length > 0);
 const valueBytes = bytesOf([0, 255, 256, 65_535, 65_536, 70_000, 70_001]);
 const epoch = fc.option(uint32, { nil: undefined });
+// Versions, expiry times, REPLICATE's epoch and batch: below 2^53 (uint64 above 2^32-1).
+const uint53 = fc.oneof(
+  fc.constantFrom(0, 0x7f, 0xffff_ffff, 2 ** 32, 2 ** 40 + 5, Number.MAX_SAFE_INTEGER),
+  fc.integer({ min: 0, max: 0xffff_ffff }),
+  fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+);
+const smallValue = bytesOf([0, 100, 255, 256, 70_001]);
+const replicatedEntry = fc.oneof(
+  fc.record({ key, value: smallValue, writeEpoch: uint32, version: uint53, expireAt: uint53 }),
+  fc.record({ key, value: fc.constant(null), writeEpoch: uint32, version: uint53, expireAt: fc.constant(0) }),
+);
 
 const hotMessage: fc.Arbitrary<Message> = fc.oneof(
   fc
@@ -99,6 +110,18 @@ const hotMessage: fc.Arbitrary<Message> = fc.oneof(
         : ({ op: Op.VALUE, id, value } as Message),
     ),
   fc.record({ id: uint32, count: uint32 }).map(({ id, count }) => ({ op: Op.COUNT, id, count }) as Message),
+  // 0, 1 and 2 entries are fixarrays (5, 10, 15 fields), 3 and more array16.
+  fc
+    .record({
+      id: uint32,
+      epoch: uint53,
+      batch: uint53,
+      entries: fc.array(replicatedEntry, { maxLength: 6 }),
+    })
+    .map((fields) => ({ op: Op.REPLICATE, ...fields }) as Message),
+  fc
+    .record({ id: uint32, batch: uint53 })
+    .map(({ id, batch }) => ({ op: Op.REPLICATED, id, batch }) as Message),
 );
 
 describe('hand-written hot frames', () => {
@@ -139,6 +162,54 @@ describe('hand-written hot frames', () => {
     );
   });
 
+  it('encode and decode REPLICATE and REPLICATED within the limits without the generic MessagePack path', () => {
+    const encodeSpy = vi.spyOn(Encoder.prototype, 'encodeSharedRef');
+    const decodeSpy = vi.spyOn(Decoder.prototype, 'decode');
+    try {
+      const withinLimits = fc.oneof(
+        fc
+          .record({
+            id: uint32,
+            epoch: uint53,
+            batch: uint53,
+            entries: fc.array(
+              fc.record({
+                key: fc.uint8Array({ minLength: 1, maxLength: 300 }),
+                value: fc.option(fc.uint8Array({ maxLength: 300 }), { nil: null }),
+                writeEpoch: uint32,
+                version: uint53,
+                expireAt: uint53,
+              }),
+              { maxLength: 20 },
+            ),
+          })
+          .map(
+            ({ entries, ...rest }) =>
+              ({
+                op: Op.REPLICATE,
+                ...rest,
+                entries: entries.map((entry) => (entry.value === null ? { ...entry, expireAt: 0 } : entry)),
+              }) as Message,
+          ),
+        fc
+          .record({ id: uint32, batch: uint53 })
+          .map((fields) => ({ op: Op.REPLICATED, ...fields }) as Message),
+      );
+      fc.assert(
+        fc.property(withinLimits, (message) => {
+          const body = Uint8Array.from(codec.encode(message));
+          expect(render(codec.decode(body))).toBe(render(message));
+        }),
+        { numRuns: 1000 },
+      );
+      expect(encodeSpy).not.toHaveBeenCalled();
+      expect(decodeSpy).not.toHaveBeenCalled();
+    } finally {
+      encodeSpy.mockRestore();
+      decodeSpy.mockRestore();
+    }
+  });
+
   it('decode trailing fields, nil flags and str keys through the generic path, as before', () => {
     const cases: unknown[][] = [
       [Op.GET, 1, new Uint8Array([1]), null],
@@ -152,6 +223,17 @@ describe('hand-written hot frames', () => {
       [Op.DEL, 6, new Uint8Array(0)],
       [Op.DEL, 6, new Uint8Array(301)],
       [Op.SET, 7, new Uint8Array([1]), new Uint8Array(70_001)],
+      // REPLICATE: a delete with an expiry, a count that disagrees with the fields, a version
+      // past 2^53, a str key, trailing fields, a batch over the limit.
+      [Op.REPLICATE, 8, 1, 1, 1, new Uint8Array([1]), null, 0, 1, 5],
+      [Op.REPLICATE, 8, 1, 1, 2, new Uint8Array([1]), null, 0, 1, 0],
+      [Op.REPLICATE, 8, 1, 1, 1, new Uint8Array([1]), new Uint8Array([2]), 0, 2 ** 53, 0],
+      [Op.REPLICATE, 8, 1, 1, 1, 'k', new Uint8Array([2]), 0, 1, 0],
+      [Op.REPLICATE, 8, 1, 1, 1, new Uint8Array([1]), new Uint8Array([2]), 0, 1, 0, 'future'],
+      [Op.REPLICATE, 8, 1, 1, limits.maxBatchKeys + 1],
+      [Op.REPLICATE, 8, 2 ** 53, 1, 0],
+      [Op.REPLICATED, 9, 2 ** 53],
+      [Op.REPLICATED, 9, -1],
     ];
     for (const fields of cases) {
       const body = raw.encode(fields);

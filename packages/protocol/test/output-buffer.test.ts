@@ -57,17 +57,35 @@ describe('EndOfTickQueue', () => {
     expect(log).toEqual(['a', 'b', 'c']);
   });
 
-  it('flushes a writer queued during a flush on the next immediate, and every later tick too', async () => {
+  it('flushes a writer queued during a flush in the same pass, and every later tick too', async () => {
     const queue = new EndOfTickQueue();
     const log: string[] = [];
     const late = writer('late', log);
     queue.add(writer('a', log, () => queue.add(late)));
+    queue.add(writer('b', log));
     await nextImmediate();
-    await nextImmediate();
-    expect(log).toEqual(['a', 'late']);
+    expect(log).toEqual(['a', 'b', 'late']);
     queue.add(writer('again', log));
     await nextImmediate();
-    expect(log).toEqual(['a', 'late', 'again']);
+    expect(log).toEqual(['a', 'b', 'late', 'again']);
+  });
+
+  it('leaves a writer that keeps queueing itself to the next immediate after a few rounds', async () => {
+    const queue = new EndOfTickQueue();
+    const log: string[] = [];
+    let left = 10;
+    const again: EndOfTickWriter = writer('again', log, () => {
+      if (--left > 0) queue.add(again);
+    });
+    queue.add(again);
+    queue.flushAll();
+    // The event loop goes on: the rest waits for later immediates.
+    expect(log.length).toBeLessThan(10);
+    const first = log.length;
+    await nextImmediate();
+    expect(log.length).toBeGreaterThan(first);
+    for (let i = 0; i < 10 && log.length < 10; i++) await nextImmediate();
+    expect(log).toHaveLength(10);
   });
 
   it('does not strand the writers after one whose flush throws', async () => {

@@ -35,6 +35,14 @@ export class Ownership {
   /** Replication factor and members' replication states of the latest RING (1 and all up without). */
   private factor = 1;
   private states = new Map<string, ReplicaState>();
+  /**
+   * The chains of the latest ring by continuum point (`HashRing.pointIndex`), filled as keys are
+   * looked up, so a key's chain costs one ring lookup and one array index rather than a walk of
+   * the ring and a new chain per call (several per replicated write: at the head, at each
+   * receiver, on a re-route). Dropped on every RING (a new ring, factor or replication state);
+   * holds only the points whose keys this node was asked about.
+   */
+  private chainCache: (Chain | undefined)[] | undefined;
   private currentEpoch = -1;
   private generation = -1;
   private pending: PendingMove[] = [];
@@ -125,6 +133,7 @@ export class Ownership {
     this.addresses = addresses;
     this.states = states;
     this.factor = request.replicationFactor ?? 1;
+    this.chainCache = undefined;
   }
 
   /** The replication factor of the latest RING; 1 before any, or from a balancer that predates it. */
@@ -145,7 +154,21 @@ export class Ownership {
   chainOf(key: Uint8Array): Chain | undefined {
     const ring = this.current;
     if (ring === undefined || ring.size === 0) return undefined;
-    return ring.chainOf(key, this.factor, this.states);
+    const position = ring.position(key);
+    const point = ring.pointIndex(position);
+    // A rendezvous ring has no points: its chains are computed per call.
+    if (point < 0) return ring.chainAtPosition(position, this.factor, this.states);
+    let cache = this.chainCache;
+    if (cache === undefined) {
+      cache = new Array<Chain | undefined>(ring.pointCount);
+      this.chainCache = cache;
+    }
+    let chain = cache[point];
+    if (chain === undefined) {
+      chain = ring.chainAtPosition(position, this.factor, this.states);
+      cache[point] = chain;
+    }
+    return chain;
   }
 
   /** The address the latest RING gives for member `id`, or undefined (not a member, or no address). */
@@ -196,7 +219,7 @@ export class Ownership {
     const ring = this.current;
     if (ring === undefined || ring.size === 0) return undefined;
     if (this.factor === 1) return ring.get(key);
-    const chain = ring.chainOf(key, this.factor, this.states);
+    const chain = this.chainOf(key)!;
     return (write ? chain.head : chain.tail) ?? chain.desired[0];
   }
 

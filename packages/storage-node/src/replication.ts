@@ -10,7 +10,7 @@ import {
   type ReplicateRequest,
   type Response,
 } from '@dstore/protocol';
-import { backoffDelay } from '@dstore/protocol/internal';
+import { backoffDelay, type EndOfTickWriter, flushAtEndOfTick } from '@dstore/protocol/internal';
 import type {
   Decision,
   StorageEngine,
@@ -132,7 +132,7 @@ class ForwardBatch {
 
 /**
  * One node's forward queue towards one successor: the batches not yet answered, in order. Every
- * write appended in a tick goes out in one REPLICATE on `setImmediate` (more only when a frame's
+ * write appended in a tick goes out in one REPLICATE at the tick's end (more only when a frame's
  * limits are reached); answers settle the batches strictly in order, so the answer of batch b
  * releases its waiters only after every earlier batch of the link is settled. The entries of a
  * batch whose forward fails stay queued (their waiters get the indeterminate error at once) and go
@@ -208,8 +208,11 @@ class ForwardLink {
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(this.flush);
+    // With the connections' writes of the tick: the frame leaves in this turn of the event loop.
+    flushAtEndOfTick(this.endOfTick);
   }
+
+  private readonly endOfTick: EndOfTickWriter = { flushBuffered: () => this.flush() };
 
   /**
    * Whether every entry this link held before batch `mark` was made is acknowledged: no batch
@@ -421,6 +424,40 @@ function indeterminate(error: DstoreError, successor: string): DstoreError {
     `replication to ${successor} failed (${error.code}): ${error.message}; the write may be on some replicas`,
     { cause: error, notExecuted: false },
   );
+}
+
+/** Copies bytes one by one (entries not all within one buffer). */
+const sliceOf = (bytes: Uint8Array): Uint8Array => bytes.slice();
+
+/**
+ * A copier of the keys and values of a received REPLICATE: they are views of the one frame
+ * body, so the span they cover is copied once (one allocation per frame, rather than two per
+ * entry) and each copy is a view of it. Bytes outside that buffer, or a span much larger than
+ * the bytes themselves, are copied one by one.
+ */
+function copierOf(entries: readonly ReplicatedEntry[]): (bytes: Uint8Array) => Uint8Array {
+  const first = entries[0]?.key;
+  if (first === undefined) return sliceOf;
+  const buffer = first.buffer;
+  let start = first.byteOffset;
+  let end = start;
+  let bytes = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const { key, value } = entries[i]!;
+    if (key.buffer !== buffer || (value !== null && value.buffer !== buffer)) return sliceOf;
+    start = Math.min(start, key.byteOffset);
+    end = Math.max(end, key.byteOffset + key.length);
+    bytes += key.length + ENTRY_OVERHEAD;
+    if (value !== null) {
+      start = Math.min(start, value.byteOffset);
+      end = Math.max(end, value.byteOffset + value.length);
+      bytes += value.length;
+    }
+  }
+  if (end - start > bytes) return sliceOf;
+  const span = new Uint8Array(buffer, start, end - start).slice();
+  return (view) =>
+    view.buffer === buffer ? new Uint8Array(span.buffer, view.byteOffset - start, view.length) : view.slice();
 }
 
 /** Calls `done` once every batch of `batches` is settled, with the first failure if any. */
@@ -943,12 +980,13 @@ export class ReplicationService {
       last[sender] = request.batch;
     }
     // Copied once: the engine stores them after this tick (lmdb) and the forward sends them later.
+    const copy = copierOf(entries);
     const copies = new Array<VersionedEntry>(entries.length);
     const forwards: ForwardBatch[] = [];
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i]!;
-      const key = entry.key.slice();
-      const value = entry.value === null ? null : entry.value.slice();
+      const key = copy(entry.key);
+      const value = entry.value === null ? null : copy(entry.value);
       copies[i] = {
         key,
         value: value ?? NO_VALUE,
@@ -960,7 +998,8 @@ export class ReplicationService {
         // failover) must never bring it back, not even for a moment on the tail.
         tombstone: value === null,
       };
-      if (value === null) this.reaper.add(key, entry.writeEpoch, entry.version);
+      // A key of its own: the reaper keeps it for minutes, which must not hold the whole frame.
+      if (value === null) this.reaper.add(key.slice(), entry.writeEpoch, entry.version);
       const successor = successors[i];
       if (successor === undefined) continue;
       const batch = this.linkTo(successor, positions[i]!).append({

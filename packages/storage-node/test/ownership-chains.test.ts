@@ -82,4 +82,33 @@ describe('Ownership replication fields', () => {
     expect([...ownership.replicaStates.values()]).toEqual(['up', 'up', 'up', 'up']);
     expect(ownership.addressOf('n1')).toEqual({ host: '127.0.0.1', port: 9100 });
   });
+
+  it("answers chainOf from its per-point cache with the ring's chains, through new epochs and states", () => {
+    const ownership = new Ownership(() => 'n2');
+    const ring = HashRing.from(ids.map((id) => ({ id })));
+    // More keys than the ring has points, each looked up twice: hits and misses of every point.
+    const many = Array.from({ length: 20_000 }, (_, i) => new TextEncoder().encode(`k:${i}`));
+    const check = (states: Record<string, ReplicaStateName>) => {
+      const expected = new Map(Object.entries(states));
+      for (let round = 0; round < 2; round++) {
+        for (const key of many) {
+          const want = ring.chainOf(key, 3, expected);
+          const got = ownership.chainOf(key)!;
+          if (got.serving.join() !== want.serving.join() || got.desired.join() !== want.desired.join())
+            expect(got).toEqual(want);
+        }
+      }
+      for (const key of keys) expect(ownership.chainOf(key)).toEqual(ring.chainOf(key, 3, expected));
+    };
+    ownership.apply(factorThree(9000, () => 'up'));
+    check({ n1: 'up', n2: 'up', n3: 'up', n4: 'up' });
+    // The same epoch again with other states (a member failed): the cached chains are dropped.
+    const failed = { n1: 'up', n2: 'up', n3: 'failed', n4: 'up' } as const;
+    ownership.apply(factorThree(9000, (id) => failed[id as keyof typeof failed]));
+    check(failed);
+    // A new epoch: a member dead.
+    const dead = { n1: 'dead', n2: 'up', n3: 'up', n4: 'up' } as const;
+    ownership.apply({ ...factorThree(9000, (id) => dead[id as keyof typeof dead]), epoch: 4 });
+    check(dead);
+  });
 });
