@@ -164,6 +164,8 @@ class ForwardLink {
   /** Failed forwards since the link was made (a write that changes nothing checks it). */
   failuresTotal = 0;
   private connection: Connection | undefined;
+  /** The connection a PING is checking after a timed-out forward ({@link probe}). */
+  private probing: Connection | undefined;
   private connecting = false;
   /**
    * Number of the next batch: from 1 on every new connection and after every re-route (a new
@@ -348,12 +350,13 @@ class ForwardLink {
       this.failuresTotal++;
       // The next batch restarts the stream (number 1): the receiver may not have this one.
       this.nextBatch = 1;
-      // A link that timed out or closed is reopened for the next batch (a TIMEOUT may hide a dead
-      // socket); only the connection the batch went out on, not a newer one.
-      const transport = error.code === ErrorCode.TIMEOUT || error.code === ErrorCode.CONNECTION_CLOSED;
-      if (transport && batch.connection !== undefined && batch.connection === this.connection) {
-        this.service.peers.drop(this.successor, batch.connection);
-        this.connection = undefined;
+      // A closed link is reopened for the next batch; only the connection the batch went out on,
+      // not a newer one. A TIMEOUT is mostly a member further down the chain that stopped
+      // answering, not this socket: dropping it would fail every other batch in flight on it
+      // (other chains' writes), so it is dropped only if a PING on it times out too.
+      if (batch.connection !== undefined && batch.connection === this.connection) {
+        if (error.code === ErrorCode.CONNECTION_CLOSED) this.dropConnection(batch.connection);
+        else if (error.code === ErrorCode.TIMEOUT) this.probe(batch.connection);
       }
       // Kept for the re-send (the successor may still be in the chain, or a new one will be).
       const chains = batch.resentChains;
@@ -380,6 +383,33 @@ class ForwardLink {
     // In link order: a batch settles only once every earlier one has.
     while (this.unsettled.length > 0 && this.unsettled[0]!.outcome !== null) {
       (this.unsettled.shift() as ForwardBatch).settle();
+    }
+  }
+
+  private dropConnection(connection: Connection): void {
+    this.service.peers.drop(this.successor, connection);
+    if (this.connection === connection) this.connection = undefined;
+  }
+
+  /**
+   * After a forward timed out: PINGs the connection (one probe at a time) and drops it only when
+   * the PING is not answered within the replication timeout either (a dead socket, or a paused
+   * successor), so the next batch opens a new one.
+   */
+  private probe(connection: Connection): void {
+    if (this.probing === connection) return;
+    this.probing = connection;
+    const refusal = connection.requestWith(
+      { op: Op.PING },
+      (error) => {
+        if (this.probing === connection) this.probing = undefined;
+        if (error !== undefined) this.dropConnection(connection);
+      },
+      this.service.timeoutMs,
+    );
+    if (refusal !== undefined) {
+      this.probing = undefined;
+      this.dropConnection(connection);
     }
   }
 
