@@ -1,12 +1,16 @@
 /**
  * `bench:replication`: throughput, latency and server CPU per op with replication factor 1, 2 and
- * 3 in ONE run (issue #14's benchmark; replication is experimental, step 2: static chains). For
+ * 3 in ONE run (issue #14's benchmark; replication is experimental). For
  * each engine, round and factor, a cluster (balancer + 3 nodes, this workspace's CLIs; the
  * balancer with `--replication-factor N --experimental-replication` above 1) is started, loaded
  * through the balancer with `dstore bench --ops 100000 --concurrency 50 --value-size 100
  * --read-ratio 0.5 --keyspace 10000` after a warm-up load, and stopped; factors interleave within
  * a round, because on a shared machine only figures from the same run compare. CPU: user + system
  * time of every server process (Linux /proc) around the measured load, per completed op.
+ *
+ * Then (unless DSTORE_BENCH_FAILOVER=0), per engine and round, the failover and catch-up: balancer
+ * + 5 nodes, factor 3, one node SIGKILLed (time until every key is served again), then restarted
+ * under its id (time until it is `syncing`, then `up` again, and the keys copied to it per second).
  *
  * Run: `pnpm build && pnpm --filter @dstore/examples bench:replication`.
  * Env: DSTORE_BENCH_ROUNDS (3), DSTORE_BENCH_OPS (100000), DSTORE_BENCH_CONCURRENCY (50),
@@ -19,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient, type DstoreClient } from '@dstore/client';
 import { type BenchJson, CLK_TCK, errorCount, median, runLoadWithCpu } from './bench-load.js';
-import { type ClusterProcess, sleep, startCluster, stopCluster } from './cluster.js';
+import { adminJson, type ClusterProcess, sleep, startCluster, startNode, stopCluster } from './cluster.js';
 
 type Engine = 'memory' | 'lmdb';
 
@@ -52,6 +56,10 @@ const FAILOVER = process.env.DSTORE_BENCH_FAILOVER !== '0';
 const FAILOVER_KEYS = 300;
 /** A key not served again within this long counts as never (the run is bounded). */
 const FAILOVER_GIVE_UP_MS = 60_000;
+/** More keys written before the kill (100-byte values), so that the victim's catch-up copies some. */
+const RECOVERY_FILLER_KEYS = 30_000;
+/** A restarted member not `up` again within this long: the recovery is reported as not done. */
+const RECOVERY_GIVE_UP_MS = 120_000;
 
 async function measure(engine: Engine, factor: number, distRoot: string | undefined): Promise<Sample> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-replication-${engine}-${factor}-`));
@@ -102,6 +110,20 @@ interface FailoverSample {
   readonly readableMaxMs: number;
   /** Keys not served again within the give-up time. */
   readonly never: number;
+  /** The victim restarted (same id; lmdb on its data dir, memory empty): until `syncing`, ms. */
+  readonly syncingAfterMs: number | undefined;
+  /** Until `up` again (caught up and promoted), ms from the restart. */
+  readonly upAfterMs: number | undefined;
+  /** Keys copied to it by its sync. */
+  readonly keysCopied: number;
+  /** Keys copied per second, from `syncing` to `up`. */
+  readonly keysPerSecond: number;
+}
+
+/** The part of `/ring` the recovery measurement reads. */
+interface RingReplication {
+  readonly nodes: readonly { readonly id: string; readonly replicaState?: string }[];
+  readonly replication?: { readonly syncKeysTotal?: number };
 }
 
 /**
@@ -111,6 +133,44 @@ interface FailoverSample {
  * (each bounded by a 1 s command deadline). Keys whose chains did not hold the victim succeed at
  * once; the others once the map's writer marked the victim failed and the survivors re-routed.
  */
+/** The victim started again by {@link measureRecovery}: not in the cluster's state file, stopped by the caller. */
+let restarted: ClusterProcess | undefined;
+
+/**
+ * Issue #14's catch-up: the SIGKILLed member (already marked failed) is started again under its
+ * id (lmdb on its data dir, memory empty); the times until the map's writer makes it `syncing` and
+ * until it is `up` again, and the keys copied to it (`/ring` `replication.syncKeysTotal`).
+ */
+async function measureRecovery(
+  state: Awaited<ReturnType<typeof startCluster>>,
+  victim: ClusterProcess,
+  engine: Engine,
+): Promise<Pick<FailoverSample, 'syncingAfterMs' | 'upAfterMs' | 'keysCopied' | 'keysPerSecond'>> {
+  const ring = () => adminJson<RingReplication>(state, '/ring');
+  const stateOf = async (): Promise<string | undefined> =>
+    (await ring()).nodes.find((node) => node.id === victim.id)?.replicaState;
+  const before = (await ring()).replication?.syncKeysTotal ?? 0;
+  const startedAt = performance.now();
+  restarted = await startNode(state, victim.id, { engine });
+  let syncingAt: number | undefined;
+  let upAt: number | undefined;
+  while (upAt === undefined && performance.now() - startedAt < RECOVERY_GIVE_UP_MS) {
+    const current = await stateOf();
+    if (syncingAt === undefined && (current === 'syncing' || current === 'promoting'))
+      syncingAt = performance.now();
+    if (current === 'up') upAt = performance.now();
+    else await sleep(20);
+  }
+  const keysCopied = ((await ring()).replication?.syncKeysTotal ?? 0) - before;
+  const copying = upAt !== undefined && syncingAt !== undefined ? (upAt - syncingAt) / 1000 : 0;
+  return {
+    syncingAfterMs: syncingAt === undefined ? undefined : syncingAt - startedAt,
+    upAfterMs: upAt === undefined ? undefined : upAt - startedAt,
+    keysCopied,
+    keysPerSecond: copying > 0 ? keysCopied / copying : 0,
+  };
+}
+
 async function measureFailover(engine: Engine): Promise<FailoverSample> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-failover-${engine}-`));
   let client: DstoreClient | undefined;
@@ -124,6 +184,12 @@ async function measureFailover(engine: Engine): Promise<FailoverSample> {
     client = createClient({ host: state.balancer.host, port: state.balancer.port, commandTimeout: 1000 });
     const keys = Array.from({ length: FAILOVER_KEYS }, (_, i) => `failover-${i}`);
     await client.mset(keys.map((key): [string, string] => [key, 'before']));
+    const value = 'v'.repeat(100);
+    for (let start = 0; start < RECOVERY_FILLER_KEYS; start += 500) {
+      await client.mset(
+        Array.from({ length: 500 }, (_, i): [string, string] => [`filler-${start + i}`, value]),
+      );
+    }
     const victim = state.nodes[1]!;
     process.kill(victim.pid, 'SIGKILL');
     const killedAt = performance.now();
@@ -134,14 +200,18 @@ async function measureFailover(engine: Engine): Promise<FailoverSample> {
     ]);
     const served = writable.filter((ms): ms is number => ms !== undefined);
     const affected = served.filter((ms) => ms > 100);
+    const recovery = await measureRecovery(state, victim, engine);
     return {
       affected: affected.length + (writable.length - served.length),
       writableMedianMs: affected.length > 0 ? median(affected) : 0,
       writableMaxMs: Math.max(0, ...served),
       readableMaxMs: Math.max(0, ...readable.filter((ms): ms is number => ms !== undefined)),
       never: writable.length - served.length,
+      ...recovery,
     };
   } finally {
+    if (restarted !== undefined) process.kill(restarted.pid, 'SIGKILL');
+    restarted = undefined;
     await client?.disconnect();
     await stopCluster(root);
     rmSync(root, { recursive: true, force: true });
@@ -212,17 +282,17 @@ for (const engine of ENGINES) {
 
 if (FAILOVER) {
   console.log(
-    `\nFailover: balancer + 5 nodes, factor 3, default --failure-timeout and --lease; ${FAILOVER_KEYS} keys, one node SIGKILLed, then each key written and read until it succeeds:\n`,
+    `\nFailover and catch-up: balancer + 5 nodes, factor 3, default --failure-timeout and --lease; ${FAILOVER_KEYS} keys (+ ${int(RECOVERY_FILLER_KEYS)} of 100 bytes), one node SIGKILLed, then each key written and read until it succeeds; then the node restarted under its id until it is up again:\n`,
   );
   console.log(
-    '| engine | round | keys affected | writable again: median ms | max ms | readable again: max ms | never |',
+    '| engine | round | keys affected | writable again: median ms | max ms | readable again: max ms | never | restart to syncing ms | restart to up ms | keys copied | keys/s |',
   );
-  console.log('|---|---|---:|---:|---:|---:|---:|');
+  console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const engine of ENGINES) {
     for (let round = 1; round <= ROUNDS; round++) {
       const f = await measureFailover(engine);
       console.log(
-        `| ${engine} | ${round} | ${f.affected} | ${int(f.writableMedianMs)} | ${int(f.writableMaxMs)} | ${int(f.readableMaxMs)} | ${f.never} |`,
+        `| ${engine} | ${round} | ${f.affected} | ${int(f.writableMedianMs)} | ${int(f.writableMaxMs)} | ${int(f.readableMaxMs)} | ${f.never} | ${f.syncingAfterMs === undefined ? 'never' : int(f.syncingAfterMs)} | ${f.upAfterMs === undefined ? 'never' : int(f.upAfterMs)} | ${int(f.keysCopied)} | ${int(f.keysPerSecond)} |`,
       );
     }
   }
