@@ -118,10 +118,10 @@ export class MigrationService {
       readonly links: PeerLinks;
       readonly limits: MigrationLimits;
       /**
-       * Whether the node is wiping its entries before it catches up as a learner (replication):
-       * copies are refused meanwhile. Omitted: never.
+       * The refusal of copies while the node wipes its entries before it catches up as a learner
+       * (replication: `ReplicationService.wipeRefusal`), undefined otherwise. Omitted: never.
        */
-      readonly wiping?: () => boolean;
+      readonly wipeRefusal?: () => DstoreError | undefined;
     },
   ) {}
 
@@ -208,8 +208,12 @@ export class MigrationService {
   /** Whether a MIGRATE_PUT is a copy for a learner: this node is a learner of its first key's chain. */
   private isLearnerCopy(request: MigratePutRequest): boolean {
     const first = request.entries[0];
-    if (first === undefined) return false;
-    const chain = this.ownership.chainOf(first.key);
+    return first !== undefined && this.learns(first.key);
+  }
+
+  /** Whether this node is a learner of `key`'s chain: in its write path after the serving members. */
+  private learns(key: Uint8Array): boolean {
+    const chain = this.ownership.chainOf(key);
     return chain !== undefined && chain.path.indexOf(this.ownership.self) >= chain.serving.length;
   }
 
@@ -223,25 +227,20 @@ export class MigrationService {
    * or its tombstone, and a copy keeps the exact version every serving member holds.
    */
   private async learnerPut(request: MigratePutRequest): Promise<number> {
-    if (this.options.wiping?.() === true) {
-      throw new DstoreError(
-        ErrorCode.UNAVAILABLE,
-        'this node is deleting its stale entries before it catches up (learner): retry',
-      );
-    }
+    const wiping = this.options.wipeRefusal?.();
+    if (wiping !== undefined) throw wiping;
     if (request.epoch !== this.ownership.epoch) {
       throw new DstoreError(
         ErrorCode.STALE_EPOCH,
         `learner copy sent on epoch ${request.epoch}, this node is at epoch ${this.ownership.epoch}`,
       );
     }
-    const self = this.ownership.self;
     for (const entry of request.entries) {
-      const chain = this.ownership.chainOf(entry.key);
-      if (chain === undefined || chain.path.indexOf(self) < chain.serving.length) {
+      if (!this.learns(entry.key)) {
+        const path = this.ownership.chainOf(entry.key)?.path.join(', ') ?? 'none';
         throw new DstoreError(
           ErrorCode.NOT_OWNER,
-          `copied key's chain (${chain?.path.join(', ') ?? 'none'}) does not hold ${self} as a learner`,
+          `copied key's chain (${path}) does not hold ${this.ownership.self} as a learner`,
         );
       }
     }

@@ -579,11 +579,15 @@ export class ReplicationService {
   }
 
   /**
-   * Whether this node is deleting every entry it holds (it became a learner): REPLICATE and
-   * MIGRATE_PUT are refused with UNAVAILABLE (retryable: the sender keeps and re-sends) meanwhile.
+   * While this node deletes every entry it holds (it became a learner), the refusal of REPLICATE
+   * and MIGRATE_PUT: UNAVAILABLE (retryable: the sender keeps and re-sends); undefined otherwise.
    */
-  get wiping(): boolean {
-    return this.isWiping;
+  wipeRefusal(): DstoreError | undefined {
+    if (!this.isWiping) return undefined;
+    return new DstoreError(
+      ErrorCode.UNAVAILABLE,
+      'this node is deleting its stale entries before it catches up (learner): retry',
+    );
   }
 
   /** Stops the tombstone reaper's timer (node shutdown). */
@@ -952,13 +956,9 @@ export class ReplicationService {
       done(new DstoreError(ErrorCode.UNAVAILABLE, lease.refusal()));
       return;
     }
-    if (this.isWiping) {
-      done(
-        new DstoreError(
-          ErrorCode.UNAVAILABLE,
-          'this node is deleting its stale entries before it catches up (learner): retry',
-        ),
-      );
+    const wiping = this.wipeRefusal();
+    if (wiping !== undefined) {
+      done(wiping);
       return;
     }
     if (request.epoch !== this.ownership.epoch) {

@@ -162,7 +162,7 @@ class StorageNodeImpl implements StorageNode {
       peer,
       links,
       limits: { ...DEFAULT_MIGRATION_LIMITS, maxKeysPerSecond: options.migrationRateKeysPerSecond },
-      wiping: () => replication.wiping,
+      wipeRefusal: () => replication.wipeRefusal(),
     });
     // An expired value of a range moving in leaves a tombstone: the old owner's older copy must
     // not bring the key back (see ENGINES.md, "Expiry").
