@@ -41,6 +41,23 @@ function start(engine: Engine, recorder?: HistoryRecorder): Promise<ReplicatedCl
   return ReplicatedCluster.start({ engine, resources, nemesis, balancer: FAILOVER });
 }
 
+/**
+ * Runs `write` (an idempotent SET of a fresh key) until it settles without an indeterminate
+ * failure: one sent to the balancer just before it saw the node's socket close fails with
+ * CONNECTION_CLOSED (may have run), and only then is it sent again. A not-executed refusal
+ * (UNAVAILABLE while the node is down) is the client's to absorb: it reaches the test and fails it.
+ */
+async function rideThrough<T>(write: () => Promise<T>): Promise<T> {
+  for (;;) {
+    try {
+      return await write();
+    } catch (error) {
+      if (error instanceof DstoreError && !error.notExecuted && error.code !== ErrorCode.TIMEOUT) continue;
+      throw error;
+    }
+  }
+}
+
 describe.each([
   { engine: 'memory', routing: 'balancer' },
   { engine: 'lmdb', routing: 'direct' },
@@ -59,13 +76,21 @@ describe.each([
     // flight when it dies, and only the re-send brings them to the new successors.
     const writes = setWorkload(clients[0]!, keysOf(cluster, 'set', 20_000, victim, 1), 8);
     const load = registerLoad(recorder, clients, keys, 6000);
+    // A client whose deadline outlasts the failure timeout: the failover is invisible to it.
+    const rider = cluster.client(FAILOVER.failureTimeoutMs * 5);
+    const riddenKey = cluster.keyWhere(victim, 0, 'ride');
+    await rider.set(riddenKey, 'before');
     await sleep(1000);
     await cluster.nodes.get(victim)!.kill();
+    const ridden = rideThrough(() => rider.set(riddenKey, 'through'));
     await waitFor(() => cluster.stateOf(victim) === 'failed', `${victim} marked failed`);
+    // Refused (UNAVAILABLE, not executed) until the failover, resent by the client, then served.
+    expect(await ridden).toBe('OK');
     const stats = await load.done;
     const written = await writes.stop();
     expectLinearizable(recorder);
     expect(stats.ok).toBeGreaterThan(200);
+    expect(await rider.getString(riddenKey)).toBe('through');
     // Only the victim failed; its ranges take writes again (at their new heads).
     expect([...cluster.states.values()].filter((state) => state === 'failed')).toEqual(['failed']);
     const writer = clients[1]!;

@@ -35,6 +35,7 @@ import {
   clientArguments,
   credentialsOf,
   type ResolvedClientOptions,
+  resendDelay,
   resolveClientOptions,
 } from './options.js';
 
@@ -212,6 +213,8 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   private connectWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   private inFlight = 0;
   private onAllAnswered: (() => void) | undefined;
+  /** Commands waiting to be resent after a refusal: each entry ends its wait (on shutdown). */
+  private readonly resendWaits = new Set<() => void>();
   /** Direct routing (`routing: 'direct'`): the map and the node links; undefined otherwise. */
   private readonly direct: DirectRouter | undefined;
 
@@ -801,6 +804,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     const wasRunning = this.state !== 'wait' && this.state !== 'end' && this.state !== 'closed';
     this.state = 'closed';
     this.failQueued(clientClosedError(`${this.label} closed before the command was sent`));
+    for (const endWait of [...this.resendWaits]) endWait();
     const waiters = this.connectWaiters;
     this.connectWaiters = [];
     for (const waiter of waiters) waiter.reject(clientClosedError(`${this.label} was closed`));
@@ -965,14 +969,56 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       performance.now() < command.deadline
     ) {
       command.retries++;
-      this.submit(command);
-      return;
+      // Not on the wire (the link is down): the command waits for the reconnect in the offline
+      // queue. Refused by a server that is up (a failover, a migration's freeze, a full queue):
+      // it tries again after the backoff, while its deadline leaves room for the attempt.
+      if (this.link.connection?.isOpen !== true) {
+        this.submit(command);
+        return;
+      }
+      const delayMs = resendDelay(command.retries);
+      if (performance.now() + delayMs < command.deadline) {
+        this.resendLater(command, delayMs, error);
+        return;
+      }
     }
     if (error instanceof DstoreError && error.code === ErrorCode.TIMEOUT) {
       command.reject(commandTimeoutError(command.timeoutMs, 'waiting for the answer'));
       return;
     }
     command.reject(error instanceof Error ? error : new DstoreError(ErrorCode.INTERNAL, String(error)));
+  }
+
+  /**
+   * Sends `command` again after `delayMs`. It counts as in flight meanwhile (`close()` waits for it);
+   * an abort or the client's shutdown ends the wait with the abort or with `refusal`, the answer
+   * that made it wait (the command was not executed either way).
+   */
+  private resendLater(command: Command, delayMs: number, refusal: unknown): void {
+    this.inFlight++;
+    const { signal } = command;
+    const settle = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      this.resendWaits.delete(onShutDown);
+      this.answered();
+    };
+    const onAbort = (): void => {
+      settle();
+      command.reject(abortedError(signal as AbortSignal));
+    };
+    const onShutDown = (): void => {
+      settle();
+      command.reject(
+        refusal instanceof Error ? refusal : new DstoreError(ErrorCode.INTERNAL, String(refusal)),
+      );
+    };
+    const timer = setTimeout(() => {
+      settle();
+      this.submit(command);
+    }, delayMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.resendWaits.add(onShutDown);
   }
 
   /** SCAN's MATCH on the wire: the pattern behind the key prefix (escaped), or undefined for every key. */

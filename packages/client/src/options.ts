@@ -50,8 +50,12 @@ export interface ClientOptions {
   readonly retryStrategy?: (times: number) => number | null;
   /**
    * How many times a command that certainly was not executed (UNAVAILABLE, BUSY, SHUTTING_DOWN,
-   * or never written) is sent again. Indeterminate failures (TIMEOUT, CONNECTION_CLOSED after the
-   * command was written) are never retried. Default `1` (ioredis: 20).
+   * or never written) is sent again, within its deadline. A command refused by a server (a
+   * failover, a migration's freeze) waits 10 ms doubling to 500 ms between attempts, so with a
+   * `commandTimeout` longer than the cluster's failure timeout a failover is invisible; one not yet
+   * written waits for the reconnect. When the next attempt cannot start before the deadline, the
+   * command fails at once with the server's answer. Indeterminate failures (TIMEOUT,
+   * CONNECTION_CLOSED after the command was written) are never retried. Default `20` (as ioredis).
    */
   readonly maxRetriesPerRequest?: number;
   /** Queue commands while not connected (true) or fail them at once with UNAVAILABLE. Default `true`. */
@@ -136,6 +140,15 @@ export function defaultRetryStrategy(times: number): number {
   return backoffDelay(times, { initialDelayMs: 50, maxDelayMs: 2000 });
 }
 
+/**
+ * The wait before resend `times` (1-based) of a command a server refused: the protocol's one
+ * backoff policy, from 10 ms doubling to 500 ms (+0-20% jitter), so a client rides through a
+ * failover (the failure timeout) while polling the cluster about twice a second at most.
+ */
+export function resendDelay(times: number): number {
+  return backoffDelay(times, { initialDelayMs: 10, maxDelayMs: 500 });
+}
+
 /** The defaults of every option. */
 export const DEFAULT_CLIENT_OPTIONS: ResolvedClientOptions = Object.freeze({
   host: '127.0.0.1',
@@ -144,7 +157,7 @@ export const DEFAULT_CLIENT_OPTIONS: ResolvedClientOptions = Object.freeze({
   connectTimeout: 10_000,
   commandTimeout: 5000,
   retryStrategy: defaultRetryStrategy,
-  maxRetriesPerRequest: 1,
+  maxRetriesPerRequest: 20,
   enableOfflineQueue: true,
   maxQueueLength: 1000,
   lazyConnect: false,

@@ -400,14 +400,51 @@ describe('retries', () => {
   it('resends a command that certainly was not executed, maxRetriesPerRequest times', async () => {
     const server = await startServer();
     const client = await readyClient(server);
-    server.failNext = [ErrorCode.UNAVAILABLE];
+    // A failover or a freeze: refused several times (not executed), then served.
+    server.failNext = [ErrorCode.UNAVAILABLE, ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN, ErrorCode.UNAVAILABLE];
     expect(await client.set('k', 'v')).toBe('OK');
-    expect(server.count(Op.SET)).toBe(2);
+    expect(server.count(Op.SET)).toBe(5);
+    const once = await readyClient(server, { maxRetriesPerRequest: 1 });
     server.failNext = [ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN];
-    await expect(client.set('k', 'v')).rejects.toMatchObject({ code: ErrorCode.SHUTTING_DOWN });
+    await expect(once.set('k', 'v')).rejects.toMatchObject({ code: ErrorCode.SHUTTING_DOWN });
     const noRetry = await readyClient(server, { maxRetriesPerRequest: 0 });
     server.failNext = [ErrorCode.UNAVAILABLE];
     await expect(noRetry.get('k')).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+
+  it('keeps resending a refused command until its deadline, then fails with the refusal, not a TIMEOUT', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { commandTimeout: 400, maxRetriesPerRequest: 1000 });
+    server.failNext = new Array<string>(10_000).fill(ErrorCode.UNAVAILABLE);
+    const error = await client.set('k', 'v').catch((caught: unknown) => caught);
+    // The server's answer (not executed): the client stopped when the next wait would pass the deadline.
+    expect(error).toMatchObject({ code: ErrorCode.UNAVAILABLE, notExecuted: true });
+    // Spaced by the backoff: several attempts, far fewer than an immediate resend loop would make.
+    expect(server.count(Op.SET)).toBeGreaterThan(2);
+    expect(server.count(Op.SET)).toBeLessThan(40);
+    server.failNext = [];
+  });
+
+  it('ends a resend wait on abort and on close(), with nothing sent after', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { commandTimeout: 60_000 });
+    server.failNext = new Array<string>(10_000).fill(ErrorCode.BUSY);
+    const abort = new AbortController();
+    const aborted = client.set('a', 'v', { signal: abort.signal });
+    while (server.count(Op.SET) < 3) await new Promise((resolve) => setTimeout(resolve, 5));
+    abort.abort();
+    await expect(aborted).rejects.toMatchObject({ code: ErrorCode.ABORTED });
+
+    const before = server.count(Op.SET);
+    const waiting = client.set('b', 'v').catch((caught: unknown) => caught);
+    while (server.count(Op.SET) < before + 2) await new Promise((resolve) => setTimeout(resolve, 5));
+    // close() waits for commands in flight; this one ends with the refusal that made it wait.
+    await client.close();
+    expect(await waiting).toMatchObject({ code: ErrorCode.BUSY, notExecuted: true });
+    const sent = server.count(Op.SET);
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(server.count(Op.SET)).toBe(sent);
+    server.failNext = [];
   });
 
   it('never resends an indeterminate failure (TIMEOUT, INTERNAL)', async () => {

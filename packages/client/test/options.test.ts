@@ -12,7 +12,7 @@ describe('options', () => {
       port: 7379,
       connectTimeout: 10_000,
       commandTimeout: 5000,
-      maxRetriesPerRequest: 1,
+      maxRetriesPerRequest: 20,
       enableOfflineQueue: true,
       maxQueueLength: 1000,
       lazyConnect: false,
