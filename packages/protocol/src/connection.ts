@@ -1,5 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+// The module's `performance`: the global one is an accessor in Node 20, ~25 ns per request more.
+import { performance } from 'node:perf_hooks';
 import type { Principal } from './authenticator.js';
 import { hotSize, MessageCodec, writeHot } from './codec.js';
 import { type DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
