@@ -24,7 +24,8 @@
  * Flags: --ops (200000 per case and round), --segments (6), --batches (1,16), --paths
  * (direct,balancer), --rounds (3), --warmup (20000), --baseline-root (a built checkout whose node
  * CLI is compared in the same run), --node-args (more arguments for every node, space-separated,
- * e.g. --node-args="--idle-timeout 0"). Linux only (/proc).
+ * e.g. --node-args="--idle-timeout 0"). Linux only (/proc). `DSTORE_CLUSTER_NODE_FLAGS` adds Node.js
+ * flags to every node, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
@@ -38,7 +39,7 @@ import {
   type WithoutId,
 } from '@dstore/protocol';
 import { cpuSeconds, median, scriptArgs, writeSyscalls } from './bench-load.js';
-import { cliPath } from './cluster.js';
+import { cliPath, nodeFlags } from './cluster.js';
 
 const { values: flags } = parseArgs({
   args: scriptArgs(),
@@ -76,6 +77,7 @@ interface RunningNode {
 async function startNode(distRoot: string | undefined): Promise<RunningNode> {
   const cli = cliPath('@dstore/storage-node', distRoot);
   const args = [
+    ...nodeFlags(),
     cli,
     '--port',
     '0',

@@ -304,7 +304,7 @@ async function stopProcesses(processes: readonly ClusterProcess[], deadline: num
  * (space-separated), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a benchmark's servers
  * (Node refuses --cpu-prof in NODE_OPTIONS).
  */
-function nodeFlags(): string[] {
+export function nodeFlags(): string[] {
   return (process.env.DSTORE_CLUSTER_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '');
 }
 

@@ -1,3 +1,6 @@
+// The module's `performance`: the global one is an accessor in Node 20, ~25 ns per request more.
+import { performance } from 'node:perf_hooks';
+
 /** Sub-buckets per power of two: values are kept to within 1/64 (about 1.6%). */
 const SUB_BUCKET_BITS = 6;
 const SUB_BUCKETS = 1 << SUB_BUCKET_BITS;

@@ -170,6 +170,36 @@ describe('Connection over real sockets', () => {
     expect(write).toHaveBeenCalledTimes(1);
   });
 
+  it('answers the requests of a received chunk in one write as the chunk ends, before the end of the tick', async () => {
+    const { server, port } = await echoServer();
+    const chunks: { pending: number; writes: number }[] = [];
+    server.on('connection', (connection: Connection) => {
+      const write = vi.spyOn(connection.socket, 'write');
+      // Added after the connection's own listener, so it runs once the chunk is served.
+      connection.socket.on('data', () =>
+        chunks.push({
+          pending: connection.bufferedOutputBytes - connection.socket.writableLength,
+          writes: write.mock.calls.length,
+        }),
+      );
+    });
+    const socket = await resources.socket(port);
+    const { messages } = watch(socket);
+    const frames = Array.from({ length: 50 }, (_, i) =>
+      encodeFrame({ op: Op.GET, id: i + 1, key: enc.encode(`k${i}`) }),
+    );
+    socket.write(Buffer.concat(frames));
+    await waitFor(() => messages.length === 50, 5000, 'the 50 answers');
+    // Nothing was left for the end-of-tick flush: each chunk's answers were written as it ended.
+    expect(chunks.length).toBeGreaterThan(0);
+    for (const chunk of chunks) expect(chunk.pending).toBe(0);
+    expect(chunks[0]!.writes).toBeGreaterThanOrEqual(1);
+    expect(chunks.at(-1)!.writes).toBeLessThanOrEqual(chunks.length);
+    expect(messages.map((message) => valueText(message as Response))).toEqual(
+      Array.from({ length: 50 }, (_, i) => `k${i}`),
+    );
+  });
+
   it('refuses locally a request too large for one frame, and stays usable', async () => {
     const { port } = await echoServer();
     const client = await resources.connection(port, { limits: { maxFrameBytes: 1024, maxValueBytes: 512 } });

@@ -1,3 +1,5 @@
+// The module's `performance`: the global one is an accessor in Node 20, ~25 ns per request more.
+import { performance } from 'node:perf_hooks';
 import {
   DstoreError,
   ErrorCode,
