@@ -50,11 +50,16 @@ export interface ReplicatedClusterOptions {
   readonly nemesis: Nemesis;
   /** Extra balancer options (failure timeout, lease). */
   readonly balancer?: BalancerOptions;
+  /** The members started (default {@link NODES}); more join with {@link ReplicatedCluster.startNode}. */
+  readonly nodes?: readonly string[];
+  /** Extra dstore-node arguments of every member. */
+  readonly nodeArgs?: readonly string[];
 }
 
-/** Five nodes, factor 3, joined while empty (a ring change on replicated keys is refused until step 5). */
+/** Five nodes (or those given), factor 3, joined while empty. */
 export class ReplicatedCluster {
   readonly nodes = new Map<string, ManagedProcess<NodeReady>>();
+  private nodeArgs: readonly string[] = [];
   private readonly peers = new Map<string, Connection>();
 
   constructor(
@@ -70,17 +75,22 @@ export class ReplicatedCluster {
       ...options.balancer,
     });
     const cluster = new ReplicatedCluster(balancer, resources);
-    for (const id of NODES) {
-      const args = ['--port', '0', '--id', id, '--join', `127.0.0.1:${balancer.address.port}`];
-      args.push('--heartbeat-interval', '200', '--log-level', 'error');
-      if (engine === 'lmdb')
-        args.push('--engine', 'lmdb', '--data-dir', temporaryDir(resources, `dstore-chain-${id}-`));
-      const node = nemesis.process<NodeReady>({ name: id, script: NODE_CLI, args });
-      cluster.nodes.set(id, node);
-      await node.start();
-    }
-    await waitForNodesUp(balancer, NODES.length);
+    const ids = options.nodes ?? NODES;
+    cluster.nodeArgs = options.nodeArgs ?? [];
+    for (const id of ids) await cluster.startNode(id, engine, nemesis);
+    await waitForNodesUp(balancer, ids.length);
     return cluster;
+  }
+
+  /** Starts member `id` (a dstore-node process under `nemesis`) joining the balancer. */
+  async startNode(id: string, engine: Engine, nemesis: Nemesis): Promise<void> {
+    const args = ['--port', '0', '--id', id, '--join', `127.0.0.1:${this.balancer.address.port}`];
+    args.push('--heartbeat-interval', '200', '--log-level', 'error', ...this.nodeArgs);
+    if (engine === 'lmdb')
+      args.push('--engine', 'lmdb', '--data-dir', temporaryDir(this.resources, `dstore-chain-${id}-`));
+    const node = nemesis.process<NodeReady>({ name: id, script: NODE_CLI, args });
+    this.nodes.set(id, node);
+    await node.start();
   }
 
   get port(): number {
