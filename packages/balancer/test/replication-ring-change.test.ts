@@ -18,7 +18,7 @@
  */
 import { HistoryRecorder, Nemesis } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
-import { Op } from '@dstore/protocol';
+import { DstoreError, Op } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Resources, sleep, waitFor } from './helpers.js';
 import {
@@ -44,6 +44,21 @@ afterEach(async () => {
   await nemesis.cleanup();
   await resources.releaseAll();
 });
+
+/**
+ * `run` again while it fails not executed (a retryable refusal: a node whose lease a loaded
+ * machine let run out, a chain frozen by a switch), at most 50 times.
+ */
+async function untilExecuted<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (error) {
+      if (!(error instanceof DstoreError) || error.notExecuted !== true || attempt >= 50) throw error;
+      await sleep(100);
+    }
+  }
+}
 
 /** Polls the map's transition phases in the background (a switch can be short). */
 function watchPhases(cluster: ReplicatedCluster): Set<string> {
@@ -107,12 +122,16 @@ async function loaded(engine: Engine, nodes: readonly string[], routing: 'balanc
     // Paced copies: writes made while a range is copied must reach its learner through the write
     // path (a copy's scan does not see a key written after it began).
     nodeArgs: ['--migration-rate', '500'],
-    balancer: { ...FAILOVER_TIMEOUTS, adminToken: ADMIN_TOKEN },
+    // A lease of 1.5 s (the failure timeout stays 2 x lease): a loaded machine delays heartbeats.
+    balancer: { ...FAILOVER_TIMEOUTS, leaseMs: 1500, adminToken: ADMIN_TOKEN },
   });
+  // The joins that formed the cluster are ring changes too: let the last one finish.
+  await settled(cluster, 'the cluster formed', () => true);
   const seeded = keysOf(cluster, 'seed', 300);
   const seeder = cluster.client(8000);
   for (let i = 0; i < seeded.length; i += 100) {
-    await seeder.mset(Object.fromEntries(seeded.slice(i, i + 100).map((key) => [key, `old-${key}`])));
+    const part = Object.fromEntries(seeded.slice(i, i + 100).map((key) => [key, `old-${key}`]));
+    await untilExecuted(() => seeder.mset(part));
   }
   const clients = await clientsOf(cluster, resources, routing);
   const writes = setWorkload(clients[0]!, keysOf(cluster, 'set', 5000), 2, 5);
@@ -151,7 +170,7 @@ describe('ring changes with replication factor 3', () => {
     const phases = watchPhases(cluster);
     // Deleted before the changes: they must not come back through a copy or a purge.
     const deleted = seeded.filter((_, i) => i % 10 === 0);
-    for (const key of deleted) expect(await seeder.del(key)).toBe(true);
+    for (const key of deleted) expect(await untilExecuted(() => seeder.del(key))).toBe(true);
 
     await cluster.startNode('node-5', 'memory', nemesis);
     await settled(cluster, 'node-5 joined: in the ring, the change finished', () =>
