@@ -1408,7 +1408,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (transition?.phase !== 'purge') return;
     await this.announced;
     if (!(await this.answeredByAll())) return;
-    await this.purgeLeftChains(transition.from);
+    await this.purgeLeftChains();
     await this.update('transition finished', (map) =>
       withRingPlan(map, { transition: null, members: finalStates(map) }),
     );
@@ -1501,33 +1501,28 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /**
-   * PURGE of the ranges each member left in the ring change from `from` to the map's ring: those
-   * of its previous chains (or its learner ones) that its next chains do not hold. Not sent to
-   * failed or dead members (a failed one wipes when it returns; a dead one is removed).
+   * PURGE, on every member, of the ranges of the map's ring whose chains do not hold it: those
+   * it left in the ring change, and any it learned for a while (a member that stood in for an
+   * entering one that failed). Each node drops only what its write path no longer holds, so
+   * the ranges may be generous. Not sent to failed or dead members (a failed one wipes when it
+   * returns; a dead one is removed).
    */
-  private async purgeLeftChains(from: MapRing): Promise<void> {
+  private async purgeLeftChains(): Promise<void> {
     const map = this.map;
-    const factor = map.replicationFactor;
-    const before = unionOf({ ...map, transition: { ...map.transition!, phase: 'stream', from } });
-    if (before === undefined || this.currentRing.size === 0) return;
-    const unionRing = ringOf({ ...map.ring, members: before.members });
-    const states = replicaStatesOf(map);
-    const left = new Map<string, HashRange[]>();
-    for (const chain of unionRing.chains(factor, before.states)) {
-      const next = this.currentRing.chainAtPosition(chain.end, factor, states).desired;
-      for (const id of new Set([...chain.desired, ...chain.path])) {
-        if (next.includes(id)) continue;
-        const ranges = left.get(id) ?? [];
-        ranges.push({ start: chain.start, end: chain.end });
-        left.set(id, ranges);
-      }
-    }
-    const targets = [...left]
-      .filter(([id]) => {
-        const state = activeMember(map, id)?.replicaState;
-        return state !== undefined && state !== 'failed' && state !== 'dead';
+    if (this.currentRing.size === 0) return;
+    const chains = this.currentRing.chains(map.replicationFactor, replicaStatesOf(map));
+    const targets = [...this.pool.values()]
+      .filter((node) => {
+        const state = activeMember(map, node.id)?.replicaState;
+        return state !== undefined && state !== 'failed' && state !== 'dead' && node.verifyIdentity;
       })
-      .map(([id, ranges]) => ({ id, ranges }));
+      .map((node) => ({
+        id: node.id,
+        ranges: chains
+          .filter((chain) => !chain.desired.includes(node.id))
+          .map((chain) => ({ start: chain.start, end: chain.end })),
+      }))
+      .filter((target) => target.ranges.length > 0);
     await this.migrator.purgeRanges(targets, map.ring.epoch);
   }
 }
