@@ -213,14 +213,26 @@ describe('ring changes with replication factor 3', () => {
       () => membership.clusterMap.ring.members.some((member) => member.id === 'node-6'),
       'node-6 entering',
     );
+    // Keys written through its write path while it learns (acknowledged only once it has them),
+    // deleted while it is away: they must not come back on it (it wipes when it re-enters).
+    await waitFor(
+      () => membership.topology.replication?.states?.get('node-6') === 'entering',
+      'routing on the union ring with node-6 entering',
+    );
+    const union = membership.topology;
+    const fresh = keysOf(cluster, 'fresh', 400).filter((key) =>
+      union.ring.chainOf(key, FACTOR, union.replication!.states).path.includes('node-6'),
+    );
+    await untilExecuted(() => seeder.mset(Object.fromEntries(fresh.map((key) => [key, 'fresh']))));
     sixth.pause();
     try {
       await waitFor(() => cluster.stateOf('node-6') === 'failed', 'node-6 marked failed', 20_000);
+      for (const key of fresh) await untilExecuted(() => seeder.del(key));
     } finally {
       sixth.resume();
     }
     await settled(cluster, 'node-6 joined after it failed', () => cluster.stateOf('node-6') === 'up');
-    await finish(['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6'], deleted);
+    await finish(['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6'], [...deleted, ...fresh]);
   });
 
   it('lmdb, direct routing: a member SIGKILLed, then removed as dead: N copies again from the survivors', {
