@@ -1372,8 +1372,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
    *    tail to each learner (MIGRATE / MIGRATE_PUT, applied by exact version);
    * 2. `switch`: the changing chains freeze (their heads refuse writes) and every node answers
    *    that ring only once drained: every write admitted before reached every learner;
-   * 3. `purge`: the next ring is installed and announced; each member drops the ranges of the
-   *    chains it left; then the transition ends (members' final states).
+   * 3. `purge`: the next ring is installed and announced; each member drops the ranges its next
+   *    chains do not hold; then the transition ends (members' final states).
    *
    * A member that fails meanwhile: an entering one leaves the union ring (its chains route as if
    * it had not joined; when it returns it wipes and its copies start over), an exiting one becomes
