@@ -1546,7 +1546,7 @@ function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members'
     )
   )
     return patch;
-  const desired = desiredRingMembers(merged);
+  const desired = keptWeights(merged, desiredRingMembers(merged));
   if (sameRingMembers(desired, merged.ring.members)) return { ...patch, members: finalStates(merged) };
   const ring: MapRing = { ...merged.ring, epoch: map.epoch + 1, members: desired };
   const previous = ringOf(merged.ring);
@@ -1565,6 +1565,21 @@ function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members'
       keysMoved: 0,
     },
   };
+}
+
+/**
+ * With a factor above 1, members already in the ring keep their ring weight: a replicated ring
+ * change routes on the union of two rings, where a member has one weight (weight changes with
+ * replication are not built; a JOIN with another weight is refused once the ring holds keys, and
+ * a static node's new weight waits in the map). Factor 1: `desired` as is.
+ */
+function keptWeights(map: ClusterMap, desired: MapRingMember[]): MapRingMember[] {
+  if (map.replicationFactor <= 1) return desired;
+  const weights = new Map(map.ring.members.map((member) => [member.id, member.weight]));
+  return desired.map((member) => {
+    const weight = weights.get(member.id);
+    return weight === undefined || weight === member.weight ? member : { id: member.id, weight };
+  });
 }
 
 /**
