@@ -226,6 +226,21 @@ describe('replication factor in the cluster map', () => {
         },
         /members\[1\]\.replicaState must be up, syncing, promoting, failed or dead/,
       ],
+      // The switch of a replicated ring change (step 5): only in a map that replicates.
+      [
+        {
+          ...good,
+          transition: {
+            phase: 'switch',
+            from: good.ring,
+            reason: '+c',
+            startedAt: '',
+            done: [],
+            keysMoved: 0,
+          },
+        },
+        /transition\.phase is not a phase/,
+      ],
     ];
     for (const [document, message] of cases) {
       const error = await refusal(startBalancer(resources, { dataDir: dataDirWith(document) }));
