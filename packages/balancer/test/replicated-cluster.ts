@@ -25,9 +25,11 @@ import {
   NODE_CLI,
   type NodeReady,
   type Resources,
+  ringSettled,
   sleep,
   startBalancer,
   temporaryDir,
+  waitFor,
   waitForNodesUp,
 } from './helpers.js';
 
@@ -79,6 +81,13 @@ export class ReplicatedCluster {
     cluster.nodeArgs = options.nodeArgs ?? [];
     for (const id of ids) await cluster.startNode(id, engine, nemesis);
     await waitForNodesUp(balancer, ids.length);
+    // Each join is a ring change (replication step 5): the last one's switch briefly refuses
+    // writes of its chains. Tests start on a settled ring.
+    await waitFor(
+      () => balancer.membership.clusterMap.transition === null && ringSettled(balancer),
+      'the joins settled',
+      30_000,
+    );
     return cluster;
   }
 
