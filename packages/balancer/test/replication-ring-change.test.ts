@@ -129,8 +129,7 @@ async function loaded(engine: Engine, nodes: readonly string[], routing: 'balanc
     // Paced copies: writes made while a range is copied must reach its learner through the write
     // path (a copy's scan does not see a key written after it began).
     nodeArgs: ['--migration-rate', '500'],
-    // A lease of 1.5 s (the failure timeout stays 2 x lease): a loaded machine delays heartbeats.
-    balancer: { ...FAILOVER_TIMEOUTS, leaseMs: 1500, adminToken: ADMIN_TOKEN },
+    balancer: { ...FAILOVER_TIMEOUTS, adminToken: ADMIN_TOKEN },
   });
   // The joins that formed the cluster are ring changes too: let the last one finish.
   await settled(cluster, 'the cluster formed', () => true);
