@@ -61,7 +61,7 @@ export interface MapView {
   readonly updatedAt: string;
   /** The ring change in progress, if any. */
   readonly transition: {
-    readonly phase: 'stream' | 'purge';
+    readonly phase: 'stream' | 'switch' | 'purge';
     readonly reason: string;
     readonly fromRingEpoch: number;
     readonly startedAt: string;
@@ -139,7 +139,7 @@ export function replicationView(membership: Membership): ReplicationView {
     if (range.underReplicated) underReplicatedRanges++;
     // (start, end], wrapping; start === end is the whole ring.
     const length = range.end > range.start ? range.end - range.start : range.end - range.start + RING_SIZE;
-    const key = range.desired.join('\u0000');
+    const key = `${range.desired.join('\u0000')}|${range.path.join('\u0000')}`;
     const group = groups.get(key);
     if (group !== undefined) {
       group.ranges++;
@@ -154,6 +154,7 @@ export function replicationView(membership: Membership): ReplicationView {
         head: range.head ?? null,
         tail: range.tail ?? null,
         underReplicated: range.underReplicated,
+        changing: range.changing,
       },
       ranges: 1,
       length,
@@ -343,7 +344,7 @@ export class AdminServer {
   }
 
   private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
+    const [path = '/', query = ''] = (request.url ?? '/').split('?', 2);
     const remove = /^\/nodes\/([^/]+)\/remove$/.exec(path);
     const mutating = request.method !== 'GET' && request.method !== 'HEAD';
     const operator = this.carriesToken(request);
@@ -362,7 +363,7 @@ export class AdminServer {
       return;
     }
     if (remove && request.method === 'POST') {
-      this.removeNode(decodeURIComponent(remove[1]!), response);
+      this.removeNode(decodeURIComponent(remove[1]!), new URLSearchParams(query).has('dead'), response);
       return;
     }
     if (request.method !== 'GET' && request.method !== 'HEAD') {
@@ -398,6 +399,7 @@ export class AdminServer {
             '/ring',
             '/metrics',
             'POST /nodes/<id>/remove',
+            'POST /nodes/<id>/remove?dead',
           ],
         });
     }
@@ -432,8 +434,10 @@ export class AdminServer {
   /**
    * Operator remove: the node's ranges move to their new owners, then it leaves the ring. Answers
    * 202 at once (a migration can outlast any HTTP deadline); progress and the end show in /ring.
+   * With `dead` (`?dead`: replication): a failed member declared dead, never asked anything (see
+   * `Membership.removeDead`); refused with 400 when it cannot be (not failed, factor 1).
    */
-  private removeNode(id: string, response: ServerResponse): void {
+  private removeNode(id: string, dead: boolean, response: ServerResponse): void {
     if (!this.membership.isCoordinator) {
       sendJson(response, 409, {
         error: 'this balancer does not write the cluster map: send the remove to the coordinator',
@@ -445,12 +449,17 @@ export class AdminServer {
       sendJson(response, 404, { error: `no node '${id}' in the ring` });
       return;
     }
-    this.logger.info({ node: id }, 'operator remove');
-    this.membership
-      .leave(id)
-      .catch((error: unknown) =>
-        this.logger.error({ node: id, err: (error as Error).message }, 'operator remove failed'),
-      );
-    sendJson(response, 202, { status: 'removing', node: id, epoch: this.membership.epoch });
+    if (dead) {
+      const refusal = this.membership.deadRefusal(id);
+      if (refusal !== undefined) {
+        sendJson(response, 400, { error: refusal.message, code: refusal.code });
+        return;
+      }
+    }
+    this.logger.info({ node: id, dead }, 'operator remove');
+    (dead ? this.membership.removeDead(id) : this.membership.leave(id)).catch((error: unknown) =>
+      this.logger.error({ node: id, err: (error as Error).message }, 'operator remove failed'),
+    );
+    sendJson(response, 202, { status: 'removing', node: id, dead, epoch: this.membership.epoch });
   }
 }

@@ -109,6 +109,7 @@ export class Balancer {
       heartbeatTimeoutMs: this.options.heartbeatTimeoutMs,
       failureTimeoutMs: this.options.failureTimeoutMs,
       leaseMs: this.options.leaseMs,
+      deadAfterMs: this.options.deadAfterMs,
       onMemberFailed: () => this.metrics.memberFailed(),
       onSyncKeys: (keys) => this.metrics.syncKeys(keys),
       link: {

@@ -39,6 +39,7 @@ interface CliFlags {
   requestTimeout: number;
   heartbeatTimeout: number;
   failureTimeout: number;
+  deadAfter?: number;
   lease: number;
   maxConnections: number;
   maxInFlight: number;
@@ -128,6 +129,11 @@ function buildProgram(): Command {
       'replication: an up node not heard from for this long is marked failed (ms, or 5s; at least 2 x --lease)',
       duration(1),
       DEFAULT_FAILURE_TIMEOUT_MS,
+    )
+    .option(
+      '--dead-after <ms>',
+      'replication: a node failed this long is declared dead and its ranges re-replicated (ms, or 10m; default: never, see dstore node remove --dead)',
+      duration(1),
     )
     .option(
       '--lease <ms>',
@@ -245,6 +251,7 @@ async function main(): Promise<void> {
     requestTimeoutMs: flags.requestTimeout,
     heartbeatTimeoutMs: flags.heartbeatTimeout,
     failureTimeoutMs: flags.failureTimeout,
+    ...(flags.deadAfter === undefined ? {} : { deadAfterMs: flags.deadAfter }),
     leaseMs: flags.lease,
     maxConnections: flags.maxConnections,
     maxInFlightPerNode: flags.maxInFlight,

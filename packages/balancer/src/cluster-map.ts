@@ -58,10 +58,18 @@ export interface MapRing {
   readonly members: readonly MapRingMember[];
 }
 
-/** A ring change in progress: moving the keys of the ranges that change owner. */
+/**
+ * A ring change in progress: moving the keys of the ranges that change owner (factor 1), or of
+ * the chains that change (a factor above 1: replication step 5, see docs/design/replication.md).
+ */
 export interface MapTransition {
-  /** `stream`: keys are being copied to their new owners; `purge`: old copies are being deleted. */
-  readonly phase: 'stream' | 'purge';
+  /**
+   * `stream`: keys are being copied to their new owners (with replication: to the learners of the
+   * changing chains, every party routing on the previous ring's chains); `switch` (replication
+   * only): the changing chains are frozen (their heads refuse writes) until every node drained;
+   * `purge`: the new ring serves, old copies are being deleted.
+   */
+  readonly phase: 'stream' | 'switch' | 'purge';
   /** The ring before the change (the new one is {@link ClusterMap.ring}). */
   readonly from: MapRing;
   /** What caused it (joins, leaves, weight changes), for operators. */
@@ -241,12 +249,52 @@ const REPLICA_STATES: ReadonlySet<string> = new Set<ReplicaState>([
   'dead',
 ]);
 
-/** Members' replication states by id (removed members have none): what chains are derived from. */
+/**
+ * Members' replication states by id (removed members have none): what chains are derived from.
+ * A member declared `dead` counts as `failed` until its ring change runs (it serves nothing and
+ * its chains keep their members: the next member clockwise serves only once it holds the keys).
+ */
 export function replicaStatesOf(map: ClusterMap): Map<string, ReplicaState> {
   const states = new Map<string, ReplicaState>();
-  for (const member of map.members)
-    if (member.state !== 'removed') states.set(member.id, member.replicaState);
+  for (const member of map.members) {
+    if (member.state === 'removed') continue;
+    states.set(member.id, member.replicaState === 'dead' ? 'failed' : member.replicaState);
+  }
   return states;
+}
+
+/**
+ * The ring a replicated ring change routes on (replication step 5) while it streams and switches:
+ * the union of the previous ring (`transition.from`) and the next one (`ring`), and the states
+ * that mark it (see `ReplicaState` in `@dstore/hashring`): a member of the next ring only is
+ * `entering` (left out while it is `failed`: it holds nothing, and its chains' serving members
+ * hold everything), one of the previous ring only `exiting` while `up`, else `dropped` (never a
+ * source). Undefined when the map routes on its own ring (no transition, factor 1, or `purge`).
+ */
+export function unionOf(
+  map: ClusterMap,
+): { readonly members: MapRingMember[]; readonly states: Map<string, ReplicaState> } | undefined {
+  const transition = map.transition;
+  if (map.replicationFactor <= 1 || transition === null || transition.phase === 'purge') return undefined;
+  const states = replicaStatesOf(map);
+  const previous = new Set(transition.from.members.map((member) => member.id));
+  const next = new Set(map.ring.members.map((member) => member.id));
+  const members: MapRingMember[] = [];
+  for (const member of transition.from.members) {
+    members.push(member);
+    if (next.has(member.id)) continue;
+    states.set(member.id, states.get(member.id) === 'up' ? 'exiting' : 'dropped');
+  }
+  for (const member of map.ring.members) {
+    if (previous.has(member.id)) continue;
+    // A failed entering member stays `failed` in the states (so announces stop waiting for it),
+    // out of the ring: every chain routes as if it had not joined yet.
+    if (states.get(member.id) === 'failed') continue;
+    members.push(member);
+    states.set(member.id, 'entering');
+  }
+  members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { members, states };
 }
 
 function checkRing(value: unknown, path: string, where: string): void {
@@ -302,7 +350,8 @@ export function parseClusterMap(text: string, where: string): ClusterMap {
   });
   if (map.transition !== null) {
     const t = e.object(map.transition, 'transition');
-    if (t.phase !== 'stream' && t.phase !== 'purge') throw corrupt(where, 'transition.phase is not a phase');
+    if (t.phase !== 'stream' && t.phase !== 'purge' && (t.phase !== 'switch' || factor === 1))
+      throw corrupt(where, 'transition.phase is not a phase');
     checkRing(t.from, 'transition.from', where);
     e.string(t.reason, 'transition.reason');
     e.string(t.startedAt, 'transition.startedAt');

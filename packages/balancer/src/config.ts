@@ -88,6 +88,13 @@ export interface BalancerOptions {
    * answer; the node serves (and accepts REPLICATE) only while it holds one. Default 2000.
    */
   readonly leaseMs?: number;
+  /**
+   * Replication only: a ring member `failed` for this long (as the map's writer observed it) is
+   * declared dead, as `dstore node remove --dead` does: its ranges are copied to the next members
+   * clockwise, restoring N copies, and it is removed. Undefined (the default): never; an
+   * operator declares it.
+   */
+  readonly deadAfterMs?: number | undefined;
   /** Most requests in flight on one node connection; past it the client gets BUSY. Default 4096. */
   readonly maxInFlightPerNode?: number;
   /**
@@ -191,6 +198,7 @@ export interface ResolvedBalancerOptions {
   readonly heartbeatTimeoutMs: number;
   readonly failureTimeoutMs: number;
   readonly leaseMs: number;
+  readonly deadAfterMs: number | undefined;
   readonly maxInFlightPerNode: number;
   readonly maxClientBytesInFlight: number;
   readonly maxConnections: number;
@@ -387,6 +395,8 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     requestTimeoutMs: positiveInteger('requestTimeoutMs', options.requestTimeoutMs ?? 2000),
     heartbeatTimeoutMs: positiveInteger('heartbeatTimeoutMs', options.heartbeatTimeoutMs ?? 3000),
     ...failureDetection(options),
+    deadAfterMs:
+      options.deadAfterMs === undefined ? undefined : positiveInteger('deadAfterMs', options.deadAfterMs),
     maxInFlightPerNode: positiveInteger('maxInFlightPerNode', options.maxInFlightPerNode ?? 4096),
     maxClientBytesInFlight: positiveInteger(
       'maxClientBytesInFlight',

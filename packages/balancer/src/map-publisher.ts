@@ -51,7 +51,8 @@ export class MapPublisher {
     const topology = this.membership.topology;
     const ring = topology.ring;
     const map = this.membership.clusterMap;
-    const states = replicaStatesOf(map);
+    // The routed ring's states (a replicated ring change routes on a union ring with its own).
+    const states = topology.replication?.states ?? replicaStatesOf(map);
     const nodes: RingMember[] = ring.nodes().map((member) => {
       const node = this.membership.node(member.id);
       const fields = { id: member.id, weight: member.weight, replicaState: states.get(member.id) ?? 'up' };

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { type ChainRange, HashRing } from '@dstore/hashring';
-import { DstoreError, ErrorCode, Op } from '@dstore/protocol';
+import { type ChainRange, HashRing, type ReplicaStates } from '@dstore/hashring';
+import { chunkRanges, DstoreError, ErrorCode, type HashRange, Op } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import {
   activeMember,
@@ -14,6 +14,7 @@ import {
   nextMap,
   replicaStatesOf,
   sameRingMembers,
+  unionOf,
   withMember,
 } from './cluster-map.js';
 import type { ClusterNode, NodeAddress, NodeLinkOptions, NodeStorage } from './cluster-node.js';
@@ -86,6 +87,18 @@ export interface MembershipOptions {
   readonly onMemberFailed?: (id: string) => void;
   /** Called with the keys of each completed copy to a returning member (the metrics' counter). */
   readonly onSyncKeys?: (keys: number) => void;
+  /**
+   * Replication only: a ring member `failed` this long (as this writer observed it) is declared
+   * dead (see {@link Membership.removeDead}); undefined: never (an operator declares it).
+   */
+  readonly deadAfterMs?: number | undefined;
+}
+
+/** Pause between rounds of a replicated ring change's copies that could not all complete. */
+const COPY_ROUND_PAUSE_MS = 200;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 /** The hash ring a cluster map's ring describes (also used by the admin dashboard's ring view). */
@@ -115,7 +128,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private map: ClusterMap;
   private currentRing: HashRing;
   /** The ring requests are forwarded on, with its epoch (the fence every request carries). */
-  private routing: { readonly ring: HashRing; readonly epoch: number };
+  private routing: { readonly ring: HashRing; readonly epoch: number; readonly states?: ReplicaStates };
+  /**
+   * The union ring of a replicated ring change (see `unionOf`) while it streams and switches, and
+   * its states; undefined otherwise. A new snapshot at every ring epoch (as the map's ring), so
+   * routing on an older one counts as a ring being announced.
+   */
+  private union:
+    | {
+        readonly ring: HashRing;
+        readonly states: ReplicaStates;
+        readonly key: string;
+        readonly switching: boolean;
+      }
+    | undefined;
+  /** Ring epoch at which each `entering` member (re)entered the union ring: its copies count from then. */
+  private readonly enteredAt = new Map<string, number>();
   /** The ring before the running transition's change, sent before the current one to (re)connecting nodes. */
   private fromRing: { ring: HashRing; epoch: number } | undefined;
   private isClosed = false;
@@ -234,20 +262,32 @@ export class Membership extends EventEmitter<MembershipEvents> {
    */
   private publish(): void {
     const factor = this.map.replicationFactor;
+    // A union ring routes with its own states (its members differ from the map's ring).
+    const states = this.routing.states ?? replicaStatesOf(this.map);
     this.published = new Topology(
       this.routing.ring,
       this.routing.epoch,
-      this.currentRing,
+      this.union?.ring ?? this.currentRing,
       this.migrator?.moves,
-      factor > 1 ? { factor, states: replicaStatesOf(this.map) } : undefined,
+      factor > 1 ? { factor, states } : undefined,
     );
     this.emit('topology');
   }
 
   /** Routes on `ring` (at `epoch`) from now on. */
   private routeOn(ring: HashRing, epoch: number): void {
-    this.routing = { ring, epoch };
+    const union = this.union;
+    this.routing =
+      union !== undefined && ring === union.ring ? { ring, epoch, states: union.states } : { ring, epoch };
     this.publish();
+  }
+
+  /**
+   * The ring the nodes get and requests route on as the map stands: the union ring of a
+   * replicated ring change while it streams and switches, else the map's ring.
+   */
+  private get routedRing(): HashRing {
+    return this.union?.ring ?? this.currentRing;
   }
 
   /**
@@ -314,10 +354,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
   get chains(): readonly ChainRange[] {
     const map = this.map;
     if (this.chainsOf?.map !== map) {
+      const ring = this.routedRing;
       const chains =
-        this.currentRing.size === 0
-          ? []
-          : this.currentRing.chains(map.replicationFactor, replicaStatesOf(map));
+        ring.size === 0 ? [] : ring.chains(map.replicationFactor, this.union?.states ?? replicaStatesOf(map));
       this.chainsOf = { map, chains };
     }
     return this.chainsOf.chains;
@@ -381,7 +420,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.install(map);
       // Mid-stream, route on the ring before the change until every node has the new one and the
       // fall-back index is set; otherwise the map's ring is right at once.
-      if (map.transition?.phase === 'stream' && this.fromRing !== undefined) {
+      if (this.union !== undefined) this.routeOn(this.union.ring, map.ring.epoch);
+      else if (map.transition?.phase === 'stream' && this.fromRing !== undefined) {
         this.routeOn(this.fromRing.ring, this.fromRing.epoch);
       } else this.routeOn(this.currentRing, map.ring.epoch);
     }
@@ -430,7 +470,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (map.replicationFactor > 1) {
       this.options.logger.warn(
         { replicationFactor: map.replicationFactor },
-        'replication is experimental: chains, leases, failover and the return of failed members work, but the ring cannot change once it holds keys',
+        'replication is experimental: chains, leases, failover, the return of failed members, joins, leaves and dead members work (weight changes are refused once the ring holds keys)',
       );
     }
     if (map.epoch !== this.map.epoch || map.cluster !== this.map.cluster) this.install(map);
@@ -508,10 +548,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
       const member = change(map);
       if (member === undefined) return undefined;
       written = true;
-      return {
-        ring: { ...map.ring, epoch: map.epoch + 1 },
+      // A ring change that waited for a sync (see withRingPlan) starts in the write that ends it.
+      const patch = withRingPlan(map, {
         members: withMember(map.members, { ...member, sinceEpoch: map.epoch + 1 }),
-      };
+      });
+      return patch.ring === undefined ? { ...patch, ring: { ...map.ring, epoch: map.epoch + 1 } } : patch;
     });
     return written;
   }
@@ -522,10 +563,21 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const now = performance.now();
     const timeout = this.failureTimeoutMs;
     if (now - this.writerSince < timeout) return;
-    for (const ringMember of map.ring.members) {
+    // During a ring change the members of the previous ring serve too (exiting ones until the switch).
+    const ringMembers =
+      map.transition === null
+        ? map.ring.members
+        : [
+            ...map.ring.members,
+            ...map.transition.from.members.filter((m) => !map.ring.members.some((n) => n.id === m.id)),
+          ];
+    for (const ringMember of ringMembers) {
       const member = activeMember(map, ringMember.id);
       // Learners are in write paths: a silent one holds its chains' writes like any member.
-      if (member === undefined || !inWritePaths(member.replicaState)) continue;
+      if (member === undefined) continue;
+      if (member.replicaState !== 'failed') this.failedSince.delete(member.id);
+      else this.maybeDeclareDead(member, now);
+      if (!inWritePaths(member.replicaState)) continue;
       const node = this.pool.get(member.id);
       // Heard: a heartbeat here (a node registered here) or, for one that never registered here,
       // its link being up; never before this process became the writer.
@@ -550,6 +602,73 @@ export class Membership extends EventEmitter<MembershipEvents> {
       return;
     }
     this.resync.tick();
+    this.returnEntering(now);
+  }
+
+  /**
+   * During a replicated ring change: an entering member that failed (out of the union ring) and
+   * heartbeats again first answers the ring without it (so it wipes when it enters again: it
+   * missed writes), then one map write makes it `up` again: it re-enters the union ring as a
+   * learner and its copies start over. One at a time.
+   */
+  private returnEntering(now: number): void {
+    const map = this.map;
+    if (this.returning || unionOf(map) === undefined || map.transition === null) return;
+    const previous = new Set(map.transition.from.members.map((member) => member.id));
+    const id = map.ring.members.find((ringMember) => {
+      if (previous.has(ringMember.id) || activeMember(map, ringMember.id)?.replicaState !== 'failed')
+        return false;
+      const node = this.pool.get(ringMember.id);
+      return node?.registered === true && now - node.lastHeartbeatAt <= this.options.heartbeatTimeoutMs;
+    })?.id;
+    const node = id === undefined ? undefined : this.pool.get(id);
+    if (id === undefined || node === undefined || this.union === undefined) return;
+    this.returning = true;
+    void this.migrator
+      .pushRing(node, this.union.ring, map.ring.epoch)
+      .then((answered) =>
+        answered
+          ? this.writeReplicaState(`node ${id} returned during its ring change`, (current) => {
+              const member = activeMember(current, id);
+              return member?.replicaState === 'failed' ? { ...member, replicaState: 'up' } : undefined;
+            })
+          : false,
+      )
+      .catch(() => false)
+      .finally(() => {
+        this.returning = false;
+      });
+  }
+
+  private returning = false;
+
+  /** When this writer first saw each ring member `failed` (for `--dead-after`). */
+  private readonly failedSince = new Map<string, number>();
+
+  /**
+   * `--dead-after`: a ring member `failed` that long (counted from when this writer first saw it
+   * so) is declared dead, once; the removal itself runs as any ring change.
+   */
+  private maybeDeclareDead(member: MapMember, now: number): void {
+    const after = this.options.deadAfterMs;
+    if (after === undefined || member.state !== 'up') return;
+    const since = this.failedSince.get(member.id);
+    if (since === undefined) {
+      this.failedSince.set(member.id, now);
+      return;
+    }
+    if (now - since < after) return;
+    this.failedSince.delete(member.id);
+    this.options.logger.warn(
+      { node: member.id, failedMs: Math.round(now - since), deadAfterMs: after },
+      'node failed past --dead-after: declared dead (its ranges are copied to the next members clockwise)',
+    );
+    this.removeDead(member.id).catch((error: unknown) => {
+      this.options.logger.warn(
+        { node: member.id, err: (error as Error).message },
+        'declaring a node dead failed',
+      );
+    });
   }
 
   /**
@@ -596,9 +715,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
     }
     if (!marked) return;
     // During a transition install() leaves the ring to it, but the transition may be waiting on
-    // the failed member itself (its PURGE): the survivors need the failover's ring now. With
-    // replication a transition moves no keys (ring changes are refused once there are keys), so
-    // the ring announced here has the transition's members, only the states change.
+    // the failed member itself (its PURGE, a copy, a drain): the survivors need the failover's
+    // ring now (the union ring of a replicated ring change, or the map's: only states change).
     if (this.map.transition !== null) this.announceRing();
     this.options.logger.warn(
       {
@@ -662,6 +780,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
    */
   private followTransition(): void {
     if (this.coordinator) return;
+    if (this.map.replicationFactor > 1) {
+      // Replicated ring changes move no keys by owner: route on the union (or the map's) ring.
+      if (this.routing.epoch !== this.map.ring.epoch || this.routing.ring !== this.routedRing)
+        this.announceRing();
+      return;
+    }
     const transition = this.map.transition;
     if (transition === null || transition.phase === 'purge') {
       this.migrator.stopFallback();
@@ -733,7 +857,6 @@ export class Membership extends EventEmitter<MembershipEvents> {
       }
       const existing = activeMember(map, spec.id);
       if (existing === undefined) {
-        this.refuseReplicatedRingChange(map, `node ${spec.id} cannot join`);
         outcome = 'added';
         return withRingPlan(map, {
           members: [
@@ -742,7 +865,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
               ...this.memberFields(spec, identity ?? ''),
               state: 'joining',
               sinceEpoch: map.epoch + 1,
-              // Up from the start: nothing syncs a member's copies before replication's learners exist.
+              // Up: with replication it enters the chains as a learner during its ring change.
               replicaState: 'up',
             },
           ],
@@ -760,6 +883,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       ) {
         return undefined;
       }
+      if (existing.weight !== spec.weight) this.refuseReplicatedWeightChange(map, spec.id);
       outcome = 'updated';
       if (newIdentity) {
         this.options.logger.warn(
@@ -858,7 +982,6 @@ export class Membership extends EventEmitter<MembershipEvents> {
       return true;
     }
     if (activeMember(this.map, id) === undefined) return false;
-    this.refuseReplicatedRingChange(this.map, `node ${id} cannot leave`);
     const done = new Promise<boolean>((resolve) => {
       const waiters = this.departures.get(id) ?? [];
       waiters.push(resolve);
@@ -892,18 +1015,78 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /**
-   * Replication step 2 moves no replicated range: with a factor above 1, a ring change (a join, a
-   * leave, a remove) is refused once a ring member reports keys in its heartbeats, since no
-   * migration may run on replicated ranges before step 5 of docs/design/replication.md. A cluster
-   * still forms (its members join while it is empty).
+   * Declares member `id` dead (`dstore node remove --dead`, or `--dead-after`): a leave whose
+   * member is never a stream source nor asked anything (replication step 5). Only a `failed`
+   * member of a replicating map (one that is `up` may still serve: remove it gracefully, or wait
+   * for the failure detection). It is `dead` in the map; its ranges' serving members stay their
+   * sources and the next members clockwise learn them, restoring N copies; then it is removed (its
+   * identity refused). Resolves true once it is out of the map's members, false when it is not a
+   * member.
    */
-  private refuseReplicatedRingChange(map: ClusterMap, what: string): void {
-    if (map.replicationFactor <= 1) return;
+  async removeDead(id: string): Promise<boolean> {
+    if (!this.coordinator) {
+      throw new DstoreError(
+        ErrorCode.UNAVAILABLE,
+        `this balancer does not write the cluster map: remove the node at the coordinator (${this.options.store.leader() ?? 'none elected yet'})`,
+      );
+    }
+    if (activeMember(this.map, id) === undefined) return false;
+    const refusal = this.deadRefusal(id);
+    if (refusal !== undefined) throw refusal;
+    const done = new Promise<boolean>((resolve) => {
+      const waiters = this.departures.get(id) ?? [];
+      waiters.push(resolve);
+      this.departures.set(id, waiters);
+    });
+    await this.update(`node ${id} declared dead`, (map) => {
+      const current = activeMember(map, id);
+      if (current === undefined || current.replicaState === 'dead') return undefined;
+      if (current.replicaState !== 'failed') return undefined;
+      const dead: MapMember = {
+        ...current,
+        state: 'leaving',
+        leftBy: 'operator',
+        replicaState: 'dead',
+        sinceEpoch: map.epoch + 1,
+      };
+      return withRingPlan(map, { members: withMember(map.members, dead) });
+    });
+    return done;
+  }
+
+  /**
+   * Why member `id` cannot be declared dead now (INVALID_ARGUMENT), or undefined when it can (or
+   * is not a member): the map keeps one copy (factor 1: its keys would be lost), or the member is
+   * not `failed` (it may still serve).
+   */
+  deadRefusal(id: string): DstoreError | undefined {
+    const member = activeMember(this.map, id);
+    if (member === undefined) return undefined;
+    if (this.map.replicationFactor <= 1) {
+      return new DstoreError(
+        ErrorCode.INVALID_ARGUMENT,
+        `node ${id} cannot be removed as dead: the cluster keeps one copy of each key (replication factor 1), so its keys would be lost; remove it gracefully`,
+      );
+    }
+    if (member.replicaState === 'failed' || member.replicaState === 'dead') return undefined;
+    return new DstoreError(
+      ErrorCode.INVALID_ARGUMENT,
+      `node ${id} is ${member.replicaState}, not failed: only a failed member can be declared dead (wait for the failure timeout, or remove it gracefully)`,
+    );
+  }
+
+  /**
+   * With a factor above 1, a weight change moves ranges between chains by points the union ring
+   * of a ring change cannot show (a member has one weight there): refused once a ring member
+   * reports keys in its heartbeats (a cluster still forms while it is empty).
+   */
+  private refuseReplicatedWeightChange(map: ClusterMap, id: string): void {
+    if (map.replicationFactor <= 1 || !map.ring.members.some((member) => member.id === id)) return;
     const holding = map.ring.members.find((member) => (this.pool.get(member.id)?.keyCount ?? 0) > 0);
     if (holding === undefined) return;
     throw new DstoreError(
       ErrorCode.INVALID_ARGUMENT,
-      `${what}: the ring of a cluster with replication factor ${map.replicationFactor} holds keys (${holding.id}), and moving replicated ranges is not built yet (replication step 5)`,
+      `node ${id} cannot change its weight: the ring of a cluster with replication factor ${map.replicationFactor} holds keys (${holding.id}), and weight changes of replicated rings are not built (remove the node and join it again instead)`,
     );
   }
 
@@ -986,7 +1169,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const previousRingEpoch = this.opened ? this.map.ring.epoch : -1;
     this.map = map;
     this.migrator.generation = map.generation;
-    this.migrator.replication = { factor: map.replicationFactor, states: replicaStatesOf(map) };
+    this.installUnion(map);
+    this.migrator.replication = {
+      factor: map.replicationFactor,
+      states: this.union?.states ?? replicaStatesOf(map),
+      ...(this.union?.switching === true ? { switching: true } : {}),
+    };
     this.migrator.queuedChanges =
       map.transition === null ? 0 : ringDifference(desiredRingMembers(map), map.ring.members);
     const ringChanged = map.ring.epoch !== previousRingEpoch;
@@ -1008,12 +1196,36 @@ export class Membership extends EventEmitter<MembershipEvents> {
     else if (ringChanged) this.announceRing();
   }
 
-  /** Announces a ring that moves no keys; routes on it once every node answered. */
+  /**
+   * Keeps {@link union} in step with `map` (see `unionOf`): the union ring is rebuilt when its
+   * members change; its states (and the switch) follow every map. Records when each `entering`
+   * member (re)entered it: a member that failed and returns has wiped, its copies start over.
+   */
+  private installUnion(map: ClusterMap): void {
+    const union = unionOf(map);
+    if (union === undefined) {
+      this.union = undefined;
+      this.enteredAt.clear();
+      return;
+    }
+    const key = `${map.ring.epoch} ${union.members.map((member) => `${member.id}:${member.weight}`).join(',')}`;
+    const ring = this.union?.key === key ? this.union.ring : ringOf({ ...map.ring, members: union.members });
+    this.union = { ring, states: union.states, key, switching: map.transition?.phase === 'switch' };
+    for (const [id, state] of union.states) {
+      if (state !== 'entering') this.enteredAt.delete(id);
+      else if (!this.enteredAt.has(id)) this.enteredAt.set(id, map.ring.epoch);
+    }
+  }
+
+  /**
+   * Announces the ring the map routes on (the map's, or the union ring of a replicated ring
+   * change) when it moves no keys by owner; routes on it once every node answered.
+   */
   private announceRing(): void {
-    const ring = this.currentRing;
+    const ring = this.routedRing;
     const epoch = this.map.ring.epoch;
     this.announced = this.migrator.announce(ring, epoch, false).then(() => {
-      if (this.currentRing === ring) this.routeOn(ring, epoch);
+      if (this.routedRing === ring && this.map.ring.epoch === epoch) this.routeOn(ring, epoch);
     });
   }
 
@@ -1054,6 +1266,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * PURGE was answered would stay pending forever.
    */
   private sendRings(node: ClusterNode): Promise<void> {
+    if (this.union !== undefined)
+      return this.migrator.pushRing(node, this.union.ring, this.map.ring.epoch).then(() => undefined);
     // Both queued in this tick, in order, before any request can use the link.
     const before =
       this.fromRing !== undefined && this.map.transition?.phase === 'stream'
@@ -1091,6 +1305,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private async runTransition(): Promise<void> {
     const transition = this.map.transition;
     if (transition === null) return;
+    if (this.map.replicationFactor > 1) return this.runReplicatedTransition();
     const fromRing = this.fromRing?.ring ?? ringOf(transition.from);
     const toRing = this.currentRing;
     const epoch = this.map.ring.epoch;
@@ -1146,6 +1361,170 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   private pendingPurge: MoveGroup[] = [];
+
+  /**
+   * A ring change with a factor above 1 (replication step 5; docs/design/replication.md, "Step 5
+   * as built"), resumed from the map's phase:
+   *
+   * 1. `stream`: every node gets the union ring (`unionOf`): every party routes on the previous
+   *    ring's chains, each changing chain's learners (its members on the next ring that are not on
+   *    the previous one) at the end of its write path; then each range is copied from its serving
+   *    tail to each learner (MIGRATE / MIGRATE_PUT, applied by exact version);
+   * 2. `switch`: the changing chains freeze (their heads refuse writes) and every node answers
+   *    that ring only once drained: every write admitted before reached every learner;
+   * 3. `purge`: the next ring is installed and announced; each member drops the ranges its next
+   *    chains do not hold; then the transition ends (members' final states).
+   *
+   * A member that fails meanwhile: an entering one leaves the union ring (its chains route as if
+   * it had not joined; when it returns it wipes and its copies start over), an exiting one becomes
+   * `dropped` (never a source), any other is failed over as usual; the copies of a range follow
+   * its serving tail. Nothing waits for a failed member.
+   */
+  private async runReplicatedTransition(): Promise<void> {
+    if (this.map.transition?.phase === 'stream') {
+      if (!(await this.copyToLearners())) return;
+      await this.update('replicated ring change: copies done, switching', (map) =>
+        map.transition?.phase !== 'stream'
+          ? undefined
+          : {
+              ring: { ...map.ring, epoch: map.epoch + 1 },
+              transition: { ...map.transition, phase: 'switch' },
+            },
+      );
+    }
+    if (this.map.transition?.phase === 'switch') {
+      // Every node (not failed) answers the switching ring only once drained.
+      if (!(await this.answeredByAll())) return;
+      await this.update('replicated ring change: next ring installed', (map) =>
+        map.transition?.phase !== 'switch'
+          ? undefined
+          : {
+              ring: { ...map.ring, epoch: map.epoch + 1 },
+              transition: { ...map.transition, phase: 'purge' },
+            },
+      );
+    }
+    const transition = this.map.transition;
+    if (transition?.phase !== 'purge') return;
+    await this.announced;
+    if (!(await this.answeredByAll())) return;
+    await this.purgeLeftChains();
+    await this.update('transition finished', (map) =>
+      withRingPlan(map, { transition: null, members: finalStates(map) }),
+    );
+  }
+
+  /**
+   * Resolves true once every node that is in a write path answered the RING of the latest ring
+   * epoch (sent again until each did: a RING a node has is answered without change, after the
+   * drain it calls for); false when this process stopped writing. Failed, dropped and dead
+   * members are not waited for.
+   */
+  private async answeredByAll(): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      if (!this.coordinator || this.isClosed) return false;
+      const epoch = this.map.ring.epoch;
+      const ring = this.routedRing;
+      const states = this.migrator.replication?.states;
+      const answers = await Promise.all(
+        [...this.pool.values()].map((node) => {
+          const state = states?.get(node.id);
+          if (state === 'failed' || state === 'dropped' || state === 'dead' || !node.verifyIdentity)
+            return true;
+          return this.migrator.pushRingUnlessFailed(node, ring, epoch);
+        }),
+      );
+      if (answers.every(Boolean) && this.map.ring.epoch === epoch) {
+        if (this.routing.epoch !== epoch || this.routing.ring !== ring) this.routeOn(ring, epoch);
+        return true;
+      }
+      await sleep(Math.min(1000, COPY_ROUND_PAUSE_MS * attempt));
+    }
+  }
+
+  /**
+   * The stream phase's copies: each range of each changing chain of the union ring from its
+   * serving tail to each of its learners, in rounds until all are copied (a range whose tail
+   * changed, or whose copy failed, is copied again in the next round from the current tail;
+   * copies apply if newer, so repeats are harmless). True once done, false when the transition
+   * left the phase or this process stopped writing.
+   */
+  private async copyToLearners(): Promise<boolean> {
+    // Copies done, by learner and the ring epoch it (re)entered at, then range.
+    const copied = new Set<string>();
+    for (;;) {
+      if (!(await this.answeredByAll())) return false;
+      const map = this.map;
+      const union = this.union;
+      if (map.transition?.phase !== 'stream' || union === undefined) return false;
+      const epoch = map.ring.epoch;
+      const work = new Map<string, { tail: string; learner: string; ranges: HashRange[] }>();
+      let waiting = 0;
+      for (const chain of union.ring.chains(map.replicationFactor, union.states)) {
+        if (!chain.changing) continue;
+        for (const learner of chain.path.slice(chain.serving.length)) {
+          const done = `${learner}@${this.enteredAt.get(learner) ?? 0} ${chain.start}:${chain.end}`;
+          if (copied.has(done)) continue;
+          // No member serves the range (all failed): it waits for one to return.
+          if (chain.tail === undefined) {
+            waiting++;
+            continue;
+          }
+          const name = `${chain.tail}>${learner}`;
+          const entry = work.get(name) ?? { tail: chain.tail, learner, ranges: [] };
+          entry.ranges.push({ start: chain.start, end: chain.end });
+          work.set(name, entry);
+        }
+      }
+      if (work.size === 0 && waiting === 0) return true;
+      let progressed = false;
+      await Promise.all(
+        [...work.values()].map(async ({ tail, learner, ranges }) => {
+          for (const chunk of chunkRanges(ranges)) {
+            const keys = await this.migrator.migrateWithRetries(chunk, () => {
+              if (!this.coordinator || this.isClosed || this.map.ring.epoch !== epoch) return undefined;
+              const from = this.pool.get(tail);
+              const to = this.pool.get(learner);
+              return from === undefined || to === undefined ? undefined : { from, to, epoch };
+            });
+            if (keys === undefined) return;
+            progressed = true;
+            this.resync.keysStreamedTotal += keys;
+            this.options.onSyncKeys?.(keys);
+            for (const range of chunk)
+              copied.add(`${learner}@${this.enteredAt.get(learner) ?? 0} ${range.start}:${range.end}`);
+          }
+        }),
+      );
+      if (!progressed) await sleep(COPY_ROUND_PAUSE_MS);
+    }
+  }
+
+  /**
+   * PURGE, on every member, of the ranges of the map's ring whose chains do not hold it: those
+   * it left in the ring change, and any it learned for a while (a member that stood in for an
+   * entering one that failed). Each node drops only what its write path no longer holds, so
+   * the ranges may be generous. Not sent to failed or dead members (a failed one wipes when it
+   * returns; a dead one is removed).
+   */
+  private async purgeLeftChains(): Promise<void> {
+    const map = this.map;
+    if (this.currentRing.size === 0) return;
+    const chains = this.currentRing.chains(map.replicationFactor, replicaStatesOf(map));
+    const targets = [...this.pool.values()]
+      .filter((node) => {
+        const state = activeMember(map, node.id)?.replicaState;
+        return state !== undefined && state !== 'failed' && state !== 'dead' && node.verifyIdentity;
+      })
+      .map((node) => ({
+        id: node.id,
+        ranges: chains
+          .filter((chain) => !chain.desired.includes(node.id))
+          .map((chain) => ({ start: chain.start, end: chain.end })),
+      }))
+      .filter((target) => target.ranges.length > 0);
+    await this.migrator.purgeRanges(targets, map.ring.epoch);
+  }
 }
 
 /**
@@ -1156,7 +1535,18 @@ export class Membership extends EventEmitter<MembershipEvents> {
 function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members' | 'transition'>>): MapPatch {
   const merged = { ...map, ...patch };
   if (merged.transition !== null) return patch;
-  const desired = desiredRingMembers(merged);
+  // Replication: a ring change waits for a returning member's sync (whose copies follow the
+  // ring's chains); it starts in the map write that ends the sync.
+  if (
+    merged.replicationFactor > 1 &&
+    merged.members.some(
+      (member) =>
+        member.state !== 'removed' &&
+        (member.replicaState === 'syncing' || member.replicaState === 'promoting'),
+    )
+  )
+    return patch;
+  const desired = keptWeights(merged, desiredRingMembers(merged));
   if (sameRingMembers(desired, merged.ring.members)) return { ...patch, members: finalStates(merged) };
   const ring: MapRing = { ...merged.ring, epoch: map.epoch + 1, members: desired };
   const previous = ringOf(merged.ring);
@@ -1178,13 +1568,32 @@ function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members'
 }
 
 /**
+ * With a factor above 1, members already in the ring keep their ring weight: a replicated ring
+ * change routes on the union of two rings, where a member has one weight (weight changes with
+ * replication are not built; a JOIN with another weight is refused once the ring holds keys, and
+ * a static node's new weight waits in the map). Factor 1: `desired` as is.
+ */
+function keptWeights(map: ClusterMap, desired: MapRingMember[]): MapRingMember[] {
+  if (map.replicationFactor <= 1) return desired;
+  const weights = new Map(map.ring.members.map((member) => [member.id, member.weight]));
+  return desired.map((member) => {
+    const weight = weights.get(member.id);
+    return weight === undefined || weight === member.weight ? member : { id: member.id, weight };
+  });
+}
+
+/**
  * A chain that member `id` alone serves in `map` (it would serve nothing without it), if any: the
  * writer never takes such a member out (its range is unavailable either way, and it keeps its data).
  */
 function chainServedOnlyBy(map: ClusterMap, id: string): ChainRange | undefined {
-  const states = replicaStatesOf(map);
-  states.set(id, 'failed');
-  return ringOf(map.ring)
+  // During a replicated ring change, the union ring's chains (see unionOf) are the serving ones.
+  const union = unionOf(map);
+  const states = union?.states ?? replicaStatesOf(map);
+  const state = states.get(id);
+  if (state === 'entering') return undefined;
+  states.set(id, state === 'exiting' ? 'dropped' : 'failed');
+  return ringOf(union === undefined ? map.ring : { ...map.ring, members: union.members })
     .chains(map.replicationFactor, states)
     .find((chain) => chain.serving.length === 0 && chain.desired.includes(id));
 }

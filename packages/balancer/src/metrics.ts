@@ -332,6 +332,18 @@ export class BalancerMetrics {
       },
     });
     new Gauge({
+      name: 'dstore_balancer_dead_members',
+      help: 'Members declared dead (dstore node remove --dead, --dead-after) whose ranges are being re-replicated; 0 once each is removed.',
+      registers: [this.registry],
+      collect() {
+        let count = 0;
+        for (const member of cluster.clusterMap?.members ?? []) {
+          if (member.state !== 'removed' && member.replicaState === 'dead') count++;
+        }
+        this.set(count);
+      },
+    });
+    new Gauge({
       name: 'dstore_balancer_ring_epoch',
       help: 'Epoch of the current ring; increases with every membership change.',
       registers: [this.registry],

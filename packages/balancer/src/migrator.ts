@@ -83,6 +83,8 @@ function sleep(ms: number): Promise<void> {
 export interface MapReplication {
   readonly factor: number;
   readonly states: ReplicaStates;
+  /** A replicated ring change switches (RING's `switching`: its changing chains drain). */
+  readonly switching?: boolean | undefined;
 }
 
 /**
@@ -114,6 +116,7 @@ export function ringMessage(
       return address === undefined ? member : { ...member, host: address.host, port: address.port };
     }),
     ...(replication === undefined ? {} : { replicationFactor: replication.factor }),
+    ...(replication?.switching === true ? { switching: true } : {}),
   };
 }
 
@@ -167,7 +170,8 @@ export class Migrator {
   set replication(replication: MapReplication | undefined) {
     this.currentReplication = replication;
     for (const [id, waiters] of this.failedWaiters) {
-      if (replication?.states.get(id) !== 'failed') continue;
+      const state = replication?.states.get(id);
+      if (state !== 'failed' && state !== 'dropped' && state !== 'dead') continue;
       this.failedWaiters.delete(id);
       for (const release of waiters) release();
     }
@@ -231,6 +235,20 @@ export class Migrator {
   }
 
   /**
+   * {@link pushRing}, but resolves true as soon as the member is marked failed (or dropped by a
+   * ring change): nothing waits for a member that serves nothing (a paused one would hold the
+   * caller for the RING's deadline).
+   */
+  async pushRingUnlessFailed(node: ClusterNode, ring: HashRing, epoch: number): Promise<boolean> {
+    const { failed, cancel } = this.whenFailed(node.id);
+    try {
+      return await Promise.race([this.pushRing(node, ring, epoch), failed.then(() => true)]);
+    } finally {
+      cancel();
+    }
+  }
+
+  /**
    * Pushes the new ring to every node and resolves once each answered (or failed). A node whose
    * link is not up yet (one that just joined) is waited for, bounded: a new owner must know the
    * ranges it gains before the balancer forwards writes to it, or it could not tell a client's
@@ -241,7 +259,9 @@ export class Migrator {
       [...this.host.nodes].map(async (node) => {
         // A failed member (replication) serves nothing and may be paused: it gets the ring, but
         // routing must not wait for its answer (a SIGSTOPped node would hold it for the deadline).
-        if (this.replication?.states.get(node.id) === 'failed') {
+        // Nor a dropped or dead one (a ring change's member that serves nothing).
+        const state = this.replication?.states.get(node.id);
+        if (state === 'failed' || state === 'dropped' || state === 'dead') {
           void this.pushRing(node, ring, epoch);
           return;
         }
@@ -346,6 +366,17 @@ export class Migrator {
     for (const group of groups) {
       targets.push({ id: group.from, ranges: group.ranges }, { id: group.to, ranges: group.ranges });
     }
+    await Promise.all(targets.map((target) => this.purgeNode(target.id, target.ranges, epoch)));
+  }
+
+  /**
+   * PURGE of `ranges` on each target (a replicated ring change: the chains each member left);
+   * resolves once every target answered, left the registry or was marked failed.
+   */
+  async purgeRanges(
+    targets: readonly { id: string; ranges: readonly HashRange[] }[],
+    epoch: number,
+  ): Promise<void> {
     await Promise.all(targets.map((target) => this.purgeNode(target.id, target.ranges, epoch)));
   }
 

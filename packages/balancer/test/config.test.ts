@@ -56,6 +56,13 @@ describe('configuration', () => {
     expect(() => resolveBalancerOptions({ failureTimeoutMs: -1 })).toThrow(/failureTimeoutMs/);
   });
 
+  it('replication dead members: --dead-after is off by default, a positive integer when given', () => {
+    expect(resolveBalancerOptions({}).deadAfterMs).toBeUndefined();
+    expect(resolveBalancerOptions({ deadAfterMs: 600_000 }).deadAfterMs).toBe(600_000);
+    expect(() => resolveBalancerOptions({ deadAfterMs: 0 })).toThrow(/deadAfterMs/);
+    expect(() => resolveBalancerOptions({ deadAfterMs: 1.5 })).toThrow(/deadAfterMs/);
+  });
+
   it('loads a cluster file and reports what is wrong with a bad one', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'dstore-config-'));
     dirs.push(dir);

@@ -3,7 +3,7 @@
  * processes, replication factor 3, an in-process balancer, under the checker's workload with
  * SIGKILL and SIGSTOP faults (see docs/design/replication.md, "Step 3 as built").
  *
- * Timeouts: nodes heartbeat every 200 ms, the lease is 1000 ms and the failure timeout 3000 ms.
+ * Timeouts: nodes heartbeat every 200 ms, the lease is 1500 ms and the failure timeout 3000 ms.
  * On a loaded 2-core CI machine a node's heartbeat can be late by a few hundred ms (GC, scheduling)
  * without its lease lapsing (five heartbeats per lease), and a healthy node is never silent for
  * 3 s, so only the faulted nodes are marked failed; 3 s keeps the tests short.

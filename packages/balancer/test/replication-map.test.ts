@@ -183,6 +183,7 @@ describe('replication factor in the cluster map', () => {
           head: 'solo',
           tail: 'solo',
           underReplicated: false,
+          changing: false,
           ranges: 1,
           share: 1,
         },
@@ -224,6 +225,21 @@ describe('replication factor in the cluster map', () => {
           ),
         },
         /members\[1\]\.replicaState must be up, syncing, promoting, failed or dead/,
+      ],
+      // The switch of a replicated ring change (step 5): only in a map that replicates.
+      [
+        {
+          ...good,
+          transition: {
+            phase: 'switch',
+            from: good.ring,
+            reason: '+c',
+            startedAt: '',
+            done: [],
+            keysMoved: 0,
+          },
+        },
+        /transition\.phase is not a phase/,
       ],
     ];
     for (const [document, message] of cases) {
@@ -286,7 +302,7 @@ describe('chains in /ring, the metrics, RING and the direct map', () => {
     expect(client.routingStats).toMatchObject({ replicationFactor: 3, membersNotUp: 0, nodes: ids.length });
   });
 
-  it('a failed member leaves the serving chains: its ranges are under-replicated; a dead one is skipped', async () => {
+  it('a failed member leaves the serving chains: its ranges are under-replicated; so does a dead one until its removal runs', async () => {
     const states = { a: 'up', b: 'failed', c: 'up', d: 'dead', e: 'up' } as const;
     const dir = dataDirWith(serializeClusterMap(mapWith(states, 3)));
     const balancer = await startBalancer(resources, { dataDir: dir });
@@ -294,18 +310,20 @@ describe('chains in /ring, the metrics, RING and the direct map', () => {
     expect(view.replication.factor).toBe(3);
     expect(Object.fromEntries(view.nodes.map((node) => [node.id, node.replicaState]))).toEqual(states);
 
-    // Skipping d is placing on a ring without it (the others' points do not move).
-    const withoutDead = HashRing.from(['a', 'b', 'c', 'e'].map((id) => ({ id }))).replicaSets(3);
-    const expected = groupedReplicaSets(withoutDead);
+    // A dead member counts as failed until its ring change runs (replication step 5): the next
+    // member clockwise must not serve before it holds the range's keys.
+    const all = HashRing.from(['a', 'b', 'c', 'd', 'e'].map((id) => ({ id }))).replicaSets(3);
+    const expected = groupedReplicaSets(all);
     expectSameGroups(groupedView(view), expected);
     let under = 0;
     for (const chain of view.replication.chains) {
-      expect(chain.desired).not.toContain('d');
-      expect(chain.serving).toEqual(chain.desired.filter((id) => id !== 'b'));
-      expect(chain.underReplicated).toBe(chain.desired.includes('b'));
+      expect(chain.serving).toEqual(chain.desired.filter((id) => id !== 'b' && id !== 'd'));
+      expect(chain.underReplicated).toBe(chain.desired.includes('b') || chain.desired.includes('d'));
       if (chain.underReplicated) under += chain.ranges;
     }
-    const independent = withoutDead.filter((range) => range.replicas.includes('b')).length;
+    const independent = all.filter(
+      (range) => range.replicas.includes('b') || range.replicas.includes('d'),
+    ).length;
     expect(under).toBe(independent);
     expect(view.replication.underReplicatedRanges).toBe(independent);
     expect(independent).toBeGreaterThan(0);

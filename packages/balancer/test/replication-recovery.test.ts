@@ -7,7 +7,7 @@
  * replication factor 3, an in-process balancer, the checker's workload throughout (see
  * docs/design/replication.md, "Step 4 as built").
  *
- * Timeouts as in replication-failover.test.ts: node heartbeats every 200 ms, lease 1 s, failure
+ * Timeouts as in replication-failover.test.ts: node heartbeats every 200 ms, lease 1.5 s, failure
  * timeout 3 s.
  */
 import { HistoryRecorder, Nemesis } from '@dstore/checker';

@@ -552,4 +552,30 @@ describe('dstore node remove', () => {
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).toMatch(/no node 'nope'/);
   });
+
+  it('--dead POSTs /nodes/<id>/remove?dead and reports a refusal', async () => {
+    const posts: string[] = [];
+    const server = createServer((request, response) => {
+      if (request.method === 'POST') {
+        posts.push(request.url ?? '');
+        const dead = request.url === '/nodes/node-3/remove?dead';
+        response.writeHead(dead ? 202 : 400, { 'content-type': 'application/json' });
+        response.end(dead ? '{}' : JSON.stringify({ error: 'node node-1 is up, not failed' }));
+        return;
+      }
+      const nodes = [{ id: 'node-1', address: 'a', status: 'up', weight: 1, share: 1 }];
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ epoch: 12, nodes, migration: { keysMoved: 0 } }));
+    });
+    httpServers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const admin = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const run = await dstore('node', 'remove', '--dead', 'node-3', '--admin', admin);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/node node-3 removed at epoch 12/);
+    const refused = await dstore('node', 'remove', '--dead', 'node-1', '--admin', admin);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/remove refused: node node-1 is up, not failed/);
+    expect(posts).toEqual(['/nodes/node-3/remove?dead', '/nodes/node-1/remove?dead']);
+  });
 });

@@ -19,7 +19,7 @@ export type {
   ReplicaState,
   ReplicaStates,
 } from './replica-sets.js';
-export { isLearnerState } from './replica-sets.js';
+export { isExitingState, isLearnerState, isRingChange } from './replica-sets.js';
 export { createRing, HashRing } from './ring.js';
 export { type RingSpec, ringOfSpec, Topology, type TopologyReplication } from './topology.js';
 export {

@@ -104,6 +104,29 @@ class ReplicaCursor {
 }
 
 /**
+ * Every range of either list with the replicas of both (`before`, `after`), ascending by `end`,
+ * neighbours with the same pair merged: the partition of a ring change, whose previous and next
+ * chains are both constant on each range.
+ */
+export function overlayReplicaRanges(
+  before: readonly ReplicaRange[],
+  after: readonly ReplicaRange[],
+): ReplicaSetChange[] {
+  const bounds = [...new Set([...before.map((r) => r.end), ...after.map((r) => r.end)])].sort(
+    (a, b) => a - b,
+  );
+  const old = new ReplicaCursor(before);
+  const next = new ReplicaCursor(after);
+  const ranges: ReplicaSetChange[] = [];
+  for (let k = 0; k < bounds.length; k++) {
+    const end = bounds[k]!;
+    const start = bounds.length === 1 ? end : k === 0 ? bounds[bounds.length - 1]! : bounds[k - 1]!;
+    ranges.push({ start, end, before: old.replicasAt(end), after: next.replicasAt(end) });
+  }
+  return mergeNeighbours(ranges, (a, b) => sameMembers(a.before, b.before) && sameMembers(a.after, b.after));
+}
+
+/**
  * Ranges whose replica set differs between two lists from {@link replicaRangesOf} (order matters:
  * a member moving from first to second replica is a change, the owner changed), ascending by `end`,
  * neighbours with the same change merged.
@@ -138,12 +161,43 @@ export function diffReplicaRanges(
  *   writes until every write in flight reached it (the drain before it becomes `up`);
  * - `failed`: stopped answering: in desired chains (its copies are missing), not in serving ones;
  * - `dead`: declared gone for good: skipped, the next member clockwise takes its place.
+ *
+ * A ring change with a factor above 1 (replication step 5) is routed on the **union** of the
+ * previous and the next ring, its changing members marked (they appear only in such a ring):
+ * - `entering`: in the next ring only: skipped in the previous chains (what serves), a learner
+ *   of the next chains it belongs to (at the end of their write paths);
+ * - `exiting`: in the previous ring only: serves its previous chains until the switch, skipped
+ *   in the next chains (whose new members are learners meanwhile);
+ * - `dropped`: in the previous ring only and serving nothing (declared dead, or failed while it
+ *   left): counted in its previous chains as a missing member, never a source.
  */
-export type ReplicaState = 'up' | 'syncing' | 'promoting' | 'failed' | 'dead';
+export type ReplicaState =
+  | 'up'
+  | 'syncing'
+  | 'promoting'
+  | 'failed'
+  | 'dead'
+  | 'entering'
+  | 'exiting'
+  | 'dropped';
 
 /** Whether a member in `state` is a learner: in write paths after the serving members, serving nothing. */
 export function isLearnerState(state: ReplicaState | undefined): boolean {
-  return state === 'syncing' || state === 'promoting';
+  return state === 'syncing' || state === 'promoting' || state === 'entering';
+}
+
+/** Whether a member in `state` is in the previous ring only of a ring change (`exiting`, `dropped`). */
+export function isExitingState(state: ReplicaState | undefined): boolean {
+  return state === 'exiting' || state === 'dropped';
+}
+
+/** Whether `states` mark a ring change (an `entering`, `exiting` or `dropped` member). */
+export function isRingChange(states: ReplicaStates | undefined): boolean {
+  if (states === undefined) return false;
+  for (const state of states.values()) {
+    if (state === 'entering' || state === 'exiting' || state === 'dropped') return true;
+  }
+  return false;
 }
 
 /** Members' replication states by id; a member absent from the map is `up`. */
@@ -171,6 +225,12 @@ export interface Chain {
    * restore (its range is unavailable while its owner is down, which is not under-replication).
    */
   readonly underReplicated: boolean;
+  /**
+   * During a ring change (see {@link ReplicaState}): the chain differs between the previous ring
+   * ({@link desired}) and the next. Its heads refuse writes while the change switches (the drain
+   * before the next ring is installed). False otherwise.
+   */
+  readonly changing: boolean;
 }
 
 /** A ring range `(start, end]` (wrapping when `start >= end`) and its chain. */
@@ -181,16 +241,37 @@ export interface ChainRange extends Chain {
   readonly end: number;
 }
 
-/** The chain whose desired members are `desired` (dead members already skipped). */
+/** Whether a member in `state` serves the chains it is in (an exiting member serves until the switch). */
+function serves(state: ReplicaState | undefined): boolean {
+  return state === undefined || state === 'up' || state === 'exiting';
+}
+
+/**
+ * The chain whose desired members are `desired` (dead members already skipped). During a ring
+ * change (see {@link ReplicaState}) `desired` is the range's chain on the previous ring and
+ * `next` its chain on the next one: the members of `next` not in `desired` (not `failed`) are
+ * learners appended to the write path, and the chain is {@link Chain.changing}.
+ */
 export function chainOfDesired(
   desired: readonly string[],
   n: number,
   states: ReplicaStates | undefined,
+  next?: readonly string[],
 ): Chain {
-  const serving = states === undefined ? desired : desired.filter((id) => (states.get(id) ?? 'up') === 'up');
+  const serving = states === undefined ? desired : desired.filter((id) => serves(states.get(id)));
   let path = serving;
-  if (states !== undefined && serving.length < desired.length) {
-    const learners = desired.filter((id) => isLearnerState(states.get(id)));
+  let changing = false;
+  if (states !== undefined) {
+    const learners =
+      serving.length < desired.length ? desired.filter((id) => isLearnerState(states.get(id))) : [];
+    if (next !== undefined) {
+      for (const id of next) {
+        if (desired.includes(id) || learners.includes(id)) continue;
+        changing = true;
+        if (states.get(id) !== 'failed') learners.push(id);
+      }
+      if (!changing) changing = desired.some((id) => !next.includes(id));
+    }
     if (learners.length > 0) path = [...serving, ...learners];
   }
   return {
@@ -200,5 +281,6 @@ export function chainOfDesired(
     head: serving[0],
     tail: serving[serving.length - 1],
     underReplicated: n > 1 && serving.length < n,
+    changing,
   };
 }

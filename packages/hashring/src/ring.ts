@@ -14,6 +14,9 @@ import {
   type ChainRange,
   chainOfDesired,
   diffReplicaRanges,
+  isExitingState,
+  isRingChange,
+  overlayReplicaRanges,
   type ReplicaRange,
   type ReplicaSetChange,
   type ReplicaStates,
@@ -234,7 +237,9 @@ export class HashRing {
    * is {@link getN}'s list with `dead` members skipped (the next distinct members clockwise take
    * their place), the serving chain its `up` members. With `n = 1` and every member up, head and
    * tail are {@link get}'s owner. Every party that builds the same ring from the same map (the
-   * balancer, nodes, direct clients) derives the same chains.
+   * balancer, nodes, direct clients) derives the same chains. On the union ring of a ring change
+   * (`entering`, `exiting` or `dropped` members, see `ReplicaState`) the desired chain is the
+   * previous ring's and the members of the next ring's chain that are not in it are learners.
    *
    * @param states - replication state by member id; absent ids (or no map) are `up`
    * @throws HashRingError `EMPTY_RING`, `INVALID_ARGUMENT` for a bad key or `n`
@@ -252,20 +257,42 @@ export class HashRing {
   chainAtPosition(position: number, n: number, states?: ReplicaStates): Chain {
     checkCount(n);
     if (this.size === 0) throw new HashRingError('EMPTY_RING', 'cannot look up a key on an empty ring');
-    const skip = this.#isDead(states);
+    if (isRingChange(states)) {
+      const previous = this.#walk(position, n, this.#skipping(states!, 'previous'));
+      const next = this.#walk(position, n, this.#skipping(states!, 'next'));
+      return chainOfDesired(previous, n, states, next);
+    }
+    return chainOfDesired(this.#walk(position, n, this.#isDead(states)), n, states);
+  }
+
+  /** The first `n` distinct members from `position` for which `skip` is not true, in ring order. */
+  #walk(position: number, n: number, skip: ((owner: number) => boolean) | undefined): string[] {
     let picked: number[];
     if (this.#rendezvous) {
-      // Every member by descending score, then the first n that are not dead.
+      // Every member by descending score, then the first n that are not skipped.
       const ranked = rendezvousTop(this.#rendezvous, position, this.size);
       picked = (skip === undefined ? ranked : ranked.filter((i) => !skip(i))).slice(0, n);
     } else {
       picked = walkDistinct(this.#continuum, position, n, this.size, skip);
     }
-    return chainOfDesired(
-      picked.map((i) => this.#ids[i]!),
-      n,
-      states,
-    );
+    return picked.map((i) => this.#ids[i]!);
+  }
+
+  /**
+   * During a ring change (see `ReplicaState`): the members outside the `previous` ring (dead and
+   * entering ones) or outside the `next` ring (dead, exiting and dropped ones).
+   */
+  #skipping(states: ReplicaStates, ring: 'previous' | 'next'): (owner: number) => boolean {
+    const ids = this.#ids;
+    return ring === 'previous'
+      ? (owner) => {
+          const state = states.get(ids[owner]!);
+          return state === 'dead' || state === 'entering';
+        }
+      : (owner) => {
+          const state = states.get(ids[owner]!);
+          return state === 'dead' || isExitingState(state);
+        };
   }
 
   /**
@@ -280,6 +307,15 @@ export class HashRing {
   chains(n: number, states?: ReplicaStates): ChainRange[] {
     checkCount(n);
     this.#assertRanged('chains');
+    if (isRingChange(states)) {
+      const previous = replicaRangesOf(this.#continuum, this.#ids, n, this.#skipping(states!, 'previous'));
+      const next = replicaRangesOf(this.#continuum, this.#ids, n, this.#skipping(states!, 'next'));
+      return overlayReplicaRanges(previous, next).map((range) => ({
+        start: range.start,
+        end: range.end,
+        ...chainOfDesired(range.before, n, states, range.after),
+      }));
+    }
     return replicaRangesOf(this.#continuum, this.#ids, n, this.#isDead(states)).map((range) => ({
       start: range.start,
       end: range.end,

@@ -36,6 +36,7 @@ function expected(ring: HashRing, key: string, n: number, states: ReadonlyMap<st
     head: serving[0],
     tail: serving[serving.length - 1],
     underReplicated: n > 1 && serving.length < n,
+    changing: false,
   };
 }
 
@@ -82,6 +83,7 @@ describe('HashRing.chainOf', () => {
         head: ring.get(key),
         tail: ring.get(key),
         underReplicated: false,
+        changing: false,
       });
     }
   });
@@ -167,5 +169,60 @@ describe('HashRing.chains', () => {
       expect(ranges[i]!.start).toBe(ranges[i - 1]!.end);
     }
     for (const range of ranges) expect(range.desired).not.toContain('c');
+  });
+});
+
+describe('chains of a ring change (the union ring: entering, exiting and dropped members)', () => {
+  const change = fc
+    .uniqueArray(fc.stringMatching(/^[a-z]{1,6}$/), { minLength: 2, maxLength: 8 })
+    .chain((ids) =>
+      fc.record({
+        ids: fc.constant(ids),
+        roles: fc.array(fc.constantFrom('up', 'up', 'failed', 'entering', 'exiting', 'dropped'), {
+          minLength: ids.length,
+          maxLength: ids.length,
+        }),
+      }),
+    );
+
+  it('serves the previous ring chain and appends the next ring members it lacks as learners (property)', () => {
+    fc.assert(
+      fc.property(
+        change,
+        fc.integer({ min: 1, max: 4 }),
+        fc.constantFrom<'vnode' | 'ketama'>('vnode', 'ketama'),
+        fc.array(fc.string({ minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 20 }),
+        ({ ids, roles }, n, algorithm, keys) => {
+          const states = new Map(ids.map((id, i) => [id, roles[i] as ReplicaState]));
+          const previousIds = ids.filter((id) => states.get(id) !== 'entering');
+          const nextIds = ids.filter((id) => !['exiting', 'dropped'].includes(states.get(id)!));
+          fc.pre(
+            previousIds.length > 0 &&
+              nextIds.length > 0 &&
+              [...states.values()].some((s) => s === 'entering' || s === 'exiting' || s === 'dropped'),
+          );
+          const union = ringOf(ids, algorithm);
+          const previous = ringOf(previousIds, algorithm);
+          const next = ringOf(nextIds, algorithm);
+          const ranges = union.chains(n, states);
+          for (const key of keys) {
+            const chain = union.chainOf(key, n, states);
+            const before = previous.getN(key, n);
+            const after = next.getN(key, n);
+            const serving = before.filter((id) => ['up', 'exiting'].includes(states.get(id)!));
+            const learners = after.filter((id) => !before.includes(id) && states.get(id) !== 'failed');
+            expect(chain.desired).toEqual(before);
+            expect(chain.serving).toEqual(serving);
+            expect(chain.path).toEqual([...serving, ...learners]);
+            expect(chain.changing).toBe(
+              after.some((id) => !before.includes(id)) || before.some((id) => !after.includes(id)),
+            );
+            const { start: _start, end: _end, ...fromRanges } = rangeAt(ranges, union.position(key));
+            expect(fromRanges).toEqual(chain);
+          }
+        },
+      ),
+      { numRuns: 80 },
+    );
   });
 });

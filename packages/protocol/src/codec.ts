@@ -1503,9 +1503,9 @@ function redirectTarget(r: FieldReader): { epoch: number; nodeId: string; host: 
  * The optional trailing lists of RING, MAP and MAP_PUSH after the members: their addresses (count,
  * then pairs; nil when not every member has one), then the replication factor and each member's
  * replication state (count, then names), present when the message carries a factor (nil or
- * absent factor: 1, every member up).
+ * absent factor: 1, every member up), then `1` when a ring change switches (`switching`).
  */
-function mapTrailer(message: ClusterMapSnapshot): Field[] {
+function mapTrailer(message: RingLayout): Field[] {
   const { nodes } = message;
   const addressed = nodes.every((node) => node.host !== undefined && node.port !== undefined);
   const addresses: Field[] = addressed
@@ -1517,11 +1517,16 @@ function mapTrailer(message: ClusterMapSnapshot): Field[] {
     message.replicationFactor,
     nodes.length,
     ...nodes.map((node) => node.replicaState ?? 'up'),
+    // Replication step 5: a ring change switching (optional trailing `1`).
+    ...(message.switching === true ? [1] : []),
   ];
 }
 
+/** What RING, MAP_PUSH and MAP share after the id (only RING sets `switching`). */
+type RingLayout = ClusterMapSnapshot & { readonly switching?: boolean | undefined };
+
 /** The ring layout RING, MAP_PUSH and MAP share after the id. */
-function mapSnapshot(r: FieldReader): ClusterMapSnapshot {
+function mapSnapshot(r: FieldReader): RingLayout {
   const members = r.members(6, true);
   const snapshot = {
     epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER),
@@ -1551,7 +1556,8 @@ function mapSnapshot(r: FieldReader): ClusterMapSnapshot {
       throw r.fail(ErrorCode.MALFORMED_FRAME, `unknown replica state ${state}`);
     return { ...member, replicaState: state as ReplicaStateName };
   });
-  return { ...snapshot, nodes, replicationFactor };
+  const switching = r.optionalUint(replicationAt + 2 + count, 'switching', 1) === 1;
+  return { ...snapshot, nodes, replicationFactor, ...(switching ? { switching } : {}) };
 }
 
 /** The optional storage condition a HEARTBEAT carries after its key count (absent from older nodes). */

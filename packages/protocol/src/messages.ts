@@ -407,7 +407,15 @@ export interface RingMember {
 }
 
 /** A member's replication state as RING, MAP and MAP_PUSH carry it. */
-export type ReplicaStateName = 'up' | 'syncing' | 'promoting' | 'failed' | 'dead';
+export type ReplicaStateName =
+  | 'up'
+  | 'syncing'
+  | 'promoting'
+  | 'failed'
+  | 'dead'
+  | 'entering'
+  | 'exiting'
+  | 'dropped';
 
 /** Every {@link ReplicaStateName}: what a reader accepts. */
 export const REPLICA_STATE_NAMES: ReadonlySet<string> = new Set<ReplicaStateName>([
@@ -416,6 +424,9 @@ export const REPLICA_STATE_NAMES: ReadonlySet<string> = new Set<ReplicaStateName
   'promoting',
   'failed',
   'dead',
+  'entering',
+  'exiting',
+  'dropped',
 ]);
 /** A hash range (start, end] of the 32-bit ring, wrapping when start >= end. */
 export interface HashRange {
@@ -456,6 +467,12 @@ export interface RingRequest {
   readonly nodes: readonly RingMember[];
   /** The map's replication factor (optional trailing field; absent = 1). */
   readonly replicationFactor?: number | undefined;
+  /**
+   * Replication step 5: the ring change these `entering` / `exiting` members describe switches
+   * now. The heads of its changing chains refuse client writes (UNAVAILABLE, not executed) and
+   * the node answers once drained. Optional trailing field after the replica states (`1`).
+   */
+  readonly switching?: boolean | undefined;
 }
 /**
  * Balancer -> old owner: stream the keys of `ranges` to node `target` at host:port with

@@ -43,7 +43,16 @@ const uint32 = fc.oneof(fc.constantFrom(0, 1, 0x7fff_ffff, 0xffff_ffff), positio
 const position2 = fc.record({ start: position, end: position });
 
 /** One arbitrary per message type, so every op is covered. */
-const replicaState = fc.constantFrom<ReplicaStateName>('up', 'syncing', 'promoting', 'failed', 'dead');
+const replicaState = fc.constantFrom<ReplicaStateName>(
+  'up',
+  'syncing',
+  'promoting',
+  'failed',
+  'dead',
+  'entering',
+  'exiting',
+  'dropped',
+);
 
 /** RING, MAP or MAP_PUSH, its members with addresses and/or replication states (optional trailing lists). */
 function mapMessage(
@@ -75,9 +84,13 @@ function mapMessage(
         { minLength: addressed || replicated ? 1 : 0, maxLength: 20 },
       ),
       replicationFactor: replicated ? fc.integer({ min: 1, max: 7 }) : fc.constant(undefined),
+      // Only RING switches a ring change (replication step 5).
+      switching: replicated && op === Op.RING ? fc.boolean() : fc.constant(false),
     })
-    .map(({ replicationFactor, ...message }) =>
-      replicationFactor === undefined ? message : { ...message, replicationFactor },
+    .map(({ replicationFactor, switching, ...message }) =>
+      replicationFactor === undefined
+        ? message
+        : { ...message, replicationFactor, ...(switching ? { switching } : {}) },
     );
 }
 
@@ -488,6 +501,8 @@ describe('MessageCodec round trip', () => {
             wire.push(null);
           // RING, MAP and MAP_PUSH own an optional trailing replication factor after it (nil = 1).
           if (map && message.replicationFactor === undefined) wire.push(null);
+          // ... and a trailing switching flag after the replica states (nil = not switching).
+          if (map && message.replicationFactor !== undefined && !('switching' in message)) wire.push(null);
           // ASK owns an optional trailing count at index 6 (nil = not set).
           if (message.op === Op.ASK && wire.length === 6) wire.push(null);
           // SCAN owns an optional trailing fence (epoch, moving flag) at 5..6 (nil = not set).

@@ -253,7 +253,9 @@ export class MigrationService {
   /**
    * PURGE: deletes the entries (values and tombstones) of the ranges this node does not own, and
    * the tombstones of those it owns (ranges that moved in: their migration is over, no copy can
-   * arrive any more), after ending the ranges' migration state.
+   * arrive any more), after ending the ranges' migration state. With replication: the entries of
+   * the ranges whose write path on the current ring no longer holds this node (it left their
+   * chains in a ring change); the tombstones of the keys it keeps stay.
    */
   async purge(request: PurgeRequest): Promise<number> {
     // First, so that a late MIGRATE_PUT of this migration is refused from now on: it could
@@ -266,14 +268,15 @@ export class MigrationService {
     let deleted = 0;
     let tombstones = 0;
     if (ring !== undefined && ring.size > 0) {
-      const self = this.ownership;
+      const replicated = this.ownership.replicationFactor > 1;
       const entries = await entriesIn(this.engine, request.ranges, (key) => ring.position(key), true);
       for (let start = 0; start < entries.length; start += SCAN_SLICE) {
         const deletions: Promise<boolean>[] = [];
         const ended: Uint8Array[] = [];
         for (const entry of entries.slice(start, start + SCAN_SLICE)) {
-          if (self.refusal(entry.key, false) !== undefined) deletions.push(this.engine.delete(entry.key));
-          else if (entry.tombstone) ended.push(entry.key);
+          if (!this.holds(entry.key)) deletions.push(this.engine.delete(entry.key));
+          // Replicated tombstones stay until the tombstone reaper's bound (a re-send may follow).
+          else if (entry.tombstone && !replicated) ended.push(entry.key);
         }
         // Only tombstones of this migration or older: a client write since the scan replaced
         // the tombstone by a value (kept), and a newer tombstone belongs to a later migration.
@@ -288,6 +291,17 @@ export class MigrationService {
     this.counters.keysPurged += deleted;
     this.counters.tombstonesPurged += tombstones;
     return deleted;
+  }
+
+  /**
+   * Whether this node keeps `key` after a PURGE: it owns it (factor 1), or, with replication, its
+   * write path on the current ring holds this node (a member that left the key's chain drops it,
+   * tombstone included: replication step 5's purge).
+   */
+  private holds(key: Uint8Array): boolean {
+    const ownership = this.ownership;
+    if (ownership.replicationFactor <= 1) return ownership.refusal(key, false) === undefined;
+    return ownership.chainOf(key)?.path.includes(ownership.self) === true;
   }
 
   /**

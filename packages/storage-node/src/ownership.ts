@@ -111,6 +111,9 @@ export class Ownership {
     this.learnAddresses(request);
     this.currentEpoch = request.epoch;
     this.currentWriteEpoch = Math.min(Math.max(request.epoch, 0), MAX_WRITE_EPOCH);
+    // Replication moves ranges through chains (learners, the switch), never by owner: no pending
+    // moves, so no fall-back reads, PULLs or migration tombstones.
+    if (this.factor > 1) return;
     if (previous === undefined || previous.size === 0 || next.size === 0) return;
     if (previous.algorithm !== next.algorithm || next.algorithm === 'rendezvous') return;
     const self = this.selfId();
@@ -133,7 +136,19 @@ export class Ownership {
     this.addresses = addresses;
     this.states = states;
     this.factor = request.replicationFactor ?? 1;
+    this.isSwitching = request.switching === true;
     this.chainCache = undefined;
+  }
+
+  private isSwitching = false;
+
+  /**
+   * Replication step 5: the latest RING switches a ring change (its `entering` / `exiting`
+   * members): the heads of its changing chains (`Chain.changing`) refuse client writes until the
+   * next ring is installed, and the RING is answered once drained.
+   */
+  get switching(): boolean {
+    return this.isSwitching;
   }
 
   /** The replication factor of the latest RING; 1 before any, or from a balancer that predates it. */

@@ -624,7 +624,9 @@ export class ReplicationService {
     const self = this.ownership.self;
     const states = this.ownership.replicaStates;
     const state = states.get(self) ?? 'up';
-    const wiped = state === 'syncing' && this.routedState !== 'syncing';
+    // A returning member (`syncing`) and a member entering the ring (`entering`, replication
+    // step 5) hold nothing current of the chains they learn: whatever they hold is stale.
+    const wiped = (state === 'syncing' || state === 'entering') && this.routedState !== state;
     this.routedState = state;
     if (wiped) this.wipe();
     let left: DstoreError | undefined;
@@ -661,7 +663,7 @@ export class ReplicationService {
         whenAll(next, (error) => batch.settleWith(failure ?? error));
       }
     }
-    let promoting = false;
+    let promoting = this.ownership.switching;
     for (const memberState of states.values()) if (memberState === 'promoting') promoting = true;
     this.draining = promoting ? this.drain() : undefined;
     return this.draining;
@@ -762,6 +764,8 @@ export class ReplicationService {
 
   /** Whether a learner of `chain` is being promoted: its head refuses new writes (the drain). */
   private promotingIn(chain: Chain): boolean {
+    // A ring change switching (step 5): its changing chains drain before the next ring serves.
+    if (chain.changing && this.ownership.switching) return true;
     const path = chain.path;
     if (path === chain.serving) return false;
     const states = this.ownership.replicaStates;

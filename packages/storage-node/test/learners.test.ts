@@ -84,7 +84,7 @@ async function answerOf(promise: Promise<Response>): Promise<Response | DstoreEr
  * of an epoch with the learner `syncing` or `promoting`, and `control` holds a balancer-role
  * connection to each node, which already applied the `syncing` ring of epoch 10.
  */
-async function learnerCluster(engine: 'memory' | 'lmdb') {
+async function learnerCluster(engine: 'memory' | 'lmdb', first: 'syncing' | 'entering' = 'syncing') {
   const balancer = new FakeBalancer(resources);
   balancer.lease = 60_000;
   const balancerPort = await balancer.start();
@@ -110,13 +110,14 @@ async function learnerCluster(engine: 'memory' | 'lmdb') {
   let key = '';
   for (let i = 0; key === ''; i++) if (ring.chainOf(`k-${i}`, 3).desired[0] === LEARNER) key = `k-${i}`;
   const [, head, tail] = ring.chainOf(key, 3).desired as [string, string, string];
-  const ringOf = (epoch: number, learnerState: 'syncing' | 'promoting') => ({
+  const ringOf = (epoch: number, learnerState: 'syncing' | 'promoting' | 'entering', switching = false) => ({
     op: Op.RING,
     epoch,
     generation: 1,
     algorithm: 'vnode',
     vnodes: 0,
     replicationFactor: 3,
+    ...(switching ? { switching } : {}),
     nodes: IDS.map(
       (id): RingMember => ({
         id,
@@ -131,7 +132,7 @@ async function learnerCluster(engine: 'memory' | 'lmdb') {
   for (const id of [head, tail]) {
     const connection = await resources.peer(ports.get(id)!);
     control.set(id, connection);
-    expect(await connection.request(ringOf(10, 'syncing'))).toMatchObject({ op: Op.OK });
+    expect(await connection.request(ringOf(10, first))).toMatchObject({ op: Op.OK });
   }
   return { learner, key, head, tail, ringOf, control };
 }
@@ -207,5 +208,36 @@ describe('a learner at the end of the write path (factor 3)', () => {
     expect(await write).toMatchObject({ op: Op.OK });
     await ring;
     expect(events).toEqual(['released', 'write', 'ring']);
+  });
+
+  it('a ring change (replication step 5): an entering learner gets every write; the switch freezes its chains and every node answers once drained', async () => {
+    // The learner is `entering` (in the next ring only): the key's previous chain is [head, tail]
+    // and the learner is appended to its write path; the switching RING freezes the chain.
+    const { learner, key, head, tail, ringOf, control } = await learnerCluster('memory', 'entering');
+    const headControl = control.get(head)!;
+    const write = answerOf(
+      headControl.request({ op: Op.SET, key: toBytes(key), value: toBytes('in flight'), epoch: 10 }),
+    );
+    while (!learner.received.some((request) => request.entries.length > 0)) await sleep(10);
+    const events: string[] = [];
+    const rings = [head, tail].map((id) =>
+      control
+        .get(id)!
+        .request(ringOf(11, 'entering', true))
+        .then(() => events.push(`ring ${id}`)),
+    );
+    const refused = await answerOf(
+      headControl.request({ op: Op.SET, key: toBytes(key), value: toBytes('refused'), epoch: 11 }),
+    );
+    expect(refused).toBeInstanceOf(DstoreError);
+    expect((refused as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+    expect((refused as DstoreError).notExecuted).toBe(true);
+    await sleep(300);
+    events.push('released');
+    learner.release();
+    expect(await write).toMatchObject({ op: Op.OK });
+    await Promise.all(rings);
+    expect(events[0]).toBe('released');
+    expect(events).toHaveLength(3);
   });
 });

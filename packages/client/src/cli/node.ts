@@ -13,12 +13,16 @@ import type { RingView } from './status.js';
 interface RemoveOptions extends AdminOptions {
   readonly timeout: number;
   readonly json?: boolean;
+  readonly dead?: boolean;
 }
 
 /** How often `node remove` looks at /ring while the node's keys move. */
 const POLL_MS = 200;
 
-/** Registers `node remove <id>`: a graceful, operator-driven leave through the balancer's admin port. */
+/**
+ * Registers `node remove <id>`: a graceful, operator-driven leave through the balancer's admin
+ * port; with `--dead`, the removal of a failed member declared gone for good (replication).
+ */
 export function registerNodeCommands(program: Command): void {
   const node = program.command('node').description('manage ring membership through the balancer');
   node
@@ -29,12 +33,16 @@ export function registerNodeCommands(program: Command): void {
     .option('--admin <host:port>', 'balancer admin HTTP address', DEFAULT_ADMIN)
     .option('--timeout <ms>', 'longest wait for the hand-off (ms, or 30s, 2m)', duration, 60_000)
     .option('--json', 'print the final /ring migration state as JSON')
+    .option(
+      '--dead',
+      'the node is gone for good (replication): never asked anything, its ranges are copied from the other replicas to the next nodes clockwise (it must be failed)',
+    )
     .option(...ADMIN_FLAGS.token)
     .option(...ADMIN_FLAGS.tlsCa)
     .exitOverride()
     .action(async (id: string, options: RemoveOptions) => {
       const base = await adminEndpoint(options);
-      await requestRemoval(base, id);
+      await requestRemoval(base, id, options.dead === true);
       const ring = await waitUntilGone(base, id, options.timeout);
       if (options.json) printJson({ removed: id, epoch: ring.epoch, migration: ring.migration });
       else {
@@ -45,12 +53,13 @@ export function registerNodeCommands(program: Command): void {
   node.exitOverride();
 }
 
-async function requestRemoval(base: AdminEndpoint, id: string): Promise<void> {
-  const answer = await adminRequest<{ error?: string }>(base, `/nodes/${encodeURIComponent(id)}/remove`, {
-    method: 'POST',
-    timeoutMs: 5000,
-  });
+async function requestRemoval(base: AdminEndpoint, id: string, dead: boolean): Promise<void> {
+  const path = `/nodes/${encodeURIComponent(id)}/remove${dead ? '?dead' : ''}`;
+  const answer = await adminRequest<{ error?: string }>(base, path, { method: 'POST', timeoutMs: 5000 });
   if (answer.status === 404) throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `no node '${id}' in the ring`);
+  if (answer.status === 400) {
+    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `remove refused: ${answer.body.error ?? ''}`);
+  }
   if (answer.status < 200 || answer.status > 299) {
     throw new DstoreError(
       ErrorCode.INTERNAL,

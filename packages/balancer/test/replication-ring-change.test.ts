@@ -1,0 +1,270 @@
+/**
+ * Replication step 5 (experimental): ring changes with replication factor 3 and dead members.
+ * Real dstore-node processes, an in-process balancer, the checker's workload and a paced set
+ * workload throughout (see docs/design/replication.md, "Step 5 as built"):
+ *
+ * - a node joins under load, then a member is removed gracefully under load: every party routes
+ *   on the previous ring's chains while the learners (the next ring's new chain members) receive
+ *   every write and a copy of their ranges; the switch freezes and drains the changing chains,
+ *   the next ring serves, and the members that left a chain purge it;
+ * - a member SIGKILLed, marked failed, then declared dead (`POST /nodes/<id>/remove?dead`, what
+ *   `dstore node remove --dead` sends): never asked anything, its ranges copied from their
+ *   serving tails to the next members clockwise: N copies again.
+ *
+ * Each: the history is linearizable, every acknowledged write reads back and sits on every
+ * member of its chain, every chain's members hold the same value and version, and each member
+ * holds exactly the live keys of its chains (DBSIZE: nothing deleted came back, the members that
+ * left purged). Timeouts as in replication-failover.test.ts.
+ */
+import { HistoryRecorder, Nemesis } from '@dstore/checker';
+import type { DstoreClient } from '@dstore/client';
+import { DstoreError, Op } from '@dstore/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Resources, sleep, waitFor } from './helpers.js';
+import {
+  clientsOf,
+  type Engine,
+  expectLinearizable,
+  expectNothingLost,
+  FACTOR,
+  FAILOVER_TIMEOUTS,
+  REGISTER_KEYS as KEYS,
+  keysOf,
+  metric,
+  ReplicatedCluster,
+  registerLoad,
+  type SetOutcome,
+  setWorkload,
+} from './replicated-cluster.js';
+
+const ADMIN_TOKEN = 'ring-change-admin-token';
+const resources = new Resources();
+let nemesis = new Nemesis();
+afterEach(async () => {
+  await nemesis.cleanup();
+  await resources.releaseAll();
+});
+
+/**
+ * `run` again while it fails not executed (a retryable refusal: a node whose lease a loaded
+ * machine let run out, a chain frozen by a switch), at most 50 times.
+ */
+async function untilExecuted<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (error) {
+      if (!(error instanceof DstoreError) || error.notExecuted !== true || attempt >= 50) throw error;
+      await sleep(100);
+    }
+  }
+}
+
+/** Polls the map's transition phases in the background (a switch can be short). */
+function watchPhases(cluster: ReplicatedCluster): Set<string> {
+  const seen = new Set<string>();
+  const timer = setInterval(() => {
+    const phase = cluster.balancer.membership.clusterMap.transition?.phase;
+    if (phase !== undefined) seen.add(phase);
+  }, 2);
+  resources.add(() => clearInterval(timer));
+  return seen;
+}
+
+/** Waits until the map has no ring change in progress and `done` holds. */
+async function settled(cluster: ReplicatedCluster, what: string, done: () => boolean): Promise<void> {
+  await waitFor(() => cluster.balancer.membership.clusterMap.transition === null && done(), what, 30_000);
+}
+
+/**
+ * The end state: every member of the ring up, no range under-replicated, every key's chain of
+ * FACTOR members holding one value and version (but `checked`, compared already), and each
+ * running member (`holders`) holding exactly the live keys whose chain includes it.
+ */
+async function expectHealed(
+  cluster: ReplicatedCluster,
+  reader: DstoreClient,
+  keys: readonly string[],
+  holders: readonly string[],
+  checked: ReadonlySet<string>,
+): Promise<void> {
+  const map = cluster.balancer.membership.clusterMap;
+  for (const member of map.ring.members) expect(cluster.stateOf(member.id), member.id).toBe('up');
+  expect(cluster.balancer.membership.chains.some((chain) => chain.underReplicated)).toBe(false);
+  const unique = [...new Set(keys)];
+  const live = new Set<string>();
+  for (let i = 0; i < unique.length; i += 200) {
+    const part = unique.slice(i, i + 200);
+    const values = await reader.mget(part);
+    part.forEach((key, j) => {
+      if (values[j] !== null && values[j] !== undefined) live.add(key);
+    });
+  }
+  // The set workload's keys were compared on their chains by expectNothingLost already.
+  const compared = [...live].filter((key) => !checked.has(key));
+  for (let i = 0; i < compared.length; i += 50) {
+    await Promise.all(
+      compared.slice(i, i + 50).map((key) => {
+        expect(cluster.chainOf(key)).toHaveLength(FACTOR);
+        return cluster.expectOnChain(key);
+      }),
+    );
+  }
+  for (const id of holders) {
+    const expected = [...live].filter((key) => cluster.chainOf(key).includes(id)).length;
+    const answer = await (await cluster.peer(id)).request({ op: Op.DBSIZE });
+    expect(answer.op === Op.COUNT ? answer.count : -1, `keys held by ${id}`).toBe(expected);
+  }
+}
+
+/** A cluster of `nodes` with seeded keys and both workloads running. */
+async function loaded(engine: Engine, nodes: readonly string[], routing: 'balancer' | 'direct') {
+  const recorder = new HistoryRecorder();
+  nemesis = new Nemesis(recorder);
+  const cluster = await ReplicatedCluster.start({
+    engine,
+    resources,
+    nemesis,
+    nodes,
+    // Paced copies: writes made while a range is copied must reach its learner through the write
+    // path (a copy's scan does not see a key written after it began).
+    nodeArgs: ['--migration-rate', '500'],
+    balancer: { ...FAILOVER_TIMEOUTS, adminToken: ADMIN_TOKEN },
+  });
+  // The joins that formed the cluster are ring changes too: let the last one finish.
+  await settled(cluster, 'the cluster formed', () => true);
+  const seeded = keysOf(cluster, 'seed', 300);
+  const seeder = cluster.client(8000);
+  for (let i = 0; i < seeded.length; i += 100) {
+    const part = Object.fromEntries(seeded.slice(i, i + 100).map((key) => [key, `old-${key}`]));
+    await untilExecuted(() => seeder.mset(part));
+  }
+  const clients = await clientsOf(cluster, resources, routing);
+  const writes = setWorkload(clients[0]!, keysOf(cluster, 'set', 5000), 2, 5);
+  const load = registerLoad(recorder, clients, KEYS, 60_000, 60_000);
+  await sleep(300);
+  return {
+    cluster,
+    seeder,
+    seeded,
+    /** Stops the load and checks the history, the set workload and the healed cluster. */
+    async finish(holders: readonly string[], deleted: readonly string[]): Promise<SetOutcome> {
+      await sleep(300);
+      const stats = await load.stop();
+      const written = await writes.stop();
+      expectLinearizable(recorder);
+      expect(stats.ok).toBeGreaterThan(200);
+      const reader = clients[1]!;
+      await expectNothingLost(cluster, reader, written);
+      for (const key of deleted) expect(await reader.getString(key), `${key} stays deleted`).toBeNull();
+      await expectHealed(
+        cluster,
+        reader,
+        [...seeded, ...KEYS, ...written.attempted],
+        holders,
+        new Set(written.attempted),
+      );
+      return written;
+    },
+  };
+}
+
+describe('ring changes with replication factor 3', () => {
+  it('memory: a node joins under load, a member is removed gracefully, a joining node fails and returns', {
+    timeout: 90_000,
+  }, async () => {
+    const { cluster, seeder, seeded, finish } = await loaded(
+      'memory',
+      ['node-1', 'node-2', 'node-3', 'node-4'],
+      'balancer',
+    );
+    const membership = cluster.balancer.membership;
+    const phases = watchPhases(cluster);
+    // Deleted before the changes: they must not come back through a copy or a purge.
+    const deleted = seeded.filter((_, i) => i % 10 === 0);
+    for (const key of deleted) expect(await untilExecuted(() => seeder.del(key))).toBe(true);
+
+    await cluster.startNode('node-5', 'memory', nemesis);
+    await settled(cluster, 'node-5 joined: in the ring, the change finished', () =>
+      membership.clusterMap.ring.members.some((member) => member.id === 'node-5'),
+    );
+    // The new member holds copies of its ranges' keys written before it joined.
+    const onNew = seeded.filter((key, i) => i % 10 !== 0 && cluster.chainOf(key).includes('node-5'));
+    expect(onNew.length).toBeGreaterThan(0);
+    for (const key of onNew.slice(0, 30))
+      expect((await cluster.copyAt('node-5', key)).value).toBe(`old-${key}`);
+    expect([...phases]).toEqual(['stream', 'switch', 'purge']);
+    expect(
+      await metric(cluster.balancer.address.adminPort, 'dstore_balancer_sync_keys_total'),
+    ).toBeGreaterThan(0);
+
+    const removed = membership.leave('node-2', 'operator');
+    await settled(cluster, 'node-2 removed', () =>
+      membership.clusterMap.members.every((m) => m.id !== 'node-2' || m.state === 'removed'),
+    );
+    expect(await removed).toBe(true);
+
+    // A member that fails while it enters (paused past the failure timeout): it leaves the union
+    // ring (nothing waits for it), and once back it re-enters with a wipe and is copied again.
+    await cluster.startNode('node-6', 'memory', nemesis);
+    const sixth = cluster.nodes.get('node-6')!;
+    await waitFor(
+      () => membership.clusterMap.ring.members.some((member) => member.id === 'node-6'),
+      'node-6 entering',
+    );
+    // Keys written through its write path while it learns (acknowledged only once it has them),
+    // deleted while it is away: they must not come back on it (it wipes when it re-enters).
+    await waitFor(
+      () => membership.topology.replication?.states?.get('node-6') === 'entering',
+      'routing on the union ring with node-6 entering',
+    );
+    const union = membership.topology;
+    const fresh = keysOf(cluster, 'fresh', 400).filter((key) =>
+      union.ring.chainOf(key, FACTOR, union.replication!.states).path.includes('node-6'),
+    );
+    await untilExecuted(() => seeder.mset(Object.fromEntries(fresh.map((key) => [key, 'fresh']))));
+    sixth.pause();
+    try {
+      await waitFor(() => cluster.stateOf('node-6') === 'failed', 'node-6 marked failed', 20_000);
+      for (const key of fresh) await untilExecuted(() => seeder.del(key));
+    } finally {
+      sixth.resume();
+    }
+    await settled(cluster, 'node-6 joined after it failed', () => cluster.stateOf('node-6') === 'up');
+    await finish(['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6'], [...deleted, ...fresh]);
+  });
+
+  it('lmdb, direct routing: a member SIGKILLed, then removed as dead: N copies again from the survivors', {
+    timeout: 90_000,
+  }, async () => {
+    const { cluster, seeded, finish } = await loaded(
+      'lmdb',
+      ['node-1', 'node-2', 'node-3', 'node-4', 'node-5'],
+      'direct',
+    );
+    const membership = cluster.balancer.membership;
+    const adminPort = cluster.balancer.address.adminPort;
+    const victim = 'node-3';
+    const held = seeded.filter((key) => cluster.chainOf(key).includes(victim));
+    await cluster.nodes.get(victim)!.kill();
+    await waitFor(() => cluster.stateOf(victim) === 'failed', `${victim} marked failed`, 20_000);
+    expect(await metric(adminPort, 'dstore_balancer_under_replicated_ranges')).toBeGreaterThan(0);
+    // An up member cannot be declared dead: it may still serve.
+    const post = { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } };
+    const refused = await fetch(`http://127.0.0.1:${adminPort}/nodes/node-1/remove?dead`, post);
+    expect(refused.status).toBe(400);
+    const accepted = await fetch(`http://127.0.0.1:${adminPort}/nodes/${victim}/remove?dead`, post);
+    expect(accepted.status).toBe(202);
+    await settled(cluster, `${victim} removed as dead`, () =>
+      membership.clusterMap.members.every((m) => m.id !== victim || m.state === 'removed'),
+    );
+    expect(membership.clusterMap.members.find((m) => m.id === victim)?.replicaState).toBe('dead');
+    // Its keys have N copies again, on the survivors only.
+    for (const key of held.slice(0, 30)) {
+      expect(cluster.chainOf(key)).not.toContain(victim);
+      await cluster.expectOnChain(key, `old-${key}`);
+    }
+    expect(await metric(adminPort, 'dstore_balancer_under_replicated_ranges')).toBe(0);
+    await finish(['node-1', 'node-2', 'node-4', 'node-5'], []);
+  });
+});
