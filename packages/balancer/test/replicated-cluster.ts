@@ -4,6 +4,10 @@
  * at it: each member's copy of a key read straight from the node with PULL (a peer's read of its
  * replica, which bypasses the tail-only rule for clients), client and peer connections to a node.
  */
+
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   checkHistory,
   formatCheckResult,
@@ -342,7 +346,18 @@ export function registerLoad(
 /** The whole run's history is linearizable. */
 export function expectLinearizable(recorder: HistoryRecorder): void {
   const result = checkHistory(recorder.events, { timeLimitMs: 30_000 });
-  if (result.verdict !== 'ok') console.log(formatCheckResult(result));
+  if (result.verdict !== 'ok') {
+    // The whole history, for a failure seen once in many runs: the checker's summary names the
+    // key, the file holds every event to replay it.
+    const file = join(tmpdir(), `dstore-history-${process.pid}-${Date.now()}.json`);
+    writeFileSync(
+      file,
+      JSON.stringify(recorder.events, (_key, value: unknown) =>
+        typeof value === 'bigint' ? value.toString() : value,
+      ),
+    );
+    console.log(`${formatCheckResult(result)}\nfull history: ${file}`);
+  }
   expect(result.verdict).toBe('ok');
 }
 

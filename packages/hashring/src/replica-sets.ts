@@ -135,21 +135,8 @@ export function diffReplicaRanges(
   before: readonly ReplicaRange[],
   after: readonly ReplicaRange[],
 ): ReplicaSetChange[] {
-  const bounds = [...new Set([...before.map((r) => r.end), ...after.map((r) => r.end)])].sort(
-    (a, b) => a - b,
-  );
-  const old = new ReplicaCursor(before);
-  const next = new ReplicaCursor(after);
-  const changes: ReplicaSetChange[] = [];
-  for (let k = 0; k < bounds.length; k++) {
-    const end = bounds[k]!;
-    const was = old.replicasAt(end);
-    const now = next.replicasAt(end);
-    if (sameMembers(was, now)) continue;
-    const start = k === 0 ? bounds[bounds.length - 1]! : bounds[k - 1]!;
-    changes.push({ start, end, before: was, after: now });
-  }
-  return mergeNeighbours(changes, (a, b) => sameMembers(a.before, b.before) && sameMembers(a.after, b.after));
+  // The overlay merged only equal neighbours: what is left after the filter needs no second merge.
+  return overlayReplicaRanges(before, after).filter((range) => !sameMembers(range.before, range.after));
 }
 
 /**
