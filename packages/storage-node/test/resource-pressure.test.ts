@@ -115,7 +115,9 @@ async function fullStorageScenario(dataDir: string, extraArgs: readonly string[]
   const { acknowledged, refusals } = await fill(client, 'k', VALUE, 8, 2000);
   expect(acknowledged.length).toBeGreaterThan(10);
   expect(refusals.length).toBeGreaterThan(0);
-  expect(new Set(refusals)).toEqual(new Set([ErrorCode.OUT_OF_SPACE]));
+  // Typed: OUT_OF_SPACE (refused, not stored), or on a full tmpfs now and then STORAGE_ERROR (the
+  // commit's flush failed after it applied: outcome unknown, never reported as not stored).
+  for (const code of refusals) expect([ErrorCode.OUT_OF_SPACE, ErrorCode.STORAGE_ERROR]).toContain(code);
   expect(node.child.exitCode).toBeNull();
 
   // Still refused, and the condition shows in STATS.
