@@ -137,6 +137,47 @@ async function learnerCluster(engine: 'memory' | 'lmdb', first: 'syncing' | 'ent
   return { learner, key, head, tail, ringOf, control };
 }
 
+/**
+ * Sends `ring` (a promoting or switching RING at epoch 11) to the chain's head and tail while
+ * `write` waits on the held learner: the head refuses a new write of the chain at once (not
+ * executed), and neither node answers the RING before the learner lets `write` through.
+ */
+async function expectFrozenUntilDrained(
+  cluster: {
+    head: string;
+    tail: string;
+    control: Map<string, Connection>;
+    learner: { release(): void };
+    key: string;
+    write: Promise<unknown>;
+  },
+  ring: Parameters<Connection['request']>[0],
+): Promise<void> {
+  const { head, tail, control, learner, key, write } = cluster;
+  const events: string[] = [];
+  const rings = [head, tail].map((id) =>
+    control
+      .get(id)!
+      .request(ring)
+      .then(() => events.push(`ring ${id}`)),
+  );
+  // On the same connection, after the RING: a new write of the chain is refused, not executed.
+  const refused = await answerOf(
+    control.get(head)!.request({ op: Op.SET, key: toBytes(key), value: toBytes('refused'), epoch: 11 }),
+  );
+  expect(refused).toBeInstanceOf(DstoreError);
+  expect((refused as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+  expect((refused as DstoreError).notExecuted).toBe(true);
+  // Give the nodes every chance to answer early (they must not), then let the write through.
+  await sleep(300);
+  events.push('released');
+  learner.release();
+  expect(await write).toMatchObject({ op: Op.OK });
+  await Promise.all(rings);
+  expect(events[0]).toBe('released');
+  expect(events).toHaveLength(3);
+}
+
 describe('a learner at the end of the write path (factor 3)', () => {
   it('receives every write after the serving tail; promoting it makes heads refuse its chains and every node answer RING only once drained', async () => {
     const { learner, key, head, tail, ringOf, control } = await learnerCluster('memory');
@@ -157,28 +198,7 @@ describe('a learner at the end of the write path (factor 3)', () => {
     expect(new TextDecoder().decode(forwarded.entries[0]!.value!)).toBe('in flight');
 
     // The learner is promoted: each node answers the RING only once its writes are acknowledged.
-    const events: string[] = [];
-    const rings = [head, tail].map((id) =>
-      control
-        .get(id)!
-        .request(ringOf(11, 'promoting'))
-        .then(() => events.push(`ring ${id}`)),
-    );
-    // On the same connection, after the RING: a new write of the chain is refused, not executed.
-    const refused = await answerOf(
-      headControl.request({ op: Op.SET, key: toBytes(key), value: toBytes('refused'), epoch: 11 }),
-    );
-    expect(refused).toBeInstanceOf(DstoreError);
-    expect((refused as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
-    expect((refused as DstoreError).notExecuted).toBe(true);
-    // Give the nodes every chance to answer early (they must not), then let the write through.
-    await sleep(300);
-    events.push('released');
-    learner.release();
-    expect(await write).toMatchObject({ op: Op.OK });
-    await Promise.all(rings);
-    expect(events[0]).toBe('released');
-    expect(events).toHaveLength(3);
+    await expectFrozenUntilDrained({ head, tail, control, learner, key, write }, ringOf(11, 'promoting'));
     // Nothing of the refused write reached the learner.
     const values = learner.received.flatMap((request) =>
       request.entries.map((entry) => (entry.value === null ? null : new TextDecoder().decode(entry.value))),
@@ -219,25 +239,9 @@ describe('a learner at the end of the write path (factor 3)', () => {
       headControl.request({ op: Op.SET, key: toBytes(key), value: toBytes('in flight'), epoch: 10 }),
     );
     while (!learner.received.some((request) => request.entries.length > 0)) await sleep(10);
-    const events: string[] = [];
-    const rings = [head, tail].map((id) =>
-      control
-        .get(id)!
-        .request(ringOf(11, 'entering', true))
-        .then(() => events.push(`ring ${id}`)),
+    await expectFrozenUntilDrained(
+      { head, tail, control, learner, key, write },
+      ringOf(11, 'entering', true),
     );
-    const refused = await answerOf(
-      headControl.request({ op: Op.SET, key: toBytes(key), value: toBytes('refused'), epoch: 11 }),
-    );
-    expect(refused).toBeInstanceOf(DstoreError);
-    expect((refused as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
-    expect((refused as DstoreError).notExecuted).toBe(true);
-    await sleep(300);
-    events.push('released');
-    learner.release();
-    expect(await write).toMatchObject({ op: Op.OK });
-    await Promise.all(rings);
-    expect(events[0]).toBe('released');
-    expect(events).toHaveLength(3);
   });
 });
