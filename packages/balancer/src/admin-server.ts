@@ -61,7 +61,7 @@ export interface MapView {
   readonly updatedAt: string;
   /** The ring change in progress, if any. */
   readonly transition: {
-    readonly phase: 'stream' | 'switch' | 'purge';
+    readonly phase: 'stream' | 'switch' | 'install' | 'purge';
     readonly reason: string;
     readonly fromRingEpoch: number;
     readonly startedAt: string;

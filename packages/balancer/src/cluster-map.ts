@@ -67,9 +67,12 @@ export interface MapTransition {
    * `stream`: keys are being copied to their new owners (with replication: to the learners of the
    * changing chains, every party routing on the previous ring's chains); `switch` (replication
    * only): the changing chains are frozen (their heads refuse writes) until every node drained;
-   * `purge`: the new ring serves, old copies are being deleted.
+   * `install` (replication only): the new ring is being installed, the chains that changed still
+   * frozen, until every node has it (so no node serves a changed range from its previous chain
+   * once a write of it is acknowledged on the next one); `purge`: the new ring serves, old copies
+   * are being deleted.
    */
-  readonly phase: 'stream' | 'switch' | 'purge';
+  readonly phase: 'stream' | 'switch' | 'install' | 'purge';
   /** The ring before the change (the new one is {@link ClusterMap.ring}). */
   readonly from: MapRing;
   /** What caused it (joins, leaves, weight changes), for operators. */
@@ -275,7 +278,13 @@ export function unionOf(
   map: ClusterMap,
 ): { readonly members: MapRingMember[]; readonly states: Map<string, ReplicaState> } | undefined {
   const transition = map.transition;
-  if (map.replicationFactor <= 1 || transition === null || transition.phase === 'purge') return undefined;
+  if (
+    map.replicationFactor <= 1 ||
+    transition === null ||
+    transition.phase === 'install' ||
+    transition.phase === 'purge'
+  )
+    return undefined;
   const states = replicaStatesOf(map);
   const previous = new Set(transition.from.members.map((member) => member.id));
   const next = new Set(map.ring.members.map((member) => member.id));
@@ -350,7 +359,8 @@ export function parseClusterMap(text: string, where: string): ClusterMap {
   });
   if (map.transition !== null) {
     const t = e.object(map.transition, 'transition');
-    if (t.phase !== 'stream' && t.phase !== 'purge' && (t.phase !== 'switch' || factor === 1))
+    const replicatedPhase = t.phase === 'switch' || t.phase === 'install';
+    if (t.phase !== 'stream' && t.phase !== 'purge' && (!replicatedPhase || factor === 1))
       throw corrupt(where, 'transition.phase is not a phase');
     checkRing(t.from, 'transition.from', where);
     e.string(t.reason, 'transition.reason');

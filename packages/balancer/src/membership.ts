@@ -11,6 +11,7 @@ import {
   type MapMember,
   type MapRing,
   type MapRingMember,
+  type MapTransition,
   nextMap,
   replicaStatesOf,
   sameRingMembers,
@@ -1174,6 +1175,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       factor: map.replicationFactor,
       states: this.union?.states ?? replicaStatesOf(map),
       ...(this.union?.switching === true ? { switching: true } : {}),
+      ...(map.replicationFactor > 1 && map.transition?.phase === 'install' ? { holding: true } : {}),
     };
     this.migrator.queuedChanges =
       map.transition === null ? 0 : ringDifference(desiredRingMembers(map), map.ring.members);
@@ -1372,8 +1374,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
    *    tail to each learner (MIGRATE / MIGRATE_PUT, applied by exact version);
    * 2. `switch`: the changing chains freeze (their heads refuse writes) and every node answers
    *    that ring only once drained: every write admitted before reached every learner;
-   * 3. `purge`: the next ring is installed and announced; each member drops the ranges its next
-   *    chains do not hold; then the transition ends (members' final states).
+   * 3. `install`: the next ring is sent `holding`: the chains that changed stay frozen on every
+   *    node that has it, until every node has it. A node still on the switching ring may serve a
+   *    changed range's reads at its previous tail; no write of that range is acknowledged anywhere
+   *    meanwhile, so those reads are current;
+   * 4. `purge`: the next ring alone (writes of the changed chains served at their new heads);
+   *    each member drops the ranges its next chains do not hold; then the transition ends
+   *    (members' final states).
    *
    * A member that fails meanwhile: an entering one leaves the union ring (its chains route as if
    * it had not joined; when it returns it wipes and its copies start over), an exiting one becomes
@@ -1383,34 +1390,48 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private async runReplicatedTransition(): Promise<void> {
     if (this.map.transition?.phase === 'stream') {
       if (!(await this.copyToLearners())) return;
-      await this.update('replicated ring change: copies done, switching', (map) =>
-        map.transition?.phase !== 'stream'
-          ? undefined
-          : {
-              ring: { ...map.ring, epoch: map.epoch + 1 },
-              transition: { ...map.transition, phase: 'switch' },
-            },
-      );
+      await this.enterPhase('stream', 'switch', 'replicated ring change: copies done, switching');
     }
-    if (this.map.transition?.phase === 'switch') {
-      // Every node (not failed) answers the switching ring only once drained.
-      if (!(await this.answeredByAll())) return;
-      await this.update('replicated ring change: next ring installed', (map) =>
-        map.transition?.phase !== 'switch'
-          ? undefined
-          : {
-              ring: { ...map.ring, epoch: map.epoch + 1 },
-              transition: { ...map.transition, phase: 'purge' },
-            },
-      );
-    }
-    const transition = this.map.transition;
-    if (transition?.phase !== 'purge') return;
+    // Every node (not failed) answers the switching ring only once drained; then the next ring,
+    // still freezing the changed chains, until every node has it; then the next ring alone.
+    if (!(await this.advancePhase('switch', 'install', 'replicated ring change: installing the next ring')))
+      return;
+    if (!(await this.advancePhase('install', 'purge', 'replicated ring change: next ring installed'))) return;
+    if (this.map.transition?.phase !== 'purge') return;
     await this.announced;
     if (!(await this.answeredByAll())) return;
     await this.purgeLeftChains();
     await this.update('transition finished', (map) =>
       withRingPlan(map, { transition: null, members: finalStates(map) }),
+    );
+  }
+
+  /**
+   * In phase `from` of a replicated ring change: once every node answered the ring of the latest
+   * epoch ({@link answeredByAll}), moves the map to phase `to` with a new ring epoch. True when
+   * the map is past `from` (now or already), false when this process stopped writing.
+   */
+  private async advancePhase(
+    from: 'switch' | 'install',
+    to: 'install' | 'purge',
+    reason: string,
+  ): Promise<boolean> {
+    if (this.map.transition?.phase !== from) return true;
+    if (!(await this.answeredByAll())) return false;
+    await this.enterPhase(from, to, reason);
+    return true;
+  }
+
+  /** Moves the map from phase `from` to `to` with a new ring epoch (nothing if it left `from`). */
+  private enterPhase(
+    from: MapTransition['phase'],
+    to: MapTransition['phase'],
+    reason: string,
+  ): Promise<void> {
+    return this.update(reason, (map) =>
+      map.transition?.phase !== from
+        ? undefined
+        : { ring: { ...map.ring, epoch: map.epoch + 1 }, transition: { ...map.transition, phase: to } },
     );
   }
 

@@ -85,6 +85,8 @@ export interface MapReplication {
   readonly states: ReplicaStates;
   /** A replicated ring change switches (RING's `switching`: its changing chains drain). */
   readonly switching?: boolean | undefined;
+  /** A replicated ring change installs its next ring (RING's `holding`: changed chains stay frozen). */
+  readonly holding?: boolean | undefined;
 }
 
 /**
@@ -117,6 +119,7 @@ export function ringMessage(
     }),
     ...(replication === undefined ? {} : { replicationFactor: replication.factor }),
     ...(replication?.switching === true ? { switching: true } : {}),
+    ...(replication?.holding === true ? { holding: true } : {}),
   };
 }
 

@@ -226,21 +226,15 @@ describe('replication factor in the cluster map', () => {
         },
         /members\[1\]\.replicaState must be up, syncing, promoting, failed or dead/,
       ],
-      // The switch of a replicated ring change (step 5): only in a map that replicates.
-      [
+      // The switch and install phases of a replicated ring change (step 5): only in a map that
+      // replicates.
+      ...(['switch', 'install'] as const).map((phase): [Record<string, unknown>, RegExp] => [
         {
           ...good,
-          transition: {
-            phase: 'switch',
-            from: good.ring,
-            reason: '+c',
-            startedAt: '',
-            done: [],
-            keysMoved: 0,
-          },
+          transition: { phase, from: good.ring, reason: '+c', startedAt: '', done: [], keysMoved: 0 },
         },
         /transition\.phase is not a phase/,
-      ],
+      ]),
     ];
     for (const [document, message] of cases) {
       const error = await refusal(startBalancer(resources, { dataDir: dataDirWith(document) }));

@@ -60,14 +60,16 @@ async function untilExecuted<T>(run: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Polls the map's transition phases in the background (a switch can be short). */
+/** Records the transition phase of every map the balancer writes (a switch can be short). */
 function watchPhases(cluster: ReplicatedCluster): Set<string> {
   const seen = new Set<string>();
-  const timer = setInterval(() => {
-    const phase = cluster.balancer.membership.clusterMap.transition?.phase;
+  const membership = cluster.balancer.membership;
+  const record = (): void => {
+    const phase = membership.clusterMap.transition?.phase;
     if (phase !== undefined) seen.add(phase);
-  }, 2);
-  resources.add(() => clearInterval(timer));
+  };
+  membership.on('change', record);
+  resources.add(() => membership.off('change', record));
   return seen;
 }
 
@@ -193,7 +195,7 @@ describe('ring changes with replication factor 3', () => {
     expect(onNew.length).toBeGreaterThan(0);
     for (const key of onNew.slice(0, 30))
       expect((await cluster.copyAt('node-5', key)).value).toBe(`old-${key}`);
-    expect([...phases]).toEqual(['stream', 'switch', 'purge']);
+    expect([...phases]).toEqual(['stream', 'switch', 'install', 'purge']);
     expect(
       await metric(cluster.balancer.address.adminPort, 'dstore_balancer_sync_keys_total'),
     ).toBeGreaterThan(0);

@@ -1503,7 +1503,8 @@ function redirectTarget(r: FieldReader): { epoch: number; nodeId: string; host: 
  * The optional trailing lists of RING, MAP and MAP_PUSH after the members: their addresses (count,
  * then pairs; nil when not every member has one), then the replication factor and each member's
  * replication state (count, then names), present when the message carries a factor (nil or
- * absent factor: 1, every member up), then `1` when a ring change switches (`switching`).
+ * absent factor: 1, every member up), then `1` when a ring change switches (`switching`) or `2`
+ * when its next ring holds the changed chains frozen (`holding`).
  */
 function mapTrailer(message: RingLayout): Field[] {
   const { nodes } = message;
@@ -1517,13 +1518,22 @@ function mapTrailer(message: RingLayout): Field[] {
     message.replicationFactor,
     nodes.length,
     ...nodes.map((node) => node.replicaState ?? 'up'),
-    // Replication step 5: a ring change switching (optional trailing `1`).
-    ...(message.switching === true ? [1] : []),
+    // Replication step 5: a ring change switching (optional trailing `1`), or its next ring
+    // holding the changed chains frozen (`2`).
+    ...(message.switching === true ? [RING_SWITCHING] : message.holding === true ? [RING_HOLDING] : []),
   ];
 }
 
-/** What RING, MAP_PUSH and MAP share after the id (only RING sets `switching`). */
-type RingLayout = ClusterMapSnapshot & { readonly switching?: boolean | undefined };
+/** RING's optional trailing ring-change flag: the change switches. */
+const RING_SWITCHING = 1;
+/** RING's optional trailing ring-change flag: the next ring, the changed chains still frozen. */
+const RING_HOLDING = 2;
+
+/** What RING, MAP_PUSH and MAP share after the id (only RING sets `switching` or `holding`). */
+type RingLayout = ClusterMapSnapshot & {
+  readonly switching?: boolean | undefined;
+  readonly holding?: boolean | undefined;
+};
 
 /** The ring layout RING, MAP_PUSH and MAP share after the id. */
 function mapSnapshot(r: FieldReader): RingLayout {
@@ -1556,8 +1566,13 @@ function mapSnapshot(r: FieldReader): RingLayout {
       throw r.fail(ErrorCode.MALFORMED_FRAME, `unknown replica state ${state}`);
     return { ...member, replicaState: state as ReplicaStateName };
   });
-  const switching = r.optionalUint(replicationAt + 2 + count, 'switching', 1) === 1;
-  return { ...snapshot, nodes, replicationFactor, ...(switching ? { switching } : {}) };
+  const change = r.optionalUint(replicationAt + 2 + count, 'switching', RING_HOLDING);
+  return {
+    ...snapshot,
+    nodes,
+    replicationFactor,
+    ...(change === RING_SWITCHING ? { switching: true } : change === RING_HOLDING ? { holding: true } : {}),
+  };
 }
 
 /** The optional storage condition a HEARTBEAT carries after its key count (absent from older nodes). */

@@ -473,6 +473,15 @@ export interface RingRequest {
    * the node answers once drained. Optional trailing field after the replica states (`1`).
    */
   readonly switching?: boolean | undefined;
+  /**
+   * Replication step 5, after the switch: this is the next ring, and the chains that changed on
+   * the node's switching ring stay frozen (their new heads refuse client writes, UNAVAILABLE, not
+   * executed) until a ring without this flag arrives. The coordinator sends that one only once
+   * every node has this ring, so no node still serves a changing range from its previous chain
+   * (an old tail answering reads) when a write of it is acknowledged on the next chain. The same
+   * trailing field as `switching` (`2`).
+   */
+  readonly holding?: boolean | undefined;
 }
 /**
  * Balancer -> old owner: stream the keys of `ranges` to node `target` at host:port with

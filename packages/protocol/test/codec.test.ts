@@ -84,13 +84,16 @@ function mapMessage(
         { minLength: addressed || replicated ? 1 : 0, maxLength: 20 },
       ),
       replicationFactor: replicated ? fc.integer({ min: 1, max: 7 }) : fc.constant(undefined),
-      // Only RING switches a ring change (replication step 5).
-      switching: replicated && op === Op.RING ? fc.boolean() : fc.constant(false),
+      // Only RING switches a ring change or holds its changed chains (replication step 5).
+      change:
+        replicated && op === Op.RING
+          ? fc.constantFrom('none' as const, 'switching' as const, 'holding' as const)
+          : fc.constant('none' as const),
     })
-    .map(({ replicationFactor, switching, ...message }) =>
+    .map(({ replicationFactor, change, ...message }) =>
       replicationFactor === undefined
         ? message
-        : { ...message, replicationFactor, ...(switching ? { switching } : {}) },
+        : { ...message, replicationFactor, ...(change === 'none' ? {} : { [change]: true }) },
     );
 }
 

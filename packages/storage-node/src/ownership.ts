@@ -4,6 +4,7 @@ import {
   inRange,
   RangeIndex,
   type ReplicaState,
+  type ReplicaStates,
   ringOfSpec,
 } from '@dstore/hashring';
 import type { HashRange, RingRequest } from '@dstore/protocol';
@@ -43,6 +44,15 @@ export class Ownership {
    * holds only the points whose keys this node was asked about.
    */
   private chainCache: (Chain | undefined)[] | undefined;
+  /**
+   * Replication step 5: the switching ring (with its factor and states) whose changing chains
+   * stay frozen while RINGs arrive `holding` (the next ring, installed on some nodes only), and
+   * their chains by that ring's points (filled as keys are looked up). Undefined otherwise.
+   */
+  private held:
+    | { readonly ring: HashRing; readonly factor: number; readonly states: ReplicaStates }
+    | undefined;
+  private heldChains: (Chain | undefined)[] | undefined;
   private currentEpoch = -1;
   private generation = -1;
   private pending: PendingMove[] = [];
@@ -107,6 +117,17 @@ export class Ownership {
     this.generation = request.generation;
     const next = ringOfSpec(request);
     const previous = this.current;
+    // The chains a holding RING keeps frozen are those that changed on the switching ring this
+    // one follows (or that a previous holding ring kept frozen: several follow one another when a
+    // member fails meanwhile).
+    const held =
+      request.holding !== true
+        ? undefined
+        : this.isSwitching && previous !== undefined
+          ? { ring: previous, factor: this.factor, states: this.states }
+          : this.held;
+    if (held !== this.held) this.heldChains = undefined;
+    this.held = held;
     this.current = next;
     this.learnAddresses(request);
     this.currentEpoch = request.epoch;
@@ -149,6 +170,32 @@ export class Ownership {
    */
   get switching(): boolean {
     return this.isSwitching;
+  }
+
+  /**
+   * Whether a client write of `key`, whose chain on the latest ring is `chain`, must be refused
+   * because a ring change freezes it: the latest RING switches and the chain is changing, or the
+   * latest RING is the next ring `holding` and the key's chain changed on the switching ring.
+   * A frozen write is refused `UNAVAILABLE` (not executed) by the head.
+   */
+  freezes(key: Uint8Array, chain: Chain): boolean {
+    if (this.isSwitching) return chain.changing;
+    const held = this.held;
+    if (held === undefined) return false;
+    const position = held.ring.position(key);
+    const point = held.ring.pointIndex(position);
+    if (point < 0) return held.ring.chainAtPosition(position, held.factor, held.states).changing;
+    let cache = this.heldChains;
+    if (cache === undefined) {
+      cache = new Array<Chain | undefined>(held.ring.pointCount);
+      this.heldChains = cache;
+    }
+    let heldChain = cache[point];
+    if (heldChain === undefined) {
+      heldChain = held.ring.chainAtPosition(position, held.factor, held.states);
+      cache[point] = heldChain;
+    }
+    return heldChain.changing;
   }
 
   /** The replication factor of the latest RING; 1 before any, or from a balancer that predates it. */

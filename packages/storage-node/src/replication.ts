@@ -762,10 +762,14 @@ export class ReplicationService {
     return at < 0 || at + 1 >= path.length ? undefined : path[at + 1];
   }
 
-  /** Whether a learner of `chain` is being promoted: its head refuses new writes (the drain). */
-  private promotingIn(chain: Chain): boolean {
-    // A ring change switching (step 5): its changing chains drain before the next ring serves.
-    if (chain.changing && this.ownership.switching) return true;
+  /**
+   * Whether the head of `chain` (the chain of `key`) refuses new writes: a learner of it is being
+   * promoted (the drain), or a ring change freezes it (`Ownership.freezes`).
+   */
+  private promotingIn(chain: Chain, key: Uint8Array): boolean {
+    // A ring change (step 5): its changing chains drain before the next ring serves, and stay
+    // frozen until every node has the next ring.
+    if (this.ownership.freezes(key, chain)) return true;
     const path = chain.path;
     if (path === chain.serving) return false;
     const states = this.ownership.replicaStates;
@@ -801,7 +805,7 @@ export class ReplicationService {
    * newest batch (it may have seen its writes). `key` and any value `decide` puts must be copies
    * the caller will not reuse: they are sent on a later tick. Refused with BUSY, before anything
    * runs, when the link holds its byte bound already, and with UNAVAILABLE while a learner of the
-   * key's chain is being promoted (retryable: the drain before it serves).
+   * key's chain is being promoted or a ring change freezes the chain (retryable, not executed).
    */
   write<T>(
     key: Uint8Array,
@@ -810,12 +814,12 @@ export class ReplicationService {
     done: (error: unknown, result: T | undefined) => void,
   ): void {
     const chain = this.ownership.chainOf(key);
-    if (chain !== undefined && this.promotingIn(chain)) {
+    if (chain !== undefined && this.promotingIn(chain, key)) {
       this.counters.refusedPromoting++;
       done(
         new DstoreError(
           ErrorCode.UNAVAILABLE,
-          'a replica of this key is being promoted to serve (its chain drains the writes in flight): retry',
+          "this key's chain is changing members (a replica is promoted, or the ring changes): retry",
         ),
         undefined,
       );
