@@ -104,11 +104,13 @@ export interface ReplicationView {
   readonly chains: readonly ChainView[];
   /**
    * The catch-up of a returning member (one at a time; each member's state is in `nodes`):
-   * keys streamed to it, keys per second, ranges left. Null when none runs.
+   * keys and bytes streamed to it, keys and bytes per second, ranges left. Null when none runs.
    */
   readonly sync: SyncProgress | null;
-  /** Keys copied to returning members since this balancer started. */
+  /** Keys copied to learners (returning members, ring changes) since this balancer started. */
   readonly syncKeysTotal: number;
+  /** Bytes of the keys and values of {@link syncKeysTotal}. */
+  readonly syncBytesTotal: number;
 }
 
 /** The `/ring` document. */
@@ -171,6 +173,7 @@ export function replicationView(membership: Membership): ReplicationView {
     chains,
     sync: membership.resync.snapshot(),
     syncKeysTotal: membership.resync.keysStreamedTotal,
+    syncBytesTotal: membership.resync.bytesStreamedTotal,
   };
 }
 

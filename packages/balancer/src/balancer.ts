@@ -111,7 +111,7 @@ export class Balancer {
       leaseMs: this.options.leaseMs,
       deadAfterMs: this.options.deadAfterMs,
       onMemberFailed: () => this.metrics.memberFailed(),
-      onSyncKeys: (keys) => this.metrics.syncKeys(keys),
+      onSyncCopied: (copied) => this.metrics.syncCopied(copied),
       link: {
         requestTimeoutMs: this.options.requestTimeoutMs,
         maxInFlight: this.options.maxInFlightPerNode,

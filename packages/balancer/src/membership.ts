@@ -23,7 +23,7 @@ import type { BalancerHashAlgorithm } from './config.js';
 import { CoordinatorLink } from './coordinator-link.js';
 import type { HealthMonitor } from './health.js';
 import type { MapStore } from './map-store.js';
-import { groupMoves, Migrator, type MoveGroup, streamName } from './migrator.js';
+import { type Copied, groupMoves, Migrator, type MoveGroup, streamName } from './migrator.js';
 import { NodePool } from './node-pool.js';
 import { Resync } from './resync.js';
 import { Topology } from './topology.js';
@@ -86,8 +86,8 @@ export interface MembershipOptions {
   readonly leaseMs?: number;
   /** Called once per member the writer marks `failed` (the metrics' counter). */
   readonly onMemberFailed?: (id: string) => void;
-  /** Called with the keys of each completed copy to a returning member (the metrics' counter). */
-  readonly onSyncKeys?: (keys: number) => void;
+  /** Called with each completed copy to a learner (the metrics' counters). */
+  readonly onSyncCopied?: (copied: Copied) => void;
   /**
    * Replication only: a ring member `failed` this long (as this writer observed it) is declared
    * dead (see {@link Membership.removeDead}); undefined: never (an operator declares it).
@@ -204,7 +204,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       migrator: this.migrator,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs,
       writeMember: (reason, change) => this.writeReplicaState(reason, change),
-      onKeysStreamed: (keys) => options.onSyncKeys?.(keys),
+      onCopied: (copied) => options.onSyncCopied?.(copied),
     });
     this.pool = new NodePool({
       link: options.link,
@@ -1502,16 +1502,15 @@ export class Membership extends EventEmitter<MembershipEvents> {
       await Promise.all(
         [...work.values()].map(async ({ tail, learner, ranges }) => {
           for (const chunk of chunkRanges(ranges)) {
-            const keys = await this.migrator.migrateWithRetries(chunk, () => {
+            const sent = await this.migrator.migrateWithRetries(chunk, () => {
               if (!this.coordinator || this.isClosed || this.map.ring.epoch !== epoch) return undefined;
               const from = this.pool.get(tail);
               const to = this.pool.get(learner);
               return from === undefined || to === undefined ? undefined : { from, to, epoch };
             });
-            if (keys === undefined) return;
+            if (sent === undefined) return;
             progressed = true;
-            this.resync.keysStreamedTotal += keys;
-            this.options.onSyncKeys?.(keys);
+            this.resync.counted(sent);
             for (const range of chunk)
               copied.add(`${learner}@${this.enteredAt.get(learner) ?? 0} ${range.start}:${range.end}`);
           }

@@ -2,6 +2,7 @@
 import { performance } from 'node:perf_hooks';
 import { Op } from '@dstore/protocol';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Copied } from './migrator.js';
 
 /** Upper bounds (seconds) of the request duration histogram: 50 µs to 5 s. */
 export const DURATION_BUCKETS_SECONDS: readonly number[] = [
@@ -168,16 +169,23 @@ export class BalancerMetrics {
   });
 
   /**
-   * Counts keys copied to a returning member (replication learners), as
-   * `dstore_balancer_sync_keys_total`.
+   * Counts a copy to a learner (a returning member, or a replicated ring change's new chain
+   * member), as `dstore_balancer_sync_keys_total` and `dstore_balancer_sync_bytes_total`.
    */
-  syncKeys(keys: number): void {
-    this.syncKeysTotal.inc(keys);
+  syncCopied(copied: Copied): void {
+    this.syncKeysTotal.inc(copied.keys);
+    this.syncBytesTotal.inc(copied.bytes);
   }
 
   private readonly syncKeysTotal = new Counter({
     name: 'dstore_balancer_sync_keys_total',
-    help: 'Keys this balancer, as the map writer, copied to returning members (learners) since it started.',
+    help: 'Keys this balancer, as the map writer, copied to learners (returning members, ring changes) since it started.',
+    registers: [this.registry],
+  });
+
+  private readonly syncBytesTotal = new Counter({
+    name: 'dstore_balancer_sync_bytes_total',
+    help: 'Bytes of the keys and values this balancer, as the map writer, copied to learners since it started.',
     registers: [this.registry],
   });
 

@@ -123,6 +123,12 @@ export function ringMessage(
   };
 }
 
+/** What one MIGRATE copied: the keys its target acknowledged and their keys' and values' bytes. */
+export interface Copied {
+  readonly keys: number;
+  readonly bytes: number;
+}
+
 /** One (old owner, new owner) pair of a migration and its ranges. */
 export interface MoveGroup {
   readonly from: string;
@@ -393,7 +399,7 @@ export class Migrator {
     const logger = this.host.logger;
     let moved = 0;
     for (const ranges of chunkRanges(group.ranges)) {
-      const keys = await this.migrateWithRetries(ranges, () => {
+      const copied = await this.migrateWithRetries(ranges, () => {
         const from = this.host.node(group.from);
         const to = this.host.node(group.to);
         if (from === undefined || to === undefined || this.host.closed) {
@@ -409,10 +415,10 @@ export class Migrator {
         }
         return { from, to, epoch };
       });
-      if (keys === undefined) return undefined;
-      moved += keys;
-      this.progress.keysMoved += keys;
-      this.progress.keysMovedTotal += keys;
+      if (copied === undefined) return undefined;
+      moved += copied.keys;
+      this.progress.keysMoved += copied.keys;
+      this.progress.keysMovedTotal += copied.keys;
       this.progress.pendingRanges -= ranges.length;
     }
     return moved;
@@ -422,13 +428,13 @@ export class Migrator {
    * One MIGRATE of `ranges` (at most one chunk, see `chunkRanges`), retried until it is answered:
    * before each attempt `plan` names the source, the target and the epoch (it may change between
    * attempts: a learner's copy restarts from a new tail after a failover), or returns undefined to
-   * give up. Resolves with the keys the source sent, or undefined when given up. Also the loop of
-   * a learner's copies (see `resync.ts`).
+   * give up. Resolves with the keys the source sent (and their bytes), or undefined when given
+   * up. Also the loop of a learner's copies (see `resync.ts`).
    */
   async migrateWithRetries(
     ranges: HashRange[],
     plan: () => { from: ClusterNode; to: ClusterNode; epoch: number } | undefined,
-  ): Promise<number | undefined> {
+  ): Promise<Copied | undefined> {
     for (let attempt = 1; ; attempt++) {
       const planned = plan();
       if (planned === undefined) return undefined;
@@ -440,7 +446,10 @@ export class Migrator {
           { timeoutMs: MIGRATE_TIMEOUT_MS },
         );
         this.clearStall(group);
-        return answer.op === Op.COUNT ? answer.count : 0;
+        // A node from before MIGRATE's answer carried bytes reports keys only.
+        return answer.op === Op.COUNT
+          ? { keys: answer.count, bytes: answer.bytes ?? 0 }
+          : { keys: 0, bytes: 0 };
       } catch (error) {
         await this.afterFailedMigrate(group, epoch, error, attempt, from);
       }

@@ -3,7 +3,7 @@ import { chunkRanges, type HashRange } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import { activeMember, type ClusterMap, type MapMember, replicaStatesOf } from './cluster-map.js';
 import type { ClusterNode } from './cluster-node.js';
-import type { Migrator } from './migrator.js';
+import type { Copied, Migrator } from './migrator.js';
 
 /** What `/ring`, `dstore status` and the metrics show about a returning member's catch-up. */
 export interface SyncProgress {
@@ -15,6 +15,10 @@ export interface SyncProgress {
   readonly keysStreamed: number;
   /** Keys per second of this sync so far. */
   readonly keysPerSecond: number;
+  /** Bytes of the keys and values copied to it so far by this sync. */
+  readonly bytesStreamed: number;
+  /** Bytes per second of this sync so far. */
+  readonly bytesPerSecond: number;
   /** Ranges of its desired chains not copied yet. */
   readonly rangesLeft: number;
   /** Ranges of its desired chains. */
@@ -41,8 +45,8 @@ export interface ResyncHost {
    * whether it was written.
    */
   writeMember(reason: string, change: (map: ClusterMap) => MapMember | undefined): Promise<boolean>;
-  /** Called with the keys of each completed copy (the metrics' counter). */
-  onKeysStreamed(keys: number): void;
+  /** Called with each completed copy (the metrics' counters). */
+  onCopied(copied: Copied): void;
 }
 
 /** Pause between rounds of copies that could not all complete (a tail changed, a node is away). */
@@ -78,6 +82,7 @@ export class Resync {
         node: string;
         phase: 'syncing' | 'promoting';
         keys: number;
+        bytes: number;
         startedAt: number;
         rangesLeft: number;
         rangesTotal: number;
@@ -85,7 +90,19 @@ export class Resync {
     | undefined;
   /** Keys copied to learners since this balancer started. */
   keysStreamedTotal = 0;
+  /** Bytes of the keys and values copied to learners since this balancer started. */
+  bytesStreamedTotal = 0;
   private syncing: string | undefined;
+
+  /**
+   * Counts a completed copy to a learner (a returning member's, or a replicated ring change's) in
+   * the totals and the metrics.
+   */
+  counted(copied: Copied): void {
+    this.keysStreamedTotal += copied.keys;
+    this.bytesStreamedTotal += copied.bytes;
+    this.host.onCopied(copied);
+  }
 
   /** The member whose sync runs now (returned, syncing or promoting), if any. */
   get member(): string | undefined {
@@ -104,6 +121,8 @@ export class Resync {
       phase: p.phase,
       keysStreamed: p.keys,
       keysPerSecond: seconds > 0 ? Math.round(p.keys / seconds) : 0,
+      bytesStreamed: p.bytes,
+      bytesPerSecond: seconds > 0 ? Math.round(p.bytes / seconds) : 0,
       rangesLeft: p.rangesLeft,
       rangesTotal: p.rangesTotal,
     };
@@ -229,6 +248,7 @@ export class Resync {
         node: id,
         phase,
         keys: 0,
+        bytes: 0,
         startedAt: performance.now(),
         rangesLeft: 0,
         rangesTotal: 0,
@@ -273,11 +293,11 @@ export class Resync {
       await Promise.all(
         [...bySource].map(async ([tail, ranges]) => {
           for (const chunk of chunkRanges(ranges)) {
-            const keys = await host.migrator.migrateWithRetries(chunk, () => this.planCopy(id, tail, chunk));
-            if (keys === undefined) return;
-            progress.keys += keys;
-            this.keysStreamedTotal += keys;
-            host.onKeysStreamed(keys);
+            const sent = await host.migrator.migrateWithRetries(chunk, () => this.planCopy(id, tail, chunk));
+            if (sent === undefined) return;
+            progress.keys += sent.keys;
+            progress.bytes += sent.bytes;
+            this.counted(sent);
             for (const range of chunk) copied.add(range);
             progress.rangesLeft -= chunk.length;
           }

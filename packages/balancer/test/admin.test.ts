@@ -58,6 +58,7 @@ describe('admin HTTP', () => {
         chains: [],
         sync: null,
         syncKeysTotal: 0,
+        syncBytesTotal: 0,
       },
       migration: {
         active: false,

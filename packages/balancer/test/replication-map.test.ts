@@ -190,6 +190,7 @@ describe('replication factor in the cluster map', () => {
       ],
       sync: null,
       syncKeysTotal: 0,
+      syncBytesTotal: 0,
     });
     expect(view.nodes[0]).toMatchObject({ id: 'solo', replicaState: 'up' });
   });

@@ -271,6 +271,13 @@ describe('a failed member returns and serves again (factor 3 on 5 nodes)', () =>
     expect(sync!.rangesTotal).toBeGreaterThan(0);
     const adminPort = cluster.balancer.address.adminPort;
     expect(await metric(adminPort, 'dstore_balancer_sync_keys_total')).toBeGreaterThanOrEqual(keys.length);
+    // The copies counted in bytes too (at least the keys and values found on the victim above),
+    // the same figure in /ring and the metrics, and the sync's progress in bytes.
+    const bytes = await metric(adminPort, 'dstore_balancer_sync_bytes_total');
+    const copiedBytes = keys.slice(0, 20).reduce((sum, key) => sum + key.length + `old-${key}`.length, 0);
+    expect(bytes).toBeGreaterThanOrEqual(copiedBytes);
+    expect(replicationView(cluster.balancer.membership).syncBytesTotal).toBe(bytes);
+    expect(sync!.bytesStreamed).toBeGreaterThan(0);
     expect(await metric(adminPort, 'dstore_balancer_syncing_members')).toBe(0);
   });
 

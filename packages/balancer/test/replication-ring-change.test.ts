@@ -199,6 +199,9 @@ describe('ring changes with replication factor 3', () => {
     expect(
       await metric(cluster.balancer.address.adminPort, 'dstore_balancer_sync_keys_total'),
     ).toBeGreaterThan(0);
+    expect(
+      await metric(cluster.balancer.address.adminPort, 'dstore_balancer_sync_bytes_total'),
+    ).toBeGreaterThan(0);
 
     const removed = membership.leave('node-2', 'operator');
     await settled(cluster, 'node-2 removed', () =>

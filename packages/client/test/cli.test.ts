@@ -400,6 +400,8 @@ describe('dstore status', () => {
       phase: 'syncing',
       keysStreamed: 1200,
       keysPerSecond: 400,
+      bytesStreamed: 3 * 1024 * 1024,
+      bytesPerSecond: 1024 * 1024,
       rangesLeft: 3,
       rangesTotal: 8,
     };
@@ -409,7 +411,9 @@ describe('dstore status', () => {
       await startAdmin(true, { factor: 3, active: true, underReplicatedRanges: 2, chains: [chain], sync }),
     );
     expect(syncing.code).toBe(1);
-    expect(syncing.stdout).toContain('syncing node-2: 1200 keys streamed (400 keys/s), 3 of 8 ranges left');
+    expect(syncing.stdout).toContain(
+      'syncing node-2: 1200 keys, 3.0 MiB streamed (400 keys/s, 1.0 MiB/s), 3 of 8 ranges left',
+    );
     const single = { desired: ['node-1'], serving: ['node-1'], underReplicated: false, ranges: 1, share: 1 };
     const one = await dstore(
       'status',

@@ -193,7 +193,8 @@ export function hotSize(message: Message | WithoutId<Request>, id: number): numb
       return message.deleted ? size + 1 : size;
     }
     case Op.COUNT:
-      return isUint32(message.count) ? base + uintSize(message.count) : -1;
+      // MIGRATE's answer with its bytes goes through the generic encoder.
+      return isUint32(message.count) && message.bytes === undefined ? base + uintSize(message.count) : -1;
     case Op.REPLICATE: {
       if (message.entries.length > 0xffff_ffff) return -1;
       const size = replicateSize(message);
@@ -798,7 +799,9 @@ export function toWireArray(message: Message): Field[] {
     case Op.VALUES:
       return [message.op, message.id, message.values.length, ...message.values];
     case Op.COUNT:
-      return [message.op, message.id, message.count];
+      return message.bytes === undefined
+        ? [message.op, message.id, message.count]
+        : [message.op, message.id, message.count, message.bytes];
     case Op.STATS_RESULT:
       return [message.op, message.id, message.stats];
     case Op.HELLO_OK:
@@ -1407,8 +1410,11 @@ function readResponse(op: number, r: FieldReader): Response {
       for (let i = 0; i < count; i++) values[i] = r.nullableValue(3 + i);
       return { op, id, values };
     }
-    case Op.COUNT:
-      return { op, id, count: r.uint(2, 'count', Number.MAX_SAFE_INTEGER) };
+    case Op.COUNT: {
+      const count = r.uint(2, 'count', Number.MAX_SAFE_INTEGER);
+      const bytes = r.optionalUint(3, 'bytes', Number.MAX_SAFE_INTEGER);
+      return bytes === undefined ? { op, id, count } : { op, id, count, bytes };
+    }
     case Op.INTEGER:
       return { op, id, value: r.int64(2, 'value') };
     case Op.VERSIONED:

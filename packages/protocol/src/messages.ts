@@ -661,6 +661,11 @@ export interface CountResponse {
   readonly op: typeof Op.COUNT;
   readonly id: number;
   readonly count: number;
+  /**
+   * Optional trailing field, only in MIGRATE's answer: the bytes of the keys and values sent (so
+   * a balancer reports a copy's progress in bytes as well as keys).
+   */
+  readonly bytes?: number | undefined;
 }
 /** A flat map of counters: names to numbers or short strings. */
 export type StatsMap = Readonly<Record<string, number | string>>;

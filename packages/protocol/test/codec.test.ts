@@ -211,6 +211,13 @@ const messages: fc.Arbitrary<Message>[] = [
     values: fc.array(fc.option(value, { nil: null }), { maxLength: limits.maxBatchKeys }),
   }),
   fc.record({ op: fc.constant(Op.COUNT), id, count: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }) }),
+  // MIGRATE's answer also carries the bytes it sent.
+  fc.record({
+    op: fc.constant(Op.COUNT),
+    id,
+    count: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    bytes: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  }),
   fc.record({ op: fc.constant(Op.STATS_RESULT), id, stats: statsMap }),
   fc.record({
     op: fc.constant(Op.HELLO_OK),
@@ -504,8 +511,16 @@ describe('MessageCodec round trip', () => {
             wire.push(null);
           // RING, MAP and MAP_PUSH own an optional trailing replication factor after it (nil = 1).
           if (map && message.replicationFactor === undefined) wire.push(null);
-          // ... and a trailing switching flag after the replica states (nil = not switching).
-          if (map && message.replicationFactor !== undefined && !('switching' in message)) wire.push(null);
+          // ... and a trailing ring-change flag after the replica states (nil = none).
+          if (
+            map &&
+            message.replicationFactor !== undefined &&
+            !('switching' in message) &&
+            !('holding' in message)
+          )
+            wire.push(null);
+          // COUNT owns an optional trailing byte count at index 3 (nil = not set).
+          if (message.op === Op.COUNT && wire.length === 3) wire.push(null);
           // ASK owns an optional trailing count at index 6 (nil = not set).
           if (message.op === Op.ASK && wire.length === 6) wire.push(null);
           // SCAN owns an optional trailing fence (epoch, moving flag) at 5..6 (nil = not set).

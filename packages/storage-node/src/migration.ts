@@ -47,9 +47,17 @@ export const DEFAULT_MIGRATION_LIMITS: MigrationLimits = {
   maxKeysPerSecond: 5000,
 };
 
+/** What one MIGRATE sent: the copies its target acknowledged, and their keys' and values' bytes. */
+export interface Streamed {
+  readonly keys: number;
+  readonly bytes: number;
+}
+
 /** Counters of the migrations this node took part in (STATS). */
 export interface MigrationCounters {
   keysSent: number;
+  /** Bytes of the keys and values of {@link keysSent}. */
+  bytesSent: number;
   /** Copies stored by MIGRATE_PUT. */
   keysReceived: number;
   /** Copies MIGRATE_PUT skipped: the local entry (value or tombstone) was as new or newer. */
@@ -99,6 +107,7 @@ export class MigrationService {
   /** Counters for STATS. */
   readonly counters: MigrationCounters = {
     keysSent: 0,
+    bytesSent: 0,
     keysReceived: 0,
     keysSkipped: 0,
     keysPurged: 0,
@@ -134,7 +143,7 @@ export class MigrationService {
    * MIGRATE: streams the keys of the ranges to the target in bounded batches, at most
    * `maxInFlightBatches` unacknowledged. Resolves with the keys sent once all are acknowledged.
    */
-  async migrate(request: MigrateRequest): Promise<number> {
+  async migrate(request: MigrateRequest): Promise<Streamed> {
     const ring = this.ownership.ring;
     if (ring === undefined) {
       throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'MIGRATE before any RING: ownership unknown');
@@ -396,12 +405,17 @@ export class MigrationService {
     };
   }
 
-  private async stream(connection: Connection, epoch: number, keys: readonly Uint8Array[]): Promise<number> {
+  private async stream(
+    connection: Connection,
+    epoch: number,
+    keys: readonly Uint8Array[],
+  ): Promise<Streamed> {
     const { batchBytes, batchKeys, maxInFlightBatches, maxKeysPerSecond } = this.options.limits;
     const startedAt = performance.now();
     const inFlight = new Set<Promise<void>>();
     let failure: unknown;
     let sent = 0;
+    let sentBytes = 0;
     let index = 0;
     while (index < keys.length && failure === undefined) {
       // Built and sent in one synchronous stretch: memory-engine values are views valid only
@@ -425,12 +439,15 @@ export class MigrationService {
       }
       if (entries.length === 0) continue;
       const count = entries.length;
+      const copiedBytes = bytes;
       const batch: Promise<void> = connection
         .request({ op: Op.MIGRATE_PUT, epoch, entries })
         .then(
           () => {
             sent += count;
+            sentBytes += copiedBytes;
             this.counters.keysSent += count;
+            this.counters.bytesSent += copiedBytes;
           },
           (error: unknown) => {
             failure ??= error;
@@ -447,6 +464,6 @@ export class MigrationService {
     }
     await Promise.all(inFlight);
     if (failure !== undefined) throw failure;
-    return sent;
+    return { keys: sent, bytes: sentBytes };
   }
 }

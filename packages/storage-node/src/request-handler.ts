@@ -303,7 +303,10 @@ export class RequestHandler {
         return;
       case Op.MIGRATE:
         if (!this.fromPeer(connection, request, 'balancer')) return;
-        this.answerCount(connection, request.id, this.context.migration.migrate(request));
+        this.context.migration.migrate(request).then(
+          ({ keys, bytes }) => connection.reply({ op: Op.COUNT, id: request.id, count: keys, bytes }),
+          (error: unknown) => this.failed(connection, request.id, error),
+        );
         return;
       case Op.MIGRATE_PUT:
         if (!this.fromPeer(connection, request, 'node')) return;
@@ -410,6 +413,7 @@ export class RequestHandler {
       'ring.epoch': this.ownership.epoch,
       'migration.pending_ranges': this.ownership.pendingMoves.length,
       'migration.keys_sent': this.context.migration.counters.keysSent,
+      'migration.bytes_sent': this.context.migration.counters.bytesSent,
       'migration.keys_received': this.context.migration.counters.keysReceived,
       'migration.keys_skipped': this.context.migration.counters.keysSkipped,
       'migration.tombstones_purged': this.context.migration.counters.tombstonesPurged,

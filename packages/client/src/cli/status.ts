@@ -102,6 +102,9 @@ export interface ReplicationView {
     readonly phase: string;
     readonly keysStreamed: number;
     readonly keysPerSecond: number;
+    /** Absent from balancers before catch-up bytes were reported. */
+    readonly bytesStreamed?: number;
+    readonly bytesPerSecond?: number;
     readonly rangesLeft: number;
     readonly rangesTotal: number;
   } | null;
@@ -281,6 +284,11 @@ export function formatStatus(ring: RingView, health: HealthView): string {
   return lines.filter((line) => line !== undefined).join('\n');
 }
 
+/** `, 3.2 MiB` (with `unit` after it), or nothing when a balancer did not report the figure. */
+function bytesOf(bytes: number | undefined, unit = ''): string {
+  return bytes === undefined ? '' : `, ${formatBytes(bytes)}${unit}`;
+}
+
 /** Bytes as a short human figure (binary units): `512 B`, `3.2 MiB`. */
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -326,7 +334,8 @@ export function formatReplication(replication: ReplicationView | undefined): str
   const catchUp =
     sync === undefined || sync === null
       ? ''
-      : `\n${sync.phase} ${sync.node}: ${sync.keysStreamed} keys streamed (${sync.keysPerSecond} keys/s), ` +
+      : `\n${sync.phase} ${sync.node}: ${sync.keysStreamed} keys${bytesOf(sync.bytesStreamed)} streamed ` +
+        `(${sync.keysPerSecond} keys/s${bytesOf(sync.bytesPerSecond, '/s')}), ` +
         `${sync.rangesLeft} of ${sync.rangesTotal} ranges left`;
   return (
     `replication factor ${replication.factor}${copies}  under-replicated ranges ${replication.underReplicatedRanges}  ` +
