@@ -119,8 +119,13 @@ async function expectHealed(
   }
 }
 
-/** A cluster of `nodes` with seeded keys and both workloads running. */
-async function loaded(engine: Engine, nodes: readonly string[], routing: 'balancer' | 'direct') {
+/** A cluster of `nodes` with seeded keys and both workloads running; `options` for its balancer. */
+async function loaded(
+  engine: Engine,
+  nodes: readonly string[],
+  routing: 'balancer' | 'direct',
+  options: { readonly deadAfterMs?: number } = {},
+) {
   const recorder = new HistoryRecorder();
   nemesis = new Nemesis(recorder);
   const cluster = await ReplicatedCluster.start({
@@ -131,7 +136,7 @@ async function loaded(engine: Engine, nodes: readonly string[], routing: 'balanc
     // Paced copies: writes made while a range is copied must reach its learner through the write
     // path (a copy's scan does not see a key written after it began).
     nodeArgs: ['--migration-rate', '500'],
-    balancer: { ...FAILOVER_TIMEOUTS, adminToken: ADMIN_TOKEN },
+    balancer: { ...FAILOVER_TIMEOUTS, adminToken: ADMIN_TOKEN, ...options },
   });
   // The joins that formed the cluster are ring changes too: let the last one finish.
   await settled(cluster, 'the cluster formed', () => true);
@@ -271,5 +276,35 @@ describe('ring changes with replication factor 3', () => {
     }
     expect(await metric(adminPort, 'dstore_balancer_under_replicated_ranges')).toBe(0);
     await finish(['node-1', 'node-2', 'node-4', 'node-5'], []);
+  });
+
+  it('memory, --dead-after: a member SIGKILLed is declared dead on its own once failed that long: N copies again', {
+    timeout: 90_000,
+  }, async () => {
+    const { cluster, seeded, finish } = await loaded(
+      'memory',
+      ['node-1', 'node-2', 'node-3', 'node-4', 'node-5'],
+      'balancer',
+      { deadAfterMs: 2000 },
+    );
+    const membership = cluster.balancer.membership;
+    const adminPort = cluster.balancer.address.adminPort;
+    const victim = 'node-4';
+    const held = seeded.filter((key) => cluster.chainOf(key).includes(victim));
+    await cluster.nodes.get(victim)!.kill();
+    // Failed after the failure timeout, dead and removed after --dead-after more, with no operator.
+    await settled(cluster, `${victim} removed as dead`, () =>
+      membership.clusterMap.members.every((m) => m.id !== victim || m.state === 'removed'),
+    );
+    const removed = membership.clusterMap.members.find((m) => m.id === victim);
+    expect(removed?.replicaState).toBe('dead');
+    expect(removed?.leftBy).toBe('operator');
+    for (const key of held.slice(0, 30)) {
+      expect(cluster.chainOf(key)).not.toContain(victim);
+      await cluster.expectOnChain(key, `old-${key}`);
+    }
+    expect(await metric(adminPort, 'dstore_balancer_under_replicated_ranges')).toBe(0);
+    expect(await metric(adminPort, 'dstore_balancer_dead_members')).toBe(0);
+    await finish(['node-1', 'node-2', 'node-3', 'node-5'], []);
   });
 });
