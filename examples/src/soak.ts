@@ -12,19 +12,22 @@
  *
  * | fault | what | when |
  * |---|---|---|
- * | join | a new node joins (a migration streams its ranges in) | fewer than 5 nodes |
- * | leave | SIGTERM: a graceful leave (its ranges stream out) | more than 3 nodes |
+ * | join | a new node joins (a migration streams its ranges in) | fewer than 5 nodes (6 with replication) |
+ * | leave | SIGTERM: a graceful leave (its ranges stream out) | more than 3 nodes (factor + 1 with replication) |
  * | pause | SIGSTOP for 0.3-3 s (past the heartbeat and command timeouts), then SIGCONT | always |
  * | kill | SIGKILL a node, restart it on its data after 0.1-1 s | lmdb only: a memory node's keys die with it |
  * | balancer | SIGKILL the balancer, restart it on its map after 0.1-1 s | always |
  *
- * With `--replication-factor N` (2-5; experimental replication) the cluster keeps 5 nodes (ring
- * changes are refused once there is data: step 5 of the design) and the faults are, besides short
- * pauses and balancer kills, failures and returns: `fail-kill` SIGKILLs 1 to N - 1 nodes at once,
+ * With `--replication-factor N` (2-5) the cluster starts with 5 nodes and keeps N + 1 to 6; besides
+ * joins, graceful leaves, short pauses and balancer kills (ring changes move chains: step 5 of the
+ * design), the faults are failures and returns: `fail-kill` SIGKILLs 1 to N - 1 nodes at once,
  * waits until the balancer marked them `failed` (failover), then restarts them (lmdb on their data,
  * memory empty); `fail-pause` SIGSTOPs one past the failure timeout and resumes it (stale, on an
  * old epoch: it must never answer from it); `kill` SIGKILLs one and restarts it at once, before
- * the failure timeout (a memory node comes back empty: it must not serve until it caught up).
+ * the failure timeout (a memory node comes back empty: it must not serve until it caught up);
+ * `dead` SIGKILLs one for good: the balancer (`--dead-after 5000`) declares it dead and removes
+ * it, its ranges re-copied to restore N copies; `join-balancer` starts a join and SIGKILLs the
+ * balancer 0.1-1.5 s later, in the middle of the ring change, which its restart resumes.
  * Every returning member catches up (learners: `syncing`, `promoting`, `up`) before the round
  * goes on, so the cluster is whole again after each fault.
  *
@@ -93,7 +96,7 @@ if (
   !(Number.isInteger(FACTOR) && FACTOR >= 1 && FACTOR <= 5)
 ) {
   console.error(
-    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--faults join,leave,pause,kill,fail-kill,fail-pause,balancer] [--keep]',
+    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--faults join,leave,pause,kill,fail-kill,fail-pause,dead,join-balancer,balancer] [--keep]',
   );
   process.exit(2);
 }
@@ -104,11 +107,14 @@ const WORKERS = 8;
 /** Short, so that requests caught by a pause time out (outcome unknown) and run after SIGCONT. */
 const COMMAND_TIMEOUT_MS = 1000;
 /**
- * With replication, ring changes are refused once there is data (step 5 of the design): the
- * cluster keeps its 5 nodes, and the faults are failures (up to factor - 1 at a time).
+ * With replication the cluster keeps more members than the factor, so that a failure of up to
+ * factor - 1 of them at a time (or a dead one) leaves every chain a serving member.
  */
-const MIN_NODES = FACTOR > 1 ? 5 : 3;
-const MAX_NODES = 5;
+const MIN_NODES = FACTOR > 1 ? FACTOR + 1 : 3;
+const MAX_NODES = FACTOR > 1 ? 6 : 5;
+const INITIAL_NODES = FACTOR > 1 ? 5 : 3;
+/** Replication: a member failed this long is declared dead (the `dead` fault waits for it). */
+const DEAD_AFTER_MS = 5000;
 /** Replication: failure detection and lease of the balancer (a lease well under the timeout). */
 const FAILURE_TIMEOUT_MS = 3000;
 const LEASE_MS = 1000;
@@ -148,6 +154,7 @@ class SoakCluster {
         ...['--data-dir', join(root, 'balancer'), '--heartbeat-timeout', '1000', '--log-level', 'warn'],
         ...(FACTOR > 1 ? ['--replication-factor', String(FACTOR), '--experimental-replication'] : []),
         ...(FACTOR > 1 ? ['--failure-timeout', String(FAILURE_TIMEOUT_MS), '--lease', String(LEASE_MS)] : []),
+        ...(FACTOR > 1 ? ['--dead-after', String(DEAD_AFTER_MS)] : []),
       ],
     });
   }
@@ -189,6 +196,28 @@ class SoakCluster {
     this.nodes.delete(id);
     this.departed.push(node);
     await node.terminate();
+  }
+
+  /**
+   * Replication: SIGKILLs `id` for good and waits until the balancer declared it dead (after
+   * `--dead-after`) and removed it (its ranges re-copied); throws past the settle timeout.
+   */
+  async killForGood(id: string): Promise<void> {
+    const node = this.nodes.get(id)!;
+    this.nodes.delete(id);
+    this.departed.push(node);
+    await node.kill('SIGKILL');
+    const deadline = Date.now() + FAILURE_TIMEOUT_MS + DEAD_AFTER_MS + SETTLE_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      try {
+        const ring = await adminJson<RingDocument>(this.admin, '/ring');
+        if (!ring.nodes.some((member) => member.id === id)) return;
+      } catch {
+        // The balancer may be restarting: ask again.
+      }
+      await sleep(200);
+    }
+    throw new Error(`${id} was not declared dead and removed in time`);
   }
 
   /**
@@ -251,12 +280,12 @@ const between = (low: number, high: number, random: () => number) =>
 const FAULTS: readonly FaultKind[] = [
   {
     name: 'join',
-    applies: (cluster) => FACTOR === 1 && cluster.nodes.size < MAX_NODES,
+    applies: (cluster) => cluster.nodes.size < MAX_NODES,
     run: async (cluster) => `join ${await cluster.join()}`,
   },
   {
     name: 'leave',
-    applies: (cluster) => FACTOR === 1 && cluster.nodes.size > MIN_NODES,
+    applies: (cluster) => cluster.nodes.size > MIN_NODES,
     run: async (cluster, random) => {
       const id = pick([...cluster.nodes.keys()], random);
       await cluster.leave(id);
@@ -323,6 +352,28 @@ const FAULTS: readonly FaultKind[] = [
         node.resume();
       }
       return `pause ${id} past the failure timeout (failover; stale, it must not answer), then resume (catch up)`;
+    },
+  },
+  {
+    name: 'dead',
+    applies: (cluster) => FACTOR > 1 && cluster.nodes.size > MIN_NODES,
+    run: async (cluster, random) => {
+      const id = pick([...cluster.nodes.keys()], random);
+      await cluster.killForGood(id);
+      return `kill ${id} for good: declared dead after --dead-after, removed (N copies restored)`;
+    },
+  },
+  {
+    name: 'join-balancer',
+    applies: (cluster) => FACTOR > 1 && cluster.nodes.size < MAX_NODES,
+    run: async (cluster, random) => {
+      const id = await cluster.join();
+      const ms = between(100, 1500, random);
+      await sleep(ms);
+      await cluster.balancer.kill('SIGKILL');
+      await sleep(between(100, 1000, random));
+      await cluster.balancer.start();
+      return `join ${id}, kill the balancer ${ms} ms into the ring change, restart it (resumes the change)`;
     },
   },
   {
@@ -478,7 +529,7 @@ async function startCluster(root: string): Promise<SoakCluster> {
   const [port, adminPort] = [await freePort(), await freePort()];
   const cluster = new SoakCluster(root, port, adminPort);
   await cluster.balancer.start();
-  for (let i = 0; i < MIN_NODES; i++) await cluster.join();
+  for (let i = 0; i < INITIAL_NODES; i++) await cluster.join();
   await cluster.settled();
   await writeFiller(port);
   return cluster;

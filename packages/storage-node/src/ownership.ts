@@ -47,10 +47,13 @@ export class Ownership {
   /**
    * Replication step 5: the switching ring (with its factor and states) whose changing chains
    * stay frozen while RINGs arrive `holding` (the next ring, installed on some nodes only), and
-   * their chains by that ring's points (filled as keys are looked up). Undefined otherwise.
+   * their chains by that ring's points (filled as keys are looked up); `'all'` when the first
+   * holding RING found no switching ring here (this process started meanwhile: it cannot know
+   * which chains changed, so every write waits for the ring without the flag). Undefined otherwise.
    */
   private held:
     | { readonly ring: HashRing; readonly factor: number; readonly states: ReplicaStates }
+    | 'all'
     | undefined;
   private heldChains: (Chain | undefined)[] | undefined;
   private currentEpoch = -1;
@@ -119,13 +122,13 @@ export class Ownership {
     const previous = this.current;
     // The chains a holding RING keeps frozen are those that changed on the switching ring this
     // one follows (or that a previous holding ring kept frozen: several follow one another when a
-    // member fails meanwhile).
+    // member fails meanwhile); all of them when this node never saw that switching ring.
     const held =
       request.holding !== true
         ? undefined
         : this.isSwitching && previous !== undefined
           ? { ring: previous, factor: this.factor, states: this.states }
-          : this.held;
+          : (this.held ?? 'all');
     if (held !== this.held) this.heldChains = undefined;
     this.held = held;
     this.current = next;
@@ -182,6 +185,7 @@ export class Ownership {
     if (this.isSwitching) return chain.changing;
     const held = this.held;
     if (held === undefined) return false;
+    if (held === 'all') return true;
     const position = held.ring.position(key);
     const point = held.ring.pointIndex(position);
     if (point < 0) return held.ring.chainAtPosition(position, held.factor, held.states).changing;

@@ -153,4 +153,24 @@ describe('the next ring of a replicated ring change (holding)', () => {
     expect(await set(head, changed, 'v2', 14)).toMatchObject({ op: Op.OK });
     expect(readValue(await get(newTail, changed, 14))).toBe('v2');
   });
+
+  it('a node whose first ring is a holding one (restarted meanwhile: it never saw the switch) refuses every write until the ring without the flag', async () => {
+    const { control, ringOf, send } = await cluster();
+    const { changed, head, unchanged, unchangedHead } = keys();
+    const set = (id: string, key: string, epoch: number) =>
+      answerOf(control.get(id)!.request({ op: Op.SET, key: toBytes(key), value: toBytes('v'), epoch }));
+    const next = PREVIOUS.filter((id) => id !== LEAVING);
+    await send(next, ringOf(12, next, {}, { holding: true }));
+    for (const [id, key] of [
+      [head, changed],
+      [unchangedHead, unchanged],
+    ] as const) {
+      const refused = await set(id, key, 12);
+      expect((refused as DstoreError).code, key).toBe(ErrorCode.UNAVAILABLE);
+      expect((refused as DstoreError).notExecuted).toBe(true);
+    }
+    await send(next, ringOf(13, next, {}));
+    expect(await set(head, changed, 13)).toMatchObject({ op: Op.OK });
+    expect(await set(unchangedHead, unchanged, 13)).toMatchObject({ op: Op.OK });
+  });
 });
