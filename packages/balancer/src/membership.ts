@@ -619,8 +619,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const id = map.ring.members.find((ringMember) => {
       if (previous.has(ringMember.id) || activeMember(map, ringMember.id)?.replicaState !== 'failed')
         return false;
-      const node = this.pool.get(ringMember.id);
-      return node?.registered === true && now - node.lastHeartbeatAt <= this.options.heartbeatTimeoutMs;
+      return this.heardFrom(ringMember.id, now);
     })?.id;
     const node = id === undefined ? undefined : this.pool.get(id);
     if (id === undefined || node === undefined || this.union === undefined) return;
@@ -643,16 +642,28 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   private returning = false;
 
-  /** When this writer first saw each ring member `failed` (for `--dead-after`). */
+  /** When this writer first saw each ring member `failed` and silent (for `--dead-after`). */
   private readonly failedSince = new Map<string, number>();
 
+  /** Whether member `id` is registered here and heartbeated within the heartbeat timeout. */
+  private heardFrom(id: string, now: number): boolean {
+    const node = this.pool.get(id);
+    return node?.registered === true && now - node.lastHeartbeatAt <= this.options.heartbeatTimeoutMs;
+  }
+
   /**
-   * `--dead-after`: a ring member `failed` that long (counted from when this writer first saw it
-   * so) is declared dead, once; the removal itself runs as any ring change.
+   * `--dead-after`: a ring member `failed` and silent that long (counted from when this writer
+   * first saw it so) is declared dead, once; the removal itself runs as any ring change. One that
+   * heartbeats again is not: it returned, and waits for its sync (which waits for a ring change
+   * in progress), so its count starts over if it goes silent again.
    */
   private maybeDeclareDead(member: MapMember, now: number): void {
     const after = this.options.deadAfterMs;
     if (after === undefined || member.state !== 'up') return;
+    if (this.heardFrom(member.id, now)) {
+      this.failedSince.delete(member.id);
+      return;
+    }
     const since = this.failedSince.get(member.id);
     if (since === undefined) {
       this.failedSince.set(member.id, now);

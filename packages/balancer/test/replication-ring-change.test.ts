@@ -289,6 +289,33 @@ describe('ring changes with replication factor 3', () => {
     );
     const membership = cluster.balancer.membership;
     const adminPort = cluster.balancer.address.adminPort;
+    // A member that fails and comes back is not declared dead while it waits to catch up (its sync
+    // waits for the ring change running meanwhile, longer than --dead-after: paced copies), only
+    // one that stays silent that long.
+    const returning = cluster.nodes.get('node-5')!;
+    returning.pause();
+    try {
+      await waitFor(() => cluster.stateOf('node-5') === 'failed', 'node-5 marked failed', 20_000);
+      await cluster.startNode('node-6', 'memory', nemesis);
+      await waitFor(
+        () => membership.clusterMap.transition?.phase === 'stream',
+        'node-6 joining (streaming)',
+        20_000,
+      );
+    } finally {
+      returning.resume();
+    }
+    const states = new Set<string>();
+    await waitFor(
+      () => {
+        states.add(cluster.stateOf('node-5') ?? 'removed');
+        return cluster.stateOf('node-5') === 'up';
+      },
+      'node-5 up again',
+      60_000,
+    );
+    expect(states.has('syncing')).toBe(true);
+    expect(states.has('dead') || states.has('removed')).toBe(false);
     const victim = 'node-4';
     const held = seeded.filter((key) => cluster.chainOf(key).includes(victim));
     await cluster.nodes.get(victim)!.kill();
@@ -305,6 +332,6 @@ describe('ring changes with replication factor 3', () => {
     }
     expect(await metric(adminPort, 'dstore_balancer_under_replicated_ranges')).toBe(0);
     expect(await metric(adminPort, 'dstore_balancer_dead_members')).toBe(0);
-    await finish(['node-1', 'node-2', 'node-3', 'node-5'], []);
+    await finish(['node-1', 'node-2', 'node-3', 'node-5', 'node-6'], []);
   });
 });
