@@ -234,6 +234,75 @@ describe('ring changes with replication factor 3', () => {
     await finish(['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6'], [...deleted, ...fresh]);
   });
 
+  it('memory: an entering member that failed and returns while the changing chains switch is copied before it serves', {
+    timeout: 90_000,
+  }, async () => {
+    nemesis = new Nemesis();
+    // A failure timeout with room for holding a member through the switch (see below).
+    const cluster = await ReplicatedCluster.start({
+      engine: 'memory',
+      resources,
+      nemesis,
+      nodes: ['node-1', 'node-2', 'node-3', 'node-4'],
+      balancer: { heartbeatTimeoutMs: 1000, leaseMs: 2000, failureTimeoutMs: 5000, adminToken: ADMIN_TOKEN },
+    });
+    await settled(cluster, 'the cluster formed', () => true);
+    const seeded = keysOf(cluster, 'seed', 300);
+    const seeder = cluster.client(8000);
+    await untilExecuted(() => seeder.mset(Object.fromEntries(seeded.map((key) => [key, `old-${key}`]))));
+    const membership = cluster.balancer.membership;
+    const fifth = 'node-5';
+    const held = cluster.nodes.get('node-1')!;
+    // Synchronous with the map writes (before any RING of them is sent): node-5 is paused as it
+    // enters (it answers nothing, is marked failed and leaves the union ring: no learner is left,
+    // the copies are done), and node-1, a member of both rings, is paused the moment the switch is
+    // written, so the switch waits for its answer while node-5 comes back.
+    let entered = false;
+    let switching = false;
+    const onChange = (): void => {
+      const map = membership.clusterMap;
+      if (!entered && map.transition?.phase === 'stream' && map.ring.members.some((m) => m.id === fifth)) {
+        entered = true;
+        cluster.nodes.get(fifth)!.pause();
+      }
+      if (entered && !switching && map.transition?.phase === 'switch') {
+        switching = true;
+        held.pause();
+      }
+    };
+    membership.on('change', onChange);
+    resources.add(() => {
+      membership.off('change', onChange);
+      held.resume();
+      cluster.nodes.get(fifth)?.resume();
+    });
+    await cluster.startNode(fifth, 'memory', nemesis);
+    await waitFor(() => switching, 'node-5 failed while entering, the switch written', 30_000);
+    expect(cluster.stateOf(fifth)).toBe('failed');
+    // node-5 heartbeats again while the switch waits for node-1: give the writer a failure-check
+    // tick (at most 1 s here) to let it back in, if it does, then let the switch finish.
+    const link = membership.node(fifth)!;
+    const silentSince = link.lastHeartbeatAt;
+    cluster.nodes.get(fifth)!.resume();
+    await waitFor(() => link.lastHeartbeatAt > silentSince, 'node-5 heard again');
+    await waitFor(() => cluster.stateOf(fifth) === 'up', 'node-5 back in its ring change', 1500).catch(
+      () => undefined,
+    );
+    // The window this test is about: node-5 heard while the switch still waits for node-1.
+    expect(membership.clusterMap.transition?.phase).toBe('switch');
+    expect(cluster.stateOf('node-1')).toBe('up');
+    held.resume();
+    await settled(cluster, 'node-5 joined', () => cluster.stateOf(fifth) === 'up');
+    // Serving now, node-5 holds every key of its chains, and reads of the keys it is the tail of
+    // (through the balancer) return them: it was copied before it served.
+    const onFifth = seeded.filter((key) => cluster.chainOf(key).includes(fifth));
+    const tailed = onFifth.filter((key) => cluster.chainOf(key).at(-1) === fifth);
+    expect(tailed.length).toBeGreaterThan(0);
+    for (const key of tailed)
+      expect(await seeder.getString(key), `${key} read through the balancer`).toBe(`old-${key}`);
+    for (const key of onFifth) expect((await cluster.copyAt(fifth, key)).value, key).toBe(`old-${key}`);
+  });
+
   it('lmdb, direct routing: a member SIGKILLed, then removed as dead: N copies again from the survivors', {
     timeout: 90_000,
   }, async () => {
