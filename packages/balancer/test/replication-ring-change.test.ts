@@ -15,7 +15,14 @@
  * member of its chain, every chain's members hold the same value and version, and each member
  * holds exactly the live keys of its chains (DBSIZE: nothing deleted came back, the members that
  * left purged). Timeouts as in replication-failover.test.ts.
+ *
+ * DSTORE_DIAG=1: the loaded runs record every map change in the history (see traceMap) and write
+ * those events to the temporary directory; the nodes log at info (their stderr is written next to
+ * the history file when the checker fails). Read a failure with the checker's `explain-key`.
  */
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { HistoryRecorder, Nemesis } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
 import { DstoreError, Op } from '@dstore/protocol';
@@ -69,6 +76,45 @@ function watchPhases(cluster: ReplicatedCluster): Set<string> {
   }, 2);
   resources.add(() => clearInterval(timer));
   return seen;
+}
+
+/**
+ * Diagnostics (DSTORE_DIAG=1): records every change of the balancer's map epoch, phase or routed
+ * epoch as a nemesis event of the history (same clock as the operations), with the register keys'
+ * chains on the routed topology: which node a balancer-routed op went to.
+ */
+function traceMap(cluster: ReplicatedCluster, recorder: HistoryRecorder): void {
+  if (process.env.DSTORE_DIAG !== '1') return;
+  const membership = cluster.balancer.membership;
+  let last = '';
+  const timer = setInterval(() => {
+    const map = membership.clusterMap;
+    const topology = membership.topology;
+    const signature = `${map.epoch}/${map.transition?.phase ?? '-'}/${topology.epoch}`;
+    if (signature === last) return;
+    last = signature;
+    const states = topology.replication?.states;
+    const chains = Object.fromEntries(
+      KEYS.map((key) => {
+        const chain = topology.ring.chainOf(key, FACTOR, states);
+        return [key, `${chain.serving.join(',')}|${chain.path.join(',')}`];
+      }),
+    );
+    recorder.nemesis('map', {
+      signature,
+      epoch: map.epoch,
+      phase: map.transition?.phase ?? null,
+      routed: topology.epoch,
+      states: Object.fromEntries([...(states ?? new Map())].map(([id, state]) => [id, String(state)])),
+      chains,
+      wall: Date.now(),
+    });
+  }, 1);
+  resources.add(() => {
+    clearInterval(timer);
+    const maps = recorder.events.filter((event) => event.process === 'nemesis');
+    writeFileSync(join(tmpdir(), `dstore-maps-${process.pid}-${Date.now()}.json`), JSON.stringify(maps));
+  });
 }
 
 /** Waits until the map has no ring change in progress and `done` holds. */
@@ -131,6 +177,7 @@ async function loaded(engine: Engine, nodes: readonly string[], routing: 'balanc
     nodeArgs: ['--migration-rate', '500'],
     balancer: { ...FAILOVER_TIMEOUTS, adminToken: ADMIN_TOKEN },
   });
+  traceMap(cluster, recorder);
   // The joins that formed the cluster are ring changes too: let the last one finish.
   await settled(cluster, 'the cluster formed', () => true);
   const seeded = keysOf(cluster, 'seed', 300);
@@ -152,7 +199,7 @@ async function loaded(engine: Engine, nodes: readonly string[], routing: 'balanc
       await sleep(300);
       const stats = await load.stop();
       const written = await writes.stop();
-      expectLinearizable(recorder);
+      expectLinearizable(recorder, cluster);
       expect(stats.ok).toBeGreaterThan(200);
       const reader = clients[1]!;
       await expectNothingLost(cluster, reader, written);
