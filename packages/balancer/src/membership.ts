@@ -610,11 +610,14 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * During a replicated ring change: an entering member that failed (out of the union ring) and
    * heartbeats again first answers the ring without it (so it wipes when it enters again: it
    * missed writes), then one map write makes it `up` again: it re-enters the union ring as a
-   * learner and its copies start over. One at a time.
+   * learner and its copies start over. One at a time, and only while the change streams: copies
+   * run in that phase alone, so a member let back in later would serve its chains at the next
+   * ring holding nothing of them (it wiped). Past it, the member stays `failed` and returns after
+   * the change, as any failed member (a resync).
    */
   private returnEntering(now: number): void {
     const map = this.map;
-    if (this.returning || unionOf(map) === undefined || map.transition === null) return;
+    if (this.returning || unionOf(map) === undefined || map.transition?.phase !== 'stream') return;
     const previous = new Set(map.transition.from.members.map((member) => member.id));
     const id = map.ring.members.find((ringMember) => {
       if (previous.has(ringMember.id) || activeMember(map, ringMember.id)?.replicaState !== 'failed')
@@ -630,7 +633,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
         answered
           ? this.writeReplicaState(`node ${id} returned during its ring change`, (current) => {
               const member = activeMember(current, id);
-              return member?.replicaState === 'failed' ? { ...member, replicaState: 'up' } : undefined;
+              // The change may have left the stream meanwhile (the RING took a round trip).
+              return member?.replicaState === 'failed' && current.transition?.phase === 'stream'
+                ? { ...member, replicaState: 'up' }
+                : undefined;
             })
           : false,
       )

@@ -99,7 +99,8 @@ export class ReplicatedCluster {
   /** Starts member `id` (a dstore-node process under `nemesis`) joining the balancer. */
   async startNode(id: string, engine: Engine, nemesis: Nemesis): Promise<void> {
     const args = ['--port', '0', '--id', id, '--join', `127.0.0.1:${this.balancer.address.port}`];
-    args.push('--heartbeat-interval', '200', '--log-level', 'error', ...this.nodeArgs);
+    const level = process.env.DSTORE_DIAG === '1' ? 'info' : 'error';
+    args.push('--heartbeat-interval', '200', '--log-level', level, ...this.nodeArgs);
     if (engine === 'lmdb')
       args.push('--engine', 'lmdb', '--data-dir', temporaryDir(this.resources, `dstore-chain-${id}-`));
     const node = nemesis.process<NodeReady>({ name: id, script: NODE_CLI, args });
@@ -344,7 +345,7 @@ export function registerLoad(
 }
 
 /** The whole run's history is linearizable. */
-export function expectLinearizable(recorder: HistoryRecorder): void {
+export function expectLinearizable(recorder: HistoryRecorder, cluster?: ReplicatedCluster): void {
   const result = checkHistory(recorder.events, { timeLimitMs: 30_000 });
   if (result.verdict !== 'ok') {
     // The whole history, for a failure seen once in many runs: the checker's summary names the
@@ -357,6 +358,7 @@ export function expectLinearizable(recorder: HistoryRecorder): void {
       ),
     );
     console.log(`${formatCheckResult(result)}\nfull history: ${file}`);
+    for (const [id, node] of cluster?.nodes ?? []) writeFileSync(`${file}.${id}.log`, node.stderr());
   }
   expect(result.verdict).toBe('ok');
 }

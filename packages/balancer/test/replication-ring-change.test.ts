@@ -15,7 +15,14 @@
  * member of its chain, every chain's members hold the same value and version, and each member
  * holds exactly the live keys of its chains (DBSIZE: nothing deleted came back, the members that
  * left purged). Timeouts as in replication-failover.test.ts.
+ *
+ * DSTORE_DIAG=1: the loaded runs record every map change in the history (see traceMap) and write
+ * those events to the temporary directory; the nodes log at info (their stderr is written next to
+ * the history file when the checker fails). Read a failure with the checker's `explain-key`.
  */
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { HistoryRecorder, Nemesis } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
 import { DstoreError, Op } from '@dstore/protocol';
@@ -71,6 +78,45 @@ function watchPhases(cluster: ReplicatedCluster): Set<string> {
   membership.on('change', record);
   resources.add(() => membership.off('change', record));
   return seen;
+}
+
+/**
+ * Diagnostics (DSTORE_DIAG=1): records every change of the balancer's map epoch, phase or routed
+ * epoch as a nemesis event of the history (same clock as the operations), with the register keys'
+ * chains on the routed topology: which node a balancer-routed op went to.
+ */
+function traceMap(cluster: ReplicatedCluster, recorder: HistoryRecorder): void {
+  if (process.env.DSTORE_DIAG !== '1') return;
+  const membership = cluster.balancer.membership;
+  let last = '';
+  const timer = setInterval(() => {
+    const map = membership.clusterMap;
+    const topology = membership.topology;
+    const signature = `${map.epoch}/${map.transition?.phase ?? '-'}/${topology.epoch}`;
+    if (signature === last) return;
+    last = signature;
+    const states = topology.replication?.states;
+    const chains = Object.fromEntries(
+      KEYS.map((key) => {
+        const chain = topology.ring.chainOf(key, FACTOR, states);
+        return [key, `${chain.serving.join(',')}|${chain.path.join(',')}`];
+      }),
+    );
+    recorder.nemesis('map', {
+      signature,
+      epoch: map.epoch,
+      phase: map.transition?.phase ?? null,
+      routed: topology.epoch,
+      states: Object.fromEntries([...(states ?? new Map())].map(([id, state]) => [id, String(state)])),
+      chains,
+      wall: Date.now(),
+    });
+  }, 1);
+  resources.add(() => {
+    clearInterval(timer);
+    const maps = recorder.events.filter((event) => event.process === 'nemesis');
+    writeFileSync(join(tmpdir(), `dstore-maps-${process.pid}-${Date.now()}.json`), JSON.stringify(maps));
+  });
 }
 
 /** Waits until the map has no ring change in progress and `done` holds. */
@@ -138,6 +184,7 @@ async function loaded(
     nodeArgs: ['--migration-rate', '500'],
     balancer: { ...FAILOVER_TIMEOUTS, adminToken: ADMIN_TOKEN, ...options },
   });
+  traceMap(cluster, recorder);
   // The joins that formed the cluster are ring changes too: let the last one finish.
   await settled(cluster, 'the cluster formed', () => true);
   const seeded = keysOf(cluster, 'seed', 300);
@@ -159,7 +206,7 @@ async function loaded(
       await sleep(300);
       const stats = await load.stop();
       const written = await writes.stop();
-      expectLinearizable(recorder);
+      expectLinearizable(recorder, cluster);
       expect(stats.ok).toBeGreaterThan(200);
       const reader = clients[1]!;
       await expectNothingLost(cluster, reader, written);
@@ -242,6 +289,75 @@ describe('ring changes with replication factor 3', () => {
     }
     await settled(cluster, 'node-6 joined after it failed', () => cluster.stateOf('node-6') === 'up');
     await finish(['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6'], [...deleted, ...fresh]);
+  });
+
+  it('memory: an entering member that failed and returns while the changing chains switch is copied before it serves', {
+    timeout: 90_000,
+  }, async () => {
+    nemesis = new Nemesis();
+    // A failure timeout with room for holding a member through the switch (see below).
+    const cluster = await ReplicatedCluster.start({
+      engine: 'memory',
+      resources,
+      nemesis,
+      nodes: ['node-1', 'node-2', 'node-3', 'node-4'],
+      balancer: { heartbeatTimeoutMs: 1000, leaseMs: 2000, failureTimeoutMs: 5000, adminToken: ADMIN_TOKEN },
+    });
+    await settled(cluster, 'the cluster formed', () => true);
+    const seeded = keysOf(cluster, 'seed', 300);
+    const seeder = cluster.client(8000);
+    await untilExecuted(() => seeder.mset(Object.fromEntries(seeded.map((key) => [key, `old-${key}`]))));
+    const membership = cluster.balancer.membership;
+    const fifth = 'node-5';
+    const held = cluster.nodes.get('node-1')!;
+    // Synchronous with the map writes (before any RING of them is sent): node-5 is paused as it
+    // enters (it answers nothing, is marked failed and leaves the union ring: no learner is left,
+    // the copies are done), and node-1, a member of both rings, is paused the moment the switch is
+    // written, so the switch waits for its answer while node-5 comes back.
+    let entered = false;
+    let switching = false;
+    const onChange = (): void => {
+      const map = membership.clusterMap;
+      if (!entered && map.transition?.phase === 'stream' && map.ring.members.some((m) => m.id === fifth)) {
+        entered = true;
+        cluster.nodes.get(fifth)!.pause();
+      }
+      if (entered && !switching && map.transition?.phase === 'switch') {
+        switching = true;
+        held.pause();
+      }
+    };
+    membership.on('change', onChange);
+    resources.add(() => {
+      membership.off('change', onChange);
+      held.resume();
+      cluster.nodes.get(fifth)?.resume();
+    });
+    await cluster.startNode(fifth, 'memory', nemesis);
+    await waitFor(() => switching, 'node-5 failed while entering, the switch written', 30_000);
+    expect(cluster.stateOf(fifth)).toBe('failed');
+    // node-5 heartbeats again while the switch waits for node-1: give the writer a failure-check
+    // tick (at most 1 s here) to let it back in, if it does, then let the switch finish.
+    const link = membership.node(fifth)!;
+    const silentSince = link.lastHeartbeatAt;
+    cluster.nodes.get(fifth)!.resume();
+    await waitFor(() => link.lastHeartbeatAt > silentSince, 'node-5 heard again');
+    await waitFor(() => cluster.stateOf(fifth) === 'up', 'node-5 back in its ring change', 1500).catch(
+      () => undefined,
+    );
+    // The window this test is about: node-5 heard while the switch still waits for node-1.
+    expect(membership.clusterMap.transition?.phase).toBe('switch');
+    expect(cluster.stateOf('node-1')).toBe('up');
+    held.resume();
+    await settled(cluster, 'node-5 joined', () => cluster.stateOf(fifth) === 'up');
+    // Serving now, node-5 holds every key of its chains, and reads of the keys it is the tail of
+    // (through the balancer) return them: it was copied before it served.
+    const onFifth = seeded.filter((key) => cluster.chainOf(key).includes(fifth));
+    const tailed = onFifth.filter((key) => cluster.chainOf(key).at(-1) === fifth);
+    expect(tailed.length).toBeGreaterThan(0);
+    for (const key of tailed)
+      expect(await seeder.getString(key), `${key} read through the balancer`).toBe(`old-${key}`);
+    for (const key of onFifth) expect((await cluster.copyAt(fifth, key)).value, key).toBe(`old-${key}`);
   });
 
   it('lmdb, direct routing: a member SIGKILLed, then removed as dead: N copies again from the survivors', {
