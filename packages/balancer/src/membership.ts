@@ -97,6 +97,12 @@ export interface MembershipOptions {
 
 /** Pause between rounds of a replicated ring change's copies that could not all complete. */
 const COPY_ROUND_PAUSE_MS = 200;
+/**
+ * Longest a request refused STALE_EPOCH waits for this balancer to route on the node's newer ring
+ * before its one retry (a phase of a ring change is answered by every node in milliseconds; one
+ * that is not waits for a failure to be detected).
+ */
+const CATCH_UP_WAIT_MS = 2000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
@@ -281,6 +287,34 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.routing =
       union !== undefined && ring === union.ring ? { ring, epoch, states: union.states } : { ring, epoch };
     this.publish();
+    const waiting = this.routeWaiters;
+    this.routeWaiters = [];
+    for (const waiter of waiting) {
+      if (epoch >= waiter.epoch) waiter.resolve();
+      else this.routeWaiters.push(waiter);
+    }
+  }
+
+  /** Catch-ups waiting for this balancer to route on a ring epoch (see {@link routedAt}). */
+  private routeWaiters: { readonly epoch: number; readonly resolve: () => void }[] = [];
+
+  /**
+   * Resolves once requests route on ring epoch `epoch` or later (every node answered its RING),
+   * or after `CATCH_UP_WAIT_MS`: a request retried then is refused again, typed, never held.
+   */
+  private routedAt(epoch: number): Promise<void> {
+    if (this.routing.epoch >= epoch) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, CATCH_UP_WAIT_MS);
+      timer.unref();
+      this.routeWaiters.push({
+        epoch,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+    });
   }
 
   /**
@@ -329,7 +363,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
       await Promise.all([...this.pool.values()].map((node) => this.sendRings(node)));
       return;
     }
-    await this.announced;
+    // The node has a ring this balancer announces but does not route on yet: it switches once
+    // every node answered (the announce, or a replicated ring change's phase).
+    await Promise.all([this.announced, this.routedAt(nodeEpoch)]);
   }
 
   /** Resolves once the RING of the current ring has been answered by every node. */
@@ -1405,10 +1441,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * its serving tail. Nothing waits for a failed member.
    */
   private async runReplicatedTransition(): Promise<void> {
-    if (this.map.transition?.phase === 'stream') {
-      if (!(await this.copyToLearners())) return;
-      await this.enterPhase('stream', 'switch', 'replicated ring change: copies done, switching');
-    }
+    if (this.map.transition?.phase === 'stream' && !(await this.copyToLearners())) return;
     // Every node (not failed) answers the switching ring only once drained; then the next ring,
     // still freezing the changed chains, until every node has it; then the next ring alone.
     if (!(await this.advancePhase('switch', 'install', 'replicated ring change: installing the next ring')))
@@ -1439,14 +1472,18 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return true;
   }
 
-  /** Moves the map from phase `from` to `to` with a new ring epoch (nothing if it left `from`). */
+  /**
+   * Moves the map from phase `from` to `to` with a new ring epoch; nothing if it left `from`, or
+   * if its ring epoch is no longer `atEpoch` (when given: what was checked there may not hold).
+   */
   private enterPhase(
     from: MapTransition['phase'],
     to: MapTransition['phase'],
     reason: string,
+    atEpoch?: number,
   ): Promise<void> {
     return this.update(reason, (map) =>
-      map.transition?.phase !== from
+      map.transition?.phase !== from || (atEpoch !== undefined && map.ring.epoch !== atEpoch)
         ? undefined
         : { ring: { ...map.ring, epoch: map.epoch + 1 }, transition: { ...map.transition, phase: to } },
     );
@@ -1484,8 +1521,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * The stream phase's copies: each range of each changing chain of the union ring from its
    * serving tail to each of its learners, in rounds until all are copied (a range whose tail
    * changed, or whose copy failed, is copied again in the next round from the current tail;
-   * copies apply if newer, so repeats are harmless). True once done, false when the transition
-   * left the phase or this process stopped writing.
+   * copies apply if newer, so repeats are harmless); then the switch, written only at the ring
+   * epoch at which every copy was found done. True once past the phase, false when this process
+   * stopped writing.
    */
   private async copyToLearners(): Promise<boolean> {
     // Copies done, by learner and the ring epoch it (re)entered at, then range.
@@ -1514,7 +1552,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
           work.set(name, entry);
         }
       }
-      if (work.size === 0 && waiting === 0) return true;
+      if (work.size === 0 && waiting === 0) {
+        // Switch only at the epoch every copy was found done: a member let back into the union
+        // ring since (a new epoch) has copies to get first, in the next round.
+        await this.enterPhase('stream', 'switch', 'replicated ring change: copies done, switching', epoch);
+        if (this.map.transition?.phase !== 'stream') return true;
+        continue;
+      }
       let progressed = false;
       await Promise.all(
         [...work.values()].map(async ({ tail, learner, ranges }) => {
