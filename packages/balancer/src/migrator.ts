@@ -501,6 +501,60 @@ export class Migrator {
     this.host.logger.info({ from: group.from, to: group.to }, 'stalled migration stream moved');
   }
 
+  /**
+   * Replication, a returning member's catch-up: which of `ranges` hold the same values on `from`
+   * (the serving tail) and on `to` (the learner) among those written before `epoch` (DIGEST at
+   * each, compared range by range); undefined when either could not answer (the caller tries
+   * again in its next round).
+   */
+  async sameRanges(
+    from: ClusterNode,
+    to: ClusterNode,
+    ranges: readonly HashRange[],
+    epoch: number,
+  ): Promise<boolean[] | undefined> {
+    try {
+      const request = { op: Op.DIGEST, below: epoch, ranges } as const;
+      const [source, target] = await Promise.all(
+        [from, to].map((node) => node.forward(request, { timeoutMs: MIGRATE_TIMEOUT_MS })),
+      );
+      if (source?.op !== Op.VALUES || target?.op !== Op.VALUES) return undefined;
+      return ranges.map((_, i) => {
+        const a = source.values[i];
+        const b = target.values[i];
+        return a !== null && a !== undefined && b !== null && b !== undefined && Buffer.compare(a, b) === 0;
+      });
+    } catch (error) {
+      this.host.logger.debug({ from: from.id, to: to.id, err: (error as Error).message }, 'DIGEST failed');
+      return undefined;
+    }
+  }
+
+  /**
+   * Replication, a returning member's catch-up: `node` deletes its entries of `ranges` written
+   * before `epoch` (PURGE with `staleUpTo`), before the ranges are copied to it again; or, without
+   * `ranges`, every entry its write path no longer holds (PURGE of the whole ring: ranges it left
+   * while it was away). False when it could not (the caller tries again in its next round).
+   */
+  async purgeReturning(node: ClusterNode, epoch: number, ranges?: readonly HashRange[]): Promise<boolean> {
+    try {
+      const requests =
+        ranges === undefined
+          ? [{ op: Op.PURGE, epoch, ranges: [{ start: 0, end: 0 }] } as const]
+          : chunkRanges(ranges).map(
+              (chunk) => ({ op: Op.PURGE, epoch, ranges: chunk, staleUpTo: epoch - 1 }) as const,
+            );
+      for (const request of requests) await node.forward(request, { timeoutMs: MIGRATE_TIMEOUT_MS });
+      return true;
+    } catch (error) {
+      this.host.logger.debug(
+        { node: node.id, err: (error as Error).message },
+        'PURGE of a returning member failed',
+      );
+      return false;
+    }
+  }
+
   private async purgeNode(id: string, ranges: readonly HashRange[], epoch: number): Promise<void> {
     for (const chunk of chunkRanges(ranges)) {
       for (let attempt = 1; ; attempt++) {

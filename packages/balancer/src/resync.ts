@@ -23,6 +23,11 @@ export interface SyncProgress {
   readonly rangesLeft: number;
   /** Ranges of its desired chains. */
   readonly rangesTotal: number;
+  /**
+   * Ranges found equal on it and on their tail (same values: DIGEST), not copied: "only the
+   * difference" is copied.
+   */
+  readonly rangesUnchanged: number;
 }
 
 /** What the resynchronisation needs from the membership (the map's writer). */
@@ -83,6 +88,7 @@ export class Resync {
         phase: 'syncing' | 'promoting';
         keys: number;
         bytes: number;
+        rangesUnchanged: number;
         startedAt: number;
         rangesLeft: number;
         rangesTotal: number;
@@ -125,6 +131,7 @@ export class Resync {
       bytesPerSecond: seconds > 0 ? Math.round(p.bytes / seconds) : 0,
       rangesLeft: p.rangesLeft,
       rangesTotal: p.rangesTotal,
+      rangesUnchanged: p.rangesUnchanged,
     };
   }
 
@@ -249,6 +256,7 @@ export class Resync {
         phase,
         keys: 0,
         bytes: 0,
+        rangesUnchanged: 0,
         startedAt: performance.now(),
         rangesLeft: 0,
         rangesTotal: 0,
@@ -265,8 +273,12 @@ export class Resync {
     const host = this.host;
     this.track(id, 'syncing');
     // The ring with the member syncing must be answered by every node first: the tails then
-    // forward every new write to it, and it has wiped what it held.
+    // forward every new write to it. Then it drops what its chains no longer hold (ranges that
+    // moved while it was away); what it holds of its chains stays, to be compared below.
     if (!(await this.answeredByAll(id, 'syncing'))) return false;
+    const learner = host.node(id);
+    if (learner === undefined || !(await host.migrator.purgeReturning(learner, host.map.ring.epoch)))
+      return false;
     // Ranges by desired chain (merged by desired members only: the partition does not change
     // with the states of members that are not dead).
     const pending: HashRange[] = host.ring
@@ -293,10 +305,11 @@ export class Resync {
       await Promise.all(
         [...bySource].map(async ([tail, ranges]) => {
           for (const chunk of chunkRanges(ranges)) {
-            const sent = await host.migrator.migrateWithRetries(chunk, () => this.planCopy(id, tail, chunk));
+            const sent = await this.copyDifferences(id, tail, chunk);
             if (sent === undefined) return;
             progress.keys += sent.keys;
             progress.bytes += sent.bytes;
+            progress.rangesUnchanged += sent.unchanged;
             this.counted(sent);
             for (const range of chunk) copied.add(range);
             progress.rangesLeft -= chunk.length;
@@ -308,6 +321,32 @@ export class Resync {
       pending.splice(0, pending.length, ...left);
     }
     return true;
+  }
+
+  /**
+   * Copies to `id` those of `ranges` (one chunk) whose values written before the current epoch
+   * differ from their serving tail's (DIGEST at both): for each, `id` first deletes its entries
+   * written before that epoch (its stale copies: a key deleted while it was away must not come
+   * back; writes forwarded to it since it became a learner carry a later epoch and stay), then
+   * the tail copies the range. Ranges whose digests match are left as they are: "only the
+   * difference". Undefined when the copy must be planned again (a node failed or changed).
+   */
+  private async copyDifferences(
+    id: string,
+    tail: string,
+    ranges: HashRange[],
+  ): Promise<(Copied & { readonly unchanged: number }) | undefined> {
+    const migrator = this.host.migrator;
+    const plan = this.planCopy(id, tail, ranges);
+    if (plan === undefined) return undefined;
+    const same = await migrator.sameRanges(plan.from, plan.to, ranges, plan.epoch);
+    if (same === undefined) return undefined;
+    const differing = ranges.filter((_, i) => !same[i]);
+    const unchanged = ranges.length - differing.length;
+    if (differing.length === 0) return { keys: 0, bytes: 0, unchanged };
+    if (!(await migrator.purgeReturning(plan.to, plan.epoch, differing))) return undefined;
+    const sent = await migrator.migrateWithRetries(differing, () => this.planCopy(id, tail, differing));
+    return sent === undefined ? undefined : { ...sent, unchanged };
   }
 
   /**

@@ -345,4 +345,46 @@ describe('a failed member returns and serves again (factor 3 on 5 nodes)', () =>
     });
     await expectOnVictim(cluster, keys, (key, i) => (i % 2 === 0 ? null : `old-${key}`));
   });
+
+  it('lmdb, only the difference: restarted with its data after a failover, it is copied only the ranges written meanwhile', {
+    timeout: 90_000,
+  }, async () => {
+    nemesis = new Nemesis(new HistoryRecorder());
+    const cluster = await ReplicatedCluster.start({
+      engine: 'lmdb',
+      resources,
+      nemesis,
+      balancer: FAILOVER_TIMEOUTS,
+    });
+    const states = watchStates(cluster);
+    const keys = [0, 1, 2].flatMap((position) => keysOf(cluster, `same-${position}`, 20, VICTIM, position));
+    const seeder = cluster.client(8000);
+    for (const key of keys) await seeder.set(key, `old-${key}`);
+    const adminPort = cluster.balancer.address.adminPort;
+    const copiedBefore = await metric(adminPort, 'dstore_balancer_sync_keys_total');
+    const victim = cluster.nodes.get(VICTIM)!;
+    await victim.kill();
+    await waitFor(() => cluster.stateOf(VICTIM) === 'failed', `${VICTIM} marked failed`);
+    // While it is down, one key overwritten and one deleted: only their ranges differ.
+    const [overwritten, deleted] = [keys[0]!, keys[25]!];
+    await seeder.set(overwritten, `new-${overwritten}`);
+    expect(await seeder.del(deleted)).toBe(true);
+    await victim.start();
+    await waitUntilUp(cluster, states.seen);
+    states.stop();
+    const sync = states.sync();
+    expect(sync).toMatchObject({ node: VICTIM });
+    // Every range of its chains compared; all but the (at most two) written ones left as they were.
+    expect(sync!.rangesTotal).toBeGreaterThan(10);
+    expect(sync!.rangesUnchanged).toBeGreaterThanOrEqual(sync!.rangesTotal - 2);
+    expect(sync!.rangesUnchanged).toBeLessThan(sync!.rangesTotal);
+    const copied = (await metric(adminPort, 'dstore_balancer_sync_keys_total')) - copiedBefore;
+    expect(copied).toBeGreaterThanOrEqual(1);
+    // Only the keys of the differing ranges were copied, far fewer than it holds.
+    expect(copied).toBeLessThan(keys.length / 2);
+    await expectOnVictim(cluster, keys, (key) =>
+      key === overwritten ? `new-${key}` : key === deleted ? null : `old-${key}`,
+    );
+    for (const key of keys.slice(0, 10)) await cluster.expectOnChain(key);
+  });
 });

@@ -404,6 +404,7 @@ describe('dstore status', () => {
       bytesPerSecond: 1024 * 1024,
       rangesLeft: 3,
       rangesTotal: 8,
+      rangesUnchanged: 4,
     };
     const syncing = await dstore(
       'status',
@@ -412,7 +413,7 @@ describe('dstore status', () => {
     );
     expect(syncing.code).toBe(1);
     expect(syncing.stdout).toContain(
-      'syncing node-2: 1200 keys, 3.0 MiB streamed (400 keys/s, 1.0 MiB/s), 3 of 8 ranges left',
+      'syncing node-2: 1200 keys, 3.0 MiB streamed (400 keys/s, 1.0 MiB/s), 3 of 8 ranges left, 4 unchanged (not copied)',
     );
     const single = { desired: ['node-1'], serving: ['node-1'], underReplicated: false, ranges: 1, share: 1 };
     const one = await dstore(

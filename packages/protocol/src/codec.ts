@@ -780,7 +780,16 @@ export function toWireArray(message: Message): Field[] {
           : []),
       ];
     case Op.PURGE:
-      return [message.op, message.id, message.epoch, message.ranges.length, ...flattenRanges(message.ranges)];
+      return [
+        message.op,
+        message.id,
+        message.epoch,
+        message.ranges.length,
+        ...flattenRanges(message.ranges),
+        ...(message.staleUpTo === undefined ? [] : [message.staleUpTo]),
+      ];
+    case Op.DIGEST:
+      return [message.op, message.id, message.below, message.ranges.length, ...flattenRanges(message.ranges)];
     case Op.REPLICATE:
       return [
         message.op,
@@ -1251,8 +1260,14 @@ function readRequest(op: number, r: FieldReader): Request {
       }
       return { op, id, epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER), entries };
     }
-    case Op.PURGE:
-      return { op, id, epoch: r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER), ranges: r.ranges(3) };
+    case Op.PURGE: {
+      const ranges = r.ranges(3);
+      const staleUpTo = r.optionalUint(4 + ranges.length * 2, 'staleUpTo', Number.MAX_SAFE_INTEGER);
+      const epoch = r.uint(2, 'epoch', Number.MAX_SAFE_INTEGER);
+      return staleUpTo === undefined ? { op, id, epoch, ranges } : { op, id, epoch, ranges, staleUpTo };
+    }
+    case Op.DIGEST:
+      return { op, id, below: r.uint(2, 'below', Number.MAX_SAFE_INTEGER), ranges: r.ranges(3) };
     case Op.REPLICATE: {
       const count = r.batchCount(4, 5);
       const entries = new Array<ReplicatedEntry>(count);

@@ -41,6 +41,7 @@ export const Op = {
   REPLICATE: 29,
   SCAN: 30,
   DBSIZE: 31,
+  DIGEST: 32,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -547,6 +548,29 @@ export interface PurgeRequest {
   readonly id: number;
   readonly epoch: number;
   readonly ranges: readonly HashRange[];
+  /**
+   * Replication: a returning member's catch-up. When set, the node deletes every entry (value or
+   * tombstone) of `ranges` whose writeEpoch is at most this, whatever its ring says, and nothing
+   * else (its migration state is untouched): its copies from before it failed, in ranges that
+   * differ from their tail's, before the tail copies them (writes forwarded to it since it became
+   * a learner carry a later writeEpoch and stay). Optional trailing field.
+   */
+  readonly staleUpTo?: number | undefined;
+}
+
+/**
+ * Balancer -> node (replication: a returning member's catch-up): a digest of each range's values
+ * whose writeEpoch is below `below`, so that the map's writer copies to a returning member only
+ * the ranges that differ from their tail's. Answered by VALUES: one 12-byte value per range, in
+ * order: the number of values, then two independent 32-bit sums of a hash of each value's key and
+ * version (big-endian uint32 each). Equal digests mean, but for a 2^-64 chance, equal sets of
+ * (key, version): the values and tombstones are the same writes.
+ */
+export interface DigestRequest {
+  readonly op: typeof Op.DIGEST;
+  readonly id: number;
+  readonly below: number;
+  readonly ranges: readonly HashRange[];
 }
 
 /**
@@ -802,6 +826,7 @@ export type Request =
   | PullRequest
   | ScanRequest
   | DbSizeRequest
+  | DigestRequest
   | GetVersionedRequest
   | DelVersionedRequest
   | FlushRequest

@@ -158,6 +158,20 @@ const messages: fc.Arbitrary<Message>[] = [
     epoch: fc.nat(),
     ranges: fc.array(position2, { maxLength: 200 }),
   }),
+  // A returning member's catch-up: the stale copies of ranges that differ from their tail's.
+  fc.record({
+    op: fc.constant(Op.PURGE),
+    id,
+    epoch: fc.nat(),
+    ranges: fc.array(position2, { maxLength: 200 }),
+    staleUpTo: fc.nat(),
+  }),
+  fc.record({
+    op: fc.constant(Op.DIGEST),
+    id,
+    below: fc.nat(),
+    ranges: fc.array(position2, { maxLength: 200 }),
+  }),
   fc.record({ op: fc.constant(Op.SET), id, key: anyKey, value }),
   fc.record({ op: fc.constant(Op.DEL), id, key: anyKey }),
   fc.record({ op: fc.constant(Op.MGET), id, keys: fc.array(key, { maxLength: limits.maxBatchKeys }) }),
@@ -519,6 +533,8 @@ describe('MessageCodec round trip', () => {
             !('holding' in message)
           )
             wire.push(null);
+          // PURGE owns an optional trailing staleUpTo after its ranges (nil = not set).
+          if (message.op === Op.PURGE && message.staleUpTo === undefined) wire.push(null);
           // COUNT owns an optional trailing byte count at index 3 (nil = not set).
           if (message.op === Op.COUNT && wire.length === 3) wire.push(null);
           // ASK owns an optional trailing count at index 6 (nil = not set).

@@ -1,9 +1,11 @@
-import { RangeIndex } from '@dstore/hashring';
+import { murmur3Bytes, RangeIndex } from '@dstore/hashring';
 import {
   type Connection,
+  type DigestRequest,
   DstoreError,
   type EntryResponse,
   ErrorCode,
+  type HashRange,
   type MigratedEntry,
   type MigratePutRequest,
   type MigrateRequest,
@@ -65,6 +67,8 @@ export interface MigrationCounters {
   keysPurged: number;
   /** Tombstones deleted by PURGE (their migration is over, no copy can arrive any more). */
   tombstonesPurged: number;
+  /** Entries a returning member deleted as stale before their ranges were copied again (PURGE with staleUpTo). */
+  staleRemoved: number;
   /** Copies pulled from an old owner before a read-modify-write of a moving key (PULL). */
   keysPulled: number;
 }
@@ -112,6 +116,7 @@ export class MigrationService {
     keysSkipped: 0,
     keysPurged: 0,
     tombstonesPurged: 0,
+    staleRemoved: 0,
     keysPulled: 0,
   };
   /** PULLs in flight by key (latin1): later requests of the key wait for them, in order. */
@@ -267,6 +272,7 @@ export class MigrationService {
    * chains in a ring change); the tombstones of the keys it keeps stay.
    */
   async purge(request: PurgeRequest): Promise<number> {
+    if (request.staleUpTo !== undefined) return this.purgeStale(request.ranges, request.staleUpTo);
     // First, so that a late MIGRATE_PUT of this migration is refused from now on: it could
     // otherwise land on a key whose tombstone is being removed below.
     this.ownership.finish(request.ranges, request.epoch);
@@ -300,6 +306,62 @@ export class MigrationService {
     this.counters.keysPurged += deleted;
     this.counters.tombstonesPurged += tombstones;
     return deleted;
+  }
+
+  /**
+   * PURGE with `staleUpTo` (replication: a returning member's catch-up): deletes every entry,
+   * value or tombstone, of `ranges` whose writeEpoch is at most `staleUpTo`, checked again as each
+   * is deleted (a write forwarded since the scan stays). Resolves to the values deleted.
+   */
+  private async purgeStale(ranges: readonly HashRange[], staleUpTo: number): Promise<number> {
+    await this.engine.flush();
+    const ring = this.ownership.ring;
+    if (ring === undefined || ring.size === 0) return 0;
+    // An entry's writeEpoch is a uint32.
+    const upTo = Math.min(staleUpTo, 0xffff_ffff);
+    const entries = await entriesIn(this.engine, ranges, (key) => ring.position(key), true);
+    let removed = 0;
+    for (let start = 0; start < entries.length; start += SCAN_SLICE) {
+      const stale = entries
+        .slice(start, start + SCAN_SLICE)
+        .filter((entry) => entry.writeEpoch <= upTo)
+        .map((entry) => entry.key);
+      if (stale.length > 0) removed += await this.engine.removeUpTo(stale, upTo);
+    }
+    this.counters.staleRemoved += removed;
+    return removed;
+  }
+
+  /**
+   * DIGEST (replication: a returning member's catch-up): per range, the number of values whose
+   * writeEpoch is below `below` and two sums of a hash of each one's key and version (see the
+   * protocol README), as 12 bytes. Two members whose digests of a range are equal hold the same
+   * values there (but for a 2^-64 chance), so the range need not be copied.
+   */
+  async digest(request: DigestRequest): Promise<Uint8Array[]> {
+    await this.engine.flush();
+    const ring = this.ownership.ring;
+    const sums = request.ranges.map(() => new Uint32Array(3));
+    if (ring !== undefined && ring.size > 0) {
+      const order = new Map(request.ranges.map((range, i) => [range, i]));
+      const index = new RangeIndex(request.ranges, (range) => order.get(range as HashRange)!);
+      const entries = await entriesIn(this.engine, request.ranges, (key) => ring.position(key), false);
+      for (const entry of entries) {
+        if (entry.writeEpoch >= request.below) continue;
+        const sum = sums[index.valueAt(ring.position(entry.key))!]!;
+        const low = entry.version >>> 0;
+        const high = Math.floor(entry.version / 0x1_0000_0000) >>> 0;
+        sum[0] = sum[0]! + 1;
+        sum[1] = sum[1]! + murmur3Bytes(entry.key, entry.key.length, low);
+        sum[2] = sum[2]! + murmur3Bytes(entry.key, entry.key.length, high ^ 0x9e37_79b9);
+      }
+    }
+    return sums.map((sum) => {
+      const bytes = new Uint8Array(12);
+      const view = new DataView(bytes.buffer);
+      for (let i = 0; i < 3; i++) view.setUint32(i * 4, sum[i]!);
+      return bytes;
+    });
   }
 
   /**

@@ -605,9 +605,12 @@ export class ReplicationService {
    * this node left the key's write path (then its waiters get the indeterminate error).
    *
    * Learners (replication step 4): when this node becomes `syncing` and was not at its previous
-   * ring (it was `failed`, or this process is new), it first deletes every entry it holds (see
-   * {@link wiping}): it is in no serving chain, so all of it is stale or redundant, and a key
-   * deleted while it was away must not come back. Its unacknowledged entries are dropped too.
+   * ring (it was `failed`, or this process is new), its unacknowledged entries are dropped (their
+   * waiters get the indeterminate error: those writes may be on some replicas only). What it holds
+   * stays for the map's writer to compare, range by range, with each range's tail (DIGEST): the
+   * ranges that differ are deleted here up to an epoch (PURGE with `staleUpTo`) and copied again,
+   * so a key deleted while it was away does not come back. A member `entering` a ring (step 5)
+   * first deletes every entry it holds (see {@link wiping}): it holds nothing of its new chains.
    * When a chain's path holds a `promoting` learner, returns a promise that resolves once this
    * node is drained (see {@link drain}): the RING is answered only then. Undefined otherwise.
    */
@@ -626,13 +629,13 @@ export class ReplicationService {
     const state = states.get(self) ?? 'up';
     // A returning member (`syncing`) and a member entering the ring (`entering`, replication
     // step 5) hold nothing current of the chains they learn: whatever they hold is stale.
-    const wiped = (state === 'syncing' || state === 'entering') && this.routedState !== state;
+    const returned = (state === 'syncing' || state === 'entering') && this.routedState !== state;
     this.routedState = state;
-    if (wiped) this.wipe();
+    if (returned && state === 'entering') this.wipe();
     let left: DstoreError | undefined;
     const route = (entry: ReplicatedEntry): ForwardBatch | null | undefined => {
-      // A wiped node's entries predate its failure: never forwarded again.
-      if (wiped) return null;
+      // A returning node's entries predate its failure: never forwarded again.
+      if (returned) return null;
       const chain = this.ownership.chainOf(entry.key);
       const at = chain === undefined ? -1 : chain.path.indexOf(self);
       if (chain === undefined || at < 0) return null;

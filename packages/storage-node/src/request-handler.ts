@@ -100,6 +100,7 @@ const CLUSTER_OPS: ReadonlySet<number> = new Set<number>([
   Op.MIGRATE,
   Op.MIGRATE_PUT,
   Op.PURGE,
+  Op.DIGEST,
   Op.CLUSTER_MAP,
   Op.MAP_PUSH,
   Op.PULL,
@@ -312,6 +313,13 @@ export class RequestHandler {
         if (!this.fromPeer(connection, request, 'node')) return;
         this.answerCount(connection, request.id, this.context.migration.migratePut(request));
         return;
+      case Op.DIGEST:
+        if (!this.fromPeer(connection, request, 'balancer')) return;
+        this.context.migration.digest(request).then(
+          (values) => connection.reply({ op: Op.VALUES, id: request.id, values }),
+          (error: unknown) => this.failed(connection, request.id, error),
+        );
+        return;
       case Op.PURGE:
         if (!this.fromPeer(connection, request, 'balancer')) return;
         this.answerCount(connection, request.id, this.context.migration.purge(request));
@@ -414,6 +422,7 @@ export class RequestHandler {
       'migration.pending_ranges': this.ownership.pendingMoves.length,
       'migration.keys_sent': this.context.migration.counters.keysSent,
       'migration.bytes_sent': this.context.migration.counters.bytesSent,
+      'migration.stale_removed': this.context.migration.counters.staleRemoved,
       'migration.keys_received': this.context.migration.counters.keysReceived,
       'migration.keys_skipped': this.context.migration.counters.keysSkipped,
       'migration.tombstones_purged': this.context.migration.counters.tombstonesPurged,

@@ -107,6 +107,8 @@ export interface ReplicationView {
     readonly bytesPerSecond?: number;
     readonly rangesLeft: number;
     readonly rangesTotal: number;
+    /** Ranges found equal to their tail's, not copied (absent from older balancers). */
+    readonly rangesUnchanged?: number;
   } | null;
 }
 
@@ -336,7 +338,8 @@ export function formatReplication(replication: ReplicationView | undefined): str
       ? ''
       : `\n${sync.phase} ${sync.node}: ${sync.keysStreamed} keys${bytesOf(sync.bytesStreamed)} streamed ` +
         `(${sync.keysPerSecond} keys/s${bytesOf(sync.bytesPerSecond, '/s')}), ` +
-        `${sync.rangesLeft} of ${sync.rangesTotal} ranges left`;
+        `${sync.rangesLeft} of ${sync.rangesTotal} ranges left` +
+        (sync.rangesUnchanged ? `, ${sync.rangesUnchanged} unchanged (not copied)` : '');
   return (
     `replication factor ${replication.factor}${copies}  under-replicated ranges ${replication.underReplicatedRanges}  ` +
     `chains ${replication.chains.length}${catchUp}`

@@ -268,6 +268,12 @@ export interface StorageEngine {
    */
   removeTombstones(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number>;
   /**
+   * Deletes those of `keys` whose entry, value or tombstone, has `writeEpoch <= maxWriteEpoch`
+   * (newer entries stay: a write made since), in one atomic write. Resolves to the number of
+   * entries removed. A returning replica's stale copies of ranges it is about to be copied again.
+   */
+  removeUpTo(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number>;
+  /**
    * Removes every entry (values, tombstones, expired values) in one atomic write; resolves to the
    * number of live values removed (FLUSHALL). The clock is unaffected, so a key written again
    * later has a version above any it had.

@@ -928,19 +928,36 @@ export class LmdbEngine implements StorageEngine {
   }
 
   /** Deletes those of `keys` that are tombstones no newer than `maxWriteEpoch`, in one transaction. */
-  async removeTombstones(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number> {
+  removeTombstones(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number> {
+    return this.removeEntries(keys, maxWriteEpoch, true);
+  }
+
+  removeUpTo(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number> {
+    return this.removeEntries(keys, maxWriteEpoch, false);
+  }
+
+  /** Removes the entries of `keys` with `writeEpoch <= maxWriteEpoch` (only tombstones with `tombstonesOnly`). */
+  private async removeEntries(
+    keys: readonly Uint8Array[],
+    maxWriteEpoch: number,
+    tombstonesOnly: boolean,
+  ): Promise<number> {
     assertOpen(this.closed, this.kind);
     const removed = await this.write('delete', () => {
       let count = 0;
+      let tombstones = 0;
       for (const key of keys) {
         if (!isStorable(key)) continue;
         const previous = this.entries.getBinaryFast(key);
-        if (previous === undefined || !isTombstone(previous)) continue;
+        if (previous === undefined) continue;
+        const tombstone = isTombstone(previous);
+        if (tombstonesOnly && !tombstone) continue;
         if (readUint32(previous, EPOCH_OFFSET) > maxWriteEpoch) continue;
         this.entries.removeSync(key);
         count++;
+        if (tombstone) tombstones++;
       }
-      if (count > 0) this.adjustTombstones(-count);
+      if (tombstones > 0) this.adjustTombstones(-tombstones);
       return count;
     });
     await this.acknowledge();

@@ -389,12 +389,25 @@ export class MemoryEngine implements StorageEngine {
 
   /** Deletes those of `keys` that are tombstones no newer than `maxWriteEpoch`; resolves to how many. */
   removeTombstones(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number> {
+    return this.removeEntries(keys, maxWriteEpoch, true);
+  }
+
+  removeUpTo(keys: readonly Uint8Array[], maxWriteEpoch: number): Promise<number> {
+    return this.removeEntries(keys, maxWriteEpoch, false);
+  }
+
+  /** Removes the entries of `keys` with `writeEpoch <= maxWriteEpoch` (only tombstones with `tombstonesOnly`). */
+  private removeEntries(
+    keys: readonly Uint8Array[],
+    maxWriteEpoch: number,
+    tombstonesOnly: boolean,
+  ): Promise<number> {
     try {
       assertOpen(this.closed, this.kind);
       let removed = 0;
       for (const key of keys) {
         const handle = this.find(key);
-        if (handle < 0 || !this.arena.isTombstone(handle)) continue;
+        if (handle < 0 || (tombstonesOnly && !this.arena.isTombstone(handle))) continue;
         if (this.arena.writeEpoch(handle) > maxWriteEpoch) continue;
         this.remove(handle);
         removed++;
