@@ -183,12 +183,19 @@ export function spawnNode(
   ]);
 }
 
-/** Waits until the balancer has `count` nodes, all up, in a settled ring (no migration running). */
-export function waitForNodesUp(balancer: Balancer, count: number): Promise<void> {
-  return waitFor(() => {
-    const nodes = [...balancer.membership.nodes];
-    return nodes.length === count && nodes.every((node) => node.up) && ringSettled(balancer);
-  }, `${count} nodes up`);
+/**
+ * Waits until the balancer has `count` nodes, all up, in a settled ring (no migration running);
+ * `timeoutMs` as {@link waitFor}'s (replicated joins are ring changes: give them longer).
+ */
+export function waitForNodesUp(balancer: Balancer, count: number, timeoutMs?: number): Promise<void> {
+  return waitFor(
+    () => {
+      const nodes = [...balancer.membership.nodes];
+      return nodes.length === count && nodes.every((node) => node.up) && ringSettled(balancer);
+    },
+    `${count} nodes up`,
+    timeoutMs,
+  );
 }
 
 /** The ring holds every registered node, forwarding uses it, and no migration runs or waits. */

@@ -85,7 +85,9 @@ export class ReplicatedCluster {
     const ids = options.nodes ?? NODES;
     cluster.nodeArgs = options.nodeArgs ?? [];
     for (const id of ids) await cluster.startNode(id, engine, nemesis);
-    await waitForNodesUp(balancer, ids.length);
+    // Each join with factor 3 is a ring change (copies, switch, install, purge): on a loaded
+    // machine forming 5 nodes takes longer than a plain join.
+    await waitForNodesUp(balancer, ids.length, 45_000);
     // Each join is a ring change (replication step 5): the last one's switch briefly refuses
     // writes of its chains. Tests start on a settled ring.
     await waitFor(

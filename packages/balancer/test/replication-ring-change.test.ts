@@ -54,14 +54,17 @@ afterEach(async () => {
 
 /**
  * `run` again while it fails not executed (a retryable refusal: a node whose lease a loaded
- * machine let run out, a chain frozen by a switch), at most 50 times.
+ * machine let run out, a chain frozen by a switch), at most 50 times; with `idempotent` (an MSET
+ * of fixed values, a DEL whose answer is not checked) also after an outcome-unknown failure.
  */
-async function untilExecuted<T>(run: () => Promise<T>): Promise<T> {
+async function untilExecuted<T>(run: () => Promise<T>, idempotent = false): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await run();
     } catch (error) {
-      if (!(error instanceof DstoreError) || error.notExecuted !== true || attempt >= 50) throw error;
+      const retry =
+        error instanceof DstoreError && (error.notExecuted === true || (idempotent && error.retryable));
+      if (!retry || attempt >= 50) throw error;
       await sleep(100);
     }
   }
@@ -191,7 +194,7 @@ async function loaded(
   const seeder = cluster.client(8000);
   for (let i = 0; i < seeded.length; i += 100) {
     const part = Object.fromEntries(seeded.slice(i, i + 100).map((key) => [key, `old-${key}`]));
-    await untilExecuted(() => seeder.mset(part));
+    await untilExecuted(() => seeder.mset(part), true);
   }
   const clients = await clientsOf(cluster, resources, routing);
   const writes = setWorkload(clients[0]!, keysOf(cluster, 'set', 5000), 2, 5);
@@ -279,11 +282,11 @@ describe('ring changes with replication factor 3', () => {
     const fresh = keysOf(cluster, 'fresh', 400).filter((key) =>
       union.ring.chainOf(key, FACTOR, union.replication!.states).path.includes('node-6'),
     );
-    await untilExecuted(() => seeder.mset(Object.fromEntries(fresh.map((key) => [key, 'fresh']))));
+    await untilExecuted(() => seeder.mset(Object.fromEntries(fresh.map((key) => [key, 'fresh']))), true);
     sixth.pause();
     try {
       await waitFor(() => cluster.stateOf('node-6') === 'failed', 'node-6 marked failed', 20_000);
-      for (const key of fresh) await untilExecuted(() => seeder.del(key));
+      for (const key of fresh) await untilExecuted(() => seeder.del(key), true);
     } finally {
       sixth.resume();
     }
@@ -306,7 +309,10 @@ describe('ring changes with replication factor 3', () => {
     await settled(cluster, 'the cluster formed', () => true);
     const seeded = keysOf(cluster, 'seed', 300);
     const seeder = cluster.client(8000);
-    await untilExecuted(() => seeder.mset(Object.fromEntries(seeded.map((key) => [key, `old-${key}`]))));
+    await untilExecuted(
+      () => seeder.mset(Object.fromEntries(seeded.map((key) => [key, `old-${key}`]))),
+      true,
+    );
     const membership = cluster.balancer.membership;
     const fifth = 'node-5';
     const held = cluster.nodes.get('node-1')!;
