@@ -42,7 +42,8 @@ function row(label: string, report: BenchJson): string {
 }
 
 console.log(
-  `cluster bench: ${ops} ops, ${concurrency} in flight, 100-byte values, 50% reads, 10,000 keys uniform, 1 connection`,
+  `cluster bench: ${ops} ops, ${concurrency} in flight, 100-byte values, 50% reads, 10,000 keys uniform, 1 connection; ` +
+    'dstore with --replication-factor 1 (one copy per key, as the Redis it is compared with)',
 );
 console.log(
   `${'setup'.padEnd(34)} ${'ops/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'p999 ms'.padStart(7)} ${'errors'.padStart(6)}`,
@@ -55,7 +56,7 @@ async function benchCluster(
 ): Promise<BenchJson> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-${engine}-`));
   try {
-    const state = await startCluster({ root, engine, nodes });
+    const state = await startCluster({ root, engine, nodes, replicationFactor: 1 });
     const server = target(state);
     return bench(`${server.host}:${server.port}`);
   } finally {
@@ -87,7 +88,7 @@ if (routingFlag !== 'balancer') {
   for (const engine of engines) {
     const root = mkdtempSync(join(tmpdir(), `dstore-bench-${engine}-`));
     try {
-      const state = await startCluster({ root, engine, nodes: 3 });
+      const state = await startCluster({ root, engine, nodes: 3, replicationFactor: 1 });
       const modes = routingFlag === 'both' ? (['balancer', 'direct'] as const) : (['direct'] as const);
       const samples = new Map<string, CpuSample>();
       for (const mode of modes) {

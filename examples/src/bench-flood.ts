@@ -121,6 +121,8 @@ async function measure(
       root: dir,
       engine: 'memory',
       nodes: 1,
+      // Factor 1: the balancer's fairness alone, comparable with builds before replication.
+      replicationFactor: 1,
       ...(root === undefined ? {} : { distRoot: root }),
     });
     const url = `dstore://${state.balancer.host}:${state.balancer.port}`;
@@ -146,7 +148,7 @@ async function main(): Promise<void> {
   if (process.env.DSTORE_BASELINE_ROOT)
     builds.unshift({ label: 'baseline', root: process.env.DSTORE_BASELINE_ROOT });
   console.log(
-    `bench:flood: quiet client ${QUIET_OPS} ops per phase (SET/GET, 100 B, 1 in flight); flood ${FLOOD_CONNECTIONS} connections x ${FLOOD_PIPELINE} pipelined ${FLOOD_VALUE_BYTES}-byte SETs; balancer + 1 memory node; ${ROUNDS} round(s)\n`,
+    `bench:flood: quiet client ${QUIET_OPS} ops per phase (SET/GET, 100 B, 1 in flight); flood ${FLOOD_CONNECTIONS} connections x ${FLOOD_PIPELINE} pipelined ${FLOOD_VALUE_BYTES}-byte SETs; balancer + 1 memory node, --replication-factor 1; ${ROUNDS} round(s)\n`,
   );
   console.log(
     '| build | round | steady p50 / p99 / p999 ms | under flood p50 / p99 / p999 ms | p99 ratio | quiet errors | flood SETs acked |',

@@ -128,6 +128,8 @@ async function startDstore(dir: string, distRoot = DIST_ROOT, resp = false): Pro
     root,
     engine: 'memory',
     nodes: 3,
+    // One copy per key, as the Redis setups it is compared with keep.
+    replicationFactor: 1,
     ...(distRoot === undefined ? {} : { distRoot }),
     ...(respPort === undefined ? {} : { balancerArgs: ['--resp-port', String(respPort)] }),
   });
@@ -282,7 +284,8 @@ const sum = (values: readonly number[]) => values.reduce((a, b) => a + b, 0);
 console.log(
   `bench:peers: ${OPS} ops per round (${OPS / 2} SET then ${OPS / 2} GET), ${CONCURRENCY} in flight per load ` +
     `process, ${CLIENTS} load process${CLIENTS === 1 ? '' : 'es'}, 100-byte values, 10,000 keys uniform, ` +
-    `${ROUNDS} interleaved round${ROUNDS === 1 ? '' : 's'}, ${WARMUP}-op warm-up; CLK_TCK ${CLK_TCK}`,
+    `${ROUNDS} interleaved round${ROUNDS === 1 ? '' : 's'}, ${WARMUP}-op warm-up; CLK_TCK ${CLK_TCK}; ` +
+    'dstore with --replication-factor 1 (one copy per key, as the Redis setups)',
 );
 for (const line of skipped) console.log(`skipped: ${line}`);
 

@@ -1,8 +1,8 @@
 /**
  * `bench:replication`: throughput, latency and server CPU per op with replication factor 1, 2 and
- * 3 in ONE run (issue #14's benchmark; replication is experimental). For
+ * 3 in ONE run (issue #14's benchmark). For
  * each engine, round and factor, a cluster (balancer + 3 nodes, this workspace's CLIs; the
- * balancer with `--replication-factor N --experimental-replication` above 1) is started, loaded
+ * balancer with `--replication-factor N`) is started, loaded
  * through the balancer with `dstore bench --ops 100000 --concurrency 50 --value-size 100
  * --read-ratio 0.5 --keyspace 10000` after a warm-up load, and stopped; factors interleave within
  * a round, because on a shared machine only figures from the same run compare. CPU: user + system
@@ -67,7 +67,7 @@ async function measure(engine: Engine, factor: number, distRoot: string | undefi
     const state = await startCluster({
       root,
       engine,
-      balancerArgs: factor > 1 ? ['--replication-factor', String(factor), '--experimental-replication'] : [],
+      replicationFactor: factor,
       ...(distRoot === undefined ? {} : { distRoot }),
     });
     const servers: ClusterProcess[] = [state.balancer, ...state.nodes];
@@ -179,7 +179,7 @@ async function measureFailover(engine: Engine): Promise<FailoverSample> {
       root,
       engine,
       nodes: 5,
-      balancerArgs: ['--replication-factor', '3', '--experimental-replication'],
+      replicationFactor: 3,
     });
     client = createClient({ host: state.balancer.host, port: state.balancer.port, commandTimeout: 1000 });
     const keys = Array.from({ length: FAILOVER_KEYS }, (_, i) => `failover-${i}`);

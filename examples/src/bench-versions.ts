@@ -87,7 +87,14 @@ function build(label: Build['label'], root: string): Build {
 async function measure(target: Build, engine: Engine): Promise<Sample> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-versions-${target.label}-${engine}-`));
   try {
-    const state = await startCluster({ root, engine, distRoot: target.root, balancerDataDir: target.hasMap });
+    // Factor 1 for both builds: the same work per op (a build before replication has only 1).
+    const state = await startCluster({
+      root,
+      engine,
+      distRoot: target.root,
+      balancerDataDir: target.hasMap,
+      replicationFactor: 1,
+    });
     const server = `${state.balancer.host}:${state.balancer.port}`;
     const servers: ClusterProcess[] = [state.balancer, ...state.nodes];
     const { report, cpuUsPerOp, loadCpuUsPerOp } = runLoadWithCpu(
@@ -151,7 +158,7 @@ const builds = [build('baseline', resolve(baselineRoot)), build('current', curre
 
 console.log(
   `bench:versions: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +
-    `50% reads, 10,000 keys; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}`,
+    `50% reads, 10,000 keys, --replication-factor 1; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}`,
 );
 for (const b of builds)
   console.log(

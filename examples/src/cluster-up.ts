@@ -18,4 +18,7 @@ for (const node of state.nodes) {
     `${node.id.padEnd(9)} pid ${node.pid}  ${node.host}:${node.port}  data ${node.dataDir ?? '(memory)'}`,
   );
 }
+console.log(
+  `replication factor: the balancer's default (3: every key on all 3 nodes) for a new map, the stored one otherwise`,
+);
 console.log(`state: ${state.root}/cluster.json  logs: ${state.root}/logs/`);

@@ -110,6 +110,12 @@ export interface ClusterOptions {
   readonly auth?: ClusterAuth;
   /** More options of the balancer (such as `--resp-port`). Default: none. */
   readonly balancerArgs?: readonly string[];
+  /**
+   * Copies of each key (`--replication-factor`). Default: the balancer's, 3 for a new map (with
+   * 3 nodes every key on all 3). Benchmarks that compare with one-copy Redis pass 1; a build
+   * that predates the flag (`distRoot`) has only factor 1 and gets no flag for it.
+   */
+  readonly replicationFactor?: number;
 }
 
 /** Options of {@link startNode}. */
@@ -136,6 +142,29 @@ function authArgs(auth: ClusterAuth | undefined, role: 'balancer' | 'node'): str
   if (auth.usersFile !== undefined) args.push('--users', auth.usersFile);
   if (role === 'balancer' && auth.adminToken !== undefined) args.push('--admin-token', auth.adminToken);
   return args;
+}
+
+/**
+ * `--replication-factor <n>` for the balancer of `distRoot` (this workspace's when undefined).
+ * An older build: none for factor 1 when it predates the flag (its only factor), an error for a
+ * factor above 1 there; `--experimental-replication` too above 1 when it still asks for it.
+ */
+function replicationArgs(factor: number | undefined, distRoot: string | undefined): string[] {
+  if (factor === undefined) return [];
+  const args = ['--replication-factor', String(factor)];
+  if (distRoot === undefined) return args;
+  const help = spawnSync(process.execPath, [cliPath('@dstore/balancer', distRoot), '--help'], {
+    encoding: 'utf8',
+  }).stdout;
+  if (!help.includes('--replication-factor')) {
+    if (factor === 1) return [];
+    throw new Error(
+      `the balancer of ${distRoot} has no --replication-factor: it cannot keep ${factor} copies`,
+    );
+  }
+  return factor > 1 && help.includes('--experimental-replication')
+    ? [...args, '--experimental-replication']
+    : args;
 }
 
 /**
@@ -228,6 +257,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
           ...tlsArgs(options.tls),
           ...authArgs(options.auth, 'balancer'),
           ...(options.balancerArgs ?? []),
+          ...replicationArgs(options.replicationFactor, options.distRoot),
         ],
         root,
         detached: options.detached ?? false,
@@ -416,13 +446,27 @@ export async function waitForRing(
     try {
       const health = await adminJson<{ ready?: boolean; nodes?: number; nodesUp?: number }>(state, '/health');
       last = JSON.stringify(health);
-      if (health.ready && health.nodesUp === nodes) return;
+      if (health.ready && health.nodesUp === nodes && (await joinsDone(state, nodes))) return;
     } catch (error) {
       last = (error as Error).message;
     }
     await sleep(50);
   }
   throw new Error(`the ring did not get ${nodes} nodes up within ${timeoutMs} ms (last /health: ${last})`);
+}
+
+/**
+ * Every node is in the ring and no ring change runs: with replication the last join's switch
+ * briefly refuses writes of its chains (`UNAVAILABLE`, retryable), so a script starts after it.
+ * A build whose `/ring` has no map (older than the cluster map) only needs the nodes.
+ */
+async function joinsDone(state: ClusterState, nodes: number): Promise<boolean> {
+  const ring = await adminJson<{
+    map?: { transition: unknown };
+    nodes?: readonly { share: number }[];
+  }>(state, '/ring');
+  const inRing = (ring.nodes ?? []).filter((node) => node.share > 0).length;
+  return ring.map === undefined ? true : ring.map.transition === null && inRing === nodes;
 }
 
 function tail(file: string): string {

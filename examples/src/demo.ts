@@ -21,7 +21,9 @@ function dstore(...args: string[]): void {
 
 let failed = false;
 try {
-  console.log('starting 3 storage nodes (LMDB) and a balancer...');
+  console.log(
+    'starting 3 storage nodes (LMDB) and a balancer (replication factor 3, the default: every key on all 3 nodes)...',
+  );
   const state = await startCluster({ root, engine: 'lmdb' });
   const server = `${state.balancer.host}:${state.balancer.port}`;
   const admin = `${state.balancer.host}:${state.balancer.adminPort}`;

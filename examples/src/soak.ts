@@ -152,7 +152,9 @@ class SoakCluster {
       args: [
         ...['--port', String(port), '--admin-port', String(adminPort)],
         ...['--data-dir', join(root, 'balancer'), '--heartbeat-timeout', '1000', '--log-level', 'warn'],
-        ...(FACTOR > 1 ? ['--replication-factor', String(FACTOR), '--experimental-replication'] : []),
+        // Always given: without it a new map gets the balancer's default (3).
+        '--replication-factor',
+        String(FACTOR),
         ...(FACTOR > 1 ? ['--failure-timeout', String(FAILURE_TIMEOUT_MS), '--lease', String(LEASE_MS)] : []),
         ...(FACTOR > 1 ? ['--dead-after', String(DEAD_AFTER_MS)] : []),
       ],

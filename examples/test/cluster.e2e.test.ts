@@ -10,6 +10,7 @@ import { HashRing } from '@dstore/hashring';
 import { Op, PeerLink } from '@dstore/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  adminJson,
   type CliRun,
   type ClusterState,
   isOurProcess,
@@ -41,18 +42,34 @@ function dstore(...args: string[]): CliRun {
   return runDstore(args, 60_000);
 }
 
-/** Reads a key straight from one node, bypassing the balancer. */
-async function readDirect(link: PeerLink, key: string): Promise<Uint8Array | null> {
+/** Reads a key straight from one node as a client, bypassing the balancer; `NOT_OWNER` when refused. */
+async function readDirect(link: PeerLink, key: string): Promise<Uint8Array | null | 'NOT_OWNER'> {
   let response: Awaited<ReturnType<PeerLink['request']>>;
   try {
     response = await link.request({ op: Op.GET, key: new TextEncoder().encode(key) });
   } catch (error) {
-    // A node refuses a key it does not own (it holds none of them): same as not found here.
-    if ((error as { code?: string }).code === 'NOT_OWNER') return null;
+    // A node refuses a client read of a key whose chain's tail it is not.
+    if ((error as { code?: string }).code === 'NOT_OWNER') return 'NOT_OWNER';
     throw error;
   }
   if (response.op !== Op.VALUE) throw new Error(`unexpected op ${response.op}`);
   return response.value;
+}
+
+/** A link to a node with `role` (client: its reads obey the tail rule; node: a peer, for PULL). */
+async function openLink(host: string, port: number, role: 'client' | 'node'): Promise<PeerLink> {
+  const link = new PeerLink({ host, port, role });
+  const ready = new Promise((resolve) => link.once('ready', resolve));
+  link.start();
+  await ready;
+  return link;
+}
+
+/** The node's own copy of `key` (PULL, a peer's read of its replica), or null. */
+async function pulled(link: PeerLink, key: string): Promise<string | null> {
+  const response = await link.request({ op: Op.PULL, key: new TextEncoder().encode(key) });
+  if (response.op !== Op.ENTRY) throw new Error(`unexpected op ${response.op}`);
+  return response.entry === null ? null : Buffer.from(response.entry.value).toString();
 }
 
 describe('a 3-node cluster behind a balancer', () => {
@@ -71,31 +88,38 @@ describe('a 3-node cluster behind a balancer', () => {
       });
     }
 
-    // Placement: every key is on the node the ring names, and only there.
+    // Placement with the default replication factor (3, and 3 nodes): every key on the 3 members
+    // of its chain (a peer's PULL reads each copy), client reads answered by the tail alone.
+    const view = await adminJson<{ replication: { factor: number; underReplicatedRanges: number } }>(
+      state,
+      '/ring',
+    );
+    expect(view.replication).toEqual(expect.objectContaining({ factor: 3, underReplicatedRanges: 0 }));
     const ring = HashRing.from(state.nodes.map((node) => ({ id: node.id })));
-    const links = new Map<string, PeerLink>();
+    const links = new Map<string, { client: PeerLink; peer: PeerLink }>();
     try {
       for (const node of state.nodes) {
-        const link = new PeerLink({ host: node.host, port: node.port });
-        const ready = new Promise((resolve) => link.once('ready', resolve));
-        link.start();
-        await ready;
-        links.set(node.id, link);
+        links.set(node.id, {
+          client: await openLink(node.host, node.port, 'client'),
+          peer: await openLink(node.host, node.port, 'node'),
+        });
       }
-      const perNode = new Map<string, number>();
+      const tails = new Map<string, number>();
       for (let i = 0; i < KEY_COUNT; i += 7) {
-        const owner = ring.get(keys[i]!);
-        perNode.set(owner, (perNode.get(owner) ?? 0) + 1);
+        const chain = ring.chainOf(keys[i]!, 3);
+        expect([...chain.serving].sort()).toEqual(state.nodes.map((node) => node.id).sort());
+        tails.set(chain.tail!, (tails.get(chain.tail!) ?? 0) + 1);
         for (const [id, link] of links) {
-          const value = await readDirect(link, keys[i]!);
-          if (id === owner) expect(value && Buffer.from(value).toString()).toBe(expectedValue(i));
-          else expect(value).toBeNull();
+          expect(await pulled(link.peer, keys[i]!), `${keys[i]} on ${id}`).toBe(expectedValue(i));
+          const value = await readDirect(link.client, keys[i]!);
+          if (id !== chain.tail) expect(value).toBe('NOT_OWNER');
+          else expect(value instanceof Uint8Array && Buffer.from(value).toString()).toBe(expectedValue(i));
         }
       }
-      // Every node got a share of the keys.
-      expect(perNode.size).toBe(3);
+      // Every node is the tail (serves the reads) of a share of the keys.
+      expect(tails.size).toBe(3);
     } finally {
-      await Promise.all([...links.values()].map((link) => link.close()));
+      await Promise.all([...links.values()].flatMap((link) => [link.client.close(), link.peer.close()]));
     }
 
     for (let start = 0; start < KEY_COUNT; start += 500) {

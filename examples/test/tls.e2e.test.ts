@@ -59,6 +59,8 @@ beforeAll(async () => {
   state = await startCluster({
     root,
     engine: 'memory',
+    // Factor 1: the join and leave below test key migration (by owner) over TLS.
+    replicationFactor: 1,
     tls: { cert: pki.peer.certFile, key: pki.peer.keyFile, ca: pki.ca.certFile },
     auth: { clusterSecret: SECRET, usersFile, adminToken: ADMIN_TOKEN },
   });

@@ -94,11 +94,14 @@ export interface ReplicationView {
   /** Copies of each key the map asks for (fixed when the map was created). */
   readonly factor: number;
   /**
-   * Whether copies beyond the first are made: true when the factor is above 1 (chain replication,
-   * experimental: a write is acknowledged once every member of its serving chain has it).
+   * Whether copies beyond the first are made: true when the factor is above 1 (chain replication:
+   * a write is acknowledged once every member of its serving chain has it).
    */
   readonly active: boolean;
-  /** Ring ranges whose serving chain is shorter than the factor (0 with factor 1). */
+  /**
+   * Ring ranges whose serving chain is shorter than min(factor, ring members not dead): a ring
+   * shorter than the factor is not under-replicated for it (0 with factor 1).
+   */
   readonly underReplicatedRanges: number;
   /** Ranges grouped by chain, most of the hash space first. */
   readonly chains: readonly ChainView[];

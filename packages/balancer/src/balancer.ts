@@ -98,6 +98,12 @@ export class Balancer {
   constructor(options: BalancerOptions = {}) {
     this.options = resolveBalancerOptions(options);
     this.logger = options.logger ?? createLogger(this.options.logLevel);
+    if (options.experimentalReplication !== undefined) {
+      // Kept for one release so that old scripts start; it changes nothing.
+      this.logger.warn(
+        'experimentalReplication (--experimental-replication) is deprecated and has no effect: replication needs no flag (a new map gets factor 3 unless --replication-factor says otherwise); it will be removed in a later release',
+      );
+    }
     this.health = new HealthMonitor(this.options.heartbeatTimeoutMs);
     this.membership = new Membership({
       algorithm: this.options.hash,

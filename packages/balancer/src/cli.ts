@@ -11,7 +11,7 @@ import {
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { version } from '../package.json';
 import { Balancer } from './balancer.js';
-import { MAX_REPLICATION_FACTOR } from './cluster-map.js';
+import { DEFAULT_REPLICATION_FACTOR, MAX_REPLICATION_FACTOR } from './cluster-map.js';
 import {
   type BalancerHashAlgorithm,
   DEFAULT_ADMIN_PORT,
@@ -81,143 +81,143 @@ function optional<K extends string>(name: K, value: string | undefined): { [key 
 }
 
 function buildProgram(): Command {
-  return new Command('dstore-balancer')
-    .description('dstore balancer: routes each key to its owner on a consistent-hash ring of storage nodes')
-    .version(version, '-V, --version', 'print the version of @dstore/balancer')
-    .option('--host <host>', 'address to listen on (clients and node registrations)', '127.0.0.1')
-    .option('--port <port>', 'client port (0 = any free port)', integer(0, 65535), DEFAULT_BALANCER_PORT)
-    .option(
-      '--admin-port <port>',
-      'admin HTTP port (0 = any free port)',
-      integer(0, 65535),
-      DEFAULT_ADMIN_PORT,
-    )
-    .option(
-      '--resp-port <port>',
-      'serve Redis clients (RESP2/RESP3) on this port too (0 = any free port; default: no RESP port)',
-      integer(0, 65535),
-    )
-    .option('--resp-host <host>', 'address of the RESP port (default: --host)')
-    .option(
-      '--node <[id=]host:port>',
-      'static storage node (repeatable); id defaults to host:port',
-      collectNode,
-      [],
-    )
-    .option('--config <file>', 'JSON cluster file: {"nodes":[{"id","host","port","weight"}]}')
-    .addOption(
-      new Option('--hash <algorithm>', 'ring algorithm').choices(['vnode', 'ketama']).default('vnode'),
-    )
-    .option(
-      '--replication-factor <n>',
-      "copies of each key, stored in a new cluster map and fixed for its life (default: the stored map's, 1 for a new one; above 1 needs --experimental-replication: replication is experimental)",
-      integer(1, MAX_REPLICATION_FACTOR),
-    )
-    .option(
-      '--experimental-replication',
-      'accept --replication-factor above 1: experimental chain replication (leases, failover, failed members catching up)',
-    )
-    .option('--request-timeout <ms>', 'deadline of every forwarded request (ms, or 2s)', duration(1), 2000)
-    .option(
-      '--heartbeat-timeout <ms>',
-      'a JOINed node without heartbeat for this long is down (ms, or 3s)',
-      duration(1),
-      3000,
-    )
-    .option(
-      '--failure-timeout <ms>',
-      'replication: an up node not heard from for this long is marked failed (ms, or 5s; at least 2 x --lease)',
-      duration(1),
-      DEFAULT_FAILURE_TIMEOUT_MS,
-    )
-    .option(
-      '--dead-after <ms>',
-      'replication: a node failed this long is declared dead and its ranges re-replicated (ms, or 10m; default: never, see dstore node remove --dead)',
-      duration(1),
-    )
-    .option(
-      '--lease <ms>',
-      "replication: lease granted to up nodes in heartbeat answers (ms, or 2s); nodes' heartbeat interval must be below half of it",
-      duration(1),
-      DEFAULT_LEASE_MS,
-    )
-    .option('--max-connections <n>', 'most client connections', integer(1), 1024)
-    .option('--max-in-flight <n>', 'most requests in flight per node connection', integer(1), 4096)
-    .option(
-      '--token <token>',
-      `password of the one read-write user default (env ${EnvVar.TOKEN}); never crosses the wire`,
-    )
-    .option(
-      '--users <file>',
-      'users file (JSON; passwords hashed with `dstore hash-password`); reloaded on SIGHUP',
-    )
-    .option(
-      '--cluster-secret <secret>',
-      `secret every balancer and node proves to the others (env ${EnvVar.CLUSTER_SECRET}, at least 16 characters)`,
-    )
-    .option(
-      '--no-protected-mode',
-      'accept unauthenticated peers (no cluster secret) and clients (no users) from any address, not only loopback',
-    )
-    .option('--auth-timeout <ms>', 'a connection must authenticate within this time', integer(1), 5000)
-    .option(
-      '--client-idle-timeout <ms>',
-      'close client connections idle this long (0 = never)',
-      integer(0),
-      300_000,
-    )
-    .option('--admin-host <host>', 'address of the admin HTTP server', '127.0.0.1')
-    .option(
-      '--admin-token <token>',
-      `Bearer token of the admin API (env ${EnvVar.ADMIN_TOKEN}); without it node removal by HTTP is off`,
-    )
-    .addOption(
-      new Option('--admin-auth <scope>', 'admin endpoints that need the token')
-        .choices(['mutating', 'all'])
-        .default('mutating'),
-    )
-    .option(
-      '--tls-cert <file>',
-      'serve TLS only (client port; admin over HTTPS) with this PEM certificate, also presented when dialing nodes and balancers (default: plaintext)',
-    )
-    .option('--tls-key <file>', 'PEM private key of --tls-cert')
-    .option(
-      '--tls-ca <file>',
-      'PEM CA bundle that nodes and balancers are verified against; balancers and nodes are then accepted as peers only with a client certificate it signed',
-    )
-    .option(
-      '--max-client-bytes-in-flight <bytes>',
-      'most bytes of large requests one client connection may have in flight to the nodes (reading it pauses past this)',
-      integer(1),
-      4 * 1024 * 1024,
-    )
-    .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
-    .option(
-      '--data-dir <dir>',
-      'keep the authoritative cluster map here (atomic replace + fsync); without it the map lives in memory and a restart starts a new cluster',
-    )
-    .option(
-      '--etcd <urls>',
-      'keep the cluster map in etcd (comma-separated http://host:port): balancers with the same etcd and prefix are one cluster',
-    )
-    .option('--etcd-prefix <prefix>', 'etcd key prefix of this cluster', DEFAULT_ETCD_PREFIX)
-    .option(
-      '--etcd-lease-ttl <s>',
-      "coordinator lease TTL in seconds: how long a dead coordinator's role lasts",
-      integer(1),
-      5,
-    )
-    .addOption(
-      new Option('--log-level <level>', 'pino log level (logs go to stderr)')
-        .choices([...LOG_LEVELS])
-        .default('info'),
-    )
-    .addHelpText(
-      'after',
-      `\nExit codes: 0 stopped cleanly, 1 failure, 2 usage error. Environment: ${EnvVar.TOKEN}, ${EnvVar.CLUSTER_SECRET}, ${EnvVar.ADMIN_TOKEN}.`,
-    )
-    .showHelpAfterError('(run dstore-balancer --help for every option)')
-    .exitOverride();
+  return (
+    new Command('dstore-balancer')
+      .description('dstore balancer: routes each key to its owner on a consistent-hash ring of storage nodes')
+      .version(version, '-V, --version', 'print the version of @dstore/balancer')
+      .option('--host <host>', 'address to listen on (clients and node registrations)', '127.0.0.1')
+      .option('--port <port>', 'client port (0 = any free port)', integer(0, 65535), DEFAULT_BALANCER_PORT)
+      .option(
+        '--admin-port <port>',
+        'admin HTTP port (0 = any free port)',
+        integer(0, 65535),
+        DEFAULT_ADMIN_PORT,
+      )
+      .option(
+        '--resp-port <port>',
+        'serve Redis clients (RESP2/RESP3) on this port too (0 = any free port; default: no RESP port)',
+        integer(0, 65535),
+      )
+      .option('--resp-host <host>', 'address of the RESP port (default: --host)')
+      .option(
+        '--node <[id=]host:port>',
+        'static storage node (repeatable); id defaults to host:port',
+        collectNode,
+        [],
+      )
+      .option('--config <file>', 'JSON cluster file: {"nodes":[{"id","host","port","weight"}]}')
+      .addOption(
+        new Option('--hash <algorithm>', 'ring algorithm').choices(['vnode', 'ketama']).default('vnode'),
+      )
+      .option(
+        '--replication-factor <n>',
+        `copies of each key, stored in a new cluster map and fixed for its life (default: the stored map's, ${DEFAULT_REPLICATION_FACTOR} for a new one; a key has min(n, live nodes) copies; 1: one copy, no leases)`,
+        integer(1, MAX_REPLICATION_FACTOR),
+      )
+      // Deprecated, a no-op kept for one release so old scripts start (the balancer warns).
+      .addOption(new Option('--experimental-replication', 'deprecated: no effect').hideHelp())
+      .option('--request-timeout <ms>', 'deadline of every forwarded request (ms, or 2s)', duration(1), 2000)
+      .option(
+        '--heartbeat-timeout <ms>',
+        'a JOINed node without heartbeat for this long is down (ms, or 3s)',
+        duration(1),
+        3000,
+      )
+      .option(
+        '--failure-timeout <ms>',
+        'replication: an up node not heard from for this long is marked failed (ms, or 5s; at least 2 x --lease)',
+        duration(1),
+        DEFAULT_FAILURE_TIMEOUT_MS,
+      )
+      .option(
+        '--dead-after <ms>',
+        'replication: a node failed this long is declared dead and its ranges re-replicated (ms, or 10m; default: never, see dstore node remove --dead)',
+        duration(1),
+      )
+      .option(
+        '--lease <ms>',
+        "replication: lease granted to up nodes in heartbeat answers (ms, or 2s); nodes' heartbeat interval must be below half of it",
+        duration(1),
+        DEFAULT_LEASE_MS,
+      )
+      .option('--max-connections <n>', 'most client connections', integer(1), 1024)
+      .option('--max-in-flight <n>', 'most requests in flight per node connection', integer(1), 4096)
+      .option(
+        '--token <token>',
+        `password of the one read-write user default (env ${EnvVar.TOKEN}); never crosses the wire`,
+      )
+      .option(
+        '--users <file>',
+        'users file (JSON; passwords hashed with `dstore hash-password`); reloaded on SIGHUP',
+      )
+      .option(
+        '--cluster-secret <secret>',
+        `secret every balancer and node proves to the others (env ${EnvVar.CLUSTER_SECRET}, at least 16 characters)`,
+      )
+      .option(
+        '--no-protected-mode',
+        'accept unauthenticated peers (no cluster secret) and clients (no users) from any address, not only loopback',
+      )
+      .option('--auth-timeout <ms>', 'a connection must authenticate within this time', integer(1), 5000)
+      .option(
+        '--client-idle-timeout <ms>',
+        'close client connections idle this long (0 = never)',
+        integer(0),
+        300_000,
+      )
+      .option('--admin-host <host>', 'address of the admin HTTP server', '127.0.0.1')
+      .option(
+        '--admin-token <token>',
+        `Bearer token of the admin API (env ${EnvVar.ADMIN_TOKEN}); without it node removal by HTTP is off`,
+      )
+      .addOption(
+        new Option('--admin-auth <scope>', 'admin endpoints that need the token')
+          .choices(['mutating', 'all'])
+          .default('mutating'),
+      )
+      .option(
+        '--tls-cert <file>',
+        'serve TLS only (client port; admin over HTTPS) with this PEM certificate, also presented when dialing nodes and balancers (default: plaintext)',
+      )
+      .option('--tls-key <file>', 'PEM private key of --tls-cert')
+      .option(
+        '--tls-ca <file>',
+        'PEM CA bundle that nodes and balancers are verified against; balancers and nodes are then accepted as peers only with a client certificate it signed',
+      )
+      .option(
+        '--max-client-bytes-in-flight <bytes>',
+        'most bytes of large requests one client connection may have in flight to the nodes (reading it pauses past this)',
+        integer(1),
+        4 * 1024 * 1024,
+      )
+      .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
+      .option(
+        '--data-dir <dir>',
+        'keep the authoritative cluster map here (atomic replace + fsync); without it the map lives in memory and a restart starts a new cluster',
+      )
+      .option(
+        '--etcd <urls>',
+        'keep the cluster map in etcd (comma-separated http://host:port): balancers with the same etcd and prefix are one cluster',
+      )
+      .option('--etcd-prefix <prefix>', 'etcd key prefix of this cluster', DEFAULT_ETCD_PREFIX)
+      .option(
+        '--etcd-lease-ttl <s>',
+        "coordinator lease TTL in seconds: how long a dead coordinator's role lasts",
+        integer(1),
+        5,
+      )
+      .addOption(
+        new Option('--log-level <level>', 'pino log level (logs go to stderr)')
+          .choices([...LOG_LEVELS])
+          .default('info'),
+      )
+      .addHelpText(
+        'after',
+        `\nExit codes: 0 stopped cleanly, 1 failure, 2 usage error. Environment: ${EnvVar.TOKEN}, ${EnvVar.CLUSTER_SECRET}, ${EnvVar.ADMIN_TOKEN}.`,
+      )
+      .showHelpAfterError('(run dstore-balancer --help for every option)')
+      .exitOverride()
+  );
 }
 
 /** Parses the command line; a usage error exits 2 (commander printed it), --help/--version 0. */

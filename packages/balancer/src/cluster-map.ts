@@ -121,6 +121,14 @@ export const MAX_REMOVED_MEMBERS = 1024;
 /** Highest replication factor a map may hold (a chain is walked per write: keep it short). */
 export const MAX_REPLICATION_FACTOR = 7;
 
+/**
+ * The factor of a map created without one (issue #14: "3 once there are 3 or more nodes"). A
+ * new map usually starts with no nodes (they JOIN later), so the factor cannot wait for the third
+ * one: it is 3 from the start, and a key's chain has min(3, ring members not dead) members (1 or 2
+ * copies with 1 or 2 nodes, 3 from the third on), which `HashRing.chains` already gives.
+ */
+export const DEFAULT_REPLICATION_FACTOR = 3;
+
 /** Creates the first map of a new cluster (epoch 0, empty ring). */
 export function createClusterMap(
   algorithm: BalancerHashAlgorithm,

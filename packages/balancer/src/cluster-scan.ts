@@ -212,17 +212,33 @@ async function sumOverMembers(
 }
 
 /**
- * DBSIZE of the cluster: the sum of the key counts of the routed ring's members (one DBSIZE each,
- * concurrently). Exact on a settled ring; while keys stream a moving key may be counted on both of
- * its owners or, for an instant, on neither (as documented for Redis Cluster's per-node DBSIZE).
+ * Copies of each key on a settled ring: min(factor, ring members not `dead`), the length of every
+ * desired chain (1 with factor 1). A sum of the members' key counts counts each key that often.
  */
-export function clusterDbSize(membership: Membership): Promise<number> {
-  return sumOverMembers(membership, Op.DBSIZE);
+function copiesPerKey(membership: Membership): number {
+  const map = membership.clusterMap;
+  const dead = new Set(
+    map.members.filter((member) => member.replicaState === 'dead').map((member) => member.id),
+  );
+  const members = membership.topology.ring.nodes().filter((node) => !dead.has(node.id)).length;
+  return Math.max(1, Math.min(map.replicationFactor, members));
+}
+
+/**
+ * DBSIZE of the cluster: the sum of the key counts of the routed ring's members (one DBSIZE each,
+ * concurrently), divided by the copies each key has with replication ({@link copiesPerKey}).
+ * Exact on a settled ring whose members are all `up`; while keys stream a moving key may be
+ * counted on both of its owners or, for an instant, on neither (as documented for Redis Cluster's
+ * per-node DBSIZE), and a learner's partial copy counts for a fraction of its keys.
+ */
+export async function clusterDbSize(membership: Membership): Promise<number> {
+  const copies = copiesPerKey(membership);
+  return Math.round((await sumOverMembers(membership, Op.DBSIZE)) / copies);
 }
 
 /**
  * FLUSHALL of the cluster: every member of the routed ring deletes all its keys (one FLUSH each,
- * concurrently); resolves to the keys deleted. Refused (BUSY: not executed, retryable) while a
+ * concurrently); resolves to the keys deleted (each counted once). Refused (BUSY: not executed, retryable) while a
  * migration runs or a ring change waits for one, so that no key of a moving range survives or
  * comes back from a migration stream; each node refuses it too while ranges move to or from it,
  * which covers a ring change that starts while the flush is on its way.
@@ -237,5 +253,7 @@ export function clusterFlush(membership: Membership): Promise<number> {
       ),
     );
   }
-  return sumOverMembers(membership, Op.FLUSH);
+  // Keys deleted, each counted once (every copy of a key is one of the entries the nodes deleted).
+  const copies = copiesPerKey(membership);
+  return sumOverMembers(membership, Op.FLUSH).then((deleted) => Math.round(deleted / copies));
 }

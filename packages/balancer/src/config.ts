@@ -62,15 +62,17 @@ export interface BalancerOptions {
   /**
    * Copies of each key (1 to 7), stored in the cluster map when this balancer creates it and
    * fixed for the map's life; a stored map with another factor is refused at start. Default: the
-   * stored map's factor, 1 for a new map. Replication is experimental, so a factor above 1 is
-   * refused unless {@link experimentalReplication} is set.
+   * stored map's factor, `DEFAULT_REPLICATION_FACTOR` (3) for a new map. A key's chain has
+   * min(factor, ring members not dead) members, so a cluster of 1 or 2 nodes keeps 1 or 2 copies
+   * and every key has 3 from the third node on. With a factor above 1 a node serves only while it
+   * holds a lease from its balancer's heartbeat answers (a single-node cluster too). 1 gives one
+   * copy per key and no leases.
    */
   readonly replicationFactor?: number;
   /**
-   * Accept a replication factor above 1: experimental chain replication (steps 2 and 3 of
-   * docs/design/replication.md: writes at heads, reads at tails, leases, failover of silent
-   * members; no learners, so a member marked failed stays out, and no ring changes once keys
-   * exist). Default false.
+   * @deprecated No effect: replication is no longer behind a flag (a factor above 1 is accepted,
+   * and 3 is the default). Accepted for one release so that old scripts keep working; the
+   * balancer logs a warning when it is set.
    */
   readonly experimentalReplication?: boolean;
   /** Deadline of every forwarded request, in ms; past it the client gets TIMEOUT. Default 2000. */
@@ -325,19 +327,14 @@ function resolveEtcd(options: BalancerOptions): Required<EtcdSettings> | undefin
 }
 
 /**
- * The configured factor. Above 1 only with `experimentalReplication`: until the replication
- * protocol lands a factor above 1 would claim copies that do not exist.
+ * The configured factor, undefined when none is: the default applies to a new map only (a stored
+ * map keeps its own), so it is resolved where the map is created.
  */
 function replicationFactor(options: BalancerOptions): number | undefined {
   const factor = options.replicationFactor;
   if (factor === undefined) return undefined;
   if (!Number.isSafeInteger(factor) || factor < 1 || factor > MAX_REPLICATION_FACTOR)
     throw invalid(`replicationFactor must be an integer from 1 to ${MAX_REPLICATION_FACTOR}, got ${factor}`);
-  if (factor > 1 && options.experimentalReplication !== true) {
-    throw invalid(
-      `replication is experimental: replicationFactor ${factor} is accepted only with experimentalReplication (--experimental-replication); without it only 1 is accepted`,
-    );
-  }
   return factor;
 }
 

@@ -16,13 +16,14 @@ export type {
   RingView,
 } from './admin-server.js';
 export { Balancer, type BalancerAddress, createBalancer } from './balancer.js';
-export type {
-  ClusterMap,
-  MapMember,
-  MapRing,
-  MapRingMember,
-  MapTransition,
-  MemberState,
+export {
+  type ClusterMap,
+  DEFAULT_REPLICATION_FACTOR,
+  type MapMember,
+  type MapRing,
+  type MapRingMember,
+  type MapTransition,
+  type MemberState,
 } from './cluster-map.js';
 export {
   type BalancerHashAlgorithm,

@@ -6,6 +6,7 @@ import {
   activeMember,
   type ClusterMap,
   createClusterMap,
+  DEFAULT_REPLICATION_FACTOR,
   desiredRingMembers,
   isRemovedIdentity,
   type MapMember,
@@ -62,7 +63,8 @@ export interface MembershipOptions {
   readonly algorithm: BalancerHashAlgorithm;
   /**
    * Replication factor of a map this balancer creates; a stored map with another factor is
-   * refused (INVALID_ARGUMENT). Undefined: a new map gets 1, a stored map keeps its own.
+   * refused (INVALID_ARGUMENT). Undefined: a new map gets `DEFAULT_REPLICATION_FACTOR` (3), a
+   * stored map keeps its own.
    */
   readonly replicationFactor: number | undefined;
   readonly link: NodeLinkOptions;
@@ -497,7 +499,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
     // Another coordinator may have written since this process last heard: start from the latest.
     let map = await store.load();
     if (map === undefined) {
-      map = createClusterMap(this.options.algorithm, this.options.replicationFactor ?? 1);
+      map = createClusterMap(
+        this.options.algorithm,
+        this.options.replicationFactor ?? DEFAULT_REPLICATION_FACTOR,
+      );
       await store.compareAndSet(undefined, map);
       this.options.logger.info(
         { store: store.location, cluster: map.cluster, replicationFactor: map.replicationFactor },
@@ -505,10 +510,17 @@ export class Membership extends EventEmitter<MembershipEvents> {
       );
     } else this.checkReplicationFactor(map);
     if (map.replicationFactor > 1) {
-      this.options.logger.warn(
+      this.options.logger.info(
         { replicationFactor: map.replicationFactor },
-        'replication is experimental: chains, leases, failover, the return of failed members, joins, leaves and dead members work (weight changes are refused once the ring holds keys)',
+        'chain replication: each key on min(factor, live ring members) nodes, which serve only under a lease from this balancer; weight changes are refused once the ring holds keys',
       );
+      // A lease comes with a heartbeat answer: a static node that never JOINs refuses everything.
+      if (this.statics.length > 0) {
+        this.options.logger.warn(
+          { replicationFactor: map.replicationFactor, statics: this.statics.map((spec) => spec.id) },
+          'static nodes serve with a replication factor above 1 only if they also JOIN this balancer (dstore-node --join: the lease a node needs comes with the heartbeat answers); without --join they answer UNAVAILABLE: join them, or use --replication-factor 1 for a new cluster',
+        );
+      }
     }
     if (map.epoch !== this.map.epoch || map.cluster !== this.map.cluster) this.install(map);
     this.coordinator = true;

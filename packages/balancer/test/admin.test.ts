@@ -33,7 +33,7 @@ function parsePrometheus(text: string): Map<string, number> {
 
 describe('admin HTTP', () => {
   it('/ring shows the nodes and an epoch that increments on join and leave', async () => {
-    const balancer = await startBalancer(resources, { hash: 'ketama' });
+    const balancer = await startBalancer(resources, { replicationFactor: 1, hash: 'ketama' });
     const admin = balancer.address.adminPort;
     expect((await getJson<RingView>(admin, '/ring')).body).toEqual({
       epoch: 0,
@@ -105,7 +105,7 @@ describe('admin HTTP', () => {
   });
 
   it('/health readiness flips when a node goes down', async () => {
-    const balancer = await startBalancer(resources, { heartbeatTimeoutMs: 300 });
+    const balancer = await startBalancer(resources, { replicationFactor: 1, heartbeatTimeoutMs: 300 });
     const admin = balancer.address.adminPort;
     const empty = await getJson<HealthView>(admin, '/health');
     expect(empty).toEqual({
@@ -136,7 +136,7 @@ describe('admin HTTP', () => {
   });
 
   it('/metrics is Prometheus text with the request counts that were made', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const node = await startFakeNode(resources, 'fake-1');
     await node.register(balancer.address.port);
     await waitForNodesUp(balancer, 1);

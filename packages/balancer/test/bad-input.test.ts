@@ -9,7 +9,7 @@ afterEach(() => resources.releaseAll());
 describe('bad input from clients', () => {
   it('survives every case of the corpus and keeps serving new connections', async () => {
     const node = await startFakeNode(resources, 'fake-1');
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     await node.register(balancer.address.port);
     await waitForNodesUp(balancer, 1);
     for (const testCase of badInputCorpus()) {

@@ -18,7 +18,7 @@ afterEach(() => resources.releaseAll());
 async function clusterOfFakes(count: number, options: Parameters<typeof startBalancer>[1] = {}) {
   const nodes: FakeServer[] = [];
   for (let index = 1; index <= count; index++) nodes.push(await startFakeNode(resources, `fake-${index}`));
-  const balancer = await startBalancer(resources, options);
+  const balancer = await startBalancer(resources, { replicationFactor: 1, ...options });
   for (const node of nodes) await node.register(balancer.address.port);
   await waitForNodesUp(balancer, count);
   return { balancer, nodes };
@@ -119,7 +119,7 @@ describe('routing with fake nodes', () => {
   });
 
   it('answers UNAVAILABLE when the ring is empty, and PING itself', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const client = await connect(resources, balancer.address.port);
     expect(((await attempt(client, { op: Op.GET, key: toBytes('a') })) as DstoreError).code).toBe(
       ErrorCode.UNAVAILABLE,
@@ -130,7 +130,7 @@ describe('routing with fake nodes', () => {
 
 describe('membership', () => {
   it('bumps the epoch on join, address change and leave, but not on an idempotent re-join', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const node = await startFakeNode(resources, 'fake-1');
     const link = new PeerLink({ host: '127.0.0.1', port: balancer.address.port, role: 'node' });
     resources.add(() => link.close());
@@ -156,7 +156,7 @@ describe('membership', () => {
   });
 
   it('refuses membership requests from connections that did not HELLO as a node', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const client = await connect(resources, balancer.address.port);
     const result = await attempt(client, { op: Op.JOIN, nodeId: 'x', host: '127.0.0.1', port: 1, weight: 1 });
     expect((result as DstoreError).code).toBe(ErrorCode.NO_PERMISSION);
@@ -167,6 +167,7 @@ describe('membership', () => {
     const named = await startFakeNode(resources, 'static-a');
     const bare = await startFakeNode(resources, 'whatever');
     const balancer = await startBalancer(resources, {
+      replicationFactor: 1,
       nodes: [
         { id: 'static-a', host: '127.0.0.1', port: named.port },
         { host: '127.0.0.1', port: bare.port },
@@ -196,6 +197,7 @@ describe('membership', () => {
   it('keeps a static node down when another id answers at its address', async () => {
     const impostor = await startFakeNode(resources, 'impostor');
     const balancer = await startBalancer(resources, {
+      replicationFactor: 1,
       nodes: [{ id: 'real', host: '127.0.0.1', port: impostor.port }],
     });
     await waitFor(() => balancer.membership.node('real')?.link.isReady === true, 'link ready');
@@ -205,7 +207,7 @@ describe('membership', () => {
 
 describe('HELLO, token and STATS', () => {
   it('answers HELLO as the balancer and requires the token when one is set', async () => {
-    const balancer = await startBalancer(resources, { token: 's3cret', id: 'bal-1' });
+    const balancer = await startBalancer(resources, { replicationFactor: 1, token: 's3cret', id: 'bal-1' });
     const client = await connect(resources, balancer.address.port);
     expect(((await attempt(client, { op: Op.PING })) as DstoreError).code).toBe(ErrorCode.UNAUTHORIZED);
     const wrong = await connect(resources, balancer.address.port);

@@ -42,9 +42,12 @@ describe('dstore-balancer CLI', () => {
       '--log-level',
       '--resp-port',
       '--resp-host',
+      '--replication-factor',
     ]) {
       expect(result.stdout).toContain(flag);
     }
+    // Deprecated: still accepted (replication-map.test.ts), no longer offered.
+    expect(result.stdout).not.toContain('--experimental-replication');
   });
 
   it('refuses a bad flag value with exit code 2 (usage), and prints --version', () => {
@@ -79,6 +82,8 @@ describe('dstore-balancer CLI', () => {
       '0',
       '--admin-port',
       '0',
+      '--replication-factor',
+      '1',
     ]);
     expect(balancer.ready).toEqual({
       event: 'ready',
@@ -116,6 +121,8 @@ describe('dstore-balancer CLI', () => {
       '0',
       '--admin-port',
       '0',
+      '--replication-factor',
+      '1',
       '--config',
       config,
       '--request-timeout',
@@ -149,6 +156,8 @@ describe('dstore-balancer CLI', () => {
       '0',
       '--admin-port',
       '0',
+      '--replication-factor',
+      '1',
       '--resp-port',
       '0',
       '--log-level',

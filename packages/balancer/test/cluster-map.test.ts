@@ -44,6 +44,8 @@ function spawnBalancer(dataDir: string, port = 0): Promise<Spawned<BalancerReady
     String(port),
     '--admin-port',
     '0',
+    '--replication-factor',
+    '1',
     ...(process.env.NO_MAP ? [] : ['--data-dir', dataDir]),
     '--admin-token',
     ADMIN_TOKEN,

@@ -32,7 +32,7 @@ afterEach(() => resources.releaseAll());
 const NODE_IDS = ['node-1', 'node-2', 'node-3'];
 
 async function cluster(options: Parameters<typeof startBalancer>[1] = {}) {
-  const balancer = await startBalancer(resources, options);
+  const balancer = await startBalancer(resources, { replicationFactor: 1, ...options });
   const nodes = new Map<string, Spawned<NodeReady>>();
   await Promise.all(
     NODE_IDS.map(async (id) => nodes.set(id, await spawnNode(resources, id, balancer.address.port))),

@@ -64,6 +64,8 @@ describe.each(cases)(
         String(port),
         '--admin-port',
         '0',
+        '--replication-factor',
+        '1',
         '--data-dir',
         balancerDir,
         '--heartbeat-timeout',

@@ -53,7 +53,7 @@ describe('dashboard history and drawing', () => {
   });
 
   it('keeps 15 minutes of points and the latest membership events, oldest dropped first', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const history = new ClusterHistory(balancer.membership, balancer.metrics);
     for (let index = 0; index < HISTORY_CAPACITY + 25; index++) history.sample();
     expect(history.history()).toHaveLength(HISTORY_CAPACITY);
@@ -67,7 +67,7 @@ describe('dashboard history and drawing', () => {
   });
 
   it("counts each node's failures by code, and only the failures of that node", async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const history = new ClusterHistory(balancer.membership, balancer.metrics);
     const fake = await startFakeNode(resources, 'fake-1');
     await fake.register(balancer.address.port);
@@ -93,7 +93,7 @@ describe('dashboard history and drawing', () => {
   });
 
   it("samples each node's ops by operation, latency and migration from its STATS, without its own STATS", async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const history = new ClusterHistory(balancer.membership, balancer.metrics);
     const fake = await startFakeNode(resources, 'fake-1');
     await fake.register(balancer.address.port);
@@ -128,7 +128,7 @@ describe('dashboard history and drawing', () => {
   });
 
   it('closes a stream whose reader does not keep up', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const history = new ClusterHistory(balancer.membership, balancer.metrics);
     history.sample();
     const dashboard = new DashboardServer(balancer.membership, history, ringView, {

@@ -50,7 +50,7 @@ const bearer = { authorization: `Bearer ${TOKEN}` };
 
 describe('dashboard HTTP', () => {
   it('serves the page and its two files with their content types and a CSP that forbids outside requests', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const admin = `http://127.0.0.1:${balancer.address.adminPort}`;
     const page = await fetch(`${admin}/`);
     expect(page.status).toBe(200);
@@ -72,7 +72,7 @@ describe('dashboard HTTP', () => {
   });
 
   it('serves nothing but its fixed files: no path traversal, no directory listing, no other method', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.adminPort;
     for (const path of [
       '/dashboard/../package.json',
@@ -93,7 +93,11 @@ describe('dashboard HTTP', () => {
   });
 
   it('with --admin-auth all, the page and its stream need the token (401 without it)', async () => {
-    const balancer = await startBalancer(resources, { adminToken: TOKEN, adminAuth: 'all' });
+    const balancer = await startBalancer(resources, {
+      replicationFactor: 1,
+      adminToken: TOKEN,
+      adminAuth: 'all',
+    });
     const port = balancer.address.adminPort;
     for (const path of ['/', '/events', '/ring']) {
       const refused = await open(port, path);
@@ -121,7 +125,7 @@ describe('dashboard HTTP', () => {
   });
 
   it('tells a stream without the token that it cannot act (the remove button stays hidden)', async () => {
-    const balancer = await startBalancer(resources, { adminToken: TOKEN });
+    const balancer = await startBalancer(resources, { replicationFactor: 1, adminToken: TOKEN });
     const stream = await open(balancer.address.adminPort, '/events');
     expect(stream.statusCode).toBe(200);
     expect(((await nextEvent(stream, 'hello')) as { operator: boolean }).operator).toBe(false);
@@ -136,7 +140,7 @@ describe('dashboard HTTP', () => {
   });
 
   it(`keeps at most ${DASHBOARD_MAX_STREAMS} streams open (503 past the cap) and frees a slot when one closes`, async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.adminPort;
     const streams: IncomingMessage[] = [];
     for (let index = 0; index < DASHBOARD_MAX_STREAMS; index++) {
@@ -158,7 +162,7 @@ describe('dashboard HTTP', () => {
   });
 
   it('stops with streams open (they do not hold the admin server)', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const stream = await open(balancer.address.adminPort, '/events');
     const ended = new Promise<void>((resolve) => stream.once('close', () => resolve()));
     stream.resume();

@@ -57,7 +57,7 @@ export async function cluster(
   extra: string[] = [],
   options: BalancerOptions = {},
 ): Promise<{ balancer: Balancer; spawned: Spawned<NodeReady>[] }> {
-  const balancer = await startBalancer(resources, options);
+  const balancer = await startBalancer(resources, { replicationFactor: 1, ...options });
   const spawned: Spawned<NodeReady>[] = [];
   for (let i = 1; i <= nodes; i++)
     spawned.push(await spawnNode(resources, `node-${i}`, balancer.address.port, extra));

@@ -68,7 +68,7 @@ describe('direct routing under membership changes', () => {
 
 describe('direct routing rules', () => {
   it('redirects a client with a stale map (older epoch) and it converges', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.port;
     for (const id of ['node-1', 'node-2']) await spawnNode(resources, id, port);
     await waitForNodesUp(balancer, 2);
@@ -125,7 +125,7 @@ describe('direct routing rules', () => {
   }, 90_000);
 
   it('splits MGET and MSET per node and sends each part straight to its node', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.port;
     for (const id of ['node-1', 'node-2', 'node-3']) await spawnNode(resources, id, port);
     await waitForNodesUp(balancer, 3);
@@ -147,7 +147,7 @@ describe('direct routing rules', () => {
   }, 60_000);
 
   it('a node that was removed refuses direct requests', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.port;
     const nodes = [];
     for (const id of ['node-1', 'node-2', 'node-3']) nodes.push(await spawnNode(resources, id, port));
@@ -185,7 +185,7 @@ describe('direct routing rules', () => {
   it('nodes the client cannot reach: it says so and the balancer route keeps working', async () => {
     // The balancer reaches the nodes (as a cluster peer); the client cannot: the nodes do not
     // accept its credentials (as with addresses it cannot route to, every attempt fails).
-    const balancer = await startBalancer(resources, { token: 'balancer-users-token' });
+    const balancer = await startBalancer(resources, { replicationFactor: 1, token: 'balancer-users-token' });
     const port = balancer.address.port;
     for (const id of ['node-1', 'node-2']) {
       await spawnNode(resources, id, port, ['--token', 'another-token-for-nodes']);
@@ -208,7 +208,7 @@ describe('direct routing rules', () => {
   }, 60_000);
 
   it('a node down for everyone: the client answers what the balancer answers (UNAVAILABLE)', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.port;
     // Advertises an address nobody listens on: down for the balancer and the client alike.
     await spawnNode(resources, 'node-1', port, ['--advertise-host', '127.0.0.2']);

@@ -37,6 +37,8 @@ function spawnBalancer(id: string, prefix: string): Promise<Spawned<BalancerRead
     '0',
     '--admin-port',
     '0',
+    '--replication-factor',
+    '1',
     '--etcd',
     etcd.endpoint,
     '--etcd-prefix',

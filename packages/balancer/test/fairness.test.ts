@@ -17,7 +17,7 @@ const FLOOD_VALUE_BYTES = 1_000_000;
 
 describe('fairness between client connections', () => {
   it('a client flooding 1 MiB SETs does not make a quiet client fail', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     await spawnNode(resources, 'node-1', balancer.address.port);
     await waitForNodesUp(balancer, 1);
     const quiet = await connect(resources, balancer.address.port);
@@ -56,7 +56,7 @@ describe('fairness between client connections', () => {
   }, 60_000);
 
   it('/ring shows each node storage condition from its heartbeats', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     await spawnNode(resources, 'node-1', balancer.address.port, ['--max-memory', '8m']);
     await waitForNodesUp(balancer, 1);
     const ring = async (): Promise<RingView> =>

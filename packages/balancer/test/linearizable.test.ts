@@ -177,7 +177,7 @@ function report(result: CheckResult, recorder: HistoryRecorder, name: string, ex
 async function checkUnderFaults(engine: Engine, routing: Routing, mix: OperationMix): Promise<void> {
   const recorder = new HistoryRecorder();
   nemesis = new Nemesis(recorder);
-  const balancer = await startBalancer(resources, { heartbeatTimeoutMs: 1000 });
+  const balancer = await startBalancer(resources, { replicationFactor: 1, heartbeatTimeoutMs: 1000 });
   const port = balancer.address.port;
   const cluster = new Cluster(balancer, engine);
   for (const id of ['node-1', 'node-2', 'node-3']) await cluster.start(id);
@@ -290,7 +290,7 @@ describe('the same harness catches a real violation', () => {
     // (or the way the history is recorded) could not see that, the passes above would mean nothing.
     const recorder = new HistoryRecorder();
     nemesis = new Nemesis(recorder);
-    const balancer = await startBalancer(resources, { heartbeatTimeoutMs: 1000 });
+    const balancer = await startBalancer(resources, { replicationFactor: 1, heartbeatTimeoutMs: 1000 });
     const cluster = new Cluster(balancer, 'memory');
     for (const id of ['node-1', 'node-2', 'node-3']) await cluster.start(id);
     await cluster.settled(3);

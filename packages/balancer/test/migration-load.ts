@@ -108,7 +108,7 @@ export async function runMigrationScenario(options: ScenarioOptions): Promise<Sc
     }
     return ['--engine', 'lmdb', '--data-dir', dir];
   };
-  const balancer = await startBalancer(resources);
+  const balancer = await startBalancer(resources, { replicationFactor: 1 });
   const port = balancer.address.port;
   const nodes = new Map<string, Spawned<NodeReady>>();
   const start = async (id: string) => {

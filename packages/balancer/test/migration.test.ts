@@ -68,7 +68,7 @@ async function writeAll(client: Connection): Promise<void> {
 
 describe('key migration when a node joins', () => {
   it('moves ~1/4 of the keys to the 4th node only, and every key reads its value during and after', async () => {
-    const balancer: Balancer = await startBalancer(resources);
+    const balancer: Balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.port;
     for (const id of ['node-1', 'node-2', 'node-3']) await spawnNode(resources, id, port);
     await waitForNodesUp(balancer, 3);
@@ -136,7 +136,10 @@ describe('key migration when a node joins', () => {
   });
 
   it("hands a node's keys over on SIGTERM and on operator remove, losing nothing", async () => {
-    const balancer: Balancer = await startBalancer(resources, { adminToken: ADMIN_TOKEN });
+    const balancer: Balancer = await startBalancer(resources, {
+      replicationFactor: 1,
+      adminToken: ADMIN_TOKEN,
+    });
     const port = balancer.address.port;
     const spawned = new Map<string, Awaited<ReturnType<typeof spawnNode>>>();
     for (const id of ['node-1', 'node-2', 'node-3', 'node-4'])
@@ -170,7 +173,7 @@ describe('key migration when a node joins', () => {
   });
 
   it('queues a weight change that arrives during a migration and applies it after, losing nothing', async () => {
-    const balancer: Balancer = await startBalancer(resources);
+    const balancer: Balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.port;
     for (const id of ['node-1', 'node-2', 'node-3']) await spawnNode(resources, id, port);
     await waitForNodesUp(balancer, 3);

@@ -78,7 +78,6 @@ export class ReplicatedCluster {
     const { resources, nemesis, engine } = options;
     const balancer = await startBalancer(resources, {
       replicationFactor: FACTOR,
-      experimentalReplication: true,
       ...options.balancer,
     });
     const cluster = new ReplicatedCluster(balancer, resources);

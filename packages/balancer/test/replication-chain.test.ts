@@ -1,5 +1,5 @@
 /**
- * Replication step 2 (experimental): chain replication on static chains. Five real dstore-node
+ * Replication step 2: chain replication on static chains. Five real dstore-node
  * processes, replication factor 3, memory and lmdb, an in-process balancer; clients through the
  * balancer and routing directly. Every member of a key's chain is read straight from the node
  * with PULL (a peer's read of its replica, which bypasses the tail-only rule for clients).

@@ -30,7 +30,6 @@ function onEtcd(): BalancerOptions {
   return {
     etcd: { endpoints: [etcd!.endpoint], prefix: `/dstore-failover-test/${process.pid}`, leaseTtlSeconds: 2 },
     replicationFactor: 3,
-    experimentalReplication: true,
     heartbeatTimeoutMs: 1000,
     leaseMs: 1000,
     failureTimeoutMs: 3000,

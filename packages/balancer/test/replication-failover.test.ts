@@ -1,5 +1,5 @@
 /**
- * Replication step 3 (experimental): leases, failure detection and failover. Five real dstore-node
+ * Replication step 3: leases, failure detection and failover. Five real dstore-node
  * processes, replication factor 3, an in-process balancer, under the checker's workload with
  * SIGKILL and SIGSTOP faults (see docs/design/replication.md, "Step 3 as built").
  *

@@ -76,10 +76,7 @@ function twoMembers(): ClusterMap {
 describe('replication factor in the etcd map store', () => {
   it('stores the factor, keeps it for the next balancer and refuses a different one', async () => {
     const prefix = freshPrefix();
-    const first = await startBalancer(
-      resources,
-      onEtcd(prefix, { replicationFactor: 3, experimentalReplication: true }),
-    );
+    const first = await startBalancer(resources, onEtcd(prefix, { replicationFactor: 3 }));
     await coordinating(first);
     expect((await storedMap(prefix))?.replicationFactor).toBe(3);
     await first.stop();

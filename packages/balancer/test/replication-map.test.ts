@@ -37,7 +37,7 @@ import { metric } from './replicated-cluster.js';
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
 
-const EXPERIMENTAL: BalancerOptions = { replicationFactor: 3, experimentalReplication: true };
+const FACTOR_3: BalancerOptions = { replicationFactor: 3 };
 
 /** `/ring` of an in-process balancer, over HTTP. */
 async function ringOverHttp(adminPort: number): Promise<RingView> {
@@ -111,35 +111,30 @@ function dataDirWith(document: unknown): string {
 }
 
 describe('replication factor in the cluster map', () => {
-  it('refuses a factor above 1 without the experimental flag: replication is experimental', async () => {
-    const error = await refusal(startBalancer(resources, { replicationFactor: 2 }));
-    expect(error.code).toBe(ErrorCode.INVALID_ARGUMENT);
-    expect(error.message).toMatch(/replication is experimental/);
-    // The CLI: a usage error (exit 2) before it is ready, saying why.
-    await expect(
-      spawnCli(resources, BALANCER_CLI, ['--port', '0', '--admin-port', '0', '--replication-factor', '3']),
-    ).rejects.toThrow(/exited with 2 before ready: .*replication is experimental.*INVALID_ARGUMENT/s);
-    // With the experimental flag the CLI stores it and says what it does not do.
-    const accepted = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
+  it('accepts a factor above 1 without a flag; --experimental-replication is a deprecated no-op that warns', async () => {
+    const two = await startBalancer(resources, { replicationFactor: 2 });
+    expect(two.membership.clusterMap.replicationFactor).toBe(2);
+    await two.stop();
+    // The CLI: the old flag still starts (old scripts), changes nothing (the default 3 holds)
+    // and says it is deprecated (cli.test.ts: it is no longer in --help).
+    const old = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
       '--port',
       '0',
       '--admin-port',
       '0',
-      '--replication-factor',
-      '3',
       '--experimental-replication',
       '--data-dir',
       temporaryDir(resources, 'dstore-repl-cli-'),
       '--log-level',
       'warn',
     ]);
-    expect((await ringOverHttp(accepted.ready.adminPort)).replication.factor).toBe(3);
-    await waitFor(() => accepted.stderr().includes('replication is experimental'), 'the warning');
+    expect((await ringOverHttp(old.ready.adminPort)).replication.factor).toBe(3);
+    await waitFor(() => old.stderr().includes('is deprecated and has no effect'), 'the deprecation warning');
   });
 
   it('stores the factor in a new map, keeps it across a restart and refuses another one', async () => {
     const dir = temporaryDir(resources, 'dstore-repl-map-');
-    const first = await startBalancer(resources, { ...EXPERIMENTAL, dataDir: dir });
+    const first = await startBalancer(resources, { ...FACTOR_3, dataDir: dir });
     expect(first.membership.clusterMap.replicationFactor).toBe(3);
     const stored = JSON.parse(readFileSync(join(dir, MAP_FILE), 'utf8')) as ClusterMap;
     expect(stored.replicationFactor).toBe(3);
@@ -151,20 +146,41 @@ describe('replication factor in the cluster map', () => {
     expect((await ringOverHttp(again.address.adminPort)).replication.factor).toBe(3);
     await again.stop();
 
-    for (const options of [
-      { replicationFactor: 1 },
-      { replicationFactor: 2, experimentalReplication: true },
-    ]) {
+    for (const options of [{ replicationFactor: 1 }, { replicationFactor: 2 }]) {
       const error = await refusal(startBalancer(resources, { ...options, dataDir: dir }));
       expect(error.code).toBe(ErrorCode.INVALID_ARGUMENT);
       expect(error.message).toMatch(/has replication factor 3, not the configured/);
     }
     // The refused starts left the map as it was.
     expect((JSON.parse(readFileSync(join(dir, MAP_FILE), 'utf8')) as ClusterMap).replicationFactor).toBe(3);
+
+    // A stored factor-1 map keeps 1 without the flag: the default 3 is for new maps only.
+    const single = temporaryDir(resources, 'dstore-repl-map-');
+    await (await startBalancer(resources, { replicationFactor: 1, dataDir: single })).stop();
+    const restarted = await startBalancer(resources, { dataDir: single });
+    expect(restarted.membership.clusterMap.replicationFactor).toBe(1);
+    const refused = await refusal(startBalancer(resources, { replicationFactor: 3, dataDir: single }));
+    expect(refused.message).toMatch(/has replication factor 1, not the configured 3/);
   });
 
-  it('a new map without the flag has factor 1 and nothing is under-replicated', async () => {
+  it('a new map without the flag has factor 3: a 1-member ring is one chain of 1, not under-replicated', async () => {
     const balancer = await startBalancer(resources);
+    expect(balancer.membership.clusterMap.replicationFactor).toBe(3);
+    const node = await startFakeNode(resources, 'solo');
+    await node.register(balancer.address.port);
+    await waitForNodesUp(balancer, 1);
+    await waitFor(() => balancer.membership.ring.size === 1, 'the ring has the node');
+    await balancer.membership.settled();
+    const view = await ringOverHttp(balancer.address.adminPort);
+    expect(view.replication).toMatchObject({ factor: 3, active: true, underReplicatedRanges: 0 });
+    expect(view.replication.chains).toEqual([
+      expect.objectContaining({ desired: ['solo'], serving: ['solo'], underReplicated: false, share: 1 }),
+    ]);
+    expect(await metric(balancer.address.adminPort, 'dstore_balancer_under_replicated_ranges')).toBe(0);
+  });
+
+  it('a new map with --replication-factor 1 has factor 1 and nothing is under-replicated', async () => {
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     expect(balancer.membership.clusterMap.replicationFactor).toBe(1);
     const node = await startFakeNode(resources, 'solo');
     await node.register(balancer.address.port);
@@ -248,7 +264,7 @@ describe('replication factor in the cluster map', () => {
 
 describe('chains in /ring, the metrics, RING and the direct map', () => {
   it('/ring groups the ranges by chain exactly as the ring replica sets, and nodes and clients get the factor', async () => {
-    const balancer = await startBalancer(resources, EXPERIMENTAL);
+    const balancer = await startBalancer(resources, FACTOR_3);
     const ids = ['n1', 'n2', 'n3', 'n4'];
     const fakes = [];
     for (const id of ids) {

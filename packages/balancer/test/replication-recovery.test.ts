@@ -1,5 +1,5 @@
 /**
- * Replication step 4 (experimental): learners. A member marked `failed` that comes back (restarted
+ * Replication step 4: learners. A member marked `failed` that comes back (restarted
  * empty, restarted with its lmdb data dir, or SIGCONTed with stale data and an old epoch) is made
  * `syncing` by the map's writer, wipes what it held, receives every new write at the end of its
  * chains' write paths while the serving tails copy their ranges to it, is `promoting` while every

@@ -1,5 +1,5 @@
 /**
- * Replication step 5 (experimental): ring changes with replication factor 3 and dead members.
+ * Replication step 5: ring changes with replication factor 3 and dead members.
  * Real dstore-node processes, an in-process balancer, the checker's workload and a paced set
  * workload throughout (see docs/design/replication.md, "Step 5 as built"):
  *

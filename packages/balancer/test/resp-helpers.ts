@@ -8,7 +8,7 @@ export async function startRespCluster(
   nodes: number,
   options: BalancerOptions = {},
 ): Promise<{ balancer: Balancer; respPort: number }> {
-  const balancer = await startBalancer(resources, { respPort: 0, ...options });
+  const balancer = await startBalancer(resources, { replicationFactor: 1, respPort: 0, ...options });
   await Promise.all(
     Array.from({ length: nodes }, (_, index) =>
       spawnNode(resources, `resp-node-${index + 1}`, balancer.address.port),

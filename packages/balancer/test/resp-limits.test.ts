@@ -8,7 +8,7 @@ afterAll(() => resources.releaseAll());
 
 describe('RESP connection cap', () => {
   it('answers -ERR max number of clients reached past --max-connections and keeps serving the others', async () => {
-    const balancer = await startBalancer(resources, { respPort: 0, maxConnections: 2 });
+    const balancer = await startBalancer(resources, { replicationFactor: 1, respPort: 0, maxConnections: 2 });
     const port = balancer.address.respPort;
     const clients = [new Redis({ port, lazyConnect: true }), new Redis({ port, lazyConnect: true })];
     for (const client of clients) {

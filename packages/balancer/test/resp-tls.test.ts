@@ -13,6 +13,7 @@ beforeAll(async () => {
   const pki = createTestPki(temporaryDir(resources, 'resp-tls-'));
   caFile = pki.ca.certFile;
   balancer = await startBalancer(resources, {
+    replicationFactor: 1,
     respPort: 0,
     tls: { cert: pki.peer.cert, key: pki.peer.key, ca: pki.ca.cert },
   });

@@ -52,7 +52,7 @@ async function scanUntil(
 
 describe('SCAN across the cluster', () => {
   it('starts again rather than miss keys that moved, while it paused, to a node it had passed', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.port;
     const nodes = new Map<string, Spawned<NodeReady>>();
     for (const id of ['node-1', 'node-2', 'node-3']) nodes.set(id, await spawnNode(resources, id, port));
@@ -83,7 +83,7 @@ describe('SCAN across the cluster', () => {
   }, 60_000);
 
   it('finds keys on the side that still has them while they stream, on a join and on a leave', async () => {
-    const balancer = await startBalancer(resources);
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.port;
     const nodes = new Map<string, Spawned<NodeReady>>();
     for (const id of ['node-1', 'node-2', 'node-3'])

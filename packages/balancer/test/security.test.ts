@@ -101,6 +101,8 @@ beforeAll(async () => {
     '0',
     '--admin-port',
     '0',
+    '--replication-factor',
+    '1',
     '--data-dir',
     join(dir, 'map'),
     '--cluster-secret',

@@ -64,6 +64,8 @@ describe('a migration the new owner refuses', () => {
       '0',
       '--admin-port',
       '0',
+      '--replication-factor',
+      '1',
       '--data-dir',
       join(dir, 'map'),
       '--log-level',

@@ -392,7 +392,7 @@ describe('dstore status', () => {
       await startAdmin(true, { factor: 3, active: true, underReplicatedRanges: 0, chains: [chain] }),
     );
     expect(replicating.stdout).toContain(
-      'replication factor 3 (chain replication, experimental)  under-replicated ranges 0  chains 1',
+      'replication factor 3 (chain replication)  under-replicated ranges 0  chains 1',
     );
     // A returning member catching up: its progress, and its ranges still count as under-replicated.
     const sync = {

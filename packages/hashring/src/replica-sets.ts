@@ -208,8 +208,11 @@ export interface Chain {
   /** Last serving member (where reads are answered), or undefined when none serves. */
   readonly tail: string | undefined;
   /**
-   * Fewer than `n` members serve. Always false for `n = 1`: a single copy has no replica to
-   * restore (its range is unavailable while its owner is down, which is not under-replication).
+   * Fewer members serve than the chain can have: min(`n`, the ring's members that are not
+   * `dead`), which is {@link desired}'s length. A ring shorter than `n` (a cluster of 2 with
+   * factor 3) keeps one copy per member and is not under-replicated for it: it cannot do better
+   * until a member joins. Always false for `n = 1`: a single copy has no replica to restore (its
+   * range is unavailable while its owner is down, which is not under-replication).
    */
   readonly underReplicated: boolean;
   /**
@@ -267,7 +270,8 @@ export function chainOfDesired(
     path,
     head: serving[0],
     tail: serving[serving.length - 1],
-    underReplicated: n > 1 && serving.length < n,
+    // desired holds min(n, members not dead) ids (the walk stops when the ring has no more).
+    underReplicated: n > 1 && serving.length < desired.length,
     changing,
   };
 }

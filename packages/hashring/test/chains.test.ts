@@ -35,7 +35,10 @@ function expected(ring: HashRing, key: string, n: number, states: ReadonlyMap<st
     path: [...serving, ...learners],
     head: serving[0],
     tail: serving[serving.length - 1],
-    underReplicated: n > 1 && serving.length < n,
+    // Under-replicated: fewer serve than min(n, ring members not dead), by the definition.
+    underReplicated:
+      n > 1 &&
+      serving.length < Math.min(n, ring.nodes().filter((node) => states.get(node.id) !== 'dead').length),
     changing: false,
   };
 }
@@ -102,6 +105,30 @@ describe('HashRing.chainOf', () => {
     expect(failed.tail).toBe(third);
     expect(failed.underReplicated).toBe(true);
     expect(failed.path).toEqual([second, third]);
+  });
+
+  it('is not under-replicated on a ring shorter than n while every member serves, and is when one does not', () => {
+    const pair = ringOf(['a', 'b'], 'vnode');
+    for (const range of pair.chains(3)) {
+      expect(range.desired).toHaveLength(2);
+      expect(range.underReplicated).toBe(false);
+    }
+    expect(ringOf(['a'], 'vnode').chainOf('k', 3).underReplicated).toBe(false);
+    const [first, second] = pair.getN('k', 2);
+    const failed = pair.chainOf('k', 3, new Map([[first!, 'failed']]));
+    expect(failed.serving).toEqual([second]);
+    expect(failed.underReplicated).toBe(true);
+    // A dead member shortens the ring: 3 members, one dead, 2 copies are all there can be.
+    const trio = ringOf(['a', 'b', 'c'], 'vnode');
+    const dead = new Map<string, ReplicaState>([['c', 'dead']]);
+    expect(trio.chains(3, dead).every((range) => range.desired.length === 2 && !range.underReplicated)).toBe(
+      true,
+    );
+    // A member joining a 2-member ring (a ring change) is a learner: the 2 serving copies are the
+    // previous ring's full chain, not under-replicated while the third is copied.
+    const joining = trio.chainOf('k', 3, new Map<string, ReplicaState>([['c', 'entering']]));
+    expect(joining.serving).toHaveLength(2);
+    expect(joining.underReplicated).toBe(false);
   });
 
   it('appends learners (syncing, promoting) to the write path after the serving members, in ring order', () => {

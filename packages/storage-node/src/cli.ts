@@ -197,13 +197,13 @@ function buildProgram(): Command {
     )
     .option(
       '--replication-queue-bytes <bytes>',
-      'experimental replication: most bytes of writes held unacknowledged towards one successor (k/m/g suffixes); writes past it get BUSY',
+      'replication (factor above 1): most bytes of writes held unacknowledged towards one successor (k/m/g suffixes); writes past it get BUSY',
       byteSize,
       16 * 1024 * 1024,
     )
     .option(
       '--replication-timeout <ms>',
-      'experimental replication: deadline of one REPLICATE forward (ms, or 2s); past it the writes it carries fail as indeterminate',
+      'replication (factor above 1): deadline of one REPLICATE forward (ms, or 2s); past it the writes it carries fail as indeterminate',
       duration(1),
       2000,
     )

@@ -131,7 +131,7 @@ export interface StorageNodeOptions {
    */
   readonly migrationRateKeysPerSecond?: number;
   /**
-   * Replication (experimental, a map with a factor above 1): most bytes of keys and values a link
+   * Replication (a map with a factor above 1, the default): most bytes of keys and values a link
    * to a chain successor holds unacknowledged; past it new writes are refused with BUSY
    * (retryable, not executed). Default 16 MiB.
    */

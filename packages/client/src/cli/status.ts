@@ -329,7 +329,7 @@ export function formatReplication(replication: ReplicationView | undefined): str
     replication.factor === 1
       ? ''
       : replication.active
-        ? ' (chain replication, experimental)'
+        ? ' (chain replication)'
         : ' (not replicating yet: every key has ONE copy)';
   const sync = replication.sync;
   // A returning member catching up: its ranges stay under-replicated until it is up again.
