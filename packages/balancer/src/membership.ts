@@ -491,6 +491,21 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private leading: Promise<void> | undefined;
   private leadingDecided: () => void = () => undefined;
 
+  /**
+   * The factor of a new map when none is configured: `DEFAULT_REPLICATION_FACTOR`, but 1 for a
+   * balancer given static nodes: a node serves a factor above 1 only under a lease, which comes
+   * with the answers to the heartbeats of a node that JOINs, and static nodes need not join (they
+   * would refuse everything). Replicating static nodes: set the factor and start them with --join.
+   */
+  private defaultFactor(): number {
+    if (this.statics.length === 0) return DEFAULT_REPLICATION_FACTOR;
+    this.options.logger.info(
+      { statics: this.statics.length },
+      'a new cluster map with static nodes keeps one copy of each key unless --replication-factor says otherwise (replication needs nodes that join: their leases come with heartbeat answers)',
+    );
+    return 1;
+  }
+
   private async becomeLeader(candidate: string): Promise<void> {
     const store = this.options.store;
     this.candidate = candidate;
@@ -499,10 +514,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     // Another coordinator may have written since this process last heard: start from the latest.
     let map = await store.load();
     if (map === undefined) {
-      map = createClusterMap(
-        this.options.algorithm,
-        this.options.replicationFactor ?? DEFAULT_REPLICATION_FACTOR,
-      );
+      map = createClusterMap(this.options.algorithm, this.options.replicationFactor ?? this.defaultFactor());
       await store.compareAndSet(undefined, map);
       this.options.logger.info(
         { store: store.location, cluster: map.cluster, replicationFactor: map.replicationFactor },

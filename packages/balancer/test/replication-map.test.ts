@@ -179,6 +179,15 @@ describe('replication factor in the cluster map', () => {
     expect(await metric(balancer.address.adminPort, 'dstore_balancer_under_replicated_ranges')).toBe(0);
   });
 
+  it('a new map of a balancer given static nodes and no factor keeps one copy (static nodes get no lease); an explicit factor still applies', async () => {
+    const node = await startFakeNode(resources, 'static-1');
+    const statics = [{ id: 'static-1', host: '127.0.0.1', port: node.port }];
+    const balancer = await startBalancer(resources, { nodes: statics });
+    expect(balancer.membership.clusterMap.replicationFactor).toBe(1);
+    const replicated = await startBalancer(resources, { nodes: statics, replicationFactor: 3 });
+    expect(replicated.membership.clusterMap.replicationFactor).toBe(3);
+  });
+
   it('a new map with --replication-factor 1 has factor 1 and nothing is under-replicated', async () => {
     const balancer = await startBalancer(resources, { replicationFactor: 1 });
     expect(balancer.membership.clusterMap.replicationFactor).toBe(1);
