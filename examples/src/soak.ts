@@ -526,10 +526,12 @@ async function writeFiller(port: number): Promise<void> {
 }
 
 /** Starts the cluster: the balancer, the first nodes, the filler keys. */
-async function startCluster(root: string): Promise<SoakCluster> {
+/** Starts the balancer and the first nodes, settled and filled; `started` gets the cluster first (its processes are stopped and their logs kept even when this fails). */
+async function startCluster(root: string, started: (cluster: SoakCluster) => void): Promise<SoakCluster> {
   mkdirSync(root, { recursive: true });
   const [port, adminPort] = [await freePort(), await freePort()];
   const cluster = new SoakCluster(root, port, adminPort);
+  started(cluster);
   await cluster.balancer.start();
   for (let i = 0; i < INITIAL_NODES; i++) await cluster.join();
   await cluster.settled();
@@ -548,7 +550,9 @@ async function main(): Promise<number> {
   const until = performance.now() + MINUTES * 60_000;
   try {
     let totals = { rounds: 0, ok: 0, info: 0, faults: 0 };
-    cluster = await startCluster(join(root, 'cluster'));
+    cluster = await startCluster(join(root, 'cluster'), (starting) => {
+      cluster = starting;
+    });
     for (let index = 0; performance.now() < until; index++) {
       const routing = ROUTINGS[index % ROUTINGS.length]!;
       // A history per round: the checker's cost grows with its length and its unknown outcomes.
