@@ -444,6 +444,21 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
     expect(engine.count()).toBe(1);
   });
 
+  it("removes values and tombstones no newer than the given epoch (a returning replica's stale copies), keeps newer ones", async () => {
+    await engine.tombstone(text('t2'), 2);
+    await engine.set(text('v1'), text('old'), 1);
+    await engine.set(text('v2'), text('old'), 2);
+    await engine.set(text('v3'), text('new'), 3);
+    await engine.tombstone(text('t3'), 3);
+    const keys = ['t2', 'v1', 'v2', 'v3', 't3', 'none'].map(text);
+    expect(await engine.removeUpTo(keys, 2)).toBe(3);
+    for (const gone of ['t2', 'v1', 'v2']) expect(engine.header(text(gone)), gone).toBeUndefined();
+    expect(new TextDecoder().decode(engine.get(text('v3')))).toBe('new');
+    expect(engine.header(text('t3'))?.tombstone).toBe(true);
+    expect(engine.count()).toBe(1);
+    expect(engine.tombstoneCount()).toBe(1);
+  });
+
   it('matches a Map model under random set/delete sequences', async () => {
     const key = fc.uint8Array({ minLength: 1, maxLength: 4, min: 0, max: 3 });
     const op = fc.oneof(
