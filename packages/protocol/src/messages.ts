@@ -526,7 +526,7 @@ export interface ReplicatedEntry {
   readonly expireAt: number;
 }
 /**
- * Chain member -> its successor (replication, experimental): the writes of one tick for every
+ * Chain member -> its successor (replication): the writes of one tick for every
  * chain the two share, in the order the sender applied them. `batch` numbers the link's frames
  * (consecutive per connection). Answered by REPLICATED once the chain's tail has applied (lmdb:
  * flushed) this batch: each member answers after its own forward of the entries is answered.

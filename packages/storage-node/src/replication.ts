@@ -25,7 +25,7 @@ import type { PeerLinks } from './peer-links.js';
 /** Called once when a forward is answered: `error` undefined when the chain's tail has its writes. */
 export type ForwardWaiter = (error: DstoreError | undefined) => void;
 
-/** Bounds of replication (see the storage-node README, "Replication (experimental)"). */
+/** Bounds of replication (see the storage-node README, "Replication"). */
 export interface ReplicationOptions {
   /** Most bytes of keys and values one link holds unacknowledged; past it the head refuses writes (BUSY). */
   readonly queueBytes: number;
@@ -506,7 +506,7 @@ function whenAll(batches: readonly ForwardBatch[], done: ForwardWaiter): void {
 }
 
 /**
- * Chain replication on a storage node (experimental; only with a map whose replication factor is
+ * Chain replication on a storage node (only with a map whose replication factor is
  * above 1): the forward queues towards this node's successors, the head's write path (execute,
  * forward the resulting entry, answer once the forward is answered) and the middle and tail's
  * REPLICATE (apply if newer, forward, answer once the own forward is answered). See
