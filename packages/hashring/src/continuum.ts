@@ -184,10 +184,15 @@ export function distinctFromIndex(
   const total = owners.length;
   // A per-call bitmap beats Array#includes once n grows past a handful.
   const seen = new Uint8Array(nodeCount);
-  for (let i = from, steps = 0; steps < total && result.length < want; steps++) {
+  // The walk ends once every owner was met: with most owners skipped (a ring change's union ring
+  // while several members enter), fewer than `want` qualify, and walking on would go round the
+  // whole continuum from every point (quadratic in points for `chains`).
+  let met = 0;
+  for (let i = from, steps = 0; steps < total && result.length < want && met < nodeCount; steps++) {
     const owner = owners[i]!;
     if (seen[owner] === 0) {
       seen[owner] = 1;
+      met++;
       if (skip === undefined || !skip(owner)) result.push(owner);
     }
     i = i + 1 === total ? 0 : i + 1;
