@@ -3,7 +3,9 @@
  * --tls-ca`), a cluster secret on every balancer and node, users on the balancer (a read-write and
  * a read-only one) and an admin token; driven through @dstore/client (`dstores://` with a user) and
  * the `dstore` CLI (`--user/--password`, `status` over HTTPS with `--admin-token`); a 4th node
- * joins and a node leaves, so keys migrate node to node over TLS between authenticated peers.
+ * joins and a node leaves. Replication factor 3: every write is forwarded down its chain (REPLICATE)
+ * and the join and leave copy ranges to their learners (MIGRATE), node to node over TLS between
+ * authenticated peers; the test checks every key ends on 3 nodes.
  * Plaintext, wrong-CA and wrong-password clients get typed errors, and a node whose certificate
  * the cluster CA did not sign cannot join.
  */
@@ -59,8 +61,8 @@ beforeAll(async () => {
   state = await startCluster({
     root,
     engine: 'memory',
-    // Factor 1: the join and leave below test key migration (by owner) over TLS.
-    replicationFactor: 1,
+    // Factor 3: writes travel their chains and the join and leave copy ranges, all over TLS.
+    replicationFactor: 3,
     tls: { cert: pki.peer.certFile, key: pki.peer.keyFile, ca: pki.ca.certFile },
     auth: { clusterSecret: SECRET, usersFile, adminToken: ADMIN_TOKEN },
   });
@@ -94,6 +96,33 @@ async function expectEveryKey(): Promise<void> {
   }
 }
 
+/** The parts of `/ring` the copies are checked on. */
+interface RingCopies {
+  readonly nodes: readonly { readonly id: string; readonly keys: number; readonly replicaState: string }[];
+  readonly replication: { readonly factor: number; readonly underReplicatedRanges: number };
+}
+
+/** Waits until each of `nodes` members is `up` and reports `keys` keys, with no range under-replicated. */
+async function waitForCopies(keys: number, nodes: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  let ring: RingCopies | undefined;
+  for (;;) {
+    ring = await adminJson<RingCopies>(state, '/ring');
+    const copied =
+      ring.replication.factor === 3 &&
+      ring.replication.underReplicatedRanges === 0 &&
+      ring.nodes.length === nodes &&
+      ring.nodes.every((node) => node.keys === keys && node.replicaState === 'up');
+    if (copied) return;
+    if (Date.now() > deadline) break;
+    await sleep(100);
+  }
+  expect(ring?.nodes).toEqual(
+    Array.from({ length: nodes }, () => expect.objectContaining({ keys, replicaState: 'up' })),
+  );
+  expect(ring?.replication).toMatchObject({ factor: 3, underReplicatedRanges: 0 });
+}
+
 async function waitForExit(pid: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (isOurProcess(pid) && Date.now() < deadline) await sleep(50);
@@ -101,13 +130,14 @@ async function waitForExit(pid: number, timeoutMs: number): Promise<void> {
 }
 
 describe('a TLS cluster', () => {
-  it('serves dstores:// clients, keeps every key through a join and a leave (migration over TLS)', async () => {
+  it('serves dstores:// clients, keeps every key on 3 nodes through a join and a leave (replication over TLS)', async () => {
     for (let start = 0; start < KEY_COUNT; start += 500) {
       await Promise.all(
         Array.from({ length: 500 }, (_, j) => client.set(`tls:${start + j}`, value(start + j))),
       );
     }
     await expectEveryKey();
+    await waitForCopies(KEY_COUNT, 3);
 
     const joiner = await startNode(state, 'node-4');
     extra.push(joiner);
@@ -119,8 +149,11 @@ describe('a TLS cluster', () => {
     process.kill(leaver.pid, 'SIGTERM');
     await waitForExit(leaver.pid, 30_000);
     await expectEveryKey();
-    const ring = await adminJson<{ nodes: { id: string }[] }>(state, '/ring');
+    const ring = await adminJson<RingCopies>(state, '/ring');
     expect(ring.nodes.map((node) => node.id).sort()).toEqual(['node-2', 'node-3', 'node-4']);
+    // Three nodes, factor 3: every node holds every key (its heartbeat's count), copied to node-4
+    // and forwarded down the chains over TLS peer links; no range is short of a copy.
+    await waitForCopies(KEY_COUNT, 3);
   }, 90_000);
 
   it('routes directly to the nodes over TLS, as a user, and refuses what the user may not do', async () => {

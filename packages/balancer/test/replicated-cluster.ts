@@ -352,13 +352,9 @@ export function expectLinearizable(recorder: HistoryRecorder, cluster?: Replicat
   if (result.verdict !== 'ok') {
     // The whole history, for a failure seen once in many runs: the checker's summary names the
     // key, the file holds every event to replay it.
-    const file = join(tmpdir(), `dstore-history-${process.pid}-${Date.now()}.json`);
-    writeFileSync(
-      file,
-      JSON.stringify(recorder.events, (_key, value: unknown) =>
-        typeof value === 'bigint' ? value.toString() : value,
-      ),
-    );
+    // JSONL, as `pnpm --filter @dstore/checker check-history <file>` and explain-key read it.
+    const file = join(tmpdir(), `dstore-history-${process.pid}-${Date.now()}.jsonl`);
+    recorder.dump(file);
     console.log(`${formatCheckResult(result)}\nfull history: ${file}`);
     for (const [id, node] of cluster?.nodes ?? []) writeFileSync(`${file}.${id}.log`, node.stderr());
   }
