@@ -99,6 +99,23 @@ function isRoutingRefusal(error: unknown): error is DstoreError {
   );
 }
 
+/**
+ * What a client is answered for `error`. A routing refusal still standing after this balancer's
+ * one retry (the map moved on again meanwhile: a failover during a ring change) becomes BUSY,
+ * as other refusals while keys move: the node refused it before executing it, and a client of the
+ * balancer can do nothing with a node's ring epoch but send the request again, which the native
+ * client does with its backoff (it would surface a STALE_EPOCH or NOT_OWNER as a failure) and
+ * RESP clients read as TRYAGAIN.
+ */
+function clientError(error: unknown): unknown {
+  if (!isRoutingRefusal(error)) return error;
+  return new DstoreError(
+    ErrorCode.BUSY,
+    `the cluster map is changing, retry (not executed: ${error.code}: ${error.message})`,
+    { notExecuted: true },
+  );
+}
+
 /** A copy of a single-key request whose key and value outlive the current tick. */
 function copyRequest(request: SingleKeyRequest): SingleKeyRequest {
   const key = Uint8Array.from(request.key);
@@ -152,12 +169,13 @@ export class Router {
     return from === undefined ? undefined : this.membership.node(from);
   }
 
-  /** Answers `id` with `error` and counts it. */
+  /** Answers `id` with `error` (a routing refusal as BUSY: see `clientError`) and counts it. */
   fail(client: Replier, id: number, op: number, startMs: number, error: unknown): void {
-    const code = errorCodeOf(error);
+    const answer = clientError(error);
+    const code = errorCodeOf(answer);
     this.metrics.recordError(code);
     this.metrics.record(op, startMs, false);
-    client.replyError(id, code, error instanceof Error ? error.message : String(error));
+    client.replyError(id, code, answer instanceof Error ? answer.message : String(answer));
   }
 
   /** GET, SET or DEL: forward to the key's owner and relay its answer. */
