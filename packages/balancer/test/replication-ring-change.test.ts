@@ -28,7 +28,7 @@ import type { DstoreClient } from '@dstore/client';
 import { HashRing } from '@dstore/hashring';
 import { DstoreError, Op, PeerLink } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Resources, sleep, waitFor } from './helpers.js';
+import { Resources, refusal, sleep, startBalancer, startFakeNode, waitFor } from './helpers.js';
 import {
   clientsOf,
   type Engine,
@@ -242,6 +242,29 @@ async function loaded(
     },
   };
 }
+
+describe('ring changes a union ring cannot route', () => {
+  it('ketama: a join with another weight is refused with INVALID_ARGUMENT, nothing written', async () => {
+    const balancer = await startBalancer(resources, { replicationFactor: FACTOR, hash: 'ketama' });
+    const join = async (id: string, weight: number) => {
+      const node = await startFakeNode(resources, id);
+      const link = new PeerLink({ host: '127.0.0.1', port: balancer.address.port, role: 'node' });
+      resources.add(() => link.close());
+      link.start();
+      await waitFor(() => link.isReady, `${id} link ready`);
+      return link.request({ op: Op.JOIN, nodeId: id, host: '127.0.0.1', port: node.port, weight });
+    };
+    // The first member: no previous ring, nothing to route.
+    await join('node-1', 1);
+    const epoch = balancer.membership.clusterMap.epoch;
+    // twemproxy's counts: node-1 has 160 points alone, 104 beside a member of weight 2.
+    const refused = await refusal(join('node-2', 2));
+    expect(refused.code).toBe('INVALID_ARGUMENT');
+    expect(refused.message).toContain('+node-2');
+    expect(balancer.membership.clusterMap.epoch).toBe(epoch);
+    expect(balancer.membership.clusterMap.members.map((member) => member.id)).toEqual(['node-1']);
+  });
+});
 
 describe('ring changes with replication factor 3', () => {
   it('memory: a node joins under load, weights change, a member is removed gracefully, a joining node fails and returns', {
