@@ -925,7 +925,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (!this.coordinator && this.leading !== undefined) await this.leading;
     if (!this.coordinator) return this.forwardJoin(spec, registersHere);
     let outcome: JoinOutcome = 'unchanged';
-    await this.update(`node ${spec.id} joined`, (map) => {
+    // The log names a weight change (a ring change, with replication routed on a union ring).
+    const known = activeMember(this.map, spec.id);
+    const reason =
+      known !== undefined && known.weight !== spec.weight
+        ? `node ${spec.id} joined with weight ${spec.weight} (was ${known.weight})`
+        : `node ${spec.id} joined`;
+    await this.update(reason, (map) => {
       const identity = spec.identity;
       if (identity !== undefined && isRemovedIdentity(map, identity)) {
         throw new DstoreError(

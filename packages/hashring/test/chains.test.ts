@@ -363,6 +363,9 @@ describe('unionRingReproduces', () => {
     expect(unionRingReproduces('ketama', members(3), [...members(3), { id: 'x', weight: 2 }])).toBe(false);
     // 24 -> 25 equal members: twemproxy's float32 arithmetic gives 156 points each at 25.
     expect(unionRingReproduces('ketama', members(24), members(25))).toBe(false);
+    // 24 -> 26: 160 points at both, but if one of the two entering members fails the union ring
+    // routed meanwhile has 25 members.
+    expect(unionRingReproduces('ketama', members(24), members(26))).toBe(false);
     expect(unionRingReproduces('rendezvous', members(3), members(4))).toBe(true);
     expect(unionRingReproduces('rendezvous', members(3), members(3, 2))).toBe(false);
   });
