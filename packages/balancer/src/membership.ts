@@ -913,7 +913,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         replicaState: existing?.replicaState ?? 'up',
       });
     }
-    return members === map.members ? undefined : refuseUnroutable(map, withRingPlan(map, { members }));
+    return members === map.members ? undefined : refuseUnroutableRingPlan(map, { members });
   }
 
   /**

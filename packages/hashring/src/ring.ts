@@ -95,7 +95,8 @@ export class HashRing {
    * weights) and the options, never on iteration order. Nodes with a `previousWeight` make the
    * union ring of a ring change that changes their weights (see {@link chainOf}).
    *
-   * @throws HashRingError `INVALID_NODE_ID`, `DUPLICATE_NODE`, `INVALID_WEIGHT`, `INVALID_ARGUMENT`
+   * @throws HashRingError `INVALID_NODE_ID`, `DUPLICATE_NODE`, `INVALID_WEIGHT`, `INVALID_ARGUMENT`,
+   *   `UNSUPPORTED_OPERATION` for a `previousWeight` outside the `vnode` algorithm
    */
   static from(nodes: Iterable<RingNodeInput>, options?: RingOptions): HashRing {
     return new HashRing(normalizeNodes(nodes), resolveOptions(options));
