@@ -992,9 +992,25 @@ export class Membership extends EventEmitter<MembershipEvents> {
           { node: spec.id, replicaState: existing.replicaState },
           'node failed: a new incarnation of a replicating member, taken out of its chains until it catches up',
         );
-        const patch = withRingPlan(map, {
-          members: withMember(map.members, { ...updated, replicaState: 'failed', sinceEpoch: map.epoch + 1 }),
-        });
+        const failed = (weight: number): MapPatch =>
+          withRingPlan(map, {
+            members: withMember(map.members, {
+              ...updated,
+              weight,
+              replicaState: 'failed',
+              sinceEpoch: map.epoch + 1,
+            }),
+          });
+        let patch: MapPatch;
+        try {
+          patch = refuseUnroutable(map, failed(updated.weight));
+        } catch (error) {
+          // Its failure must be written whatever its weight: a weight change the union ring
+          // cannot route (ketama) is left out, the member keeps its weight.
+          if (!(error instanceof DstoreError)) throw error;
+          this.options.logger.warn({ node: spec.id, weight: spec.weight }, error.message);
+          patch = failed(existing.weight);
+        }
         return patch.ring === undefined ? { ...patch, ring: { ...map.ring, epoch: map.epoch + 1 } } : patch;
       }
       // A new weight is a ring change (with replication: routed on the union ring, see unionOf).

@@ -264,6 +264,47 @@ describe('ring changes a union ring cannot route', () => {
     expect(balancer.membership.clusterMap.epoch).toBe(epoch);
     expect(balancer.membership.clusterMap.members.map((member) => member.id)).toEqual(['node-1']);
   });
+
+  it('ketama: a new incarnation with another weight is failed at its old weight, the weight change refused', {
+    timeout: 30_000,
+  }, async () => {
+    const balancer = await startBalancer(resources, {
+      replicationFactor: FACTOR,
+      hash: 'ketama',
+      // Fake nodes do not heartbeat: none is found silent meanwhile, and a stopped one is not live.
+      failureTimeoutMs: 60_000,
+      heartbeatTimeoutMs: 300,
+    });
+    const membership = balancer.membership;
+    const fakes = new Map<string, Awaited<ReturnType<typeof startFakeNode>>>();
+    const join = async (id: string, weight: number, identity: string) => {
+      const fake = fakes.get(id) ?? (await startFakeNode(resources, id));
+      fakes.set(id, fake);
+      const link = new PeerLink({ host: '127.0.0.1', port: balancer.address.port, role: 'node' });
+      resources.add(() => link.close());
+      link.start();
+      await waitFor(() => link.isReady, `${id} link ready`);
+      return link.request({ op: Op.JOIN, nodeId: id, host: '127.0.0.1', port: fake.port, weight, identity });
+    };
+    // Equal weights: 160 points each throughout, every join routable.
+    for (const id of ['node-1', 'node-2', 'node-3']) {
+      await join(id, 1, `${id}-a`);
+      await waitFor(() => membership.clusterMap.transition === null, `${id} joined`);
+    }
+    // node-1 restarted empty (a memory node) with another weight: it must be failed (it lost its
+    // copies) in the same write, and keeps weight 1 (ketama cannot route the weight change).
+    const first = fakes.get('node-1')!;
+    await first.stop();
+    await waitFor(() => membership.node('node-1')?.link.isReady === false, 'node-1 link down');
+    await sleep(400);
+    await first.restart();
+    await join('node-1', 2, 'node-1-b');
+    const member = membership.clusterMap.members.find((m) => m.id === 'node-1')!;
+    expect(member.identity).toBe('node-1-b');
+    expect(member.replicaState).toBe('failed');
+    expect(member.weight).toBe(1);
+    expect(membership.clusterMap.transition).toBeNull();
+  });
 });
 
 describe('ring changes with replication factor 3', () => {
