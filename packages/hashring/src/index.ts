@@ -30,5 +30,4 @@ export {
   type RingNodeInput,
   type RingOptions,
 } from './types.js';
-export { unionRingReproduces } from './union.js';
 export { vnodePointCount } from './vnode.js';
