@@ -45,6 +45,11 @@ export interface MapMember {
 export interface MapRingMember {
   readonly id: string;
   readonly weight: number;
+  /**
+   * Only in a union ring (see {@link unionOf}, never stored): the member's weight on the previous
+   * ring when its ring change changes it (`weight` is the next ring's).
+   */
+  readonly previousWeight?: number | undefined;
 }
 
 /** The ring the cluster routes on, and the epoch at which it was set. */
@@ -280,7 +285,10 @@ export function replicaStatesOf(map: ClusterMap): Map<string, ReplicaState> {
  * that mark it (see `ReplicaState` in `@dstore/hashring`): a member of the next ring only is
  * `entering` (left out while it is `failed`: it holds nothing, and its chains' serving members
  * hold everything), one of the previous ring only `exiting` while `up`, else `dropped` (never a
- * source). Undefined when the map routes on its own ring (no transition, factor 1, or `purge`).
+ * source). A member of both rings whose weight changes has its next weight and its previous one
+ * (`previousWeight`: the points only one weight gives belong to that ring alone, see
+ * `RingNodeInput.previousWeight` in `@dstore/hashring`). Undefined when the map routes on its own
+ * ring (no transition, factor 1, or `purge`).
  */
 export function unionOf(
   map: ClusterMap,
@@ -295,11 +303,17 @@ export function unionOf(
     return undefined;
   const states = replicaStatesOf(map);
   const previous = new Set(transition.from.members.map((member) => member.id));
-  const next = new Set(map.ring.members.map((member) => member.id));
+  const next = new Map(map.ring.members.map((member) => [member.id, member.weight]));
   const members: MapRingMember[] = [];
   for (const member of transition.from.members) {
+    const weight = next.get(member.id);
+    if (weight !== undefined) {
+      members.push(
+        weight === member.weight ? member : { id: member.id, weight, previousWeight: member.weight },
+      );
+      continue;
+    }
     members.push(member);
-    if (next.has(member.id)) continue;
     states.set(member.id, states.get(member.id) === 'up' ? 'exiting' : 'dropped');
   }
   for (const member of map.ring.members) {

@@ -55,7 +55,13 @@ export class MapPublisher {
     const states = topology.replication?.states ?? replicaStatesOf(map);
     const nodes: RingMember[] = ring.nodes().map((member) => {
       const node = this.membership.node(member.id);
-      const fields = { id: member.id, weight: member.weight, replicaState: states.get(member.id) ?? 'up' };
+      const fields = {
+        id: member.id,
+        weight: member.weight,
+        replicaState: states.get(member.id) ?? 'up',
+        // A weight change's union ring: the member's previous weight.
+        ...(member.previousWeight === undefined ? {} : { previousWeight: member.previousWeight }),
+      };
       return node === undefined ? fields : { ...fields, host: node.host, port: node.port };
     });
     return {

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { type ChainRange, HashRing, type ReplicaStates } from '@dstore/hashring';
+import { type ChainRange, HashRing, type ReplicaStates, unionRingReproduces } from '@dstore/hashring';
 import { chunkRanges, DstoreError, ErrorCode, type HashRange, Op } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import {
@@ -524,7 +524,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (map.replicationFactor > 1) {
       this.options.logger.info(
         { replicationFactor: map.replicationFactor },
-        'chain replication: each key on min(factor, live ring members) nodes, which serve only under a lease from this balancer; weight changes are refused once the ring holds keys',
+        'chain replication: each key on min(factor, live ring members) nodes, which serve only under a lease from this balancer',
       );
       // A lease comes with a heartbeat answer: a static node that never JOINs refuses everything.
       if (this.statics.length > 0) {
@@ -913,7 +913,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         replicaState: existing?.replicaState ?? 'up',
       });
     }
-    return members === map.members ? undefined : withRingPlan(map, { members });
+    return members === map.members ? undefined : refuseUnroutableRingPlan(map, { members });
   }
 
   /**
@@ -925,7 +925,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (!this.coordinator && this.leading !== undefined) await this.leading;
     if (!this.coordinator) return this.forwardJoin(spec, registersHere);
     let outcome: JoinOutcome = 'unchanged';
-    await this.update(`node ${spec.id} joined`, (map) => {
+    // The log names a weight change (a ring change, with replication routed on a union ring).
+    const known = activeMember(this.map, spec.id);
+    const reason =
+      known !== undefined && known.weight !== spec.weight
+        ? `node ${spec.id} joined with weight ${spec.weight} (was ${known.weight})`
+        : `node ${spec.id} joined`;
+    await this.update(reason, (map) => {
       const identity = spec.identity;
       if (identity !== undefined && isRemovedIdentity(map, identity)) {
         throw new DstoreError(
@@ -936,7 +942,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       const existing = activeMember(map, spec.id);
       if (existing === undefined) {
         outcome = 'added';
-        return withRingPlan(map, {
+        return refuseUnroutableRingPlan(map, {
           members: [
             ...map.members,
             {
@@ -961,7 +967,6 @@ export class Membership extends EventEmitter<MembershipEvents> {
       ) {
         return undefined;
       }
-      if (existing.weight !== spec.weight) this.refuseReplicatedWeightChange(map, spec.id);
       outcome = 'updated';
       if (newIdentity) {
         this.options.logger.warn(
@@ -987,12 +992,29 @@ export class Membership extends EventEmitter<MembershipEvents> {
           { node: spec.id, replicaState: existing.replicaState },
           'node failed: a new incarnation of a replicating member, taken out of its chains until it catches up',
         );
-        const patch = withRingPlan(map, {
-          members: withMember(map.members, { ...updated, replicaState: 'failed', sinceEpoch: map.epoch + 1 }),
-        });
+        const failed = (weight: number): MapPatch =>
+          withRingPlan(map, {
+            members: withMember(map.members, {
+              ...updated,
+              weight,
+              replicaState: 'failed',
+              sinceEpoch: map.epoch + 1,
+            }),
+          });
+        let patch: MapPatch;
+        try {
+          patch = refuseUnroutable(map, failed(updated.weight));
+        } catch (error) {
+          // Its failure must be written whatever its weight: a weight change the union ring
+          // cannot route (ketama) is left out, the member keeps its weight.
+          if (!(error instanceof DstoreError)) throw error;
+          this.options.logger.warn({ node: spec.id, weight: spec.weight }, error.message);
+          patch = failed(existing.weight);
+        }
         return patch.ring === undefined ? { ...patch, ring: { ...map.ring, epoch: map.epoch + 1 } } : patch;
       }
-      return withRingPlan(map, { members: withMember(map.members, updated) });
+      // A new weight is a ring change (with replication: routed on the union ring, see unionOf).
+      return refuseUnroutableRingPlan(map, { members: withMember(map.members, updated) });
     });
     if (registersHere) this.pool.noteRegistration(spec.id, outcome === 'unchanged');
     return outcome;
@@ -1078,7 +1100,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (member.state === 'leaving' && member.leftBy === leaving.leftBy) return undefined;
       const members = withMember(map.members, leaving);
       const othersInRing = map.ring.members.filter((m) => m.id !== id).length;
-      if (othersInRing > 0 || map.transition !== null) return withRingPlan(map, { members });
+      if (othersInRing > 0 || map.transition !== null) return refuseUnroutableRingPlan(map, { members });
       // Not in the ring yet, or the last one there: nothing can move, it goes at once.
       if (map.ring.members.length > 0) {
         this.options.logger.warn(
@@ -1127,7 +1149,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         replicaState: 'dead',
         sinceEpoch: map.epoch + 1,
       };
-      return withRingPlan(map, { members: withMember(map.members, dead) });
+      return refuseUnroutableRingPlan(map, { members: withMember(map.members, dead) });
     });
     return done;
   }
@@ -1150,21 +1172,6 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return new DstoreError(
       ErrorCode.INVALID_ARGUMENT,
       `node ${id} is ${member.replicaState}, not failed: only a failed member can be declared dead (wait for the failure timeout, or remove it gracefully)`,
-    );
-  }
-
-  /**
-   * With a factor above 1, a weight change moves ranges between chains by points the union ring
-   * of a ring change cannot show (a member has one weight there): refused once a ring member
-   * reports keys in its heartbeats (a cluster still forms while it is empty).
-   */
-  private refuseReplicatedWeightChange(map: ClusterMap, id: string): void {
-    if (map.replicationFactor <= 1 || !map.ring.members.some((member) => member.id === id)) return;
-    const holding = map.ring.members.find((member) => (this.pool.get(member.id)?.keyCount ?? 0) > 0);
-    if (holding === undefined) return;
-    throw new DstoreError(
-      ErrorCode.INVALID_ARGUMENT,
-      `node ${id} cannot change its weight: the ring of a cluster with replication factor ${map.replicationFactor} holds keys (${holding.id}), and weight changes of replicated rings are not built (remove the node and join it again instead)`,
     );
   }
 
@@ -1287,7 +1294,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.enteredAt.clear();
       return;
     }
-    const key = `${map.ring.epoch} ${union.members.map((member) => `${member.id}:${member.weight}`).join(',')}`;
+    const key = `${map.ring.epoch} ${union.members.map((member) => `${member.id}:${member.weight}:${member.previousWeight ?? ''}`).join(',')}`;
     const ring = this.union?.key === key ? this.union.ring : ringOf({ ...map.ring, members: union.members });
     this.union = { ring, states: union.states, key, switching: map.transition?.phase === 'switch' };
     for (const [id, state] of union.states) {
@@ -1651,7 +1658,7 @@ function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members'
     )
   )
     return patch;
-  const desired = keptWeights(merged, desiredRingMembers(merged));
+  const desired = desiredRingMembers(merged);
   if (sameRingMembers(desired, merged.ring.members)) return { ...patch, members: finalStates(merged) };
   const ring: MapRing = { ...merged.ring, epoch: map.epoch + 1, members: desired };
   const previous = ringOf(merged.ring);
@@ -1673,18 +1680,37 @@ function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members'
 }
 
 /**
- * With a factor above 1, members already in the ring keep their ring weight: a replicated ring
- * change routes on the union of two rings, where a member has one weight (weight changes with
- * replication are not built; a JOIN with another weight is refused once the ring holds keys, and
- * a static node's new weight waits in the map). Factor 1: `desired` as is.
+ * {@link withRingPlan} for a request (a JOIN, a LEAVE, a remove, a static node's new entry), refused
+ * by {@link refuseUnroutable} when its ring change cannot be routed.
  */
-function keptWeights(map: ClusterMap, desired: MapRingMember[]): MapRingMember[] {
-  if (map.replicationFactor <= 1) return desired;
-  const weights = new Map(map.ring.members.map((member) => [member.id, member.weight]));
-  return desired.map((member) => {
-    const weight = weights.get(member.id);
-    return weight === undefined || weight === member.weight ? member : { id: member.id, weight };
-  });
+function refuseUnroutableRingPlan(
+  map: ClusterMap,
+  patch: Partial<Pick<ClusterMap, 'members' | 'transition'>>,
+): MapPatch {
+  return refuseUnroutable(map, withRingPlan(map, patch));
+}
+
+/**
+ * Refuses (`INVALID_ARGUMENT`, nothing written) a request whose ring change a replicated cluster
+ * cannot route: during it every party routes on the union of the previous and the next ring,
+ * which must reproduce both rings' chains (`unionRingReproduces` in `@dstore/hashring`: always
+ * with `vnode`; with `ketama` only when no weight changes and every member keeps its point
+ * count). The change checked is the one `patch` starts, or, while a transition runs, the one that
+ * waits in the map for it (from the running change's next ring). Checked when a request is
+ * written, not when a queued change starts (a transition that ends must always be written; the
+ * change it starts was checked against the same ring when it was asked for).
+ */
+function refuseUnroutable(map: ClusterMap, patch: MapPatch): MapPatch {
+  const merged = { ...map, ...patch };
+  if (merged.replicationFactor <= 1 || merged.ring.algorithm === 'vnode') return patch;
+  const started = patch.transition !== undefined && patch.transition !== null;
+  const from = started ? patch.transition!.from.members : merged.ring.members;
+  const to = started ? merged.ring.members : desiredRingMembers(merged);
+  if (from.length === 0 || unionRingReproduces(merged.ring.algorithm, from, to)) return patch;
+  throw new DstoreError(
+    ErrorCode.INVALID_ARGUMENT,
+    `ring change refused (${describeChange(from, to)}): with replication factor ${merged.replicationFactor} a ${merged.ring.algorithm} ring can change only when every member keeps its point count (equal weights, no weight change; see unionRingReproduces in @dstore/hashring), since every party routes the change on the union of both rings; use the vnode algorithm`,
+  );
 }
 
 /**

@@ -111,10 +111,13 @@ export function ringMessage(
     nodes: ring.nodes().map((node) => {
       const address = addresses.get(node.id);
       const replicaState = replication?.states.get(node.id) ?? 'up';
+      // A weight change's union ring (replication only) carries each changing member's previous weight.
       const member =
         replication === undefined
           ? { id: node.id, weight: node.weight }
-          : { id: node.id, weight: node.weight, replicaState };
+          : node.previousWeight === undefined
+            ? { id: node.id, weight: node.weight, replicaState }
+            : { id: node.id, weight: node.weight, replicaState, previousWeight: node.previousWeight };
       return address === undefined ? member : { ...member, host: address.host, port: address.port };
     }),
     ...(replication === undefined ? {} : { replicationFactor: replication.factor }),

@@ -25,9 +25,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HistoryRecorder, Nemesis } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
-import { DstoreError, Op } from '@dstore/protocol';
+import { HashRing } from '@dstore/hashring';
+import { DstoreError, Op, PeerLink } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Resources, sleep, waitFor } from './helpers.js';
+import { Resources, refusal, sleep, startBalancer, startFakeNode, waitFor } from './helpers.js';
 import {
   clientsOf,
   type Engine,
@@ -80,6 +81,22 @@ function watchPhases(cluster: ReplicatedCluster): Set<string> {
   };
   membership.on('change', record);
   resources.add(() => membership.off('change', record));
+  return seen;
+}
+
+/**
+ * Records the reasons of the ring changes the balancer writes, and whether it routed on a union
+ * ring that changes weights (a member with a previous weight), polled as the switch can be short.
+ */
+function watchWeightChange(cluster: ReplicatedCluster): { reasons: Set<string>; unionRouted: boolean } {
+  const seen = { reasons: new Set<string>(), unionRouted: false };
+  const membership = cluster.balancer.membership;
+  const timer = setInterval(() => {
+    const reason = membership.clusterMap.transition?.reason;
+    if (reason !== undefined) seen.reasons.add(reason);
+    if (membership.topology.ring.changesWeights) seen.unionRouted = true;
+  }, 2);
+  resources.add(() => clearInterval(timer));
   return seen;
 }
 
@@ -226,8 +243,72 @@ async function loaded(
   };
 }
 
+describe('ring changes a union ring cannot route', () => {
+  it('ketama: a join with another weight is refused with INVALID_ARGUMENT, nothing written', async () => {
+    const balancer = await startBalancer(resources, { replicationFactor: FACTOR, hash: 'ketama' });
+    const join = async (id: string, weight: number) => {
+      const node = await startFakeNode(resources, id);
+      const link = new PeerLink({ host: '127.0.0.1', port: balancer.address.port, role: 'node' });
+      resources.add(() => link.close());
+      link.start();
+      await waitFor(() => link.isReady, `${id} link ready`);
+      return link.request({ op: Op.JOIN, nodeId: id, host: '127.0.0.1', port: node.port, weight });
+    };
+    // The first member: no previous ring, nothing to route.
+    await join('node-1', 1);
+    const epoch = balancer.membership.clusterMap.epoch;
+    // twemproxy's counts: node-1 has 160 points alone, 104 beside a member of weight 2.
+    const refused = await refusal(join('node-2', 2));
+    expect(refused.code).toBe('INVALID_ARGUMENT');
+    expect(refused.message).toContain('+node-2');
+    expect(balancer.membership.clusterMap.epoch).toBe(epoch);
+    expect(balancer.membership.clusterMap.members.map((member) => member.id)).toEqual(['node-1']);
+  });
+
+  it('ketama: a new incarnation with another weight is failed at its old weight, the weight change refused', {
+    timeout: 30_000,
+  }, async () => {
+    const balancer = await startBalancer(resources, {
+      replicationFactor: FACTOR,
+      hash: 'ketama',
+      // Fake nodes do not heartbeat: none is found silent meanwhile, and a stopped one is not live.
+      failureTimeoutMs: 60_000,
+      heartbeatTimeoutMs: 300,
+    });
+    const membership = balancer.membership;
+    const fakes = new Map<string, Awaited<ReturnType<typeof startFakeNode>>>();
+    const join = async (id: string, weight: number, identity: string) => {
+      const fake = fakes.get(id) ?? (await startFakeNode(resources, id));
+      fakes.set(id, fake);
+      const link = new PeerLink({ host: '127.0.0.1', port: balancer.address.port, role: 'node' });
+      resources.add(() => link.close());
+      link.start();
+      await waitFor(() => link.isReady, `${id} link ready`);
+      return link.request({ op: Op.JOIN, nodeId: id, host: '127.0.0.1', port: fake.port, weight, identity });
+    };
+    // Equal weights: 160 points each throughout, every join routable.
+    for (const id of ['node-1', 'node-2', 'node-3']) {
+      await join(id, 1, `${id}-a`);
+      await waitFor(() => membership.clusterMap.transition === null, `${id} joined`);
+    }
+    // node-1 restarted empty (a memory node) with another weight: it must be failed (it lost its
+    // copies) in the same write, and keeps weight 1 (ketama cannot route the weight change).
+    const first = fakes.get('node-1')!;
+    await first.stop();
+    await waitFor(() => membership.node('node-1')?.link.isReady === false, 'node-1 link down');
+    await sleep(400);
+    await first.restart();
+    await join('node-1', 2, 'node-1-b');
+    const member = membership.clusterMap.members.find((m) => m.id === 'node-1')!;
+    expect(member.identity).toBe('node-1-b');
+    expect(member.replicaState).toBe('failed');
+    expect(member.weight).toBe(1);
+    expect(membership.clusterMap.transition).toBeNull();
+  });
+});
+
 describe('ring changes with replication factor 3', () => {
-  it('memory: a node joins under load, a member is removed gracefully, a joining node fails and returns', {
+  it('memory: a node joins under load, weights change, a member is removed gracefully, a joining node fails and returns', {
     timeout: 90_000,
   }, async () => {
     const { cluster, seeder, seeded, finish } = await loaded(
@@ -242,9 +323,57 @@ describe('ring changes with replication factor 3', () => {
     for (const key of deleted) expect(await untilExecuted(() => seeder.del(key))).toBe(true);
 
     await cluster.startNode('node-5', 'memory', nemesis);
-    await settled(cluster, 'node-5 joined: in the ring, the change finished', () =>
-      membership.clusterMap.ring.members.some((member) => member.id === 'node-5'),
+    // Weight changes (what a node that JOINs again with another --weight asks), sent while node-5's
+    // change runs: they wait in the map and start as one ring change when it ends, routed on a
+    // union ring whose members carry their previous weights (node-1 grows and learns the ranges
+    // it gains, node-3 shrinks and serves its ranges until the switch, then purges them).
+    const weighted = watchWeightChange(cluster);
+    await waitFor(
+      () => membership.clusterMap.ring.members.some((member) => member.id === 'node-5'),
+      'node-5 entering',
     );
+    for (const [id, weight] of [
+      ['node-1', 2],
+      ['node-3', 0.5],
+    ] as const) {
+      // A link speaks for one node.
+      const link = new PeerLink({ host: '127.0.0.1', port: cluster.port, role: 'node' });
+      resources.add(() => link.close());
+      link.start();
+      await waitFor(() => link.isReady, 'control link ready');
+      const node = membership.node(id)!;
+      await link.request({ op: Op.JOIN, nodeId: id, host: node.host, port: node.port, weight });
+    }
+    await settled(cluster, 'node-5 joined and the weights changed', () => {
+      const members = membership.clusterMap.ring.members;
+      const weightOf = (id: string) => members.find((member) => member.id === id)?.weight;
+      return weightOf('node-5') === 1 && weightOf('node-1') === 2 && weightOf('node-3') === 0.5;
+    });
+    // One change when both waited for node-5's (the usual case), else one each.
+    const reasons = [...weighted.reasons].join('; ');
+    expect(reasons).toContain('node-1 weight 1->2');
+    expect(reasons).toContain('node-3 weight 1->0.5');
+    expect(weighted.unionRouted, 'routed on a union ring with previous weights').toBe(true);
+    expect(cluster.ring.nodes().filter((node) => node.weight !== 1)).toEqual([
+      { id: 'node-1', weight: 2 },
+      { id: 'node-3', weight: 0.5 },
+    ]);
+    // The ring before the weight change (every member at weight 1): node-1 holds copies of the
+    // ranges it gained; the ranges node-3 lost are on every member of their new chains (what it
+    // purged is counted at the end: DBSIZE).
+    const before = HashRing.from(cluster.ring.nodes().map((node) => ({ id: node.id, weight: 1 })));
+    const kept = seeded.filter((_, i) => i % 10 !== 0);
+    const gained = kept.filter(
+      (key) => cluster.chainOf(key).includes('node-1') && !before.getN(key, FACTOR).includes('node-1'),
+    );
+    const lost = kept.filter(
+      (key) => !cluster.chainOf(key).includes('node-3') && before.getN(key, FACTOR).includes('node-3'),
+    );
+    expect(gained.length).toBeGreaterThan(0);
+    expect(lost.length).toBeGreaterThan(0);
+    for (const key of gained.slice(0, 30))
+      expect((await cluster.copyAt('node-1', key)).value, `${key} on node-1`).toBe(`old-${key}`);
+    for (const key of lost.slice(0, 30)) await cluster.expectOnChain(key, `old-${key}`);
     // The new member holds copies of its ranges' keys written before it joined.
     const onNew = seeded.filter((key, i) => i % 10 !== 0 && cluster.chainOf(key).includes('node-5'));
     expect(onNew.length).toBeGreaterThan(0);

@@ -662,7 +662,8 @@ function tooManyRedirects(redirects: number, limit: number, last: string): Dstor
 
 function mapSignature(snapshot: ClusterMapSnapshot): string {
   const members = snapshot.nodes.map(
-    (node) => `${node.id}=${node.weight}@${node.host ?? ''}:${node.port ?? 0}/${node.replicaState ?? 'up'}`,
+    (node) =>
+      `${node.id}=${node.weight}<${node.previousWeight ?? ''}@${node.host ?? ''}:${node.port ?? 0}/${node.replicaState ?? 'up'}`,
   );
   return `${snapshot.generation}/${snapshot.epoch}/${snapshot.algorithm}/${snapshot.vnodes}/${snapshot.replicationFactor ?? 1}/${members.join(',')}`;
 }

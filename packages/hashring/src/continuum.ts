@@ -27,7 +27,28 @@ export interface Continuum {
   readonly index: Uint32Array;
   /** Bucket of a position is `position >>> shift`. */
   readonly shift: number;
+  /**
+   * The ring each point belongs to on the union ring of a ring change that changes a member's
+   * weight ({@link PointSide}, parallel to {@link points}); undefined when every point is on both.
+   */
+  readonly sides?: Uint8Array | undefined;
 }
+
+/**
+ * Which ring of a ring change a union ring point belongs to: a member whose weight changes has
+ * the points both weights give, and the points only the larger one gives (see `vnode.ts`).
+ */
+export const PointSide = {
+  /** On the previous and the next ring. */
+  BOTH: 0,
+  /** On the previous ring only (the member's weight shrinks). */
+  PREVIOUS: 1,
+  /** On the next ring only (the member's weight grows). */
+  NEXT: 2,
+} as const;
+
+/** A {@link PointSide} value. */
+export type PointSide = (typeof PointSide)[keyof typeof PointSide];
 
 /**
  * Builds the bucket index for sorted `points`: ~4 points per bucket, capped
@@ -84,8 +105,15 @@ export class ContinuumBuilder {
   private readonly owners: Uint32Array;
   private count = 0;
 
-  /** @param capacity - exact number of points that will be added */
-  constructor(capacity: number) {
+  /**
+   * @param capacity - exact number of points that will be added
+   * @param sided - points carry a {@link PointSide} (kept in the owner's low 2 bits while sorting,
+   *   so the sort moves one array less and equal points stay ordered by owner)
+   */
+  constructor(
+    capacity: number,
+    private readonly sided = false,
+  ) {
     if (capacity > MAX_POINTS) {
       throw new HashRingError('INVALID_ARGUMENT', `ring would have ${capacity} points (max ${MAX_POINTS})`);
     }
@@ -97,9 +125,10 @@ export class ContinuumBuilder {
    * Adds one point owned by node `owner` (index into the id-sorted list).
    * Callers push in ascending owner order so ties end up ordered by node id.
    */
-  push(point: number, owner: number): void {
+  push(point: number, owner: number, side: PointSide = PointSide.BOTH): void {
     this.points[this.count] = point;
-    this.owners[this.count++] = owner;
+    // At most 2^27 points, so at most 2^27 owners: owner * 4 + side fits 32 bits.
+    this.owners[this.count++] = this.sided ? owner * 4 + side : owner;
   }
 
   /**
@@ -119,8 +148,16 @@ export class ContinuumBuilder {
       [o, to] = [to, o];
     }
     const points = p.slice();
+    let sides: Uint8Array | undefined;
+    if (this.sided) {
+      sides = new Uint8Array(n);
+      for (let i = 0; i < n; i++) {
+        sides[i] = o[i]! & 3;
+        o[i] = o[i]! >>> 2;
+      }
+    }
     const owners = nodeCount <= 0x10000 ? Uint16Array.from(o) : o.slice();
-    return { points, owners, ...buildIndex(points) };
+    return { points, owners, ...buildIndex(points), ...(sides === undefined ? {} : { sides }) };
   }
 }
 
@@ -169,7 +206,9 @@ export function continuumShares(c: Continuum, nodeCount: number): Float64Array {
  * Walks the ring clockwise from point index `from`, collecting up to `n` distinct owner indices
  * in the order they are met (the replication preference list). Owners for which `skip` is true
  * are passed over (members that must not hold replicas: dead ones), so the walk takes the next;
- * `skip` is asked once per distinct owner met.
+ * `skip` is asked once per distinct owner met. Points whose side (see {@link PointSide}) is
+ * `exclude` are not there for this walk (the other ring's points of a member whose weight
+ * changes): passed over without counting their owner as met.
  */
 export function distinctFromIndex(
   c: Continuum,
@@ -177,10 +216,12 @@ export function distinctFromIndex(
   n: number,
   nodeCount: number,
   skip?: (owner: number) => boolean,
+  exclude?: PointSide,
 ): number[] {
   const want = Math.min(n, nodeCount);
   const result: number[] = [];
   const { owners } = c;
+  const sides = exclude === undefined ? undefined : c.sides;
   const total = owners.length;
   // A per-call bitmap beats Array#includes once n grows past a handful.
   const seen = new Uint8Array(nodeCount);
@@ -190,6 +231,10 @@ export function distinctFromIndex(
   let met = 0;
   for (let i = from, steps = 0; steps < total && result.length < want && met < nodeCount; steps++) {
     const owner = owners[i]!;
+    if (sides !== undefined && sides[i] === exclude) {
+      i = i + 1 === total ? 0 : i + 1;
+      continue;
+    }
     if (seen[owner] === 0) {
       seen[owner] = 1;
       met++;
@@ -207,6 +252,7 @@ export function walkDistinct(
   n: number,
   nodeCount: number,
   skip?: (owner: number) => boolean,
+  exclude?: PointSide,
 ): number[] {
-  return distinctFromIndex(c, locate(c, position), n, nodeCount, skip);
+  return distinctFromIndex(c, locate(c, position), n, nodeCount, skip, exclude);
 }

@@ -30,4 +30,5 @@ export {
   type RingNodeInput,
   type RingOptions,
 } from './types.js';
+export { unionRingReproduces } from './union.js';
 export { vnodePointCount } from './vnode.js';

@@ -5,7 +5,7 @@
  * derives its chains from these, so every party that builds the same ring agrees on them.
  */
 
-import { type Continuum, distinctFromIndex } from './continuum.js';
+import { type Continuum, distinctFromIndex, type PointSide } from './continuum.js';
 
 /** A ring range `(start, end]` (wrapping when `start >= end`) and the members that hold it. */
 export interface ReplicaRange {
@@ -67,13 +67,15 @@ function mergeNeighbours<T extends { readonly start: number; readonly end: numbe
  * Every range of the continuum with its `n` replicas, ascending by `end` (a range that wraps past
  * 2^32 - 1 comes first), neighbours with the same replicas merged. A continuum whose points are all
  * equal yields one range covering the whole ring (`start === end`). Owners for which `skip` is true
- * hold no replicas: the next distinct members clockwise take their place.
+ * hold no replicas: the next distinct members clockwise take their place; points on side
+ * `exclude` are passed over (see `distinctFromIndex`).
  */
 export function replicaRangesOf(
   c: Continuum,
   ids: readonly string[],
   n: number,
   skip?: (owner: number) => boolean,
+  exclude?: PointSide,
 ): ReplicaRange[] {
   const { points } = c;
   const ranges: ReplicaRange[] = [];
@@ -82,7 +84,7 @@ export function replicaRangesOf(
     const end = points[i]!;
     // Of equal points only the first owns anything (the lookup rule of `locate`).
     if (i > 0 && end === points[i - 1]) continue;
-    const replicas = distinctFromIndex(c, i, n, ids.length, skip).map((owner) => ids[owner]!);
+    const replicas = distinctFromIndex(c, i, n, ids.length, skip, exclude).map((owner) => ids[owner]!);
     ranges.push({ start: previous, end, replicas });
     previous = end;
   }

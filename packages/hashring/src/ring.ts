@@ -3,7 +3,7 @@
  * balancer can swap one reference atomically while lookups keep running.
  */
 
-import { type Continuum, continuumShares, locate, walkDistinct } from './continuum.js';
+import { type Continuum, continuumShares, locate, PointSide, walkDistinct } from './continuum.js';
 import { diffContinua } from './diff.js';
 import { HashRingError } from './errors.js';
 import { buildKetamaContinuum } from './ketama.js';
@@ -38,6 +38,9 @@ const EMPTY: Continuum = {
   index: new Uint32Array(2),
   shift: 32,
 };
+
+/** The states of a ring change whose members are all `up` (only weights change). */
+const NO_STATES: ReplicaStates = new Map();
 
 function checkKey(key: unknown): void {
   if (typeof key !== 'string' && !(key instanceof Uint8Array)) {
@@ -74,6 +77,14 @@ export class HashRing {
 
   static #buildContinuum(nodes: RingNode[], options: ResolvedOptions): Continuum {
     if (nodes.length === 0) return EMPTY;
+    // Only the vnode algorithm gives a member the same points at both weights (a prefix of one
+    // sequence); ketama's counts depend on every member's weight, rendezvous has no points.
+    if (options.algorithm !== 'vnode' && nodes.some((node) => node.previousWeight !== undefined)) {
+      throw new HashRingError(
+        'UNSUPPORTED_OPERATION',
+        `a ${options.algorithm} ring cannot change a member's weight in a union ring (vnode only)`,
+      );
+    }
     if (options.algorithm === 'vnode') return buildVnodeContinuum(nodes, options.vnodes);
     if (options.algorithm === 'ketama') return buildKetamaContinuum(nodes);
     return EMPTY;
@@ -81,9 +92,11 @@ export class HashRing {
 
   /**
    * Builds a ring. The result depends only on the set of nodes (ids and
-   * weights) and the options, never on iteration order.
+   * weights) and the options, never on iteration order. Nodes with a `previousWeight` make the
+   * union ring of a ring change that changes their weights (see {@link chainOf}).
    *
-   * @throws HashRingError `INVALID_NODE_ID`, `DUPLICATE_NODE`, `INVALID_WEIGHT`, `INVALID_ARGUMENT`
+   * @throws HashRingError `INVALID_NODE_ID`, `DUPLICATE_NODE`, `INVALID_WEIGHT`, `INVALID_ARGUMENT`,
+   *   `UNSUPPORTED_OPERATION` for a `previousWeight` outside the `vnode` algorithm
    */
   static from(nodes: Iterable<RingNodeInput>, options?: RingOptions): HashRing {
     return new HashRing(normalizeNodes(nodes), resolveOptions(options));
@@ -129,6 +142,15 @@ export class HashRing {
       this.#nodes.filter((n) => n.id !== id),
       this.#options(),
     );
+  }
+
+  /**
+   * Whether this is the union ring of a ring change that changes a member's point count (a member
+   * with a `previousWeight` whose points differ): its chains are then always those of a ring
+   * change (see {@link chainOf}), whatever the states.
+   */
+  get changesWeights(): boolean {
+    return this.#continuum.sides !== undefined;
   }
 
   /** A new ring with the same nodes and algorithm but different options. */
@@ -238,8 +260,13 @@ export class HashRing {
    * their place), the serving chain its `up` members. With `n = 1` and every member up, head and
    * tail are {@link get}'s owner. Every party that builds the same ring from the same map (the
    * balancer, nodes, direct clients) derives the same chains. On the union ring of a ring change
-   * (`entering`, `exiting` or `dropped` members, see `ReplicaState`) the desired chain is the
-   * previous ring's and the members of the next ring's chain that are not in it are learners.
+   * (`entering`, `exiting` or `dropped` members, see `ReplicaState`, or members with a
+   * `previousWeight`: {@link changesWeights}) the desired chain is the previous ring's and the
+   * members of the next ring's chain that are not in it are learners. The previous ring's walk
+   * passes over `entering` members and the points only a member's next weight gives; the next
+   * ring's over `exiting` and `dropped` members and the points only a previous weight gives.
+   * The ring's other lookups ({@link get}, {@link getN}, {@link replicaSets}, {@link shares},
+   * {@link diff}) see every point of a union ring.
    *
    * @param states - replication state by member id; absent ids (or no map) are `up`
    * @throws HashRingError `EMPTY_RING`, `INVALID_ARGUMENT` for a bad key or `n`
@@ -257,23 +284,31 @@ export class HashRing {
   chainAtPosition(position: number, n: number, states?: ReplicaStates): Chain {
     checkCount(n);
     if (this.size === 0) throw new HashRingError('EMPTY_RING', 'cannot look up a key on an empty ring');
-    if (isRingChange(states)) {
-      const previous = this.#walk(position, n, this.#skipping(states!, 'previous'));
-      const next = this.#walk(position, n, this.#skipping(states!, 'next'));
-      return chainOfDesired(previous, n, states, next);
+    if (this.changesWeights || isRingChange(states)) {
+      const previous = this.#walk(position, n, this.#skipping(states, 'previous'), PointSide.NEXT);
+      const next = this.#walk(position, n, this.#skipping(states, 'next'), PointSide.PREVIOUS);
+      return chainOfDesired(previous, n, states ?? NO_STATES, next);
     }
     return chainOfDesired(this.#walk(position, n, this.#isDead(states)), n, states);
   }
 
-  /** The first `n` distinct members from `position` for which `skip` is not true, in ring order. */
-  #walk(position: number, n: number, skip: ((owner: number) => boolean) | undefined): string[] {
+  /**
+   * The first `n` distinct members from `position` for which `skip` is not true, in ring order,
+   * passing over the points on side `exclude`.
+   */
+  #walk(
+    position: number,
+    n: number,
+    skip: ((owner: number) => boolean) | undefined,
+    exclude?: PointSide,
+  ): string[] {
     let picked: number[];
     if (this.#rendezvous) {
       // Every member by descending score, then the first n that are not skipped.
       const ranked = rendezvousTop(this.#rendezvous, position, this.size);
       picked = (skip === undefined ? ranked : ranked.filter((i) => !skip(i))).slice(0, n);
     } else {
-      picked = walkDistinct(this.#continuum, position, n, this.size, skip);
+      picked = walkDistinct(this.#continuum, position, n, this.size, skip, exclude);
     }
     return picked.map((i) => this.#ids[i]!);
   }
@@ -282,7 +317,11 @@ export class HashRing {
    * During a ring change (see `ReplicaState`): the members outside the `previous` ring (dead and
    * entering ones) or outside the `next` ring (dead, exiting and dropped ones).
    */
-  #skipping(states: ReplicaStates, ring: 'previous' | 'next'): (owner: number) => boolean {
+  #skipping(
+    states: ReplicaStates | undefined,
+    ring: 'previous' | 'next',
+  ): ((owner: number) => boolean) | undefined {
+    if (states === undefined || states.size === 0) return undefined;
     const ids = this.#ids;
     return ring === 'previous'
       ? (owner) => {
@@ -307,13 +346,14 @@ export class HashRing {
   chains(n: number, states?: ReplicaStates): ChainRange[] {
     checkCount(n);
     this.#assertRanged('chains');
-    if (isRingChange(states)) {
-      const previous = replicaRangesOf(this.#continuum, this.#ids, n, this.#skipping(states!, 'previous'));
-      const next = replicaRangesOf(this.#continuum, this.#ids, n, this.#skipping(states!, 'next'));
+    if (this.changesWeights || isRingChange(states)) {
+      const c = this.#continuum;
+      const previous = replicaRangesOf(c, this.#ids, n, this.#skipping(states, 'previous'), PointSide.NEXT);
+      const next = replicaRangesOf(c, this.#ids, n, this.#skipping(states, 'next'), PointSide.PREVIOUS);
       return overlayReplicaRanges(previous, next).map((range) => ({
         start: range.start,
         end: range.end,
-        ...chainOfDesired(range.before, n, states, range.after),
+        ...chainOfDesired(range.before, n, states ?? NO_STATES, range.after),
       }));
     }
     return replicaRangesOf(this.#continuum, this.#ids, n, this.#isDead(states)).map((range) => ({

@@ -5,7 +5,8 @@ import type { RingAlgorithm, RingNodeInput } from './types.js';
 
 /**
  * A ring as a cluster announces it: the placement algorithm by name, the virtual nodes per unit
- * weight (0 = the algorithm's default) and the members. dstore's RING and MAP messages carry
+ * weight (0 = the algorithm's default) and the members (during a replicated weight change, with
+ * their previous weights: `RingNodeInput.previousWeight`). dstore's RING and MAP messages carry
  * exactly this, so every party that receives one builds the identical ring with {@link ringOfSpec}.
  */
 export interface RingSpec {

@@ -4,6 +4,12 @@ export interface RingNode {
   readonly id: string;
   /** Relative capacity; positive and finite. */
   readonly weight: number;
+  /**
+   * Only on the union ring of a replicated ring change that changes this member's weight (see
+   * `HashRing.chainOf`): its weight on the previous ring, `weight` being its weight on the next
+   * one. Absent when the weight does not change.
+   */
+  readonly previousWeight?: number;
 }
 
 /** A node as accepted by constructors and `add`. */
@@ -12,6 +18,13 @@ export interface RingNodeInput {
   id: string;
   /** Relative capacity; positive and finite. Defaults to 1. */
   weight?: number;
+  /**
+   * The union ring of a replicated ring change that changes this member's weight: its weight on
+   * the previous ring (positive and finite; `weight` is the next ring's). The member's points that
+   * only one of the two weights gives belong to that ring alone (see `HashRing.chainOf`).
+   * Omitted, or equal to `weight`: no weight change. `vnode` only (`UNSUPPORTED_OPERATION` otherwise).
+   */
+  previousWeight?: number | undefined;
 }
 
 /**

@@ -24,7 +24,11 @@ export function normalizeNode(input: RingNodeInput): RingNode {
   if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
     throw new HashRingError('INVALID_WEIGHT', `weight of "${id}" must be a positive finite number`);
   }
-  return Object.freeze({ id, weight });
+  const previousWeight = input.previousWeight ?? weight;
+  if (typeof previousWeight !== 'number' || !Number.isFinite(previousWeight) || previousWeight <= 0) {
+    throw new HashRingError('INVALID_WEIGHT', `previous weight of "${id}" must be a positive finite number`);
+  }
+  return Object.freeze(previousWeight === weight ? { id, weight } : { id, weight, previousWeight });
 }
 
 /** Code-unit order: identical on every machine, unlike `localeCompare`. */

@@ -6,7 +6,7 @@
  * other members, so adding or removing a node moves only that node's keys.
  */
 
-import { type Continuum, ContinuumBuilder } from './continuum.js';
+import { type Continuum, ContinuumBuilder, PointSide } from './continuum.js';
 import { murmur3Bytes, murmur3String } from './murmur3.js';
 import type { RingNode } from './types.js';
 import { utf8Bytes } from './utf8.js';
@@ -16,15 +16,31 @@ export function vnodePointCount(weight: number, vnodes: number): number {
   return Math.max(1, Math.round(weight * vnodes));
 }
 
-/** Builds the continuum for `nodes` (already sorted by id). */
+/**
+ * Builds the continuum for `nodes` (already sorted by id). A node with a `previousWeight` (the
+ * union ring of a ring change that changes its weight) gets the points of the larger of its two
+ * weights: point `i` is the same on both rings, so the first points (as many as the smaller weight
+ * gives) are on both, the rest on the ring of the larger weight only (see {@link PointSide}).
+ */
 export function buildVnodeContinuum(nodes: readonly RingNode[], vnodes: number): Continuum {
   let total = 0;
-  for (const node of nodes) total += vnodePointCount(node.weight, vnodes);
-  const builder = new ContinuumBuilder(total);
+  let sided = false;
+  for (const node of nodes) {
+    const next = vnodePointCount(node.weight, vnodes);
+    const previous = vnodePointCount(node.previousWeight ?? node.weight, vnodes);
+    total += Math.max(next, previous);
+    if (next !== previous) sided = true;
+  }
+  const builder = new ContinuumBuilder(total, sided);
   nodes.forEach((node, owner) => {
     const id = utf8Bytes(node.id);
-    const count = vnodePointCount(node.weight, vnodes);
-    for (let i = 0; i < count; i++) builder.push(murmur3Bytes(id, id.length, i), owner);
+    const next = vnodePointCount(node.weight, vnodes);
+    const previous = vnodePointCount(node.previousWeight ?? node.weight, vnodes);
+    const both = Math.min(next, previous);
+    const side = next > previous ? PointSide.NEXT : PointSide.PREVIOUS;
+    for (let i = 0; i < both; i++) builder.push(murmur3Bytes(id, id.length, i), owner);
+    for (let i = both; i < next || i < previous; i++)
+      builder.push(murmur3Bytes(id, id.length, i), owner, side);
   });
   return builder.build(nodes.length);
 }

@@ -1,6 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type ChainRange, HashRing, HashRingError, inRange, type ReplicaState } from '../src/index.js';
+import {
+  type ChainRange,
+  HashRing,
+  HashRingError,
+  inRange,
+  type ReplicaState,
+  unionRingReproduces,
+} from '../src/index.js';
 
 const STATES: readonly ReplicaState[] = ['up', 'syncing', 'promoting', 'failed', 'dead'];
 
@@ -199,16 +206,23 @@ describe('HashRing.chains', () => {
   });
 });
 
-describe('chains of a ring change (the union ring: entering, exiting and dropped members)', () => {
+describe('chains of a ring change (the union ring: entering, exiting and dropped members, weight changes)', () => {
+  const WEIGHTS = [1, 1, 0.5, 1.5, 2, 3] as const;
   const change = fc
     .uniqueArray(fc.stringMatching(/^[a-z]{1,6}$/), { minLength: 2, maxLength: 8 })
     .chain((ids) =>
       fc.record({
         ids: fc.constant(ids),
-        roles: fc.array(fc.constantFrom('up', 'up', 'failed', 'entering', 'exiting', 'dropped'), {
+        roles: fc.array(fc.constantFrom('up', 'up', 'up', 'failed', 'entering', 'exiting', 'dropped'), {
           minLength: ids.length,
           maxLength: ids.length,
         }),
+        // Each member's weight on the previous and on the next ring (vnode only: ketama keeps 1).
+        previousWeights: fc.array(fc.constantFrom(...WEIGHTS), {
+          minLength: ids.length,
+          maxLength: ids.length,
+        }),
+        nextWeights: fc.array(fc.constantFrom(...WEIGHTS), { minLength: ids.length, maxLength: ids.length }),
       }),
     );
 
@@ -219,21 +233,46 @@ describe('chains of a ring change (the union ring: entering, exiting and dropped
         fc.integer({ min: 1, max: 4 }),
         fc.constantFrom<'vnode' | 'ketama'>('vnode', 'ketama'),
         fc.array(fc.string({ minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 20 }),
-        ({ ids, roles }, n, algorithm, keys) => {
+        ({ ids, roles, previousWeights, nextWeights }, n, algorithm, keys) => {
           const states = new Map(ids.map((id, i) => [id, roles[i] as ReplicaState]));
           const previousIds = ids.filter((id) => states.get(id) !== 'entering');
           const nextIds = ids.filter((id) => !['exiting', 'dropped'].includes(states.get(id)!));
-          fc.pre(
-            previousIds.length > 0 &&
-              nextIds.length > 0 &&
-              [...states.values()].some((s) => s === 'entering' || s === 'exiting' || s === 'dropped'),
+          const weighted = algorithm === 'vnode';
+          const previousWeight = (id: string) => (weighted ? previousWeights[ids.indexOf(id)]! : 1);
+          const nextWeight = (id: string) => (weighted ? nextWeights[ids.indexOf(id)]! : 1);
+          const changesWeight = (id: string) =>
+            previousIds.includes(id) && nextIds.includes(id) && previousWeight(id) !== nextWeight(id);
+          const membersChange = [...states.values()].some(
+            (s) => s === 'entering' || s === 'exiting' || s === 'dropped',
           );
-          const union = ringOf(ids, algorithm);
-          const previous = ringOf(previousIds, algorithm);
-          const next = ringOf(nextIds, algorithm);
-          const ranges = union.chains(n, states);
+          fc.pre(previousIds.length > 0 && nextIds.length > 0 && (membersChange || ids.some(changesWeight)));
+          // The union ring: each member at its next weight (previous only: its previous one), with
+          // its previous weight when it changes.
+          const union = HashRing.from(
+            ids.map((id) =>
+              nextIds.includes(id)
+                ? {
+                    id,
+                    weight: nextWeight(id),
+                    ...(changesWeight(id) ? { previousWeight: previousWeight(id) } : {}),
+                  }
+                : { id, weight: previousWeight(id) },
+            ),
+            weighted ? { algorithm, vnodes: 16 } : { algorithm },
+          );
+          expect(union.changesWeights).toBe(ids.some(changesWeight));
+          const ringOfWeights = (members: readonly string[], weight: (id: string) => number) =>
+            HashRing.from(
+              members.map((id) => ({ id, weight: weight(id) })),
+              weighted ? { algorithm, vnodes: 16 } : { algorithm },
+            );
+          const previous = ringOfWeights(previousIds, previousWeight);
+          const next = ringOfWeights(nextIds, nextWeight);
+          // Only weights change (every member up): the ring alone marks the change, with no states.
+          const routed = [...states.values()].every((s) => s === 'up') ? undefined : states;
+          const ranges = union.chains(n, routed);
           for (const key of keys) {
-            const chain = union.chainOf(key, n, states);
+            const chain = union.chainOf(key, n, routed);
             const before = previous.getN(key, n);
             const after = next.getN(key, n);
             const serving = before.filter((id) => ['up', 'exiting'].includes(states.get(id)!));
@@ -249,7 +288,97 @@ describe('chains of a ring change (the union ring: entering, exiting and dropped
           }
         },
       ),
-      { numRuns: 80 },
+      { numRuns: 200 },
     );
+  });
+
+  it('is a weight change: grown members learn the ranges they gain, shrunk ones serve until the switch', () => {
+    const previous = HashRing.from(
+      [
+        { id: 'a', weight: 1 },
+        { id: 'b', weight: 2 },
+        { id: 'c', weight: 1 },
+        { id: 'd', weight: 1 },
+      ],
+      { vnodes: 64 },
+    );
+    const union = HashRing.from(
+      [
+        { id: 'a', weight: 2, previousWeight: 1 },
+        { id: 'b', weight: 1, previousWeight: 2 },
+        { id: 'c', weight: 1 },
+        { id: 'd', weight: 1 },
+      ],
+      { vnodes: 64 },
+    );
+    const next = HashRing.from(
+      [
+        { id: 'a', weight: 2 },
+        { id: 'b', weight: 1 },
+        { id: 'c', weight: 1 },
+        { id: 'd', weight: 1 },
+      ],
+      { vnodes: 64 },
+    );
+    expect(union.pointCount).toBe(previous.pointCount + 64);
+    const chains = union.chains(3);
+    const changing = chains.filter((chain) => chain.changing);
+    expect(changing.length).toBeGreaterThan(0);
+    expect(changing.some((chain) => chain.path.at(-1) === 'a' && !chain.desired.includes('a'))).toBe(true);
+    expect(changing.some((chain) => chain.desired.includes('b') && chain.path.length === 4)).toBe(true);
+    for (const key of ['k1', 'user:42', 'x', 'y', 'z']) {
+      expect(union.chainOf(key, 3).desired).toEqual(previous.getN(key, 3));
+      const path = union.chainOf(key, 3).path;
+      for (const id of next.getN(key, 3)) expect(path).toContain(id);
+    }
+  });
+
+  it('refuses a previous weight on a ketama or rendezvous ring, and an invalid one', () => {
+    for (const algorithm of ['ketama', 'rendezvous'] as const) {
+      expect(() => HashRing.from([{ id: 'a', weight: 2, previousWeight: 1 }], { algorithm })).toThrow(
+        expect.objectContaining({ code: 'UNSUPPORTED_OPERATION' }),
+      );
+    }
+    expect(() => HashRing.from([{ id: 'a', weight: 2, previousWeight: 0 }])).toThrow(
+      expect.objectContaining({ code: 'INVALID_WEIGHT' }),
+    );
+    // Equal to the weight: no weight change.
+    const same = HashRing.from([{ id: 'a', weight: 2, previousWeight: 2 }]);
+    expect(same.node('a')).toEqual({ id: 'a', weight: 2 });
+    expect(same.changesWeights).toBe(false);
+  });
+});
+
+describe('unionRingReproduces', () => {
+  const members = (count: number, weight = 1) =>
+    Array.from({ length: count }, (_, i) => ({ id: `n${String(i).padStart(3, '0')}`, weight }));
+
+  it('is true for vnode, and for ketama only while every member keeps its point count', () => {
+    expect(unionRingReproduces('vnode', members(3), [...members(3, 2), { id: 'x', weight: 5 }])).toBe(true);
+    // Equal weights, 3 -> 4 members: 160 points each throughout.
+    expect(unionRingReproduces('ketama', members(3), members(4))).toBe(true);
+    expect(unionRingReproduces('ketama', members(4), members(3))).toBe(true);
+    // A weight change, or a join with another weight: every member's count moves.
+    expect(unionRingReproduces('ketama', members(3), members(3, 2))).toBe(false);
+    expect(unionRingReproduces('ketama', members(3), [...members(3), { id: 'x', weight: 2 }])).toBe(false);
+    // 24 -> 25 equal members: twemproxy's float32 arithmetic gives 156 points each at 25.
+    expect(unionRingReproduces('ketama', members(24), members(25))).toBe(false);
+    // 24 -> 26: 160 points at both, but if one of the two entering members fails the union ring
+    // routed meanwhile has 25 members.
+    expect(unionRingReproduces('ketama', members(24), members(26))).toBe(false);
+    expect(unionRingReproduces('rendezvous', members(3), members(4))).toBe(true);
+    expect(unionRingReproduces('rendezvous', members(3), members(3, 2))).toBe(false);
+  });
+
+  it('matches the union ring property: ketama chains equal both rings when it says so', () => {
+    const previous = members(3);
+    const next = [...members(3), { id: 'x', weight: 1 }];
+    expect(unionRingReproduces('ketama', previous, next)).toBe(true);
+    const union = HashRing.from(next, { algorithm: 'ketama' });
+    const states = new Map<string, ReplicaState>([['x', 'entering']]);
+    const before = HashRing.from(previous, { algorithm: 'ketama' });
+    for (const key of ['a', 'b', 'c', 'd', 'e']) {
+      expect(union.chainOf(key, 2, states).desired).toEqual(before.getN(key, 2));
+    }
   });
 });

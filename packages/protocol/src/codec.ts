@@ -1525,7 +1525,9 @@ function redirectTarget(r: FieldReader): { epoch: number; nodeId: string; host: 
  * then pairs; nil when not every member has one), then the replication factor and each member's
  * replication state (count, then names), present when the message carries a factor (nil or
  * absent factor: 1, every member up), then `1` when a ring change switches (`switching`) or `2`
- * when its next ring holds the changed chains frozen (`holding`).
+ * when its next ring holds the changed chains frozen (`holding`) (nil: neither), then, when a
+ * member's weight changes, each member's previous weight (count, then weights; absent or nil:
+ * no weight change).
  */
 function mapTrailer(message: RingLayout): Field[] {
   const { nodes } = message;
@@ -1534,14 +1536,18 @@ function mapTrailer(message: RingLayout): Field[] {
     ? [nodes.length, ...nodes.flatMap((node) => [node.host!, node.port!])]
     : [];
   if (message.replicationFactor === undefined) return addresses;
+  const flag = message.switching === true ? RING_SWITCHING : message.holding === true ? RING_HOLDING : null;
+  // A weight change: every member's previous weight (its weight when it does not change).
+  const weights = nodes.some((node) => node.previousWeight !== undefined);
   return [
     ...(addressed ? addresses : [null]),
     message.replicationFactor,
     nodes.length,
     ...nodes.map((node) => node.replicaState ?? 'up'),
     // Replication step 5: a ring change switching (optional trailing `1`), or its next ring
-    // holding the changed chains frozen (`2`).
-    ...(message.switching === true ? [RING_SWITCHING] : message.holding === true ? [RING_HOLDING] : []),
+    // holding the changed chains frozen (`2`); nil when none and previous weights follow.
+    ...(flag !== null || weights ? [flag] : []),
+    ...(weights ? [nodes.length, ...nodes.map((node) => node.previousWeight ?? node.weight)] : []),
   ];
 }
 
@@ -1587,13 +1593,33 @@ function mapSnapshot(r: FieldReader): RingLayout {
       throw r.fail(ErrorCode.MALFORMED_FRAME, `unknown replica state ${state}`);
     return { ...member, replicaState: state as ReplicaStateName };
   });
-  const change = r.optionalUint(replicationAt + 2 + count, 'switching', RING_HOLDING);
+  const changeAt = replicationAt + 2 + count;
+  const change = r.optionalUint(changeAt, 'switching', RING_HOLDING);
   return {
     ...snapshot,
-    nodes,
+    nodes: previousWeights(r, changeAt + 1, nodes),
     replicationFactor,
     ...(change === RING_SWITCHING ? { switching: true } : change === RING_HOLDING ? { holding: true } : {}),
   };
+}
+
+/**
+ * The optional trailing previous weights of RING, MAP and MAP_PUSH at `index` (a count, then one
+ * weight per member): each member whose previous weight differs gets it as `previousWeight`.
+ */
+function previousWeights<T extends RingMember>(r: FieldReader, index: number, members: T[]): T[] {
+  const count = r.optionalUint(index, 'previousWeights');
+  if (count === undefined) return members;
+  if (count !== members.length)
+    throw r.fail(
+      ErrorCode.MALFORMED_FRAME,
+      `ring lists ${count} previous weights for ${members.length} members`,
+    );
+  r.batchCount(index, 1);
+  return members.map((member, i) => {
+    const weight = positive(r, r.finite(index + 1 + i, 'previousWeight'));
+    return weight === member.weight ? member : { ...member, previousWeight: weight };
+  });
 }
 
 /** The optional storage condition a HEARTBEAT carries after its key count (absent from older nodes). */

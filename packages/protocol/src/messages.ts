@@ -405,6 +405,13 @@ export interface RingMember {
    * replication factor; absent = `up`.
    */
   readonly replicaState?: ReplicaStateName | undefined;
+  /**
+   * On the union ring of a replicated ring change that changes this member's weight: its weight
+   * on the previous ring (`weight` is the next ring's; see `RingNodeInput.previousWeight` in
+   * `@dstore/hashring`). Optional trailing list on the wire, after the ring-change flag, present
+   * only when a member's weight changes; absent = no weight change.
+   */
+  readonly previousWeight?: number | undefined;
 }
 
 /** A member's replication state as RING, MAP and MAP_PUSH carry it. */

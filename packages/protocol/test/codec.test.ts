@@ -66,6 +66,8 @@ function mapMessage(
     host: fc.constantFrom('127.0.0.1', '::1', 'node-a.local'),
     port: fc.integer({ min: 0, max: 65535 }),
     replicaState,
+    // A weight change on a union ring: the previous weight (differs from the weight, or absent).
+    previousWeight: fc.option(fc.integer({ min: 1, max: 1000 }), { nil: undefined }),
   });
   return fc
     .record({
@@ -76,10 +78,13 @@ function mapMessage(
       algorithm: fc.constantFrom('vnode', 'ketama'),
       vnodes: fc.integer({ min: 0, max: 1000 }),
       nodes: fc.array(
-        member.map(({ host, port, replicaState: state, ...rest }) => ({
+        member.map(({ host, port, replicaState: state, previousWeight, ...rest }) => ({
           ...rest,
           ...(addressed ? { host, port } : {}),
           ...(replicated ? { replicaState: state } : {}),
+          ...(replicated && previousWeight !== undefined && previousWeight !== rest.weight
+            ? { previousWeight }
+            : {}),
         })),
         { minLength: addressed || replicated ? 1 : 0, maxLength: 20 },
       ),
@@ -530,7 +535,15 @@ describe('MessageCodec round trip', () => {
             map &&
             message.replicationFactor !== undefined &&
             !('switching' in message) &&
-            !('holding' in message)
+            !('holding' in message) &&
+            !message.nodes.some((node) => node.previousWeight !== undefined)
+          )
+            wire.push(null);
+          // ... and a trailing previous-weights count after the flag (nil = no weight change).
+          if (
+            map &&
+            message.replicationFactor !== undefined &&
+            !message.nodes.some((node) => node.previousWeight !== undefined)
           )
             wire.push(null);
           // PURGE owns an optional trailing staleUpTo after its ranges (nil = not set).
@@ -604,6 +617,52 @@ describe('MessageCodec round trip', () => {
       ).toMatchObject({
         code: ErrorCode.MALFORMED_FRAME,
       });
+    }
+  });
+
+  it('carries previous weights after the ring-change flag: absent, nil or equal = no weight change', () => {
+    const head = [Op.RING, 1, 5, 9, 'vnode', 0, 2, 'a', 2, 'b', 1, null, 3, 2, 'up', 'up'];
+    const ring = (trailer: unknown[]) => {
+      const decoded = codec.decode(raw.encode([...head, ...trailer]));
+      if (decoded.op !== Op.RING) throw new Error(`decoded op ${decoded.op}`);
+      return decoded;
+    };
+    expect(ring([]).nodes.map((node) => node.previousWeight)).toEqual([undefined, undefined]);
+    expect(ring([null, null]).nodes.map((node) => node.previousWeight)).toEqual([undefined, undefined]);
+    // a: 1 -> 2 (grows); b keeps 1. The flag still reads before them.
+    const changed = ring([1, 2, 1, 1]);
+    expect(changed.switching).toBe(true);
+    expect(changed.nodes).toEqual([
+      { id: 'a', weight: 2, replicaState: 'up', previousWeight: 1 },
+      { id: 'b', weight: 1, replicaState: 'up' },
+    ]);
+    // What the encoder writes: nil for no flag, then every member's previous weight.
+    const message = {
+      op: Op.MAP_PUSH,
+      id: 3,
+      epoch: 7,
+      generation: 1,
+      algorithm: 'vnode',
+      vnodes: 0,
+      replicationFactor: 3,
+      nodes: [
+        { id: 'a', weight: 2, previousWeight: 0.5, replicaState: 'up' },
+        { id: 'b', weight: 1.5, replicaState: 'entering' },
+      ],
+    } as const;
+    expect(toWireArray(message).slice(-4)).toEqual([null, 2, 0.5, 1.5]);
+    expect(codec.decode(codec.encode(message))).toEqual(message);
+    const cases: [unknown[], string][] = [
+      [[null, 1, 1], ErrorCode.MALFORMED_FRAME],
+      [[null, 2, 1], ErrorCode.MALFORMED_FRAME],
+      [[null, 2, 1, 0], ErrorCode.INVALID_ARGUMENT],
+      [[null, 2, 1, 'one'], ErrorCode.MALFORMED_FRAME],
+    ];
+    for (const [trailer, code] of cases) {
+      expect(
+        catchError(() => ring(trailer)),
+        JSON.stringify(trailer),
+      ).toMatchObject({ code });
     }
   });
 
