@@ -16,6 +16,7 @@
  * | leave | SIGTERM: a graceful leave (its ranges stream out) | more than 3 nodes (factor + 1 with replication) |
  * | pause | SIGSTOP for 0.3-3 s (past the heartbeat and command timeouts), then SIGCONT | always |
  * | kill | SIGKILL a node, restart it on its data after 0.1-1 s | lmdb only: a memory node's keys die with it |
+ * | weight | SIGKILL a node, restart it at once with another `--weight` (0.5, 1, 1.5, 2): a ring change | lmdb, or with replication |
  * | balancer | SIGKILL the balancer, restart it on its map after 0.1-1 s | always |
  *
  * With `--replication-factor N` (2-5) the cluster starts with 5 nodes and keeps N + 1 to 6; besides
@@ -96,7 +97,7 @@ if (
   !(Number.isInteger(FACTOR) && FACTOR >= 1 && FACTOR <= 5)
 ) {
   console.error(
-    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--faults join,leave,pause,kill,fail-kill,fail-pause,dead,join-balancer,balancer] [--keep]',
+    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--faults join,leave,pause,kill,weight,fail-kill,fail-pause,dead,join-balancer,balancer] [--keep]',
   );
   process.exit(2);
 }
@@ -121,6 +122,8 @@ const LEASE_MS = 1000;
 const SETTLE_TIMEOUT_MS = 60_000;
 /** Each worker waits this long before each operation: at most 8 x 250 = 2,000 operations/s. */
 const PACE_MS = 4;
+/** The weights the `weight` fault gives a node. */
+const WEIGHTS = [0.5, 1, 1.5, 2] as const;
 /** Keys written before the rounds, so that every migration streams for a while. */
 const FILLER = 3000;
 
@@ -161,17 +164,36 @@ class SoakCluster {
     });
   }
 
+  /** Nodes' weights other than 1, by id (the `weight` fault restarts a node with another one). */
+  readonly weights = new Map<string, number>();
+
   /** Starts a node with a new id (a node that left cannot come back under its id). */
   async join(): Promise<string> {
     const id = `node-${this.nextNode++}`;
+    await this.startNode(id);
+    return id;
+  }
+
+  /**
+   * SIGKILLs `id` and starts it again with `--weight weight` (lmdb: on its data; memory: empty,
+   * a new incarnation that must catch up first): the JOIN with another weight is a ring change.
+   */
+  async reweigh(id: string, weight: number): Promise<void> {
+    const node = this.nodes.get(id)!;
+    this.departed.push(node);
+    await node.kill('SIGKILL');
+    this.weights.set(id, weight);
+    await this.startNode(id);
+  }
+
+  private async startNode(id: string): Promise<void> {
     const args = ['--port', '0', '--id', id, '--join', `127.0.0.1:${this.port}`];
     args.push('--heartbeat-interval', '200', '--migration-rate', '3000', '--log-level', 'warn');
-    args.push('--engine', ENGINE);
+    args.push('--engine', ENGINE, '--weight', String(this.weights.get(id) ?? 1));
     if (ENGINE === 'lmdb') args.push('--data-dir', join(this.root, id));
     const node = this.nemesis.process<Ready>({ name: id, script: cliPath('@dstore/storage-node'), args });
     this.nodes.set(id, node);
     await node.start();
-    return id;
   }
 
   /**
@@ -363,6 +385,22 @@ const FAULTS: readonly FaultKind[] = [
       const id = pick([...cluster.nodes.keys()], random);
       await cluster.killForGood(id);
       return `kill ${id} for good: declared dead after --dead-after, removed (N copies restored)`;
+    },
+  },
+  {
+    name: 'weight',
+    // A node restarted with another --weight: a ring change (with replication, routed on a union
+    // ring with the member's previous weight). A memory node comes back empty: factor 1 would lose its keys.
+    applies: () => FACTOR > 1 || ENGINE === 'lmdb',
+    run: async (cluster, random) => {
+      const id = pick([...cluster.nodes.keys()], random);
+      const was = cluster.weights.get(id) ?? 1;
+      const weight = pick(
+        WEIGHTS.filter((candidate) => candidate !== was),
+        random,
+      );
+      await cluster.reweigh(id, weight);
+      return `restart ${id} with weight ${weight} (was ${was})`;
     },
   },
   {
