@@ -126,6 +126,8 @@ export interface RequestHandlerContext {
   readonly replication?: ReplicationService | undefined;
   /** The lease of a replicating node: with factor above 1, client requests are served only while held. */
   readonly lease?: NodeLease | undefined;
+  /** A cluster member (it registers with balancers): it serves keys only once a RING said which (see `unmapped`). */
+  readonly joined?: boolean | undefined;
   /** The background reclaiming of expired values (its counter is in STATS). */
   readonly sweeper?: ExpirySweeper | undefined;
 }
@@ -690,14 +692,34 @@ export class RequestHandler {
    * without a balancer, older routers) and a node without a ring are not fenced.
    */
   private fenced(connection: Connection, id: number, epoch: number | undefined): boolean {
-    if (epoch === undefined || this.ownership.ring === undefined || epoch === this.ownership.epoch)
-      return false;
+    if (this.ownership.ring === undefined) return this.unmapped(connection, id);
+    if (epoch === undefined || epoch === this.ownership.epoch) return false;
     this.counters.fenced++;
     this.fail(
       connection,
       id,
       ErrorCode.STALE_EPOCH,
       `routed on epoch ${epoch}, this node is at epoch ${this.ownership.epoch}`,
+    );
+    return true;
+  }
+
+  /**
+   * Before its first RING: a cluster member (it registers with balancers) refuses, with UNAVAILABLE (not
+   * executed, retryable), every request the fence guards, and answers true. Restarted, it cannot
+   * know whether it still owns a key, nor whether what it holds is current: a replicating member
+   * would execute a write alone, unreplicated, below the chain's write epochs (acknowledged, then
+   * hidden by the tail's older value), or answer a read from stale data. A standalone node (no
+   * `join`) serves everything: false.
+   */
+  private unmapped(connection: Connection, id: number): boolean {
+    if (this.context.joined !== true) return false;
+    this.counters.fenced++;
+    this.fail(
+      connection,
+      id,
+      ErrorCode.UNAVAILABLE,
+      'this node has not received the cluster map yet (it has just started): retry',
     );
     return true;
   }

@@ -175,6 +175,7 @@ class StorageNodeImpl implements StorageNode {
       migration,
       replication,
       lease: this.lease,
+      joined: options.balancers.length > 0,
       sweeper,
       engine,
       nodeId: () => this.id,

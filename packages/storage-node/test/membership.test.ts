@@ -68,6 +68,56 @@ describe('membership', () => {
     expect(late.count(Op.LEAVE)).toBe(1);
   });
 
+  it('refuses the keys until its first RING (UNAVAILABLE, not executed), then serves them', async () => {
+    const balancer = new FakeBalancer(resources);
+    const balancerPort = await balancer.start();
+    // A member restarted on its data: it cannot know yet whether it owns the key, nor whether
+    // its copy is current (it would serve it, or take a write alone, unreplicated).
+    const node = await resources.node({
+      id: 'member-1',
+      join: `127.0.0.1:${balancerPort}`,
+      heartbeatIntervalMs: 20,
+    });
+    const key = new TextEncoder().encode('k');
+    await node.engine.set(key, new TextEncoder().encode('old'));
+    await waitFor(() => balancer.count(Op.JOIN) === 1, 5000, 'JOIN');
+    const client = await resources.client(node.address.port);
+    const refusals = [
+      { op: Op.SET, key, value: new TextEncoder().encode('new') },
+      { op: Op.GET, key },
+      { op: Op.MGET, keys: [key] },
+      { op: Op.MSET, entries: [{ key, value: new TextEncoder().encode('new') }] },
+      { op: Op.DEL, key },
+      { op: Op.INCRBY, key, delta: 1n },
+      { op: Op.SCAN, cursor: 0 },
+    ] as const;
+    for (const request of refusals) {
+      const refused = await client.request(request).then(
+        (response) => response,
+        (error: unknown) => error,
+      );
+      expect(refused, `op ${request.op}`).toMatchObject({ code: ErrorCode.UNAVAILABLE, notExecuted: true });
+    }
+    expect(new TextDecoder().decode(node.engine.get(key))).toBe('old');
+    expect((await client.request({ op: Op.PING })).op).toBe(Op.OK);
+    const ring = await resources.peer(node.address.port);
+    const members = [{ id: 'member-1', weight: 1, host: '127.0.0.1', port: node.address.port }];
+    const ringRequest = {
+      op: Op.RING,
+      epoch: 1,
+      generation: 1,
+      algorithm: 'vnode',
+      vnodes: 0,
+      nodes: members,
+    };
+    expect((await ring.request(ringRequest)).op).toBe(Op.OK);
+    expect((await client.request({ op: Op.SET, key, value: new TextEncoder().encode('new') })).op).toBe(
+      Op.OK,
+    );
+    const read = await client.request({ op: Op.GET, key });
+    expect(read.op === Op.VALUE && new TextDecoder().decode(read.value ?? undefined)).toBe('new');
+  });
+
   const identityRefusals = [
     {
       code: ErrorCode.IDENTITY_CONFLICT,
