@@ -427,6 +427,14 @@ class ForwardLink {
   }
 }
 
+/**
+ * A forward stream's name, the same at its sender and its receiver: the sender's position in the
+ * write path `path` and the path from `receiver` (the successor's index) on.
+ */
+function streamName(path: readonly string[], receiver: number): string {
+  return `${receiver - 1} ${path.slice(receiver).join(' ')}`;
+}
+
 /** Bytes `entry` counts for in a frame and in the queue bound. */
 function entrySize(entry: ReplicatedEntry): number {
   return entry.key.byteLength + (entry.value?.byteLength ?? 0) + ENTRY_OVERHEAD;
@@ -532,9 +540,12 @@ export class ReplicationService {
   readonly maxBatchKeys: number;
   /** Most bytes of keys and values (with {@link ENTRY_OVERHEAD} each) in one REPLICATE. */
   readonly maxBatchBytes: number;
+  /** The forward streams, by {@link streamName}. */
   private readonly links = new Map<string, ForwardLink>();
-  /** Per connection from a predecessor, the last batch number accepted of each stream (by sender position). */
-  private readonly streams = new WeakMap<object, number[]>();
+  /** Each chain's stream ({@link linkOf}), for the chain objects of the epoch the links are routed on. */
+  private chainLinks = new WeakMap<Chain, ForwardLink>();
+  /** Per connection from a predecessor, the last batch number accepted of each stream (by {@link streamName}). */
+  private readonly streams = new WeakMap<object, Map<string, number>>();
   /** The epoch the links were last routed on ({@link reconfigure}). */
   private routedEpoch = -1;
   /** This node's replication state on the ring the links were last routed on; undefined before any. */
@@ -626,6 +637,7 @@ export class ReplicationService {
       detached.push(link.detach());
       this.links.delete(name);
     }
+    this.chainLinks = new WeakMap();
     const self = this.ownership.self;
     const states = this.ownership.replicaStates;
     const state = states.get(self) ?? 'up';
@@ -641,10 +653,9 @@ export class ReplicationService {
       const chain = this.ownership.chainOf(entry.key);
       const at = chain === undefined ? -1 : chain.path.indexOf(self);
       if (chain === undefined || at < 0) return null;
-      const successor = chain.path[at + 1];
-      if (successor === undefined) return undefined;
+      if (at + 1 >= chain.path.length) return undefined;
       this.counters.entriesResent++;
-      return this.linkTo(successor, at).append(entry);
+      return this.linkOf(chain, at).append(entry);
     };
     for (const { batches, kept } of detached) {
       for (const entry of kept) route(entry);
@@ -757,14 +768,15 @@ export class ReplicationService {
   }
 
   /**
-   * This node's successor in `chain`'s write path (the serving members, then the learners), or
-   * undefined when it is the path's last member (or not in it).
+   * The link towards this node's successor in `chain`'s write path (the serving members, then the
+   * learners), or undefined when this node is the path's last member (or not in it).
    */
-  private successorIn(chain: Chain | undefined): string | undefined {
+  private forwardLinkOf(chain: Chain | undefined): ForwardLink | undefined {
     if (chain === undefined) return undefined;
-    const path = chain.path;
-    const at = path.indexOf(this.ownership.self);
-    return at < 0 || at + 1 >= path.length ? undefined : path[at + 1];
+    const cached = this.chainLinks.get(chain);
+    if (cached !== undefined) return cached;
+    const at = chain.path.indexOf(this.ownership.self);
+    return at < 0 || at + 1 >= chain.path.length ? undefined : this.linkOf(chain, at);
   }
 
   /**
@@ -785,20 +797,27 @@ export class ReplicationService {
   }
 
   /**
-   * The forward stream towards `successor` for the entries of chains where this node is at
-   * `position`. One stream per (successor, position), not per successor: an answer waits for the
-   * successor's own forwards, so a batch mixing the entries of a head (whose successor forwards
-   * them) with those of a middle (whose successor is their tail) would make answers wait on each
-   * other around the ring and deadlock. Separated, a stream's answer depends only on streams of
-   * later positions, which end at the tail.
+   * The forward stream of the entries of `chain`, where this node is at `position` (not the last):
+   * one stream per (position, rest of the write path after this node), named as the receiver
+   * names it ({@link streamName}). Not one per successor: an answer waits for the successor's own
+   * forwards, so a batch mixing the entries of a head (whose successor forwards them) with those
+   * of a middle (whose successor is their tail) would make answers wait on each other around the
+   * ring and deadlock; separated, a stream's answer depends only on streams of later positions,
+   * which end at the tail. And per rest of the path, not per successor: a stream's batches settle
+   * in order, so a member further down that stops answering (until its failover) would hold back
+   * the writes of every chain sharing the stream; separated, only those of the chains it is in.
+   * Cached per chain object (one per ring point and epoch).
    */
-  private linkTo(successor: string, position: number): ForwardLink {
-    const name = `${position} ${successor}`;
-    let link = this.links.get(name);
+  private linkOf(chain: Chain, position: number): ForwardLink {
+    let link = this.chainLinks.get(chain);
+    if (link !== undefined) return link;
+    const name = streamName(chain.path, position + 1);
+    link = this.links.get(name);
     if (link === undefined) {
-      link = new ForwardLink(successor, position, this);
+      link = new ForwardLink(chain.path[position + 1]!, position, this);
       this.links.set(name, link);
     }
+    this.chainLinks.set(chain, link);
     return link;
   }
 
@@ -830,8 +849,8 @@ export class ReplicationService {
       );
       return;
     }
-    const successor = this.successorIn(chain);
-    if (successor === undefined) {
+    const link = this.forwardLinkOf(chain);
+    if (link === undefined) {
       // The chain has one serving member (this node): nothing to forward.
       let updated: Promise<T>;
       try {
@@ -847,7 +866,7 @@ export class ReplicationService {
       return;
     }
     // The fence let this write in: this node is the head (position 0) of the key's chain.
-    const link = this.linkTo(successor, 0);
+    const successor = link.successor;
     if (link.bytes >= this.options.queueBytes) {
       this.counters.refusedBusy++;
       done(
@@ -984,7 +1003,7 @@ export class ReplicationService {
       return;
     }
     const entries = request.entries;
-    const successors = new Array<string | undefined>(entries.length);
+    const chains = new Array<Chain>(entries.length);
     const positions = new Array<number>(entries.length);
     for (let i = 0; i < entries.length; i++) {
       const chain = this.ownership.chainOf(entries[i]!.key);
@@ -998,18 +1017,18 @@ export class ReplicationService {
         );
         return;
       }
-      successors[i] = chain.path[at + 1];
+      chains[i] = chain;
       positions[i] = at;
     }
     if (entries.length > 0) {
-      // One stream per (connection, sender position): its batches are consecutive, or restart at 1.
-      const sender = positions[0]! - 1;
+      // One stream per (connection, sender's link): its batches are consecutive, or restart at 1.
+      const name = streamName(chains[0]!.path, positions[0]!);
       let last = this.streams.get(stream);
       if (last === undefined) {
-        last = [];
+        last = new Map();
         this.streams.set(stream, last);
       }
-      const previous = last[sender] ?? 0;
+      const previous = last.get(name) ?? 0;
       if (request.batch !== 1 && request.batch !== previous + 1) {
         this.counters.gapsRefused++;
         done(
@@ -1020,7 +1039,7 @@ export class ReplicationService {
         );
         return;
       }
-      last[sender] = request.batch;
+      last.set(name, request.batch);
     }
     // Copied once: the engine stores them after this tick (lmdb) and the forward sends them later.
     const copy = copierOf(entries);
@@ -1043,9 +1062,10 @@ export class ReplicationService {
       };
       // A key of its own: the reaper keeps it for minutes, which must not hold the whole frame.
       if (value === null) this.reaper.add(key.slice(), entry.writeEpoch, entry.version);
-      const successor = successors[i];
-      if (successor === undefined) continue;
-      const batch = this.linkTo(successor, positions[i]!).append({
+      const chain = chains[i]!;
+      const at = positions[i]!;
+      if (at + 1 >= chain.path.length) continue;
+      const batch = this.linkOf(chain, at).append({
         key,
         value,
         writeEpoch: entry.writeEpoch,

@@ -6,20 +6,17 @@
  */
 import { HashRing } from '@dstore/hashring';
 import {
-  Authenticator,
   type Connection,
   DstoreError,
   ErrorCode,
-  FrameServer,
   Op,
-  type ReplicateRequest,
-  type Request,
   type Response,
   type RingMember,
   toBytes,
 } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeBalancer } from './fake-balancer.js';
+import { HeldPeer } from './held-peer.js';
 import { Resources, sleep } from './helpers.js';
 
 const resources = new Resources();
@@ -27,48 +24,6 @@ afterEach(() => resources.cleanup());
 
 const IDS = ['node-a', 'node-b', 'node-m'] as const;
 const LEARNER = 'node-m';
-
-/** A learner stand-in: answers HELLO as a node and REPLICATE only once released. */
-class HeldLearner {
-  readonly received: ReplicateRequest[] = [];
-  private held: { request: ReplicateRequest; connection: Connection }[] = [];
-  private released = false;
-  private readonly authenticator = new Authenticator({ role: 'node', serverId: () => LEARNER });
-
-  async start(): Promise<number> {
-    const server = new FrameServer({
-      port: 0,
-      onRequest: (request, connection) => this.serve(request, connection),
-    });
-    const address = await server.listen();
-    resources.defer(() => server.close(100));
-    return address.port;
-  }
-
-  /** Answers every REPLICATE held, and every later one at once. */
-  release(): void {
-    this.released = true;
-    for (const { request, connection } of this.held.splice(0)) this.answer(request, connection);
-  }
-
-  private serve(request: Request, connection: Connection): void {
-    if (request.op === Op.HELLO || request.op === Op.AUTH) {
-      this.authenticator.respond(connection, request);
-      return;
-    }
-    if (request.op !== Op.REPLICATE) {
-      connection.replyError(request.id, 'UNKNOWN_OP', 'learner stand-in');
-      return;
-    }
-    this.received.push(request);
-    if (this.released) this.answer(request, connection);
-    else this.held.push({ request, connection });
-  }
-
-  private answer(request: ReplicateRequest, connection: Connection): void {
-    connection.reply({ op: Op.REPLICATED, id: request.id, batch: request.batch });
-  }
-}
 
 async function answerOf(promise: Promise<Response>): Promise<Response | DstoreError> {
   try {
@@ -99,7 +54,7 @@ async function learnerCluster(engine: 'memory' | 'lmdb', first: 'syncing' | 'ent
     });
     ports.set(id, node.address.port);
   }
-  const learner = new HeldLearner();
+  const learner = new HeldPeer(resources, LEARNER);
   ports.set(LEARNER, await learner.start());
   // Both nodes hold a lease (heartbeat answers) before they are asked to serve.
   while (balancer.count(Op.HEARTBEAT) < 4) await sleep(20);
@@ -258,7 +213,7 @@ describe('a weight change that reorders a chain (factor 3)', () => {
       ports.set(id, node.address.port);
     }
     // The stand-in holds its answers: a write forwarded to it stays unacknowledged.
-    const held = new HeldLearner();
+    const held = new HeldPeer(resources, LEARNER);
     ports.set(LEARNER, await held.start());
     while (balancer.count(Op.HEARTBEAT) < 4) await sleep(20);
     // node-a shrinks to weight 0.5: a key whose chain node-a heads before (node-a, node-m, node-b)
