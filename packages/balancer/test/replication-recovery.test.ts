@@ -199,9 +199,10 @@ async function returnScenario(options: {
   await sleep(500);
   await options.fault(cluster, seeder, keys);
   await waitUntilUp(cluster, states.seen);
-  // The load goes on a little with the victim serving again.
+  // The load goes on a little with the victim serving again (longer on a loaded machine: the
+  // history must hold enough answered operations).
   await sleep(500);
-  const stats = await load.stop();
+  const stats = await load.stopOnceOk(250);
   const written = await writes.stop();
   await extra?.stop();
   states.stop();

@@ -231,7 +231,7 @@ async function loaded(
       others: readonly string[] = [],
     ): Promise<SetOutcome> {
       await sleep(300);
-      const stats = await load.stop();
+      const stats = await load.stopOnceOk(250);
       const written = await writes.stop();
       expectLinearizable(recorder, cluster);
       expect(stats.ok).toBeGreaterThan(200);

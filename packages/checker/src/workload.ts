@@ -3,6 +3,7 @@
  * never written before) and deletes against a store, recording every operation in a
  * {@link HistoryRecorder} for the linearizability checker.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { classifyError, DstoreError } from '@dstore/protocol';
 import type { HistoryRecorder } from './recorder.js';
 
@@ -101,6 +102,14 @@ export interface RunningWorkload {
   stop(): Promise<WorkloadStats>;
   /** Operations started so far. */
   readonly started: number;
+  /** Operations answered ok so far. */
+  readonly ok: number;
+  /**
+   * Stops once `count` operations were answered ok, or `maxWaitMs` after the call, whichever
+   * comes first: a test that checks a history around a fault gets enough of it however loaded
+   * the machine is, instead of asserting a throughput. Resolves with the counts.
+   */
+  stopOnceOk(count: number, maxWaitMs?: number): Promise<WorkloadStats>;
 }
 
 const DEFAULT_MIX: OperationMix = { read: 5, write: 4, delete: 1 };
@@ -186,8 +195,12 @@ export function startWorkload(options: WorkloadOptions): RunningWorkload {
     }
   };
 
+  let finished = false;
   const done = Promise.all(Array.from({ length: options.workers ?? 8 }, (_, index) => worker(index))).then(
-    () => counts.snapshot(),
+    () => {
+      finished = true;
+      return counts.snapshot();
+    },
   );
   return {
     done,
@@ -197,6 +210,16 @@ export function startWorkload(options: WorkloadOptions): RunningWorkload {
     },
     get started() {
       return counts.operations;
+    },
+    get ok() {
+      return counts.ok;
+    },
+    stopOnceOk: async (count, maxWaitMs = 60_000) => {
+      const deadline = performance.now() + maxWaitMs;
+      // Polled by the test that stops the load, never per operation.
+      while (counts.ok < count && !finished && !stopping && performance.now() < deadline) await sleep(50);
+      stopping = true;
+      return done;
     },
   };
 }

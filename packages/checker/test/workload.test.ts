@@ -137,6 +137,34 @@ describe('startWorkload', () => {
     expect(stopped.operations).toBe(running.started);
     expect(checkHistory(recorder.events).verdict).toBe('ok');
   });
+
+  it('stopOnceOk() stops once that many operations were answered ok, or at its deadline', async () => {
+    const recorder = new HistoryRecorder();
+    const map = new Map<string, string>();
+    const slow = async (operation: WorkloadOperation) => {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      return apply(map, operation);
+    };
+    const running = startWorkload({ recorder, execute: slow, keys, durationMs: 60_000, maxOperations: 1e9 });
+    const stats = await running.stopOnceOk(40);
+    expect(stats.ok).toBeGreaterThanOrEqual(40);
+    expect(running.ok).toBe(stats.ok);
+    // Nothing is ever answered ok: it stops at the deadline.
+    const refusing = startWorkload({
+      recorder: new HistoryRecorder(),
+      execute: async () => {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        throw new DstoreError(ErrorCode.UNAVAILABLE, 'refused', { notExecuted: true });
+      },
+      keys,
+      durationMs: 60_000,
+      maxOperations: 1e9,
+      pauseAfterFailureMs: 0,
+    });
+    const refused = await refusing.stopOnceOk(1, 100);
+    expect(refused.ok).toBe(0);
+    expect(refused.fail).toBeGreaterThan(0);
+  });
 });
 
 describe('classifyFailure', () => {
