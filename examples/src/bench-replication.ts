@@ -16,7 +16,10 @@
  * Env: DSTORE_BENCH_ROUNDS (3), DSTORE_BENCH_OPS (100000), DSTORE_BENCH_CONCURRENCY (50),
  * DSTORE_BENCH_WARMUP_OPS (20000), DSTORE_BENCH_ENGINES (memory,lmdb), DSTORE_BENCH_FACTORS (1,2,3),
  * DSTORE_BENCH_BASELINE_ROOT (another built checkout: each round measures its CLIs too, right
- * before this workspace's, so an A/B of two builds comes from one run on one machine state).
+ * before this workspace's, so an A/B of two builds comes from one run on one machine state; the
+ * failover table too), DSTORE_BENCH_LOAD (0: only the failover table), DSTORE_BENCH_RECOVERY_KEYS
+ * (30000: keys written before the failover's kill), DSTORE_BENCH_KEEP (1: keep each failover run's
+ * folder, with the processes' logs, and print its path).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,14 +53,21 @@ const BUILDS: readonly { readonly label: string; readonly distRoot: string | und
   ...(BASELINE_ROOT === undefined ? [] : [{ label: 'base', distRoot: BASELINE_ROOT }]),
   { label: BASELINE_ROOT === undefined ? '' : 'this', distRoot: undefined },
 ];
+/** Measure the load with each factor (0 to skip: the failover table alone). */
+const LOAD = process.env.DSTORE_BENCH_LOAD !== '0';
 /** Measure the failover too (0 to skip): SIGKILL of one node of 5, factor 3. */
 const FAILOVER = process.env.DSTORE_BENCH_FAILOVER !== '0';
 /** Keys written before the kill and then written and read until each succeeds again. */
 const FAILOVER_KEYS = 300;
 /** A key not served again within this long counts as never (the run is bounded). */
 const FAILOVER_GIVE_UP_MS = 60_000;
-/** More keys written before the kill (100-byte values), so that the victim's catch-up copies some. */
-const RECOVERY_FILLER_KEYS = 30_000;
+/**
+ * More keys written before the kill (100-byte values), so that the victim's catch-up copies some
+ * (DSTORE_BENCH_RECOVERY_KEYS: the larger, the more a copy of only the difference saves).
+ */
+const RECOVERY_FILLER_KEYS = Number(process.env.DSTORE_BENCH_RECOVERY_KEYS ?? 30_000);
+/** Keep each failover run's folder (data, logs) and print its path (DSTORE_BENCH_KEEP=1): profiling. */
+const KEEP = process.env.DSTORE_BENCH_KEEP === '1';
 /** A restarted member not `up` again within this long: the recovery is reported as not done. */
 const RECOVERY_GIVE_UP_MS = 120_000;
 
@@ -145,13 +155,14 @@ async function measureRecovery(
   state: Awaited<ReturnType<typeof startCluster>>,
   victim: ClusterProcess,
   engine: Engine,
+  distRoot: string | undefined,
 ): Promise<Pick<FailoverSample, 'syncingAfterMs' | 'upAfterMs' | 'keysCopied' | 'keysPerSecond'>> {
   const ring = () => adminJson<RingReplication>(state, '/ring');
   const stateOf = async (): Promise<string | undefined> =>
     (await ring()).nodes.find((node) => node.id === victim.id)?.replicaState;
   const before = (await ring()).replication?.syncKeysTotal ?? 0;
   const startedAt = performance.now();
-  restarted = await startNode(state, victim.id, { engine });
+  restarted = await startNode(state, victim.id, { engine, ...(distRoot === undefined ? {} : { distRoot }) });
   let syncingAt: number | undefined;
   let upAt: number | undefined;
   while (upAt === undefined && performance.now() - startedAt < RECOVERY_GIVE_UP_MS) {
@@ -171,23 +182,31 @@ async function measureRecovery(
   };
 }
 
-async function measureFailover(engine: Engine): Promise<FailoverSample> {
+async function measureFailover(engine: Engine, distRoot: string | undefined): Promise<FailoverSample> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-failover-${engine}-`));
   let client: DstoreClient | undefined;
+  let seeder: DstoreClient | undefined;
   try {
     const state = await startCluster({
       root,
       engine,
       nodes: 5,
       replicationFactor: 3,
+      ...(distRoot === undefined ? {} : { distRoot }),
     });
     client = createClient({ host: state.balancer.host, port: state.balancer.port, commandTimeout: 1000 });
+    // The seeding has a longer deadline than the measured commands: on a loaded machine an
+    // lmdb MSET of 500 keys can take more than 1 s, and that is not what is measured.
+    seeder = createClient({ host: state.balancer.host, port: state.balancer.port, commandTimeout: 30_000 });
     const keys = Array.from({ length: FAILOVER_KEYS }, (_, i) => `failover-${i}`);
-    await client.mset(keys.map((key): [string, string] => [key, 'before']));
+    await seeder.mset(keys.map((key): [string, string] => [key, 'before']));
     const value = 'v'.repeat(100);
     for (let start = 0; start < RECOVERY_FILLER_KEYS; start += 500) {
-      await client.mset(
-        Array.from({ length: 500 }, (_, i): [string, string] => [`filler-${start + i}`, value]),
+      await seeder.mset(
+        Array.from({ length: Math.min(500, RECOVERY_FILLER_KEYS - start) }, (_, i): [string, string] => [
+          `filler-${start + i}`,
+          value,
+        ]),
       );
     }
     const victim = state.nodes[1]!;
@@ -200,7 +219,7 @@ async function measureFailover(engine: Engine): Promise<FailoverSample> {
     ]);
     const served = writable.filter((ms): ms is number => ms !== undefined);
     const affected = served.filter((ms) => ms > 100);
-    const recovery = await measureRecovery(state, victim, engine);
+    const recovery = await measureRecovery(state, victim, engine, distRoot);
     return {
       affected: affected.length + (writable.length - served.length),
       writableMedianMs: affected.length > 0 ? median(affected) : 0,
@@ -213,8 +232,10 @@ async function measureFailover(engine: Engine): Promise<FailoverSample> {
     if (restarted !== undefined) process.kill(restarted.pid, 'SIGKILL');
     restarted = undefined;
     await client?.disconnect();
+    await seeder?.disconnect();
     await stopCluster(root);
-    rmSync(root, { recursive: true, force: true });
+    if (KEEP) console.log(`kept ${root}`);
+    else rmSync(root, { recursive: true, force: true });
   }
 }
 
@@ -239,43 +260,45 @@ function row(engine: string, factor: number, rounds: string, samples: readonly S
   return `| ${cells.join(' | ')} |`;
 }
 
-console.log(
-  `bench:replication: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +
-    `50% reads, 10,000 keys, 3 nodes; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}` +
-    `${BASELINE_ROOT === undefined ? '' : `; "base" rows: the CLIs of ${BASELINE_ROOT}`}\n`,
-);
-const HEADER =
-  '| engine | factor | round | ops/s | p50 ms | p99 ms | nodes µs/op | servers µs/op | nodes writes/op | errors |';
-const ALIGN = '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|';
 /** The engine column: with a baseline, which build the row measured. */
 const named = (engine: Engine, label: string) => (label === '' ? engine : `${engine} (${label})`);
-console.log(HEADER);
-console.log(ALIGN);
-const results = new Map<string, Sample[]>();
-for (const engine of ENGINES) {
-  for (let round = 1; round <= ROUNDS; round++) {
-    for (const factor of FACTORS) {
-      for (const build of BUILDS) {
-        const sample = await measure(engine, factor, build.distRoot);
-        const name = `${build.label}/${engine}/${factor}`;
-        results.set(name, [...(results.get(name) ?? []), sample]);
-        console.log(row(named(engine, build.label), factor, String(round), [sample]));
+if (LOAD) {
+  console.log(
+    `bench:replication: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +
+      `50% reads, 10,000 keys, 3 nodes; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}` +
+      `${BASELINE_ROOT === undefined ? '' : `; "base" rows: the CLIs of ${BASELINE_ROOT}`}\n`,
+  );
+  const HEADER =
+    '| engine | factor | round | ops/s | p50 ms | p99 ms | nodes µs/op | servers µs/op | nodes writes/op | errors |';
+  const ALIGN = '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|';
+  console.log(HEADER);
+  console.log(ALIGN);
+  const results = new Map<string, Sample[]>();
+  for (const engine of ENGINES) {
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const factor of FACTORS) {
+        for (const build of BUILDS) {
+          const sample = await measure(engine, factor, build.distRoot);
+          const name = `${build.label}/${engine}/${factor}`;
+          results.set(name, [...(results.get(name) ?? []), sample]);
+          console.log(row(named(engine, build.label), factor, String(round), [sample]));
+        }
       }
     }
   }
-}
-console.log('\nMedian over rounds, and the nodes’ CPU per op against factor 1:\n');
-console.log(`${HEADER.replace('| round |', '| rounds |')} nodes CPU / factor 1 |`);
-console.log(`${ALIGN}---:|`);
-for (const engine of ENGINES) {
-  for (const build of BUILDS) {
-    const base = median(results.get(`${build.label}/${engine}/${FACTORS[0]}`)!.map((s) => s.nodesUsPerOp));
-    for (const factor of FACTORS) {
-      const samples = results.get(`${build.label}/${engine}/${factor}`)!;
-      const ratio = median(samples.map((s) => s.nodesUsPerOp)) / base;
-      console.log(
-        `${row(named(engine, build.label), factor, String(ROUNDS), samples)} x${ratio.toFixed(2)} |`,
-      );
+  console.log('\nMedian over rounds, and the nodes’ CPU per op against factor 1:\n');
+  console.log(`${HEADER.replace('| round |', '| rounds |')} nodes CPU / factor 1 |`);
+  console.log(`${ALIGN}---:|`);
+  for (const engine of ENGINES) {
+    for (const build of BUILDS) {
+      const base = median(results.get(`${build.label}/${engine}/${FACTORS[0]}`)!.map((s) => s.nodesUsPerOp));
+      for (const factor of FACTORS) {
+        const samples = results.get(`${build.label}/${engine}/${factor}`)!;
+        const ratio = median(samples.map((s) => s.nodesUsPerOp)) / base;
+        console.log(
+          `${row(named(engine, build.label), factor, String(ROUNDS), samples)} x${ratio.toFixed(2)} |`,
+        );
+      }
     }
   }
 }
@@ -290,10 +313,12 @@ if (FAILOVER) {
   console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const engine of ENGINES) {
     for (let round = 1; round <= ROUNDS; round++) {
-      const f = await measureFailover(engine);
-      console.log(
-        `| ${engine} | ${round} | ${f.affected} | ${int(f.writableMedianMs)} | ${int(f.writableMaxMs)} | ${int(f.readableMaxMs)} | ${f.never} | ${f.syncingAfterMs === undefined ? 'never' : int(f.syncingAfterMs)} | ${f.upAfterMs === undefined ? 'never' : int(f.upAfterMs)} | ${int(f.keysCopied)} | ${int(f.keysPerSecond)} |`,
-      );
+      for (const build of BUILDS) {
+        const f = await measureFailover(engine, build.distRoot);
+        console.log(
+          `| ${named(engine, build.label)} | ${round} | ${f.affected} | ${int(f.writableMedianMs)} | ${int(f.writableMaxMs)} | ${int(f.readableMaxMs)} | ${f.never} | ${f.syncingAfterMs === undefined ? 'never' : int(f.syncingAfterMs)} | ${f.upAfterMs === undefined ? 'never' : int(f.upAfterMs)} | ${int(f.keysCopied)} | ${int(f.keysPerSecond)} |`,
+        );
+      }
     }
   }
 }
