@@ -19,16 +19,24 @@
  * before this workspace's, so an A/B of two builds comes from one run on one machine state; the
  * failover table too), DSTORE_BENCH_LOAD (0: only the failover table), DSTORE_BENCH_RECOVERY_KEYS
  * (30000: keys written before the failover's kill), DSTORE_BENCH_KEEP (1: keep each failover run's
- * folder, with the processes' logs, and print its path).
+ * folder, with the processes' logs, and print its path), DSTORE_BENCH_FAILOVER_ENGINES (the failover
+ * table's engines, default DSTORE_BENCH_ENGINES; `lmdb-empty`: lmdb with the victim's data dir
+ * deleted before its restart, a full copy).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient, type DstoreClient } from '@dstore/client';
-import { type BenchJson, CLK_TCK, errorCount, median, runLoadWithCpu } from './bench-load.js';
+import { type BenchJson, CLK_TCK, cpuSeconds, errorCount, median, runLoadWithCpu } from './bench-load.js';
 import { adminJson, type ClusterProcess, sleep, startCluster, startNode, stopCluster } from './cluster.js';
 
 type Engine = 'memory' | 'lmdb';
+/**
+ * The failover table's engines: `lmdb-empty` is lmdb with the victim's data dir deleted before it
+ * is restarted (the full copy an lmdb member gets without its data, against which copying only
+ * the difference is measured).
+ */
+type FailoverEngine = Engine | 'lmdb-empty';
 
 interface Sample {
   readonly report: BenchJson;
@@ -45,6 +53,9 @@ const OPS = process.env.DSTORE_BENCH_OPS ?? '100000';
 const CONCURRENCY = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
 const WARMUP_OPS = Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 20_000);
 const ENGINES = (process.env.DSTORE_BENCH_ENGINES ?? 'memory,lmdb').split(',') as Engine[];
+const FAILOVER_ENGINES = (process.env.DSTORE_BENCH_FAILOVER_ENGINES ?? ENGINES.join(',')).split(
+  ',',
+) as FailoverEngine[];
 const FACTORS = (process.env.DSTORE_BENCH_FACTORS ?? '1,2,3').split(',').map(Number);
 /** A built checkout to compare against in the same run (`cliPath`'s distRoot), or undefined. */
 const BASELINE_ROOT = process.env.DSTORE_BENCH_BASELINE_ROOT;
@@ -128,6 +139,11 @@ interface FailoverSample {
   readonly keysCopied: number;
   /** Keys copied per second, from `syncing` to `up`. */
   readonly keysPerSecond: number;
+  /**
+   * CPU ms (user + system) of the balancer and the nodes from the restart to up: the catch-up's
+   * work, which a loaded machine does not change as it changes the wall-clock times.
+   */
+  readonly cpuMs: number;
 }
 
 /** The part of `/ring` the recovery measurement reads. */
@@ -154,15 +170,25 @@ let restarted: ClusterProcess | undefined;
 async function measureRecovery(
   state: Awaited<ReturnType<typeof startCluster>>,
   victim: ClusterProcess,
-  engine: Engine,
+  engine: FailoverEngine,
   distRoot: string | undefined,
-): Promise<Pick<FailoverSample, 'syncingAfterMs' | 'upAfterMs' | 'keysCopied' | 'keysPerSecond'>> {
+): Promise<Pick<FailoverSample, 'syncingAfterMs' | 'upAfterMs' | 'keysCopied' | 'keysPerSecond' | 'cpuMs'>> {
   const ring = () => adminJson<RingReplication>(state, '/ring');
   const stateOf = async (): Promise<string | undefined> =>
     (await ring()).nodes.find((node) => node.id === victim.id)?.replicaState;
   const before = (await ring()).replication?.syncKeysTotal ?? 0;
+  // CPU of the servers from the restart to up (the catch-up's work, whatever else runs on the
+  // machine): the balancer and the survivors, then the restarted node's whole life.
+  const survivors = [state.balancer, ...state.nodes.filter((node) => node.id !== victim.id)];
+  const cpuOf = (pids: readonly number[]) => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  const cpuBefore = cpuOf(survivors.map((server) => server.pid));
+  if (engine === 'lmdb-empty' && victim.dataDir !== undefined)
+    rmSync(victim.dataDir, { recursive: true, force: true });
   const startedAt = performance.now();
-  restarted = await startNode(state, victim.id, { engine, ...(distRoot === undefined ? {} : { distRoot }) });
+  restarted = await startNode(state, victim.id, {
+    engine: engine === 'lmdb-empty' ? 'lmdb' : engine,
+    ...(distRoot === undefined ? {} : { distRoot }),
+  });
   let syncingAt: number | undefined;
   let upAt: number | undefined;
   while (upAt === undefined && performance.now() - startedAt < RECOVERY_GIVE_UP_MS) {
@@ -172,6 +198,7 @@ async function measureRecovery(
     if (current === 'up') upAt = performance.now();
     else await sleep(20);
   }
+  const cpuMs = (cpuOf([...survivors.map((server) => server.pid), restarted.pid]) - cpuBefore) * 1000;
   const keysCopied = ((await ring()).replication?.syncKeysTotal ?? 0) - before;
   const copying = upAt !== undefined && syncingAt !== undefined ? (upAt - syncingAt) / 1000 : 0;
   return {
@@ -179,17 +206,21 @@ async function measureRecovery(
     upAfterMs: upAt === undefined ? undefined : upAt - startedAt,
     keysCopied,
     keysPerSecond: copying > 0 ? keysCopied / copying : 0,
+    cpuMs,
   };
 }
 
-async function measureFailover(engine: Engine, distRoot: string | undefined): Promise<FailoverSample> {
+async function measureFailover(
+  engine: FailoverEngine,
+  distRoot: string | undefined,
+): Promise<FailoverSample> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-failover-${engine}-`));
   let client: DstoreClient | undefined;
   let seeder: DstoreClient | undefined;
   try {
     const state = await startCluster({
       root,
-      engine,
+      engine: engine === 'lmdb-empty' ? 'lmdb' : engine,
       nodes: 5,
       replicationFactor: 3,
       ...(distRoot === undefined ? {} : { distRoot }),
@@ -261,7 +292,7 @@ function row(engine: string, factor: number, rounds: string, samples: readonly S
 }
 
 /** The engine column: with a baseline, which build the row measured. */
-const named = (engine: Engine, label: string) => (label === '' ? engine : `${engine} (${label})`);
+const named = (engine: FailoverEngine, label: string) => (label === '' ? engine : `${engine} (${label})`);
 if (LOAD) {
   console.log(
     `bench:replication: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +
@@ -308,15 +339,15 @@ if (FAILOVER) {
     `\nFailover and catch-up: balancer + 5 nodes, factor 3, default --failure-timeout and --lease; ${FAILOVER_KEYS} keys (+ ${int(RECOVERY_FILLER_KEYS)} of 100 bytes), one node SIGKILLed, then each key written and read until it succeeds; then the node restarted under its id until it is up again:\n`,
   );
   console.log(
-    '| engine | round | keys affected | writable again: median ms | max ms | readable again: max ms | never | restart to syncing ms | restart to up ms | keys copied | keys/s |',
+    '| engine | round | keys affected | writable again: median ms | max ms | readable again: max ms | never | restart to syncing ms | restart to up ms | keys copied | keys/s | servers CPU restart to up ms |',
   );
-  console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-  for (const engine of ENGINES) {
+  console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const engine of FAILOVER_ENGINES) {
     for (let round = 1; round <= ROUNDS; round++) {
       for (const build of BUILDS) {
         const f = await measureFailover(engine, build.distRoot);
         console.log(
-          `| ${named(engine, build.label)} | ${round} | ${f.affected} | ${int(f.writableMedianMs)} | ${int(f.writableMaxMs)} | ${int(f.readableMaxMs)} | ${f.never} | ${f.syncingAfterMs === undefined ? 'never' : int(f.syncingAfterMs)} | ${f.upAfterMs === undefined ? 'never' : int(f.upAfterMs)} | ${int(f.keysCopied)} | ${int(f.keysPerSecond)} |`,
+          `| ${named(engine, build.label)} | ${round} | ${f.affected} | ${int(f.writableMedianMs)} | ${int(f.writableMaxMs)} | ${int(f.readableMaxMs)} | ${f.never} | ${f.syncingAfterMs === undefined ? 'never' : int(f.syncingAfterMs)} | ${f.upAfterMs === undefined ? 'never' : int(f.upAfterMs)} | ${int(f.keysCopied)} | ${int(f.keysPerSecond)} | ${int(f.cpuMs)} |`,
         );
       }
     }
