@@ -16,16 +16,27 @@
  * Env: DSTORE_BENCH_ROUNDS (3), DSTORE_BENCH_OPS (100000), DSTORE_BENCH_CONCURRENCY (50),
  * DSTORE_BENCH_WARMUP_OPS (20000), DSTORE_BENCH_ENGINES (memory,lmdb), DSTORE_BENCH_FACTORS (1,2,3),
  * DSTORE_BENCH_BASELINE_ROOT (another built checkout: each round measures its CLIs too, right
- * before this workspace's, so an A/B of two builds comes from one run on one machine state).
+ * before this workspace's, so an A/B of two builds comes from one run on one machine state; the
+ * failover table too), DSTORE_BENCH_LOAD (0: only the failover table), DSTORE_BENCH_RECOVERY_KEYS
+ * (30000: keys written before the failover's kill), DSTORE_BENCH_KEEP (1: keep each failover run's
+ * folder, with the processes' logs, and print its path), DSTORE_BENCH_FAILOVER_ENGINES (the failover
+ * table's engines, default DSTORE_BENCH_ENGINES; `lmdb-empty`: lmdb with the victim's data dir
+ * deleted before its restart, a full copy).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient, type DstoreClient } from '@dstore/client';
-import { type BenchJson, CLK_TCK, errorCount, median, runLoadWithCpu } from './bench-load.js';
+import { type BenchJson, CLK_TCK, cpuSeconds, errorCount, median, runLoadWithCpu } from './bench-load.js';
 import { adminJson, type ClusterProcess, sleep, startCluster, startNode, stopCluster } from './cluster.js';
 
 type Engine = 'memory' | 'lmdb';
+/**
+ * The failover table's engines: `lmdb-empty` is lmdb with the victim's data dir deleted before it
+ * is restarted (the full copy an lmdb member gets without its data, against which copying only
+ * the difference is measured).
+ */
+type FailoverEngine = Engine | 'lmdb-empty';
 
 interface Sample {
   readonly report: BenchJson;
@@ -42,6 +53,9 @@ const OPS = process.env.DSTORE_BENCH_OPS ?? '100000';
 const CONCURRENCY = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
 const WARMUP_OPS = Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 20_000);
 const ENGINES = (process.env.DSTORE_BENCH_ENGINES ?? 'memory,lmdb').split(',') as Engine[];
+const FAILOVER_ENGINES = (process.env.DSTORE_BENCH_FAILOVER_ENGINES ?? ENGINES.join(',')).split(
+  ',',
+) as FailoverEngine[];
 const FACTORS = (process.env.DSTORE_BENCH_FACTORS ?? '1,2,3').split(',').map(Number);
 /** A built checkout to compare against in the same run (`cliPath`'s distRoot), or undefined. */
 const BASELINE_ROOT = process.env.DSTORE_BENCH_BASELINE_ROOT;
@@ -50,14 +64,21 @@ const BUILDS: readonly { readonly label: string; readonly distRoot: string | und
   ...(BASELINE_ROOT === undefined ? [] : [{ label: 'base', distRoot: BASELINE_ROOT }]),
   { label: BASELINE_ROOT === undefined ? '' : 'this', distRoot: undefined },
 ];
+/** Measure the load with each factor (0 to skip: the failover table alone). */
+const LOAD = process.env.DSTORE_BENCH_LOAD !== '0';
 /** Measure the failover too (0 to skip): SIGKILL of one node of 5, factor 3. */
 const FAILOVER = process.env.DSTORE_BENCH_FAILOVER !== '0';
 /** Keys written before the kill and then written and read until each succeeds again. */
 const FAILOVER_KEYS = 300;
 /** A key not served again within this long counts as never (the run is bounded). */
 const FAILOVER_GIVE_UP_MS = 60_000;
-/** More keys written before the kill (100-byte values), so that the victim's catch-up copies some. */
-const RECOVERY_FILLER_KEYS = 30_000;
+/**
+ * More keys written before the kill (100-byte values), so that the victim's catch-up copies some
+ * (DSTORE_BENCH_RECOVERY_KEYS: the larger, the more a copy of only the difference saves).
+ */
+const RECOVERY_FILLER_KEYS = Number(process.env.DSTORE_BENCH_RECOVERY_KEYS ?? 30_000);
+/** Keep each failover run's folder (data, logs) and print its path (DSTORE_BENCH_KEEP=1): profiling. */
+const KEEP = process.env.DSTORE_BENCH_KEEP === '1';
 /** A restarted member not `up` again within this long: the recovery is reported as not done. */
 const RECOVERY_GIVE_UP_MS = 120_000;
 
@@ -118,6 +139,11 @@ interface FailoverSample {
   readonly keysCopied: number;
   /** Keys copied per second, from `syncing` to `up`. */
   readonly keysPerSecond: number;
+  /**
+   * CPU ms (user + system) of the balancer and the nodes from the restart to up: the catch-up's
+   * work, which a loaded machine does not change as it changes the wall-clock times.
+   */
+  readonly cpuMs: number;
 }
 
 /** The part of `/ring` the recovery measurement reads. */
@@ -144,14 +170,25 @@ let restarted: ClusterProcess | undefined;
 async function measureRecovery(
   state: Awaited<ReturnType<typeof startCluster>>,
   victim: ClusterProcess,
-  engine: Engine,
-): Promise<Pick<FailoverSample, 'syncingAfterMs' | 'upAfterMs' | 'keysCopied' | 'keysPerSecond'>> {
+  engine: FailoverEngine,
+  distRoot: string | undefined,
+): Promise<Pick<FailoverSample, 'syncingAfterMs' | 'upAfterMs' | 'keysCopied' | 'keysPerSecond' | 'cpuMs'>> {
   const ring = () => adminJson<RingReplication>(state, '/ring');
   const stateOf = async (): Promise<string | undefined> =>
     (await ring()).nodes.find((node) => node.id === victim.id)?.replicaState;
   const before = (await ring()).replication?.syncKeysTotal ?? 0;
+  // CPU of the servers from the restart to up (the catch-up's work, whatever else runs on the
+  // machine): the balancer and the survivors, then the restarted node's whole life.
+  const survivors = [state.balancer, ...state.nodes.filter((node) => node.id !== victim.id)];
+  const cpuOf = (pids: readonly number[]) => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  const cpuBefore = cpuOf(survivors.map((server) => server.pid));
+  if (engine === 'lmdb-empty' && victim.dataDir !== undefined)
+    rmSync(victim.dataDir, { recursive: true, force: true });
   const startedAt = performance.now();
-  restarted = await startNode(state, victim.id, { engine });
+  restarted = await startNode(state, victim.id, {
+    engine: engine === 'lmdb-empty' ? 'lmdb' : engine,
+    ...(distRoot === undefined ? {} : { distRoot }),
+  });
   let syncingAt: number | undefined;
   let upAt: number | undefined;
   while (upAt === undefined && performance.now() - startedAt < RECOVERY_GIVE_UP_MS) {
@@ -161,6 +198,7 @@ async function measureRecovery(
     if (current === 'up') upAt = performance.now();
     else await sleep(20);
   }
+  const cpuMs = (cpuOf([...survivors.map((server) => server.pid), restarted.pid]) - cpuBefore) * 1000;
   const keysCopied = ((await ring()).replication?.syncKeysTotal ?? 0) - before;
   const copying = upAt !== undefined && syncingAt !== undefined ? (upAt - syncingAt) / 1000 : 0;
   return {
@@ -168,26 +206,38 @@ async function measureRecovery(
     upAfterMs: upAt === undefined ? undefined : upAt - startedAt,
     keysCopied,
     keysPerSecond: copying > 0 ? keysCopied / copying : 0,
+    cpuMs,
   };
 }
 
-async function measureFailover(engine: Engine): Promise<FailoverSample> {
+async function measureFailover(
+  engine: FailoverEngine,
+  distRoot: string | undefined,
+): Promise<FailoverSample> {
   const root = mkdtempSync(join(tmpdir(), `dstore-bench-failover-${engine}-`));
   let client: DstoreClient | undefined;
+  let seeder: DstoreClient | undefined;
   try {
     const state = await startCluster({
       root,
-      engine,
+      engine: engine === 'lmdb-empty' ? 'lmdb' : engine,
       nodes: 5,
       replicationFactor: 3,
+      ...(distRoot === undefined ? {} : { distRoot }),
     });
     client = createClient({ host: state.balancer.host, port: state.balancer.port, commandTimeout: 1000 });
+    // The seeding has a longer deadline than the measured commands: on a loaded machine an
+    // lmdb MSET of 500 keys can take more than 1 s, and that is not what is measured.
+    seeder = createClient({ host: state.balancer.host, port: state.balancer.port, commandTimeout: 30_000 });
     const keys = Array.from({ length: FAILOVER_KEYS }, (_, i) => `failover-${i}`);
-    await client.mset(keys.map((key): [string, string] => [key, 'before']));
+    await seeder.mset(keys.map((key): [string, string] => [key, 'before']));
     const value = 'v'.repeat(100);
     for (let start = 0; start < RECOVERY_FILLER_KEYS; start += 500) {
-      await client.mset(
-        Array.from({ length: 500 }, (_, i): [string, string] => [`filler-${start + i}`, value]),
+      await seeder.mset(
+        Array.from({ length: Math.min(500, RECOVERY_FILLER_KEYS - start) }, (_, i): [string, string] => [
+          `filler-${start + i}`,
+          value,
+        ]),
       );
     }
     const victim = state.nodes[1]!;
@@ -200,7 +250,7 @@ async function measureFailover(engine: Engine): Promise<FailoverSample> {
     ]);
     const served = writable.filter((ms): ms is number => ms !== undefined);
     const affected = served.filter((ms) => ms > 100);
-    const recovery = await measureRecovery(state, victim, engine);
+    const recovery = await measureRecovery(state, victim, engine, distRoot);
     return {
       affected: affected.length + (writable.length - served.length),
       writableMedianMs: affected.length > 0 ? median(affected) : 0,
@@ -213,8 +263,10 @@ async function measureFailover(engine: Engine): Promise<FailoverSample> {
     if (restarted !== undefined) process.kill(restarted.pid, 'SIGKILL');
     restarted = undefined;
     await client?.disconnect();
+    await seeder?.disconnect();
     await stopCluster(root);
-    rmSync(root, { recursive: true, force: true });
+    if (KEEP) console.log(`kept ${root}`);
+    else rmSync(root, { recursive: true, force: true });
   }
 }
 
@@ -239,43 +291,45 @@ function row(engine: string, factor: number, rounds: string, samples: readonly S
   return `| ${cells.join(' | ')} |`;
 }
 
-console.log(
-  `bench:replication: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +
-    `50% reads, 10,000 keys, 3 nodes; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}` +
-    `${BASELINE_ROOT === undefined ? '' : `; "base" rows: the CLIs of ${BASELINE_ROOT}`}\n`,
-);
-const HEADER =
-  '| engine | factor | round | ops/s | p50 ms | p99 ms | nodes µs/op | servers µs/op | nodes writes/op | errors |';
-const ALIGN = '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|';
 /** The engine column: with a baseline, which build the row measured. */
-const named = (engine: Engine, label: string) => (label === '' ? engine : `${engine} (${label})`);
-console.log(HEADER);
-console.log(ALIGN);
-const results = new Map<string, Sample[]>();
-for (const engine of ENGINES) {
-  for (let round = 1; round <= ROUNDS; round++) {
-    for (const factor of FACTORS) {
-      for (const build of BUILDS) {
-        const sample = await measure(engine, factor, build.distRoot);
-        const name = `${build.label}/${engine}/${factor}`;
-        results.set(name, [...(results.get(name) ?? []), sample]);
-        console.log(row(named(engine, build.label), factor, String(round), [sample]));
+const named = (engine: FailoverEngine, label: string) => (label === '' ? engine : `${engine} (${label})`);
+if (LOAD) {
+  console.log(
+    `bench:replication: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +
+      `50% reads, 10,000 keys, 3 nodes; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}` +
+      `${BASELINE_ROOT === undefined ? '' : `; "base" rows: the CLIs of ${BASELINE_ROOT}`}\n`,
+  );
+  const HEADER =
+    '| engine | factor | round | ops/s | p50 ms | p99 ms | nodes µs/op | servers µs/op | nodes writes/op | errors |';
+  const ALIGN = '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|';
+  console.log(HEADER);
+  console.log(ALIGN);
+  const results = new Map<string, Sample[]>();
+  for (const engine of ENGINES) {
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const factor of FACTORS) {
+        for (const build of BUILDS) {
+          const sample = await measure(engine, factor, build.distRoot);
+          const name = `${build.label}/${engine}/${factor}`;
+          results.set(name, [...(results.get(name) ?? []), sample]);
+          console.log(row(named(engine, build.label), factor, String(round), [sample]));
+        }
       }
     }
   }
-}
-console.log('\nMedian over rounds, and the nodes’ CPU per op against factor 1:\n');
-console.log(`${HEADER.replace('| round |', '| rounds |')} nodes CPU / factor 1 |`);
-console.log(`${ALIGN}---:|`);
-for (const engine of ENGINES) {
-  for (const build of BUILDS) {
-    const base = median(results.get(`${build.label}/${engine}/${FACTORS[0]}`)!.map((s) => s.nodesUsPerOp));
-    for (const factor of FACTORS) {
-      const samples = results.get(`${build.label}/${engine}/${factor}`)!;
-      const ratio = median(samples.map((s) => s.nodesUsPerOp)) / base;
-      console.log(
-        `${row(named(engine, build.label), factor, String(ROUNDS), samples)} x${ratio.toFixed(2)} |`,
-      );
+  console.log('\nMedian over rounds, and the nodes’ CPU per op against factor 1:\n');
+  console.log(`${HEADER.replace('| round |', '| rounds |')} nodes CPU / factor 1 |`);
+  console.log(`${ALIGN}---:|`);
+  for (const engine of ENGINES) {
+    for (const build of BUILDS) {
+      const base = median(results.get(`${build.label}/${engine}/${FACTORS[0]}`)!.map((s) => s.nodesUsPerOp));
+      for (const factor of FACTORS) {
+        const samples = results.get(`${build.label}/${engine}/${factor}`)!;
+        const ratio = median(samples.map((s) => s.nodesUsPerOp)) / base;
+        console.log(
+          `${row(named(engine, build.label), factor, String(ROUNDS), samples)} x${ratio.toFixed(2)} |`,
+        );
+      }
     }
   }
 }
@@ -285,15 +339,17 @@ if (FAILOVER) {
     `\nFailover and catch-up: balancer + 5 nodes, factor 3, default --failure-timeout and --lease; ${FAILOVER_KEYS} keys (+ ${int(RECOVERY_FILLER_KEYS)} of 100 bytes), one node SIGKILLed, then each key written and read until it succeeds; then the node restarted under its id until it is up again:\n`,
   );
   console.log(
-    '| engine | round | keys affected | writable again: median ms | max ms | readable again: max ms | never | restart to syncing ms | restart to up ms | keys copied | keys/s |',
+    '| engine | round | keys affected | writable again: median ms | max ms | readable again: max ms | never | restart to syncing ms | restart to up ms | keys copied | keys/s | servers CPU restart to up ms |',
   );
-  console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-  for (const engine of ENGINES) {
+  console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const engine of FAILOVER_ENGINES) {
     for (let round = 1; round <= ROUNDS; round++) {
-      const f = await measureFailover(engine);
-      console.log(
-        `| ${engine} | ${round} | ${f.affected} | ${int(f.writableMedianMs)} | ${int(f.writableMaxMs)} | ${int(f.readableMaxMs)} | ${f.never} | ${f.syncingAfterMs === undefined ? 'never' : int(f.syncingAfterMs)} | ${f.upAfterMs === undefined ? 'never' : int(f.upAfterMs)} | ${int(f.keysCopied)} | ${int(f.keysPerSecond)} |`,
-      );
+      for (const build of BUILDS) {
+        const f = await measureFailover(engine, build.distRoot);
+        console.log(
+          `| ${named(engine, build.label)} | ${round} | ${f.affected} | ${int(f.writableMedianMs)} | ${int(f.writableMaxMs)} | ${int(f.readableMaxMs)} | ${f.never} | ${f.syncingAfterMs === undefined ? 'never' : int(f.syncingAfterMs)} | ${f.upAfterMs === undefined ? 'never' : int(f.upAfterMs)} | ${int(f.keysCopied)} | ${int(f.keysPerSecond)} | ${int(f.cpuMs)} |`,
+        );
+      }
     }
   }
 }

@@ -505,30 +505,35 @@ export class Migrator {
   }
 
   /**
-   * Replication, a returning member's catch-up: which of `ranges` hold the same values on `from`
-   * (the serving tail) and on `to` (the learner) among those written before `epoch` (DIGEST at
-   * each, compared range by range); undefined when either could not answer (the caller tries
-   * again in its next round).
+   * Replication, a returning member's catch-up: `node`'s DIGEST of each of `ranges` (its values
+   * written before `epoch`), in order; undefined when it could not answer (the caller tries again
+   * in its next round). The chunks (at most MAX_RANGES_PER_MESSAGE ranges each) are sent at once:
+   * the node answers them all from one pass over its engine.
    */
-  async sameRanges(
-    from: ClusterNode,
-    to: ClusterNode,
+  async digests(
+    node: ClusterNode,
     ranges: readonly HashRange[],
     epoch: number,
-  ): Promise<boolean[] | undefined> {
+  ): Promise<Uint8Array[] | undefined> {
     try {
-      const request = { op: Op.DIGEST, below: epoch, ranges } as const;
-      const [source, target] = await Promise.all(
-        [from, to].map((node) => node.forward(request, { timeoutMs: MIGRATE_TIMEOUT_MS })),
+      const chunks = chunkRanges(ranges);
+      const answers = await Promise.all(
+        chunks.map((chunk) =>
+          node.forward({ op: Op.DIGEST, below: epoch, ranges: chunk }, { timeoutMs: MIGRATE_TIMEOUT_MS }),
+        ),
       );
-      if (source?.op !== Op.VALUES || target?.op !== Op.VALUES) return undefined;
-      return ranges.map((_, i) => {
-        const a = source.values[i];
-        const b = target.values[i];
-        return a !== null && a !== undefined && b !== null && b !== undefined && Buffer.compare(a, b) === 0;
-      });
+      const digests: Uint8Array[] = [];
+      for (const [i, answer] of answers.entries()) {
+        // One value per range, or the answer compares nothing.
+        if (answer?.op !== Op.VALUES || answer.values.length !== chunks[i]!.length) return undefined;
+        for (const value of answer.values) {
+          if (value === null) return undefined;
+          digests.push(value);
+        }
+      }
+      return digests;
     } catch (error) {
-      this.host.logger.debug({ from: from.id, to: to.id, err: (error as Error).message }, 'DIGEST failed');
+      this.host.logger.debug({ node: node.id, err: (error as Error).message }, 'DIGEST failed');
       return undefined;
     }
   }
@@ -537,7 +542,8 @@ export class Migrator {
    * Replication, a returning member's catch-up: `node` deletes its entries of `ranges` written
    * before `epoch` (PURGE with `staleUpTo`), before the ranges are copied to it again; or, without
    * `ranges`, every entry its write path no longer holds (PURGE of the whole ring: ranges it left
-   * while it was away). False when it could not (the caller tries again in its next round).
+   * while it was away). False when it could not (the caller tries again in its next round). The
+   * chunks are sent at once: the node serves them from one pass over its engine.
    */
   async purgeReturning(node: ClusterNode, epoch: number, ranges?: readonly HashRange[]): Promise<boolean> {
     try {
@@ -547,7 +553,7 @@ export class Migrator {
           : chunkRanges(ranges).map(
               (chunk) => ({ op: Op.PURGE, epoch, ranges: chunk, staleUpTo: epoch - 1 }) as const,
             );
-      for (const request of requests) await node.forward(request, { timeoutMs: MIGRATE_TIMEOUT_MS });
+      await Promise.all(requests.map((request) => node.forward(request, { timeoutMs: MIGRATE_TIMEOUT_MS })));
       return true;
     } catch (error) {
       this.host.logger.debug(

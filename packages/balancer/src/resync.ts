@@ -68,16 +68,19 @@ function sleep(ms: number): Promise<void> {
  *
  * 1. the member is sent the current ring (where it is `failed`) and must answer it, then one map
  *    write makes it `syncing`: it is a learner at the end of the write path of every chain it
- *    belongs to, so every write from then on reaches it through the forward streams; on that ring
- *    it wipes every entry it held (stale: it missed writes and deletes);
- * 2. every range of its desired chains is copied from the range's serving tail (MIGRATE /
- *    MIGRATE_PUT, the migrator's retry loop; a range whose tail changed meanwhile is copied again
- *    from the new one: copies apply if newer, so repeats are harmless);
+ *    belongs to, so every write from then on reaches it through the forward streams; it keeps
+ *    what it held;
+ * 2. it drops what its chains no longer hold, and every range of its desired chains whose values
+ *    written before the current epoch differ from the range's serving tail's (DIGEST at both, in
+ *    rounds: all ranges of a round at once, one engine pass per node) is cleared on it up to that
+ *    epoch and copied from the tail (MIGRATE / MIGRATE_PUT, the migrator's retry loop; a range
+ *    whose tail changed meanwhile is copied again from the new one: copies apply if newer, so
+ *    repeats are harmless): only the difference;
  * 3. one map write makes it `promoting`: heads refuse new writes of its chains and every node
  *    answers that RING only once its writes in flight are acknowledged (the drain);
  * 4. once every node answered, one map write makes it `up`.
  *
- * A member marked `failed` meanwhile abandons its sync; it starts again (with a wipe) when it
+ * A member marked `failed` meanwhile abandons its sync; it starts again (compared again) when it
  * returns. A new writer resumes a `syncing` or `promoting` member from its streams.
  */
 export class Resync {
@@ -273,12 +276,8 @@ export class Resync {
     const host = this.host;
     this.track(id, 'syncing');
     // The ring with the member syncing must be answered by every node first: the tails then
-    // forward every new write to it. Then it drops what its chains no longer hold (ranges that
-    // moved while it was away); what it holds of its chains stays, to be compared below.
+    // forward every new write to it.
     if (!(await this.answeredByAll(id, 'syncing'))) return false;
-    const learner = host.node(id);
-    if (learner === undefined || !(await host.migrator.purgeReturning(learner, host.map.ring.epoch)))
-      return false;
     // Ranges by desired chain (merged by desired members only: the partition does not change
     // with the states of members that are not dead).
     const pending: HashRange[] = host.ring
@@ -288,65 +287,102 @@ export class Resync {
     const progress = this.progress!;
     progress.rangesTotal = pending.length;
     progress.rangesLeft = pending.length;
-    while (pending.length > 0) {
+    let cleared = false;
+    while (pending.length > 0 || !cleared) {
       if (this.stateOf(id) !== 'syncing' || !host.writing) return false;
-      // The ranges by their serving tail on the current map: one MIGRATE per tail and chunk.
-      const map = host.map;
-      const states = replicaStatesOf(map);
-      const bySource = new Map<string, HashRange[]>();
-      for (const range of pending) {
-        const tail = tailOf(host.ring, map.replicationFactor, states, range);
-        if (tail === undefined) continue;
-        const list = bySource.get(tail) ?? [];
-        list.push(range);
-        bySource.set(tail, list);
-      }
-      const copied = new Set<HashRange>();
-      await Promise.all(
-        [...bySource].map(async ([tail, ranges]) => {
-          for (const chunk of chunkRanges(ranges)) {
-            const sent = await this.copyDifferences(id, tail, chunk);
-            if (sent === undefined) return;
-            progress.keys += sent.keys;
-            progress.bytes += sent.bytes;
-            progress.rangesUnchanged += sent.unchanged;
-            this.counted(sent);
-            for (const range of chunk) copied.add(range);
-            progress.rangesLeft -= chunk.length;
-          }
-        }),
-      );
-      const left = pending.filter((range) => !copied.has(range));
-      if (left.length === pending.length) await sleep(ROUND_PAUSE_MS);
-      pending.splice(0, pending.length, ...left);
+      const learner = host.node(id);
+      if (learner === undefined) return false;
+      // It also drops what its chains no longer hold (ranges that moved while it was away: PURGE
+      // of the whole ring), sent with the first round's DIGESTs so that it serves both from one
+      // pass over its engine. They touch different keys: a learner is in the write path of every
+      // range compared and copied here, and such a PURGE keeps what its path holds.
+      const clearing: Promise<boolean> = cleared
+        ? Promise.resolve(true)
+        : host.migrator.purgeReturning(learner, host.map.ring.epoch);
+      const [purged, done] = await Promise.all([
+        clearing,
+        pending.length > 0 ? this.copyDifferences(id, pending) : new Set<HashRange>(),
+      ]);
+      cleared = purged;
+      if (done.size === 0) await sleep(ROUND_PAUSE_MS);
+      else pending.splice(0, pending.length, ...pending.filter((range) => !done.has(range)));
     }
     return true;
   }
 
   /**
-   * Copies to `id` those of `ranges` (one chunk) whose values written before the current epoch
-   * differ from their serving tail's (DIGEST at both): for each, `id` first deletes its entries
-   * written before that epoch (its stale copies: a key deleted while it was away must not come
-   * back; writes forwarded to it since it became a learner carry a later epoch and stay), then
-   * the tail copies the range. Ranges whose digests match are left as they are: "only the
-   * difference". Undefined when the copy must be planned again (a node failed or changed).
+   * One round of the catch-up: copies to `id` those of `pending` whose values written before the
+   * current epoch differ from their serving tail's, and resolves with the ranges done (equal, or
+   * copied). DIGEST at `id` for every pending range and at each tail for its own, all at once (each
+   * node answers from one pass over its engine); then, for the ranges that differ, `id` first
+   * deletes its entries written before that epoch (one PURGE with `staleUpTo`, again one pass: its
+   * stale copies, so a key deleted while it was away does not come back; writes forwarded to it
+   * since it became a learner carry a later epoch and stay), then each tail copies its ranges
+   * (MIGRATE, the migrator's retry loop). Ranges whose digests match are left as they are: "only
+   * the difference". A range whose digest, purge or copy failed (a node failed, a tail changed) is
+   * left pending for the next round.
    */
-  private async copyDifferences(
-    id: string,
-    tail: string,
-    ranges: HashRange[],
-  ): Promise<(Copied & { readonly unchanged: number }) | undefined> {
-    const migrator = this.host.migrator;
-    const plan = this.planCopy(id, tail, ranges);
-    if (plan === undefined) return undefined;
-    const same = await migrator.sameRanges(plan.from, plan.to, ranges, plan.epoch);
-    if (same === undefined) return undefined;
-    const differing = ranges.filter((_, i) => !same[i]);
-    const unchanged = ranges.length - differing.length;
-    if (differing.length === 0) return { keys: 0, bytes: 0, unchanged };
-    if (!(await migrator.purgeReturning(plan.to, plan.epoch, differing))) return undefined;
-    const sent = await migrator.migrateWithRetries(differing, () => this.planCopy(id, tail, differing));
-    return sent === undefined ? undefined : { ...sent, unchanged };
+  private async copyDifferences(id: string, pending: readonly HashRange[]): Promise<Set<HashRange>> {
+    const host = this.host;
+    const migrator = host.migrator;
+    const progress = this.progress!;
+    const done = new Set<HashRange>();
+    const map = host.map;
+    const epoch = map.ring.epoch;
+    const learner = host.node(id);
+    if (learner === undefined) return done;
+    // The ranges by their serving tail on the current map: one DIGEST pass and one MIGRATE per tail.
+    const states = replicaStatesOf(map);
+    const bySource = new Map<string, HashRange[]>();
+    for (const range of pending) {
+      const tail = tailOf(host.ring, map.replicationFactor, states, range);
+      if (tail === undefined) continue;
+      const list = bySource.get(tail) ?? [];
+      list.push(range);
+      bySource.set(tail, list);
+    }
+    const sources = [...bySource].flatMap(([tail, ranges]) => {
+      const node = host.node(tail);
+      return node === undefined ? [] : [{ tail, node, ranges }];
+    });
+    const compared = sources.flatMap((source) => source.ranges);
+    const [own, ...theirs] = await Promise.all([
+      migrator.digests(learner, compared, epoch),
+      ...sources.map((source) => migrator.digests(source.node, source.ranges, epoch)),
+    ]);
+    if (own === undefined) return done;
+    const ownOf = new Map(compared.map((range, i) => [range, own[i]!]));
+    const copies: { tail: string; ranges: HashRange[] }[] = [];
+    for (const [i, source] of sources.entries()) {
+      const digests = theirs[i];
+      if (digests === undefined) continue;
+      const differing: HashRange[] = [];
+      for (const [j, range] of source.ranges.entries()) {
+        if (Buffer.compare(ownOf.get(range)!, digests[j]!) === 0) done.add(range);
+        else differing.push(range);
+      }
+      const unchanged = source.ranges.length - differing.length;
+      progress.rangesUnchanged += unchanged;
+      progress.rangesLeft -= unchanged;
+      if (differing.length > 0) copies.push({ tail: source.tail, ranges: differing });
+    }
+    if (copies.length === 0) return done;
+    const stale = copies.flatMap((copy) => copy.ranges);
+    if (!(await migrator.purgeReturning(learner, epoch, stale))) return done;
+    await Promise.all(
+      copies.map(async ({ tail, ranges }) => {
+        for (const chunk of chunkRanges(ranges)) {
+          const sent = await migrator.migrateWithRetries(chunk, () => this.planCopy(id, tail, chunk));
+          if (sent === undefined) return;
+          progress.keys += sent.keys;
+          progress.bytes += sent.bytes;
+          this.counted(sent);
+          for (const range of chunk) done.add(range);
+          progress.rangesLeft -= chunk.length;
+        }
+      }),
+    );
+    return done;
   }
 
   /**

@@ -81,25 +81,139 @@ function yieldToEventLoop(): Promise<void> {
 }
 
 /**
- * Entries (keys and headers) of the engine whose ring position lies in one of `ranges`, values
- * only unless `tombstones`; one scan for all ranges, yielding every {@link SCAN_SLICE} keys (a
- * scan of a large engine would otherwise stall client traffic for its whole duration).
+ * One caller of a shared engine pass (see {@link EngineScans}): the entries whose ring position
+ * lies in one of its ranges are handed to `visit` with the range's index in its list.
  */
-async function entriesIn(
-  engine: StorageEngine,
-  ranges: readonly { start: number; end: number }[],
-  position: (key: Uint8Array) => number,
-  tombstones: boolean,
-): Promise<ScannedEntry[]> {
-  const set = new RangeIndex(ranges);
-  const entries: ScannedEntry[] = [];
-  let scanned = 0;
-  // start === end is the whole ring: one pass over every key, filtered here against all ranges.
-  for (const entry of engine.entriesInRange({ start: 0, end: 0 }, () => 0, { tombstones })) {
-    if (set.has(position(entry.key))) entries.push(entry);
-    if (++scanned % SCAN_SLICE === 0) await yieldToEventLoop();
+export interface ScanVisitor {
+  /** The caller's ranges, each mapped to its index in the caller's list. */
+  readonly ranges: RangeIndex<number>;
+  /** Whether tombstones are visited too (default: only values). */
+  readonly tombstones: boolean;
+  visit(entry: ScannedEntry, range: number): void;
+}
+
+/**
+ * The engine passes of MIGRATE, PURGE and DIGEST, shared: every caller that asks while no pass
+ * has started yet joins the next one, so one pass over the engine serves them all. A returning
+ * member's catch-up sends all its DIGEST chunks (and PURGE chunks) at once: one pass answers the
+ * lot, where each chunk used to scan the whole engine on its own (the costliest part of "copy only
+ * the difference" at 30,000 keys). A caller that arrives while a pass runs joins the one after it:
+ * passes never overlap (two would compete for the same cores) and a burst costs at most two.
+ * Each key's ring position is computed once per pass whatever the number of callers.
+ */
+export class EngineScans {
+  /** The pass callers join now: not started yet. */
+  private next: { readonly visitors: ScanVisitor[]; readonly done: Promise<void> } | undefined;
+  /** The pass running now, if any: the next one starts after it. */
+  private running: Promise<void> = Promise.resolve();
+  /** Passes run so far (STATS `migration.scan_passes`: a burst of requests shares passes). */
+  passes = 0;
+
+  constructor(
+    private readonly engine: StorageEngine,
+    private readonly position: (key: Uint8Array) => number,
+  ) {}
+
+  /**
+   * Visits every entry of `visitor`'s ranges in the next pass; resolves once that pass ended. The
+   * caller flushes the engine first if it must see writes issued before it asked: the pass starts
+   * after this call.
+   */
+  scan(visitor: ScanVisitor): Promise<void> {
+    const next = this.next;
+    if (next !== undefined) {
+      next.visitors.push(visitor);
+      return next.done;
+    }
+    const visitors = [visitor];
+    // After the running pass, and at least one turn of the event loop later: the requests decoded
+    // from the same reads (a burst of chunks) join before the pass starts.
+    const done = this.running
+      .then(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      .then(() => {
+        this.next = undefined;
+        return this.pass(visitors);
+      });
+    this.next = { visitors, done };
+    this.running = done.catch(() => undefined);
+    return done;
   }
-  return entries;
+
+  /**
+   * The entries (keys and headers) of `ranges` (values only unless `tombstones`), in one pass
+   * (shared, see {@link scan}).
+   */
+  async entriesIn(ranges: readonly HashRange[], tombstones: boolean): Promise<ScannedEntry[]> {
+    const entries: ScannedEntry[] = [];
+    await this.scan({ ranges: indexRanges(ranges), tombstones, visit: (entry) => entries.push(entry) });
+    return entries;
+  }
+
+  private async pass(visitors: readonly ScanVisitor[]): Promise<void> {
+    this.passes++;
+    const tombstones = visitors.some((visitor) => visitor.tombstones);
+    let scanned = 0;
+    // start === end is the whole ring: one pass over every key, each matched against each
+    // caller's ranges (a binary search over their sorted ends).
+    for (const entry of this.engine.entriesInRange({ start: 0, end: 0 }, () => 0, { tombstones })) {
+      const position = this.position(entry.key);
+      for (const visitor of visitors) {
+        if (entry.tombstone && !visitor.tombstones) continue;
+        const range = visitor.ranges.valueAt(position);
+        if (range !== undefined) visitor.visit(entry, range);
+      }
+      // Yields so that client requests keep flowing during a scan of a large engine.
+      if (++scanned % SCAN_SLICE === 0) await yieldToEventLoop();
+    }
+  }
+}
+
+/** Each of `ranges` mapped to its index in the list. */
+function indexRanges(ranges: readonly HashRange[]): RangeIndex<number> {
+  const order = new Map(ranges.map((range, i) => [range, i]));
+  return new RangeIndex(ranges, (range) => order.get(range as HashRange)!);
+}
+
+/**
+ * DIGEST's per-range value (see the protocol README): the number of values whose writeEpoch is
+ * below `below`, then two sums (mod 2^32) of murmur3 of each one's key, seeded with its version's
+ * low and high 32 bits, as 12 big-endian bytes per range. Order-free, so one pass over the engine
+ * in any order accumulates every range at once.
+ */
+export class RangeDigests {
+  private readonly sums: Uint32Array;
+
+  constructor(
+    private readonly count: number,
+    private readonly below: number,
+  ) {
+    this.sums = new Uint32Array(count * 3);
+  }
+
+  /** Adds a value of range `range` (ignored when written at or after `below`, or a tombstone). */
+  add(entry: ScannedEntry, range: number): void {
+    if (entry.tombstone || entry.writeEpoch >= this.below) return;
+    const low = entry.version >>> 0;
+    const high = Math.floor(entry.version / 0x1_0000_0000) >>> 0;
+    const at = range * 3;
+    const sums = this.sums;
+    // Uint32Array stores wrap mod 2^32.
+    sums[at] = sums[at]! + 1;
+    sums[at + 1] = sums[at + 1]! + murmur3Bytes(entry.key, entry.key.length, low);
+    sums[at + 2] = sums[at + 2]! + murmur3Bytes(entry.key, entry.key.length, high ^ 0x9e37_79b9);
+  }
+
+  /** The 12-byte digest of each range, in order. */
+  values(): Uint8Array[] {
+    const values: Uint8Array[] = [];
+    for (let range = 0; range < this.count; range++) {
+      const bytes = new Uint8Array(12);
+      const view = new DataView(bytes.buffer);
+      for (let i = 0; i < 3; i++) view.setUint32(i * 4, this.sums[range * 3 + i]!);
+      values.push(bytes);
+    }
+    return values;
+  }
 }
 
 /**
@@ -121,6 +235,8 @@ export class MigrationService {
   };
   /** PULLs in flight by key (latin1): later requests of the key wait for them, in order. */
   private readonly pulls = new Map<string, Promise<void>>();
+  /** The engine passes of MIGRATE, PURGE and DIGEST (shared by the requests that arrive together). */
+  readonly scans: EngineScans;
 
   constructor(
     private readonly engine: StorageEngine,
@@ -137,7 +253,10 @@ export class MigrationService {
        */
       readonly wipeRefusal?: () => DstoreError | undefined;
     },
-  ) {}
+  ) {
+    // Every caller checks that the node has a ring before it scans: positions need its algorithm.
+    this.scans = new EngineScans(engine, (key) => ownership.ring?.position(key) ?? 0);
+  }
 
   /** RING: adopt the ring (older epochs are ignored). */
   ring(request: RingRequest): void {
@@ -165,7 +284,7 @@ export class MigrationService {
     }
     // Writes issued before the RING that moved these ranges must be visible to the scan.
     await this.engine.flush();
-    const entries = await entriesIn(this.engine, request.ranges, (key) => ring.position(key), false);
+    const entries = await this.scans.entriesIn(request.ranges, false);
     const keys = entries.map((entry) => entry.key);
     const connection = await connectPeer(
       { id: request.target, host: request.host, port: request.port },
@@ -284,7 +403,7 @@ export class MigrationService {
     let tombstones = 0;
     if (ring !== undefined && ring.size > 0) {
       const replicated = this.ownership.replicationFactor > 1;
-      const entries = await entriesIn(this.engine, request.ranges, (key) => ring.position(key), true);
+      const entries = await this.scans.entriesIn(request.ranges, true);
       for (let start = 0; start < entries.length; start += SCAN_SLICE) {
         const deletions: Promise<boolean>[] = [];
         const ended: Uint8Array[] = [];
@@ -319,7 +438,7 @@ export class MigrationService {
     if (ring === undefined || ring.size === 0) return 0;
     // An entry's writeEpoch is a uint32.
     const upTo = Math.min(staleUpTo, 0xffff_ffff);
-    const entries = await entriesIn(this.engine, ranges, (key) => ring.position(key), true);
+    const entries = await this.scans.entriesIn(ranges, true);
     let removed = 0;
     for (let start = 0; start < entries.length; start += SCAN_SLICE) {
       const stale = entries
@@ -341,27 +460,16 @@ export class MigrationService {
   async digest(request: DigestRequest): Promise<Uint8Array[]> {
     await this.engine.flush();
     const ring = this.ownership.ring;
-    const sums = request.ranges.map(() => new Uint32Array(3));
+    const digests = new RangeDigests(request.ranges.length, request.below);
     if (ring !== undefined && ring.size > 0) {
-      const order = new Map(request.ranges.map((range, i) => [range, i]));
-      const index = new RangeIndex(request.ranges, (range) => order.get(range as HashRange)!);
-      const entries = await entriesIn(this.engine, request.ranges, (key) => ring.position(key), false);
-      for (const entry of entries) {
-        if (entry.writeEpoch >= request.below) continue;
-        const sum = sums[index.valueAt(ring.position(entry.key))!]!;
-        const low = entry.version >>> 0;
-        const high = Math.floor(entry.version / 0x1_0000_0000) >>> 0;
-        sum[0] = sum[0]! + 1;
-        sum[1] = sum[1]! + murmur3Bytes(entry.key, entry.key.length, low);
-        sum[2] = sum[2]! + murmur3Bytes(entry.key, entry.key.length, high ^ 0x9e37_79b9);
-      }
+      // Values only: a tombstone is no value (the protocol README's DIGEST).
+      await this.scans.scan({
+        ranges: indexRanges(request.ranges),
+        tombstones: false,
+        visit: (entry, range) => digests.add(entry, range),
+      });
     }
-    return sums.map((sum) => {
-      const bytes = new Uint8Array(12);
-      const view = new DataView(bytes.buffer);
-      for (let i = 0; i < 3; i++) view.setUint32(i * 4, sum[i]!);
-      return bytes;
-    });
+    return digests.values();
   }
 
   /**

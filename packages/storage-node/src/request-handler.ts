@@ -425,6 +425,7 @@ export class RequestHandler {
       'migration.keys_sent': this.context.migration.counters.keysSent,
       'migration.bytes_sent': this.context.migration.counters.bytesSent,
       'migration.stale_removed': this.context.migration.counters.staleRemoved,
+      'migration.scan_passes': this.context.migration.scans.passes,
       'migration.keys_received': this.context.migration.counters.keysReceived,
       'migration.keys_skipped': this.context.migration.counters.keysSkipped,
       'migration.tombstones_purged': this.context.migration.counters.tombstonesPurged,
