@@ -5,7 +5,7 @@
  * derives its chains from these, so every party that builds the same ring agrees on them.
  */
 
-import { type Continuum, distinctFromIndex, type PointSide } from './continuum.js';
+import { type Continuum, DistinctWalker, PointSide } from './continuum.js';
 
 /** A ring range `(start, end]` (wrapping when `start >= end`) and the members that hold it. */
 export interface ReplicaRange {
@@ -63,32 +63,178 @@ function mergeNeighbours<T extends { readonly start: number; readonly end: numbe
   return merged;
 }
 
+/** Most entries of {@link ListInterner}'s dense table (256 KiB): lists of up to 3 of 39 members. */
+const DENSE_LISTS = 1 << 16;
+
 /**
- * Every range of the continuum with its `n` replicas, ascending by `end` (a range that wraps past
- * 2^32 - 1 comes first), neighbours with the same replicas merged. A continuum whose points are all
- * equal yields one range covering the whole ring (`start === end`). Owners for which `skip` is true
- * hold no replicas: the next distinct members clockwise take their place; points on side
- * `exclude` are passed over (see `distinctFromIndex`).
+ * The distinct owner lists of one ring's walks, numbered: two walks found the same members
+ * exactly when they get the same number, so runs of equal lists compare numbers, kept in typed
+ * arrays (an array of 20,000 references costs ~40 ns a store: it lives in the large-object space,
+ * each store of a young reference recorded), and ranges with equal lists share one id array.
+ *
+ * A list of `k` owners below `nodes` is the number with digits `owner + 1` in base `nodes + 1`
+ * (no digit is 0, so lists of different lengths differ). When every list of up to `n` owners
+ * fits {@link DENSE_LISTS}, a table indexed by that number finds a list with one load (a map
+ * lookup per walk was a fifth of `chains()`); otherwise a trie by owner index, `k` map lookups.
  */
-export function replicaRangesOf(
+class ListInterner {
+  readonly #ids: readonly string[];
+  readonly #base: number;
+  /** List number + 1 by list digits (0: not met yet); undefined when the lists do not fit. */
+  readonly #dense: Uint32Array | undefined;
+  readonly #root: ListNode = { list: 0, children: new Map() };
+  /** Id arrays by list number (0: the empty list). */
+  readonly lists: (readonly string[])[] = [[]];
+
+  /** Lists of up to `n` of the members `ids` (owner indices into it). */
+  constructor(ids: readonly string[], n: number) {
+    this.#ids = ids;
+    this.#base = ids.length + 1;
+    const size = this.#base ** Math.min(n, ids.length);
+    this.#dense = size <= DENSE_LISTS ? new Uint32Array(size) : undefined;
+    // The empty list (no member qualifies) is list 0 in both forms.
+    if (this.#dense !== undefined) this.#dense[0] = 1;
+  }
+
+  /** The number of the list `owners[0 .. count - 1]` (its ids: `lists[number]`). */
+  intern(owners: Uint32Array, count: number): number {
+    const dense = this.#dense;
+    if (dense !== undefined) {
+      let digits = 0;
+      for (let k = 0; k < count; k++) digits = digits * this.#base + owners[k]! + 1;
+      const known = dense[digits]!;
+      if (known !== 0) return known - 1;
+      const ids = new Array<string>(count);
+      for (let k = 0; k < count; k++) ids[k] = this.#ids[owners[k]!]!;
+      this.lists.push(ids);
+      dense[digits] = this.lists.length;
+      return this.lists.length - 1;
+    }
+    let node = this.#root;
+    for (let k = 0; k < count; k++) {
+      const owner = owners[k]!;
+      let child = node.children.get(owner);
+      if (child === undefined) {
+        child = { list: this.lists.length, children: new Map() };
+        this.lists.push([...this.lists[node.list]!, this.#ids[owner]!]);
+        node.children.set(owner, child);
+      }
+      node = child;
+    }
+    return node.list;
+  }
+}
+
+interface ListNode {
+  /** Number of the list from the root to this node. */
+  readonly list: number;
+  readonly children: Map<number, ListNode>;
+}
+
+/** One walk of {@link walkRanges}: whom it skips and which points it passes over. */
+export interface RangeWalk {
+  /** `skip[owner] === 1`: the member holds no replica in this walk; undefined: none skipped. */
+  readonly skip?: Uint8Array | undefined;
+  /** Points on this side are not there for this walk (see `DistinctWalker.walk`). */
+  readonly exclude?: PointSide | undefined;
+}
+
+/**
+ * Builds one range of {@link walkRanges} from its bounds and the numbers of its two lists (equal
+ * numbers: equal lists), whose ids are `lists[first]` and `lists[second]`.
+ */
+export type RangeBuilder<T> = (
+  start: number,
+  end: number,
+  first: number,
+  second: number,
+  lists: readonly (readonly string[])[],
+) => T;
+
+/**
+ * Every range of the continuum with the lists of up to `n` distinct members that one or two walks
+ * (`first`, `second`) find from its point, built by `build`: ascending by `end` (a range that wraps
+ * past 2^32 - 1 comes first), neighbours with the same lists merged (including the last range
+ * with the first across the wrap). A continuum whose points are all equal yields one range
+ * covering the whole ring (`start === end`). The second list is the first when there is no
+ * second walk.
+ *
+ * The walks run from every point (a few steps each), neighbours are merged on interned lists
+ * before any range is built, so the cost is the walks plus one object per merged range.
+ */
+export function walkRanges<T>(
   c: Continuum,
   ids: readonly string[],
   n: number,
-  skip?: (owner: number) => boolean,
-  exclude?: PointSide,
-): ReplicaRange[] {
+  build: RangeBuilder<T>,
+  first: RangeWalk,
+  second?: RangeWalk,
+): T[] {
   const { points } = c;
-  const ranges: ReplicaRange[] = [];
+  const nodeCount = ids.length;
+  const walker = new DistinctWalker(c, nodeCount);
+  const interner = new ListInterner(ids, n);
+  const firstSkip = skipOf(first.skip);
+  // A walk can find no more members than it does not skip: it stops there instead of going on
+  // until every owner was met.
+  const firstWant = Math.min(n, unskipped(first.skip, nodeCount));
+  const secondSkip = second === undefined ? undefined : skipOf(second.skip);
+  const secondWant = second === undefined ? 0 : Math.min(n, unskipped(second.skip, nodeCount));
+  // Merged runs, as parallel arrays (at most one run per point): objects are built once the wrap
+  // is known.
+  const starts = new Uint32Array(points.length);
+  const ends = new Uint32Array(points.length);
+  const firsts = new Uint32Array(points.length);
+  const seconds = new Uint32Array(points.length);
+  let count = 0;
   let previous = points[points.length - 1]!;
   for (let i = 0; i < points.length; i++) {
     const end = points[i]!;
     // Of equal points only the first owns anything (the lookup rule of `locate`).
     if (i > 0 && end === points[i - 1]) continue;
-    const replicas = distinctFromIndex(c, i, n, ids.length, skip, exclude).map((owner) => ids[owner]!);
-    ranges.push({ start: previous, end, replicas });
+    const a = interner.intern(walker.picked, walker.walk(i, firstWant, firstSkip, first.exclude));
+    const b =
+      second === undefined
+        ? a
+        : interner.intern(walker.picked, walker.walk(i, secondWant, secondSkip, second.exclude));
+    if (count > 0 && firsts[count - 1] === a && seconds[count - 1] === b) {
+      ends[count - 1] = end;
+    } else {
+      starts[count] = previous;
+      ends[count] = end;
+      firsts[count] = a;
+      seconds[count] = b;
+      count++;
+    }
     previous = end;
   }
-  return mergeNeighbours(ranges, (a, b) => sameMembers(a.replicas, b.replicas));
+  if (count > 1 && firsts[count - 1] === firsts[0] && seconds[count - 1] === seconds[0]) {
+    starts[0] = starts[count - 1]!;
+    count--;
+  }
+  const { lists } = interner;
+  const ranges: T[] = [];
+  for (let k = 0; k < count; k++) ranges.push(build(starts[k]!, ends[k]!, firsts[k]!, seconds[k]!, lists));
+  return ranges;
+}
+
+function skipOf(mask: Uint8Array | undefined): ((owner: number) => boolean) | undefined {
+  return mask === undefined ? undefined : (owner) => mask[owner] === 1;
+}
+
+function unskipped(mask: Uint8Array | undefined, nodeCount: number): number {
+  if (mask === undefined) return nodeCount;
+  let count = 0;
+  for (let owner = 0; owner < nodeCount; owner++) if (mask[owner] !== 1) count++;
+  return count;
+}
+
+/**
+ * Every range of the continuum with its `n` replicas (see {@link walkRanges}), ranges with equal
+ * replicas sharing one array.
+ */
+export function replicaRangesOf(c: Continuum, ids: readonly string[], n: number): ReplicaRange[] {
+  return walkRanges(c, ids, n, (start, end, list, _, lists) => ({ start, end, replicas: lists[list]! }), {});
 }
 
 /** Walks a sorted replica-range list by ascending positions, as lookups do. */
@@ -107,10 +253,11 @@ class ReplicaCursor {
 
 /**
  * Every range of either list with the replicas of both (`before`, `after`), ascending by `end`,
- * neighbours with the same pair merged: the partition of a ring change, whose previous and next
- * chains are both constant on each range.
+ * neighbours with the same pair merged: the partition on which two rings' replica sets are both
+ * constant. (The two rings of a ring change share one continuum, the union ring: `walkRanges`
+ * walks both from each point instead.)
  */
-export function overlayReplicaRanges(
+function overlayReplicaRanges(
   before: readonly ReplicaRange[],
   after: readonly ReplicaRange[],
 ): ReplicaSetChange[] {
@@ -191,6 +338,42 @@ export function isRingChange(states: ReplicaStates | undefined): boolean {
 
 /** Members' replication states by id; a member absent from the map is `up`. */
 export type ReplicaStates = ReadonlyMap<string, ReplicaState>;
+
+/**
+ * The ring whose chains a walk derives: the ring itself, or, on the union ring of a ring change,
+ * the previous or the next ring (see {@link ReplicaState}).
+ */
+export type WalkedRing = 'ring' | 'previous' | 'next';
+
+/**
+ * Whether a member in `state` holds no replica in the chains of `ring` (the next distinct members
+ * clockwise take its place): a `dead` one; an `entering` one on the previous ring; an `exiting`
+ * or `dropped` one on the next ring.
+ */
+export function skippedOn(state: ReplicaState | undefined, ring: WalkedRing): boolean {
+  if (state === 'dead') return true;
+  if (ring === 'previous') return state === 'entering';
+  return ring === 'next' && isExitingState(state);
+}
+
+/**
+ * {@link skippedOn} for every member (index into `ids`) as a mask for {@link walkRanges}, looked
+ * up once instead of per walk; undefined when no member is skipped.
+ */
+function skipMask(
+  ids: readonly string[],
+  states: ReplicaStates | undefined,
+  ring: WalkedRing,
+): Uint8Array | undefined {
+  if (states === undefined || states.size === 0) return undefined;
+  let mask: Uint8Array | undefined;
+  for (let owner = 0; owner < ids.length; owner++) {
+    if (!skippedOn(states.get(ids[owner]!), ring)) continue;
+    mask ??= new Uint8Array(ids.length);
+    mask[owner] = 1;
+  }
+  return mask;
+}
 
 /** The replica chain of a key or range, derived from the ring, the factor and members' states. */
 export interface Chain {
@@ -276,4 +459,60 @@ export function chainOfDesired(
     underReplicated: n > 1 && serving.length < desired.length,
     changing,
   };
+}
+
+/** The states of a ring change whose members are all `up` (only weights change). */
+export const NO_STATES: ReplicaStates = new Map();
+
+/**
+ * Every range of the continuum with its chain for factor `n` (what `HashRing.chains` returns):
+ * on a plain ring the chain of the range's replicas with `dead` members skipped; during a ring
+ * change (`ringChange`: the union ring) the chain of the previous ring's list and the next ring's,
+ * neighbours with the same lists merged. Each distinct list (pair) gets its chain derived once, and
+ * ranges with the same chain share its arrays.
+ */
+export function chainRangesOf(
+  c: Continuum,
+  ids: readonly string[],
+  n: number,
+  states: ReplicaStates | undefined,
+  ringChange: boolean,
+): ChainRange[] {
+  // By desired list (interned), then by the next ring's list (the desired one on a plain ring).
+  // By desired list number, then by the next ring's list number (the desired one on a plain ring).
+  const derived: (Map<number, Chain> | undefined)[] = [];
+  const build: RangeBuilder<ChainRange> = (start, end, desired, next, lists) => {
+    let byNext = derived[desired];
+    if (byNext === undefined) {
+      byNext = new Map();
+      derived[desired] = byNext;
+    }
+    let chain = byNext.get(next);
+    if (chain === undefined) {
+      chain = ringChange
+        ? chainOfDesired(lists[desired]!, n, states ?? NO_STATES, lists[next]!)
+        : chainOfDesired(lists[desired]!, n, states);
+      byNext.set(next, chain);
+    }
+    return {
+      start,
+      end,
+      desired: chain.desired,
+      serving: chain.serving,
+      path: chain.path,
+      head: chain.head,
+      tail: chain.tail,
+      underReplicated: chain.underReplicated,
+      changing: chain.changing,
+    };
+  };
+  if (!ringChange) return walkRanges(c, ids, n, build, { skip: skipMask(ids, states, 'ring') });
+  return walkRanges(
+    c,
+    ids,
+    n,
+    build,
+    { skip: skipMask(ids, states, 'previous'), exclude: PointSide.NEXT },
+    { skip: skipMask(ids, states, 'next'), exclude: PointSide.PREVIOUS },
+  );
 }
