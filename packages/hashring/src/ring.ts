@@ -227,7 +227,8 @@ export class HashRing {
    * Every hash range with its `n` replicas: the owner, then the next distinct members clockwise
    * (the same lists as {@link getN} for the keys of the range). Ranges are disjoint, cover the
    * ring, are sorted by `end` (a wrapping range first) and neighbours with the same replicas are
-   * merged. Fewer than `n` replicas when the ring has fewer members.
+   * merged. Fewer than `n` replicas when the ring has fewer members. Ranges with the same
+   * replicas share one (read-only) array.
    *
    * @throws HashRingError `INVALID_ARGUMENT` when `n` is not an integer >= 1,
    *   `UNSUPPORTED_OPERATION` for `rendezvous`, `EMPTY_RING` for an empty ring
@@ -334,8 +335,13 @@ export class HashRing {
   /**
    * Every hash range with its chain for replication factor `n` (see {@link chainOf}): disjoint,
    * covering the ring, sorted by `end` (a wrapping range first), neighbours with the same desired
-   * chain merged. The ranges and desired chains are {@link replicaSets}' with `dead` members
-   * skipped.
+   * chain merged (during a ring change: the same previous and next ring's chains). The ranges and
+   * desired chains are {@link replicaSets}' with `dead` members skipped. Ranges with the same
+   * chain share its (read-only) arrays.
+   *
+   * Cost: one walk per ring point (two on a union ring) of a few steps, with no allocation but
+   * one object per returned range: ~2 ms for 5 members at the default 4,096 points each and
+   * `n = 3` (see BENCHMARKS.md).
    *
    * @throws HashRingError `INVALID_ARGUMENT` for a bad `n`, `UNSUPPORTED_OPERATION` for
    *   `rendezvous`, `EMPTY_RING` for an empty ring
