@@ -75,14 +75,15 @@ const DENSE_LISTS = 1 << 16;
  * A list of `k` owners below `nodes` is the number with digits `owner + 1` in base `nodes + 1`
  * (no digit is 0, so lists of different lengths differ). When every list of up to `n` owners
  * fits {@link DENSE_LISTS}, a table indexed by that number finds a list with one load (a map
- * lookup per walk was a fifth of `chains()`); otherwise a trie by owner index, `k` map lookups.
+ * lookup per walk was a fifth of `chains()`); otherwise a map by a string of the owners.
  */
 class ListInterner {
   readonly #ids: readonly string[];
   readonly #base: number;
   /** List number + 1 by list digits (0: not met yet); undefined when the lists do not fit. */
   readonly #dense: Uint32Array | undefined;
-  readonly #root: ListNode = { list: 0, children: new Map() };
+  /** List number by owners (one UTF-16 code unit each, three past 0xfffe), when the lists do not fit. */
+  readonly #sparse = new Map<string, number>();
   /** Id arrays by list number (0: the empty list). */
   readonly lists: (readonly string[])[] = [[]];
 
@@ -94,41 +95,66 @@ class ListInterner {
     this.#dense = size <= DENSE_LISTS ? new Uint32Array(size) : undefined;
     // The empty list (no member qualifies) is list 0 in both forms.
     if (this.#dense !== undefined) this.#dense[0] = 1;
+    this.#sparse.set('', 0);
   }
 
   /** The number of the list `owners[0 .. count - 1]` (its ids: `lists[number]`). */
   intern(owners: Uint32Array, count: number): number {
     const dense = this.#dense;
+    let key: string | undefined;
     if (dense !== undefined) {
       let digits = 0;
       for (let k = 0; k < count; k++) digits = digits * this.#base + owners[k]! + 1;
       const known = dense[digits]!;
       if (known !== 0) return known - 1;
-      const ids = new Array<string>(count);
-      for (let k = 0; k < count; k++) ids[k] = this.#ids[owners[k]!]!;
-      this.lists.push(ids);
-      dense[digits] = this.lists.length;
-      return this.lists.length - 1;
-    }
-    let node = this.#root;
-    for (let k = 0; k < count; k++) {
-      const owner = owners[k]!;
-      let child = node.children.get(owner);
-      if (child === undefined) {
-        child = { list: this.lists.length, children: new Map() };
-        this.lists.push([...this.lists[node.list]!, this.#ids[owner]!]);
-        node.children.set(owner, child);
+      dense[digits] = this.lists.length + 1;
+    } else {
+      key = '';
+      // Owners past 0xffff (more than 65,536 members) take a second code unit.
+      for (let k = 0; k < count; k++) {
+        const owner = owners[k]!;
+        key +=
+          owner < 0xffff
+            ? String.fromCharCode(owner)
+            : String.fromCharCode(0xffff, owner >>> 16, owner & 0xffff);
       }
-      node = child;
+      const known = this.#sparse.get(key);
+      if (known !== undefined) return known;
+      this.#sparse.set(key, this.lists.length);
     }
-    return node.list;
+    const ids = new Array<string>(count);
+    for (let k = 0; k < count; k++) ids[k] = this.#ids[owners[k]!]!;
+    this.lists.push(ids);
+    return this.lists.length - 1;
   }
 }
 
-interface ListNode {
-  /** Number of the list from the root to this node. */
-  readonly list: number;
-  readonly children: Map<number, ListNode>;
+/**
+ * The list number of one walk's last result: a walk from the next point usually finds the same
+ * members (neighbouring points of one range run), which compares `n` integers instead of interning.
+ */
+class LastList {
+  #owners: Uint32Array;
+  #count = -1;
+  #list = 0;
+
+  constructor(
+    private readonly interner: ListInterner,
+    want: number,
+  ) {
+    this.#owners = new Uint32Array(want);
+  }
+
+  /** The number of the list `owners[0 .. count - 1]`. */
+  number(owners: Uint32Array, count: number): number {
+    let same = count === this.#count;
+    for (let k = 0; same && k < count; k++) same = owners[k] === this.#owners[k];
+    if (same) return this.#list;
+    this.#owners.set(owners.subarray(0, count));
+    this.#count = count;
+    this.#list = this.interner.intern(owners, count);
+    return this.#list;
+  }
 }
 
 /** One walk of {@link walkRanges}: whom it skips and which points it passes over. */
@@ -180,6 +206,8 @@ export function walkRanges<T>(
   const firstWant = Math.min(n, unskipped(first.skip, nodeCount));
   const secondSkip = second === undefined ? undefined : skipOf(second.skip);
   const secondWant = second === undefined ? 0 : Math.min(n, unskipped(second.skip, nodeCount));
+  const firstList = new LastList(interner, firstWant);
+  const secondList = second === undefined ? undefined : new LastList(interner, secondWant);
   // Merged runs, as parallel arrays (at most one run per point): objects are built once the wrap
   // is known.
   const starts = new Uint32Array(points.length);
@@ -192,11 +220,11 @@ export function walkRanges<T>(
     const end = points[i]!;
     // Of equal points only the first owns anything (the lookup rule of `locate`).
     if (i > 0 && end === points[i - 1]) continue;
-    const a = interner.intern(walker.picked, walker.walk(i, firstWant, firstSkip, first.exclude));
+    const a = firstList.number(walker.picked, walker.walk(i, firstWant, firstSkip, first.exclude));
     const b =
-      second === undefined
+      secondList === undefined
         ? a
-        : interner.intern(walker.picked, walker.walk(i, secondWant, secondSkip, second.exclude));
+        : secondList.number(walker.picked, walker.walk(i, secondWant, secondSkip, second?.exclude));
     if (count > 0 && firsts[count - 1] === a && seconds[count - 1] === b) {
       ends[count - 1] = end;
     } else {
@@ -461,6 +489,15 @@ export function chainOfDesired(
   };
 }
 
+/** The chains {@link chainRangesOf} derived for one desired list. */
+interface DerivedChains {
+  /** The next ring's list (number) of the first range with this desired list, and its chain. */
+  readonly next: number;
+  readonly chain: Chain;
+  /** Chains with other next lists, by list number. */
+  others: Map<number, Chain> | undefined;
+}
+
 /** The states of a ring change whose members are all `up` (only weights change). */
 export const NO_STATES: ReplicaStates = new Map();
 
@@ -478,21 +515,29 @@ export function chainRangesOf(
   states: ReplicaStates | undefined,
   ringChange: boolean,
 ): ChainRange[] {
-  // By desired list (interned), then by the next ring's list (the desired one on a plain ring).
-  // By desired list number, then by the next ring's list number (the desired one on a plain ring).
-  const derived: (Map<number, Chain> | undefined)[] = [];
+  // Chains by desired list number, then by the next ring's list number (the desired one on a
+  // plain ring): a desired list mostly meets one next list, so a map only for the others.
+  const derived = new Map<number, DerivedChains>();
+  const chainOf = (desired: number, next: number, lists: readonly (readonly string[])[]): Chain =>
+    ringChange
+      ? chainOfDesired(lists[desired]!, n, states ?? NO_STATES, lists[next]!)
+      : chainOfDesired(lists[desired]!, n, states);
   const build: RangeBuilder<ChainRange> = (start, end, desired, next, lists) => {
-    let byNext = derived[desired];
-    if (byNext === undefined) {
-      byNext = new Map();
-      derived[desired] = byNext;
+    let known = derived.get(desired);
+    if (known === undefined) {
+      known = { next, chain: chainOf(desired, next, lists), others: undefined };
+      derived.set(desired, known);
     }
-    let chain = byNext.get(next);
-    if (chain === undefined) {
-      chain = ringChange
-        ? chainOfDesired(lists[desired]!, n, states ?? NO_STATES, lists[next]!)
-        : chainOfDesired(lists[desired]!, n, states);
-      byNext.set(next, chain);
+    let chain = known.chain;
+    if (known.next !== next) {
+      known.others ??= new Map();
+      const other = known.others.get(next);
+      if (other === undefined) {
+        chain = chainOf(desired, next, lists);
+        known.others.set(next, chain);
+      } else {
+        chain = other;
+      }
     }
     return {
       start,
