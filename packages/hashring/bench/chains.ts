@@ -5,9 +5,9 @@
  * and against another build of the package in the same process (A/B, interleaved runs):
  *   HASHRING_BASELINE=/path/to/hashring/dist/index.js npx tsx packages/hashring/bench/chains.ts
  *
- * Figures are CPU time per call (process.cpuUsage, median of the runs after 2 warm-up calls),
- * which a shared machine perturbs less than wall time, and the first call of the process (cold
- * code, as a balancer meets it after a quiet while).
+ * Figures are CPU time per call (process.cpuUsage, min and median of the runs after 2 warm-up
+ * calls), which a shared machine perturbs less than wall time, and the first call of the process
+ * (cold code, as a balancer meets it after a quiet while).
  */
 
 import { pathToFileURL } from 'node:url';
@@ -58,7 +58,13 @@ const CASES: readonly Case[] = [
 
 const N = 3;
 
-function cpuMs(run: () => unknown): number {
+/**
+ * CPU ms (of the whole process, GC threads included) of one call. No forced GC before it: a
+ * forced full GC left background sweeping that ran during the call and was counted.
+ */
+async function cpuMs(run: () => unknown): Promise<number> {
+  // A turn of the event loop between calls, as a balancer's calls have.
+  await new Promise((resolve) => setImmediate(resolve));
   const before = process.cpuUsage();
   run();
   const used = process.cpuUsage(before);
@@ -67,6 +73,11 @@ function cpuMs(run: () => unknown): number {
 
 function median(values: number[]): number {
   return values.sort((a, b) => a - b)[values.length >> 1]!;
+}
+
+/** `min / median` of `values`: the minimum is the least perturbed by other processes' load. */
+function spread(values: number[]): string {
+  return `${fmt(Math.min(...values), 2)} / ${fmt(median(values), 2)}`;
 }
 
 function fmt(x: number, digits: number): string {
@@ -81,7 +92,8 @@ export async function printChains(baselinePath = process.env.HASHRING_BASELINE):
   // The first call of the process, cold code: what a balancer meets after a quiet while.
   const cold = CASES[1]!;
   const coldRings = [cold.ring(HashRing), ...(baseline ? [cold.ring(baseline)] : [])];
-  const first = coldRings.map((ring) => cpuMs(() => ring.chains(N, cold.states)));
+  const first: number[] = [];
+  for (const ring of coldRings) first.push(await cpuMs(() => ring.chains(N, cold.states)));
   console.log(`\n### chains(${N}, states) at the default 4,096 points per member (CPU ms per call)\n`);
   console.log(
     `First call of the process (${cold.name}): ${fmt(first[0]!, 1)} ms` +
@@ -89,32 +101,31 @@ export async function printChains(baselinePath = process.env.HASHRING_BASELINE):
       '\n',
   );
   if (baseline) {
-    console.log('| ring | ranges | baseline median | median | speed-up |');
+    console.log('| ring | ranges | baseline min / median | min / median | speed-up (min, median) |');
     console.log('|---|---:|---:|---:|---:|');
   } else {
-    console.log('| ring | ranges | median |');
+    console.log('| ring | ranges | min / median |');
     console.log('|---|---:|---:|');
   }
   for (const c of CASES) {
     const rings = [c.ring(HashRing), ...(baseline ? [c.ring(baseline)] : [])];
     for (const ring of rings) for (let i = 0; i < 2; i++) ring.chains(N, c.states);
     const runs: number[][] = rings.map(() => []);
-    const deadline = performance.now() + 3000;
+    const deadline = performance.now() + 5000;
     // Interleaved so both builds see the same machine load; at least 5 runs, at most 30.
     for (let r = 0; r < 30 && (r < 5 || performance.now() < deadline); r++) {
-      rings.forEach((ring, k) => {
-        runs[k]!.push(cpuMs(() => ring.chains(N, c.states)));
-      });
+      for (const [k, ring] of rings.entries()) runs[k]!.push(await cpuMs(() => ring.chains(N, c.states)));
     }
     const ranges = rings[0]!.chains(N, c.states).length;
-    const current = median(runs[0]!);
-    if (baseline) {
-      const base = median(runs[1]!);
+    const [current, base] = runs;
+    if (base !== undefined) {
+      const byMin = Math.min(...base) / Math.min(...current!);
+      const byMedian = median(base) / median(current!);
       console.log(
-        `| ${c.name} | ${fmt(ranges, 0)} | ${fmt(base, 2)} | ${fmt(current, 2)} | ${fmt(base / current, 1)}x |`,
+        `| ${c.name} | ${fmt(ranges, 0)} | ${spread(base)} | ${spread(current!)} | ${fmt(byMin, 1)}x, ${fmt(byMedian, 1)}x |`,
       );
     } else {
-      console.log(`| ${c.name} | ${fmt(ranges, 0)} | ${fmt(current, 2)} |`);
+      console.log(`| ${c.name} | ${fmt(ranges, 0)} | ${spread(current!)} |`);
     }
   }
 }

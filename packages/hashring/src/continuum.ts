@@ -235,13 +235,22 @@ export class DistinctWalker {
 
   /**
    * Walks from point index `from`, collecting up to `want` (at most the node count) distinct
-   * owner indices into {@link picked}; returns how many. Owners for which `skip` is true are
-   * passed over (members that must not hold replicas: dead ones), so the walk takes the next;
-   * `skip` is asked once per distinct owner met. Points whose side (see {@link PointSide}) is
+   * owner indices into {@link picked}; returns how many. Owners that `skip` marks (a function
+   * returning true, or a mask with 1 at the owner's index) are passed over (members that must not
+   * hold replicas: dead ones), so the walk takes the next; `skip` is asked once per distinct owner
+   * met. A mask is for many walks with the same skips (`HashRing.chains`): no call per owner, and
+   * no new function per `chains()` call for the optimised walk to deoptimise on. Points whose side (see {@link PointSide}) is
    * `exclude` are not there for this walk (the other ring's points of a member whose weight
    * changes): passed over without counting their owner as met.
    */
-  walk(from: number, want: number, skip?: (owner: number) => boolean, exclude?: PointSide): number {
+  walk(
+    from: number,
+    want: number,
+    skip?: ((owner: number) => boolean) | Uint8Array,
+    exclude?: PointSide,
+  ): number {
+    const mask = skip instanceof Uint8Array ? skip : undefined;
+    const skips = typeof skip === 'function' ? skip : undefined;
     const { owners } = this.#c;
     const sides = exclude === undefined ? undefined : this.#c.sides;
     const total = owners.length;
@@ -266,7 +275,9 @@ export class DistinctWalker {
         if (seen[owner] !== stamp) {
           seen[owner] = stamp;
           met++;
-          if (skip === undefined || !skip(owner)) picked[found++] = owner;
+          if (mask === undefined ? skips === undefined || !skips(owner) : mask[owner] !== 1) {
+            picked[found++] = owner;
+          }
         }
       }
       i = i + 1 === total ? 0 : i + 1;

@@ -166,50 +166,47 @@ export interface RangeWalk {
 }
 
 /**
- * Builds one range of {@link walkRanges} from its bounds and the numbers of its two lists (equal
- * numbers: equal lists), whose ids are `lists[first]` and `lists[second]`.
+ * The merged ranges of {@link walkRanges}: range `k < count` is `(starts[k], ends[k]]` with the
+ * lists numbered `firsts[k]` and `seconds[k]` (ids: `lists[number]`; equal numbers, equal lists).
  */
-export type RangeBuilder<T> = (
-  start: number,
-  end: number,
-  first: number,
-  second: number,
-  lists: readonly (readonly string[])[],
-) => T;
+export interface WalkRuns {
+  readonly count: number;
+  readonly starts: Uint32Array;
+  readonly ends: Uint32Array;
+  readonly firsts: Uint32Array;
+  readonly seconds: Uint32Array;
+  readonly lists: readonly (readonly string[])[];
+}
 
 /**
  * Every range of the continuum with the lists of up to `n` distinct members that one or two walks
- * (`first`, `second`) find from its point, built by `build`: ascending by `end` (a range that wraps
- * past 2^32 - 1 comes first), neighbours with the same lists merged (including the last range
- * with the first across the wrap). A continuum whose points are all equal yields one range
- * covering the whole ring (`start === end`). The second list is the first when there is no
- * second walk.
+ * (`first`, `second`) find from its point: ascending by `end` (a range that wraps past 2^32 - 1
+ * comes first), neighbours with the same lists merged (including the last range with the first
+ * across the wrap). A continuum whose points are all equal yields one range covering the whole
+ * ring (`start === end`). The second list is the first when there is no second walk.
  *
- * The walks run from every point (a few steps each), neighbours are merged on interned lists
- * before any range is built, so the cost is the walks plus one object per merged range.
+ * The walks run from every point (a few steps each) and neighbours are merged on interned lists
+ * in typed arrays: the caller builds one object per merged range. No callback runs per point or
+ * range (a new function per call deoptimised the loops of the next call).
  */
-export function walkRanges<T>(
+export function walkRanges(
   c: Continuum,
   ids: readonly string[],
   n: number,
-  build: RangeBuilder<T>,
   first: RangeWalk,
   second?: RangeWalk,
-): T[] {
+): WalkRuns {
   const { points } = c;
   const nodeCount = ids.length;
   const walker = new DistinctWalker(c, nodeCount);
   const interner = new ListInterner(ids, n);
-  const firstSkip = skipOf(first.skip);
   // A walk can find no more members than it does not skip: it stops there instead of going on
   // until every owner was met.
   const firstWant = Math.min(n, unskipped(first.skip, nodeCount));
-  const secondSkip = second === undefined ? undefined : skipOf(second.skip);
   const secondWant = second === undefined ? 0 : Math.min(n, unskipped(second.skip, nodeCount));
   const firstList = new LastList(interner, firstWant);
   const secondList = second === undefined ? undefined : new LastList(interner, secondWant);
-  // Merged runs, as parallel arrays (at most one run per point): objects are built once the wrap
-  // is known.
+  // Merged runs, as parallel arrays (at most one run per point).
   const starts = new Uint32Array(points.length);
   const ends = new Uint32Array(points.length);
   const firsts = new Uint32Array(points.length);
@@ -220,11 +217,11 @@ export function walkRanges<T>(
     const end = points[i]!;
     // Of equal points only the first owns anything (the lookup rule of `locate`).
     if (i > 0 && end === points[i - 1]) continue;
-    const a = firstList.number(walker.picked, walker.walk(i, firstWant, firstSkip, first.exclude));
+    const a = firstList.number(walker.picked, walker.walk(i, firstWant, first.skip, first.exclude));
     const b =
       secondList === undefined
         ? a
-        : secondList.number(walker.picked, walker.walk(i, secondWant, secondSkip, second?.exclude));
+        : secondList.number(walker.picked, walker.walk(i, secondWant, second?.skip, second?.exclude));
     if (count > 0 && firsts[count - 1] === a && seconds[count - 1] === b) {
       ends[count - 1] = end;
     } else {
@@ -240,14 +237,7 @@ export function walkRanges<T>(
     starts[0] = starts[count - 1]!;
     count--;
   }
-  const { lists } = interner;
-  const ranges: T[] = [];
-  for (let k = 0; k < count; k++) ranges.push(build(starts[k]!, ends[k]!, firsts[k]!, seconds[k]!, lists));
-  return ranges;
-}
-
-function skipOf(mask: Uint8Array | undefined): ((owner: number) => boolean) | undefined {
-  return mask === undefined ? undefined : (owner) => mask[owner] === 1;
+  return { count, starts, ends, firsts, seconds, lists: interner.lists };
 }
 
 function unskipped(mask: Uint8Array | undefined, nodeCount: number): number {
@@ -262,7 +252,11 @@ function unskipped(mask: Uint8Array | undefined, nodeCount: number): number {
  * replicas sharing one array.
  */
 export function replicaRangesOf(c: Continuum, ids: readonly string[], n: number): ReplicaRange[] {
-  return walkRanges(c, ids, n, (start, end, list, _, lists) => ({ start, end, replicas: lists[list]! }), {});
+  const { count, starts, ends, firsts, lists } = walkRanges(c, ids, n, {});
+  const ranges: ReplicaRange[] = [];
+  for (let k = 0; k < count; k++)
+    ranges.push({ start: starts[k]!, end: ends[k]!, replicas: lists[firsts[k]!]! });
+  return ranges;
 }
 
 /** Walks a sorted replica-range list by ascending positions, as lookups do. */
@@ -515,17 +509,26 @@ export function chainRangesOf(
   states: ReplicaStates | undefined,
   ringChange: boolean,
 ): ChainRange[] {
+  const runs = ringChange
+    ? walkRanges(
+        c,
+        ids,
+        n,
+        { skip: skipMask(ids, states, 'previous'), exclude: PointSide.NEXT },
+        { skip: skipMask(ids, states, 'next'), exclude: PointSide.PREVIOUS },
+      )
+    : walkRanges(c, ids, n, { skip: skipMask(ids, states, 'ring') });
+  const { count, starts, ends, firsts, seconds, lists } = runs;
   // Chains by desired list number, then by the next ring's list number (the desired one on a
   // plain ring): a desired list mostly meets one next list, so a map only for the others.
   const derived = new Map<number, DerivedChains>();
-  const chainOf = (desired: number, next: number, lists: readonly (readonly string[])[]): Chain =>
-    ringChange
-      ? chainOfDesired(lists[desired]!, n, states ?? NO_STATES, lists[next]!)
-      : chainOfDesired(lists[desired]!, n, states);
-  const build: RangeBuilder<ChainRange> = (start, end, desired, next, lists) => {
+  const ranges: ChainRange[] = [];
+  for (let k = 0; k < count; k++) {
+    const desired = firsts[k]!;
+    const next = seconds[k]!;
     let known = derived.get(desired);
     if (known === undefined) {
-      known = { next, chain: chainOf(desired, next, lists), others: undefined };
+      known = { next, chain: chainOfLists(lists, desired, next, n, states, ringChange), others: undefined };
       derived.set(desired, known);
     }
     let chain = known.chain;
@@ -533,15 +536,15 @@ export function chainRangesOf(
       known.others ??= new Map();
       const other = known.others.get(next);
       if (other === undefined) {
-        chain = chainOf(desired, next, lists);
+        chain = chainOfLists(lists, desired, next, n, states, ringChange);
         known.others.set(next, chain);
       } else {
         chain = other;
       }
     }
-    return {
-      start,
-      end,
+    ranges.push({
+      start: starts[k]!,
+      end: ends[k]!,
       desired: chain.desired,
       serving: chain.serving,
       path: chain.path,
@@ -549,15 +552,21 @@ export function chainRangesOf(
       tail: chain.tail,
       underReplicated: chain.underReplicated,
       changing: chain.changing,
-    };
-  };
-  if (!ringChange) return walkRanges(c, ids, n, build, { skip: skipMask(ids, states, 'ring') });
-  return walkRanges(
-    c,
-    ids,
-    n,
-    build,
-    { skip: skipMask(ids, states, 'previous'), exclude: PointSide.NEXT },
-    { skip: skipMask(ids, states, 'next'), exclude: PointSide.PREVIOUS },
-  );
+    });
+  }
+  return ranges;
+}
+
+/** The chain of desired list `desired` (and, during a ring change, next ring's list `next`). */
+function chainOfLists(
+  lists: readonly (readonly string[])[],
+  desired: number,
+  next: number,
+  n: number,
+  states: ReplicaStates | undefined,
+  ringChange: boolean,
+): Chain {
+  return ringChange
+    ? chainOfDesired(lists[desired]!, n, states ?? NO_STATES, lists[next]!)
+    : chainOfDesired(lists[desired]!, n, states);
 }
