@@ -4,6 +4,8 @@
  *   npx tsx packages/hashring/bench/chains.ts
  * and against another build of the package in the same process (A/B, interleaved runs):
  *   HASHRING_BASELINE=/path/to/hashring/dist/index.js npx tsx packages/hashring/bench/chains.ts
+ * (`HASHRING_AB=blocks`: each build's calls in a row, not alternating: alternating, the garbage
+ * of one build's call is collected during the other's next call, and counted there).
  *
  * Figures are CPU time per call (process.cpuUsage, min and median of the runs after 2 warm-up
  * calls), which a shared machine perturbs less than wall time, and the first call of the process
@@ -57,6 +59,9 @@ const CASES: readonly Case[] = [
 ];
 
 const N = 3;
+
+/** `HASHRING_AB=blocks`: each build's calls in a row instead of alternating (see {@link printChains}). */
+const BLOCKS = process.env.HASHRING_AB === 'blocks';
 
 /**
  * CPU ms (of the whole process, GC threads included) of one call. No forced GC before it: a
@@ -112,9 +117,19 @@ export async function printChains(baselinePath = process.env.HASHRING_BASELINE):
     for (const ring of rings) for (let i = 0; i < 2; i++) ring.chains(N, c.states);
     const runs: number[][] = rings.map(() => []);
     const deadline = performance.now() + 5000;
-    // Interleaved so both builds see the same machine load; at least 5 runs, at most 30.
-    for (let r = 0; r < 30 && (r < 5 || performance.now() < deadline); r++) {
-      for (const [k, ring] of rings.entries()) runs[k]!.push(await cpuMs(() => ring.chains(N, c.states)));
+    if (BLOCKS) {
+      // Each build's calls in a row: the other build's garbage is not collected meanwhile.
+      for (const [k, ring] of rings.entries()) {
+        const until = performance.now() + 2500;
+        for (let r = 0; r < 30 && (r < 5 || performance.now() < until); r++) {
+          runs[k]!.push(await cpuMs(() => ring.chains(N, c.states)));
+        }
+      }
+    } else {
+      // Interleaved so both builds see the same machine load; at least 5 runs, at most 30.
+      for (let r = 0; r < 30 && (r < 5 || performance.now() < deadline); r++) {
+        for (const [k, ring] of rings.entries()) runs[k]!.push(await cpuMs(() => ring.chains(N, c.states)));
+      }
     }
     const ranges = rings[0]!.chains(N, c.states).length;
     const [current, base] = runs;

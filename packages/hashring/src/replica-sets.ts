@@ -150,7 +150,8 @@ class LastList {
     let same = count === this.#count;
     for (let k = 0; same && k < count; k++) same = owners[k] === this.#owners[k];
     if (same) return this.#list;
-    this.#owners.set(owners.subarray(0, count));
+    // A loop, not `set(subarray)`: a view allocated per new list was a sixth of `chains()`.
+    for (let k = 0; k < count; k++) this.#owners[k] = owners[k]!;
     this.#count = count;
     this.#list = this.interner.intern(owners, count);
     return this.#list;
@@ -521,15 +522,15 @@ export function chainRangesOf(
   const { count, starts, ends, firsts, seconds, lists } = runs;
   // Chains by desired list number, then by the next ring's list number (the desired one on a
   // plain ring): a desired list mostly meets one next list, so a map only for the others.
-  const derived = new Map<number, DerivedChains>();
+  const derived = new Array<DerivedChains | undefined>(lists.length);
   const ranges: ChainRange[] = [];
   for (let k = 0; k < count; k++) {
     const desired = firsts[k]!;
     const next = seconds[k]!;
-    let known = derived.get(desired);
+    let known = derived[desired];
     if (known === undefined) {
       known = { next, chain: chainOfLists(lists, desired, next, n, states, ringChange), others: undefined };
-      derived.set(desired, known);
+      derived[desired] = known;
     }
     let chain = known.chain;
     if (known.next !== next) {
