@@ -192,7 +192,11 @@ export class ReplicatedCluster {
   async expectOnChain(key: string, value?: string | null): Promise<void> {
     const copies = await Promise.all(this.chainOf(key).map((id) => this.copyAt(id, key)));
     const expected = value === undefined ? copies[copies.length - 1]!.value : value;
-    for (const copy of copies) expect(copy.value, `${key} on ${this.chainOf(key).join(',')}`).toBe(expected);
+    // Every member's copy in the message: which one differs is what a rare failure must tell.
+    const seen = this.chainOf(key)
+      .map((id, i) => `${id}=${copies[i]!.value ?? 'null'}@${copies[i]!.version}`)
+      .join(' ');
+    for (const copy of copies) expect(copy.value, `${key} on ${seen}`).toBe(expected);
     if (expected !== null) {
       expect(new Set(copies.map((copy) => copy.version)).size, `${key}: one version on every member`).toBe(1);
     }
@@ -324,7 +328,11 @@ export async function expectNothingLost(
       );
     });
   }
-  for (const key of attempted) await cluster.expectOnChain(key, acknowledged.get(key));
+  for (let i = 0; i < attempted.length; i += 50) {
+    await Promise.all(
+      attempted.slice(i, i + 50).map((key) => cluster.expectOnChain(key, acknowledged.get(key))),
+    );
+  }
 }
 
 /** The checker's register workload: 8 workers over `keys` on `clients`, for `durationMs` (or `maxOperations`). */

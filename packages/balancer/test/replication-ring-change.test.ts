@@ -221,8 +221,15 @@ async function loaded(
     cluster,
     seeder,
     seeded,
-    /** Stops the load and checks the history, the set workload and the healed cluster. */
-    async finish(holders: readonly string[], deleted: readonly string[]): Promise<SetOutcome> {
+    /**
+     * Stops the load and checks the history, the set workload and the healed cluster; `others`:
+     * keys the case wrote itself, live ones compared on their chains too.
+     */
+    async finish(
+      holders: readonly string[],
+      deleted: readonly string[],
+      others: readonly string[] = [],
+    ): Promise<SetOutcome> {
       await sleep(300);
       const stats = await load.stop();
       const written = await writes.stop();
@@ -234,7 +241,7 @@ async function loaded(
       await expectHealed(
         cluster,
         reader,
-        [...seeded, ...KEYS, ...written.attempted],
+        [...seeded, ...KEYS, ...written.attempted, ...others],
         holders,
         new Set(written.attempted),
       );
@@ -332,10 +339,24 @@ describe('ring changes with replication factor 3', () => {
       () => membership.clusterMap.ring.members.some((member) => member.id === 'node-5'),
       'node-5 entering',
     );
-    for (const [id, weight] of [
+    // Writes, 4 at a time, of keys whose chain keeps its members in another order (a member's new
+    // points come before another's): in flight while the change switches and installs, they must
+    // be on every member of the next chain once acknowledged (the switch drains such chains).
+    const weights = new Map([
       ['node-1', 2],
       ['node-3', 0.5],
-    ] as const) {
+    ]);
+    const ringAt = (weight: (id: string) => number) =>
+      HashRing.from(cluster.ring.nodes().map((node) => ({ id: node.id, weight: weight(node.id) })));
+    const previousRing = ringAt(() => 1);
+    const nextRing = ringAt((id) => weights.get(id) ?? 1);
+    const reordered = keysOf(cluster, 'reordered', 40_000).filter((key) => {
+      const before = previousRing.getN(key, FACTOR);
+      const after = nextRing.getN(key, FACTOR);
+      return after.every((id) => before.includes(id)) && after.some((id, i) => before[i] !== id);
+    });
+    const reorderedWrites = setWorkload(cluster.client(8000), reordered, 4, 5);
+    for (const [id, weight] of weights) {
       // A link speaks for one node.
       const link = new PeerLink({ host: '127.0.0.1', port: cluster.port, role: 'node' });
       resources.add(() => link.close());
@@ -349,6 +370,9 @@ describe('ring changes with replication factor 3', () => {
       const weightOf = (id: string) => members.find((member) => member.id === id)?.weight;
       return weightOf('node-5') === 1 && weightOf('node-1') === 2 && weightOf('node-3') === 0.5;
     });
+    const reorderedOutcome = await reorderedWrites.stop();
+    expect(reorderedOutcome.acknowledged.size).toBeGreaterThan(0);
+    await expectNothingLost(cluster, seeder, reorderedOutcome);
     // One change when both waited for node-5's (the usual case), else one each.
     const reasons = [...weighted.reasons].join('; ');
     expect(reasons).toContain('node-1 weight 1->2');
@@ -420,7 +444,11 @@ describe('ring changes with replication factor 3', () => {
       sixth.resume();
     }
     await settled(cluster, 'node-6 joined after it failed', () => cluster.stateOf('node-6') === 'up');
-    await finish(['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6'], [...deleted, ...fresh]);
+    await finish(
+      ['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6'],
+      [...deleted, ...fresh],
+      reorderedOutcome.attempted,
+    );
   });
 
   it('memory: an entering member that failed and returns while the changing chains switch is copied before it serves', {

@@ -425,8 +425,9 @@ export interface Chain {
   readonly underReplicated: boolean;
   /**
    * During a ring change (see {@link ReplicaState}): the chain differs between the previous ring
-   * ({@link desired}) and the next. Its heads refuse writes while the change switches (the drain
-   * before the next ring is installed). False otherwise.
+   * ({@link desired}) and the next, in its members or in their order (a weight change can reorder
+   * a chain). Its heads refuse writes while the change switches (the drain before the next ring
+   * is installed). False otherwise.
    */
   readonly changing: boolean;
 }
@@ -468,7 +469,11 @@ export function chainOfDesired(
         changing = true;
         if (states.get(id) !== 'failed') learners.push(id);
       }
-      if (!changing) changing = desired.some((id) => !next.includes(id));
+      // The same members in another order change too (a weight change can move a member's point
+      // past another's): the chain must drain before its next order serves, since a member that
+      // becomes the tail acknowledges what it holds unacknowledged, which its new predecessors
+      // may lack (the chain replication invariant holds only while the order is kept).
+      if (!changing) changing = desired.length !== next.length || desired.some((id, i) => next[i] !== id);
     }
     if (learners.length > 0) path = [...serving, ...learners];
   }

@@ -602,7 +602,9 @@ export class ReplicationService {
    * exactly those). Versions make the re-send idempotent. A batch taken off settles once the
    * batches its entries went to settle (its clients are answered when the new tail has them);
    * an entry whose key has no successor now is acknowledged here (this node is its tail), unless
-   * this node left the key's write path (then its waiters get the indeterminate error).
+   * this node left the key's write path (then its waiters get the indeterminate error). That
+   * relies on every predecessor holding what this node holds: true while a chain keeps its order,
+   * and a chain whose order changes (a weight change) is `changing`, drained at the switch.
    *
    * Learners (replication step 4): when this node becomes `syncing` and was not at its previous
    * ring (it was `failed`, or this process is new), its unacknowledged entries are dropped (their

@@ -2,6 +2,7 @@
  * Replication step 4 on the node side: a learner at the end of a write path, and the drain before
  * it is promoted. Two in-process nodes (the serving members) and a stand-in learner: a peer server
  * that holds its answers to REPLICATE, so a write stays in flight for as long as the test wants.
+ * Also the switch of a weight change that keeps a chain's members in another order (step 5).
  */
 import { HashRing } from '@dstore/hashring';
 import {
@@ -243,5 +244,71 @@ describe('a learner at the end of the write path (factor 3)', () => {
       { head, tail, control, learner, key, write },
       ringOf(11, 'entering', true),
     );
+  });
+});
+
+describe('a weight change that reorders a chain (factor 3)', () => {
+  it('freezes the chain at the switch: a write admitted meanwhile could be acknowledged by its next tail alone', async () => {
+    const balancer = new FakeBalancer(resources);
+    balancer.lease = 60_000;
+    const balancerPort = await balancer.start();
+    const ports = new Map<string, number>();
+    for (const id of ['node-a', 'node-b']) {
+      const node = await resources.node({ id, join: `127.0.0.1:${balancerPort}`, heartbeatIntervalMs: 100 });
+      ports.set(id, node.address.port);
+    }
+    // The stand-in holds its answers: a write forwarded to it stays unacknowledged.
+    const held = new HeldLearner();
+    ports.set(LEARNER, await held.start());
+    while (balancer.count(Op.HEARTBEAT) < 4) await sleep(20);
+    // node-a shrinks to weight 0.5: a key whose chain node-a heads before (node-a, node-m, node-b)
+    // and ends after (its point before the key is gone): the same members in another order.
+    const weights = (shrunk: number) => IDS.map((id) => ({ id, weight: id === 'node-a' ? shrunk : 1 }));
+    const before = HashRing.from(weights(1));
+    const after = HashRing.from(weights(0.5));
+    let key = '';
+    for (let i = 0; key === ''; i++) {
+      const [previous, next] = [before.getN(`k-${i}`, 3), after.getN(`k-${i}`, 3)];
+      if (previous.join() === 'node-a,node-m,node-b' && next.at(-1) === 'node-a') key = `k-${i}`;
+    }
+    const ringOf = (epoch: number, ring: 'previous' | 'union' | 'next', flag?: 'switching' | 'holding') => ({
+      op: Op.RING,
+      epoch,
+      generation: 1,
+      algorithm: 'vnode',
+      vnodes: 0,
+      replicationFactor: 3,
+      ...(flag === undefined ? {} : { [flag]: true }),
+      nodes: IDS.map(
+        (id): RingMember => ({
+          id,
+          weight: id === 'node-a' && ring !== 'previous' ? 0.5 : 1,
+          ...(id === 'node-a' && ring === 'union' ? { previousWeight: 1 } : {}),
+          host: '127.0.0.1',
+          port: ports.get(id)!,
+          replicaState: 'up',
+        }),
+      ),
+    });
+    const control = new Map<string, Connection>();
+    for (const id of ['node-a', 'node-b']) control.set(id, await resources.peer(ports.get(id)!));
+    const sendAll = async (ring: ReturnType<typeof ringOf>) => {
+      for (const connection of control.values())
+        expect(await connection.request(ring)).toMatchObject({ op: Op.OK });
+    };
+    await sendAll(ringOf(10, 'previous'));
+    // The switch of the weight change, routed on the union ring (nothing in flight: answered at once).
+    await sendAll(ringOf(11, 'union', 'switching'));
+    const head = control.get('node-a')!;
+    const write = answerOf(head.request({ op: Op.SET, key: toBytes(key), value: toBytes('v'), epoch: 11 }));
+    // The next ring: node-a is the key's tail there. Had node-a admitted the write (forwarded to the
+    // stand-in, unanswered), it would re-route it now and, with no successor, acknowledge it.
+    await sendAll(ringOf(12, 'next', 'holding'));
+    held.release();
+    const answer = await write;
+    expect(answer, 'a write of a reordered chain during the switch').toBeInstanceOf(DstoreError);
+    expect((answer as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+    expect((answer as DstoreError).notExecuted).toBe(true);
+    expect(held.received.some((request) => request.entries.length > 0)).toBe(false);
   });
 });
