@@ -88,7 +88,9 @@ function chainOf(
     head: serving[0],
     tail: serving.at(-1),
     underReplicated: n > 1 && serving.length < desired.length,
-    changing: next !== undefined && (added.length > 0 || desired.some((id) => !next.includes(id))),
+    // Another list, or the same members in another order (a weight change can reorder a chain).
+    changing:
+      next !== undefined && (next.length !== desired.length || next.some((id, i) => desired[i] !== id)),
   };
 }
 
