@@ -388,7 +388,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /**
    * The chains of the map's ring (see `HashRing.chains`) for the map's replication factor and its
    * members' replication states: the desired and serving chain of every range, neighbours with
-   * the same chain merged. Derived, never stored; computed once per map (for /ring and metrics).
+   * the same chain merged. Derived, never stored; computed once per map (for /ring, metrics and
+   * each round of a ring change's copies to learners).
    */
   get chains(): readonly ChainRange[] {
     const map = this.map;
@@ -1567,7 +1568,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
       const epoch = map.ring.epoch;
       const work = new Map<string, { tail: string; learner: string; ranges: HashRange[] }>();
       let waiting = 0;
-      for (const chain of union.ring.chains(map.replicationFactor, union.states)) {
+      // The union ring's chains for these states: the map's (cached per map), since `union` is
+      // this map's; a round that waits or retries on the same map does not derive them again.
+      for (const chain of this.chains) {
         if (!chain.changing) continue;
         for (const learner of chain.path.slice(chain.serving.length)) {
           const done = `${learner}@${this.enteredAt.get(learner) ?? 0} ${chain.start}:${chain.end}`;

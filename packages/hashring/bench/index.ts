@@ -1,6 +1,6 @@
 /**
  * Benchmark: @dstore/hashring vs npm `hashring` in one process.
- * Run: pnpm --filter @dstore/hashring bench
+ * Run: pnpm --filter @dstore/hashring bench (chains() alone, and A/B against another build: bench/chains.ts)
  *
  * Each tinybench iteration performs BATCH lookups over a pre-generated pool of
  * random 16-character keys, because a single ~50 ns call is below timer
@@ -14,6 +14,7 @@ import { runInNewContext } from 'node:vm';
 import NpmHashRing from 'hashring';
 import { Bench } from 'tinybench';
 import { HashRing, type RingAlgorithm } from '../src/index.js';
+import { printChains } from './chains.js';
 
 const POOL = 100_000;
 const BATCH = 1_000;
@@ -166,6 +167,7 @@ async function main(): Promise<void> {
   printLookups(await runLookups());
   printBuildAndMemory();
   printQuality();
+  await printChains();
   console.log(`\n(total ${fmt((performance.now() - t0) / 1000, 1)} s)`);
 }
 

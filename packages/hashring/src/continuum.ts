@@ -203,56 +203,85 @@ export function continuumShares(c: Continuum, nodeCount: number): Float64Array {
 }
 
 /**
- * Walks the ring clockwise from point index `from`, collecting up to `n` distinct owner indices
- * in the order they are met (the replication preference list). Owners for which `skip` is true
- * are passed over (members that must not hold replicas: dead ones), so the walk takes the next;
- * `skip` is asked once per distinct owner met. Points whose side (see {@link PointSide}) is
- * `exclude` are not there for this walk (the other ring's points of a member whose weight
- * changes): passed over without counting their owner as met.
+ * Walks the ring clockwise from a point collecting distinct owner indices in the order they are
+ * met (the replication preference list). One walker serves many walks: its `seen` marks carry the
+ * walk's stamp instead of being cleared, and its result buffer is reused, so a walk allocates
+ * nothing (`HashRing.chains` walks from every point of the ring). Not reentrant: a `skip`
+ * callback must not walk the same walker.
  */
-export function distinctFromIndex(
-  c: Continuum,
-  from: number,
-  n: number,
-  nodeCount: number,
-  skip?: (owner: number) => boolean,
-  exclude?: PointSide,
-): number[] {
-  const want = Math.min(n, nodeCount);
-  const result: number[] = [];
-  const { owners } = c;
-  const sides = exclude === undefined ? undefined : c.sides;
-  const total = owners.length;
-  // A per-call bitmap beats Array#includes once n grows past a handful.
-  const seen = new Uint8Array(nodeCount);
-  // The walk ends once every owner was met: with most owners skipped (a ring change's union ring
-  // while several members enter), fewer than `want` qualify, and walking on would go round the
-  // whole continuum from every point (quadratic in points for `chains`).
-  let met = 0;
-  for (let i = from, steps = 0; steps < total && result.length < want && met < nodeCount; steps++) {
-    const owner = owners[i]!;
-    if (sides !== undefined && sides[i] === exclude) {
-      i = i + 1 === total ? 0 : i + 1;
-      continue;
-    }
-    if (seen[owner] === 0) {
-      seen[owner] = 1;
-      met++;
-      if (skip === undefined || !skip(owner)) result.push(owner);
-    }
-    i = i + 1 === total ? 0 : i + 1;
-  }
-  return result;
-}
+export class DistinctWalker {
+  readonly #c: Continuum;
+  readonly #nodeCount: number;
+  /** `seen[owner] === stamp`: met by the current walk. */
+  readonly #seen: Uint32Array;
+  #stamp = 0;
+  #picked: Uint32Array;
 
-/** {@link distinctFromIndex} from the point that owns `position`. */
-export function walkDistinct(
-  c: Continuum,
-  position: number,
-  n: number,
-  nodeCount: number,
-  skip?: (owner: number) => boolean,
-  exclude?: PointSide,
-): number[] {
-  return distinctFromIndex(c, locate(c, position), n, nodeCount, skip, exclude);
+  /** A walker over `c`, whose owners are indices below `nodeCount`. */
+  constructor(c: Continuum, nodeCount: number) {
+    this.#c = c;
+    this.#nodeCount = nodeCount;
+    this.#seen = new Uint32Array(nodeCount);
+    this.#picked = new Uint32Array(Math.min(nodeCount, 8));
+  }
+
+  /**
+   * The owner indices the last {@link walk} found (the first `count` entries, `count` being what
+   * it returned). Overwritten by the next walk.
+   */
+  get picked(): Uint32Array {
+    return this.#picked;
+  }
+
+  /**
+   * Walks from point index `from`, collecting up to `want` (at most the node count) distinct
+   * owner indices into {@link picked}; returns how many. Owners that `skip` marks (a function
+   * returning true, or a mask with 1 at the owner's index) are passed over (members that must not
+   * hold replicas: dead ones), so the walk takes the next; `skip` is asked once per distinct owner
+   * met. A mask is for many walks with the same skips (`HashRing.chains`): no call per owner, and
+   * no new function per `chains()` call for the optimised walk to deoptimise on. Points whose side (see {@link PointSide}) is
+   * `exclude` are not there for this walk (the other ring's points of a member whose weight
+   * changes): passed over without counting their owner as met.
+   */
+  walk(
+    from: number,
+    want: number,
+    skip?: ((owner: number) => boolean) | Uint8Array,
+    exclude?: PointSide,
+  ): number {
+    const mask = skip instanceof Uint8Array ? skip : undefined;
+    const skips = typeof skip === 'function' ? skip : undefined;
+    const { owners } = this.#c;
+    const sides = exclude === undefined ? undefined : this.#c.sides;
+    const total = owners.length;
+    const nodeCount = this.#nodeCount;
+    const seen = this.#seen;
+    let stamp = this.#stamp + 1;
+    if (stamp > 0xffff_ffff) {
+      seen.fill(0);
+      stamp = 1;
+    }
+    this.#stamp = stamp;
+    if (this.#picked.length < want) this.#picked = new Uint32Array(want);
+    const picked = this.#picked;
+    let found = 0;
+    // The walk ends once every owner was met: with most owners skipped (a ring change's union ring
+    // while several members enter), fewer than `want` qualify, and walking on would go round the
+    // whole continuum from every point (quadratic in points for `chains`).
+    let met = 0;
+    for (let i = from, steps = 0; steps < total && found < want && met < nodeCount; steps++) {
+      if (sides === undefined || sides[i] !== exclude) {
+        const owner = owners[i]!;
+        if (seen[owner] !== stamp) {
+          seen[owner] = stamp;
+          met++;
+          if (mask === undefined ? skips === undefined || !skips(owner) : mask[owner] !== 1) {
+            picked[found++] = owner;
+          }
+        }
+      }
+      i = i + 1 === total ? 0 : i + 1;
+    }
+    return found;
+  }
 }
