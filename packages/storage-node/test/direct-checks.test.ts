@@ -9,16 +9,12 @@ import {
   toBytes,
 } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { StorageNodeOptions } from '../src/index.js';
-import { Resources } from './helpers.js';
+import { engineCases, Resources } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
 
-const engines: { name: string; options: () => StorageNodeOptions }[] = [
-  { name: 'memory', options: () => ({ engine: 'memory' }) },
-  { name: 'lmdb', options: () => ({ engine: 'lmdb', dataDir: resources.tempDir() }) },
-];
+const engines = engineCases(resources);
 
 type Outcome = { readonly op: number } | { readonly code: string };
 

@@ -39,6 +39,14 @@ export function capturingLogger(level = 'debug'): { logger: Logger; records: Log
 }
 
 /** Everything a test started, torn down in afterEach even when the test failed. */
+/** Both engines as `describe.each` cases: the memory engine, and lmdb in a fresh directory of `resources`. */
+export function engineCases(resources: Resources): { name: string; options: () => StorageNodeOptions }[] {
+  return [
+    { name: 'memory', options: () => ({ engine: 'memory' }) },
+    { name: 'lmdb', options: () => ({ engine: 'lmdb', dataDir: resources.tempDir() }) },
+  ];
+}
+
 export class Resources {
   private readonly cleanups: (() => Promise<void> | void)[] = [];
 

@@ -12,17 +12,14 @@ import {
   toBytes,
 } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { StorageNode, StorageNodeOptions } from '../src/index.js';
+import type { StorageNode } from '../src/index.js';
 import { crashTarget } from './crash-harness.js';
-import { Resources, sleep } from './helpers.js';
+import { engineCases, Resources, sleep } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
 
-const engines: { name: string; options: () => StorageNodeOptions }[] = [
-  { name: 'memory', options: () => ({ engine: 'memory' }) },
-  { name: 'lmdb', options: () => ({ engine: 'lmdb', dataDir: resources.tempDir() }) },
-];
+const engines = engineCases(resources);
 
 async function rejection(promise: Promise<unknown>): Promise<DstoreError> {
   try {

@@ -12,8 +12,8 @@ import {
   toBytes,
 } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createStorageNode, type StorageNodeOptions } from '../src/index.js';
-import { Resources } from './helpers.js';
+import { createStorageNode } from '../src/index.js';
+import { engineCases, Resources } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -33,10 +33,7 @@ async function rejection(promise: Promise<unknown>): Promise<DstoreError> {
   throw new Error('expected a rejection');
 }
 
-const engines: { name: string; options: () => StorageNodeOptions }[] = [
-  { name: 'memory', options: () => ({ engine: 'memory' }) },
-  { name: 'lmdb', options: () => ({ engine: 'lmdb', dataDir: resources.tempDir() }) },
-];
+const engines = engineCases(resources);
 
 describe.each(engines)('storage node on $name', ({ name, options }) => {
   async function connected(): Promise<{ client: Connection; nodeId: string }> {
