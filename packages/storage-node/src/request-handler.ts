@@ -690,7 +690,8 @@ export class RequestHandler {
    * The fence: a request routed on another ring epoch than ours is refused before anything runs
    * (STALE_EPOCH names both), so a router with an old map never acts on it and this node, if it
    * missed a RING, never serves on its old ring. Requests without an epoch (clients of a node
-   * without a balancer, older routers) and a node without a ring are not fenced.
+   * without a balancer, older routers) are not fenced; before its first RING a standalone node
+   * fences nothing and a cluster member refuses everything ({@link unmapped}).
    */
   private fenced(connection: Connection, id: number, epoch: number | undefined): boolean {
     if (this.ownership.ring === undefined) return this.unmapped(connection, id);
@@ -706,8 +707,8 @@ export class RequestHandler {
   }
 
   /**
-   * Before its first RING: a cluster member (it registers with balancers) refuses, with UNAVAILABLE (not
-   * executed, retryable), every request the fence guards, and answers true. Restarted, it cannot
+   * Before its first RING: a cluster member (it registers with balancers) refuses, with
+   * UNAVAILABLE (not executed, retryable), every request the fence guards, and answers true. Restarted, it cannot
    * know whether it still owns a key, nor whether what it holds is current: a replicating member
    * would execute a write alone, unreplicated, below the chain's write epochs (acknowledged, then
    * hidden by the tail's older value), or answer a read from stale data. A standalone node (no
