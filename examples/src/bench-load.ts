@@ -22,11 +22,14 @@ export interface LoadOptions {
   readonly clientCli?: string;
   /** More `dstore bench` arguments (for example `--tls-ca <file>`). Default: none. */
   readonly extraArgs?: readonly string[];
+  /** Share of reads (`--read-ratio`). Default: 0.5. */
+  readonly readRatio?: number;
 }
 
 /**
  * Runs `dstore bench --ops <ops> --concurrency <c> --value-size 100 --read-ratio 0.5
- * --keyspace 10000 --json --no-progress` against `server` (host:port) and returns its report.
+ * --keyspace 10000 --json --no-progress` (another read ratio with `readRatio`) against `server`
+ * (host:port) and returns its report.
  * The run starts with the CLI's preload (the 10,000 keys, in MSETs of up to 500).
  */
 export function runLoad(server: string, options: LoadOptions): BenchJson {
@@ -40,7 +43,8 @@ export function runLoad(server: string, options: LoadOptions): BenchJson {
     '--concurrency',
     String(options.concurrency),
   ];
-  args.push('--value-size', '100', '--read-ratio', '0.5', '--keyspace', '10000', '--json', '--no-progress');
+  args.push('--value-size', '100', '--read-ratio', String(options.readRatio ?? 0.5));
+  args.push('--keyspace', '10000', '--json', '--no-progress');
   args.push(...(options.extraArgs ?? []));
   const result = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 300_000 });
   if (result.status !== 0) throw new Error(`dstore bench failed: ${result.stderr}`);
