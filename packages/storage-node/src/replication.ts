@@ -427,6 +427,12 @@ class ForwardLink {
   }
 }
 
+/** A node of `ReplicationService`'s stream lookup: the stream of the path so far, and the longer ones. */
+interface LinkTrieNode {
+  link: ForwardLink | undefined;
+  readonly next: Map<string, LinkTrieNode>;
+}
+
 /**
  * A forward stream's name, the same at its sender and its receiver: the sender's position in the
  * write path `path` and the path from `receiver` (the successor's index) on.
@@ -542,8 +548,12 @@ export class ReplicationService {
   readonly maxBatchBytes: number;
   /** The forward streams, by {@link streamName}. */
   private readonly links = new Map<string, ForwardLink>();
-  /** Each chain's stream ({@link linkOf}), for the chain objects of the epoch the links are routed on. */
-  private chainLinks = new WeakMap<Chain, ForwardLink>();
+  /**
+   * The same streams for lookup without building a name per write: by sender position, then each
+   * member of the rest of the write path in turn (a WeakMap per chain object cost more: thousands
+   * of ephemerons for the GC to trace, one per ring point).
+   */
+  private linkTrie: LinkTrieNode[] = [];
   /** Per connection from a predecessor, the last batch number accepted of each stream (by {@link streamName}). */
   private readonly streams = new WeakMap<object, Map<string, number>>();
   /** The epoch the links were last routed on ({@link reconfigure}). */
@@ -637,7 +647,7 @@ export class ReplicationService {
       detached.push(link.detach());
       this.links.delete(name);
     }
-    this.chainLinks = new WeakMap();
+    this.linkTrie = [];
     const self = this.ownership.self;
     const states = this.ownership.replicaStates;
     const state = states.get(self) ?? 'up';
@@ -773,8 +783,6 @@ export class ReplicationService {
    */
   private forwardLinkOf(chain: Chain | undefined): ForwardLink | undefined {
     if (chain === undefined) return undefined;
-    const cached = this.chainLinks.get(chain);
-    if (cached !== undefined) return cached;
     const at = chain.path.indexOf(this.ownership.self);
     return at < 0 || at + 1 >= chain.path.length ? undefined : this.linkOf(chain, at);
   }
@@ -806,18 +814,30 @@ export class ReplicationService {
    * which end at the tail. And per rest of the path, not per successor: a stream's batches settle
    * in order, so a member further down that stops answering (until its failover) would hold back
    * the writes of every chain sharing the stream; separated, only those of the chains it is in.
-   * Cached per chain object (one per ring point and epoch).
+   * Found through {@link linkTrie}: no allocation once the stream exists.
    */
   private linkOf(chain: Chain, position: number): ForwardLink {
-    let link = this.chainLinks.get(chain);
-    if (link !== undefined) return link;
-    const name = streamName(chain.path, position + 1);
-    link = this.links.get(name);
-    if (link === undefined) {
-      link = new ForwardLink(chain.path[position + 1]!, position, this);
-      this.links.set(name, link);
+    const path = chain.path;
+    let node: LinkTrieNode | undefined = this.linkTrie[position];
+    if (node === undefined) {
+      node = { link: undefined, next: new Map() };
+      this.linkTrie[position] = node;
     }
-    this.chainLinks.set(chain, link);
+    for (let i = position + 1; i < path.length; i++) {
+      const id = path[i]!;
+      let child: LinkTrieNode | undefined = node.next.get(id);
+      if (child === undefined) {
+        child = { link: undefined, next: new Map() };
+        node.next.set(id, child);
+      }
+      node = child;
+    }
+    let link = node.link;
+    if (link === undefined) {
+      link = new ForwardLink(path[position + 1]!, position, this);
+      node.link = link;
+      this.links.set(streamName(path, position + 1), link);
+    }
     return link;
   }
 
