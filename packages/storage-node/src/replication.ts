@@ -427,10 +427,35 @@ class ForwardLink {
   }
 }
 
-/** A node of `ReplicationService`'s stream lookup: the stream of the path so far, and the longer ones. */
+/**
+ * A node of a stream lookup by path (`ReplicationService`'s forward streams, or its predecessors'
+ * streams, where it only stands for the stream): the stream of the path so far, and the longer ones.
+ */
 interface LinkTrieNode {
   link: ForwardLink | undefined;
   readonly next: Map<string, LinkTrieNode>;
+}
+
+/**
+ * The node of the stream of `path` towards its member at index `receiver` in `trie` (by the
+ * sender's position `receiver - 1`, then each member from the receiver on), made on first use.
+ */
+function streamNode(trie: LinkTrieNode[], path: readonly string[], receiver: number): LinkTrieNode {
+  let node: LinkTrieNode | undefined = trie[receiver - 1];
+  if (node === undefined) {
+    node = { link: undefined, next: new Map() };
+    trie[receiver - 1] = node;
+  }
+  for (let i = receiver; i < path.length; i++) {
+    const id = path[i]!;
+    let child: LinkTrieNode | undefined = node.next.get(id);
+    if (child === undefined) {
+      child = { link: undefined, next: new Map() };
+      node.next.set(id, child);
+    }
+    node = child;
+  }
+  return node;
 }
 
 /**
@@ -554,8 +579,17 @@ export class ReplicationService {
    * of ephemerons for the GC to trace, one per ring point).
    */
   private linkTrie: LinkTrieNode[] = [];
-  /** Per connection from a predecessor, the last batch number accepted of each stream (by {@link streamName}). */
-  private readonly streams = new WeakMap<object, Map<string, number>>();
+  /**
+   * Per connection from a predecessor, the last batch number accepted of each stream, keyed by the
+   * stream's node in {@link inboundTrie}.
+   */
+  private readonly streams = new WeakMap<object, Map<LinkTrieNode, number>>();
+  /**
+   * The predecessors' streams as this node names them (the sender's position, then the write path
+   * from this node on): one object per stream, found without a name per REPLICATE. Never reset:
+   * it holds one node per path seen, and batch numbers restart at 1 on every new epoch anyway.
+   */
+  private readonly inboundTrie: LinkTrieNode[] = [];
   /** The epoch the links were last routed on ({@link reconfigure}). */
   private routedEpoch = -1;
   /** This node's replication state on the ring the links were last routed on; undefined before any. */
@@ -818,20 +852,7 @@ export class ReplicationService {
    */
   private linkOf(chain: Chain, position: number): ForwardLink {
     const path = chain.path;
-    let node: LinkTrieNode | undefined = this.linkTrie[position];
-    if (node === undefined) {
-      node = { link: undefined, next: new Map() };
-      this.linkTrie[position] = node;
-    }
-    for (let i = position + 1; i < path.length; i++) {
-      const id = path[i]!;
-      let child: LinkTrieNode | undefined = node.next.get(id);
-      if (child === undefined) {
-        child = { link: undefined, next: new Map() };
-        node.next.set(id, child);
-      }
-      node = child;
-    }
+    const node = streamNode(this.linkTrie, path, position + 1);
     let link = node.link;
     if (link === undefined) {
       link = new ForwardLink(path[position + 1]!, position, this);
@@ -1042,13 +1063,13 @@ export class ReplicationService {
     }
     if (entries.length > 0) {
       // One stream per (connection, sender's link): its batches are consecutive, or restart at 1.
-      const name = streamName(chains[0]!.path, positions[0]!);
+      const inbound = streamNode(this.inboundTrie, chains[0]!.path, positions[0]!);
       let last = this.streams.get(stream);
       if (last === undefined) {
         last = new Map();
         this.streams.set(stream, last);
       }
-      const previous = last.get(name) ?? 0;
+      const previous = last.get(inbound) ?? 0;
       if (request.batch !== 1 && request.batch !== previous + 1) {
         this.counters.gapsRefused++;
         done(
@@ -1059,7 +1080,7 @@ export class ReplicationService {
         );
         return;
       }
-      last.set(name, request.batch);
+      last.set(inbound, request.batch);
     }
     // Copied once: the engine stores them after this tick (lmdb) and the forward sends them later.
     const copy = copierOf(entries);
