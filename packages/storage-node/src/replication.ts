@@ -458,14 +458,6 @@ function streamNode(trie: LinkTrieNode[], path: readonly string[], receiver: num
   return node;
 }
 
-/**
- * A forward stream's name, the same at its sender and its receiver: the sender's position in the
- * write path `path` and the path from `receiver` (the successor's index) on.
- */
-function streamName(path: readonly string[], receiver: number): string {
-  return `${receiver - 1} ${path.slice(receiver).join(' ')}`;
-}
-
 /** Bytes `entry` counts for in a frame and in the queue bound. */
 function entrySize(entry: ReplicatedEntry): number {
   return entry.key.byteLength + (entry.value?.byteLength ?? 0) + ENTRY_OVERHEAD;
@@ -571,8 +563,8 @@ export class ReplicationService {
   readonly maxBatchKeys: number;
   /** Most bytes of keys and values (with {@link ENTRY_OVERHEAD} each) in one REPLICATE. */
   readonly maxBatchBytes: number;
-  /** The forward streams, by {@link streamName}. */
-  private readonly links = new Map<string, ForwardLink>();
+  /** The forward streams, in creation order (for the drain, the re-route and STATS). */
+  private links: ForwardLink[] = [];
   /**
    * The same streams for lookup without building a name per write: by sender position, then each
    * member of the rest of the write path in turn (a WeakMap per chain object cost more: thousands
@@ -675,12 +667,9 @@ export class ReplicationService {
     const epoch = this.ownership.epoch;
     if (epoch === this.routedEpoch) return this.draining;
     this.routedEpoch = epoch;
-    if (this.ownership.replicationFactor <= 1 && this.links.size === 0) return undefined;
-    const detached: { batches: ForwardBatch[]; kept: ReplicatedEntry[] }[] = [];
-    for (const [name, link] of this.links) {
-      detached.push(link.detach());
-      this.links.delete(name);
-    }
+    if (this.ownership.replicationFactor <= 1 && this.links.length === 0) return undefined;
+    const detached = this.links.map((link) => link.detach());
+    this.links = [];
     this.linkTrie = [];
     const self = this.ownership.self;
     const states = this.ownership.replicaStates;
@@ -746,7 +735,7 @@ export class ReplicationService {
       const check = (): void => {
         let drained = this.admittedBefore === 0;
         if (drained) {
-          for (const link of this.links.values()) {
+          for (const link of this.links) {
             if (!link.drainedBefore(mark)) {
               drained = false;
               break;
@@ -807,7 +796,7 @@ export class ReplicationService {
   /** Bytes held unacknowledged over every link (STATS). */
   get queuedBytes(): number {
     let bytes = 0;
-    for (const link of this.links.values()) bytes += link.bytes;
+    for (const link of this.links) bytes += link.bytes;
     return bytes;
   }
 
@@ -840,8 +829,8 @@ export class ReplicationService {
 
   /**
    * The forward stream of the entries of `chain`, where this node is at `position` (not the last):
-   * one stream per (position, rest of the write path after this node), named as the receiver
-   * names it ({@link streamName}). Not one per successor: an answer waits for the successor's own
+   * one stream per (position, rest of the write path after this node), the receiver telling it
+   * by the same two ({@link streamNode}). Not one per successor: an answer waits for the successor's own
    * forwards, so a batch mixing the entries of a head (whose successor forwards them) with those
    * of a middle (whose successor is their tail) would make answers wait on each other around the
    * ring and deadlock; separated, a stream's answer depends only on streams of later positions,
@@ -857,7 +846,7 @@ export class ReplicationService {
     if (link === undefined) {
       link = new ForwardLink(path[position + 1]!, position, this);
       node.link = link;
-      this.links.set(streamName(path, position + 1), link);
+      this.links.push(link);
     }
     return link;
   }
