@@ -160,22 +160,9 @@ export class Authenticator {
     }
     if (connection.principal !== undefined) return refuse(id, 'this connection is already authenticated');
     if (hello.role === 'client') return this.helloClient(connection, hello);
-    if (this.options.requireVerifiedPeers === true && !connection.tlsPeerVerified) {
-      return refuse(
-        id,
-        'peers need a TLS client certificate signed by the cluster CA (--tls-cert/--tls-key, --tls-ca)',
-        true,
-      );
-    }
+    const refusal = this.peerRefusal(connection);
+    if (refusal !== undefined) return refuse(id, refusal, true);
     if (this.peer === undefined) {
-      if (this.protectedMode && !isLoopbackAddress(connection.socket.remoteAddress)) {
-        return refuse(
-          id,
-          'peers are accepted only from loopback addresses when no cluster secret is set ' +
-            '(protected mode): set --cluster-secret on every balancer and node',
-          true,
-        );
-      }
       return this.grant(connection, id, { kind: 'peer', role: hello.role }, undefined);
     }
     if (hello.nonce === undefined) {
@@ -185,6 +172,30 @@ export class Authenticator {
       );
     }
     return this.challenge(connection, hello, '', this.peer, undefined);
+  }
+
+  /**
+   * Why a peer on `connection` may not be served before any proof is checked, or undefined: the
+   * cluster CA requires a verified TLS certificate, and without a cluster secret protected mode
+   * accepts peers only on loopback. Checked on a peer's HELLO, and by a node that serves the
+   * requests of a peer it connected to itself (after the handshake proved the cluster secret when
+   * there is one): the same bar both ways.
+   */
+  peerRefusal(connection: Connection): string | undefined {
+    if (this.options.requireVerifiedPeers === true && !connection.tlsPeerVerified) {
+      return 'peers need a TLS client certificate signed by the cluster CA (--tls-cert/--tls-key, --tls-ca)';
+    }
+    if (
+      this.peer === undefined &&
+      this.protectedMode &&
+      !isLoopbackAddress(connection.socket.remoteAddress)
+    ) {
+      return (
+        'peers are accepted only from loopback addresses when no cluster secret is set ' +
+        '(protected mode): set --cluster-secret on every balancer and node'
+      );
+    }
+    return undefined;
   }
 
   /** AUTH: checks the proof against the challenge sent on this connection; one attempt only. */

@@ -701,6 +701,17 @@ export function toWireArray(message: Message): Field[] {
         : [message.op, message.id, entry.value, entry.writeEpoch, entry.version, entry.expireAt ?? 0];
     }
     case Op.HELLO:
+      if (message.node !== undefined) {
+        return [
+          message.op,
+          message.id,
+          message.version,
+          message.role,
+          message.user ?? null,
+          message.nonce ?? null,
+          message.node,
+        ];
+      }
       return message.nonce === undefined
         ? [message.op, message.id, message.version, message.role, message.user ?? null]
         : [message.op, message.id, message.version, message.role, message.user ?? null, message.nonce];
@@ -1166,6 +1177,7 @@ function readRequest(op: number, r: FieldReader): Request {
         role: r.role(3),
         user: r.optionalString(4, 'user'),
         nonce: r.optionalBytes(5, 'nonce'),
+        node: r.optionalString(6, 'node'),
       };
     case Op.AUTH:
       return { op, id, proof: r.bytes(2, 'proof') };

@@ -47,6 +47,8 @@ export interface ConnectionOptions {
   readonly onRequest?: (request: Request, connection: Connection) => void;
   /** The sweeper that checks deadlines. Default: the process-wide {@link sharedSweeper}. */
   readonly sweeper?: DeadlineSweeper;
+  /** Requests travel both ways: never stop reading (see {@link Connection.useBothWays}). Default false. */
+  readonly bothWays?: boolean;
 }
 
 /** Per-request options. */
@@ -192,6 +194,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private servingBytes = 0;
   private readonly largeServing = new Map<number, number>();
   private readingPaused = false;
+  /** Set by {@link useBothWays}: reading is never paused. */
+  private bothWays: boolean;
   /**
    * Frames already read (views of received chunks) that arrived while reading was paused: a
    * chunk can hold thousands of small requests, and serving them all at once would defeat the
@@ -238,6 +242,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
     };
     this.onRequest = options.onRequest;
+    this.bothWays = options.bothWays ?? false;
     this.sweeper = options.sweeper ?? sharedSweeper;
     this.codec = new MessageCodec(options.limits);
     this.decoder = new FrameDecoder(this.codec.limits.maxFrameBytes, (body) => this.receiveFrame(body));
@@ -282,6 +287,26 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   /** Whether the peer has authenticated (has a {@link principal}). */
   get authenticated(): boolean {
     return this.principal !== undefined;
+  }
+
+  /**
+   * Marks a connection on which both ends send requests (a link between two storage nodes): from
+   * now on it never stops reading, neither when it serves `maxServing` requests nor when its
+   * socket is full. Reading is what brings the answers to our own requests: were both ends to stop
+   * reading while each waits for its peer to read (full sockets both ways), or while each serves
+   * requests that wait for answers queued behind them, neither would ever move again. What bounds
+   * the requests it serves instead is the peer's own in-flight bound (`maxInFlight` per
+   * connection), and the output stays bounded by `maxOutputBytes` (requests refused with BUSY,
+   * and a peer that reads no answers dropped). Resumes reading if it was paused.
+   */
+  useBothWays(): void {
+    this.bothWays = true;
+    if (this.readingPaused) this.resumeReading();
+  }
+
+  /** Whether requests travel both ways on this connection ({@link useBothWays}). */
+  get isBothWays(): boolean {
+    return this.bothWays;
   }
 
   /**
@@ -637,6 +662,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   }
 
   private pauseReading(): void {
+    // Both ways, reading also brings the answers our requests wait for (see useBothWays).
+    if (this.bothWays) return;
     this.readingPaused = true;
     this.socket.pause();
   }
@@ -680,8 +707,16 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     // The answers served synchronously from this chunk (a read of many requests) leave now, in
     // one write: the socket has nothing more to give us this turn (a later chunk of the same
     // turn, a large burst, gets its own write), so this is the write the end of the tick would
-    // have made.
-    if (this.output.length > 0) this.flush();
+    // have made. Not on a connection used both ways (a link between nodes): its answers are
+    // asynchronous and the requests to the same peer leave at the end of the tick, in one write
+    // with whatever it buffered (flushing here would split that write in two).
+    if (this.output.length > 0) {
+      if (!this.bothWays) this.flush();
+      else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        flushAtEndOfTick(this.endOfTick);
+      }
+    }
     if (!this.decoder.hasPartialFrame) this.partialFrameSince = -1;
     else if (this.partialFrameSince < 0) {
       this.partialFrameSince = performance.now();

@@ -83,6 +83,12 @@ export interface HelloRequest {
   readonly user?: string | undefined;
   /** The initiator's random nonce; present when it has credentials to prove. */
   readonly nonce?: Uint8Array | undefined;
+  /**
+   * The initiating storage node's id (role `node` only): the node that accepts the connection may
+   * send its own requests to that node on it, once the initiator is authenticated (one connection
+   * per pair of nodes, used in both directions; see the protocol README, "Peer links").
+   */
+  readonly node?: string | undefined;
 }
 /**
  * Second step of authentication: the proof computed from the HELLO_OK challenge. Answered by

@@ -126,18 +126,30 @@ const MAX_FLUSH_ROUNDS = 4;
  * A writer queued while the queue flushes (a replication stream's flush writes its frame into a
  * connection, which queues that connection) is flushed in the same pass, not on the next
  * immediate: the frame leaves in this turn of the event loop instead of the next one.
+ *
+ * Writers that write frames into connections (replication streams: {@link add}'s `first`) are
+ * flushed before the connections of each round, so their frames join what the connection
+ * buffered during the tick (answers to the same peer) in the connection's one write, rather than
+ * a second write after the connection flushed its answers.
  */
 export class EndOfTickQueue {
   private queued: EndOfTickWriter[] = [];
-  /** The list flushed last time, reused for the next tick's writers (no array per tick). */
+  /** Writers flushed before {@link queued} in each round (they write into connections). */
+  private queuedFirst: EndOfTickWriter[] = [];
+  /** The lists flushed last time, reused for the next tick's writers (no array per tick). */
   private spare: EndOfTickWriter[] = [];
+  private spareFirst: EndOfTickWriter[] = [];
   private scheduled = false;
   private flushing = false;
   private readonly run = (): void => this.flushAll();
 
-  /** Queues `writer` for this tick's end. The caller queues a writer at most once per tick. */
-  add(writer: EndOfTickWriter): void {
-    this.queued.push(writer);
+  /**
+   * Queues `writer` for this tick's end; with `first`, before the writers queued without it (a
+   * writer that writes into connections). The caller queues a writer at most once per tick.
+   */
+  add(writer: EndOfTickWriter, first = false): void {
+    if (first) this.queuedFirst.push(writer);
+    else this.queued.push(writer);
     if (!this.scheduled && !this.flushing) {
       this.scheduled = true;
       setImmediate(this.run);
@@ -145,34 +157,44 @@ export class EndOfTickQueue {
   }
 
   /**
-   * Flushes every queued writer, in order, then those they queued meanwhile (up to
-   * {@link MAX_FLUSH_ROUNDS} rounds); any left wait for the next immediate.
+   * Flushes every queued writer, the `first` ones first, in order, then those they queued
+   * meanwhile (up to {@link MAX_FLUSH_ROUNDS} rounds); any left wait for the next immediate.
    */
   flushAll(): void {
     this.scheduled = false;
     this.flushing = true;
     try {
-      for (let round = 0; round < MAX_FLUSH_ROUNDS && this.queued.length > 0; round++) this.flushRound();
+      for (let round = 0; round < MAX_FLUSH_ROUNDS && this.pending; round++) {
+        if (this.queuedFirst.length > 0) this.flushRound(true);
+        if (this.queued.length > 0) this.flushRound(false);
+      }
     } finally {
       this.flushing = false;
-      if (this.queued.length > 0 && !this.scheduled) {
+      if (this.pending && !this.scheduled) {
         this.scheduled = true;
         setImmediate(this.run);
       }
     }
   }
 
-  private flushRound(): void {
-    const writers = this.queued;
-    this.queued = this.spare;
+  private get pending(): boolean {
+    return this.queued.length > 0 || this.queuedFirst.length > 0;
+  }
+
+  private flushRound(first: boolean): void {
+    const writers = first ? this.queuedFirst : this.queued;
+    if (first) this.queuedFirst = this.spareFirst;
+    else this.queued = this.spare;
     let next = 0;
     try {
       while (next < writers.length) writers[next++]!.flushBuffered();
     } finally {
       // A throwing flush (a bug) must not strand the writers after it: they go out next time.
-      for (let index = next; index < writers.length; index++) this.queued.push(writers[index]!);
+      const rest = first ? this.queuedFirst : this.queued;
+      for (let index = next; index < writers.length; index++) rest.push(writers[index]!);
       writers.length = 0;
-      this.spare = writers;
+      if (first) this.spareFirst = writers;
+      else this.spare = writers;
     }
   }
 }
@@ -181,9 +203,10 @@ const processQueue = new EndOfTickQueue();
 
 /**
  * Calls `writer.flushBuffered()` once at the end of this tick, together with every other writer
- * queued in the tick (see {@link EndOfTickQueue}). The caller keeps its own "scheduled" flag,
- * cleared when `flushBuffered` runs, so it queues itself at most once per tick.
+ * queued in the tick (see {@link EndOfTickQueue}); with `first`, before the writers queued
+ * without it (a writer whose flush writes frames into connections). The caller keeps its own
+ * "scheduled" flag, cleared when `flushBuffered` runs, so it queues itself at most once per tick.
  */
-export function flushAtEndOfTick(writer: EndOfTickWriter): void {
-  processQueue.add(writer);
+export function flushAtEndOfTick(writer: EndOfTickWriter, first = false): void {
+  processQueue.add(writer, first);
 }

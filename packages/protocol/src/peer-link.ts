@@ -71,6 +71,11 @@ export interface HandshakeOptions {
   readonly timeoutMs?: number;
   /** Keeps the derived password key across reconnects (scrypt is paid once per server salt). */
   readonly cache?: SaltedKeyCache;
+  /**
+   * A storage node's own id, sent in HELLO (role `node`): the server may then send its requests
+   * to this node on this connection (HELLO's `node`). Default: not sent.
+   */
+  readonly node?: string | undefined;
 }
 
 /**
@@ -94,6 +99,7 @@ export async function handshake(
       role,
       user: credentials?.kind === 'user' ? credentials.user : undefined,
       nonce: clientNonce,
+      node: options.node,
     },
     requestOptions,
   );

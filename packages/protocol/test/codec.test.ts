@@ -110,6 +110,7 @@ const messages: fc.Arbitrary<Message>[] = [
     role,
     user: fc.option(shortString, { nil: undefined }),
     nonce: fc.option(fc.uint8Array({ minLength: 1, maxLength: 32 }), { nil: undefined }),
+    node: fc.option(shortString, { nil: undefined }),
   }),
   fc.record({ op: fc.constant(Op.AUTH), id, proof: fc.uint8Array({ maxLength: 64 }) }),
   fc.record({ op: fc.constant(Op.AUTH_OK), id, signature: fc.uint8Array({ maxLength: 64 }) }),
@@ -520,6 +521,8 @@ describe('MessageCodec round trip', () => {
           if (message.op === Op.JOIN && wire.length === 6) wire.push(null);
           // HELLO owns an optional trailing nonce at index 5, HELLO_OK a challenge from index 5.
           if ((message.op === Op.HELLO || message.op === Op.HELLO_OK) && wire.length === 5) wire.push(null);
+          // HELLO owns an optional trailing node id at index 6 (nil = not set).
+          if (message.op === Op.HELLO && wire.length === 6) wire.push(null);
           // RING owns an optional trailing address count after its members (nil = none).
           const map = message.op === Op.RING || message.op === Op.MAP || message.op === Op.MAP_PUSH;
           if (

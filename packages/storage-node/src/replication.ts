@@ -210,8 +210,10 @@ class ForwardLink {
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    // With the connections' writes of the tick: the frame leaves in this turn of the event loop.
-    flushAtEndOfTick(this.endOfTick);
+    // With the connections' writes of the tick: the frame leaves in this turn of the event loop,
+    // flushed before the connections (`first`), so it shares their one write with the answers
+    // buffered for the same peer.
+    flushAtEndOfTick(this.endOfTick, true);
   }
 
   private readonly endOfTick: EndOfTickWriter = { flushBuffered: () => this.flush() };
@@ -266,8 +268,14 @@ class ForwardLink {
     this.filling = undefined;
     if (this.kept.length > 0 && this.retryTimer === undefined) this.resendKept();
     if (this.toSend.length === 0) return;
-    const connection = this.connection;
-    if (connection?.isOpen === true) {
+    // The peer's current link: it may have changed since the last send (a link the peer opened
+    // and offered replaces this node's own, see PeerLinks.adopt); a new connection is a new stream.
+    const connection = this.service.peers.current(this.successor);
+    if (connection !== undefined) {
+      if (connection !== this.connection) {
+        this.connection = connection;
+        this.nextBatch = 1;
+      }
       this.sendAll(connection);
       return;
     }

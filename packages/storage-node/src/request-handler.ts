@@ -52,6 +52,7 @@ import { globMatcher } from './glob.js';
 import type { NodeLease } from './membership.js';
 import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
+import type { PeerLinks } from './peer-links.js';
 import type { ReplicationService } from './replication.js';
 
 /** Plain-number op counters: incremented on the hot path, read by STATS. */
@@ -130,6 +131,8 @@ export interface RequestHandlerContext {
   readonly joined?: boolean | undefined;
   /** The background reclaiming of expired values (its counter is in STATS). */
   readonly sweeper?: ExpirySweeper | undefined;
+  /** The node's peer links: a peer node that connects and names itself in HELLO offers its connection. */
+  readonly peers?: PeerLinks | undefined;
 }
 
 const OK = Op.OK;
@@ -194,6 +197,8 @@ export class RequestHandler {
 
   private readonly engine: StorageEngine;
   private readonly ownership: Ownership;
+  /** The node id a peer node named in its HELLO (`node`), until it is authenticated. */
+  private readonly claims = new WeakMap<Connection, string>();
 
   constructor(private readonly context: RequestHandlerContext) {
     this.engine = context.engine;
@@ -1126,7 +1131,21 @@ export class RequestHandler {
   private beforeAuthentication(request: Request, connection: Connection): void {
     const authenticator = this.context.authenticator;
     if (request.op === Op.HELLO || request.op === Op.AUTH) {
-      if (!authenticator.respond(connection, request)) this.counters.errors++;
+      if (request.op === Op.HELLO && request.role === 'node' && request.node !== undefined) {
+        this.claims.set(connection, request.node);
+      }
+      if (!authenticator.respond(connection, request)) {
+        this.counters.errors++;
+        return;
+      }
+      // Authenticated as a node (at HELLO without a cluster secret, at AUTH with one): this node
+      // may send its own requests to that peer on this connection.
+      const principal = connection.principal;
+      const claim = this.claims.get(connection);
+      if (claim !== undefined && principal?.kind === 'peer' && principal.role === 'node') {
+        this.claims.delete(connection);
+        this.context.peers?.adopt(claim, connection);
+      }
       return;
     }
     const refusal = authenticator.implicit(connection);

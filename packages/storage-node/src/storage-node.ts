@@ -150,7 +150,23 @@ class StorageNodeImpl implements StorageNode {
       tls: peerTls,
       requestTimeoutMs: DEFAULT_MIGRATION_LIMITS.batchTimeoutMs,
     };
-    const links = new PeerLinks(ownership, peer);
+    const authenticator = new Authenticator({
+      role: 'node',
+      serverId: () => this.id,
+      clusterSecret: options.clusterSecret,
+      users,
+      protectedMode: options.protectedMode,
+      requireVerifiedPeers: options.tls?.ca !== undefined,
+      admit: (connection, kind) => this.server?.admit(connection, kind) ?? false,
+    });
+    // The links this node opens serve its peers' requests too (one connection per pair of nodes).
+    const links = new PeerLinks(ownership, peer, {
+      self: () => this.id,
+      onRequest: (request, connection) => this.handler?.handle(request, connection),
+      refusal: (connection) => authenticator.peerRefusal(connection),
+      limits: options.limits,
+      maxOutputBytes: options.maxOutputBytes,
+    });
     this.links = links;
     const replication = new ReplicationService(engine, ownership, links, {
       queueBytes: options.replicationQueueBytes,
@@ -180,15 +196,8 @@ class StorageNodeImpl implements StorageNode {
       engine,
       nodeId: () => this.id,
       identity,
-      authenticator: new Authenticator({
-        role: 'node',
-        serverId: () => this.id,
-        clusterSecret: options.clusterSecret,
-        users,
-        protectedMode: options.protectedMode,
-        requireVerifiedPeers: options.tls?.ca !== undefined,
-        admit: (connection, kind) => this.server?.admit(connection, kind) ?? false,
-      }),
+      authenticator,
+      peers: links,
       serverStats: () => ({
         connections: this.server?.connectionCount ?? 0,
         uptimeSeconds: Math.floor((performance.now() - this.startedAt) / 1000),

@@ -1,0 +1,222 @@
+/**
+ * One connection per pair of nodes, used in both directions (issue #14's CPU per replicated
+ * write): a node's REPLICATE to a peer and its REPLICATED answers to that peer travel on the
+ * connection either of them opened. Three in-process nodes, factor 3, leases from a fake
+ * balancer; the test plays the balancer (RING, writes at the heads, reads at the tails).
+ */
+import { createServer, type Server, Socket } from 'node:net';
+import { HashRing } from '@dstore/hashring';
+import { type Connection, DstoreError, Op, type Response, type RingMember, toBytes } from '@dstore/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { StorageNode } from '../src/index.js';
+import { FakeBalancer } from './fake-balancer.js';
+import { Resources, sleep } from './helpers.js';
+
+const resources = new Resources();
+afterEach(() => resources.cleanup());
+
+const IDS = ['node-a', 'node-b', 'node-c'] as const;
+const EPOCH = 10;
+const decoder = new TextDecoder();
+
+/**
+ * A TCP relay in front of a node (the ring gives its port instead of the node's): the test can
+ * cut every connection through it at once, as a network fault would.
+ */
+class Relay {
+  private readonly sockets = new Set<Socket>();
+  private server: Server | undefined;
+
+  async start(targetPort: number): Promise<number> {
+    const server = createServer((inbound) => {
+      const outbound = new Socket();
+      this.track(inbound);
+      this.track(outbound);
+      outbound.connect(targetPort, '127.0.0.1');
+      inbound.pipe(outbound);
+      outbound.pipe(inbound);
+    });
+    this.server = server;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    resources.defer(() => this.close());
+    const address = server.address();
+    if (address === null || typeof address === 'string') throw new Error('relay has no port');
+    return address.port;
+  }
+
+  /** Connections through the relay now (each has two sockets). */
+  get connections(): number {
+    return this.sockets.size / 2;
+  }
+
+  /** Cuts every connection through the relay. */
+  cut(): void {
+    for (const socket of this.sockets) socket.destroy();
+  }
+
+  private track(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      for (const other of this.sockets) if (other !== socket && other.destroyed) this.sockets.delete(other);
+    });
+  }
+
+  private async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
+  }
+}
+
+async function outcome(promise: Promise<Response>): Promise<Response | DstoreError> {
+  try {
+    return await promise;
+  } catch (error) {
+    if (error instanceof DstoreError) return error;
+    throw error;
+  }
+}
+
+/**
+ * Three nodes holding leases, each given the factor-3 ring of epoch 10 over a balancer-role
+ * connection (`control`); `ports` are the addresses the ring gives (a relay's for `relayed`).
+ */
+async function cluster(relayed?: (typeof IDS)[number]) {
+  const balancer = new FakeBalancer(resources);
+  balancer.lease = 60_000;
+  const balancerPort = await balancer.start();
+  const nodes = new Map<string, StorageNode>();
+  const ports = new Map<string, number>();
+  let relay: Relay | undefined;
+  for (const id of IDS) {
+    const node = await resources.node({ id, join: `127.0.0.1:${balancerPort}`, heartbeatIntervalMs: 100 });
+    nodes.set(id, node);
+    if (id === relayed) {
+      relay = new Relay();
+      ports.set(id, await relay.start(node.address.port));
+    } else {
+      ports.set(id, node.address.port);
+    }
+  }
+  while (balancer.count(Op.HEARTBEAT) < 6) await sleep(20);
+  const ring = HashRing.from(
+    IDS.map((id) => ({ id })),
+    { algorithm: 'vnode' },
+  );
+  const control = new Map<string, Connection>();
+  for (const id of IDS) {
+    const connection = await resources.peer(nodes.get(id)!.address.port);
+    control.set(id, connection);
+    const members = IDS.map(
+      (member): RingMember => ({ id: member, weight: 1, host: '127.0.0.1', port: ports.get(member)! }),
+    );
+    const answer = await connection.request({
+      op: Op.RING,
+      epoch: EPOCH,
+      generation: 1,
+      algorithm: 'vnode',
+      vnodes: 0,
+      replicationFactor: 3,
+      nodes: members,
+    });
+    expect(answer).toMatchObject({ op: Op.OK });
+  }
+  /** A key for each order of the three nodes along a chain (head first). */
+  const keysByChain = new Map<string, string[]>();
+  for (let i = 0; keysByChain.size < 6 || [...keysByChain.values()].some((keys) => keys.length < 4); i++) {
+    const key = `k-${i}`;
+    const chain = ring.chainOf(key, 3).desired.join(' ');
+    const keys = keysByChain.get(chain) ?? [];
+    if (keys.length < 4) keys.push(key);
+    keysByChain.set(chain, keys);
+  }
+  const set = (key: string, value: string) => {
+    const head = ring.chainOf(key, 3).desired[0]!;
+    return control.get(head)!.request({ op: Op.SET, key: toBytes(key), value: toBytes(value), epoch: EPOCH });
+  };
+  /** The value every member of `key`'s chain holds (their engines, not a client read). */
+  const held = async (key: string) =>
+    Promise.all(
+      IDS.map(async (id) => {
+        const value = nodes.get(id)!.engine.get(toBytes(key));
+        return value === undefined ? null : decoder.decode(value);
+      }),
+    );
+  /** Connections the nodes accepted from their peers (each node's STATS less the control connection). */
+  const peerConnections = () =>
+    IDS.reduce((sum, id) => sum + Number(nodes.get(id)!.stats().connections) - 1, 0);
+  return { nodes, keysByChain, set, held, peerConnections, relay: () => relay as Relay };
+}
+
+describe('one connection per pair of nodes, both directions', () => {
+  it('a forward and the answers to the same peer share the connection either node opened', async () => {
+    const { keysByChain, set, held, peerConnections } = await cluster();
+    // One chain after the other, so no two nodes open a connection to each other at once: each
+    // pair's first forward opens the pair's only connection, and the other node's forwards (and
+    // the answers both ways) then use it.
+    for (const [, keys] of keysByChain) {
+      expect(await set(keys[0]!, `first ${keys[0]}`)).toMatchObject({ op: Op.OK });
+    }
+    expect(peerConnections()).toBe(3);
+    // Every order of the three nodes at once: answers and forwards interleave on the three links.
+    const writes = [...keysByChain.values()].flatMap((keys) => keys.map((key) => set(key, `v ${key}`)));
+    for (const answer of await Promise.all(writes)) expect(answer).toMatchObject({ op: Op.OK });
+    for (const keys of keysByChain.values()) {
+      for (const key of keys) expect(await held(key)).toEqual([`v ${key}`, `v ${key}`, `v ${key}`]);
+    }
+    expect(peerConnections()).toBe(3);
+  });
+
+  it('a shared connection lost with forwards in flight both ways: each side sends its writes again on a new one', async () => {
+    const { nodes, keysByChain, set, held, relay } = await cluster('node-b');
+    // Chains where node-b follows the head first: node-a opens its link to node-b (through the
+    // relay) and node-b takes it for its own forwards to node-a; node-b opens its own to node-c
+    // (no relay there), which node-c takes. Then every other chain.
+    const chains = [...keysByChain.keys()].sort(
+      (x, y) => Number(y.split(' ')[1] === 'node-b') - Number(x.split(' ')[1] === 'node-b'),
+    );
+    for (const chain of chains) {
+      const key = keysByChain.get(chain)![0]!;
+      expect(await set(key, `first ${key}`)).toMatchObject({ op: Op.OK });
+    }
+    // The link node-a opened through the relay is the pair's only one: cutting it cuts the
+    // forwards and answers of both nodes.
+    expect(relay().connections).toBe(1);
+    const all = [...keysByChain.values()].flat();
+    let cuts = 0;
+    for (let round = 0; round < 5; round++) {
+      const writes = all.map((key) => outcome(set(key, `r${round} ${key}`)));
+      // Cut while writes are in flight, in both directions of each link through the relay.
+      await sleep(1);
+      if (relay().connections > 0) cuts++;
+      relay().cut();
+      // Answered, or refused while a failed forward is sent again (retryable), or indeterminate.
+      for (const answer of await Promise.all(writes)) {
+        if (!(answer instanceof DstoreError)) expect(answer).toMatchObject({ op: Op.OK });
+      }
+    }
+    expect(cuts).toBeGreaterThan(0);
+    // Forwards failed on both ends of the cut link (node-a's to node-b and node-b's to node-a).
+    for (const id of ['node-a', 'node-b']) {
+      expect(Number(nodes.get(id)!.stats()['replication.batches_failed'])).toBeGreaterThan(0);
+    }
+    // The entries kept from the failed forwards go out again on new connections: every chain's
+    // members converge on the head's value without any new write.
+    for (const key of all) {
+      let values: (string | null)[] = [];
+      const deadline = performance.now() + 10_000;
+      do {
+        values = await held(key);
+        if (values[0] !== null && values.every((value) => value === values[0])) break;
+        await sleep(50);
+      } while (performance.now() < deadline);
+      expect(values[0]).toMatch(/^(first|r\d) /);
+      expect(values).toEqual([values[0], values[0], values[0]]);
+    }
+    // And the new links take writes both ways.
+    for (const key of all) expect(await set(key, `after ${key}`)).toMatchObject({ op: Op.OK });
+    for (const key of all) expect(await held(key)).toEqual([`after ${key}`, `after ${key}`, `after ${key}`]);
+    expect(relay().connections).toBeGreaterThan(0);
+  });
+});
