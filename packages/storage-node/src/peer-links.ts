@@ -192,6 +192,13 @@ export class PeerLinks {
     connection.once('close', () => this.forget(id, link));
   }
 
+  /** Peer requests being served on the links (a stopping node waits for them, as for its server's). */
+  get servingRequests(): number {
+    let serving = 0;
+    for (const connection of this.opened.values()) serving += connection.serving;
+    return serving;
+  }
+
   private forget(id: string, link: Promise<Connection>): void {
     if (this.links.get(id) !== link) return;
     this.links.delete(id);

@@ -890,6 +890,17 @@ export class ReplicationService {
     const link = this.forwardLinkOf(chain);
     if (link === undefined) {
       // The chain has one serving member (this node): nothing to forward.
+      if (this.engine.updateNow !== undefined) {
+        let result: T;
+        try {
+          result = this.engine.updateNow(key, options, decide);
+        } catch (error) {
+          done(error, undefined);
+          return;
+        }
+        done(undefined, result);
+        return;
+      }
       let updated: Promise<T>;
       try {
         updated = this.engine.update(key, options, decide);
@@ -974,40 +985,52 @@ export class ReplicationService {
       }
       return decision;
     };
+    // Once the engine applied it: answered when the forward of its entry is (or at once).
+    const applied = (result: T): void => {
+      const settled = (error: DstoreError | undefined): void => {
+        this.writeAnswered(generation);
+        if (error === undefined && failuresSeen >= 0 && link.failuresTotal !== failuresSeen) {
+          // Nothing was written: not executed, and retryable once the re-send went through.
+          done(
+            new DstoreError(
+              ErrorCode.UNAVAILABLE,
+              `replication to ${successor} failed meanwhile: the answer could rest on a write not at the tail; retry`,
+            ),
+            undefined,
+          );
+        } else {
+          done(error, result);
+        }
+      };
+      if (batch === undefined) settled(undefined);
+      else batch.whenSettled(settled);
+    };
+    const engine = this.engine;
+    if (engine.updateNow !== undefined) {
+      // Applied and acknowledged now (memory): no promise and no microtask per parked write.
+      let result: T;
+      try {
+        result = engine.updateNow(key, options, recorded);
+      } catch (error) {
+        this.writeAnswered(generation);
+        done(error, undefined);
+        return;
+      }
+      applied(result);
+      return;
+    }
     let updated: Promise<T>;
     try {
-      updated = this.engine.update(key, options, recorded);
+      updated = engine.update(key, options, recorded);
     } catch (error) {
       this.writeAnswered(generation);
       done(error, undefined);
       return;
     }
-    updated.then(
-      (result) => {
-        const settled = (error: DstoreError | undefined): void => {
-          if (error === undefined && failuresSeen >= 0 && link.failuresTotal !== failuresSeen) {
-            // Nothing was written: not executed, and retryable once the re-send went through.
-            this.writeAnswered(generation);
-            done(
-              new DstoreError(
-                ErrorCode.UNAVAILABLE,
-                `replication to ${successor} failed meanwhile: the answer could rest on a write not at the tail; retry`,
-              ),
-              undefined,
-            );
-          } else {
-            this.writeAnswered(generation);
-            done(error, result);
-          }
-        };
-        if (batch === undefined) settled(undefined);
-        else batch.whenSettled(settled);
-      },
-      (error: unknown) => {
-        this.writeAnswered(generation);
-        done(error, undefined);
-      },
-    );
+    updated.then(applied, (error: unknown) => {
+      this.writeAnswered(generation);
+      done(error, undefined);
+    });
   }
 
   /**

@@ -343,6 +343,8 @@ class StorageNodeImpl implements StorageNode {
       if (now >= deadline) return;
       let serving = 0;
       for (const connection of server.openConnections) serving += connection.serving;
+      // Peers' requests on the links this node opened (used both ways) are served there.
+      serving += this.links?.servingRequests ?? 0;
       if (serving === 0 && now - handler.lastRequestAt >= DRAIN_QUIET_MS) return;
       await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
     }

@@ -229,6 +229,16 @@ export interface StorageEngine {
     decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
   ): Promise<T>;
   /**
+   * Only on engines that have {@link setNow}: {@link update}, applied and acknowledged before it
+   * returns its decision's result; throws what `update` would reject with. Lets a replicating
+   * head park a write without a promise and a microtask per write.
+   */
+  updateNow?<T>(
+    key: Uint8Array,
+    options: UpdateOptions,
+    decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
+  ): T;
+  /**
    * Reclaims expired values, examining at most `maxEntries` entries from where the previous call
    * stopped (wrapping around), so that one call's work is bounded. An expired value whose key
    * `retainExpired` names becomes a tombstone with its version instead of vanishing. Resolves to

@@ -210,29 +210,37 @@ export class MemoryEngine implements StorageEngine {
     decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
   ): Promise<T> {
     try {
-      assertOpen(this.closed, this.kind);
-      assertValidKey(key);
-      assertUint32(options.writeEpoch, 'writeEpoch');
-      const now = Date.now();
-      const live = this.findLive(key, now);
-      const arena = this.arena;
-      const current =
-        live < 0
-          ? undefined
-          : {
-              // A copy: the mutation below may reuse the item the view points at.
-              value: Uint8Array.prototype.slice.call(arena.read(live)),
-              writeEpoch: arena.writeEpoch(live),
-              version: arena.version(live),
-              expireAt: arena.expireAt(live),
-            };
-      const version = this.clock.next();
-      const decision = decide(current, now, version);
-      this.mutate(key, live, options, decision.mutation, version);
-      return Promise.resolve(decision.result);
+      return Promise.resolve(this.updateNow(key, options, decide));
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  updateNow<T>(
+    key: Uint8Array,
+    options: UpdateOptions,
+    decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
+  ): T {
+    assertOpen(this.closed, this.kind);
+    assertValidKey(key);
+    assertUint32(options.writeEpoch, 'writeEpoch');
+    const now = Date.now();
+    const live = this.findLive(key, now);
+    const arena = this.arena;
+    const current =
+      live < 0
+        ? undefined
+        : {
+            // A copy: the mutation below may reuse the item the view points at.
+            value: Uint8Array.prototype.slice.call(arena.read(live)),
+            writeEpoch: arena.writeEpoch(live),
+            version: arena.version(live),
+            expireAt: arena.expireAt(live),
+          };
+    const version = this.clock.next();
+    const decision = decide(current, now, version);
+    this.mutate(key, live, options, decision.mutation, version);
+    return decision.result;
   }
 
   private mutate(
