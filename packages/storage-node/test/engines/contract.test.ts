@@ -840,6 +840,37 @@ describe('MemoryEngine key index', () => {
   });
 });
 
+describe('MemoryEngine updateNow', () => {
+  it('decides and applies like update, in the same call: the current entry in, the version out, the mutation stored', () => {
+    const engine = new MemoryEngine();
+    const seen: (string | undefined)[] = [];
+    const put = (value: string) =>
+      engine.updateNow(text('k'), { writeEpoch: 3, tombstone: false }, (current, _now, version) => {
+        seen.push(current === undefined ? undefined : Buffer.from(current.value).toString());
+        return { mutation: { kind: 'put', value: text(value), expireAt: 0 }, result: version };
+      });
+    const first = put('one');
+    expect(Buffer.from(engine.get(text('k'))!).toString()).toBe('one');
+    const second = put('two');
+    expect(second).toBeGreaterThan(first);
+    expect(seen).toEqual([undefined, 'one']);
+    expect(engine.getEntry(text('k'))).toMatchObject({ writeEpoch: 3, version: second });
+    const deleted = engine.updateNow(text('k'), { writeEpoch: 3, tombstone: false }, () => ({
+      mutation: { kind: 'delete' },
+      result: 'gone',
+    }));
+    expect(deleted).toBe('gone');
+    expect(engine.has(text('k'))).toBe(false);
+    // Throws what update would reject with.
+    expect(() =>
+      engine.updateNow(new Uint8Array(0), { writeEpoch: 3, tombstone: false }, () => ({
+        mutation: { kind: 'none' },
+        result: undefined,
+      })),
+    ).toThrow();
+  });
+});
+
 describe('MemoryEngine under a memory cap', () => {
   const CAP = 4 * 2 ** 20;
 
