@@ -201,22 +201,22 @@ describe('one connection per pair of nodes, both directions', () => {
     // forwards and answers of both nodes.
     expect(relay().connections).toBe(1);
     const all = [...keysByChain.values()].flat();
-    for (let round = 0; round < 2; round++) {
-      // Held in the relay: REPLICATEs of node-a to node-b and of node-b to node-a are in flight
-      // on the one connection when it is cut.
-      relay().hold();
-      const writes = all.map((key) => outcome(set(key, `r${round} ${key}`)));
-      await waitFor(
-        () => relay().heldBytes.toNode > 0 && relay().heldBytes.fromNode > 0,
-        10_000,
-        'forwards in flight both ways',
-      );
-      relay().cut();
-      // Answered, or failed: indeterminate (the head ran it), or refused while the failed
-      // forwards are sent again (retryable, not executed).
-      for (const answer of await Promise.all(writes)) {
-        if (!(answer instanceof DstoreError)) expect(answer).toMatchObject({ op: Op.OK });
-      }
+    // Once: after the cut, which node reconnects first (and so whose connection the pair shares
+    // next, through the relay or not) is a race, so a second cut could find nothing to hold.
+    // Held in the relay: REPLICATEs of node-a to node-b and of node-b to node-a are in flight on
+    // the one connection when it is cut.
+    relay().hold();
+    const writes = all.map((key) => outcome(set(key, `cut ${key}`)));
+    await waitFor(
+      () => relay().heldBytes.toNode > 0 && relay().heldBytes.fromNode > 0,
+      10_000,
+      'forwards in flight both ways',
+    );
+    relay().cut();
+    // Answered, or failed: indeterminate (the head ran it), or refused while the failed forwards
+    // are sent again (retryable, not executed).
+    for (const answer of await Promise.all(writes)) {
+      if (!(answer instanceof DstoreError)) expect(answer).toMatchObject({ op: Op.OK });
     }
     // Forwards failed on both ends of the cut link (node-a's to node-b and node-b's to node-a).
     for (const id of ['node-a', 'node-b']) {
@@ -232,7 +232,7 @@ describe('one connection per pair of nodes, both directions', () => {
         if (values[0] !== null && values.every((value) => value === values[0])) break;
         await sleep(50);
       } while (performance.now() < deadline);
-      expect(values[0]).toMatch(/^(first|r[01]) /);
+      expect(values[0]).toMatch(/^(first|cut) /);
       expect(values).toEqual([values[0], values[0], values[0]]);
     }
     // And the new links take writes both ways (retried as a client does while a chain's failed
