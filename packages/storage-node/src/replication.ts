@@ -758,6 +758,16 @@ export class ReplicationService {
   }
 
   /** A client write admitted at `generation` is answered: it no longer holds a drain. */
+  /** A client write the engine refused: answered with the engine's error. */
+  private writeFailed<T>(
+    generation: number,
+    done: (error: unknown, result: T | undefined) => void,
+    error: unknown,
+  ): void {
+    this.writeAnswered(generation);
+    done(error, undefined);
+  }
+
   private writeAnswered(generation: number): void {
     if (generation === this.admitGeneration) this.admittedNow--;
     else this.admittedBefore--;
@@ -1012,8 +1022,7 @@ export class ReplicationService {
       try {
         result = engine.updateNow(key, options, recorded);
       } catch (error) {
-        this.writeAnswered(generation);
-        done(error, undefined);
+        this.writeFailed(generation, done, error);
         return;
       }
       applied(result);
@@ -1023,14 +1032,10 @@ export class ReplicationService {
     try {
       updated = engine.update(key, options, recorded);
     } catch (error) {
-      this.writeAnswered(generation);
-      done(error, undefined);
+      this.writeFailed(generation, done, error);
       return;
     }
-    updated.then(applied, (error: unknown) => {
-      this.writeAnswered(generation);
-      done(error, undefined);
-    });
+    updated.then(applied, (error: unknown) => this.writeFailed(generation, done, error));
   }
 
   /**

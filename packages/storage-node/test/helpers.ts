@@ -4,7 +4,14 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Connection, connectSocket, handshake, PROTOCOL_VERSION } from '@dstore/protocol';
+import {
+  Connection,
+  connectSocket,
+  DstoreError,
+  handshake,
+  PROTOCOL_VERSION,
+  type Response,
+} from '@dstore/protocol';
 import { type Logger, pino } from 'pino';
 import { createStorageNode, type StorageNode, type StorageNodeOptions } from '../src/index.js';
 
@@ -194,6 +201,16 @@ function readReadyLine(child: ChildProcess): Promise<ReadyLine> {
 export const VERSION = PROTOCOL_VERSION;
 
 /** Resolves after `ms`. */
+/** The answer of `promise`, or the typed error it failed with (anything else is rethrown). */
+export async function answerOf(promise: Promise<Response>): Promise<Response | DstoreError> {
+  try {
+    return await promise;
+  } catch (error) {
+    if (error instanceof DstoreError) return error;
+    throw error;
+  }
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolveSleep) => setTimeout(resolveSleep, ms));
 }

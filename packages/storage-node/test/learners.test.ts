@@ -5,34 +5,17 @@
  * Also the switch of a weight change that keeps a chain's members in another order (step 5).
  */
 import { HashRing } from '@dstore/hashring';
-import {
-  type Connection,
-  DstoreError,
-  ErrorCode,
-  Op,
-  type Response,
-  type RingMember,
-  toBytes,
-} from '@dstore/protocol';
+import { type Connection, DstoreError, ErrorCode, Op, type RingMember, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeBalancer } from './fake-balancer.js';
 import { HeldPeer } from './held-peer.js';
-import { Resources, sleep } from './helpers.js';
+import { answerOf, Resources, sleep } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
 
 const IDS = ['node-a', 'node-b', 'node-m'] as const;
 const LEARNER = 'node-m';
-
-async function answerOf(promise: Promise<Response>): Promise<Response | DstoreError> {
-  try {
-    return await promise;
-  } catch (error) {
-    if (error instanceof DstoreError) return error;
-    throw error;
-  }
-}
 
 /**
  * Two nodes (`engine`) holding leases from a fake balancer and the learner stand-in; a key whose

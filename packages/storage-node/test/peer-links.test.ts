@@ -6,11 +6,11 @@
  */
 import { createServer, type Server, Socket } from 'node:net';
 import { HashRing } from '@dstore/hashring';
-import { type Connection, DstoreError, Op, type Response, type RingMember, toBytes } from '@dstore/protocol';
+import { type Connection, DstoreError, Op, type RingMember, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { StorageNode } from '../src/index.js';
 import { FakeBalancer } from './fake-balancer.js';
-import { Resources, sleep, waitFor } from './helpers.js';
+import { answerOf, Resources, sleep, waitFor } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -83,15 +83,6 @@ class Relay {
   private async close(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
-  }
-}
-
-async function outcome(promise: Promise<Response>): Promise<Response | DstoreError> {
-  try {
-    return await promise;
-  } catch (error) {
-    if (error instanceof DstoreError) return error;
-    throw error;
   }
 }
 
@@ -206,7 +197,7 @@ describe('one connection per pair of nodes, both directions', () => {
     // Held in the relay: REPLICATEs of node-a to node-b and of node-b to node-a are in flight on
     // the one connection when it is cut.
     relay().hold();
-    const writes = all.map((key) => outcome(set(key, `cut ${key}`)));
+    const writes = all.map((key) => answerOf(set(key, `cut ${key}`)));
     await waitFor(
       () => relay().heldBytes.toNode > 0 && relay().heldBytes.fromNode > 0,
       10_000,
@@ -238,10 +229,10 @@ describe('one connection per pair of nodes, both directions', () => {
     // And the new links take writes both ways (retried as a client does while a chain's failed
     // forwards are still being sent again: refused, not executed).
     for (const key of all) {
-      let answer = await outcome(set(key, `after ${key}`));
+      let answer = await answerOf(set(key, `after ${key}`));
       for (let tries = 0; answer instanceof DstoreError && answer.notExecuted && tries < 100; tries++) {
         await sleep(50);
-        answer = await outcome(set(key, `after ${key}`));
+        answer = await answerOf(set(key, `after ${key}`));
       }
       expect(answer).toMatchObject({ op: Op.OK });
     }

@@ -21,7 +21,7 @@ import {
 } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeBalancer } from './fake-balancer.js';
-import { Resources, sleep } from './helpers.js';
+import { answerOf, Resources, sleep } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -29,15 +29,6 @@ afterEach(() => resources.cleanup());
 const PREVIOUS = ['node-a', 'node-b', 'node-c'] as const;
 const LEAVING = 'node-c';
 const FACTOR = 2;
-
-async function answerOf(promise: Promise<Response>): Promise<Response | DstoreError> {
-  try {
-    return await promise;
-  } catch (error) {
-    if (error instanceof DstoreError) return error;
-    throw error;
-  }
-}
 
 function readValue(answer: Response | DstoreError): string | null {
   if (answer instanceof DstoreError) throw answer;
