@@ -179,9 +179,15 @@ export class PeerLinks {
    * this node has its own link to `id` and the smaller id is this node's (both sides then keep
    * the connection the smaller id opened, whichever order the HELLOs crossed in); a link `id`
    * offered before is replaced (the peer opens a new one only once it gave up the old one).
+   * Only from the host the ring gives for `id`: a process holding the cluster secret that is not
+   * `id` (a leaked secret) must not receive `id`'s forwards and answer them in its place, so a
+   * claim from another address, or for a member whose ring host is a name rather than an address,
+   * is not taken (the two nodes then keep a connection each way).
    */
   adopt(id: string, connection: Connection): void {
     if (this.closed || !connection.isOpen || id === this.ownership.self) return;
+    const address = this.ownership.addressOf(id);
+    if (address === undefined || !sameAddress(address.host, connection.socket.remoteAddress)) return;
     const existing = this.links.get(id);
     if (existing !== undefined && !this.adopted.has(existing) && this.ownership.self < id) return;
     connection.useBothWays();
@@ -227,4 +233,11 @@ export class PeerLinks {
     this.closed = true;
     for (const id of [...this.links.keys()]) this.drop(id);
   }
+}
+
+/** Whether `remote` (a socket's peer address) is the IP address `host`; an IPv4-mapped IPv6 address counts as its IPv4 one. */
+function sameAddress(host: string, remote: string | undefined): boolean {
+  if (remote === undefined) return false;
+  const plain = remote.startsWith('::ffff:') ? remote.slice(7) : remote;
+  return plain === host || remote === host;
 }

@@ -4,9 +4,9 @@
  * connection either of them opened. Three in-process nodes, factor 3, leases from a fake
  * balancer; the test plays the balancer (RING, writes at the heads, reads at the tails).
  */
-import { createServer, type Server, Socket } from 'node:net';
+import { connect as connectTcp, createServer, type Server, Socket } from 'node:net';
 import { HashRing } from '@dstore/hashring';
-import { type Connection, DstoreError, Op, type RingMember, toBytes } from '@dstore/protocol';
+import { Connection, DstoreError, handshake, Op, type RingMember, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { StorageNode } from '../src/index.js';
 import { FakeBalancer } from './fake-balancer.js';
@@ -174,6 +174,34 @@ describe('one connection per pair of nodes, both directions', () => {
       for (const key of keys) expect(await held(key)).toEqual([`v ${key}`, `v ${key}`, `v ${key}`]);
     }
     expect(peerConnections()).toBe(3);
+  });
+
+  it('does not take the offer of a connection from another address than the ring gives for the node it names', async () => {
+    const { nodes, keysByChain, set, held } = await cluster();
+    // An impostor on another loopback address (127.0.0.2; the ring puts node-b at 127.0.0.1) says
+    // HELLO as node-b before node-a opened any link to node-b: were node-a to take its offer,
+    // node-a's forwards to node-b would go to it, unanswered (or, with a leaked secret, answered
+    // in node-b's place).
+    const socket = connectTcp({
+      host: '127.0.0.1',
+      port: nodes.get('node-a')!.address.port,
+      localAddress: '127.0.0.2',
+    });
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    const received: number[] = [];
+    const impostor = new Connection(socket, { onRequest: (request) => received.push(request.op) });
+    resources.defer(() => impostor.destroy());
+    expect(await handshake(impostor, 'node', { node: 'node-b' })).toMatchObject({ op: Op.HELLO_OK });
+    // Every chain where node-a forwards to node-b: as head, and as middle.
+    const keys = [...keysByChain.entries()]
+      .filter(([chain]) => / ?node-a node-b/.test(chain))
+      .flatMap(([, chainKeys]) => chainKeys);
+    expect(keys.length).toBeGreaterThan(0);
+    for (const answer of await Promise.all(keys.map((key) => set(key, `v ${key}`)))) {
+      expect(answer).toMatchObject({ op: Op.OK });
+    }
+    for (const key of keys) expect(await held(key)).toEqual([`v ${key}`, `v ${key}`, `v ${key}`]);
+    expect(received).toEqual([]);
   });
 
   it('a shared connection lost with forwards in flight both ways: each side sends its writes again on a new one', async () => {
