@@ -757,7 +757,6 @@ export class ReplicationService {
     });
   }
 
-  /** A client write admitted at `generation` is answered: it no longer holds a drain. */
   /** A client write the engine refused: answered with the engine's error. */
   private writeFailed<T>(
     generation: number,
@@ -768,6 +767,7 @@ export class ReplicationService {
     done(error, undefined);
   }
 
+  /** A client write admitted at `generation` is answered: it no longer holds a drain. */
   private writeAnswered(generation: number): void {
     if (generation === this.admitGeneration) this.admittedNow--;
     else this.admittedBefore--;
