@@ -48,6 +48,11 @@ interface Sample {
   readonly nodesUsPerOp: number;
   /** Write syscalls per completed op of the nodes alone (NaN without /proc/<pid>/io). */
   readonly nodesWritesPerOp: number;
+  /**
+   * Entries per REPLICATE the nodes sent over the cluster's life (preload and warm-up included;
+   * STATS `replication.entries_sent / batches_sent`); NaN when none was sent (factor 1).
+   */
+  readonly entriesPerReplicate: number;
 }
 
 const ROUNDS = Number(process.env.DSTORE_BENCH_ROUNDS ?? 3);
@@ -107,10 +112,31 @@ async function measure(engine: Engine, factor: number, distRoot: string | undefi
       serversUsPerOp,
       nodesUsPerOp: serversUsPerOp - (cpuUsPerOp[0] ?? 0),
       nodesWritesPerOp: writesPerOp.slice(1).reduce((sum, writes) => sum + writes, 0),
+      entriesPerReplicate: await entriesPerReplicate(state.balancer),
     };
   } finally {
     await stopCluster(root);
     rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Entries per REPLICATE summed over the nodes, from the balancer's STATS (`node.<id>.replication.*`),
+ * or NaN when none was sent; a build whose nodes predate the counters gives NaN too.
+ */
+async function entriesPerReplicate(balancer: ClusterProcess): Promise<number> {
+  const client = createClient({ host: balancer.host, port: balancer.port, commandTimeout: 5000 });
+  try {
+    const stats = await client.stats();
+    let entries = 0;
+    let batches = 0;
+    for (const [name, value] of Object.entries(stats)) {
+      if (name.endsWith('.replication.entries_sent')) entries += Number(value);
+      else if (name.endsWith('.replication.batches_sent')) batches += Number(value);
+    }
+    return batches > 0 ? entries / batches : Number.NaN;
+  } finally {
+    await client.close();
   }
 }
 
@@ -298,6 +324,7 @@ function row(engine: string, factor: number, rounds: string, samples: readonly S
     cpu(pick((s) => s.nodesUsPerOp)),
     cpu(pick((s) => s.serversUsPerOp)),
     pick((s) => s.nodesWritesPerOp).toFixed(2),
+    Number.isNaN(pick((s) => s.entriesPerReplicate)) ? '-' : pick((s) => s.entriesPerReplicate).toFixed(1),
     String(samples.reduce((sum, s) => sum + errorCount(s.report), 0)),
   ];
   return `| ${cells.join(' | ')} |`;
@@ -312,8 +339,8 @@ if (LOAD) {
       `${BASELINE_ROOT === undefined ? '' : `; "base" rows: the CLIs of ${BASELINE_ROOT}`}\n`,
   );
   const HEADER =
-    '| engine | factor | round | ops/s | p50 ms | p99 ms | nodes µs/op | servers µs/op | nodes writes/op | errors |';
-  const ALIGN = '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|';
+    '| engine | factor | round | ops/s | p50 ms | p99 ms | nodes µs/op | servers µs/op | nodes writes/op | entries/REPLICATE | errors |';
+  const ALIGN = '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|';
   console.log(HEADER);
   console.log(ALIGN);
   const results = new Map<string, Sample[]>();
