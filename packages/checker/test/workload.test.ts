@@ -69,6 +69,15 @@ function laggingReplicaStore(random: () => number) {
   };
 }
 
+/** An executor over one in-memory map that answers each operation after `delayMs`. */
+function slowExecutor(delayMs: number): (operation: WorkloadOperation) => Promise<WorkloadResult> {
+  const map = new Map<string, string>();
+  return async (operation) => {
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+    return apply(map, operation);
+  };
+}
+
 describe('startWorkload', () => {
   it('a linearizable store with refusals and timeouts passes, with fail and info recorded', async () => {
     const random = seededRandom(1);
@@ -123,11 +132,7 @@ describe('startWorkload', () => {
 
   it('stops on time and on stop()', async () => {
     const recorder = new HistoryRecorder();
-    const map = new Map<string, string>();
-    const slow = async (operation: WorkloadOperation) => {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      return apply(map, operation);
-    };
+    const slow = slowExecutor(5);
     const timed = await startWorkload({ recorder, execute: slow, keys, durationMs: 50, maxOperations: 1e9 })
       .done;
     expect(timed.operations).toBeLessThan(1e9);
@@ -140,11 +145,7 @@ describe('startWorkload', () => {
 
   it('stopOnceOk() stops once that many operations were answered ok, or at its deadline', async () => {
     const recorder = new HistoryRecorder();
-    const map = new Map<string, string>();
-    const slow = async (operation: WorkloadOperation) => {
-      await new Promise((resolve) => setTimeout(resolve, 2));
-      return apply(map, operation);
-    };
+    const slow = slowExecutor(2);
     const running = startWorkload({ recorder, execute: slow, keys, durationMs: 60_000, maxOperations: 1e9 });
     const stats = await running.stopOnceOk(40);
     expect(stats.ok).toBeGreaterThanOrEqual(40);

@@ -16,6 +16,7 @@ import {
   type StatsMap,
   toBytes,
 } from '@dstore/protocol';
+import { seededRandom } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { engineCases, Resources } from './helpers.js';
 
@@ -33,18 +34,6 @@ function ringMessage(epoch: number) {
     vnodes: 0,
     nodes: [{ id: 'node-a', weight: 1 }],
   } as const;
-}
-
-/** A seeded generator (mulberry32): the random keys and ranges are the same on every run. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b_79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
 }
 
 /**
@@ -86,7 +75,7 @@ describe.each(engines)('DIGEST on $name', ({ options }) => {
     const balancer = await resources.peer(node.address.port);
     const peer = await resources.peer(node.address.port, 'node');
     await balancer.request(ringMessage(1));
-    const next = random(14);
+    const next = seededRandom(14);
     const keys = Array.from({ length: 3000 }, (_, i) => toBytes(`k-${i}-${Math.floor(next() * 1e9)}`));
     for (let start = 0; start < keys.length; start += 500) {
       const entries = keys.slice(start, start + 500).map((key) => ({ key, value: toBytes('v') }));
