@@ -13,7 +13,10 @@
  *
  * The workload (the issue's): closed loop, one connection per server, `concurrency` requests in
  * flight per load process, `ops/2` SETs then `ops/2` GETs of 100-byte values over 10,000 keys;
- * every key is written once and a warm-up runs before the measured load. For each system:
+ * every key is written once and a warm-up runs before the measured load (300,000 ops by default:
+ * the Node processes reach their steady state only after V8 has optimised the hot paths, which
+ * took ~150,000 ops of this workload on the 2-core machine, see BENCHMARKS.md "Steady state"; the
+ * C servers need none and get the same). For each system:
  * ops/s, p50/p99/p999 (client side), and CPU µs per op of every server process and of the load
  * process(es) (utime + stime from /proc/<pid>/stat around the measured load, all threads), then
  * the ratios of dstore to each peer. Systems are interleaved per round; medians over rounds.
@@ -27,7 +30,7 @@
  * Flags (or env): --ops (DSTORE_PEERS_OPS, 200000: half SET, half GET), --concurrency
  * (DSTORE_PEERS_CONCURRENCY, 50), --clients (DSTORE_PEERS_CLIENTS, 1 load process; with more, each
  * runs ops/clients with its own connections and `concurrency` in flight), --rounds
- * (DSTORE_PEERS_ROUNDS, 3), --warmup (DSTORE_PEERS_WARMUP_OPS, 20000 per load process), --systems
+ * (DSTORE_PEERS_ROUNDS, 3), --warmup (DSTORE_PEERS_WARMUP_OPS, 300000 per load process), --systems
  * (DSTORE_PEERS_SYSTEMS, twemproxy,redis-cluster,dstore), --routing (DSTORE_PEERS_ROUTING,
  * balancer,direct,resp: which dstore rows; resp = the RESP port driven by ioredis), --dist-root (DSTORE_PEERS_DIST_ROOT: another built checkout
  * whose dstore CLIs to run), --baseline-root (DSTORE_PEERS_BASELINE_ROOT: one more row, "dstore
@@ -76,7 +79,7 @@ const OPS = Number(flags.ops ?? env.DSTORE_PEERS_OPS ?? 200_000);
 const CONCURRENCY = Number(flags.concurrency ?? env.DSTORE_PEERS_CONCURRENCY ?? 50);
 const CLIENTS = Number(flags.clients ?? env.DSTORE_PEERS_CLIENTS ?? 1);
 const ROUNDS = Number(flags.rounds ?? env.DSTORE_PEERS_ROUNDS ?? 3);
-const WARMUP = Number(flags.warmup ?? env.DSTORE_PEERS_WARMUP_OPS ?? 20_000);
+const WARMUP = Number(flags.warmup ?? env.DSTORE_PEERS_WARMUP_OPS ?? 300_000);
 const SYSTEMS = (flags.systems ?? env.DSTORE_PEERS_SYSTEMS ?? 'twemproxy,redis-cluster,dstore').split(',');
 const ROUTING = (flags.routing ?? env.DSTORE_PEERS_ROUTING ?? 'balancer,direct,resp').split(',');
 const DIST_ROOT = flags['dist-root'] ?? env.DSTORE_PEERS_DIST_ROOT;

@@ -4,15 +4,17 @@
  * with `-P 1` and `-P 16`, the same requests, clients and value size for both. For each system and
  * pipeline depth: requests per second of SET and GET (redis-benchmark's own figures), CPU µs per
  * op of every server process (utime + stime from /proc/<pid>/stat around the run, all threads),
- * and the ratio dstore / twemproxy. An unmeasured warm-up (20,000 requests per test and depth)
- * runs against every system first. Systems are interleaved per round; medians over rounds.
+ * and the ratio dstore / twemproxy. An unmeasured warm-up (300,000 requests per test and depth by
+ * default, so that V8 has optimised the Node processes' hot paths: see BENCHMARKS.md "Steady
+ * state") runs against every system first. Systems are interleaved per round; medians over rounds.
  *
  *   pnpm build && pnpm --filter @dstore/examples bench:resp
  *   pnpm --filter @dstore/examples bench:resp -- --requests 200000 --clients 50 --rounds 3
  *
  * Flags (or env): --requests (DSTORE_RESP_REQUESTS, 100000 per test), --clients
  * (DSTORE_RESP_CLIENTS, 50 connections), --rounds (DSTORE_RESP_ROUNDS, 3), --pipelines
- * (DSTORE_RESP_PIPELINES, 1,16), --baseline-root (DSTORE_RESP_BASELINE_ROOT: one more system, the
+ * (DSTORE_RESP_PIPELINES, 1,16), --warmup (DSTORE_RESP_WARMUP, 300000 requests per test and
+ * depth), --baseline-root (DSTORE_RESP_BASELINE_ROOT: one more system, the
  * balancer and nodes of another built checkout, e.g. the commit before an optimisation, measured
  * in the same rounds; its ratios to this build and to twemproxy are printed too). Needs redis-server, redis-tools and nutcracker (Debian). Linux
  * only (/proc).
@@ -33,6 +35,7 @@ const { values: flags } = parseArgs({
     clients: { type: 'string', default: process.env.DSTORE_RESP_CLIENTS ?? '50' },
     rounds: { type: 'string', default: process.env.DSTORE_RESP_ROUNDS ?? '3' },
     pipelines: { type: 'string', default: process.env.DSTORE_RESP_PIPELINES ?? '1,16' },
+    warmup: { type: 'string', default: process.env.DSTORE_RESP_WARMUP ?? '300000' },
     'baseline-root': { type: 'string', default: process.env.DSTORE_RESP_BASELINE_ROOT },
   },
 });
@@ -42,7 +45,7 @@ const CLIENTS = Number(flags.clients);
 const ROUNDS = Number(flags.rounds);
 const PIPELINES = flags.pipelines.split(',').map(Number);
 /** Unmeasured requests per test and pipeline depth before the first round. */
-const WARMUP = 20_000;
+const WARMUP = Number(flags.warmup);
 const TESTS = ['SET', 'GET'] as const;
 
 /** A system under test: where redis-benchmark connects, and which processes serve it. */

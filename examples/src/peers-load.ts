@@ -3,7 +3,7 @@
  * its usual Node client, so every system gets exactly the same workload from the same code.
  *
  * Run as a child by bench-peers.ts with one JSON argument ({@link LoadConfig}). It connects, writes
- * every key of the keyspace once and runs a short warm-up (both unmeasured), prints
+ * every key of the keyspace once and runs a warm-up (both unmeasured), prints
  * `{"event":"ready"}`, waits for a line on stdin, then runs the measured load: `sets` SETs, then
  * `gets` GETs, each phase with `concurrency` requests in flight (closed loop: a request is sent as
  * soon as one completes), keys uniform over the keyspace, 100-byte values. It prints one
@@ -163,7 +163,8 @@ async function main(): Promise<void> {
   const next = seededRandom(config.seed);
   const driver = await connect(config);
   const unmeasured: PhaseCounters = { errors: 0 };
-  // Every key once (so GETs hit), then a warm-up of both kinds so the JIT has settled.
+  // Every key once (so GETs hit), then a warm-up of both kinds, long enough (the parent's default)
+  // for V8 to have optimised the hot paths of this process and of the Node servers.
   let written = 0;
   await Promise.all(
     Array.from({ length: config.concurrency }, async () => {
