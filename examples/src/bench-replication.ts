@@ -15,7 +15,10 @@
  * Run: `pnpm build && pnpm --filter @dstore/examples bench:replication`.
  * Env: DSTORE_BENCH_ROUNDS (3), DSTORE_BENCH_OPS (100000), DSTORE_BENCH_CONCURRENCY (50),
  * DSTORE_BENCH_READ_RATIO (0.5; 0 for writes only),
- * DSTORE_BENCH_WARMUP_OPS (20000), DSTORE_BENCH_ENGINES (memory,lmdb), DSTORE_BENCH_FACTORS (1,2,3),
+ * DSTORE_BENCH_WARMUP_OPS (300000 for memory, 20000 for lmdb: a memory cluster reaches its steady
+ * state only after V8 has optimised it, ~150,000 ops, and a shorter warm-up flatters factor 3, see
+ * BENCHMARKS.md "Steady state"; an lmdb write's cost is its commit and fsync, and 300,000 of them
+ * would take minutes per factor), DSTORE_BENCH_ENGINES (memory,lmdb), DSTORE_BENCH_FACTORS (1,2,3),
  * DSTORE_BENCH_BASELINE_ROOT (another built checkout: each round measures its CLIs too, right
  * before this workspace's, so an A/B of two builds comes from one run on one machine state; the
  * failover table too), DSTORE_BENCH_LOAD (0: only the failover table), DSTORE_BENCH_RECOVERY_KEYS
@@ -60,7 +63,11 @@ const OPS = process.env.DSTORE_BENCH_OPS ?? '100000';
 const CONCURRENCY = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
 /** Share of reads of the load (0: writes only, the issue's "CPU per write"). */
 const READ_RATIO = Number(process.env.DSTORE_BENCH_READ_RATIO ?? '0.5');
-const WARMUP_OPS = Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 20_000);
+/** Unmeasured ops before each measured load, per engine (see the header for the defaults). */
+const WARMUP_OPS: Record<Engine, number> = {
+  memory: Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 300_000),
+  lmdb: Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 20_000),
+};
 const ENGINES = (process.env.DSTORE_BENCH_ENGINES ?? 'memory,lmdb').split(',') as Engine[];
 const FAILOVER_ENGINES = (process.env.DSTORE_BENCH_FAILOVER_ENGINES ?? ENGINES.join(',')).split(
   ',',
@@ -104,7 +111,7 @@ async function measure(engine: Engine, factor: number, distRoot: string | undefi
     const { report, cpuUsPerOp, writesPerOp } = runLoadWithCpu(
       `${state.balancer.host}:${state.balancer.port}`,
       servers.map((proc) => proc.pid),
-      { concurrency: CONCURRENCY, ops: OPS, warmupOps: WARMUP_OPS, readRatio: READ_RATIO },
+      { concurrency: CONCURRENCY, ops: OPS, warmupOps: WARMUP_OPS[engine], readRatio: READ_RATIO },
     );
     const serversUsPerOp = cpuUsPerOp.reduce((sum, us) => sum + us, 0);
     return {
@@ -334,7 +341,7 @@ function row(engine: string, factor: number, rounds: string, samples: readonly S
 const named = (engine: FailoverEngine, label: string) => (label === '' ? engine : `${engine} (${label})`);
 if (LOAD) {
   console.log(
-    `bench:replication: ${OPS} ops (after a ${WARMUP_OPS}-op warm-up), ${CONCURRENCY} in flight, 100-byte values, ` +
+    `bench:replication: ${OPS} ops (after a warm-up of ${ENGINES.map((engine) => `${WARMUP_OPS[engine]} ops on ${engine}`).join(', ')}), ${CONCURRENCY} in flight, 100-byte values, ` +
       `${Math.round(READ_RATIO * 100)}% reads, 10,000 keys, 3 nodes; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}` +
       `${BASELINE_ROOT === undefined ? '' : `; "base" rows: the CLIs of ${BASELINE_ROOT}`}\n`,
   );
