@@ -1596,6 +1596,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
       let progressed = false;
       await Promise.all(
         [...work.values()].map(async ({ tail, learner, ranges }) => {
+          // The entry these copies are for, taken before they run: a learner that fails and
+          // re-enters while a copy is in flight wipes on re-entering, and a copy whose
+          // MIGRATE_PUTs it took before that but whose answer comes after must not count for the
+          // new entry, or the keys it delivered are never copied again.
+          const entry = this.enteredAt.get(learner) ?? 0;
           for (const chunk of chunkRanges(ranges)) {
             const sent = await this.migrator.migrateWithRetries(chunk, () => {
               if (!this.coordinator || this.isClosed || this.map.ring.epoch !== epoch) return undefined;
@@ -1606,8 +1611,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
             if (sent === undefined) return;
             progressed = true;
             this.resync.counted(sent);
-            for (const range of chunk)
-              copied.add(`${learner}@${this.enteredAt.get(learner) ?? 0} ${range.start}:${range.end}`);
+            for (const range of chunk) copied.add(`${learner}@${entry} ${range.start}:${range.end}`);
           }
         }),
       );

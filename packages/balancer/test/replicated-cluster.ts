@@ -185,6 +185,21 @@ export class ReplicatedCluster {
       : { value: new TextDecoder().decode(entry.value), version: entry.version };
   }
 
+  /** Every node's copy of `key` (`id=value@version`, or why it could not answer), for failure messages. */
+  async describeCopies(key: string): Promise<string> {
+    const copies = await Promise.all(
+      [...this.nodes.keys()].map(async (id) => {
+        try {
+          const copy = await this.copyAt(id, key);
+          return `${id}=${copy.value ?? 'null'}@${copy.version}`;
+        } catch (error) {
+          return `${id}: ${error instanceof Error ? error.message : String(error)}`;
+        }
+      }),
+    );
+    return `chain ${this.chainOf(key).join(',')}; ${copies.join(' ')}`;
+  }
+
   /**
    * Every serving member of `key`'s chain holds `value` (null: none of them has the key), at one
    * version; `value` undefined: whatever the tail holds.
@@ -321,11 +336,16 @@ export async function expectNothingLost(
   for (let i = 0; i < keys.length; i += 200) {
     const part = keys.slice(i, i + 200);
     const values = await reader.mget(part);
+    const read = values.map((value) =>
+      value === null || value === undefined ? null : new TextDecoder().decode(value),
+    );
+    const lost = part.filter((key, j) => read[j] !== acknowledged.get(key));
+    // Where each copy is tells a rare failure's cause: the message names every node's copy.
+    const details = await Promise.all(
+      lost.slice(0, 5).map(async (key) => `${key}: ${await cluster.describeCopies(key)}`),
+    );
     part.forEach((key, j) => {
-      const value = values[j];
-      expect(value === null || value === undefined ? null : new TextDecoder().decode(value), key).toBe(
-        acknowledged.get(key),
-      );
+      expect(read[j], `${key} (${details.join('; ')})`).toBe(acknowledged.get(key));
     });
   }
   for (let i = 0; i < attempted.length; i += 50) {
