@@ -264,7 +264,8 @@ describe('one connection per pair of nodes, both directions', () => {
       }
       expect(answer).toMatchObject({ op: Op.OK });
     }
+    // Which connection the pair shares now is not checked: node-b may reconnect first, straight
+    // to node-a, and node-a then takes it for its own forwards, so none need cross the relay.
     for (const key of all) expect(await held(key)).toEqual([`after ${key}`, `after ${key}`, `after ${key}`]);
-    expect(relay().connections).toBeGreaterThan(0);
   });
 });
