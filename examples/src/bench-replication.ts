@@ -321,6 +321,7 @@ const cpu = (us: number) => us.toFixed(1);
 
 function row(engine: string, factor: number, rounds: string, samples: readonly Sample[]): string {
   const pick = (f: (s: Sample) => number) => median(samples.map(f));
+  const entries = pick((s) => s.entriesPerReplicate);
   const cells = [
     engine,
     String(factor),
@@ -331,7 +332,7 @@ function row(engine: string, factor: number, rounds: string, samples: readonly S
     cpu(pick((s) => s.nodesUsPerOp)),
     cpu(pick((s) => s.serversUsPerOp)),
     pick((s) => s.nodesWritesPerOp).toFixed(2),
-    Number.isNaN(pick((s) => s.entriesPerReplicate)) ? '-' : pick((s) => s.entriesPerReplicate).toFixed(1),
+    Number.isNaN(entries) ? '-' : entries.toFixed(1),
     String(samples.reduce((sum, s) => sum + errorCount(s.report), 0)),
   ];
   return `| ${cells.join(' | ')} |`;

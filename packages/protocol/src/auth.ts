@@ -310,10 +310,17 @@ export function decoyCredential(user: string, pepper: Uint8Array): StoredCredent
   return { salt, kdf: scryptKdf(DEFAULT_SCRYPT), storedKey: key, serverKey: key };
 }
 
+/**
+ * `address` (as `socket.remoteAddress` gives it) with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`)
+ * as its IPv4 one, so that it compares with the addresses a ring or a flag holds.
+ */
+export function unmappedAddress(address: string): string {
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
 /** Whether `address` (as `socket.remoteAddress` gives it) is a loopback address. */
 export function isLoopbackAddress(address: string | undefined): boolean {
   if (address === undefined) return false;
   if (address === '::1') return true;
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
-  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(unmappedAddress(address));
 }

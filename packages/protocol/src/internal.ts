@@ -6,7 +6,7 @@
  * @internal
  * @packageDocumentation
  */
-export { decoyCredential, verifyPassword } from './auth.js';
+export { decoyCredential, unmappedAddress, verifyPassword } from './auth.js';
 export { type BackoffOptions, backoffDelay } from './backoff.js';
 export {
   type AddressOptions,

@@ -9,6 +9,7 @@ import {
   type Request,
   type TlsClientOptions,
 } from '@dstore/protocol';
+import { unmappedAddress } from '@dstore/protocol/internal';
 import type { Ownership } from './ownership.js';
 
 /** How a node reaches its peers (migration targets, old owners, chain successors). */
@@ -238,6 +239,5 @@ export class PeerLinks {
 /** Whether `remote` (a socket's peer address) is the IP address `host`; an IPv4-mapped IPv6 address counts as its IPv4 one. */
 function sameAddress(host: string, remote: string | undefined): boolean {
   if (remote === undefined) return false;
-  const plain = remote.startsWith('::ffff:') ? remote.slice(7) : remote;
-  return plain === host || remote === host;
+  return unmappedAddress(remote) === host || remote === host;
 }

@@ -200,7 +200,6 @@ function readReadyLine(child: ChildProcess): Promise<ReadyLine> {
 /** Protocol version used in raw HELLO frames. */
 export const VERSION = PROTOCOL_VERSION;
 
-/** Resolves after `ms`. */
 /** The answer of `promise`, or the typed error it failed with (anything else is rethrown). */
 export async function answerOf(promise: Promise<Response>): Promise<Response | DstoreError> {
   try {
@@ -211,6 +210,7 @@ export async function answerOf(promise: Promise<Response>): Promise<Response | D
   }
 }
 
+/** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolveSleep) => setTimeout(resolveSleep, ms));
 }
