@@ -284,6 +284,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     return state;
   } catch (error) {
     await stopProcesses(started, Date.now() + 10_000);
+    // Nothing of it runs any more: a recorded state would make the next start refuse.
+    rmSync(statePath(root), { force: true });
     throw error;
   }
 }

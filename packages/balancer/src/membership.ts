@@ -1100,6 +1100,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
       };
       if (member.state === 'leaving' && member.leftBy === leaving.leftBy) return undefined;
       const members = withMember(map.members, leaving);
+      const lost = lossOfLeaving({ ...map, members }, id);
+      if (lost !== undefined) throw lost;
       const othersInRing = map.ring.members.filter((m) => m.id !== id).length;
       if (othersInRing > 0 || map.transition !== null) return refuseUnroutableRingPlan(map, { members });
       // Not in the ring yet, or the last one there: nothing can move, it goes at once.
@@ -1550,6 +1552,33 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /**
+   * One map write, while the change streams at ring epoch `epoch`: the next ring gets back the
+   * leaving members that are the last holders of a range ({@link keepLastHolders}), its other
+   * members having failed since the change started. They stay `leaving`: their leave goes on
+   * once a change can take them out without losing a range (a failed member returned and caught
+   * up, or a node joined), and the change runs on without them leaving.
+   */
+  private async keepLastHoldersInChange(epoch: number): Promise<boolean> {
+    let kept: string[] = [];
+    await this.update('replicated ring change: leaving members kept, the last holders of a range', (map) => {
+      kept = [];
+      const transition = map.transition;
+      if (transition?.phase !== 'stream' || map.ring.epoch !== epoch) return undefined;
+      const members = keepLastHolders(map, transition.from, [...map.ring.members]);
+      if (sameRingMembers(members, map.ring.members)) return undefined;
+      kept = members.filter((member) => !map.ring.members.includes(member)).map((member) => member.id);
+      return { ring: { ...map.ring, epoch: map.epoch + 1, members } };
+    });
+    if (kept.length > 0) {
+      this.options.logger.warn(
+        { kept },
+        'leaving members kept in the ring: they hold the last live copies of some ranges (their other members failed)',
+      );
+    }
+    return kept.length > 0;
+  }
+
+  /**
    * The stream phase's copies: each range of each changing chain of the union ring from its
    * serving tail to each of its learners, in rounds until all are copied (a range whose tail
    * changed, or whose copy failed, is copied again in the next round from the current tail;
@@ -1585,6 +1614,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
           entry.ranges.push({ start: chain.start, end: chain.end });
           work.set(name, entry);
         }
+      }
+      // Never switch to a ring that hands a range to no one: when a failure made leaving
+      // members a range's last holders, they stay in the next ring (their leaves wait).
+      if (work.size === 0 && waiting === 0 && chainLeftWithoutCopy(map) !== undefined) {
+        if (!(await this.keepLastHoldersInChange(epoch))) await sleep(COPY_ROUND_PAUSE_MS);
+        continue;
       }
       if (work.size === 0 && waiting === 0) {
         // Switch only at the epoch every copy was found done: a member let back into the union
@@ -1665,7 +1700,7 @@ function withRingPlan(map: ClusterMap, patch: Partial<Pick<ClusterMap, 'members'
     )
   )
     return patch;
-  const desired = desiredRingMembers(merged);
+  const desired = keepLastHolders(merged, merged.ring, desiredRingMembers(merged));
   if (sameRingMembers(desired, merged.ring.members)) return { ...patch, members: finalStates(merged) };
   const ring: MapRing = { ...merged.ring, epoch: map.epoch + 1, members: desired };
   const previous = ringOf(merged.ring);
@@ -1734,6 +1769,105 @@ function chainServedOnlyBy(map: ClusterMap, id: string): ChainRange | undefined 
   return ringOf(union === undefined ? map.ring : { ...map.ring, members: union.members })
     .chains(map.replicationFactor, states)
     .find((chain) => chain.serving.length === 0 && chain.desired.includes(id));
+}
+
+/**
+ * Whether the write path of a changing chain (its serving members and learners: every member
+ * that holds the range's acknowledged writes) is made only of members leaving the ring, so that
+ * after the switch no member would hold them but failed ones (stale, or empty).
+ */
+function onlyLeaversHold(chain: ChainRange, states: ReplicaStates): boolean {
+  return chain.changing && chain.path.length > 0 && chain.path.every((id) => states.get(id) === 'exiting');
+}
+
+/**
+ * A range that the replicated ring change `map` runs would leave with no copy, if any: a changing
+ * chain of the union ring that only leaving members hold ({@link onlyLeaversHold}), as when the
+ * last live members of a range leave while its other members are failed. Such a change must not
+ * switch: a leave that would start one is refused ({@link lossOfLeaving}), and the leavers a range
+ * needs are kept in the ring ({@link keepLastHolders}) when a queued change starts, or when a
+ * member of a streaming change fails and leaves them the last holders.
+ */
+function chainLeftWithoutCopy(map: ClusterMap): ChainRange | undefined {
+  const union = unionOf(map);
+  if (union === undefined) return undefined;
+  return ringOf({ ...map.ring, members: union.members })
+    .chains(map.replicationFactor, union.states)
+    .find((chain) => onlyLeaversHold(chain, union.states));
+}
+
+/**
+ * Why member `id` of `map` (marked leaving there) may not leave now, or undefined: its leave would
+ * start, or queue after the running change, a ring change that hands a range to no one (its other
+ * members are failed): refused rather than waiting in the map, so that the node or the operator
+ * hears why.
+ */
+function lossOfLeaving(map: ClusterMap, id: string): DstoreError | undefined {
+  const desired = desiredRingMembers(map);
+  // The last member of the ring goes at once (nothing can move; it keeps its keys), see leave().
+  if (map.replicationFactor <= 1 || desired.length === 0 || !leavesRoutably(map.ring, desired)) {
+    return undefined;
+  }
+  // During a transition the map's ring is its next one, where a queued change starts from.
+  const lost = chainLeftWithoutCopy(plannedChange(map, map.ring, desired));
+  if (lost === undefined) return undefined;
+  const failed = lost.desired.filter((member) => !lost.path.includes(member));
+  return new DstoreError(
+    ErrorCode.INVALID_ARGUMENT,
+    `node ${id} cannot leave now: its range (${lost.start}, ${lost.end}] would be left with no live copy (${failed.length > 0 ? `the chain's other members, ${failed.join(', ')}, are failed` : 'no other member holds it'}); bring a failed member back or add a node, then leave again`,
+  );
+}
+
+/**
+ * Whether the change from `from` to `next` takes a member out of the ring (only then can a range
+ * be left with no copy) and its union ring can be routed (one that cannot is refused by
+ * {@link refuseUnroutable} when it is asked for).
+ */
+function leavesRoutably(from: MapRing, next: readonly MapRingMember[]): boolean {
+  const staying = new Set(next.map((member) => member.id));
+  if (from.members.every((member) => staying.has(member.id))) return false;
+  return from.algorithm === 'vnode' || unionRingReproduces(from.algorithm, from.members, next);
+}
+
+/**
+ * The change from `from` to `next` as a streaming transition of `map`, for
+ * {@link chainLeftWithoutCopy}: how the members' states would route it if it started now.
+ */
+function plannedChange(map: ClusterMap, from: MapRing, next: readonly MapRingMember[]): ClusterMap {
+  return {
+    ...map,
+    ring: { ...from, members: [...next] },
+    transition: {
+      phase: 'stream',
+      from,
+      reason: '',
+      startedAt: '',
+      done: [],
+      keysMoved: 0,
+    },
+  };
+}
+
+/**
+ * The next ring's members for a change from `from` towards `desired`, with the leaving members
+ * that are a range's last holders kept in it (their leave waits) when the change would otherwise
+ * hand that range to no one ({@link chainLeftWithoutCopy}): a member that was failed while the
+ * leave waited in the map, say. Factor 1 moves every range to a member of the next ring, which
+ * is never empty when a member leaves.
+ */
+function keepLastHolders(map: ClusterMap, from: MapRing, desired: MapRingMember[]): MapRingMember[] {
+  if (map.replicationFactor <= 1 || desired.length === 0 || !leavesRoutably(from, desired)) return desired;
+  let next = desired;
+  // Each round keeps at least one more leaver in the ring; at most every leaver comes back.
+  for (let round = 0; round <= from.members.length; round++) {
+    const lost = chainLeftWithoutCopy(plannedChange(map, from, next));
+    if (lost === undefined) return next;
+    const kept = new Set(next.map((member) => member.id));
+    const leaver = from.members.find((member) => lost.path.includes(member.id) && !kept.has(member.id));
+    if (leaver === undefined) return next;
+    next = [...next, leaver].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+  return next;
 }
 
 /** Whether a member in `state` is in write paths (serving, or a learner): failure detection watches it. */
