@@ -155,7 +155,7 @@ describe('a leave that would leave a range with no live copy (factor 3, 3 nodes 
     timeout: 150_000,
   }, async () => {
     // Four members; copies paced so that a weight change streams for a while.
-    const cluster = await start('memory', [...NODES, 'node-4'], ['--migration-rate', '300']);
+    const cluster = await start('lmdb', [...NODES, 'node-4'], ['--migration-rate', '300']);
     const membership = cluster.balancer.membership;
     const written = await writeKeys(cluster, 'seed', 3000);
     // node-4 asks for weight 2 (a JOIN again, as a node restarted with another --weight does): a
@@ -182,7 +182,7 @@ describe('a leave that would leave a range with no live copy (factor 3, 3 nodes 
     expect(ringMembers(cluster)).toEqual(['node-1', 'node-2', 'node-4']);
     expect(membership.clusterMap.members.find((member) => member.id === 'node-1')?.state).toBe('leaving');
 
-    // Once they are back (empty: memory) and caught up from node-1, node-1's leave goes on.
+    // Once they are back and caught up from node-1, node-1's leave goes on.
     for (const id of ['node-2', 'node-4']) await cluster.nodes.get(id)!.restart();
     expect(await leaving1).toBe(true);
     await waitFor(

@@ -60,6 +60,14 @@ export interface MemoryEngineStats {
 const RESOLVED: Promise<void> = Promise.resolve();
 /** Room a batch check keeps for slab granularity: one slab (see `SlabArena`). */
 const SLAB_SLACK_BYTES = 256 * 1024;
+/**
+ * How far past the cap entries the cluster places here may go (`applyIfNewer`: a chain member's
+ * replicated writes, copies to a learner or a new owner), as a fraction of the cap. Client writes
+ * are admitted against the cap itself, at the node where they enter; a member refusing what a head
+ * admitted would leave the write on the head alone and block the chain until it had room, deletes
+ * included (as Redis replicas ignore `maxmemory` and take what their master accepted).
+ */
+const PLACEMENT_HEADROOM = 1 / 8;
 
 /**
  * Non-durable engine keeping everything in process memory: for tests, demos and caches.
@@ -343,14 +351,21 @@ export class MemoryEngine implements StorageEngine {
       const now = Date.now();
       // Checked first, so that a bad entry stores nothing of the batch.
       let bytes = 0;
+      let storing = 0;
       for (const entry of entries) {
         assertValidKey(entry.key);
         assertUint32(entry.writeEpoch, 'writeEpoch');
         assertVersion(entry.version);
+        // Deletes take no room (a tombstone replaces the value): they go through when memory is full.
+        if (entry.deleted === true) continue;
         bytes += entry.key.byteLength + entry.value.byteLength;
+        storing++;
       }
-      // The batch is atomic: refused whole up front (without eviction), never cut in the middle.
-      if (!this.evicting) this.assertCapacity(bytes, entries.length);
+      // The batch is atomic: refused whole up front (without eviction), never cut in the middle;
+      // against the cap plus the placement headroom (see PLACEMENT_HEADROOM).
+      if (!this.evicting && storing > 0) {
+        this.assertCapacity(bytes, storing, this.maxMemory + Math.floor(this.maxMemory * PLACEMENT_HEADROOM));
+      }
       let applied = 0;
       for (const entry of entries) this.clock.observe(entry.version);
       for (const { key, value, writeEpoch, version, expireAt = 0, deleted, tombstone } of entries) {
@@ -565,8 +580,9 @@ export class MemoryEngine implements StorageEngine {
    * they would pass the cap. Conservative: counts each key as new (its metadata, an index bucket,
    * the doublings of those arrays it would cause), the size classes' rounding (12.5%, 8 bytes for
    * the smallest) and one slab of slack. With an eviction policy writes make room instead.
+   * `limit`: the bound checked (default the cap; `applyIfNewer` passes the cap and its headroom).
    */
-  assertCapacity(bytes: number, keys = 1): void {
+  assertCapacity(bytes: number, keys = 1, limit = this.maxMemory): void {
     assertOpen(this.closed, this.kind);
     if (this.maxMemory === 0 || this.evicting) return;
     const needed =
@@ -574,7 +590,7 @@ export class MemoryEngine implements StorageEngine {
       keys * (SLOT_METADATA_BYTES + 8 + 8) +
       this.arena.handlesGrowth(keys) +
       SLAB_SLACK_BYTES;
-    if (this.footprint() + needed > this.maxMemory) throw this.outOfMemory(bytes);
+    if (this.footprint() + needed > limit) throw this.outOfMemory(bytes, limit);
   }
 
   /** Footprint and cap, and whether writes are being refused. */
@@ -610,7 +626,10 @@ export class MemoryEngine implements StorageEngine {
     const keyLength = key.byteLength;
     for (;;) {
       const needed = arena.growthFor(keyLength, length, handle < 0);
-      if (arena.reservedBytes + needed <= this.maxMemory) {
+      if (
+        arena.reservedBytes + needed <= this.maxMemory ||
+        this.fitsInFreedRoom(needed, keyLength + length)
+      ) {
         if (this.degraded !== '') this.degraded = '';
         return handle;
       }
@@ -628,18 +647,38 @@ export class MemoryEngine implements StorageEngine {
     }
   }
 
+  /**
+   * Whether a client write that needs no new slab (`needed` 0: free items of its classes take it)
+   * may go in although the footprint is past the cap, where entries replicated from other heads can
+   * take a chain member (PLACEMENT_HEADROOM): when deletes freed room, the entries held (counted as
+   * {@link assertCapacity} counts a write: class rounding and metadata per handle) being an eighth
+   * under the cap. Without that margin the free items of a slab the headroom allocated would admit
+   * writes whose chain members then need the headroom again, and the cap would creep.
+   */
+  private fitsInFreedRoom(needed: number, bytes: number): boolean {
+    if (needed !== 0) return false;
+    const { values, liveBytes } = this.arena.stats();
+    const held =
+      Math.ceil((this.keyBytes + liveBytes + bytes) * 1.125) + (values + 1) * (SLOT_METADATA_BYTES + 16);
+    return held <= this.maxMemory - Math.floor(this.maxMemory * PLACEMENT_HEADROOM);
+  }
+
   private evict(handle: number): void {
     this.remove(handle);
     this.evictions++;
   }
 
-  private outOfMemory(bytes: number): StorageEngineError {
+  private outOfMemory(bytes: number, limit = this.maxMemory): StorageEngineError {
     this.refusedWrites++;
     const why =
       this.eviction === 'noeviction'
         ? 'and the eviction policy is noeviction'
         : `and no value is left to evict (${this.eviction}; tombstones are never evicted)`;
-    const message = `cannot store ${bytes} more bytes: the memory cap of ${this.maxMemory} bytes is reached (${this.footprint()} bytes used) ${why}`;
+    const bound =
+      limit === this.maxMemory
+        ? `the memory cap of ${this.maxMemory} bytes`
+        : `the memory cap of ${this.maxMemory} bytes and its headroom for replicated and copied entries (${limit} bytes)`;
+    const message = `cannot store ${bytes} more bytes: ${bound} is reached (${this.footprint()} bytes used) ${why}`;
     this.degraded = `out of memory: the memory cap of ${this.maxMemory} bytes is reached ${why}`;
     return new StorageEngineError('OUT_OF_MEMORY', message);
   }

@@ -955,6 +955,54 @@ describe('MemoryEngine under a memory cap', () => {
     expect(engine.health().degraded).toBe('');
   });
 
+  it('noeviction: entries the cluster places (applyIfNewer) take the headroom past the cap, deletes any time', async () => {
+    const engine = new MemoryEngine({ maxMemory: CAP });
+    let stored = 0;
+    for (; ; stored++) {
+      try {
+        await engine.set(text(`k${stored}`), new Uint8Array(100));
+      } catch {
+        break;
+      }
+    }
+    // A chain member takes what its head admitted: past the cap, up to its eighth more.
+    const replicated = (name: string, version: number) => ({
+      key: text(name),
+      value: new Uint8Array(100),
+      writeEpoch: 1,
+      version,
+    });
+    let placed = 0;
+    let refusal: unknown;
+    for (; placed < 100_000; placed++) {
+      try {
+        await engine.applyIfNewer([replicated(`r${placed}`, 1_000_000 + placed)]);
+      } catch (error) {
+        refusal = error;
+        break;
+      }
+    }
+    expect(placed).toBeGreaterThan(0);
+    expect((refusal as StorageEngineError).code).toBe('OUT_OF_MEMORY');
+    expect((refusal as StorageEngineError).message).toContain('headroom');
+    expect(engine.footprint()).toBeGreaterThan(CAP);
+    expect(engine.footprint()).toBeLessThanOrEqual(CAP + CAP / 8);
+    // Client writes stay refused at the cap; replicated deletes (tombstones) go through.
+    await expect(engine.set(text('client'), new Uint8Array(100))).rejects.toMatchObject({
+      code: 'OUT_OF_MEMORY',
+    });
+    const deletes = Array.from({ length: 50 }, (_, i) => ({
+      key: text(`k${i}`),
+      value: new Uint8Array(0),
+      writeEpoch: 1,
+      version: 2_000_000 + i,
+      deleted: true,
+      tombstone: true,
+    }));
+    expect(await engine.applyIfNewer(deletes)).toBe(50);
+    expect(engine.get(text('k0'))).toBeUndefined();
+  });
+
   it('with an eviction policy, OUT_OF_MEMORY only when nothing is evictable (tombstones)', async () => {
     const engine = new MemoryEngine({ maxMemory: 2 ** 20, eviction: 'allkeys-lru' });
     // Tombstones are never refused (a delete must go through) and never evicted.
