@@ -155,9 +155,9 @@ describe('a leave that would leave a range with no live copy (factor 3, 3 nodes 
     timeout: 150_000,
   }, async () => {
     // Four members; copies paced so that a weight change streams for a while.
-    const cluster = await start('lmdb', [...NODES, 'node-4'], ['--migration-rate', '300']);
+    const cluster = await start('lmdb', [...NODES, 'node-4'], ['--migration-rate', '150']);
     const membership = cluster.balancer.membership;
-    const written = await writeKeys(cluster, 'seed', 3000);
+    const written = await writeKeys(cluster, 'seed', 1500);
     // node-4 asks for weight 2 (a JOIN again, as a node restarted with another --weight does): a
     // ring change whose copies take seconds.
     const link = new PeerLink({ host: '127.0.0.1', port: cluster.port, role: 'node' });
