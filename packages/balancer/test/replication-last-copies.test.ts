@@ -167,12 +167,16 @@ describe('a leave that would leave a range with no live copy (factor 3, 3 nodes 
     const node4 = membership.node('node-4')!;
     await link.request({ op: Op.JOIN, nodeId: 'node-4', host: node4.host, port: node4.port, weight: 2 });
     await waitFor(() => membership.clusterMap.transition?.phase === 'stream', 'the weight change streaming');
-    // Two leaves wait in the map for it: with node-2 and node-4 up, the next ring keeps live copies.
+    // node-4 stops answering: the weight change, whose copies go to it, cannot end before it is
+    // failed. Two leaves wait in the map meanwhile: with node-2 and node-4 up in the map, the next
+    // ring keeps live copies.
+    cluster.nodes.get('node-4')!.pause();
     const leaving1 = membership.leave('node-1', 'operator');
     const leaving3 = membership.leave('node-3', 'operator');
-    // Then node-2 and node-4 fail before the weight change ends: removing both leavers would hand
-    // every range to failed members only. node-3 goes; node-1 stays in the ring, still leaving.
-    await Promise.all(['node-2', 'node-4'].map((id) => cluster.nodes.get(id)!.kill()));
+    // Then node-2 fails too: removing both leavers would hand every range to failed members only
+    // (whether the leaves start before node-2 is marked failed or after). node-3 goes; node-1
+    // stays in the ring, still leaving.
+    await cluster.nodes.get('node-2')!.kill();
     await waitFor(
       () => cluster.stateOf('node-2') === 'failed' && cluster.stateOf('node-4') === 'failed',
       'node-2 and node-4 failed',
