@@ -159,7 +159,12 @@ export function desiredRingMembers(map: ClusterMap): MapRingMember[] {
   return map.members
     .filter((member) => member.state === 'joining' || member.state === 'up')
     .map((member) => ({ id: member.id, weight: member.weight }))
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    .sort(byMemberId);
+}
+
+/** The order of a ring's member list: by id (what {@link sameRingMembers} compares). */
+export function byMemberId(a: { readonly id: string }, b: { readonly id: string }): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
 /** Whether two ring member lists place keys identically (both sorted by id). */
@@ -324,7 +329,7 @@ export function unionOf(
     members.push(member);
     states.set(member.id, 'entering');
   }
-  members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  members.sort(byMemberId);
   return { members, states };
 }
 

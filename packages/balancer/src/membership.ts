@@ -4,6 +4,7 @@ import { chunkRanges, DstoreError, ErrorCode, type HashRange, Op } from '@dstore
 import type { Logger } from 'pino';
 import {
   activeMember,
+  byMemberId,
   type ClusterMap,
   createClusterMap,
   DEFAULT_REPLICATION_FACTOR,
@@ -1805,9 +1806,7 @@ function chainLeftWithoutCopy(map: ClusterMap): ChainRange | undefined {
 function lossOfLeaving(map: ClusterMap, id: string): DstoreError | undefined {
   const desired = desiredRingMembers(map);
   // The last member of the ring goes at once (nothing can move; it keeps its keys), see leave().
-  if (map.replicationFactor <= 1 || desired.length === 0 || !leavesRoutably(map.ring, desired)) {
-    return undefined;
-  }
+  if (!mayLeaveRangeWithoutCopy(map, map.ring, desired)) return undefined;
   // During a transition the map's ring is its next one, where a queued change starts from.
   const lost = chainLeftWithoutCopy(plannedChange(map, map.ring, desired));
   if (lost === undefined) return undefined;
@@ -1819,11 +1818,14 @@ function lossOfLeaving(map: ClusterMap, id: string): DstoreError | undefined {
 }
 
 /**
- * Whether the change from `from` to `next` takes a member out of the ring (only then can a range
- * be left with no copy) and its union ring can be routed (one that cannot is refused by
- * {@link refuseUnroutable} when it is asked for).
+ * Whether the change from `from` to `next` in `map` needs {@link chainLeftWithoutCopy} checked: the
+ * map replicates (factor 1 moves every range to a member of the next ring), the next ring is not
+ * empty (the last member goes at once, keeping its keys), the change takes a member out of the
+ * ring (only then can a range be left with no copy) and its union ring can be routed (one that
+ * cannot is refused by {@link refuseUnroutable} when it is asked for).
  */
-function leavesRoutably(from: MapRing, next: readonly MapRingMember[]): boolean {
+function mayLeaveRangeWithoutCopy(map: ClusterMap, from: MapRing, next: readonly MapRingMember[]): boolean {
+  if (map.replicationFactor <= 1 || next.length === 0) return false;
   const staying = new Set(next.map((member) => member.id));
   if (from.members.every((member) => staying.has(member.id))) return false;
   return from.algorithm === 'vnode' || unionRingReproduces(from.algorithm, from.members, next);
@@ -1852,11 +1854,10 @@ function plannedChange(map: ClusterMap, from: MapRing, next: readonly MapRingMem
  * The next ring's members for a change from `from` towards `desired`, with the leaving members
  * that are a range's last holders kept in it (their leave waits) when the change would otherwise
  * hand that range to no one ({@link chainLeftWithoutCopy}): a member that was failed while the
- * leave waited in the map, say. Factor 1 moves every range to a member of the next ring, which
- * is never empty when a member leaves.
+ * leave waited in the map, say.
  */
 function keepLastHolders(map: ClusterMap, from: MapRing, desired: MapRingMember[]): MapRingMember[] {
-  if (map.replicationFactor <= 1 || desired.length === 0 || !leavesRoutably(from, desired)) return desired;
+  if (!mayLeaveRangeWithoutCopy(map, from, desired)) return desired;
   let next = desired;
   // Each round keeps at least one more leaver in the ring; at most every leaver comes back.
   for (let round = 0; round <= from.members.length; round++) {
@@ -1865,7 +1866,7 @@ function keepLastHolders(map: ClusterMap, from: MapRing, desired: MapRingMember[
     const kept = new Set(next.map((member) => member.id));
     const leaver = from.members.find((member) => lost.path.includes(member.id) && !kept.has(member.id));
     if (leaver === undefined) return next;
-    next = [...next, leaver].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    next = [...next, leaver].sort(byMemberId);
   }
   return next;
 }

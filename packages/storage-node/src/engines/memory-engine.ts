@@ -70,6 +70,15 @@ const SLAB_SLACK_BYTES = 256 * 1024;
 const PLACEMENT_HEADROOM = 1 / 8;
 
 /**
+ * Bytes that `bytes` of keys and values in `keys` entries hold at most, as the cap counts them:
+ * the size classes' rounding (12.5%, 8 bytes for the smallest) and each handle's metadata with
+ * 16 bytes of index and list entries.
+ */
+function heldBytes(bytes: number, keys: number): number {
+  return Math.ceil(bytes * 1.125) + keys * (SLOT_METADATA_BYTES + 8 + 8);
+}
+
+/**
  * Non-durable engine keeping everything in process memory: for tests, demos and caches.
  *
  * Writes are applied synchronously when `set`/`delete`/`tombstone`/`applyIfNewer` is called (a
@@ -97,6 +106,8 @@ export class MemoryEngine implements StorageEngine {
   readonly maxMemory: number;
   /** What a write past the cap does. */
   readonly eviction: EvictionPolicy;
+  /** The cap's {@link PLACEMENT_HEADROOM} in bytes (0 without a cap). */
+  private readonly headroomBytes: number;
   private arena: SlabArena;
   private readonly evicting: boolean;
   private readonly lru: boolean;
@@ -114,6 +125,7 @@ export class MemoryEngine implements StorageEngine {
   constructor(limits: MemoryEngineLimits = {}) {
     this.maxMemory = limits.maxMemory ?? 0;
     this.eviction = limits.eviction ?? 'noeviction';
+    this.headroomBytes = Math.floor(this.maxMemory * PLACEMENT_HEADROOM);
     if (!Number.isSafeInteger(this.maxMemory) || this.maxMemory < 0) {
       throw new RangeError(`maxMemory must be a non-negative integer, got ${this.maxMemory}`);
     }
@@ -364,7 +376,7 @@ export class MemoryEngine implements StorageEngine {
       // The batch is atomic: refused whole up front (without eviction), never cut in the middle;
       // against the cap plus the placement headroom (see PLACEMENT_HEADROOM).
       if (!this.evicting && storing > 0) {
-        this.assertCapacity(bytes, storing, this.maxMemory + Math.floor(this.maxMemory * PLACEMENT_HEADROOM));
+        this.assertCapacity(bytes, storing, this.maxMemory + this.headroomBytes);
       }
       let applied = 0;
       for (const entry of entries) this.clock.observe(entry.version);
@@ -585,11 +597,7 @@ export class MemoryEngine implements StorageEngine {
   assertCapacity(bytes: number, keys = 1, limit = this.maxMemory): void {
     assertOpen(this.closed, this.kind);
     if (this.maxMemory === 0 || this.evicting) return;
-    const needed =
-      Math.ceil(bytes * 1.125) +
-      keys * (SLOT_METADATA_BYTES + 8 + 8) +
-      this.arena.handlesGrowth(keys) +
-      SLAB_SLACK_BYTES;
+    const needed = heldBytes(bytes, keys) + this.arena.handlesGrowth(keys) + SLAB_SLACK_BYTES;
     if (this.footprint() + needed > limit) throw this.outOfMemory(bytes, limit);
   }
 
@@ -658,9 +666,7 @@ export class MemoryEngine implements StorageEngine {
   private fitsInFreedRoom(needed: number, bytes: number): boolean {
     if (needed !== 0) return false;
     const { values, liveBytes } = this.arena.stats();
-    const held =
-      Math.ceil((this.keyBytes + liveBytes + bytes) * 1.125) + (values + 1) * (SLOT_METADATA_BYTES + 16);
-    return held <= this.maxMemory - Math.floor(this.maxMemory * PLACEMENT_HEADROOM);
+    return heldBytes(this.keyBytes + liveBytes + bytes, values + 1) <= this.maxMemory - this.headroomBytes;
   }
 
   private evict(handle: number): void {
