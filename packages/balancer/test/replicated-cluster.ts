@@ -61,12 +61,15 @@ export interface ReplicatedClusterOptions {
   readonly nodes?: readonly string[];
   /** Extra dstore-node arguments of every member. */
   readonly nodeArgs?: readonly string[];
+  /** Extra dstore-node arguments of one member, after {@link nodeArgs} (a later option wins). */
+  readonly argsOf?: (id: string) => readonly string[];
 }
 
 /** Five nodes (or those given), factor 3, joined while empty. */
 export class ReplicatedCluster {
   readonly nodes = new Map<string, ManagedProcess<NodeReady>>();
   private nodeArgs: readonly string[] = [];
+  private argsOf: (id: string) => readonly string[] = () => [];
   private readonly peers = new Map<string, Connection>();
 
   constructor(
@@ -83,6 +86,7 @@ export class ReplicatedCluster {
     const cluster = new ReplicatedCluster(balancer, resources);
     const ids = options.nodes ?? NODES;
     cluster.nodeArgs = options.nodeArgs ?? [];
+    if (options.argsOf !== undefined) cluster.argsOf = options.argsOf;
     // Started at once: their joins coalesce into one or two ring changes instead of one each.
     await Promise.all(ids.map((id) => cluster.startNode(id, engine, nemesis)));
     // Each join with factor 3 is a ring change (copies, switch, install, purge): on a loaded
@@ -102,7 +106,7 @@ export class ReplicatedCluster {
   async startNode(id: string, engine: Engine, nemesis: Nemesis): Promise<void> {
     const args = ['--port', '0', '--id', id, '--join', `127.0.0.1:${this.balancer.address.port}`];
     const level = process.env.DSTORE_DIAG === '1' ? 'info' : 'error';
-    args.push('--heartbeat-interval', '200', '--log-level', level, ...this.nodeArgs);
+    args.push('--heartbeat-interval', '200', '--log-level', level, ...this.nodeArgs, ...this.argsOf(id));
     if (engine === 'lmdb')
       args.push('--engine', 'lmdb', '--data-dir', temporaryDir(this.resources, `dstore-chain-${id}-`));
     const node = nemesis.process<NodeReady>({ name: id, script: NODE_CLI, args });

@@ -9,11 +9,20 @@
  * cap), and replicated deletes always go through. The lmdb case passed before that change too
  * (its members count B-tree pages, alike on every member, and reach the limit together): it
  * guards the same outcome.
+ *
+ * Then one member with less room than the others (found by hand, lmdb `--map-size 4m` next to
+ * `64m`): it filled first, refused what its heads kept admitting, and from then on every write of
+ * its chains, deletes included, failed with UNAVAILABLE / OUT_OF_SPACE after seconds each, for
+ * good. Now a member past its room says so in every REPLICATED (`full`), the heads refuse values
+ * of its chains before they run (not executed, at once), deletes go through everywhere, and once
+ * they freed room the heads' probe finds it and values are taken again. With memory, a value its
+ * own head refused (past the cap) had also already been sent down the chain: the client was told
+ * OUT_OF_MEMORY (not executed) while the tail served the write.
  */
 import { Nemesis } from '@dstore/checker';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Resources } from './helpers.js';
+import { Resources, waitFor } from './helpers.js';
 import { FAILOVER_TIMEOUTS, ReplicatedCluster } from './replicated-cluster.js';
 
 const resources = new Resources();
@@ -75,6 +84,81 @@ describe.each([
       for (const key of deleted.slice(50, 60)) await cluster.expectOnChain(key, null);
       for (const key of acknowledged.slice(deleted.length, deleted.length + 200))
         expect(await client.getString(key)).toBe(VALUE);
+      expect([...cluster.states.values()]).toEqual(['up', 'up', 'up']);
+    });
+  },
+);
+
+describe.each([
+  {
+    engine: 'memory',
+    big: ['--max-memory', '32m'],
+    small: ['--max-memory', '8m'],
+    code: ErrorCode.OUT_OF_MEMORY,
+  },
+  { engine: 'lmdb', big: ['--map-size', '16m'], small: ['--map-size', '2m'], code: ErrorCode.OUT_OF_SPACE },
+] as const)(
+  'replication with one member smaller than the others ($engine $small, factor 3)',
+  ({ engine, big, small, code }) => {
+    it('its chains refuse values at once (not executed, nowhere stored); deletes go through; freed room takes values again', {
+      timeout: 120_000,
+    }, async () => {
+      nemesis = new Nemesis();
+      const cluster = await ReplicatedCluster.start({
+        engine,
+        resources,
+        nemesis,
+        nodes: ['node-1', 'node-2', 'node-3'],
+        argsOf: (id) => (id === 'node-3' ? small : big),
+        balancer: FAILOVER_TIMEOUTS,
+      });
+      const client = cluster.client(20_000);
+      const acknowledged: string[] = [];
+      const refused: string[] = [];
+      const refusals: DstoreError[] = [];
+      // Past node-3's room: 150 refusals, first from the other heads (node-3 is full), then also from
+      // node-3 as head once it reaches its own cap.
+      for (let i = 0; i < 4000 && refusals.length < 150; i++) {
+        try {
+          await client.set(`k${i}`, VALUE);
+          acknowledged.push(`k${i}`);
+        } catch (error) {
+          if (!(error instanceof DstoreError)) throw error;
+          refusals.push(error);
+          refused.push(`k${i}`);
+        }
+      }
+      expect(refusals.length).toBe(150);
+      expect(new Set(refusals.map((error) => error.code))).toEqual(new Set([code]));
+      expect(refusals.every((error) => error.notExecuted)).toBe(true);
+      expect(refused.some((key) => cluster.chainOf(key)[0] === 'node-3')).toBe(true);
+      expect(refused.some((key) => cluster.chainOf(key)[0] !== 'node-3')).toBe(true);
+      // Not executed means on no member; every acknowledged write is on every member.
+      for (const key of refused) await cluster.expectOnChain(key, null);
+      for (const key of acknowledged.filter((_, i) => i % 20 === 0)) await cluster.expectOnChain(key, VALUE);
+
+      // Deletes go through on every chain, node-3's included.
+      const deleted = acknowledged.slice(0, Math.ceil(acknowledged.length * 0.4));
+      for (const key of deleted) expect(await client.del(key)).toBe(true);
+      // Room is back: once a head's probe (within a second) finds it, values are taken again.
+      const again = (key: string): string => `again-${key}`.padEnd(VALUE.length, 'y');
+      const rewritten = deleted.slice(0, 60);
+      for (const key of rewritten) {
+        await waitFor(
+          () =>
+            client.set(key, again(key)).then(
+              () => true,
+              (error: unknown) => {
+                if (error instanceof DstoreError && error.code === code) return false;
+                throw error;
+              },
+            ),
+          `${key} written again once node-3 has room`,
+          30_000,
+        );
+      }
+      for (const key of rewritten) await cluster.expectOnChain(key, again(key));
+      for (const key of deleted.slice(60, 70)) await cluster.expectOnChain(key, null);
       expect([...cluster.states.values()]).toEqual(['up', 'up', 'up']);
     });
   },

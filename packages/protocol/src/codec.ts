@@ -202,7 +202,8 @@ export function hotSize(message: Message | WithoutId<Request>, id: number): numb
       return size < 0 ? -1 : base - 1 + arrayHeaderSize(5 + 5 * message.entries.length) + size;
     }
     case Op.REPLICATED:
-      return isUint53(message.batch) ? base + uint53Size(message.batch) : -1;
+      if (!isUint53(message.batch)) return -1;
+      return base + uint53Size(message.batch) + (message.full === true ? 1 : 0);
     default:
       return -1;
   }
@@ -348,10 +349,13 @@ export function writeHot(
       }
       return pos;
     }
-    case Op.REPLICATED:
-      out[at] = 0x93;
+    case Op.REPLICATED: {
+      out[at] = message.full === true ? 0x94 : 0x93;
       out[at + 1] = Op.REPLICATED;
-      return writeUint53(out, writeUint(out, at + 2, id), message.batch);
+      pos = writeUint53(out, writeUint(out, at + 2, id), message.batch);
+      if (message.full === true) out[pos++] = 1;
+      return pos;
+    }
     default:
       throw new RangeError(`op ${message.op} has no hand-written encoding`);
   }
@@ -519,10 +523,15 @@ function readHot(body: Uint8Array, limits: ProtocolLimits): Message | undefined 
       return { op, id, count: readUint(body, idEnd) };
     }
     case Op.REPLICATED: {
-      if (fields !== 3) return undefined;
+      if (fields !== 3 && fields !== 4) return undefined;
       const batchEnd = uint53End(body, idEnd);
-      if (batchEnd !== length) return undefined;
-      return { op, id, batch: readUint53(body, idEnd) };
+      if (batchEnd < 0) return undefined;
+      const batch = readUint53(body, idEnd);
+      if (fields === 3) return batchEnd === length ? { op, id, batch } : undefined;
+      if (batchEnd + 1 !== length) return undefined;
+      const flag = body[batchEnd]!;
+      if (flag > 1) return undefined;
+      return flag === 1 ? { op, id, batch, full: true } : { op, id, batch };
     }
     case Op.REPLICATE:
       return readReplicate(body, limits);
@@ -811,7 +820,9 @@ export function toWireArray(message: Message): Field[] {
         ...flattenReplicated(message.entries),
       ];
     case Op.REPLICATED:
-      return [message.op, message.id, message.batch];
+      return message.full === true
+        ? [message.op, message.id, message.batch, 1]
+        : [message.op, message.id, message.batch];
     case Op.VALUE:
       return message.deleted
         ? [message.op, message.id, message.value, 1]
@@ -1453,8 +1464,10 @@ function readResponse(op: number, r: FieldReader): Response {
         written: r.uint(2, 'written', 1) === 1,
         version: r.uint(3, 'version', Number.MAX_SAFE_INTEGER),
       };
-    case Op.REPLICATED:
-      return { op, id, batch: r.uint(2, 'batch', Number.MAX_SAFE_INTEGER) };
+    case Op.REPLICATED: {
+      const batch = r.uint(2, 'batch', Number.MAX_SAFE_INTEGER);
+      return r.flag(3) ? { op, id, batch, full: true } : { op, id, batch };
+    }
     case Op.ENTRY: {
       if (r.at(2, 'value') === null) return { op, id, entry: null };
       const expireAt = r.uint(5, 'expireAt', Number.MAX_SAFE_INTEGER);

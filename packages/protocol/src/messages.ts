@@ -659,6 +659,12 @@ export interface ReplicatedResponse {
   readonly op: typeof Op.REPLICATED;
   readonly id: number;
   readonly batch: number;
+  /**
+   * Set when a member from the receiver down to the tail is past the room its own client writes
+   * are admitted against (memory cap, map size, disk): the head then refuses new values of the
+   * stream's chains (OUT_OF_SPACE / OUT_OF_MEMORY, not executed) until an answer without it.
+   */
+  readonly full?: true | undefined;
 }
 /** A signed integer answer (PTTL, INCRBY): a 64-bit signed value. */
 export interface IntegerResponse {

@@ -407,6 +407,7 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
       ),
     }),
     fc.record({ op: fc.constant(Op.REPLICATED), id, batch: version }),
+    fc.record({ op: fc.constant(Op.REPLICATED), id, batch: version, full: fc.constant(true as const) }),
     fc.record({ op: fc.constant(Op.VERSIONED), id, value: fc.option(value, { nil: null }), version }),
     fc.record({ op: fc.constant(Op.VERSION), id, written: fc.boolean(), version }),
     fc.record({

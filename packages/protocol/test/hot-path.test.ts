@@ -120,8 +120,11 @@ const hotMessage: fc.Arbitrary<Message> = fc.oneof(
     })
     .map((fields) => ({ op: Op.REPLICATE, ...fields }) as Message),
   fc
-    .record({ id: uint32, batch: uint53 })
-    .map(({ id, batch }) => ({ op: Op.REPLICATED, id, batch }) as Message),
+    .record({ id: uint32, batch: uint53, full: fc.boolean() })
+    .map(
+      ({ id, batch, full }) =>
+        (full ? { op: Op.REPLICATED, id, batch, full } : { op: Op.REPLICATED, id, batch }) as Message,
+    ),
 );
 
 describe('hand-written hot frames', () => {
@@ -192,8 +195,11 @@ describe('hand-written hot frames', () => {
               }) as Message,
           ),
         fc
-          .record({ id: uint32, batch: uint53 })
-          .map((fields) => ({ op: Op.REPLICATED, ...fields }) as Message),
+          .record({ id: uint32, batch: uint53, full: fc.boolean() })
+          .map(
+            ({ full, ...fields }) =>
+              (full ? { op: Op.REPLICATED, ...fields, full } : { op: Op.REPLICATED, ...fields }) as Message,
+          ),
       );
       fc.assert(
         fc.property(withinLimits, (message) => {
@@ -234,6 +240,9 @@ describe('hand-written hot frames', () => {
       [Op.REPLICATE, 8, 2 ** 53, 1, 0],
       [Op.REPLICATED, 9, 2 ** 53],
       [Op.REPLICATED, 9, -1],
+      [Op.REPLICATED, 9, 1, 2],
+      [Op.REPLICATED, 9, 1, 0],
+      [Op.REPLICATED, 9, 1, 1, 0],
     ];
     for (const fields of cases) {
       const body = raw.encode(fields);

@@ -13,11 +13,13 @@ import {
 import { backoffDelay, type EndOfTickWriter, flushAtEndOfTick } from '@dstore/protocol/internal';
 import type {
   Decision,
+  Mutation,
   StorageEngine,
   UpdateOptions,
   VersionedEntry,
   VersionedValue,
 } from './engines/index.js';
+import { StorageEngineError } from './engines/index.js';
 import type { NodeLease } from './membership.js';
 import type { Ownership } from './ownership.js';
 import type { PeerLinks } from './peer-links.js';
@@ -68,12 +70,20 @@ export interface ReplicationCounters {
   wipes: number;
   /** Client writes refused with UNAVAILABLE because a learner of their chain is being promoted (drain). */
   refusedPromoting: number;
+  /** Client writes of values refused because a member of their chain is out of room (REPLICATED's `full`). */
+  refusedFull: number;
 }
 
 /** How often a drain (a RING promoting a learner) checks whether its writes are acknowledged. */
 const DRAIN_POLL_MS = 10;
 /** Delay before a wipe that failed (a storage error) is tried again; REPLICATE is refused meanwhile. */
 const WIPE_RETRY_MS = 1000;
+
+/**
+ * While a successor reports a member out of room, how long the head refuses values of the stream
+ * before it lets one through to learn whether room was freed (the answer to that probe decides).
+ */
+const FULL_PROBE_MS = 1000;
 
 /** Delays between sends of entries kept after failed forwards (the one backoff policy). */
 const RESEND_BACKOFF = { initialDelayMs: 50, maxDelayMs: 1000 } as const;
@@ -96,6 +106,8 @@ class ForwardBatch {
   bytes = 0;
   /** Answered (undefined) or failed (the error); unset while in flight. */
   outcome: DstoreError | undefined | null = null;
+  /** Answered with `full`: a member down the stream is past its client room. */
+  full = false;
   settled = false;
   /** Taken off its link on a new epoch (its entries went to their new successors): answers are ignored. */
   rerouted = false;
@@ -163,6 +175,12 @@ class ForwardLink {
   private failures = 0;
   /** Failed forwards since the link was made (a write that changes nothing checks it). */
   failuresTotal = 0;
+  /** The newest answer said a member down the stream is past its client room (REPLICATED's `full`). */
+  private successorFull = false;
+  /** While {@link successorFull}: the batch of the one value let through to probe, if in flight. */
+  private valueProbe: ForwardBatch | undefined;
+  /** While {@link successorFull}: when the next probe may go (performance.now()). */
+  private probeAfter = 0;
   private connection: Connection | undefined;
   /** The connection a PING is checking after a timed-out forward ({@link probe}). */
   private probing: Connection | undefined;
@@ -250,9 +268,28 @@ class ForwardLink {
     this.bytes = 0;
     this.failures = 0;
     this.nextBatch = 1;
+    // The stream's members may have changed: the next answer tells again.
+    this.successorFull = false;
+    this.valueProbe = undefined;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     return { batches, kept };
+  }
+
+  /**
+   * Whether a new client write that stores a value must be refused because a member down this
+   * stream is out of room: from its answer on, until a probe finds room. Every
+   * {@link FULL_PROBE_MS} one value goes through (see {@link admitted}); the answer to it decides.
+   * Free while no member is full: one field check.
+   */
+  refusesValues(): boolean {
+    if (!this.successorFull) return false;
+    return this.valueProbe !== undefined || performance.now() < this.probeAfter;
+  }
+
+  /** A value was appended in `batch` although a member was full: that batch is the probe. */
+  admitted(batch: ForwardBatch): void {
+    if (this.successorFull && this.valueProbe === undefined) this.valueProbe = batch;
   }
 
   /**
@@ -339,7 +376,12 @@ class ForwardLink {
       batch.connection = connection;
       const refusal = connection.requestWith(
         { op: Op.REPLICATE, epoch, batch: number, entries: batch.entries },
-        (error, response) => this.answered(batch, error ?? unexpected(response, number)),
+        (error, response) =>
+          this.answered(
+            batch,
+            error ?? unexpected(response, number),
+            response?.op === Op.REPLICATED && response.full === true,
+          ),
         this.service.timeoutMs,
       );
       if (refusal !== undefined) this.answered(batch, refusal);
@@ -350,9 +392,13 @@ class ForwardLink {
     }
   }
 
-  private answered(batch: ForwardBatch, error: DstoreError | undefined): void {
+  private answered(batch: ForwardBatch, error: DstoreError | undefined, full = false): void {
     // Re-routed on a new epoch: its entries travel in other batches now.
     if (batch.rerouted || batch.outcome !== null) return;
+    if (this.valueProbe === batch) {
+      this.valueProbe = undefined;
+      this.probeAfter = performance.now() + FULL_PROBE_MS;
+    }
     if (error !== undefined) {
       this.service.counters.batchesFailed++;
       this.failuresTotal++;
@@ -380,6 +426,9 @@ class ForwardLink {
     } else {
       this.failures = 0;
       this.bytes -= batch.bytes;
+      batch.full = full;
+      if (full && !this.successorFull) this.probeAfter = performance.now() + FULL_PROBE_MS;
+      this.successorFull = full;
       // Re-sent entries through: their chains take writes again once none of theirs is pending.
       for (const chain of batch.resentChains ?? []) {
         const left = (this.blocked.get(chain) ?? 1) - 1;
@@ -545,6 +594,23 @@ function whenAll(batches: readonly ForwardBatch[], done: ForwardWaiter): void {
 }
 
 /**
+ * The failure of a head's write whose entry was already sent down the chain (its commit failed
+ * after the forward left): whatever the engine said, the other members may store it, so the
+ * client gets an indeterminate STORAGE_ERROR, never a "not executed" one.
+ */
+function outcomeUnknown(error: unknown): StorageEngineError {
+  const detail = error instanceof Error ? error.message : String(error);
+  return new StorageEngineError(
+    'ENGINE_IO',
+    `the write failed on this node after it was sent to the other members of its chain (${detail}): its outcome is unknown`,
+    { cause: error },
+  );
+}
+
+/** Called once a REPLICATE is done: `error` undefined when applied down to the tail, `full` as REPLICATED's. */
+export type ReplicateDone = (error: unknown, full?: boolean) => void;
+
+/**
  * Chain replication on a storage node (only with a map whose replication factor is
  * above 1): the forward queues towards this node's successors, the head's write path (execute,
  * forward the resulting entry, answer once the forward is answered) and the middle and tail's
@@ -566,6 +632,7 @@ export class ReplicationService {
     tombstonesPurged: 0,
     wipes: 0,
     refusedPromoting: 0,
+    refusedFull: 0,
   };
   /** Most entries in one REPLICATE. */
   readonly maxBatchKeys: number;
@@ -757,6 +824,18 @@ export class ReplicationService {
     });
   }
 
+  /**
+   * The refusal of a value whose chain has a member out of room (not executed): the head's own
+   * engine's code, as if it were full itself, since it keeps the chain's data alike.
+   */
+  private outOfRoom(successor: string): DstoreError {
+    const code = this.engine.kind === 'memory' ? ErrorCode.OUT_OF_MEMORY : ErrorCode.OUT_OF_SPACE;
+    return new DstoreError(
+      code,
+      `a member of this key's chain (from ${successor} down to the tail) is out of room: new values are refused until it has room again; reads, deletes and expiry changes go on`,
+    );
+  }
+
   /** A client write the engine refused: answered with the engine's error. */
   private writeFailed<T>(
     generation: number,
@@ -937,6 +1016,11 @@ export class ReplicationService {
       );
       return;
     }
+    if (options.valueBytes !== undefined && link.refusesValues()) {
+      this.counters.refusedFull++;
+      done(this.outOfRoom(successor), undefined);
+      return;
+    }
     if (link.blocks(key)) {
       // Writes of a failed forward wait to be sent again (the successor is unreachable, or a
       // failover is under way): a new write is refused before it runs, so the client retries it.
@@ -958,9 +1042,18 @@ export class ReplicationService {
     // A write that changes nothing rests on every earlier write of the link: it is answered only
     // if none of their forwards failed meanwhile (a failed one may be missing at the tail).
     let failuresSeen = -1;
-    const recorded = (current: VersionedValue | undefined, now: number, version: number): Decision<T> => {
-      const decision = decide(current, now, version);
-      const mutation = decision.mutation;
+    // The entry the engine's step leaves goes on the link: at once inside the step where the
+    // engine applies it later (lmdb: the forward runs alongside the head's commit), and only
+    // after the step where it applies in the step (memory): a write the engine then refuses
+    // (past its cap) must not reach the other members while its client is told not executed.
+    let decided: { current: VersionedValue | undefined; mutation: Mutation; version: number } | undefined;
+    /** An entry went on the link: a failure of the head's own write is then no longer "not executed". */
+    let sent = false;
+    const forward = (current: VersionedValue | undefined, mutation: Mutation, version: number): void => {
+      sent =
+        mutation.kind === 'put' ||
+        mutation.kind === 'delete' ||
+        (mutation.kind === 'expire' && current !== undefined);
       switch (mutation.kind) {
         case 'put':
           batch = link.append({
@@ -970,6 +1063,7 @@ export class ReplicationService {
             version,
             expireAt: mutation.expireAt,
           });
+          link.admitted(batch);
           break;
         case 'expire':
           if (current === undefined) {
@@ -993,6 +1087,13 @@ export class ReplicationService {
           batch = link.last();
           break;
       }
+    };
+    const engine = this.engine;
+    const appliedInStep = engine.updateNow !== undefined;
+    const recorded = (current: VersionedValue | undefined, now: number, version: number): Decision<T> => {
+      const decision = decide(current, now, version);
+      if (appliedInStep) decided = { current, mutation: decision.mutation, version };
+      else forward(current, decision.mutation, version);
       return decision;
     };
     // Once the engine applied it: answered when the forward of its entry is (or at once).
@@ -1015,7 +1116,6 @@ export class ReplicationService {
       if (batch === undefined) settled(undefined);
       else batch.whenSettled(settled);
     };
-    const engine = this.engine;
     if (engine.updateNow !== undefined) {
       // Applied and acknowledged now (memory): no promise and no microtask per parked write.
       let result: T;
@@ -1025,6 +1125,7 @@ export class ReplicationService {
         this.writeFailed(generation, done, error);
         return;
       }
+      if (decided !== undefined) forward(decided.current, decided.mutation, decided.version);
       applied(result);
       return;
     }
@@ -1035,7 +1136,9 @@ export class ReplicationService {
       this.writeFailed(generation, done, error);
       return;
     }
-    updated.then(applied, (error: unknown) => this.writeFailed(generation, done, error));
+    updated.then(applied, (error: unknown) =>
+      this.writeFailed(generation, done, sent ? outcomeUnknown(error) : error),
+    );
   }
 
   /**
@@ -1045,7 +1148,7 @@ export class ReplicationService {
    * chain, and `done` is called once the apply is acknowledged (lmdb: flushed) and every forward is
    * answered: the tail answers after its apply alone.
    */
-  replicate(request: ReplicateRequest, stream: object, done: (error: unknown) => void): void {
+  replicate(request: ReplicateRequest, stream: object, done: ReplicateDone): void {
     const self = this.ownership.self;
     const lease = this.options.lease;
     // A learner serves nothing: every predecessor in its path checked its own lease, and the
@@ -1151,7 +1254,11 @@ export class ReplicationService {
       (stored) => {
         this.counters.entriesApplied += stored;
         this.counters.entriesSkipped += entries.length - stored;
-        whenAll(forwards, done);
+        whenAll(forwards, (error) => {
+          if (error !== undefined) done(error);
+          // Told up the chain: this member or one further down is out of room.
+          else done(undefined, this.engine.pastClientRoom() || forwards.some((batch) => batch.full));
+        });
       },
       (error: unknown) => done(error),
     );

@@ -136,6 +136,8 @@ export interface RequestHandlerContext {
 }
 
 const OK = Op.OK;
+/** Bytes an INCRBY result may take: a signed 64-bit integer in decimal. */
+const INTEGER_VALUE_BYTES = 20;
 
 /** Keys a SCAN page examines by default (Redis's COUNT default). */
 const DEFAULT_SCAN_COUNT = 10;
@@ -268,8 +270,11 @@ export class RequestHandler {
           return;
         }
         const { id, batch } = request;
-        replication.replicate(request, connection, (error) => {
-          if (error === undefined) connection.reply({ op: Op.REPLICATED, id, batch });
+        replication.replicate(request, connection, (error, full) => {
+          if (error === undefined)
+            connection.reply(
+              full === true ? { op: Op.REPLICATED, id, batch, full } : { op: Op.REPLICATED, id, batch },
+            );
           else this.failed(connection, id, error);
         });
         return;
@@ -458,6 +463,7 @@ export class RequestHandler {
       'replication.tombstones_purged': counters.tombstonesPurged,
       'replication.wipes': counters.wipes,
       'replication.refused_promoting': counters.refusedPromoting,
+      'replication.refused_full': counters.refusedFull,
       'replication.queued_bytes': replication.queuedBytes,
     };
   }
@@ -550,20 +556,24 @@ export class RequestHandler {
               : { op: Op.COUNT, id, count: result.written ? 1 : 0 },
         );
       case Op.EXPIRE:
-        return this.update(request.key, (current, now) => decideExpire(request, current, now)).then(
-          (changed): Response => ({ op: Op.COUNT, id, count: changed ? 1 : 0 }),
-        );
+        return this.update(
+          request.key,
+          (current, now) => decideExpire(request, current, now),
+          undefined,
+        ).then((changed): Response => ({ op: Op.COUNT, id, count: changed ? 1 : 0 }));
       case Op.GETDEL:
-        return this.update(request.key, decideGetDel).then(
+        return this.update(request.key, decideGetDel, undefined).then(
           (value): Response => ({ op: Op.VALUE, id, value }),
         );
       case Op.INCRBY:
-        return this.update(request.key, (current) => decideIncrBy(request.delta, current)).then(
-          (result): Response => {
-            if (result instanceof DstoreError) throw result;
-            return { op: Op.INTEGER, id, value: result };
-          },
-        );
+        return this.update(
+          request.key,
+          (current) => decideIncrBy(request.delta, current),
+          INTEGER_VALUE_BYTES,
+        ).then((result): Response => {
+          if (result instanceof DstoreError) throw result;
+          return { op: Op.INTEGER, id, value: result };
+        });
       case Op.GET_VERSIONED: {
         const entry = this.engine.getEntry(request.key);
         // Copied: the answer is sent a microtask later, and a memory-engine view may not last.
@@ -574,8 +584,10 @@ export class RequestHandler {
         );
       }
       case Op.DEL_VERSIONED:
-        return this.update(request.key, (current, _now, version) =>
-          decideDelVersioned(request.ifVersion, current, version),
+        return this.update(
+          request.key,
+          (current, _now, version) => decideDelVersioned(request.ifVersion, current, version),
+          undefined,
         ).then((result) => this.versionAnswer(id, request.ifVersion, result));
     }
   }
@@ -622,11 +634,15 @@ export class RequestHandler {
     );
   }
 
-  /** `engine.update` with this node's write epoch; a delete leaves a tombstone in a range moving in. */
+  /**
+   * `engine.update` with this node's write epoch; a delete leaves a tombstone in a range moving in.
+   * `valueBytes`: the largest value the update may store, undefined when it stores none (a delete,
+   * an expiry change: let through while a member of the key's chain is out of room).
+   */
   private update<T>(
     key: Uint8Array,
     decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
-    valueBytes = 0,
+    valueBytes: number | undefined,
   ): Promise<T> {
     const options = {
       writeEpoch: this.ownership.writeEpoch,

@@ -72,8 +72,10 @@ export interface UpdateOptions {
   /** A `delete` leaves a tombstone (the key's range is moving in) instead of removing the entry. */
   readonly tombstone: boolean;
   /**
-   * Bytes of the largest value the mutation may write (default 0: a small one, like a counter):
-   * what the space check counts before the write (see `assertCapacity`).
+   * Bytes of the largest value the mutation may write (0: a small one, like a counter): what the
+   * space check counts before the write (see `assertCapacity`). Undefined: the mutation stores no
+   * value (a delete, an expiry change), which a replicating head lets through while a member of
+   * the key's chain is out of room (see `ReplicationService.write`).
    */
   readonly valueBytes?: number | undefined;
 }
@@ -270,6 +272,8 @@ export interface StorageEngine {
    * issued before this call is compared with, never overwritten). Every copy's version, stored or
    * skipped, raises {@link clock} (so this node's later writes of the key are above it). Resolves
    * to the number stored, once acknowledged like set. Values are copied before the call returns.
+   * Room: checked against the client writes' limit plus a headroom of an eighth (these entries were
+   * admitted elsewhere, see {@link pastClientRoom}); deletes in the batch are never refused for room.
    */
   applyIfNewer(entries: readonly VersionedEntry[]): Promise<number>;
   /**
@@ -332,6 +336,14 @@ export interface StorageEngine {
   assertCapacity(bytes: number): void;
   /** Used and available bytes and whether writes are being refused; cheap enough for every STATS. */
   health(): StorageHealth;
+  /**
+   * Whether this engine is past the room its client writes are admitted against (memory: the
+   * cap, with no eviction policy; lmdb: the map size or the disk's room): it would refuse a new
+   * value. A chain member tells its head so in every REPLICATED, and the head stops admitting
+   * values of that chain; entries the cluster places here (`applyIfNewer`) may still go an eighth
+   * further, so that what was in flight is not refused. Cheap: called once per REPLICATE answered.
+   */
+  pastClientRoom(): boolean;
   /** Every pending acknowledged write is durable when this resolves. */
   flush(): Promise<void>;
   /** Flushes and releases resources; any later call fails with `ENGINE_CLOSED`. Idempotent. */

@@ -63,6 +63,16 @@ export function diskReserveBytes(filesystemBytes: number): number {
   return Math.min(64 * 1024 * 1024, Math.max(256 * 1024, Math.floor(filesystemBytes * 0.02)));
 }
 
+/**
+ * How far past the map size entries the cluster places here may go, as a fraction of it (see
+ * `StorageEngine.pastClientRoom`): what a head admitted, in flight before this member's answers
+ * told it to stop, must not be refused (as Redis replicas ignore `maxmemory`).
+ */
+const PLACEMENT_HEADROOM = 1 / 8;
+
+/** At most how close to its limit the data may be before the engine says it is past its client room. */
+const FULL_MARGIN_BYTES = 256 * 1024;
+
 /** Longest interval between two reads of the filesystem's free space (one `statfs`). */
 const STATFS_INTERVAL_MS = 250;
 /** errno values (as lmdb-js reports them) that mean "no room": ENOSPC, EDQUOT, MDB_MAP_FULL. */
@@ -208,6 +218,12 @@ interface SpaceUsage {
   limit: number;
   /** Whether `limit` is the configured map size (else the disk's room). */
   mapLimited: boolean;
+  /**
+   * How far past `limit` entries the cluster places here may go (`applyIfNewer`, see
+   * `StorageEngine.pastClientRoom`): an eighth of the map size, within the disk's room; on a
+   * disk-limited engine half the disk reserve.
+   */
+  headroom: number;
   pageSize: number;
   /** Free bytes of the filesystem (for unprivileged users), as of `statfsAt`. */
   diskFree: number;
@@ -441,6 +457,7 @@ export class LmdbEngine implements StorageEngine {
     used: 0,
     limit: Number.POSITIVE_INFINITY,
     mapLimited: false,
+    headroom: 0,
     pageSize: 4096,
     diskFree: Number.POSITIVE_INFINITY,
     diskTotal: 0,
@@ -745,7 +762,10 @@ export class LmdbEngine implements StorageEngine {
     for (const entry of entries) {
       assertValidKey(entry.key);
       assertVersion(entry.version);
-      cost += entryCost(entry.key.byteLength, entry.value.byteLength, this.usage.pageSize);
+      // Deletes are not charged: they must go through when the data is at its limit (their
+      // pages come from the headroom or the disk reserve), and they give room back.
+      if (entry.deleted !== true)
+        cost += entryCost(entry.key.byteLength, entry.value.byteLength, this.usage.pageSize);
     }
     const stored = entries.map((entry) =>
       entry.deleted === true && entry.tombstone === true
@@ -753,7 +773,7 @@ export class LmdbEngine implements StorageEngine {
         : encodeEntry(KIND_VALUE, entry.writeEpoch, entry.version, entry.value, entry.expireAt ?? 0),
     );
     const now = Date.now();
-    this.reserveSpace(cost, true);
+    this.reserveSpace(cost, true, true);
     let applied: number;
     try {
       applied = await this.write('put', () => {
@@ -812,8 +832,12 @@ export class LmdbEngine implements StorageEngine {
     assertUint32(options.writeEpoch, 'writeEpoch');
     // `key` may be a view of a network buffer: the transaction runs later.
     const ownKey = Uint8Array.from(key);
-    // Room is reserved for the largest value the update may write, as the caller bounds it.
-    const cost = entryCost(key.byteLength, options.valueBytes ?? 0, this.usage.pageSize);
+    // Room is reserved for the largest value the update may write, as the caller bounds it; one
+    // that stores no value (a delete, an expiry change) is not refused: it must go on when full.
+    const cost =
+      options.valueBytes === undefined
+        ? 0
+        : entryCost(key.byteLength, options.valueBytes, this.usage.pageSize);
     this.reserveSpace(cost, true);
     let result: T;
     try {
@@ -1134,6 +1158,18 @@ export class LmdbEngine implements StorageEngine {
     this.reserveSpace(bytes, false);
   }
 
+  /**
+   * See {@link StorageEngine.pastClientRoom}: the data and the writes in flight are within a
+   * margin of the limit (256 KiB, or a quarter of the headroom when that is less), as the memory
+   * engine within a slab of its cap: a few more entries of a typical size would be refused.
+   */
+  pastClientRoom(): boolean {
+    if (this.closed) return false;
+    this.refreshUsage();
+    const { used, limit, headroom } = this.usage;
+    return used + this.pendingBytes + Math.min(FULL_MARGIN_BYTES, headroom / 4) >= limit;
+  }
+
   /** Used and available bytes, the limit, and why writes are refused or failing, if they are. */
   health(): StorageHealth {
     assertOpen(this.closed, this.kind);
@@ -1233,21 +1269,27 @@ export class LmdbEngine implements StorageEngine {
 
   /**
    * The space check of a write of `bytes` (estimated B-tree bytes): throws OUT_OF_SPACE when the
-   * data, with the writes still in flight, would pass the limit. With `hold`, the bytes count as
-   * in flight until the caller gives them back.
+   * data, with the writes still in flight, would pass the limit (with `placed`, the limit and its
+   * headroom for entries the cluster places here). With `hold`, the bytes count as in flight until
+   * the caller gives them back.
    */
-  private reserveSpace(bytes: number, hold: boolean): void {
+  private reserveSpace(bytes: number, hold: boolean, placed = false): void {
+    // Nothing to store (deletes only): never refused, however full the data is.
+    if (bytes === 0) return;
     this.refreshUsage();
-    const { used, limit, mapLimited } = this.usage;
+    const { used, mapLimited } = this.usage;
+    const limit = this.usage.limit + (placed ? this.usage.headroom : 0);
     if (used + this.pendingBytes + bytes <= limit) {
       if (hold) this.pendingBytes += bytes;
       return;
     }
     this.refusedWrites++;
     this.refusedBytes = bytes;
-    const bound = mapLimited
-      ? `the map-size limit of ${this.mapSize} bytes`
-      : `the free space of the filesystem of ${this.dataDir} (less ${diskReserveBytes(this.usage.diskTotal)} bytes kept for deletes)`;
+    const bound =
+      (mapLimited
+        ? `the map-size limit of ${this.mapSize} bytes`
+        : `the free space of the filesystem of ${this.dataDir} (less ${diskReserveBytes(this.usage.diskTotal)} bytes kept for deletes)`) +
+      (placed ? ` and its headroom for replicated and copied entries (${this.usage.headroom} bytes)` : '');
     const available = Math.max(0, limit - used - this.pendingBytes);
     this.degrade('space', `out of space: ${bound} is reached (${used} bytes used, ${available} available)`);
     throw new StorageEngineError(
@@ -1291,9 +1333,13 @@ export class LmdbEngine implements StorageEngine {
         usage.diskFree = Number.POSITIVE_INFINITY;
       }
     }
-    const diskLimit = this.fileBytes + usage.diskFree - diskReserveBytes(usage.diskTotal);
+    const diskReserve = diskReserveBytes(usage.diskTotal);
+    const diskLimit = this.fileBytes + usage.diskFree - diskReserve;
     usage.mapLimited = this.mapSize > 0 && this.mapSize <= diskLimit;
     usage.limit = usage.mapLimited ? this.mapSize : diskLimit;
+    usage.headroom = usage.mapLimited
+      ? Math.max(0, Math.min(Math.floor(this.mapSize * PLACEMENT_HEADROOM), diskLimit - this.mapSize))
+      : Math.floor(diskReserve / 2);
     if (this.degradedBy === 'space' && usage.used + this.pendingBytes + this.refusedBytes <= usage.limit) {
       this.degrade(undefined, '');
     }

@@ -601,6 +601,19 @@ export class MemoryEngine implements StorageEngine {
     if (this.footprint() + needed > limit) throw this.outOfMemory(bytes, limit);
   }
 
+  /**
+   * See {@link StorageEngine.pastClientRoom}: with a cap and no eviction policy, the footprint is
+   * within a slab of the cap and deletes have not freed what {@link fitsInFreedRoom} asks for.
+   * (An evicting engine makes room instead; with replication each member evicts on its own, see
+   * ENGINES.md.)
+   */
+  pastClientRoom(): boolean {
+    if (this.maxMemory === 0 || this.evicting || this.closed) return false;
+    if (this.footprint() + SLAB_SLACK_BYTES <= this.maxMemory) return false;
+    const { values, liveBytes } = this.arena.stats();
+    return heldBytes(this.keyBytes + liveBytes, values) > this.maxMemory - this.headroomBytes;
+  }
+
   /** Footprint and cap, and whether writes are being refused. */
   health(): StorageHealth {
     assertOpen(this.closed, this.kind);

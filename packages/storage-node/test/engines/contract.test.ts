@@ -746,6 +746,82 @@ describe('LmdbEngine group commit', () => {
   });
 });
 
+describe('LmdbEngine at its map size', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dstore-lmdb-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('entries the cluster places (applyIfNewer) take the headroom past it; deletes, GETDEL and EXPIRE any time', async () => {
+    const MAP = 2 ** 20;
+    const engine = await LmdbEngine.open({ dataDir: dir, mapSize: MAP });
+    expect(engine.pastClientRoom()).toBe(false);
+    let stored = 0;
+    for (; stored < 10_000; stored++) {
+      try {
+        await engine.set(text(`k${stored}`), new Uint8Array(3000));
+      } catch (error) {
+        expect((error as StorageEngineError).code).toBe('OUT_OF_SPACE');
+        break;
+      }
+    }
+    expect(stored).toBeGreaterThan(0);
+    expect(engine.pastClientRoom()).toBe(true);
+    const replicated = (name: string, version: number) => ({
+      key: text(name),
+      value: new Uint8Array(3000),
+      writeEpoch: 1,
+      version,
+    });
+    let placed = 0;
+    let refusal: unknown;
+    for (; placed < 10_000; placed++) {
+      try {
+        await engine.applyIfNewer([replicated(`r${placed}`, 1_000_000 + placed)]);
+      } catch (error) {
+        refusal = error;
+        break;
+      }
+    }
+    expect(placed).toBeGreaterThan(0);
+    expect((refusal as StorageEngineError).code).toBe('OUT_OF_SPACE');
+    expect((refusal as StorageEngineError).message).toContain('headroom');
+    expect(engine.health().usedBytes).toBeGreaterThan(MAP);
+    expect(engine.health().usedBytes).toBeLessThanOrEqual(MAP + MAP / 8);
+    // Client writes stay refused; deletes of every kind go through however full the data is.
+    await expect(engine.set(text('client'), new Uint8Array(3000))).rejects.toMatchObject({
+      code: 'OUT_OF_SPACE',
+    });
+    const deletes = Array.from({ length: 20 }, (_, i) => ({
+      key: text(`k${i}`),
+      value: new Uint8Array(0),
+      writeEpoch: 1,
+      version: 2_000_000 + i,
+      deleted: true,
+      tombstone: true,
+    }));
+    expect(await engine.applyIfNewer(deletes)).toBe(20);
+    expect(engine.get(text('k0'))).toBeUndefined();
+    const noValue = { writeEpoch: 1, tombstone: false };
+    expect(
+      await engine.update(text('k20'), noValue, (current) => ({
+        mutation: { kind: 'delete' },
+        result: current !== undefined,
+      })),
+    ).toBe(true);
+    expect(
+      await engine.update(text('k21'), noValue, () => ({
+        mutation: { kind: 'expire', expireAt: Date.now() + 60_000 },
+        result: true,
+      })),
+    ).toBe(true);
+    await engine.close();
+  });
+});
+
 describe('MemoryEngine space reclamation', () => {
   it('does not grow under an overwrite loop', async () => {
     const engine = new MemoryEngine();
@@ -957,6 +1033,7 @@ describe('MemoryEngine under a memory cap', () => {
 
   it('noeviction: entries the cluster places (applyIfNewer) take the headroom past the cap, deletes any time', async () => {
     const engine = new MemoryEngine({ maxMemory: CAP });
+    expect(engine.pastClientRoom()).toBe(false);
     let stored = 0;
     for (; ; stored++) {
       try {
@@ -965,6 +1042,8 @@ describe('MemoryEngine under a memory cap', () => {
         break;
       }
     }
+    // What a chain member tells its heads (REPLICATED's `full`) once client writes are refused.
+    expect(engine.pastClientRoom()).toBe(true);
     // A chain member takes what its head admitted: past the cap, up to its eighth more.
     const replicated = (name: string, version: number) => ({
       key: text(name),
