@@ -518,6 +518,8 @@ describe('MessageCodec round trip', () => {
             wire.push(null);
           // VALUE owns an optional trailing deleted flag at index 3 (0 = not set).
           if (message.op === Op.VALUE && wire.length === 3) wire.push(0);
+          // REPLICATED owns an optional trailing full flag at index 3 (0 = not set).
+          if (message.op === Op.REPLICATED && wire.length === 3) wire.push(0);
           // JOIN owns an optional trailing identity at index 6 (nil = not set).
           if (message.op === Op.JOIN && wire.length === 6) wire.push(null);
           // HELLO owns an optional trailing nonce at index 5, HELLO_OK a challenge from index 5.

@@ -1046,7 +1046,9 @@ export class ReplicationService {
     // engine applies it later (lmdb: the forward runs alongside the head's commit), and only
     // after the step where it applies in the step (memory): a write the engine then refuses
     // (past its cap) must not reach the other members while its client is told not executed.
-    let decided: { current: VersionedValue | undefined; mutation: Mutation; version: number } | undefined;
+    let decidedMutation: Mutation | undefined;
+    let decidedCurrent: VersionedValue | undefined;
+    let decidedVersion = 0;
     /** An entry went on the link: a failure of the head's own write is then no longer "not executed". */
     let sent = false;
     const forward = (current: VersionedValue | undefined, mutation: Mutation, version: number): void => {
@@ -1092,8 +1094,11 @@ export class ReplicationService {
     const appliedInStep = engine.updateNow !== undefined;
     const recorded = (current: VersionedValue | undefined, now: number, version: number): Decision<T> => {
       const decision = decide(current, now, version);
-      if (appliedInStep) decided = { current, mutation: decision.mutation, version };
-      else forward(current, decision.mutation, version);
+      if (appliedInStep) {
+        decidedMutation = decision.mutation;
+        decidedCurrent = current;
+        decidedVersion = version;
+      } else forward(current, decision.mutation, version);
       return decision;
     };
     // Once the engine applied it: answered when the forward of its entry is (or at once).
@@ -1125,7 +1130,7 @@ export class ReplicationService {
         this.writeFailed(generation, done, error);
         return;
       }
-      if (decided !== undefined) forward(decided.current, decided.mutation, decided.version);
+      if (decidedMutation !== undefined) forward(decidedCurrent, decidedMutation, decidedVersion);
       applied(result);
       return;
     }

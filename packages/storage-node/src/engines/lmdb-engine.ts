@@ -1161,11 +1161,12 @@ export class LmdbEngine implements StorageEngine {
   /**
    * See {@link StorageEngine.pastClientRoom}: the data and the writes in flight are within a
    * margin of the limit (256 KiB, or a quarter of the headroom when that is less), as the memory
-   * engine within a slab of its cap: a few more entries of a typical size would be refused.
+   * engine within a slab of its cap: a few more entries of a typical size would be refused. On the
+   * figures of the last write's check (no `getStats` per REPLICATE answered): at most one batch
+   * behind, which the headroom absorbs.
    */
   pastClientRoom(): boolean {
     if (this.closed) return false;
-    this.refreshUsage();
     const { used, limit, headroom } = this.usage;
     return used + this.pendingBytes + Math.min(FULL_MARGIN_BYTES, headroom / 4) >= limit;
   }
