@@ -63,7 +63,12 @@ async function fill(
 ): Promise<{ acknowledged: number[]; refusals: string[] }> {
   const acknowledged: number[] = [];
   const refusals: string[] = [];
-  for (let start = 0; start < max && refusals.length === 0; start += parallel) {
+  // Until a write is refused for room: a STORAGE_ERROR (a commit or flush that failed on a full
+  // tmpfs: outcome unknown, and LMDB may give the failed commit's pages back) is recorded, and
+  // filling goes on, so that the next write is refused for certain.
+  const refusedForRoom = (): boolean =>
+    refusals.some((code) => code !== ErrorCode.STORAGE_ERROR) || refusals.length >= 50;
+  for (let start = 0; start < max && !refusedForRoom(); start += parallel) {
     const round = Array.from({ length: parallel }, (_, j) => start + j);
     const codes = await Promise.all(
       round.map((i) =>

@@ -83,6 +83,14 @@ const COMMIT_CAUSE_WAIT_MS = 100;
 /** Delay and number of attempts of the commit made to unblock `flushed` after a failed one. */
 const KICK_DELAY_MS = 20;
 const KICK_ATTEMPTS = 250;
+/**
+ * How long writers of successful commits still wait for their flush once a later commit failed
+ * and no commit succeeded since: past it they get ENGINE_IO (STORAGE_ERROR, indeterminate: the
+ * write may well be on disk) instead of waiting for their client's deadline.
+ */
+const FLUSH_CONFIRM_MS = 1000;
+/** What a flush wait's race yields when a commit failed first. */
+const COMMIT_FAILED = Symbol('commit failed');
 /** Open scan iterations an engine remembers (the last key of each); the least recently used goes first. */
 export const MAX_SCAN_ITERATIONS = 1024;
 
@@ -258,6 +266,20 @@ function isCommitFailure(error: unknown): boolean {
 }
 
 const ignore = (): void => undefined;
+
+/** A promise with its resolve function. */
+interface Deferred<T> {
+  readonly promise: Promise<T>;
+  readonly resolve: (value: T) => void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((settle) => {
+    resolve = settle;
+  });
+  return { promise, resolve };
+}
 
 /**
  * Handles a rejection of the promise lmdb-js creates for the start of an event-turn batch. lmdb-js
@@ -482,6 +504,15 @@ export class LmdbEngine implements StorageEngine {
   /** Attempts left of the commit that unblocks `flushed` after a failed one (see {@link kickCommit}). */
   private kicksLeft = 0;
   private kickTimer: NodeJS.Timeout | undefined;
+  /** Resolved (then replaced) when a commit fails: flush waits holding its `flushed` look again. */
+  private commitFailure = deferred<typeof COMMIT_FAILED>();
+  /** Resolved (then cleared) by the next successful write, made only while a flush wait needs it. */
+  private commitSuccess: Deferred<void> | undefined;
+  /** Rejects {@link flushAbandoned}: the flush waits of a run of failed commits give up. */
+  private abandonFlushWaits: (error: Error) => void = () => undefined;
+  /** Raced by every flush wait; rejected {@link FLUSH_CONFIRM_MS} after a failed commit no commit followed. */
+  private flushAbandoned: Promise<never> = this.nextFlushAbandon();
+  private flushGiveUpTimer: NodeJS.Timeout | undefined;
   /** Attaches a handler to the promise lmdb-js dropped for the current batch's start. */
   private readonly watchBatch = (): void => {
     // Both callbacks: with no commit promise pending, `committed` calls the first unconditionally.
@@ -1144,6 +1175,7 @@ export class LmdbEngine implements StorageEngine {
     if (this.closed) return;
     this.closed = true;
     if (this.kickTimer !== undefined) clearTimeout(this.kickTimer);
+    if (this.flushGiveUpTimer !== undefined) clearTimeout(this.flushGiveUpTimer);
     if (!this.lastCommitFailed) await this.waitFlushed();
     try {
       await this.root.close();
@@ -1260,9 +1292,24 @@ export class LmdbEngine implements StorageEngine {
     return this.sharedFlush.done;
   }
 
+  /**
+   * Waits for lmdb-js's `flushed`, which follows the newest transaction. When that transaction's
+   * commit fails, lmdb-js may never settle the promise this wait holds (seen on a full tmpfs: a
+   * write whose own commit had succeeded waited until its client's deadline), so a failed commit
+   * wakes the wait: it waits for a later commit to succeed (the kicks of {@link kickCommit} make
+   * one) and then for that one's flush, which covers its own (LMDB flushes in commit order), or
+   * gives up after {@link FLUSH_CONFIRM_MS} with no commit succeeding.
+   */
   private async waitFlushed(): Promise<void> {
     try {
-      await this.root.flushed;
+      for (;;) {
+        const outcome = await Promise.race([this.root.flushed, this.commitFailure.promise]);
+        if (outcome !== COMMIT_FAILED) return;
+        if (this.lastCommitFailed) {
+          this.commitSuccess ??= deferred();
+          await Promise.race([this.commitSuccess.promise, this.flushAbandoned]);
+        }
+      }
     } catch (error) {
       throw await this.writeFailed('flush', error);
     }
@@ -1349,7 +1396,46 @@ export class LmdbEngine implements StorageEngine {
   /** A write committed: a storage failure is over. */
   private wrote(): void {
     this.lastCommitFailed = false;
+    if (this.commitSuccess !== undefined) {
+      this.commitSuccess.resolve();
+      this.commitSuccess = undefined;
+    }
+    if (this.flushGiveUpTimer !== undefined) {
+      clearTimeout(this.flushGiveUpTimer);
+      this.flushGiveUpTimer = undefined;
+    }
     if (this.degradedBy === 'io') this.degrade(undefined, '');
+  }
+
+  /** A fresh {@link flushAbandoned} (its rejection is handled here: only the racing waits see it). */
+  private nextFlushAbandon(): Promise<never> {
+    const abandoned = new Promise<never>((_, reject) => {
+      this.abandonFlushWaits = reject;
+    });
+    abandoned.catch(() => undefined);
+    return abandoned;
+  }
+
+  /**
+   * After a failed commit: unless a commit succeeds within {@link FLUSH_CONFIRM_MS} (the kicks of
+   * {@link kickCommit} usually make one at once), the flush waits give up, so a writer whose own
+   * commit succeeded gets a typed indeterminate error in bounded time, never a hang (seen on a
+   * full tmpfs: no kick could commit, and its writers' clients timed out).
+   */
+  private armFlushGiveUp(): void {
+    if (this.flushGiveUpTimer !== undefined || this.closed) return;
+    this.flushGiveUpTimer = setTimeout(() => {
+      this.flushGiveUpTimer = undefined;
+      if (!this.lastCommitFailed || this.closed) return;
+      const abandon = this.abandonFlushWaits;
+      this.flushAbandoned = this.nextFlushAbandon();
+      abandon(
+        new Error(
+          `a later commit failed and none succeeded for ${FLUSH_CONFIRM_MS} ms: the flush of this write cannot be confirmed`,
+        ),
+      );
+    }, FLUSH_CONFIRM_MS);
+    this.flushGiveUpTimer.unref();
   }
 
   /**
@@ -1364,6 +1450,10 @@ export class LmdbEngine implements StorageEngine {
     if (isCommitFailure(error)) {
       this.lastCommitFailed = true;
       this.kickCommit();
+      this.armFlushGiveUp();
+      const failure = this.commitFailure;
+      this.commitFailure = deferred();
+      failure.resolve(COMMIT_FAILED);
     }
     const cause = await commitCause(error);
     const errno = errnoOf(cause);
