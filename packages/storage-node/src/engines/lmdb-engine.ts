@@ -504,8 +504,11 @@ export class LmdbEngine implements StorageEngine {
   /** Attempts left of the commit that unblocks `flushed` after a failed one (see {@link kickCommit}). */
   private kicksLeft = 0;
   private kickTimer: NodeJS.Timeout | undefined;
-  /** Resolved (then replaced) when a commit fails: flush waits holding its `flushed` look again. */
-  private commitFailure = deferred<typeof COMMIT_FAILED>();
+  /**
+   * The flush waits in progress, woken when a commit fails (they may hold its `flushed`). One
+   * entry per wait, removed when it ends: nothing long-lived collects a reaction per commit.
+   */
+  private readonly flushWaiters = new Set<(outcome: typeof COMMIT_FAILED) => void>();
   /** Resolved (then cleared) by the next successful write, made only while a flush wait needs it. */
   private commitSuccess: Deferred<void> | undefined;
   /** Rejects {@link flushAbandoned}: the flush waits of a run of failed commits give up. */
@@ -1303,7 +1306,14 @@ export class LmdbEngine implements StorageEngine {
   private async waitFlushed(): Promise<void> {
     try {
       for (;;) {
-        const outcome = await Promise.race([this.root.flushed, this.commitFailure.promise]);
+        const woken = deferred<typeof COMMIT_FAILED>();
+        this.flushWaiters.add(woken.resolve);
+        let outcome: unknown;
+        try {
+          outcome = await Promise.race([this.root.flushed, woken.promise]);
+        } finally {
+          this.flushWaiters.delete(woken.resolve);
+        }
         if (outcome !== COMMIT_FAILED) return;
         if (this.lastCommitFailed) {
           this.commitSuccess ??= deferred();
@@ -1451,9 +1461,8 @@ export class LmdbEngine implements StorageEngine {
       this.lastCommitFailed = true;
       this.kickCommit();
       this.armFlushGiveUp();
-      const failure = this.commitFailure;
-      this.commitFailure = deferred();
-      failure.resolve(COMMIT_FAILED);
+      for (const wake of this.flushWaiters) wake(COMMIT_FAILED);
+      this.flushWaiters.clear();
     }
     const cause = await commitCause(error);
     const errno = errnoOf(cause);
