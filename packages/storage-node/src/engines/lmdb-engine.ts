@@ -1428,9 +1428,9 @@ export class LmdbEngine implements StorageEngine {
 
   /**
    * After a failed commit: unless a commit succeeds within {@link FLUSH_CONFIRM_MS} (the kicks of
-   * {@link kickCommit} usually make one at once), the flush waits give up, so a writer whose own
-   * commit succeeded gets a typed indeterminate error in bounded time, never a hang (seen on a
-   * full tmpfs: no kick could commit, and its writers' clients timed out).
+   * {@link kickCommit} usually make one at once), the flush waits that a failed commit woke give
+   * up, so a writer whose own commit succeeded gets a typed indeterminate error in bounded time
+   * while the disk stays full, never a wait until its client's deadline.
    */
   private armFlushGiveUp(): void {
     if (this.flushGiveUpTimer !== undefined || this.closed) return;
