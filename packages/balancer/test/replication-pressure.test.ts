@@ -20,10 +20,11 @@
  * OUT_OF_MEMORY (not executed) while the tail served the write.
  */
 import { Nemesis } from '@dstore/checker';
+import type { DstoreClient } from '@dstore/client';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Resources, waitFor } from './helpers.js';
-import { FAILOVER_TIMEOUTS, ReplicatedCluster } from './replicated-cluster.js';
+import { type Engine, FAILOVER_TIMEOUTS, ReplicatedCluster } from './replicated-cluster.js';
 
 const resources = new Resources();
 let nemesis = new Nemesis();
@@ -34,6 +35,45 @@ afterEach(async () => {
 
 const VALUE = 'x'.repeat(4000);
 
+/** Three members (factor 3: every key on each), each started with `argsOf(id)`. */
+function startThreeMembers(
+  engine: Engine,
+  argsOf: (id: string) => readonly string[],
+): Promise<ReplicatedCluster> {
+  nemesis = new Nemesis();
+  return ReplicatedCluster.start({
+    engine,
+    resources,
+    nemesis,
+    nodes: ['node-1', 'node-2', 'node-3'],
+    argsOf,
+    balancer: FAILOVER_TIMEOUTS,
+  });
+}
+
+/** What {@link fillUntilRefused} wrote: the keys acknowledged, the keys refused and their errors. */
+interface Fill {
+  readonly acknowledged: string[];
+  readonly refused: string[];
+  readonly refusals: DstoreError[];
+}
+
+/** Writes `k0`, `k1`, … one at a time until `refusals` of them were refused (or 4,000 written). */
+async function fillUntilRefused(client: DstoreClient, refusals: number): Promise<Fill> {
+  const fill: Fill = { acknowledged: [], refused: [], refusals: [] };
+  for (let i = 0; i < 4000 && fill.refusals.length < refusals; i++) {
+    try {
+      await client.set(`k${i}`, VALUE);
+      fill.acknowledged.push(`k${i}`);
+    } catch (error) {
+      if (!(error instanceof DstoreError)) throw error;
+      fill.refusals.push(error);
+      fill.refused.push(`k${i}`);
+    }
+  }
+  return fill;
+}
+
 describe.each([
   { engine: 'memory', limit: ['--max-memory', '8m'], code: ErrorCode.OUT_OF_MEMORY },
   { engine: 'lmdb', limit: ['--map-size', '2m'], code: ErrorCode.OUT_OF_SPACE },
@@ -43,29 +83,11 @@ describe.each([
     it('writes are refused with a typed error (not executed); reads and deletes go on; the freed room takes writes', {
       timeout: 120_000,
     }, async () => {
-      nemesis = new Nemesis();
-      const cluster = await ReplicatedCluster.start({
-        engine,
-        resources,
-        nemesis,
-        nodes: ['node-1', 'node-2', 'node-3'],
-        nodeArgs: limit,
-        balancer: FAILOVER_TIMEOUTS,
-      });
+      const cluster = await startThreeMembers(engine, () => limit);
       const client = cluster.client(20_000);
       // Fill past the limit (8 MiB of 4,000-byte values is about 2,000 keys, 2 MiB of B-tree
       // pages about 450); 30 writes after the first refusal must all be refused the same way.
-      const acknowledged: string[] = [];
-      const refusals: DstoreError[] = [];
-      for (let i = 0; i < 4000 && refusals.length < 30; i++) {
-        try {
-          await client.set(`k${i}`, VALUE);
-          acknowledged.push(`k${i}`);
-        } catch (error) {
-          if (!(error instanceof DstoreError)) throw error;
-          refusals.push(error);
-        }
-      }
+      const { acknowledged, refusals } = await fillUntilRefused(client, 30);
       expect(refusals.length).toBe(30);
       expect(new Set(refusals.map((error) => error.code))).toEqual(new Set([code]));
       expect(refusals.every((error) => error.notExecuted)).toBe(true);
@@ -103,31 +125,11 @@ describe.each([
     it('its chains refuse values at once (not executed, nowhere stored); deletes go through; freed room takes values again', {
       timeout: 120_000,
     }, async () => {
-      nemesis = new Nemesis();
-      const cluster = await ReplicatedCluster.start({
-        engine,
-        resources,
-        nemesis,
-        nodes: ['node-1', 'node-2', 'node-3'],
-        argsOf: (id) => (id === 'node-3' ? small : big),
-        balancer: FAILOVER_TIMEOUTS,
-      });
+      const cluster = await startThreeMembers(engine, (id) => (id === 'node-3' ? small : big));
       const client = cluster.client(20_000);
-      const acknowledged: string[] = [];
-      const refused: string[] = [];
-      const refusals: DstoreError[] = [];
       // Past node-3's room: 150 refusals, first from the other heads (node-3 is full), then also from
       // node-3 as head once it reaches its own cap.
-      for (let i = 0; i < 4000 && refusals.length < 150; i++) {
-        try {
-          await client.set(`k${i}`, VALUE);
-          acknowledged.push(`k${i}`);
-        } catch (error) {
-          if (!(error instanceof DstoreError)) throw error;
-          refusals.push(error);
-          refused.push(`k${i}`);
-        }
-      }
+      const { acknowledged, refused, refusals } = await fillUntilRefused(client, 150);
       expect(refusals.length).toBe(150);
       expect(new Set(refusals.map((error) => error.code))).toEqual(new Set([code]));
       expect(refusals.every((error) => error.notExecuted)).toBe(true);

@@ -12,6 +12,7 @@ import {
   MemoryEngine,
   type StorageEngine,
   StorageEngineError,
+  type VersionedEntry,
 } from '../../src/engines/index.js';
 import { type Harness, lmdbHarness, memoryHarness } from './harness.js';
 
@@ -746,6 +747,57 @@ describe('LmdbEngine group commit', () => {
   });
 });
 
+/**
+ * Room checks at a limit (memory cap, lmdb map size): client writes of `bytes`-byte values under
+ * `k0`, `k1`, … until the engine refuses one; how many were stored, and the refusal.
+ */
+async function setUntilRefused(
+  engine: StorageEngine,
+  bytes: number,
+): Promise<{ stored: number; refusal: unknown }> {
+  for (let stored = 0; stored < 100_000; stored++) {
+    try {
+      await engine.set(text(`k${stored}`), new Uint8Array(bytes));
+    } catch (refusal) {
+      return { stored, refusal };
+    }
+  }
+  throw new Error('no write was refused');
+}
+
+/** Entries the cluster places (`applyIfNewer`, as a chain member takes them) until one is refused. */
+async function placeUntilRefused(
+  engine: StorageEngine,
+  bytes: number,
+): Promise<{ placed: number; refusal: unknown }> {
+  for (let placed = 0; placed < 100_000; placed++) {
+    const entry = {
+      key: text(`r${placed}`),
+      value: new Uint8Array(bytes),
+      writeEpoch: 1,
+      version: 1_000_000 + placed,
+    };
+    try {
+      await engine.applyIfNewer([entry]);
+    } catch (refusal) {
+      return { placed, refusal };
+    }
+  }
+  throw new Error('no placed entry was refused');
+}
+
+/** Replicated deletes (tombstones, as a chain member takes them) of `k0` … `k<count - 1>`. */
+function replicatedDeletes(count: number): VersionedEntry[] {
+  return Array.from({ length: count }, (_, i) => ({
+    key: text(`k${i}`),
+    value: new Uint8Array(0),
+    writeEpoch: 1,
+    version: 2_000_000 + i,
+    deleted: true,
+    tombstone: true,
+  }));
+}
+
 describe('LmdbEngine at its map size', () => {
   let dir: string;
   beforeEach(async () => {
@@ -759,33 +811,11 @@ describe('LmdbEngine at its map size', () => {
     const MAP = 2 ** 20;
     const engine = await LmdbEngine.open({ dataDir: dir, mapSize: MAP });
     expect(engine.pastClientRoom()).toBe(false);
-    let stored = 0;
-    for (; stored < 10_000; stored++) {
-      try {
-        await engine.set(text(`k${stored}`), new Uint8Array(3000));
-      } catch (error) {
-        expect((error as StorageEngineError).code).toBe('OUT_OF_SPACE');
-        break;
-      }
-    }
-    expect(stored).toBeGreaterThan(0);
+    const filled = await setUntilRefused(engine, 3000);
+    expect(filled.stored).toBeGreaterThan(0);
+    expect((filled.refusal as StorageEngineError).code).toBe('OUT_OF_SPACE');
     expect(engine.pastClientRoom()).toBe(true);
-    const replicated = (name: string, version: number) => ({
-      key: text(name),
-      value: new Uint8Array(3000),
-      writeEpoch: 1,
-      version,
-    });
-    let placed = 0;
-    let refusal: unknown;
-    for (; placed < 10_000; placed++) {
-      try {
-        await engine.applyIfNewer([replicated(`r${placed}`, 1_000_000 + placed)]);
-      } catch (error) {
-        refusal = error;
-        break;
-      }
-    }
+    const { placed, refusal } = await placeUntilRefused(engine, 3000);
     expect(placed).toBeGreaterThan(0);
     expect((refusal as StorageEngineError).code).toBe('OUT_OF_SPACE');
     expect((refusal as StorageEngineError).message).toContain('headroom');
@@ -795,15 +825,7 @@ describe('LmdbEngine at its map size', () => {
     await expect(engine.set(text('client'), new Uint8Array(3000))).rejects.toMatchObject({
       code: 'OUT_OF_SPACE',
     });
-    const deletes = Array.from({ length: 20 }, (_, i) => ({
-      key: text(`k${i}`),
-      value: new Uint8Array(0),
-      writeEpoch: 1,
-      version: 2_000_000 + i,
-      deleted: true,
-      tombstone: true,
-    }));
-    expect(await engine.applyIfNewer(deletes)).toBe(20);
+    expect(await engine.applyIfNewer(replicatedDeletes(20))).toBe(20);
     expect(engine.get(text('k0'))).toBeUndefined();
     const noValue = { writeEpoch: 1, tombstone: false };
     expect(
@@ -1034,33 +1056,11 @@ describe('MemoryEngine under a memory cap', () => {
   it('noeviction: entries the cluster places (applyIfNewer) take the headroom past the cap, deletes any time', async () => {
     const engine = new MemoryEngine({ maxMemory: CAP });
     expect(engine.pastClientRoom()).toBe(false);
-    let stored = 0;
-    for (; ; stored++) {
-      try {
-        await engine.set(text(`k${stored}`), new Uint8Array(100));
-      } catch {
-        break;
-      }
-    }
+    await setUntilRefused(engine, 100);
     // What a chain member tells its heads (REPLICATED's `full`) once client writes are refused.
     expect(engine.pastClientRoom()).toBe(true);
     // A chain member takes what its head admitted: past the cap, up to its eighth more.
-    const replicated = (name: string, version: number) => ({
-      key: text(name),
-      value: new Uint8Array(100),
-      writeEpoch: 1,
-      version,
-    });
-    let placed = 0;
-    let refusal: unknown;
-    for (; placed < 100_000; placed++) {
-      try {
-        await engine.applyIfNewer([replicated(`r${placed}`, 1_000_000 + placed)]);
-      } catch (error) {
-        refusal = error;
-        break;
-      }
-    }
+    const { placed, refusal } = await placeUntilRefused(engine, 100);
     expect(placed).toBeGreaterThan(0);
     expect((refusal as StorageEngineError).code).toBe('OUT_OF_MEMORY');
     expect((refusal as StorageEngineError).message).toContain('headroom');
@@ -1070,15 +1070,7 @@ describe('MemoryEngine under a memory cap', () => {
     await expect(engine.set(text('client'), new Uint8Array(100))).rejects.toMatchObject({
       code: 'OUT_OF_MEMORY',
     });
-    const deletes = Array.from({ length: 50 }, (_, i) => ({
-      key: text(`k${i}`),
-      value: new Uint8Array(0),
-      writeEpoch: 1,
-      version: 2_000_000 + i,
-      deleted: true,
-      tombstone: true,
-    }));
-    expect(await engine.applyIfNewer(deletes)).toBe(50);
+    expect(await engine.applyIfNewer(replicatedDeletes(50))).toBe(50);
     expect(engine.get(text('k0'))).toBeUndefined();
   });
 
