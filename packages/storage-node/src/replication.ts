@@ -1052,12 +1052,9 @@ export class ReplicationService {
     /** An entry went on the link: a failure of the head's own write is then no longer "not executed". */
     let sent = false;
     const forward = (current: VersionedValue | undefined, mutation: Mutation, version: number): void => {
-      sent =
-        mutation.kind === 'put' ||
-        mutation.kind === 'delete' ||
-        (mutation.kind === 'expire' && current !== undefined);
       switch (mutation.kind) {
         case 'put':
+          sent = true;
           batch = link.append({
             key,
             value: mutation.value,
@@ -1072,6 +1069,7 @@ export class ReplicationService {
             failuresSeen = link.failuresTotal;
             batch = link.last();
           } else {
+            sent = true;
             batch = link.append({
               key,
               value: current.value,
@@ -1082,6 +1080,7 @@ export class ReplicationService {
           }
           break;
         case 'delete':
+          sent = true;
           batch = link.append({ key, value: null, writeEpoch, version, expireAt: 0 });
           break;
         case 'none':

@@ -267,18 +267,21 @@ function isCommitFailure(error: unknown): boolean {
 
 const ignore = (): void => undefined;
 
-/** A promise with its resolve function. */
+/** A promise with its settle functions. */
 interface Deferred<T> {
   readonly promise: Promise<T>;
   readonly resolve: (value: T) => void;
+  readonly reject: (error: Error) => void;
 }
 
 function deferred<T>(): Deferred<T> {
   let resolve!: (value: T) => void;
-  const promise = new Promise<T>((settle) => {
+  let reject!: (error: Error) => void;
+  const promise = new Promise<T>((settle, fail) => {
     resolve = settle;
+    reject = fail;
   });
-  return { promise, resolve };
+  return { promise, resolve, reject };
 }
 
 /**
@@ -509,12 +512,12 @@ export class LmdbEngine implements StorageEngine {
    * entry per wait, removed when it ends: nothing long-lived collects a reaction per commit.
    */
   private readonly flushWaiters = new Set<(outcome: typeof COMMIT_FAILED) => void>();
-  /** Resolved (then cleared) by the next successful write, made only while a flush wait needs it. */
-  private commitSuccess: Deferred<void> | undefined;
-  /** Rejects {@link flushAbandoned}: the flush waits of a run of failed commits give up. */
-  private abandonFlushWaits: (error: Error) => void = () => undefined;
-  /** Raced by every flush wait; rejected {@link FLUSH_CONFIRM_MS} after a failed commit no commit followed. */
-  private flushAbandoned: Promise<never> = this.nextFlushAbandon();
+  /**
+   * Made only while a flush wait a failed commit woke needs it: resolved (then cleared) by the
+   * next successful write, rejected (then cleared) {@link FLUSH_CONFIRM_MS} after a failed commit
+   * no successful one followed.
+   */
+  private nextCommit: Deferred<void> | undefined;
   private flushGiveUpTimer: NodeJS.Timeout | undefined;
   /** Attaches a handler to the promise lmdb-js dropped for the current batch's start. */
   private readonly watchBatch = (): void => {
@@ -1316,8 +1319,8 @@ export class LmdbEngine implements StorageEngine {
         }
         if (outcome !== COMMIT_FAILED) return;
         if (this.lastCommitFailed) {
-          this.commitSuccess ??= deferred();
-          await Promise.race([this.commitSuccess.promise, this.flushAbandoned]);
+          this.nextCommit ??= deferred();
+          await this.nextCommit.promise;
         }
       }
     } catch (error) {
@@ -1406,24 +1409,15 @@ export class LmdbEngine implements StorageEngine {
   /** A write committed: a storage failure is over. */
   private wrote(): void {
     this.lastCommitFailed = false;
-    if (this.commitSuccess !== undefined) {
-      this.commitSuccess.resolve();
-      this.commitSuccess = undefined;
+    if (this.nextCommit !== undefined) {
+      this.nextCommit.resolve();
+      this.nextCommit = undefined;
     }
     if (this.flushGiveUpTimer !== undefined) {
       clearTimeout(this.flushGiveUpTimer);
       this.flushGiveUpTimer = undefined;
     }
     if (this.degradedBy === 'io') this.degrade(undefined, '');
-  }
-
-  /** A fresh {@link flushAbandoned} (its rejection is handled here: only the racing waits see it). */
-  private nextFlushAbandon(): Promise<never> {
-    const abandoned = new Promise<never>((_, reject) => {
-      this.abandonFlushWaits = reject;
-    });
-    abandoned.catch(() => undefined);
-    return abandoned;
   }
 
   /**
@@ -1436,10 +1430,10 @@ export class LmdbEngine implements StorageEngine {
     if (this.flushGiveUpTimer !== undefined || this.closed) return;
     this.flushGiveUpTimer = setTimeout(() => {
       this.flushGiveUpTimer = undefined;
-      if (!this.lastCommitFailed || this.closed) return;
-      const abandon = this.abandonFlushWaits;
-      this.flushAbandoned = this.nextFlushAbandon();
-      abandon(
+      const waiting = this.nextCommit;
+      if (!this.lastCommitFailed || this.closed || waiting === undefined) return;
+      this.nextCommit = undefined;
+      waiting.reject(
         new Error(
           `a later commit failed and none succeeded for ${FLUSH_CONFIRM_MS} ms: the flush of this write cannot be confirmed`,
         ),

@@ -610,8 +610,7 @@ export class MemoryEngine implements StorageEngine {
   pastClientRoom(): boolean {
     if (this.maxMemory === 0 || this.evicting || this.closed) return false;
     if (this.footprint() + SLAB_SLACK_BYTES <= this.maxMemory) return false;
-    const { values, liveBytes } = this.arena.stats();
-    return heldBytes(this.keyBytes + liveBytes, values) > this.maxMemory - this.headroomBytes;
+    return !this.heldUnderMargin(0, 0);
   }
 
   /** Footprint and cap, and whether writes are being refused. */
@@ -677,9 +676,18 @@ export class MemoryEngine implements StorageEngine {
    * writes whose chain members then need the headroom again, and the cap would creep.
    */
   private fitsInFreedRoom(needed: number, bytes: number): boolean {
-    if (needed !== 0) return false;
+    return needed === 0 && this.heldUnderMargin(bytes, 1);
+  }
+
+  /**
+   * Whether what the engine holds, with `bytes` more in `keys` more entries (counted by
+   * {@link heldBytes}), is at least the placement headroom under the cap: where a node past its
+   * cap takes client writes again ({@link fitsInFreedRoom}) and stops saying it is full
+   * ({@link pastClientRoom}).
+   */
+  private heldUnderMargin(bytes: number, keys: number): boolean {
     const { values, liveBytes } = this.arena.stats();
-    return heldBytes(this.keyBytes + liveBytes + bytes, values + 1) <= this.maxMemory - this.headroomBytes;
+    return heldBytes(this.keyBytes + liveBytes + bytes, values + keys) <= this.maxMemory - this.headroomBytes;
   }
 
   private evict(handle: number): void {
