@@ -21,7 +21,7 @@
  */
 import { Nemesis } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
-import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { DstoreError, ErrorCode, Op } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Resources, waitFor } from './helpers.js';
 import { type Engine, FAILOVER_TIMEOUTS, ReplicatedCluster } from './replicated-cluster.js';
@@ -161,6 +161,58 @@ describe.each([
       }
       for (const key of rewritten) await cluster.expectOnChain(key, again(key));
       for (const key of deleted.slice(60, 70)) await cluster.expectOnChain(key, null);
+      expect([...cluster.states.values()]).toEqual(['up', 'up', 'up']);
+    });
+  },
+);
+
+describe.each(['allkeys-lru', 'allkeys-random'] as const)(
+  'replication with an eviction policy (%s, memory, factor 3, node-3 half the cap of the others)',
+  (policy) => {
+    it('only heads evict and each eviction reaches the other members: every chain holds the same keys', {
+      timeout: 120_000,
+    }, async () => {
+      const cluster = await startThreeMembers('memory', (id) => [
+        '--max-memory',
+        id === 'node-3' ? '4m' : '8m',
+        '--eviction',
+        policy,
+      ]);
+      const client = cluster.client(20_000);
+      // Twice the larger cap of 4,000-byte values, the first 150 keys read again and again on the
+      // way: reads are served by each chain's tail, so a member evicting on its own (its order
+      // counting reads its head never sees) would keep keys its head evicted, or drop keys its
+      // head keeps. node-3 fills first with what the others head: they evict for it.
+      const hot = 150;
+      const refusals: DstoreError[] = [];
+      for (let i = 0; i < 4000; i++) {
+        try {
+          await client.set(`k${i}`, VALUE);
+        } catch (error) {
+          if (!(error instanceof DstoreError)) throw error;
+          refusals.push(error);
+        }
+        if (i >= hot) await client.getString(`k${i % hot}`);
+      }
+      // A write is refused only when its head finds nothing of its own to evict (typed, not executed).
+      expect(refusals.length).toBeLessThan(400);
+      expect(refusals.every((error) => error.code === ErrorCode.OUT_OF_MEMORY && error.notExecuted)).toBe(
+        true,
+      );
+      for (const id of ['node-1', 'node-2', 'node-3']) {
+        const answer = await (await cluster.peer(id)).request({ op: Op.STATS });
+        if (answer.op !== Op.STATS_RESULT) throw new Error(`STATS answered op ${answer.op}`);
+        // Each head evicted, and sent every eviction down its chains.
+        expect(Number(answer.stats['storage.evictions'])).toBeGreaterThan(200);
+        expect(answer.stats['replication.evictions_sent']).toBe(answer.stats['storage.evictions']);
+      }
+      // Every member of every chain holds the same keys at the same versions, hot ones included.
+      for (let i = 0; i < 4000; i += i < hot ? 1 : 7) await cluster.expectOnChain(`k${i}`);
+      // So a delete is a delete everywhere: what DEL found missing at the head reads as missing.
+      for (let i = 0; i < hot; i++) {
+        await client.del(`k${i}`);
+        expect(await client.getString(`k${i}`)).toBeNull();
+      }
       expect([...cluster.states.values()]).toEqual(['up', 'up', 'up']);
     });
   },

@@ -11,6 +11,7 @@ export type {
   EntryHeader,
   EntryVersion,
   EvictionPolicy,
+  EvictionScope,
   LmdbDurability,
   ScannedEntry,
   ScanOptions,

@@ -13,6 +13,7 @@ import {
 import { backoffDelay, type EndOfTickWriter, flushAtEndOfTick } from '@dstore/protocol/internal';
 import type {
   Decision,
+  EvictionScope,
   Mutation,
   StorageEngine,
   UpdateOptions,
@@ -72,6 +73,8 @@ export interface ReplicationCounters {
   refusedPromoting: number;
   /** Client writes of values refused because a member of their chain is out of room (REPLICATED's `full`). */
   refusedFull: number;
+  /** Evictions of this node's engine sent down their chains as deletes (this node heads their keys). */
+  evictionsSent: number;
 }
 
 /** How often a drain (a RING promoting a learner) checks whether its writes are acknowledged. */
@@ -285,6 +288,11 @@ class ForwardLink {
   refusesValues(): boolean {
     if (!this.successorFull) return false;
     return this.valueProbe !== undefined || performance.now() < this.probeAfter;
+  }
+
+  /** Whether the newest answer said a member down this stream is past its client room (REPLICATED's `full`). */
+  get memberFull(): boolean {
+    return this.successorFull;
   }
 
   /** A value was appended in `batch` although a member was full: that batch is the probe. */
@@ -633,7 +641,15 @@ export class ReplicationService {
     wipes: 0,
     refusedPromoting: 0,
     refusedFull: 0,
+    evictionsSent: 0,
   };
+  /**
+   * The engine's {@link EvictionScope} (memory with an eviction policy): with a factor above 1 a
+   * value may be evicted only where this node may write its key now as the head of its chain, and
+   * each eviction goes down the chain as a delete, as a client DEL would; the members evict nothing
+   * of their own, so every member of a chain holds the same keys.
+   */
+  readonly evictionScope: EvictionScope;
   /** Most entries in one REPLICATE. */
   readonly maxBatchKeys: number;
   /** Most bytes of keys and values (with {@link ENTRY_OVERHEAD} each) in one REPLICATE. */
@@ -693,6 +709,62 @@ export class ReplicationService {
         this.counters.tombstonesPurged += purged;
       },
     );
+    this.evictionScope = {
+      get active() {
+        return ownership.replicationFactor > 1;
+      },
+      mayEvict: (key) => this.mayEvict(key),
+      evicted: (key, version) => this.evicted(key, version),
+    };
+  }
+
+  /**
+   * Whether this node may evict `key` now: what a client write of it needs at the head (its lease,
+   * the head of its chain, no promotion or ring change freezing the chain, no forward of the
+   * chain waiting to be sent again), since the eviction is a write of the chain.
+   */
+  private mayEvict(key: Uint8Array): boolean {
+    const lease = this.options.lease;
+    if (lease !== undefined && !lease.held) return false;
+    const chain = this.ownership.chainOf(key);
+    if (chain === undefined || chain.head !== this.ownership.self || this.promotingIn(chain, key))
+      return false;
+    const link = this.forwardLinkOf(chain);
+    return link === undefined || !link.blocks(key);
+  }
+
+  /**
+   * With an eviction policy, while a member down `link` is past its cap: evicts one value of the
+   * size (`total` bytes of key and value) being written whose key this node may evict and whose
+   * chain takes the same write path, so that member has room for it, as the write's own eviction
+   * makes room here (the writer pays, by its own policy's order). False without an eviction policy
+   * or such a key: the write is then refused while the member stays full.
+   */
+  private roomMadeOn(link: ForwardLink, total: number): boolean {
+    const engine = this.engine;
+    if (engine.evictFor === undefined) return false;
+    return engine.evictFor(
+      total,
+      (key) => this.mayEvict(key) && this.forwardLinkOf(this.ownership.chainOf(key)) === link,
+    );
+  }
+
+  /**
+   * The engine evicts `key` (a view) at `version` (see {@link mayEvict}): a delete goes down its
+   * chain, in the link's order with the chain's writes (the members keep a tombstone, as for a
+   * client DEL). No client waits for it; a failed forward is kept and sent again like any other.
+   */
+  private evicted(key: Uint8Array, version: number): void {
+    const link = this.forwardLinkOf(this.ownership.chainOf(key));
+    if (link === undefined) return;
+    this.counters.evictionsSent++;
+    link.append({
+      key: Uint8Array.prototype.slice.call(key),
+      value: null,
+      writeEpoch: this.ownership.writeEpoch,
+      version,
+      expireAt: 0,
+    });
   }
 
   /** The next forward batch's creation number. */
@@ -1016,7 +1088,12 @@ export class ReplicationService {
       );
       return;
     }
-    if (options.valueBytes !== undefined && link.refusesValues()) {
+    if (
+      options.valueBytes !== undefined &&
+      link.memberFull &&
+      !this.roomMadeOn(link, key.byteLength + options.valueBytes) &&
+      link.refusesValues()
+    ) {
       this.counters.refusedFull++;
       done(this.outOfRoom(successor), undefined);
       return;

@@ -464,6 +464,7 @@ export class RequestHandler {
       'replication.wipes': counters.wipes,
       'replication.refused_promoting': counters.refusedPromoting,
       'replication.refused_full': counters.refusedFull,
+      'replication.evictions_sent': counters.evictionsSent,
       'replication.queued_bytes': replication.queuedBytes,
     };
   }

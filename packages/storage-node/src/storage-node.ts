@@ -183,6 +183,8 @@ class StorageNodeImpl implements StorageNode {
     // An expired value of a range moving in leaves a tombstone: the old owner's older copy must
     // not bring the key back (see ENGINES.md, "Expiry").
     engine.setRetainExpired((key) => ownership.isMovingIn(key));
+    // With replication only a chain's head evicts, and its evictions go down the chain.
+    engine.setEvictionScope?.(replication.evictionScope);
     const sweeper = new ExpirySweeper(engine);
     this.sweeper = sweeper;
     this.replication = replication;

@@ -165,6 +165,20 @@ export interface StorageHealth {
 }
 
 /**
+ * Which values an evicting engine may evict, and where its evictions go. With replication every
+ * member of a chain must hold the same keys, so only the chain's head evicts, and each eviction
+ * goes down the chain as a delete; members evict nothing for what they are sent.
+ */
+export interface EvictionScope {
+  /** Whether evictions follow this scope now (a replication factor above 1); when not, any value may go. */
+  readonly active: boolean;
+  /** Whether the value under `key` (a view valid for the call) may be evicted now: this node heads its chain. */
+  mayEvict(key: Uint8Array): boolean;
+  /** The value under `key` (a view valid for the call) is being evicted; its delete carries `version`. */
+  evicted(key: Uint8Array, version: number): void;
+}
+
+/**
  * A storage engine holds binary keys and values, each with a version header
  * ({@link EntryVersion}), and tombstones.
  *
@@ -253,6 +267,18 @@ export interface StorageEngine {
    * otherwise bring the key back. Default: none.
    */
   setRetainExpired(predicate: (key: Uint8Array) => boolean): void;
+  /**
+   * Only on engines that evict (memory with an eviction policy): see {@link EvictionScope}. Default:
+   * none (any value may be evicted, as with factor 1).
+   */
+  setEvictionScope?(scope: EvictionScope | undefined): void;
+  /**
+   * Only on engines that evict, with an active {@link EvictionScope}: evicts one value of the size
+   * class an entry of `total` bytes takes, among those `accept` takes (keys the scope may evict,
+   * of one chain's write path), telling the scope as any eviction. Lets a head make room on a
+   * member of that path that is past its cap. Whether a value went.
+   */
+  evictFor?(total: number, accept: (key: Uint8Array) => boolean): boolean;
   /**
    * Removes the entry, value or tombstone. Resolves to whether a value existed (a tombstone does
    * not count); acknowledged like set.

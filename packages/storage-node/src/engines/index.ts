@@ -8,6 +8,7 @@ export type {
   EngineOptions,
   EntryHeader,
   EntryVersion,
+  EvictionScope,
   Expiring,
   LmdbOpenOptions,
   MemoryEngineOptions,

@@ -2,6 +2,7 @@ import { freemem } from 'node:os';
 import {
   type Decision,
   type EntryHeader,
+  type EvictionScope,
   isExpired,
   isNewerEntry,
   type Mutation,
@@ -28,6 +29,8 @@ import { assertVersion, VersionClock } from './version-clock.js';
  * - `allkeys-random`: the same with a random value (sampled) of the new entry's class.
  * A write fails with OUT_OF_MEMORY only when evicting every value could not make room.
  * Tombstones are never evicted: they keep deletes from being undone by a migration.
+ * With replication (an active {@link EvictionScope}) only the keys whose chains the node heads are
+ * evicted, each eviction goes down the chain as a delete, and entries placed here evict nothing.
  */
 export type EvictionPolicy = 'noeviction' | 'allkeys-lru' | 'allkeys-random';
 
@@ -121,6 +124,10 @@ export class MemoryEngine implements StorageEngine {
   /** Next handle {@link MemoryEngine.sweepExpired} examines. */
   private sweepCursor = 0;
   private retainExpired: (key: Uint8Array) => boolean = () => false;
+  /** Which values may be evicted and where their evictions go, with replication; see {@link setEvictionScope}. */
+  private scope: EvictionScope | undefined;
+  /** The scope's filter, by handle (one closure, not one per eviction). */
+  private readonly headedHere = (handle: number): boolean => this.scope!.mayEvict(this.arena.key(handle));
 
   constructor(limits: MemoryEngineLimits = {}) {
     this.maxMemory = limits.maxMemory ?? 0;
@@ -317,6 +324,35 @@ export class MemoryEngine implements StorageEngine {
     this.retainExpired = predicate;
   }
 
+  /**
+   * With replication: evicts only the values `scope` lets go (the keys whose chains this node
+   * heads), tells it of each eviction (it sends the delete down the chain), and evicts nothing for
+   * entries placed here (`applyIfNewer`: they were admitted at their head, which evicts for them),
+   * so every member of a chain holds the same keys. See ENGINES.md, "Eviction with replication".
+   */
+  setEvictionScope(scope: EvictionScope | undefined): void {
+    this.scope = scope;
+  }
+
+  /** Whether evictions follow the {@link scope}: an eviction policy and a scope that is active. */
+  private get scoped(): boolean {
+    return this.evicting && this.scope?.active === true;
+  }
+
+  /**
+   * See {@link StorageEngine.evictFor}: one value of the size class of an entry of `total` bytes
+   * that `accept` takes (by the policy's order: least recently used, or sampled) is evicted and
+   * its scope told. False when the engine is not scoped or `accept` takes none.
+   */
+  evictFor(total: number, accept: (key: Uint8Array) => boolean): boolean {
+    if (this.closed || !this.scoped) return false;
+    const arena = this.arena;
+    const victim = arena.victimFor(total, this.lru, -1, (handle) => accept(arena.key(handle)));
+    if (victim < 0) return false;
+    this.evict(victim);
+    return true;
+  }
+
   /** Removes `key`'s value or tombstone; resolves to whether a value existed. */
   delete(key: Uint8Array): Promise<boolean> {
     try {
@@ -373,11 +409,16 @@ export class MemoryEngine implements StorageEngine {
         bytes += entry.key.byteLength + entry.value.byteLength;
         storing++;
       }
-      // The batch is atomic: refused whole up front (without eviction), never cut in the middle;
-      // against the cap plus the placement headroom (see PLACEMENT_HEADROOM).
-      if (!this.evicting && storing > 0) {
-        this.assertCapacity(bytes, storing, this.maxMemory + this.headroomBytes);
-      }
+      // Against the cap plus the placement headroom (see PLACEMENT_HEADROOM). Without eviction
+      // the batch is refused whole up front, never cut in the middle. A scoped engine (eviction
+      // with replication) evicts nothing for what its heads admitted and checks each entry's own
+      // growth as it goes instead: the up-front check's slack would refuse, at a small cap, the
+      // value a head sends with the delete of the value it evicted to make room for it. A batch
+      // refused half-way is sent again whole, and what was applied is skipped (not newer).
+      const scoped = this.scoped;
+      const evictsHere = this.evicting && !scoped && this.maxMemory > 0;
+      const placementLimit = this.maxMemory + this.headroomBytes;
+      if (!this.evicting && storing > 0 && this.maxMemory > 0) this.checkRoom(bytes, storing, placementLimit);
       let applied = 0;
       for (const entry of entries) this.clock.observe(entry.version);
       for (const { key, value, writeEpoch, version, expireAt = 0, deleted, tombstone } of entries) {
@@ -406,7 +447,9 @@ export class MemoryEngine implements StorageEngine {
           if (deleted === true) applied++;
           continue;
         }
-        if (this.evicting && this.maxMemory > 0) handle = this.makeRoom(key, value.byteLength, handle);
+        if (evictsHere) handle = this.makeRoom(key, value.byteLength, handle);
+        else if (scoped && this.maxMemory > 0)
+          this.assertPlacementGrowth(key, value.byteLength, handle, placementLimit);
         if (handle < 0) {
           this.arena.allocate(key, value, writeEpoch, version, expireAt);
           this.keyBytes += key.byteLength;
@@ -597,6 +640,20 @@ export class MemoryEngine implements StorageEngine {
   assertCapacity(bytes: number, keys = 1, limit = this.maxMemory): void {
     assertOpen(this.closed, this.kind);
     if (this.maxMemory === 0 || this.evicting) return;
+    this.checkRoom(bytes, keys, limit);
+  }
+
+  /** Throws OUT_OF_MEMORY when storing a value of `length` under `key` (`handle`: its entry, or -1) would take the footprint past `limit`. */
+  private assertPlacementGrowth(key: Uint8Array, length: number, handle: number, limit: number): void {
+    const arena = this.arena;
+    if (handle >= 0 && arena.fitsInPlace(handle, length)) return;
+    if (this.footprint() + arena.growthFor(key.byteLength, length, handle < 0) > limit) {
+      throw this.outOfMemory(length, limit);
+    }
+  }
+
+  /** {@link assertCapacity}'s check itself, whatever the policy. */
+  private checkRoom(bytes: number, keys: number, limit: number): void {
     const needed = heldBytes(bytes, keys) + this.arena.handlesGrowth(keys) + SLAB_SLACK_BYTES;
     if (this.footprint() + needed > limit) throw this.outOfMemory(bytes, limit);
   }
@@ -604,11 +661,19 @@ export class MemoryEngine implements StorageEngine {
   /**
    * See {@link StorageEngine.pastClientRoom}: with a cap and no eviction policy, the footprint is
    * within a slab of the cap and deletes have not freed what {@link fitsInFreedRoom} asks for.
-   * (An evicting engine makes room instead; with replication each member evicts on its own, see
-   * ENGINES.md.)
+   * With an eviction policy and replication (a {@link scoped} engine): the footprint and what it
+   * holds are past the cap (what its heads placed here took it there: each head then evicts one of
+   * its own keys of the chain per value it writes, see `ReplicationService.write`), or the
+   * footprint nears the placement limit. Unscoped, an evicting engine makes room instead.
    */
   pastClientRoom(): boolean {
-    if (this.maxMemory === 0 || this.evicting || this.closed) return false;
+    if (this.maxMemory === 0 || this.closed) return false;
+    if (this.scoped) {
+      const footprint = this.footprint();
+      if (footprint + 2 * SLAB_SLACK_BYTES > this.maxMemory + this.headroomBytes) return true;
+      return footprint > this.maxMemory && !this.heldWithin(0, 0, this.maxMemory);
+    }
+    if (this.evicting) return false;
     if (this.footprint() + SLAB_SLACK_BYTES <= this.maxMemory) return false;
     return !this.heldUnderMargin(0, 0);
   }
@@ -644,20 +709,39 @@ export class MemoryEngine implements StorageEngine {
     const arena = this.arena;
     if (handle >= 0 && arena.fitsInPlace(handle, length)) return handle;
     const keyLength = key.byteLength;
+    const scoped = this.scoped;
     for (;;) {
       const needed = arena.growthFor(keyLength, length, handle < 0);
       if (
         arena.reservedBytes + needed <= this.maxMemory ||
-        this.fitsInFreedRoom(needed, keyLength + length)
+        (scoped
+          ? needed === 0 && this.heldWithin(keyLength + length, 1, this.maxMemory)
+          : this.fitsInFreedRoom(needed, keyLength + length))
       ) {
         if (this.degraded !== '') this.degraded = '';
         return handle;
       }
       if (!this.evicting) throw this.outOfMemory(length);
-      const victim = arena.victimFor(keyLength + length, this.lru, handle);
+      const victim = arena.victimFor(
+        keyLength + length,
+        this.lru,
+        handle,
+        scoped ? this.headedHere : undefined,
+      );
       if (victim >= 0) {
         this.evict(victim);
         continue;
+      }
+      if (scoped) {
+        // Nothing of its size this node may evict (other heads' keys and tombstones fill it: past
+        // its cap it says so, and they evict for it): half the headroom takes the write meanwhile.
+        // Donor slabs are not an option: they hold other heads' keys.
+        if (
+          arena.reservedBytes + needed <= this.maxMemory + this.headroomBytes / 2 &&
+          this.heldWithin(keyLength + length, 1, this.maxMemory + this.headroomBytes / 4)
+        )
+          return handle;
+        throw this.outOfMemory(length);
       }
       const donor = arena.donorFor(keyLength + length);
       if (donor < 0) throw this.outOfMemory(length);
@@ -686,11 +770,18 @@ export class MemoryEngine implements StorageEngine {
    * ({@link pastClientRoom}).
    */
   private heldUnderMargin(bytes: number, keys: number): boolean {
-    const { values, liveBytes } = this.arena.stats();
-    return heldBytes(this.keyBytes + liveBytes + bytes, values + keys) <= this.maxMemory - this.headroomBytes;
+    return this.heldWithin(bytes, keys, this.maxMemory - this.headroomBytes);
   }
 
+  /** Whether what the engine holds, with `bytes` more in `keys` more entries, is at most `limit` ({@link heldBytes}). */
+  private heldWithin(bytes: number, keys: number, limit: number): boolean {
+    const arena = this.arena;
+    return heldBytes(this.keyBytes + arena.valueBytes + bytes, arena.size + keys) <= limit;
+  }
+
+  /** Evicts the value under `handle`; a scoped engine tells its scope first, at a new version. */
   private evict(handle: number): void {
+    if (this.scoped) this.scope!.evicted(this.arena.key(handle), this.clock.next());
     this.remove(handle);
     this.evictions++;
   }

@@ -271,6 +271,13 @@ export const SLOT_METADATA_BYTES = 35;
 export const EVICTION_ORDER_BYTES = 8;
 /** Random handles tried by `allkeys-random` before it falls back to the oldest value of the class. */
 const RANDOM_SAMPLES = 16;
+/**
+ * Most values an eviction with a filter examines from the old end of a class (see
+ * {@link SlabArena.victimFor}). A factor-3 member heads about a third of what it holds, but its
+ * old end can hold mostly other heads' keys (its order counts the reads it serves as a tail, which
+ * their heads never see): 64 left a small member refusing writes, 256 did not (at most ~80 µs).
+ */
+const EVICTION_WALK = 256;
 const INITIAL_SLOTS = 1024;
 const INITIAL_BUCKETS = 2048;
 const EMPTY_BUCKET = -1;
@@ -333,6 +340,11 @@ export class SlabArena {
   /** Number of handles in use (values and tombstones). */
   get size(): number {
     return this.live;
+  }
+
+  /** Sum of the values' lengths (as {@link SlabArena.stats}' `liveBytes`, without an object). */
+  get valueBytes(): number {
+    return this.liveBytes;
   }
 
   /** One more than the highest handle ever used: iterate `0..handleLimit` with {@link SlabArena.isLive}. */
@@ -426,21 +438,44 @@ export class SlabArena {
   /**
    * A value to evict so that an entry of `total` bytes (key + value) finds room in its own size
    * class: one of that class (whose item the new entry can then take; for huge entries any huge
-   * one, whose bytes are released), never `exclude`. `lru`: the least recently used (reads and
-   * writes count as uses, see {@link SlabArena.touch}); otherwise a random one (sampled; when
-   * sampling misses, the oldest written). -1 when the class holds no other value.
+   * one, whose bytes are released), never `exclude`, and only one `accept` takes when given (a
+   * replicating node evicts only the keys whose chains it heads). `lru`: the least recently used
+   * (reads and writes count as uses, see {@link SlabArena.touch}); otherwise a random one
+   * (sampled; when sampling misses, the oldest written). -1 when the class holds no other value
+   * (with `accept`: none it takes among the {@link EVICTION_WALK} oldest and a sample).
    */
-  victimFor(total: number, lru: boolean, exclude: number): number {
+  victimFor(total: number, lru: boolean, exclude: number, accept?: (handle: number) => boolean): number {
     const order = this.order;
     if (order === undefined) return -1;
     const cls = classFor(total);
     if (!lru) {
-      for (let attempt = 0; attempt < RANDOM_SAMPLES; attempt++) {
-        const slot = Math.floor(Math.random() * this.nextSlot);
-        if (slot !== exclude && this.slotClass[slot] === cls && order.contains(slot)) return slot;
-      }
+      const sampled = this.sampleVictim(cls, exclude, accept);
+      if (sampled >= 0) return sampled;
     }
-    return order.oldest(cls, exclude);
+    const oldest = order.oldest(cls, exclude, accept);
+    // LRU with a filter: when the old end holds only values it refuses (other heads' keys not
+    // written for long), a sampled one it takes rather than none.
+    return oldest < 0 && lru && accept !== undefined ? this.sampleVictim(cls, exclude, accept) : oldest;
+  }
+
+  /** A value of class `cls` found among {@link RANDOM_SAMPLES} random handles (not `exclude`, taken by `accept`), or -1. */
+  private sampleVictim(
+    cls: number,
+    exclude: number,
+    accept: ((handle: number) => boolean) | undefined,
+  ): number {
+    const order = this.order!;
+    for (let attempt = 0; attempt < RANDOM_SAMPLES; attempt++) {
+      const slot = Math.floor(Math.random() * this.nextSlot);
+      if (
+        slot !== exclude &&
+        this.slotClass[slot] === cls &&
+        order.contains(slot) &&
+        (accept === undefined || accept(slot))
+      )
+        return slot;
+    }
+    return -1;
   }
 
   /**
@@ -855,9 +890,19 @@ class EvictionOrder {
     this.link(slot, cls);
   }
 
-  /** The tail of the class's list, or the one before it when the tail is `exclude`; -1 if none. */
-  oldest(cls: number, exclude: number): number {
+  /**
+   * The tail of the class's list, or the one before it when the tail is `exclude`; -1 if none.
+   * With `accept`: the oldest it takes among the {@link EVICTION_WALK} oldest, else -1 (bounded:
+   * a write never walks a whole class).
+   */
+  oldest(cls: number, exclude: number, accept?: (slot: number) => boolean): number {
     const last = this.tail[cls]!;
-    return last === exclude && last !== NONE ? this.prev[last]! : last;
+    if (accept === undefined) return last === exclude && last !== NONE ? this.prev[last]! : last;
+    let slot = last;
+    for (let walked = 0; slot !== NONE && walked < EVICTION_WALK; walked++) {
+      if (slot !== exclude && accept(slot)) return slot;
+      slot = this.prev[slot]!;
+    }
+    return NONE;
   }
 }

@@ -6,6 +6,7 @@ import { open as openLmdb } from 'lmdb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type EntryHeader,
+  type EvictionScope,
   LMDB_FORMAT,
   LmdbEngine,
   MAX_KEY_BYTES,
@@ -1084,5 +1085,94 @@ describe('MemoryEngine under a memory cap', () => {
     );
     expect(refused).toBe('OUT_OF_MEMORY');
     expect(engine.health().degraded).toMatch(/out of memory/);
+  });
+});
+
+describe('MemoryEngine eviction with replication (an eviction scope)', () => {
+  const CAP = 4 * 2 ** 20;
+  const VALUE_BYTES = 4000;
+
+  /** A scope under which this node heads the keys starting with `k`, recording what it is told. */
+  function headingK(active: boolean): { scope: EvictionScope; evicted: { key: string; version: number }[] } {
+    const evicted: { key: string; version: number }[] = [];
+    const scope: EvictionScope = {
+      active,
+      mayEvict: (key) => key[0] === 0x6b,
+      evicted: (key, version) => evicted.push({ key: new TextDecoder().decode(key), version }),
+    };
+    return { scope, evicted };
+  }
+
+  /** Other heads' keys (`o0`, `o1`, …) placed here as a chain member would take them. */
+  async function placeOthers(engine: MemoryEngine, count: number): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const entry = {
+        key: text(`o${i}`),
+        value: new Uint8Array(VALUE_BYTES),
+        writeEpoch: 1,
+        version: 500 + i,
+      };
+      await engine.applyIfNewer([entry]);
+    }
+  }
+
+  it.each(['allkeys-lru', 'allkeys-random'] as const)(
+    '%s: client writes evict only keys the node heads, each told at a newer version; placed entries evict nothing',
+    async (eviction) => {
+      const engine = new MemoryEngine({ maxMemory: CAP, eviction });
+      const { scope, evicted } = headingK(true);
+      engine.setEvictionScope(scope);
+      await placeOthers(engine, 400);
+      const versions = new Map<string, number>();
+      for (let i = 0; i < 2000; i++) {
+        await engine.set(text(`k${i}`), new Uint8Array(VALUE_BYTES));
+        versions.set(`k${i}`, engine.header(text(`k${i}`))!.version);
+        expect(engine.footprint()).toBeLessThanOrEqual(CAP);
+      }
+      expect(evicted.length).toBeGreaterThan(400);
+      expect(engine.stats().evictions).toBe(evicted.length);
+      for (const { key, version } of evicted) {
+        expect(key).toMatch(/^k/);
+        expect(engine.header(text(key))).toBeUndefined();
+        expect(version).toBeGreaterThan(versions.get(key)!);
+      }
+      for (let i = 0; i < 400; i++) expect(engine.has(text(`o${i}`))).toBe(true);
+      expect(engine.pastClientRoom()).toBe(false);
+
+      // What other heads admitted is taken past the cap into the headroom, evicting nothing, and
+      // the engine says it is past its room (its heads then evict for it); then it is refused.
+      const told = evicted.length;
+      const { placed, refusal } = await placeUntilRefused(engine, VALUE_BYTES);
+      expect(placed).toBeGreaterThan(0);
+      expect((refusal as StorageEngineError).code).toBe('OUT_OF_MEMORY');
+      expect(evicted.length).toBe(told);
+      expect(engine.footprint()).toBeGreaterThan(CAP);
+      expect(engine.footprint()).toBeLessThanOrEqual(CAP + CAP / 8);
+      expect(engine.pastClientRoom()).toBe(true);
+
+      // A head making room on such a member: one value it heads that the filter takes, told as any.
+      const headed = (key: Uint8Array): boolean => key[0] === 0x6b;
+      expect(engine.evictFor(5 + VALUE_BYTES, headed)).toBe(true);
+      expect(evicted.length).toBe(told + 1);
+      const gone = evicted[told]!.key;
+      expect(gone).toMatch(/^k/);
+      expect(engine.has(text(gone))).toBe(false);
+      expect(engine.evictFor(5 + VALUE_BYTES, () => false)).toBe(false);
+    },
+  );
+
+  it('an inactive scope (factor 1) evicts any value and is told nothing', async () => {
+    const engine = new MemoryEngine({ maxMemory: CAP, eviction: 'allkeys-lru' });
+    const { scope, evicted } = headingK(false);
+    engine.setEvictionScope(scope);
+    await placeOthers(engine, 400);
+    for (let i = 0; i < 2000; i++) await engine.set(text(`k${i}`), new Uint8Array(VALUE_BYTES));
+    // The oldest values went first, whoever heads them.
+    expect(engine.has(text('o0'))).toBe(false);
+    expect(evicted).toEqual([]);
+    expect(engine.stats().evictions).toBeGreaterThan(400);
+    expect(engine.footprint()).toBeLessThanOrEqual(CAP);
+    expect(engine.pastClientRoom()).toBe(false);
+    expect(engine.evictFor(VALUE_BYTES, () => true)).toBe(false);
   });
 });
