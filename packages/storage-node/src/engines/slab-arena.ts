@@ -449,23 +449,26 @@ export class SlabArena {
     if (order === undefined) return -1;
     const cls = classFor(total);
     if (!lru) {
-      const sampled = this.sampleVictim(cls, exclude, accept);
+      const sampled = this.sampleVictim(cls, exclude, accept, RANDOM_SAMPLES);
       if (sampled >= 0) return sampled;
     }
     const oldest = order.oldest(cls, exclude, accept);
-    // LRU with a filter: when the old end holds only values it refuses (other heads' keys not
-    // written for long), a sampled one it takes rather than none.
-    return oldest < 0 && lru && accept !== undefined ? this.sampleVictim(cls, exclude, accept) : oldest;
+    // With a filter, when the old end holds only values it refuses (keys of other heads or other
+    // write paths, not written for long), a sampled one it takes rather than none.
+    return oldest < 0 && accept !== undefined
+      ? this.sampleVictim(cls, exclude, accept, EVICTION_WALK)
+      : oldest;
   }
 
-  /** A value of class `cls` found among {@link RANDOM_SAMPLES} random handles (not `exclude`, taken by `accept`), or -1. */
+  /** A value of class `cls` found among `samples` random handles (not `exclude`, taken by `accept`), or -1. */
   private sampleVictim(
     cls: number,
     exclude: number,
     accept: ((handle: number) => boolean) | undefined,
+    samples: number,
   ): number {
     const order = this.order!;
-    for (let attempt = 0; attempt < RANDOM_SAMPLES; attempt++) {
+    for (let attempt = 0; attempt < samples; attempt++) {
       const slot = Math.floor(Math.random() * this.nextSlot);
       if (
         slot !== exclude &&
