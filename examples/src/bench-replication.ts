@@ -14,7 +14,9 @@
  *
  * Run: `pnpm build && pnpm --filter @dstore/examples bench:replication`.
  * Env: DSTORE_BENCH_ROUNDS (3), DSTORE_BENCH_OPS (100000), DSTORE_BENCH_CONCURRENCY (50),
- * DSTORE_BENCH_READ_RATIO (0.5; 0 for writes only),
+ * DSTORE_BENCH_READ_RATIO (0.5; 0 for writes only), DSTORE_BENCH_NODE_ARGS (more options of every
+ * node, space-separated: `--max-memory 16m --eviction allkeys-lru` measures replicated eviction),
+ * DSTORE_BENCH_KEYSPACE (10000; 1000000 with a small cap keeps the nodes evicting),
  * DSTORE_BENCH_WARMUP_OPS (300000 for memory, 20000 for lmdb: a memory cluster reaches its steady
  * state only after V8 has optimised it, ~150,000 ops, and a shorter warm-up flatters factor 3, see
  * BENCHMARKS.md "Steady state"; an lmdb write's cost is its commit and fsync, and 300,000 of them
@@ -63,6 +65,12 @@ const OPS = process.env.DSTORE_BENCH_OPS ?? '100000';
 const CONCURRENCY = process.env.DSTORE_BENCH_CONCURRENCY ?? '50';
 /** Share of reads of the load (0: writes only, the issue's "CPU per write"). */
 const READ_RATIO = Number(process.env.DSTORE_BENCH_READ_RATIO ?? '0.5');
+const NODE_ARGS = (process.env.DSTORE_BENCH_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
+/** `dstore bench` options after the defaults (a later option wins): the keyspace, without a preload past the default's. */
+const KEYSPACE_ARGS =
+  process.env.DSTORE_BENCH_KEYSPACE === undefined
+    ? []
+    : ['--keyspace', process.env.DSTORE_BENCH_KEYSPACE, '--preload', '10000'];
 /** Unmeasured ops before each measured load, per engine (see the header for the defaults). */
 const WARMUP_OPS: Record<Engine, number> = {
   memory: Number(process.env.DSTORE_BENCH_WARMUP_OPS ?? 300_000),
@@ -105,13 +113,20 @@ async function measure(engine: Engine, factor: number, distRoot: string | undefi
       root,
       engine,
       replicationFactor: factor,
+      nodeArgs: NODE_ARGS,
       ...(distRoot === undefined ? {} : { distRoot }),
     });
     const servers: ClusterProcess[] = [state.balancer, ...state.nodes];
     const { report, cpuUsPerOp, writesPerOp } = runLoadWithCpu(
       `${state.balancer.host}:${state.balancer.port}`,
       servers.map((proc) => proc.pid),
-      { concurrency: CONCURRENCY, ops: OPS, warmupOps: WARMUP_OPS[engine], readRatio: READ_RATIO },
+      {
+        concurrency: CONCURRENCY,
+        ops: OPS,
+        warmupOps: WARMUP_OPS[engine],
+        readRatio: READ_RATIO,
+        extraArgs: KEYSPACE_ARGS,
+      },
     );
     const serversUsPerOp = cpuUsPerOp.reduce((sum, us) => sum + us, 0);
     return {

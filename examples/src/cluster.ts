@@ -110,6 +110,8 @@ export interface ClusterOptions {
   readonly auth?: ClusterAuth;
   /** More options of the balancer (such as `--resp-port`). Default: none. */
   readonly balancerArgs?: readonly string[];
+  /** More options of every node (see {@link NodeStartOptions.nodeArgs}). Default: none. */
+  readonly nodeArgs?: readonly string[];
   /**
    * Copies of each key (`--replication-factor`). Default: the balancer's, 3 for a new map (with
    * 3 nodes every key on all 3). Benchmarks that compare with one-copy Redis pass 1; a build
@@ -126,6 +128,8 @@ export interface NodeStartOptions {
   readonly detached?: boolean;
   /** TLS files of this node. Default: the cluster's. */
   readonly tls?: ClusterTls;
+  /** More options of this node (such as `--max-memory 16m --eviction allkeys-lru`). Default: none. */
+  readonly nodeArgs?: readonly string[];
 }
 
 function tlsArgs(tls: ClusterTls | undefined): string[] {
@@ -189,7 +193,11 @@ export function startNode(
     `${state.balancer.host}:${state.balancer.port}`,
   ];
   if (engine === 'lmdb') args.push('--data-dir', dataDir);
-  args.push(...tlsArgs(options.tls ?? state.tls), ...authArgs(state.auth, 'node'));
+  args.push(
+    ...tlsArgs(options.tls ?? state.tls),
+    ...authArgs(state.auth, 'node'),
+    ...(options.nodeArgs ?? []),
+  );
   return startProcess(
     {
       role: 'node',
@@ -274,6 +282,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         readyTimeoutMs: timeoutMs,
         ...(options.distRoot === undefined ? {} : { distRoot: options.distRoot }),
         ...(options.detached === undefined ? {} : { detached: options.detached }),
+        ...(options.nodeArgs === undefined ? {} : { nodeArgs: options.nodeArgs }),
       });
       started.push(node);
       nodes.push(node);

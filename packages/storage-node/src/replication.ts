@@ -20,7 +20,7 @@ import type {
   VersionedEntry,
   VersionedValue,
 } from './engines/index.js';
-import { StorageEngineError } from './engines/index.js';
+import { isExpired, StorageEngineError } from './engines/index.js';
 import type { NodeLease } from './membership.js';
 import type { Ownership } from './ownership.js';
 import type { PeerLinks } from './peer-links.js';
@@ -96,6 +96,14 @@ const ENTRY_OVERHEAD = 32;
 /** Room kept in a frame for REPLICATE's own fields. */
 const FRAME_HEADROOM = 4096;
 const NO_VALUE = new Uint8Array(0);
+/**
+ * The expiry time an eviction is sent with (1 ms after the Unix epoch: long past). An eviction
+ * goes down the chain as an expired copy, not as a delete: every member drops the key without a
+ * tombstone (a tombstone per eviction, kept a minute, filled a cache of small values: 16 MiB
+ * nodes went from 23,780 to 2,066 writes/s with `OUT_OF_MEMORY`), and a learner keeps one (see
+ * {@link ReplicationService.replicate}).
+ */
+const EVICTED_AT = 1;
 
 /**
  * The writes of one tick towards one successor: one REPLICATE frame. Settled once, in link order
@@ -750,9 +758,10 @@ export class ReplicationService {
   }
 
   /**
-   * The engine evicts `key` (a view) at `version` (see {@link mayEvict}): a delete goes down its
-   * chain, in the link's order with the chain's writes (the members keep a tombstone, as for a
-   * client DEL). No client waits for it; a failed forward is kept and sent again like any other.
+   * The engine evicts `key` (a view) at `version` (see {@link mayEvict}): an expired copy of it
+   * ({@link EVICTED_AT}) goes down its chain, in the link's order with the chain's writes, and
+   * every member drops the key. No client waits for it; a failed forward is kept and sent again
+   * like any other.
    */
   private evicted(key: Uint8Array, version: number): void {
     const link = this.forwardLinkOf(this.ownership.chainOf(key));
@@ -760,10 +769,10 @@ export class ReplicationService {
     this.counters.evictionsSent++;
     link.append({
       key: Uint8Array.prototype.slice.call(key),
-      value: null,
+      value: NO_VALUE,
       writeEpoch: this.ownership.writeEpoch,
       version,
-      expireAt: 0,
+      expireAt: EVICTED_AT,
     });
   }
 
@@ -1295,23 +1304,28 @@ export class ReplicationService {
     const copy = copierOf(entries);
     const copies = new Array<VersionedEntry>(entries.length);
     const forwards: ForwardBatch[] = [];
+    // A learner takes copies of its ranges from the tail meanwhile: an expired copy (an eviction)
+    // leaves it a tombstone, or an older copy of the key read before it could store it again.
+    const learner = isLearnerState(this.ownership.replicaStates.get(self));
+    const now = learner ? Date.now() : 0;
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i]!;
       const key = copy(entry.key);
       const value = entry.value === null ? null : copy(entry.value);
+      // A delete leaves a tombstone with its version: a re-sent older write of the key (after a
+      // failover) must never bring it back, not even for a moment on the tail.
+      const gone = value === null || (learner && entry.expireAt !== 0 && isExpired(entry.expireAt, now));
       copies[i] = {
         key,
         value: value ?? NO_VALUE,
         writeEpoch: entry.writeEpoch,
         version: entry.version,
         expireAt: entry.expireAt,
-        deleted: value === null,
-        // A delete leaves a tombstone with its version: a re-sent older write of the key (after a
-        // failover) must never bring it back, not even for a moment on the tail.
-        tombstone: value === null,
+        deleted: gone,
+        tombstone: gone,
       };
       // A key of its own: the reaper keeps it for minutes, which must not hold the whole frame.
-      if (value === null) this.reaper.add(key.slice(), entry.writeEpoch, entry.version);
+      if (gone) this.reaper.add(key.slice(), entry.writeEpoch, entry.version);
       const chain = chains[i]!;
       const at = positions[i]!;
       if (at + 1 >= chain.path.length) continue;
