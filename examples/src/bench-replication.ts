@@ -358,7 +358,7 @@ const named = (engine: FailoverEngine, label: string) => (label === '' ? engine 
 if (LOAD) {
   console.log(
     `bench:replication: ${OPS} ops (after a warm-up of ${ENGINES.map((engine) => `${WARMUP_OPS[engine]} ops on ${engine}`).join(', ')}), ${CONCURRENCY} in flight, 100-byte values, ` +
-      `${Math.round(READ_RATIO * 100)}% reads, 10,000 keys, 3 nodes; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}` +
+      `${Math.round(READ_RATIO * 100)}% reads, ${Number(process.env.DSTORE_BENCH_KEYSPACE ?? 10_000).toLocaleString('en-US')} keys, 3 nodes${NODE_ARGS.length > 0 ? ` (${NODE_ARGS.join(' ')})` : ''}; factors ${FACTORS.join(', ')}; ${ROUNDS} interleaved rounds; CLK_TCK ${CLK_TCK}` +
       `${BASELINE_ROOT === undefined ? '' : `; "base" rows: the CLIs of ${BASELINE_ROOT}`}\n`,
   );
   const HEADER =

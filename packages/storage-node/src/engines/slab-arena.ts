@@ -443,8 +443,16 @@ export class SlabArena {
    * (reads and writes count as uses, see {@link SlabArena.touch}); otherwise a random one
    * (sampled; when sampling misses, the oldest written). -1 when the class holds no other value
    * (with `accept`: none it takes among the {@link EVICTION_WALK} oldest and a sample).
+   * `rotateRefused`: the values `accept` refuses on the walk go to the young end, so the next walk
+   * does not examine them again (for values this node never evicts: other heads' keys).
    */
-  victimFor(total: number, lru: boolean, exclude: number, accept?: (handle: number) => boolean): number {
+  victimFor(
+    total: number,
+    lru: boolean,
+    exclude: number,
+    accept?: (handle: number) => boolean,
+    rotateRefused = false,
+  ): number {
     const order = this.order;
     if (order === undefined) return -1;
     const cls = classFor(total);
@@ -452,7 +460,7 @@ export class SlabArena {
       const sampled = this.sampleVictim(cls, exclude, accept, RANDOM_SAMPLES);
       if (sampled >= 0) return sampled;
     }
-    const oldest = order.oldest(cls, exclude, accept);
+    const oldest = order.oldest(cls, exclude, accept, rotateRefused);
     // With a filter, when the old end holds only values it refuses (keys of other heads or other
     // write paths, not written for long), a sampled one it takes rather than none.
     return oldest < 0 && accept !== undefined
@@ -896,15 +904,19 @@ class EvictionOrder {
   /**
    * The tail of the class's list, or the one before it when the tail is `exclude`; -1 if none.
    * With `accept`: the oldest it takes among the {@link EVICTION_WALK} oldest, else -1 (bounded:
-   * a write never walks a whole class).
+   * a write never walks a whole class); `rotate`: each one it refuses moves to the young end.
    */
-  oldest(cls: number, exclude: number, accept?: (slot: number) => boolean): number {
+  oldest(cls: number, exclude: number, accept?: (slot: number) => boolean, rotate = false): number {
     const last = this.tail[cls]!;
     if (accept === undefined) return last === exclude && last !== NONE ? this.prev[last]! : last;
     let slot = last;
     for (let walked = 0; slot !== NONE && walked < EVICTION_WALK; walked++) {
-      if (slot !== exclude && accept(slot)) return slot;
-      slot = this.prev[slot]!;
+      const younger = this.prev[slot]!;
+      if (slot !== exclude) {
+        if (accept(slot)) return slot;
+        if (rotate) this.touch(slot, cls);
+      }
+      slot = younger;
     }
     return NONE;
   }
