@@ -73,7 +73,7 @@ export interface ReplicationCounters {
   refusedPromoting: number;
   /** Client writes of values refused because a member of their chain is out of room (REPLICATED's `full`). */
   refusedFull: number;
-  /** Evictions of this node's engine sent down their chains as deletes (this node heads their keys). */
+  /** Evictions of this node's engine sent down their chains (this node heads their keys). */
   evictionsSent: number;
 }
 
@@ -654,8 +654,8 @@ export class ReplicationService {
   /**
    * The engine's {@link EvictionScope} (memory with an eviction policy): with a factor above 1 a
    * value may be evicted only where this node may write its key now as the head of its chain, and
-   * each eviction goes down the chain as a delete, as a client DEL would; the members evict nothing
-   * of their own, so every member of a chain holds the same keys.
+   * each eviction goes down the chain as an expired copy ({@link EVICTED_AT}); the members evict
+   * nothing of their own, so every member of a chain holds the same keys.
    */
   readonly evictionScope: EvictionScope;
   /** Most entries in one REPLICATE. */

@@ -167,7 +167,7 @@ export interface StorageHealth {
 /**
  * Which values an evicting engine may evict, and where its evictions go. With replication every
  * member of a chain must hold the same keys, so only the chain's head evicts, and each eviction
- * goes down the chain as a delete; members evict nothing for what they are sent.
+ * goes down the chain (the members drop the key); members evict nothing for what they are sent.
  */
 export interface EvictionScope {
   /** Whether evictions follow this scope now (a replication factor above 1); when not, any value may go. */

@@ -30,7 +30,8 @@ import { assertVersion, VersionClock } from './version-clock.js';
  * A write fails with OUT_OF_MEMORY only when evicting every value could not make room.
  * Tombstones are never evicted: they keep deletes from being undone by a migration.
  * With replication (an active {@link EvictionScope}) only the keys whose chains the node heads are
- * evicted, each eviction goes down the chain as a delete, and entries placed here evict nothing.
+ * evicted, each eviction goes down the chain (the members drop the key), and entries placed here
+ * evict nothing.
  */
 export type EvictionPolicy = 'noeviction' | 'allkeys-lru' | 'allkeys-random';
 
@@ -326,7 +327,7 @@ export class MemoryEngine implements StorageEngine {
 
   /**
    * With replication: evicts only the values `scope` lets go (the keys whose chains this node
-   * heads), tells it of each eviction (it sends the delete down the chain), and evicts nothing for
+   * heads), tells it of each eviction (it sends the eviction down the chain), and evicts nothing for
    * entries placed here (`applyIfNewer`: they were admitted at their head, which evicts for them),
    * so every member of a chain holds the same keys. See ENGINES.md, "Eviction with replication".
    */
