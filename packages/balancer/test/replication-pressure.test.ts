@@ -23,7 +23,7 @@ import { Nemesis } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
 import { DstoreError, ErrorCode, Op } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Resources, waitFor } from './helpers.js';
+import { Resources, sleep, waitFor } from './helpers.js';
 import { type Engine, FAILOVER_TIMEOUTS, ReplicatedCluster } from './replicated-cluster.js';
 
 const resources = new Resources();
@@ -217,3 +217,78 @@ describe.each(['allkeys-lru', 'allkeys-random'] as const)(
     });
   },
 );
+
+describe('replication with an eviction policy under a failure (allkeys-lru, memory, factor 3 on 5 nodes)', () => {
+  it('a member SIGKILLed and restarted empty mid-load: afterwards every chain holds the same keys, no deleted key is back', {
+    timeout: 120_000,
+  }, async () => {
+    nemesis = new Nemesis();
+    const cluster = await ReplicatedCluster.start({
+      engine: 'memory',
+      resources,
+      nemesis,
+      nodeArgs: ['--max-memory', '8m', '--eviction', 'allkeys-lru'],
+      balancer: FAILOVER_TIMEOUTS,
+    });
+    const client = cluster.client(20_000);
+    // 8 writers of 4,000-byte values (the five caps fill within seconds, then every write
+    // evicts), each deleting one of its earlier keys every 10 writes and reading its first 50.
+    const written: string[] = [];
+    const deleted: string[] = [];
+    const failures: DstoreError[] = [];
+    let stopped = false;
+    const writer = async (w: number): Promise<void> => {
+      for (let i = 0; !stopped; i++) {
+        try {
+          await client.set(`w${w}-${i}`, VALUE);
+          written.push(`w${w}-${i}`);
+          if (i % 10 === 5) {
+            await client.del(`w${w}-${i - 3}`);
+            deleted.push(`w${w}-${i - 3}`);
+          }
+          if (i % 3 === 0) await client.getString(`w${w}-${i % 50}`);
+        } catch (error) {
+          // The failover's indeterminate and retryable errors: those keys are not checked.
+          if (!(error instanceof DstoreError)) throw error;
+          failures.push(error);
+        }
+      }
+    };
+    const writers = Promise.all(Array.from({ length: 8 }, (_, w) => writer(w)));
+    /** Evictions the heads sent down their chains so far. */
+    const evictionsSent = async (): Promise<number> => {
+      let sent = 0;
+      for (const id of cluster.nodes.keys()) {
+        if (cluster.stateOf(id) !== 'up') continue;
+        const answer = await (await cluster.peer(id)).request({ op: Op.STATS });
+        if (answer.op === Op.STATS_RESULT) sent += Number(answer.stats['replication.evictions_sent']);
+      }
+      return sent;
+    };
+    try {
+      // The fault comes once the heads evict.
+      await waitFor(async () => (await evictionsSent()) > 500, 'the heads evicting', 60_000);
+      const victim = cluster.nodes.get('node-2')!;
+      await victim.kill();
+      await waitFor(() => cluster.stateOf('node-2') === 'failed', 'node-2 marked failed', 30_000);
+      await sleep(1000);
+      // A memory node returns empty: a learner that copies its ranges while the heads evict.
+      await victim.start();
+      await waitFor(() => cluster.stateOf('node-2') === 'up', 'node-2 back up', 90_000);
+      await sleep(1000);
+    } finally {
+      stopped = true;
+      await writers;
+    }
+    expect(failures.length).toBeLessThan(written.length / 10);
+    expect(await evictionsSent()).toBeGreaterThan(1000);
+    await waitFor(
+      () => cluster.balancer.membership.clusterMap.transition === null,
+      'the ring settled',
+      30_000,
+    );
+    // Every member of every chain (node-2 included) holds the same keys at the same versions.
+    for (let i = 0; i < written.length; i += 3) await cluster.expectOnChain(written[i]!);
+    for (const key of deleted) expect(await client.getString(key)).toBeNull();
+  });
+});
