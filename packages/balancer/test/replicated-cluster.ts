@@ -179,6 +179,13 @@ export class ReplicatedCluster {
     return connection;
   }
 
+  /** Member `id`'s STATS, asked on its peer connection. */
+  async stats(id: string): Promise<Readonly<Record<string, number | string>>> {
+    const answer = await (await this.peer(id)).request({ op: Op.STATS });
+    if (answer.op !== Op.STATS_RESULT) throw new Error(`STATS answered op ${answer.op}`);
+    return answer.stats;
+  }
+
   /** Member `id`'s copy of `key`: its value (null when it has none) and version. */
   async copyAt(id: string, key: string): Promise<{ value: string | null; version: number }> {
     const response = await (await this.peer(id)).request({ op: Op.PULL, key: text.encode(key) });

@@ -21,7 +21,7 @@
  */
 import { Nemesis } from '@dstore/checker';
 import type { DstoreClient } from '@dstore/client';
-import { DstoreError, ErrorCode, Op } from '@dstore/protocol';
+import { DstoreError, ErrorCode } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Resources, sleep, waitFor } from './helpers.js';
 import { type Engine, FAILOVER_TIMEOUTS, ReplicatedCluster } from './replicated-cluster.js';
@@ -200,11 +200,10 @@ describe.each(['allkeys-lru', 'allkeys-random'] as const)(
         true,
       );
       for (const id of ['node-1', 'node-2', 'node-3']) {
-        const answer = await (await cluster.peer(id)).request({ op: Op.STATS });
-        if (answer.op !== Op.STATS_RESULT) throw new Error(`STATS answered op ${answer.op}`);
+        const stats = await cluster.stats(id);
         // Each head evicted, and sent every eviction down its chains.
-        expect(Number(answer.stats['storage.evictions'])).toBeGreaterThan(200);
-        expect(answer.stats['replication.evictions_sent']).toBe(answer.stats['storage.evictions']);
+        expect(Number(stats['storage.evictions'])).toBeGreaterThan(200);
+        expect(stats['replication.evictions_sent']).toBe(stats['storage.evictions']);
       }
       // Every member of every chain holds the same keys at the same versions, hot ones included.
       for (let i = 0; i < 4000; i += i < hot ? 1 : 7) await cluster.expectOnChain(`k${i}`);
@@ -259,9 +258,8 @@ describe('replication with an eviction policy under a failure (allkeys-lru, memo
     const evictionsSent = async (): Promise<number> => {
       let sent = 0;
       for (const id of cluster.nodes.keys()) {
-        if (cluster.stateOf(id) !== 'up') continue;
-        const answer = await (await cluster.peer(id)).request({ op: Op.STATS });
-        if (answer.op === Op.STATS_RESULT) sent += Number(answer.stats['replication.evictions_sent']);
+        if (cluster.stateOf(id) === 'up')
+          sent += Number((await cluster.stats(id))['replication.evictions_sent']);
       }
       return sent;
     };
