@@ -36,7 +36,7 @@ import { Membership } from './membership.js';
 import { BalancerMetrics } from './metrics.js';
 import { createRespServer, type RespServer } from './resp/index.js';
 import { Router } from './router.js';
-import { collectStats } from './stats.js';
+import { clusterMemoryConfig, collectStats } from './stats.js';
 
 /** Where a started balancer listens. */
 export interface BalancerAddress {
@@ -236,6 +236,11 @@ export class Balancer {
           epoch: this.epoch,
         }),
         dbSize: () => clusterDbSize(this.membership),
+        memoryConfig: () =>
+          clusterMemoryConfig(
+            this.membership,
+            Math.min(this.options.statsTimeoutMs, this.options.requestTimeoutMs),
+          ),
         flush: () => clusterFlush(this.membership),
         scan: (request, grant) => this.scans.page(request, grant),
       });

@@ -27,6 +27,37 @@ async function fetchNodeStats(node: ClusterNode, timeoutMs: number): Promise<Sta
   }
 }
 
+/** The nodes' memory limits as Redis names them (RESP `CONFIG GET`): see {@link clusterMemoryConfig}. */
+export interface MemoryConfig {
+  /** The smallest `--max-memory` of a memory node, in bytes; 0 when none is capped. */
+  readonly maxmemory: number;
+  /** An eviction policy when any node evicts, else `noeviction`. */
+  readonly policy: string;
+}
+
+/**
+ * The cluster's `maxmemory` and `maxmemory-policy` from the nodes' STATS (`engine`,
+ * `storage.limit_bytes`, `storage.eviction_policy`), fetched concurrently within `timeoutMs`: the
+ * smallest memory cap, and the first eviction policy any node runs. Clients check the policy to
+ * learn whether keys can vanish (job queues refuse to run on an evicting Redis): an answer of
+ * `noeviction` while a node evicts would be the harmful lie. Nodes that do not answer are left out.
+ */
+export async function clusterMemoryConfig(membership: Membership, timeoutMs: number): Promise<MemoryConfig> {
+  const fetched = await Promise.all([...membership.nodes].map((node) => fetchNodeStats(node, timeoutMs)));
+  let maxmemory = 0;
+  let policy = 'noeviction';
+  for (const stats of fetched) {
+    if (stats === undefined) continue;
+    const limit = Number(stats['storage.limit_bytes'] ?? 0);
+    if (stats.engine === 'memory' && limit > 0 && (maxmemory === 0 || limit < maxmemory)) maxmemory = limit;
+    const nodePolicy = stats['storage.eviction_policy'];
+    if (policy === 'noeviction' && typeof nodePolicy === 'string' && nodePolicy !== 'noeviction') {
+      policy = nodePolicy;
+    }
+  }
+  return { maxmemory, policy };
+}
+
 /**
  * The balancer's STATS: its own counters, then every ring node's STATS prefixed `node.<id>.`
  * (fetched concurrently with a short deadline; a node that cannot answer gets

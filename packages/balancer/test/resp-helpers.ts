@@ -2,16 +2,17 @@ import { execFile, spawn } from 'node:child_process';
 import type { Balancer, BalancerOptions } from '../src/index.js';
 import { type Resources, spawnNode, startBalancer, waitForNodesUp } from './helpers.js';
 
-/** A balancer with a RESP port and `nodes` real storage-node processes, all stopped at release. */
+/** A balancer with a RESP port and `nodes` real storage-node processes (node `i` with `nodeArgs(i)`), all stopped at release. */
 export async function startRespCluster(
   resources: Resources,
   nodes: number,
   options: BalancerOptions = {},
+  nodeArgs: (index: number) => string[] = () => [],
 ): Promise<{ balancer: Balancer; respPort: number }> {
   const balancer = await startBalancer(resources, { replicationFactor: 1, respPort: 0, ...options });
   await Promise.all(
     Array.from({ length: nodes }, (_, index) =>
-      spawnNode(resources, `resp-node-${index + 1}`, balancer.address.port),
+      spawnNode(resources, `resp-node-${index + 1}`, balancer.address.port, nodeArgs(index)),
     ),
   );
   await waitForNodesUp(balancer, nodes);

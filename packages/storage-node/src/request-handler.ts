@@ -405,6 +405,7 @@ export class RequestHandler {
       'storage.refused_writes': storage.refusedWrites,
       'storage.failed_writes': storage.failedWrites,
       'storage.evictions': storage.evictions,
+      'storage.eviction_policy': storage.evictionPolicy,
       connections: server.connections,
       'ops.get': counters.get,
       'ops.set': counters.set,

@@ -288,14 +288,14 @@ function command(call: CommandCall): void {
   error(call, unknownSubcommand(sub, 'command'));
 }
 
-/** What CONFIG GET reports: enough for redis-benchmark and test harnesses. */
+/** What CONFIG GET reports without asking the nodes: enough for redis-benchmark and test harnesses. */
 const CONFIG: readonly [string, string][] = [
   ['save', ''],
   ['appendonly', 'no'],
   ['databases', '1'],
-  ['maxmemory', '0'],
-  ['maxmemory-policy', 'noeviction'],
 ];
+/** What CONFIG GET reports from the nodes' STATS (see `clusterMemoryConfig`), after {@link CONFIG}. */
+const MEMORY_CONFIG = ['maxmemory', 'maxmemory-policy'] as const;
 
 /** Redis's glob (`*`, `?`, `[...]`) for CONFIG GET patterns, as a RegExp. */
 function globPattern(glob: string): RegExp {
@@ -318,14 +318,30 @@ function config(call: CommandCall): void {
     return;
   }
   const patterns = args.slice(2).map((arg) => globPattern(textOf(arg)));
-  const matches = CONFIG.filter(([name]) => patterns.some((pattern) => pattern.test(name)));
-  const writer = connection.beginReply(seq);
-  writer.map(matches.length);
-  for (const [name, value] of matches) {
-    writer.bulkText(name);
-    writer.bulkText(value);
+  const wanted = (name: string): boolean => patterns.some((pattern) => pattern.test(name));
+  const matches = CONFIG.filter(([name]) => wanted(name));
+  const answer = (pairs: readonly (readonly [string, string])[]): void => {
+    const writer = connection.beginReply(seq);
+    writer.map(pairs.length);
+    for (const [name, value] of pairs) {
+      writer.bulkText(name);
+      writer.bulkText(value);
+    }
+    connection.endReply(seq);
+  };
+  const memory = MEMORY_CONFIG.filter(wanted);
+  if (memory.length === 0) {
+    answer(matches);
+    return;
   }
-  connection.endReply(seq);
+  call.services.memoryConfig().then(
+    ({ maxmemory, policy }) =>
+      answer([
+        ...matches,
+        ...memory.map((name) => [name, name === 'maxmemory' ? String(maxmemory) : policy] as const),
+      ]),
+    (failure: unknown) => error(call, respErrorLine(ErrorCode.INTERNAL, String(failure))),
+  );
 }
 
 /**

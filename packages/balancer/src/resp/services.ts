@@ -7,6 +7,7 @@ import type {
   WithoutId,
 } from '@dstore/protocol';
 import type { Router } from '../router.js';
+import type { MemoryConfig } from '../stats.js';
 import type { CommandTable } from './command-table.js';
 import type { RespConnection } from './connection.js';
 
@@ -42,6 +43,8 @@ export interface RespServices {
   facts(): ServerFacts;
   /** DBSIZE of the cluster (the balancer's, as on the native port). */
   dbSize(): Promise<number>;
+  /** The nodes' memory cap and eviction policy (CONFIG GET `maxmemory`, `maxmemory-policy`). */
+  memoryConfig(): Promise<MemoryConfig>;
   /** FLUSHALL of the cluster (the balancer's, as on the native port): resolves to the keys deleted. */
   flush(): Promise<number>;
   /** One page of the cluster-wide SCAN (the balancer's, as on the native port). */

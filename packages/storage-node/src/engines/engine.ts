@@ -162,6 +162,8 @@ export interface StorageHealth {
   readonly failedWrites: number;
   /** Keys evicted to make room since open (memory engine with an eviction policy). */
   readonly evictions: number;
+  /** What a write past the limit does (Redis's `maxmemory-policy` names): `noeviction` for lmdb. */
+  readonly evictionPolicy: 'noeviction' | 'allkeys-lru' | 'allkeys-random';
 }
 
 /**

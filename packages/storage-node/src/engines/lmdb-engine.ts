@@ -1222,6 +1222,7 @@ export class LmdbEngine implements StorageEngine {
       refusedWrites: this.refusedWrites,
       failedWrites: this.failedWrites,
       evictions: 0,
+      evictionPolicy: 'noeviction',
     };
   }
 

@@ -692,6 +692,7 @@ export class MemoryEngine implements StorageEngine {
       refusedWrites: this.refusedWrites,
       failedWrites: 0,
       evictions: this.evictions,
+      evictionPolicy: this.eviction,
     };
   }
 
