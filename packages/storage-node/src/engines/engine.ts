@@ -176,7 +176,7 @@ export interface EvictionScope {
   readonly active: boolean;
   /** Whether the value under `key` (a view valid for the call) may be evicted now: this node heads its chain. */
   mayEvict(key: Uint8Array): boolean;
-  /** The value under `key` (a view valid for the call) is being evicted; its delete carries `version`. */
+  /** The value under `key` (a view valid for the call) is being evicted, at `version`: send it down the chain. */
   evicted(key: Uint8Array, version: number): void;
 }
 
