@@ -250,3 +250,72 @@ describe('a weight change that reorders a chain (factor 3)', () => {
     expect(held.received.some((request) => request.entries.length > 0)).toBe(false);
   });
 });
+
+describe('a learner and evictions (replication step 4 with an eviction policy)', () => {
+  it('keeps a tombstone for an eviction, so a copy of the key read from the tail before it cannot store it again', async () => {
+    const balancer = new FakeBalancer(resources);
+    balancer.lease = 60_000;
+    const balancerPort = await balancer.start();
+    const node = await resources.node({
+      id: LEARNER,
+      join: `127.0.0.1:${balancerPort}`,
+      heartbeatIntervalMs: 100,
+      engine: 'memory',
+    });
+    const ring = HashRing.from(
+      IDS.map((id) => ({ id })),
+      { algorithm: 'vnode' },
+    );
+    let key = '';
+    for (let i = 0; key === ''; i++) if (ring.chainOf(`k-${i}`, 3).desired.includes(LEARNER)) key = `k-${i}`;
+    const peer = await resources.peer(node.address.port);
+    const ringAt10 = {
+      op: Op.RING,
+      epoch: 10,
+      generation: 1,
+      algorithm: 'vnode',
+      vnodes: 0,
+      replicationFactor: 3,
+      nodes: IDS.map(
+        (id): RingMember => ({
+          id,
+          weight: 1,
+          host: '127.0.0.1',
+          // The serving members are never reached: the learner ends the write path.
+          port: id === LEARNER ? node.address.port : 9,
+          replicaState: id === LEARNER ? 'syncing' : 'up',
+        }),
+      ),
+    } as const;
+    expect(await peer.request(ringAt10)).toMatchObject({ op: Op.OK });
+    const member = await resources.peer(node.address.port, 'node');
+    // The head evicted the key: an expired copy comes down the write path, at a new version.
+    const eviction = {
+      key: toBytes(key),
+      value: new Uint8Array(0),
+      writeEpoch: 10,
+      version: 2_000,
+      expireAt: 1,
+    };
+    expect(
+      await member.request({ op: Op.REPLICATE, epoch: 10, batch: 1, entries: [eviction] }),
+    ).toMatchObject({
+      op: Op.REPLICATED,
+    });
+    // The tail's copy of the key, read before the eviction reached the tail, arrives after it.
+    const copy = {
+      key: toBytes(key),
+      value: toBytes('read before the eviction'),
+      writeEpoch: 9,
+      version: 1_000,
+    };
+    expect(await member.request({ op: Op.MIGRATE_PUT, epoch: 10, entries: [copy] })).toMatchObject({
+      op: Op.COUNT,
+      count: 0,
+    });
+    expect(await member.request({ op: Op.PULL, key: toBytes(key) })).toMatchObject({
+      op: Op.ENTRY,
+      entry: null,
+    });
+  });
+});
