@@ -39,7 +39,7 @@ export interface MemoryConfig {
  * The cluster's `maxmemory` and `maxmemory-policy` from the nodes' STATS (`engine`,
  * `storage.limit_bytes`, `storage.eviction_policy`), fetched concurrently within `timeoutMs`: the
  * smallest memory cap, and the first eviction policy any node runs. Clients check the policy to
- * learn whether keys can vanish (job queues refuse to run on an evicting Redis): an answer of
+ * learn whether keys can vanish (job queues warn unless it is `noeviction`): an answer of
  * `noeviction` while a node evicts would be the harmful lie. Nodes that do not answer are left out.
  */
 export async function clusterMemoryConfig(membership: Membership, timeoutMs: number): Promise<MemoryConfig> {
