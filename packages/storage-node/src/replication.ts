@@ -732,9 +732,13 @@ export class ReplicationService {
    * chain waiting to be sent again), since the eviction is a write of the chain.
    */
   private mayEvict(key: Uint8Array): boolean {
+    return this.mayEvictIn(this.ownership.chainOf(key), key);
+  }
+
+  /** {@link mayEvict} for `key` of `chain` (its chain, already found). */
+  private mayEvictIn(chain: Chain | undefined, key: Uint8Array): boolean {
     const lease = this.options.lease;
     if (lease !== undefined && !lease.held) return false;
-    const chain = this.ownership.chainOf(key);
     if (chain === undefined || chain.head !== this.ownership.self || this.promotingIn(chain, key))
       return false;
     const link = this.forwardLinkOf(chain);
@@ -751,10 +755,10 @@ export class ReplicationService {
   private roomMadeOn(link: ForwardLink, total: number): boolean {
     const engine = this.engine;
     if (engine.evictFor === undefined) return false;
-    return engine.evictFor(
-      total,
-      (key) => this.mayEvict(key) && this.forwardLinkOf(this.ownership.chainOf(key)) === link,
-    );
+    return engine.evictFor(total, (key) => {
+      const chain = this.ownership.chainOf(key);
+      return this.mayEvictIn(chain, key) && this.forwardLinkOf(chain) === link;
+    });
   }
 
   /**

@@ -18,6 +18,36 @@ const IDS = ['node-a', 'node-b', 'node-m'] as const;
 const LEARNER = 'node-m';
 
 /**
+ * The RING of `epoch` over {@link IDS} (factor 3, vnode), each member at `portOf(id)`, the learner
+ * in `learnerState` and the others up; `switching` marks a ring change's switch.
+ */
+function learnerRing(
+  epoch: number,
+  portOf: (id: string) => number,
+  learnerState: 'syncing' | 'promoting' | 'entering',
+  switching = false,
+) {
+  return {
+    op: Op.RING,
+    epoch,
+    generation: 1,
+    algorithm: 'vnode',
+    vnodes: 0,
+    replicationFactor: 3,
+    ...(switching ? { switching } : {}),
+    nodes: IDS.map(
+      (id): RingMember => ({
+        id,
+        weight: 1,
+        host: '127.0.0.1',
+        port: portOf(id),
+        replicaState: id === LEARNER ? learnerState : 'up',
+      }),
+    ),
+  } as const;
+}
+
+/**
  * Two nodes (`engine`) holding leases from a fake balancer and the learner stand-in; a key whose
  * desired chain is [learner, head, tail] (the learner heads it once up); `ringOf` builds the RING
  * of an epoch with the learner `syncing` or `promoting`, and `control` holds a balancer-role
@@ -49,24 +79,8 @@ async function learnerCluster(engine: 'memory' | 'lmdb', first: 'syncing' | 'ent
   let key = '';
   for (let i = 0; key === ''; i++) if (ring.chainOf(`k-${i}`, 3).desired[0] === LEARNER) key = `k-${i}`;
   const [, head, tail] = ring.chainOf(key, 3).desired as [string, string, string];
-  const ringOf = (epoch: number, learnerState: 'syncing' | 'promoting' | 'entering', switching = false) => ({
-    op: Op.RING,
-    epoch,
-    generation: 1,
-    algorithm: 'vnode',
-    vnodes: 0,
-    replicationFactor: 3,
-    ...(switching ? { switching } : {}),
-    nodes: IDS.map(
-      (id): RingMember => ({
-        id,
-        weight: 1,
-        host: '127.0.0.1',
-        port: ports.get(id)!,
-        replicaState: id === LEARNER ? learnerState : 'up',
-      }),
-    ),
-  });
+  const ringOf = (epoch: number, learnerState: 'syncing' | 'promoting' | 'entering', switching = false) =>
+    learnerRing(epoch, (id) => ports.get(id)!, learnerState, switching);
   const control = new Map<string, Connection>();
   for (const id of [head, tail]) {
     const connection = await resources.peer(ports.get(id)!);
@@ -269,24 +283,8 @@ describe('a learner and evictions (replication step 4 with an eviction policy)',
     let key = '';
     for (let i = 0; key === ''; i++) if (ring.chainOf(`k-${i}`, 3).desired.includes(LEARNER)) key = `k-${i}`;
     const peer = await resources.peer(node.address.port);
-    const ringAt10 = {
-      op: Op.RING,
-      epoch: 10,
-      generation: 1,
-      algorithm: 'vnode',
-      vnodes: 0,
-      replicationFactor: 3,
-      nodes: IDS.map(
-        (id): RingMember => ({
-          id,
-          weight: 1,
-          host: '127.0.0.1',
-          // The serving members are never reached: the learner ends the write path.
-          port: id === LEARNER ? node.address.port : 9,
-          replicaState: id === LEARNER ? 'syncing' : 'up',
-        }),
-      ),
-    } as const;
+    // The serving members are never reached: the learner ends the write path.
+    const ringAt10 = learnerRing(10, (id) => (id === LEARNER ? node.address.port : 9), 'syncing');
     expect(await peer.request(ringAt10)).toMatchObject({ op: Op.OK });
     const member = await resources.peer(node.address.port, 'node');
     // The head evicted the key: an expired copy comes down the write path, at a new version.
