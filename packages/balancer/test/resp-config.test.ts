@@ -1,11 +1,17 @@
 /**
+ * What the front door tells clients about the server from the nodes.
+ *
  * CONFIG GET `maxmemory` and `maxmemory-policy` report what the nodes run, not constants. Found by
  * hand: the front door always answered `noeviction` and `0`, so a client that checks the policy
  * before trusting Redis with data it must not lose (job queues do) was told nothing is evicted
  * while nodes ran `--eviction allkeys-lru`.
+ *
+ * INFO keyspace counts the keys (`db0:keys=N`, which GUIs show): found by hand empty while the
+ * cluster held keys. The plain INFO every client sends on connect does not count them, and INFO
+ * answers while a node is down.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Resources } from './helpers.js';
+import { Resources, waitFor } from './helpers.js';
 import { redisCli, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
@@ -39,5 +45,36 @@ describe('RESP CONFIG GET of the memory settings', () => {
       'maxmemory-policy',
       'allkeys-random',
     ]);
+    // Redis's glob, case-insensitive; a pattern that is no valid RegExp is no error (it matched
+    // nothing but answered `ERR INTERNAL: Invalid regular expression`).
+    expect(await redisCli(port, 'CONFIG', 'GET', 'MAXMEMORY-[P]OLIC?')).toBe(
+      'maxmemory-policy\nallkeys-random',
+    );
+    expect(await redisCli(port, 'CONFIG', 'GET', '[')).toBe('');
+    expect(await redisCli(port, 'CONFIG', 'GET', 'd[z-a]tabases', 'save(')).toBe('databases\n1');
+  });
+});
+
+describe('RESP INFO keyspace', () => {
+  it('counts the keys when asked, not on a plain INFO, and answers with a node down', async () => {
+    const { balancer, respPort: port, nodes } = await startRespCluster(resources, 2);
+    const info = async (...sections: string[]): Promise<string> =>
+      (await redisCli(port, 'INFO', ...sections)).replaceAll('\r', '');
+    // An empty database has no line, as in Redis.
+    expect(await info('keyspace')).toBe('# Keyspace');
+    const pairs = Array.from({ length: 30 }, (_, index) => [`info-key-${index}`, 'v']).flat();
+    expect(await redisCli(port, 'MSET', ...pairs)).toBe('OK');
+    expect(await info('keyspace')).toBe('# Keyspace\ndb0:keys=30');
+    expect(await info('all')).toContain('# Keyspace\ndb0:keys=30');
+    expect(await info('server', 'keyspace')).toMatch(/^# Server\n[\s\S]*\n# Keyspace\ndb0:keys=30$/);
+    const plain = await info();
+    expect(plain).toContain('loading:0');
+    expect(plain).not.toContain('db0:');
+
+    nodes[1]!.child.kill('SIGKILL');
+    await waitFor(() => balancer.membership.node('resp-node-2')?.up === false, 'resp-node-2 down');
+    // Not "no line", which would read as an empty database; and INFO itself still answers.
+    expect(await info('keyspace')).toBe('# Keyspace\ndstore_keyspace_error:UNAVAILABLE');
+    expect(await info()).toContain('loading:0');
   });
 });

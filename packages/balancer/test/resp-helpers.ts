@@ -1,6 +1,13 @@
 import { execFile, spawn } from 'node:child_process';
 import type { Balancer, BalancerOptions } from '../src/index.js';
-import { type Resources, spawnNode, startBalancer, waitForNodesUp } from './helpers.js';
+import {
+  type NodeReady,
+  type Resources,
+  type Spawned,
+  spawnNode,
+  startBalancer,
+  waitForNodesUp,
+} from './helpers.js';
 
 /** A balancer with a RESP port and `nodes` real storage-node processes (node `i` with `nodeArgs(i)`), all stopped at release. */
 export async function startRespCluster(
@@ -8,15 +15,15 @@ export async function startRespCluster(
   nodes: number,
   options: BalancerOptions = {},
   nodeArgs: (index: number) => string[] = () => [],
-): Promise<{ balancer: Balancer; respPort: number }> {
+): Promise<{ balancer: Balancer; respPort: number; nodes: Spawned<NodeReady>[] }> {
   const balancer = await startBalancer(resources, { replicationFactor: 1, respPort: 0, ...options });
-  await Promise.all(
+  const spawned = await Promise.all(
     Array.from({ length: nodes }, (_, index) =>
       spawnNode(resources, `resp-node-${index + 1}`, balancer.address.port, nodeArgs(index)),
     ),
   );
   await waitForNodesUp(balancer, nodes);
-  return { balancer, respPort: balancer.address.respPort };
+  return { balancer, respPort: balancer.address.respPort, nodes: spawned };
 }
 
 /** Runs a command line tool; resolves with its exit code and output (never rejects). */

@@ -31,6 +31,7 @@ export {
 export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
 export { timeoutError } from './errors.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
+export { globMatcher } from './glob.js';
 export {
   EndOfTickQueue,
   type EndOfTickWriter,

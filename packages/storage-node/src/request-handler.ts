@@ -29,7 +29,7 @@ import {
   type StatsMap,
   type TtlRequest,
 } from '@dstore/protocol';
-import { copyKeyed, isSingleKeyRead } from '@dstore/protocol/internal';
+import { copyKeyed, globMatcher, isSingleKeyRead } from '@dstore/protocol/internal';
 import {
   decideDelVersioned,
   decideExpire,
@@ -48,7 +48,6 @@ import {
   type VersionedValue,
 } from './engines/index.js';
 import type { ExpirySweeper } from './expiry-sweeper.js';
-import { globMatcher } from './glob.js';
 import type { NodeLease } from './membership.js';
 import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';

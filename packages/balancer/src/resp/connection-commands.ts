@@ -1,4 +1,5 @@
-import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { DstoreError, ErrorCode, keyspaceDenied } from '@dstore/protocol';
+import { globMatcher } from '@dstore/protocol/internal';
 import { integerOf, isWord, textOf, unknownSubcommand, wrongArity } from './arguments.js';
 import { admitAnonymous, authenticate, authenticationRequired } from './auth.js';
 import { type CommandCall, type RespCommand, withCall } from './command-table.js';
@@ -199,7 +200,11 @@ function client(call: CommandCall): void {
   error(call, unknownSubcommand(sub, 'client'));
 }
 
-/** The sections of INFO, in Redis's order; `loading:0` is what ioredis's ready check reads. */
+/**
+ * The sections of INFO, in Redis's order; `loading:0` is what ioredis's ready check reads. The
+ * keyspace section's lines come from the nodes (see {@link keyspaceLines}) and are filled in by
+ * {@link info} only when asked for.
+ */
 function infoSections(services: RespServices): [name: string, lines: string[]][] {
   const facts = services.facts();
   return [
@@ -223,21 +228,57 @@ function infoSections(services: RespServices): [name: string, lines: string[]][]
   ];
 }
 
-/** INFO [section ...]: `all`, `default`, `everything` or no section = every section. */
+/**
+ * The keyspace section's lines: `db0:keys=N` from the cluster's DBSIZE, as Redis prints it (no
+ * line for an empty database). Expiring keys are not counted by the nodes, so Redis's `expires`
+ * and `avg_ttl` are left out rather than reported as 0. A DBSIZE that fails (a node down) gives
+ * `dstore_keyspace_error:<code>` instead of no line, which would read as an empty database; INFO
+ * itself never fails for it. A user limited to prefixes gets no count (as DBSIZE refuses them).
+ */
+async function keyspaceLines(call: CommandCall): Promise<string[]> {
+  const identity = call.connection.identity;
+  if (identity?.kind === 'user' && keyspaceDenied(identity.grant) !== undefined) return [];
+  try {
+    const keys = await call.services.dbSize();
+    return keys === 0 ? [] : [`db0:keys=${keys}`];
+  } catch (failure) {
+    const code = failure instanceof DstoreError ? failure.code : ErrorCode.INTERNAL;
+    return [`dstore_keyspace_error:${code}`];
+  }
+}
+
+/**
+ * INFO [section ...]: `all`, `default`, `everything` or no section = every section. The keyspace
+ * section is filled in (a DBSIZE over every node) only when named or with `all` / `everything`:
+ * clients send a plain INFO on every connect (ioredis's ready check), and that must stay cheap and
+ * answer while a node is down.
+ */
 function info(call: CommandCall): void {
   const { args, services, connection, seq } = call;
   const wanted = args.slice(1).map((arg) => textOf(arg).toLowerCase());
   const everything =
     wanted.length === 0 || wanted.some((name) => ['all', 'default', 'everything'].includes(name));
-  const text = infoSections(services)
-    .filter(([name]) => everything || wanted.includes(name))
-    .map(
-      ([name, lines]) =>
-        `# ${name[0]!.toUpperCase()}${name.slice(1)}\r\n${lines.map((line) => `${line}\r\n`).join('')}`,
-    )
-    .join('\r\n');
-  connection.beginReply(seq).bulkText(text);
-  connection.endReply(seq);
+  const sections = infoSections(services).filter(([name]) => everything || wanted.includes(name));
+  const answer = (): void => {
+    const text = sections
+      .map(
+        ([name, lines]) =>
+          `# ${name[0]!.toUpperCase()}${name.slice(1)}\r\n${lines.map((line) => `${line}\r\n`).join('')}`,
+      )
+      .join('\r\n');
+    connection.beginReply(seq).bulkText(text);
+    connection.endReply(seq);
+  };
+  const countKeys = wanted.some((name) => ['keyspace', 'all', 'everything'].includes(name));
+  const keyspace = sections.find(([name]) => name === 'keyspace');
+  if (!countKeys || keyspace === undefined) {
+    answer();
+    return;
+  }
+  void keyspaceLines(call).then((lines) => {
+    keyspace[1].push(...lines);
+    answer();
+  });
 }
 
 /** One COMMAND entry, as Redis 7 shapes it (name, arity, flags, keys, then empty ACL/tips/specs/subcommands). */
@@ -297,13 +338,14 @@ const CONFIG: readonly [string, string][] = [
 /** What CONFIG GET reports from the nodes' STATS (see `clusterMemoryConfig`), after {@link CONFIG}. */
 const MEMORY_CONFIG = ['maxmemory', 'maxmemory-policy'] as const;
 
-/** Redis's glob (`*`, `?`, `[...]`) for CONFIG GET patterns, as a RegExp. */
-function globPattern(glob: string): RegExp {
-  const source = glob
-    .replace(/[.+^${}()|\\]/g, '\\$&')
-    .replace(/\*/g, '.*')
-    .replace(/\?/g, '.');
-  return new RegExp(`^${source}$`, 'i');
+/**
+ * Whether a setting's name matches a CONFIG GET pattern: Redis's glob (the one SCAN MATCH uses),
+ * case-insensitive as Redis matches setting names. Any pattern is valid (`[` with no `]` too).
+ */
+function settingMatcher(pattern: Uint8Array): (name: string) => boolean {
+  const lowerCase = pattern.map((byte) => (byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte));
+  const matches = globMatcher(lowerCase);
+  return (name) => matches(Buffer.from(name, 'latin1'));
 }
 
 /** CONFIG GET pattern [pattern ...]; other subcommands are refused. */
@@ -317,8 +359,8 @@ function config(call: CommandCall): void {
     error(call, wrongArity('config|get'));
     return;
   }
-  const patterns = args.slice(2).map((arg) => globPattern(textOf(arg)));
-  const wanted = (name: string): boolean => patterns.some((pattern) => pattern.test(name));
+  const patterns = args.slice(2).map(settingMatcher);
+  const wanted = (name: string): boolean => patterns.some((matches) => matches(name));
   const matches = CONFIG.filter(([name]) => wanted(name));
   const answer = (pairs: readonly (readonly [string, string])[]): void => {
     const writer = connection.beginReply(seq);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { globMatcher } from '../src/glob.js';
+import { globMatcher } from '../src/internal.js';
 
 const bytes = (text: string): Uint8Array => Buffer.from(text, 'latin1');
 const matches = (pattern: string, key: string): boolean => globMatcher(bytes(pattern))(bytes(key));
