@@ -203,6 +203,21 @@ describe('RESP front door with real clients', () => {
         await expect(redis.call('SET', 'ioredis:opt', 'v', 'NX', 'XX')).rejects.toThrow('ERR syntax error');
         await redis.set('ioredis:short', 'v', 'PX', 50);
         await waitFor(async () => (await redis.get('ioredis:short')) === null, 'the key expired');
+        // What caching libraries and GUIs send besides SET/GET: SETEX/PSETEX, UNLINK, TYPE, STRLEN, TOUCH.
+        expect(await redis.setex('ioredis:ex', 100, 'héllo')).toBe('OK');
+        expect(await redis.ttl('ioredis:ex')).toBeGreaterThan(90);
+        expect(await redis.psetex('ioredis:pex', 100_000, 'x')).toBe('OK');
+        expect(await redis.pttl('ioredis:pex')).toBeGreaterThan(90_000);
+        await expect(redis.setex('ioredis:ex', 0, 'v')).rejects.toThrow(
+          "ERR invalid expire time in 'setex' command",
+        );
+        expect(await redis.strlen('ioredis:ex')).toBe(6);
+        expect(await redis.strlen('ioredis:none')).toBe(0);
+        expect(await redis.type('ioredis:ex')).toBe('string');
+        expect(await redis.type('ioredis:none')).toBe('none');
+        expect(await redis.touch('ioredis:ex', 'ioredis:pex', 'ioredis:none')).toBe(2);
+        expect(await redis.unlink('ioredis:ex', 'ioredis:pex', 'ioredis:none')).toBe(2);
+        expect(await redis.exists('ioredis:ex', 'ioredis:pex')).toBe(0);
         expect(await redis.ping()).toBe('PONG');
       } finally {
         redis.disconnect();

@@ -346,6 +346,90 @@ function getdel(connection: RespConnection, args: Uint8Array[], seq: number, ser
   );
 }
 
+/**
+ * SETEX key seconds value / PSETEX key milliseconds value: SET with EX / PX, as Redis answers them
+ * (a time that is not a positive integer: `invalid expire time in 'setex' command`).
+ */
+function setWithTtl(name: 'setex' | 'psetex', unit: number): CommandHandler {
+  return (connection, args, seq, services) => {
+    const amount = safeIntegerOf(args[2]!);
+    if (amount === undefined) {
+      connection.replyError(seq, 'ERR value is not an integer or out of range');
+      return;
+    }
+    if (amount <= 0 || !Number.isSafeInteger(amount * unit)) {
+      connection.replyError(seq, `ERR invalid expire time in '${name}' command`);
+      return;
+    }
+    if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+    services.router.forwardKeyed(
+      {
+        op: Op.SET_WITH,
+        id: seq,
+        key: args[1]!,
+        value: args[3]!,
+        expiry: { kind: 'in', ms: amount * unit },
+      },
+      new SetAnswer(connection, seq),
+      performance.now(),
+    );
+  };
+}
+
+/** TYPE key: `string` when the key holds a value (every value is a string), else `none`. */
+class TypeAnswer implements Replier {
+  constructor(
+    private readonly connection: RespConnection,
+    private readonly seq: number,
+  ) {}
+
+  reply(response: Response): void {
+    const present = response.op === Op.COUNT && response.count > 0;
+    this.connection.beginReply(this.seq).simple(present ? 'string' : 'none');
+    this.connection.endReply(this.seq);
+  }
+
+  replyError(_id: number, code: string, message: string): void {
+    this.connection.replyError(this.seq, respErrorLine(code, message));
+  }
+}
+
+function type(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
+  services.router.forwardExists(
+    { op: Op.EXISTS, id: seq, keys: [args[1]!] },
+    new TypeAnswer(connection, seq),
+    performance.now(),
+  );
+}
+
+/** STRLEN key: the value's length in bytes (0 when absent), from a GET on its owner. */
+class LengthAnswer implements Replier {
+  constructor(
+    private readonly connection: RespConnection,
+    private readonly seq: number,
+  ) {}
+
+  reply(response: Response): void {
+    const length = response.op === Op.VALUE && response.value !== null ? response.value.length : 0;
+    this.connection.beginReply(this.seq).integer(length);
+    this.connection.endReply(this.seq);
+  }
+
+  replyError(_id: number, code: string, message: string): void {
+    this.connection.replyError(this.seq, respErrorLine(code, message));
+  }
+}
+
+function strlen(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
+  services.router.forwardToOwner(
+    { op: Op.GET, id: seq, key: args[1]! },
+    new LengthAnswer(connection, seq),
+    performance.now(),
+  );
+}
+
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 
@@ -485,6 +569,14 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
     keys: SINGLE_KEY,
     run: incrBy(-1n, undefined),
   },
+  { name: 'setex', arity: 4, flags: ['write', 'denyoom'], keys: SINGLE_KEY, run: setWithTtl('setex', 1000) },
+  { name: 'psetex', arity: 4, flags: ['write', 'denyoom'], keys: SINGLE_KEY, run: setWithTtl('psetex', 1) },
+  // UNLINK frees memory in the background in Redis; here a delete is as cheap, so it is DEL.
+  { name: 'unlink', arity: -2, flags: ['write', 'fast'], keys: EVERY_ARGUMENT, run: del },
+  // TOUCH answers how many keys exist, as Redis; it does not refresh their recency for eviction.
+  { name: 'touch', arity: -2, flags: ['readonly', 'fast'], keys: EVERY_ARGUMENT, run: exists },
+  { name: 'type', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: type },
+  { name: 'strlen', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: strlen },
   { name: 'dbsize', arity: 1, flags: ['readonly', 'fast'], keys: [0, 0, 0], run: dbsize },
   { name: 'scan', arity: -2, flags: ['readonly'], keys: [0, 0, 0], run: scan },
 ];
