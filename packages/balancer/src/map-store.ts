@@ -1,7 +1,7 @@
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { releaseLockFile, takeLockFile } from '@dstore/protocol/internal';
 import { type ClusterMap, parseClusterMap, serializeClusterMap } from './cluster-map.js';
 
 /** Which kind of store holds the cluster map. */
@@ -83,19 +83,10 @@ export const MAP_FILE = 'cluster-map.json';
 /** Name of the lock file that keeps a second balancer off the same data dir. */
 export const LOCK_FILE = 'balancer.lock';
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * The map in a file of the balancer's data dir. A write goes to a temporary file, is fsync'ed,
  * renamed over the map and the directory is fsync'ed: a crash leaves the old map or the new one,
- * never a mix. A lock file (with the owner's pid; a dead owner's lock is taken over) keeps a second
+ * never a mix. A lock file (the owner's pid and start time; a dead owner's lock is taken over) keeps a second
  * balancer off the same directory, so this process is the only writer.
  */
 export class FileMapStore implements MapStore {
@@ -170,36 +161,18 @@ export class FileMapStore implements MapStore {
     await this.writes;
     if (!this.locked) return;
     this.locked = false;
-    try {
-      const owner = Number(readFileSync(this.lockPath, 'utf8'));
-      if (owner === process.pid) unlinkSync(this.lockPath);
-    } catch {
-      // Already gone: nothing to release.
-    }
+    releaseLockFile(this.lockPath);
   }
 
   private takeLock(): void {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        const fd = openSync(this.lockPath, 'wx');
-        writeSync(fd, String(process.pid));
-        closeSync(fd);
-        this.locked = true;
-        return;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      }
-      const owner = Number.parseInt(readFileSync(this.lockPath, 'utf8'), 10);
-      if (Number.isSafeInteger(owner) && owner !== process.pid && isRunning(owner)) {
-        throw new DstoreError(
-          ErrorCode.MAP_CONFLICT,
-          `${this.dir} is in use by another balancer (pid ${owner}); give each balancer its own --data-dir, or share a map with --etcd`,
-        );
-      }
-      // The owner died without releasing it (SIGKILL): take the lock over.
-      unlinkSync(this.lockPath);
+    const owner = takeLockFile(this.lockPath);
+    if (owner !== undefined) {
+      throw new DstoreError(
+        ErrorCode.MAP_CONFLICT,
+        `${this.dir} is in use by another balancer (pid ${owner}); give each balancer its own --data-dir, or share a map with --etcd`,
+      );
     }
-    throw new DstoreError(ErrorCode.MAP_CONFLICT, `cannot take ${this.lockPath}`);
+    this.locked = true;
   }
 
   private async writeDurably(text: string): Promise<void> {

@@ -3,6 +3,10 @@
  * (also in the middle of a migration) restarts from its --data-dir and never answers with another
  * node's data; duplicate ids and removed nodes are refused, also across restarts.
  */
+
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   bytesToString,
   Connection,
@@ -62,6 +66,41 @@ async function restart(balancer: Spawned<BalancerReady>, dataDir: string): Promi
   await balancer.exited;
   return spawnBalancer(dataDir, balancer.ready.port);
 }
+
+/** A live process that is no balancer (`sleep`), stopped at release: a pid a crashed balancer's lock may name. */
+function stranger(): number {
+  const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+  resources.add(() => {
+    child.kill('SIGKILL');
+  });
+  return child.pid!;
+}
+
+describe('the data dir lock', () => {
+  it('is taken over when its pid now names another process, and kept while its owner runs', async () => {
+    const dataDir = temporaryDir(resources, 'dstore-lock-');
+    const lock = join(dataDir, 'balancer.lock');
+    const pid = stranger();
+    const start = readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ')[19]!;
+    // The pid of a SIGKILLed balancer, reused by another process (after a reboot, in a container):
+    // its start time differs, so the lock is stale. It used to keep the balancer from starting.
+    writeFileSync(lock, `${pid} 1`);
+    const first = await spawnBalancer(dataDir);
+    expect(readFileSync(lock, 'utf8')).toMatch(new RegExp(`^${first.child.pid} \\d+$`));
+    // A second balancer on the live owner's dir is refused.
+    await expect(spawnBalancer(dataDir)).rejects.toThrow(/is in use by another balancer/);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    // Its lock, left by the SIGKILL, is taken over by the next one.
+    await spawnBalancer(dataDir);
+    // A lock naming a live process that did start then (or a pid alone, as older balancers wrote) holds.
+    const other = temporaryDir(resources, 'dstore-lock-');
+    for (const text of [`${pid} ${start}`, String(pid)]) {
+      writeFileSync(join(other, 'balancer.lock'), text);
+      await expect(spawnBalancer(other)).rejects.toThrow(/is in use by another balancer/);
+    }
+  });
+});
 
 describe('the cluster map', () => {
   it('survives three balancer SIGKILLs under load: no nil, stale or wrong read, no acknowledged write lost', async () => {

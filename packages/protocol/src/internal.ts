@@ -32,6 +32,7 @@ export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweep
 export { timeoutError } from './errors.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
 export { globMatcher } from './glob.js';
+export { releaseLockFile, takeLockFile } from './lock-file.js';
 export {
   EndOfTickQueue,
   type EndOfTickWriter,

@@ -1,4 +1,6 @@
+import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import {
   Authenticator,
   type Credentials,
@@ -9,6 +11,7 @@ import {
   type StatsMap,
   UserDirectory,
 } from '@dstore/protocol';
+import { releaseLockFile, takeLockFile } from '@dstore/protocol/internal';
 import { type Logger, pino } from 'pino';
 import { openEngine, type StorageEngine } from './engines/index.js';
 import { ExpirySweeper } from './expiry-sweeper.js';
@@ -71,6 +74,9 @@ function defaultLogger(level: string): Logger {
   return pino({ name: 'dstore-node', level }, pino.destination(2));
 }
 
+/** The lock file in an lmdb node's data dir: one node per directory. */
+const DATA_DIR_LOCK_FILE = 'node.lock';
+
 class StorageNodeImpl implements StorageNode {
   private readonly options: ResolvedNodeOptions;
   private readonly logger: Logger;
@@ -86,6 +92,8 @@ class StorageNodeImpl implements StorageNode {
   private users: UserDirectory | undefined;
   private nodeId: string | undefined;
   private nodeIdentity: string | undefined;
+  /** The data dir's lock file while this node holds it (lmdb). */
+  private lockedDataDir: string | undefined;
   private startedAt = 0;
   private stopping: Promise<void> | undefined;
 
@@ -135,10 +143,15 @@ class StorageNodeImpl implements StorageNode {
     const options = this.options;
     const users = await UserDirectory.open({ file: options.usersFile, token: options.token });
     this.users = users;
-    const engine = await this.openConfiguredEngine();
+    await this.lockDataDir();
+    const engine = await this.openConfiguredEngine().catch((error: unknown) => {
+      this.unlockDataDir();
+      throw error;
+    });
     // After the engine, which creates the data dir and reports a bad one in its own words.
     const identity = await this.resolveIdentity().catch(async (error: unknown) => {
       await engine.close().catch(() => undefined);
+      this.unlockDataDir();
       throw error;
     });
     this.nodeIdentity = identity;
@@ -237,6 +250,7 @@ class StorageNodeImpl implements StorageNode {
       address = await server.listen();
     } catch (error) {
       await engine.close().catch(() => undefined);
+      this.unlockDataDir();
       this.server = undefined;
       throw new DstoreError(
         ErrorCode.UNAVAILABLE,
@@ -265,6 +279,43 @@ class StorageNodeImpl implements StorageNode {
   stop(): Promise<void> {
     this.stopping ??= this.shutdown();
     return this.stopping;
+  }
+
+  /**
+   * lmdb: takes the data dir's lock file, so that a second node started on the same --data-dir is
+   * refused. LMDB itself lets several processes share one environment: two nodes on one directory
+   * would each count and serve the other's keys, and one's purge after a migration would delete
+   * what the other had just been given (found by hand: half the keys lost on a graceful leave).
+   */
+  private async lockDataDir(): Promise<void> {
+    const { engine, dataDir } = this.options;
+    if (engine !== 'lmdb' || dataDir === undefined) return;
+    const path = join(dataDir, DATA_DIR_LOCK_FILE);
+    try {
+      await mkdir(dataDir, { recursive: true });
+      const owner = takeLockFile(path);
+      if (owner !== undefined) {
+        throw new DstoreError(
+          ErrorCode.INVALID_ARGUMENT,
+          `${dataDir} is in use by another storage node (pid ${owner}); give each node its own --data-dir`,
+        );
+      }
+    } catch (error) {
+      if (error instanceof DstoreError) throw error;
+      // A data dir that cannot be made or locked is one the engine cannot open: same words.
+      throw new DstoreError(
+        ErrorCode.INTERNAL,
+        `cannot open the lmdb engine in ${dataDir}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    this.lockedDataDir = path;
+  }
+
+  private unlockDataDir(): void {
+    if (this.lockedDataDir === undefined) return;
+    releaseLockFile(this.lockedDataDir);
+    this.lockedDataDir = undefined;
   }
 
   /** lmdb: the identity kept in the data dir (created on the first start). memory: a new one. */
@@ -329,6 +380,7 @@ class StorageNodeImpl implements StorageNode {
     this.replication?.close();
     this.links?.close();
     await engine.close();
+    this.unlockDataDir();
     this.logger.info({ id: this.nodeId }, 'stopped');
   }
 

@@ -178,4 +178,37 @@ describe('node identity', () => {
     expect(stderr).toContain('does not hold a valid identity');
     expect(readFileSync(join(dataDir, IDENTITY_FILE_NAME), 'utf8')).toBe('garbage');
   });
+
+  it('CLI: a second node on the same data dir is refused while the first runs, and starts once it was SIGKILLed', async () => {
+    // LMDB lets two processes share an environment: two nodes on one dir each served the other's
+    // keys, and one's purge after a migration deleted what the other had been given (found by hand).
+    const dataDir = resources.tempDir();
+    const first = await resources.spawnNode([
+      '--port',
+      '0',
+      '--id',
+      'lock-1',
+      '--engine',
+      'lmdb',
+      '--data-dir',
+      dataDir,
+    ]);
+    const args = ['--port', '0', '--id', 'lock-2', '--engine', 'lmdb', '--data-dir', dataDir];
+    const refused = await runCliToExit(args);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(
+      `${dataDir} is in use by another storage node (pid ${first.child.pid}); give each node its own --data-dir`,
+    );
+    first.child.kill('SIGKILL');
+    await first.exited;
+    // The lock a SIGKILL left behind is taken over.
+    const second = await resources.spawnNode(args);
+    expect(readFileSync(join(dataDir, 'node.lock'), 'utf8')).toMatch(
+      new RegExp(`^${second.child.pid}( \\d+)?$`),
+    );
+    // A graceful stop releases it.
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
+    expect(readdirSync(dataDir)).not.toContain('node.lock');
+  });
 });
