@@ -120,6 +120,22 @@ export function ringOf(ring: MapRing): HashRing {
 }
 
 /**
+ * Throws IDENTITY_CONFLICT when another member (any state but removed) has `identity`: node `id`
+ * runs on a copy of that member's data dir (a cloned disk or VM image), or on its data dir under
+ * a new id. Two members with one identity are one node's keys in two places of the ring, and the
+ * copy's keys are as old as the copy (deleted keys among them).
+ */
+function refuseTwin(map: ClusterMap, id: string, identity: string | undefined): void {
+  if (identity === undefined || identity === '') return;
+  const twin = map.members.find((m) => m.state !== 'removed' && m.id !== id && m.identity === identity);
+  if (twin === undefined) return;
+  throw new DstoreError(
+    ErrorCode.IDENTITY_CONFLICT,
+    `node identity ${identity} belongs to member '${twin.id}' (${twin.host}:${twin.port}): node '${id}' runs on a copy of its data dir, or on it under a new id; refused: start it on a fresh data dir, or as '${twin.id}'`,
+  );
+}
+
+/**
  * The balancer's side of the authoritative cluster map (see docs/ARCHITECTURE.md, "The cluster
  * map"). It is the map's single writer in this process: every change (JOIN, LEAVE, remove, a
  * transition's progress) is queued, applied to the latest map, stored by compare-and-set, and only
@@ -921,7 +937,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /**
    * Registers a node (JOIN). The same identity at the same address and weight is an idempotent
    * re-register (a node re-JOINs after every reconnect) and changes nothing. Refused with
-   * MEMBER_REMOVED for a removed identity, IDENTITY_CONFLICT when another live identity holds the id.
+   * MEMBER_REMOVED for a removed identity, IDENTITY_CONFLICT when another live identity holds the id
+   * or another member has this identity.
    */
   async join(spec: JoinSpec, registersHere = true): Promise<JoinOutcome> {
     if (!this.coordinator && this.leading !== undefined) await this.leading;
@@ -941,6 +958,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
           `node identity ${identity} (id '${spec.id}') was removed from the cluster; it can join again only as a new member (a fresh data dir)`,
         );
       }
+      refuseTwin(map, spec.id, identity);
       const existing = activeMember(map, spec.id);
       if (existing === undefined) {
         outcome = 'added';

@@ -180,7 +180,7 @@ describe('the cluster map', () => {
     expect(held.reduce((sum, keys) => sum + keys, 0)).toBe(history.keys);
   });
 
-  it('refuses a second node under a live id, and a removed node, also after a balancer restart', async () => {
+  it("refuses a second node under a live id, a copy of a member's data dir, and a removed node, also after a balancer restart", async () => {
     const dataDir = temporaryDir(resources, 'dstore-map-');
     let balancer = await spawnBalancer(dataDir);
     const port = balancer.ready.port;
@@ -200,6 +200,21 @@ describe('the cluster map', () => {
     });
     impostor.child.kill('SIGKILL');
     await impostor.exited;
+
+    // Another id on a copy of node-1's data dir (its identity file: a cloned disk): refused, as
+    // one node's keys in two places of the ring. It joined as a new member before.
+    const copy = temporaryDir(resources, 'dstore-copy-');
+    writeFileSync(join(copy, 'node-identity'), `${original.identity}\n`);
+    const twin = await spawnNode(resources, 'node-4', port, ['--engine', 'lmdb', '--data-dir', copy]);
+    await waitFor(() => twin.stderr().includes('IDENTITY_CONFLICT'), 'twin refused');
+    expect(twin.stderr()).toContain(`node identity ${original.identity} belongs to member 'node-1'`);
+    expect((await ringOf(balancer)).nodes.map((node) => node.id).sort()).toEqual([
+      'node-1',
+      'node-2',
+      'node-3',
+    ]);
+    twin.child.kill('SIGKILL');
+    await twin.exited;
 
     // An operator removes node-3, which keeps running and keeps trying to join.
     const removal = await fetch(`http://127.0.0.1:${balancer.ready.adminPort}/nodes/node-3/remove`, {
