@@ -15,7 +15,6 @@ import {
 import {
   copyKeyed,
   type DataRequest,
-  migratingDeleteOutcome as deleteOutcome,
   isSingleKeyRead,
   type KeyedRequest,
   partlyApplied,
@@ -256,8 +255,8 @@ export class Router {
   /**
    * The slow path while the ring changes. The key is copied (it is used after this tick). A
    * moving key's GET asks the new owner and, on not-found, the old one (which keeps its copy
-   * until PURGE); its DEL goes to both; its SET to the new owner, which then refuses older
-   * copies. A NOT_OWNER or STALE_EPOCH (a node got the new ring before we route on it) is retried
+   * until PURGE); its SET and DEL go to the new owner, which then refuses older copies (a DEL
+   * brings the old owner's copy in first when none is here, so that its count is the key's). A NOT_OWNER or STALE_EPOCH (a node got the new ring before we route on it) is retried
    * once on the settled ring.
    */
   private forwardDuringMigration(
@@ -283,23 +282,8 @@ export class Router {
       }
       this.fail(client, id, op, startMs, error);
     };
-    if (fallback === undefined || op === Op.SET) {
+    if (fallback === undefined || op !== Op.GET) {
       owner.forward(fenced(request, topology)).then(answered, failed);
-      return;
-    }
-    if (op === Op.DEL) {
-      Promise.allSettled([
-        owner.forward(fenced({ op: Op.DEL, key: request.key }, topology)),
-        fallback.forward(fenced({ op: Op.DEL, key: request.key, fallback: true }, topology)),
-      ]).then(([fromOwner, fromFallback]) => {
-        if (fromOwner.status === 'fulfilled' && fromFallback.status === 'fulfilled') {
-          answered({
-            op: Op.COUNT,
-            id,
-            count: Math.max(countOf(fromOwner.value), countOf(fromFallback.value)),
-          });
-        } else failed(deleteOutcome(fromOwner, fromFallback, owner.id, fallback.id));
-      });
       return;
     }
     this.readWithFallback(request.key, owner, fallback, topology).then(answered, failed);

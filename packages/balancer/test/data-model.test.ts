@@ -146,6 +146,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         client.set(`gd-${i}`, `v-${i}`),
         client.set(`ttl-${i}`, 'v', { ex: 1000 }),
         client.set(`ord-${i}`, '10'),
+        client.set(`del-${i}`, 'v'),
       ]),
     );
 
@@ -178,6 +179,12 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       expectEqual(`GETDEL gd-${i}`, text(taken), `v-${i}`);
       expectEqual(`EXISTS ctr-${i} lock-${i}`, exists, 2);
       if (!(ttl > 900 && ttl <= 1000)) wrong.push(`TTL ttl-${i}: got ${ttl}`);
+      // A DEL's count is the key's, not a copy's: two DELs of one value remove it once, and a DEL
+      // after a GETDEL finds nothing. Each answered 1 when the old owner still had its copy (the
+      // router asked both owners and took the larger count; found by linearizable.test.ts).
+      const [first, second] = await Promise.all([client.del(`del-${i}`), client.del(`del-${i}`)]);
+      expectEqual(`two DELs of del-${i} removed`, Number(first) + Number(second), 1);
+      expectEqual(`DEL gd-${i} after its GETDEL`, await client.del(`gd-${i}`), false);
     });
     await waitForNodesUp(balancer, 4);
     expect(wrong).toEqual([]);
@@ -186,6 +193,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       expectEqual(`ctr-${i} after`, await client.getString(`ctr-${i}`), '11');
       expectEqual(`lock-${i} after`, await client.getString(`lock-${i}`), 'held');
       expectEqual(`gd-${i} after`, await client.get(`gd-${i}`), null);
+      expectEqual(`del-${i} after`, await client.get(`del-${i}`), null);
       expectEqual(`ord-${i} after`, await client.getString(`ord-${i}`), 'x');
     }
     expect(wrong).toEqual([]);

@@ -281,6 +281,19 @@ describe('a direct DEL of a moving key executed twice, once (fixtures/README.md;
   });
 });
 
+describe('two DELs of one value both answered 1 (fixtures/README.md; fixed)', () => {
+  it('the recorded history of it is found illegal at the second DEL', () => {
+    const events = parseHistory(readFileSync(join(FIXTURES, 'direct-delete-counted-twice.jsonl'), 'utf8'));
+    const result = checkHistory(events);
+    expect(result.verdict).toBe('illegal');
+    expect(result.illegal.map((key) => key.key)).toEqual(['lin-3']);
+    expect(result.illegal[0]!.explanation).toMatch(
+      /None of these can come next[^\n]*\n {2}#15072 process 2: delete -> true \[310573\.878/,
+    );
+    expect(result.illegal[0]!.explanation).toMatch(/leave node-2 @310418\.9$/);
+  });
+});
+
 describe('the same harness catches a real violation', () => {
   it('a SIGKILLed memory node loses its acknowledged writes: the checker says which key and read', {
     timeout: 60_000,

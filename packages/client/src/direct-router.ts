@@ -434,6 +434,8 @@ export class DirectRouter {
       return response;
     }
     if (message.op === Op.DEL) {
+      // Only nodes before 2026-12-06 answer a DEL with ASK (after running it); newer ones pull the
+      // old owner's copy in and answer COUNT themselves.
       const here = ask.count ?? 0;
       const fromOwner: PromiseSettledResult<Response> = {
         status: 'fulfilled',

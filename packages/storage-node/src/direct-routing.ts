@@ -135,19 +135,6 @@ export class DirectRouting {
   }
 
   /**
-   * A direct DEL ran here: while the key's range moves here, the old owner's copy must go too,
-   * so the answer is ASK with what was removed here. Returns true when it answered.
-   */
-  askAfterDelete(request: DelRequest, connection: Connection, existed: boolean): boolean {
-    if (request.epoch === undefined || request.fallback === true || connection.principal?.kind === 'peer')
-      return false;
-    const source = this.ownership.sourceOf(request.key);
-    if (source === undefined) return false;
-    connection.reply(this.ask(request.id, source, existed ? 1 : 0));
-    return true;
-  }
-
-  /**
    * Answers MOVED and returns `'answered'` when `key` must not be served here at `epoch` (`write`:
    * by a write); else `'verified'`: `epoch` is this node's and the key is served here.
    */

@@ -911,6 +911,29 @@ export class RequestHandler {
     // While the key's range moves in, the delete must outlive the migration: a tombstone
     // newer than any copy the old owner can still send. Either answers 1 only for a value.
     const movingIn = this.ownership.isMovingIn(key);
+    if (movingIn && request.fallback !== true) {
+      // The answer must be the key's, not this copy's: when nothing of the key is here yet, its
+      // current copy is the old owner's, brought in first (PULL) as for a read-modify-write.
+      // Asking both owners and taking the larger count answered 1 twice for one value: a second
+      // DEL found this node's tombstone and the old owner's copy, which the tombstone shadows.
+      let pull: Promise<void> | undefined;
+      try {
+        pull = this.pullFor(key);
+      } catch (error) {
+        this.failed(connection, id, error);
+        return;
+      }
+      if (pull !== undefined) {
+        const kept = key.slice();
+        pull.then(
+          () => this.tombstone(id, kept, connection, start),
+          (error: unknown) => this.failed(connection, id, error),
+        );
+        return;
+      }
+      this.tombstone(id, key, connection, start);
+      return;
+    }
     const engine = this.engine;
     if (!movingIn && engine.deleteNow !== undefined) {
       // Applied and acknowledged now: answered without a promise and a microtask per delete.
@@ -921,26 +944,45 @@ export class RequestHandler {
         this.engineFailed(connection, id, error);
         return;
       }
-      this.deleted(request, connection, existed, start);
+      this.deleted(id, connection, existed, start);
       return;
     }
     let deleted: Promise<boolean>;
     try {
+      // The old owner's half of a moving key's DEL (fall-back flag) deletes its copy for good.
       deleted = movingIn ? engine.tombstone(key, this.ownership.writeEpoch) : engine.delete(key);
     } catch (error) {
       this.engineFailed(connection, id, error);
       return;
     }
     deleted.then(
-      (existed) => this.deleted(request, connection, existed, start),
+      (existed) => this.deleted(id, connection, existed, start),
       (error: unknown) => this.engineFailed(connection, id, error),
     );
   }
 
-  /** Answers a DEL that ran: COUNT, or ASK for a direct client while the key's range moves in. */
-  private deleted(request: DelRequest, connection: Connection, existed: boolean, start: number): void {
-    if (!this.direct.askAfterDelete(request, connection, existed))
-      connection.reply({ op: Op.COUNT, id: request.id, count: existed ? 1 : 0 });
+  /**
+   * The DEL of a key moving in, once its current copy is here: a tombstone, newer than any copy
+   * the old owner can still send, so the old owner's copy is shadowed (GET answers `deleted`) and
+   * never comes back.
+   */
+  private tombstone(id: number, key: Uint8Array, connection: Connection, start: number): void {
+    let deleted: Promise<boolean>;
+    try {
+      deleted = this.engine.tombstone(key, this.ownership.writeEpoch);
+    } catch (error) {
+      this.engineFailed(connection, id, error);
+      return;
+    }
+    deleted.then(
+      (existed) => this.deleted(id, connection, existed, start),
+      (error: unknown) => this.engineFailed(connection, id, error),
+    );
+  }
+
+  /** Answers a DEL that ran: COUNT. */
+  private deleted(id: number, connection: Connection, existed: boolean, start: number): void {
+    connection.reply({ op: Op.COUNT, id, count: existed ? 1 : 0 });
     this.latency.recordSince(start);
   }
 
