@@ -155,7 +155,9 @@ export class ClusterScan {
     });
     if (response.op !== Op.KEYS)
       throw new DstoreError(ErrorCode.INTERNAL, `node answered SCAN with op ${response.op}`);
-    const keys = grant === undefined ? response.keys : response.keys.filter((key) => keyVisible(grant, key));
+    const visible =
+      grant === undefined ? response.keys : response.keys.filter((key) => keyVisible(grant, key));
+    const keys = cursor.moving ? await this.withoutDeletedMovingKeys(id, visible, topology) : visible;
     if (response.cursor !== 0) {
       return { op: Op.KEYS, cursor: encodeClusterCursor({ ...cursor, nodeCursor: response.cursor }), keys };
     }
@@ -165,6 +167,36 @@ export class ClusterScan {
       cursor: next >= members.length ? 0 : encodeClusterCursor({ ...cursor, node: next, nodeCursor: 0 }),
       keys,
     };
+  }
+
+  /**
+   * The keys an old owner (`id`) listed from ranges moving away from it, less those deleted on
+   * their new owner since the move began: a DEL, GETDEL or an expiry there leaves a tombstone that
+   * shadows this old copy until PURGE, and an iteration must not list a key deleted before it
+   * began. Each such key is asked of its new owner (a GET, whose answer says `deleted` for a
+   * tombstone); a key it cannot answer for is kept (a ghost is better than a gap).
+   */
+  private async withoutDeletedMovingKeys(
+    id: string,
+    keys: readonly Uint8Array[],
+    topology: Topology,
+  ): Promise<Uint8Array[]> {
+    const verdicts = await Promise.all(
+      keys.map(async (key) => {
+        const ownerId = topology.ownerOf(key);
+        if (ownerId === undefined || ownerId === id || topology.fallbackOf(key, ownerId) !== id) return true;
+        const owner = this.membership.node(ownerId);
+        if (owner === undefined || !owner.up) return true;
+        try {
+          // A GET, not EXISTS: EXISTS would bring the old copy in (PULL) for every key listed.
+          const answer = await owner.forward({ op: Op.GET, key, epoch: topology.epoch });
+          return !(answer.op === Op.VALUE && answer.value === null && answer.deleted === true);
+        } catch {
+          return true;
+        }
+      }),
+    );
+    return keys.filter((_, index) => verdicts[index]);
   }
 }
 

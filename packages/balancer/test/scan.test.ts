@@ -22,7 +22,9 @@ afterEach(() => resources.releaseAll());
 
 const STABLE_KEYS = 4000;
 /** Slow streams (keys/s per stream), so that the iteration spans the migrations. */
-const SLOW_MIGRATION = ['--migration-rate', '300'];
+const SLOW_MIGRATION = ['--migration-rate', '150'];
+/** Slower still: the streams outlast a DEL of 100 keys and a whole iteration. */
+const VERY_SLOW_MIGRATION = ['--migration-rate', '40'];
 
 async function writeKeys(client: Connection, names: readonly string[]): Promise<void> {
   for (let start = 0; start < names.length; start += 500) {
@@ -144,4 +146,31 @@ describe('SCAN across the cluster', () => {
       return size.op === Op.COUNT && size.count === STABLE_KEYS + added + 500 - deleted;
     }, 'DBSIZE counts every key once the old copies are purged');
   }, 120_000);
+
+  it('does not list a key deleted before the iteration began while its range streams', async () => {
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
+    const port = balancer.address.port;
+    for (const id of ['node-1', 'node-2', 'node-3'])
+      await spawnNode(resources, id, port, VERY_SLOW_MIGRATION);
+    await waitForNodesUp(balancer, 3);
+    const client = await connect(resources, port);
+    const keys = Array.from({ length: 2000 }, (_, i) => `gone:${i}`);
+    await writeKeys(client, keys);
+    await spawnNode(resources, 'node-4', port, VERY_SLOW_MIGRATION);
+    const streaming = (): boolean => balancer.membership.topology.moves !== undefined;
+    await waitFor(streaming, 'keys streaming to node-4', 30_000);
+    // Deleted on their new owner (a tombstone there); the old owners keep their copies until PURGE.
+    const moving = keys.filter((key) => balancer.membership.topology.fallbackOf(toBytes(key), 'node-4'));
+    expect(moving.length).toBeGreaterThan(100);
+    const deleted = new Set(moving.slice(0, 100));
+    for (const key of deleted) {
+      const answer = await client.request({ op: Op.DEL, key: toBytes(key) });
+      expect(answer).toMatchObject({ op: Op.COUNT, count: 1 });
+    }
+    const seen = new Set<string>();
+    await scanUntil(client, 0, seen, () => false);
+    expect(streaming()).toBe(true);
+    expect([...deleted].filter((key) => seen.has(key))).toEqual([]);
+    expect(keys.filter((key) => !deleted.has(key) && !seen.has(key))).toEqual([]);
+  }, 60_000);
 });

@@ -1,7 +1,6 @@
 import {
   type AskResponse,
   type Connection,
-  type DelRequest,
   type GetRequest,
   type MovedResponse,
   Op,
@@ -101,7 +100,7 @@ export class DirectRouting {
         for (const key of request.keys) {
           const source = this.ownership.sourceOf(key);
           if (source !== undefined) {
-            connection.reply(this.ask(request.id, source, undefined));
+            connection.reply(this.ask(request.id, source));
             return 'answered';
           }
         }
@@ -130,7 +129,7 @@ export class DirectRouting {
     const source = this.ownership.sourceOf(request.key);
     if (source === undefined) return false;
     if (this.deletedHere(request.key)) connection.reply({ op: Op.VALUE, id: request.id, value: null });
-    else connection.reply(this.ask(request.id, source, undefined));
+    else connection.reply(this.ask(request.id, source));
     return true;
   }
 
@@ -167,15 +166,13 @@ export class DirectRouting {
     return 'answered';
   }
 
-  private ask(id: number, source: string, count: number | undefined): AskResponse {
+  private ask(id: number, source: string): AskResponse {
     this.counters.asked++;
     const address = this.ownership.addressOf(source);
     const host = address?.host ?? '';
     const port = address?.port ?? 0;
     const epoch = this.ownership.epoch;
-    return count === undefined
-      ? { op: Op.ASK, id, epoch, nodeId: source, host, port }
-      : { op: Op.ASK, id, epoch, nodeId: source, host, port, count };
+    return { op: Op.ASK, id, epoch, nodeId: source, host, port };
   }
 
   /** Whether `key` holds a tombstone (a delete newer than the old owner's copy). */

@@ -114,7 +114,11 @@ export class Ownership {
       // The same ring again, resent because a member came back at a new address: only the
       // addresses (and the members' replication states) can differ (members and weights are
       // fixed by the epoch).
-      if (request.epoch === this.currentEpoch) this.learnAddresses(request);
+      if (request.epoch === this.currentEpoch) {
+        const known = this.addresses;
+        this.learnAddresses(request);
+        this.keepSourceAddresses(known);
+      }
       return;
     }
     this.generation = request.generation;
@@ -132,6 +136,7 @@ export class Ownership {
     if (held !== this.held) this.heldChains = undefined;
     this.held = held;
     this.current = next;
+    const known = this.addresses;
     this.learnAddresses(request);
     this.currentEpoch = request.epoch;
     this.currentWriteEpoch = Math.min(Math.max(request.epoch, 0), MAX_WRITE_EPOCH);
@@ -146,6 +151,23 @@ export class Ownership {
       this.pending.push({ ...move, epoch: request.epoch });
     }
     this.indexIncoming();
+    this.keepSourceAddresses(known);
+  }
+
+  /**
+   * Keeps the address of every old owner of a range moving here that the new ring no longer
+   * lists (a node leaving gracefully streams its keys away from outside the ring): PULLs (before a
+   * read-modify-write or a DEL of a key the stream has not brought yet) go to it until PURGE.
+   */
+  private keepSourceAddresses(
+    known: ReadonlyMap<string, { readonly host: string; readonly port: number }>,
+  ): void {
+    const self = this.selfId();
+    for (const move of this.pending) {
+      if (move.to !== self || this.addresses.has(move.from)) continue;
+      const address = known.get(move.from);
+      if (address !== undefined) this.addresses.set(move.from, address);
+    }
   }
 
   private learnAddresses(request: RingRequest): void {
