@@ -256,8 +256,9 @@ export class Router {
    * The slow path while the ring changes. The key is copied (it is used after this tick). A
    * moving key's GET asks the new owner and, on not-found, the old one (which keeps its copy
    * until PURGE); its SET and DEL go to the new owner, which then refuses older copies (a DEL
-   * brings the old owner's copy in first when none is here, so that its count is the key's). A NOT_OWNER or STALE_EPOCH (a node got the new ring before we route on it) is retried
-   * once on the settled ring.
+   * brings the old owner's copy in first when none is here, so that its count is the key's). A
+   * NOT_OWNER or STALE_EPOCH (a node got the new ring before we route on it) is retried once on
+   * the settled ring.
    */
   private forwardDuringMigration(
     original: SingleKeyRequest,

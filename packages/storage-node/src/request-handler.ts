@@ -949,7 +949,8 @@ export class RequestHandler {
     }
     let deleted: Promise<boolean>;
     try {
-      // The old owner's half of a moving key's DEL (fall-back flag) deletes its copy for good.
+      // Moving in here only for a DEL with the fall-back flag (meant for the old owner): a
+      // tombstone still, so that no older copy brings the key back.
       deleted = movingIn ? engine.tombstone(key, this.ownership.writeEpoch) : engine.delete(key);
     } catch (error) {
       this.engineFailed(connection, id, error);
