@@ -256,6 +256,18 @@ describe.each(cases)(
   },
 );
 
+/**
+ * A recorded history of a real violation (fixtures/README.md): illegal on key `lin-3` only, the
+ * explanation naming the operation that cannot come next and the faults injected before it.
+ */
+function expectRecordedViolation(file: string, cannotComeNext: RegExp, faults: RegExp): void {
+  const result = checkHistory(parseHistory(readFileSync(join(FIXTURES, file), 'utf8')));
+  expect(result.verdict).toBe('illegal');
+  expect(result.illegal.map((key) => key.key)).toEqual(['lin-3']);
+  expect(result.illegal[0]!.explanation).toMatch(cannotComeNext);
+  expect(result.illegal[0]!.explanation).toMatch(faults);
+}
+
 describe('a direct DEL of a moving key executed twice, once (fixtures/README.md; fixed)', () => {
   // The race needs a write to land between the two executions: it failed in about one run in five.
   it(
@@ -267,15 +279,10 @@ describe('a direct DEL of a moving key executed twice, once (fixtures/README.md;
   );
 
   it('the recorded history of it is found illegal at the read that missed an acknowledged write', () => {
-    const events = parseHistory(readFileSync(join(FIXTURES, 'direct-delete-reexecuted.jsonl'), 'utf8'));
-    const result = checkHistory(events);
-    expect(result.verdict).toBe('illegal');
-    expect(result.illegal.map((key) => key.key)).toEqual(['lin-3']);
-    expect(result.illegal[0]!.explanation).toMatch(
-      /None of these can come next[^\n]*\n {2}#15926 process 5: read -> null \[30820\.705/,
-    );
     // During the graceful leave of node-2.
-    expect(result.illegal[0]!.explanation).toMatch(
+    expectRecordedViolation(
+      'direct-delete-reexecuted.jsonl',
+      /None of these can come next[^\n]*\n {2}#15926 process 5: read -> null \[30820\.705/,
       /Last faults injected before it: .*leave node-2 @30270\.0$/,
     );
   });
@@ -283,14 +290,11 @@ describe('a direct DEL of a moving key executed twice, once (fixtures/README.md;
 
 describe('two DELs of one value both answered 1 (fixtures/README.md; fixed)', () => {
   it('the recorded history of it is found illegal at the second DEL', () => {
-    const events = parseHistory(readFileSync(join(FIXTURES, 'direct-delete-counted-twice.jsonl'), 'utf8'));
-    const result = checkHistory(events);
-    expect(result.verdict).toBe('illegal');
-    expect(result.illegal.map((key) => key.key)).toEqual(['lin-3']);
-    expect(result.illegal[0]!.explanation).toMatch(
+    expectRecordedViolation(
+      'direct-delete-counted-twice.jsonl',
       /None of these can come next[^\n]*\n {2}#15072 process 2: delete -> true \[310573\.878/,
+      /leave node-2 @310418\.9$/,
     );
-    expect(result.illegal[0]!.explanation).toMatch(/leave node-2 @310418\.9$/);
   });
 });
 

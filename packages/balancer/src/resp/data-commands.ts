@@ -13,6 +13,7 @@ import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
 import type { CommandHandler, RespCommand } from './command-table.js';
 import type { RespConnection } from './connection.js';
+import type { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
 import type { RespServices } from './services.js';
 
@@ -376,16 +377,19 @@ function setWithTtl(name: 'setex' | 'psetex', unit: number): CommandHandler {
   };
 }
 
-/** TYPE key: `string` when the key holds a value (every value is a string), else `none`. */
-class TypeAnswer implements Replier {
+/**
+ * A command answered from the node's answer by `write` (a native answer turned into Redis's
+ * shape), and from its error as a Redis error line.
+ */
+class MappedAnswer implements Replier {
   constructor(
     private readonly connection: RespConnection,
     private readonly seq: number,
+    private readonly write: (writer: RespWriter, response: Response) => void,
   ) {}
 
   reply(response: Response): void {
-    const present = response.op === Op.COUNT && response.count > 0;
-    this.connection.beginReply(this.seq).simple(present ? 'string' : 'none');
+    this.write(this.connection.beginReply(this.seq), response);
     this.connection.endReply(this.seq);
   }
 
@@ -394,38 +398,26 @@ class TypeAnswer implements Replier {
   }
 }
 
+/** TYPE key: `string` when the key holds a value (every value is a string), else `none`. */
 function type(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
   services.router.forwardExists(
     { op: Op.EXISTS, id: seq, keys: [args[1]!] },
-    new TypeAnswer(connection, seq),
+    new MappedAnswer(connection, seq, (writer, response) =>
+      writer.simple(response.op === Op.COUNT && response.count > 0 ? 'string' : 'none'),
+    ),
     performance.now(),
   );
 }
 
 /** STRLEN key: the value's length in bytes (0 when absent), from a GET on its owner. */
-class LengthAnswer implements Replier {
-  constructor(
-    private readonly connection: RespConnection,
-    private readonly seq: number,
-  ) {}
-
-  reply(response: Response): void {
-    const length = response.op === Op.VALUE && response.value !== null ? response.value.length : 0;
-    this.connection.beginReply(this.seq).integer(length);
-    this.connection.endReply(this.seq);
-  }
-
-  replyError(_id: number, code: string, message: string): void {
-    this.connection.replyError(this.seq, respErrorLine(code, message));
-  }
-}
-
 function strlen(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
   services.router.forwardToOwner(
     { op: Op.GET, id: seq, key: args[1]! },
-    new LengthAnswer(connection, seq),
+    new MappedAnswer(connection, seq, (writer, response) =>
+      writer.integer(response.op === Op.VALUE && response.value !== null ? response.value.length : 0),
+    ),
     performance.now(),
   );
 }
