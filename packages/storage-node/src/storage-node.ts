@@ -148,7 +148,7 @@ class StorageNodeImpl implements StorageNode {
       this.unlockDataDir();
       throw error;
     });
-    // After the engine, which creates the data dir and reports a bad one in its own words.
+    // After the lock (which creates the data dir) and the engine, which report a bad one in their own words.
     const identity = await this.resolveIdentity().catch(async (error: unknown) => {
       await engine.close().catch(() => undefined);
       this.unlockDataDir();
