@@ -18,7 +18,7 @@ import {
 } from '@dstore/protocol';
 import { seededRandom } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { engineCases, Resources } from './helpers.js';
+import { engineCases, Resources, ringRequest } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -26,14 +26,7 @@ afterEach(() => resources.cleanup());
 const engines = engineCases(resources);
 
 function ringMessage(epoch: number) {
-  return {
-    op: Op.RING,
-    epoch,
-    generation: 1,
-    algorithm: 'vnode',
-    vnodes: 0,
-    nodes: [{ id: 'node-a', weight: 1 }],
-  } as const;
+  return ringRequest(epoch, [{ id: 'node-a', weight: 1 }]);
 }
 
 /**

@@ -9,8 +9,11 @@ import {
   connectSocket,
   DstoreError,
   handshake,
+  Op,
   PROTOCOL_VERSION,
   type Response,
+  type RingMember,
+  type RingRequest,
 } from '@dstore/protocol';
 import { type Logger, pino } from 'pino';
 import { createStorageNode, type StorageNode, type StorageNodeOptions } from '../src/index.js';
@@ -243,4 +246,16 @@ export function collectUntilClose(
     socket.on('data', onData);
     socket.once('close', () => done(true));
   });
+}
+
+/**
+ * A RING request as a balancer sends it (generation 1, the vnode ring) of `nodes` at `epoch`;
+ * `extra` adds the replication fields (`replicationFactor`, `switching`, `holding`).
+ */
+export function ringRequest(
+  epoch: number,
+  nodes: readonly RingMember[],
+  extra: Pick<RingRequest, 'replicationFactor' | 'switching' | 'holding'> = {},
+): Omit<RingRequest, 'id'> {
+  return { op: Op.RING, epoch, generation: 1, algorithm: 'vnode', vnodes: 0, ...extra, nodes: [...nodes] };
 }

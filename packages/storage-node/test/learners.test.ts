@@ -9,7 +9,7 @@ import { type Connection, DstoreError, ErrorCode, Op, type RingMember, toBytes }
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeBalancer } from './fake-balancer.js';
 import { HeldPeer } from './held-peer.js';
-import { answerOf, Resources, sleep } from './helpers.js';
+import { answerOf, Resources, ringRequest, sleep } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -27,15 +27,9 @@ function learnerRing(
   learnerState: 'syncing' | 'promoting' | 'entering',
   switching = false,
 ) {
-  return {
-    op: Op.RING,
+  return ringRequest(
     epoch,
-    generation: 1,
-    algorithm: 'vnode',
-    vnodes: 0,
-    replicationFactor: 3,
-    ...(switching ? { switching } : {}),
-    nodes: IDS.map(
+    IDS.map(
       (id): RingMember => ({
         id,
         weight: 1,
@@ -44,7 +38,8 @@ function learnerRing(
         replicaState: id === LEARNER ? learnerState : 'up',
       }),
     ),
-  } as const;
+    { replicationFactor: 3, ...(switching ? { switching } : {}) },
+  );
 }
 
 /**
@@ -223,25 +218,21 @@ describe('a weight change that reorders a chain (factor 3)', () => {
       const [previous, next] = [before.getN(`k-${i}`, 3), after.getN(`k-${i}`, 3)];
       if (previous.join() === 'node-a,node-m,node-b' && next.at(-1) === 'node-a') key = `k-${i}`;
     }
-    const ringOf = (epoch: number, ring: 'previous' | 'union' | 'next', flag?: 'switching' | 'holding') => ({
-      op: Op.RING,
-      epoch,
-      generation: 1,
-      algorithm: 'vnode',
-      vnodes: 0,
-      replicationFactor: 3,
-      ...(flag === undefined ? {} : { [flag]: true }),
-      nodes: IDS.map(
-        (id): RingMember => ({
-          id,
-          weight: id === 'node-a' && ring !== 'previous' ? 0.5 : 1,
-          ...(id === 'node-a' && ring === 'union' ? { previousWeight: 1 } : {}),
-          host: '127.0.0.1',
-          port: ports.get(id)!,
-          replicaState: 'up',
-        }),
-      ),
-    });
+    const ringOf = (epoch: number, ring: 'previous' | 'union' | 'next', flag?: 'switching' | 'holding') =>
+      ringRequest(
+        epoch,
+        IDS.map(
+          (id): RingMember => ({
+            id,
+            weight: id === 'node-a' && ring !== 'previous' ? 0.5 : 1,
+            ...(id === 'node-a' && ring === 'union' ? { previousWeight: 1 } : {}),
+            host: '127.0.0.1',
+            port: ports.get(id)!,
+            replicaState: 'up',
+          }),
+        ),
+        { replicationFactor: 3, ...(flag === undefined ? {} : { [flag]: true }) },
+      );
     const control = new Map<string, Connection>();
     for (const id of ['node-a', 'node-b']) control.set(id, await resources.peer(ports.get(id)!));
     const sendAll = async (ring: ReturnType<typeof ringOf>) => {

@@ -14,7 +14,7 @@ import {
 import { afterEach, describe, expect, it } from 'vitest';
 import type { StorageNode } from '../src/index.js';
 import { crashTarget } from './crash-harness.js';
-import { engineCases, Resources, sleep } from './helpers.js';
+import { engineCases, Resources, ringRequest, sleep } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -50,7 +50,7 @@ function ringMessage(epoch: number, members: readonly RingMember[]) {
     const port = ports.get(member.id);
     return port === undefined ? member : { ...member, host: '127.0.0.1', port };
   });
-  return { op: Op.RING, epoch, generation: 1, algorithm: 'vnode', vnodes: 0, nodes } as const;
+  return ringRequest(epoch, nodes);
 }
 
 describe.each(engines)('migration between two nodes on $name', ({ options }) => {
