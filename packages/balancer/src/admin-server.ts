@@ -49,6 +49,8 @@ export interface MapView {
   /** Epoch of the map: raised by every change. */
   readonly epoch: number;
   readonly cluster: string;
+  /** Fixed at the map's creation: a node holding data names the generation it belongs to in JOIN. */
+  readonly generation: number;
   /** Where the map lives: memory, file or etcd, and the path or endpoints. */
   readonly store: MapStoreKind;
   readonly location: string;
@@ -234,6 +236,7 @@ export function mapView(membership: Membership): MapView {
   return {
     epoch: map.epoch,
     cluster: map.cluster,
+    generation: map.generation,
     store: membership.store.kind,
     location: membership.store.location,
     coordinator: membership.store.leader(),

@@ -31,7 +31,7 @@ export class ControlHandler {
   /**
    * JOIN: adds or updates the member in the cluster map, answered once the map is stored;
    * re-registering the same identity at the same address is a no-op. A refusal (removed identity,
-   * id held by another live identity) is answered with its typed error.
+   * id held by another live identity, data of another cluster) is answered with its typed error.
    */
   async join(request: JoinRequest, connection: Connection, registersHere = true): Promise<Response> {
     const { id, nodeId, port, weight } = request;
@@ -46,7 +46,7 @@ export class ControlHandler {
     let outcome: JoinOutcome;
     try {
       outcome = await this.membership.join(
-        { id: nodeId, host, port, weight, identity: request.identity },
+        { id: nodeId, host, port, weight, identity: request.identity, generation: request.generation },
         registersHere,
       );
     } catch (error) {

@@ -1,7 +1,7 @@
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
-import { releaseLockFile, takeLockFile } from '@dstore/protocol/internal';
+import { releaseLockFile, takeLockFile, writeFileDurably } from '@dstore/protocol/internal';
 import { type ClusterMap, parseClusterMap, serializeClusterMap } from './cluster-map.js';
 
 /** Which kind of store holds the cluster map. */
@@ -134,7 +134,7 @@ export class FileMapStore implements MapStore {
         throw new DstoreError(ErrorCode.MAP_CONFLICT, `${this.lockPath} is not held by this process`);
       if (!this.loaded) await this.load();
       if (this.storedEpoch !== expectedEpoch) throw conflict(this.location, expectedEpoch, this.storedEpoch);
-      await this.writeDurably(serializeClusterMap(next));
+      await writeFileDurably(this.mapPath, serializeClusterMap(next));
       this.storedEpoch = next.epoch;
     });
     // A failed write must not block the next one.
@@ -173,23 +173,5 @@ export class FileMapStore implements MapStore {
       );
     }
     this.locked = true;
-  }
-
-  private async writeDurably(text: string): Promise<void> {
-    const temporary = `${this.mapPath}.tmp`;
-    const file = await open(temporary, 'w');
-    try {
-      await file.writeFile(text, 'utf8');
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(temporary, this.mapPath);
-    const dir = await open(this.dir, 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
   }
 }

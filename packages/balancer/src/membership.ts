@@ -47,6 +47,11 @@ export type JoinOutcome = 'added' | 'updated' | 'unchanged';
 export interface JoinSpec extends NodeAddress {
   /** The node's incarnation; undefined for a node that predates identities (not checked). */
   readonly identity: string | undefined;
+  /**
+   * The cluster map generation the node's data belongs to; undefined when the node holds nothing
+   * (or predates the field): not checked.
+   */
+  readonly generation?: number | undefined;
 }
 
 /** Events of a {@link Membership}. */
@@ -117,6 +122,21 @@ export function ringOf(ring: MapRing): HashRing {
     algorithm: ring.algorithm,
     ...(ring.vnodes > 0 ? { vnodes: ring.vnodes } : {}),
   });
+}
+
+/**
+ * Throws CLUSTER_MISMATCH when the JOINing node holds data of another cluster map (another
+ * generation): this balancer runs on a new map (a --data-dir or etcd prefix other than the
+ * cluster's, or none: a map in memory) while the node keeps the old cluster's keys. Accepting it
+ * would rebuild the cluster from whichever node joined first: the others' keys would be copied
+ * over from it (without them) and purged, or served next to another cluster's versions.
+ */
+function refuseOtherCluster(map: ClusterMap, spec: JoinSpec, location: string): void {
+  if (spec.generation === undefined || spec.generation === map.generation) return;
+  throw new DstoreError(
+    ErrorCode.CLUSTER_MISMATCH,
+    `node '${spec.id}' holds data of another cluster (cluster map generation ${spec.generation}); this balancer's map (cluster ${map.cluster}, generation ${map.generation}, kept in ${location}) is not that cluster's: start the balancer with the map the node belongs to (its --data-dir, or --etcd and --etcd-prefix), or start the node on a fresh data dir (a memory node: restart it) to join this cluster empty`,
+  );
 }
 
 /**
@@ -938,7 +958,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * Registers a node (JOIN). The same identity at the same address and weight is an idempotent
    * re-register (a node re-JOINs after every reconnect) and changes nothing. Refused with
    * MEMBER_REMOVED for a removed identity, IDENTITY_CONFLICT when another live identity holds the id
-   * or another member has this identity.
+   * or another member has this identity, CLUSTER_MISMATCH when the node holds data of another map.
    */
   async join(spec: JoinSpec, registersHere = true): Promise<JoinOutcome> {
     if (!this.coordinator && this.leading !== undefined) await this.leading;
@@ -951,6 +971,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         ? `node ${spec.id} joined with weight ${spec.weight} (was ${known.weight})`
         : `node ${spec.id} joined`;
     await this.update(reason, (map) => {
+      refuseOtherCluster(map, spec, this.options.store.location);
       const identity = spec.identity;
       if (identity !== undefined && isRemovedIdentity(map, identity)) {
         throw new DstoreError(
@@ -1050,6 +1071,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         port: spec.port,
         weight: spec.weight,
         ...(spec.identity === undefined ? {} : { identity: spec.identity }),
+        ...(spec.generation === undefined ? {} : { generation: spec.generation }),
       },
       FORWARD_TIMEOUT_MS,
     );

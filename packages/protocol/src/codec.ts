@@ -750,18 +750,20 @@ export function toWireArray(message: Message): Field[] {
       return [message.op, message.id];
     case Op.OK:
       return message.lease === undefined ? [message.op, message.id] : [message.op, message.id, message.lease];
-    case Op.JOIN:
-      return message.identity === undefined
-        ? [message.op, message.id, message.nodeId, message.host, message.port, message.weight]
-        : [
-            message.op,
-            message.id,
-            message.nodeId,
-            message.host,
-            message.port,
-            message.weight,
-            message.identity,
-          ];
+    case Op.JOIN: {
+      const fields: Field[] = [
+        message.op,
+        message.id,
+        message.nodeId,
+        message.host,
+        message.port,
+        message.weight,
+      ];
+      if (message.identity !== undefined || message.generation !== undefined)
+        fields.push(message.identity ?? null);
+      if (message.generation !== undefined) fields.push(message.generation);
+      return fields;
+    }
     case Op.LEAVE:
       return [message.op, message.id, message.nodeId];
     case Op.HEARTBEAT:
@@ -1234,6 +1236,7 @@ function readRequest(op: number, r: FieldReader): Request {
         port: r.uint(4, 'port', 65535),
         weight: positive(r, r.finite(5, 'weight')),
         identity: r.optionalString(6, 'identity'),
+        generation: r.optionalUint(7, 'generation', Number.MAX_SAFE_INTEGER),
       };
     case Op.LEAVE:
       return { op, id, nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId') };

@@ -86,6 +86,14 @@ export const ErrorCode = {
    */
   MEMBER_REMOVED: 'MEMBER_REMOVED',
   /**
+   * A node holds data of another cluster than this one: its JOIN names another cluster map
+   * generation than the balancer's map, or a RING of another generation reached a node holding
+   * data. Refused so that the data is neither served as this cluster's nor overwritten by it (a
+   * balancer restarted on a new map would otherwise rebuild the cluster from whichever node joined
+   * first). Start the balancer with the map the node belongs to, or the node on a fresh data dir.
+   */
+  CLUSTER_MISMATCH: 'CLUSTER_MISMATCH',
+  /**
    * Fence: the request was routed on another ring epoch than the node's (the message names both:
    * `routed on epoch <r>, this node is at epoch <n>`). Not executed; the router catches up (a
    * newer map, or a RING for a node that missed one) and resends.
@@ -185,6 +193,7 @@ const NOT_EXECUTED_CODES: ReadonlySet<string> = new Set([
   ErrorCode.UNKNOWN_OP,
   ErrorCode.IDENTITY_CONFLICT,
   ErrorCode.MEMBER_REMOVED,
+  ErrorCode.CLUSTER_MISMATCH,
   ErrorCode.MAP_CONFLICT,
   ErrorCode.MAP_CORRUPT,
   ErrorCode.TOO_MANY_REDIRECTS,

@@ -29,6 +29,7 @@ export {
   type ServedConnection,
 } from './connection-server.js';
 export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
+export { writeFileDurably } from './durable-file.js';
 export { timeoutError } from './errors.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
 export { globMatcher } from './glob.js';

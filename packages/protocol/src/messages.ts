@@ -368,6 +368,12 @@ export interface JoinRequest {
    * of a removed identity. Travels as an optional trailing field (absent: a node that predates it).
    */
   readonly identity?: string | undefined;
+  /**
+   * The generation of the cluster map the node's data belongs to (RING's `generation`), sent while
+   * the node holds any entry: the balancer refuses the JOIN with CLUSTER_MISMATCH when its map has
+   * another generation. Absent: the node holds nothing, or predates the field.
+   */
+  readonly generation?: number | undefined;
 }
 /** A storage node leaves the cluster on purpose. Answered by OK. */
 export interface LeaveRequest {

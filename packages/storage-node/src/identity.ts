@@ -12,9 +12,10 @@
  * @packageDocumentation
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { writeFileDurably } from '@dstore/protocol/internal';
 
 /** Name of the identity file inside an lmdb node's data dir. */
 export const IDENTITY_FILE_NAME = 'node-identity';
@@ -35,8 +36,8 @@ export function isNodeIdentity(text: string): boolean {
 /**
  * The identity kept in `dataDir`: read from its {@link IDENTITY_FILE_NAME} file, or created
  * there when the file is missing (the first start on this data dir; `dataDir` is created if
- * needed). Creation is atomic (temp file, fsync, rename, fsync of the directory), so a crash never
- * leaves a partial file that a later start would have to guess about.
+ * needed). Creation is atomic (`writeFileDurably`), so a crash never leaves a partial file that a
+ * later start would have to guess about.
  *
  * Throws DstoreError INTERNAL when the file exists but does not hold a valid identity, or cannot
  * be read or written. A bad file is never replaced: a new identity would make this node a new
@@ -47,7 +48,7 @@ export async function loadOrCreateNodeIdentity(dataDir: string): Promise<string>
   const stored = await readIdentityFile(path);
   if (stored !== undefined) return stored;
   const identity = newNodeIdentity();
-  await writeIdentityFile(dataDir, path, identity);
+  await writeIdentityFile(path, identity);
   return identity;
 }
 
@@ -73,36 +74,11 @@ async function readIdentityFile(path: string): Promise<string | undefined> {
   return identity;
 }
 
-async function writeIdentityFile(dataDir: string, path: string, identity: string): Promise<void> {
-  // A unique temp name: two processes wrongly started on one data dir must not write one file.
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+async function writeIdentityFile(path: string, identity: string): Promise<void> {
   try {
-    await mkdir(dataDir, { recursive: true });
-    const file = await open(temp, 'wx', 0o644);
-    try {
-      await file.writeFile(`${identity}\n`, 'utf8');
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(temp, path);
-    // The rename is durable only once the directory entry is: without this, a power loss could
-    // bring the node back without the file, and it would come back as a new member.
-    await fsyncDirectory(dataDir);
+    await writeFileDurably(path, `${identity}\n`);
   } catch (error) {
-    await rm(temp, { force: true }).catch(() => undefined);
     throw identityError(`cannot create the node identity file ${path}: ${(error as Error).message}`, error);
-  }
-}
-
-async function fsyncDirectory(dir: string): Promise<void> {
-  // Windows cannot open a directory for fsync; NTFS journals the rename itself.
-  if (process.platform === 'win32') return;
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

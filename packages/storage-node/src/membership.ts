@@ -42,6 +42,11 @@ export interface MembershipOptions {
    * like those of a node that predates identities.
    */
   readonly identity?: string | undefined;
+  /**
+   * The cluster map generation this node's data belongs to, named in every JOIN (undefined while it
+   * holds nothing): a balancer on another map refuses it with CLUSTER_MISMATCH. Omitted: not sent.
+   */
+  readonly dataGeneration?: () => number | undefined;
   /** Current key count, sent in each HEARTBEAT. */
   readonly keyCount: () => number;
   /** The storage condition, sent in each HEARTBEAT (the balancer shows it in `/ring`). Omitted: not sent. */
@@ -102,6 +107,10 @@ const IDENTITY_REFUSAL_ADVICE: ReadonlyMap<string, string> = new Map([
   [
     ErrorCode.MEMBER_REMOVED,
     'this node was removed from the cluster: it can join again only as a new member, with a fresh data dir (a memory node: restart it)',
+  ],
+  [
+    ErrorCode.CLUSTER_MISMATCH,
+    "this node holds data of another cluster than the balancer's map: start the balancer with the map this node belongs to (its --data-dir, or --etcd and --etcd-prefix); or start this node on a fresh data dir (a memory node: restart it) to join that cluster empty",
   ],
 ]);
 
@@ -278,9 +287,18 @@ export class Membership {
 
   private async join(): Promise<void> {
     const { nodeId, advertiseHost, port, weight, identity } = this.options;
+    const generation = this.options.dataGeneration?.();
     try {
       this.joinSent = true;
-      await this.link.request({ op: Op.JOIN, nodeId, host: advertiseHost, port, weight, identity });
+      await this.link.request({
+        op: Op.JOIN,
+        nodeId,
+        host: advertiseHost,
+        port,
+        weight,
+        identity,
+        generation,
+      });
       this.joined = true;
       // At once, not one interval later: a replicating node serves nothing before its first lease.
       this.heartbeat();

@@ -22,6 +22,7 @@ import {
   Op,
   type Request,
   type Response,
+  type RingRequest,
   requestDenied,
   type ScanRequest,
   type SetRequest,
@@ -38,6 +39,7 @@ import {
   decideSetVersioned,
   decideSetWith,
 } from './atomic-ops.js';
+import type { ClusterBinding } from './cluster-binding.js';
 import { DirectRouting } from './direct-routing.js';
 import {
   type Decision,
@@ -132,6 +134,11 @@ export interface RequestHandlerContext {
   readonly sweeper?: ExpirySweeper | undefined;
   /** The node's peer links: a peer node that connects and names itself in HELLO offers its connection. */
   readonly peers?: PeerLinks | undefined;
+  /**
+   * The cluster this node's data belongs to: a RING of another cluster map generation is refused
+   * while the node holds data. Omitted: every RING is installed (a node used without a balancer).
+   */
+  readonly binding?: ClusterBinding | undefined;
 }
 
 const OK = Op.OK;
@@ -301,18 +308,17 @@ export class RequestHandler {
         if (this.keyspaceRefused(connection, request.id)) return;
         connection.reply({ op: Op.COUNT, id: request.id, count: this.engine.count() });
         return;
-      case Op.RING:
+      case Op.RING: {
         if (!this.fromPeer(connection, request, 'balancer')) return;
-        this.context.migration.ring(request);
-        {
-          // Replication: a new epoch may change this node's successors: re-send what is
-          // unacknowledged. A ring promoting a learner is answered once this node is drained.
-          const drained = this.context.replication?.reconfigure();
-          const { id } = request;
-          if (drained === undefined) connection.reply({ op: OK, id });
-          else void drained.then(() => connection.reply({ op: OK, id }));
-        }
+        const bound = this.context.binding?.accept(request.generation);
+        if (bound === undefined) this.installRing(request, connection);
+        else
+          bound.then(
+            () => this.installRing(request, connection),
+            (error: unknown) => this.failed(connection, request.id, error),
+          );
         return;
+      }
       case Op.MIGRATE:
         if (!this.fromPeer(connection, request, 'balancer')) return;
         this.context.migration.migrate(request).then(
@@ -1242,6 +1248,16 @@ export class RequestHandler {
   }
 
   /** Whether a cluster operation comes from a peer of the role that sends it; answers the refusal. */
+  private installRing(request: RingRequest, connection: Connection): void {
+    this.context.migration.ring(request);
+    // Replication: a new epoch may change this node's successors: re-send what is
+    // unacknowledged. A ring promoting a learner is answered once this node is drained.
+    const drained = this.context.replication?.reconfigure();
+    const { id } = request;
+    if (drained === undefined) connection.reply({ op: OK, id });
+    else void drained.then(() => connection.reply({ op: OK, id }));
+  }
+
   private fromPeer(connection: Connection, request: Request, role: 'balancer' | 'node'): boolean {
     const principal = connection.principal;
     if (principal?.kind === 'peer' && principal.role === role) return true;

@@ -13,6 +13,7 @@ import {
 } from '@dstore/protocol';
 import { releaseLockFile, takeLockFile } from '@dstore/protocol/internal';
 import { type Logger, pino } from 'pino';
+import { ClusterBinding } from './cluster-binding.js';
 import { openEngine, type StorageEngine } from './engines/index.js';
 import { ExpirySweeper } from './expiry-sweeper.js';
 import { loadOrCreateNodeIdentity, newNodeIdentity } from './identity.js';
@@ -92,6 +93,8 @@ class StorageNodeImpl implements StorageNode {
   private users: UserDirectory | undefined;
   private nodeId: string | undefined;
   private nodeIdentity: string | undefined;
+  /** The cluster this node's data belongs to (see {@link ClusterBinding}); set by start(). */
+  private binding: ClusterBinding | undefined;
   /** The data dir's lock file while this node holds it (lmdb). */
   private lockedDataDir: string | undefined;
   private startedAt = 0;
@@ -149,11 +152,15 @@ class StorageNodeImpl implements StorageNode {
       throw error;
     });
     // After the lock (which creates the data dir) and the engine, which report a bad one in their own words.
-    const identity = await this.resolveIdentity().catch(async (error: unknown) => {
+    const [identity, binding] = await Promise.all([
+      this.resolveIdentity(),
+      ClusterBinding.load(engine, options.engine === 'lmdb' ? options.dataDir : undefined),
+    ]).catch(async (error: unknown) => {
       await engine.close().catch(() => undefined);
       this.unlockDataDir();
       throw error;
     });
+    this.binding = binding;
     this.nodeIdentity = identity;
     this.openedEngine = engine;
     const ownership = new Ownership(() => this.id);
@@ -211,6 +218,7 @@ class StorageNodeImpl implements StorageNode {
       engine,
       nodeId: () => this.id,
       identity,
+      binding,
       authenticator,
       peers: links,
       serverStats: () => ({
@@ -353,6 +361,7 @@ class StorageNodeImpl implements StorageNode {
       tls: this.options.tls === undefined ? undefined : peerClientTls(this.options.tls),
       heartbeatIntervalMs: this.options.heartbeatIntervalMs,
       keyCount: () => engine.count(),
+      dataGeneration: () => this.binding?.dataGeneration,
       storage: () => engine.health(),
       lease: this.lease,
       logger: this.logger,
