@@ -40,6 +40,7 @@ describe('admin HTTP', () => {
       map: {
         epoch: 0,
         cluster: balancer.membership.clusterMap.cluster,
+        generation: balancer.membership.clusterMap.generation,
         store: 'memory',
         location: 'memory',
         coordinator: `${balancer.id}@127.0.0.1:${balancer.address.port}`,

@@ -276,12 +276,15 @@ describe('the cluster map', () => {
       30_000,
     );
     // A node that holds nothing belongs to no cluster yet: it joins the new one.
-    await spawnNode(resources, 'node-9', port);
+    const empty = await spawnNode(resources, 'node-9', port);
     const other = await waitForRing(wrong, ['node-9']);
     expect(other.map.generation).not.toBe(own.map.generation);
     await expect(link.request({ op: Op.GET, key: toBytes('probe') })).resolves.toMatchObject({
       op: Op.VALUE,
     });
+    // (Still holding nothing, it would join the cluster's own map next, as a new member.)
+    empty.child.kill('SIGKILL');
+    await empty.exited;
 
     // Back on the cluster's own map: the nodes join again and every key reads its value.
     wrong.child.kill('SIGKILL');
@@ -295,7 +298,7 @@ describe('the cluster map', () => {
         `v-${key}`,
       );
     }
-  });
+  }, 60_000);
 
   it('a node holding data refuses a RING of another cluster (another map generation) and keeps serving on its own', async () => {
     const dataDir = temporaryDir(resources, 'dstore-map-');

@@ -9,15 +9,16 @@ import { commandOptions, createClient as createClient4 } from 'redis4';
 import { createClient as createClient5, RESP_TYPES } from 'redis5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
-import { Resources, waitFor } from './helpers.js';
+import { type NodeReady, Resources, type Spawned, waitFor } from './helpers.js';
 import { keyPerNode, redisCli, run, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
 let balancer: Balancer;
 let port: number;
+let nodes: Spawned<NodeReady>[];
 
 beforeAll(async () => {
-  ({ balancer, respPort: port } = await startRespCluster(resources, 3));
+  ({ balancer, respPort: port, nodes } = await startRespCluster(resources, 3));
 }, 60_000);
 afterAll(() => resources.releaseAll());
 
@@ -73,6 +74,15 @@ async function exerciseClient(client: SuiteClient, prefix: string): Promise<void
 }
 
 describe('RESP front door with real clients', () => {
+  it('tells redis-cli pointed at the native port (the balancer or a node) where RESP is', async () => {
+    const advice =
+      "ERR this port speaks dstore's native protocol, not RESP: connect Redis clients to a balancer's RESP port (dstore-balancer --resp-port)";
+    expect(await redisCli(balancer.address.port, 'PING')).toBe(advice);
+    expect(await redisCli(nodes[0]!.ready.port, 'SET', 'k', 'v')).toBe(advice);
+    // The balancer keeps serving.
+    expect(await redisCli(port, 'PING')).toBe('PONG');
+  });
+
   it('answers redis-cli one-shot commands', async () => {
     expect(await redisCli(port, 'PING')).toBe('PONG');
     expect(await redisCli(port, 'SET', 'cli:k', 'hello world')).toBe('OK');

@@ -963,7 +963,10 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * the write is indeterminate, and resending a SET could overwrite a newer write by someone else.
    */
   private onSendFailure(command: Command, error: unknown): void {
+    // Once close() began, a refusal ends the command: a resend wait would outlive the connection
+    // and end it with CONNECTION_CLOSED (indeterminate) although it certainly was not executed.
     if (
+      this.state !== 'closed' &&
       isSafeToResend(error) &&
       command.retries < this.options.maxRetriesPerRequest &&
       performance.now() < command.deadline

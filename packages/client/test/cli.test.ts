@@ -111,6 +111,19 @@ describe('dstore set/get/del/ping', () => {
     expect(run.stderr).toMatch(/^error UNAVAILABLE: cannot connect to 127\.0\.0\.1:\d+/);
   });
 
+  it('says what is on a port that speaks another protocol (the admin port), at once', async () => {
+    const server = createServer((_request, response) => response.end('{}'));
+    httpServers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const run = await dstore('get', 'k', '--server', address);
+    expect(run.code).toBe(1);
+    // Not "stopped reconnecting (retryStrategy returned null)": the reason the connection ended.
+    expect(run.stderr).toBe(
+      `error UNAVAILABLE: cannot connect to ${address}: the peer answered "HTTP": this looks like an HTTP server, not a dstore one (is this the admin port?)\n`,
+    );
+  });
+
   it('takes a comma-separated --server list: uses the first, skips an unreachable one', async () => {
     const first = await startServer();
     const second = await startServer();

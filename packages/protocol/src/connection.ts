@@ -856,13 +856,17 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     this.deferred = [];
     this.partialFrameSince = -1;
     if (this.onRequest) {
-      const response: ErrorResponse = {
-        op: Op.ERROR,
-        id: error.requestId,
-        code: error.code,
-        message: error.message,
-      };
-      this.writeBody(this.codec.encode(response), true);
+      if (error.foreignAnswer !== undefined) {
+        this.output.append(error.foreignAnswer);
+      } else {
+        const response: ErrorResponse = {
+          op: Op.ERROR,
+          id: error.requestId,
+          code: error.code,
+          message: error.message,
+        };
+        this.writeBody(this.codec.encode(response), true);
+      }
       this.closing = true;
       this.socket.pause();
       this.endSocket(error);

@@ -312,12 +312,22 @@ export class ProtocolError extends DstoreError {
   readonly requestId: number;
   /** True when the byte stream can no longer be trusted and the connection must close. */
   readonly fatal: boolean;
+  /**
+   * What a serving side sends instead of the ERROR frame before it closes, when the peer speaks
+   * another protocol and can read only that one's errors (a RESP error line for a Redis client).
+   */
+  readonly foreignAnswer: Uint8Array | undefined;
 
-  constructor(code: ErrorCode, message: string, options: { requestId?: number; fatal?: boolean } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { requestId?: number; fatal?: boolean; foreignAnswer?: Uint8Array } = {},
+  ) {
     super(code, message);
     this.name = 'ProtocolError';
     this.requestId = options.requestId ?? 0;
     this.fatal = options.fatal ?? false;
+    this.foreignAnswer = options.foreignAnswer;
   }
 }
 

@@ -145,6 +145,11 @@ const FOREIGN_PREFIXES: ReadonlyMap<number, string> = new Map([
     0x48545450,
     'the peer answered "HTTP": this looks like an HTTP server, not a dstore one (is this the admin port?)',
   ],
+  // A Redis server's error line: it read our frames as an inline command.
+  [
+    0x2d455252,
+    'the peer answered "-ERR": this looks like a Redis server (RESP), not a dstore one (is this a Redis port, or the balancer\'s --resp-port?)',
+  ],
   // A request: the peer is an HTTP client.
   ...['GET ', 'POST', 'PUT ', 'HEAD', 'DELE', 'OPTI', 'PATC'].map(
     (method) =>
@@ -166,8 +171,33 @@ function asciiWord(text: string): number {
 }
 
 function foreignProtocolError(length: number): ProtocolError | undefined {
+  if (isRespCommand(length)) {
+    return new ProtocolError(ErrorCode.VERSION_MISMATCH, RESP_CLIENT_MESSAGE, {
+      fatal: true,
+      foreignAnswer: RESP_CLIENT_ANSWER,
+    });
+  }
   const message = FOREIGN_PREFIXES.get(length);
   return message === undefined
     ? undefined
     : new ProtocolError(ErrorCode.VERSION_MISMATCH, message, { fatal: true });
 }
+
+/**
+ * A Redis client's command: an array header (`*` and its element count) is how every Redis client
+ * and redis-cli send commands, and people point them at the native port (7379 looks like Redis's
+ * 6379). Answered in RESP, the one error such a client can print, instead of an ERROR frame it
+ * reports as `Protocol error, got "\x00" as reply type byte`.
+ */
+function isRespCommand(length: number): boolean {
+  const second = (length >>> 16) & 0xff;
+  return length >>> 24 === 0x2a && second >= 0x30 && second <= 0x39;
+}
+
+const RESP_CLIENT_MESSAGE =
+  'the peer sent "*": this looks like a Redis (RESP) client, not dstore frames (Redis clients connect to a balancer\'s --resp-port)';
+
+/** The RESP error line a Redis client gets before the connection closes. */
+const RESP_CLIENT_ANSWER = new TextEncoder().encode(
+  "-ERR this port speaks dstore's native protocol, not RESP: connect Redis clients to a balancer's RESP port (dstore-balancer --resp-port)\r\n",
+);

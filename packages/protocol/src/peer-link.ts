@@ -192,6 +192,8 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
   private stopped = true;
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** The connection whose close during the handshake was reported as an error (not again by its handshake). */
+  private reportedClose: Connection | undefined;
   private lastHello: HelloOkResponse | undefined;
   private readonly saltedKeys = new SaltedKeyCache();
 
@@ -278,7 +280,7 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
       this.lastHello = hello;
       this.emit('ready', hello);
     } catch (error) {
-      this.emitError(error as Error);
+      if (connection === undefined || this.reportedClose !== connection) this.emitError(error as Error);
       if (connection) connection.destroy(error as Error);
       else this.scheduleReconnect(error as Error);
     }
@@ -286,11 +288,19 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
 
   private onConnectionClosed(connection: Connection, error: Error | undefined): void {
     if (this.current !== connection) return;
+    const duringHandshake = !this.ready;
     this.current = undefined;
     this.ready = false;
     const reason =
       error ?? new DstoreError(ErrorCode.CONNECTION_CLOSED, `${this.address} closed the connection`);
     this.emit('close', error);
+    // Closed before the HELLO answer (another protocol on the port, a refusal): say why before
+    // 'reconnecting' or 'end', whose listeners read the last error; the handshake's own failure,
+    // which settles later, is then not said again.
+    if (duringHandshake && error !== undefined && !this.stopped) {
+      this.reportedClose = connection;
+      this.emitError(error);
+    }
     if (!this.stopped) this.scheduleReconnect(reason);
   }
 

@@ -13,6 +13,11 @@ export interface BadInputCase {
   readonly bytes: Uint8Array;
   /** True when the server should close the connection (framing cannot be trusted any more). */
   readonly closes: boolean;
+  /**
+   * True for a Redis client's command: a native port answers it with one RESP error line (`-ERR
+   * ...`, which such a client can print) instead of ERROR frames, then closes.
+   */
+  readonly respClient?: boolean;
 }
 
 const encoder = new Encoder();
@@ -220,7 +225,12 @@ export function badInputCorpus(): BadInputCase[] {
     { name: 'truncated header (2 bytes)', bytes: new Uint8Array([0x00, 0x00]), closes: false },
     { name: '64 KiB of NUL bytes', bytes: new Uint8Array(65_536), closes: false },
     { name: '4 KiB of random bytes', bytes: pseudoRandomBytes(4096, 42), closes: true },
-    { name: 'text protocol (Redis inline)', bytes: utf8.encode('*1\r\n$4\r\nPING\r\n'), closes: true },
+    {
+      name: 'text protocol (a Redis command)',
+      bytes: utf8.encode('*1\r\n$4\r\nPING\r\n'),
+      closes: true,
+      respClient: true,
+    },
     { name: 'HTTP request', bytes: utf8.encode('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), closes: true },
   ];
   return cases;
@@ -274,7 +284,8 @@ export function respBadInputCorpus(): BadInputCase[] {
     { name: 'nested arrays', bytes: repeat('*1\r\n', 10_000), closes: true },
     { name: 'inline line over 64 KiB', bytes: repeat('A', 70_000), closes: true },
     { name: 'unbalanced quotes', bytes: latin1('GET "abc\r\n'), closes: true },
-    { name: 'binary garbage line', bytes: Uint8Array.from([0, 1, 2, 0xff, 0xfe, 13, 10]), closes: false },
-    { name: 'a native dstore frame', bytes: encodeFrame({ op: Op.PING, id: 1 }), closes: false },
+    { name: 'binary garbage line', bytes: Uint8Array.from([1, 2, 0xff, 0xfe, 13, 10]), closes: false },
+    // No command starts with NUL; a frame does: told it reached the RESP port, at once.
+    { name: 'a native dstore frame', bytes: encodeFrame({ op: Op.PING, id: 1 }), closes: true },
   ];
 }

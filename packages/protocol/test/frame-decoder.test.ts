@@ -201,6 +201,24 @@ describe('another protocol on the other end', () => {
     }
   });
 
+  it('says a Redis command looks like a Redis client, with a RESP error line to answer it', () => {
+    const { decoder } = collect();
+    const push = (): void => decoder.push(new TextEncoder().encode('*1\r\n$4\r\nPING\r\n'));
+    expect(push).toThrow(/Redis \(RESP\) client/);
+    try {
+      push();
+    } catch (error) {
+      expect(error).toMatchObject({ code: ErrorCode.VERSION_MISMATCH, fatal: true });
+      const answer = new TextDecoder().decode((error as ProtocolError).foreignAnswer);
+      expect(answer).toMatch(/^-ERR this port speaks dstore's native protocol, not RESP: .*\r\n$/);
+    }
+  });
+
+  it("says a Redis server's error line looks like a Redis server", () => {
+    const { decoder } = collect();
+    expect(() => decoder.push(new TextEncoder().encode('-ERR unknown command\r\n'))).toThrow(/Redis server/);
+  });
+
   it('says an HTTP request looks like one', () => {
     const { decoder } = collect();
     expect(() => decoder.push(new TextEncoder().encode('GET /health HTTP/1.1\r\n'))).toThrow(/HTTP request/);

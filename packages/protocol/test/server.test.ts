@@ -39,17 +39,25 @@ async function handler(token?: string): Promise<(request: Request, connection: C
 /** Credentials of the token user. */
 const tokenUser = (password: string) => ({ kind: 'user' as const, user: 'default', password });
 
-function watch(socket: Socket): { messages: Message[]; closed: () => boolean } {
+function watch(
+  socket: Socket,
+  respClient = false,
+): { messages: Message[]; text: () => string; closed: () => boolean } {
   const codec = new MessageCodec();
   const messages: Message[] = [];
+  let text = '';
   let closed = false;
   const decoder = new FrameDecoder(codec.limits.maxFrameBytes, (body) => messages.push(codec.decode(body)));
-  socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+  // A Redis client's command is answered in RESP: kept as text, not decoded as frames.
+  socket.on('data', (chunk: Buffer) => {
+    if (respClient) text += chunk.toString('latin1');
+    else decoder.push(chunk);
+  });
   socket.on('end', () => socket.end());
   socket.on('close', () => {
     closed = true;
   });
-  return { messages, closed: () => closed };
+  return { messages, text: () => text, closed: () => closed };
 }
 
 async function pingWorks(port: number): Promise<void> {
@@ -70,7 +78,7 @@ describe('FrameServer', () => {
     );
     for (const badCase of badInputCorpus()) {
       const socket = await resources.socket(address.port);
-      const seen = watch(socket);
+      const seen = watch(socket, badCase.respClient);
       socket.write(badCase.bytes);
       await waitFor(
         () => seen.closed() || seen.messages.some((message) => message.op === Op.ERROR),
@@ -81,6 +89,7 @@ describe('FrameServer', () => {
       for (const message of seen.messages) {
         expect(message.op, badCase.name).toBe(Op.ERROR);
       }
+      if (badCase.respClient) expect(seen.text(), badCase.name).toMatch(/^-ERR [^\r\n]+\r\n$/);
       socket.destroy();
       await pingWorks(address.port);
     }

@@ -13,6 +13,10 @@
 export const MAX_MULTIBULK_COUNT = 1024 * 1024;
 /** Redis's default `proto-max-bulk-len` (512 MB): a longer declared bulk is a protocol error. */
 export const PROTO_MAX_BULK_BYTES = 512 * 1024 * 1024;
+/** What a peer speaking dstore's native protocol to the RESP port is told. */
+const NATIVE_PROTOCOL_MESSAGE =
+  "this is the RESP port; the bytes look like dstore's native protocol (dstore clients and nodes connect to the balancer's client port, --port)";
+
 /** Redis's PROTO_INLINE_MAX_SIZE (64 KiB): the longest inline command line. */
 export const MAX_INLINE_BYTES = 64 * 1024;
 
@@ -178,6 +182,10 @@ export class RespParser {
           if (chunk[at] === STAR) {
             this.beginNumber(State.Count);
             at++;
+          } else if (chunk[at] === 0) {
+            // No command starts with NUL; a native frame does (its length's high byte): a dstore
+            // client or node pointed at this port would otherwise wait for an inline line's end.
+            throw new RespProtocolError(NATIVE_PROTOCOL_MESSAGE);
           } else this.state = State.Inline;
           break;
         case State.Count:
