@@ -9,6 +9,7 @@ import type { MemberState } from './cluster-map.js';
 import type { AdminAuthScope } from './config.js';
 import { type DashboardOptions, DashboardServer } from './dashboard-server.js';
 import { ClusterHistory } from './history.js';
+import type { RefusedJoinView } from './join-refusals.js';
 import type { MapStoreKind } from './map-store.js';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
@@ -130,6 +131,11 @@ export interface RingView {
   readonly replication: ReplicationView;
   /** Key migration: the running one, or the last one when `active` is false. */
   readonly migration: MigrationProgress;
+  /**
+   * JOINs this balancer refused in the last minute (another live node under the id, a removed
+   * identity, another cluster's data): nodes that are in no ring until the operator acts.
+   */
+  readonly refusedJoins: readonly RefusedJoinView[];
 }
 
 /** Size of the hash space: a range's share is its length over this. */
@@ -226,6 +232,7 @@ export function ringView(membership: Membership): RingView {
     })),
     replication: replicationView(membership),
     migration: membership.migrator.snapshot(),
+    refusedJoins: membership.refusedJoins,
   };
 }
 

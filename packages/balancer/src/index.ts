@@ -35,5 +35,6 @@ export {
   type ResolvedBalancerOptions,
   type StaticNodeSpec,
 } from './config.js';
+export type { RefusedJoinView } from './join-refusals.js';
 export type { MapStore, MapStoreKind } from './map-store.js';
 export type { SyncProgress } from './resync.js';

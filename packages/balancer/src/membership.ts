@@ -24,6 +24,7 @@ import type { ClusterNode, NodeAddress, NodeLinkOptions, NodeStorage } from './c
 import type { BalancerHashAlgorithm } from './config.js';
 import { CoordinatorLink } from './coordinator-link.js';
 import type { HealthMonitor } from './health.js';
+import { JoinRefusals, type RefusedJoinView } from './join-refusals.js';
 import type { MapStore } from './map-store.js';
 import { type Copied, groupMoves, Migrator, type MoveGroup, streamName } from './migrator.js';
 import { NodePool } from './node-pool.js';
@@ -171,6 +172,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   readonly resync: Resync;
   /** Links to the members (one writer: {@link install} syncs it with the map). */
   private readonly pool: NodePool;
+  /** JOINs refused lately, for `/ring` (this process's answers; a follower's forwarded ones too). */
+  private readonly joinRefusals = new JoinRefusals();
   private map: ClusterMap;
   private currentRing: HashRing;
   /** The ring requests are forwarded on, with its epoch (the fence every request carries). */
@@ -961,6 +964,24 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * or another member has this identity, CLUSTER_MISMATCH when the node holds data of another map.
    */
   async join(spec: JoinSpec, registersHere = true): Promise<JoinOutcome> {
+    const address = `${spec.host}:${spec.port}`;
+    try {
+      const outcome = await this.register(spec, registersHere);
+      this.joinRefusals.accepted(spec.id, address);
+      return outcome;
+    } catch (error) {
+      if (error instanceof DstoreError) this.joinRefusals.refused(spec.id, address, error);
+      throw error;
+    }
+  }
+
+  /** The JOINs refused in the last minute (`/ring`'s `refusedJoins`), oldest first. */
+  get refusedJoins(): RefusedJoinView[] {
+    return this.joinRefusals.list();
+  }
+
+  /** {@link join} without the record of refusals. */
+  private async register(spec: JoinSpec, registersHere: boolean): Promise<JoinOutcome> {
     if (!this.coordinator && this.leading !== undefined) await this.leading;
     if (!this.coordinator) return this.forwardJoin(spec, registersHere);
     let outcome: JoinOutcome = 'unchanged';

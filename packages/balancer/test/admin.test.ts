@@ -72,6 +72,7 @@ describe('admin HTTP', () => {
         queuedChanges: 0,
         stalled: null,
       },
+      refusedJoins: [],
     });
     const first = await startFakeNode(resources, 'fake-1');
     await first.register(balancer.address.port);

@@ -264,6 +264,10 @@ describe('the cluster map', () => {
       await waitFor(() => node.stderr().includes('CLUSTER_MISMATCH'), `${id} refused`, 30_000);
     }
     expect(nodes.get('node-1')!.stderr()).toContain(`cluster map generation ${own.map.generation}`);
+    // The balancer lists them, with the reason, for /ring and `dstore status`.
+    const { refusedJoins } = await ringOf(wrong);
+    expect(new Set(refusedJoins.map((refusal) => refusal.node))).toEqual(new Set(ids));
+    expect(refusedJoins.every((refusal) => refusal.code === 'CLUSTER_MISMATCH')).toBe(true);
     // Restarted meanwhile, a node still knows its cluster: the binding is kept in its data dir.
     const node2 = nodes.get('node-2')!;
     node2.child.kill('SIGKILL');

@@ -305,8 +305,13 @@ describe('dstore bench', () => {
 });
 
 describe('dstore status', () => {
-  async function startAdmin(healthy = false, replication?: Record<string, unknown>): Promise<string> {
+  async function startAdmin(
+    healthy = false,
+    replication?: Record<string, unknown>,
+    extra: Record<string, unknown> = {},
+  ): Promise<string> {
     const ring = {
+      ...extra,
       ...(replication === undefined ? {} : { replication }),
       epoch: 4,
       map: {
@@ -378,6 +383,24 @@ describe('dstore status', () => {
     expect(run.stdout).toContain(
       'node-1 degraded: out of space: the map-size limit of 2097152 bytes is reached',
     );
+  });
+
+  it('lists the JOINs the balancer refused; a refused node is not healthy', async () => {
+    const refusal = {
+      node: 'node-7',
+      address: '127.0.0.1:7407',
+      code: 'CLUSTER_MISMATCH',
+      message: "node 'node-7' holds data of another cluster",
+      count: 3,
+      lastAt: '2026-12-06T06:00:00.000Z',
+    };
+    const admin = await startAdmin(true, undefined, { refusedJoins: [refusal] });
+    const run = await dstore('status', '--admin', admin);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain(
+      "refused node-7 (127.0.0.1:7407) CLUSTER_MISMATCH x3: node 'node-7' holds data of another cluster",
+    );
+    expect(run.stdout).toContain('NOT HEALTHY: 1 refused node (see above)');
   });
 
   it('prints the replication factor, member states and under-replicated ranges; those are not healthy', async () => {

@@ -120,6 +120,18 @@ export interface RingView {
   readonly algorithm?: string;
   readonly nodes: readonly RingNode[];
   readonly migration?: MigrationView;
+  /** JOINs the balancer refused in the last minute (absent from balancers that predate it). */
+  readonly refusedJoins?: readonly RefusedJoin[];
+}
+
+/** A JOIN the balancer refused (`/ring`'s `refusedJoins`). */
+export interface RefusedJoin {
+  readonly node: string;
+  readonly address: string;
+  readonly code: string;
+  readonly message: string;
+  readonly count: number;
+  readonly lastAt: string;
 }
 
 /** The balancer's `GET /health` answer. */
@@ -159,7 +171,7 @@ export function registerStatusCommand(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nExit code: 0 when the cluster is fully healthy (every node in the ring up, no migration stalled, no range under-replicated), 1 when it is not or the balancer cannot be reached, 2 for a usage error. With --watch: that of the last status printed, on SIGINT/SIGTERM.',
+      '\nExit code: 0 when the cluster is fully healthy (every node in the ring up, no migration stalled, no range under-replicated, no node refused in the last minute), 1 when it is not or the balancer cannot be reached, 2 for a usage error. With --watch: that of the last status printed, on SIGINT/SIGTERM.',
     )
     .action(async (options: StatusOptions) => {
       const base = await adminEndpoint(options);
@@ -179,16 +191,19 @@ async function printStatus(base: AdminEndpoint, options: StatusOptions): Promise
   ]);
   const stalled = ring.migration?.stalled ?? null;
   const underReplicated = ring.replication?.underReplicatedRanges ?? 0;
-  const healthy = isHealthy(health) && stalled === null && underReplicated === 0;
+  const refused = ring.refusedJoins?.length ?? 0;
+  const healthy = isHealthy(health) && stalled === null && underReplicated === 0 && refused === 0;
   if (options.json) printJson({ ring, health, healthy });
   else {
     const verdict = healthy
       ? 'healthy'
       : stalled !== null
         ? 'NOT HEALTHY: a migration is stalled'
-        : !isHealthy(health)
-          ? 'NOT HEALTHY: not every node is up'
-          : `NOT HEALTHY: ${underReplicated} under-replicated ranges`;
+        : refused > 0
+          ? `NOT HEALTHY: ${refused} refused ${refused === 1 ? 'node' : 'nodes'} (see above)`
+          : !isHealthy(health)
+            ? 'NOT HEALTHY: not every node is up'
+            : `NOT HEALTHY: ${underReplicated} under-replicated ranges`;
     printLine(`${formatStatus(ring, health)}\n${verdict}`);
   }
   return healthy ? ExitCode.OK : ExitCode.FAILURE;
@@ -282,6 +297,10 @@ export function formatStatus(ring: RingView, health: HealthView): string {
     formatMigration(ring.migration),
     table,
     ...degraded,
+    ...(ring.refusedJoins ?? []).map(
+      (refusal) =>
+        `refused ${refusal.node} (${refusal.address}) ${refusal.code} x${refusal.count}: ${refusal.message}`,
+    ),
   ];
   return lines.filter((line) => line !== undefined).join('\n');
 }

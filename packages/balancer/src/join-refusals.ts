@@ -1,0 +1,76 @@
+/**
+ * The JOINs a balancer refused lately, for `/ring` and `dstore status`: a node refused for its
+ * identity or its data (another live node under its id, a removed identity, another cluster's
+ * data) is in no ring, and without this list the operator would see an empty ring and have to
+ * find the reason in the logs of the node or the balancer.
+ *
+ * @packageDocumentation
+ */
+import { type DstoreError, ErrorCode } from '@dstore/protocol';
+
+/** A refused JOIN as `/ring` shows it (`refusedJoins`). */
+export interface RefusedJoinView {
+  readonly node: string;
+  /** The address the node announced (`host:port`). */
+  readonly address: string;
+  /** IDENTITY_CONFLICT, MEMBER_REMOVED or CLUSTER_MISMATCH. */
+  readonly code: string;
+  /** The refusal, with what to do. */
+  readonly message: string;
+  /** JOINs refused so far while listed. */
+  readonly count: number;
+  /** When the last one was refused (ISO 8601). */
+  readonly lastAt: string;
+}
+
+/** The refusals that no retry fixes by itself: the operator has to act. */
+const LISTED_CODES: ReadonlySet<string> = new Set([
+  ErrorCode.IDENTITY_CONFLICT,
+  ErrorCode.MEMBER_REMOVED,
+  ErrorCode.CLUSTER_MISMATCH,
+]);
+
+/** How long a refusal stays listed after its last JOIN: a refused node retries every few seconds. */
+const LISTED_FOR_MS = 60_000;
+
+/** Most refusals listed: JOINs under ever new ids must not grow the list without bound. */
+const MAX_LISTED = 64;
+
+/** The refused JOINs of the last minute, one entry per node id and address. */
+export class JoinRefusals {
+  private readonly entries = new Map<string, RefusedJoinView & { readonly lastMs: number }>();
+
+  /** Records `error` as the answer to `node`'s JOIN from `address`, when it is a listed refusal. */
+  refused(node: string, address: string, error: DstoreError, nowMs = Date.now()): void {
+    if (!LISTED_CODES.has(error.code)) return;
+    const key = `${node}\u0000${address}`;
+    const previous = this.entries.get(key);
+    this.entries.delete(key);
+    this.entries.set(key, {
+      node,
+      address,
+      code: error.code,
+      message: error.message,
+      count: (previous?.count ?? 0) + 1,
+      lastAt: new Date(nowMs).toISOString(),
+      lastMs: nowMs,
+    });
+    // Oldest first (re-inserted on every refusal): drop from the front.
+    while (this.entries.size > MAX_LISTED) this.entries.delete(this.entries.keys().next().value as string);
+  }
+
+  /** `node` from `address` joined: its refusals there are over. */
+  accepted(node: string, address: string): void {
+    this.entries.delete(`${node}\u0000${address}`);
+  }
+
+  /** The refusals of the last minute, oldest first. */
+  list(nowMs = Date.now()): RefusedJoinView[] {
+    const listed: RefusedJoinView[] = [];
+    for (const [key, { lastMs, ...view }] of this.entries) {
+      if (nowMs - lastMs > LISTED_FOR_MS) this.entries.delete(key);
+      else listed.push(view);
+    }
+    return listed;
+  }
+}
