@@ -203,17 +203,8 @@ const messages: fc.Arbitrary<Message>[] = [
     host: shortString,
     port: fc.integer({ min: 0, max: 65535 }),
     weight: fc.integer({ min: 1, max: 1000 }),
-    identity: shortString,
-  }),
-  fc.record({
-    op: fc.constant(Op.JOIN),
-    id,
-    nodeId: shortString,
-    host: shortString,
-    port: fc.integer({ min: 0, max: 65535 }),
-    weight: fc.integer({ min: 1, max: 1000 }),
     identity: fc.option(shortString, { nil: undefined }),
-    generation: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    generation: fc.option(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }),
   }),
   fc.record({ op: fc.constant(Op.LEAVE), id, nodeId: shortString }),
   fc.record({
