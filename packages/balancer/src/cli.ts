@@ -193,7 +193,7 @@ function buildProgram(): Command {
       .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
       .option(
         '--data-dir <dir>',
-        'keep the authoritative cluster map here (atomic replace + fsync); without it the map lives in memory and a restart starts a new cluster',
+        'keep the authoritative cluster map here (atomic replace + fsync); without it the map lives in memory and a restart starts a new cluster (nodes still holding data of the old one are refused)',
       )
       .option(
         '--etcd <urls>',
