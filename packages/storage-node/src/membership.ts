@@ -138,6 +138,8 @@ export class Membership {
   private leaving = false;
   private stopped = false;
   private heartbeatInFlight = false;
+  /** Why the last connection attempt to a balancer failed; cleared once a link is ready. */
+  private lastLinkError: Error | undefined;
   /** Consecutive JOINs refused for this node's identity; reset by a JOIN that succeeds. */
   private identityRefusals = 0;
   private lastRefusalCode: string | undefined;
@@ -162,16 +164,24 @@ export class Membership {
     this.link.on('close', (error) => this.onLinkDown(error));
     this.link.on('reconnecting', (delayMs, attempt) => {
       // Every attempt at debug; a warning now and then so a long outage stays visible without
-      // flooding. `balancer` is the one tried next (delay 0: the next one of the round).
+      // flooding. `balancer` is the one tried next (delay 0: the next one of the round). The
+      // reason goes with it: a refused secret or the wrong port must not look like a slow start.
       const level = attempt === 1 || attempt % 20 === 0 ? 'warn' : 'debug';
+      const failure = this.lastLinkError;
       this.options.logger[level](
-        { balancer: this.link.address, delayMs, attempt },
+        {
+          balancer: this.link.address,
+          delayMs,
+          attempt,
+          ...(failure === undefined ? {} : { err: failure.message, code: (failure as DstoreError).code }),
+        },
         'reconnecting to balancer',
       );
     });
-    this.link.on('error', (error) =>
-      this.options.logger.debug({ balancer: this.link.address, err: error.message }, 'balancer link error'),
-    );
+    this.link.on('error', (error) => {
+      this.lastLinkError = error;
+      this.options.logger.debug({ balancer: this.link.address, err: error.message }, 'balancer link error');
+    });
   }
 
   /** True once the balancer answered the last JOIN (and the link has not dropped since). */
@@ -278,6 +288,7 @@ export class Membership {
   }
 
   private onLinkReady(): void {
+    this.lastLinkError = undefined;
     // Leaving: never JOIN again (that could make the node a member anew); leave() resends LEAVE.
     if (this.leaving) return;
     // After an identity refusal the retry timer sends the next JOIN: a reconnect in between

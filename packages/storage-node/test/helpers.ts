@@ -33,6 +33,8 @@ export interface LogRecord {
 
 /** pino's number for the 'error' level. */
 export const ERROR_LEVEL = 50;
+/** pino's number for the 'warn' level. */
+export const WARN_LEVEL = 40;
 
 /** A logger at `level` that keeps every record in memory, for tests about what a node logs. */
 export function capturingLogger(level = 'debug'): { logger: Logger; records: LogRecord[] } {

@@ -1,7 +1,9 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { ErrorCode, Op } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeBalancer } from './fake-balancer.js';
-import { capturingLogger, ERROR_LEVEL, Resources, sleep, waitFor } from './helpers.js';
+import { capturingLogger, ERROR_LEVEL, Resources, sleep, WARN_LEVEL, waitFor } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -129,6 +131,11 @@ describe('membership', () => {
       advice:
         /this node was removed from the cluster: it can join again only as a new member, with a fresh data dir/,
     },
+    {
+      code: ErrorCode.CLUSTER_MISMATCH,
+      advice:
+        /this node holds data of another cluster than the balancer's map: start the balancer with the map/,
+    },
   ];
 
   it.each(identityRefusals)(
@@ -176,6 +183,29 @@ describe('membership', () => {
       expect(records.some((record) => record.msg === 'joined balancer')).toBe(true);
     },
   );
+
+  it('says why it cannot reach its balancer when it reconnects (here: an HTTP server on the port)', async () => {
+    const http = createServer((_request, response) => response.end('{}'));
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    resources.defer(() => new Promise<void>((resolve) => http.close(() => resolve())));
+    const { logger, records } = capturingLogger();
+    await resources.node({
+      id: 'lost-1',
+      join: `127.0.0.1:${(http.address() as AddressInfo).port}`,
+      logger,
+    });
+    await waitFor(
+      () => records.some((record) => record.msg === 'reconnecting to balancer'),
+      5000,
+      'a reconnect warning',
+    );
+    expect(records.find((record) => record.msg === 'reconnecting to balancer')).toMatchObject({
+      level: WARN_LEVEL,
+      attempt: 1,
+      code: ErrorCode.VERSION_MISMATCH,
+      err: expect.stringMatching(/looks like an HTTP server/),
+    });
+  });
 
   it('keeps retrying a JOIN refused for its identity until stopped', async () => {
     const balancer = new FakeBalancer(resources);
