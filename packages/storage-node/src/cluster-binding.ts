@@ -38,9 +38,9 @@ export class ClusterBinding {
 
   /**
    * The binding of the node whose entries `engine` holds. lmdb (`dataDir` given): the one kept in
-   * the data dir, none on a first start. memory (`dataDir` undefined): none. Throws DstoreError INTERNAL when the file cannot be read or does
-   * not hold a generation (never guessed: a wrong one would refuse the node's own cluster, none
-   * would let it join another).
+   * the data dir, none on a first start. memory (`dataDir` undefined): none. Throws DstoreError
+   * INTERNAL when the file cannot be read or does not hold a generation (never guessed: a wrong
+   * one would refuse the node's own cluster, none would let it join another).
    */
   static async load(engine: StorageEngine, dataDir: string | undefined): Promise<ClusterBinding> {
     if (dataDir === undefined) return new ClusterBinding(engine, undefined, undefined);
