@@ -50,11 +50,8 @@ export class ControlHandler {
         registersHere,
       );
     } catch (error) {
+      // Logged by the membership, which knows how often this node was refused.
       if (!(error instanceof DstoreError)) throw error;
-      this.logger.warn(
-        { node: nodeId, address: `${host}:${port}`, code: error.code, err: error.message },
-        'JOIN refused',
-      );
       return { op: Op.ERROR, id, code: error.code, message: error.message };
     }
     const level = outcome === 'unchanged' ? 'debug' : 'info';

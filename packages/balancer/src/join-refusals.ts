@@ -40,9 +40,13 @@ const MAX_LISTED = 64;
 export class JoinRefusals {
   private readonly entries = new Map<string, RefusedJoinView & { readonly lastMs: number }>();
 
-  /** Records `error` as the answer to `node`'s JOIN from `address`, when it is a listed refusal. */
-  refused(node: string, address: string, error: DstoreError, nowMs = Date.now()): void {
-    if (!LISTED_CODES.has(error.code)) return;
+  /**
+   * Records `error` as the answer to `node`'s JOIN from `address`, when it is a listed refusal.
+   * Returns how many JOINs of that node at that address were refused while listed (this one
+   * included), 0 for a refusal that is not listed.
+   */
+  refused(node: string, address: string, error: DstoreError, nowMs = Date.now()): number {
+    if (!LISTED_CODES.has(error.code)) return 0;
     const key = `${node}\u0000${address}`;
     const previous = this.entries.get(key);
     this.entries.delete(key);
@@ -57,6 +61,7 @@ export class JoinRefusals {
     });
     // Oldest first (re-inserted on every refusal): drop from the front.
     while (this.entries.size > MAX_LISTED) this.entries.delete(this.entries.keys().next().value as string);
+    return (previous?.count ?? 0) + 1;
   }
 
   /** `node` from `address` joined: its refusals there are over. */

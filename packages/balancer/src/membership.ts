@@ -970,7 +970,16 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.joinRefusals.accepted(spec.id, address);
       return outcome;
     } catch (error) {
-      if (error instanceof DstoreError) this.joinRefusals.refused(spec.id, address, error);
+      if (error instanceof DstoreError) {
+        // A refused node retries every couple of seconds: the first refusal and every 20th are
+        // warnings, the ones between debug (/ring lists the refusal meanwhile).
+        const refusals = this.joinRefusals.refused(spec.id, address, error);
+        const level = refusals <= 1 || refusals % 20 === 0 ? 'warn' : 'debug';
+        this.options.logger[level](
+          { node: spec.id, address, code: error.code, err: error.message, refusals },
+          'JOIN refused',
+        );
+      }
       throw error;
     }
   }
