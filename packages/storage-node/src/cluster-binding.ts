@@ -63,11 +63,6 @@ export class ClusterBinding {
     return new ClusterBinding(engine, path, generation);
   }
 
-  /** The generation this node is bound to; undefined before its first RING. */
-  get generation(): number | undefined {
-    return this.bound;
-  }
-
   /** The generation the node's data belongs to, named in JOIN: undefined while it holds nothing. */
   get dataGeneration(): number | undefined {
     return this.holdsData() ? this.bound : undefined;

@@ -93,8 +93,6 @@ class StorageNodeImpl implements StorageNode {
   private users: UserDirectory | undefined;
   private nodeId: string | undefined;
   private nodeIdentity: string | undefined;
-  /** The cluster this node's data belongs to (see {@link ClusterBinding}); set by start(). */
-  private binding: ClusterBinding | undefined;
   /** The data dir's lock file while this node holds it (lmdb). */
   private lockedDataDir: string | undefined;
   private startedAt = 0;
@@ -160,7 +158,6 @@ class StorageNodeImpl implements StorageNode {
       this.unlockDataDir();
       throw error;
     });
-    this.binding = binding;
     this.nodeIdentity = identity;
     this.openedEngine = engine;
     const ownership = new Ownership(() => this.id);
@@ -280,7 +277,7 @@ class StorageNodeImpl implements StorageNode {
       'storage node listening',
     );
     sweeper.start();
-    if (options.balancers.length > 0) this.startMembership(options.balancers, address.port, engine);
+    if (options.balancers.length > 0) this.startMembership(options.balancers, address.port, engine, binding);
     return address;
   }
 
@@ -349,7 +346,12 @@ class StorageNodeImpl implements StorageNode {
     }
   }
 
-  private startMembership(balancers: readonly BalancerAddress[], port: number, engine: StorageEngine): void {
+  private startMembership(
+    balancers: readonly BalancerAddress[],
+    port: number,
+    engine: StorageEngine,
+    binding: ClusterBinding,
+  ): void {
     this.membership = new Membership({
       balancers,
       nodeId: this.id,
@@ -361,7 +363,7 @@ class StorageNodeImpl implements StorageNode {
       tls: this.options.tls === undefined ? undefined : peerClientTls(this.options.tls),
       heartbeatIntervalMs: this.options.heartbeatIntervalMs,
       keyCount: () => engine.count(),
-      dataGeneration: () => this.binding?.dataGeneration,
+      dataGeneration: () => binding.dataGeneration,
       storage: () => engine.health(),
       lease: this.lease,
       logger: this.logger,
