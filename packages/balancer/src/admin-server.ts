@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { Chain, ReplicaState } from '@dstore/hashring';
+import { type Chain, type ReplicaState, rangeShare } from '@dstore/hashring';
 import type { TlsServerOptions } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import type { MemberState } from './cluster-map.js';
@@ -138,25 +138,21 @@ export interface RingView {
   readonly refusedJoins: readonly RefusedJoinView[];
 }
 
-/** Size of the hash space: a range's share is its length over this. */
-const RING_SIZE = 2 ** 32;
-
 /** The replication part of `/ring`: the map's chains grouped by desired chain. */
 export function replicationView(membership: Membership): ReplicationView {
   const groups = new Map<
     string,
-    { view: Omit<ChainView, 'ranges' | 'share'>; ranges: number; length: number }
+    { view: Omit<ChainView, 'ranges' | 'share'>; ranges: number; share: number }
   >();
   let underReplicatedRanges = 0;
   for (const range of membership.chains) {
     if (range.underReplicated) underReplicatedRanges++;
-    // (start, end], wrapping; start === end is the whole ring.
-    const length = range.end > range.start ? range.end - range.start : range.end - range.start + RING_SIZE;
+    const share = rangeShare(range);
     const key = `${range.desired.join('\u0000')}|${range.path.join('\u0000')}`;
     const group = groups.get(key);
     if (group !== undefined) {
       group.ranges++;
-      group.length += length;
+      group.share += share;
       continue;
     }
     groups.set(key, {
@@ -170,12 +166,12 @@ export function replicationView(membership: Membership): ReplicationView {
         changing: range.changing,
       },
       ranges: 1,
-      length,
+      share,
     });
   }
   const chains = [...groups.values()]
-    .sort((a, b) => b.length - a.length)
-    .map(({ view, ranges, length }) => ({ ...view, ranges, share: length / RING_SIZE }));
+    .sort((a, b) => b.share - a.share)
+    .map(({ view, ranges, share }) => ({ ...view, ranges, share }));
   const factor = membership.clusterMap.replicationFactor;
   return {
     factor,

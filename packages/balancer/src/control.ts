@@ -46,7 +46,15 @@ export class ControlHandler {
     let outcome: JoinOutcome;
     try {
       outcome = await this.membership.join(
-        { id: nodeId, host, port, weight, identity: request.identity, generation: request.generation },
+        {
+          id: nodeId,
+          host,
+          port,
+          weight,
+          identity: request.identity,
+          generation: request.generation,
+          availableBytes: request.availableBytes,
+        },
         registersHere,
       );
     } catch (error) {

@@ -1,7 +1,7 @@
 /**
  * The JOINs a balancer refused lately, for `/ring` and `dstore status`: a node refused for its
  * identity or its data (another live node under its id, a removed identity, another cluster's
- * data) is in no ring, and without this list the operator would see an empty ring and have to
+ * data, too little room for its share) is in no ring, and without this list the operator would see an empty ring and have to
  * find the reason in the logs of the node or the balancer.
  *
  * @packageDocumentation
@@ -13,7 +13,7 @@ export interface RefusedJoinView {
   readonly node: string;
   /** The address the node announced (`host:port`). */
   readonly address: string;
-  /** IDENTITY_CONFLICT, MEMBER_REMOVED or CLUSTER_MISMATCH. */
+  /** IDENTITY_CONFLICT, MEMBER_REMOVED, CLUSTER_MISMATCH or OUT_OF_SPACE. */
   readonly code: string;
   /** The refusal, with what to do. */
   readonly message: string;
@@ -28,6 +28,13 @@ const LISTED_CODES: ReadonlySet<string> = new Set([
   ErrorCode.IDENTITY_CONFLICT,
   ErrorCode.MEMBER_REMOVED,
   ErrorCode.CLUSTER_MISMATCH,
+  ErrorCode.OUT_OF_SPACE,
+]);
+
+/** Listed refusals that a JOIN of the same node id from another address ends. */
+const SUPERSEDED_BY_A_JOIN: ReadonlySet<string> = new Set([
+  ErrorCode.CLUSTER_MISMATCH,
+  ErrorCode.OUT_OF_SPACE,
 ]);
 
 /** How long a refusal stays listed after its last JOIN: a refused node retries every few seconds. */
@@ -64,9 +71,16 @@ export class JoinRefusals {
     return (previous?.count ?? 0) + 1;
   }
 
-  /** `node` from `address` joined: its refusals there are over. */
+  /**
+   * `node` from `address` joined: its refusals there are over, and so are its refusals elsewhere
+   * for its data or its room (the node restarted on another port with a fresh data dir, a larger
+   * memory cap). Identity refusals elsewhere stay: they are another process under its id.
+   */
   accepted(node: string, address: string): void {
-    this.entries.delete(`${node}\u0000${address}`);
+    for (const [key, entry] of this.entries) {
+      if (entry.node !== node) continue;
+      if (entry.address === address || SUPERSEDED_BY_A_JOIN.has(entry.code)) this.entries.delete(key);
+    }
   }
 
   /** The refusals of the last minute, oldest first. */

@@ -24,6 +24,7 @@ import type { ClusterNode, NodeAddress, NodeLinkOptions, NodeStorage } from './c
 import type { BalancerHashAlgorithm } from './config.js';
 import { CoordinatorLink } from './coordinator-link.js';
 import type { HealthMonitor } from './health.js';
+import { joinCapacityRefusal } from './join-capacity.js';
 import { JoinRefusals, type RefusedJoinView } from './join-refusals.js';
 import type { MapStore } from './map-store.js';
 import { type Copied, groupMoves, Migrator, type MoveGroup, streamName } from './migrator.js';
@@ -53,6 +54,11 @@ export interface JoinSpec extends NodeAddress {
    * (or predates the field): not checked.
    */
   readonly generation?: number | undefined;
+  /**
+   * Bytes the node's storage can still take; undefined when it did not say (not checked). A new
+   * member that could not hold its share of the cluster's data is refused ({@link refuseTooSmall}).
+   */
+  readonly availableBytes?: number | undefined;
 }
 
 /** Events of a {@link Membership}. */
@@ -961,7 +967,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * Registers a node (JOIN). The same identity at the same address and weight is an idempotent
    * re-register (a node re-JOINs after every reconnect) and changes nothing. Refused with
    * MEMBER_REMOVED for a removed identity, IDENTITY_CONFLICT when another live identity holds the id
-   * or another member has this identity, CLUSTER_MISMATCH when the node holds data of another map.
+   * or another member has this identity, CLUSTER_MISMATCH when the node holds data of another map,
+   * OUT_OF_SPACE when a new member could not hold its share of the data ({@link joinCapacityRefusal}).
    */
   async join(spec: JoinSpec, registersHere = true): Promise<JoinOutcome> {
     const address = `${spec.host}:${spec.port}`;
@@ -1012,6 +1019,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
       refuseTwin(map, spec.id, identity);
       const existing = activeMember(map, spec.id);
       if (existing === undefined) {
+        const tooSmall = joinCapacityRefusal(map, spec, (id) => this.pool.get(id)?.storage);
+        if (tooSmall !== undefined) throw tooSmall;
         outcome = 'added';
         return refuseUnroutableRingPlan(map, {
           members: [
@@ -1102,6 +1111,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         weight: spec.weight,
         ...(spec.identity === undefined ? {} : { identity: spec.identity }),
         ...(spec.generation === undefined ? {} : { generation: spec.generation }),
+        ...(spec.availableBytes === undefined ? {} : { availableBytes: spec.availableBytes }),
       },
       FORWARD_TIMEOUT_MS,
     );

@@ -1,8 +1,12 @@
 /**
- * A migration whose new owner refuses the keys (its lmdb map is full) must not finish: finishing
- * would route the stream's keys to a node that never got them. It stalls, loudly (`/ring`
- * migration.stalled, the metric), every key stays readable through the old owner, and once the
- * new owner restarts with room the stream moves and the migration finishes with every key intact.
+ * A new owner without room for its keys. At JOIN, a new member that could not hold its share of
+ * the data is refused (OUT_OF_SPACE, listed in `/ring` refusedJoins): nothing moves, nothing else
+ * is refused, and it joins once restarted with room. A migration whose new owner still refuses
+ * the keys (here: a member's weight raised past its room, which is not checked) must not finish:
+ * finishing would route the stream's keys to a node that never got them. It stalls, loudly
+ * (`/ring` migration.stalled, the metric), every key stays readable through the old owner, and
+ * once the new owner restarts with room the stream moves and the migration finishes with every
+ * key intact.
  */
 import { join } from 'node:path';
 import { Op, type PeerLink, toBytes } from '@dstore/protocol';
@@ -56,8 +60,8 @@ async function wrongKeys(link: PeerLink): Promise<string[]> {
   return wrong;
 }
 
-describe('a migration the new owner refuses', () => {
-  it('stalls with every key readable, and finishes once the new owner has room', async () => {
+describe('a new owner without room', () => {
+  it('is refused at JOIN; a migration it refuses stalls with every key readable, and finishes once it has room', async () => {
     const dir = temporaryDir(resources, 'dstore-stall-');
     const balancer = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
       '--port',
@@ -76,9 +80,43 @@ describe('a migration the new owner refuses', () => {
     const link = clientLink(resources, balancer.ready.port);
     await link.whenReady(10_000);
     await writeAll(link);
+    // The JOIN check counts what the members last reported using: wait until they report the data.
+    await waitFor(
+      async () =>
+        (await ringOf(balancer)).nodes.reduce((sum, node) => sum + (node.storage?.usedBytes ?? 0), 0) >=
+        KEYS * 2048,
+      'the nodes reporting the data in their heartbeats',
+    );
 
     const lmdb = ['--engine', 'lmdb', '--data-dir', join(dir, 'node-4')];
-    const full = await spawnNode(resources, 'node-4', balancer.ready.port, [...lmdb, '--map-size', '1m']);
+    const tooSmall = await spawnNode(resources, 'node-4', balancer.ready.port, [...lmdb, '--map-size', '1m']);
+    await waitFor(
+      async () => (await ringOf(balancer)).refusedJoins.some((refusal) => refusal.node === 'node-4'),
+      'the JOIN of node-4 refused',
+    );
+    const refused = await ringOf(balancer);
+    expect(refused.refusedJoins).toEqual([expect.objectContaining({ node: 'node-4', code: 'OUT_OF_SPACE' })]);
+    expect(refused.refusedJoins[0]!.message).toMatch(/node 'node-4' can take .* but would hold about/);
+    // Refused, not stalled: the ring and the map are as before, every key served.
+    expect(refused.nodes.map((node) => node.id).sort()).toEqual(['node-1', 'node-2', 'node-3']);
+    expect(refused.map.transition).toBeNull();
+    expect(await wrongKeys(link)).toEqual([]);
+
+    // A member at a weight it has room for, then raised past it: its migration stalls.
+    tooSmall.child.kill('SIGKILL');
+    await tooSmall.exited;
+    const small = ['--map-size', '1m'];
+    const light = await spawnNode(resources, 'node-4', balancer.ready.port, [
+      ...lmdb,
+      ...small,
+      '--weight',
+      '0.01',
+    ]);
+    const joined = await waitForRing(balancer, ['node-1', 'node-2', 'node-3', 'node-4']);
+    expect(joined.refusedJoins).toEqual([]);
+    light.child.kill('SIGKILL');
+    await light.exited;
+    const full = await spawnNode(resources, 'node-4', balancer.ready.port, [...lmdb, ...small]);
     await waitFor(
       async () => (await ringOf(balancer)).migration.stalled != null,
       'a stalled migration',

@@ -594,6 +594,38 @@ describe('dstore node remove', () => {
     expect(missing.stderr).toMatch(/no node 'nope'/);
   });
 
+  it('times out naming the stalled migration its removal waits behind', async () => {
+    const server = createServer((request, response) => {
+      response.writeHead(request.method === 'POST' ? 202 : 200, { 'content-type': 'application/json' });
+      if (request.method === 'POST') {
+        response.end('{}');
+        return;
+      }
+      const nodes = [
+        { id: 'node-1', address: 'a', status: 'up', weight: 1, share: 0.5 },
+        { id: 'node-4', address: 'b', status: 'up', weight: 1, share: 0.5 },
+      ];
+      const stalled = {
+        from: 'node-1',
+        to: 'node-4',
+        code: 'OUT_OF_MEMORY',
+        message: 'cap reached',
+        attempts: 9,
+      };
+      response.end(
+        JSON.stringify({ epoch: 12, nodes, migration: { keysMoved: 0, queuedChanges: 1, stalled } }),
+      );
+    });
+    httpServers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const admin = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const run = await dstore('node', 'remove', 'node-4', '--admin', admin, '--timeout', '300');
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain(
+      'node node-4 still in the ring after 300 ms: its removal waits behind a stalled migration (node-1 -> node-4 refused 9 times: OUT_OF_MEMORY cap reached)',
+    );
+  });
+
   it('--dead POSTs /nodes/<id>/remove?dead and reports a refusal', async () => {
     const posts: string[] = [];
     const server = createServer((request, response) => {

@@ -19,6 +19,15 @@ export function inRange(position: number, move: Pick<RangeMove, 'start' | 'end'>
   return position > start || position <= end;
 }
 
+/**
+ * Fraction of the 2^32 keyspace that `(start, end]` covers, wrapping when `start > end`
+ * (`start === end` is the whole ring: 1).
+ */
+export function rangeShare(range: Pick<RangeMove, 'start' | 'end'>): number {
+  const length = range.end > range.start ? range.end - range.start : range.end - range.start + 2 ** 32;
+  return length / 2 ** 32;
+}
+
 /** Sorted distinct union of two sorted point arrays. */
 function unionPoints(a: Uint32Array, b: Uint32Array): Uint32Array {
   const out = new Uint32Array(a.length + b.length);

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 
-export { inRange } from './diff.js';
+export { inRange, rangeShare } from './diff.js';
 export { HashRingError, type HashRingErrorCode } from './errors.js';
 export { ketamaPointCount } from './ketama.js';
 export { md5 } from './md5.js';

@@ -4,7 +4,7 @@
  */
 
 import { type Continuum, continuumShares, DistinctWalker, locate, PointSide } from './continuum.js';
-import { diffContinua } from './diff.js';
+import { diffContinua, rangeShare } from './diff.js';
 import { HashRingError } from './errors.js';
 import { buildKetamaContinuum } from './ketama.js';
 import { md5Hash32 } from './md5.js';
@@ -375,6 +375,22 @@ export class HashRing {
     this.#ids.forEach((id, i) => {
       result.set(id, shares[i]!);
     });
+    return result;
+  }
+
+  /**
+   * Fraction of the keyspace each node holds a copy of with replication factor `n`: the summed
+   * share of the ranges whose chain ({@link chains}, no member failed) includes it. With `n = 1`
+   * these are {@link shares}; they sum to `min(n, size)`.
+   *
+   * @throws HashRingError as {@link chains}
+   */
+  replicaShares(n: number): Map<string, number> {
+    const result = new Map<string, number>();
+    for (const range of this.chains(n)) {
+      const share = rangeShare(range);
+      for (const id of range.desired) result.set(id, (result.get(id) ?? 0) + share);
+    }
     return result;
   }
 

@@ -6,6 +6,7 @@ import {
   HashRingError,
   inRange,
   type ReplicaState,
+  rangeShare,
   unionRingReproduces,
 } from '../src/index.js';
 
@@ -394,5 +395,38 @@ describe('unionRingReproduces', () => {
     for (const key of ['a', 'b', 'c', 'd', 'e']) {
       expect(union.chainOf(key, 2, states).desired).toEqual(before.getN(key, 2));
     }
+  });
+});
+
+describe('HashRing.replicaShares', () => {
+  it('is shares() at factor 1 and sums to min(n, size)', () => {
+    for (const algorithm of ['vnode', 'ketama'] as const) {
+      const ring = ringOf(['a', 'b', 'c', 'd', 'e'], algorithm);
+      const one = ring.replicaShares(1);
+      for (const [id, share] of ring.shares()) expect(one.get(id)).toBeCloseTo(share, 9);
+      for (const n of [1, 2, 3, 5, 7]) {
+        const total = [...ring.replicaShares(n).values()].reduce((sum, share) => sum + share, 0);
+        expect(total).toBeCloseTo(Math.min(n, ring.size), 9);
+      }
+    }
+  });
+
+  it("is the fraction of keys whose preference list's first n members include the node", () => {
+    const ring = ringOf(['a', 'b', 'c', 'd', 'e', 'f'], 'vnode', 64);
+    const keys = Array.from({ length: 20_000 }, (_, i) => `key:${i}`);
+    for (const n of [2, 3]) {
+      const shares = ring.replicaShares(n);
+      for (const id of ring.nodes().map((node) => node.id)) {
+        const holding = keys.filter((key) => ring.getN(key, n).includes(id)).length;
+        // 20,000 keys: the sampled fraction is within ~0.01 of the exact one (3 sigma at 0.5).
+        expect(Math.abs(holding / keys.length - shares.get(id)!)).toBeLessThan(0.02);
+      }
+    }
+  });
+
+  it('rangeShare is a range length over 2^32, wrapping, the whole ring for start === end', () => {
+    expect(rangeShare({ start: 0, end: 2 ** 31 })).toBe(0.5);
+    expect(rangeShare({ start: 2 ** 32 - 2 ** 30, end: 2 ** 30 })).toBe(0.5);
+    expect(rangeShare({ start: 7, end: 7 })).toBe(1);
   });
 });

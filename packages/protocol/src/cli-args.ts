@@ -187,3 +187,15 @@ export function optionParser<T>(
     }
   };
 }
+
+/** Bytes as a short human figure (binary units, the inverse of {@link parseByteSize}): `512 B`, `3.2 MiB`. */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+}

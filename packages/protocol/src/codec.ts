@@ -759,9 +759,11 @@ export function toWireArray(message: Message): Field[] {
         message.port,
         message.weight,
       ];
-      if (message.identity !== undefined || message.generation !== undefined)
-        fields.push(message.identity ?? null);
-      if (message.generation !== undefined) fields.push(message.generation);
+      // Optional trailing fields: an absent one before a present one travels as nil.
+      const trailing = [message.identity, message.generation, message.availableBytes];
+      let last = trailing.length;
+      while (last > 0 && trailing[last - 1] === undefined) last--;
+      for (let index = 0; index < last; index++) fields.push(trailing[index] ?? null);
       return fields;
     }
     case Op.LEAVE:
@@ -1237,6 +1239,7 @@ function readRequest(op: number, r: FieldReader): Request {
         weight: positive(r, r.finite(5, 'weight')),
         identity: r.optionalString(6, 'identity'),
         generation: r.optionalUint(7, 'generation', Number.MAX_SAFE_INTEGER),
+        availableBytes: r.optionalUint(8, 'availableBytes', Number.MAX_SAFE_INTEGER),
       };
     case Op.LEAVE:
       return { op, id, nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId') };

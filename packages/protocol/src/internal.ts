@@ -12,6 +12,7 @@ export {
   type AddressOptions,
   EnvVar,
   ExitCode,
+  formatBytes,
   type HostPort,
   type IntegerOptions,
   LOG_LEVELS,

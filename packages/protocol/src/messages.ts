@@ -374,6 +374,12 @@ export interface JoinRequest {
    * another generation. Absent: the node holds nothing, or predates the field.
    */
   readonly generation?: number | undefined;
+  /**
+   * Bytes the node's storage can still take (its `--max-memory` or `--map-size` / disk, less what
+   * it uses): a balancer refuses with OUT_OF_SPACE the JOIN of a new member that could not hold
+   * its share of the cluster's data. Absent: not checked (a node that predates the field).
+   */
+  readonly availableBytes?: number | undefined;
 }
 /** A storage node leaves the cluster on purpose. Answered by OK. */
 export interface LeaveRequest {

@@ -205,6 +205,7 @@ const messages: fc.Arbitrary<Message>[] = [
     weight: fc.integer({ min: 1, max: 1000 }),
     identity: fc.option(shortString, { nil: undefined }),
     generation: fc.option(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }),
+    availableBytes: fc.option(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }),
   }),
   fc.record({ op: fc.constant(Op.LEAVE), id, nodeId: shortString }),
   fc.record({
@@ -525,6 +526,8 @@ describe('MessageCodec round trip', () => {
           if (message.op === Op.JOIN && wire.length === 6) wire.push(null);
           // ... and an optional trailing generation at index 7 (nil = not set).
           if (message.op === Op.JOIN && wire.length === 7) wire.push(null);
+          // ... and an optional trailing availableBytes at index 8 (nil = not set).
+          if (message.op === Op.JOIN && wire.length === 8) wire.push(null);
           // HELLO owns an optional trailing nonce at index 5, HELLO_OK a challenge from index 5.
           if ((message.op === Op.HELLO || message.op === Op.HELLO_OK) && wire.length === 5) wire.push(null);
           // HELLO owns an optional trailing node id at index 6 (nil = not set).

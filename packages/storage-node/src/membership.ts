@@ -99,7 +99,7 @@ const BALANCER_BACKOFF: BackoffOptions = { initialDelayMs: 100, maxDelayMs: 2000
  * retried anyway: a restarted memory node may race its own previous incarnation, which the
  * balancer lets go once its heartbeats stop.
  */
-const IDENTITY_REFUSAL_ADVICE: ReadonlyMap<string, string> = new Map([
+const JOIN_REFUSAL_ADVICE: ReadonlyMap<string, string> = new Map([
   [
     ErrorCode.IDENTITY_CONFLICT,
     'another live node holds this node id: start this node with its own --id, or stop the other one',
@@ -112,7 +112,21 @@ const IDENTITY_REFUSAL_ADVICE: ReadonlyMap<string, string> = new Map([
     ErrorCode.CLUSTER_MISMATCH,
     "this node holds data of another cluster than the balancer's map: start the balancer with the map this node belongs to (its --data-dir, or --etcd and --etcd-prefix); or start this node on a fresh data dir (a memory node: restart it) to join that cluster empty",
   ],
+  [
+    ErrorCode.OUT_OF_SPACE,
+    "this node could not hold its share of the cluster's data: start it with a larger --max-memory (memory engine) or --map-size / on a larger disk (lmdb), or free space in the cluster",
+  ],
 ]);
+
+/**
+ * What a JOIN says the node's storage can still take: undefined (not checked) for an engine that
+ * evicts, which makes room for what it is given (a cache), or when the node reports no storage.
+ */
+function roomToReport(storage: StorageHealth | undefined): number | undefined {
+  return storage === undefined || storage.evictionPolicy !== 'noeviction'
+    ? undefined
+    : storage.availableBytes;
+}
 
 /** A repeated identity refusal is logged at error level on this attempt and every so many after. */
 const REFUSAL_ERROR_LOG_EVERY = 20;
@@ -309,6 +323,7 @@ export class Membership {
         weight,
         identity,
         generation,
+        availableBytes: roomToReport(this.options.storage?.()),
       });
       this.joined = true;
       // At once, not one interval later: a replicating node serves nothing before its first lease.
@@ -320,7 +335,7 @@ export class Membership {
         'joined balancer',
       );
     } catch (error) {
-      const advice = error instanceof DstoreError ? IDENTITY_REFUSAL_ADVICE.get(error.code) : undefined;
+      const advice = error instanceof DstoreError ? JOIN_REFUSAL_ADVICE.get(error.code) : undefined;
       if (advice !== undefined) {
         this.retryRefusedJoin(error as DstoreError, advice);
         return;

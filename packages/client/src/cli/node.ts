@@ -73,9 +73,23 @@ async function waitUntilGone(base: AdminEndpoint, id: string, timeoutMs: number)
   for (;;) {
     const ring = (await adminRequest<RingView>(base, '/ring', { timeoutMs: 5000 })).body;
     if (!ring.nodes.some((node) => node.id === id)) return ring;
-    if (Date.now() > deadline) {
-      throw new DstoreError(ErrorCode.TIMEOUT, `node ${id} still in the ring after ${timeoutMs} ms`);
-    }
+    if (Date.now() > deadline) throw stillInRing(id, timeoutMs, ring);
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
+}
+
+/**
+ * TIMEOUT for a node still in the ring: the removal goes on at the balancer (it was accepted), and
+ * when a stalled migration holds it up (ring changes run one at a time), the error says which.
+ */
+function stillInRing(id: string, timeoutMs: number, ring: RingView): DstoreError {
+  const stalled = ring.migration?.stalled;
+  const why =
+    stalled === undefined || stalled === null
+      ? ''
+      : `: its removal waits behind a stalled migration (${stalled.from} -> ${stalled.to} refused ${stalled.attempts} times: ${stalled.code} ${stalled.message}); give ${stalled.to} room (restart it with a larger --max-memory or --map-size) and the removal goes on`;
+  return new DstoreError(
+    ErrorCode.TIMEOUT,
+    `node ${id} still in the ring after ${timeoutMs} ms${why} (the removal was accepted: dstore status shows its progress)`,
+  );
 }

@@ -1,3 +1,4 @@
+import { formatBytes } from '@dstore/protocol/internal';
 import type { Command } from 'commander';
 import { formatTable } from '../bench/report.js';
 import { DstoreError, ErrorCode } from '../errors.js';
@@ -308,18 +309,6 @@ export function formatStatus(ring: RingView, health: HealthView): string {
 /** `, 3.2 MiB` (with `unit` after it), or nothing when a balancer did not report the figure. */
 function bytesOf(bytes: number | undefined, unit = ''): string {
   return bytes === undefined ? '' : `, ${formatBytes(bytes)}${unit}`;
-}
-
-/** Bytes as a short human figure (binary units): `512 B`, `3.2 MiB`. */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** The cluster map's lines: where it lives, who writes it, the transition and removed members. */
