@@ -98,6 +98,8 @@ describe('RESP authentication and grants', () => {
       cursor = next;
     } while (cursor !== '0');
     expect([...seen].sort()).toEqual(['tenant-a:1', 'tenant-a:2']);
+    // ... and so does KEYS (the other user's key 'shared' matches '*' too).
+    expect((await scoped.keys('*')).sort()).toEqual(['tenant-a:1', 'tenant-a:2']);
   });
 
   it('authenticates node-redis 5 over RESP3 with HELLO 3 AUTH', async () => {

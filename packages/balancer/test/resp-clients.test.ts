@@ -112,6 +112,16 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'SCAN', 'x')).toBe('ERR invalid cursor');
     expect(await redisCli(port, 'SCAN', '0', 'COUNT', '0')).toBe('ERR syntax error');
     expect(await redisCli(port, 'SCAN', '0', 'TYPE', 'hash')).toMatch(/^\d+$/);
+    expect(await redisCli(port, 'GETSET', 'cli:gs', 'one')).toBe('');
+    expect(await redisCli(port, 'SET', 'cli:gs', 'two', 'EX', '100')).toBe('OK');
+    expect(await redisCli(port, 'GETSET', 'cli:gs', 'three')).toBe('two');
+    // GETSET drops the expiry, as SET does.
+    expect(await redisCli(port, 'TTL', 'cli:gs')).toBe('-1');
+    expect(await redisCli(port, 'GET', 'cli:gs')).toBe('three');
+    expect(await redisCli(port, 'KEYS', 'cli:g?')).toBe('cli:gs');
+    expect(await redisCli(port, 'KEYS', 'cli:nothing*')).toBe('');
+    expect(await redisCli(port, 'DEL', 'cli:gs')).toBe('1');
+    expect(await redisCli(port, 'KEYS')).toBe("ERR wrong number of arguments for 'keys' command");
   });
 
   it('takes a redis-cli --pipe mass insertion of 10,000 keys, all readable back', async () => {
@@ -130,6 +140,10 @@ describe('RESP front door with real clients', () => {
     const scanned = await run('redis-cli', ['-p', String(port), '--scan', '--pattern', 'pipe:*']);
     expect(scanned.code, scanned.stderr).toBe(0);
     expect(new Set(scanned.stdout.trim().split('\n')).size).toBe(10_000);
+    // KEYS drives the same SCAN to its end and lists each key once.
+    const listed = (await redisCli(port, 'KEYS', 'pipe:*')).split('\n');
+    expect(listed.length).toBe(10_000);
+    expect(new Set(listed).size).toBe(10_000);
     const redis = new Redis({ port, lazyConnect: true });
     try {
       await redis.connect();

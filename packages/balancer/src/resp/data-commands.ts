@@ -8,6 +8,7 @@ import {
   Op,
   type Response,
   type SetExpiry,
+  type UserGrant,
 } from '@dstore/protocol';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
@@ -511,10 +512,7 @@ function scan(connection: RespConnection, args: Uint8Array[], seq: number, servi
       return;
     }
   }
-  const identity = connection.identity;
-  const grant =
-    identity?.kind === 'user' && identity.grant.prefixes !== undefined ? identity.grant : undefined;
-  services.scan({ op: Op.SCAN, id: seq, cursor, count, match }, grant).then(
+  services.scan({ op: Op.SCAN, id: seq, cursor, count, match }, prefixGrant(connection)).then(
     (page) => {
       const keys = typeMatches ? page.keys : [];
       const writer = connection.beginReply(seq);
@@ -525,6 +523,76 @@ function scan(connection: RespConnection, args: Uint8Array[], seq: number, servi
       connection.endReply(seq);
     },
     (error: unknown) => replyFailure(connection, seq, error),
+  );
+}
+
+/** The grant of a user limited to key prefixes (SCAN and KEYS list only its keys), else undefined. */
+function prefixGrant(connection: RespConnection): UserGrant | undefined {
+  const identity = connection.identity;
+  return identity?.kind === 'user' && identity.grant.prefixes !== undefined ? identity.grant : undefined;
+}
+
+/**
+ * Most keys KEYS answers. Redis answers KEYS from one process's memory; here the balancer drives a
+ * cluster-wide SCAN to its end and holds every key found until it answers, so the answer is
+ * bounded: past this many keys it is an error naming SCAN.
+ */
+const KEYS_REPLY_MAX = 100_000;
+
+/**
+ * KEYS pattern: the native cluster-wide SCAN with MATCH, driven to its end, each key once (a SCAN
+ * may return a key twice while it moves). Every key present for the whole command is listed, also
+ * while nodes join and leave, as SCAN guarantees.
+ */
+function keys(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  matchingKeys(services, seq, Uint8Array.from(args[1]!), prefixGrant(connection)).then(
+    (found) => {
+      if (found === undefined) {
+        connection.replyError(seq, `ERR KEYS matched more than ${KEYS_REPLY_MAX} keys here: use SCAN`);
+        return;
+      }
+      const writer = connection.beginReply(seq);
+      writer.array(found.length);
+      for (const key of found) writer.bulk(key);
+      connection.endReply(seq);
+    },
+    (error: unknown) => replyFailure(connection, seq, error),
+  );
+}
+
+/** Every key SCAN MATCH `match` finds, once each, in the order found; undefined past {@link KEYS_REPLY_MAX}. */
+async function matchingKeys(
+  services: RespServices,
+  id: number,
+  match: Uint8Array,
+  grant: UserGrant | undefined,
+): Promise<Uint8Array[] | undefined> {
+  const seen = new Set<string>();
+  const found: Uint8Array[] = [];
+  const count = services.limits.maxBatchKeys;
+  let cursor = 0;
+  do {
+    const page = await services.scan({ op: Op.SCAN, id, cursor, count, match }, grant);
+    for (const key of page.keys) {
+      const name = Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+      if (seen.has(name)) continue;
+      seen.add(name);
+      // Copied: the page's keys may be views of a frame that is not kept.
+      found.push(Uint8Array.from(key));
+      if (found.length > KEYS_REPLY_MAX) return undefined;
+    }
+    cursor = page.cursor;
+  } while (cursor !== 0);
+  return found;
+}
+
+/** GETSET key value: SET with GET (the previous value, or nil; any expiry is dropped, as Redis). */
+function getset(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+  services.router.forwardKeyed(
+    { op: Op.SET_WITH, id: seq, key: args[1]!, value: args[2]!, get: true },
+    new SetAnswer(connection, seq),
+    performance.now(),
   );
 }
 
@@ -571,4 +639,6 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'strlen', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: strlen },
   { name: 'dbsize', arity: 1, flags: ['readonly', 'fast'], keys: [0, 0, 0], run: dbsize },
   { name: 'scan', arity: -2, flags: ['readonly'], keys: [0, 0, 0], run: scan },
+  { name: 'keys', arity: 2, flags: ['readonly'], keys: [0, 0, 0], run: keys },
+  { name: 'getset', arity: 3, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: getset },
 ];
