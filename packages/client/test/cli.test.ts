@@ -545,6 +545,37 @@ describe('dstore status with a migration', () => {
     expect(run.stdout).toContain('NOT HEALTHY: a migration is stalled');
   });
 
+  it("prints '-' for the key count of a node whose heartbeats go to another balancer", async () => {
+    const ring = {
+      epoch: 3,
+      algorithm: 'vnode',
+      nodes: [
+        { id: 'node-1', address: '127.0.0.1:7401', status: 'up', weight: 1, share: 0.5, keys: 0 },
+        {
+          id: 'node-2',
+          address: '127.0.0.1:7402',
+          status: 'up',
+          weight: 1,
+          share: 0.5,
+          keys: 0,
+          storage: { state: 'ok', reason: '', usedBytes: 1024, availableBytes: 4096 },
+        },
+      ],
+    };
+    const health = { status: 'ok', ready: true, nodes: 2, nodesUp: 2 };
+    const server = createServer((request, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(request.url === '/ring' ? ring : health));
+    });
+    httpServers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const run = await dstore('status', '--admin', `127.0.0.1:${(server.address() as AddressInfo).port}`);
+    expect(run.stdout).toMatch(/^node-1 +127\.0\.0\.1:7401 +up +- +- +1 +50\.0% +- +- +- +- +-$/m);
+    expect(run.stdout).toMatch(
+      /^node-2 +127\.0\.0\.1:7402 +up +- +- +1 +50\.0% +0 +- +ok +1\.0 KiB +4\.0 KiB$/m,
+    );
+  });
+
   it('prints the migration progress line', async () => {
     const admin = await adminWith({
       active: true,

@@ -283,7 +283,7 @@ export function formatStatus(ring: RingView, health: HealthView): string {
       node.replicaState ?? '-',
       String(node.weight),
       `${(node.share * 100).toFixed(1)}%`,
-      node.keys === undefined ? '-' : String(node.keys),
+      keysOf(node),
       node.identity === undefined || node.identity === '' ? '-' : node.identity.slice(0, 12),
       storage?.state ?? '-',
       storage === undefined ? '-' : formatBytes(storage.usedBytes),
@@ -304,6 +304,16 @@ export function formatStatus(ring: RingView, health: HealthView): string {
     ),
   ];
   return lines.filter((line) => line !== undefined).join('\n');
+}
+
+/**
+ * A node's key count, or `-` when this balancer does not know it: the node's heartbeats go to
+ * another balancer (a follower, or a coordinator whose node joined elsewhere), so `/ring` says 0
+ * with no storage report; printing 0 there looked like every key was gone.
+ */
+function keysOf(node: RingNode): string {
+  if (node.keys === undefined || (node.keys === 0 && node.storage === undefined)) return '-';
+  return String(node.keys);
 }
 
 /** `, 3.2 MiB` (with `unit` after it), or nothing when a balancer did not report the figure. */
