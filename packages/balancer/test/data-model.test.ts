@@ -86,6 +86,23 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     await expect(client.set('bad', 'v', { ex: 0 })).rejects.toThrow(/invalid expire time/);
     await expect(client.set('bad', 'v', { nx: true, xx: true } as never)).rejects.toThrow(/exclusive/);
 
+    // GETEX: the value, and the expiry changed in the same atomic step.
+    await client.set('gx', 'v', { ex: 100 });
+    expect(text(await client.getex('gx', { persist: true }))).toBe('v');
+    expect(await client.ttl('gx')).toBe(-1);
+    expect(text(await client.getex('gx', { px: 50_000 }))).toBe('v');
+    expect(await client.pttl('gx')).toBeGreaterThan(40_000);
+    // Without an option a plain GET: the expiry stays.
+    expect(text(await client.getex('gx'))).toBe('v');
+    expect(await client.pttl('gx')).toBeGreaterThan(40_000);
+    // A time already past deletes the key and answers its value, as Redis.
+    expect(text(await client.getex('gx', { exat: Math.floor(Date.now() / 1000) - 10 }))).toBe('v');
+    expect(await client.exists('gx')).toBe(0);
+    expect(await client.getex('gx', { ex: 10 })).toBeNull();
+    expect(await client.exists('gx')).toBe(0);
+    await expect(client.getex('gx', { ex: 0 })).rejects.toThrow(/invalid expire time in 'getex'/);
+    await expect(client.getex('gx', { ex: 1, persist: true })).rejects.toThrow(/at most one/);
+
     // EXISTS across nodes, a key named twice counting twice.
     await client.mset({ e1: '1', e2: '2', e3: '3' });
     expect(await client.exists('e1', 'e2', 'e3', 'e1', 'none')).toBe(4);
@@ -147,6 +164,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         client.set(`ttl-${i}`, 'v', { ex: 1000 }),
         client.set(`ord-${i}`, '10'),
         client.set(`del-${i}`, 'v'),
+        client.set(`gx-${i}`, `g-${i}`, { ex: 1000 }),
       ]),
     );
 
@@ -159,7 +177,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       if (got !== expected) wrong.push(`${what}: got ${String(got)}, expected ${String(expected)}`);
     };
     await inGroups(KEYS, async (i) => {
-      const [incremented, locked, taken, exists, ttl, [ordered, overwritten]] = await Promise.all([
+      const [incremented, locked, taken, exists, ttl, [ordered, overwritten], read] = await Promise.all([
         client.incr(`ctr-${i}`),
         client.set(`lock-${i}`, 'mine', { nx: true }),
         client.getdel(`gd-${i}`),
@@ -167,7 +185,9 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         client.ttl(`ttl-${i}`),
         // Pipelined on one connection: the SET must not overtake the INCR (waiting for its PULL).
         Promise.allSettled([client.incr(`ord-${i}`), client.set(`ord-${i}`, 'x')]),
+        client.getex(`gx-${i}`, { persist: true }),
       ]);
+      expectEqual(`GETEX gx-${i}`, text(read), `g-${i}`);
       expectEqual(
         `INCR ord-${i}`,
         ordered.status === 'fulfilled' ? ordered.value : String(ordered.reason),
@@ -195,6 +215,8 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       expectEqual(`gd-${i} after`, await client.get(`gd-${i}`), null);
       expectEqual(`del-${i} after`, await client.get(`del-${i}`), null);
       expectEqual(`ord-${i} after`, await client.getString(`ord-${i}`), 'x');
+      expectEqual(`gx-${i} after`, await client.getString(`gx-${i}`), `g-${i}`);
+      expectEqual(`TTL gx-${i} after`, await client.ttl(`gx-${i}`), -1);
     }
     expect(wrong).toEqual([]);
     // The path under test ran: the new owner pulled keys the stream had not brought yet.

@@ -57,6 +57,10 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
     await writer.set('counter', '10');
     expect(await writer.incrby('counter', 5)).toBe(15);
     await cluster.expectOnChain('counter', '15');
+    // GETEX's change too: a time already past deletes the key on every member, answering its value.
+    await writer.set('getex', 'g');
+    expect(new TextDecoder().decode((await writer.getex('getex', { pxat: 1 }))!)).toBe('g');
+    await cluster.expectOnChain('getex', null);
     // A batch split over chains: each part at its head, each key on its chain.
     const entries = Array.from({ length: 50 }, (_, i): [string, string] => [`batch-${i}`, `b${i}`]);
     await writer.mset(entries);

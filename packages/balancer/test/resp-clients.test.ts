@@ -120,6 +120,19 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'GET', 'cli:gs')).toBe('three');
     expect(await redisCli(port, 'KEYS', 'cli:g?')).toBe('cli:gs');
     expect(await redisCli(port, 'KEYS', 'cli:nothing*')).toBe('');
+    expect(await redisCli(port, 'GETEX', 'cli:gs', 'EX', '100')).toBe('three');
+    expect(await redisCli(port, 'TTL', 'cli:gs')).toMatch(/^(100|99)$/);
+    expect(await redisCli(port, 'GETEX', 'cli:gs', 'PERSIST')).toBe('three');
+    expect(await redisCli(port, 'TTL', 'cli:gs')).toBe('-1');
+    expect(await redisCli(port, 'GETEX', 'cli:gs')).toBe('three');
+    expect(await redisCli(port, 'GETEX', 'cli:none', 'PX', '100')).toBe('');
+    expect(await redisCli(port, 'GETEX', 'cli:gs', 'EX', '0')).toBe(
+      "ERR invalid expire time in 'getex' command",
+    );
+    expect(await redisCli(port, 'GETEX', 'cli:gs', 'EX', '1', 'PERSIST')).toBe('ERR syntax error');
+    expect(await redisCli(port, 'GETEX', 'cli:gs', 'EX', 'x')).toBe(
+      'ERR value is not an integer or out of range',
+    );
     expect(await redisCli(port, 'DEL', 'cli:gs')).toBe('1');
     expect(await redisCli(port, 'KEYS')).toBe("ERR wrong number of arguments for 'keys' command");
   });

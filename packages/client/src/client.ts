@@ -107,6 +107,23 @@ export interface ExpireOptions extends CommandOptions {
   readonly condition?: 'nx' | 'xx' | 'gt' | 'lt';
 }
 
+/**
+ * Options of {@link DstoreClient.getex}, Redis's GETEX options: at most one of them; none is a
+ * plain GET. Relative times count on the owning node's clock, as for {@link SetOptions}.
+ */
+export interface GetExOptions extends CommandOptions {
+  /** Expire after this many seconds (a positive integer). */
+  readonly ex?: number;
+  /** Expire after this many milliseconds (a positive integer). */
+  readonly px?: number;
+  /** Expire at this Unix time in seconds (a positive integer; a time past deletes the key). */
+  readonly exat?: number;
+  /** Expire at this Unix time in milliseconds (a positive integer; a time past deletes the key). */
+  readonly pxat?: number;
+  /** Remove the key's expiry. */
+  readonly persist?: boolean;
+}
+
 /** Options of {@link DstoreClient.scan} and {@link DstoreClient.scanIterator}. */
 export interface ScanOptions extends CommandOptions {
   /**
@@ -455,6 +472,23 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     const response = await this.send({ op: Op.EXISTS, keys: keys.map((key) => this.keyBytes(key)) });
     if (response.op !== Op.COUNT) throw unexpectedAnswer('EXISTS', response);
     return response.count;
+  }
+
+  /**
+   * Reads `key` and changes its expiry in one atomic step (GETEX): `ex`/`px` from now, `exat`/`pxat`
+   * at a Unix time (one already past deletes the key, answering its value), or `persist`; null
+   * when the key does not exist. Without an option, a plain GET. A sliding expiry (a session
+   * touched on every read) in one round trip.
+   */
+  async getex(key: BinaryLike, options: GetExOptions = {}): Promise<Uint8Array | null> {
+    const expiry = getExExpiry(options);
+    if (expiry === undefined) return this.get(key, options);
+    const response = await this.send(
+      { op: Op.EXPIRE, key: this.keyBytes(key), ...expiry, get: true },
+      options,
+    );
+    if (response.op !== Op.VALUE) throw unexpectedAnswer('GETEX', response);
+    return response.value === null ? null : copyBytes(response.value);
   }
 
   /** Reads and deletes `key` in one atomic step (GETDEL); null when it did not exist. */
@@ -1123,6 +1157,19 @@ function setWithRequest(
   return { op: Op.SET_WITH, key, value, condition, get: get === true ? true : undefined, expiry };
 }
 
+/** GETEX's native EXPIRE mode and time for `options`, or undefined when none is set (a GET). */
+function getExExpiry(options: GetExOptions): { mode: 'in' | 'at' | 'persist'; ms: number } | undefined {
+  const { ex, px, exat, pxat, persist } = options;
+  const set = [ex, px, exat, pxat].filter((time) => time !== undefined).length + (persist === true ? 1 : 0);
+  if (set > 1) throw invalidArgument('getex: at most one of ex, px, exat, pxat and persist');
+  if (persist === true) return { mode: 'persist', ms: 0 };
+  if (ex !== undefined) return { mode: 'in', ms: positiveMs(secondsToMs(ex, 'ex'), 'ex', 'getex') };
+  if (px !== undefined) return { mode: 'in', ms: positiveMs(safeInteger(px, 'px'), 'px', 'getex') };
+  if (exat !== undefined) return { mode: 'at', ms: positiveMs(secondsToMs(exat, 'exat'), 'exat', 'getex') };
+  if (pxat !== undefined) return { mode: 'at', ms: positiveMs(safeInteger(pxat, 'pxat'), 'pxat', 'getex') };
+  return undefined;
+}
+
 function safeInteger(value: number, name: string): number {
   if (!Number.isSafeInteger(value)) throw invalidArgument(`${name} must be an integer, got ${value}`);
   return value;
@@ -1132,8 +1179,8 @@ function secondsToMs(seconds: number, name: string): number {
   return safeInteger(safeInteger(seconds, name) * 1000, name);
 }
 
-function positiveMs(ms: number, name: string): number {
-  if (ms <= 0) throw invalidArgument(`invalid expire time in 'set' command (${name})`);
+function positiveMs(ms: number, name: string, command = 'set'): number {
+  if (ms <= 0) throw invalidArgument(`invalid expire time in '${command}' command (${name})`);
   return ms;
 }
 

@@ -25,6 +25,7 @@ export {
   type DelOptions,
   DstoreClient,
   type ExpireOptions,
+  type GetExOptions,
   type MSetEntries,
   type ScanOptions,
   type ScanPage,

@@ -680,18 +680,20 @@ export function toWireArray(message: Message): Field[] {
       return [message.op, message.id, message.value, message.version];
     case Op.VERSION:
       return [message.op, message.id, message.written ? 1 : 0, message.version];
-    case Op.EXPIRE:
-      return withEpoch(
-        [
-          message.op,
-          message.id,
-          message.key,
-          EXPIRE_MODES.indexOf(message.mode),
-          message.ms,
-          EXPIRE_CONDITIONS.indexOf(message.condition),
-        ],
-        message.epoch,
-      );
+    case Op.EXPIRE: {
+      const fields: Field[] = [
+        message.op,
+        message.id,
+        message.key,
+        EXPIRE_MODES.indexOf(message.mode),
+        message.ms,
+        EXPIRE_CONDITIONS.indexOf(message.condition),
+      ];
+      // The optional trailing get flag follows the optional epoch, nil when there is none.
+      if (message.get === true) fields.push(message.epoch ?? null, 1);
+      else if (message.epoch !== undefined) fields.push(message.epoch);
+      return fields;
+    }
     case Op.TTL:
     case Op.GETDEL:
       return withEpoch([message.op, message.id, message.key], message.epoch);
@@ -1433,7 +1435,10 @@ function readExpire(r: FieldReader): ExpireRequest {
   const ms = r.safeInt(4, 'ms');
   const condition = EXPIRE_CONDITIONS[r.uint(5, 'condition', EXPIRE_CONDITIONS.length - 1)];
   const epoch = r.optionalUint(6, 'epoch');
-  return { op: Op.EXPIRE, id: r.id, key, mode, ms, condition, epoch };
+  const get = r.flag(7);
+  return get === true
+    ? { op: Op.EXPIRE, id: r.id, key, mode, ms, condition, epoch, get }
+    : { op: Op.EXPIRE, id: r.id, key, mode, ms, condition, epoch };
 }
 
 function readResponse(op: number, r: FieldReader): Response {

@@ -284,7 +284,8 @@ export interface FlushRequest {
 /**
  * EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT and PERSIST: sets (or with `persist` removes) a live key's
  * expiry, atomically on its owner. A time already past deletes the key (as Redis). Answered by
- * COUNT: 1 changed, 0 not (no such key, the condition did not hold, PERSIST of a key without one).
+ * COUNT: 1 changed, 0 not (no such key, the condition did not hold, PERSIST of a key without one);
+ * with `get` (Redis's GETEX) by VALUE: the key's value in the same atomic step (nil when absent).
  */
 export interface ExpireRequest extends Fenced {
   readonly op: typeof Op.EXPIRE;
@@ -296,6 +297,8 @@ export interface ExpireRequest extends Fenced {
   readonly ms: number;
   /** Redis 7's NX (no expiry yet), XX (has one), GT / LT (later / earlier than the current one; none counts as infinite). */
   readonly condition?: 'nx' | 'xx' | 'gt' | 'lt' | undefined;
+  /** GETEX: answer the key's value (VALUE) instead of whether the expiry changed (COUNT). */
+  readonly get?: true | undefined;
 }
 
 /** PTTL: answered by INTEGER: ms left, -1 when the key has no expiry, -2 when it does not exist. */

@@ -350,6 +350,7 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
         ms: safe,
         condition: fc.constantFrom('nx' as const, 'xx' as const, 'gt' as const, 'lt' as const),
         epoch,
+        get: fc.constant(true as const),
       },
       { requiredKeys: ['op', 'id', 'key', 'mode', 'ms'] },
     ),
@@ -518,6 +519,8 @@ describe('MessageCodec round trip', () => {
             !('epoch' in message && message.epoch !== undefined)
           )
             wire.push(null);
+          // EXPIRE owns an optional trailing get flag after its epoch (0 = not set).
+          if (message.op === Op.EXPIRE && wire.length === 7) wire.push(0);
           // VALUE owns an optional trailing deleted flag at index 3 (0 = not set).
           if (message.op === Op.VALUE && wire.length === 3) wire.push(0);
           // REPLICATED owns an optional trailing full flag at index 3 (0 = not set).

@@ -109,6 +109,19 @@ export function decideExpire(
   return { mutation: { kind: 'expire', expireAt }, result: true };
 }
 
+/**
+ * GETEX: {@link decideExpire}'s change, answering the key's value as read in the same step (null
+ * when the key is absent). A time already past deletes the key and answers the value it had, as
+ * Redis does.
+ */
+export function decideGetEx(
+  request: ExpireRequest,
+  current: VersionedValue | undefined,
+  now: number,
+): Decision<Uint8Array | null> {
+  return { mutation: decideExpire(request, current, now).mutation, result: current?.value ?? null };
+}
+
 /** NX: no expiry yet; XX: has one; GT/LT: later/earlier than the current one (none = infinite, as Redis). */
 function conditionHolds(condition: ExpireRequest['condition'], had: number, next: number): boolean {
   switch (condition) {

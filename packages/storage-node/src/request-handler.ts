@@ -35,6 +35,7 @@ import {
   decideDelVersioned,
   decideExpire,
   decideGetDel,
+  decideGetEx,
   decideIncrBy,
   decideSetVersioned,
   decideSetWith,
@@ -563,6 +564,13 @@ export class RequestHandler {
               : { op: Op.COUNT, id, count: result.written ? 1 : 0 },
         );
       case Op.EXPIRE:
+        if (request.get === true) {
+          return this.update(
+            request.key,
+            (current, now) => decideGetEx(request, current, now),
+            undefined,
+          ).then((value): Response => ({ op: Op.VALUE, id, value }));
+        }
         return this.update(
           request.key,
           (current, now) => decideExpire(request, current, now),

@@ -251,6 +251,52 @@ function expire(mode: 'in' | 'at' | 'persist', unit: number): CommandHandler {
   };
 }
 
+/** GETEX's expiry options: the native EXPIRE mode and the unit of its argument (PERSIST: none). */
+const GETEX_OPTIONS = [
+  { word: 'ex', mode: 'in', unit: 1000 },
+  { word: 'px', mode: 'in', unit: 1 },
+  { word: 'exat', mode: 'at', unit: 1000 },
+  { word: 'pxat', mode: 'at', unit: 1 },
+  { word: 'persist', mode: 'persist', unit: 0 },
+] as const;
+
+/**
+ * GETEX key [EX seconds | PX ms | EXAT unix-seconds | PXAT unix-ms | PERSIST]: the value, and the
+ * expiry changed in the same atomic step on the owner (the native EXPIRE with `get`). Without an
+ * option it is a GET. A time already past deletes the key and answers its value, as Redis.
+ */
+function getex(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (args.length === 2) {
+    get(connection, args, seq, services);
+    return;
+  }
+  const option = GETEX_OPTIONS.find(({ word }) => isWord(args[2]!, word));
+  const takesTime = option !== undefined && option.mode !== 'persist';
+  if (option === undefined || args.length !== (takesTime ? 4 : 3)) {
+    connection.replyError(seq, 'ERR syntax error');
+    return;
+  }
+  let ms = 0;
+  if (takesTime) {
+    const amount = safeIntegerOf(args[3]!);
+    if (amount === undefined || !Number.isSafeInteger(amount * option.unit)) {
+      connection.replyError(seq, 'ERR value is not an integer or out of range');
+      return;
+    }
+    if (amount <= 0) {
+      connection.replyError(seq, "ERR invalid expire time in 'getex' command");
+      return;
+    }
+    ms = amount * option.unit;
+  }
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+  services.router.forwardKeyed(
+    { op: Op.EXPIRE, id: seq, key: args[1]!, mode: option.mode, ms, get: true },
+    connection.routerTarget,
+    performance.now(),
+  );
+}
+
 /**
  * Sums the answers of a many-key DEL, sent as one DEL per key (each to its owner, in parallel),
  * and answers the command once all are in: the count, or the first error.
@@ -640,5 +686,6 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'dbsize', arity: 1, flags: ['readonly', 'fast'], keys: [0, 0, 0], run: dbsize },
   { name: 'scan', arity: -2, flags: ['readonly'], keys: [0, 0, 0], run: scan },
   { name: 'keys', arity: 2, flags: ['readonly'], keys: [0, 0, 0], run: keys },
+  { name: 'getex', arity: -2, flags: ['write', 'fast'], keys: SINGLE_KEY, run: getex },
   { name: 'getset', arity: 3, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: getset },
 ];
