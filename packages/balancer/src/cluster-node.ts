@@ -40,6 +40,11 @@ export interface NodeStorage {
   readonly availableBytes: number;
 }
 
+/** Whether `node`'s last HEARTBEAT said its storage refuses writes (out of space or memory). */
+export function storageDegraded(node: ClusterNode | undefined): boolean {
+  return node?.storage !== undefined && node.storage.degraded !== '';
+}
+
 /**
  * Output bound of a bulk link: room for the bytes in flight of many flooding client connections
  * (each bounded by the balancer's `maxClientBytesInFlight`) before it answers BUSY, and only to them.

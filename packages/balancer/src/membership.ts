@@ -20,7 +20,13 @@ import {
   unionOf,
   withMember,
 } from './cluster-map.js';
-import type { ClusterNode, NodeAddress, NodeLinkOptions, NodeStorage } from './cluster-node.js';
+import {
+  type ClusterNode,
+  type NodeAddress,
+  type NodeLinkOptions,
+  type NodeStorage,
+  storageDegraded,
+} from './cluster-node.js';
 import type { BalancerHashAlgorithm } from './config.js';
 import { CoordinatorLink } from './coordinator-link.js';
 import type { HealthMonitor } from './health.js';
@@ -144,6 +150,26 @@ function refuseOtherCluster(map: ClusterMap, spec: JoinSpec, location: string): 
     ErrorCode.CLUSTER_MISMATCH,
     `node '${spec.id}' holds data of another cluster (cluster map generation ${spec.generation}); this balancer's map (cluster ${map.cluster}, generation ${map.generation}, kept in ${location}) is not that cluster's: start the balancer with the map the node belongs to (its --data-dir, or --etcd and --etcd-prefix), or start the node on a fresh data dir (a memory node: restart it) to join this cluster empty`,
   );
+}
+
+/**
+ * Why learner `member` must be taken out of its chains, or undefined: it is a learner (entering
+ * while a replicated ring change streams, or syncing after a failure) and its storage refuses
+ * writes. A learner is at the end of its chains' write paths: full, it would refuse the writes it
+ * is sent and fail them for every client of those chains (most of the keyspace for a joining
+ * node), while it serves nothing yet. Failed, its chains route without it (the change or the
+ * sync goes on without it), and it is not let back while its storage says it is out of room.
+ */
+function learnerOutOfRoom(
+  map: ClusterMap,
+  member: MapMember,
+  node: ClusterNode | undefined,
+): string | undefined {
+  if (!storageDegraded(node)) return undefined;
+  const transition = map.transition;
+  const entering =
+    transition?.phase === 'stream' && !transition.from.members.some((previous) => previous.id === member.id);
+  return member.replicaState === 'syncing' || entering ? node?.storage?.degraded : undefined;
 }
 
 /**
@@ -687,6 +713,14 @@ export class Membership extends EventEmitter<MembershipEvents> {
       else this.maybeDeclareDead(member, now);
       if (!inWritePaths(member.replicaState)) continue;
       const node = this.pool.get(member.id);
+      const outOfRoom = learnerOutOfRoom(map, member, node);
+      if (outOfRoom !== undefined) {
+        this.markingFailed = true;
+        void this.markFailed(member.id, 0, outOfRoom).finally(() => {
+          this.markingFailed = false;
+        });
+        return;
+      }
       // Heard: a heartbeat here (a node registered here) or, for one that never registered here,
       // its link being up; never before this process became the writer.
       const heardAt = Math.max(
@@ -729,7 +763,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const id = map.ring.members.find((ringMember) => {
       if (previous.has(ringMember.id) || activeMember(map, ringMember.id)?.replicaState !== 'failed')
         return false;
-      return this.heardFrom(ringMember.id, now);
+      // Out of room, it would fill up again as a learner: it stays out until it has room.
+      return this.heardFrom(ringMember.id, now) && !storageDegraded(this.pool.get(ringMember.id));
     })?.id;
     const node = id === undefined ? undefined : this.pool.get(id);
     if (id === undefined || node === undefined || this.union === undefined) return;
@@ -802,7 +837,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * its chains: that range is unavailable either way, and keeping it lets it serve again with its
    * data when it comes back.
    */
-  private async markFailed(id: string, silentMs: number): Promise<void> {
+  private async markFailed(id: string, silentMs: number, outOfRoom?: string): Promise<void> {
     let marked = false;
     try {
       await this.update(`node ${id} failed`, (map) => {
@@ -843,15 +878,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
     // the failed member itself (its PURGE, a copy, a drain): the survivors need the failover's
     // ring now (the union ring of a replicated ring change, or the map's: only states change).
     if (this.map.transition !== null) this.announceRing();
-    this.options.logger.warn(
-      {
-        node: id,
-        silentMs: Math.round(silentMs),
-        epoch: this.map.epoch,
-        failureTimeoutMs: this.failureTimeoutMs,
-      },
-      'node failed: taken out of its chains (failover)',
-    );
+    if (outOfRoom !== undefined) {
+      this.options.logger.warn(
+        { node: id, epoch: this.map.epoch, storage: outOfRoom },
+        'learner out of room: taken out of its chains (failed) until its storage has room again; give it a larger --max-memory / --map-size, or remove it (dstore node remove --dead)',
+      );
+    } else {
+      this.options.logger.warn(
+        {
+          node: id,
+          silentMs: Math.round(silentMs),
+          epoch: this.map.epoch,
+          failureTimeoutMs: this.failureTimeoutMs,
+        },
+        'node failed: taken out of its chains (failover)',
+      );
+    }
     this.options.onMemberFailed?.(id);
   }
 

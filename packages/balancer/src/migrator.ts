@@ -438,11 +438,17 @@ export class Migrator {
     ranges: HashRange[],
     plan: () => { from: ClusterNode; to: ClusterNode; epoch: number } | undefined,
   ): Promise<Copied | undefined> {
+    let previous: Pick<MoveGroup, 'from' | 'to'> | undefined;
     for (let attempt = 1; ; attempt++) {
       const planned = plan();
-      if (planned === undefined) return undefined;
+      if (planned === undefined) {
+        // Given up (a node left the ring, or a learner out of room was taken out): not stalled.
+        if (previous !== undefined) this.clearStall(previous, 'given up');
+        return undefined;
+      }
       const { from, to, epoch } = planned;
       const group = { from: from.id, to: to.id };
+      previous = group;
       try {
         const answer = await from.forward(
           { op: Op.MIGRATE, epoch, target: to.id, host: to.host, port: to.port, ranges },
@@ -497,11 +503,11 @@ export class Migrator {
     await sleep(retryDelayMs(attempt));
   }
 
-  private clearStall(group: Pick<MoveGroup, 'from' | 'to'>): void {
+  private clearStall(group: Pick<MoveGroup, 'from' | 'to'>, how: 'moved' | 'given up' = 'moved'): void {
     const stalled = this.progress.stalled;
     if (stalled === null || stalled.from !== group.from || stalled.to !== group.to) return;
     this.progress.stalled = null;
-    this.host.logger.info({ from: group.from, to: group.to }, 'stalled migration stream moved');
+    this.host.logger.info({ from: group.from, to: group.to }, `stalled migration stream ${how}`);
   }
 
   /**

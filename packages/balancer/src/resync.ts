@@ -2,7 +2,7 @@ import type { HashRing, ReplicaStates } from '@dstore/hashring';
 import { chunkRanges, type HashRange } from '@dstore/protocol';
 import type { Logger } from 'pino';
 import { activeMember, type ClusterMap, type MapMember, replicaStatesOf } from './cluster-map.js';
-import type { ClusterNode } from './cluster-node.js';
+import { type ClusterNode, storageDegraded } from './cluster-node.js';
 import type { Copied, Migrator } from './migrator.js';
 
 /** What `/ring`, `dstore status` and the metrics show about a returning member's catch-up. */
@@ -157,6 +157,8 @@ export class Resync {
       }
       if (member.replicaState !== 'failed' || next !== undefined) continue;
       const node = this.host.node(member.id);
+      // Out of room, it would fill up again while it learns: it waits until it has room.
+      if (storageDegraded(node)) continue;
       if (node?.registered === true && now - node.lastHeartbeatAt <= this.host.heartbeatTimeoutMs) {
         next = member.id;
       }

@@ -114,6 +114,23 @@ export class ReplicatedCluster {
     await node.start();
   }
 
+  /**
+   * SIGKILLs member `id` and starts it again (same data dir with lmdb) with `extra` arguments after
+   * its own: a later option wins (a larger `--map-size`, say).
+   */
+  async restartNode(id: string, extra: readonly string[], nemesis: Nemesis): Promise<void> {
+    const previous = this.nodes.get(id);
+    if (previous === undefined) throw new Error(`no member ${id}`);
+    await previous.kill('SIGKILL');
+    const args = previous.options.args;
+    const node = nemesis.process<NodeReady>({
+      ...previous.options,
+      args: [...(typeof args === 'function' ? args() : args), ...extra],
+    });
+    this.nodes.set(id, node);
+    await node.start();
+  }
+
   get port(): number {
     return this.balancer.address.port;
   }

@@ -290,3 +290,44 @@ describe('replication with an eviction policy under a failure (allkeys-lru, memo
     for (const key of deleted) expect(await client.getString(key)).toBeNull();
   });
 });
+
+describe('a joining member out of room while it learns (memory members, an lmdb learner, factor 3)', () => {
+  it('is taken out of its chains: the change and every write go on without it; it learns once it has room', {
+    timeout: 120_000,
+  }, async () => {
+    // 600 values of 2,100 bytes: an lmdb learner stores each on a 4 KiB overflow page, twice what
+    // the memory members report using. Its JOIN passes the capacity check (1,400 KiB against
+    // about 1.2 MiB estimated), and its copies fill it at about two thirds.
+    const cluster = await startThreeMembers('memory', (id) =>
+      id === 'node-4' ? ['--map-size', '1400k'] : [],
+    );
+    const client = cluster.client(10_000);
+    const value = 'y'.repeat(2100);
+    const keys = Array.from({ length: 600 }, (_, i) => `learn:${i}`);
+    for (let start = 0; start < keys.length; start += 100) {
+      await Promise.all(keys.slice(start, start + 100).map((key) => client.set(key, value)));
+    }
+    const members = () => [...cluster.balancer.membership.nodes];
+    await waitFor(
+      () => members().every((node) => (node.storage?.usedBytes ?? 0) >= keys.length * value.length),
+      'the members reporting the data in their heartbeats',
+    );
+    await cluster.startNode('node-4', 'lmdb', nemesis);
+    // Before: it filled up, refused what its chains' heads replicated to it (most writes of the
+    // cluster failed, indeterminate) and the ring change stalled for good.
+    await waitFor(() => cluster.stateOf('node-4') === 'failed', 'node-4 out of room, failed', 60_000);
+    const map = cluster.balancer.membership;
+    await waitFor(() => map.clusterMap.transition === null, 'the ring change done without it', 60_000);
+    expect(map.migrator.snapshot().stalled).toBeNull();
+    for (let i = 0; i < 100; i++) await client.set(`after:${i}`, 'v');
+    // It stays out while its storage is out of room (letting it back would fill it again).
+    await sleep(2000);
+    expect(cluster.stateOf('node-4')).toBe('failed');
+
+    // The operator gives it room: it returns, learns its ranges and serves.
+    await cluster.restartNode('node-4', ['--map-size', '64m'], nemesis);
+    await waitFor(() => cluster.stateOf('node-4') === 'up', 'node-4 synced and up', 60_000);
+    for (const key of keys.filter((_, i) => i % 5 === 0)) await cluster.expectOnChain(key, value);
+    for (let i = 0; i < 100; i += 5) await cluster.expectOnChain(`after:${i}`, 'v');
+  });
+});
