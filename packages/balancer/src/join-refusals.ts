@@ -1,8 +1,8 @@
 /**
  * The JOINs a balancer refused lately, for `/ring` and `dstore status`: a node refused for its
  * identity or its data (another live node under its id, a removed identity, another cluster's
- * data, too little room for its share) is in no ring, and without this list the operator would see an empty ring and have to
- * find the reason in the logs of the node or the balancer.
+ * data, too little room for its share) is in no ring, and without this list the operator would
+ * see an empty ring and have to find the reason in the logs of the node or the balancer.
  *
  * @packageDocumentation
  */

@@ -62,7 +62,7 @@ export interface JoinSpec extends NodeAddress {
   readonly generation?: number | undefined;
   /**
    * Bytes the node's storage can still take; undefined when it did not say (not checked). A new
-   * member that could not hold its share of the cluster's data is refused ({@link refuseTooSmall}).
+   * member that could not hold its share of the cluster's data is refused ({@link joinCapacityRefusal}).
    */
   readonly availableBytes?: number | undefined;
 }

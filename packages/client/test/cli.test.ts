@@ -509,14 +509,17 @@ describe('dstore status', () => {
 });
 
 describe('dstore status with a migration', () => {
-  async function adminWith(migration: Record<string, unknown>): Promise<string> {
-    const ring = {
-      epoch: 7,
-      algorithm: 'vnode',
-      nodes: [{ id: 'node-1', address: '127.0.0.1:7401', status: 'up', weight: 1, share: 1, keys: 10 }],
-      migration,
-    };
-    const health = { status: 'ok', ready: true, nodes: 1, nodesUp: 1 };
+  function adminWith(migration: Record<string, unknown>): Promise<string> {
+    const nodes = [{ id: 'node-1', address: '127.0.0.1:7401', status: 'up', weight: 1, share: 1, keys: 10 }];
+    return adminServing({ epoch: 7, algorithm: 'vnode', nodes, migration });
+  }
+
+  /** An admin port answering `/ring` with `ring` and `/health` with every node up. */
+  async function adminServing(ring: {
+    readonly nodes: readonly unknown[];
+    readonly [field: string]: unknown;
+  }): Promise<string> {
+    const health = { status: 'ok', ready: true, nodes: ring.nodes.length, nodesUp: ring.nodes.length };
     const server = createServer((request, response) => {
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end(JSON.stringify(request.url === '/ring' ? ring : health));
@@ -562,14 +565,7 @@ describe('dstore status with a migration', () => {
         },
       ],
     };
-    const health = { status: 'ok', ready: true, nodes: 2, nodesUp: 2 };
-    const server = createServer((request, response) => {
-      response.writeHead(200, { 'content-type': 'application/json' });
-      response.end(JSON.stringify(request.url === '/ring' ? ring : health));
-    });
-    httpServers.push(server);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const run = await dstore('status', '--admin', `127.0.0.1:${(server.address() as AddressInfo).port}`);
+    const run = await dstore('status', '--admin', await adminServing(ring));
     expect(run.stdout).toMatch(/^node-1 +127\.0\.0\.1:7401 +up +- +- +1 +50\.0% +- +- +- +- +-$/m);
     expect(run.stdout).toMatch(
       /^node-2 +127\.0\.0\.1:7402 +up +- +- +1 +50\.0% +0 +- +ok +1\.0 KiB +4\.0 KiB$/m,
