@@ -1033,9 +1033,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
     }
   }
 
-  /** The JOINs refused in the last minute (`/ring`'s `refusedJoins`), oldest first. */
+  /**
+   * The JOINs refused in the last minute (`/ring`'s `refusedJoins`), oldest first, then the weight
+   * raises held for lack of room (listed for as long as they are held).
+   */
   get refusedJoins(): RefusedJoinView[] {
-    return this.joinRefusals.list();
+    const held = [...this.heldWeights]
+      .filter(([id]) => activeMember(this.map, id) !== undefined)
+      .map(([node, { requested, address, error, at }]) => ({
+        node,
+        address,
+        code: error.code,
+        message: `weight ${requested} not applied (kept at ${activeMember(this.map, node)?.weight}): ${error.message}`,
+        count: 1,
+        lastAt: at,
+      }));
+    return [...this.joinRefusals.list(), ...held];
   }
 
   /** {@link join} without the record of refusals. */
@@ -1081,11 +1094,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
         identity !== undefined && existing.identity !== '' && identity !== existing.identity;
       if (newIdentity) this.refuseIfLive(existing, identity);
       const adopted = identity !== undefined && identity !== existing.identity;
+      const weight = this.weightToApply(map, spec, existing.weight);
       if (
         !adopted &&
         existing.host === spec.host &&
         existing.port === spec.port &&
-        existing.weight === spec.weight
+        weight === existing.weight
       ) {
         return undefined;
       }
@@ -1099,6 +1113,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       const updated: MapMember = {
         ...existing,
         ...this.memberFields(spec, adopted ? identity : existing.identity),
+        weight,
       };
       // Replication: a new incarnation lost its copies (it restarted before it was found silent):
       // it must not serve, nor be promoted from a sync it no longer holds. It goes `failed` in
@@ -1141,6 +1156,40 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (registersHere) this.pool.noteRegistration(spec.id, outcome === 'unchanged');
     return outcome;
   }
+
+  /**
+   * The weight a member's JOIN gets: the one it asks for, or, when that is larger than `current`
+   * and its storage could not hold the larger share ({@link joinCapacityRefusal}), `current`, the
+   * request held and listed in `/ring` (refusing the JOIN instead would take the member out of
+   * service). A JOIN at a weight that fits (or at most `current`) ends the hold.
+   */
+  private weightToApply(map: ClusterMap, spec: JoinSpec, current: number): number {
+    const refusal =
+      spec.weight > current ? joinCapacityRefusal(map, spec, (id) => this.pool.get(id)?.storage) : undefined;
+    if (refusal === undefined) {
+      this.heldWeights.delete(spec.id);
+      return spec.weight;
+    }
+    if (this.heldWeights.get(spec.id)?.requested !== spec.weight) {
+      this.options.logger.warn(
+        { node: spec.id, weight: current, requested: spec.weight, err: refusal.message },
+        'weight change held: the node could not hold the larger share',
+      );
+    }
+    this.heldWeights.set(spec.id, {
+      requested: spec.weight,
+      address: `${spec.host}:${spec.port}`,
+      error: refusal,
+      at: new Date().toISOString(),
+    });
+    return current;
+  }
+
+  /** Weight raises held for lack of room ({@link weightToApply}), by member id. */
+  private readonly heldWeights = new Map<
+    string,
+    { readonly requested: number; readonly address: string; readonly error: DstoreError; readonly at: string }
+  >();
 
   /** A follower hands a JOIN to the coordinator (the map's only writer) and relays its answer. */
   private async forwardJoin(spec: JoinSpec, registersHere: boolean): Promise<JoinOutcome> {

@@ -55,6 +55,18 @@ describe('joinCapacityRefusal', () => {
     );
   });
 
+  it("a member's raised weight: what it holds counts as room, the message names the weight", () => {
+    // Four members of 10 MiB each (40 MiB held once); node-4 at weight 5 would hold 5/8 of it.
+    const map = mapOf([...three, 'node-4'], 1);
+    const raised = { ...join(10 * MIB), weight: 5 };
+    expect(joinCapacityRefusal(map, raised, () => using(10 * MIB))?.message).toMatch(
+      /^node 'node-4' can take 20\.0 MiB but at weight 5 would hold about 2\d\.\d MiB .*, or a smaller --weight$/,
+    );
+    expect(
+      joinCapacityRefusal(map, { ...raised, availableBytes: 20 * MIB }, () => using(10 * MIB)),
+    ).toBeUndefined();
+  });
+
   it('checks nothing it cannot estimate: no room announced, an empty ring, a member not heard from', () => {
     expect(joinCapacityRefusal(mapOf(three, 1), join(undefined), () => using(10 * MIB))).toBeUndefined();
     expect(joinCapacityRefusal(mapOf([], 1), join(0), () => using(10 * MIB))).toBeUndefined();

@@ -1,8 +1,10 @@
 /**
  * A new owner without room for its keys. At JOIN, a new member that could not hold its share of
  * the data is refused (OUT_OF_SPACE, listed in `/ring` refusedJoins): nothing moves, nothing else
- * is refused, and it joins once restarted with room. A migration whose new owner still refuses
- * the keys (here: a member's weight raised past its room, which is not checked) must not finish:
+ * is refused, and it joins once restarted with room. A member's weight raised past its room is
+ * held (the member keeps its weight and serves; the request is listed). A migration whose new
+ * owner still refuses the keys (here: an lmdb node, which stores these values on overflow pages,
+ * twice what the memory members report using, so the estimate lets it join) must not finish:
  * finishing would route the stream's keys to a node that never got them. It stalls, loudly
  * (`/ring` migration.stalled, the metric), every key stays readable through the old owner, and
  * once the new owner restarts with room the stream moves and the migration finishes with every
@@ -25,8 +27,9 @@ import {
 } from './helpers.js';
 
 const KEYS = 3000;
-/** 2 KiB values: the joining node's share (about a quarter, 1.5 MiB) cannot fit its 1 MiB map. */
-const valueFor = (i: number): string => `${i}:`.padEnd(2048, 'v');
+/** 2,100-byte values: past half an lmdb page, each takes a 4 KiB overflow page on an lmdb node. */
+const VALUE_BYTES = 2100;
+const valueFor = (i: number): string => `${i}:`.padEnd(VALUE_BYTES, 'v');
 
 const resources = new Resources();
 afterAll(() => resources.releaseAll());
@@ -61,7 +64,7 @@ async function wrongKeys(link: PeerLink): Promise<string[]> {
 }
 
 describe('a new owner without room', () => {
-  it('is refused at JOIN; a migration it refuses stalls with every key readable, and finishes once it has room', async () => {
+  it('is refused at JOIN; a raised weight is held; a migration it refuses stalls with every key readable, and finishes once it has room', async () => {
     const dir = temporaryDir(resources, 'dstore-stall-');
     const balancer = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
       '--port',
@@ -84,12 +87,16 @@ describe('a new owner without room', () => {
     await waitFor(
       async () =>
         (await ringOf(balancer)).nodes.reduce((sum, node) => sum + (node.storage?.usedBytes ?? 0), 0) >=
-        KEYS * 2048,
+        KEYS * VALUE_BYTES,
       'the nodes reporting the data in their heartbeats',
     );
 
-    const lmdb = ['--engine', 'lmdb', '--data-dir', join(dir, 'node-4')];
-    const tooSmall = await spawnNode(resources, 'node-4', balancer.ready.port, [...lmdb, '--map-size', '1m']);
+    const lmdb = (id: string) => ['--engine', 'lmdb', '--data-dir', join(dir, id)];
+    const tooSmall = await spawnNode(resources, 'node-4', balancer.ready.port, [
+      ...lmdb('node-4'),
+      '--map-size',
+      '1m',
+    ]);
     await waitFor(
       async () => (await ringOf(balancer)).refusedJoins.some((refusal) => refusal.node === 'node-4'),
       'the JOIN of node-4 refused',
@@ -102,27 +109,21 @@ describe('a new owner without room', () => {
     expect(refused.map.transition).toBeNull();
     expect(await wrongKeys(link)).toEqual([]);
 
-    // A member at a weight it has room for, then raised past it: its migration stalls.
+    // Room for the estimate (the memory members' usage), not for lmdb's pages: the stream stalls.
     tooSmall.child.kill('SIGKILL');
     await tooSmall.exited;
-    const small = ['--map-size', '1m'];
-    const light = await spawnNode(resources, 'node-4', balancer.ready.port, [
-      ...lmdb,
-      ...small,
-      '--weight',
-      '0.01',
+    const full = await spawnNode(resources, 'node-4', balancer.ready.port, [
+      ...lmdb('node-4'),
+      '--map-size',
+      '2500k',
     ]);
-    const joined = await waitForRing(balancer, ['node-1', 'node-2', 'node-3', 'node-4']);
-    expect(joined.refusedJoins).toEqual([]);
-    light.child.kill('SIGKILL');
-    await light.exited;
-    const full = await spawnNode(resources, 'node-4', balancer.ready.port, [...lmdb, ...small]);
     await waitFor(
       async () => (await ringOf(balancer)).migration.stalled != null,
       'a stalled migration',
       60_000,
     );
     const stalled = await ringOf(balancer);
+    expect(stalled.refusedJoins).toEqual([]);
     expect(stalled.migration.stalled).toMatchObject({ to: 'node-4', code: 'OUT_OF_SPACE' });
     expect(stalled.map.transition).not.toBeNull();
     const metrics = await (await fetch(`http://127.0.0.1:${balancer.ready.adminPort}/metrics`)).text();
@@ -133,9 +134,59 @@ describe('a new owner without room', () => {
     // The operator gives the new owner room: the same data dir, a larger map.
     full.child.kill('SIGKILL');
     await full.exited;
-    await spawnNode(resources, 'node-4', balancer.ready.port, [...lmdb, '--map-size', '64m']);
+    await spawnNode(resources, 'node-4', balancer.ready.port, [...lmdb('node-4'), '--map-size', '64m']);
     const settled = await waitForRing(balancer, ['node-1', 'node-2', 'node-3', 'node-4']);
     expect(settled.migration.stalled).toBeNull();
     expect(await wrongKeys(link)).toEqual([]);
-  }, 120_000);
+
+    // A member asking for a weight whose share it could not hold keeps its weight and serves.
+    const five = ['node-1', 'node-2', 'node-3', 'node-4', 'node-5'];
+    const light = await spawnNode(resources, 'node-5', balancer.ready.port, [
+      ...lmdb('node-5'),
+      '--map-size',
+      '5m',
+    ]);
+    await waitForRing(balancer, five);
+    light.child.kill('SIGKILL');
+    await light.exited;
+    const heavy = ['--weight', '20'];
+    const held = await spawnNode(resources, 'node-5', balancer.ready.port, [
+      ...lmdb('node-5'),
+      '--map-size',
+      '5m',
+      ...heavy,
+    ]);
+    await waitFor(
+      async () => (await ringOf(balancer)).refusedJoins.some((refusal) => refusal.node === 'node-5'),
+      'the weight of node-5 held',
+    );
+    const holding = await waitForRing(balancer, five);
+    expect(holding.nodes.find((node) => node.id === 'node-5')?.weight).toBe(1);
+    expect(holding.refusedJoins).toEqual([
+      expect.objectContaining({
+        node: 'node-5',
+        code: 'OUT_OF_SPACE',
+        message: expect.stringMatching(
+          /^weight 20 not applied \(kept at 1\): node 'node-5' can take .* but at weight 20 would hold about/,
+        ),
+      }),
+    ]);
+    expect(await wrongKeys(link)).toEqual([]);
+    // With room, the weight applies and the hold ends.
+    held.child.kill('SIGKILL');
+    await held.exited;
+    await spawnNode(resources, 'node-5', balancer.ready.port, [
+      ...lmdb('node-5'),
+      '--map-size',
+      '64m',
+      ...heavy,
+    ]);
+    await waitFor(
+      async () => (await ringOf(balancer)).nodes.find((node) => node.id === 'node-5')?.weight === 20,
+      'the weight of node-5 applied',
+    );
+    const heavier = await waitForRing(balancer, five);
+    expect(heavier.refusedJoins).toEqual([]);
+    expect(await wrongKeys(link)).toEqual([]);
+  }, 180_000);
 });
