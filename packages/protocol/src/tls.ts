@@ -124,6 +124,13 @@ export async function readPeerTlsFiles(files: TlsFiles): Promise<PeerTlsOptions 
   return ca === undefined ? { cert, key } : { cert, key, ca };
 }
 
+/** OpenSSL's errors for a peer whose answer is no TLS record (a plaintext server's bytes). */
+const PLAINTEXT_PEER_CODES: ReadonlySet<string> = new Set([
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+  'ERR_SSL_PACKET_LENGTH_TOO_LONG',
+  'ERR_SSL_RECORD_LAYER_FAILURE',
+]);
+
 /**
  * Opens a TLS connection and resolves once the handshake is done (the server verified unless
  * `rejectUnauthorized` is false). Fails with UNAVAILABLE naming the TLS cause (for example a
@@ -169,10 +176,14 @@ export function connectTls(
       clearTimeout(timer);
       socket.destroy();
       const code = error.code === undefined ? '' : ` (${error.code})`;
+      // What a plaintext server's first bytes look like to a TLS client: say so, not only OpenSSL's words.
+      const plaintext = PLAINTEXT_PEER_CODES.has(error.code ?? '')
+        ? ': the peer did not answer in TLS (is this a plaintext port? connect without TLS, dstore:// instead of dstores://, or start that server with --tls-cert)'
+        : '';
       reject(
         new DstoreError(
           ErrorCode.UNAVAILABLE,
-          `TLS connection to ${host}:${port} failed: ${error.message}${code}`,
+          `TLS connection to ${host}:${port} failed${plaintext}: ${error.message.trim()}${code}`,
           {
             cause: error,
           },

@@ -103,7 +103,9 @@ describe('TLS', () => {
       tls: { ca: pki.ca.cert },
     }).catch((error: unknown) => error);
     expect((failure as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
-    expect((failure as DstoreError).message).toMatch(/^TLS connection to 127\.0\.0\.1:\d+ failed/);
+    expect((failure as DstoreError).message).toMatch(
+      /^TLS connection to 127\.0\.0\.1:\d+ failed: the peer did not answer in TLS \(is this a plaintext port\? .*\(ERR_SSL_/s,
+    );
   });
 
   it('times out a TLS connect to a server that never answers the handshake', async () => {
