@@ -128,6 +128,13 @@ function roomToReport(storage: StorageHealth | undefined): number | undefined {
     : storage.availableBytes;
 }
 
+/**
+ * A member stopped while its link to the balancers is down waits this long after the link was lost
+ * for a balancer to come back (a balancer restart, a move to the next one) before it leaves
+ * without a hand-off: a memory node leaving without one takes its copies with it.
+ */
+const LEAVE_RECONNECT_GRACE_MS = 5000;
+
 /** A repeated identity refusal is logged at error level on this attempt and every so many after. */
 const REFUSAL_ERROR_LOG_EVERY = 20;
 
@@ -152,6 +159,8 @@ export class Membership {
   private leaving = false;
   private stopped = false;
   private heartbeatInFlight = false;
+  /** When a ready link to a balancer was lost (`performance.now()`); undefined while ready or never. */
+  private linkLostAt: number | undefined;
   /** Why the last connection attempt to a balancer failed; cleared once a link is ready. */
   private lastLinkError: Error | undefined;
   /** Consecutive JOINs refused for this node's identity; reset by a JOIN that succeeds. */
@@ -247,7 +256,20 @@ export class Membership {
       }
       if (!this.link.isReady) {
         if (!sent) {
-          this.options.logger.warn('no balancer reachable: leaving without a hand-off (the keys stay here)');
+          // A link lost moments ago is most likely a balancer restarting or the move to the next
+          // one: wait for it a little rather than leave without a hand-off.
+          const graceMs = Math.min(remainingMs, this.reconnectGraceLeftMs());
+          if (graceMs > 0) {
+            this.options.logger.info(
+              { waitMs: Math.round(graceMs) },
+              'balancer link down: waiting for a balancer to hand off the keys',
+            );
+            await this.link.whenReady(graceMs);
+            if (this.link.isReady) continue;
+          }
+          this.options.logger.warn(
+            "no balancer reachable: leaving without a hand-off (a memory node's keys go with it; an lmdb node keeps them on disk)",
+          );
           break;
         }
         await this.link.whenReady(remainingMs);
@@ -301,8 +323,15 @@ export class Membership {
     this.joinRetryTimer = undefined;
   }
 
+  /** How much of the wait for a lost link to come back is left (0: none was lost recently). */
+  private reconnectGraceLeftMs(): number {
+    if (this.linkLostAt === undefined) return 0;
+    return Math.max(0, this.linkLostAt + LEAVE_RECONNECT_GRACE_MS - performance.now());
+  }
+
   private onLinkReady(): void {
     this.lastLinkError = undefined;
+    this.linkLostAt = undefined;
     // Leaving: never JOIN again (that could make the node a member anew); leave() resends LEAVE.
     if (this.leaving) return;
     // After an identity refusal the retry timer sends the next JOIN: a reconnect in between
@@ -445,6 +474,8 @@ export class Membership {
 
   private onLinkDown(error: Error | undefined): void {
     if (this.stopped) return;
+    // Only the loss of a ready link starts the grace: failed attempts to connect do not renew it.
+    if (this.linkLostAt === undefined && (this.joined || this.joinSent)) this.linkLostAt = performance.now();
     if (this.joined) {
       this.options.logger.warn(
         { balancer: this.link.address, err: error?.message },

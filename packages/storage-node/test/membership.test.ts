@@ -70,6 +70,34 @@ describe('membership', () => {
     expect(late.count(Op.LEAVE)).toBe(1);
   });
 
+  it('stopped while its balancer restarts, waits for it and hands off (LEAVE) instead of leaving at once', async () => {
+    const balancer = new FakeBalancer(resources);
+    const balancerPort = await balancer.start();
+    const { logger, records } = capturingLogger();
+    const node = await resources.node({
+      id: 'member-1',
+      join: `127.0.0.1:${balancerPort}`,
+      heartbeatIntervalMs: 20,
+      logger,
+    });
+    await waitFor(() => balancer.count(Op.JOIN) === 1, 5000, 'JOIN');
+    await balancer.stop();
+    await waitFor(
+      () => records.some((record) => record.msg.startsWith('lost the balancer')),
+      5000,
+      'the link lost',
+    );
+    // SIGTERM lands while the link is down: the node must not go without a hand-off.
+    const stopped = node.stop();
+    await sleep(300);
+    const restarted = new FakeBalancer(resources);
+    await restarted.start(balancerPort);
+    await stopped;
+    expect(restarted.count(Op.LEAVE)).toBe(1);
+    // Leaving: it never JOINs the restarted balancer (that could make it a member anew).
+    expect(restarted.count(Op.JOIN)).toBe(0);
+  });
+
   it('refuses the keys until its first RING (UNAVAILABLE, not executed), then serves them', async () => {
     const balancer = new FakeBalancer(resources);
     const balancerPort = await balancer.start();
