@@ -571,9 +571,14 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
         ? this.codec.encode(message as Message)
         : this.codec.encodeRequest(message as WithoutId<Request>, id);
     if (body.length > this.codec.limits.maxFrameBytes) {
+      // The common way to get here is an MGET whose values together pass the limit: say what to do.
+      const hint =
+        message.op === Op.VALUES
+          ? ': an MGET answer this large cannot be sent; ask for fewer keys per MGET (or raise maxFrameBytes on both sides)'
+          : '';
       throw new DstoreError(
         ErrorCode.FRAME_TOO_LARGE,
-        `message encodes to ${body.length} bytes, over the ${this.codec.limits.maxFrameBytes}-byte frame limit`,
+        `message encodes to ${body.length} bytes, over the ${this.codec.limits.maxFrameBytes}-byte frame limit${hint}`,
       );
     }
     return body;

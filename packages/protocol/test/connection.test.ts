@@ -224,6 +224,23 @@ describe('Connection over real sockets', () => {
     });
   });
 
+  it('answers an MGET whose values pass the frame limit with FRAME_TOO_LARGE saying what to do', async () => {
+    const big = new Uint8Array(600 * 1024);
+    const { address } = await resources.server({
+      onRequest: (request, connection) => {
+        if (request.op === Op.MGET) connection.reply({ op: Op.VALUES, id: request.id, values: [big, big] });
+        else connection.reply({ op: Op.OK, id: request.id });
+      },
+    });
+    const client = await resources.connection(address.port);
+    const error = await client
+      .request({ op: Op.MGET, keys: [enc.encode('a'), enc.encode('b')] })
+      .catch((e) => e);
+    expect(error).toMatchObject({ code: ErrorCode.FRAME_TOO_LARGE });
+    expect((error as Error).message).toContain('fewer keys per MGET');
+    expect((await client.request({ op: Op.PING })).op).toBe(Op.OK);
+  });
+
   it('answers INTERNAL when onRequest throws, and keeps serving', async () => {
     const { address } = await resources.server({
       onRequest: (request, connection) => {
