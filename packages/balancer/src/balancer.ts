@@ -373,6 +373,7 @@ export class Balancer {
       case Op.TTL:
       case Op.GETDEL:
       case Op.INCRBY:
+      case Op.SETRANGE:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
         this.router.forwardKeyed(request, connection, startMs);

@@ -6,6 +6,7 @@
  */
 
 import { ErrorCode } from '@dstore/client';
+import { DEFAULT_LIMITS } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { clientOf, cluster, dstore, inGroups, keysMoving } from './data-model-helpers.js';
 import { nodeStats, Resources, refusal, spawnNode, waitFor, waitForNodesUp } from './helpers.js';
@@ -103,6 +104,28 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     await expect(client.getex('gx', { ex: 0 })).rejects.toThrow(/invalid expire time in 'getex'/);
     await expect(client.getex('gx', { ex: 1, persist: true })).rejects.toThrow(/at most one/);
 
+    // APPEND / SETRANGE: atomic on the owner, the expiry kept; GETRANGE with Redis's indexes.
+    expect(await client.append('ap', 'hello')).toBe(5);
+    expect(await client.append('ap', ' world')).toBe(11);
+    expect(await client.setrange('ap', 6, 'W')).toBe(11);
+    expect(await client.setrange('ap', 14, 'xy')).toBe(16);
+    expect(await client.getString('ap')).toBe('hello World\0\0\0xy');
+    expect(text(await client.getrange('ap', -2, -1))).toBe('xy');
+    expect(text(await client.getrange('ap', 0, 4))).toBe('hello');
+    expect(text(await client.getrange('none', 0, -1))).toBe('');
+    expect(await client.setrange('sr-none', 3, '')).toBe(0);
+    expect(await client.exists('sr-none')).toBe(0);
+    expect(await client.append('ap-empty', '')).toBe(0);
+    expect(await client.exists('ap-empty')).toBe(1);
+    await client.set('ap-ttl', 'v', { ex: 100 });
+    expect(await client.append('ap-ttl', 'w')).toBe(2);
+    expect(await client.ttl('ap-ttl')).toBeGreaterThan(90);
+    await expect(client.setrange('ap', DEFAULT_LIMITS.maxValueBytes, 'x')).rejects.toMatchObject({
+      code: ErrorCode.VALUE_TOO_LARGE,
+    });
+    expect(await client.getString('ap')).toBe('hello World\0\0\0xy');
+    expect(() => client.setrange('ap', -1, 'x')).toThrow(/offset must be/);
+
     // EXISTS across nodes, a key named twice counting twice.
     await client.mset({ e1: '1', e2: '2', e3: '3' });
     expect(await client.exists('e1', 'e2', 'e3', 'e1', 'none')).toBe(4);
@@ -135,19 +158,27 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     expect(await client.ttl('kept')).toBeGreaterThan(90);
   });
 
-  it('counts INCRs from several connections exactly', async () => {
+  it('counts INCRs and keeps APPENDs from several connections exactly', async () => {
     const { balancer } = await cluster(resources, 2);
     const clients = await Promise.all(
       Array.from({ length: 4 }, () => clientOf(resources, balancer.address.port, routing)),
     );
     await Promise.all(
-      clients.map(async (client) => {
+      clients.map(async (client, c) => {
         for (let round = 0; round < 25; round++) {
-          await Promise.all(Array.from({ length: 10 }, () => client.incr('race')));
+          await Promise.all(
+            Array.from({ length: 10 }, (_, i) =>
+              Promise.all([client.incr('race'), client.append('appends', `<${c}.${round}.${i}>`)]),
+            ),
+          );
         }
       }),
     );
     expect(await clients[0]!.getString('race')).toBe('1000');
+    // Every append landed whole and once: no read-modify-write lost another's bytes.
+    const tokens = (await clients[0]!.getString('appends'))!.match(/<\d+\.\d+\.\d+>/g) ?? [];
+    expect(tokens).toHaveLength(1000);
+    expect(new Set(tokens).size).toBe(1000);
   });
 
   it('answers read-modify-writes of moving keys as if they had never moved (join, stream throttled)', async () => {
@@ -165,6 +196,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         client.set(`ord-${i}`, '10'),
         client.set(`del-${i}`, 'v'),
         client.set(`gx-${i}`, `g-${i}`, { ex: 1000 }),
+        client.set(`ap-${i}`, `a-${i}`),
       ]),
     );
 
@@ -177,16 +209,19 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       if (got !== expected) wrong.push(`${what}: got ${String(got)}, expected ${String(expected)}`);
     };
     await inGroups(KEYS, async (i) => {
-      const [incremented, locked, taken, exists, ttl, [ordered, overwritten], read] = await Promise.all([
-        client.incr(`ctr-${i}`),
-        client.set(`lock-${i}`, 'mine', { nx: true }),
-        client.getdel(`gd-${i}`),
-        client.exists(`ctr-${i}`, `lock-${i}`),
-        client.ttl(`ttl-${i}`),
-        // Pipelined on one connection: the SET must not overtake the INCR (waiting for its PULL).
-        Promise.allSettled([client.incr(`ord-${i}`), client.set(`ord-${i}`, 'x')]),
-        client.getex(`gx-${i}`, { persist: true }),
-      ]);
+      const [incremented, locked, taken, exists, ttl, [ordered, overwritten], read, appended] =
+        await Promise.all([
+          client.incr(`ctr-${i}`),
+          client.set(`lock-${i}`, 'mine', { nx: true }),
+          client.getdel(`gd-${i}`),
+          client.exists(`ctr-${i}`, `lock-${i}`),
+          client.ttl(`ttl-${i}`),
+          // Pipelined on one connection: the SET must not overtake the INCR (waiting for its PULL).
+          Promise.allSettled([client.incr(`ord-${i}`), client.set(`ord-${i}`, 'x')]),
+          client.getex(`gx-${i}`, { persist: true }),
+          client.append(`ap-${i}`, '+'),
+        ]);
+      expectEqual(`APPEND ap-${i}`, appended, `a-${i}+`.length);
       expectEqual(`GETEX gx-${i}`, text(read), `g-${i}`);
       expectEqual(
         `INCR ord-${i}`,
@@ -217,6 +252,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       expectEqual(`ord-${i} after`, await client.getString(`ord-${i}`), 'x');
       expectEqual(`gx-${i} after`, await client.getString(`gx-${i}`), `g-${i}`);
       expectEqual(`TTL gx-${i} after`, await client.ttl(`gx-${i}`), -1);
+      expectEqual(`ap-${i} after`, await client.getString(`ap-${i}`), `a-${i}+`);
     }
     expect(wrong).toEqual([]);
     // The path under test ran: the new owner pulled keys the stream had not brought yet.

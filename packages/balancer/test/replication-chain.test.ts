@@ -61,6 +61,10 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
     await writer.set('getex', 'g');
     expect(new TextDecoder().decode((await writer.getex('getex', { pxat: 1 }))!)).toBe('g');
     await cluster.expectOnChain('getex', null);
+    // APPEND and SETRANGE: the head's result on every member.
+    expect(await writer.append('appended', 'abc')).toBe(3);
+    expect(await writer.setrange('appended', 5, 'z')).toBe(6);
+    await cluster.expectOnChain('appended', 'abc\0\0z');
     // A batch split over chains: each part at its head, each key on its chain.
     const entries = Array.from({ length: 50 }, (_, i): [string, string] => [`batch-${i}`, `b${i}`]);
     await writer.mset(entries);

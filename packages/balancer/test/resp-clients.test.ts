@@ -125,6 +125,24 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'GETEX', 'cli:gs', 'PERSIST')).toBe('three');
     expect(await redisCli(port, 'TTL', 'cli:gs')).toBe('-1');
     expect(await redisCli(port, 'GETEX', 'cli:gs')).toBe('three');
+    // APPEND, SETRANGE, GETRANGE and SUBSTR (outputs as Redis 7 gives them for the same commands).
+    expect(await redisCli(port, 'APPEND', 'cli:ap', 'hello')).toBe('5');
+    expect(await redisCli(port, 'APPEND', 'cli:ap', ' world')).toBe('11');
+    expect(await redisCli(port, 'SETRANGE', 'cli:ap', '6', 'W')).toBe('11');
+    expect(await redisCli(port, 'GETRANGE', 'cli:ap', '-5', '-1')).toBe('World');
+    expect(await redisCli(port, 'GETRANGE', 'cli:ap', '0', '-100')).toBe('h');
+    expect(await redisCli(port, 'SUBSTR', 'cli:ap', '1', '3')).toBe('ell');
+    expect(await redisCli(port, 'SETRANGE', 'cli:ap', '-1', 'x')).toBe('ERR offset is out of range');
+    expect(await redisCli(port, 'SETRANGE', 'cli:ap', 'a', 'x')).toBe(
+      'ERR value is not an integer or out of range',
+    );
+    expect(await redisCli(port, 'SETRANGE', 'cli:ap', '99999999999', 'x')).toMatch(
+      /^ERR VALUE_TOO_LARGE: string exceeds maximum allowed size/,
+    );
+    expect(await redisCli(port, 'SETRANGE', 'cli:ap', '99999999999', '')).toBe('11');
+    expect(await redisCli(port, 'GETRANGE', 'cli:ap', '0', 'x')).toBe(
+      'ERR value is not an integer or out of range',
+    );
     expect(await redisCli(port, 'GETEX', 'cli:none', 'PX', '100')).toBe('');
     expect(await redisCli(port, 'GETEX', 'cli:gs', 'EX', '0')).toBe(
       "ERR invalid expire time in 'getex' command",
@@ -133,7 +151,7 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'GETEX', 'cli:gs', 'EX', 'x')).toBe(
       'ERR value is not an integer or out of range',
     );
-    expect(await redisCli(port, 'DEL', 'cli:gs')).toBe('1');
+    expect(await redisCli(port, 'DEL', 'cli:gs', 'cli:ap')).toBe('2');
     expect(await redisCli(port, 'KEYS')).toBe("ERR wrong number of arguments for 'keys' command");
   });
 

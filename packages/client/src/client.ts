@@ -18,6 +18,7 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
+import { byteRange } from '@dstore/protocol/internal';
 import { type DataCommand, DirectRouter, type DirectRoutingStats } from './direct-router.js';
 import {
   abortedError,
@@ -496,6 +497,54 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     const response = await this.send({ op: Op.GETDEL, key: this.keyBytes(key) }, options);
     if (response.op !== Op.VALUE) throw unexpectedAnswer('GETDEL', response);
     return response.value === null ? null : copyBytes(response.value);
+  }
+
+  /**
+   * APPEND: adds `value` at the end of `key`'s value (a missing key is created with it) in one
+   * atomic step on the key's owner, keeping its expiry; resolves the value's length after it.
+   * Fails with VALUE_TOO_LARGE, nothing written, past the value limit.
+   */
+  append(key: BinaryLike, value: BinaryLike, options?: CommandOptions): Promise<number> {
+    return this.setRangeCommand(key, undefined, value, 'APPEND', options);
+  }
+
+  /**
+   * SETRANGE: writes `value` into `key`'s value at byte `offset`, padding with zero bytes when the
+   * value is shorter, in one atomic step on the key's owner, keeping its expiry; resolves the
+   * value's length after it. An empty `value` writes nothing. Fails with VALUE_TOO_LARGE, nothing
+   * written, past the value limit.
+   */
+  setrange(key: BinaryLike, offset: number, value: BinaryLike, options?: CommandOptions): Promise<number> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > 0xffff_ffff) {
+      throw invalidArgument(`offset must be an integer in 0..2^32-1, got ${offset}`);
+    }
+    return this.setRangeCommand(key, offset, value, 'SETRANGE', options);
+  }
+
+  /**
+   * GETRANGE: the bytes of `key`'s value from `start` to `end`, both included; negative indexes
+   * count from the end (-1 is the last byte), as Redis. Empty when the key does not exist or the
+   * range is empty.
+   */
+  async getrange(key: BinaryLike, start: number, end: number, options?: CommandOptions): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end)) {
+      throw invalidArgument(`start and end must be integers, got ${start} and ${end}`);
+    }
+    const value = await this.get(key, options);
+    return value === null ? new Uint8Array(0) : value.slice(...byteRange(value.length, start, end));
+  }
+
+  private async setRangeCommand(
+    key: BinaryLike,
+    offset: number | undefined,
+    value: BinaryLike,
+    name: string,
+    options: CommandOptions | undefined,
+  ): Promise<number> {
+    const request = { op: Op.SETRANGE, key: this.keyBytes(key), value: valueBytes(value) } as const;
+    const response = await this.send(offset === undefined ? request : { ...request, offset }, options);
+    if (response.op !== Op.INTEGER) throw unexpectedAnswer(name, response);
+    return Number(response.value);
   }
 
   /** INCR: adds 1 to the integer value of `key` (absent: 0); resolves the new value. */
@@ -1121,6 +1170,7 @@ function isDataCommand(message: WithoutId<Request>): message is DataCommand {
   return (
     (message.op >= Op.GET && message.op <= Op.MSET) ||
     (message.op >= Op.SET_WITH && message.op <= Op.INCRBY) ||
+    message.op === Op.SETRANGE ||
     message.op === Op.GET_VERSIONED ||
     message.op === Op.DEL_VERSIONED
   );

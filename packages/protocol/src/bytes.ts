@@ -15,3 +15,19 @@ export function toBytes(input: BinaryLike): Uint8Array {
 export function bytesToString(bytes: Uint8Array): string {
   return utf8Decoder.decode(bytes);
 }
+
+/**
+ * Redis's GETRANGE arithmetic over a value of `length` bytes (its `getrangeCommand`, step by step):
+ * `start` and `end` both included, negative ones counting from the end (-1: the last byte), then
+ * clamped to the value. Returns the `[from, to)` bounds for `slice`; `[0, 0]` for an empty range.
+ */
+export function byteRange(length: number, start: number, end: number): [number, number] {
+  if (start < 0 && end < 0 && start > end) return [0, 0];
+  let from = start < 0 ? length + start : start;
+  let to = end < 0 ? length + end : end;
+  if (from < 0) from = 0;
+  if (to < 0) to = 0;
+  if (to >= length) to = length - 1;
+  if (from > to || length === 0) return [0, 0];
+  return [from, to + 1];
+}

@@ -701,6 +701,11 @@ export function toWireArray(message: Message): Field[] {
       return withEpoch([message.op, message.id, message.keys.length, ...message.keys], message.epoch);
     case Op.INCRBY:
       return withEpoch([message.op, message.id, message.key, message.delta.toString()], message.epoch);
+    case Op.SETRANGE:
+      return withEpoch(
+        [message.op, message.id, message.key, message.value, message.offset ?? null],
+        message.epoch,
+      );
     case Op.PULL:
       return [message.op, message.id, message.key];
     case Op.INTEGER:
@@ -1351,6 +1356,21 @@ function readRequest(op: number, r: FieldReader): Request {
       const delta = r.int64(3, 'delta');
       const epoch = r.optionalUint(4, 'epoch');
       return epoch === undefined ? { op, id, key, delta } : { op, id, key, delta, epoch };
+    }
+    case Op.SETRANGE: {
+      const key = r.key(2);
+      const value = r.value(3);
+      // nil: append. An offset the value limit cannot hold is the owner's VALUE_TOO_LARGE, as Redis.
+      const offset = r.optionalUint(4, 'offset');
+      const epoch = r.optionalUint(5, 'epoch');
+      return {
+        op,
+        id,
+        key,
+        value,
+        ...(offset === undefined ? {} : { offset }),
+        ...(epoch === undefined ? {} : { epoch }),
+      };
     }
     case Op.PULL:
       return { op, id, key: r.key(2) };

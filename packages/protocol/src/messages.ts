@@ -42,6 +42,7 @@ export const Op = {
   SCAN: 30,
   DBSIZE: 31,
   DIGEST: 32,
+  SETRANGE: 33,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -334,6 +335,23 @@ export interface IncrByRequest extends Fenced {
   readonly key: Uint8Array;
   /** In the 64-bit signed range. */
   readonly delta: bigint;
+}
+
+/**
+ * SETRANGE (APPEND is SETRANGE without `offset`): writes `value` into the key's value at byte
+ * `offset` (absent: at its end), padding with zero bytes up to `offset` when the value is shorter,
+ * keeping the key's expiry, atomically on its owner; a missing key is taken as empty. As Redis: an
+ * APPEND creates a missing key even with an empty `value`, a SETRANGE with an empty `value` writes
+ * nothing. Answered by INTEGER (the value's length after it); ERROR VALUE_TOO_LARGE, nothing
+ * written, when the result would pass the value limit.
+ */
+export interface SetRangeRequest extends Fenced {
+  readonly op: typeof Op.SETRANGE;
+  readonly id: number;
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+  /** Byte offset to write at; absent: append. */
+  readonly offset?: number | undefined;
 }
 
 /**
@@ -857,6 +875,7 @@ export type Request =
   | ExistsRequest
   | GetDelRequest
   | IncrByRequest
+  | SetRangeRequest
   | PullRequest
   | ScanRequest
   | DbSizeRequest

@@ -12,6 +12,7 @@ import {
   type MSetRequest,
   Op,
   type Response,
+  type SetRangeRequest,
   type SetRequest,
   type SetWithRequest,
   type TtlRequest,
@@ -31,6 +32,7 @@ export type KeyedRequest =
   | WithoutId<TtlRequest>
   | WithoutId<GetDelRequest>
   | WithoutId<IncrByRequest>
+  | WithoutId<SetRangeRequest>
   | WithoutId<GetVersionedRequest>
   | WithoutId<DelVersionedRequest>;
 
@@ -60,7 +62,7 @@ export function isSingleKeyRead(op: number): boolean {
 
 export function copyKeyed<T extends KeyedRequest>(request: T): T {
   const key = Uint8Array.from(request.key);
-  return request.op === Op.SET_WITH
+  return request.op === Op.SET_WITH || request.op === Op.SETRANGE
     ? { ...request, key, value: Uint8Array.from(request.value) }
     : { ...request, key };
 }

@@ -162,6 +162,7 @@ describe('password hashes', () => {
       { op: Op.EXPIRE, id: 1, key, mode: 'persist', ms: 0 },
       { op: Op.GETDEL, id: 1, key },
       { op: Op.INCRBY, id: 1, key, delta: 1n },
+      { op: Op.SETRANGE, id: 1, key, value: toBytes('v') },
     ];
     for (const request of reads) expect(requestDenied(reader!, request)).toBeUndefined();
     for (const request of writes) expect(requestDenied(reader!, request)).toMatch(/read-only/);

@@ -365,6 +365,18 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
       { op: fc.constant(Op.INCRBY), id, key: anyKey, delta: int64, epoch },
       { requiredKeys: ['op', 'id', 'key', 'delta'] },
     ),
+    // SETRANGE with an offset, and APPEND (no offset: nil on the wire).
+    fc.record(
+      {
+        op: fc.constant(Op.SETRANGE),
+        id,
+        key: anyKey,
+        value,
+        offset: fc.integer({ min: 0, max: 0xffff_ffff }),
+        epoch,
+      },
+      { requiredKeys: ['op', 'id', 'key', 'value'] },
+    ),
     fc.record({ op: fc.constant(Op.PULL), id, key: anyKey }),
     fc.record({ op: fc.constant(Op.INTEGER), id, value: int64 }),
     // Versions: compare-and-set SET_WITH, GET_VERSIONED, DEL_VERSIONED, FLUSH and their answers.
@@ -508,6 +520,7 @@ describe('MessageCodec round trip', () => {
             Op.GETDEL,
             Op.EXISTS,
             Op.INCRBY,
+            Op.SETRANGE,
             Op.GET_VERSIONED,
             Op.DEL_VERSIONED,
           ] as number[];
@@ -762,6 +775,13 @@ describe('MessageCodec round trip', () => {
       [[Op.INCRBY, 4, 'k', '-0'], ErrorCode.MALFORMED_FRAME],
       [[Op.INCRBY, 4, 'k', ' 1'], ErrorCode.MALFORMED_FRAME],
       [[Op.INCRBY, 4, 'k', 2 ** 60], ErrorCode.MALFORMED_FRAME],
+      // SETRANGE: an offset that is no uint32, a value past the limit.
+      [[Op.SETRANGE, 4, 'k', 'v', -1], ErrorCode.MALFORMED_FRAME],
+      [[Op.SETRANGE, 4, 'k', 'v', 2 ** 32], ErrorCode.MALFORMED_FRAME],
+      [
+        [Op.SETRANGE, 4, 'k', new Uint8Array(DEFAULT_LIMITS.maxValueBytes + 1), null],
+        ErrorCode.VALUE_TOO_LARGE,
+      ],
       // EXISTS: more keys than the batch limit allows, fewer than announced.
       [[Op.EXISTS, 4, limits.maxBatchKeys + 1], ErrorCode.BATCH_TOO_LARGE],
       [[Op.EXISTS, 4, 3, 'a', 'b'], ErrorCode.MALFORMED_FRAME],

@@ -169,6 +169,40 @@ export function decideIncrBy(
 }
 
 /**
+ * SETRANGE (`offset` given) and APPEND (`offset` undefined): the value's length after it, or
+ * VALUE_TOO_LARGE (nothing written) when it would pass `maxValueBytes`. Keeps the key's expiry. As
+ * Redis: a SETRANGE of an empty `value` writes nothing (not even the padding) and answers the
+ * current length; an APPEND to a missing key creates it, even empty.
+ */
+export function decideSetRange(
+  value: Uint8Array,
+  offset: number | undefined,
+  maxValueBytes: number,
+  current: VersionedValue | undefined,
+): Decision<number | DstoreError> {
+  const before = current?.value;
+  const length = before?.length ?? 0;
+  if (value.length === 0 && (offset !== undefined || current !== undefined)) {
+    return { mutation: NONE, result: length };
+  }
+  const at = offset ?? length;
+  if (at + value.length > maxValueBytes) {
+    return {
+      mutation: NONE,
+      result: new DstoreError(
+        ErrorCode.VALUE_TOO_LARGE,
+        `string exceeds maximum allowed size (the value limit, ${maxValueBytes} bytes)`,
+      ),
+    };
+  }
+  // Zero-filled: the bytes between the old end and `offset` are the padding Redis writes.
+  const next = new Uint8Array(Math.max(length, at + value.length));
+  if (before !== undefined) next.set(before);
+  next.set(value, at);
+  return { mutation: { kind: 'put', value: next, expireAt: current?.expireAt ?? 0 }, result: next.length };
+}
+
+/**
  * The value as Redis reads an integer (`string2ll`): optional minus, decimal digits, no leading
  * zero, no sign on 0, no spaces, within the 64-bit signed range; undefined otherwise. Small
  * values are read as numbers; BigInt only for the digits that may not fit one exactly.

@@ -4,6 +4,7 @@ import {
   type Authenticator,
   type Connection,
   clusterOnly,
+  DEFAULT_LIMITS,
   type DelRequest,
   type DelVersionedRequest,
   DstoreError,
@@ -25,6 +26,7 @@ import {
   type RingRequest,
   requestDenied,
   type ScanRequest,
+  type SetRangeRequest,
   type SetRequest,
   type SetWithRequest,
   type StatsMap,
@@ -37,6 +39,7 @@ import {
   decideGetDel,
   decideGetEx,
   decideIncrBy,
+  decideSetRange,
   decideSetVersioned,
   decideSetWith,
 } from './atomic-ops.js';
@@ -87,6 +90,7 @@ type KeyedRequest =
   | TtlRequest
   | GetDelRequest
   | IncrByRequest
+  | SetRangeRequest
   | GetVersionedRequest
   | DelVersionedRequest;
 
@@ -140,6 +144,8 @@ export interface RequestHandlerContext {
    * while the node holds data. Omitted: every RING is installed (a node used without a balancer).
    */
   readonly binding?: ClusterBinding | undefined;
+  /** Longest value a SETRANGE or APPEND may make (the node's value limit). Default: the protocol's. */
+  readonly maxValueBytes?: number | undefined;
 }
 
 const OK = Op.OK;
@@ -205,11 +211,13 @@ export class RequestHandler {
   readonly direct: DirectRouting;
 
   private readonly engine: StorageEngine;
+  private readonly maxValueBytes: number;
   private readonly ownership: Ownership;
   /** The node id a peer node named in its HELLO (`node`), until it is authenticated. */
   private readonly claims = new WeakMap<Connection, string>();
 
   constructor(private readonly context: RequestHandlerContext) {
+    this.maxValueBytes = context.maxValueBytes ?? DEFAULT_LIMITS.maxValueBytes;
     this.engine = context.engine;
     this.ownership = context.ownership;
     this.direct = new DirectRouting(context.ownership, context.engine, context.nodeId);
@@ -259,6 +267,7 @@ export class RequestHandler {
       case Op.TTL:
       case Op.GETDEL:
       case Op.INCRBY:
+      case Op.SETRANGE:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
         this.keyed(request, connection, start);
@@ -589,6 +598,20 @@ export class RequestHandler {
           if (result instanceof DstoreError) throw result;
           return { op: Op.INTEGER, id, value: result };
         });
+      case Op.SETRANGE: {
+        // Room for the value it makes: its length now (read here, outside the atomic step: an
+        // estimate for the space check, as for any write) with the new bytes in place.
+        const length = this.engine.getEntry(request.key)?.value.length ?? 0;
+        const valueBytes = Math.max(length, request.offset ?? length) + request.value.length;
+        return this.update(
+          request.key,
+          (current) => decideSetRange(request.value, request.offset, this.maxValueBytes, current),
+          valueBytes,
+        ).then((result): Response => {
+          if (result instanceof DstoreError) throw result;
+          return { op: Op.INTEGER, id, value: BigInt(result) };
+        });
+      }
       case Op.GET_VERSIONED: {
         const entry = this.engine.getEntry(request.key);
         // Copied: the answer is sent a microtask later, and a memory-engine view may not last.

@@ -8,6 +8,7 @@ import {
   ErrorCode,
   FrameServer,
   peerClientTls,
+  resolveLimits,
   type StatsMap,
   UserDirectory,
 } from '@dstore/protocol';
@@ -218,6 +219,7 @@ class StorageNodeImpl implements StorageNode {
       binding,
       authenticator,
       peers: links,
+      maxValueBytes: resolveLimits(options.limits).maxValueBytes,
       serverStats: () => ({
         connections: this.server?.connectionCount ?? 0,
         uptimeSeconds: Math.floor((performance.now() - this.startedAt) / 1000),

@@ -10,6 +10,7 @@ import {
   type SetExpiry,
   type UserGrant,
 } from '@dstore/protocol';
+import { byteRange } from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
 import type { CommandHandler, RespCommand } from './command-table.js';
@@ -469,6 +470,65 @@ function strlen(connection: RespConnection, args: Uint8Array[], seq: number, ser
   );
 }
 
+/**
+ * GETRANGE key start end (and its old name SUBSTR): the bytes from `start` to `end`, both
+ * included, negative ones from the end, from a GET on the key's owner (Redis's arithmetic:
+ * `byteRange`).
+ */
+function getrange(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  const start = safeIntegerOf(args[2]!);
+  const end = safeIntegerOf(args[3]!);
+  if (start === undefined || end === undefined) {
+    connection.replyError(seq, 'ERR value is not an integer or out of range');
+    return;
+  }
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
+  services.router.forwardToOwner(
+    { op: Op.GET, id: seq, key: args[1]! },
+    new MappedAnswer(connection, seq, (writer, response) => {
+      const value = response.op === Op.VALUE ? response.value : null;
+      if (value === null) writer.bulk(EMPTY);
+      else writer.bulk(value.subarray(...byteRange(value.length, start, end)));
+    }),
+    performance.now(),
+  );
+}
+
+const EMPTY = new Uint8Array(0);
+/** The largest offset the native SETRANGE carries (uint32): any larger one is past every value limit. */
+const MAX_NATIVE_OFFSET = 0xffff_ffff;
+
+/** APPEND key value: one atomic SETRANGE at the value's end on the key's owner; the new length. */
+function append(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+  services.router.forwardKeyed(
+    { op: Op.SETRANGE, id: seq, key: args[1]!, value: args[2]! },
+    connection.routerTarget,
+    performance.now(),
+  );
+}
+
+/** SETRANGE key offset value: one atomic SETRANGE on the key's owner; the new length. */
+function setrange(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  const offset = safeIntegerOf(args[2]!);
+  if (offset === undefined) {
+    connection.replyError(seq, 'ERR value is not an integer or out of range');
+    return;
+  }
+  if (offset < 0) {
+    connection.replyError(seq, 'ERR offset is out of range');
+    return;
+  }
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+  services.router.forwardKeyed(
+    // Past uint32 the owner refuses a value as it refuses any past its limit (an empty one writes
+    // nothing and answers the length, as Redis), so the offset is capped rather than refused here.
+    { op: Op.SETRANGE, id: seq, key: args[1]!, value: args[3]!, offset: Math.min(offset, MAX_NATIVE_OFFSET) },
+    connection.routerTarget,
+    performance.now(),
+  );
+}
+
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 
@@ -688,4 +748,8 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'keys', arity: 2, flags: ['readonly'], keys: [0, 0, 0], run: keys },
   { name: 'getex', arity: -2, flags: ['write', 'fast'], keys: SINGLE_KEY, run: getex },
   { name: 'getset', arity: 3, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: getset },
+  { name: 'append', arity: 3, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: append },
+  { name: 'setrange', arity: 4, flags: ['write', 'denyoom'], keys: SINGLE_KEY, run: setrange },
+  { name: 'getrange', arity: 4, flags: ['readonly'], keys: SINGLE_KEY, run: getrange },
+  { name: 'substr', arity: 4, flags: ['readonly'], keys: SINGLE_KEY, run: getrange },
 ];
