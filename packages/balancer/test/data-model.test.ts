@@ -124,7 +124,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       code: ErrorCode.VALUE_TOO_LARGE,
     });
     expect(await client.getString('ap')).toBe('hello World\0\0\0xy');
-    expect(() => client.setrange('ap', -1, 'x')).toThrow(/offset must be/);
+    await expect(client.setrange('ap', -1, 'x')).rejects.toThrow(/offset must be/);
 
     // EXISTS across nodes, a key named twice counting twice.
     await client.mset({ e1: '1', e2: '2', e3: '3' });
@@ -140,6 +140,9 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     expect(await client.incrby('n', 41)).toBe(42);
     expect(await client.decr('n')).toBe(41);
     expect(await client.decrby('n', 50)).toBe(-9);
+    // A bad argument rejects the command's promise (no synchronous throw), as every failure does.
+    await expect(client.incrby('n', 1.5)).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
+    await expect(client.decrby('n', 2n ** 64n)).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
     await client.set('n', '9223372036854775806');
     expect(await client.incrbyBig('n', 1n)).toBe(9223372036854775807n);
     const overflow = await refusal(client.incr('n'));

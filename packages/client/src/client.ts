@@ -514,7 +514,12 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * value's length after it. An empty `value` writes nothing. Fails with VALUE_TOO_LARGE, nothing
    * written, past the value limit.
    */
-  setrange(key: BinaryLike, offset: number, value: BinaryLike, options?: CommandOptions): Promise<number> {
+  async setrange(
+    key: BinaryLike,
+    offset: number,
+    value: BinaryLike,
+    options?: CommandOptions,
+  ): Promise<number> {
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > 0xffff_ffff) {
       throw invalidArgument(`offset must be an integer in 0..2^32-1, got ${offset}`);
     }
@@ -558,12 +563,12 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   }
 
   /** INCRBY: adds `increment` (an integer; a bigint for the whole 64-bit range). */
-  incrby(key: BinaryLike, increment: number | bigint, options?: CommandOptions): Promise<number> {
+  async incrby(key: BinaryLike, increment: number | bigint, options?: CommandOptions): Promise<number> {
     return this.incrCommand(key, int64Argument(increment, 'increment'), options);
   }
 
   /** DECRBY: subtracts `decrement`. */
-  decrby(key: BinaryLike, decrement: number | bigint, options?: CommandOptions): Promise<number> {
+  async decrby(key: BinaryLike, decrement: number | bigint, options?: CommandOptions): Promise<number> {
     return this.incrCommand(key, -int64Argument(decrement, 'decrement'), options);
   }
 

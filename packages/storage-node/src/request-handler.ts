@@ -602,7 +602,7 @@ export class RequestHandler {
         // Room for the value it makes: its length now (read here, outside the atomic step: an
         // estimate for the space check, as for any write) with the new bytes in place.
         const length = this.engine.getEntry(request.key)?.value.length ?? 0;
-        const valueBytes = Math.max(length, request.offset ?? length) + request.value.length;
+        const valueBytes = Math.max(length, (request.offset ?? length) + request.value.length);
         return this.update(
           request.key,
           (current) => decideSetRange(request.value, request.offset, this.maxValueBytes, current),
