@@ -475,6 +475,8 @@ async function round(
       maxOperations: 150_000,
       durationMs: ROUND_MS + SETTLE_TIMEOUT_MS,
       random: seededRandom(SEED + 1 + index),
+      // APPENDs too: an atomic read-modify-write lost, doubled or reordered shows in what is read.
+      mix: { read: 5, write: 3, delete: 1, append: 1 },
       // Paced: the checker's cost grows with the history, and a round must stay checkable.
       execute: async (operation, worker) => {
         await sleep(PACE_MS);

@@ -127,6 +127,8 @@ function registerInput(invoke: HistoryEvent): RegisterInput {
       const [from, to] = (Array.isArray(invoke.value) ? invoke.value : []) as JsonValue[];
       return { f: 'cas', from: asState(from), to: String(to) };
     }
+    case 'append':
+      return { f: 'append', value: String(invoke.value) };
     default:
       throw new MalformedHistoryError(`event ${invoke.index}: unknown register operation '${invoke.f}'`);
   }
@@ -141,6 +143,8 @@ function registerOutput(input: RegisterInput, completion: HistoryEvent): Registe
     case 'cas':
       // An `ok` cas swapped; one that did not is `fail` (dropped), as in Jepsen.
       return true;
+    case 'append':
+      return typeof completion.value === 'number' ? completion.value : undefined;
     case 'write':
       return undefined;
   }

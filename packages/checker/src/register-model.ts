@@ -7,25 +7,30 @@ import { hashString, type Model, UNKNOWN, type Unknown } from './model.js';
 /** The value of a register: a string, or null when the key does not exist. */
 export type RegisterState = string | null;
 
-/** An operation on one key. `cas` (compare-and-set) is ready for the atomic operations to come. */
+/**
+ * An operation on one key. `cas` is compare-and-set; `append` adds `value` at the end of the value
+ * (an absent key taken as empty), as APPEND.
+ */
 export type RegisterInput =
   | { readonly f: 'read' }
   | { readonly f: 'write'; readonly value: string }
   | { readonly f: 'delete' }
-  | { readonly f: 'cas'; readonly from: RegisterState; readonly to: string };
+  | { readonly f: 'cas'; readonly from: RegisterState; readonly to: string }
+  | { readonly f: 'append'; readonly value: string };
 
 /**
  * What an operation answered: a read its value; a delete whether it removed something (undefined
- * when not recorded); a cas whether it swapped; a write nothing (undefined).
+ * when not recorded); a cas whether it swapped; an append the value's length after it (undefined
+ * when not recorded); a write nothing (undefined).
  */
-export type RegisterOutput = string | null | boolean | undefined;
+export type RegisterOutput = string | null | boolean | number | undefined;
 
 const describeValue = (value: RegisterState): string => (value === null ? 'null' : JSON.stringify(value));
 
 function describeOutput(output: RegisterOutput | Unknown): string {
   if (output === UNKNOWN) return ' -> ?';
   if (output === undefined) return '';
-  if (typeof output === 'boolean') return ` -> ${output}`;
+  if (typeof output === 'boolean' || typeof output === 'number') return ` -> ${output}`;
   return ` -> ${describeValue(output)}`;
 }
 
@@ -48,10 +53,14 @@ function stepRegister(
       if (unknown) return [true, matches ? input.to : state];
       return output === true ? [matches, input.to] : [!matches && output === false, state];
     }
+    case 'append': {
+      const next = (state ?? '') + input.value;
+      return [unknown || output === undefined || output === next.length, next];
+    }
   }
 }
 
-/** The register model: read, write, delete, cas. */
+/** The register model: read, write, delete, cas, append. */
 export const registerModel: Model<RegisterState, RegisterInput, RegisterOutput> = {
   init: () => null,
   step: stepRegister,
@@ -68,6 +77,8 @@ export const registerModel: Model<RegisterState, RegisterInput, RegisterOutput> 
         return `delete${describeOutput(output)}`;
       case 'cas':
         return `cas ${describeValue(input.from)} -> ${describeValue(input.to)}${describeOutput(output)}`;
+      case 'append':
+        return `append ${describeValue(input.value)}${describeOutput(output)}`;
     }
   },
   describeState: describeValue,

@@ -11,10 +11,14 @@ import type { HistoryRecorder } from './recorder.js';
 export type WorkloadOperation =
   | { readonly f: 'read'; readonly key: string }
   | { readonly f: 'write'; readonly key: string; readonly value: string }
-  | { readonly f: 'delete'; readonly key: string };
+  | { readonly f: 'delete'; readonly key: string }
+  | { readonly f: 'append'; readonly key: string; readonly value: string };
 
-/** What the store answered: a read its value (null: absent), a delete whether it removed a value. */
-export type WorkloadResult = string | null | boolean | undefined;
+/**
+ * What the store answered: a read its value (null: absent), a delete whether it removed a value,
+ * an append the value's length after it.
+ */
+export type WorkloadResult = string | null | boolean | number | undefined;
 
 /**
  * The register operations of a key-value client: `@dstore/client`'s `DstoreClient` has them
@@ -24,9 +28,11 @@ export interface RegisterStore {
   getString(key: string): Promise<string | null>;
   set(key: string, value: string): Promise<unknown>;
   del(key: string): Promise<boolean>;
+  /** APPEND, for a workload whose mix has appends. */
+  append?(key: string, value: string): Promise<number>;
 }
 
-/** Runs one workload operation on `store`: read = GET, write = SET, delete = DEL. */
+/** Runs one workload operation on `store`: read = GET, write = SET, delete = DEL, append = APPEND. */
 export async function runRegisterOperation(
   store: RegisterStore,
   operation: WorkloadOperation,
@@ -39,6 +45,9 @@ export async function runRegisterOperation(
       return undefined;
     case 'delete':
       return store.del(operation.key);
+    case 'append':
+      if (store.append === undefined) throw new TypeError('the store has no append');
+      return store.append(operation.key, operation.value);
   }
 }
 
@@ -59,6 +68,8 @@ export interface OperationMix {
   readonly read: number;
   readonly write: number;
   readonly delete: number;
+  /** APPENDs of a unique token (the store must have `append`). Default 0. */
+  readonly append?: number;
 }
 
 /** Options of {@link startWorkload}. */
@@ -146,7 +157,8 @@ export function startWorkload(options: WorkloadOptions): RunningWorkload {
   const { recorder, execute, keys } = options;
   const random = options.random ?? Math.random;
   const mix = options.mix ?? DEFAULT_MIX;
-  const total = mix.read + mix.write + mix.delete;
+  const appends = mix.append ?? 0;
+  const total = mix.read + mix.write + mix.delete + appends;
   const maxOperations = options.maxOperations ?? 3000;
   const until = performance.now() + (options.durationMs ?? 5000);
   const classify = options.classify ?? classifyFailure;
@@ -154,12 +166,16 @@ export function startWorkload(options: WorkloadOptions): RunningWorkload {
   const counts = new Counts();
   let stopping = false;
 
-  /** The next operation; a write's value (`w<process>.<n>`) is unique within the recorder's history. */
+  /**
+   * The next operation; a write's value (`w<process>.<n>`) and an append's token (`a<process>.<n>;`)
+   * are unique within the recorder's history.
+   */
   const next = (process: number, n: number): WorkloadOperation => {
     const key = keys[Math.floor(random() * keys.length)]!;
     const dice = random() * total;
     if (dice < mix.read) return { f: 'read', key };
     if (dice < mix.read + mix.write) return { f: 'write', key, value: `w${process}.${n}` };
+    if (dice < mix.read + mix.write + appends) return { f: 'append', key, value: `a${process}.${n};` };
     return { f: 'delete', key };
   };
 
@@ -173,7 +189,7 @@ export function startWorkload(options: WorkloadOptions): RunningWorkload {
         process,
         operation.f,
         operation.key,
-        operation.f === 'write' ? operation.value : undefined,
+        operation.f === 'write' || operation.f === 'append' ? operation.value : undefined,
       );
       try {
         const result = await execute(operation, index);

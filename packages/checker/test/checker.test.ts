@@ -227,6 +227,56 @@ describe('cas (for the atomic operations to come)', () => {
   });
 });
 
+describe('append', () => {
+  it('appends build the value in a linearizable order; each answers the length after it', () => {
+    const h = recorder();
+    h.invoke(0, 'append', 'k', 'a;').ok(2);
+    // Concurrent appends: either order is legal, the lengths and the read say which one won.
+    const first = h.invoke(1, 'append', 'k', 'bb;');
+    const second = h.invoke(2, 'append', 'k', 'c;');
+    second.ok(4);
+    first.ok(7);
+    h.invoke(3, 'read', 'k').ok('a;c;bb;');
+    expect(verdictOf(h)).toBe('ok');
+  });
+
+  it('an acknowledged append missing from a later read is illegal (a lost write)', () => {
+    const h = recorder();
+    h.invoke(0, 'append', 'k', 'a;').ok(2);
+    h.invoke(1, 'append', 'k', 'b;').ok(4);
+    h.invoke(2, 'read', 'k').ok('a;');
+    expect(verdictOf(h)).toBe('illegal');
+  });
+
+  it('an append applied twice is illegal; one of unknown outcome may be there once or not at all', () => {
+    const twice = recorder();
+    twice.invoke(0, 'append', 'k', 'a;').ok(2);
+    twice.invoke(1, 'read', 'k').ok('a;a;');
+    expect(verdictOf(twice)).toBe('illegal');
+    const unknown = recorder();
+    unknown.invoke(0, 'append', 'k', 'a;').info('TIMEOUT');
+    unknown.invoke(1, 'read', 'k').ok('a;');
+    unknown.invoke(1, 'append', 'k', 'b;').ok(4);
+    expect(verdictOf(unknown)).toBe('ok');
+    const absent = recorder();
+    absent.invoke(0, 'append', 'k', 'a;').info('TIMEOUT');
+    absent.invoke(1, 'append', 'k', 'b;').ok(2);
+    absent.invoke(1, 'read', 'k').ok('b;');
+    expect(verdictOf(absent)).toBe('ok');
+  });
+
+  it('a wrong length is illegal; a delete empties the value appends start from', () => {
+    const wrong = recorder();
+    wrong.invoke(0, 'append', 'k', 'a;').ok(3);
+    expect(verdictOf(wrong)).toBe('illegal');
+    const deleted = recorder();
+    deleted.invoke(0, 'write', 'k', 'xyz').ok();
+    deleted.invoke(0, 'delete', 'k').ok(true);
+    deleted.invoke(0, 'append', 'k', 'a;').ok(2);
+    expect(verdictOf(deleted)).toBe('ok');
+  });
+});
+
 describe('reports, budget and malformed histories', () => {
   it('explains a failure: the key, the longest linearizable prefix and the operations that cannot come next', () => {
     const h = recorder();
