@@ -14,7 +14,9 @@
  * Flags (or env): --requests (DSTORE_RESP_REQUESTS, 100000 per test), --clients
  * (DSTORE_RESP_CLIENTS, 50 connections), --rounds (DSTORE_RESP_ROUNDS, 3), --pipelines
  * (DSTORE_RESP_PIPELINES, 1,16), --warmup (DSTORE_RESP_WARMUP, 300000 requests per test and
- * depth), --baseline-root (DSTORE_RESP_BASELINE_ROOT: one more system, the
+ * depth), --floor (DSTORE_RESP_FLOOR=1: two more systems, the floor under any server here: one
+ * redis-server, and a Node process that answers +PONG to every command and does nothing else),
+ * --baseline-root (DSTORE_RESP_BASELINE_ROOT: one more system, the
  * balancer and nodes of another built checkout, e.g. the commit before an optimisation, measured
  * in the same rounds; its ratios to this build and to twemproxy are printed too). Needs redis-server, redis-tools and nutcracker (Debian). Linux
  * only (/proc).
@@ -26,7 +28,16 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cpuSeconds, median, scriptArgs } from './bench-load.js';
 import { startCluster, stopCluster } from './cluster.js';
-import { freePort, missingPeerTools, PEER_PACKAGES, startTwemproxy, stopPeers } from './redis-peers.js';
+import {
+  freePort,
+  missingPeerTools,
+  PEER_PACKAGES,
+  start,
+  startRedis,
+  startTwemproxy,
+  stopPeers,
+  waitForPong,
+} from './redis-peers.js';
 
 const { values: flags } = parseArgs({
   args: scriptArgs(),
@@ -37,6 +48,7 @@ const { values: flags } = parseArgs({
     pipelines: { type: 'string', default: process.env.DSTORE_RESP_PIPELINES ?? '1,16' },
     warmup: { type: 'string', default: process.env.DSTORE_RESP_WARMUP ?? '300000' },
     'baseline-root': { type: 'string', default: process.env.DSTORE_RESP_BASELINE_ROOT },
+    floor: { type: 'boolean', default: process.env.DSTORE_RESP_FLOOR === '1' },
   },
 });
 const BASELINE_ROOT = flags['baseline-root'];
@@ -91,6 +103,52 @@ async function startPeer(dir: string): Promise<System> {
     processes: system.processes.map((proc) => ({ name: proc.name, pid: proc.pid })),
     stop: () => stopPeers(system.processes),
   };
+}
+
+/**
+ * The floor under a Node RESP server: reads with `data` events, answers each command `+PONG` in
+ * one `socket.write` per read, and does nothing else (no parsing, no routing, no storage). What it
+ * costs per op is Node's fixed cost of a read, a write and a wake-up on this machine.
+ */
+const NODE_FLOOR_SERVER = `
+const net = require('node:net');
+const REPLY = Buffer.from('+PONG\\r\\n');
+net.createServer((socket) => {
+  socket.setNoDelay(true);
+  socket.on('error', () => {});
+  let lineStart = true;
+  socket.on('data', (chunk) => {
+    let commands = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      if (lineStart && chunk[i] === 42) commands++;
+      lineStart = chunk[i] === 10;
+    }
+    if (commands === 1) socket.write(REPLY);
+    else if (commands > 1) socket.write(Buffer.concat(Array(commands).fill(REPLY)));
+  });
+}).listen(Number(process.argv[1]), '127.0.0.1');
+`;
+
+/** `--floor`: one redis-server, and {@link NODE_FLOOR_SERVER}. */
+async function startFloors(dir: string): Promise<System[]> {
+  const redis = await startRedis('floor-redis', dir);
+  const port = await freePort();
+  const node = start('floor-node', process.execPath, ['-e', NODE_FLOOR_SERVER, String(port)], port, dir);
+  await waitForPong(port);
+  return [
+    {
+      label: 'floor: 1 redis-server (no proxy)',
+      port: redis.port,
+      processes: [{ name: 'redis', pid: redis.pid }],
+      stop: () => stopPeers([redis]),
+    },
+    {
+      label: 'floor: Node answering +PONG, no work',
+      port,
+      processes: [{ name: 'node', pid: node.pid }],
+      stop: () => stopPeers([node]),
+    },
+  ];
 }
 
 /** Runs redis-benchmark (CSV output); resolves with requests/s by test name. */
@@ -150,6 +208,7 @@ async function main(): Promise<void> {
   try {
     systems.push(await startDstore(dir), await startPeer(dir));
     if (BASELINE_ROOT !== undefined) systems.push(await startDstore(dir, BASELINE_ROOT));
+    if (flags.floor) systems.push(...(await startFloors(dir)));
     // Unmeasured: every key written once and the JIT of the Node processes warmed up, so the first
     // round measures the same steady state as the others (the C servers need none, and get the same).
     for (const system of systems) {
@@ -190,7 +249,8 @@ async function main(): Promise<void> {
     );
     console.log('| -P | SET ops/s | GET ops/s | server CPU/op |');
     console.log('|---|---|---|---|');
-    const [dstore, peer, baseline] = systems as [System, System, System | undefined];
+    const [dstore, peer] = systems as [System, System];
+    const baseline = BASELINE_ROOT === undefined ? undefined : systems[2];
     const cpu = (sample: Sample): number => sample.cpuUsPerOp.reduce((sum, us) => sum + us, 0);
     const ratios = (ours: System, theirs: System, label: string): void => {
       for (const pipeline of PIPELINES) {

@@ -48,7 +48,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-function start(
+/** Spawns `command` (stdio ignored) from `dir`, serving on `port`. */
+export function start(
   name: string,
   command: string,
   args: readonly string[],
@@ -60,7 +61,7 @@ function start(
 }
 
 /** Waits until `redis-cli -p port ping` answers PONG (a Redis server or twemproxy). */
-async function waitForPong(port: number, timeoutMs = 10_000): Promise<void> {
+export async function waitForPong(port: number, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const ping = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), 'ping'], {
