@@ -35,7 +35,7 @@ export type Replier = Pick<Connection, 'reply' | 'replyError'>;
 export type SingleKeyRequest = GetRequest | SetRequest | DelRequest;
 
 /**
- * A single-key data-model request as a client sent it (SET_WITH, EXPIRE, TTL, GETDEL, INCRBY): see
+ * A single-key data-model request as a client sent it (SET_WITH, EXPIRE, TTL, GETDEL, INCRBY, SETRANGE): see
  * {@link Router.forwardKeyed}.
  */
 export type KeyedClientRequest = KeyedRequest & { readonly id: number };
@@ -312,7 +312,7 @@ export class Router {
   }
 
   /**
-   * A single-key data-model request (SET_WITH, EXPIRE, TTL, GETDEL, INCRBY): forwarded to the key's
+   * A single-key data-model request (SET_WITH, EXPIRE, TTL, GETDEL, INCRBY, SETRANGE): forwarded to the key's
    * owner, fenced, and its answer relayed. No fall-back during a migration: the owner brings a
    * moving key's copy in from the old owner itself before it executes (PULL), so every answer
    * comes from one atomic step on the owner. A routing refusal (NOT_OWNER, STALE_EPOCH: not

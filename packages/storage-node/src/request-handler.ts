@@ -75,7 +75,7 @@ export interface OpCounters {
   errors: number;
   /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
   fenced: number;
-  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY, GET_VERSIONED, DEL_VERSIONED. */
+  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY, SETRANGE, GET_VERSIONED, DEL_VERSIONED. */
   dataModel: number;
   /** Compare-and-set requests (SET_WITH or DEL_VERSIONED with ifVersion) that found another version. */
   versionConflicts: number;
