@@ -536,7 +536,8 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       throw invalidArgument(`start and end must be integers, got ${start} and ${end}`);
     }
     const value = await this.get(key, options);
-    return value === null ? new Uint8Array(0) : value.slice(...byteRange(value.length, start, end));
+    // `get` answers a copy of its own: a view of it is enough.
+    return value === null ? new Uint8Array(0) : value.subarray(...byteRange(value.length, start, end));
   }
 
   private async setRangeCommand(
