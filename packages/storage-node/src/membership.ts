@@ -474,8 +474,9 @@ export class Membership {
 
   private onLinkDown(error: Error | undefined): void {
     if (this.stopped) return;
-    // Only the loss of a ready link starts the grace: failed attempts to connect do not renew it.
-    if (this.linkLostAt === undefined && (this.joined || this.joinSent)) this.linkLostAt = performance.now();
+    // A JOIN went out (`joined` implies it), so this link had been ready: its loss starts the grace,
+    // and the failed attempts to connect that follow do not renew it.
+    if (this.linkLostAt === undefined && this.joinSent) this.linkLostAt = performance.now();
     if (this.joined) {
       this.options.logger.warn(
         { balancer: this.link.address, err: error?.message },
