@@ -374,6 +374,7 @@ export class Balancer {
       case Op.GETDEL:
       case Op.INCRBY:
       case Op.SETRANGE:
+      case Op.INCRBYFLOAT:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
         this.router.forwardKeyed(request, connection, startMs);

@@ -126,6 +126,23 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     expect(await client.getString('ap')).toBe('hello World\0\0\0xy');
     await expect(client.setrange('ap', -1, 'x')).rejects.toThrow(/offset must be/);
 
+    // INCRBYFLOAT: Redis's long-double arithmetic and text, on the owner; the expiry kept.
+    expect(await client.incrbyfloat('fl', '0.1')).toBe('0.1');
+    expect(await client.incrbyfloat('fl', 0.2)).toBe('0.3');
+    // Redis 7 answers these (the long double nearest 0.3, plus -5000, shows at 17 decimals).
+    expect(await client.incrbyfloat('fl', '-5.0e3')).toBe('-4999.70000000000000018');
+    expect(await client.incrbyfloat('fl', '0x1p-3')).toBe('-4999.57500000000000018');
+    await client.set('fl-ttl', '10', { ex: 100 });
+    expect(await client.incrbyfloat('fl-ttl', '1.5')).toBe('11.5');
+    expect(await client.ttl('fl-ttl')).toBeGreaterThan(90);
+    await client.set('fl-text', 'abc');
+    await expect(client.incrbyfloat('fl-text', 1)).rejects.toMatchObject({ code: ErrorCode.NOT_A_FLOAT });
+    await expect(client.incrbyfloat('fl', ' 1')).rejects.toMatchObject({ code: ErrorCode.NOT_A_FLOAT });
+    await expect(client.incrbyfloat('fl', 'inf')).rejects.toMatchObject({ code: ErrorCode.OVERFLOW });
+    await expect(client.incrbyfloat('fl', Number.NaN)).rejects.toThrow(/finite number/);
+    expect(await client.getString('fl')).toBe('-4999.57500000000000018');
+    expect(await client.getString('fl-text')).toBe('abc');
+
     // EXISTS across nodes, a key named twice counting twice.
     await client.mset({ e1: '1', e2: '2', e3: '3' });
     expect(await client.exists('e1', 'e2', 'e3', 'e1', 'none')).toBe(4);
@@ -161,7 +178,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     expect(await client.ttl('kept')).toBeGreaterThan(90);
   });
 
-  it('counts INCRs and keeps APPENDs from several connections exactly', async () => {
+  it('counts INCRs and INCRBYFLOATs and keeps APPENDs from several connections exactly', async () => {
     const { balancer } = await cluster(resources, 2);
     const clients = await Promise.all(
       Array.from({ length: 4 }, () => clientOf(resources, balancer.address.port, routing)),
@@ -171,13 +188,18 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         for (let round = 0; round < 25; round++) {
           await Promise.all(
             Array.from({ length: 10 }, (_, i) =>
-              Promise.all([client.incr('race'), client.append('appends', `<${c}.${round}.${i}>`)]),
+              Promise.all([
+                client.incr('race'),
+                client.append('appends', `<${c}.${round}.${i}>`),
+                client.incrbyfloat('float-race', '0.5'),
+              ]),
             ),
           );
         }
       }),
     );
     expect(await clients[0]!.getString('race')).toBe('1000');
+    expect(await clients[0]!.getString('float-race')).toBe('500');
     // Every append landed whole and once: no read-modify-write lost another's bytes.
     const tokens = (await clients[0]!.getString('appends'))!.match(/<\d+\.\d+\.\d+>/g) ?? [];
     expect(tokens).toHaveLength(1000);
@@ -200,6 +222,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         client.set(`del-${i}`, 'v'),
         client.set(`gx-${i}`, `g-${i}`, { ex: 1000 }),
         client.set(`ap-${i}`, `a-${i}`),
+        client.set(`fl-${i}`, `${i}.25`),
       ]),
     );
 
@@ -212,7 +235,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       if (got !== expected) wrong.push(`${what}: got ${String(got)}, expected ${String(expected)}`);
     };
     await inGroups(KEYS, async (i) => {
-      const [incremented, locked, taken, exists, ttl, [ordered, overwritten], read, appended] =
+      const [incremented, locked, taken, exists, ttl, [ordered, overwritten], read, appended, floated] =
         await Promise.all([
           client.incr(`ctr-${i}`),
           client.set(`lock-${i}`, 'mine', { nx: true }),
@@ -223,8 +246,10 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
           Promise.allSettled([client.incr(`ord-${i}`), client.set(`ord-${i}`, 'x')]),
           client.getex(`gx-${i}`, { persist: true }),
           client.append(`ap-${i}`, '+'),
+          client.incrbyfloat(`fl-${i}`, '0.5'),
         ]);
       expectEqual(`APPEND ap-${i}`, appended, `a-${i}+`.length);
+      expectEqual(`INCRBYFLOAT fl-${i}`, floated, `${i}.75`);
       expectEqual(`GETEX gx-${i}`, text(read), `g-${i}`);
       expectEqual(
         `INCR ord-${i}`,
@@ -256,6 +281,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       expectEqual(`gx-${i} after`, await client.getString(`gx-${i}`), `g-${i}`);
       expectEqual(`TTL gx-${i} after`, await client.ttl(`gx-${i}`), -1);
       expectEqual(`ap-${i} after`, await client.getString(`ap-${i}`), `a-${i}+`);
+      expectEqual(`fl-${i} after`, await client.getString(`fl-${i}`), `${i}.75`);
     }
     expect(wrong).toEqual([]);
     // The path under test ran: the new owner pulled keys the stream had not brought yet.

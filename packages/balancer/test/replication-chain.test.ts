@@ -65,6 +65,10 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
     expect(await writer.append('appended', 'abc')).toBe(3);
     expect(await writer.setrange('appended', 5, 'z')).toBe(6);
     await cluster.expectOnChain('appended', 'abc\0\0z');
+    // INCRBYFLOAT: the head's text on every member.
+    expect(await writer.incrbyfloat('floated', '0.1')).toBe('0.1');
+    expect(await writer.incrbyfloat('floated', '0.2')).toBe('0.3');
+    await cluster.expectOnChain('floated', '0.3');
     // A batch split over chains: each part at its head, each key on its chain.
     const entries = Array.from({ length: 50 }, (_, i): [string, string] => [`batch-${i}`, `b${i}`]);
     await writer.mset(entries);

@@ -143,6 +143,20 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'GETRANGE', 'cli:ap', '0', 'x')).toBe(
       'ERR value is not an integer or out of range',
     );
+    // INCRBYFLOAT (outputs as Redis 7 gives them for the same commands).
+    expect(await redisCli(port, 'INCRBYFLOAT', 'cli:fl', '10.5')).toBe('10.5');
+    expect(await redisCli(port, 'INCRBYFLOAT', 'cli:fl', '0.1')).toBe('10.6');
+    expect(await redisCli(port, 'INCRBYFLOAT', 'cli:fl', '-5.0e3')).toBe('-4989.39999999999999991');
+    expect(await redisCli(port, 'INCRBYFLOAT', 'cli:fl', '0x1p4')).toBe('-4973.39999999999999991');
+    expect(await redisCli(port, 'INCRBYFLOAT', 'cli:fl', 'abc')).toBe(
+      'ERR NOT_A_FLOAT: value is not a valid float',
+    );
+    expect(await redisCli(port, 'INCRBYFLOAT', 'cli:fl', 'inf')).toBe(
+      'ERR OVERFLOW: increment would produce NaN or Infinity',
+    );
+    expect(await redisCli(port, 'INCRBYFLOAT', 'cli:fl')).toBe(
+      "ERR wrong number of arguments for 'incrbyfloat' command",
+    );
     expect(await redisCli(port, 'GETEX', 'cli:none', 'PX', '100')).toBe('');
     expect(await redisCli(port, 'GETEX', 'cli:gs', 'EX', '0')).toBe(
       "ERR invalid expire time in 'getex' command",
@@ -151,7 +165,7 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'GETEX', 'cli:gs', 'EX', 'x')).toBe(
       'ERR value is not an integer or out of range',
     );
-    expect(await redisCli(port, 'DEL', 'cli:gs', 'cli:ap')).toBe('2');
+    expect(await redisCli(port, 'DEL', 'cli:gs', 'cli:ap', 'cli:fl')).toBe('3');
     expect(await redisCli(port, 'KEYS')).toBe("ERR wrong number of arguments for 'keys' command");
   });
 
@@ -207,14 +221,21 @@ describe('RESP front door with real clients', () => {
     expect(result.stdout).toContain('GET');
   }, 120_000);
 
-  it('counts INCRs from several connections exactly', async () => {
+  it('counts INCRs and INCRBYFLOATs from several connections exactly', async () => {
     const clients = Array.from({ length: 4 }, () => new Redis({ port, lazyConnect: true }));
     try {
       await Promise.all(clients.map((client) => client.connect()));
       await Promise.all(
-        clients.map((client) => Promise.all(Array.from({ length: 250 }, () => client.incr('race:counter')))),
+        clients.map((client) =>
+          Promise.all(
+            Array.from({ length: 250 }, () =>
+              Promise.all([client.incr('race:counter'), client.incrbyfloat('race:float', '0.25')]),
+            ),
+          ),
+        ),
       );
       expect(await clients[0]!.get('race:counter')).toBe('1000');
+      expect(await clients[0]!.get('race:float')).toBe('250');
     } finally {
       for (const client of clients) client.disconnect();
     }

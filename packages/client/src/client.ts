@@ -586,6 +586,26 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return response.value;
   }
 
+  /**
+   * INCRBYFLOAT: adds `increment` to the value of `key` (absent: 0), both read as Redis reads
+   * floating-point text (C `long double`: decimal, `1e5`, `0x1p-3`), in one atomic step on the
+   * key's owner, keeping its expiry; resolves the new value's text as Redis writes it (`0.1` then
+   * `0.2` give `"0.3"`). Give `increment` as a string to keep every digit you typed; a number is
+   * sent as `String(increment)`. Fails with NOT_A_FLOAT (the value or the increment is not a
+   * number) or OVERFLOW (an infinite result), nothing written.
+   */
+  async incrbyfloat(key: BinaryLike, increment: number | string, options?: CommandOptions): Promise<string> {
+    if (typeof increment === 'number' && !Number.isFinite(increment)) {
+      throw invalidArgument(`increment must be a finite number, got ${increment}`);
+    }
+    const response = await this.send(
+      { op: Op.INCRBYFLOAT, key: this.keyBytes(key), increment: toBytes(String(increment)) },
+      options,
+    );
+    if (response.op !== Op.VALUE || response.value === null) throw unexpectedAnswer('INCRBYFLOAT', response);
+    return bytesToString(response.value);
+  }
+
   private async incrCommand(key: BinaryLike, delta: bigint, options?: CommandOptions): Promise<number> {
     return Number(await this.incrbyBig(key, delta, options));
   }
@@ -1177,6 +1197,7 @@ function isDataCommand(message: WithoutId<Request>): message is DataCommand {
     (message.op >= Op.GET && message.op <= Op.MSET) ||
     (message.op >= Op.SET_WITH && message.op <= Op.INCRBY) ||
     message.op === Op.SETRANGE ||
+    message.op === Op.INCRBYFLOAT ||
     message.op === Op.GET_VERSIONED ||
     message.op === Op.DEL_VERSIONED
   );

@@ -706,6 +706,8 @@ export function toWireArray(message: Message): Field[] {
         [message.op, message.id, message.key, message.value, message.offset ?? null],
         message.epoch,
       );
+    case Op.INCRBYFLOAT:
+      return withEpoch([message.op, message.id, message.key, message.increment], message.epoch);
     case Op.PULL:
       return [message.op, message.id, message.key];
     case Op.INTEGER:
@@ -1371,6 +1373,13 @@ function readRequest(op: number, r: FieldReader): Request {
         ...(offset === undefined ? {} : { offset }),
         ...(epoch === undefined ? {} : { epoch }),
       };
+    }
+    case Op.INCRBYFLOAT: {
+      const key = r.key(2);
+      // Any bytes: the owner answers NOT_A_FLOAT for a text that is not a number, as Redis.
+      const increment = r.bytes(3, 'increment');
+      const epoch = r.optionalUint(4, 'epoch');
+      return epoch === undefined ? { op, id, key, increment } : { op, id, key, increment, epoch };
     }
     case Op.PULL:
       return { op, id, key: r.key(2) };

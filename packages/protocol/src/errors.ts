@@ -121,9 +121,15 @@ export const ErrorCode = {
   NOT_AN_INTEGER: 'NOT_AN_INTEGER',
   /**
    * INCR/INCRBY/DECR/DECRBY whose result would leave the 64-bit signed range (Redis's `increment
-   * or decrement would overflow`). Not executed: the value is unchanged.
+   * or decrement would overflow`), or INCRBYFLOAT whose result would be infinite (`increment would
+   * produce NaN or Infinity`). Not executed: the value is unchanged.
    */
   OVERFLOW: 'OVERFLOW',
+  /**
+   * INCRBYFLOAT on a value, or with an increment, that does not read as a floating-point number
+   * (Redis's `value is not a valid float`). Not executed: the value is unchanged.
+   */
+  NOT_A_FLOAT: 'NOT_A_FLOAT',
   /**
    * A SCAN cursor the node no longer knows (an lmdb node keeps the last 1,024 open iterations,
    * none across a restart). Not executed. A balancer restarts that node's part of the iteration
@@ -199,6 +205,7 @@ const NOT_EXECUTED_CODES: ReadonlySet<string> = new Set([
   ErrorCode.TOO_MANY_REDIRECTS,
   ErrorCode.NOT_AN_INTEGER,
   ErrorCode.OVERFLOW,
+  ErrorCode.NOT_A_FLOAT,
   ErrorCode.CURSOR_EXPIRED,
   ErrorCode.VERSION_CONFLICT,
   ErrorCode.REPLICATION_GAP,

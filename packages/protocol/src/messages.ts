@@ -43,6 +43,7 @@ export const Op = {
   DBSIZE: 31,
   DIGEST: 32,
   SETRANGE: 33,
+  INCRBYFLOAT: 34,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -352,6 +353,22 @@ export interface SetRangeRequest extends Fenced {
   readonly value: Uint8Array;
   /** Byte offset to write at; absent: append. */
   readonly offset?: number | undefined;
+}
+
+/**
+ * INCRBYFLOAT: adds `increment` to the key's value, both read as floating-point numbers the way
+ * Redis reads them (C `long double`, 64-bit significand: decimal or `0x` hexadecimal text, `inf`),
+ * a missing key counting as 0, keeping its expiry, atomically on its owner; the sum is stored as
+ * Redis writes it (`"%.17Lf"` without trailing zeros: `0.1 + 0.2` is `0.3`). Answered by VALUE
+ * (the new value's text); ERROR NOT_A_FLOAT (the value or the increment is not a number) or
+ * OVERFLOW (an infinite result), not executed.
+ */
+export interface IncrByFloatRequest extends Fenced {
+  readonly op: typeof Op.INCRBYFLOAT;
+  readonly id: number;
+  readonly key: Uint8Array;
+  /** The increment's text, as the user wrote it (the owner reads it, so a double never rounds it). */
+  readonly increment: Uint8Array;
 }
 
 /**
@@ -876,6 +893,7 @@ export type Request =
   | GetDelRequest
   | IncrByRequest
   | SetRangeRequest
+  | IncrByFloatRequest
   | PullRequest
   | ScanRequest
   | DbSizeRequest

@@ -7,6 +7,7 @@ import {
   type GetDelRequest,
   type GetRequest,
   type GetVersionedRequest,
+  type IncrByFloatRequest,
   type IncrByRequest,
   type MGetRequest,
   type MSetRequest,
@@ -33,6 +34,7 @@ export type KeyedRequest =
   | WithoutId<GetDelRequest>
   | WithoutId<IncrByRequest>
   | WithoutId<SetRangeRequest>
+  | WithoutId<IncrByFloatRequest>
   | WithoutId<GetVersionedRequest>
   | WithoutId<DelVersionedRequest>;
 
@@ -47,11 +49,6 @@ export type DataRequest =
   | KeyedRequest;
 
 /**
- * A copy of a keyed request whose key (and SET_WITH's value) outlive the current tick, for a
- * request that waits before it is sent or executed (a retry after a routing refusal, a PULL):
- * decoded keys and values are views of a receive buffer.
- */
-/**
  * Whether a single-key request only reads (GET, TTL, GET_VERSIONED): with replication it goes to the
  * tail of the key's chain, every other single-key request (a write, an atomic operation) to the
  * head. The one classification for the balancer's router, the direct client and the node's fence.
@@ -60,11 +57,19 @@ export function isSingleKeyRead(op: number): boolean {
   return op === Op.GET || op === Op.TTL || op === Op.GET_VERSIONED;
 }
 
+/**
+ * A copy of a keyed request whose key (and its value or increment) outlive the current tick, for a
+ * request that waits before it is sent or executed (a retry after a routing refusal, a PULL):
+ * decoded keys and values are views of a receive buffer.
+ */
 export function copyKeyed<T extends KeyedRequest>(request: T): T {
   const key = Uint8Array.from(request.key);
-  return request.op === Op.SET_WITH || request.op === Op.SETRANGE
-    ? { ...request, key, value: Uint8Array.from(request.value) }
-    : { ...request, key };
+  if (request.op === Op.SET_WITH || request.op === Op.SETRANGE) {
+    return { ...request, key, value: Uint8Array.from(request.value) };
+  }
+  if (request.op === Op.INCRBYFLOAT)
+    return { ...request, key, increment: Uint8Array.from(request.increment) };
+  return { ...request, key };
 }
 
 /**

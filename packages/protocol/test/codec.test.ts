@@ -377,6 +377,17 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
       },
       { requiredKeys: ['op', 'id', 'key', 'value'] },
     ),
+    // INCRBYFLOAT: the increment's text as the user wrote it, any bytes (the owner reads it).
+    fc.record(
+      {
+        op: fc.constant(Op.INCRBYFLOAT),
+        id,
+        key: anyKey,
+        increment: fc.uint8Array({ maxLength: 64 }),
+        epoch,
+      },
+      { requiredKeys: ['op', 'id', 'key', 'increment'] },
+    ),
     fc.record({ op: fc.constant(Op.PULL), id, key: anyKey }),
     fc.record({ op: fc.constant(Op.INTEGER), id, value: int64 }),
     // Versions: compare-and-set SET_WITH, GET_VERSIONED, DEL_VERSIONED, FLUSH and their answers.
@@ -521,6 +532,7 @@ describe('MessageCodec round trip', () => {
             Op.EXISTS,
             Op.INCRBY,
             Op.SETRANGE,
+            Op.INCRBYFLOAT,
             Op.GET_VERSIONED,
             Op.DEL_VERSIONED,
           ] as number[];
@@ -782,6 +794,9 @@ describe('MessageCodec round trip', () => {
         [Op.SETRANGE, 4, 'k', new Uint8Array(DEFAULT_LIMITS.maxValueBytes + 1), null],
         ErrorCode.VALUE_TOO_LARGE,
       ],
+      // INCRBYFLOAT: an increment that is no bin or str, or missing.
+      [[Op.INCRBYFLOAT, 4, 'k', 1.5], ErrorCode.MALFORMED_FRAME],
+      [[Op.INCRBYFLOAT, 4, 'k'], ErrorCode.MALFORMED_FRAME],
       // EXISTS: more keys than the batch limit allows, fewer than announced.
       [[Op.EXISTS, 4, limits.maxBatchKeys + 1], ErrorCode.BATCH_TOO_LARGE],
       [[Op.EXISTS, 4, 3, 'a', 'b'], ErrorCode.MALFORMED_FRAME],

@@ -1,5 +1,6 @@
 import { DstoreError, ErrorCode, type ExpireRequest, type SetWithRequest } from '@dstore/protocol';
 import type { Decision, VersionedValue } from './engines/index.js';
+import { addLongDouble, formatLongDouble, type LongDouble, parseLongDouble } from './long-double.js';
 
 /**
  * The decisions of the data model's read-modify-write operations: pure functions of the key's live
@@ -167,6 +168,34 @@ export function decideIncrBy(
   const value = Buffer.from(next.toString(), 'latin1');
   return { mutation: { kind: 'put', value, expireAt: current?.expireAt ?? 0 }, result: next };
 }
+
+/**
+ * INCRBYFLOAT: the new value's text, or the typed error (nothing written). Redis's arithmetic and
+ * text exactly (`long-double.ts`): a missing key counts as 0, the value and the increment must
+ * both read as long doubles (NOT_A_FLOAT), an infinite result is refused (OVERFLOW). Keeps the
+ * key's expiry, as Redis.
+ */
+export function decideIncrByFloat(
+  increment: Uint8Array,
+  current: VersionedValue | undefined,
+): Decision<Uint8Array | DstoreError> {
+  const base = current === undefined ? ZERO_LONG_DOUBLE : parseLongDouble(current.value);
+  const step = parseLongDouble(increment);
+  if (base === undefined || step === undefined) {
+    return { mutation: NONE, result: new DstoreError(ErrorCode.NOT_A_FLOAT, 'value is not a valid float') };
+  }
+  const sum = base === 'infinity' || step === 'infinity' ? undefined : addLongDouble(base, step);
+  if (sum === undefined) {
+    return {
+      mutation: NONE,
+      result: new DstoreError(ErrorCode.OVERFLOW, 'increment would produce NaN or Infinity'),
+    };
+  }
+  const value = Buffer.from(formatLongDouble(sum), 'latin1');
+  return { mutation: { kind: 'put', value, expireAt: current?.expireAt ?? 0 }, result: value };
+}
+
+const ZERO_LONG_DOUBLE: LongDouble = { significand: 0n, exponent: 0 };
 
 /**
  * SETRANGE (`offset` given) and APPEND (`offset` undefined): the value's length after it, or

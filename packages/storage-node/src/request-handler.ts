@@ -14,6 +14,7 @@ import {
   type GetDelRequest,
   type GetRequest,
   type GetVersionedRequest,
+  type IncrByFloatRequest,
   type IncrByRequest,
   keyspaceDenied,
   keyVisible,
@@ -39,6 +40,7 @@ import {
   decideGetDel,
   decideGetEx,
   decideIncrBy,
+  decideIncrByFloat,
   decideSetRange,
   decideSetVersioned,
   decideSetWith,
@@ -75,7 +77,7 @@ export interface OpCounters {
   errors: number;
   /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
   fenced: number;
-  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY, SETRANGE, GET_VERSIONED, DEL_VERSIONED. */
+  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY, SETRANGE, INCRBYFLOAT, GET_VERSIONED, DEL_VERSIONED. */
   dataModel: number;
   /** Compare-and-set requests (SET_WITH or DEL_VERSIONED with ifVersion) that found another version. */
   versionConflicts: number;
@@ -91,6 +93,7 @@ type KeyedRequest =
   | GetDelRequest
   | IncrByRequest
   | SetRangeRequest
+  | IncrByFloatRequest
   | GetVersionedRequest
   | DelVersionedRequest;
 
@@ -151,6 +154,11 @@ export interface RequestHandlerContext {
 const OK = Op.OK;
 /** Bytes an INCRBY result may take: a signed 64-bit integer in decimal. */
 const INTEGER_VALUE_BYTES = 20;
+/**
+ * Bytes an INCRBYFLOAT result takes for the space check: most are short, and the longest (the
+ * largest long double written in full, ~4,950 digits) is still far below any value limit.
+ */
+const FLOAT_VALUE_BYTES = 64;
 
 /** Keys a SCAN page examines by default (Redis's COUNT default). */
 const DEFAULT_SCAN_COUNT = 10;
@@ -268,6 +276,7 @@ export class RequestHandler {
       case Op.GETDEL:
       case Op.INCRBY:
       case Op.SETRANGE:
+      case Op.INCRBYFLOAT:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
         this.keyed(request, connection, start);
@@ -612,6 +621,15 @@ export class RequestHandler {
           return { op: Op.INTEGER, id, value: BigInt(result) };
         });
       }
+      case Op.INCRBYFLOAT:
+        return this.update(
+          request.key,
+          (current) => decideIncrByFloat(request.increment, current),
+          FLOAT_VALUE_BYTES,
+        ).then((result): Response => {
+          if (result instanceof DstoreError) throw result;
+          return { op: Op.VALUE, id, value: result };
+        });
       case Op.GET_VERSIONED: {
         const entry = this.engine.getEntry(request.key);
         // Copied: the answer is sent a microtask later, and a memory-engine view may not last.

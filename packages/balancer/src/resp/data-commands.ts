@@ -557,6 +557,25 @@ function incrBy(sign: 1n | -1n, fixed: bigint | undefined): CommandHandler {
   };
 }
 
+/**
+ * INCRBYFLOAT key increment: one atomic INCRBYFLOAT on the key's owner, which reads the value and
+ * the increment as Redis does (long doubles) and answers the new value's text; a text that is not
+ * a number is the owner's `ERR NOT_A_FLOAT: value is not a valid float`.
+ */
+function incrbyfloat(
+  connection: RespConnection,
+  args: Uint8Array[],
+  seq: number,
+  services: RespServices,
+): void {
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+  services.router.forwardKeyed(
+    { op: Op.INCRBYFLOAT, id: seq, key: args[1]!, increment: args[2]! },
+    connection.routerTarget,
+    performance.now(),
+  );
+}
+
 /** Answers `seq` with the error a keyspace operation failed with. */
 function replyFailure(connection: RespConnection, seq: number, error: unknown): void {
   const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
@@ -735,6 +754,7 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
     keys: SINGLE_KEY,
     run: incrBy(-1n, undefined),
   },
+  { name: 'incrbyfloat', arity: 3, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: incrbyfloat },
   { name: 'setex', arity: 4, flags: ['write', 'denyoom'], keys: SINGLE_KEY, run: setWithTtl('setex', 1000) },
   { name: 'psetex', arity: 4, flags: ['write', 'denyoom'], keys: SINGLE_KEY, run: setWithTtl('psetex', 1) },
   // UNLINK frees memory in the background in Redis; here a delete is as cheap, so it is DEL.
