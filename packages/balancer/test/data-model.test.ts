@@ -18,7 +18,7 @@ const text = (value: Uint8Array | null): string | null =>
   value === null ? null : Buffer.from(value).toString();
 
 describe('the dstore CLI', () => {
-  it('sets with --ex/--nx and reads ttl, expire, persist, incr and exists', async () => {
+  it('sets with --ex/--nx and reads ttl, expire, persist, incr (--by, --float), append and exists', async () => {
     const { balancer } = await cluster(resources, 1);
     const at = ['--server', `127.0.0.1:${balancer.address.port}`];
     expect(await dstore('set', 'k', 'v', '--ex', '100', ...at)).toMatchObject({ stdout: 'OK\n', code: 0 });
@@ -35,6 +35,15 @@ describe('the dstore CLI', () => {
     expect(await dstore('exists', 'k', 'n', 'k', 'none', ...at)).toMatchObject({ stdout: '3\n', code: 0 });
     const notInteger = await dstore('incr', 'k', ...at);
     expect(notInteger.code).toBe(1);
+    expect(await dstore('incr', 'f', '--float', '0.1', ...at)).toMatchObject({ stdout: '0.1\n', code: 0 });
+    expect(await dstore('incr', 'f', '--float', '-0.2e1', ...at)).toMatchObject({
+      stdout: '-1.9\n',
+      code: 0,
+    });
+    expect(await dstore('incr', 'f', '--float', 'x', ...at)).toMatchObject({ code: 1 });
+    expect(await dstore('incr', 'f', '--float', '1', '--by', '1', ...at)).toMatchObject({ code: 2 });
+    expect(await dstore('append', 's', 'ab', ...at)).toMatchObject({ stdout: '2\n', code: 0 });
+    expect(await dstore('append', 's', 'cd', ...at)).toMatchObject({ stdout: '4\n', code: 0 });
   });
 });
 

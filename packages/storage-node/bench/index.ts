@@ -32,6 +32,7 @@ const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
 
 type Engine = 'memory' | 'lmdb';
+type BenchOp = 'SET' | 'GET' | 'INCRBY' | 'INCRBYFLOAT';
 
 interface Child {
   readonly process: ChildProcess;
@@ -41,7 +42,7 @@ interface Child {
 
 interface CaseResult {
   readonly engine: Engine;
-  readonly op: 'SET' | 'GET';
+  readonly op: BenchOp;
   readonly inFlight: number;
   readonly ops: number;
   readonly opsPerSecond: number;
@@ -160,35 +161,54 @@ async function benchEngine(engine: Engine): Promise<CaseResult[]> {
       const entries = KEYS.slice(offset, offset + 500).map((k) => ({ key: k, value: VALUE }));
       await connection.request({ op: Op.MSET, entries });
     }
-    for (const op of ['SET', 'GET'] as const) {
-      for (const inFlight of [1, 50, 200]) {
-        const make =
-          op === 'SET'
-            ? (i: number): WithoutId<Request> => ({
-                op: Op.SET,
-                key: KEYS[i % KEY_SPACE] as Uint8Array,
-                value: VALUE,
-              })
-            : (i: number): WithoutId<Request> => ({ op: Op.GET, key: KEYS[i % KEY_SPACE] as Uint8Array });
-        const { ops, seconds, latency } = await runCase(connection, inFlight, make);
-        const summary = latency.summary();
-        results.push({
-          engine,
-          op,
-          inFlight,
-          ops,
-          opsPerSecond: ops / seconds,
-          p50Us: summary.p50Us,
-          p99Us: summary.p99Us,
-        });
-        process.stderr.write(`${engine} ${op} x${inFlight}: ${Math.round(ops / seconds)} ops/s\n`);
-      }
+    // The atomic counters at 50 in flight only: INCRBYFLOAT's exact long-double arithmetic next to
+    // INCRBY's integer step, on keys of their own (an INCRBY of a 100-byte value would be refused).
+    const cases: [BenchOp, number][] = [
+      ...(['SET', 'GET'] as const).flatMap((op) => [1, 50, 200].map((n): [BenchOp, number] => [op, n])),
+      ['INCRBY', 50],
+      ['INCRBYFLOAT', 50],
+    ];
+    for (const [op, inFlight] of cases) {
+      const make = requestMaker(op);
+      const { ops, seconds, latency } = await runCase(connection, inFlight, make);
+      const summary = latency.summary();
+      results.push({
+        engine,
+        op,
+        inFlight,
+        ops,
+        opsPerSecond: ops / seconds,
+        p50Us: summary.p50Us,
+        p99Us: summary.p99Us,
+      });
+      process.stderr.write(`${engine} ${op} x${inFlight}: ${Math.round(ops / seconds)} ops/s\n`);
     }
     connection.destroy();
   } finally {
     await stopNode(child);
   }
   return results;
+}
+
+const COUNTERS = Array.from({ length: KEY_SPACE }, (_, i) => new TextEncoder().encode(`counter:${i}`));
+const FLOAT_STEP = new TextEncoder().encode('0.25');
+
+/** The request of case `op` for its i-th operation. */
+function requestMaker(op: BenchOp): (i: number) => WithoutId<Request> {
+  switch (op) {
+    case 'SET':
+      return (i) => ({ op: Op.SET, key: KEYS[i % KEY_SPACE] as Uint8Array, value: VALUE });
+    case 'GET':
+      return (i) => ({ op: Op.GET, key: KEYS[i % KEY_SPACE] as Uint8Array });
+    case 'INCRBY':
+      return (i) => ({ op: Op.INCRBY, key: COUNTERS[i % KEY_SPACE] as Uint8Array, delta: 3n });
+    case 'INCRBYFLOAT':
+      return (i) => ({
+        op: Op.INCRBYFLOAT,
+        key: COUNTERS[i % KEY_SPACE] as Uint8Array,
+        increment: FLOAT_STEP,
+      });
+  }
 }
 
 function formatInteger(value: number): string {
@@ -209,13 +229,15 @@ async function main(): Promise<void> {
         `| ${r.engine} | ${r.op} | ${r.inFlight} | ${formatInteger(r.ops)} | ${formatInteger(r.opsPerSecond)} | ${formatInteger(r.p50Us)} | ${formatInteger(r.p99Us)} |`,
     ),
   ];
-  const setAt50 = (engine: Engine): number =>
-    results.find((r) => r.engine === engine && r.op === 'SET' && r.inFlight === 50)?.opsPerSecond ??
-    Number.NaN;
-  const ratio = setAt50('lmdb') / setAt50('memory');
+  const at50 = (engine: Engine, op: BenchOp): number =>
+    results.find((r) => r.engine === engine && r.op === op && r.inFlight === 50)?.opsPerSecond ?? Number.NaN;
+  const ratio = at50('lmdb', 'SET') / at50('memory', 'SET');
+  const floatRatio = (engine: Engine): string =>
+    (at50(engine, 'INCRBYFLOAT') / at50(engine, 'INCRBY')).toFixed(2);
   lines.push(
     '',
     `lmdb/memory SET ratio at 50 in flight: **${ratio.toFixed(2)}** (goal >= 0.5)`,
+    `INCRBYFLOAT/INCRBY ops/s at 50 in flight: memory ${floatRatio('memory')}, lmdb ${floatRatio('lmdb')}`,
     '',
     `Bytes per key after loading ${formatInteger(MEMORY_KEYS)} keys (${KEY_BYTES} B key + ${VALUE_BYTES} B value):`,
     '',

@@ -5,6 +5,7 @@ import {
   printLine,
   type ServerOptions,
   signedInteger,
+  usage,
   withClient,
 } from './shared.js';
 
@@ -20,6 +21,8 @@ interface ExpireCliOptions extends ServerOptions {
 interface IncrCliOptions extends ServerOptions {
   /** The increment (INCRBY); default 1. */
   readonly by?: number;
+  /** A floating-point increment (INCRBYFLOAT), as typed. */
+  readonly float?: string;
 }
 
 function conditionOf(options: ExpireCliOptions): 'nx' | 'xx' | 'gt' | 'lt' | undefined {
@@ -29,7 +32,7 @@ function conditionOf(options: ExpireCliOptions): 'nx' | 'xx' | 'gt' | 'lt' | und
   return options.lt ? 'lt' : undefined;
 }
 
-/** Registers `ttl`, `expire`, `persist`, `incr` and `exists` (the data model's commands). */
+/** Registers `ttl`, `expire`, `persist`, `incr`, `append` and `exists` (the data model's commands). */
 export function registerDataModelCommands(
   program: Command,
   addServerOptions: (command: Command) => Command,
@@ -81,14 +84,36 @@ export function registerDataModelCommands(
     program
       .command('incr')
       .description(
-        'add 1 (or --by <n>, negative to decrement) to the integer value of a key; prints the new value',
+        'add 1 (or --by <n>, negative to decrement, or --float <x>) to the value of a key; prints the new value',
       )
       .argument('<key>')
-      .option('--by <n>', 'the increment (INCRBY)', signedInteger),
+      .option('--by <n>', 'the increment (INCRBY)', signedInteger)
+      .option('--float <x>', "a floating-point increment, read and added as Redis's INCRBYFLOAT does"),
   ).action(async (key: string, options: IncrCliOptions) => {
-    const value = await withClient(options, (client) => client.incrbyBig(key, BigInt(options.by ?? 1)));
-    if (options.json) printJson({ key, value: value.toString() });
-    else printLine(value.toString());
+    if (options.by !== undefined && options.float !== undefined) {
+      throw usage('give --by or --float, not both');
+    }
+    const value = await withClient(options, async (client) =>
+      options.float === undefined
+        ? (await client.incrbyBig(key, BigInt(options.by ?? 1))).toString()
+        : client.incrbyfloat(key, options.float),
+    );
+    if (options.json) printJson({ key, value });
+    else printLine(value);
+  });
+
+  addServerOptions(
+    program
+      .command('append')
+      .description(
+        "add <value> at the end of a key's value (a missing key is created); prints the new length",
+      )
+      .argument('<key>')
+      .argument('<value>'),
+  ).action(async (key: string, value: string, options: ServerOptions) => {
+    const length = await withClient(options, (client) => client.append(key, value));
+    if (options.json) printJson({ key, length });
+    else printLine(String(length));
   });
 
   addServerOptions(

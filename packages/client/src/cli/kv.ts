@@ -10,6 +10,7 @@ import {
   printJson,
   printLine,
   type ServerOptions,
+  usage,
   withClient,
 } from './shared.js';
 
@@ -66,10 +67,6 @@ async function setValue(value: string | undefined, options: SetOptions): Promise
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return new Uint8Array(Buffer.concat(chunks));
-}
-
-function usage(message: string): DstoreError {
-  return new DstoreError(ErrorCode.INVALID_ARGUMENT, message);
 }
 
 /** Registers `set`, `mset`, `mget`, `get`, `del`, `scan`, `dbsize`, `flushall` and `ping`. */

@@ -87,6 +87,11 @@ export const duration = commanderParser((text) => parseDuration(text, { min: 1 }
 /** Commander parser of the shared {@link parseByteSize}: `100`, `64k`, `1MiB`. */
 export const byteSize = commanderParser((text) => parseByteSize(text));
 
+/** A usage error found after parsing (exit 2), such as two options that exclude each other. */
+export function usage(message: string): DstoreError {
+  return new DstoreError(ErrorCode.INVALID_ARGUMENT, message);
+}
+
 /** Adapts a shared parser to commander: a bad value is a usage error (exit 2). */
 export function commanderParser<T>(parse: (text: string) => T): (text: string) => T {
   return optionParser(parse, (message) => new InvalidArgumentError(message));
