@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { seededRandom } from '@dstore/protocol/testing';
 
 /** One case: the key's value (null: no key), the increment, Redis's answer (`-` first: an error). */
 type GoldenCase = [value: string | null, increment: string, answer: string];
@@ -26,19 +27,7 @@ const { values: flags } = parseArgs({
 });
 const output = new URL('../test/fixtures/incrbyfloat-redis.json', import.meta.url);
 
-/** mulberry32: a small seeded generator, so the fixture is reproducible. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const next = random(Number(flags.seed));
+const next = seededRandom(Number(flags.seed));
 const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
 const int = (low: number, high: number): number => low + Math.floor(next() * (high - low + 1));
 const digits = (count: number, alphabet = '0123456789'): string =>
