@@ -375,6 +375,7 @@ export class Balancer {
       case Op.INCRBY:
       case Op.SETRANGE:
       case Op.INCRBYFLOAT:
+      case Op.SETBIT:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
         this.router.forwardKeyed(request, connection, startMs);

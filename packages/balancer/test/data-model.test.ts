@@ -152,6 +152,30 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     expect(await client.getString('fl')).toBe('-4999.57500000000000018');
     expect(await client.getString('fl-text')).toBe('abc');
 
+    // SETBIT atomic on the owner, the expiry kept; GETBIT, BITCOUNT, BITPOS with Redis's rules.
+    expect(await client.setbit('bits', 7, 1)).toBe(0);
+    expect(await client.setbit('bits', 7, 0)).toBe(1);
+    expect(await client.setbit('bits', 12, 1)).toBe(0);
+    expect(await client.getbit('bits', 12)).toBe(1);
+    expect(await client.getbit('bits', 1000)).toBe(0);
+    expect(await client.getbit('none', 0)).toBe(0);
+    expect(await client.bitcount('bits')).toBe(1);
+    expect(await client.bitcount('bits', { start: 8, end: 15, unit: 'bit' })).toBe(1);
+    expect(await client.bitcount('bits', { start: 0, end: 0 })).toBe(0);
+    expect(await client.bitpos('bits', 1)).toBe(12);
+    expect(await client.bitpos('bits', 0)).toBe(0);
+    expect(await client.bitpos('none', 1)).toBe(-1);
+    await client.set('bits-ttl', 'x', { ex: 100 });
+    expect(await client.setbit('bits-ttl', 7, 1)).toBe(0);
+    expect(await client.getString('bits-ttl')).toBe('y');
+    expect(await client.ttl('bits-ttl')).toBeGreaterThan(90);
+    await expect(client.setbit('bits', DEFAULT_LIMITS.maxValueBytes * 8, 1)).rejects.toMatchObject({
+      code: ErrorCode.VALUE_TOO_LARGE,
+    });
+    expect(await client.bitcount('bits')).toBe(1);
+    await expect(client.setbit('bits', -1, 1)).rejects.toThrow(/bit offset must be/);
+    await expect(client.setbit('bits', 1, 2 as 0 | 1)).rejects.toThrow(/bit must be 0 or 1/);
+
     // EXISTS across nodes, a key named twice counting twice.
     await client.mset({ e1: '1', e2: '2', e3: '3' });
     expect(await client.exists('e1', 'e2', 'e3', 'e1', 'none')).toBe(4);
@@ -187,7 +211,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     expect(await client.ttl('kept')).toBeGreaterThan(90);
   });
 
-  it('counts INCRs and INCRBYFLOATs and keeps APPENDs from several connections exactly', async () => {
+  it('counts INCRs and INCRBYFLOATs and keeps APPENDs and SETBITs from several connections exactly', async () => {
     const { balancer } = await cluster(resources, 2);
     const clients = await Promise.all(
       Array.from({ length: 4 }, () => clientOf(resources, balancer.address.port, routing)),
@@ -201,6 +225,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
                 client.incr('race'),
                 client.append('appends', `<${c}.${round}.${i}>`),
                 client.incrbyfloat('float-race', '0.5'),
+                client.setbit('bitmap', c * 250 + round * 10 + i, 1),
               ]),
             ),
           );
@@ -209,6 +234,8 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     );
     expect(await clients[0]!.getString('race')).toBe('1000');
     expect(await clients[0]!.getString('float-race')).toBe('500');
+    // Every SETBIT kept: one lost read-modify-write would have lost the others' bits.
+    expect(await clients[0]!.bitcount('bitmap')).toBe(1000);
     // Every append landed whole and once: no read-modify-write lost another's bytes.
     const tokens = (await clients[0]!.getString('appends'))!.match(/<\d+\.\d+\.\d+>/g) ?? [];
     expect(tokens).toHaveLength(1000);
@@ -232,6 +259,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         client.set(`gx-${i}`, `g-${i}`, { ex: 1000 }),
         client.set(`ap-${i}`, `a-${i}`),
         client.set(`fl-${i}`, `${i}.25`),
+        client.set(`bt-${i}`, 'a'),
       ]),
     );
 
@@ -244,19 +272,32 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       if (got !== expected) wrong.push(`${what}: got ${String(got)}, expected ${String(expected)}`);
     };
     await inGroups(KEYS, async (i) => {
-      const [incremented, locked, taken, exists, ttl, [ordered, overwritten], read, appended, floated] =
-        await Promise.all([
-          client.incr(`ctr-${i}`),
-          client.set(`lock-${i}`, 'mine', { nx: true }),
-          client.getdel(`gd-${i}`),
-          client.exists(`ctr-${i}`, `lock-${i}`),
-          client.ttl(`ttl-${i}`),
-          // Pipelined on one connection: the SET must not overtake the INCR (waiting for its PULL).
-          Promise.allSettled([client.incr(`ord-${i}`), client.set(`ord-${i}`, 'x')]),
-          client.getex(`gx-${i}`, { persist: true }),
-          client.append(`ap-${i}`, '+'),
-          client.incrbyfloat(`fl-${i}`, '0.5'),
-        ]);
+      const [
+        incremented,
+        locked,
+        taken,
+        exists,
+        ttl,
+        [ordered, overwritten],
+        read,
+        appended,
+        floated,
+        flipped,
+      ] = await Promise.all([
+        client.incr(`ctr-${i}`),
+        client.set(`lock-${i}`, 'mine', { nx: true }),
+        client.getdel(`gd-${i}`),
+        client.exists(`ctr-${i}`, `lock-${i}`),
+        client.ttl(`ttl-${i}`),
+        // Pipelined on one connection: the SET must not overtake the INCR (waiting for its PULL).
+        Promise.allSettled([client.incr(`ord-${i}`), client.set(`ord-${i}`, 'x')]),
+        client.getex(`gx-${i}`, { persist: true }),
+        client.append(`ap-${i}`, '+'),
+        client.incrbyfloat(`fl-${i}`, '0.5'),
+        // 'a' is 0x61: bit 3 is clear; set, it makes 'q' (0x71).
+        client.setbit(`bt-${i}`, 3, 1),
+      ]);
+      expectEqual(`SETBIT bt-${i}`, flipped, 0);
       expectEqual(`APPEND ap-${i}`, appended, `a-${i}+`.length);
       expectEqual(`INCRBYFLOAT fl-${i}`, floated, `${i}.75`);
       expectEqual(`GETEX gx-${i}`, text(read), `g-${i}`);
@@ -291,6 +332,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       expectEqual(`TTL gx-${i} after`, await client.ttl(`gx-${i}`), -1);
       expectEqual(`ap-${i} after`, await client.getString(`ap-${i}`), `a-${i}+`);
       expectEqual(`fl-${i} after`, await client.getString(`fl-${i}`), `${i}.75`);
+      expectEqual(`bt-${i} after`, await client.getString(`bt-${i}`), 'q');
     }
     expect(wrong).toEqual([]);
     // The path under test ran: the new owner pulled keys the stream had not brought yet.

@@ -69,6 +69,9 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
     expect(await writer.incrbyfloat('floated', '0.1')).toBe('0.1');
     expect(await writer.incrbyfloat('floated', '0.2')).toBe('0.3');
     await cluster.expectOnChain('floated', '0.3');
+    // SETBIT: the head's whole value on every member ('@' is 0x40).
+    expect(await writer.setbit('bitset', 1, 1)).toBe(0);
+    await cluster.expectOnChain('bitset', '@');
     // A batch split over chains: each part at its head, each key on its chain.
     const entries = Array.from({ length: 50 }, (_, i): [string, string] => [`batch-${i}`, `b${i}`]);
     await writer.mset(entries);

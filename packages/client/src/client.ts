@@ -18,7 +18,7 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
-import { byteRange } from '@dstore/protocol/internal';
+import { bitCount, bitPos, byteRange, getBit } from '@dstore/protocol/internal';
 import { type DataCommand, DirectRouter, type DirectRoutingStats } from './direct-router.js';
 import {
   abortedError,
@@ -134,6 +134,22 @@ export interface ScanOptions extends CommandOptions {
   readonly match?: string;
   /** Hint of the keys each page examines (Redis's COUNT), 1..1000. Default 10. */
   readonly count?: number;
+}
+
+/** A range of {@link DstoreClient.bitcount}: indexes `start`..`end`, both included, negative from the end. */
+export interface BitRange {
+  readonly start: number;
+  readonly end: number;
+  /** What the indexes count: `'byte'` (default, as Redis) or `'bit'`. */
+  readonly unit?: 'byte' | 'bit';
+}
+
+/** A range of {@link DstoreClient.bitpos}: from `start`, to `end` (default: the value's end). */
+export interface BitPosRange {
+  readonly start: number;
+  readonly end?: number;
+  /** What the indexes count: `'byte'` (default, as Redis) or `'bit'`. */
+  readonly unit?: 'byte' | 'bit';
 }
 
 /** One page of {@link DstoreClient.scan}. */
@@ -538,6 +554,50 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     const value = await this.get(key, options);
     // `get` answers a copy of its own: a view of it is enough.
     return value === null ? new Uint8Array(0) : value.subarray(...byteRange(value.length, start, end));
+  }
+
+  /**
+   * SETBIT: sets the bit at `offset` (bit 0 is the high bit of the first byte) of `key`'s value to
+   * `bit`, zero-padding a shorter value (a missing key is created), in one atomic step on the key's
+   * owner, keeping its expiry; resolves the bit's previous value. Fails with VALUE_TOO_LARGE,
+   * nothing written, past the value limit.
+   */
+  async setbit(key: BinaryLike, offset: number, bit: 0 | 1, options?: CommandOptions): Promise<0 | 1> {
+    const response = await this.send(
+      { op: Op.SETBIT, key: this.keyBytes(key), offset: bitOffset(offset), bit: bitArgument(bit) },
+      options,
+    );
+    if (response.op !== Op.INTEGER) throw unexpectedAnswer('SETBIT', response);
+    return response.value === 0n ? 0 : 1;
+  }
+
+  /** GETBIT: the bit at `offset` of `key`'s value (0 past its end, or when the key does not exist). */
+  async getbit(key: BinaryLike, offset: number, options?: CommandOptions): Promise<0 | 1> {
+    const at = bitOffset(offset);
+    return getBit((await this.get(key, options)) ?? EMPTY_VALUE, at);
+  }
+
+  /**
+   * BITCOUNT: the set bits of `key`'s value, or of the range `start`..`end` (both included, in
+   * bytes or, with `unit: 'bit'`, bits; negative from the end), as Redis counts them.
+   */
+  async bitcount(key: BinaryLike, range?: BitRange, options?: CommandOptions): Promise<number> {
+    if (range !== undefined) rangeArguments(range.start, range.end);
+    const value = await this.get(key, options);
+    if (value === null) return 0;
+    return range === undefined ? bitCount(value) : bitCount(value, range);
+  }
+
+  /**
+   * BITPOS: the position of the first bit set to `bit` in `key`'s value, or in the range from
+   * `start` to `end` (in bytes or bits; negative from the end), as Redis finds it: -1 when there is
+   * none, except that a clear bit not found without an `end` is the bit just past the value (a
+   * missing key reads as all zeros).
+   */
+  async bitpos(key: BinaryLike, bit: 0 | 1, range?: BitPosRange, options?: CommandOptions): Promise<number> {
+    bitArgument(bit);
+    if (range !== undefined) rangeArguments(range.start, range.end ?? 0);
+    return bitPos(await this.get(key, options), bit, range);
   }
 
   private async setRangeCommand(
@@ -1198,6 +1258,7 @@ function isDataCommand(message: WithoutId<Request>): message is DataCommand {
     (message.op >= Op.SET_WITH && message.op <= Op.INCRBY) ||
     message.op === Op.SETRANGE ||
     message.op === Op.INCRBYFLOAT ||
+    message.op === Op.SETBIT ||
     message.op === Op.GET_VERSIONED ||
     message.op === Op.DEL_VERSIONED
   );
@@ -1259,6 +1320,27 @@ function secondsToMs(seconds: number, name: string): number {
 function positiveMs(ms: number, name: string, command = 'set'): number {
   if (ms <= 0) throw invalidArgument(`invalid expire time in '${command}' command (${name})`);
   return ms;
+}
+
+/** The largest bit offset (Redis's: 2^32 bits less one). */
+const MAX_BIT_OFFSET = 2 ** 32 - 1;
+const EMPTY_VALUE = new Uint8Array(0);
+
+function bitOffset(offset: number): number {
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > MAX_BIT_OFFSET) {
+    throw invalidArgument(`bit offset must be an integer in 0..2^32-1, got ${offset}`);
+  }
+  return offset;
+}
+
+function bitArgument(bit: number): 0 | 1 {
+  if (bit !== 0 && bit !== 1) throw invalidArgument(`bit must be 0 or 1, got ${bit}`);
+  return bit;
+}
+
+function rangeArguments(start: number, end: number): void {
+  safeInteger(start, 'start');
+  safeInteger(end, 'end');
 }
 
 function int64Argument(value: number | bigint, name: string): bigint {

@@ -18,6 +18,8 @@ export {
   ProtocolError,
 } from '@dstore/protocol';
 export {
+  type BitPosRange,
+  type BitRange,
   type ClientEvents,
   type ClientStatus,
   type CommandOptions,

@@ -708,6 +708,8 @@ export function toWireArray(message: Message): Field[] {
       );
     case Op.INCRBYFLOAT:
       return withEpoch([message.op, message.id, message.key, message.increment], message.epoch);
+    case Op.SETBIT:
+      return withEpoch([message.op, message.id, message.key, message.offset, message.bit], message.epoch);
     case Op.PULL:
       return [message.op, message.id, message.key];
     case Op.INTEGER:
@@ -1380,6 +1382,17 @@ function readRequest(op: number, r: FieldReader): Request {
       const increment = r.bytes(3, 'increment');
       const epoch = r.optionalUint(4, 'epoch');
       return epoch === undefined ? { op, id, key, increment } : { op, id, key, increment, epoch };
+    }
+    case Op.SETBIT: {
+      const key = r.key(2);
+      // An offset past the value limit is the owner's VALUE_TOO_LARGE, as for SETRANGE.
+      const offset = r.uint(3, 'offset');
+      const bit = r.uint(4, 'bit');
+      if (bit > 1) throw r.fail(ErrorCode.MALFORMED_FRAME, `field bit must be 0 or 1, got ${bit}`);
+      const epoch = r.optionalUint(5, 'epoch');
+      return epoch === undefined
+        ? { op, id, key, offset, bit: bit as 0 | 1 }
+        : { op, id, key, offset, bit: bit as 0 | 1, epoch };
     }
     case Op.PULL:
       return { op, id, key: r.key(2) };

@@ -8,7 +8,7 @@
  */
 export { decoyCredential, unmappedAddress, verifyPassword } from './auth.js';
 export { type BackoffOptions, backoffDelay } from './backoff.js';
-export { byteRange } from './bytes.js';
+export { type BitUnit, bitCount, bitPos, byteRange, getBit } from './bytes.js';
 export {
   type AddressOptions,
   EnvVar,

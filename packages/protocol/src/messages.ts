@@ -44,6 +44,7 @@ export const Op = {
   DIGEST: 32,
   SETRANGE: 33,
   INCRBYFLOAT: 34,
+  SETBIT: 35,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -369,6 +370,21 @@ export interface IncrByFloatRequest extends Fenced {
   readonly key: Uint8Array;
   /** The increment's text, as the user wrote it (the owner reads it, so a double never rounds it). */
   readonly increment: Uint8Array;
+}
+
+/**
+ * SETBIT: sets the bit at `offset` of the key's value (bit 0 is the high bit of byte 0) to `bit`,
+ * padding a shorter value (or a missing key) with zero bytes, keeping its expiry, atomically on its
+ * owner. Answered by INTEGER (the bit's previous value); ERROR VALUE_TOO_LARGE, nothing written,
+ * when the value would pass the value limit.
+ */
+export interface SetBitRequest extends Fenced {
+  readonly op: typeof Op.SETBIT;
+  readonly id: number;
+  readonly key: Uint8Array;
+  /** Bit offset, 0 to 2^32 - 1 (Redis's range). */
+  readonly offset: number;
+  readonly bit: 0 | 1;
 }
 
 /**
@@ -894,6 +910,7 @@ export type Request =
   | IncrByRequest
   | SetRangeRequest
   | IncrByFloatRequest
+  | SetBitRequest
   | PullRequest
   | ScanRequest
   | DbSizeRequest

@@ -13,6 +13,7 @@ import {
   type MSetRequest,
   Op,
   type Response,
+  type SetBitRequest,
   type SetRangeRequest,
   type SetRequest,
   type SetWithRequest,
@@ -35,6 +36,7 @@ export type KeyedRequest =
   | WithoutId<IncrByRequest>
   | WithoutId<SetRangeRequest>
   | WithoutId<IncrByFloatRequest>
+  | WithoutId<SetBitRequest>
   | WithoutId<GetVersionedRequest>
   | WithoutId<DelVersionedRequest>;
 

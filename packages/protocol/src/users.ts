@@ -227,6 +227,7 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
     case Op.INCRBY:
     case Op.SETRANGE:
     case Op.INCRBYFLOAT:
+    case Op.SETBIT:
     case Op.DEL_VERSIONED:
       // Every one of these may write (GETDEL and SET ... GET read too: a writer may read).
       return grant.limited ? keyDenied(grant, request.key, true) : undefined;

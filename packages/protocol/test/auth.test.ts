@@ -164,6 +164,7 @@ describe('password hashes', () => {
       { op: Op.INCRBY, id: 1, key, delta: 1n },
       { op: Op.SETRANGE, id: 1, key, value: toBytes('v') },
       { op: Op.INCRBYFLOAT, id: 1, key, increment: toBytes('1.5') },
+      { op: Op.SETBIT, id: 1, key, offset: 7, bit: 1 },
     ];
     for (const request of reads) expect(requestDenied(reader!, request)).toBeUndefined();
     for (const request of writes) expect(requestDenied(reader!, request)).toMatch(/read-only/);

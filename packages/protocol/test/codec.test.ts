@@ -388,6 +388,17 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
       },
       { requiredKeys: ['op', 'id', 'key', 'increment'] },
     ),
+    fc.record(
+      {
+        op: fc.constant(Op.SETBIT),
+        id,
+        key: anyKey,
+        offset: fc.integer({ min: 0, max: 0xffff_ffff }),
+        bit: fc.constantFrom(0 as const, 1 as const),
+        epoch,
+      },
+      { requiredKeys: ['op', 'id', 'key', 'offset', 'bit'] },
+    ),
     fc.record({ op: fc.constant(Op.PULL), id, key: anyKey }),
     fc.record({ op: fc.constant(Op.INTEGER), id, value: int64 }),
     // Versions: compare-and-set SET_WITH, GET_VERSIONED, DEL_VERSIONED, FLUSH and their answers.
@@ -533,6 +544,7 @@ describe('MessageCodec round trip', () => {
             Op.INCRBY,
             Op.SETRANGE,
             Op.INCRBYFLOAT,
+            Op.SETBIT,
             Op.GET_VERSIONED,
             Op.DEL_VERSIONED,
           ] as number[];
@@ -797,6 +809,10 @@ describe('MessageCodec round trip', () => {
       // INCRBYFLOAT: an increment that is no bin or str, or missing.
       [[Op.INCRBYFLOAT, 4, 'k', 1.5], ErrorCode.MALFORMED_FRAME],
       [[Op.INCRBYFLOAT, 4, 'k'], ErrorCode.MALFORMED_FRAME],
+      // SETBIT: a bit that is neither 0 nor 1, an offset that is no uint32.
+      [[Op.SETBIT, 4, 'k', 7, 2], ErrorCode.MALFORMED_FRAME],
+      [[Op.SETBIT, 4, 'k', -1, 1], ErrorCode.MALFORMED_FRAME],
+      [[Op.SETBIT, 4, 'k', 2 ** 32, 1], ErrorCode.MALFORMED_FRAME],
       // EXISTS: more keys than the batch limit allows, fewer than announced.
       [[Op.EXISTS, 4, limits.maxBatchKeys + 1], ErrorCode.BATCH_TOO_LARGE],
       [[Op.EXISTS, 4, 3, 'a', 'b'], ErrorCode.MALFORMED_FRAME],

@@ -1,23 +1,19 @@
 /**
  * Captures Redis's own INCRBYFLOAT answers for `test/fixtures/incrbyfloat-redis.json`, the cases
- * `test/long-double.test.ts` checks dstore's arithmetic against. Starts a throwaway redis-server
- * (on a unix socket in a temporary directory, nothing on TCP), sends every case (SET or DEL of
- * the value, then INCRBYFLOAT), records each answer, stops the server.
+ * `test/long-double.test.ts` checks dstore's arithmetic against: sends every case (SET or DEL of
+ * the value, then INCRBYFLOAT) to a throwaway redis-server (`startRedisOracle`) and records each
+ * answer.
  *
  *   pnpm --filter @dstore/storage-node golden:incrbyfloat [-- --cases 2500 --seed 7]
  *
  * Needs `redis-server` on the PATH (Debian: `apt-get install redis-server`). The cases come from a
  * seeded generator, so a rerun against the same Redis writes the same file.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { seededRandom } from '@dstore/protocol/testing';
+import { seededRandom, startRedisOracle } from '@dstore/protocol/testing';
 
 /** One case: the key's value (null: no key), the increment, Redis's answer (`-` first: an error). */
 type GoldenCase = [value: string | null, increment: string, answer: string];
@@ -167,98 +163,29 @@ function cases(count: number): [string | null, string][] {
   return list;
 }
 
-/** One RESP command, as an array of bulk strings. */
-function command(...args: string[]): Buffer {
-  const parts = [Buffer.from(`*${args.length}\r\n`)];
-  for (const arg of args) {
-    const bytes = Buffer.from(arg, 'latin1');
-    parts.push(Buffer.from(`$${bytes.length}\r\n`), bytes, Buffer.from('\r\n'));
-  }
-  return Buffer.concat(parts);
-}
-
-/** Reads `count` simple RESP2 answers (+, -, :, $) off `input`; their texts, `-` kept on errors. */
-function answers(input: Buffer, count: number): string[] | undefined {
-  const out: string[] = [];
-  let at = 0;
-  while (out.length < count) {
-    const end = input.indexOf('\r\n', at);
-    if (end < 0) return undefined;
-    const line = input.subarray(at, end).toString('latin1');
-    if (line[0] !== '$') {
-      out.push(line[0] === '-' ? line : line.slice(1));
-      at = end + 2;
-      continue;
-    }
-    const length = Number(line.slice(1));
-    if (input.length < end + 2 + length + 2) return undefined;
-    out.push(input.subarray(end + 2, end + 2 + length).toString('latin1'));
-    at = end + 2 + length + 2;
-  }
-  return out;
-}
-
 async function main(): Promise<void> {
-  const directory = mkdtempSync(join(tmpdir(), 'dstore-golden-'));
-  const socket = join(directory, 'redis.sock');
-  const server = spawn(
-    'redis-server',
-    ['--port', '0', '--unixsocket', socket, '--save', '', '--appendonly', 'no'],
-    {
-      stdio: 'ignore',
-    },
-  );
+  const redis = await startRedisOracle();
   try {
     const list = cases(Number(flags.cases));
-    let connection = createConnection(socket);
-    for (let attempt = 0; ; attempt++) {
-      const ready = await new Promise<boolean>((resolve) => {
-        connection.once('connect', () => resolve(true));
-        connection.once('error', () => resolve(false));
-      });
-      if (ready) break;
-      if (attempt > 50) throw new Error('redis-server did not start');
-      await sleep(100);
-      connection = createConnection(socket);
-    }
-    const version = await roundTrip(connection, [command('INFO', 'server')]);
-    const redisVersion = /redis_version:(\S+)/.exec(version[0] ?? '')?.[1] ?? 'unknown';
-    const requests = list.flatMap(([value, increment]) => [
-      value === null ? command('DEL', 'k') : command('SET', 'k', value),
-      command('INCRBYFLOAT', 'k', increment),
-    ]);
-    const replies = await roundTrip(connection, requests);
+    const replies = await redis.ask(
+      list.flatMap(([value, increment]) => [
+        value === null ? ['DEL', 'k'] : ['SET', 'k', value],
+        ['INCRBYFLOAT', 'k', increment],
+      ]),
+    );
     const golden: GoldenCase[] = list.map(([value, increment], index) => [
       value,
       increment,
-      replies[index * 2 + 1]!,
+      replies[index * 2 + 1] ?? 'nil',
     ]);
-    connection.end();
     const path = fileURLToPath(output);
-    writeFileSync(path, JSON.stringify({ redis: redisVersion, cases: golden }));
+    writeFileSync(path, JSON.stringify({ redis: redis.version, cases: golden }));
     // In the repository's JSON style, so a rerun against the same Redis changes nothing.
     execFileSync('pnpm', ['exec', 'biome', 'format', '--write', path], { stdio: 'ignore' });
-    console.log(`${golden.length} cases from Redis ${redisVersion} -> ${path}`);
+    console.log(`${golden.length} cases from Redis ${redis.version} -> ${path}`);
   } finally {
-    server.kill('SIGKILL');
-    rmSync(directory, { recursive: true, force: true });
+    redis.stop();
   }
-}
-
-function roundTrip(connection: ReturnType<typeof createConnection>, requests: Buffer[]): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    let received = Buffer.alloc(0);
-    const onData = (chunk: Buffer): void => {
-      received = Buffer.concat([received, chunk]);
-      const parsed = answers(received, requests.length);
-      if (parsed === undefined) return;
-      connection.off('data', onData);
-      resolve(parsed);
-    };
-    connection.on('data', onData);
-    connection.once('error', reject);
-    connection.write(Buffer.concat(requests));
-  });
 }
 
 await main();

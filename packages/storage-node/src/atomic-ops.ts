@@ -232,6 +232,36 @@ export function decideSetRange(
 }
 
 /**
+ * SETBIT: the bit's previous value, or VALUE_TOO_LARGE (nothing written) when the value would pass
+ * `maxValueBytes`. Bit 0 is the high bit of byte 0; a shorter value (or a missing key) is padded
+ * with zero bytes, as Redis does, even when the bit written is 0. Keeps the key's expiry.
+ */
+export function decideSetBit(
+  offset: number,
+  bit: 0 | 1,
+  maxValueBytes: number,
+  current: VersionedValue | undefined,
+): Decision<0 | 1 | DstoreError> {
+  const byte = Math.floor(offset / 8);
+  if (byte + 1 > maxValueBytes) {
+    return {
+      mutation: NONE,
+      result: new DstoreError(
+        ErrorCode.VALUE_TOO_LARGE,
+        `string exceeds maximum allowed size (the value limit, ${maxValueBytes} bytes)`,
+      ),
+    };
+  }
+  const before = current?.value;
+  const next = new Uint8Array(Math.max(before?.length ?? 0, byte + 1));
+  if (before !== undefined) next.set(before);
+  const mask = 0x80 >> (offset % 8);
+  const previous = (next[byte]! & mask) === 0 ? 0 : 1;
+  next[byte] = bit === 1 ? next[byte]! | mask : next[byte]! & ~mask;
+  return { mutation: { kind: 'put', value: next, expireAt: current?.expireAt ?? 0 }, result: previous };
+}
+
+/**
  * The value as Redis reads an integer (`string2ll`): optional minus, decimal digits, no leading
  * zero, no sign on 0, no spaces, within the 64-bit signed range; undefined otherwise. Small
  * values are read as numbers; BigInt only for the digits that may not fit one exactly.

@@ -77,6 +77,7 @@ export class DirectRouting {
       case Op.INCRBY:
       case Op.SETRANGE:
       case Op.INCRBYFLOAT:
+      case Op.SETBIT:
       case Op.DEL_VERSIONED:
         // The data-model requests are never ASKed: the owner brings a moving key in itself.
         if (request.epoch === undefined || this.ownership.ring === undefined) return 'unchecked';

@@ -27,6 +27,7 @@ import {
   type RingRequest,
   requestDenied,
   type ScanRequest,
+  type SetBitRequest,
   type SetRangeRequest,
   type SetRequest,
   type SetWithRequest,
@@ -41,6 +42,7 @@ import {
   decideGetEx,
   decideIncrBy,
   decideIncrByFloat,
+  decideSetBit,
   decideSetRange,
   decideSetVersioned,
   decideSetWith,
@@ -77,7 +79,7 @@ export interface OpCounters {
   errors: number;
   /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
   fenced: number;
-  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY, SETRANGE, INCRBYFLOAT, GET_VERSIONED, DEL_VERSIONED. */
+  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY, SETRANGE, INCRBYFLOAT, SETBIT, GET_VERSIONED, DEL_VERSIONED. */
   dataModel: number;
   /** Compare-and-set requests (SET_WITH or DEL_VERSIONED with ifVersion) that found another version. */
   versionConflicts: number;
@@ -94,6 +96,7 @@ type KeyedRequest =
   | IncrByRequest
   | SetRangeRequest
   | IncrByFloatRequest
+  | SetBitRequest
   | GetVersionedRequest
   | DelVersionedRequest;
 
@@ -147,7 +150,7 @@ export interface RequestHandlerContext {
    * while the node holds data. Omitted: every RING is installed (a node used without a balancer).
    */
   readonly binding?: ClusterBinding | undefined;
-  /** Longest value a SETRANGE or APPEND may make (the node's value limit). Default: the protocol's. */
+  /** Longest value a SETRANGE, APPEND or SETBIT may make (the node's value limit). Default: the protocol's. */
   readonly maxValueBytes?: number | undefined;
 }
 
@@ -277,6 +280,7 @@ export class RequestHandler {
       case Op.INCRBY:
       case Op.SETRANGE:
       case Op.INCRBYFLOAT:
+      case Op.SETBIT:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
         this.keyed(request, connection, start);
@@ -630,6 +634,19 @@ export class RequestHandler {
           if (result instanceof DstoreError) throw result;
           return { op: Op.VALUE, id, value: result };
         });
+      case Op.SETBIT: {
+        // Room for the value it makes, as for SETRANGE: its length now, or up to the bit's byte.
+        const length = this.engine.getEntry(request.key)?.value.length ?? 0;
+        const valueBytes = Math.max(length, Math.floor(request.offset / 8) + 1);
+        return this.update(
+          request.key,
+          (current) => decideSetBit(request.offset, request.bit, this.maxValueBytes, current),
+          valueBytes,
+        ).then((result): Response => {
+          if (result instanceof DstoreError) throw result;
+          return { op: Op.INTEGER, id, value: BigInt(result) };
+        });
+      }
       case Op.GET_VERSIONED: {
         const entry = this.engine.getEntry(request.key);
         // Copied: the answer is sent a microtask later, and a memory-engine view may not last.

@@ -1,6 +1,6 @@
 import { Op } from '@dstore/protocol';
 import { describe, expect, it } from 'vitest';
-import { decideExpire, decideIncrBy, decideSetWith, parseInt64 } from '../src/atomic-ops.js';
+import { decideExpire, decideIncrBy, decideSetBit, decideSetWith, parseInt64 } from '../src/atomic-ops.js';
 
 const text = (value: string): Uint8Array => Buffer.from(value, 'latin1');
 const entry = (value: string, expireAt = 0) => ({ value: text(value), writeEpoch: 1, version: 1, expireAt });
@@ -83,6 +83,30 @@ describe('atomic operations (the decisions of a read-modify-write)', () => {
     });
     expect(decideSetWith(set({ expiry: { kind: 'at', ms: 4000 } }), entry('old'), now).mutation).toEqual({
       kind: 'delete',
+    });
+  });
+
+  it('sets a bit (SETBIT): the previous bit, zero padding, the expiry kept; past the limit nothing written', () => {
+    // 'a' is 0x61 (0110 0001): bit 1 is set, bit 3 clear; bit 0 is the high bit.
+    expect(decideSetBit(1, 0, 100, entry('a', 777))).toMatchObject({
+      result: 1,
+      mutation: { kind: 'put', value: Uint8Array.from(text('!')), expireAt: 777 },
+    });
+    expect(decideSetBit(3, 1, 100, entry('a'))).toMatchObject({
+      result: 0,
+      mutation: { value: Uint8Array.from(text('q')) },
+    });
+    expect(decideSetBit(17, 0, 100, undefined)).toMatchObject({
+      result: 0,
+      mutation: { kind: 'put', value: new Uint8Array(3), expireAt: 0 },
+    });
+    expect(decideSetBit(8 * 100, 1, 100, entry('a'))).toMatchObject({
+      mutation: { kind: 'none' },
+      result: { code: 'VALUE_TOO_LARGE' },
+    });
+    expect(decideSetBit(8 * 100 - 1, 1, 100, undefined)).toMatchObject({
+      result: 0,
+      mutation: { kind: 'put' },
     });
   });
 });

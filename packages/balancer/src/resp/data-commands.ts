@@ -10,7 +10,7 @@ import {
   type SetExpiry,
   type UserGrant,
 } from '@dstore/protocol';
-import { byteRange } from '@dstore/protocol/internal';
+import { type BitUnit, bitCount, bitPos, byteRange, getBit } from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
 import type { CommandHandler, RespCommand } from './command-table.js';
@@ -576,6 +576,147 @@ function incrbyfloat(
   );
 }
 
+/** Redis's error for a SETBIT or GETBIT offset that is not an integer in 0..2^32-1. */
+const BIT_OFFSET_ERROR = 'ERR bit offset is not an integer or out of range';
+/** The largest bit offset Redis takes (its 512 MB bulk limit in bits, less one). */
+const MAX_BIT_OFFSET = 2 ** 32 - 1;
+const NOT_AN_INTEGER = 'ERR value is not an integer or out of range';
+
+function bitOffsetOf(bytes: Uint8Array): number | undefined {
+  const offset = safeIntegerOf(bytes);
+  return offset === undefined || offset < 0 || offset > MAX_BIT_OFFSET ? undefined : offset;
+}
+
+/**
+ * A range index as Redis reads BITCOUNT's and BITPOS's (a signed 64-bit integer), held as a number:
+ * past ±2^53 every value clamps the same way against a value of at most 2^23 bits.
+ */
+function rangeIndexOf(bytes: Uint8Array): number | undefined {
+  const value = int64Of(bytes);
+  if (value === undefined) return undefined;
+  const limit = BigInt(Number.MAX_SAFE_INTEGER);
+  return Number(value > limit ? limit : value < -limit ? -limit : value);
+}
+
+/** BYTE or BIT (any case), or undefined for another word. */
+function bitUnitOf(bytes: Uint8Array): BitUnit | undefined {
+  if (isWord(bytes, 'byte')) return 'byte';
+  return isWord(bytes, 'bit') ? 'bit' : undefined;
+}
+
+/** SETBIT key offset value: one atomic SETBIT on the key's owner; the bit's previous value. */
+function setbit(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  const offset = bitOffsetOf(args[2]!);
+  if (offset === undefined) {
+    connection.replyError(seq, BIT_OFFSET_ERROR);
+    return;
+  }
+  const bit = integerOf(args[3]!);
+  if (bit !== 0 && bit !== 1) {
+    connection.replyError(seq, 'ERR bit is not an integer or out of range');
+    return;
+  }
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
+  services.router.forwardKeyed(
+    { op: Op.SETBIT, id: seq, key: args[1]!, offset, bit },
+    connection.routerTarget,
+    performance.now(),
+  );
+}
+
+/** GETBIT key offset: the bit, from a GET on the key's owner (0 past the value's end). */
+function getbit(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  const offset = bitOffsetOf(args[2]!);
+  if (offset === undefined) {
+    connection.replyError(seq, BIT_OFFSET_ERROR);
+    return;
+  }
+  readValue(connection, args, seq, services, (value) => getBit(value ?? EMPTY, offset));
+}
+
+/**
+ * BITCOUNT key [start end [BYTE|BIT]]: the set bits, from a GET on the key's owner (Redis's range
+ * arithmetic: `bitCount`). Arguments are checked before the key is read, as Redis 7.2 does.
+ */
+function bitcount(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (args.length !== 2 && args.length !== 4 && args.length !== 5) {
+    connection.replyError(seq, 'ERR syntax error');
+    return;
+  }
+  if (args.length === 2) {
+    readValue(connection, args, seq, services, (value) => (value === null ? 0 : bitCount(value)));
+    return;
+  }
+  const start = rangeIndexOf(args[2]!);
+  const end = rangeIndexOf(args[3]!);
+  if (start === undefined || end === undefined) {
+    connection.replyError(seq, NOT_AN_INTEGER);
+    return;
+  }
+  const unit = args.length === 5 ? bitUnitOf(args[4]!) : 'byte';
+  if (unit === undefined) {
+    connection.replyError(seq, 'ERR syntax error');
+    return;
+  }
+  readValue(connection, args, seq, services, (value) =>
+    value === null ? 0 : bitCount(value, { start, end, unit }),
+  );
+}
+
+/**
+ * BITPOS key bit [start [end [BYTE|BIT]]]: the first bit set to `bit`, from a GET on the key's
+ * owner (Redis's rules: `bitPos`). Arguments are checked before the key is read, as Redis 7.2 does.
+ */
+function bitpos(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+  if (args.length > 6) {
+    connection.replyError(seq, 'ERR syntax error');
+    return;
+  }
+  const bit = rangeIndexOf(args[2]!);
+  if (bit === undefined) {
+    connection.replyError(seq, NOT_AN_INTEGER);
+    return;
+  }
+  if (bit !== 0 && bit !== 1) {
+    connection.replyError(seq, 'ERR The bit argument must be 1 or 0.');
+    return;
+  }
+  if (args.length === 3) {
+    readValue(connection, args, seq, services, (value) => bitPos(value, bit));
+    return;
+  }
+  const start = rangeIndexOf(args[3]!);
+  const end = args.length >= 5 ? rangeIndexOf(args[4]!) : undefined;
+  if (start === undefined || (args.length >= 5 && end === undefined)) {
+    connection.replyError(seq, NOT_AN_INTEGER);
+    return;
+  }
+  const unit = args.length === 6 ? bitUnitOf(args[5]!) : 'byte';
+  if (unit === undefined) {
+    connection.replyError(seq, 'ERR syntax error');
+    return;
+  }
+  readValue(connection, args, seq, services, (value) => bitPos(value, bit, { start, end, unit }));
+}
+
+/** Answers `seq` with the integer `answer` makes of the key's value (null: no key), read with a GET. */
+function readValue(
+  connection: RespConnection,
+  args: Uint8Array[],
+  seq: number,
+  services: RespServices,
+  answer: (value: Uint8Array | null) => number,
+): void {
+  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
+  services.router.forwardToOwner(
+    { op: Op.GET, id: seq, key: args[1]! },
+    new MappedAnswer(connection, seq, (writer, response) =>
+      writer.integer(answer(response.op === Op.VALUE ? response.value : null)),
+    ),
+    performance.now(),
+  );
+}
+
 /** Answers `seq` with the error a keyspace operation failed with. */
 function replyFailure(connection: RespConnection, seq: number, error: unknown): void {
   const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
@@ -772,4 +913,8 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'setrange', arity: 4, flags: ['write', 'denyoom'], keys: SINGLE_KEY, run: setrange },
   { name: 'getrange', arity: 4, flags: ['readonly'], keys: SINGLE_KEY, run: getrange },
   { name: 'substr', arity: 4, flags: ['readonly'], keys: SINGLE_KEY, run: getrange },
+  { name: 'setbit', arity: 4, flags: ['write', 'denyoom'], keys: SINGLE_KEY, run: setbit },
+  { name: 'getbit', arity: 3, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: getbit },
+  { name: 'bitcount', arity: -2, flags: ['readonly'], keys: SINGLE_KEY, run: bitcount },
+  { name: 'bitpos', arity: -3, flags: ['readonly'], keys: SINGLE_KEY, run: bitpos },
 ];
