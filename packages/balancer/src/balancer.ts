@@ -371,6 +371,7 @@ export class Balancer {
       case Op.SET_WITH:
       case Op.EXPIRE:
       case Op.TTL:
+      case Op.PEXPIRETIME:
       case Op.GETDEL:
       case Op.INCRBY:
       case Op.SETRANGE:

@@ -77,6 +77,11 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     const at = Date.now() + 50_000;
     await client.set('at', 'v', { pxat: at });
     expect(await client.pttl('at')).toBeLessThanOrEqual(50_000);
+    // EXPIRETIME / PEXPIRETIME: the stored expiry time itself, seconds rounded as Redis rounds them.
+    expect(await client.pexpiretime('at')).toBe(at);
+    expect(await client.expiretime('at')).toBe(Math.floor((at + 500) / 1000));
+    expect(await client.pexpiretime('ttl')).toBe(-1);
+    expect(await client.expiretime('nothing')).toBe(-2);
     expect(await client.expire('at', 10, { condition: 'gt' })).toBe(false);
     expect(await client.expire('at', 10, { condition: 'lt' })).toBe(true);
     expect(await client.expire('at', 20, { condition: 'nx' })).toBe(false);
@@ -175,6 +180,9 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     expect(await client.bitcount('bits')).toBe(1);
     await expect(client.setbit('bits', -1, 1)).rejects.toThrow(/bit offset must be/);
     await expect(client.setbit('bits', 1, 2 as 0 | 1)).rejects.toThrow(/bit must be 0 or 1/);
+    await expect(client.bitcount('bits', { start: 0, end: 1, unit: 'bits' as 'bit' })).rejects.toThrow(
+      /unit must be/,
+    );
 
     // EXISTS across nodes, a key named twice counting twice.
     await client.mset({ e1: '1', e2: '2', e3: '3' });

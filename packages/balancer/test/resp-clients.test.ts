@@ -157,6 +157,13 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'INCRBYFLOAT', 'cli:fl')).toBe(
       "ERR wrong number of arguments for 'incrbyfloat' command",
     );
+    // EXPIRETIME and PEXPIRETIME: the stored time itself (Redis 7 rounds seconds to the nearest).
+    expect(await redisCli(port, 'SET', 'cli:at', 'v', 'PXAT', '4102444800700')).toBe('OK');
+    expect(await redisCli(port, 'PEXPIRETIME', 'cli:at')).toBe('4102444800700');
+    expect(await redisCli(port, 'EXPIRETIME', 'cli:at')).toBe('4102444801');
+    expect(await redisCli(port, 'PERSIST', 'cli:at')).toBe('1');
+    expect(await redisCli(port, 'EXPIRETIME', 'cli:at')).toBe('-1');
+    expect(await redisCli(port, 'PEXPIRETIME', 'cli:none')).toBe('-2');
     // SETBIT, GETBIT, BITCOUNT, BITPOS (outputs as Redis 7 gives them for the same commands).
     expect(await redisCli(port, 'SETBIT', 'cli:bits', '7', '1')).toBe('0');
     expect(await redisCli(port, 'SETBIT', 'cli:bits', '7', '0')).toBe('1');
@@ -205,7 +212,9 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'GETEX', 'cli:gs', 'EX', 'x')).toBe(
       'ERR value is not an integer or out of range',
     );
-    expect(await redisCli(port, 'DEL', 'cli:gs', 'cli:ap', 'cli:fl', 'cli:bits', 'cli:zero')).toBe('5');
+    expect(await redisCli(port, 'DEL', 'cli:gs', 'cli:ap', 'cli:fl', 'cli:bits', 'cli:zero', 'cli:at')).toBe(
+      '6',
+    );
     expect(await redisCli(port, 'KEYS')).toBe("ERR wrong number of arguments for 'keys' command");
   });
 

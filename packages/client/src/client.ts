@@ -482,6 +482,22 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return Number(response.value);
   }
 
+  /**
+   * EXPIRETIME: the Unix time in seconds at which `key` expires (rounded as Redis rounds it); -1
+   * without expiry, -2 when it does not exist.
+   */
+  async expiretime(key: BinaryLike, options?: CommandOptions): Promise<number> {
+    const ms = await this.pexpiretime(key, options);
+    return ms < 0 ? ms : Math.floor((ms + 500) / 1000);
+  }
+
+  /** PEXPIRETIME: the Unix time in ms at which `key` expires; -1 without expiry, -2 when it does not exist. */
+  async pexpiretime(key: BinaryLike, options?: CommandOptions): Promise<number> {
+    const response = await this.send({ op: Op.PEXPIRETIME, key: this.keyBytes(key) }, options);
+    if (response.op !== Op.INTEGER) throw unexpectedAnswer('PEXPIRETIME', response);
+    return Number(response.value);
+  }
+
   /** How many of `keys` exist (a key named twice counts twice, as Redis). No keys: 0 without a round trip. */
   async exists(...keys: BinaryLike[]): Promise<number> {
     if (keys.length === 0) return 0;
@@ -582,7 +598,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * bytes or, with `unit: 'bit'`, bits; negative from the end), as Redis counts them.
    */
   async bitcount(key: BinaryLike, range?: BitRange, options?: CommandOptions): Promise<number> {
-    if (range !== undefined) rangeArguments(range.start, range.end);
+    if (range !== undefined) rangeArguments(range.start, range.end, range.unit);
     const value = await this.get(key, options);
     if (value === null) return 0;
     return range === undefined ? bitCount(value) : bitCount(value, range);
@@ -596,7 +612,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    */
   async bitpos(key: BinaryLike, bit: 0 | 1, range?: BitPosRange, options?: CommandOptions): Promise<number> {
     bitArgument(bit);
-    if (range !== undefined) rangeArguments(range.start, range.end ?? 0);
+    if (range !== undefined) rangeArguments(range.start, range.end ?? 0, range.unit);
     return bitPos(await this.get(key, options), bit, range);
   }
 
@@ -1259,6 +1275,7 @@ function isDataCommand(message: WithoutId<Request>): message is DataCommand {
     message.op === Op.SETRANGE ||
     message.op === Op.INCRBYFLOAT ||
     message.op === Op.SETBIT ||
+    message.op === Op.PEXPIRETIME ||
     message.op === Op.GET_VERSIONED ||
     message.op === Op.DEL_VERSIONED
   );
@@ -1338,9 +1355,12 @@ function bitArgument(bit: number): 0 | 1 {
   return bit;
 }
 
-function rangeArguments(start: number, end: number): void {
+function rangeArguments(start: number, end: number, unit: string | undefined): void {
   safeInteger(start, 'start');
   safeInteger(end, 'end');
+  if (unit !== undefined && unit !== 'byte' && unit !== 'bit') {
+    throw invalidArgument(`unit must be 'byte' or 'bit', got ${unit}`);
+  }
 }
 
 function int64Argument(value: number | bigint, name: string): bigint {

@@ -695,6 +695,7 @@ export function toWireArray(message: Message): Field[] {
       return fields;
     }
     case Op.TTL:
+    case Op.PEXPIRETIME:
     case Op.GETDEL:
       return withEpoch([message.op, message.id, message.key], message.epoch);
     case Op.EXISTS:
@@ -1343,6 +1344,7 @@ function readRequest(op: number, r: FieldReader): Request {
     case Op.EXPIRE:
       return readExpire(r);
     case Op.TTL:
+    case Op.PEXPIRETIME:
     case Op.GETDEL: {
       const key = r.key(2);
       const epoch = r.optionalUint(3, 'epoch');

@@ -45,6 +45,7 @@ export const Op = {
   SETRANGE: 33,
   INCRBYFLOAT: 34,
   SETBIT: 35,
+  PEXPIRETIME: 36,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -307,6 +308,16 @@ export interface ExpireRequest extends Fenced {
 /** PTTL: answered by INTEGER: ms left, -1 when the key has no expiry, -2 when it does not exist. */
 export interface TtlRequest extends Fenced {
   readonly op: typeof Op.TTL;
+  readonly id: number;
+  readonly key: Uint8Array;
+}
+
+/**
+ * PEXPIRETIME (EXPIRETIME is it in seconds): the expiry time stored with the key, in ms since the
+ * Unix epoch. Answered by INTEGER: the time, -1 no expiry, -2 no such key (as Redis).
+ */
+export interface ExpireTimeRequest extends Fenced {
+  readonly op: typeof Op.PEXPIRETIME;
   readonly id: number;
   readonly key: Uint8Array;
 }
@@ -905,6 +916,7 @@ export type Request =
   | SetWithRequest
   | ExpireRequest
   | TtlRequest
+  | ExpireTimeRequest
   | ExistsRequest
   | GetDelRequest
   | IncrByRequest

@@ -4,6 +4,7 @@ import {
   type DelVersionedRequest,
   type ExistsRequest,
   type ExpireRequest,
+  type ExpireTimeRequest,
   type GetDelRequest,
   type GetRequest,
   type GetVersionedRequest,
@@ -32,6 +33,7 @@ export type KeyedRequest =
   | WithoutId<SetWithRequest>
   | WithoutId<ExpireRequest>
   | WithoutId<TtlRequest>
+  | WithoutId<ExpireTimeRequest>
   | WithoutId<GetDelRequest>
   | WithoutId<IncrByRequest>
   | WithoutId<SetRangeRequest>
@@ -51,12 +53,12 @@ export type DataRequest =
   | KeyedRequest;
 
 /**
- * Whether a single-key request only reads (GET, TTL, GET_VERSIONED): with replication it goes to the
+ * Whether a single-key request only reads (GET, TTL, PEXPIRETIME, GET_VERSIONED): with replication it goes to the
  * tail of the key's chain, every other single-key request (a write, an atomic operation) to the
  * head. The one classification for the balancer's router, the direct client and the node's fence.
  */
 export function isSingleKeyRead(op: number): boolean {
-  return op === Op.GET || op === Op.TTL || op === Op.GET_VERSIONED;
+  return op === Op.GET || op === Op.TTL || op === Op.PEXPIRETIME || op === Op.GET_VERSIONED;
 }
 
 /**

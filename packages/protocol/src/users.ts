@@ -217,6 +217,7 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
   switch (request.op) {
     case Op.GET:
     case Op.TTL:
+    case Op.PEXPIRETIME:
     case Op.GET_VERSIONED:
       return grant.limited ? keyDenied(grant, request.key, false) : undefined;
     case Op.SET:

@@ -154,6 +154,7 @@ describe('password hashes', () => {
     const key = toBytes('app:k');
     const reads: Request[] = [
       { op: Op.TTL, id: 1, key },
+      { op: Op.PEXPIRETIME, id: 1, key },
       { op: Op.EXISTS, id: 1, keys: [key, key] },
     ];
     const writes: Request[] = [

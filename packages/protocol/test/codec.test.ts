@@ -354,7 +354,7 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
       },
       { requiredKeys: ['op', 'id', 'key', 'mode', 'ms'] },
     ),
-    ...([Op.TTL, Op.GETDEL] as const).map((op) =>
+    ...([Op.TTL, Op.PEXPIRETIME, Op.GETDEL] as const).map((op) =>
       fc.record({ op: fc.constant(op), id, key: anyKey, epoch }, { requiredKeys: ['op', 'id', 'key'] }),
     ),
     fc.record(
@@ -539,6 +539,7 @@ describe('MessageCodec round trip', () => {
             Op.SET_WITH,
             Op.EXPIRE,
             Op.TTL,
+            Op.PEXPIRETIME,
             Op.GETDEL,
             Op.EXISTS,
             Op.INCRBY,

@@ -11,6 +11,7 @@ import {
   ErrorCode,
   type ExistsRequest,
   type ExpireRequest,
+  type ExpireTimeRequest,
   type GetDelRequest,
   type GetRequest,
   type GetVersionedRequest,
@@ -79,7 +80,7 @@ export interface OpCounters {
   errors: number;
   /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
   fenced: number;
-  /** Data-model requests: SET_WITH, EXPIRE, TTL, EXISTS, GETDEL, INCRBY, SETRANGE, INCRBYFLOAT, SETBIT, GET_VERSIONED, DEL_VERSIONED. */
+  /** Data-model requests: SET_WITH, EXPIRE, TTL, PEXPIRETIME, EXISTS, GETDEL, INCRBY, SETRANGE, INCRBYFLOAT, SETBIT, GET_VERSIONED, DEL_VERSIONED. */
   dataModel: number;
   /** Compare-and-set requests (SET_WITH or DEL_VERSIONED with ifVersion) that found another version. */
   versionConflicts: number;
@@ -92,6 +93,7 @@ type KeyedRequest =
   | SetWithRequest
   | ExpireRequest
   | TtlRequest
+  | ExpireTimeRequest
   | GetDelRequest
   | IncrByRequest
   | SetRangeRequest
@@ -276,6 +278,7 @@ export class RequestHandler {
       case Op.SET_WITH:
       case Op.EXPIRE:
       case Op.TTL:
+      case Op.PEXPIRETIME:
       case Op.GETDEL:
       case Op.INCRBY:
       case Op.SETRANGE:
@@ -566,7 +569,9 @@ export class RequestHandler {
     const id = request.id;
     switch (request.op) {
       case Op.TTL:
-        return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key)) });
+        return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key, false)) });
+      case Op.PEXPIRETIME:
+        return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key, true)) });
       case Op.SET_WITH:
         if (request.ifVersion !== undefined || request.withVersion === true) {
           return this.update(
@@ -739,12 +744,15 @@ export class RequestHandler {
     }
   }
 
-  /** PTTL: ms left, -1 without expiry, -2 when the key does not exist (as Redis). */
-  private pttl(key: Uint8Array): number {
+  /**
+   * PTTL: ms left (`absolute`, PEXPIRETIME: the expiry time in ms since the Unix epoch), -1
+   * without expiry, -2 when the key does not exist (as Redis).
+   */
+  private pttl(key: Uint8Array, absolute: boolean): number {
     const entry = this.engine.getEntry(key);
     if (entry === undefined) return -2;
     if (entry.expireAt === 0) return -1;
-    return Math.max(0, entry.expireAt - Date.now());
+    return absolute ? entry.expireAt : Math.max(0, entry.expireAt - Date.now());
   }
 
   /** EXISTS: how many of the keys hold a live value (duplicates count), moving keys brought in first. */

@@ -187,7 +187,10 @@ function setnx(connection: RespConnection, args: Uint8Array[], seq: number, serv
   );
 }
 
-/** TTL and PTTL: the native PTTL's milliseconds (or -1 / -2), in seconds for TTL as Redis rounds them. */
+/**
+ * TTL and PTTL, EXPIRETIME and PEXPIRETIME: the native TTL's or PEXPIRETIME's milliseconds (or -1 / -2), in seconds
+ * for TTL and EXPIRETIME as Redis rounds them (to the nearest second).
+ */
 class TtlAnswer implements Replier {
   constructor(
     private readonly connection: RespConnection,
@@ -207,11 +210,15 @@ class TtlAnswer implements Replier {
   }
 }
 
-function ttl(inSeconds: boolean): CommandHandler {
+/**
+ * TTL and PTTL (the time left, the native TTL), EXPIRETIME and PEXPIRETIME (`absolute`: the
+ * expiry time itself, the native PEXPIRETIME).
+ */
+function ttl(inSeconds: boolean, absolute = false): CommandHandler {
   return (connection, args, seq, services) => {
     if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
     services.router.forwardKeyed(
-      { op: Op.TTL, id: seq, key: args[1]! },
+      { op: absolute ? Op.PEXPIRETIME : Op.TTL, id: seq, key: args[1]! },
       new TtlAnswer(connection, seq, inSeconds),
       performance.now(),
     );
@@ -872,6 +879,8 @@ export const DATA_COMMANDS: readonly RespCommand[] = [
   { name: 'setnx', arity: 3, flags: ['write', 'denyoom', 'fast'], keys: SINGLE_KEY, run: setnx },
   { name: 'ttl', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: ttl(true) },
   { name: 'pttl', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: ttl(false) },
+  { name: 'expiretime', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: ttl(true, true) },
+  { name: 'pexpiretime', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: ttl(false, true) },
   { name: 'expire', arity: -3, flags: ['write', 'fast'], keys: SINGLE_KEY, run: expire('in', 1000) },
   { name: 'pexpire', arity: -3, flags: ['write', 'fast'], keys: SINGLE_KEY, run: expire('in', 1) },
   { name: 'expireat', arity: -3, flags: ['write', 'fast'], keys: SINGLE_KEY, run: expire('at', 1000) },
