@@ -10,11 +10,10 @@
  * against the same Redis writes the same file. Only well-formed commands: argument errors are
  * the RESP front door's, tested with redis-cli.
  */
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { seededRandom, startRedisOracle } from '../src/testing.js';
+import { goldenFixtureText, seededRandom, startRedisOracle } from '../src/testing.js';
 
 /** One case: the value in hex (null: no key), the command's arguments after the key, Redis's answer. */
 type GoldenCase = [valueHex: string | null, args: string[], answer: string];
@@ -81,9 +80,7 @@ async function main(): Promise<void> {
       replies[i * 2 + 1] ?? 'nil',
     ]);
     const path = fileURLToPath(output);
-    writeFileSync(path, JSON.stringify({ redis: redis.version, cases: golden }));
-    // In the repository's JSON style, so a rerun against the same Redis changes nothing.
-    execFileSync('pnpm', ['exec', 'biome', 'format', '--write', path], { stdio: 'ignore' });
+    writeFileSync(path, goldenFixtureText(redis.version, golden));
     console.log(`${golden.length} cases from Redis ${redis.version} -> ${path}`);
   } finally {
     redis.stop();

@@ -24,6 +24,14 @@ export interface RedisOracle {
   stop(): void;
 }
 
+/**
+ * The text of a golden fixture: the Redis version and one case per line, so a rerun against the same
+ * Redis writes the same file and a diff shows the cases that changed.
+ */
+export function goldenFixtureText(redisVersion: string, cases: readonly unknown[]): string {
+  return `{"redis": ${JSON.stringify(redisVersion)}, "cases": [\n${cases.map((one) => JSON.stringify(one)).join(',\n')}\n]}\n`;
+}
+
 /** Starts redis-server (from the PATH) and connects to it. */
 export async function startRedisOracle(): Promise<RedisOracle> {
   const directory = mkdtempSync(join(tmpdir(), 'dstore-redis-oracle-'));

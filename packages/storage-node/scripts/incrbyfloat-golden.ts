@@ -9,11 +9,10 @@
  * Needs `redis-server` on the PATH (Debian: `apt-get install redis-server`). The cases come from a
  * seeded generator, so a rerun against the same Redis writes the same file.
  */
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { seededRandom, startRedisOracle } from '@dstore/protocol/testing';
+import { goldenFixtureText, seededRandom, startRedisOracle } from '@dstore/protocol/testing';
 
 /** One case: the key's value (null: no key), the increment, Redis's answer (`-` first: an error). */
 type GoldenCase = [value: string | null, increment: string, answer: string];
@@ -179,9 +178,7 @@ async function main(): Promise<void> {
       replies[index * 2 + 1] ?? 'nil',
     ]);
     const path = fileURLToPath(output);
-    writeFileSync(path, JSON.stringify({ redis: redis.version, cases: golden }));
-    // In the repository's JSON style, so a rerun against the same Redis changes nothing.
-    execFileSync('pnpm', ['exec', 'biome', 'format', '--write', path], { stdio: 'ignore' });
+    writeFileSync(path, goldenFixtureText(redis.version, golden));
     console.log(`${golden.length} cases from Redis ${redis.version} -> ${path}`);
   } finally {
     redis.stop();
