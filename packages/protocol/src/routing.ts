@@ -53,9 +53,10 @@ export type DataRequest =
   | KeyedRequest;
 
 /**
- * Whether a single-key request only reads (GET, TTL, PEXPIRETIME, GET_VERSIONED): with replication it goes to the
- * tail of the key's chain, every other single-key request (a write, an atomic operation) to the
- * head. The one classification for the balancer's router, the direct client and the node's fence.
+ * Whether a single-key request only reads (GET, TTL, PEXPIRETIME, GET_VERSIONED): with replication
+ * it goes to the tail of the key's chain, every other single-key request (a write, an atomic
+ * operation) to the head. The one classification for the balancer's router, the direct client and
+ * the node's fence.
  */
 export function isSingleKeyRead(op: number): boolean {
   return op === Op.GET || op === Op.TTL || op === Op.PEXPIRETIME || op === Op.GET_VERSIONED;

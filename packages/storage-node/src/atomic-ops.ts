@@ -197,6 +197,14 @@ export function decideIncrByFloat(
 
 const ZERO_LONG_DOUBLE: LongDouble = { significand: 0n, exponent: 0 };
 
+/** The refusal of a SETRANGE, APPEND or SETBIT whose value would pass the limit (Redis's words). */
+function valueTooLarge(maxValueBytes: number): DstoreError {
+  return new DstoreError(
+    ErrorCode.VALUE_TOO_LARGE,
+    `string exceeds maximum allowed size (the value limit, ${maxValueBytes} bytes)`,
+  );
+}
+
 /**
  * SETRANGE (`offset` given) and APPEND (`offset` undefined): the value's length after it, or
  * VALUE_TOO_LARGE (nothing written) when it would pass `maxValueBytes`. Keeps the key's expiry. As
@@ -216,13 +224,7 @@ export function decideSetRange(
   }
   const at = offset ?? length;
   if (at + value.length > maxValueBytes) {
-    return {
-      mutation: NONE,
-      result: new DstoreError(
-        ErrorCode.VALUE_TOO_LARGE,
-        `string exceeds maximum allowed size (the value limit, ${maxValueBytes} bytes)`,
-      ),
-    };
+    return { mutation: NONE, result: valueTooLarge(maxValueBytes) };
   }
   // Zero-filled: the bytes between the old end and `offset` are the padding Redis writes.
   const next = new Uint8Array(Math.max(length, at + value.length));
@@ -244,13 +246,7 @@ export function decideSetBit(
 ): Decision<0 | 1 | DstoreError> {
   const byte = Math.floor(offset / 8);
   if (byte + 1 > maxValueBytes) {
-    return {
-      mutation: NONE,
-      result: new DstoreError(
-        ErrorCode.VALUE_TOO_LARGE,
-        `string exceeds maximum allowed size (the value limit, ${maxValueBytes} bytes)`,
-      ),
-    };
+    return { mutation: NONE, result: valueTooLarge(maxValueBytes) };
   }
   const before = current?.value;
   const next = new Uint8Array(Math.max(before?.length ?? 0, byte + 1));

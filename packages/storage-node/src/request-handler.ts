@@ -80,7 +80,10 @@ export interface OpCounters {
   errors: number;
   /** Requests refused by the fence (routed on another ring epoch): STALE_EPOCH. */
   fenced: number;
-  /** Data-model requests: SET_WITH, EXPIRE, TTL, PEXPIRETIME, EXISTS, GETDEL, INCRBY, SETRANGE, INCRBYFLOAT, SETBIT, GET_VERSIONED, DEL_VERSIONED. */
+  /**
+   * Data-model requests: SET_WITH, EXPIRE, TTL, PEXPIRETIME, EXISTS, GETDEL, INCRBY, SETRANGE,
+   * INCRBYFLOAT, SETBIT, GET_VERSIONED, DEL_VERSIONED.
+   */
   dataModel: number;
   /** Compare-and-set requests (SET_WITH or DEL_VERSIONED with ifVersion) that found another version. */
   versionConflicts: number;
@@ -152,7 +155,7 @@ export interface RequestHandlerContext {
    * while the node holds data. Omitted: every RING is installed (a node used without a balancer).
    */
   readonly binding?: ClusterBinding | undefined;
-  /** Longest value a SETRANGE, APPEND or SETBIT may make (the node's value limit). Default: the protocol's. */
+  /** Longest value a SETRANGE, APPEND or SETBIT may make (the node's value limit; default the protocol's). */
   readonly maxValueBytes?: number | undefined;
 }
 

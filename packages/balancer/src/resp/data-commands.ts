@@ -188,8 +188,8 @@ function setnx(connection: RespConnection, args: Uint8Array[], seq: number, serv
 }
 
 /**
- * TTL and PTTL, EXPIRETIME and PEXPIRETIME: the native TTL's or PEXPIRETIME's milliseconds (or -1 / -2), in seconds
- * for TTL and EXPIRETIME as Redis rounds them (to the nearest second).
+ * TTL and PTTL, EXPIRETIME and PEXPIRETIME: the milliseconds (or -1 / -2) of the native TTL or
+ * PEXPIRETIME, in seconds for TTL and EXPIRETIME as Redis rounds them (to the nearest second).
  */
 class TtlAnswer implements Replier {
   constructor(
