@@ -236,6 +236,7 @@ export class Balancer {
           epoch: this.epoch,
         }),
         dbSize: () => clusterDbSize(this.membership),
+        replicasOfEveryWrite: () => this.membership.replicasOfEveryWrite,
         memoryConfig: () =>
           clusterMemoryConfig(
             this.membership,

@@ -464,6 +464,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * each round of a ring change's copies to learners).
    */
   get chains(): readonly ChainRange[] {
+    return this.currentChains();
+  }
+
+  /**
+   * How many members besides its head hold every acknowledged write now (RESP WAIT's answer):
+   * chain replication acknowledges a write once every serving member of its chain has it, so it is
+   * the shortest serving chain less one (a member failed since holds its writes no more for sure, a
+   * learner promoted since was copied them); 0 without chains.
+   */
+  get replicasOfEveryWrite(): number {
+    let shortest = Number.POSITIVE_INFINITY;
+    for (const chain of this.currentChains()) shortest = Math.min(shortest, chain.serving.length);
+    return shortest === Number.POSITIVE_INFINITY ? 0 : Math.max(0, shortest - 1);
+  }
+
+  private currentChains(): readonly ChainRange[] {
     const map = this.map;
     if (this.chainsOf?.map !== map) {
       const ring = this.routedRing;

@@ -15,9 +15,11 @@ import {
 import type { DstoreClient } from '@dstore/client';
 import { DstoreError, ErrorCode, Op, type Response } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { BalancerOptions } from '../src/index.js';
 import { directClient, withMap } from './direct-client.js';
 import { attempt, Resources, refusal, waitFor } from './helpers.js';
 import { type Engine, FACTOR, ReplicatedCluster } from './replicated-cluster.js';
+import { redisCli } from './resp-helpers.js';
 
 const resources = new Resources();
 let nemesis = new Nemesis();
@@ -28,9 +30,14 @@ afterEach(async () => {
 
 const text = new TextEncoder();
 
-function start(engine: Engine): Promise<ReplicatedCluster> {
+function start(engine: Engine, balancer?: BalancerOptions): Promise<ReplicatedCluster> {
   nemesis = new Nemesis();
-  return ReplicatedCluster.start({ engine, resources, nemesis });
+  return ReplicatedCluster.start({
+    engine,
+    resources,
+    nemesis,
+    ...(balancer === undefined ? {} : { balancer }),
+  });
 }
 
 function client(cluster: ReplicatedCluster, commandTimeout = 5000): DstoreClient {
@@ -133,7 +140,10 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
   it('a SIGSTOPped tail: writes of its chains fail typed until the failover, then succeed without it', {
     timeout: 60_000,
   }, async () => {
-    const cluster = await start(engine);
+    // With the RESP port: WAIT answers how many replicas every acknowledged write has right now.
+    const cluster = await start(engine, { respPort: 0 });
+    const respPort = cluster.balancer.address.respPort!;
+    expect(await redisCli(respPort, 'WAIT', '2', '0')).toBe(String(FACTOR - 1));
     const victim = 'node-3';
     const stalled = cluster.keyWhere(victim, FACTOR - 1, 'stalled');
     const free = cluster.keyWhere(victim, -1, 'free');
@@ -155,6 +165,7 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
       // becomes the tail, and the chain takes writes again without the paused member.
       await waitFor(() => cluster.stateOf(victim) === 'failed', `${victim} marked failed`);
       expect(cluster.chainOf(stalled)).toEqual([head, middle]);
+      expect(await redisCli(respPort, 'WAIT', '2', '100')).toBe(String(FACTOR - 2));
       // The map changed at the balancer; the head may get its RING a moment later and refuse the
       // chain's writes until then (UNAVAILABLE, not executed): retried as an application would.
       await untilServed(() => writer.set(stalled, 'after'));
@@ -167,6 +178,7 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
     // it missed (that a resumed member answers nothing stale meanwhile: replication-failover.test.ts).
     await waitFor(() => cluster.stateOf(victim) === 'up', `${victim} up again`, 60_000);
     expect(cluster.chainOf(stalled)).toEqual([head, middle, victim]);
+    expect(await redisCli(respPort, 'WAIT', '2', '0')).toBe(String(FACTOR - 1));
     await cluster.expectOnChain(stalled, 'after');
     expect(await writer.getString(stalled)).toBe('after');
   });

@@ -157,6 +157,14 @@ describe('RESP front door with real clients', () => {
     expect(await redisCli(port, 'INCRBYFLOAT', 'cli:fl')).toBe(
       "ERR wrong number of arguments for 'incrbyfloat' command",
     );
+    // TIME: the balancer's clock, as Redis answers it; WAIT: factor 1, no replicas, answered at once.
+    const [seconds, micros] = (await redisCli(port, 'TIME')).split('\n').map(Number);
+    expect(Math.abs(seconds! - Date.now() / 1000)).toBeLessThan(60);
+    expect(micros).toBeGreaterThanOrEqual(0);
+    expect(micros).toBeLessThan(1_000_000);
+    expect(await redisCli(port, 'WAIT', '1', '100')).toBe('0');
+    expect(await redisCli(port, 'WAIT', 'x', '0')).toBe('ERR value is not an integer or out of range');
+    expect(await redisCli(port, 'WAIT', '0', '-1')).toBe('ERR timeout is negative');
     // EXPIRETIME and PEXPIRETIME: the stored time itself (Redis 7 rounds seconds to the nearest).
     expect(await redisCli(port, 'SET', 'cli:at', 'v', 'PXAT', '4102444800700')).toBe('OK');
     expect(await redisCli(port, 'PEXPIRETIME', 'cli:at')).toBe('4102444800700');

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { DstoreError, ErrorCode, keyspaceDenied } from '@dstore/protocol';
 import { globMatcher } from '@dstore/protocol/internal';
 import { integerOf, isWord, textOf, unknownSubcommand, wrongArity } from './arguments.js';
@@ -35,6 +36,44 @@ function ping(connection: RespConnection, args: Uint8Array[], seq: number): void
 
 function echo({ connection, seq, args }: CommandCall): void {
   connection.beginReply(seq).bulk(args[1]!);
+  connection.endReply(seq);
+}
+
+/**
+ * TIME: the balancer's wall clock as Redis answers it, the Unix time in seconds and the
+ * microseconds within that second, two bulk strings.
+ */
+function time({ connection, seq }: CommandCall): void {
+  const micros = Math.round((performance.timeOrigin + performance.now()) * 1000);
+  const writer = connection.beginReply(seq);
+  writer.array(2);
+  writer.bulkText(String(Math.floor(micros / 1_000_000)));
+  writer.bulkText(String(micros % 1_000_000));
+  connection.endReply(seq);
+}
+
+/**
+ * WAIT numreplicas timeout: answers at once how many replicas every acknowledged write has. Redis
+ * waits (up to `timeout`) for its asynchronous replicas to catch up; dstore acknowledges a write
+ * only once every serving member of its chain holds it, so there is nothing to wait for: the answer
+ * is the shortest serving chain less its head (factor 3, all members up: 2; factor 1: 0).
+ */
+function wait(call: CommandCall): void {
+  const { args, connection, seq, services } = call;
+  if (integerOf(args[1]!) === undefined) {
+    error(call, 'ERR value is not an integer or out of range');
+    return;
+  }
+  const timeout = integerOf(args[2]!);
+  if (timeout === undefined) {
+    error(call, 'ERR timeout is not an integer or out of range');
+    return;
+  }
+  if (timeout < 0) {
+    error(call, 'ERR timeout is negative');
+    return;
+  }
+  connection.beginReply(seq).integer(services.replicasOfEveryWrite());
   connection.endReply(seq);
 }
 
@@ -420,6 +459,8 @@ const NO_KEYS = [0, 0, 0] as const;
 export const CONNECTION_COMMANDS: readonly RespCommand[] = [
   { name: 'ping', arity: -1, flags: ['fast', 'stale'], keys: NO_KEYS, run: ping },
   { name: 'echo', arity: 2, flags: ['fast'], keys: NO_KEYS, run: withCall(echo) },
+  { name: 'wait', arity: 3, flags: ['noscript'], keys: NO_KEYS, run: withCall(wait) },
+  { name: 'time', arity: 1, flags: ['loading', 'stale', 'fast'], keys: NO_KEYS, run: withCall(time) },
   {
     name: 'quit',
     arity: -1,

@@ -25,6 +25,8 @@ export interface RespFrontDoorParts {
   readonly facts: () => Omit<ServerFacts, 'port' | 'connectedClients'>;
   /** DBSIZE and SCAN pages of the cluster. */
   readonly dbSize: RespServices['dbSize'];
+  /** WAIT's answer. */
+  readonly replicasOfEveryWrite: RespServices['replicasOfEveryWrite'];
   /** The nodes' memory cap and eviction policy. */
   readonly memoryConfig: RespServices['memoryConfig'];
   readonly scan: RespServices['scan'];
@@ -70,6 +72,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
       protectedMode: options.protectedMode,
       commands: new CommandTable([...CONNECTION_COMMANDS, ...DATA_COMMANDS]),
       dbSize: parts.dbSize,
+      replicasOfEveryWrite: parts.replicasOfEveryWrite,
       memoryConfig: parts.memoryConfig,
       scan: parts.scan,
       flush: parts.flush,

@@ -41,6 +41,8 @@ export interface RespServices {
   admit(connection: RespConnection): boolean;
   /** Facts for INFO and HELLO. */
   facts(): ServerFacts;
+  /** How many replicas besides its head every acknowledged write has now (WAIT's answer). */
+  replicasOfEveryWrite(): number;
   /** DBSIZE of the cluster (the balancer's, as on the native port). */
   dbSize(): Promise<number>;
   /** The nodes' memory cap and eviction policy (CONFIG GET `maxmemory`, `maxmemory-policy`). */
