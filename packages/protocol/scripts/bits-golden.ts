@@ -1,7 +1,7 @@
 /**
  * Captures Redis's own GETBIT, BITCOUNT and BITPOS answers for `test/fixtures/bits-redis.json`,
  * the cases `test/bytes.test.ts` checks `getBit`, `bitCount` and `bitPos` against: sets each case's
- * value (or deletes the key) on a throwaway redis-server (`startRedisOracle`), sends the command
+ * value (or deletes the key) on a throwaway redis-server (`captureGolden`), sends the command
  * and records the answer.
  *
  *   pnpm --filter @dstore/protocol golden:bits [-- --cases 3000 --seed 11]
@@ -10,13 +10,12 @@
  * against the same Redis writes the same file. Only well-formed commands: argument errors are
  * the RESP front door's, tested with redis-cli.
  */
-import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { goldenFixtureText, seededRandom, startRedisOracle } from '../src/testing.js';
+import { captureGolden, type GoldenCase, seededRandom } from '../src/testing.js';
 
-/** One case: the value in hex (null: no key), the command's arguments after the key, Redis's answer. */
-type GoldenCase = [valueHex: string | null, args: string[], answer: string];
+/** One row: the value in hex (null: no key), the command's arguments but the key, Redis's answer. */
+type BitsCase = [valueHex: string | null, args: string[], answer: string];
 
 const { values: flags } = parseArgs({
   options: { cases: { type: 'string', default: '3000' }, seed: { type: 'string', default: '11' } },
@@ -61,30 +60,14 @@ function command(length: number): string[] {
   }
 }
 
-async function main(): Promise<void> {
-  const redis = await startRedisOracle();
-  try {
-    const list = Array.from({ length: Number(flags.cases) }, () => {
-      const bytes = value();
-      return { bytes, args: command(bytes?.length ?? 0) };
-    });
-    const replies = await redis.ask(
-      list.flatMap(({ bytes, args }) => [
-        bytes === null ? ['DEL', 'k'] : ['SET', 'k', Buffer.from(bytes).toString('latin1')],
-        [args[0]!, 'k', ...args.slice(1)],
-      ]),
-    );
-    const golden: GoldenCase[] = list.map(({ bytes, args }, i) => [
-      bytes === null ? null : Buffer.from(bytes).toString('hex'),
-      args,
-      replies[i * 2 + 1] ?? 'nil',
-    ]);
-    const path = fileURLToPath(output);
-    writeFileSync(path, goldenFixtureText(redis.version, golden));
-    console.log(`${golden.length} cases from Redis ${redis.version} -> ${path}`);
-  } finally {
-    redis.stop();
-  }
-}
-
-await main();
+const list = Array.from({ length: Number(flags.cases) }, (): GoldenCase => {
+  const bytes = value();
+  const args = command(bytes?.length ?? 0);
+  const valueHex = bytes === null ? null : Buffer.from(bytes).toString('hex');
+  return {
+    value: bytes === null ? null : Buffer.from(bytes).toString('latin1'),
+    command: [args[0]!, 'k', ...args.slice(1)],
+    row: (answer): BitsCase => [valueHex, args, answer],
+  };
+});
+console.log(await captureGolden(fileURLToPath(output), list));

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,12 +24,34 @@ export interface RedisOracle {
   stop(): void;
 }
 
+/** One case of a golden fixture (see {@link captureGolden}). */
+export interface GoldenCase {
+  /** The value the key `k` holds before the command (latin1), or null: no such key. */
+  readonly value: string | null;
+  /** The command, naming the key `k`. */
+  readonly command: readonly string[];
+  /** The fixture's row for this case, from Redis's answer (`-ERR ...` for an error, `nil` for null). */
+  row(answer: string): unknown;
+}
+
 /**
- * The text of a golden fixture: the Redis version and one case per line, so a rerun against the same
- * Redis writes the same file and a diff shows the cases that changed.
+ * Asks a throwaway redis-server ({@link startRedisOracle}) every case (the key set or deleted, then
+ * the command) and writes the fixture at `path`: the Redis version and one row per line, so a rerun
+ * against the same Redis writes the same file and a diff shows the rows that changed. Resolves a
+ * line saying what was written.
  */
-export function goldenFixtureText(redisVersion: string, cases: readonly unknown[]): string {
-  return `{"redis": ${JSON.stringify(redisVersion)}, "cases": [\n${cases.map((one) => JSON.stringify(one)).join(',\n')}\n]}\n`;
+export async function captureGolden(path: string, cases: readonly GoldenCase[]): Promise<string> {
+  const redis = await startRedisOracle();
+  try {
+    const answers = await redis.ask(
+      cases.flatMap(({ value, command }) => [value === null ? ['DEL', 'k'] : ['SET', 'k', value], command]),
+    );
+    const rows = cases.map((one, index) => JSON.stringify(one.row(answers[index * 2 + 1] ?? 'nil')));
+    writeFileSync(path, `{"redis": ${JSON.stringify(redis.version)}, "cases": [\n${rows.join(',\n')}\n]}\n`);
+    return `${cases.length} cases from Redis ${redis.version} -> ${path}`;
+  } finally {
+    redis.stop();
+  }
 }
 
 /** Starts redis-server (from the PATH) and connects to it. */

@@ -1,7 +1,7 @@
 /**
  * Captures Redis's own INCRBYFLOAT answers for `test/fixtures/incrbyfloat-redis.json`, the cases
  * `test/long-double.test.ts` checks dstore's arithmetic against: sends every case (SET or DEL of
- * the value, then INCRBYFLOAT) to a throwaway redis-server (`startRedisOracle`) and records each
+ * the value, then INCRBYFLOAT) to a throwaway redis-server (`captureGolden`) and records each
  * answer.
  *
  *   pnpm --filter @dstore/storage-node golden:incrbyfloat [-- --cases 2500 --seed 7]
@@ -9,13 +9,12 @@
  * Needs `redis-server` on the PATH (Debian: `apt-get install redis-server`). The cases come from a
  * seeded generator, so a rerun against the same Redis writes the same file.
  */
-import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { goldenFixtureText, seededRandom, startRedisOracle } from '@dstore/protocol/testing';
+import { captureGolden, type GoldenCase, seededRandom } from '@dstore/protocol/testing';
 
-/** One case: the key's value (null: no key), the increment, Redis's answer (`-` first: an error). */
-type GoldenCase = [value: string | null, increment: string, answer: string];
+/** One row: the key's value (null: no key), the increment, Redis's answer (`-` first: an error). */
+type IncrByFloatCase = [value: string | null, increment: string, answer: string];
 
 const { values: flags } = parseArgs({
   options: { cases: { type: 'string', default: '2500' }, seed: { type: 'string', default: '7' } },
@@ -162,27 +161,11 @@ function cases(count: number): [string | null, string][] {
   return list;
 }
 
-async function main(): Promise<void> {
-  const redis = await startRedisOracle();
-  try {
-    const list = cases(Number(flags.cases));
-    const replies = await redis.ask(
-      list.flatMap(([value, increment]) => [
-        value === null ? ['DEL', 'k'] : ['SET', 'k', value],
-        ['INCRBYFLOAT', 'k', increment],
-      ]),
-    );
-    const golden: GoldenCase[] = list.map(([value, increment], index) => [
-      value,
-      increment,
-      replies[index * 2 + 1] ?? 'nil',
-    ]);
-    const path = fileURLToPath(output);
-    writeFileSync(path, goldenFixtureText(redis.version, golden));
-    console.log(`${golden.length} cases from Redis ${redis.version} -> ${path}`);
-  } finally {
-    redis.stop();
-  }
-}
-
-await main();
+const list = cases(Number(flags.cases)).map(
+  ([value, increment]): GoldenCase => ({
+    value,
+    command: ['INCRBYFLOAT', 'k', increment],
+    row: (answer): IncrByFloatCase => [value, increment, answer],
+  }),
+);
+console.log(await captureGolden(fileURLToPath(output), list));
