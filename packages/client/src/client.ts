@@ -471,8 +471,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
 
   /** Seconds until `key` expires, rounded as Redis rounds them; -1 without expiry, -2 when it does not exist. */
   async ttl(key: BinaryLike, options?: CommandOptions): Promise<number> {
-    const ms = await this.pttl(key, options);
-    return ms < 0 ? ms : Math.floor((ms + 500) / 1000);
+    return inSeconds(await this.pttl(key, options));
   }
 
   /** Milliseconds until `key` expires; -1 without expiry, -2 when it does not exist. */
@@ -487,8 +486,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * without expiry, -2 when it does not exist.
    */
   async expiretime(key: BinaryLike, options?: CommandOptions): Promise<number> {
-    const ms = await this.pexpiretime(key, options);
-    return ms < 0 ? ms : Math.floor((ms + 500) / 1000);
+    return inSeconds(await this.pexpiretime(key, options));
   }
 
   /** PEXPIRETIME: the Unix time in ms at which `key` expires; -1 without expiry, -2 when it does not exist. */
@@ -1323,6 +1321,11 @@ function getExExpiry(options: GetExOptions): { mode: 'in' | 'at' | 'persist'; ms
   if (exat !== undefined) return { mode: 'at', ms: positiveMs(secondsToMs(exat, 'exat'), 'exat', 'getex') };
   if (pxat !== undefined) return { mode: 'at', ms: positiveMs(safeInteger(pxat, 'pxat'), 'pxat', 'getex') };
   return undefined;
+}
+
+/** TTL's or EXPIRETIME's milliseconds in seconds, rounded to the nearest as Redis does; -1 and -2 kept. */
+function inSeconds(ms: number): number {
+  return ms < 0 ? ms : Math.floor((ms + 500) / 1000);
 }
 
 function safeInteger(value: number, name: string): number {

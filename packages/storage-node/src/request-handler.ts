@@ -168,6 +168,12 @@ const INTEGER_VALUE_BYTES = 20;
  */
 const FLOAT_VALUE_BYTES = 64;
 
+/** A refusable decision's result, or its typed refusal thrown (nothing was written). */
+function unlessRefused<T>(result: T | DstoreError): T {
+  if (result instanceof DstoreError) throw result;
+  return result;
+}
+
 /** Keys a SCAN page examines by default (Redis's COUNT default). */
 const DEFAULT_SCAN_COUNT = 10;
 /**
@@ -615,45 +621,29 @@ export class RequestHandler {
           request.key,
           (current) => decideIncrBy(request.delta, current),
           INTEGER_VALUE_BYTES,
-        ).then((result): Response => {
-          if (result instanceof DstoreError) throw result;
-          return { op: Op.INTEGER, id, value: result };
-        });
+        ).then((result): Response => ({ op: Op.INTEGER, id, value: unlessRefused(result) }));
       case Op.SETRANGE: {
-        // Room for the value it makes: its length now (read here, outside the atomic step: an
-        // estimate for the space check, as for any write) with the new bytes in place.
-        const length = this.engine.getEntry(request.key)?.value.length ?? 0;
+        const length = this.lengthNow(request.key);
         const valueBytes = Math.max(length, (request.offset ?? length) + request.value.length);
         return this.update(
           request.key,
           (current) => decideSetRange(request.value, request.offset, this.maxValueBytes, current),
           valueBytes,
-        ).then((result): Response => {
-          if (result instanceof DstoreError) throw result;
-          return { op: Op.INTEGER, id, value: BigInt(result) };
-        });
+        ).then((result): Response => ({ op: Op.INTEGER, id, value: BigInt(unlessRefused(result)) }));
       }
       case Op.INCRBYFLOAT:
         return this.update(
           request.key,
           (current) => decideIncrByFloat(request.increment, current),
           FLOAT_VALUE_BYTES,
-        ).then((result): Response => {
-          if (result instanceof DstoreError) throw result;
-          return { op: Op.VALUE, id, value: result };
-        });
+        ).then((result): Response => ({ op: Op.VALUE, id, value: unlessRefused(result) }));
       case Op.SETBIT: {
-        // Room for the value it makes, as for SETRANGE: its length now, or up to the bit's byte.
-        const length = this.engine.getEntry(request.key)?.value.length ?? 0;
-        const valueBytes = Math.max(length, Math.floor(request.offset / 8) + 1);
+        const valueBytes = Math.max(this.lengthNow(request.key), Math.floor(request.offset / 8) + 1);
         return this.update(
           request.key,
           (current) => decideSetBit(request.offset, request.bit, this.maxValueBytes, current),
           valueBytes,
-        ).then((result): Response => {
-          if (result instanceof DstoreError) throw result;
-          return { op: Op.INTEGER, id, value: BigInt(result) };
-        });
+        ).then((result): Response => ({ op: Op.INTEGER, id, value: BigInt(unlessRefused(result)) }));
       }
       case Op.GET_VERSIONED: {
         const entry = this.engine.getEntry(request.key);
@@ -671,6 +661,14 @@ export class RequestHandler {
           undefined,
         ).then((result) => this.versionAnswer(id, request.ifVersion, result));
     }
+  }
+
+  /**
+   * The length of `key`'s value now (0: none), for the room a SETRANGE or SETBIT needs: read here,
+   * outside the atomic step, an estimate for the space check as for any write.
+   */
+  private lengthNow(key: Uint8Array): number {
+    return this.engine.getEntry(key)?.value.length ?? 0;
   }
 
   /** The VERSION answer of a write that reports versions, counting a failed compare-and-set. */
