@@ -380,6 +380,7 @@ export class Balancer {
       case Op.SETBIT:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
+      case Op.TRANSACT:
         this.router.forwardKeyed(request, connection, startMs);
         return;
       case Op.EXISTS:

@@ -268,6 +268,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         client.set(`ap-${i}`, `a-${i}`),
         client.set(`fl-${i}`, `${i}.25`),
         client.set(`bt-${i}`, 'a'),
+        client.set(`tx-${i}`, '7', { ex: 1000 }),
       ]),
     );
 
@@ -291,6 +292,7 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         appended,
         floated,
         flipped,
+        transacted,
       ] = await Promise.all([
         client.incr(`ctr-${i}`),
         client.set(`lock-${i}`, 'mine', { nx: true }),
@@ -304,7 +306,17 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
         client.incrbyfloat(`fl-${i}`, '0.5'),
         // 'a' is 0x61: bit 3 is clear; set, it makes 'q' (0x71).
         client.setbit(`bt-${i}`, 3, 1),
+        // A transaction reads and writes the moved key's current copy as one step.
+        client.transaction(`tx-${i}`).incr().getString().ttl().persist().exec(),
       ]);
+      const [txIncr, txRead, txTtl, txPersisted] = transacted ?? [];
+      expectEqual(
+        `TRANSACT tx-${i}`,
+        JSON.stringify([txIncr, txRead, txPersisted]),
+        JSON.stringify([8, '8', true]),
+      );
+      if (!(typeof txTtl === 'number' && txTtl > 900 && txTtl <= 1000))
+        wrong.push(`TRANSACT TTL tx-${i}: got ${txTtl}`);
       expectEqual(`SETBIT bt-${i}`, flipped, 0);
       expectEqual(`APPEND ap-${i}`, appended, `a-${i}+`.length);
       expectEqual(`INCRBYFLOAT fl-${i}`, floated, `${i}.75`);
@@ -337,6 +349,8 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
       expectEqual(`del-${i} after`, await client.get(`del-${i}`), null);
       expectEqual(`ord-${i} after`, await client.getString(`ord-${i}`), 'x');
       expectEqual(`gx-${i} after`, await client.getString(`gx-${i}`), `g-${i}`);
+      expectEqual(`tx-${i} after`, await client.getString(`tx-${i}`), '8');
+      expectEqual(`TTL tx-${i} after`, await client.ttl(`tx-${i}`), -1);
       expectEqual(`TTL gx-${i} after`, await client.ttl(`gx-${i}`), -1);
       expectEqual(`ap-${i} after`, await client.getString(`ap-${i}`), `a-${i}+`);
       expectEqual(`fl-${i} after`, await client.getString(`fl-${i}`), `${i}.75`);

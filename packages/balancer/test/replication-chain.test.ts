@@ -79,6 +79,14 @@ describe.each(['memory', 'lmdb'] as const)('chain replication, factor 3 on 5 nod
     // SETBIT: the head's whole value on every member ('@' is 0x40).
     expect(await writer.setbit('bitset', 1, 1)).toBe(0);
     await cluster.expectOnChain('bitset', '@');
+    // A transaction: its net effect, one write, on every member.
+    expect(await writer.transaction('txed').set('1').incrby(2).append('x').getString().exec()).toEqual([
+      'OK',
+      3,
+      2,
+      '3x',
+    ]);
+    await cluster.expectOnChain('txed', '3x');
     // A batch split over chains: each part at its head, each key on its chain.
     const entries = Array.from({ length: 50 }, (_, i): [string, string] => [`batch-${i}`, `b${i}`]);
     await writer.mset(entries);

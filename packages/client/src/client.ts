@@ -13,12 +13,40 @@ import {
   Op,
   type Request,
   type Response,
-  type SetExpiry,
-  type SetWithRequest,
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
 import { bitCount, bitPos, byteRange, getBit } from '@dstore/protocol/internal';
+import {
+  bitArgument,
+  bitOffset,
+  copyBytes,
+  delVersionedCommand,
+  expireCommand,
+  expireTimeCommand,
+  getDelCommand,
+  getExCommand,
+  getVersionedCommand,
+  incrByCommand,
+  incrByFloatCommand,
+  incrCommand,
+  inputBytes,
+  int64Argument,
+  type KeyCommand,
+  persistCommand,
+  pexpireTimeCommand,
+  pttlCommand,
+  safeInteger,
+  setBitCommand,
+  setRangeCommand,
+  setVersionedCommand,
+  setWithCommand,
+  setWithRequest,
+  ttlCommand,
+  unexpectedAnswer,
+  valueAnswer,
+  valueBytes,
+} from './commands.js';
 import { type DataCommand, DirectRouter, type DirectRoutingStats } from './direct-router.js';
 import {
   abortedError,
@@ -27,7 +55,6 @@ import {
   connectFailedError,
   invalidArgument,
   isForeignProtocol,
-  VersionConflictError,
 } from './errors.js';
 import { OfflineQueue } from './offline-queue.js';
 import {
@@ -39,6 +66,7 @@ import {
   resendDelay,
   resolveClientOptions,
 } from './options.js';
+import { Transaction } from './transaction.js';
 
 /** Per-command options. */
 export interface CommandOptions {
@@ -352,9 +380,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
 
   /** The value of `key`, or null when it does not exist. The bytes are the caller's own copy. */
   async get(key: BinaryLike, options?: CommandOptions): Promise<Uint8Array | null> {
-    const response = await this.send({ op: Op.GET, key: this.keyBytes(key) }, options);
-    if (response.op !== Op.VALUE) throw unexpectedAnswer('GET', response);
-    return response.value === null ? null : copyBytes(response.value);
+    return valueAnswer(await this.send({ op: Op.GET, key: this.keyBytes(key) }, options), 'GET');
   }
 
   /** The value of `key` decoded as UTF-8, or null when it does not exist. */
@@ -398,13 +424,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       if (response.op !== Op.OK) throw unexpectedAnswer('SET', response);
       return 'OK';
     }
-    const response = await this.send(request, options);
-    if (request.get === true) {
-      if (response.op !== Op.VALUE) throw unexpectedAnswer('SET', response);
-      return response.value === null ? null : copyBytes(response.value);
-    }
-    if (response.op !== Op.COUNT) throw unexpectedAnswer('SET', response);
-    return response.count > 0 ? 'OK' : null;
+    return this.run(setWithCommand(request), options);
   }
 
   /**
@@ -413,20 +433,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * {@link VersionConflictError}.
    */
   async setWithVersion(key: BinaryLike, value: BinaryLike, options: SetOptions = {}): Promise<number> {
-    const { ifVersion } = options;
-    if (options.nx === true || options.xx === true || options.get === true) {
-      throw invalidArgument('set: ifVersion and a version answer exclude nx, xx and get');
-    }
-    if (ifVersion !== undefined) versionArgument(ifVersion);
-    const keyBytes = this.keyBytes(key);
-    const bytes = valueBytes(value);
-    // The expiry options as for a SET_WITH; a plain write when there are none.
-    const base = setWithRequest(keyBytes, bytes, options) ?? { op: Op.SET_WITH, key: keyBytes, value: bytes };
-    const request: WithoutId<SetWithRequest> = { ...base, withVersion: true, ifVersion };
-    const response = await this.send(request, options);
-    if (response.op !== Op.VERSION) throw unexpectedAnswer('SET', response);
-    if (!response.written) throw new VersionConflictError(ifVersion ?? 0, response.version);
-    return response.version;
+    return this.run(setVersionedCommand(this.keyBytes(key), valueBytes(value), options), options);
   }
 
   /**
@@ -434,9 +441,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * owner (during a migration, after the owner brought the key's current copy in).
    */
   async getWithVersion(key: BinaryLike, options?: CommandOptions): Promise<VersionedValue | null> {
-    const response = await this.send({ op: Op.GET_VERSIONED, key: this.keyBytes(key) }, options);
-    if (response.op !== Op.VERSIONED) throw unexpectedAnswer('GET', response);
-    return response.value === null ? null : { value: copyBytes(response.value), version: response.version };
+    return this.run(getVersionedCommand(this.keyBytes(key)), options);
   }
 
   /** SETNX: stores `value` only when `key` does not exist; true when it wrote. */
@@ -445,40 +450,38 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   }
 
   /** Makes `key` expire after `seconds` (EXPIRE); true when the key exists and the condition held. */
-  expire(key: BinaryLike, seconds: number, options?: ExpireOptions): Promise<boolean> {
-    return this.expireCommand(key, 'in', secondsToMs(seconds, 'seconds'), options);
+  async expire(key: BinaryLike, seconds: number, options?: ExpireOptions): Promise<boolean> {
+    return this.run(expireCommand(this.keyBytes(key), 'expire', seconds, options?.condition), options);
   }
 
   /** Makes `key` expire after `ms` milliseconds (PEXPIRE). */
-  pexpire(key: BinaryLike, ms: number, options?: ExpireOptions): Promise<boolean> {
-    return this.expireCommand(key, 'in', safeInteger(ms, 'ms'), options);
+  async pexpire(key: BinaryLike, ms: number, options?: ExpireOptions): Promise<boolean> {
+    return this.run(expireCommand(this.keyBytes(key), 'pexpire', ms, options?.condition), options);
   }
 
   /** Makes `key` expire at Unix time `seconds` (EXPIREAT). */
-  expireat(key: BinaryLike, seconds: number, options?: ExpireOptions): Promise<boolean> {
-    return this.expireCommand(key, 'at', secondsToMs(seconds, 'seconds'), options);
+  async expireat(key: BinaryLike, seconds: number, options?: ExpireOptions): Promise<boolean> {
+    return this.run(expireCommand(this.keyBytes(key), 'expireat', seconds, options?.condition), options);
   }
 
   /** Makes `key` expire at Unix time `ms` in milliseconds (PEXPIREAT). */
-  pexpireat(key: BinaryLike, ms: number, options?: ExpireOptions): Promise<boolean> {
-    return this.expireCommand(key, 'at', safeInteger(ms, 'ms'), options);
+  async pexpireat(key: BinaryLike, ms: number, options?: ExpireOptions): Promise<boolean> {
+    return this.run(expireCommand(this.keyBytes(key), 'pexpireat', ms, options?.condition), options);
   }
 
   /** Removes `key`'s expiry (PERSIST); true when it had one. */
-  persist(key: BinaryLike, options?: CommandOptions): Promise<boolean> {
-    return this.expireCommand(key, 'persist', 0, options);
+  async persist(key: BinaryLike, options?: CommandOptions): Promise<boolean> {
+    return this.run(persistCommand(this.keyBytes(key)), options);
   }
 
   /** Seconds until `key` expires, rounded as Redis rounds them; -1 without expiry, -2 when it does not exist. */
   async ttl(key: BinaryLike, options?: CommandOptions): Promise<number> {
-    return inSeconds(await this.pttl(key, options));
+    return this.run(ttlCommand(this.keyBytes(key)), options);
   }
 
   /** Milliseconds until `key` expires; -1 without expiry, -2 when it does not exist. */
   async pttl(key: BinaryLike, options?: CommandOptions): Promise<number> {
-    const response = await this.send({ op: Op.TTL, key: this.keyBytes(key) }, options);
-    if (response.op !== Op.INTEGER) throw unexpectedAnswer('PTTL', response);
-    return Number(response.value);
+    return this.run(pttlCommand(this.keyBytes(key)), options);
   }
 
   /**
@@ -486,14 +489,12 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * without expiry, -2 when it does not exist.
    */
   async expiretime(key: BinaryLike, options?: CommandOptions): Promise<number> {
-    return inSeconds(await this.pexpiretime(key, options));
+    return this.run(expireTimeCommand(this.keyBytes(key)), options);
   }
 
   /** PEXPIRETIME: the Unix time in ms at which `key` expires; -1 without expiry, -2 when it does not exist. */
   async pexpiretime(key: BinaryLike, options?: CommandOptions): Promise<number> {
-    const response = await this.send({ op: Op.PEXPIRETIME, key: this.keyBytes(key) }, options);
-    if (response.op !== Op.INTEGER) throw unexpectedAnswer('PEXPIRETIME', response);
-    return Number(response.value);
+    return this.run(pexpireTimeCommand(this.keyBytes(key)), options);
   }
 
   /** How many of `keys` exist (a key named twice counts twice, as Redis). No keys: 0 without a round trip. */
@@ -512,21 +513,13 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * touched on every read) in one round trip.
    */
   async getex(key: BinaryLike, options: GetExOptions = {}): Promise<Uint8Array | null> {
-    const expiry = getExExpiry(options);
-    if (expiry === undefined) return this.get(key, options);
-    const response = await this.send(
-      { op: Op.EXPIRE, key: this.keyBytes(key), ...expiry, get: true },
-      options,
-    );
-    if (response.op !== Op.VALUE) throw unexpectedAnswer('GETEX', response);
-    return response.value === null ? null : copyBytes(response.value);
+    const command = getExCommand(this.keyBytes(key), options);
+    return command === undefined ? this.get(key, options) : this.run(command, options);
   }
 
   /** Reads and deletes `key` in one atomic step (GETDEL); null when it did not exist. */
   async getdel(key: BinaryLike, options?: CommandOptions): Promise<Uint8Array | null> {
-    const response = await this.send({ op: Op.GETDEL, key: this.keyBytes(key) }, options);
-    if (response.op !== Op.VALUE) throw unexpectedAnswer('GETDEL', response);
-    return response.value === null ? null : copyBytes(response.value);
+    return this.run(getDelCommand(this.keyBytes(key)), options);
   }
 
   /**
@@ -534,8 +527,8 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * atomic step on the key's owner, keeping its expiry; resolves the value's length after it.
    * Fails with VALUE_TOO_LARGE, nothing written, past the value limit.
    */
-  append(key: BinaryLike, value: BinaryLike, options?: CommandOptions): Promise<number> {
-    return this.setRangeCommand(key, undefined, value, 'APPEND', options);
+  async append(key: BinaryLike, value: BinaryLike, options?: CommandOptions): Promise<number> {
+    return this.run(setRangeCommand(this.keyBytes(key), undefined, value, 'APPEND'), options);
   }
 
   /**
@@ -550,10 +543,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     value: BinaryLike,
     options?: CommandOptions,
   ): Promise<number> {
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset > 0xffff_ffff) {
-      throw invalidArgument(`offset must be an integer in 0..2^32-1, got ${offset}`);
-    }
-    return this.setRangeCommand(key, offset, value, 'SETRANGE', options);
+    return this.run(setRangeCommand(this.keyBytes(key), offset, value, 'SETRANGE'), options);
   }
 
   /**
@@ -577,12 +567,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * nothing written, past the value limit.
    */
   async setbit(key: BinaryLike, offset: number, bit: 0 | 1, options?: CommandOptions): Promise<0 | 1> {
-    const response = await this.send(
-      { op: Op.SETBIT, key: this.keyBytes(key), offset: bitOffset(offset), bit: bitArgument(bit) },
-      options,
-    );
-    if (response.op !== Op.INTEGER) throw unexpectedAnswer('SETBIT', response);
-    return response.value === 0n ? 0 : 1;
+    return this.run(setBitCommand(this.keyBytes(key), offset, bit), options);
   }
 
   /** GETBIT: the bit at `offset` of `key`'s value (0 past its end, or when the key does not exist). */
@@ -614,37 +599,24 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return bitPos(await this.get(key, options), bit, range);
   }
 
-  private async setRangeCommand(
-    key: BinaryLike,
-    offset: number | undefined,
-    value: BinaryLike,
-    name: string,
-    options: CommandOptions | undefined,
-  ): Promise<number> {
-    const request = { op: Op.SETRANGE, key: this.keyBytes(key), value: valueBytes(value) } as const;
-    const response = await this.send(offset === undefined ? request : { ...request, offset }, options);
-    if (response.op !== Op.INTEGER) throw unexpectedAnswer(name, response);
-    return Number(response.value);
-  }
-
   /** INCR: adds 1 to the integer value of `key` (absent: 0); resolves the new value. */
-  incr(key: BinaryLike, options?: CommandOptions): Promise<number> {
-    return this.incrCommand(key, 1n, options);
+  async incr(key: BinaryLike, options?: CommandOptions): Promise<number> {
+    return this.run(incrCommand(this.keyBytes(key), 1n), options);
   }
 
   /** DECR: subtracts 1. */
-  decr(key: BinaryLike, options?: CommandOptions): Promise<number> {
-    return this.incrCommand(key, -1n, options);
+  async decr(key: BinaryLike, options?: CommandOptions): Promise<number> {
+    return this.run(incrCommand(this.keyBytes(key), -1n), options);
   }
 
   /** INCRBY: adds `increment` (an integer; a bigint for the whole 64-bit range). */
   async incrby(key: BinaryLike, increment: number | bigint, options?: CommandOptions): Promise<number> {
-    return this.incrCommand(key, int64Argument(increment, 'increment'), options);
+    return this.run(incrCommand(this.keyBytes(key), int64Argument(increment, 'increment')), options);
   }
 
   /** DECRBY: subtracts `decrement`. */
   async decrby(key: BinaryLike, decrement: number | bigint, options?: CommandOptions): Promise<number> {
-    return this.incrCommand(key, -int64Argument(decrement, 'decrement'), options);
+    return this.run(incrCommand(this.keyBytes(key), -int64Argument(decrement, 'decrement')), options);
   }
 
   /**
@@ -652,12 +624,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * ioredis does, which is exact only within ±2^53).
    */
   async incrbyBig(key: BinaryLike, increment: bigint, options?: CommandOptions): Promise<bigint> {
-    const response = await this.send(
-      { op: Op.INCRBY, key: this.keyBytes(key), delta: int64Argument(increment, 'increment') },
-      options,
-    );
-    if (response.op !== Op.INTEGER) throw unexpectedAnswer('INCRBY', response);
-    return response.value;
+    return this.run(incrByCommand(this.keyBytes(key), int64Argument(increment, 'increment')), options);
   }
 
   /**
@@ -669,37 +636,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * number) or OVERFLOW (an infinite result), nothing written.
    */
   async incrbyfloat(key: BinaryLike, increment: number | string, options?: CommandOptions): Promise<string> {
-    if (typeof increment === 'number' && !Number.isFinite(increment)) {
-      throw invalidArgument(`increment must be a finite number, got ${increment}`);
-    }
-    const response = await this.send(
-      { op: Op.INCRBYFLOAT, key: this.keyBytes(key), increment: toBytes(String(increment)) },
-      options,
-    );
-    if (response.op !== Op.VALUE || response.value === null) throw unexpectedAnswer('INCRBYFLOAT', response);
-    return bytesToString(response.value);
-  }
-
-  private async incrCommand(key: BinaryLike, delta: bigint, options?: CommandOptions): Promise<number> {
-    return Number(await this.incrbyBig(key, delta, options));
-  }
-
-  private async expireCommand(
-    key: BinaryLike,
-    mode: 'in' | 'at' | 'persist',
-    ms: number,
-    options: ExpireOptions = {},
-  ): Promise<boolean> {
-    const message = {
-      op: Op.EXPIRE,
-      key: this.keyBytes(key),
-      mode,
-      ms,
-      condition: options.condition,
-    } as const;
-    const response = await this.send(message, options);
-    if (response.op !== Op.COUNT) throw unexpectedAnswer('EXPIRE', response);
-    return response.count > 0;
+    return this.run(incrByFloatCommand(this.keyBytes(key), increment), options);
   }
 
   /**
@@ -708,17 +645,24 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    */
   async del(key: BinaryLike, options?: DelOptions): Promise<boolean> {
     const ifVersion = options?.ifVersion;
-    if (ifVersion !== undefined) {
-      versionArgument(ifVersion);
-      const response = await this.send({ op: Op.DEL_VERSIONED, key: this.keyBytes(key), ifVersion }, options);
-      if (response.op !== Op.VERSION) throw unexpectedAnswer('DEL', response);
-      if (response.written) return true;
-      if (response.version === ifVersion) return false;
-      throw new VersionConflictError(ifVersion, response.version);
-    }
+    if (ifVersion !== undefined) return this.run(delVersionedCommand(this.keyBytes(key), ifVersion), options);
     const response = await this.send({ op: Op.DEL, key: this.keyBytes(key) }, options);
     if (response.op !== Op.COUNT) throw unexpectedAnswer('DEL', response);
     return response.count > 0;
+  }
+
+  /**
+   * A transaction on `key` (Redis's MULTI/EXEC on one key, WATCH with `exec({ ifVersion })`):
+   * chain the steps, then `exec()` runs them in order as one atomic step on the key's owner,
+   * stored and replicated as one write. See {@link Transaction}. Throws INVALID_ARGUMENT or
+   * KEY_TOO_LARGE at once for a key the client refuses.
+   *
+   * ```ts
+   * const [count, , ttl] = await client.transaction('rate:alice').incr().expire(60, { condition: 'nx' }).pttl().exec();
+   * ```
+   */
+  transaction(key: BinaryLike): Transaction {
+    return new Transaction(this.keyBytes(key), (request, options) => this.send(request, options));
   }
 
   /** The values of `keys`, in order, null for missing keys. An empty list answers [] without a round trip. */
@@ -1010,6 +954,11 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     if (!wasRunning) this.emit('end');
   }
 
+  /** Sends `command`'s request and converts its answer (see commands.ts). */
+  private async run<T>(command: KeyCommand<T, WithoutId<Request>>, options?: CommandOptions): Promise<T> {
+    return command.answer(await this.send(command.request, options));
+  }
+
   /** Sends a command now, queues it while not connected, or fails it at once. */
   private send(message: WithoutId<Request>, options: CommandOptions = {}): Promise<Response> {
     return new Promise<Response>((resolve, reject) => {
@@ -1275,88 +1224,13 @@ function isDataCommand(message: WithoutId<Request>): message is DataCommand {
     message.op === Op.SETBIT ||
     message.op === Op.PEXPIRETIME ||
     message.op === Op.GET_VERSIONED ||
-    message.op === Op.DEL_VERSIONED
+    message.op === Op.DEL_VERSIONED ||
+    // A transaction is a single-key write routed by its key, like the steps it is made of.
+    message.op === Op.TRANSACT
   );
 }
 
-/** Refuses an `ifVersion` that is no version (an integer in 0..2^53-1). */
-function versionArgument(version: number): void {
-  if (!Number.isSafeInteger(version) || version < 0) {
-    throw invalidArgument(`ifVersion must be an integer in 0..2^53-1, got ${version}`);
-  }
-}
-
-const INT64_MIN = -(2n ** 63n);
-const INT64_MAX = 2n ** 63n - 1n;
-
-/** The SET_WITH request for `options`, or undefined when none of them is set (a plain SET). */
-function setWithRequest(
-  key: Uint8Array,
-  value: Uint8Array,
-  options: SetOptions,
-): WithoutId<SetWithRequest> | undefined {
-  const { ex, px, exat, pxat, keepTtl, nx, xx, get } = options;
-  const expiries = [ex, px, exat, pxat].filter((time) => time !== undefined).length + (keepTtl ? 1 : 0);
-  if (expiries > 1) throw invalidArgument('set: at most one of ex, px, exat, pxat and keepTtl');
-  if (nx === true && xx === true) throw invalidArgument('set: nx and xx are exclusive');
-  let expiry: SetExpiry | undefined;
-  if (keepTtl === true) expiry = { kind: 'keep' };
-  else if (ex !== undefined) expiry = { kind: 'in', ms: positiveMs(secondsToMs(ex, 'ex'), 'ex') };
-  else if (px !== undefined) expiry = { kind: 'in', ms: positiveMs(safeInteger(px, 'px'), 'px') };
-  else if (exat !== undefined) expiry = { kind: 'at', ms: positiveMs(secondsToMs(exat, 'exat'), 'exat') };
-  else if (pxat !== undefined) expiry = { kind: 'at', ms: positiveMs(safeInteger(pxat, 'pxat'), 'pxat') };
-  const condition = nx === true ? 'nx' : xx === true ? 'xx' : undefined;
-  if (expiry === undefined && condition === undefined && get !== true) return undefined;
-  return { op: Op.SET_WITH, key, value, condition, get: get === true ? true : undefined, expiry };
-}
-
-/** GETEX's native EXPIRE mode and time for `options`, or undefined when none is set (a GET). */
-function getExExpiry(options: GetExOptions): { mode: 'in' | 'at' | 'persist'; ms: number } | undefined {
-  const { ex, px, exat, pxat, persist } = options;
-  const set = [ex, px, exat, pxat].filter((time) => time !== undefined).length + (persist === true ? 1 : 0);
-  if (set > 1) throw invalidArgument('getex: at most one of ex, px, exat, pxat and persist');
-  if (persist === true) return { mode: 'persist', ms: 0 };
-  if (ex !== undefined) return { mode: 'in', ms: positiveMs(secondsToMs(ex, 'ex'), 'ex', 'getex') };
-  if (px !== undefined) return { mode: 'in', ms: positiveMs(safeInteger(px, 'px'), 'px', 'getex') };
-  if (exat !== undefined) return { mode: 'at', ms: positiveMs(secondsToMs(exat, 'exat'), 'exat', 'getex') };
-  if (pxat !== undefined) return { mode: 'at', ms: positiveMs(safeInteger(pxat, 'pxat'), 'pxat', 'getex') };
-  return undefined;
-}
-
-/** TTL's or EXPIRETIME's milliseconds in seconds, rounded to the nearest as Redis does; -1 and -2 kept. */
-function inSeconds(ms: number): number {
-  return ms < 0 ? ms : Math.floor((ms + 500) / 1000);
-}
-
-function safeInteger(value: number, name: string): number {
-  if (!Number.isSafeInteger(value)) throw invalidArgument(`${name} must be an integer, got ${value}`);
-  return value;
-}
-
-function secondsToMs(seconds: number, name: string): number {
-  return safeInteger(safeInteger(seconds, name) * 1000, name);
-}
-
-function positiveMs(ms: number, name: string, command = 'set'): number {
-  if (ms <= 0) throw invalidArgument(`invalid expire time in '${command}' command (${name})`);
-  return ms;
-}
-
-/** The largest bit offset (Redis's: 2^32 bits less one). */
-const MAX_BIT_OFFSET = 2 ** 32 - 1;
 const EMPTY_VALUE = new Uint8Array(0);
-
-function bitOffset(offset: number): number {
-  if (!Number.isSafeInteger(offset) || offset < 0 || offset > MAX_BIT_OFFSET) {
-    throw invalidArgument(`bit offset must be an integer in 0..2^32-1, got ${offset}`);
-  }
-  return offset;
-}
-
-function bitArgument(bit: number): 0 | 1 {
-  if (bit !== 0 && bit !== 1) throw invalidArgument(`bit must be 0 or 1, got ${bit}`);
-  return bit;
-}
 
 function rangeArguments(start: number, end: number, unit: string | undefined): void {
   safeInteger(start, 'start');
@@ -1364,28 +1238,6 @@ function rangeArguments(start: number, end: number, unit: string | undefined): v
   if (unit !== undefined && unit !== 'byte' && unit !== 'bit') {
     throw invalidArgument(`unit must be 'byte' or 'bit', got ${unit}`);
   }
-}
-
-function int64Argument(value: number | bigint, name: string): bigint {
-  const big = typeof value === 'bigint' ? value : BigInt(safeInteger(value, name));
-  if (big < INT64_MIN || big > INT64_MAX) throw invalidArgument(`${name} is out of the 64-bit signed range`);
-  return big;
-}
-
-function inputBytes(input: BinaryLike, what: string): Uint8Array {
-  if (typeof input === 'string' || input instanceof Uint8Array) return toBytes(input);
-  throw invalidArgument(`${what} must be a string or Uint8Array, got ${typeof input}`);
-}
-
-function valueBytes(value: BinaryLike): Uint8Array {
-  const bytes = inputBytes(value, 'value');
-  if (bytes.length > DEFAULT_LIMITS.maxValueBytes) {
-    throw new DstoreError(
-      ErrorCode.VALUE_TOO_LARGE,
-      `value is ${bytes.length} bytes, limit ${DEFAULT_LIMITS.maxValueBytes}`,
-    );
-  }
-  return bytes;
 }
 
 function checkBatchSize(count: number): void {
@@ -1402,16 +1254,4 @@ function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
   joined.set(a, 0);
   joined.set(b, a.length);
   return joined;
-}
-
-/**
- * Values arrive as views into the socket's receive chunk; handing the caller a copy keeps a small
- * value from pinning a whole chunk in memory and makes the bytes safely theirs.
- */
-function copyBytes(view: Uint8Array): Uint8Array {
-  return new Uint8Array(view);
-}
-
-function unexpectedAnswer(command: string, response: Response): DstoreError {
-  return new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${response.op}) to ${command}`);
 }

@@ -37,7 +37,10 @@ import {
 /** A data command as the client sends it (no id, no epoch yet). */
 export type DataCommand = DataRequest;
 
-/** A command for exactly one key: GET, SET, DEL and the data model's single-key requests. */
+/**
+ * A command for exactly one key: GET, SET, DEL and the data model's single-key requests, TRANSACT
+ * among them (a write of its `key`: to the chain's head, fenced, never ASKed, as an INCRBY).
+ */
 type SingleCommand = WithoutId<GetRequest> | WithoutId<SetRequest> | WithoutId<DelRequest> | KeyedRequest;
 
 /** A command split per owner: each part goes to its node (or, redirected, through the balancer). */

@@ -46,3 +46,13 @@ export {
   type RoutingMode,
   type ServerAddress,
 } from './options.js';
+/**
+ * The builder of `DstoreClient.transaction(key)` (a transaction on one key), the options of its
+ * `exec`, the shape of what `exec` resolves, and the options its steps take.
+ */
+export type {
+  StepOptions,
+  Transaction,
+  TransactionOptions,
+  TransactionResults,
+} from './transaction.js';

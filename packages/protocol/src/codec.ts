@@ -21,6 +21,7 @@ import {
   type SetExpiry,
   type SetWithRequest,
   type StatsMap,
+  type TransactStep,
   type WithoutId,
 } from './messages.js';
 import { checkBodyShape, maxMessageElements } from './shape.js';
@@ -621,6 +622,55 @@ function readReplicate(body: Uint8Array, limits: ProtocolLimits): ReplicateReque
 }
 
 /** Appends the optional trailing fence epoch of a data request. */
+/** The ops a TRANSACT step may have: the single-key data-model requests. */
+const TRANSACT_STEP_OPS: ReadonlySet<number> = new Set<number>([
+  Op.SET_WITH,
+  Op.EXPIRE,
+  Op.TTL,
+  Op.PEXPIRETIME,
+  Op.GETDEL,
+  Op.INCRBY,
+  Op.SETRANGE,
+  Op.INCRBYFLOAT,
+  Op.SETBIT,
+  Op.GET_VERSIONED,
+  Op.DEL_VERSIONED,
+]);
+
+/** The answers a TRANSACT step may have. */
+const STEP_RESULT_OPS: ReadonlySet<number> = new Set<number>([
+  Op.VALUE,
+  Op.COUNT,
+  Op.INTEGER,
+  Op.VERSIONED,
+  Op.VERSION,
+  Op.ERROR,
+]);
+
+const nestedEncoder = new Encoder({ ignoreUndefined: true });
+const nestedDecoders = new WeakMap<ProtocolLimits, Decoder>();
+
+/** The body of a message nested in another (a TRANSACT step, a RESULTS answer): a copy. */
+function nestedBody(message: Message): Uint8Array {
+  return nestedEncoder.encode(toWireArray(message));
+}
+
+/** A decoder for nested bodies under `limits` (the same bounds as {@link MessageCodec}'s). */
+function nestedDecoder(limits: ProtocolLimits): Decoder {
+  let decoder = nestedDecoders.get(limits);
+  if (decoder === undefined) {
+    decoder = new Decoder({
+      maxStrLength: limits.maxFrameBytes,
+      maxBinLength: limits.maxFrameBytes,
+      maxArrayLength: maxMessageElements(limits),
+      maxMapLength: limits.maxMapEntries,
+      maxExtLength: 0,
+    });
+    nestedDecoders.set(limits, decoder);
+  }
+  return decoder;
+}
+
 function withEpoch(fields: Field[], epoch: number | undefined): Field[] {
   if (epoch !== undefined) fields.push(epoch);
   return fields;
@@ -711,6 +761,23 @@ export function toWireArray(message: Message): Field[] {
       return withEpoch([message.op, message.id, message.key, message.increment], message.epoch);
     case Op.SETBIT:
       return withEpoch([message.op, message.id, message.key, message.offset, message.bit], message.epoch);
+    case Op.TRANSACT:
+      // Each step travels as the body of its own request (id 0, no fence): one reader for both.
+      return withEpoch(
+        [
+          message.op,
+          message.id,
+          message.key,
+          message.ifVersion ?? null,
+          message.steps.length,
+          ...message.steps.map((step) => nestedBody({ ...step, id: 0 } as Message)),
+        ],
+        message.epoch,
+      );
+    case Op.RESULTS:
+      return message.results === null
+        ? [message.op, message.id, null]
+        : [message.op, message.id, message.results.length, ...message.results.map(nestedBody)];
     case Op.PULL:
       return [message.op, message.id, message.key];
     case Op.INTEGER:
@@ -1060,6 +1127,58 @@ class FieldReader {
     return count;
   }
 
+  /** A TRANSACT step at `index`: the body of a single-key data-model request on `key`, without fence. */
+  step(index: number, key: Uint8Array): TransactStep {
+    const step = this.nested(index, 'step', TRANSACT_STEP_OPS) as TransactStep & {
+      readonly id: number;
+      readonly epoch?: number;
+    };
+    if (step.id !== 0 || step.epoch !== undefined) {
+      throw this.fail(ErrorCode.MALFORMED_FRAME, `step ${index}: a TRANSACT step carries id 0 and no epoch`);
+    }
+    if (Buffer.compare(step.key, key) !== 0) {
+      throw this.fail(ErrorCode.MALFORMED_FRAME, `step ${index}: every step names the transaction's key`);
+    }
+    const { id: _, ...withoutId } = step;
+    return withoutId as TransactStep;
+  }
+
+  /** A RESULTS answer at `index`: the body of one step's answer (id 0). */
+  stepResult(index: number): Response {
+    const result = this.nested(index, 'result', STEP_RESULT_OPS);
+    if (result.id !== 0) throw this.fail(ErrorCode.MALFORMED_FRAME, `result ${index}: carries id 0`);
+    return result as Response;
+  }
+
+  /**
+   * The message whose body is the bin at `index`, decoded under the same limits and shape rules
+   * as a frame's body; its op must be one of `ops`, checked before it is read further (a step is
+   * never itself a TRANSACT, so nesting stops at one level).
+   */
+  private nested(index: number, name: string, ops: ReadonlySet<number>): Message {
+    const body = this.bytes(index, name);
+    let fields: Field[];
+    try {
+      checkBodyShape(body, this.limits);
+      fields = nestedDecoder(this.limits).decode(body) as Field[];
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw this.fail(ErrorCode.MALFORMED_FRAME, `${name} at field ${index}: ${reason}`);
+    }
+    if (typeof fields[0] !== 'number' || !ops.has(fields[0])) {
+      throw this.fail(
+        ErrorCode.MALFORMED_FRAME,
+        `${name} at field ${index}: op ${String(fields[0])} not allowed`,
+      );
+    }
+    try {
+      return fromWireArray(fields, this.limits);
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      throw this.fail(error.code as ErrorCode, `${name} at field ${index}: ${error.message}`);
+    }
+  }
+
   /** A trailing optional uint (uint32 unless `max` says otherwise): undefined when absent or nil. */
   optionalUint(index: number, name: string, max?: number): number | undefined {
     const value = this.fields[index];
@@ -1396,6 +1515,22 @@ function readRequest(op: number, r: FieldReader): Request {
         ? { op, id, key, offset, bit: bit as 0 | 1 }
         : { op, id, key, offset, bit: bit as 0 | 1, epoch };
     }
+    case Op.TRANSACT: {
+      const key = r.key(2);
+      const ifVersion = r.optionalUint(3, 'ifVersion', Number.MAX_SAFE_INTEGER);
+      const count = r.batchCount(4, 1);
+      const steps = new Array<TransactStep>(count);
+      for (let i = 0; i < count; i++) steps[i] = r.step(5 + i, key);
+      const epoch = r.optionalUint(5 + count, 'epoch');
+      return {
+        op,
+        id,
+        key,
+        steps,
+        ...(ifVersion === undefined ? {} : { ifVersion }),
+        ...(epoch === undefined ? {} : { epoch }),
+      };
+    }
     case Op.PULL:
       return { op, id, key: r.key(2) };
     case Op.SCAN:
@@ -1562,6 +1697,13 @@ function readResponse(op: number, r: FieldReader): Response {
       const keys = new Array<Uint8Array>(count);
       for (let i = 0; i < count; i++) keys[i] = r.key(4 + i);
       return { op, id, cursor: r.uint(2, 'cursor', Number.MAX_SAFE_INTEGER), keys };
+    }
+    case Op.RESULTS: {
+      if (r.at(2, 'count') === null) return { op, id, results: null };
+      const count = r.batchCount(2, 1);
+      const results = new Array<Response>(count);
+      for (let i = 0; i < count; i++) results[i] = r.stepResult(3 + i);
+      return { op, id, results };
     }
     case Op.MOVED:
       return { op, id, ...redirectTarget(r) };

@@ -46,6 +46,7 @@ export const Op = {
   INCRBYFLOAT: 34,
   SETBIT: 35,
   PEXPIRETIME: 36,
+  TRANSACT: 37,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -62,6 +63,7 @@ export const Op = {
   VERSION: 77,
   REPLICATED: 78,
   KEYS: 80,
+  RESULTS: 81,
   ERROR: 127,
 } as const;
 
@@ -396,6 +398,43 @@ export interface SetBitRequest extends Fenced {
   /** Bit offset, 0 to 2^32 - 1 (Redis's range). */
   readonly offset: number;
   readonly bit: 0 | 1;
+}
+
+/**
+ * One step of a {@link TransactRequest}: a single-key data-model request on the transaction's key,
+ * without id and fence (the transaction carries them). GET is GET_VERSIONED, a plain SET is
+ * SET_WITH without options, DEL is DEL_VERSIONED without `ifVersion`.
+ */
+export type TransactStep =
+  | Omit<SetWithRequest, 'id' | 'epoch'>
+  | Omit<ExpireRequest, 'id' | 'epoch'>
+  | Omit<TtlRequest, 'id' | 'epoch'>
+  | Omit<ExpireTimeRequest, 'id' | 'epoch'>
+  | Omit<GetDelRequest, 'id' | 'epoch'>
+  | Omit<IncrByRequest, 'id' | 'epoch'>
+  | Omit<SetRangeRequest, 'id' | 'epoch'>
+  | Omit<IncrByFloatRequest, 'id' | 'epoch'>
+  | Omit<SetBitRequest, 'id' | 'epoch'>
+  | Omit<GetVersionedRequest, 'id' | 'epoch'>
+  | Omit<DelVersionedRequest, 'id' | 'epoch'>;
+
+/**
+ * A transaction on one key (Redis's MULTI/EXEC, WATCH): `steps` run in order, in one atomic step on
+ * the key's owner, each seeing the key as the steps before it left it; no other request on the key
+ * runs in between, and the key's chain stores the outcome as one write (one version). With
+ * `ifVersion` (WATCH) nothing runs unless the key's version is that one (0: the key does not
+ * exist). Answered by RESULTS: one answer per step, as the step alone would be answered (a step
+ * refused, like an INCRBY of a non-integer, answers its ERROR and the others still run, as in
+ * Redis), or null when `ifVersion` did not hold.
+ */
+export interface TransactRequest extends Fenced {
+  readonly op: typeof Op.TRANSACT;
+  readonly id: number;
+  readonly key: Uint8Array;
+  /** Every step names `key`; at most the batch limit of them. */
+  readonly steps: readonly TransactStep[];
+  /** Run only when the key's version is this one (0: only when it does not exist). */
+  readonly ifVersion?: number | undefined;
 }
 
 /**
@@ -885,6 +924,15 @@ export interface KeysResponse {
   readonly cursor: number;
   readonly keys: Uint8Array[];
 }
+/**
+ * Answer to TRANSACT: each step's answer in order (its id is 0), or null when the transaction's
+ * `ifVersion` did not hold (nothing ran).
+ */
+export interface ResultsResponse {
+  readonly op: typeof Op.RESULTS;
+  readonly id: number;
+  readonly results: readonly Response[] | null;
+}
 /** A request failed. `code` is one of {@link ErrorCode} (or a newer code this version does not know). */
 export interface ErrorResponse {
   readonly op: typeof Op.ERROR;
@@ -923,6 +971,7 @@ export type Request =
   | SetRangeRequest
   | IncrByFloatRequest
   | SetBitRequest
+  | TransactRequest
   | PullRequest
   | ScanRequest
   | DbSizeRequest
@@ -949,6 +998,7 @@ export type Response =
   | VersionedResponse
   | VersionResponse
   | KeysResponse
+  | ResultsResponse
   | ReplicatedResponse
   | ErrorResponse;
 

@@ -18,6 +18,8 @@ import {
   type SetRangeRequest,
   type SetRequest,
   type SetWithRequest,
+  type TransactRequest,
+  type TransactStep,
   type TtlRequest,
   type WithoutId,
 } from './messages.js';
@@ -40,7 +42,8 @@ export type KeyedRequest =
   | WithoutId<IncrByFloatRequest>
   | WithoutId<SetBitRequest>
   | WithoutId<GetVersionedRequest>
-  | WithoutId<DelVersionedRequest>;
+  | WithoutId<DelVersionedRequest>
+  | WithoutId<TransactRequest>;
 
 /** The data requests a router (the balancer's, or a direct client's) sends fenced with an epoch. */
 export type DataRequest =
@@ -68,6 +71,13 @@ export function isSingleKeyRead(op: number): boolean {
  * decoded keys and values are views of a receive buffer.
  */
 export function copyKeyed<T extends KeyedRequest>(request: T): T {
+  if (request.op === Op.TRANSACT) {
+    return { ...request, key: Uint8Array.from(request.key), steps: request.steps.map(copyStep) };
+  }
+  return copyStep(request) as T;
+}
+
+function copyStep<T extends TransactStep>(request: T): T {
   const key = Uint8Array.from(request.key);
   if (request.op === Op.SET_WITH || request.op === Op.SETRANGE) {
     return { ...request, key, value: Uint8Array.from(request.value) };

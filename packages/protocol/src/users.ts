@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { credentialOfPassword, DEFAULT_USER, parsePasswordHash, type StoredCredential } from './auth.js';
 import { DstoreError, ErrorCode } from './errors.js';
 import { Op, type Request } from './messages.js';
+import { isSingleKeyRead } from './routing.js';
 
 /** What a user may do. */
 export type UserAccess = 'read' | 'readwrite';
@@ -232,6 +233,15 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
     case Op.DEL_VERSIONED:
       // Every one of these may write (GETDEL and SET ... GET read too: a writer may read).
       return grant.limited ? keyDenied(grant, request.key, true) : undefined;
+    case Op.TRANSACT:
+      // A transaction that only reads needs read access; one step that may write needs read-write.
+      return grant.limited
+        ? keyDenied(
+            grant,
+            request.key,
+            request.steps.some((step) => !isSingleKeyRead(step.op)),
+          )
+        : undefined;
     case Op.MGET:
     case Op.EXISTS:
       if (!grant.limited) return undefined;

@@ -156,6 +156,16 @@ describe('password hashes', () => {
       { op: Op.TTL, id: 1, key },
       { op: Op.PEXPIRETIME, id: 1, key },
       { op: Op.EXISTS, id: 1, keys: [key, key] },
+      // A transaction of reads only is a read.
+      {
+        op: Op.TRANSACT,
+        id: 1,
+        key,
+        steps: [
+          { op: Op.GET_VERSIONED, key },
+          { op: Op.TTL, key },
+        ],
+      },
     ];
     const writes: Request[] = [
       { op: Op.SET_WITH, id: 1, key, value: toBytes('v'), condition: 'nx' },
@@ -166,6 +176,16 @@ describe('password hashes', () => {
       { op: Op.SETRANGE, id: 1, key, value: toBytes('v') },
       { op: Op.INCRBYFLOAT, id: 1, key, increment: toBytes('1.5') },
       { op: Op.SETBIT, id: 1, key, offset: 7, bit: 1 },
+      // One step that may write makes the transaction a write.
+      {
+        op: Op.TRANSACT,
+        id: 1,
+        key,
+        steps: [
+          { op: Op.TTL, key },
+          { op: Op.INCRBY, key, delta: 1n },
+        ],
+      },
     ];
     for (const request of reads) expect(requestDenied(reader!, request)).toBeUndefined();
     for (const request of writes) expect(requestDenied(reader!, request)).toMatch(/read-only/);
@@ -177,6 +197,9 @@ describe('password hashes', () => {
       /may only use keys/,
     );
     expect(requestDenied(scoped!, { op: Op.PULL, id: 1, key })).toMatch(/cluster operation/);
+    expect(requestDenied(scoped!, { op: Op.TRANSACT, id: 1, key: toBytes('x'), steps: [] })).toMatch(
+      /may only use keys/,
+    );
   });
 });
 

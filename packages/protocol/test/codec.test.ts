@@ -902,3 +902,134 @@ function catchError(run: () => unknown): unknown {
   }
   throw new Error('expected an error');
 }
+
+describe('TRANSACT and RESULTS (a transaction on one key)', () => {
+  const k = Uint8Array.from([0x6b, 0x00, 0xff]);
+  const stepOf = fc.oneof(
+    fc.record({
+      op: fc.constant(Op.INCRBY),
+      key: fc.constant(k),
+      delta: fc.bigInt(-(2n ** 63n), 2n ** 63n - 1n),
+    }),
+    fc.record({ op: fc.constant(Op.GET_VERSIONED), key: fc.constant(k) }),
+    fc.record({ op: fc.constant(Op.TTL), key: fc.constant(k) }),
+    fc.record(
+      {
+        op: fc.constant(Op.SET_WITH),
+        key: fc.constant(k),
+        value,
+        condition: fc.constantFrom('nx' as const, 'xx' as const),
+      },
+      { requiredKeys: ['op', 'key', 'value'] },
+    ),
+    fc.record(
+      { op: fc.constant(Op.DEL_VERSIONED), key: fc.constant(k), ifVersion: fc.nat() },
+      { requiredKeys: ['op', 'key'] },
+    ),
+    fc.record(
+      { op: fc.constant(Op.SETRANGE), key: fc.constant(k), value, offset: fc.nat() },
+      { requiredKeys: ['op', 'key', 'value'] },
+    ),
+  );
+  const answer = fc.oneof(
+    fc.record({
+      op: fc.constant(Op.INTEGER),
+      id: fc.constant(0),
+      value: fc.bigInt(-(2n ** 63n), 2n ** 63n - 1n),
+    }),
+    fc.record({ op: fc.constant(Op.VALUE), id: fc.constant(0), value: fc.option(value, { nil: null }) }),
+    fc.record({ op: fc.constant(Op.VERSION), id: fc.constant(0), written: fc.boolean(), version: fc.nat() }),
+    fc.record({
+      op: fc.constant(Op.ERROR),
+      id: fc.constant(0),
+      code: fc.constant(ErrorCode.NOT_AN_INTEGER),
+      message: shortString,
+    }),
+  );
+
+  it('round-trips any transaction and any answer', () => {
+    fc.assert(
+      fc.property(
+        fc.record(
+          {
+            op: fc.constant(Op.TRANSACT),
+            id,
+            key: fc.constant(k),
+            steps: fc.array(stepOf, { maxLength: limits.maxBatchKeys }),
+            ifVersion: fc.nat(),
+            epoch: fc.nat({ max: 0xffff_ffff }),
+          },
+          { requiredKeys: ['op', 'id', 'key', 'steps'] },
+        ),
+        (message) => {
+          expect(codec.decode(codec.encode(message as Message).slice())).toEqual(message);
+        },
+      ),
+    );
+    fc.assert(
+      fc.property(
+        fc.option(fc.array(answer, { maxLength: limits.maxBatchKeys }), { nil: null }),
+        id,
+        (results, at) => {
+          const message = { op: Op.RESULTS, id: at, results } as Message;
+          expect(codec.decode(codec.encode(message).slice())).toEqual(message);
+        },
+      ),
+    );
+  });
+
+  it('refuses steps on another key, with an id or a fence, of ops that are no step, and nesting', () => {
+    const step = (fields: unknown[]): Uint8Array => raw.encode(fields);
+    const nestedTransact = step([Op.TRANSACT, 0, 'k', null, 1, step([Op.TTL, 0, 'k'])]);
+    const cases: [unknown[], string][] = [
+      [[Op.TRANSACT, 4, 'k', null, 1, step([Op.TTL, 0, 'other'])], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 1, step([Op.TTL, 9, 'k'])], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 1, step([Op.TTL, 0, 'k', 3])], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 1, step([Op.GET, 0, 'k'])], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 1, step([Op.FLUSH, 0])], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 1, nestedTransact], ErrorCode.MALFORMED_FRAME],
+      // A step that is no message, or a bad one: the step's own error code.
+      [[Op.TRANSACT, 4, 'k', null, 1, new Uint8Array([0xc1])], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 1, 'text'], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 1, step([Op.INCRBY, 0, 'k', '-0'])], ErrorCode.MALFORMED_FRAME],
+      [
+        [
+          Op.TRANSACT,
+          4,
+          'k',
+          null,
+          1,
+          step([Op.SET_WITH, 0, 'k', new Uint8Array(limits.maxValueBytes + 1), 0, 0]),
+        ],
+        ErrorCode.VALUE_TOO_LARGE,
+      ],
+      // More steps than a batch, fewer than announced, a version past 2^53.
+      [[Op.TRANSACT, 4, 'k', null, limits.maxBatchKeys + 1], ErrorCode.BATCH_TOO_LARGE],
+      [[Op.TRANSACT, 4, 'k', null, 2, step([Op.TTL, 0, 'k'])], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', 2 ** 53, 0], ErrorCode.MALFORMED_FRAME],
+      // RESULTS: an answer with an id, or that no step gives.
+      [[Op.RESULTS, 4, 1, step([Op.COUNT, 3, 1])], ErrorCode.MALFORMED_FRAME],
+      [[Op.RESULTS, 4, 1, step([Op.OK, 0])], ErrorCode.MALFORMED_FRAME],
+      [[Op.RESULTS, 4, 1, step([Op.RESULTS, 0, null])], ErrorCode.MALFORMED_FRAME],
+    ];
+    for (const [fields, code] of cases) {
+      expect(
+        catchError(() => codec.decode(raw.encode(fields))),
+        JSON.stringify(fields),
+      ).toMatchObject({
+        code,
+        requestId: 4,
+      });
+    }
+  });
+
+  it('stops at one level of nesting however deep a hostile frame nests', () => {
+    let body = raw.encode([Op.TTL, 0, 'k']);
+    for (let depth = 0; depth < 2000; depth++) body = raw.encode([Op.TRANSACT, 0, 'k', null, 1, body]);
+    const frame = raw.encode([Op.TRANSACT, 4, 'k', null, 1, body]);
+    expect(catchError(() => codec.decode(frame))).toMatchObject({
+      code: ErrorCode.MALFORMED_FRAME,
+      requestId: 4,
+    });
+  });
+});

@@ -50,7 +50,7 @@ function key(random: Random): Uint8Array {
 /** A random valid message of any type. */
 export function randomMessage(random: Random): Message {
   const id = int(random, 2 ** 32);
-  switch (int(random, 18)) {
+  switch (int(random, 19)) {
     case 0:
       return random() < 0.5
         ? { op: Op.HELLO, id, version: 2, role: 'client' }
@@ -151,6 +151,35 @@ export function randomMessage(random: Random): Message {
         return { op: Op.DEL_VERSIONED, id, key: key(random), ifVersion: version, epoch: int(random, 100) };
       if (pick === 3) return { op: Op.VERSION, id, written: random() < 0.5, version };
       return { op: Op.VERSIONED, id, value: random() < 0.3 ? null : bytes(random, 50), version };
+    }
+    case 17: {
+      // A transaction on one key (its steps nest request bodies in bins) and its answer.
+      const shared = key(random);
+      if (random() < 0.5) {
+        return {
+          op: Op.TRANSACT,
+          id,
+          key: shared,
+          steps: Array.from({ length: int(random, 6) }, () =>
+            random() < 0.5
+              ? { op: Op.INCRBY, key: shared, delta: BigInt(int(random, 1000)) }
+              : { op: Op.SET_WITH, key: shared, value: bytes(random, 30), condition: 'nx' as const },
+          ),
+          ...(random() < 0.5 ? { ifVersion: int(random, 2 ** 40) } : {}),
+        };
+      }
+      return {
+        op: Op.RESULTS,
+        id,
+        results:
+          random() < 0.2
+            ? null
+            : Array.from({ length: int(random, 6) }, () => ({
+                op: Op.VALUE,
+                id: 0,
+                value: bytes(random, 30),
+              })),
+      };
     }
     default:
       return { op: Op.PING, id };

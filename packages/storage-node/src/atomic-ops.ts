@@ -22,7 +22,7 @@ export interface SetWithResult {
 
 /** SET with NX/XX/GET/EX/PX/EXAT/PXAT/KEEPTTL (see `SetWithRequest`). */
 export function decideSetWith(
-  request: SetWithRequest,
+  request: Omit<SetWithRequest, 'id' | 'epoch'>,
   current: VersionedValue | undefined,
   now: number,
 ): Decision<SetWithResult> {
@@ -64,7 +64,7 @@ function versionHolds(ifVersion: number | undefined, current: VersionedValue | u
  * write takes (see `StorageEngine.update`).
  */
 export function decideSetVersioned(
-  request: SetWithRequest,
+  request: Omit<SetWithRequest, 'id' | 'epoch'>,
   current: VersionedValue | undefined,
   now: number,
   version: number,
@@ -92,7 +92,7 @@ export function decideDelVersioned(
 
 /** EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT/PERSIST with NX/XX/GT/LT; the result is whether it changed anything. */
 export function decideExpire(
-  request: ExpireRequest,
+  request: Omit<ExpireRequest, 'id' | 'epoch'>,
   current: VersionedValue | undefined,
   now: number,
 ): Decision<boolean> {
@@ -116,7 +116,7 @@ export function decideExpire(
  * Redis does.
  */
 export function decideGetEx(
-  request: ExpireRequest,
+  request: Omit<ExpireRequest, 'id' | 'epoch'>,
   current: VersionedValue | undefined,
   now: number,
 ): Decision<Uint8Array | null> {

@@ -79,6 +79,7 @@ export class DirectRouting {
       case Op.INCRBYFLOAT:
       case Op.SETBIT:
       case Op.DEL_VERSIONED:
+      case Op.TRANSACT:
         // The data-model requests are never ASKed: the owner brings a moving key in itself.
         if (request.epoch === undefined || this.ownership.ring === undefined) return 'unchecked';
         return this.misrouted(request.id, request.epoch, request.key, false, connection, true);

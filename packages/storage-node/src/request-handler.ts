@@ -33,6 +33,7 @@ import {
   type SetRequest,
   type SetWithRequest,
   type StatsMap,
+  type TransactRequest,
   type TtlRequest,
 } from '@dstore/protocol';
 import { copyKeyed, globMatcher, isSingleKeyRead } from '@dstore/protocol/internal';
@@ -64,6 +65,7 @@ import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
 import type { PeerLinks } from './peer-links.js';
 import type { ReplicationService } from './replication.js';
+import { answerWithinFrame, decideTransaction, transactionValueBytes } from './transaction.js';
 
 /** Plain-number op counters: incremented on the hot path, read by STATS. */
 export interface OpCounters {
@@ -82,11 +84,16 @@ export interface OpCounters {
   fenced: number;
   /**
    * Data-model requests: SET_WITH, EXPIRE, TTL, PEXPIRETIME, EXISTS, GETDEL, INCRBY, SETRANGE,
-   * INCRBYFLOAT, SETBIT, GET_VERSIONED, DEL_VERSIONED.
+   * INCRBYFLOAT, SETBIT, GET_VERSIONED, DEL_VERSIONED, TRANSACT.
    */
   dataModel: number;
-  /** Compare-and-set requests (SET_WITH or DEL_VERSIONED with ifVersion) that found another version. */
+  /**
+   * Compare-and-set requests (SET_WITH or DEL_VERSIONED with ifVersion, TRANSACT with ifVersion:
+   * a failed WATCH) that found another version.
+   */
   versionConflicts: number;
+  /** TRANSACT requests executed (Redis's MULTI/EXEC on one key). */
+  transactions: number;
   /** FLUSH requests executed. */
   flushes: number;
 }
@@ -103,7 +110,8 @@ type KeyedRequest =
   | IncrByFloatRequest
   | SetBitRequest
   | GetVersionedRequest
-  | DelVersionedRequest;
+  | DelVersionedRequest
+  | TransactRequest;
 
 /**
  * Cluster operations a client may never send to a node: membership (a balancer's), the ring and
@@ -157,6 +165,8 @@ export interface RequestHandlerContext {
   readonly binding?: ClusterBinding | undefined;
   /** Longest value a SETRANGE, APPEND or SETBIT may make (the node's value limit; default the protocol's). */
   readonly maxValueBytes?: number | undefined;
+  /** Largest answer frame (a TRANSACT's answers; default the protocol's frame limit). */
+  readonly maxFrameBytes?: number | undefined;
 }
 
 const OK = Op.OK;
@@ -222,6 +232,7 @@ export class RequestHandler {
     fenced: 0,
     dataModel: 0,
     versionConflicts: 0,
+    transactions: 0,
     flushes: 0,
   };
   /** Latency of data ops (GET, SET, DEL, MGET, MSET) from decode to answer, in µs. */
@@ -234,12 +245,14 @@ export class RequestHandler {
 
   private readonly engine: StorageEngine;
   private readonly maxValueBytes: number;
+  private readonly maxFrameBytes: number;
   private readonly ownership: Ownership;
   /** The node id a peer node named in its HELLO (`node`), until it is authenticated. */
   private readonly claims = new WeakMap<Connection, string>();
 
   constructor(private readonly context: RequestHandlerContext) {
     this.maxValueBytes = context.maxValueBytes ?? DEFAULT_LIMITS.maxValueBytes;
+    this.maxFrameBytes = context.maxFrameBytes ?? DEFAULT_LIMITS.maxFrameBytes;
     this.engine = context.engine;
     this.ownership = context.ownership;
     this.direct = new DirectRouting(context.ownership, context.engine, context.nodeId);
@@ -295,6 +308,7 @@ export class RequestHandler {
       case Op.SETBIT:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
+      case Op.TRANSACT:
         this.keyed(request, connection, start);
         return;
       case Op.FLUSH:
@@ -455,6 +469,7 @@ export class RequestHandler {
       'ops.ping': counters.ping,
       'ops.data_model': counters.dataModel,
       'ops.version_conflicts': counters.versionConflicts,
+      'ops.transactions': counters.transactions,
       'ops.flush': counters.flushes,
       'expired.swept': this.context.sweeper?.swept ?? 0,
       'ops.stats': counters.stats,
@@ -660,6 +675,20 @@ export class RequestHandler {
           (current, _now, version) => decideDelVersioned(request.ifVersion, current, version),
           undefined,
         ).then((result) => this.versionAnswer(id, request.ifVersion, result));
+      case Op.TRANSACT:
+        this.counters.transactions++;
+        return this.update(
+          request.key,
+          (current, now, version) => decideTransaction(request, current, now, version, this.maxValueBytes),
+          transactionValueBytes(request.steps, this.lengthNow(request.key)),
+        ).then((results): Response => {
+          if (results === null) this.counters.versionConflicts++;
+          return {
+            op: Op.RESULTS,
+            id,
+            results: results === null ? null : answerWithinFrame(results, this.maxFrameBytes),
+          };
+        });
     }
   }
 

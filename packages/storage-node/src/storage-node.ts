@@ -220,6 +220,7 @@ class StorageNodeImpl implements StorageNode {
       authenticator,
       peers: links,
       maxValueBytes: resolveLimits(options.limits).maxValueBytes,
+      maxFrameBytes: resolveLimits(options.limits).maxFrameBytes,
       serverStats: () => ({
         connections: this.server?.connectionCount ?? 0,
         uptimeSeconds: Math.floor((performance.now() - this.startedAt) / 1000),

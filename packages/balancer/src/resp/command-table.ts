@@ -1,5 +1,5 @@
 import { isWord } from './arguments.js';
-import type { RespConnection } from './connection.js';
+import type { RespConnection, RespReplyTarget } from './connection.js';
 import type { RespServices } from './services.js';
 
 /**
@@ -8,6 +8,17 @@ import type { RespServices } from './services.js';
  */
 export type CommandHandler = (
   connection: RespConnection,
+  args: Uint8Array[],
+  seq: number,
+  services: RespServices,
+) => void;
+
+/**
+ * A data command's handler: it answers through a {@link RespReplyTarget} only, so a transaction
+ * can run it for one element of EXEC's answer.
+ */
+export type DataCommandHandler = (
+  connection: RespReplyTarget,
   args: Uint8Array[],
   seq: number,
   services: RespServices,
@@ -37,6 +48,11 @@ export interface RespCommand {
   readonly beforeAuth?: boolean;
   /** Runs the command; answers exactly once, now or later. */
   readonly run: CommandHandler;
+}
+
+/** A data command (a key-value command the router serves), which a transaction may hold. */
+export interface DataCommand extends RespCommand {
+  readonly run: DataCommandHandler;
 }
 
 /** A bucket number for a command name from its length and first and last letters, any case. */
@@ -84,6 +100,11 @@ export class CommandTable {
   all(): RespCommand[] {
     return [...this.byName.values()];
   }
+}
+
+/** Index of the last key argument of a command with key positions `keys` called with `argCount` arguments. */
+export function lastKeyIndex(keys: RespCommand['keys'], argCount: number): number {
+  return keys[1] < 0 ? argCount + keys[1] : keys[1];
 }
 
 /** A {@link CommandHandler} written against a {@link CommandCall} (one object per call). */

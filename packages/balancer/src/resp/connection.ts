@@ -11,9 +11,27 @@ import type { Replier } from '../router.js';
 import { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
 import { type RespCommandSink, RespParser, type RespParserLimits, RespProtocolError } from './parser.js';
+import { ConnectionTransaction } from './transaction-state.js';
 
 /** Who a RESP connection acts as: a user of the users file, or anyone (no users configured). */
 export type RespIdentity = { readonly kind: 'user'; grant: UserGrant } | { readonly kind: 'anonymous' };
+
+/**
+ * What a data command answers through: a connection, or one element of a transaction's answer
+ * (EXEC answers its commands' answers as one array).
+ */
+export interface RespReplyTarget {
+  /** Who the commands act as (the connection's identity). */
+  readonly identity: RespIdentity | undefined;
+  /** What the router answers through: it calls `reply`/`replyError` with the command's sequence number as id. */
+  readonly routerTarget: Replier;
+  /** Starts the answer of command `seq`: the writer takes exactly one reply, then {@link endReply}. */
+  beginReply(seq: number): RespWriter;
+  /** Ends the answer of `seq` started by {@link beginReply}. */
+  endReply(seq: number): void;
+  /** Answers `seq` with an error line (`PREFIX message`). */
+  replyError(seq: number, line: string): void;
+}
 
 /** Runs the commands of a {@link RespConnection}; implemented by the RESP front door. */
 export interface RespCommandRunner {
@@ -118,13 +136,18 @@ const END_GRACE_MS = 2000;
  * per tick. At most `maxInFlight` commands wait for answers: past that, reading stops until they
  * drain, so a pipelining client is slowed down rather than buffered without bound.
  */
-export class RespConnection extends EventEmitter<{ close: [] }> implements ServedConnection, RespCommandSink {
+export class RespConnection
+  extends EventEmitter<{ close: [] }>
+  implements ServedConnection, RespCommandSink, RespReplyTarget
+{
   /** This connection's id (CLIENT ID, HELLO's `id`). */
   readonly id: number;
   /** The name set by CLIENT SETNAME or HELLO SETNAME. */
   name: Uint8Array | undefined;
   /** Who the connection acts as; undefined until authenticated (or admitted anonymously). */
   identity: RespIdentity | undefined;
+  /** MULTI's queued commands and WATCH's key (see `transaction.ts`). */
+  readonly transaction = new ConnectionTransaction();
   /** The writer of in-order answers; its `version` is the connection's RESP version. */
   private readonly writer: RespWriter;
   private readonly output = new OutputBuffer();
@@ -413,27 +436,7 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
   /** Encodes a routed answer (a node's VALUE, OK, COUNT or VALUES) in the command's turn. */
   private replyResponse(response: Response): void {
     const seq = response.id;
-    const writer = this.beginReply(seq);
-    switch (response.op) {
-      case Op.VALUE:
-        writer.bulk(response.value);
-        break;
-      case Op.OK:
-        writer.ok();
-        break;
-      case Op.COUNT:
-        writer.integer(response.count);
-        break;
-      case Op.INTEGER:
-        writer.integer(response.value);
-        break;
-      case Op.VALUES:
-        writer.array(response.values.length);
-        for (const value of response.values) writer.bulk(value);
-        break;
-      default:
-        writer.error(`ERR unexpected answer (op ${response.op}) from a node`);
-    }
+    writeResponse(this.beginReply(seq), response);
     this.endReply(seq);
   }
 
@@ -446,5 +449,29 @@ export class RespConnection extends EventEmitter<{ close: [] }> implements Serve
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer);
     if (!this.socket.destroyed) this.socket.destroy();
     this.emit('close');
+  }
+}
+
+/** Writes a routed answer (a node's VALUE, OK, COUNT, INTEGER or VALUES) as Redis answers it. */
+export function writeResponse(writer: RespWriter, response: Response): void {
+  switch (response.op) {
+    case Op.VALUE:
+      writer.bulk(response.value);
+      break;
+    case Op.OK:
+      writer.ok();
+      break;
+    case Op.COUNT:
+      writer.integer(response.count);
+      break;
+    case Op.INTEGER:
+      writer.integer(response.value);
+      break;
+    case Op.VALUES:
+      writer.array(response.values.length);
+      for (const value of response.values) writer.bulk(value);
+      break;
+    default:
+      writer.error(`ERR unexpected answer (op ${response.op}) from a node`);
   }
 }

@@ -13,8 +13,13 @@ import {
 import { type BitUnit, bitCount, bitPos, byteRange, getBit } from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
-import type { CommandHandler, RespCommand } from './command-table.js';
-import type { RespConnection } from './connection.js';
+import {
+  type DataCommand,
+  type DataCommandHandler,
+  lastKeyIndex,
+  type RespCommand,
+} from './command-table.js';
+import type { RespReplyTarget } from './connection.js';
 import type { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
 import type { RespServices } from './services.js';
@@ -24,7 +29,7 @@ import type { RespServices } from './services.js';
  * it: `-ERR KEY_TOO_LARGE: ...`, or `-NOPERM ...` as Redis 6 ACLs answer. False when refused.
  */
 function keysAllowed(
-  connection: RespConnection,
+  connection: RespReplyTarget,
   args: Uint8Array[],
   seq: number,
   services: RespServices,
@@ -32,7 +37,7 @@ function keysAllowed(
   write: boolean,
 ): boolean {
   const step = keys[2];
-  const last = keys[1] < 0 ? args.length + keys[1] : keys[1];
+  const last = lastKeyIndex(keys, args.length);
   const identity = connection.identity;
   const grant = identity?.kind === 'user' && identity.grant.limited ? identity.grant : undefined;
   const maxKeyBytes = services.limits.maxKeyBytes;
@@ -61,7 +66,7 @@ const PAIRS = [1, -1, 2] as const;
 
 /** Refuses (answering) a command with more keys than one batch may hold. False when refused. */
 function batchAllowed(
-  connection: RespConnection,
+  connection: RespReplyTarget,
   seq: number,
   services: RespServices,
   keys: number,
@@ -72,7 +77,7 @@ function batchAllowed(
   return false;
 }
 
-function get(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function get(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
   services.router.forwardToOwner(
     { op: Op.GET, id: seq, key: args[1]! },
@@ -138,7 +143,7 @@ function setOptionsOf(args: readonly Uint8Array[]): SetOptions | string {
  */
 class SetAnswer implements Replier {
   constructor(
-    private readonly connection: RespConnection,
+    private readonly connection: RespReplyTarget,
     private readonly seq: number,
   ) {}
 
@@ -155,7 +160,7 @@ class SetAnswer implements Replier {
   }
 }
 
-function set(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function set(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   const options = args.length > 3 ? setOptionsOf(args) : undefined;
   if (typeof options === 'string') {
     connection.replyError(seq, options);
@@ -178,7 +183,7 @@ function set(connection: RespConnection, args: Uint8Array[], seq: number, servic
 }
 
 /** SETNX key value: SET NX answered 1 (written) or 0, the native COUNT as is. */
-function setnx(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function setnx(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
   services.router.forwardKeyed(
     { op: Op.SET_WITH, id: seq, key: args[1]!, value: args[2]!, condition: 'nx' },
@@ -193,7 +198,7 @@ function setnx(connection: RespConnection, args: Uint8Array[], seq: number, serv
  */
 class TtlAnswer implements Replier {
   constructor(
-    private readonly connection: RespConnection,
+    private readonly connection: RespReplyTarget,
     private readonly seq: number,
     private readonly inSeconds: boolean,
   ) {}
@@ -214,7 +219,7 @@ class TtlAnswer implements Replier {
  * TTL and PTTL (the time left, the native TTL), EXPIRETIME and PEXPIRETIME (`absolute`: the
  * expiry time itself, the native PEXPIRETIME).
  */
-function ttl(inSeconds: boolean, absolute = false): CommandHandler {
+function ttl(inSeconds: boolean, absolute = false): DataCommandHandler {
   return (connection, args, seq, services) => {
     if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
     services.router.forwardKeyed(
@@ -226,7 +231,7 @@ function ttl(inSeconds: boolean, absolute = false): CommandHandler {
 }
 
 /** EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT [NX|XX|GT|LT] and PERSIST: the native EXPIRE, answered 1 or 0. */
-function expire(mode: 'in' | 'at' | 'persist', unit: number): CommandHandler {
+function expire(mode: 'in' | 'at' | 'persist', unit: number): DataCommandHandler {
   return (connection, args, seq, services) => {
     let ms = 0;
     let condition: 'nx' | 'xx' | 'gt' | 'lt' | undefined;
@@ -273,7 +278,7 @@ const GETEX_OPTIONS = [
  * expiry changed in the same atomic step on the owner (the native EXPIRE with `get`). Without an
  * option it is a GET. A time already past deletes the key and answers its value, as Redis.
  */
-function getex(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function getex(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (args.length === 2) {
     get(connection, args, seq, services);
     return;
@@ -315,7 +320,7 @@ class DeleteCount implements Replier {
   private failure: string | undefined;
 
   constructor(
-    private readonly connection: RespConnection,
+    private readonly connection: RespReplyTarget,
     private readonly seq: number,
     keys: number,
   ) {
@@ -343,7 +348,7 @@ class DeleteCount implements Replier {
   }
 }
 
-function del(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function del(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, true)) return;
   if (!batchAllowed(connection, seq, services, args.length - 1)) return;
   const startMs = performance.now();
@@ -357,7 +362,7 @@ function del(connection: RespConnection, args: Uint8Array[], seq: number, servic
   }
 }
 
-function mget(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function mget(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, false)) return;
   if (!batchAllowed(connection, seq, services, args.length - 1)) return;
   services.router.forwardMGet(
@@ -367,7 +372,7 @@ function mget(connection: RespConnection, args: Uint8Array[], seq: number, servi
   );
 }
 
-function mset(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function mset(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (args.length % 2 === 0) {
     connection.replyError(seq, wrongArity('mset'));
     return;
@@ -382,7 +387,7 @@ function mset(connection: RespConnection, args: Uint8Array[], seq: number, servi
 }
 
 /** EXISTS key [key ...]: how many of the keys hold a value (a key named twice counts twice, as Redis). */
-function exists(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function exists(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, false)) return;
   if (!batchAllowed(connection, seq, services, args.length - 1)) return;
   services.router.forwardExists(
@@ -393,7 +398,7 @@ function exists(connection: RespConnection, args: Uint8Array[], seq: number, ser
 }
 
 /** GETDEL key: the value, deleted in the same step on its owner. */
-function getdel(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function getdel(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
   services.router.forwardKeyed(
     { op: Op.GETDEL, id: seq, key: args[1]! },
@@ -406,7 +411,7 @@ function getdel(connection: RespConnection, args: Uint8Array[], seq: number, ser
  * SETEX key seconds value / PSETEX key milliseconds value: SET with EX / PX, as Redis answers them
  * (a time that is not a positive integer: `invalid expire time in 'setex' command`).
  */
-function setWithTtl(name: 'setex' | 'psetex', unit: number): CommandHandler {
+function setWithTtl(name: 'setex' | 'psetex', unit: number): DataCommandHandler {
   return (connection, args, seq, services) => {
     const amount = safeIntegerOf(args[2]!);
     if (amount === undefined) {
@@ -438,7 +443,7 @@ function setWithTtl(name: 'setex' | 'psetex', unit: number): CommandHandler {
  */
 class MappedAnswer implements Replier {
   constructor(
-    private readonly connection: RespConnection,
+    private readonly connection: RespReplyTarget,
     private readonly seq: number,
     private readonly write: (writer: RespWriter, response: Response) => void,
   ) {}
@@ -454,7 +459,7 @@ class MappedAnswer implements Replier {
 }
 
 /** TYPE key: `string` when the key holds a value (every value is a string), else `none`. */
-function type(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function type(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
   services.router.forwardExists(
     { op: Op.EXISTS, id: seq, keys: [args[1]!] },
@@ -466,7 +471,7 @@ function type(connection: RespConnection, args: Uint8Array[], seq: number, servi
 }
 
 /** STRLEN key: the value's length in bytes (0 when absent), from a GET on its owner. */
-function strlen(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function strlen(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
   services.router.forwardToOwner(
     { op: Op.GET, id: seq, key: args[1]! },
@@ -482,7 +487,12 @@ function strlen(connection: RespConnection, args: Uint8Array[], seq: number, ser
  * included, negative ones from the end, from a GET on the key's owner (Redis's arithmetic:
  * `byteRange`).
  */
-function getrange(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function getrange(
+  connection: RespReplyTarget,
+  args: Uint8Array[],
+  seq: number,
+  services: RespServices,
+): void {
   const start = safeIntegerOf(args[2]!);
   const end = safeIntegerOf(args[3]!);
   if (start === undefined || end === undefined) {
@@ -506,7 +516,7 @@ const EMPTY = new Uint8Array(0);
 const MAX_NATIVE_OFFSET = 0xffff_ffff;
 
 /** APPEND key value: one atomic SETRANGE at the value's end on the key's owner; the new length. */
-function append(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function append(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
   services.router.forwardKeyed(
     { op: Op.SETRANGE, id: seq, key: args[1]!, value: args[2]! },
@@ -516,7 +526,12 @@ function append(connection: RespConnection, args: Uint8Array[], seq: number, ser
 }
 
 /** SETRANGE key offset value: one atomic SETRANGE on the key's owner; the new length. */
-function setrange(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function setrange(
+  connection: RespReplyTarget,
+  args: Uint8Array[],
+  seq: number,
+  services: RespServices,
+): void {
   const offset = safeIntegerOf(args[2]!);
   if (offset === undefined) {
     connection.replyError(seq, 'ERR value is not an integer or out of range');
@@ -548,8 +563,8 @@ function int64Of(bytes: Uint8Array): bigint | undefined {
 }
 
 /** INCR, DECR, INCRBY, DECRBY: one atomic INCRBY on the key's owner, with Redis's integer semantics. */
-function incrBy(sign: 1n | -1n, fixed: bigint | undefined): CommandHandler {
-  return (connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void => {
+function incrBy(sign: 1n | -1n, fixed: bigint | undefined): DataCommandHandler {
+  return (connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void => {
     const step = fixed ?? int64Of(args[2]!);
     if (step === undefined || (sign === -1n && step === INT64_MIN)) {
       connection.replyError(seq, 'ERR value is not an integer or out of range');
@@ -570,7 +585,7 @@ function incrBy(sign: 1n | -1n, fixed: bigint | undefined): CommandHandler {
  * a number is the owner's `ERR NOT_A_FLOAT: value is not a valid float`.
  */
 function incrbyfloat(
-  connection: RespConnection,
+  connection: RespReplyTarget,
   args: Uint8Array[],
   seq: number,
   services: RespServices,
@@ -612,7 +627,7 @@ function bitUnitOf(bytes: Uint8Array): BitUnit | undefined {
 }
 
 /** SETBIT key offset value: one atomic SETBIT on the key's owner; the bit's previous value. */
-function setbit(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function setbit(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   const offset = bitOffsetOf(args[2]!);
   if (offset === undefined) {
     connection.replyError(seq, BIT_OFFSET_ERROR);
@@ -632,7 +647,7 @@ function setbit(connection: RespConnection, args: Uint8Array[], seq: number, ser
 }
 
 /** GETBIT key offset: the bit, from a GET on the key's owner (0 past the value's end). */
-function getbit(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function getbit(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   const offset = bitOffsetOf(args[2]!);
   if (offset === undefined) {
     connection.replyError(seq, BIT_OFFSET_ERROR);
@@ -645,7 +660,12 @@ function getbit(connection: RespConnection, args: Uint8Array[], seq: number, ser
  * BITCOUNT key [start end [BYTE|BIT]]: the set bits, from a GET on the key's owner (Redis's range
  * arithmetic: `bitCount`). Arguments are checked before the key is read, as Redis 7.2 does.
  */
-function bitcount(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function bitcount(
+  connection: RespReplyTarget,
+  args: Uint8Array[],
+  seq: number,
+  services: RespServices,
+): void {
   if (args.length !== 2 && args.length !== 4 && args.length !== 5) {
     connection.replyError(seq, 'ERR syntax error');
     return;
@@ -674,7 +694,7 @@ function bitcount(connection: RespConnection, args: Uint8Array[], seq: number, s
  * BITPOS key bit [start [end [BYTE|BIT]]]: the first bit set to `bit`, from a GET on the key's
  * owner (Redis's rules: `bitPos`). Arguments are checked before the key is read, as Redis 7.2 does.
  */
-function bitpos(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function bitpos(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (args.length > 6) {
     connection.replyError(seq, 'ERR syntax error');
     return;
@@ -708,7 +728,7 @@ function bitpos(connection: RespConnection, args: Uint8Array[], seq: number, ser
 
 /** Answers `seq` with the integer `answer` makes of the key's value (null: no key), read with a GET. */
 function readValue(
-  connection: RespConnection,
+  connection: RespReplyTarget,
   args: Uint8Array[],
   seq: number,
   services: RespServices,
@@ -725,13 +745,13 @@ function readValue(
 }
 
 /** Answers `seq` with the error a keyspace operation failed with. */
-function replyFailure(connection: RespConnection, seq: number, error: unknown): void {
+function replyFailure(connection: RespReplyTarget, seq: number, error: unknown): void {
   const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
   connection.replyError(seq, respErrorLine(code, error instanceof Error ? error.message : String(error)));
 }
 
 /** DBSIZE: the cluster's, as the native DBSIZE (exact on a settled ring). */
-function dbsize(connection: RespConnection, _args: Uint8Array[], seq: number, services: RespServices): void {
+function dbsize(connection: RespReplyTarget, _args: Uint8Array[], seq: number, services: RespServices): void {
   // As on the native port: a user limited to prefixes may not learn the size of the whole keyspace.
   const identity = connection.identity;
   const denial = identity?.kind === 'user' ? keyspaceDenied(identity.grant) : undefined;
@@ -753,7 +773,7 @@ function dbsize(connection: RespConnection, _args: Uint8Array[], seq: number, se
  * SCAN (every key present for the whole iteration is returned at least once, also while nodes join
  * and leave). Every value is a string: TYPE string filters nothing, any other type returns no keys.
  */
-function scan(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function scan(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   const cursor = integerOf(args[1]!);
   if (cursor === undefined || cursor < 0) {
     connection.replyError(seq, 'ERR invalid cursor');
@@ -800,7 +820,7 @@ function scan(connection: RespConnection, args: Uint8Array[], seq: number, servi
 }
 
 /** The grant of a user limited to key prefixes (SCAN and KEYS list only its keys), else undefined. */
-function prefixGrant(connection: RespConnection): UserGrant | undefined {
+function prefixGrant(connection: RespReplyTarget): UserGrant | undefined {
   const identity = connection.identity;
   return identity?.kind === 'user' && identity.grant.prefixes !== undefined ? identity.grant : undefined;
 }
@@ -817,7 +837,7 @@ const KEYS_REPLY_MAX = 100_000;
  * may return a key twice while it moves). Every key present for the whole command is listed, also
  * while nodes join and leave, as SCAN guarantees.
  */
-function keys(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function keys(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   matchingKeys(services, seq, Uint8Array.from(args[1]!), prefixGrant(connection)).then(
     (found) => {
       if (found === undefined) {
@@ -860,7 +880,7 @@ async function matchingKeys(
 }
 
 /** GETSET key value: SET with GET (the previous value, or nil; any expiry is dropped, as Redis). */
-function getset(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
+function getset(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
   services.router.forwardKeyed(
     { op: Op.SET_WITH, id: seq, key: args[1]!, value: args[2]!, get: true },
@@ -870,7 +890,7 @@ function getset(connection: RespConnection, args: Uint8Array[], seq: number, ser
 }
 
 /** The string commands the router serves today. */
-export const DATA_COMMANDS: readonly RespCommand[] = [
+export const DATA_COMMANDS: readonly DataCommand[] = [
   { name: 'get', arity: 2, flags: ['readonly', 'fast'], keys: SINGLE_KEY, run: get },
   { name: 'set', arity: -3, flags: ['write', 'denyoom'], keys: SINGLE_KEY, run: set },
   { name: 'del', arity: -2, flags: ['write'], keys: EVERY_ARGUMENT, run: del },

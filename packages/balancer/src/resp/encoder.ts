@@ -6,6 +6,7 @@ export type RespVersion = 2 | 3;
 const CRLF_BYTES = 2;
 const OK = Buffer.from('+OK\r\n', 'latin1');
 const NULL_BULK = Buffer.from('$-1\r\n', 'latin1');
+const NULL_ARRAY = Buffer.from('*-1\r\n', 'latin1');
 const NULL_RESP3 = Buffer.from('_\r\n', 'latin1');
 const ZERO = Buffer.from(':0\r\n', 'latin1');
 const ONE = Buffer.from(':1\r\n', 'latin1');
@@ -81,6 +82,11 @@ export class RespWriter {
   /** Null: `$-1` in RESP2, `_` in RESP3. */
   nil(): void {
     this.out.append(this.version === 3 ? NULL_RESP3 : NULL_BULK);
+  }
+
+  /** A null array (EXEC of a transaction whose WATCHed key changed): `*-1` in RESP2, `_` in RESP3. */
+  nullArray(): void {
+    this.out.append(this.version === 3 ? NULL_RESP3 : NULL_ARRAY);
   }
 
   /** The header of an array of `count` elements (written next). */

@@ -2,6 +2,7 @@ import { unknownCommand, wrongArity } from './arguments.js';
 import { admitAnonymous, authenticationRequired, NOAUTH } from './auth.js';
 import type { RespCommandRunner, RespConnection } from './connection.js';
 import type { RespServices } from './services.js';
+import { queueInTransaction } from './transaction.js';
 
 /**
  * Runs each command of each RESP connection: looks it up, checks its arity and the connection's
@@ -15,14 +16,22 @@ export class RespFrontDoor implements RespCommandRunner {
     const services = this.services;
     const command = services.commands.find(args[0]!);
     if (command === undefined) {
+      // Between MULTI and EXEC a refused command discards the transaction (EXECABORT), as Redis.
+      connection.transaction.spoil();
       connection.replyError(seq, unknownCommand(args));
       return;
     }
     if (command.arity > 0 ? args.length !== command.arity : args.length < -command.arity) {
+      connection.transaction.spoil();
       connection.replyError(seq, wrongArity(command.name));
       return;
     }
-    if (!command.beforeAuth && !this.authorized(connection, seq)) return;
+    if (!command.beforeAuth && !this.authorized(connection, seq)) {
+      connection.transaction.spoil();
+      return;
+    }
+    if (connection.transaction.queueing && queueInTransaction(connection, command, args, seq, services))
+      return;
     command.run(connection, args, seq, services);
   }
 

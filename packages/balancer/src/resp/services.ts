@@ -25,10 +25,19 @@ export interface ServerFacts {
   readonly epoch: number;
 }
 
+/**
+ * The router's forwarding the data commands use: the balancer's {@link Router}, or while a
+ * transaction's commands are read (EXEC) the recorder that turns them into its steps.
+ */
+export type RespRouting = Pick<
+  Router,
+  'forwardToOwner' | 'forwardKeyed' | 'forwardExists' | 'forwardMGet' | 'forwardMSet'
+>;
+
 /** What the RESP front door offers its commands. */
 export interface RespServices {
   /** The balancer's router: the same forwarding, deadlines and fail-fast as the native port. */
-  readonly router: Router;
+  readonly router: RespRouting;
   /** The balancer's limits (key, value and batch sizes). */
   readonly limits: ProtocolLimits;
   /** The users of the users file / token; authentication is required when it has any. */

@@ -1,0 +1,254 @@
+import {
+  DstoreError,
+  ErrorCode,
+  Op,
+  type Response,
+  type TransactRequest,
+  type TransactStep,
+} from '@dstore/protocol';
+import {
+  decideDelVersioned,
+  decideExpire,
+  decideGetDel,
+  decideGetEx,
+  decideIncrBy,
+  decideIncrByFloat,
+  decideSetBit,
+  decideSetRange,
+  decideSetVersioned,
+  decideSetWith,
+} from './atomic-ops.js';
+import type { Decision, Mutation, VersionedValue } from './engines/index.js';
+
+/**
+ * A TRANSACT (Redis's MULTI/EXEC on one key): its steps as one decision of `StorageEngine.update`.
+ * Each step is decided by the same function as the request alone, on the entry the previous
+ * steps left (a value that only exists inside the decision), and the steps' net effect becomes one
+ * mutation: so the engine, the replication chain and a migration see one ordinary write.
+ */
+
+const NONE: Mutation = { kind: 'none' };
+/** Bytes a counter's text may take (INCRBY: a 64-bit integer; INCRBYFLOAT: Redis's long double). */
+const INTEGER_VALUE_BYTES = 20;
+const FLOAT_VALUE_BYTES = 64;
+
+/**
+ * The decision of a TRANSACT on the key's live entry `current`: every step's answer (id 0), or
+ * null when `ifVersion` does not hold (nothing runs). `version` is the one the transaction's
+ * write takes, so a step that answers a version (a GET_VERSIONED after a write) answers it.
+ */
+export function decideTransaction(
+  request: Pick<TransactRequest, 'steps' | 'ifVersion'>,
+  current: VersionedValue | undefined,
+  now: number,
+  version: number,
+  maxValueBytes: number,
+): Decision<Response[] | null> {
+  if (request.ifVersion !== undefined && (current?.version ?? 0) !== request.ifVersion) {
+    return { mutation: NONE, result: null };
+  }
+  let entry = current;
+  let changed = false;
+  const results = new Array<Response>(request.steps.length);
+  for (let index = 0; index < request.steps.length; index++) {
+    const { mutation, result } = decideStep(request.steps[index]!, entry, now, version, maxValueBytes);
+    results[index] = result;
+    if (mutation.kind === 'none') continue;
+    entry = afterMutation(entry, mutation, version);
+    changed = true;
+  }
+  return { mutation: changed ? netMutation(current, entry) : NONE, result: results };
+}
+
+/** Bytes a RESULTS answer takes besides its values (headers, integers, the nested bodies' framing). */
+const ANSWER_OVERHEAD_BYTES = 64;
+const PER_RESULT_OVERHEAD_BYTES = 48;
+
+/**
+ * `results` as they can be sent in one frame of `maxFrameBytes`: when the values read together
+ * pass it (a transaction of many GETs of large values), each value becomes a FRAME_TOO_LARGE
+ * ERROR saying the transaction ran, rather than the whole answer failing after its write was made
+ * (which would read as "not executed").
+ */
+export function answerWithinFrame(results: Response[], maxFrameBytes: number): Response[] {
+  let bytes = ANSWER_OVERHEAD_BYTES;
+  for (const result of results) bytes += PER_RESULT_OVERHEAD_BYTES + carriedBytes(result);
+  if (bytes <= maxFrameBytes) return results;
+  return results.map((result) =>
+    carriedBytes(result) === 0 || result.op === Op.ERROR
+      ? result
+      : {
+          op: Op.ERROR,
+          id: 0,
+          code: ErrorCode.FRAME_TOO_LARGE,
+          message: `the transaction ran, but the values it read pass the ${maxFrameBytes}-byte frame limit together: this one is not returned`,
+        },
+  );
+}
+
+/** Bytes of value (or message) a step's answer carries. */
+function carriedBytes(result: Response): number {
+  switch (result.op) {
+    case Op.VALUE:
+    case Op.VERSIONED:
+      return result.value?.length ?? 0;
+    case Op.ERROR:
+      return Buffer.byteLength(result.message);
+    default:
+      return 0;
+  }
+}
+
+/**
+ * The largest value a transaction may store (for the room check before it runs, as a single
+ * request's `valueBytes`), from the key's current length; undefined when no step stores a value.
+ */
+export function transactionValueBytes(steps: readonly TransactStep[], lengthNow: number): number | undefined {
+  let length = lengthNow;
+  let stores = false;
+  for (const step of steps) {
+    const after = storedLength(step, length);
+    if (after === undefined) continue;
+    stores = true;
+    length = Math.max(length, after);
+  }
+  return stores ? length : undefined;
+}
+
+/** The length a step leaves the value at (an upper bound), or undefined when it stores no value. */
+function storedLength(step: TransactStep, length: number): number | undefined {
+  switch (step.op) {
+    case Op.SET_WITH:
+      return step.value.length;
+    case Op.INCRBY:
+      return INTEGER_VALUE_BYTES;
+    case Op.INCRBYFLOAT:
+      return FLOAT_VALUE_BYTES;
+    case Op.SETRANGE:
+      return (step.offset ?? length) + step.value.length;
+    case Op.SETBIT:
+      return Math.floor(step.offset / 8) + 1;
+    default:
+      return undefined;
+  }
+}
+
+/** One step's decision, answered as the request alone would be (id 0; a refusal as ERROR). */
+function decideStep(
+  step: TransactStep,
+  entry: VersionedValue | undefined,
+  now: number,
+  version: number,
+  maxValueBytes: number,
+): Decision<Response> {
+  switch (step.op) {
+    case Op.SET_WITH: {
+      if (step.ifVersion !== undefined || step.withVersion === true) {
+        const { mutation, result } = decideSetVersioned(step, entry, now, version);
+        return { mutation, result: { op: Op.VERSION, id: 0, ...result } };
+      }
+      const { mutation, result } = decideSetWith(step, entry, now);
+      return {
+        mutation,
+        result:
+          step.get === true
+            ? { op: Op.VALUE, id: 0, value: result.previous }
+            : { op: Op.COUNT, id: 0, count: result.written ? 1 : 0 },
+      };
+    }
+    case Op.EXPIRE: {
+      if (step.get === true) {
+        const { mutation, result } = decideGetEx(step, entry, now);
+        return { mutation, result: { op: Op.VALUE, id: 0, value: result } };
+      }
+      const { mutation, result } = decideExpire(step, entry, now);
+      return { mutation, result: { op: Op.COUNT, id: 0, count: result ? 1 : 0 } };
+    }
+    case Op.TTL:
+    case Op.PEXPIRETIME:
+      return { mutation: NONE, result: { op: Op.INTEGER, id: 0, value: BigInt(pttl(entry, now, step.op)) } };
+    case Op.GETDEL: {
+      const { mutation, result } = decideGetDel(entry);
+      return { mutation, result: { op: Op.VALUE, id: 0, value: result } };
+    }
+    case Op.INCRBY: {
+      const { mutation, result } = decideIncrBy(step.delta, entry);
+      return { mutation, result: refusalOr(result, (value) => ({ op: Op.INTEGER, id: 0, value })) };
+    }
+    case Op.SETRANGE: {
+      const { mutation, result } = decideSetRange(step.value, step.offset, maxValueBytes, entry);
+      return {
+        mutation,
+        result: refusalOr(result, (length) => ({ op: Op.INTEGER, id: 0, value: BigInt(length) })),
+      };
+    }
+    case Op.INCRBYFLOAT: {
+      const { mutation, result } = decideIncrByFloat(step.increment, entry);
+      return { mutation, result: refusalOr(result, (value) => ({ op: Op.VALUE, id: 0, value })) };
+    }
+    case Op.SETBIT: {
+      const { mutation, result } = decideSetBit(step.offset, step.bit, maxValueBytes, entry);
+      return {
+        mutation,
+        result: refusalOr(result, (bit) => ({ op: Op.INTEGER, id: 0, value: BigInt(bit) })),
+      };
+    }
+    case Op.GET_VERSIONED:
+      return {
+        mutation: NONE,
+        result: { op: Op.VERSIONED, id: 0, value: entry?.value ?? null, version: entry?.version ?? 0 },
+      };
+    case Op.DEL_VERSIONED: {
+      const { mutation, result } = decideDelVersioned(step.ifVersion, entry, version);
+      return { mutation, result: { op: Op.VERSION, id: 0, ...result } };
+    }
+  }
+}
+
+/** A step's refusal as its ERROR answer, or its answer. */
+function refusalOr<T>(result: T | DstoreError, answer: (value: T) => Response): Response {
+  return result instanceof DstoreError
+    ? { op: Op.ERROR, id: 0, code: result.code, message: result.message }
+    : answer(result);
+}
+
+/** PTTL (or with PEXPIRETIME the expiry time itself): -2 no key, -1 no expiry, as Redis. */
+function pttl(
+  entry: VersionedValue | undefined,
+  now: number,
+  op: typeof Op.TTL | typeof Op.PEXPIRETIME,
+): number {
+  if (entry === undefined) return -2;
+  if (entry.expireAt === 0) return -1;
+  return op === Op.PEXPIRETIME ? entry.expireAt : Math.max(0, entry.expireAt - now);
+}
+
+/** The entry a step's mutation leaves, as the next step sees it (undefined: none). */
+function afterMutation(
+  entry: VersionedValue | undefined,
+  mutation: Mutation,
+  version: number,
+): VersionedValue | undefined {
+  switch (mutation.kind) {
+    case 'none':
+      return entry;
+    case 'delete':
+      return undefined;
+    case 'put':
+      return { value: mutation.value, expireAt: mutation.expireAt, version, writeEpoch: 0 };
+    case 'expire':
+      return entry === undefined ? undefined : { ...entry, expireAt: mutation.expireAt, version };
+  }
+}
+
+/**
+ * The one mutation that takes the key from `current` to `last`: a delete, an expiry change when
+ * the value is the one the key had (steps never modify a value in place, they make a new one), or
+ * a put. A key created and deleted within the transaction needs no write.
+ */
+function netMutation(current: VersionedValue | undefined, last: VersionedValue | undefined): Mutation {
+  if (last === undefined) return current === undefined ? NONE : { kind: 'delete' };
+  if (current !== undefined && last.value === current.value)
+    return { kind: 'expire', expireAt: last.expireAt };
+  return { kind: 'put', value: last.value, expireAt: last.expireAt };
+}
