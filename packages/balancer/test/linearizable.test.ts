@@ -45,6 +45,7 @@ import {
   waitFor,
   waitForNodesUp,
 } from './helpers.js';
+import { registerStore } from './register-store.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const resources = new Resources();
@@ -75,7 +76,7 @@ const COMMAND_TIMEOUT_MS = 1000;
  * deletes once took effect twice during a leave (found by this test; fixtures/README.md, and the
  * deterministic reproduction in linearizable-direct-delete.test.ts); fixed, so every case has them.
  */
-const MIX: OperationMix = { read: 5, write: 3, delete: 1, append: 1 };
+const MIX: OperationMix = { read: 5, write: 3, delete: 1, append: 1, appendRead: 1 };
 
 const cases: { engine: Engine; routing: Routing; mix: OperationMix }[] = [
   { engine: 'memory', routing: 'balancer', mix: MIX },
@@ -189,7 +190,8 @@ async function checkUnderFaults(engine: Engine, routing: Routing, mix: Operation
     maxOperations: 20_000,
     durationMs: 60_000,
     mix,
-    execute: (operation, worker) => runRegisterOperation(clients[worker % CLIENTS]!, operation),
+    execute: (operation, worker) =>
+      runRegisterOperation(registerStore(clients[worker % CLIENTS]!), operation),
   });
   const schedule: Fault[] = [
     { afterMs: 300, f: 'join', target: 'node-4', run: () => cluster.start('node-4') },
@@ -311,7 +313,7 @@ describe('the same harness catches a real violation', () => {
       keys: KEYS,
       workers: WORKERS,
       maxOperations: 500,
-      execute: (operation) => runRegisterOperation(client!, operation),
+      execute: (operation) => runRegisterOperation(registerStore(client!), operation),
     });
     await load.done;
     // The last word on every key is an acknowledged write, so a read of null can only be a loss.

@@ -36,6 +36,7 @@ import {
   waitFor,
   waitForNodesUp,
 } from './helpers.js';
+import { registerStore } from './register-store.js';
 
 export type Engine = 'memory' | 'lmdb';
 export const FACTOR = 3;
@@ -263,7 +264,7 @@ export class ReplicatedCluster {
 }
 
 /** APPENDs too: a replicated read-modify-write lost, doubled or reordered at a failover shows in what is read. */
-const MIX: OperationMix = { read: 4, write: 4, delete: 1, append: 1 };
+const MIX: OperationMix = { read: 4, write: 4, delete: 1, append: 1, appendRead: 1 };
 
 /** `/metrics` value of an unlabelled metric of an in-process balancer. */
 export async function metric(adminPort: number, name: string): Promise<number> {
@@ -399,7 +400,8 @@ export function registerLoad(
     maxOperations,
     durationMs,
     mix: MIX,
-    execute: (operation, worker) => runRegisterOperation(clients[worker % clients.length]!, operation),
+    execute: (operation, worker) =>
+      runRegisterOperation(registerStore(clients[worker % clients.length]!), operation),
   });
 }
 

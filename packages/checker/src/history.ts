@@ -129,6 +129,8 @@ function registerInput(invoke: HistoryEvent): RegisterInput {
     }
     case 'append':
       return { f: 'append', value: String(invoke.value) };
+    case 'appendRead':
+      return { f: 'appendRead', value: String(invoke.value) };
     default:
       throw new MalformedHistoryError(`event ${invoke.index}: unknown register operation '${invoke.f}'`);
   }
@@ -137,6 +139,7 @@ function registerInput(invoke: HistoryEvent): RegisterInput {
 function registerOutput(input: RegisterInput, completion: HistoryEvent): RegisterOutput {
   switch (input.f) {
     case 'read':
+    case 'appendRead':
       return asState(completion.value);
     case 'delete':
       return typeof completion.value === 'boolean' ? completion.value : undefined;

@@ -9,19 +9,22 @@ export type RegisterState = string | null;
 
 /**
  * An operation on one key. `cas` is compare-and-set; `append` adds `value` at the end of the value
- * (an absent key taken as empty), as APPEND.
+ * (an absent key taken as empty), as APPEND; `appendRead` is a transaction of an APPEND then a GET
+ * in one atomic step (MULTI/EXEC on the key): it answers the value with its own append, and with
+ * nothing of another operation's in between.
  */
 export type RegisterInput =
   | { readonly f: 'read' }
   | { readonly f: 'write'; readonly value: string }
   | { readonly f: 'delete' }
   | { readonly f: 'cas'; readonly from: RegisterState; readonly to: string }
-  | { readonly f: 'append'; readonly value: string };
+  | { readonly f: 'append'; readonly value: string }
+  | { readonly f: 'appendRead'; readonly value: string };
 
 /**
  * What an operation answered: a read its value; a delete whether it removed something (undefined
  * when not recorded); a cas whether it swapped; an append the value's length after it (undefined
- * when not recorded); a write nothing (undefined).
+ * when not recorded); an appendRead the value it read; a write nothing (undefined).
  */
 export type RegisterOutput = string | null | boolean | number | undefined;
 
@@ -57,10 +60,14 @@ function stepRegister(
       const next = (state ?? '') + input.value;
       return [unknown || output === undefined || output === next.length, next];
     }
+    case 'appendRead': {
+      const next = (state ?? '') + input.value;
+      return [unknown || output === next, next];
+    }
   }
 }
 
-/** The register model: read, write, delete, cas, append. */
+/** The register model: read, write, delete, cas, append, appendRead. */
 export const registerModel: Model<RegisterState, RegisterInput, RegisterOutput> = {
   init: () => null,
   step: stepRegister,
@@ -79,6 +86,8 @@ export const registerModel: Model<RegisterState, RegisterInput, RegisterOutput> 
         return `cas ${describeValue(input.from)} -> ${describeValue(input.to)}${describeOutput(output)}`;
       case 'append':
         return `append ${describeValue(input.value)}${describeOutput(output)}`;
+      case 'appendRead':
+        return `append ${describeValue(input.value)} then read (one transaction)${describeOutput(output)}`;
     }
   },
   describeState: describeValue,

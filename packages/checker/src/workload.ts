@@ -12,11 +12,12 @@ export type WorkloadOperation =
   | { readonly f: 'read'; readonly key: string }
   | { readonly f: 'write'; readonly key: string; readonly value: string }
   | { readonly f: 'delete'; readonly key: string }
-  | { readonly f: 'append'; readonly key: string; readonly value: string };
+  | { readonly f: 'append'; readonly key: string; readonly value: string }
+  | { readonly f: 'appendRead'; readonly key: string; readonly value: string };
 
 /**
  * What the store answered: a read its value (null: absent), a delete whether it removed a value,
- * an append the value's length after it.
+ * an append the value's length after it, an appendRead the value read after its append.
  */
 export type WorkloadResult = string | null | boolean | number | undefined;
 
@@ -30,9 +31,17 @@ export interface RegisterStore {
   del(key: string): Promise<boolean>;
   /** APPEND, for a workload whose mix has appends. */
   append?(key: string, value: string): Promise<number>;
+  /**
+   * A transaction of APPEND `value` then GET on `key` (MULTI/EXEC), resolving what the GET read,
+   * for a workload whose mix has appendReads.
+   */
+  appendRead?(key: string, value: string): Promise<string | null>;
 }
 
-/** Runs one workload operation on `store`: read = GET, write = SET, delete = DEL, append = APPEND. */
+/**
+ * Runs one workload operation on `store`: read = GET, write = SET, delete = DEL, append = APPEND,
+ * appendRead = a transaction of APPEND then GET.
+ */
 export async function runRegisterOperation(
   store: RegisterStore,
   operation: WorkloadOperation,
@@ -48,6 +57,9 @@ export async function runRegisterOperation(
     case 'append':
       if (store.append === undefined) throw new TypeError('the store has no append');
       return store.append(operation.key, operation.value);
+    case 'appendRead':
+      if (store.appendRead === undefined) throw new TypeError('the store has no appendRead');
+      return store.appendRead(operation.key, operation.value);
   }
 }
 
@@ -70,6 +82,8 @@ export interface OperationMix {
   readonly delete: number;
   /** APPENDs of a unique token (the store must have `append`). Default 0. */
   readonly append?: number;
+  /** Transactions of an APPEND of a unique token then a GET (the store must have `appendRead`). Default 0. */
+  readonly appendRead?: number;
 }
 
 /** Options of {@link startWorkload}. */
@@ -158,7 +172,8 @@ export function startWorkload(options: WorkloadOptions): RunningWorkload {
   const random = options.random ?? Math.random;
   const mix = options.mix ?? DEFAULT_MIX;
   const appends = mix.append ?? 0;
-  const total = mix.read + mix.write + mix.delete + appends;
+  const appendReads = mix.appendRead ?? 0;
+  const total = mix.read + mix.write + mix.delete + appends + appendReads;
   const maxOperations = options.maxOperations ?? 3000;
   const until = performance.now() + (options.durationMs ?? 5000);
   const classify = options.classify ?? classifyFailure;
@@ -167,8 +182,8 @@ export function startWorkload(options: WorkloadOptions): RunningWorkload {
   let stopping = false;
 
   /**
-   * The next operation; a write's value (`w<process>.<n>`) and an append's token (`a<process>.<n>;`)
-   * are unique within the recorder's history.
+   * The next operation; a write's value (`w<process>.<n>`) and an append's token (`a<process>.<n>;`,
+   * `t<process>.<n>;` in an appendRead) are unique within the recorder's history.
    */
   const next = (process: number, n: number): WorkloadOperation => {
     const key = keys[Math.floor(random() * keys.length)]!;
@@ -176,6 +191,9 @@ export function startWorkload(options: WorkloadOptions): RunningWorkload {
     if (dice < mix.read) return { f: 'read', key };
     if (dice < mix.read + mix.write) return { f: 'write', key, value: `w${process}.${n}` };
     if (dice < mix.read + mix.write + appends) return { f: 'append', key, value: `a${process}.${n};` };
+    if (dice < mix.read + mix.write + appends + appendReads) {
+      return { f: 'appendRead', key, value: `t${process}.${n};` };
+    }
     return { f: 'delete', key };
   };
 
@@ -189,7 +207,7 @@ export function startWorkload(options: WorkloadOptions): RunningWorkload {
         process,
         operation.f,
         operation.key,
-        operation.f === 'write' || operation.f === 'append' ? operation.value : undefined,
+        operation.f === 'read' || operation.f === 'delete' ? undefined : operation.value,
       );
       try {
         const result = await execute(operation, index);

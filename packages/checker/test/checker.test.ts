@@ -336,3 +336,55 @@ describe('reports, budget and malformed histories', () => {
     expect(() => checkHistory(h.events)).toThrow(MalformedHistoryError);
   });
 });
+
+describe('appendRead (a transaction: APPEND then GET in one atomic step)', () => {
+  it('reads the value with its own append, after every append linearized before it', () => {
+    const h = recorder();
+    h.invoke(0, 'append', 'k', 'a;').ok(2);
+    // Concurrent with an append: the transaction's read says which came first.
+    const append = h.invoke(1, 'append', 'k', 'c;');
+    const transaction = h.invoke(2, 'appendRead', 'k', 't;');
+    transaction.ok('a;c;t;');
+    append.ok(4);
+    h.invoke(3, 'read', 'k').ok('a;c;t;');
+    expect(verdictOf(h)).toBe('ok');
+  });
+
+  it("is illegal when its read misses its own append, or shows another's taken between the two", () => {
+    const missing = recorder();
+    missing.invoke(0, 'append', 'k', 'a;').ok(2);
+    missing.invoke(1, 'appendRead', 'k', 't;').ok('a;');
+    expect(verdictOf(missing)).toBe('illegal');
+    // `c;` after `t;` in the transaction's own read: another append ran between its two steps.
+    const split = recorder();
+    split.invoke(0, 'append', 'k', 'a;').ok(2);
+    const append = split.invoke(1, 'append', 'k', 'c;');
+    const transaction = split.invoke(2, 'appendRead', 'k', 't;');
+    append.ok(6);
+    transaction.ok('a;t;c;');
+    expect(verdictOf(split)).toBe('illegal');
+    // The same values read afterwards with the transaction's answer matching them is legal.
+    const whole = recorder();
+    whole.invoke(0, 'append', 'k', 'a;').ok(2);
+    const later = whole.invoke(1, 'append', 'k', 'c;');
+    whole.invoke(2, 'appendRead', 'k', 't;').ok('a;t;');
+    later.ok(6);
+    whole.invoke(3, 'read', 'k').ok('a;t;c;');
+    expect(verdictOf(whole)).toBe('ok');
+  });
+
+  it('one of unknown outcome may be there once or not at all, never twice', () => {
+    const once = recorder();
+    once.invoke(0, 'appendRead', 'k', 't;').info('TIMEOUT');
+    once.invoke(1, 'read', 'k').ok('t;');
+    expect(verdictOf(once)).toBe('ok');
+    const never = recorder();
+    never.invoke(0, 'appendRead', 'k', 't;').info('TIMEOUT');
+    never.invoke(1, 'appendRead', 'k', 'u;').ok('u;');
+    expect(verdictOf(never)).toBe('ok');
+    const twice = recorder();
+    twice.invoke(0, 'appendRead', 'k', 't;').ok('t;');
+    twice.invoke(1, 'read', 'k').ok('t;t;');
+    expect(verdictOf(twice)).toBe('illegal');
+  });
+});
