@@ -32,7 +32,7 @@ const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
 
 type Engine = 'memory' | 'lmdb';
-type BenchOp = 'SET' | 'GET' | 'INCRBY' | 'INCRBYFLOAT';
+type BenchOp = 'SET' | 'GET' | 'INCRBY' | 'INCRBYFLOAT' | 'TRANSACT';
 
 interface Child {
   readonly process: ChildProcess;
@@ -162,11 +162,14 @@ async function benchEngine(engine: Engine): Promise<CaseResult[]> {
       await connection.request({ op: Op.MSET, entries });
     }
     // The atomic counters at 50 in flight only: INCRBYFLOAT's exact long-double arithmetic next to
-    // INCRBY's integer step, on keys of their own (an INCRBY of a 100-byte value would be refused).
+    // INCRBY's integer step, on keys of their own (an INCRBY of a 100-byte value would be refused),
+    // and a transaction of three steps on them.
     const cases: [BenchOp, number][] = [
       ...(['SET', 'GET'] as const).flatMap((op) => [1, 50, 200].map((n): [BenchOp, number] => [op, n])),
       ['INCRBY', 50],
       ['INCRBYFLOAT', 50],
+      // A rate limiter's three steps (INCRBY, EXPIRE NX, PTTL) as one transaction.
+      ['TRANSACT', 50],
     ];
     for (const [op, inFlight] of cases) {
       const make = requestMaker(op);
@@ -208,6 +211,19 @@ function requestMaker(op: BenchOp): (i: number) => WithoutId<Request> {
         key: COUNTERS[i % KEY_SPACE] as Uint8Array,
         increment: FLOAT_STEP,
       });
+    case 'TRANSACT':
+      return (i) => {
+        const key = COUNTERS[i % KEY_SPACE] as Uint8Array;
+        return {
+          op: Op.TRANSACT,
+          key,
+          steps: [
+            { op: Op.INCRBY, key, delta: 1n },
+            { op: Op.EXPIRE, key, mode: 'in', ms: 60_000, condition: 'nx' },
+            { op: Op.TTL, key },
+          ],
+        };
+      };
   }
 }
 
@@ -234,10 +250,13 @@ async function main(): Promise<void> {
   const ratio = at50('lmdb', 'SET') / at50('memory', 'SET');
   const floatRatio = (engine: Engine): string =>
     (at50(engine, 'INCRBYFLOAT') / at50(engine, 'INCRBY')).toFixed(2);
+  const transactRatio = (engine: Engine): string =>
+    (at50(engine, 'TRANSACT') / at50(engine, 'INCRBY')).toFixed(2);
   lines.push(
     '',
     `lmdb/memory SET ratio at 50 in flight: **${ratio.toFixed(2)}** (goal >= 0.5)`,
     `INCRBYFLOAT/INCRBY ops/s at 50 in flight: memory ${floatRatio('memory')}, lmdb ${floatRatio('lmdb')}`,
+    `TRANSACT (INCRBY, EXPIRE NX, PTTL)/INCRBY ops/s at 50 in flight: memory ${transactRatio('memory')}, lmdb ${transactRatio('lmdb')} (the three as separate requests: at most 0.33)`,
     '',
     `Bytes per key after loading ${formatInteger(MEMORY_KEYS)} keys (${KEY_BYTES} B key + ${VALUE_BYTES} B value):`,
     '',
