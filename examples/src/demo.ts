@@ -1,7 +1,8 @@
 /**
  * demo: the README's "run" command. Starts a local cluster (3 nodes + balancer on free ports),
- * exercises it through @dstore/client and the `dstore` CLI (set/get/del, status, a latency
- * report), then stops exactly the processes it started, even when a step fails.
+ * exercises it through @dstore/client (writes and reads, a transaction) and the `dstore` CLI
+ * (set/get/del, status, a latency report), then stops exactly the processes it started, even when
+ * a step fails.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -39,6 +40,20 @@ try {
       checked++;
     }
     console.log(`wrote and read back ${checked} keys through the client library`);
+    // A rate limiter: five concurrent transactions (INCR, EXPIRE NX, PTTL) on one key, each one
+    // atomic step on the key's owner: they count 1 to 5, and the window starts once.
+    const windows = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        client.transaction('demo:rate:alice').incr().expire(60, { condition: 'nx' }).pttl().exec(),
+      ),
+    );
+    const counts = windows.map((results) => results?.[0]).sort();
+    if (counts.join() !== '1,2,3,4,5') throw new Error(`rate-limit transactions counted ${counts.join()}`);
+    const started = windows.filter((results) => results?.[1] === true).length;
+    console.log(
+      `5 concurrent rate-limit transactions (INCR, EXPIRE NX, PTTL) counted ${counts.join(', ')}; the 60 s window was started by ${started} of them`,
+    );
+    if (started !== 1) throw new Error(`the window was started ${started} times`);
   } finally {
     await client.close();
   }
