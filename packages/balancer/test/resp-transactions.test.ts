@@ -260,6 +260,16 @@ describe('MULTI / EXEC on the RESP port', () => {
     for (let index = 0; index < 1000; index++) fits.incr('many');
     const results = await fits.exec();
     expect(results?.[999]).toEqual([null, 1000]);
+    // Arguments past one frame (the TRANSACT must fit one): refused while queueing, nothing runs.
+    const value = 'v'.repeat(400 * 1024);
+    const large = client.multi().set('large', value).append('large', value).append('large', value);
+    await expect(large.exec()).rejects.toThrow(/EXECABORT/);
+    expect(await client.exists('large')).toBe(0);
+    // The connection still serves, and a transaction within the bounds runs.
+    expect(await client.multi().set('large', value).strlen('large').exec()).toEqual([
+      [null, 'OK'],
+      [null, value.length],
+    ]);
   });
 
   it('serves node-redis 4 and node-redis 5 over RESP3 multi()', async () => {
