@@ -219,6 +219,21 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     expect(await client.ttl('kept')).toBeGreaterThan(90);
   });
 
+  it('reads an MGET whose values pass one frame in parts, every value in order', async () => {
+    const { balancer } = await cluster(resources, 2);
+    const client = await clientOf(resources, balancer.address.port, routing);
+    // 24 values of 300 KB: about 3.6 MB from each node, over three times the 1 MiB frame.
+    const keys = Array.from({ length: 24 }, (_, i) => `big-${i}`);
+    const bigValue = (i: number): Buffer => Buffer.alloc(300 * 1024, 0x41 + (i % 26));
+    await inGroups(keys.length, (i) => client.set(keys[i]!, bigValue(i)));
+    const values = await client.mget([...keys.slice(0, 12), 'big-missing', ...keys.slice(12)]);
+    expect(values).toHaveLength(25);
+    expect(values[12]).toBeNull();
+    const present = [...values.slice(0, 12), ...values.slice(13)];
+    for (const [i, value] of present.entries())
+      expect(Buffer.from(value!).equals(bigValue(i)), keys[i]).toBe(true);
+  });
+
   it('counts INCRs and INCRBYFLOATs and keeps APPENDs and SETBITs from several connections exactly', async () => {
     const { balancer } = await cluster(resources, 2);
     const clients = await Promise.all(

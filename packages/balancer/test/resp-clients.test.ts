@@ -74,6 +74,20 @@ async function exerciseClient(client: SuiteClient, prefix: string): Promise<void
 }
 
 describe('RESP front door with real clients', () => {
+  it('answers an MGET whose values pass one frame from a node, as Redis does', async () => {
+    const redis = new Redis({ port, lazyConnect: true });
+    resources.add(() => redis.disconnect());
+    await redis.connect();
+    const keys = Array.from({ length: 24 }, (_, i) => `mget-big-${i}`);
+    const bigValue = (i: number): string => String.fromCharCode(0x41 + (i % 26)).repeat(300 * 1024);
+    for (const [i, key] of keys.entries()) await redis.set(key, bigValue(i));
+    const values = await redis.mget(...keys, 'mget-big-missing');
+    expect(values.map((value) => value?.length ?? null)).toEqual([...keys.map(() => 300 * 1024), null]);
+    expect(values.slice(0, -1)).toEqual(keys.map((_, i) => bigValue(i)));
+    // The suite counts keys (DBSIZE) later on.
+    expect(await redis.del(...keys)).toBe(keys.length);
+  });
+
   it('tells redis-cli pointed at the native port (the balancer or a node) where RESP is', async () => {
     const advice =
       "ERR this port speaks dstore's native protocol, not RESP: connect Redis clients to a balancer's RESP port (dstore-balancer --resp-port)";

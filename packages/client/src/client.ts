@@ -16,7 +16,7 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
-import { bitCount, bitPos, byteRange, getBit } from '@dstore/protocol/internal';
+import { bitCount, bitPos, byteRange, getBit, readInParts } from '@dstore/protocol/internal';
 import {
   bitArgument,
   bitOffset,
@@ -665,15 +665,27 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return new Transaction(this.keyBytes(key), (request, options) => this.send(request, options));
   }
 
-  /** The values of `keys`, in order, null for missing keys. An empty list answers [] without a round trip. */
+  /**
+   * The values of `keys`, in order, null for missing keys. An empty list answers [] without a
+   * round trip. Values too large for one frame together (1 MiB) are read in parts, each part a
+   * request of its own (with its own timeout).
+   */
   async mget(keys: readonly BinaryLike[], options?: CommandOptions): Promise<(Uint8Array | null)[]> {
     if (keys.length === 0) return [];
     checkBatchSize(keys.length);
-    const response = await this.send({ op: Op.MGET, keys: keys.map((key) => this.keyBytes(key)) }, options);
-    if (response.op !== Op.VALUES || response.values.length !== keys.length) {
-      throw unexpectedAnswer('MGET', response);
-    }
-    return response.values.map((value) => (value === null ? null : copyBytes(value)));
+    // Values too large for one frame together are read again in halves (a read: halves may see
+    // different moments, as an MGET split per node does anyway).
+    return readInParts(
+      keys.map((key) => this.keyBytes(key)),
+      async (part) => {
+        const response = await this.send({ op: Op.MGET, keys: part as Uint8Array[] }, options);
+        if (response.op !== Op.VALUES || response.values.length !== part.length) {
+          throw unexpectedAnswer('MGET', response);
+        }
+        return response.values.map((value) => (value === null ? null : copyBytes(value)));
+      },
+      { sizeOf: (value) => value?.length ?? 0, maxBytes: Number.POSITIVE_INFINITY },
+    );
   }
 
   /**

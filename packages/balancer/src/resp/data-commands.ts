@@ -10,7 +10,7 @@ import {
   type SetExpiry,
   type UserGrant,
 } from '@dstore/protocol';
-import { type BitUnit, bitCount, bitPos, byteRange, getBit } from '@dstore/protocol/internal';
+import { type BitUnit, bitCount, bitPos, byteRange, getBit, readInParts } from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
 import {
@@ -362,13 +362,39 @@ function del(connection: RespReplyTarget, args: Uint8Array[], seq: number, servi
   }
 }
 
+/**
+ * MGET key [key ...]: the values in order, however large together: a part of the keys whose
+ * values pass one frame (1 MiB from one node) is read again in halves (`readInParts`), up to the
+ * connection's output bound (`maxAnswerBytes`, past it `FRAME_TOO_LARGE`). A read: halves may be
+ * read one after the other, as Redis Cluster clients split an MGET per slot.
+ */
 function mget(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, false)) return;
   if (!batchAllowed(connection, seq, services, args.length - 1)) return;
-  services.router.forwardMGet(
-    { op: Op.MGET, id: seq, keys: args.slice(1) },
-    connection.routerTarget,
-    performance.now(),
+  const startMs = performance.now();
+  const read = (keys: readonly Uint8Array[]): Promise<readonly (Uint8Array | null)[]> =>
+    new Promise((resolve, reject) =>
+      services.router.forwardMGet(
+        { op: Op.MGET, id: seq, keys: keys as Uint8Array[] },
+        {
+          reply: (response) =>
+            response.op === Op.VALUES
+              ? resolve(response.values)
+              : reject(new DstoreError(ErrorCode.INTERNAL, `MGET answered with op ${response.op}`)),
+          replyError: (_id, code, message) => reject(new DstoreError(code as ErrorCode, message)),
+        },
+        startMs,
+      ),
+    );
+  readInParts(args.slice(1), read, {
+    sizeOf: (value) => value?.length ?? 0,
+    maxBytes: services.maxAnswerBytes,
+  }).then(
+    (values) => connection.routerTarget.reply({ op: Op.VALUES, id: seq, values }),
+    (error: unknown) =>
+      error instanceof DstoreError
+        ? connection.routerTarget.replyError(seq, error.code, error.message)
+        : connection.replyError(seq, `ERR INTERNAL: ${String(error)}`),
   );
 }
 

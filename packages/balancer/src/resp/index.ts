@@ -69,6 +69,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
     {
       router: parts.router,
       limits,
+      maxAnswerBytes: options.respMaxOutputBytes,
       users: parts.users,
       protectedMode: options.protectedMode,
       commands: new CommandTable([...CONNECTION_COMMANDS, ...DATA_COMMANDS, ...TRANSACTION_COMMANDS]),

@@ -40,6 +40,8 @@ export interface RespServices {
   readonly router: RespRouting;
   /** The balancer's limits (key, value and batch sizes). */
   readonly limits: ProtocolLimits;
+  /** Most bytes of values one answer may gather (an MGET read in parts): the connection's output bound. */
+  readonly maxAnswerBytes: number;
   /** The users of the users file / token; authentication is required when it has any. */
   readonly users: UserDirectory | undefined;
   /** Without users, accept clients from loopback addresses only (as Redis's protected mode). */

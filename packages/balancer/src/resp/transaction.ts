@@ -230,6 +230,8 @@ class TransactionRun implements RespReplyTarget, RespRouting {
   private ifVersionHeld = true;
   /** EXEC's answer waits while the commands are read and while the TRANSACT is out. */
   private waiting = true;
+  /** The commands are being read: their requests become steps (none after, see {@link record}). */
+  private recording = true;
   private answeredExec = false;
 
   constructor(
@@ -263,6 +265,7 @@ class TransactionRun implements RespReplyTarget, RespRouting {
       const args = commands[index]!;
       TRANSACTIONAL.get(textOf(args[0]!).toLowerCase())!.run(this, args, index, services);
     }
+    this.recording = false;
     if (key === undefined || (this.steps.length === 0 && ifVersion === undefined)) {
       this.waiting = false;
       this.answerIfComplete();
@@ -364,6 +367,12 @@ class TransactionRun implements RespReplyTarget, RespRouting {
     id: number,
     convert: (response: Response, id: number) => Response,
   ): void {
+    if (!this.recording) {
+      // A command asking again once the TRANSACT ran (an MGET reading its part again): its
+      // answer is the transaction's, there is nothing more to ask.
+      client.replyError(id, ErrorCode.INTERNAL, 'a command of a transaction asked again after it ran');
+      return;
+    }
     this.steps.push({ step, client, id, convert });
   }
 
