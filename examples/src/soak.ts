@@ -4,8 +4,9 @@
  *
  * A balancer process (with `--data-dir`, on a fixed port so that it can be SIGKILLed and restarted
  * under its clients) and 3 to 5 storage node processes; rounds of `--round-seconds` each, until
- * `--minutes` have passed. In every round 4 clients x 2 workers read, write and delete 12 keys of
- * that round (fresh keys per round, so an operation of unknown outcome from an earlier round
+ * `--minutes` have passed. In every round 4 clients x 2 workers read, write, delete, append to and
+ * run transactions (an APPEND then a GET) on 12 keys of that round (fresh keys per round, so an
+ * operation of unknown outcome from an earlier round
  * cannot be mistaken for a violation), through the balancer or routing directly (alternating with
  * `--routing both`), while the round's faults run: 2 or 3 drawn from the menu below with a seeded
  * random generator (`--seed` replays a run's choices; the load's timing still varies).
@@ -476,7 +477,7 @@ async function round(
       durationMs: ROUND_MS + SETTLE_TIMEOUT_MS,
       random: seededRandom(SEED + 1 + index),
       // APPENDs too: an atomic read-modify-write lost, doubled or reordered shows in what is read.
-      mix: { read: 5, write: 3, delete: 1, append: 1 },
+      mix: { read: 5, write: 3, delete: 1, append: 1, appendRead: 1 },
       // Paced: the checker's cost grows with the history, and a round must stay checkable.
       execute: async (operation, worker) => {
         await sleep(PACE_MS);

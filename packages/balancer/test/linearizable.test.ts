@@ -45,7 +45,6 @@ import {
   waitFor,
   waitForNodesUp,
 } from './helpers.js';
-import { registerStore } from './register-store.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const resources = new Resources();
@@ -190,8 +189,7 @@ async function checkUnderFaults(engine: Engine, routing: Routing, mix: Operation
     maxOperations: 20_000,
     durationMs: 60_000,
     mix,
-    execute: (operation, worker) =>
-      runRegisterOperation(registerStore(clients[worker % CLIENTS]!), operation),
+    execute: (operation, worker) => runRegisterOperation(clients[worker % CLIENTS]!, operation),
   });
   const schedule: Fault[] = [
     { afterMs: 300, f: 'join', target: 'node-4', run: () => cluster.start('node-4') },
@@ -313,7 +311,7 @@ describe('the same harness catches a real violation', () => {
       keys: KEYS,
       workers: WORKERS,
       maxOperations: 500,
-      execute: (operation) => runRegisterOperation(registerStore(client!), operation),
+      execute: (operation) => runRegisterOperation(client!, operation),
     });
     await load.done;
     // The last word on every key is an acknowledged write, so a read of null can only be a loss.

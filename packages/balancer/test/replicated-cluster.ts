@@ -36,7 +36,6 @@ import {
   waitFor,
   waitForNodesUp,
 } from './helpers.js';
-import { registerStore } from './register-store.js';
 
 export type Engine = 'memory' | 'lmdb';
 export const FACTOR = 3;
@@ -400,8 +399,7 @@ export function registerLoad(
     maxOperations,
     durationMs,
     mix: MIX,
-    execute: (operation, worker) =>
-      runRegisterOperation(registerStore(clients[worker % clients.length]!), operation),
+    execute: (operation, worker) => runRegisterOperation(clients[worker % clients.length]!, operation),
   });
 }
 

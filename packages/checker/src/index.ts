@@ -38,6 +38,7 @@ export {
 } from './register-model.js';
 export { type SearchBudget, type SearchResult, searchLinearization, type Verdict } from './search.js';
 export {
+  type AppendReadTransaction,
   classifyFailure,
   type FailureKind,
   type OperationMix,

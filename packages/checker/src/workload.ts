@@ -32,10 +32,17 @@ export interface RegisterStore {
   /** APPEND, for a workload whose mix has appends. */
   append?(key: string, value: string): Promise<number>;
   /**
-   * A transaction of APPEND `value` then GET on `key` (MULTI/EXEC), resolving what the GET read,
-   * for a workload whose mix has appendReads.
+   * A transaction on `key` (MULTI/EXEC on one key; `DstoreClient.transaction`), for a workload
+   * whose mix has appendReads: an APPEND then a GET, run as one.
    */
-  appendRead?(key: string, value: string): Promise<string | null>;
+  transaction?(key: string): AppendReadTransaction;
+}
+
+/** The part of a one-key transaction builder an appendRead uses (`DstoreClient.transaction`'s). */
+export interface AppendReadTransaction {
+  append(value: string): {
+    getString(): { exec(): Promise<readonly unknown[] | null> };
+  };
 }
 
 /**
@@ -58,9 +65,22 @@ export async function runRegisterOperation(
       if (store.append === undefined) throw new TypeError('the store has no append');
       return store.append(operation.key, operation.value);
     case 'appendRead':
-      if (store.appendRead === undefined) throw new TypeError('the store has no appendRead');
-      return store.appendRead(operation.key, operation.value);
+      return appendRead(store, operation.key, operation.value);
   }
+}
+
+/**
+ * An APPEND then a GET as one transaction: what the GET read. A step refused on its own (a
+ * `DstoreError` in its slot) fails the operation: the append did not happen, the read had no effect.
+ */
+async function appendRead(store: RegisterStore, key: string, value: string): Promise<string | null> {
+  if (store.transaction === undefined) throw new TypeError('the store has no transactions');
+  const results = await store.transaction(key).append(value).getString().exec();
+  if (results === null) throw new TypeError('a transaction without a version condition answered null');
+  const [appended, read] = results;
+  if (appended instanceof Error) throw appended;
+  if (read instanceof Error) throw read;
+  return typeof read === 'string' ? read : null;
 }
 
 /** How a failed operation enters the history: `fail` (certainly not applied) or `info` (unknown). */
@@ -82,7 +102,7 @@ export interface OperationMix {
   readonly delete: number;
   /** APPENDs of a unique token (the store must have `append`). Default 0. */
   readonly append?: number;
-  /** Transactions of an APPEND of a unique token then a GET (the store must have `appendRead`). Default 0. */
+  /** Transactions of an APPEND of a unique token then a GET (the store must have `transaction`). Default 0. */
   readonly appendRead?: number;
 }
 
