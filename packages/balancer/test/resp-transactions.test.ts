@@ -8,8 +8,8 @@ import { Redis } from 'ioredis';
 import { createClient as createClient4 } from 'redis4';
 import { createClient as createClient5 } from 'redis5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Resources } from './helpers.js';
-import { startRespCluster } from './resp-helpers.js';
+import { Resources, waitFor } from './helpers.js';
+import { keyPerNode, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
 let port: number;
@@ -290,5 +290,38 @@ describe('MULTI / EXEC on the RESP port', () => {
     await client5.watch('nr5');
     await client4.set('nr5', 'changed');
     await expect(client5.multi().get('nr5').exec()).rejects.toThrow(/WATCH|watch/);
+  });
+});
+
+describe("MULTI / EXEC and WATCH with the key's node down", () => {
+  it('answers typed errors at once (every element, and WATCH), holds nothing, and serves the other keys', async () => {
+    const local = new Resources();
+    try {
+      const { balancer, respPort, nodes } = await startRespCluster(local, 3);
+      const [deadKey, liveKey] = keyPerNode(balancer, 'down:');
+      const owner = balancer.ring.get(deadKey!);
+      const victim = nodes.find((node) => node.ready.id === owner)!;
+      victim.child.kill('SIGKILL');
+      await waitFor(
+        () => [...balancer.membership.nodes].some((node) => node.id === owner && !node.up),
+        `${owner} marked down`,
+      );
+      const client = new Redis({ port: respPort, lazyConnect: true, maxRetriesPerRequest: 0 });
+      local.add(() => client.disconnect());
+      await client.connect();
+      const results = await client.multi().set(deadKey!, 'v').incr(deadKey!).exec();
+      expect(results).toHaveLength(2);
+      for (const [error] of results!) expect(String(error)).toMatch(/^ReplyError: CLUSTERDOWN UNAVAILABLE/);
+      // WATCH of that key fails typed, and the commands after it are not held.
+      await expect(client.watch(deadKey!)).rejects.toThrow(/CLUSTERDOWN UNAVAILABLE/);
+      expect(await client.ping()).toBe('PONG');
+      // The same connection runs a transaction on a key of a node that is up.
+      expect(await client.multi().set(liveKey!, '1').incr(liveKey!).exec()).toEqual([
+        [null, 'OK'],
+        [null, 2],
+      ]);
+    } finally {
+      await local.releaseAll();
+    }
   });
 });
