@@ -37,18 +37,6 @@ import {
   type TtlRequest,
 } from '@dstore/protocol';
 import { copyKeyed, globMatcher, isSingleKeyRead } from '@dstore/protocol/internal';
-import {
-  decideDelVersioned,
-  decideExpire,
-  decideGetDel,
-  decideGetEx,
-  decideIncrBy,
-  decideIncrByFloat,
-  decideSetBit,
-  decideSetRange,
-  decideSetVersioned,
-  decideSetWith,
-} from './atomic-ops.js';
 import type { ClusterBinding } from './cluster-binding.js';
 import { DirectRouting } from './direct-routing.js';
 import {
@@ -65,7 +53,13 @@ import type { MigrationService } from './migration.js';
 import type { Ownership } from './ownership.js';
 import type { PeerLinks } from './peer-links.js';
 import type { ReplicationService } from './replication.js';
-import { answerWithinFrame, decideTransaction, transactionValueBytes } from './transaction.js';
+import {
+  answerWithinFrame,
+  decideStep,
+  decideTransaction,
+  stepValueBytes,
+  transactionValueBytes,
+} from './transaction.js';
 
 /** Plain-number op counters: incremented on the hot path, read by STATS. */
 export interface OpCounters {
@@ -97,6 +91,12 @@ export interface OpCounters {
   /** FLUSH requests executed. */
   flushes: number;
 }
+
+/** The single-key writes of the data model (see {@link RequestHandler.writeStep}). */
+type WriteStepRequest = Exclude<
+  KeyedRequest,
+  TtlRequest | ExpireTimeRequest | GetVersionedRequest | TransactRequest
+>;
 
 /** The single-key data-model requests, executed on the key's owner (see {@link RequestHandler}). */
 type KeyedRequest =
@@ -170,20 +170,6 @@ export interface RequestHandlerContext {
 }
 
 const OK = Op.OK;
-/** Bytes an INCRBY result may take: a signed 64-bit integer in decimal. */
-const INTEGER_VALUE_BYTES = 20;
-/**
- * Bytes an INCRBYFLOAT result takes for the space check: most are short, and the longest (the
- * largest long double written in full, ~4,950 digits) is still far below any value limit.
- */
-const FLOAT_VALUE_BYTES = 64;
-
-/** A refusable decision's result, or its typed refusal thrown (nothing was written). */
-function unlessRefused<T>(result: T | DstoreError): T {
-  if (result instanceof DstoreError) throw result;
-  return result;
-}
-
 /** Keys a SCAN page examines by default (Redis's COUNT default). */
 const DEFAULT_SCAN_COUNT = 10;
 /**
@@ -596,70 +582,6 @@ export class RequestHandler {
         return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key, false)) });
       case Op.PEXPIRETIME:
         return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key, true)) });
-      case Op.SET_WITH:
-        if (request.ifVersion !== undefined || request.withVersion === true) {
-          return this.update(
-            request.key,
-            (current, now, version) => decideSetVersioned(request, current, now, version),
-            request.value.byteLength,
-          ).then((result) => this.versionAnswer(id, request.ifVersion, result));
-        }
-        return this.update(
-          request.key,
-          (current, now) => decideSetWith(request, current, now),
-          request.value.byteLength,
-        ).then(
-          (result): Response =>
-            request.get === true
-              ? { op: Op.VALUE, id, value: result.previous }
-              : { op: Op.COUNT, id, count: result.written ? 1 : 0 },
-        );
-      case Op.EXPIRE:
-        if (request.get === true) {
-          return this.update(
-            request.key,
-            (current, now) => decideGetEx(request, current, now),
-            undefined,
-          ).then((value): Response => ({ op: Op.VALUE, id, value }));
-        }
-        return this.update(
-          request.key,
-          (current, now) => decideExpire(request, current, now),
-          undefined,
-        ).then((changed): Response => ({ op: Op.COUNT, id, count: changed ? 1 : 0 }));
-      case Op.GETDEL:
-        return this.update(request.key, decideGetDel, undefined).then(
-          (value): Response => ({ op: Op.VALUE, id, value }),
-        );
-      case Op.INCRBY:
-        return this.update(
-          request.key,
-          (current) => decideIncrBy(request.delta, current),
-          INTEGER_VALUE_BYTES,
-        ).then((result): Response => ({ op: Op.INTEGER, id, value: unlessRefused(result) }));
-      case Op.SETRANGE: {
-        const length = this.lengthNow(request.key);
-        const valueBytes = Math.max(length, (request.offset ?? length) + request.value.length);
-        return this.update(
-          request.key,
-          (current) => decideSetRange(request.value, request.offset, this.maxValueBytes, current),
-          valueBytes,
-        ).then((result): Response => ({ op: Op.INTEGER, id, value: BigInt(unlessRefused(result)) }));
-      }
-      case Op.INCRBYFLOAT:
-        return this.update(
-          request.key,
-          (current) => decideIncrByFloat(request.increment, current),
-          FLOAT_VALUE_BYTES,
-        ).then((result): Response => ({ op: Op.VALUE, id, value: unlessRefused(result) }));
-      case Op.SETBIT: {
-        const valueBytes = Math.max(this.lengthNow(request.key), Math.floor(request.offset / 8) + 1);
-        return this.update(
-          request.key,
-          (current) => decideSetBit(request.offset, request.bit, this.maxValueBytes, current),
-          valueBytes,
-        ).then((result): Response => ({ op: Op.INTEGER, id, value: BigInt(unlessRefused(result)) }));
-      }
       case Op.GET_VERSIONED: {
         const entry = this.engine.getEntry(request.key);
         // Copied: the answer is sent a microtask later, and a memory-engine view may not last.
@@ -669,12 +591,6 @@ export class RequestHandler {
             : { op: Op.VERSIONED, id, value: Uint8Array.from(entry.value), version: entry.version },
         );
       }
-      case Op.DEL_VERSIONED:
-        return this.update(
-          request.key,
-          (current, _now, version) => decideDelVersioned(request.ifVersion, current, version),
-          undefined,
-        ).then((result) => this.versionAnswer(id, request.ifVersion, result));
       case Op.TRANSACT:
         this.counters.transactions++;
         return this.update(
@@ -689,6 +605,8 @@ export class RequestHandler {
             results: results === null ? null : answerWithinFrame(results, this.maxFrameBytes),
           };
         });
+      default:
+        return this.writeStep(request);
     }
   }
 
@@ -700,15 +618,28 @@ export class RequestHandler {
     return this.engine.getEntry(key)?.value.length ?? 0;
   }
 
-  /** The VERSION answer of a write that reports versions, counting a failed compare-and-set. */
-  private versionAnswer(
-    id: number,
-    ifVersion: number | undefined,
-    result: { readonly written: boolean; readonly version: number },
-  ): Response {
-    if (!result.written && ifVersion !== undefined && result.version !== ifVersion)
-      this.counters.versionConflicts++;
-    return { op: Op.VERSION, id, written: result.written, version: result.version };
+  /**
+   * A single-key write (SET_WITH, EXPIRE, GETDEL, INCRBY, SETRANGE, INCRBYFLOAT, SETBIT,
+   * DEL_VERSIONED): the same decision as the step of a transaction (`decideStep`), in one atomic
+   * step of its own; a refusal (NOT_AN_INTEGER, VALUE_TOO_LARGE, ...) is the promise's failure.
+   */
+  private writeStep(request: WriteStepRequest): Promise<Response> {
+    return this.update(
+      request.key,
+      (current, now, version) => decideStep(request, current, now, version, this.maxValueBytes),
+      stepValueBytes(request, () => this.lengthNow(request.key)),
+    ).then((answer): Response => {
+      if (answer.op === Op.ERROR) throw new DstoreError(answer.code as ErrorCode, answer.message);
+      const ifVersion = 'ifVersion' in request ? request.ifVersion : undefined;
+      if (
+        answer.op === Op.VERSION &&
+        !answer.written &&
+        ifVersion !== undefined &&
+        answer.version !== ifVersion
+      )
+        this.counters.versionConflicts++;
+      return { ...answer, id: request.id };
+    });
   }
 
   /**

@@ -21,15 +21,20 @@ import {
 import type { Decision, Mutation, VersionedValue } from './engines/index.js';
 
 /**
- * A TRANSACT (Redis's MULTI/EXEC on one key): its steps as one decision of `StorageEngine.update`.
+ * The decisions of the single-key writes and of TRANSACT (Redis's MULTI/EXEC on one key), whose
+ * steps become one decision of `StorageEngine.update`.
  * Each step is decided by the same function as the request alone, on the entry the previous
  * steps left (a value that only exists inside the decision), and the steps' net effect becomes one
  * mutation: so the engine, the replication chain and a migration see one ordinary write.
  */
 
 const NONE: Mutation = { kind: 'none' };
-/** Bytes a counter's text may take (INCRBY: a 64-bit integer; INCRBYFLOAT: Redis's long double). */
+/** Bytes an INCRBY result may take: a signed 64-bit integer in decimal. */
 const INTEGER_VALUE_BYTES = 20;
+/**
+ * Bytes an INCRBYFLOAT result takes for the space check: most are short, and the longest (the
+ * largest long double written in full, ~4,950 digits) is still far below any value limit.
+ */
 const FLOAT_VALUE_BYTES = 64;
 
 /**
@@ -115,6 +120,21 @@ export function transactionValueBytes(steps: readonly TransactStep[], lengthNow:
   return stores ? length : undefined;
 }
 
+/**
+ * The largest value a single write may store, for the room check before it runs (`valueBytes` of
+ * `StorageEngine.update`); `lengthNow` (the value's current length) is read only by the writes
+ * that extend it (SETRANGE, SETBIT). Undefined: it stores no value (a delete, an expiry change).
+ */
+export function stepValueBytes(step: TransactStep, lengthNow: () => number): number | undefined {
+  switch (step.op) {
+    case Op.SETRANGE:
+    case Op.SETBIT:
+      return storedLength(step, lengthNow());
+    default:
+      return storedLength(step, 0);
+  }
+}
+
 /** The length a step leaves the value at (an upper bound), or undefined when it stores no value. */
 function storedLength(step: TransactStep, length: number): number | undefined {
   switch (step.op) {
@@ -125,16 +145,19 @@ function storedLength(step: TransactStep, length: number): number | undefined {
     case Op.INCRBYFLOAT:
       return FLOAT_VALUE_BYTES;
     case Op.SETRANGE:
-      return (step.offset ?? length) + step.value.length;
+      return Math.max(length, (step.offset ?? length) + step.value.length);
     case Op.SETBIT:
-      return Math.floor(step.offset / 8) + 1;
+      return Math.max(length, Math.floor(step.offset / 8) + 1);
     default:
       return undefined;
   }
 }
 
-/** One step's decision, answered as the request alone would be (id 0; a refusal as ERROR). */
-function decideStep(
+/**
+ * One step's decision, answered as the request alone is (id 0; a refusal as ERROR): the one mapping
+ * from a single-key write or a transaction's step to its decision and answer.
+ */
+export function decideStep(
   step: TransactStep,
   entry: VersionedValue | undefined,
   now: number,
