@@ -228,8 +228,15 @@ describe('MULTI / EXEC on the RESP port', () => {
         'EXEC',
         'GET x1',
         'WATCH x1 x2',
+        // PING and ECHO are queued and answered in EXEC's array, as Redis does; other commands
+        // without keys are refused.
         'MULTI',
         'PING',
+        'ECHO hi',
+        'SET x1 c',
+        'EXEC',
+        'MULTI',
+        'TIME',
         'EXEC',
       ]),
     ).toEqual([
@@ -240,7 +247,14 @@ describe('MULTI / EXEC on the RESP port', () => {
       'EXECABORT Transaction discarded because of previous errors.',
       "CROSSSLOT Keys in request don't hash to the same slot (a dstore transaction, WATCH included, uses one key)",
       'OK',
-      "ERR 'ping' cannot be queued: a dstore transaction holds key-value commands of one key",
+      'QUEUED',
+      'QUEUED',
+      'QUEUED',
+      'PONG',
+      'hi',
+      'OK',
+      'OK',
+      "ERR 'time' cannot be queued: a dstore transaction holds key-value commands of one key, PING and ECHO",
       'EXECABORT Transaction discarded because of previous errors.',
     ]);
     const client = ioredis();

@@ -3,8 +3,8 @@ import { DstoreError, ErrorCode, keyspaceDenied } from '@dstore/protocol';
 import { globMatcher } from '@dstore/protocol/internal';
 import { integerOf, isWord, textOf, unknownSubcommand, wrongArity } from './arguments.js';
 import { admitAnonymous, authenticate, authenticationRequired } from './auth.js';
-import { type CommandCall, type RespCommand, withCall } from './command-table.js';
-import type { RespConnection } from './connection.js';
+import { type CommandCall, type DataCommand, type RespCommand, withCall } from './command-table.js';
+import type { RespConnection, RespReplyTarget } from './connection.js';
 import type { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
 import type { RespServices } from './services.js';
@@ -23,7 +23,7 @@ function error({ connection, seq }: CommandCall, line: string): void {
 }
 
 /** PING [message]: positional, as the data commands (redis-benchmark's PING tests are hot). */
-function ping(connection: RespConnection, args: Uint8Array[], seq: number): void {
+function ping(connection: RespReplyTarget, args: Uint8Array[], seq: number): void {
   if (args.length > 2) {
     connection.replyError(seq, wrongArity('ping'));
     return;
@@ -34,10 +34,16 @@ function ping(connection: RespConnection, args: Uint8Array[], seq: number): void
   connection.endReply(seq);
 }
 
-function echo({ connection, seq, args }: CommandCall): void {
+function echo(connection: RespReplyTarget, args: Uint8Array[], seq: number): void {
   connection.beginReply(seq).bulk(args[1]!);
   connection.endReply(seq);
 }
+
+/** The keyless commands a transaction may hold (answered in EXEC's array, as Redis does). */
+export const KEYLESS_IN_TRANSACTION: readonly DataCommand[] = [
+  { name: 'ping', arity: -1, flags: ['fast', 'stale'], keys: [0, 0, 0], run: ping },
+  { name: 'echo', arity: 2, flags: ['fast'], keys: [0, 0, 0], run: echo },
+];
 
 /**
  * TIME: the balancer's wall clock as Redis answers it, the Unix time in seconds and the
@@ -457,8 +463,7 @@ const NO_KEYS = [0, 0, 0] as const;
 
 /** The connection commands: what clients send on connect, and the housekeeping ones. */
 export const CONNECTION_COMMANDS: readonly RespCommand[] = [
-  { name: 'ping', arity: -1, flags: ['fast', 'stale'], keys: NO_KEYS, run: ping },
-  { name: 'echo', arity: 2, flags: ['fast'], keys: NO_KEYS, run: withCall(echo) },
+  ...KEYLESS_IN_TRANSACTION,
   { name: 'wait', arity: 3, flags: ['noscript'], keys: NO_KEYS, run: withCall(wait) },
   { name: 'time', arity: 1, flags: ['loading', 'stale', 'fast'], keys: NO_KEYS, run: withCall(time) },
   {

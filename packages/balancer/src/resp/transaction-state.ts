@@ -57,13 +57,13 @@ export class ConnectionTransaction {
   }
 
   /** Queues a copy of `args` (the caller checked it); false when the transaction would be too large. */
-  enqueue(args: Uint8Array[], key: Uint8Array, maxSteps: number, maxFrameBytes: number): boolean {
+  enqueue(args: Uint8Array[], key: Uint8Array | undefined, maxSteps: number, maxFrameBytes: number): boolean {
     const queued = this.queued!;
     let bytes = 0;
     for (const arg of args) bytes += arg.length + STEP_OVERHEAD_BYTES;
     if (queued.length >= maxSteps || this.queuedBytes + bytes > maxFrameBytes - FRAME_HEADROOM_BYTES)
       return false;
-    this.key ??= Uint8Array.from(key);
+    if (key !== undefined) this.key ??= Uint8Array.from(key);
     this.queuedBytes += bytes;
     queued.push(args.map((arg) => Uint8Array.from(arg)));
     return true;

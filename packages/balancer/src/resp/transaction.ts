@@ -16,6 +16,7 @@ import type { KeyedClientRequest, Replier, SingleKeyRequest } from '../router.js
 import { textOf } from './arguments.js';
 import { type DataCommand, lastKeyIndex, type RespCommand, withCall } from './command-table.js';
 import { type RespConnection, type RespReplyTarget, writeResponse } from './connection.js';
+import { KEYLESS_IN_TRANSACTION } from './connection-commands.js';
 import { DATA_COMMANDS } from './data-commands.js';
 import { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
@@ -34,9 +35,12 @@ import type { RespRouting, RespServices } from './services.js';
 /** Redis Cluster's error for keys of different slots; here every key is its own "slot". */
 const CROSSSLOT =
   "CROSSSLOT Keys in request don't hash to the same slot (a dstore transaction, WATCH included, uses one key)";
-/** The commands a transaction may hold: the key-value commands that name keys. */
+/** The commands a transaction may hold: the key-value commands that name keys, and PING and ECHO. */
 const TRANSACTIONAL: ReadonlyMap<string, DataCommand> = new Map(
-  DATA_COMMANDS.filter((command) => command.keys[0] > 0).map((command) => [command.name, command]),
+  [...DATA_COMMANDS.filter((command) => command.keys[0] > 0), ...KEYLESS_IN_TRANSACTION].map((command) => [
+    command.name,
+    command,
+  ]),
 );
 
 /** The commands that act on the transaction itself, run at once even between MULTI and EXEC. */
@@ -62,7 +66,8 @@ export function queueInTransaction(
     return true;
   }
   const maxSteps = services.limits.maxBatchKeys;
-  if (!transaction.enqueue(args, args[command.keys[0]]!, maxSteps, services.limits.maxFrameBytes)) {
+  const key = command.keys[0] > 0 ? args[command.keys[0]] : undefined;
+  if (!transaction.enqueue(args, key, maxSteps, services.limits.maxFrameBytes)) {
     transaction.spoil();
     connection.replyError(
       seq,
@@ -87,8 +92,9 @@ function queueRefusal(
   services: RespServices,
 ): string | undefined {
   if (!TRANSACTIONAL.has(command.name)) {
-    return `ERR '${command.name}' cannot be queued: a dstore transaction holds key-value commands of one key`;
+    return `ERR '${command.name}' cannot be queued: a dstore transaction holds key-value commands of one key, PING and ECHO`;
   }
+  if (command.keys[0] === 0) return undefined;
   const identity = connection.identity;
   const grant = identity?.kind === 'user' && identity.grant.limited ? identity.grant : undefined;
   const write = command.flags.includes('write');
