@@ -4,7 +4,7 @@ import { globMatcher } from '@dstore/protocol/internal';
 import { integerOf, isWord, textOf, unknownSubcommand, wrongArity } from './arguments.js';
 import { admitAnonymous, authenticate, authenticationRequired } from './auth.js';
 import { type CommandCall, type DataCommand, type RespCommand, withCall } from './command-table.js';
-import type { RespConnection, RespReplyTarget } from './connection.js';
+import type { RespReplyTarget } from './connection.js';
 import type { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
 import type { RespServices } from './services.js';

@@ -11,7 +11,7 @@ const FRAME_HEADROOM_BYTES = 4096;
 /** A connection's transaction state: what MULTI queued, and the key WATCH watches. */
 export class ConnectionTransaction {
   /** The commands queued since MULTI (copies); undefined outside MULTI. */
-  queued: Uint8Array[][] | undefined;
+  private queued: Uint8Array[][] | undefined;
   /** Bytes of the queued commands' arguments, with each step's overhead. */
   private queuedBytes = 0;
   /** A command was refused while queueing: EXEC discards the transaction (EXECABORT). */
@@ -24,6 +24,11 @@ export class ConnectionTransaction {
   /** Whether commands are being queued (between MULTI and EXEC/DISCARD). */
   get queueing(): boolean {
     return this.queued !== undefined;
+  }
+
+  /** MULTI: commands are queued from now on. */
+  begin(): void {
+    this.queued = [];
   }
 
   /** A command was refused while queueing: EXEC will answer EXECABORT. */

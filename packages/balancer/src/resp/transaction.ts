@@ -120,7 +120,7 @@ function multi(connection: RespConnection, seq: number): void {
     connection.replyError(seq, 'ERR MULTI calls can not be nested');
     return;
   }
-  transaction.queued = [];
+  transaction.begin();
   connection.beginReply(seq).ok();
   connection.endReply(seq);
 }
