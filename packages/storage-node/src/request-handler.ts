@@ -57,6 +57,7 @@ import {
   answerWithinFrame,
   decideStep,
   decideTransaction,
+  pttlOf,
   stepValueBytes,
   transactionValueBytes,
 } from './transaction.js';
@@ -579,9 +580,10 @@ export class RequestHandler {
     const id = request.id;
     switch (request.op) {
       case Op.TTL:
-        return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key, false)) });
-      case Op.PEXPIRETIME:
-        return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(this.pttl(request.key, true)) });
+      case Op.PEXPIRETIME: {
+        const ms = pttlOf(this.engine.getEntry(request.key), Date.now(), request.op === Op.PEXPIRETIME);
+        return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(ms) });
+      }
       case Op.GET_VERSIONED: {
         const entry = this.engine.getEntry(request.key);
         // Copied: the answer is sent a microtask later, and a memory-engine view may not last.
@@ -703,17 +705,6 @@ export class RequestHandler {
     } catch (error) {
       return Promise.reject(error);
     }
-  }
-
-  /**
-   * PTTL: ms left (`absolute`, PEXPIRETIME: the expiry time in ms since the Unix epoch), -1
-   * without expiry, -2 when the key does not exist (as Redis).
-   */
-  private pttl(key: Uint8Array, absolute: boolean): number {
-    const entry = this.engine.getEntry(key);
-    if (entry === undefined) return -2;
-    if (entry.expireAt === 0) return -1;
-    return absolute ? entry.expireAt : Math.max(0, entry.expireAt - Date.now());
   }
 
   /** EXISTS: how many of the keys hold a live value (duplicates count), moving keys brought in first. */

@@ -189,7 +189,10 @@ export function decideStep(
     }
     case Op.TTL:
     case Op.PEXPIRETIME:
-      return { mutation: NONE, result: { op: Op.INTEGER, id: 0, value: BigInt(pttl(entry, now, step.op)) } };
+      return {
+        mutation: NONE,
+        result: { op: Op.INTEGER, id: 0, value: BigInt(pttlOf(entry, now, step.op === Op.PEXPIRETIME)) },
+      };
     case Op.GETDEL: {
       const { mutation, result } = decideGetDel(entry);
       return { mutation, result: { op: Op.VALUE, id: 0, value: result } };
@@ -235,15 +238,15 @@ function refusalOr<T>(result: T | DstoreError, answer: (value: T) => Response): 
     : answer(result);
 }
 
-/** PTTL (or with PEXPIRETIME the expiry time itself): -2 no key, -1 no expiry, as Redis. */
-function pttl(
-  entry: VersionedValue | undefined,
-  now: number,
-  op: typeof Op.TTL | typeof Op.PEXPIRETIME,
-): number {
+/**
+ * PTTL of `entry` at `now`: ms left (`absolute`, PEXPIRETIME: the expiry time in ms since the Unix
+ * epoch), -1 without expiry, -2 when the key does not exist (as Redis). For a TTL request and a
+ * transaction's TTL step alike.
+ */
+export function pttlOf(entry: VersionedValue | undefined, now: number, absolute: boolean): number {
   if (entry === undefined) return -2;
   if (entry.expireAt === 0) return -1;
-  return op === Op.PEXPIRETIME ? entry.expireAt : Math.max(0, entry.expireAt - now);
+  return absolute ? entry.expireAt : Math.max(0, entry.expireAt - now);
 }
 
 /** The entry a step's mutation leaves, as the next step sees it (undefined: none). */

@@ -14,8 +14,7 @@ export const REDIS_COMPATIBLE_VERSION = '7.0.0';
 
 /** Answers `seq` with +OK. */
 function ok({ connection, seq }: CommandCall): void {
-  connection.beginReply(seq).ok();
-  connection.endReply(seq);
+  connection.replyOk(seq);
 }
 
 function error({ connection, seq }: CommandCall, line: string): void {

@@ -261,6 +261,12 @@ export class RespConnection
     this.endReply(seq);
   }
 
+  /** Answers `seq` with `+OK`. */
+  replyOk(seq: number): void {
+    this.beginReply(seq).ok();
+    this.endReply(seq);
+  }
+
   /** Holds the commands after the current one until {@link release} (an AUTH being verified). */
   hold(): void {
     this.held = true;

@@ -121,8 +121,7 @@ function multi(connection: RespConnection, seq: number): void {
     return;
   }
   transaction.begin();
-  connection.beginReply(seq).ok();
-  connection.endReply(seq);
+  connection.replyOk(seq);
 }
 
 function discard(connection: RespConnection, seq: number): void {
@@ -132,14 +131,12 @@ function discard(connection: RespConnection, seq: number): void {
     return;
   }
   transaction.reset();
-  connection.beginReply(seq).ok();
-  connection.endReply(seq);
+  connection.replyOk(seq);
 }
 
 function unwatch(connection: RespConnection, seq: number): void {
   connection.transaction.unwatch();
-  connection.beginReply(seq).ok();
-  connection.endReply(seq);
+  connection.replyOk(seq);
 }
 
 /**
@@ -172,8 +169,7 @@ function watch(connection: RespConnection, args: Uint8Array[], seq: number, serv
     {
       reply: (response) => {
         transaction.watch(watched, response.op === Op.VERSIONED ? response.version : 0);
-        connection.beginReply(seq).ok();
-        connection.endReply(seq);
+        connection.replyOk(seq);
         connection.release();
       },
       replyError: (_id, code, message) => {
