@@ -126,6 +126,8 @@ export interface RingView {
   /** The authoritative cluster map this balancer routes on. */
   readonly map: MapView;
   readonly algorithm: string;
+  /** The map's hash tag (e.g. `{}`), or null: every key placed by all of it. */
+  readonly hashTag: string | null;
   readonly nodes: readonly RingNodeView[];
   /** Replication factor, chains and under-replicated ranges of the map's ring. */
   readonly replication: ReplicationView;
@@ -205,6 +207,7 @@ export function ringView(membership: Membership): RingView {
     epoch: map.epoch,
     map: mapView(membership),
     algorithm: membership.algorithm,
+    hashTag: map.ring.hashTag ?? null,
     nodes: [...membership.nodes].map((node) => ({
       id: node.id,
       address: node.address,

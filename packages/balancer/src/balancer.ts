@@ -107,6 +107,7 @@ export class Balancer {
     this.health = new HealthMonitor(this.options.heartbeatTimeoutMs);
     this.membership = new Membership({
       algorithm: this.options.hash,
+      hashTag: this.options.hashTag,
       replicationFactor: this.options.replicationFactor,
       health: this.health,
       logger: this.logger,

@@ -11,7 +11,7 @@ import {
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { version } from '../package.json';
 import { Balancer } from './balancer.js';
-import { DEFAULT_REPLICATION_FACTOR, MAX_REPLICATION_FACTOR } from './cluster-map.js';
+import { DEFAULT_HASH_TAG, DEFAULT_REPLICATION_FACTOR, MAX_REPLICATION_FACTOR } from './cluster-map.js';
 import {
   type BalancerHashAlgorithm,
   DEFAULT_ADMIN_PORT,
@@ -34,6 +34,7 @@ interface CliFlags {
   node: StaticNodeSpec[];
   config?: string;
   hash: BalancerHashAlgorithm;
+  hashTag?: string;
   replicationFactor?: number;
   experimentalReplication?: boolean;
   requestTimeout: number;
@@ -108,6 +109,10 @@ function buildProgram(): Command {
       .option('--config <file>', 'JSON cluster file: {"nodes":[{"id","host","port","weight"}]}')
       .addOption(
         new Option('--hash <algorithm>', 'ring algorithm').choices(['vnode', 'ketama']).default('vnode'),
+      )
+      .option(
+        '--hash-tag <chars>',
+        `hash tag of a new cluster map: two characters, keys holding {tag} are placed by the tag, as Redis Cluster (default: ${DEFAULT_HASH_TAG}; none: every key placed whole; a stored map keeps its own)`,
       )
       .option(
         '--replication-factor <n>',
@@ -246,6 +251,7 @@ async function main(): Promise<void> {
     ...optional('respHost', flags.respHost),
     nodes: [...fromFile, ...flags.node],
     hash: flags.hash,
+    ...(flags.hashTag === undefined ? {} : { hashTag: flags.hashTag === 'none' ? '' : flags.hashTag }),
     ...(flags.replicationFactor === undefined ? {} : { replicationFactor: flags.replicationFactor }),
     ...(flags.experimentalReplication === true ? { experimentalReplication: true } : {}),
     requestTimeoutMs: flags.requestTimeout,

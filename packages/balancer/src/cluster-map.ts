@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { ReplicaState } from '@dstore/hashring';
+import type { ReplicaState, RingOptions } from '@dstore/hashring';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
 import type { BalancerHashAlgorithm } from './config.js';
 
@@ -61,6 +61,27 @@ export interface MapRing {
   readonly epoch: number;
   /** Ring members, sorted by id (placement does not depend on order; comparison does). */
   readonly members: readonly MapRingMember[];
+  /**
+   * The hash tag keys are placed by (`RingOptions.hashTag` of `@dstore/hashring`, e.g. `{}`), set
+   * when the map is created and fixed for its life; absent (maps written before hash tags, or
+   * created without one): every key placed by all of it.
+   */
+  readonly hashTag?: string | undefined;
+}
+
+/** The `@dstore/hashring` options a cluster map's ring is built with. */
+export function ringOptionsOf(ring: MapRing): RingOptions {
+  return {
+    algorithm: ring.algorithm,
+    ...(ring.vnodes > 0 ? { vnodes: ring.vnodes } : {}),
+    ...(ring.hashTag === undefined ? {} : { hashTag: ring.hashTag }),
+  };
+}
+
+/** How a new map places keys: the ring algorithm and the hash tag (none when undefined). */
+export interface MapPlacement {
+  readonly algorithm: BalancerHashAlgorithm;
+  readonly hashTag?: string | undefined;
 }
 
 /**
@@ -134,12 +155,16 @@ export const MAX_REPLICATION_FACTOR = 7;
  */
 export const DEFAULT_REPLICATION_FACTOR = 3;
 
+/** The hash tag of a map created without one: Redis Cluster's (`{user:7}:name` placed by `user:7`). */
+export const DEFAULT_HASH_TAG = '{}';
+
 /** Creates the first map of a new cluster (epoch 0, empty ring). */
 export function createClusterMap(
-  algorithm: BalancerHashAlgorithm,
+  placement: BalancerHashAlgorithm | MapPlacement,
   replicationFactor = 1,
   now = new Date(),
 ): ClusterMap {
+  const { algorithm, hashTag } = typeof placement === 'string' ? { algorithm: placement } : placement;
   return {
     format: 1,
     cluster: randomBytes(8).toString('hex'),
@@ -147,7 +172,7 @@ export function createClusterMap(
     generation: randomBytes(6).readUIntBE(0, 6),
     epoch: 0,
     replicationFactor,
-    ring: { algorithm, vnodes: 0, epoch: 0, members: [] },
+    ring: { algorithm, vnodes: 0, epoch: 0, members: [], ...(hashTag ? { hashTag } : {}) },
     members: [],
     transition: null,
     updatedAt: now.toISOString(),
@@ -340,6 +365,8 @@ function checkRing(value: unknown, path: string, where: string): void {
     throw corrupt(where, `${path}.algorithm must be vnode or ketama`);
   e.int(ring.vnodes, `${path}.vnodes`);
   e.int(ring.epoch, `${path}.epoch`);
+  if (ring.hashTag !== undefined && (typeof ring.hashTag !== 'string' || ring.hashTag.length !== 2))
+    throw corrupt(where, `${path}.hashTag must be two characters`);
   e.array(ring.members, `${path}.members`).forEach((member, index) => {
     const m = e.object(member, `${path}.members[${index}]`);
     e.string(m.id, `${path}.members[${index}].id`);

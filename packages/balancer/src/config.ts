@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { HashRing } from '@dstore/hashring';
 import { clusterSecretOption, DstoreError, ErrorCode, type PeerTlsOptions } from '@dstore/protocol';
 import { parseAddress } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
@@ -59,6 +60,15 @@ export interface BalancerOptions {
   readonly nodes?: readonly StaticNodeSpec[];
   /** Ring algorithm. Default 'vnode'. */
   readonly hash?: BalancerHashAlgorithm;
+  /**
+   * The hash tag of a cluster map this balancer creates: two printable ASCII characters, the
+   * opening and the closing one, e.g. `{}`. Keys holding a tag are placed by its content (Redis
+   * Cluster's rule, `RingOptions.hashTag` of `@dstore/hashring`), so `{user:7}:name` and
+   * `{user:7}:cart` have the same owner and replica chain; `''`: none, every key placed by all of
+   * it. Fixed for the map's life (a stored map keeps its own; a different value given here is
+   * logged and ignored). Default: `'{}'` (`DEFAULT_HASH_TAG`) for a new map.
+   */
+  readonly hashTag?: string;
   /**
    * Copies of each key (1 to 7), stored in the cluster map when this balancer creates it and
    * fixed for the map's life; a stored map with another factor is refused at start. Default: the
@@ -195,6 +205,8 @@ export interface ResolvedBalancerOptions {
   readonly adminAuth: AdminAuthScope;
   readonly nodes: readonly Required<StaticNodeSpec>[];
   readonly hash: BalancerHashAlgorithm;
+  /** Hash tag of a new map: `''` none, undefined not set (`DEFAULT_HASH_TAG`). */
+  readonly hashTag: string | undefined;
   readonly replicationFactor: number | undefined;
   readonly requestTimeoutMs: number;
   readonly heartbeatTimeoutMs: number;
@@ -363,6 +375,17 @@ export const DEFAULT_FAILURE_TIMEOUT_MS = 5000;
 /** Default of {@link BalancerOptions.leaseMs}. */
 export const DEFAULT_LEASE_MS = 2000;
 
+/** A hash tag option checked by the ring that will use it; `''` is none. */
+function checkedHashTag(tag: string): string {
+  if (tag === '') return tag;
+  try {
+    HashRing.from([], { hashTag: tag });
+    return tag;
+  } catch (error) {
+    throw invalid(`hashTag: ${(error as Error).message}`);
+  }
+}
+
 /** Applies defaults and checks every option; throws INVALID_ARGUMENT on a bad one. */
 export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedBalancerOptions {
   const hash = options.hash ?? 'vnode';
@@ -389,6 +412,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     adminAuth: adminAuthScope(options.adminAuth ?? 'mutating'),
     nodes,
     hash,
+    hashTag: options.hashTag === undefined ? undefined : checkedHashTag(options.hashTag),
     requestTimeoutMs: positiveInteger('requestTimeoutMs', options.requestTimeoutMs ?? 2000),
     heartbeatTimeoutMs: positiveInteger('heartbeatTimeoutMs', options.heartbeatTimeoutMs ?? 3000),
     ...failureDetection(options),

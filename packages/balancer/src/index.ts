@@ -18,6 +18,7 @@ export type {
 export { Balancer, type BalancerAddress, createBalancer } from './balancer.js';
 export {
   type ClusterMap,
+  DEFAULT_HASH_TAG,
   DEFAULT_REPLICATION_FACTOR,
   type MapMember,
   type MapRing,

@@ -1,7 +1,7 @@
 import { HashRing } from '@dstore/hashring';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
 import { formatBytes } from '@dstore/protocol/internal';
-import type { ClusterMap } from './cluster-map.js';
+import { type ClusterMap, ringOptionsOf } from './cluster-map.js';
 import type { NodeStorage } from './cluster-node.js';
 import type { JoinSpec } from './membership.js';
 
@@ -37,10 +37,7 @@ export function joinCapacityRefusal(
   const own = members.find((member) => member.id === spec.id);
   const capacity = available + (own === undefined ? 0 : (storageOf(spec.id)?.usedBytes ?? 0));
   const factor = map.replicationFactor;
-  const options = {
-    algorithm: map.ring.algorithm,
-    ...(map.ring.vnodes > 0 ? { vnodes: map.ring.vnodes } : {}),
-  };
+  const options = ringOptionsOf(map.ring);
   // Each key is on min(factor, members) of them: the cluster's data once is what they use over that.
   const data = used / Math.min(factor, members.length);
   const others = members.filter((member) => member.id !== spec.id);

@@ -71,6 +71,7 @@ export class MapPublisher {
       vnodes: ring.vnodes,
       nodes,
       replicationFactor: map.replicationFactor,
+      ...(map.ring.hashTag === undefined ? {} : { hashTag: map.ring.hashTag }),
     };
   }
 

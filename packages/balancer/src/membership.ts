@@ -7,15 +7,18 @@ import {
   byMemberId,
   type ClusterMap,
   createClusterMap,
+  DEFAULT_HASH_TAG,
   DEFAULT_REPLICATION_FACTOR,
   desiredRingMembers,
   isRemovedIdentity,
   type MapMember,
+  type MapPlacement,
   type MapRing,
   type MapRingMember,
   type MapTransition,
   nextMap,
   replicaStatesOf,
+  ringOptionsOf,
   sameRingMembers,
   unionOf,
   withMember,
@@ -81,6 +84,11 @@ export interface MembershipEvents {
 export interface MembershipOptions {
   readonly algorithm: BalancerHashAlgorithm;
   /**
+   * Hash tag of a map this balancer creates: `''` none, undefined `DEFAULT_HASH_TAG` (`{}`); a
+   * stored map keeps its own.
+   */
+  readonly hashTag?: string | undefined;
+  /**
    * Replication factor of a map this balancer creates; a stored map with another factor is
    * refused (INVALID_ARGUMENT). Undefined: a new map gets `DEFAULT_REPLICATION_FACTOR` (3), a
    * stored map keeps its own.
@@ -131,10 +139,7 @@ function sleep(ms: number): Promise<void> {
 
 /** The hash ring a cluster map's ring describes (also used by the admin dashboard's ring view). */
 export function ringOf(ring: MapRing): HashRing {
-  return HashRing.from(ring.members, {
-    algorithm: ring.algorithm,
-    ...(ring.vnodes > 0 ? { vnodes: ring.vnodes } : {}),
-  });
+  return HashRing.from(ring.members, ringOptionsOf(ring));
 }
 
 /**
@@ -246,7 +251,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   constructor(private readonly options: MembershipOptions) {
     super();
-    this.map = createClusterMap(options.algorithm);
+    this.map = createClusterMap(this.placement());
     this.currentRing = ringOf(this.map.ring);
     this.routing = { ring: this.currentRing, epoch: this.map.ring.epoch };
     this.published = new Topology(this.currentRing, this.map.ring.epoch, this.currentRing, undefined);
@@ -492,6 +497,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   private chainsOf: { readonly map: ClusterMap; readonly chains: readonly ChainRange[] } | undefined;
 
+  /** How a map this balancer creates places keys. */
+  private placement(): MapPlacement {
+    const configured = this.options.hashTag ?? DEFAULT_HASH_TAG;
+    return { algorithm: this.options.algorithm, hashTag: configured === '' ? undefined : configured };
+  }
+
   /** The ring's algorithm. */
   get algorithm(): BalancerHashAlgorithm {
     return this.map.ring.algorithm;
@@ -534,6 +545,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
         this.options.logger.warn(
           { stored: map.ring.algorithm, configured: this.options.algorithm },
           'the cluster map keeps its ring algorithm; --hash applies only to a new map',
+        );
+      }
+      const configured = this.options.hashTag;
+      if (configured !== undefined && configured !== (map.ring.hashTag ?? '')) {
+        this.options.logger.warn(
+          { stored: map.ring.hashTag ?? 'none', configured: configured === '' ? 'none' : configured },
+          'the cluster map keeps its hash tag; --hash-tag applies only to a new map',
         );
       }
       this.options.logger.info(
@@ -603,7 +621,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     // Another coordinator may have written since this process last heard: start from the latest.
     let map = await store.load();
     if (map === undefined) {
-      map = createClusterMap(this.options.algorithm, this.options.replicationFactor ?? this.defaultFactor());
+      map = createClusterMap(this.placement(), this.options.replicationFactor ?? this.defaultFactor());
       await store.compareAndSet(undefined, map);
       this.options.logger.info(
         { store: store.location, cluster: map.cluster, replicationFactor: map.replicationFactor },

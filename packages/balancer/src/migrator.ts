@@ -108,6 +108,7 @@ export function ringMessage(
     generation,
     algorithm: ring.algorithm,
     vnodes: ring.vnodes,
+    ...(ring.hashTag === undefined ? {} : { hashTag: ring.hashTag }),
     nodes: ring.nodes().map((node) => {
       const address = addresses.get(node.id);
       const replicaState = replication?.states.get(node.id) ?? 'up';

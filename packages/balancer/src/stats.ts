@@ -72,6 +72,7 @@ export async function collectStats(sources: StatsSources): Promise<Record<string
     id: sources.balancerId,
     epoch: membership.epoch,
     algorithm: membership.algorithm,
+    hash_tag: membership.clusterMap.ring.hashTag ?? 'none',
     nodes: nodes.length,
     'nodes.up': nodes.filter((node) => node.up).length,
     requests: metrics.requests,

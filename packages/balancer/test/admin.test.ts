@@ -51,6 +51,7 @@ describe('admin HTTP', () => {
         removed: [],
       },
       algorithm: 'ketama',
+      hashTag: '{}',
       nodes: [],
       replication: {
         factor: 1,

@@ -670,7 +670,7 @@ function mapSignature(snapshot: ClusterMapSnapshot): string {
     (node) =>
       `${node.id}=${node.weight}<${node.previousWeight ?? ''}@${node.host ?? ''}:${node.port ?? 0}/${node.replicaState ?? 'up'}`,
   );
-  return `${snapshot.generation}/${snapshot.epoch}/${snapshot.algorithm}/${snapshot.vnodes}/${snapshot.replicationFactor ?? 1}/${members.join(',')}`;
+  return `${snapshot.generation}/${snapshot.epoch}/${snapshot.algorithm}/${snapshot.vnodes}/${snapshot.replicationFactor ?? 1}/${snapshot.hashTag ?? ''}/${members.join(',')}`;
 }
 
 /** A part of an MGET/MSET bound for one owner, with the positions of its items in the command. */

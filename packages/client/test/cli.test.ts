@@ -325,6 +325,7 @@ describe('dstore status', () => {
         removed: [{ id: 'node-0', identity: 'abc' }],
       },
       algorithm: 'vnode',
+      hashTag: '{}',
       nodes: [
         {
           id: 'node-1',
@@ -371,7 +372,9 @@ describe('dstore status', () => {
     const run = await dstore('status', '--admin', admin);
     expect(run.code).toBe(1);
     expect(run.stdout).toContain('NOT HEALTHY');
-    expect(run.stdout).toMatch(/epoch 4 {2}algorithm vnode {2}health ok {2}ready no {2}nodes up 1\/2/);
+    expect(run.stdout).toMatch(
+      /epoch 4 {2}algorithm vnode {2}hash tag \{\} {2}health ok {2}ready no {2}nodes up 1\/2/,
+    );
     expect(run.stdout).toMatch(/node-1\s+127\.0\.0\.1:7401\s+up\s+up\s+-\s+1\s+33\.3%\s+120\s+0123456789ab/);
     expect(run.stdout).toMatch(/node-2\s+127\.0\.0\.1:7402\s+down\s+-\s+-\s+2\s+66\.7%\s+240\s+-/);
     expect(run.stdout).toContain(

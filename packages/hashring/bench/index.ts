@@ -62,6 +62,12 @@ async function runLookups(): Promise<Map<string, Row>> {
       );
       bench.add(`dstore ${algorithm} n=${n}`, batchTask(ring));
     }
+    // The cost of a hash tag on keys without one (the tag scan every lookup pays).
+    const tagged = HashRing.from(
+      ids.map((id) => ({ id })),
+      { algorithm: 'vnode', hashTag: '{}' },
+    );
+    bench.add(`dstore vnode, hashTag {} n=${n}`, batchTask(tagged));
     bench.add(`npm hashring n=${n}`, batchTask(new NpmHashRing(ids)));
   }
   await bench.run();

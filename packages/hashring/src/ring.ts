@@ -6,6 +6,7 @@
 import { type Continuum, continuumShares, DistinctWalker, locate, PointSide } from './continuum.js';
 import { diffContinua, rangeShare } from './diff.js';
 import { HashRingError } from './errors.js';
+import { hashedPart } from './hash-tag.js';
 import { buildKetamaContinuum } from './ketama.js';
 import { md5Hash32 } from './md5.js';
 import { buildRendezvous, type RendezvousTable, rendezvousOwner, rendezvousTop } from './rendezvous.js';
@@ -55,6 +56,8 @@ export class HashRing {
   readonly algorithm: RingAlgorithm;
   /** Virtual nodes per unit weight (meaningful for `vnode` only). */
   readonly vnodes: number;
+  /** The hash tag keys are placed by (see {@link RingOptions.hashTag}), or `undefined`: whole keys. */
+  readonly hashTag: string | undefined;
 
   readonly #nodes: readonly RingNode[];
   readonly #ids: readonly string[];
@@ -70,6 +73,7 @@ export class HashRing {
   private constructor(nodes: RingNode[], options: ResolvedOptions) {
     this.algorithm = options.algorithm;
     this.vnodes = options.vnodes;
+    this.hashTag = options.hashTag;
     this.size = nodes.length;
     this.#nodes = Object.freeze(nodes);
     this.#ids = Object.freeze(nodes.map((n) => n.id));
@@ -162,18 +166,34 @@ export class HashRing {
     return new HashRing(this.#nodes.slice(), resolveOptions({ ...this.#options(), ...options }));
   }
 
+  /** Diffs compare positions: both rings must place keys the same way. */
+  #checkComparable(next: HashRing): void {
+    if (!(next instanceof HashRing) || next.algorithm !== this.algorithm || next.hashTag !== this.hashTag) {
+      throw new HashRingError(
+        'INCOMPATIBLE_RINGS',
+        'diff needs two rings with the same algorithm and hash tag',
+      );
+    }
+  }
+
   #options(): ResolvedOptions {
-    return { algorithm: this.algorithm, vnodes: this.vnodes };
+    return {
+      algorithm: this.algorithm,
+      vnodes: this.vnodes,
+      ...(this.hashTag === undefined ? {} : { hashTag: this.hashTag }),
+    };
   }
 
   /**
    * The key's unsigned 32-bit position: MD5-based for `ketama`
    * (first 4 digest bytes, little-endian), MurmurHash3_x86_32 seed 0 otherwise.
-   * Strings hash as their UTF-8 bytes.
+   * Strings hash as their UTF-8 bytes. With a {@link hashTag}, only the key's tagged part is
+   * hashed, so keys with the same tag have the same position.
    */
   position(key: string | Uint8Array): number {
     checkKey(key);
-    return this.algorithm === 'ketama' ? md5Hash32(key) : murmurPosition(key);
+    const hashed = this.hashTag === undefined ? key : hashedPart(key, this.hashTag);
+    return this.algorithm === 'ketama' ? md5Hash32(hashed) : murmurPosition(hashed);
   }
 
   /**
@@ -248,9 +268,7 @@ export class HashRing {
    */
   diffReplicaSets(next: HashRing, n: number): ReplicaSetChange[] {
     checkCount(n);
-    if (!(next instanceof HashRing) || next.algorithm !== this.algorithm) {
-      throw new HashRingError('INCOMPATIBLE_RINGS', 'diff needs two rings with the same algorithm');
-    }
+    this.#checkComparable(next);
     this.#assertRanged('replica set diffs');
     next.#assertRanged('replica set diffs');
     return diffReplicaRanges(this.replicaSets(n), next.replicaSets(n));
@@ -415,13 +433,11 @@ export class HashRing {
    * `position(key)` is in one of the ranges (see {@link inRange}), from
    * `from` to `to`. Ranges are disjoint and sorted by `end`.
    *
-   * @throws HashRingError `INCOMPATIBLE_RINGS` if the algorithms differ,
+   * @throws HashRingError `INCOMPATIBLE_RINGS` if the algorithms or hash tags differ,
    *   `UNSUPPORTED_OPERATION` for `rendezvous`, `EMPTY_RING` if either ring is empty
    */
   diff(next: HashRing): RangeMove[] {
-    if (!(next instanceof HashRing) || next.algorithm !== this.algorithm) {
-      throw new HashRingError('INCOMPATIBLE_RINGS', 'diff needs two rings with the same algorithm');
-    }
+    this.#checkComparable(next);
     if (this.#rendezvous) {
       throw new HashRingError(
         'UNSUPPORTED_OPERATION',

@@ -13,6 +13,8 @@ export interface RingSpec {
   readonly algorithm: string;
   readonly vnodes: number;
   readonly nodes: readonly RingNodeInput[];
+  /** The hash tag keys are placed by (`RingOptions.hashTag`); absent or empty: whole keys. */
+  readonly hashTag?: string | undefined;
 }
 
 /**
@@ -24,6 +26,7 @@ export function ringOfSpec(spec: RingSpec): HashRing {
   return HashRing.from(spec.nodes, {
     algorithm: spec.algorithm as RingAlgorithm,
     ...(spec.vnodes > 0 ? { vnodes: spec.vnodes } : {}),
+    ...(spec.hashTag ? { hashTag: spec.hashTag } : {}),
   });
 }
 

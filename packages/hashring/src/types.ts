@@ -44,6 +44,15 @@ export interface RingOptions {
    * others). Default {@link DEFAULT_VNODES}.
    */
   vnodes?: number;
+  /**
+   * Places keys by a part of them: two characters, the opening then the closing one (`'{}'` is
+   * Redis Cluster's and twemproxy's usual tag). A key with an opening character followed later by
+   * a closing one, with at least one character between, is placed by the characters between the
+   * first opening one and the first closing one after it, so `{user:7}:name` and `{user:7}:cart`
+   * share one position, owner and replica chain; any other key by all of it. Printable ASCII
+   * only. Default: none (every key placed by all of it).
+   */
+  hashTag?: string | undefined;
 }
 
 /**

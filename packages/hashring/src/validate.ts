@@ -1,4 +1,5 @@
 import { HashRingError } from './errors.js';
+import { checkHashTag } from './hash-tag.js';
 import type { RingAlgorithm, RingNode, RingNodeInput, RingOptions } from './types.js';
 import { DEFAULT_VNODES } from './types.js';
 
@@ -6,6 +7,7 @@ import { DEFAULT_VNODES } from './types.js';
 export interface ResolvedOptions {
   readonly algorithm: RingAlgorithm;
   readonly vnodes: number;
+  readonly hashTag?: string;
 }
 
 // Caps memory: a ring point costs 6-8 bytes, and vnodes multiplies per node.
@@ -63,7 +65,8 @@ export function resolveOptions(options: RingOptions | undefined): ResolvedOption
   if (!Number.isInteger(vnodes) || vnodes < 1 || vnodes > MAX_VNODES) {
     throw new HashRingError('INVALID_ARGUMENT', `vnodes must be an integer in [1, ${MAX_VNODES}]`);
   }
-  return { algorithm, vnodes };
+  const hashTag = options?.hashTag;
+  return { algorithm, vnodes, ...(hashTag === undefined ? {} : { hashTag: checkHashTag(hashTag) }) };
 }
 
 /** Rejects anything that is not a valid `n` for `getN`. */

@@ -1757,19 +1757,26 @@ function mapTrailer(message: RingLayout): Field[] {
   const addresses: Field[] = addressed
     ? [nodes.length, ...nodes.flatMap((node) => [node.host!, node.port!])]
     : [];
-  if (message.replicationFactor === undefined) return addresses;
+  const hashTag = message.hashTag === undefined || message.hashTag === '' ? undefined : message.hashTag;
+  if (message.replicationFactor === undefined && hashTag === undefined) return addresses;
   const flag = message.switching === true ? RING_SWITCHING : message.holding === true ? RING_HOLDING : null;
   // A weight change: every member's previous weight (its weight when it does not change).
   const weights = nodes.some((node) => node.previousWeight !== undefined);
   return [
     ...(addressed ? addresses : [null]),
-    message.replicationFactor,
+    // Absent means factor 1 with every member up: written out when the hash tag follows.
+    message.replicationFactor ?? 1,
     nodes.length,
     ...nodes.map((node) => node.replicaState ?? 'up'),
     // Replication step 5: a ring change switching (optional trailing `1`), or its next ring
     // holding the changed chains frozen (`2`); nil when none and previous weights follow.
-    ...(flag !== null || weights ? [flag] : []),
-    ...(weights ? [nodes.length, ...nodes.map((node) => node.previousWeight ?? node.weight)] : []),
+    ...(flag !== null || weights || hashTag !== undefined ? [flag] : []),
+    ...(weights
+      ? [nodes.length, ...nodes.map((node) => node.previousWeight ?? node.weight)]
+      : hashTag !== undefined
+        ? [null]
+        : []),
+    ...(hashTag !== undefined ? [hashTag] : []),
   ];
 }
 
@@ -1817,11 +1824,17 @@ function mapSnapshot(r: FieldReader): RingLayout {
   });
   const changeAt = replicationAt + 2 + count;
   const change = r.optionalUint(changeAt, 'switching', RING_HOLDING);
+  const weightsAt = changeAt + 1;
+  const hashTagAt = weightsAt + 1 + (r.optionalUint(weightsAt, 'previousWeights') ?? 0);
+  const hashTag = r.optionalString(hashTagAt, 'hashTag');
+  if (hashTag !== undefined && hashTag.length !== 2)
+    throw r.fail(ErrorCode.MALFORMED_FRAME, 'hashTag must be two characters');
   return {
     ...snapshot,
-    nodes: previousWeights(r, changeAt + 1, nodes),
+    nodes: previousWeights(r, weightsAt, nodes),
     replicationFactor,
     ...(change === RING_SWITCHING ? { switching: true } : change === RING_HOLDING ? { holding: true } : {}),
+    ...(hashTag === undefined ? {} : { hashTag }),
   };
 }
 

@@ -597,6 +597,8 @@ export interface RingRequest {
   readonly nodes: readonly RingMember[];
   /** The map's replication factor (optional trailing field; absent = 1). */
   readonly replicationFactor?: number | undefined;
+  /** The map's hash tag, as in {@link ClusterMapSnapshot.hashTag}. */
+  readonly hashTag?: string | undefined;
   /**
    * Replication step 5: the ring change these `entering` / `exiting` members describe switches
    * now. The heads of its changing chains refuse client writes (UNAVAILABLE, not executed) and
@@ -730,6 +732,11 @@ export interface ClusterMapSnapshot {
   readonly nodes: readonly RingMember[];
   /** The map's replication factor (optional trailing field; absent = 1). */
   readonly replicationFactor?: number | undefined;
+  /**
+   * The map's hash tag (`RingOptions.hashTag` of `@dstore/hashring`: two characters, e.g. `{}`;
+   * optional trailing field, absent = keys placed whole).
+   */
+  readonly hashTag?: string | undefined;
 }
 /**
  * Balancer -> subscribed client: a newer cluster map (see {@link ClusterMapRequest}). Answered by

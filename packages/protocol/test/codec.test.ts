@@ -89,16 +89,23 @@ function mapMessage(
         { minLength: addressed || replicated ? 1 : 0, maxLength: 20 },
       ),
       replicationFactor: replicated ? fc.integer({ min: 1, max: 7 }) : fc.constant(undefined),
+      // The map's hash tag (written after the replication fields, so only with them here).
+      hashTag: replicated ? fc.constantFrom(undefined, '{}', '$$') : fc.constant(undefined),
       // Only RING switches a ring change or holds its changed chains (replication step 5).
       change:
         replicated && op === Op.RING
           ? fc.constantFrom('none' as const, 'switching' as const, 'holding' as const)
           : fc.constant('none' as const),
     })
-    .map(({ replicationFactor, change, ...message }) =>
+    .map(({ replicationFactor, change, hashTag, ...message }) =>
       replicationFactor === undefined
         ? message
-        : { ...message, replicationFactor, ...(change === 'none' ? {} : { [change]: true }) },
+        : {
+            ...message,
+            replicationFactor,
+            ...(change === 'none' ? {} : { [change]: true }),
+            ...(hashTag === undefined ? {} : { hashTag }),
+          },
     );
 }
 
@@ -589,15 +596,20 @@ describe('MessageCodec round trip', () => {
             message.replicationFactor !== undefined &&
             !('switching' in message) &&
             !('holding' in message) &&
-            !message.nodes.some((node) => node.previousWeight !== undefined)
+            !message.nodes.some((node) => node.previousWeight !== undefined) &&
+            message.hashTag === undefined
           )
             wire.push(null);
           // ... and a trailing previous-weights count after the flag (nil = no weight change).
           if (
             map &&
             message.replicationFactor !== undefined &&
-            !message.nodes.some((node) => node.previousWeight !== undefined)
+            !message.nodes.some((node) => node.previousWeight !== undefined) &&
+            message.hashTag === undefined
           )
+            wire.push(null);
+          // ... and a trailing hash tag after the previous weights (nil = keys placed whole).
+          if (map && message.replicationFactor !== undefined && message.hashTag === undefined)
             wire.push(null);
           // PURGE owns an optional trailing staleUpTo after its ranges (nil = not set).
           if (message.op === Op.PURGE && message.staleUpTo === undefined) wire.push(null);
@@ -716,6 +728,51 @@ describe('MessageCodec round trip', () => {
         catchError(() => ring(trailer)),
         JSON.stringify(trailer),
       ).toMatchObject({ code });
+    }
+  });
+
+  it('carries the hash tag last: after nil placeholders, after previous weights, and without replication', () => {
+    const head = [Op.MAP, 1, 5, 9, 'vnode', 0, 2, 'a', 2, 'b', 1, null, 3, 2, 'up', 'up'];
+    const map = (trailer: unknown[]) => {
+      const decoded = codec.decode(raw.encode([...head, ...trailer]));
+      if (decoded.op !== Op.MAP) throw new Error(`decoded op ${decoded.op}`);
+      return decoded;
+    };
+    expect(map([]).hashTag).toBeUndefined();
+    expect(map([null, null, null]).hashTag).toBeUndefined();
+    expect(map([null, null, '{}']).hashTag).toBe('{}');
+    // After a weight change's previous weights.
+    expect(map([null, 2, 1, 1, '$$'])).toMatchObject({
+      hashTag: '$$',
+      nodes: [{ id: 'a', previousWeight: 1 }, { id: 'b' }],
+    });
+    // A map without replication fields: the encoder writes factor 1 with every member up.
+    const message = {
+      op: Op.MAP_PUSH,
+      id: 3,
+      epoch: 7,
+      generation: 1,
+      algorithm: 'vnode',
+      vnodes: 0,
+      nodes: [{ id: 'a', weight: 1 }],
+      hashTag: '{}',
+    } as const;
+    // No addresses (nil), factor 1, one state, no flag (nil), no weights (nil), the tag.
+    expect(toWireArray(message).slice(-7)).toEqual([null, 1, 1, 'up', null, null, '{}']);
+    expect(codec.decode(codec.encode(message))).toEqual({
+      ...message,
+      replicationFactor: 1,
+      nodes: [{ id: 'a', weight: 1, replicaState: 'up' }],
+    });
+    for (const trailer of [
+      [null, null, '{'],
+      [null, null, '{}}'],
+      [null, null, 7],
+    ]) {
+      expect(
+        catchError(() => map(trailer)),
+        JSON.stringify(trailer),
+      ).toMatchObject({ code: ErrorCode.MALFORMED_FRAME });
     }
   });
 

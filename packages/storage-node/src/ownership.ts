@@ -144,7 +144,12 @@ export class Ownership {
     // moves, so no fall-back reads, PULLs or migration tombstones.
     if (this.factor > 1) return;
     if (previous === undefined || previous.size === 0 || next.size === 0) return;
-    if (previous.algorithm !== next.algorithm || next.algorithm === 'rendezvous') return;
+    if (
+      previous.algorithm !== next.algorithm ||
+      previous.hashTag !== next.hashTag ||
+      next.algorithm === 'rendezvous'
+    )
+      return;
     const self = this.selfId();
     for (const move of previous.diff(next)) {
       if (move.from !== self && move.to !== self) continue;

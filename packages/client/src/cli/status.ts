@@ -119,6 +119,8 @@ export interface RingView {
   readonly map?: ClusterMapView;
   readonly replication?: ReplicationView;
   readonly algorithm?: string;
+  /** The map's hash tag, null for none (absent from balancers that predate hash tags). */
+  readonly hashTag?: string | null;
   readonly nodes: readonly RingNode[];
   readonly migration?: MigrationView;
   /** JOINs the balancer refused in the last minute (absent from balancers that predate it). */
@@ -252,7 +254,7 @@ async function watchStatus(base: AdminEndpoint, options: StatusOptions, interval
 /** The human-readable status: a summary line, then one row per node. */
 export function formatStatus(ring: RingView, health: HealthView): string {
   const summary =
-    `epoch ${ring.epoch}  algorithm ${ring.algorithm ?? '-'}  health ${health.status}  ` +
+    `epoch ${ring.epoch}  algorithm ${ring.algorithm ?? '-'}  hash tag ${ring.hashTag ?? 'none'}  health ${health.status}  ` +
     `ready ${health.ready ? 'yes' : 'no'}  nodes up ${health.nodesUp}/${health.nodes}`;
   const rows: string[][] = [
     [
