@@ -1,43 +1,18 @@
-/**
- * `bench:resp` (issue #15): redis-benchmark against dstore's RESP port (`--resp-port`: a balancer
- * + 3 memory nodes) next to twemproxy + 3 Redis, in ONE run on the same machine: `-t set,get`
- * with `-P 1` and `-P 16`, the same requests, clients and value size for both. For each system and
- * pipeline depth: requests per second of SET and GET (redis-benchmark's own figures), CPU µs per
- * op of every server process (utime + stime from /proc/<pid>/stat around the run, all threads),
- * and the ratio dstore / twemproxy. An unmeasured warm-up (300,000 requests per test and depth by
- * default, so that V8 has optimised the Node processes' hot paths: see BENCHMARKS.md "Steady
- * state") runs against every system first. Systems are interleaved per round; medians over rounds.
- *
- *   pnpm build && pnpm --filter @dstore/examples bench:resp
- *   pnpm --filter @dstore/examples bench:resp -- --requests 200000 --clients 50 --rounds 3
- *
- * Flags (or env): --requests (DSTORE_RESP_REQUESTS, 100000 per test), --clients
- * (DSTORE_RESP_CLIENTS, 50 connections), --rounds (DSTORE_RESP_ROUNDS, 3), --pipelines
- * (DSTORE_RESP_PIPELINES, 1,16), --warmup (DSTORE_RESP_WARMUP, 300000 requests per test and
- * depth), --floor (DSTORE_RESP_FLOOR=1: two more systems, the floor under any server here: one
- * redis-server, and a Node process that answers +PONG to every command and does nothing else),
- * --baseline-root (DSTORE_RESP_BASELINE_ROOT: one more system, the
- * balancer and nodes of another built checkout, e.g. the commit before an optimisation, measured
- * in the same rounds; its ratios to this build and to twemproxy are printed too). Needs redis-server, redis-tools and nutcracker (Debian). Linux
- * only (/proc).
- */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cpuSeconds, median, scriptArgs } from './bench-load.js';
-import { startCluster, stopCluster } from './cluster.js';
 import {
   freePort,
   missingPeerTools,
   PEER_PACKAGES,
   start,
   startRedis,
-  startTwemproxy,
   stopPeers,
   waitForPong,
 } from './redis-peers.js';
+import { runRedisBenchmark, type System, startDstore, startPeer } from './resp-systems.js';
 
 const { values: flags } = parseArgs({
   args: scriptArgs(),
@@ -60,49 +35,10 @@ const PIPELINES = flags.pipelines.split(',').map(Number);
 const WARMUP = Number(flags.warmup);
 const TESTS = ['SET', 'GET'] as const;
 
-/** A system under test: where redis-benchmark connects, and which processes serve it. */
-interface System {
-  readonly label: string;
-  readonly port: number;
-  readonly processes: readonly { readonly name: string; readonly pid: number }[];
-  readonly stop: () => Promise<void>;
-}
-
 /** One redis-benchmark run: requests/s per test, and CPU µs per op of each server process. */
 interface Sample {
   readonly rps: Record<(typeof TESTS)[number], number>;
   readonly cpuUsPerOp: number[];
-}
-
-/** This checkout's balancer + 3 memory nodes, or with `distRoot` those of another built checkout. */
-async function startDstore(dir: string, distRoot?: string): Promise<System> {
-  const root = join(dir, distRoot === undefined ? 'dstore' : 'baseline');
-  const respPort = await freePort();
-  const state = await startCluster({
-    root,
-    engine: 'memory',
-    nodes: 3,
-    // One copy per key, as the Redis setups it is compared with keep.
-    replicationFactor: 1,
-    balancerArgs: ['--resp-port', String(respPort)],
-    ...(distRoot === undefined ? {} : { distRoot }),
-  });
-  return {
-    label: `dstore RESP${distRoot === undefined ? '' : ' (baseline build)'}: balancer + 3 memory nodes`,
-    port: respPort,
-    processes: [state.balancer, ...state.nodes].map((proc) => ({ name: proc.id, pid: proc.pid })),
-    stop: async () => void (await stopCluster(root)),
-  };
-}
-
-async function startPeer(dir: string): Promise<System> {
-  const system = await startTwemproxy(join(dir, 'twemproxy'));
-  return {
-    label: 'twemproxy + 3 Redis',
-    port: system.endpoints[0]!.port,
-    processes: system.processes.map((proc) => ({ name: proc.name, pid: proc.pid })),
-    stop: () => stopPeers(system.processes),
-  };
 }
 
 /**
@@ -151,37 +87,26 @@ async function startFloors(dir: string): Promise<System[]> {
   ];
 }
 
-/** Runs redis-benchmark (CSV output); resolves with requests/s by test name. */
+/** redis-benchmark `-t set,get` against `port`: requests/s by test name. */
 function redisBenchmark(
   port: number,
   pipeline: number,
   requests = REQUESTS,
 ): Promise<Record<string, number>> {
-  const args = ['-p', String(port), '-t', 'set,get', '-n', String(requests), '-c', String(CLIENTS)];
-  args.push('-P', String(pipeline), '-r', '10000', '-d', '100', '--csv');
-  return new Promise((resolve, reject) => {
-    const child = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      err += chunk.toString();
-    });
-    child.once('close', (code) => {
-      if (code !== 0) {
-        reject(new Error(`redis-benchmark exited with ${code}: ${err}${out}`));
-        return;
-      }
-      const rps: Record<string, number> = {};
-      for (const line of out.split('\n')) {
-        const match = /^"([A-Z_]+)","([0-9.]+)"/.exec(line);
-        if (match) rps[match[1]!] = Number(match[2]);
-      }
-      resolve(rps);
-    });
-  });
+  return runRedisBenchmark(port, [
+    '-t',
+    'set,get',
+    '-n',
+    String(requests),
+    '-c',
+    String(CLIENTS),
+    '-P',
+    String(pipeline),
+    '-r',
+    '10000',
+    '-d',
+    '100',
+  ]);
 }
 
 async function measure(system: System, pipeline: number): Promise<Sample> {

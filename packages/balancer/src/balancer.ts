@@ -379,6 +379,7 @@ export class Balancer {
       case Op.SETRANGE:
       case Op.INCRBYFLOAT:
       case Op.SETBIT:
+      case Op.READ_PART:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
       case Op.TRANSACT:

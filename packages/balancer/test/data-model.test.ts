@@ -183,6 +183,39 @@ describe.each(['balancer', 'direct'] as const)('data model through %s routing', 
     await expect(client.bitcount('bits', { start: 0, end: 1, unit: 'bits' as 'bit' })).rejects.toThrow(
       /unit must be/,
     );
+    // The same reads as transaction steps, on the value the steps before them left.
+    expect(
+      await client
+        .transaction('bits')
+        .setbit(0, 1)
+        .getbit(0)
+        .bitcount()
+        .bitpos(1)
+        .strlen()
+        .getrange(0, 0)
+        .exec(),
+    ).toEqual([0, 1, 2, 0, 2, Uint8Array.of(0x80)]);
+    expect(await client.strlen('none')).toBe(0);
+    expect(await client.getrange('none', 0, -1)).toEqual(new Uint8Array(0));
+
+    // Computed on the key's node (READ_PART): for a large bitmap only the answers travel, the
+    // nodes serve no GET for them.
+    const nodeGets = async (): Promise<number> =>
+      Object.entries(await client.stats())
+        .filter(([name]) => /^node\..+\.ops\.get$/.test(name))
+        .reduce((sum, [, count]) => sum + Number(count), 0);
+    const big = new Uint8Array(900_000);
+    big[899_999] = 0x01;
+    await client.set('big-bitmap', big);
+    const getsBefore = await nodeGets();
+    expect(await client.getbit('big-bitmap', 899_999 * 8 + 7)).toBe(1);
+    expect(await client.bitcount('big-bitmap')).toBe(1);
+    expect(await client.bitcount('big-bitmap', { start: -8, end: -1, unit: 'bit' })).toBe(1);
+    expect(await client.bitpos('big-bitmap', 1)).toBe(899_999 * 8 + 7);
+    expect(await client.bitpos('big-bitmap', 0, { start: -1 })).toBe(899_999 * 8);
+    expect(await client.strlen('big-bitmap')).toBe(900_000);
+    expect(await client.getrange('big-bitmap', -2, -1)).toEqual(Uint8Array.of(0, 1));
+    expect(await nodeGets()).toBe(getsBefore);
 
     // EXISTS across nodes, a key named twice counting twice.
     await client.mset({ e1: '1', e2: '2', e3: '3' });

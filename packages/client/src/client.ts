@@ -16,16 +16,18 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
-import { bitCount, bitPos, byteRange, getBit, readInParts } from '@dstore/protocol/internal';
+import { readInParts } from '@dstore/protocol/internal';
 import {
-  bitArgument,
-  bitOffset,
+  bitCountCommand,
+  bitPosCommand,
   copyBytes,
   delVersionedCommand,
   expireCommand,
   expireTimeCommand,
+  getBitCommand,
   getDelCommand,
   getExCommand,
+  getRangeCommand,
   getVersionedCommand,
   incrByCommand,
   incrByFloatCommand,
@@ -36,12 +38,12 @@ import {
   persistCommand,
   pexpireTimeCommand,
   pttlCommand,
-  safeInteger,
   setBitCommand,
   setRangeCommand,
   setVersionedCommand,
   setWithCommand,
   setWithRequest,
+  strlenCommand,
   ttlCommand,
   unexpectedAnswer,
   valueAnswer,
@@ -552,12 +554,12 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * range is empty.
    */
   async getrange(key: BinaryLike, start: number, end: number, options?: CommandOptions): Promise<Uint8Array> {
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end)) {
-      throw invalidArgument(`start and end must be integers, got ${start} and ${end}`);
-    }
-    const value = await this.get(key, options);
-    // `get` answers a copy of its own: a view of it is enough.
-    return value === null ? new Uint8Array(0) : value.subarray(...byteRange(value.length, start, end));
+    return this.run(getRangeCommand(this.keyBytes(key), start, end), options);
+  }
+
+  /** STRLEN: the length in bytes of `key`'s value (0 when the key does not exist). */
+  async strlen(key: BinaryLike, options?: CommandOptions): Promise<number> {
+    return this.run(strlenCommand(this.keyBytes(key)), options);
   }
 
   /**
@@ -572,8 +574,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
 
   /** GETBIT: the bit at `offset` of `key`'s value (0 past its end, or when the key does not exist). */
   async getbit(key: BinaryLike, offset: number, options?: CommandOptions): Promise<0 | 1> {
-    const at = bitOffset(offset);
-    return getBit((await this.get(key, options)) ?? EMPTY_VALUE, at);
+    return this.run(getBitCommand(this.keyBytes(key), offset), options);
   }
 
   /**
@@ -581,10 +582,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * bytes or, with `unit: 'bit'`, bits; negative from the end), as Redis counts them.
    */
   async bitcount(key: BinaryLike, range?: BitRange, options?: CommandOptions): Promise<number> {
-    if (range !== undefined) rangeArguments(range.start, range.end, range.unit);
-    const value = await this.get(key, options);
-    if (value === null) return 0;
-    return range === undefined ? bitCount(value) : bitCount(value, range);
+    return this.run(bitCountCommand(this.keyBytes(key), range), options);
   }
 
   /**
@@ -594,9 +592,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * missing key reads as all zeros).
    */
   async bitpos(key: BinaryLike, bit: 0 | 1, range?: BitPosRange, options?: CommandOptions): Promise<number> {
-    bitArgument(bit);
-    if (range !== undefined) rangeArguments(range.start, range.end ?? 0, range.unit);
-    return bitPos(await this.get(key, options), bit, range);
+    return this.run(bitPosCommand(this.keyBytes(key), bit, range), options);
   }
 
   /** INCR: adds 1 to the integer value of `key` (absent: 0); resolves the new value. */
@@ -1235,21 +1231,12 @@ function isDataCommand(message: WithoutId<Request>): message is DataCommand {
     message.op === Op.INCRBYFLOAT ||
     message.op === Op.SETBIT ||
     message.op === Op.PEXPIRETIME ||
+    message.op === Op.READ_PART ||
     message.op === Op.GET_VERSIONED ||
     message.op === Op.DEL_VERSIONED ||
     // A transaction is a single-key write routed by its key, like the steps it is made of.
     message.op === Op.TRANSACT
   );
-}
-
-const EMPTY_VALUE = new Uint8Array(0);
-
-function rangeArguments(start: number, end: number, unit: string | undefined): void {
-  safeInteger(start, 'start');
-  safeInteger(end, 'end');
-  if (unit !== undefined && unit !== 'byte' && unit !== 'bit') {
-    throw invalidArgument(`unit must be 'byte' or 'bit', got ${unit}`);
-  }
 }
 
 function checkBatchSize(count: number): void {

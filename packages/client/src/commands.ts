@@ -5,6 +5,7 @@ import {
   DstoreError,
   ErrorCode,
   Op,
+  type ReadPartRequest,
   type Request,
   type Response,
   type SetExpiry,
@@ -13,7 +14,7 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
-import type { GetExOptions, SetOptions, VersionedValue } from './client.js';
+import type { BitPosRange, BitRange, GetExOptions, SetOptions, VersionedValue } from './client.js';
 import { invalidArgument, VersionConflictError } from './errors.js';
 
 /**
@@ -199,6 +200,69 @@ export function setBitCommand(key: Uint8Array, offset: number, bit: 0 | 1): KeyC
   return {
     request: { op: Op.SETBIT, key, offset: bitOffset(offset), bit: bitArgument(bit) },
     answer: (response) => (integerAnswer(response, 'SETBIT') === 0n ? 0 : 1),
+  };
+}
+
+/** STRLEN: the value's length in bytes (0 when the key does not exist), measured on its owner. */
+export function strlenCommand(key: Uint8Array): KeyCommand<number> {
+  return {
+    request: { op: Op.READ_PART, key, part: 'strlen' },
+    answer: (response) => Number(integerAnswer(response, 'STRLEN')),
+  };
+}
+
+/** GETRANGE: the bytes from `start` to `end`, both included (negative from the end), cut on the owner. */
+export function getRangeCommand(key: Uint8Array, start: number, end: number): KeyCommand<Uint8Array> {
+  return {
+    request: {
+      op: Op.READ_PART,
+      key,
+      part: 'getrange',
+      start: safeInteger(start, 'start'),
+      end: safeInteger(end, 'end'),
+    },
+    answer: (response) => valueAnswer(response, 'GETRANGE') ?? new Uint8Array(0),
+  };
+}
+
+/** GETBIT: the bit at `offset` (0 past the value's end or when the key does not exist), read on the owner. */
+export function getBitCommand(key: Uint8Array, offset: number): KeyCommand<0 | 1> {
+  return {
+    request: { op: Op.READ_PART, key, part: 'getbit', start: bitOffset(offset) },
+    answer: (response) => (integerAnswer(response, 'GETBIT') === 0n ? 0 : 1),
+  };
+}
+
+/** BITCOUNT: the set bits of the value or of a range of it, counted on the owner. */
+export function bitCountCommand(key: Uint8Array, range?: BitRange): KeyCommand<number> {
+  return {
+    request: { op: Op.READ_PART, key, part: 'bitcount', ...(range === undefined ? {} : bitRange(range)) },
+    answer: (response) => Number(integerAnswer(response, 'BITCOUNT')),
+  };
+}
+
+/** BITPOS: the first bit set to `bit` in the value or a range of it, found on the owner. */
+export function bitPosCommand(key: Uint8Array, bit: 0 | 1, range?: BitPosRange): KeyCommand<number> {
+  return {
+    request: {
+      op: Op.READ_PART,
+      key,
+      part: 'bitpos',
+      bit: bitArgument(bit),
+      ...(range === undefined ? {} : bitRange(range)),
+    },
+    answer: (response) => Number(integerAnswer(response, 'BITPOS')),
+  };
+}
+
+/** A BITCOUNT or BITPOS range, checked. */
+function bitRange(range: BitPosRange): Pick<ReadPartRequest, 'start' | 'end' | 'unit'> {
+  const unit = range.unit ?? 'byte';
+  if (unit !== 'byte' && unit !== 'bit') throw invalidArgument(`unit must be 'byte' or 'bit', got ${unit}`);
+  return {
+    start: safeInteger(range.start, 'start'),
+    ...(range.end === undefined ? {} : { end: safeInteger(range.end, 'end') }),
+    ...(unit === 'bit' ? { unit } : {}),
   };
 }
 

@@ -10,6 +10,8 @@ import {
   type WithoutId,
 } from '@dstore/protocol';
 import type {
+  BitPosRange,
+  BitRange,
   CommandOptions,
   DelOptions,
   ExpireOptions,
@@ -18,12 +20,16 @@ import type {
   VersionedValue,
 } from './client.js';
 import {
+  bitCountCommand,
+  bitPosCommand,
   delVersionedCommand,
   type ExpireForm,
   expireCommand,
   expireTimeCommand,
+  getBitCommand,
   getDelCommand,
   getExCommand,
+  getRangeCommand,
   getVersionedCommand,
   incrByCommand,
   incrByFloatCommand,
@@ -39,6 +45,7 @@ import {
   setVersionedCommand,
   setWithCommand,
   setWithStep,
+  strlenCommand,
   ttlCommand,
   unexpectedAnswer,
   valueBytes,
@@ -220,6 +227,31 @@ export class Transaction<R extends readonly unknown[] = []> {
   /** SETBIT: the bit's previous value. */
   setbit(offset: number, bit: 0 | 1): Transaction<[...R, 0 | 1]> {
     return this.add(setBitCommand(this.key, offset, bit));
+  }
+
+  /** STRLEN: the value's length in bytes (0 when the key does not exist). */
+  strlen(): Transaction<[...R, number]> {
+    return this.add(strlenCommand(this.key));
+  }
+
+  /** GETRANGE: the bytes from `start` to `end`, both included (negative from the end). */
+  getrange(start: number, end: number): Transaction<[...R, Uint8Array]> {
+    return this.add(getRangeCommand(this.key, start, end));
+  }
+
+  /** GETBIT: the bit at `offset`. */
+  getbit(offset: number): Transaction<[...R, 0 | 1]> {
+    return this.add(getBitCommand(this.key, offset));
+  }
+
+  /** BITCOUNT: the set bits of the value, or of `range`. */
+  bitcount(range?: BitRange): Transaction<[...R, number]> {
+    return this.add(bitCountCommand(this.key, range));
+  }
+
+  /** BITPOS: the first bit set to `bit`, in the value or in `range` (-1 when none, as Redis). */
+  bitpos(bit: 0 | 1, range?: BitPosRange): Transaction<[...R, number]> {
+    return this.add(bitPosCommand(this.key, bit, range));
   }
 
   /** EXPIRE after `seconds`: whether the key exists and the condition held. */

@@ -12,6 +12,7 @@ import {
   Op,
   type PeerRole,
   REPLICA_STATE_NAMES,
+  type ReadPartRequest,
   type ReplicaStateName,
   type ReplicatedEntry,
   type ReplicateRequest,
@@ -22,6 +23,7 @@ import {
   type SetWithRequest,
   type StatsMap,
   type TransactStep,
+  type ValuePart,
   type WithoutId,
 } from './messages.js';
 import { checkBodyShape, maxMessageElements } from './shape.js';
@@ -633,9 +635,62 @@ const TRANSACT_STEP_OPS: ReadonlySet<number> = new Set<number>([
   Op.SETRANGE,
   Op.INCRBYFLOAT,
   Op.SETBIT,
+  Op.READ_PART,
   Op.GET_VERSIONED,
   Op.DEL_VERSIONED,
 ]);
+
+/** READ_PART's parts by their wire number. */
+const VALUE_PARTS: readonly ValuePart[] = ['strlen', 'getrange', 'getbit', 'bitcount', 'bitpos'];
+
+/**
+ * READ_PART `[38, id, key, part, start|nil, end|nil, unit, bit|nil, epoch?]`: each part with the
+ * fields it needs and no others (GETBIT's offset a uint32, as SETBIT's; the indexes safe integers).
+ */
+function readReadPart(r: FieldReader): ReadPartRequest {
+  const id = r.id;
+  const key = r.key(2);
+  const part = VALUE_PARTS[r.uint(3, 'part', VALUE_PARTS.length - 1)]!;
+  const start = r.optionalSafeInt(4, 'start');
+  const end = r.optionalSafeInt(5, 'end');
+  const unit = r.uint(6, 'unit', 1) === 1 ? 'bit' : 'byte';
+  const bit = r.optionalUint(7, 'bit', 1) as 0 | 1 | undefined;
+  const epoch = r.optionalUint(8, 'epoch');
+  const wrong = (what: string) => r.fail(ErrorCode.MALFORMED_FRAME, `READ_PART ${part}: ${what}`);
+  const indexes = start === undefined ? (end === undefined ? 0 : -1) : end === undefined ? 1 : 2;
+  switch (part) {
+    case 'strlen':
+      if (indexes !== 0 || bit !== undefined || unit === 'bit') throw wrong('takes no index, bit or unit');
+      break;
+    case 'getrange':
+      if (indexes !== 2 || bit !== undefined || unit === 'bit') throw wrong('takes start and end only');
+      break;
+    case 'getbit':
+      if (indexes !== 1 || bit !== undefined || unit === 'bit') throw wrong('takes the offset (start) only');
+      if (start! < 0 || start! > 0xffff_ffff) throw wrong('the offset must be 0 to 2^32 - 1');
+      break;
+    case 'bitcount':
+      if ((indexes !== 0 && indexes !== 2) || bit !== undefined)
+        throw wrong('takes start and end, or neither');
+      if (indexes === 0 && unit === 'bit') throw wrong('a unit needs start and end');
+      break;
+    case 'bitpos':
+      if (indexes === -1 || bit === undefined) throw wrong('takes the bit, then start, then end');
+      if (indexes === 0 && unit === 'bit') throw wrong('a unit needs start and end');
+      break;
+  }
+  return {
+    op: Op.READ_PART,
+    id,
+    key,
+    part,
+    ...(start === undefined ? {} : { start }),
+    ...(end === undefined ? {} : { end }),
+    ...(unit === 'bit' ? { unit } : {}),
+    ...(bit === undefined ? {} : { bit }),
+    ...(epoch === undefined ? {} : { epoch }),
+  };
+}
 
 /** The answers a TRANSACT step may have. */
 const STEP_RESULT_OPS: ReadonlySet<number> = new Set<number>([
@@ -761,6 +816,20 @@ export function toWireArray(message: Message): Field[] {
       return withEpoch([message.op, message.id, message.key, message.increment], message.epoch);
     case Op.SETBIT:
       return withEpoch([message.op, message.id, message.key, message.offset, message.bit], message.epoch);
+    case Op.READ_PART:
+      return withEpoch(
+        [
+          message.op,
+          message.id,
+          message.key,
+          VALUE_PARTS.indexOf(message.part),
+          message.start ?? null,
+          message.end ?? null,
+          message.unit === 'bit' ? 1 : 0,
+          message.bit ?? null,
+        ],
+        message.epoch,
+      );
     case Op.TRANSACT:
       // Each step travels as the body of its own request (id 0, no fence): one reader for both.
       return withEpoch(
@@ -1185,6 +1254,12 @@ class FieldReader {
     return value === undefined || value === null ? undefined : this.uint(index, name, max);
   }
 
+  /** A trailing optional {@link safeInt}: undefined when absent or nil. */
+  optionalSafeInt(index: number, name: string): number | undefined {
+    const value = this.fields[index];
+    return value === undefined || value === null ? undefined : this.safeInt(index, name);
+  }
+
   /** An integer in the safe range (-(2^53-1)..2^53-1). */
   safeInt(index: number, name: string): number {
     const value = this.at(index, name);
@@ -1515,6 +1590,8 @@ function readRequest(op: number, r: FieldReader): Request {
         ? { op, id, key, offset, bit: bit as 0 | 1 }
         : { op, id, key, offset, bit: bit as 0 | 1, epoch };
     }
+    case Op.READ_PART:
+      return readReadPart(r);
     case Op.TRANSACT: {
       const key = r.key(2);
       const ifVersion = r.optionalUint(3, 'ifVersion', Number.MAX_SAFE_INTEGER);

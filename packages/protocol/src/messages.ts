@@ -47,6 +47,7 @@ export const Op = {
   SETBIT: 35,
   PEXPIRETIME: 36,
   TRANSACT: 37,
+  READ_PART: 38,
   OK: 64,
   VALUE: 65,
   VALUES: 66,
@@ -324,6 +325,33 @@ export interface ExpireTimeRequest extends Fenced {
   readonly key: Uint8Array;
 }
 
+/** What a {@link ReadPartRequest} computes on a value (Redis's command of the same name). */
+export type ValuePart = 'strlen' | 'getrange' | 'getbit' | 'bitcount' | 'bitpos';
+
+/**
+ * A read of part of a key's value computed at its owner, so that only the answer travels (a GETBIT
+ * of a 1 MiB bitmap answers one integer, not the bitmap): STRLEN, GETRANGE `start` `end`, GETBIT at
+ * `start` (the bit offset), BITCOUNT [`start` `end` [`unit`]] and BITPOS `bit` [`start` [`end`
+ * [`unit`]]], with Redis's rules for negative and out-of-range indexes (a missing key reads as an
+ * empty value; BITPOS of a missing key is -1 for 1, 0 for 0). Answered by VALUE (GETRANGE: the
+ * bytes, empty when none) or INTEGER (the others). A read: routed, fenced, permitted and pulled
+ * during a migration like TTL.
+ */
+export interface ReadPartRequest extends Fenced {
+  readonly op: typeof Op.READ_PART;
+  readonly id: number;
+  readonly key: Uint8Array;
+  readonly part: ValuePart;
+  /** GETRANGE, BITCOUNT, BITPOS: the first index; GETBIT: the bit offset (0 to 2^32 - 1). */
+  readonly start?: number | undefined;
+  /** GETRANGE, BITCOUNT, BITPOS: the last index, included. */
+  readonly end?: number | undefined;
+  /** BITCOUNT, BITPOS: whether `start` and `end` count bytes (default) or bits. */
+  readonly unit?: 'byte' | 'bit' | undefined;
+  /** BITPOS: the bit looked for. */
+  readonly bit?: 0 | 1 | undefined;
+}
+
 /** How many of `keys` exist (a key named twice counts twice, as Redis). Answered by COUNT. */
 export interface ExistsRequest extends Fenced {
   readonly op: typeof Op.EXISTS;
@@ -415,6 +443,7 @@ export type TransactStep =
   | Omit<SetRangeRequest, 'id' | 'epoch'>
   | Omit<IncrByFloatRequest, 'id' | 'epoch'>
   | Omit<SetBitRequest, 'id' | 'epoch'>
+  | Omit<ReadPartRequest, 'id' | 'epoch'>
   | Omit<GetVersionedRequest, 'id' | 'epoch'>
   | Omit<DelVersionedRequest, 'id' | 'epoch'>;
 
@@ -978,6 +1007,7 @@ export type Request =
   | SetRangeRequest
   | IncrByFloatRequest
   | SetBitRequest
+  | ReadPartRequest
   | TransactRequest
   | PullRequest
   | ScanRequest

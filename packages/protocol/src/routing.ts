@@ -13,6 +13,7 @@ import {
   type MGetRequest,
   type MSetRequest,
   Op,
+  type ReadPartRequest,
   type Response,
   type SetBitRequest,
   type SetRangeRequest,
@@ -41,6 +42,7 @@ export type KeyedRequest =
   | WithoutId<SetRangeRequest>
   | WithoutId<IncrByFloatRequest>
   | WithoutId<SetBitRequest>
+  | WithoutId<ReadPartRequest>
   | WithoutId<GetVersionedRequest>
   | WithoutId<DelVersionedRequest>
   | WithoutId<TransactRequest>;
@@ -56,13 +58,15 @@ export type DataRequest =
   | KeyedRequest;
 
 /**
- * Whether a single-key request only reads (GET, TTL, PEXPIRETIME, GET_VERSIONED): with replication
+ * Whether a single-key request only reads (GET, TTL, PEXPIRETIME, GET_VERSIONED, READ_PART): with replication
  * it goes to the tail of the key's chain, every other single-key request (a write, an atomic
  * operation) to the head. The one classification for the balancer's router, the direct client and
  * the node's fence.
  */
 export function isSingleKeyRead(op: number): boolean {
-  return op === Op.GET || op === Op.TTL || op === Op.PEXPIRETIME || op === Op.GET_VERSIONED;
+  return (
+    op === Op.GET || op === Op.TTL || op === Op.PEXPIRETIME || op === Op.GET_VERSIONED || op === Op.READ_PART
+  );
 }
 
 /**

@@ -220,6 +220,7 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
     case Op.TTL:
     case Op.PEXPIRETIME:
     case Op.GET_VERSIONED:
+    case Op.READ_PART:
       return grant.limited ? keyDenied(grant, request.key, false) : undefined;
     case Op.SET:
     case Op.DEL:

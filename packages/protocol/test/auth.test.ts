@@ -155,6 +155,7 @@ describe('password hashes', () => {
     const reads: Request[] = [
       { op: Op.TTL, id: 1, key },
       { op: Op.PEXPIRETIME, id: 1, key },
+      { op: Op.READ_PART, id: 1, key, part: 'getbit', start: 7 },
       { op: Op.EXISTS, id: 1, keys: [key, key] },
       // A transaction of reads only is a read.
       {
@@ -164,6 +165,7 @@ describe('password hashes', () => {
         steps: [
           { op: Op.GET_VERSIONED, key },
           { op: Op.TTL, key },
+          { op: Op.READ_PART, key, part: 'bitcount' },
         ],
       },
     ];

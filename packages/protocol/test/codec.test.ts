@@ -406,6 +406,53 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
       },
       { requiredKeys: ['op', 'id', 'key', 'offset', 'bit'] },
     ),
+    // READ_PART: each part with exactly the fields it takes.
+    fc
+      .record({
+        part: fc.constantFrom('strlen', 'getrange', 'getbit', 'bitcount', 'bitpos'),
+        start: fc.integer({ min: -1_000_000, max: 1_000_000 }),
+        end: fc.option(fc.integer({ min: -1_000_000, max: 1_000_000 }), { nil: undefined }),
+        offset: fc.integer({ min: 0, max: 0xffff_ffff }),
+        ranged: fc.boolean(),
+        bits: fc.boolean(),
+        bit: fc.constantFrom(0 as const, 1 as const),
+        id,
+        key: anyKey,
+        epoch: fc.option(fc.integer({ min: 0, max: 0xffff_ffff }), { nil: undefined }),
+      })
+      .map(({ part, start, end, offset, ranged, bits, bit, id: requestId, key, epoch }) => {
+        const fields = (() => {
+          switch (part) {
+            case 'strlen':
+              return {};
+            case 'getrange':
+              return { start, end: end ?? 0 };
+            case 'getbit':
+              return { start: offset };
+            case 'bitcount':
+              return ranged ? { start, end: end ?? 0, ...(bits ? { unit: 'bit' as const } : {}) } : {};
+            case 'bitpos':
+              return {
+                bit,
+                ...(ranged
+                  ? {
+                      start,
+                      ...(end === undefined ? {} : { end }),
+                      ...(bits ? { unit: 'bit' as const } : {}),
+                    }
+                  : {}),
+              };
+          }
+        })();
+        return {
+          op: Op.READ_PART,
+          id: requestId,
+          key,
+          part,
+          ...fields,
+          ...(epoch === undefined ? {} : { epoch }),
+        } as Message;
+      }),
     fc.record({ op: fc.constant(Op.PULL), id, key: anyKey }),
     fc.record({ op: fc.constant(Op.INTEGER), id, value: int64 }),
     // Versions: compare-and-set SET_WITH, GET_VERSIONED, DEL_VERSIONED, FLUSH and their answers.
@@ -553,6 +600,7 @@ describe('MessageCodec round trip', () => {
             Op.SETRANGE,
             Op.INCRBYFLOAT,
             Op.SETBIT,
+            Op.READ_PART,
             Op.GET_VERSIONED,
             Op.DEL_VERSIONED,
           ] as number[];
@@ -871,6 +919,23 @@ describe('MessageCodec round trip', () => {
       [[Op.SETBIT, 4, 'k', 7, 2], ErrorCode.MALFORMED_FRAME],
       [[Op.SETBIT, 4, 'k', -1, 1], ErrorCode.MALFORMED_FRAME],
       [[Op.SETBIT, 4, 'k', 2 ** 32, 1], ErrorCode.MALFORMED_FRAME],
+      // READ_PART: an unknown part, a field a part does not take, one it needs missing.
+      [[Op.READ_PART, 4, 'k', 5, null, null, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 0, 1, null, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 0, null, null, 1, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 1, 0, null, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 1, 0, 1, 0, 1], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 2, -1, null, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 2, 2 ** 32, null, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 2, 7, 8, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 3, 0, null, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 3, null, null, 1, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 4, null, null, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 4, null, 3, 0, 1], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 4, 0, null, 0, 2], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 1, 0.5, 1, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 1, 2 ** 53, 1, 0, null], ErrorCode.MALFORMED_FRAME],
+      [[Op.READ_PART, 4, 'k', 3, 0, 1, 2, null], ErrorCode.MALFORMED_FRAME],
       // EXISTS: more keys than the batch limit allows, fewer than announced.
       [[Op.EXISTS, 4, limits.maxBatchKeys + 1], ErrorCode.BATCH_TOO_LARGE],
       [[Op.EXISTS, 4, 3, 'a', 'b'], ErrorCode.MALFORMED_FRAME],
@@ -987,6 +1052,13 @@ describe('TRANSACT and RESULTS (a transaction on one key)', () => {
       { op: fc.constant(Op.SETRANGE), key: fc.constant(k), value, offset: fc.nat() },
       { requiredKeys: ['op', 'key', 'value'] },
     ),
+    fc.record({
+      op: fc.constant(Op.READ_PART),
+      key: fc.constant(k),
+      part: fc.constant('getrange' as const),
+      start: fc.integer({ min: -10, max: 10 }),
+      end: fc.integer({ min: -10, max: 10 }),
+    }),
   );
   const answer = fc.oneof(
     fc.record({

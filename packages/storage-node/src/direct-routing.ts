@@ -85,6 +85,7 @@ export class DirectRouting {
         return this.misrouted(request.id, request.epoch, request.key, false, connection, true);
       case Op.TTL:
       case Op.PEXPIRETIME:
+      case Op.READ_PART:
       case Op.GET_VERSIONED:
         if (request.epoch === undefined || this.ownership.ring === undefined) return 'unchecked';
         return this.misrouted(request.id, request.epoch, request.key, false, connection, false);

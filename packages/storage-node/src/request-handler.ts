@@ -23,6 +23,7 @@ import {
   type MGetRequest,
   type MSetRequest,
   Op,
+  type ReadPartRequest,
   type Request,
   type Response,
   type RingRequest,
@@ -61,6 +62,7 @@ import {
   stepValueBytes,
   transactionValueBytes,
 } from './transaction.js';
+import { valuePartAnswer } from './value-part.js';
 
 /** Plain-number op counters: incremented on the hot path, read by STATS. */
 export interface OpCounters {
@@ -96,7 +98,7 @@ export interface OpCounters {
 /** The single-key writes of the data model (see {@link RequestHandler.writeStep}). */
 type WriteStepRequest = Exclude<
   KeyedRequest,
-  TtlRequest | ExpireTimeRequest | GetVersionedRequest | TransactRequest
+  TtlRequest | ExpireTimeRequest | GetVersionedRequest | ReadPartRequest | TransactRequest
 >;
 
 /** The single-key data-model requests, executed on the key's owner (see {@link RequestHandler}). */
@@ -110,6 +112,7 @@ type KeyedRequest =
   | SetRangeRequest
   | IncrByFloatRequest
   | SetBitRequest
+  | ReadPartRequest
   | GetVersionedRequest
   | DelVersionedRequest
   | TransactRequest;
@@ -293,6 +296,7 @@ export class RequestHandler {
       case Op.SETRANGE:
       case Op.INCRBYFLOAT:
       case Op.SETBIT:
+      case Op.READ_PART:
       case Op.GET_VERSIONED:
       case Op.DEL_VERSIONED:
       case Op.TRANSACT:
@@ -584,6 +588,8 @@ export class RequestHandler {
         const ms = pttlOf(this.engine.getEntry(request.key), Date.now(), request.op === Op.PEXPIRETIME);
         return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(ms) });
       }
+      case Op.READ_PART:
+        return Promise.resolve({ ...valuePartAnswer(request, this.engine.get(request.key)), id });
       case Op.GET_VERSIONED: {
         const entry = this.engine.getEntry(request.key);
         // Copied: the answer is sent a microtask later, and a memory-engine view may not last.

@@ -19,6 +19,7 @@ import {
   decideSetWith,
 } from './atomic-ops.js';
 import type { Decision, Mutation, VersionedValue } from './engines/index.js';
+import { valuePartAnswer } from './value-part.js';
 
 /**
  * The decisions of the single-key writes and of TRANSACT (Redis's MULTI/EXEC on one key), whose
@@ -219,6 +220,8 @@ export function decideStep(
         result: refusalOr(result, (bit) => ({ op: Op.INTEGER, id: 0, value: BigInt(bit) })),
       };
     }
+    case Op.READ_PART:
+      return { mutation: NONE, result: valuePartAnswer(step, entry?.value) };
     case Op.GET_VERSIONED:
       return {
         mutation: NONE,

@@ -6,11 +6,12 @@ import {
   keyDenied,
   keyspaceDenied,
   Op,
+  type ReadPartRequest,
   type Response,
   type SetExpiry,
   type UserGrant,
 } from '@dstore/protocol';
-import { type BitUnit, bitCount, bitPos, byteRange, getBit, readInParts } from '@dstore/protocol/internal';
+import { type BitUnit, readInParts } from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
 import {
@@ -496,22 +497,15 @@ function type(connection: RespReplyTarget, args: Uint8Array[], seq: number, serv
   );
 }
 
-/** STRLEN key: the value's length in bytes (0 when absent), from a GET on its owner. */
+/** STRLEN key: the value's length in bytes (0 when absent), computed on its owner (READ_PART). */
 function strlen(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
-  if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
-  services.router.forwardToOwner(
-    { op: Op.GET, id: seq, key: args[1]! },
-    new MappedAnswer(connection, seq, (writer, response) =>
-      writer.integer(response.op === Op.VALUE && response.value !== null ? response.value.length : 0),
-    ),
-    performance.now(),
-  );
+  readPart(connection, args, seq, services, { part: 'strlen' });
 }
 
 /**
  * GETRANGE key start end (and its old name SUBSTR): the bytes from `start` to `end`, both
- * included, negative ones from the end, from a GET on the key's owner (Redis's arithmetic:
- * `byteRange`).
+ * included, negative ones from the end, cut on the key's owner (READ_PART; Redis's arithmetic:
+ * `byteRange`), so only they travel.
  */
 function getrange(
   connection: RespReplyTarget,
@@ -526,13 +520,11 @@ function getrange(
     return;
   }
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
-  services.router.forwardToOwner(
-    { op: Op.GET, id: seq, key: args[1]! },
-    new MappedAnswer(connection, seq, (writer, response) => {
-      const value = response.op === Op.VALUE ? response.value : null;
-      if (value === null) writer.bulk(EMPTY);
-      else writer.bulk(value.subarray(...byteRange(value.length, start, end)));
-    }),
+  services.router.forwardKeyed(
+    { op: Op.READ_PART, id: seq, key: args[1]!, part: 'getrange', start, end },
+    new MappedAnswer(connection, seq, (writer, response) =>
+      writer.bulk(response.op === Op.VALUE ? (response.value ?? EMPTY) : EMPTY),
+    ),
     performance.now(),
   );
 }
@@ -672,18 +664,18 @@ function setbit(connection: RespReplyTarget, args: Uint8Array[], seq: number, se
   );
 }
 
-/** GETBIT key offset: the bit, from a GET on the key's owner (0 past the value's end). */
+/** GETBIT key offset: the bit, read on the key's owner (0 past the value's end). */
 function getbit(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   const offset = bitOffsetOf(args[2]!);
   if (offset === undefined) {
     connection.replyError(seq, BIT_OFFSET_ERROR);
     return;
   }
-  readValue(connection, args, seq, services, (value) => getBit(value ?? EMPTY, offset));
+  readPart(connection, args, seq, services, { part: 'getbit', start: offset });
 }
 
 /**
- * BITCOUNT key [start end [BYTE|BIT]]: the set bits, from a GET on the key's owner (Redis's range
+ * BITCOUNT key [start end [BYTE|BIT]]: the set bits, counted on the key's owner (Redis's range
  * arithmetic: `bitCount`). Arguments are checked before the key is read, as Redis 7.2 does.
  */
 function bitcount(
@@ -697,7 +689,7 @@ function bitcount(
     return;
   }
   if (args.length === 2) {
-    readValue(connection, args, seq, services, (value) => (value === null ? 0 : bitCount(value)));
+    readPart(connection, args, seq, services, { part: 'bitcount' });
     return;
   }
   const start = rangeIndexOf(args[2]!);
@@ -711,14 +703,12 @@ function bitcount(
     connection.replyError(seq, 'ERR syntax error');
     return;
   }
-  readValue(connection, args, seq, services, (value) =>
-    value === null ? 0 : bitCount(value, { start, end, unit }),
-  );
+  readPart(connection, args, seq, services, { part: 'bitcount', start, end, unit });
 }
 
 /**
- * BITPOS key bit [start [end [BYTE|BIT]]]: the first bit set to `bit`, from a GET on the key's
- * owner (Redis's rules: `bitPos`). Arguments are checked before the key is read, as Redis 7.2 does.
+ * BITPOS key bit [start [end [BYTE|BIT]]]: the first bit set to `bit`, found on the key's owner
+ * (Redis's rules: `bitPos`). Arguments are checked before the key is read, as Redis 7.2 does.
  */
 function bitpos(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (args.length > 6) {
@@ -735,7 +725,7 @@ function bitpos(connection: RespReplyTarget, args: Uint8Array[], seq: number, se
     return;
   }
   if (args.length === 3) {
-    readValue(connection, args, seq, services, (value) => bitPos(value, bit));
+    readPart(connection, args, seq, services, { part: 'bitpos', bit });
     return;
   }
   const start = rangeIndexOf(args[3]!);
@@ -749,22 +739,25 @@ function bitpos(connection: RespReplyTarget, args: Uint8Array[], seq: number, se
     connection.replyError(seq, 'ERR syntax error');
     return;
   }
-  readValue(connection, args, seq, services, (value) => bitPos(value, bit, { start, end, unit }));
+  readPart(connection, args, seq, services, { part: 'bitpos', bit, start, end, unit });
 }
 
-/** Answers `seq` with the integer `answer` makes of the key's value (null: no key), read with a GET. */
-function readValue(
+/**
+ * Answers `seq` with the integer a READ_PART computes on the key's value at its owner (STRLEN,
+ * GETBIT, BITCOUNT, BITPOS): only the integer travels, whatever the value's size.
+ */
+function readPart(
   connection: RespReplyTarget,
   args: Uint8Array[],
   seq: number,
   services: RespServices,
-  answer: (value: Uint8Array | null) => number,
+  query: Omit<ReadPartRequest, 'op' | 'id' | 'key' | 'epoch'>,
 ): void {
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, false)) return;
-  services.router.forwardToOwner(
-    { op: Op.GET, id: seq, key: args[1]! },
+  services.router.forwardKeyed(
+    { op: Op.READ_PART, id: seq, key: args[1]!, ...query },
     new MappedAnswer(connection, seq, (writer, response) =>
-      writer.integer(answer(response.op === Op.VALUE ? response.value : null)),
+      writer.integer(response.op === Op.INTEGER ? response.value : 0n),
     ),
     performance.now(),
   );
