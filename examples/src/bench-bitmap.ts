@@ -18,8 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cpuSeconds, median, scriptArgs } from './bench-load.js';
-import { missingPeerTools, PEER_PACKAGES } from './redis-peers.js';
-import { runRedisBenchmark, type System, startDstore, startPeer } from './resp-systems.js';
+import { requireRespTools, runRedisBenchmark, type System, startDstore, startPeer } from './resp-systems.js';
 
 const { values: flags } = parseArgs({
   args: scriptArgs(),
@@ -82,11 +81,7 @@ async function measure(system: System, command: readonly string[], requests: num
 }
 
 async function main(): Promise<void> {
-  const missing = missingPeerTools(['redis-server', 'redis-cli', 'redis-benchmark', 'nutcracker']);
-  if (missing.length > 0) {
-    console.error(`missing: ${missing.join(', ')} (apt-get install -y ${PEER_PACKAGES})`);
-    process.exit(1);
-  }
+  requireRespTools();
   const dir = mkdtempSync(join(tmpdir(), 'dstore-bench-bitmap-'));
   const systems: System[] = [];
   try {

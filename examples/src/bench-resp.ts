@@ -3,16 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cpuSeconds, median, scriptArgs } from './bench-load.js';
-import {
-  freePort,
-  missingPeerTools,
-  PEER_PACKAGES,
-  start,
-  startRedis,
-  stopPeers,
-  waitForPong,
-} from './redis-peers.js';
-import { runRedisBenchmark, type System, startDstore, startPeer } from './resp-systems.js';
+import { freePort, start, startRedis, stopPeers, waitForPong } from './redis-peers.js';
+import { requireRespTools, runRedisBenchmark, type System, startDstore, startPeer } from './resp-systems.js';
 
 const { values: flags } = parseArgs({
   args: scriptArgs(),
@@ -123,11 +115,7 @@ async function measure(system: System, pipeline: number): Promise<Sample> {
 const fixed = (value: number, digits = 1): string => value.toFixed(digits);
 
 async function main(): Promise<void> {
-  const missing = missingPeerTools(['redis-server', 'redis-cli', 'redis-benchmark', 'nutcracker']);
-  if (missing.length > 0) {
-    console.error(`missing: ${missing.join(', ')} (apt-get install -y ${PEER_PACKAGES})`);
-    process.exit(1);
-  }
+  requireRespTools();
   const dir = mkdtempSync(join(tmpdir(), 'dstore-bench-resp-'));
   const systems: System[] = [];
   try {

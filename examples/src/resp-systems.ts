@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { startCluster, stopCluster } from './cluster.js';
-import { freePort, startTwemproxy, stopPeers } from './redis-peers.js';
+import { freePort, missingPeerTools, PEER_PACKAGES, startTwemproxy, stopPeers } from './redis-peers.js';
 
 /** A system under test: where redis-benchmark connects, and which processes serve it. */
 export interface System {
@@ -78,4 +78,13 @@ export function runRedisBenchmark(port: number, args: readonly string[]): Promis
       resolve(rps);
     });
   });
+}
+
+/** Exits (status 1, with the apt-get line) when a tool the RESP benchmarks run is missing. */
+export function requireRespTools(): void {
+  const missing = missingPeerTools(['redis-server', 'redis-cli', 'redis-benchmark', 'nutcracker']);
+  if (missing.length > 0) {
+    console.error(`missing: ${missing.join(', ')} (apt-get install -y ${PEER_PACKAGES})`);
+    process.exit(1);
+  }
 }
