@@ -9,7 +9,8 @@
  *   pnpm --filter @dstore/examples bench:bitmap -- --baseline-root /tmp/dstore-baseline --rounds 3
  *
  * Flags: --bytes (the value's size, 1000000), --requests (per command, 20000), --clients (50),
- * --rounds (3), --warmup (requests per command before the rounds, 20000), --baseline-root.
+ * --rounds (3), --warmup (requests per command before the rounds, 20000), --pipeline (redis-benchmark
+ * -P, 1), --baseline-root.
  * Needs redis-server, redis-tools and nutcracker (Debian). Linux only (/proc).
  */
 import { spawnSync } from 'node:child_process';
@@ -28,6 +29,7 @@ const { values: flags } = parseArgs({
     clients: { type: 'string', default: '50' },
     rounds: { type: 'string', default: '3' },
     warmup: { type: 'string', default: '20000' },
+    pipeline: { type: 'string', default: '1' },
     'baseline-root': { type: 'string' },
   },
 });
@@ -36,6 +38,8 @@ const REQUESTS = Number(flags.requests);
 const CLIENTS = Number(flags.clients);
 const ROUNDS = Number(flags.rounds);
 const WARMUP = Number(flags.warmup);
+/** Commands each client sends before it waits for their answers (redis-benchmark -P). */
+const PIPELINE = Number(flags.pipeline);
 const KEY = 'bench:bitmap';
 /** The commands measured: each reads a little of the value. */
 const COMMANDS: readonly (readonly string[])[] = [
@@ -73,6 +77,8 @@ async function measure(system: System, command: readonly string[], requests: num
     String(requests),
     '-c',
     String(CLIENTS),
+    '-P',
+    String(PIPELINE),
     ...command,
   ]);
   const after = system.processes.map((proc) => cpuSeconds(proc.pid));
@@ -108,7 +114,7 @@ async function main(): Promise<void> {
     const medianOf = (system: System, command: readonly string[], pick: (sample: Sample) => number): number =>
       median((samples.get(`${system.label}|${nameOf(command)}`) ?? []).map(pick));
     console.log(
-      `\nredis-benchmark -n ${REQUESTS} -c ${CLIENTS} <command>, a ${BYTES}-byte value, medians of ${ROUNDS} rounds:\n`,
+      `\nredis-benchmark -n ${REQUESTS} -c ${CLIENTS} -P ${PIPELINE} <command>, a ${BYTES}-byte value, medians of ${ROUNDS} rounds:\n`,
     );
     console.log('| command | system | ops/s | servers CPU µs/op | ops/s vs twemproxy |');
     console.log('|---|---|---:|---:|---:|');

@@ -36,7 +36,7 @@ const PEER_ROLES: ReadonlySet<string> = new Set<PeerRole>(['client', 'balancer',
  * Encodes messages to MessagePack frame bodies and decodes bodies back into typed messages,
  * enforcing {@link ProtocolLimits}. One codec per connection: its buffers are reused.
  *
- * The data path's frames (GET, SET, DEL and their answers OK, VALUE, COUNT, and replication's
+ * The data path's frames (GET, SET, DEL and their answers OK, VALUE, COUNT, INTEGER (a uint32), and replication's
  * REPLICATE and REPLICATED) are written and read by hand ({@link writeHot}, {@link readHot}): one pass over the bytes, no intermediate array, no
  * generic MessagePack walk. They produce and accept exactly the bytes the generic path does (the
  * same MessagePack encoding, byte for byte); a body the hand reader does not recognise as a
@@ -198,6 +198,11 @@ export function hotSize(message: Message | WithoutId<Request>, id: number): numb
     case Op.COUNT:
       // MIGRATE's answer with its bytes goes through the generic encoder.
       return isUint32(message.count) && message.bytes === undefined ? base + uintSize(message.count) : -1;
+    case Op.INTEGER:
+      // The data model's answers (GETBIT, STRLEN, INCR, ...): a uint32 as COUNT's; others generic.
+      return message.value >= 0n && message.value <= 0xffff_ffffn
+        ? base + uintSize(Number(message.value))
+        : -1;
     case Op.REPLICATE: {
       if (message.entries.length > 0xffff_ffff) return -1;
       const size = replicateSize(message);
@@ -333,6 +338,10 @@ export function writeHot(
       out[at] = 0x93;
       out[at + 1] = Op.COUNT;
       return writeUint(out, writeUint(out, at + 2, id), message.count);
+    case Op.INTEGER:
+      out[at] = 0x93;
+      out[at + 1] = Op.INTEGER;
+      return writeUint(out, writeUint(out, at + 2, id), Number(message.value));
     case Op.REPLICATE: {
       const entries = message.entries;
       pos = writeArrayHeader(out, at, 5 + 5 * entries.length);
@@ -439,7 +448,7 @@ function binStart(body: Uint8Array, at: number): number {
 }
 
 /**
- * Decodes a canonical hot frame (GET, SET, DEL, OK, VALUE, COUNT: bin keys and values, the flags
+ * Decodes a canonical hot frame (GET, SET, DEL, OK, VALUE, COUNT, INTEGER: bin keys and values, the flags
  * 0/1, uint32 ids, epochs and counts, nothing after the last field) whose keys and values are
  * within the limits, into exactly the message the generic path would return. Anything else,
  * valid or not, is undefined: the generic path decides (and produces the error).
@@ -519,11 +528,13 @@ function readHot(body: Uint8Array, limits: ProtocolLimits): Message | undefined 
       if (flag > 1) return undefined;
       return flag === 1 ? { op, id, value, deleted: true } : { op, id, value };
     }
-    case Op.COUNT: {
+    case Op.COUNT:
+    case Op.INTEGER: {
       if (fields !== 3) return undefined;
       const countEnd = uintEnd(body, idEnd);
       if (countEnd !== length) return undefined;
-      return { op, id, count: readUint(body, idEnd) };
+      const count = readUint(body, idEnd);
+      return op === Op.COUNT ? { op, id, count } : { op, id, value: BigInt(count) };
     }
     case Op.REPLICATED: {
       if (fields !== 3 && fields !== 4) return undefined;

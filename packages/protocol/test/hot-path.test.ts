@@ -110,6 +110,10 @@ const hotMessage: fc.Arbitrary<Message> = fc.oneof(
         : ({ op: Op.VALUE, id, value } as Message),
     ),
   fc.record({ id: uint32, count: uint32 }).map(({ id, count }) => ({ op: Op.COUNT, id, count }) as Message),
+  // INTEGER: a uint32 by hand; negative or larger values through the generic path (same bytes).
+  fc
+    .record({ id: uint32, value: fc.oneof(uint32.map(BigInt), fc.bigInt(-(2n ** 63n), 2n ** 63n - 1n)) })
+    .map(({ id, value }) => ({ op: Op.INTEGER, id, value }) as Message),
   // 0, 1 and 2 entries are fixarrays (5, 10, 15 fields), 3 and more array16.
   fc
     .record({
@@ -226,6 +230,9 @@ describe('hand-written hot frames', () => {
       [Op.VALUE, 3, null, true],
       [Op.OK, 4, 'future'],
       [Op.COUNT, 5, 2 ** 40],
+      [Op.INTEGER, 5, -1],
+      [Op.INTEGER, 5, 2 ** 40],
+      [Op.INTEGER, 5, '123'],
       [Op.DEL, 6, new Uint8Array(0)],
       [Op.DEL, 6, new Uint8Array(301)],
       [Op.SET, 7, new Uint8Array([1]), new Uint8Array(70_001)],

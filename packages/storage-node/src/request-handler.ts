@@ -95,11 +95,15 @@ export interface OpCounters {
   flushes: number;
 }
 
+/** The single-key reads of the data model (`isSingleKeyRead`): answered straight from the engine. */
+type ReadRequest = TtlRequest | ExpireTimeRequest | ReadPartRequest | GetVersionedRequest;
+
+function isReadRequest(request: KeyedRequest): request is ReadRequest {
+  return isSingleKeyRead(request.op);
+}
+
 /** The single-key writes of the data model (see {@link RequestHandler.writeStep}). */
-type WriteStepRequest = Exclude<
-  KeyedRequest,
-  TtlRequest | ExpireTimeRequest | GetVersionedRequest | ReadPartRequest | TransactRequest
->;
+type WriteStepRequest = Exclude<KeyedRequest, ReadRequest | TransactRequest>;
 
 /** The single-key data-model requests, executed on the key's owner (see {@link RequestHandler}). */
 type KeyedRequest =
@@ -555,15 +559,52 @@ export class RequestHandler {
       this.failed(connection, id, error);
       return;
     }
+    if (pull === undefined && isReadRequest(original)) {
+      // A read with nothing to wait for is answered at once, as a GET is: no promise per request.
+      let response: Response;
+      try {
+        response = this.read(original);
+      } catch (error) {
+        this.failed(connection, id, error);
+        return;
+      }
+      connection.reply(response);
+      this.latency.recordSince(start);
+      return;
+    }
     if (pull === undefined) {
       // Executed now, not a microtask later: a request decoded after it from the same chunk (a
       // pipeline) must not run first. Replicated, its key and value are sent on a later tick: copied.
-      answer(this.execute(write && this.replicating !== undefined ? copyKeyed(original) : original));
+      answer(this.execute(this.replicating !== undefined ? copyKeyed(original) : original));
       return;
     }
     // Copied: it waits for the PULL, and its key and value are views of the receive buffer.
     const request = copyKeyed(original);
     answer(pull.then(() => this.execute(request)));
+  }
+
+  /**
+   * The answer to a data-model read, computed now from the engine (synchronous in both engines).
+   * Its value is a copy: a PULL-delayed answer leaves a microtask later, and a memory-engine view
+   * does not outlive the next write.
+   */
+  private read(request: ReadRequest): Response {
+    const id = request.id;
+    switch (request.op) {
+      case Op.TTL:
+      case Op.PEXPIRETIME: {
+        const ms = pttlOf(this.engine.getEntry(request.key), Date.now(), request.op === Op.PEXPIRETIME);
+        return { op: Op.INTEGER, id, value: BigInt(ms) };
+      }
+      case Op.READ_PART:
+        return { ...valuePartAnswer(request, this.engine.get(request.key)), id };
+      case Op.GET_VERSIONED: {
+        const entry = this.engine.getEntry(request.key);
+        return entry === undefined
+          ? { op: Op.VERSIONED, id, value: null, version: 0 }
+          : { op: Op.VERSIONED, id, value: Uint8Array.from(entry.value), version: entry.version };
+      }
+    }
   }
 
   /** The PULL to wait for before `key` is read-modify-written here, or undefined (none needed). */
@@ -584,21 +625,10 @@ export class RequestHandler {
     const id = request.id;
     switch (request.op) {
       case Op.TTL:
-      case Op.PEXPIRETIME: {
-        const ms = pttlOf(this.engine.getEntry(request.key), Date.now(), request.op === Op.PEXPIRETIME);
-        return Promise.resolve({ op: Op.INTEGER, id, value: BigInt(ms) });
-      }
+      case Op.PEXPIRETIME:
       case Op.READ_PART:
-        return Promise.resolve({ ...valuePartAnswer(request, this.engine.get(request.key)), id });
-      case Op.GET_VERSIONED: {
-        const entry = this.engine.getEntry(request.key);
-        // Copied: the answer is sent a microtask later, and a memory-engine view may not last.
-        return Promise.resolve(
-          entry === undefined
-            ? { op: Op.VERSIONED, id, value: null, version: 0 }
-            : { op: Op.VERSIONED, id, value: Uint8Array.from(entry.value), version: entry.version },
-        );
-      }
+      case Op.GET_VERSIONED:
+        return Promise.resolve(this.read(request));
       case Op.TRANSACT:
         this.counters.transactions++;
         return this.update(
