@@ -35,6 +35,7 @@ describe('dstore-balancer CLI', () => {
       '--node',
       '--config',
       '--hash',
+      '--hash-tag',
       '--request-timeout',
       '--heartbeat-timeout',
       '--max-connections',
@@ -84,6 +85,8 @@ describe('dstore-balancer CLI', () => {
       '0',
       '--replication-factor',
       '1',
+      '--hash-tag',
+      'none',
     ]);
     expect(balancer.ready).toEqual({
       event: 'ready',
@@ -101,7 +104,7 @@ describe('dstore-balancer CLI', () => {
     const stats = await client.request({ op: Op.STATS });
     expect(stats).toMatchObject({
       op: Op.STATS_RESULT,
-      stats: { role: 'balancer', 'node.cli-node-1.keys': 1 },
+      stats: { role: 'balancer', hash_tag: 'none', 'node.cli-node-1.keys': 1 },
     });
     balancer.child.kill('SIGTERM');
     expect(await balancer.exited).toBe(0);

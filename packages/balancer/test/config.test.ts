@@ -63,6 +63,17 @@ describe('configuration', () => {
     expect(() => resolveBalancerOptions({ deadAfterMs: 1.5 })).toThrow(/deadAfterMs/);
   });
 
+  it('hash tag: unset by default (a new map gets {}), empty for none, two printable ASCII characters else', () => {
+    expect(resolveBalancerOptions().hashTag).toBeUndefined();
+    expect(resolveBalancerOptions({ hashTag: '' }).hashTag).toBe('');
+    expect(resolveBalancerOptions({ hashTag: '$$' }).hashTag).toBe('$$');
+    for (const hashTag of ['{', '{}}', '{\u00e9', '\t}']) {
+      expect(() => resolveBalancerOptions({ hashTag })).toThrow(
+        expect.objectContaining({ code: ErrorCode.INVALID_ARGUMENT }),
+      );
+    }
+  });
+
   it('loads a cluster file and reports what is wrong with a bad one', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'dstore-config-'));
     dirs.push(dir);
