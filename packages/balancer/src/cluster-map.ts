@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { ReplicaState, RingOptions } from '@dstore/hashring';
+import { HashRing, type ReplicaState, type RingOptions } from '@dstore/hashring';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
 import type { BalancerHashAlgorithm } from './config.js';
 
@@ -76,6 +76,19 @@ export function ringOptionsOf(ring: MapRing): RingOptions {
     ...(ring.vnodes > 0 ? { vnodes: ring.vnodes } : {}),
     ...(ring.hashTag === undefined ? {} : { hashTag: ring.hashTag }),
   };
+}
+
+/**
+ * Why `tag` cannot be a map's hash tag, or undefined when it can: the ring that will use it
+ * checks it (`RingOptions.hashTag`), for a configured tag and a stored map alike.
+ */
+export function hashTagProblem(tag: unknown): string | undefined {
+  try {
+    HashRing.from([], { hashTag: tag as string });
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
 }
 
 /** How a new map places keys: the ring algorithm and the hash tag (none when undefined). */
@@ -365,8 +378,8 @@ function checkRing(value: unknown, path: string, where: string): void {
     throw corrupt(where, `${path}.algorithm must be vnode or ketama`);
   e.int(ring.vnodes, `${path}.vnodes`);
   e.int(ring.epoch, `${path}.epoch`);
-  if (ring.hashTag !== undefined && (typeof ring.hashTag !== 'string' || ring.hashTag.length !== 2))
-    throw corrupt(where, `${path}.hashTag must be two characters`);
+  const tagProblem = ring.hashTag === undefined ? undefined : hashTagProblem(ring.hashTag);
+  if (tagProblem !== undefined) throw corrupt(where, `${path}.hashTag: ${tagProblem}`);
   e.array(ring.members, `${path}.members`).forEach((member, index) => {
     const m = e.object(member, `${path}.members[${index}]`);
     e.string(m.id, `${path}.members[${index}].id`);

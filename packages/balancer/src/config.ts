@@ -1,9 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import { HashRing } from '@dstore/hashring';
 import { clusterSecretOption, DstoreError, ErrorCode, type PeerTlsOptions } from '@dstore/protocol';
 import { parseAddress } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
-import { MAX_REPLICATION_FACTOR } from './cluster-map.js';
+import { hashTagProblem, MAX_REPLICATION_FACTOR } from './cluster-map.js';
 import type { MapStore } from './map-store.js';
 
 /** Hash ring algorithms the balancer can route with. */
@@ -375,15 +374,11 @@ export const DEFAULT_FAILURE_TIMEOUT_MS = 5000;
 /** Default of {@link BalancerOptions.leaseMs}. */
 export const DEFAULT_LEASE_MS = 2000;
 
-/** A hash tag option checked by the ring that will use it; `''` is none. */
+/** A hash tag option checked by the ring that will use it (`hashTagProblem`); `''` is none. */
 function checkedHashTag(tag: string): string {
-  if (tag === '') return tag;
-  try {
-    HashRing.from([], { hashTag: tag });
-    return tag;
-  } catch (error) {
-    throw invalid(`hashTag: ${(error as Error).message}`);
-  }
+  const problem = tag === '' ? undefined : hashTagProblem(tag);
+  if (problem !== undefined) throw invalid(`hashTag: ${problem}`);
+  return tag;
 }
 
 /** Applies defaults and checks every option; throws INVALID_ARGUMENT on a bad one. */

@@ -237,7 +237,7 @@ describe('replication factor in the cluster map', () => {
     expectSameGroups(groupedView(view), groupedReplicaSets(HashRing.from(map.ring.members).replicaSets(1)));
   });
 
-  it('refuses a malformed stored factor or replication state with MAP_CORRUPT naming the field', async () => {
+  it('refuses a malformed stored factor, replication state or hash tag with MAP_CORRUPT naming the field', async () => {
     const good = JSON.parse(serializeClusterMap(mapWith({ a: 'up', b: 'up' }, 1))) as Record<string, unknown>;
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ ...good, replicationFactor: 0 }, /replicationFactor must be an integer from 1 to 7/],
@@ -252,6 +252,11 @@ describe('replication factor in the cluster map', () => {
         },
         /members\[1\]\.replicaState must be up, syncing, promoting, failed or dead/,
       ],
+      // A hash tag the ring would refuse: the ring's own check, named by the map's field.
+      ...['{', '\u00e9}', 7].map((hashTag): [Record<string, unknown>, RegExp] => [
+        { ...good, ring: { ...(good.ring as Record<string, unknown>), hashTag } },
+        /ring\.hashTag: hashTag must be two printable ASCII characters/,
+      ]),
       // The switch and install phases of a replicated ring change (step 5): only in a map that
       // replicates.
       ...(['switch', 'install'] as const).map((phase): [Record<string, unknown>, RegExp] => [

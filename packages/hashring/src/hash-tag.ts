@@ -15,7 +15,7 @@ import { HashRingError } from './errors.js';
  * @throws HashRingError `INVALID_ARGUMENT`
  */
 export function checkHashTag(tag: unknown): string {
-  if (typeof tag !== 'string' || tag.length !== 2 || !/^[\x20-\x7e]{2}$/.test(tag)) {
+  if (typeof tag !== 'string' || !/^[\x20-\x7e]{2}$/.test(tag)) {
     throw new HashRingError(
       'INVALID_ARGUMENT',
       `hashTag must be two printable ASCII characters, like "{}" (got ${JSON.stringify(tag)})`,
@@ -31,8 +31,6 @@ export function checkHashTag(tag: unknown): string {
  * picks, since the tag characters are ASCII), a byte key a view of its bytes.
  */
 export function hashedPart<K extends string | Uint8Array>(key: K, tag: string): K {
-  const open = tag.charCodeAt(0);
-  const close = tag.charCodeAt(1);
   if (typeof key === 'string') {
     const start = key.indexOf(tag[0]!);
     if (start === -1) return key;
@@ -40,8 +38,8 @@ export function hashedPart<K extends string | Uint8Array>(key: K, tag: string): 
     return (end > start + 1 ? key.slice(start + 1, end) : key) as K;
   }
   const bytes = key as Uint8Array;
-  const start = bytes.indexOf(open);
+  const start = bytes.indexOf(tag.charCodeAt(0));
   if (start === -1) return key;
-  const end = bytes.indexOf(close, start + 1);
+  const end = bytes.indexOf(tag.charCodeAt(1), start + 1);
   return (end > start + 1 ? bytes.subarray(start + 1, end) : key) as K;
 }

@@ -543,15 +543,6 @@ export class RequestHandler {
     if (this.fenced(connection, id, original.epoch)) return;
     const write = !isSingleKeyRead(original.op);
     if (this.refused(connection, id, original.key, false, write)) return;
-    const answer = (executed: Promise<Response>): void => {
-      executed.then(
-        (response) => {
-          connection.reply(response);
-          this.latency.recordSince(start);
-        },
-        (error: unknown) => this.failed(connection, id, error),
-      );
-    };
     let pull: Promise<void> | undefined;
     try {
       pull = this.pullFor(original.key);
@@ -572,6 +563,15 @@ export class RequestHandler {
       this.latency.recordSince(start);
       return;
     }
+    const answer = (executed: Promise<Response>): void => {
+      executed.then(
+        (response) => {
+          connection.reply(response);
+          this.latency.recordSince(start);
+        },
+        (error: unknown) => this.failed(connection, id, error),
+      );
+    };
     if (pull === undefined) {
       // Executed now, not a microtask later: a request decoded after it from the same chunk (a
       // pipeline) must not run first. Replicated, its key and value are sent on a later tick: copied.
