@@ -245,6 +245,7 @@ export class Balancer {
           ),
         flush: () => clusterFlush(this.membership),
         scan: (request, grant) => this.scans.page(request, grant),
+        ring: () => this.membership.routingRing,
       });
     }
     this.health.start();

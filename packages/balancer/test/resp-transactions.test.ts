@@ -1,7 +1,8 @@
 /**
  * MULTI / EXEC / DISCARD / WATCH / UNWATCH on the RESP port, with real clients (redis-cli reading a
  * script on one connection, ioredis 5, node-redis 4 and 5 over RESP3) against three real nodes: a
- * transaction on one key runs atomically on its owner, as Redis runs it; a second key is refused.
+ * transaction on one key runs atomically on its owner, as Redis runs it; a key of another hash tag
+ * is refused (transactions over several keys of one tag: resp-multi-key-transactions.test.ts).
  */
 import { execFile } from 'node:child_process';
 import { Redis } from 'ioredis';
@@ -218,22 +219,24 @@ describe('MULTI / EXEC on the RESP port', () => {
     expect(aborted).toBeGreaterThan(0);
   });
 
-  it('refuses a second key (CROSSSLOT) and then discards the transaction, as Redis Cluster does', async () => {
+  it('refuses a key of another hash tag (CROSSSLOT) and then discards the transaction, as Redis Cluster does', async () => {
+    const crossSlot =
+      "CROSSSLOT Keys in request don't hash to the same slot (a dstore transaction uses keys of one hash tag, e.g. {user:7}:a and {user:7}:b)";
     expect(
       await redisCliScript([
         'MULTI',
-        'SET x1 a',
-        'SET x2 b',
-        'GET x1',
+        'SET {x}:1 a',
+        'SET {y}:2 b',
+        'GET {x}:1',
         'EXEC',
-        'GET x1',
-        'WATCH x1 x2',
+        'GET {x}:1',
+        'WATCH {x}:1 {y}:2',
         // PING and ECHO are queued and answered in EXEC's array, as Redis does; other commands
         // without keys are refused.
         'MULTI',
         'PING',
         'ECHO hi',
-        'SET x1 c',
+        'SET {x}:1 c',
         'EXEC',
         'MULTI',
         'TIME',
@@ -242,10 +245,10 @@ describe('MULTI / EXEC on the RESP port', () => {
     ).toEqual([
       'OK',
       'QUEUED',
-      "CROSSSLOT Keys in request don't hash to the same slot (a dstore transaction, WATCH included, uses one key)",
+      crossSlot,
       'QUEUED',
       'EXECABORT Transaction discarded because of previous errors.',
-      "CROSSSLOT Keys in request don't hash to the same slot (a dstore transaction, WATCH included, uses one key)",
+      crossSlot,
       'OK',
       'QUEUED',
       'QUEUED',
@@ -254,11 +257,12 @@ describe('MULTI / EXEC on the RESP port', () => {
       'hi',
       'OK',
       'OK',
-      "ERR 'time' cannot be queued: a dstore transaction holds key-value commands of one key, PING and ECHO",
+      "ERR 'time' cannot be queued: a dstore transaction holds key-value commands on keys of one hash tag, PING and ECHO",
       'EXECABORT Transaction discarded because of previous errors.',
     ]);
     const client = ioredis();
     await client.connect();
+    // Keys without a tag are placed by the whole key: two of them have two positions.
     await expect(client.multi().set('y1', 'a').set('y2', 'b').exec()).rejects.toThrow(/EXECABORT/);
     expect(await client.exists('y1', 'y2')).toBe(0);
   });

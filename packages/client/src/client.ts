@@ -648,9 +648,9 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   }
 
   /**
-   * A transaction on `key` (Redis's MULTI/EXEC on one key, WATCH with `exec({ ifVersion })`):
-   * chain the steps, then `exec()` runs them in order as one atomic step on the key's owner,
-   * stored and replicated as one write. See {@link Transaction}. Throws INVALID_ARGUMENT or
+   * A transaction on `key` (Redis's MULTI/EXEC, WATCH with `exec({ ifVersion, watch })`): chain
+   * the steps, then `exec()` runs them in order as one atomic step on the key's owner, stored and
+   * replicated as one write; `on(otherKey)` adds keys of the same hash tag. See {@link Transaction}. Throws INVALID_ARGUMENT or
    * KEY_TOO_LARGE at once for a key the client refuses.
    *
    * ```ts
@@ -658,7 +658,11 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * ```
    */
   transaction(key: BinaryLike): Transaction {
-    return new Transaction(this.keyBytes(key), (request, options) => this.send(request, options));
+    return new Transaction(
+      this.keyBytes(key),
+      (request, options) => this.send(request, options),
+      (other) => this.keyBytes(other),
+    );
   }
 
   /**

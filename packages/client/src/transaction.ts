@@ -61,6 +61,12 @@ export interface TransactionOptions extends CommandOptions {
    * nothing runs and `exec` resolves null.
    */
   readonly ifVersion?: number;
+  /**
+   * WATCH of other keys of the transaction's ring position (one hash tag): run the steps only when
+   * each key's version is the one given (0: the key does not exist), else nothing runs and `exec`
+   * resolves null. At most 1000.
+   */
+  readonly watch?: readonly { readonly key: BinaryLike; readonly version: number }[];
 }
 
 /**
@@ -84,8 +90,8 @@ type SendTransaction = (request: WithoutId<TransactRequest>, options: CommandOpt
  * returns the builder, typed with one more result; {@link exec} sends them all as one request and
  * the key's owner runs them in order as one atomic step: each step sees the key as the steps
  * before it left it, no other command on the key runs in between, and the outcome is one write
- * (one version), replicated and migrated as one. Several keys are not supported (they live on
- * different nodes).
+ * (one version), replicated and migrated as one. Other keys of the same hash tag may join it
+ * ({@link on}): the steps then run over all of them as one atomic step on their one owner.
  *
  * Arguments are checked as the client checks them, when the step is added (the call throws, the
  * step is not added). At most 1000 steps (the protocol's `maxBatchKeys`). The builder is mutable
@@ -93,17 +99,41 @@ type SendTransaction = (request: WithoutId<TransactRequest>, options: CommandOpt
  *
  * ```ts
  * const [count, , ttl] = await client.transaction('rate:alice').incr().expire(60, { condition: 'nx' }).pttl().exec();
+ * await client.transaction('{acct:7}:checking').decrby(50).on('{acct:7}:savings').incrby(50).exec();
  * ```
  */
 export class Transaction<R extends readonly unknown[] = []> {
   private readonly commands: KeyCommand<unknown>[] = [];
   private executed = false;
 
-  /** @internal Built by `DstoreClient.transaction`; `key` is the full key (prefix included). */
+  /** The key the next steps act on ({@link on}); the transaction's key at first. */
+  private target: Uint8Array;
+
+  /**
+   * @internal Built by `DstoreClient.transaction`; `key` is the full key (prefix included),
+   * `keyOf` the client's key check and prefix.
+   */
   constructor(
     private readonly key: Uint8Array,
     private readonly send: SendTransaction,
-  ) {}
+    private readonly keyOf: (key: BinaryLike) => Uint8Array,
+  ) {
+    this.target = key;
+  }
+
+  /**
+   * Makes the steps added after it act on `key`, until the next `on`: a transaction may use
+   * several keys when they share the transaction key's ring position, i.e. one hash tag
+   * (`{user:7}:name` and `{user:7}:cart` with the default `{}`); they then run, are stored and
+   * are replicated as one atomic step on their one owner. A key of another position fails the
+   * whole transaction with INVALID_ARGUMENT, nothing run. Throws at once for a key the client
+   * refuses.
+   */
+  on(key: BinaryLike): Transaction<R> {
+    this.checkOpen();
+    this.target = this.keyOf(key);
+    return this;
+  }
 
   /** The steps added so far. */
   get length(): number {
@@ -112,13 +142,13 @@ export class Transaction<R extends readonly unknown[] = []> {
 
   /** GET: the value, or null when the key does not exist (a copy the caller owns). */
   get(): Transaction<[...R, Uint8Array | null]> {
-    return this.add(mapped(getVersionedCommand(this.key), valueWithoutVersion));
+    return this.add(mapped(getVersionedCommand(this.target), valueWithoutVersion));
   }
 
   /** GET decoded as UTF-8, or null when the key does not exist. */
   getString(): Transaction<[...R, string | null]> {
     return this.add(
-      mapped(getVersionedCommand(this.key), (versioned) => utf8OrNull(valueWithoutVersion(versioned))),
+      mapped(getVersionedCommand(this.target), (versioned) => utf8OrNull(valueWithoutVersion(versioned))),
     );
   }
 
@@ -127,7 +157,7 @@ export class Transaction<R extends readonly unknown[] = []> {
    * same transaction, the version that write gives the key.
    */
   getWithVersion(): Transaction<[...R, VersionedValue | null]> {
-    return this.add(getVersionedCommand(this.key));
+    return this.add(getVersionedCommand(this.target));
   }
 
   /**
@@ -154,15 +184,15 @@ export class Transaction<R extends readonly unknown[] = []> {
   ): Transaction<[...R, 'OK' | null | Uint8Array]> {
     const bytes = valueBytes(value);
     if (options.ifVersion !== undefined) {
-      return this.add(mapped(setVersionedCommand(this.key, bytes, options), () => 'OK' as const));
+      return this.add(mapped(setVersionedCommand(this.target, bytes, options), () => 'OK' as const));
     }
     // A plain SET is a SET_WITH without options in a transaction (answered COUNT 1: 'OK').
-    return this.add(setWithCommand(setWithStep(this.key, bytes, options)));
+    return this.add(setWithCommand(setWithStep(this.target, bytes, options)));
   }
 
   /** SET resolving the version the write gives the key (as `DstoreClient.setWithVersion`). */
   setWithVersion(value: BinaryLike, options: StepOptions<SetOptions> = {}): Transaction<[...R, number]> {
-    return this.add(setVersionedCommand(this.key, valueBytes(value), options));
+    return this.add(setVersionedCommand(this.target, valueBytes(value), options));
   }
 
   /**
@@ -170,88 +200,88 @@ export class Transaction<R extends readonly unknown[] = []> {
    * `VersionConflictError` in the step's slot), as `DstoreClient.del`.
    */
   del(options: StepOptions<DelOptions> = {}): Transaction<[...R, boolean]> {
-    return this.add(delVersionedCommand(this.key, options.ifVersion));
+    return this.add(delVersionedCommand(this.target, options.ifVersion));
   }
 
   /** GETDEL: the value, removed by this step; null when there was none. */
   getdel(): Transaction<[...R, Uint8Array | null]> {
-    return this.add(getDelCommand(this.key));
+    return this.add(getDelCommand(this.target));
   }
 
   /** GETEX: the value, its expiry changed by this step (see `DstoreClient.getex`); no option: a GET. */
   getex(options: StepOptions<GetExOptions> = {}): Transaction<[...R, Uint8Array | null]> {
-    const command = getExCommand(this.key, options);
+    const command = getExCommand(this.target, options);
     return command === undefined ? this.get() : this.add(command);
   }
 
   /** INCR: the new value (a NOT_AN_INTEGER `DstoreError` in the slot for a value that is no integer). */
   incr(): Transaction<[...R, number]> {
-    return this.add(incrCommand(this.key, 1n));
+    return this.add(incrCommand(this.target, 1n));
   }
 
   /** DECR: the new value. */
   decr(): Transaction<[...R, number]> {
-    return this.add(incrCommand(this.key, -1n));
+    return this.add(incrCommand(this.target, -1n));
   }
 
   /** INCRBY `increment` (a safe integer, or a bigint for the whole 64-bit range): the new value. */
   incrby(increment: number | bigint): Transaction<[...R, number]> {
-    return this.add(incrCommand(this.key, int64Argument(increment, 'increment')));
+    return this.add(incrCommand(this.target, int64Argument(increment, 'increment')));
   }
 
   /** DECRBY `decrement`: the new value. */
   decrby(decrement: number | bigint): Transaction<[...R, number]> {
-    return this.add(incrCommand(this.key, -int64Argument(decrement, 'decrement')));
+    return this.add(incrCommand(this.target, -int64Argument(decrement, 'decrement')));
   }
 
   /** INCRBY resolving the exact 64-bit value as a bigint. */
   incrbyBig(increment: bigint): Transaction<[...R, bigint]> {
-    return this.add(incrByCommand(this.key, int64Argument(increment, 'increment')));
+    return this.add(incrByCommand(this.target, int64Argument(increment, 'increment')));
   }
 
   /** INCRBYFLOAT: the new value's text, as `DstoreClient.incrbyfloat`. */
   incrbyfloat(increment: number | string): Transaction<[...R, string]> {
-    return this.add(incrByFloatCommand(this.key, increment));
+    return this.add(incrByFloatCommand(this.target, increment));
   }
 
   /** APPEND: the value's length after it (VALUE_TOO_LARGE in the slot past the value limit). */
   append(value: BinaryLike): Transaction<[...R, number]> {
-    return this.add(setRangeCommand(this.key, undefined, value, 'APPEND'));
+    return this.add(setRangeCommand(this.target, undefined, value, 'APPEND'));
   }
 
   /** SETRANGE at byte `offset`: the value's length after it. */
   setrange(offset: number, value: BinaryLike): Transaction<[...R, number]> {
-    return this.add(setRangeCommand(this.key, offset, value, 'SETRANGE'));
+    return this.add(setRangeCommand(this.target, offset, value, 'SETRANGE'));
   }
 
   /** SETBIT: the bit's previous value. */
   setbit(offset: number, bit: 0 | 1): Transaction<[...R, 0 | 1]> {
-    return this.add(setBitCommand(this.key, offset, bit));
+    return this.add(setBitCommand(this.target, offset, bit));
   }
 
   /** STRLEN: the value's length in bytes (0 when the key does not exist). */
   strlen(): Transaction<[...R, number]> {
-    return this.add(strlenCommand(this.key));
+    return this.add(strlenCommand(this.target));
   }
 
   /** GETRANGE: the bytes from `start` to `end`, both included (negative from the end). */
   getrange(start: number, end: number): Transaction<[...R, Uint8Array]> {
-    return this.add(getRangeCommand(this.key, start, end));
+    return this.add(getRangeCommand(this.target, start, end));
   }
 
   /** GETBIT: the bit at `offset`. */
   getbit(offset: number): Transaction<[...R, 0 | 1]> {
-    return this.add(getBitCommand(this.key, offset));
+    return this.add(getBitCommand(this.target, offset));
   }
 
   /** BITCOUNT: the set bits of the value, or of `range`. */
   bitcount(range?: BitRange): Transaction<[...R, number]> {
-    return this.add(bitCountCommand(this.key, range));
+    return this.add(bitCountCommand(this.target, range));
   }
 
   /** BITPOS: the first bit set to `bit`, in the value or in `range` (-1 when none, as Redis). */
   bitpos(bit: 0 | 1, range?: BitPosRange): Transaction<[...R, number]> {
-    return this.add(bitPosCommand(this.key, bit, range));
+    return this.add(bitPosCommand(this.target, bit, range));
   }
 
   /** EXPIRE after `seconds`: whether the key exists and the condition held. */
@@ -276,27 +306,27 @@ export class Transaction<R extends readonly unknown[] = []> {
 
   /** PERSIST: whether the key had an expiry. */
   persist(): Transaction<[...R, boolean]> {
-    return this.add(persistCommand(this.key));
+    return this.add(persistCommand(this.target));
   }
 
   /** TTL in seconds (rounded as Redis rounds them); -1 without expiry, -2 when the key does not exist. */
   ttl(): Transaction<[...R, number]> {
-    return this.add(ttlCommand(this.key));
+    return this.add(ttlCommand(this.target));
   }
 
   /** PTTL in ms; -1 without expiry, -2 when the key does not exist. */
   pttl(): Transaction<[...R, number]> {
-    return this.add(pttlCommand(this.key));
+    return this.add(pttlCommand(this.target));
   }
 
   /** EXPIRETIME: the Unix time in seconds at which the key expires; -1, -2 as TTL. */
   expiretime(): Transaction<[...R, number]> {
-    return this.add(expireTimeCommand(this.key));
+    return this.add(expireTimeCommand(this.target));
   }
 
   /** PEXPIRETIME: the Unix time in ms at which the key expires; -1, -2 as TTL. */
   pexpiretime(): Transaction<[...R, number]> {
-    return this.add(pexpireTimeCommand(this.key));
+    return this.add(pexpireTimeCommand(this.target));
   }
 
   /**
@@ -308,11 +338,22 @@ export class Transaction<R extends readonly unknown[] = []> {
    */
   async exec(options: TransactionOptions = {}): Promise<TransactionResults<R> | null> {
     this.checkOpen();
-    const { ifVersion } = options;
+    const { ifVersion, watch } = options;
     if (ifVersion !== undefined) versionArgument(ifVersion);
+    if (watch !== undefined && watch.length > DEFAULT_LIMITS.maxBatchKeys) {
+      throw invalidArgument(`a transaction watches at most ${DEFAULT_LIMITS.maxBatchKeys} keys`);
+    }
+    const watches = watch?.map((watched) => {
+      versionArgument(watched.version);
+      return { key: this.keyOf(watched.key), version: watched.version };
+    });
     this.executed = true;
     const steps = this.commands.map((command) => command.request);
-    const response = await this.send({ op: Op.TRANSACT, key: this.key, steps, ifVersion }, options);
+    const request: WithoutId<TransactRequest> =
+      watches === undefined || watches.length === 0
+        ? { op: Op.TRANSACT, key: this.key, steps, ifVersion }
+        : { op: Op.TRANSACT, key: this.key, steps, ifVersion, watches };
+    const response = await this.send(request, options);
     return this.results(response);
   }
 
@@ -321,7 +362,7 @@ export class Transaction<R extends readonly unknown[] = []> {
     time: number,
     options: StepOptions<ExpireOptions>,
   ): Transaction<[...R, boolean]> {
-    return this.add(expireCommand(this.key, form, time, options.condition));
+    return this.add(expireCommand(this.target, form, time, options.condition));
   }
 
   /** Adds `command` as the next step; the same builder, typed with its result appended. */

@@ -23,6 +23,7 @@ import {
   type SetWithRequest,
   type StatsMap,
   type TransactStep,
+  type TransactWatch,
   type ValuePart,
   type WithoutId,
 } from './messages.js';
@@ -658,6 +659,20 @@ const VALUE_PARTS: readonly ValuePart[] = ['strlen', 'getrange', 'getbit', 'bitc
  * READ_PART `[38, id, key, part, start|nil, end|nil, unit, bit|nil, epoch?]`: each part with the
  * fields it needs and no others (GETBIT's offset a uint32, as SETBIT's; the indexes safe integers).
  */
+/** TRANSACT's trailing watches at `index` (after the fence): undefined when absent or nil. */
+function readWatches(r: FieldReader, index: number): TransactWatch[] | undefined {
+  const count = r.optionalUint(index, 'watches');
+  if (count === undefined) return undefined;
+  if (count === 0) throw r.fail(ErrorCode.MALFORMED_FRAME, 'an empty watch list is written as none');
+  r.batchCount(index, 2);
+  const watches = new Array<TransactWatch>(count);
+  for (let i = 0; i < count; i++) {
+    const at = index + 1 + 2 * i;
+    watches[i] = { key: r.key(at), version: r.uint(at + 1, 'version', Number.MAX_SAFE_INTEGER) };
+  }
+  return watches;
+}
+
 function readReadPart(r: FieldReader): ReadPartRequest {
   const id = r.id;
   const key = r.key(2);
@@ -841,19 +856,23 @@ export function toWireArray(message: Message): Field[] {
         ],
         message.epoch,
       );
-    case Op.TRANSACT:
+    case Op.TRANSACT: {
       // Each step travels as the body of its own request (id 0, no fence): one reader for both.
-      return withEpoch(
-        [
-          message.op,
-          message.id,
-          message.key,
-          message.ifVersion ?? null,
-          message.steps.length,
-          ...message.steps.map((step) => nestedBody({ ...step, id: 0 } as Message)),
-        ],
-        message.epoch,
-      );
+      const fields: Field[] = [
+        message.op,
+        message.id,
+        message.key,
+        message.ifVersion ?? null,
+        message.steps.length,
+        ...message.steps.map((step) => nestedBody({ ...step, id: 0 } as Message)),
+      ];
+      const watches = message.watches;
+      if (watches === undefined || watches.length === 0) return withEpoch(fields, message.epoch);
+      // The watches trail the fence, which is then written even when absent (nil).
+      fields.push(message.epoch ?? null, watches.length);
+      for (const watch of watches) fields.push(watch.key, watch.version);
+      return fields;
+    }
     case Op.RESULTS:
       return message.results === null
         ? [message.op, message.id, null]
@@ -1207,17 +1226,17 @@ class FieldReader {
     return count;
   }
 
-  /** A TRANSACT step at `index`: the body of a single-key data-model request on `key`, without fence. */
-  step(index: number, key: Uint8Array): TransactStep {
+  /**
+   * A TRANSACT step at `index`: the body of a single-key data-model request, without fence. Its
+   * key may differ from the transaction's: the node checks that it shares its position.
+   */
+  step(index: number): TransactStep {
     const step = this.nested(index, 'step', TRANSACT_STEP_OPS) as TransactStep & {
       readonly id: number;
       readonly epoch?: number;
     };
     if (step.id !== 0 || step.epoch !== undefined) {
       throw this.fail(ErrorCode.MALFORMED_FRAME, `step ${index}: a TRANSACT step carries id 0 and no epoch`);
-    }
-    if (Buffer.compare(step.key, key) !== 0) {
-      throw this.fail(ErrorCode.MALFORMED_FRAME, `step ${index}: every step names the transaction's key`);
     }
     const { id: _, ...withoutId } = step;
     return withoutId as TransactStep;
@@ -1608,8 +1627,9 @@ function readRequest(op: number, r: FieldReader): Request {
       const ifVersion = r.optionalUint(3, 'ifVersion', Number.MAX_SAFE_INTEGER);
       const count = r.batchCount(4, 1);
       const steps = new Array<TransactStep>(count);
-      for (let i = 0; i < count; i++) steps[i] = r.step(5 + i, key);
+      for (let i = 0; i < count; i++) steps[i] = r.step(5 + i);
       const epoch = r.optionalUint(5 + count, 'epoch');
+      const watches = readWatches(r, 6 + count);
       return {
         op,
         id,
@@ -1617,6 +1637,7 @@ function readRequest(op: number, r: FieldReader): Request {
         steps,
         ...(ifVersion === undefined ? {} : { ifVersion }),
         ...(epoch === undefined ? {} : { epoch }),
+        ...(watches === undefined ? {} : { watches }),
       };
     }
     case Op.PULL:

@@ -447,23 +447,36 @@ export type TransactStep =
   | Omit<GetVersionedRequest, 'id' | 'epoch'>
   | Omit<DelVersionedRequest, 'id' | 'epoch'>;
 
+/** A key a transaction runs only if its version is still `version` (Redis's WATCH). */
+export interface TransactWatch {
+  readonly key: Uint8Array;
+  /** The version read at WATCH; 0: the key did not exist. */
+  readonly version: number;
+}
+
 /**
- * A transaction on one key (Redis's MULTI/EXEC, WATCH): `steps` run in order, in one atomic step on
- * the key's owner, each seeing the key as the steps before it left it; no other request on the key
- * runs in between, and the key's chain stores the outcome as one write (one version). With
- * `ifVersion` (WATCH) nothing runs unless the key's version is that one (0: the key does not
- * exist). Answered by RESULTS: one answer per step, as the step alone would be answered (a step
- * refused, like an INCRBY of a non-integer, answers its ERROR and the others still run, as in
- * Redis), or null when `ifVersion` did not hold.
+ * A transaction (Redis's MULTI/EXEC, WATCH) on `key` and any other keys placed at the same ring
+ * position (in practice: keys sharing a hash tag, so one owner and one chain): `steps` run in
+ * order, in one atomic step on the owner, each seeing its key as the steps before it left it; no
+ * other request on those keys runs in between, and the chain stores the outcome as one write (one
+ * version for every key it changes, one unit that no member applies in part). With `ifVersion`
+ * and `watches` (WATCH) nothing runs unless each named key's version is the one given (0: the key
+ * does not exist). Answered by RESULTS: one answer per step, as the step alone would be answered
+ * (a step refused, like an INCRBY of a non-integer, answers its ERROR and the others still run, as
+ * in Redis), or null when a version did not hold. A step or watch naming a key of another position
+ * refuses the whole transaction before anything runs (INVALID_ARGUMENT, as Redis Cluster's CROSSSLOT).
  */
 export interface TransactRequest extends Fenced {
   readonly op: typeof Op.TRANSACT;
   readonly id: number;
+  /** The key the transaction is routed and permitted by; every other key must share its position. */
   readonly key: Uint8Array;
-  /** Every step names `key`; at most the batch limit of them. */
+  /** At most the batch limit of them; each names `key` or another key of its position. */
   readonly steps: readonly TransactStep[];
-  /** Run only when the key's version is this one (0: only when it does not exist). */
+  /** Run only when `key`'s version is this one (0: only when it does not exist). */
   readonly ifVersion?: number | undefined;
+  /** Run only when each of these keys' version is the one given (at most the batch limit). */
+  readonly watches?: readonly TransactWatch[] | undefined;
 }
 
 /**

@@ -76,7 +76,12 @@ export function isSingleKeyRead(op: number): boolean {
  */
 export function copyKeyed<T extends KeyedRequest>(request: T): T {
   if (request.op === Op.TRANSACT) {
-    return { ...request, key: Uint8Array.from(request.key), steps: request.steps.map(copyStep) };
+    const copy = { ...request, key: Uint8Array.from(request.key), steps: request.steps.map(copyStep) };
+    if (request.watches === undefined) return copy;
+    return {
+      ...copy,
+      watches: request.watches.map((watch) => ({ key: Uint8Array.from(watch.key), version: watch.version })),
+    };
   }
   return copyStep(request) as T;
 }

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { credentialOfPassword, DEFAULT_USER, parsePasswordHash, type StoredCredential } from './auth.js';
 import { DstoreError, ErrorCode } from './errors.js';
-import { Op, type Request } from './messages.js';
+import { Op, type Request, type TransactRequest } from './messages.js';
 import { isSingleKeyRead } from './routing.js';
 
 /** What a user may do. */
@@ -210,6 +210,26 @@ export function keyDenied(grant: UserGrant, key: Uint8Array, write: boolean): st
 }
 
 /**
+ * Why a limited `grant` may not send the transaction `request`: its key and every key a step or
+ * watch names are checked; a transaction that only reads needs read access, one step that may
+ * write needs read-write (for every key, as the whole transaction is one write).
+ */
+function transactionDenied(grant: UserGrant, request: TransactRequest): string | undefined {
+  const write = request.steps.some((step) => !isSingleKeyRead(step.op));
+  const denied = keyDenied(grant, request.key, write);
+  if (denied !== undefined) return denied;
+  for (const step of request.steps) {
+    const stepDenied = keyDenied(grant, step.key, write);
+    if (stepDenied !== undefined) return stepDenied;
+  }
+  for (const watch of request.watches ?? []) {
+    const watchDenied = keyDenied(grant, watch.key, false);
+    if (watchDenied !== undefined) return watchDenied;
+  }
+  return undefined;
+}
+
+/**
  * Why `grant` may not send `request`, or undefined when it may: data operations are checked key
  * by key (reads need read access, writes read-write), PING, STATS and the handshake are open to
  * every user, and cluster operations (JOIN, RING, MIGRATE, ...) are never a user's.
@@ -235,14 +255,7 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
       // Every one of these may write (GETDEL and SET ... GET read too: a writer may read).
       return grant.limited ? keyDenied(grant, request.key, true) : undefined;
     case Op.TRANSACT:
-      // A transaction that only reads needs read access; one step that may write needs read-write.
-      return grant.limited
-        ? keyDenied(
-            grant,
-            request.key,
-            request.steps.some((step) => !isSingleKeyRead(step.op)),
-          )
-        : undefined;
+      return grant.limited ? transactionDenied(grant, request) : undefined;
     case Op.MGET:
     case Op.EXISTS:
       if (!grant.limited) return undefined;

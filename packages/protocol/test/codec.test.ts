@@ -1025,16 +1025,17 @@ function catchError(run: () => unknown): unknown {
   throw new Error('expected an error');
 }
 
-describe('TRANSACT and RESULTS (a transaction on one key)', () => {
+describe('TRANSACT and RESULTS (a transaction on one key or one position)', () => {
   const k = Uint8Array.from([0x6b, 0x00, 0xff]);
+  const otherKey = Uint8Array.from([0x7b, 0x6b, 0x7d, 0x01]);
   const stepOf = fc.oneof(
     fc.record({
       op: fc.constant(Op.INCRBY),
       key: fc.constant(k),
       delta: fc.bigInt(-(2n ** 63n), 2n ** 63n - 1n),
     }),
-    fc.record({ op: fc.constant(Op.GET_VERSIONED), key: fc.constant(k) }),
-    fc.record({ op: fc.constant(Op.TTL), key: fc.constant(k) }),
+    fc.record({ op: fc.constant(Op.GET_VERSIONED), key: fc.constantFrom(k, otherKey) }),
+    fc.record({ op: fc.constant(Op.TTL), key: fc.constantFrom(k, otherKey) }),
     fc.record(
       {
         op: fc.constant(Op.SET_WITH),
@@ -1087,6 +1088,10 @@ describe('TRANSACT and RESULTS (a transaction on one key)', () => {
             steps: fc.array(stepOf, { maxLength: limits.maxBatchKeys }),
             ifVersion: fc.nat(),
             epoch: fc.nat({ max: 0xffff_ffff }),
+            watches: fc.array(fc.record({ key: fc.constantFrom(k, otherKey), version: fc.nat() }), {
+              minLength: 1,
+              maxLength: 4,
+            }),
           },
           { requiredKeys: ['op', 'id', 'key', 'steps'] },
         ),
@@ -1107,11 +1112,17 @@ describe('TRANSACT and RESULTS (a transaction on one key)', () => {
     );
   });
 
-  it('refuses steps on another key, with an id or a fence, of ops that are no step, and nesting', () => {
+  it('refuses steps with an id or a fence, of ops that are no step, nesting and bad watch lists', () => {
     const step = (fields: unknown[]): Uint8Array => raw.encode(fields);
     const nestedTransact = step([Op.TRANSACT, 0, 'k', null, 1, step([Op.TTL, 0, 'k'])]);
     const cases: [unknown[], string][] = [
-      [[Op.TRANSACT, 4, 'k', null, 1, step([Op.TTL, 0, 'other'])], ErrorCode.MALFORMED_FRAME],
+      // Watches after the fence: an empty list, fewer than announced, an empty key, a bad version.
+      [[Op.TRANSACT, 4, 'k', null, 1, step([Op.TTL, 0, 'other']), null, 0], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 0, 7, 2, 'a', 1], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 0, null, 1, '', 1], ErrorCode.INVALID_ARGUMENT],
+      [[Op.TRANSACT, 4, 'k', null, 0, null, 1, 'a', -1], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 0, null, 1, 'a', 2 ** 53], ErrorCode.MALFORMED_FRAME],
+      [[Op.TRANSACT, 4, 'k', null, 0, null, limits.maxBatchKeys + 1], ErrorCode.BATCH_TOO_LARGE],
       [[Op.TRANSACT, 4, 'k', null, 1, step([Op.TTL, 9, 'k'])], ErrorCode.MALFORMED_FRAME],
       [[Op.TRANSACT, 4, 'k', null, 1, step([Op.TTL, 0, 'k', 3])], ErrorCode.MALFORMED_FRAME],
       [[Op.TRANSACT, 4, 'k', null, 1, step([Op.GET, 0, 'k'])], ErrorCode.MALFORMED_FRAME],

@@ -14,13 +14,15 @@ import { backoffDelay, type EndOfTickWriter, flushAtEndOfTick } from '@dstore/pr
 import type {
   Decision,
   EvictionScope,
+  ManyDecision,
+  ManyUpdateOptions,
   Mutation,
   StorageEngine,
   UpdateOptions,
   VersionedEntry,
   VersionedValue,
 } from './engines/index.js';
-import { isExpired, StorageEngineError } from './engines/index.js';
+import { isExpired, StorageEngineError, writeEndAt } from './engines/index.js';
 import type { NodeLease } from './membership.js';
 import type { Ownership } from './ownership.js';
 import type { PeerLinks } from './peer-links.js';
@@ -216,11 +218,44 @@ class ForwardLink {
     return this.place(entry, size);
   }
 
+  /**
+   * Appends the entries of one write of several keys (a transaction on keys of one hash tag) to
+   * one batch, never split across two: every member applies a REPLICATE in one step, so no
+   * reader of a member sees part of the write. The caller keeps a unit within one frame's limits.
+   */
+  appendUnit(entries: readonly ReplicatedEntry[]): ForwardBatch {
+    let size = 0;
+    for (const entry of entries) size += entrySize(entry);
+    this.bytes += size;
+    return this.placeUnit(entries, size);
+  }
+
   private place(entry: ReplicatedEntry, size: number): ForwardBatch {
+    const batch = this.batchWithRoom(1, size);
+    batch.entries.push(entry);
+    batch.bytes += size;
+    return batch;
+  }
+
+  /** {@link place} for the entries of one unit (see {@link appendUnit}): all in one batch. */
+  private placeUnit(entries: readonly ReplicatedEntry[], size: number): ForwardBatch {
+    const batch = this.batchWithRoom(entries.length, size);
+    for (const entry of entries) batch.entries.push(entry);
+    batch.bytes += size;
+    return batch;
+  }
+
+  /**
+   * The batch filling this tick when `count` more entries of `size` bytes fit in it, else a new
+   * one (a unit larger than a frame's limits still goes whole into a batch of its own).
+   */
+  private batchWithRoom(count: number, size: number): ForwardBatch {
     let batch = this.filling;
     if (
       batch !== undefined &&
-      (batch.entries.length >= this.service.maxBatchKeys || batch.bytes + size > this.service.maxBatchBytes)
+      batch.entries.length > 0 &&
+      (batch.entries.length + count > this.service.maxBatchKeys ||
+        batch.bytes + size > this.service.maxBatchBytes)
     ) {
       batch = undefined;
     }
@@ -231,8 +266,6 @@ class ForwardLink {
       this.toSend.push(batch);
       this.schedule();
     }
-    batch.entries.push(entry);
-    batch.bytes += size;
     return batch;
   }
 
@@ -374,11 +407,13 @@ class ForwardLink {
     this.keptChains = [];
     for (const [chain, entries] of byChain) {
       this.filling = undefined;
-      for (const entry of entries) {
-        const batch = this.place(entry, entrySize(entry));
+      forEachUnit(entries, (start, end) => {
+        let size = 0;
+        for (let i = start; i < end; i++) size += entrySize(entries[i]!);
+        const batch = this.placeUnit(entries.slice(start, end), size);
         batch.resentChains ??= [];
-        batch.resentChains.push(chain);
-      }
+        for (let i = start; i < end; i++) batch.resentChains.push(chain);
+      });
     }
     this.filling = undefined;
   }
@@ -536,6 +571,16 @@ function entrySize(entry: ReplicatedEntry): number {
   return entry.key.byteLength + (entry.value?.byteLength ?? 0) + ENTRY_OVERHEAD;
 }
 
+/** Calls `unit(start, end)` for each run of entries one write made (see `writeEndAt`). */
+function forEachUnit(entries: readonly ReplicatedEntry[], unit: (start: number, end: number) => void): void {
+  let start = 0;
+  while (start < entries.length) {
+    const end = writeEndAt(entries, start);
+    unit(start, end);
+    start = end;
+  }
+}
+
 /** A REPLICATED answer with the right batch, or the error of anything else. */
 function unexpected(response: Response | undefined, batch: number): DstoreError | undefined {
   if (response?.op === Op.REPLICATED && response.batch === batch) return undefined;
@@ -621,6 +666,101 @@ function outcomeUnknown(error: unknown): StorageEngineError {
     `the write failed on this node after it was sent to the other members of its chain (${detail}): its outcome is unknown`,
     { cause: error },
   );
+}
+
+const NO_MUTATION: Mutation = { kind: 'none' };
+
+/**
+ * The entry a head's decision leaves for its chain (a value, an expiry change with the value, a
+ * delete), or undefined when it writes nothing (an expiry change of a missing key included).
+ */
+function forwardedEntry(
+  key: Uint8Array,
+  current: VersionedValue | undefined,
+  mutation: Mutation,
+  writeEpoch: number,
+  version: number,
+): ReplicatedEntry | undefined {
+  switch (mutation.kind) {
+    case 'put':
+      return { key, value: mutation.value, writeEpoch, version, expireAt: mutation.expireAt };
+    case 'expire':
+      return current === undefined
+        ? undefined
+        : { key, value: current.value, writeEpoch, version, expireAt: mutation.expireAt };
+    case 'delete':
+      return { key, value: null, writeEpoch, version, expireAt: 0 };
+    case 'none':
+      return undefined;
+  }
+}
+
+/**
+ * A client write admitted at the head, from its engine step to its answer: answered once the
+ * forward of its entries is (the tail has them), or at once when it wrote nothing and nothing
+ * before it on the link is in flight.
+ */
+class PendingWrite<T> {
+  private batch: ForwardBatch | undefined;
+  /**
+   * A write that changes nothing rests on every earlier write of the link: it is answered only if
+   * none of their forwards failed meanwhile (a failed one may be missing at the tail). -1: it wrote.
+   */
+  private failuresSeen = -1;
+  /** An entry went on the link: a failure of the head's own write is then no longer "not executed". */
+  private wasSent = false;
+
+  constructor(
+    private readonly link: ForwardLink,
+    private readonly done: (error: unknown, result: T | undefined) => void,
+    private readonly answered: () => void,
+  ) {}
+
+  /** Its entries went on the link in `batch`; `stores` a value (the probe of a full member). */
+  sent(batch: ForwardBatch, stores: boolean): void {
+    this.wasSent = true;
+    this.batch = batch;
+    if (stores) this.link.admitted(batch);
+  }
+
+  /** It wrote nothing: its answer waits for the link's newest batch (it may have seen its writes). */
+  restsOnLink(): void {
+    this.failuresSeen = this.link.failuresTotal;
+    this.batch = this.link.last();
+  }
+
+  /** The engine applied it: answered once its batch is settled (or at once). */
+  applied(result: T): void {
+    const settled = (error: DstoreError | undefined): void => {
+      this.answered();
+      if (error === undefined && this.failuresSeen >= 0 && this.link.failuresTotal !== this.failuresSeen) {
+        // Nothing was written: not executed, and retryable once the re-send went through.
+        this.done(
+          new DstoreError(
+            ErrorCode.UNAVAILABLE,
+            `replication to ${this.link.successor} failed meanwhile: the answer could rest on a write not at the tail; retry`,
+          ),
+          undefined,
+        );
+      } else {
+        this.done(error, result);
+      }
+    };
+    if (this.batch === undefined) settled(undefined);
+    else this.batch.whenSettled(settled);
+  }
+
+  /** The engine refused or failed it. */
+  failed(error: unknown): void {
+    this.answered();
+    this.done(this.wasSent ? outcomeUnknown(error) : error, undefined);
+  }
+
+  /** It was turned into a write of nothing inside its step (`error` says why): not executed. */
+  refused(error: DstoreError): void {
+    this.answered();
+    this.done(error, undefined);
+  }
 }
 
 /** Called once a REPLICATE is done: `error` undefined when applied down to the tail, `full` as REPLICATED's. */
@@ -840,27 +980,33 @@ export class ReplicationService {
     this.routedState = state;
     if (returned && state === 'entering') this.wipe();
     let left: DstoreError | undefined;
-    const route = (entry: ReplicatedEntry): ForwardBatch | null | undefined => {
+    // One write's entries (one unit, all of one position: one chain) are routed together.
+    const route = (
+      entries: readonly ReplicatedEntry[],
+      start: number,
+      end: number,
+    ): ForwardBatch | null | undefined => {
       // A returning node's entries predate its failure: never forwarded again.
       if (returned) return null;
-      const chain = this.ownership.chainOf(entry.key);
+      const chain = this.ownership.chainOf(entries[start]!.key);
       const at = chain === undefined ? -1 : chain.path.indexOf(self);
       if (chain === undefined || at < 0) return null;
       if (at + 1 >= chain.path.length) return undefined;
-      this.counters.entriesResent++;
-      return this.linkOf(chain, at).append(entry);
+      this.counters.entriesResent += end - start;
+      const link = this.linkOf(chain, at);
+      return end - start === 1 ? link.append(entries[start]!) : link.appendUnit(entries.slice(start, end));
     };
     for (const { batches, kept } of detached) {
-      for (const entry of kept) route(entry);
+      forEachUnit(kept, (start, end) => route(kept, start, end));
       for (const batch of batches) {
         const next: ForwardBatch[] = [];
         let outside = false;
-        for (const entry of batch.entries) {
-          const routed = route(entry);
+        forEachUnit(batch.entries, (start, end) => {
+          const routed = route(batch.entries, start, end);
           if (routed === null) outside = true;
           else if (routed !== undefined && next[next.length - 1] !== routed && !next.includes(routed))
             next.push(routed);
-        }
+        });
         if (outside) {
           left ??= new DstoreError(
             ErrorCode.CONNECTION_CLOSED,
@@ -919,16 +1065,6 @@ export class ReplicationService {
       code,
       `a member of this key's chain (from ${successor} down to the tail) is out of room: new values are refused until it has room again; reads, deletes and expiry changes go on`,
     );
-  }
-
-  /** A client write the engine refused: answered with the engine's error. */
-  private writeFailed<T>(
-    generation: number,
-    done: (error: unknown, result: T | undefined) => void,
-    error: unknown,
-  ): void {
-    this.writeAnswered(generation);
-    done(error, undefined);
   }
 
   /** A client write admitted at `generation` is answered: it no longer holds a drain. */
@@ -1051,14 +1187,7 @@ export class ReplicationService {
   ): void {
     const chain = this.ownership.chainOf(key);
     if (chain !== undefined && this.promotingIn(chain, key)) {
-      this.counters.refusedPromoting++;
-      done(
-        new DstoreError(
-          ErrorCode.UNAVAILABLE,
-          "this key's chain is changing members (a replica is promoted, or the ring changes): retry",
-        ),
-        undefined,
-      );
+      done(this.promotingRefusal(), undefined);
       return;
     }
     const link = this.forwardLinkOf(chain);
@@ -1089,49 +1218,13 @@ export class ReplicationService {
       return;
     }
     // The fence let this write in: this node is the head (position 0) of the key's chain.
-    const successor = link.successor;
-    if (link.bytes >= this.options.queueBytes) {
-      this.counters.refusedBusy++;
-      done(
-        new DstoreError(
-          ErrorCode.BUSY,
-          `replication to ${successor} holds ${link.bytes} bytes unacknowledged (limit ${this.options.queueBytes}): retry later`,
-        ),
-        undefined,
-      );
+    const refusal = this.admissionRefusal(link, key, options.valueBytes);
+    if (refusal !== undefined) {
+      done(refusal, undefined);
       return;
     }
-    if (
-      options.valueBytes !== undefined &&
-      link.memberFull &&
-      !this.roomMadeOn(link, key.byteLength + options.valueBytes) &&
-      link.refusesValues()
-    ) {
-      this.counters.refusedFull++;
-      done(this.outOfRoom(successor), undefined);
-      return;
-    }
-    if (link.blocks(key)) {
-      // Writes of a failed forward wait to be sent again (the successor is unreachable, or a
-      // failover is under way): a new write is refused before it runs, so the client retries it.
-      this.counters.refusedUnavailable++;
-      done(
-        new DstoreError(
-          ErrorCode.UNAVAILABLE,
-          `replication to ${successor} failed and is being retried (a failover may be under way): retry`,
-        ),
-        undefined,
-      );
-      return;
-    }
-    // Admitted: counted until answered (see writeAnswered()), so a drain that begins meanwhile waits for it.
-    const generation = this.admitGeneration;
-    this.admittedNow++;
+    const pending = this.admit(link, done);
     const writeEpoch = options.writeEpoch;
-    let batch: ForwardBatch | undefined;
-    // A write that changes nothing rests on every earlier write of the link: it is answered only
-    // if none of their forwards failed meanwhile (a failed one may be missing at the tail).
-    let failuresSeen = -1;
     // The entry the engine's step leaves goes on the link: at once inside the step where the
     // engine applies it later (lmdb: the forward runs alongside the head's commit), and only
     // after the step where it applies in the step (memory): a write the engine then refuses
@@ -1139,45 +1232,10 @@ export class ReplicationService {
     let decidedMutation: Mutation | undefined;
     let decidedCurrent: VersionedValue | undefined;
     let decidedVersion = 0;
-    /** An entry went on the link: a failure of the head's own write is then no longer "not executed". */
-    let sent = false;
     const forward = (current: VersionedValue | undefined, mutation: Mutation, version: number): void => {
-      switch (mutation.kind) {
-        case 'put':
-          sent = true;
-          batch = link.append({
-            key,
-            value: mutation.value,
-            writeEpoch,
-            version,
-            expireAt: mutation.expireAt,
-          });
-          link.admitted(batch);
-          break;
-        case 'expire':
-          if (current === undefined) {
-            failuresSeen = link.failuresTotal;
-            batch = link.last();
-          } else {
-            sent = true;
-            batch = link.append({
-              key,
-              value: current.value,
-              writeEpoch,
-              version,
-              expireAt: mutation.expireAt,
-            });
-          }
-          break;
-        case 'delete':
-          sent = true;
-          batch = link.append({ key, value: null, writeEpoch, version, expireAt: 0 });
-          break;
-        case 'none':
-          failuresSeen = link.failuresTotal;
-          batch = link.last();
-          break;
-      }
+      const entry = forwardedEntry(key, current, mutation, writeEpoch, version);
+      if (entry === undefined) pending.restsOnLink();
+      else pending.sent(link.append(entry), mutation.kind === 'put');
     };
     const engine = this.engine;
     const appliedInStep = engine.updateNow !== undefined;
@@ -1190,49 +1248,204 @@ export class ReplicationService {
       } else forward(current, decision.mutation, version);
       return decision;
     };
-    // Once the engine applied it: answered when the forward of its entry is (or at once).
-    const applied = (result: T): void => {
-      const settled = (error: DstoreError | undefined): void => {
-        this.writeAnswered(generation);
-        if (error === undefined && failuresSeen >= 0 && link.failuresTotal !== failuresSeen) {
-          // Nothing was written: not executed, and retryable once the re-send went through.
-          done(
-            new DstoreError(
-              ErrorCode.UNAVAILABLE,
-              `replication to ${successor} failed meanwhile: the answer could rest on a write not at the tail; retry`,
-            ),
-            undefined,
-          );
-        } else {
-          done(error, result);
-        }
-      };
-      if (batch === undefined) settled(undefined);
-      else batch.whenSettled(settled);
-    };
     if (engine.updateNow !== undefined) {
       // Applied and acknowledged now (memory): no promise and no microtask per parked write.
       let result: T;
       try {
         result = engine.updateNow(key, options, recorded);
       } catch (error) {
-        this.writeFailed(generation, done, error);
+        pending.failed(error);
         return;
       }
       if (decidedMutation !== undefined) forward(decidedCurrent, decidedMutation, decidedVersion);
-      applied(result);
+      pending.applied(result);
       return;
     }
     let updated: Promise<T>;
     try {
       updated = engine.update(key, options, recorded);
     } catch (error) {
-      this.writeFailed(generation, done, error);
+      pending.failed(error);
       return;
     }
-    updated.then(applied, (error: unknown) =>
-      this.writeFailed(generation, done, sent ? outcomeUnknown(error) : error),
+    updated.then(
+      (result) => pending.applied(result),
+      (error: unknown) => pending.failed(error),
     );
+  }
+
+  /**
+   * {@link write} of a decision over several keys of one position (a transaction on keys of one
+   * hash tag, so one chain): `decide` runs in one engine step (`StorageEngine.updateMany`) and
+   * the entries it leaves go down the chain as one unit, in one REPLICATE (see
+   * {@link ForwardLink.appendUnit}), so every member applies them together. A decision whose
+   * entries together pass one frame's limits is replaced by one that writes nothing, inside the
+   * step, and refused (FRAME_TOO_LARGE, not executed). Same admission and answers as `write`.
+   */
+  writeMany<T>(
+    keys: readonly Uint8Array[],
+    options: ManyUpdateOptions,
+    decide: (
+      current: readonly (VersionedValue | undefined)[],
+      now: number,
+      version: number,
+    ) => ManyDecision<T>,
+    done: (error: unknown, result: T | undefined) => void,
+  ): void {
+    const key = keys[0]!;
+    const chain = this.ownership.chainOf(key);
+    if (chain !== undefined && this.promotingIn(chain, key)) {
+      done(this.promotingRefusal(), undefined);
+      return;
+    }
+    const engine = this.engine;
+    const link = this.forwardLinkOf(chain);
+    if (link === undefined) {
+      // One serving member (this node): nothing to forward.
+      let updated: Promise<T>;
+      try {
+        updated = engine.updateMany(keys, options, decide);
+      } catch (error) {
+        done(error, undefined);
+        return;
+      }
+      updated.then(
+        (result) => done(undefined, result),
+        (error: unknown) => done(error, undefined),
+      );
+      return;
+    }
+    let valueBytes: number | undefined;
+    for (const bytes of options.valueBytes) if (bytes !== undefined) valueBytes = (valueBytes ?? 0) + bytes;
+    const refusal = this.admissionRefusal(link, key, valueBytes);
+    if (refusal !== undefined) {
+      done(refusal, undefined);
+      return;
+    }
+    const pending = this.admit(link, done);
+    const writeEpoch = options.writeEpoch;
+    let unit: ReplicatedEntry[] | undefined;
+    let oversized: DstoreError | undefined;
+    let stores = false;
+    const recorded = (
+      current: readonly (VersionedValue | undefined)[],
+      now: number,
+      version: number,
+    ): ManyDecision<T> => {
+      const decision = decide(current, now, version);
+      const entries: ReplicatedEntry[] = [];
+      let bytes = 0;
+      for (let i = 0; i < keys.length; i++) {
+        const mutation = decision.mutations[i]!;
+        const entry = forwardedEntry(keys[i]!, current[i], mutation, writeEpoch, version);
+        if (entry === undefined) continue;
+        if (mutation.kind === 'put') stores = true;
+        entries.push(entry);
+        bytes += entrySize(entry);
+      }
+      if (entries.length > this.maxBatchKeys || bytes > this.maxBatchBytes) {
+        // One unit travels in one frame: past it nothing is written anywhere.
+        oversized = new DstoreError(
+          ErrorCode.FRAME_TOO_LARGE,
+          `the transaction's writes take ${bytes} bytes in ${entries.length} entries together, past one replication frame (${this.maxBatchBytes} bytes, ${this.maxBatchKeys} entries): not executed`,
+        );
+        return { mutations: keys.map(() => NO_MUTATION), result: decision.result };
+      }
+      unit = entries;
+      // lmdb: sent alongside the head's commit (memory: after its step, as `write` does).
+      if (engine.updateManyNow === undefined) forwardUnit();
+      return decision;
+    };
+    const forwardUnit = (): void => {
+      if (unit === undefined || unit.length === 0) pending.restsOnLink();
+      else pending.sent(unit.length === 1 ? link.append(unit[0]!) : link.appendUnit(unit), stores);
+    };
+    const applied = (result: T): void => {
+      if (oversized !== undefined) pending.refused(oversized);
+      else pending.applied(result);
+    };
+    if (engine.updateManyNow !== undefined) {
+      let result: T;
+      try {
+        result = engine.updateManyNow(keys, options, recorded);
+      } catch (error) {
+        pending.failed(error);
+        return;
+      }
+      if (oversized === undefined) forwardUnit();
+      applied(result);
+      return;
+    }
+    let updated: Promise<T>;
+    try {
+      updated = engine.updateMany(keys, options, recorded);
+    } catch (error) {
+      pending.failed(error);
+      return;
+    }
+    updated.then(applied, (error: unknown) => pending.failed(error));
+  }
+
+  /** The refusal of a write whose chain is changing members (not executed, retryable). */
+  private promotingRefusal(): DstoreError {
+    this.counters.refusedPromoting++;
+    return new DstoreError(
+      ErrorCode.UNAVAILABLE,
+      "this key's chain is changing members (a replica is promoted, or the ring changes): retry",
+    );
+  }
+
+  /**
+   * Why a client write of `key` towards `link` is refused before it runs (not executed), or
+   * undefined: the link holds its byte bound (BUSY), a member down the stream is out of room and
+   * the write stores `valueBytes` (undefined: no value), or the chain's writes wait to be sent
+   * again after a failed forward (UNAVAILABLE).
+   */
+  private admissionRefusal(
+    link: ForwardLink,
+    key: Uint8Array,
+    valueBytes: number | undefined,
+  ): DstoreError | undefined {
+    const successor = link.successor;
+    if (link.bytes >= this.options.queueBytes) {
+      this.counters.refusedBusy++;
+      return new DstoreError(
+        ErrorCode.BUSY,
+        `replication to ${successor} holds ${link.bytes} bytes unacknowledged (limit ${this.options.queueBytes}): retry later`,
+      );
+    }
+    if (
+      valueBytes !== undefined &&
+      link.memberFull &&
+      !this.roomMadeOn(link, key.byteLength + valueBytes) &&
+      link.refusesValues()
+    ) {
+      this.counters.refusedFull++;
+      return this.outOfRoom(successor);
+    }
+    if (link.blocks(key)) {
+      // Writes of a failed forward wait to be sent again (the successor is unreachable, or a
+      // failover is under way): a new write is refused before it runs, so the client retries it.
+      this.counters.refusedUnavailable++;
+      return new DstoreError(
+        ErrorCode.UNAVAILABLE,
+        `replication to ${successor} failed and is being retried (a failover may be under way): retry`,
+      );
+    }
+    return undefined;
+  }
+
+  /**
+   * Admits a client write towards `link` (counted until answered, so a drain that begins
+   * meanwhile waits for it) and returns what follows it to its answer ({@link PendingWrite}).
+   */
+  private admit<T>(
+    link: ForwardLink,
+    done: (error: unknown, result: T | undefined) => void,
+  ): PendingWrite<T> {
+    const generation = this.admitGeneration;
+    this.admittedNow++;
+    return new PendingWrite(link, done, () => this.writeAnswered(generation));
   }
 
   /**
@@ -1308,6 +1521,12 @@ export class ReplicationService {
     const copy = copierOf(entries);
     const copies = new Array<VersionedEntry>(entries.length);
     const forwards: ForwardBatch[] = [];
+    const addForward = (batch: ForwardBatch): void => {
+      if (forwards[forwards.length - 1] !== batch && !forwards.includes(batch)) forwards.push(batch);
+    };
+    // The write of several keys being gathered for its forward, and the index past its last entry.
+    let unit: ReplicatedEntry[] | undefined;
+    let unitEnd = 0;
     // A learner takes copies of its ranges from the tail meanwhile: an expired copy (an eviction)
     // leaves it a tombstone, or an older copy of the key read before it could store it again.
     const learner = isLearnerState(this.ownership.replicaStates.get(self));
@@ -1333,14 +1552,25 @@ export class ReplicationService {
       const chain = chains[i]!;
       const at = positions[i]!;
       if (at + 1 >= chain.path.length) continue;
-      const batch = this.linkOf(chain, at).append({
+      const forwarded = {
         key,
         value,
         writeEpoch: entry.writeEpoch,
         version: entry.version,
         expireAt: entry.expireAt,
-      });
-      if (forwards[forwards.length - 1] !== batch && !forwards.includes(batch)) forwards.push(batch);
+      };
+      if (unit !== undefined && unitEnd > i) {
+        // An entry of a write of several keys: forwarded with the others, in one batch.
+        unit.push(forwarded);
+        if (unitEnd === i + 1) addForward(this.linkOf(chain, at).appendUnit(unit));
+        continue;
+      }
+      unitEnd = writeEndAt(entries, i);
+      if (unitEnd > i + 1) {
+        unit = [forwarded];
+        continue;
+      }
+      addForward(this.linkOf(chain, at).append(forwarded));
     }
     let applied: Promise<number>;
     try {

@@ -44,6 +44,8 @@ import {
   type Decision,
   isStorageEngineError,
   MAX_SCAN_CURSOR,
+  type ManyDecision,
+  type ManyUpdateOptions,
   type StorageEngine,
   StorageEngineError,
   type VersionedValue,
@@ -58,9 +60,12 @@ import {
   answerWithinFrame,
   decideStep,
   decideTransaction,
+  decideTransactionOnKeys,
   pttlOf,
   stepValueBytes,
+  transactionKeys,
   transactionValueBytes,
+  transactionValueBytesOnKeys,
 } from './transaction.js';
 import { valuePartAnswer } from './value-part.js';
 
@@ -543,6 +548,10 @@ export class RequestHandler {
     if (this.fenced(connection, id, original.epoch)) return;
     const write = !isSingleKeyRead(original.op);
     if (this.refused(connection, id, original.key, false, write)) return;
+    if (original.op === Op.TRANSACT && (original.watches !== undefined || hasOtherKey(original))) {
+      this.transactOnKeys(original, connection, start);
+      return;
+    }
     let pull: Promise<void> | undefined;
     try {
       pull = this.pullFor(original.key);
@@ -635,17 +644,89 @@ export class RequestHandler {
           request.key,
           (current, now, version) => decideTransaction(request, current, now, version, this.maxValueBytes),
           transactionValueBytes(request.steps, this.lengthNow(request.key)),
-        ).then((results): Response => {
-          if (results === null) this.counters.versionConflicts++;
-          return {
-            op: Op.RESULTS,
-            id,
-            results: results === null ? null : answerWithinFrame(results, this.maxFrameBytes),
-          };
-        });
+        ).then((results) => this.transactionAnswer(id, results));
       default:
         return this.writeStep(request);
     }
+  }
+
+  /**
+   * A TRANSACT naming keys besides its own (steps or watches): refused whole (INVALID_ARGUMENT,
+   * not executed) unless every key has the transaction key's ring position (so this node owns
+   * them all alike: it checked the first); else each key moving in is brought in first, and the
+   * steps run in one atomic step over every key (`StorageEngine.updateMany`), replicated as one.
+   */
+  private transactOnKeys(original: TransactRequest, connection: Connection, start: number): void {
+    const id = original.id;
+    // Copied: it may wait for PULLs, and its keys and values are views of the receive buffer.
+    const request = copyKeyed(original);
+    const layout = transactionKeys(request);
+    const ring = this.ownership.ring;
+    if (ring !== undefined) {
+      const position = ring.position(request.key);
+      for (const key of layout.keys) {
+        if (ring.position(key) === position) continue;
+        const hashTag = ring.hashTag;
+        const tag =
+          hashTag === undefined
+            ? 'this cluster places keys without hash tags'
+            : `keys of one hash tag share it: ${hashTag[0]}tag${hashTag[1]}`;
+        this.fail(
+          connection,
+          id,
+          ErrorCode.INVALID_ARGUMENT,
+          `a transaction's keys must share one ring position (Redis Cluster: CROSSSLOT; ${tag}): not executed`,
+        );
+        return;
+      }
+    }
+    const pulls: Promise<void>[] = [];
+    try {
+      for (const key of layout.keys) {
+        const pull = this.pullFor(key);
+        if (pull !== undefined) pulls.push(pull);
+      }
+    } catch (error) {
+      this.failed(connection, id, error);
+      return;
+    }
+    const run = (): Promise<Response> => {
+      this.counters.transactions++;
+      try {
+        const valueBytes = transactionValueBytesOnKeys(
+          request.steps,
+          layout,
+          layout.keys.map((key) => this.lengthNow(key)),
+        );
+        return this.updateMany(
+          layout.keys,
+          (current, now, version) =>
+            decideTransactionOnKeys(request, layout, current, now, version, this.maxValueBytes),
+          valueBytes,
+        ).then((results) => this.transactionAnswer(id, results));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    };
+    // Executed now when nothing is pulled, not a microtask later (see `keyed`).
+    const executed = pulls.length === 0 ? run() : Promise.all(pulls).then(run);
+    executed.then(
+      (response) => {
+        connection.reply(response);
+        this.latency.recordSince(start);
+      },
+      (error: unknown) => this.failed(connection, id, error),
+    );
+  }
+
+  /** RESULTS of a transaction: each step's answer, or nil when a watched version changed. */
+  private transactionAnswer(id: number, results: Response[] | null): Response {
+    if (results === null) this.counters.versionConflicts++;
+    return {
+      op: Op.RESULTS,
+      id,
+      results: results === null ? null : answerWithinFrame(results, this.maxFrameBytes),
+    };
   }
 
   /**
@@ -738,6 +819,40 @@ export class RequestHandler {
     }
     try {
       return this.engine.update(key, options, decide);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * `engine.updateMany` with this node's write epoch (through the chain with replication, as
+   * {@link update}); a delete leaves a tombstone for each key of a range moving in.
+   */
+  private updateMany<T>(
+    keys: readonly Uint8Array[],
+    decide: (
+      current: readonly (VersionedValue | undefined)[],
+      now: number,
+      version: number,
+    ) => ManyDecision<T>,
+    valueBytes: readonly (number | undefined)[],
+  ): Promise<T> {
+    const options: ManyUpdateOptions = {
+      writeEpoch: this.ownership.writeEpoch,
+      tombstones: keys.map((key) => this.ownership.isMovingIn(key)),
+      valueBytes,
+    };
+    const replication = this.replicating;
+    if (replication !== undefined) {
+      return new Promise<T>((resolve, reject) =>
+        replication.writeMany(keys, options, decide, (error, result) => {
+          if (error === undefined) resolve(result as T);
+          else reject(error);
+        }),
+      );
+    }
+    try {
+      return this.engine.updateMany(keys, options, decide);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -1331,4 +1446,13 @@ export class RequestHandler {
     this.counters.errors++;
     connection.replyError(id, code, message);
   }
+}
+
+/** Whether a step of `request` names another key than the transaction's own. */
+function hasOtherKey(request: TransactRequest): boolean {
+  const key = request.key;
+  for (const step of request.steps) {
+    if (step.key !== key && Buffer.compare(step.key, key) !== 0) return true;
+  }
+  return false;
 }

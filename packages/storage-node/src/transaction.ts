@@ -18,7 +18,7 @@ import {
   decideSetVersioned,
   decideSetWith,
 } from './atomic-ops.js';
-import type { Decision, Mutation, VersionedValue } from './engines/index.js';
+import type { Decision, ManyDecision, Mutation, VersionedValue } from './engines/index.js';
 import { valuePartAnswer } from './value-part.js';
 
 /**
@@ -39,9 +39,49 @@ const INTEGER_VALUE_BYTES = 20;
 const FLOAT_VALUE_BYTES = 64;
 
 /**
- * The decision of a TRANSACT on the key's live entry `current`: every step's answer (id 0), or
- * null when `ifVersion` does not hold (nothing runs). `version` is the one the transaction's
- * write takes, so a step that answers a version (a GET_VERSIONED after a write) answers it.
+ * The distinct keys a TRANSACT names (its key first, then each other key in order of first
+ * mention by a step or watch), and for each step the index of its key among them.
+ */
+export interface TransactionKeys {
+  readonly keys: readonly Uint8Array[];
+  readonly stepKeys: readonly number[];
+  /** Per watch, the index of its key. */
+  readonly watchKeys: readonly number[];
+}
+
+/** {@link TransactionKeys} of `request`: keys compared by their bytes. */
+export function transactionKeys(
+  request: Pick<TransactRequest, 'key' | 'steps' | 'watches'>,
+): TransactionKeys {
+  const keys: Uint8Array[] = [request.key];
+  const indexes = new Map<string, number>([[latin1(request.key), 0]]);
+  const indexOf = (key: Uint8Array): number => {
+    const name = latin1(key);
+    let index = indexes.get(name);
+    if (index === undefined) {
+      index = keys.length;
+      keys.push(key);
+      indexes.set(name, index);
+    }
+    return index;
+  };
+  const stepKeys = request.steps.map((step) => indexOf(step.key));
+  const watchKeys = (request.watches ?? []).map((watch) => indexOf(watch.key));
+  return { keys, stepKeys, watchKeys };
+}
+
+function latin1(key: Uint8Array): string {
+  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+}
+
+/** The layout of a transaction whose every step names its one key and that watches nothing else. */
+function oneKeyLayout(steps: number): TransactionKeys {
+  return { keys: [], stepKeys: new Array<number>(steps).fill(0), watchKeys: [] };
+}
+
+/**
+ * The decision of a TRANSACT on its key's live entry `current`: {@link decideTransactionOnKeys}
+ * for a transaction whose steps all name its one key.
  */
 export function decideTransaction(
   request: Pick<TransactRequest, 'steps' | 'ifVersion'>,
@@ -50,20 +90,64 @@ export function decideTransaction(
   version: number,
   maxValueBytes: number,
 ): Decision<Response[] | null> {
-  if (request.ifVersion !== undefined && (current?.version ?? 0) !== request.ifVersion) {
-    return { mutation: NONE, result: null };
+  const { mutations, result } = decideTransactionOnKeys(
+    request,
+    oneKeyLayout(request.steps.length),
+    [current],
+    now,
+    version,
+    maxValueBytes,
+  );
+  return { mutation: mutations[0]!, result };
+}
+
+/**
+ * The decision of a TRANSACT on the live entries `current` of its keys (in `layout`'s order):
+ * every step's answer (id 0), or null when `ifVersion` or a watch does not hold (nothing runs).
+ * Each step is decided on its key's entry as the previous steps left it; each key's net change
+ * is one mutation. `version` is the one the transaction's write takes (for every key it changes),
+ * so a step that answers a version (a GET_VERSIONED after a write) answers it.
+ */
+export function decideTransactionOnKeys(
+  request: Pick<TransactRequest, 'steps' | 'ifVersion' | 'watches'>,
+  layout: TransactionKeys,
+  current: readonly (VersionedValue | undefined)[],
+  now: number,
+  version: number,
+  maxValueBytes: number,
+): ManyDecision<Response[] | null> {
+  if (!watchesHold(request, layout, current)) {
+    return { mutations: current.map(() => NONE), result: null };
   }
-  let entry = current;
-  let changed = false;
+  const entries = current.slice();
+  const changed = new Array<boolean>(current.length).fill(false);
   const results = new Array<Response>(request.steps.length);
   for (let index = 0; index < request.steps.length; index++) {
-    const { mutation, result } = decideStep(request.steps[index]!, entry, now, version, maxValueBytes);
+    const at = layout.stepKeys[index]!;
+    const { mutation, result } = decideStep(request.steps[index]!, entries[at], now, version, maxValueBytes);
     results[index] = result;
     if (mutation.kind === 'none') continue;
-    entry = afterMutation(entry, mutation, version);
-    changed = true;
+    entries[at] = afterMutation(entries[at], mutation, version);
+    changed[at] = true;
   }
-  return { mutation: changed ? netMutation(current, entry) : NONE, result: results };
+  return {
+    mutations: current.map((entry, at) => (changed[at] ? netMutation(entry, entries[at]) : NONE)),
+    result: results,
+  };
+}
+
+/** Whether `ifVersion` (the first key's) and every watch still hold on `current`. */
+function watchesHold(
+  request: Pick<TransactRequest, 'ifVersion' | 'watches'>,
+  layout: TransactionKeys,
+  current: readonly (VersionedValue | undefined)[],
+): boolean {
+  if (request.ifVersion !== undefined && (current[0]?.version ?? 0) !== request.ifVersion) return false;
+  const watches = request.watches ?? [];
+  for (let i = 0; i < watches.length; i++) {
+    if ((current[layout.watchKeys[i]!]?.version ?? 0) !== watches[i]!.version) return false;
+  }
+  return true;
 }
 
 /** Bytes a RESULTS answer takes besides its values (headers, integers, the nested bodies' framing). */
@@ -110,15 +194,29 @@ function carriedBytes(result: Response): number {
  * request's `valueBytes`), from the key's current length; undefined when no step stores a value.
  */
 export function transactionValueBytes(steps: readonly TransactStep[], lengthNow: number): number | undefined {
-  let length = lengthNow;
-  let stores = false;
-  for (const step of steps) {
-    const after = storedLength(step, length);
+  return transactionValueBytesOnKeys(steps, oneKeyLayout(steps.length), [lengthNow])[0];
+}
+
+/**
+ * {@link transactionValueBytes} for each key of `layout` (`lengthsNow`: their values' current
+ * lengths, 0 for none): the largest value the transaction may store under it, undefined for a key
+ * it stores no value under.
+ */
+export function transactionValueBytesOnKeys(
+  steps: readonly TransactStep[],
+  layout: TransactionKeys,
+  lengthsNow: readonly number[],
+): (number | undefined)[] {
+  const lengths = lengthsNow.slice();
+  const stores = new Array<boolean>(lengths.length).fill(false);
+  for (let index = 0; index < steps.length; index++) {
+    const at = layout.stepKeys[index]!;
+    const after = storedLength(steps[index]!, lengths[at]!);
     if (after === undefined) continue;
-    stores = true;
-    length = Math.max(length, after);
+    stores[at] = true;
+    lengths[at] = Math.max(lengths[at]!, after);
   }
-  return stores ? length : undefined;
+  return lengths.map((length, at) => (stores[at] ? length : undefined));
 }
 
 /**

@@ -146,7 +146,7 @@ export class RespConnection
   name: Uint8Array | undefined;
   /** Who the connection acts as; undefined until authenticated (or admitted anonymously). */
   identity: RespIdentity | undefined;
-  /** MULTI's queued commands and WATCH's key (see `transaction.ts`). */
+  /** MULTI's queued commands and WATCH's keys (see `transaction.ts`). */
   readonly transaction = new ConnectionTransaction();
   /** The writer of in-order answers; its `version` is the connection's RESP version. */
   private readonly writer: RespWriter;

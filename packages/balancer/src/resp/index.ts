@@ -2,6 +2,7 @@
  * The balancer's RESP front door (`--resp-port`): Redis clients and tools on the same router,
  * limits, deadlines and users as the native port. See the package README, section "RESP".
  */
+import type { HashRing } from '@dstore/hashring';
 import { DEFAULT_LIMITS, type UserDirectory } from '@dstore/protocol';
 import type { ResolvedBalancerOptions } from '../config.js';
 import type { Router } from '../router.js';
@@ -33,6 +34,11 @@ export interface RespFrontDoorParts {
   readonly scan: RespServices['scan'];
   /** FLUSHALL of the cluster. */
   readonly flush: RespServices['flush'];
+  /**
+   * The ring keys are routed on (the membership's routing ring), for the transactions' check that
+   * their keys share one position.
+   */
+  readonly ring: () => HashRing;
 }
 
 /** The RESP server of a balancer, with the balancer's connection caps, deadlines, TLS and users. */
@@ -68,6 +74,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
     },
     {
       router: parts.router,
+      ring: parts.ring,
       limits,
       maxAnswerBytes: options.respMaxOutputBytes,
       users: parts.users,

@@ -1,3 +1,4 @@
+import type { HashRing } from '@dstore/hashring';
 import type {
   KeysResponse,
   ProtocolLimits,
@@ -38,6 +39,11 @@ export type RespRouting = Pick<
 export interface RespServices {
   /** The balancer's router: the same forwarding, deadlines and fail-fast as the native port. */
   readonly router: RespRouting;
+  /**
+   * The ring keys are routed on. A transaction uses only its `position` and `hashTag`, which are
+   * fixed for a cluster map's life (whatever its members), to tell which keys may share one.
+   */
+  ring(): HashRing;
   /** The balancer's limits (key, value and batch sizes). */
   readonly limits: ProtocolLimits;
   /** Most bytes of values one answer may gather (an MGET read in parts): the connection's output bound. */

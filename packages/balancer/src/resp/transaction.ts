@@ -21,20 +21,33 @@ import { DATA_COMMANDS } from './data-commands.js';
 import { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
 import type { RespRouting, RespServices } from './services.js';
+import type { TakenTransaction } from './transaction-state.js';
 
 /**
- * MULTI / EXEC / DISCARD / WATCH / UNWATCH on the RESP port: a transaction on **one key**. The
- * commands queued between MULTI and EXEC (the key-value commands, each naming only that key) run
- * as one native TRANSACT: in order, in one atomic step on the key's owner, stored as one write.
- * WATCH remembers the key's version; EXEC then runs only if it is unchanged (else a null array, as
- * Redis). Keys live on different nodes, so a second key (in a command or a WATCH) is refused with
+ * MULTI / EXEC / DISCARD / WATCH / UNWATCH on the RESP port: a transaction on the keys of **one
+ * ring position**, in practice keys of one hash tag (`{user:7}:a`, `{user:7}:b`), as Redis Cluster
+ * allows the keys of one slot. Such keys have one owner and one replica chain, so the commands
+ * queued between MULTI and EXEC run as one native TRANSACT: in order, in one atomic step on the
+ * owner, stored as one write that no replica applies in part. WATCH remembers each key's version;
+ * EXEC then runs only if none changed (else a null array, as Redis). The first key named (watched
+ * or queued) fixes the position: a key of another one (in a command or a WATCH) is refused with
  * Redis Cluster's CROSSSLOT error and the transaction is discarded at EXEC (EXECABORT), as Redis
- * does for any command refused while queueing.
+ * does for any command refused while queueing. A multi-key command (MGET, MSET, DEL, EXISTS, ...)
+ * of keys of the position becomes one step per key, its answer gathered as the command's own.
  */
 
-/** Redis Cluster's error for keys of different slots; here every key is its own "slot". */
-const CROSSSLOT =
-  "CROSSSLOT Keys in request don't hash to the same slot (a dstore transaction, WATCH included, uses one key)";
+/**
+ * Redis Cluster's error for keys of different slots. Here a "slot" is a ring position: the keys'
+ * hash tag when they have one (the map's tag, `{}` unless configured otherwise), else the whole key.
+ */
+function crossSlot(hashTag: string | undefined): string {
+  const rule =
+    hashTag === undefined
+      ? 'keys of one ring position: this cluster has no hash tag, so one key'
+      : `keys of one hash tag, e.g. ${hashTag[0]}user:7${hashTag[1]}:a and ${hashTag[0]}user:7${hashTag[1]}:b`;
+  return `CROSSSLOT Keys in request don't hash to the same slot (a dstore transaction uses ${rule})`;
+}
+
 /** The commands a transaction may hold: the key-value commands that name keys, and PING and ECHO. */
 const TRANSACTIONAL: ReadonlyMap<string, DataCommand> = new Map(
   [...DATA_COMMANDS.filter((command) => command.keys[0] > 0), ...KEYLESS_IN_TRANSACTION].map((command) => [
@@ -45,6 +58,16 @@ const TRANSACTIONAL: ReadonlyMap<string, DataCommand> = new Map(
 
 /** The commands that act on the transaction itself, run at once even between MULTI and EXEC. */
 const CONTROL: ReadonlySet<string> = new Set(['multi', 'exec', 'discard', 'watch', 'quit', 'reset']);
+
+/** What a command adds to the transaction: its first key, the keys' position, its TRANSACT steps. */
+interface TransactionKeys {
+  /** The first key named; undefined for PING and ECHO. */
+  readonly key: Uint8Array | undefined;
+  /** The ring position every key named has; undefined without keys. */
+  readonly position: number | undefined;
+  /** How many keys it names (the steps it makes: one per key, a key named twice twice). */
+  readonly count: number;
+}
 
 /**
  * Between MULTI and EXEC: queues the command (`+QUEUED`) or refuses it, spoiling the transaction.
@@ -59,21 +82,23 @@ export function queueInTransaction(
 ): boolean {
   if (CONTROL.has(command.name)) return false;
   const transaction = connection.transaction;
-  const refusal = queueRefusal(connection, command, args, services);
-  if (refusal !== undefined) {
+  const checked = TRANSACTIONAL.has(command.name)
+    ? transactionKeys(connection, command, args, services)
+    : `ERR '${command.name}' cannot be queued: a dstore transaction holds key-value commands on keys of one hash tag, PING and ECHO`;
+  if (typeof checked === 'string') {
     transaction.spoil();
-    connection.replyError(seq, refusal);
+    connection.replyError(seq, checked);
     return true;
   }
   const maxSteps = services.limits.maxBatchKeys;
-  const key = command.keys[0] > 0 ? args[command.keys[0]] : undefined;
-  if (!transaction.enqueue(args, key, maxSteps, services.limits.maxFrameBytes)) {
+  const { key, position, count } = checked;
+  if (!transaction.enqueue(args, key, position, count, maxSteps, services.limits.maxFrameBytes)) {
     transaction.spoil();
     connection.replyError(
       seq,
       respErrorLine(
         ErrorCode.BATCH_TOO_LARGE,
-        `a transaction holds at most ${maxSteps} commands and one frame (${services.limits.maxFrameBytes} bytes) of arguments`,
+        `a transaction holds at most ${maxSteps} keys named by its commands and one frame (${services.limits.maxFrameBytes} bytes) of arguments`,
       ),
     );
     return true;
@@ -84,22 +109,28 @@ export function queueInTransaction(
   return true;
 }
 
-/** Why `args` may not be queued (an error line), or undefined: a key-value command on the transaction's key. */
-function queueRefusal(
+/**
+ * The keys of `args` (named at `command`'s key positions) as the transaction takes them, or why
+ * they may not join it (an error line): a key over the size limit, one the user may not touch
+ * (`write`: for writing), or one of another ring position than the transaction's (CROSSSLOT). A
+ * transaction without a key yet takes the position of the command's first key.
+ */
+function transactionKeys(
   connection: RespConnection,
-  command: RespCommand,
+  command: Pick<RespCommand, 'keys' | 'flags'>,
   args: Uint8Array[],
   services: RespServices,
-): string | undefined {
-  if (!TRANSACTIONAL.has(command.name)) {
-    return `ERR '${command.name}' cannot be queued: a dstore transaction holds key-value commands of one key, PING and ECHO`;
-  }
-  if (command.keys[0] === 0) return undefined;
+): TransactionKeys | string {
+  const [first, , step] = command.keys;
+  if (first === 0) return { key: undefined, position: undefined, count: 0 };
   const identity = connection.identity;
   const grant = identity?.kind === 'user' && identity.grant.limited ? identity.grant : undefined;
   const write = command.flags.includes('write');
+  const ring = services.ring();
   const last = lastKeyIndex(command.keys, args.length);
-  for (let index = command.keys[0]; index <= last; index += command.keys[2]) {
+  let position = connection.transaction.position;
+  let count = 0;
+  for (let index = first; index <= last; index += step) {
     const key = args[index]!;
     if (key.length > services.limits.maxKeyBytes) {
       return respErrorLine(
@@ -109,9 +140,14 @@ function queueRefusal(
     }
     const denial = grant === undefined ? undefined : keyDenied(grant, key, write);
     if (denial !== undefined) return `NOPERM ${denial}`;
-    if (!connection.transaction.admits(key)) return CROSSSLOT;
+    // A pure function of the key and the map's hash tag, which is fixed for the map's life: the
+    // position checked now is the one the TRANSACT is routed by at EXEC, whatever the ring then.
+    const keyPosition = ring.position(key);
+    position ??= keyPosition;
+    if (keyPosition !== position) return crossSlot(ring.hashTag);
+    count++;
   }
-  return undefined;
+  return { key: args[first], position, count };
 }
 
 function multi(connection: RespConnection, seq: number): void {
@@ -139,10 +175,14 @@ function unwatch(connection: RespConnection, seq: number): void {
   connection.replyOk(seq);
 }
 
+/** WATCH's keys: every argument, read (a user with read access to them may watch them). */
+const WATCH_KEYS: Pick<RespCommand, 'keys' | 'flags'> = { keys: [1, -1, 1], flags: ['readonly'] };
+
 /**
- * WATCH key [key ...]: reads the key's version on its owner (the commands after it wait, as after
- * an AUTH: an EXEC must not run before the version is known). One key only, named any number of
- * times; a WATCH of another key than the transaction's is CROSSSLOT.
+ * WATCH key [key ...]: reads the versions of the keys not watched yet on their owner, in one
+ * read-only TRANSACT (one round trip, one snapshot), while the commands after it wait, as after an
+ * AUTH: an EXEC must not run before the versions are known. The keys must share the
+ * transaction's ring position (the first's when none is set yet): else CROSSSLOT, nothing watched.
  */
 function watch(connection: RespConnection, args: Uint8Array[], seq: number, services: RespServices): void {
   const transaction = connection.transaction;
@@ -150,43 +190,104 @@ function watch(connection: RespConnection, args: Uint8Array[], seq: number, serv
     connection.replyError(seq, 'ERR WATCH inside MULTI is not allowed');
     return;
   }
-  const key = args[1]!;
-  for (let index = 1; index < args.length; index++) {
-    if (Buffer.compare(args[index]!, key) !== 0 || !transaction.admits(key)) {
-      connection.replyError(seq, CROSSSLOT);
-      return;
-    }
-  }
-  const refusal = queueRefusal(connection, WATCH_AS_READ, args.slice(0, 2), services);
-  if (refusal !== undefined) {
-    connection.replyError(seq, refusal);
+  const checked = transactionKeys(connection, WATCH_KEYS, args, services);
+  if (typeof checked === 'string') {
+    connection.replyError(seq, checked);
     return;
   }
-  const watched = Uint8Array.from(key);
+  // Copies: the versions arrive after this tick, and the arguments are views of the input.
+  const fresh: Uint8Array[] = [];
+  for (let index = 1; index < args.length; index++) {
+    const key = args[index]!;
+    if (transaction.watches(key) || fresh.some((other) => Buffer.compare(other, key) === 0)) continue;
+    fresh.push(Uint8Array.from(key));
+  }
+  if (fresh.length === 0) {
+    connection.replyOk(seq);
+    return;
+  }
+  const { maxBatchKeys, maxFrameBytes } = services.limits;
+  if (!transaction.roomToWatch(fresh, maxBatchKeys, maxFrameBytes)) {
+    connection.replyError(
+      seq,
+      respErrorLine(
+        ErrorCode.BATCH_TOO_LARGE,
+        `a transaction watches at most ${maxBatchKeys} keys, of one frame (${maxFrameBytes} bytes) with its commands' arguments`,
+      ),
+    );
+    return;
+  }
+  const position = checked.position!;
   connection.hold();
-  services.router.forwardKeyed(
-    { op: Op.GET_VERSIONED, id: seq, key: watched },
-    {
-      reply: (response) => {
-        transaction.watch(watched, response.op === Op.VERSIONED ? response.version : 0);
-        connection.replyOk(seq);
-        connection.release();
-      },
-      replyError: (_id, code, message) => {
-        connection.replyError(seq, respErrorLine(code, message));
-        connection.release();
-      },
+  watchedVersions(services, fresh, seq).then(
+    (versions) => {
+      transaction.watch(
+        fresh.map((key, index) => ({ key, version: versions[index]! })),
+        position,
+      );
+      connection.replyOk(seq);
+      connection.release();
     },
-    performance.now(),
+    (error: unknown) => {
+      const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
+      connection.replyError(seq, respErrorLine(code, error instanceof Error ? error.message : String(error)));
+      connection.release();
+    },
   );
 }
 
-/** WATCH's key checks, as a read command naming one key (the command table's `get`). */
-const WATCH_AS_READ: RespCommand = TRANSACTIONAL.get('get')!;
+/** `request`'s answer from the key's owner, through the router (a DstoreError when refused). */
+function forwarded(services: RespServices, request: KeyedClientRequest): Promise<Response> {
+  return new Promise((resolve, reject) =>
+    services.router.forwardKeyed(
+      request,
+      {
+        reply: resolve,
+        replyError: (_id, code, message) => reject(new DstoreError(code as ErrorCode, message)),
+      },
+      performance.now(),
+    ),
+  );
+}
+
+/**
+ * The versions of `keys` (one ring position; 0: absent), read as one TRANSACT of GET_VERSIONED
+ * steps on the keys' owner: one atomic read of them all.
+ */
+async function watchedVersions(
+  services: RespServices,
+  keys: readonly Uint8Array[],
+  id: number,
+): Promise<number[]> {
+  const answer = await forwarded(services, {
+    op: Op.TRANSACT,
+    id,
+    key: keys[0]!,
+    steps: keys.map((key) => ({ op: Op.GET_VERSIONED, key })),
+  });
+  if (answer.op !== Op.RESULTS || answer.results === null || answer.results.length !== keys.length) {
+    throw new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${answer.op}) to WATCH's read`);
+  }
+  return Promise.all(
+    answer.results.map(async (result, index) => {
+      if (result.op === Op.VERSIONED) return result.version;
+      if (result.op === Op.ERROR && result.code === ErrorCode.FRAME_TOO_LARGE) {
+        // The values read together passed one frame, so the node left this one out: its version
+        // alone, read apart. Not the same snapshot, which WATCH does not need: EXEC runs only if
+        // each key still has the version read before WATCH answered, and a key written since has
+        // another one (at worst a version read behind the head makes EXEC answer null).
+        result = await forwarded(services, { op: Op.GET_VERSIONED, id, key: keys[index]! });
+        if (result.op === Op.VERSIONED) return result.version;
+      }
+      if (result.op === Op.ERROR) throw new DstoreError(result.code as ErrorCode, result.message);
+      throw new DstoreError(ErrorCode.INTERNAL, `unexpected answer (op ${result.op}) to WATCH's read`);
+    }),
+  );
+}
 
 /**
  * EXEC: runs the queued commands as one TRANSACT and answers their answers as one array; a null
- * array when the WATCHed key changed; EXECABORT when a command was refused while queueing.
+ * array when a WATCHed key changed; EXECABORT when a command was refused while queueing.
  */
 function exec(connection: RespConnection, seq: number, services: RespServices): void {
   const transaction = connection.transaction;
@@ -199,11 +300,7 @@ function exec(connection: RespConnection, seq: number, services: RespServices): 
     connection.replyError(seq, 'EXECABORT Transaction discarded because of previous errors.');
     return;
   }
-  new TransactionRun(connection, seq, services, taken.commands.length).run(
-    taken.commands,
-    taken.key,
-    taken.ifVersion,
-  );
+  new TransactionRun(connection, seq, services, taken.commands.length).run(taken);
 }
 
 /** One step of the TRANSACT and how its answer reaches the command that asked for it. */
@@ -229,7 +326,7 @@ class TransactionRun implements RespReplyTarget, RespRouting {
   private readonly elements: (Uint8Array | undefined)[];
   private unanswered: number;
   private readonly steps: RecordedStep[] = [];
-  private ifVersionHeld = true;
+  private versionsHeld = true;
   /** EXEC's answer waits while the commands are read and while the TRANSACT is out. */
   private waiting = true;
   /** The commands are being read: their requests become steps (none after, see {@link record}). */
@@ -261,14 +358,14 @@ class TransactionRun implements RespReplyTarget, RespRouting {
     replyError: (id, code, message) => this.replyError(id, respErrorLine(code, message)),
   };
 
-  run(commands: Uint8Array[][], key: Uint8Array | undefined, ifVersion: number | undefined): void {
+  run({ commands, key, ifVersion, watches }: TakenTransaction): void {
     const services = { ...this.services, router: this as RespRouting };
     for (let index = 0; index < commands.length; index++) {
       const args = commands[index]!;
       TRANSACTIONAL.get(textOf(args[0]!).toLowerCase())!.run(this, args, index, services);
     }
     this.recording = false;
-    if (key === undefined || (this.steps.length === 0 && ifVersion === undefined)) {
+    if (key === undefined || (this.steps.length === 0 && ifVersion === undefined && watches.length === 0)) {
       this.waiting = false;
       this.answerIfComplete();
       return;
@@ -281,6 +378,7 @@ class TransactionRun implements RespReplyTarget, RespRouting {
         key,
         steps: this.steps.map((recorded) => recorded.step),
         ...(ifVersion === undefined ? {} : { ifVersion }),
+        ...(watches.length === 0 ? {} : { watches }),
       },
       {
         reply: (response) => this.answered(response),
@@ -306,7 +404,7 @@ class TransactionRun implements RespReplyTarget, RespRouting {
     this.endReply(index);
   }
 
-  // RespRouting: each request of a command becomes a step on the transaction's key.
+  // RespRouting: each request of a command becomes a step (or a step per key) on its own key.
   forwardToOwner(request: SingleKeyRequest, client: Replier): void {
     switch (request.op) {
       case Op.GET:
@@ -336,31 +434,69 @@ class TransactionRun implements RespReplyTarget, RespRouting {
   }
 
   forwardExists(request: ExistsRequest, client: Replier): void {
-    // Every key is the transaction's (checked while queueing): it exists once per time named.
-    const named = request.keys.length;
-    this.record({ op: Op.GET_VERSIONED, key: request.keys[0]! }, client, request.id, (response, id) => ({
-      op: Op.COUNT,
-      id,
-      count: response.op === Op.VERSIONED && response.value !== null ? named : 0,
-    }));
+    // A step per key named: a key named twice counts twice, as Redis.
+    this.recordEach(
+      request.keys,
+      (key) => ({ op: Op.GET_VERSIONED, key }),
+      client,
+      request.id,
+      (answers, id) => ({
+        op: Op.COUNT,
+        id,
+        count: answers.filter((answer) => answer.op === Op.VERSIONED && answer.value !== null).length,
+      }),
+    );
   }
 
   forwardMGet(request: MGetRequest, client: Replier): void {
-    const named = request.keys.length;
-    this.record({ op: Op.GET_VERSIONED, key: request.keys[0]! }, client, request.id, (response, id) => ({
-      op: Op.VALUES,
-      id,
-      values: new Array<Uint8Array | null>(named).fill(response.op === Op.VERSIONED ? response.value : null),
-    }));
+    if (!this.recording) {
+      // MGET reads its keys again in halves when their values together pass one frame: here they
+      // were read in the TRANSACT, whose answer could not carry them all (see `answerWithinFrame`).
+      client.replyError(
+        request.id,
+        ErrorCode.FRAME_TOO_LARGE,
+        'the transaction ran, but the values its commands read pass one frame together: this MGET is not answered',
+      );
+      return;
+    }
+    this.recordEach(
+      request.keys,
+      (key) => ({ op: Op.GET_VERSIONED, key }),
+      client,
+      request.id,
+      (answers, id) => ({
+        op: Op.VALUES,
+        id,
+        values: answers.map((answer) => (answer.op === Op.VERSIONED ? answer.value : null)),
+      }),
+    );
   }
 
   forwardMSet(request: MSetRequest, client: Replier): void {
-    // The same key named again overwrites: the last value is the one stored, as Redis's MSET.
-    const last = request.entries[request.entries.length - 1]!;
-    this.record({ op: Op.SET_WITH, key: last.key, value: last.value }, client, request.id, (_, id) => ({
-      op: Op.OK,
-      id,
-    }));
+    // In order: a key named again is overwritten by its later value, as Redis's MSET.
+    this.recordEach(
+      request.entries,
+      ({ key, value }) => ({ op: Op.SET_WITH, key, value }),
+      client,
+      request.id,
+      (_, id) => ({ op: Op.OK, id }),
+    );
+  }
+
+  /**
+   * A step per item of a multi-key command, in order; the command is answered once, with
+   * `combine` of the steps' answers, or the first step's error.
+   */
+  private recordEach<T>(
+    items: readonly T[],
+    stepOf: (item: T) => TransactStep,
+    client: Replier,
+    id: number,
+    combine: (answers: readonly Response[], id: number) => Response,
+  ): void {
+    const gathered = new GatheredAnswer(client, id, items.length, combine);
+    for (let index = 0; index < items.length; index++)
+      this.record(stepOf(items[index]!), gathered, index, asIs);
   }
 
   private record(
@@ -370,15 +506,15 @@ class TransactionRun implements RespReplyTarget, RespRouting {
     convert: (response: Response, id: number) => Response,
   ): void {
     if (!this.recording) {
-      // A command asking again once the TRANSACT ran (an MGET reading its part again): its
-      // answer is the transaction's, there is nothing more to ask.
+      // A command asking again once the TRANSACT ran (none does but MGET, answered in
+      // `forwardMGet`): its answer is the transaction's, there is nothing more to ask.
       client.replyError(id, ErrorCode.INTERNAL, 'a command of a transaction asked again after it ran');
       return;
     }
     this.steps.push({ step, client, id, convert });
   }
 
-  /** RESULTS: each step's answer to its command; null: the WATCHed key changed. */
+  /** RESULTS: each step's answer to its command; null: a WATCHed key changed. */
   private answered(response: Response): void {
     if (
       response.op !== Op.RESULTS ||
@@ -391,7 +527,7 @@ class TransactionRun implements RespReplyTarget, RespRouting {
     const results = response.results;
     if (results === null) {
       // Nothing ran: the array's elements are dropped, EXEC answers null (as Redis).
-      this.ifVersionHeld = false;
+      this.versionsHeld = false;
       this.answerIfComplete();
       return;
     }
@@ -417,17 +553,55 @@ class TransactionRun implements RespReplyTarget, RespRouting {
     this.answerIfComplete();
   }
 
-  /** Writes EXEC's answer, once: every element answered (or the WATCHed key changed). */
+  /** Writes EXEC's answer, once: every element answered (or a WATCHed key changed). */
   private answerIfComplete(): void {
-    if (this.waiting || this.answeredExec || (this.ifVersionHeld && this.unanswered > 0)) return;
+    if (this.waiting || this.answeredExec || (this.versionsHeld && this.unanswered > 0)) return;
     this.answeredExec = true;
     const writer = this.connection.beginReply(this.seq);
-    if (!this.ifVersionHeld) writer.nullArray();
+    if (!this.versionsHeld) writer.nullArray();
     else {
       writer.array(this.elements.length);
       for (const element of this.elements) writer.raw(element!);
     }
     this.connection.endReply(this.seq);
+  }
+}
+
+/**
+ * The answer of a command made of several steps (a multi-key command in a transaction): each step
+ * answers it with its index as the id; once all have, the command gets `combine` of their answers,
+ * or the first error.
+ */
+class GatheredAnswer implements Replier {
+  private readonly answers: Response[];
+  private remaining: number;
+  private failure: { readonly code: string; readonly message: string } | undefined;
+
+  constructor(
+    private readonly client: Replier,
+    private readonly id: number,
+    steps: number,
+    private readonly combine: (answers: readonly Response[], id: number) => Response,
+  ) {
+    this.answers = new Array<Response>(steps);
+    this.remaining = steps;
+    if (steps === 0) client.reply(combine([], id));
+  }
+
+  reply(response: Response): void {
+    this.answers[response.id] = response;
+    this.settle();
+  }
+
+  replyError(_index: number, code: string, message: string): void {
+    this.failure ??= { code, message };
+    this.settle();
+  }
+
+  private settle(): void {
+    if (--this.remaining > 0) return;
+    if (this.failure === undefined) this.client.reply(this.combine(this.answers, this.id));
+    else this.client.replyError(this.id, this.failure.code, this.failure.message);
   }
 }
 

@@ -65,6 +65,44 @@ export interface Decision<T> {
   readonly result: T;
 }
 
+/**
+ * The index past the run of entries from `start` that one write made: a write of several keys
+ * (a transaction on keys of one hash tag, {@link StorageEngine.updateMany}) gives each the same
+ * `(writeEpoch, version)`, which no other write of those keys' head shares, so the replication
+ * stream and the engines keep such a run together (two writes of different heads that happen to
+ * share both are only kept together too).
+ */
+export function writeEndAt(entries: readonly EntryVersion[], start: number): number {
+  const first = entries[start]!;
+  let end = start + 1;
+  while (
+    end < entries.length &&
+    entries[end]!.version === first.version &&
+    entries[end]!.writeEpoch === first.writeEpoch
+  )
+    end++;
+  return end;
+}
+
+/**
+ * The outcome of a `decide` callback over several keys ({@link StorageEngine.updateMany}): one
+ * mutation per key, in the order of the keys, and what the update resolves to.
+ */
+export interface ManyDecision<T> {
+  readonly mutations: readonly Mutation[];
+  readonly result: T;
+}
+
+/** How {@link StorageEngine.updateMany} writes: {@link UpdateOptions}, per key where they differ. */
+export interface ManyUpdateOptions {
+  /** Ring epoch at which the owner accepted the client write (uint32). */
+  readonly writeEpoch: number;
+  /** Per key: a `delete` leaves a tombstone (the key's range is moving in). */
+  readonly tombstones: readonly boolean[];
+  /** Per key: bytes of the largest value its mutation may write, undefined when it stores none. */
+  readonly valueBytes: readonly (number | undefined)[];
+}
+
 /** How {@link StorageEngine.update} writes. */
 export interface UpdateOptions {
   /** Ring epoch at which the owner accepted the client write (uint32). */
@@ -255,6 +293,32 @@ export interface StorageEngine {
     key: Uint8Array,
     options: UpdateOptions,
     decide: (current: VersionedValue | undefined, now: number, version: number) => Decision<T>,
+  ): T;
+  /**
+   * {@link update} over several distinct keys at once (a transaction on keys of one hash tag):
+   * `decide` sees every key's live entry (in the order of `keys`) and answers one mutation per
+   * key; they are applied together, all with one version, or none of them (a refusal such as
+   * OUT_OF_MEMORY or OUT_OF_SPACE applies nothing): a reader never sees some applied and not the
+   * others. lmdb: one write transaction, acknowledged like {@link set} (a crash keeps all or none).
+   */
+  updateMany<T>(
+    keys: readonly Uint8Array[],
+    options: ManyUpdateOptions,
+    decide: (
+      current: readonly (VersionedValue | undefined)[],
+      now: number,
+      version: number,
+    ) => ManyDecision<T>,
+  ): Promise<T>;
+  /** Only on engines that have {@link updateNow}: {@link updateMany}, applied before it returns. */
+  updateManyNow?<T>(
+    keys: readonly Uint8Array[],
+    options: ManyUpdateOptions,
+    decide: (
+      current: readonly (VersionedValue | undefined)[],
+      now: number,
+      version: number,
+    ) => ManyDecision<T>,
   ): T;
   /**
    * Reclaims expired values, examining at most `maxEntries` entries from where the previous call

@@ -11,6 +11,8 @@ export type {
   EvictionScope,
   Expiring,
   LmdbOpenOptions,
+  ManyDecision,
+  ManyUpdateOptions,
   MemoryEngineOptions,
   Mutation,
   ScannedEntry,
@@ -22,7 +24,7 @@ export type {
   VersionedEntry,
   VersionedValue,
 } from './engine.js';
-export { isExpired, isNewerEntry, openEngine } from './engine.js';
+export { isExpired, isNewerEntry, openEngine, writeEndAt } from './engine.js';
 export type { StorageEngineErrorCode } from './errors.js';
 export { isStorageEngineError, StorageEngineError } from './errors.js';
 export { assertValidKey, inRingRange, MAX_KEY_BYTES, MAX_SCAN_CURSOR } from './keys.js';

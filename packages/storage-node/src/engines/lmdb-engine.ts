@@ -5,6 +5,8 @@ import {
   type EntryHeader,
   isExpired,
   isNewerEntry,
+  type ManyDecision,
+  type ManyUpdateOptions,
   type Mutation,
   type ScannedEntry,
   type ScanOptions,
@@ -885,6 +887,55 @@ export class LmdbEngine implements StorageEngine {
         const version = this.nextVersion();
         const decision = decide(live ? decodeValue(previous!) : undefined, now, version);
         this.applyMutation(ownKey, previous, live, options, decision.mutation, version);
+        return decision.result;
+      });
+    } finally {
+      this.pendingBytes -= cost;
+    }
+    await this.acknowledge();
+    return result;
+  }
+
+  /**
+   * {@link update} over several distinct keys: decided on every key's live entry inside one write
+   * transaction and applied there with one version, so a crash or a failed commit keeps all of
+   * the mutations or none; resolves to the result once acknowledged like set. Room is reserved
+   * for every value the mutations may store before anything runs.
+   */
+  async updateMany<T>(
+    keys: readonly Uint8Array[],
+    options: ManyUpdateOptions,
+    decide: (
+      current: readonly (VersionedValue | undefined)[],
+      now: number,
+      version: number,
+    ) => ManyDecision<T>,
+  ): Promise<T> {
+    assertOpen(this.closed, this.kind);
+    for (const key of keys) assertValidKey(key);
+    assertUint32(options.writeEpoch, 'writeEpoch');
+    // The keys may be views of a network buffer: the transaction runs later.
+    const ownKeys = keys.map((key) => Uint8Array.from(key));
+    let cost = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const valueBytes = options.valueBytes[i];
+      if (valueBytes !== undefined) cost += entryCost(keys[i]!.byteLength, valueBytes, this.usage.pageSize);
+    }
+    this.reserveSpace(cost, true);
+    let result: T;
+    try {
+      result = await this.write('put', () => {
+        const now = Date.now();
+        // Copies (`getBinary`): a fast get's buffer is the shared one, good until the next get.
+        const previous = ownKeys.map((key) => this.entries.getBinary(key));
+        const live = previous.map((entry) => isLiveValue(entry, now));
+        const current = previous.map((entry, i) => (live[i] ? decodeValue(entry!) : undefined));
+        const version = this.nextVersion();
+        const decision = decide(current, now, version);
+        for (let i = 0; i < ownKeys.length; i++) {
+          const single = { writeEpoch: options.writeEpoch, tombstone: options.tombstones[i] === true };
+          this.applyMutation(ownKeys[i]!, previous[i], live[i]!, single, decision.mutations[i]!, version);
+        }
         return decision.result;
       });
     } finally {

@@ -5,6 +5,8 @@ import {
   type EvictionScope,
   isExpired,
   isNewerEntry,
+  type ManyDecision,
+  type ManyUpdateOptions,
   type Mutation,
   type ScannedEntry,
   type ScanOptions,
@@ -14,11 +16,20 @@ import {
   type UpdateOptions,
   type VersionedEntry,
   type VersionedValue,
+  writeEndAt,
 } from './engine.js';
 import { StorageEngineError } from './errors.js';
 import { assertOpen, assertUint32, assertValidKey, closedError, inRingRange, MAX_KEY_BYTES } from './keys.js';
 import { SLOT_METADATA_BYTES, SlabArena } from './slab-arena.js';
 import { assertVersion, VersionClock } from './version-clock.js';
+
+/** An entry as it was before an undone put: a value (possibly expired), or a tombstone (no value). */
+interface PreviousEntry {
+  readonly value: Uint8Array | undefined;
+  readonly writeEpoch: number;
+  readonly version: number;
+  readonly expireAt: number;
+}
 
 /**
  * What a write past the memory cap does (Redis's `maxmemory-policy` names):
@@ -271,6 +282,129 @@ export class MemoryEngine implements StorageEngine {
     return decision.result;
   }
 
+  /** See {@link StorageEngine.updateMany}: {@link updateManyNow} as a promise. */
+  updateMany<T>(
+    keys: readonly Uint8Array[],
+    options: ManyUpdateOptions,
+    decide: (
+      current: readonly (VersionedValue | undefined)[],
+      now: number,
+      version: number,
+    ) => ManyDecision<T>,
+  ): Promise<T> {
+    try {
+      return Promise.resolve(this.updateManyNow(keys, options, decide));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Decides on every key's live entry and applies the mutations synchronously, so no reader runs
+   * between them. Only a put can fail (OUT_OF_MEMORY, making room): the puts go first, and when
+   * one fails the ones before it are undone (their previous entries put back, past the cap if
+   * need be: they held that room a moment ago), so a refused transaction changes nothing; the
+   * deletes and expiry changes that follow cannot fail. A value evicted to make room for a later
+   * put (an eviction policy) is an eviction like any other.
+   */
+  updateManyNow<T>(
+    keys: readonly Uint8Array[],
+    options: ManyUpdateOptions,
+    decide: (
+      current: readonly (VersionedValue | undefined)[],
+      now: number,
+      version: number,
+    ) => ManyDecision<T>,
+  ): T {
+    assertOpen(this.closed, this.kind);
+    for (const key of keys) assertValidKey(key);
+    assertUint32(options.writeEpoch, 'writeEpoch');
+    const now = Date.now();
+    const arena = this.arena;
+    const current = keys.map((key): VersionedValue | undefined => {
+      const live = this.findLive(key, now);
+      if (live < 0) return undefined;
+      // Copies: the mutations below may reuse the items the views point at.
+      return {
+        value: Uint8Array.prototype.slice.call(arena.read(live)),
+        writeEpoch: arena.writeEpoch(live),
+        version: arena.version(live),
+        expireAt: arena.expireAt(live),
+      };
+    });
+    const version = this.clock.next();
+    const decision = decide(current, now, version);
+    const { mutations } = decision;
+    const undo: { key: Uint8Array; previous: PreviousEntry | undefined }[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const mutation = mutations[i]!;
+      if (mutation.kind !== 'put') continue;
+      const key = keys[i]!;
+      const previous = this.previousEntry(key);
+      try {
+        this.put(key, mutation.value, options.writeEpoch, mutation.expireAt, arena.find(key), version);
+      } catch (error) {
+        for (let j = undo.length - 1; j >= 0; j--) this.restore(undo[j]!.key, undo[j]!.previous);
+        throw error;
+      }
+      undo.push({ key, previous });
+    }
+    for (let i = 0; i < keys.length; i++) {
+      const mutation = mutations[i]!;
+      if (mutation.kind === 'put' || mutation.kind === 'none') continue;
+      const key = keys[i]!;
+      // Found again: a put above may have moved entries (or evicted this one).
+      const single = { writeEpoch: options.writeEpoch, tombstone: options.tombstones[i] === true };
+      this.mutate(key, this.findLive(key, now), single, mutation, version);
+    }
+    return decision.result;
+  }
+
+  /** The entry under `key` as it is (value, even expired, or tombstone), for {@link restore}. */
+  private previousEntry(key: Uint8Array): PreviousEntry | undefined {
+    const arena = this.arena;
+    const handle = arena.find(key);
+    if (handle < 0) return undefined;
+    const writeEpoch = arena.writeEpoch(handle);
+    const version = arena.version(handle);
+    if (arena.isTombstone(handle)) return { value: undefined, writeEpoch, version, expireAt: 0 };
+    return {
+      value: Uint8Array.prototype.slice.call(arena.read(handle)),
+      writeEpoch,
+      version,
+      expireAt: arena.expireAt(handle),
+    };
+  }
+
+  /** Puts `key`'s entry back as {@link previousEntry} found it (an undone put; not checked against the cap). */
+  private restore(key: Uint8Array, previous: PreviousEntry | undefined): void {
+    const arena = this.arena;
+    const handle = arena.find(key);
+    if (previous === undefined) {
+      if (handle >= 0) this.remove(handle);
+      return;
+    }
+    const { value, writeEpoch, version, expireAt } = previous;
+    if (value === undefined) {
+      if (handle < 0) {
+        arena.allocateTombstone(key, writeEpoch, version);
+        this.keyBytes += key.byteLength;
+        this.tombstones++;
+      } else {
+        if (!arena.isTombstone(handle)) this.tombstones++;
+        arena.replaceWithTombstone(handle, writeEpoch, version);
+      }
+      return;
+    }
+    if (handle < 0) {
+      arena.allocate(key, value, writeEpoch, version, expireAt);
+      this.keyBytes += key.byteLength;
+    } else {
+      if (arena.isTombstone(handle)) this.tombstones--;
+      arena.replace(handle, value, writeEpoch, version, expireAt);
+    }
+  }
+
   private mutate(
     key: Uint8Array,
     live: number,
@@ -422,7 +556,16 @@ export class MemoryEngine implements StorageEngine {
       if (!this.evicting && storing > 0 && this.maxMemory > 0) this.checkRoom(bytes, storing, placementLimit);
       let applied = 0;
       for (const entry of entries) this.clock.observe(entry.version);
-      for (const { key, value, writeEpoch, version, expireAt = 0, deleted, tombstone } of entries) {
+      // Scoped: the entries of one write of several keys (one version) are checked together
+      // before any is stored, so a refusal never leaves part of that write here.
+      let unitEnd = 0;
+      let unitChecked = false;
+      for (let i = 0; i < entries.length; i++) {
+        const { key, value, writeEpoch, version, expireAt = 0, deleted, tombstone } = entries[i]!;
+        if (scoped && this.maxMemory > 0 && i >= unitEnd) {
+          unitEnd = this.assertUnitGrowth(entries, i, placementLimit);
+          unitChecked = unitEnd > i + 1;
+        }
         let handle = this.arena.find(key);
         if (
           handle >= 0 &&
@@ -449,7 +592,7 @@ export class MemoryEngine implements StorageEngine {
           continue;
         }
         if (evictsHere) handle = this.makeRoom(key, value.byteLength, handle);
-        else if (scoped && this.maxMemory > 0)
+        else if (scoped && this.maxMemory > 0 && !unitChecked)
           this.assertPlacementGrowth(key, value.byteLength, handle, placementLimit);
         if (handle < 0) {
           this.arena.allocate(key, value, writeEpoch, version, expireAt);
@@ -642,6 +785,29 @@ export class MemoryEngine implements StorageEngine {
     assertOpen(this.closed, this.kind);
     if (this.maxMemory === 0 || this.evicting) return;
     this.checkRoom(bytes, keys, limit);
+  }
+
+  /**
+   * For the entries of one write from `start` (a run of one version, as the replication stream
+   * keeps a write of several keys): throws OUT_OF_MEMORY when their values together would take
+   * the footprint past `limit`, before any is stored. Returns the index past the run; a run of
+   * one is checked as it is stored instead ({@link assertPlacementGrowth}).
+   */
+  private assertUnitGrowth(entries: readonly VersionedEntry[], start: number, limit: number): number {
+    const end = writeEndAt(entries, start);
+    if (end === start + 1) return end;
+    let growth = 0;
+    let length = 0;
+    for (let i = start; i < end; i++) {
+      const { key, value, deleted } = entries[i]!;
+      if (deleted === true) continue;
+      const handle = this.arena.find(key);
+      if (handle >= 0 && this.arena.fitsInPlace(handle, value.byteLength)) continue;
+      growth += this.arena.growthFor(key.byteLength, value.byteLength, handle < 0);
+      length += value.byteLength;
+    }
+    if (this.footprint() + growth > limit) throw this.outOfMemory(length, limit);
+    return end;
   }
 
   /** Throws OUT_OF_MEMORY when storing a value of `length` under `key` (`handle`: its entry, or -1) would take the footprint past `limit`. */
