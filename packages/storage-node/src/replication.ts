@@ -668,6 +668,21 @@ function outcomeUnknown(error: unknown): StorageEngineError {
   );
 }
 
+/** Calls `done` with what `run` resolves to or fails with (thrown or rejected). */
+function answerWith<T>(run: () => Promise<T>, done: (error: unknown, result: T | undefined) => void): void {
+  let running: Promise<T>;
+  try {
+    running = run();
+  } catch (error) {
+    done(error, undefined);
+    return;
+  }
+  running.then(
+    (result) => done(undefined, result),
+    (error: unknown) => done(error, undefined),
+  );
+}
+
 const NO_MUTATION: Mutation = { kind: 'none' };
 
 /**
@@ -1204,17 +1219,7 @@ export class ReplicationService {
         done(undefined, result);
         return;
       }
-      let updated: Promise<T>;
-      try {
-        updated = this.engine.update(key, options, decide);
-      } catch (error) {
-        done(error, undefined);
-        return;
-      }
-      updated.then(
-        (result) => done(undefined, result),
-        (error: unknown) => done(error, undefined),
-      );
+      answerWith(() => this.engine.update(key, options, decide), done);
       return;
     }
     // The fence let this write in: this node is the head (position 0) of the key's chain.
@@ -1302,17 +1307,7 @@ export class ReplicationService {
     const link = this.forwardLinkOf(chain);
     if (link === undefined) {
       // One serving member (this node): nothing to forward.
-      let updated: Promise<T>;
-      try {
-        updated = engine.updateMany(keys, options, decide);
-      } catch (error) {
-        done(error, undefined);
-        return;
-      }
-      updated.then(
-        (result) => done(undefined, result),
-        (error: unknown) => done(error, undefined),
-      );
+      answerWith(() => engine.updateMany(keys, options, decide), done);
       return;
     }
     let valueBytes: number | undefined;

@@ -376,33 +376,28 @@ export class MemoryEngine implements StorageEngine {
     };
   }
 
-  /** Puts `key`'s entry back as {@link previousEntry} found it (an undone put; not checked against the cap). */
+  /**
+   * Puts `key`'s entry back as {@link previousEntry} found it (an undone put; not checked against
+   * the cap). A value the later puts evicted stays gone: that eviction was an eviction like any
+   * other (with replication its chain was told), so bringing an older value back would differ
+   * from what the chain holds.
+   */
   private restore(key: Uint8Array, previous: PreviousEntry | undefined): void {
     const arena = this.arena;
     const handle = arena.find(key);
+    if (handle < 0) return;
     if (previous === undefined) {
-      if (handle >= 0) this.remove(handle);
+      this.remove(handle);
       return;
     }
     const { value, writeEpoch, version, expireAt } = previous;
     if (value === undefined) {
-      if (handle < 0) {
-        arena.allocateTombstone(key, writeEpoch, version);
-        this.keyBytes += key.byteLength;
-        this.tombstones++;
-      } else {
-        if (!arena.isTombstone(handle)) this.tombstones++;
-        arena.replaceWithTombstone(handle, writeEpoch, version);
-      }
+      if (!arena.isTombstone(handle)) this.tombstones++;
+      arena.replaceWithTombstone(handle, writeEpoch, version);
       return;
     }
-    if (handle < 0) {
-      arena.allocate(key, value, writeEpoch, version, expireAt);
-      this.keyBytes += key.byteLength;
-    } else {
-      if (arena.isTombstone(handle)) this.tombstones--;
-      arena.replace(handle, value, writeEpoch, version, expireAt);
-    }
+    if (arena.isTombstone(handle)) this.tombstones--;
+    arena.replace(handle, value, writeEpoch, version, expireAt);
   }
 
   private mutate(
