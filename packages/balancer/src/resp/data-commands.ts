@@ -29,7 +29,7 @@ import type { RespServices } from './services.js';
  * Refuses the command (answering it) when a key is over the size limit or the user may not touch
  * it: `-ERR KEY_TOO_LARGE: ...`, or `-NOPERM ...` as Redis 6 ACLs answer. False when refused.
  */
-function keysAllowed(
+export function keysAllowed(
   connection: RespReplyTarget,
   args: Uint8Array[],
   seq: number,
@@ -63,10 +63,10 @@ function keysAllowed(
 /** Key positions (Redis's first, last, step): one key; every argument; key-value pairs. */
 const SINGLE_KEY = [1, 1, 1] as const;
 const EVERY_ARGUMENT = [1, -1, 1] as const;
-const PAIRS = [1, -1, 2] as const;
+export const PAIRS = [1, -1, 2] as const;
 
 /** Refuses (answering) a command with more keys than one batch may hold. False when refused. */
-function batchAllowed(
+export function batchAllowed(
   connection: RespReplyTarget,
   seq: number,
   services: RespServices,

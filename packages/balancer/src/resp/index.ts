@@ -11,6 +11,7 @@ import { CONNECTION_COMMANDS } from './connection-commands.js';
 import { DATA_COMMANDS } from './data-commands.js';
 import { RespServer } from './server.js';
 import type { RespServices, ServerFacts } from './services.js';
+import { TAG_COMMANDS } from './tag-commands.js';
 import { TRANSACTION_COMMANDS } from './transaction.js';
 
 export { RespServer } from './server.js';
@@ -79,7 +80,12 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
       maxAnswerBytes: options.respMaxOutputBytes,
       users: parts.users,
       protectedMode: options.protectedMode,
-      commands: new CommandTable([...CONNECTION_COMMANDS, ...DATA_COMMANDS, ...TRANSACTION_COMMANDS]),
+      commands: new CommandTable([
+        ...CONNECTION_COMMANDS,
+        ...DATA_COMMANDS,
+        ...TAG_COMMANDS,
+        ...TRANSACTION_COMMANDS,
+      ]),
       dbSize: parts.dbSize,
       replicasOfEveryWrite: parts.replicasOfEveryWrite,
       memoryConfig: parts.memoryConfig,

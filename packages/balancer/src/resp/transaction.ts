@@ -40,7 +40,7 @@ import type { TakenTransaction } from './transaction-state.js';
  * Redis Cluster's error for keys of different slots. Here a "slot" is a ring position: the keys'
  * hash tag when they have one (the map's tag, `{}` unless configured otherwise), else the whole key.
  */
-function crossSlot(hashTag: string | undefined): string {
+export function crossSlot(hashTag: string | undefined): string {
   const rule =
     hashTag === undefined
       ? 'keys of one ring position: this cluster has no hash tag, so one key'
@@ -237,7 +237,7 @@ function watch(connection: RespConnection, args: Uint8Array[], seq: number, serv
 }
 
 /** `request`'s answer from the key's owner, through the router (a DstoreError when refused). */
-function forwarded(services: RespServices, request: KeyedClientRequest): Promise<Response> {
+export function forwarded(services: RespServices, request: KeyedClientRequest): Promise<Response> {
   return new Promise((resolve, reject) =>
     services.router.forwardKeyed(
       request,
