@@ -54,6 +54,27 @@ try {
       `5 concurrent rate-limit transactions (INCR, EXPIRE NX, PTTL) counted ${counts.join(', ')}; the 60 s window was started by ${started} of them`,
     );
     if (started !== 1) throw new Error(`the window was started ${started} times`);
+    // Keys of one hash tag ({acct:7}) share one owner and chain: 20 concurrent transfers between
+    // them, each one transaction over two keys, keep the total exact.
+    await client.mset([
+      ['{acct:7}:checking', '500'],
+      ['{acct:7}:savings', '500'],
+    ]);
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        i % 2 === 0
+          ? client.transaction('{acct:7}:checking').decrby(i).on('{acct:7}:savings').incrby(i).exec()
+          : client.transaction('{acct:7}:savings').decrby(i).on('{acct:7}:checking').incrby(i).exec(),
+      ),
+    );
+    const balances = (await client.mget(['{acct:7}:checking', '{acct:7}:savings'])).map((value) =>
+      Number(value === null ? Number.NaN : Buffer.from(value).toString()),
+    );
+    if (balances[0]! + balances[1]! !== 1000)
+      throw new Error(`transfers changed the total: ${balances.join(' + ')}`);
+    console.log(
+      `20 concurrent transfers between {acct:7}:checking and {acct:7}:savings (one transaction over both keys each): ${balances.join(' + ')} = 1000`,
+    );
   } finally {
     await client.close();
   }
