@@ -221,6 +221,31 @@ describe.each(['memory', 'lmdb'] as const)('multi-key transactions, factor 3, %s
     expect(versions[0]!.version).toBe(versions[1]!.version);
   });
 
+  it('applies an MSET of keys of one tag as one unit: no reader sees some keys of it and not the others', async () => {
+    const keys = Array.from({ length: 8 }, (_, i) => `{mset}:${i}`);
+    const rounds = 120;
+    let mixed: string | undefined;
+    const write = async (writer: number): Promise<void> => {
+      for (let round = 0; round < rounds; round++) {
+        const value = `w${writer}-${round}`;
+        await client.mset(keys.map((key) => [key, value] as const));
+      }
+    };
+    const read = async (): Promise<void> => {
+      for (let i = 0; i < rounds * 2; i++) {
+        // One MGET of one tag: one request to the chain's tail.
+        const values = (await client.mget(keys)).map(text);
+        if (new Set(values).size > 1) mixed ??= values.join(', ');
+      }
+    };
+    await Promise.all([write(0), write(1), read(), read()]);
+    expect(mixed, 'an MGET saw two MSETs at once').toBeUndefined();
+    for (const key of keys) await chain.expectOnChain(key);
+    // The last MSET's keys share one version: one write.
+    const versions = await Promise.all(keys.map((key) => client.getWithVersion(key)));
+    expect(new Set(versions.map((versioned) => versioned!.version)).size).toBe(1);
+  });
+
   it('refuses a transaction whose writes pass one replication frame together, writing nothing', async () => {
     // Three values of 400 KB each: each fits a frame alone, together they do not (1 MiB); the
     // request itself (an APPEND of one byte to each) is small.

@@ -689,7 +689,8 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   }
 
   /**
-   * Stores several keys. Not atomic across nodes: on failure some keys may have been written.
+   * Stores several keys. Not atomic across nodes: on failure some keys may have been written. The
+   * keys of one hash tag (one node) are one atomic write, replicated as one unit.
    * No entries resolves 'OK' without a round trip.
    */
   async mset(entries: MSetEntries, options?: CommandOptions): Promise<'OK'> {

@@ -1381,6 +1381,14 @@ export class ReplicationService {
     updated.then(applied, (error: unknown) => pending.failed(error));
   }
 
+  /**
+   * Whether a write of `count` entries holding `bytes` of keys and values goes down a chain as one
+   * unit (one REPLICATE frame): what {@link writeMany} refuses past.
+   */
+  fitsOneFrame(count: number, bytes: number): boolean {
+    return count <= this.maxBatchKeys && bytes + count * ENTRY_OVERHEAD <= this.maxBatchBytes;
+  }
+
   /** The refusal of a write whose chain is changing members (not executed, retryable). */
   private promotingRefusal(): DstoreError {
     this.counters.refusedPromoting++;

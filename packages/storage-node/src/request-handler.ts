@@ -46,6 +46,7 @@ import {
   MAX_SCAN_CURSOR,
   type ManyDecision,
   type ManyUpdateOptions,
+  type Mutation,
   type StorageEngine,
   StorageEngineError,
   type VersionedValue,
@@ -61,6 +62,7 @@ import {
   decideStep,
   decideTransaction,
   decideTransactionOnKeys,
+  keyName,
   pttlOf,
   stepValueBytes,
   transactionKeys,
@@ -1254,28 +1256,93 @@ export class RequestHandler {
   ): void {
     const id = request.id;
     const entries = request.entries;
-    const options = { writeEpoch: this.ownership.writeEpoch, tombstone: false };
+    const writeEpoch = this.ownership.writeEpoch;
+    const options = { writeEpoch, tombstone: false };
+    const groups = this.positionGroups(entries);
     let left = entries.length;
     let stored = 0;
     let failure: unknown;
-    const one = (error: unknown): void => {
-      if (error === undefined) stored++;
+    const done = (error: unknown, count: number): void => {
+      if (error === undefined) stored += count;
       else failure ??= error;
-      if (--left > 0) return;
+      left -= count;
+      if (left > 0) return;
       if (failure === undefined) {
         connection.reply({ op: OK, id });
         this.latency.recordSince(start);
       } else this.failed(connection, id, partial(failure, stored));
     };
-    for (const entry of entries) {
-      const value = entry.value.slice();
-      replication.write(
-        entry.key.slice(),
-        { ...options, valueBytes: value.byteLength },
-        () => ({ mutation: { kind: 'put', value, expireAt: 0 }, result: undefined }),
-        one,
+    const one = (error: unknown): void => done(error, 1);
+    if (groups === undefined) {
+      for (const entry of entries) this.replicatedSet(replication, entry, options, one);
+      return;
+    }
+    for (const group of groups) {
+      let bytes = 0;
+      for (const index of group) bytes += entries[index]!.key.byteLength + entries[index]!.value.byteLength;
+      if (group.length === 1 || !replication.fitsOneFrame(group.length, bytes)) {
+        // One key, or more than one frame together (an MSET near the frame limit): one write each.
+        for (const index of group) this.replicatedSet(replication, entries[index]!, options, one);
+        continue;
+      }
+      // Keys of one position (one hash tag): one write, replicated as one unit, as Redis Cluster's
+      // MSET within a slot is atomic. A key named twice takes its last value, as Redis.
+      const last = new Map<string, number>();
+      for (const index of group) last.set(keyName(entries[index]!.key), index);
+      const indexes = [...last.values()];
+      const keys = indexes.map((index) => entries[index]!.key.slice());
+      const values = indexes.map((index) => entries[index]!.value.slice());
+      replication.writeMany(
+        keys,
+        {
+          writeEpoch,
+          tombstones: keys.map(() => false),
+          valueBytes: values.map((value) => value.byteLength),
+        },
+        () => ({
+          mutations: values.map((value): Mutation => ({ kind: 'put', value, expireAt: 0 })),
+          result: undefined,
+        }),
+        (error) => done(error, group.length),
       );
     }
+  }
+
+  /** One entry of a replicated MSET as a write of its own. */
+  private replicatedSet(
+    replication: ReplicationService,
+    entry: MSetRequest['entries'][number],
+    options: { readonly writeEpoch: number; readonly tombstone: boolean },
+    done: (error: unknown) => void,
+  ): void {
+    const value = entry.value.slice();
+    replication.write(
+      entry.key.slice(),
+      { ...options, valueBytes: value.byteLength },
+      () => ({ mutation: { kind: 'put', value, expireAt: 0 }, result: undefined }),
+      done,
+    );
+  }
+
+  /**
+   * The entries of an MSET grouped by ring position (indexes, in order of first appearance), or
+   * undefined when every entry has a position of its own (the common case: nothing to group).
+   */
+  private positionGroups(entries: MSetRequest['entries']): number[][] | undefined {
+    const ring = this.ownership.ring;
+    if (ring === undefined || entries.length < 2) return undefined;
+    const byPosition = new Map<number, number[]>();
+    let shared = false;
+    for (let index = 0; index < entries.length; index++) {
+      const position = ring.position(entries[index]!.key);
+      const group = byPosition.get(position);
+      if (group === undefined) byPosition.set(position, [index]);
+      else {
+        group.push(index);
+        shared = true;
+      }
+    }
+    return shared ? [...byPosition.values()] : undefined;
   }
 
   /**

@@ -54,9 +54,9 @@ export function transactionKeys(
   request: Pick<TransactRequest, 'key' | 'steps' | 'watches'>,
 ): TransactionKeys {
   const keys: Uint8Array[] = [request.key];
-  const indexes = new Map<string, number>([[latin1(request.key), 0]]);
+  const indexes = new Map<string, number>([[keyName(request.key), 0]]);
   const indexOf = (key: Uint8Array): number => {
-    const name = latin1(key);
+    const name = keyName(key);
     let index = indexes.get(name);
     if (index === undefined) {
       index = keys.length;
@@ -70,7 +70,8 @@ export function transactionKeys(
   return { keys, stepKeys, watchKeys };
 }
 
-function latin1(key: Uint8Array): string {
+/** `key`'s bytes as a string (latin1: one char per byte), to tell keys apart in a map. */
+export function keyName(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
 }
 
