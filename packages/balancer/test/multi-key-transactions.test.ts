@@ -115,6 +115,18 @@ describe.each(['balancer', 'direct'] as const)('multi-key transactions, factor 1
     expect(text(await client.get('{a}:x'))).toBe('1');
   });
 
+  it('writes an MSET of keys of one tag as one write (one version), a key named twice with its last value', async () => {
+    await client.mset([
+      ['{m:5}:a', '1'],
+      ['{m:5}:b', '2'],
+      ['{m:5}:a', '3'],
+      ['untagged-m5', '4'],
+    ]);
+    expect((await client.mget(['{m:5}:a', '{m:5}:b', 'untagged-m5'])).map(text)).toEqual(['3', '2', '4']);
+    const [a, b] = await Promise.all(['{m:5}:a', '{m:5}:b'].map((key) => client.getWithVersion(key)));
+    expect(a!.version).toBe(b!.version);
+  });
+
   it('runs only while every watched key is at the version read (WATCH of several keys)', async () => {
     await client.set('{w:3}:a', '1');
     const a = await client.getWithVersion('{w:3}:a');

@@ -1215,11 +1215,24 @@ export class RequestHandler {
       this.replicatedMset(replication, request, connection, start);
       return;
     }
+    const groups = this.positionGroups(entries);
+    // Entries each write holds: one, or a group's (keys of one position written together).
+    const sizes: number[] | undefined = groups === undefined ? undefined : [];
     let issued = 0;
     try {
-      for (; issued < entries.length; issued++) {
-        const entry = entries[issued] as MSetRequest['entries'][number];
-        writes[issued] = this.engine.set(entry.key, entry.value, writeEpoch);
+      if (groups === undefined) {
+        for (; issued < entries.length; issued++) {
+          const entry = entries[issued] as MSetRequest['entries'][number];
+          writes[issued] = this.engine.set(entry.key, entry.value, writeEpoch);
+        }
+      } else {
+        // Keys of one position (one hash tag): one write with one version (lmdb: one transaction).
+        writes.length = 0;
+        for (const group of groups) {
+          writes.push(this.setTogether(entries, group, writeEpoch));
+          sizes!.push(group.length);
+          issued += group.length;
+        }
       }
     } catch (error) {
       // Writes issued before the failure still complete; the answer says the batch failed.
@@ -1230,8 +1243,9 @@ export class RequestHandler {
     Promise.allSettled(writes).then((results) => {
       let stored = 0;
       let failure: PromiseRejectedResult | undefined;
-      for (const result of results) {
-        if (result.status === 'fulfilled') stored++;
+      for (let i = 0; i < results.length; i++) {
+        const result = results[i]!;
+        if (result.status === 'fulfilled') stored += sizes?.[i] ?? 1;
         else failure ??= result;
       }
       if (failure === undefined) {
@@ -1286,26 +1300,27 @@ export class RequestHandler {
         continue;
       }
       // Keys of one position (one hash tag): one write, replicated as one unit, as Redis Cluster's
-      // MSET within a slot is atomic. A key named twice takes its last value, as Redis.
-      const last = new Map<string, number>();
-      for (const index of group) last.set(keyName(entries[index]!.key), index);
-      const indexes = [...last.values()];
-      const keys = indexes.map((index) => entries[index]!.key.slice());
-      const values = indexes.map((index) => entries[index]!.value.slice());
-      replication.writeMany(
-        keys,
-        {
-          writeEpoch,
-          tombstones: keys.map(() => false),
-          valueBytes: values.map((value) => value.byteLength),
-        },
-        () => ({
-          mutations: values.map((value): Mutation => ({ kind: 'put', value, expireAt: 0 })),
-          result: undefined,
-        }),
-        (error) => done(error, group.length),
-      );
+      // MSET within a slot is atomic.
+      const { keys, options: many, decide } = putsOf(entries, group, writeEpoch);
+      replication.writeMany(keys, many, decide, (error) => done(error, group.length));
     }
+  }
+
+  /**
+   * The entries of `group` (indexes into `entries`, one ring position) as one write of the engine
+   * (one version; lmdb: one transaction); resolves once acknowledged. A write of one entry is a set.
+   */
+  private setTogether(
+    entries: MSetRequest['entries'],
+    group: readonly number[],
+    writeEpoch: number,
+  ): Promise<void> {
+    if (group.length === 1) {
+      const entry = entries[group[0]!]!;
+      return this.engine.set(entry.key, entry.value, writeEpoch);
+    }
+    const { keys, options, decide } = putsOf(entries, group, writeEpoch);
+    return this.engine.updateMany(keys, options, decide);
   }
 
   /** One entry of a replicated MSET as a write of its own. */
@@ -1522,4 +1537,31 @@ function hasOtherKey(request: TransactRequest): boolean {
     if (step.key !== key && Buffer.compare(step.key, key) !== 0) return true;
   }
   return false;
+}
+
+/**
+ * The MSET entries of `group` (indexes, keys of one position) as the arguments of one
+ * `updateMany` of puts: keys and values copied (the write may outlive the receive buffer), a key
+ * named twice with its last value, as Redis.
+ */
+function putsOf(
+  entries: MSetRequest['entries'],
+  group: readonly number[],
+  writeEpoch: number,
+): { keys: Uint8Array[]; options: ManyUpdateOptions; decide: () => ManyDecision<undefined> } {
+  const last = new Map<string, number>();
+  for (const index of group) last.set(keyName(entries[index]!.key), index);
+  const indexes = [...last.values()];
+  const keys = indexes.map((index) => entries[index]!.key.slice());
+  const values = indexes.map((index) => entries[index]!.value.slice());
+  const mutations = values.map((value): Mutation => ({ kind: 'put', value, expireAt: 0 }));
+  return {
+    keys,
+    options: {
+      writeEpoch,
+      tombstones: keys.map(() => false),
+      valueBytes: values.map((value) => value.byteLength),
+    },
+    decide: () => ({ mutations, result: undefined }),
+  };
 }
