@@ -1367,7 +1367,13 @@ export class ReplicationService {
         pending.failed(error);
         return;
       }
-      if (oversized === undefined) forwardUnit();
+      if (oversized === undefined) {
+        // A value one of its later puts evicted (an eviction policy) went down the chain as an
+        // eviction during the step: its put must not follow, or the members would keep what the
+        // head no longer has.
+        unit = unit?.filter((entry) => entry.value === null || engine.header(entry.key)?.tombstone === false);
+        forwardUnit();
+      }
       applied(result);
       return;
     }
