@@ -1,5 +1,5 @@
 /**
- * MSETNX, RENAME, RENAMENX and COPY on the RESP port, over keys of one hash tag (one owner, one
+ * MSETNX, RENAME, RENAMENX, COPY and DEL on the RESP port, over keys of one hash tag (one owner, one
  * chain: one atomic TRANSACT each). The same script runs against dstore (a balancer and two real
  * storage nodes) and against a real redis-server started here, through ioredis, and every answer
  * (value or error text) must be Redis's. Then what only a cluster has: keys of two tags are
@@ -116,6 +116,12 @@ describe('MSETNX, RENAME, RENAMENX, COPY over keys of one hash tag', () => {
       ['GET', '{t}:m4'],
       ['MSETNX', '{t}:m5'],
       ['RENAME', '{t}:a'],
+      ['DEL', '{t}:m1', '{t}:m2', '{t}:none', '{t}:m1'],
+      ['MGET', '{t}:m1', '{t}:m2'],
+      ['MULTI'],
+      ['DEL', '{t}:b', '{t}:c', '{t}:none'],
+      ['GET', '{t}:b'],
+      ['EXEC'],
       ['SET', '{t}:ttl', 'v', 'EX', '1000'],
       ['MSETNX', '{t}:ttl', 'again'],
       ['TTL', '{t}:ttl'],

@@ -357,9 +357,54 @@ function del(connection: RespReplyTarget, args: Uint8Array[], seq: number, servi
     services.router.forwardToOwner({ op: Op.DEL, id: seq, key: args[1]! }, connection.routerTarget, startMs);
     return;
   }
-  const client = new DeleteCount(connection, seq, args.length - 1);
+  const keys = args.slice(1);
+  if (onePosition(services, keys)) {
+    // Keys of one hash tag: one atomic step on their owner, replicated as one unit, as Redis
+    // Cluster's DEL within a slot (a reader never sees some of them deleted and not the others).
+    services.router.forwardKeyed(
+      { op: Op.TRANSACT, id: seq, key: keys[0]!, steps: keys.map((key) => ({ op: Op.DEL_VERSIONED, key })) },
+      new DeletedInResults(connection, seq),
+      startMs,
+    );
+    return;
+  }
+  const client = new DeleteCount(connection, seq, keys.length);
   for (let index = 1; index < args.length; index++) {
     services.router.forwardToOwner({ op: Op.DEL, id: index, key: args[index]! }, client, startMs);
+  }
+}
+
+/** Whether every key of `keys` has the first one's ring position (one hash tag). */
+export function onePosition(services: RespServices, keys: readonly Uint8Array[]): boolean {
+  const ring = services.ring();
+  const position = ring.position(keys[0]!);
+  for (let i = 1; i < keys.length; i++) if (ring.position(keys[i]!) !== position) return false;
+  return true;
+}
+
+/** A DEL of keys of one hash tag answered from its TRANSACT's RESULTS: how many were deleted. */
+class DeletedInResults implements Replier {
+  constructor(
+    private readonly connection: RespReplyTarget,
+    private readonly seq: number,
+  ) {}
+
+  reply(response: Response): void {
+    if (response.op !== Op.RESULTS || response.results === null) {
+      this.connection.replyError(
+        this.seq,
+        respErrorLine(ErrorCode.INTERNAL, `DEL answered with op ${response.op}`),
+      );
+      return;
+    }
+    let count = 0;
+    for (const result of response.results) if (result.op === Op.VERSION && result.written) count++;
+    this.connection.beginReply(this.seq).integer(count);
+    this.connection.endReply(this.seq);
+  }
+
+  replyError(_id: number, code: string, message: string): void {
+    this.connection.replyError(this.seq, respErrorLine(code, message));
   }
 }
 

@@ -11,7 +11,7 @@ import {
 import { wrongArity } from './arguments.js';
 import { type RespCommand, withCall } from './command-table.js';
 import type { RespConnection } from './connection.js';
-import { batchAllowed, keysAllowed, PAIRS } from './data-commands.js';
+import { batchAllowed, keysAllowed, onePosition, PAIRS } from './data-commands.js';
 import { respErrorLine } from './errors.js';
 import type { RespServices } from './services.js';
 import { crossSlot, forwarded } from './transaction.js';
@@ -31,20 +31,15 @@ import { crossSlot, forwarded } from './transaction.js';
 const MOVE_ATTEMPTS = 16;
 
 /** Whether `keys` (at least one) share the first one's ring position; answers CROSSSLOT when not. */
-function onePosition(
+function sameSlot(
   connection: RespConnection,
   seq: number,
   services: RespServices,
   keys: Uint8Array[],
 ): boolean {
-  const ring = services.ring();
-  const position = ring.position(keys[0]!);
-  for (let i = 1; i < keys.length; i++) {
-    if (ring.position(keys[i]!) === position) continue;
-    connection.replyError(seq, crossSlot(ring.hashTag));
-    return false;
-  }
-  return true;
+  if (onePosition(services, keys)) return true;
+  connection.replyError(seq, crossSlot(services.ring().hashTag));
+  return false;
 }
 
 /** A failure of a forwarded request as its RESP error line. */
@@ -90,7 +85,7 @@ function msetnx(connection: RespConnection, args: Uint8Array[], seq: number, ser
     // A plain SET: the value with no expiry, as Redis's MSETNX.
     steps.push({ op: Op.SET_WITH, key: args[index]!, value: args[index + 1]! });
   }
-  if (!onePosition(connection, seq, services, keys)) return;
+  if (!sameSlot(connection, seq, services, keys)) return;
   const watches = keys.slice(1).map((key) => ({ key, version: 0 }));
   const request: WithoutId<TransactRequest> =
     watches.length === 0
@@ -200,7 +195,7 @@ function runMove(
   if (!keysAllowed(connection, args, seq, services, [1, 2, 1], true)) return;
   const source = Uint8Array.from(args[1]!);
   const destination = Uint8Array.from(args[2]!);
-  if (!onePosition(connection, seq, services, [source, destination])) return;
+  if (!sameSlot(connection, seq, services, [source, destination])) return;
   if (Buffer.compare(source, destination) === 0) {
     sameKey(connection, seq, services, source, mode);
     return;

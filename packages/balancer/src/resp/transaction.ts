@@ -427,8 +427,24 @@ class TransactionRun implements RespReplyTarget, RespRouting {
   }
 
   forwardKeyed(request: KeyedClientRequest, client: Replier): void {
-    if (request.op === Op.TRANSACT)
-      throw new DstoreError(ErrorCode.INTERNAL, 'a transaction inside a transaction');
+    if (request.op === Op.TRANSACT) {
+      // A command that is one TRANSACT itself (a DEL of keys of one hash tag): its steps join
+      // this transaction's, their answers gathered as its RESULTS. Watches have no place here.
+      if (request.ifVersion !== undefined || request.watches !== undefined)
+        throw new DstoreError(ErrorCode.INTERNAL, 'a watching transaction inside a transaction');
+      this.recordEach(
+        request.steps,
+        (step) => step,
+        client,
+        request.id,
+        (answers, id) => ({
+          op: Op.RESULTS,
+          id,
+          results: [...answers],
+        }),
+      );
+      return;
+    }
     const { id, epoch: _, ...step } = request;
     this.record(step, client, id, asIs);
   }
