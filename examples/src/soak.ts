@@ -11,6 +11,12 @@
  * `--routing both`), while the round's faults run: 2 or 3 drawn from the menu below with a seeded
  * random generator (`--seed` replays a run's choices; the load's timing still varies).
  *
+ * Beside it, every round runs @dstore/checker's bank on fresh accounts of a per-round hash tag
+ * (`{bank-r<round>}:0..7` at 100 each, and `{bank-r<round>}:log`): 4 workers on the same clients
+ * move money between them, each transfer ONE multi-key transaction (`decrby`, `incrby`, `append`
+ * of its unique id to the log), and read all of them back by read-only transactions and MGETs
+ * (a bounded count of operations, paced to span the round).
+ *
  * | fault | what | when |
  * |---|---|---|
  * | join | a new node joins (a migration streams its ranges in) | fewer than 5 nodes (6 with replication) |
@@ -34,11 +40,18 @@
  * goes on, so the cluster is whole again after each fault.
  *
  * After each round: the load stops, the cluster settles (every node up, no migration), one more
- * process reads the round's keys, and the round's history is checked (@dstore/checker, WGL).
+ * process reads the round's keys, and the round's history is checked (@dstore/checker, WGL). The
+ * bank's final state is read (a read-only transaction and an MGET, which must agree) and
+ * `checkBank` holds the round's bank to atomic, durable, exactly-once transfers: every read
+ * totals 800 and is exactly the transfers of the log it read, and its log is a prefix of the final
+ * one; the final log names every acknowledged transfer, each id at most once, none refused as not
+ * executed; the final balances are 100 plus the effects of the log's transfers.
  * Every round also writes one durable key (acknowledged) and every later round on the same
- * cluster reads all of them back: no acknowledged write may be lost over the cluster's life. A violation, a lost durable key, or a
- * cluster that does not settle within 60 s stops the soak with exit code 1; the history (JSONL) and
- * the processes' logs are kept in the run's folder (printed).
+ * cluster reads all of them back: no acknowledged write may be lost over the cluster's life. A
+ * violation (of linearizability or of the bank), a lost durable key, or a cluster that does not
+ * settle within 60 s stops the soak with exit code 1; the round's history (`round-<i>.jsonl`), its
+ * bank (`round-<i>-bank.json`: the recording, the final state and every violation) and the
+ * processes' logs are kept in the run's folder (printed).
  *
  *   pnpm build && pnpm --filter @dstore/examples soak                       # 10 minutes, lmdb
  *   pnpm --filter @dstore/examples soak -- --minutes 30 --engine memory --routing direct --seed 7
@@ -50,13 +63,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
+  type BankCheckResult,
+  type BankFinal,
+  bankKeys,
+  checkBank,
   checkHistory,
+  formatBankResult,
   formatCheckResult,
   HistoryRecorder,
   type ManagedProcess,
   Nemesis,
+  readBankFinal,
   runRegisterOperation,
+  setupBank,
+  startBank,
   startWorkload,
+  summarizeBank,
 } from '@dstore/checker';
 import { createClient, type DstoreClient } from '@dstore/client';
 import { seededRandom } from '@dstore/protocol/testing';
@@ -123,6 +145,18 @@ const LEASE_MS = 1000;
 const SETTLE_TIMEOUT_MS = 60_000;
 /** Each worker waits this long before each operation: at most 8 x 250 = 2,000 operations/s. */
 const PACE_MS = 4;
+/** The bank's workers per round (on the round's clients, beside the register workers). */
+const BANK_WORKERS = 4;
+/**
+ * A bank worker's pause after each operation: its bounded loop then spans a default round (40 s)
+ * without flooding the cluster beside the register load.
+ */
+const BANK_PACE_MS = 20;
+/**
+ * The bound of each bank worker's loop. It also bounds the recording: every read keeps the log it
+ * read, whose length grows with the transfers, so memory and check time grow with its square.
+ */
+const BANK_OPERATIONS = 2000;
 /** The weights the `weight` fault gives a node. */
 const WEIGHTS = [0.5, 1, 1.5, 2] as const;
 /** Keys written before the rounds, so that every migration streams for a while. */
@@ -455,6 +489,8 @@ interface RoundResult {
   readonly fail: number;
   readonly info: number;
   readonly checkMs: number;
+  /** The round's bank, checked. */
+  readonly bank: BankCheckResult;
 }
 
 /** One round: load on fresh keys under drawn faults, settle, final reads, check. Throws on a violation. */
@@ -466,8 +502,27 @@ async function round(
   random: () => number,
 ): Promise<RoundResult> {
   const keys = Array.from({ length: KEYS_PER_ROUND }, (_, i) => `soak-r${index}-k${i}`);
+  // Fresh accounts per round (as the keys): a transfer of unknown outcome from an earlier round
+  // cannot land in this round's log.
+  const bankKeysOfRound = bankKeys(`{bank-r${index}}`);
+  const setup = createClient({ host: '127.0.0.1', port: cluster.port, commandTimeout: 5000 });
+  try {
+    await setupBank(setup, bankKeysOfRound);
+  } finally {
+    await setup.disconnect();
+  }
   const clients = clientsFor(routing, cluster.port);
   try {
+    const bank = startBank({
+      keys: bankKeysOfRound,
+      stores: clients,
+      workers: BANK_WORKERS,
+      operationsPerWorker: BANK_OPERATIONS,
+      pauseMs: BANK_PACE_MS,
+      // Replays with --seed (worker i draws from this + i): apart from the register load's seeds.
+      seed: SEED + 1_000_000 + index * 100,
+      phase: 'before faults',
+    });
     const load = startWorkload({
       recorder,
       keys,
@@ -497,37 +552,52 @@ async function round(
         if (kinds.length === 0) break;
         const kind = pick(kinds, random);
         recorder.nemesis(kind.name);
+        bank.enter(kind.name);
         const done = await kind.run(cluster, random);
         recorder.nemesis(`${kind.name} done`, done);
+        bank.enter(`after ${kind.name}`);
         faults.push(done);
         console.log(`  ${new Date().toISOString()} round ${index}: ${done}`);
         await cluster.settled();
       }
       await sleep(Math.max(0, ROUND_MS - (performance.now() - started)));
     } finally {
-      await load.stop();
+      await Promise.all([load.stop(), bank.stop()]);
     }
     const stats = await load.done;
     await cluster.settled();
     const reader = recorder.newProcess();
     const final = createClient({ host: '127.0.0.1', port: cluster.port, commandTimeout: 5000 });
+    let bankFinal: BankFinal;
     try {
       for (const key of keys) {
         const pending = recorder.invoke(reader, 'read', key);
         pending.ok(await final.getString(key));
       }
+      bankFinal = await readBankFinal(final, bankKeysOfRound);
     } finally {
       await final.disconnect();
     }
     const checkStarted = performance.now();
     const result = checkHistory(recorder.events, { timeLimitMs: 120_000 });
+    const bankResult = checkBank(bank.recording, bankFinal);
     const checkMs = performance.now() - checkStarted;
-    if (result.verdict !== 'ok') {
-      const file = join(cluster.root, `round-${index}.jsonl`);
-      recorder.dump(file);
-      throw new Error(`round ${index}: ${formatCheckResult(result)}\nhistory: ${file}`);
+    if (result.verdict !== 'ok' || !bankResult.valid) {
+      // Both kept whichever failed: one may explain the other.
+      const history = join(cluster.root, `round-${index}.jsonl`);
+      recorder.dump(history);
+      const bankFile = join(cluster.root, `round-${index}-bank.json`);
+      writeFileSync(
+        bankFile,
+        JSON.stringify({ recording: bank.recording, final: bankFinal, result: bankResult }, null, 1),
+      );
+      const reports = [
+        ...(result.verdict === 'ok' ? [] : [formatCheckResult(result)]),
+        ...(bankResult.valid ? [] : [`${formatBankResult(bankResult)}\n${summarizeBank(bank.recording)}`]),
+      ];
+      throw new Error(`round ${index}: ${reports.join('\n')}\nhistory: ${history}\nbank: ${bankFile}`);
     }
-    return { faults, ok: stats.ok, fail: stats.fail, info: stats.info, checkMs };
+    return { faults, ok: stats.ok, fail: stats.fail, info: stats.info, checkMs, bank: bankResult };
   } finally {
     await Promise.all(clients.map((client) => client.disconnect()));
   }
@@ -590,7 +660,7 @@ async function main(): Promise<number> {
   let cluster: SoakCluster | undefined;
   const until = performance.now() + MINUTES * 60_000;
   try {
-    let totals = { rounds: 0, ok: 0, info: 0, faults: 0 };
+    let totals = { rounds: 0, ok: 0, info: 0, faults: 0, transfers: 0, acknowledged: 0, inLogs: 0, reads: 0 };
     cluster = await startCluster(join(root, 'cluster'), (starting) => {
       cluster = starting;
     });
@@ -599,6 +669,7 @@ async function main(): Promise<number> {
       // A history per round: the checker's cost grows with its length and its unknown outcomes.
       const recorder = new HistoryRecorder();
       const result = await round(cluster, recorder, index, routing, random);
+      const bank = result.bank.transfers;
       await checkDurable(cluster.port, index);
       totals = {
         ...totals,
@@ -606,13 +677,17 @@ async function main(): Promise<number> {
         ok: totals.ok + result.ok,
         info: totals.info + result.info,
         faults: totals.faults + result.faults.length,
+        transfers: totals.transfers + bank.ok + bank.fail + bank.info + bank.pending,
+        acknowledged: totals.acknowledged + bank.ok,
+        inLogs: totals.inLogs + result.bank.inFinalLog,
+        reads: totals.reads + result.bank.reads,
       };
       console.log(
-        `round ${index} (${routing}, ${cluster.nodes.size} nodes): linearizable, ${result.ok} ok / ${result.fail} fail / ${result.info} info, checked in ${Math.round(result.checkMs)} ms; faults: ${result.faults.join('; ')}`,
+        `round ${index} (${routing}, ${cluster.nodes.size} nodes): linearizable, ${result.ok} ok / ${result.fail} fail / ${result.info} info; bank consistent, ${bank.ok} ok / ${bank.fail} fail / ${bank.info} info transfers, ${result.bank.inFinalLog} in the log, ${result.bank.reads} reads; checked in ${Math.round(result.checkMs)} ms; faults: ${result.faults.join('; ')}`,
       );
     }
     console.log(
-      `soak passed: ${totals.rounds} rounds, ${totals.ok} operations ok, ${totals.info} of unknown outcome, ${totals.faults} faults, every durable key read back`,
+      `soak passed: ${totals.rounds} rounds, ${totals.ok} operations ok, ${totals.info} of unknown outcome, ${totals.faults} faults; bank: ${totals.transfers} transfers checked (${totals.acknowledged} acknowledged, ${totals.inLogs} in the logs), ${totals.reads} reads checked; every durable key read back`,
     );
     return 0;
   } catch (error) {

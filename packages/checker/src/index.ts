@@ -1,8 +1,38 @@
 /**
  * @dstore/checker: dstore's own test tooling (private, never published). A linearizability
  * checker for per-key registers (Wing & Gong with Lowe's memoisation, as porcupine), the history
- * recorder and register workload that feed it, and fault injection on real processes.
+ * recorder and register workload that feed it, a bank workload and checker for multi-key
+ * transactions, and fault injection on real processes.
  */
+export {
+  type BankCheckResult,
+  type BankFinal,
+  type BankKeys,
+  type BankMix,
+  type BankOutcome,
+  type BankRead,
+  type BankReadKind,
+  type BankRecording,
+  type BankSetupStore,
+  type BankSnapshot,
+  type BankStats,
+  type BankStore,
+  type BankTransaction,
+  type BankTransfer,
+  type BankViolation,
+  type BankViolationKind,
+  type BankWorkloadOptions,
+  bankKeys,
+  bankLogIds,
+  checkBank,
+  formatBankResult,
+  type RunningBank,
+  readBank,
+  readBankFinal,
+  setupBank,
+  startBank,
+  summarizeBank,
+} from './bank.js';
 export {
   type CheckOptions,
   type CheckResult,
