@@ -19,6 +19,7 @@
  * release soak (`examples/src/soak.ts`, randomized faults).
  */
 import { DstoreError } from '@dstore/protocol';
+import { seededRandom } from '@dstore/protocol/testing';
 import { classifyFailure, type FailureKind } from './workload.js';
 
 /** The keys of a bank: its accounts and its log, all of one hash tag. */
@@ -197,18 +198,6 @@ export interface RunningBank {
 
 const DEFAULT_MIX: BankMix = { transfer: 60, transactionRead: 25, mgetRead: 15 };
 const decoder = new TextDecoder();
-
-/** mulberry32: a small seeded generator, so that a run's choices can be replayed. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -398,7 +387,7 @@ export function startBank(options: BankWorkloadOptions): RunningBank {
 
   const worker = async (index: number): Promise<void> => {
     const store = stores[index % stores.length]!;
-    const random = seeded(seed + index);
+    const random = seededRandom(seed + index);
     for (let n = 0; n < operations && !stopping; n++) {
       const dice = random() * total;
       const ok =

@@ -6,6 +6,7 @@
  * transfer's steps one at a time, or that refuses as "not executed" what it executed, does not.
  */
 import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { seededRandom } from '@dstore/protocol/testing';
 import { describe, expect, it } from 'vitest';
 import {
   type BankCheckResult,
@@ -364,18 +365,6 @@ function fakeStore(random: () => number, behaviour: FakeBehaviour = {}) {
     },
   };
   return store;
-}
-
-/** mulberry32, for the fake stores' own choices. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 async function runBank(seed: number, behaviour: FakeBehaviour = {}) {
