@@ -19,6 +19,16 @@ import { type Engine, ReplicatedCluster } from './replicated-cluster.js';
 const text = (value: unknown): string | null =>
   value instanceof Uint8Array ? Buffer.from(value).toString() : null;
 
+/** What `work` rejects with (or undefined), for checking a refusal's code. */
+async function thrown(work: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await work();
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
 /** The number an INCRBY-style step answered, or the test fails naming the slot's content. */
 function numberOf(value: unknown): number {
   if (typeof value !== 'number') throw new Error(`expected a number, got ${String(value)}`);
@@ -125,6 +135,66 @@ describe.each(['balancer', 'direct'] as const)('multi-key transactions, factor 1
     expect((await client.mget(['{m:5}:a', '{m:5}:b', 'untagged-m5'])).map(text)).toEqual(['3', '2', '4']);
     const [a, b] = await Promise.all(['{m:5}:a', '{m:5}:b'].map((key) => client.getWithVersion(key)));
     expect(a!.version).toBe(b!.version);
+  });
+
+  it('msetnx, rename and copy over keys of one tag: atomic, the expiry kept, Redis semantics', async () => {
+    expect(
+      await client.msetnx([
+        ['{k:6}:a', 'A'],
+        ['{k:6}:b', 'B'],
+      ]),
+    ).toBe(true);
+    expect(
+      await client.msetnx([
+        ['{k:6}:b', 'x'],
+        ['{k:6}:c', 'C'],
+      ]),
+    ).toBe(false);
+    expect(await client.exists('{k:6}:c')).toBe(0);
+    await client.set('{k:6}:ttl', 'T', { px: 100_000 });
+    expect(await client.rename('{k:6}:ttl', '{k:6}:moved')).toBe(true);
+    expect(await client.exists('{k:6}:ttl')).toBe(0);
+    expect(text(await client.get('{k:6}:moved'))).toBe('T');
+    const pttl = await client.pttl('{k:6}:moved');
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThanOrEqual(100_000);
+    expect(await client.rename('{k:6}:missing', '{k:6}:x')).toBe(false);
+    expect(await client.rename('{k:6}:a', '{k:6}:b', { nx: true })).toBe(false);
+    expect(text(await client.get('{k:6}:a'))).toBe('A');
+    expect(await client.rename('{k:6}:a', '{k:6}:a')).toBe(true);
+    expect(await client.rename('{k:6}:a', '{k:6}:a', { nx: true })).toBe(false);
+    expect(await client.copy('{k:6}:a', '{k:6}:b')).toBe(false);
+    expect(await client.copy('{k:6}:a', '{k:6}:b', { replace: true })).toBe(true);
+    expect((await client.mget(['{k:6}:a', '{k:6}:b'])).map(text)).toEqual(['A', 'A']);
+    expect(await client.copy('{k:6}:missing', '{k:6}:y')).toBe(false);
+    await expect(thrown(() => client.copy('{k:6}:a', '{k:6}:a'))).resolves.toMatchObject({
+      code: ErrorCode.INVALID_ARGUMENT,
+    });
+    // Keys of two tags: refused before anything runs.
+    await expect(client.rename('{k:6}:a', '{other}:a')).rejects.toMatchObject({
+      code: ErrorCode.INVALID_ARGUMENT,
+    });
+    await expect(
+      client.msetnx([
+        ['{k:6}:n', '1'],
+        ['{other}:n', '2'],
+      ]),
+    ).rejects.toMatchObject({
+      code: ErrorCode.INVALID_ARGUMENT,
+    });
+    expect(await client.exists('{k:6}:a', '{other}:a', '{k:6}:n', '{other}:n')).toBe(1);
+  });
+
+  it('moves a source exactly once when several renames of it race', async () => {
+    for (let round = 0; round < 10; round++) {
+      await client.set('{race:7}:src', `v${round}`);
+      const moved = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => client.rename('{race:7}:src', `{race:7}:dst-${round}-${i}`)),
+      );
+      expect(moved.filter(Boolean)).toHaveLength(1);
+      const values = await client.mget(Array.from({ length: 5 }, (_, i) => `{race:7}:dst-${round}-${i}`));
+      expect(values.filter((value) => value !== null).map(text)).toEqual([`v${round}`]);
+    }
   });
 
   it('runs only while every watched key is at the version read (WATCH of several keys)', async () => {

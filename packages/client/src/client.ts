@@ -16,7 +16,7 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
-import { readInParts } from '@dstore/protocol/internal';
+import { type MoveOptions, moveKey, readInParts, resultsOf, setAllIfAbsent } from '@dstore/protocol/internal';
 import {
   bitCountCommand,
   bitPosCommand,
@@ -699,6 +699,79 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     const response = await this.send({ op: Op.MSET, entries: pairs }, options);
     if (response.op !== Op.OK) throw unexpectedAnswer('MSET', response);
     return 'OK';
+  }
+
+  /**
+   * MSETNX: stores every entry only if none of the keys exists, as one atomic step: true when
+   * stored, false when a key existed (nothing stored). The keys must share one hash tag
+   * (`{user:7}:a`, `{user:7}:b`): one owner, one chain; keys of different positions fail with
+   * INVALID_ARGUMENT, nothing stored (Redis Cluster: CROSSSLOT).
+   */
+  async msetnx(entries: MSetEntries, options?: CommandOptions): Promise<boolean> {
+    const pairs = this.entryBytes(entries);
+    if (pairs.length === 0) throw invalidArgument('MSETNX needs at least one entry');
+    checkBatchSize(pairs.length);
+    const results = await resultsOf(this.send(setAllIfAbsent(pairs), options));
+    return results !== null;
+  }
+
+  /**
+   * RENAME (RENAMENX with `nx`): moves the value of `source`, with its expiry, to `destination`
+   * (overwriting it; with `nx` only if it does not exist) and deletes `source`, as one atomic step:
+   * true when moved, false when `source` does not exist or, with `nx`, `destination` exists. Both
+   * keys must share one hash tag (INVALID_ARGUMENT otherwise, nothing done). The source is read,
+   * then moved only if unchanged since (read again when it changed; BUSY after 16 changes in a
+   * row, nothing done): concurrent renames of one source move it exactly once.
+   */
+  async rename(
+    source: BinaryLike,
+    destination: BinaryLike,
+    options: CommandOptions & { readonly nx?: boolean } = {},
+  ): Promise<boolean> {
+    return this.move(
+      source,
+      destination,
+      { deletesSource: true, onlyIfAbsent: options.nx === true },
+      options,
+    );
+  }
+
+  /**
+   * COPY: copies the value of `source`, with its expiry, to `destination` (with `replace`, over an
+   * existing one), as one atomic step: true when copied, false when `source` does not exist or
+   * `destination` exists without `replace`. Both keys must share one hash tag, as {@link rename}.
+   */
+  async copy(
+    source: BinaryLike,
+    destination: BinaryLike,
+    options: CommandOptions & { readonly replace?: boolean } = {},
+  ): Promise<boolean> {
+    return this.move(
+      source,
+      destination,
+      { deletesSource: false, onlyIfAbsent: options.replace !== true },
+      options,
+    );
+  }
+
+  /** {@link rename} and {@link copy}: one `moveKey` over this client's sends. */
+  private async move(
+    source: BinaryLike,
+    destination: BinaryLike,
+    mode: MoveOptions,
+    options: CommandOptions,
+  ): Promise<boolean> {
+    const from = this.keyBytes(source);
+    const to = this.keyBytes(destination);
+    if (Buffer.compare(from, to) === 0) {
+      // As Redis: COPY onto itself is refused; RENAME onto itself changes nothing (true when the
+      // key exists), RENAMENX answers false.
+      if (!mode.deletesSource) throw invalidArgument('the source and the destination are the same key');
+      if (mode.onlyIfAbsent) return false;
+      return (await this.exists(source)) > 0;
+    }
+    const outcome = await moveKey((request) => this.send(request, options), from, to, mode);
+    return outcome === 'moved';
   }
 
   /**

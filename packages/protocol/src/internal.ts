@@ -53,3 +53,12 @@ export {
   withEpoch,
 } from './routing.js';
 export { checkBodyShape } from './shape.js';
+export {
+  MOVE_ATTEMPTS,
+  type MoveOptions,
+  type MoveOutcome,
+  moveKey,
+  resultsOf,
+  setAllIfAbsent,
+  type TransactSender,
+} from './tag-operations.js';

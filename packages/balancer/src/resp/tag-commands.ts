@@ -1,13 +1,5 @@
-import {
-  DstoreError,
-  ErrorCode,
-  Op,
-  type Response,
-  type SetExpiry,
-  type TransactRequest,
-  type TransactStep,
-  type WithoutId,
-} from '@dstore/protocol';
+import { DstoreError, ErrorCode, Op } from '@dstore/protocol';
+import { type MoveOptions, moveKey, resultsOf, setAllIfAbsent } from '@dstore/protocol/internal';
 import { wrongArity } from './arguments.js';
 import { type RespCommand, withCall } from './command-table.js';
 import type { RespConnection } from './connection.js';
@@ -23,12 +15,10 @@ import { crossSlot, forwarded } from './transaction.js';
  * atomic, stored with one version and replicated as one unit. Keys of different positions answer
  * CROSSSLOT, as Redis Cluster. RENAME, RENAMENX and COPY read the source first (its value, version
  * and expiry, in one read-only TRANSACT) and then write only if the source is still at that
- * version (optimistic, as a WATCH): a source changed in between is read again, at most
- * {@link MOVE_ATTEMPTS} times. They are not queued inside MULTI (their write depends on a read).
+ * version (optimistic, as a WATCH): a source changed in between is read again, at most 16 times
+ * (`moveKey`, shared with the client). They are not queued inside MULTI (their write depends on a
+ * read).
  */
-
-/** Reads and writes of a RENAME or COPY whose source changed in between, before giving up (TRYAGAIN). */
-const MOVE_ATTEMPTS = 16;
 
 /** Whether `keys` (at least one) share the first one's ring position; answers CROSSSLOT when not. */
 function sameSlot(
@@ -49,24 +39,6 @@ function errorLine(error: unknown): string {
     : respErrorLine(ErrorCode.INTERNAL, error instanceof Error ? error.message : String(error));
 }
 
-/** RESULTS of a TRANSACT, or null when a watched version did not hold; anything else fails. */
-async function transact(
-  services: RespServices,
-  request: WithoutId<TransactRequest>,
-  id: number,
-): Promise<readonly Response[] | null> {
-  const answer = await forwarded(services, { ...request, id });
-  if (answer.op !== Op.RESULTS)
-    throw new DstoreError(ErrorCode.INTERNAL, `TRANSACT answered with op ${answer.op}`);
-  const results = answer.results;
-  if (results === null) return null;
-  for (const result of results) {
-    // A step refused on its own (a value past the limit): the command failed, nothing of it written.
-    if (result.op === Op.ERROR) throw new DstoreError(result.code as ErrorCode, result.message);
-  }
-  return results;
-}
-
 /**
  * MSETNX key value [key value ...]: sets every key only if none exists, in one atomic step (a
  * TRANSACT watching each key at version 0, i.e. absent): 1 when set, 0 when any existed.
@@ -78,20 +50,12 @@ function msetnx(connection: RespConnection, args: Uint8Array[], seq: number, ser
   }
   if (!keysAllowed(connection, args, seq, services, PAIRS, true)) return;
   if (!batchAllowed(connection, seq, services, (args.length - 1) / 2)) return;
-  const keys: Uint8Array[] = [];
-  const steps: TransactStep[] = [];
-  for (let index = 1; index < args.length; index += 2) {
-    keys.push(args[index]!);
-    // A plain SET: the value with no expiry, as Redis's MSETNX.
-    steps.push({ op: Op.SET_WITH, key: args[index]!, value: args[index + 1]! });
-  }
+  const entries: { key: Uint8Array; value: Uint8Array }[] = [];
+  for (let index = 1; index < args.length; index += 2)
+    entries.push({ key: args[index]!, value: args[index + 1]! });
+  const keys = entries.map((entry) => entry.key);
   if (!sameSlot(connection, seq, services, keys)) return;
-  const watches = keys.slice(1).map((key) => ({ key, version: 0 }));
-  const request: WithoutId<TransactRequest> =
-    watches.length === 0
-      ? { op: Op.TRANSACT, key: keys[0]!, ifVersion: 0, steps }
-      : { op: Op.TRANSACT, key: keys[0]!, ifVersion: 0, steps, watches };
-  transact(services, request, seq).then(
+  resultsOf(forwarded(services, { ...setAllIfAbsent(entries), id: seq })).then(
     (results) => {
       connection.beginReply(seq).integer(results === null ? 0 : 1);
       connection.endReply(seq);
@@ -101,84 +65,8 @@ function msetnx(connection: RespConnection, args: Uint8Array[], seq: number, ser
 }
 
 /** What RENAME, RENAMENX and COPY do with the destination. */
-interface MoveMode {
+interface MoveMode extends MoveOptions {
   readonly name: 'rename' | 'renamenx' | 'copy';
-  /** The source is deleted (RENAME, RENAMENX). */
-  readonly deletesSource: boolean;
-  /** Only when the destination does not exist (RENAMENX, COPY without REPLACE). */
-  readonly onlyIfAbsent: boolean;
-}
-
-/** The answer of a move: RENAME's OK, or 1 / 0. */
-type MoveAnswer = 'OK' | 0 | 1;
-
-/**
- * RENAME, RENAMENX, COPY of `source` to `destination` (one ring position, checked): reads the
- * source's value, version and expiry time and whether the destination exists (one read-only
- * TRANSACT), then writes the destination (with the source's expiry time) and, for a rename,
- * deletes the source, in one TRANSACT that runs only if the source is still at the version read
- * (and, when the destination must be absent, it still is); read again when not.
- */
-async function move(
-  services: RespServices,
-  seq: number,
-  source: Uint8Array,
-  destination: Uint8Array,
-  mode: MoveMode,
-): Promise<MoveAnswer> {
-  for (let attempt = 0; attempt < MOVE_ATTEMPTS; attempt++) {
-    const read = await transact(
-      services,
-      {
-        op: Op.TRANSACT,
-        key: source,
-        steps: [
-          { op: Op.GET_VERSIONED, key: source },
-          { op: Op.PEXPIRETIME, key: source },
-          { op: Op.PEXPIRETIME, key: destination },
-        ],
-      },
-      seq,
-    );
-    const [value, expiry, destinationExpiry] = read ?? [];
-    if (value?.op !== Op.VERSIONED || expiry?.op !== Op.INTEGER || destinationExpiry?.op !== Op.INTEGER) {
-      throw new DstoreError(ErrorCode.INTERNAL, "unexpected answers to the source's read");
-    }
-    if (value.value === null) {
-      if (mode.name === 'copy') return 0;
-      throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'no such key');
-    }
-    // -2: the destination does not exist.
-    const destinationExists = destinationExpiry.value !== -2n;
-    if (mode.onlyIfAbsent && destinationExists) return 0;
-    const expireAt = Number(expiry.value);
-    const set: TransactStep =
-      expireAt >= 0
-        ? {
-            op: Op.SET_WITH,
-            key: destination,
-            value: value.value,
-            expiry: { kind: 'at', ms: expireAt } as SetExpiry,
-          }
-        : { op: Op.SET_WITH, key: destination, value: value.value };
-    const steps: TransactStep[] = mode.deletesSource ? [{ op: Op.DEL_VERSIONED, key: source }, set] : [set];
-    const written = await transact(
-      services,
-      {
-        op: Op.TRANSACT,
-        key: source,
-        ifVersion: value.version,
-        steps,
-        ...(mode.onlyIfAbsent ? { watches: [{ key: destination, version: 0 }] } : {}),
-      },
-      seq,
-    );
-    if (written !== null) return mode.name === 'rename' ? 'OK' : 1;
-  }
-  throw new DstoreError(
-    ErrorCode.BUSY,
-    `the source key changed between its read and the ${mode.name.toUpperCase()} ${MOVE_ATTEMPTS} times in a row: nothing was done; retry`,
-  );
 }
 
 /**
@@ -201,30 +89,24 @@ function runMove(
     return;
   }
   connection.hold();
-  move(services, seq, source, destination, mode).then(
-    (answer) => {
-      const writer = connection.beginReply(seq);
-      if (answer === 'OK') writer.ok();
-      else writer.integer(answer);
-      connection.endReply(seq);
+  moveKey((request) => forwarded(services, { ...request, id: seq }), source, destination, mode).then(
+    (outcome) => {
+      if (outcome === 'no-source' && mode.name !== 'copy') {
+        // As Redis: RENAME and RENAMENX of a missing key are an error, COPY answers 0.
+        connection.replyError(seq, 'ERR no such key');
+      } else {
+        const writer = connection.beginReply(seq);
+        if (mode.name === 'rename') writer.ok();
+        else writer.integer(outcome === 'moved' ? 1 : 0);
+        connection.endReply(seq);
+      }
       connection.release();
     },
     (error: unknown) => {
-      connection.replyError(seq, moveErrorLine(error));
+      connection.replyError(seq, errorLine(error));
       connection.release();
     },
   );
-}
-
-/** A move's failure as Redis words it where Redis has an answer (a missing source). */
-function moveErrorLine(error: unknown): string {
-  if (
-    error instanceof DstoreError &&
-    error.code === ErrorCode.INVALID_ARGUMENT &&
-    error.message === 'no such key'
-  )
-    return 'ERR no such key';
-  return errorLine(error);
 }
 
 /**
