@@ -14,7 +14,7 @@ import { backoffDelay, type EndOfTickWriter, flushAtEndOfTick } from '@dstore/pr
 import type {
   Decision,
   EvictionScope,
-  ManyDecision,
+  ManyDecider,
   ManyUpdateOptions,
   Mutation,
   StorageEngine,
@@ -1290,11 +1290,7 @@ export class ReplicationService {
   writeMany<T>(
     keys: readonly Uint8Array[],
     options: ManyUpdateOptions,
-    decide: (
-      current: readonly (VersionedValue | undefined)[],
-      now: number,
-      version: number,
-    ) => ManyDecision<T>,
+    decide: ManyDecider<T>,
     done: (error: unknown, result: T | undefined) => void,
   ): void {
     const key = keys[0]!;
@@ -1322,11 +1318,7 @@ export class ReplicationService {
     let unit: ReplicatedEntry[] | undefined;
     let oversized: DstoreError | undefined;
     let stores = false;
-    const recorded = (
-      current: readonly (VersionedValue | undefined)[],
-      now: number,
-      version: number,
-    ): ManyDecision<T> => {
+    const recorded: ManyDecider<T> = (current, now, version) => {
       const decision = decide(current, now, version);
       const entries: ReplicatedEntry[] = [];
       let bytes = 0;

@@ -44,6 +44,7 @@ import {
   type Decision,
   isStorageEngineError,
   MAX_SCAN_CURSOR,
+  type ManyDecider,
   type ManyDecision,
   type ManyUpdateOptions,
   type Mutation,
@@ -832,11 +833,7 @@ export class RequestHandler {
    */
   private updateMany<T>(
     keys: readonly Uint8Array[],
-    decide: (
-      current: readonly (VersionedValue | undefined)[],
-      now: number,
-      version: number,
-    ) => ManyDecision<T>,
+    decide: ManyDecider<T>,
     valueBytes: readonly (number | undefined)[],
   ): Promise<T> {
     const options: ManyUpdateOptions = {

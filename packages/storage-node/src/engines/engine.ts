@@ -93,6 +93,16 @@ export interface ManyDecision<T> {
   readonly result: T;
 }
 
+/**
+ * The decision of an {@link StorageEngine.updateMany}: on every key's live entry (in the order of
+ * the keys), the time and the version the write takes, one mutation per key and the result.
+ */
+export type ManyDecider<T> = (
+  current: readonly (VersionedValue | undefined)[],
+  now: number,
+  version: number,
+) => ManyDecision<T>;
+
 /** How {@link StorageEngine.updateMany} writes: {@link UpdateOptions}, per key where they differ. */
 export interface ManyUpdateOptions {
   /** Ring epoch at which the owner accepted the client write (uint32). */
@@ -301,25 +311,9 @@ export interface StorageEngine {
    * OUT_OF_MEMORY or OUT_OF_SPACE applies nothing): a reader never sees some applied and not the
    * others. lmdb: one write transaction, acknowledged like {@link set} (a crash keeps all or none).
    */
-  updateMany<T>(
-    keys: readonly Uint8Array[],
-    options: ManyUpdateOptions,
-    decide: (
-      current: readonly (VersionedValue | undefined)[],
-      now: number,
-      version: number,
-    ) => ManyDecision<T>,
-  ): Promise<T>;
+  updateMany<T>(keys: readonly Uint8Array[], options: ManyUpdateOptions, decide: ManyDecider<T>): Promise<T>;
   /** Only on engines that have {@link updateNow}: {@link updateMany}, applied before it returns. */
-  updateManyNow?<T>(
-    keys: readonly Uint8Array[],
-    options: ManyUpdateOptions,
-    decide: (
-      current: readonly (VersionedValue | undefined)[],
-      now: number,
-      version: number,
-    ) => ManyDecision<T>,
-  ): T;
+  updateManyNow?<T>(keys: readonly Uint8Array[], options: ManyUpdateOptions, decide: ManyDecider<T>): T;
   /**
    * Reclaims expired values, examining at most `maxEntries` entries from where the previous call
    * stopped (wrapping around), so that one call's work is bounded. An expired value whose key

@@ -11,6 +11,7 @@ export type {
   EvictionScope,
   Expiring,
   LmdbOpenOptions,
+  ManyDecider,
   ManyDecision,
   ManyUpdateOptions,
   MemoryEngineOptions,

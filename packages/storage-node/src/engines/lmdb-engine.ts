@@ -5,7 +5,7 @@ import {
   type EntryHeader,
   isExpired,
   isNewerEntry,
-  type ManyDecision,
+  type ManyDecider,
   type ManyUpdateOptions,
   type Mutation,
   type ScannedEntry,
@@ -905,11 +905,7 @@ export class LmdbEngine implements StorageEngine {
   async updateMany<T>(
     keys: readonly Uint8Array[],
     options: ManyUpdateOptions,
-    decide: (
-      current: readonly (VersionedValue | undefined)[],
-      now: number,
-      version: number,
-    ) => ManyDecision<T>,
+    decide: ManyDecider<T>,
   ): Promise<T> {
     assertOpen(this.closed, this.kind);
     for (const key of keys) assertValidKey(key);

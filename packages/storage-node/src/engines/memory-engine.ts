@@ -5,7 +5,7 @@ import {
   type EvictionScope,
   isExpired,
   isNewerEntry,
-  type ManyDecision,
+  type ManyDecider,
   type ManyUpdateOptions,
   type Mutation,
   type ScannedEntry,
@@ -283,15 +283,7 @@ export class MemoryEngine implements StorageEngine {
   }
 
   /** See {@link StorageEngine.updateMany}: {@link updateManyNow} as a promise. */
-  updateMany<T>(
-    keys: readonly Uint8Array[],
-    options: ManyUpdateOptions,
-    decide: (
-      current: readonly (VersionedValue | undefined)[],
-      now: number,
-      version: number,
-    ) => ManyDecision<T>,
-  ): Promise<T> {
+  updateMany<T>(keys: readonly Uint8Array[], options: ManyUpdateOptions, decide: ManyDecider<T>): Promise<T> {
     try {
       return Promise.resolve(this.updateManyNow(keys, options, decide));
     } catch (error) {
@@ -307,15 +299,7 @@ export class MemoryEngine implements StorageEngine {
    * deletes and expiry changes that follow cannot fail. A value evicted to make room for a later
    * put (an eviction policy) is an eviction like any other.
    */
-  updateManyNow<T>(
-    keys: readonly Uint8Array[],
-    options: ManyUpdateOptions,
-    decide: (
-      current: readonly (VersionedValue | undefined)[],
-      now: number,
-      version: number,
-    ) => ManyDecision<T>,
-  ): T {
+  updateManyNow<T>(keys: readonly Uint8Array[], options: ManyUpdateOptions, decide: ManyDecider<T>): T {
     assertOpen(this.closed, this.kind);
     for (const key of keys) assertValidKey(key);
     assertUint32(options.writeEpoch, 'writeEpoch');
