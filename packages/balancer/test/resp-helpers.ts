@@ -1,4 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
+import { Redis } from 'ioredis';
 import type { Balancer, BalancerOptions } from '../src/index.js';
 import {
   type NodeReady,
@@ -67,4 +68,21 @@ export function keyPerNode(balancer: Balancer, prefix: string): string[] {
     if (!owners.has(owner)) owners.set(owner, key);
   }
   return [...owners.values()];
+}
+
+/** Runs `lines` as commands on one redis-cli connection to `port` (its stdin); resolves its output lines. */
+export function redisCliScript(port: number, lines: readonly string[]): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const child = execFile('redis-cli', ['-p', String(port)], (error, stdout) =>
+      error ? reject(error) : resolve(stdout.split('\n').filter((line) => line !== '')),
+    );
+    child.stdin?.end(`${lines.join('\n')}\n`);
+  });
+}
+
+/** An ioredis client of `port` (not connected yet: `lazyConnect`), disconnected at release. */
+export function ioredisOf(resources: Resources, port: number): Redis {
+  const client = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0 });
+  resources.add(() => client.disconnect());
+  return client;
 }

@@ -5,12 +5,11 @@
  * the 3), so a transaction over two keys is one atomic step on their owner replicated as one unit.
  * Answers are compared with redis-server 7.0's (captured). A key of another tag is CROSSSLOT.
  */
-import { execFile } from 'node:child_process';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
 import { Resources, waitFor } from './helpers.js';
-import { startRespCluster } from './resp-helpers.js';
+import { ioredisOf, redisCliScript as runScript, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
 let balancer: Balancer;
@@ -27,20 +26,13 @@ const CROSSSLOT =
   "CROSSSLOT Keys in request don't hash to the same slot (a dstore transaction uses keys of one hash tag, e.g. {user:7}:a and {user:7}:b)";
 const EXECABORT = 'EXECABORT Transaction discarded because of previous errors.';
 
-/** Runs `lines` as commands on one redis-cli connection (its stdin); resolves its output lines. */
+/** redis-cli reading `lines` on one connection to the RESP port. */
 function redisCliScript(lines: readonly string[]): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const child = execFile('redis-cli', ['-p', String(port)], (error, stdout) =>
-      error ? reject(error) : resolve(stdout.split('\n').filter((line) => line !== '')),
-    );
-    child.stdin?.end(`${lines.join('\n')}\n`);
-  });
+  return runScript(port, lines);
 }
 
 function ioredis(): Redis {
-  const client = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0 });
-  resources.add(() => client.disconnect());
-  return client;
+  return ioredisOf(resources, port);
 }
 
 async function connected(count: number): Promise<Redis[]> {

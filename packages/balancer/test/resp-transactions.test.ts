@@ -4,13 +4,12 @@
  * transaction on one key runs atomically on its owner, as Redis runs it; a key of another hash tag
  * is refused (transactions over several keys of one tag: resp-multi-key-transactions.test.ts).
  */
-import { execFile } from 'node:child_process';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { createClient as createClient4 } from 'redis4';
 import { createClient as createClient5 } from 'redis5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Resources, waitFor } from './helpers.js';
-import { keyPerNode, startRespCluster } from './resp-helpers.js';
+import { ioredisOf, keyPerNode, redisCliScript as runScript, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
 let port: number;
@@ -20,20 +19,13 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => resources.releaseAll());
 
-/** Runs `lines` as commands on one redis-cli connection (its stdin); resolves its output lines. */
+/** redis-cli reading `lines` on one connection to the RESP port. */
 function redisCliScript(lines: readonly string[]): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const child = execFile('redis-cli', ['-p', String(port)], (error, stdout) =>
-      error ? reject(error) : resolve(stdout.split('\n').filter((line) => line !== '')),
-    );
-    child.stdin?.end(`${lines.join('\n')}\n`);
-  });
+  return runScript(port, lines);
 }
 
 function ioredis(): Redis {
-  const client = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0 });
-  resources.add(() => client.disconnect());
-  return client;
+  return ioredisOf(resources, port);
 }
 
 describe('MULTI / EXEC on the RESP port', () => {
@@ -324,8 +316,7 @@ describe("MULTI / EXEC and WATCH with the key's node down", () => {
         () => [...balancer.membership.nodes].some((node) => node.id === owner && !node.up),
         `${owner} marked down`,
       );
-      const client = new Redis({ port: respPort, lazyConnect: true, maxRetriesPerRequest: 0 });
-      local.add(() => client.disconnect());
+      const client = ioredisOf(local, respPort);
       await client.connect();
       const results = await client.multi().set(deadKey!, 'v').incr(deadKey!).exec();
       expect(results).toHaveLength(2);

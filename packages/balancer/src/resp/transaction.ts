@@ -451,17 +451,11 @@ class TransactionRun implements RespReplyTarget, RespRouting {
 
   forwardExists(request: ExistsRequest, client: Replier): void {
     // A step per key named: a key named twice counts twice, as Redis.
-    this.recordEach(
-      request.keys,
-      (key) => ({ op: Op.GET_VERSIONED, key }),
-      client,
-      request.id,
-      (answers, id) => ({
-        op: Op.COUNT,
-        id,
-        count: answers.filter((answer) => answer.op === Op.VERSIONED && answer.value !== null).length,
-      }),
-    );
+    this.recordReads(request.keys, client, request.id, (answers, id) => ({
+      op: Op.COUNT,
+      id,
+      count: answers.filter((answer) => answer.op === Op.VERSIONED && answer.value !== null).length,
+    }));
   }
 
   forwardMGet(request: MGetRequest, client: Replier): void {
@@ -475,17 +469,11 @@ class TransactionRun implements RespReplyTarget, RespRouting {
       );
       return;
     }
-    this.recordEach(
-      request.keys,
-      (key) => ({ op: Op.GET_VERSIONED, key }),
-      client,
-      request.id,
-      (answers, id) => ({
-        op: Op.VALUES,
-        id,
-        values: answers.map((answer) => (answer.op === Op.VERSIONED ? answer.value : null)),
-      }),
-    );
+    this.recordReads(request.keys, client, request.id, (answers, id) => ({
+      op: Op.VALUES,
+      id,
+      values: answers.map((answer) => (answer.op === Op.VERSIONED ? answer.value : null)),
+    }));
   }
 
   forwardMSet(request: MSetRequest, client: Replier): void {
@@ -503,6 +491,16 @@ class TransactionRun implements RespReplyTarget, RespRouting {
    * A step per item of a multi-key command, in order; the command is answered once, with
    * `combine` of the steps' answers, or the first step's error.
    */
+  /** A GET_VERSIONED step per key of `keys` (EXISTS, MGET), their answers gathered by `combine`. */
+  private recordReads(
+    keys: readonly Uint8Array[],
+    client: Replier,
+    id: number,
+    combine: (answers: readonly Response[], id: number) => Response,
+  ): void {
+    this.recordEach(keys, (key) => ({ op: Op.GET_VERSIONED, key }), client, id, combine);
+  }
+
   private recordEach<T>(
     items: readonly T[],
     stepOf: (item: T) => TransactStep,
