@@ -531,22 +531,22 @@ export class Router {
     const { id } = request;
     const refused: KeyValue[] = [];
     let refusal: DstoreError | undefined;
-    let failure: unknown;
+    const failures: unknown[] = [];
     results.forEach((result, index) => {
       if (result.status === 'fulfilled') return;
       if (!retried && isRoutingRefusal(result.reason)) {
         refusal ??= result.reason;
         refused.push(...batches[index]!.items);
-      } else failure ??= result.reason;
+      } else failures.push(result.reason);
     });
-    if (failure !== undefined) {
+    if (failures.length > 0) {
       const stored = results.filter((result) => result.status === 'fulfilled').length;
       this.failOrRetry(
         client,
         id,
         Op.MSET,
         startMs,
-        partlyApplied(failure, stored, results.length),
+        partlyApplied(failures, stored, results.length),
         undefined,
       );
       return;

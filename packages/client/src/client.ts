@@ -22,6 +22,7 @@ import {
   bitPosCommand,
   copyBytes,
   delVersionedCommand,
+  type ExpireForm,
   expireCommand,
   expireTimeCommand,
   getBitCommand,
@@ -35,6 +36,7 @@ import {
   inputBytes,
   int64Argument,
   type KeyCommand,
+  OPTION_NAMES,
   persistCommand,
   pexpireTimeCommand,
   pttlCommand,
@@ -62,6 +64,8 @@ import { OfflineQueue } from './offline-queue.js';
 import {
   type ClientArguments,
   type ClientOptions,
+  checkCommandTimeout,
+  checkOptionNames,
   clientArguments,
   credentialsOf,
   type ResolvedClientOptions,
@@ -226,7 +230,11 @@ export interface ClientEvents {
    * through the balancer meanwhile; emitted once per outage, again after it was reachable.
    */
   nodeUnreachable: [nodeId: string, address: string, error: Error];
-  /** `routing: 'direct'`: the client routes on a newer cluster map (fetched or pushed). */
+  /**
+   * `routing: 'direct'`: the client routes on a changed cluster map (fetched or pushed). A change
+   * of the members' states (a replica failed, caught up) or addresses keeps the ring's epoch, so
+   * one epoch may be reported more than once.
+   */
   clusterMap: [epoch: number];
 }
 
@@ -296,6 +304,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       servers: this.options.servers,
       link: {
         connectTimeoutMs: this.options.connectTimeout,
+        probeTimeoutMs: this.probeTimeoutMs(),
         role: 'client',
         credentials,
         ...(this.options.tls === undefined ? {} : { tls: this.options.tls }),
@@ -453,22 +462,33 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
 
   /** Makes `key` expire after `seconds` (EXPIRE); true when the key exists and the condition held. */
   async expire(key: BinaryLike, seconds: number, options?: ExpireOptions): Promise<boolean> {
-    return this.run(expireCommand(this.keyBytes(key), 'expire', seconds, options?.condition), options);
+    return this.expireAs('expire', key, seconds, options);
   }
 
   /** Makes `key` expire after `ms` milliseconds (PEXPIRE). */
   async pexpire(key: BinaryLike, ms: number, options?: ExpireOptions): Promise<boolean> {
-    return this.run(expireCommand(this.keyBytes(key), 'pexpire', ms, options?.condition), options);
+    return this.expireAs('pexpire', key, ms, options);
   }
 
   /** Makes `key` expire at Unix time `seconds` (EXPIREAT). */
   async expireat(key: BinaryLike, seconds: number, options?: ExpireOptions): Promise<boolean> {
-    return this.run(expireCommand(this.keyBytes(key), 'expireat', seconds, options?.condition), options);
+    return this.expireAs('expireat', key, seconds, options);
   }
 
   /** Makes `key` expire at Unix time `ms` in milliseconds (PEXPIREAT). */
   async pexpireat(key: BinaryLike, ms: number, options?: ExpireOptions): Promise<boolean> {
-    return this.run(expireCommand(this.keyBytes(key), 'pexpireat', ms, options?.condition), options);
+    return this.expireAs('pexpireat', key, ms, options);
+  }
+
+  /** EXPIRE and its kin: the options' names checked, then one EXPIRE request. */
+  private expireAs(
+    form: ExpireForm,
+    key: BinaryLike,
+    time: number,
+    options?: ExpireOptions,
+  ): Promise<boolean> {
+    if (options !== undefined) checkOptionNames(options, OPTION_NAMES.expire, form);
+    return this.run(expireCommand(this.keyBytes(key), form, time, options?.condition), options);
   }
 
   /** Removes `key`'s expiry (PERSIST); true when it had one. */
@@ -640,6 +660,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * only when the key is at that version (else {@link VersionConflictError}).
    */
   async del(key: BinaryLike, options?: DelOptions): Promise<boolean> {
+    if (options !== undefined) checkOptionNames(options, OPTION_NAMES.del, 'del');
     const ifVersion = options?.ifVersion;
     if (ifVersion !== undefined) return this.run(delVersionedCommand(this.keyBytes(key), ifVersion), options);
     const response = await this.send({ op: Op.DEL, key: this.keyBytes(key) }, options);
@@ -654,7 +675,8 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * KEY_TOO_LARGE at once for a key the client refuses.
    *
    * ```ts
-   * const [count, , ttl] = await client.transaction('rate:alice').incr().expire(60, { condition: 'nx' }).pttl().exec();
+   * // exec() resolves null only when a watched version changed (exec({ ifVersion, watch }))
+   * const [count, , ttl] = (await client.transaction('rate:alice').incr().expire(60, { condition: 'nx' }).pttl().exec())!;
    * ```
    */
   transaction(key: BinaryLike): Transaction {
@@ -671,6 +693,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * request of its own (with its own timeout).
    */
   async mget(keys: readonly BinaryLike[], options?: CommandOptions): Promise<(Uint8Array | null)[]> {
+    if (!Array.isArray(keys)) throw invalidArgument(`mget takes an array of keys, got ${typeof keys}`);
     if (keys.length === 0) return [];
     checkBatchSize(keys.length);
     // Values too large for one frame together are read again in halves (a read: halves may see
@@ -728,6 +751,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     destination: BinaryLike,
     options: CommandOptions & { readonly nx?: boolean } = {},
   ): Promise<boolean> {
+    checkOptionNames(options, OPTION_NAMES.rename, 'rename');
     return this.move(
       source,
       destination,
@@ -746,6 +770,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     destination: BinaryLike,
     options: CommandOptions & { readonly replace?: boolean } = {},
   ): Promise<boolean> {
+    checkOptionNames(options, OPTION_NAMES.copy, 'copy');
     return this.move(
       source,
       destination,
@@ -770,7 +795,24 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       if (mode.onlyIfAbsent) return false;
       return (await this.exists(source)) > 0;
     }
-    const outcome = await moveKey((request) => this.send(request, options), from, to, mode);
+    // One deadline for the whole move: each of its round trips gets what is left of it.
+    const timeoutMs = options.timeout ?? this.options.commandTimeout;
+    if (options.timeout !== undefined) checkCommandTimeout(options.timeout);
+    const deadline = performance.now() + timeoutMs;
+    const outcome = await moveKey(
+      (request) => {
+        const leftMs = Math.ceil(deadline - performance.now());
+        // Every round trip before this one changed nothing (a read, or a write refused by its version).
+        if (leftMs <= 0)
+          return Promise.reject(
+            commandTimeoutError(timeoutMs, 'before it could be sent', { cause: undefined }),
+          );
+        return this.send(request, { ...options, timeout: leftMs });
+      },
+      from,
+      to,
+      mode,
+    );
     return outcome === 'moved';
   }
 
@@ -782,7 +824,10 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
    * balancer in both routing modes. See {@link scanIterator} for the loop.
    */
   async scan(cursor: string | number, options: ScanOptions = {}): Promise<ScanPage> {
-    const value = typeof cursor === 'number' ? cursor : Number(cursor);
+    checkOptionNames(options, OPTION_NAMES.scan, 'scan');
+    // Number('') and Number(' 7 ') are numbers too: a cursor string is digits only, as Redis's.
+    const value =
+      typeof cursor === 'number' ? cursor : /^\d+$/.test(String(cursor)) ? Number(cursor) : Number.NaN;
     if (!Number.isSafeInteger(value) || value < 0) throw invalidArgument(`invalid SCAN cursor '${cursor}'`);
     const count = options.count;
     if (
@@ -876,11 +921,23 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return this.closing;
   }
 
+  /**
+   * The deadline of the PING a link sends after a command timed out (PeerLinkOptions'
+   * `probeTimeoutMs`): a balancer or node that cannot answer a PING in the time a command is
+   * given (at least {@link MIN_PROBE_TIMEOUT_MS}: a short `timeout` says how long the caller
+   * waits, not that a peer that slow is gone) nor in the time a connection may take is hung, and
+   * the link leaves it: the next balancer of `servers`, or the balancer route for a node's keys.
+   */
+  private probeTimeoutMs(): number {
+    return Math.min(this.options.connectTimeout, Math.max(this.options.commandTimeout, MIN_PROBE_TIMEOUT_MS));
+  }
+
   private createDirectRouter(): DirectRouter {
     const tls = this.options.tls;
     return new DirectRouter({
       link: {
         connectTimeoutMs: this.options.connectTimeout,
+        probeTimeoutMs: this.probeTimeoutMs(),
         role: 'client',
         credentials: credentialsOf(this.options),
         // The balancer's server name is not a node's: each node is verified under its own host.
@@ -1010,13 +1067,14 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   private endError(reason: string): DstoreError {
     const last = this.lastError;
     if (last !== undefined) return connectFailedError(`${reason}`, last);
-    return clientClosedError(reason);
+    // Only commands not yet sent are failed with it (queued, or made while not reconnecting).
+    return clientClosedError(reason, true);
   }
 
   private async shutDown(immediately: boolean): Promise<void> {
     const wasRunning = this.state !== 'wait' && this.state !== 'end' && this.state !== 'closed';
     this.state = 'closed';
-    this.failQueued(clientClosedError(`${this.label} closed before the command was sent`));
+    this.failQueued(clientClosedError(`${this.label} closed before the command was sent`, true));
     for (const endWait of [...this.resendWaits]) endWait();
     const waiters = this.connectWaiters;
     this.connectWaiters = [];
@@ -1048,12 +1106,19 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   /** Sends a command now, queues it while not connected, or fails it at once. */
   private send(message: WithoutId<Request>, options: CommandOptions = {}): Promise<Response> {
     return new Promise<Response>((resolve, reject) => {
-      const { signal } = options;
+      const { signal, timeout } = options;
+      if (timeout !== undefined || signal !== undefined) {
+        const problem = commandOptionsProblem(timeout, signal);
+        if (problem !== undefined) {
+          reject(problem);
+          return;
+        }
+      }
       if (signal?.aborted) {
-        reject(abortedError(signal));
+        reject(abortedError(signal, true));
         return;
       }
-      const timeoutMs = options.timeout ?? this.options.commandTimeout;
+      const timeoutMs = timeout ?? this.options.commandTimeout;
       const command: Command = {
         message,
         deadline: performance.now() + timeoutMs,
@@ -1075,7 +1140,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       return;
     }
     if (this.state === 'closed') {
-      command.reject(clientClosedError(`${this.label} is closed`));
+      command.reject(clientClosedError(`${this.label} is closed`, true));
       return;
     }
     if (this.state === 'end') {
@@ -1109,7 +1174,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       command.onAbortWhileQueued = () => {
         if (this.queue.remove(command)) {
           command.onAbortWhileQueued = undefined;
-          command.reject(abortedError(signal));
+          command.reject(abortedError(signal, true));
         }
       };
       signal.addEventListener('abort', command.onAbortWhileQueued, { once: true });
@@ -1226,7 +1291,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     };
     const onAbort = (): void => {
       settle();
-      command.reject(abortedError(signal as AbortSignal));
+      command.reject(abortedError(signal as AbortSignal, true));
     };
     const onShutDown = (): void => {
       settle();
@@ -1281,6 +1346,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       throw new DstoreError(
         ErrorCode.FRAME_TOO_LARGE,
         `MSET of about ${frameBytes} bytes exceeds the ${DEFAULT_LIMITS.maxFrameBytes}-byte frame limit; split it`,
+        { notExecuted: true },
       );
     }
     return pairs;
@@ -1300,6 +1366,32 @@ export function createClient(port: number, options: ClientOptions): DstoreClient
 export function createClient(...args: ClientArguments): DstoreClient {
   return new DstoreClient(...args);
 }
+
+/**
+ * What is wrong with a command's own `timeout` and `signal`, or undefined: checked before anything
+ * is sent, so a bad deadline (NaN never fires) or a signal that is no AbortSignal is
+ * INVALID_ARGUMENT rather than a hang or a TypeError.
+ */
+function commandOptionsProblem(timeout: unknown, signal: unknown): DstoreError | undefined {
+  try {
+    if (timeout !== undefined) checkCommandTimeout(timeout);
+  } catch (error) {
+    return error as DstoreError;
+  }
+  if (
+    signal !== undefined &&
+    (typeof signal !== 'object' ||
+      signal === null ||
+      typeof (signal as AbortSignal).aborted !== 'boolean' ||
+      typeof (signal as AbortSignal).addEventListener !== 'function')
+  ) {
+    return invalidArgument(`signal must be an AbortSignal, got ${typeof signal}`);
+  }
+  return undefined;
+}
+
+/** The shortest wait for a liveness PING's answer (see `probeTimeoutMs`). */
+const MIN_PROBE_TIMEOUT_MS = 1000;
 
 function isDataCommand(message: WithoutId<Request>): message is DataCommand {
   return (

@@ -14,8 +14,16 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
-import type { BitPosRange, BitRange, GetExOptions, SetOptions, VersionedValue } from './client.js';
+import type {
+  BitPosRange,
+  BitRange,
+  CommandOptions,
+  GetExOptions,
+  SetOptions,
+  VersionedValue,
+} from './client.js';
 import { invalidArgument, VersionConflictError } from './errors.js';
+import { checkOptionNames } from './options.js';
 
 /**
  * The client's single-key commands: for each, the argument checks, the request it sends and the
@@ -23,6 +31,44 @@ import { invalidArgument, VersionConflictError } from './errors.js';
  * methods of `DstoreClient` and the steps of a `Transaction`, which sends the same requests as
  * TRANSACT steps and converts each step's answer the same way.
  */
+
+/** The options every command takes ({@link CommandOptions}). */
+const COMMAND_OPTION_NAMES = ['timeout', 'signal'];
+
+/**
+ * The option names of the commands that take more than {@link CommandOptions}: any other name is
+ * refused (INVALID_ARGUMENT) instead of being ignored.
+ */
+export const OPTION_NAMES = {
+  set: new Set([
+    ...COMMAND_OPTION_NAMES,
+    'ex',
+    'px',
+    'exat',
+    'pxat',
+    'keepTtl',
+    'nx',
+    'xx',
+    'get',
+    'ifVersion',
+  ]),
+  getex: new Set([...COMMAND_OPTION_NAMES, 'ex', 'px', 'exat', 'pxat', 'persist']),
+  expire: new Set([...COMMAND_OPTION_NAMES, 'condition']),
+  del: new Set([...COMMAND_OPTION_NAMES, 'ifVersion']),
+  scan: new Set([...COMMAND_OPTION_NAMES, 'match', 'count']),
+  rename: new Set([...COMMAND_OPTION_NAMES, 'nx']),
+  copy: new Set([...COMMAND_OPTION_NAMES, 'replace']),
+} as const;
+
+/** Other spellings of an expiry users bring from other clients. */
+const EXPIRY_SPELLINGS: ReadonlyMap<string, string> = new Map([
+  ['expire', 'ex (seconds) or px (milliseconds)'],
+  ['expires', 'ex (seconds) or px (milliseconds)'],
+  ['ttl', 'ex (seconds) or px (milliseconds)'],
+  ['keepttl', 'keepTtl'],
+]);
+
+const EXPIRE_CONDITIONS: ReadonlySet<unknown> = new Set(['nx', 'xx', 'gt', 'lt']);
 
 /** A command on one key: the request to send, and how its answer becomes the command's result. */
 export interface KeyCommand<T, M extends WithoutId<Request> = TransactStep> {
@@ -293,6 +339,9 @@ function expiryChange(
   ms: number,
   condition: 'nx' | 'xx' | 'gt' | 'lt' | undefined,
 ): KeyCommand<boolean> {
+  if (condition !== undefined && !EXPIRE_CONDITIONS.has(condition)) {
+    throw invalidArgument(`expire: condition must be 'nx', 'xx', 'gt' or 'lt', got ${String(condition)}`);
+  }
   return {
     request: { op: Op.EXPIRE, key, mode, ms, condition },
     answer: (response) => countAnswer(response, 'EXPIRE'),
@@ -340,6 +389,7 @@ export function setWithRequest(
   value: Uint8Array,
   options: SetOptions,
 ): WithoutId<SetWithRequest> | undefined {
+  checkOptionNames(options, OPTION_NAMES.set, 'set', EXPIRY_SPELLINGS);
   const { ex, px, exat, pxat, keepTtl, nx, xx, get } = options;
   const expiries = [ex, px, exat, pxat].filter((time) => time !== undefined).length + (keepTtl ? 1 : 0);
   if (expiries > 1) throw invalidArgument('set: at most one of ex, px, exat, pxat and keepTtl');
@@ -366,6 +416,7 @@ export function setWithStep(
 
 /** GETEX's native EXPIRE mode and time for `options`, or undefined when none is set (a GET). */
 function getExExpiry(options: GetExOptions): { mode: 'in' | 'at' | 'persist'; ms: number } | undefined {
+  checkOptionNames(options, OPTION_NAMES.getex, 'getex', EXPIRY_SPELLINGS);
   const { ex, px, exat, pxat, persist } = options;
   const set = [ex, px, exat, pxat].filter((time) => time !== undefined).length + (persist === true ? 1 : 0);
   if (set > 1) throw invalidArgument('getex: at most one of ex, px, exat, pxat and persist');

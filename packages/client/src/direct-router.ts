@@ -542,11 +542,10 @@ export class DirectRouter {
         if (response.op !== Op.OK) throw unexpectedPartAnswer('MSET', response);
       }),
     );
-    const failed = results.find((result) => result.status === 'rejected');
-    if (failed !== undefined) {
-      // Parts other nodes stored stay stored: the whole MSET must not look "not executed".
-      const stored = results.filter((result) => result.status === 'fulfilled').length;
-      throw partlyApplied(failed.reason, stored, results.length);
+    const failures = results.flatMap((result) => (result.status === 'rejected' ? [result.reason] : []));
+    if (failures.length > 0) {
+      // Parts other nodes stored, or may have stored, stay so: the whole MSET must not look "not executed".
+      throw partlyApplied(failures, results.length - failures.length, results.length);
     }
     return { op: Op.OK, id: 0 };
   }

@@ -13,9 +13,13 @@ export function isSafeToRetry(error: unknown): boolean {
   return error instanceof DstoreError && error.notExecuted;
 }
 
-/** The error a command gets when the client is closing or closed, or gave up reconnecting. */
-export function clientClosedError(reason: string): DstoreError {
-  return new DstoreError(ErrorCode.CONNECTION_CLOSED, reason);
+/**
+ * The error a command gets when the client is closing or closed, or gave up reconnecting. With
+ * `notSent` the command never left the client (still queued, or called after close): not
+ * executed, so safe to send elsewhere; otherwise it may have run.
+ */
+export function clientClosedError(reason: string, notSent = false): DstoreError {
+  return new DstoreError(ErrorCode.CONNECTION_CLOSED, reason, notSent ? { notExecuted: true } : undefined);
 }
 
 /**
@@ -74,9 +78,16 @@ export function isForeignProtocol(failure: Error): boolean {
   return cause instanceof DstoreError && cause.code === ErrorCode.VERSION_MISMATCH;
 }
 
-/** The error of a command aborted through its AbortSignal. */
-export function abortedError(signal: AbortSignal): DstoreError {
-  return new DstoreError(ErrorCode.ABORTED, 'command aborted', { cause: signal.reason });
+/**
+ * The error of a command aborted through its AbortSignal; with `notSent`, aborted before it was
+ * sent (queued, or waiting to be sent again after a refusal): not executed.
+ */
+export function abortedError(signal: AbortSignal, notSent = false): DstoreError {
+  return new DstoreError(
+    ErrorCode.ABORTED,
+    notSent ? 'command aborted before it was sent' : 'command aborted',
+    notSent ? { cause: signal.reason, notExecuted: true } : { cause: signal.reason },
+  );
 }
 
 /** A caller passed something the client refuses before sending. */
@@ -84,11 +95,22 @@ export function invalidArgument(message: string): DstoreError {
   return new DstoreError(ErrorCode.INVALID_ARGUMENT, message);
 }
 
+/** The brand {@link VersionConflictError}'s `instanceof` looks for (shared by every copy of the package). */
+const VERSION_CONFLICT_ERROR: unique symbol = Symbol.for('@dstore/client.VersionConflictError');
+
 /**
  * A compare-and-set (`ifVersion`) found the key at another version: nothing was written. Code
- * VERSION_CONFLICT (not executed, not retryable: read the key again and decide anew).
+ * VERSION_CONFLICT (not executed, not retryable: read the key again and decide anew). As for
+ * `DstoreError`, `instanceof` holds across copies of the package (the ESM and the CJS build).
  */
 export class VersionConflictError extends DstoreError {
+  /** Brand check across module copies; see the class comment. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: subclasses inherit this method, `this` is the class tested
+    if (this !== VersionConflictError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === 'object' && value !== null && VERSION_CONFLICT_ERROR in value;
+  }
+
   /** The version the command required. */
   readonly expectedVersion: number;
   /** The key's version when the command ran (0: the key did not exist). */
@@ -106,3 +128,5 @@ export class VersionConflictError extends DstoreError {
     this.currentVersion = currentVersion;
   }
 }
+
+Object.defineProperty(VersionConflictError.prototype, VERSION_CONFLICT_ERROR, { value: true });

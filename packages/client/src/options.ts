@@ -1,4 +1,4 @@
-import { type Credentials, DEFAULT_USER, type TlsClientOptions } from '@dstore/protocol';
+import { type Credentials, DEFAULT_LIMITS, DEFAULT_USER, type TlsClientOptions } from '@dstore/protocol';
 import { backoffDelay } from '@dstore/protocol/internal';
 import { invalidArgument } from './errors.js';
 
@@ -52,7 +52,8 @@ export interface ClientOptions {
    * How many times a command that certainly was not executed (UNAVAILABLE, BUSY, SHUTTING_DOWN,
    * or never written) is sent again, within its deadline. A command refused by a server (a
    * failover, a migration's freeze) waits 10 ms doubling to 500 ms between attempts, so with a
-   * `commandTimeout` longer than the cluster's failure timeout a failover is invisible; one not yet
+   * `commandTimeout` longer than the cluster's failure timeout a failover is invisible to commands
+   * sent after it began (those in flight on the failed node fail indeterminate); one not yet
    * written waits for the reconnect. When the next attempt cannot start before the deadline, the
    * command fails at once with the server's answer. Indeterminate failures (TIMEOUT,
    * CONNECTION_CLOSED after the command was written) are never retried. Default `20` (as ioredis).
@@ -221,16 +222,37 @@ const FOREIGN_OPTIONS: ReadonlyMap<string, string> = new Map([
 ]);
 
 /** Refuses options this client does not know, naming the right one when it is a known mix-up. */
-function checkOptionNames(options: object, where: string): void {
-  for (const name of Object.keys(options)) {
-    if (OPTION_NAMES.has(name)) continue;
-    const instead = FOREIGN_OPTIONS.get(name);
+function checkClientOptionNames(options: object, where: string): void {
+  checkOptionNames(options, OPTION_NAMES, where, FOREIGN_OPTIONS);
+}
+
+/**
+ * Refuses an option name not in `known` (a typo, another client's spelling, or Redis's upper case
+ * would otherwise be ignored silently: `{ NX: true }` an overwrite instead of a lock), naming the
+ * right one when it is a known mix-up (`foreign`) or differs in case only.
+ */
+export function checkOptionNames(
+  options: object,
+  known: ReadonlySet<string>,
+  where: string,
+  foreign?: ReadonlyMap<string, string>,
+): void {
+  // for...in allocates nothing, unlike Object.keys: commands check their options every call.
+  for (const name in options) {
+    if (known.has(name) || !Object.hasOwn(options, name)) continue;
+    const instead = foreign?.get(name) ?? sameButForCase(name, known);
     throw invalidArgument(
       instead === undefined
-        ? `unknown option ${name} in ${where}; the options are ${[...OPTION_NAMES].join(', ')}`
+        ? `unknown option ${name} in ${where}; the options are ${[...known].join(', ')}`
         : `unknown option ${name} in ${where}: use ${instead}`,
     );
   }
+}
+
+function sameButForCase(name: string, known: ReadonlySet<string>): string | undefined {
+  const lower = name.toLowerCase();
+  for (const candidate of known) if (candidate.toLowerCase() === lower) return candidate;
+  return undefined;
 }
 
 /**
@@ -398,8 +420,38 @@ export function resolveClientOptions(
     throw invalidArgument(`routing must be 'balancer' or 'direct', got ${String(merged.routing)}`);
   }
   if (typeof merged.retryStrategy !== 'function') throw invalidArgument('retryStrategy must be a function');
+  for (const name of BOOLEAN_PARAMS) {
+    if (typeof merged[name] !== 'boolean') {
+      throw invalidArgument(
+        `${name} must be true or false, got ${typeof merged[name]} ${String(merged[name])}`,
+      );
+    }
+  }
+  checkKeyPrefix(merged.keyPrefix);
   checkCredentials(merged);
   return Object.freeze(merged);
+}
+
+/**
+ * `keyPrefix` goes in front of every key, so it must be text and leave room for a key: a prefix
+ * past the key limit would fail every keyed command with KEY_TOO_LARGE instead of the constructor.
+ */
+function checkKeyPrefix(prefix: unknown): void {
+  if (typeof prefix !== 'string') throw invalidArgument(`keyPrefix must be a string, got ${typeof prefix}`);
+  const bytes = Buffer.byteLength(prefix);
+  if (bytes >= DEFAULT_LIMITS.maxKeyBytes) {
+    throw invalidArgument(
+      `keyPrefix is ${bytes} bytes: it must leave room for keys under the ${DEFAULT_LIMITS.maxKeyBytes}-byte key limit`,
+    );
+  }
+}
+
+/**
+ * A command's own `timeout` (ms), checked like `commandTimeout`: a NaN, infinite, zero or
+ * non-number deadline would never fire (or fire at once), and no command may wait forever.
+ */
+export function checkCommandTimeout(timeout: unknown): void {
+  checkInteger('timeout', timeout as number, 1);
 }
 
 /** `user` goes with `password`, and a token is the password of `default`: one way at a time. */
@@ -473,7 +525,7 @@ function checkServer(server: ServerAddress, prefix: string): ResolvedServerAddre
     throw invalidArgument(`${prefix}host must be a non-empty string, got ${String(server.host)}`);
   }
   const port = server.port ?? DEFAULT_CLIENT_OPTIONS.port;
-  checkInteger(`${prefix}port`, port, 0, 65_535);
+  checkInteger(`${prefix}port`, port, 1, 65_535);
   return Object.freeze({ host: server.host, port });
 }
 
@@ -482,7 +534,7 @@ function checkServer(server: ServerAddress, prefix: string): ResolvedServerAddre
  * turned into `token`.
  */
 function fromObject(options: ClientOptions, where: string): ClientOptions {
-  checkOptionNames(options, where);
+  checkClientOptionNames(options, where);
   const { url, password, ...rest } = withoutUndefined(options);
   if (url !== undefined && typeof url !== 'string')
     throw invalidArgument(`url must be a string, got ${typeof url}`);

@@ -98,7 +98,8 @@ type SendTransaction = (request: WithoutId<TransactRequest>, options: CommandOpt
  * and runs once: chain the calls to keep the result types.
  *
  * ```ts
- * const [count, , ttl] = await client.transaction('rate:alice').incr().expire(60, { condition: 'nx' }).pttl().exec();
+ * // exec() resolves null only when a watched version changed (exec({ ifVersion, watch }))
+ * const [count, , ttl] = (await client.transaction('rate:alice').incr().expire(60, { condition: 'nx' }).pttl().exec())!;
  * await client.transaction('{acct:7}:checking').decrby(50).on('{acct:7}:savings').incrby(50).exec();
  * ```
  */

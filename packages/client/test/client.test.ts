@@ -1,5 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createRequire } from 'node:module';
 import {
   type AddressInfo,
   createServer as createNetServer,
@@ -11,7 +12,14 @@ import { join } from 'node:path';
 import { FrameServer, Op } from '@dstore/protocol';
 import { createTestPki, FakeServer, keyOf } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type ClientOptions, createClient, type DstoreClient, DstoreError, ErrorCode } from '../src/index.js';
+import {
+  type ClientOptions,
+  createClient,
+  type DstoreClient,
+  DstoreError,
+  ErrorCode,
+  VersionConflictError,
+} from '../src/index.js';
 import { failOnUnhandledRejections } from './helpers/unhandled.js';
 
 failOnUnhandledRejections();
@@ -174,6 +182,116 @@ describe('commands', () => {
     );
     const error = await client.get('').catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(DstoreError);
+  });
+});
+
+describe('argument checks: refused before anything is sent', () => {
+  it('a command timeout that is not a positive integer, a signal that is no AbortSignal', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    const sent = server.received.length;
+    for (const timeout of [Number.NaN, Number.POSITIVE_INFINITY, 0, -5, 1.5, '100' as unknown as number]) {
+      await expect(client.get('k', { timeout }), String(timeout)).rejects.toMatchObject({
+        code: ErrorCode.INVALID_ARGUMENT,
+        message: expect.stringMatching(/timeout/),
+      });
+    }
+    await expect(client.get('k', { signal: 'x' as unknown as AbortSignal })).rejects.toMatchObject({
+      code: ErrorCode.INVALID_ARGUMENT,
+      message: expect.stringMatching(/AbortSignal/),
+    });
+    await expect(client.rename('{t}a', '{t}b', { timeout: Number.NaN })).rejects.toMatchObject({
+      code: ErrorCode.INVALID_ARGUMENT,
+    });
+    expect(server.received.length).toBe(sent);
+    expect(await client.get('k', { timeout: 1000 })).toBeNull();
+  });
+
+  it('unknown option names of the commands with options, naming the right one', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    const sent = server.received.length;
+    const refusals: [Promise<unknown>, RegExp][] = [
+      [client.set('k', 'v', { NX: true } as object), /unknown option NX in set: use nx/],
+      [client.set('k', 'v', { expire: 10 } as object), /use ex \(seconds\) or px/],
+      [client.getex('k', { EX: 10 } as object), /unknown option EX in getex: use ex/],
+      [client.expire('k', 10, { cond: 'nx' } as object), /unknown option cond in expire/],
+      [client.del('k', { ifversion: 3 } as object), /use ifVersion/],
+      [client.scan(0, { pattern: '*' } as object), /unknown option pattern in scan/],
+      [client.rename('{t}a', '{t}b', { NX: true } as object), /use nx/],
+      [client.copy('{t}a', '{t}b', { force: true } as object), /unknown option force in copy/],
+      [client.expire('k', 10, { condition: 'NX' as 'nx' }), /condition must be/],
+      [client.scan(''), /invalid SCAN cursor/],
+      [client.scan(' 7'), /invalid SCAN cursor/],
+      [client.mget('abc' as unknown as string[]), /mget takes an array/],
+    ];
+    for (const [refused, message] of refusals) {
+      await expect(refused, String(message)).rejects.toMatchObject({
+        code: ErrorCode.INVALID_ARGUMENT,
+        message: expect.stringMatching(message),
+      });
+    }
+    expect(server.received.length).toBe(sent);
+    // The documented names pass (the fake server knows only plain SET; the real ones run in the balancer's data-model tests).
+    expect(await client.set('k', 'v', { timeout: 1000, signal: new AbortController().signal })).toBe('OK');
+  });
+
+  it('says "not executed" for what never left the client', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    const aborted = new AbortController();
+    aborted.abort();
+    await expect(client.get('k', { signal: aborted.signal })).rejects.toMatchObject({
+      code: ErrorCode.ABORTED,
+      notExecuted: true,
+    });
+    const huge = Array.from({ length: 20 }, (_, i): [string, Uint8Array] => [
+      `k${i}`,
+      new Uint8Array(60_000),
+    ]);
+    await expect(client.mset(huge)).rejects.toMatchObject({
+      code: ErrorCode.FRAME_TOO_LARGE,
+      notExecuted: true,
+    });
+    const transaction = client.transaction('{t}k');
+    for (let i = 0; i < 20; i++) transaction.set(new Uint8Array(60_000));
+    await expect(transaction.exec()).rejects.toMatchObject({
+      code: ErrorCode.FRAME_TOO_LARGE,
+      notExecuted: true,
+    });
+    await client.close();
+    await expect(client.get('k')).rejects.toMatchObject({
+      code: ErrorCode.CONNECTION_CLOSED,
+      notExecuted: true,
+    });
+  });
+
+  it('keeps commands queued at close() "not executed", as the README says', async () => {
+    const server = await startServer();
+    const client = clientFor(server, { lazyConnect: true });
+    await server.stop();
+    const queued = client.get('k').catch((error: unknown) => error);
+    await client.close();
+    expect(await queued).toMatchObject({ code: ErrorCode.CONNECTION_CLOSED, notExecuted: true });
+  });
+});
+
+describe('VersionConflictError', () => {
+  it('is instanceof across copies of the package (the built CJS against this ESM source)', () => {
+    const cjs = createRequire(import.meta.url)('../dist/index.cjs') as {
+      VersionConflictError: typeof VersionConflictError;
+    };
+    expect(cjs.VersionConflictError).not.toBe(VersionConflictError);
+    const fromCjs = new cjs.VersionConflictError(3, 4);
+    expect(fromCjs instanceof VersionConflictError).toBe(true);
+    expect(fromCjs instanceof DstoreError).toBe(true);
+    expect(new VersionConflictError(3, 0) instanceof cjs.VersionConflictError).toBe(true);
+    expect(new DstoreError(ErrorCode.VERSION_CONFLICT, 'plain') instanceof VersionConflictError).toBe(false);
+    expect(fromCjs).toMatchObject({
+      code: ErrorCode.VERSION_CONFLICT,
+      expectedVersion: 3,
+      currentVersion: 4,
+    });
   });
 });
 

@@ -72,6 +72,23 @@ describe('options', () => {
     expect(() => resolveClientOptions({ routing: 'cluster' as 'direct' })).toThrow(/routing/);
     expect(() => resolveClientOptions({ maxRedirections: -1 })).toThrow(/maxRedirections/);
     expect(() => resolveClientOptions({ mapRefreshInterval: 10 })).toThrow(/mapRefreshInterval/);
+    // A port nobody can connect to, and options of the wrong type that would otherwise act unseen.
+    expect(() => resolveClientOptions({ port: 0 })).toThrow(/port/);
+    expect(() => resolveClientOptions({ enableOfflineQueue: 'false' as unknown as boolean })).toThrow(
+      expect.objectContaining({
+        code: ErrorCode.INVALID_ARGUMENT,
+        message: expect.stringMatching(/enableOfflineQueue/),
+      }),
+    );
+    expect(() => resolveClientOptions({ lazyConnect: 1 as unknown as boolean })).toThrow(/lazyConnect/);
+    expect(() => resolveClientOptions({ keyPrefix: 5 as unknown as string })).toThrow(
+      expect.objectContaining({
+        code: ErrorCode.INVALID_ARGUMENT,
+        message: expect.stringMatching(/keyPrefix/),
+      }),
+    );
+    expect(() => resolveClientOptions({ keyPrefix: 'p'.repeat(1024) })).toThrow(/keyPrefix is 1024 bytes/);
+    expect(resolveClientOptions({ keyPrefix: 'p'.repeat(1000) }).keyPrefix).toHaveLength(1000);
   });
 
   it('takes the routing options from a URL too', () => {

@@ -65,6 +65,11 @@ export interface ConnectionEvents {
   close: [error: Error | undefined];
   /** A received frame was invalid. The connection answered it (or closed, when `fatal`). */
   protocolError: [error: ProtocolError];
+  /**
+   * Requests passed their deadline with no answer (`count` of them in one sweep): the peer may be
+   * slow or gone, which a listener can find out (PeerLink's liveness probe).
+   */
+  requestTimeout: [count: number];
 }
 
 /**
@@ -579,6 +584,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       throw new DstoreError(
         ErrorCode.FRAME_TOO_LARGE,
         `message encodes to ${body.length} bytes, over the ${this.codec.limits.maxFrameBytes}-byte frame limit${hint}`,
+        // A request refused here never left: not executed.
+        id === undefined ? undefined : { notExecuted: true },
       );
     }
     return body;
@@ -839,16 +846,19 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
 
   private expireRequests(now: number): void {
     let earliest = Number.POSITIVE_INFINITY;
+    let expired = 0;
     for (const entry of this.pending.entries()) {
       if (entry.deadline <= now) {
         this.pending.delete(entry);
         if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
         failRequest(entry, timeoutError(entry.timeoutMs));
+        expired++;
       } else if (entry.deadline < earliest) {
         earliest = entry.deadline;
       }
     }
     this.earliestDeadline = earliest;
+    if (expired > 0) this.emit('requestTimeout', expired);
     if (this.closing) this.endWhenIdle();
   }
 

@@ -185,7 +185,8 @@ export class FakeServer {
 
   private answer(request: Request, connection: Connection): void {
     if (!connection.isOpen) return;
-    const failure = this.failNext.shift();
+    // PING is no data request: a client's liveness probe must not use up a failure meant for one.
+    const failure = request.op === Op.PING ? undefined : this.failNext.shift();
     if (failure) connection.replyError(request.id, failure, `fake failure ${failure}`);
     else connection.reply(this.execute(request));
   }

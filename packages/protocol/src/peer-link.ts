@@ -160,6 +160,15 @@ export interface PeerLinkOptions extends ConnectSocketOptions {
    * Default: {@link backoffDelay} with `backoff`, forever.
    */
   readonly retryStrategy?: (attempt: number, error: Error) => number | null;
+  /**
+   * Liveness probe: when a request on the link passes its deadline unanswered, the link PINGs the
+   * peer with this deadline (one probe at a time); a peer that does not answer it is taken as
+   * hung (SIGSTOPped, its host gone, a black-holed route: TCP alone would not say so for many
+   * minutes), and the connection is closed (`close`, then a reconnect, or the next server of a
+   * FailoverLink); its pending requests fail with CONNECTION_CLOSED. A PING is answered by the
+   * peer itself, so a peer that is only slow to serve requests passes. Default: no probe.
+   */
+  readonly probeTimeoutMs?: number | undefined;
 }
 
 /** Events of a {@link PeerLink}. */
@@ -196,6 +205,8 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
   private reportedClose: Connection | undefined;
   private lastHello: HelloOkResponse | undefined;
   private readonly saltedKeys = new SaltedKeyCache();
+  /** The connection a liveness probe is running on (see {@link PeerLinkOptions.probeTimeoutMs}). */
+  private probing: Connection | undefined;
 
   constructor(readonly options: PeerLinkOptions) {
     super();
@@ -278,12 +289,42 @@ export class PeerLink extends EventEmitter<PeerLinkEvents> {
       this.attempt = 0;
       this.ready = true;
       this.lastHello = hello;
+      const probeTimeoutMs = this.options.probeTimeoutMs;
+      if (probeTimeoutMs !== undefined) {
+        const ready = connection;
+        ready.on('requestTimeout', () => this.probe(ready, probeTimeoutMs));
+      }
       this.emit('ready', hello);
     } catch (error) {
       if (connection === undefined || this.reportedClose !== connection) this.emitError(error as Error);
       if (connection) connection.destroy(error as Error);
       else this.scheduleReconnect(error as Error);
     }
+  }
+
+  /**
+   * A request timed out on `connection`: PING the peer, and close the connection as hung when the
+   * PING times out too (any answer, an ERROR included, proves the peer is there).
+   */
+  private probe(connection: Connection, timeoutMs: number): void {
+    if (this.probing === connection || this.current !== connection || !connection.isOpen) return;
+    this.probing = connection;
+    connection.request({ op: Op.PING }, { timeoutMs }).then(
+      () => this.probeEnded(connection, undefined, timeoutMs),
+      (error: unknown) => this.probeEnded(connection, error, timeoutMs),
+    );
+  }
+
+  private probeEnded(connection: Connection, error: unknown, timeoutMs: number): void {
+    if (this.probing === connection) this.probing = undefined;
+    const unanswered = error instanceof DstoreError && error.code === ErrorCode.TIMEOUT;
+    if (!unanswered || this.current !== connection) return;
+    connection.destroy(
+      new DstoreError(
+        ErrorCode.CONNECTION_CLOSED,
+        `${this.address} did not answer a PING within ${timeoutMs} ms after a request timed out: closed as unresponsive`,
+      ),
+    );
   }
 
   private onConnectionClosed(connection: Connection, error: Error | undefined): void {

@@ -150,16 +150,21 @@ export function migratingDeleteOutcome(
 }
 
 /**
- * The error of a write split over several nodes (MSET) one part of which failed with `failure`
- * while `stored` of the `parts` were stored: a "not executed" failure would then be a lie (a
- * caller could resend the whole batch and overwrite writes made since), so it becomes
- * indeterminate (INTERNAL, as a DEL that reached one of two copies), the cause kept.
+ * The error of a write split over several nodes (MSET) whose parts failed with `failures` (one per
+ * failed part, in part order) while `stored` of the `parts` were stored. It is "not executed" only
+ * when every failed part is and nothing was stored: a part that may have been applied (TIMEOUT,
+ * CONNECTION_CLOSED) makes the whole write indeterminate whatever the other parts answered, and so
+ * do parts stored beside refused ones (INTERNAL, as a DEL that reached one of two copies, the
+ * cause kept). Otherwise a caller could resend the whole batch and overwrite writes made since.
  */
-export function partlyApplied(failure: unknown, stored: number, parts: number): unknown {
-  if (stored === 0 || !(failure instanceof DstoreError) || !failure.notExecuted) return failure;
+export function partlyApplied(failures: readonly unknown[], stored: number, parts: number): unknown {
+  const first = failures[0];
+  const maybeApplied = failures.find((failure) => !(failure instanceof DstoreError) || !failure.notExecuted);
+  if (maybeApplied !== undefined) return maybeApplied;
+  if (stored === 0) return first;
   return new DstoreError(
     ErrorCode.INTERNAL,
-    `MSET partly applied (${stored} of ${parts} nodes stored their keys): ${failure.message}`,
-    { cause: failure },
+    `MSET partly applied (${stored} of ${parts} nodes stored their keys): ${(first as DstoreError).message}`,
+    { cause: first },
   );
 }

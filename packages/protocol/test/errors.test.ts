@@ -53,10 +53,10 @@ describe('classifyError: the one classification of failures', () => {
   });
 });
 
-describe('partlyApplied (a write split over nodes, one part failed)', () => {
-  it('turns a "not executed" failure into an indeterminate one when another part was stored', () => {
+describe('partlyApplied (a write split over nodes, some parts failed)', () => {
+  it('turns "not executed" failures into an indeterminate one when another part was stored', () => {
     const refused = new DstoreError(ErrorCode.OUT_OF_SPACE, 'disk full');
-    const partly = partlyApplied(refused, 1, 3);
+    const partly = partlyApplied([refused], 1, 3);
     expect(partly).toBeInstanceOf(DstoreError);
     expect(classifyError(partly)).toMatchObject({ notExecuted: false, indeterminate: true });
     expect((partly as DstoreError).message).toMatch(/1 of 3 nodes/);
@@ -65,8 +65,25 @@ describe('partlyApplied (a write split over nodes, one part failed)', () => {
 
   it('keeps the failure when nothing was stored, or when it was indeterminate already', () => {
     const refused = new DstoreError(ErrorCode.OUT_OF_SPACE, 'disk full');
-    expect(partlyApplied(refused, 0, 3)).toBe(refused);
+    expect(partlyApplied([refused], 0, 3)).toBe(refused);
     const timeout = new DstoreError(ErrorCode.TIMEOUT, 'late');
-    expect(partlyApplied(timeout, 2, 3)).toBe(timeout);
+    expect(partlyApplied([timeout], 2, 3)).toBe(timeout);
+  });
+
+  it('is indeterminate when any failed part may have been applied, whatever fails first', () => {
+    const refused = new DstoreError(ErrorCode.UNAVAILABLE, 'node down');
+    const timeout = new DstoreError(ErrorCode.TIMEOUT, 'late');
+    const closed = new DstoreError(ErrorCode.CONNECTION_CLOSED, 'cut');
+    for (const failures of [
+      [refused, timeout],
+      [timeout, refused],
+      [refused, refused, closed],
+      [refused, new Error('not a DstoreError')],
+    ]) {
+      const outcome = partlyApplied(failures, 0, failures.length);
+      expect(classifyError(outcome)).toMatchObject({ notExecuted: false });
+      expect(failures).toContain(outcome);
+    }
+    expect(partlyApplied([refused, refused], 0, 2)).toBe(refused);
   });
 });
