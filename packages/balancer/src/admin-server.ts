@@ -450,7 +450,8 @@ export class AdminServer {
    * Operator remove: the node's ranges move to their new owners, then it leaves the ring. Answers
    * 202 at once (a migration can outlast any HTTP deadline); progress and the end show in /ring.
    * With `dead` (`?dead`: replication): a failed member declared dead, never asked anything (see
-   * `Membership.removeDead`); refused with 400 when it cannot be (not failed, factor 1).
+   * `Membership.removeDead`); refused with 400 when it cannot be (not failed, factor 1). A remove
+   * that would leave a range with no live copy is refused with 400 too, naming the range.
    */
   private removeNode(id: string, dead: boolean, response: ServerResponse): void {
     if (!this.membership.isCoordinator) {
@@ -464,12 +465,10 @@ export class AdminServer {
       sendJson(response, 404, { error: `no node '${id}' in the ring` });
       return;
     }
-    if (dead) {
-      const refusal = this.membership.deadRefusal(id);
-      if (refusal !== undefined) {
-        sendJson(response, 400, { error: refusal.message, code: refusal.code });
-        return;
-      }
+    const refusal = dead ? this.membership.deadRefusal(id) : this.membership.leaveRefusal(id);
+    if (refusal !== undefined) {
+      sendJson(response, 400, { error: refusal.message, code: refusal.code });
+      return;
     }
     this.logger.info({ node: id, dead }, 'operator remove');
     (dead ? this.membership.removeDead(id) : this.membership.leave(id)).catch((error: unknown) =>

@@ -82,6 +82,10 @@ export class Balancer {
   private resp: RespServer | undefined;
   /** The node id each node connection JOINed as: it may speak for that node only. */
   private readonly nodeIds = new WeakMap<Connection, string>();
+  /** The node id a connection's last JOIN was refused as, while it has none accepted. */
+  private readonly refusedJoins = new WeakMap<Connection, string>();
+  /** Node connections with an accepted JOIN. */
+  private readonly joinedConnections = new WeakSet<Connection>();
   /** Set in {@link start}, before the port opens (the users file is read then). */
   private authenticator!: Authenticator;
   private users: UserDirectory | undefined;
@@ -481,19 +485,22 @@ export class Balancer {
       return;
     }
     // A node speaks for itself only: once a connection JOINed as one node, it cannot LEAVE or
-    // HEARTBEAT as another.
+    // HEARTBEAT as another; one whose JOIN was refused (another live process holds the id, ...)
+    // cannot LEAVE or HEARTBEAT as the node it is not.
     if (!forwarded && (request.op === Op.JOIN || request.op === Op.LEAVE || request.op === Op.HEARTBEAT)) {
       const speaksFor = this.nodeIds.get(connection);
-      if (speaksFor !== undefined && speaksFor !== request.nodeId) {
-        this.refuse(
-          request,
-          connection,
-          startMs,
-          ErrorCode.NO_PERMISSION,
-          `this connection registered node '${speaksFor}': it cannot speak for '${request.nodeId}'`,
-        );
+      const refusedAs = this.refusedJoins.get(connection);
+      const problem =
+        speaksFor !== undefined && speaksFor !== request.nodeId
+          ? `this connection registered node '${speaksFor}': it cannot speak for '${request.nodeId}'`
+          : speaksFor === undefined && refusedAs === request.nodeId && request.op !== Op.JOIN
+            ? `this connection's JOIN as '${refusedAs}' was refused: it cannot speak for that node`
+            : undefined;
+      if (problem !== undefined) {
+        this.refuse(request, connection, startMs, ErrorCode.NO_PERMISSION, problem);
         return;
       }
+      // Claimed at once, so that a second JOIN on the connection cannot race the first.
       if (request.op === Op.JOIN) this.nodeIds.set(connection, request.nodeId);
     }
     if (request.op === Op.LEAVE) {
@@ -505,7 +512,17 @@ export class Balancer {
     }
     if (request.op === Op.JOIN) {
       this.control.join(request, connection, !forwarded).then(
-        (answer) => this.sendAnswer(answer, request, connection, startMs),
+        (answer) => {
+          // A refused JOIN gives up its claim, unless an earlier JOIN of the connection was accepted.
+          if (!forwarded) {
+            if (answer.op !== Op.ERROR) this.joinedConnections.add(connection);
+            else if (!this.joinedConnections.has(connection)) {
+              this.nodeIds.delete(connection);
+              this.refusedJoins.set(connection, request.nodeId);
+            }
+          }
+          this.sendAnswer(answer, request, connection, startMs);
+        },
         (error: unknown) => this.router.fail(connection, request.id, request.op, startMs, error),
       );
       return;

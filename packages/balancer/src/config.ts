@@ -253,9 +253,17 @@ function nonNegativeInteger(name: string, value: number): number {
   return value;
 }
 
-function adminAuthScope(value: string): AdminAuthScope {
-  if (value !== 'mutating' && value !== 'all')
+function adminAuthScope(value: string, token: string | undefined): AdminAuthScope {
+  if (value !== 'mutating' && value !== 'all') {
     throw invalid(`adminAuth must be mutating or all, got '${value}'`);
+  }
+  // Asking for every endpoint to be protected and giving nothing to protect them with would serve
+  // them to anyone: refuse to start rather than fail open.
+  if (value === 'all' && (token === undefined || token === '')) {
+    throw invalid(
+      'adminAuth all needs an admin token (--admin-token or DSTORE_ADMIN_TOKEN): without one every endpoint would be open',
+    );
+  }
   return value;
 }
 
@@ -404,7 +412,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     respPort: portNumber('respPort', options.respPort ?? -1, true),
     respMaxOutputBytes: positiveInteger('respMaxOutputBytes', options.respMaxOutputBytes ?? 64 * 1024 * 1024),
     adminToken: options.adminToken === '' ? undefined : options.adminToken,
-    adminAuth: adminAuthScope(options.adminAuth ?? 'mutating'),
+    adminAuth: adminAuthScope(options.adminAuth ?? 'mutating', options.adminToken),
     nodes,
     hash,
     hashTag: options.hashTag === undefined ? undefined : checkedHashTag(options.hashTag),

@@ -77,7 +77,17 @@ export class ControlHandler {
   async leave(request: LeaveRequest): Promise<Response> {
     // Forwarded by a follower balancer or sent by the node itself: a graceful leave either way.
     this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE');
-    const removed = await this.membership.leave(request.nodeId, 'node');
+    let removed: boolean;
+    try {
+      removed = await this.membership.leave(request.nodeId, 'node', request.identity);
+    } catch (error) {
+      if (!(error instanceof DstoreError) || error.code !== ErrorCode.IDENTITY_CONFLICT) throw error;
+      this.logger.warn(
+        { node: request.nodeId, identity: request.identity, err: error.message },
+        'LEAVE refused',
+      );
+      return { op: Op.ERROR, id: request.id, code: error.code, message: error.message };
+    }
     if (removed) this.logger.info({ node: request.nodeId, epoch: this.membership.epoch }, 'LEAVE done');
     return { op: Op.OK, id: request.id };
   }

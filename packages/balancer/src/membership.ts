@@ -1276,7 +1276,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * the map's members, false when it is not a member. After an operator's remove its identity is
    * refused from then on; a node that left by itself is forgotten and may join again later.
    */
-  async leave(id: string, by: 'node' | 'operator' = 'operator'): Promise<boolean> {
+  async leave(id: string, by: 'node' | 'operator' = 'operator', identity?: string): Promise<boolean> {
     if (!this.coordinator) {
       if (by === 'operator') {
         throw new DstoreError(
@@ -1285,10 +1285,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
         );
       }
       // A node's graceful LEAVE: the coordinator answers once its keys moved.
-      await this.coordinatorLink.forward({ op: Op.LEAVE, nodeId: id }, LEAVE_FORWARD_TIMEOUT_MS);
+      await this.coordinatorLink.forward(
+        identity === undefined ? { op: Op.LEAVE, nodeId: id } : { op: Op.LEAVE, nodeId: id, identity },
+        LEAVE_FORWARD_TIMEOUT_MS,
+      );
       return true;
     }
-    if (activeMember(this.map, id) === undefined) return false;
+    const member = activeMember(this.map, id);
+    if (member === undefined) return false;
+    // A LEAVE speaks for one incarnation: another process under the same id (one whose JOIN was
+    // refused, stopped by its operator) must not take the real node out of the ring.
+    if (identity !== undefined && member.identity !== identity) {
+      throw new DstoreError(
+        ErrorCode.IDENTITY_CONFLICT,
+        `LEAVE of node '${id}' by identity ${identity} refused: the member is identity ${member.identity} at ${member.host}:${member.port}`,
+      );
+    }
     const done = new Promise<boolean>((resolve) => {
       const waiters = this.departures.get(id) ?? [];
       waiters.push(resolve);
@@ -1361,6 +1373,23 @@ export class Membership extends EventEmitter<MembershipEvents> {
       return refuseUnroutableRingPlan(map, { members: withMember(map.members, dead) });
     });
     return done;
+  }
+
+  /**
+   * Why member `id` cannot leave now (its ranges would be left with no live copy: the other members
+   * of a chain failed), or undefined when it can (or is not a member): what the leave's map update
+   * would refuse, checked first so an operator's remove is answered with the refusal at once.
+   */
+  leaveRefusal(id: string): DstoreError | undefined {
+    const member = activeMember(this.map, id);
+    if (member === undefined || member.state === 'leaving') return undefined;
+    const leaving: MapMember = {
+      ...member,
+      state: 'leaving',
+      sinceEpoch: this.map.epoch + 1,
+      leftBy: 'operator',
+    };
+    return lossOfLeaving({ ...this.map, members: withMember(this.map.members, leaving) }, id);
   }
 
   /**

@@ -198,8 +198,18 @@ describe('the cluster map', () => {
       identity: original.identity,
       status: 'up',
     });
-    impostor.child.kill('SIGKILL');
+    // Its operator stops it gracefully: its LEAVE (with its own identity, on the connection whose
+    // JOIN was refused) must not take the real node-1 out of the ring.
+    impostor.child.kill('SIGTERM');
     await impostor.exited;
+    expect(impostor.stderr()).toMatch(/LEAVE failed/);
+    const afterLeave = await ringOf(balancer);
+    expect(afterLeave.nodes.find((node) => node.id === 'node-1')).toMatchObject({
+      address: original.address,
+      identity: original.identity,
+      status: 'up',
+    });
+    expect(afterLeave.nodes.map((node) => node.id).sort()).toEqual(['node-1', 'node-2', 'node-3']);
 
     // Another id on a copy of node-1's data dir (its identity file: a cloned disk): refused, as
     // one node's keys in two places of the ring. It joined as a new member before.

@@ -63,6 +63,15 @@ describe('configuration', () => {
     expect(() => resolveBalancerOptions({ deadAfterMs: 1.5 })).toThrow(/deadAfterMs/);
   });
 
+  it('admin auth: "all" needs a token (it would serve every endpoint to anyone)', () => {
+    expect(() => resolveBalancerOptions({ adminAuth: 'all' })).toThrow(/adminAuth all needs an admin token/);
+    expect(() => resolveBalancerOptions({ adminAuth: 'all', adminToken: '' })).toThrow(
+      /needs an admin token/,
+    );
+    expect(resolveBalancerOptions({ adminAuth: 'all', adminToken: 't' }).adminAuth).toBe('all');
+    expect(resolveBalancerOptions({}).adminAuth).toBe('mutating');
+  });
+
   it('hash tag: unset by default (a new map gets {}), empty for none, two printable ASCII characters else', () => {
     expect(resolveBalancerOptions().hashTag).toBeUndefined();
     expect(resolveBalancerOptions({ hashTag: '' }).hashTag).toBe('');

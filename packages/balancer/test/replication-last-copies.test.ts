@@ -35,9 +35,12 @@ async function start(
     nemesis,
     nodes,
     nodeArgs,
-    balancer: FAILOVER_TIMEOUTS,
+    balancer: { ...FAILOVER_TIMEOUTS, adminToken: ADMIN_TOKEN },
   });
 }
+
+/** The admin token the balancers run with (an operator's remove by HTTP needs one). */
+const ADMIN_TOKEN = 'last-copies-admin';
 
 /** Writes `prefix-0..n` (acknowledged when this resolves) and returns the values written. */
 async function writeKeys(
@@ -110,6 +113,16 @@ describe('a leave that would leave a range with no live copy (factor 3, 3 nodes 
     const refused = await refusal(cluster.balancer.membership.leave('node-3', 'operator'));
     expect(refused.code).toBe(ErrorCode.INVALID_ARGUMENT);
     expect(refused.message).toMatch(/node-3 cannot leave now: .* node-2, are failed/);
+    // Through the admin API (`dstore node remove`): refused at once with why, not "removing".
+    const removal = await fetch(
+      `http://127.0.0.1:${cluster.balancer.address.adminPort}/nodes/node-3/remove`,
+      { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } },
+    );
+    expect(removal.status).toBe(400);
+    expect(await removal.json()).toMatchObject({
+      code: ErrorCode.INVALID_ARGUMENT,
+      error: expect.stringMatching(/node-3 cannot leave now: .* node-2, are failed/),
+    });
     await cluster.nodes.get('node-3')!.terminate();
     expect(ringMembers(cluster)).toContain('node-3');
     expect(cluster.balancer.membership.clusterMap.transition).toBeNull();

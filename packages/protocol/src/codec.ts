@@ -945,7 +945,9 @@ export function toWireArray(message: Message): Field[] {
       return fields;
     }
     case Op.LEAVE:
-      return [message.op, message.id, message.nodeId];
+      return message.identity === undefined
+        ? [message.op, message.id, message.nodeId]
+        : [message.op, message.id, message.nodeId, message.identity];
     case Op.HEARTBEAT:
       return message.degraded === undefined
         ? [message.op, message.id, message.nodeId, message.keyCount]
@@ -1478,7 +1480,12 @@ function readRequest(op: number, r: FieldReader): Request {
         availableBytes: r.optionalUint(8, 'availableBytes', Number.MAX_SAFE_INTEGER),
       };
     case Op.LEAVE:
-      return { op, id, nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId') };
+      return {
+        op,
+        id,
+        nodeId: nonEmpty(r, r.string(2, 'nodeId'), 'nodeId'),
+        identity: r.optionalString(3, 'identity'),
+      };
     case Op.HEARTBEAT:
       return {
         op,

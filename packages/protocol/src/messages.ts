@@ -527,11 +527,17 @@ export interface JoinRequest {
    */
   readonly availableBytes?: number | undefined;
 }
-/** A storage node leaves the cluster on purpose. Answered by OK. */
+/**
+ * A storage node leaves the cluster on purpose. Answered by OK; IDENTITY_CONFLICT when `identity`
+ * is not the member's (another process under the same id, such as one whose JOIN was refused, must
+ * not take the real node out of the ring).
+ */
 export interface LeaveRequest {
   readonly op: typeof Op.LEAVE;
   readonly id: number;
   readonly nodeId: string;
+  /** The leaving node's incarnation (JOIN's `identity`). Optional trailing field (absent: a node that predates it). */
+  readonly identity?: string | undefined;
 }
 /**
  * A storage node's periodic sign of life, with its key count and storage condition. Answered by

@@ -214,7 +214,12 @@ const messages: fc.Arbitrary<Message>[] = [
     generation: fc.option(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }),
     availableBytes: fc.option(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }),
   }),
-  fc.record({ op: fc.constant(Op.LEAVE), id, nodeId: shortString }),
+  fc.record({
+    op: fc.constant(Op.LEAVE),
+    id,
+    nodeId: shortString,
+    identity: fc.option(shortString, { nil: undefined }),
+  }),
   fc.record({
     op: fc.constant(Op.HEARTBEAT),
     id,

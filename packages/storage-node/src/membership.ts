@@ -277,7 +277,12 @@ export class Membership {
       }
       try {
         sent = true;
-        await this.link.request({ op: Op.LEAVE, nodeId: this.options.nodeId }, { timeoutMs: remainingMs });
+        // With the identity: the balancer refuses the LEAVE of another incarnation under this id.
+        const { nodeId, identity } = this.options;
+        await this.link.request(
+          identity === undefined ? { op: Op.LEAVE, nodeId } : { op: Op.LEAVE, nodeId, identity },
+          { timeoutMs: remainingMs },
+        );
         this.options.logger.info({ balancer: this.link.address }, 'left balancer');
         break;
       } catch (error) {
@@ -445,14 +450,38 @@ export class Membership {
       )
       .then(
         (answer) => {
+          this.heartbeatRefused = false;
           if (answer.op === Op.OK && answer.lease !== undefined) this.granted(sentAt, answer.lease);
         },
-        (error: unknown) => this.options.logger.debug({ err: (error as Error).message }, 'heartbeat failed'),
+        (error: unknown) => this.heartbeatFailed(error),
       )
       .finally(() => {
         this.heartbeatInFlight = false;
       });
   }
+
+  /**
+   * A lost or late heartbeat is routine (a balancer restarting: debug); a refusal (the balancer
+   * does not count this node as a member) is what an operator must see, once until one succeeds.
+   */
+  private heartbeatFailed(error: unknown): void {
+    const message = (error as Error).message;
+    const refused =
+      error instanceof DstoreError &&
+      (error.code === ErrorCode.INVALID_ARGUMENT || error.code === ErrorCode.NO_PERMISSION);
+    if (!refused) {
+      this.options.logger.debug({ err: message }, 'heartbeat failed');
+      return;
+    }
+    if (this.heartbeatRefused) return;
+    this.heartbeatRefused = true;
+    this.options.logger.warn(
+      { balancer: this.link.address, code: (error as DstoreError).code, err: message },
+      'heartbeat refused: the balancer does not count this node as a member; restart it to join again',
+    );
+  }
+
+  private heartbeatRefused = false;
 
   private granted(sentAt: number, leaseMs: number): void {
     const lease = this.options.lease;
