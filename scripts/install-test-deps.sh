@@ -3,7 +3,8 @@
 # etcd (Debian's etcd-server) for the balancer's etcd map store tests, and the openssl CLI that
 # the TLS tests make their throwaway CA and certificates with, and Chromium (Debian's chromium) that
 # the balancer's dashboard tests drive headless through puppeteer-core (no browser download), and
-# redis-tools (redis-cli, redis-benchmark) that the RESP front door tests run against the balancer.
+# redis-tools (redis-cli, redis-benchmark) that the RESP front door tests run against the balancer,
+# and redis-server, the reference whose answers those tests compare dstore's with.
 # Part of the README's test command, so a fresh machine and CI get the same thing.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   as_root=()
   if [ "$(id -u)" -ne 0 ]; then
@@ -25,4 +27,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "install-test-deps: $(etcd --version | head -n 1); $(openssl version); $(chromium --version 2>/dev/null || echo 'chromium: no version'); $(redis-cli --version)"
+echo "install-test-deps: $(etcd --version | head -n 1); $(openssl version); $(chromium --version 2>/dev/null || echo 'chromium: no version'); $(redis-cli --version); $(redis-server --version | cut -d ' ' -f 1-3)"

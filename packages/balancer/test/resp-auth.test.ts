@@ -74,6 +74,38 @@ describe('RESP authentication and grants', () => {
     expect(reply).toBe('+OK\r\n$-1\r\n+PONG\r\n');
   });
 
+  it("holds a client that has not authenticated to Redis's limits (10 elements, 16 KiB bulks), then closes it", async () => {
+    /** Sends `bytes` on a fresh connection; resolves everything answered until the server closes. */
+    const exchange = (bytes: string): Promise<string> =>
+      new Promise<string>((resolve) => {
+        const socket = netConnect({ host: '127.0.0.1', port });
+        let text = '';
+        socket.on('data', (chunk: Buffer) => {
+          text += chunk.toString('latin1');
+        });
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve(text));
+        socket.write(bytes);
+      });
+    const elevenArgs = `*11\r\n${'$1\r\nx\r\n'.repeat(11)}`;
+    expect(await exchange(elevenArgs)).toBe('-ERR Protocol error: unauthenticated multibulk length\r\n');
+    // The bulk's header alone is refused: its megabyte is never waited for.
+    expect(await exchange('*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n')).toBe(
+      '-ERR Protocol error: unauthenticated bulk length\r\n',
+    );
+    // Within the limits: NOAUTH, and the connection stays open (closed here by QUIT).
+    expect(await exchange(`*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16384\r\n${'v'.repeat(16384)}\r\nQUIT\r\n`)).toBe(
+      '-NOAUTH Authentication required.\r\n+OK\r\n',
+    );
+    // An AUTH pipelined before a large command lifts them, as Redis (which runs the AUTH first).
+    const value = 'w'.repeat(100_000);
+    expect(
+      await exchange(
+        `AUTH writer writer-password\r\n*3\r\n$3\r\nSET\r\n$7\r\npre:big\r\n$${value.length}\r\n${value}\r\n*2\r\n$6\r\nSTRLEN\r\n$7\r\npre:big\r\nQUIT\r\n`,
+      ),
+    ).toBe('+OK\r\n+OK\r\n:100000\r\n+OK\r\n');
+  });
+
   it('checks read/write grants and key prefixes per key (NOPERM)', async () => {
     const writer = await login('writer', 'writer-password');
     await writer.set('shared', 'from writer');

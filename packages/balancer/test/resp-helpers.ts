@@ -1,4 +1,7 @@
-import { execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { Balancer, BalancerOptions } from '../src/index.js';
 import {
@@ -7,6 +10,7 @@ import {
   type Spawned,
   spawnNode,
   startBalancer,
+  waitFor,
   waitForNodesUp,
 } from './helpers.js';
 
@@ -82,7 +86,57 @@ export function redisCliScript(port: number, lines: readonly string[]): Promise<
 
 /** An ioredis client of `port` (not connected yet: `lazyConnect`), disconnected at release. */
 export function ioredisOf(resources: Resources, port: number): Redis {
-  const client = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0 });
-  resources.add(() => client.disconnect());
-  return client;
+  return client(resources, { port });
+}
+
+/**
+ * A redis-server (no password, nothing saved) on a unix socket in a temporary directory (nothing
+ * on TCP), stopped at release: the reference a script's answers are compared with.
+ */
+export async function startRedisOnSocket(resources: Resources): Promise<string> {
+  const directory = mkdtempSync(join(tmpdir(), 'dstore-redis-ref-'));
+  const socket = join(directory, 'redis.sock');
+  const server: ChildProcess = spawn(
+    'redis-server',
+    ['--port', '0', '--unixsocket', socket, '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  resources.add(() => {
+    server.kill('SIGKILL');
+    rmSync(directory, { recursive: true, force: true });
+  });
+  const probe = new Redis({
+    path: socket,
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  // Refused until the server listens: each refusal is the connect() promise's, not an event's.
+  probe.on('error', () => undefined);
+  await waitFor(
+    () =>
+      probe.connect().then(
+        () => true,
+        () => false,
+      ),
+    'redis-server to accept connections',
+  );
+  probe.disconnect();
+  return socket;
+}
+
+/** An ioredis client of a TCP port or a unix socket (connect it yourself), disconnected at release. */
+export function client(resources: Resources, options: { port: number } | { path: string }): Redis {
+  const made = new Redis({ ...options, lazyConnect: true, maxRetriesPerRequest: 0 });
+  resources.add(() => made.disconnect());
+  return made;
+}
+
+/** A command's answer as text: its value, or its error's message. */
+export async function answerOf(connection: Redis, command: readonly string[]): Promise<unknown> {
+  try {
+    return await connection.call(command[0]!, ...command.slice(1));
+  } catch (error) {
+    return `error: ${error instanceof Error ? error.message : String(error)}`;
+  }
 }

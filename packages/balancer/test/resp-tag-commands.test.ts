@@ -6,75 +6,23 @@
  * CROSSSLOT (as Redis Cluster), the commands are refused inside MULTI, and concurrent RENAMEs of
  * one source move it exactly once.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Resources, waitFor } from './helpers.js';
-import { startRespCluster } from './resp-helpers.js';
+import { Resources } from './helpers.js';
+import { answerOf, client, startRedisOnSocket, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
 let dstore: Redis;
 let redis: Redis;
 let respPort = 0;
 
-/** A redis-server on a unix socket in a temporary directory (nothing on TCP), stopped at release. */
-async function startRedis(): Promise<string> {
-  const directory = mkdtempSync(join(tmpdir(), 'dstore-redis-tag-'));
-  const socket = join(directory, 'redis.sock');
-  const server: ChildProcess = spawn(
-    'redis-server',
-    ['--port', '0', '--unixsocket', socket, '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  resources.add(() => {
-    server.kill('SIGKILL');
-    rmSync(directory, { recursive: true, force: true });
-  });
-  const probe = new Redis({
-    path: socket,
-    lazyConnect: true,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-  });
-  // Refused until the server listens: each refusal is the connect() promise's, not an event's.
-  probe.on('error', () => undefined);
-  await waitFor(
-    () =>
-      probe.connect().then(
-        () => true,
-        () => false,
-      ),
-    'redis-server to accept connections',
-  );
-  probe.disconnect();
-  return socket;
-}
-
-function client(options: { port: number } | { path: string }): Redis {
-  const made = new Redis({ ...options, lazyConnect: true, maxRetriesPerRequest: 0 });
-  resources.add(() => made.disconnect());
-  return made;
-}
-
 beforeAll(async () => {
   ({ respPort } = await startRespCluster(resources, 2));
-  dstore = client({ port: respPort });
-  redis = client({ path: await startRedis() });
+  dstore = client(resources, { port: respPort });
+  redis = client(resources, { path: await startRedisOnSocket(resources) });
   await Promise.all([dstore.connect(), redis.connect()]);
 }, 60_000);
 afterAll(() => resources.releaseAll());
-
-/** A command's answer as text: its value, or its error's message. */
-async function answerOf(connection: Redis, command: readonly string[]): Promise<unknown> {
-  try {
-    return await connection.call(command[0]!, ...command.slice(1));
-  } catch (error) {
-    return `error: ${error instanceof Error ? error.message : String(error)}`;
-  }
-}
 
 describe('MSETNX, RENAME, RENAMENX, COPY over keys of one hash tag', () => {
   it('answers a script exactly as a real redis-server does', async () => {
@@ -171,7 +119,7 @@ describe('MSETNX, RENAME, RENAMENX, COPY over keys of one hash tag', () => {
   });
 
   it('moves a source exactly once when several clients RENAME it at the same time', async () => {
-    const clients = Array.from({ length: 5 }, () => client({ port: respPort }));
+    const clients = Array.from({ length: 5 }, () => client(resources, { port: respPort }));
     await Promise.all(clients.map((one) => one.connect()));
     for (let round = 0; round < 20; round++) {
       await dstore.set('{race}:src', `v${round}`);

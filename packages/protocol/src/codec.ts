@@ -762,7 +762,7 @@ const SetFlag = { NX: 1, XX: 2, GET: 4, KEEPTTL: 8, IN: 16, AT: 32, VERSION: 64,
 const SET_FLAGS_KNOWN = 255;
 /** EXPIRE's modes and conditions, by their wire numbers. */
 const EXPIRE_MODES = ['in', 'at', 'persist'] as const;
-const EXPIRE_CONDITIONS = [undefined, 'nx', 'xx', 'gt', 'lt'] as const;
+const EXPIRE_CONDITIONS = [undefined, 'nx', 'xx', 'gt', 'lt', 'xx-lt'] as const;
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 /** A signed 64-bit integer in its decimal form: optional minus, no leading zero, at most 19 digits. */

@@ -288,6 +288,9 @@ export interface FlushRequest {
   readonly id: number;
 }
 
+/** The conditions of an {@link ExpireRequest}. */
+export type ExpireCondition = 'nx' | 'xx' | 'gt' | 'lt' | 'xx-lt';
+
 /**
  * EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT and PERSIST: sets (or with `persist` removes) a live key's
  * expiry, atomically on its owner. A time already past deletes the key (as Redis). Answered by
@@ -302,8 +305,12 @@ export interface ExpireRequest extends Fenced {
   readonly mode: 'in' | 'at' | 'persist';
   /** A safe integer (may be negative for `in`: already past). Ignored for `persist`. */
   readonly ms: number;
-  /** Redis 7's NX (no expiry yet), XX (has one), GT / LT (later / earlier than the current one; none counts as infinite). */
-  readonly condition?: 'nx' | 'xx' | 'gt' | 'lt' | undefined;
+  /**
+   * Redis 7's NX (no expiry yet), XX (has one), GT / LT (later / earlier than the current one;
+   * none counts as infinite), and `xx-lt`: Redis's XX LT (has one, and the new one is earlier).
+   * (XX GT is GT: no expiry is never earlier than a time.)
+   */
+  readonly condition?: ExpireCondition | undefined;
   /** GETEX: answer the key's value (VALUE) instead of whether the expiry changed (COUNT). */
   readonly get?: true | undefined;
 }

@@ -360,7 +360,13 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
         key: anyKey,
         mode: fc.constantFrom('in' as const, 'at' as const, 'persist' as const),
         ms: safe,
-        condition: fc.constantFrom('nx' as const, 'xx' as const, 'gt' as const, 'lt' as const),
+        condition: fc.constantFrom(
+          'nx' as const,
+          'xx' as const,
+          'gt' as const,
+          'lt' as const,
+          'xx-lt' as const,
+        ),
         epoch,
         get: fc.constant(true as const),
       },
@@ -676,6 +682,8 @@ describe('MessageCodec round trip', () => {
           if (message.op === Op.HEARTBEAT && wire.length === 4) wire.push(null, null, null);
           // OK owns an optional trailing lease at index 2 (nil = none).
           if (message.op === Op.OK && wire.length === 2) wire.push(null);
+          // LEAVE owns an optional trailing identity at index 3 (nil = none).
+          if (message.op === Op.LEAVE && wire.length === 3) wire.push(null);
           // MIGRATE_PUT owns an optional trailing list of expiry times (nil count = none).
           if (message.op === Op.MIGRATE_PUT && !message.entries.some((entry) => entry.expireAt !== undefined))
             wire.push(null);
@@ -903,7 +911,7 @@ describe('MessageCodec round trip', () => {
       [[Op.SET_WITH, 4, 'k', 'v', 16, 2 ** 60], ErrorCode.MALFORMED_FRAME],
       // EXPIRE: an unknown mode or condition, a time that is not a safe integer.
       [[Op.EXPIRE, 4, 'k', 3, 10, 0], ErrorCode.MALFORMED_FRAME],
-      [[Op.EXPIRE, 4, 'k', 0, 10, 5], ErrorCode.MALFORMED_FRAME],
+      [[Op.EXPIRE, 4, 'k', 0, 10, 6], ErrorCode.MALFORMED_FRAME],
       [[Op.EXPIRE, 4, 'k', 0, 1.5, 0], ErrorCode.MALFORMED_FRAME],
       // INCRBY: a delta outside the 64-bit signed range, or not canonical decimal text.
       [[Op.INCRBY, 4, 'k', '9223372036854775808'], ErrorCode.MALFORMED_FRAME],

@@ -123,7 +123,7 @@ export function decideGetEx(
   return { mutation: decideExpire(request, current, now).mutation, result: current?.value ?? null };
 }
 
-/** NX: no expiry yet; XX: has one; GT/LT: later/earlier than the current one (none = infinite, as Redis). */
+/** NX: no expiry yet; XX: has one; GT/LT: later/earlier than the current one (none = infinite, as Redis); XX LT both. */
 function conditionHolds(condition: ExpireRequest['condition'], had: number, next: number): boolean {
   switch (condition) {
     case undefined:
@@ -136,6 +136,8 @@ function conditionHolds(condition: ExpireRequest['condition'], had: number, next
       return had !== 0 && next > had;
     case 'lt':
       return had === 0 || next < had;
+    case 'xx-lt':
+      return had !== 0 && next < had;
   }
 }
 

@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks';
-import { DstoreError, ErrorCode, keyspaceDenied } from '@dstore/protocol';
+import { DEFAULT_USER, DstoreError, ErrorCode, keyspaceDenied } from '@dstore/protocol';
 import { globMatcher } from '@dstore/protocol/internal';
 import { integerOf, isWord, textOf, unknownSubcommand, wrongArity } from './arguments.js';
-import { admitAnonymous, authenticate, authenticationRequired } from './auth.js';
+import { admitAnonymous, authenticate, authenticationRequired, WRONGPASS } from './auth.js';
 import { type CommandCall, type DataCommand, type RespCommand, withCall } from './command-table.js';
 import type { RespReplyTarget } from './connection.js';
 import type { RespWriter } from './encoder.js';
@@ -108,10 +108,22 @@ function auth(call: CommandCall): void {
     return;
   }
   if (!authenticationRequired(services)) {
-    error(
-      call,
-      'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
-    );
+    // As Redis with no password: the default user has none ("nopass"), so AUTH default <anything>
+    // succeeds (clients configured with a user and password connect); AUTH <password> alone is
+    // Redis's configuration error, and any other user does not exist.
+    if (args.length === 2) {
+      error(
+        call,
+        'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
+      );
+      return;
+    }
+    if (textOf(args[1]!) !== DEFAULT_USER) {
+      error(call, WRONGPASS);
+      return;
+    }
+    if (connection.identity === undefined && !admitAnonymous(services, connection, seq)) return;
+    ok(call);
     return;
   }
   const user = args.length === 3 ? textOf(args[1]!) : 'default';

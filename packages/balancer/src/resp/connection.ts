@@ -49,6 +49,8 @@ export interface RespConnectionOptions {
    * disconnected (as Redis's client-output-buffer-limit does). Reading pauses at half of it.
    */
   readonly maxOutputBytes: number;
+  /** Whether clients must authenticate (users are configured): see `RespParserLimits.preAuth`. */
+  readonly authRequired?: () => boolean;
 }
 
 /**
@@ -182,7 +184,16 @@ export class RespConnection
     super();
     this.id = id;
     this.writer = new RespWriter(this.output);
-    this.parser = new RespParser(options.parser, this);
+    // Before authentication (users configured, no identity yet, no AUTH being checked) commands
+    // are held to Redis's pre-AUTH limits; an AUTH pipelined before them lifts the limits, as
+    // Redis, which runs the AUTH before it reads on.
+    const required = options.authRequired;
+    this.parser = new RespParser(
+      required === undefined
+        ? options.parser
+        : { ...options.parser, preAuth: () => this.identity === undefined && !this.held && required() },
+      this,
+    );
     this.routerTarget = {
       reply: (response) => this.replyResponse(response),
       replyError: (seq, code, message) => this.replyError(seq, respErrorLine(code, message)),

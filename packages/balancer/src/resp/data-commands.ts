@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import {
   DstoreError,
   ErrorCode,
+  type ExpireCondition,
   keyDenied,
   keyspaceDenied,
   Op,
@@ -235,26 +236,21 @@ function ttl(inSeconds: boolean, absolute = false): DataCommandHandler {
 function expire(mode: 'in' | 'at' | 'persist', unit: number): DataCommandHandler {
   return (connection, args, seq, services) => {
     let ms = 0;
-    let condition: 'nx' | 'xx' | 'gt' | 'lt' | undefined;
+    let condition: ExpireCondition | undefined;
     if (mode !== 'persist') {
+      // As Redis: the options are checked before the time.
+      const parsed = expireCondition(args.slice(3));
+      if (typeof parsed === 'object') {
+        connection.replyError(seq, parsed.error);
+        return;
+      }
+      condition = parsed;
       const amount = safeIntegerOf(args[2]!);
       if (amount === undefined || !Number.isSafeInteger(amount * unit)) {
         connection.replyError(seq, 'ERR value is not an integer or out of range');
         return;
       }
       ms = amount * unit;
-      for (const word of args.slice(3)) {
-        const next = (['nx', 'xx', 'gt', 'lt'] as const).find((option) => isWord(word, option));
-        if (next === undefined) {
-          connection.replyError(seq, `ERR Unsupported option ${textOf(word).slice(0, 128)}`);
-          return;
-        }
-        if (condition !== undefined && condition !== next) {
-          connection.replyError(seq, 'ERR NX and XX, GT or LT options at the same time are not compatible');
-          return;
-        }
-        condition = next;
-      }
     }
     if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
     services.router.forwardKeyed(
@@ -263,6 +259,30 @@ function expire(mode: 'in' | 'at' | 'persist', unit: number): DataCommandHandler
       performance.now(),
     );
   };
+}
+
+/**
+ * EXPIRE's NX / XX / GT / LT words (any order, repeats allowed) as the native condition, or
+ * Redis's error: NX with any other, or GT with LT. XX GT is GT (a key without expiry is never
+ * later than a time), XX LT the native `xx-lt`.
+ */
+function expireCondition(words: readonly Uint8Array[]): ExpireCondition | undefined | { error: string } {
+  const seen = new Set<'nx' | 'xx' | 'gt' | 'lt'>();
+  for (const word of words) {
+    const option = (['nx', 'xx', 'gt', 'lt'] as const).find((name) => isWord(word, name));
+    if (option === undefined) return { error: `ERR Unsupported option ${textOf(word).slice(0, 128)}` };
+    seen.add(option);
+  }
+  if (seen.has('nx') && seen.size > 1) {
+    return { error: 'ERR NX and XX, GT or LT options at the same time are not compatible' };
+  }
+  if (seen.has('gt') && seen.has('lt')) {
+    return { error: 'ERR GT and LT options at the same time are not compatible' };
+  }
+  if (seen.has('nx')) return 'nx';
+  if (seen.has('gt')) return 'gt';
+  if (seen.has('lt')) return seen.has('xx') ? 'xx-lt' : 'lt';
+  return seen.has('xx') ? 'xx' : undefined;
 }
 
 /** GETEX's expiry options: the native EXPIRE mode and the unit of its argument (PERSIST: none). */

@@ -22,8 +22,15 @@ export class RespFrontDoor implements RespCommandRunner {
       return;
     }
     if (command.arity > 0 ? args.length !== command.arity : args.length < -command.arity) {
-      connection.transaction.spoil();
-      connection.replyError(seq, wrongArity(command.name));
+      this.refuse(connection, seq, command.name, wrongArity(command.name));
+      return;
+    }
+    if (
+      command.name === 'exec' &&
+      connection.identity === undefined &&
+      authenticationRequired(this.services)
+    ) {
+      this.refuse(connection, seq, command.name, NOAUTH);
       return;
     }
     if (!command.beforeAuth && !this.authorized(connection, seq)) {
@@ -33,6 +40,22 @@ export class RespFrontDoor implements RespCommandRunner {
     if (connection.transaction.queueing && queueInTransaction(connection, command, args, seq, services))
       return;
     command.run(connection, args, seq, services);
+  }
+
+  /**
+   * Refuses a command before it runs. Between MULTI and EXEC the transaction is then discarded
+   * at EXEC; a refused EXEC itself ends it at once with EXECABORT, in or out of MULTI, as Redis
+   * (`execCommandAbort`).
+   */
+  private refuse(connection: RespConnection, seq: number, name: string, error: string): void {
+    if (name !== 'exec') {
+      connection.transaction.spoil();
+      connection.replyError(seq, error);
+      return;
+    }
+    connection.transaction.reset();
+    const reason = error.startsWith('ERR ') ? error.slice(4) : error;
+    connection.replyError(seq, `EXECABORT Transaction discarded because of: ${reason}`);
   }
 
   /**

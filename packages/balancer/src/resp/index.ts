@@ -71,6 +71,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
         },
         maxInFlight: MAX_IN_FLIGHT,
         maxOutputBytes: options.respMaxOutputBytes,
+        authRequired: () => parts.users?.enabled === true,
       },
     },
     {

@@ -31,7 +31,20 @@ export interface RespParserLimits {
   readonly maxCommandBytes: number;
   /** Most arguments kept for one command (a longer array is skipped and refused). */
   readonly maxArgs: number;
+  /**
+   * Whether the command about to be read comes from a client that still has to authenticate
+   * (asked once per command): such a command may have at most {@link PRE_AUTH_MAX_ARGS} elements
+   * of at most {@link PRE_AUTH_MAX_BULK_BYTES} bytes each, as Redis's limits before AUTH; past
+   * them the stream is a protocol error and the connection closes, so a client that has proved
+   * nothing cannot make the server hold a megabyte per connection. Default: never.
+   */
+  readonly preAuth?: () => boolean;
 }
+
+/** Most elements of a command before authentication (Redis: 10). */
+export const PRE_AUTH_MAX_ARGS = 10;
+/** Longest bulk of a command before authentication (Redis: 16 KiB). */
+export const PRE_AUTH_MAX_BULK_BYTES = 16 * 1024;
 
 /** A byte stream that is not RESP: answered `-ERR Protocol error: <message>`, then closed. */
 export class RespProtocolError extends Error {
@@ -140,6 +153,8 @@ export class RespParser {
   private commandBytes = 0;
   /** Why the current command is refused once complete (it went over a dstore limit). */
   private refusal: string | undefined;
+  /** The current command comes from a client not yet authenticated (see {@link RespParserLimits.preAuth}). */
+  private preAuth = false;
   private readonly partial = new Assembly();
   private failed = false;
 
@@ -261,6 +276,10 @@ export class RespParser {
       return;
     }
     if (this.number > MAX_MULTIBULK_COUNT) throw new RespProtocolError('invalid multibulk length');
+    this.preAuth = this.limits.preAuth?.() === true;
+    if (this.preAuth && this.number > PRE_AUTH_MAX_ARGS) {
+      throw new RespProtocolError('unauthenticated multibulk length');
+    }
     this.count = this.number;
     this.read = 0;
     this.commandBytes = 0;
@@ -280,6 +299,9 @@ export class RespParser {
   private startBulk(): void {
     if (this.negative || this.number > PROTO_MAX_BULK_BYTES)
       throw new RespProtocolError('invalid bulk length');
+    if (this.preAuth && this.number > PRE_AUTH_MAX_BULK_BYTES) {
+      throw new RespProtocolError('unauthenticated bulk length');
+    }
     this.bulkLength = this.number;
     this.bulkRemaining = this.number;
     this.commandBytes += this.number;

@@ -1,0 +1,101 @@
+/**
+ * Answers found to differ from Redis 7.0's in an audit of the RESP port, now the same: one script
+ * runs against dstore (a balancer without users, two real storage nodes) and against a real
+ * redis-server without a password, through ioredis, and every answer (value or error text) must
+ * be Redis's. EXPIRE's XX GT / XX LT and its option errors, a refused EXEC ending the transaction
+ * (EXECABORT), AUTH default with any password when there is none.
+ */
+import type { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Resources } from './helpers.js';
+import { answerOf, client, startRedisOnSocket, startRespCluster } from './resp-helpers.js';
+
+const resources = new Resources();
+let dstore: Redis;
+let redis: Redis;
+
+beforeAll(async () => {
+  const { respPort } = await startRespCluster(resources, 2);
+  dstore = client(resources, { port: respPort });
+  redis = client(resources, { path: await startRedisOnSocket(resources) });
+  await Promise.all([dstore.connect(), redis.connect()]);
+}, 60_000);
+afterAll(() => resources.releaseAll());
+
+/** Runs `script` one command at a time on both; the rows whose answers differ. */
+async function differences(script: readonly string[][]): Promise<unknown[]> {
+  const rows: { command: string; redis: unknown; dstore: unknown }[] = [];
+  for (const command of script) {
+    rows.push({
+      command: command.join(' '),
+      redis: await answerOf(redis, command),
+      dstore: await answerOf(dstore, command),
+    });
+  }
+  return rows.filter((row) => JSON.stringify(row.redis) !== JSON.stringify(row.dstore));
+}
+
+describe('RESP answers as Redis 7.0', () => {
+  it('EXPIRE with XX GT and XX LT, and its option errors', async () => {
+    expect(
+      await differences([
+        ['SET', 'exp:a', 'v', 'EX', '100'],
+        ['SET', 'exp:none', 'v'],
+        ['EXPIRE', 'exp:a', '200', 'XX', 'GT'],
+        ['TTL', 'exp:a'],
+        ['EXPIRE', 'exp:a', '50', 'GT', 'XX'],
+        ['EXPIRE', 'exp:a', '50', 'XX', 'LT'],
+        ['TTL', 'exp:a'],
+        ['EXPIRE', 'exp:a', '70', 'LT', 'XX'],
+        // Without an expiry: LT sets one (none is infinite), XX LT does not.
+        ['EXPIRE', 'exp:none', '50', 'XX', 'LT'],
+        ['TTL', 'exp:none'],
+        ['EXPIRE', 'exp:none', '50', 'XX', 'GT'],
+        ['EXPIRE', 'exp:none', '50', 'LT'],
+        ['TTL', 'exp:none'],
+        ['EXPIRE', 'exp:a', '10', 'XX', 'XX'],
+        ['EXPIRE', 'exp:a', '10', 'GT', 'LT'],
+        ['EXPIRE', 'exp:a', '10', 'NX', 'XX'],
+        ['EXPIRE', 'exp:a', '10', 'NX', 'NX'],
+        ['EXPIRE', 'exp:a', '10', 'LT', 'NX'],
+        ['EXPIRE', 'exp:a', '10', 'BOGUS'],
+        // The options are checked before the time, as Redis.
+        ['EXPIRE', 'exp:a', 'soon', 'GT', 'LT'],
+        ['EXPIRE', 'exp:a', 'soon', 'BOGUS'],
+        ['EXPIRE', 'exp:a', 'soon', 'XX'],
+        ['PEXPIRE', 'exp:a', '90000', 'XX', 'LT'],
+        ['TTL', 'exp:none'],
+        ['EXPIREAT', 'exp:missing', '4102444800', 'XX', 'LT'],
+      ]),
+    ).toEqual([]);
+  });
+
+  it('a refused EXEC ends the transaction with EXECABORT', async () => {
+    expect(
+      await differences([
+        ['MULTI'],
+        ['SET', '{x}a', '1'],
+        ['EXEC', 'now'],
+        ['GET', '{x}a'],
+        ['EXEC'],
+        ['EXEC', 'x'],
+        ['MULTI'],
+        ['SET', '{x}a', '2'],
+        ['EXEC'],
+        ['GET', '{x}a'],
+      ]),
+    ).toEqual([]);
+  });
+
+  it('AUTH without users, as Redis without a password', async () => {
+    expect(
+      await differences([
+        ['AUTH', 'default', 'anything'],
+        ['AUTH', 'DEFAULT', 'anything'],
+        ['AUTH', 'someone', 'anything'],
+        ['AUTH', 'onlypassword'],
+        ['PING'],
+      ]),
+    ).toEqual([]);
+  });
+});
