@@ -12,6 +12,7 @@ import {
   FrameServer,
   keyspaceDenied,
   Op,
+  type PeerRole,
   peerClientTls,
   type Request,
   type Response,
@@ -54,6 +55,9 @@ export interface BalancerAddress {
  * consistent-hash ring and forwards the request to its owner over one multiplexed connection per
  * node. See the package README for membership, health and timeout semantics.
  */
+/** At most one log line a minute per address for peers refused at authentication. */
+const PEER_REFUSAL_LOG_INTERVAL_MS = 60_000;
+
 export class Balancer {
   /** The resolved options. */
   readonly options: ResolvedBalancerOptions;
@@ -227,6 +231,7 @@ export class Balancer {
       protectedMode: this.options.protectedMode,
       requireVerifiedPeers: this.options.tls?.ca !== undefined,
       admit: (connection, kind) => this.server.admit(connection, kind),
+      onRefusal: (connection, role, code, message) => this.authRefused(connection, role, code, message),
     });
     if (this.options.respPort >= 0) {
       this.resp = createRespServer({
@@ -415,6 +420,30 @@ export class Balancer {
   }
 
   /** HELLO and AUTH; any other request of a connection without a principal may get an anonymous one. */
+  /**
+   * A HELLO or AUTH refused: counted by code; a peer's (a node or balancer with the wrong or no
+   * cluster secret, an unverified certificate) also logged, at most once a minute per address:
+   * such a node retries forever, and the balancer is where an operator looks for it.
+   */
+  private authRefused(connection: Connection, role: PeerRole, code: string, message: string): void {
+    this.metrics.recordError(code);
+    if (role === 'client') return;
+    const address = connection.socket.remoteAddress ?? 'unknown';
+    const now = performance.now();
+    const last = this.peerRefusalLoggedAt.get(address);
+    if (last !== undefined && now - last < PEER_REFUSAL_LOG_INTERVAL_MS) return;
+    // Bounded: a scan from many addresses must not grow the map without limit.
+    if (this.peerRefusalLoggedAt.size >= 1024) this.peerRefusalLoggedAt.clear();
+    this.peerRefusalLoggedAt.set(address, now);
+    this.logger.warn(
+      { address, port: connection.socket.remotePort, role, code, err: message },
+      `refused a ${role} (it is not let in: check its --cluster-secret and TLS settings); logged once a minute per address`,
+    );
+  }
+
+  /** When a peer's refused authentication was last logged, by remote address. */
+  private readonly peerRefusalLoggedAt = new Map<string, number>();
+
   private beforeAuthentication(request: Request, connection: Connection, startMs: number): void {
     if (request.op === Op.HELLO || request.op === Op.AUTH) {
       const succeeded = this.authenticator.respond(connection, request);

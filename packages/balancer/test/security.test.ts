@@ -142,6 +142,10 @@ describe('a secured cluster under attack', () => {
       handshake(guessed, 'node', { credentials: { kind: 'peer', secret: `${SECRET}x` } }),
     );
     expect(wrong.code).toBe(ErrorCode.UNAUTHORIZED);
+    // The balancer counts the refusals where an operator looks (the refused node retries forever).
+    const metrics = await (await fetch(`http://127.0.0.1:${balancer.ready.adminPort}/metrics`)).text();
+    const refused = /^dstore_balancer_errors_total\{code="UNAUTHORIZED"\} (\d+)/m.exec(metrics);
+    expect(Number(refused?.[1] ?? 0)).toBeGreaterThanOrEqual(2);
     // A legitimate client user cannot act as a node.
     const asClient = await authenticated(port, 'client', writer);
     expect((await refusal(request(asClient, join))).code).toBe(ErrorCode.NO_PERMISSION);

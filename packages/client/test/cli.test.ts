@@ -25,6 +25,8 @@ afterEach(async () => {
 
 interface Run {
   readonly stdout: string;
+  /** The bytes of stdout as written. */
+  readonly stdoutBytes: Buffer;
   readonly stderr: string;
   readonly code: number | null;
 }
@@ -48,14 +50,19 @@ function dstoreWith(
     children.add(child);
     let stdout = '';
     let stderr = '';
-    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    const chunks: Buffer[] = [];
+    const text = new TextDecoder();
+    child.stdout?.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      stdout += text.decode(chunk, { stream: true });
+    });
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
       children.delete(child);
-      resolve({ stdout, stderr, code });
+      resolve({ stdout, stdoutBytes: Buffer.concat(chunks), stderr, code });
     });
   });
 }
@@ -172,6 +179,14 @@ describe('dstore values from stdin and files, mget and mset', () => {
       writeFileSync(file, Uint8Array.from([0, 255, 1, 254]));
       expect(await dstore('set', 'bin', '--file', file, ...at)).toMatchObject({ code: 0 });
       expect(server.store.get('bin')).toEqual(Uint8Array.from([0, 255, 1, 254]));
+      // get --raw gives the bytes back as they are (no decoding, no newline); a missing key: nothing, exit 3.
+      const raw = await dstore('get', 'bin', '--raw', ...at);
+      expect(raw.code).toBe(0);
+      expect([...raw.stdoutBytes]).toEqual([0, 255, 1, 254]);
+      const rawBig = await dstore('get', 'big', '--raw', ...at);
+      expect(Buffer.compare(rawBig.stdoutBytes, Buffer.from(big))).toBe(0);
+      expect(await dstore('get', 'nothing-here', '--raw', ...at)).toMatchObject({ code: 3, stdout: '' });
+      expect((await dstore('get', 'bin', '--raw', '--json', ...at)).code).toBe(2);
       expect((await dstore('set', 'x', 'v', '--file', file, ...at)).code).toBe(2);
       expect((await dstore('set', 'x', '--file', join(dir, 'missing'), ...at)).code).toBe(2);
     } finally {
@@ -309,6 +324,7 @@ describe('dstore status', () => {
     healthy = false,
     replication?: Record<string, unknown>,
     extra: Record<string, unknown> = {},
+    degraded = !healthy,
   ): Promise<string> {
     const ring = {
       ...extra,
@@ -336,12 +352,14 @@ describe('dstore status', () => {
           keys: 120,
           state: 'up',
           identity: '0123456789abcdef',
-          storage: {
-            state: 'degraded',
-            reason: 'out of space: the map-size limit of 2097152 bytes is reached',
-            usedBytes: 2 * 2 ** 20,
-            availableBytes: 512,
-          },
+          storage: degraded
+            ? {
+                state: 'degraded',
+                reason: 'out of space: the map-size limit of 2097152 bytes is reached',
+                usedBytes: 2 * 2 ** 20,
+                availableBytes: 512,
+              }
+            : { state: 'ok', reason: '', usedBytes: 2 ** 20, availableBytes: 2 ** 20 },
         },
         {
           id: 'node-2',
@@ -468,6 +486,13 @@ describe('dstore status', () => {
     const run = await dstore('status', '--admin', await startAdmin(true));
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('healthy');
+  });
+
+  it('exits 1 when every node is up but one refuses writes (its storage is full)', async () => {
+    const run = await dstore('status', '--admin', await startAdmin(true, undefined, {}, true));
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain('node-1 degraded: out of space');
+    expect(run.stdout).toContain('NOT HEALTHY: 1 node refuses writes (storage degraded, see above)');
   });
 
   it('--watch prints the status again until interrupted, then exits with the last status', async () => {

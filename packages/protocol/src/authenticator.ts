@@ -64,6 +64,12 @@ export interface AuthenticatorOptions {
    * connection is then answered BUSY and closed. Default: always admitted.
    */
   readonly admit?: (connection: Connection, kind: AdmissionKind) => boolean;
+  /**
+   * Told of every HELLO or AUTH refused (UNAUTHORIZED, VERSION_MISMATCH) with the role it was for:
+   * a node with the wrong cluster secret retries forever, and only the server can say so where the
+   * operator looks. Default: nothing.
+   */
+  readonly onRefusal?: (connection: Connection, role: PeerRole, code: string, message: string) => void;
 }
 
 interface PendingChallenge {
@@ -122,10 +128,15 @@ export class Authenticator {
    * once the answer is written). True when the step succeeded.
    */
   respond(connection: Connection, request: HelloRequest | AuthRequest): boolean {
+    // AUTH's role is its HELLO's, which the step consumes.
+    const role = request.op === Op.HELLO ? request.role : this.pending.get(connection)?.role;
     const step = request.op === Op.HELLO ? this.hello(connection, request) : this.auth(connection, request);
     connection.reply(step.response);
     if (step.close) void connection.close();
-    return step.response.op !== Op.ERROR;
+    const answer = step.response;
+    if (answer.op !== Op.ERROR) return true;
+    if (role !== undefined) this.options.onRefusal?.(connection, role, answer.code, answer.message);
+    return false;
   }
 
   /**

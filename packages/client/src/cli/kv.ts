@@ -37,6 +37,8 @@ interface SetOptions extends ServerOptions {
 interface GetCliOptions extends ServerOptions {
   /** Print the value's version too. */
   readonly withVersion?: boolean;
+  /** Write the value's bytes as they are (no decoding, no newline). */
+  readonly raw?: boolean;
 }
 
 interface DelCliOptions extends ServerOptions {
@@ -147,8 +149,21 @@ export function registerKeyValueCommands(
         `print the value of a key, or (nil) with exit code ${ExitCode.NOT_FOUND} when it does not exist`,
       )
       .argument('<key>')
-      .option('--with-version', "print the value's version (for set/del --if-version) on a second line"),
+      .option('--with-version', "print the value's version (for set/del --if-version) on a second line")
+      .option(
+        '--raw',
+        "write the value's bytes as they are, with no newline (binary values: what set --file or set - stored); nothing for a missing key",
+      ),
   ).action(async (key: string, options: GetCliOptions) => {
+    if (options.raw && (options.withVersion || options.json)) {
+      throw usage('--raw writes the bytes alone: not with --with-version or --json');
+    }
+    if (options.raw) {
+      const value = await withClient(options, (client) => client.get(key));
+      if (value === null) process.exitCode = ExitCode.NOT_FOUND;
+      else process.stdout.write(value);
+      return;
+    }
     if (options.withVersion) {
       const entry = await withClient(options, (client) => client.getWithVersion(key));
       const text = entry === null ? null : bytesToString(entry.value);

@@ -195,7 +195,13 @@ async function printStatus(base: AdminEndpoint, options: StatusOptions): Promise
   const stalled = ring.migration?.stalled ?? null;
   const underReplicated = ring.replication?.underReplicatedRanges ?? 0;
   const refused = ring.refusedJoins?.length ?? 0;
-  const healthy = isHealthy(health) && stalled === null && underReplicated === 0 && refused === 0;
+  // A node whose storage refuses every write (a full disk, its --map-size or --max-memory
+  // reached) serves reads only: its keys cannot be written, which an operator must hear.
+  const degraded = ring.nodes.filter(
+    (node) => node.storage !== undefined && node.storage.state !== 'ok',
+  ).length;
+  const healthy =
+    isHealthy(health) && stalled === null && underReplicated === 0 && refused === 0 && degraded === 0;
   if (options.json) printJson({ ring, health, healthy });
   else {
     const verdict = healthy
@@ -206,7 +212,9 @@ async function printStatus(base: AdminEndpoint, options: StatusOptions): Promise
           ? `NOT HEALTHY: ${refused} refused ${refused === 1 ? 'node' : 'nodes'} (see above)`
           : !isHealthy(health)
             ? 'NOT HEALTHY: not every node is up'
-            : `NOT HEALTHY: ${underReplicated} under-replicated ranges`;
+            : degraded > 0
+              ? `NOT HEALTHY: ${degraded} ${degraded === 1 ? 'node refuses' : 'nodes refuse'} writes (storage degraded, see above)`
+              : `NOT HEALTHY: ${underReplicated} under-replicated ranges`;
     printLine(`${formatStatus(ring, health)}\n${verdict}`);
   }
   return healthy ? ExitCode.OK : ExitCode.FAILURE;

@@ -845,6 +845,33 @@ describe('LmdbEngine at its map size', () => {
   });
 });
 
+describe('LmdbEngine at its map size under concurrent writes', () => {
+  it('keeps client writes within --map-size when thousands are in flight together (one commit)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'dstore-lmdb-'));
+    const MAP = 2 ** 20;
+    const engine = await LmdbEngine.open({ dataDir: dir, mapSize: MAP });
+    try {
+      // All issued in one turn, as a pipelined preload does: each is admitted against the data
+      // before any of them commits, so what the writes in flight are priced at is what bounds them.
+      const writes = Array.from({ length: 12_000 }, (_, i) =>
+        engine.set(text(`bulk:${String(i).padStart(6, '0')}`), new Uint8Array(100).fill(i % 251)).then(
+          () => 'stored',
+          (error: unknown) => (error as StorageEngineError).code,
+        ),
+      );
+      const outcomes = await Promise.all(writes);
+      expect(outcomes.filter((outcome) => outcome === 'stored').length).toBeGreaterThan(1000);
+      expect(outcomes.filter((outcome) => outcome !== 'stored' && outcome !== 'OUT_OF_SPACE')).toEqual([]);
+      expect(outcomes).toContain('OUT_OF_SPACE');
+      // Priced at a node's bytes alone they took the data ~30-80% past the map size.
+      expect(engine.health().usedBytes).toBeLessThanOrEqual(MAP);
+    } finally {
+      await engine.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('MemoryEngine space reclamation', () => {
   it('does not grow under an overwrite loop', async () => {
     const engine = new MemoryEngine();
