@@ -378,7 +378,17 @@ export class AdminServer {
       return;
     }
     if (remove && request.method === 'POST') {
-      this.removeNode(decodeURIComponent(remove[1]!), new URLSearchParams(query).has('dead'), response);
+      const id = decodedSegment(remove[1]!);
+      if (id === undefined) {
+        sendJson(response, 400, { error: `the node id in ${path} is not valid percent-encoding` });
+        return;
+      }
+      this.removeNode(id, new URLSearchParams(query).has('dead'), response);
+      return;
+    }
+    if (remove) {
+      // The remove endpoint exists: only its method is wrong.
+      response.writeHead(405, { allow: 'POST' }).end();
       return;
     }
     if (request.method !== 'GET' && request.method !== 'HEAD') {
@@ -442,7 +452,8 @@ export class AdminServer {
   /** Whether the request carries the configured admin token (false when none is configured). */
   private carriesToken(request: IncomingMessage): boolean {
     if (this.tokenDigest === undefined) return false;
-    const match = /^Bearer (.+)$/.exec(request.headers.authorization ?? '');
+    // The scheme is case-insensitive (RFC 9110 11.1): `bearer <token>` is the same credential.
+    const match = /^Bearer +(.+)$/i.exec(request.headers.authorization ?? '');
     return match !== null && timingSafeEqual(digest(match[1]!), this.tokenDigest);
   }
 
@@ -475,5 +486,14 @@ export class AdminServer {
       this.logger.error({ node: id, err: (error as Error).message }, 'operator remove failed'),
     );
     sendJson(response, 202, { status: 'removing', node: id, dead, epoch: this.membership.epoch });
+  }
+}
+
+/** A path segment percent-decoded, or undefined when its encoding is malformed (a 400, not a 500). */
+function decodedSegment(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
   }
 }

@@ -116,7 +116,7 @@ function buildProgram(): Command {
       )
       .option(
         '--replication-factor <n>',
-        `copies of each key, stored in a new cluster map and fixed for its life (default: the stored map's, ${DEFAULT_REPLICATION_FACTOR} for a new one; a key has min(n, live nodes) copies; 1: one copy, no leases)`,
+        `copies of each key, stored in a new cluster map and fixed for its life (default: the stored map's, ${DEFAULT_REPLICATION_FACTOR} for a new one, 1 with static --node nodes; a key has min(n, live nodes) copies; 1: one copy, no leases)`,
         integer(1, MAX_REPLICATION_FACTOR),
       )
       // Deprecated, a no-op kept for one release so old scripts start (the balancer warns).

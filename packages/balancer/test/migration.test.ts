@@ -163,7 +163,18 @@ describe('key migration when a node joins', () => {
     const headers = { authorization: `Bearer ${ADMIN_TOKEN}` };
     const unknown = await fetch(`${admin}/nodes/nope/remove`, { method: 'POST', headers });
     expect(unknown.status).toBe(404);
-    const removal = await fetch(`${admin}/nodes/node-3/remove`, { method: 'POST', headers });
+    // Malformed percent-encoding is the caller's mistake (400, not 500); the wrong method 405.
+    const malformed = await fetch(`${admin}/nodes/%E0%A4/remove`, { method: 'POST', headers });
+    expect(malformed.status).toBe(400);
+    const wrongMethod = await fetch(`${admin}/nodes/node-3/remove`, { headers });
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get('allow')).toBe('POST');
+    expect(balancer.membership.node('node-3')).toBeDefined();
+    // The scheme of the Authorization header is case-insensitive (RFC 9110).
+    const removal = await fetch(`${admin}/nodes/node-3/remove`, {
+      method: 'POST',
+      headers: { authorization: `bearer ${ADMIN_TOKEN}` },
+    });
     expect(removal.status).toBe(202);
     await waitFor(() => balancer.membership.node('node-3') === undefined, 'node-3 removed');
     await waitForNodesUp(balancer, 2);

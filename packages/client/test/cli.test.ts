@@ -155,6 +155,10 @@ describe('dstore set/get/del/ping', () => {
   it('reports bad arguments with exit code 2 and shows help with exit code 0', async () => {
     expect((await dstore('get')).code).toBe(2);
     expect((await dstore('bench', '--read-ratio', '2')).code).toBe(2);
+    // EXPIRE conditions Redis refuses together: a usage error, nothing sent.
+    const conditions = await dstore('expire', 'k', '5', '--nx', '--xx', '--server', await closedPort());
+    expect(conditions.code).toBe(2);
+    expect(conditions.stderr).toMatch(/--nx and --xx cannot be used together/);
     expect((await dstore('get', 'k', '--server', 'host:99999')).stderr).toMatch(/^error INVALID_ARGUMENT/);
     const help = await dstore('--help');
     expect(help.code).toBe(0);
@@ -482,6 +486,22 @@ describe('dstore status', () => {
     expect(one.stdout).toContain('replication factor 1  under-replicated ranges 0  chains 1');
   });
 
+  it('says so when the ring has no nodes', async () => {
+    const server = createServer((request, response) => {
+      const body =
+        request.url === '/ring'
+          ? { epoch: 0, algorithm: 'vnode', nodes: [] }
+          : { status: 'ok', ready: false, nodes: 0, nodesUp: 0 };
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(body));
+    });
+    httpServers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const run = await dstore('status', '--admin', `127.0.0.1:${(server.address() as AddressInfo).port}`);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain('NOT HEALTHY: the ring has no nodes');
+  });
+
   it('exits 0 when every node is up', async () => {
     const run = await dstore('status', '--admin', await startAdmin(true));
     expect(run.code).toBe(0);
@@ -674,10 +694,11 @@ describe('dstore node remove', () => {
     httpServers.push(server);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const admin = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const run = await dstore('node', 'remove', 'node-4', '--admin', admin, '--timeout', '300');
+    // --timeout bounds the POST too: long enough for it on a loaded machine.
+    const run = await dstore('node', 'remove', 'node-4', '--admin', admin, '--timeout', '2000');
     expect(run.code).not.toBe(0);
     expect(run.stderr).toContain(
-      'node node-4 still in the ring after 300 ms: its removal waits behind a stalled migration (node-1 -> node-4 refused 9 times: OUT_OF_MEMORY cap reached)',
+      'node node-4 still in the ring after 2000 ms: its removal waits behind a stalled migration (node-1 -> node-4 refused 9 times: OUT_OF_MEMORY cap reached)',
     );
   });
 

@@ -25,11 +25,17 @@ interface IncrCliOptions extends ServerOptions {
   readonly float?: string;
 }
 
+/**
+ * The one condition the flags ask for. Redis refuses NX with another condition and GT with LT;
+ * so does this, as a usage error (nothing sent), and `--xx` with `--gt` or `--lt`, which the
+ * client API's single condition does not express (Redis's XX GT is GT; XX LT: see RESP EXPIRE).
+ */
 function conditionOf(options: ExpireCliOptions): 'nx' | 'xx' | 'gt' | 'lt' | undefined {
-  if (options.nx) return 'nx';
-  if (options.xx) return 'xx';
-  if (options.gt) return 'gt';
-  return options.lt ? 'lt' : undefined;
+  const given = (['nx', 'xx', 'gt', 'lt'] as const).filter((name) => options[name] === true);
+  if (given.length > 1) {
+    throw usage(`--${given.join(' and --')} cannot be used together: give one condition`);
+  }
+  return given[0];
 }
 
 /** Registers `ttl`, `expire`, `persist`, `incr`, `append` and `exists` (the data model's commands). */

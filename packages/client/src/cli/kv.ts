@@ -87,8 +87,11 @@ export function registerKeyValueCommands(
       .option('--file <path>', 'read the value from a file')
       .option('--ex <seconds>', 'expire after this many seconds', positiveInteger)
       .option('--px <ms>', 'expire after this many milliseconds', positiveInteger)
-      .option('--nx', 'only if the key does not exist (prints (nil) and exits 1 otherwise)')
-      .option('--xx', 'only if the key exists (prints (nil) and exits 1 otherwise)')
+      .option(
+        '--nx',
+        `only if the key does not exist (prints (nil) and exits ${ExitCode.NOT_FOUND} otherwise)`,
+      )
+      .option('--xx', `only if the key exists (prints (nil) and exits ${ExitCode.NOT_FOUND} otherwise)`)
       .option(
         '--if-version <n>',
         'compare-and-set: only if the key is at this version, 0 = does not exist (VERSION_CONFLICT, exit 1, otherwise); prints the new version',

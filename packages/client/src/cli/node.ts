@@ -42,8 +42,9 @@ export function registerNodeCommands(program: Command): void {
     .exitOverride()
     .action(async (id: string, options: RemoveOptions) => {
       const base = await adminEndpoint(options);
-      await requestRemoval(base, id, options.dead === true);
-      const ring = await waitUntilGone(base, id, options.timeout);
+      const deadline = Date.now() + options.timeout;
+      await requestRemoval(base, id, options.dead === true, Math.min(ADMIN_REQUEST_MS, options.timeout));
+      const ring = await waitUntilGone(base, id, deadline, options.timeout);
       if (options.json) printJson({ removed: id, epoch: ring.epoch, migration: ring.migration });
       else {
         const moved = ring.migration?.keysMoved ?? 0;
@@ -53,9 +54,17 @@ export function registerNodeCommands(program: Command): void {
   node.exitOverride();
 }
 
-async function requestRemoval(base: AdminEndpoint, id: string, dead: boolean): Promise<void> {
+/** The longest wait for one admin request (the POST, each poll of /ring), within `--timeout`. */
+const ADMIN_REQUEST_MS = 5000;
+
+async function requestRemoval(
+  base: AdminEndpoint,
+  id: string,
+  dead: boolean,
+  timeoutMs: number,
+): Promise<void> {
   const path = `/nodes/${encodeURIComponent(id)}/remove${dead ? '?dead' : ''}`;
-  const answer = await adminRequest<{ error?: string }>(base, path, { method: 'POST', timeoutMs: 5000 });
+  const answer = await adminRequest<{ error?: string }>(base, path, { method: 'POST', timeoutMs });
   if (answer.status === 404) throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `no node '${id}' in the ring`);
   if (answer.status === 400) {
     throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `remove refused: ${answer.body.error ?? ''}`);
@@ -68,10 +77,18 @@ async function requestRemoval(base: AdminEndpoint, id: string, dead: boolean): P
   }
 }
 
-async function waitUntilGone(base: AdminEndpoint, id: string, timeoutMs: number): Promise<RingView> {
-  const deadline = Date.now() + timeoutMs;
+/** Polls /ring until `id` is out of it, or fails past `deadline` (`timeoutMs` from the start). */
+async function waitUntilGone(
+  base: AdminEndpoint,
+  id: string,
+  deadline: number,
+  timeoutMs: number,
+): Promise<RingView> {
   for (;;) {
-    const ring = (await adminRequest<RingView>(base, '/ring', { timeoutMs: 5000 })).body;
+    const left = Math.max(1, deadline - Date.now());
+    const ring = (
+      await adminRequest<RingView>(base, '/ring', { timeoutMs: Math.min(ADMIN_REQUEST_MS, left) })
+    ).body;
     if (!ring.nodes.some((node) => node.id === id)) return ring;
     if (Date.now() > deadline) throw stillInRing(id, timeoutMs, ring);
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));

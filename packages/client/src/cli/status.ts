@@ -210,11 +210,13 @@ async function printStatus(base: AdminEndpoint, options: StatusOptions): Promise
         ? 'NOT HEALTHY: a migration is stalled'
         : refused > 0
           ? `NOT HEALTHY: ${refused} refused ${refused === 1 ? 'node' : 'nodes'} (see above)`
-          : !isHealthy(health)
-            ? 'NOT HEALTHY: not every node is up'
-            : degraded > 0
-              ? `NOT HEALTHY: ${degraded} ${degraded === 1 ? 'node refuses' : 'nodes refuse'} writes (storage degraded, see above)`
-              : `NOT HEALTHY: ${underReplicated} under-replicated ranges`;
+          : health.nodes === 0
+            ? 'NOT HEALTHY: the ring has no nodes (start dstore-node with --join <this balancer>)'
+            : !isHealthy(health)
+              ? 'NOT HEALTHY: not every node is up'
+              : degraded > 0
+                ? `NOT HEALTHY: ${degraded} ${degraded === 1 ? 'node refuses' : 'nodes refuse'} writes (storage degraded, see above)`
+                : `NOT HEALTHY: ${underReplicated} under-replicated ranges`;
     printLine(`${formatStatus(ring, health)}\n${verdict}`);
   }
   return healthy ? ExitCode.OK : ExitCode.FAILURE;
