@@ -9,12 +9,10 @@ import { type ClientOptions, createClient, type DstoreClient, DstoreError, Error
 import { afterEach, describe, expect, it } from 'vitest';
 import { directClient, withMap } from './direct-client.js';
 import {
-  BALANCER_CLI,
-  type BalancerReady,
   type NodeReady,
   Resources,
   type Spawned,
-  spawnCli,
+  spawnBalancer,
   spawnNode,
   startBalancer,
   waitFor,
@@ -26,20 +24,6 @@ afterEach(() => resources.releaseAll());
 
 /** Short deadlines, so that a stopped peer is found within the test's polling bound. */
 const FAST = { commandTimeout: 1000, connectTimeout: 1000 } as const;
-
-function spawnBalancer(extra: string[] = []): Promise<Spawned<BalancerReady>> {
-  return spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-    '--port',
-    '0',
-    '--admin-port',
-    '0',
-    '--replication-factor',
-    '1',
-    '--log-level',
-    'warn',
-    ...extra,
-  ]);
-}
 
 function client(options: ClientOptions): DstoreClient {
   const created = createClient(options);
@@ -59,8 +43,8 @@ async function outcome<T>(promise: Promise<T>): Promise<T | DstoreError> {
 
 describe('a hung peer is left', () => {
   it('a SIGSTOPped balancer: the client moves to the next of its servers', async () => {
-    const first = await spawnBalancer();
-    const second = await spawnBalancer();
+    const first = await spawnBalancer(resources);
+    const second = await spawnBalancer(resources);
     const both = client({
       servers: [first, second].map(({ ready }) => ({ host: '127.0.0.1', port: ready.port })),
       ...FAST,

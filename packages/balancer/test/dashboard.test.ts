@@ -7,16 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Connection, connectSocket, Op } from '@dstore/protocol';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  BALANCER_CLI,
-  type BalancerReady,
-  Resources,
-  ringOf,
-  type Spawned,
-  spawnCli,
-  spawnNode,
-  waitForRing,
-} from './helpers.js';
+import { Resources, ringOf, spawnBalancer, spawnNode, waitForRing } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.releaseAll());
@@ -102,18 +93,7 @@ function chart(page: Page, title: string): Promise<{ points: number; series: str
 
 describe('dashboard in a real browser', () => {
   it('shows the ring, the nodes and the traffic of a real cluster, a join from start to end, and removes a node', async () => {
-    const balancer: Spawned<BalancerReady> = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--replication-factor',
-      '1',
-      '--admin-token',
-      TOKEN,
-      '--log-level',
-      'warn',
-    ]);
+    const balancer = await spawnBalancer(resources, ['--admin-token', TOKEN]);
     const nodeArgs = ['--migration-rate', MIGRATION_RATE];
     await spawnNode(resources, 'node-1', balancer.ready.port, nodeArgs);
     await spawnNode(resources, 'node-2', balancer.ready.port, nodeArgs);
@@ -222,20 +202,7 @@ describe('dashboard in a real browser', () => {
   }, 180_000);
 
   it('asks for the token when the balancer needs it for every endpoint', async () => {
-    const balancer: Spawned<BalancerReady> = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--replication-factor',
-      '1',
-      '--admin-token',
-      TOKEN,
-      '--admin-auth',
-      'all',
-      '--log-level',
-      'warn',
-    ]);
+    const balancer = await spawnBalancer(resources, ['--admin-token', TOKEN, '--admin-auth', 'all']);
     const origin = `http://127.0.0.1:${balancer.ready.adminPort}`;
     const browser = await launchBrowser();
     const page = await browser.newPage();
@@ -262,16 +229,7 @@ describe('dashboard in a real browser', () => {
 
 describe.runIf(existsSync(FIREFOX))('dashboard in a real Firefox', () => {
   it('draws the nodes, the ring and the charts from the stream, with no request outside the balancer', async () => {
-    const balancer: Spawned<BalancerReady> = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--replication-factor',
-      '1',
-      '--log-level',
-      'warn',
-    ]);
+    const balancer = await spawnBalancer(resources);
     await spawnNode(resources, 'node-1', balancer.ready.port);
     await spawnNode(resources, 'node-2', balancer.ready.port);
     await waitForRing(balancer, ['node-1', 'node-2']);

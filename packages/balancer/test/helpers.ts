@@ -159,6 +159,24 @@ export function spawnCli<Ready>(
   });
 }
 
+/**
+ * A balancer process (the built CLI) on free client and admin ports, replication factor 1, logging
+ * warnings; `extra` flags after those. Killed at release.
+ */
+export function spawnBalancer(resources: Resources, extra: string[] = []): Promise<Spawned<BalancerReady>> {
+  return spawnCli<BalancerReady>(resources, BALANCER_CLI, [
+    '--port',
+    '0',
+    '--admin-port',
+    '0',
+    '--replication-factor',
+    '1',
+    '--log-level',
+    'warn',
+    ...extra,
+  ]);
+}
+
 /** Starts a real storage node (memory engine) registering with the balancer at `balancerPort`. */
 export function spawnNode(
   resources: Resources,
