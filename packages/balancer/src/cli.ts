@@ -5,6 +5,7 @@ import {
   ExitCode,
   LOG_LEVELS,
   optionParser,
+  parseByteSize,
   parseDuration,
   parseInteger,
 } from '@dstore/protocol/internal';
@@ -71,6 +72,7 @@ const arg = <T>(parse: (text: string) => T): ((text: string) => T) =>
 const integer = (min: number, max?: number) =>
   arg((text) => parseInteger(text, max === undefined ? { min } : { min, max }));
 const duration = (min: number) => arg((text) => parseDuration(text, { min }));
+const byteSize = (min: number) => arg((text) => parseByteSize(text, { min }));
 const collectNode = (text: string, previous: StaticNodeSpec[]): StaticNodeSpec[] => [
   ...previous,
   arg(parseNodeAddress)(text),
@@ -163,11 +165,16 @@ function buildProgram(): Command {
         '--no-protected-mode',
         'accept unauthenticated peers (no cluster secret) and clients (no users) from any address, not only loopback',
       )
-      .option('--auth-timeout <ms>', 'a connection must authenticate within this time', integer(1), 5000)
+      .option(
+        '--auth-timeout <ms>',
+        'a connection must authenticate within this time (ms, or 5s)',
+        duration(1),
+        5000,
+      )
       .option(
         '--client-idle-timeout <ms>',
-        'close client connections idle this long (0 = never)',
-        integer(0),
+        'close client connections idle this long (ms, or 5m; 0 = never)',
+        duration(0),
         300_000,
       )
       .option('--admin-host <host>', 'address of the admin HTTP server', '127.0.0.1')
@@ -191,8 +198,8 @@ function buildProgram(): Command {
       )
       .option(
         '--max-client-bytes-in-flight <bytes>',
-        'most bytes of large requests one client connection may have in flight to the nodes (reading it pauses past this)',
-        integer(1),
+        'most bytes of large requests one client connection may have in flight to the nodes (reading it pauses past this; k/m/g suffixes)',
+        byteSize(1),
         4 * 1024 * 1024,
       )
       .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')

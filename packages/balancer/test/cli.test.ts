@@ -87,6 +87,13 @@ describe('dstore-balancer CLI', () => {
       '1',
       '--hash-tag',
       'none',
+      // Durations and sizes read as the node's flags read them (the shared parsers).
+      '--client-idle-timeout',
+      '5m',
+      '--auth-timeout',
+      '5s',
+      '--max-client-bytes-in-flight',
+      '4m',
     ]);
     expect(balancer.ready).toEqual({
       event: 'ready',

@@ -158,8 +158,8 @@ function buildProgram(): Command {
     )
     .option(
       '--auth-timeout <ms>',
-      'a connection must authenticate within this time',
-      integer(1, 2 ** 31 - 1),
+      'a connection must authenticate within this time (ms, or 5s)',
+      duration(1),
       5000,
     )
     .option(
