@@ -50,14 +50,14 @@ export interface BalancerAddress {
   readonly respPort: number;
 }
 
+/** At most one log line a minute per address for peers refused at authentication. */
+const PEER_REFUSAL_LOG_INTERVAL_MS = 60_000;
+
 /**
  * A dstore balancer: accepts clients and node registrations on one port, places each key on the
  * consistent-hash ring and forwards the request to its owner over one multiplexed connection per
  * node. See the package README for membership, health and timeout semantics.
  */
-/** At most one log line a minute per address for peers refused at authentication. */
-const PEER_REFUSAL_LOG_INTERVAL_MS = 60_000;
-
 export class Balancer {
   /** The resolved options. */
   readonly options: ResolvedBalancerOptions;
@@ -419,7 +419,6 @@ export class Balancer {
     }
   }
 
-  /** HELLO and AUTH; any other request of a connection without a principal may get an anonymous one. */
   /**
    * A HELLO or AUTH refused: counted by code; a peer's (a node or balancer with the wrong or no
    * cluster secret, an unverified certificate) also logged, at most once a minute per address:
@@ -444,6 +443,7 @@ export class Balancer {
   /** When a peer's refused authentication was last logged, by remote address. */
   private readonly peerRefusalLoggedAt = new Map<string, number>();
 
+  /** HELLO and AUTH; any other request of a connection without a principal may get an anonymous one. */
   private beforeAuthentication(request: Request, connection: Connection, startMs: number): void {
     if (request.op === Op.HELLO || request.op === Op.AUTH) {
       const succeeded = this.authenticator.respond(connection, request);

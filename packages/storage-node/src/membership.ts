@@ -157,6 +157,8 @@ export class Membership {
   private joinSent = false;
   /** A graceful leave is under way. */
   private leaving = false;
+  /** A heartbeat was refused (not a member) and said so; cleared by the next one answered. */
+  private heartbeatRefused = false;
   private stopped = false;
   private heartbeatInFlight = false;
   /** When a ready link to a balancer was lost (`performance.now()`); undefined while ready or never. */
@@ -480,8 +482,6 @@ export class Membership {
       'heartbeat refused: the balancer does not count this node as a member; restart it to join again',
     );
   }
-
-  private heartbeatRefused = false;
 
   private granted(sentAt: number, leaseMs: number): void {
     const lease = this.options.lease;
