@@ -24,7 +24,12 @@ function addServerOptions(command: Command): Command {
     .option('--tls-ca <file>', 'connect with TLS, verifying the balancer against this PEM CA bundle')
     .option('--tls-cert <file>', 'connect with TLS, presenting this PEM client certificate')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
-    .option('--timeout <ms>', 'connect and command deadline (ms, or 2s)', duration, DEFAULT_TIMEOUT_MS)
+    .option(
+      '--timeout <ms>',
+      "connect and command deadline (ms, or 2s); several --server share the connect's",
+      duration,
+      DEFAULT_TIMEOUT_MS,
+    )
     .option('--json', 'machine-readable output (one JSON object)')
     .option('--token <token>', `password of the user default (env ${EnvVar.TOKEN})`)
     .option('--user <name>', 'user to authenticate as, with --password (or dstore://user:password@host)')

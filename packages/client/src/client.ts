@@ -16,7 +16,15 @@ import {
   toBytes,
   type WithoutId,
 } from '@dstore/protocol';
-import { type MoveOptions, moveKey, readInParts, resultsOf, setAllIfAbsent } from '@dstore/protocol/internal';
+import {
+  type MoveOptions,
+  moveKey,
+  readInParts,
+  resultsOf,
+  type StopWatchingAbort,
+  setAllIfAbsent,
+  watchAbort,
+} from '@dstore/protocol/internal';
 import {
   bitCountCommand,
   bitPosCommand,
@@ -247,7 +255,8 @@ interface Command {
   readonly resolve: (response: Response) => void;
   readonly reject: (error: Error) => void;
   retries: number;
-  onAbortWhileQueued: (() => void) | undefined;
+  /** Ends the command's watch of its signal while it waits in the offline queue. */
+  stopWatchingQueued: StopWatchingAbort | undefined;
 }
 
 /** Fixed per-frame and per-entry overheads used to refuse an MSET that cannot fit in one frame. */
@@ -356,23 +365,24 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
 
   /**
    * Connects now (with `lazyConnect`, or again after `end`). Resolves when ready; rejects when the
-   * retry strategy gives up, the client is closed, or it is not ready within `connectTimeout`
-   * (reconnecting goes on in the background then).
+   * retry strategy gives up, the client is closed, or it is not ready within one round of attempts
+   * (`connectTimeout` per server listed; reconnecting goes on in the background then).
    */
   connect(): Promise<void> {
     if (this.state === 'closed') return Promise.reject(clientClosedError(`${this.label} is closed`));
     if (this.state === 'ready') return Promise.resolve();
+    // A whole round: a hung first balancer (accepts, never answers) uses its connectTimeout, and
+    // the next listed one must still get its own attempt before connect() gives up.
+    const boundMs = this.options.connectTimeout * this.options.servers.length;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.connectWaiters = this.connectWaiters.filter((waiter) => waiter !== entry);
         reject(
-          new DstoreError(
-            ErrorCode.TIMEOUT,
-            `${this.label} not ready within ${this.options.connectTimeout} ms`,
-            { cause: this.lastError },
-          ),
+          new DstoreError(ErrorCode.TIMEOUT, `${this.label} not ready within ${boundMs} ms`, {
+            cause: this.lastError,
+          }),
         );
-      }, this.options.connectTimeout);
+      }, boundMs);
       timer.unref();
       const entry = {
         resolve: () => {
@@ -1127,7 +1137,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
         resolve,
         reject,
         retries: 0,
-        onAbortWhileQueued: undefined,
+        stopWatchingQueued: undefined,
       };
       this.submit(command);
     });
@@ -1171,19 +1181,16 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     }
     const { signal } = command;
     if (signal) {
-      command.onAbortWhileQueued = () => {
-        if (this.queue.remove(command)) {
-          command.onAbortWhileQueued = undefined;
-          command.reject(abortedError(signal, true));
-        }
-      };
-      signal.addEventListener('abort', command.onAbortWhileQueued, { once: true });
+      command.stopWatchingQueued = watchAbort(signal, () => {
+        command.stopWatchingQueued = undefined;
+        if (this.queue.remove(command)) command.reject(abortedError(signal, true));
+      });
     }
   }
 
   private unqueue(command: Command): void {
-    if (command.onAbortWhileQueued) command.signal?.removeEventListener('abort', command.onAbortWhileQueued);
-    command.onAbortWhileQueued = undefined;
+    command.stopWatchingQueued?.();
+    command.stopWatchingQueued = undefined;
   }
 
   private expireQueued(command: Command): void {
@@ -1285,7 +1292,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     const { signal } = command;
     const settle = (): void => {
       clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
+      stopWatching?.();
       this.resendWaits.delete(onShutDown);
       this.answered();
     };
@@ -1303,7 +1310,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       settle();
       this.submit(command);
     }, delayMs);
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const stopWatching = signal === undefined ? undefined : watchAbort(signal, onAbort);
     this.resendWaits.add(onShutDown);
   }
 

@@ -34,7 +34,10 @@ export interface ClientOptions {
    * rounds. Give either `servers` or `host`/`port`, not both. Default: `[{ host, port }]`.
    */
   readonly servers?: readonly ServerAddress[];
-  /** Give up a connection attempt (TCP connect + HELLO) after this many ms. Default `10000`. */
+  /**
+   * Give up a connection attempt (TCP connect + HELLO) after this many ms. `connect()` waits one
+   * round: this much per listed server. Default `10000`.
+   */
   readonly connectTimeout?: number;
   /**
    * Deadline of every command in ms, counted from the call: time waiting in the offline queue

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FakeServer } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
+import { listenMute } from './helpers/listen.js';
 
 const cliPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
 
@@ -144,6 +145,21 @@ describe('dstore set/get/del/ping', () => {
     const run = await dstore('set', 'k2', 'v2', '--server', `dstore://${unreachable},${second.address}`);
     expect(run).toMatchObject({ code: 0, stdout: 'OK\n' });
     expect(second.store.has('k2')).toBe(true);
+    // A hung first balancer (accepts, never answers) takes its share of --timeout, not all of it.
+    const hung = await listenMute();
+    try {
+      const past = await dstore(
+        'get',
+        'k',
+        '--timeout',
+        '4s',
+        '--server',
+        `${hung.address},${first.address}`,
+      );
+      expect(past).toMatchObject({ code: 0, stdout: 'v\n' });
+    } finally {
+      await hung.close();
+    }
     const none = await dstore('get', 'k', '--server', `${unreachable},${await closedPort()}`);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/^error UNAVAILABLE: cannot connect to 127\.0\.0\.1:\d+/);

@@ -1,12 +1,7 @@
+import { getEventListeners } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpServer } from 'node:http';
 import { createRequire } from 'node:module';
-import {
-  type AddressInfo,
-  createServer as createNetServer,
-  type Server as NetServer,
-  type Socket,
-} from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FrameServer, Op } from '@dstore/protocol';
@@ -20,6 +15,7 @@ import {
   ErrorCode,
   VersionConflictError,
 } from '../src/index.js';
+import { listen, listenMute } from './helpers/listen.js';
 import { failOnUnhandledRejections } from './helpers/unhandled.js';
 
 failOnUnhandledRejections();
@@ -71,24 +67,6 @@ async function connectEventually(client: DstoreClient): Promise<void> {
       if (attempt >= 20) throw error;
     }
   }
-}
-
-/** Listens on 127.0.0.1, port 0; `close` also ends the open sockets. */
-async function listen(server: NetServer | HttpServer): Promise<{ port: number; close: () => Promise<void> }> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
 }
 
 describe('commands', () => {
@@ -463,7 +441,7 @@ describe('offline queue and deadlines', () => {
 
   it('counts time in the queue: TIMEOUT, not executed, although the command was never sent', async () => {
     // A server that accepts connections and never answers HELLO: the attempt outlives the command.
-    const mute = await listen(createNetServer(() => undefined));
+    const mute = await listenMute();
     const client = createClient({ port: mute.port, commandTimeout: 100, connectTimeout: 60_000 });
     clients.push(client);
     const error = await client.set('k', 'v').catch((caught: unknown) => caught);
@@ -511,6 +489,65 @@ describe('offline queue and deadlines', () => {
     await expect(client.get('k', { signal: AbortSignal.abort() })).rejects.toMatchObject({
       code: ErrorCode.ABORTED,
     });
+  });
+
+  it('keeps one abort listener per signal however many commands share it', async () => {
+    // Node warns (MaxListenersExceededWarning, read as a leak) past 10 listeners on one signal.
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): void => {
+      warnings.push(warning);
+    };
+    process.on('warning', onWarning);
+    try {
+      const server = await startServer();
+      const client = await readyClient(server, { commandTimeout: 60_000 });
+      const many = 50;
+
+      // Answered: nothing stays on the signal.
+      const answered = new AbortController();
+      await Promise.all(
+        Array.from({ length: many }, (_, i) => client.get(`a${i}`, { signal: answered.signal })),
+      );
+      expect(getEventListeners(answered.signal, 'abort')).toHaveLength(0);
+
+      // In flight: one listener, and one abort ends every command.
+      server.mode = 'silent';
+      const inFlight = new AbortController();
+      const sent = Array.from({ length: many }, (_, i) => client.get(`f${i}`, { signal: inFlight.signal }));
+      expect(getEventListeners(inFlight.signal, 'abort')).toHaveLength(1);
+      inFlight.abort();
+      for (const command of sent) await expect(command).rejects.toMatchObject({ code: ErrorCode.ABORTED });
+      expect(getEventListeners(inFlight.signal, 'abort')).toHaveLength(0);
+
+      // Waiting to be resent after a refusal, and queued while not connected.
+      server.mode = 'normal';
+      server.failNext = new Array<string>(10_000).fill(ErrorCode.BUSY);
+      const waiting = new AbortController();
+      const refused = Array.from({ length: many }, (_, i) =>
+        client.set(`r${i}`, 'v', { signal: waiting.signal }),
+      );
+      while (server.count(Op.SET) < 2 * many) await new Promise((resolve) => setTimeout(resolve, 5));
+      const down = await startServer();
+      await down.stop();
+      const queuedClient = clientFor(down, { commandTimeout: 60_000 });
+      const queued = Array.from({ length: many }, (_, i) =>
+        queuedClient.get(`q${i}`, { signal: waiting.signal }),
+      );
+      expect(queuedClient.queueLength).toBe(many);
+      expect(getEventListeners(waiting.signal, 'abort')).toHaveLength(1);
+      waiting.abort();
+      const outcomes = await Promise.allSettled([...refused, ...queued]);
+      for (const outcome of outcomes) {
+        expect(outcome).toMatchObject({ status: 'rejected', reason: { code: ErrorCode.ABORTED } });
+      }
+      expect(queuedClient.queueLength).toBe(0);
+      expect(getEventListeners(waiting.signal, 'abort')).toHaveLength(0);
+      server.failNext = [];
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.filter((warning) => warning.name === 'MaxListenersExceededWarning')).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });
 

@@ -8,6 +8,7 @@ import {
   type DstoreError,
   ErrorCode,
 } from '../src/index.js';
+import { listenMute } from './helpers/listen.js';
 import { failOnUnhandledRejections } from './helpers/unhandled.js';
 
 failOnUnhandledRejections();
@@ -85,6 +86,30 @@ describe('several servers', () => {
     expect(client.address).toBe(second.address);
     expect(await client.set('k', 'v')).toBe('OK');
     expect(second.store.has('k')).toBe(true);
+  });
+
+  it('connect() waits out a first server that accepts and never answers, then uses the second', async () => {
+    const hung = await listenMute();
+    try {
+      const second = await startServer();
+      const client = createClient({
+        servers: [
+          { host: '127.0.0.1', port: hung.port },
+          { host: '127.0.0.1', port: second.port },
+        ],
+        connectTimeout: 1000,
+        lazyConnect: true,
+        retryStrategy: () => null,
+      });
+      clients.push(client);
+      // connect() waits one round (connectTimeout per server), not one attempt.
+      await client.connect();
+      expect(client.server).toBe(second.address);
+      expect(await client.set('k', 'v')).toBe('OK');
+      expect(second.store.has('k')).toBe(true);
+    } finally {
+      await hung.close();
+    }
   });
 
   it('sends commands queued while no server is up to whichever connects', async () => {

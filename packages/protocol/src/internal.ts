@@ -6,6 +6,7 @@
  * @internal
  * @packageDocumentation
  */
+export { type StopWatchingAbort, watchAbort } from './abort-watch.js';
 export { decoyCredential, unmappedAddress, verifyPassword } from './auth.js';
 export { type BackoffOptions, backoffDelay } from './backoff.js';
 export { type BitUnit, bitCount, bitPos, byteRange, getBit } from './bytes.js';

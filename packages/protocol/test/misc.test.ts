@@ -1,6 +1,7 @@
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Connection, ErrorCode, LatencyHistogram, Op, resolveLimits } from '../src/index.js';
-import { backoffDelay, DeadlineSweeper } from '../src/internal.js';
+import { backoffDelay, DeadlineSweeper, watchAbort } from '../src/internal.js';
 import { failOnUncaught, Resources, waitFor } from './helpers.js';
 
 failOnUncaught();
@@ -99,5 +100,38 @@ describe('helpers', () => {
     expect(histogram.maximum()).toBe(1_000_000);
     histogram.reset();
     expect(histogram.summary().count).toBe(0);
+  });
+});
+
+describe('watchAbort', () => {
+  it('shares one listener per signal, calls the watchers still subscribed in order, then lets go', () => {
+    const controller = new AbortController();
+    const calls: string[] = [];
+    const stopA = watchAbort(controller.signal, () => calls.push('a'));
+    // B settles C (a command ending its siblings): C is not called after that.
+    watchAbort(controller.signal, () => {
+      calls.push('b');
+      stopC();
+    });
+    const stopC = watchAbort(controller.signal, () => calls.push('c'));
+    const again = (): void => {
+      calls.push('twice');
+    };
+    const stopFirst = watchAbort(controller.signal, again);
+    watchAbort(controller.signal, again);
+    stopFirst();
+    stopFirst();
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1);
+    stopA();
+    controller.abort();
+    expect(calls).toEqual(['b', 'twice']);
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+
+    const idle = new AbortController();
+    const stops = Array.from({ length: 20 }, () => watchAbort(idle.signal, () => calls.push('never')));
+    for (const stop of stops) stop();
+    expect(getEventListeners(idle.signal, 'abort')).toHaveLength(0);
+    idle.abort();
+    expect(calls).not.toContain('never');
   });
 });

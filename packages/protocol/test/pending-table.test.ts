@@ -10,8 +10,7 @@ function entry(id: number): PendingRequest {
     callback: () => undefined,
     deadline: 0,
     timeoutMs: 0,
-    signal: undefined,
-    onAbort: undefined,
+    stopAbortWatch: undefined,
   };
 }
 

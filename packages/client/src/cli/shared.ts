@@ -115,22 +115,24 @@ export function positiveNumber(value: string): number {
 /**
  * Opens a client for one CLI invocation: fail fast (no reconnect loop: each listed server is tried
  * once, in order, and when none answers that is an error at once) and with the `--timeout`
- * deadline on the connect and on every command.
+ * deadline on the connect and on every command. The connect's deadline is shared among the listed
+ * servers, so one that accepts and never answers (a hung balancer) leaves the next its turn.
  */
 export async function openClient(options: ServerOptions, extra: ClientOptions = {}): Promise<DstoreClient> {
   const tls = await cliTls(options);
+  const servers = parseAddressList(options.server, {
+    defaultPort: 7379,
+    defaultHost: '127.0.0.1',
+    what: '--server',
+  });
   const client = createClient({
     ...extra,
-    servers: parseAddressList(options.server, {
-      defaultPort: 7379,
-      defaultHost: '127.0.0.1',
-      what: '--server',
-    }),
+    servers,
     ...credentialOptions(options),
     ...(tls === undefined ? {} : { tls }),
     lazyConnect: true,
     retryStrategy: () => null,
-    connectTimeout: options.timeout,
+    connectTimeout: Math.max(1, Math.floor(options.timeout / servers.length)),
     commandTimeout: options.timeout,
     name: 'dstore',
   });
