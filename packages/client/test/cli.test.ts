@@ -336,6 +336,23 @@ describe('dstore bench', () => {
     expect(run.stdout).toMatch(/^all\s+200\s/m);
     expect(run.stdout).toMatch(/errors\s+none/);
     expect(run.stdout).toMatch(/^n1\s+up/m);
+    expect([...server.store.keys()].filter((key) => key.startsWith('bench:'))).toHaveLength(20);
+
+    // --cleanup deletes the keyspace, and nothing else.
+    server.store.set('other', new Uint8Array([1]));
+    const clean = await dstore(
+      'bench',
+      '--server',
+      server.address,
+      '--ops',
+      '100',
+      '--keyspace',
+      '30',
+      '--cleanup',
+    );
+    expect(clean.code).toBe(0);
+    expect(clean.stdout).toMatch(/^cleanup\s+30 keys deleted$/m);
+    expect([...server.store.keys()].sort()).toEqual(['other']);
   });
 });
 

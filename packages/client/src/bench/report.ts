@@ -56,6 +56,7 @@ export function formatBenchReport(report: BenchReport): string {
   }
   lines.push(formatTable(rows), '');
   lines.push(`gets        ${report.hits} hits, ${report.misses} misses`);
+  if (report.deleted !== undefined) lines.push(`cleanup     ${report.deleted} keys deleted`);
   const errorEntries = Object.entries(report.errors);
   lines.push(
     `errors      ${errorEntries.length === 0 ? 'none' : errorEntries.map(([code, count]) => `${code} ${count}`).join(', ')}`,

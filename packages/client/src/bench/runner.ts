@@ -20,6 +20,8 @@ export interface BenchOptions {
   readonly preload: number;
   /** How the clients route (reported only; the caller creates the clients). Default `'balancer'`. */
   readonly routing?: RoutingMode;
+  /** Delete the keyspace's keys (0..keyspace-1) after the run, so it leaves nothing behind. Default false. */
+  readonly cleanup?: boolean;
 }
 
 /** A progress sample, about once a second. */
@@ -52,6 +54,8 @@ export interface BenchReport {
   readonly nodes: NodeReport[];
   /** With `routing: 'direct'`: operations answered by nodes directly, sent via the balancer, redirects (all clients). */
   readonly routing?: { readonly direct: number; readonly viaBalancer: number; readonly redirects: number };
+  /** With `cleanup`: keys of the keyspace that existed and were deleted after the run. */
+  readonly deleted?: number;
 }
 
 /** Hooks of a run. */
@@ -85,6 +89,7 @@ export async function runBench(
   const measured = await run.execute(hooks);
   const routedAfter = routedTotals(clients);
   const nodes = await fetchNodeReports(clients[0]!);
+  const deleted = options.cleanup ? await deleteKeyspace(clients, workload, options) : undefined;
   return {
     config: { ...options, clients: clients.length },
     preloaded,
@@ -100,6 +105,7 @@ export async function runBench(
             redirects: routedAfter.redirects - routedBefore.redirects,
           },
         }),
+    ...(deleted === undefined ? {} : { deleted }),
   };
 }
 
@@ -130,6 +136,38 @@ async function preload(
     1,
     Math.min(PRELOAD_MAX_BATCH_KEYS, Math.floor(PRELOAD_BATCH_BYTES / perKeyBytes)),
   );
+  await inLanes(clients, options, total, batchKeys, async (client, start, end) => {
+    const entries: [string, Uint8Array][] = [];
+    for (let index = start; index < end; index++) entries.push([workload.keyOf(index), workload.value]);
+    await client.mset(entries);
+  });
+  return total;
+}
+
+/** Deletes every key of the keyspace (keys of several nodes: one DEL each); how many existed. */
+async function deleteKeyspace(
+  clients: readonly DstoreClient[],
+  workload: Workload,
+  options: BenchOptions,
+): Promise<number> {
+  let deleted = 0;
+  await inLanes(clients, options, options.keyspace, 1, async (client, index) => {
+    if (await client.del(workload.keyOf(index))) deleted++;
+  });
+  return deleted;
+}
+
+/**
+ * Runs `work` over [0, total) in batches of `batchKeys`, on up to 16 lanes (at most
+ * `concurrency`) spread over the clients, each with one batch in flight.
+ */
+async function inLanes(
+  clients: readonly DstoreClient[],
+  options: BenchOptions,
+  total: number,
+  batchKeys: number,
+  work: (client: DstoreClient, start: number, end: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const lanes = Math.max(1, Math.min(options.concurrency, 16));
   await Promise.all(
@@ -139,13 +177,10 @@ async function preload(
         const start = next;
         const end = Math.min(total, start + batchKeys);
         next = end;
-        const entries: [string, Uint8Array][] = [];
-        for (let index = start; index < end; index++) entries.push([workload.keyOf(index), workload.value]);
-        await client.mset(entries);
+        await work(client, start, end);
       }
     }),
   );
-  return total;
 }
 
 type Measured = Pick<

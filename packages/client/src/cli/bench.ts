@@ -29,6 +29,7 @@ interface BenchCliOptions extends ServerOptions {
   readonly preload?: number;
   readonly progress: boolean;
   readonly routing: string;
+  readonly cleanup?: boolean;
 }
 
 /** Most keys preloaded unless `--preload` says otherwise, so a huge keyspace does not stall the start. */
@@ -68,6 +69,7 @@ export function registerBenchCommand(
         "balancer (every request through the balancer) or direct (straight to each key's node)",
         'balancer',
       )
+      .option('--cleanup', 'delete the keyspace (bench:0 ... bench:<keyspace-1>) after the run')
       .option('--no-progress', 'no progress line on stderr'),
   ).action(async (options: BenchCliOptions) => {
     const settings = benchSettings(options);
@@ -126,5 +128,6 @@ function benchSettings(options: BenchCliOptions): BenchOptions {
     distribution: options.distribution as KeyDistribution,
     preload: options.preload ?? Math.min(options.keyspace, DEFAULT_PRELOAD_LIMIT),
     routing: options.routing as RoutingMode,
+    cleanup: options.cleanup === true,
   };
 }
