@@ -70,6 +70,54 @@ describe('RESP answers as Redis 7.0', () => {
     ).toEqual([]);
   });
 
+  it('64-bit indexes of GETRANGE and SETRANGE, repeated expiry options of SET and GETEX', async () => {
+    expect(
+      await differences([
+        ['SET', 'int:k', 'hello'],
+        ['GETRANGE', 'int:k', '0', '9223372036854775807'],
+        ['GETRANGE', 'int:k', '-9223372036854775808', '2'],
+        ['GETRANGE', 'int:k', '9007199254740993', '-9007199254740993'],
+        ['GETRANGE', 'int:k', '0', '9223372036854775808'],
+        ['SETRANGE', 'int:k', '-9223372036854775808', 'x'],
+        ['SETRANGE', 'int:k', '9223372036854775808', 'x'],
+        // The same expiry option again takes the last time; two different ones are an error,
+        // and every word is checked before a time is read.
+        ['SET', 'int:e', 'v', 'EX', '100', 'EX', '200'],
+        ['TTL', 'int:e'],
+        ['SET', 'int:e', 'v', 'PX', '100', 'EX', '200'],
+        ['SET', 'int:e', 'v', 'EX', 'soon', 'PX', '10'],
+        ['SET', 'int:e', 'v', 'EX', 'soon', 'EX', '10'],
+        ['SET', 'int:e', 'v', 'EXAT', '4102444800', 'GET', 'EXAT', '4102444801'],
+        ['EXPIRETIME', 'int:e'],
+        ['SET', 'int:e', 'v', 'KEEPTTL', 'KEEPTTL'],
+        ['EXPIRETIME', 'int:e'],
+        ['SET', 'int:e', 'v', 'KEEPTTL', 'EX', '10'],
+        ['SET', 'int:e', 'v', 'EX'],
+        ['GETEX', 'int:e', 'EX', '10', 'EX', '300'],
+        ['TTL', 'int:e'],
+        ['GETEX', 'int:e', 'PERSIST', 'PERSIST'],
+        ['TTL', 'int:e'],
+        ['GETEX', 'int:e', 'PERSIST', 'EX', '5'],
+        ['GETEX', 'int:e', 'EX'],
+        ['GETEX', 'int:e', 'EX', '0'],
+        ['GETEX', 'int:e', 'EX', '9223372036854775807'],
+        ['GETEX', 'int:e', 'EX', 'soon', 'BOGUS'],
+        ['GETEX', 'int:e', 'PXAT', '4102444800000', 'PXAT', '4102444801000'],
+        ['PEXPIRETIME', 'int:e'],
+        ['EXPIRE', 'int:e', '9223372036854775807'],
+        ['EXPIRE', 'int:e', '-9223372036854775808'],
+        ['EXPIRE', 'int:e', '9223372036854775808'],
+        ['PEXPIREAT', 'int:e', '-9223372036854775808'],
+        ['EXISTS', 'int:e'],
+      ]),
+    ).toEqual([]);
+    // Past the value limit: Redis names its proto-max-bulk-len, dstore the code (both ERR, nothing written).
+    const far = ['SETRANGE', 'int:k', '9007199254740993', 'x'];
+    expect(await answerOf(redis, far)).toMatch(/^error: ERR string exceeds/);
+    expect(await answerOf(dstore, far)).toMatch(/^error: ERR VALUE_TOO_LARGE/);
+    expect(await dstore.get('int:k')).toBe('hello');
+  });
+
   it('a refused EXEC ends the transaction with EXECABORT', async () => {
     expect(
       await differences([

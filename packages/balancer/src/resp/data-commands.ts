@@ -105,38 +105,34 @@ interface SetOptions {
   readonly expiry: SetExpiry | undefined;
 }
 
-/** Parses SET's option words (EX, PX, EXAT, PXAT, KEEPTTL, NX, XX, GET) as Redis does. */
+/**
+ * Parses SET's option words (EX, PX, EXAT, PXAT, KEEPTTL, NX, XX, GET) as Redis does: two
+ * different expiry options are a syntax error, the same one repeated takes the last time, and
+ * every word is checked before the time is read.
+ */
 function setOptionsOf(args: readonly Uint8Array[]): SetOptions | string {
   let condition: 'nx' | 'xx' | undefined;
   let get = false;
-  let expiry: SetExpiry | undefined;
+  let chosen: ChosenExpiry | undefined;
   for (let index = 3; index < args.length; index++) {
     const word = args[index]!;
     if (isWord(word, 'nx') || isWord(word, 'xx')) {
       const next = isWord(word, 'nx') ? 'nx' : 'xx';
       if (condition !== undefined && condition !== next) return 'ERR syntax error';
       condition = next;
-    } else if (isWord(word, 'get')) get = true;
-    else if (isWord(word, 'keepttl')) {
-      if (expiry !== undefined && expiry.kind !== 'keep') return 'ERR syntax error';
-      expiry = { kind: 'keep' };
+    } else if (isWord(word, 'get')) {
+      get = true;
     } else {
-      const unit =
-        isWord(word, 'ex') || isWord(word, 'exat')
-          ? 1000
-          : isWord(word, 'px') || isWord(word, 'pxat')
-            ? 1
-            : 0;
-      if (unit === 0 || expiry !== undefined || args[index + 1] === undefined) return 'ERR syntax error';
-      const amount = safeIntegerOf(args[++index]!);
-      if (amount === undefined) return 'ERR value is not an integer or out of range';
-      if (amount <= 0 || !Number.isSafeInteger(amount * unit))
-        return "ERR invalid expire time in 'set' command";
-      const absolute = isWord(word, 'exat') || isWord(word, 'pxat');
-      expiry = { kind: absolute ? 'at' : 'in', ms: amount * unit };
+      const next = chooseExpiry(args, index, 'keepttl', chosen);
+      if (next === undefined) return 'ERR syntax error';
+      chosen = next;
+      if (next.time !== undefined) index++;
     }
   }
-  return { condition, get, expiry };
+  if (chosen === undefined) return { condition, get, expiry: undefined };
+  if (chosen.option.mode === 'persist') return { condition, get, expiry: { kind: 'keep' } };
+  const ms = expiryMsOf(chosen, 'set');
+  return typeof ms === 'string' ? ms : { condition, get, expiry: { kind: chosen.option.mode, ms } };
 }
 
 /**
@@ -245,12 +241,17 @@ function expire(mode: 'in' | 'at' | 'persist', unit: number): DataCommandHandler
         return;
       }
       condition = parsed;
-      const amount = safeIntegerOf(args[2]!);
-      if (amount === undefined || !Number.isSafeInteger(amount * unit)) {
+      const amount = int64Of(args[2]!);
+      if (amount === undefined) {
         connection.replyError(seq, 'ERR value is not an integer or out of range');
         return;
       }
-      ms = amount * unit;
+      const time = expireTimeMs(amount, unit);
+      if (time === undefined) {
+        connection.replyError(seq, `ERR invalid expire time in '${textOf(args[0]!).toLowerCase()}' command`);
+        return;
+      }
+      ms = time;
     }
     if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
     services.router.forwardKeyed(
@@ -259,6 +260,18 @@ function expire(mode: 'in' | 'at' | 'persist', unit: number): DataCommandHandler
       performance.now(),
     );
   };
+}
+
+/**
+ * EXPIRE's time in ms from its 64-bit argument, or undefined for Redis's "invalid expire time":
+ * seconds whose ms overflow 64 bits, and (dstore's limit) a time past 2^53 ms, ~285,000 years,
+ * which a JavaScript number cannot hold exactly. Any earlier time is in the past: clamped.
+ */
+function expireTimeMs(amount: bigint, unit: number): number | undefined {
+  if (unit === 1000 && (amount > INT64_MAX / 1000n || amount < INT64_MIN / 1000n)) return undefined;
+  const ms = Number(amount) * unit;
+  if (ms > Number.MAX_SAFE_INTEGER) return undefined;
+  return Math.max(ms, -Number.MAX_SAFE_INTEGER);
 }
 
 /**
@@ -285,14 +298,64 @@ function expireCondition(words: readonly Uint8Array[]): ExpireCondition | undefi
   return seen.has('xx') ? 'xx' : undefined;
 }
 
-/** GETEX's expiry options: the native EXPIRE mode and the unit of its argument (PERSIST: none). */
-const GETEX_OPTIONS = [
+/**
+ * SET's and GETEX's expiry options: the native EXPIRE mode and the unit of its time argument.
+ * The last takes none: SET's KEEPTTL, GETEX's PERSIST (`persist` for both: keep it, remove it).
+ */
+const EXPIRY_OPTIONS = [
   { word: 'ex', mode: 'in', unit: 1000 },
   { word: 'px', mode: 'in', unit: 1 },
   { word: 'exat', mode: 'at', unit: 1000 },
   { word: 'pxat', mode: 'at', unit: 1 },
   { word: 'persist', mode: 'persist', unit: 0 },
 ] as const;
+
+/** One of {@link EXPIRY_OPTIONS}. */
+type ExpiryOption = (typeof EXPIRY_OPTIONS)[number];
+
+/** An expiry option of SET or GETEX and the bytes of its time (none for KEEPTTL / PERSIST). */
+interface ChosenExpiry {
+  readonly option: ExpiryOption;
+  readonly time: Uint8Array | undefined;
+}
+
+/**
+ * The expiry option at `args[index]` (its time at `index + 1`) as Redis takes it after `chosen`:
+ * the same option again replaces the time; undefined (a syntax error) for another option, an
+ * unknown word or a missing time.
+ */
+function chooseExpiry(
+  args: readonly Uint8Array[],
+  index: number,
+  keepWord: 'keepttl' | 'persist',
+  chosen: ChosenExpiry | undefined,
+): ChosenExpiry | undefined {
+  const option = expiryOptionOf(args[index]!, keepWord);
+  if (option === undefined || (chosen !== undefined && chosen.option !== option)) return undefined;
+  if (option.mode === 'persist') return { option, time: undefined };
+  const time = args[index + 1];
+  return time === undefined ? undefined : { option, time };
+}
+
+/**
+ * The milliseconds of a timed expiry option (relative or absolute), or Redis's error line: a
+ * 64-bit time past what a JavaScript number holds exactly (~285,000 years) is an invalid time.
+ */
+function expiryMsOf(chosen: ChosenExpiry, command: 'set' | 'getex'): number | string {
+  const amount = int64Of(chosen.time!);
+  if (amount === undefined) return 'ERR value is not an integer or out of range';
+  const ms = Number(amount) * chosen.option.unit;
+  if (amount <= 0n || !Number.isSafeInteger(ms)) return `ERR invalid expire time in '${command}' command`;
+  return ms;
+}
+
+/** The expiry option `word` names (any case), `keepWord` naming the one without a time; or undefined. */
+function expiryOptionOf(word: Uint8Array, keepWord: 'keepttl' | 'persist'): ExpiryOption | undefined {
+  for (const option of EXPIRY_OPTIONS) {
+    if (isWord(word, option.mode === 'persist' ? keepWord : option.word)) return option;
+  }
+  return undefined;
+}
 
 /**
  * GETEX key [EX seconds | PX ms | EXAT unix-seconds | PXAT unix-ms | PERSIST]: the value, and the
@@ -304,28 +367,24 @@ function getex(connection: RespReplyTarget, args: Uint8Array[], seq: number, ser
     get(connection, args, seq, services);
     return;
   }
-  const option = GETEX_OPTIONS.find(({ word }) => isWord(args[2]!, word));
-  const takesTime = option !== undefined && option.mode !== 'persist';
-  if (option === undefined || args.length !== (takesTime ? 4 : 3)) {
-    connection.replyError(seq, 'ERR syntax error');
-    return;
+  let chosen: ChosenExpiry | undefined;
+  for (let index = 2; index < args.length; index++) {
+    chosen = chooseExpiry(args, index, 'persist', chosen);
+    if (chosen === undefined) {
+      connection.replyError(seq, 'ERR syntax error');
+      return;
+    }
+    if (chosen.time !== undefined) index++;
   }
-  let ms = 0;
-  if (takesTime) {
-    const amount = safeIntegerOf(args[3]!);
-    if (amount === undefined || !Number.isSafeInteger(amount * option.unit)) {
-      connection.replyError(seq, 'ERR value is not an integer or out of range');
-      return;
-    }
-    if (amount <= 0) {
-      connection.replyError(seq, "ERR invalid expire time in 'getex' command");
-      return;
-    }
-    ms = amount * option.unit;
+  const { mode } = chosen!.option;
+  const ms = mode === 'persist' ? 0 : expiryMsOf(chosen!, 'getex');
+  if (typeof ms === 'string') {
+    connection.replyError(seq, ms);
+    return;
   }
   if (!keysAllowed(connection, args, seq, services, SINGLE_KEY, true)) return;
   services.router.forwardKeyed(
-    { op: Op.EXPIRE, id: seq, key: args[1]!, mode: option.mode, ms, get: true },
+    { op: Op.EXPIRE, id: seq, key: args[1]!, mode, ms, get: true },
     connection.routerTarget,
     performance.now(),
   );
@@ -578,8 +637,9 @@ function getrange(
   seq: number,
   services: RespServices,
 ): void {
-  const start = safeIntegerOf(args[2]!);
-  const end = safeIntegerOf(args[3]!);
+  // Any signed 64-bit index, as Redis: past ±2^53 they all cut a value the same way.
+  const start = rangeIndexOf(args[2]!);
+  const end = rangeIndexOf(args[3]!);
   if (start === undefined || end === undefined) {
     connection.replyError(seq, 'ERR value is not an integer or out of range');
     return;
@@ -615,7 +675,7 @@ function setrange(
   seq: number,
   services: RespServices,
 ): void {
-  const offset = safeIntegerOf(args[2]!);
+  const offset = rangeIndexOf(args[2]!);
   if (offset === undefined) {
     connection.replyError(seq, 'ERR value is not an integer or out of range');
     return;
@@ -693,8 +753,9 @@ function bitOffsetOf(bytes: Uint8Array): number | undefined {
 }
 
 /**
- * A range index as Redis reads BITCOUNT's and BITPOS's (a signed 64-bit integer), held as a number:
- * past ±2^53 every value clamps the same way against a value of at most 2^23 bits.
+ * A range index or offset as Redis reads them (a signed 64-bit integer: GETRANGE's, SETRANGE's,
+ * BITCOUNT's and BITPOS's), held as a number clamped to ±(2^53 - 1): past that every index cuts a
+ * value (at most 2^32 bytes here) the same way, and every offset is past the value limit.
  */
 function rangeIndexOf(bytes: Uint8Array): number | undefined {
   const value = int64Of(bytes);
