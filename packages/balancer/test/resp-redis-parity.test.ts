@@ -27,7 +27,7 @@ async function differences(script: readonly string[][]): Promise<unknown[]> {
   const rows: { command: string; redis: unknown; dstore: unknown }[] = [];
   for (const command of script) {
     rows.push({
-      command: command.join(' '),
+      command: command.join(' ').slice(0, 120),
       redis: await answerOf(redis, command),
       dstore: await answerOf(dstore, command),
     });
@@ -116,6 +116,33 @@ describe('RESP answers as Redis 7.0', () => {
     expect(await answerOf(redis, far)).toMatch(/^error: ERR string exceeds/);
     expect(await answerOf(dstore, far)).toMatch(/^error: ERR VALUE_TOO_LARGE/);
     expect(await dstore.get('int:k')).toBe('hello');
+  });
+
+  it('DEL, UNLINK, EXISTS, TOUCH and MGET of thousands of keys (redis-cli --scan | xargs redis-cli del)', async () => {
+    const keys = Array.from({ length: 2500 }, (_, i) => `many:${i}`);
+    for (const connection of [redis, dstore]) {
+      const pipeline = connection.pipeline();
+      for (const key of keys) pipeline.set(key, key);
+      await pipeline.exec();
+    }
+    const missing = Array.from({ length: 20 }, (_, i) => `many:missing:${i}`);
+    const mixed = [...keys.slice(0, 1200), ...missing, ...keys.slice(0, 300), ...keys.slice(1200)];
+    expect(
+      await differences([
+        ['EXISTS', ...mixed],
+        ['TOUCH', ...mixed],
+        ['MGET', ...mixed],
+        ['DEL', ...keys.slice(0, 1500), ...missing],
+        ['EXISTS', ...mixed],
+        ['UNLINK', ...mixed],
+        ['EXISTS', ...mixed],
+      ]),
+    ).toEqual([]);
+    // One hash tag is one atomic step on its owner, in one frame: past 1000 keys it is refused, nothing deleted.
+    const tagged = Array.from({ length: 1001 }, (_, i) => `{many}${i}`);
+    await dstore.set('{many}0', 'v');
+    expect(await answerOf(dstore, ['DEL', ...tagged])).toMatch(/^error: ERR BATCH_TOO_LARGE/);
+    expect(await dstore.get('{many}0')).toBe('v');
   });
 
   it('a refused EXEC ends the transaction with EXECABORT', async () => {

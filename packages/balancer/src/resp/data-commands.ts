@@ -428,9 +428,13 @@ class DeleteCount implements Replier {
   }
 }
 
+/**
+ * DEL / UNLINK: one key to its owner; keys of one hash tag in one atomic step (at most
+ * `maxBatchKeys`: one frame); keys of several positions one DEL per key, any number of them, at
+ * most `maxBatchKeys` in flight at a time (`redis-cli --scan | xargs redis-cli del` sends thousands).
+ */
 function del(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, true)) return;
-  if (!batchAllowed(connection, seq, services, args.length - 1)) return;
   const startMs = performance.now();
   if (args.length === 2) {
     services.router.forwardToOwner({ op: Op.DEL, id: seq, key: args[1]! }, connection.routerTarget, startMs);
@@ -438,6 +442,7 @@ function del(connection: RespReplyTarget, args: Uint8Array[], seq: number, servi
   }
   const keys = args.slice(1);
   if (onePosition(services, keys)) {
+    if (!batchAllowed(connection, seq, services, keys.length)) return;
     // Keys of one hash tag: one atomic step on their owner, replicated as one unit, as Redis
     // Cluster's DEL within a slot (a reader never sees some of them deleted and not the others).
     services.router.forwardKeyed(
@@ -447,10 +452,68 @@ function del(connection: RespReplyTarget, args: Uint8Array[], seq: number, servi
     );
     return;
   }
-  const client = new DeleteCount(connection, seq, keys.length);
-  for (let index = 1; index < args.length; index++) {
-    services.router.forwardToOwner({ op: Op.DEL, id: index, key: args[index]! }, client, startMs);
+  if (keys.length <= services.limits.maxBatchKeys) {
+    const client = new DeleteCount(connection, seq, keys.length);
+    for (let index = 0; index < keys.length; index++) {
+      services.router.forwardToOwner({ op: Op.DEL, id: index, key: keys[index]! }, client, startMs);
+    }
+    return;
   }
+  answerCount(
+    connection,
+    seq,
+    sumInChunks(keys, services.limits.maxBatchKeys, async (chunk) => {
+      const answers = await Promise.all(
+        chunk.map((key, index) =>
+          routed((replier) =>
+            services.router.forwardToOwner({ op: Op.DEL, id: index, key }, replier, startMs),
+          ),
+        ),
+      );
+      return answers.reduce((sum, answer) => sum + countIn(answer), 0);
+    }),
+  );
+}
+
+/** One request through the router as a promise: its answer, or its error as a DstoreError. */
+function routed(send: (replier: Replier) => void): Promise<Response> {
+  return new Promise((resolve, reject) =>
+    send({
+      reply: resolve,
+      replyError: (_id, code, message) => reject(new DstoreError(code as ErrorCode, message)),
+    }),
+  );
+}
+
+/** A COUNT answer's count (0 for any other answer). */
+function countIn(response: Response): number {
+  return response.op === Op.COUNT ? response.count : 0;
+}
+
+/** The sum of `count` over `keys` in consecutive chunks of at most `size`, one chunk at a time. */
+async function sumInChunks(
+  keys: readonly Uint8Array[],
+  size: number,
+  count: (chunk: readonly Uint8Array[]) => Promise<number>,
+): Promise<number> {
+  let total = 0;
+  for (let start = 0; start < keys.length; start += size)
+    total += await count(keys.slice(start, start + size));
+  return total;
+}
+
+/** Answers `seq` with the integer `total` resolves to, or with its error. */
+function answerCount(connection: RespReplyTarget, seq: number, total: Promise<number>): void {
+  total.then(
+    (count) => connection.routerTarget.reply({ op: Op.COUNT, id: seq, count }),
+    (error: unknown) => answerFailure(connection, seq, error),
+  );
+}
+
+/** Answers `seq` with a failure: a DstoreError's code and message, anything else as INTERNAL. */
+function answerFailure(connection: RespReplyTarget, seq: number, error: unknown): void {
+  if (error instanceof DstoreError) connection.routerTarget.replyError(seq, error.code, error.message);
+  else connection.replyError(seq, `ERR INTERNAL: ${String(error)}`);
 }
 
 /** Whether every key of `keys` has the first one's ring position (one hash tag). */
@@ -495,32 +558,46 @@ class DeletedInResults implements Replier {
  */
 function mget(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, false)) return;
-  if (!batchAllowed(connection, seq, services, args.length - 1)) return;
   const startMs = performance.now();
-  const read = (keys: readonly Uint8Array[]): Promise<readonly (Uint8Array | null)[]> =>
-    new Promise((resolve, reject) =>
-      services.router.forwardMGet(
-        { op: Op.MGET, id: seq, keys: keys as Uint8Array[] },
-        {
-          reply: (response) =>
-            response.op === Op.VALUES
-              ? resolve(response.values)
-              : reject(new DstoreError(ErrorCode.INTERNAL, `MGET answered with op ${response.op}`)),
-          replyError: (_id, code, message) => reject(new DstoreError(code as ErrorCode, message)),
-        },
-        startMs,
-      ),
+  const read = async (keys: readonly Uint8Array[]): Promise<readonly (Uint8Array | null)[]> => {
+    const response = await routed((replier) =>
+      services.router.forwardMGet({ op: Op.MGET, id: seq, keys: keys as Uint8Array[] }, replier, startMs),
     );
-  readInParts(args.slice(1), read, {
-    sizeOf: (value) => value?.length ?? 0,
-    maxBytes: services.maxAnswerBytes,
-  }).then(
+    if (response.op !== Op.VALUES) {
+      throw new DstoreError(ErrorCode.INTERNAL, `MGET answered with op ${response.op}`);
+    }
+    return response.values;
+  };
+  readAll(args.slice(1), read, services).then(
     (values) => connection.routerTarget.reply({ op: Op.VALUES, id: seq, values }),
-    (error: unknown) =>
-      error instanceof DstoreError
-        ? connection.routerTarget.replyError(seq, error.code, error.message)
-        : connection.replyError(seq, `ERR INTERNAL: ${String(error)}`),
+    (error: unknown) => answerFailure(connection, seq, error),
   );
+}
+
+/**
+ * The values of `keys` in order: `maxBatchKeys` at a time (any number of keys, as Redis), each
+ * part read again in halves past one frame (`readInParts`), all of them within the connection's
+ * output bound (`maxAnswerBytes`, past it `FRAME_TOO_LARGE`).
+ */
+async function readAll(
+  keys: readonly Uint8Array[],
+  read: (keys: readonly Uint8Array[]) => Promise<readonly (Uint8Array | null)[]>,
+  services: RespServices,
+): Promise<(Uint8Array | null)[]> {
+  const size = services.limits.maxBatchKeys;
+  const values: (Uint8Array | null)[] = [];
+  let bytes = 0;
+  for (let start = 0; start < keys.length; start += size) {
+    const part = await readInParts(keys.slice(start, start + size), read, {
+      sizeOf: (value) => value?.length ?? 0,
+      maxBytes: services.maxAnswerBytes - bytes,
+    });
+    for (const value of part) {
+      bytes += value?.length ?? 0;
+      values.push(value);
+    }
+  }
+  return values;
 }
 
 function mset(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
@@ -537,14 +614,32 @@ function mset(connection: RespReplyTarget, args: Uint8Array[], seq: number, serv
   services.router.forwardMSet({ op: Op.MSET, id: seq, entries }, connection.routerTarget, performance.now());
 }
 
-/** EXISTS key [key ...]: how many of the keys hold a value (a key named twice counts twice, as Redis). */
+/**
+ * EXISTS / TOUCH key [key ...]: how many of the keys hold a value (a key named twice counts twice,
+ * as Redis); any number of keys, `maxBatchKeys` at a time.
+ */
 function exists(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, false)) return;
-  if (!batchAllowed(connection, seq, services, args.length - 1)) return;
-  services.router.forwardExists(
-    { op: Op.EXISTS, id: seq, keys: args.slice(1) },
-    connection.routerTarget,
-    performance.now(),
+  const startMs = performance.now();
+  const keys = args.slice(1);
+  if (keys.length <= services.limits.maxBatchKeys) {
+    services.router.forwardExists({ op: Op.EXISTS, id: seq, keys }, connection.routerTarget, startMs);
+    return;
+  }
+  answerCount(
+    connection,
+    seq,
+    sumInChunks(keys, services.limits.maxBatchKeys, async (chunk) =>
+      countIn(
+        await routed((replier) =>
+          services.router.forwardExists(
+            { op: Op.EXISTS, id: seq, keys: chunk as Uint8Array[] },
+            replier,
+            startMs,
+          ),
+        ),
+      ),
+    ),
   );
 }
 

@@ -66,8 +66,10 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
         parser: {
           maxArgBytes: Math.max(limits.maxValueBytes, limits.maxKeyBytes),
           maxCommandBytes: limits.maxFrameBytes,
-          // MSET: its name, then a key and a value per entry.
-          maxArgs: 2 * limits.maxBatchKeys + 1,
+          // DEL, EXISTS and MGET run any number of keys maxBatchKeys at a time (a cleanup's
+          // `xargs redis-cli del` sends thousands), MSET a key and a value per entry up to
+          // maxBatchKeys; the cap bounds what one command's argument views cost (~1.6 MB).
+          maxArgs: 16 * limits.maxBatchKeys + 1,
         },
         maxInFlight: MAX_IN_FLIGHT,
         maxOutputBytes: options.respMaxOutputBytes,
