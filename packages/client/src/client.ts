@@ -531,11 +531,16 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
 
   /** How many of `keys` exist (a key named twice counts twice, as Redis). No keys: 0 without a round trip. */
   async exists(...keys: BinaryLike[]): Promise<number> {
-    if (keys.length === 0) return 0;
-    checkBatchSize(keys.length);
-    const response = await this.send({ op: Op.EXISTS, keys: keys.map((key) => this.keyBytes(key)) });
-    if (response.op !== Op.COUNT) throw unexpectedAnswer('EXISTS', response);
-    return response.count;
+    const bytes = keys.map((key) => this.keyBytes(key));
+    const size = DEFAULT_LIMITS.maxBatchKeys;
+    let count = 0;
+    // Past one batch, a batch at a time (one request each).
+    for (let start = 0; start < bytes.length; start += size) {
+      const response = await this.send({ op: Op.EXISTS, keys: bytes.slice(start, start + size) });
+      if (response.op !== Op.COUNT) throw unexpectedAnswer('EXISTS', response);
+      count += response.count;
+    }
+    return count;
   }
 
   /**
@@ -705,9 +710,9 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   async mget(keys: readonly BinaryLike[], options?: CommandOptions): Promise<(Uint8Array | null)[]> {
     if (!Array.isArray(keys)) throw invalidArgument(`mget takes an array of keys, got ${typeof keys}`);
     if (keys.length === 0) return [];
-    checkBatchSize(keys.length);
-    // Values too large for one frame together are read again in halves (a read: halves may see
-    // different moments, as an MGET split per node does anyway).
+    // More keys than one batch takes are read a batch at a time, and values too large for one
+    // frame together are read again in halves (a read: parts may see different moments, as an
+    // MGET split per node does anyway).
     return readInParts(
       keys.map((key) => this.keyBytes(key)),
       async (part) => {
@@ -717,7 +722,11 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
         }
         return response.values.map((value) => (value === null ? null : copyBytes(value)));
       },
-      { sizeOf: (value) => value?.length ?? 0, maxBytes: Number.POSITIVE_INFINITY },
+      {
+        sizeOf: (value) => value?.length ?? 0,
+        maxBytes: Number.POSITIVE_INFINITY,
+        maxItems: DEFAULT_LIMITS.maxBatchKeys,
+      },
     );
   }
 

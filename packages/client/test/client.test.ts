@@ -103,6 +103,23 @@ describe('commands', () => {
     expect(server.count(Op.MGET) + server.count(Op.MSET)).toBe(0);
   });
 
+  it('reads an MGET and an EXISTS past one batch (1000 keys) a batch per request, in order', async () => {
+    const server = await startServer();
+    const client = await readyClient(server);
+    const many = Array.from({ length: 2500 }, (_, i) => `many${i}`);
+    await client.mset(many.slice(0, 1000).map((key): [string, string] => [key, key]));
+    await client.mset(many.slice(1000, 1200).map((key): [string, string] => [key, key]));
+    const before = server.count(Op.MGET);
+    const values = await client.mget([...many, 'many0']);
+    expect(server.count(Op.MGET) - before).toBe(3);
+    expect(values.map((value) => (value === null ? null : Buffer.from(value).toString()))).toEqual([
+      ...many.map((key, i) => (i < 1200 ? key : null)),
+      'many0',
+    ]);
+    expect(await client.exists(...many, 'many0', 'many0')).toBe(1202);
+    expect(server.count(Op.EXISTS)).toBe(3);
+  });
+
   it('stores and returns binary keys and values byte for byte, as the caller own copies', async () => {
     const server = await startServer();
     const client = await readyClient(server);
@@ -150,7 +167,9 @@ describe('commands', () => {
     await expect(client.set('k', new Uint8Array(1024 * 1024))).rejects.toMatchObject({
       code: ErrorCode.VALUE_TOO_LARGE,
     });
-    await expect(client.mget(Array.from({ length: 1001 }, (_, i) => `k${i}`))).rejects.toMatchObject({
+    await expect(
+      client.mset(Array.from({ length: 1001 }, (_, i): [string, string] => [`k${i}`, 'v'])),
+    ).rejects.toMatchObject({
       code: ErrorCode.BATCH_TOO_LARGE,
     });
     const big = new Uint8Array(600 * 1024);

@@ -206,6 +206,8 @@ export class FakeServer {
       case Op.MSET:
         for (const entry of request.entries) this.store.set(keyOf(entry.key), entry.value.slice());
         return { op: Op.OK, id };
+      case Op.EXISTS:
+        return { op: Op.COUNT, id, count: request.keys.filter((key) => this.store.has(keyOf(key))).length };
       case Op.PING:
         return { op: Op.OK, id };
       case Op.STATS:

@@ -6,6 +6,8 @@ export interface ReadInPartsOptions<V> {
   readonly sizeOf: (answer: V) => number;
   /** Most bytes the answers may hold together; past it the read fails with FRAME_TOO_LARGE. */
   readonly maxBytes: number;
+  /** Most items one `read` is given (the batch limit); more are read that many at a time. Default: all. */
+  readonly maxItems?: number;
 }
 
 /**
@@ -14,7 +16,8 @@ export interface ReadInPartsOptions<V> {
  * batch is read again in halves, one after the other, down to single items (whose answer always
  * fits), the answers concatenated in order. Only for reads: a half may be read after the other
  * changed. `maxBytes` bounds what the answers hold together, so a huge batch fails typed instead
- * of being held in memory. The one implementation for the client's `mget` and the RESP port's MGET.
+ * of being held in memory; `maxItems` reads a batch past the batch limit that many items at a time,
+ * one part after the other. The one implementation for the client's `mget` and the RESP port's MGET.
  */
 export async function readInParts<I, V>(
   items: readonly I[],
@@ -47,6 +50,9 @@ export async function readInParts<I, V>(
       answers.push(answer);
     }
   };
-  await collect(items);
+  const size = options.maxItems ?? items.length;
+  if (items.length <= size) await collect(items);
+  else
+    for (let start = 0; start < items.length; start += size) await collect(items.slice(start, start + size));
   return answers;
 }

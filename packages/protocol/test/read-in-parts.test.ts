@@ -34,6 +34,20 @@ describe('readInParts (an MGET past one frame)', () => {
     ]);
   });
 
+  it('gives a read at most maxItems items, one part after the other, each halved when too large', async () => {
+    const sizes = [5, 5, 5, 5, 5, 5, 5, 20];
+    const calls: number[][] = [];
+    const items = [0, 1, 2, 3, 4, 5, 6, 7];
+    expect(
+      await readInParts(items, frameLimited(20, sizes, calls), {
+        sizeOf: (n) => n,
+        maxBytes: 1e9,
+        maxItems: 3,
+      }),
+    ).toEqual(sizes);
+    expect(calls).toEqual([[0, 1, 2], [3, 4, 5], [6, 7], [6], [7]]);
+  });
+
   it('passes on other errors, a single item too large, and answers past maxBytes, typed', async () => {
     const unavailable = async (): Promise<number[]> => {
       throw new DstoreError(ErrorCode.UNAVAILABLE, 'down');

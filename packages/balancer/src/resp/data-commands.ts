@@ -568,36 +568,14 @@ function mget(connection: RespReplyTarget, args: Uint8Array[], seq: number, serv
     }
     return response.values;
   };
-  readAll(args.slice(1), read, services).then(
+  readInParts(args.slice(1), read, {
+    sizeOf: (value) => value?.length ?? 0,
+    maxBytes: services.maxAnswerBytes,
+    maxItems: services.limits.maxBatchKeys,
+  }).then(
     (values) => connection.routerTarget.reply({ op: Op.VALUES, id: seq, values }),
     (error: unknown) => answerFailure(connection, seq, error),
   );
-}
-
-/**
- * The values of `keys` in order: `maxBatchKeys` at a time (any number of keys, as Redis), each
- * part read again in halves past one frame (`readInParts`), all of them within the connection's
- * output bound (`maxAnswerBytes`, past it `FRAME_TOO_LARGE`).
- */
-async function readAll(
-  keys: readonly Uint8Array[],
-  read: (keys: readonly Uint8Array[]) => Promise<readonly (Uint8Array | null)[]>,
-  services: RespServices,
-): Promise<(Uint8Array | null)[]> {
-  const size = services.limits.maxBatchKeys;
-  const values: (Uint8Array | null)[] = [];
-  let bytes = 0;
-  for (let start = 0; start < keys.length; start += size) {
-    const part = await readInParts(keys.slice(start, start + size), read, {
-      sizeOf: (value) => value?.length ?? 0,
-      maxBytes: services.maxAnswerBytes - bytes,
-    });
-    for (const value of part) {
-      bytes += value?.length ?? 0;
-      values.push(value);
-    }
-  }
-  return values;
 }
 
 function mset(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
