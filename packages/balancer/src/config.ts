@@ -71,7 +71,8 @@ export interface BalancerOptions {
   /**
    * Copies of each key (1 to 7), stored in the cluster map when this balancer creates it and
    * fixed for the map's life; a stored map with another factor is refused at start. Default: the
-   * stored map's factor, `DEFAULT_REPLICATION_FACTOR` (3) for a new map. A key's chain has
+   * stored map's factor, `DEFAULT_REPLICATION_FACTOR` (3) for a new map, 1 when this balancer is
+   * given static nodes (they need not join, and only a joined node holds a lease). A key's chain has
    * min(factor, ring members not dead) members, so a cluster of 1 or 2 nodes keeps 1 or 2 copies
    * and every key has 3 from the third node on. With a factor above 1 a node serves only while it
    * holds a lease from its balancer's heartbeat answers (a single-node cluster too). 1 gives one

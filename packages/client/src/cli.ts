@@ -55,6 +55,11 @@ function buildProgram(): Command {
 }
 
 async function main(argv: string[]): Promise<void> {
+  // A reader that stopped early (`dstore scan | head`) is not an error: stop quietly, as cat does.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(ExitCode.OK);
+  });
   try {
     await buildProgram().parseAsync(argv);
   } catch (error) {

@@ -168,6 +168,21 @@ describe('dstore set/get/del/ping', () => {
     expect(empty.stderr).toMatch(/^error INVALID_ARGUMENT: --server: empty address/);
   });
 
+  it('stops quietly, exit 0, when its reader closes the pipe early (dstore mget ... | head)', async () => {
+    const server = await startServer();
+    const keys = Array.from({ length: 2000 }, (_, i) => `k${i}`);
+    for (const key of keys) server.store.set(key, new Uint8Array(1024).fill(120));
+    // Two MiB of output: far past what the pipe holds, so the writes after the close fail (EPIPE).
+    const run = await dstoreWith(
+      { onOutput: (child) => child.stdout?.destroy() },
+      'mget',
+      ...keys,
+      '--server',
+      server.address,
+    );
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+  });
+
   it('reports bad arguments with exit code 2 and shows help with exit code 0', async () => {
     expect((await dstore('get')).code).toBe(2);
     expect((await dstore('bench', '--read-ratio', '2')).code).toBe(2);
