@@ -710,6 +710,9 @@ function forwardedEntry(
   }
 }
 
+/** {@link PendingWrite}'s `failuresSeen` of a write that changed nothing on a chain with failed writes. */
+const RESTS_ON_FAILED_WRITE = -2;
+
 /**
  * A client write admitted at the head, from its engine step to its answer: answered once the
  * forward of its entries is (the tail has them), or at once when it wrote nothing and nothing
@@ -719,7 +722,8 @@ class PendingWrite<T> {
   private batch: ForwardBatch | undefined;
   /**
    * A write that changes nothing rests on every earlier write of the link: it is answered only if
-   * none of their forwards failed meanwhile (a failed one may be missing at the tail). -1: it wrote.
+   * none of their forwards failed meanwhile (a failed one may be missing at the tail). -1: it wrote;
+   * {@link RESTS_ON_FAILED_WRITE}: its chain had failed writes when it decided (refused).
    */
   private failuresSeen = -1;
   /** An entry went on the link: a failure of the head's own write is then no longer "not executed". */
@@ -738,9 +742,15 @@ class PendingWrite<T> {
     if (stores) this.link.admitted(batch);
   }
 
-  /** It wrote nothing: its answer waits for the link's newest batch (it may have seen its writes). */
-  restsOnLink(): void {
-    this.failuresSeen = this.link.failuresTotal;
+  /**
+   * It wrote nothing: its answer waits for the link's newest batch (it may have seen its writes).
+   * When `key`'s chain has writes kept from a failed forward (not at the tail), the answer would
+   * rest on them: refused instead (not executed). The admission check saw no such write, but an
+   * engine that decides later than it admits (lmdb: in a later transaction) may decide after a
+   * forward failed, on a state holding writes the other members may never get.
+   */
+  restsOnLink(key: Uint8Array): void {
+    this.failuresSeen = this.link.blocks(key) ? RESTS_ON_FAILED_WRITE : this.link.failuresTotal;
     this.batch = this.link.last();
   }
 
@@ -748,7 +758,11 @@ class PendingWrite<T> {
   applied(result: T): void {
     const settled = (error: DstoreError | undefined): void => {
       this.answered();
-      if (error === undefined && this.failuresSeen >= 0 && this.link.failuresTotal !== this.failuresSeen) {
+      if (
+        error === undefined &&
+        (this.failuresSeen === RESTS_ON_FAILED_WRITE ||
+          (this.failuresSeen >= 0 && this.link.failuresTotal !== this.failuresSeen))
+      ) {
         // Nothing was written: not executed, and retryable once the re-send went through.
         this.done(
           new DstoreError(
@@ -1239,7 +1253,7 @@ export class ReplicationService {
     let decidedVersion = 0;
     const forward = (current: VersionedValue | undefined, mutation: Mutation, version: number): void => {
       const entry = forwardedEntry(key, current, mutation, writeEpoch, version);
-      if (entry === undefined) pending.restsOnLink();
+      if (entry === undefined) pending.restsOnLink(key);
       else pending.sent(link.append(entry), mutation.kind === 'put');
     };
     const engine = this.engine;
@@ -1344,7 +1358,7 @@ export class ReplicationService {
       return decision;
     };
     const forwardUnit = (): void => {
-      if (unit === undefined || unit.length === 0) pending.restsOnLink();
+      if (unit === undefined || unit.length === 0) pending.restsOnLink(key);
       else pending.sent(unit.length === 1 ? link.append(unit[0]!) : link.appendUnit(unit), stores);
     };
     const applied = (result: T): void => {

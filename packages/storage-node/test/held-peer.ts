@@ -38,6 +38,13 @@ export class HeldPeer {
     return address.port;
   }
 
+  /** Answers every REPLICATE held with an error `code` (a failed forward); later ones are held. */
+  failHeld(code: string): void {
+    for (const { request, connection } of this.held.splice(0)) {
+      connection.replyError(request.id, code, 'chain member stand-in: refused');
+    }
+  }
+
   /** Answers every REPLICATE held, and every later one at once. */
   release(): void {
     this.released = true;
