@@ -662,6 +662,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private startFailureDetection(): void {
     this.stopFailureDetection();
     this.writerSince = performance.now();
+    this.lastDetectionAt = this.writerSince;
     const timeout = this.failureTimeoutMs;
     this.failureTimer = setInterval(
       () => this.detectFailures(),
@@ -670,14 +671,33 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.failureTimer.unref();
   }
 
+  /**
+   * When this process did not run for half a failure timeout (SIGSTOP, a paused VM, a long GC),
+   * the heartbeats of that time still wait unread in its sockets: the members' silence is its
+   * own, and the first check after it would mark a healthy member failed. Detection starts over
+   * as for a new writer (a member silent for a failure timeout from now is failed then).
+   */
+  private noticeOwnStall(now: number, timeout: number): void {
+    const stalledMs = now - this.lastDetectionAt;
+    this.lastDetectionAt = now;
+    if (stalledMs <= timeout / 2) return;
+    this.writerSince = now;
+    this.options.logger.warn(
+      { stalledMs: Math.round(stalledMs), failureTimeoutMs: timeout },
+      'this balancer did not run for a while (paused?): failure detection starts over, members are not judged on the silence it caused',
+    );
+  }
+
   private stopFailureDetection(): void {
     if (this.failureTimer !== undefined) clearInterval(this.failureTimer);
     this.failureTimer = undefined;
   }
 
   private failureTimer: NodeJS.Timeout | undefined;
-  /** `performance.now()` when this process last became the map's writer. */
+  /** `performance.now()` when this process last became the map's writer (or stalled: {@link noticeOwnStall}). */
   private writerSince = 0;
+  /** `performance.now()` of the last failure check, to notice this process's own stalls. */
+  private lastDetectionAt = 0;
   /** A failure being written: one at a time, so each sees the states the previous one left. */
   private markingFailed = false;
   /** Members kept `up` although silent (the last serving member of a chain), logged once each. */
@@ -726,10 +746,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   private detectFailures(): void {
-    const map = this.map;
-    if (!this.coordinator || this.isClosed || this.markingFailed || map.replicationFactor <= 1) return;
     const now = performance.now();
     const timeout = this.failureTimeoutMs;
+    this.noticeOwnStall(now, timeout);
+    const map = this.map;
+    if (!this.coordinator || this.isClosed || this.markingFailed || map.replicationFactor <= 1) return;
     if (now - this.writerSince < timeout) return;
     // During a ring change the members of the previous ring serve too (exiting ones until the switch).
     const ringMembers =
