@@ -89,19 +89,35 @@ import { freePort } from './redis-peers.js';
 type Engine = 'memory' | 'lmdb';
 type Routing = 'balancer' | 'direct';
 
-const { values: flags } = parseArgs({
-  args: scriptArgs(),
-  options: {
-    minutes: { type: 'string' },
-    'round-seconds': { type: 'string' },
-    engine: { type: 'string' },
-    routing: { type: 'string' },
-    seed: { type: 'string' },
-    'replication-factor': { type: 'string' },
-    faults: { type: 'string' },
-    keep: { type: 'boolean' },
-  },
-});
+const SOAK_OPTIONS = {
+  minutes: { type: 'string' },
+  'round-seconds': { type: 'string' },
+  engine: { type: 'string' },
+  routing: { type: 'string' },
+  seed: { type: 'string' },
+  'replication-factor': { type: 'string' },
+  faults: { type: 'string' },
+  keep: { type: 'boolean' },
+  help: { type: 'boolean' },
+} as const;
+
+const USAGE =
+  'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--faults join,leave,pause,kill,weight,fail-kill,fail-pause,dead,join-balancer,balancer] [--keep]';
+
+const { values: flags } = (() => {
+  try {
+    return parseArgs({ args: scriptArgs(), options: SOAK_OPTIONS });
+  } catch (error) {
+    // An unknown flag: the usage, not a stack trace.
+    console.error(`${(error as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+})();
+if (flags.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+
 const MINUTES = Number(flags.minutes ?? 10);
 const ROUND_MS = Number(flags['round-seconds'] ?? 40) * 1000;
 const ENGINE = (flags.engine ?? 'lmdb') as Engine;
@@ -119,9 +135,7 @@ if (
   !Number.isInteger(SEED) ||
   !(Number.isInteger(FACTOR) && FACTOR >= 1 && FACTOR <= 5)
 ) {
-  console.error(
-    'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--faults join,leave,pause,kill,weight,fail-kill,fail-pause,dead,join-balancer,balancer] [--keep]',
-  );
+  console.error(USAGE);
   process.exit(2);
 }
 
