@@ -7,7 +7,7 @@ import {
   adminEndpoint,
   adminRequest,
 } from './admin-http.js';
-import { DEFAULT_ADMIN, duration, printJson, printLine } from './shared.js';
+import { DEFAULT_ADMIN, duration, printJson, printLine, ServerRefusal } from './shared.js';
 import type { RingView } from './status.js';
 
 interface RemoveOptions extends AdminOptions {
@@ -67,7 +67,7 @@ async function requestRemoval(
   const answer = await adminRequest<{ error?: string }>(base, path, { method: 'POST', timeoutMs });
   if (answer.status === 404) throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `no node '${id}' in the ring`);
   if (answer.status === 400) {
-    throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `remove refused: ${answer.body.error ?? ''}`);
+    throw new ServerRefusal(ErrorCode.INVALID_ARGUMENT, `remove refused: ${answer.body.error ?? ''}`);
   }
   if (answer.status < 200 || answer.status > 299) {
     throw new DstoreError(

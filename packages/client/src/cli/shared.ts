@@ -179,5 +179,13 @@ export function reportError(error: unknown): void {
   const code = error instanceof DstoreError ? error.code : ErrorCode.INTERNAL;
   const message = error instanceof Error ? error.message : String(error);
   process.stderr.write(`error ${code}: ${message}\n`);
-  process.exitCode = code === ErrorCode.INVALID_ARGUMENT ? ExitCode.USAGE : ExitCode.FAILURE;
+  const usage = code === ErrorCode.INVALID_ARGUMENT && !(error instanceof ServerRefusal);
+  process.exitCode = usage ? ExitCode.USAGE : ExitCode.FAILURE;
 }
+
+/**
+ * A request the server refused for the cluster's state (removing a node that is alive, or the
+ * last copy of a range): a failure (exit 1), not a usage error, although its code is
+ * INVALID_ARGUMENT. The command line was right; the cluster was not in a state to do it.
+ */
+export class ServerRefusal extends DstoreError {}
