@@ -412,9 +412,10 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
   }
 
   /**
-   * Stores `value` under `key`; resolves 'OK' once every replica of the key stored it (lmdb: committed, and flushed by default). With
-   * {@link SetOptions} it is Redis's SET: an expiry, NX/XX (null when the condition does not hold)
-   * and GET (the previous value), in one atomic step on the key's owner.
+   * Stores `value` under `key`; resolves 'OK' once every replica of the key stored it (lmdb:
+   * committed, and flushed by default). With {@link SetOptions} it is Redis's SET: an expiry,
+   * NX/XX (null when the condition does not hold) and GET (the previous value), in one atomic step
+   * on the key's owner.
    */
   set(
     key: BinaryLike,
