@@ -303,6 +303,31 @@ describe('MULTI / EXEC on the RESP port', () => {
   });
 });
 
+describe('MULTI / EXEC whose outcome is unknown', () => {
+  it('answers EXEC itself with the error, not one per element (an element error says "did nothing")', async () => {
+    const local = new Resources();
+    let paused: { child: { kill: (signal: NodeJS.Signals) => boolean } } | undefined;
+    try {
+      // A node that stops answering (SIGSTOP) before its heartbeats say so: the TRANSACT times out.
+      const { balancer, respPort, nodes } = await startRespCluster(local, 2, {
+        requestTimeoutMs: 300,
+        heartbeatTimeoutMs: 60_000,
+      });
+      const [key] = keyPerNode(balancer, 'unknown:');
+      const owner = balancer.ring.get(key!);
+      paused = nodes.find((node) => node.ready.id === owner)!;
+      const client = ioredisOf(local, respPort);
+      await client.connect();
+      paused.child.kill('SIGSTOP');
+      await expect(client.multi().set(key!, 'v').incr(key!).exec()).rejects.toThrow(/^ERR TIMEOUT/);
+      expect(await client.ping()).toBe('PONG');
+    } finally {
+      paused?.child.kill('SIGCONT');
+      await local.releaseAll();
+    }
+  });
+});
+
 describe("MULTI / EXEC and WATCH with the key's node down", () => {
   it('answers typed errors at once (every element, and WATCH), holds nothing, and serves the other keys', async () => {
     const local = new Resources();

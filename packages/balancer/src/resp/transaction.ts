@@ -554,11 +554,18 @@ class TransactionRun implements RespReplyTarget, RespRouting {
     this.answerIfComplete();
   }
 
-  /** The transaction failed as a whole: every step's command gets the error. */
+  /**
+   * The transaction failed as a whole. Refused before anything ran (a node down, a ring change):
+   * every step's command gets the error, true of each as an element error is in Redis ("this
+   * command did nothing"). One that may have run (TIMEOUT, CONNECTION_CLOSED, INTERNAL) is EXEC's
+   * own error instead, as a plain command's would be: elements that each say "did nothing" would
+   * make a client resend a transaction that was applied.
+   */
   private failed(code: string, message: string): void {
     this.waiting = false;
-    if (this.steps.length === 0 && !this.answeredExec) {
-      // A WATCH-only EXEC: no element can carry the failure, so EXEC itself is the error.
+    const mayHaveRun = !new DstoreError(code as ErrorCode, message).notExecuted;
+    if ((this.steps.length === 0 || mayHaveRun) && !this.answeredExec) {
+      // (A WATCH-only EXEC has no element to carry the failure either.)
       this.answeredExec = true;
       this.connection.replyError(this.seq, respErrorLine(code, message));
       return;
