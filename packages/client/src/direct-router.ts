@@ -31,8 +31,10 @@ import {
   type KeyedRequest,
   migratingDeleteOutcome,
   partlyApplied,
+  watchAbort,
   withEpoch,
 } from '@dstore/protocol/internal';
+import { abortedError, commandTimeoutError } from './errors.js';
 
 /** A data command as the client sends it (no id, no epoch yet). */
 export type DataCommand = DataRequest;
@@ -388,7 +390,7 @@ export class DirectRouter {
         continue;
       }
       this.stats.moved++;
-      if (!(await this.caughtUpWith(response, map))) {
+      if (!(await this.caughtUpWith(response, map, options, deadline))) {
         this.noteRedirects(redirects);
         return this.viaBalancer(message, remaining(options, deadline));
       }
@@ -401,12 +403,19 @@ export class DirectRouter {
    * A node behind the map (it missed a RING) or a map the balancer has not published yet: no,
    * the balancer route resolves it (it waits for its announce, or sends the node its ring).
    */
-  private async caughtUpWith(moved: MovedResponse, map: DirectMap): Promise<boolean> {
+  private async caughtUpWith(
+    moved: MovedResponse,
+    map: DirectMap,
+    options: RouteOptions,
+    deadline: number,
+  ): Promise<boolean> {
     if (this.map !== map) return true;
     if (moved.epoch <= map.topology.epoch) return false;
     const refreshed = this.refreshFor();
     if (refreshed === undefined) return false;
-    await refreshed;
+    // The refresh asks a balancer that may hang (its own bound is longer): the command waits for
+    // it within its own deadline only, and fails not executed past it (the node refused it).
+    await withinDeadline(refreshed, options, deadline, 'waiting for the cluster map after a redirect');
     const now = this.map;
     return now !== undefined && now !== map && now.topology.epoch >= moved.epoch;
   }
@@ -634,6 +643,50 @@ export class DirectRouter {
   private noteRedirects(redirects: number): void {
     if (redirects > this.stats.maxRedirectsPerRequest) this.stats.maxRedirectsPerRequest = redirects;
   }
+}
+
+/**
+ * Waits for `work` within the command's deadline and its signal; past either, fails with TIMEOUT
+ * or ABORTED, not executed (nothing was sent meanwhile). `work` goes on (shared with others).
+ */
+function withinDeadline(
+  work: Promise<void>,
+  options: RouteOptions,
+  deadline: number,
+  where: string,
+): Promise<void> {
+  const { signal } = options;
+  if (signal?.aborted) return Promise.reject(abortedError(signal, true));
+  return new Promise<void>((resolve, reject) => {
+    const settle = (): void => {
+      clearTimeout(timer);
+      stopWatching?.();
+    };
+    const timer = setTimeout(
+      () => {
+        settle();
+        reject(commandTimeoutError(options.timeoutMs, where, { cause: undefined }));
+      },
+      Math.max(0, deadline - performance.now()),
+    );
+    const stopWatching =
+      signal === undefined
+        ? undefined
+        : watchAbort(signal, () => {
+            settle();
+            reject(abortedError(signal, true));
+          });
+    work.then(
+      () => {
+        settle();
+        resolve();
+      },
+      (error: unknown) => {
+        settle();
+        reject(error);
+      },
+    );
+  });
 }
 
 /** The options of the next hop: what is left of the command's deadline. */
