@@ -391,41 +391,33 @@ function getex(connection: RespReplyTarget, args: Uint8Array[], seq: number, ser
 }
 
 /**
- * Sums the answers of a many-key DEL, sent as one DEL per key (each to its owner, in parallel),
- * and answers the command once all are in: the count, or the first error.
+ * One DEL per key of `keys`, each to its owner, in parallel: resolves once all are in with how
+ * many were deleted, or rejects with the first error to arrive (after all are in).
  */
-class DeleteCount implements Replier {
-  private remaining: number;
-  private count = 0;
-  private failure: string | undefined;
-
-  constructor(
-    private readonly connection: RespReplyTarget,
-    private readonly seq: number,
-    keys: number,
-  ) {
-    this.remaining = keys;
-  }
-
-  reply(response: Response): void {
-    if (response.op === Op.COUNT) this.count += response.count;
-    this.settle();
-  }
-
-  replyError(_id: number, code: string, message: string): void {
-    this.failure ??= respErrorLine(code, message);
-    this.settle();
-  }
-
-  private settle(): void {
-    if (--this.remaining > 0) return;
-    const { connection, seq } = this;
-    if (this.failure !== undefined) connection.replyError(seq, this.failure);
-    else {
-      connection.beginReply(seq).integer(this.count);
-      connection.endReply(seq);
+function deleteEach(keys: readonly Uint8Array[], services: RespServices, startMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let remaining = keys.length;
+    let count = 0;
+    let failure: DstoreError | undefined;
+    const settle = (): void => {
+      if (--remaining > 0) return;
+      if (failure !== undefined) reject(failure);
+      else resolve(count);
+    };
+    const replier: Replier = {
+      reply: (response) => {
+        count += countIn(response);
+        settle();
+      },
+      replyError: (_id, code, message) => {
+        failure ??= new DstoreError(code as ErrorCode, message);
+        settle();
+      },
+    };
+    for (let index = 0; index < keys.length; index++) {
+      services.router.forwardToOwner({ op: Op.DEL, id: index, key: keys[index]! }, replier, startMs);
     }
-  }
+  });
 }
 
 /**
@@ -452,26 +444,10 @@ function del(connection: RespReplyTarget, args: Uint8Array[], seq: number, servi
     );
     return;
   }
-  if (keys.length <= services.limits.maxBatchKeys) {
-    const client = new DeleteCount(connection, seq, keys.length);
-    for (let index = 0; index < keys.length; index++) {
-      services.router.forwardToOwner({ op: Op.DEL, id: index, key: keys[index]! }, client, startMs);
-    }
-    return;
-  }
   answerCount(
     connection,
     seq,
-    sumInChunks(keys, services.limits.maxBatchKeys, async (chunk) => {
-      const answers = await Promise.all(
-        chunk.map((key, index) =>
-          routed((replier) =>
-            services.router.forwardToOwner({ op: Op.DEL, id: index, key }, replier, startMs),
-          ),
-        ),
-      );
-      return answers.reduce((sum, answer) => sum + countIn(answer), 0);
-    }),
+    sumInChunks(keys, services.limits.maxBatchKeys, (chunk) => deleteEach(chunk, services, startMs)),
   );
 }
 
