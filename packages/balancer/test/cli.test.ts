@@ -8,6 +8,7 @@ import {
   attempt,
   BALANCER_CLI,
   type BalancerReady,
+  balancerArgs,
   connect,
   Resources,
   spawnCli,
@@ -78,23 +79,21 @@ describe('dstore-balancer CLI', () => {
   });
 
   it('prints the ready line, routes to joined real nodes, and exits 0 on SIGTERM', async () => {
-    const balancer = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--replication-factor',
-      '1',
-      '--hash-tag',
-      'none',
-      // Durations and sizes read as the node's flags read them (the shared parsers).
-      '--client-idle-timeout',
-      '5m',
-      '--auth-timeout',
-      '5s',
-      '--max-client-bytes-in-flight',
-      '4m',
-    ]);
+    const balancer = await spawnCli<BalancerReady>(
+      resources,
+      BALANCER_CLI,
+      balancerArgs([
+        '--hash-tag',
+        'none',
+        // Durations and sizes read as the node's flags read them (the shared parsers).
+        '--client-idle-timeout',
+        '5m',
+        '--auth-timeout',
+        '5s',
+        '--max-client-bytes-in-flight',
+        '4m',
+      ]),
+    );
     expect(balancer.ready).toEqual({
       event: 'ready',
       service: 'dstore-balancer',
@@ -126,20 +125,11 @@ describe('dstore-balancer CLI', () => {
       config,
       JSON.stringify({ nodes: [{ id: 'slow-node', host: '127.0.0.1', port: node.port, weight: 1 }] }),
     );
-    const balancer = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--replication-factor',
-      '1',
-      '--config',
-      config,
-      '--request-timeout',
-      '10000',
-      '--log-level',
-      'info',
-    ]);
+    const balancer = await spawnCli<BalancerReady>(
+      resources,
+      BALANCER_CLI,
+      balancerArgs(['--config', config, '--request-timeout', '10000', '--log-level', 'info']),
+    );
     await waitFor(async () => (await health(balancer.ready.adminPort)).ready, 'ready');
     const client = await connect(resources, balancer.ready.port);
     node.stalled = true;
@@ -161,18 +151,11 @@ describe('dstore-balancer CLI', () => {
   });
 
   it('serves Redis clients on --resp-port and names the port in the ready line', async () => {
-    const balancer = await spawnCli<BalancerReady & { respPort: number }>(resources, BALANCER_CLI, [
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--replication-factor',
-      '1',
-      '--resp-port',
-      '0',
-      '--log-level',
-      'warn',
-    ]);
+    const balancer = await spawnCli<BalancerReady & { respPort: number }>(
+      resources,
+      BALANCER_CLI,
+      balancerArgs(['--resp-port', '0', '--log-level', 'warn']),
+    );
     expect(balancer.ready.respPort).toBeGreaterThan(0);
     const ping = spawnSync('redis-cli', ['-p', String(balancer.ready.respPort), 'PING'], {
       encoding: 'utf8',

@@ -8,6 +8,7 @@ import { startEtcd, type TestEtcd } from './etcd.js';
 import {
   BALANCER_CLI,
   type BalancerReady,
+  balancerArgs,
   clientLink,
   Resources,
   ringOf,
@@ -30,26 +31,24 @@ afterAll(() => etcd?.stop());
 afterEach(() => resources.releaseAll());
 
 function spawnBalancer(id: string, prefix: string): Promise<Spawned<BalancerReady>> {
-  return spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-    '--id',
-    id,
-    '--port',
-    '0',
-    '--admin-port',
-    '0',
-    '--replication-factor',
-    '1',
-    '--etcd',
-    etcd.endpoint,
-    '--etcd-prefix',
-    prefix,
-    '--etcd-lease-ttl',
-    '2',
-    '--heartbeat-timeout',
-    '1000',
-    '--log-level',
-    'warn',
-  ]);
+  return spawnCli<BalancerReady>(
+    resources,
+    BALANCER_CLI,
+    balancerArgs([
+      '--id',
+      id,
+      '--etcd',
+      etcd.endpoint,
+      '--etcd-prefix',
+      prefix,
+      '--etcd-lease-ttl',
+      '2',
+      '--heartbeat-timeout',
+      '1000',
+      '--log-level',
+      'warn',
+    ]),
+  );
 }
 
 describe('several balancers on etcd', () => {

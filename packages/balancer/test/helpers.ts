@@ -159,22 +159,17 @@ export function spawnCli<Ready>(
   });
 }
 
+/** The flags of a balancer process on free client and admin ports, replication factor 1, then `extra`. */
+export function balancerArgs(extra: readonly string[] = []): string[] {
+  return ['--port', '0', '--admin-port', '0', '--replication-factor', '1', ...extra];
+}
+
 /**
  * A balancer process (the built CLI) on free client and admin ports, replication factor 1, logging
  * warnings; `extra` flags after those. Killed at release.
  */
 export function spawnBalancer(resources: Resources, extra: string[] = []): Promise<Spawned<BalancerReady>> {
-  return spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-    '--port',
-    '0',
-    '--admin-port',
-    '0',
-    '--replication-factor',
-    '1',
-    '--log-level',
-    'warn',
-    ...extra,
-  ]);
+  return spawnCli<BalancerReady>(resources, BALANCER_CLI, balancerArgs(['--log-level', 'warn', ...extra]));
 }
 
 /** Starts a real storage node (memory engine) registering with the balancer at `balancerPort`. */

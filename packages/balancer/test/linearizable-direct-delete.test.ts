@@ -27,6 +27,7 @@ import { directClient, withMap } from './direct-client.js';
 import {
   BALANCER_CLI,
   type BalancerReady,
+  balancerArgs,
   NODE_CLI,
   type NodeReady,
   Resources,
@@ -77,18 +78,7 @@ describe('direct DEL of a key moving away from a leaving node', () => {
     const balancer = nemesis.process<BalancerReady>({
       name: 'balancer',
       script: BALANCER_CLI,
-      args: [
-        '--port',
-        '0',
-        '--admin-port',
-        '0',
-        '--replication-factor',
-        '1',
-        '--heartbeat-timeout',
-        '1000',
-        '--log-level',
-        'warn',
-      ],
+      args: balancerArgs(['--heartbeat-timeout', '1000', '--log-level', 'warn']),
     });
     const port = (await balancer.start()).port;
     const nodes = ['node-1', 'node-2', 'node-3'].map((id) =>

@@ -25,6 +25,7 @@ import type { RingView } from '../src/index.js';
 import {
   BALANCER_CLI,
   type BalancerReady,
+  balancerArgs,
   connect,
   type NodeReady,
   Resources,
@@ -96,24 +97,22 @@ beforeAll(async () => {
     { name: 'scoped', password: await hashPassword('scoped-password'), prefixes: ['tenant-a:'] },
   ];
   writeFileSync(usersFile, JSON.stringify({ users }));
-  balancer = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-    '--port',
-    '0',
-    '--admin-port',
-    '0',
-    '--replication-factor',
-    '1',
-    '--data-dir',
-    join(dir, 'map'),
-    '--cluster-secret',
-    SECRET,
-    '--users',
-    usersFile,
-    '--admin-token',
-    ADMIN_TOKEN,
-    '--log-level',
-    'error',
-  ]);
+  balancer = await spawnCli<BalancerReady>(
+    resources,
+    BALANCER_CLI,
+    balancerArgs([
+      '--data-dir',
+      join(dir, 'map'),
+      '--cluster-secret',
+      SECRET,
+      '--users',
+      usersFile,
+      '--admin-token',
+      ADMIN_TOKEN,
+      '--log-level',
+      'error',
+    ]),
+  );
   for (const id of ['node-1', 'node-2', 'node-3']) {
     nodes.set(id, await spawnNode(resources, id, balancer.ready.port, ['--cluster-secret', SECRET]));
   }

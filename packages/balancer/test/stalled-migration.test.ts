@@ -16,6 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   BALANCER_CLI,
   type BalancerReady,
+  balancerArgs,
   clientLink,
   Resources,
   ringOf,
@@ -66,18 +67,11 @@ async function wrongKeys(link: PeerLink): Promise<string[]> {
 describe('a new owner without room', () => {
   it('is refused at JOIN; a raised weight is held; a migration it refuses stalls with every key readable, and finishes once it has room', async () => {
     const dir = temporaryDir(resources, 'dstore-stall-');
-    const balancer = await spawnCli<BalancerReady>(resources, BALANCER_CLI, [
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--replication-factor',
-      '1',
-      '--data-dir',
-      join(dir, 'map'),
-      '--log-level',
-      'fatal',
-    ]);
+    const balancer = await spawnCli<BalancerReady>(
+      resources,
+      BALANCER_CLI,
+      balancerArgs(['--data-dir', join(dir, 'map'), '--log-level', 'fatal']),
+    );
     for (const id of ['node-1', 'node-2', 'node-3']) await spawnNode(resources, id, balancer.ready.port);
     await waitForRing(balancer, ['node-1', 'node-2', 'node-3']);
     const link = clientLink(resources, balancer.ready.port);
