@@ -23,6 +23,7 @@ import {
   resultsOf,
   type StopWatchingAbort,
   setAllIfAbsent,
+  sumInChunks,
   watchAbort,
 } from '@dstore/protocol/internal';
 import {
@@ -532,16 +533,16 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
 
   /** How many of `keys` exist (a key named twice counts twice, as Redis). No keys: 0 without a round trip. */
   async exists(...keys: BinaryLike[]): Promise<number> {
-    const bytes = keys.map((key) => this.keyBytes(key));
-    const size = DEFAULT_LIMITS.maxBatchKeys;
-    let count = 0;
     // Past one batch, a batch at a time (one request each).
-    for (let start = 0; start < bytes.length; start += size) {
-      const response = await this.send({ op: Op.EXISTS, keys: bytes.slice(start, start + size) });
-      if (response.op !== Op.COUNT) throw unexpectedAnswer('EXISTS', response);
-      count += response.count;
-    }
-    return count;
+    return sumInChunks(
+      keys.map((key) => this.keyBytes(key)),
+      DEFAULT_LIMITS.maxBatchKeys,
+      async (chunk) => {
+        const response = await this.send({ op: Op.EXISTS, keys: chunk as Uint8Array[] });
+        if (response.op !== Op.COUNT) throw unexpectedAnswer('EXISTS', response);
+        return response.count;
+      },
+    );
   }
 
   /**

@@ -43,7 +43,7 @@ export {
   flushAtEndOfTick,
   OutputBuffer,
 } from './output-buffer.js';
-export { type ReadInPartsOptions, readInParts } from './read-in-parts.js';
+export { type ReadInPartsOptions, readInParts, sumInChunks } from './read-in-parts.js';
 export {
   copyKeyed,
   type DataRequest,

@@ -56,3 +56,19 @@ export async function readInParts<I, V>(
     for (let start = 0; start < items.length; start += size) await collect(items.slice(start, start + size));
   return answers;
 }
+
+/**
+ * The sum of `count` over `items` in consecutive chunks of at most `size` (the batch limit), one
+ * chunk after the other: a count past one batch (EXISTS, a DEL of many keys) with one batch in
+ * flight at a time. The one implementation for the client's `exists` and the RESP port's.
+ */
+export async function sumInChunks<I>(
+  items: readonly I[],
+  size: number,
+  count: (chunk: readonly I[]) => Promise<number>,
+): Promise<number> {
+  let total = 0;
+  for (let start = 0; start < items.length; start += size)
+    total += await count(items.slice(start, start + size));
+  return total;
+}

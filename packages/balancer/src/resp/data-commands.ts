@@ -12,7 +12,7 @@ import {
   type SetExpiry,
   type UserGrant,
 } from '@dstore/protocol';
-import { type BitUnit, readInParts } from '@dstore/protocol/internal';
+import { type BitUnit, readInParts, sumInChunks } from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
 import {
@@ -464,18 +464,6 @@ function routed(send: (replier: Replier) => void): Promise<Response> {
 /** A COUNT answer's count (0 for any other answer). */
 function countIn(response: Response): number {
   return response.op === Op.COUNT ? response.count : 0;
-}
-
-/** The sum of `count` over `keys` in consecutive chunks of at most `size`, one chunk at a time. */
-async function sumInChunks(
-  keys: readonly Uint8Array[],
-  size: number,
-  count: (chunk: readonly Uint8Array[]) => Promise<number>,
-): Promise<number> {
-  let total = 0;
-  for (let start = 0; start < keys.length; start += size)
-    total += await count(keys.slice(start, start + size));
-  return total;
 }
 
 /** Answers `seq` with the integer `total` resolves to, or with its error. */
