@@ -112,7 +112,9 @@ export class ControlHandler {
       return invalid(request.id, `node '${request.nodeId}' is not in the ring: JOIN first`);
     }
     const after = storage?.degraded ?? '';
-    if (after !== before) {
+    // Logged when the state changes, not the reason: the reason carries byte counts that change
+    // with every heartbeat of a full node (it logged several warnings a second).
+    if ((after === '') !== (before === '')) {
       if (after === '') this.logger.info({ node: request.nodeId }, 'node storage recovered: writes accepted');
       else this.logger.warn({ node: request.nodeId, reason: after }, 'node storage degraded: writes refused');
     }

@@ -20,7 +20,7 @@
  * OUT_OF_MEMORY (not executed) while the tail served the write.
  */
 import { Nemesis } from '@dstore/checker';
-import type { DstoreClient } from '@dstore/client';
+import { createClient, type DstoreClient } from '@dstore/client';
 import { DstoreError, ErrorCode } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Resources, sleep, waitFor } from './helpers.js';
@@ -165,6 +165,99 @@ describe.each([
     });
   },
 );
+
+describe("replication with a burst past one member's headroom (memory, node-3 --max-memory 8m, factor 3)", () => {
+  it('the refused batches keep their cause: no healthy link dropped, deletes of the blocked chains go through, copies end alike', {
+    timeout: 120_000,
+  }, async () => {
+    // Found with lmdb on a full 8 MB tmpfs (fault audit): 16 writers of 30 KB values passed the
+    // full member's headroom before its `full` answer came back. Its REPLICATE refusal reached
+    // the head as a CONNECTION_CLOSED relayed by the middle, so the head dropped its healthy link
+    // to the middle (every batch in flight on it failed, indeterminate), and the chains with
+    // refused writes answered UNAVAILABLE to everything, deletes included, until room was freed
+    // through other chains: had every chain been blocked, nothing could have freed it.
+    const cluster = await startThreeMembers('memory', (id) =>
+      id === 'node-3' ? ['--max-memory', '8m'] : ['--max-memory', '64m'],
+    );
+    const client = cluster.client(20_000);
+    // Retries would hide the refusals this test is about.
+    const once = createClient({
+      host: '127.0.0.1',
+      port: cluster.port,
+      commandTimeout: 20_000,
+      maxRetriesPerRequest: 0,
+    });
+    resources.add(() => once.disconnect());
+    // node-3 to about 60% of its cap with 4,000-byte values written one at a time.
+    const kept: string[] = [];
+    for (let i = 0; i < 4000; i++) {
+      if (
+        i % 50 === 0 &&
+        Number((await cluster.stats('node-3'))['storage.used_bytes']) > 0.6 * 8 * 1024 * 1024
+      )
+        break;
+      await client.set(`fill-${i}`, VALUE);
+      kept.push(`fill-${i}`);
+    }
+    // The burst: 300 values of 40,000 bytes in one go, 12 MB where node-3 has ~3 MB to its cap
+    // and 1 MB of headroom past it. The heads of node-1 and node-2 admit theirs at once.
+    const big = 'b'.repeat(40_000);
+    const burst = Array.from({ length: 300 }, (_, i) => `burst-${i}`);
+    const outcomes = await Promise.all(
+      burst.map((key) =>
+        once.set(key, big).then(
+          () => undefined,
+          (error: unknown) => {
+            if (!(error instanceof DstoreError)) throw error;
+            return error;
+          },
+        ),
+      ),
+    );
+    const failures = outcomes.flatMap((error, i) => (error === undefined ? [] : [{ key: burst[i]!, error }]));
+    const refused = failures.filter(({ error }) => error.notExecuted);
+    const unknownErrors = failures.filter(({ error }) => !error.notExecuted).map(({ error }) => error);
+    const unknown = failures.filter(({ error }) => !error.notExecuted).map(({ key }) => key);
+    expect(new Set(refused.map(({ error }) => error.code))).toEqual(new Set([ErrorCode.OUT_OF_MEMORY]));
+    // The overrun happened (a member refused a REPLICATE for room), and each write it left with an
+    // unknown outcome says so: none failed because a healthy link was dropped.
+    expect(unknown.length).toBeGreaterThan(0);
+    for (const error of unknownErrors) expect(error.message).toContain('OUT_OF_MEMORY');
+    expect(unknownErrors.some((error) => /connection closed/i.test(error.message))).toBe(false);
+
+    // The chains of those writes still hold them for node-3: their deletes go through at once
+    // (each key is on its head), with no retry. Before, each was refused UNAVAILABLE.
+    for (const key of unknown) expect(await once.del(key)).toBe(true);
+    // Then every other key of the burst, and a third of the fill.
+    for (const key of burst) if (!unknown.includes(key)) await client.del(key);
+    const freed = kept.slice(0, Math.ceil(kept.length / 3));
+    for (const key of freed) expect(await client.del(key)).toBe(true);
+    // The room is back: the kept writes leave the chains (those of deleted keys are older than
+    // the deletes' tombstones, skipped), and values are taken again.
+    const again = (key: string): string => `again-${key}`.padEnd(VALUE.length, 'y');
+    for (const key of freed.slice(0, 30)) {
+      await waitFor(
+        () =>
+          client.set(key, again(key)).then(
+            () => true,
+            (error: unknown) => {
+              if (error instanceof DstoreError && error.code === ErrorCode.OUT_OF_MEMORY) return false;
+              throw error;
+            },
+          ),
+        `${key} written again once node-3 has room`,
+        30_000,
+      );
+    }
+    // Every member of every chain agrees: no deleted key is back anywhere, none of the kept ones
+    // was lost.
+    for (const key of burst) await cluster.expectOnChain(key, null);
+    for (const key of freed.slice(0, 30)) await cluster.expectOnChain(key, again(key));
+    for (const key of kept.slice(freed.length).filter((_, i) => i % 10 === 0))
+      await cluster.expectOnChain(key, VALUE);
+    expect([...cluster.states.values()]).toEqual(['up', 'up', 'up']);
+  });
+});
 
 describe.each(['allkeys-lru', 'allkeys-random'] as const)(
   'replication with an eviction policy (%s, memory, factor 3, node-3 half the cap of the others)',

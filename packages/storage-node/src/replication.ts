@@ -190,6 +190,12 @@ class ForwardLink {
   failuresTotal = 0;
   /** The newest answer said a member down the stream is past its client room (REPLICATED's `full`). */
   private successorFull = false;
+  /**
+   * The newest failed forward was refused for room by a member down the stream (OUT_OF_SPACE,
+   * OUT_OF_MEMORY): the chain is alive, and the writes of its blocked chains that store no value
+   * go on (see {@link blockedForRoom}).
+   */
+  private refusedForRoom = false;
   /** While {@link successorFull}: the batch of the one value let through to probe, if in flight. */
   private valueProbe: ForwardBatch | undefined;
   /** While {@link successorFull}: when the next probe may go (performance.now()). */
@@ -314,6 +320,7 @@ class ForwardLink {
     this.nextBatch = 1;
     // The stream's members may have changed: the next answer tells again.
     this.successorFull = false;
+    this.refusedForRoom = false;
     this.valueProbe = undefined;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
@@ -347,6 +354,18 @@ class ForwardLink {
    */
   blocks(key: Uint8Array): boolean {
     return this.blocked.size > 0 && this.blocked.has(this.service.chainId(key));
+  }
+
+  /**
+   * Whether the writes kept from failed forwards wait for room on a member down the stream (its
+   * newest failure was a refusal for room, not an unreachable member). A delete of a blocked chain
+   * then goes on ahead of them: it is the only way to free that room (refused too, a member that
+   * filled past its headroom left every write of its chains refused for good). Ahead of the kept
+   * writes is safe: each member applies an entry only if newer, and a replicated delete leaves a
+   * tombstone, so a kept older write of the key can never bring it back.
+   */
+  get blockedForRoom(): boolean {
+    return this.refusedForRoom;
   }
 
   private readonly flush = (): void => {
@@ -462,6 +481,13 @@ class ForwardLink {
       if (batch.connection !== undefined && batch.connection === this.connection) {
         if (error.code === ErrorCode.CONNECTION_CLOSED) this.dropConnection(batch.connection);
         else if (error.code === ErrorCode.TIMEOUT) this.probe(batch.connection);
+      }
+      // A member down the stream is out of room (past its headroom): values of the stream are
+      // refused until an answer says it has room again, as with REPLICATED's `full`.
+      this.refusedForRoom = isRoomRefusal(error);
+      if (this.refusedForRoom) {
+        if (!this.successorFull) this.probeAfter = performance.now() + FULL_PROBE_MS;
+        this.successorFull = true;
       }
       // Kept for the re-send (the successor may still be in the chain, or a new one will be).
       const chains = batch.resentChains;
@@ -600,9 +626,34 @@ function indeterminate(error: DstoreError, successor: string): DstoreError {
   }
   return new DstoreError(
     ErrorCode.CONNECTION_CLOSED,
-    `replication to ${successor} failed (${error.code}): ${error.message}; the write may be on some replicas`,
+    `replication to ${successor} failed (${error.code}): ${error.message}${MAY_BE_ON_REPLICAS}`,
     { cause: error, notExecuted: false },
   );
+}
+
+const MAY_BE_ON_REPLICAS = '; the write may be on some replicas';
+
+/** Whether a failed forward was refused for room by a member down the stream (alive, out of room). */
+function isRoomRefusal(error: DstoreError): boolean {
+  return error.code === ErrorCode.OUT_OF_SPACE || error.code === ErrorCode.OUT_OF_MEMORY;
+}
+
+/**
+ * What a member answers its predecessor's REPLICATE when its own forward of it failed (`outcome`,
+ * the indeterminate error of {@link indeterminate}). A refusal for room further down keeps its
+ * code: the head then knows the chain is alive and out of room (values refused, deletes let
+ * through to free it). A closed connection further down is UNAVAILABLE: answered as
+ * CONNECTION_CLOSED, the head took it for its own link closing and dropped a healthy connection,
+ * failing every other batch in flight on it.
+ */
+function answerUpChain(outcome: DstoreError): DstoreError {
+  const cause = outcome.cause instanceof DstoreError ? outcome.cause : undefined;
+  const message = outcome.message.endsWith(MAY_BE_ON_REPLICAS)
+    ? outcome.message.slice(0, -MAY_BE_ON_REPLICAS.length)
+    : outcome.message;
+  if (cause !== undefined && isRoomRefusal(cause)) return new DstoreError(cause.code, message);
+  if (outcome.code === ErrorCode.CONNECTION_CLOSED) return new DstoreError(ErrorCode.UNAVAILABLE, message);
+  return outcome;
 }
 
 /** Copies bytes one by one (entries not all within one buffer). */
@@ -1439,6 +1490,13 @@ export class ReplicationService {
       return this.outOfRoom(successor);
     }
     if (link.blocks(key)) {
+      if (link.blockedForRoom) {
+        // Kept for room down the chain: a delete or an expiry change goes on (it frees room, or
+        // keeps what is there), a value is refused as when the member says it is full.
+        if (valueBytes === undefined) return undefined;
+        this.counters.refusedFull++;
+        return this.outOfRoom(successor);
+      }
       // Writes of a failed forward wait to be sent again (the successor is unreachable, or a
       // failover is under way): a new write is refused before it runs, so the client retries it.
       this.counters.refusedUnavailable++;
@@ -1599,7 +1657,7 @@ export class ReplicationService {
         this.counters.entriesApplied += stored;
         this.counters.entriesSkipped += entries.length - stored;
         whenAll(forwards, (error) => {
-          if (error !== undefined) done(error);
+          if (error !== undefined) done(answerUpChain(error));
           // Told up the chain: this member or one further down is out of room.
           else done(undefined, this.engine.pastClientRoom() || forwards.some((batch) => batch.full));
         });

@@ -818,6 +818,7 @@ export class LmdbEngine implements StorageEngine {
         : encodeEntry(KIND_VALUE, entry.writeEpoch, entry.version, entry.value, entry.expireAt ?? 0),
     );
     const now = Date.now();
+    cost = this.placementCost(entries, cost);
     this.reserveSpace(cost, true, true);
     let applied: number;
     try {
@@ -1391,13 +1392,12 @@ export class LmdbEngine implements StorageEngine {
   private reserveSpace(bytes: number, hold: boolean, placed = false): void {
     // Nothing to store (deletes only): never refused, however full the data is.
     if (bytes === 0) return;
-    this.refreshUsage();
-    const { used, mapLimited } = this.usage;
-    const limit = this.usage.limit + (placed ? this.usage.headroom : 0);
-    if (used + this.pendingBytes + bytes <= limit) {
+    if (this.hasRoom(bytes, placed)) {
       if (hold) this.pendingBytes += bytes;
       return;
     }
+    const { used, mapLimited } = this.usage;
+    const limit = this.usage.limit + (placed ? this.usage.headroom : 0);
     this.refusedWrites++;
     this.refusedBytes = bytes;
     const bound =
@@ -1411,6 +1411,45 @@ export class LmdbEngine implements StorageEngine {
       'OUT_OF_SPACE',
       `cannot store ${bytes} more bytes: ${bound} is reached (${used} bytes used, ${available} available)`,
     );
+  }
+
+  /** Whether `bytes` more fit with the writes in flight (see {@link reserveSpace}); renews `usage`. */
+  private hasRoom(bytes: number, placed: boolean): boolean {
+    this.refreshUsage();
+    const limit = this.usage.limit + (placed ? this.usage.headroom : 0);
+    return this.usage.used + this.pendingBytes + bytes <= limit;
+  }
+
+  /**
+   * What placed entries cost against the room: `all` (every value among them) when that fits,
+   * else only the values newer than this node's entries of their keys. A batch sent again after
+   * a refusal for room can hold writes this node has since seen deleted (the deletes go on ahead
+   * of them to free that room, see the protocol README, "Room"): skipped when applied, they must
+   * not keep the batch out. Read outside the write's transaction: an estimate, as the cost is.
+   */
+  private placementCost(entries: readonly VersionedEntry[], all: number): number {
+    if (all === 0 || this.hasRoom(all, true)) return all;
+    let cost = 0;
+    try {
+      for (const entry of entries) {
+        if (entry.deleted === true) continue;
+        const previous = this.entries.getBinaryFast(entry.key);
+        if (
+          previous !== undefined &&
+          !isNewerEntry(
+            entry.writeEpoch,
+            entry.version,
+            readUint32(previous, EPOCH_OFFSET),
+            versionOf(previous),
+          )
+        )
+          continue;
+        cost += entryCost(entry.key.byteLength, entry.value.byteLength, this.usage.pageSize);
+      }
+    } catch {
+      return all;
+    }
+    return cost;
   }
 
   /**

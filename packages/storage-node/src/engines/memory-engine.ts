@@ -532,7 +532,8 @@ export class MemoryEngine implements StorageEngine {
       const scoped = this.scoped;
       const evictsHere = this.evicting && !scoped && this.maxMemory > 0;
       const placementLimit = this.maxMemory + this.headroomBytes;
-      if (!this.evicting && storing > 0 && this.maxMemory > 0) this.checkRoom(bytes, storing, placementLimit);
+      if (!this.evicting && storing > 0 && this.maxMemory > 0)
+        this.checkPlacedRoom(entries, bytes, storing, placementLimit);
       let applied = 0;
       for (const entry of entries) this.clock.observe(entry.version);
       // Scoped: the entries of one write of several keys (one version) are checked together
@@ -800,8 +801,43 @@ export class MemoryEngine implements StorageEngine {
 
   /** {@link assertCapacity}'s check itself, whatever the policy. */
   private checkRoom(bytes: number, keys: number, limit: number): void {
+    if (!this.hasRoom(bytes, keys, limit)) throw this.outOfMemory(bytes, limit);
+  }
+
+  /** Whether `bytes` of `keys` new values fit under `limit` (see {@link checkRoom}). */
+  private hasRoom(bytes: number, keys: number, limit: number): boolean {
     const needed = heldBytes(bytes, keys) + this.arena.handlesGrowth(keys) + SLAB_SLACK_BYTES;
-    if (this.footprint() + needed > limit) throw this.outOfMemory(bytes, limit);
+    return this.footprint() + needed <= limit;
+  }
+
+  /**
+   * {@link checkRoom} of placed entries (`bytes` of `storing` values among `entries`): when they
+   * do not all fit, only the values newer than this node's entries of their keys count. A batch
+   * sent again after a refusal for room can hold writes this node has since seen deleted (the
+   * deletes go on ahead of them to free that room, see the protocol README, "Room"): skipped when
+   * applied, they must not keep the batch out.
+   */
+  private checkPlacedRoom(
+    entries: readonly VersionedEntry[],
+    bytes: number,
+    storing: number,
+    limit: number,
+  ): void {
+    if (this.hasRoom(bytes, storing, limit)) return;
+    let newerBytes = 0;
+    let newer = 0;
+    for (const { key, value, writeEpoch, version, deleted } of entries) {
+      if (deleted === true) continue;
+      const handle = this.arena.find(key);
+      if (
+        handle >= 0 &&
+        !isNewerEntry(writeEpoch, version, this.arena.writeEpoch(handle), this.arena.version(handle))
+      )
+        continue;
+      newerBytes += key.byteLength + value.byteLength;
+      newer++;
+    }
+    if (newer > 0) this.checkRoom(newerBytes, newer, limit);
   }
 
   /**

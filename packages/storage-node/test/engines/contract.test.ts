@@ -787,6 +787,19 @@ async function placeUntilRefused(
   throw new Error('no placed entry was refused');
 }
 
+/**
+ * Older copies of `k0` … `k<count - 1>` than their {@link replicatedDeletes}, `bytes` each: a
+ * batch sent again after a refusal for room, whose keys were deleted meanwhile.
+ */
+function olderCopies(count: number, bytes: number): VersionedEntry[] {
+  return Array.from({ length: count }, (_, i) => ({
+    key: text(`k${i}`),
+    value: new Uint8Array(bytes),
+    writeEpoch: 1,
+    version: 1 + i,
+  }));
+}
+
 /** Replicated deletes (tombstones, as a chain member takes them) of `k0` … `k<count - 1>`. */
 function replicatedDeletes(count: number): VersionedEntry[] {
   return Array.from({ length: count }, (_, i) => ({
@@ -827,6 +840,9 @@ describe('LmdbEngine at its map size', () => {
       code: 'OUT_OF_SPACE',
     });
     expect(await engine.applyIfNewer(replicatedDeletes(20))).toBe(20);
+    expect(engine.get(text('k0'))).toBeUndefined();
+    // Far more than the room left, but all older than the deletes: skipped, so not refused.
+    expect(await engine.applyIfNewer(olderCopies(20, 50_000))).toBe(0);
     expect(engine.get(text('k0'))).toBeUndefined();
     const noValue = { writeEpoch: 1, tombstone: false };
     expect(
@@ -1099,6 +1115,9 @@ describe('MemoryEngine under a memory cap', () => {
       code: 'OUT_OF_MEMORY',
     });
     expect(await engine.applyIfNewer(replicatedDeletes(50))).toBe(50);
+    expect(engine.get(text('k0'))).toBeUndefined();
+    // Far more than the headroom, but all older than the deletes: skipped, so not refused.
+    expect(await engine.applyIfNewer(olderCopies(50, CAP / 16))).toBe(0);
     expect(engine.get(text('k0'))).toBeUndefined();
   });
 
