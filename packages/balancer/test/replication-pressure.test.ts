@@ -166,8 +166,8 @@ describe.each([
   },
 );
 
-describe("replication with a burst past one member's headroom (memory, node-3 --max-memory 8m, factor 3)", () => {
-  it('the refused batches keep their cause: no healthy link dropped, deletes of the blocked chains go through, copies end alike', {
+describe("replication with a write past one member's headroom (memory, node-3 --max-memory 4m, factor 3)", () => {
+  it('the refusal keeps its code up the chain, the blocked chain takes deletes at once, the kept write never brings a deleted key back', {
     timeout: 120_000,
   }, async () => {
     // Found with lmdb on a full 8 MB tmpfs (fault audit): 16 writers of 30 KB values passed the
@@ -175,9 +175,11 @@ describe("replication with a burst past one member's headroom (memory, node-3 --
     // the head as a CONNECTION_CLOSED relayed by the middle, so the head dropped its healthy link
     // to the middle (every batch in flight on it failed, indeterminate), and the chains with
     // refused writes answered UNAVAILABLE to everything, deletes included, until room was freed
-    // through other chains: had every chain been blocked, nothing could have freed it.
+    // through other chains: had every chain been blocked, nothing could have freed it. Here one
+    // value larger than node-3's headroom (an eighth of 4 MiB), let through as the heads' probe
+    // once node-3 is full, passes it the same way, every time.
     const cluster = await startThreeMembers('memory', (id) =>
-      id === 'node-3' ? ['--max-memory', '8m'] : ['--max-memory', '64m'],
+      id === 'node-3' ? ['--max-memory', '4m'] : ['--max-memory', '64m'],
     );
     const client = cluster.client(20_000);
     // Retries would hide the refusals this test is about.
@@ -188,52 +190,52 @@ describe("replication with a burst past one member's headroom (memory, node-3 --
       maxRetriesPerRequest: 0,
     });
     resources.add(() => once.disconnect());
-    // node-3 to about 60% of its cap with 4,000-byte values written one at a time.
-    const kept: string[] = [];
-    for (let i = 0; i < 4000; i++) {
-      if (
-        i % 50 === 0 &&
-        Number((await cluster.stats('node-3'))['storage.used_bytes']) > 0.6 * 8 * 1024 * 1024
-      )
-        break;
-      await client.set(`fill-${i}`, VALUE);
-      kept.push(`fill-${i}`);
-    }
-    // The burst: 300 values of 40,000 bytes in one go, 12 MB where node-3 has ~3 MB to its cap
-    // and 1 MB of headroom past it. The heads of node-1 and node-2 admit theirs at once.
-    const big = 'b'.repeat(40_000);
-    const burst = Array.from({ length: 300 }, (_, i) => `burst-${i}`);
-    const outcomes = await Promise.all(
-      burst.map((key) =>
-        once.set(key, big).then(
-          () => undefined,
+    // Until node-3's heads refuse values for it (its answers say `full`).
+    const { acknowledged } = await fillUntilRefused(client, 5);
+    // A key whose chain has node-3 as its tail: the refusal is relayed by the middle.
+    const probe = cluster.keyWhere('node-3', 2, 'probe');
+    const middle = cluster.chainOf(probe)[1]!;
+    const neighbours = acknowledged.filter(
+      (key) => cluster.chainOf(key).join() === cluster.chainOf(probe).join(),
+    );
+    expect(neighbours.length).toBeGreaterThan(1);
+    // The heads let one value through a second (the probe of a full member): this one.
+    let refusal: DstoreError | undefined;
+    await waitFor(
+      () =>
+        once.set(probe, 'p'.repeat(1_000_000)).then(
+          () => {
+            throw new Error('a value past the headroom was stored');
+          },
           (error: unknown) => {
             if (!(error instanceof DstoreError)) throw error;
-            return error;
+            // Refused at the head (not executed) until the probe is due.
+            if (error.notExecuted && error.code === ErrorCode.OUT_OF_MEMORY) return false;
+            refusal = error;
+            return true;
           },
         ),
-      ),
+      'the value let through as a probe',
+      10_000,
     );
-    const failures = outcomes.flatMap((error, i) => (error === undefined ? [] : [{ key: burst[i]!, error }]));
-    const refused = failures.filter(({ error }) => error.notExecuted);
-    const unknownErrors = failures.filter(({ error }) => !error.notExecuted).map(({ error }) => error);
-    const unknown = failures.filter(({ error }) => !error.notExecuted).map(({ key }) => key);
-    expect(new Set(refused.map(({ error }) => error.code))).toEqual(new Set([ErrorCode.OUT_OF_MEMORY]));
-    // The overrun happened (a member refused a REPLICATE for room), and each write it left with an
-    // unknown outcome says so: none failed because a healthy link was dropped.
-    expect(unknown.length).toBeGreaterThan(0);
-    for (const error of unknownErrors) expect(error.message).toContain('OUT_OF_MEMORY');
-    expect(unknownErrors.some((error) => /connection closed/i.test(error.message))).toBe(false);
+    // Outcome unknown (the head stored it), and the head knows why: the middle answered with
+    // node-3's code, not with a closed connection (which made the head drop its link to it).
+    expect(refusal!.notExecuted).toBe(false);
+    expect(refusal!.message).toContain(`replication to ${middle} failed (OUT_OF_MEMORY)`);
 
-    // The chains of those writes still hold them for node-3: their deletes go through at once
-    // (each key is on its head), with no retry. Before, each was refused UNAVAILABLE.
-    for (const key of unknown) expect(await once.del(key)).toBe(true);
-    // Then every other key of the burst, and a third of the fill.
-    for (const key of burst) if (!unknown.includes(key)) await client.del(key);
-    const freed = kept.slice(0, Math.ceil(kept.length / 3));
-    for (const key of freed) expect(await client.del(key)).toBe(true);
-    // The room is back: the kept writes leave the chains (those of deleted keys are older than
-    // the deletes' tombstones, skipped), and values are taken again.
+    // The chain holds that write for node-3: its deletes go through at once, with no retry
+    // (they were refused UNAVAILABLE), the probe key's own included; values of it are refused.
+    expect(await once.del(probe)).toBe(true);
+    for (const key of neighbours.slice(0, 2)) expect(await once.del(key)).toBe(true);
+    const value = await once.set(neighbours[2] ?? probe, VALUE).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(value).toMatchObject({ code: ErrorCode.OUT_OF_MEMORY, notExecuted: true });
+    // Room back (a third of the keys deleted): the kept write leaves the chain (older than the
+    // delete's tombstone on node-3: skipped), and values are taken again.
+    const freed = acknowledged.slice(0, Math.ceil(acknowledged.length / 3));
+    for (const key of freed) if (!neighbours.slice(0, 2).includes(key)) await client.del(key);
     const again = (key: string): string => `again-${key}`.padEnd(VALUE.length, 'y');
     for (const key of freed.slice(0, 30)) {
       await waitFor(
@@ -249,11 +251,10 @@ describe("replication with a burst past one member's headroom (memory, node-3 --
         30_000,
       );
     }
-    // Every member of every chain agrees: no deleted key is back anywhere, none of the kept ones
-    // was lost.
-    for (const key of burst) await cluster.expectOnChain(key, null);
+    // Every member agrees: the deleted probe is nowhere (its kept write did not bring it back).
+    await cluster.expectOnChain(probe, null);
     for (const key of freed.slice(0, 30)) await cluster.expectOnChain(key, again(key));
-    for (const key of kept.slice(freed.length).filter((_, i) => i % 10 === 0))
+    for (const key of acknowledged.slice(freed.length).filter((_, i) => i % 10 === 0))
       await cluster.expectOnChain(key, VALUE);
     expect([...cluster.states.values()]).toEqual(['up', 'up', 'up']);
   });
