@@ -14,6 +14,7 @@ import {
   type TlsClientOptions,
   type WithoutId,
 } from '@dstore/protocol';
+import { BULK, KeyLanes, type KeySlots, keySlotsOf, type Lane, MAIN } from './key-lanes.js';
 
 /** How the balancer talks to a node: the bounds of its one multiplexed connection. */
 export interface NodeLinkOptions {
@@ -63,6 +64,14 @@ function isLargeWrite(message: WithoutId<Request>): boolean {
   return false;
 }
 
+/** A request held by {@link ClusterNode} until its keys' order lets it go (see `ClusterNode.held`). */
+interface HeldRequest {
+  readonly message: WithoutId<Request>;
+  readonly slots: KeySlots;
+  readonly callback: ResponseCallback;
+  readonly timeoutMs: number | undefined;
+}
+
 /** Where a node lives and how much of the ring it gets. */
 export interface NodeAddress {
   readonly id: string;
@@ -100,6 +109,13 @@ export class ClusterNode implements NodeAddress {
   private bulkVerified = false;
   /** Longest wait for a graceful close: every pending request has met its deadline by then. */
   private readonly closeGraceMs: number;
+  /** Each key's requests in flight on the two links: a key's next request follows them. */
+  private readonly lanes = new KeyLanes();
+  /**
+   * Requests held because their keys were in flight on both links (rare: a multi-key request),
+   * and every keyed request after them, in arrival order; sent as answers drain the links.
+   */
+  private held: HeldRequest[] = [];
 
   constructor(
     readonly id: string,
@@ -152,13 +168,22 @@ export class ClusterNode implements NodeAddress {
   }
 
   /**
-   * Sends a request to the node, large writes on the bulk link (while it is up); fails with
-   * UNAVAILABLE at once when the link is down.
+   * Sends a request to the node, large writes on the bulk link (while it is up), a key's request
+   * after that key's requests in flight (see {@link KeyLanes}); fails with UNAVAILABLE at once
+   * when the link is down. `options.signal` is for requests that name no key (control requests).
    */
   forward(message: WithoutId<Request>, options?: RequestOptions): Promise<Response> {
-    if (this.bulkVerified && this.bulkLink.isReady && isLargeWrite(message))
-      return this.bulkLink.request(message, options);
-    return this.link.request(message, options);
+    const slots = keySlotsOf(message);
+    if (slots === undefined) return this.linkOf(this.preferredLane(message)).request(message, options);
+    return new Promise((resolve, reject) => {
+      const refusal = this.forwardKeyed(
+        message,
+        slots,
+        (error, response) => (error === undefined ? resolve(response as Response) : reject(error)),
+        options?.timeoutMs,
+      );
+      if (refusal !== undefined) reject(refusal);
+    });
   }
 
   /**
@@ -167,12 +192,73 @@ export class ClusterNode implements NodeAddress {
    * calls `callback` once with the node's answer or the error.
    */
   forwardWith(message: WithoutId<Request>, callback: ResponseCallback): DstoreError | undefined {
-    const link =
-      this.bulkVerified && this.bulkLink.isReady && isLargeWrite(message) ? this.bulkLink : this.link;
+    return this.forwardKeyed(message, keySlotsOf(message), callback, undefined);
+  }
+
+  /** Sends now on the lane the request's keys need, or holds it (see {@link held}). */
+  private forwardKeyed(
+    message: WithoutId<Request>,
+    slots: KeySlots,
+    callback: ResponseCallback,
+    timeoutMs: number | undefined,
+  ): DstoreError | undefined {
+    const lane =
+      slots !== undefined && this.held.length > 0
+        ? undefined
+        : this.lanes.laneFor(slots, this.preferredLane(message));
+    if (lane === undefined) {
+      this.held.push({ message, slots, callback, timeoutMs });
+      return undefined;
+    }
+    return this.send(lane, message, slots, callback, timeoutMs);
+  }
+
+  /** Sends on `lane`, counting the request's keys there until it settles. */
+  private send(
+    lane: Lane,
+    message: WithoutId<Request>,
+    slots: KeySlots,
+    callback: ResponseCallback,
+    timeoutMs: number | undefined,
+  ): DstoreError | undefined {
+    const link = this.linkOf(lane);
     const connection = link.connection;
     if (connection === undefined)
       return new DstoreError(ErrorCode.UNAVAILABLE, `${link.address} is not connected`);
-    return connection.requestWith(message, callback);
+    if (slots === undefined) return connection.requestWith(message, callback, timeoutMs);
+    this.lanes.sent(slots, lane);
+    const refusal = connection.requestWith(
+      message,
+      (error, response) => {
+        this.lanes.settled(slots, lane);
+        if (this.held.length > 0) this.sendHeld();
+        callback(error, response);
+      },
+      timeoutMs,
+    );
+    if (refusal !== undefined) this.lanes.settled(slots, lane);
+    return refusal;
+  }
+
+  /** Sends the held requests, oldest first, until one must still wait. */
+  private sendHeld(): void {
+    while (this.held.length > 0) {
+      const next = this.held[0]!;
+      const lane = this.lanes.laneFor(next.slots, this.preferredLane(next.message));
+      if (lane === undefined) return;
+      this.held.shift();
+      const refusal = this.send(lane, next.message, next.slots, next.callback, next.timeoutMs);
+      if (refusal !== undefined) next.callback(refusal, undefined);
+    }
+  }
+
+  /** The bulk link for a large write while it is up and verified, else the main one. */
+  private preferredLane(message: WithoutId<Request>): Lane {
+    return this.bulkVerified && this.bulkLink.isReady && isLargeWrite(message) ? BULK : MAIN;
+  }
+
+  private linkOf(lane: Lane): PeerLink {
+    return lane === BULK ? this.bulkLink : this.link;
   }
 
   /** Starts connecting (and reconnecting with backoff). */
