@@ -524,9 +524,25 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     this.sweeper.add(this);
   }
 
-  /** During a graceful close, ends the socket once nothing is owed in either direction. */
+  /**
+   * During a graceful close, ends the socket once nothing is owed in either direction. A serving
+   * side first says SHUTTING_DOWN with id 0: every request it read is answered by then, so a
+   * request the peer sent that crosses our end was not executed, and the peer's pending requests
+   * fail with that not-executed code (safe to send again elsewhere) rather than CONNECTION_CLOSED,
+   * whose outcome is unknown (a balancer's graceful restart made clients treat ~30 requests it
+   * never ran as maybe applied).
+   */
   private endWhenIdle(): void {
     if (!this.closing || this.isClosed || this.servingCount > 0 || this.pending.size > 0) return;
+    if (this.onRequest && !this.socket.writableEnded) {
+      const goodbye: ErrorResponse = {
+        op: Op.ERROR,
+        id: 0,
+        code: ErrorCode.SHUTTING_DOWN,
+        message: 'the server is shutting down: requests it did not answer were not executed',
+      };
+      this.writeBody(this.codec.encode(goodbye), true);
+    }
     this.endSocket();
   }
 

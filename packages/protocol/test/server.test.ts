@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   Authenticator,
@@ -17,7 +17,7 @@ import {
   UserDirectory,
 } from '../src/index.js';
 import { FrameDecoder } from '../src/internal.js';
-import { badInputCorpus } from '../src/testing.js';
+import { badInputCorpus, frame } from '../src/testing.js';
 import { failOnUncaught, Resources, waitFor } from './helpers.js';
 
 failOnUncaught();
@@ -138,6 +138,53 @@ describe('FrameServer', () => {
     await closed;
     expect(server.connectionCount).toBe(0);
     await waitFor(() => !client.isOpen, 5000, 'the client to see the close');
+  });
+});
+
+describe('graceful close, request by request', () => {
+  it('ends with SHUTTING_DOWN (id 0) after its answers, so what crossed the end fails as not executed', async () => {
+    const server = new FrameServer({
+      onRequest: (request, connection) =>
+        setTimeout(() => connection.reply({ op: Op.OK, id: request.id }), 50),
+    });
+    resources.add(() => server.close(100));
+    const { port } = await server.listen();
+    // The server's side: its answer, then the goodbye, then the end.
+    const socket = await resources.socket(port);
+    const seen = watch(socket);
+    socket.write(frame(new MessageCodec().encode({ op: Op.PING, id: 7 })));
+    await waitFor(
+      () => server.connectionCount === 1 && [...server.openConnections][0]!.serving === 1,
+      5000,
+      'the PING read',
+    );
+    void server.close();
+    await waitFor(seen.closed, 5000, 'the server to end the connection');
+    expect(seen.messages).toEqual([
+      { op: Op.OK, id: 7 },
+      expect.objectContaining({ op: Op.ERROR, id: 0, code: ErrorCode.SHUTTING_DOWN }),
+    ]);
+  });
+
+  it('a client whose request the server never read gets SHUTTING_DOWN, not executed', async () => {
+    // A server that read nothing of it: says goodbye and ends, as a closing server does.
+    const raw = createServer((socket) => {
+      socket.on('data', () => {
+        socket.end(
+          frame(
+            new MessageCodec().encode({ op: Op.ERROR, id: 0, code: ErrorCode.SHUTTING_DOWN, message: 'bye' }),
+          ),
+        );
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    resources.add(() => new Promise<void>((resolve) => raw.close(() => resolve())));
+    const client = await resources.connection((raw.address() as AddressInfo).port);
+    await expect(client.request({ op: Op.PING })).rejects.toMatchObject({
+      code: ErrorCode.SHUTTING_DOWN,
+      notExecuted: true,
+    });
   });
 });
 

@@ -479,7 +479,10 @@ class ForwardLink {
       // answering, not this socket: dropping it would fail every other batch in flight on it
       // (other chains' writes), so it is dropped only if a PING on it times out too.
       if (batch.connection !== undefined && batch.connection === this.connection) {
-        if (error.code === ErrorCode.CONNECTION_CLOSED) this.dropConnection(batch.connection);
+        // SHUTTING_DOWN: the successor closes this connection gracefully (a request of ours that
+        // crossed its end, or one it refused while closing).
+        if (error.code === ErrorCode.CONNECTION_CLOSED || error.code === ErrorCode.SHUTTING_DOWN)
+          this.dropConnection(batch.connection);
         else if (error.code === ErrorCode.TIMEOUT) this.probe(batch.connection);
       }
       // A member down the stream is out of room (past its headroom): values of the stream are
