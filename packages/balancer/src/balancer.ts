@@ -346,6 +346,10 @@ export class Balancer {
     this.state = 'stopping';
     this.resolveStopped();
     this.logger.info('balancer stopping');
+    // The writer's role first (etcd): draining takes up to the grace, and the nodes' leases,
+    // which only the writer grants, must not run out meanwhile (they did: a graceful stop of the
+    // coordinator cost as much as its crash).
+    await this.membership.resign();
     await Promise.all([
       this.server.close(this.options.shutdownGraceMs).catch(() => undefined),
       this.resp?.close(this.options.shutdownGraceMs).catch(() => undefined),

@@ -336,21 +336,24 @@ export class EtcdMapStore implements MapStore {
     return this.closing;
   }
 
+  /**
+   * See {@link MapStore.resign}: ends this process's term without `onLost` (it is leaving, not
+   * deposed) and revokes its lease, which deletes the election key: a follower takes over at once.
+   */
+  async resign(): Promise<boolean> {
+    const term = this.term;
+    if (this.closed || term === undefined || term.ended) return false;
+    await this.endOwnTerm(term);
+    return true;
+  }
+
   private async shutdown(): Promise<void> {
     this.closed = true;
     this.listeners.clear();
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
     const term = this.term;
-    if (term !== undefined && !term.ended) {
-      term.ended = true;
-      clearTimeout(term.watchdog);
-      term.abort(this.closedError());
-      // Revoking deletes the election key at once: a follower takes over without waiting a TTL.
-      await this.bounded(term.lease.revoke()).catch((error: unknown) =>
-        this.report(this.unavailable('revoke the leadership lease', error)),
-      );
-    }
+    if (term !== undefined && !term.ended) await this.endOwnTerm(term);
     if (this.leaderName === term?.candidate) this.leaderName = undefined;
     const watchers = [this.mapWatcher, this.leaderWatcher];
     this.mapWatcher = undefined;
@@ -394,6 +397,18 @@ export class EtcdMapStore implements MapStore {
       }
     }, wait);
     term.watchdog.unref();
+  }
+
+  /** Ends this process's own term (a resignation or a close): its campaign stops, its lease is revoked. */
+  private async endOwnTerm(term: Term): Promise<void> {
+    term.ended = true;
+    clearTimeout(term.watchdog);
+    term.abort(this.closedError());
+    // Revoking deletes the election key at once: a follower takes over without waiting a TTL.
+    await this.bounded(term.lease.revoke()).catch((error: unknown) =>
+      this.report(this.unavailable('revoke the leadership lease', error)),
+    );
+    if (this.leaderName === term.candidate) this.leaderName = undefined;
   }
 
   /** Ends a term once: stops its lease, rejects a pending campaign, tells a leader it lost. */

@@ -31,6 +31,12 @@ export interface MapStore {
   acquireLeadership(candidate: string, onLost: () => void): Promise<void>;
   /** The current writer's name, when known. */
   leader(): string | undefined;
+  /**
+   * Hands the writer's role over now, before this process stops (a graceful stop): true when
+   * another process can take it at once (etcd: the election key is deleted), false when there is
+   * no one to hand it to (a file or memory store: this process keeps it until {@link close}).
+   */
+  resign(): Promise<boolean>;
   /** Releases leadership, locks and connections. */
   close(): Promise<void>;
 }
@@ -73,6 +79,10 @@ export class MemoryMapStore implements MapStore {
 
   leader(): string | undefined {
     return this.candidate;
+  }
+
+  async resign(): Promise<boolean> {
+    return false;
   }
 
   async close(): Promise<void> {}
@@ -155,6 +165,10 @@ export class FileMapStore implements MapStore {
 
   leader(): string | undefined {
     return this.candidate;
+  }
+
+  async resign(): Promise<boolean> {
+    return false;
   }
 
   async close(): Promise<void> {

@@ -620,6 +620,21 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (this.isClosed) return;
     // Another coordinator may have written since this process last heard: start from the latest.
     let map = await store.load();
+    if (map === undefined && this.followsStoredMap) {
+      // The store lost the map this process routes on (etcd restarted on an empty data dir, its
+      // keys deleted): a new map would be a new, empty cluster over the live nodes, serving
+      // misses for acknowledged keys (fault audit). Refused: the role goes back, nobody writes.
+      const lost = new DstoreError(
+        ErrorCode.MAP_CORRUPT,
+        `${store.location}: the cluster map this balancer follows (cluster ${this.map.cluster}, epoch ${this.map.epoch}) is gone from the store; refusing to create a new cluster over the live one: restore the store's data, or restart every balancer to start a new cluster`,
+      );
+      this.options.logger.error(
+        { store: store.location, cluster: this.map.cluster, epoch: this.map.epoch },
+        lost.message,
+      );
+      await store.resign();
+      throw lost;
+    }
     if (map === undefined) {
       map = createClusterMap(this.placement(), this.options.replicationFactor ?? this.defaultFactor());
       await store.compareAndSet(undefined, map);
@@ -971,6 +986,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   private coordinator = false;
+  /**
+   * A map from the store (or one this process stored) is installed: this process routes on a
+   * cluster, and an empty store then means the store lost it, not a new cluster (see becomeLeader).
+   */
+  private followsStoredMap = false;
   private candidate: string | undefined;
   private statics: readonly (NodeAddress & { verifyIdentity: boolean })[] = [];
   private unwatch: (() => void) | undefined;
@@ -1463,6 +1483,27 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return answer.op === Op.OK ? answer.lease : undefined;
   }
 
+  /**
+   * On a graceful stop, before the balancer drains its connections: hands the writer's role to
+   * another balancer (etcd), so the nodes' leases keep coming from it while this one drains.
+   * Kept up to the close where no one can take it (a file or memory store).
+   */
+  async resign(): Promise<void> {
+    if (!this.coordinator || this.isClosed) return;
+    // Stops writing first: nothing is written past the revoke.
+    this.coordinator = false;
+    this.stopFailureDetection();
+    if (await this.options.store.resign()) {
+      this.options.logger.info(
+        { store: this.options.store.location },
+        'handed the coordinator role over: stopping',
+      );
+    } else {
+      this.coordinator = true;
+      this.startFailureDetection();
+    }
+  }
+
   /** Closes every node link (requests in flight finish first) and the store. */
   async close(): Promise<void> {
     this.isClosed = true;
@@ -1512,6 +1553,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private install(map: ClusterMap): void {
     const previousRingEpoch = this.opened ? this.map.ring.epoch : -1;
     this.map = map;
+    this.followsStoredMap = true;
     this.migrator.generation = map.generation;
     this.installUnion(map);
     this.migrator.replication = {
