@@ -1,4 +1,5 @@
 import { DstoreError, ErrorCode } from '@dstore/protocol';
+import { ExponentialBackoff, noop } from 'cockatiel';
 import {
   Etcd3,
   type IKeyValue,
@@ -40,6 +41,8 @@ const DEFAULT_LEASE_TTL_SECONDS = 5;
 const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 /** Pause before a failed watch is set up again: enough not to spin on an etcd that is down. */
 const RESYNC_DELAY_MS = 500;
+/** Longest wait of the library between attempts to re-open a broken watch. */
+const WATCH_RETRY_MAX_MS = 1_000;
 
 /** A revision from etcd (decimal int64 text) as a number we can compare and do arithmetic on. */
 function revision(text: string): bigint {
@@ -138,6 +141,15 @@ export class EtcdMapStore implements MapStore {
       // Unary calls get a deadline (streams, i.e. watches and keepalives, live on): the library's
       // own retries then end too, and call() below bounds the whole.
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
+      faultHandling: {
+        // No circuit breaker per host: the library's default opens after 3 failures and refuses
+        // every call for 5 s, so after any outage past the lease TTL the cluster stayed down ~5 s
+        // after etcd was back (etcd audit). Every call here is bounded and retried already.
+        host: () => noop,
+        // Watches (the map, the election) come back within a second of etcd, not up to 30 s.
+        // (The library takes a started backoff and asks it for the next step.)
+        watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: WATCH_RETRY_MAX_MS }).next(),
+      },
     });
   }
 
