@@ -207,6 +207,24 @@ describe('direct routing rules', () => {
     expect(stats.viaBalancer).toBeGreaterThanOrEqual(5);
   }, 60_000);
 
+  it('its balancer away: the client keeps routing on its last map (factor 1: the nodes need no lease)', async () => {
+    const balancer = await startBalancer(resources, { replicationFactor: 1 });
+    const port = balancer.address.port;
+    for (const id of ['node-1', 'node-2']) await spawnNode(resources, id, port);
+    await waitForNodesUp(balancer, 2);
+    const client = await withMap(directClient(port, { maxRetriesPerRequest: 0 }));
+    await client.mset({ a: '1', b: '2', c: '3' });
+    await balancer.stop();
+    // Before: every command waited in the offline queue for the balancer, then failed UNAVAILABLE.
+    const before = client.routingStats!.direct;
+    expect(await client.mget(['a', 'b', 'c'])).toEqual([toBytes('1'), toBytes('2'), toBytes('3')]);
+    await client.set('during', 'away');
+    expect(await client.getString('during')).toBe('away');
+    expect(await client.del('a')).toBe(true);
+    expect(client.routingStats!.direct).toBeGreaterThan(before);
+    expect(client.routingStats!.viaBalancer).toBe(0);
+  }, 60_000);
+
   it('a node down for everyone: the client answers what the balancer answers (UNAVAILABLE)', async () => {
     const balancer = await startBalancer(resources, { replicationFactor: 1 });
     const port = balancer.address.port;

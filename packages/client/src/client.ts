@@ -1169,6 +1169,14 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       return;
     }
     this.start();
+    // A direct client routes data commands on its last map while its balancer is away: the nodes
+    // serve them (above factor 1 while their leases last); a command for a node it cannot reach
+    // falls back to the balancer route and fails as not sent. It queued them all, which made
+    // direct routing no help during a balancer restart (rolling-restart audit).
+    if (this.direct?.routable === true && isDataCommand(command.message)) {
+      this.dispatch(command);
+      return;
+    }
     // The last round failed and this command cannot outlive the wait for the next one: say why now.
     if (this.roundFailure !== undefined && command.deadline <= this.sendableBefore()) {
       command.reject(connectFailedError(this.label, this.roundFailure));

@@ -261,6 +261,11 @@ export class DirectRouter {
     return this.refreshing;
   }
 
+  /** Whether it holds a cluster map to route on (fetched once at least, not closed). */
+  get routable(): boolean {
+    return !this.closed && this.map !== undefined;
+  }
+
   /** Sends `message` to the node that owns its key(s), following redirects; see the class comment. */
   request(message: DataCommand, options: RouteOptions): Promise<Response> {
     switch (message.op) {
