@@ -178,9 +178,14 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
     const timer = setTimeout(() => {
       for (const connection of this.connections) connection.destroy();
     }, graceMs);
-    await Promise.all([...this.connections].map((connection) => connection.close()));
+    await Promise.all([...this.connections].map((connection) => this.shutDown(connection)));
     clearTimeout(timer);
     await stopped;
+  }
+
+  /** Closes `connection` gracefully because the server goes down (a protocol may tell the peer so). */
+  protected shutDown(connection: C): Promise<void> {
+    return connection.close();
   }
 
   /** Open connections by kind: admitted clients and peers, and those not authenticated yet. */

@@ -218,6 +218,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private inChunk = false;
   private socketFull = false;
   private isClosed = false;
+  /** Closing because the server goes down: the peer is told (see {@link shutDown}). */
+  private goodbye = false;
   private closing = false;
   /** Set once the incoming byte stream is untrustworthy: nothing more is read from it. */
   private streamFailed = false;
@@ -482,6 +484,19 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     return closed;
   }
 
+  /**
+   * {@link close} of a server going down: once every request it read is answered, a serving side
+   * tells the peer `SHUTTING_DOWN` with id 0 before it ends the socket, so the peer's requests
+   * still unanswered (sent across the end, never read) fail as not executed rather than with
+   * CONNECTION_CLOSED, whose outcome is unknown (a balancer's graceful restart made clients treat
+   * ~30 requests it never ran as maybe applied). A close for any other reason (a refused
+   * authentication) says nothing more than it did.
+   */
+  shutDown(): Promise<void> {
+    this.goodbye = true;
+    return this.close();
+  }
+
   /** Closes at once; pending requests fail with CONNECTION_CLOSED (or `error`'s code). */
   destroy(error?: Error): void {
     if (this.isClosed) return;
@@ -525,16 +540,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   }
 
   /**
-   * During a graceful close, ends the socket once nothing is owed in either direction. A serving
-   * side first says SHUTTING_DOWN with id 0: every request it read is answered by then, so a
-   * request the peer sent that crosses our end was not executed, and the peer's pending requests
-   * fail with that not-executed code (safe to send again elsewhere) rather than CONNECTION_CLOSED,
-   * whose outcome is unknown (a balancer's graceful restart made clients treat ~30 requests it
-   * never ran as maybe applied).
+   * During a graceful close, ends the socket once nothing is owed in either direction; after
+   * {@link shutDown}, a serving side first says SHUTTING_DOWN with id 0 (every request it read is
+   * answered by then, so one the peer sent across our end was not executed).
    */
   private endWhenIdle(): void {
     if (!this.closing || this.isClosed || this.servingCount > 0 || this.pending.size > 0) return;
-    if (this.onRequest && !this.socket.writableEnded) {
+    if (this.goodbye && this.onRequest && !this.socket.writableEnded) {
       const goodbye: ErrorResponse = {
         op: Op.ERROR,
         id: 0,

@@ -35,6 +35,11 @@ export class FrameServer extends ConnectionServer<Connection> {
     });
   }
 
+  /** Graceful, then SHUTTING_DOWN (id 0): what the peer sent across the end was not executed. */
+  protected override shutDown(connection: Connection): Promise<void> {
+    return connection.shutDown();
+  }
+
   protected tellEvicted(connection: Connection, reason: string): void {
     connection.send({ op: Op.ERROR, id: 0, code: ErrorCode.UNAUTHORIZED, message: reason });
   }
