@@ -64,6 +64,21 @@ function isLargeWrite(message: WithoutId<Request>): boolean {
   return false;
 }
 
+/**
+ * A copy of `value` owning its bytes: every `Uint8Array` in it copied. A held request outlives
+ * the tick whose receive buffer its keys and values are views of.
+ */
+function detached<T>(value: T): T {
+  if (value instanceof Uint8Array) return value.slice() as T;
+  if (Array.isArray(value)) return value.map(detached) as T;
+  if (value !== null && typeof value === 'object') {
+    const copy: Record<string, unknown> = {};
+    for (const [name, field] of Object.entries(value)) copy[name] = detached(field);
+    return copy as T;
+  }
+  return value;
+}
+
 /** A request held by {@link ClusterNode} until its keys' order lets it go (see `ClusterNode.held`). */
 interface HeldRequest {
   readonly message: WithoutId<Request>;
@@ -207,7 +222,8 @@ export class ClusterNode implements NodeAddress {
         ? undefined
         : this.lanes.laneFor(slots, this.preferredLane(message));
     if (lane === undefined) {
-      this.held.push({ message, slots, callback, timeoutMs });
+      // Its keys and values are views of a receive buffer, valid for this tick only.
+      this.held.push({ message: detached(message), slots, callback, timeoutMs });
       return undefined;
     }
     return this.send(lane, message, slots, callback, timeoutMs);

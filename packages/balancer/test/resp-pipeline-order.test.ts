@@ -41,7 +41,7 @@ const big = 'w'.repeat(100_000);
 describe('pipelined commands around a large write', () => {
   it('a STRLEN pipelined after a large SET of its key reads it', async () => {
     const wrong: string[] = [];
-    for (let round = 0; round < 60; round++) {
+    for (let round = 0; round < 20; round++) {
       const answers = await Promise.all(
         [0, 1, 2].map((c) => {
           const key = `after:${round}:${c}`;
@@ -55,7 +55,7 @@ describe('pipelined commands around a large write', () => {
 
   it('an MGET pipelined after a large SET and a small SET of its keys (one on each link) reads both', async () => {
     const wrong: string[] = [];
-    for (let round = 0; round < 40; round++) {
+    for (let round = 0; round < 15; round++) {
       const answers = await Promise.all(
         [0, 1, 2].map((c) => {
           // One hash tag: both keys on one node, the MGET one request to it.
@@ -79,7 +79,7 @@ describe('pipelined commands around a large write', () => {
     })();
     const wrong: string[] = [];
     try {
-      for (let round = 0; round < 40; round++) {
+      for (let round = 0; round < 15; round++) {
         const keys = [0, 1, 2].map((c) => `before:${round}:${c}`);
         const answers = await Promise.all(
           keys.map((key) =>
