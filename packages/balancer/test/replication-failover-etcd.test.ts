@@ -45,6 +45,20 @@ function stateOf(balancer: Balancer, id: string): string | undefined {
   return balancer.membership.clusterMap.members.find((member) => member.id === id)?.replicaState;
 }
 
+/** Three dstore-node processes joined at `balancer`, up there when this resolves. */
+async function startThreeNodes(balancer: Balancer): Promise<ManagedProcess<NodeReady>[]> {
+  const nodes: ManagedProcess<NodeReady>[] = [];
+  for (const id of ['node-1', 'node-2', 'node-3']) {
+    const args = ['--port', '0', '--id', id, '--join', `127.0.0.1:${balancer.address.port}`];
+    args.push('--heartbeat-interval', '200', '--log-level', 'error');
+    const node = nemesis.process<NodeReady>({ name: id, script: NODE_CLI, args });
+    nodes.push(node);
+    await node.start();
+  }
+  await waitFor(() => [...balancer.membership.nodes].filter((node) => node.up).length === 3, '3 nodes up');
+  return nodes;
+}
+
 describe('failover with two balancers on etcd', () => {
   it('nodes registered at a follower hold leases from the coordinator, which marks a stopped one failed', {
     timeout: 60_000,
@@ -53,18 +67,7 @@ describe('failover with two balancers on etcd', () => {
     await waitFor(() => coordinator.membership.isCoordinator, 'the first balancer coordinates');
     const follower = await startBalancer(resources, onEtcd());
     expect(follower.membership.isCoordinator).toBe(false);
-    const nodes: ManagedProcess<NodeReady>[] = [];
-    for (const id of ['node-1', 'node-2', 'node-3']) {
-      const args = ['--port', '0', '--id', id, '--join', `127.0.0.1:${follower.address.port}`];
-      args.push('--heartbeat-interval', '200', '--log-level', 'error');
-      const node = nemesis.process<NodeReady>({ name: id, script: NODE_CLI, args });
-      nodes.push(node);
-      await node.start();
-    }
-    await waitFor(
-      () => [...follower.membership.nodes].filter((node) => node.up).length === 3,
-      '3 nodes up at the follower',
-    );
+    const nodes = await startThreeNodes(follower);
     const client = createClient({ host: '127.0.0.1', port: follower.address.port, commandTimeout: 8000 });
     resources.add(() => client.disconnect());
     // Served: every node holds a lease, granted by the coordinator through the follower.
@@ -92,18 +95,7 @@ describe('the coordinator stopping gracefully (two balancers on etcd)', () => {
     });
     await waitFor(() => coordinator.membership.isCoordinator, 'the first balancer coordinates');
     const follower = await startBalancer(resources, onEtcd(prefix));
-    const nodes: ManagedProcess<NodeReady>[] = [];
-    for (const id of ['node-1', 'node-2', 'node-3']) {
-      const args = ['--port', '0', '--id', id, '--join', `127.0.0.1:${coordinator.address.port}`];
-      args.push('--heartbeat-interval', '200', '--log-level', 'error');
-      const node = nemesis.process<NodeReady>({ name: id, script: NODE_CLI, args });
-      nodes.push(node);
-      await node.start();
-    }
-    await waitFor(
-      () => [...coordinator.membership.nodes].filter((node) => node.up).length === 3,
-      '3 nodes up',
-    );
+    const nodes = await startThreeNodes(coordinator);
     const client = createClient({
       host: '127.0.0.1',
       port: coordinator.address.port,

@@ -11,7 +11,7 @@ import { createClient } from 'redis5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
 import { Resources, temporaryDir, waitFor } from './helpers.js';
-import { redisCli, startRespCluster } from './resp-helpers.js';
+import { exchange as exchangeOnce, redisCli, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
 let balancer: Balancer;
@@ -75,18 +75,7 @@ describe('RESP authentication and grants', () => {
   });
 
   it("holds a client that has not authenticated to Redis's limits (10 elements, 16 KiB bulks), then closes it", async () => {
-    /** Sends `bytes` on a fresh connection; resolves everything answered until the server closes. */
-    const exchange = (bytes: string): Promise<string> =>
-      new Promise<string>((resolve) => {
-        const socket = netConnect({ host: '127.0.0.1', port });
-        let text = '';
-        socket.on('data', (chunk: Buffer) => {
-          text += chunk.toString('latin1');
-        });
-        socket.on('error', () => undefined);
-        socket.on('close', () => resolve(text));
-        socket.write(bytes);
-      });
+    const exchange = (bytes: string): Promise<string> => exchangeOnce(port, bytes);
     const elevenArgs = `*11\r\n${'$1\r\nx\r\n'.repeat(11)}`;
     expect(await exchange(elevenArgs)).toBe('-ERR Protocol error: unauthenticated multibulk length\r\n');
     // The bulk's header alone is refused: its megabyte is never waited for.

@@ -1,5 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -139,4 +140,18 @@ export async function answerOf(connection: Redis, command: readonly string[]): P
   } catch (error) {
     return `error: ${error instanceof Error ? error.message : String(error)}`;
   }
+}
+
+/** Sends `bytes` to the RESP port on a fresh connection; resolves everything answered until the server closes. */
+export function exchange(port: number, bytes: string): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const socket = netConnect({ host: '127.0.0.1', port });
+    let text = '';
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(text));
+    socket.write(bytes);
+  });
 }

@@ -6,10 +6,9 @@
  * after a 100 KB SET answered 0): the SET went on the bulk link, the STRLEN on the main one, and
  * nothing ordered the two connections.
  */
-import { connect as netConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Resources } from './helpers.js';
-import { startRespCluster } from './resp-helpers.js';
+import { exchange as exchangeOnce, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
 let port: number;
@@ -20,18 +19,7 @@ beforeAll(async () => {
 afterAll(() => resources.releaseAll());
 
 /** Sends `bytes` on a fresh connection; resolves everything answered until the server closes. */
-function exchange(bytes: string): Promise<string> {
-  return new Promise<string>((resolve) => {
-    const socket = netConnect({ host: '127.0.0.1', port });
-    let text = '';
-    socket.on('data', (chunk: Buffer) => {
-      text += chunk.toString('latin1');
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => resolve(text));
-    socket.write(bytes);
-  });
-}
+const exchange = (bytes: string): Promise<string> => exchangeOnce(port, bytes);
 
 const command = (...args: string[]): string =>
   `*${args.length}\r\n${args.map((arg) => `$${arg.length}\r\n${arg}\r\n`).join('')}`;
