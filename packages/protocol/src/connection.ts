@@ -38,7 +38,10 @@ export interface ConnectionOptions {
    * (the balancer's node links). 0 (default): no byte bound, only `maxServing`.
    */
   readonly maxServingBytes?: number;
-  /** Most bytes waiting to be written; past it requests fail with BUSY and a peer that does not read is dropped. Default 16 MiB. */
+  /**
+   * Most bytes waiting to be written; past it requests fail with BUSY and a peer that does not read
+   * is dropped (both ways, past twice this: our own requests may fill it once). Default 16 MiB.
+   */
   readonly maxOutputBytes?: number;
   /** A frame that started arriving must be complete within this many ms (slow senders). Default 10000. */
   readonly frameTimeoutMs?: number;
@@ -305,7 +308,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
    * requests that wait for answers queued behind them, neither would ever move again. What bounds
    * the requests it serves instead is the peer's own in-flight bound (`maxInFlight` per
    * connection), and the output stays bounded by `maxOutputBytes` (requests refused with BUSY,
-   * and a peer that reads no answers dropped). Resumes reading if it was paused.
+   * and a peer that reads no answers dropped past twice it). Resumes reading if it was paused.
    */
   useBothWays(): void {
     this.bothWays = true;
@@ -652,10 +655,21 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       this.flushScheduled = true;
       flushAtEndOfTick(this.endOfTick);
     }
-    if (isResponse && this.bufferedOutputBytes > this.options.maxOutputBytes) {
+    if (isResponse && this.bufferedOutputBytes > this.notReadingBytes) {
       // The peer sends requests but does not read answers: drop it rather than buffer without bound.
       this.destroy(new DstoreError(ErrorCode.BUSY, 'peer is not reading its responses'));
     }
+  }
+
+  /**
+   * Output past which a peer counts as not reading its answers. Both ways, our own requests share
+   * the output: they are refused past `maxOutputBytes` (see {@link refusalFor}), so they can fill
+   * up to that (and one frame) on their own, and only output beyond it is answers the peer leaves
+   * unread. Counted alone, a node whose forwards filled the link dropped it at its next answer,
+   * failing every stream between the two nodes.
+   */
+  private get notReadingBytes(): number {
+    return this.bothWays ? 2 * this.options.maxOutputBytes : this.options.maxOutputBytes;
   }
 
   /** Writes the tick's frames at its end ({@link flushAtEndOfTick}); made once, so queueing allocates nothing. */

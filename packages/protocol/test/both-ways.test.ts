@@ -75,4 +75,43 @@ describe('a connection used both ways', () => {
     for (const answer of await Promise.all(answers)) expect(answer).toMatchObject({ op: Op.OK });
     expect(server.connectionCount).toBe(1);
   });
+  it('keeps the link when its own requests fill the output and it answers the peer in the same tick', async () => {
+    // A storage node whose replication streams towards one peer filled their shared link, then
+    // answering that peer's REPLICATE: counted with its own requests, the answer looked like a peer
+    // not reading its answers, and the node dropped the link (failing every stream on it).
+    const sent: Promise<unknown>[] = [];
+    let refusal: { code: string } | undefined;
+    const { server, address } = await resources.server({
+      connection: { maxOutputBytes: 64 * 1024 },
+      onRequest: (request, connection) => {
+        if (request.op === Op.STATS) connection.useBothWays();
+        if (request.op === Op.PING) {
+          for (let i = 0; i < 100 && refusal === undefined; i++) {
+            sent.push(
+              new Promise((resolve) => {
+                refusal = connection.requestWith(
+                  { op: Op.SET, key: new Uint8Array([i]), value: new Uint8Array(16 * 1024) },
+                  (error, response) => resolve(error ?? response),
+                  10_000,
+                );
+                if (refusal !== undefined) resolve(refusal);
+              }),
+            );
+          }
+        }
+        connection.reply({ op: Op.OK, id: request.id });
+      },
+    });
+    const client = await resources.connection(address.port, {
+      bothWays: true,
+      onRequest: (request: Request, connection) => connection.reply({ op: Op.OK, id: request.id }),
+    });
+    await client.request({ op: Op.STATS });
+    expect(await client.request({ op: Op.PING })).toMatchObject({ op: Op.OK });
+    // Its requests past the output bound were refused (BUSY, not sent); the others are answered.
+    expect(refusal).toMatchObject({ code: 'BUSY' });
+    const outcomes = await Promise.all(sent);
+    expect(outcomes.slice(0, -1).every((outcome) => (outcome as { op?: number }).op === Op.OK)).toBe(true);
+    expect(server.connectionCount).toBe(1);
+  });
 });

@@ -90,6 +90,9 @@ const WIPE_RETRY_MS = 1000;
  */
 const FULL_PROBE_MS = 1000;
 
+/** How soon a stream whose connection was full (output or requests in flight) tries to send again. */
+const ROOM_RETRY_MS = 5;
+
 /** Delays between sends of entries kept after failed forwards (the one backoff policy). */
 const RESEND_BACKOFF = { initialDelayMs: 50, maxDelayMs: 1000 } as const;
 
@@ -220,6 +223,8 @@ class ForwardLink {
   private readonly blocked = new Map<string, number>();
   private scheduled = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** While the connection to the successor was too full to take the next batch: the retry of the send. */
+  private roomTimer: NodeJS.Timeout | undefined;
   /** Failed forwards in a row (the backoff's attempt); reset by an answer. */
   private failures = 0;
   /** Failed forwards since the link was made (a write that changes nothing checks it). */
@@ -488,9 +493,9 @@ class ForwardLink {
     // Whatever is sent is closed: a later write of this tick starts the next batch.
     this.filling = undefined;
     const epoch = this.service.epoch;
-    for (const batch of this.toSend.splice(0)) {
-      const number = this.nextBatch++;
-      batch.connection = connection;
+    while (this.toSend.length > 0) {
+      const batch = this.toSend[0]!;
+      const number = this.nextBatch;
       const refusal = connection.requestWith(
         { op: Op.REPLICATE, epoch, batch: number, entries: batch.entries },
         (error, response) =>
@@ -501,12 +506,33 @@ class ForwardLink {
           ),
         this.service.timeoutMs,
       );
+      if (refusal?.code === ErrorCode.BUSY) {
+        // The connection's output or its requests in flight are full (every stream towards this
+        // peer shares it): this batch and the later ones wait, in order, for it to drain. Failed,
+        // they would have blocked their chains and answered their clients indeterminate. The
+        // streams' own bounds (`queueBytes`, BUSY to new client writes) bound the wait.
+        this.waitForRoom();
+        return;
+      }
+      this.toSend.shift();
+      this.nextBatch++;
+      batch.connection = connection;
       if (refusal !== undefined) this.answered(batch, refusal);
       else {
         this.service.counters.batchesSent++;
         this.service.counters.entriesSent += batch.entries.length;
       }
     }
+  }
+
+  /** Sends the waiting batches again shortly (the connection was full): one timer per link at most. */
+  private waitForRoom(): void {
+    if (this.roomTimer !== undefined) return;
+    this.roomTimer = setTimeout(() => {
+      this.roomTimer = undefined;
+      if (this.toSend.length > 0) this.schedule();
+    }, ROOM_RETRY_MS);
+    this.roomTimer.unref();
   }
 
   private answered(batch: ForwardBatch, error: DstoreError | undefined, full = false): void {

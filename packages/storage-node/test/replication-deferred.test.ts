@@ -136,3 +136,21 @@ describe('a forward refused whole by a member in transition', () => {
     expect(await outcome).toMatchObject({ code: ErrorCode.CONNECTION_CLOSED, notExecuted: false });
   });
 });
+
+describe('a forward stream whose connection to its successor is full', () => {
+  it('waits for room, in order, instead of failing its writes (more batches than a connection may have in flight)', async () => {
+    const tail = await heldTail('node-x');
+    const { replication, key } = await headOf(tail, 60_000);
+    // One batch per tick, all held unanswered: past the connection's 1,024 requests in flight.
+    const outcomes: Promise<unknown>[] = [];
+    for (let i = 0; i < 1100; i++) {
+      outcomes.push(written(replication, key));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await whenReceived(tail.peer, 1024);
+    tail.peer.release();
+    const answers = await Promise.all(outcomes);
+    expect(answers.filter((answer) => typeof answer !== 'string')).toEqual([]);
+    expect(replication.counters.batchesFailed).toBe(0);
+  });
+});
