@@ -71,7 +71,7 @@ export interface ReplicationCounters {
   tombstonesPurged: number;
   /** Wipes of every entry: this node became a learner (`syncing`) after being failed or restarted. */
   wipes: number;
-  /** Client writes refused with UNAVAILABLE because a learner of their chain is being promoted (drain). */
+  /** Client writes refused with BUSY because their chain is changing members (a promotion or a ring change drains it). */
   refusedPromoting: number;
   /** Client writes of values refused because a member of their chain is out of room (REPLICATED's `full`). */
   refusedFull: number;
@@ -1633,8 +1633,10 @@ export class ReplicationService {
   /** The refusal of a write whose chain is changing members (not executed, retryable). */
   private promotingRefusal(): DstoreError {
     this.counters.refusedPromoting++;
+    // BUSY, as every refusal while the map changes (Redis's TRYAGAIN on the RESP port): the chain
+    // is alive and takes writes again within a ring change, not a member down (CLUSTERDOWN).
     return new DstoreError(
-      ErrorCode.UNAVAILABLE,
+      ErrorCode.BUSY,
       "this key's chain is changing members (a replica is promoted, or the ring changes): retry",
     );
   }

@@ -114,7 +114,7 @@ async function expectFrozenUntilDrained(
     control.get(head)!.request({ op: Op.SET, key: toBytes(key), value: toBytes('refused'), epoch: 11 }),
   );
   expect(refused).toBeInstanceOf(DstoreError);
-  expect((refused as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+  expect((refused as DstoreError).code).toBe(ErrorCode.BUSY);
   expect((refused as DstoreError).notExecuted).toBe(true);
   // Give the nodes every chance to answer early (they must not), then let the write through.
   await sleep(300);
@@ -250,7 +250,7 @@ describe('a weight change that reorders a chain (factor 3)', () => {
     held.release();
     const answer = await write;
     expect(answer, 'a write of a reordered chain during the switch').toBeInstanceOf(DstoreError);
-    expect((answer as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+    expect((answer as DstoreError).code).toBe(ErrorCode.BUSY);
     expect((answer as DstoreError).notExecuted).toBe(true);
     expect(held.received.some((request) => request.entries.length > 0)).toBe(false);
   });

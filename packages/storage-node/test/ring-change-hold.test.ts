@@ -120,7 +120,7 @@ describe('the next ring of a replicated ring change (holding)', () => {
     await send(next, ringOf(12, next, {}, { holding: true }));
     const frozen = await set(head, changed, 'v2', 12);
     expect(frozen).toBeInstanceOf(DstoreError);
-    expect((frozen as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+    expect((frozen as DstoreError).code).toBe(ErrorCode.BUSY);
     expect((frozen as DstoreError).notExecuted).toBe(true);
     // The old tail still answers reads of its previous chain: nothing newer was acknowledged.
     expect(readValue(await get(LEAVING, changed, 11))).toBe('v1');
@@ -131,7 +131,7 @@ describe('the next ring of a replicated ring change (holding)', () => {
     // Another holding ring (a member failed meanwhile, say) keeps the same chains frozen.
     await send(next, ringOf(13, next, {}, { holding: true }));
     const stillFrozen = await set(head, changed, 'v2', 13);
-    expect((stillFrozen as DstoreError).code).toBe(ErrorCode.UNAVAILABLE);
+    expect((stillFrozen as DstoreError).code).toBe(ErrorCode.BUSY);
 
     // Every node has the next ring: node-c no longer answers for the range.
     await send([LEAVING], ringOf(13, next, {}, { holding: true }));
@@ -157,7 +157,7 @@ describe('the next ring of a replicated ring change (holding)', () => {
       [unchangedHead, unchanged],
     ] as const) {
       const refused = await set(id, key, 12);
-      expect((refused as DstoreError).code, key).toBe(ErrorCode.UNAVAILABLE);
+      expect((refused as DstoreError).code, key).toBe(ErrorCode.BUSY);
       expect((refused as DstoreError).notExecuted).toBe(true);
     }
     await send(next, ringOf(13, next, {}));
