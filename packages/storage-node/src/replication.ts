@@ -119,6 +119,8 @@ class ForwardBatch {
   readonly entries: ReplicatedEntry[] = [];
   /** Creation order over every link of the node: a drain waits for the batches made before it. */
   readonly seq: number;
+  /** When it was made (`performance.now()`): a deferred batch's bound counts from here. */
+  readonly madeAt = performance.now();
   bytes = 0;
   /** Answered (undefined) or failed (the error); unset while in flight. */
   outcome: DstoreError | undefined | null = null;
@@ -742,10 +744,11 @@ function isTransitionalRefusal(error: DstoreError): boolean {
 }
 
 /**
- * The deferred batches of a node (see {@link isTransitionalRefusal}), oldest first: each gets its
- * outcome (the indeterminate error) once `boundMs` passed and no re-send settled it, so a client
- * or a predecessor waits at most that long for a forward that keeps failing. One unref'd timer,
- * armed only while a batch is deferred: failure paths only, never per request.
+ * The deferred batches of a node (see {@link isTransitionalRefusal}): each gets its outcome (the
+ * indeterminate error) once `boundMs` passed since the batch was made and no re-send settled it,
+ * so a client, or a predecessor whose own forward waits (its deadline started when it sent the
+ * batch this node made), waits at most that long for a forward that keeps failing. One unref'd
+ * timer, armed only while a batch is deferred: failure paths only, never per request.
  */
 class DeferredAnswers {
   private queue: { batch: ForwardBatch; failure: DstoreError; dueAt: number }[] = [];
@@ -755,7 +758,7 @@ class DeferredAnswers {
 
   add(batch: ForwardBatch, failure: DstoreError): void {
     batch.defer(failure);
-    this.queue.push({ batch, failure, dueAt: performance.now() + this.boundMs });
+    this.queue.push({ batch, failure, dueAt: batch.madeAt + this.boundMs });
     this.arm();
   }
 
@@ -768,24 +771,26 @@ class DeferredAnswers {
 
   private arm(): void {
     if (this.timer !== undefined) return;
-    const first = this.queue.find(({ batch }) => !batch.settled);
-    if (first === undefined) {
+    let first = Number.POSITIVE_INFINITY;
+    for (const { batch, dueAt } of this.queue) if (!batch.settled && dueAt < first) first = dueAt;
+    if (first === Number.POSITIVE_INFINITY) {
       this.queue = [];
       return;
     }
-    this.timer = setTimeout(() => this.expire(), Math.max(0, first.dueAt - performance.now()));
+    this.timer = setTimeout(() => this.expire(), Math.max(0, first - performance.now()));
     this.timer.unref();
   }
 
   private expire(): void {
     this.timer = undefined;
     const now = performance.now();
-    let i = 0;
-    for (; i < this.queue.length && this.queue[i]!.dueAt <= now; i++) {
-      const { batch, failure } = this.queue[i]!;
-      batch.settleWith(failure);
+    const waiting: typeof this.queue = [];
+    for (const entry of this.queue) {
+      if (entry.batch.settled) continue;
+      if (entry.dueAt <= now) entry.batch.settleWith(entry.failure);
+      else waiting.push(entry);
     }
-    this.queue = this.queue.slice(i);
+    this.queue = waiting;
     this.arm();
   }
 }
@@ -1095,8 +1100,8 @@ export class ReplicationService {
         this.counters.tombstonesPurged += purged;
       },
     );
-    // Half the forward's own deadline: a member's deferred answer reaches its predecessor before
-    // the predecessor's forward times out.
+    // Half the forward's own deadline, from when the batch was made: a member's deferred answer
+    // reaches its predecessor before the predecessor's forward times out.
     this.deferredAnswers = new DeferredAnswers(options.timeoutMs / 2);
     this.evictionScope = {
       get active() {
