@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { Op, type Response, type UserGrant } from '@dstore/protocol';
+import { LARGE_REQUEST_BYTES, Op, type Response, type UserGrant } from '@dstore/protocol';
 import {
   type EndOfTickWriter,
   flushAtEndOfTick,
@@ -44,6 +44,13 @@ export interface RespConnectionOptions {
   readonly parser: RespParserLimits;
   /** Most commands read and not answered yet; reading pauses there (back-pressure). */
   readonly maxInFlight: number;
+  /**
+   * Most bytes of large commands (arguments of {@link LARGE_REQUEST_BYTES} or more together) read
+   * and not answered yet; past it reading pauses until answers bring it to half, as the native
+   * port's `maxServingBytes` (the balancer's `--max-client-bytes-in-flight`): a client pipelining
+   * big SETs waits in its own socket instead of filling the node links. 0 or absent: no byte bound.
+   */
+  readonly maxServingBytes?: number;
   /**
    * Most reply bytes buffered for a client that does not read them; past it the client is
    * disconnected (as Redis's client-output-buffer-limit does). Reading pauses at half of it.
@@ -135,8 +142,9 @@ const END_GRACE_MS = 2000;
  * the answers in command order even when they complete out of order (pipelined commands on
  * different nodes). An answer that completes ahead of its turn is encoded into a side buffer and
  * released when its turn comes; in-order answers go straight to the output buffer, flushed once
- * per tick. At most `maxInFlight` commands wait for answers: past that, reading stops until they
- * drain, so a pipelining client is slowed down rather than buffered without bound.
+ * per tick. At most `maxInFlight` commands (and `maxServingBytes` of large ones) wait for answers:
+ * past that, reading stops until they drain, so a pipelining client is slowed down rather than
+ * buffered without bound.
  */
 export class RespConnection
   extends EventEmitter<{ close: [] }>
@@ -164,6 +172,11 @@ export class RespConnection
   /** Commands parsed while dispatching was held (reading paused, or an AUTH being checked). */
   private deferred: DeferredItem[] = [];
   private readingPaused = false;
+  /** Bytes of the large commands in flight, and each one's size by sequence number. */
+  private servingBytes = 0;
+  private readonly largeServing = new Map<number, number>();
+  /** `options.maxServingBytes`, 0 for none. */
+  private readonly maxServingBytes: number;
   /** Dispatching waits while an AUTH or HELLO AUTH is being verified: later commands need its outcome. */
   private held = false;
   /** The client shut its side: once the commands it sent are dispatched, the connection closes. */
@@ -184,6 +197,7 @@ export class RespConnection
     super();
     this.id = id;
     this.writer = new RespWriter(this.output);
+    this.maxServingBytes = options.maxServingBytes ?? 0;
     // Before authentication (users configured, no identity yet, no AUTH being checked) commands
     // are held to Redis's pre-AUTH limits; an AUTH pipelined before them lifts the limits, as
     // Redis, which runs the AUTH before it reads on.
@@ -247,6 +261,7 @@ export class RespConnection
 
   /** Ends the answer of `seq` started by {@link beginReply}; releases the answers it was holding up. */
   endReply(seq: number): void {
+    if (this.servingBytes > 0) this.answeredLarge(seq);
     if (this.closed) {
       // Answers arriving after the client left are dropped (the side buffer is not kept either).
       if (seq !== this.headSeq) this.sideOutput.takeView();
@@ -304,6 +319,8 @@ export class RespConnection
    */
   private runCommand(args: Uint8Array[]): void {
     const seq = this.nextSeq++;
+    // Counted before it runs: an answer given synchronously (a refusal) uncounts it at once.
+    if (this.maxServingBytes > 0) this.countLarge(seq, args);
     try {
       this.runner.run(this, args, seq);
     } catch (error) {
@@ -311,11 +328,32 @@ export class RespConnection
         this.replyError(seq, `ERR INTERNAL: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
-    if (this.inFlight >= this.options.maxInFlight && !this.readingPaused) {
-      // The bound is reached: what the current chunk still holds waits in `deferred`.
+    if (
+      (this.inFlight >= this.options.maxInFlight ||
+        (this.maxServingBytes > 0 && this.servingBytes >= this.maxServingBytes)) &&
+      !this.readingPaused
+    ) {
+      // A bound is reached: what the current chunk still holds waits in `deferred`.
       this.readingPaused = true;
       this.socket.pause();
     }
+  }
+
+  /** Counts command `seq` against `maxServingBytes` when its arguments make it large. */
+  private countLarge(seq: number, args: Uint8Array[]): void {
+    let bytes = 0;
+    for (const arg of args) bytes += arg.length;
+    if (bytes < LARGE_REQUEST_BYTES) return;
+    this.largeServing.set(seq, bytes);
+    this.servingBytes += bytes;
+  }
+
+  /** Command `seq` is answered: its bytes no longer count (its arguments are no longer held). */
+  private answeredLarge(seq: number): void {
+    const bytes = this.largeServing.get(seq);
+    if (bytes === undefined) return;
+    this.largeServing.delete(seq);
+    this.servingBytes -= bytes;
   }
 
   /** A command skipped for going over a limit: its turn gets `-ERR message`. */
@@ -403,10 +441,14 @@ export class RespConnection
     }
   }
 
-  /** Pauses reading while too many commands wait or too many answer bytes are unread. */
+  /**
+   * Pauses reading while too many commands (or bytes of large ones) wait or too many answer bytes
+   * are unread; resumes once the commands waiting are down to half of either bound.
+   */
   private applyBackPressure(): void {
     const over =
       this.inFlight >= this.options.maxInFlight ||
+      (this.maxServingBytes > 0 && this.servingBytes >= this.maxServingBytes) ||
       this.bufferedOutputBytes >= this.options.maxOutputBytes / 2;
     if (over && !this.readingPaused) {
       this.readingPaused = true;
@@ -415,6 +457,7 @@ export class RespConnection
       !over &&
       this.readingPaused &&
       this.inFlight <= this.options.maxInFlight / 2 &&
+      this.servingBytes <= this.maxServingBytes / 2 &&
       !this.socket.writableNeedDrain
     ) {
       this.readingPaused = false;
@@ -463,6 +506,8 @@ export class RespConnection
     this.closing = true;
     this.deferred = [];
     this.early.clear();
+    this.largeServing.clear();
+    this.servingBytes = 0;
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer);
     if (!this.socket.destroyed) this.socket.destroy();
     this.emit('close');

@@ -72,6 +72,8 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
           maxArgs: 16 * limits.maxBatchKeys + 1,
         },
         maxInFlight: MAX_IN_FLIGHT,
+        // The native port's bound (`--max-client-bytes-in-flight`), enforced the same way.
+        maxServingBytes: options.maxClientBytesInFlight,
         maxOutputBytes: options.respMaxOutputBytes,
         authRequired: () => parts.users?.enabled === true,
       },
