@@ -154,7 +154,10 @@ export class Balancer {
       clientIdleTimeoutMs: this.options.clientIdleTimeoutMs,
       requireAuthentication: true,
       tls: this.options.tls,
-      connection: { maxServingBytes: this.options.maxClientBytesInFlight },
+      connection: {
+        maxServingBytes: this.options.maxClientBytesInFlight,
+        frameTimeoutMs: this.options.frameTimeoutMs,
+      },
       onRequest: (request, connection) => this.onRequest(request, connection),
     });
     this.server.on('refused', (remote) =>

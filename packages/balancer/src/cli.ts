@@ -52,6 +52,7 @@ interface CliFlags {
   protectedMode: boolean;
   authTimeout: number;
   clientIdleTimeout: number;
+  frameTimeout: number;
   adminHost: string;
   adminToken?: string;
   adminAuth: 'mutating' | 'all';
@@ -177,6 +178,12 @@ function buildProgram(): Command {
         duration(0),
         300_000,
       )
+      .option(
+        '--frame-timeout <ms>',
+        'a client frame or RESP command that started arriving must be complete within this time (ms, or 10s)',
+        duration(1),
+        10_000,
+      )
       .option('--admin-host <host>', 'address of the admin HTTP server', '127.0.0.1')
       .option(
         '--admin-token <token>',
@@ -274,6 +281,7 @@ async function main(): Promise<void> {
     adminAuth: flags.adminAuth,
     authTimeoutMs: flags.authTimeout,
     clientIdleTimeoutMs: flags.clientIdleTimeout,
+    frameTimeoutMs: flags.frameTimeout,
     protectedMode: flags.protectedMode,
     ...optional('token', token),
     ...optional('clusterSecret', flags.clusterSecret ?? process.env[EnvVar.CLUSTER_SECRET]),

@@ -128,6 +128,12 @@ export interface BalancerOptions {
   /** An authenticated client connection idle this long is closed; 0 = never. Default 300000. */
   readonly clientIdleTimeoutMs?: number;
   /**
+   * A client frame (native port) or command (RESP port) that started arriving must be complete
+   * within this many ms, else the connection is closed (a slow sender cannot hold a client slot
+   * by trickling bytes, which the idle timeout counts as traffic). Default 10000.
+   */
+  readonly frameTimeoutMs?: number;
+  /**
    * The cluster secret (at least 16 characters): balancers and nodes prove it to each other by
    * challenge-response, and only they may send cluster operations (JOIN, LEAVE, RING, MIGRATE,
    * ...). Without it, peers are accepted from loopback addresses only (protected mode).
@@ -221,6 +227,7 @@ export interface ResolvedBalancerOptions {
   readonly maxPendingPerAddress: number;
   readonly authTimeoutMs: number;
   readonly clientIdleTimeoutMs: number;
+  readonly frameTimeoutMs: number;
   readonly clusterSecret: string | undefined;
   readonly usersFile: string | undefined;
   readonly token: string | undefined;
@@ -433,6 +440,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     maxPendingPerAddress: positiveInteger('maxPendingPerAddress', options.maxPendingPerAddress ?? 64),
     authTimeoutMs: positiveInteger('authTimeoutMs', options.authTimeoutMs ?? 5000),
     clientIdleTimeoutMs: nonNegativeInteger('clientIdleTimeoutMs', options.clientIdleTimeoutMs ?? 300_000),
+    frameTimeoutMs: positiveInteger('frameTimeoutMs', options.frameTimeoutMs ?? 10_000),
     clusterSecret: clusterSecretOption(options.clusterSecret),
     usersFile: options.usersFile === '' ? undefined : options.usersFile,
     token: options.token === '' ? undefined : options.token,

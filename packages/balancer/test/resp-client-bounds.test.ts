@@ -1,7 +1,8 @@
 /**
  * The bounds a RESP connection shares with the native port (pressure audit, F1 point 5): a client
  * pipelining big SETs it never reads the answers of holds at most `--max-client-bytes-in-flight`
- * of them towards the nodes (reading pauses past it, as on the native port).
+ * of them towards the nodes (reading pauses past it, as on the native port); a command that started
+ * arriving must be complete within `--frame-timeout` (audit F2), as a native frame.
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
@@ -18,6 +19,8 @@ let nodes: Spawned<NodeReady>[];
 /** The byte bound of the cluster under test: eight of the 64 KiB SETs below. */
 const BYTES_IN_FLIGHT = 512 * 1024;
 const VALUE = 'v'.repeat(64 * 1024);
+/** The started-command deadline, shortened for the test (10 s by default). */
+const FRAME_TIMEOUT_MS = 1500;
 
 beforeAll(async () => {
   // Long deadlines: a node is SIGSTOPped for a while and must neither time out nor be marked down.
@@ -29,6 +32,7 @@ beforeAll(async () => {
     maxClientBytesInFlight: BYTES_IN_FLIGHT,
     requestTimeoutMs: 60_000,
     heartbeatTimeoutMs: 60_000,
+    frameTimeoutMs: FRAME_TIMEOUT_MS,
   }));
 }, 60_000);
 afterAll(() => resources.releaseAll());
@@ -45,23 +49,54 @@ function keysOf(id: string, prefix: string, count: number): string[] {
   return keys;
 }
 
-/** Requests the balancer has sent node `id` and not had answered, on both its links. */
+/**
+ * Large writes the balancer has sent node `id` and not had answered: those on its bulk link (the
+ * main link also carries the balancer's own probes of the node).
+ */
 function inFlightAt(id: string): number {
-  const node = balancer.membership.node(id)!;
-  return node.inFlight + (node.bulkLink.connection?.inFlight ?? 0);
+  return balancer.membership.node(id)!.bulkLink.connection?.inFlight ?? 0;
 }
 
-/** A raw connection, destroyed at release; what it receives is collected in `received()`. */
-async function rawSocket(): Promise<{ socket: Socket; received: () => string }> {
+/**
+ * A raw connection, destroyed at release; what it receives is collected in `received()`, and
+ * `ended()` tells whether the server closed it.
+ */
+async function rawSocket(): Promise<{ socket: Socket; received: () => string; ended: () => boolean }> {
   const socket = netConnect({ host: '127.0.0.1', port });
   socket.on('error', () => undefined);
   resources.add(() => socket.destroy());
   let text = '';
+  let ended = false;
   socket.on('data', (chunk: Buffer) => {
     text += chunk.toString('latin1');
   });
+  socket.once('end', () => {
+    ended = true;
+  });
+  socket.once('close', () => {
+    ended = true;
+  });
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-  return { socket, received: () => text };
+  return { socket, received: () => text, ended: () => ended };
+}
+
+/**
+ * Sends `head`, then `piece` every `everyMs` until the server closes the connection (or the test
+ * ends): a client that started a command and never finishes it, yet is never idle.
+ */
+async function trickle(head: string, piece: string, everyMs: number): Promise<{ reply: string }> {
+  const raw = await rawSocket();
+  raw.socket.write(head);
+  const timer = setInterval(() => {
+    if (!raw.ended()) raw.socket.write(piece);
+  }, everyMs);
+  resources.add(() => clearInterval(timer));
+  try {
+    await waitFor(() => raw.ended(), 'the server to close the trickling connection');
+  } finally {
+    clearInterval(timer);
+  }
+  return { reply: raw.received() };
 }
 
 describe('bytes of large commands in flight per RESP connection', () => {
@@ -99,4 +134,38 @@ describe('bytes of large commands in flight per RESP connection', () => {
       stalled.child.kill('SIGCONT');
     }
   }, 60_000);
+});
+
+describe('a RESP command that started arriving must be complete within the frame timeout', () => {
+  it('a SET whose declared 512 MB bulk trickles in gets a protocol error and is closed', async () => {
+    const { reply } = await trickle(
+      '*3\r\n$3\r\nSET\r\n$7\r\ntrickle\r\n$536870912\r\n',
+      'x'.repeat(1024),
+      100,
+    );
+    expect(reply).toBe(`-ERR Protocol error: command incomplete after ${FRAME_TIMEOUT_MS} ms\r\n`);
+  }, 30_000);
+
+  it('a *1000000 header followed by a few elements at a time gets a protocol error and is closed', async () => {
+    const { reply } = await trickle('*1000000\r\n$3\r\nDEL\r\n', '$1\r\nk\r\n', 100);
+    expect(reply).toBe(`-ERR Protocol error: command incomplete after ${FRAME_TIMEOUT_MS} ms\r\n`);
+  }, 30_000);
+
+  it('a slow client whose every command completes is served for longer than the deadline', async () => {
+    const raw = await rawSocket();
+    const rounds = 12;
+    // Each command sent in two parts a little apart, the whole run several deadlines long.
+    for (let round = 0; round < rounds; round++) {
+      const whole = command('SET', `slow:${round}`, VALUE.slice(0, 1000));
+      raw.socket.write(whole.slice(0, 20));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      raw.socket.write(whole.slice(20));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    raw.socket.write(command('PING'));
+    const expected = `${'+OK\r\n'.repeat(rounds)}+PONG\r\n`;
+    await waitFor(() => raw.received().length >= expected.length || raw.ended(), 'every answer');
+    expect(raw.received()).toBe(expected);
+    expect(raw.ended()).toBe(false);
+  }, 30_000);
 });

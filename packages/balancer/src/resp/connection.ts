@@ -1,11 +1,16 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+// The module's `performance`, as the protocol's connections use (the global one is an accessor).
+import { performance } from 'node:perf_hooks';
 import { LARGE_REQUEST_BYTES, Op, type Response, type UserGrant } from '@dstore/protocol';
 import {
+  type DeadlineSweeper,
   type EndOfTickWriter,
   flushAtEndOfTick,
   OutputBuffer,
   type ServedConnection,
+  type Sweepable,
+  sharedSweeper,
 } from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { RespWriter } from './encoder.js';
@@ -58,7 +63,19 @@ export interface RespConnectionOptions {
   readonly maxOutputBytes: number;
   /** Whether clients must authenticate (users are configured): see `RespParserLimits.preAuth`. */
   readonly authRequired?: () => boolean;
+  /**
+   * A command that started arriving must be complete within this many ms, else the client gets
+   * `-ERR Protocol error: ...` and is closed: the native port's frame deadline (the balancer's
+   * `--frame-timeout`), so a client trickling a declared 512 MB bulk or a `*1000000` header cannot
+   * hold its slot (arriving bytes count as traffic for the idle timeout). Default 10000.
+   */
+  readonly frameTimeoutMs?: number;
+  /** The sweeper that checks the deadline. Default: the process-wide `sharedSweeper`. */
+  readonly sweeper?: DeadlineSweeper;
 }
+
+/** Default of {@link RespConnectionOptions.frameTimeoutMs}, the native port's frame deadline. */
+const DEFAULT_FRAME_TIMEOUT_MS = 10_000;
 
 /**
  * What waits in a connection's queue while dispatching is held: a command, the message of a
@@ -148,7 +165,7 @@ const END_GRACE_MS = 2000;
  */
 export class RespConnection
   extends EventEmitter<{ close: [] }>
-  implements ServedConnection, RespCommandSink, RespReplyTarget
+  implements ServedConnection, RespCommandSink, RespReplyTarget, Sweepable
 {
   /** This connection's id (CLIENT ID, HELLO's `id`). */
   readonly id: number;
@@ -177,6 +194,15 @@ export class RespConnection
   private readonly largeServing = new Map<number, number>();
   /** `options.maxServingBytes`, 0 for none. */
   private readonly maxServingBytes: number;
+  /**
+   * When the command partly received started arriving (`performance.now()`), -1 when none is;
+   * checked by the shared sweeper (no timer per command) while {@link swept}.
+   */
+  private partialSince = -1;
+  private readonly frameTimeoutMs: number;
+  private readonly sweeper: DeadlineSweeper;
+  /** Registered with the sweeper: only while a command is partly received. */
+  private swept = false;
   /** Dispatching waits while an AUTH or HELLO AUTH is being verified: later commands need its outcome. */
   private held = false;
   /** The client shut its side: once the commands it sent are dispatched, the connection closes. */
@@ -198,6 +224,8 @@ export class RespConnection
     this.id = id;
     this.writer = new RespWriter(this.output);
     this.maxServingBytes = options.maxServingBytes ?? 0;
+    this.frameTimeoutMs = options.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS;
+    this.sweeper = options.sweeper ?? sharedSweeper;
     // Before authentication (users configured, no identity yet, no AUTH being checked) commands
     // are held to Redis's pre-AUTH limits; an AUTH pipelined before them lifts the limits, as
     // Redis, which runs the AUTH before it reads on.
@@ -303,6 +331,8 @@ export class RespConnection
   /** Resumes dispatching after {@link hold}. */
   release(): void {
     this.held = false;
+    // The started command's deadline restarts: the client could not send while we held reading.
+    if (this.partialSince >= 0) this.partialSince = performance.now();
     this.dispatchDeferred();
   }
 
@@ -389,12 +419,49 @@ export class RespConnection
       this.parser.push(chunk);
     } catch (error) {
       if (!(error instanceof RespProtocolError)) throw error;
-      // Answered in its turn, after the commands before it, then the connection ends (as Redis).
-      this.socket.pause();
-      if (this.readingPaused || this.held || this.deferred.length > 0) {
-        this.deferred.push({ protocolError: error.message });
-      } else this.failStream(error.message);
+      this.protocolError(error.message);
+      return;
     }
+    if (!this.parser.hasPartialCommand) this.partialSince = -1;
+    else if (this.partialSince < 0) {
+      this.partialSince = performance.now();
+      if (!this.swept) {
+        this.swept = true;
+        this.sweeper.add(this);
+      }
+    }
+  }
+
+  /**
+   * The shared sweeper's check: a command started more than `frameTimeoutMs` ago and still not
+   * complete fails the stream. Not while reading is paused or held: the stall is then ours.
+   */
+  sweep(now: number): void {
+    if (
+      this.partialSince >= 0 &&
+      !this.readingPaused &&
+      !this.held &&
+      !this.closing &&
+      now - this.partialSince > this.frameTimeoutMs
+    ) {
+      this.partialSince = -1;
+      this.protocolError(new RespProtocolError(`command incomplete after ${this.frameTimeoutMs} ms`).message);
+    }
+    if (this.partialSince < 0 || this.closing) this.unwatch();
+  }
+
+  private unwatch(): void {
+    if (!this.swept) return;
+    this.swept = false;
+    this.sweeper.delete(this);
+  }
+
+  /** Answers a protocol error in its turn, after the commands before it, then ends (as Redis). */
+  private protocolError(message: string): void {
+    this.socket.pause();
+    if (this.readingPaused || this.held || this.deferred.length > 0) {
+      this.deferred.push({ protocolError: message });
+    } else this.failStream(message);
   }
 
   /** Answers the protocol error in its turn and closes: nothing after it can be trusted. */
@@ -461,6 +528,8 @@ export class RespConnection
       !this.socket.writableNeedDrain
     ) {
       this.readingPaused = false;
+      // The started command's deadline restarts: the client could not send while we did not read.
+      if (this.partialSince >= 0) this.partialSince = performance.now();
       this.dispatchDeferred();
     }
   }
@@ -508,6 +577,7 @@ export class RespConnection
     this.early.clear();
     this.largeServing.clear();
     this.servingBytes = 0;
+    this.unwatch();
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer);
     if (!this.socket.destroyed) this.socket.destroy();
     this.emit('close');

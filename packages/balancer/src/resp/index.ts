@@ -74,6 +74,8 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
         maxInFlight: MAX_IN_FLIGHT,
         // The native port's bound (`--max-client-bytes-in-flight`), enforced the same way.
         maxServingBytes: options.maxClientBytesInFlight,
+        // The native port's deadline for a started frame, for a started command.
+        frameTimeoutMs: options.frameTimeoutMs,
         maxOutputBytes: options.respMaxOutputBytes,
         authRequired: () => parts.users?.enabled === true,
       },
