@@ -68,6 +68,7 @@ import {
   connectFailedError,
   invalidArgument,
   isForeignProtocol,
+  serverTimeoutError,
 } from './errors.js';
 import { OfflineQueue } from './offline-queue.js';
 import {
@@ -1295,7 +1296,14 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       }
     }
     if (error instanceof DstoreError && error.code === ErrorCode.TIMEOUT) {
-      command.reject(commandTimeoutError(command.timeoutMs, 'waiting for the answer'));
+      // The link fails a request with TIMEOUT only once the command's deadline passed (it was sent
+      // with the time left): one before it is the server's answer, such as the balancer's own
+      // --request-timeout towards a node, which must not be reported as this client's deadline.
+      command.reject(
+        performance.now() < command.deadline
+          ? serverTimeoutError(this.link.address, command.timeoutMs, error)
+          : commandTimeoutError(command.timeoutMs, 'waiting for the answer'),
+      );
       return;
     }
     command.reject(error instanceof Error ? error : new DstoreError(ErrorCode.INTERNAL, String(error)));

@@ -37,6 +37,20 @@ export function commandTimeoutError(
 }
 
 /**
+ * A TIMEOUT the server answered (a balancer whose forwarded request passed its `--request-timeout`,
+ * a node's own deadline) before the client's deadline: the server's words stay in the message and
+ * as `cause`, so it says which hop timed out and after how long. Outcome unknown, as any TIMEOUT
+ * after the command was sent (`notExecuted` false, by its code).
+ */
+export function serverTimeoutError(address: string, timeoutMs: number, answered: DstoreError): DstoreError {
+  return new DstoreError(
+    ErrorCode.TIMEOUT,
+    `the server (${address}) timed out the command within the client's ${timeoutMs} ms: ${answered.message}`,
+    { cause: answered },
+  );
+}
+
+/**
  * What made a connection attempt fail, for the user: the socket error (ECONNREFUSED, ENOTFOUND,
  * a TLS error), the peer's refusal (UNAUTHORIZED) or the protocol mismatch (an HTTP server)
  * rather than the UNAVAILABLE or CONNECTION_CLOSED wrappers around them.

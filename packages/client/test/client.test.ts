@@ -633,6 +633,21 @@ describe('retries', () => {
     expect(server.count(Op.SET)).toBe(2);
   });
 
+  it("reports the server's TIMEOUT as the server's (its message kept, as cause), not as its own deadline", async () => {
+    // A balancer whose --request-timeout (2 s) towards a node passed answers TIMEOUT long before
+    // the client's own 10 s; the error used to say "no response within 10000 ms".
+    const server = await startServer();
+    const client = await readyClient(server, { commandTimeout: 10_000, maxRetriesPerRequest: 5 });
+    server.failNext = [ErrorCode.TIMEOUT];
+    const error = (await client.set('k', 'v').catch((failure: unknown) => failure)) as DstoreError;
+    expect(error).toMatchObject({ code: ErrorCode.TIMEOUT, notExecuted: false });
+    expect(error.message).toContain('fake failure TIMEOUT');
+    expect(error.message).not.toContain('no response within 10000 ms');
+    expect(error.cause).toMatchObject({ code: ErrorCode.TIMEOUT, message: 'fake failure TIMEOUT' });
+    // Indeterminate: never resent.
+    expect(server.count(Op.SET)).toBe(1);
+  });
+
   it('does not resend commands in flight when the connection drops', async () => {
     const server = await startServer();
     const client = await readyClient(server, { maxRetriesPerRequest: 5, commandTimeout: 300 });
