@@ -1,3 +1,5 @@
+// The module's `performance`, as the protocol's connections use (the global one is an accessor).
+import { performance } from 'node:perf_hooks';
 import {
   type Connection,
   type Credentials,
@@ -65,15 +67,25 @@ function isLargeWrite(message: WithoutId<Request>): boolean {
 }
 
 /**
- * A copy of `value` owning its bytes: every `Uint8Array` in it copied. A held request outlives
- * the tick whose receive buffer its keys and values are views of.
+ * Most bytes (keys and values) of the requests one node holds (see `ClusterNode.held`): as much as
+ * its bulk link may buffer; past it a request is refused with BUSY rather than held.
  */
-function detached<T>(value: T): T {
-  if (value instanceof Uint8Array) return value.slice() as T;
-  if (Array.isArray(value)) return value.map(detached) as T;
+const MAX_HELD_BYTES = BULK_LINK_OUTPUT_BYTES;
+
+/**
+ * A copy of `value` owning its bytes: every `Uint8Array` in it copied, their lengths added to
+ * `size.bytes`. A held request outlives the tick whose receive buffer its keys and values are
+ * views of.
+ */
+function detached<T>(value: T, size: { bytes: number }): T {
+  if (value instanceof Uint8Array) {
+    size.bytes += value.length;
+    return value.slice() as T;
+  }
+  if (Array.isArray(value)) return value.map((element: unknown) => detached(element, size)) as T;
   if (value !== null && typeof value === 'object') {
     const copy: Record<string, unknown> = {};
-    for (const [name, field] of Object.entries(value)) copy[name] = detached(field);
+    for (const [name, field] of Object.entries(value)) copy[name] = detached(field, size);
     return copy as T;
   }
   return value;
@@ -84,7 +96,12 @@ interface HeldRequest {
   readonly message: WithoutId<Request>;
   readonly slots: KeySlots;
   readonly callback: ResponseCallback;
+  /** Its deadline as given (undefined: the link's request timeout), for the error's words. */
   readonly timeoutMs: number | undefined;
+  /** `performance.now()` past which it fails: its deadline counts from its arrival, not its sending. */
+  readonly deadline: number;
+  /** Bytes of its keys and values (counted against {@link MAX_HELD_BYTES}). */
+  readonly bytes: number;
 }
 
 /** Where a node lives and how much of the ring it gets. */
@@ -128,9 +145,18 @@ export class ClusterNode implements NodeAddress {
   private readonly lanes = new KeyLanes();
   /**
    * Requests held because their keys were in flight on both links (rare: a multi-key request),
-   * and every keyed request after them, in arrival order; sent as answers drain the links.
+   * and every keyed request after them, in arrival order; sent as answers drain the links. At most
+   * `maxInFlight` of them and {@link MAX_HELD_BYTES} (past either: BUSY, not executed); each one
+   * sent with the time its deadline has left, or failed unsent (TIMEOUT, not executed) when none.
+   * No timer: each request settling on the links (answered or past its own deadline) sends or
+   * fails the held ones, so a held request overstays its deadline only while a request before it
+   * on its keys is still in flight, itself bounded by its deadline.
    */
   private held: HeldRequest[] = [];
+  /** Bytes of {@link held}'s requests. */
+  private heldBytes = 0;
+  private readonly requestTimeoutMs: number;
+  private readonly maxHeld: number;
 
   constructor(
     readonly id: string,
@@ -144,6 +170,8 @@ export class ClusterNode implements NodeAddress {
     options: NodeLinkOptions,
   ) {
     this.closeGraceMs = options.requestTimeoutMs + 100;
+    this.requestTimeoutMs = options.requestTimeoutMs;
+    this.maxHeld = options.maxInFlight;
     const link = (maxOutputBytes: number | undefined): PeerLink =>
       new PeerLink({
         host,
@@ -221,12 +249,36 @@ export class ClusterNode implements NodeAddress {
       slots !== undefined && this.held.length > 0
         ? undefined
         : this.lanes.laneFor(slots, this.preferredLane(message));
-    if (lane === undefined) {
-      // Its keys and values are views of a receive buffer, valid for this tick only.
-      this.held.push({ message: detached(message), slots, callback, timeoutMs });
-      return undefined;
-    }
+    if (lane === undefined) return this.hold(message, slots, callback, timeoutMs);
     return this.send(lane, message, slots, callback, timeoutMs);
+  }
+
+  /** Holds a request until its keys' order lets it go; refuses it (BUSY) past the held bounds. */
+  private hold(
+    message: WithoutId<Request>,
+    slots: KeySlots,
+    callback: ResponseCallback,
+    timeoutMs: number | undefined,
+  ): DstoreError | undefined {
+    if (this.held.length >= this.maxHeld) {
+      return new DstoreError(
+        ErrorCode.BUSY,
+        `${this.id}: ${this.held.length} requests already waiting for earlier ones on its keys to be answered`,
+      );
+    }
+    // Its keys and values are views of a receive buffer, valid for this tick only.
+    const size = { bytes: 0 };
+    const copy = detached(message, size);
+    if (this.heldBytes + size.bytes > MAX_HELD_BYTES) {
+      return new DstoreError(
+        ErrorCode.BUSY,
+        `${this.id}: ${this.heldBytes} bytes of requests already waiting for earlier ones on its keys to be answered`,
+      );
+    }
+    const deadline = performance.now() + (timeoutMs ?? this.requestTimeoutMs);
+    this.held.push({ message: copy, slots, callback, timeoutMs, deadline, bytes: size.bytes });
+    this.heldBytes += size.bytes;
+    return undefined;
   }
 
   /** Sends on `lane`, counting the request's keys there until it settles. */
@@ -256,16 +308,41 @@ export class ClusterNode implements NodeAddress {
     return refusal;
   }
 
-  /** Sends the held requests, oldest first, until one must still wait. */
+  /**
+   * Sends the held requests, oldest first, until one must still wait; each with the time left to
+   * its deadline, and one with none left fails unsent (TIMEOUT, not executed: never on the wire,
+   * so it cannot run after the client was told it failed).
+   */
   private sendHeld(): void {
+    let now = -1;
     while (this.held.length > 0) {
       const next = this.held[0]!;
+      if (now < 0) now = performance.now();
+      const leftMs = Math.floor(next.deadline - now);
+      if (leftMs <= 0) {
+        this.unhold();
+        next.callback(
+          new DstoreError(
+            ErrorCode.TIMEOUT,
+            `no response within ${next.timeoutMs ?? this.requestTimeoutMs} ms: the request waited for earlier ones on its keys to ${this.id} and was not sent`,
+            { notExecuted: true },
+          ),
+          undefined,
+        );
+        continue;
+      }
       const lane = this.lanes.laneFor(next.slots, this.preferredLane(next.message));
       if (lane === undefined) return;
-      this.held.shift();
-      const refusal = this.send(lane, next.message, next.slots, next.callback, next.timeoutMs);
+      this.unhold();
+      const refusal = this.send(lane, next.message, next.slots, next.callback, leftMs);
       if (refusal !== undefined) next.callback(refusal, undefined);
     }
+  }
+
+  /** Takes the oldest held request off the queue. */
+  private unhold(): void {
+    const first = this.held.shift();
+    if (first !== undefined) this.heldBytes -= first.bytes;
   }
 
   /** The bulk link for a large write while it is up and verified, else the main one. */
