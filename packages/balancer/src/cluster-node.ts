@@ -130,6 +130,12 @@ export class ClusterNode implements NodeAddress {
   leaving = false;
   /** The peer at the address answered HELLO with another id: never forward to it. */
   identityMismatch: string | undefined;
+  /**
+   * `performance.now()` when the main link last became ready: a link that came up after the
+   * node's last HEARTBEAT may be to a new process at the same address, so it proves nothing about
+   * the one that heartbeated (see `Membership`'s identity check).
+   */
+  linkReadyAt = 0;
   readonly link: PeerLink;
   /**
    * A second link for large writes (a SET or MSET of {@link LARGE_REQUEST_BYTES} or more): a
@@ -379,6 +385,7 @@ export class ClusterNode implements NodeAddress {
   }
 
   private checkIdentity(hello: HelloOkResponse): void {
+    this.linkReadyAt = performance.now();
     this.identityMismatch = this.verifyIdentity && hello.serverId !== this.id ? hello.serverId : undefined;
   }
 }

@@ -1295,15 +1295,19 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /**
-   * Throws IDENTITY_CONFLICT when the member holding the id may be alive: its link is up, it was
-   * heard from recently, or this balancer started too recently to know.
+   * Throws IDENTITY_CONFLICT when the member holding the id may be alive: it was heard from
+   * recently, its link has been up since before it was last heard from, or this balancer started
+   * too recently to know. A link that came up after the member's last heartbeat proves nothing:
+   * a new process at the same address (a memory node restarted) is what it reaches, and counted,
+   * it refused that process for as long as the link stayed up.
    */
   private refuseIfLive(existing: MapMember, identity: string): void {
     const node = this.pool.get(existing.id);
     const now = performance.now();
     const timeout = this.options.heartbeatTimeoutMs;
     const heard = node?.registered === true && now - node.lastHeartbeatAt <= timeout;
-    const live = (node?.link.isReady ?? false) || heard || now - this.openedAt <= timeout;
+    const linked = node?.link.isReady === true && node.linkReadyAt <= node.lastHeartbeatAt;
+    const live = linked || heard || now - this.openedAt <= timeout;
     if (!live) return;
     throw new DstoreError(
       ErrorCode.IDENTITY_CONFLICT,

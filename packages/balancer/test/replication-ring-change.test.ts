@@ -305,6 +305,9 @@ describe('ring changes a union ring cannot route', () => {
     await waitFor(() => membership.node('node-1')?.link.isReady === false, 'node-1 link down');
     await sleep(400);
     await first.restart();
+    // The balancer's link reaches the new process at the same address before its JOIN: that link
+    // proves nothing about the old one (it was refused as live while the link stayed up).
+    await waitFor(() => membership.node('node-1')?.link.isReady === true, 'node-1 link up again');
     await join('node-1', 2, 'node-1-b');
     const member = membership.clusterMap.members.find((m) => m.id === 'node-1')!;
     expect(member.identity).toBe('node-1-b');

@@ -77,6 +77,10 @@ export interface ReplicationCounters {
   refusedFull: number;
   /** Evictions of this node's engine sent down their chains (this node heads their keys). */
   evictionsSent: number;
+  /** Forwards refused whole by a member in transition whose waiters waited for the re-send (deferred). */
+  batchesDeferred: number;
+  /** Sends of a forward put off because the connection to the successor was full (output or requests in flight). */
+  sendsWaited: number;
 }
 
 /** How often a drain (a RING promoting a learner) checks whether its writes are acknowledged. */
@@ -513,6 +517,7 @@ class ForwardLink {
         // peer shares it): this batch and the later ones wait, in order, for it to drain. Failed,
         // they would have blocked their chains and answered their clients indeterminate. The
         // streams' own bounds (`queueBytes`, BUSY to new client writes) bound the wait.
+        this.service.counters.sendsWaited++;
         this.waitForRoom();
         return;
       }
@@ -1032,6 +1037,8 @@ export class ReplicationService {
     refusedPromoting: 0,
     refusedFull: 0,
     evictionsSent: 0,
+    batchesDeferred: 0,
+    sendsWaited: 0,
   };
   /**
    * The engine's {@link EvictionScope} (memory with an eviction policy): with a factor above 1 a
@@ -1188,6 +1195,7 @@ export class ReplicationService {
    * wait for the re-send of its entries, and get `failure` if it fails or takes past the bound.
    */
   deferAnswer(batch: ForwardBatch, failure: DstoreError): void {
+    this.counters.batchesDeferred++;
     this.deferredAnswers.add(batch, failure);
   }
 
