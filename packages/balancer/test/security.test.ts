@@ -314,6 +314,26 @@ describe('a secured cluster under attack', () => {
     for (const key of own) await request(tenant, { op: Op.DEL, key: toBytes(key) });
   });
 
+  it('refuses STATS to a user limited to prefixes (its counts are of every node’s keys and ops), typed, and keeps serving', async () => {
+    const port = balancer.ready.port;
+    const tenant = await authenticated(port, 'client', scoped);
+    const refused = await refusal(request(tenant, { op: Op.STATS }));
+    expect(refused).toMatchObject({ code: ErrorCode.NO_PERMISSION, notExecuted: true });
+    expect(refused.message).toMatch(/limited to key prefixes/);
+    // The connection goes on serving the user's own keys.
+    expect(
+      (await request(tenant, { op: Op.SET, key: toBytes('tenant-a:stats'), value: toBytes('v') })).op,
+    ).toBe(Op.OK);
+    expect((await request(tenant, { op: Op.DEL, key: toBytes('tenant-a:stats') })).op).toBe(Op.COUNT);
+    // A user with every key (read-only included) still gets the counters.
+    for (const credentials of [writer, reader]) {
+      const full = await authenticated(port, 'client', credentials);
+      const stats = await request(full, { op: Op.STATS });
+      expect(stats.op === Op.STATS_RESULT && Number(stats.stats['node.node-1.keys'])).toBeGreaterThan(0);
+      full.destroy();
+    }
+  });
+
   it('serves a new client and a node re-registration while 2,000 idle sockets are open', async () => {
     const { connectSocket } = await import('@dstore/protocol');
     const sockets = await Promise.all(

@@ -917,7 +917,10 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
     return 'PONG';
   }
 
-  /** The balancer's counters, including each node's as `node.<id>.<name>` (see the cluster conventions). */
+  /**
+   * The balancer's counters, including each node's as `node.<id>.<name>` (see the cluster conventions).
+   * Refused (NO_PERMISSION) to a user limited to key prefixes: the counts are of every key.
+   */
   async stats(options?: CommandOptions): Promise<StatsRecord> {
     const response = await this.send({ op: Op.STATS }, options);
     if (response.op !== Op.STATS_RESULT) throw unexpectedAnswer('STATS', response);

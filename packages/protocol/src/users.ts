@@ -231,8 +231,9 @@ function transactionDenied(grant: UserGrant, request: TransactRequest): string |
 
 /**
  * Why `grant` may not send `request`, or undefined when it may: data operations are checked key
- * by key (reads need read access, writes read-write), PING, STATS and the handshake are open to
- * every user, and cluster operations (JOIN, RING, MIGRATE, ...) are never a user's.
+ * by key (reads need read access, writes read-write), PING and the handshake are open to every
+ * user, STATS to a user not limited to prefixes ({@link keyspaceDenied}), and cluster operations
+ * (JOIN, RING, MIGRATE, ...) are never a user's.
  */
 export function requestDenied(grant: UserGrant, request: Request): string | undefined {
   switch (request.op) {
@@ -271,8 +272,11 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
         if (denial !== undefined) return denial;
       }
       return undefined;
-    case Op.PING:
+    // STATS counts every key and every operation of the server (and, at a balancer, of every
+    // node): like DBSIZE it tells a user limited to prefixes about keys it may not see.
     case Op.STATS:
+      return keyspaceDenied(grant);
+    case Op.PING:
     case Op.HELLO:
     case Op.AUTH:
     case Op.CLUSTER_MAP:
@@ -292,8 +296,9 @@ export function requestDenied(grant: UserGrant, request: Request): string | unde
 }
 
 /**
- * The refusal of a request about the whole keyspace (DBSIZE) for a user limited to key prefixes:
- * its answer would tell about keys the user may not see. Undefined when allowed.
+ * The refusal of a request about the whole keyspace (DBSIZE, STATS, RESP `INFO keyspace`) for a
+ * user limited to key prefixes: its answer would tell about keys the user may
+ * not see (how many, and how often others write them). Undefined when allowed.
  */
 export function keyspaceDenied(grant: UserGrant): string | undefined {
   return grant.prefixes === undefined

@@ -6,6 +6,7 @@ import {
   DstoreError,
   ErrorCode,
   handshake,
+  hashPassword,
   Op,
   PeerLink,
   type Response,
@@ -267,6 +268,35 @@ describe('storage node, token', () => {
     );
     const client = await resources.client(node.address.port, 's3cret');
     expectOp(await client.request({ op: Op.SET, key: toBytes('k'), value: toBytes('v') }), Op.OK);
+  });
+});
+
+describe('storage node, users', () => {
+  it('refuses STATS to a user limited to key prefixes (its counts are of every key), typed, and keeps serving', async () => {
+    const usersFile = join(resources.tempDir(), 'users.json');
+    const users = [
+      { name: 'admin', password: await hashPassword('admin-password') },
+      { name: 'scoped', password: await hashPassword('scoped-password'), prefixes: ['tenant-a:'] },
+    ];
+    writeFileSync(usersFile, JSON.stringify({ users }));
+    const node = await resources.node({ usersFile });
+    const admin = await resources.connection(node.address.port);
+    await handshake(admin, 'client', {
+      credentials: { kind: 'user', user: 'admin', password: 'admin-password' },
+    });
+    expectOp(await admin.request({ op: Op.SET, key: toBytes('other:1'), value: toBytes('v') }), Op.OK);
+    expect(expectOp(await admin.request({ op: Op.STATS }), Op.STATS_RESULT).stats.keys).toBe(1);
+
+    const scoped = await resources.connection(node.address.port);
+    await handshake(scoped, 'client', {
+      credentials: { kind: 'user', user: 'scoped', password: 'scoped-password' },
+    });
+    const refused = await rejection(scoped.request({ op: Op.STATS }));
+    expect(refused.code).toBe(ErrorCode.NO_PERMISSION);
+    expect(refused.message).toMatch(/limited to key prefixes/);
+    // The same connection goes on serving the user's own keys.
+    expectOp(await scoped.request({ op: Op.SET, key: toBytes('tenant-a:1'), value: toBytes('v') }), Op.OK);
+    expectOp(await scoped.request({ op: Op.PING }), Op.OK);
   });
 });
 
