@@ -6,7 +6,14 @@ import { registerBenchCommand } from './cli/bench.js';
 import { registerDataModelCommands } from './cli/data-model.js';
 import { registerKeyValueCommands } from './cli/kv.js';
 import { registerNodeCommands } from './cli/node.js';
-import { DEFAULT_SERVER, DEFAULT_TIMEOUT_MS, duration, ExitCode, reportError } from './cli/shared.js';
+import {
+  DEFAULT_SERVER,
+  DEFAULT_TIMEOUT_MS,
+  duration,
+  ExitCode,
+  reportError,
+  scryptCost,
+} from './cli/shared.js';
 import { registerStatusCommand } from './cli/status.js';
 import { registerHashPasswordCommand } from './cli/users.js';
 
@@ -33,7 +40,12 @@ function addServerOptions(command: Command): Command {
     .option('--json', 'machine-readable output (one JSON object)')
     .option('--token <token>', `password of the user default (env ${EnvVar.TOKEN})`)
     .option('--user <name>', 'user to authenticate as, with --password (or dstore://user:password@host)')
-    .option('--password <password>', `password of --user (env ${EnvVar.PASSWORD})`);
+    .option('--password <password>', `password of --user (env ${EnvVar.PASSWORD})`)
+    .option(
+      '--min-scrypt-cost <N,r,p>',
+      'cheapest password hash cost accepted from a server (default 16384,8,1, that of hash-password): lower only for hashes made cheaper on purpose',
+      scryptCost,
+    );
 }
 
 /** Builds the `dstore` program (exported shape kept internal; the CLI is the interface). */

@@ -1,4 +1,12 @@
-import { type Credentials, DEFAULT_LIMITS, DEFAULT_USER, type TlsClientOptions } from '@dstore/protocol';
+import {
+  type Credentials,
+  checkScryptCost,
+  DEFAULT_LIMITS,
+  DEFAULT_USER,
+  parseScryptCost,
+  type ScryptParams,
+  type TlsClientOptions,
+} from '@dstore/protocol';
 import { backoffDelay } from '@dstore/protocol/internal';
 import { invalidArgument } from './errors.js';
 
@@ -86,6 +94,15 @@ export interface ClientOptions {
    */
   readonly password?: string;
   /**
+   * The cheapest scrypt cost (`{ N, r, p }`) this client accepts when a server's challenge names
+   * the password's cost; a cheaper one is refused with UNAUTHORIZED before any proof is sent, so a
+   * rogue server or someone on a plaintext path cannot make the proof cheap to brute-force
+   * offline. Lower it only for hashes made cheaper on purpose (`hashPassword(password, params)`).
+   * In a URL: `?minScryptCost=N,r,p`. Default: `DEFAULT_SCRYPT` (`{ N: 16384, r: 8, p: 1 }`,
+   * the cost of `dstore hash-password`).
+   */
+  readonly minScryptCost?: ScryptParams;
+  /**
    * Connect with TLS, as ioredis's `tls`: `{ ca, cert, key, servername, rejectUnauthorized }`
    * (the fields of Node's `tls.connect`). `{}` verifies the balancer against Node's bundled CAs;
    * a private cluster CA goes in `ca`. A `dstores://` URL sets `{}` when no `tls` is given.
@@ -127,8 +144,9 @@ export type RoutingMode = 'balancer' | 'direct';
  * `port` are those of the first.
  */
 export type ResolvedClientOptions = Required<
-  Omit<ClientOptions, 'token' | 'user' | 'password' | 'servers' | 'tls' | 'url'>
+  Omit<ClientOptions, 'token' | 'user' | 'password' | 'minScryptCost' | 'servers' | 'tls' | 'url'>
 > & {
+  readonly minScryptCost?: ScryptParams;
   readonly token?: string;
   readonly user?: string;
   readonly password?: string;
@@ -191,6 +209,7 @@ const OPTION_NAMES: ReadonlySet<string> = new Set<keyof ClientOptions>([
   'token',
   'user',
   'password',
+  'minScryptCost',
   'tls',
   'url',
   'name',
@@ -388,6 +407,7 @@ function parseParam(name: string, value: string): unknown {
     return value === 'true';
   }
   if ((STRING_PARAMS as readonly string[]).includes(name)) return value;
+  if (name === 'minScryptCost') return parseScryptCost(value);
   throw invalidArgument(`unknown URL parameter ${name}`);
 }
 
@@ -432,6 +452,7 @@ export function resolveClientOptions(
   }
   checkKeyPrefix(merged.keyPrefix);
   checkCredentials(merged);
+  if (merged.minScryptCost !== undefined) checkScryptCost(merged.minScryptCost);
   return Object.freeze(merged);
 }
 
@@ -471,11 +492,12 @@ function checkCredentials(options: ClientOptions): void {
 
 /** What the client proves in HELLO/AUTH: `user`/`password`, or `token` as the user `default`. */
 export function credentialsOf(options: ResolvedClientOptions): Credentials | undefined {
+  const { minScryptCost } = options;
   if (options.user !== undefined && options.password !== undefined) {
-    return { kind: 'user', user: options.user, password: options.password };
+    return { kind: 'user', user: options.user, password: options.password, minScryptCost };
   }
   if (options.token !== undefined && options.token !== '') {
-    return { kind: 'user', user: DEFAULT_USER, password: options.token };
+    return { kind: 'user', user: DEFAULT_USER, password: options.token, minScryptCost };
   }
   return undefined;
 }

@@ -4,7 +4,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FrameServer, Op } from '@dstore/protocol';
+import { FrameServer, Op, PROTOCOL_VERSION, toBytes } from '@dstore/protocol';
 import { createTestPki, FakeServer, keyOf } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -731,6 +731,54 @@ describe('connection failures fail commands at once', () => {
     });
     expect((error as Error).message).toMatch(/UNAUTHORIZED|invalid token/);
     expect(server.count(Op.GET)).toBe(0);
+  });
+
+  it('a server asking for a password hash cheaper than the floor: refused before any proof is sent', async () => {
+    // A rogue server (or a downgrade on a plaintext path): the weakest cost, a salt of its choice.
+    let proofs = 0;
+    const server = new FrameServer({
+      onRequest: (request, connection) => {
+        if (request.op === Op.HELLO) {
+          connection.reply({
+            op: Op.HELLO_OK,
+            id: request.id,
+            version: PROTOCOL_VERSION,
+            role: 'balancer',
+            serverId: 'rogue',
+            challenge: {
+              nonce: toBytes('server-nonce-of-18b'),
+              salt: toBytes('attacker-chosen-salt'),
+              kdf: 'scrypt:1024,1,1',
+            },
+          });
+        } else if (request.op === Op.AUTH) {
+          proofs++;
+          connection.replyError(request.id, ErrorCode.UNAUTHORIZED, 'recorded');
+        }
+      },
+    });
+    const { port } = await server.listen();
+    try {
+      const once = { ...patient, port, user: 'app', password: 'app-password', retryStrategy: () => null };
+      const client = createClient(once);
+      clients.push(client);
+      const error = await client.get('k').catch((caught: unknown) => caught);
+      expect(error).toMatchObject({
+        code: ErrorCode.UNAVAILABLE,
+        cause: {
+          code: ErrorCode.UNAUTHORIZED,
+          message: expect.stringMatching(/cheaper than this client's floor/),
+        },
+      });
+      expect(proofs).toBe(0);
+      // A floor lowered on purpose (hashes made cheap knowingly): the proof goes out.
+      const lowered = createClient({ ...once, minScryptCost: { N: 1024, r: 1, p: 1 } });
+      clients.push(lowered);
+      await lowered.get('k').catch(() => undefined);
+      expect(proofs).toBe(1);
+    } finally {
+      await server.close(100);
+    }
   });
 
   it('an HTTP server (the admin port): says so, does not retry in a loop', async () => {

@@ -232,4 +232,15 @@ describe('credentials', () => {
     expect(() => resolveClientOptions({ user: 'app' })).toThrow(/user needs its password/);
     expect(() => resolveClientOptions({ user: 'app', password: 'pw', token: 't' })).toThrow(/conflicting/);
   });
+
+  it('takes minScryptCost as an object or a URL parameter, and refuses a malformed one', () => {
+    const cheap = { N: 1024, r: 8, p: 1 };
+    expect(resolveClientOptions({ user: 'app', password: 'pw', minScryptCost: cheap }).minScryptCost).toEqual(
+      cheap,
+    );
+    expect(resolveClientOptions('dstore://app:pw@h?minScryptCost=1024,8,1').minScryptCost).toEqual(cheap);
+    expect(resolveClientOptions('dstore://app:pw@h').minScryptCost).toBeUndefined();
+    expect(() => resolveClientOptions('dstore://h?minScryptCost=1000,8,1')).toThrow(/not a scrypt cost/);
+    expect(() => resolveClientOptions({ minScryptCost: { N: 1024, r: 0, p: 1 } })).toThrow(/minScryptCost/);
+  });
 });

@@ -22,7 +22,19 @@ export type Credentials =
   /** A cluster peer (balancer or node): the cluster secret shared by every peer. */
   | { readonly kind: 'peer'; readonly secret: string }
   /** A client user; `--token` is the password of the user {@link DEFAULT_USER}. */
-  | { readonly kind: 'user'; readonly user: string; readonly password: string };
+  | {
+      readonly kind: 'user';
+      readonly user: string;
+      readonly password: string;
+      /**
+       * The cheapest scrypt cost this client accepts from a server's challenge; default
+       * {@link DEFAULT_SCRYPT}. A cheaper kdf is refused (UNAUTHORIZED) before any proof is sent:
+       * a rogue server (or anyone on a plaintext path) could otherwise ask for a cost that makes
+       * the recorded proof cheap to brute-force offline. Lower it only for a users file whose
+       * hashes were made cheaper on purpose (see {@link hashPassword}).
+       */
+      readonly minScryptCost?: ScryptParams | undefined;
+    };
 
 /** The user a bare token authenticates as (as Redis's `AUTH <password>` is the `default` user). */
 export const DEFAULT_USER = 'default';
@@ -113,6 +125,62 @@ function parseScryptKdf(kdf: string): ScryptParams | undefined {
   return { N, r, p };
 }
 
+/**
+ * Why a server's scrypt cost `params` is below the client's `floor`, or undefined when it is not.
+ * Compared as N itself, the memory (N·r) and the work (N·r·p): a server may trade one parameter
+ * for another, but none of them may make a guess cheaper than the floor's.
+ */
+export function scryptBelowFloor(
+  params: ScryptParams,
+  floor: ScryptParams = DEFAULT_SCRYPT,
+): string | undefined {
+  const below =
+    params.N < floor.N ||
+    params.N * params.r < floor.N * floor.r ||
+    params.N * params.r * params.p < floor.N * floor.r * floor.p;
+  if (!below) return undefined;
+  return (
+    `the server asked for ${scryptKdf(params)}, cheaper than this client's floor ${scryptKdf(floor)}: ` +
+    'a proof at that cost would be cheap to brute-force offline, so none was sent (a rogue server or ' +
+    'someone on the path; if the users file really holds cheaper hashes, rehash them with ' +
+    '`dstore hash-password`, or lower minScryptCost)'
+  );
+}
+
+/**
+ * Reads a scrypt cost written `N,r,p` (a CLI flag, a URL parameter); INVALID_ARGUMENT unless N is
+ * a power of two in 2^10..2^20, r in 1..16 and p in 1..4 (the costs a server may name).
+ */
+export function parseScryptCost(text: string): ScryptParams {
+  const params = parseScryptKdf(`scrypt:${text.trim()}`);
+  if (params === undefined) {
+    throw new DstoreError(
+      ErrorCode.INVALID_ARGUMENT,
+      `not a scrypt cost: ${JSON.stringify(text)} (expected N,r,p: N a power of two in 1024..1048576, r 1..16, p 1..4; the default is ${DEFAULT_SCRYPT.N},${DEFAULT_SCRYPT.r},${DEFAULT_SCRYPT.p})`,
+    );
+  }
+  return params;
+}
+
+/** Checks a scrypt cost given as an object (`minScryptCost`): INVALID_ARGUMENT as {@link parseScryptCost}. */
+export function checkScryptCost(params: unknown, name = 'minScryptCost'): ScryptParams {
+  const { N, r, p } = (typeof params === 'object' && params !== null ? params : {}) as Record<
+    string,
+    unknown
+  >;
+  const valid =
+    typeof N === 'number' && typeof r === 'number' && typeof p === 'number'
+      ? parseScryptKdf(`scrypt:${N},${r},${p}`)
+      : undefined;
+  if (valid === undefined) {
+    throw new DstoreError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${name} must be { N, r, p }: N a power of two in 1024..1048576, r 1..16, p 1..4`,
+    );
+  }
+  return valid;
+}
+
 function scryptKey(password: string, salt: Uint8Array, params: ScryptParams): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     // maxmem: 128 * N * r bytes is what scrypt needs; the default cap (32 MiB) refuses some valid costs.
@@ -161,6 +229,8 @@ export function assertClusterSecret(secret: string): void {
 /**
  * Hashes a password for a users file: `scram-scrypt$N$r$p$salt$storedKey$serverKey` (base64
  * fields). The password cannot be recovered from it, and it does not let anyone authenticate.
+ * `params` below {@link DEFAULT_SCRYPT} make a hash that clients refuse by default (see
+ * {@link scryptBelowFloor}): each of them must then lower its floor (`minScryptCost`).
  */
 export async function hashPassword(password: string, params: ScryptParams = DEFAULT_SCRYPT): Promise<string> {
   if (password === '') throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'the password must not be empty');
@@ -295,6 +365,9 @@ async function saltedKeyFor(
   if (params === undefined) {
     throw new DstoreError(ErrorCode.UNAUTHORIZED, `the server asked for an unsupported kdf ${challenge.kdf}`);
   }
+  // Before any scrypt or proof: the challenge comes from a server not yet authenticated.
+  const belowFloor = scryptBelowFloor(params, credentials.minScryptCost ?? DEFAULT_SCRYPT);
+  if (belowFloor !== undefined) throw new DstoreError(ErrorCode.UNAUTHORIZED, belowFloor);
   const id = `${Buffer.from(challenge.salt).toString('base64')}/${challenge.kdf}`;
   const cached = cache?.get(id);
   if (cached !== undefined) return cached;

@@ -10,13 +10,16 @@ export {
   type AuthChallenge,
   assertClusterSecret,
   type Credentials,
+  checkScryptCost,
   clusterSecretOption,
   DEFAULT_SCRYPT,
   DEFAULT_USER,
   hashPassword,
   isLoopbackAddress,
   MIN_CLUSTER_SECRET_LENGTH,
+  parseScryptCost,
   type ScryptParams,
+  scryptBelowFloor,
 } from './auth.js';
 export {
   type AdmissionKind,

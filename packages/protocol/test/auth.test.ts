@@ -30,7 +30,10 @@ const resources = new Resources();
 afterEach(() => resources.closeAll());
 
 const SECRET = 'a-cluster-secret-of-32-characters';
-/** Cheap scrypt for tests: the cost is the client's, and the algorithm is the same. */
+/**
+ * Cheap scrypt for tests: the cost is the client's, and the algorithm is the same. Clients refuse
+ * it by default (below DEFAULT_SCRYPT): the tests' credentials lower their floor to it.
+ */
 const CHEAP = { N: 1024, r: 8, p: 1 };
 
 /** A server that authenticates with `options` and answers PING to anyone authenticated. */
@@ -253,11 +256,12 @@ describe('user authentication', () => {
     const file = await usersFile([{ name: 'app', password: await hashPassword('app-pw', CHEAP) }]);
     const users = await UserDirectory.open({ file, token: 'the-token' });
     const { port } = await authServer({ users });
-    expect(await attempt(port, 'client', { kind: 'user', user: 'app', password: 'app-pw' })).toBe('ok');
+    const app = { kind: 'user', user: 'app', minScryptCost: CHEAP } as const;
+    expect(await attempt(port, 'client', { ...app, password: 'app-pw' })).toBe('ok');
     expect(await attempt(port, 'client', { kind: 'user', user: 'default', password: 'the-token' })).toBe(
       'ok',
     );
-    const wrong = await attempt(port, 'client', { kind: 'user', user: 'app', password: 'nope' });
+    const wrong = await attempt(port, 'client', { ...app, password: 'nope' });
     const unknown = await attempt(port, 'client', { kind: 'user', user: 'ghost', password: 'nope' });
     // The same answer for a wrong password and an unknown user: names cannot be probed.
     expect(wrong).toMatchObject({ code: ErrorCode.UNAUTHORIZED, message: 'invalid user or password' });
@@ -287,6 +291,54 @@ describe('user authentication', () => {
     await writeFile(file, '{ not json');
     await expect(users.reload()).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
     expect(users.get('other')).toBeDefined();
+  });
+});
+
+describe('a server asking for a cheap kdf (a rogue server, or a downgrade on a plaintext path)', () => {
+  /** A server that answers HELLO with `kdf` and a salt of its choice, and records every AUTH it gets. */
+  async function rogueServer(kdf: string): Promise<{ port: number; proofs: Uint8Array[] }> {
+    const proofs: Uint8Array[] = [];
+    const onRequest = (request: Request, connection: Connection): void => {
+      if (request.op === Op.HELLO) {
+        connection.reply({
+          op: Op.HELLO_OK,
+          id: request.id,
+          version: PROTOCOL_VERSION,
+          role: 'balancer',
+          serverId: 'rogue',
+          challenge: { nonce: newNonce(), salt: toBytes('attacker-chosen-salt'), kdf },
+        });
+      } else if (request.op === Op.AUTH) {
+        proofs.push(request.proof);
+        connection.replyError(request.id, ErrorCode.UNAVAILABLE, 'recorded');
+      }
+    };
+    const started = await resources.server({ onRequest });
+    return { port: started.address.port, proofs };
+  }
+
+  it('is refused (UNAUTHORIZED) before any proof is sent, unless the caller lowered its floor', async () => {
+    const user = { kind: 'user', user: 'app', password: 'app-password' } as const;
+    for (const kdf of ['scrypt:1024,1,1', 'scrypt:8192,8,1', 'scrypt:16384,4,2', 'scrypt:16384,1,1']) {
+      const { port, proofs } = await rogueServer(kdf);
+      const refused = await attempt(port, 'client', user);
+      expect(refused).toMatchObject({
+        code: ErrorCode.UNAUTHORIZED,
+        message: expect.stringMatching(/cheaper than this client's floor scrypt:16384,8,1/),
+      });
+      expect(proofs).toEqual([]);
+    }
+    // The default cost, a costlier one, or a floor lowered on purpose: the proof goes out.
+    for (const [kdf, minScryptCost] of [
+      ['scrypt:16384,8,1', undefined],
+      ['scrypt:32768,8,1', undefined],
+      ['scrypt:1024,1,1', { N: 1024, r: 1, p: 1 }],
+    ] as const) {
+      const { port, proofs } = await rogueServer(kdf);
+      const answer = await attempt(port, 'client', { ...user, minScryptCost });
+      expect(answer).toMatchObject({ code: ErrorCode.UNAVAILABLE });
+      expect(proofs).toHaveLength(1);
+    }
   });
 });
 

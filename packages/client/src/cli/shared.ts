@@ -1,4 +1,4 @@
-import { readTlsFiles, type TlsClientOptions } from '@dstore/protocol';
+import { parseScryptCost, readTlsFiles, type ScryptParams, type TlsClientOptions } from '@dstore/protocol';
 import {
   ExitCode as CommonExitCode,
   EnvVar,
@@ -37,6 +37,8 @@ export interface ServerOptions {
   /** A user, with `password` (else env DSTORE_PASSWORD); a `dstore://user:password@` server too. */
   readonly user?: string;
   readonly password?: string;
+  /** The cheapest scrypt cost accepted from a server (`--min-scrypt-cost N,r,p`); see `minScryptCost`. */
+  readonly minScryptCost?: ScryptParams;
   /** PEM CA bundle the balancer is verified against; implies TLS. */
   readonly tlsCa?: string;
   /** PEM client certificate (with `tlsKey`), for balancers that check one; implies TLS. */
@@ -84,6 +86,9 @@ export const signedInteger = commanderParser((text) => parseInteger(text, { min:
 /** Commander parser of the shared {@link parseDuration}: `500`, `500ms`, `2s`, at least 1 ms. */
 export const duration = commanderParser((text) => parseDuration(text, { min: 1 }));
 
+/** Commander parser of `--min-scrypt-cost`: `N,r,p` (the protocol's {@link parseScryptCost}). */
+export const scryptCost = commanderParser((text) => parseScryptCost(text));
+
 /** Commander parser of the shared {@link parseByteSize}: `100`, `64k`, `1MiB`. */
 export const byteSize = commanderParser((text) => parseByteSize(text));
 
@@ -129,6 +134,7 @@ export async function openClient(options: ServerOptions, extra: ClientOptions = 
     ...extra,
     servers,
     ...credentialOptions(options),
+    ...(options.minScryptCost === undefined ? {} : { minScryptCost: options.minScryptCost }),
     ...(tls === undefined ? {} : { tls }),
     lazyConnect: true,
     retryStrategy: () => null,
