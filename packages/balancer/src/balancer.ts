@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import type { HashRing } from '@dstore/hashring';
 import {
   Authenticator,
+  AuthFailureBudget,
   type Connection,
   clusterOnly,
   type DbSizeRequest,
@@ -92,6 +93,8 @@ export class Balancer {
   private readonly joinedConnections = new WeakSet<Connection>();
   /** Set in {@link start}, before the port opens (the users file is read then). */
   private authenticator!: Authenticator;
+  /** Failed client authentications per source address, shared by the native and the RESP port. */
+  private readonly authFailures: AuthFailureBudget;
   private users: UserDirectory | undefined;
   private readonly startedAt = Date.now();
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -139,6 +142,17 @@ export class Balancer {
       },
     });
     this.metrics = new BalancerMetrics(this.membership);
+    this.authFailures = new AuthFailureBudget({
+      limit: this.options.authFailureLimit,
+      windowMs: this.options.authFailureWindowMs,
+      // Once per address per window (the budget's promise): a guessing flood is one line.
+      onLockout: (address, failures, windowMs) =>
+        this.logger.warn(
+          { address, failures, windowMs },
+          'too many failed client authentications from this address: its attempts are refused until the window passes',
+        ),
+    });
+    this.metrics.watchAuthFailures(this.authFailures);
     this.router = new Router(this.membership, this.metrics);
     this.maps = new MapPublisher(this.membership);
     this.scans = new ClusterScan(this.membership);
@@ -235,12 +249,14 @@ export class Balancer {
       requireVerifiedPeers: this.options.tls?.ca !== undefined,
       admit: (connection, kind) => this.server.admit(connection, kind),
       onRefusal: (connection, role, code, message) => this.authRefused(connection, role, code, message),
+      failures: this.authFailures,
     });
     if (this.options.respPort >= 0) {
       this.resp = createRespServer({
         options: this.options,
         router: this.router,
         users: this.users,
+        authFailures: this.authFailures,
         facts: () => ({
           balancerId: this.options.id,
           version,

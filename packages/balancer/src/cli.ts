@@ -51,6 +51,8 @@ interface CliFlags {
   users?: string;
   protectedMode: boolean;
   authTimeout: number;
+  authFailureLimit: number;
+  authFailureWindow: number;
   clientIdleTimeout: number;
   frameTimeout: number;
   adminHost: string;
@@ -173,6 +175,18 @@ function buildProgram(): Command {
         5000,
       )
       .option(
+        '--auth-failure-limit <n>',
+        'failed client authentications from one address (both ports) that lock it out for --auth-failure-window',
+        integer(1),
+        10,
+      )
+      .option(
+        '--auth-failure-window <ms>',
+        'window failed authentications are counted in, and length of a lockout (ms, or 60s)',
+        duration(1),
+        60_000,
+      )
+      .option(
         '--client-idle-timeout <ms>',
         'close client connections idle this long (ms, or 5m; 0 = never)',
         duration(0),
@@ -280,6 +294,8 @@ async function main(): Promise<void> {
     adminHost: flags.adminHost,
     adminAuth: flags.adminAuth,
     authTimeoutMs: flags.authTimeout,
+    authFailureLimit: flags.authFailureLimit,
+    authFailureWindowMs: flags.authFailureWindow,
     clientIdleTimeoutMs: flags.clientIdleTimeout,
     frameTimeoutMs: flags.frameTimeout,
     protectedMode: flags.protectedMode,

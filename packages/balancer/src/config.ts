@@ -1,5 +1,12 @@
 import { readFile } from 'node:fs/promises';
-import { clusterSecretOption, DstoreError, ErrorCode, type PeerTlsOptions } from '@dstore/protocol';
+import {
+  clusterSecretOption,
+  DEFAULT_AUTH_FAILURE_LIMIT,
+  DEFAULT_AUTH_FAILURE_WINDOW_MS,
+  DstoreError,
+  ErrorCode,
+  type PeerTlsOptions,
+} from '@dstore/protocol';
 import { parseAddress } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 import { hashTagProblem, MAX_REPLICATION_FACTOR } from './cluster-map.js';
@@ -125,6 +132,14 @@ export interface BalancerOptions {
   readonly maxPendingPerAddress?: number;
   /** A connection must authenticate within this many ms of connecting. Default 5000. */
   readonly authTimeoutMs?: number;
+  /**
+   * Failed client authentications (native handshake and RESP AUTH together) from one source
+   * address within {@link authFailureWindowMs} after which that address is locked out: every
+   * attempt from it is refused at once, without checking a password, for one window. Default 10.
+   */
+  readonly authFailureLimit?: number;
+  /** The window (ms) failed authentications are counted in, and the length of a lockout. Default 60000. */
+  readonly authFailureWindowMs?: number;
   /** An authenticated client connection idle this long is closed; 0 = never. Default 300000. */
   readonly clientIdleTimeoutMs?: number;
   /**
@@ -226,6 +241,8 @@ export interface ResolvedBalancerOptions {
   readonly maxPendingConnections: number;
   readonly maxPendingPerAddress: number;
   readonly authTimeoutMs: number;
+  readonly authFailureLimit: number;
+  readonly authFailureWindowMs: number;
   readonly clientIdleTimeoutMs: number;
   readonly frameTimeoutMs: number;
   readonly clusterSecret: string | undefined;
@@ -439,6 +456,14 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     maxPendingConnections: positiveInteger('maxPendingConnections', options.maxPendingConnections ?? 256),
     maxPendingPerAddress: positiveInteger('maxPendingPerAddress', options.maxPendingPerAddress ?? 64),
     authTimeoutMs: positiveInteger('authTimeoutMs', options.authTimeoutMs ?? 5000),
+    authFailureLimit: positiveInteger(
+      'authFailureLimit',
+      options.authFailureLimit ?? DEFAULT_AUTH_FAILURE_LIMIT,
+    ),
+    authFailureWindowMs: positiveInteger(
+      'authFailureWindowMs',
+      options.authFailureWindowMs ?? DEFAULT_AUTH_FAILURE_WINDOW_MS,
+    ),
     clientIdleTimeoutMs: nonNegativeInteger('clientIdleTimeoutMs', options.clientIdleTimeoutMs ?? 300_000),
     frameTimeoutMs: positiveInteger('frameTimeoutMs', options.frameTimeoutMs ?? 10_000),
     clusterSecret: clusterSecretOption(options.clusterSecret),

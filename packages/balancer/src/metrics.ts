@@ -189,6 +189,47 @@ export class BalancerMetrics {
     registers: [this.registry],
   });
 
+  /**
+   * Publishes the failed client authentications of `budget` (both ports), read when `/metrics` is
+   * scraped: `dstore_balancer_auth_failures_total`, `dstore_balancer_auth_lockout_refusals_total`
+   * (attempts refused at once, no password checked) and `dstore_balancer_auth_lockouts_total`.
+   */
+  watchAuthFailures(budget: {
+    readonly failures: number;
+    readonly refusals: number;
+    readonly lockouts: number;
+  }): void {
+    const counters = [
+      [
+        'dstore_balancer_auth_failures_total',
+        'Failed client authentications (wrong password or unknown user), native and RESP ports, since start.',
+        () => budget.failures,
+      ],
+      [
+        'dstore_balancer_auth_lockout_refusals_total',
+        'Client authentication attempts refused at once, without checking a password, because their address was locked out after too many failures.',
+        () => budget.refusals,
+      ],
+      [
+        'dstore_balancer_auth_lockouts_total',
+        'Source addresses locked out for too many failed client authentications, since start.',
+        () => budget.lockouts,
+      ],
+    ] as const;
+    for (const [name, help, read] of counters) {
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          const count = read();
+          if (count > 0) this.inc(count);
+        },
+      });
+    }
+  }
+
   /** Counts one error answer with its code. */
   recordError(code: string): void {
     this.errors++;

@@ -1,16 +1,17 @@
 /**
  * The RESP port with a users file: AUTH and HELLO AUTH against the stored verifiers, NOAUTH before,
- * per-key grants answered NOPERM, a users-file reload, with redis-cli, ioredis and node-redis 5.
+ * per-key grants answered NOPERM, a users-file reload, with redis-cli, ioredis and node-redis 5;
+ * and the per-address budget of failed authentications shared with the native port.
  */
 import { writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
-import { hashPassword } from '@dstore/protocol';
+import { ErrorCode, handshake, hashPassword } from '@dstore/protocol';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
-import { Resources, temporaryDir, waitFor } from './helpers.js';
+import { connect, Resources, refusal, startBalancer, temporaryDir, waitFor } from './helpers.js';
 import { exchange as exchangeOnce, redisCli, startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
@@ -149,5 +150,76 @@ describe('RESP authentication and grants', () => {
     await waitFor(() => scoped.status !== 'ready', 'the connection closed');
     await writeUsers(['writer', 'reader', 'scoped']);
     await balancer.reloadUsers();
+  });
+});
+
+describe('online password guessing', () => {
+  it('locks an address out after its failure budget on either port, without checking passwords, until the window passes', async () => {
+    const limit = 4;
+    const dir = temporaryDir(resources, 'resp-guess-');
+    const file = join(dir, 'users.json');
+    writeFileSync(
+      file,
+      JSON.stringify({ users: [{ name: 'writer', password: await hashPassword('writer-password') }] }),
+    );
+    // A short window so that the test can wait for the lockout's end (a condition, not a delay).
+    const guarded = await startBalancer(resources, {
+      respPort: 0,
+      usersFile: file,
+      authFailureLimit: limit,
+      authFailureWindowMs: 2000,
+    });
+    const resp = guarded.address.respPort;
+    const counter = async (name: string): Promise<number> => {
+      const text = await guarded.metrics.registry.metrics();
+      const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
+      return line === undefined ? 0 : Number(line.split(' ')[1]);
+    };
+    const wrong = 'AUTH writer wrong\r\n';
+    // Three wrong AUTHs on one RESP connection: each answered WRONGPASS, then it is closed.
+    expect(await exchangeOnce(resp, wrong.repeat(5))).toBe(
+      '-WRONGPASS invalid username-password pair or user is disabled.\r\n'.repeat(3),
+    );
+    expect(await counter('dstore_balancer_auth_failures_total')).toBe(3);
+    // The native port shares the budget: its failure spends the last one.
+    const native = await connect(resources, guarded.address.port);
+    const refused = await refusal(
+      handshake(native, 'client', { credentials: { kind: 'user', user: 'writer', password: 'nope' } }),
+    );
+    expect(refused).toMatchObject({ code: ErrorCode.UNAUTHORIZED, message: 'invalid user or password' });
+    expect(await counter('dstore_balancer_auth_failures_total')).toBe(limit);
+    expect(await counter('dstore_balancer_auth_lockouts_total')).toBe(1);
+
+    // Locked out: the right password is refused too, at once and typed, on both ports, and no
+    // password is checked (the failures stay where they were; the refusals are counted).
+    const lockedResp = await exchangeOnce(resp, 'AUTH writer writer-password\r\nPING\r\n');
+    expect(lockedResp).toMatch(/^-NOAUTH UNAUTHORIZED: too many failed authentications from this address/);
+    expect(lockedResp).not.toContain('+OK');
+    const lockedNative = await refusal(
+      handshake(await connect(resources, guarded.address.port), 'client', {
+        credentials: { kind: 'user', user: 'writer', password: 'writer-password' },
+      }),
+    );
+    expect(lockedNative.code).toBe(ErrorCode.UNAUTHORIZED);
+    expect(lockedNative.message).toMatch(/too many failed authentications/);
+    expect(await counter('dstore_balancer_auth_failures_total')).toBe(limit);
+    expect(await counter('dstore_balancer_auth_lockout_refusals_total')).toBe(2);
+
+    // Once the window has passed, the right password is accepted again, on both ports.
+    let answer = '';
+    await waitFor(
+      async () => {
+        answer = await exchangeOnce(resp, 'AUTH writer writer-password\r\nQUIT\r\n');
+        return answer.startsWith('+OK');
+      },
+      'the lockout to end',
+      15_000,
+    );
+    expect(answer).toBe('+OK\r\n+OK\r\n');
+    const after = await connect(resources, guarded.address.port);
+    await handshake(after, 'client', {
+      credentials: { kind: 'user', user: 'writer', password: 'writer-password' },
+    });
+    expect(await counter('dstore_balancer_auth_failures_total')).toBe(limit);
   });
 });

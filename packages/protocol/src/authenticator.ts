@@ -12,6 +12,7 @@ import {
   serverSignature,
   verifyProof,
 } from './auth.js';
+import { AuthFailureBudget } from './auth-failures.js';
 import type { Connection } from './connection.js';
 import { ErrorCode } from './errors.js';
 import {
@@ -70,6 +71,12 @@ export interface AuthenticatorOptions {
    * operator looks. Default: nothing.
    */
   readonly onRefusal?: (connection: Connection, role: PeerRole, code: string, message: string) => void;
+  /**
+   * The per-address budget of failed client authentications, shared with the server's other ports
+   * (the balancer's RESP AUTH): a client HELLO from an address it has locked out is refused at once
+   * (UNAUTHORIZED, closed). Default: a budget of this authenticator's own, with its defaults.
+   */
+  readonly failures?: AuthFailureBudget;
 }
 
 interface PendingChallenge {
@@ -106,8 +113,11 @@ export class Authenticator {
   /** Secret per process: decoy challenges for unknown users are stable but unguessable. */
   private readonly pepper = randomBytes(32);
   private readonly pending = new WeakMap<Connection, PendingChallenge>();
+  /** Failed client authentications per source address (see {@link AuthFailureBudget}). */
+  readonly failures: AuthFailureBudget;
 
   constructor(private readonly options: AuthenticatorOptions) {
+    this.failures = options.failures ?? new AuthFailureBudget();
     this.peer = options.clusterSecret === undefined ? undefined : peerCredential(options.clusterSecret);
     this.users = options.users;
     this.protectedMode = options.protectedMode ?? true;
@@ -220,6 +230,7 @@ export class Authenticator {
       !verifyProof(pending.credential, message, request.proof) ||
       (!isPeer && pending.grant === undefined)
     ) {
+      if (!isPeer) this.failures.failed(connection.socket.remoteAddress);
       return refuse(request.id, isPeer ? 'wrong cluster secret' : 'invalid user or password', true);
     }
     const principal: Principal = isPeer
@@ -274,6 +285,9 @@ export class Authenticator {
     if (hello.nonce === undefined) {
       return refuse(hello.id, 'authentication required: connect with a user and password, or the token');
     }
+    // Before a challenge: a locked-out address gets no chance to try a password.
+    const locked = this.failures.refusal(connection.socket.remoteAddress);
+    if (locked !== undefined) return refuse(hello.id, locked, true);
     const user = hello.user ?? DEFAULT_USER;
     const grant = this.users!.get(user);
     const credential = grant?.credential ?? decoyCredential(user, this.pepper);

@@ -22,6 +22,13 @@ export {
   scryptBelowFloor,
 } from './auth.js';
 export {
+  AuthFailureBudget,
+  type AuthFailureBudgetOptions,
+  DEFAULT_AUTH_FAILURE_ADDRESSES,
+  DEFAULT_AUTH_FAILURE_LIMIT,
+  DEFAULT_AUTH_FAILURE_WINDOW_MS,
+} from './auth-failures.js';
+export {
   type AdmissionKind,
   Authenticator,
   type AuthenticatorOptions,

@@ -6,6 +6,7 @@ import { newNonce, proveIdentity } from '../src/auth.js';
 import {
   Authenticator,
   type AuthenticatorOptions,
+  AuthFailureBudget,
   type Connection,
   type Credentials,
   DstoreError,
@@ -339,6 +340,27 @@ describe('a server asking for a cheap kdf (a rogue server, or a downgrade on a p
       expect(answer).toMatchObject({ code: ErrorCode.UNAVAILABLE });
       expect(proofs).toHaveLength(1);
     }
+  });
+});
+
+describe('the failed-authentication budget', () => {
+  it('locks an address out once, at its limit, tells of it once, and keeps its table bounded', () => {
+    const lockouts: string[] = [];
+    const budget = new AuthFailureBudget({
+      limit: 3,
+      maxAddresses: 4,
+      onLockout: (address) => lockouts.push(address),
+    });
+    for (let i = 0; i < 2; i++) budget.failed('::ffff:10.0.0.1');
+    expect(budget.refusal('10.0.0.1')).toBeUndefined();
+    // The limit spends the budget; every failure after it is counted but told of no more.
+    for (let i = 0; i < 20; i++) budget.failed('10.0.0.1');
+    expect(budget.refusal('::ffff:10.0.0.1')).toMatch(/too many failed authentications/);
+    expect(lockouts).toEqual(['10.0.0.1']);
+    expect(budget).toMatchObject({ failures: 22, lockouts: 1, refusals: 1 });
+    // Many addresses: the table never holds more than its cap.
+    for (let i = 0; i < 100; i++) budget.failed(`10.0.1.${i}`);
+    expect(budget.size).toBeLessThanOrEqual(4);
   });
 });
 

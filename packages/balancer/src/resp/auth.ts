@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_USER, isLoopbackAddress } from '@dstore/protocol';
+import { DEFAULT_USER, ErrorCode, isLoopbackAddress } from '@dstore/protocol';
 import { decoyCredential, verifyPassword } from '@dstore/protocol/internal';
 import type { RespConnection } from './connection.js';
+import { respErrorLine } from './errors.js';
 import type { RespServices } from './services.js';
 
 /** Redis's answer to a wrong user or password (the same for both, so names cannot be probed). */
@@ -13,6 +14,12 @@ export const MAX_CLIENTS = 'ERR max number of clients reached';
 const PROTECTED_MODE =
   'DENIED dstore is running in protected mode: no users are configured, so clients are accepted ' +
   'from loopback addresses only. Configure --users or --token.';
+
+/**
+ * Failed AUTHs after which a connection is closed (as the native port closes after one): a
+ * guesser must reconnect, and the per-address budget (shared with the native port) bounds it.
+ */
+export const MAX_AUTH_FAILURES_PER_CONNECTION = 3;
 
 /** Secret per process: decoy credentials of unknown users are stable but unguessable. */
 const pepper = randomBytes(32);
@@ -45,7 +52,11 @@ export function admitAnonymous(services: RespServices, connection: RespConnectio
  * Verifies `user`/`password` against the users file's stored verifier (the same scrypt
  * derivation as the native handshake, compared in constant time; an unknown user costs the same
  * as a known one), then calls `succeeded` in the command's turn, or answers WRONGPASS. Commands
- * pipelined behind it wait for the outcome, as they would on Redis.
+ * pipelined behind it wait for the outcome, as they would on Redis. A failure is counted in the
+ * per-address budget shared with the native port: from an address it has locked out, AUTH is
+ * refused at once (`NOAUTH UNAUTHORIZED: too many failed authentications ...`, connection closed)
+ * without any scrypt; and a connection is closed after {@link MAX_AUTH_FAILURES_PER_CONNECTION}
+ * failures.
  */
 export function authenticate(
   services: RespServices,
@@ -55,14 +66,25 @@ export function authenticate(
   password: string,
   succeeded: () => void,
 ): void {
+  const address = connection.socket.remoteAddress;
+  const locked = services.authFailures.refusal(address);
+  if (locked !== undefined) {
+    connection.replyError(seq, respErrorLine(ErrorCode.UNAUTHORIZED, locked));
+    void connection.close();
+    return;
+  }
   const grant = services.users?.get(user);
   const credential = grant?.credential ?? decoyCredential(user || DEFAULT_USER, pepper);
   connection.hold();
   verifyPassword(credential, password)
     .catch(() => false)
     .then((verified) => {
-      if (!verified || grant === undefined) connection.replyError(seq, WRONGPASS);
-      else if (!services.admit(connection)) {
+      if (!verified || grant === undefined) {
+        services.authFailures.failed(address);
+        connection.authFailures++;
+        connection.replyError(seq, WRONGPASS);
+        if (connection.authFailures >= MAX_AUTH_FAILURES_PER_CONNECTION) void connection.close();
+      } else if (!services.admit(connection)) {
         connection.replyError(seq, MAX_CLIENTS);
         void connection.close();
       } else {

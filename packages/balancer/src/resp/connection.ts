@@ -173,6 +173,8 @@ export class RespConnection
   name: Uint8Array | undefined;
   /** Who the connection acts as; undefined until authenticated (or admitted anonymously). */
   identity: RespIdentity | undefined;
+  /** AUTHs refused on this connection (it is closed after a few: see `resp/auth.ts`). */
+  authFailures = 0;
   /** MULTI's queued commands and WATCH's keys (see `transaction.ts`). */
   readonly transaction = new ConnectionTransaction();
   /** The writer of in-order answers; its `version` is the connection's RESP version. */

@@ -3,7 +3,7 @@
  * limits, deadlines and users as the native port. See the package README, section "RESP".
  */
 import type { HashRing } from '@dstore/hashring';
-import { DEFAULT_LIMITS, type UserDirectory } from '@dstore/protocol';
+import { type AuthFailureBudget, DEFAULT_LIMITS, type UserDirectory } from '@dstore/protocol';
 import type { ResolvedBalancerOptions } from '../config.js';
 import type { Router } from '../router.js';
 import { CommandTable } from './command-table.js';
@@ -24,6 +24,8 @@ export interface RespFrontDoorParts {
   readonly options: ResolvedBalancerOptions;
   readonly router: Router;
   readonly users: UserDirectory | undefined;
+  /** Failed client authentications per address, shared with the native port. */
+  readonly authFailures: AuthFailureBudget;
   /** Facts for INFO; `port` and `connectedClients` are filled in by the server. */
   readonly facts: () => Omit<ServerFacts, 'port' | 'connectedClients'>;
   /** DBSIZE and SCAN pages of the cluster. */
@@ -86,6 +88,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
       limits,
       maxAnswerBytes: options.respMaxOutputBytes,
       users: parts.users,
+      authFailures: parts.authFailures,
       protectedMode: options.protectedMode,
       commands: new CommandTable([
         ...CONNECTION_COMMANDS,

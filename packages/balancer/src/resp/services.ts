@@ -1,5 +1,6 @@
 import type { HashRing } from '@dstore/hashring';
 import type {
+  AuthFailureBudget,
   KeysResponse,
   ProtocolLimits,
   ScanRequest,
@@ -50,6 +51,11 @@ export interface RespServices {
   readonly maxAnswerBytes: number;
   /** The users of the users file / token; authentication is required when it has any. */
   readonly users: UserDirectory | undefined;
+  /**
+   * Failed client authentications per source address, shared with the native port: AUTH from a
+   * locked-out address is refused before any scrypt.
+   */
+  readonly authFailures: AuthFailureBudget;
   /** Without users, accept clients from loopback addresses only (as Redis's protected mode). */
   readonly protectedMode: boolean;
   /** The command table (COMMAND lists it). */
