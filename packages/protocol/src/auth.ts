@@ -130,10 +130,7 @@ function parseScryptKdf(kdf: string): ScryptParams | undefined {
  * Compared as N itself, the memory (N·r) and the work (N·r·p): a server may trade one parameter
  * for another, but none of them may make a guess cheaper than the floor's.
  */
-export function scryptBelowFloor(
-  params: ScryptParams,
-  floor: ScryptParams = DEFAULT_SCRYPT,
-): string | undefined {
+function scryptBelowFloor(params: ScryptParams, floor: ScryptParams = DEFAULT_SCRYPT): string | undefined {
   const below =
     params.N < floor.N ||
     params.N * params.r < floor.N * floor.r ||
@@ -229,8 +226,9 @@ export function assertClusterSecret(secret: string): void {
 /**
  * Hashes a password for a users file: `scram-scrypt$N$r$p$salt$storedKey$serverKey` (base64
  * fields). The password cannot be recovered from it, and it does not let anyone authenticate.
- * `params` below {@link DEFAULT_SCRYPT} make a hash that clients refuse by default (see
- * {@link scryptBelowFloor}): each of them must then lower its floor (`minScryptCost`).
+ * `params` below {@link DEFAULT_SCRYPT} make a hash that clients refuse by default (a server
+ * naming a cost below their floor may be a rogue one): each of them must then lower its floor
+ * (`minScryptCost`).
  */
 export async function hashPassword(password: string, params: ScryptParams = DEFAULT_SCRYPT): Promise<string> {
   if (password === '') throw new DstoreError(ErrorCode.INVALID_ARGUMENT, 'the password must not be empty');

@@ -19,7 +19,6 @@ export {
   MIN_CLUSTER_SECRET_LENGTH,
   parseScryptCost,
   type ScryptParams,
-  scryptBelowFloor,
 } from './auth.js';
 export {
   AuthFailureBudget,
