@@ -176,9 +176,9 @@ function buildProgram(): Command {
       )
       .option(
         '--auth-failure-limit <n>',
-        'failed client authentications from one address (both ports) that lock it out for --auth-failure-window',
-        integer(1),
-        10,
+        'failed client authentications from one address (both ports) that lock it out for --auth-failure-window; 0: never (a lockout refuses every client at the address)',
+        integer(0),
+        0,
       )
       .option(
         '--auth-failure-window <ms>',

@@ -135,7 +135,9 @@ export interface BalancerOptions {
   /**
    * Failed client authentications (native handshake and RESP AUTH together) from one source
    * address within {@link authFailureWindowMs} after which that address is locked out: every
-   * attempt from it is refused at once, without checking a password, for one window. Default 10.
+   * attempt from it is refused at once, without checking a password, for one window. Default 0:
+   * no lockout, since it refuses every client at the address (one client left with a stale
+   * password would lock out its whole host); set it where clients do not share addresses.
    */
   readonly authFailureLimit?: number;
   /** The window (ms) failed authentications are counted in, and the length of a lockout. Default 60000. */
@@ -456,7 +458,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     maxPendingConnections: positiveInteger('maxPendingConnections', options.maxPendingConnections ?? 256),
     maxPendingPerAddress: positiveInteger('maxPendingPerAddress', options.maxPendingPerAddress ?? 64),
     authTimeoutMs: positiveInteger('authTimeoutMs', options.authTimeoutMs ?? 5000),
-    authFailureLimit: positiveInteger(
+    authFailureLimit: nonNegativeInteger(
       'authFailureLimit',
       options.authFailureLimit ?? DEFAULT_AUTH_FAILURE_LIMIT,
     ),

@@ -1,7 +1,12 @@
 import { unmappedAddress } from './auth.js';
 
-/** Default failed client authentications from one address before it is locked out. */
-export const DEFAULT_AUTH_FAILURE_LIMIT = 10;
+/**
+ * Default failed client authentications from one address before it is locked out: 0, no lockout.
+ * A lockout refuses everyone at the address, the right password included, so one client left
+ * with a stale password (it reconnects, failing each time) would lock every client of its host,
+ * or behind its NAT, out of the cluster. Set a limit where clients do not share addresses.
+ */
+export const DEFAULT_AUTH_FAILURE_LIMIT = 0;
 /** Default window (ms) the failures are counted in, and length of a lockout. */
 export const DEFAULT_AUTH_FAILURE_WINDOW_MS = 60_000;
 /** Default most addresses remembered at once (a few dozen bytes each). */
@@ -9,7 +14,7 @@ export const DEFAULT_AUTH_FAILURE_ADDRESSES = 10_000;
 
 /** Options of an {@link AuthFailureBudget}. */
 export interface AuthFailureBudgetOptions {
-  /** Failed authentications from one address within `windowMs` that lock it out. Default 10. */
+  /** Failed authentications from one address within `windowMs` that lock it out; 0 (the default): never. */
   readonly limit?: number;
   /** Window (ms) failures are counted in; a lockout lasts as long. Default 60000. */
   readonly windowMs?: number;
@@ -88,6 +93,7 @@ export class AuthFailureBudget {
   /** Counts one failed authentication from `address`; locks it out when the budget is spent. */
   failed(address: string | undefined): void {
     this.failures++;
+    if (this.limit === 0) return;
     const key = addressKey(address);
     const now = performance.now();
     let entry = this.addresses.get(key);
