@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Op, toBytes } from '@dstore/protocol';
+import { DstoreError, Op, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   attempt,
@@ -104,9 +104,19 @@ describe('dstore-balancer CLI', () => {
     await spawnNode(resources, 'cli-node-1', balancer.ready.port);
     await waitFor(async () => (await health(balancer.ready.adminPort)).ready, 'ready');
     const client = await connect(resources, balancer.ready.port);
-    expect(await client.request({ op: Op.SET, key: toBytes('a'), value: toBytes('1') })).toMatchObject({
-      op: Op.OK,
-    });
+    // Up once it joined; until its first RING arrives the node refuses (UNAVAILABLE, not executed,
+    // which a client resends): this connection sends again as a client would.
+    let stored: unknown;
+    await waitFor(async () => {
+      stored = await client
+        .request({ op: Op.SET, key: toBytes('a'), value: toBytes('1') })
+        .catch((error: unknown) => {
+          if (error instanceof DstoreError && error.notExecuted && error.retryable) return undefined;
+          throw error;
+        });
+      return stored !== undefined;
+    }, 'a SET stored');
+    expect(stored).toMatchObject({ op: Op.OK });
     const stats = await client.request({ op: Op.STATS });
     expect(stats).toMatchObject({
       op: Op.STATS_RESULT,
