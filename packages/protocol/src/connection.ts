@@ -19,6 +19,7 @@ import {
   type WithoutId,
 } from './messages.js';
 import { type EndOfTickWriter, flushAtEndOfTick, OutputBuffer } from './output-buffer.js';
+import { LARGE_REQUEST_BYTES, ServingBytes } from './serving-bytes.js';
 import { isTlsPeerVerified } from './tls.js';
 
 /** Options of a {@link Connection}. Every bound has a default; none is unbounded. */
@@ -157,9 +158,6 @@ export class PendingTable {
 /** How long a closed-by-us socket waits for the peer to close its side before being destroyed. */
 const END_GRACE_MS = 2000;
 
-/** Received frames this large or larger count against `maxServingBytes` (smaller ones cost no bookkeeping). */
-export const LARGE_REQUEST_BYTES = 16 * 1024;
-
 const DEFAULTS = {
   requestTimeoutMs: 5000,
   maxInFlight: 1024,
@@ -199,9 +197,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private earliestDeadline = Number.POSITIVE_INFINITY;
   private partialFrameSince = -1;
   private servingCount = 0;
-  /** Bytes of the large requests being served, and each one's size by request id. */
-  private servingBytes = 0;
-  private readonly largeServing = new Map<number, number>();
+  /** Bytes of the large requests being served, by request id, against `maxServingBytes`. */
+  private readonly servingBytes: ServingBytes;
   private readingPaused = false;
   /** Set by {@link useBothWays}: reading is never paused. */
   private bothWays: boolean;
@@ -252,6 +249,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       frameTimeoutMs: options.frameTimeoutMs ?? DEFAULTS.frameTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
     };
+    this.servingBytes = new ServingBytes(this.options.maxServingBytes);
     this.onRequest = options.onRequest;
     this.bothWays = options.bothWays ?? false;
     this.sweeper = options.sweeper ?? sharedSweeper;
@@ -426,13 +424,9 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   /** Answers a received request (the response carries the request's id). */
   reply(response: Response): void {
     if (this.servingCount > 0) this.servingCount--;
-    if (this.servingBytes > 0) this.answeredLarge(response.id);
+    const bytesAllowReading = this.servingBytes.answered(response.id);
     if (this.isClosed) return;
-    if (
-      this.readingPaused &&
-      this.servingCount <= this.options.maxServing >> 1 &&
-      this.servingBytes <= this.options.maxServingBytes >> 1
-    )
+    if (this.readingPaused && this.servingCount <= this.options.maxServing >> 1 && bytesAllowReading)
       this.maybeResumeReading();
     const size = this.hotFrameSize(response, response.id);
     if (size >= 0) {
@@ -706,7 +700,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     if (
       this.socketFull ||
       this.servingCount >= this.options.maxServing ||
-      (this.options.maxServingBytes > 0 && this.servingBytes >= this.options.maxServingBytes) ||
+      this.servingBytes.shouldPause ||
       this.bufferedOutputBytes >= this.outputHighWater
     ) {
       return;
@@ -798,27 +792,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     if (message.op > MAX_REQUEST_OP) this.settle(message as Response);
     else if (this.closing) this.refuseWhileClosing(message as Request);
     else {
-      if (body.length >= LARGE_REQUEST_BYTES && this.options.maxServingBytes > 0) {
-        this.servingLarge((message as Request).id, body.length);
+      // Counted before it is served, so that its answer finds it even when given synchronously.
+      if (this.servingBytes.add((message as Request).id, body.length) && !this.readingPaused) {
+        this.pauseReading();
       }
       this.serve(message as Request);
     }
-  }
-
-  /** Counts a large request as being served; pauses reading past `maxServingBytes`. */
-  private servingLarge(id: number, bytes: number): void {
-    // A peer reusing an id it is still waiting on gets no second entry (the first answer ends it).
-    if (this.largeServing.has(id)) return;
-    this.largeServing.set(id, bytes);
-    this.servingBytes += bytes;
-    if (this.servingBytes >= this.options.maxServingBytes && !this.readingPaused) this.pauseReading();
-  }
-
-  private answeredLarge(id: number): void {
-    const bytes = this.largeServing.get(id);
-    if (bytes === undefined) return;
-    this.largeServing.delete(id);
-    this.servingBytes -= bytes;
   }
 
   private refuseWhileClosing(request: Request): void {

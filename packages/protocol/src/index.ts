@@ -40,7 +40,6 @@ export {
   Connection,
   type ConnectionEvents,
   type ConnectionOptions,
-  LARGE_REQUEST_BYTES,
   type RequestOptions,
   type ResponseCallback,
 } from './connection.js';
@@ -69,6 +68,7 @@ export {
   type PeerLinkEvents,
   type PeerLinkOptions,
 } from './peer-link.js';
+export { LARGE_REQUEST_BYTES } from './serving-bytes.js';
 export {
   isTlsPeerVerified,
   type PeerTlsOptions,

@@ -53,6 +53,7 @@ export {
   partlyApplied,
   withEpoch,
 } from './routing.js';
+export { ServingBytes } from './serving-bytes.js';
 export { checkBodyShape } from './shape.js';
 export {
   MOVE_ATTEMPTS,

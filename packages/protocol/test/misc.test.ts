@@ -1,6 +1,13 @@
 import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Connection, ErrorCode, LatencyHistogram, Op, resolveLimits } from '../src/index.js';
+import {
+  type Connection,
+  ErrorCode,
+  LARGE_REQUEST_BYTES,
+  LatencyHistogram,
+  Op,
+  resolveLimits,
+} from '../src/index.js';
 import { backoffDelay, DeadlineSweeper, watchAbort } from '../src/internal.js';
 import { failOnUncaught, Resources, waitFor } from './helpers.js';
 
@@ -38,6 +45,53 @@ describe('Connection bounds', () => {
     }
     expect(servedBeforeRelease).toBeLessThan(200);
     expect(peakServing).toBeLessThanOrEqual(8);
+  });
+
+  it('stops reading at maxServingBytes of large requests and resumes as they are answered', async () => {
+    const held: (() => void)[] = [];
+    // Bodies of a little more than 64 KiB: the fourth reaches the bound.
+    const { address } = await resources.server({
+      connection: { maxServingBytes: 3.5 * 64 * 1024 },
+      onRequest: (request, connection) => held.push(() => connection.reply({ op: Op.OK, id: request.id })),
+    });
+    const client = await resources.connection(address.port, { requestTimeoutMs: 30_000 });
+    const value = new Uint8Array(64 * 1024);
+    const answers = Promise.all(
+      Array.from({ length: 20 }, (_, index) =>
+        client.request({ op: Op.SET, key: new TextEncoder().encode(`k${index}`), value }),
+      ),
+    );
+    await waitFor(() => held.length >= 4, 5000, 'the first requests');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Requests already read wait unserved: none past the one that reached the bound.
+    expect(held.length).toBe(4);
+    const release = setInterval(() => {
+      while (held.length > 0) held.shift()!();
+    }, 1);
+    try {
+      expect(await answers).toHaveLength(20);
+    } finally {
+      clearInterval(release);
+    }
+  });
+
+  it('does not count requests below LARGE_REQUEST_BYTES against maxServingBytes', async () => {
+    const held: (() => void)[] = [];
+    const { address } = await resources.server({
+      connection: { maxServingBytes: LARGE_REQUEST_BYTES },
+      onRequest: (request, connection) => held.push(() => connection.reply({ op: Op.OK, id: request.id })),
+    });
+    const client = await resources.connection(address.port, { requestTimeoutMs: 30_000 });
+    const value = new Uint8Array(LARGE_REQUEST_BYTES / 2);
+    const answers = Promise.all(
+      Array.from({ length: 50 }, (_, index) =>
+        client.request({ op: Op.SET, key: new TextEncoder().encode(`k${index}`), value }),
+      ),
+    );
+    // 25 times the bound in small requests, all served before any is answered.
+    await waitFor(() => held.length === 50, 5000, 'every small request served');
+    for (const answer of held.splice(0)) answer();
+    expect(await answers).toHaveLength(50);
   });
 
   it('closes an idle connection after idleTimeoutMs', async () => {

@@ -2,13 +2,14 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 // The module's `performance`, as the protocol's connections use (the global one is an accessor).
 import { performance } from 'node:perf_hooks';
-import { LARGE_REQUEST_BYTES, Op, type Response, type UserGrant } from '@dstore/protocol';
+import { Op, type Response, type UserGrant } from '@dstore/protocol';
 import {
   type DeadlineSweeper,
   type EndOfTickWriter,
   flushAtEndOfTick,
   OutputBuffer,
   type ServedConnection,
+  ServingBytes,
   type Sweepable,
   sharedSweeper,
 } from '@dstore/protocol/internal';
@@ -50,7 +51,7 @@ export interface RespConnectionOptions {
   /** Most commands read and not answered yet; reading pauses there (back-pressure). */
   readonly maxInFlight: number;
   /**
-   * Most bytes of large commands (arguments of {@link LARGE_REQUEST_BYTES} or more together) read
+   * Most bytes of large commands (arguments of `LARGE_REQUEST_BYTES` or more together) read
    * and not answered yet; past it reading pauses until answers bring it to half, as the native
    * port's `maxServingBytes` (the balancer's `--max-client-bytes-in-flight`): a client pipelining
    * big SETs waits in its own socket instead of filling the node links. 0 or absent: no byte bound.
@@ -191,11 +192,8 @@ export class RespConnection
   /** Commands parsed while dispatching was held (reading paused, or an AUTH being checked). */
   private deferred: DeferredItem[] = [];
   private readingPaused = false;
-  /** Bytes of the large commands in flight, and each one's size by sequence number. */
-  private servingBytes = 0;
-  private readonly largeServing = new Map<number, number>();
-  /** `options.maxServingBytes`, 0 for none. */
-  private readonly maxServingBytes: number;
+  /** Bytes of the large commands in flight, by sequence number, against `options.maxServingBytes`. */
+  private readonly servingBytes: ServingBytes;
   /**
    * When the command partly received started arriving (`performance.now()`), -1 when none is;
    * checked by the shared sweeper (no timer per command) while {@link swept}.
@@ -225,7 +223,7 @@ export class RespConnection
     super();
     this.id = id;
     this.writer = new RespWriter(this.output);
-    this.maxServingBytes = options.maxServingBytes ?? 0;
+    this.servingBytes = new ServingBytes(options.maxServingBytes ?? 0);
     this.frameTimeoutMs = options.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS;
     this.sweeper = options.sweeper ?? sharedSweeper;
     // Before authentication (users configured, no identity yet, no AUTH being checked) commands
@@ -291,7 +289,7 @@ export class RespConnection
 
   /** Ends the answer of `seq` started by {@link beginReply}; releases the answers it was holding up. */
   endReply(seq: number): void {
-    if (this.servingBytes > 0) this.answeredLarge(seq);
+    this.servingBytes.answered(seq);
     if (this.closed) {
       // Answers arriving after the client left are dropped (the side buffer is not kept either).
       if (seq !== this.headSeq) this.sideOutput.takeView();
@@ -352,7 +350,7 @@ export class RespConnection
   private runCommand(args: Uint8Array[]): void {
     const seq = this.nextSeq++;
     // Counted before it runs: an answer given synchronously (a refusal) uncounts it at once.
-    if (this.maxServingBytes > 0) this.countLarge(seq, args);
+    if (this.servingBytes.bounded) this.countLarge(seq, args);
     try {
       this.runner.run(this, args, seq);
     } catch (error) {
@@ -360,32 +358,22 @@ export class RespConnection
         this.replyError(seq, `ERR INTERNAL: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
-    if (
-      (this.inFlight >= this.options.maxInFlight ||
-        (this.maxServingBytes > 0 && this.servingBytes >= this.maxServingBytes)) &&
-      !this.readingPaused
-    ) {
+    if ((this.inFlight >= this.options.maxInFlight || this.servingBytes.shouldPause) && !this.readingPaused) {
       // A bound is reached: what the current chunk still holds waits in `deferred`.
       this.readingPaused = true;
       this.socket.pause();
     }
   }
 
-  /** Counts command `seq` against `maxServingBytes` when its arguments make it large. */
+  /**
+   * Counts command `seq` against `maxServingBytes` when its arguments make it large (the rule is
+   * {@link ServingBytes.add}'s); its bytes no longer count once answered ({@link endReply}: its
+   * arguments are no longer held).
+   */
   private countLarge(seq: number, args: Uint8Array[]): void {
     let bytes = 0;
     for (const arg of args) bytes += arg.length;
-    if (bytes < LARGE_REQUEST_BYTES) return;
-    this.largeServing.set(seq, bytes);
-    this.servingBytes += bytes;
-  }
-
-  /** Command `seq` is answered: its bytes no longer count (its arguments are no longer held). */
-  private answeredLarge(seq: number): void {
-    const bytes = this.largeServing.get(seq);
-    if (bytes === undefined) return;
-    this.largeServing.delete(seq);
-    this.servingBytes -= bytes;
+    this.servingBytes.add(seq, bytes);
   }
 
   /** A command skipped for going over a limit: its turn gets `-ERR message`. */
@@ -517,7 +505,7 @@ export class RespConnection
   private applyBackPressure(): void {
     const over =
       this.inFlight >= this.options.maxInFlight ||
-      (this.maxServingBytes > 0 && this.servingBytes >= this.maxServingBytes) ||
+      this.servingBytes.shouldPause ||
       this.bufferedOutputBytes >= this.options.maxOutputBytes / 2;
     if (over && !this.readingPaused) {
       this.readingPaused = true;
@@ -526,7 +514,7 @@ export class RespConnection
       !over &&
       this.readingPaused &&
       this.inFlight <= this.options.maxInFlight / 2 &&
-      this.servingBytes <= this.maxServingBytes / 2 &&
+      this.servingBytes.mayResume &&
       !this.socket.writableNeedDrain
     ) {
       this.readingPaused = false;
@@ -577,8 +565,7 @@ export class RespConnection
     this.closing = true;
     this.deferred = [];
     this.early.clear();
-    this.largeServing.clear();
-    this.servingBytes = 0;
+    this.servingBytes.clear();
     this.unwatch();
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer);
     if (!this.socket.destroyed) this.socket.destroy();
