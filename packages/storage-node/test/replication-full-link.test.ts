@@ -6,7 +6,7 @@
  * a stream now holds its batches, in order, until there is room.
  */
 import { HashRing } from '@dstore/hashring';
-import { ErrorCode, Op, type RingRequest, toBytes } from '@dstore/protocol';
+import { Op, type RingRequest, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Decision, MemoryEngine, type VersionedValue } from '../src/engines/index.js';
 import { Ownership } from '../src/ownership.js';
