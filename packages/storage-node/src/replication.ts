@@ -224,8 +224,18 @@ class ForwardLink {
     private readonly service: ReplicationService,
   ) {}
 
+  /**
+   * Taken off on a new epoch ({@link detach}): what is appended later goes to its key's successor
+   * on the new ring. An engine that applies a write after the tick that admitted it (lmdb, in a
+   * later transaction) appends its entry to the link chosen then, and a RING may come in between:
+   * sent from here, it would go out on the new epoch along the old path, and be sent again after
+   * every refusal until the next RING.
+   */
+  private detached = false;
+
   /** Appends a write to this tick's batch; returns the batch whose answer covers it. */
   append(entry: ReplicatedEntry): ForwardBatch {
+    if (this.detached) return this.service.forwardOnCurrentRing([entry]);
     const size = entrySize(entry);
     this.bytes += size;
     return this.place(entry, size);
@@ -237,6 +247,7 @@ class ForwardLink {
    * reader of a member sees part of the write. The caller keeps a unit within one frame's limits.
    */
   appendUnit(entries: readonly ReplicatedEntry[]): ForwardBatch {
+    if (this.detached) return this.service.forwardOnCurrentRing(entries);
     let size = 0;
     for (const entry of entries) size += entrySize(entry);
     this.bytes += size;
@@ -313,6 +324,7 @@ class ForwardLink {
    * and the entries kept from failed forwards. The link starts afresh (batch numbers from 1).
    */
   detach(): { batches: ForwardBatch[]; kept: ReplicatedEntry[] } {
+    this.detached = true;
     const batches = this.unsettled;
     const kept = this.kept;
     for (const batch of batches) batch.rerouted = true;
@@ -624,16 +636,58 @@ function streamNode(trie: LinkTrieNode[], path: readonly string[], receiver: num
   return node;
 }
 
+/**
+ * The index past the run of entries from `start` that one write made: `writeEndAt` (the same
+ * `writeEpoch` and version), cut where an entry's chain (`chainAt(index)`) differs from the
+ * first's. A write of several keys has keys of one hash tag, so one chain; two writes that only
+ * share a version (two heads' clocks give the first version of a millisecond alike) may have two,
+ * and a run is routed whole by its first entry's chain: uncut, the other write's entries went to a
+ * member that is not their successor (which could apply them, skipping the members between).
+ */
+function unitEndAt(
+  entries: readonly ReplicatedEntry[],
+  start: number,
+  chainAt: (index: number) => Chain | undefined,
+): number {
+  const end = writeEndAt(entries, start);
+  if (end === start + 1) return end;
+  const first = chainAt(start);
+  for (let i = start + 1; i < end; i++) {
+    const chain = chainAt(i);
+    if (
+      chain !== first &&
+      (chain === undefined || first === undefined || !samePath(chain.path, first.path, 0))
+    )
+      return i;
+  }
+  return end;
+}
+
+/** Whether write paths `a` and `b` have the same members from index `from` on. */
+function samePath(a: readonly string[], b: readonly string[], from: number): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = from; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Bytes `entry` counts for in a frame and in the queue bound. */
 function entrySize(entry: ReplicatedEntry): number {
   return entry.key.byteLength + (entry.value?.byteLength ?? 0) + ENTRY_OVERHEAD;
 }
 
-/** Calls `unit(start, end)` for each run of entries one write made (see `writeEndAt`). */
-function forEachUnit(entries: readonly ReplicatedEntry[], unit: (start: number, end: number) => void): void {
+/**
+ * Calls `unit(start, end)` for each run of entries one write made (see {@link unitEndAt}; without
+ * `chainAt`, entries all of one chain: `writeEndAt` alone).
+ */
+function forEachUnit(
+  entries: readonly ReplicatedEntry[],
+  unit: (start: number, end: number) => void,
+  chainAt?: (index: number) => Chain | undefined,
+): void {
   let start = 0;
   while (start < entries.length) {
-    const end = writeEndAt(entries, start);
+    const end = chainAt === undefined ? writeEndAt(entries, start) : unitEndAt(entries, start, chainAt);
     unit(start, end);
     start = end;
   }
@@ -1033,6 +1087,34 @@ export class ReplicationService {
     });
   }
 
+  /**
+   * The forward of the entries of one write appended to a link taken off on a new epoch (see
+   * `ForwardLink.detached`): on the link towards the key's successor now, as {@link reconfigure}
+   * re-routes what the link held; a batch settled at once when this node is the key's last member
+   * now (acknowledged here), or failed with the indeterminate error when it left the key's write
+   * path.
+   */
+  forwardOnCurrentRing(entries: readonly ReplicatedEntry[]): ForwardBatch {
+    const chain = this.ownership.chainOf(entries[0]!.key);
+    const at = chain === undefined ? -1 : chain.path.indexOf(this.ownership.self);
+    this.counters.entriesResent += entries.length;
+    if (chain !== undefined && at >= 0 && at + 1 < chain.path.length) {
+      const link = this.linkOf(chain, at);
+      return entries.length === 1 ? link.append(entries[0]!) : link.appendUnit(entries);
+    }
+    const batch = new ForwardBatch(this.nextBatchSeq());
+    batch.settleWith(
+      at >= 0
+        ? undefined
+        : new DstoreError(
+            ErrorCode.CONNECTION_CLOSED,
+            `${this.ownership.self} left the chain of the write at epoch ${this.ownership.epoch} before its tail acknowledged it; the write may be on some replicas`,
+            { notExecuted: false },
+          ),
+    );
+    return batch;
+  }
+
   /** The next forward batch's creation number. */
   nextBatchSeq(): number {
     return this.batchSeq++;
@@ -1093,6 +1175,10 @@ export class ReplicationService {
     this.routedState = state;
     if (returned && state === 'entering') this.wipe();
     let left: DstoreError | undefined;
+    const chainOfEntry =
+      (entries: readonly ReplicatedEntry[]) =>
+      (index: number): Chain | undefined =>
+        this.ownership.chainOf(entries[index]!.key);
     // One write's entries (one unit, all of one position: one chain) are routed together.
     const route = (
       entries: readonly ReplicatedEntry[],
@@ -1110,16 +1196,20 @@ export class ReplicationService {
       return end - start === 1 ? link.append(entries[start]!) : link.appendUnit(entries.slice(start, end));
     };
     for (const { batches, kept } of detached) {
-      forEachUnit(kept, (start, end) => route(kept, start, end));
+      forEachUnit(kept, (start, end) => route(kept, start, end), chainOfEntry(kept));
       for (const batch of batches) {
         const next: ForwardBatch[] = [];
         let outside = false;
-        forEachUnit(batch.entries, (start, end) => {
-          const routed = route(batch.entries, start, end);
-          if (routed === null) outside = true;
-          else if (routed !== undefined && next[next.length - 1] !== routed && !next.includes(routed))
-            next.push(routed);
-        });
+        forEachUnit(
+          batch.entries,
+          (start, end) => {
+            const routed = route(batch.entries, start, end);
+            if (routed === null) outside = true;
+            else if (routed !== undefined && next[next.length - 1] !== routed && !next.includes(routed))
+              next.push(routed);
+          },
+          chainOfEntry(batch.entries),
+        );
         if (outside) {
           left ??= new DstoreError(
             ErrorCode.CONNECTION_CLOSED,
@@ -1601,6 +1691,18 @@ export class ReplicationService {
         );
         return;
       }
+      // One REPLICATE is one stream of its sender: every entry has this node at the same position
+      // and the same members after it. One that does not was routed on another ring (or with
+      // another write's entries): taken, it would skip the members between its sender and here.
+      if (i > 0 && (at !== positions[0] || !samePath(chain.path, chains[0]!.path, at))) {
+        done(
+          new DstoreError(
+            ErrorCode.NOT_OWNER,
+            `REPLICATE mixes write paths (${chains[0]!.path.join(', ')}) and (${chain.path.join(', ')}): not one stream of its sender`,
+          ),
+        );
+        return;
+      }
       chains[i] = chain;
       positions[i] = at;
     }
@@ -1627,6 +1729,7 @@ export class ReplicationService {
     }
     // Copied once: the engine stores them after this tick (lmdb) and the forward sends them later.
     const copy = copierOf(entries);
+    const chainAt = (index: number): Chain | undefined => chains[index];
     const copies = new Array<VersionedEntry>(entries.length);
     const forwards: ForwardBatch[] = [];
     const addForward = (batch: ForwardBatch): void => {
@@ -1673,7 +1776,7 @@ export class ReplicationService {
         if (unitEnd === i + 1) addForward(this.linkOf(chain, at).appendUnit(unit));
         continue;
       }
-      unitEnd = writeEndAt(entries, i);
+      unitEnd = unitEndAt(entries, i, chainAt);
       if (unitEnd > i + 1) {
         unit = [forwarded];
         continue;
