@@ -77,6 +77,8 @@ export interface ReplicationCounters {
   refusedFull: number;
   /** Evictions of this node's engine sent down their chains (this node heads their keys). */
   evictionsSent: number;
+  /** Forwards refused whole by a member in transition whose waiters waited for the re-send (deferred). */
+  batchesDeferred: number;
   /** Sends of a forward put off because the connection to the successor was full (output or requests in flight). */
   sendsWaited: number;
 }
@@ -115,12 +117,14 @@ const EVICTED_AT = 1;
 /**
  * The writes of one tick towards one successor: one REPLICATE frame. Settled once, in link order
  * (see {@link ForwardLink}), so a waiter on a batch knows every earlier batch of the link is
- * settled too.
+ * settled too, or failed (a deferred batch, settled by the re-send of its entries).
  */
 class ForwardBatch {
   readonly entries: ReplicatedEntry[] = [];
   /** Creation order over every link of the node: a drain waits for the batches made before it. */
   readonly seq: number;
+  /** When it was made (`performance.now()`): a deferred batch's bound counts from here. */
+  readonly madeAt = performance.now();
   bytes = 0;
   /** Answered (undefined) or failed (the error); unset while in flight. */
   outcome: DstoreError | undefined | null = null;
@@ -131,8 +135,16 @@ class ForwardBatch {
   rerouted = false;
   /** The connection it was sent on. */
   connection: Connection | undefined;
-  /** For a batch of entries sent again after a failed forward (no waiters): each entry's chain. */
+  /** For a batch of entries sent again after a failed forward: each entry's chain. */
   resentChains: string[] | undefined;
+  /**
+   * Refused whole by a member in transition (see {@link isTransitionalRefusal}): its waiters wait
+   * for the re-send of its entries instead of the indeterminate error (its `outcome` meanwhile,
+   * given when the re-send fails or takes too long, see {@link DeferredAnswers}).
+   */
+  deferred = false;
+  /** While {@link deferred}: its entries not yet acknowledged by a re-send. */
+  private awaiting = 0;
   private waiters: ForwardWaiter[] = [];
 
   constructor(seq: number) {
@@ -147,8 +159,32 @@ class ForwardBatch {
 
   /** Settles with `outcome` (a batch taken off its link, once its entries' new forwards settled). */
   settleWith(outcome: DstoreError | undefined): void {
+    if (this.settled) return;
     this.outcome = outcome;
     this.settle();
+  }
+
+  /** Marks the batch deferred, `failure` its outcome should the re-send of its entries not settle it. */
+  defer(failure: DstoreError): void {
+    this.deferred = true;
+    this.outcome = failure;
+    this.awaiting = this.entries.length;
+  }
+
+  /**
+   * The waiter of a re-send of `count` entries of this deferred batch: settles it once every entry
+   * is acknowledged, or with the re-send's failure.
+   */
+  resentBy(count: number): ForwardWaiter {
+    return (error) => {
+      if (this.settled) return;
+      if (error !== undefined) {
+        this.settleWith(error);
+        return;
+      }
+      this.awaiting -= count;
+      if (this.awaiting <= 0) this.settleWith(undefined);
+    };
   }
 
   settle(): void {
@@ -164,8 +200,10 @@ class ForwardBatch {
  * One node's forward queue towards one successor: the batches not yet answered, in order. Every
  * write appended in a tick goes out in one REPLICATE at the tick's end (more only when a frame's
  * limits are reached); answers settle the batches strictly in order, so the answer of batch b
- * releases its waiters only after every earlier batch of the link is settled. The entries of a
- * batch whose forward fails stay queued (their waiters get the indeterminate error at once) and go
+ * releases its waiters only after every earlier batch of the link is settled or has failed (a
+ * deferred one, counted in {@link failuresTotal}, settles later). The entries of a
+ * batch whose forward fails stay queued (their waiters get the indeterminate error at once, unless
+ * a member in transition refused the batch whole: then they wait for the re-send) and go
  * out again, after a backoff delay, on a new connection; on a new epoch every unacknowledged entry
  * is taken off the link ({@link detach}) and re-routed to its key's new successor.
  */
@@ -181,6 +219,8 @@ class ForwardLink {
   private kept: ReplicatedEntry[] = [];
   /** The serving chain ({@link ReplicationService.chainId}) of each entry of {@link kept}. */
   private keptChains: string[] = [];
+  /** The deferred batch each entry of {@link kept} came from, whose waiters wait for its re-send. */
+  private keptOrigins: (ForwardBatch | undefined)[] = [];
   /**
    * Entries kept or being sent again, by serving chain: new client writes of those chains are
    * refused until their re-send went through. Writes of the link's other chains go on (the
@@ -323,15 +363,18 @@ class ForwardLink {
    * changed): the batches not settled, oldest first, each marked so that a late answer is ignored,
    * and the entries kept from failed forwards. The link starts afresh (batch numbers from 1).
    */
-  detach(): { batches: ForwardBatch[]; kept: ReplicatedEntry[] } {
+  detach(): { batches: ForwardBatch[]; kept: ReplicatedEntry[]; keptOrigins: (ForwardBatch | undefined)[] } {
     this.detached = true;
-    const batches = this.unsettled;
+    // A deferred batch's entries are kept: they are re-routed from there, once.
+    const batches = this.unsettled.filter((batch) => !batch.deferred);
     const kept = this.kept;
+    const keptOrigins = this.keptOrigins;
     for (const batch of batches) batch.rerouted = true;
     this.unsettled = [];
     this.toSend = [];
     this.kept = [];
     this.keptChains = [];
+    this.keptOrigins = [];
     this.blocked.clear();
     this.filling = undefined;
     this.bytes = 0;
@@ -343,7 +386,7 @@ class ForwardLink {
     this.valueProbe = undefined;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
-    return { batches, kept };
+    return { batches, kept, keptOrigins };
   }
 
   /**
@@ -433,17 +476,22 @@ class ForwardLink {
    * back the re-send of the others. Their bytes are still counted in `bytes`.
    */
   private resendKept(): void {
-    const byChain = new Map<string, ReplicatedEntry[]>();
+    const byChain = new Map<string, { entries: ReplicatedEntry[]; origins: (ForwardBatch | undefined)[] }>();
     for (let i = 0; i < this.kept.length; i++) {
       const chain = this.keptChains[i]!;
-      const entries = byChain.get(chain);
-      if (entries === undefined) byChain.set(chain, [this.kept[i]!]);
-      else entries.push(this.kept[i]!);
+      let group = byChain.get(chain);
+      if (group === undefined) {
+        group = { entries: [], origins: [] };
+        byChain.set(chain, group);
+      }
+      group.entries.push(this.kept[i]!);
+      group.origins.push(this.keptOrigins[i]);
     }
     this.service.counters.entriesResent += this.kept.length;
     this.kept = [];
     this.keptChains = [];
-    for (const [chain, entries] of byChain) {
+    this.keptOrigins = [];
+    for (const [chain, { entries, origins }] of byChain) {
       this.filling = undefined;
       forEachUnit(entries, (start, end) => {
         let size = 0;
@@ -451,6 +499,9 @@ class ForwardLink {
         const batch = this.placeUnit(entries.slice(start, end), size);
         batch.resentChains ??= [];
         for (let i = start; i < end; i++) batch.resentChains.push(chain);
+        // One write's entries come from one batch: its waiters wait for this one's answer.
+        const origin = origins[start];
+        if (origin !== undefined && !origin.settled) batch.whenSettled(origin.resentBy(end - start));
       });
     }
     this.filling = undefined;
@@ -533,12 +584,19 @@ class ForwardLink {
         if (!this.successorFull) this.probeAfter = performance.now() + FULL_PROBE_MS;
         this.successorFull = true;
       }
+      // Refused whole by a member in transition: the re-send will very likely go through, so those
+      // waiting for the batch (now or once their engine step is done: lmdb answers after its flush)
+      // wait for it, within a bound, rather than get the indeterminate error.
+      const deferred = isTransitionalRefusal(error);
+      if (deferred) this.service.deferAnswer(batch, indeterminate(error, this.successor));
+      const origin = deferred ? batch : undefined;
       // Kept for the re-send (the successor may still be in the chain, or a new one will be).
       const chains = batch.resentChains;
       batch.entries.forEach((entry, i) => {
         const chain = chains?.[i] ?? this.service.chainId(entry.key);
         this.kept.push(entry);
         this.keptChains.push(chain);
+        this.keptOrigins.push(origin);
         // A re-sent entry is counted already.
         if (chains === undefined) this.blocked.set(chain, (this.blocked.get(chain) ?? 0) + 1);
       });
@@ -557,10 +615,13 @@ class ForwardLink {
         else this.blocked.delete(chain);
       }
     }
-    batch.outcome = error === undefined ? undefined : indeterminate(error, this.successor);
-    // In link order: a batch settles only once every earlier one has.
+    if (!batch.deferred)
+      batch.outcome = error === undefined ? undefined : indeterminate(error, this.successor);
+    // In link order: a batch settles only once every earlier one has (a deferred one leaves the
+    // order: its re-send settles it).
     while (this.unsettled.length > 0 && this.unsettled[0]!.outcome !== null) {
-      (this.unsettled.shift() as ForwardBatch).settle();
+      const next = this.unsettled.shift() as ForwardBatch;
+      if (!next.deferred) next.settle();
     }
   }
 
@@ -718,6 +779,80 @@ function indeterminate(error: DstoreError, successor: string): DstoreError {
 }
 
 const MAY_BE_ON_REPLICAS = '; the write may be on some replicas';
+
+/**
+ * Whether a failed forward was refused whole by a member in transition, alive and about to take it:
+ * one RING behind or ahead of the sender (STALE_EPOCH, NOT_OWNER, a batch numbered for the other
+ * epoch's stream: REPLICATION_GAP), a learner deleting its stale entries or a member without its
+ * lease (UNAVAILABLE, also what a member relays for a failure further down), or closing gracefully
+ * (SHUTTING_DOWN). Every routine ring change (a node joining, leaving, restarting) makes a few,
+ * and the re-send of the entries goes through within the next RING. Not a timeout, a closed
+ * connection (a member that may be gone for good) or a refusal for room (held until room is freed).
+ */
+function isTransitionalRefusal(error: DstoreError): boolean {
+  switch (error.code) {
+    case ErrorCode.STALE_EPOCH:
+    case ErrorCode.NOT_OWNER:
+    case ErrorCode.REPLICATION_GAP:
+    case ErrorCode.UNAVAILABLE:
+    case ErrorCode.SHUTTING_DOWN:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
+ * The deferred batches of a node (see {@link isTransitionalRefusal}): each gets its outcome (the
+ * indeterminate error) once `boundMs` passed since the batch was made and no re-send settled it,
+ * so a client, or a predecessor whose own forward waits (its deadline started when it sent the
+ * batch this node made), waits at most that long for a forward that keeps failing. One unref'd
+ * timer, armed only while a batch is deferred: failure paths only, never per request.
+ */
+class DeferredAnswers {
+  private queue: { batch: ForwardBatch; failure: DstoreError; dueAt: number }[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly boundMs: number) {}
+
+  add(batch: ForwardBatch, failure: DstoreError): void {
+    batch.defer(failure);
+    this.queue.push({ batch, failure, dueAt: batch.madeAt + this.boundMs });
+    this.arm();
+  }
+
+  /** Gives every deferred batch its outcome now (the node stops). */
+  close(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const { batch, failure } of this.queue.splice(0)) batch.settleWith(failure);
+  }
+
+  private arm(): void {
+    if (this.timer !== undefined) return;
+    let first = Number.POSITIVE_INFINITY;
+    for (const { batch, dueAt } of this.queue) if (!batch.settled && dueAt < first) first = dueAt;
+    if (first === Number.POSITIVE_INFINITY) {
+      this.queue = [];
+      return;
+    }
+    this.timer = setTimeout(() => this.expire(), Math.max(0, first - performance.now()));
+    this.timer.unref();
+  }
+
+  private expire(): void {
+    this.timer = undefined;
+    const now = performance.now();
+    const waiting: typeof this.queue = [];
+    for (const entry of this.queue) {
+      if (entry.batch.settled) continue;
+      if (entry.dueAt <= now) entry.batch.settleWith(entry.failure);
+      else waiting.push(entry);
+    }
+    this.queue = waiting;
+    this.arm();
+  }
+}
 
 /** Whether a failed forward was refused for room by a member down the stream (alive, out of room). */
 function isRoomRefusal(error: DstoreError): boolean {
@@ -956,6 +1091,7 @@ export class ReplicationService {
     refusedPromoting: 0,
     refusedFull: 0,
     evictionsSent: 0,
+    batchesDeferred: 0,
     sendsWaited: 0,
   };
   /**
@@ -1006,6 +1142,7 @@ export class ReplicationService {
   private admitGeneration = 0;
   private isWiping = false;
   private readonly reaper: TombstoneReaper;
+  private readonly deferredAnswers: DeferredAnswers;
 
   constructor(
     private readonly engine: StorageEngine,
@@ -1024,6 +1161,9 @@ export class ReplicationService {
         this.counters.tombstonesPurged += purged;
       },
     );
+    // Half the forward's own deadline, from when the batch was made: a member's deferred answer
+    // reaches its predecessor before the predecessor's forward times out.
+    this.deferredAnswers = new DeferredAnswers(options.timeoutMs / 2);
     this.evictionScope = {
       get active() {
         return ownership.replicationFactor > 1;
@@ -1132,9 +1272,19 @@ export class ReplicationService {
     );
   }
 
-  /** Stops the tombstone reaper's timer (node shutdown). */
+  /**
+   * Defers the answer of `batch`, refused whole by a member in transition: those waiting for it
+   * wait for the re-send of its entries, and get `failure` if it fails or takes past the bound.
+   */
+  deferAnswer(batch: ForwardBatch, failure: DstoreError): void {
+    this.counters.batchesDeferred++;
+    this.deferredAnswers.add(batch, failure);
+  }
+
+  /** Stops the tombstone reaper's timer and answers the deferred batches (node shutdown). */
   close(): void {
     this.reaper.stop();
+    this.deferredAnswers.close();
   }
 
   /**
@@ -1195,8 +1345,27 @@ export class ReplicationService {
       const link = this.linkOf(chain, at);
       return end - start === 1 ? link.append(entries[start]!) : link.appendUnit(entries.slice(start, end));
     };
-    for (const { batches, kept } of detached) {
-      forEachUnit(kept, (start, end) => route(kept, start, end), chainOfEntry(kept));
+    const leftChain = (): DstoreError =>
+      (left ??= new DstoreError(
+        ErrorCode.CONNECTION_CLOSED,
+        `${self} left the chain of the write at epoch ${epoch} before its tail acknowledged it; the write may be on some replicas`,
+        { notExecuted: false },
+      ));
+    for (const { batches, kept, keptOrigins } of detached) {
+      forEachUnit(
+        kept,
+        (start, end) => {
+          const routed = route(kept, start, end);
+          // A deferred batch's waiters follow its entries to their new successors.
+          const origin = keptOrigins[start];
+          if (origin === undefined || origin.settled) return;
+          const resent = origin.resentBy(end - start);
+          if (routed === null) resent(leftChain());
+          else if (routed === undefined) resent(undefined);
+          else routed.whenSettled(resent);
+        },
+        chainOfEntry(kept),
+      );
       for (const batch of batches) {
         const next: ForwardBatch[] = [];
         let outside = false;
@@ -1210,14 +1379,7 @@ export class ReplicationService {
           },
           chainOfEntry(batch.entries),
         );
-        if (outside) {
-          left ??= new DstoreError(
-            ErrorCode.CONNECTION_CLOSED,
-            `${self} left the chain of the write at epoch ${epoch} before its tail acknowledged it; the write may be on some replicas`,
-            { notExecuted: false },
-          );
-        }
-        const failure = outside ? left : undefined;
+        const failure = outside ? leftChain() : undefined;
         whenAll(next, (error) => batch.settleWith(failure ?? error));
       }
     }

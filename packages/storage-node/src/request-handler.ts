@@ -524,6 +524,7 @@ export class RequestHandler {
       'replication.refused_promoting': counters.refusedPromoting,
       'replication.refused_full': counters.refusedFull,
       'replication.evictions_sent': counters.evictionsSent,
+      'replication.batches_deferred': counters.batchesDeferred,
       'replication.sends_waited': counters.sendsWaited,
       'replication.queued_bytes': replication.queuedBytes,
     };
