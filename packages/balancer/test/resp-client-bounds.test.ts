@@ -168,4 +168,23 @@ describe('a RESP command that started arriving must be complete within the frame
     expect(raw.received()).toBe(expected);
     expect(raw.ended()).toBe(false);
   }, 30_000);
+
+  it('a client pipelining commands back to back, every chunk ending inside the next one, is served for longer than the deadline', async () => {
+    const raw = await rawSocket();
+    const commands = Array.from({ length: 41 }, (_, round) =>
+      command('SET', `busy:${round}`, VALUE.slice(0, 1000)),
+    );
+    const half = 20;
+    // Each chunk completes one command and starts the next: a partly received command at the
+    // end of every chunk, each complete within 100 ms, the stream two deadlines long.
+    raw.socket.write(commands[0]!.slice(0, half));
+    for (let round = 1; round < commands.length && !raw.ended(); round++) {
+      await new Promise((resolve) => setTimeout(resolve, 75));
+      raw.socket.write(commands[round - 1]!.slice(half) + commands[round]!.slice(0, half));
+    }
+    const expected = '+OK\r\n'.repeat(commands.length - 1);
+    await waitFor(() => raw.received().length >= expected.length || raw.ended(), 'every answer');
+    expect(raw.received()).toBe(expected);
+    expect(raw.ended()).toBe(false);
+  }, 30_000);
 });

@@ -196,6 +196,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private nextId = 1;
   private earliestDeadline = Number.POSITIVE_INFINITY;
   private partialFrameSince = -1;
+  /** Frames completed so far (wraps harmlessly): tells whether a chunk completed one. */
+  private framesReceived = 0;
   private servingCount = 0;
   /** Bytes of the large requests being served, by request id, against `maxServingBytes`. */
   private readonly servingBytes: ServingBytes;
@@ -742,6 +744,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   private receiveChunk(chunk: Buffer): void {
     if (this.isClosed || this.streamFailed) return;
     this.inChunk = true;
+    const framesBefore = this.framesReceived;
     try {
       this.decoder.push(chunk);
     } catch (error) {
@@ -765,13 +768,18 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       }
     }
     if (!this.decoder.hasPartialFrame) this.partialFrameSince = -1;
-    else if (this.partialFrameSince < 0) {
+    else if (this.partialFrameSince < 0 || this.framesReceived !== framesBefore) {
+      // The frame left partly received began in this chunk when the chunk completed another:
+      // its deadline counts from now. A peer sending frames back to back (a busy link) rarely
+      // ends a chunk on a frame's end, and timed from the first partial frame of the burst it
+      // was dropped after the frame timeout while every frame came in time.
       this.partialFrameSince = performance.now();
       if (!this.swept) this.watch();
     }
   }
 
   private receiveFrame(body: Uint8Array): void {
+    this.framesReceived++;
     if (this.isClosed || this.streamFailed) return;
     if (this.readingPaused || this.deferred.length > 0) {
       this.deferred.push(body);

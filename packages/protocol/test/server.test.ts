@@ -141,6 +141,33 @@ describe('FrameServer', () => {
   });
 });
 
+describe('the frame timeout', () => {
+  it('counts from when the frame left partly received began: frames sent back to back in time keep the connection', async () => {
+    const server = new FrameServer({
+      connection: { frameTimeoutMs: 1000 },
+      onRequest: (request, connection) => connection.reply({ op: Op.OK, id: request.id }),
+    });
+    resources.add(() => server.close(100));
+    const { port } = await server.listen();
+    const socket = await resources.socket(port);
+    const seen = watch(socket);
+    // Every chunk completes a frame and starts the next (a busy link rarely ends a chunk on a
+    // frame's end); each frame takes 50 ms, the whole stream twice the frame timeout.
+    const frames = Array.from({ length: 41 }, (_, id) =>
+      frame(new MessageCodec().encode({ op: Op.PING, id })),
+    );
+    const half = Math.floor(frames[0]!.length / 2);
+    socket.write(frames[0]!.subarray(0, half));
+    for (let id = 1; id < frames.length && !seen.closed(); id++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      socket.write(Buffer.concat([frames[id - 1]!.subarray(half), frames[id]!.subarray(0, half)]));
+    }
+    await waitFor(() => seen.messages.length >= frames.length - 1 || seen.closed(), 5000, 'the answers');
+    expect(seen.closed()).toBe(false);
+    expect(seen.messages.map((message) => message.op)).toEqual(frames.slice(1).map(() => Op.OK));
+  });
+});
+
 describe('graceful close, request by request', () => {
   it('ends with SHUTTING_DOWN (id 0) after its answers, so what crossed the end fails as not executed', async () => {
     const server = new FrameServer({

@@ -199,6 +199,8 @@ export class RespConnection
    * checked by the shared sweeper (no timer per command) while {@link swept}.
    */
   private partialSince = -1;
+  /** Commands completed so far (refused ones too): tells whether a chunk completed one. */
+  private commandsReceived = 0;
   private readonly frameTimeoutMs: number;
   private readonly sweeper: DeadlineSweeper;
   /** Registered with the sweeper: only while a command is partly received. */
@@ -338,6 +340,7 @@ export class RespConnection
 
   /** A command parsed from the stream. */
   command(args: Uint8Array[]): void {
+    this.commandsReceived++;
     if (this.closing) return;
     if (this.readingPaused || this.held || this.deferred.length > 0) this.deferred.push(args);
     else this.runCommand(args);
@@ -378,6 +381,7 @@ export class RespConnection
 
   /** A command skipped for going over a limit: its turn gets `-ERR message`. */
   refused(message: string): void {
+    this.commandsReceived++;
     if (this.closing) return;
     if (this.readingPaused || this.held || this.deferred.length > 0) this.deferred.push(message);
     else this.replyError(this.nextSeq++, `ERR ${message}`);
@@ -405,6 +409,7 @@ export class RespConnection
 
   private receive(chunk: Buffer): void {
     if (this.closing || this.closed) return;
+    const commandsBefore = this.commandsReceived;
     try {
       this.parser.push(chunk);
     } catch (error) {
@@ -413,7 +418,10 @@ export class RespConnection
       return;
     }
     if (!this.parser.hasPartialCommand) this.partialSince = -1;
-    else if (this.partialSince < 0) {
+    else if (this.partialSince < 0 || this.commandsReceived !== commandsBefore) {
+      // The command left partly received began in this chunk when the chunk completed another:
+      // its deadline counts from now (timed from the first partial command of a burst, a client
+      // pipelining large commands in time was dropped after the frame timeout).
       this.partialSince = performance.now();
       if (!this.swept) {
         this.swept = true;
