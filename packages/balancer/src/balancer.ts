@@ -274,6 +274,7 @@ export class Balancer {
         flush: () => clusterFlush(this.membership),
         scan: (request, grant) => this.scans.page(request, grant),
         ring: () => this.membership.routingRing,
+        readsLeaveTheHead: () => (this.membership.topology.replication?.factor ?? 1) > 1,
       });
     }
     this.health.start();

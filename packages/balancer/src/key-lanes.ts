@@ -23,7 +23,7 @@ export type KeySlots = number | readonly number[] | undefined;
 const SLOTS = 4096;
 
 /** FNV-1a of `key`, reduced to a slot. */
-function slotOf(key: Uint8Array): number {
+export function slotOf(key: Uint8Array): number {
   let hash = 0x811c9dc5;
   for (let index = 0; index < key.length; index++) hash = Math.imul(hash ^ key[index]!, 0x01000193);
   return (hash >>> 0) & (SLOTS - 1);

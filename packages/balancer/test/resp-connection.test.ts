@@ -5,6 +5,7 @@
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type RespCommandRunner, RespConnection } from '../src/resp/connection.js';
+import { keySlotsOfArgs, type OrderedCommand } from '../src/resp/key-order.js';
 import { Resources, waitFor } from './helpers.js';
 
 const resources = new Resources();
@@ -16,6 +17,11 @@ class LateRunner implements RespCommandRunner {
 
   run(connection: RespConnection, args: Uint8Array[], seq: number): void {
     this.waiting.push({ connection, seq, text: Buffer.from(args[1] ?? args[0]!).toString() });
+  }
+
+  /** Without keys: nothing waits (the order tests give their own runner). */
+  orderOf(_connection: RespConnection, _args: Uint8Array[]): OrderedCommand | undefined {
+    return undefined;
   }
 
   /** Answers every waiting command, last first, each with its own argument. */
@@ -128,5 +134,56 @@ describe('RespConnection', () => {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     expect(reply).toBe('$1\r\na\r\n$1\r\nb\r\n-ERR Protocol error: invalid bulk length\r\n');
+  });
+
+  it("holds a command while commands of its key of the other kind are in flight (a key's reads and writes on two nodes)", async () => {
+    // SET writes, GET reads, both name their argument 1; SCAN names none (a barrier).
+    class OrderedRunner extends LateRunner {
+      override orderOf(_connection: RespConnection, args: Uint8Array[]): OrderedCommand | undefined {
+        const name = Buffer.from(args[0]!).toString().toLowerCase();
+        if (name === 'scan') return { slots: undefined, write: false, barrier: true };
+        return { slots: keySlotsOfArgs(args, [1, 1, 1]), write: name === 'set' };
+      }
+
+      names(): string[] {
+        return this.waiting.map(({ text }) => text);
+      }
+
+      answerFirst(): void {
+        const { connection, seq, text } = this.waiting.shift()!;
+        connection.beginReply(seq).bulkText(text);
+        connection.endReply(seq);
+      }
+    }
+    const runner = new OrderedRunner();
+    const client = await connectionPair(runner, 64);
+    let reply = '';
+    client.on('data', (chunk: Buffer) => {
+      reply += chunk.toString();
+    });
+    // GETs of k wait for the SET of k; the SET of j and the GETs of other keys do not.
+    client.write('SET k\r\nGET other\r\nGET k\r\nGET k\r\nSET j\r\n');
+    await waitFor(() => runner.waiting.length === 2, 'the SET and the GET of another key');
+    expect(runner.names()).toEqual(['k', 'other']);
+    runner.answerFirst();
+    // Both GETs of k go together (one kind), then the SET of j (another key) with them.
+    await waitFor(() => runner.waiting.length === 4, 'the GETs of k and the SET of j');
+    expect(runner.names()).toEqual(['other', 'k', 'k', 'j']);
+    // A SET of k waits for both GETs; a barrier waits for everything, and GET j for the barrier.
+    client.write('SET k\r\nSCAN 0\r\nGET j\r\n');
+    while (runner.waiting.length > 0) runner.answerFirst();
+    await waitFor(() => runner.waiting.length === 1, 'the second SET of k');
+    expect(runner.names()).toEqual(['k']);
+    runner.answerFirst();
+    await waitFor(() => runner.waiting.length === 1, 'the barrier');
+    expect(runner.names()).toEqual(['0']);
+    runner.answerFirst();
+    await waitFor(() => runner.waiting.length === 1, 'the GET after the barrier');
+    expect(runner.names()).toEqual(['j']);
+    runner.answerFirst();
+    await waitFor(() => reply.split('\r\n').length > 16, 'eight answers');
+    expect(reply).toBe(
+      ['k', 'other', 'k', 'k', 'j', 'k', '0', 'j'].map((text) => `$${text.length}\r\n${text}\r\n`).join(''),
+    );
   });
 });

@@ -16,6 +16,7 @@ import {
 import type { Replier } from '../router.js';
 import { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
+import { KeyOrder, type OrderedCommand } from './key-order.js';
 import { type RespCommandSink, RespParser, type RespParserLimits, RespProtocolError } from './parser.js';
 import { ConnectionTransaction } from './transaction-state.js';
 
@@ -43,6 +44,11 @@ export interface RespReplyTarget {
 export interface RespCommandRunner {
   /** Runs `args` (a complete command); answers through `connection.beginReply(seq)`. */
   run(connection: RespConnection, args: Uint8Array[], seq: number): void;
+  /**
+   * The keys and kind of `args` when its order against the connection's commands in flight must be
+   * kept by waiting (see {@link KeyOrder}); undefined when it need not.
+   */
+  orderOf(connection: RespConnection, args: Uint8Array[]): OrderedCommand | undefined;
 }
 
 /** Options of a {@link RespConnection}. */
@@ -192,6 +198,10 @@ export class RespConnection
   /** Commands parsed while dispatching was held (reading paused, or an AUTH being checked). */
   private deferred: DeferredItem[] = [];
   private readingPaused = false;
+  /** Each key's commands in flight, so that one of another kind waits for them (see {@link KeyOrder}). */
+  private readonly keyOrder = new KeyOrder();
+  /** The next command waits for commands of its keys in flight ({@link keyOrder}): dispatch stops. */
+  private orderBlocked = false;
   /** Bytes of the large commands in flight, by sequence number, against `options.maxServingBytes`. */
   private readonly servingBytes: ServingBytes;
   /**
@@ -292,6 +302,7 @@ export class RespConnection
   /** Ends the answer of `seq` started by {@link beginReply}; releases the answers it was holding up. */
   endReply(seq: number): void {
     this.servingBytes.answered(seq);
+    const released = this.keyOrder.answered(seq);
     if (this.closed) {
       // Answers arriving after the client left are dropped (the side buffer is not kept either).
       if (seq !== this.headSeq) this.sideOutput.takeView();
@@ -299,16 +310,23 @@ export class RespConnection
     }
     if (seq !== this.headSeq) {
       this.early.set(seq, this.sideOutput.takeView(), this.headSeq);
-      return;
-    }
-    this.headSeq++;
-    while (this.early.size > 0) {
-      const next = this.early.take(this.headSeq);
-      if (next === undefined) break;
-      this.writer.raw(next);
+    } else {
       this.headSeq++;
+      while (this.early.size > 0) {
+        const next = this.early.take(this.headSeq);
+        if (next === undefined) break;
+        this.writer.raw(next);
+        this.headSeq++;
+      }
+      this.scheduleFlush();
     }
-    this.scheduleFlush();
+    if (released && this.orderBlocked) {
+      // The command waiting for this one's keys may go now (or waits for the next answer).
+      this.orderBlocked = false;
+      // The started command's deadline restarts: the client could not send while we did not read.
+      if (this.partialSince >= 0) this.partialSince = performance.now();
+      this.dispatchDeferred();
+    }
   }
 
   /** Answers `seq` with an error line (`PREFIX message`). */
@@ -342,16 +360,34 @@ export class RespConnection
   command(args: Uint8Array[]): void {
     this.commandsReceived++;
     if (this.closing) return;
-    if (this.readingPaused || this.held || this.deferred.length > 0) this.deferred.push(args);
-    else this.runCommand(args);
+    if (this.readingPaused || this.held || this.orderBlocked || this.deferred.length > 0)
+      this.deferred.push(args);
+    else if (!this.runInOrder(args)) this.deferred.push(args);
+  }
+
+  /**
+   * Runs `args` unless it must wait for commands of its keys in flight (see {@link KeyOrder}):
+   * then dispatch stops, and reading with it, until one of them is answered; false.
+   */
+  private runInOrder(args: Uint8Array[]): boolean {
+    const order = this.runner.orderOf(this, args);
+    if (order !== undefined && this.keyOrder.mustWait(order)) {
+      this.orderBlocked = true;
+      this.socket.pause();
+      return false;
+    }
+    this.runCommand(args, order);
+    return true;
   }
 
   /**
    * Runs one command in its turn. A handler that throws (a bug) must not take the process down
    * from inside a socket event: its command is answered with the error instead.
    */
-  private runCommand(args: Uint8Array[]): void {
+  private runCommand(args: Uint8Array[], order: OrderedCommand | undefined): void {
     const seq = this.nextSeq++;
+    // Counted before it runs: an answer given synchronously uncounts it at once.
+    if (order !== undefined) this.keyOrder.start(seq, order);
     // Counted before it runs: an answer given synchronously (a refusal) uncounts it at once.
     if (this.servingBytes.bounded) this.countLarge(seq, args);
     try {
@@ -383,7 +419,8 @@ export class RespConnection
   refused(message: string): void {
     this.commandsReceived++;
     if (this.closing) return;
-    if (this.readingPaused || this.held || this.deferred.length > 0) this.deferred.push(message);
+    if (this.readingPaused || this.held || this.orderBlocked || this.deferred.length > 0)
+      this.deferred.push(message);
     else this.replyError(this.nextSeq++, `ERR ${message}`);
   }
 
@@ -457,7 +494,7 @@ export class RespConnection
   /** Answers a protocol error in its turn, after the commands before it, then ends (as Redis). */
   private protocolError(message: string): void {
     this.socket.pause();
-    if (this.readingPaused || this.held || this.deferred.length > 0) {
+    if (this.readingPaused || this.held || this.orderBlocked || this.deferred.length > 0) {
       this.deferred.push({ protocolError: message });
     } else this.failStream(message);
   }
@@ -476,16 +513,19 @@ export class RespConnection
       next < queue.length &&
       !this.readingPaused &&
       !this.held &&
+      !this.orderBlocked &&
       !this.closing &&
       this.deferred === queue
     ) {
       const item = queue[next++]!;
       if (typeof item === 'string') this.replyError(this.nextSeq++, `ERR ${item}`);
-      else if (Array.isArray(item)) this.runCommand(item);
-      else this.failStream(item.protocolError);
+      else if (Array.isArray(item)) {
+        // Still waiting for its keys' commands in flight: it stays first.
+        if (!this.runInOrder(item)) next--;
+      } else this.failStream(item.protocolError);
     }
     if (this.deferred === queue) this.deferred = next === queue.length ? [] : queue.slice(next);
-    if (!this.closing && !this.readingPaused) this.socket.resume();
+    if (!this.closing && !this.readingPaused && !this.orderBlocked) this.socket.resume();
     this.closeWhenDispatched();
   }
 

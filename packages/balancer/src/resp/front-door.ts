@@ -1,6 +1,7 @@
 import { unknownCommand, wrongArity } from './arguments.js';
 import { admitAnonymous, authenticationRequired, NOAUTH } from './auth.js';
 import type { RespCommandRunner, RespConnection } from './connection.js';
+import { keySlotsOfArgs, type OrderedCommand } from './key-order.js';
 import type { RespServices } from './services.js';
 import { queueInTransaction } from './transaction.js';
 
@@ -11,6 +12,24 @@ import { queueInTransaction } from './transaction.js';
  */
 export class RespFrontDoor implements RespCommandRunner {
   constructor(private readonly services: RespServices) {}
+
+  /**
+   * A data command's keys and kind while a key's reads and writes go to different nodes (see
+   * `KeyOrder`): a command flagged `write` writes, any other command naming keys reads; a data
+   * command naming none (EXEC, FLUSHALL, SCAN) is a barrier. Undefined otherwise, and for the
+   * commands MULTI queues (answered QUEUED; EXEC runs them).
+   */
+  orderOf(connection: RespConnection, args: Uint8Array[]): OrderedCommand | undefined {
+    if (!this.services.readsLeaveTheHead() || connection.transaction.queueing) return undefined;
+    const command = this.services.commands.find(args[0]!);
+    if (command === undefined) return undefined;
+    const write = command.flags.includes('write');
+    const slots = keySlotsOfArgs(args, command.keys);
+    if (slots !== undefined) return { slots, write };
+    return command.name === 'exec' || write || command.flags.includes('readonly')
+      ? { slots: undefined, write, barrier: true }
+      : undefined;
+  }
 
   run(connection: RespConnection, args: Uint8Array[], seq: number): void {
     const services = this.services;

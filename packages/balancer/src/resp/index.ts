@@ -42,6 +42,8 @@ export interface RespFrontDoorParts {
    * their keys share one position.
    */
   readonly ring: () => HashRing;
+  /** See {@link RespServices.readsLeaveTheHead}. */
+  readonly readsLeaveTheHead: () => boolean;
 }
 
 /** The RESP server of a balancer, with the balancer's connection caps, deadlines, TLS and users. */
@@ -85,6 +87,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
     {
       router: parts.router,
       ring: parts.ring,
+      readsLeaveTheHead: parts.readsLeaveTheHead,
       limits,
       maxAnswerBytes: options.respMaxOutputBytes,
       users: parts.users,

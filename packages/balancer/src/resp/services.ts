@@ -45,6 +45,12 @@ export interface RespServices {
    * fixed for a cluster map's life (whatever its members), to tell which keys may share one.
    */
   ring(): HashRing;
+  /**
+   * Whether a key's reads may be served by another node than its writes (a replication factor
+   * above 1: writes at the head of its chain, reads at the tail), so a connection's commands of one
+   * key must wait for each other to keep their order (`KeyOrder`).
+   */
+  readsLeaveTheHead(): boolean;
   /** The balancer's limits (key, value and batch sizes). */
   readonly limits: ProtocolLimits;
   /** Most bytes of values one answer may gather (an MGET read in parts): the connection's output bound. */
