@@ -69,6 +69,7 @@ import {
   invalidArgument,
   isForeignProtocol,
   serverTimeoutError,
+  timeoutAfterRefusals,
 } from './errors.js';
 import { OfflineQueue } from './offline-queue.js';
 import {
@@ -257,6 +258,8 @@ interface Command {
   readonly resolve: (response: Response) => void;
   readonly reject: (error: Error) => void;
   retries: number;
+  /** The refusal (not executed) that made the last resend wait, named if the deadline then passes. */
+  lastRefusal?: DstoreError | undefined;
   /** Ends the command's watch of its signal while it waits in the offline queue. */
   stopWatchingQueued: StopWatchingAbort | undefined;
 }
@@ -1285,6 +1288,7 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       performance.now() < command.deadline
     ) {
       command.retries++;
+      if (error instanceof DstoreError) command.lastRefusal = error;
       // Not on the wire (the link is down): the command waits for the reconnect in the offline
       // queue. Refused by a server that is up (a failover, a migration's freeze, a full queue):
       // it tries again after the backoff, while its deadline leaves room for the attempt.
@@ -1305,7 +1309,9 @@ export class DstoreClient extends EventEmitter<ClientEvents> {
       command.reject(
         performance.now() < command.deadline
           ? serverTimeoutError(this.link.address, command.timeoutMs, error)
-          : commandTimeoutError(command.timeoutMs, 'waiting for the answer'),
+          : command.lastRefusal === undefined
+            ? commandTimeoutError(command.timeoutMs, 'waiting for the answer')
+            : timeoutAfterRefusals(command.timeoutMs, command.retries, command.lastRefusal),
       );
       return;
     }

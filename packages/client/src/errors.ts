@@ -23,6 +23,24 @@ export function clientClosedError(reason: string, notSent = false): DstoreError 
 }
 
 /**
+ * The TIMEOUT of a command whose deadline passed on the wire after its earlier attempts were
+ * refused (not executed: `BUSY`, `UNAVAILABLE`, ...): the last refusal is named in the message and
+ * is the `cause`, so a caller sees why the deadline ran out rather than only the last wait.
+ * Outcome unknown, as any TIMEOUT after the command was sent.
+ */
+export function timeoutAfterRefusals(
+  timeoutMs: number,
+  retries: number,
+  lastRefusal: DstoreError,
+): DstoreError {
+  return new DstoreError(
+    ErrorCode.TIMEOUT,
+    `no response within ${timeoutMs} ms (waiting for the answer; ${retries} earlier attempt${retries === 1 ? ' was' : 's were'} refused, the last with ${lastRefusal.code}: ${lastRefusal.message})`,
+    { cause: lastRefusal },
+  );
+}
+
+/**
  * The error of a command that waited longer than its deadline, on the wire (indeterminate) or
  * before it could be sent (`notSent`: not executed, with the last connection failure as cause).
  */

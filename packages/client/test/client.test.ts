@@ -633,6 +633,26 @@ describe('retries', () => {
     expect(server.count(Op.SET)).toBe(2);
   });
 
+  it('names the refusal of the earlier attempts when its deadline passes on a later one (as cause)', async () => {
+    const server = await startServer();
+    const client = await readyClient(server, { commandTimeout: 400, maxRetriesPerRequest: 5 });
+    // Refused once (not executed), then sent again and never answered in time.
+    server.stalled = true;
+    const outcome = client.set('k', 'v').catch((failure: unknown) => failure);
+    while (server.count(Op.SET) < 1) await new Promise((resolve) => setTimeout(resolve, 5));
+    server.failNext = [ErrorCode.BUSY];
+    server.releaseHeld();
+    // The resend comes after the backoff: held from now on.
+    server.stalled = true;
+    const error = (await outcome) as DstoreError;
+    expect(error).toMatchObject({ code: ErrorCode.TIMEOUT, notExecuted: false });
+    expect(error.message).toContain('no response within 400 ms');
+    expect(error.message).toContain('1 earlier attempt was refused, the last with BUSY');
+    expect(error.cause).toMatchObject({ code: ErrorCode.BUSY, notExecuted: true });
+    expect(server.count(Op.SET)).toBe(2);
+    server.releaseHeld();
+  });
+
   it("reports the server's TIMEOUT as the server's (its message kept, as cause), not as its own deadline", async () => {
     // A balancer whose --request-timeout (2 s) towards a node passed answers TIMEOUT long before
     // the client's own 10 s; the error used to say "no response within 10000 ms".
