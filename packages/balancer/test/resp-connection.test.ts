@@ -186,4 +186,38 @@ describe('RespConnection', () => {
       ['k', 'other', 'k', 'k', 'j', 'k', '0', 'j'].map((text) => `$${text.length}\r\n${text}\r\n`).join(''),
     );
   });
+
+  it('counts the answers held behind a slow one against the output bound: reading stops past half of it', async () => {
+    // The first command stays unanswered; every later one is answered at once with 100 KB, held
+    // aside until the first is answered (the connection's output bound is 1 MiB).
+    const big = 'x'.repeat(100_000);
+    class HeadHeldRunner extends LateRunner {
+      ran = 0;
+      override run(connection: RespConnection, args: Uint8Array[], seq: number): void {
+        this.ran++;
+        if (this.ran === 1) {
+          super.run(connection, args, seq);
+          return;
+        }
+        connection.beginReply(seq).bulkText(big);
+        connection.endReply(seq);
+      }
+    }
+    const runner = new HeadHeldRunner();
+    const client = await connectionPair(runner, 1024);
+    let received = 0;
+    client.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    client.write('ECHO a\r\n'.repeat(40));
+    await waitFor(() => runner.ran >= 2, 'the commands after the first');
+    // 512 KiB of held answers stop the reading: six of 100 KB, not 39.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(runner.ran).toBe(7);
+    // The first answered: it and the six held go out (the others then run).
+    runner.answerInReverse();
+    const expected = '$1\r\na\r\n'.length + 6 * `$${big.length}\r\n${big}\r\n`.length;
+    await waitFor(() => received >= expected, 'the first answer and the six held');
+    expect(runner.ran).toBeGreaterThan(7);
+  });
 });

@@ -101,17 +101,26 @@ export class EarlyAnswers {
   /** The sequence number of each slot's answer (meaningful only where the slot holds one). */
   private seqs: number[] = new Array<number>(16).fill(0);
   private count = 0;
+  private held = 0;
 
   /** Answers held. */
   get size(): number {
     return this.count;
   }
 
+  /** Bytes of the answers held: they count against the connection's output bound. */
+  get bytes(): number {
+    return this.held;
+  }
+
   /** Holds `bytes`, the answer of `seq`; `head` is the next answer to write (`head < seq`). */
   set(seq: number, bytes: Uint8Array, head: number): void {
     while (seq - head >= this.slots.length) this.grow();
     const slot = seq & (this.slots.length - 1);
-    if (this.slots[slot] === undefined) this.count++;
+    const previous = this.slots[slot];
+    if (previous === undefined) this.count++;
+    else this.held -= previous.length;
+    this.held += bytes.length;
     this.slots[slot] = bytes;
     this.seqs[slot] = seq;
   }
@@ -123,6 +132,7 @@ export class EarlyAnswers {
     if (bytes === undefined || this.seqs[slot] !== seq) return undefined;
     this.slots[slot] = undefined;
     this.count--;
+    this.held -= bytes.length;
     return bytes;
   }
 
@@ -136,6 +146,7 @@ export class EarlyAnswers {
   clear(): void {
     this.slots.fill(undefined);
     this.count = 0;
+    this.held = 0;
   }
 
   /**
@@ -310,6 +321,10 @@ export class RespConnection
     }
     if (seq !== this.headSeq) {
       this.early.set(seq, this.sideOutput.takeView(), this.headSeq);
+      // Answers held behind a slow one count as output: past the bound, reading stops until
+      // they leave (an attacker's MGETs of large values behind one slow command held them all).
+      if (!this.readingPaused && this.early.bytes >= this.options.maxOutputBytes / 2)
+        this.applyBackPressure();
     } else {
       this.headSeq++;
       while (this.early.size > 0) {
@@ -554,7 +569,7 @@ export class RespConnection
     const over =
       this.inFlight >= this.options.maxInFlight ||
       this.servingBytes.shouldPause ||
-      this.bufferedOutputBytes >= this.options.maxOutputBytes / 2;
+      this.bufferedOutputBytes + this.early.bytes >= this.options.maxOutputBytes / 2;
     if (over && !this.readingPaused) {
       this.readingPaused = true;
       this.socket.pause();
