@@ -16,6 +16,8 @@ const { values: flags } = parseArgs({
     warmup: { type: 'string', default: process.env.DSTORE_RESP_WARMUP ?? '300000' },
     'baseline-root': { type: 'string', default: process.env.DSTORE_RESP_BASELINE_ROOT },
     floor: { type: 'boolean', default: process.env.DSTORE_RESP_FLOOR === '1' },
+    // dstore's replication factor (the twemproxy setup keeps one copy whatever it is).
+    'replication-factor': { type: 'string', default: process.env.DSTORE_RESP_FACTOR ?? '1' },
   },
 });
 const BASELINE_ROOT = flags['baseline-root'];
@@ -25,6 +27,7 @@ const ROUNDS = Number(flags.rounds);
 const PIPELINES = flags.pipelines.split(',').map(Number);
 /** Unmeasured requests per test and pipeline depth before the first round. */
 const WARMUP = Number(flags.warmup);
+const FACTOR = Number(flags['replication-factor']);
 const TESTS = ['SET', 'GET'] as const;
 
 /** One redis-benchmark run: requests/s per test, and CPU µs per op of each server process. */
@@ -119,8 +122,8 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'dstore-bench-resp-'));
   const systems: System[] = [];
   try {
-    systems.push(await startDstore(dir), await startPeer(dir));
-    if (BASELINE_ROOT !== undefined) systems.push(await startDstore(dir, BASELINE_ROOT));
+    systems.push(await startDstore(dir, undefined, FACTOR), await startPeer(dir));
+    if (BASELINE_ROOT !== undefined) systems.push(await startDstore(dir, BASELINE_ROOT, FACTOR));
     if (flags.floor) systems.push(...(await startFloors(dir)));
     // Unmeasured: every key written once and the JIT of the Node processes warmed up, so the first
     // round measures the same steady state as the others (the C servers need none, and get the same).
@@ -141,7 +144,7 @@ async function main(): Promise<void> {
       }
     }
     console.log(
-      `\nredis-benchmark -t set,get -n ${REQUESTS} -c ${CLIENTS} -d 100 -r 10000, medians of ${ROUNDS} rounds; dstore with --replication-factor 1 (one copy per key, as the Redis setups):\n`,
+      `\nredis-benchmark -t set,get -n ${REQUESTS} -c ${CLIENTS} -d 100 -r 10000, medians of ${ROUNDS} rounds; dstore with --replication-factor ${FACTOR}${FACTOR === 1 ? ' (one copy per key, as the Redis setups)' : ' (twemproxy + Redis keep one copy)'}:\n`,
     );
     console.log('| system | -P | SET ops/s | GET ops/s | CPU µs/op per server process | servers total |');
     console.log('|---|---|---|---|---|---|');

@@ -17,20 +17,20 @@ export interface System {
 }
 
 /** This checkout's balancer + 3 memory nodes, or with `distRoot` those of another built checkout. */
-export async function startDstore(dir: string, distRoot?: string): Promise<System> {
+export async function startDstore(dir: string, distRoot?: string, replicationFactor = 1): Promise<System> {
   const root = join(dir, distRoot === undefined ? 'dstore' : 'baseline');
   const respPort = await freePort();
   const state = await startCluster({
     root,
     engine: 'memory',
     nodes: 3,
-    // One copy per key, as the Redis setups it is compared with keep.
-    replicationFactor: 1,
+    // One copy per key by default, as the Redis setups it is compared with keep.
+    replicationFactor,
     balancerArgs: ['--resp-port', String(respPort)],
     ...(distRoot === undefined ? {} : { distRoot }),
   });
   return {
-    label: `dstore RESP${distRoot === undefined ? '' : ' (baseline build)'}: balancer + 3 memory nodes`,
+    label: `dstore RESP${distRoot === undefined ? '' : ' (baseline build)'}: balancer + 3 memory nodes${replicationFactor === 1 ? '' : `, factor ${replicationFactor}`}`,
     port: respPort,
     processes: [state.balancer, ...state.nodes].map((proc) => ({ name: proc.id, pid: proc.pid })),
     stop: async () => void (await stopCluster(root)),
