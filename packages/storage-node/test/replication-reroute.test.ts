@@ -17,33 +17,13 @@
 import { HashRing } from '@dstore/hashring';
 import { Op, type ReplicatedEntry, type ReplicateRequest, type RingRequest, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Decision, LmdbEngine, MemoryEngine, type StorageEngine } from '../src/engines/index.js';
-import { Ownership } from '../src/ownership.js';
-import { PeerLinks } from '../src/peer-links.js';
-import { ReplicationService } from '../src/replication.js';
+import { type Decision, LmdbEngine, MemoryEngine } from '../src/engines/index.js';
 import { HeldPeer } from './held-peer.js';
 import { Resources, waitFor } from './helpers.js';
+import { type Member, replicationAt, ringOf } from './replication-harness.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
-
-interface Member {
-  readonly id: string;
-  readonly port: number;
-}
-
-function ringOf(epoch: number, factor: number, members: readonly Member[]): RingRequest {
-  return {
-    op: Op.RING,
-    id: 0,
-    epoch,
-    generation: 1,
-    algorithm: 'vnode',
-    vnodes: 0,
-    replicationFactor: factor,
-    nodes: members.map(({ id, port }) => ({ id, weight: 1, host: '127.0.0.1', port, replicaState: 'up' })),
-  };
-}
 
 function pathOf(ring: RingRequest, key: string): readonly string[] {
   const hashRing = HashRing.from(ring.nodes.map(({ id }) => ({ id })));
@@ -78,23 +58,6 @@ async function standIns(
   return peers;
 }
 
-async function serviceOf(self: string, ring: RingRequest, engine: StorageEngine) {
-  const ownership = new Ownership(() => self);
-  ownership.apply(ring);
-  const links = new PeerLinks(ownership, { credentials: undefined, requestTimeoutMs: 10_000 });
-  const replication = new ReplicationService(engine, ownership, links, {
-    queueBytes: 1 << 20,
-    timeoutMs: 10_000,
-  });
-  resources.defer(async () => {
-    replication.close();
-    links.close();
-    await engine.close();
-  });
-  await replication.reconfigure();
-  return { ownership, replication };
-}
-
 /** The keys (as text) of every entry `peer` received. */
 function keysReceived(peer: HeldPeer): string[] {
   return peer.received.flatMap((request) =>
@@ -111,14 +74,20 @@ describe('entries re-routed on a new epoch', () => {
     // 'c' holds the forward unanswered until the new ring takes the entries off that link.
     const peers = await standIns(['a', 'c', 'd', 'e'], ['c']);
     const member = (id: string): Member => ({ id, port: id === 'b' ? 1 : peers.get(id)!.port });
-    const before = ringOf(1, 3, ['a', 'b', 'c', 'd', 'e'].map(member));
-    const after = ringOf(2, 3, ['a', 'b', 'd', 'e'].map(member));
+    const before = ringOf(1, ['a', 'b', 'c', 'd', 'e'].map(member), 3);
+    const after = ringOf(2, ['a', 'b', 'd', 'e'].map(member), 3);
     // Both keys reach this node ('b') second on one stream towards 'c'; on the next ring 'b' is
     // still second, followed by 'd' for one key and by 'e' for the other.
     const throughBToC = (path: readonly string[]) => path[1] === 'b' && path[2] === 'c';
     const first = keyWhere(before, after, (p, q) => throughBToC(p) && q[1] === 'b' && q[2] === 'd');
     const second = keyWhere(before, after, (p, q) => throughBToC(p) && q[1] === 'b' && q[2] === 'e');
-    const { ownership, replication } = await serviceOf('b', before, new MemoryEngine());
+    const { ownership, replication } = await replicationAt(
+      resources,
+      'b',
+      before,
+      new MemoryEngine(),
+      10_000,
+    );
     const request: ReplicateRequest = {
       op: Op.REPLICATE,
       id: 1,
@@ -147,15 +116,15 @@ describe('entries re-routed on a new epoch', () => {
   it('an lmdb write applied after a RING re-routed the links goes to its successor on that ring', async () => {
     const peers = await standIns(['c', 'd']);
     const member = (id: string): Member => ({ id, port: id === 'a' ? 1 : peers.get(id)!.port });
-    const before = ringOf(1, 2, ['a', 'c', 'd'].map(member));
-    const after = ringOf(2, 2, ['a', 'd'].map(member));
+    const before = ringOf(1, ['a', 'c', 'd'].map(member), 2);
+    const after = ringOf(2, ['a', 'd'].map(member), 2);
     const key = keyWhere(
       before,
       after,
       (p, q) => p[0] === 'a' && p[1] === 'c' && q[0] === 'a' && q[1] === 'd',
     );
     const engine = await LmdbEngine.open({ dataDir: resources.tempDir() });
-    const { ownership, replication } = await serviceOf('a', before, engine);
+    const { ownership, replication } = await replicationAt(resources, 'a', before, engine, 10_000);
     const put = (): Decision<string> => ({
       mutation: { kind: 'put', value: toBytes('v'), expireAt: 0 },
       result: 'stored',
@@ -179,12 +148,12 @@ describe('entries re-routed on a new epoch', () => {
   it("a REPLICATE whose entries are of two of its sender's streams is refused whole, nothing applied", async () => {
     const peers = await standIns(['a', 'c', 'd', 'e']);
     const member = (id: string): Member => ({ id, port: id === 'b' ? 1 : peers.get(id)!.port });
-    const ring = ringOf(1, 3, ['a', 'b', 'c', 'd', 'e'].map(member));
+    const ring = ringOf(1, ['a', 'b', 'c', 'd', 'e'].map(member), 3);
     const towards = (next: string) => (path: readonly string[]) => path[1] === 'b' && path[2] === next;
     const toC = keyWhere(ring, ring, towards('c'));
     const toD = keyWhere(ring, ring, towards('d'));
     const engine = new MemoryEngine();
-    const { replication } = await serviceOf('b', ring, engine);
+    const { replication } = await replicationAt(resources, 'b', ring, engine, 10_000);
     const refused = await new Promise<unknown>((resolve) =>
       replication.replicate(
         { op: Op.REPLICATE, id: 1, epoch: 1, batch: 1, entries: [entry(toC, 4096), entry(toD, 4097)] },
