@@ -1,5 +1,6 @@
 import { unknownCommand, wrongArity } from './arguments.js';
 import { admitAnonymous, authenticationRequired, NOAUTH } from './auth.js';
+import type { RespCommand } from './command-table.js';
 import type { RespCommandRunner, RespConnection } from './connection.js';
 import { keySlotsOfArgs, type OrderedCommand } from './key-order.js';
 import type { RespServices } from './services.js';
@@ -13,6 +14,10 @@ import { queueInTransaction } from './transaction.js';
 export class RespFrontDoor implements RespCommandRunner {
   constructor(private readonly services: RespServices) {}
 
+  /** The command {@link orderOf} found for `args`, which {@link run} takes next: one lookup. */
+  private foundFor: Uint8Array[] | undefined;
+  private found: RespCommand | undefined;
+
   /**
    * A data command's keys and kind while a key's reads and writes go to different nodes (see
    * `KeyOrder`): a command flagged `write` writes, any other command naming keys reads; a data
@@ -22,6 +27,8 @@ export class RespFrontDoor implements RespCommandRunner {
   orderOf(connection: RespConnection, args: Uint8Array[]): OrderedCommand | undefined {
     if (!this.services.readsLeaveTheHead() || connection.transaction.queueing) return undefined;
     const command = this.services.commands.find(args[0]!);
+    this.foundFor = args;
+    this.found = command;
     if (command === undefined) return undefined;
     const write = command.flags.includes('write');
     const slots = keySlotsOfArgs(args, command.keys);
@@ -33,7 +40,9 @@ export class RespFrontDoor implements RespCommandRunner {
 
   run(connection: RespConnection, args: Uint8Array[], seq: number): void {
     const services = this.services;
-    const command = services.commands.find(args[0]!);
+    const command = this.foundFor === args ? this.found : services.commands.find(args[0]!);
+    this.foundFor = undefined;
+    this.found = undefined;
     if (command === undefined) {
       // Between MULTI and EXEC a refused command discards the transaction (EXECABORT), as Redis.
       connection.transaction.spoil();
