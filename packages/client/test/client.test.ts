@@ -4,8 +4,8 @@ import { createServer as createHttpServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FrameServer, Op, PROTOCOL_VERSION, toBytes } from '@dstore/protocol';
-import { createTestPki, FakeServer, keyOf } from '@dstore/protocol/testing';
+import { FrameServer, Op } from '@dstore/protocol';
+import { createTestPki, FakeServer, keyOf, startRogueKdfServer } from '@dstore/protocol/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   type ClientOptions,
@@ -755,29 +755,8 @@ describe('connection failures fail commands at once', () => {
 
   it('a server asking for a password hash cheaper than the floor: refused before any proof is sent', async () => {
     // A rogue server (or a downgrade on a plaintext path): the weakest cost, a salt of its choice.
-    let proofs = 0;
-    const server = new FrameServer({
-      onRequest: (request, connection) => {
-        if (request.op === Op.HELLO) {
-          connection.reply({
-            op: Op.HELLO_OK,
-            id: request.id,
-            version: PROTOCOL_VERSION,
-            role: 'balancer',
-            serverId: 'rogue',
-            challenge: {
-              nonce: toBytes('server-nonce-of-18b'),
-              salt: toBytes('attacker-chosen-salt'),
-              kdf: 'scrypt:1024,1,1',
-            },
-          });
-        } else if (request.op === Op.AUTH) {
-          proofs++;
-          connection.replyError(request.id, ErrorCode.UNAUTHORIZED, 'recorded');
-        }
-      },
-    });
-    const { port } = await server.listen();
+    const server = await startRogueKdfServer('scrypt:1024,1,1', ErrorCode.UNAUTHORIZED);
+    const { port, proofs } = server;
     try {
       const once = { ...patient, port, user: 'app', password: 'app-password', retryStrategy: () => null };
       const client = createClient(once);
@@ -790,14 +769,14 @@ describe('connection failures fail commands at once', () => {
           message: expect.stringMatching(/cheaper than this client's floor/),
         },
       });
-      expect(proofs).toBe(0);
+      expect(proofs).toHaveLength(0);
       // A floor lowered on purpose (hashes made cheap knowingly): the proof goes out.
       const lowered = createClient({ ...once, minScryptCost: { N: 1024, r: 1, p: 1 } });
       clients.push(lowered);
       await lowered.get('k').catch(() => undefined);
-      expect(proofs).toBe(1);
+      expect(proofs).toHaveLength(1);
     } finally {
-      await server.close(100);
+      await server.close();
     }
   });
 

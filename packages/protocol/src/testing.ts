@@ -253,6 +253,7 @@ export function seededRandom(seed: number): () => number {
 
 export { FakeServer, type FakeServerMode, type FakeServerOptions, keyOf } from './fake-server.js';
 export { captureGolden, type GoldenCase, type RedisOracle, startRedisOracle } from './testing-redis.js';
+export { type RogueKdfServer, startRogueKdfServer } from './testing-rogue.js';
 export { createTestPki, type TestCertificate, type TestPki } from './testing-tls.js';
 
 const latin1 = (text: string): Uint8Array => Uint8Array.from(text, (char) => char.charCodeAt(0));

@@ -24,6 +24,7 @@ import {
   UserDirectory,
 } from '../src/index.js';
 import { PROTOCOL_VERSION } from '../src/messages.js';
+import { startRogueKdfServer } from '../src/testing-rogue.js';
 import { failOnUncaught, Resources, waitFor } from './helpers.js';
 
 failOnUncaught();
@@ -296,26 +297,11 @@ describe('user authentication', () => {
 });
 
 describe('a server asking for a cheap kdf (a rogue server, or a downgrade on a plaintext path)', () => {
-  /** A server that answers HELLO with `kdf` and a salt of its choice, and records every AUTH it gets. */
+  /** {@link startRogueKdfServer} (its AUTHs answered UNAVAILABLE), closed with the test. */
   async function rogueServer(kdf: string): Promise<{ port: number; proofs: Uint8Array[] }> {
-    const proofs: Uint8Array[] = [];
-    const onRequest = (request: Request, connection: Connection): void => {
-      if (request.op === Op.HELLO) {
-        connection.reply({
-          op: Op.HELLO_OK,
-          id: request.id,
-          version: PROTOCOL_VERSION,
-          role: 'balancer',
-          serverId: 'rogue',
-          challenge: { nonce: newNonce(), salt: toBytes('attacker-chosen-salt'), kdf },
-        });
-      } else if (request.op === Op.AUTH) {
-        proofs.push(request.proof);
-        connection.replyError(request.id, ErrorCode.UNAVAILABLE, 'recorded');
-      }
-    };
-    const started = await resources.server({ onRequest });
-    return { port: started.address.port, proofs };
+    const server = await startRogueKdfServer(kdf, ErrorCode.UNAVAILABLE);
+    resources.add(() => server.close());
+    return server;
   }
 
   it('is refused (UNAUTHORIZED) before any proof is sent, unless the caller lowered its floor', async () => {
