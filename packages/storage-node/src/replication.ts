@@ -780,6 +780,15 @@ function indeterminate(error: DstoreError, successor: string): DstoreError {
 
 const MAY_BE_ON_REPLICAS = '; the write may be on some replicas';
 
+/** The indeterminate error of writes whose chain node `self` left at `epoch` before their tail acknowledged them. */
+function leftChainError(self: string, epoch: number): DstoreError {
+  return new DstoreError(
+    ErrorCode.CONNECTION_CLOSED,
+    `${self} left the chain of the write at epoch ${epoch} before its tail acknowledged it${MAY_BE_ON_REPLICAS}`,
+    { notExecuted: false },
+  );
+}
+
 /**
  * Whether a failed forward was refused whole by a member in transition, alive and about to take it:
  * one RING behind or ahead of the sender (STALE_EPOCH, NOT_OWNER, a batch numbered for the other
@@ -1228,30 +1237,37 @@ export class ReplicationService {
   }
 
   /**
+   * Sends the entries `entries[start .. end - 1]` of one write on towards their key's successor on
+   * the current ring (the link of this node's position in the key's write path): the batch that
+   * covers them; undefined when this node is the key's last member now (acknowledged here), null
+   * when it left the key's write path. What {@link reconfigure} does with every entry it takes off
+   * the old epoch's links, and a link taken off does with an entry appended later.
+   */
+  private routeOnCurrentRing(
+    entries: readonly ReplicatedEntry[],
+    start: number,
+    end: number,
+  ): ForwardBatch | null | undefined {
+    const chain = this.ownership.chainOf(entries[start]!.key);
+    const at = chain === undefined ? -1 : chain.path.indexOf(this.ownership.self);
+    if (chain === undefined || at < 0) return null;
+    if (at + 1 >= chain.path.length) return undefined;
+    this.counters.entriesResent += end - start;
+    const link = this.linkOf(chain, at);
+    return end - start === 1 ? link.append(entries[start]!) : link.appendUnit(entries.slice(start, end));
+  }
+
+  /**
    * The forward of the entries of one write appended to a link taken off on a new epoch (see
-   * `ForwardLink.detached`): on the link towards the key's successor now, as {@link reconfigure}
-   * re-routes what the link held; a batch settled at once when this node is the key's last member
-   * now (acknowledged here), or failed with the indeterminate error when it left the key's write
-   * path.
+   * `ForwardLink.detached`), routed as {@link reconfigure} routes what the link held: a batch
+   * settled at once when this node is the key's last member now, or failed with the
+   * indeterminate error when it left the key's write path.
    */
   forwardOnCurrentRing(entries: readonly ReplicatedEntry[]): ForwardBatch {
-    const chain = this.ownership.chainOf(entries[0]!.key);
-    const at = chain === undefined ? -1 : chain.path.indexOf(this.ownership.self);
-    this.counters.entriesResent += entries.length;
-    if (chain !== undefined && at >= 0 && at + 1 < chain.path.length) {
-      const link = this.linkOf(chain, at);
-      return entries.length === 1 ? link.append(entries[0]!) : link.appendUnit(entries);
-    }
+    const routed = this.routeOnCurrentRing(entries, 0, entries.length);
+    if (routed !== null && routed !== undefined) return routed;
     const batch = new ForwardBatch(this.nextBatchSeq());
-    batch.settleWith(
-      at >= 0
-        ? undefined
-        : new DstoreError(
-            ErrorCode.CONNECTION_CLOSED,
-            `${this.ownership.self} left the chain of the write at epoch ${this.ownership.epoch} before its tail acknowledged it; the write may be on some replicas`,
-            { notExecuted: false },
-          ),
-    );
+    batch.settleWith(routed === null ? leftChainError(this.ownership.self, this.ownership.epoch) : undefined);
     return batch;
   }
 
@@ -1334,23 +1350,10 @@ export class ReplicationService {
       entries: readonly ReplicatedEntry[],
       start: number,
       end: number,
-    ): ForwardBatch | null | undefined => {
+    ): ForwardBatch | null | undefined =>
       // A returning node's entries predate its failure: never forwarded again.
-      if (returned) return null;
-      const chain = this.ownership.chainOf(entries[start]!.key);
-      const at = chain === undefined ? -1 : chain.path.indexOf(self);
-      if (chain === undefined || at < 0) return null;
-      if (at + 1 >= chain.path.length) return undefined;
-      this.counters.entriesResent += end - start;
-      const link = this.linkOf(chain, at);
-      return end - start === 1 ? link.append(entries[start]!) : link.appendUnit(entries.slice(start, end));
-    };
-    const leftChain = (): DstoreError =>
-      (left ??= new DstoreError(
-        ErrorCode.CONNECTION_CLOSED,
-        `${self} left the chain of the write at epoch ${epoch} before its tail acknowledged it; the write may be on some replicas`,
-        { notExecuted: false },
-      ));
+      returned ? null : this.routeOnCurrentRing(entries, start, end);
+    const leftChain = (): DstoreError => (left ??= leftChainError(self, epoch));
     for (const { batches, kept, keptOrigins } of detached) {
       forEachUnit(
         kept,
