@@ -18,6 +18,7 @@ import {
   isSingleKeyRead,
   type KeyedRequest,
   partlyApplied,
+  stacklessError,
   withEpoch,
 } from '@dstore/protocol/internal';
 import type { ClusterNode } from './cluster-node.js';
@@ -64,13 +65,13 @@ function errorCodeOf(error: unknown): string {
 }
 
 function downError(node: ClusterNode | undefined): DstoreError {
-  if (node === undefined) return new DstoreError(ErrorCode.UNAVAILABLE, 'the ring has no nodes');
+  if (node === undefined) return stacklessError(ErrorCode.UNAVAILABLE, 'the ring has no nodes');
   const why = node.identityMismatch
     ? `answers as '${node.identityMismatch}'`
     : node.link.isReady
       ? 'missed its heartbeats'
       : 'is not connected';
-  return new DstoreError(ErrorCode.UNAVAILABLE, `node ${node.id} (${node.address}) is down: it ${why}`);
+  return stacklessError(ErrorCode.UNAVAILABLE, `node ${node.id} (${node.address}) is down: it ${why}`);
 }
 
 function countOf(response: Response): number {

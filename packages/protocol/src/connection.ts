@@ -6,7 +6,7 @@ import { type StopWatchingAbort, watchAbort } from './abort-watch.js';
 import type { Principal } from './authenticator.js';
 import { hotSize, MessageCodec, writeHot } from './codec.js';
 import { type DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
-import { DstoreError, ErrorCode, ProtocolError, timeoutError } from './errors.js';
+import { DstoreError, ErrorCode, ProtocolError, stacklessError, timeoutError } from './errors.js';
 import { FrameDecoder } from './frame-decoder.js';
 import type { ProtocolLimits } from './limits.js';
 import {
@@ -438,6 +438,10 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     }
     let body: Uint8Array;
     try {
+      // An MGET answer whose values alone pass the frame limit is refused before it is encoded:
+      // encoding it first copied megabytes for nothing, for every half a reader then asks for.
+      const valueBytes = valuesBytesOf(response);
+      if (valueBytes > this.codec.limits.maxFrameBytes) throw this.frameTooLarge(response, valueBytes);
       body = this.encodeWithinLimit(response);
     } catch (error) {
       // Too big for one frame (say, an MGET of many large values): the peer would have to drop the
@@ -572,12 +576,12 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
 
   private refusalFor(): DstoreError | undefined {
     if (this.isClosed || this.closing)
-      return new DstoreError(ErrorCode.CONNECTION_CLOSED, 'connection is closed');
+      return stacklessError(ErrorCode.CONNECTION_CLOSED, 'connection is closed');
     if (this.pending.size >= this.options.maxInFlight) {
-      return new DstoreError(ErrorCode.BUSY, `${this.pending.size} requests in flight on this connection`);
+      return stacklessError(ErrorCode.BUSY, `${this.pending.size} requests in flight on this connection`);
     }
     if (this.bufferedOutputBytes >= this.options.maxOutputBytes) {
-      return new DstoreError(ErrorCode.BUSY, `${this.bufferedOutputBytes} bytes waiting to be written`);
+      return stacklessError(ErrorCode.BUSY, `${this.bufferedOutputBytes} bytes waiting to be written`);
     }
     return undefined;
   }
@@ -601,20 +605,24 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       id === undefined
         ? this.codec.encode(message as Message)
         : this.codec.encodeRequest(message as WithoutId<Request>, id);
-    if (body.length > this.codec.limits.maxFrameBytes) {
-      // The common way to get here is an MGET whose values together pass the limit: say what to do.
-      const hint =
-        message.op === Op.VALUES
-          ? ': an MGET answer this large cannot be sent; ask for fewer keys per MGET (or raise maxFrameBytes on both sides)'
-          : '';
-      throw new DstoreError(
-        ErrorCode.FRAME_TOO_LARGE,
-        `message encodes to ${body.length} bytes, over the ${this.codec.limits.maxFrameBytes}-byte frame limit${hint}`,
-        // A request refused here never left: not executed.
-        id === undefined ? undefined : { notExecuted: true },
-      );
-    }
+    if (body.length > this.codec.limits.maxFrameBytes) throw this.frameTooLarge(message, body.length, id);
     return body;
+  }
+
+  /** The refusal of a message of `bytes` bytes or more, over the frame limit (a request's when `id` is given). */
+  private frameTooLarge(message: Message | WithoutId<Request>, bytes: number, id?: number): DstoreError {
+    // The common way to get here is an MGET whose values together pass the limit: say what to do.
+    const hint =
+      message.op === Op.VALUES
+        ? ': an MGET answer this large cannot be sent; ask for fewer keys per MGET (or raise maxFrameBytes on both sides)'
+        : '';
+    // Stackless: a reader of large values in halves meets this for every half too large.
+    return stacklessError(
+      ErrorCode.FRAME_TOO_LARGE,
+      `message encodes to ${bytes} bytes or more, over the ${this.codec.limits.maxFrameBytes}-byte frame limit${hint}`,
+      // A request refused here never left: not executed.
+      id === undefined ? undefined : { notExecuted: true },
+    );
   }
 
   /**
@@ -850,7 +858,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       // Id 0 is never a request's: it is the peer speaking about the connection (e.g. BUSY when
       // it refuses us). Remember it as the reason for the close that follows.
       if (response.id === 0 && response.op === Op.ERROR) {
-        this.peerError = new DstoreError(response.code, response.message);
+        this.peerError = stacklessError(response.code, response.message);
       } else {
         this.lateResponseCount++;
       }
@@ -858,7 +866,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     }
     this.pending.delete(entry);
     entry.stopAbortWatch?.();
-    if (response.op === Op.ERROR) failRequest(entry, new DstoreError(response.code, response.message));
+    if (response.op === Op.ERROR) failRequest(entry, stacklessError(response.code, response.message));
     else if (entry.callback) callBack(entry.callback, undefined, response);
     else entry.resolve!(response);
     if (this.closing) this.endWhenIdle();
@@ -986,4 +994,12 @@ function callBack(
 
 function abortError(signal: AbortSignal): DstoreError {
   return new DstoreError(ErrorCode.ABORTED, 'request aborted', { cause: signal.reason });
+}
+
+/** The bytes of an MGET answer's values (0 for any other message): a lower bound of its frame's size. */
+function valuesBytesOf(message: Response): number {
+  if (message.op !== Op.VALUES) return 0;
+  let bytes = 0;
+  for (const value of message.values) if (value !== null) bytes += value.length;
+  return bytes;
 }

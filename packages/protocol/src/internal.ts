@@ -33,7 +33,7 @@ export {
 } from './connection-server.js';
 export { DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
 export { writeFileDurably } from './durable-file.js';
-export { timeoutError } from './errors.js';
+export { stacklessError, timeoutError } from './errors.js';
 export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
 export { globMatcher } from './glob.js';
 export { releaseLockFile, takeLockFile } from './lock-file.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { classifyError, DstoreError, ErrorCode, isRetryable, isSafeToResend } from '../src/index.js';
-import { partlyApplied } from '../src/internal.js';
+import { partlyApplied, stacklessError } from '../src/internal.js';
 
 describe('classifyError: the one classification of failures', () => {
   const classOf = (code: string, notExecuted?: boolean) =>
@@ -85,5 +85,19 @@ describe('partlyApplied (a write split over nodes, some parts failed)', () => {
       expect(failures).toContain(outcome);
     }
     expect(partlyApplied([refused, refused], 0, 2)).toBe(refused);
+  });
+});
+
+describe('stacklessError (the refusals made by the thousand under overload)', () => {
+  it('is a DstoreError like any other, with no stack frames, and leaves the stack limit as it was', () => {
+    const limit = Error.stackTraceLimit;
+    const error = stacklessError(ErrorCode.BUSY, 'full', { notExecuted: true });
+    expect(error).toBeInstanceOf(DstoreError);
+    expect(error.code).toBe(ErrorCode.BUSY);
+    expect(error.message).toBe('full');
+    expect(error.notExecuted).toBe(true);
+    expect(error.stack).toBe('DstoreError: full');
+    expect(Error.stackTraceLimit).toBe(limit);
+    expect(new DstoreError(ErrorCode.BUSY, 'full').stack).toContain('\n    at ');
   });
 });

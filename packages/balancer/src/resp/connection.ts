@@ -17,6 +17,7 @@ import type { Replier } from '../router.js';
 import { RespWriter } from './encoder.js';
 import { respErrorLine } from './errors.js';
 import { KeyOrder, type OrderedCommand } from './key-order.js';
+import { LargeAnswerTurns } from './large-answers.js';
 import { type RespCommandSink, RespParser, type RespParserLimits, RespProtocolError } from './parser.js';
 import { ConnectionTransaction } from './transaction-state.js';
 
@@ -38,6 +39,11 @@ export interface RespReplyTarget {
   endReply(seq: number): void;
   /** Answers `seq` with an error line (`PREFIX message`). */
   replyError(seq: number, line: string): void;
+  /**
+   * The turns of the answers assembled in parts (a large MGET's); undefined where answers are
+   * not written to the client directly (the commands of an EXEC).
+   */
+  readonly largeAnswers: LargeAnswerTurns | undefined;
 }
 
 /** Runs the commands of a {@link RespConnection}; implemented by the RESP front door. */
@@ -202,6 +208,18 @@ export class RespConnection
   private readonly sideOutput = new OutputBuffer();
   private readonly sideWriter = new RespWriter(this.sideOutput);
   private readonly early = new EarlyAnswers();
+  /** One large answer assembled at a time, while the client reads its answers (see {@link LargeAnswerTurns}). */
+  readonly largeAnswers = new LargeAnswerTurns(
+    () => this.bufferedOutputBytes < this.options.maxOutputBytes / 2,
+  );
+  /**
+   * The size of this connection's recent answers, biased to the largest (it rises to a larger
+   * answer at once and decays by 1/64 of the difference per smaller one): commands in flight are
+   * expected to bring this much each (see {@link answersOverHalf}).
+   */
+  private answerEstimate = 0;
+  /** Where the in-order answer being written began in {@link output}. */
+  private replyStart = 0;
   private readonly parser: RespParser;
   /** Sequence number of the next command read, and of the next answer to write. */
   private nextSeq = 0;
@@ -307,7 +325,9 @@ export class RespConnection
    * {@link endReply}. In-order answers are written in place, early ones aside.
    */
   beginReply(seq: number): RespWriter {
-    return seq === this.headSeq ? this.writer : this.sideWriter;
+    if (seq !== this.headSeq) return this.sideWriter;
+    this.replyStart = this.output.length;
+    return this.writer;
   }
 
   /** Ends the answer of `seq` started by {@link beginReply}; releases the answers it was holding up. */
@@ -320,12 +340,19 @@ export class RespConnection
       return;
     }
     if (seq !== this.headSeq) {
-      this.early.set(seq, this.sideOutput.takeView(), this.headSeq);
-      // Answers held behind a slow one count as output: past the bound, reading stops until
-      // they leave (an attacker's MGETs of large values behind one slow command held them all).
-      if (!this.readingPaused && this.early.bytes >= this.options.maxOutputBytes / 2)
-        this.applyBackPressure();
+      const answer = this.sideOutput.takeView();
+      this.noteAnswerSize(answer.length);
+      this.early.set(seq, answer, this.headSeq);
+      // Answers held behind a slow one count as output: past half the bound, reading stops until
+      // they leave; past the bound the client is dropped, as when it leaves written answers
+      // unread (an attacker's MGETs of large values behind one slow command held them all).
+      if (this.early.bytes + this.bufferedOutputBytes > this.options.maxOutputBytes) {
+        this.destroy();
+        return;
+      }
+      if (!this.readingPaused && this.answersOverHalf()) this.applyBackPressure();
     } else {
+      this.noteAnswerSize(this.output.length - this.replyStart);
       this.headSeq++;
       while (this.early.size > 0) {
         const next = this.early.take(this.headSeq);
@@ -412,11 +439,39 @@ export class RespConnection
         this.replyError(seq, `ERR INTERNAL: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
-    if ((this.inFlight >= this.options.maxInFlight || this.servingBytes.shouldPause) && !this.readingPaused) {
+    if (
+      (this.inFlight >= this.options.maxInFlight ||
+        this.servingBytes.shouldPause ||
+        this.answersOverHalf()) &&
+      !this.readingPaused
+    ) {
       // A bound is reached: what the current chunk still holds waits in `deferred`.
       this.readingPaused = true;
       this.socket.pause();
     }
+  }
+
+  /**
+   * Whether the answers this connection holds (written and unread, held aside for their turn, a
+   * large one being assembled) and those its commands in flight are expected to bring (the recent
+   * answer size each) reach half the output bound: then no more commands are sent. Without the
+   * expected part, a client pipelining reads of large values had 1024 of them fetched at once,
+   * far past the output bound, and a client reading them a little slower was then dropped.
+   */
+  private answersOverHalf(): boolean {
+    return (
+      this.inFlight * this.answerEstimate +
+        this.early.bytes +
+        this.largeAnswers.bytes +
+        this.bufferedOutputBytes >=
+      this.options.maxOutputBytes / 2
+    );
+  }
+
+  /** Updates {@link answerEstimate} with an answer of `size` bytes. */
+  private noteAnswerSize(size: number): void {
+    const estimate = this.answerEstimate;
+    this.answerEstimate = size >= estimate ? size : estimate - Math.ceil((estimate - size) / 64);
   }
 
   /**
@@ -567,9 +622,7 @@ export class RespConnection
    */
   private applyBackPressure(): void {
     const over =
-      this.inFlight >= this.options.maxInFlight ||
-      this.servingBytes.shouldPause ||
-      this.bufferedOutputBytes + this.early.bytes >= this.options.maxOutputBytes / 2;
+      this.inFlight >= this.options.maxInFlight || this.servingBytes.shouldPause || this.answersOverHalf();
     if (over && !this.readingPaused) {
       this.readingPaused = true;
       this.socket.pause();
@@ -585,6 +638,8 @@ export class RespConnection
       if (this.partialSince >= 0) this.partialSince = performance.now();
       this.dispatchDeferred();
     }
+    // The client read some answers: a large one waiting for room may be assembled.
+    this.largeAnswers.grant();
   }
 
   /** The end-of-tick flush, made once so queueing it allocates nothing. */
@@ -629,6 +684,7 @@ export class RespConnection
     this.deferred = [];
     this.early.clear();
     this.servingBytes.clear();
+    this.largeAnswers.close();
     this.unwatch();
     if (this.closeTimer !== undefined) clearTimeout(this.closeTimer);
     if (!this.socket.destroyed) this.socket.destroy();

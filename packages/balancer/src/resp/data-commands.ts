@@ -12,7 +12,7 @@ import {
   type SetExpiry,
   type UserGrant,
 } from '@dstore/protocol';
-import { type BitUnit, readInParts, sumInChunks } from '@dstore/protocol/internal';
+import { type BitUnit, readInParts, stacklessError, sumInChunks } from '@dstore/protocol/internal';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
 import {
@@ -456,7 +456,8 @@ function routed(send: (replier: Replier) => void): Promise<Response> {
   return new Promise((resolve, reject) =>
     send({
       reply: resolve,
-      replyError: (_id, code, message) => reject(new DstoreError(code as ErrorCode, message)),
+      // Stackless: under overload every refused part of an MGET comes through here.
+      replyError: (_id, code, message) => reject(stacklessError(code, message)),
     }),
   );
 }
@@ -523,12 +524,31 @@ class DeletedInResults implements Replier {
 function mget(connection: RespReplyTarget, args: Uint8Array[], seq: number, services: RespServices): void {
   if (!keysAllowed(connection, args, seq, services, EVERY_ARGUMENT, false)) return;
   const startMs = performance.now();
+  // Every read after the first (the halves of an answer past one frame, the batches of many keys)
+  // waits for the connection's turn to assemble a large answer (see LargeAnswerTurns).
+  const turns = connection.largeAnswers;
+  let reads = 0;
+  let turnHeld = false;
   const read = async (keys: readonly Uint8Array[]): Promise<readonly (Uint8Array | null)[]> => {
+    if (turns !== undefined && reads++ > 0) {
+      if (!turnHeld) {
+        await turns.take(seq);
+        turnHeld = true;
+      } else if (turns.closed) {
+        // The client left: the parts not fetched yet are not fetched.
+        throw stacklessError(ErrorCode.CONNECTION_CLOSED, 'the client connection closed');
+      }
+    }
     const response = await routed((replier) =>
       services.router.forwardMGet({ op: Op.MGET, id: seq, keys: keys as Uint8Array[] }, replier, startMs),
     );
     if (response.op !== Op.VALUES) {
       throw new DstoreError(ErrorCode.INTERNAL, `MGET answered with op ${response.op}`);
+    }
+    if (turnHeld) {
+      let bytes = 0;
+      for (const value of response.values) bytes += value?.length ?? 0;
+      turns!.add(bytes);
     }
     return response.values;
   };
@@ -537,8 +557,15 @@ function mget(connection: RespReplyTarget, args: Uint8Array[], seq: number, serv
     maxBytes: services.maxAnswerBytes,
     maxItems: services.limits.maxBatchKeys,
   }).then(
-    (values) => connection.routerTarget.reply({ op: Op.VALUES, id: seq, values }),
-    (error: unknown) => answerFailure(connection, seq, error),
+    (values) => {
+      connection.routerTarget.reply({ op: Op.VALUES, id: seq, values });
+      // After the answer is written: the next turn counts it as output.
+      if (turnHeld) turns!.release();
+    },
+    (error: unknown) => {
+      answerFailure(connection, seq, error);
+      if (turnHeld) turns!.release();
+    },
   );
 }
 

@@ -349,6 +349,9 @@ class TransactionRun implements RespReplyTarget, RespRouting {
     return this.connection.identity;
   }
 
+  /** An EXEC's commands are answered within one TRANSACT, not read in parts. */
+  readonly largeAnswers = undefined;
+
   /** Answers for the router's `reply` / `replyError`: the request id is the element's index. */
   readonly routerTarget: Replier = {
     reply: (response) => {
