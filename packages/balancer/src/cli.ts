@@ -151,7 +151,12 @@ function buildProgram(): Command {
         DEFAULT_LEASE_MS,
       )
       .option('--max-connections <n>', 'most client connections', integer(1), 1024)
-      .option('--max-in-flight <n>', 'most requests in flight per node connection', integer(1), 4096)
+      .option(
+        '--max-in-flight <n>',
+        'most requests in flight per node connection (client connections get fair shares past half)',
+        integer(1),
+        4096,
+      )
       .option(
         '--token <token>',
         `password of the one read-write user default (env ${EnvVar.TOKEN}); never crosses the wire`,

@@ -17,12 +17,16 @@ import {
   type WithoutId,
 } from '@dstore/protocol';
 import { BULK, KeyLanes, type KeySlots, keySlotsOf, type Lane, MAIN } from './key-lanes.js';
+import { type ClientShare, LinkShares } from './link-share.js';
 
 /** How the balancer talks to a node: the bounds of its one multiplexed connection. */
 export interface NodeLinkOptions {
   /** Deadline of each forwarded request, in ms. */
   readonly requestTimeoutMs: number;
-  /** Most requests in flight on the node connection; past it requests fail with BUSY. */
+  /**
+   * Most requests in flight on the node connection; past it requests fail with BUSY. Client
+   * connections share it fairly past half (see {@link LinkShares}).
+   */
   readonly maxInFlight: number;
   /** What the balancer proves to nodes: the cluster secret (undefined: nothing). */
   readonly credentials: Credentials | undefined;
@@ -102,6 +106,8 @@ interface HeldRequest {
   readonly deadline: number;
   /** Bytes of its keys and values (counted against {@link MAX_HELD_BYTES}). */
   readonly bytes: number;
+  /** The client connection's share it is counted in (undefined: an internal request). */
+  readonly client: ClientShare | undefined;
 }
 
 /** Where a node lives and how much of the ring it gets. */
@@ -150,6 +156,13 @@ export class ClusterNode implements NodeAddress {
   /** Each key's requests in flight on the two links: a key's next request follows them. */
   private readonly lanes = new KeyLanes();
   /**
+   * Each client connection's share of the node's in-flight slots (see {@link LinkShares}). A
+   * client request is counted from its acceptance here to its settling, held ones included: the
+   * held queue has the same `maxInFlight` bound and would otherwise be one more pool a single
+   * client could fill for everyone.
+   */
+  readonly shares: LinkShares;
+  /**
    * Requests held because their keys were in flight on both links (rare: a multi-key request),
    * and every keyed request after them, in arrival order; sent as answers drain the links. At most
    * `maxInFlight` of them and {@link MAX_HELD_BYTES} (past either: BUSY, not executed); each one
@@ -178,6 +191,7 @@ export class ClusterNode implements NodeAddress {
     this.closeGraceMs = options.requestTimeoutMs + 100;
     this.requestTimeoutMs = options.requestTimeoutMs;
     this.maxHeld = options.maxInFlight;
+    this.shares = new LinkShares(id, options.maxInFlight);
     const link = (maxOutputBytes: number | undefined): PeerLink =>
       new PeerLink({
         host,
@@ -219,17 +233,21 @@ export class ClusterNode implements NodeAddress {
   /**
    * Sends a request to the node, large writes on the bulk link (while it is up), a key's request
    * after that key's requests in flight (see {@link KeyLanes}); fails with UNAVAILABLE at once
-   * when the link is down. `options.signal` is for requests that name no key (control requests).
+   * when the link is down. `options.signal` is for internal requests that name no key (control
+   * requests). `client`: the share of the client connection the request is for (see
+   * {@link LinkShares}: BUSY past it); undefined for the balancer's own requests.
    */
-  forward(message: WithoutId<Request>, options?: RequestOptions): Promise<Response> {
+  forward(message: WithoutId<Request>, options?: RequestOptions, client?: ClientShare): Promise<Response> {
     const slots = keySlotsOf(message);
-    if (slots === undefined) return this.linkOf(this.preferredLane(message)).request(message, options);
+    if (slots === undefined && client === undefined)
+      return this.linkOf(this.preferredLane(message)).request(message, options);
     return new Promise((resolve, reject) => {
       const refusal = this.forwardKeyed(
         message,
         slots,
         (error, response) => (error === undefined ? resolve(response as Response) : reject(error)),
         options?.timeoutMs,
+        client,
       );
       if (refusal !== undefined) reject(refusal);
     });
@@ -237,26 +255,43 @@ export class ClusterNode implements NodeAddress {
 
   /**
    * {@link forward} without a promise (the router's hot path): returns the refusal when the
-   * request cannot be sent (link down: UNAVAILABLE, like `forward`; BUSY; too large), otherwise
-   * calls `callback` once with the node's answer or the error.
+   * request cannot be sent (link down: UNAVAILABLE, like `forward`; BUSY, the client's share
+   * included; too large), otherwise calls `callback` once with the node's answer or the error.
    */
-  forwardWith(message: WithoutId<Request>, callback: ResponseCallback): DstoreError | undefined {
-    return this.forwardKeyed(message, keySlotsOf(message), callback, undefined);
+  forwardWith(
+    message: WithoutId<Request>,
+    callback: ResponseCallback,
+    client: ClientShare | undefined,
+  ): DstoreError | undefined {
+    return this.forwardKeyed(message, keySlotsOf(message), callback, undefined, client);
   }
 
-  /** Sends now on the lane the request's keys need, or holds it (see {@link held}). */
+  /**
+   * Counts the request in `client`'s share (refusing it past the share), then sends it now on
+   * the lane its keys need, or holds it (see {@link held}). The count is given back when
+   * `callback` runs, or at once when the request is refused here.
+   */
   private forwardKeyed(
     message: WithoutId<Request>,
     slots: KeySlots,
     callback: ResponseCallback,
     timeoutMs: number | undefined,
+    client: ClientShare | undefined,
   ): DstoreError | undefined {
+    if (client !== undefined) {
+      const refusal = this.shares.acquire(client);
+      if (refusal !== undefined) return refusal;
+    }
     const lane =
       slots !== undefined && this.held.length > 0
         ? undefined
         : this.lanes.laneFor(slots, this.preferredLane(message));
-    if (lane === undefined) return this.hold(message, slots, callback, timeoutMs);
-    return this.send(lane, message, slots, callback, timeoutMs);
+    if (lane === undefined) {
+      const refusal = this.hold(message, slots, callback, timeoutMs, client);
+      if (refusal !== undefined && client !== undefined) this.shares.release(client);
+      return refusal;
+    }
+    return this.send(lane, message, slots, callback, timeoutMs, client);
   }
 
   /** Holds a request until its keys' order lets it go; refuses it (BUSY) past the held bounds. */
@@ -265,6 +300,7 @@ export class ClusterNode implements NodeAddress {
     slots: KeySlots,
     callback: ResponseCallback,
     timeoutMs: number | undefined,
+    client: ClientShare | undefined,
   ): DstoreError | undefined {
     if (this.held.length >= this.maxHeld) {
       return new DstoreError(
@@ -282,35 +318,48 @@ export class ClusterNode implements NodeAddress {
       );
     }
     const deadline = performance.now() + (timeoutMs ?? this.requestTimeoutMs);
-    this.held.push({ message: copy, slots, callback, timeoutMs, deadline, bytes: size.bytes });
+    this.held.push({ message: copy, slots, callback, timeoutMs, deadline, bytes: size.bytes, client });
     this.heldBytes += size.bytes;
     return undefined;
   }
 
-  /** Sends on `lane`, counting the request's keys there until it settles. */
+  /**
+   * Sends on `lane`, counting the request's keys there until it settles; gives `client`'s count
+   * back when it settles, or at once when refused (then `callback` is never called).
+   */
   private send(
     lane: Lane,
     message: WithoutId<Request>,
     slots: KeySlots,
     callback: ResponseCallback,
     timeoutMs: number | undefined,
+    client: ClientShare | undefined,
   ): DstoreError | undefined {
     const link = this.linkOf(lane);
     const connection = link.connection;
-    if (connection === undefined)
+    if (connection === undefined) {
+      if (client !== undefined) this.shares.release(client);
       return new DstoreError(ErrorCode.UNAVAILABLE, `${link.address} is not connected`);
-    if (slots === undefined) return connection.requestWith(message, callback, timeoutMs);
+    }
+    if (slots === undefined && client === undefined)
+      return connection.requestWith(message, callback, timeoutMs);
     this.lanes.sent(slots, lane);
+    // One callback for the lanes and the share: no second closure on the hot path.
     const refusal = connection.requestWith(
       message,
       (error, response) => {
         this.lanes.settled(slots, lane);
+        // Before the client's callback: its answer may let it send more at once.
+        if (client !== undefined) this.shares.release(client);
         if (this.held.length > 0) this.sendHeld();
         callback(error, response);
       },
       timeoutMs,
     );
-    if (refusal !== undefined) this.lanes.settled(slots, lane);
+    if (refusal !== undefined) {
+      this.lanes.settled(slots, lane);
+      if (client !== undefined) this.shares.release(client);
+    }
     return refusal;
   }
 
@@ -327,6 +376,7 @@ export class ClusterNode implements NodeAddress {
       const leftMs = Math.floor(next.deadline - now);
       if (leftMs <= 0) {
         this.unhold();
+        if (next.client !== undefined) this.shares.release(next.client);
         next.callback(
           new DstoreError(
             ErrorCode.TIMEOUT,
@@ -340,7 +390,8 @@ export class ClusterNode implements NodeAddress {
       const lane = this.lanes.laneFor(next.slots, this.preferredLane(next.message));
       if (lane === undefined) return;
       this.unhold();
-      const refusal = this.send(lane, next.message, next.slots, next.callback, leftMs);
+      // `send` gives the client's count back itself when it refuses.
+      const refusal = this.send(lane, next.message, next.slots, next.callback, leftMs, next.client);
       if (refusal !== undefined) next.callback(refusal, undefined);
     }
   }
@@ -381,6 +432,7 @@ export class ClusterNode implements NodeAddress {
       await Promise.all([this.link.close(), this.bulkLink.close()]);
     } finally {
       clearTimeout(timer);
+      this.shares.close();
     }
   }
 

@@ -114,7 +114,10 @@ export interface BalancerOptions {
    * operator declares it.
    */
   readonly deadAfterMs?: number | undefined;
-  /** Most requests in flight on one node connection; past it the client gets BUSY. Default 4096. */
+  /**
+   * Most requests in flight on one node connection; past it the client gets BUSY. Past half of it,
+   * each client connection is held to its fair share (see `LinkShares`). Default 4096.
+   */
   readonly maxInFlightPerNode?: number;
   /**
    * Most bytes of large requests (16 KiB or more each) one client connection may have in flight

@@ -22,15 +22,19 @@ import {
   withEpoch,
 } from '@dstore/protocol/internal';
 import type { ClusterNode } from './cluster-node.js';
+import type { ClientShare } from './link-share.js';
 import type { Membership } from './membership.js';
 import type { BalancerMetrics } from './metrics.js';
 import type { Topology } from './topology.js';
 
 /**
  * Where the router sends a client's answer: the client's native connection, or any front door
- * that turns answers into its own protocol (the RESP port) by implementing these two methods.
+ * that turns answers into its own protocol (the RESP port) by implementing these two methods;
+ * `linkShare` is the client connection's count of requests in flight to each node, which its
+ * requests are admitted against (see `link-share.ts`). Required, so that every replier a front
+ * door builds for a client's command says whose share it uses.
  */
-export type Replier = Pick<Connection, 'reply' | 'replyError'>;
+export type Replier = Pick<Connection, 'reply' | 'replyError' | 'linkShare'>;
 
 /** A request for exactly one key. */
 export type SingleKeyRequest = GetRequest | SetRequest | DelRequest;
@@ -197,12 +201,16 @@ export class Router {
     const { id, op } = request;
     // Key/value views are encoded before this call returns; the copy only adds the fence. One
     // callback, no promise: this is the balancer's busiest line.
-    const refusal = owner.forwardWith(fenced(request, topology), (error, response) => {
-      if (error === undefined) {
-        this.metrics.record(op, startMs, true);
-        client.reply(withRequestId(response!, id));
-      } else this.forwardFailed(client, id, op, startMs, error, owner);
-    });
+    const refusal = owner.forwardWith(
+      fenced(request, topology),
+      (error, response) => {
+        if (error === undefined) {
+          this.metrics.record(op, startMs, true);
+          client.reply(withRequestId(response!, id));
+        } else this.forwardFailed(client, id, op, startMs, error, owner);
+      },
+      client.linkShare,
+    );
     if (refusal !== undefined) this.forwardFailed(client, id, op, startMs, refusal, owner);
   }
 
@@ -229,7 +237,7 @@ export class Router {
       return;
     }
     const key = Uint8Array.from(request.key);
-    from.forward(fenced({ op: Op.DEL, key, fallback: true }, topology)).then(
+    from.forward(fenced({ op: Op.DEL, key, fallback: true }, topology), undefined, client.linkShare).then(
       (response) => {
         this.metrics.record(Op.DEL, startMs, true);
         client.reply(withRequestId(response, id));
@@ -285,10 +293,10 @@ export class Router {
       this.fail(client, id, op, startMs, error);
     };
     if (fallback === undefined || op !== Op.GET) {
-      owner.forward(fenced(request, topology)).then(answered, failed);
+      owner.forward(fenced(request, topology), undefined, client.linkShare).then(answered, failed);
       return;
     }
-    this.readWithFallback(request.key, owner, fallback, topology).then(answered, failed);
+    this.readWithFallback(request.key, owner, fallback, topology, client.linkShare).then(answered, failed);
   }
 
   /**
@@ -302,13 +310,14 @@ export class Router {
     owner: ClusterNode,
     fallback: ClusterNode | undefined,
     topology: Topology,
+    share: ClientShare,
   ): Promise<Response> {
-    return owner.forward(fenced({ op: Op.GET, key }, topology)).then((response) => {
+    return owner.forward(fenced({ op: Op.GET, key }, topology), undefined, share).then((response) => {
       if (response.op !== Op.VALUE || response.value !== null) return response;
       if (response.deleted === true) return { op: Op.VALUE, id: response.id, value: null };
       return fallback === undefined
         ? response
-        : fallback.forward(fenced({ op: Op.GET, key, fallback: true }, topology));
+        : fallback.forward(fenced({ op: Op.GET, key, fallback: true }, topology), undefined, share);
     });
   }
 
@@ -330,7 +339,7 @@ export class Router {
     // Copied only when a retry may need it after this tick: the forward encodes the views now.
     const kept = retried || !topology.changing ? request : copyKeyed(request);
     const { id: _, ...message } = kept;
-    this.forwardCounted(owner, fenced(message, topology)).then(
+    this.forwardCounted(owner, fenced(message, topology), client).then(
       (response) => {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response, id));
@@ -364,7 +373,9 @@ export class Router {
     }
     Promise.all(
       batches.map((batch) =>
-        this.forwardCounted(batch.node, fenced({ op: Op.EXISTS, keys: batch.items }, topology)).then(countOf),
+        this.forwardCounted(batch.node, fenced({ op: Op.EXISTS, keys: batch.items }, topology), client).then(
+          countOf,
+        ),
       ),
     ).then(
       (counts) => {
@@ -412,7 +423,7 @@ export class Router {
     }
     const values = new Array<Uint8Array | null>(keys.length);
     const parts = batches.map((batch) =>
-      this.forwardCounted(batch.node, fenced({ op: Op.MGET, keys: batch.items }, topology)).then(
+      this.forwardCounted(batch.node, fenced({ op: Op.MGET, keys: batch.items }, topology), client).then(
         (response) => {
           if (response.op !== Op.VALUES || response.values.length !== batch.positions.length) {
             throw new DstoreError(
@@ -449,7 +460,7 @@ export class Router {
       const owner = this.upOwnerOf(key, topology, false);
       if (owner instanceof DstoreError) return Promise.reject(owner);
       const fallback = this.fallbackOf(key, owner, topology);
-      return this.readWithFallback(key, owner, fallback, topology).then(
+      return this.readWithFallback(key, owner, fallback, topology, client.linkShare).then(
         (response) => {
           if (response.op !== Op.VALUE) {
             throw new DstoreError(ErrorCode.INTERNAL, `node answered GET with op ${response.op}`);
@@ -510,7 +521,7 @@ export class Router {
     }
     Promise.allSettled(
       batches.map((batch) =>
-        this.forwardCounted(batch.node, fenced({ op: Op.MSET, entries: batch.items }, topology)),
+        this.forwardCounted(batch.node, fenced({ op: Op.MSET, entries: batch.items }, topology), client),
       ),
     ).then((results) => this.msetSettled(request, batches, results, client, startMs, retried));
   }
@@ -590,7 +601,7 @@ export class Router {
     startMs: number,
     again?: () => void,
   ): void {
-    this.forwardCounted(node, message).then(
+    this.forwardCounted(node, message, client).then(
       (response) => {
         this.metrics.record(op, startMs, true);
         client.reply(withRequestId(response, id));
@@ -599,9 +610,12 @@ export class Router {
     );
   }
 
-  /** `node.forward(message)`, its failure counted in the node's series (multi-key paths). */
-  private forwardCounted(node: ClusterNode, message: DataRequest): Promise<Response> {
-    return node.forward(message).catch((error: unknown) => {
+  /**
+   * `node.forward(message)` within `client`'s share, its failure counted in the node's series
+   * (multi-key paths).
+   */
+  private forwardCounted(node: ClusterNode, message: DataRequest, client: Replier): Promise<Response> {
+    return node.forward(message, undefined, client.linkShare).catch((error: unknown) => {
       this.nodeFailed(node, error);
       throw error;
     });

@@ -186,6 +186,13 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   readonly codec: MessageCodec;
   /** Who the peer authenticated as; set by the server's Authenticator, undefined until then. */
   principal: Principal | undefined = undefined;
+  /**
+   * Kept by the owner of a served connection, never read here: the balancer counts in it, by
+   * node, the requests of this client connection it has in flight to its nodes (each client
+   * connection's fair share of a node link's `maxInFlight`). Here so that the count is one field
+   * away from the connection on the hot path, not a map lookup.
+   */
+  readonly linkShare: number[] = [];
 
   private readonly options: typeof DEFAULTS;
   private readonly onRequest: ConnectionOptions['onRequest'];

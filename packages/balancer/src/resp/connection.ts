@@ -280,6 +280,8 @@ export class RespConnection
     this.routerTarget = {
       reply: (response) => this.replyResponse(response),
       replyError: (seq, code, message) => this.replyError(seq, respErrorLine(code, message)),
+      // This connection's share of the node links, whichever replier its commands answer through.
+      linkShare: [],
     };
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.receive(chunk));

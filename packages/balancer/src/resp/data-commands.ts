@@ -13,6 +13,7 @@ import {
   type UserGrant,
 } from '@dstore/protocol';
 import { type BitUnit, readInParts, stacklessError, sumInChunks } from '@dstore/protocol/internal';
+import type { ClientShare } from '../link-share.js';
 import type { Replier } from '../router.js';
 import { integerOf, isWord, textOf, wrongArity } from './arguments.js';
 import {
@@ -140,10 +141,14 @@ function setOptionsOf(args: readonly Uint8Array[]): SetOptions | string {
  * and with GET the previous value is the answer, as Redis's SET.
  */
 class SetAnswer implements Replier {
+  readonly linkShare: ClientShare;
+
   constructor(
     private readonly connection: RespReplyTarget,
     private readonly seq: number,
-  ) {}
+  ) {
+    this.linkShare = connection.routerTarget.linkShare;
+  }
 
   reply(response: Response): void {
     const writer = this.connection.beginReply(this.seq);
@@ -195,11 +200,15 @@ function setnx(connection: RespReplyTarget, args: Uint8Array[], seq: number, ser
  * PEXPIRETIME, in seconds for TTL and EXPIRETIME as Redis rounds them (to the nearest second).
  */
 class TtlAnswer implements Replier {
+  readonly linkShare: ClientShare;
+
   constructor(
     private readonly connection: RespReplyTarget,
     private readonly seq: number,
     private readonly inSeconds: boolean,
-  ) {}
+  ) {
+    this.linkShare = connection.routerTarget.linkShare;
+  }
 
   reply(response: Response): void {
     const ms = response.op === Op.INTEGER ? response.value : -2n;
@@ -391,10 +400,16 @@ function getex(connection: RespReplyTarget, args: Uint8Array[], seq: number, ser
 }
 
 /**
- * One DEL per key of `keys`, each to its owner, in parallel: resolves once all are in with how
- * many were deleted, or rejects with the first error to arrive (after all are in).
+ * One DEL per key of `keys`, each to its owner, in parallel, within `connection`'s share of the
+ * node links: resolves once all are in with how many were deleted, or rejects with the first
+ * error to arrive (after all are in).
  */
-function deleteEach(keys: readonly Uint8Array[], services: RespServices, startMs: number): Promise<number> {
+function deleteEach(
+  connection: RespReplyTarget,
+  keys: readonly Uint8Array[],
+  services: RespServices,
+  startMs: number,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     let remaining = keys.length;
     let count = 0;
@@ -413,6 +428,7 @@ function deleteEach(keys: readonly Uint8Array[], services: RespServices, startMs
         failure ??= new DstoreError(code as ErrorCode, message);
         settle();
       },
+      linkShare: connection.routerTarget.linkShare,
     };
     for (let index = 0; index < keys.length; index++) {
       services.router.forwardToOwner({ op: Op.DEL, id: index, key: keys[index]! }, replier, startMs);
@@ -447,17 +463,23 @@ function del(connection: RespReplyTarget, args: Uint8Array[], seq: number, servi
   answerCount(
     connection,
     seq,
-    sumInChunks(keys, services.limits.maxBatchKeys, (chunk) => deleteEach(chunk, services, startMs)),
+    sumInChunks(keys, services.limits.maxBatchKeys, (chunk) =>
+      deleteEach(connection, chunk, services, startMs),
+    ),
   );
 }
 
-/** One request through the router as a promise: its answer, or its error as a DstoreError. */
-function routed(send: (replier: Replier) => void): Promise<Response> {
+/**
+ * One request of `connection` through the router (within its share of the node links) as a
+ * promise: its answer, or its error as a DstoreError.
+ */
+function routed(connection: RespReplyTarget, send: (replier: Replier) => void): Promise<Response> {
   return new Promise((resolve, reject) =>
     send({
       reply: resolve,
       // Stackless: under overload every refused part of an MGET comes through here.
       replyError: (_id, code, message) => reject(stacklessError(code, message)),
+      linkShare: connection.routerTarget.linkShare,
     }),
   );
 }
@@ -491,10 +513,14 @@ export function onePosition(services: RespServices, keys: readonly Uint8Array[])
 
 /** A DEL of keys of one hash tag answered from its TRANSACT's RESULTS: how many were deleted. */
 class DeletedInResults implements Replier {
+  readonly linkShare: ClientShare;
+
   constructor(
     private readonly connection: RespReplyTarget,
     private readonly seq: number,
-  ) {}
+  ) {
+    this.linkShare = connection.routerTarget.linkShare;
+  }
 
   reply(response: Response): void {
     if (response.op !== Op.RESULTS || response.results === null) {
@@ -539,7 +565,7 @@ function mget(connection: RespReplyTarget, args: Uint8Array[], seq: number, serv
         throw stacklessError(ErrorCode.CONNECTION_CLOSED, 'the client connection closed');
       }
     }
-    const response = await routed((replier) =>
+    const response = await routed(connection, (replier) =>
       services.router.forwardMGet({ op: Op.MGET, id: seq, keys: keys as Uint8Array[] }, replier, startMs),
     );
     if (response.op !== Op.VALUES) {
@@ -600,7 +626,7 @@ function exists(connection: RespReplyTarget, args: Uint8Array[], seq: number, se
     seq,
     sumInChunks(keys, services.limits.maxBatchKeys, async (chunk) =>
       countIn(
-        await routed((replier) =>
+        await routed(connection, (replier) =>
           services.router.forwardExists(
             { op: Op.EXISTS, id: seq, keys: chunk as Uint8Array[] },
             replier,
@@ -657,11 +683,15 @@ function setWithTtl(name: 'setex' | 'psetex', unit: number): DataCommandHandler 
  * shape), and from its error as a Redis error line.
  */
 class MappedAnswer implements Replier {
+  readonly linkShare: ClientShare;
+
   constructor(
     private readonly connection: RespReplyTarget,
     private readonly seq: number,
     private readonly write: (writer: RespWriter, response: Response) => void,
-  ) {}
+  ) {
+    this.linkShare = connection.routerTarget.linkShare;
+  }
 
   reply(response: Response): void {
     this.write(this.connection.beginReply(this.seq), response);

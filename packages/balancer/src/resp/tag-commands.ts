@@ -55,7 +55,7 @@ function msetnx(connection: RespConnection, args: Uint8Array[], seq: number, ser
     entries.push({ key: args[index]!, value: args[index + 1]! });
   const keys = entries.map((entry) => entry.key);
   if (!sameSlot(connection, seq, services, keys)) return;
-  resultsOf(forwarded(services, { ...setAllIfAbsent(entries), id: seq })).then(
+  resultsOf(forwarded(services, connection, { ...setAllIfAbsent(entries), id: seq })).then(
     (results) => {
       connection.beginReply(seq).integer(results === null ? 0 : 1);
       connection.endReply(seq);
@@ -89,7 +89,12 @@ function runMove(
     return;
   }
   connection.hold();
-  moveKey((request) => forwarded(services, { ...request, id: seq }), source, destination, mode).then(
+  moveKey(
+    (request) => forwarded(services, connection, { ...request, id: seq }),
+    source,
+    destination,
+    mode,
+  ).then(
     (outcome) => {
       if (outcome === 'no-source' && mode.name !== 'copy') {
         // As Redis: RENAME and RENAMENX of a missing key are an error, COPY answers 0.
@@ -125,7 +130,7 @@ function sameKey(
     return;
   }
   connection.hold();
-  forwarded(services, { op: Op.TTL, id: seq, key }).then(
+  forwarded(services, connection, { op: Op.TTL, id: seq, key }).then(
     (answer) => {
       if (answer.op === Op.INTEGER && answer.value === -2n) connection.replyError(seq, 'ERR no such key');
       else {

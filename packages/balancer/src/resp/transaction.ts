@@ -12,6 +12,7 @@ import {
   type TransactStep,
 } from '@dstore/protocol';
 import { OutputBuffer } from '@dstore/protocol/internal';
+import type { ClientShare } from '../link-share.js';
 import type { KeyedClientRequest, Replier, SingleKeyRequest } from '../router.js';
 import { textOf } from './arguments.js';
 import { type DataCommand, lastKeyIndex, type RespCommand, withCall } from './command-table.js';
@@ -219,7 +220,7 @@ function watch(connection: RespConnection, args: Uint8Array[], seq: number, serv
   }
   const position = checked.position!;
   connection.hold();
-  watchedVersions(services, fresh, seq).then(
+  watchedVersions(services, connection, fresh, seq).then(
     (versions) => {
       transaction.watch(
         fresh.map((key, index) => ({ key, version: versions[index]! })),
@@ -236,14 +237,22 @@ function watch(connection: RespConnection, args: Uint8Array[], seq: number, serv
   );
 }
 
-/** `request`'s answer from the key's owner, through the router (a DstoreError when refused). */
-export function forwarded(services: RespServices, request: KeyedClientRequest): Promise<Response> {
+/**
+ * `request`'s answer from the key's owner, through the router within `connection`'s share of the
+ * node links (a DstoreError when refused).
+ */
+export function forwarded(
+  services: RespServices,
+  connection: RespReplyTarget,
+  request: KeyedClientRequest,
+): Promise<Response> {
   return new Promise((resolve, reject) =>
     services.router.forwardKeyed(
       request,
       {
         reply: resolve,
         replyError: (_id, code, message) => reject(new DstoreError(code as ErrorCode, message)),
+        linkShare: connection.routerTarget.linkShare,
       },
       performance.now(),
     ),
@@ -256,10 +265,11 @@ export function forwarded(services: RespServices, request: KeyedClientRequest): 
  */
 async function watchedVersions(
   services: RespServices,
+  connection: RespReplyTarget,
   keys: readonly Uint8Array[],
   id: number,
 ): Promise<number[]> {
-  const answer = await forwarded(services, {
+  const answer = await forwarded(services, connection, {
     op: Op.TRANSACT,
     id,
     key: keys[0]!,
@@ -276,7 +286,7 @@ async function watchedVersions(
         // alone, read apart. Not the same snapshot, which WATCH does not need: EXEC runs only if
         // each key still has the version read before WATCH answered, and a key written since has
         // another one (at worst a version read behind the head makes EXEC answer null).
-        result = await forwarded(services, { op: Op.GET_VERSIONED, id, key: keys[index]! });
+        result = await forwarded(services, connection, { op: Op.GET_VERSIONED, id, key: keys[index]! });
         if (result.op === Op.VERSIONED) return result.version;
       }
       if (result.op === Op.ERROR) throw new DstoreError(result.code as ErrorCode, result.message);
@@ -341,6 +351,14 @@ class TransactionRun implements RespReplyTarget, RespRouting {
   ) {
     this.writer = new RespWriter(this.output);
     this.writer.version = connection.version;
+    this.routerTarget = {
+      reply: (response) => {
+        writeResponse(this.beginReply(response.id), response);
+        this.endReply(response.id);
+      },
+      replyError: (id, code, message) => this.replyError(id, respErrorLine(code, message)),
+      linkShare: connection.routerTarget.linkShare,
+    };
     this.elements = new Array<Uint8Array | undefined>(count);
     this.unanswered = count;
   }
@@ -352,14 +370,11 @@ class TransactionRun implements RespReplyTarget, RespRouting {
   /** An EXEC's commands are answered within one TRANSACT, not read in parts. */
   readonly largeAnswers = undefined;
 
-  /** Answers for the router's `reply` / `replyError`: the request id is the element's index. */
-  readonly routerTarget: Replier = {
-    reply: (response) => {
-      writeResponse(this.beginReply(response.id), response);
-      this.endReply(response.id);
-    },
-    replyError: (id, code, message) => this.replyError(id, respErrorLine(code, message)),
-  };
+  /**
+   * Answers for the router's `reply` / `replyError`: the request id is the element's index; the
+   * requests count in the connection's share of the node links.
+   */
+  readonly routerTarget: Replier;
 
   run({ commands, key, ifVersion, watches }: TakenTransaction): void {
     const services = { ...this.services, router: this as RespRouting };
@@ -386,6 +401,7 @@ class TransactionRun implements RespReplyTarget, RespRouting {
       {
         reply: (response) => this.answered(response),
         replyError: (_id, code, message) => this.failed(code, message),
+        linkShare: this.connection.routerTarget.linkShare,
       },
       performance.now(),
     );
@@ -597,6 +613,7 @@ class TransactionRun implements RespReplyTarget, RespRouting {
  * or the first error.
  */
 class GatheredAnswer implements Replier {
+  readonly linkShare: ClientShare;
   private readonly answers: Response[];
   private remaining: number;
   private failure: { readonly code: string; readonly message: string } | undefined;
@@ -607,6 +624,7 @@ class GatheredAnswer implements Replier {
     steps: number,
     private readonly combine: (answers: readonly Response[], id: number) => Response,
   ) {
+    this.linkShare = client.linkShare;
     this.answers = new Array<Response>(steps);
     this.remaining = steps;
     if (steps === 0) client.reply(combine([], id));
