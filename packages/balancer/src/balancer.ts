@@ -171,6 +171,9 @@ export class Balancer {
       connection: {
         maxServingBytes: this.options.maxClientBytesInFlight,
         frameTimeoutMs: this.options.frameTimeoutMs,
+        // A client pipelining reads of large values has as many fetched as its output bound
+        // holds: the node links, shared by every client, do not carry 1024 of its megabytes.
+        boundAnswerBytes: true,
       },
       onRequest: (request, connection) => this.onRequest(request, connection),
     });

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 // The module's `performance`: the global one is an accessor in Node 20, ~25 ns per request more.
 import { performance } from 'node:perf_hooks';
 import { type StopWatchingAbort, watchAbort } from './abort-watch.js';
+import { AnswerSizes } from './answer-sizes.js';
 import type { Principal } from './authenticator.js';
 import { hotSize, MessageCodec, writeHot } from './codec.js';
 import { type DeadlineSweeper, type Sweepable, sharedSweeper } from './deadline-sweeper.js';
@@ -54,6 +55,15 @@ export interface ConnectionOptions {
   readonly sweeper?: DeadlineSweeper;
   /** Requests travel both ways: never stop reading (see {@link Connection.useBothWays}). Default false. */
   readonly bothWays?: boolean;
+  /**
+   * Bounds the requests being served by the bytes of their answers too: reading stops while the
+   * requests being served, each expected at the size of the recent answers ({@link AnswerSizes}),
+   * plus the output waiting reach half of `maxOutputBytes`. For a port facing clients (the
+   * balancer's): a client pipelining reads of large values then has as many fetched as its output
+   * bound holds, not `maxServing`. Not for node links, whose requests must not wait behind large
+   * answers. Default false.
+   */
+  readonly boundAnswerBytes?: boolean;
 }
 
 /** Per-request options. */
@@ -206,6 +216,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
   /** Frames completed so far (wraps harmlessly): tells whether a chunk completed one. */
   private framesReceived = 0;
   private servingCount = 0;
+  /** The expected size of the answers being served (with `boundAnswerBytes` only). */
+  private readonly answerSizes: AnswerSizes | undefined;
   /** Bytes of the large requests being served, by request id, against `maxServingBytes`. */
   private readonly servingBytes: ServingBytes;
   private readingPaused = false;
@@ -259,6 +271,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
     };
     this.servingBytes = new ServingBytes(this.options.maxServingBytes);
+    this.answerSizes = options.boundAnswerBytes === true ? new AnswerSizes() : undefined;
     this.onRequest = options.onRequest;
     this.bothWays = options.bothWays ?? false;
     this.sweeper = options.sweeper ?? sharedSweeper;
@@ -439,6 +452,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       this.maybeResumeReading();
     const size = this.hotFrameSize(response, response.id);
     if (size >= 0) {
+      this.answerSizes?.note(size);
       this.writeHotFrame(response, response.id, size, true);
       if (this.closing) this.endWhenIdle();
       return;
@@ -450,6 +464,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       const valueBytes = valuesBytesOf(response);
       if (valueBytes > this.codec.limits.maxFrameBytes) throw this.frameTooLarge(response, valueBytes);
       body = this.encodeWithinLimit(response);
+      this.answerSizes?.note(body.length);
     } catch (error) {
       // Too big for one frame (say, an MGET of many large values): the peer would have to drop the
       // connection on it, so tell this one request instead.
@@ -713,12 +728,21 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
     return this.options.maxOutputBytes >> 1;
   }
 
+  /** With `boundAnswerBytes`: whether the answers being served and the output waiting reach half the output bound. */
+  private answersOverHalf(): boolean {
+    return (
+      this.answerSizes !== undefined &&
+      this.answerSizes.over(this.servingCount, this.bufferedOutputBytes, this.outputHighWater)
+    );
+  }
+
   private maybeResumeReading(): void {
     if (
       this.socketFull ||
       this.servingCount >= this.options.maxServing ||
       this.servingBytes.shouldPause ||
-      this.bufferedOutputBytes >= this.outputHighWater
+      this.bufferedOutputBytes >= this.outputHighWater ||
+      this.answersOverHalf()
     ) {
       return;
     }
@@ -848,7 +872,8 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
       return;
     }
     this.servingCount++;
-    if (this.servingCount >= this.options.maxServing && !this.readingPaused) this.pauseReading();
+    if ((this.servingCount >= this.options.maxServing || this.answersOverHalf()) && !this.readingPaused)
+      this.pauseReading();
     try {
       this.onRequest(request, this);
     } catch (error) {

@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 export { type StopWatchingAbort, watchAbort } from './abort-watch.js';
+export { AnswerSizes, FIRST_ANSWER_ESTIMATE } from './answer-sizes.js';
 export { decoyCredential, unmappedAddress, verifyPassword } from './auth.js';
 export { type BackoffOptions, backoffDelay } from './backoff.js';
 export { type BitUnit, bitCount, bitPos, byteRange, getBit } from './bytes.js';

@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Op, type Response, type UserGrant } from '@dstore/protocol';
 import {
+  AnswerSizes,
   type DeadlineSweeper,
   type EndOfTickWriter,
   flushAtEndOfTick,
@@ -212,12 +213,8 @@ export class RespConnection
   readonly largeAnswers = new LargeAnswerTurns(
     () => this.bufferedOutputBytes < this.options.maxOutputBytes / 2,
   );
-  /**
-   * The size of this connection's recent answers, biased to the largest (it rises to a larger
-   * answer at once and decays by 1/64 of the difference per smaller one): commands in flight are
-   * expected to bring this much each (see {@link answersOverHalf}).
-   */
-  private answerEstimate = 0;
+  /** The expected size of this connection's next answers (see {@link answersOverHalf}). */
+  private readonly answerSizes = new AnswerSizes();
   /** Where the in-order answer being written began in {@link output}. */
   private replyStart = 0;
   private readonly parser: RespParser;
@@ -343,7 +340,7 @@ export class RespConnection
     }
     if (seq !== this.headSeq) {
       const answer = this.sideOutput.takeView();
-      this.noteAnswerSize(answer.length);
+      this.answerSizes.note(answer.length);
       this.early.set(seq, answer, this.headSeq);
       // Answers held behind a slow one count as output: past half the bound, reading stops until
       // they leave; past the bound the client is dropped, as when it leaves written answers
@@ -354,7 +351,7 @@ export class RespConnection
       }
       if (!this.readingPaused && this.answersOverHalf()) this.applyBackPressure();
     } else {
-      this.noteAnswerSize(this.output.length - this.replyStart);
+      this.answerSizes.note(this.output.length - this.replyStart);
       this.headSeq++;
       while (this.early.size > 0) {
         const next = this.early.take(this.headSeq);
@@ -461,19 +458,8 @@ export class RespConnection
    * far past the output bound, and a client reading them a little slower was then dropped.
    */
   private answersOverHalf(): boolean {
-    return (
-      this.inFlight * this.answerEstimate +
-        this.early.bytes +
-        this.largeAnswers.bytes +
-        this.bufferedOutputBytes >=
-      this.options.maxOutputBytes / 2
-    );
-  }
-
-  /** Updates {@link answerEstimate} with an answer of `size` bytes. */
-  private noteAnswerSize(size: number): void {
-    const estimate = this.answerEstimate;
-    this.answerEstimate = size >= estimate ? size : estimate - Math.ceil((estimate - size) / 64);
+    const held = this.early.bytes + this.largeAnswers.bytes + this.bufferedOutputBytes;
+    return this.answerSizes.over(this.inFlight, held, this.options.maxOutputBytes / 2);
   }
 
   /**

@@ -1,15 +1,19 @@
 /**
- * Large answers on the RESP port (pressure audit 2, F3): an MGET whose values pass one frame is
- * read in parts and assembled in the balancer. A client pipelining such MGETs without reading its
+ * Large answers (pressure audit 2, F3). On the RESP port an MGET whose values pass one frame is
+ * read in parts and assembled in the balancer: a client pipelining such MGETs without reading its
  * answers has one assembled at a time, only while its unread answers are under half the output
  * bound, instead of every MGET in flight fetched at once (three such clients stalled the balancer
- * for seconds and let every node's lease lapse); a client that reads gets every answer.
+ * for seconds and let every node's lease lapse); a client that reads gets every answer. On both
+ * ports, the requests fetched for a client follow the expected size of its answers: a client
+ * pipelining GETs of large values it does not read has as many fetched as its output bound holds,
+ * not every one it sent (each a megabyte through the node links every client shares).
  */
 import { connect as netConnect } from 'node:net';
+import { Op } from '@dstore/protocol';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
-import { Resources, waitFor } from './helpers.js';
+import { connect, Resources, waitFor } from './helpers.js';
 import { startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
@@ -36,15 +40,16 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => resources.releaseAll());
 
-/** MGET requests the balancer routed to the nodes (each part of a read in parts counts), answered or failed. */
-async function mgetsRouted(): Promise<number> {
+/** `op` requests the balancer routed to the nodes (each part of a read in parts counts), answered or failed. */
+async function routedOps(op: 'get' | 'mget'): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${balancer.address.adminPort}/metrics`)).text();
   let total = 0;
-  for (const match of text.matchAll(/^dstore_balancer_requests_total\{op="mget",result="\w+"\} (\d+)$/gm)) {
-    total += Number(match[1]);
-  }
+  const sample = new RegExp(`^dstore_balancer_requests_total\\{op="${op}",result="\\w+"\\} (\\d+)$`, 'gm');
+  for (const match of text.matchAll(sample)) total += Number(match[1]);
   return total;
 }
+const mgetsRouted = (): Promise<number> => routedOps('mget');
+const getsRouted = (): Promise<number> => routedOps('get');
 
 /** Resolves once `read()` has not changed for `quietMs` (at most `limitMs`); its last value. */
 async function settledValue(read: () => Promise<number>, quietMs: number, limitMs: number): Promise<number> {
@@ -94,5 +99,35 @@ describe('large answers on the RESP port', () => {
       expect(values).toEqual(KEYS.map(largeValueOf));
     }
     redis.disconnect();
+  }, 60_000);
+
+  it('a native client pipelining GETs of large values without reading has as many fetched as its output bound holds', async () => {
+    const before = await getsRouted();
+    const client = await connect(resources, balancer.address.port);
+    // Never read: the answers stay in the sockets' buffers and then in the balancer.
+    client.socket.pause();
+    const requests = Array.from({ length: 600 }, () =>
+      client.request({ op: Op.GET, key: new TextEncoder().encode(KEYS[0]!) }).catch(() => undefined),
+    );
+    await waitFor(async () => (await getsRouted()) > before, 'the first GETs forwarded');
+    const routed = (await settledValue(getsRouted, 1000, 30_000)) - before;
+    // The first answers are expected at 64 KiB each: 128 in flight on the 16 MiB output bound of
+    // the native port, then 900 KB each. Before, all 600 were fetched at once (up to 1024).
+    expect(routed).toBeLessThan(300);
+    client.destroy();
+    await Promise.all(requests);
+  }, 60_000);
+
+  it('a native client that reads gets every answer of many pipelined GETs of large values', async () => {
+    const client = await connect(resources, balancer.address.port);
+    const key = new TextEncoder().encode(KEYS[1]!);
+    // 300 x 900 KB: far past the 16 MiB output bound, fetched as the client reads them.
+    const answers = await Promise.all(Array.from({ length: 300 }, () => client.request({ op: Op.GET, key })));
+    const expected = largeValueOf(KEYS[1]!);
+    for (const answer of answers) {
+      expect(answer.op).toBe(Op.VALUE);
+      if (answer.op === Op.VALUE) expect(Buffer.from(answer.value!).toString()).toBe(expected);
+    }
+    client.destroy();
   }, 60_000);
 });
