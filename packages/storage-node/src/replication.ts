@@ -197,6 +197,36 @@ class ForwardBatch {
 }
 
 /**
+ * The waiter of the re-send of one unit of kept entries (`start` to `end`), for the deferred
+ * batches they came from, each credited with its own entries; undefined when none waits. A unit's
+ * entries need not come from one batch: a write relayed twice (a predecessor's original forward
+ * and its re-send after a transitional refusal) is kept twice, both copies with the same version,
+ * and the two join one unit. Credited all to the first copy's batch, the other batch waited for
+ * the bound (half the replication timeout) and the first could settle before the re-send of its
+ * other entries was acknowledged.
+ */
+function resentByUnit(
+  origins: readonly (ForwardBatch | undefined)[],
+  start: number,
+  end: number,
+): ForwardWaiter | undefined {
+  const waiters: ForwardWaiter[] = [];
+  let index = start;
+  while (index < end) {
+    const origin = origins[index];
+    let next = index + 1;
+    while (next < end && origins[next] === origin) next++;
+    if (origin !== undefined && !origin.settled) waiters.push(origin.resentBy(next - index));
+    index = next;
+  }
+  if (waiters.length === 0) return undefined;
+  if (waiters.length === 1) return waiters[0];
+  return (error) => {
+    for (const waiter of waiters) waiter(error);
+  };
+}
+
+/**
  * One node's forward queue towards one successor: the batches not yet answered, in order. Every
  * write appended in a tick goes out in one REPLICATE at the tick's end (more only when a frame's
  * limits are reached); answers settle the batches strictly in order, so the answer of batch b
@@ -499,9 +529,9 @@ class ForwardLink {
         const batch = this.placeUnit(entries.slice(start, end), size);
         batch.resentChains ??= [];
         for (let i = start; i < end; i++) batch.resentChains.push(chain);
-        // One write's entries come from one batch: its waiters wait for this one's answer.
-        const origin = origins[start];
-        if (origin !== undefined && !origin.settled) batch.whenSettled(origin.resentBy(end - start));
+        // The deferred batches these entries came from wait for this one's answer.
+        const resent = resentByUnit(origins, start, end);
+        if (resent !== undefined) batch.whenSettled(resent);
       });
     }
     this.filling = undefined;
@@ -1360,9 +1390,8 @@ export class ReplicationService {
         (start, end) => {
           const routed = route(kept, start, end);
           // A deferred batch's waiters follow its entries to their new successors.
-          const origin = keptOrigins[start];
-          if (origin === undefined || origin.settled) return;
-          const resent = origin.resentBy(end - start);
+          const resent = resentByUnit(keptOrigins, start, end);
+          if (resent === undefined) return;
           if (routed === null) resent(leftChain());
           else if (routed === undefined) resent(undefined);
           else routed.whenSettled(resent);
