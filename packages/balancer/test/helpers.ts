@@ -334,3 +334,12 @@ export function sendRaw(
     socket.once('connect', () => socket.write(bytes));
   });
 }
+
+/** The first `count` keys `<prefix><n>` whose owner on `balancer`'s ring is node `id`. */
+export function keysOwnedBy(balancer: Balancer, id: string, prefix: string, count: number): string[] {
+  const keys: string[] = [];
+  for (let index = 0; keys.length < count; index++) {
+    if (balancer.ring.get(`${prefix}${index}`) === id) keys.push(`${prefix}${index}`);
+  }
+  return keys;
+}

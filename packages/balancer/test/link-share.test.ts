@@ -22,6 +22,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ClusterNode } from '../src/cluster-node.js';
 import type { Balancer } from '../src/index.js';
 import {
+  keysOwnedBy,
   type NodeReady,
   Resources,
   type Spawned,
@@ -38,15 +39,6 @@ afterEach(() => resources.releaseAll());
 /** The node link bound under test: small, so a few connections fill it. */
 const MAX_IN_FLIGHT = 64;
 const STALLED = 'resp-node-1';
-
-/** `count` keys whose owner is node `id`. */
-function keysOf(balancer: Balancer, id: string, prefix: string, count: number): string[] {
-  const keys: string[] = [];
-  for (let index = 0; keys.length < count; index++) {
-    if (balancer.ring.get(`${prefix}${index}`) === id) keys.push(`${prefix}${index}`);
-  }
-  return keys;
-}
 
 /** A native client connection with a deadline longer than the test's stall, destroyed at release. */
 async function client(port: number): Promise<Connection> {
@@ -125,8 +117,8 @@ function floodSettledIn(node: ClusterNode, requests: Flood): Promise<void> {
 describe('a client connection gets a fair share of a node link', () => {
   it('a client flooding a stalled node over several native connections leaves room for another client, whose request reaches the node', async () => {
     const { balancer, stalled, node } = await cluster();
-    const keys = keysOf(balancer, STALLED, 'flood:', 32);
-    const [canaryKey] = keysOf(balancer, STALLED, 'canary:', 1);
+    const keys = keysOwnedBy(balancer, STALLED, 'flood:', 32);
+    const [canaryKey] = keysOwnedBy(balancer, STALLED, 'canary:', 1);
     stall(stalled);
     const flooders = await Promise.all(Array.from({ length: 4 }, () => client(balancer.address.port)));
     // 4 x 64 GETs towards a link of 64 slots.
@@ -159,8 +151,8 @@ describe('a client connection gets a fair share of a node link', () => {
 
   it('a client flooding over RESP connections leaves room for another RESP client on the same node', async () => {
     const { balancer, respPort, stalled, node } = await cluster();
-    const keys = keysOf(balancer, STALLED, 'flood:', 32);
-    const [canaryKey] = keysOf(balancer, STALLED, 'canary:', 1);
+    const keys = keysOwnedBy(balancer, STALLED, 'flood:', 32);
+    const [canaryKey] = keysOwnedBy(balancer, STALLED, 'canary:', 1);
     stall(stalled);
     const perConnection = MAX_IN_FLIGHT;
     const flooders = await Promise.all(Array.from({ length: 4 }, () => rawResp(respPort)));
@@ -198,7 +190,7 @@ describe('a client connection gets a fair share of a node link', () => {
 
   it('counts are given back when requests end by their deadline and by the node closing: a connection gets its full share again', async () => {
     const { balancer, stalled, node } = await cluster(1500);
-    const keys = keysOf(balancer, STALLED, 'flood:', 32);
+    const keys = keysOwnedBy(balancer, STALLED, 'flood:', 32);
     stall(stalled);
     const flooder = await client(balancer.address.port);
     // One connection alone: admitted up to its share, the rest refused, then every admitted GET

@@ -8,7 +8,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Balancer } from '../src/index.js';
-import { type NodeReady, Resources, type Spawned, waitFor } from './helpers.js';
+import { keysOwnedBy, type NodeReady, Resources, type Spawned, waitFor } from './helpers.js';
 import { startRespCluster } from './resp-helpers.js';
 
 const resources = new Resources();
@@ -39,15 +39,6 @@ afterAll(() => resources.releaseAll());
 
 const command = (...args: string[]): string =>
   `*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`;
-
-/** `count` keys whose owner is node `id`. */
-function keysOf(id: string, prefix: string, count: number): string[] {
-  const keys: string[] = [];
-  for (let index = 0; keys.length < count; index++) {
-    if (balancer.ring.get(`${prefix}${index}`) === id) keys.push(`${prefix}${index}`);
-  }
-  return keys;
-}
 
 /**
  * Large writes the balancer has sent node `id` and not had answered: those on its bulk link (the
@@ -103,8 +94,8 @@ describe('bytes of large commands in flight per RESP connection', () => {
   it('a client pipelining big SETs without reading is not read past the bound; another is served meanwhile; then all complete', async () => {
     const stalled = nodes[0]!;
     const id = 'resp-node-1';
-    const keys = keysOf(id, 'big:', 24);
-    const [elsewhere] = keysOf('resp-node-2', 'small:', 1);
+    const keys = keysOwnedBy(balancer, id, 'big:', 24);
+    const [elsewhere] = keysOwnedBy(balancer, 'resp-node-2', 'small:', 1);
     // Node 1 stops answering: every SET the balancer reads stays in flight towards it.
     stalled.child.kill('SIGSTOP');
     resources.add(() => stalled.child.kill('SIGCONT'));
