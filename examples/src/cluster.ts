@@ -212,6 +212,27 @@ export function startNode(
   );
 }
 
+/**
+ * Restarts node `id` of `state` gracefully: SIGTERM, waits until it exited (SIGKILL past
+ * `graceMs`), starts it again under the same id with `options` (lmdb: on its data; memory:
+ * empty, it catches up from its chains), and records its new PID in `state` and in the state file.
+ */
+export async function restartNode(
+  state: ClusterState,
+  id: string,
+  options: NodeStartOptions = {},
+  graceMs = 30_000,
+): Promise<ClusterProcess> {
+  const index = state.nodes.findIndex((node) => node.id === id);
+  if (index < 0) throw new Error(`no node ${id} in the cluster of ${state.root}`);
+  await stopProcesses([state.nodes[index]!], Date.now() + graceMs);
+  const restarted = await startNode(state, id, options);
+  state.nodes[index] = restarted;
+  if (existsSync(statePath(state.root)))
+    writeFileSync(statePath(state.root), `${JSON.stringify(state, null, 2)}\n`);
+  return restarted;
+}
+
 interface ReadyLine {
   readonly event: 'ready';
   readonly id?: string;
