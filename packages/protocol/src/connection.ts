@@ -730,10 +730,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Sweepa
 
   /** With `boundAnswerBytes`: whether the answers being served and the output waiting reach half the output bound. */
   private answersOverHalf(): boolean {
-    return (
-      this.answerSizes !== undefined &&
-      this.answerSizes.over(this.servingCount, this.bufferedOutputBytes, this.outputHighWater)
-    );
+    return this.answerSizes?.over(this.servingCount, this.bufferedOutputBytes, this.outputHighWater) === true;
   }
 
   private maybeResumeReading(): void {
