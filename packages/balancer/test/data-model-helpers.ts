@@ -58,9 +58,13 @@ export async function cluster(
   options: BalancerOptions = {},
 ): Promise<{ balancer: Balancer; spawned: Spawned<NodeReady>[] }> {
   const balancer = await startBalancer(resources, { replicationFactor: 1, ...options });
-  const spawned: Spawned<NodeReady>[] = [];
-  for (let i = 1; i <= nodes; i++)
-    spawned.push(await spawnNode(resources, `node-${i}`, balancer.address.port, extra));
+  // Started at once (about a second each one after another), in the array in id order; the tests
+  // begin once all of them are up in a settled ring.
+  const spawned: Spawned<NodeReady>[] = await Promise.all(
+    Array.from({ length: nodes }, (_, i) =>
+      spawnNode(resources, `node-${i + 1}`, balancer.address.port, extra),
+    ),
+  );
   await waitForNodesUp(balancer, nodes);
   return { balancer, spawned };
 }

@@ -21,29 +21,47 @@ describe('the dstore CLI', () => {
   it('sets with --ex/--nx and reads ttl, expire, persist, incr (--by, --float), append and exists', async () => {
     const { balancer } = await cluster(resources, 1);
     const at = ['--server', `127.0.0.1:${balancer.address.port}`];
-    expect(await dstore('set', 'k', 'v', '--ex', '100', ...at)).toMatchObject({ stdout: 'OK\n', code: 0 });
-    expect(await dstore('set', 'k', 'w', '--nx', ...at)).toMatchObject({ stdout: '(nil)\n', code: 3 });
-    const ttl = Number((await dstore('ttl', 'k', ...at)).stdout);
-    expect(ttl).toBeGreaterThan(90);
-    expect(ttl).toBeLessThanOrEqual(100);
-    expect(await dstore('expire', 'k', '500', '--gt', ...at)).toMatchObject({ stdout: '1\n', code: 0 });
-    expect(Number((await dstore('ttl', 'k', '--ms', ...at)).stdout)).toBeGreaterThan(400_000);
-    expect(await dstore('persist', 'k', ...at)).toMatchObject({ stdout: '1\n', code: 0 });
-    expect(await dstore('ttl', 'k', ...at)).toMatchObject({ stdout: '-1\n', code: 0 });
-    expect(await dstore('incr', 'n', ...at)).toMatchObject({ stdout: '1\n', code: 0 });
-    expect(await dstore('incr', 'n', '--by', '-5', ...at)).toMatchObject({ stdout: '-4\n', code: 0 });
+    // Each run of the CLI is a process start (about half a second): the four keys' sequences,
+    // independent of each other, run side by side, each in its own order.
+    await Promise.all([
+      (async () => {
+        expect(await dstore('set', 'k', 'v', '--ex', '100', ...at)).toMatchObject({
+          stdout: 'OK\n',
+          code: 0,
+        });
+        expect(await dstore('set', 'k', 'w', '--nx', ...at)).toMatchObject({ stdout: '(nil)\n', code: 3 });
+        const ttl = Number((await dstore('ttl', 'k', ...at)).stdout);
+        expect(ttl).toBeGreaterThan(90);
+        expect(ttl).toBeLessThanOrEqual(100);
+        expect(await dstore('expire', 'k', '500', '--gt', ...at)).toMatchObject({ stdout: '1\n', code: 0 });
+        expect(Number((await dstore('ttl', 'k', '--ms', ...at)).stdout)).toBeGreaterThan(400_000);
+        expect(await dstore('persist', 'k', ...at)).toMatchObject({ stdout: '1\n', code: 0 });
+        expect(await dstore('ttl', 'k', ...at)).toMatchObject({ stdout: '-1\n', code: 0 });
+      })(),
+      (async () => {
+        expect(await dstore('incr', 'n', ...at)).toMatchObject({ stdout: '1\n', code: 0 });
+        expect(await dstore('incr', 'n', '--by', '-5', ...at)).toMatchObject({ stdout: '-4\n', code: 0 });
+      })(),
+      (async () => {
+        expect(await dstore('incr', 'f', '--float', '0.1', ...at)).toMatchObject({
+          stdout: '0.1\n',
+          code: 0,
+        });
+        expect(await dstore('incr', 'f', '--float', '-0.2e1', ...at)).toMatchObject({
+          stdout: '-1.9\n',
+          code: 0,
+        });
+        expect(await dstore('incr', 'f', '--float', 'x', ...at)).toMatchObject({ code: 1 });
+        expect(await dstore('incr', 'f', '--float', '1', '--by', '1', ...at)).toMatchObject({ code: 2 });
+      })(),
+      (async () => {
+        expect(await dstore('append', 's', 'ab', ...at)).toMatchObject({ stdout: '2\n', code: 0 });
+        expect(await dstore('append', 's', 'cd', ...at)).toMatchObject({ stdout: '4\n', code: 0 });
+      })(),
+    ]);
     expect(await dstore('exists', 'k', 'n', 'k', 'none', ...at)).toMatchObject({ stdout: '3\n', code: 0 });
     const notInteger = await dstore('incr', 'k', ...at);
     expect(notInteger.code).toBe(1);
-    expect(await dstore('incr', 'f', '--float', '0.1', ...at)).toMatchObject({ stdout: '0.1\n', code: 0 });
-    expect(await dstore('incr', 'f', '--float', '-0.2e1', ...at)).toMatchObject({
-      stdout: '-1.9\n',
-      code: 0,
-    });
-    expect(await dstore('incr', 'f', '--float', 'x', ...at)).toMatchObject({ code: 1 });
-    expect(await dstore('incr', 'f', '--float', '1', '--by', '1', ...at)).toMatchObject({ code: 2 });
-    expect(await dstore('append', 's', 'ab', ...at)).toMatchObject({ stdout: '2\n', code: 0 });
-    expect(await dstore('append', 's', 'cd', ...at)).toMatchObject({ stdout: '4\n', code: 0 });
   });
 });
 
