@@ -4,6 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { cliPath } from './cluster.js';
 
 /** The part of `dstore bench --json` the benchmarks read. */
@@ -156,4 +157,30 @@ export function median(values: readonly number[]): number {
 export function scriptArgs(): string[] {
   const argv = process.argv.slice(2);
   return argv[0] === '--' ? argv.slice(1) : argv;
+}
+
+/** The flag options of a script (`parseArgs`'s `options`). */
+export type ScriptOptions = NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * The script's flags ({@link scriptArgs}) parsed with `options`: an unknown or malformed flag
+ * prints its message and `usage` and exits 2 (the usage, not a stack trace); `--help` (when among
+ * `options`) prints `usage` and exits 0. The one flag parsing of the scripts that take flags.
+ */
+export function scriptFlags<const T extends ScriptOptions>(
+  options: T,
+  usage: string,
+): ReturnType<typeof parseArgs<{ args: string[]; options: T }>>['values'] {
+  let parsed: ReturnType<typeof parseArgs<{ args: string[]; options: T }>>;
+  try {
+    parsed = parseArgs({ args: scriptArgs(), options });
+  } catch (error) {
+    console.error(`${(error as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+  if ((parsed.values as Record<string, unknown>).help === true) {
+    console.log(usage);
+    process.exit(0);
+  }
+  return parsed.values;
 }

@@ -24,10 +24,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { createClient, type DstoreClient } from '@dstore/client';
 import { Connection, connectSocket, DstoreError, ErrorCode, handshake, Op } from '@dstore/protocol';
-import { scriptArgs } from './bench-load.js';
+import { scriptFlags } from './bench-load.js';
 import {
   adminJson,
   type ClusterState,
@@ -54,18 +53,7 @@ const OPTIONS = {
 const USAGE =
   'usage: rolling-restart [--engine memory|lmdb] [--routing balancer|direct] [--nodes 4 (>= 3)] [--restarts <nodes> (1..nodes)] [--writers 40] [--time-limit 300 (seconds)]';
 
-const { values: flags } = (() => {
-  try {
-    return parseArgs({ args: scriptArgs(), options: OPTIONS });
-  } catch (error) {
-    console.error(`${(error as Error).message}\n${USAGE}`);
-    process.exit(2);
-  }
-})();
-if (flags.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const flags = scriptFlags(OPTIONS, USAGE);
 
 const ENGINE = (flags.engine ?? 'memory') as Engine;
 const ROUTING = (flags.routing ?? 'balancer') as Routing;

@@ -61,7 +61,6 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import {
   type BankCheckResult,
   type BankFinal,
@@ -82,7 +81,7 @@ import {
 } from '@dstore/checker';
 import { createClient, type DstoreClient } from '@dstore/client';
 import { seededRandom } from '@dstore/protocol/testing';
-import { scriptArgs } from './bench-load.js';
+import { scriptFlags } from './bench-load.js';
 import { adminJson, cliPath, sleep } from './cluster.js';
 import { freePort } from './redis-peers.js';
 
@@ -104,19 +103,7 @@ const SOAK_OPTIONS = {
 const USAGE =
   'usage: soak [--minutes 10] [--round-seconds 40 (>= 5)] [--engine lmdb|memory] [--routing both|balancer|direct] [--seed N] [--replication-factor 1-5] [--faults join,leave,pause,kill,weight,fail-kill,fail-pause,dead,join-balancer,balancer] [--keep]';
 
-const { values: flags } = (() => {
-  try {
-    return parseArgs({ args: scriptArgs(), options: SOAK_OPTIONS });
-  } catch (error) {
-    // An unknown flag: the usage, not a stack trace.
-    console.error(`${(error as Error).message}\n${USAGE}`);
-    process.exit(2);
-  }
-})();
-if (flags.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const flags = scriptFlags(SOAK_OPTIONS, USAGE);
 
 const MINUTES = Number(flags.minutes ?? 10);
 const ROUND_MS = Number(flags['round-seconds'] ?? 40) * 1000;
