@@ -1154,7 +1154,11 @@ export class RequestHandler {
   private tombstone(id: number, key: Uint8Array, connection: Connection, start: number): void {
     let deleted: Promise<boolean>;
     try {
-      deleted = this.engine.tombstone(key, this.ownership.writeEpoch);
+      // A PURGE may have ended the move while the copy was pulled: its scan for tombstones is
+      // over, so one written now would stay for good; and no copy can arrive any more.
+      deleted = this.ownership.isMovingIn(key)
+        ? this.engine.tombstone(key, this.ownership.writeEpoch)
+        : this.engine.delete(key);
     } catch (error) {
       this.engineFailed(connection, id, error);
       return;

@@ -14,6 +14,7 @@ import {
 import { afterEach, describe, expect, it } from 'vitest';
 import type { StorageNode } from '../src/index.js';
 import { crashTarget } from './crash-harness.js';
+import { HeldPeer } from './held-peer.js';
 import { engineCases, Resources, ringRequest, sleep } from './helpers.js';
 
 const resources = new Resources();
@@ -303,6 +304,38 @@ describe.each(engines)('migration between two nodes on $name', ({ options }) => 
     // After the migration a DEL removes the key outright.
     expect(countOf(await cb.request({ op: Op.DEL, key: key(written) }))).toBe(1);
     expect(b.engine.header(key(written))).toBeUndefined();
+  });
+
+  it("a DEL waiting for the old owner's copy when PURGE ends the move deletes it and leaves no tombstone", async () => {
+    const b = await resources.node({ id: 'node-b', ...options() });
+    const cb = await resources.peer(b.address.port);
+    // The old owner answers PULL only once released: the DEL below waits for its copy meanwhile.
+    const oldOwner = new HeldPeer(resources, 'node-a');
+    ports.set('node-a', await oldOwner.start());
+    ports.set('node-b', b.address.port);
+    const one: RingMember[] = [{ id: 'node-a', weight: 1 }];
+    const two: RingMember[] = [...one, { id: 'node-b', weight: 1 }];
+    await cb.request(ringMessage(3, one));
+    await cb.request(ringMessage(4, two));
+    const name = [...Array(200).keys()]
+      .map((i) => `key-${i}`)
+      .find((k) => HashRing.from(two).get(k) === 'node-b')!;
+    const key = toBytes(name);
+    oldOwner.copies.set(name, { value: toBytes('old owner'), writeEpoch: 3, version: 5 });
+
+    const deleted = cb.request({ op: Op.DEL, key });
+    while (oldOwner.pulls.length === 0) await sleep(5);
+    const ranges = HashRing.from(one)
+      .diff(HashRing.from(two))
+      .map(({ start, end }) => ({ start, end }));
+    for (const chunk of chunkRanges(ranges)) await cb.request({ op: Op.PURGE, epoch: 4, ranges: chunk });
+    oldOwner.release();
+
+    // The key's value was the old owner's copy: deleted (1), and nothing left of it.
+    expect(countOf(await deleted)).toBe(1);
+    expect(textOf(await cb.request({ op: Op.GET, key }))).toBeNull();
+    expect(b.engine.header(key)).toBeUndefined();
+    expect(b.stats().tombstones).toBe(0);
   });
 
   it('refuses MIGRATE_PUT of a key the receiver does not own', async () => {
