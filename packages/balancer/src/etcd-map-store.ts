@@ -1,13 +1,6 @@
 import { DstoreError, ErrorCode } from '@dstore/protocol';
-import { ExponentialBackoff, noop } from 'cockatiel';
-import {
-  Etcd3,
-  type IKeyValue,
-  type IRangeResponse,
-  type ITxnResponse,
-  type Lease,
-  type Watcher,
-} from 'etcd3';
+import type * as Cockatiel from 'cockatiel';
+import type { Etcd3, IKeyValue, IRangeResponse, ITxnResponse, Lease, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { type ClusterMap, parseClusterMap, serializeClusterMap } from './cluster-map.js';
 import type { MapStore } from './map-store.js';
@@ -93,7 +86,14 @@ export class EtcdMapStore implements MapStore {
   readonly kind = 'etcd';
   /** `etcd <endpoints, comma-separated> <prefix>`, for operators and in error messages. */
   readonly location: string;
-  private readonly client: Etcd3;
+  /**
+   * The etcd client, set once {@link connected} resolves: etcd3 (gRPC, protobuf, cockatiel) costs
+   * ~300 ms of CPU to load, which every balancer process keeping its map elsewhere paid when it
+   * was loaded with this module. Every path to it waits for {@link connected} first (see {@link call}).
+   */
+  private client!: Etcd3;
+  /** Loads etcd3 and creates {@link client}; rejects only if etcd3 cannot be loaded. */
+  private readonly connected: Promise<void>;
   private readonly mapKey: string;
   private readonly electionPrefix: string;
   private readonly leaseTtlSeconds: number;
@@ -134,8 +134,17 @@ export class EtcdMapStore implements MapStore {
     this.mapKey = `${prefix}/map`;
     this.electionPrefix = `${prefix}/coordinator/`;
     this.location = `etcd ${options.endpoints.join(',')} ${prefix}`;
+    this.connected = Promise.all([import('etcd3'), import('cockatiel')]).then(([etcd3, cockatiel]) => {
+      this.client = this.createClient(etcd3.Etcd3, cockatiel);
+    });
+    // Awaited by every call, which reports a failure; nobody may be waiting yet.
+    this.connected.catch(() => undefined);
+  }
+
+  private createClient(Client: typeof Etcd3, policies: typeof Cockatiel): Etcd3 {
+    const options = this.options;
     const timeout = this.requestTimeoutMs;
-    this.client = new Etcd3({
+    return new Client({
       hosts: [...options.endpoints],
       dialTimeout: timeout,
       // Unary calls get a deadline (streams, i.e. watches and keepalives, live on): the library's
@@ -145,10 +154,13 @@ export class EtcdMapStore implements MapStore {
         // No circuit breaker per host: the library's default opens after 3 failures and refuses
         // every call for 5 s, so after any outage past the lease TTL the cluster stayed down ~5 s
         // after etcd was back (etcd audit). Every call here is bounded and retried already.
-        host: () => noop,
+        host: () => policies.noop,
         // Watches (the map, the election) come back within a second of etcd, not up to 30 s.
         // (The library takes a started backoff and asks it for the next step.)
-        watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: WATCH_RETRY_MAX_MS }).next(),
+        watchBackoff: new policies.ExponentialBackoff({
+          initialDelay: 100,
+          maxDelay: WATCH_RETRY_MAX_MS,
+        }).next(),
       },
     });
   }
@@ -176,6 +188,7 @@ export class EtcdMapStore implements MapStore {
    * CAS again is safe (it applies once; a repeat finds its own map and succeeds).
    */
   async compareAndSet(expectedEpoch: number | undefined, next: ClusterMap): Promise<void> {
+    await this.connection();
     const term = this.term;
     if (term?.elected && term.ended) throw this.notLeader(term);
     const text = serializeClusterMap(next);
@@ -277,6 +290,7 @@ export class EtcdMapStore implements MapStore {
     if (this.term !== undefined && !this.term.ended) {
       throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `${this.location}: a campaign is already running`);
     }
+    await this.connection();
     this.startObserving();
     let abort: (error: DstoreError) => void = () => undefined;
     const aborted = new Promise<never>((_, reject) => {
@@ -371,7 +385,12 @@ export class EtcdMapStore implements MapStore {
     this.mapWatcher = undefined;
     this.leaderWatcher = undefined;
     await Promise.all(watchers.map((watcher) => (watcher ? this.cancelWatcher(watcher) : undefined)));
-    this.client.close();
+    // Never created when etcd3 could not be loaded.
+    const created = await this.connected.then(
+      () => true,
+      () => false,
+    );
+    if (created) this.client.close();
   }
 
   /**
@@ -626,6 +645,7 @@ export class EtcdMapStore implements MapStore {
 
   /** Runs one etcd call, bounded by requestTimeoutMs; every failure becomes a DstoreError. */
   private async call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    await this.connection();
     if (this.closed) throw this.closedError();
     try {
       return await this.bounded(run(), what);
@@ -633,6 +653,16 @@ export class EtcdMapStore implements MapStore {
       if (error instanceof DstoreError) throw error;
       if (this.closed) throw this.closedError();
       throw this.unavailable(what, error);
+    }
+  }
+
+  /** Resolves once {@link client} exists; UNAVAILABLE if etcd3 cannot be loaded, SHUTTING_DOWN once closed. */
+  private async connection(): Promise<void> {
+    if (this.closed) throw this.closedError();
+    try {
+      await this.connected;
+    } catch (error) {
+      throw this.unavailable('load the etcd client (etcd3)', error);
     }
   }
 
