@@ -44,16 +44,32 @@ export class Resources {
   }
 }
 
-/** Polls `condition` until it holds (no timing assertion: the test timeout is the bound). */
+/** Between two checks of a condition read in this process (a field, a snapshot). */
+const LOCAL_POLL_MS = 20;
+/**
+ * Between two checks of a condition that asks another process (`/ring`, STATS, `/metrics`): each
+ * costs both sides milliseconds of CPU, so polled every 20 ms they kept most of a core busy for
+ * as long as a test waited, on a CI machine short of CPU. Short enough still to see a throttled
+ * migration's stream phase (half a second or more in these tests).
+ */
+const REMOTE_POLL_MS = 50;
+
+/**
+ * Polls `condition` until it holds (no timing assertion: the test timeout is the bound); a
+ * condition answering with a promise asks another process, and is polled less often.
+ */
 export async function waitFor(
   condition: () => boolean | Promise<boolean>,
   what: string,
   timeoutMs = 15_000,
 ): Promise<void> {
   const until = Date.now() + timeoutMs;
-  while (!(await condition())) {
+  for (;;) {
+    const answer = condition();
+    const remote = typeof answer !== 'boolean';
+    if (await answer) return;
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((done) => setTimeout(done, 20));
+    await new Promise((done) => setTimeout(done, remote ? REMOTE_POLL_MS : LOCAL_POLL_MS));
   }
 }
 
