@@ -1,5 +1,5 @@
 import { statfsSync } from 'node:fs';
-import type { Database, DatabaseOptions, RootDatabase } from 'lmdb';
+import { type Database, type DatabaseOptions, open, type RootDatabase } from 'lmdb';
 import {
   type Decision,
   type EntryHeader,
@@ -572,9 +572,6 @@ export class LmdbEngine implements StorageEngine {
    * `UNSUPPORTED_FORMAT` when the directory holds data of another format (see {@link LMDB_FORMAT}).
    */
   static async open(options: LmdbEngineOptions): Promise<LmdbEngine> {
-    // Loaded here, not with the module: lmdb (a native addon) costs ~50 ms of CPU to load, paid
-    // by every memory-engine node process otherwise.
-    const { open } = await import('lmdb');
     let root: Root;
     try {
       root = open<Uint8Array, Uint8Array>({
