@@ -286,11 +286,11 @@ export class EtcdMapStore implements MapStore {
    * election key is deleted; this process must then stop writing (and its CASes fail).
    */
   async acquireLeadership(candidate: string, onLost: () => void): Promise<void> {
-    if (this.closed) throw this.closedError();
+    // First: the check below and taking the term must run in one step.
+    await this.connection();
     if (this.term !== undefined && !this.term.ended) {
       throw new DstoreError(ErrorCode.INVALID_ARGUMENT, `${this.location}: a campaign is already running`);
     }
-    await this.connection();
     this.startObserving();
     let abort: (error: DstoreError) => void = () => undefined;
     const aborted = new Promise<never>((_, reject) => {
