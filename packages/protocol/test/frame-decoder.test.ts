@@ -14,6 +14,15 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return Uint8Array.from(Buffer.concat(parts));
 }
 
+/**
+ * Frames as hex strings, to compare as one assertion: toEqual walks typed arrays element by
+ * element (~1.5 s for the 300 KB of the slab test). The frames are all plain Uint8Arrays
+ * (`collect` copies them), so the bytes are all there is to compare.
+ */
+function hex(frames: readonly Uint8Array[]): string[] {
+  return frames.map((frame) => Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('hex'));
+}
+
 const bodies = fc.array(fc.uint8Array({ maxLength: 40 }), { minLength: 1, maxLength: 6 });
 
 describe('FrameDecoder', () => {
@@ -33,7 +42,7 @@ describe('FrameDecoder', () => {
           const { decoder, frames } = collect();
           decoder.push(stream.subarray(0, cut));
           decoder.push(stream.subarray(cut));
-          expect(frames).toEqual(parts);
+          expect(hex(frames)).toEqual(hex(parts));
           expect(decoder.bufferedBytes).toBe(0);
         }
       }),
@@ -55,7 +64,7 @@ describe('FrameDecoder', () => {
           decoder.push(stream.subarray(offset, offset + size));
           offset += size;
         }
-        expect(frames).toEqual(parts);
+        expect(hex(frames)).toEqual(hex(parts));
       }),
     );
   });
@@ -145,7 +154,7 @@ describe('FrameDecoder', () => {
         for (const body of parts) output.appendFrame(body);
         const { decoder, frames } = collect();
         decoder.push(output.take());
-        expect(frames).toEqual(parts);
+        expect(hex(frames)).toEqual(hex(parts));
         expect(output.length).toBe(0);
       }),
     );
@@ -164,7 +173,7 @@ describe('FrameDecoder', () => {
     taken.push(output.take());
     const { decoder, frames } = collect();
     decoder.push(concat(taken));
-    expect(frames).toEqual(parts);
+    expect(hex(frames)).toEqual(hex(parts));
   });
 });
 
