@@ -63,7 +63,7 @@ describe.each([memoryHarness, lmdbHarness])('StorageEngine contract (%o)', (make
       ]);
     } while (cursor !== 0 && pages < 10_000);
     expect(cursor).toBe(0);
-    for (const name of stable) expect(seen.has(name), name).toBe(true);
+    expect(stable.filter((name) => !seen.has(name))).toEqual([]);
     expect(seen.has('ghost')).toBe(false);
     expect([...seen].some((name) => name.startsWith('x'))).toBe(false);
   });
@@ -959,19 +959,30 @@ describe('MemoryEngine key index', () => {
       seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
       return seed % n;
     };
+    // Plain comparisons, asserted once: an expect per delete and per key read back (some 25,000)
+    // cost most of this test's time.
+    const wrong: string[] = [];
     for (let step = 0; step < 60_000; step++) {
       // Few distinct keys of varied lengths (1..40 bytes): long probe runs, many deletes.
       const name = `${random(5000)}`.padEnd(1 + random(40), '#');
       if (random(3) === 0) {
-        expect(await engine.delete(text(name))).toBe(model.delete(name));
+        const deleted = await engine.delete(text(name));
+        const present = model.delete(name);
+        if (deleted !== present)
+          wrong.push(`step ${step}: delete ${name} said ${deleted}, the model ${present}`);
       } else {
         const value = `${step}`.repeat(random(30));
         await engine.set(text(name), text(value));
         model.set(name, value);
       }
     }
+    expect(wrong).toEqual([]);
     expect(engine.count()).toBe(model.size);
-    for (const [name, value] of model) expect(Buffer.from(engine.get(text(name))!).toString()).toBe(value);
+    for (const [name, value] of model) {
+      const stored = Buffer.from(engine.get(text(name))!).toString();
+      if (stored !== value) wrong.push(`${name}: ${stored}, the model ${value}`);
+    }
+    expect(wrong).toEqual([]);
     const scanned = [...engine.keysInRange({ start: 0, end: 0 }, () => 1)].map((key) =>
       Buffer.from(key).toString(),
     );
@@ -1021,10 +1032,14 @@ describe('MemoryEngine under a memory cap', () => {
     async (eviction) => {
       const engine = new MemoryEngine({ maxMemory: CAP, eviction });
       const written = new Map<string, number>();
+      // Plain comparisons, asserted once at the end: an expect per write (142,050 of them, and
+      // two per key read back) cost most of this test's time.
+      const overCap: string[] = [];
       const set = async (name: string, size: number): Promise<void> => {
         await engine.set(text(name), new Uint8Array(size).fill(size & 0xff));
         written.set(name, size);
-        expect(engine.footprint()).toBeLessThanOrEqual(CAP);
+        const footprint = engine.footprint();
+        if (footprint > CAP) overCap.push(`after ${name} (${size} bytes): footprint ${footprint}`);
       };
       // One size class fills the cap, then each other size (slab classes and entries over
       // 64 KiB) must take space from it, and back.
@@ -1037,14 +1052,19 @@ describe('MemoryEngine under a memory cap', () => {
         seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
         await set(`mixed-${i % 3000}`, [1, 60, 500, 3000, 20_000, 70_000][seed % 6]!);
       }
+      expect(overCap).toEqual([]);
       expect(engine.stats().evictions).toBeGreaterThan(0);
       // What is left reads back whole; evicted keys read as absent.
+      const damaged: string[] = [];
       for (const [name, size] of written) {
         const value = engine.get(text(name));
         if (value === undefined) continue;
-        expect(value.byteLength).toBe(size);
-        expect(value[0]).toBe(size & 0xff);
+        if (value.byteLength !== size || value[0] !== (size & 0xff))
+          damaged.push(
+            `${name}: ${value.byteLength} bytes starting ${value[0]}, written ${size} of ${size & 0xff}`,
+          );
       }
+      expect(damaged).toEqual([]);
     },
   );
 
