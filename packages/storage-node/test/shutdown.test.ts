@@ -121,35 +121,43 @@ describe('graceful shutdown of the dstore-node CLI', () => {
   });
 
   it('refuses invalid options with exit code 2 and a clear message', async () => {
-    const { spawnSync } = await import('node:child_process');
+    const { spawn } = await import('node:child_process');
     const { CLI_PATH } = await import('./helpers.js');
-    const lmdb = spawnSync(process.execPath, [CLI_PATH, '--engine', 'lmdb', '--port', '0'], {
-      encoding: 'utf8',
-    });
-    expect(lmdb.status).toBe(2);
-    expect(lmdb.stderr).toMatch(/data directory/);
-    const port = spawnSync(process.execPath, [CLI_PATH, '--port', 'abc'], { encoding: 'utf8' });
-    expect(port.status).toBe(2);
-    expect(port.stderr).toMatch(/--port/);
-    const engine = spawnSync(process.execPath, [CLI_PATH, '--engine', 'rocks'], { encoding: 'utf8' });
-    expect(engine.status).toBe(2);
+    // The CLI runs started together, not one after another: each is a Node.js start (~0.2 s).
+    const run = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> =>
+      new Promise((resolve, reject) => {
+        const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+        child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+        child.on('error', reject);
+        child.on('close', (status) => resolve({ status, stdout, stderr }));
+      });
     // The shared parsers: no 1e3 for an integer, units for durations, host:port for --join.
-    for (const bad of [
+    const bads = [
       ['--port', '1e3'],
       ['--idle-timeout', '5x'],
       ['--join', 'nohost'],
       ['--join', 'h:1,,h:2'],
-    ]) {
-      expect(
-        spawnSync(process.execPath, [CLI_PATH, ...bad], { encoding: 'utf8' }).status,
-        bad.join(' '),
-      ).toBe(2);
-    }
-    const version = spawnSync(process.execPath, [CLI_PATH, '--version'], { encoding: 'utf8' });
-    expect(version.status).toBe(0);
-    expect(version.stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
-    const help = spawnSync(process.execPath, [CLI_PATH, '--help'], { encoding: 'utf8' });
-    expect(help.status).toBe(0);
+    ];
+    const [lmdb, port, engine, version, help, ...badRuns] = await Promise.all([
+      run('--engine', 'lmdb', '--port', '0'),
+      run('--port', 'abc'),
+      run('--engine', 'rocks'),
+      run('--version'),
+      run('--help'),
+      ...bads.map((bad) => run(...bad)),
+    ]);
+    expect(lmdb!.status).toBe(2);
+    expect(lmdb!.stderr).toMatch(/data directory/);
+    expect(port!.status).toBe(2);
+    expect(port!.stderr).toMatch(/--port/);
+    expect(engine!.status).toBe(2);
+    for (const [i, bad] of bads.entries()) expect(badRuns[i]!.status, bad.join(' ')).toBe(2);
+    expect(version!.status).toBe(0);
+    expect(version!.stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
+    expect(help!.status).toBe(0);
     for (const flag of [
       '--host',
       '--port',
