@@ -539,19 +539,24 @@ function dataModelMessages(): fc.Arbitrary<Message>[] {
 }
 
 /**
- * A plain object to compare with toEqual (key order aside). Bytes as one hex string each: as
- * arrays of numbers toEqual compared them number by number, most of the round trips' time.
+ * A message as JSON with object keys sorted, bytes as hex and bigints as text: two messages
+ * render alike exactly when their fields are equal, whatever order they were set in. Compared as
+ * strings, the round trips cost a third of what toEqual over the parsed objects did.
  */
-function normalise(message: Message): unknown {
-  return JSON.parse(
-    JSON.stringify(message, (_name, field: unknown) =>
-      field instanceof Uint8Array
-        ? { bytes: Buffer.from(field.buffer, field.byteOffset, field.byteLength).toString('hex') }
-        : typeof field === 'bigint'
-          ? { bigint: field.toString() }
-          : field,
-    ),
-  );
+function normalise(message: Message): string {
+  return JSON.stringify(message, (_name, field: unknown) => {
+    if (field instanceof Uint8Array) {
+      return { bytes: Buffer.from(field.buffer, field.byteOffset, field.byteLength).toString('hex') };
+    }
+    if (typeof field === 'bigint') return { bigint: field.toString() };
+    if (field === null || typeof field !== 'object' || Array.isArray(field)) return field;
+    const record = field as Record<string, unknown>;
+    return Object.fromEntries(
+      Object.keys(record)
+        .sort()
+        .map((key) => [key, record[key]]),
+    );
+  });
 }
 
 /**
@@ -574,7 +579,7 @@ describe('MessageCodec round trip', () => {
         fc.property(arbitrary, (message) => {
           const body = codec.encode(message).slice();
           const decoded = codec.decode(body);
-          expect(normalise(decoded)).toEqual(normalise(message));
+          expect(normalise(decoded)).toBe(normalise(message));
         }),
         { numRuns: 300 },
       );
@@ -704,7 +709,7 @@ describe('MessageCodec round trip', () => {
           if (message.op === Op.MIGRATE_PUT && !message.entries.some((entry) => entry.expireAt !== undefined))
             wire.push(null);
           const body = raw.encode([...wire, ...extras]);
-          expect(normalise(codec.decode(body))).toEqual(normalise(message));
+          expect(normalise(codec.decode(body))).toBe(normalise(message));
         },
       ),
       { numRuns: 500 },
@@ -1033,7 +1038,7 @@ describe('MessageCodec round trip', () => {
       version: 0xffff_ffff - i,
     }));
     const full = { op: Op.MIGRATE_PUT, id: 5, epoch: 9, entries: entries.slice(0, -1) } as const;
-    expect(normalise(codec.decode(codec.encode(full).slice()))).toEqual(normalise(full));
+    expect(normalise(codec.decode(codec.encode(full).slice()))).toBe(normalise(full));
     const over = { ...full, entries };
     expect(catchError(() => codec.decode(codec.encode(over).slice()))).toMatchObject({
       code: ErrorCode.BATCH_TOO_LARGE,
