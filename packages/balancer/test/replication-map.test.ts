@@ -325,6 +325,15 @@ describe('chains in /ring, the metrics, RING and the direct map', () => {
     await client.connect();
     await waitFor(() => (client.routingStats?.mapEpoch ?? -1) >= 0, 'the client has a map');
     expect(client.routingStats).toMatchObject({ replicationFactor: 3, membersNotUp: 0, nodes: ids.length });
+
+    // The groups are kept per map: a fifth member's map gets its own.
+    const fifth = await startFakeNode(resources, 'n5');
+    await fifth.register(balancer.address.port);
+    await waitForNodesUp(balancer, ids.length + 1);
+    await balancer.membership.settled();
+    const grown = await ringOverHttp(balancer.address.adminPort);
+    const five = [...ids, 'n5'].map((id) => ({ id }));
+    expectSameGroups(groupedView(grown), groupedReplicaSets(HashRing.from(five).replicaSets(3)));
   });
 
   it('a failed member leaves the serving chains: its ranges are under-replicated; so does a dead one until its removal runs', async () => {
