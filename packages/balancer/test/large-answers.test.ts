@@ -31,6 +31,9 @@ const PIPELINED = 100;
 beforeAll(async () => {
   ({ balancer, respPort: port } = await startRespCluster(resources, 1, {
     respMaxOutputBytes: MAX_OUTPUT_BYTES,
+    // Not what is tested: this process serves the balancer and decodes hundreds of megabytes of
+    // answers at once; on a loaded CI machine a fetch waited past the default 2 s deadline once.
+    requestTimeoutMs: 10_000,
   }));
   const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
   resources.add(() => redis.disconnect());
