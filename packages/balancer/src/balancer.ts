@@ -22,6 +22,7 @@ import {
   UserDirectory,
   type WithoutId,
 } from '@dstore/protocol';
+import { PasswordChecks } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 import { version } from '../package.json';
 import { AdminServer } from './admin-server.js';
@@ -95,6 +96,8 @@ export class Balancer {
   private authenticator!: Authenticator;
   /** Failed client authentications per source address, shared by the native and the RESP port. */
   private readonly authFailures: AuthFailureBudget;
+  /** RESP's checks of passwords sent in clear: scrypt work bounded and shared out by address. */
+  private readonly passwordChecks = new PasswordChecks();
   private users: UserDirectory | undefined;
   private readonly startedAt = Date.now();
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -153,6 +156,7 @@ export class Balancer {
         ),
     });
     this.metrics.watchAuthFailures(this.authFailures);
+    this.metrics.watchPasswordChecks(this.passwordChecks);
     this.router = new Router(this.membership, this.metrics);
     this.maps = new MapPublisher(this.membership);
     this.scans = new ClusterScan(this.membership);
@@ -260,6 +264,7 @@ export class Balancer {
         router: this.router,
         users: this.users,
         authFailures: this.authFailures,
+        passwordChecks: this.passwordChecks,
         facts: () => ({
           balancerId: this.options.id,
           version,

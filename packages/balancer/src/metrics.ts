@@ -216,18 +216,72 @@ export class BalancerMetrics {
         () => budget.lockouts,
       ],
     ] as const;
-    for (const [name, help, read] of counters) {
-      new Counter({
-        name,
-        help,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          const count = read();
-          if (count > 0) this.inc(count);
-        },
-      });
-    }
+    for (const [name, help, read] of counters) this.counterReading(name, help, read);
+  }
+
+  /**
+   * Publishes RESP's password checks (see `PasswordChecks`), read when `/metrics` is scraped:
+   * scrypt derivations run, checks answered from a remembered password, checks refused because
+   * too many waited, the checks waiting now and the most derivations that ran at once.
+   */
+  watchPasswordChecks(checks: {
+    readonly derivations: number;
+    readonly remembered: number;
+    readonly refused: number;
+    readonly waiting: number;
+    readonly peakRunning: number;
+  }): void {
+    this.counterReading(
+      'dstore_balancer_password_checks_total',
+      'Passwords sent in clear (RESP AUTH) checked with a scrypt derivation, since start.',
+      () => checks.derivations,
+    );
+    this.counterReading(
+      'dstore_balancer_password_checks_remembered_total',
+      'RESP AUTHs whose password was the one last verified for the user: answered without a scrypt, since start.',
+      () => checks.remembered,
+    );
+    this.counterReading(
+      'dstore_balancer_password_checks_refused_total',
+      'RESP AUTHs answered TRYAGAIN BUSY because too many password checks were waiting, since start.',
+      () => checks.refused,
+    );
+    this.gaugeReading(
+      'dstore_balancer_password_checks_waiting',
+      'Password checks waiting for their turn (one scrypt runs at a time; turns go by source address).',
+      () => checks.waiting,
+    );
+    this.gaugeReading(
+      'dstore_balancer_password_checks_running_peak',
+      'Most scrypt derivations of password checks that ran at once, since start.',
+      () => checks.peakRunning,
+    );
+  }
+
+  /** A gauge whose value is `read()` when `/metrics` is scraped. */
+  private gaugeReading(name: string, help: string, read: () => number): void {
+    new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  }
+
+  /** A counter whose value is `read()` when `/metrics` is scraped (a count kept elsewhere). */
+  private counterReading(name: string, help: string, read: () => number): void {
+    new Counter({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const count = read();
+        if (count > 0) this.inc(count);
+      },
+    });
   }
 
   /** Counts one error answer with its code. */

@@ -222,4 +222,64 @@ describe('online password guessing', () => {
     });
     expect(await counter('dstore_balancer_auth_failures_total')).toBe(limit);
   });
+
+  it('keeps one address’s flood of AUTH guesses from delaying another address’s AUTH or taking more than one scrypt at a time', async () => {
+    const dir = temporaryDir(resources, 'resp-flood-');
+    const file = join(dir, 'users.json');
+    writeFileSync(
+      file,
+      JSON.stringify({ users: [{ name: 'writer', password: await hashPassword('writer-password') }] }),
+    );
+    // Defaults: no failure budget, so every guess is checked.
+    const target = await startBalancer(resources, { respPort: 0, usersFile: file });
+    const resp = target.address.respPort;
+    const metric = async (name: string): Promise<number> => {
+      const text = await target.metrics.registry.metrics();
+      const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
+      return line === undefined ? 0 : Number(line.split(' ')[1]);
+    };
+    // The guesser: 20 connections from 127.0.0.2, each one wrong AUTH (all different), so 20 scrypts to run.
+    let guessesAnswered = 0;
+    for (let index = 0; index < 20; index++) {
+      const socket = netConnect({ host: '127.0.0.1', port: resp, localAddress: '127.0.0.2' });
+      resources.add(() => socket.destroy());
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk: Buffer) => {
+        guessesAnswered += chunk.toString('latin1').split('-WRONGPASS').length - 1;
+      });
+      socket.write(`AUTH writer wrong-guess-${index}\r\n`);
+    }
+    await waitFor(
+      async () => (await metric('dstore_balancer_password_checks_waiting')) >= 12,
+      'the guesses to queue',
+    );
+    // A client from another address: its AUTH takes the next turn but one, not the 12th or later.
+    let answeredBefore = -1;
+    const reply = await new Promise<string>((resolve) => {
+      const socket = netConnect({ host: '127.0.0.1', port: resp, localAddress: '127.0.0.1' });
+      resources.add(() => socket.destroy());
+      let text = '';
+      socket.on('data', (chunk: Buffer) => {
+        if (answeredBefore < 0) answeredBefore = guessesAnswered;
+        text += chunk.toString('latin1');
+        if (text.endsWith('+PONG\r\n')) resolve(text);
+      });
+      socket.write('AUTH writer writer-password\r\nPING\r\n');
+    });
+    expect(reply).toBe('+OK\r\n+PONG\r\n');
+    // The guess running when it came and one turn of the guesser's address (one more may have
+    // been answered while our answer travelled).
+    expect(answeredBefore).toBeLessThanOrEqual(3);
+    await waitFor(() => guessesAnswered === 20, 'every guess to be answered');
+    expect(await metric('dstore_balancer_password_checks_running_peak')).toBe(1);
+    expect(await metric('dstore_balancer_password_checks_total')).toBe(21);
+
+    // Clients reconnecting with the right password: answered from the remembered one, no scrypt.
+    const again = await Promise.all(
+      Array.from({ length: 10 }, () => exchangeOnce(resp, 'AUTH writer writer-password\r\nQUIT\r\n')),
+    );
+    expect(again).toEqual(Array.from({ length: 10 }, () => '+OK\r\n+OK\r\n'));
+    expect(await metric('dstore_balancer_password_checks_total')).toBe(21);
+    expect(await metric('dstore_balancer_password_checks_remembered_total')).toBe(10);
+  });
 });

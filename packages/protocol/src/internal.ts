@@ -44,6 +44,10 @@ export {
   flushAtEndOfTick,
   OutputBuffer,
 } from './output-buffer.js';
+export {
+  PasswordChecks,
+  type PasswordChecksOptions,
+} from './password-checks.js';
 export { type ReadInPartsOptions, readInParts, sumInChunks } from './read-in-parts.js';
 export {
   copyKeyed,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_USER, ErrorCode, isLoopbackAddress } from '@dstore/protocol';
-import { decoyCredential, verifyPassword } from '@dstore/protocol/internal';
+import { DEFAULT_USER, DstoreError, ErrorCode, isLoopbackAddress } from '@dstore/protocol';
+import { decoyCredential } from '@dstore/protocol/internal';
 import type { RespConnection } from './connection.js';
 import { respErrorLine } from './errors.js';
 import type { RespServices } from './services.js';
@@ -51,7 +51,9 @@ export function admitAnonymous(services: RespServices, connection: RespConnectio
 /**
  * Verifies `user`/`password` against the users file's stored verifier (the same scrypt
  * derivation as the native handshake, compared in constant time; an unknown user costs the same
- * as a known one), then calls `succeeded` in the command's turn, or answers WRONGPASS. Commands
+ * as a known one) through `services.passwordChecks` (one scrypt at a time, waiting
+ * checks in turns by address, a right password remembered; `TRYAGAIN BUSY` when too many wait),
+ * then calls `succeeded` in the command's turn, or answers WRONGPASS. Commands
  * pipelined behind it wait for the outcome, as they would on Redis. A failure is counted in the
  * per-address budget shared with the native port: from an address it has locked out, AUTH is
  * refused at once (`NOAUTH UNAUTHORIZED: too many failed authentications ...`, connection closed)
@@ -76,9 +78,8 @@ export function authenticate(
   const grant = services.users?.get(user);
   const credential = grant?.credential ?? decoyCredential(user || DEFAULT_USER, pepper);
   connection.hold();
-  verifyPassword(credential, password)
-    .catch(() => false)
-    .then((verified) => {
+  services.passwordChecks.verify(credential, password, address).then(
+    (verified) => {
       if (!verified || grant === undefined) {
         services.authFailures.failed(address);
         connection.authFailures++;
@@ -92,5 +93,12 @@ export function authenticate(
         succeeded();
       }
       connection.release();
-    });
+    },
+    (error: unknown) => {
+      // BUSY: too many checks waiting. Not this client's failure: nothing was checked.
+      const busy = error instanceof DstoreError ? error : new DstoreError(ErrorCode.INTERNAL, String(error));
+      connection.replyError(seq, respErrorLine(busy.code, busy.message));
+      connection.release();
+    },
+  );
 }

@@ -4,6 +4,7 @@
  */
 import type { HashRing } from '@dstore/hashring';
 import { type AuthFailureBudget, DEFAULT_LIMITS, type UserDirectory } from '@dstore/protocol';
+import type { PasswordChecks } from '@dstore/protocol/internal';
 import type { ResolvedBalancerOptions } from '../config.js';
 import type { Router } from '../router.js';
 import { CommandTable } from './command-table.js';
@@ -26,6 +27,8 @@ export interface RespFrontDoorParts {
   readonly users: UserDirectory | undefined;
   /** Failed client authentications per address, shared with the native port. */
   readonly authFailures: AuthFailureBudget;
+  /** Checks of the passwords AUTH sends (scrypt work bounded, in turns by address). */
+  readonly passwordChecks: PasswordChecks;
   /** Facts for INFO; `port` and `connectedClients` are filled in by the server. */
   readonly facts: () => Omit<ServerFacts, 'port' | 'connectedClients'>;
   /** DBSIZE and SCAN pages of the cluster. */
@@ -92,6 +95,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
       maxAnswerBytes: options.respMaxOutputBytes,
       users: parts.users,
       authFailures: parts.authFailures,
+      passwordChecks: parts.passwordChecks,
       protectedMode: options.protectedMode,
       commands: new CommandTable([
         ...CONNECTION_COMMANDS,

@@ -8,6 +8,7 @@ import type {
   UserGrant,
   WithoutId,
 } from '@dstore/protocol';
+import type { PasswordChecks } from '@dstore/protocol/internal';
 import type { Router } from '../router.js';
 import type { MemoryConfig } from '../stats.js';
 import type { CommandTable } from './command-table.js';
@@ -62,6 +63,11 @@ export interface RespServices {
    * locked-out address is refused before any scrypt.
    */
   readonly authFailures: AuthFailureBudget;
+  /**
+   * Checks AUTH's passwords against the stored verifiers: a bounded number of scrypts at once,
+   * waiting ones in turns by address, a right password remembered.
+   */
+  readonly passwordChecks: PasswordChecks;
   /** Without users, accept clients from loopback addresses only (as Redis's protected mode). */
   readonly protectedMode: boolean;
   /** The command table (COMMAND lists it). */
