@@ -61,6 +61,8 @@ interface CliFlags {
   clusterSecret?: string;
   protectedMode: boolean;
   authTimeout: number;
+  authFailureLimit: number;
+  authFailureWindow: number;
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
@@ -163,6 +165,18 @@ function buildProgram(): Command {
       5000,
     )
     .option(
+      '--auth-failure-limit <n>',
+      'failed client authentications from one address that lock it out for --auth-failure-window; 0: never (a lockout refuses every client at the address)',
+      integer(0, 1_000_000),
+      0,
+    )
+    .option(
+      '--auth-failure-window <ms>',
+      'window failed authentications are counted in, and length of a lockout (ms, or 60s)',
+      duration(1),
+      60_000,
+    )
+    .option(
       '--tls-cert <file>',
       'serve TLS only with this PEM certificate, also presented when dialing balancers and nodes (default: plaintext)',
     )
@@ -244,6 +258,8 @@ function toNodeOptions(flags: CliFlags, logger: Logger, tls: PeerTlsOptions | un
     clusterSecret: flags.clusterSecret ?? process.env[EnvVar.CLUSTER_SECRET],
     protectedMode: flags.protectedMode,
     authTimeoutMs: flags.authTimeout,
+    authFailureLimit: flags.authFailureLimit,
+    authFailureWindowMs: flags.authFailureWindow,
     heartbeatIntervalMs: flags.heartbeatInterval,
     drainTimeoutMs: flags.drainTimeout,
     leaveTimeoutMs: flags.leaveTimeout,

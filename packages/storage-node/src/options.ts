@@ -1,6 +1,8 @@
 import { hostname } from 'node:os';
 import {
   clusterSecretOption,
+  DEFAULT_AUTH_FAILURE_LIMIT,
+  DEFAULT_AUTH_FAILURE_WINDOW_MS,
   DstoreError,
   ErrorCode,
   type PeerTlsOptions,
@@ -89,6 +91,16 @@ export interface StorageNodeOptions {
   /** A connection must authenticate within this many ms of connecting. Default 5000. */
   readonly authTimeoutMs?: number;
   /**
+   * Failed client authentications from one source address within `authFailureWindowMs` after
+   * which every attempt from it is refused at once, without checking a password, for one window
+   * (the right password too). Default 0: never (a lockout refuses every client at the address, so
+   * one client left with a stale password would lock its whole host out). As the balancer's
+   * `authFailureLimit`; peers (the cluster secret) are not counted.
+   */
+  readonly authFailureLimit?: number;
+  /** Window (ms) failed authentications are counted in, and length of a lockout. Default 60000. */
+  readonly authFailureWindowMs?: number;
+  /**
    * TLS on every hop of this node: its port serves TLS only (plaintext connections get
    * TLS_REQUIRED), and it dials the balancers and, when migrating keys, other nodes with TLS,
    * presenting `cert` as its client certificate and verifying them against `ca`. Default:
@@ -167,6 +179,8 @@ export interface ResolvedNodeOptions {
   readonly clusterSecret: string | undefined;
   readonly protectedMode: boolean;
   readonly authTimeoutMs: number;
+  readonly authFailureLimit: number;
+  readonly authFailureWindowMs: number;
   readonly tls: PeerTlsOptions | undefined;
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
@@ -273,6 +287,18 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
     clusterSecret: clusterSecretOption(options.clusterSecret),
     protectedMode: options.protectedMode ?? true,
     authTimeoutMs: integerIn('authTimeoutMs', options.authTimeoutMs ?? 5000, 1, 2 ** 31 - 1),
+    authFailureLimit: integerIn(
+      'authFailureLimit',
+      options.authFailureLimit ?? DEFAULT_AUTH_FAILURE_LIMIT,
+      0,
+      1_000_000,
+    ),
+    authFailureWindowMs: integerIn(
+      'authFailureWindowMs',
+      options.authFailureWindowMs ?? DEFAULT_AUTH_FAILURE_WINDOW_MS,
+      1,
+      2 ** 31 - 1,
+    ),
     tls: options.tls,
     maxConnections: integerIn('maxConnections', options.maxConnections ?? 1024, 1, 1_000_000),
     idleTimeoutMs: integerIn('idleTimeoutMs', options.idleTimeoutMs ?? 300_000, 0, 2 ** 31 - 1),

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import {
   Authenticator,
+  AuthFailureBudget,
   type Credentials,
   DstoreError,
   ErrorCode,
@@ -176,6 +177,16 @@ class StorageNodeImpl implements StorageNode {
       protectedMode: options.protectedMode,
       requireVerifiedPeers: options.tls?.ca !== undefined,
       admit: (connection, kind) => this.server?.admit(connection, kind) ?? false,
+      failures: new AuthFailureBudget({
+        limit: options.authFailureLimit,
+        windowMs: options.authFailureWindowMs,
+        // Once per address per window (the budget's promise): a guessing flood is one line.
+        onLockout: (address, failures, windowMs) =>
+          this.logger.warn(
+            { address, failures, windowMs },
+            'too many failed client authentications from this address: its attempts are refused until the window passes',
+          ),
+      }),
     });
     // The links this node opens serve its peers' requests too (one connection per pair of nodes).
     const links = new PeerLinks(ownership, peer, {

@@ -298,6 +298,34 @@ describe('storage node, users', () => {
     expectOp(await scoped.request({ op: Op.SET, key: toBytes('tenant-a:1'), value: toBytes('v') }), Op.OK);
     expectOp(await scoped.request({ op: Op.PING }), Op.OK);
   });
+
+  it('locks an address out of direct-client authentication after its failure budget, the right password too, and counts it in STATS', async () => {
+    const usersFile = join(resources.tempDir(), 'users.json');
+    writeFileSync(
+      usersFile,
+      JSON.stringify({ users: [{ name: 'app', password: await hashPassword('app-password') }] }),
+    );
+    const node = await resources.node({ usersFile, authFailureLimit: 2, authFailureWindowMs: 60_000 });
+    const attempt = async (password: string): Promise<DstoreError | undefined> => {
+      const connection = await resources.connection(node.address.port);
+      return handshake(connection, 'client', { credentials: { kind: 'user', user: 'app', password } }).then(
+        () => undefined,
+        (error: unknown) => error as DstoreError,
+      );
+    };
+    expect((await attempt('guess-1'))?.message).toMatch(/invalid user or password/);
+    expect((await attempt('guess-2'))?.message).toMatch(/invalid user or password/);
+    // The budget is spent: the right password is refused too, typed, before any proof is checked.
+    const locked = await attempt('app-password');
+    expect(locked?.code).toBe(ErrorCode.UNAUTHORIZED);
+    expect(locked?.message).toMatch(/too many failed authentications/);
+    // Peers are not counted: a balancer's connection from the same address is served.
+    const peer = await resources.peer(node.address.port);
+    const stats = expectOp(await peer.request({ op: Op.STATS }), Op.STATS_RESULT).stats;
+    expect(stats['auth.failures']).toBe(2);
+    expect(stats['auth.lockouts']).toBe(1);
+    expect(stats['auth.lockout_refusals']).toBe(1);
+  });
 });
 
 describe('storage node, options', () => {
