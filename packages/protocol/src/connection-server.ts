@@ -119,7 +119,7 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
         ? undefined
         : new TlsGate(
             options.tls,
-            this.limits.pending,
+            { pending: this.limits.pending, pendingPerAddress: this.limits.pendingPerAddress },
             (socket) => this.accept(socket),
             (socket) => this.refuse(socket, ErrorCode.TLS_REQUIRED, TLS_REQUIRED_MESSAGE),
           );

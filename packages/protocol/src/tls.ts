@@ -195,7 +195,25 @@ export function connectTls(
 
 /** Whether the peer of `socket` presented a certificate that verified against the server's CA. */
 export function isTlsPeerVerified(socket: Socket): boolean {
-  return socket instanceof TLSSocket && socket.authorized;
+  if (!(socket instanceof TLSSocket) || !socket.authorized) return false;
+  // A resumed TLS 1.3 session reports `authorized` although no certificate was presented, in it
+  // or in the session it resumes (a ticket from any certificate-less connection would do): the
+  // certificate itself must be there.
+  const certificate = socket.getPeerCertificate();
+  return certificate !== null && Object.keys(certificate).length > 0;
+}
+
+/** How many sockets a {@link TlsGate} holds before they are secure: in all, and from one address. */
+export interface TlsGateLimits {
+  readonly pending: number;
+  readonly pendingPerAddress: number;
+}
+
+/** A socket in the gate: where it comes from, and whether it has sent its first byte. */
+interface GatedSocket {
+  readonly socket: Socket;
+  readonly address: string;
+  inHandshake: boolean;
 }
 
 /**
@@ -203,17 +221,21 @@ export function isTlsPeerVerified(socket: Socket): boolean {
  * either runs the TLS handshake (a ClientHello) or hands the socket back as plaintext (anything
  * else), so the server can tell a plaintext client why it is refused instead of leaving it
  * waiting. A socket is bounded by `handshakeTimeoutMs` from accept to secure, once for the first
- * byte and once for the handshake; at most `maxPending` sockets are between the two at once.
+ * byte and once for the handshake. At most `limits.pending` sockets are between the two at once,
+ * `limits.pendingPerAddress` from one address; a new socket past either evicts the oldest one
+ * (silent ones before those in their handshake), as the server does with connections that have
+ * not authenticated, so that sockets opened and left silent cannot keep clients and nodes out.
  */
 export class TlsGate {
   private readonly server: TlsServer;
   private readonly timeoutMs: number;
-  /** Accepted sockets not yet secure, by `address:port` (the TLS socket has the same remote). */
-  private readonly pending = new Map<string, Socket>();
+  /** Accepted sockets not yet secure, oldest first, by `address:port` (the TLS socket has the same remote). */
+  private readonly pending = new Map<string, GatedSocket>();
+  private readonly perAddress = new Map<string, number>();
 
   constructor(
     options: TlsServerOptions,
-    private readonly maxPending: number,
+    private readonly limits: TlsGateLimits,
     private readonly onSecure: (socket: TLSSocket) => void,
     private readonly onPlaintext: (socket: Socket) => void,
   ) {
@@ -230,7 +252,7 @@ export class TlsGate {
       allowHalfOpen: true,
     });
     this.server.on('secureConnection', (socket) => {
-      this.pending.delete(remoteOf(socket));
+      this.forget(remoteOf(socket));
       this.onSecure(socket);
     });
     // A failed handshake (bad certificate, timeout, garbage) destroys the socket: nothing to tell.
@@ -244,15 +266,16 @@ export class TlsGate {
 
   /** Takes a freshly accepted socket through the sniff and the handshake. */
   admit(socket: Socket): void {
-    if (this.pending.size >= this.maxPending) {
-      socket.destroy();
-      return;
-    }
+    const address = socket.remoteAddress ?? '';
+    if (this.pending.size >= this.limits.pending) this.evictOldest(undefined);
+    if ((this.perAddress.get(address) ?? 0) >= this.limits.pendingPerAddress) this.evictOldest(address);
     const remote = remoteOf(socket);
-    this.pending.set(remote, socket);
+    const gated: GatedSocket = { socket, address, inHandshake: false };
+    this.pending.set(remote, gated);
+    this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     socket.on('error', () => undefined);
     socket.once('close', () => {
-      if (this.pending.get(remote) === socket) this.pending.delete(remote);
+      if (this.pending.get(remote) === gated) this.forget(remote);
     });
     const timer = setTimeout(() => socket.destroy(), this.timeoutMs);
     timer.unref();
@@ -260,21 +283,52 @@ export class TlsGate {
       clearTimeout(timer);
       socket.pause();
       if (chunk[0] === TLS_HANDSHAKE_RECORD) {
+        gated.inHandshake = true;
         // Put the ClientHello back: the TLS socket reads it first.
         socket.unshift(chunk);
         this.server.emit('connection', socket);
         return;
       }
       // What a plaintext client sent is dropped unread: the refusal is all it gets.
-      this.pending.delete(remote);
+      this.forget(remote);
       this.onPlaintext(socket);
     });
   }
 
   /** Destroys every socket still in the sniff or the handshake. */
   destroyPending(): void {
-    for (const socket of this.pending.values()) socket.destroy();
+    for (const { socket } of this.pending.values()) socket.destroy();
     this.pending.clear();
+    this.perAddress.clear();
+  }
+
+  /**
+   * Makes room for a new socket: destroys the oldest one (of `address` when given) that has sent
+   * nothing yet, else the oldest one in its handshake.
+   */
+  private evictOldest(address: string | undefined): void {
+    let victim: string | undefined;
+    for (const [remote, gated] of this.pending) {
+      if (address !== undefined && gated.address !== address) continue;
+      if (!gated.inHandshake) {
+        victim = remote;
+        break;
+      }
+      victim ??= remote;
+    }
+    if (victim === undefined) return;
+    const { socket } = this.pending.get(victim)!;
+    this.forget(victim);
+    socket.destroy();
+  }
+
+  private forget(remote: string): void {
+    const gated = this.pending.get(remote);
+    if (gated === undefined) return;
+    this.pending.delete(remote);
+    const left = (this.perAddress.get(gated.address) ?? 1) - 1;
+    if (left > 0) this.perAddress.set(gated.address, left);
+    else this.perAddress.delete(gated.address);
   }
 }
 

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer, connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   Authenticator,
@@ -17,7 +18,7 @@ import {
   TLS_REQUIRED_MESSAGE,
 } from '../src/index.js';
 import { createTestPki, type TestPki } from '../src/testing.js';
-import { failOnUncaught, Resources } from './helpers.js';
+import { failOnUncaught, Resources, waitFor } from './helpers.js';
 
 failOnUncaught();
 const resources = new Resources();
@@ -32,9 +33,13 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A TLS FrameServer answering PING, recording whether each connection's peer verified. */
-async function tlsServer(handshakeTimeoutMs?: number) {
+async function tlsServer(
+  handshakeTimeoutMs?: number,
+  pending?: { maxPendingConnections: number; maxPendingPerAddress: number },
+) {
   const verified: boolean[] = [];
   const { server, address } = await resources.server({
+    ...pending,
     tls: {
       cert: pki.peer.cert,
       key: pki.peer.key,
@@ -74,6 +79,64 @@ describe('TLS', () => {
     const rogue = await tlsConnection(port, { ca: pki.ca.cert, cert: pki.rogue.cert, key: pki.rogue.key });
     expect((await rogue.request({ op: Op.PING })).op).toBe(Op.OK);
     expect(verified).toEqual([false, true, false]);
+  });
+
+  it('does not take a resumed TLS session without a client certificate for a verified peer', async () => {
+    const { port, verified } = await tlsServer();
+    // One connection without a certificate hands out a session ticket (TLS 1.3)...
+    const ticket = await new Promise<Buffer>((resolve, reject) => {
+      const socket = tlsConnect({ host: '127.0.0.1', port, ca: pki.ca.cert, servername: 'localhost' });
+      socket.on('error', reject);
+      socket.once('session', (session: Buffer) => {
+        socket.destroy();
+        resolve(session);
+      });
+    });
+    // ...and a connection resuming it, still without a certificate, is not a verified peer.
+    const resumed = tlsConnect({
+      host: '127.0.0.1',
+      port,
+      ca: pki.ca.cert,
+      servername: 'localhost',
+      session: ticket,
+    });
+    resumed.on('error', () => undefined);
+    await new Promise<void>((resolve) => resumed.once('secureConnect', () => resolve()));
+    const connection = new Connection(resumed);
+    resources.add(() => connection.destroy());
+    expect((await connection.request({ op: Op.PING })).op).toBe(Op.OK);
+    expect(verified).toEqual([false]);
+  });
+
+  it('keeps room for clients while sockets that say nothing fill the handshake slots', async () => {
+    const { port } = await tlsServer(undefined, { maxPendingConnections: 8, maxPendingPerAddress: 4 });
+    // Twenty sockets from one address, opened and left silent: each new one past the address's
+    // four evicts that address's oldest.
+    let closed = 0;
+    for (let index = 0; index < 20; index++) {
+      const socket = netConnect({ host: '127.0.0.1', port, localAddress: '127.0.0.2' });
+      socket.on('error', () => undefined);
+      socket.on('close', () => closed++);
+      resources.add(() => {
+        socket.destroy();
+      });
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    }
+    await waitFor(() => closed >= 16, 5000, 'the oldest silent sockets to be evicted');
+    // A client from another address gets through.
+    const client = await tlsConnection(port, { ca: pki.ca.cert });
+    expect((await client.request({ op: Op.PING })).op).toBe(Op.OK);
+    // Eight silent sockets from eight addresses fill the gate; a client's socket still evicts the oldest.
+    for (let index = 0; index < 8; index++) {
+      const socket = netConnect({ host: '127.0.0.1', port, localAddress: `127.0.1.${index + 1}` });
+      socket.on('error', () => undefined);
+      resources.add(() => {
+        socket.destroy();
+      });
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    }
+    const another = await tlsConnection(port, { ca: pki.ca.cert });
+    expect((await another.request({ op: Op.PING })).op).toBe(Op.OK);
   });
 
   it('answers a plaintext client with TLS_REQUIRED and closes', async () => {
