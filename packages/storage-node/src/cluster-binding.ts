@@ -69,13 +69,24 @@ export class ClusterBinding {
   }
 
   /**
-   * Lets a RING of `generation` be installed. Undefined when the node is bound to it already (install
-   * at once). Otherwise a promise, settled in RING order, that binds the node to it (durably, lmdb)
-   * when it is unbound or holds nothing then, and rejects with CLUSTER_MISMATCH when it is bound to
-   * another generation and holds data.
+   * Lets a RING of `generation` be installed. Undefined when it may be installed at once: the node
+   * is bound to it already, or it is a memory node (nothing to write: bound now, so that a
+   * restarted member's first RING is installed before the requests sent right behind it on its
+   * connection, which would otherwise be refused as arriving before any ring). Otherwise a
+   * promise, settled in RING order, that binds the node to it (durably, lmdb) when it is unbound
+   * or holds nothing then. Rejects with CLUSTER_MISMATCH when it is bound to another generation
+   * and holds data.
    */
   accept(generation: number): Promise<void> | undefined {
-    if (this.queue === undefined && this.bound === generation) return undefined;
+    if (this.queue === undefined) {
+      if (this.bound === generation) return undefined;
+      if (this.path === undefined) {
+        const refusal = this.mismatch(generation);
+        if (refusal !== undefined) return Promise.reject(refusal);
+        this.bound = generation;
+        return undefined;
+      }
+    }
     const step = (this.queue ?? Promise.resolve()).then(() => this.bindTo(generation));
     const tail = step.catch(() => undefined);
     this.queue = tail;
@@ -90,14 +101,19 @@ export class ClusterBinding {
     return this.engine.count() > 0 || this.engine.tombstoneCount() > 0;
   }
 
+  /** CLUSTER_MISMATCH when a RING of `generation` must be refused: bound to another one and holding data. */
+  private mismatch(generation: number): DstoreError | undefined {
+    if (this.bound === undefined || this.bound === generation || !this.holdsData()) return undefined;
+    return new DstoreError(
+      ErrorCode.CLUSTER_MISMATCH,
+      `RING of cluster map generation ${generation} refused: this node holds data of generation ${this.bound} (another cluster, or a map that was lost); start the balancer with the map this node belongs to, or the node on a fresh data dir`,
+    );
+  }
+
   private async bindTo(generation: number): Promise<void> {
     if (this.bound === generation) return;
-    if (this.bound !== undefined && this.holdsData()) {
-      throw new DstoreError(
-        ErrorCode.CLUSTER_MISMATCH,
-        `RING of cluster map generation ${generation} refused: this node holds data of generation ${this.bound} (another cluster, or a map that was lost); start the balancer with the map this node belongs to, or the node on a fresh data dir`,
-      );
-    }
+    const refusal = this.mismatch(generation);
+    if (refusal !== undefined) throw refusal;
     if (this.path !== undefined) {
       try {
         await writeFileDurably(this.path, `${generation}\n`);

@@ -1,9 +1,17 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ErrorCode, Op } from '@dstore/protocol';
+import { ErrorCode, Op, toBytes } from '@dstore/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeBalancer } from './fake-balancer.js';
-import { capturingLogger, ERROR_LEVEL, Resources, sleep, WARN_LEVEL, waitFor } from './helpers.js';
+import {
+  capturingLogger,
+  ERROR_LEVEL,
+  Resources,
+  ringRequest,
+  sleep,
+  WARN_LEVEL,
+  waitFor,
+} from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -259,5 +267,27 @@ describe('membership', () => {
     expect(balancer.roles).toEqual(['node', 'node']);
     expect(records.some((record) => record.msg === 'JOIN failed; retrying')).toBe(true);
     expect(records.some((record) => record.level >= ERROR_LEVEL)).toBe(false);
+  });
+
+  it('serves the requests a balancer sends right behind its first RING (a restarted member), not "no cluster map yet"', async () => {
+    const balancer = new FakeBalancer(resources);
+    const balancerPort = await balancer.start();
+    const node = await resources.node({
+      id: 'member-1',
+      join: `127.0.0.1:${balancerPort}`,
+      heartbeatIntervalMs: 50,
+    });
+    await waitFor(() => balancer.count(Op.JOIN) === 1, 5000, 'JOIN');
+    // What a balancer does when a member's link (re)connects: the RING, then at once the clients'
+    // requests, on the same connection, in one write.
+    const link = await resources.peer(node.address.port);
+    const [ring, set, get] = await Promise.all([
+      link.request(ringRequest(1, [{ id: 'member-1', weight: 1 }])),
+      link.request({ op: Op.SET, key: toBytes('k'), value: toBytes('v'), epoch: 1 }),
+      link.request({ op: Op.GET, key: toBytes('k'), epoch: 1 }),
+    ]);
+    expect(ring.op).toBe(Op.OK);
+    expect(set.op).toBe(Op.OK);
+    expect(get).toMatchObject({ op: Op.VALUE, value: toBytes('v') });
   });
 });
