@@ -82,7 +82,8 @@ export interface HandshakeOptions {
  * Says HELLO on a fresh connection and, when the server sends a challenge, authenticates (AUTH)
  * and checks the server's signature: after it resolves, both ends know who the other is. Rejects
  * with VERSION_MISMATCH, or UNAUTHORIZED when either side fails to prove itself. A peer with a
- * cluster secret refuses a server that does not ask for it (it could be anyone).
+ * cluster secret, or a client with a user and password, refuses a server that does not ask for
+ * it (it could be anyone).
  */
 export async function handshake(
   connection: Connection,
@@ -118,6 +119,17 @@ export async function handshake(
       throw new DstoreError(
         ErrorCode.UNAUTHORIZED,
         `${answer.serverId} does not authenticate its peers (no cluster secret): refusing to talk to it`,
+      );
+    }
+    // A client with a password expects the server to prove it holds the user's credential (the
+    // signature below); a server that asks for nothing could be anyone at that address (a stale
+    // node address, a squatted port) collecting the client's requests: the same downgrade as a
+    // cheaper kdf, refused the same way.
+    if (credentials?.kind === 'user') {
+      throw new DstoreError(
+        ErrorCode.UNAUTHORIZED,
+        `${answer.serverId} did not ask for a password (it has no users, or it is not the server meant): ` +
+          'refusing to send it requests; connect without a user and password to use a server without users',
       );
     }
     return answer;

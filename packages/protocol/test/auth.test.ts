@@ -233,6 +233,17 @@ describe('peer authentication (cluster secret)', () => {
     });
   });
 
+  it('makes a client with a password refuse a server that does not ask for it, and serves one without', async () => {
+    // A server without users: anyone at an address the client dials could answer like this.
+    const { port } = await authServer({});
+    const refused = await attempt(port, 'client', { kind: 'user', user: 'app', password: 'app-pw' });
+    expect(refused).toMatchObject({
+      code: ErrorCode.UNAUTHORIZED,
+      message: expect.stringMatching(/did not ask for a password/),
+    });
+    expect(await attempt(port, 'client')).toBe('ok');
+  });
+
   it('does not accept a proof replayed on another connection', async () => {
     const { port } = await authServer({ clusterSecret: SECRET });
     // A recorded exchange: the proof of a real peer's first connection.
