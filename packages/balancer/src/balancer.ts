@@ -148,6 +148,7 @@ export class Balancer {
     this.authFailures = new AuthFailureBudget({
       limit: this.options.authFailureLimit,
       windowMs: this.options.authFailureWindowMs,
+      paceMs: this.options.authPaceMs,
       // Once per address per window (the budget's promise): a guessing flood is one line.
       onLockout: (address, failures, windowMs) =>
         this.logger.warn(

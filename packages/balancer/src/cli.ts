@@ -53,6 +53,7 @@ interface CliFlags {
   authTimeout: number;
   authFailureLimit: number;
   authFailureWindow: number;
+  authPace: number;
   clientIdleTimeout: number;
   frameTimeout: number;
   adminHost: string;
@@ -192,6 +193,12 @@ function buildProgram(): Command {
         60_000,
       )
       .option(
+        '--auth-pace <ms>',
+        'an address with 10 failed client authentications in its window may try once per this (ms, or 1s); 0: no pacing',
+        duration(0),
+        1000,
+      )
+      .option(
         '--client-idle-timeout <ms>',
         'close client connections idle this long (ms, or 5m; 0 = never)',
         duration(0),
@@ -301,6 +308,7 @@ async function main(): Promise<void> {
     authTimeoutMs: flags.authTimeout,
     authFailureLimit: flags.authFailureLimit,
     authFailureWindowMs: flags.authFailureWindow,
+    authPaceMs: flags.authPace,
     clientIdleTimeoutMs: flags.clientIdleTimeout,
     frameTimeoutMs: flags.frameTimeout,
     protectedMode: flags.protectedMode,

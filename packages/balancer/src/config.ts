@@ -3,6 +3,7 @@ import {
   clusterSecretOption,
   DEFAULT_AUTH_FAILURE_LIMIT,
   DEFAULT_AUTH_FAILURE_WINDOW_MS,
+  DEFAULT_AUTH_PACE_MS,
   DstoreError,
   ErrorCode,
   type PeerTlsOptions,
@@ -145,6 +146,13 @@ export interface BalancerOptions {
   readonly authFailureLimit?: number;
   /** The window (ms) failed authentications are counted in, and the length of a lockout. Default 60000. */
   readonly authFailureWindowMs?: number;
+  /**
+   * Pace (ms) of an address with 10 failed client authentications in its window: one attempt per
+   * pace until the window passes, sooner ones refused at once without checking a password. Bounds
+   * guessing without locking anyone out (a good client at the address gets its turn). 0: no
+   * pacing. Default 1000.
+   */
+  readonly authPaceMs?: number;
   /** An authenticated client connection idle this long is closed; 0 = never. Default 300000. */
   readonly clientIdleTimeoutMs?: number;
   /**
@@ -248,6 +256,7 @@ export interface ResolvedBalancerOptions {
   readonly authTimeoutMs: number;
   readonly authFailureLimit: number;
   readonly authFailureWindowMs: number;
+  readonly authPaceMs: number;
   readonly clientIdleTimeoutMs: number;
   readonly frameTimeoutMs: number;
   readonly clusterSecret: string | undefined;
@@ -469,6 +478,7 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
       'authFailureWindowMs',
       options.authFailureWindowMs ?? DEFAULT_AUTH_FAILURE_WINDOW_MS,
     ),
+    authPaceMs: nonNegativeInteger('authPaceMs', options.authPaceMs ?? DEFAULT_AUTH_PACE_MS),
     clientIdleTimeoutMs: nonNegativeInteger('clientIdleTimeoutMs', options.clientIdleTimeoutMs ?? 300_000),
     frameTimeoutMs: positiveInteger('frameTimeoutMs', options.frameTimeoutMs ?? 10_000),
     clusterSecret: clusterSecretOption(options.clusterSecret),

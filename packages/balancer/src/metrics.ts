@@ -197,6 +197,7 @@ export class BalancerMetrics {
   watchAuthFailures(budget: {
     readonly failures: number;
     readonly refusals: number;
+    readonly paced: number;
     readonly lockouts: number;
   }): void {
     const counters = [
@@ -209,6 +210,11 @@ export class BalancerMetrics {
         'dstore_balancer_auth_lockout_refusals_total',
         'Client authentication attempts refused at once, without checking a password, because their address was locked out after too many failures.',
         () => budget.refusals,
+      ],
+      [
+        'dstore_balancer_auth_paced_refusals_total',
+        'Client authentication attempts refused at once, without checking a password, because their address was paced (10 failures in the window) and tried again too soon.',
+        () => budget.paced,
       ],
       [
         'dstore_balancer_auth_lockouts_total',

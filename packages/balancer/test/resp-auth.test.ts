@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
-import { ErrorCode, handshake, hashPassword } from '@dstore/protocol';
+import { Connection, ErrorCode, handshake, hashPassword } from '@dstore/protocol';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -221,6 +221,65 @@ describe('online password guessing', () => {
       credentials: { kind: 'user', user: 'writer', password: 'writer-password' },
     });
     expect(await counter('dstore_balancer_auth_failures_total')).toBe(limit);
+  });
+
+  it('paces an address after 10 failures (native and RESP together): one attempt per pace, refused at once in between, the right password included', async () => {
+    const dir = temporaryDir(resources, 'resp-pace-');
+    const file = join(dir, 'users.json');
+    writeFileSync(
+      file,
+      JSON.stringify({ users: [{ name: 'writer', password: await hashPassword('writer-password') }] }),
+    );
+    // A pace long enough that the attempts right after the tenth failure all fall inside it.
+    const paced = await startBalancer(resources, { respPort: 0, usersFile: file, authPaceMs: 60_000 });
+    const resp = paced.address.respPort;
+    const fromGuesser = (bytes: string): Promise<string> =>
+      new Promise((resolve) => {
+        const socket = netConnect({ host: '127.0.0.1', port: resp, localAddress: '127.0.0.3' });
+        let text = '';
+        socket.on('data', (chunk: Buffer) => {
+          text += chunk.toString('latin1');
+        });
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve(text));
+        socket.write(bytes);
+      });
+    // Nine failures on three RESP connections, the tenth on the native port.
+    for (let round = 0; round < 3; round++)
+      await fromGuesser('AUTH writer a\r\nAUTH writer b\r\nAUTH writer c\r\n');
+    const socket = netConnect({ host: '127.0.0.1', port: paced.address.port, localAddress: '127.0.0.3' });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', () => resolve());
+      socket.once('error', reject);
+    });
+    const native = new Connection(socket);
+    resources.add(() => native.destroy());
+    expect(
+      await refusal(
+        handshake(native, 'client', { credentials: { kind: 'user', user: 'writer', password: 'd' } }),
+      ),
+    ).toMatchObject({
+      code: ErrorCode.UNAUTHORIZED,
+      message: 'invalid user or password',
+    });
+    // Paced: the next attempt gets its turn (a wrong one here), the following ones are refused at
+    // once, the right password too, and no password is checked for them.
+    expect(await fromGuesser('AUTH writer e\r\nQUIT\r\n')).toMatch(/^-WRONGPASS/);
+    const refused = await fromGuesser('AUTH writer writer-password\r\nPING\r\n');
+    expect(refused).toMatch(
+      /^-NOAUTH UNAUTHORIZED: too many failed authentications from this address: one attempt per 60000 ms/,
+    );
+    expect(refused).not.toContain('+OK');
+    const metric = async (name: string): Promise<number> => {
+      const text = await paced.metrics.registry.metrics();
+      const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
+      return line === undefined ? 0 : Number(line.split(' ')[1]);
+    };
+    expect(await metric('dstore_balancer_auth_failures_total')).toBe(11);
+    expect(await metric('dstore_balancer_auth_paced_refusals_total')).toBe(1);
+    expect(await metric('dstore_balancer_auth_lockouts_total')).toBe(0);
+    // Another address is not concerned.
+    expect(await exchangeOnce(resp, 'AUTH writer writer-password\r\nQUIT\r\n')).toBe('+OK\r\n+OK\r\n');
   });
 
   it('keeps one address’s flood of AUTH guesses from delaying another address’s AUTH or taking more than one scrypt at a time', async () => {

@@ -21,11 +21,13 @@ export {
   type ScryptParams,
 } from './auth.js';
 export {
+  AUTH_PACE_AFTER_FAILURES,
   AuthFailureBudget,
   type AuthFailureBudgetOptions,
   DEFAULT_AUTH_FAILURE_ADDRESSES,
   DEFAULT_AUTH_FAILURE_LIMIT,
   DEFAULT_AUTH_FAILURE_WINDOW_MS,
+  DEFAULT_AUTH_PACE_MS,
 } from './auth-failures.js';
 export {
   type AdmissionKind,

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { newNonce, proveIdentity } from '../src/auth.js';
 import {
+  AUTH_PACE_AFTER_FAILURES,
   Authenticator,
   type AuthenticatorOptions,
   AuthFailureBudget,
@@ -358,6 +359,33 @@ describe('the failed-authentication budget', () => {
     // Many addresses: the table never holds more than its cap.
     for (let i = 0; i < 100; i++) budget.failed(`10.0.1.${i}`);
     expect(budget.size).toBeLessThanOrEqual(4);
+  });
+
+  it('paces an address past its failures, without a lockout: one attempt per pace, whatever the password', async () => {
+    const budget = new AuthFailureBudget({ paceMs: 200 });
+    for (let i = 0; i < AUTH_PACE_AFTER_FAILURES - 1; i++) {
+      expect(budget.refusal('10.0.0.9')).toBeUndefined();
+      budget.failed('10.0.0.9');
+    }
+    // One failure short of the pace: attempts are all let through.
+    expect(budget.refusal('10.0.0.9')).toBeUndefined();
+    expect(budget.refusal('10.0.0.9')).toBeUndefined();
+    budget.failed('10.0.0.9');
+    // Paced: one attempt now, the next ones refused at once until the pace has passed.
+    expect(budget.refusal('::ffff:10.0.0.9')).toBeUndefined();
+    expect(budget.refusal('10.0.0.9')).toMatch(/one attempt per 200 ms, try again in \d+ ms/);
+    expect(budget.refusal('10.0.0.9')).toMatch(/too many failed authentications/);
+    expect(budget).toMatchObject({ failures: AUTH_PACE_AFTER_FAILURES, paced: 2, refusals: 0, lockouts: 0 });
+    // Other addresses are not concerned.
+    expect(budget.refusal('10.0.0.10')).toBeUndefined();
+    // Once the pace has passed, one more attempt (waited for as a condition, not timed).
+    await waitFor(() => budget.refusal('10.0.0.9') === undefined, 5000, 'the next paced attempt');
+    expect(budget.refusal('10.0.0.9')).toMatch(/one attempt per 200 ms/);
+    // Without pacing (0) and without a limit, nothing is ever refused.
+    const open = new AuthFailureBudget({ paceMs: 0 });
+    for (let i = 0; i < 50; i++) open.failed('10.0.0.9');
+    expect(open.refusal('10.0.0.9')).toBeUndefined();
+    expect(open.size).toBe(0);
   });
 });
 

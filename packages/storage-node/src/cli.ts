@@ -63,6 +63,7 @@ interface CliFlags {
   authTimeout: number;
   authFailureLimit: number;
   authFailureWindow: number;
+  authPace: number;
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
@@ -177,6 +178,12 @@ function buildProgram(): Command {
       60_000,
     )
     .option(
+      '--auth-pace <ms>',
+      'an address with 10 failed client authentications in its window may try once per this (ms, or 1s); 0: no pacing',
+      duration(0),
+      1000,
+    )
+    .option(
       '--tls-cert <file>',
       'serve TLS only with this PEM certificate, also presented when dialing balancers and nodes (default: plaintext)',
     )
@@ -260,6 +267,7 @@ function toNodeOptions(flags: CliFlags, logger: Logger, tls: PeerTlsOptions | un
     authTimeoutMs: flags.authTimeout,
     authFailureLimit: flags.authFailureLimit,
     authFailureWindowMs: flags.authFailureWindow,
+    authPaceMs: flags.authPace,
     heartbeatIntervalMs: flags.heartbeatInterval,
     drainTimeoutMs: flags.drainTimeout,
     leaveTimeoutMs: flags.leaveTimeout,

@@ -3,6 +3,7 @@ import {
   clusterSecretOption,
   DEFAULT_AUTH_FAILURE_LIMIT,
   DEFAULT_AUTH_FAILURE_WINDOW_MS,
+  DEFAULT_AUTH_PACE_MS,
   DstoreError,
   ErrorCode,
   type PeerTlsOptions,
@@ -101,6 +102,11 @@ export interface StorageNodeOptions {
   /** Window (ms) failed authentications are counted in, and length of a lockout. Default 60000. */
   readonly authFailureWindowMs?: number;
   /**
+   * Pace (ms) of an address with 10 failed client authentications in its window: one attempt per
+   * pace, sooner ones refused at once without checking a password. 0: no pacing. Default 1000.
+   */
+  readonly authPaceMs?: number;
+  /**
    * TLS on every hop of this node: its port serves TLS only (plaintext connections get
    * TLS_REQUIRED), and it dials the balancers and, when migrating keys, other nodes with TLS,
    * presenting `cert` as its client certificate and verifying them against `ca`. Default:
@@ -181,6 +187,7 @@ export interface ResolvedNodeOptions {
   readonly authTimeoutMs: number;
   readonly authFailureLimit: number;
   readonly authFailureWindowMs: number;
+  readonly authPaceMs: number;
   readonly tls: PeerTlsOptions | undefined;
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
@@ -299,6 +306,7 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
       1,
       2 ** 31 - 1,
     ),
+    authPaceMs: integerIn('authPaceMs', options.authPaceMs ?? DEFAULT_AUTH_PACE_MS, 0, 2 ** 31 - 1),
     tls: options.tls,
     maxConnections: integerIn('maxConnections', options.maxConnections ?? 1024, 1, 1_000_000),
     idleTimeoutMs: integerIn('idleTimeoutMs', options.idleTimeoutMs ?? 300_000, 0, 2 ** 31 - 1),

@@ -479,6 +479,7 @@ export class RequestHandler {
       'ops.scan': counters.scan,
       'auth.failures': this.context.authenticator.failures.failures,
       'auth.lockout_refusals': this.context.authenticator.failures.refusals,
+      'auth.paced_refusals': this.context.authenticator.failures.paced,
       'auth.lockouts': this.context.authenticator.failures.lockouts,
       errors: counters.errors,
       fenced: counters.fenced,

@@ -180,6 +180,7 @@ class StorageNodeImpl implements StorageNode {
       failures: new AuthFailureBudget({
         limit: options.authFailureLimit,
         windowMs: options.authFailureWindowMs,
+        paceMs: options.authPaceMs,
         // Once per address per window (the budget's promise): a guessing flood is one line.
         onLockout: (address, failures, windowMs) =>
           this.logger.warn(

@@ -326,6 +326,33 @@ describe('storage node, users', () => {
     expect(stats['auth.lockouts']).toBe(1);
     expect(stats['auth.lockout_refusals']).toBe(1);
   });
+
+  it('paces an address after 10 failed direct-client authentications, by default without a lockout', async () => {
+    const usersFile = join(resources.tempDir(), 'users.json');
+    writeFileSync(
+      usersFile,
+      JSON.stringify({ users: [{ name: 'app', password: await hashPassword('app-password') }] }),
+    );
+    const node = await resources.node({ usersFile, authPaceMs: 60_000 });
+    const attempt = async (password: string): Promise<DstoreError | undefined> => {
+      const connection = await resources.connection(node.address.port);
+      return handshake(connection, 'client', { credentials: { kind: 'user', user: 'app', password } }).then(
+        () => undefined,
+        (error: unknown) => error as DstoreError,
+      );
+    };
+    // Eleven wrong: the first ten fail, the eleventh is the paced address's one attempt.
+    for (let guess = 0; guess < 11; guess++)
+      expect((await attempt(`guess-${guess}`))?.message).toMatch(/invalid user or password/);
+    const paced = await attempt('app-password');
+    expect(paced?.code).toBe(ErrorCode.UNAUTHORIZED);
+    expect(paced?.message).toMatch(/one attempt per 60000 ms/);
+    const stats = expectOp(
+      await (await resources.peer(node.address.port)).request({ op: Op.STATS }),
+      Op.STATS_RESULT,
+    ).stats;
+    expect(stats).toMatchObject({ 'auth.failures': 11, 'auth.paced_refusals': 1, 'auth.lockouts': 0 });
+  });
 });
 
 describe('storage node, options', () => {
