@@ -35,6 +35,13 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => resources.releaseAll());
 
+/** The value of an unlabelled series of `balancer`'s `/metrics` (0 when absent). */
+async function metricOf(balancer: Balancer, name: string): Promise<number> {
+  const text = await balancer.metrics.registry.metrics();
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
+
 /** An ioredis client as `username`, disconnected at release. */
 async function login(username: string, password: string): Promise<Redis> {
   const redis = new Redis({ port, username, password, lazyConnect: true, maxRetriesPerRequest: 0 });
@@ -170,11 +177,7 @@ describe('online password guessing', () => {
       authFailureWindowMs: 2000,
     });
     const resp = guarded.address.respPort;
-    const counter = async (name: string): Promise<number> => {
-      const text = await guarded.metrics.registry.metrics();
-      const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
-      return line === undefined ? 0 : Number(line.split(' ')[1]);
-    };
+    const counter = (name: string): Promise<number> => metricOf(guarded, name);
     const wrong = 'AUTH writer wrong\r\n';
     // Three wrong AUTHs on one RESP connection: each answered WRONGPASS, then it is closed.
     expect(await exchangeOnce(resp, wrong.repeat(5))).toBe(
@@ -233,17 +236,7 @@ describe('online password guessing', () => {
     // A pace long enough that the attempts right after the tenth failure all fall inside it.
     const paced = await startBalancer(resources, { respPort: 0, usersFile: file, authPaceMs: 60_000 });
     const resp = paced.address.respPort;
-    const fromGuesser = (bytes: string): Promise<string> =>
-      new Promise((resolve) => {
-        const socket = netConnect({ host: '127.0.0.1', port: resp, localAddress: '127.0.0.3' });
-        let text = '';
-        socket.on('data', (chunk: Buffer) => {
-          text += chunk.toString('latin1');
-        });
-        socket.on('error', () => undefined);
-        socket.on('close', () => resolve(text));
-        socket.write(bytes);
-      });
+    const fromGuesser = (bytes: string): Promise<string> => exchangeOnce(resp, bytes, '127.0.0.3');
     // Nine failures on three RESP connections, the tenth on the native port.
     for (let round = 0; round < 3; round++)
       await fromGuesser('AUTH writer a\r\nAUTH writer b\r\nAUTH writer c\r\n');
@@ -270,11 +263,7 @@ describe('online password guessing', () => {
       /^-NOAUTH UNAUTHORIZED: too many failed authentications from this address: one attempt per 60000 ms/,
     );
     expect(refused).not.toContain('+OK');
-    const metric = async (name: string): Promise<number> => {
-      const text = await paced.metrics.registry.metrics();
-      const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
-      return line === undefined ? 0 : Number(line.split(' ')[1]);
-    };
+    const metric = (name: string): Promise<number> => metricOf(paced, name);
     expect(await metric('dstore_balancer_auth_failures_total')).toBe(11);
     expect(await metric('dstore_balancer_auth_paced_refusals_total')).toBe(1);
     expect(await metric('dstore_balancer_auth_lockouts_total')).toBe(0);
@@ -292,11 +281,7 @@ describe('online password guessing', () => {
     // Defaults: no failure budget, so every guess is checked.
     const target = await startBalancer(resources, { respPort: 0, usersFile: file });
     const resp = target.address.respPort;
-    const metric = async (name: string): Promise<number> => {
-      const text = await target.metrics.registry.metrics();
-      const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
-      return line === undefined ? 0 : Number(line.split(' ')[1]);
-    };
+    const metric = (name: string): Promise<number> => metricOf(target, name);
     // The guesser: 20 connections from 127.0.0.2, each one wrong AUTH (all different), so 20 scrypts to run.
     let guessesAnswered = 0;
     for (let index = 0; index < 20; index++) {

@@ -142,10 +142,17 @@ export async function answerOf(connection: Redis, command: readonly string[]): P
   }
 }
 
-/** Sends `bytes` to the RESP port on a fresh connection; resolves everything answered until the server closes. */
-export function exchange(port: number, bytes: string): Promise<string> {
+/**
+ * Sends `bytes` to the RESP port on a fresh connection (from `localAddress`, another loopback
+ * address, when given); resolves everything answered until the server closes.
+ */
+export function exchange(port: number, bytes: string, localAddress?: string): Promise<string> {
   return new Promise<string>((resolve) => {
-    const socket = netConnect({ host: '127.0.0.1', port });
+    const socket = netConnect({
+      host: '127.0.0.1',
+      port,
+      ...(localAddress === undefined ? {} : { localAddress }),
+    });
     let text = '';
     socket.on('data', (chunk: Buffer) => {
       text += chunk.toString('latin1');
