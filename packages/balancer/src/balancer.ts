@@ -22,7 +22,7 @@ import {
   UserDirectory,
   type WithoutId,
 } from '@dstore/protocol';
-import { PasswordChecks } from '@dstore/protocol/internal';
+import { ClientOutputBudget, PasswordChecks } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 import { version } from '../package.json';
 import { AdminServer } from './admin-server.js';
@@ -98,6 +98,8 @@ export class Balancer {
   private readonly authFailures: AuthFailureBudget;
   /** RESP's checks of passwords sent in clear: scrypt work bounded and shared out by address. */
   private readonly passwordChecks = new PasswordChecks();
+  /** Bytes waiting to be written to clients, both ports together (`maxClientOutputBytes`). */
+  private readonly outputBudget: ClientOutputBudget;
   private users: UserDirectory | undefined;
   private readonly startedAt = Date.now();
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -158,6 +160,15 @@ export class Balancer {
     });
     this.metrics.watchAuthFailures(this.authFailures);
     this.metrics.watchPasswordChecks(this.passwordChecks);
+    this.outputBudget = new ClientOutputBudget({
+      maxBytes: this.options.maxClientOutputBytes,
+      onEvict: (bytes, totalBytes) =>
+        this.logger.warn(
+          { bytes, totalBytes, maxBytes: this.options.maxClientOutputBytes },
+          'client connection dropped: the answers waiting for all clients passed --max-client-output, and it held the most',
+        ),
+    });
+    this.metrics.watchClientOutput(this.outputBudget);
     this.router = new Router(this.membership, this.metrics);
     this.maps = new MapPublisher(this.membership);
     this.scans = new ClusterScan(this.membership);
@@ -173,6 +184,7 @@ export class Balancer {
       clientIdleTimeoutMs: this.options.clientIdleTimeoutMs,
       requireAuthentication: true,
       tls: this.options.tls,
+      outputBudget: this.outputBudget,
       connection: {
         maxServingBytes: this.options.maxClientBytesInFlight,
         frameTimeoutMs: this.options.frameTimeoutMs,
@@ -266,6 +278,7 @@ export class Balancer {
         users: this.users,
         authFailures: this.authFailures,
         passwordChecks: this.passwordChecks,
+        outputBudget: this.outputBudget,
         facts: () => ({
           balancerId: this.options.id,
           version,

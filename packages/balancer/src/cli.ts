@@ -46,6 +46,7 @@ interface CliFlags {
   maxConnections: number;
   maxInFlight: number;
   maxClientBytesInFlight: number;
+  maxClientOutput: number;
   token?: string;
   clusterSecret?: string;
   users?: string;
@@ -235,6 +236,12 @@ function buildProgram(): Command {
         byteSize(1),
         4 * 1024 * 1024,
       )
+      .option(
+        '--max-client-output <bytes>',
+        'most bytes waiting to be written to clients, every client connection together; past it the one holding the most is dropped (k/m/g suffixes)',
+        byteSize(1),
+        1024 * 1024 * 1024,
+      )
       .option('--id <id>', 'balancer id answered in HELLO (default balancer-<pid>)')
       .option(
         '--data-dir <dir>',
@@ -302,6 +309,7 @@ async function main(): Promise<void> {
     maxConnections: flags.maxConnections,
     maxInFlightPerNode: flags.maxInFlight,
     maxClientBytesInFlight: flags.maxClientBytesInFlight,
+    maxClientOutputBytes: flags.maxClientOutput,
     logger,
     adminHost: flags.adminHost,
     adminAuth: flags.adminAuth,

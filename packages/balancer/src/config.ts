@@ -8,7 +8,7 @@ import {
   ErrorCode,
   type PeerTlsOptions,
 } from '@dstore/protocol';
-import { parseAddress } from '@dstore/protocol/internal';
+import { DEFAULT_CLIENT_OUTPUT_BUDGET_BYTES, parseAddress } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 import { hashTagProblem, MAX_REPLICATION_FACTOR } from './cluster-map.js';
 import type { MapStore } from './map-store.js';
@@ -126,6 +126,14 @@ export interface BalancerOptions {
    * back, so a client flooding big writes slows itself, not the others. Default 4 MiB.
    */
   readonly maxClientBytesInFlight?: number;
+  /**
+   * Most bytes waiting to be written to clients, every client connection of the native and RESP
+   * ports together (as Redis's `maxmemory-clients`): past it, the client connection holding the
+   * most is dropped (checked every 100 ms). Each connection also has its own bound (16 MiB native,
+   * `respMaxOutputBytes` RESP); this one keeps a thousand slow readers from each holding theirs.
+   * Default 1 GiB.
+   */
+  readonly maxClientOutputBytes?: number;
   /** Most authenticated client connections. Default 1024. */
   readonly maxConnections?: number;
   /** Most authenticated peer connections (nodes, other balancers): never taken by clients. Default 256. */
@@ -249,6 +257,7 @@ export interface ResolvedBalancerOptions {
   readonly deadAfterMs: number | undefined;
   readonly maxInFlightPerNode: number;
   readonly maxClientBytesInFlight: number;
+  readonly maxClientOutputBytes: number;
   readonly maxConnections: number;
   readonly maxPeerConnections: number;
   readonly maxPendingConnections: number;
@@ -461,6 +470,10 @@ export function resolveBalancerOptions(options: BalancerOptions = {}): ResolvedB
     deadAfterMs:
       options.deadAfterMs === undefined ? undefined : positiveInteger('deadAfterMs', options.deadAfterMs),
     maxInFlightPerNode: positiveInteger('maxInFlightPerNode', options.maxInFlightPerNode ?? 4096),
+    maxClientOutputBytes: positiveInteger(
+      'maxClientOutputBytes',
+      options.maxClientOutputBytes ?? DEFAULT_CLIENT_OUTPUT_BUDGET_BYTES,
+    ),
     maxClientBytesInFlight: positiveInteger(
       'maxClientBytesInFlight',
       options.maxClientBytesInFlight ?? 4 * 1024 * 1024,

@@ -264,6 +264,23 @@ export class BalancerMetrics {
     );
   }
 
+  /**
+   * Publishes the bytes waiting for clients (`maxClientOutputBytes`): the sum now and the client
+   * connections dropped to keep it under its bound.
+   */
+  watchClientOutput(budget: { readonly bytes: number; readonly evictions: number }): void {
+    this.gaugeReading(
+      'dstore_balancer_client_output_bytes',
+      'Bytes of answers waiting to be written to clients, every client connection of both ports together.',
+      () => budget.bytes,
+    );
+    this.counterReading(
+      'dstore_balancer_client_output_evictions_total',
+      'Client connections dropped because the answers waiting for all clients passed --max-client-output and they held the most, since start.',
+      () => budget.evictions,
+    );
+  }
+
   /** A gauge whose value is `read()` when `/metrics` is scraped. */
   private gaugeReading(name: string, help: string, read: () => number): void {
     new Gauge({

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import type { AdmissionKind } from './authenticator.js';
 import { ErrorCode } from './errors.js';
+import type { ClientOutputBudget } from './output-budget.js';
 import { TLS_REQUIRED_MESSAGE, TlsGate, type TlsServerOptions } from './tls.js';
 
 /**
@@ -17,6 +18,8 @@ export interface ServedConnection {
   close(): Promise<void>;
   /** Closes at once. */
   destroy(): void;
+  /** Bytes waiting to be written to the peer (see {@link ClientOutputBudget}). */
+  readonly bufferedOutputBytes: number;
 }
 
 /** Options of a {@link ConnectionServer}: listening, connection caps and deadlines. */
@@ -61,6 +64,11 @@ export interface ConnectionServerOptions {
    * plaintext.
    */
   readonly tls?: TlsServerOptions | undefined;
+  /**
+   * The process's bound on bytes waiting to be written to clients, shared by its servers: this
+   * server's client connections are counted in it from `listen` to `close`. Default: none.
+   */
+  readonly outputBudget?: ClientOutputBudget | undefined;
 }
 
 /** Events of a {@link ConnectionServer}. */
@@ -139,6 +147,7 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
         // After binding, the only server errors are failed accepts (EMFILE and the like): Node
         // keeps accepting, so they must not crash the process as an unhandled 'error' event.
         this.server.on('error', () => undefined);
+        this.options.outputBudget?.watch(this);
         if (this.options.requireAuthentication === true) {
           // One sweep per server for the authentication deadlines, never a timer per connection.
           const period = Math.max(50, Math.min(1000, this.limits.authTimeoutMs / 4));
@@ -162,6 +171,11 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
     return this.connections.size;
   }
 
+  /** The admitted client connections (not peers, not those still authenticating). */
+  get clientConnections(): ReadonlySet<C> {
+    return this.admitted.client;
+  }
+
   /** Every open connection (for broadcasting or stats). */
   get openConnections(): ReadonlySet<C> {
     return this.connections;
@@ -173,6 +187,7 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
    */
   async close(graceMs = 5000): Promise<void> {
     if (this.deadlineTimer !== undefined) clearInterval(this.deadlineTimer);
+    this.options.outputBudget?.unwatch(this);
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.tlsGate?.destroyPending();
     const timer = setTimeout(() => {

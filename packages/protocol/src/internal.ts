@@ -39,6 +39,11 @@ export { FRAME_HEADER_BYTES, FrameDecoder } from './frame-decoder.js';
 export { globMatcher } from './glob.js';
 export { releaseLockFile, takeLockFile } from './lock-file.js';
 export {
+  ClientOutputBudget,
+  type ClientOutputBudgetOptions,
+  DEFAULT_CLIENT_OUTPUT_BUDGET_BYTES,
+} from './output-budget.js';
+export {
   EndOfTickQueue,
   type EndOfTickWriter,
   flushAtEndOfTick,

@@ -49,6 +49,7 @@ interface CliFlags {
   durability: 'flush' | 'commit';
   mapSize: number;
   maxMemory: number;
+  maxClientOutput: number;
   eviction: EvictionPolicy;
   join?: string[];
   advertiseHost?: string;
@@ -106,6 +107,12 @@ function buildProgram(): Command {
       'lmdb: most bytes the data may occupy (k/m/g suffixes; 0 = no fixed limit: the free disk less a 2% reserve); writes past it get OUT_OF_SPACE',
       byteSize,
       0,
+    )
+    .option(
+      '--max-client-output <bytes>',
+      'most bytes waiting to be written to direct clients, every client connection together; past it the one holding the most is dropped (k/m/g suffixes)',
+      byteSize,
+      1024 * 1024 * 1024,
     )
     .option(
       '--max-memory <bytes>',
@@ -252,6 +259,7 @@ function toNodeOptions(flags: CliFlags, logger: Logger, tls: PeerTlsOptions | un
     durability: flags.durability,
     mapSize: flags.mapSize,
     maxMemory: flags.maxMemory,
+    maxClientOutputBytes: flags.maxClientOutput,
     eviction: flags.eviction,
     // One list for resolveNodeOptions' parser, whether given comma-separated or repeated.
     join: flags.join?.join(','),

@@ -9,7 +9,7 @@ import {
   type PeerTlsOptions,
   type ProtocolLimits,
 } from '@dstore/protocol';
-import { parseAddressList } from '@dstore/protocol/internal';
+import { DEFAULT_CLIENT_OUTPUT_BUDGET_BYTES, parseAddressList } from '@dstore/protocol/internal';
 import type { Logger } from 'pino';
 import type { EvictionPolicy, LmdbDurability } from './engines/index.js';
 import type { BalancerAddress } from './membership.js';
@@ -121,6 +121,12 @@ export interface StorageNodeOptions {
   readonly frameTimeoutMs?: number;
   /** Most bytes buffered for one connection before it is treated as not reading. Default 16 MiB. */
   readonly maxOutputBytes?: number;
+  /**
+   * Most bytes waiting to be written to direct clients, every client connection together (as
+   * Redis's `maxmemory-clients`): past it the one holding the most is dropped (checked every
+   * 100 ms). Peers (balancers, nodes) are not counted. Default 1 GiB.
+   */
+  readonly maxClientOutputBytes?: number;
   /** Most requests served at once per connection; past it the connection stops reading. Default 1024. */
   readonly maxServing?: number;
   /** Limits enforced on received frames. Default: the protocol's `DEFAULT_LIMITS`. */
@@ -193,6 +199,7 @@ export interface ResolvedNodeOptions {
   readonly idleTimeoutMs: number;
   readonly frameTimeoutMs: number;
   readonly maxOutputBytes: number;
+  readonly maxClientOutputBytes: number;
   readonly maxServing: number;
   readonly limits: Partial<ProtocolLimits> | undefined;
   readonly heartbeatIntervalMs: number;
@@ -312,6 +319,12 @@ export function resolveNodeOptions(options: StorageNodeOptions): ResolvedNodeOpt
     idleTimeoutMs: integerIn('idleTimeoutMs', options.idleTimeoutMs ?? 300_000, 0, 2 ** 31 - 1),
     frameTimeoutMs: integerIn('frameTimeoutMs', options.frameTimeoutMs ?? 10_000, 1, 2 ** 31 - 1),
     maxOutputBytes: integerIn('maxOutputBytes', options.maxOutputBytes ?? 16 * 1024 * 1024, 1024, 2 ** 40),
+    maxClientOutputBytes: integerIn(
+      'maxClientOutputBytes',
+      options.maxClientOutputBytes ?? DEFAULT_CLIENT_OUTPUT_BUDGET_BYTES,
+      1,
+      2 ** 50,
+    ),
     maxServing: integerIn('maxServing', options.maxServing ?? 1024, 1, 1_000_000),
     limits: options.limits,
     heartbeatIntervalMs: integerIn(

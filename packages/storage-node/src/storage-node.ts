@@ -13,7 +13,7 @@ import {
   type StatsMap,
   UserDirectory,
 } from '@dstore/protocol';
-import { releaseLockFile, takeLockFile } from '@dstore/protocol/internal';
+import { ClientOutputBudget, releaseLockFile, takeLockFile } from '@dstore/protocol/internal';
 import { type Logger, pino } from 'pino';
 import { ClusterBinding } from './cluster-binding.js';
 import { openEngine, type StorageEngine } from './engines/index.js';
@@ -246,6 +246,14 @@ class StorageNodeImpl implements StorageNode {
       authTimeoutMs: options.authTimeoutMs,
       requireAuthentication: true,
       tls: options.tls,
+      outputBudget: new ClientOutputBudget({
+        maxBytes: options.maxClientOutputBytes,
+        onEvict: (bytes, totalBytes) =>
+          this.logger.warn(
+            { bytes, totalBytes, maxBytes: options.maxClientOutputBytes },
+            'client connection dropped: the answers waiting for all direct clients passed --max-client-output, and it held the most',
+          ),
+      }),
       connection: {
         limits: options.limits,
         idleTimeoutMs: options.idleTimeoutMs,

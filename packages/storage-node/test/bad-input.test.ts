@@ -11,7 +11,7 @@ import { FrameDecoder } from '@dstore/protocol/internal';
 import { badInputCorpus, encodeFrame, header } from '@dstore/protocol/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { StorageNode } from '../src/index.js';
-import { collectUntilClose, Resources, sleep, waitFor } from './helpers.js';
+import { capturingLogger, collectUntilClose, Resources, sleep, waitFor } from './helpers.js';
 
 const resources = new Resources();
 afterEach(() => resources.cleanup());
@@ -139,6 +139,33 @@ describe('connection limits', () => {
     const get = encodeFrame({ op: Op.GET, id: 1, key: toBytes('big') });
     for (let i = 0; i < 200; i++) hog.write(get);
     await sleep(100);
+    const answer = await client.request({ op: Op.GET, key: toBytes('big') });
+    expect(answer.op).toBe(Op.VALUE);
+  });
+
+  it('drops the direct clients holding the most once the answers waiting for all of them pass maxClientOutputBytes', async () => {
+    const { logger, records } = capturingLogger('warn');
+    const node = await resources.node({ maxClientOutputBytes: 2 * 1024 * 1024, logger });
+    const client = await resources.client(node.address.port);
+    await client.request({ op: Op.SET, key: toBytes('big'), value: new Uint8Array(256 * 1024) });
+    // Three clients each ask for 40 answers of 256 KiB (10 MiB: within their own 16 MiB bound) and
+    // read none: together far past the node's 2 MiB.
+    const gets = Buffer.concat(
+      Array.from({ length: 40 }, (_, index) =>
+        encodeFrame({ op: Op.GET, id: index + 1, key: toBytes('big') }),
+      ),
+    );
+    for (let hog = 0; hog < 3; hog++) {
+      const socket = await resources.rawSocket(node.address.port);
+      socket.pause();
+      socket.write(gets);
+    }
+    await waitFor(
+      () => records.filter((record) => record.msg.startsWith('client connection dropped')).length >= 2,
+      10_000,
+      'the clients holding the most to be dropped',
+    );
+    // A client that reads is served.
     const answer = await client.request({ op: Op.GET, key: toBytes('big') });
     expect(answer.op).toBe(Op.VALUE);
   });

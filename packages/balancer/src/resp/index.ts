@@ -4,7 +4,7 @@
  */
 import type { HashRing } from '@dstore/hashring';
 import { type AuthFailureBudget, DEFAULT_LIMITS, type UserDirectory } from '@dstore/protocol';
-import type { PasswordChecks } from '@dstore/protocol/internal';
+import type { ClientOutputBudget, PasswordChecks } from '@dstore/protocol/internal';
 import type { ResolvedBalancerOptions } from '../config.js';
 import type { Router } from '../router.js';
 import { CommandTable } from './command-table.js';
@@ -29,6 +29,8 @@ export interface RespFrontDoorParts {
   readonly authFailures: AuthFailureBudget;
   /** Checks of the passwords AUTH sends (scrypt work bounded, in turns by address). */
   readonly passwordChecks: PasswordChecks;
+  /** The process's bound on bytes waiting for clients, shared with the native port. */
+  readonly outputBudget: ClientOutputBudget;
   /** Facts for INFO; `port` and `connectedClients` are filled in by the server. */
   readonly facts: () => Omit<ServerFacts, 'port' | 'connectedClients'>;
   /** DBSIZE and SCAN pages of the cluster. */
@@ -69,6 +71,7 @@ export function createRespServer(parts: RespFrontDoorParts): RespServer {
       authTimeoutMs: options.authTimeoutMs,
       clientIdleTimeoutMs: options.clientIdleTimeoutMs,
       tls: options.tls,
+      outputBudget: parts.outputBudget,
       connection: {
         parser: {
           maxArgBytes: Math.max(limits.maxValueBytes, limits.maxKeyBytes),
