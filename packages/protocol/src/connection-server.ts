@@ -3,6 +3,7 @@ import { type AddressInfo, createServer, type Server, type Socket } from 'node:n
 import type { AdmissionKind } from './authenticator.js';
 import { ErrorCode } from './errors.js';
 import type { ClientOutputBudget } from './output-budget.js';
+import { pendingToEvict } from './pending-eviction.js';
 import { TLS_REQUIRED_MESSAGE, TlsGate, type TlsServerOptions } from './tls.js';
 
 /**
@@ -290,17 +291,14 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
    * sent its HELLO, so a stream of silent sockets cannot push it out before it finishes.
    */
   private evictOldest(address: string | undefined): void {
-    let oldest: C | undefined;
-    for (const [connection, entry] of this.pending) {
-      if (address !== undefined && entry.address !== address) continue;
-      if (entry.socket.bytesRead === 0) {
-        this.dropPending(connection, 'too many unauthenticated connections: the oldest idle one is closed');
-        return;
-      }
-      oldest ??= connection;
-    }
-    if (oldest !== undefined)
-      this.dropPending(oldest, 'too many unauthenticated connections: the oldest is closed');
+    const victim = pendingToEvict(this.pending, address);
+    if (victim === undefined) return;
+    this.dropPending(
+      victim.key,
+      victim.silent
+        ? 'too many unauthenticated connections: the oldest idle one is closed'
+        : 'too many unauthenticated connections: the oldest is closed',
+    );
   }
 
   private expirePending(): void {

@@ -1,6 +1,8 @@
+import { DeadlineSweeper, type Sweepable } from './deadline-sweeper.js';
+
 /** Default bytes waiting to be written to clients, summed over every client connection of a process. */
 export const DEFAULT_CLIENT_OUTPUT_BUDGET_BYTES = 1024 * 1024 * 1024;
-/** How often the sum is taken (one timer per process, never one per connection or per write). */
+/** How often the sum is taken (one timer per budget, never one per connection or per write). */
 const CHECK_INTERVAL_MS = 100;
 
 /** A client connection as the budget sees it: what it has waiting, and how to drop it. */
@@ -31,12 +33,12 @@ export interface ClientOutputBudgetOptions {
  * `maxBytes`, the connection holding the most is dropped (a client that reads its answers never
  * holds many). Peers (balancers and nodes) are never counted or dropped.
  */
-export class ClientOutputBudget {
+export class ClientOutputBudget implements Sweepable {
   readonly maxBytes: number;
   /** Client connections dropped to keep the sum under `maxBytes`, since start. */
   evictions = 0;
   private readonly servers = new Set<BudgetedServer>();
-  private timer: NodeJS.Timeout | undefined;
+  private readonly sweeper = new DeadlineSweeper(CHECK_INTERVAL_MS);
 
   constructor(private readonly options: ClientOutputBudgetOptions = {}) {
     this.maxBytes = options.maxBytes ?? DEFAULT_CLIENT_OUTPUT_BUDGET_BYTES;
@@ -53,19 +55,18 @@ export class ClientOutputBudget {
   /** Counts `server`'s client connections until {@link unwatch}; the checks run while any server is watched. */
   watch(server: BudgetedServer): void {
     this.servers.add(server);
-    if (this.timer === undefined) {
-      this.timer = setInterval(() => this.check(), CHECK_INTERVAL_MS);
-      this.timer.unref();
-    }
+    this.sweeper.add(this);
   }
 
   /** Stops counting `server` (it is closing). */
   unwatch(server: BudgetedServer): void {
     this.servers.delete(server);
-    if (this.servers.size === 0 && this.timer !== undefined) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-    }
+    if (this.servers.size === 0) this.sweeper.delete(this);
+  }
+
+  /** The sweeper's call: {@link check}. */
+  sweep(): void {
+    this.check();
   }
 
   /** Drops the connections holding the most until the sum is within `maxBytes`. */

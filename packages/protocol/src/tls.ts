@@ -8,6 +8,7 @@ import {
   connect as tlsConnect,
 } from 'node:tls';
 import { DstoreError, ErrorCode } from './errors.js';
+import { type PendingSocket, pendingToEvict } from './pending-eviction.js';
 
 /** PEM text or bytes, or several of them (a chain, several CAs), as `node:tls` takes them. */
 export type PemInput = string | Buffer | (string | Buffer)[];
@@ -209,13 +210,6 @@ export interface TlsGateLimits {
   readonly pendingPerAddress: number;
 }
 
-/** A socket in the gate: where it comes from, and whether it has sent its first byte. */
-interface GatedSocket {
-  readonly socket: Socket;
-  readonly address: string;
-  inHandshake: boolean;
-}
-
 /**
  * The TLS door of a {@link FrameServer}: looks at the first byte of each accepted socket and
  * either runs the TLS handshake (a ClientHello) or hands the socket back as plaintext (anything
@@ -230,7 +224,7 @@ export class TlsGate {
   private readonly server: TlsServer;
   private readonly timeoutMs: number;
   /** Accepted sockets not yet secure, oldest first, by `address:port` (the TLS socket has the same remote). */
-  private readonly pending = new Map<string, GatedSocket>();
+  private readonly pending = new Map<string, PendingSocket>();
   private readonly perAddress = new Map<string, number>();
 
   constructor(
@@ -270,7 +264,7 @@ export class TlsGate {
     if (this.pending.size >= this.limits.pending) this.evictOldest(undefined);
     if ((this.perAddress.get(address) ?? 0) >= this.limits.pendingPerAddress) this.evictOldest(address);
     const remote = remoteOf(socket);
-    const gated: GatedSocket = { socket, address, inHandshake: false };
+    const gated: PendingSocket = { socket, address };
     this.pending.set(remote, gated);
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     socket.on('error', () => undefined);
@@ -283,7 +277,6 @@ export class TlsGate {
       clearTimeout(timer);
       socket.pause();
       if (chunk[0] === TLS_HANDSHAKE_RECORD) {
-        gated.inHandshake = true;
         // Put the ClientHello back: the TLS socket reads it first.
         socket.unshift(chunk);
         this.server.emit('connection', socket);
@@ -302,23 +295,12 @@ export class TlsGate {
     this.perAddress.clear();
   }
 
-  /**
-   * Makes room for a new socket: destroys the oldest one (of `address` when given) that has sent
-   * nothing yet, else the oldest one in its handshake.
-   */
+  /** Makes room for a new socket (see {@link pendingToEvict}): destroys it. */
   private evictOldest(address: string | undefined): void {
-    let victim: string | undefined;
-    for (const [remote, gated] of this.pending) {
-      if (address !== undefined && gated.address !== address) continue;
-      if (!gated.inHandshake) {
-        victim = remote;
-        break;
-      }
-      victim ??= remote;
-    }
+    const victim = pendingToEvict(this.pending, address);
     if (victim === undefined) return;
-    const { socket } = this.pending.get(victim)!;
-    this.forget(victim);
+    const { socket } = this.pending.get(victim.key)!;
+    this.forget(victim.key);
     socket.destroy();
   }
 
