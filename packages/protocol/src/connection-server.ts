@@ -3,7 +3,7 @@ import { type AddressInfo, createServer, type Server, type Socket } from 'node:n
 import type { AdmissionKind } from './authenticator.js';
 import { ErrorCode } from './errors.js';
 import type { ClientOutputBudget } from './output-budget.js';
-import { pendingToEvict } from './pending-eviction.js';
+import { PendingSockets } from './pending-sockets.js';
 import { TLS_REQUIRED_MESSAGE, TlsGate, type TlsServerOptions } from './tls.js';
 
 /**
@@ -96,11 +96,10 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
   private readonly server: Server;
   private readonly connections = new Set<C>();
   /** Connections not yet admitted, oldest first, with when they were accepted and from where. */
-  private readonly pending = new Map<
+  private readonly pending = new PendingSockets<
     C,
     { readonly since: number; readonly address: string; readonly socket: Socket }
   >();
-  private readonly pendingPerAddress = new Map<string, number>();
   private readonly admitted = { client: new Set<C>(), peer: new Set<C>() };
   private readonly limits: {
     readonly client: number;
@@ -216,7 +215,7 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
   admit(connection: C, kind: AdmissionKind): boolean {
     if (this.admitted[kind].has(connection)) return true;
     if (!this.connections.has(connection) || this.admitted[kind].size >= this.limits[kind]) return false;
-    this.forgetPending(connection);
+    this.pending.delete(connection);
     this.admitted[kind].add(connection);
     const idleMs = this.options.clientIdleTimeoutMs ?? 0;
     if (kind === 'client' && idleMs > 0) connection.setIdleTimeout(idleMs);
@@ -243,8 +242,7 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
       return;
     }
     if (this.pending.size >= pending) this.evictOldest(undefined);
-    if ((this.pendingPerAddress.get(address) ?? 0) >= this.limits.pendingPerAddress)
-      this.evictOldest(address);
+    if (this.pending.countFrom(address) >= this.limits.pendingPerAddress) this.evictOldest(address);
     const connection = this.track(socket, address);
     this.emit('connection', connection);
   }
@@ -265,24 +263,14 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
   private track(socket: Socket, address: string): C {
     const connection = this.wrap(socket);
     this.connections.add(connection);
-    this.pending.set(connection, { since: performance.now(), address, socket });
-    this.pendingPerAddress.set(address, (this.pendingPerAddress.get(address) ?? 0) + 1);
+    this.pending.add(connection, { since: performance.now(), address, socket });
     connection.once('close', () => {
       this.connections.delete(connection);
-      this.forgetPending(connection);
+      this.pending.delete(connection);
       this.admitted.client.delete(connection);
       this.admitted.peer.delete(connection);
     });
     return connection;
-  }
-
-  private forgetPending(connection: C): void {
-    const entry = this.pending.get(connection);
-    if (entry === undefined) return;
-    this.pending.delete(connection);
-    const count = (this.pendingPerAddress.get(entry.address) ?? 1) - 1;
-    if (count > 0) this.pendingPerAddress.set(entry.address, count);
-    else this.pendingPerAddress.delete(entry.address);
   }
 
   /**
@@ -291,7 +279,7 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
    * sent its HELLO, so a stream of silent sockets cannot push it out before it finishes.
    */
   private evictOldest(address: string | undefined): void {
-    const victim = pendingToEvict(this.pending, address);
+    const victim = this.pending.toEvict(address);
     if (victim === undefined) return;
     this.dropPending(
       victim.key,
@@ -311,8 +299,7 @@ export abstract class ConnectionServer<C extends ServedConnection> extends Event
   }
 
   private dropPending(connection: C, reason: string): void {
-    const entry = this.pending.get(connection);
-    this.forgetPending(connection);
+    const entry = this.pending.delete(connection);
     this.tellEvicted(connection, reason);
     void connection.close();
     // A peer that does not read cannot hold the socket open: the close is bounded.

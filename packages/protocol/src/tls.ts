@@ -8,7 +8,7 @@ import {
   connect as tlsConnect,
 } from 'node:tls';
 import { DstoreError, ErrorCode } from './errors.js';
-import { type PendingSocket, pendingToEvict } from './pending-eviction.js';
+import { type PendingSocket, PendingSockets } from './pending-sockets.js';
 
 /** PEM text or bytes, or several of them (a chain, several CAs), as `node:tls` takes them. */
 export type PemInput = string | Buffer | (string | Buffer)[];
@@ -224,8 +224,7 @@ export class TlsGate {
   private readonly server: TlsServer;
   private readonly timeoutMs: number;
   /** Accepted sockets not yet secure, oldest first, by `address:port` (the TLS socket has the same remote). */
-  private readonly pending = new Map<string, PendingSocket>();
-  private readonly perAddress = new Map<string, number>();
+  private readonly pending = new PendingSockets<string, PendingSocket>();
 
   constructor(
     options: TlsServerOptions,
@@ -246,7 +245,7 @@ export class TlsGate {
       allowHalfOpen: true,
     });
     this.server.on('secureConnection', (socket) => {
-      this.forget(remoteOf(socket));
+      this.pending.delete(remoteOf(socket));
       this.onSecure(socket);
     });
     // A failed handshake (bad certificate, timeout, garbage) destroys the socket: nothing to tell.
@@ -262,14 +261,13 @@ export class TlsGate {
   admit(socket: Socket): void {
     const address = socket.remoteAddress ?? '';
     if (this.pending.size >= this.limits.pending) this.evictOldest(undefined);
-    if ((this.perAddress.get(address) ?? 0) >= this.limits.pendingPerAddress) this.evictOldest(address);
+    if (this.pending.countFrom(address) >= this.limits.pendingPerAddress) this.evictOldest(address);
     const remote = remoteOf(socket);
     const gated: PendingSocket = { socket, address };
-    this.pending.set(remote, gated);
-    this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
+    this.pending.add(remote, gated);
     socket.on('error', () => undefined);
     socket.once('close', () => {
-      if (this.pending.get(remote) === gated) this.forget(remote);
+      if (this.pending.get(remote) === gated) this.pending.delete(remote);
     });
     const timer = setTimeout(() => socket.destroy(), this.timeoutMs);
     timer.unref();
@@ -283,34 +281,22 @@ export class TlsGate {
         return;
       }
       // What a plaintext client sent is dropped unread: the refusal is all it gets.
-      this.forget(remote);
+      this.pending.delete(remote);
       this.onPlaintext(socket);
     });
   }
 
   /** Destroys every socket still in the sniff or the handshake. */
   destroyPending(): void {
-    for (const { socket } of this.pending.values()) socket.destroy();
+    for (const [, { socket }] of this.pending) socket.destroy();
     this.pending.clear();
-    this.perAddress.clear();
   }
 
-  /** Makes room for a new socket (see {@link pendingToEvict}): destroys it. */
+  /** Makes room for a new socket (see {@link PendingSockets.toEvict}): destroys the one it names. */
   private evictOldest(address: string | undefined): void {
-    const victim = pendingToEvict(this.pending, address);
+    const victim = this.pending.toEvict(address);
     if (victim === undefined) return;
-    const { socket } = this.pending.get(victim.key)!;
-    this.forget(victim.key);
-    socket.destroy();
-  }
-
-  private forget(remote: string): void {
-    const gated = this.pending.get(remote);
-    if (gated === undefined) return;
-    this.pending.delete(remote);
-    const left = (this.perAddress.get(gated.address) ?? 1) - 1;
-    if (left > 0) this.perAddress.set(gated.address, left);
-    else this.perAddress.delete(gated.address);
+    this.pending.delete(victim.key)?.socket.destroy();
   }
 }
 
