@@ -27,6 +27,7 @@ export class PendingSockets<K, E extends PendingSocket> {
     return this.perAddress.get(address) ?? 0;
   }
 
+  /** The entry of a pending socket; undefined once it is not pending. */
   get(key: K): E | undefined {
     return this.entries.get(key);
   }
