@@ -167,7 +167,7 @@ export class AuthFailureBudget {
   }
 }
 
-/** The table's key of a remote address: IPv4-mapped IPv6 as IPv4, so one host is one entry. */
-function addressKey(address: string | undefined): string {
+/** The table's key of a remote address: IPv4-mapped IPv6 as IPv4, so one host is one entry (also the unit {@link PasswordChecks} takes turns by). */
+export function addressKey(address: string | undefined): string {
   return address === undefined ? 'unknown' : unmappedAddress(address);
 }

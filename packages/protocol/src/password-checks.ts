@@ -1,5 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
-import { type StoredCredential, sameBytes, unmappedAddress, verifyPassword } from './auth.js';
+import { type StoredCredential, sameBytes, verifyPassword } from './auth.js';
+import { addressKey } from './auth-failures.js';
 import { DstoreError, ErrorCode } from './errors.js';
 
 /** Default scrypt derivations run at once: one core's worth (each ~40 ms of a core and 16 MiB). */
@@ -110,7 +111,7 @@ export class PasswordChecks {
       }
       byDigest.set(name, check);
       if (this.running < this.atOnce) this.run(check);
-      else this.wait(check, address === undefined ? 'unknown' : unmappedAddress(address));
+      else this.wait(check, addressKey(address));
     });
   }
 
